@@ -1,0 +1,18 @@
+"""kernelcalc: infinite-width kernel theory of Neural ODEs, symbolically and numerically.
+
+Public API (explicit re-exports only).
+"""
+
+import jax as _jax
+
+_jax.config.update("jax_enable_x64", True)
+
+from .activations import Activation, ActivationError, BUILTIN_NAMES, resolve_activation  # noqa: E402
+from ._validation import KernelcalcInputError  # noqa: E402
+from .kernels import Kernel, mlp_kernel, node_kernel, resnet_kernel  # noqa: E402
+
+__all__ = [
+    "Activation", "ActivationError", "BUILTIN_NAMES", "resolve_activation", "KernelcalcInputError",
+    "Kernel", "mlp_kernel", "node_kernel", "resnet_kernel",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,82 @@
+"""Input validation shared by every public function: clear errors naming the argument."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["as_inputs", "as_input_pair", "positive", "positive_int", "nonnegative", "KernelcalcInputError"]
+
+
+class KernelcalcInputError(ValueError):
+    """A public function received an invalid argument."""
+
+
+def as_inputs(x, name: str = "x1") -> np.ndarray:
+    """``x`` as a float64 array of shape (N, d), N >= 1, d >= 1, all finite; 1-D means one input."""
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise KernelcalcInputError(f"{name} must be a real array, got {type(x).__name__}: {err}") from None
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise KernelcalcInputError(f"{name} must have shape (N, d), got shape {arr.shape}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise KernelcalcInputError(f"{name} must have at least one row and one column, got shape {arr.shape}")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i, j = map(int, np.argwhere(bad)[0])
+        raise KernelcalcInputError(f"{name} contains NaN or inf (first at row {i}, column {j})")
+    return arr
+
+
+def as_input_pair(x1, x2=None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Validate ``x1`` and ``x2`` (default ``x1``); returns ``(x1, x2, same)``."""
+    a = as_inputs(x1, "x1")
+    if x2 is None:
+        return a, a, True
+    b = as_inputs(x2, "x2")
+    if a.shape[1] != b.shape[1]:
+        raise KernelcalcInputError(f"x1 and x2 must have the same input dimension d, got {a.shape[1]} and {b.shape[1]}")
+    return a, b, False
+
+
+def _real(name: str, value) -> float:
+    if isinstance(value, bool):
+        raise KernelcalcInputError(f"{name} must be a real number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise KernelcalcInputError(f"{name} must be a real number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise KernelcalcInputError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+def positive(name: str, value) -> float:
+    """``value`` as a finite float > 0."""
+    v = _real(name, value)
+    if v <= 0:
+        raise KernelcalcInputError(f"{name} must be > 0, got {value!r}")
+    return v
+
+
+def nonnegative(name: str, value) -> float:
+    """``value`` as a finite float >= 0."""
+    v = _real(name, value)
+    if v < 0:
+        raise KernelcalcInputError(f"{name} must be >= 0, got {value!r}")
+    return v
+
+
+def positive_int(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
+            isinstance(value, float) and value.is_integer()):
+        raise KernelcalcInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    v = int(value)
+    if v < minimum:
+        raise KernelcalcInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return v

@@ -1,0 +1,32 @@
+"""Command-line interface: ``kernelcalc <command>``; thin layers over the library.
+
+Each sub-module registers its commands on :data:`main`:
+``analytic`` (limit, derive, check), ``empirical`` (compare, depth-gap),
+``training`` (train, width-sweep, sweep-T).
+"""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kernelcalc")
+def main():
+    """kernelcalc: infinite-width NTK / NNGP kernels of Neural ODEs, ResNets and MLPs."""
+
+
+def _register() -> None:
+    import importlib
+
+    for mod in ("analytic", "empirical", "training"):
+        try:
+            importlib.import_module(f"{__name__}.{mod}")
+        except ModuleNotFoundError as err:  # a sub-module not written yet
+            if err.name != f"{__name__}.{mod}":
+                raise
+
+
+_register()

@@ -1,0 +1,88 @@
+"""The one immutable result type shared by every kernel (analytic, empirical, Monte Carlo)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["Kernel"]
+
+
+def _frozen(a) -> np.ndarray:
+    arr = np.array(a, dtype=np.float64, copy=True)
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    r"""NNGP and NTK Gram matrices of one model on inputs ``x1`` (rows) and ``x2`` (columns).
+
+    **Fields:**
+
+    - ``nngp``: $K(x_i, y_j) = E[f(x_i) f(y_j)]$ at initialisation, shape ``(N1, N2)``.
+    - ``ntk``: $\Theta(x_i, y_j) = E[\nabla_\theta f(x_i)\cdot\nabla_\theta f(y_j)]$, shape ``(N1, N2)``.
+    - ``model``: ``"mlp"``, ``"resnet"``, ``"node"`` (analytic) or ``"empirical:..."``.
+    - ``activation``: the activation's name.
+    - ``params``: the parameters that produced it (``T``, ``sigma_w``, ``depth`` ...).
+    - ``info``: diagnostics (discretisation sizes, estimated errors, timings).
+    - ``stderr``: for Monte-Carlo estimates, a :class:`Kernel` of standard errors; else ``None``.
+
+    Arrays are read-only.  Use :meth:`replace` to derive a modified copy.
+    """
+
+    nngp: np.ndarray
+    ntk: np.ndarray
+    model: str
+    activation: str
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    stderr: "Kernel | None" = None
+
+    def __post_init__(self):
+        nngp, ntk = _frozen(self.nngp), _frozen(self.ntk)
+        if nngp.shape != ntk.shape:
+            raise ValueError(f"nngp shape {nngp.shape} != ntk shape {ntk.shape}")
+        object.__setattr__(self, "nngp", nngp)
+        object.__setattr__(self, "ntk", ntk)
+        object.__setattr__(self, "params", dict(self.params))
+        object.__setattr__(self, "info", dict(self.info))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.nngp.shape
+
+    def replace(self, **changes) -> "Kernel":
+        """A copy with some fields replaced (like ``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable dictionary."""
+        out = {
+            "model": self.model, "activation": self.activation,
+            "params": _jsonable(self.params), "info": _jsonable(self.info),
+            "nngp": self.nngp.tolist(), "ntk": self.ntk.tolist(),
+        }
+        if self.stderr is not None:
+            out["stderr"] = {"nngp": self.stderr.nngp.tolist(), "ntk": self.stderr.ntk.tolist()}
+        return out
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+
+def _jsonable(obj):
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return obj.item()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
