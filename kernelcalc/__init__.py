@@ -16,3 +16,6 @@ __all__ = [
     "Kernel", "mlp_kernel", "node_kernel", "resnet_kernel",
 ]
 __version__ = "0.1.0"
+from .checks import CheckReport, check  # noqa: E402
+from . import data  # noqa: E402
+__all__ += ["CheckReport", "check", "data"]

@@ -1,0 +1,320 @@
+r"""Pre-flight checks of a data set against the hypotheses of the Neural-ODE NTK theory.
+
+:func:`check` answers, for data $X\in\mathbb R^{N\times d}$ and an activation $\phi$:
+
+- does $\phi$ satisfy Assumption 1 (see :func:`kernelcalc.analyse`)?
+- are the rows on the sphere $\|x\|^2 = d$?
+- are the rows distinct, and is any pair parallel ($x_i = \pm x_j$)?
+- is the limiting NTK Gram $\Theta^\infty(X, X)$ strictly positive definite:
+  $\lambda_{\min} > \mathrm{tol}$, and how well conditioned is it?
+- the step size of Theorem 2 of Gao et al., $\eta = 1/\|X\|_2^2$ ($\|X\|_2$ the spectral
+  norm of the data matrix), and the predicted per-step contraction of the training loss
+  $1 - \eta\,\lambda_{\min}$.
+
+Example::
+
+    >>> import numpy as np, kernelcalc
+    >>> X = kernelcalc.data.sphere_normalise(np.random.default_rng(0).normal(size=(5, 3)))
+    >>> rep = kernelcalc.check(X, activation="softplus")      # doctest: +SKIP
+    >>> rep.ok, rep.lambda_min > 0                            # doctest: +SKIP
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from ._validation import KernelcalcInputError, as_inputs, nonnegative, positive
+from .activations import resolve_activation
+
+__all__ = ["CheckReport", "GramSummary", "check", "gram_summary"]
+
+#: Two rows are "parallel" when $|\cos\angle(x_i, x_j)| \ge 1 - $ this.
+PARALLEL_COS_TOL = 1e-10
+#: Two rows are duplicates when $\|x_i - x_j\| \le$ this times $(1 + \max_k\|x_k\|)$.
+DUPLICATE_RTOL = 1e-12
+
+
+@dataclasses.dataclass(frozen=True)
+class GramSummary:
+    r"""Entry and spectrum statistics of a symmetric Gram matrix $K$ (``N x N``).
+
+    ``condition_number`` is $\lambda_{\max}/\lambda_{\min}$, or ``inf`` when
+    $\lambda_{\min}\le 0$.
+    """
+
+    n: int
+    min_entry: float
+    max_entry: float
+    mean_entry: float
+    lambda_min: float
+    lambda_max: float
+    condition_number: float
+
+    def to_dict(self) -> dict:
+        return _jsonable(dataclasses.asdict(self))
+
+
+def gram_summary(K) -> GramSummary:
+    """:class:`GramSummary` of a square matrix, symmetrised as $(K + K^T)/2$ before ``eigvalsh``."""
+    K = np.asarray(K, dtype=np.float64)
+    if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] == 0:
+        raise KernelcalcInputError(f"Gram matrix must be square and non-empty, got shape {K.shape}")
+    if not np.all(np.isfinite(K)):
+        raise KernelcalcInputError("Gram matrix contains NaN or inf")
+    eig = np.linalg.eigvalsh(0.5 * (K + K.T))
+    lmin, lmax = float(eig[0]), float(eig[-1])
+    return GramSummary(
+        n=int(K.shape[0]), min_entry=float(K.min()), max_entry=float(K.max()), mean_entry=float(K.mean()),
+        lambda_min=lmin, lambda_max=lmax, condition_number=lmax / lmin if lmin > 0 else math.inf)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckReport:
+    r"""Result of :func:`check`. Immutable; :meth:`to_dict` is JSON-serialisable.
+
+    **Fields:**
+
+    - ``activation``, ``params``: what was checked (``T``, ``sigma_w``, ``sigma_u``,
+      ``sigma_v``, ``tol``, ``sphere_rtol``); ``n``, ``d``: the data shape.
+    - ``assumption1``: the :class:`~kernelcalc.assumptions.Assumption1Report`.
+    - ``on_sphere``: every row has $|\|x\|^2/d - 1| \le$ ``sphere_rtol``;
+      ``sphere_deviation`` is the worst $|\|x\|^2/d - 1|$.
+    - ``distinct``: no two rows are equal; ``duplicate_pairs`` lists (up to 10) equal pairs;
+      ``min_distance`` is $\min_{i<j}\|x_i - x_j\|$ (``inf`` for one row).
+    - ``parallel``: some pair has $x_i = \pm x_j$ up to scale (``parallel_pairs``, up to 10);
+      antipodal pairs make the Gram singular for odd or even activations.
+    - ``gram``: :class:`GramSummary` of the limiting NTK Gram $\Theta^\infty(X,X)$;
+      ``lambda_min``, ``lambda_max``, ``condition_number`` repeat its spectrum.
+    - ``data_norm``: $\|X\|_2$; ``step_size``: $\eta = 1/\|X\|_2^2$;
+      ``contraction``: $1 - \eta\lambda_{\min}$, the predicted per-step loss factor.
+    - ``ok``: no problems; ``problems``: why not; ``warnings``: things worth knowing
+      that do not by themselves invalidate the theory's conclusion.
+    """
+
+    activation: str
+    params: Mapping[str, Any]
+    n: int
+    d: int
+    assumption1: Any
+    on_sphere: bool
+    sphere_deviation: float
+    distinct: bool
+    duplicate_pairs: tuple[tuple[int, int], ...]
+    min_distance: float
+    parallel: bool
+    parallel_pairs: tuple[tuple[int, int], ...]
+    gram: GramSummary
+    data_norm: float
+    step_size: float
+    contraction: float
+    problems: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def lambda_min(self) -> float:
+        return self.gram.lambda_min
+
+    @property
+    def lambda_max(self) -> float:
+        return self.gram.lambda_max
+
+    @property
+    def condition_number(self) -> float:
+        return self.gram.condition_number
+
+    def to_dict(self) -> dict:
+        a1 = self.assumption1
+        out = {
+            "ok": self.ok, "problems": list(self.problems), "warnings": list(self.warnings),
+            "activation": self.activation, "params": dict(self.params), "n": self.n, "d": self.d,
+            "assumption1": a1.to_dict() if hasattr(a1, "to_dict") else str(a1),
+            "on_sphere": self.on_sphere, "sphere_deviation": self.sphere_deviation,
+            "distinct": self.distinct, "duplicate_pairs": [list(p) for p in self.duplicate_pairs],
+            "min_distance": self.min_distance,
+            "parallel": self.parallel, "parallel_pairs": [list(p) for p in self.parallel_pairs],
+            "gram": self.gram.to_dict(),
+            "lambda_min": self.lambda_min, "lambda_max": self.lambda_max,
+            "condition_number": self.condition_number,
+            "data_norm": self.data_norm, "step_size": self.step_size, "contraction": self.contraction,
+        }
+        return _jsonable(out)
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+    def __str__(self) -> str:
+        p = self.params
+        yes = {True: "yes", False: "NO"}
+        def row(label, value):
+            return f"  {label:<27} {value}"
+
+        par = "yes " + str(list(self.parallel_pairs)) if self.parallel else "no"
+        lines = [
+            f"check: activation={self.activation}, T={p['T']:g}, sigma_w={p['sigma_w']:g}, "
+            f"sigma_u={p['sigma_u']:g}, sigma_v={p['sigma_v']:g}; data N={self.n}, d={self.d}",
+            "",
+            "Assumption 1:",
+            *("  " + ln for ln in str(self.assumption1).splitlines()),
+            "",
+            "Data:",
+            row("on sphere |x|^2 = d", f"{yes[self.on_sphere]} (worst |(|x|^2/d) - 1| = {self.sphere_deviation:.3e})"),
+            row("distinct rows", f"{yes[self.distinct]} (min pairwise distance {self.min_distance:.6g})"),
+            row("parallel pair x = +-y", par),
+            "",
+            "NTK Gram Theta(X, X):",
+            row("lambda_min", f"{self.lambda_min:.6e}"),
+            row("lambda_max", f"{self.lambda_max:.6e}"),
+            row("condition number", f"{self.condition_number:.6e}"),
+            row("entries min / mean / max",
+                f"{self.gram.min_entry:.6g} / {self.gram.mean_entry:.6g} / {self.gram.max_entry:.6g}"),
+            "",
+            "Gradient descent (Theorem 2 of Gao et al.):",
+            row("||X||_2 (spectral norm)", f"{self.data_norm:.6g}"),
+            row("step size eta = 1/||X||_2^2", f"{self.step_size:.6e}"),
+            row("contraction 1 - eta*lmin", f"{self.contraction:.12g}"),
+            "",
+        ]
+        for w in self.warnings:
+            lines.append(f"warning: {w}")
+        if self.ok:
+            lines.append("OK: all checks passed")
+        else:
+            lines.append("NOT OK:")
+            lines.extend(f"  - {msg}" for msg in self.problems)
+        return "\n".join(lines)
+
+
+def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
+          tol=1e-10, sphere_rtol=1e-8) -> CheckReport:
+    r"""Check data ``X`` (N, d) and ``activation`` against the Neural-ODE NTK theory.
+
+    **Arguments:**
+
+    - ``X``: data matrix, one input per row (finite).
+    - ``activation``: name, ``"elu(alpha=0.5)"``, expression in ``x`` or
+      :class:`~kernelcalc.Activation`.
+    - ``T``, ``sigma_w``, ``sigma_u``, ``sigma_v``: as in :func:`kernelcalc.node_kernel`.
+    - ``tol``: the NTK Gram counts as singular when $\lambda_{\min}\le$ ``tol``.
+    - ``sphere_rtol``: tolerance of the sphere test $|\|x\|^2/d - 1|\le$ ``sphere_rtol``.
+
+    **Returns:** a :class:`CheckReport`; ``report.ok`` is ``False`` when
+    $\lambda_{\min}\le$ ``tol``, Assumption 1 fails, a row is off the sphere, or two rows
+    are equal (``report.problems`` says which).
+    """
+    from .assumptions import analyse
+    from .kernels import node_kernel
+
+    X = as_inputs(X, "X")
+    act = resolve_activation(activation)
+    params = {"T": positive("T", T), "sigma_w": positive("sigma_w", sigma_w),
+              "sigma_u": positive("sigma_u", sigma_u), "sigma_v": positive("sigma_v", sigma_v),
+              "tol": nonnegative("tol", tol), "sphere_rtol": nonnegative("sphere_rtol", sphere_rtol)}
+    n, d = X.shape
+    problems: list[str] = []
+    warnings: list[str] = []
+
+    # --- Assumption 1
+    a1 = analyse(act)
+    holds = getattr(a1, "holds", None)
+    if holds is False:
+        summary = getattr(a1, "summary", None) or "see the Assumption-1 report"
+        problems.append(f"activation {act.name} fails Assumption 1: {summary}")
+    elif holds is None:
+        warnings.append(f"Assumption 1 could not be decided for {act.name}")
+
+    # --- sphere
+    sq = np.einsum("ij,ij->i", X, X)
+    dev = np.abs(sq / d - 1.0)
+    sphere_deviation = float(dev.max())
+    on_sphere = bool(sphere_deviation <= params["sphere_rtol"])
+    if not on_sphere:
+        i = int(dev.argmax())
+        problems.append(f"data not on the sphere |x|^2 = d = {d}: row {i} has |x|^2 = {sq[i]:.6g} "
+                        "(use kernelcalc.data.sphere_normalise)")
+
+    # --- distinct / parallel
+    dup, par, min_dist = _pairs(X)
+    if dup:
+        problems.append(f"duplicate rows {', '.join(f'{i}={j}' for i, j in dup[:5])}"
+                        f"{' ...' if len(dup) > 5 else ''} (the NTK Gram is singular)")
+    antipodal = [p for p in par if p not in set(dup)]
+    if antipodal:
+        warnings.append(f"parallel rows x_i = -x_j (or a multiple): {antipodal[:5]}; the Gram is singular "
+                        "for odd or even activations")
+
+    # --- NTK Gram spectrum
+    K = node_kernel(X, activation=act, T=params["T"], sigma_w=params["sigma_w"],
+                    sigma_u=params["sigma_u"], sigma_v=params["sigma_v"])
+    gram = gram_summary(K.ntk)
+    if not gram.lambda_min > params["tol"]:
+        problems.append(f"NTK Gram is not strictly positive definite: lambda_min = {gram.lambda_min:.3e} "
+                        f"<= tol = {params['tol']:g}")
+
+    # --- Theorem 2 step size and contraction
+    data_norm = float(np.linalg.norm(X, 2))
+    step = 1.0 / data_norm**2
+    return CheckReport(
+        activation=act.name, params=params, n=n, d=d, assumption1=a1,
+        on_sphere=on_sphere, sphere_deviation=sphere_deviation,
+        distinct=not dup, duplicate_pairs=tuple(dup[:10]), min_distance=min_dist,
+        parallel=bool(par), parallel_pairs=tuple(par[:10]),
+        gram=gram, data_norm=data_norm, step_size=step, contraction=1.0 - step * gram.lambda_min,
+        problems=tuple(problems), warnings=tuple(warnings))
+
+
+def _pairs(X: np.ndarray) -> tuple[list[tuple[int, int]], list[tuple[int, int]], float]:
+    """(duplicate pairs, parallel pairs incl. duplicates, min pairwise distance), pairs i < j.
+
+    Works in row blocks so memory stays O(block * N); distances come from exact differences
+    (``cdist``), so near-duplicates are not lost to cancellation.
+    """
+    n = X.shape[0]
+    if n < 2:
+        return [], [], math.inf
+    from scipy.spatial.distance import cdist
+
+    norms = np.linalg.norm(X, axis=1)
+    dup_tol = DUPLICATE_RTOL * (1.0 + float(norms.max()))
+    block = max(1, (1 << 22) // n)
+    dup: list[tuple[int, int]] = []
+    par: list[tuple[int, int]] = []
+    min_dist = math.inf
+    cols = np.arange(n)
+    for a in range(0, n, block):
+        rows = np.arange(a, min(a + block, n))
+        upper = cols[None, :] > rows[:, None]
+        dist = cdist(X[rows], X)
+        if upper.any():
+            min_dist = min(min_dist, float(dist[upper].min()))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = np.nan_to_num((X[rows] @ X.T) / np.outer(norms[rows], norms))
+        is_dup = upper & (dist <= dup_tol)
+        is_par = upper & ((np.abs(cos) >= 1.0 - PARALLEL_COS_TOL) | is_dup)
+        dup += [(int(rows[i]), int(j)) for i, j in np.argwhere(is_dup)]
+        par += [(int(rows[i]), int(j)) for i, j in np.argwhere(is_par)]
+    return dup, par, min_dist
+
+
+def _jsonable(obj):
+    """Plain JSON types; non-finite floats become ``None`` (JSON has no inf/NaN)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

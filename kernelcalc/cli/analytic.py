@@ -1,0 +1,256 @@
+"""Analytic commands: ``kernelcalc limit``, ``kernelcalc derive``, ``kernelcalc check``.
+
+Thin layers over :func:`kernelcalc.node_kernel`, :func:`kernelcalc.analyse`,
+:func:`kernelcalc.derive` and :func:`kernelcalc.check`; no maths here.  Every input error
+is reported as one line ``Error: ...`` (exit code 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+
+import click
+import numpy as np
+
+from kernelcalc.cli import main
+
+__all__ = ["limit", "derive_cmd", "check_cmd"]
+
+
+# ---------------------------------------------------------------------------- error plumbing
+class InputError(click.ClickException):
+    """Bad user input: printed as a single ``Error: ...`` line, exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))  # one line, whatever the source
+
+
+class OneLineCommand(click.Command):
+    """A command whose usage errors (bad option value, missing option) are one line."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as err:
+            raise InputError(f"{err.format_message()} (see 'kernelcalc {info_name} --help')") from None
+
+
+def _friendly(fn):
+    """Turn library input errors (ValueError subclasses) and file errors into :class:`InputError`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except (ValueError, OSError) as err:  # KernelcalcInputError, ActivationError, ...
+            raise InputError(str(err) or type(err).__name__) from None
+
+    return wrapper
+
+
+# ---------------------------------------------------------------------------- shared options
+def _activation_option(f):
+    return click.option(
+        "--activation", "-a", default="softplus", show_default=True, metavar="SPEC",
+        help="Built-in name (softplus, tanh, gelu, relu, ...), a built-in with parameters "
+             "('elu(alpha=0.5)'), or a sympy expression in x ('log(1+exp(x))').")(f)
+
+
+def _node_options(f):
+    for opt in reversed([
+        click.option("--T", "T", type=float, default=1.0, show_default=True, help="ODE time horizon T > 0."),
+        click.option("--sigma-w", type=float, default=1.0, show_default=True, help="Hidden weight std (> 0)."),
+        click.option("--sigma-u", type=float, default=1.0, show_default=True, help="Input weight std (> 0)."),
+        click.option("--sigma-v", type=float, default=1.0, show_default=True, help="Output weight std (> 0)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _resolve(spec: str):
+    from kernelcalc.activations import resolve_activation
+
+    return resolve_activation(spec)
+
+
+def _node_params(T, sigma_w, sigma_u, sigma_v) -> dict:
+    from kernelcalc._validation import positive
+
+    return {"T": positive("T", T), "sigma_w": positive("sigma_w", sigma_w),
+            "sigma_u": positive("sigma_u", sigma_u), "sigma_v": positive("sigma_v", sigma_v)}
+
+
+def _dump(obj) -> str:
+    return json.dumps(_finite(obj), indent=2)
+
+
+def _finite(obj):
+    """JSON-safe: inf/NaN become ``None``."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _report_dict(report) -> dict:
+    return report.to_dict() if hasattr(report, "to_dict") else {"text": str(report)}
+
+
+# ---------------------------------------------------------------------------- limit
+def correlation_inputs(rhos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""Inputs in $d = 2$ on the sphere $\|x\|^2 = d$ with $x\cdot y_k/d = \rho_k$.
+
+    ``x = sqrt(2) (1, 0)`` and ``y_k = sqrt(2) (rho_k, sqrt(1 - rho_k^2))``.  The node kernel
+    depends on the inputs only through $x\cdot y/d$, $\|x\|^2/d$ and $\|y\|^2/d$, so this
+    two-dimensional table is the table for every $d$.
+    """
+    rhos = np.asarray(rhos, dtype=np.float64)
+    x = np.sqrt(2.0) * np.array([[1.0, 0.0]])
+    y = np.sqrt(2.0) * np.stack([rhos, np.sqrt(np.clip(1.0 - rhos**2, 0.0, None))], axis=1)
+    return x, y
+
+
+@main.command("limit", cls=OneLineCommand)
+@_activation_option
+@_node_options
+@click.option("--data", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Optional data (.npy/.csv/.txt, one input per row): summarise its NTK Gram matrix.")
+@click.option("--points", type=int, default=11, show_default=True,
+              help="Number of correlations rho in the table (evenly spaced in [-1, 1], >= 2).")
+@click.option("--latex", is_flag=True, help="Print the recursion as LaTeX instead of text.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+@_friendly
+def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json):
+    """Infinite-width Neural-ODE NNGP/NTK: activation analysis, recursion, kernel table.
+
+    Prints the Assumption-1 report for the activation, the kernel recursion, and a table of
+    the limiting NNGP K(x, y) and NTK Theta(x, y) against the correlation rho = x.y/d for
+    inputs on the sphere |x|^2 = |y|^2 = d.  With --data, also a summary of the NTK Gram
+    matrix of the data (entries, lambda_min, lambda_max, condition number).
+
+    Example: kernelcalc limit --activation softplus --T 1
+    """
+    from kernelcalc import analyse, derive, node_kernel
+    from kernelcalc.checks import gram_summary
+
+    act = _resolve(activation)
+    params = _node_params(T, sigma_w, sigma_u, sigma_v)
+    if points < 2:
+        raise InputError(f"--points must be >= 2, got {points}")
+    X = None
+    if data is not None:
+        from kernelcalc.data import load_array
+
+        X = load_array(data)
+
+    report = analyse(act)
+    derivation = derive(act, model="node")
+    rhos = np.linspace(-1.0, 1.0, points)
+    x, y = correlation_inputs(rhos)
+    K = node_kernel(x, y, activation=act, **params)
+    table = [{"rho": float(r), "nngp": float(a), "ntk": float(b)} for r, a, b in zip(rhos, K.nngp[0], K.ntk[0])]
+    grams = None
+    if X is not None:
+        G = node_kernel(X, activation=act, **params)
+        grams = {"n": int(X.shape[0]), "d": int(X.shape[1]),
+                 "ntk": gram_summary(G.ntk).to_dict(), "nngp": gram_summary(G.nngp).to_dict()}
+
+    if as_json:
+        doc = {"activation": act.to_dict(), "params": params, "assumption1": _report_dict(report),
+               "derivation": derivation.to_dict() if hasattr(derivation, "to_dict") else derivation.text(),
+               "table": table}
+        if grams is not None:
+            doc["data"] = {"path": str(data), **grams}
+        click.echo(_dump(doc))
+        return
+
+    out = [f"Neural ODE infinite-width kernel: activation = {act.name}, T = {params['T']:g}, "
+           f"sigma_w = {params['sigma_w']:g}, sigma_u = {params['sigma_u']:g}, sigma_v = {params['sigma_v']:g}",
+           "", "== Activation (Assumption 1) ==", str(report).rstrip(),
+           "", "== Recursion ==", (derivation.latex() if latex else derivation.text()).rstrip(),
+           "", "== Kernel on the sphere |x|^2 = |y|^2 = d, rho = x.y/d ==",
+           f"{'rho':>8}  {'NNGP':>20}  {'NTK':>20}"]
+    out += [f"{row['rho']:8.4f}  {row['nngp']:20.12g}  {row['ntk']:20.12g}" for row in table]
+    if grams is not None:
+        out += ["", f"== Gram matrices of {data} (N = {grams['n']}, d = {grams['d']}) =="]
+        for name in ("ntk", "nngp"):
+            s = grams[name]
+            cond = s["condition_number"]
+            out += [f"{name.upper():>4}: entries min {s['min_entry']:.6g}, max {s['max_entry']:.6g}, "
+                    f"mean {s['mean_entry']:.6g}; lambda_min {s['lambda_min']:.6e}, "
+                    f"lambda_max {s['lambda_max']:.6e}, condition number "
+                    f"{'inf' if cond is None else format(cond, '.6e')}"]
+    click.echo("\n".join(out))
+
+
+# ---------------------------------------------------------------------------- derive
+@main.command("derive", cls=OneLineCommand)
+@_activation_option
+@click.option("--model", type=click.Choice(["node", "resnet", "mlp"]), default="node", show_default=True,
+              help="Which architecture's kernel recursion to derive.")
+@click.option("--latex", is_flag=True, help="Print LaTeX instead of text.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+@_friendly
+def derive_cmd(activation, model, latex, as_json):
+    """Symbolic NNGP/NTK recursion for an activation and an architecture.
+
+    Example: kernelcalc derive --activation tanh --model resnet --latex
+    """
+    from kernelcalc import derive
+
+    act = _resolve(activation)
+    d = derive(act, model=model)
+    if as_json:
+        click.echo(_dump(d.to_dict()))
+    else:
+        click.echo((d.latex() if latex else d.text()).rstrip())
+
+
+# ---------------------------------------------------------------------------- check
+@main.command("check", cls=OneLineCommand)
+@click.option("--data", type=click.Path(dir_okay=False), required=True, metavar="FILE",
+              help="Data (.npy/.csv/.txt), one input per row.")
+@_activation_option
+@_node_options
+@click.option("--tol", type=float, default=1e-10, show_default=True,
+              help="The NTK Gram counts as singular when lambda_min <= tol.")
+@click.option("--sphere-rtol", type=float, default=1e-8, show_default=True,
+              help="Relative tolerance of the test |x|^2 = d.")
+@click.option("--normalise", is_flag=True, help="Scale the rows onto the sphere |x|^2 = d first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+@_friendly
+def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, tol, sphere_rtol, normalise, as_json):
+    """Check data and activation against the Neural-ODE NTK theory.
+
+    Reports Assumption 1, whether the rows lie on the sphere and are distinct, the NTK Gram's
+    lambda_min and condition number, the Theorem-2 step size eta = 1/||X||_2^2 and the
+    predicted loss contraction 1 - eta*lambda_min.  Exit code 1 when a check fails
+    (lambda_min <= tol, Assumption 1 fails, data off the sphere, duplicate rows).
+
+    Example: kernelcalc check --data X.npy --activation softplus --T 1
+    """
+    from kernelcalc.checks import check
+    from kernelcalc.data import load_array, sphere_normalise
+
+    X = load_array(data)
+    if normalise:
+        X = sphere_normalise(X)
+    act = _resolve(activation)
+    params = _node_params(T, sigma_w, sigma_u, sigma_v)
+    report = check(X, activation=act, tol=tol, sphere_rtol=sphere_rtol, **params)
+    click.echo(_dump(report.to_dict()) if as_json else str(report))
+    if not report.ok:
+        click.echo("Error: check failed: " + "; ".join(" ".join(p.split()) for p in report.problems), err=True)
+        ctx.exit(1)
