@@ -141,9 +141,6 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
 
     Example: kernelcalc limit --activation softplus --T 1
     """
-    from kernelcalc import analyse, derive, node_kernel
-    from kernelcalc.checks import gram_summary
-
     act = _resolve(activation)
     params = _node_params(T, sigma_w, sigma_u, sigma_v)
     if points < 2:
@@ -153,6 +150,9 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
         from kernelcalc.data import load_array
 
         X = load_array(data)
+
+    from kernelcalc import analyse, derive, node_kernel
+    from kernelcalc.checks import gram_summary
 
     report = analyse(act)
     derivation = derive(act, model="node")
@@ -207,9 +207,9 @@ def derive_cmd(activation, model, latex, as_json):
 
     Example: kernelcalc derive --activation tanh --model resnet --latex
     """
+    act = _resolve(activation)
     from kernelcalc import derive
 
-    act = _resolve(activation)
     d = derive(act, model=model)
     if as_json:
         click.echo(_dump(d.to_dict()))

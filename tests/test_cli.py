@@ -1,0 +1,186 @@
+"""CLI (limit / derive / check): one-line errors, no tracebacks, numbers equal the library's."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kernelcalc import node_kernel
+from kernelcalc.cli import main
+from kernelcalc.data import sphere_normalise
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    good = sphere_normalise(np.random.default_rng(1).normal(size=(5, 3)))
+    np.save(d / "good.npy", good)
+    np.savetxt(d / "good.csv", good, delimiter=",")
+    np.save(d / "cube.npy", np.zeros((2, 2, 2)))
+    np.save(d / "dup.npy", np.vstack([good, good[:1]]))
+    bad = good.copy()
+    bad[1, 2] = np.nan
+    np.savetxt(d / "nan.csv", bad, delimiter=",")
+    np.save(d / "inf.npy", np.where(bad != bad, np.inf, bad))
+    (d / "x.json").write_text("[1, 2]")
+    return d
+
+
+def _one_line_error(result):
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error:")
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["limit", "--activation", "foo"], "softplus"),            # lists the known names
+    (["limit", "--activation", "log(1+"], "parse"),
+    (["limit", "--activation", "x+y"], "x only"),
+    (["limit", "--T", "0"], "T must be > 0"),
+    (["limit", "--T", "-1"], "T must be > 0"),
+    (["limit", "--T", "nan"], "T"),
+    (["limit", "--T", "abc"], "--T"),
+    (["limit", "--sigma-w", "0"], "sigma_w"),
+    (["limit", "--sigma-u", "-1"], "sigma_u"),
+    (["limit", "--sigma-v", "0"], "sigma_v"),
+    (["limit", "--points", "1"], "points"),
+    (["limit", "--data", "{d}/cube.npy"], "shape"),
+    (["limit", "--data", "{d}/nan.csv"], "NaN"),
+    (["limit", "--data", "{d}/inf.npy"], "inf"),
+    (["limit", "--data", "{d}/missing.npy"], "not found"),
+    (["limit", "--data", "{d}/x.json"], "extension"),
+    (["limit", "--bogus"], "bogus"),
+    (["derive", "--activation", "nope"], "unknown activation"),
+    (["derive", "--model", "cnn"], "cnn"),
+    (["check"], "--data"),
+    (["check", "--data", "{d}/missing.csv"], "not found"),
+    (["check", "--data", "{d}/cube.npy"], "shape"),
+    (["check", "--data", "{d}/nan.csv"], "NaN"),
+    (["check", "--data", "{d}/good.npy", "--T", "-2"], "T must be > 0"),
+    (["check", "--data", "{d}/good.npy", "--activation", "elu(alpha=x)"], "parameter"),
+])
+def test_bad_input_is_one_line(runner, files, args, needle):
+    args = [a.format(d=files) for a in args]
+    line = _one_line_error(runner.invoke(main, args))
+    assert needle in line
+
+
+@pytest.mark.parametrize("cmd", [[], ["limit"], ["derive"], ["check"]])
+def test_help(runner, cmd):
+    res = runner.invoke(main, cmd + ["--help"])
+    assert res.exit_code == 0 and "Usage" in res.output
+
+
+def _table(output):
+    rows = []
+    for ln in output.splitlines():
+        parts = ln.split()
+        if len(parts) == 3:
+            try:
+                rows.append([float(p) for p in parts])
+            except ValueError:
+                pass
+    return np.array(rows)
+
+
+def test_limit_table_matches_node_kernel(runner):
+    res = runner.invoke(main, ["limit", "--activation", "softplus", "--T", "1"])
+    assert res.exit_code == 0, res.output
+    assert "NNGP" in res.output and "NTK" in res.output and "Assumption" in res.output
+    table = _table(res.output)
+    assert table.shape == (11, 3)
+    np.testing.assert_allclose(table[:, 0], np.linspace(-1, 1, 11), atol=1e-12)
+    # rho = 1: any x with |x|^2 = d, here d = 3
+    K = node_kernel(np.ones((1, 3)), activation="softplus", T=1.0)
+    assert table[-1, 2] == pytest.approx(K.ntk[0, 0], rel=1e-10)
+    assert table[-1, 1] == pytest.approx(K.nngp[0, 0], rel=1e-10)
+
+
+def test_limit_json_matches_node_kernel(runner):
+    args = ["limit", "--activation", "tanh", "--T", "0.7", "--sigma-w", "1.2", "--points", "5", "--json"]
+    res = runner.invoke(main, args)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    rho = np.array([r["rho"] for r in doc["table"]])
+    np.testing.assert_allclose(rho, [-1, -0.5, 0, 0.5, 1], atol=1e-15)
+    x = np.array([[1.0, 0.0]])
+    y = np.stack([rho, np.sqrt(1 - rho**2)], axis=1)
+    K = node_kernel(np.sqrt(2) * x, np.sqrt(2) * y, activation="tanh", T=0.7, sigma_w=1.2)
+    np.testing.assert_allclose([r["ntk"] for r in doc["table"]], K.ntk[0], rtol=1e-12)
+    np.testing.assert_allclose([r["nngp"] for r in doc["table"]], K.nngp[0], rtol=1e-12)
+    assert doc["params"]["T"] == 0.7 and "assumption1" in doc and "derivation" in doc
+
+
+def test_limit_with_data_summary(runner, files):
+    res = runner.invoke(main, ["limit", "--activation", "softplus", "--data", str(files / "good.csv"), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    X = np.loadtxt(files / "good.csv", delimiter=",")
+    K = node_kernel(X, activation="softplus").ntk
+    eig = np.linalg.eigvalsh(0.5 * (K + K.T))
+    s = doc["data"]["ntk"]
+    assert doc["data"]["n"] == 5
+    assert s["lambda_min"] == pytest.approx(eig[0], rel=1e-10)
+    assert s["lambda_max"] == pytest.approx(eig[-1], rel=1e-10)
+    assert s["condition_number"] == pytest.approx(eig[-1] / eig[0], rel=1e-8)
+    assert s["max_entry"] == pytest.approx(K.max(), rel=1e-12)
+    text = runner.invoke(main, ["limit", "--data", str(files / "good.npy")]).output
+    assert "lambda_min" in text and "condition number" in text
+
+
+def test_limit_latex_and_expression_activation(runner):
+    res = runner.invoke(main, ["limit", "--activation", "log(1+exp(x))", "--latex", "--points", "3"])
+    assert res.exit_code == 0, res.output
+    assert "\\" in res.output  # some LaTeX
+
+
+def test_derive(runner):
+    for model in ("node", "resnet", "mlp"):
+        res = runner.invoke(main, ["derive", "--activation", "elu(alpha=0.5)", "--model", model])
+        assert res.exit_code == 0, res.output
+        assert res.output.strip()
+    res = runner.invoke(main, ["derive", "--activation", "tanh", "--json"])
+    assert res.exit_code == 0 and isinstance(json.loads(res.output), dict)
+
+
+def test_check_ok(runner, files):
+    res = runner.invoke(main, ["check", "--data", str(files / "good.npy"), "--activation", "softplus", "--T", "1"])
+    assert res.exit_code == 0, res.output
+    assert "lambda_min" in res.output and "OK" in res.output
+
+
+def test_check_json(runner, files):
+    res = runner.invoke(main, ["check", "--data", str(files / "good.npy"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["ok"] is True
+
+
+@pytest.mark.parametrize("args, reason", [
+    (["--activation", "relu"], "Assumption 1"),
+    (["--data", "dup.npy"], "positive definite"),
+])
+def test_check_not_ok_exits_1(runner, files, args, reason):
+    full = ["check", "--data", str(files / "good.npy")] + args
+    full = [str(files / a) if a.endswith(".npy") and "/" not in a else a for a in full]
+    res = runner.invoke(main, full)
+    assert res.exit_code == 1, res.output
+    assert "Traceback" not in res.output
+    assert reason in res.output
+    assert "Error: check failed" in res.output
+
+
+def test_check_normalise(runner, tmp_path):
+    X = np.random.default_rng(2).normal(size=(4, 3)) * 3
+    np.save(tmp_path / "raw.npy", X)
+    assert runner.invoke(main, ["check", "--data", str(tmp_path / "raw.npy")]).exit_code == 1
+    assert runner.invoke(main, ["check", "--data", str(tmp_path / "raw.npy"), "--normalise"]).exit_code == 0
