@@ -1,0 +1,283 @@
+r"""Finite-width networks whose infinite-width limits are the analytic kernels.
+
+Three models, all with parameters as explicit pytrees (``NamedTuple``) and all scalar-output:
+
+- ``"node"`` -- the Neural ODE of :func:`kernelcalc.node_kernel`:
+
+  $$h_0 = \tfrac{\sigma_u}{\sqrt d} U x,\qquad
+  \dot h_t = \tfrac{\sigma_w}{\sqrt n} W \phi(h_t)\ (t\in[0,T]),\qquad
+  f(x) = \tfrac{\sigma_v}{\sqrt n} v\cdot\phi(h_T),$$
+
+  $U\in\mathbb R^{n\times d}$, $W\in\mathbb R^{n\times n}$, $v\in\mathbb R^n$ iid $N(0,1)$,
+  solved with diffrax (fixed-step or adaptive; see :class:`Network`).
+- ``"resnet"`` -- the weight-tied Euler ResNet of :func:`kernelcalc.resnet_kernel`, same
+  parameters: $h^\ell = h^{\ell-1} + \tfrac TL\tfrac{\sigma_w}{\sqrt n}W\phi(h^{\ell-1})$,
+  $f = \tfrac{\sigma_v}{\sqrt n}v\cdot\phi(h^L)$.
+- ``"mlp"`` -- the MLP of :func:`kernelcalc.mlp_kernel` (neural-tangents NTK
+  parameterisation): $z^1 = \tfrac{w_{std}}{\sqrt d}W^1x + b_{std}b^1$,
+  $z^{\ell+1} = \tfrac{w_{std}}{\sqrt n}W^{\ell+1}\phi(z^\ell) + b_{std}b^{\ell+1}$,
+  $f = \tfrac{w^{out}_{std}}{\sqrt n}w^{out}\cdot\phi(z^L) + b^{out}_{std}b^{out}$.
+
+The public API is three functions (used by training code as well)::
+
+    net = make_network("node", activation="softplus", width=256, T=1.0)
+    params = init_params(jax.random.PRNGKey(0), net, d=3)
+    f = model_apply(params, x, net)          # x: (N, d) -> f: (N,)
+
+``model_apply`` is a pure jax function of ``params`` (differentiate it with ``jax.grad``);
+``net`` is hashable and static.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._validation import KernelcalcInputError, nonnegative, positive, positive_int
+from ..activations import Activation, resolve_activation
+
+__all__ = [
+    "Network", "NODEParams", "MLPParams", "make_network", "init_params", "model_apply",
+    "SOLVERS", "GRADIENT_MODES", "MODELS", "RK4",
+]
+
+MODELS = ("node", "resnet", "mlp")
+GRADIENT_MODES = ("discretize", "adjoint")
+
+
+class RK4(diffrax.AbstractERK):
+    """The classical 4-stage, 4th-order Runge--Kutta method (fixed step only: no error estimate)."""
+
+    tableau = diffrax.ButcherTableau(
+        c=np.array([0.5, 0.5, 1.0]),
+        b_sol=np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6]),
+        b_error=np.zeros(4),
+        a_lower=(np.array([0.5]), np.array([0.0, 0.5]), np.array([0.0, 0.0, 1.0])),
+    )
+    interpolation_cls = diffrax.ThirdOrderHermitePolynomialInterpolation.from_k
+
+    def order(self, terms):
+        return 4
+
+
+#: solver name -> (constructor, has an embedded error estimate, i.e. usable adaptively)
+SOLVERS = {
+    "euler": (diffrax.Euler, False),
+    "heun": (diffrax.Heun, True),
+    "midpoint": (diffrax.Midpoint, True),
+    "ralston": (diffrax.Ralston, True),
+    "rk4": (RK4, False),
+    "bosh3": (diffrax.Bosh3, True),
+    "tsit5": (diffrax.Tsit5, True),
+    "dopri5": (diffrax.Dopri5, True),
+    "dopri8": (diffrax.Dopri8, True),
+}
+
+
+class NODEParams(NamedTuple):
+    """Parameters of the Neural ODE and of the weight-tied ResNet: ``U`` (n, d), ``W`` (n, n), ``v`` (n,)."""
+
+    U: jax.Array
+    W: jax.Array
+    v: jax.Array
+
+
+class MLPParams(NamedTuple):
+    """Parameters of the MLP: hidden ``Ws[l]`` (n, fan_in), ``bs[l]`` (n,); readout ``w_out`` (n,), ``b_out`` ()."""
+
+    Ws: tuple
+    bs: tuple
+    w_out: jax.Array
+    b_out: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    r"""A validated, hashable description of one finite-width architecture (no parameters).
+
+    **Fields:** ``model`` (``"node"``, ``"resnet"``, ``"mlp"``), ``activation``
+    (:class:`~kernelcalc.Activation`), ``width`` $n$; Neural ODE / ResNet: ``T``, ``sigma_w``,
+    ``sigma_u``, ``sigma_v``; ResNet / MLP: ``depth``; MLP: ``w_std``, ``b_std``,
+    ``out_w_std``, ``out_b_std``; Neural ODE solver: ``solver`` (a name in :data:`SOLVERS`),
+    ``steps`` (fixed step $T/\text{steps}$, or the initial step when adaptive), ``rtol`` /
+    ``atol`` (both ``None``: fixed step; else a PID controller), ``gradient``
+    (``"discretize"``: differentiate through the solver, diffrax ``RecursiveCheckpointAdjoint``;
+    ``"adjoint"``: continuous adjoint, diffrax ``BacksolveAdjoint``), ``max_steps``.
+    """
+
+    model: str
+    activation: Activation
+    width: int
+    T: float = 1.0
+    sigma_w: float = 1.0
+    sigma_u: float = 1.0
+    sigma_v: float = 1.0
+    depth: int | None = None
+    w_std: float = 1.0
+    b_std: float = 0.0
+    out_w_std: float = 1.0
+    out_b_std: float = 0.0
+    solver: str = "tsit5"
+    steps: int = 64
+    rtol: float | None = None
+    atol: float | None = None
+    gradient: str = "discretize"
+    max_steps: int = 100_000
+
+    @property
+    def adaptive(self) -> bool:
+        return self.rtol is not None
+
+    def describe(self) -> dict:
+        """The parameters that matter for this model, JSON-serialisable."""
+        out = {"model": self.model, "activation": self.activation.name, "width": self.width}
+        if self.model in ("node", "resnet"):
+            out.update(T=self.T, sigma_w=self.sigma_w, sigma_u=self.sigma_u, sigma_v=self.sigma_v)
+        if self.model in ("resnet", "mlp"):
+            out["depth"] = self.depth
+        if self.model == "mlp":
+            out.update(w_std=self.w_std, b_std=self.b_std, out_w_std=self.out_w_std, out_b_std=self.out_b_std)
+        if self.model == "node":
+            out.update(solver=self.solver, steps=self.steps, rtol=self.rtol, atol=self.atol,
+                       gradient=self.gradient)
+        return out
+
+
+def make_network(model: str = "node", *, activation, width: int, T=1.0, depth=None,
+                 sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, w_std=1.0, b_std=0.0, out_w_std=1.0,
+                 out_b_std=0.0, solver="tsit5", steps=64, rtol=None, atol=None,
+                 gradient="discretize", max_steps=100_000) -> Network:
+    """Validate the arguments and build a :class:`Network` (errors name the argument)."""
+    if not isinstance(model, str) or model not in MODELS:
+        raise KernelcalcInputError(f"model must be one of {MODELS}, got {model!r}")
+    act = resolve_activation(activation)
+    width = positive_int("width", width)
+    kw = dict(model=model, activation=act, width=width)
+    if model in ("node", "resnet"):
+        kw.update(T=positive("T", T), sigma_w=nonnegative("sigma_w", sigma_w),
+                  sigma_u=nonnegative("sigma_u", sigma_u), sigma_v=nonnegative("sigma_v", sigma_v))
+    if model in ("resnet", "mlp"):
+        if depth is None:
+            raise KernelcalcInputError(f"depth is required for model={model!r}")
+        kw["depth"] = positive_int("depth", depth)
+    if model == "mlp":
+        kw.update(w_std=nonnegative("w_std", w_std), b_std=nonnegative("b_std", b_std),
+                  out_w_std=nonnegative("out_w_std", out_w_std), out_b_std=nonnegative("out_b_std", out_b_std))
+    if model == "node":
+        if not isinstance(solver, str) or solver.lower() not in SOLVERS:
+            raise KernelcalcInputError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
+        solver = solver.lower()
+        if gradient not in GRADIENT_MODES:
+            raise KernelcalcInputError(
+                f"gradient must be 'discretize' (through the solver) or 'adjoint' (continuous adjoint), got {gradient!r}")
+        steps = positive_int("steps", steps)
+        if (rtol is None) != (atol is None):
+            rtol = 1e-8 if rtol is None else rtol
+            atol = 1e-8 if atol is None else atol
+        if rtol is not None:
+            rtol, atol = positive("rtol", rtol), positive("atol", atol)
+            if not SOLVERS[solver][1]:
+                raise KernelcalcInputError(
+                    f"solver={solver!r} has no error estimate; use fixed steps (rtol=atol=None) "
+                    f"or an adaptive solver ({', '.join(s for s, (_, a) in SOLVERS.items() if a)})")
+        kw.update(solver=solver, steps=steps, rtol=rtol, atol=atol, gradient=gradient,
+                  max_steps=positive_int("max_steps", max_steps))
+    return Network(**kw)
+
+
+# ----------------------------------------------------------------------------- parameters
+def init_params(key, net: Network, d: int):
+    """iid $N(0,1)$ parameters for ``net`` on inputs of dimension ``d`` (a pytree of float64 arrays)."""
+    d = positive_int("d", d)
+    n = net.width
+    if net.model in ("node", "resnet"):
+        ku, kw, kv = jax.random.split(key, 3)
+        return NODEParams(U=jax.random.normal(ku, (n, d), jnp.float64),
+                          W=jax.random.normal(kw, (n, n), jnp.float64),
+                          v=jax.random.normal(kv, (n,), jnp.float64))
+    keys = jax.random.split(key, 2 * net.depth + 2)
+    Ws, bs = [], []
+    for layer in range(net.depth):
+        fan_in = d if layer == 0 else n
+        Ws.append(jax.random.normal(keys[2 * layer], (n, fan_in), jnp.float64))
+        bs.append(jax.random.normal(keys[2 * layer + 1], (n,), jnp.float64))
+    return MLPParams(Ws=tuple(Ws), bs=tuple(bs), w_out=jax.random.normal(keys[-2], (n,), jnp.float64),
+                     b_out=jax.random.normal(keys[-1], (), jnp.float64))
+
+
+# ----------------------------------------------------------------------------- forward maps
+def _node_vector_field(net: Network):
+    phi, c = net.activation.jax_fn, net.sigma_w / math.sqrt(net.width)
+
+    def vf(t, h, W):
+        return c * (W @ phi(h))
+
+    return vf
+
+
+def node_solver_kwargs(net: Network) -> dict:
+    """Solver, step-size controller, adjoint and ``dt0`` for :func:`diffrax.diffeqsolve`."""
+    solver = SOLVERS[net.solver][0]()
+    if net.adaptive:
+        controller = diffrax.PIDController(rtol=net.rtol, atol=net.atol)
+    else:
+        controller = diffrax.ConstantStepSize()
+    adjoint = diffrax.BacksolveAdjoint(solver=solver, stepsize_controller=controller) \
+        if net.gradient == "adjoint" else diffrax.RecursiveCheckpointAdjoint()
+    return dict(solver=solver, stepsize_controller=controller, adjoint=adjoint,
+                dt0=net.T / net.steps, max_steps=net.max_steps)
+
+
+def node_input(params: NODEParams, x, net: Network):
+    r"""$h_0 = \sigma_u U x/\sqrt d$ for one input ``x`` of shape (d,)."""
+    return net.sigma_u / math.sqrt(x.shape[-1]) * (params.U @ x)
+
+
+def node_flow(params: NODEParams, h0, net: Network, ts=None):
+    """Solve the Neural ODE from ``h0`` (n,); returns $h_T$, or $h$ at the times ``ts`` (k, n)."""
+    saveat = diffrax.SaveAt(t1=True) if ts is None else diffrax.SaveAt(ts=ts)
+    sol = diffrax.diffeqsolve(diffrax.ODETerm(_node_vector_field(net)), t0=0.0, t1=net.T, y0=h0,
+                              args=params.W, saveat=saveat, **node_solver_kwargs(net))
+    return sol.ys[-1] if ts is None else sol.ys
+
+
+def _readout(v, hT, net: Network):
+    return net.sigma_v / math.sqrt(net.width) * (v @ net.activation.jax_fn(hT))
+
+
+def resnet_states(params: NODEParams, h0, net: Network):
+    r"""The ResNet's states $h^0,\dots,h^L$ from ``h0``: shape (L+1, n) (``h0`` may be batched (N, n) -> (L+1, N, n))."""
+    phi, c = net.activation.jax_fn, net.T / net.depth * net.sigma_w / math.sqrt(net.width)
+
+    def step(h, _):
+        h_next = h + c * (phi(h) @ params.W.T)
+        return h_next, h_next
+
+    _, hs = jax.lax.scan(step, h0, None, length=net.depth)
+    return jnp.concatenate([h0[None], hs], axis=0)
+
+
+def _apply_one(params, x, net: Network):
+    if net.model == "node":
+        return _readout(params.v, node_flow(params, node_input(params, x, net), net), net)
+    if net.model == "resnet":
+        return _readout(params.v, resnet_states(params, node_input(params, x, net), net)[-1], net)
+    phi, n = net.activation.jax_fn, net.width
+    z = net.w_std / math.sqrt(x.shape[-1]) * (params.Ws[0] @ x) + net.b_std * params.bs[0]
+    for W, b in zip(params.Ws[1:], params.bs[1:]):
+        z = net.w_std / math.sqrt(n) * (W @ phi(z)) + net.b_std * b
+    return net.out_w_std / math.sqrt(n) * (params.w_out @ phi(z)) + net.out_b_std * params.b_out
+
+
+def model_apply(params, x, net: Network):
+    """Network output $f(x)$ for inputs ``x`` of shape (N, d) (or (d,)); returns shape (N,) (or ())."""
+    x = jnp.asarray(x, jnp.float64)
+    if x.ndim == 1:
+        return _apply_one(params, x, net)
+    return jax.vmap(_apply_one, in_axes=(None, 0, None))(params, x, net)
