@@ -19,3 +19,5 @@ __version__ = "0.1.0"
 from .checks import CheckReport, check  # noqa: E402
 from . import data  # noqa: E402
 __all__ += ["CheckReport", "check", "data"]
+from .assumptions import Assumption1Report, analyse  # noqa: E402
+from .symbolic import Derivation, derive  # noqa: E402
