@@ -121,11 +121,11 @@ def correlation_inputs(rhos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-@main.command("limit", cls=OneLineCommand)
+@main.command("limit", cls=OneLineCommand, short_help="Neural-ODE NNGP/NTK: Assumption 1, recursion, table vs rho.")
 @_activation_option
 @_node_options
 @click.option("--data", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Optional data (.npy/.csv/.txt, one input per row): summarise its NTK Gram matrix.")
+              help="Optional data (.npy/.csv/.txt, one input per row): summarise its NTK and NNGP Gram matrices.")
 @click.option("--points", type=int, default=11, show_default=True,
               help="Number of correlations rho in the table (evenly spaced in [-1, 1], >= 2).")
 @click.option("--latex", is_flag=True, help="Print the recursion as LaTeX instead of text.")
@@ -136,8 +136,8 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
 
     Prints the Assumption-1 report for the activation, the kernel recursion, and a table of
     the limiting NNGP K(x, y) and NTK Theta(x, y) against the correlation rho = x.y/d for
-    inputs on the sphere |x|^2 = |y|^2 = d.  With --data, also a summary of the NTK Gram
-    matrix of the data (entries, lambda_min, lambda_max, condition number).
+    inputs on the sphere |x|^2 = |y|^2 = d.  With --data, also a summary of the NTK and NNGP
+    Gram matrices of the data (entries, lambda_min, lambda_max, condition number).
 
     Example: kernelcalc limit --activation softplus --T 1
     """
