@@ -286,7 +286,8 @@ def resolve_activation(spec: "str | sp.Expr | Activation") -> Activation:
     m = _SPEC.match(spec)
     if m:
         key = _ALIASES.get(m.group(1).lower().replace("-", "_"), m.group(1).lower().replace("-", "_"))
-        if key in _BUILTINS:
+        # "tanh(x/2)", "sin(2*x)": a built-in's name applied to an expression in x is an expression.
+        if key in _BUILTINS and not (m.group(2) and re.search(r"\bx\b", m.group(2))):
             params: dict[str, float] = {}
             if m.group(2):
                 for i, part in enumerate(p.strip() for p in m.group(2).split(",") if p.strip()):

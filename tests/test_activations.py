@@ -93,3 +93,11 @@ def test_user_expression():
     cube = resolve_activation("x**3 - x")
     assert cube.is_polynomial and cube.polynomial_degree == 3
     assert resolve_activation("relu").is_piecewise_smooth and not resolve_activation("tanh").is_piecewise_smooth
+
+
+def test_builtin_name_applied_to_expression_is_an_expression():
+    # regression: "tanh(x/2)" used to be read as tanh with a parameter "x/2" and raise
+    act = resolve_activation("tanh(x/2)")
+    assert act.builtin is None and act.expr == sp.tanh(X / 2)
+    assert resolve_activation("sin(2*x)").expr == sp.sin(2 * X)
+    assert float(resolve_activation("erf(x)").numpy_fn(np.array(0.5))) == pytest.approx(math.erf(0.5), abs=1e-15)

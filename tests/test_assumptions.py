@@ -142,7 +142,7 @@ def test_to_dict_and_str():
 def test_fast():
     import time
 
-    for name in ["tanh", "gelu", "silu", "x/(1+x**2)"]:
+    for name in ["tanh(x/2)", "x*(1+erf(x))"]:  # not analysed elsewhere (results are cached)
         t0 = time.perf_counter()
-        analyse(Activation.from_expr(name) if "/" in name else name)
+        assert analyse(name).holds is True
         assert time.perf_counter() - t0 < 4.0  # < 2 s on an idle machine; margin for CI noise
