@@ -541,6 +541,15 @@ def _non_polynomial(act: Activation, pieces, phi_lip: Verdict, nonlin: Verdict) 
 @functools.lru_cache(maxsize=256)
 def _analyse_expr(act: Activation) -> Assumption1Report:
     try:
+        return _analyse_unguarded(act)
+    except Exception as err:  # noqa: BLE001  an unexpected sympy failure is "undetermined", never a guess
+        u = Verdict(None, f"undetermined: sympy failed ({type(err).__name__}: {err})")
+        nonpoly = Verdict(False, f"φ is a polynomial of degree {act.polynomial_degree}") if act.is_polynomial else u
+        return Assumption1Report(act.name, str(act.expr), u, u, u, nonpoly)
+
+
+def _analyse_unguarded(act: Activation) -> Assumption1Report:
+    try:
         pieces = _pieces(act.expr)
     except _Undetermined as err:
         u = Verdict(None, f"undetermined: {err}")
