@@ -21,3 +21,5 @@ from . import data  # noqa: E402
 __all__ += ["CheckReport", "check", "data"]
 from .assumptions import Assumption1Report, analyse  # noqa: E402
 from .symbolic import Derivation, derive  # noqa: E402
+from .empirical import compare, depth_gap, empirical_ntk, monte_carlo  # noqa: E402
+__all__ += ["compare", "depth_gap", "empirical_ntk", "monte_carlo"]

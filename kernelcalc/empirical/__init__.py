@@ -6,7 +6,13 @@
 - :mod:`.depth`: :func:`depth_gap`, :func:`gradient_mode_gap`.
 """
 
+from .depth import DepthGap, GradientModeGap, depth_gap, gradient_mode_gap
 from .models import MLPParams, Network, NODEParams, init_params, make_network, model_apply
+from .montecarlo import Comparison, compare, fit_slope, monte_carlo
 from .ntk import empirical_ntk
 
-__all__ = ["MLPParams", "Network", "NODEParams", "init_params", "make_network", "model_apply", "empirical_ntk"]
+__all__ = [
+    "MLPParams", "Network", "NODEParams", "init_params", "make_network", "model_apply", "empirical_ntk",
+    "monte_carlo", "compare", "Comparison", "fit_slope", "depth_gap", "DepthGap", "gradient_mode_gap",
+    "GradientModeGap",
+]
