@@ -67,7 +67,7 @@ def _one_line_error(result):
     (["check", "--data", "{d}/cube.npy"], "shape"),
     (["check", "--data", "{d}/nan.csv"], "NaN"),
     (["check", "--data", "{d}/good.npy", "--T", "-2"], "T must be > 0"),
-    (["check", "--data", "{d}/good.npy", "--activation", "elu(alpha=x)"], "parameter"),
+    (["check", "--data", "{d}/good.npy", "--activation", "elu(alpha=x)"], "alpha"),
 ])
 def test_bad_input_is_one_line(runner, files, args, needle):
     args = [a.format(d=files) for a in args]
