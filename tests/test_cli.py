@@ -1,4 +1,8 @@
-"""CLI (limit / derive / check): one-line errors, no tracebacks, numbers equal the library's."""
+"""CLI (limit / derive / check): one-line errors, no tracebacks, numbers equal the library's.
+
+The real Neural-ODE kernel is evaluated where its value is the subject (softplus, T = 1);
+plumbing and exit-code tests use the cheap stand-in from ``_cheap_kernel``.
+"""
 
 import json
 
@@ -9,6 +13,8 @@ from click.testing import CliRunner
 from kernelcalc import node_kernel
 from kernelcalc.cli import main
 from kernelcalc.data import sphere_normalise
+
+from _cheap_kernel import cheap_kernel  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -107,18 +113,30 @@ def test_limit_table_matches_node_kernel(runner):
 
 
 def test_limit_json_matches_node_kernel(runner):
-    args = ["limit", "--activation", "tanh", "--T", "0.7", "--sigma-w", "1.2", "--points", "5", "--json"]
-    res = runner.invoke(main, args)
+    res = runner.invoke(main, ["limit", "--activation", "softplus", "--points", "5", "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
     rho = np.array([r["rho"] for r in doc["table"]])
     np.testing.assert_allclose(rho, [-1, -0.5, 0, 0.5, 1], atol=1e-15)
-    x = np.array([[1.0, 0.0]])
-    y = np.stack([rho, np.sqrt(1 - rho**2)], axis=1)
-    K = node_kernel(np.sqrt(2) * x, np.sqrt(2) * y, activation="tanh", T=0.7, sigma_w=1.2)
-    np.testing.assert_allclose([r["ntk"] for r in doc["table"]], K.ntk[0], rtol=1e-12)
-    np.testing.assert_allclose([r["nngp"] for r in doc["table"]], K.nngp[0], rtol=1e-12)
-    assert doc["params"]["T"] == 0.7 and "assumption1" in doc and "derivation" in doc
+    # the same kernel in d = 4: x = (1, 1, 1, 1), y_k with x.y_k/d = rho_k and |y_k|^2 = d
+    x = np.ones((1, 4))
+    e = np.array([1.0, -1.0, 1.0, -1.0])  # orthogonal to x, |e|^2 = d
+    y = rho[:, None] * x + np.sqrt(1 - rho[:, None] ** 2) * e
+    K = node_kernel(x, y, activation="softplus", T=1.0)
+    np.testing.assert_allclose([r["ntk"] for r in doc["table"]], K.ntk[0], rtol=1e-9)
+    np.testing.assert_allclose([r["nngp"] for r in doc["table"]], K.nngp[0], rtol=1e-9)
+    assert doc["params"] == {"T": 1.0, "sigma_w": 1.0, "sigma_u": 1.0, "sigma_v": 1.0}
+    assert doc["assumption1"]["holds"] is True and "derivation" in doc
+
+
+def test_limit_passes_parameters(runner, cheap_kernel):
+    args = ["limit", "-a", "tanh", "--T", "0.7", "--sigma-w", "1.2", "--sigma-u", "0.5", "--sigma-v", "2",
+            "--points", "3", "--json"]
+    res = runner.invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert cheap_kernel == [dict(T=0.7, sigma_w=1.2, sigma_u=0.5, sigma_v=2.0)]
+    ntk = [r["ntk"] for r in json.loads(res.output)["table"]]
+    np.testing.assert_allclose(ntk, 4.0 * np.exp(0.7 * 1.44 * np.array([-1.0, 0.0, 1.0])), rtol=1e-12)
 
 
 def test_limit_with_data_summary(runner, files):
@@ -134,11 +152,15 @@ def test_limit_with_data_summary(runner, files):
     assert s["lambda_max"] == pytest.approx(eig[-1], rel=1e-10)
     assert s["condition_number"] == pytest.approx(eig[-1] / eig[0], rel=1e-8)
     assert s["max_entry"] == pytest.approx(K.max(), rel=1e-12)
-    text = runner.invoke(main, ["limit", "--data", str(files / "good.npy")]).output
-    assert "lambda_min" in text and "condition number" in text
 
 
-def test_limit_latex_and_expression_activation(runner):
+def test_limit_data_text(runner, files, cheap_kernel):
+    res = runner.invoke(main, ["limit", "--data", str(files / "good.npy")])
+    assert res.exit_code == 0, res.output
+    assert "lambda_min" in res.output and "condition number" in res.output and "N = 5" in res.output
+
+
+def test_limit_latex_and_expression_activation(runner, cheap_kernel):
     res = runner.invoke(main, ["limit", "--activation", "log(1+exp(x))", "--latex", "--points", "3"])
     assert res.exit_code == 0, res.output
     assert "\\" in res.output  # some LaTeX
@@ -159,7 +181,7 @@ def test_check_ok(runner, files):
     assert "lambda_min" in res.output and "OK" in res.output
 
 
-def test_check_json(runner, files):
+def test_check_json(runner, files, cheap_kernel):
     res = runner.invoke(main, ["check", "--data", str(files / "good.npy"), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["ok"] is True
@@ -169,7 +191,7 @@ def test_check_json(runner, files):
     (["--activation", "relu"], "Assumption 1"),
     (["--data", "dup.npy"], "positive definite"),
 ])
-def test_check_not_ok_exits_1(runner, files, args, reason):
+def test_check_not_ok_exits_1(runner, files, args, reason, cheap_kernel):
     full = ["check", "--data", str(files / "good.npy")] + args
     full = [str(files / a) if a.endswith(".npy") and "/" not in a else a for a in full]
     res = runner.invoke(main, full)
@@ -179,7 +201,7 @@ def test_check_not_ok_exits_1(runner, files, args, reason):
     assert "Error: check failed" in res.output
 
 
-def test_check_normalise(runner, tmp_path):
+def test_check_normalise(runner, tmp_path, cheap_kernel):
     X = np.random.default_rng(2).normal(size=(4, 3)) * 3
     np.save(tmp_path / "raw.npy", X)
     assert runner.invoke(main, ["check", "--data", str(tmp_path / "raw.npy")]).exit_code == 1
