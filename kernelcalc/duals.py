@@ -21,6 +21,7 @@ or :data:`SYMPY_OPS`) so the numeric and the symbolic paths share it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from types import SimpleNamespace
 from typing import Callable
@@ -144,6 +145,7 @@ _NAMED = {
 _REFERENCE_EXPR = {"relu": sp.Max(0, X), "erf": sp.erf(X), "sin": sp.sin(X), "cos": sp.cos(X)}
 
 
+@functools.lru_cache(maxsize=256)
 def closed_form_dual(activation: Activation) -> ClosedFormDual | None:
     """The closed-form dual of ``activation`` if one is known, else ``None``.
 
@@ -156,6 +158,8 @@ def closed_form_dual(activation: Activation) -> ClosedFormDual | None:
         deriv = activation.derivative
         return ClosedFormDual(f"polynomial({activation.expr})", _polynomial_dual(activation.expr),
                               _polynomial_dual(deriv))
+    if activation.builtin is not None:  # a built-in without a closed form
+        return None
     for key, ref in _REFERENCE_EXPR.items():
         if sp.simplify(activation.expr - ref) == 0:
             return _NAMED[key](activation)
