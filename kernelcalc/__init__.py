@@ -23,3 +23,5 @@ from .assumptions import Assumption1Report, analyse  # noqa: E402
 from .symbolic import Derivation, derive  # noqa: E402
 from .empirical import compare, depth_gap, empirical_ntk, monte_carlo  # noqa: E402
 __all__ += ["compare", "depth_gap", "empirical_ntk", "monte_carlo"]
+from .training import TrainResult, train, width_sweep  # noqa: E402
+__all__ += ["TrainResult", "train", "width_sweep"]

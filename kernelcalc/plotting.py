@@ -82,3 +82,81 @@ def plot_depth_gap(result, path=None, ax=None):
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+def plot_training(result, path=None, ax=None):
+    """A :class:`~kernelcalc.training.TrainResult`: loss (and test loss) vs the NTK bound, distance from
+    initialisation (total and per parameter group), and the NTK drift / lambda_min over training."""
+    fig, axes = _figure(ax, ncols=1 if ax is not None else 3)
+    s = np.asarray(result.steps_recorded, float)
+    a0 = axes[0]
+    a0.semilogy(s, result.loss, "-", label="train loss")
+    if result.test_loss is not None:
+        a0.semilogy(s, result.test_loss, "-", label="test loss")
+    if result.bound is not None:
+        a0.semilogy(s, result.bound, "--", color="k", label=result.info.get("bound_formula", "bound"))
+    a0.axhline(1e-3 * result.loss0, color="gray", lw=0.8, ls=":", label="1e-3 L0")
+    p = result.params
+    a0.set_title(f"{p['method']} {p['model']}/{p['activation']} n={p['width']}, lr={result.lr:.3g}", fontsize=9)
+    a0.set_xlabel("step k")
+    a0.set_ylabel("loss")
+    a0.legend(fontsize=8)
+    if len(axes) > 1:
+        a1 = axes[1]
+        a1.plot(s, result.dist, "k-", label="total")
+        for g, v in result.dist_groups.items():
+            a1.plot(s, v, "-", label=g)
+        a1.set_xlabel("step k")
+        a1.set_ylabel(r"$\|\theta_k-\theta_0\|$")
+        a1.legend(fontsize=8)
+        a2 = axes[2]
+        a2.plot(result.ntk_steps, result.ntk_drift, "o-", label=r"$\|K_k-K_0\|/\|K_0\|$")
+        a2.set_xlabel("step k")
+        a2.set_ylabel("NTK drift")
+        a3 = a2.twinx()
+        a3.plot(result.ntk_steps, result.ntk_lambda_min, "s--", color="C1", label=r"$\lambda_{\min}(K_k)$")
+        if result.lambda0 is not None:
+            a3.axhline(result.lambda0, color="C1", lw=0.8, ls=":", label=r"$\lambda_0$")
+        a3.set_ylabel(r"$\lambda_{\min}$")
+        a2.legend(loc="upper left", fontsize=8)
+        a3.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_width_sweep(sweep, path=None, ax=None):
+    """A :class:`~kernelcalc.training.WidthSweep`: NTK eigenvalues at init vs those of K_inf, and log-log
+    distance from init, relative parameter change and NTK drift vs width (fitted slopes), train vs test loss."""
+    fig, axes = _figure(ax, ncols=1 if ax is not None else 3)
+    w = np.asarray(sweep.widths, float)
+    a0 = axes[0]
+    a0.loglog(w, sweep.dist_final, "o-", label=rf"$\|\theta-\theta_0\|$ (slope {sweep.slopes['|theta-theta0|']:+.2f})")
+    a0.loglog(w, sweep.ntk_drift, "s-", label=f"NTK drift (slope {sweep.slopes['NTK drift']:+.2f})")
+    _fit_line(a0, w, sweep.ntk_drift, sweep.slopes["NTK drift"], color="gray")
+    for g, v in sweep.rel_change.items():
+        a0.loglog(w, v, "^:", label=f"rel. change {g} ({sweep.slopes['rel change ' + g]:+.2f})")
+    a0.set_xlabel("width n")
+    a0.legend(fontsize=7)
+    if len(axes) > 1:
+        a1 = axes[1]
+        for i, r in enumerate(sweep.runs):
+            a1.semilogy(np.arange(len(r.ntk_eigenvalues_init)), np.sort(r.ntk_eigenvalues_init), "o-", ms=3,
+                        label=f"K_0, n={sweep.widths[i]}")
+        if sweep.kinf_eigenvalues is not None:
+            a1.semilogy(np.arange(len(sweep.kinf_eigenvalues)), np.sort(sweep.kinf_eigenvalues), "k*--",
+                        label=r"$K^\infty$")
+        a1.set_xlabel("index")
+        a1.set_ylabel("NTK eigenvalue at init")
+        a1.legend(fontsize=7)
+        a2 = axes[2]
+        a2.loglog(w, sweep.train_loss, "o-", label="final train loss")
+        if sweep.test_loss is not None:
+            a2.loglog(w, sweep.test_loss, "s-", label="final test loss")
+        a2.set_xlabel("width n")
+        a2.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig

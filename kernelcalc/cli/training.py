@@ -1,0 +1,109 @@
+"""Training commands: ``kernelcalc train`` and ``kernelcalc width-sweep``.
+
+Thin layers over :func:`kernelcalc.train` and :func:`kernelcalc.width_sweep`: a tqdm progress bar,
+a printed summary, optional ``--json`` and ``--plot``. Input errors are one ``Error: ...`` line;
+a diverging run is reported (exit code 1), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+import numpy as np
+
+from kernelcalc.cli import main
+from kernelcalc.cli.analytic import InputError, OneLineCommand, _activation_option, _friendly
+
+__all__ = ["train_cmd", "width_sweep_cmd"]
+
+
+def _data(data, targets, digits, n_inputs, dim, seed):
+    """(X, y) from files, the digits data set, or random sphere points with a random smooth target."""
+    from kernelcalc.data import load_array, load_digits_subset, load_xy
+
+    if data:
+        return load_xy(data, targets) if targets else load_xy(data)
+    if targets:
+        raise InputError("--targets needs --data")
+    if digits:
+        return load_digits_subset(digits, seed=seed)
+    if n_inputs < 1 or dim < 1:
+        raise InputError(f"--n-inputs and --dim must be >= 1, got {n_inputs} and {dim}")
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_inputs, dim))
+    x = x * np.sqrt(dim) / np.linalg.norm(x, axis=1, keepdims=True)
+    return x, rng.normal(size=n_inputs)
+
+
+def _train_options(f):
+    for opt in reversed([
+        _activation_option,
+        click.option("--model", type=click.Choice(["node", "resnet", "mlp"]), default="node", show_default=True),
+        click.option("--T", "T", type=float, default=1.0, show_default=True, help="ODE time horizon."),
+        click.option("--depth", type=int, default=None, help="Depth (resnet, mlp)."),
+        click.option("--lr", type=float, default=None, help="Step size (default 1/||X||^2, Theorem 2)."),
+        click.option("--steps", type=int, default=300, show_default=True, help="GD steps (flow: t = steps*lr)."),
+        click.option("--method", type=click.Choice(["gd", "flow"]), default="gd", show_default=True),
+        click.option("--data", type=click.Path(dir_okay=False), default=None,
+                     help="Inputs (.npy/.csv/.txt); with no --targets the last column is the target."),
+        click.option("--targets", type=click.Path(dir_okay=False), default=None, help="Targets file (N values)."),
+        click.option("--digits", type=int, default=None, help="Use N images of sklearn's 8x8 digits."),
+        click.option("--n-inputs", type=int, default=8, show_default=True, help="Random sphere inputs N."),
+        click.option("--dim", type=int, default=32, show_default=True, help="Input dimension d of random inputs."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for data and network."),
+        click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON."),
+        click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _write(obj, json_path, plot_path, plotter):
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(obj.to_dict(), fh, indent=1)
+        click.echo(f"wrote {json_path}")
+    if plot_path:
+        plotter(obj, plot_path)
+        click.echo(f"wrote {plot_path}")
+
+
+@main.command("train", cls=OneLineCommand)
+@click.option("--width", type=int, default=1024, show_default=True)
+@_train_options
+@_friendly
+def train_cmd(width, activation, model, T, depth, lr, steps, method, data, targets, digits, n_inputs, dim, seed,
+              json_path, plot_path, quiet):
+    """Train by GD (or gradient flow) on 1/2|u-y|^2 and compare with the NTK bound (1 - lr*lambda0)^k L0."""
+    X, y = _data(data, targets, digits, n_inputs, dim, seed)
+    from kernelcalc.plotting import plot_training
+    from kernelcalc.training import train
+
+    res = train(X, y, model=model, activation=activation, width=width, seed=seed, T=T, depth=depth, lr=lr,
+                steps=steps, method=method, progress=not quiet)
+    click.echo(res.summary())
+    _write(res, json_path, plot_path, plot_training)
+    if res.diverged:
+        raise click.exceptions.Exit(1)
+
+
+@main.command("width-sweep", cls=OneLineCommand)
+@click.option("--widths", default="64,256,1024", show_default=True, help="Comma-separated widths.")
+@_train_options
+@_friendly
+def width_sweep_cmd(widths, activation, model, T, depth, lr, steps, method, data, targets, digits, n_inputs, dim,
+                    seed, json_path, plot_path, quiet):
+    """The same training run at several widths: NTK eigenvalues, |theta-theta0|, NTK drift vs width, slopes."""
+    from kernelcalc.cli.empirical import _int_list
+
+    widths_l = _int_list("widths", widths)
+    X, y = _data(data, targets, digits, n_inputs, dim, seed)
+    from kernelcalc.plotting import plot_width_sweep
+    from kernelcalc.training import width_sweep
+
+    res = width_sweep(X, y, widths=widths_l, model=model, activation=activation, seed=seed, T=T, depth=depth,
+                      lr=lr, steps=steps, method=method, progress=not quiet)
+    click.echo(res.table())
+    _write(res, json_path, plot_path, plot_width_sweep)

@@ -1,0 +1,576 @@
+r"""Training runs held against the NTK prediction: gradient descent and gradient flow.
+
+For the squared loss $L(\theta)=\tfrac12\|u(\theta)-y\|^2$, $u=f_\theta(X)\in\mathbb R^N$, one
+gradient-descent step with step size $\eta$ moves the outputs by
+$u_{k+1}-y\approx(I-\eta K_k)(u_k-y)$, $K_k$ the network's NTK Gram at step $k$. If $K_k$ stays
+close to the infinite-width kernel $K^\infty$ (lazy training) with $\lambda_0=\lambda_{\min}(K^\infty)>0$,
+then (Theorem 2 of Gao et al.) for $\eta\le 1/\|X\|^2$
+
+$$L(\theta_k)\le(1-\eta\lambda_0)^k\,L(\theta_0),$$
+
+a conservative bound (the linearised dynamics contract by $(1-\eta\lambda_0)^2$ per step). Gradient
+flow $\dot\theta=-\nabla L(\theta)$ is reported at the times $t_k=k\eta$ GD would reach, against
+$e^{-\lambda_0 t_k}L(\theta_0)$.
+
+- :func:`train` -- one run; returns a :class:`TrainResult` (immutable, JSON-serialisable) with
+  the loss, the test loss, the distance from initialisation $\|\theta_k-\theta_0\|$ (total and
+  per parameter group), the finite-width NTK's $\lambda_{\min}$ and its drift
+  $\|K_k-K_0\|_F/\|K_0\|_F$ (every ``ntk_every`` steps), and the bound.
+- :func:`width_sweep` -- the same run at several widths (the paper's global-convergence figure):
+  NTK eigenvalues at initialisation vs $K^\infty$'s, $\|\theta_k-\theta_0\|$, relative parameter
+  change and NTK drift vs width, with fitted log-log slopes.
+
+A run whose loss becomes NaN/inf or grows past ``divergence_factor`` $\times L_0$ stops early with
+``diverged=True`` and a ``reason``; it never raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._validation import KernelcalcInputError, as_inputs, positive, positive_int
+from .kernels._result import _jsonable
+
+__all__ = ["TrainResult", "train", "WidthSweep", "width_sweep", "default_lr", "infinite_width_ntk"]
+
+METHODS = ("gd", "flow")
+
+
+# ----------------------------------------------------------------------------- helpers
+def default_lr(X) -> float:
+    r"""Theorem 2's step size $\eta=1/\|X\|^2$, $\|X\|$ the spectral norm of the $(N, d)$ data matrix.
+
+    (Inputs in the package's convention: rows of ``X`` as given, typically on the sphere
+    $\|x\|^2=d$; the network scales them by $1/\sqrt d$ internally.)
+    """
+    X = as_inputs(X, "X")
+    return 1.0 / float(np.linalg.norm(X, 2)) ** 2
+
+
+def infinite_width_ntk(X, *, model="node", activation, T=1.0, depth=None, sigma_w=1.0, sigma_u=1.0,
+                       sigma_v=1.0) -> np.ndarray | None:
+    """The analytic $K^\\infty$ Gram of ``model`` on ``X`` (``None`` if that model's kernel is unavailable)."""
+    from .kernels import mlp_kernel, node_kernel, resnet_kernel
+
+    try:
+        if model == "node":
+            k = node_kernel(X, activation=activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)
+        elif model == "resnet":
+            k = resnet_kernel(X, activation=activation, depth=depth, T=T, sigma_w=sigma_w, sigma_u=sigma_u,
+                              sigma_v=sigma_v)
+        else:
+            k = mlp_kernel(X, activation=activation, depth=depth)
+    except NotImplementedError:
+        return None
+    return np.asarray(k.ntk, dtype=np.float64)
+
+
+def _group_names(params) -> list[str]:
+    return list(params._fields)
+
+
+def _group_sq_norms(tree) -> jnp.ndarray:
+    """Squared Frobenius norm of each top-level field of a NamedTuple pytree."""
+    return jnp.stack([sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(getattr(tree, f)))
+                      for f in tree._fields])
+
+
+_FAST_SOLVERS = {"euler": ((), (1.0,)), "rk4": ((0.5, 0.5, 1.0), (1 / 6, 1 / 3, 1 / 3, 1 / 6))}
+
+
+def batched_apply(params, X, net):
+    r"""$f(X)$ for a batch ``X`` (N, d): the same map as :func:`kernelcalc.empirical.models.model_apply`.
+
+    For the Neural ODE with a fixed-step ``euler``/``rk4`` solver and for the ResNet, the state of
+    the whole batch is one $(N, n)$ array stepped by ``lax.scan`` (matrix-matrix products), which
+    differentiates far faster than ``vmap`` over per-input ``diffeqsolve`` calls; other
+    configurations fall back to ``model_apply``.
+    """
+    from .empirical.models import model_apply
+
+    fast_node = net.model == "node" and not net.adaptive and net.solver in _FAST_SOLVERS
+    if not (fast_node or net.model == "resnet"):
+        return model_apply(params, X, net)
+    phi = net.activation.jax_fn
+    c = net.sigma_w / math.sqrt(net.width)
+    h0 = net.sigma_u / math.sqrt(X.shape[-1]) * (X @ params.U.T)
+
+    def vf(h):
+        return c * (phi(h) @ params.W.T)
+
+    if net.model == "resnet":
+        n_steps, dt, rk = net.depth, net.T / net.depth, "euler"
+    else:
+        n_steps, dt, rk = net.steps, net.T / net.steps, net.solver
+
+    def step(h, _):
+        if rk == "euler":
+            return h + dt * vf(h), None
+        k1 = vf(h)
+        k2 = vf(h + 0.5 * dt * k1)
+        k3 = vf(h + 0.5 * dt * k2)
+        k4 = vf(h + dt * k3)
+        return h + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4), None
+
+    hT, _ = jax.lax.scan(step, h0, None, length=n_steps)
+    return net.sigma_v / math.sqrt(net.width) * (phi(hT) @ params.v)
+
+
+def _make_fns(net, X, y):
+    def loss_fn(params):
+        r = batched_apply(params, X, net) - y
+        return 0.5 * jnp.sum(r**2)
+
+    @jax.jit
+    def gd_step(params, lr):
+        loss, g = jax.value_and_grad(loss_fn)(params)
+        return jax.tree_util.tree_map(lambda p, gi: p - lr * gi, params, g), loss
+
+    @jax.jit
+    def stats(params, params0):
+        diff = jax.tree_util.tree_map(lambda a, b: a - b, params, params0)
+        return loss_fn(params), _group_sq_norms(diff)
+
+    return loss_fn, gd_step, stats
+
+
+def _flow_solver(loss_fn, rtol, atol, max_steps):
+    import diffrax
+
+    grad = jax.grad(loss_fn)
+
+    def vf(t, theta, args):
+        return jax.tree_util.tree_map(jnp.negative, grad(theta))
+
+    @jax.jit
+    def advance(theta, t0, t1, dt0):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(vf), diffrax.Tsit5(), t0=t0, t1=t1, dt0=dt0, y0=theta,
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            saveat=diffrax.SaveAt(t1=True), max_steps=max_steps, throw=False)
+        theta1 = jax.tree_util.tree_map(lambda a: a[-1], sol.ys)
+        return theta1, sol.result == diffrax.RESULTS.successful, sol.stats["num_steps"]
+
+    return advance
+
+
+# ----------------------------------------------------------------------------- result
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    r"""One training run (:func:`train`). Immutable, JSON-serialisable (:meth:`to_dict`, :meth:`to_json`).
+
+    **Per recorded step** (arrays of equal length, index ``i`` at step ``steps_recorded[i]``):
+    ``times`` ($t_k=k\eta$), ``loss``, ``test_loss`` (or ``None``), ``bound``
+    ($(1-\eta\lambda_0)^kL_0$ for GD, $e^{-\lambda_0t_k}L_0$ for flow), ``dist`` ($\|\theta_k-\theta_0\|$),
+    ``dist_groups`` (name -> list), ``rel_change_groups`` ($\|\theta_k-\theta_0\|/\|\theta_0\|$ per group).
+
+    **NTK records** (every ``ntk_every`` steps): ``ntk_steps``, ``ntk_lambda_min``, ``ntk_drift``
+    ($\|K_k-K_0\|_F/\|K_0\|_F$).
+
+    **Summary:** ``lambda0`` ($\lambda_{\min}(K^\infty)$), ``lambda0_source``, ``lambda_min_init``
+    (finite-width $K_0$), ``lr`` and ``lr_rule``, ``loss0``, ``final_loss``, ``bound_slack``
+    ($\max_k L_k/\text{bound}_k$; $\le 1$ means the bound held), ``steps_to_1e-3`` (first recorded step with
+    $L_k<10^{-3}L_0$ or ``None``), ``diverged``, ``reason``, ``params`` (what made the run), ``info``.
+    """
+
+    params: dict
+    lr: float
+    lr_rule: str
+    lambda0: float | None
+    lambda0_source: str
+    lambda_min_init: float
+    steps_recorded: tuple
+    times: tuple
+    loss: tuple
+    test_loss: tuple | None
+    bound: tuple | None
+    dist: tuple
+    dist_groups: dict
+    rel_change_groups: dict
+    ntk_steps: tuple
+    ntk_lambda_min: tuple
+    ntk_drift: tuple
+    ntk_eigenvalues_init: tuple
+    kinf_eigenvalues: tuple | None
+    diverged: bool = False
+    reason: str = ""
+    info: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def loss0(self) -> float:
+        return self.loss[0]
+
+    @property
+    def final_loss(self) -> float:
+        return self.loss[-1]
+
+    @property
+    def bound_slack(self) -> float | None:
+        """$\\max_k L_k/\\text{bound}_k$ over recorded steps (``None`` without a bound)."""
+        if self.bound is None:
+            return None
+        r = [l / b for l, b in zip(self.loss, self.bound) if b > 0 and math.isfinite(l)]
+        return max(r) if r else None
+
+    @property
+    def steps_to(self) -> dict:
+        """First recorded step with $L_k<\\varepsilon L_0$ for $\\varepsilon=10^{-1},10^{-2},10^{-3}$."""
+        out = {}
+        for eps in (1e-1, 1e-2, 1e-3):
+            hit = [s for s, l in zip(self.steps_recorded, self.loss) if l < eps * self.loss0]
+            out[f"{eps:g}"] = hit[0] if hit else None
+        return out
+
+    def summary(self) -> str:
+        p = self.params
+        lines = [f"{p['method']} on {p['model']}/{p['activation']} width {p['width']}, N={p['N']}, d={p['d']}, "
+                 f"T={p.get('T')}, {p['steps']} steps",
+                 f"step size lr = {self.lr:.4g}  ({self.lr_rule})"]
+        if self.lambda0 is not None:
+            lines.append(f"lambda_min(K_inf) = {self.lambda0:.4g} ({self.lambda0_source}); "
+                         f"lr*lambda0 = {self.lr * self.lambda0:.4g}")
+        lines.append(f"lambda_min(K_0) at width {p['width']} = {self.lambda_min_init:.4g}")
+        lines.append(f"loss: L0 = {self.loss0:.4g} -> {self.final_loss:.4g} "
+                     f"(ratio {self.final_loss / self.loss0:.3g})")
+        if self.bound is not None:
+            lines.append(f"bound {self.info.get('bound_formula')}: final {self.bound[-1]:.4g}; "
+                         f"max loss/bound = {self.bound_slack:.4g} "
+                         f"({'bound held' if self.bound_slack <= 1 else 'finite-width slack above 1'})")
+        lines.append("steps to loss < eps*L0: " + ", ".join(f"{k}: {v}" for k, v in self.steps_to.items()))
+        if self.test_loss is not None:
+            lines.append(f"test loss: {self.test_loss[0]:.4g} -> {self.test_loss[-1]:.4g}")
+        lines.append(f"|theta - theta0| final = {self.dist[-1]:.4g}  ("
+                     + ", ".join(f"{g}: {v[-1]:.3g}" for g, v in self.dist_groups.items()) + ")")
+        if self.ntk_drift:
+            lines.append(f"NTK drift |K_k-K_0|/|K_0| max = {max(self.ntk_drift):.4g}; "
+                         f"lambda_min(K_k) final = {self.ntk_lambda_min[-1]:.4g}")
+        if self.diverged:
+            lines.append(f"DIVERGED: {self.reason}")
+        lines.append(f"({self.info.get('seconds', float('nan')):.1f} s)")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d.update(loss0=self.loss0, final_loss=self.final_loss, bound_slack=self.bound_slack,
+                 steps_to=self.steps_to)
+        return _jsonable(d)
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+
+# ----------------------------------------------------------------------------- train
+def _validate_xy(X, y, name="X", yname="y"):
+    X = as_inputs(X, name)
+    try:
+        y = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise KernelcalcInputError(f"{yname} must be a real array, got {type(y).__name__}") from None
+    if y.ndim == 2 and 1 in y.shape:
+        y = y.reshape(-1)
+    if y.ndim != 1:
+        raise KernelcalcInputError(f"{yname} must be a 1-D array of scalar targets, got shape {y.shape}")
+    if y.shape[0] != X.shape[0]:
+        raise KernelcalcInputError(f"{yname} has {y.shape[0]} entries but {name} has {X.shape[0]} rows")
+    if not np.all(np.isfinite(y)):
+        raise KernelcalcInputError(f"{yname} contains NaN or inf")
+    return X, y
+
+
+def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.0, depth=None,
+          lr=None, steps=200, method="gd", X_test=None, y_test=None, record_every=None, ntk_every=None,
+          sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, solver="rk4", solver_steps=4, rtol=1e-6, atol=1e-8,
+          divergence_factor=1e6, lambda0=None, quad_nodes=16, progress=False) -> TrainResult:
+    r"""Train a finite-width network on $L=\tfrac12\|u-y\|^2$ and hold it against the NTK bound.
+
+    **Arguments:**
+
+    - ``X`` (N, d), ``y`` (N,): training data (no NaN/inf; ``y`` one entry per row).
+    - ``model``: ``"node"`` (default), ``"resnet"`` or ``"mlp"``; ``activation``; ``width`` $n$;
+      ``seed`` (initial parameters); ``T`` (node/resnet); ``depth`` (resnet/mlp);
+      ``sigma_w, sigma_u, sigma_v``; Neural ODE forward solver ``solver`` with ``solver_steps`` fixed steps.
+    - ``lr``: step size $\eta>0$; default $1/\|X\|^2$ (Theorem 2; $\|X\|$ spectral norm of ``X``).
+    - ``steps`` $\ge1$: GD steps (flow: integrate to $t=\text{steps}\cdot\eta$).
+    - ``method``: ``"gd"`` or ``"flow"`` (gradient flow by diffrax Tsit5, adaptive with ``rtol``/``atol``,
+      reported at $t_k=k\eta$).
+    - ``X_test``, ``y_test``: optional held-out data (test loss $\tfrac12\|u_{test}-y_{test}\|^2$).
+    - ``record_every``: record loss/distances every this many steps (default: about 200 records);
+      ``ntk_every``: recompute the finite-width NTK every this many steps (default: about 10 times per run).
+    - ``lambda0``: override $\lambda_0$ (default: $\lambda_{\min}$ of the analytic $K^\infty$ of ``model``;
+      if unavailable, of the finite-width $K_0$, said so in ``lambda0_source``).
+    - ``divergence_factor``: stop as diverged when $L_k>$ this $\times L_0$ (or NaN/inf).
+
+    **Returns:** a :class:`TrainResult`.
+    """
+    from .empirical.models import init_params, make_network
+    from .empirical.ntk import network_ntk
+
+    t_start = time.perf_counter()
+    X, y = _validate_xy(X, y)
+    if (X_test is None) != (y_test is None):
+        raise KernelcalcInputError("give both X_test and y_test, or neither")
+    if X_test is not None:
+        X_test, y_test = _validate_xy(X_test, y_test, "X_test", "y_test")
+        if X_test.shape[1] != X.shape[1]:
+            raise KernelcalcInputError(f"X_test has d={X_test.shape[1]} columns but X has d={X.shape[1]}")
+    if method not in METHODS:
+        raise KernelcalcInputError(f"method must be 'gd' or 'flow', got {method!r}")
+    steps = positive_int("steps", steps)
+    if lr is None:
+        lr, lr_rule = default_lr(X), "default 1/||X||^2, ||X|| = spectral norm of X (Theorem 2)"
+    else:
+        lr, lr_rule = positive("lr", lr), "user-given"
+    record_every = max(1, steps // 200) if record_every is None else positive_int("record_every", record_every)
+    ntk_every = max(record_every, steps // 10) if ntk_every is None else positive_int("ntk_every", ntk_every)
+    divergence_factor = positive("divergence_factor", divergence_factor)
+    solver_kw = dict(solver=solver, steps=solver_steps) if model == "node" else {}
+    net = make_network(model, activation=activation, width=width, T=T, depth=depth, sigma_w=sigma_w,
+                       sigma_u=sigma_u, sigma_v=sigma_v, **solver_kw)
+    N, d = X.shape
+    Xj, yj = jnp.asarray(X), jnp.asarray(y)
+
+    params0 = init_params(jax.random.PRNGKey(seed), net, d)
+    groups = _group_names(params0)
+    norm0_groups = np.sqrt(np.asarray(_group_sq_norms(params0)))
+    loss_fn, gd_step, stats = _make_fns(net, Xj, yj)
+    test_loss_fn = None
+    if X_test is not None:
+        Xt, yt = jnp.asarray(X_test), jnp.asarray(y_test)
+        test_loss_fn = jax.jit(lambda p: 0.5 * jnp.sum((batched_apply(p, Xt, net) - yt) ** 2))
+
+    def ntk_of(p):
+        return np.asarray(network_ntk(p, Xj, None, net, quad_nodes=quad_nodes)[2])
+
+    K0 = ntk_of(params0)
+    eig0 = np.linalg.eigvalsh(K0)
+    kinf_eigs = None
+    if lambda0 is not None:
+        lam0, lam_src = positive("lambda0", lambda0), "user-given"
+    else:
+        Kinf = infinite_width_ntk(X, model=model, activation=activation, T=T, depth=depth,
+                                  sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)
+        if Kinf is not None:
+            kinf_eigs = np.linalg.eigvalsh(Kinf)
+            lam0, lam_src = float(kinf_eigs[0]), f"lambda_min of the analytic K_inf ({model}_kernel)"
+        else:
+            lam0, lam_src = float(eig0[0]), f"lambda_min of the width-{width} NTK at init (no analytic {model} kernel)"
+    rate = 1.0 - lr * lam0 if lam0 is not None else None
+
+    rec = dict(steps=[], times=[], loss=[], test=[], bound=[], dist=[], dg=[])
+    ntk_rec = dict(steps=[], lam=[], drift=[])
+    K0_norm = np.linalg.norm(K0)
+    diverged, reason = False, ""
+    loss0 = None
+
+    def record(k, p, loss=None):
+        nonlocal loss0
+        l, sq = stats(p, params0)
+        l = float(l) if loss is None else loss
+        if loss0 is None:
+            loss0 = l
+        rec["steps"].append(k)
+        rec["times"].append(k * lr)
+        rec["loss"].append(l)
+        if test_loss_fn is not None:
+            rec["test"].append(float(test_loss_fn(p)))
+        if lam0 is not None:
+            b = loss0 * (rate ** k if method == "gd" else math.exp(-lam0 * k * lr))
+            rec["bound"].append(b)
+        sq = np.asarray(sq)
+        rec["dist"].append(float(np.sqrt(sq.sum())))
+        rec["dg"].append(np.sqrt(sq))
+        return l
+
+    def record_ntk(k, p):
+        K = K0 if k == 0 else ntk_of(p)
+        ntk_rec["steps"].append(k)
+        ntk_rec["lam"].append(float(np.linalg.eigvalsh(K)[0]) if np.all(np.isfinite(K)) else float("nan"))
+        ntk_rec["drift"].append(float(np.linalg.norm(K - K0) / K0_norm))
+
+    def check(l, k):
+        if not math.isfinite(l):
+            return f"loss became {l} at step {k} (lr={lr:.4g}); reduce lr"
+        if l > divergence_factor * max(loss0, 1e-300):
+            return (f"loss {l:.3g} exceeded {divergence_factor:g} x L0 = {divergence_factor * loss0:.3g} "
+                    f"at step {k} (lr={lr:.4g}); reduce lr")
+        return ""
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, desc=f"{method} width {width}", disable=not progress, leave=False)
+    p = params0
+    record(0, p)
+    record_ntk(0, p)
+    ntk_s = 0.0
+    flow_info = {}
+    with jax.default_matmul_precision("highest"):
+        if method == "gd":
+            lr_j = jnp.asarray(lr)
+            for k in range(1, steps + 1):
+                p_new, l_prev = gd_step(p, lr_j)   # loss at p (step k-1)
+                l_prev = float(l_prev)
+                reason = check(l_prev, k - 1)
+                if reason:
+                    diverged = True
+                    break
+                p = p_new
+                bar.update(1)
+                if k % record_every == 0 or k == steps:
+                    l = record(k, p)
+                    reason = check(l, k)
+                    if reason:
+                        diverged = True
+                        break
+                if k % ntk_every == 0 or k == steps:
+                    t0 = time.perf_counter()
+                    record_ntk(k, p)
+                    ntk_s += time.perf_counter() - t0
+        else:
+            advance = _flow_solver(loss_fn, rtol, atol, 100_000)
+            dt0 = jnp.asarray(lr)
+            n_ode = 0
+            marks = sorted(set(list(range(record_every, steps + 1, record_every))
+                               + list(range(ntk_every, steps + 1, ntk_every)) + [steps]))
+            prev = 0
+            for k in marks:
+                p_new, ok, ns = advance(p, jnp.asarray(prev * lr), jnp.asarray(k * lr), dt0)
+                n_ode += int(ns)
+                bar.update(k - prev)
+                if not bool(ok):
+                    diverged, reason = True, f"ODE solver failed between t={prev * lr:.4g} and t={k * lr:.4g}"
+                    break
+                p, prev = p_new, k
+                l = record(k, p)
+                reason = check(l, k)
+                if reason:
+                    diverged = True
+                    break
+                if k % ntk_every == 0 or k == steps:
+                    t0 = time.perf_counter()
+                    record_ntk(k, p)
+                    ntk_s += time.perf_counter() - t0
+            flow_info = dict(ode_steps=n_ode, rtol=rtol, atol=atol, solver="tsit5 (adaptive PID)")
+    bar.close()
+
+    dg = np.array(rec["dg"])
+    dist_groups = {g: dg[:, i].tolist() for i, g in enumerate(groups)}
+    rel_groups = {g: (dg[:, i] / norm0_groups[i]).tolist() for i, g in enumerate(groups)}
+    seconds = time.perf_counter() - t_start
+    run_params = dict(net.describe(), method=method, steps=steps, seed=seed, N=N, d=d,
+                      record_every=record_every, ntk_every=ntk_every, T=T if model != "mlp" else None)
+    info = dict(seconds=seconds, ntk_seconds=ntk_s, lr_times_lambda0=lr * lam0 if lam0 else None,
+                bound_formula="(1 - lr*lambda0)^k * L0" if method == "gd" else "exp(-lambda0 * t_k) * L0",
+                spectral_norm_X=float(np.linalg.norm(X, 2)), **flow_info)
+    return TrainResult(
+        params=run_params, lr=lr, lr_rule=lr_rule, lambda0=lam0, lambda0_source=lam_src,
+        lambda_min_init=float(eig0[0]), steps_recorded=tuple(rec["steps"]), times=tuple(rec["times"]),
+        loss=tuple(rec["loss"]), test_loss=tuple(rec["test"]) if test_loss_fn is not None else None,
+        bound=tuple(rec["bound"]) if lam0 is not None else None, dist=tuple(rec["dist"]),
+        dist_groups=dist_groups, rel_change_groups=rel_groups, ntk_steps=tuple(ntk_rec["steps"]),
+        ntk_lambda_min=tuple(ntk_rec["lam"]), ntk_drift=tuple(ntk_rec["drift"]),
+        ntk_eigenvalues_init=tuple(eig0.tolist()),
+        kinf_eigenvalues=None if kinf_eigs is None else tuple(kinf_eigs.tolist()),
+        diverged=diverged, reason=reason, info=info)
+
+
+# ----------------------------------------------------------------------------- width sweep
+@dataclasses.dataclass(frozen=True)
+class WidthSweep:
+    r"""Result of :func:`width_sweep`: one :class:`TrainResult` per width plus width-wise summaries.
+
+    ``widths``; ``kinf_eigenvalues`` (of $K^\infty$, or ``None``); per width: ``ntk_eigenvalues_init``,
+    ``eig_rel_err`` ($\max_i|\mu_i(K_0)-\mu_i(K^\infty)|/\mu_{\max}(K^\infty)$), ``dist_final``
+    ($\|\theta_k-\theta_0\|$), ``rel_change`` (group -> $\|\theta_k-\theta_0\|/\|\theta_0\|$), ``ntk_drift``
+    (max over the run), ``train_loss``, ``test_loss`` (final); ``slopes``: log-log slopes vs width.
+    """
+
+    widths: tuple
+    runs: tuple
+    kinf_eigenvalues: tuple | None
+    eig_rel_err: tuple | None
+    dist_final: tuple
+    rel_change: dict
+    ntk_drift: tuple
+    train_loss: tuple
+    test_loss: tuple | None
+    slopes: dict
+
+    def table(self) -> str:
+        groups = list(self.rel_change)
+        head = (f"{'width':>7} {'L_final/L0':>11} {'test':>10} {'|th-th0|':>9} "
+                + " ".join(f"{'rel ' + g:>9}" for g in groups) + f" {'NTK drift':>10} {'eig err':>9}")
+        lines = [head]
+        for i, w in enumerate(self.widths):
+            r = self.runs[i]
+            test = f"{self.test_loss[i]:10.3g}" if self.test_loss is not None else f"{'-':>10}"
+            eig = f"{self.eig_rel_err[i]:9.3g}" if self.eig_rel_err is not None else f"{'-':>9}"
+            lines.append(f"{w:>7} {self.train_loss[i] / r.loss0:11.3g} {test} {self.dist_final[i]:9.4g} "
+                         + " ".join(f"{self.rel_change[g][i]:9.3g}" for g in groups)
+                         + f" {self.ntk_drift[i]:10.3g} {eig}")
+        lines.append("fitted log-log slopes vs width: "
+                     + ", ".join(f"{k} {v:+.2f}" for k, v in self.slopes.items()))
+        if any(r.diverged for r in self.runs):
+            lines.append("diverged: " + "; ".join(f"width {w}: {r.reason}" for w, r in zip(self.widths, self.runs)
+                                                  if r.diverged))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "runs"}
+        d["runs"] = [r.to_dict() for r in self.runs]
+        return _jsonable(d)
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+
+def width_sweep(X, y, *, widths: Sequence[int] = (64, 256, 1024), progress=False, **train_kw) -> WidthSweep:
+    r"""Run :func:`train` (same data, seed, step size, steps) at each width in ``widths``.
+
+    Lazy-training theory: $\|\theta_k-\theta_0\|$ stays bounded independently of width, while the
+    relative change $\|\theta_k-\theta_0\|/\|\theta_0\|$ and the NTK drift shrink (about
+    $n^{-1/2}$), and the NTK eigenvalues at initialisation converge to those of $K^\infty$.
+    Keyword arguments go to :func:`train`; returns a :class:`WidthSweep` with fitted slopes.
+    """
+    from .empirical.montecarlo import fit_slope
+
+    if isinstance(widths, (int, np.integer)) or not len(widths):
+        raise KernelcalcInputError(f"widths must be a non-empty list of integers, got {widths!r}")
+    widths = [positive_int("width", w) for w in widths]
+    runs = []
+    lam0 = train_kw.pop("lambda0", None)
+    for w in widths:
+        r = train(X, y, width=w, progress=progress, lambda0=lam0, **train_kw)
+        lam0 = r.lambda0 if r.lambda0_source.startswith("lambda_min of the analytic") or lam0 else None
+        runs.append(r)
+    kinf = runs[0].kinf_eigenvalues
+    eig_err = None
+    if kinf is not None:
+        ki = np.asarray(kinf)
+        eig_err = tuple(float(np.max(np.abs(np.asarray(r.ntk_eigenvalues_init) - ki)) / ki[-1]) for r in runs)
+    groups = list(runs[0].rel_change_groups)
+    rel = {g: tuple(r.rel_change_groups[g][-1] for r in runs) for g in groups}
+    dist = tuple(r.dist[-1] for r in runs)
+    drift = tuple(max(r.ntk_drift) for r in runs)
+    train_loss = tuple(r.final_loss for r in runs)
+    test_loss = tuple(r.test_loss[-1] for r in runs) if runs[0].test_loss is not None else None
+    slopes = {"|theta-theta0|": fit_slope(widths, dist), "NTK drift": fit_slope(widths, drift)}
+    slopes.update({f"rel change {g}": fit_slope(widths, rel[g]) for g in groups})
+    if eig_err is not None:
+        slopes["eig err vs K_inf"] = fit_slope(widths, eig_err)
+    return WidthSweep(widths=tuple(widths), runs=tuple(runs), kinf_eigenvalues=kinf, eig_rel_err=eig_err,
+                      dist_final=dist, rel_change=rel, ntk_drift=drift, train_loss=train_loss,
+                      test_loss=test_loss, slopes=slopes)
