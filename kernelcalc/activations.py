@@ -200,12 +200,12 @@ class Activation:
 
     @functools.cached_property
     def is_polynomial(self) -> bool:
-        """True when $\\phi$ is a polynomial in x."""
+        r"""True when $\\phi$ is a polynomial in x."""
         return bool(self.expr.is_polynomial(X))
 
     @functools.cached_property
     def polynomial_degree(self) -> int | None:
-        """Degree of $\\phi$ when it is a polynomial, else ``None``."""
+        r"""Degree of $\\phi$ when it is a polynomial, else ``None``."""
         return int(sp.Poly(self.expr, X).degree()) if self.is_polynomial else None
 
     @functools.cached_property
@@ -225,23 +225,23 @@ class Activation:
     # ------------------------------------------------------------------ numeric
     @functools.cached_property
     def numpy_fn(self) -> Callable[[np.ndarray], np.ndarray]:
-        """$\\phi$ as a numpy callable (lambdified)."""
+        r"""$\\phi$ as a numpy callable (lambdified)."""
         return _lambdify(self.expr, "numpy")
 
     @functools.cached_property
     def numpy_derivative(self) -> Callable[[np.ndarray], np.ndarray]:
-        """$\\phi'$ as a numpy callable (lambdified)."""
+        r"""$\\phi'$ as a numpy callable (lambdified)."""
         return _lambdify(self.derivative, "numpy")
 
     @functools.cached_property
     def jax_fn(self) -> Callable:
-        """$\\phi$ as a jax callable (stable hand-written form for some built-ins)."""
+        r"""$\\phi$ as a jax callable (stable hand-written form for some built-ins)."""
         over = _stable_jax_overrides().get(self.builtin or "")
         return over[0] if over else _lambdify(self.expr, "jax")
 
     @functools.cached_property
     def jax_derivative(self) -> Callable:
-        """$\\phi'$ as a jax callable (stable hand-written form for some built-ins)."""
+        r"""$\\phi'$ as a jax callable (stable hand-written form for some built-ins)."""
         over = _stable_jax_overrides().get(self.builtin or "")
         return over[1] if over else _lambdify(self.derivative, "jax")
 

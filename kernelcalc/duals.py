@@ -118,11 +118,11 @@ class ClosedFormDual:
     Cdot_formula: Callable
 
     def __call__(self, q1, q2, c):
-        """Numeric $(C, \\dot C)$ with jax.numpy; broadcasts over arrays."""
+        r"""Numeric $(C, \\dot C)$ with jax.numpy; broadcasts over arrays."""
         return self.C_formula(JAX_OPS, q1, q2, c), self.Cdot_formula(JAX_OPS, q1, q2, c)
 
     def symbolic(self, q1, q2, c):
-        """Symbolic $(C, \\dot C)$ as sympy expressions."""
+        r"""Symbolic $(C, \\dot C)$ as sympy expressions."""
         return self.C_formula(SYMPY_OPS, q1, q2, c), self.Cdot_formula(SYMPY_OPS, q1, q2, c)
 
 

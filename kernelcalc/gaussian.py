@@ -173,7 +173,7 @@ class HermiteRule:
     K: int
 
     def coefficients(self, f: Callable, q):
-        """$(\hat f_k(q))_{k<K}$ with the $k$ axis first: shape ``(K, *q.shape)``."""
+        r"""$(\hat f_k(q))_{k<K}$ with the $k$ axis first: shape ``(K, *q.shape)``."""
         z, w, psi = (jnp.asarray(v) for v in _hermite_functions(self.K))
         q = jnp.asarray(q, jnp.float64)
         F = f(jnp.sqrt(q)[..., None] * z) * w                           # (*q.shape, n_z)
@@ -181,7 +181,7 @@ class HermiteRule:
 
     @staticmethod
     def series(bf, bg, r):
-        """$\sum_k bf_k\,bg_k\,r^k$ by Horner (k axis first in ``bf``, ``bg``)."""
+        r"""$\sum_k bf_k\,bg_k\,r^k$ by Horner (k axis first in ``bf``, ``bg``)."""
         K = bf.shape[0]
         acc = jnp.zeros(jnp.broadcast_shapes(bf.shape[1:], bg.shape[1:], jnp.shape(r)))
         return jax.lax.fori_loop(0, K, lambda i, acc: acc * r + bf[K - 1 - i] * bg[K - 1 - i], acc)
@@ -256,7 +256,7 @@ class DualKernels:
         return (q,) + tuple(self.rule.coefficients(f, q) for f in fs)
 
     def from_marginals(self, m1, m2, c, derivative: bool = True):
-        """$C$ (and $\dot C$ if ``derivative``) for marginals from :meth:`marginal` and covariance ``c``."""
+        r"""$C$ (and $\dot C$ if ``derivative``) for marginals from :meth:`marginal` and covariance ``c``."""
         q1, q2 = m1[0], m2[0]
         c = jnp.asarray(c, jnp.float64)
         shape = jnp.broadcast_shapes(q1.shape, q2.shape, c.shape)
@@ -272,7 +272,7 @@ class DualKernels:
         return out if derivative else out[0]
 
     def __call__(self, q1, q2, c):
-        """$(C, \dot C)$, broadcasting over arrays."""
+        r"""$(C, \dot C)$, broadcasting over arrays."""
         return self.from_marginals(self.marginal(q1), self.marginal(q2), c)
 
     def C(self, q1, q2, c):

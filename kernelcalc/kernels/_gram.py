@@ -84,7 +84,7 @@ def _clenshaw_theta(coef, rho):
         return 2.0 * u[None] * b1 - b2 + c[:, None, None], b1
 
     zeros = jnp.zeros((coef.shape[1],) + u.shape)
-    b1, b2 = jax.lax.fori_loop(0, coef.shape[0] - 1, body, (zeros, zeros), unroll=True)  # one fused pass
+    b1, b2 = jax.lax.fori_loop(0, coef.shape[0] - 1, body, (zeros, zeros), unroll=8)  # partly fused, bounded compile
     return u[None] * b1 - b2 + coef[0][:, None, None]
 
 

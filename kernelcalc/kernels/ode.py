@@ -31,8 +31,8 @@ diagonals.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import math
 import time
 
 import jax
@@ -46,7 +46,7 @@ from ..gaussian import DualKernels, dual_kernels
 from ._gram import gram
 from ._result import Kernel
 
-__all__ = ["node_kernel", "chebyshev_lobatto", "NodeSolver"]
+__all__ = ["node_kernel", "chebyshev_lobatto", "Discretisation", "GoursatSolver"]
 
 _MAX_SWEEPS = 400
 _SWEEP_TOL = 2e-15
@@ -84,45 +84,75 @@ def _picard(step, S_init, tol=_SWEEP_TOL, max_sweeps=_MAX_SWEEPS):
     return jax.lax.while_loop(cond, body, (S_init, jnp.asarray(jnp.inf), 0))
 
 
+@dataclasses.dataclass(frozen=True)
+class Discretisation:
+    r"""A time grid for the two Goursat problems, as matrices.
+
+    $S = S_0 + \sigma_w^2 A\,C(S)\,A^\top$, $\Lambda = \Lambda_T + \sigma_w^2 B\,(\dot C\circ P\Lambda P^\top)\,B^\top$,
+    $\iint C\Lambda \approx w^\top(C\circ P\Lambda P^\top)w$.  Neural ODE: $A=J$,
+    $B=\tilde J$, $P=I$, $w$ Clenshaw–Curtis.  Euler ResNet (depth $L$, $\delta=T/L$):
+    $A_{\ell i}=\delta[i<\ell]$, $B_{\ell i}=\delta[\ell\le i<L]$, $P$ the shift $\ell\mapsto\ell+1$,
+    $w_i=\delta[i<L]$ — the left Riemann sums of the discrete network.
+    """
+
+    name: str
+    A: np.ndarray
+    B: np.ndarray
+    P: np.ndarray
+    w: np.ndarray
+
+    def __hash__(self):
+        return hash((self.name, self.A.shape))
+
+    def __eq__(self, other):
+        return isinstance(other, Discretisation) and self.name == other.name and self.A.shape == other.A.shape
+
+
+@functools.lru_cache(maxsize=16)
+def chebyshev_discretisation(M: int, T: float) -> Discretisation:
+    """The spectral Neural-ODE grid with M+1 Chebyshev–Lobatto nodes."""
+    _, J, w = chebyshev_lobatto(M, T)
+    return Discretisation(f"chebyshev-lobatto(M={M}, T={T!r})", J, w[None, :] - J, np.eye(M + 1), w)
+
+
 @functools.lru_cache(maxsize=32)
-def _compiled(dual: DualKernels, M: int, T: float, sigma_w: float, sigma_v: float):
-    _, J_np, w_np = chebyshev_lobatto(M, T)
-    J, w = jnp.asarray(J_np), jnp.asarray(w_np)
-    Jt = w[None, :] - J                                          # int_{t_i}^T ell_k
+def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: float):
+    A, B, P, w = (jnp.asarray(a) for a in (disc.A, disc.B, disc.P, disc.w))
+    n = A.shape[0]
 
     @jax.jit
     def self_solve(S0):
-        """S0: (U,) initial variances -> S (U, M+1, M+1), sweeps, last change."""
+        """S0: (U,) initial variances -> S (U, n, n), sweeps, last change."""
         def step(S):
-            m = dual.marginal(jnp.diagonal(S, axis1=1, axis2=2), derivative=False)   # (U, M+1)
+            m = dual.marginal(jnp.diagonal(S, axis1=1, axis2=2), derivative=False)   # (U, n)
             mi = jax.tree_util.tree_map(lambda a: a[..., :, None], m)
             mj = jax.tree_util.tree_map(lambda a: a[..., None, :], m)
             C = dual.from_marginals(mi, mj, S, derivative=False)
-            return S0[:, None, None] + J @ rec.ode_forward_source(C, sigma_w) @ J.T
+            return S0[:, None, None] + A @ rec.ode_forward_source(C, sigma_w) @ A.T
 
-        S_init = jnp.broadcast_to(S0[:, None, None], (S0.shape[0], M + 1, M + 1))
+        S_init = jnp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
         return _picard(step, S_init)
 
     @jax.jit
     def cross_solve(qx, qy, S0):
-        """qx, qy: (B, M+1) diagonals; S0: (B,) -> nngp, ntk (B,) and diagnostics."""
+        """qx, qy: (B, n) diagonals; S0: (B,) -> nngp, ntk (B,) and diagnostics."""
         mx = jax.tree_util.tree_map(lambda a: a[..., :, None], dual.marginal(qx))    # fixed marginals:
         my = jax.tree_util.tree_map(lambda a: a[..., None, :], dual.marginal(qy))    # computed once
 
         def step(S):
             C = dual.from_marginals(mx, my, S, derivative=False)
-            return S0[:, None, None] + J @ rec.ode_forward_source(C, sigma_w) @ J.T
+            return S0[:, None, None] + A @ rec.ode_forward_source(C, sigma_w) @ A.T
 
-        S_init = jnp.broadcast_to(S0[:, None, None], (S0.shape[0], M + 1, M + 1))
+        S_init = jnp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
         S, dS, nS = _picard(step, S_init)
         C, Cdot = dual.from_marginals(mx, my, S)
         LamT = rec.ode_backward_terminal(Cdot[:, -1, -1], sigma_v)
 
         def back(Lam):
-            return LamT[:, None, None] + Jt @ rec.ode_backward_source(Cdot, Lam, sigma_w) @ Jt.T
+            return LamT[:, None, None] + B @ rec.ode_backward_source(Cdot, P @ Lam @ P.T, sigma_w) @ B.T
 
         Lam, dL, nL = _picard(back, jnp.broadcast_to(LamT[:, None, None], S.shape))
-        integral = jnp.einsum("i,bij,j->b", w, C * Lam, w)
+        integral = jnp.einsum("i,bij,j->b", w, C * (P @ Lam @ P.T), w)
         nngp = rec.ode_nngp(C[:, -1, -1], sigma_v)
         ntk = rec.ode_ntk(C[:, -1, -1], integral, S0, Lam[:, 0, 0], sigma_v, sigma_w)
         return nngp, ntk, jnp.maximum(dS, dL), jnp.maximum(nS, nL)
@@ -130,23 +160,26 @@ def _compiled(dual: DualKernels, M: int, T: float, sigma_w: float, sigma_v: floa
     return self_solve, cross_solve
 
 
-class NodeSolver:
-    r"""Neural-ODE kernel evaluator for fixed $(\phi, T, \sigma_w, \sigma_u, \sigma_v)$.
+class GoursatSolver:
+    r"""Kernel evaluator for the Neural ODE or the weight-tied ResNet at fixed $(\phi, T, \sigma)$.
 
     ``solver(sxx, syy, sxy)`` maps input second moments $x\cdot x/d$, $y\cdot y/d$, $x\cdot y/d$
-    (arrays of one shape) to ``(nngp, ntk)``. ``M`` (time nodes) is chosen adaptively on the
-    self-kernel of the largest norm unless given.
+    (arrays of one shape) to ``(nngp, ntk)``.  ``grid(M)`` gives the :class:`Discretisation`;
+    with ``M=None`` it is refined through ``_M_SEQUENCE`` until the self-kernel NTK of the largest
+    norm changes by less than ``tol`` (spectral ODE grid); a fixed ``M`` is used as is (ResNet depth).
     """
 
-    def __init__(self, activation, *, T, sigma_w, sigma_u, sigma_v, tol=1e-10, M=None):
+    def __init__(self, activation, *, T, sigma_w, sigma_u, sigma_v, grid, tol=1e-10, M=None,
+                 scheme="Chebyshev-Lobatto spectral collocation"):
         self.activation = resolve_activation(activation)
         self.T, self.sigma_w, self.sigma_u, self.sigma_v = T, sigma_w, sigma_u, sigma_v
+        self.grid, self.scheme = grid, scheme
         self.tol = tol
         self.M_fixed = M
         self.info: dict = {}
 
     def _self_diagonals(self, dual, M, v):
-        self_solve, _ = _compiled(dual, M, self.T, self.sigma_w, self.sigma_v)
+        self_solve, _ = _compiled(dual, self.grid(M), self.sigma_w, self.sigma_v)
         S, delta, sweeps = self_solve(jnp.asarray(rec.ode_initial(v, self.sigma_u)))
         self.info["self_sweeps"] = max(int(sweeps), self.info.get("self_sweeps", 0))
         return np.asarray(jnp.diagonal(S, axis1=1, axis2=2))
@@ -157,7 +190,7 @@ class NodeSolver:
         v_max = float(np.max(v_unique))
         # A coarse rule first to learn the largest pre-activation variance q(T), then the final rule.
         coarse = dual_kernels(self.activation, q_max=max(4.0 * self.sigma_u**2 * v_max, 1.0), tol=1e-6)
-        q_est = float(np.max(self._self_diagonals(coarse, 16, np.array([v_max]))))
+        q_est = float(np.max(self._self_diagonals(coarse, self.M_fixed or 16, np.array([v_max]))))
         dual = dual_kernels(self.activation, q_max=1.05 * q_est)
         self.info["expectation"] = dual.describe()
         self.info["q_max"] = q_est
@@ -165,7 +198,7 @@ class NodeSolver:
             M, err = int(self.M_fixed), None
         else:
             M, err = self._choose_M(dual, v_max)
-        self.info.update(M=M, time_error_estimate=err, time_scheme="Chebyshev-Lobatto spectral collocation")
+        self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme)
         self._dual = dual
         return dual, M
 
@@ -173,7 +206,7 @@ class NodeSolver:
         prev, change = None, float("nan")
         for M in _M_SEQUENCE:
             q = self._self_diagonals(dual, M, np.array([v]))
-            _, cross = _compiled(dual, M, self.T, self.sigma_w, self.sigma_v)
+            _, cross = _compiled(dual, self.grid(M), self.sigma_w, self.sigma_v)
             ntk = float(cross(jnp.asarray(q), jnp.asarray(q), jnp.asarray([rec.ode_initial(v, self.sigma_u)]))[1][0])
             if prev is not None:
                 change = abs(ntk - prev) / abs(ntk)
@@ -190,7 +223,7 @@ class NodeSolver:
         dual, M = self._dual_and_M(v_unique)
         diag = self._self_diagonals(dual, M, v_unique)                        # (U, M+1)
         qx, qy = diag[inverse[: sxx.size]], diag[inverse[sxx.size:]]
-        _, cross = _compiled(dual, M, self.T, self.sigma_w, self.sigma_v)
+        _, cross = _compiled(dual, self.grid(M), self.sigma_w, self.sigma_v)
         n = sxy.size
         pad = _bucket(n) - n                       # fixed batch sizes: few jit compilations
         qx, qy = (np.concatenate([a, np.repeat(a[:1], pad, axis=0)]) for a in (qx, qy))
@@ -233,7 +266,8 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
                                  (("sigma_w", sigma_w), ("sigma_u", sigma_u), ("sigma_v", sigma_v)))
     act = resolve_activation(activation)
     t0 = time.perf_counter()
-    solver = NodeSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol, M=time_nodes)
+    solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol, M=time_nodes,
+                           grid=lambda M: chebyshev_discretisation(M, T))
     nngp, ntk, ginfo = gram(x1, x2, solver, tol=max(tol, 1e-12), progress=progress)
     info = dict(solver.info, **ginfo, seconds=time.perf_counter() - t0)
     params = dict(T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)
