@@ -88,21 +88,25 @@ def _clenshaw_theta(coef, rho):
     return u[None] * b1 - b2 + coef[0][:, None, None]
 
 
-def _direct(pair_fn, sxx, syy, sxy, progress: bool):
+def _direct(pair_fn, sxx, syy, sxy, progress: bool, block: int):
     nngp, ntk = np.empty(sxy.shape), np.empty(sxy.shape)
-    idx = range(0, sxy.size, _BLOCK)
-    if progress and sxy.size > _BLOCK:
+    idx = range(0, sxy.size, block)
+    if progress and sxy.size > block:
         from tqdm.auto import tqdm
 
         idx = tqdm(idx, desc="kernel pairs", unit="block")
     for i in idx:
-        sl = slice(i, i + _BLOCK)
+        sl = slice(i, i + block)
         nngp[sl], ntk[sl] = pair_fn(sxx[sl], syy[sl], sxy[sl])
     return nngp, ntk
 
 
-def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False):
-    """Validated Gram matrices ``(nngp, ntk, info)`` of ``pair_fn`` on ``x1`` x ``x2`` (see module doc)."""
+def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, cheap_pairs: bool = False):
+    """Validated Gram matrices ``(nngp, ntk, info)`` of ``pair_fn`` on ``x1`` x ``x2`` (see module doc).
+
+    ``cheap_pairs``: the pair function is closed-form arithmetic, so skip interpolation and
+    evaluate every pair directly in large blocks (exact, and no error from interpolation).
+    """
     a, b, same = as_input_pair(x1, x2)
     d = a.shape[1]
     na, nb = np.sum(a * a, axis=1) / d, np.sum(b * b, axis=1) / d
@@ -110,7 +114,7 @@ def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False):
     info: dict = {}
     v = float(na[0])
     on_sphere = v > 0 and np.all(np.abs(na - v) <= _SPHERE_RTOL * v) and np.all(np.abs(nb - v) <= _SPHERE_RTOL * v)
-    if on_sphere and xy.size > _DIRECT_MAX_PAIRS:
+    if on_sphere and xy.size > _DIRECT_MAX_PAIRS and not cheap_pairs:
         rho = xy / v
         if same:
             np.fill_diagonal(rho, 1.0)
@@ -122,7 +126,7 @@ def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False):
         else:
             sxx, syy, sxy = (np.broadcast_to(na[:, None], xy.shape).ravel(),
                              np.broadcast_to(nb[None, :], xy.shape).ravel(), xy.ravel())
-        n_vals, t_vals = _direct(pair_fn, sxx, syy, sxy, progress)
+        n_vals, t_vals = _direct(pair_fn, sxx, syy, sxy, progress, _BLOCK * 1024 if cheap_pairs else _BLOCK)
         if same:
             nngp, ntk = np.empty(xy.shape), np.empty(xy.shape)
             nngp[iu, ju], ntk[iu, ju] = n_vals, t_vals

@@ -24,6 +24,7 @@ import numpy as np
 from .. import recursion as rec
 from .._validation import nonnegative, positive_int
 from ..activations import resolve_activation
+from ..duals import closed_form_dual
 from ..gaussian import DualKernels, dual_kernels
 from ._gram import gram
 from ._result import Kernel
@@ -95,7 +96,8 @@ def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_st
         k, ntk = cache["pair"](*(jnp.asarray(pad(a)) for a in (sxx, syy, sxy)))
         return np.asarray(k)[:n].reshape(shape), np.asarray(ntk)[:n].reshape(shape)
 
-    nngp, ntk, ginfo = gram(x1, x2, pair_fn, tol=1e-12, progress=progress)
+    nngp, ntk, ginfo = gram(x1, x2, pair_fn, tol=1e-12, progress=progress,
+                            cheap_pairs=closed_form_dual(act) is not None)
     info.update(ginfo, seconds=time.perf_counter() - t0)
     params = dict(depth=depth, w_std=w_std, b_std=b_std, out_w_std=out_w_std, out_b_std=out_b_std)
     return Kernel(nngp=nngp, ntk=ntk, model="mlp", activation=act.name, params=params, info=info)
