@@ -29,6 +29,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .kernels._result import jsonable
+
 from ._validation import KernelcalcInputError, as_inputs, nonnegative, positive
 from .activations import resolve_activation
 
@@ -305,16 +307,4 @@ def _pairs(X: np.ndarray) -> tuple[list[tuple[int, int]], list[tuple[int, int]],
     return dup, par, min_dist
 
 
-def _jsonable(obj):
-    """Plain JSON types; non-finite floats become ``None`` (JSON has no inf/NaN)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+_jsonable = jsonable  # one JSON conversion for every result type

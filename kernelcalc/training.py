@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._validation import KernelcalcInputError, as_inputs, positive, positive_int
-from .kernels._result import _jsonable
+from .kernels._result import jsonable as _jsonable
 
 __all__ = ["TrainResult", "train", "WidthSweep", "width_sweep", "default_lr", "infinite_width_ntk"]
 

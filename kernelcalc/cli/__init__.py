@@ -18,6 +18,19 @@ def main():
     """kernelcalc: infinite-width NTK / NNGP kernels of Neural ODEs, ResNets and MLPs."""
 
 
+def write_outputs(result, json_path=None, plot_path=None, plotter=None) -> None:
+    """Write ``result.to_dict()`` as JSON and/or ``plotter(result, plot_path)``; say what was written."""
+    import json
+
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(result.to_dict(), fh, indent=1)
+        click.echo(f"wrote {json_path}")
+    if plot_path and plotter is not None:
+        plotter(result, plot_path)
+        click.echo(f"wrote {plot_path}")
+
+
 def _register() -> None:
     import importlib
 

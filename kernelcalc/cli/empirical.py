@@ -12,7 +12,7 @@ import json
 import click
 import numpy as np
 
-from kernelcalc.cli import main
+from kernelcalc.cli import main, write_outputs
 from kernelcalc.cli.analytic import InputError, OneLineCommand, _activation_option, _friendly
 
 __all__ = ["compare_cmd", "depth_gap_cmd"]
@@ -78,15 +78,9 @@ def compare_cmd(activation, model, T, depth, widths, samples, solver, steps, dat
     res = compare(X, activation=activation, T=T, widths=widths_l, n_samples=samples, model=model, seed=seed,
                   progress=not quiet, **kw)
     click.echo(res.table())
-    if json_path:
-        with open(json_path, "w") as fh:
-            json.dump(res.to_dict(), fh, indent=1)
-        click.echo(f"wrote {json_path}")
-    if plot_path:
-        from kernelcalc.plotting import plot_compare
+    from kernelcalc.plotting import plot_compare
 
-        plot_compare(res, plot_path)
-        click.echo(f"wrote {plot_path}")
+    write_outputs(res, json_path, plot_path, plot_compare)
 
 
 @main.command("depth-gap", cls=OneLineCommand)

@@ -12,7 +12,7 @@ import json
 import click
 import numpy as np
 
-from kernelcalc.cli import main
+from kernelcalc.cli import main, write_outputs
 from kernelcalc.cli.analytic import InputError, OneLineCommand, _activation_option, _friendly
 
 __all__ = ["train_cmd", "width_sweep_cmd"]
@@ -61,13 +61,7 @@ def _train_options(f):
 
 
 def _write(obj, json_path, plot_path, plotter):
-    if json_path:
-        with open(json_path, "w") as fh:
-            json.dump(obj.to_dict(), fh, indent=1)
-        click.echo(f"wrote {json_path}")
-    if plot_path:
-        plotter(obj, plot_path)
-        click.echo(f"wrote {plot_path}")
+    write_outputs(obj, json_path, plot_path, plotter)
 
 
 @main.command("train", cls=OneLineCommand)

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._validation import KernelcalcInputError, as_input_pair, positive_int
-from ..kernels._result import _jsonable
+from ..kernels._result import jsonable as _jsonable
 from .models import _apply_one, init_params, make_network
 from .montecarlo import fit_slope
 

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._validation import KernelcalcInputError, as_input_pair, positive_int
-from ..kernels._result import Kernel, _jsonable
+from ..kernels._result import Kernel, jsonable as _jsonable
 from .models import init_params, make_network
 from .ntk import METHODS, network_ntk
 

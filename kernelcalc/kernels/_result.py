@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -63,7 +64,7 @@ class Kernel:
         """JSON-serialisable dictionary."""
         out = {
             "model": self.model, "activation": self.activation,
-            "params": _jsonable(self.params), "info": _jsonable(self.info),
+            "params": jsonable(self.params), "info": jsonable(self.info),
             "nngp": self.nngp.tolist(), "ntk": self.ntk.tolist(),
         }
         if self.stderr is not None:
@@ -74,15 +75,18 @@ class Kernel:
         return json.dumps(self.to_dict(), **kw)
 
 
-def _jsonable(obj):
+def jsonable(obj):
+    """Plain JSON types (shared by every result type); non-finite floats become ``None``."""
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return jsonable(obj.tolist())
     if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        return obj.item()
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     return str(obj)
