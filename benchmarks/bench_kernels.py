@@ -55,10 +55,10 @@ def naive_node_pair(act, rule, rho, T=1.0, M=64):
         cum[i, : i + 1] = h
         cum[i, 0] = cum[i, i] = h / 2
 
-    def solve(S0):
+    def solve(S0, q_fixed=None):
         S = np.full((M + 1, M + 1), S0)
         for _ in range(100):
-            q = np.diag(S)
+            q = np.diag(S) if q_fixed is None else q_fixed
             C = np.asarray(rule.expect_pairs(((f, f),), q[:, None], q[None, :], S)[0])
             S_new = S0 + cum @ C @ cum.T
             if np.max(np.abs(S_new - S)) < 1e-13:
@@ -66,9 +66,8 @@ def naive_node_pair(act, rule, rho, T=1.0, M=64):
             S = S_new
         return S_new
 
-    Sxx = solve(1.0)
-    S = solve(rho)
-    q = np.diag(Sxx)
+    q = np.diag(solve(1.0))
+    S = solve(rho, q)
     C, Cd = (np.asarray(v) for v in rule.expect_pairs(((f, f), (df, df)), q[:, None], q[None, :], S))
     cumr = cum[::-1, ::-1]
     Lam = np.full_like(S, Cd[-1, -1])
@@ -104,7 +103,7 @@ def main(quick=False):
             (lambda X: kc.mlp_kernel(X, activation=act, depth=3, w_std=1.5, b_std=0.1))
         # per-pair naive cost and accuracy, measured once on a few pairs
         rule = TrapezoidRule(choose_step((act.numpy_fn, act.numpy_derivative), 3.0, 1e-12))
-        rhos = np.array([0.9, 0.3, -0.4])
+        rhos = np.array([0.3])
         pair = (lambda r: naive_node_pair(act, rule, r)) if model == "node" else (lambda r: naive_mlp_pair(act, rule, r))
         t_pair, vals = timed(lambda: [pair(r) for r in rhos])
         t_pair /= len(rhos)
