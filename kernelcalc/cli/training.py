@@ -60,10 +60,6 @@ def _train_options(f):
     return f
 
 
-def _write(obj, json_path, plot_path, plotter):
-    write_outputs(obj, json_path, plot_path, plotter)
-
-
 @main.command("train", cls=OneLineCommand)
 @click.option("--width", type=int, default=1024, show_default=True)
 @_train_options
@@ -78,7 +74,7 @@ def train_cmd(width, activation, model, T, depth, lr, steps, method, data, targe
     res = train(X, y, model=model, activation=activation, width=width, seed=seed, T=T, depth=depth, lr=lr,
                 steps=steps, method=method, progress=not quiet)
     click.echo(res.summary())
-    _write(res, json_path, plot_path, plot_training)
+    write_outputs(res, json_path, plot_path, plot_training)
     if res.diverged:
         raise click.exceptions.Exit(1)
 
@@ -100,4 +96,4 @@ def width_sweep_cmd(widths, activation, model, T, depth, lr, steps, method, data
     res = width_sweep(X, y, widths=widths_l, model=model, activation=activation, seed=seed, T=T, depth=depth,
                       lr=lr, steps=steps, method=method, progress=not quiet)
     click.echo(res.table())
-    _write(res, json_path, plot_path, plot_width_sweep)
+    write_outputs(res, json_path, plot_path, plot_width_sweep)
