@@ -2,7 +2,7 @@
 
 Each sub-module registers its commands on :data:`main`:
 ``analytic`` (limit, derive, check), ``empirical`` (compare, depth-gap),
-``training`` (train, width-sweep, sweep-T).
+``training`` (train, width-sweep, flow-gap), ``horizon`` (sweep-T), ``divergence`` (divergent-flow).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def write_outputs(result, json_path=None, plot_path=None, plotter=None) -> None:
 def _register() -> None:
     import importlib
 
-    for mod in ("analytic", "empirical", "training"):
+    for mod in ("analytic", "empirical", "training", "horizon", "divergence"):
         try:
             importlib.import_module(f"{__name__}.{mod}")
         except ModuleNotFoundError as err:  # a sub-module not written yet

@@ -1,4 +1,4 @@
-r"""Training runs held against the NTK prediction: gradient descent and gradient flow.
+r"""One training run held against the NTK prediction: gradient descent and gradient flow.
 
 For the squared loss $L(\theta)=\tfrac12\|u(\theta)-y\|^2$, $u=f_\theta(X)\in\mathbb R^N$, one
 gradient-descent step with step size $\eta$ moves the outputs by
@@ -16,9 +16,6 @@ $e^{-\lambda_0 t_k}L(\theta_0)$.
   the loss, the test loss, the distance from initialisation $\|\theta_k-\theta_0\|$ (total and
   per parameter group), the finite-width NTK's $\lambda_{\min}$ and its drift
   $\|K_k-K_0\|_F/\|K_0\|_F$ (every ``ntk_every`` steps), and the bound.
-- :func:`width_sweep` -- the same run at several widths (the paper's global-convergence figure):
-  NTK eigenvalues at initialisation vs $K^\infty$'s, $\|\theta_k-\theta_0\|$, relative parameter
-  change and NTK drift vs width, with fitted log-log slopes.
 
 A run whose loss becomes NaN/inf or grows past ``divergence_factor`` $\times L_0$ stops early with
 ``diverged=True`` and a ``reason``; it never raises.
@@ -30,16 +27,16 @@ import dataclasses
 import json
 import math
 import time
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._validation import KernelcalcInputError, as_inputs, positive, positive_int
-from .kernels._result import jsonable as _jsonable
+from .._validation import KernelcalcInputError, as_inputs, positive, positive_int
+from ..empirical.models import batched_apply
+from ..kernels._result import jsonable as _jsonable
 
-__all__ = ["TrainResult", "train", "WidthSweep", "width_sweep", "default_lr", "infinite_width_ntk"]
+__all__ = ["TrainResult", "train", "default_lr", "infinite_width_ntk"]
 
 METHODS = ("gd", "flow")
 
@@ -58,7 +55,7 @@ def default_lr(X) -> float:
 def infinite_width_ntk(X, *, model="node", activation, T=1.0, depth=None, sigma_w=1.0, sigma_u=1.0,
                        sigma_v=1.0) -> np.ndarray | None:
     """The analytic $K^\\infty$ Gram of ``model`` on ``X`` (``None`` if that model's kernel is unavailable)."""
-    from .kernels import mlp_kernel, node_kernel, resnet_kernel
+    from ..kernels import mlp_kernel, node_kernel, resnet_kernel
 
     try:
         if model == "node":
@@ -81,47 +78,6 @@ def _group_sq_norms(tree) -> jnp.ndarray:
     """Squared Frobenius norm of each top-level field of a NamedTuple pytree."""
     return jnp.stack([sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(getattr(tree, f)))
                       for f in tree._fields])
-
-
-_FAST_SOLVERS = {"euler": ((), (1.0,)), "rk4": ((0.5, 0.5, 1.0), (1 / 6, 1 / 3, 1 / 3, 1 / 6))}
-
-
-def batched_apply(params, X, net):
-    r"""$f(X)$ for a batch ``X`` (N, d): the same map as :func:`kernelcalc.empirical.models.model_apply`.
-
-    For the Neural ODE with a fixed-step ``euler``/``rk4`` solver and for the ResNet, the state of
-    the whole batch is one $(N, n)$ array stepped by ``lax.scan`` (matrix-matrix products), which
-    differentiates far faster than ``vmap`` over per-input ``diffeqsolve`` calls; other
-    configurations fall back to ``model_apply``.
-    """
-    from .empirical.models import model_apply
-
-    fast_node = net.model == "node" and not net.adaptive and net.solver in _FAST_SOLVERS
-    if not (fast_node or net.model == "resnet"):
-        return model_apply(params, X, net)
-    phi = net.activation.jax_fn
-    c = net.sigma_w / math.sqrt(net.width)
-    h0 = net.sigma_u / math.sqrt(X.shape[-1]) * (X @ params.U.T)
-
-    def vf(h):
-        return c * (phi(h) @ params.W.T)
-
-    if net.model == "resnet":
-        n_steps, dt, rk = net.depth, net.T / net.depth, "euler"
-    else:
-        n_steps, dt, rk = net.steps, net.T / net.steps, net.solver
-
-    def step(h, _):
-        if rk == "euler":
-            return h + dt * vf(h), None
-        k1 = vf(h)
-        k2 = vf(h + 0.5 * dt * k1)
-        k3 = vf(h + 0.5 * dt * k2)
-        k4 = vf(h + dt * k3)
-        return h + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4), None
-
-    hT, _ = jax.lax.scan(step, h0, None, length=n_steps)
-    return net.sigma_v / math.sqrt(net.width) * (phi(hT) @ params.v)
 
 
 def _make_fns(net, X, y):
@@ -313,8 +269,8 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
 
     **Returns:** a :class:`TrainResult`.
     """
-    from .empirical.models import init_params, make_network
-    from .empirical.ntk import network_ntk
+    from ..empirical.models import init_params, make_network
+    from ..empirical.ntk import network_ntk
 
     t_start = time.perf_counter()
     X, y = _validate_xy(X, y)
@@ -484,93 +440,3 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
         diverged=diverged, reason=reason, info=info)
 
 
-# ----------------------------------------------------------------------------- width sweep
-@dataclasses.dataclass(frozen=True)
-class WidthSweep:
-    r"""Result of :func:`width_sweep`: one :class:`TrainResult` per width plus width-wise summaries.
-
-    ``widths``; ``kinf_eigenvalues`` (of $K^\infty$, or ``None``); per width: ``ntk_eigenvalues_init``,
-    ``eig_rel_err`` ($\max_i|\mu_i(K_0)-\mu_i(K^\infty)|/\mu_{\max}(K^\infty)$), ``dist_final``
-    ($\|\theta_k-\theta_0\|$), ``rel_change`` (group -> $\|\theta_k-\theta_0\|/\|\theta_0\|$), ``ntk_drift``
-    (max over the run), ``train_loss``, ``test_loss`` (final); ``slopes``: log-log slopes vs width.
-    """
-
-    widths: tuple
-    runs: tuple
-    kinf_eigenvalues: tuple | None
-    eig_rel_err: tuple | None
-    dist_final: tuple
-    rel_change: dict
-    ntk_drift: tuple
-    train_loss: tuple
-    test_loss: tuple | None
-    slopes: dict
-
-    def table(self) -> str:
-        groups = list(self.rel_change)
-        head = (f"{'width':>7} {'L_final/L0':>11} {'test':>10} {'|th-th0|':>9} "
-                + " ".join(f"{'rel ' + g:>9}" for g in groups) + f" {'NTK drift':>10} {'eig err':>9}")
-        lines = [head]
-        for i, w in enumerate(self.widths):
-            r = self.runs[i]
-            test = f"{self.test_loss[i]:10.3g}" if self.test_loss is not None else f"{'-':>10}"
-            eig = f"{self.eig_rel_err[i]:9.3g}" if self.eig_rel_err is not None else f"{'-':>9}"
-            lines.append(f"{w:>7} {self.train_loss[i] / r.loss0:11.3g} {test} {self.dist_final[i]:9.4g} "
-                         + " ".join(f"{self.rel_change[g][i]:9.3g}" for g in groups)
-                         + f" {self.ntk_drift[i]:10.3g} {eig}")
-        lines.append("fitted log-log slopes vs width: "
-                     + ", ".join(f"{k} {v:+.2f}" for k, v in self.slopes.items()))
-        if any(r.diverged for r in self.runs):
-            lines.append("diverged: " + "; ".join(f"width {w}: {r.reason}" for w, r in zip(self.widths, self.runs)
-                                                  if r.diverged))
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.table()
-
-    def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "runs"}
-        d["runs"] = [r.to_dict() for r in self.runs]
-        return _jsonable(d)
-
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
-
-
-def width_sweep(X, y, *, widths: Sequence[int] = (64, 256, 1024), progress=False, **train_kw) -> WidthSweep:
-    r"""Run :func:`train` (same data, seed, step size, steps) at each width in ``widths``.
-
-    Lazy-training theory: $\|\theta_k-\theta_0\|$ stays bounded independently of width, while the
-    relative change $\|\theta_k-\theta_0\|/\|\theta_0\|$ and the NTK drift shrink (about
-    $n^{-1/2}$), and the NTK eigenvalues at initialisation converge to those of $K^\infty$.
-    Keyword arguments go to :func:`train`; returns a :class:`WidthSweep` with fitted slopes.
-    """
-    from .empirical.montecarlo import fit_slope
-
-    if isinstance(widths, (int, np.integer)) or not len(widths):
-        raise KernelcalcInputError(f"widths must be a non-empty list of integers, got {widths!r}")
-    widths = [positive_int("width", w) for w in widths]
-    runs = []
-    lam0 = train_kw.pop("lambda0", None)
-    for w in widths:
-        r = train(X, y, width=w, progress=progress, lambda0=lam0, **train_kw)
-        lam0 = r.lambda0 if r.lambda0_source.startswith("lambda_min of the analytic") or lam0 else None
-        runs.append(r)
-    kinf = runs[0].kinf_eigenvalues
-    eig_err = None
-    if kinf is not None:
-        ki = np.asarray(kinf)
-        eig_err = tuple(float(np.max(np.abs(np.asarray(r.ntk_eigenvalues_init) - ki)) / ki[-1]) for r in runs)
-    groups = list(runs[0].rel_change_groups)
-    rel = {g: tuple(r.rel_change_groups[g][-1] for r in runs) for g in groups}
-    dist = tuple(r.dist[-1] for r in runs)
-    drift = tuple(max(r.ntk_drift) for r in runs)
-    train_loss = tuple(r.final_loss for r in runs)
-    test_loss = tuple(r.test_loss[-1] for r in runs) if runs[0].test_loss is not None else None
-    slopes = {"|theta-theta0|": fit_slope(widths, dist), "NTK drift": fit_slope(widths, drift)}
-    slopes.update({f"rel change {g}": fit_slope(widths, rel[g]) for g in groups})
-    if eig_err is not None:
-        slopes["eig err vs K_inf"] = fit_slope(widths, eig_err)
-    return WidthSweep(widths=tuple(widths), runs=tuple(runs), kinf_eigenvalues=kinf, eig_rel_err=eig_err,
-                      dist_final=dist, rel_change=rel, ntk_drift=drift, train_loss=train_loss,
-                      test_loss=test_loss, slopes=slopes)
