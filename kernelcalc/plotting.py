@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_compare", "plot_depth_gap"]
+__all__ = ["plot_compare", "plot_depth_gap", "plot_flow_gap", "plot_training", "plot_width_sweep"]
 
 
 def _figure(ax, ncols=1):
@@ -78,6 +78,33 @@ def plot_depth_gap(result, path=None, ax=None):
     a0.set_ylabel("relative gap to the Neural ODE")
     a0.set_title(f"{result.params.get('activation')}, width {result.params.get('width')}")
     a0.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_flow_gap(result, path=None, ax=None):
+    """Loss curves of GD (each step size) and of the gradient flow, next to the log-log gap vs step size
+    with the fitted order (explicit Euler: 1)."""
+    fig, axes = _figure(ax, ncols=1 if ax is not None else 2)
+    t = np.asarray(result.times)
+    a0 = axes[0]
+    a0.semilogy(t, result.flow_loss, "k-", lw=2, label="gradient flow")
+    for lr, curve in zip(result.lrs, result.gd_loss):
+        a0.semilogy(t, curve, "o--", ms=3, label=f"GD lr={lr:.3g}")
+    a0.set_xlabel("time t = k lr")
+    a0.set_ylabel("training loss")
+    a0.legend(fontsize=8)
+    if len(axes) > 1:
+        a1 = axes[1]
+        lrs = np.asarray(result.lrs)
+        a1.loglog(lrs, result.loss_gap, "o-", label=f"max |L_GD - L_flow|/L0 (p={result.order_loss:.2f})")
+        a1.loglog(lrs, result.param_gap, "s-", label=f"max |theta_GD - theta_flow| (p={result.order_param:.2f})")
+        _fit_line(a1, lrs, result.param_gap, 1.0, color="gray")
+        a1.set_xlabel("step size lr")
+        a1.set_ylabel("gap on [0, t_max]")
+        a1.legend(fontsize=8)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)

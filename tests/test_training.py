@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from kernelcalc import KernelcalcInputError, train, width_sweep
 from kernelcalc.cli import main
 from kernelcalc.empirical.models import init_params, make_network, model_apply
-from kernelcalc.training import batched_apply, default_lr
+from kernelcalc.training import batched_apply, default_lr, flow_gap
 
 
 def sphere(N, d, seed=0):
@@ -58,6 +58,36 @@ def test_flow_reported_at_gd_times_and_close_to_gd_for_small_lr():
     assert rel < 0.05
     assert fl.info["ode_steps"] > 0
 
+
+
+def test_flow_gap_is_first_order_in_the_step_size():
+    lrs = [0.04, 0.02, 0.01]
+    r = flow_gap(X, Y, lrs=lrs, t_max=0.64, n_compare=4, width=16, seed=0)
+    # GD is explicit Euler on the flow: global error O(lr) on a fixed horizon
+    assert 0.9 < r.order_param < 1.1 and 0.85 < r.order_loss < 1.15
+    assert all(a > b for a, b in zip(r.param_gap, r.param_gap[1:]))
+    assert r.loss_gap[-1] < 1e-3 and r.times[-1] == pytest.approx(0.64)
+    assert [len(c) for c in r.gd_loss] == [5, 5, 5] and all(c[0] == r.flow_loss[0] for c in r.gd_loss)
+    # the flow itself, independently: classical RK4 (64 steps) on theta' = -grad L up to t_1
+    net = make_network("node", activation="softplus", width=16, solver="rk4", steps=4)
+    grad = jax.jit(jax.grad(lambda p: 0.5 * jnp.sum((model_apply(p, X, net) - Y) ** 2)))
+
+    def axpy(a, x, y):
+        return jax.tree_util.tree_map(lambda u, v: v - a * u, x, y)
+    p, h = init_params(jax.random.PRNGKey(0), net, X.shape[1]), r.times[1] / 64
+    for _ in range(64):
+        k1 = grad(p)
+        k2 = grad(axpy(h / 2, k1, p))
+        k3 = grad(axpy(h / 2, k2, p))
+        k4 = grad(axpy(h, k3, p))
+        p = jax.tree_util.tree_map(lambda q, a, b, c, e: q - h / 6 * (a + 2 * b + 2 * c + e), p, k1, k2, k3, k4)
+    loss_t1 = 0.5 * float(jnp.sum((model_apply(p, X, net) - Y) ** 2))
+    assert r.flow_loss[1] == pytest.approx(loss_t1, rel=1e-8)
+    assert "fitted order" in r.table() and json.loads(r.to_json())["lrs"] == lrs
+    with pytest.raises(KernelcalcInputError, match="whole multiple"):
+        flow_gap(X, Y, lrs=[0.03, 0.07], t_max=1.0, n_compare=8, width=8)
+    with pytest.raises(KernelcalcInputError, match="lr"):
+        flow_gap(X, Y, lrs=[0.01, -0.01], width=8)
 
 def test_divergence_is_reported_not_raised():
     r = train(X, Y, width=32, steps=50, lr=50.0)

@@ -1,6 +1,7 @@
-"""Training commands: ``kernelcalc train`` and ``kernelcalc width-sweep``.
+"""Training commands: ``kernelcalc train``, ``kernelcalc width-sweep`` and ``kernelcalc flow-gap``.
 
-Thin layers over :func:`kernelcalc.train` and :func:`kernelcalc.width_sweep`: a tqdm progress bar,
+Thin layers over :func:`kernelcalc.train`, :func:`kernelcalc.width_sweep` and
+:func:`kernelcalc.training.flow_gap`: a tqdm progress bar,
 a printed summary, optional ``--json`` and ``--plot``. Input errors are one ``Error: ...`` line;
 a diverging run is reported (exit code 1), never a traceback.
 """
@@ -15,7 +16,7 @@ import numpy as np
 from kernelcalc.cli import main, write_outputs
 from kernelcalc.cli.analytic import InputError, OneLineCommand, _activation_option, _friendly
 
-__all__ = ["train_cmd", "width_sweep_cmd"]
+__all__ = ["train_cmd", "width_sweep_cmd", "flow_gap_cmd"]
 
 
 def _data(data, targets, digits, n_inputs, dim, seed):
@@ -97,3 +98,31 @@ def width_sweep_cmd(widths, activation, model, T, depth, lr, steps, method, data
                       lr=lr, steps=steps, method=method, progress=not quiet)
     click.echo(res.table())
     write_outputs(res, json_path, plot_path, plot_width_sweep)
+
+
+@main.command("flow-gap", cls=OneLineCommand)
+@click.option("--width", type=int, default=256, show_default=True)
+@click.option("--lrs", default=None, help="Comma-separated step sizes (default 1/||X||^2 times 1, 1/2, 1/4, 1/8).")
+@click.option("--t-max", type=float, default=None, help="Horizon (default 64 x the largest step size).")
+@click.option("--n-compare", type=int, default=8, show_default=True, help="Comparison intervals on [0, t_max].")
+@_train_options
+@_friendly
+def flow_gap_cmd(width, lrs, t_max, n_compare, activation, model, T, depth, lr, steps, method, data, targets,
+                 digits, n_inputs, dim, seed, json_path, plot_path, quiet):
+    """GD with decreasing step sizes against the gradient flow at matching times; fitted order of the gap."""
+    if lr is not None or method != "gd" or steps != 300:
+        raise InputError("flow-gap takes --lrs and --t-max (not --lr, --steps or --method)")
+    lrs_l = None
+    if lrs:
+        try:
+            lrs_l = [float(v) for v in lrs.split(",") if v.strip()]
+        except ValueError:
+            raise InputError(f"--lrs must be comma-separated numbers, got {lrs!r}") from None
+    X, y = _data(data, targets, digits, n_inputs, dim, seed)
+    from kernelcalc.plotting import plot_flow_gap
+    from kernelcalc.training import flow_gap
+
+    res = flow_gap(X, y, lrs=lrs_l, t_max=t_max, n_compare=n_compare, model=model, activation=activation,
+                   width=width, seed=seed, T=T, depth=depth, progress=not quiet)
+    click.echo(res.table())
+    write_outputs(res, json_path, plot_path, plot_flow_gap)

@@ -80,6 +80,15 @@ def _group_sq_norms(tree) -> jnp.ndarray:
                       for f in tree._fields])
 
 
+def _network(model, activation, width, T, depth, sigma_w, sigma_u, sigma_v, solver, solver_steps):
+    """The finite-width network of a run (the Neural ODE with ``solver_steps`` fixed ``solver`` steps)."""
+    from ..empirical.models import make_network
+
+    solver_kw = dict(solver=solver, steps=solver_steps) if model == "node" else {}
+    return make_network(model, activation=activation, width=width, T=T, depth=depth, sigma_w=sigma_w,
+                        sigma_u=sigma_u, sigma_v=sigma_v, **solver_kw)
+
+
 def _make_fns(net, X, y):
     def loss_fn(params):
         r = batched_apply(params, X, net) - y
@@ -269,7 +278,7 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
 
     **Returns:** a :class:`TrainResult`.
     """
-    from ..empirical.models import init_params, make_network
+    from ..empirical.models import init_params
     from ..empirical.ntk import network_ntk
 
     t_start = time.perf_counter()
@@ -290,9 +299,7 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
     record_every = max(1, steps // 200) if record_every is None else positive_int("record_every", record_every)
     ntk_every = max(record_every, steps // 10) if ntk_every is None else positive_int("ntk_every", ntk_every)
     divergence_factor = positive("divergence_factor", divergence_factor)
-    solver_kw = dict(solver=solver, steps=solver_steps) if model == "node" else {}
-    net = make_network(model, activation=activation, width=width, T=T, depth=depth, sigma_w=sigma_w,
-                       sigma_u=sigma_u, sigma_v=sigma_v, **solver_kw)
+    net = _network(model, activation, width, T, depth, sigma_w, sigma_u, sigma_v, solver, solver_steps)
     N, d = X.shape
     Xj, yj = jnp.asarray(X), jnp.asarray(y)
 
