@@ -25,3 +25,5 @@ from .empirical import compare, depth_gap, empirical_ntk, monte_carlo  # noqa: E
 __all__ += ["compare", "depth_gap", "empirical_ntk", "monte_carlo"]
 from .training import TrainResult, train, width_sweep  # noqa: E402
 __all__ += ["TrainResult", "train", "width_sweep"]
+from .polynomial import feature_rank_bound, lambda_min_table  # noqa: E402
+__all__ += ["feature_rank_bound", "lambda_min_table"]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 
 import jax
@@ -40,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import recursion as rec
-from .._validation import positive
+from .._validation import KernelcalcInputError, positive
 from ..activations import resolve_activation
 from ..gaussian import DualKernels, dual_kernels
 from ._gram import gram
@@ -191,6 +192,11 @@ class GoursatSolver:
         # A coarse rule first to learn the largest pre-activation variance q(T), then the final rule.
         coarse = dual_kernels(self.activation, q_max=max(4.0 * self.sigma_u**2 * v_max, 1.0), tol=1e-6)
         q_est = float(np.max(self._self_diagonals(coarse, self.M_fixed or 16, np.array([v_max]))))
+        if not math.isfinite(q_est):
+            raise KernelcalcInputError(
+                f"the pre-activation variance q(t) = E[h_t^2] of the {self.activation.name} network blows up "
+                f"before T = {self.T:g} (sigma_w = {self.sigma_w:g}): phi grows faster than linearly, so the "
+                "infinite-width dynamics exist only on a shorter horizon; reduce T or sigma_w")
         dual = dual_kernels(self.activation, q_max=1.05 * q_est)
         self.info["expectation"] = dual.describe()
         self.info["q_max"] = q_est
@@ -230,6 +236,10 @@ class GoursatSolver:
         s0 = np.concatenate([rec.ode_initial(sxy, self.sigma_u), np.repeat(rec.ode_initial(sxy[:1], self.sigma_u), pad)])
         nngp, ntk, delta, sweeps = cross(jnp.asarray(qx), jnp.asarray(qy), jnp.asarray(s0))
         nngp, ntk = np.asarray(nngp)[:n], np.asarray(ntk)[:n]
+        if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
+            raise KernelcalcInputError(
+                f"the {self.activation.name} kernel is not finite on [0, T = {self.T:g}] (sigma_w = "
+                f"{self.sigma_w:g}): the variance ODE blows up; reduce T or sigma_w")
         self.info["cross_sweeps"] = max(int(sweeps), self.info.get("cross_sweeps", 0))
         if int(sweeps) >= _MAX_SWEEPS:
             raise RuntimeError(f"Neural-ODE kernel iteration did not converge in {_MAX_SWEEPS} sweeps "
