@@ -122,6 +122,9 @@ def plot_training(result, path=None, ax=None):
         a0.semilogy(s, result.test_loss, "-", label="test loss")
     if result.bound is not None:
         a0.semilogy(s, result.bound, "--", color="k", label=result.info.get("bound_formula", "bound"))
+    if getattr(result, "linear_prediction", None):
+        a0.semilogy(s, result.linear_prediction, ":", color="C3",
+                    label=f"linearised ({result.linear_prediction_source})")
     a0.axhline(1e-3 * result.loss0, color="gray", lw=0.8, ls=":", label="1e-3 L0")
     p = result.params
     a0.set_title(f"{p['method']} {p['model']}/{p['activation']} n={p['width']}, lr={result.lr:.3g}", fontsize=9)
