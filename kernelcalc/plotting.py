@@ -22,6 +22,14 @@ def _figure(ax, ncols=1):
     return fig, list(np.atleast_1d(axes))
 
 
+def _finish(fig, path):
+    """Tight layout; save to ``path`` (PNG, 120 dpi) when given; return the figure."""
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
 def _fit_line(ax, x, y, slope, **kw):
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = (y > 0) & np.isfinite(y)
@@ -58,10 +66,7 @@ def plot_compare(comparison, path=None, ax=None):
         a1.set_xlabel("analytic (infinite width)")
         a1.set_ylabel(f"Monte Carlo, width {wmax}")
         a1.legend(fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_depth_gap(result, path=None, ax=None):
@@ -78,10 +83,7 @@ def plot_depth_gap(result, path=None, ax=None):
     a0.set_ylabel("relative gap to the Neural ODE")
     a0.set_title(f"{result.params.get('activation')}, width {result.params.get('width')}")
     a0.legend(fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_flow_gap(result, path=None, ax=None):
@@ -105,10 +107,7 @@ def plot_flow_gap(result, path=None, ax=None):
         a1.set_xlabel("step size lr")
         a1.set_ylabel("gap on [0, t_max]")
         a1.legend(fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_training(result, path=None, ax=None):
@@ -150,10 +149,7 @@ def plot_training(result, path=None, ax=None):
         a3.set_ylabel(r"$\lambda_{\min}$")
         a2.legend(loc="upper left", fontsize=8)
         a3.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_width_sweep(sweep, path=None, ax=None):
@@ -186,7 +182,4 @@ def plot_width_sweep(sweep, path=None, ax=None):
             a2.loglog(w, sweep.test_loss, "s-", label="final test loss")
         a2.set_xlabel("width n")
         a2.legend(fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _finish(fig, path)

@@ -395,13 +395,27 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
                     f"at step {k} (lr={lr:.4g}); reduce lr")
         return ""
 
+    ntk_s = 0.0
+
+    def after_step(k, p):
+        """Record at step ``k`` (loss, distances; the NTK every ``ntk_every``); return a divergence reason or ''."""
+        nonlocal ntk_s
+        if k % record_every == 0 or k == steps:
+            why = check(record(k, p), k)
+            if why:
+                return why
+        if k % ntk_every == 0 or k == steps:
+            t0 = time.perf_counter()
+            record_ntk(k, p)
+            ntk_s += time.perf_counter() - t0
+        return ""
+
     from tqdm.auto import tqdm
 
     bar = tqdm(total=steps, desc=f"{method} width {width}", disable=not progress, leave=False)
     p = params0
     record(0, p)
     record_ntk(0, p)
-    ntk_s = 0.0
     flow_info = {}
     with jax.default_matmul_precision("highest"):
         if method == "gd":
@@ -415,16 +429,10 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
                     break
                 p = p_new
                 bar.update(1)
-                if k % record_every == 0 or k == steps:
-                    l = record(k, p)
-                    reason = check(l, k)
-                    if reason:
-                        diverged = True
-                        break
-                if k % ntk_every == 0 or k == steps:
-                    t0 = time.perf_counter()
-                    record_ntk(k, p)
-                    ntk_s += time.perf_counter() - t0
+                reason = after_step(k, p)
+                if reason:
+                    diverged = True
+                    break
         else:
             advance = _flow_solver(loss_fn, rtol, atol, 100_000)
             dt0 = jnp.asarray(lr)
@@ -440,15 +448,10 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
                     diverged, reason = True, f"ODE solver failed between t={prev * lr:.4g} and t={k * lr:.4g}"
                     break
                 p, prev = p_new, k
-                l = record(k, p)
-                reason = check(l, k)
+                reason = after_step(k, p)
                 if reason:
                     diverged = True
                     break
-                if k % ntk_every == 0 or k == steps:
-                    t0 = time.perf_counter()
-                    record_ntk(k, p)
-                    ntk_s += time.perf_counter() - t0
             flow_info = dict(ode_steps=n_ode, rtol=rtol, atol=atol, solver="tsit5 (adaptive PID)")
     bar.close()
 
