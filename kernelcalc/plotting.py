@@ -183,3 +183,71 @@ def plot_width_sweep(sweep, path=None, ax=None):
         a2.set_xlabel("width n")
         a2.legend(fontsize=8)
     return _finish(fig, path)
+
+
+def plot_horizon(result, path=None, ax=None):
+    """A :class:`~kernelcalc.horizon.HorizonSweep`: log-log lambda_min(K_inf) vs the horizon T per activation
+    (fitted slope in the legend), next to the predicted GD steps to 1e-3 L0 vs T. Failed entries are gaps."""
+    fig, axes = _figure(ax, ncols=1 if ax is not None else 2)
+    T = np.asarray(result.Ts, float)
+    sw = result.params["sigma_w"]
+    scaling = f"sigma_w = {sw:g}/T" if result.params.get("sigma_w_scaling") == "inverse_T" else f"sigma_w = {sw:g}"
+    for i, a in enumerate(result.activations):
+        lam = np.asarray(result.lambda_min[a], float)
+        shown = np.where(lam > 0, lam, np.nan)
+        slope = result.slopes[a]
+        label = f"{a} (slope {slope:+.2f})" if np.isfinite(slope) else a
+        axes[0].loglog(T, shown, "o-", color=f"C{i}", label=label)
+        if len(axes) > 1:
+            steps = np.asarray(result.steps_to_target[a], float)
+            axes[1].loglog(T, np.where(np.isfinite(steps), steps, np.nan), "s-", color=f"C{i}", label=a)
+    axes[0].set_xlabel("horizon T")
+    axes[0].set_ylabel(r"$\lambda_{\min}(K^\infty)$")
+    axes[0].set_title(f"N={result.params['N']}, d={result.params['d']}, {scaling}", fontsize=9)
+    axes[0].legend(fontsize=8)
+    if len(axes) > 1:
+        axes[1].set_xlabel("horizon T")
+        axes[1].set_ylabel(f"predicted GD steps to {result.params['target']:g} L0")
+        axes[1].set_title(f"lr = {result.params['lr']:.3g}", fontsize=9)
+        axes[1].legend(fontsize=8)
+    return _finish(fig, path)
+
+
+__all__ += ["plot_horizon"]
+
+
+def plot_divergence(result, path=None, ax=None):
+    """One or several :class:`~kernelcalc.training.divergence.FlowDivergence` runs on log axes: the loss
+    (solid) and |grad L| (dotted) vs t, with the fitted L_inf + c t^-alpha over the final window (dashed), next
+    to |theta| vs t with the fitted t^beta (dashed). Each run is labelled with its activation, width and verdict."""
+    runs = list(result) if isinstance(result, (list, tuple)) else [result]
+    fig, axes = _figure(ax, ncols=1 if ax is not None else 2)
+    for k, r in enumerate(runs):
+        if not r.times:
+            continue
+        t, color, p, info = np.asarray(r.times, float), f"C{k}", r.params, r.info
+        label = f"{p.get('activation')} n={p.get('width')} N={p.get('N')}: {r.verdict}"
+        axes[0].loglog(t, r.loss, "-", color=color, label=label)
+        axes[0].loglog(t, r.grad_norm, ":", color=color, lw=1)
+        w, c, alpha = info.get("window") or {}, info.get("loss_coefficient"), r.loss_decay_exponent
+        if w and c is not None and alpha is not None and r.loss_asymptote is not None:
+            ts = np.geomspace(w["t_start"], w["t_end"], 20)
+            axes[0].loglog(ts, r.loss_asymptote + c * ts ** -alpha, "--", color="k", lw=1)
+        if len(axes) > 1:
+            beta = r.norm_growth_exponent
+            axes[1].loglog(t, r.param_norm, "-", color=color,
+                           label=label + (f", beta={beta:.3f}" if beta is not None else ""))
+            if w and beta is not None:
+                sel = t >= w["t_start"]
+                _fit_line(axes[1], t[sel], np.asarray(r.param_norm)[sel], beta, color="k", lw=1)
+    axes[0].set_xlabel("t")
+    axes[0].set_ylabel(r"loss $L(\theta(t))$ (solid), $\|\nabla L\|$ (dotted)")
+    axes[0].legend(fontsize=7)
+    if len(axes) > 1:
+        axes[1].set_xlabel("t")
+        axes[1].set_ylabel(r"$\|\theta(t)\|$")
+        axes[1].legend(fontsize=7)
+    return _finish(fig, path)
+
+
+__all__ += ["plot_divergence"]
