@@ -23,7 +23,9 @@ from .assumptions import Assumption1Report, analyse  # noqa: E402
 from .symbolic import Derivation, derive  # noqa: E402
 from .empirical import compare, depth_gap, empirical_ntk, monte_carlo  # noqa: E402
 __all__ += ["compare", "depth_gap", "empirical_ntk", "monte_carlo"]
-from .training import TrainResult, train, width_sweep  # noqa: E402
-__all__ += ["TrainResult", "train", "width_sweep"]
+from .training import TrainResult, divergent_flow, flow_gap, train, width_sweep  # noqa: E402
+__all__ += ["TrainResult", "train", "width_sweep", "flow_gap", "divergent_flow"]
+from .horizon import sweep_T  # noqa: E402
+__all__ += ["sweep_T"]
 from .polynomial import feature_rank_bound, lambda_min_table  # noqa: E402
 __all__ += ["feature_rank_bound", "lambda_min_table"]

@@ -140,7 +140,7 @@ class PolarSectorRule:
         return _blocked(block, q1, q2, c)
 
 
-_HERMITE_H, _HERMITE_ZMAX, _HERMITE_KMAX = 0.02, 14.0, 2048
+_HERMITE_H, _HERMITE_ZMAX, _HERMITE_KMAX = 0.02, 14.0, 8192
 
 
 @functools.lru_cache(maxsize=8)

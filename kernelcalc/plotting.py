@@ -236,7 +236,7 @@ def plot_divergence(result, path=None, ax=None):
         if len(axes) > 1:
             beta = r.norm_growth_exponent
             axes[1].loglog(t, r.param_norm, "-", color=color,
-                           label=label + (f", beta={beta:.3f}" if beta is not None else ""))
+                           label=label + (f", beta={beta:.3f}" if beta is not None and r.verdict != "convergent" else ""))
             if w and beta is not None:
                 sel = t >= w["t_start"]
                 _fit_line(axes[1], t[sel], np.asarray(r.param_norm)[sel], beta, color="k", lw=1)

@@ -1,0 +1,52 @@
+"""``kernelcalc divergent-flow``: does the gradient flow of a small SAD network diverge?
+
+A thin layer over :func:`kernelcalc.training.divergent_flow`: polynomial data on $[-1,1]$ (or your
+files), a printed summary with the verdict and the fitted exponents, optional ``--json`` and ``--plot``.
+Input errors are one ``Error: ...`` line (exit code 2); every verdict, ``undetermined`` included,
+exits 0.
+"""
+
+from __future__ import annotations
+
+import click
+
+from kernelcalc.cli import main, write_outputs
+from kernelcalc.cli.analytic import InputError, OneLineCommand, _activation_option, _friendly
+
+__all__ = ["divergent_flow_cmd"]
+
+
+@main.command("divergent-flow", cls=OneLineCommand)
+@_activation_option
+@click.option("--width", type=int, default=4, show_default=True, help="Hidden width n.")
+@click.option("--depth", type=int, default=1, show_default=True, help="Hidden layers.")
+@click.option("--degree", type=int, default=2, show_default=True, help="Target y = x^degree on [-1, 1].")
+@click.option("--n-points", type=int, default=40, show_default=True, help="Number N of equispaced points.")
+@click.option("--t-max", type=float, default=1e5, show_default=True, help="Integrate the flow to this time.")
+@click.option("--n-records", type=int, default=60, show_default=True, help="Log-spaced records in [1e-2, t-max].")
+@click.option("--solver", default="kvaerno5", show_default=True,
+              help="kvaerno5 (implicit, default), kvaerno3/4, or explicit tsit5/dopri5/dopri8 (slow at late times).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial parameters.")
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="Inputs (.npy/.csv/.txt) instead of x^degree; with no --targets the last column is the target.")
+@click.option("--targets", type=click.Path(dir_okay=False), default=None, help="Targets file (N values).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write a PNG: loss and |theta| vs t.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_friendly
+def divergent_flow_cmd(activation, width, depth, degree, n_points, t_max, n_records, solver, seed, data, targets,
+                       json_path, plot_path, quiet):
+    """Integrate the gradient flow of 1/2|f(X)-y|^2 to t-max (log time) and decide: divergent |theta| -> inf,
+    convergent to a critical point, or undetermined; fitted growth exponent of |theta| and loss decay."""
+    from kernelcalc.data import load_xy
+    from kernelcalc.plotting import plot_divergence
+    from kernelcalc.training.divergence import divergent_flow, sad_data
+
+    if targets and not data:
+        raise InputError("--targets needs --data")
+    X, y = (load_xy(data, targets) if targets else load_xy(data)) if data else sad_data(n_points, degree=degree)
+    res = divergent_flow(X, y, activation=activation, width=width, depth=depth, seed=seed, t_max=t_max,
+                         n_records=n_records, solver=solver, progress=not quiet)
+    click.echo(res.summary())
+    write_outputs(res, json_path, plot_path, plot_divergence)
