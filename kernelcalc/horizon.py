@@ -230,7 +230,7 @@ def _entry(X, act, T, sigma_w, sigma_u, sigma_v):
 
 
 def sweep_T(X, *, activations: Sequence = ("softplus", "tanh", "gelu", "sin"),
-            Ts: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0), sigma_w: float = 1.0, sigma_u: float = 1.0,
+            Ts: Sequence[float] = (0.25, 0.5, 1.0, 2.0), sigma_w: float = 1.0, sigma_u: float = 1.0,
             sigma_v: float = 1.0, sigma_w_scaling: str = "fixed", lr: float | None = None,
             progress: bool = False) -> HorizonSweep:
     r"""$\lambda_{\min}(K^\infty)$ and the predicted GD / gradient-flow rates over horizons $T$ and activations.

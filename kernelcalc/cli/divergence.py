@@ -18,7 +18,7 @@ __all__ = ["divergent_flow_cmd"]
 
 @main.command("divergent-flow", cls=OneLineCommand)
 @_activation_option
-@click.option("--width", type=int, default=4, show_default=True, help="Hidden width n.")
+@click.option("--width", type=int, default=2, show_default=True, help="Hidden width n.")
 @click.option("--depth", type=int, default=1, show_default=True, help="Hidden layers.")
 @click.option("--degree", type=int, default=2, show_default=True, help="Target y = x^degree on [-1, 1].")
 @click.option("--n-points", type=int, default=40, show_default=True, help="Number N of equispaced points.")
@@ -26,7 +26,7 @@ __all__ = ["divergent_flow_cmd"]
 @click.option("--n-records", type=int, default=60, show_default=True, help="Log-spaced records in [1e-2, t-max].")
 @click.option("--solver", default="kvaerno5", show_default=True,
               help="kvaerno5 (implicit, default), kvaerno3/4, or explicit tsit5/dopri5/dopri8 (slow at late times).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial parameters.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the initial parameters.")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="Inputs (.npy/.csv/.txt) instead of x^degree; with no --targets the last column is the target.")
 @click.option("--targets", type=click.Path(dir_okay=False), default=None, help="Targets file (N values).")

@@ -61,7 +61,7 @@ def _sweep_inputs(data, digits, n_inputs, dim, seed):
 @click.option("--activation", "-a", default="softplus,tanh,gelu", show_default=True, metavar="LIST",
               help="Comma-separated activations: built-in names, built-ins with parameters ('elu(alpha=0.5)') "
                    "or sympy expressions in x ('x**2').")
-@click.option("--T", "Ts", default="0.25,0.5,1,2,4", show_default=True, metavar="LIST",
+@click.option("--T", "Ts", default="0.25,0.5,1,2", show_default=True, metavar="LIST",
               help="Comma-separated horizons T > 0.")
 @click.option("--sigma-w", type=float, default=1.0, show_default=True, help="Hidden weight std (> 0).")
 @click.option("--sigma-u", type=float, default=1.0, show_default=True, help="Input weight std (> 0).")
