@@ -3,7 +3,7 @@ r"""SAD networks: the gradient flow of a small MLP fitting $y=x^2$ diverges, $\|
 For a sublinear analytic activation (softplus, tanh, ...) a network is never exactly $x^2$ on 40
 points, but $\inf L=0$: finite differences of $\sigma$ with input weights $\varepsilon\to0$ and output
 weights $\sim\varepsilon^{-2}$ approximate $x^2$. So the gradient flow of $L=\tfrac12\|f_\theta(X)-y\|^2$
-drives the loss to 0 only by sending the weights to infinity (Hoffmann & Jentzen, arXiv:2505.09572).
+drives the loss to 0 only by sending the weights to infinity ("SAD Neural Networks", arXiv:2505.09572).
 Three runs to $t=10^6$ (log time, implicit Kvaerno5):
 
 1. softplus, width 2, $x^2$ on 40 points: divergent, $\|\theta\|\sim t^{\beta}$, $L\sim t^{-\alpha}\to0$;

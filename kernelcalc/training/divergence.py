@@ -1,6 +1,6 @@
 r"""Divergent gradient flows of SAD networks: integrate $\dot\theta=-\nabla L(\theta)$ to long times and decide.
 
-Setting (Hoffmann & Jentzen, *SAD Neural Networks: Divergent Gradient Flows and Asymptotic Optimality
+Setting (*SAD Neural Networks: Divergent Gradient Flows and Asymptotic Optimality
 via o-minimal Structures*, arXiv:2505.09572). For a fully connected network $f_\theta$ with a
 Sublinear Analytic Definable activation (logistic, tanh, softplus, GELU, ...) and the squared loss
 
