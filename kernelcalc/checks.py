@@ -23,13 +23,12 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from typing import Any, Mapping
 
 import numpy as np
 
-from .kernels._result import jsonable
+from .kernels._result import JsonResult, jsonable
 
 from ._validation import KernelcalcInputError, as_inputs, nonnegative, positive
 from .activations import resolve_activation
@@ -77,7 +76,7 @@ def gram_summary(K) -> GramSummary:
 
 
 @dataclasses.dataclass(frozen=True)
-class CheckReport:
+class CheckReport(JsonResult):
     r"""Result of :func:`check`. Immutable; :meth:`to_dict` is JSON-serialisable.
 
     **Fields:**
@@ -150,9 +149,6 @@ class CheckReport:
             "data_norm": self.data_norm, "step_size": self.step_size, "contraction": self.contraction,
         }
         return _jsonable(out)
-
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
 
     def __str__(self) -> str:
         p = self.params

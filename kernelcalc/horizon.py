@@ -36,7 +36,6 @@ silently wrong number.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from typing import Iterable, Sequence
@@ -45,7 +44,7 @@ import numpy as np
 
 from ._validation import KernelcalcInputError, as_inputs, positive
 from .activations import ActivationError, resolve_activation
-from .kernels._result import jsonable
+from .kernels._result import JsonResult
 
 __all__ = ["HorizonSweep", "sweep_T", "predicted_steps", "SIGMA_W_SCALINGS"]
 
@@ -81,7 +80,7 @@ def predicted_steps(eta_lambda: float, target: float = TARGET) -> float:
 
 # ----------------------------------------------------------------------------- result
 @dataclasses.dataclass(frozen=True)
-class HorizonSweep:
+class HorizonSweep(JsonResult):
     r"""Result of :func:`sweep_T`. Immutable; :meth:`to_dict` / :meth:`to_json` are JSON-serialisable.
 
     **Fields** (per-activation entries are dicts ``activation name -> tuple over Ts``; a failed
@@ -171,12 +170,6 @@ class HorizonSweep:
     def __str__(self) -> str:
         return self.table()
 
-    def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return jsonable(d)
-
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
 
 
 # ----------------------------------------------------------------------------- validation

@@ -21,7 +21,6 @@ $\sum_{k\le D}\dim\mathcal H_k$ with $\dim\mathcal H_k=\binom{k+d-1}{d-1}-\binom
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from typing import Sequence
 
@@ -29,7 +28,7 @@ import numpy as np
 
 from ._validation import KernelcalcInputError, as_inputs, positive, positive_int
 from .activations import resolve_activation
-from .kernels._result import jsonable
+from .kernels._result import JsonResult
 
 __all__ = ["harmonic_dimension", "sphere_polynomial_dimension", "feature_degree", "feature_rank_bound",
            "LambdaMinTable", "lambda_min_table"]
@@ -96,7 +95,7 @@ def feature_rank_bound(activation, model: str, d: int, depth: int | None = None)
 
 
 @dataclasses.dataclass(frozen=True)
-class LambdaMinTable:
+class LambdaMinTable(JsonResult):
     r"""Result of :func:`lambda_min_table`: $\lambda_{\min}/\lambda_{\max}$ of $K^\infty$ on the first $N$ rows.
 
     ``Ns``; ``rows``: one dict per (model, depth, activation) with ``ratio`` (tuple over ``Ns``),
@@ -124,11 +123,6 @@ class LambdaMinTable:
     def __str__(self) -> str:
         return self.table()
 
-    def to_dict(self) -> dict:
-        return jsonable(dataclasses.asdict(self))
-
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
 
 
 def lambda_min_table(X, Ns: Sequence[int], *, activations=("x**2", "softplus"),

@@ -28,6 +28,16 @@ def _int_list(name: str, text: str) -> list[int]:
     return vals
 
 
+def _float_list(name: str, text: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise InputError(f"--{name} must be a comma-separated list of numbers, got {text!r}") from None
+    if not vals or not all(0 < v < float("inf") for v in vals):
+        raise InputError(f"--{name} must be a non-empty comma-separated list of finite numbers > 0, got {text!r}")
+    return vals
+
+
 def _inputs(data, n_inputs, dim, seed) -> np.ndarray:
     if data:
         from kernelcalc.data import load_array

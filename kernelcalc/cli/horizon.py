@@ -12,6 +12,7 @@ import click
 
 from kernelcalc.cli import main, write_outputs
 from kernelcalc.cli.analytic import InputError, OneLineCommand, _friendly
+from kernelcalc.cli.empirical import _float_list, _inputs
 
 __all__ = ["sweep_T_cmd"]
 
@@ -33,20 +34,8 @@ def _split_top_level(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def _float_list(name: str, text: str) -> list[float]:
-    try:
-        vals = [float(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise InputError(f"--{name} must be a comma-separated list of numbers, got {text!r}") from None
-    if not vals or not all(0 < v < float("inf") for v in vals):
-        raise InputError(f"--{name} must be a non-empty comma-separated list of finite numbers > 0, got {text!r}")
-    return vals
-
-
 def _sweep_inputs(data, digits, n_inputs, dim, seed):
     """Inputs only: a file (every column an input coordinate), N digits images, or random sphere points."""
-    from kernelcalc.cli.empirical import _inputs
-
     if data and digits:
         raise InputError("give --data or --digits, not both")
     if digits:

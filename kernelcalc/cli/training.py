@@ -8,7 +8,6 @@ a diverging run is reported (exit code 1), never a traceback.
 
 from __future__ import annotations
 
-import json
 
 import click
 import numpy as np
@@ -21,7 +20,7 @@ __all__ = ["train_cmd", "width_sweep_cmd", "flow_gap_cmd"]
 
 def _data(data, targets, digits, n_inputs, dim, seed):
     """(X, y) from files, the digits data set, or random sphere points with a random smooth target."""
-    from kernelcalc.data import load_array, load_digits_subset, load_xy
+    from kernelcalc.data import load_digits_subset, load_xy
 
     if data:
         return load_xy(data, targets) if targets else load_xy(data)
@@ -112,12 +111,9 @@ def flow_gap_cmd(width, lrs, t_max, n_compare, activation, model, T, depth, lr, 
     """GD with decreasing step sizes against the gradient flow at matching times; fitted order of the gap."""
     if lr is not None or method != "gd" or steps != 300:
         raise InputError("flow-gap takes --lrs and --t-max (not --lr, --steps or --method)")
-    lrs_l = None
-    if lrs:
-        try:
-            lrs_l = [float(v) for v in lrs.split(",") if v.strip()]
-        except ValueError:
-            raise InputError(f"--lrs must be comma-separated numbers, got {lrs!r}") from None
+    from kernelcalc.cli.empirical import _float_list
+
+    lrs_l = _float_list("lrs", lrs) if lrs else None
     X, y = _data(data, targets, digits, n_inputs, dim, seed)
     from kernelcalc.plotting import plot_flow_gap
     from kernelcalc.training import flow_gap

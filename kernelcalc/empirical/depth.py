@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from typing import Sequence
 
 import jax
@@ -29,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._validation import KernelcalcInputError, as_input_pair, positive_int
-from ..kernels._result import jsonable as _jsonable
+from ..kernels._result import JsonResult
 from .models import _apply_one, init_params, make_network
 from .montecarlo import fit_slope
 
@@ -60,7 +59,7 @@ def _check_ints(name, values):
 
 
 @dataclasses.dataclass(frozen=True)
-class DepthGap:
+class DepthGap(JsonResult):
     """Result of :func:`depth_gap`: per depth the relative output, gradient and kernel gaps, and fitted slopes."""
 
     depths: tuple
@@ -79,11 +78,6 @@ class DepthGap:
                      f"{self.slopes['kernel']:>14.3f}")
         return "\n".join(lines)
 
-    def to_dict(self) -> dict:
-        return _jsonable(dataclasses.asdict(self))
-
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
 
 
 def depth_gap(X, *, activation, width=256, depths: Sequence[int] = (2, 4, 8, 16, 32, 64, 128, 256), T=1.0,
@@ -127,7 +121,7 @@ def depth_gap(X, *, activation, width=256, depths: Sequence[int] = (2, 4, 8, 16,
 
 
 @dataclasses.dataclass(frozen=True)
-class GradientModeGap:
+class GradientModeGap(JsonResult):
     """Result of :func:`gradient_mode_gap`: per tolerance, relative gaps between the two modes' gradients and NTKs."""
 
     tolerances: tuple
@@ -143,8 +137,6 @@ class GradientModeGap:
             lines.append(f"{t:>10.0e} {o:>14.3e} {g:>14.3e} {k:>14.3e}")
         return "\n".join(lines)
 
-    def to_dict(self) -> dict:
-        return _jsonable(dataclasses.asdict(self))
 
 
 def gradient_mode_gap(X, *, activation, width=128, tolerances: Sequence[float] = (1e-4, 1e-6, 1e-8, 1e-10),

@@ -12,7 +12,6 @@ relative error of single-network NTKs should have slope $\approx -1/2$ in log-lo
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from typing import Any, Sequence
 
@@ -22,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._validation import KernelcalcInputError, as_input_pair, positive_int
-from ..kernels._result import Kernel, jsonable as _jsonable
+from ..kernels._result import JsonResult, Kernel, jsonable as _jsonable
 from .models import init_params, make_network
 from .ntk import METHODS, network_ntk
 
@@ -116,7 +115,7 @@ def _analytic(a, b, same, model, activation, kw):
 
 
 @dataclasses.dataclass(frozen=True)
-class Comparison:
+class Comparison(JsonResult):
     """Result of :func:`compare`: analytic kernel, Monte-Carlo kernels per width, the entry table and fits.
 
     ``rows``: one dict per (width, kernel, i, j) with ``analytic``, ``empirical``, ``se``,
@@ -159,9 +158,6 @@ class Comparison:
             "slope": self.slope, "max_abs_z": self.max_abs_z, "analytic": self.analytic.to_dict(),
             "empirical": [k.to_dict() for k in self.empirical],
         })
-
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
 
 
 def compare(X, *, activation, T=1.0, widths: Sequence[int] = (64, 256, 1024), n_samples=20, model="node",

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["Kernel"]
+__all__ = ["Kernel", "JsonResult", "jsonable"]
 
 
 def _frozen(a) -> np.ndarray:
@@ -18,8 +18,26 @@ def _frozen(a) -> np.ndarray:
     return arr
 
 
+class JsonResult:
+    """Mixin for the frozen result dataclasses: :meth:`to_dict` (the fields plus :meth:`_derived`,
+    converted by :func:`jsonable`) and :meth:`to_json`. Results with a nested layout override ``to_dict``."""
+
+    def _derived(self) -> dict:
+        """Computed properties to include in :meth:`to_dict` (none by default)."""
+        return {}
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d.update(self._derived())
+        return jsonable(d)
+
+    def to_json(self, **kw) -> str:
+        """:meth:`to_dict` as a JSON string (``kw`` go to ``json.dumps``)."""
+        return json.dumps(self.to_dict(), **kw)
+
+
 @dataclasses.dataclass(frozen=True)
-class Kernel:
+class Kernel(JsonResult):
     r"""NNGP and NTK Gram matrices of one model on inputs ``x1`` (rows) and ``x2`` (columns).
 
     **Fields:**
@@ -70,9 +88,6 @@ class Kernel:
         if self.stderr is not None:
             out["stderr"] = {"nngp": self.stderr.nngp.tolist(), "ntk": self.stderr.ntk.tolist()}
         return out
-
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
 
 
 def jsonable(obj):

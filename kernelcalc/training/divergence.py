@@ -85,7 +85,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import time
 
@@ -95,7 +94,7 @@ import numpy as np
 
 from .._validation import KernelcalcInputError, _real, nonnegative, positive, positive_int
 from ..empirical.models import batched_apply, init_params, make_network
-from ..kernels._result import jsonable
+from ..kernels._result import JsonResult
 from .run import _validate_xy
 
 __all__ = ["FlowDivergence", "divergent_flow", "polynomial_target", "sad_data", "VERDICTS", "FLOW_SOLVERS"]
@@ -157,7 +156,7 @@ def sad_data(n: int = 40, *, degree: int = 2, seed: int | None = None, coeffs=No
 
 # ----------------------------------------------------------------------------- result
 @dataclasses.dataclass(frozen=True)
-class FlowDivergence:
+class FlowDivergence(JsonResult):
     r"""One long-time gradient-flow run (:func:`divergent_flow`). Immutable, JSON-serialisable.
 
     **Per record** (equal-length tuples, log-spaced times): ``times`` $t_j$, ``loss`` $L(\theta(t_j))$,
@@ -239,13 +238,8 @@ class FlowDivergence:
     def __str__(self) -> str:
         return self.summary()
 
-    def to_dict(self) -> dict:
-        d = {fld.name: getattr(self, fld.name) for fld in dataclasses.fields(self)}
-        d.update(final_loss=self.final_loss, loss_drop=self.loss_drop)
-        return jsonable(d)
-
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
+    def _derived(self) -> dict:
+        return dict(final_loss=self.final_loss, loss_drop=self.loss_drop)
 
 
 # ----------------------------------------------------------------------------- the flow

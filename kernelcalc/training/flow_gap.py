@@ -19,7 +19,6 @@ $\text{gap}\propto\eta^p$ (theory: $p=1$).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from typing import Sequence
 
@@ -28,14 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import KernelcalcInputError, positive, positive_int
-from ..kernels._result import jsonable as _jsonable
+from ..kernels._result import JsonResult
 from .run import _flow_solver, _make_fns, _network, _validate_xy, default_lr
 
 __all__ = ["FlowGap", "flow_gap"]
 
 
 @dataclasses.dataclass(frozen=True)
-class FlowGap:
+class FlowGap(JsonResult):
     r"""Result of :func:`flow_gap`. Immutable, JSON-serialisable.
 
     ``lrs`` (step sizes $\eta$, decreasing), ``times`` (comparison times $t_j$), ``flow_loss``
@@ -74,11 +73,6 @@ class FlowGap:
     def __str__(self) -> str:
         return self.table()
 
-    def to_dict(self) -> dict:
-        return _jsonable({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
-
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
 
 
 def _step_counts(lrs, dt_compare):
@@ -109,6 +103,8 @@ def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=
 
     **Returns:** a :class:`FlowGap` with the gaps per step size and their fitted order.
     """
+    from jax.flatten_util import ravel_pytree
+
     from ..empirical.models import init_params
     from tqdm.auto import tqdm
 
@@ -129,7 +125,7 @@ def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=
     Xj, yj = jnp.asarray(X), jnp.asarray(y)
     params0 = init_params(jax.random.PRNGKey(seed), net, X.shape[1])
     loss_fn, gd_step, _ = _make_fns(net, Xj, yj)
-    flatten = jax.jit(lambda p: jnp.concatenate([jnp.ravel(a) for a in jax.tree_util.tree_leaves(p)]))
+    flatten = jax.jit(lambda p: ravel_pytree(p)[0])
     times = [j * t_max / n_compare for j in range(n_compare + 1)]
 
     bar = tqdm(total=n_compare * (1 + len(lrs)), desc="flow vs GD", disable=not progress, leave=False)

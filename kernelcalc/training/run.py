@@ -24,7 +24,6 @@ A run whose loss becomes NaN/inf or grows past ``divergence_factor`` $\times L_0
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 
@@ -34,7 +33,7 @@ import numpy as np
 
 from .._validation import KernelcalcInputError, as_inputs, positive, positive_int
 from ..empirical.models import batched_apply
-from ..kernels._result import jsonable as _jsonable
+from ..kernels._result import JsonResult
 
 __all__ = ["TrainResult", "train", "default_lr", "infinite_width_ntk"]
 
@@ -89,9 +88,8 @@ def _network(model, activation, width, T, depth, sigma_w, sigma_u, sigma_v, solv
                         sigma_u=sigma_u, sigma_v=sigma_v, **solver_kw)
 
 
-def _linear_prediction(K, r0, lr, method):
-    r"""$k\mapsto\tfrac12\|(I-\eta K)^k r_0\|^2$ (GD) or $\tfrac12\|e^{-k\eta K}r_0\|^2$ (flow), by one eigendecomposition."""
-    mu, E = np.linalg.eigh(0.5 * (K + K.T))
+def _linear_prediction(mu, E, r0, lr, method):
+    r"""$k\mapsto\tfrac12\|(I-\eta K)^k r_0\|^2$ (GD) or $\tfrac12\|e^{-k\eta K}r_0\|^2$ (flow), $K=E\,\mathrm{diag}(\mu)E^\top$."""
     c2 = (E.T @ r0) ** 2
 
     def predict(k):
@@ -141,7 +139,7 @@ def _flow_solver(loss_fn, rtol, atol, max_steps):
 
 # ----------------------------------------------------------------------------- result
 @dataclasses.dataclass(frozen=True)
-class TrainResult:
+class TrainResult(JsonResult):
     r"""One training run (:func:`train`). Immutable, JSON-serialisable (:meth:`to_dict`, :meth:`to_json`).
 
     **Per recorded step** (arrays of equal length, index ``i`` at step ``steps_recorded[i]``):
@@ -247,14 +245,9 @@ class TrainResult:
     def __str__(self) -> str:
         return self.summary()
 
-    def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d.update(loss0=self.loss0, final_loss=self.final_loss, bound_slack=self.bound_slack,
-                 steps_to=self.steps_to)
-        return _jsonable(d)
-
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
+    def _derived(self) -> dict:
+        return dict(loss0=self.loss0, final_loss=self.final_loss, bound_slack=self.bound_slack,
+                    steps_to=self.steps_to)
 
 
 # ----------------------------------------------------------------------------- train
@@ -338,22 +331,21 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
         return np.asarray(network_ntk(p, Xj, None, net, quad_nodes=quad_nodes)[2])
 
     K0 = ntk_of(params0)
-    eig0 = np.linalg.eigvalsh(K0)
-    kinf_eigs, Kinf = None, None
+    eig0, vec0 = np.linalg.eigh(K0)
+    kinf_eigs, lin_basis, lin_src = None, (eig0, vec0), f"width-{width} NTK at init"
     if lambda0 is not None:
         lam0, lam_src = positive("lambda0", lambda0), "user-given"
     else:
         Kinf = infinite_width_ntk(X, model=model, activation=activation, T=T, depth=depth,
                                   sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)
         if Kinf is not None:
-            kinf_eigs = np.linalg.eigvalsh(Kinf)
+            kinf_eigs, kinf_vecs = np.linalg.eigh(Kinf)
+            lin_basis, lin_src = (kinf_eigs, kinf_vecs), "analytic K_inf"
             lam0, lam_src = float(kinf_eigs[0]), f"lambda_min of the analytic K_inf ({model}_kernel)"
         else:
             lam0, lam_src = float(eig0[0]), f"lambda_min of the width-{width} NTK at init (no analytic {model} kernel)"
-    rate = 1.0 - lr * lam0 if lam0 is not None else None
-    K_lin = Kinf if Kinf is not None else K0
-    lin_src = "analytic K_inf" if Kinf is not None else f"width-{width} NTK at init"
-    predict = _linear_prediction(K_lin, np.asarray(batched_apply(params0, Xj, net)) - y, lr, method)
+    rate = 1.0 - lr * lam0
+    predict = _linear_prediction(*lin_basis, np.asarray(batched_apply(params0, Xj, net)) - y, lr, method)
 
     rec = dict(steps=[], times=[], loss=[], test=[], bound=[], dist=[], dg=[], lin=[])
     ntk_rec = dict(steps=[], lam=[], drift=[])
@@ -373,9 +365,7 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
         rec["lin"].append(predict(k))
         if test_loss_fn is not None:
             rec["test"].append(float(test_loss_fn(p)))
-        if lam0 is not None:
-            b = loss0 * (rate ** k if method == "gd" else math.exp(-lam0 * k * lr))
-            rec["bound"].append(b)
+        rec["bound"].append(loss0 * (rate ** k if method == "gd" else math.exp(-lam0 * k * lr)))
         sq = np.asarray(sq)
         rec["dist"].append(float(np.sqrt(sq.sum())))
         rec["dg"].append(np.sqrt(sq))
@@ -461,14 +451,14 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
     seconds = time.perf_counter() - t_start
     run_params = dict(net.describe(), method=method, steps=steps, seed=seed, N=N, d=d,
                       record_every=record_every, ntk_every=ntk_every, T=T if model != "mlp" else None)
-    info = dict(seconds=seconds, ntk_seconds=ntk_s, lr_times_lambda0=lr * lam0 if lam0 else None,
+    info = dict(seconds=seconds, ntk_seconds=ntk_s, lr_times_lambda0=lr * lam0,
                 bound_formula="(1 - lr*lambda0)^k * L0" if method == "gd" else "exp(-lambda0 * t_k) * L0",
                 spectral_norm_X=float(np.linalg.norm(X, 2)), **flow_info)
     return TrainResult(
         params=run_params, lr=lr, lr_rule=lr_rule, lambda0=lam0, lambda0_source=lam_src,
         lambda_min_init=float(eig0[0]), steps_recorded=tuple(rec["steps"]), times=tuple(rec["times"]),
         loss=tuple(rec["loss"]), test_loss=tuple(rec["test"]) if test_loss_fn is not None else None,
-        bound=tuple(rec["bound"]) if lam0 is not None else None, dist=tuple(rec["dist"]),
+        bound=tuple(rec["bound"]), dist=tuple(rec["dist"]),
         dist_groups=dist_groups, rel_change_groups=rel_groups, ntk_steps=tuple(ntk_rec["steps"]),
         ntk_lambda_min=tuple(ntk_rec["lam"]), ntk_drift=tuple(ntk_rec["drift"]),
         ntk_eigenvalues_init=tuple(eig0.tolist()),

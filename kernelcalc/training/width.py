@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Sequence
 
 import numpy as np
 
 from .._validation import KernelcalcInputError, positive_int
-from ..kernels._result import jsonable as _jsonable
+from ..kernels._result import JsonResult, jsonable as _jsonable
 from .run import train
 
 __all__ = ["WidthSweep", "width_sweep"]
@@ -17,7 +16,7 @@ __all__ = ["WidthSweep", "width_sweep"]
 
 # ----------------------------------------------------------------------------- width sweep
 @dataclasses.dataclass(frozen=True)
-class WidthSweep:
+class WidthSweep(JsonResult):
     r"""Result of :func:`width_sweep`: one :class:`TrainResult` per width plus width-wise summaries.
 
     ``widths``; ``kinf_eigenvalues`` (of $K^\infty$, or ``None``); per width: ``ntk_eigenvalues_init``,
@@ -63,9 +62,6 @@ class WidthSweep:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "runs"}
         d["runs"] = [r.to_dict() for r in self.runs]
         return _jsonable(d)
-
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
 
 
 def width_sweep(X, y, *, widths: Sequence[int] = (64, 256, 1024), progress=False, **train_kw) -> WidthSweep:
