@@ -8,11 +8,12 @@ import jax as _jax
 _jax.config.update("jax_enable_x64", True)
 
 from .activations import Activation, ActivationError, BUILTIN_NAMES, resolve_activation  # noqa: E402
-from ._validation import KernelcalcInputError  # noqa: E402
+from ._validation import KernelcalcAccuracyError, KernelcalcAccuracyWarning, KernelcalcInputError  # noqa: E402
 from .kernels import Kernel, mlp_kernel, node_kernel, resnet_kernel  # noqa: E402
 
 __all__ = [
     "Activation", "ActivationError", "BUILTIN_NAMES", "resolve_activation", "KernelcalcInputError",
+    "KernelcalcAccuracyWarning", "KernelcalcAccuracyError",
     "Kernel", "mlp_kernel", "node_kernel", "resnet_kernel",
 ]
 __version__ = "0.1.0"

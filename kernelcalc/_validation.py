@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-__all__ = ["as_inputs", "as_input_pair", "positive", "positive_int", "nonnegative", "KernelcalcInputError"]
+__all__ = ["as_inputs", "as_input_pair", "positive", "positive_int", "nonnegative", "KernelcalcInputError",
+           "KernelcalcAccuracyWarning", "KernelcalcAccuracyError", "accuracy_shortfall"]
 
 
 class KernelcalcInputError(ValueError):
@@ -80,3 +81,21 @@ def positive_int(name: str, value, minimum: int = 1) -> int:
     if v < minimum:
         raise KernelcalcInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return v
+
+
+class KernelcalcAccuracyWarning(UserWarning):
+    """An adaptive numerical loop stopped before it met its tolerance (the result is less accurate
+    than asked for; the achieved estimate is in the message and in the result's ``info``)."""
+
+
+class KernelcalcAccuracyError(RuntimeError):
+    """Raised instead of :class:`KernelcalcAccuracyWarning` when the caller passed ``strict=True``."""
+
+
+def accuracy_shortfall(message: str, strict: bool = False, stacklevel: int = 3) -> None:
+    """Report that a tolerance was not met: warn (default) or raise when ``strict``."""
+    if strict:
+        raise KernelcalcAccuracyError(message)
+    import warnings
+
+    warnings.warn(message, KernelcalcAccuracyWarning, stacklevel=stacklevel)
