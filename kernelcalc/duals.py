@@ -33,22 +33,32 @@ from .activations import Activation, X
 __all__ = ["ClosedFormDual", "closed_form_dual", "JAX_OPS", "SYMPY_OPS", "gaussian_moment"]
 
 
+def _jax_angle(q1, q2, c):
+    r"""$\theta=\arccos(c/\sqrt{q_1q_2})$ as $\operatorname{atan2}(\sqrt{q_1q_2-c^2}, c)$: exact ($\theta=0$) for
+    $c^2=q_1q_2$, where arccos of a rounded $1-\epsilon$ would give $\sqrt{2\epsilon}\approx2\cdot10^{-8}$;
+    $\pi/2$ (independent) when a variance is 0."""
+    import jax.numpy as jnp
+
+    qq = q1 * q2
+    return jnp.where(qq > 0, jnp.arctan2(jnp.sqrt(jnp.maximum(qq - c * c, 0.0)), c), 0.5 * jnp.pi)
+
+
 def _jax_ops():
     import jax.numpy as jnp
 
     return SimpleNamespace(sqrt=jnp.sqrt, arccos=jnp.arccos, arcsin=jnp.arcsin, exp=jnp.exp,
                            sinh=jnp.sinh, cosh=jnp.cosh, sin=jnp.sin, cos=jnp.cos, pi=jnp.pi,
-                           clip_unit=lambda r: jnp.clip(r, -1.0, 1.0))
+                           clip_unit=lambda r: jnp.clip(r, -1.0, 1.0), angle=_jax_angle)
 
 
 JAX_OPS = _jax_ops()
 SYMPY_OPS = SimpleNamespace(sqrt=sp.sqrt, arccos=sp.acos, arcsin=sp.asin, exp=sp.exp, sinh=sp.sinh,
-                            cosh=sp.cosh, sin=sp.sin, cos=sp.cos, pi=sp.pi, clip_unit=lambda r: r)
+                            cosh=sp.cosh, sin=sp.sin, cos=sp.cos, pi=sp.pi, clip_unit=lambda r: r,
+                            angle=lambda q1, q2, c: sp.acos(c / sp.sqrt(q1 * q2)))
 
 
 def _theta(o, q1, q2, c):
-    n = o.sqrt(q1 * q2)
-    return n, o.arccos(o.clip_unit(c / n))
+    return o.sqrt(q1 * q2), o.angle(q1, q2, c)
 
 
 def _relu_C(o, q1, q2, c):

@@ -52,7 +52,11 @@ _CHUNK = 2048  # covariances per vectorised block (bounds memory at ~CHUNK * n^2
 
 
 def _correlation(q1, q2, c):
-    r = jnp.clip(c / jnp.sqrt(q1 * q2), -1.0, 1.0)
+    """$r = c/\sqrt{q_1q_2}$ clipped to $[-1, 1]$ and $\sqrt{1-r^2}$; $r = 0$ when a variance is 0
+    (a zero input row or a zero weight scale: that variable is the constant 0, independent of the other)."""
+    n = jnp.sqrt(q1 * q2)
+    positive = n > 0
+    r = jnp.where(positive, jnp.clip(c / jnp.where(positive, n, 1.0), -1.0, 1.0), 0.0)
     return r, jnp.sqrt(jnp.maximum(1.0 - r * r, 0.0))
 
 

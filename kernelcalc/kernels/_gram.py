@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validation import as_input_pair
+from .._validation import KernelcalcInputError, accuracy_shortfall, as_input_pair
 
-__all__ = ["gram", "chebyshev_coefficients"]
+__all__ = ["gram", "gram_plan", "GramPlan", "chebyshev_coefficients", "require_finite",
+           "error_estimate", "max_norm"]
 
 _DIRECT_MAX_PAIRS = 48     # below this many pairs, evaluate directly even on the sphere
 _SPHERE_RTOL = 1e-12
@@ -51,8 +52,9 @@ def _lobatto(R: int) -> np.ndarray:
     return -np.cos(np.pi * np.arange(R + 1) / R)
 
 
-def _sphere(pair_fn, v: float, rho: np.ndarray, tol: float, info: dict):
-    """Kernel on the sphere x.x/d = v at correlations ``rho`` via Chebyshev interpolation in theta."""
+def _sphere_coefficients(pair_fn, v: float, tol: float, strict: bool):
+    """Chebyshev coefficients in theta of (nngp, ntk) on the sphere x.x/d = v; doubles R until the
+    interpolant predicts the new nodes to ``tol`` (relative) or says it did not."""
     theta_of = lambda u: 0.5 * np.pi * (u + 1.0)  # noqa: E731
     R = _R_START
     u = _lobatto(R)
@@ -66,11 +68,15 @@ def _sphere(pair_fn, v: float, rho: np.ndarray, tol: float, info: dict):
         merged = np.empty((2 * R + 1, 2))
         merged[0::2], merged[1::2] = F, F_new
         F, R = merged, 2 * R
-        if err <= tol or R >= _R_MAX:
+        if err <= tol:
             break
-    info.update(path="sphere", theta_nodes=R + 1, interpolation_error_estimate=float(err))
-    out = _clenshaw_theta(jnp.asarray(chebyshev_coefficients(F)), jnp.asarray(rho))
-    return np.asarray(out[0]), np.asarray(out[1])
+        if R >= _R_MAX:
+            accuracy_shortfall(
+                f"sphere interpolation in theta stopped at {R + 1} nodes with relative error estimate "
+                f"{err:.1e} > tol = {tol:.1e}", strict)
+            break
+    info = dict(path="sphere", theta_nodes=R + 1, interpolation_error_estimate=float(err))
+    return chebyshev_coefficients(F), float(np.max(np.abs(F))), info
 
 
 @jax.jit
@@ -88,21 +94,95 @@ def _clenshaw_theta(coef, rho):
     return u[None] * b1 - b2 + coef[0][:, None, None]
 
 
-def _direct(pair_fn, sxx, syy, sxy, progress: bool, block: int):
-    nngp, ntk = np.empty(sxy.shape), np.empty(sxy.shape)
-    idx = range(0, sxy.size, block)
-    if progress and sxy.size > block:
-        from tqdm.auto import tqdm
+class GramPlan:
+    r"""How to evaluate one Gram: the global work is done once at construction (the sphere
+    interpolant, the diagonal norms), then :meth:`block` evaluates any rectangular tile.
 
-        idx = tqdm(idx, desc="kernel pairs", unit="block")
-    for i in idx:
-        sl = slice(i, i + block)
-        nngp[sl], ntk[sl] = pair_fn(sxx[sl], syy[sl], sxy[sl])
-    return nngp, ntk
+    ``a`` (N1, d), ``b`` (N2, d) validated inputs; ``same``: ``b is a`` (a symmetric Gram);
+    ``info``: the path and its accuracy diagnostics (``interpolation_error_estimate`` is relative).
+    """
+
+    def __init__(self, a, b, same, info):
+        self.a, self.b, self.same, self.info = a, b, same, info
+        self.d = a.shape[1]
+        self.na, self.nb = np.sum(a * a, axis=1) / self.d, np.sum(b * b, axis=1) / self.d
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.a.shape[0], self.b.shape[0]
+
+    def block(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+        """``(nngp, ntk)`` of ``a[rows]`` x ``b[cols]``."""
+        raise NotImplementedError  # pragma: no cover  (abstract)
+
+    def _diagonal_mask(self, rows: slice, cols: slice) -> np.ndarray | None:
+        """Where ``i == j`` inside the tile of a symmetric Gram (None when the tile holds no diagonal)."""
+        if not self.same:
+            return None
+        i = np.arange(self.shape[0])[rows]
+        j = np.arange(self.shape[1])[cols]
+        mask = i[:, None] == j[None, :]
+        return mask if mask.any() else None
 
 
-def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, cheap_pairs: bool = False):
-    """Validated Gram matrices ``(nngp, ntk, info)`` of ``pair_fn`` on ``x1`` x ``x2`` (see module doc).
+class _SpherePlan(GramPlan):
+    """Every input on the sphere x.x/d = v: a Chebyshev series in theta = arccos(x.y/(dv))."""
+
+    def __init__(self, a, b, same, pair_fn, v, tol, strict):
+        coef, scale, info = _sphere_coefficients(pair_fn, v, tol, strict)
+        super().__init__(a, b, same, info)
+        self.v, self.coef, self.scale = v, jnp.asarray(coef), scale
+
+    def block(self, rows, cols):
+        rho = self.a[rows] @ self.b[cols].T / (self.d * self.v)
+        mask = self._diagonal_mask(rows, cols)
+        if mask is not None:
+            rho[mask] = 1.0
+        out = _clenshaw_theta(self.coef, jnp.asarray(rho))
+        return np.asarray(out[0]), np.asarray(out[1])
+
+
+class _DirectPlan(GramPlan):
+    """Every pair evaluated by ``pair_fn`` (a tile of a symmetric Gram on the diagonal: its upper
+    triangle only, mirrored)."""
+
+    def __init__(self, a, b, same, pair_fn, chunk, progress):
+        super().__init__(a, b, same, dict(path="direct"))
+        self.pair_fn, self.chunk, self.progress = pair_fn, chunk, progress
+
+    def _pairs(self, sxx, syy, sxy):
+        n_vals, t_vals = np.empty(sxy.shape), np.empty(sxy.shape)
+        idx = range(0, sxy.size, self.chunk)
+        if self.progress and sxy.size > self.chunk:
+            from tqdm.auto import tqdm
+
+            idx = tqdm(idx, desc="kernel pairs", unit="block")
+        for i in idx:
+            sl = slice(i, i + self.chunk)
+            n_vals[sl], t_vals[sl] = self.pair_fn(sxx[sl], syy[sl], sxy[sl])
+        return n_vals, t_vals
+
+    def block(self, rows, cols):
+        na, nb = self.na[rows], self.nb[cols]
+        xy = self.a[rows] @ self.b[cols].T / self.d
+        mask = self._diagonal_mask(rows, cols)
+        if mask is not None:   # x.x/d exactly as in the norms: identical inputs give identical moments
+            xy[mask] = np.broadcast_to(na[:, None], xy.shape)[mask]
+        if self.same and rows == cols:
+            iu, ju = np.triu_indices(xy.shape[0])
+            n_vals, t_vals = self._pairs(na[iu], nb[ju], xy[iu, ju])
+            nngp, ntk = np.empty(xy.shape), np.empty(xy.shape)
+            nngp[iu, ju], ntk[iu, ju] = n_vals, t_vals
+            nngp[ju, iu], ntk[ju, iu] = n_vals, t_vals
+            return nngp, ntk
+        n_vals, t_vals = self._pairs(np.broadcast_to(na[:, None], xy.shape).ravel(),
+                                     np.broadcast_to(nb[None, :], xy.shape).ravel(), xy.ravel())
+        return n_vals.reshape(xy.shape), t_vals.reshape(xy.shape)
+
+
+def gram_plan(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, cheap_pairs: bool = False,
+              strict: bool = False) -> GramPlan:
+    """Validate the inputs and choose how to evaluate the Gram of ``pair_fn`` (see module doc).
 
     ``cheap_pairs``: the pair function is closed-form arithmetic, so skip interpolation and
     evaluate every pair directly in large blocks (exact, and no error from interpolation).
@@ -110,30 +190,46 @@ def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, cheap_p
     a, b, same = as_input_pair(x1, x2)
     d = a.shape[1]
     na, nb = np.sum(a * a, axis=1) / d, np.sum(b * b, axis=1) / d
-    xy = a @ b.T / d
-    info: dict = {}
     v = float(na[0])
     on_sphere = v > 0 and np.all(np.abs(na - v) <= _SPHERE_RTOL * v) and np.all(np.abs(nb - v) <= _SPHERE_RTOL * v)
-    if on_sphere and xy.size > _DIRECT_MAX_PAIRS and not cheap_pairs:
-        rho = xy / v
-        if same:
-            np.fill_diagonal(rho, 1.0)
-        nngp, ntk = _sphere(pair_fn, v, rho, tol, info)
-    else:
-        if same:
-            iu, ju = np.triu_indices(a.shape[0])
-            sxx, syy, sxy = na[iu], na[ju], xy[iu, ju]
-        else:
-            sxx, syy, sxy = (np.broadcast_to(na[:, None], xy.shape).ravel(),
-                             np.broadcast_to(nb[None, :], xy.shape).ravel(), xy.ravel())
-        n_vals, t_vals = _direct(pair_fn, sxx, syy, sxy, progress, _BLOCK * 1024 if cheap_pairs else _BLOCK)
-        if same:
-            nngp, ntk = np.empty(xy.shape), np.empty(xy.shape)
-            nngp[iu, ju], ntk[iu, ju] = n_vals, t_vals
-            nngp[ju, iu], ntk[ju, iu] = n_vals, t_vals
-        else:
-            nngp, ntk = n_vals.reshape(xy.shape), t_vals.reshape(xy.shape)
-        info.update(path="direct", pairs=int(sxy.size))
-    if same:  # exact symmetry
+    if on_sphere and a.shape[0] * b.shape[0] > _DIRECT_MAX_PAIRS and not cheap_pairs:
+        return _SpherePlan(a, b, same, pair_fn, v, tol, strict)
+    return _DirectPlan(a, b, same, pair_fn, _BLOCK * 1024 if cheap_pairs else _BLOCK, progress)
+
+
+def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, cheap_pairs: bool = False,
+         strict: bool = False):
+    """Validated Gram matrices ``(nngp, ntk, info)`` of ``pair_fn`` on ``x1`` x ``x2`` (see module doc)."""
+    plan = gram_plan(x1, x2, pair_fn, tol=tol, progress=progress, cheap_pairs=cheap_pairs, strict=strict)
+    everything = slice(None)
+    nngp, ntk = plan.block(everything, everything)
+    if plan.same:  # exact symmetry
         nngp, ntk = 0.5 * (nngp + nngp.T), 0.5 * (ntk + ntk.T)
+    info = dict(plan.info)
+    if info["path"] == "direct":
+        info["pairs"] = int(nngp.size)
     return nngp, ntk, info
+
+
+def require_finite(nngp, ntk, what: str) -> None:
+    """Raise :class:`KernelcalcInputError` when a computed Gram has an inf or NaN entry (never return one)."""
+    for name, K in (("NNGP", nngp), ("NTK", ntk)):
+        bad = ~np.isfinite(K)
+        if bad.any():
+            i, j = map(int, np.argwhere(bad)[0])
+            raise KernelcalcInputError(
+                f"{what} is not finite: {name}[{i}, {j}] = {K[i, j]} (float64 overflow); reduce the input "
+                "norms, the weight scales, the depth or the horizon")
+
+
+def error_estimate(nngp, ntk, *relative: float | None) -> float:
+    r"""``info["error_estimate"]``: the estimated largest absolute entrywise error of the returned Grams,
+    $\max(\max|K|, \max|\Theta|)\cdot\sum_k \epsilon_k$ for the relative error estimates $\epsilon_k$ of
+    the stages (quadrature, time discretisation, interpolation; ``None`` entries are skipped)."""
+    scale = max(float(np.max(np.abs(nngp), initial=0.0)), float(np.max(np.abs(ntk), initial=0.0)))
+    return scale * float(sum(e for e in relative if e is not None))
+
+
+def max_norm(a: np.ndarray, b: np.ndarray) -> float:
+    r"""Largest $x\cdot x/d$ over the rows of both (validated) inputs."""
+    return float(max(np.max(np.sum(a * a, axis=1)), np.max(np.sum(b * b, axis=1)))) / a.shape[1]

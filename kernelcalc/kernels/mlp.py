@@ -15,6 +15,7 @@ Mehler/Hermite series, accurate to ~1e-13), the same code the ODE and ResNet ker
 from __future__ import annotations
 
 import functools
+import math
 import time
 
 import jax
@@ -22,11 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import recursion as rec
-from .._validation import nonnegative, positive_int
+from .._validation import KernelcalcInputError, as_input_pair, nonnegative, positive_int
 from ..activations import resolve_activation
 from ..duals import closed_form_dual
-from ..gaussian import DualKernels, dual_kernels
-from ._gram import gram
+from ..gaussian import DEFAULT_TOL, DualKernels, dual_kernels
+from ._gram import error_estimate, gram, max_norm, require_finite
 from ._result import Kernel
 
 __all__ = ["mlp_kernel"]
@@ -77,27 +78,36 @@ def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_st
         ("w_std", w_std), ("b_std", b_std), ("out_w_std", out_w_std), ("out_b_std", out_b_std)))
     act = resolve_activation(activation)
     t0 = time.perf_counter()
-    info: dict = {}
-    cache: dict = {}
+    a, b, same = as_input_pair(x1, x2)
+    # The quadrature range covers the largest variance of any layer for any input (not of the first
+    # block of pairs evaluated: the result must not depend on the order of the rows).
+    v_max = max_norm(a, b)
+    coarse = dual_kernels(act, q_max=max(4.0 * v_max * w_std**2 + b_std**2, 1.0), tol=1e-6)
+    q_max = float(np.max(_layer_variances(coarse, depth, w_std, b_std, v_max)))
+    if not math.isfinite(q_max):
+        raise KernelcalcInputError(
+            f"the layer variances of the depth-{depth} {act.name} MLP overflow float64 (largest input "
+            f"x.x/d = {v_max:.3g}, w_std = {w_std:g}): phi grows too fast for this depth")
+    dual = dual_kernels(act, q_max=1.05 * max(q_max, 1e-3))
+    info: dict = dict(expectation=dual.describe(), q_max=q_max)
+    compiled = _compiled(dual, depth, w_std, b_std, out_w_std, out_b_std)
 
     def pair_fn(sxx, syy, sxy):
         sxx, syy, sxy = (np.asarray(a, np.float64) for a in (sxx, syy, sxy))
         shape = np.broadcast_shapes(sxx.shape, syy.shape, sxy.shape)
         sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
-        if "pair" not in cache:
-            coarse = dual_kernels(act, q_max=max(4.0 * float(np.max([sxx, syy])) * w_std**2 + b_std**2, 1.0), tol=1e-6)
-            q_max = float(np.max(_layer_variances(coarse, depth, w_std, b_std, np.concatenate([sxx, syy]))))
-            dual = dual_kernels(act, q_max=1.05 * max(q_max, 1e-3))
-            info.update(expectation=dual.describe(), q_max=q_max)
-            cache["pair"] = _compiled(dual, depth, w_std, b_std, out_w_std, out_b_std)
         n = sxy.size
         size = 1 << max(3, (n - 1).bit_length())       # fixed batch sizes: few jit compilations
         pad = lambda a: np.concatenate([a, np.repeat(a[:1], size - n)])  # noqa: E731
-        k, ntk = cache["pair"](*(jnp.asarray(pad(a)) for a in (sxx, syy, sxy)))
+        k, ntk = compiled(*(jnp.asarray(pad(a)) for a in (sxx, syy, sxy)))
         return np.asarray(k)[:n].reshape(shape), np.asarray(ntk)[:n].reshape(shape)
 
-    nngp, ntk, ginfo = gram(x1, x2, pair_fn, tol=1e-12, progress=progress,
+    nngp, ntk, ginfo = gram(a, None if same else b, pair_fn, tol=1e-12, progress=progress,
                             cheap_pairs=closed_form_dual(act) is not None)
+    require_finite(nngp, ntk, f"the depth-{depth} {act.name} MLP kernel")
     info.update(ginfo, seconds=time.perf_counter() - t0)
+    # each layer adds the expectation's relative error (closed forms: a few roundings)
+    per_layer = 1e-15 if dual.method == "closed" else DEFAULT_TOL
+    info["error_estimate"] = error_estimate(nngp, ntk, 4 * depth * per_layer, ginfo.get("interpolation_error_estimate"))
     params = dict(depth=depth, w_std=w_std, b_std=b_std, out_w_std=out_w_std, out_b_std=out_b_std)
     return Kernel(nngp=nngp, ntk=ntk, model="mlp", activation=act.name, params=params, info=info)

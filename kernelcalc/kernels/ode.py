@@ -41,10 +41,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import recursion as rec
-from .._validation import KernelcalcInputError, positive
+from .._validation import KernelcalcInputError, as_input_pair, positive
 from ..activations import resolve_activation
-from ..gaussian import DualKernels, dual_kernels
-from ._gram import gram
+from ..gaussian import DEFAULT_TOL, DualKernels, dual_kernels
+from ._gram import error_estimate, gram, max_norm
 from ._result import Kernel
 
 __all__ = ["node_kernel", "chebyshev_lobatto", "Discretisation", "GoursatSolver"]
@@ -170,13 +170,14 @@ class GoursatSolver:
     norm changes by less than ``tol`` (spectral ODE grid); a fixed ``M`` is used as is (ResNet depth).
     """
 
-    def __init__(self, activation, *, T, sigma_w, sigma_u, sigma_v, grid, tol=1e-10, M=None,
+    def __init__(self, activation, *, T, sigma_w, sigma_u, sigma_v, grid, v_max, tol=1e-10, M=None,
                  scheme="Chebyshev-Lobatto spectral collocation"):
         self.activation = resolve_activation(activation)
         self.T, self.sigma_w, self.sigma_u, self.sigma_v = T, sigma_w, sigma_u, sigma_v
         self.grid, self.scheme = grid, scheme
         self.tol = tol
         self.M_fixed = M
+        self.v_max = float(v_max)   # largest input x.x/d of the whole Gram: fixes the quadrature range
         self.info: dict = {}
 
     def _self_diagonals(self, dual, M, v):
@@ -188,7 +189,7 @@ class GoursatSolver:
     def _dual_and_M(self, v_unique):
         if "M" in self.info:
             return self._dual, self.info["M"]
-        v_max = float(np.max(v_unique))
+        v_max = max(self.v_max, float(np.max(v_unique)))
         # A coarse rule first to learn the largest pre-activation variance q(T), then the final rule.
         coarse = dual_kernels(self.activation, q_max=max(4.0 * self.sigma_u**2 * v_max, 1.0), tol=1e-6)
         q_est = float(np.max(self._self_diagonals(coarse, self.M_fixed or 16, np.array([v_max]))))
@@ -207,6 +208,10 @@ class GoursatSolver:
         self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme)
         self._dual = dual
         return dual, M
+
+    def relative_error_estimate(self) -> float:
+        """Relative error estimate of one kernel value: expectations, time grid, Picard sweeps."""
+        return DEFAULT_TOL + (self.info.get("time_error_estimate") or 0.0) + 10 * _SWEEP_TOL
 
     def _choose_M(self, dual, v):
         prev, change = None, float("nan")
@@ -276,9 +281,12 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
                                  (("sigma_w", sigma_w), ("sigma_u", sigma_u), ("sigma_v", sigma_v)))
     act = resolve_activation(activation)
     t0 = time.perf_counter()
+    a, b, same = as_input_pair(x1, x2)
     solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol, M=time_nodes,
-                           grid=lambda M: chebyshev_discretisation(M, T))
-    nngp, ntk, ginfo = gram(x1, x2, solver, tol=max(tol, 1e-12), progress=progress)
+                           grid=lambda M: chebyshev_discretisation(M, T), v_max=max_norm(a, b))
+    nngp, ntk, ginfo = gram(a, None if same else b, solver, tol=max(tol, 1e-12), progress=progress)
     info = dict(solver.info, **ginfo, seconds=time.perf_counter() - t0)
+    info["error_estimate"] = error_estimate(nngp, ntk, solver.relative_error_estimate(),
+                                            ginfo.get("interpolation_error_estimate"))
     params = dict(T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)
     return Kernel(nngp=nngp, ntk=ntk, model="node", activation=act.name, params=params, info=info)

@@ -21,9 +21,9 @@ import time
 
 import numpy as np
 
-from .._validation import positive, positive_int
+from .._validation import as_input_pair, positive, positive_int
 from ..activations import resolve_activation
-from ._gram import gram
+from ._gram import error_estimate, gram, max_norm
 from ._result import Kernel
 from .ode import Discretisation, GoursatSolver
 
@@ -54,9 +54,13 @@ def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u
                                  (("sigma_w", sigma_w), ("sigma_u", sigma_u), ("sigma_v", sigma_v)))
     act = resolve_activation(activation)
     t0 = time.perf_counter()
+    a, b, same = as_input_pair(x1, x2)
     solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, M=depth,
-                           grid=lambda L: euler_discretisation(L, T), scheme="Euler (exact discrete sums)")
-    nngp, ntk, ginfo = gram(x1, x2, solver, tol=1e-12, progress=progress)
+                           grid=lambda L: euler_discretisation(L, T), scheme="Euler (exact discrete sums)",
+                           v_max=max_norm(a, b))
+    nngp, ntk, ginfo = gram(a, None if same else b, solver, tol=1e-12, progress=progress)
     info = dict(solver.info, **ginfo, seconds=time.perf_counter() - t0)
+    info["error_estimate"] = error_estimate(nngp, ntk, solver.relative_error_estimate(),
+                                            ginfo.get("interpolation_error_estimate"))
     params = dict(depth=depth, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)
     return Kernel(nngp=nngp, ntk=ntk, model="resnet", activation=act.name, params=params, info=info)
