@@ -31,3 +31,5 @@ from .horizon import sweep_T  # noqa: E402
 __all__ += ["sweep_T"]
 from .polynomial import feature_rank_bound, lambda_min_table  # noqa: E402
 __all__ += ["feature_rank_bound", "lambda_min_table"]
+from .certify import CertifiedLambdaMin, certify_lambda_min, certify_ntk, rigorous_kernel  # noqa: E402
+__all__ += ["CertifiedLambdaMin", "certify_lambda_min", "certify_ntk", "rigorous_kernel"]

@@ -7,6 +7,8 @@ r"""Pre-flight checks of a data set against the hypotheses of the Neural-ODE NTK
 - are the rows distinct, and is any pair parallel ($x_i = \pm x_j$)?
 - is the limiting NTK Gram $\Theta^\infty(X, X)$ strictly positive definite:
   $\lambda_{\min} > \mathrm{tol}$, and how well conditioned is it?
+- with ``certify=True``: a *proven* lower bound ``lambda_min_certified`` on $\lambda_{\min}$
+  (:mod:`kernelcalc.certify`: verified Cholesky plus the Gram's entrywise error bound);
 - the step size of Theorem 2 of Gao et al., $\eta = 1/\|X\|_2^2$ ($\|X\|_2$ the spectral
   norm of the data matrix), and the predicted per-step contraction of the training loss
   $1 - \eta\,\lambda_{\min}$.
@@ -94,6 +96,12 @@ class CheckReport(JsonResult):
       ``lambda_min``, ``lambda_max``, ``condition_number`` repeat its spectrum.
     - ``data_norm``: $\|X\|_2$; ``step_size``: $\eta = 1/\|X\|_2^2$;
       ``contraction``: $1 - \eta\lambda_{\min}$, the predicted per-step loss factor.
+    - ``lambda_min_certified`` (only with ``certify=True``, else ``None``): $s$ with
+      $\lambda_{\min}(\Theta^\infty)\ge s$ proven given the entry radius (may be $\le 0$: not proved);
+      ``certificate``: ``"rigorous"`` (identity activation: interval-arithmetic Gram) or
+      ``"a-posteriori discretisation estimate"`` (float Gram, $r$ = ``info["error_estimate"]``);
+      ``entry_radius``: that $r$; ``certification``: the full
+      :class:`~kernelcalc.certify.CertifiedLambdaMin`.
     - ``ok``: no problems; ``problems``: why not; ``warnings``: things worth knowing
       that do not by themselves invalidate the theory's conclusion.
     """
@@ -116,6 +124,19 @@ class CheckReport(JsonResult):
     contraction: float
     problems: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    certification: Any = None
+
+    @property
+    def lambda_min_certified(self) -> float | None:
+        return None if self.certification is None else self.certification.lower_bound
+
+    @property
+    def certificate(self) -> str | None:
+        return None if self.certification is None else self.certification.certificate
+
+    @property
+    def entry_radius(self) -> float | None:
+        return None if self.certification is None else self.certification.entry_radius
 
     @property
     def ok(self) -> bool:
@@ -148,6 +169,9 @@ class CheckReport(JsonResult):
             "condition_number": self.condition_number,
             "data_norm": self.data_norm, "step_size": self.step_size, "contraction": self.contraction,
         }
+        if self.certification is not None:
+            out.update(lambda_min_certified=self.lambda_min_certified, certificate=self.certificate,
+                       entry_radius=self.entry_radius, certification=self.certification.to_dict())
         return _jsonable(out)
 
     def __str__(self) -> str:
@@ -173,6 +197,7 @@ class CheckReport(JsonResult):
             row("lambda_min", f"{self.lambda_min:.6e}"),
             row("lambda_max", f"{self.lambda_max:.6e}"),
             row("condition number", f"{self.condition_number:.6e}"),
+            *self._certificate_rows(row),
             row("entries min / mean / max",
                 f"{self.gram.min_entry:.6g} / {self.gram.mean_entry:.6g} / {self.gram.max_entry:.6g}"),
             "",
@@ -191,9 +216,17 @@ class CheckReport(JsonResult):
             lines.extend(f"  - {msg}" for msg in self.problems)
         return "\n".join(lines)
 
+    def _certificate_rows(self, row) -> list[str]:
+        if self.certification is None:
+            return []
+        c = self.certification
+        return [row("lambda_min certified >=", f"{c.lower_bound:.6e} ({c.certificate})"),
+                row("  entry radius r, N*r", f"{c.entry_radius:.3e}, {c.perturbation_bound:.3e}"),
+                row("  rounding bound", f"{c.rounding_bound:.3e} (verified Cholesky, {c.attempts} tried)")]
+
 
 def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
-          tol=1e-10, sphere_rtol=1e-8) -> CheckReport:
+          tol=1e-10, sphere_rtol=1e-8, certify: bool = False) -> CheckReport:
     r"""Check data ``X`` (N, d) and ``activation`` against the Neural-ODE NTK theory.
 
     **Arguments:**
@@ -204,6 +237,8 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
     - ``T``, ``sigma_w``, ``sigma_u``, ``sigma_v``: as in :func:`kernelcalc.node_kernel`.
     - ``tol``: the NTK Gram counts as singular when $\lambda_{\min}\le$ ``tol``.
     - ``sphere_rtol``: tolerance of the sphere test $|\|x\|^2/d - 1|\le$ ``sphere_rtol``.
+    - ``certify``: also prove a lower bound on $\lambda_{\min}$ (``report.lambda_min_certified``, see
+      :mod:`kernelcalc.certify`); the report is then not ok unless the bound is $> 0$.
 
     **Returns:** a :class:`CheckReport`; ``report.ok`` is ``False`` when
     $\lambda_{\min}\le$ ``tol``, Assumption 1 fails, a row is off the sphere, or two rows
@@ -212,6 +247,8 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
     from .assumptions import analyse
     from .kernels import node_kernel
 
+    if not isinstance(certify, (bool, np.bool_)):
+        raise KernelcalcInputError(f"certify must be True or False, got {certify!r}")
     X = as_inputs(X, "X")
     act = resolve_activation(activation)
     params = {"T": positive("T", T), "sigma_w": positive("sigma_w", sigma_w),
@@ -257,6 +294,10 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
     if not gram.lambda_min > params["tol"]:
         problems.append(f"NTK Gram is not strictly positive definite: lambda_min = {gram.lambda_min:.3e} "
                         f"<= tol = {params['tol']:g}")
+    certification = _certify(X, act, params, K, gram) if certify else None
+    if certification is not None and not certification.positive_definite:
+        problems.append(f"lambda_min > 0 is not proved: certified lower bound {certification.lower_bound:.3e} "
+                        f"({certification.certificate}, entry radius {certification.entry_radius:.1e})")
 
     # --- Theorem 2 step size and contraction
     data_norm = float(np.linalg.norm(X, 2))
@@ -267,7 +308,16 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
         distinct=not dup, duplicate_pairs=tuple(dup[:10]), min_distance=min_dist,
         parallel=bool(par), parallel_pairs=tuple(par[:10]),
         gram=gram, data_norm=data_norm, step_size=step, contraction=1.0 - step * gram.lambda_min,
-        problems=tuple(problems), warnings=tuple(warnings))
+        problems=tuple(problems), warnings=tuple(warnings), certification=certification)
+
+
+def _certify(X, act, params, K, gram):
+    """Certified lambda_min of the NTK Gram: rigorous (arb) for the identity activation, else against
+    the float Gram ``K`` and its ``info["error_estimate"]`` (see :func:`kernelcalc.certify.certify_ntk`)."""
+    from .certify import certify_ntk
+
+    node = {k: params[k] for k in ("T", "sigma_w", "sigma_u", "sigma_v")}
+    return certify_ntk(X, model="node", activation=act, kernel=K, lambda_estimate=gram.lambda_min, **node)
 
 
 def _pairs(X: np.ndarray) -> tuple[list[tuple[int, int]], list[tuple[int, int]], float]:

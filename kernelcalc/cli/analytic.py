@@ -228,16 +228,22 @@ def derive_cmd(activation, model, latex, as_json):
 @click.option("--sphere-rtol", type=float, default=1e-8, show_default=True,
               help="Relative tolerance of the test |x|^2 = d.")
 @click.option("--normalise", is_flag=True, help="Scale the rows onto the sphere |x|^2 = d first.")
+@click.option("--certify", is_flag=True,
+              help="Also prove a lower bound on lambda_min (verified Cholesky plus the Gram's entry error bound): "
+                   "rigorous for the identity activation, an a-posteriori discretisation estimate otherwise. "
+                   "The check fails unless the bound is > 0.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 @_friendly
-def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, tol, sphere_rtol, normalise, as_json):
+def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, tol, sphere_rtol, normalise, certify, as_json):
     """Check data and activation against the Neural-ODE NTK theory.
 
     Reports Assumption 1, whether the rows lie on the sphere and are distinct, the NTK Gram's
     lambda_min and condition number, the Theorem-2 step size eta = 1/||X||_2^2 and the
-    predicted loss contraction 1 - eta*lambda_min.  Exit code 1 when a check fails
-    (lambda_min <= tol, Assumption 1 fails, data off the sphere, duplicate rows).
+    predicted loss contraction 1 - eta*lambda_min.  With --certify, also a proven lower bound
+    lambda_min_certified (and the kind of certificate).  Exit code 1 when a check fails
+    (lambda_min <= tol, Assumption 1 fails, data off the sphere, duplicate rows, or with
+    --certify a certified bound <= 0).
 
     Example: kernelcalc check --data X.npy --activation softplus --T 1
     """
@@ -249,7 +255,7 @@ def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, tol, sphere_r
         X = sphere_normalise(X)
     act = _resolve(activation)
     params = _node_params(T, sigma_w, sigma_u, sigma_v)
-    report = check(X, activation=act, tol=tol, sphere_rtol=sphere_rtol, **params)
+    report = check(X, activation=act, tol=tol, sphere_rtol=sphere_rtol, certify=certify, **params)
     click.echo(_dump(report.to_dict()) if as_json else str(report))
     if not report.ok:
         click.echo("Error: check failed: " + "; ".join(" ".join(p.split()) for p in report.problems), err=True)
