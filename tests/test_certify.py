@@ -93,17 +93,19 @@ def test_plus_minus_1e_12_are_told_apart(sign):
 
 
 def test_rounding_term_is_needed_when_plain_cholesky_gives_a_false_positive():
-    # A - tI with t = 3 + 5e-8 is indefinite (lambda_min = -5e-8), yet its floating-point Cholesky
-    # runs to completion; the verified bound must still stay below the true lambda_min = 3
+    # A - tI with t = 3 + 1e-9 .. 3 + 1e-7 is indefinite, yet its floating-point Cholesky runs to
+    # completion; the verified bound must still stay below the true lambda_min = 3
     n = 64
     lam = 3 + 2 * np.arange(n)
     lam[n // 2:] = 2**30
     A, _ = exact_spectrum(lam)
-    t = 3.0 + 5e-8
-    np.linalg.cholesky(A - t * np.eye(n))          # no LinAlgError: plain Cholesky "accepts" it
-    bound = verified_cholesky_bound(A, t)
-    assert bound is not None and bound <= 3
-    assert certify_lambda_min(A, lambda_estimate=t).lower_bound <= 3
+    accepted = 0
+    for t in 3.0 + np.array([1e-9, 1e-8, 5e-8, 1e-7]):
+        bound = verified_cholesky_bound(A, t)      # not None: plain Cholesky "accepted" A - tI
+        accepted += bound is not None
+        assert bound is None or bound <= 3
+        assert certify_lambda_min(A, lambda_estimate=t).lower_bound <= 3
+    assert accepted >= 1    # (OpenBLAS here accepts the first three; the test needs one)
 
 
 def test_indefinite_matrix_rejected_by_verified_cholesky():
