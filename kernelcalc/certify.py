@@ -177,16 +177,11 @@ class CertifiedLambdaMin(JsonResult):
 
 
 def _square_matrix(K) -> np.ndarray:
-    try:
-        A = np.asarray(K, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise KernelcalcInputError(f"K must be a real square matrix, got {type(K).__name__}: {err}") from None
-    if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] == 0:
-        raise KernelcalcInputError(f"K must be a non-empty square matrix, got shape {A.shape}")
-    bad = ~np.isfinite(A)
-    if bad.any():
-        i, j = map(int, np.argwhere(bad)[0])
-        raise KernelcalcInputError(f"K contains NaN or inf (first at [{i}, {j}])")
+    if np.ndim(K) != 2:
+        raise KernelcalcInputError(f"K must be a real square matrix, got shape {np.shape(K)}")
+    A = as_inputs(K, "K")                      # float64, finite, non-empty
+    if A.shape[0] != A.shape[1]:
+        raise KernelcalcInputError(f"K must be a real square matrix, got shape {A.shape}")
     return A
 
 
@@ -333,22 +328,25 @@ def _is_identity(act) -> bool:
 
 
 class _Midpoints:
-    """Float64 midpoints of arb entries and a rigorous bound on |exact - midpoint|."""
+    """Float64 midpoints of arb entries and a rigorous bound on |exact - midpoint| (``radius``)."""
 
     def __init__(self, n: int, flint):
         self.arb = flint.arb
         self.mid = np.empty((n, n))
-        self.radius = Fraction(0)
+        self._max = flint.arb(0)
 
     def put(self, i: int, j: int, x) -> None:
         f = float(x.mid())
-        err = (x - self.arb(f)).abs_upper()     # exact upper bound (an arb point)
+        err = (x - self.arb(f)).abs_upper()     # an exact upper bound (an arb point)
         if not err.is_finite():
             raise KernelcalcInputError(f"interval kernel entry [{i}, {j}] is not finite: {x}")
-        e = _arb_upper_fraction(err)
-        if e > self.radius:
-            self.radius = e
+        if err > self._max:                     # exact comparison of points
+            self._max = err
         self.mid[i, j] = self.mid[j, i] = f
+
+    @property
+    def radius(self) -> Fraction:
+        return _arb_upper_fraction(self._max)
 
 
 def _arb_upper_fraction(x) -> Fraction:

@@ -160,8 +160,9 @@ def test_wrong_lambda_estimate_costs_retries_not_validity():
     (np.eye(3), {"entry_radius": np.inf}, "entry_radius"),
     (np.eye(3), {"radius_kind": "proof"}, "radius_kind"),
     (np.eye(3), {"lambda_estimate": np.nan}, "lambda_estimate"),
-    (np.zeros((0, 0)), {}, "non-empty"),
+    (np.zeros((0, 0)), {}, "at least one row"),
     ("abc", {}, "real square"),
+    ([[1.0, 2.0], ["a", 1.0]], {}, "real array"),
 ])
 def test_bad_input(K, kw, match):
     with pytest.raises(KernelcalcInputError, match=match):
