@@ -209,7 +209,7 @@ def certify_lambda_min(K, entry_radius: float = 0.0, *, radius_kind: str = "rigo
     t0 = time.perf_counter()
     A = _square_matrix(K)
     r = Fraction(nonnegative("entry_radius", entry_radius))
-    if radius_kind not in _KINDS:
+    if not isinstance(radius_kind, str) or radius_kind not in _KINDS:
         raise KernelcalcInputError(f"radius_kind must be 'rigorous' or 'estimate', got {radius_kind!r}")
     if lambda_estimate is not None:
         lambda_estimate = float(lambda_estimate)
@@ -222,8 +222,8 @@ def certify_lambda_min(K, entry_radius: float = 0.0, *, radius_kind: str = "rigo
             raise KernelcalcInputError(
                 f"K is not symmetric: max |K - K^T|/2 = {asym:.3e} exceeds entry_radius = {float(r):.3e}; pass a "
                 "symmetric matrix, or an entry radius that covers the asymmetry")
-        A = 0.5 * (A + A.T)     # one rounding per entry: |error| <= u |fl(x)| / (1 - u)
-        r += _U / (1 - _U) * Fraction(float(np.max(np.abs(A))))
+        A = 0.5 * (A + A.T)     # one rounding per entry: |error| <= u |fl(x)| / (1 - u) (+ eta if subnormal)
+        r += _U / (1 - _U) * Fraction(float(np.max(np.abs(A)))) + _ETA
     if lambda_estimate is None:
         from scipy.linalg import eigvalsh
 
@@ -235,10 +235,10 @@ def certify_lambda_min(K, entry_radius: float = 0.0, *, radius_kind: str = "rigo
     margin = 2.0 * rounding + 1e-300
     bound, shift, attempts = None, lambda_estimate, 0
     while bound is None and attempts < _MAX_ATTEMPTS:
-        back_off = lambda_estimate - margin * 8.0**attempts
+        # first lambda_hat - margin; after a failure the smaller of lambda_hat / 2^k and lambda_hat - 8^k margin
+        shift = lambda_estimate - margin * 8.0**attempts
         if lambda_estimate > 0 and attempts:
-            back_off = min(max(back_off, lambda_estimate * 0.5**attempts), lambda_estimate - margin)
-        shift = back_off
+            shift = min(shift, lambda_estimate * 0.5**attempts)
         attempts += 1
         bound = verified_cholesky_bound(A, shift)
     perturbation = n * r
