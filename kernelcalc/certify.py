@@ -14,9 +14,9 @@ computed Gram $\tilde K$ ($|K^\infty_{ij}-\tilde K_{ij}|\le r$).
    changes; the exact rounding residual $\delta_i=(\tilde K_{ii}-t)-\tilde A_{ii}$ is computed in
    rational arithmetic) and run the floating-point Cholesky factorisation (LAPACK ``dpotrf``).
    If it runs to completion with a finite factor $R$, then by the componentwise backward error of
-   Cholesky in any order of evaluation (Demmel 1989; Higham, *Accuracy and Stability of Numerical
-   Algorithms*, Thm. 10.3 and Lemma 3.1 for an arbitrary summation order, which covers blocked
-   and recursive LAPACK/BLAS, with or without FMA),
+   Cholesky (Demmel 1989; Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed.,
+   Thm. 10.3, whose Lemma 8.4 holds for any order of evaluation of the inner products, so it covers
+   blocked and recursive LAPACK/BLAS, with or without FMA),
    $R^TR=\tilde A+\Delta$, $|\Delta|\le\gamma_k|R^T||R|+\tau\mathbf 1\mathbf 1^T$, and
    $\|r_j\|^2\le(\tilde A_{jj}+\tau)/(1-\gamma_k)$, hence
    $$\lambda_{\min}(\tilde A)\ \ge\ -\|\Delta\|_2\ \ge\ -\frac{\gamma_k}{1-\gamma_k}\,\mathrm{tr}\,\tilde A-U,
