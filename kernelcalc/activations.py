@@ -7,6 +7,11 @@ jax callables by ``lambdify``, and the Assumption-1 analysis (see
 jax implementations (e.g. ``softplus = logaddexp(0, x)``); these must agree with the
 symbolic expression, which remains the definition (checked in the tests).
 
+Activation *text* (``"log(1+exp(x))"``, ``"elu(alpha=0.5)"``) is read by a whitelist parser,
+:func:`parse_expression`: Python's ``ast`` restricted to numbers, ``x``, ``pi``, ``E``, arithmetic
+and a fixed table of functions, from which the sympy expression is built directly.  No text is
+ever passed to ``eval``, ``sympify`` or ``parse_expr``.
+
 Example::
 
     >>> from kernelcalc import Activation
@@ -454,12 +459,9 @@ class Activation:
     @classmethod
     def from_name(cls, name: str, **params: float) -> "Activation":
         """A built-in activation by name (``relu``, ``softplus``, ...), e.g. ``from_name("elu", alpha=0.5)``."""
-        key = name.strip().lower().replace("-", "_")
-        key = _ALIASES.get(key, key)
-        if key not in _BUILTINS:
-            raise ActivationError(
-                f"unknown activation {name!r}; known: {', '.join(sorted(BUILTIN_NAMES))} "
-                "(or a sympy expression in x, e.g. 'log(1+exp(x))')")
+        key = _builtin_key(name.strip()) if isinstance(name, str) else None
+        if key is None:
+            raise _unknown(name)
         merged = dict(_BUILTINS[key])
         for k, v in params.items():
             if k not in merged:
