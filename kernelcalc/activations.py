@@ -30,7 +30,6 @@ import math
 import re
 from typing import Callable, Mapping
 
-import mpmath
 import numpy as np
 import sympy as sp
 
@@ -102,7 +101,7 @@ BUILTIN_NAMES: tuple[str, ...] = tuple(_BUILTINS) + tuple(_ALIASES)
 MAX_TEXT_LENGTH = 1000
 MAX_DEPTH = 50
 MAX_EXPONENT = 100
-_MAX_LOG10 = 300.0  # every number met while building stays below 1e300 in absolute value
+_MAX_CONSTANT = 1e300  # every constant met while building stays below this in absolute value
 _HINT = "use an expression in x such as 'log(1+exp(x))'"
 
 #: Named constants an expression may use (``e`` is *not* one: write ``E`` or ``exp(1)``).
@@ -156,34 +155,48 @@ def _shown(text: str) -> str:
     return repr(text if len(text) <= 80 else text[:77] + "...")
 
 
-def _log10_abs(e: sp.Expr) -> float | None:
-    """An upper estimate of $\\log_{10}|e|$ for numbers built of Number, Pow, Mul, Add; else ``None``."""
-    if e.is_zero:
-        return -math.inf
-    if isinstance(e, sp.Integer):
-        return math.log10(abs(int(e)))
-    if isinstance(e, sp.Rational):
-        return math.log10(abs(e.p)) - math.log10(e.q)
-    if isinstance(e, sp.Float):
-        return float(mpmath.log10(abs(mpmath.mpf(e._mpf_))))
-    if e in (sp.pi, sp.E):
-        return 0.5
-    if isinstance(e, sp.Pow) and isinstance(e.exp, sp.Number):
-        b = _log10_abs(e.base)
-        return None if b is None else float(e.exp) * b
-    if isinstance(e, (sp.Mul, sp.Add)):
-        parts = [_log10_abs(a) for a in e.args]
-        if any(p is None for p in parts):
-            return None
-        return sum(parts) if isinstance(e, sp.Mul) else max(parts) + math.log10(len(parts))
-    return None
+def _heaviside(v: float, h0: float = 0.5) -> float:
+    return 1.0 if v > 0 else 0.0 if v < 0 else h0
 
 
-def _bounded(value: sp.Expr) -> sp.Expr:
-    if isinstance(value, sp.Number) and value.is_finite and not value.is_zero:
-        if abs(_log10_abs(value)) > _MAX_LOG10:
-            raise _Rejected(f"the constant {sp.N(value, 3)} is out of range (|c| must lie in [1e-300, 1e300])")
-    return value
+#: float versions of every sympy function the grammar can produce, for :func:`_float_value`.
+_MATH: dict = {sp.exp: math.exp, sp.log: math.log, sp.sin: math.sin, sp.cos: math.cos, sp.tan: math.tan,
+               sp.sinh: math.sinh, sp.cosh: math.cosh, sp.tanh: math.tanh, sp.atan: math.atan,
+               sp.asinh: math.asinh, sp.erf: math.erf, sp.erfc: math.erfc, sp.Abs: abs,
+               sp.sign: lambda v: float(np.sign(v)), sp.floor: math.floor, sp.ceiling: math.ceil,
+               sp.Heaviside: _heaviside, sp.Max: max, sp.Min: min}
+
+
+def _float_value(e: sp.Expr) -> float:
+    r"""The value of a constant (x-free) expression in double precision, bounded by $10^{300}$.
+
+    Computed bottom-up with :mod:`math`, never by sympy's adaptive ``evalf``: a tower such as
+    ``exp(exp(exp(100)))`` overflows here at once instead of running for ever later.
+    """
+    if isinstance(e, sp.Number) or e in (sp.pi, sp.E):
+        try:
+            v = float(e)
+        except (OverflowError, TypeError):
+            v = math.inf
+    else:
+        args = [_float_value(a) for a in e.args]
+        try:
+            if isinstance(e, sp.Add):
+                v = math.fsum(args)
+            elif isinstance(e, sp.Mul):
+                v = math.prod(args)
+            elif isinstance(e, sp.Pow):
+                v = args[0] ** args[1]
+            elif e.func in _MATH:
+                v = _MATH[e.func](*args)
+            else:
+                raise _Rejected(f"the constant {e} is not a finite real number")
+        except (OverflowError, ValueError, ZeroDivisionError):
+            v = math.inf
+    if isinstance(v, complex) or not (math.isfinite(v) and abs(v) <= _MAX_CONSTANT):
+        shown = str(e) if len(str(e)) <= 40 else str(e)[:37] + "..."
+        raise _Rejected(f"the constant {shown} is not a finite real number of size at most 1e300")
+    return float(v)
 
 
 class _Builder:
@@ -195,7 +208,12 @@ class _Builder:
     def expr(self, node: ast.AST, depth: int = 0) -> sp.Expr:
         if depth > MAX_DEPTH:
             raise _Rejected(f"the expression is nested too deeply (more than {MAX_DEPTH} levels)")
-        d = depth + 1
+        result = self._node(node, depth + 1)
+        if result.is_number:  # constants stay finite, real and below 1e300: no runaway evaluation later
+            _float_value(result)
+        return result
+
+    def _node(self, node: ast.AST, d: int) -> sp.Expr:
         if isinstance(node, ast.Constant):
             return self.constant(node.value)
         if isinstance(node, ast.Name):
@@ -223,11 +241,13 @@ class _Builder:
             raise _not_allowed(f"the constant {value!r} outside a Piecewise condition" if isinstance(value, bool)
                                else f"the constant {value!r}")
         if isinstance(value, int):
-            return _bounded(sp.Integer(value))
+            if abs(value) > _MAX_CONSTANT:
+                raise _Rejected(f"the integer {str(value)[:12]}... ({len(str(abs(value)))} digits) is larger than 1e300")
+            return sp.Integer(value)
         if isinstance(value, float):
             if not math.isfinite(value):
                 raise _Rejected(f"the number {value!r} is not finite")
-            return _bounded(sp.Float(value))
+            return sp.Float(value)
         if isinstance(value, complex):
             raise _not_allowed(f"the complex number {value!r}")
         kind = "a string" if isinstance(value, str) else f"a {type(value).__name__} constant"
@@ -254,26 +274,34 @@ class _Builder:
         op = type(node.op)
         if op not in (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow):
             raise _not_allowed(f"the operator '{_OPERATORS.get(op, op.__name__)}'")
-        a, b = self.expr(node.left, d), self.expr(node.right, d)
         if op is ast.Pow:
-            if b.is_number:
-                try:
-                    e = float(b)
-                except TypeError:
-                    raise _Rejected(f"the exponent {b} is not real") from None
-                if not abs(e) <= MAX_EXPONENT:
-                    raise _Rejected(f"the exponent {e:g} is too large (at most {MAX_EXPONENT} in absolute value)")
-                if a.is_number and isinstance(b, sp.Number):
-                    la = _log10_abs(a)
-                    if la is not None and abs(e * la) > _MAX_LOG10:
-                        raise _Rejected(f"the constant ({float(a):g})**{e:g} is out of range "
-                                        "(|c| must lie in [1e-300, 1e300])")
-            return _bounded(a**b)
-        if op is ast.Add:
-            return _bounded(a + b)
-        if op is ast.Sub:
-            return _bounded(a - b)
-        return _bounded(a * b if op is ast.Mult else a / b)
+            return self.power(self.expr(node.left, d), self.expr(node.right, d))
+        # a long sum or product ("x + x + ... + x") is a left spine, not nesting: walk it iteratively
+        group = (ast.Add, ast.Sub) if op in (ast.Add, ast.Sub) else (ast.Mult, ast.Div)
+        spine = []
+        while isinstance(node, ast.BinOp) and isinstance(node.op, group):
+            spine.append(node)
+            node = node.left
+        value = self.expr(node, d)
+        for n in reversed(spine):
+            rhs = self.expr(n.right, d)
+            value = {ast.Add: sp.Add, ast.Mult: sp.Mul}[group[0]](value, -rhs if isinstance(n.op, ast.Sub)
+                                                                 else 1 / rhs if isinstance(n.op, ast.Div) else rhs)
+            if value.is_number:
+                _float_value(value)
+        return value
+
+    @staticmethod
+    def power(a: sp.Expr, b: sp.Expr) -> sp.Expr:
+        if b.is_number:
+            e = _float_value(b)
+            if not abs(e) <= MAX_EXPONENT:
+                raise _Rejected(f"the exponent {e:g} is too large (at most {MAX_EXPONENT} in absolute value)")
+            if a.is_number:
+                va = _float_value(a)
+                if va != 0 and abs(e * math.log10(abs(va))) > math.log10(_MAX_CONSTANT):
+                    raise _Rejected(f"the constant ({va:g})**{e:g} is not a finite real number of size at most 1e300")
+        return a**b
 
     def call(self, node: ast.Call, d: int) -> sp.Expr:
         if not isinstance(node.func, ast.Name):
@@ -294,6 +322,8 @@ class _Builder:
             kw = node.keywords[0]
             raise _not_allowed(f"a keyword argument ('{kw.arg}=') in {fname}(...)" if kw.arg
                                else f"'**' unpacking in {fname}(...)")
+        if any(isinstance(a, ast.Starred) for a in node.args):
+            raise _not_allowed(f"'*' unpacking in {fname}(...)")
         if fname == "Piecewise":
             return self.piecewise(node, d)
         build, lo, hi = _FUNCTIONS[fname]
@@ -301,7 +331,7 @@ class _Builder:
         if n < lo or (hi is not None and n > hi):
             want = f"{lo}" if lo == hi else (f"at least {lo}" if hi is None else f"{lo} to {hi}")
             raise _Rejected(f"{fname} takes {want} argument{'s' if (hi or 2) > 1 else ''}, got {n}")
-        return _bounded(build([self.expr(a, d) for a in node.args]))
+        return build([self.expr(a, d) for a in node.args])
 
     def piecewise(self, node: ast.Call, d: int) -> sp.Expr:
         if not node.args:
