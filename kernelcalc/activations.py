@@ -133,8 +133,7 @@ _OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: 
               ast.FloorDiv: "//", ast.MatMult: "@", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^",
               ast.LShift: "<<", ast.RShift: ">>", ast.Not: "not", ast.Invert: "~", ast.UAdd: "+", ast.USub: "-",
               ast.And: "and", ast.Or: "or", ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in",
-              **{k: v for k, v in {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==",
-                                   ast.NotEq: "!="}.items()}}
+              ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!="}
 _SYNTAX_WORDS = {ast.Lambda: "'lambda'", ast.IfExp: "'if ... else ...' (use Piecewise((expr, cond), (expr, True)))",
                  ast.Subscript: "subscripts ('[...]')", ast.Starred: "'*' unpacking", ast.NamedExpr: "':='",
                  ast.ListComp: "a comprehension", ast.SetComp: "a comprehension", ast.DictComp: "a comprehension",
@@ -295,12 +294,13 @@ class _Builder:
     def power(a: sp.Expr, b: sp.Expr) -> sp.Expr:
         if b.is_number:
             e = _float_value(b)
-            if not abs(e) <= MAX_EXPONENT:
-                raise _Rejected(f"the exponent {e:g} is too large (at most {MAX_EXPONENT} in absolute value)")
-            if a.is_number:
+            if a.is_number:  # a constant power: decide its size before sympy computes it exactly
                 va = _float_value(a)
                 if va != 0 and abs(e * math.log10(abs(va))) > math.log10(_MAX_CONSTANT):
-                    raise _Rejected(f"the constant ({va:g})**{e:g} is not a finite real number of size at most 1e300")
+                    raise _Rejected(f"the constant ({va:g})**{e:g} is out of range (|c| must lie within "
+                                    "1e-300 .. 1e300)")
+            elif not abs(e) <= MAX_EXPONENT:
+                raise _Rejected(f"the exponent {e:g} is too large (at most {MAX_EXPONENT} in absolute value)")
         return a**b
 
     def call(self, node: ast.Call, d: int) -> sp.Expr:
@@ -418,8 +418,10 @@ def parse_expression(text: str) -> sp.Expr:
       accepted, write ``E`` or ``exp(1)``); ``max``/``min`` are aliases of ``Max``/``Min``.
     - Comparisons and booleans appear only inside Piecewise conditions; no keyword arguments.
     - Limits: at most :data:`MAX_TEXT_LENGTH` (1000) characters, nesting depth :data:`MAX_DEPTH`
-      (50), a numeric exponent at most :data:`MAX_EXPONENT` (100) in absolute value, and every
-      constant met while building within $[10^{-300}, 10^{300}]$ in absolute value.
+      (50; a long sum or product is not nesting), a numeric exponent of an expression in x at most
+      :data:`MAX_EXPONENT` (100) in absolute value, every constant power within $10^{\pm 300}$
+      and every constant met while building at most $10^{300}$ in absolute value (constants
+      are evaluated bottom-up in double precision, so ``exp(exp(exp(100)))`` is refused at once).
 
     Rejected, for example: ``lambda x: x``, ``__import__('os')``, ``x.real``, ``[x][0]``,
     ``'x'``, ``x % 2``, ``x if x > 0 else 0``, ``y + x``, ``x**10**10``, ``exp(x, base=2)``.
