@@ -206,3 +206,50 @@ def test_check_normalise(runner, tmp_path, cheap_kernel):
     np.save(tmp_path / "raw.npy", X)
     assert runner.invoke(main, ["check", "--data", str(tmp_path / "raw.npy")]).exit_code == 1
     assert runner.invoke(main, ["check", "--data", str(tmp_path / "raw.npy"), "--normalise"]).exit_code == 0
+
+
+# ---------------------------------------------------------------------------- safe activation parsing (issue 10)
+_ALL_ACTIVATION_COMMANDS = [["limit"], ["derive"], ["check", "--data", "{d}/good.npy"], ["compare"], ["depth-gap"],
+                            ["train"], ["width-sweep"], ["flow-gap"], ["sweep-T"], ["divergent-flow"]]
+
+
+@pytest.mark.parametrize("cmd", _ALL_ACTIVATION_COMMANDS, ids=lambda c: c[0])
+def test_code_injection_is_an_input_error_with_no_side_effect(runner, files, tmp_path, monkeypatch, cmd):
+    # before the whitelist parser, `limit --activation "__import__('os').system('touch F')"` created F
+    monkeypatch.chdir(tmp_path)
+    cmd = [c.format(d=files) for c in cmd]
+    for spec in ["__import__('os').system('touch F')", f"__import__('os').system('touch {tmp_path}/G')",
+                 "open('F', 'w').close()", f"__import__('pathlib').Path('{tmp_path}/G').touch()"]:
+        res = runner.invoke(main, cmd + ["--activation", spec])
+        assert res.exit_code == 2, res.output
+        line = _one_line_error(res)
+        assert "not allowed" in line or "unknown function" in line
+        assert not (tmp_path / "F").exists() and not (tmp_path / "G").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("lambda x: x", "'lambda' is not allowed"),
+    ("leaky_relu(0.1, 0.2)", "leaky_relu takes 1 parameter (alpha), got 2"),
+    ("elu(alpha=abc)", "parameter alpha of elu must be a number, got 'abc'"),
+    ("x.real", "attribute access"),
+    ("x % 2", "'%' is not allowed"),
+    ("x**10**10", "exponent 1e+10 is too large"),
+    ("exp(x", "cannot parse"),
+])
+def test_bad_activation_text_exits_2_in_one_line(runner, spec, needle):
+    for cmd in ("limit", "derive"):
+        res = runner.invoke(main, [cmd, "--activation", spec])
+        assert res.exit_code == 2, res.output
+        line = _one_line_error(res)
+        assert needle in line and "sympify" not in line.lower() and "Sympify" not in line
+
+
+def test_constant_activation_is_a_clean_report(runner, files, cheap_kernel):
+    # '0' crashed with a traceback and exit code 1; a constant activation is a valid input that fails Assumption 1
+    res = runner.invoke(main, ["limit", "--activation", "0", "--points", "3"])
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+    assert "Assumption 1 fails" in res.output
+    res = runner.invoke(main, ["check", "--data", str(files / "good.npy"), "--activation", "0"])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert "Error: check failed" in res.output and "Assumption 1" in res.output

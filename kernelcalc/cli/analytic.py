@@ -59,7 +59,8 @@ def _activation_option(f):
     return click.option(
         "--activation", "-a", default="softplus", show_default=True, metavar="SPEC",
         help="Built-in name (softplus, tanh, gelu, relu, ...), a built-in with parameters "
-             "('elu(alpha=0.5)'), or a sympy expression in x ('log(1+exp(x))').")(f)
+             "('elu(alpha=0.5)'), or an expression in x ('log(1+exp(x))'; numbers, x, pi, E, + - * / **, "
+             "exp, log, sqrt, tanh, erf, abs, Max, Min, Piecewise, ...; parsed, never executed).")(f)
 
 
 def _node_options(f):
