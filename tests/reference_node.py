@@ -36,6 +36,15 @@ import math
 import numpy as np
 
 
+def two_inputs(a, b, c, d=3):
+    """Two inputs in R^d (rows) with x.x/d = a, y.y/d = b, x.y/d = c."""
+    th = math.acos(c / math.sqrt(a * b))
+    x = np.zeros((2, d))
+    x[0, 0] = math.sqrt(d * a)
+    x[1, 0], x[1, 1] = math.sqrt(d * b) * math.cos(th), math.sqrt(d * b) * math.sin(th)
+    return x
+
+
 # ----------------------------------------------------------------------------- activations
 @dataclasses.dataclass(frozen=True)
 class Phi:
@@ -44,12 +53,6 @@ class Phi:
     name: str
     derivs: object
     pole: float
-
-    def f(self, x):
-        return self.derivs(x)[0]
-
-    def df(self, x):
-        return self.derivs(x)[1]
 
 
 def _tanh(x):

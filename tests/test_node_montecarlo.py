@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import kernelcalc as kc
+from reference_node import two_inputs
 
 BIAS_COEFF = 3.0
 
@@ -63,11 +64,6 @@ def simulate(activation, X, *, width, n_networks, T=1.0, sigma_w=1.0, sigma_u=1.
     return tuple(np.concatenate([np.asarray(o[k]) for o in out]) for k in range(2))
 
 
-def two_inputs(a, b, c, d=2):
-    th = math.acos(c / math.sqrt(a * b))
-    return np.array([[math.sqrt(d * a), 0.0], [math.sqrt(d * b) * math.cos(th), math.sqrt(d * b) * math.sin(th)]])
-
-
 def _check(activation, X, width, n_networks, kw, se_max):
     K = kc.node_kernel(X, activation=activation, **kw)
     nngp_s, ntk_s = simulate(activation, X, width=width, n_networks=n_networks, **kw)
@@ -83,11 +79,11 @@ def _check(activation, X, width, n_networks, kw, se_max):
 
 def test_node_kernel_matches_monte_carlo_of_a_width_256_softplus_node():
     """Independent reference: 200 finite-width (n = 256) Neural ODEs simulated in this file (RK4 + jax.grad)."""
-    _check("softplus", two_inputs(1.0, 1.0, 0.5), 256, 200, dict(T=1.0), se_max=0.02)
+    _check("softplus", two_inputs(1.0, 1.0, 0.5, d=2), 256, 200, dict(T=1.0), se_max=0.02)
 
 
 @pytest.mark.slow
 def test_node_kernel_matches_monte_carlo_tanh_off_sphere_with_sigmas():
     """Independent reference: 400 finite-width (n = 512) tanh Neural ODEs, off the sphere, σ's ≠ 1."""
     kw = dict(T=0.7, sigma_u=1.3, sigma_v=0.8, sigma_w=1.5)
-    _check("tanh", two_inputs(0.7, 1.4, 0.4), 512, 400, kw, se_max=0.02)
+    _check("tanh", two_inputs(0.7, 1.4, 0.4, d=2), 512, 400, kw, se_max=0.02)
