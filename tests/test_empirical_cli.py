@@ -29,7 +29,7 @@ def test_bad_input_is_one_line(args, needle):
 def test_depth_gap_command_writes_json_and_plot(tmp_path):
     out, png = tmp_path / "g.json", tmp_path / "g.png"
     r = CliRunner().invoke(main, ["depth-gap", "--activation", "softplus", "--width", "16", "--depths", "4,8,16",
-                                  "--json", str(out), "--plot", str(png), "--quiet"])
+                                  "--json-out", str(out), "--plot", str(png), "--quiet"])
     assert r.exit_code == 0, r.output
     data = json.loads(out.read_text())
     assert data["depth_gap"]["slopes"]["output"] < -0.8
