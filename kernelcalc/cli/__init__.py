@@ -14,8 +14,19 @@ __all__ = ["main"]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kernelcalc")
-def main():
+@click.pass_context
+def main(ctx):
     """kernelcalc: infinite-width NTK / NNGP kernels of Neural ODEs, ResNets and MLPs."""
+    import warnings
+
+    previous = warnings.showwarning
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        # Assumption1Warning, KernelcalcAccuracyWarning, ...: one "Warning: ..." line on stderr, no source line
+        click.echo(f"Warning: {' '.join(str(message).split())}", err=True)
+
+    warnings.showwarning = one_line
+    ctx.call_on_close(lambda: setattr(warnings, "showwarning", previous))
 
 
 def json_options(f):
