@@ -34,13 +34,15 @@ __all__ = ["ClosedFormDual", "closed_form_dual", "JAX_OPS", "SYMPY_OPS", "gaussi
 
 
 def _jax_angle(q1, q2, c):
-    r"""$\theta=\arccos(c/\sqrt{q_1q_2})$ as $\operatorname{atan2}(\sqrt{q_1q_2-c^2}, c)$: exact ($\theta=0$) for
-    $c^2=q_1q_2$, where arccos of a rounded $1-\epsilon$ would give $\sqrt{2\epsilon}\approx2\cdot10^{-8}$;
-    $\pi/2$ (independent) when a variance is 0."""
+    r"""$\theta=\arccos\rho$, $\rho=c/\sqrt{q_1q_2}$, as $2\operatorname{atan2}(\sqrt{1-\rho},\sqrt{1+\rho})$:
+    accurate at both ends and exact ($\theta=0$) for identical inputs ($\sqrt{q\cdot q}=q$ in IEEE
+    arithmetic, so $\rho=1$), where arccos of a rounded $1-\epsilon$ (or an FMA-contracted
+    $q_1q_2-c^2$) would give $\sqrt{2\epsilon}\approx2\cdot10^{-8}$; $\pi/2$ (independent) when a variance is 0."""
     import jax.numpy as jnp
 
-    qq = q1 * q2
-    return jnp.where(qq > 0, jnp.arctan2(jnp.sqrt(jnp.maximum(qq - c * c, 0.0)), c), 0.5 * jnp.pi)
+    n = jnp.sqrt(q1 * q2)
+    rho = jnp.where(n > 0, jnp.clip(c / jnp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
+    return 2.0 * jnp.arctan2(jnp.sqrt(1.0 - rho), jnp.sqrt(1.0 + rho))
 
 
 def _jax_ops():

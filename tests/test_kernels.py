@@ -242,3 +242,22 @@ def test_mlp_kernel_matches_monte_carlo_of_a_wide_network():
                         width=2048, n_samples=40, progress=False)
     z = np.abs(mc.ntk - K.ntk) / mc.stderr.ntk
     assert np.max(z) < 4.0
+
+
+@pytest.mark.parametrize("w_std, b_std", [(2**0.5, 0.0), (1.0, 0.1), (1.3, 0.4)])
+def test_relu_mlp_diagonal_is_exact(w_std, b_std):
+    """Issue 10: the relu NTK diagonal was 1 - 3.4e-9 (arccos of a rounded 1 - eps, or an FMA-contracted
+    q*q - c*c). Reference: on the diagonal theta = 0, so C = q/2 and Cdot = 1/2 exactly (hand recursion)."""
+    X = kc.data.sphere_normalise(np.random.default_rng(3).normal(size=(7, 5))) * 1.7
+    depth = 3
+    K = kc.mlp_kernel(X, activation="relu", depth=depth, w_std=w_std, b_std=b_std)
+    v = np.sum(X * X, axis=1) / X.shape[1]
+    q = w_std**2 * v + b_std**2
+    theta = q.copy()
+    for _ in range(depth):          # readout uses out_w_std = 1, out_b_std = 0
+        ws, bs = (1.0, 0.0) if _ == depth - 1 else (w_std, b_std)
+        q_next = ws**2 * q / 2 + bs**2
+        theta = q_next + ws**2 * 0.5 * theta
+        q = q_next
+    np.testing.assert_allclose(np.diag(K.ntk), theta, rtol=4e-16 * depth * 4)
+    np.testing.assert_allclose(np.diag(K.nngp), q, rtol=4e-16 * depth * 4)
