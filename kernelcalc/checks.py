@@ -56,23 +56,29 @@ class GramSummary:
     lambda_min: float
     lambda_max: float
     condition_number: float
+    lambda_min_error_bound: float = math.nan
+    lambda_max_error_bound: float = math.nan
 
     def to_dict(self) -> dict:
         return _jsonable(dataclasses.asdict(self))
 
 
 def gram_summary(K) -> GramSummary:
-    """:class:`GramSummary` of a square matrix, symmetrised as $(K + K^T)/2$ before ``eigvalsh``."""
+    r""":class:`GramSummary` of a symmetric matrix; $\lambda_{\min}$, $\lambda_{\max}$ from
+    :func:`kernelcalc.spectrum.spectrum` (with their error bounds)."""
+    from .spectrum import spectrum
+
     K = np.asarray(K, dtype=np.float64)
     if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] == 0:
         raise KernelcalcInputError(f"Gram matrix must be square and non-empty, got shape {K.shape}")
-    if not np.all(np.isfinite(K)):
+    if not (np.isfinite(K.max()) and np.isfinite(K.min())):
         raise KernelcalcInputError("Gram matrix contains NaN or inf")
-    eig = np.linalg.eigvalsh(0.5 * (K + K.T))
-    lmin, lmax = float(eig[0]), float(eig[-1])
+    low, high = spectrum(K, 1, "smallest"), spectrum(K, 1, "largest")
+    lmin, lmax = float(low.values[0]), float(high.values[0])
     return GramSummary(
         n=int(K.shape[0]), min_entry=float(K.min()), max_entry=float(K.max()), mean_entry=float(K.mean()),
-        lambda_min=lmin, lambda_max=lmax, condition_number=lmax / lmin if lmin > 0 else math.inf)
+        lambda_min=lmin, lambda_max=lmax, condition_number=lmax / lmin if lmin > 0 else math.inf,
+        lambda_min_error_bound=float(low.error_bound[0]), lambda_max_error_bound=float(high.error_bound[0]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +199,7 @@ class CheckReport(JsonResult):
 
 
 def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
-          tol=1e-10, sphere_rtol=1e-8) -> CheckReport:
+          tol=1e-10, sphere_rtol=1e-8, client=None) -> CheckReport:
     r"""Check data ``X`` (N, d) and ``activation`` against the Neural-ODE NTK theory.
 
     **Arguments:**
@@ -204,6 +210,7 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
     - ``T``, ``sigma_w``, ``sigma_u``, ``sigma_v``: as in :func:`kernelcalc.node_kernel`.
     - ``tol``: the NTK Gram counts as singular when $\lambda_{\min}\le$ ``tol``.
     - ``sphere_rtol``: tolerance of the sphere test $|\|x\|^2/d - 1|\le$ ``sphere_rtol``.
+    - ``client``: a ``dask.distributed.Client`` or scheduler address: the NTK Gram's tiles run there.
 
     **Returns:** a :class:`CheckReport`; ``report.ok`` is ``False`` when
     $\lambda_{\min}\le$ ``tol``, Assumption 1 fails, a row is off the sphere, or two rows
@@ -252,7 +259,8 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
 
     # --- NTK Gram spectrum
     K = node_kernel(X, activation=act, T=params["T"], sigma_w=params["sigma_w"],
-                    sigma_u=params["sigma_u"], sigma_v=params["sigma_v"])
+                    sigma_u=params["sigma_u"], sigma_v=params["sigma_v"], outputs=("ntk",),
+                    **({} if client is None else dict(client=client)))
     gram = gram_summary(K.ntk)
     if not gram.lambda_min > params["tol"]:
         problems.append(f"NTK Gram is not strictly positive definite: lambda_min = {gram.lambda_min:.3e} "

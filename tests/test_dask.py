@@ -52,3 +52,18 @@ def test_unreachable_scheduler_is_a_clear_error_within_seconds():
     assert time.perf_counter() - t0 < 15
     with pytest.raises(KernelcalcInputError, match="client must be"):
         kc.mlp_kernel(np.eye(3), activation="relu", depth=1, client=42)
+
+
+def test_cli_unreachable_scheduler(tmp_path):
+    from click.testing import CliRunner
+
+    from kernelcalc.cli import main
+
+    X = kc.data.sphere_normalise(np.random.default_rng(0).normal(size=(5, 3)))
+    np.save(tmp_path / "X.npy", X)
+    t0 = time.perf_counter()
+    res = CliRunner().invoke(main, ["check", "--data", str(tmp_path / "X.npy"), "--scheduler", "tcp://127.0.0.1:9"])
+    assert res.exit_code == 2 and "cannot reach the dask scheduler" in res.output, res.output
+    assert time.perf_counter() - t0 < 20
+    res = CliRunner().invoke(main, ["limit", "--scheduler", "tcp://127.0.0.1:9"])
+    assert res.exit_code == 2 and "--scheduler applies only with --data" in res.output

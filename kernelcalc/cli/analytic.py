@@ -103,6 +103,22 @@ def _finite(obj):
     return obj
 
 
+def _scheduler_option(f):
+    return click.option(
+        "--scheduler", default=None, metavar="ADDRESS",
+        help="Run the Gram's tiles on this dask.distributed scheduler (e.g. tcp://host:8786); "
+             "an unreachable one is an error after 5 s.")(f)
+
+
+def _client(address):
+    """A dask client for ``--scheduler ADDRESS`` (None without one)."""
+    if address is None:
+        return None
+    from kernelcalc.kernels._tiles import connect
+
+    return connect(address)
+
+
 def _report_dict(report) -> dict:
     return report.to_dict() if hasattr(report, "to_dict") else {"text": str(report)}
 
@@ -130,8 +146,9 @@ def correlation_inputs(rhos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
               help="Number of correlations rho in the table (evenly spaced in [-1, 1], >= 2).")
 @click.option("--latex", is_flag=True, help="Print the recursion as LaTeX instead of text.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+@_scheduler_option
 @_friendly
-def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json):
+def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json, scheduler):
     """Infinite-width Neural-ODE NNGP/NTK: activation analysis, recursion, kernel table.
 
     Prints the Assumption-1 report for the activation, the kernel recursion, and a table of
@@ -150,6 +167,8 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
         from kernelcalc.data import load_array
 
         X = load_array(data)
+    elif scheduler is not None:
+        raise InputError("--scheduler applies only with --data (it runs the data's Gram on a dask cluster)")
 
     from kernelcalc import analyse, derive, node_kernel
     from kernelcalc.checks import gram_summary
@@ -162,7 +181,8 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
     table = [{"rho": float(r), "nngp": float(a), "ntk": float(b)} for r, a, b in zip(rhos, K.nngp[0], K.ntk[0])]
     grams = None
     if X is not None:
-        G = node_kernel(X, activation=act, **params)
+        client = _client(scheduler)
+        G = node_kernel(X, activation=act, **params, **({} if client is None else dict(client=client)))
         grams = {"n": int(X.shape[0]), "d": int(X.shape[1]),
                  "ntk": gram_summary(G.ntk).to_dict(), "nngp": gram_summary(G.nngp).to_dict()}
 
@@ -229,9 +249,10 @@ def derive_cmd(activation, model, latex, as_json):
               help="Relative tolerance of the test |x|^2 = d.")
 @click.option("--normalise", is_flag=True, help="Scale the rows onto the sphere |x|^2 = d first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_scheduler_option
 @click.pass_context
 @_friendly
-def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, tol, sphere_rtol, normalise, as_json):
+def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, tol, sphere_rtol, normalise, as_json, scheduler):
     """Check data and activation against the Neural-ODE NTK theory.
 
     Reports Assumption 1, whether the rows lie on the sphere and are distinct, the NTK Gram's
@@ -249,7 +270,9 @@ def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, tol, sphere_r
         X = sphere_normalise(X)
     act = _resolve(activation)
     params = _node_params(T, sigma_w, sigma_u, sigma_v)
-    report = check(X, activation=act, tol=tol, sphere_rtol=sphere_rtol, **params)
+    client = _client(scheduler)
+    report = check(X, activation=act, tol=tol, sphere_rtol=sphere_rtol, **params,
+                   **({} if client is None else dict(client=client)))
     click.echo(_dump(report.to_dict()) if as_json else str(report))
     if not report.ok:
         click.echo("Error: check failed: " + "; ".join(" ".join(p.split()) for p in report.problems), err=True)
