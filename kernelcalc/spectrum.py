@@ -340,18 +340,20 @@ def spectrum(A, k: int = 1, which: str = "smallest", *, method: str = "auto", ve
     attributed = [False] * k
     if verify and in_memory:
         shifts = []
+        alpha = _gamma(n + 1) / (1 - 2 * _gamma(n + 1))
+
+        def rump_shift(s):
+            """Rump's shift for A - sI, plus the rounding of forming the shifted diagonal."""
+            return alpha * abs(sign * trace - n * s) + 4 * _U * (amax + abs(s)) + 1e-300
+
         for i in range(k):
-            alpha = _gamma(n + 1) / (1 - 2 * _gamma(n + 1))
-            c0 = alpha * abs(sign * trace - n * (sign * theta[i] - bound[i]))
-            b = max(bound[i], 2.0 * c0)
+            b = max(bound[i], 2.0 * rump_shift(sign * theta[i] - bound[i]))
             s = sign * theta[i] - b                                               # in the sign*A frame
             np.copyto(buf, A)
             if sign < 0:
                 np.negative(buf, out=buf)
             if i == 0:
-                # Rump's shift, plus the rounding of forming the diagonal of A - (s + c) I
-                c = alpha * abs(sign * trace - n * s) + 4 * _U * (amax + abs(s)) + 1e-300
-                buf[np.diag_indices(n)] -= s + c
+                buf[np.diag_indices(n)] -= s + rump_shift(s)
                 ok = _chol_ok(buf)
             else:
                 buf[np.diag_indices(n)] -= s
