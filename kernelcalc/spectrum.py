@@ -305,7 +305,7 @@ def spectrum(A, k: int = 1, which: str = "smallest", *, method: str = "auto", ve
         method = "dense" if in_memory else method
     sign = 1.0 if which == "smallest" else -1.0
     info: dict = dict(source=source, frobenius_norm=fro, asymmetry=asym)
-    buf = np.empty((n, n)) if in_memory and (method == "shift-invert" or verify) else None
+    buf = np.empty((n, n), order="F") if in_memory and (method == "shift-invert" or verify) else None  # LAPACK order: factored in place
 
     if method == "shift-invert":
         got = _shift_invert(A, n, k, sign, buf)

@@ -190,3 +190,28 @@ def test_zarr_refusals(tmp_path, small_tiles):
         kc.mlp_kernel(X, activation="relu", depth=1, out=folder)
     with pytest.raises(KernelcalcInputError, match="out must be"):
         kc.mlp_kernel(X, activation="relu", depth=1, out=3)
+
+
+def test_progress_bar_over_tiles(small_tiles, capsys):
+    X = _data(40)
+    kc.mlp_kernel(X, activation="relu", depth=1, progress=True)
+    assert "Gram tiles" in capsys.readouterr().err
+    kc.mlp_kernel(X, activation="relu", depth=1)              # default: only from N = 5000
+    assert "Gram tiles" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("outputs, budget", [(("ntk",), 1.3), (("nngp", "ntk"), 2.3)])
+def test_peak_memory_is_the_outputs_plus_tiles(monkeypatch, outputs, budget):
+    """numpy's allocations (traced by tracemalloc): one N x N array per output plus tile temporaries."""
+    import tracemalloc
+
+    monkeypatch.setattr(_tiles, "DEFAULT_TILE", 128)
+    X = _data(1200, 3)
+    kc.mlp_kernel(X[:50], activation="relu", depth=1)            # compile outside the measurement
+    tracemalloc.start()
+    K = kc.mlp_kernel(X, activation="relu", depth=1, outputs=outputs)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    one = 8 * 1200 * 1200
+    assert peak <= budget * one, peak / one
+    assert K.ntk.shape == (1200, 1200)

@@ -74,13 +74,7 @@ def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_st
 
     **Returns:** :class:`~kernelcalc.Kernel` with ``nngp``, ``ntk`` of shape (N1, N2).
 
-    **Scale:** ``outputs``: which Grams, ``("nngp", "ntk")`` (default), ``("ntk",)`` or ``("nngp",)``
-    (one not computed is ``None``; peak memory is one $N_1\times N_2$ array per output plus a few
-    tiles).  ``out``: a path or ``zarr.Group``: the Grams are written tile by tile to Zarr arrays
-    ``ntk``/``nngp`` and returned as read-only Zarr arrays; a killed run restarted with the same
-    arguments continues from the finished tiles; a store of another configuration is refused.
-    ``client``: a ``dask.distributed.Client`` or scheduler address: the tiles run as a dask graph on
-    that cluster.  ``progress``: a progress bar over the tiles (``None``: when $N_1N_2\ge 5000^2$).
+    ``outputs``, ``out``, ``client``, ``progress``: as in :func:`~kernelcalc.node_kernel` (tiles, Zarr, dask).
     """
     depth = positive_int("depth", depth)
     w_std, b_std, out_w_std, out_b_std = (nonnegative(n, v) for n, v in (

@@ -48,14 +48,6 @@ def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u
     r"""Infinite-width NNGP and NTK of the weight-tied Euler ResNet of depth ``depth`` on $[0,T]$.
 
     Same arguments and result as :func:`~kernelcalc.node_kernel`, plus ``depth`` $=L\ge1$.
-
-    **Scale:** ``outputs``: which Grams, ``("nngp", "ntk")`` (default), ``("ntk",)`` or ``("nngp",)``
-    (one not computed is ``None``; peak memory is one $N_1\times N_2$ array per output plus a few
-    tiles).  ``out``: a path or ``zarr.Group``: the Grams are written tile by tile to Zarr arrays
-    ``ntk``/``nngp`` and returned as read-only Zarr arrays; a killed run restarted with the same
-    arguments continues from the finished tiles; a store of another configuration is refused.
-    ``client``: a ``dask.distributed.Client`` or scheduler address: the tiles run as a dask graph on
-    that cluster.  ``progress``: a progress bar over the tiles (``None``: when $N_1N_2\ge 5000^2$).
     """
     depth = positive_int("depth", depth)
     T = positive("T", T)
