@@ -12,6 +12,9 @@ function of the second moments $x\cdot x/d$, $y\cdot y/d$, $x\cdot y/d$ (vectori
   $\theta=0$ is a node, so it is reproduced exactly.
 - the **direct path**: every distinct pair evaluated (upper triangle only for a symmetric Gram),
   in blocks with an optional progress bar.
+
+:func:`gram_plan` does the global work once; :func:`gram` then evaluates the plan tile by tile with
+:mod:`kernelcalc.kernels._tiles` (memory-bounded, optionally into a Zarr store or on a dask cluster).
 """
 
 from __future__ import annotations

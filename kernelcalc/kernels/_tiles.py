@@ -255,8 +255,8 @@ def open_zarr_sink(out, config: dict, shape, outputs, tile: int, n_tiles: tuple[
                 group.create_array(name, shape=shape, chunks=(tile, tile), dtype="f8", fill_value=np.nan)
             group.create_array("tiles", shape=(*n_tiles, 3), chunks=(1, 1, 3), dtype="f8", fill_value=0.0)
             group.attrs["kernelcalc"] = config
-        except (OSError, PermissionError) as err:
-            raise KernelcalcInputError(f"out={_describe(out)} is not writable: {err}") from None
+        except Exception as err:  # a read-only store, permissions, a full disk
+            raise KernelcalcInputError(f"out={_describe(out)} is not writable: {type(err).__name__}: {err}") from None
         return ZarrSink(group, outputs, n_tiles)
     diff = sorted(k for k in set(existing) | set(config) if existing.get(k) != config.get(k))
     if diff:
@@ -310,6 +310,10 @@ def run_tiles(plan, *, outputs, sink, tile: int, client=None, progress: bool = F
     rows, cols, todo = tile_list(plan.shape, plan.same, tile)
     pending = [ij for ij in todo if ij not in sink.done]
     keep = tuple(name in outputs for name in OUTPUTS)
+    if client is not None or len(pending) < len(todo):
+        # One pair here first: a plan's lazily fixed global state (e.g. the ODE time grid M and its
+        # error estimate) is then set in this process, recorded in info, and shipped to the workers.
+        plan.block(slice(0, 1), slice(0, 1))
     bar = None
     if progress and pending:
         from tqdm.auto import tqdm
