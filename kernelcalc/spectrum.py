@@ -57,6 +57,7 @@ __all__ = ["Spectrum", "spectrum", "DENSE_MAX"]
 #: N = 1000, 15.9 s vs 4.9 s at 2000, 25.4 s vs 6.5 s at 3000; eigvalsh alone 0.91 / 13.1 / 23.4 s.
 DENSE_MAX = 256
 _U = 2.0 ** -53
+_SINGLE_THREAD_FROM = 4096
 _BLOCK = 2048
 _MODELS = ("node", "resnet", "mlp")
 
@@ -251,6 +252,20 @@ def _block_negatives(D) -> int:
     return count
 
 
+def _lapack_threads(n):
+    """Single-threaded scipy BLAS/LAPACK for large factorizations: the threaded OpenBLAS dpotrf of
+    scipy's bundled library segfaulted at N = 20 000 here (cf. OpenBLAS#1413, scipy#17436)."""
+    import contextlib
+
+    if n <= _SINGLE_THREAD_FROM:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 # ---------------------------------------------------------------------------- front door
 def spectrum(A, k: int = 1, which: str = "smallest", *, method: str = "auto", verify: bool = True,
              strict: bool = False, **kernel_args) -> Spectrum:
@@ -307,69 +322,70 @@ def spectrum(A, k: int = 1, which: str = "smallest", *, method: str = "auto", ve
     info: dict = dict(source=source, frobenius_norm=fro, asymmetry=asym)
     buf = np.empty((n, n), order="F") if in_memory and (method == "shift-invert" or verify) else None  # LAPACK order: factored in place
 
-    if method == "shift-invert":
-        got = _shift_invert(A, n, k, sign, buf)
-        if got is None:
-            info["shift_invert"] = "Cholesky failed (A not numerically positive definite): dense fallback"
-            method = "dense"
-    if method == "lanczos":
-        got = _lanczos(A, n, k, sign)
-        if got is None and not in_memory:
-            raise KernelcalcInputError(
-                f"Lanczos did not converge to the {k} {which} eigenvalues of the out-of-core {n}x{n} matrix; "
-                "load it into memory (method='shift-invert') on a machine with more memory")
-        if got is None:
-            info["lanczos"] = "no convergence: dense fallback"
-            method = "dense"
-    if method == "dense":
-        got = _dense(A, n, k, sign)
-    vals, X, extra = got
-    info.update(extra)
+    with _lapack_threads(n):
+        if method == "shift-invert":
+            got = _shift_invert(A, n, k, sign, buf)
+            if got is None:
+                info["shift_invert"] = "Cholesky failed (A not numerically positive definite): dense fallback"
+                method = "dense"
+        if method == "lanczos":
+            got = _lanczos(A, n, k, sign)
+            if got is None and not in_memory:
+                raise KernelcalcInputError(
+                    f"Lanczos did not converge to the {k} {which} eigenvalues of the out-of-core {n}x{n} matrix; "
+                    "load it into memory (method='shift-invert') on a machine with more memory")
+            if got is None:
+                info["lanczos"] = "no convergence: dense fallback"
+                method = "dense"
+        if method == "dense":
+            got = _dense(A, n, k, sign)
+        vals, X, extra = got
+        info.update(extra)
 
-    # --- residual bounds (step 1 of the module doc)
-    mv = _matvec(A, n)
-    AX = mv(X)
-    xnorm = np.linalg.norm(X, axis=0)
-    theta = np.einsum("ij,ij->j", X, AX) / xnorm**2                          # Rayleigh quotients
-    res = np.linalg.norm(AX - X * theta[None, :], axis=0)
-    rounding = _gamma(n + 2) * fro * xnorm + 2 * _U * np.abs(theta) * xnorm
-    bound = (res + rounding) / xnorm * (1 + 4 * _U)
-    info.update(residuals=(res / xnorm).tolist(), rounding=(rounding / xnorm).tolist())
-    order = np.argsort(sign * theta)
-    theta, bound = theta[order], bound[order]
+        # --- residual bounds (step 1 of the module doc)
+        mv = _matvec(A, n)
+        AX = mv(X)
+        xnorm = np.linalg.norm(X, axis=0)
+        theta = np.einsum("ij,ij->j", X, AX) / xnorm**2                          # Rayleigh quotients
+        res = np.linalg.norm(AX - X * theta[None, :], axis=0)
+        rounding = _gamma(n + 2) * fro * xnorm + 2 * _U * np.abs(theta) * xnorm
+        bound = (res + rounding) / xnorm * (1 + 4 * _U)
+        info.update(residuals=(res / xnorm).tolist(), rounding=(rounding / xnorm).tolist())
+        order = np.argsort(sign * theta)
+        theta, bound = theta[order], bound[order]
 
-    # --- attribution (step 2)
-    attributed = [False] * k
-    if verify and in_memory:
-        shifts = []
-        alpha = _gamma(n + 1) / (1 - 2 * _gamma(n + 1))
+        # --- attribution (step 2)
+        attributed = [False] * k
+        if verify and in_memory:
+            shifts = []
+            alpha = _gamma(n + 1) / (1 - 2 * _gamma(n + 1))
 
-        def rump_shift(s):
-            """Rump's shift for A - sI, plus the rounding of forming the shifted diagonal."""
-            return alpha * abs(sign * trace - n * s) + 4 * _U * (amax + abs(s)) + 1e-300
+            def rump_shift(s):
+                """Rump's shift for A - sI, plus the rounding of forming the shifted diagonal."""
+                return alpha * abs(sign * trace - n * s) + 4 * _U * (amax + abs(s)) + 1e-300
 
-        for i in range(k):
-            b = max(bound[i], 2.0 * rump_shift(sign * theta[i] - bound[i]))
-            s = sign * theta[i] - b                                               # in the sign*A frame
-            np.copyto(buf, A)
-            if sign < 0:
-                np.negative(buf, out=buf)
-            if i == 0:
-                buf[np.diag_indices(n)] -= s + rump_shift(s)
-                ok = _chol_ok(buf)
-            else:
-                buf[np.diag_indices(n)] -= s
-                ok = _negative_pivots(buf) <= i
-            shifts.append(sign * s)
-            if ok:
-                bound[i], attributed[i] = b, True
-            else:
-                bound[i] = math.inf
-                accuracy_shortfall(
-                    f"spectrum: the inertia check at {sign * s:.6e} failed for the {i + 1}-th {which} "
-                    "eigenvalue (an eigenvalue may have been missed); its error bound is inf", strict)
-        info["verification_shifts"] = shifts
-        info["verification"] = "Rump-shifted Cholesky (i=1), Bunch-Kaufman LDL^T inertia (i>1)"
+            for i in range(k):
+                b = max(bound[i], 2.0 * rump_shift(sign * theta[i] - bound[i]))
+                s = sign * theta[i] - b                                               # in the sign*A frame
+                np.copyto(buf, A)
+                if sign < 0:
+                    np.negative(buf, out=buf)
+                if i == 0:
+                    buf[np.diag_indices(n)] -= s + rump_shift(s)
+                    ok = _chol_ok(buf)
+                else:
+                    buf[np.diag_indices(n)] -= s
+                    ok = _negative_pivots(buf) <= i
+                shifts.append(sign * s)
+                if ok:
+                    bound[i], attributed[i] = b, True
+                else:
+                    bound[i] = math.inf
+                    accuracy_shortfall(
+                        f"spectrum: the inertia check at {sign * s:.6e} failed for the {i + 1}-th {which} "
+                        "eigenvalue (an eigenvalue may have been missed); its error bound is inf", strict)
+            info["verification_shifts"] = shifts
+            info["verification"] = "Rump-shifted Cholesky (i=1), Bunch-Kaufman LDL^T inertia (i>1)"
     del buf
     info["seconds"] = time.perf_counter() - t0
     return Spectrum(values=theta, error_bound=bound, attributed=tuple(attributed), which=which, k=k, n=n,
