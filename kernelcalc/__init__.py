@@ -22,9 +22,9 @@ from . import data  # noqa: E402
 __all__ += ["CheckReport", "check", "data"]
 from .spectrum import Spectrum, spectrum  # noqa: E402
 __all__ += ["Spectrum", "spectrum"]
-from .assumptions import Assumption1Report, analyse  # noqa: E402
+from .assumptions import Assumption1Report, Assumption1Warning, analyse  # noqa: E402
 from .symbolic import Derivation, derive  # noqa: E402
-__all__ += ["Assumption1Report", "analyse", "Derivation", "derive"]
+__all__ += ["Assumption1Report", "Assumption1Warning", "analyse", "Derivation", "derive"]
 from .empirical import compare, depth_gap, empirical_ntk, monte_carlo  # noqa: E402
 __all__ += ["compare", "depth_gap", "empirical_ntk", "monte_carlo"]
 from .training import TrainResult, divergent_flow, flow_gap, train, width_sweep  # noqa: E402

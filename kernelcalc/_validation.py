@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
-__all__ = ["as_inputs", "as_input_pair", "positive", "positive_int", "nonnegative", "KernelcalcInputError",
+__all__ = ["real_array", "as_inputs", "as_input_pair", "positive", "positive_int", "nonnegative", "KernelcalcInputError",
            "KernelcalcAccuracyWarning", "KernelcalcAccuracyError", "accuracy_shortfall"]
 
 
@@ -14,12 +15,46 @@ class KernelcalcInputError(ValueError):
     """A public function received an invalid argument."""
 
 
-def as_inputs(x, name: str = "x1") -> np.ndarray:
-    """``x`` as a float64 array of shape (N, d), N >= 1, d >= 1, all finite; 1-D means one input."""
+def real_array(x, name: str) -> np.ndarray:
+    """``x`` as a float64 ndarray (any shape), refusing what would be converted with a loss.
+
+    Integer, boolean and float arrays are converted. Complex arrays are refused (``astype(float)``
+    would silently drop the imaginary part), as are strings, bytes and other non-numeric dtypes
+    (``'1.5'`` is text, not a number); an object array is accepted only when every entry is a
+    real number. Errors are :class:`KernelcalcInputError` naming ``name`` and the dtype.
+    """
     try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as err:
+        raw = np.asarray(x)
+    except (TypeError, ValueError) as err:  # e.g. ragged nested lists
         raise KernelcalcInputError(f"{name} must be a real array, got {type(x).__name__}: {err}") from None
+    kind = raw.dtype.kind
+    if kind == "O":
+        for idx, v in np.ndenumerate(raw):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.integer, np.floating)):
+                where = f" at index {idx}" if raw.ndim else ""
+                raise KernelcalcInputError(
+                    f"{name} must be a real numeric array; it has dtype object with an entry of type "
+                    f"{type(v).__name__} ({v!r}){where}")
+        kind = "f"
+    if kind == "c":
+        raise KernelcalcInputError(
+            f"{name} is complex (dtype {raw.dtype}); kernelcalc needs real inputs and will not drop the "
+            "imaginary part silently (pass x.real if that is what you mean)")
+    if kind not in "biuf":
+        raise KernelcalcInputError(f"{name} must be a real numeric array, got dtype {raw.dtype} "
+                                   f"({'text' if kind in 'SU' else 'not a number type'})")
+    try:
+        return np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise KernelcalcInputError(f"{name} must be a real array: {err}") from None
+
+
+def as_inputs(x, name: str = "x1") -> np.ndarray:
+    """``x`` as a float64 array of shape (N, d), N >= 1, d >= 1, all finite; 1-D means one input.
+
+    Complex, text and other non-numeric arrays are refused (see :func:`real_array`).
+    """
+    arr = real_array(x, name)
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2:

@@ -7,6 +7,11 @@ jax callables by ``lambdify``, and the Assumption-1 analysis (see
 jax implementations (e.g. ``softplus = logaddexp(0, x)``); these must agree with the
 symbolic expression, which remains the definition (checked in the tests).
 
+Activation *text* (``"log(1+exp(x))"``, ``"elu(alpha=0.5)"``) is read by a whitelist parser,
+:func:`parse_expression`: Python's ``ast`` restricted to numbers, ``x``, ``pi``, ``E``, arithmetic
+and a fixed table of functions, from which the sympy expression is built directly.  No text is
+ever passed to ``eval``, ``sympify`` or ``parse_expr``.
+
 Example::
 
     >>> from kernelcalc import Activation
@@ -18,15 +23,17 @@ Example::
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
+import math
 import re
 from typing import Callable, Mapping
 
 import numpy as np
 import sympy as sp
 
-__all__ = ["Activation", "ActivationError", "BUILTIN_NAMES", "resolve_activation", "X"]
+__all__ = ["Activation", "ActivationError", "BUILTIN_NAMES", "parse_expression", "resolve_activation", "X"]
 
 #: The real symbol every activation is written in.
 X = sp.Symbol("x", real=True)
@@ -89,6 +96,350 @@ _ALIASES = {"swish": "silu", "linear": "identity", "square": "quadratic", "leaky
 BUILTIN_NAMES: tuple[str, ...] = tuple(_BUILTINS) + tuple(_ALIASES)
 
 
+# ---------------------------------------------------------------------------- safe parsing
+#: Longest activation text accepted, deepest expression nesting, largest constant exponent.
+MAX_TEXT_LENGTH = 1000
+MAX_DEPTH = 50
+MAX_EXPONENT = 100
+_MAX_CONSTANT = 1e300  # every constant met while building stays below this in absolute value
+_HINT = "use an expression in x such as 'log(1+exp(x))'"
+
+#: Named constants an expression may use (``e`` is *not* one: write ``E`` or ``exp(1)``).
+_CONSTANTS: dict[str, sp.Expr] = {"pi": sp.pi, "E": sp.E}
+
+
+def _unary(f):
+    return lambda args: f(*args)
+
+
+def _builtin_fn(name):
+    return lambda args: _builtin_expr(name, {}).subs(X, args[0])
+
+
+#: function name -> (builder taking the list of sympy arguments, min args, max args or None).
+_FUNCTIONS: dict[str, tuple[Callable, int, int | None]] = {
+    **{n: (_unary(f), 1, 1) for n, f in {
+        "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "tanh": sp.tanh, "sinh": sp.sinh, "cosh": sp.cosh,
+        "sin": sp.sin, "cos": sp.cos, "tan": sp.tan, "atan": sp.atan, "arctan": sp.atan, "asinh": sp.asinh,
+        "arcsinh": sp.asinh, "erf": sp.erf, "erfc": sp.erfc, "abs": sp.Abs, "Abs": sp.Abs, "sign": sp.sign,
+        "floor": sp.floor, "ceiling": sp.ceiling}.items()},
+    "Heaviside": (_unary(sp.Heaviside), 1, 2),
+    **{n: (_unary(f), 2, None) for n, f in {"Max": sp.Max, "max": sp.Max, "Min": sp.Min, "min": sp.Min}.items()},
+    **{n: (_builtin_fn(_ALIASES.get(n, n)), 1, 1) for n in ("relu", "softplus", "sigmoid", "gelu", "silu", "swish")},
+}
+
+_RELATIONS = {ast.Lt: sp.Lt, ast.LtE: sp.Le, ast.Gt: sp.Gt, ast.GtE: sp.Ge, ast.Eq: sp.Eq, ast.NotEq: sp.Ne}
+_OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**", ast.Mod: "%",
+              ast.FloorDiv: "//", ast.MatMult: "@", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^",
+              ast.LShift: "<<", ast.RShift: ">>", ast.Not: "not", ast.Invert: "~", ast.UAdd: "+", ast.USub: "-",
+              ast.And: "and", ast.Or: "or", ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in",
+              ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!="}
+_SYNTAX_WORDS = {ast.Lambda: "'lambda'", ast.IfExp: "'if ... else ...' (use Piecewise((expr, cond), (expr, True)))",
+                 ast.Subscript: "subscripts ('[...]')", ast.Starred: "'*' unpacking", ast.NamedExpr: "':='",
+                 ast.ListComp: "a comprehension", ast.SetComp: "a comprehension", ast.DictComp: "a comprehension",
+                 ast.GeneratorExp: "a generator expression", ast.List: "a list", ast.Tuple: "a tuple",
+                 ast.Set: "a set", ast.Dict: "a dict", ast.JoinedStr: "an f-string", ast.Await: "'await'",
+                 ast.Yield: "'yield'", ast.YieldFrom: "'yield'", ast.Slice: "a slice"}
+
+
+class _Rejected(Exception):
+    """Internal: why a piece of the expression was rejected (one line, without the text)."""
+
+
+def _not_allowed(what: str) -> _Rejected:
+    return _Rejected(f"{what} is not allowed; {_HINT}")
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 80 else text[:77] + "...")
+
+
+def _heaviside(v: float, h0: float = 0.5) -> float:
+    return 1.0 if v > 0 else 0.0 if v < 0 else h0
+
+
+#: float versions of every sympy function the grammar can produce, for :func:`_float_value`.
+_MATH: dict = {sp.exp: math.exp, sp.log: math.log, sp.sin: math.sin, sp.cos: math.cos, sp.tan: math.tan,
+               sp.sinh: math.sinh, sp.cosh: math.cosh, sp.tanh: math.tanh, sp.atan: math.atan,
+               sp.asinh: math.asinh, sp.erf: math.erf, sp.erfc: math.erfc, sp.Abs: abs,
+               sp.sign: lambda v: float(np.sign(v)), sp.floor: math.floor, sp.ceiling: math.ceil,
+               sp.Heaviside: _heaviside, sp.Max: max, sp.Min: min}
+
+
+def _float_value(e: sp.Expr) -> float:
+    r"""The value of a constant (x-free) expression in double precision, bounded by $10^{300}$.
+
+    Computed bottom-up with :mod:`math`, never by sympy's adaptive ``evalf``: a tower such as
+    ``exp(exp(exp(100)))`` overflows here at once instead of running for ever later.
+    """
+    if isinstance(e, sp.Number) or e in (sp.pi, sp.E):
+        try:
+            v = float(e)
+        except (OverflowError, TypeError):
+            v = math.inf
+    else:
+        args = [_float_value(a) for a in e.args]
+        try:
+            if isinstance(e, sp.Add):
+                v = math.fsum(args)
+            elif isinstance(e, sp.Mul):
+                v = math.prod(args)
+            elif isinstance(e, sp.Pow):
+                v = args[0] ** args[1]
+            elif e.func in _MATH:
+                v = _MATH[e.func](*args)
+            else:
+                raise _Rejected(f"the constant {e} is not a finite real number")
+        except (OverflowError, ValueError, ZeroDivisionError):
+            v = math.inf
+    if isinstance(v, complex) or not (math.isfinite(v) and abs(v) <= _MAX_CONSTANT):
+        shown = str(e) if len(str(e)) <= 40 else str(e)[:37] + "..."
+        raise _Rejected(f"the constant {shown} is not a finite real number of size at most 1e300")
+    return float(v)
+
+
+class _Builder:
+    """Builds a sympy expression from a whitelisted Python AST (see :func:`parse_expression`)."""
+
+    def __init__(self, allow_x: bool = True, allow_calls: bool = True):
+        self.allow_x, self.allow_calls = allow_x, allow_calls
+
+    def expr(self, node: ast.AST, depth: int = 0) -> sp.Expr:
+        if depth > MAX_DEPTH:
+            raise _Rejected(f"the expression is nested too deeply (more than {MAX_DEPTH} levels)")
+        result = self._node(node, depth + 1)
+        if result.is_number:  # constants stay finite, real and below 1e300: no runaway evaluation later
+            _float_value(result)
+        return result
+
+    def _node(self, node: ast.AST, d: int) -> sp.Expr:
+        if isinstance(node, ast.Constant):
+            return self.constant(node.value)
+        if isinstance(node, ast.Name):
+            return self.name(node.id)
+        if isinstance(node, ast.UnaryOp):
+            if isinstance(node.op, (ast.UAdd, ast.USub)):
+                v = self.expr(node.operand, d)
+                return v if isinstance(node.op, ast.UAdd) else -v
+            raise _not_allowed(f"the operator '{_OPERATORS[type(node.op)]}'")
+        if isinstance(node, ast.BinOp):
+            return self.binop(node, d)
+        if isinstance(node, ast.Call):
+            return self.call(node, d)
+        if isinstance(node, ast.Compare):
+            raise _not_allowed(f"the comparison '{_OPERATORS[type(node.ops[0])]}' outside a Piecewise condition")
+        if isinstance(node, ast.BoolOp):
+            raise _not_allowed(f"'{_OPERATORS[type(node.op)]}' outside a Piecewise condition")
+        if isinstance(node, ast.Attribute):
+            raise _not_allowed(f"attribute access ('.{node.attr}')")
+        raise _not_allowed(_SYNTAX_WORDS.get(type(node), f"the syntax '{type(node).__name__}'"))
+
+    @staticmethod
+    def constant(value) -> sp.Expr:
+        if isinstance(value, bool) or value is None or value is Ellipsis:
+            raise _not_allowed(f"the constant {value!r} outside a Piecewise condition" if isinstance(value, bool)
+                               else f"the constant {value!r}")
+        if isinstance(value, int):
+            if abs(value) > _MAX_CONSTANT:
+                raise _Rejected(f"the integer {str(value)[:12]}... ({len(str(abs(value)))} digits) is larger than 1e300")
+            return sp.Integer(value)
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise _Rejected(f"the number {value!r} is not finite")
+            return sp.Float(value)
+        if isinstance(value, complex):
+            raise _not_allowed(f"the complex number {value!r}")
+        kind = "a string" if isinstance(value, str) else f"a {type(value).__name__} constant"
+        raise _not_allowed(f"{kind} ({value!r})" if len(repr(value)) <= 40 else kind)
+
+    def name(self, ident: str) -> sp.Expr:
+        if ident == "x":
+            if not self.allow_x:
+                raise _Rejected("x is not allowed in a parameter value")
+            return X
+        if ident in _CONSTANTS:
+            return _CONSTANTS[ident]
+        if ident in _FUNCTIONS or ident == "Piecewise":
+            raise _Rejected(f"'{ident}' is a function; call it, e.g. '{ident}(x)'")
+        key = ident.lower().replace("-", "_")
+        if _ALIASES.get(key, key) in _BUILTINS:
+            raise _Rejected(f"'{ident}' is a built-in activation, not a variable; use it alone ('{ident}') "
+                            "or with numeric parameters (e.g. 'elu(alpha=0.5)')")
+        extra = " (Euler's number is E or exp(1))" if ident == "e" else ""
+        raise _Rejected(f"unknown name {ident!r}: the expression must depend on x only "
+                        f"(constants: {', '.join(_CONSTANTS)}){extra}")
+
+    def binop(self, node: ast.BinOp, d: int) -> sp.Expr:
+        op = type(node.op)
+        if op not in (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow):
+            raise _not_allowed(f"the operator '{_OPERATORS.get(op, op.__name__)}'")
+        if op is ast.Pow:
+            return self.power(self.expr(node.left, d), self.expr(node.right, d))
+        # a long sum or product ("x + x + ... + x") is a left spine, not nesting: walk it iteratively
+        group = (ast.Add, ast.Sub) if op in (ast.Add, ast.Sub) else (ast.Mult, ast.Div)
+        spine = []
+        while isinstance(node, ast.BinOp) and isinstance(node.op, group):
+            spine.append(node)
+            node = node.left
+        value = self.expr(node, d)
+        for n in reversed(spine):
+            rhs = self.expr(n.right, d)
+            value = {ast.Add: sp.Add, ast.Mult: sp.Mul}[group[0]](value, -rhs if isinstance(n.op, ast.Sub)
+                                                                 else 1 / rhs if isinstance(n.op, ast.Div) else rhs)
+            if value.is_number:
+                _float_value(value)
+        return value
+
+    @staticmethod
+    def power(a: sp.Expr, b: sp.Expr) -> sp.Expr:
+        if b.is_number:
+            e = _float_value(b)
+            if a.is_number:  # a constant power: decide its size before sympy computes it exactly
+                va = _float_value(a)
+                if va != 0 and abs(e * math.log10(abs(va))) > math.log10(_MAX_CONSTANT):
+                    raise _Rejected(f"the constant ({va:g})**{e:g} is out of range (|c| must lie within "
+                                    "1e-300 .. 1e300)")
+            elif not abs(e) <= MAX_EXPONENT:
+                raise _Rejected(f"the exponent {e:g} is too large (at most {MAX_EXPONENT} in absolute value)")
+        return a**b
+
+    def call(self, node: ast.Call, d: int) -> sp.Expr:
+        if not isinstance(node.func, ast.Name):
+            if isinstance(node.func, ast.Attribute):
+                raise _not_allowed(f"attribute access ('.{node.func.attr}')")
+            raise _not_allowed("calling anything but a named function")
+        fname = node.func.id
+        if not self.allow_calls:
+            raise _Rejected(f"a function call ('{fname}(...)') is not allowed in a parameter value")
+        if fname not in _FUNCTIONS and fname != "Piecewise":
+            key = fname.lower().replace("-", "_")
+            if _ALIASES.get(key, key) in _BUILTINS:
+                raise _Rejected(f"the built-in '{fname}' cannot be applied to an expression in x; write "
+                                f"'{fname}' alone or with numeric parameters, or spell it out (e.g. with Piecewise)")
+            raise _Rejected(f"unknown function {fname!r}; allowed: {', '.join(sorted(_FUNCTIONS, key=str.lower))}, "
+                            "Piecewise")
+        if node.keywords:
+            kw = node.keywords[0]
+            raise _not_allowed(f"a keyword argument ('{kw.arg}=') in {fname}(...)" if kw.arg
+                               else f"'**' unpacking in {fname}(...)")
+        if any(isinstance(a, ast.Starred) for a in node.args):
+            raise _not_allowed(f"'*' unpacking in {fname}(...)")
+        if fname == "Piecewise":
+            return self.piecewise(node, d)
+        build, lo, hi = _FUNCTIONS[fname]
+        n = len(node.args)
+        if n < lo or (hi is not None and n > hi):
+            want = f"{lo}" if lo == hi else (f"at least {lo}" if hi is None else f"{lo} to {hi}")
+            raise _Rejected(f"{fname} takes {want} argument{'s' if (hi or 2) > 1 else ''}, got {n}")
+        return build([self.expr(a, d) for a in node.args])
+
+    def piecewise(self, node: ast.Call, d: int) -> sp.Expr:
+        if not node.args:
+            raise _Rejected("Piecewise needs at least one (expression, condition) pair")
+        pairs = []
+        for arg in node.args:
+            if not (isinstance(arg, ast.Tuple) and len(arg.elts) == 2):
+                raise _Rejected("every Piecewise argument must be a pair (expression, condition), "
+                                "e.g. Piecewise((x, x >= 0), (0, True))")
+            pairs.append((self.expr(arg.elts[0], d), self.cond(arg.elts[1], d)))
+        return sp.Piecewise(*pairs)
+
+    def cond(self, node: ast.AST, d: int):
+        if d > MAX_DEPTH:
+            raise _Rejected(f"the expression is nested too deeply (more than {MAX_DEPTH} levels)")
+        if isinstance(node, ast.Constant) and isinstance(node.value, bool):
+            return sp.true if node.value else sp.false
+        if isinstance(node, ast.Compare):
+            sides = [self.expr(node.left, d + 1)] + [self.expr(c, d + 1) for c in node.comparators]
+            rels = []
+            for op, lhs, rhs in zip(node.ops, sides[:-1], sides[1:]):
+                if type(op) not in _RELATIONS:
+                    raise _not_allowed(f"the comparison '{_OPERATORS.get(type(op), type(op).__name__)}'")
+                rels.append(_RELATIONS[type(op)](lhs, rhs))
+            return sp.And(*rels)
+        if isinstance(node, ast.BoolOp):
+            parts = [self.cond(v, d + 1) for v in node.values]
+            return sp.And(*parts) if isinstance(node.op, ast.And) else sp.Or(*parts)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.BitAnd, ast.BitOr)):
+            a, b = self.cond(node.left, d + 1), self.cond(node.right, d + 1)
+            return sp.And(a, b) if isinstance(node.op, ast.BitAnd) else sp.Or(a, b)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.Invert)):
+            return sp.Not(self.cond(node.operand, d + 1))
+        raise _Rejected("a Piecewise condition must be a comparison such as 'x >= 0' (combined with &, |, "
+                        "and, or, not) or True")
+
+
+def _parse_tree(text: str) -> ast.expr:
+    """``text`` as a Python expression AST, or :class:`ActivationError` (length, syntax)."""
+    if len(text) > MAX_TEXT_LENGTH:
+        raise ActivationError(f"activation expression is too long ({len(text)} characters; "
+                              f"at most {MAX_TEXT_LENGTH})")
+    try:
+        return ast.parse(text, mode="eval").body
+    except SyntaxError as err:
+        where = f" at column {err.offset}" if err.offset else ""
+        raise ActivationError(f"cannot parse activation expression {_shown(text)}: {err.msg}{where}") from None
+    except (ValueError, RecursionError, MemoryError) as err:  # null bytes, absurd nesting
+        raise ActivationError(f"cannot parse activation expression {_shown(text)}: "
+                              f"{'nested too deeply' if not isinstance(err, ValueError) else err}") from None
+
+
+def _build(tree: ast.AST, text: str, builder: _Builder | None = None) -> sp.Expr:
+    try:
+        return (builder or _Builder()).expr(tree)
+    except _Rejected as why:
+        raise ActivationError(f"activation expression {_shown(text)}: {why}") from None
+    except (TypeError, ValueError, ArithmeticError, RecursionError) as err:  # sympy refused to build it
+        raise ActivationError(f"activation expression {_shown(text)} is not a valid real expression in x "
+                              f"({type(err).__name__})") from None
+
+
+def parse_expression(text: str) -> sp.Expr:
+    r"""Parse an activation written as text into a sympy expression, by a whitelist (no ``eval``).
+
+    The text is parsed by Python's :func:`ast.parse` (``mode="eval"``) and the sympy expression is
+    built node by node; nothing in the text is ever executed, and no ``sympify``/``eval`` sees it.
+
+    **Grammar** (everything else is rejected with a one-line :class:`ActivationError` naming it)::
+
+        expr  := number | x | pi | E | (expr) | +expr | -expr
+               | expr + expr | expr - expr | expr * expr | expr / expr | expr ** expr
+               | f(expr) | Heaviside(expr[, number]) | Max(expr, expr, ...) | Min(expr, expr, ...)
+               | Piecewise((expr, cond), (expr, cond), ...)
+        f     := exp | log | sqrt | sin | cos | tan | sinh | cosh | tanh | atan | arctan
+               | asinh | arcsinh | erf | erfc | abs | Abs | sign | floor | ceiling
+               | relu | softplus | sigmoid | gelu | silu | swish        (the built-ins, as functions)
+        cond  := expr REL expr [REL expr ...] | cond & cond | cond | cond
+               | cond and cond | cond or cond | not cond | ~cond | True | False
+        REL   := < | <= | > | >= | == | !=
+
+    - ``number``: an int or float literal (not complex, not bool), finite, with $|c|\le 10^{300}$.
+    - The only variable is ``x``; the constants are ``pi`` and ``E`` (Euler's number; ``e`` is not
+      accepted, write ``E`` or ``exp(1)``); ``max``/``min`` are aliases of ``Max``/``Min``.
+    - Comparisons and booleans appear only inside Piecewise conditions; no keyword arguments.
+    - Limits: at most :data:`MAX_TEXT_LENGTH` (1000) characters, nesting depth :data:`MAX_DEPTH`
+      (50; a long sum or product is not nesting), a numeric exponent of an expression in x at most
+      :data:`MAX_EXPONENT` (100) in absolute value, every constant power within $10^{\pm 300}$
+      and every constant met while building at most $10^{300}$ in absolute value (constants
+      are evaluated bottom-up in double precision, so ``exp(exp(exp(100)))`` is refused at once).
+
+    Rejected, for example: ``lambda x: x``, ``__import__('os')``, ``x.real``, ``[x][0]``,
+    ``'x'``, ``x % 2``, ``x if x > 0 else 0``, ``y + x``, ``x**10**10``, ``exp(x, base=2)``.
+
+    **Arguments:**
+
+    - ``text``: the expression, e.g. ``"log(1+exp(x))"`` or ``"x*erf(x/sqrt(2))/2 + x/2"``.
+
+    **Returns:** the sympy expression in the real symbol :data:`X`.
+    """
+    if not isinstance(text, str):
+        raise ActivationError(f"activation expression must be a string, got {type(text).__name__}")
+    text = text.strip()
+    if not text:
+        raise ActivationError("empty activation expression")
+    return _build(_parse_tree(text), text)
+
+
 def _lambdify(expr: sp.Expr, backend: str) -> Callable:
     if backend == "numpy":
         import scipy.special as ss
@@ -140,36 +491,27 @@ class Activation:
     @classmethod
     def from_name(cls, name: str, **params: float) -> "Activation":
         """A built-in activation by name (``relu``, ``softplus``, ...), e.g. ``from_name("elu", alpha=0.5)``."""
-        key = name.strip().lower().replace("-", "_")
-        key = _ALIASES.get(key, key)
-        if key not in _BUILTINS:
-            raise ActivationError(
-                f"unknown activation {name!r}; known: {', '.join(sorted(BUILTIN_NAMES))} "
-                "(or a sympy expression in x, e.g. 'log(1+exp(x))')")
+        key = _builtin_key(name.strip()) if isinstance(name, str) else None
+        if key is None:
+            raise _unknown(name)
         merged = dict(_BUILTINS[key])
         for k, v in params.items():
             if k not in merged:
-                raise ActivationError(f"activation {key!r} takes no parameter {k!r}"
-                                      + (f"; it takes {sorted(merged)}" if merged else ""))
-            v = float(v)
-            if not np.isfinite(v):
-                raise ActivationError(f"activation parameter {k}={v} must be finite")
-            merged[k] = v
+                raise ActivationError(f"activation {key!r} takes no parameter {k!r}; it takes {_param_list(key)}")
+            merged[k] = _param_float(key, k, v)
         shown = key if merged == _BUILTINS[key] else f"{key}({', '.join(f'{k}={v:g}' for k, v in sorted(merged.items()))})"
         return cls(name=shown, expr=_builtin_expr(key, merged), params=tuple(sorted(merged.items())), builtin=key)
 
     @classmethod
     def from_expr(cls, expr: "str | sp.Expr", name: str | None = None) -> "Activation":
-        """A user activation from a sympy expression or a sympy-parsable string in ``x``."""
+        """A user activation from a sympy expression, or a string in ``x`` read by :func:`parse_expression`.
+
+        A string is parsed by the whitelist grammar of :func:`parse_expression` (never evaluated);
+        a sympy object passed from Python is taken as it is.
+        """
         if isinstance(expr, str):
-            text = expr.strip()
-            if not text:
-                raise ActivationError("empty activation expression")
-            try:
-                parsed = sp.sympify(text, locals={"x": X, "erf": sp.erf, "Max": sp.Max, "Min": sp.Min})
-            except (sp.SympifyError, SyntaxError, TypeError, AttributeError, TokenError_) as err:
-                raise ActivationError(f"cannot parse activation expression {text!r}: {err}") from None
-            display = name or text
+            parsed = parse_expression(expr)
+            display = name or expr.strip()
         elif isinstance(expr, sp.Basic):
             parsed = expr
             display = name or str(expr)
@@ -182,9 +524,9 @@ class Activation:
         parsed = parsed.subs(subs)
         other = sorted(str(s) for s in parsed.free_symbols if s != X)
         if other:
-            raise ActivationError(f"activation expression {str(expr)!r} must depend on x only; found {other}")
+            raise ActivationError(f"activation expression {_shown(display)} must depend on x only; found {other}")
         if parsed.has(sp.I) or parsed.has(sp.zoo, sp.oo, -sp.oo, sp.nan):
-            raise ActivationError(f"activation expression {str(expr)!r} is not a finite real expression")
+            raise ActivationError(f"activation expression {_shown(display)} is not a finite real expression")
         return cls(name=display, expr=parsed, params=(), builtin=None)
 
     # ------------------------------------------------------------------ symbolic
@@ -205,8 +547,10 @@ class Activation:
 
     @functools.cached_property
     def polynomial_degree(self) -> int | None:
-        r"""Degree of $\\phi$ when it is a polynomial, else ``None``."""
-        return int(sp.Poly(self.expr, X).degree()) if self.is_polynomial else None
+        r"""Degree of $\\phi$ when it is a polynomial (0 for every constant, also for 0), else ``None``."""
+        if not self.is_polynomial:
+            return None
+        return int(sp.Poly(self.expr, X).degree()) if self.expr != 0 else 0
 
     @functools.cached_property
     def is_piecewise_smooth(self) -> bool:
@@ -262,20 +606,77 @@ class Activation:
         return {"name": self.name, "expr": str(self.expr), "params": dict(self.params), "builtin": self.builtin}
 
 
-try:  # sympy's tokenizer error type moved between versions
-    from tokenize import TokenError as TokenError_
-except ImportError:  # pragma: no cover
-    TokenError_ = SyntaxError
+def _param_list(key: str) -> str:
+    names = list(_BUILTINS[key])
+    if not names:
+        return "no parameters"
+    return f"{len(names)} parameter{'s' if len(names) > 1 else ''} ({', '.join(names)})"
 
-_SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_\-]*)\s*(?:\((.*)\))?\s*$")
+
+def _param_float(key: str, name: str, value) -> float:
+    """A built-in's parameter as a finite float, or :class:`ActivationError` naming it."""
+    bad = isinstance(value, (bool, np.bool_, str, bytes, complex, np.complexfloating))
+    try:
+        v = float("nan") if bad else float(value)
+    except (TypeError, ValueError):
+        bad, v = True, float("nan")
+    if bad or not math.isfinite(v):
+        raise ActivationError(f"activation parameter {name} of {key} must be a finite real number, got {value!r}")
+    return v
+
+
+def _builtin_key(name: str) -> str | None:
+    key = name.lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    return key if key in _BUILTINS else None
+
+
+def _call_params(key: str, call: ast.Call, text: str) -> dict[str, float]:
+    """The numeric parameters of a built-in written as ``name(args)``, e.g. ``elu(alpha=0.5)``."""
+    names = list(_BUILTINS[key])
+    if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+        raise ActivationError(f"activation {_shown(text)}: '*'/'**' unpacking is not allowed")
+    if len(call.args) > len(names):
+        hint = f" (as an expression write it in x, e.g. '{key}(2*x)')" if not names and key in _FUNCTIONS else ""
+        raise ActivationError(f"{key} takes {_param_list(key)}, got {len(call.args)} in {_shown(text)}{hint}")
+    given = list(zip(names, call.args)) + [(k.arg, k.value) for k in call.keywords]
+    params: dict[str, float] = {}
+    for name, node in given:
+        if name not in names:
+            raise ActivationError(f"activation {key!r} takes no parameter {name!r}; it takes {_param_list(key)}")
+        if name in params:
+            raise ActivationError(f"activation {_shown(text)} gives parameter {name} twice")
+        src = ast.get_source_segment(text, node) or ast.unparse(node)
+        if any(isinstance(n, ast.Call) or (isinstance(n, ast.Name) and n.id not in _CONSTANTS)
+               for n in ast.walk(node)):
+            raise ActivationError(f"parameter {name} of {key} must be a number, got {src!r}")
+        try:
+            value = _Builder(allow_x=False, allow_calls=False).expr(node)
+        except _Rejected as why:
+            raise ActivationError(f"parameter {name} of {key} = {src!r}: {str(why).replace('; ' + _HINT, '')}") from None
+        if not (value.is_number and value.is_real):
+            raise ActivationError(f"parameter {name} of {key} must be a finite real number, got {src!r}")
+        params[name] = _param_float(key, name, float(value))
+    return params
+
+
+def _unknown(spec: str) -> ActivationError:
+    return ActivationError(f"unknown activation {spec!r}; known: {', '.join(sorted(BUILTIN_NAMES))} "
+                           "(or an expression in x, e.g. 'log(1+exp(x))')")
+
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+_HEAD = re.compile(r"^([A-Za-z_][A-Za-z0-9_\-]*)(\s*\(.*)$", re.S)
 
 
 def resolve_activation(spec: "str | sp.Expr | Activation") -> Activation:
     """Turn a user's activation spec into an :class:`Activation`.
 
-    Accepts an :class:`Activation`; a built-in name (``"softplus"``); a built-in with
-    parameters (``"elu(alpha=0.5)"``, ``"leaky_relu(0.2)"``); or any sympy expression in
-    ``x`` (``"log(1+exp(x))"``) or a sympy expression object.
+    Accepts an :class:`Activation`; a built-in name (``"softplus"``, case and ``-``/``_``
+    insensitive); a built-in with numeric parameters (``"elu(alpha=0.5)"``,
+    ``"leaky_relu(0.2)"``); an expression in ``x`` in the grammar of :func:`parse_expression`
+    (``"log(1+exp(x))"``, ``"tanh(x/2)"``, ``"Piecewise((x, x >= 0), (0.1*x, True))"``); or a
+    sympy expression object.  Text is parsed by a whitelist and never evaluated.
     """
     if isinstance(spec, Activation):
         return spec
@@ -283,23 +684,26 @@ def resolve_activation(spec: "str | sp.Expr | Activation") -> Activation:
         return Activation.from_expr(spec)
     if not isinstance(spec, str):
         raise ActivationError(f"activation must be a name, expression or Activation, got {type(spec).__name__}")
-    m = _SPEC.match(spec)
-    if m:
-        key = _ALIASES.get(m.group(1).lower().replace("-", "_"), m.group(1).lower().replace("-", "_"))
-        # "tanh(x/2)", "sin(2*x)": a built-in's name applied to an expression in x is an expression.
-        if key in _BUILTINS and not (m.group(2) and re.search(r"\bx\b", m.group(2))):
-            params: dict[str, float] = {}
-            if m.group(2):
-                for i, part in enumerate(p.strip() for p in m.group(2).split(",") if p.strip()):
-                    k, _, v = part.rpartition("=")
-                    k = k.strip() or (list(_BUILTINS[key])[i] if i < len(_BUILTINS[key]) else "?")
-                    try:
-                        params[k] = float(v)
-                    except ValueError:
-                        raise ActivationError(f"bad parameter {part!r} in activation {spec!r}") from None
-            return Activation.from_name(key, **params)
-        if not m.group(2) and key != "x":
-            raise ActivationError(
-                f"unknown activation {spec!r}; known: {', '.join(sorted(BUILTIN_NAMES))} "
-                "(or a sympy expression in x, e.g. 'log(1+exp(x))')")
-    return Activation.from_expr(spec)
+    text = spec.strip()
+    if not text:
+        raise ActivationError("empty activation expression")
+    if _NAME.match(text):
+        key = _builtin_key(text)
+        if key is not None:
+            return Activation.from_name(key)
+        if text in _FUNCTIONS:
+            raise ActivationError(f"{text!r} is not a built-in activation; as an expression write '{text}(x)'")
+        if text != "x" and text not in _CONSTANTS:
+            raise _unknown(text)
+    m = _HEAD.match(text)
+    source = text
+    if m and _builtin_key(m.group(1)) and m.group(1).lower().replace("-", "_") != m.group(1):
+        source = m.group(1).lower().replace("-", "_") + m.group(2)  # "Leaky-ReLU(0.2)" -> "leaky_relu(0.2)"
+    tree = _parse_tree(source)
+    if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name):
+        key = _builtin_key(tree.func.id)
+        mentions_x = any(isinstance(n, ast.Name) and n.id == "x" for n in ast.walk(tree))
+        # "tanh(x/2)" is an expression; "elu(alpha=0.5)", "leaky_relu(0.2)" are parameters
+        if key is not None and (tree.keywords or not mentions_x):
+            return Activation.from_name(key, **_call_params(key, tree, source))
+    return Activation.from_expr(_build(tree, source), name=text)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -47,7 +48,7 @@ import sympy as sp
 
 from .activations import Activation, X, resolve_activation
 
-__all__ = ["Verdict", "Assumption1Report", "analyse"]
+__all__ = ["Verdict", "Assumption1Report", "analyse", "Assumption1Warning", "warn_if_assumption1_fails"]
 
 _NAMES = {
     "phi_lipschitz": "φ Lipschitz",
@@ -585,3 +586,40 @@ def analyse(activation: "str | sp.Expr | Activation") -> Assumption1Report:
     Lipschitz conditions, the constant $\sup|\phi'|$ resp. $\sup|\phi''|$.
     """
     return _analyse_expr(resolve_activation(activation))
+
+
+class Assumption1Warning(UserWarning):
+    """A kernel or network was computed for an activation that fails Assumption 1.
+
+    The numbers are what was asked for, but the Neural-ODE theory of Gao et al. does not cover
+    them: a well-posed infinite-width limit, a strictly positive definite NTK on distinct sphere
+    inputs, and linear convergence of gradient descent are then not guaranteed. Silence it with
+    ``warnings.simplefilter("ignore", kernelcalc.Assumption1Warning)``.
+    """
+
+
+def warn_if_assumption1_fails(activation, *, context: str | None = None,
+                              stacklevel: int = 2) -> Assumption1Report:
+    r"""Issue one :class:`Assumption1Warning` if ``activation`` fails Assumption 1 (``holds is False``).
+
+    Nothing is issued when Assumption 1 holds or is undetermined. Cheap after the first call for
+    an activation: :func:`analyse` caches its (sympy) analysis per :class:`Activation`.
+
+    **Arguments:**
+
+    - ``activation``: anything :func:`~kernelcalc.resolve_activation` accepts.
+    - ``context``: who is computing, for the message (e.g. ``"node_kernel"``).
+    - ``stacklevel``: as for :func:`warnings.warn`, counted from the caller of this function
+      (the default 2 points at the caller's caller: the user's line that called the kernel).
+
+    **Returns:** the :class:`Assumption1Report`.
+    """
+    report = analyse(activation)
+    if report.holds is False:
+        why = report.summary.removeprefix("Assumption 1 fails because ")
+        where = f"{context}: " if context else ""
+        warnings.warn(
+            f"{where}activation {report.activation} fails Assumption 1 ({why}); the result is computed, but "
+            "the Neural-ODE theory (well-posed limit, positive definite NTK, linear convergence of gradient "
+            "descent) does not cover it", Assumption1Warning, stacklevel=stacklevel + 1)
+    return report

@@ -33,7 +33,11 @@ from .kernels._result import JsonResult, jsonable
 from ._validation import KernelcalcInputError, as_inputs, nonnegative, positive
 from .activations import resolve_activation
 
-__all__ = ["CheckReport", "GramSummary", "check", "gram_summary"]
+__all__ = ["CheckReport", "GramSummary", "check", "gram_summary", "GRAM_MODES"]
+
+#: Values of ``check(..., gram=...)``: compute the NTK Gram only while no other check has failed
+#: (default), or always.
+GRAM_MODES = ("if_applicable", "always")
 
 #: Two rows are "parallel" when $|\cos\angle(x_i, x_j)| \ge 1 - $ this.
 PARALLEL_COS_TOL = 1e-10
@@ -97,7 +101,9 @@ class CheckReport(JsonResult):
     - ``parallel``: some pair has $x_i = \pm x_j$ up to scale (``parallel_pairs``, up to 10);
       antipodal pairs make the Gram singular for odd or even activations.
     - ``gram``: :class:`GramSummary` of the limiting NTK Gram $\Theta^\infty(X,X)$;
-      ``lambda_min``, ``lambda_max``, ``condition_number`` repeat its spectrum.
+      ``lambda_min``, ``lambda_max``, ``condition_number`` repeat its spectrum. ``None`` when
+      the Gram was not computed; then ``gram_skipped`` says why, and ``lambda_min``,
+      ``lambda_max``, ``condition_number`` and ``contraction`` are NaN (``null`` in JSON).
     - ``data_norm``: $\|X\|_2$; ``step_size``: $\eta = 1/\|X\|_2^2$;
       ``contraction``: $1 - \eta\lambda_{\min}$, the predicted per-step loss factor.
     - ``ok``: no problems; ``problems``: why not; ``warnings``: things worth knowing
@@ -116,12 +122,13 @@ class CheckReport(JsonResult):
     min_distance: float
     parallel: bool
     parallel_pairs: tuple[tuple[int, int], ...]
-    gram: GramSummary
+    gram: GramSummary | None
     data_norm: float
     step_size: float
     contraction: float
     problems: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    gram_skipped: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -129,15 +136,15 @@ class CheckReport(JsonResult):
 
     @property
     def lambda_min(self) -> float:
-        return self.gram.lambda_min
+        return math.nan if self.gram is None else self.gram.lambda_min
 
     @property
     def lambda_max(self) -> float:
-        return self.gram.lambda_max
+        return math.nan if self.gram is None else self.gram.lambda_max
 
     @property
     def condition_number(self) -> float:
-        return self.gram.condition_number
+        return math.nan if self.gram is None else self.gram.condition_number
 
     def to_dict(self) -> dict:
         a1 = self.assumption1
@@ -149,7 +156,7 @@ class CheckReport(JsonResult):
             "distinct": self.distinct, "duplicate_pairs": [list(p) for p in self.duplicate_pairs],
             "min_distance": self.min_distance,
             "parallel": self.parallel, "parallel_pairs": [list(p) for p in self.parallel_pairs],
-            "gram": self.gram.to_dict(),
+            "gram": None if self.gram is None else self.gram.to_dict(), "gram_skipped": self.gram_skipped,
             "lambda_min": self.lambda_min, "lambda_max": self.lambda_max,
             "condition_number": self.condition_number,
             "data_norm": self.data_norm, "step_size": self.step_size, "contraction": self.contraction,
@@ -176,11 +183,12 @@ class CheckReport(JsonResult):
             row("parallel pair x = +-y", par),
             "",
             "NTK Gram Theta(X, X):",
-            row("lambda_min", f"{self.lambda_min:.6e}"),
-            row("lambda_max", f"{self.lambda_max:.6e}"),
-            row("condition number", f"{self.condition_number:.6e}"),
-            row("entries min / mean / max",
-                f"{self.gram.min_entry:.6g} / {self.gram.mean_entry:.6g} / {self.gram.max_entry:.6g}"),
+            *([row("not computed", " ".join(self.gram_skipped.split()))] if self.gram is None else [
+                row("lambda_min", f"{self.lambda_min:.6e}"),
+                row("lambda_max", f"{self.lambda_max:.6e}"),
+                row("condition number", f"{self.condition_number:.6e}"),
+                row("entries min / mean / max",
+                    f"{self.gram.min_entry:.6g} / {self.gram.mean_entry:.6g} / {self.gram.max_entry:.6g}")]),
             "",
             "Gradient descent (Theorem 2 of Gao et al.):",
             row("||X||_2 (spectral norm)", f"{self.data_norm:.6g}"),
@@ -199,7 +207,7 @@ class CheckReport(JsonResult):
 
 
 def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
-          tol=1e-10, sphere_rtol=1e-8, client=None) -> CheckReport:
+          tol=1e-10, sphere_rtol=1e-8, gram="if_applicable", client=None) -> CheckReport:
     r"""Check data ``X`` (N, d) and ``activation`` against the Neural-ODE NTK theory.
 
     **Arguments:**
@@ -210,20 +218,33 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
     - ``T``, ``sigma_w``, ``sigma_u``, ``sigma_v``: as in :func:`kernelcalc.node_kernel`.
     - ``tol``: the NTK Gram counts as singular when $\lambda_{\min}\le$ ``tol``.
     - ``sphere_rtol``: tolerance of the sphere test $|\|x\|^2/d - 1|\le$ ``sphere_rtol``.
+    - ``gram``: ``"if_applicable"`` (default) computes the NTK Gram (the expensive part: seconds
+      to minutes) only when the cheap checks (Assumption 1, sphere, distinct rows) pass, since
+      otherwise the verdict is already "not OK"; the report then has ``gram=None``,
+      NaN ``lambda_min`` and the reason in ``gram_skipped``. ``"always"`` computes it anyway.
     - ``client``: a ``dask.distributed.Client`` or scheduler address: the NTK Gram's tiles run there.
 
     **Returns:** a :class:`CheckReport`; ``report.ok`` is ``False`` when
-    $\lambda_{\min}\le$ ``tol``, Assumption 1 fails, a row is off the sphere, or two rows
-    are equal (``report.problems`` says which).
+    $\lambda_{\min}\le$ ``tol``, Assumption 1 fails, a row is off the sphere, two rows
+    are equal, or the Gram cannot be computed (e.g. the variance ODE of an activation that grows
+    faster than linearly blows up before ``T``); ``report.problems`` says which. It never raises
+    for a failed hypothesis, only for invalid arguments.
     """
     from .assumptions import analyse
     from .kernels import node_kernel
+
+    if client is not None:   # an unreachable scheduler is an input error, not a failed check
+        from .kernels._tiles import connect
+
+        client = connect(client)
 
     X = as_inputs(X, "X")
     act = resolve_activation(activation)
     params = {"T": positive("T", T), "sigma_w": positive("sigma_w", sigma_w),
               "sigma_u": positive("sigma_u", sigma_u), "sigma_v": positive("sigma_v", sigma_v),
               "tol": nonnegative("tol", tol), "sphere_rtol": nonnegative("sphere_rtol", sphere_rtol)}
+    if not isinstance(gram, str) or gram not in GRAM_MODES:
+        raise KernelcalcInputError(f"gram must be one of {GRAM_MODES}, got {gram!r}")
     n, d = X.shape
     problems: list[str] = []
     warnings: list[str] = []
@@ -257,14 +278,24 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
         warnings.append(f"parallel rows x_i = -x_j (or a multiple): {antipodal[:5]}; the Gram is singular "
                         "for odd or even activations")
 
-    # --- NTK Gram spectrum
-    K = node_kernel(X, activation=act, T=params["T"], sigma_w=params["sigma_w"],
-                    sigma_u=params["sigma_u"], sigma_v=params["sigma_v"], outputs=("ntk",),
-                    **({} if client is None else dict(client=client)))
-    gram = gram_summary(K.ntk)
-    if not gram.lambda_min > params["tol"]:
-        problems.append(f"NTK Gram is not strictly positive definite: lambda_min = {gram.lambda_min:.3e} "
+    # --- NTK Gram spectrum (skipped when the verdict is already decided, unless gram="always")
+    gram_info, skipped = None, None
+    if gram == "if_applicable" and problems:
+        skipped = ("skipped because the verdict is already NOT OK (" + "; ".join(p.split(":")[0] for p in problems)
+                   + "); pass gram='always' (CLI: --gram always) to compute it")
+    else:
+        try:
+            K = node_kernel(X, activation=act, T=params["T"], sigma_w=params["sigma_w"],
+                            sigma_u=params["sigma_u"], sigma_v=params["sigma_v"], outputs=("ntk",),
+                            **({} if client is None else dict(client=client)))
+            gram_info = gram_summary(K.ntk)
+        except KernelcalcInputError as err:  # e.g. the variance ODE blows up before T
+            skipped = f"the NTK Gram could not be computed: {err}"
+            problems.append(skipped)
+    if gram_info is not None and not gram_info.lambda_min > params["tol"]:
+        problems.append(f"NTK Gram is not strictly positive definite: lambda_min = {gram_info.lambda_min:.3e} "
                         f"<= tol = {params['tol']:g}")
+    lambda_min = math.nan if gram_info is None else gram_info.lambda_min
 
     # --- Theorem 2 step size and contraction
     data_norm = float(np.linalg.norm(X, 2))
@@ -274,8 +305,8 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
         on_sphere=on_sphere, sphere_deviation=sphere_deviation,
         distinct=not dup, duplicate_pairs=tuple(dup[:10]), min_distance=min_dist,
         parallel=bool(par), parallel_pairs=tuple(par[:10]),
-        gram=gram, data_norm=data_norm, step_size=step, contraction=1.0 - step * gram.lambda_min,
-        problems=tuple(problems), warnings=tuple(warnings))
+        gram=gram_info, data_norm=data_norm, step_size=step, contraction=1.0 - step * lambda_min,
+        problems=tuple(problems), warnings=tuple(warnings), gram_skipped=skipped)
 
 
 def _pairs(X: np.ndarray) -> tuple[list[tuple[int, int]], list[tuple[int, int]], float]:

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from ._validation import KernelcalcInputError, as_inputs, positive_int
+from ._validation import KernelcalcInputError, as_inputs, positive_int, real_array
 
 __all__ = ["SUPPORTED_EXTENSIONS", "load_array", "load_xy", "sphere_normalise", "load_digits_subset"]
 
@@ -49,11 +49,7 @@ def _read_raw(path) -> np.ndarray:
     except (OSError, ValueError, EOFError, UnicodeDecodeError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise KernelcalcInputError(f"cannot read data file {path!r}: {msg}") from None
-    try:
-        arr = np.asarray(arr, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise KernelcalcInputError(f"data file {path!r} does not contain real numbers (dtype {arr.dtype})") from None
-    return arr
+    return real_array(arr, f"data file {path!r}")
 
 
 def _read_text(path: str, delimiter) -> np.ndarray:
@@ -73,6 +69,11 @@ def _read_text(path: str, delimiter) -> np.ndarray:
         except ValueError:
             return False
 
+    for k, line in enumerate(lines):  # complex entries, e.g. np.savetxt's "(1+2j)": refuse, never a "header"
+        cell = next((c for c in split(line) if _complex_cell(c)), None)
+        if cell is not None:
+            raise KernelcalcInputError(
+                f"data file {path!r} has a complex entry {cell!r} on line {k + 1}; kernelcalc needs real data")
     if not numeric(split(lines[0])):
         lines = lines[1:]  # header
         if not lines:
@@ -90,24 +91,46 @@ def _read_text(path: str, delimiter) -> np.ndarray:
     return np.array(rows, dtype=np.float64)
 
 
+def _complex_cell(cell: str) -> bool:
+    """A text cell that is a complex number but not a real one (``1+2j``, ``(1-2j)``, ``3i``)."""
+    try:
+        float(cell)
+        return False
+    except ValueError:
+        pass
+    if not any(ch.isdigit() for ch in cell):
+        return False
+    try:
+        complex(cell.replace(" ", "").replace("i", "j"))
+        return True
+    except ValueError:
+        return False
+
+
 def load_array(path) -> np.ndarray:
     r"""Load a data matrix of shape ``(N, d)`` from ``.npy``, ``.csv`` or ``.txt``.
 
     **Arguments:**
 
     - ``path``: file path. ``.csv`` is comma-separated, ``.txt`` whitespace-separated;
-      a single header line and ``#`` comments are skipped. A 1-D ``.npy`` array is one
-      input (one row); a one-column text file is ``N`` inputs of dimension ``d = 1``.
+      a single header line and ``#`` comments are skipped. A ``.npy`` file must hold a 2-D
+      array (a 1-D array is refused: it could mean one input or ``N`` scalar inputs);
+      a one-column text file is ``N`` inputs of dimension ``d = 1``.
 
     **Returns:** a float64 array of shape ``(N, d)``, all entries finite.
 
     Raises :class:`~kernelcalc.KernelcalcInputError` for a missing or unreadable file, an
-    unsupported extension, a non-2-D array, or NaN/inf entries.
+    unsupported extension, an array that is not 2-D, complex or non-numeric entries, or
+    NaN/inf entries.
     """
     arr = _read_raw(path)
     name = f"data in {os.fspath(path)!r}"
     if arr.ndim == 0:
         raise KernelcalcInputError(f"{name} is a scalar; expected an (N, d) array")
+    if arr.ndim == 1:
+        raise KernelcalcInputError(
+            f"{name} is 1-D (shape {arr.shape}); expected an (N, d) array, one input per row "
+            "(save X.reshape(1, -1) for one input or X.reshape(-1, 1) for N inputs of dimension 1)")
     if arr.ndim > 2:
         raise KernelcalcInputError(f"{name} must have shape (N, d), got shape {arr.shape}")
     return as_inputs(arr, name)

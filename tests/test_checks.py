@@ -82,7 +82,7 @@ def test_off_sphere_flagged(X, cheap_kernel):
 
 def test_duplicates_flagged_and_singular(X):
     Y = np.vstack([X, X[1]])
-    rep = check(Y, activation="softplus")
+    rep = check(Y, activation="softplus", gram="always")
     assert not rep.distinct and not rep.ok
     assert rep.duplicate_pairs == ((1, 5),)
     assert rep.min_distance == 0.0
@@ -137,3 +137,69 @@ def test_bad_data():
         check([[1.0, np.nan]], activation="softplus")
     with pytest.raises(KernelcalcInputError, match="shape"):
         check(np.zeros((2, 2, 2)), activation="softplus")
+
+
+# ---------------------------------------------------------------- the Gram only when it can matter
+@pytest.mark.parametrize("make_bad, cause", [
+    (lambda X: X * np.r_[1.0, 1.0, 1.1, 1.0, 1.0][:, None], "not on the sphere"),
+    (lambda X: np.vstack([X, X[3]]), "duplicate rows"),
+])
+def test_failed_hypothesis_skips_the_gram(X, cheap_kernel, make_bad, cause):
+    """Off-sphere data used to be followed by the full Gram (99 s on the tester's data) although the
+    verdict was already NOT OK; failed before the fix (one node_kernel call was recorded)."""
+    rep = check(make_bad(X), activation="softplus")
+    assert cheap_kernel == []                      # node_kernel was not called
+    assert not rep.ok and rep.gram is None
+    assert np.isnan(rep.lambda_min) and np.isnan(rep.contraction) and np.isnan(rep.condition_number)
+    assert cause in rep.gram_skipped and "gram='always'" in rep.gram_skipped
+    assert not any("positive definite" in p for p in rep.problems)
+    d = json.loads(json.dumps(rep.to_dict(), allow_nan=False))
+    assert d["gram"] is None and d["lambda_min"] is None and cause in d["gram_skipped"]
+    assert "not computed" in str(rep) and cause in str(rep)
+    # on request it is computed: the cheap kernel by hand
+    full = check(make_bad(X), activation="softplus", gram="always")
+    assert len(cheap_kernel) == 1 and full.gram_skipped is None
+    Y = make_bad(X)
+    K = np.exp(Y @ Y.T / 3)
+    assert full.lambda_min == pytest.approx(np.linalg.eigvalsh(K)[0], rel=1e-10, abs=1e-13)
+
+
+def test_assumption1_failure_skips_the_gram(X, cheap_kernel):
+    rep = check(X, activation="relu")
+    assert cheap_kernel == [] and rep.gram is None and "Assumption 1" in rep.gram_skipped
+
+
+def test_good_data_computes_the_gram(X, cheap_kernel):
+    rep = check(X, activation="softplus")
+    assert len(cheap_kernel) == 1 and rep.gram is not None and rep.gram_skipped is None
+
+
+def test_gram_mode_validated(X):
+    with pytest.raises(KernelcalcInputError, match="gram must be one of"):
+        check(X, activation="softplus", gram="sometimes")
+
+
+def test_x_abs_x_reports_not_ok_instead_of_raising(X):
+    """check(X, 'x*abs(x)') raised KernelcalcInputError from node_kernel (phi grows quadratically, so
+    the variance ODE blows up before T = 1); it must report ok=False. Failed before the fix."""
+    rep = check(X, activation="x*abs(x)")
+    assert not rep.ok and rep.assumption1.holds is False
+    assert any("fails Assumption 1" in p for p in rep.problems)
+    # asked for the Gram anyway: the kernel's refusal becomes a reported problem, not an exception
+    rep = check(X, activation="x*abs(x)", gram="always")
+    assert not rep.ok and rep.gram is None and np.isnan(rep.lambda_min)
+    assert any(p.startswith("the NTK Gram could not be computed") for p in rep.problems)
+    assert rep.gram_skipped.startswith("the NTK Gram could not be computed")
+
+
+def test_kernel_refusal_is_a_problem(X, monkeypatch):
+    """Any KernelcalcInputError of node_kernel on hypotheses that hold becomes a problem (ok=False)."""
+    import kernelcalc.kernels
+
+    def refuse(*a, **k):
+        raise KernelcalcInputError("sigma_w*T = 50 exceeds the supported limit")
+
+    monkeypatch.setattr(kernelcalc.kernels, "node_kernel", refuse)
+    rep = check(X, activation="softplus")
+    assert not rep.ok and rep.gram is None
+    assert rep.problems == ("the NTK Gram could not be computed: sigma_w*T = 50 exceeds the supported limit",)

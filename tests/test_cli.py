@@ -35,6 +35,9 @@ def files(tmp_path_factory):
     np.savetxt(d / "nan.csv", bad, delimiter=",")
     np.save(d / "inf.npy", np.where(bad != bad, np.inf, bad))
     (d / "x.json").write_text("[1, 2]")
+    np.save(d / "complex.npy", good * (1 + 0.5j))
+    np.save(d / "oned.npy", good[0])
+    np.save(d / "off.npy", good * 1.1)
     return d
 
 
@@ -74,6 +77,16 @@ def _one_line_error(result):
     (["check", "--data", "{d}/nan.csv"], "NaN"),
     (["check", "--data", "{d}/good.npy", "--T", "-2"], "T must be > 0"),
     (["check", "--data", "{d}/good.npy", "--activation", "elu(alpha=x)"], "alpha"),
+    # failed before the fix: complex data lost its imaginary part and the commands exited 0
+    (["check", "--data", "{d}/complex.npy"], "complex"),
+    (["limit", "--data", "{d}/complex.npy"], "complex"),
+    # failed before the fix: a 1-D .npy was read as one row, although the docs promise rejection
+    (["check", "--data", "{d}/oned.npy"], "1-D"),
+    (["limit", "--data", "{d}/oned.npy"], "1-D"),
+    (["check", "--data", "{d}/good.npy", "--gram", "sometimes"], "--gram"),
+    # the old '--json FILE' spelling: one line that names the new option
+    (["limit", "--json", "out.json"], "--json-out out.json"),
+    (["check", "--data", "{d}/good.npy", "--json=out.json"], "--json-out out.json"),
 ])
 def test_bad_input_is_one_line(runner, files, args, needle):
     args = [a.format(d=files) for a in args]
@@ -189,7 +202,8 @@ def test_check_json(runner, files, cheap_kernel):
 
 @pytest.mark.parametrize("args, reason", [
     (["--activation", "relu"], "Assumption 1"),
-    (["--data", "dup.npy"], "positive definite"),
+    (["--data", "dup.npy"], "duplicate rows"),
+    (["--data", "dup.npy", "--gram", "always"], "positive definite"),
 ])
 def test_check_not_ok_exits_1(runner, files, args, reason, cheap_kernel):
     full = ["check", "--data", str(files / "good.npy")] + args
@@ -206,3 +220,116 @@ def test_check_normalise(runner, tmp_path, cheap_kernel):
     np.save(tmp_path / "raw.npy", X)
     assert runner.invoke(main, ["check", "--data", str(tmp_path / "raw.npy")]).exit_code == 1
     assert runner.invoke(main, ["check", "--data", str(tmp_path / "raw.npy"), "--normalise"]).exit_code == 0
+
+
+# ---------------------------------------------------------------------------- safe activation parsing (issue 10)
+_ALL_ACTIVATION_COMMANDS = [["limit"], ["derive"], ["check", "--data", "{d}/good.npy"], ["compare"], ["depth-gap"],
+                            ["train"], ["width-sweep"], ["flow-gap"], ["sweep-T"], ["divergent-flow"]]
+
+
+@pytest.mark.parametrize("cmd", _ALL_ACTIVATION_COMMANDS, ids=lambda c: c[0])
+def test_code_injection_is_an_input_error_with_no_side_effect(runner, files, tmp_path, monkeypatch, cmd):
+    # before the whitelist parser, `limit --activation "__import__('os').system('touch F')"` created F
+    monkeypatch.chdir(tmp_path)
+    cmd = [c.format(d=files) for c in cmd]
+    for spec in ["__import__('os').system('touch F')", f"__import__('os').system('touch {tmp_path}/G')",
+                 "open('F', 'w').close()", f"__import__('pathlib').Path('{tmp_path}/G').touch()"]:
+        res = runner.invoke(main, cmd + ["--activation", spec])
+        assert res.exit_code == 2, res.output
+        line = _one_line_error(res)
+        assert "not allowed" in line or "unknown function" in line
+        assert not (tmp_path / "F").exists() and not (tmp_path / "G").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("lambda x: x", "'lambda' is not allowed"),
+    ("leaky_relu(0.1, 0.2)", "leaky_relu takes 1 parameter (alpha), got 2"),
+    ("elu(alpha=abc)", "parameter alpha of elu must be a number, got 'abc'"),
+    ("x.real", "attribute access"),
+    ("x % 2", "'%' is not allowed"),
+    ("x**10**10", "exponent 1e+10 is too large"),
+    ("exp(x", "cannot parse"),
+])
+def test_bad_activation_text_exits_2_in_one_line(runner, spec, needle):
+    for cmd in ("limit", "derive"):
+        res = runner.invoke(main, [cmd, "--activation", spec])
+        assert res.exit_code == 2, res.output
+        line = _one_line_error(res)
+        assert needle in line and "sympify" not in line.lower() and "Sympify" not in line
+
+
+def test_constant_activation_is_a_clean_report(runner, files, cheap_kernel):
+    # '0' crashed with a traceback and exit code 1; a constant activation is a valid input that fails Assumption 1
+    res = runner.invoke(main, ["limit", "--activation", "0", "--points", "3"])
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+    assert "Assumption 1 fails" in res.output
+    res = runner.invoke(main, ["check", "--data", str(files / "good.npy"), "--activation", "0"])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert "Error: check failed" in res.output and "Assumption 1" in res.output
+
+
+def test_check_x_abs_x_exits_1(runner, files):
+    """kernelcalc check -a 'x*abs(x)' crashed with a one-line input error (exit 2) from node_kernel's
+    variance blow-up; the check fails (Assumption 1), so the exit code is 1. Failed before the fix."""
+    res = runner.invoke(main, ["check", "--data", str(files / "good.npy"), "--activation", "x*abs(x)"])
+    assert res.exit_code == 1, res.output
+    assert "Traceback" not in res.output
+    assert "Error: check failed: activation x*abs(x) fails Assumption 1" in res.output
+    assert "not computed" in res.output
+
+
+def test_check_off_sphere_skips_gram_unless_asked(runner, files, cheap_kernel):
+    """Off-sphere data: the Gram used to be computed after the sphere test failed (99 s on the
+    tester's data). Failed before the fix (one kernel call; no --gram option)."""
+    res = runner.invoke(main, ["check", "--data", str(files / "off.npy"), "--json"])
+    assert res.exit_code == 1 and cheap_kernel == []
+    doc = json.loads(res.stdout)
+    assert doc["ok"] is False and doc["lambda_min"] is None and "sphere" in doc["gram_skipped"]
+    res = runner.invoke(main, ["check", "--data", str(files / "off.npy"), "--gram", "always", "--json"])
+    assert res.exit_code == 1 and len(cheap_kernel) == 1
+    X = np.load(files / "off.npy")
+    assert json.loads(res.stdout)["lambda_min"] == pytest.approx(np.linalg.eigvalsh(np.exp(X @ X.T / 3))[0],
+                                                                 rel=1e-10)
+
+
+# ---------------------------------------------------------------- one JSON convention for every command
+def _options(cmd):
+    return {opt: p for p in cmd.params for opt in p.opts}
+
+
+@pytest.mark.parametrize("name", sorted(main.commands))
+def test_every_command_has_the_same_json_options(name):
+    """--json was a flag in limit/check/derive but took a FILE in compare, depth-gap, train, width-sweep,
+    flow-gap, sweep-T and divergent-flow. Now: --json is a flag (JSON on stdout instead of text) and
+    --json-out FILE writes the file, in every command. Failed before the fix for the seven others."""
+    opts = _options(main.commands[name])
+    assert opts["--json"].is_flag, name
+    assert not opts["--json-out"].is_flag and opts["--json-out"].name == "json_out", name
+
+
+def test_json_flag_and_json_out_agree(runner, tmp_path, cheap_kernel):
+    """A former file-taking command (sweep-T): --json gives pure JSON on stdout, --json-out the same file."""
+    out = tmp_path / "h.json"
+    args = ["sweep-T", "-a", "softplus", "--T", "0.5,1", "--n-inputs", "3", "--dim", "4", "--quiet"]
+    res = runner.invoke(main, args + ["--json", "--json-out", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)                 # stdout holds exactly one JSON document
+    assert doc == json.loads(out.read_text())
+    assert doc["Ts"] == [0.5, 1.0] and "wrote" in res.stderr
+    X = np.random.default_rng(0).normal(size=(3, 4))  # sweep-T's default inputs, seed 0, on the sphere
+    X *= 2 / np.linalg.norm(X, axis=1, keepdims=True)
+    lam = np.linalg.eigvalsh(np.exp(0.5 * X @ X.T / 4))[0]   # the cheap kernel at T = 0.5, by hand
+    assert doc["lambda_min"]["softplus"][0] == pytest.approx(lam, rel=1e-10)
+    text = runner.invoke(main, args + ["--json-out", str(tmp_path / "t.json")])
+    assert text.exit_code == 0 and "lambda_min" in text.stdout
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text.stdout)                  # without --json: the table
+
+
+def test_derive_json_out_writes_the_json_document(runner, tmp_path):
+    out = tmp_path / "d.json"
+    res = runner.invoke(main, ["derive", "-a", "tanh", "--json-out", str(out)])
+    assert res.exit_code == 0 and "tanh" in res.stdout
+    on_stdout = json.loads(runner.invoke(main, ["derive", "-a", "tanh", "--json"]).stdout)
+    assert json.loads(out.read_text()) == on_stdout

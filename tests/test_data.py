@@ -64,6 +64,55 @@ def test_three_dimensional_npy_rejected(tmp_path):
         load_array(p)
 
 
+def test_one_dimensional_npy_rejected(tmp_path):
+    """docs/cli.md promises that data which is not 2-D is refused; a 1-D .npy used to be read as one
+    row (this test failed before the fix: load_array returned shape (1, 3))."""
+    p = tmp_path / "x.npy"
+    np.save(p, np.ones(3))
+    with pytest.raises(KernelcalcInputError, match=r"1-D \(shape \(3,\)\).*reshape"):
+        load_array(p)
+    # a 1-D target file stays fine: y is a vector
+    np.save(tmp_path / "X.npy", np.ones((3, 2)))
+    X, y = load_xy(tmp_path / "X.npy", p)
+    assert X.shape == (3, 2) and y.shape == (3,)
+
+
+def test_complex_npy_rejected(tmp_path):
+    """A complex .npy lost its imaginary part silently (ComplexWarning only); failed before the fix."""
+    p = tmp_path / "c.npy"
+    np.save(p, np.array([[1.0, 2.0 + 0.5j], [3.0, 4.0]]))
+    with pytest.raises(KernelcalcInputError, match="complex"):
+        load_array(p)
+    with pytest.raises(KernelcalcInputError, match="complex"):  # as a target file too
+        np.save(tmp_path / "X.npy", np.ones((2, 2)))
+        load_xy(tmp_path / "X.npy", p)
+
+
+@pytest.mark.parametrize("ext, delimiter", [(".csv", ","), (".txt", " ")])
+def test_complex_text_rejected(tmp_path, ext, delimiter):
+    """np.savetxt writes complex numbers as '(1+2j)'; the first such line was taken for a header and
+    dropped, the rest read as reals (failed before the fix: load_array returned one row)."""
+    p = tmp_path / f"c{ext}"
+    np.savetxt(p, np.array([[1.0 + 2.0j, 3.0], [4.0, 5.0]]), delimiter=delimiter)
+    with pytest.raises(KernelcalcInputError, match="complex entry"):
+        load_array(p)
+    q = tmp_path / f"d{ext}"
+    q.write_text(f"1{delimiter}2\n3{delimiter}4-1i\n")  # a later row, engineering notation
+    with pytest.raises(KernelcalcInputError, match="complex entry '4-1i' on line 2"):
+        load_array(q)
+    h = tmp_path / f"h{ext}"  # a real header line is still skipped
+    h.write_text(f"x1{delimiter}x2\n1{delimiter}2\n")
+    np.testing.assert_array_equal(load_array(h), [[1.0, 2.0]])
+
+
+def test_string_npy_rejected(tmp_path):
+    """A .npy of strings was parsed as numbers ('1.5' -> 1.5); it is text, refused since the fix."""
+    p = tmp_path / "s.npy"
+    np.save(p, np.array([["1.5", "2"], ["3", "4"]]))
+    with pytest.raises(KernelcalcInputError, match="dtype <U3 \\(text\\)"):
+        load_array(p)
+
+
 def test_directory_rejected(tmp_path):
     d = tmp_path / "dir.npy"
     d.mkdir()

@@ -159,7 +159,7 @@ def test_bad_input_names_the_argument(kw, match):
 def test_cli_summary_and_json(tmp_path, sad):
     out = tmp_path / "r.json"
     res = CliRunner().invoke(main, ["divergent-flow", "--width", "2", "--seed", "1", "--n-points", "40",
-                                    "--t-max", "1e5", "--quiet", "--json", str(out)])
+                                    "--t-max", "1e5", "--quiet", "--json-out", str(out)])
     assert res.exit_code == 0, res.output
     assert "verdict: DIVERGENT" in res.output and "beta = dln|theta|/dln t" in res.output
     d = json.loads(out.read_text())

@@ -115,3 +115,116 @@ def test_bad_shapes_and_activation():
         empirical_ntk(np.zeros((2, 2, 2)), activation="tanh", width=4)
     with pytest.raises(kernelcalc.ActivationError):
         empirical_ntk(X, activation="nope", width=4)
+
+
+# ----------------------------------------------------------------------------- blow-up: an error, not NaN
+def _numpy_blowup_time(params, x, net, T_max, dt=1e-4, big=1e12):
+    """Independent RK4 in numpy of h' = sigma_w/sqrt(n) W phi(h), phi = x^2: first t with |h| > big."""
+    W, U = np.asarray(params.W), np.asarray(params.U)
+    c = net.sigma_w / math.sqrt(net.width)
+    h = net.sigma_u / math.sqrt(x.shape[0]) * (U @ x)
+
+    def f(h):
+        return c * (W @ h**2)
+
+    t = 0.0
+    while t < T_max:
+        k1 = f(h)
+        k2 = f(h + dt / 2 * k1)
+        k3 = f(h + dt / 2 * k2)
+        k4 = f(h + dt * k3)
+        h = h + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        t += dt
+        if not np.all(np.abs(h) < big):
+            return t
+    return math.inf
+
+
+def test_blown_up_flow_is_an_error_not_nan():
+    """empirical_ntk('x**2', T=3) returned an all-NaN kernel: the finite-width flow of x^2 reaches
+    infinity in finite time. It must raise, naming the cause and T. Failed before the fix (NaN kernel)."""
+    kw = dict(activation="x**2", width=16, seed=0, solver="euler", steps=64)
+    net = make_network("node", T=3.0, **{k: kw[k] for k in ("activation", "width", "solver", "steps")})
+    params = init_params(jax.random.PRNGKey(0), net, X.shape[1])
+    t_blow = min(_numpy_blowup_time(params, x, net, 3.0) for x in X)
+    assert 0.3 < t_blow < 3.0  # the independent solve: the state really escapes before T = 3
+    with pytest.warns(kernelcalc.Assumption1Warning):
+        with pytest.raises(KernelcalcInputError, match=r"flow blew up before T = 3: the state h_t became non-finite"):
+            empirical_ntk(X, T=3.0, **kw)
+    with pytest.warns(kernelcalc.Assumption1Warning):
+        ok = empirical_ntk(X, T=0.3, **kw)  # before the blow-up time: a finite kernel
+    assert np.isfinite(ok.ntk).all() and np.isfinite(ok.nngp).all()
+
+
+def test_blown_up_flow_adaptive_solver_is_an_error():
+    """With an adaptive solver the blow-up exhausted diffrax's max_steps: a JaxRuntimeError with a
+    logged traceback. Now a one-line KernelcalcInputError. Failed before the fix."""
+    with pytest.warns(kernelcalc.Assumption1Warning):
+        with pytest.raises(KernelcalcInputError, match="max_steps = 100000 before T = 3"):
+            empirical_ntk(X[:1], activation="x**2", T=3.0, width=8, rtol=1e-6, atol=1e-6)
+
+
+def test_monte_carlo_and_compare_refuse_a_blown_up_flow():
+    """monte_carlo averaged NaN kernels (and compare's z-scores were NaN). Failed before the fix."""
+    kw = dict(activation="x**2", T=3.0, solver="euler", steps=16, progress=False)
+    with pytest.warns(kernelcalc.Assumption1Warning):
+        with pytest.raises(KernelcalcInputError, match=r"flow blew up before T = 3.*seed 0, sample 0"):
+            kernelcalc.monte_carlo(X, width=16, n_samples=2, **kw)
+    dummy = kernelcalc.Kernel(nngp=np.eye(3), ntk=np.eye(3), model="node", activation="x**2")
+    with pytest.warns(kernelcalc.Assumption1Warning):
+        with pytest.raises(KernelcalcInputError, match="flow blew up before T = 3"):
+            kernelcalc.compare(X, widths=[16], n_samples=2, analytic=dummy, **kw)
+
+
+def test_mlp_overflow_is_an_error():
+    with pytest.raises(KernelcalcInputError, match="MLP forward pass overflowed"):
+        empirical_ntk(X, model="mlp", depth=6, w_std=3.0, activation="exp(x)", width=16)
+
+
+@pytest.mark.slow
+def test_depth_gap_refuses_a_blown_up_flow():
+    with pytest.warns(kernelcalc.Assumption1Warning):
+        with pytest.raises(KernelcalcInputError, match="max_steps"):
+            kernelcalc.depth_gap(X[:1], activation="x**2", T=3.0, width=8, depths=(2,), progress=False)
+
+
+# ----------------------------------------------------------------------------- Assumption-1 warning
+def _a1_warnings(record):
+    return [w for w in record if issubclass(w.category, kernelcalc.Assumption1Warning)]
+
+
+def test_assumption1_warning_once_per_call():
+    """No warning was issued for activations that fail Assumption 1 (relu: phi' not Lipschitz).
+    Failed before the fix (no Assumption1Warning existed)."""
+    import warnings
+
+    kw = dict(activation="relu", width=8, solver="euler", steps=4)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        empirical_ntk(X, **kw)
+        kernelcalc.monte_carlo(X, n_samples=2, progress=False, **kw)
+        empirical_ntk(X, **dict(kw, activation="softplus"))        # holds: nothing
+        empirical_ntk(X, model="mlp", depth=2, activation="relu", width=8)  # not the Neural-ODE theory
+    a1 = _a1_warnings(rec)
+    assert len(a1) == 2
+    assert str(a1[0].message).startswith("empirical_ntk: activation relu fails Assumption 1 (φ' is not Lipschitz")
+    assert str(a1[1].message).startswith("monte_carlo: activation relu")
+    assert all(w.filename == __file__ for w in a1)  # points at the caller's line
+
+
+def test_compare_warns_once_although_the_analytic_kernel_warns_too(monkeypatch):
+    """compare computes the analytic kernel (which may warn itself) and the Monte-Carlo samples: one warning."""
+    import warnings
+
+    from kernelcalc.assumptions import warn_if_assumption1_fails
+
+    def warning_kernel(x1, x2=None, *, activation, **kw):  # stands in for a kernel wired to warn
+        warn_if_assumption1_fails(activation, context="node_kernel")
+        return kernelcalc.Kernel(nngp=np.eye(len(x1)), ntk=np.eye(len(x1)), model="node", activation="relu")
+
+    monkeypatch.setattr(kernelcalc, "node_kernel", warning_kernel)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        kernelcalc.compare(X, activation="relu", widths=[8], n_samples=2, solver="euler", steps=4, progress=False)
+    a1 = _a1_warnings(rec)
+    assert len(a1) == 1 and str(a1[0].message).startswith("compare: activation relu")

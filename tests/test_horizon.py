@@ -239,7 +239,7 @@ def test_nan_in_X_is_rejected():
 def test_cli_prints_table_and_writes_json_and_plot(tmp_path, cheap_kernel):
     out, png = tmp_path / "h.json", tmp_path / "h.png"
     r = CliRunner().invoke(main, ["sweep-T", "--activation", "softplus,tanh", "--T", "0.5,1,2", "--n-inputs", "5",
-                                  "--dim", "6", "--json", str(out), "--plot", str(png), "--quiet"])
+                                  "--dim", "6", "--json-out", str(out), "--plot", str(png), "--quiet"])
     assert r.exit_code == 0, r.output
     assert "softplus" in r.output and "tanh" in r.output and "lambda_min" in r.output
     data = json.loads(out.read_text())

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import kernelcalc as kc
+import reference_node as rn
 from kernelcalc.kernels.ode import chebyshev_lobatto
 
 
@@ -37,6 +38,7 @@ def arccos_relu_mlp(x, y, depth, w, b, ow, ob):
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_mlp_relu_matches_arccos_recursion_off_sphere(depth):
+    """Independent reference: the arc-cosine recursion (Cho & Saul) written in numpy above."""
     x = np.random.default_rng(1).standard_normal((6, 4)) * np.array([1, 2, 0.5, 1.0])
     y = np.random.default_rng(2).standard_normal((5, 4))
     K = kc.mlp_kernel(x, y, activation="relu", depth=depth, w_std=1.3, b_std=0.2, out_w_std=0.9, out_b_std=0.1)
@@ -46,6 +48,7 @@ def test_mlp_relu_matches_arccos_recursion_off_sphere(depth):
 
 
 def test_mlp_erf_matches_arcsin_recursion():
+    """Independent reference: the arcsin (Williams) recursion written here."""
     x = sphere_points(5, 3, seed=3) * 0.7
     K = kc.mlp_kernel(x, activation="erf", depth=2, w_std=1.2, b_std=0.3)
     d = 3
@@ -66,6 +69,7 @@ def test_mlp_erf_matches_arcsin_recursion():
 
 @pytest.mark.parametrize("activation", ["tanh", "softplus"])
 def test_sphere_interpolation_equals_direct_evaluation(activation):
+    """Consistency: the sphere fast path against the direct per-pair path of the same code."""
     X = sphere_points(40, 5, seed=4)
     K = kc.mlp_kernel(X, activation=activation, depth=3, w_std=1.5, b_std=0.1)
     assert K.info["path"] == "sphere"
@@ -88,6 +92,7 @@ def _linear_ode_reference(rho, T, sw, su, sv):
 
 
 def test_node_kernel_linear_activation_matches_bessel_solution():
+    """Independent reference: identity activation, Bessel-I0 closed form integrated by mpmath."""
     rho = 0.3
     x = np.array([[math.sqrt(2), 0.0], [math.sqrt(2) * rho, math.sqrt(2) * math.sqrt(1 - rho**2)]])
     K = kc.node_kernel(x, activation="identity", T=1.5, sigma_w=0.8, sigma_u=1.2, sigma_v=0.9)
@@ -97,7 +102,7 @@ def test_node_kernel_linear_activation_matches_bessel_solution():
 
 
 def test_node_kernel_time_discretisation_converges_spectrally():
-    """Chebyshev collocation: log-error falls linearly in M (exponential order), ~1e-12 by M = 16."""
+    """Self-convergence (consistency) against M = 48: log-error falls linearly in M (spectral order)."""
     x = np.array([[1.0, 1.0], [1.4, -0.2]])
     ref = kc.node_kernel(x, activation="softplus", T=2.0, time_nodes=48).ntk
     Ms = [4, 6, 8, 10]
@@ -110,6 +115,7 @@ def test_node_kernel_time_discretisation_converges_spectrally():
 
 
 def test_chebyshev_integration_matrix_is_exact_for_polynomials():
+    """Independent reference: exact antiderivative of a polynomial."""
     t, J, w = chebyshev_lobatto(12, 2.0)
     f = 3 * t**5 - t**2 + 1
     np.testing.assert_allclose(J @ f, t**6 / 2 - t**3 / 3 + t, rtol=1e-13, atol=1e-13)
@@ -117,6 +123,7 @@ def test_chebyshev_integration_matrix_is_exact_for_polynomials():
 
 
 def test_resnet_kernel_converges_to_node_kernel_like_one_over_depth():
+    """Consistency (same Goursat solver on both sides): resnet_kernel -> node_kernel with slope -1 in depth."""
     x = np.array([[math.sqrt(2), 0.0], [0.5, math.sqrt(2 - 0.25)], [-1.2, math.sqrt(2 - 1.44)]])
     K = kc.node_kernel(x, activation="softplus")
     depths = [8, 16, 32, 64]
@@ -125,20 +132,67 @@ def test_resnet_kernel_converges_to_node_kernel_like_one_over_depth():
     assert -1.1 < slope < -0.9, (errs, slope)
 
 
+def test_resnet_kernel_converges_like_one_over_depth_to_the_independent_ode_reference():
+    """Independent reference: the ODE limit from tests/reference_node.py (trapezoid + Romberg), not node_kernel."""
+    x = np.array([[math.sqrt(2), 0.0], [0.5, math.sqrt(2 - 0.25)]])
+    ref = rn.reference_kernel("softplus", [(1.0, 1.0, x[0] @ x[1] / 2)])
+    depths = [8, 16, 32, 64]
+    vals = [kc.resnet_kernel(x, activation="softplus", depth=L).ntk[0, 1] for L in depths]
+    errs = [abs(v - ref.ntk[0]) for v in vals]
+    slope = np.polyfit(np.log(depths), np.log(errs), 1)[0]
+    assert -1.1 < slope < -0.9, (errs, slope)
+    assert errs[-1] < 0.01 * abs(ref.ntk[0])
+    # the error is a/L + O(1/L^2): Richardson in 1/L removes the leading term
+    assert abs(2 * vals[-1] - vals[-2] - ref.ntk[0]) < 0.1 * errs[-1]
+
+
+@pytest.mark.parametrize("activation, L, kw", [
+    ("softplus", 3, dict(T=1.0)),
+    ("tanh", 6, dict(T=0.7, sigma_u=1.3, sigma_v=0.8, sigma_w=1.5)),
+])
+def test_resnet_kernel_matches_independent_euler_sums(activation, L, kw):
+    """Independent reference: the explicit Euler-ResNet sums of tests/reference_node.py (own Gaussian rule)."""
+    x = np.array([[1.0, 0.5, 0.2], [0.3, -1.4, 0.8]])
+    d = x.shape[1]
+    sxx, syy, sxy = x[0] @ x[0] / d, x[1] @ x[1] / d, x[0] @ x[1] / d
+    rule = rn.GaussRule(rn.PHIS[activation], q_max=4.0)
+    K = kc.resnet_kernel(x, activation=activation, depth=L, **kw)
+    for (i, j), pair in {(0, 0): (sxx, sxx, sxx), (0, 1): (sxx, syy, sxy), (1, 1): (syy, syy, syy)}.items():
+        nngp, ntk = rn.euler_resnet_kernel(activation, *pair, L=L, rule=rule, **kw)
+        assert K.nngp[i, j] == pytest.approx(nngp, rel=1e-11)
+        assert K.ntk[i, j] == pytest.approx(ntk, rel=1e-11)
+
+
+def _erf_duals(qa, qb, c):
+    """Closed-form erf duals (Williams 1997), written here: C = 2/pi asin(2c/sqrt((1+2qa)(1+2qb))), Cdot."""
+    D = (1 + 2 * qa) * (1 + 2 * qb)
+    return 2 / np.pi * np.arcsin(2 * c / np.sqrt(D)), 4 / np.pi / np.sqrt(D - 4 * c**2)
+
+
 def test_resnet_depth_one_is_a_single_euler_step():
-    """L = 1: h1 = h0 + T sw W phi(h0)/sqrt(n): NNGP = sv^2 C(q1), q1 = S0 + T^2 sw^2 C(S0) (closed form, erf)."""
+    r"""Independent reference: the L = 1 network's NNGP and NTK derived by hand, erf duals in closed form.
+
+    $h_1 = h_0 + T\sigma_w W\phi(h_0)/\sqrt n$, $f = \sigma_v v\cdot\phi(h_1)/\sqrt n$:
+    $S_1 = S_0 + T^2\sigma_w^2 C_0$; the gradients in $v$, $W$, $U$ give
+    $\Theta = \sigma_v^2 C_1 + \sigma_v^2\dot C_1\,T^2\sigma_w^2 C_0 + \sigma_v^2\dot C_1(1 + T^2\sigma_w^2\dot C_0)\,S_0$
+    ($\partial f/\partial h_0 = g_1 + \frac{T\sigma_w}{\sqrt n}\phi'(h_0)\odot W^\top g_1$, $g_1 = \frac{\sigma_v}{\sqrt n}v\odot\phi'(h_1)$).
+    """
+    T, sw, su, sv = 0.7, 1.1, 0.9, 1.3
     x = np.array([[1.0, 0.5], [0.2, -1.0]])
-    K = kc.resnet_kernel(x, activation="erf", depth=1, T=0.7, sigma_w=1.1, sigma_u=0.9, sigma_v=1.3)
-    dual = kc.gaussian.dual_kernels("erf")
-    S0 = 0.81 * x @ x.T / 2
-    C0 = np.asarray(dual.C(np.diag(S0)[:, None], np.diag(S0)[None, :], S0))
-    S1 = S0 + 0.49 * 1.21 * C0
-    C1 = np.asarray(dual.C(np.diag(S1)[:, None], np.diag(S1)[None, :], S1))
-    np.testing.assert_allclose(K.nngp, 1.69 * C1, rtol=1e-12)
+    K = kc.resnet_kernel(x, activation="erf", depth=1, T=T, sigma_w=sw, sigma_u=su, sigma_v=sv)
+    S0 = su**2 * x @ x.T / 2
+    C0, Cd0 = _erf_duals(np.diag(S0)[:, None], np.diag(S0)[None, :], S0)
+    S1 = S0 + T**2 * sw**2 * C0
+    C1, Cd1 = _erf_duals(np.diag(S1)[:, None], np.diag(S1)[None, :], S1)
+    nngp = sv**2 * C1
+    ntk = nngp + sv**2 * Cd1 * T**2 * sw**2 * C0 + sv**2 * Cd1 * (1 + T**2 * sw**2 * Cd0) * S0
+    np.testing.assert_allclose(K.nngp, nngp, rtol=1e-12)
+    np.testing.assert_allclose(K.ntk, ntk, rtol=1e-12)
 
 
 @pytest.mark.parametrize("kernel", ["node", "mlp"])
 def test_gram_is_symmetric_and_positive_semidefinite(kernel):
+    """Structural check (no reference value): symmetry and positive semi-definiteness."""
     X = np.vstack([sphere_points(30, 4, seed=5), 0.5 * sphere_points(4, 4, seed=6)])   # off the sphere too
     if kernel == "node":
         K = kc.node_kernel(X, activation="tanh", T=1.0)
@@ -151,6 +205,7 @@ def test_gram_is_symmetric_and_positive_semidefinite(kernel):
 
 
 def test_result_is_immutable_and_serialisable():
+    """API check: frozen arrays, to_dict and replace."""
     K = kc.node_kernel(np.eye(2) * math.sqrt(2), activation="erf")
     with pytest.raises(ValueError):
         K.ntk[0, 0] = 1.0
@@ -173,12 +228,14 @@ def test_result_is_immutable_and_serialisable():
     (lambda: kc.mlp_kernel(np.ones((2, 3)), activation="relu", depth=1, w_std=-1), "w_std"),
 ])
 def test_bad_inputs_raise_clear_errors(call, match):
+    """Input validation: each bad argument raises an error that names it."""
     with pytest.raises(ValueError, match=match):
         call()
 
 
 @pytest.mark.slow
 def test_mlp_kernel_matches_monte_carlo_of_a_wide_network():
+    """Independent reference: Monte Carlo of width-2048 tanh MLPs (z-score < 4)."""
     X = sphere_points(4, 3, seed=7)
     K = kc.mlp_kernel(X, activation="tanh", depth=2, w_std=1.5, b_std=0.1)
     mc = kc.monte_carlo(X, model="mlp", activation="tanh", depth=2, w_std=1.5, b_std=0.1,

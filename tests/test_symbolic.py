@@ -3,6 +3,8 @@
 import json
 import math
 
+import mpmath as mp
+import numpy as np
 import pytest
 import sympy as sp
 
@@ -16,6 +18,7 @@ GRID = [(1.0, 1.0, 0.3), (0.7, 2.0, -0.5), (1.5, 0.4, 0.6), (2.0, 2.0, 1.9)]
 
 @pytest.mark.parametrize("name", ["relu", "erf", "sin", "leaky_relu(0.2)", "x**3 - x"])
 def test_closed_form_symbolic_equals_numeric(name):
+    """Consistency only: the sympy and numeric closed forms come from the same table (see the quadrature test)."""
     d = derive(name, model="node")
     assert d.closed_form
     C = sp.lambdify((q1, q2, c), d.C, "numpy")
@@ -27,7 +30,54 @@ def test_closed_form_symbolic_equals_numeric(name):
         assert Cd(a, b, cc) == pytest.approx(float(num_Cd), rel=1e-12, abs=1e-14)
 
 
+def _relu_polar(qa, qb, cc):
+    r"""E[relu(a) relu(b)], E[1{a>0} 1{b>0}] by mpmath quadrature in polar Cholesky coordinates.
+
+    With $a=\sqrt{q_a}z_1$, $b=\alpha z_1+\beta z_2$ and $z=r(\cos\theta,\sin\theta)$ the integrands are
+    homogeneous in $r$ (degree 2 and 0), so the radial integrals are $\int_0^\infty r^3e^{-r^2/2}dr=2$ and
+    $\int_0^\infty re^{-r^2/2}dr=1$; the angular integral runs over the arc where $a, b > 0$.
+    """
+    sa = mp.sqrt(qa)
+    al, be = cc / sa, mp.sqrt(qb - cc**2 / qa)
+    lo = max(-mp.pi / 2, mp.atan2(be, al) - mp.pi / 2)          # b > 0 <=> |theta - atan2(be, al)| < pi/2
+    C = mp.quad(lambda t: sa * mp.cos(t) * (al * mp.cos(t) + be * mp.sin(t)), [lo, mp.pi / 2]) * 2 / (2 * mp.pi)
+    Cdot = mp.quad(lambda t: 1, [lo, mp.pi / 2]) / (2 * mp.pi)
+    return float(C), float(Cdot)
+
+
+def _gauss_hermite_2d(f, df, qa, qb, cc, deg=120):
+    """E[f(a)f(b)], E[f'(a)f'(b)] by a 120x120 Gauss-Hermite product rule (f entire: converges super-exponentially)."""
+    z, w = np.polynomial.hermite_e.hermegauss(deg)
+    w = w / math.sqrt(2 * math.pi)
+    sa = math.sqrt(qa)
+    al, be = cc / sa, math.sqrt(qb - cc**2 / qa)
+    A, B = sa * z[:, None], al * z[:, None] + be * z[None, :]
+    W = w[:, None] * w[None, :]
+    return float(np.sum(W * f(A) * f(B))), float(np.sum(W * df(A) * df(B)))
+
+
+@pytest.mark.parametrize("name", ["relu", "erf", "sin"])
+def test_closed_form_matches_numeric_quadrature(name):
+    """Independent reference: numerical quadrature of E[φ(a)φ(b)], E[φ'(a)φ'(b)] (mpmath polar for relu, Gauss-Hermite)."""
+    from scipy.special import erf as sp_erf
+
+    d = derive(name, model="node")
+    C = sp.lambdify((q1, q2, c), d.C, "math")
+    Cd = sp.lambdify((q1, q2, c), d.Cdot, "math")
+    for a, b, cc in GRID:
+        if name == "relu":
+            with mp.workdps(30):
+                eC, eCd = _relu_polar(mp.mpf(a), mp.mpf(b), mp.mpf(cc))
+        elif name == "erf":
+            eC, eCd = _gauss_hermite_2d(sp_erf, lambda x: 2 / math.sqrt(math.pi) * np.exp(-x * x), a, b, cc)
+        else:
+            eC, eCd = _gauss_hermite_2d(np.sin, np.cos, a, b, cc)
+        assert C(a, b, cc) == pytest.approx(eC, rel=1e-12, abs=1e-14), (a, b, cc)
+        assert Cd(a, b, cc) == pytest.approx(eCd, rel=1e-12, abs=1e-14), (a, b, cc)
+
+
 def test_closed_forms_against_textbook_values():
+    """Independent reference: textbook values of the arc-cosine and arcsin kernels."""
     relu = derive("relu", model="mlp")
     # arc-cosine kernel: C(1,1,0) = 1/(2 pi), Cdot(1,1,0) = 1/4, C(q,q,q) = q/2
     assert float(relu.C.subs({q1: 1, q2: 1, c: 0})) == pytest.approx(1 / (2 * math.pi), rel=1e-14)
@@ -50,6 +100,7 @@ def _relu_mlp_depth1(r, qx, qy, sw, sb, sv, svb):
 
 
 def test_mlp_relu_depth1_against_arccos_formula():
+    """Independent reference: the arc-cosine formula written by hand here."""
     d = derive("relu", model="mlp", depth=1)
     vals = {q_x: 1.1, q_y: 0.8, sigma_w: 1.3, sigma_b: 0.2, sigma_v: 0.9, sigma_vb: 0.1}
     nngp = sp.lambdify(rho, d.nngp.subs(vals), "math")
@@ -61,6 +112,7 @@ def test_mlp_relu_depth1_against_arccos_formula():
 
 
 def test_mlp_relu_depth2_unrolls_the_layer_recursion():
+    """Independent reference: the depth-2 relu recursion unrolled by hand."""
     d = derive("relu", model="mlp", depth=2)
     vals = {q_x: 1.0, q_y: 1.0, sigma_w: 1.0, sigma_b: 0.0, sigma_v: 1.0, sigma_vb: 0.0, rho: 0.5}
     # hand: K1 = 0.5 (diagonal 1); layer 1 -> K2 = C(1,1,.5), diag K2 = 1/2; Theta2 = K2 + Cdot * K1
@@ -75,6 +127,7 @@ def test_mlp_relu_depth2_unrolls_the_layer_recursion():
 
 
 def test_node_equations_are_integrals():
+    """Structural check of the Neural-ODE equations (integral form, sigma_w = 0 limit)."""
     d = derive("softplus", model="node")
     assert isinstance(d, Derivation) and not d.closed_form
     assert isinstance(d.C, sp.Integral) and isinstance(d.Cdot, sp.Integral)
@@ -90,6 +143,7 @@ def test_node_equations_are_integrals():
 
 
 def test_resnet_sums_with_step_T_over_L():
+    """Structural check: the L = 1 ResNet sum written out by hand."""
     d = derive("tanh", model="resnet", depth=1)
     assert any(e.lhs == delta and e.rhs == T for e in d.equations)  # delta = T/1
     assert d.ntk.has(sp.Sum)
@@ -101,6 +155,7 @@ def test_resnet_sums_with_step_T_over_L():
 
 
 def test_gaussian_expectation_integral_form():
+    """Independent reference: scipy dblquad of the printed integral against E[ab] = c and the erf kernel."""
     from scipy import integrate
 
     a, b, cc = 1.2, 0.8, 0.5
@@ -119,6 +174,7 @@ def test_gaussian_expectation_integral_form():
 
 
 def test_output_forms():
+    """Output formats: text, LaTeX and JSON carry the equations."""
     for act, model in (("elu(alpha=0.5)", "node"), ("erf", "resnet"), ("relu", "mlp")):
         d = derive(act, model=model)
         text, tex = d.text(), d.latex()
@@ -131,6 +187,7 @@ def test_output_forms():
 
 
 def test_validation():
+    """Input validation: bad model, depth and activation raise clear errors."""
     with pytest.raises(ValueError, match="'node', 'resnet', 'mlp'"):
         derive("tanh", model="cnn")
     with pytest.raises(ValueError, match="depth"):

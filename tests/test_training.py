@@ -121,7 +121,7 @@ def test_cli_train_json_plot(tmp_path):
     np.save(tmp_path / "X.npy", X)
     np.save(tmp_path / "y.npy", Y)
     out = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "X.npy"), "--targets", str(tmp_path / "y.npy"),
-                                    "--width", "32", "--steps", "10", "--quiet", "--json", str(tmp_path / "r.json"),
+                                    "--width", "32", "--steps", "10", "--quiet", "--json-out", str(tmp_path / "r.json"),
                                     "--plot", str(tmp_path / "r.png")])
     assert out.exit_code == 0, out.output
     assert "1/||X||^2" in out.output and (tmp_path / "r.png").stat().st_size > 0

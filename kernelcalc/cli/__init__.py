@@ -14,21 +14,54 @@ __all__ = ["main"]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kernelcalc")
-def main():
+@click.pass_context
+def main(ctx):
     """kernelcalc: infinite-width NTK / NNGP kernels of Neural ODEs, ResNets and MLPs."""
+    import warnings
+
+    previous = warnings.showwarning
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        # Assumption1Warning, KernelcalcAccuracyWarning, ...: one "Warning: ..." line on stderr, no source line
+        click.echo(f"Warning: {' '.join(str(message).split())}", err=True)
+
+    warnings.showwarning = one_line
+    ctx.call_on_close(lambda: setattr(warnings, "showwarning", previous))
 
 
-def write_outputs(result, json_path=None, plot_path=None, plotter=None) -> None:
-    """Write ``result.to_dict()`` as JSON and/or ``plotter(result, plot_path)``; say what was written."""
+def json_options(f):
+    """The one JSON convention of every command: ``--json`` (flag) prints the result as one JSON
+    document on stdout *instead of* the text; ``--json-out FILE`` writes the same document to FILE
+    (the text is still printed). Both may be given."""
+    f = click.option("--json-out", "json_out", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                     help="Also write the result as JSON to FILE.")(f)
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print the result as one JSON document on stdout instead of text.")(f)
+
+
+def dumps(doc) -> str:
+    """One JSON document (non-finite numbers become ``null``)."""
     import json
 
-    if json_path:
-        with open(json_path, "w") as fh:
-            json.dump(result.to_dict(), fh, indent=1)
-        click.echo(f"wrote {json_path}")
+    from kernelcalc.kernels._result import jsonable
+
+    return json.dumps(jsonable(doc), indent=2, allow_nan=False)
+
+
+def emit(result, text, *, as_json=False, json_out=None, plot_path=None, plotter=None, doc=None) -> None:
+    """Print ``text`` (or, with ``as_json``, the JSON document ``doc``, default ``result.to_dict()``),
+    write ``doc`` to ``json_out`` and ``plotter(result, plot_path)``; "wrote FILE" notes go to stderr,
+    so stdout holds the result only."""
+    if doc is None:
+        doc = result.to_dict()
+    click.echo(dumps(doc) if as_json else text)
+    if json_out:
+        with open(json_out, "w") as fh:
+            fh.write(dumps(doc) + "\n")
+        click.echo(f"wrote {json_out}", err=True)
     if plot_path and plotter is not None:
         plotter(result, plot_path)
-        click.echo(f"wrote {plot_path}")
+        click.echo(f"wrote {plot_path}", err=True)
 
 
 def _register() -> None:

@@ -8,13 +8,11 @@ is reported as one line ``Error: ...`` (exit code 2), never a traceback.
 from __future__ import annotations
 
 import functools
-import json
-import math
 
 import click
 import numpy as np
 
-from kernelcalc.cli import main
+from kernelcalc.cli import emit, json_options, main
 
 __all__ = ["limit", "derive_cmd", "check_cmd"]
 
@@ -33,10 +31,25 @@ class OneLineCommand(click.Command):
     """A command whose usage errors (bad option value, missing option) are one line."""
 
     def make_context(self, info_name, args, parent=None, **extra):
+        old_json = _old_json_file_usage(args)
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as err:
+            if old_json:
+                raise InputError(f"--json is a flag (print JSON on stdout instead of text); to write a file use "
+                                 f"--json-out {old_json}") from None
             raise InputError(f"{err.format_message()} (see 'kernelcalc {info_name} --help')") from None
+
+
+def _old_json_file_usage(args) -> str | None:
+    """The FILE of the old ``--json FILE`` / ``--json=FILE`` spelling, if ``args`` use it."""
+    args = list(args)
+    for i, a in enumerate(args):
+        if a.startswith("--json="):
+            return a.split("=", 1)[1]
+        if a == "--json" and i + 1 < len(args) and not args[i + 1].startswith("-"):
+            return args[i + 1]
+    return None
 
 
 def _friendly(fn):
@@ -59,7 +72,8 @@ def _activation_option(f):
     return click.option(
         "--activation", "-a", default="softplus", show_default=True, metavar="SPEC",
         help="Built-in name (softplus, tanh, gelu, relu, ...), a built-in with parameters "
-             "('elu(alpha=0.5)'), or a sympy expression in x ('log(1+exp(x))').")(f)
+             "('elu(alpha=0.5)'), or an expression in x ('log(1+exp(x))'; numbers, x, pi, E, + - * / **, "
+             "exp, log, sqrt, tanh, erf, abs, Max, Min, Piecewise, ...; parsed, never executed).")(f)
 
 
 def _node_options(f):
@@ -84,23 +98,6 @@ def _node_params(T, sigma_w, sigma_u, sigma_v) -> dict:
 
     return {"T": positive("T", T), "sigma_w": positive("sigma_w", sigma_w),
             "sigma_u": positive("sigma_u", sigma_u), "sigma_v": positive("sigma_v", sigma_v)}
-
-
-def _dump(obj) -> str:
-    return json.dumps(_finite(obj), indent=2)
-
-
-def _finite(obj):
-    """JSON-safe: inf/NaN become ``None``."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _scheduler_option(f):
@@ -145,10 +142,10 @@ def correlation_inputs(rhos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @click.option("--points", type=int, default=11, show_default=True,
               help="Number of correlations rho in the table (evenly spaced in [-1, 1], >= 2).")
 @click.option("--latex", is_flag=True, help="Print the recursion as LaTeX instead of text.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+@json_options
 @_scheduler_option
 @_friendly
-def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json, scheduler):
+def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json, json_out, scheduler):
     """Infinite-width Neural-ODE NNGP/NTK: activation analysis, recursion, kernel table.
 
     Prints the Assumption-1 report for the activation, the kernel recursion, and a table of
@@ -186,14 +183,11 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
         grams = {"n": int(X.shape[0]), "d": int(X.shape[1]),
                  "ntk": gram_summary(G.ntk).to_dict(), "nngp": gram_summary(G.nngp).to_dict()}
 
-    if as_json:
-        doc = {"activation": act.to_dict(), "params": params, "assumption1": _report_dict(report),
-               "derivation": derivation.to_dict() if hasattr(derivation, "to_dict") else derivation.text(),
-               "table": table}
-        if grams is not None:
-            doc["data"] = {"path": str(data), **grams}
-        click.echo(_dump(doc))
-        return
+    doc = {"activation": act.to_dict(), "params": params, "assumption1": _report_dict(report),
+           "derivation": derivation.to_dict() if hasattr(derivation, "to_dict") else derivation.text(),
+           "table": table}
+    if grams is not None:
+        doc["data"] = {"path": str(data), **grams}
 
     out = [f"Neural ODE infinite-width kernel: activation = {act.name}, T = {params['T']:g}, "
            f"sigma_w = {params['sigma_w']:g}, sigma_u = {params['sigma_u']:g}, sigma_v = {params['sigma_v']:g}",
@@ -211,7 +205,7 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
                     f"mean {s['mean_entry']:.6g}; lambda_min {s['lambda_min']:.6e}, "
                     f"lambda_max {s['lambda_max']:.6e}, condition number "
                     f"{'inf' if cond is None else format(cond, '.6e')}"]
-    click.echo("\n".join(out))
+    emit(None, "\n".join(out), as_json=as_json, json_out=json_out, doc=doc)
 
 
 # ---------------------------------------------------------------------------- derive
@@ -220,9 +214,9 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
 @click.option("--model", type=click.Choice(["node", "resnet", "mlp"]), default="node", show_default=True,
               help="Which architecture's kernel recursion to derive.")
 @click.option("--latex", is_flag=True, help="Print LaTeX instead of text.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+@json_options
 @_friendly
-def derive_cmd(activation, model, latex, as_json):
+def derive_cmd(activation, model, latex, as_json, json_out):
     """Symbolic NNGP/NTK recursion for an activation and an architecture.
 
     Example: kernelcalc derive --activation tanh --model resnet --latex
@@ -231,10 +225,7 @@ def derive_cmd(activation, model, latex, as_json):
     from kernelcalc import derive
 
     d = derive(act, model=model)
-    if as_json:
-        click.echo(_dump(d.to_dict()))
-    else:
-        click.echo((d.latex() if latex else d.text()).rstrip())
+    emit(d, (d.latex() if latex else d.text()).rstrip(), as_json=as_json, json_out=json_out)
 
 
 # ---------------------------------------------------------------------------- check
@@ -248,17 +239,22 @@ def derive_cmd(activation, model, latex, as_json):
 @click.option("--sphere-rtol", type=float, default=1e-8, show_default=True,
               help="Relative tolerance of the test |x|^2 = d.")
 @click.option("--normalise", is_flag=True, help="Scale the rows onto the sphere |x|^2 = d first.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--gram", type=click.Choice(["if_applicable", "always"]), default="if_applicable", show_default=True,
+              help="Compute the NTK Gram (the slow part) only if the cheap checks (Assumption 1, sphere, "
+                   "distinct rows) pass, or always.")
+@json_options
 @_scheduler_option
 @click.pass_context
 @_friendly
-def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, tol, sphere_rtol, normalise, as_json, scheduler):
+def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, tol, sphere_rtol, normalise, gram, as_json,
+              json_out, scheduler):
     """Check data and activation against the Neural-ODE NTK theory.
 
     Reports Assumption 1, whether the rows lie on the sphere and are distinct, the NTK Gram's
     lambda_min and condition number, the Theorem-2 step size eta = 1/||X||_2^2 and the
     predicted loss contraction 1 - eta*lambda_min.  Exit code 1 when a check fails
-    (lambda_min <= tol, Assumption 1 fails, data off the sphere, duplicate rows).
+    (lambda_min <= tol, Assumption 1 fails, data off the sphere, duplicate rows, the Gram cannot be
+    computed).  When a cheap check already fails the Gram is skipped unless --gram always.
 
     Example: kernelcalc check --data X.npy --activation softplus --T 1
     """
@@ -271,9 +267,9 @@ def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, tol, sphere_r
     act = _resolve(activation)
     params = _node_params(T, sigma_w, sigma_u, sigma_v)
     client = _client(scheduler)
-    report = check(X, activation=act, tol=tol, sphere_rtol=sphere_rtol, **params,
+    report = check(X, activation=act, tol=tol, sphere_rtol=sphere_rtol, gram=gram, **params,
                    **({} if client is None else dict(client=client)))
-    click.echo(_dump(report.to_dict()) if as_json else str(report))
+    emit(report, str(report), as_json=as_json, json_out=json_out)
     if not report.ok:
         click.echo("Error: check failed: " + "; ".join(" ".join(p.split()) for p in report.problems), err=True)
         ctx.exit(1)

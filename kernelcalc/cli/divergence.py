@@ -1,8 +1,8 @@
 """``kernelcalc divergent-flow``: does the gradient flow of a small SAD network diverge?
 
 A thin layer over :func:`kernelcalc.training.divergent_flow`: polynomial data on $[-1,1]$ (or your
-files), a printed summary with the verdict and the fitted exponents, optional ``--json`` and ``--plot``.
-Input errors are one ``Error: ...`` line (exit code 2); every verdict, ``undetermined`` included,
+files), a printed summary with the verdict and the fitted exponents (``--json``: JSON on stdout
+instead), optional ``--json-out FILE`` and ``--plot``. Input errors are one ``Error: ...`` line (exit code 2); every verdict, ``undetermined`` included,
 exits 0.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from kernelcalc.cli import main, write_outputs
+from kernelcalc.cli import emit, json_options, main
 from kernelcalc.cli.analytic import InputError, OneLineCommand, _activation_option, _friendly
 
 __all__ = ["divergent_flow_cmd"]
@@ -30,13 +30,13 @@ __all__ = ["divergent_flow_cmd"]
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="Inputs (.npy/.csv/.txt) instead of x^degree; with no --targets the last column is the target.")
 @click.option("--targets", type=click.Path(dir_okay=False), default=None, help="Targets file (N values).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
+@json_options
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG: loss and |theta| vs t.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_friendly
 def divergent_flow_cmd(activation, width, depth, degree, n_points, t_max, n_records, solver, seed, data, targets,
-                       json_path, plot_path, quiet):
+                       as_json, json_out, plot_path, quiet):
     """Integrate the gradient flow of 1/2|f(X)-y|^2 to t-max (log time) and decide: divergent |theta| -> inf,
     convergent to a critical point, or undetermined; fitted growth exponent of |theta| and loss decay."""
     from kernelcalc.data import load_xy
@@ -48,5 +48,4 @@ def divergent_flow_cmd(activation, width, depth, degree, n_points, t_max, n_reco
     X, y = (load_xy(data, targets) if targets else load_xy(data)) if data else sad_data(n_points, degree=degree)
     res = divergent_flow(X, y, activation=activation, width=width, depth=depth, seed=seed, t_max=t_max,
                          n_records=n_records, solver=solver, progress=not quiet)
-    click.echo(res.summary())
-    write_outputs(res, json_path, plot_path, plot_divergence)
+    emit(res, res.summary(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_divergence)

@@ -1,18 +1,16 @@
 """Empirical commands: ``kernelcalc compare`` and ``kernelcalc depth-gap``.
 
 Thin layers over :func:`kernelcalc.compare` and :func:`kernelcalc.depth_gap`: a tqdm progress
-bar while running, a printed table, optional ``--json`` and ``--plot`` outputs.  Input errors
+bar while running, a printed table (or ``--json``), optional ``--json-out`` and ``--plot`` files.  Input errors
 are one ``Error: ...`` line (exit code 2), never a traceback.
 """
 
 from __future__ import annotations
 
-import json
-
 import click
 import numpy as np
 
-from kernelcalc.cli import main, write_outputs
+from kernelcalc.cli import emit, json_options, main
 from kernelcalc.cli.analytic import InputError, OneLineCommand, _activation_option, _friendly
 
 __all__ = ["compare_cmd", "depth_gap_cmd"]
@@ -56,7 +54,7 @@ def _input_options(f):
         click.option("--n-inputs", type=int, default=4, show_default=True, help="Number of random inputs."),
         click.option("--dim", type=int, default=3, show_default=True, help="Input dimension d of random inputs."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for inputs and networks."),
-        click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON."),
+        json_options,
         click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a log-log plot (png)."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
     ]):
@@ -76,7 +74,7 @@ def _input_options(f):
 @_input_options
 @_friendly
 def compare_cmd(activation, model, T, depth, widths, samples, solver, steps, data, n_inputs, dim, seed,
-                json_path, plot_path, quiet):
+                as_json, json_out, plot_path, quiet):
     """Analytic vs Monte-Carlo empirical kernels: per-entry z-scores and the error-vs-width slope."""
     widths_l = _int_list("widths", widths)
     if samples < 2:
@@ -87,10 +85,9 @@ def compare_cmd(activation, model, T, depth, widths, samples, solver, steps, dat
     kw = {"depth": depth} if model != "node" else {"solver": solver, "steps": steps}
     res = compare(X, activation=activation, T=T, widths=widths_l, n_samples=samples, model=model, seed=seed,
                   progress=not quiet, **kw)
-    click.echo(res.table())
     from kernelcalc.plotting import plot_compare
 
-    write_outputs(res, json_path, plot_path, plot_compare)
+    emit(res, res.table(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_compare)
 
 
 @main.command("depth-gap", cls=OneLineCommand)
@@ -102,26 +99,21 @@ def compare_cmd(activation, model, T, depth, widths, samples, solver, steps, dat
               help="Also compare discretize-then-optimize vs continuous-adjoint gradients.")
 @_input_options
 @_friendly
-def depth_gap_cmd(activation, T, width, depths, modes, data, n_inputs, dim, seed, json_path, plot_path, quiet):
+def depth_gap_cmd(activation, T, width, depths, modes, data, n_inputs, dim, seed, as_json, json_out, plot_path,
+                  quiet):
     """Weight-tied ResNet of depth L vs the Neural ODE at the same parameters: output, gradient, NTK gaps."""
     depths_l = _int_list("depths", depths)
     X = _inputs(data, n_inputs, dim, seed)
     from kernelcalc.empirical import depth_gap, gradient_mode_gap
 
     res = depth_gap(X, activation=activation, width=width, depths=depths_l, T=T, seed=seed, progress=not quiet)
-    click.echo(res.table())
+    text = [res.table()]
     out = {"depth_gap": res.to_dict()}
     if modes:
         gm = gradient_mode_gap(X, activation=activation, width=width, T=T, seed=seed, progress=not quiet)
-        click.echo("\ndiscretize-then-optimize vs optimize-then-discretize (continuous adjoint):")
-        click.echo(gm.table())
+        text += ["", "discretize-then-optimize vs optimize-then-discretize (continuous adjoint):", gm.table()]
         out["gradient_modes"] = gm.to_dict()
-    if json_path:
-        with open(json_path, "w") as fh:
-            json.dump(out, fh, indent=1)
-        click.echo(f"wrote {json_path}")
-    if plot_path:
-        from kernelcalc.plotting import plot_depth_gap
+    from kernelcalc.plotting import plot_depth_gap
 
-        plot_depth_gap(res, plot_path)
-        click.echo(f"wrote {plot_path}")
+    emit(res, "\n".join(text), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_depth_gap,
+         doc=out)

@@ -1,16 +1,17 @@
 """Horizon command: ``kernelcalc sweep-T``.
 
 A thin layer over :func:`kernelcalc.horizon.sweep_T`: lambda_min of the limiting NTK Gram and the
-predicted gradient-descent rate over a grid of horizons T and activations, printed as a table,
-with optional ``--json`` and ``--plot``.  Input errors are one ``Error: ...`` line (exit code 2);
-an entry whose kernel fails is reported in the table, never a traceback.
+predicted gradient-descent rate over a grid of horizons T and activations, printed as a table
+(``--json``: JSON on stdout instead), optional ``--json-out FILE`` and ``--plot``.  Input errors are
+one ``Error: ...`` line (exit code 2); an entry whose kernel fails is reported in the table, never a
+traceback.
 """
 
 from __future__ import annotations
 
 import click
 
-from kernelcalc.cli import main, write_outputs
+from kernelcalc.cli import emit, json_options, main
 from kernelcalc.cli.analytic import InputError, OneLineCommand, _friendly
 from kernelcalc.cli.empirical import _float_list, _inputs
 
@@ -64,13 +65,13 @@ def _sweep_inputs(data, digits, n_inputs, dim, seed):
 @click.option("--n-inputs", type=int, default=16, show_default=True, help="Number of random sphere inputs N.")
 @click.option("--dim", type=int, default=8, show_default=True, help="Input dimension d of random inputs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the inputs.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON.")
+@json_options
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG: lambda_min vs T (log-log) and steps to 1e-3 vs T.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_friendly
 def sweep_T_cmd(activation, Ts, sigma_w, sigma_u, sigma_v, inverse_T, lr, data, digits, n_inputs, dim, seed,
-                json_path, plot_path, quiet):
+                as_json, json_out, plot_path, quiet):
     """lambda_min of the infinite-width NTK Gram K_inf, rho = 1 - lr*lambda_min and the steps to reach
     1e-3 L0 (Theorem 2: L_k <= rho^k L0), as functions of the horizon T, for several activations."""
     acts = _split_top_level(activation)
@@ -83,5 +84,4 @@ def sweep_T_cmd(activation, Ts, sigma_w, sigma_u, sigma_v, inverse_T, lr, data, 
 
     res = sweep_T(X, activations=acts, Ts=T_list, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v,
                   sigma_w_scaling="inverse_T" if inverse_T else "fixed", lr=lr, progress=not quiet)
-    click.echo(res.table())
-    write_outputs(res, json_path, plot_path, plot_horizon)
+    emit(res, res.table(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_horizon)

@@ -1,9 +1,9 @@
 """Training commands: ``kernelcalc train``, ``kernelcalc width-sweep`` and ``kernelcalc flow-gap``.
 
 Thin layers over :func:`kernelcalc.train`, :func:`kernelcalc.width_sweep` and
-:func:`kernelcalc.training.flow_gap`: a tqdm progress bar,
-a printed summary, optional ``--json`` and ``--plot``. Input errors are one ``Error: ...`` line;
-a diverging run is reported (exit code 1), never a traceback.
+:func:`kernelcalc.training.flow_gap`: a tqdm progress bar, a printed summary (``--json``: JSON
+on stdout instead), optional ``--json-out FILE`` and ``--plot``. Input errors are one ``Error: ...``
+line; a diverging run is reported (exit code 1), never a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from kernelcalc.cli import main, write_outputs
+from kernelcalc.cli import emit, json_options, main
 from kernelcalc.cli.analytic import InputError, OneLineCommand, _activation_option, _friendly
 
 __all__ = ["train_cmd", "width_sweep_cmd", "flow_gap_cmd"]
@@ -52,7 +52,7 @@ def _train_options(f):
         click.option("--n-inputs", type=int, default=8, show_default=True, help="Random sphere inputs N."),
         click.option("--dim", type=int, default=32, show_default=True, help="Input dimension d of random inputs."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for data and network."),
-        click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON."),
+        json_options,
         click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
     ]):
@@ -65,7 +65,7 @@ def _train_options(f):
 @_train_options
 @_friendly
 def train_cmd(width, activation, model, T, depth, lr, steps, method, data, targets, digits, n_inputs, dim, seed,
-              json_path, plot_path, quiet):
+              as_json, json_out, plot_path, quiet):
     """Train by GD (or gradient flow) on 1/2|u-y|^2 and compare with the NTK bound (1 - lr*lambda0)^k L0."""
     X, y = _data(data, targets, digits, n_inputs, dim, seed)
     from kernelcalc.plotting import plot_training
@@ -73,8 +73,7 @@ def train_cmd(width, activation, model, T, depth, lr, steps, method, data, targe
 
     res = train(X, y, model=model, activation=activation, width=width, seed=seed, T=T, depth=depth, lr=lr,
                 steps=steps, method=method, progress=not quiet)
-    click.echo(res.summary())
-    write_outputs(res, json_path, plot_path, plot_training)
+    emit(res, res.summary(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_training)
     if res.diverged:
         raise click.exceptions.Exit(1)
 
@@ -84,7 +83,7 @@ def train_cmd(width, activation, model, T, depth, lr, steps, method, data, targe
 @_train_options
 @_friendly
 def width_sweep_cmd(widths, activation, model, T, depth, lr, steps, method, data, targets, digits, n_inputs, dim,
-                    seed, json_path, plot_path, quiet):
+                    seed, as_json, json_out, plot_path, quiet):
     """The same training run at several widths: NTK eigenvalues, |theta-theta0|, NTK drift vs width, slopes."""
     from kernelcalc.cli.empirical import _int_list
 
@@ -95,8 +94,7 @@ def width_sweep_cmd(widths, activation, model, T, depth, lr, steps, method, data
 
     res = width_sweep(X, y, widths=widths_l, model=model, activation=activation, seed=seed, T=T, depth=depth,
                       lr=lr, steps=steps, method=method, progress=not quiet)
-    click.echo(res.table())
-    write_outputs(res, json_path, plot_path, plot_width_sweep)
+    emit(res, res.table(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_width_sweep)
 
 
 @main.command("flow-gap", cls=OneLineCommand)
@@ -107,7 +105,7 @@ def width_sweep_cmd(widths, activation, model, T, depth, lr, steps, method, data
 @_train_options
 @_friendly
 def flow_gap_cmd(width, lrs, t_max, n_compare, activation, model, T, depth, lr, steps, method, data, targets,
-                 digits, n_inputs, dim, seed, json_path, plot_path, quiet):
+                 digits, n_inputs, dim, seed, as_json, json_out, plot_path, quiet):
     """GD with decreasing step sizes against the gradient flow at matching times; fitted order of the gap."""
     if lr is not None or method != "gd" or steps != 300:
         raise InputError("flow-gap takes --lrs and --t-max (not --lr, --steps or --method)")
@@ -120,5 +118,4 @@ def flow_gap_cmd(width, lrs, t_max, n_compare, activation, model, T, depth, lr, 
 
     res = flow_gap(X, y, lrs=lrs_l, t_max=t_max, n_compare=n_compare, model=model, activation=activation,
                    width=width, seed=seed, T=T, depth=depth, progress=not quiet)
-    click.echo(res.table())
-    write_outputs(res, json_path, plot_path, plot_flow_gap)
+    emit(res, res.table(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_flow_gap)

@@ -31,6 +31,7 @@ from .._validation import KernelcalcInputError, as_input_pair, positive_int
 from ..kernels._result import JsonResult
 from .models import _apply_one, init_params, make_network
 from .montecarlo import fit_slope
+from .ntk import flow_guard, require_finite, warn_assumption1
 
 __all__ = ["depth_gap", "DepthGap", "gradient_mode_gap", "GradientModeGap"]
 
@@ -39,6 +40,14 @@ __all__ = ["depth_gap", "DepthGap", "gradient_mode_gap", "GradientModeGap"]
 def _value_and_jacobian(params, X, net):
     f, g = jax.vmap(jax.value_and_grad(_apply_one), in_axes=(None, 0, None))(params, X, net)
     J = jnp.concatenate([l.reshape(l.shape[0], -1) for l in jax.tree_util.tree_leaves(g)], axis=1)
+    return f, J
+
+
+def _checked_value_and_jacobian(params, X, net, seed):
+    """``(f, J)`` as numpy arrays; a blown-up flow or an overflow is a :class:`KernelcalcInputError`."""
+    with flow_guard(net, seed):
+        f, J = (np.asarray(v) for v in _value_and_jacobian(params, X, net))
+    require_finite(net, f, f, J, seed)
     return f, J
 
 
@@ -99,15 +108,16 @@ def depth_gap(X, *, activation, width=256, depths: Sequence[int] = (2, 4, 8, 16,
     node = make_network("node", activation=activation, width=width, T=T, sigma_w=sigma_w, sigma_u=sigma_u,
                         sigma_v=sigma_v, solver=solver, rtol=rtol, atol=atol, gradient=gradient)
     seed = positive_int("seed", seed, minimum=0)
+    warn_assumption1(node, "depth_gap")
     params = init_params(jax.random.PRNGKey(seed), node, a.shape[1])
     Xj = jnp.asarray(a)
-    f, J = (np.asarray(v) for v in _value_and_jacobian(params, Xj, node))
+    f, J = _checked_value_and_jacobian(params, Xj, node, seed)
     K = J @ J.T
     out, grad, ker = [], [], []
     for L in tqdm(depths, desc="depths", disable=not progress):
         res = make_network("resnet", activation=activation, width=width, T=T, depth=L, sigma_w=sigma_w,
                            sigma_u=sigma_u, sigma_v=sigma_v)
-        fL, JL = (np.asarray(v) for v in _value_and_jacobian(params, Xj, res))
+        fL, JL = _checked_value_and_jacobian(params, Xj, res, seed)
         out.append(_rel(fL, f))
         grad.append(_rel(JL, J))
         ker.append(_rel(JL @ JL.T, K))
@@ -167,9 +177,10 @@ def gradient_mode_gap(X, *, activation, width=128, tolerances: Sequence[float] =
         nd = make_network("node", rtol=tol, atol=tol, gradient="discretize", **common)
         na = make_network("node", rtol=tol, atol=tol, gradient="adjoint", **common)
         if params is None:
+            warn_assumption1(nd, "gradient_mode_gap")
             params = init_params(jax.random.PRNGKey(seed), nd, a.shape[1])
-        fd, Jd = (np.asarray(v) for v in _value_and_jacobian(params, Xj, nd))
-        fa, Ja = (np.asarray(v) for v in _value_and_jacobian(params, Xj, na))
+        fd, Jd = _checked_value_and_jacobian(params, Xj, nd, seed)
+        fa, Ja = _checked_value_and_jacobian(params, Xj, na, seed)
         out.append(_rel(fa, fd))
         grad.append(_rel(Ja, Jd))
         ker.append(_rel(Ja @ Ja.T, Jd @ Jd.T))

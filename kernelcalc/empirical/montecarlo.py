@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any, Sequence
 
 import jax
@@ -23,7 +24,8 @@ from tqdm.auto import tqdm
 from .._validation import KernelcalcInputError, as_input_pair, positive_int
 from ..kernels._result import JsonResult, Kernel, jsonable as _jsonable
 from .models import init_params, make_network
-from .ntk import METHODS, network_ntk
+from ..assumptions import Assumption1Warning
+from .ntk import METHODS, flow_guard, network_ntk, require_finite, warn_assumption1
 
 __all__ = ["monte_carlo", "compare", "Comparison", "fit_slope"]
 
@@ -58,11 +60,14 @@ def _samples(a, b, same, *, model, activation, width, n_samples, seed, method, q
     xa, xb = jnp.asarray(a), None if same else jnp.asarray(b)
     keys = jax.random.split(jax.random.PRNGKey(seed), n_samples)
     prods, ntks = [], []
-    for k in tqdm(keys, desc=desc or f"{model} width={width}", disable=not progress, leave=False):
+    for s, k in enumerate(tqdm(keys, desc=desc or f"{model} width={width}", disable=not progress, leave=False)):
         params = init_params(k, net, a.shape[1])
-        f1, f2, theta = network_ntk(params, xa, xb, net, method, quad_nodes)
-        prods.append(np.outer(np.asarray(f1), np.asarray(f2)))
-        ntks.append(np.asarray(theta))
+        where = f"{seed}, sample {s}"
+        with flow_guard(net, where):
+            f1, f2, theta = (np.asarray(v) for v in network_ntk(params, xa, xb, net, method, quad_nodes))
+        require_finite(net, f1, f2, theta, where)
+        prods.append(np.outer(f1, f2))
+        ntks.append(theta)
     return net, np.stack(prods), np.stack(ntks)
 
 
@@ -87,6 +92,8 @@ def monte_carlo(x1, x2=None, *, model="node", activation, width, n_samples=20, s
     standard deviation of the NTK.
     """
     a, b, same = as_input_pair(x1, x2)
+    warn_assumption1(make_network(model, activation=activation, width=width, **_network_kwargs(dict(kwargs))),
+                     "monte_carlo")
     net, prods, ntks = _samples(a, b, same, model=model, activation=activation, width=width,
                                 n_samples=n_samples, seed=seed, method=method, quad_nodes=quad_nodes,
                                 progress=progress, **kwargs)
@@ -184,9 +191,13 @@ def compare(X, *, activation, T=1.0, widths: Sequence[int] = (64, 256, 1024), n_
     kw: dict[str, Any] = dict(kwargs)
     if model in ("node", "resnet"):
         kw["T"] = T
-    make_network(model, activation=activation, width=widths[0], **_network_kwargs(kw))  # validate early
+    net0 = make_network(model, activation=activation, width=widths[0], **_network_kwargs(kw))  # validate early
+    warn_assumption1(net0, "compare")
     if analytic is None:
-        analytic = _analytic(a, a, True, model, activation, kw)
+        with warnings.catch_warnings():
+            if net0.model in ("node", "resnet"):  # warned once above
+                warnings.simplefilter("ignore", Assumption1Warning)
+            analytic = _analytic(a, a, True, model, activation, kw)
     iu = np.triu_indices(a.shape[0])
     rows, emp, rms, mean_err = [], [], [], []
     maxz: dict = {"ntk": {}, "nngp": {}}

@@ -33,7 +33,9 @@ flattened and contracted.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import math
 import time
 
@@ -43,11 +45,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import KernelcalcInputError, as_input_pair, positive_int
+from ..assumptions import warn_if_assumption1_fails
 from ..kernels._result import Kernel
 from .models import Network, NODEParams, _apply_one, init_params, make_network, node_input, \
     node_solver_kwargs
 
-__all__ = ["empirical_ntk", "network_ntk", "jacobian_ntk", "structured_ntk", "METHODS"]
+__all__ = ["empirical_ntk", "network_ntk", "jacobian_ntk", "structured_ntk", "METHODS", "flow_guard",
+           "require_finite", "warn_assumption1"]
 
 METHODS = ("structured", "jacobian")
 
@@ -196,6 +200,77 @@ def structured_ntk(params, x1, x2, net: Network, quad_nodes: int = 32):
     return f1, f2, theta
 
 
+# ----------------------------------------------------------------------------- failures as clear errors
+def warn_assumption1(net: Network, context: str, stacklevel: int = 3) -> None:
+    """One :class:`~kernelcalc.Assumption1Warning` for a Neural ODE / ResNet whose activation fails
+    Assumption 1 (the MLP is not the subject of that theory). ``stacklevel`` 3: the caller's caller."""
+    if net.model in ("node", "resnet"):
+        warn_if_assumption1_fails(net.activation, context=context, stacklevel=stacklevel)
+
+
+def _describe(net: Network, seed) -> str:
+    who = f"the {net.activation.name} network (model={net.model!r}, width {net.width}"
+    return who + (f", seed {seed})" if seed is not None else ")")
+
+
+def require_finite(net: Network, f1, f2, theta, seed=None) -> None:
+    r"""Raise :class:`KernelcalcInputError` unless the outputs ``f1``, ``f2`` and the NTK ``theta`` are finite.
+
+    A non-finite output means the forward state overflowed: for the Neural ODE the flow
+    $\dot h = \tfrac{\sigma_w}{\sqrt n}W\phi(h)$ of an activation that grows faster than linearly
+    (e.g. $x^2$) reaches infinity in finite time, so past that time there is no network to measure.
+    """
+    f_ok = bool(np.isfinite(f1).all() and np.isfinite(f2).all())
+    if f_ok and bool(np.isfinite(theta).all()):
+        return
+    who = _describe(net, seed)
+    if net.model == "node":
+        what = (f"the finite-width flow blew up before T = {net.T:g}: the state h_t became non-finite"
+                if not f_ok else
+                f"the backward (gradient) pass of the finite-width flow overflowed before T = {net.T:g}: "
+                "the NTK is non-finite")
+        hint = ("an activation that grows faster than linearly can make h_t reach infinity in finite time; "
+                "reduce T or sigma_w")
+    elif net.model == "resnet":
+        what = (f"the ResNet states overflowed (non-finite) within {net.depth} blocks at T = {net.T:g}"
+                if not f_ok else "the ResNet's NTK overflowed (non-finite)")
+        hint = "reduce T or sigma_w"
+    else:
+        what = (f"the MLP forward pass overflowed (non-finite output) within {net.depth} layers"
+                if not f_ok else "the MLP's NTK overflowed (non-finite)")
+        hint = "reduce depth, w_std or b_std, or use an activation that grows more slowly"
+    raise KernelcalcInputError(f"{what} for {who}; {hint}")
+
+
+class _MuteCallbackErrors(logging.Filter):
+    def filter(self, record) -> bool:  # jax logs a full traceback before re-raising a callback error
+        return "pure_callback failed" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def flow_guard(net: Network, seed=None):
+    """Turn a diffrax runtime failure (adaptive solver: ``max_steps`` reached, step size too small) into a
+    one-line :class:`KernelcalcInputError` naming the network, without jax's logged traceback."""
+    log = logging.getLogger("jax._src.callback")
+    mute = _MuteCallbackErrors()
+    log.addFilter(mute)
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as err:
+        text = str(err)
+        if "maximum number of solver steps" in text:
+            why = f"the adaptive ODE solver reached max_steps = {net.max_steps} before T = {net.T:g}"
+        elif "minimum step size" in text:
+            why = f"the adaptive ODE solver's step size collapsed before T = {net.T:g}"
+        else:
+            raise
+        raise KernelcalcInputError(
+            f"{why} for {_describe(net, seed)}: the finite-width flow most likely blows up (non-finite state) "
+            "before T; reduce T or sigma_w") from None
+    finally:
+        log.removeFilter(mute)
+
+
 @functools.partial(jax.jit, static_argnames=("net", "method", "quad_nodes"))
 def network_ntk(params, x1, x2, net: Network, method: str = "structured", quad_nodes: int = 32):
     """Jitted ``(f(x1), f(x2), Θ(x1, x2))`` of the network with parameters ``params``.
@@ -231,6 +306,13 @@ def empirical_ntk(x1, x2=None, *, model="node", activation, width, seed=0, T=1.0
     \nabla_\theta f(y_j)$ and ``nngp`` $= f(x_i) f(y_j)$ (this one network's outputs; its
     average over seeds is the NNGP, see :func:`kernelcalc.monte_carlo`); ``info`` holds the
     outputs ``f1``, ``f2``, the method and the wall time.
+
+    For a Neural ODE or ResNet whose activation fails Assumption 1 an
+    :class:`~kernelcalc.Assumption1Warning` is issued (once per call).
+
+    Raises :class:`~kernelcalc.KernelcalcInputError` when the network overflows (for the Neural
+    ODE: the finite-width flow blows up before ``T``, e.g. $\phi = x^2$ at ``T = 3``) instead of
+    returning a NaN kernel.
     """
     a, b, same = as_input_pair(x1, x2)
     net = make_network(model, activation=activation, width=width, T=T, depth=depth, sigma_w=sigma_w,
@@ -240,15 +322,19 @@ def empirical_ntk(x1, x2=None, *, model="node", activation, width, seed=0, T=1.0
     if method not in METHODS:
         raise KernelcalcInputError(f"method must be one of {METHODS}, got {method!r}")
     quad_nodes = positive_int("quad_nodes", quad_nodes)
+    warn_assumption1(net, "empirical_ntk")
     if params is None:
         seed = positive_int("seed", seed, minimum=0)
         params = init_params(jax.random.PRNGKey(seed), net, a.shape[1])
     else:
         seed = None
     t0 = time.perf_counter()
-    f1, f2, theta = network_ntk(params, jnp.asarray(a), None if same else jnp.asarray(b), net, method, quad_nodes)
-    theta = np.asarray(theta)
-    f1, f2 = np.asarray(f1), np.asarray(f2)
+    with flow_guard(net, seed):
+        f1, f2, theta = network_ntk(params, jnp.asarray(a), None if same else jnp.asarray(b), net, method,
+                                    quad_nodes)
+        theta = np.asarray(theta)
+        f1, f2 = np.asarray(f1), np.asarray(f2)
+    require_finite(net, f1, f2, theta, seed)
     wall = time.perf_counter() - t0
     return Kernel(nngp=np.outer(f1, f2), ntk=theta, model=f"empirical:{model}", activation=net.activation.name,
                   params=dict(net.describe(), seed=seed),

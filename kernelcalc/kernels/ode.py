@@ -220,7 +220,8 @@ class GoursatSolver:
             _, cross = _compiled(dual, self.grid(M), self.sigma_w, self.sigma_v)
             ntk = float(cross(jnp.asarray(q), jnp.asarray(q), jnp.asarray([rec.ode_initial(v, self.sigma_u)]))[1][0])
             if prev is not None:
-                change = abs(ntk - prev) / abs(ntk)
+                scale = max(abs(ntk), abs(prev))  # both 0 for a zero activation: converged, not 0/0
+                change = abs(ntk - prev) / scale if scale > 0 else 0.0
                 if change <= self.tol:
                     return M, change
             prev = ntk
