@@ -20,6 +20,8 @@ __version__ = "0.1.0"
 from .checks import CheckReport, check  # noqa: E402
 from . import data  # noqa: E402
 __all__ += ["CheckReport", "check", "data"]
+from .spectrum import Spectrum, spectrum  # noqa: E402
+__all__ += ["Spectrum", "spectrum"]
 from .assumptions import Assumption1Report, Assumption1Warning, analyse  # noqa: E402
 from .symbolic import Derivation, derive  # noqa: E402
 __all__ += ["Assumption1Report", "Assumption1Warning", "analyse", "Derivation", "derive"]

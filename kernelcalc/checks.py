@@ -62,23 +62,29 @@ class GramSummary:
     lambda_min: float
     lambda_max: float
     condition_number: float
+    lambda_min_error_bound: float = math.nan
+    lambda_max_error_bound: float = math.nan
 
     def to_dict(self) -> dict:
         return _jsonable(dataclasses.asdict(self))
 
 
 def gram_summary(K) -> GramSummary:
-    """:class:`GramSummary` of a square matrix, symmetrised as $(K + K^T)/2$ before ``eigvalsh``."""
+    r""":class:`GramSummary` of a symmetric matrix; $\lambda_{\min}$, $\lambda_{\max}$ from
+    :func:`kernelcalc.spectrum.spectrum` (with their error bounds)."""
+    from .spectrum import spectrum
+
     K = np.asarray(K, dtype=np.float64)
     if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] == 0:
         raise KernelcalcInputError(f"Gram matrix must be square and non-empty, got shape {K.shape}")
-    if not np.all(np.isfinite(K)):
+    if not (np.isfinite(K.max()) and np.isfinite(K.min())):
         raise KernelcalcInputError("Gram matrix contains NaN or inf")
-    eig = np.linalg.eigvalsh(0.5 * (K + K.T))
-    lmin, lmax = float(eig[0]), float(eig[-1])
+    low, high = spectrum(K, 1, "smallest"), spectrum(K, 1, "largest")
+    lmin, lmax = float(low.values[0]), float(high.values[0])
     return GramSummary(
         n=int(K.shape[0]), min_entry=float(K.min()), max_entry=float(K.max()), mean_entry=float(K.mean()),
-        lambda_min=lmin, lambda_max=lmax, condition_number=lmax / lmin if lmin > 0 else math.inf)
+        lambda_min=lmin, lambda_max=lmax, condition_number=lmax / lmin if lmin > 0 else math.inf,
+        lambda_min_error_bound=float(low.error_bound[0]), lambda_max_error_bound=float(high.error_bound[0]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,7 +240,7 @@ class CheckReport(JsonResult):
 
 
 def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
-          tol=1e-10, sphere_rtol=1e-8, gram="if_applicable",
+          tol=1e-10, sphere_rtol=1e-8, gram="if_applicable", client=None,
           certify: bool = False) -> CheckReport:
     r"""Check data ``X`` (N, d) and ``activation`` against the Neural-ODE NTK theory.
 
@@ -254,6 +260,7 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
       :mod:`kernelcalc.certify`); the report is then not ok unless the bound is $> 0$.
       Needs the Gram: with ``gram="if_applicable"`` and a failed cheap check there is no certificate
       (``lambda_min_certified`` is ``None``).
+    - ``client``: a ``dask.distributed.Client`` or scheduler address: the NTK Gram's tiles run there.
 
     **Returns:** a :class:`CheckReport`; ``report.ok`` is ``False`` when
     $\lambda_{\min}\le$ ``tol``, Assumption 1 fails, a row is off the sphere, two rows
@@ -266,6 +273,11 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
 
     if not isinstance(certify, (bool, np.bool_)):
         raise KernelcalcInputError(f"certify must be True or False, got {certify!r}")
+    if client is not None:   # an unreachable scheduler is an input error, not a failed check
+        from .kernels._tiles import connect
+
+        client = connect(client)
+
     X = as_inputs(X, "X")
     act = resolve_activation(activation)
     params = {"T": positive("T", T), "sigma_w": positive("sigma_w", sigma_w),
@@ -314,7 +326,8 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
     else:
         try:
             K = node_kernel(X, activation=act, T=params["T"], sigma_w=params["sigma_w"],
-                            sigma_u=params["sigma_u"], sigma_v=params["sigma_v"])
+                            sigma_u=params["sigma_u"], sigma_v=params["sigma_v"], outputs=("ntk",),
+                            **({} if client is None else dict(client=client)))
             gram_info = gram_summary(K.ntk)
         except KernelcalcInputError as err:  # e.g. the variance ODE blows up before T
             skipped = f"the NTK Gram could not be computed: {err}"

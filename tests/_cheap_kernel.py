@@ -20,7 +20,7 @@ def cheap_kernel(monkeypatch):
     """Replace ``node_kernel`` everywhere it is looked up; yields the list of call kwargs."""
     calls = []
 
-    def fake(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0):
+    def fake(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, outputs=None, client=None):
         params = dict(T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)
         calls.append(params)
         a, b, _ = as_input_pair(x1, x2)

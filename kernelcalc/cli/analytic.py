@@ -100,6 +100,22 @@ def _node_params(T, sigma_w, sigma_u, sigma_v) -> dict:
             "sigma_u": positive("sigma_u", sigma_u), "sigma_v": positive("sigma_v", sigma_v)}
 
 
+def _scheduler_option(f):
+    return click.option(
+        "--scheduler", default=None, metavar="ADDRESS",
+        help="Run the Gram's tiles on this dask.distributed scheduler (e.g. tcp://host:8786); "
+             "an unreachable one is an error after 5 s.")(f)
+
+
+def _client(address):
+    """A dask client for ``--scheduler ADDRESS`` (None without one)."""
+    if address is None:
+        return None
+    from kernelcalc.kernels._tiles import connect
+
+    return connect(address)
+
+
 def _report_dict(report) -> dict:
     return report.to_dict() if hasattr(report, "to_dict") else {"text": str(report)}
 
@@ -127,8 +143,9 @@ def correlation_inputs(rhos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
               help="Number of correlations rho in the table (evenly spaced in [-1, 1], >= 2).")
 @click.option("--latex", is_flag=True, help="Print the recursion as LaTeX instead of text.")
 @json_options
+@_scheduler_option
 @_friendly
-def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json, json_out):
+def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json, json_out, scheduler):
     """Infinite-width Neural-ODE NNGP/NTK: activation analysis, recursion, kernel table.
 
     Prints the Assumption-1 report for the activation, the kernel recursion, and a table of
@@ -147,6 +164,8 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
         from kernelcalc.data import load_array
 
         X = load_array(data)
+    elif scheduler is not None:
+        raise InputError("--scheduler applies only with --data (it runs the data's Gram on a dask cluster)")
 
     from kernelcalc import analyse, derive, node_kernel
     from kernelcalc.checks import gram_summary
@@ -159,7 +178,8 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
     table = [{"rho": float(r), "nngp": float(a), "ntk": float(b)} for r, a, b in zip(rhos, K.nngp[0], K.ntk[0])]
     grams = None
     if X is not None:
-        G = node_kernel(X, activation=act, **params)
+        client = _client(scheduler)
+        G = node_kernel(X, activation=act, **params, **({} if client is None else dict(client=client)))
         grams = {"n": int(X.shape[0]), "d": int(X.shape[1]),
                  "ntk": gram_summary(G.ntk).to_dict(), "nngp": gram_summary(G.nngp).to_dict()}
 
@@ -227,10 +247,11 @@ def derive_cmd(activation, model, latex, as_json, json_out):
                    "rigorous for the identity activation, an a-posteriori discretisation estimate otherwise. "
                    "The check fails unless the bound is > 0. Needs the Gram (see --gram).")
 @json_options
+@_scheduler_option
 @click.pass_context
 @_friendly
 def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, tol, sphere_rtol, normalise, gram, certify,
-              as_json, json_out):
+              as_json, json_out, scheduler):
     """Check data and activation against the Neural-ODE NTK theory.
 
     Reports Assumption 1, whether the rows lie on the sphere and are distinct, the NTK Gram's
@@ -251,7 +272,9 @@ def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, tol, sphere_r
         X = sphere_normalise(X)
     act = _resolve(activation)
     params = _node_params(T, sigma_w, sigma_u, sigma_v)
-    report = check(X, activation=act, tol=tol, sphere_rtol=sphere_rtol, gram=gram, certify=certify, **params)
+    client = _client(scheduler)
+    report = check(X, activation=act, tol=tol, sphere_rtol=sphere_rtol, gram=gram, certify=certify, **params,
+                   **({} if client is None else dict(client=client)))
     emit(report, str(report), as_json=as_json, json_out=json_out)
     if not report.ok:
         click.echo("Error: check failed: " + "; ".join(" ".join(p.split()) for p in report.problems), err=True)

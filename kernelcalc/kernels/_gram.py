@@ -12,15 +12,20 @@ function of the second moments $x\cdot x/d$, $y\cdot y/d$, $x\cdot y/d$ (vectori
   $\theta=0$ is a node, so it is reproduced exactly.
 - the **direct path**: every distinct pair evaluated (upper triangle only for a symmetric Gram),
   in blocks with an optional progress bar.
+
+:func:`gram_plan` does the global work once; :func:`gram` then evaluates the plan tile by tile with
+:mod:`kernelcalc.kernels._tiles` (memory-bounded, optionally into a Zarr store or on a dask cluster).
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validation import KernelcalcInputError, accuracy_shortfall, as_input_pair
+from .._validation import KernelcalcInputError, accuracy_shortfall, as_input_pair, positive_int
 
 __all__ = ["gram", "gram_plan", "GramPlan", "chebyshev_coefficients", "require_finite",
            "error_estimate", "max_norm"]
@@ -197,36 +202,88 @@ def gram_plan(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, ch
     return _DirectPlan(a, b, same, pair_fn, _BLOCK * 1024 if cheap_pairs else _BLOCK, progress)
 
 
-def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, cheap_pairs: bool = False,
-         strict: bool = False):
-    """Validated Gram matrices ``(nngp, ntk, info)`` of ``pair_fn`` on ``x1`` x ``x2`` (see module doc)."""
-    plan = gram_plan(x1, x2, pair_fn, tol=tol, progress=progress, cheap_pairs=cheap_pairs, strict=strict)
-    everything = slice(None)
-    nngp, ntk = plan.block(everything, everything)
-    if plan.same:  # exact symmetry
-        nngp, ntk = 0.5 * (nngp + nngp.T), 0.5 * (ntk + ntk.T)
-    info = dict(plan.info)
+def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool | None = False, cheap_pairs: bool = False,
+         strict: bool = False, outputs=("nngp", "ntk"), out=None, client=None, config: dict | None = None,
+         tile: int | None = None):
+    """Validated Gram matrices ``(nngp, ntk, info)`` of ``pair_fn`` on ``x1`` x ``x2`` (see module doc),
+    evaluated tile by tile by :mod:`kernelcalc.kernels._tiles`.
+
+    ``outputs``: which Grams to compute (a missing one is returned as ``None``); ``out``: a path or
+    ``zarr.Group`` to write them to (the arrays returned are then read-only Zarr arrays);
+    ``client``: a ``dask.distributed.Client`` (or scheduler address) to run the tiles on;
+    ``config``: what identifies the kernel in a Zarr store (model, activation, parameters);
+    ``tile``: the tile side (default :data:`~kernelcalc.kernels._tiles.DEFAULT_TILE`);
+    ``progress``: a progress bar over the tiles (``None``: when the Gram has at least 5000**2 entries).
+    """
+    from . import _tiles
+
+    outputs = _tiles.validate_outputs(outputs)
+    tile = _tiles.DEFAULT_TILE if tile is None else positive_int("tile", tile)
+    a, b, same = as_input_pair(x1, x2)
+    shape = (a.shape[0], b.shape[0])
+    _tiles.check_memory(shape, outputs, tile, on_disk=out is not None)
+    if progress is None:
+        progress = shape[0] * shape[1] >= 5000 ** 2
+    rows, cols, _ = _tiles.tile_list(shape, same, tile)
+    single = len(rows) == 1 and len(cols) == 1
+    if out is None:
+        sink = _tiles.MemorySink(shape, outputs)
+    else:
+        cfg = dict(config or {}, inputs_sha256=_tiles.input_hash(a, b, same), symmetric=bool(same))
+        sink = _tiles.open_zarr_sink(out, cfg, shape, outputs, tile, (len(rows), len(cols)))
+    own_client = client is not None and isinstance(client, str)
+    if client is not None:
+        client = _tiles.connect(client)
+    try:
+        plan = gram_plan(a, None if same else b, pair_fn, tol=tol, progress=bool(progress) and single,
+                         cheap_pairs=cheap_pairs, strict=strict)
+        engine = _tiles.run_tiles(plan, outputs=outputs, sink=sink, tile=tile, client=client,
+                                  progress=bool(progress) and not single)
+    finally:
+        if own_client:
+            client.close()
+    arrays = sink.finish(engine["max_abs"])
+    info = dict(plan.info, **engine)
     if info["path"] == "direct":
-        info["pairs"] = int(nngp.size)
-    return nngp, ntk, info
+        info["pairs"] = shape[0] * shape[1]
+    if out is not None:
+        info["out"] = _tiles._describe(out)
+    return arrays.get("nngp"), arrays.get("ntk"), info
+
+
+def _max_abs(K) -> float:
+    r"""$\max|K_{ij}|$ without an $N\times N$ temporary (NaN/inf propagate); ``None`` -> 0; a Zarr
+    array written by :func:`gram` carries it in its attributes."""
+    if K is None:
+        return 0.0
+    if not isinstance(K, np.ndarray) and hasattr(K, "attrs"):
+        return float(K.attrs["max_abs"])
+    if K.size == 0:
+        return 0.0
+    return float(np.maximum(np.max(K), -np.min(K)))
 
 
 def require_finite(nngp, ntk, what: str) -> None:
     """Raise :class:`KernelcalcInputError` when a computed Gram has an inf or NaN entry (never return one)."""
     for name, K in (("NNGP", nngp), ("NTK", ntk)):
-        bad = ~np.isfinite(K)
-        if bad.any():
-            i, j = map(int, np.argwhere(bad)[0])
-            raise KernelcalcInputError(
-                f"{what} is not finite: {name}[{i}, {j}] = {K[i, j]} (float64 overflow); reduce the input "
-                "norms, the weight scales, the depth or the horizon")
+        if math.isfinite(_max_abs(K)):
+            continue
+        if isinstance(K, np.ndarray):
+            i, j = map(int, np.argwhere(~np.isfinite(K))[0])
+            where = f"{name}[{i}, {j}] = {K[i, j]}"
+        else:
+            where = f"an entry of {name} = {_max_abs(K)}"
+        raise KernelcalcInputError(
+            f"{what} is not finite: {where} (float64 overflow); reduce the input "
+            "norms, the weight scales, the depth or the horizon")
 
 
 def error_estimate(nngp, ntk, *relative: float | None) -> float:
     r"""``info["error_estimate"]``: the estimated largest absolute entrywise error of the returned Grams,
     $\max(\max|K|, \max|\Theta|)\cdot\sum_k \epsilon_k$ for the relative error estimates $\epsilon_k$ of
-    the stages (quadrature, time discretisation, interpolation; ``None`` entries are skipped)."""
-    scale = max(float(np.max(np.abs(nngp), initial=0.0)), float(np.max(np.abs(ntk), initial=0.0)))
+    the stages (quadrature, time discretisation, interpolation; ``None`` entries are skipped).  A Gram not
+    computed (``None``) is skipped."""
+    scale = max(_max_abs(nngp), _max_abs(ntk))
     return scale * float(sum(e for e in relative if e is not None))
 
 

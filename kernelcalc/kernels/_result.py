@@ -9,13 +9,33 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["Kernel", "JsonResult", "jsonable"]
+__all__ = ["Kernel", "JsonResult", "jsonable", "on_disk"]
 
 
-def _frozen(a) -> np.ndarray:
+def on_disk(a) -> bool:
+    """``a`` is an on-disk (Zarr) array rather than an in-memory numpy array."""
+    return a is not None and not isinstance(a, np.ndarray) and hasattr(a, "attrs") and hasattr(a, "shape")
+
+
+def _frozen(a):
+    """A read-only float64 array: ``None`` and Zarr arrays as they are; a float64 array that is already
+    read-only and owns its memory (what the kernels return) without a copy; anything else copied."""
+    if a is None or on_disk(a):
+        return a
+    if isinstance(a, np.ndarray) and a.dtype == np.float64 and not a.flags.writeable and a.base is None:
+        return a
     arr = np.array(a, dtype=np.float64, copy=True)
     arr.setflags(write=False)
     return arr
+
+
+def _array_dict(a):
+    """JSON form of one Gram: a nested list, ``None`` (not computed), or where a Zarr array lives."""
+    if a is None:
+        return None
+    if on_disk(a):
+        return {"zarr_store": str(getattr(a, "store", "")), "path": str(getattr(a, "path", "")), "shape": list(a.shape)}
+    return a.tolist()
 
 
 class JsonResult:
@@ -51,6 +71,12 @@ class Kernel(JsonResult):
     - ``stderr``: for Monte-Carlo estimates, a :class:`Kernel` of standard errors; else ``None``.
 
     Arrays are read-only.  Use :meth:`replace` to derive a modified copy.
+
+    **Missing and on-disk outputs.** A Gram that was not asked for (``outputs=("ntk",)`` of the
+    analytic kernels) is ``None``; at least one of ``nngp``, ``ntk`` is an array.  A Gram written
+    to a Zarr group (``out=``) is the read-only ``zarr.Array`` itself (``K.ntk[i:j, k:l]`` reads a
+    block, ``np.asarray(K.ntk)`` loads it all); :meth:`to_dict` then records where it lives
+    instead of the entries.
     """
 
     nngp: np.ndarray
@@ -63,7 +89,9 @@ class Kernel(JsonResult):
 
     def __post_init__(self):
         nngp, ntk = _frozen(self.nngp), _frozen(self.ntk)
-        if nngp.shape != ntk.shape:
+        if nngp is None and ntk is None:
+            raise ValueError("a Kernel needs at least one of nngp, ntk")
+        if nngp is not None and ntk is not None and tuple(nngp.shape) != tuple(ntk.shape):
             raise ValueError(f"nngp shape {nngp.shape} != ntk shape {ntk.shape}")
         object.__setattr__(self, "nngp", nngp)
         object.__setattr__(self, "ntk", ntk)
@@ -72,7 +100,7 @@ class Kernel(JsonResult):
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.nngp.shape
+        return tuple((self.ntk if self.ntk is not None else self.nngp).shape)
 
     def replace(self, **changes) -> "Kernel":
         """A copy with some fields replaced (like ``dataclasses.replace``)."""
@@ -83,10 +111,10 @@ class Kernel(JsonResult):
         out = {
             "model": self.model, "activation": self.activation,
             "params": jsonable(self.params), "info": jsonable(self.info),
-            "nngp": self.nngp.tolist(), "ntk": self.ntk.tolist(),
+            "nngp": _array_dict(self.nngp), "ntk": _array_dict(self.ntk),
         }
         if self.stderr is not None:
-            out["stderr"] = {"nngp": self.stderr.nngp.tolist(), "ntk": self.stderr.ntk.tolist()}
+            out["stderr"] = {"nngp": _array_dict(self.stderr.nngp), "ntk": _array_dict(self.stderr.ntk)}
         return out
 
 

@@ -64,7 +64,8 @@ def _layer_variances(dual, depth, w_std, b_std, v):
 
 
 def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_std=1.0, out_b_std=0.0,
-               progress: bool = False) -> Kernel:
+               progress: bool | None = None,
+                outputs=("nngp", "ntk"), out=None, client=None) -> Kernel:
     r"""Infinite-width NNGP and NTK of a depth-``depth`` MLP (neural-tangents ``stax`` convention).
 
     **Arguments:** ``x1`` (N1, d), ``x2`` (N2, d) or ``None``; ``activation`` (name, expression
@@ -72,6 +73,8 @@ def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_st
     (hidden Dense layers), ``out_w_std``, ``out_b_std`` (readout), all $\ge 0$.
 
     **Returns:** :class:`~kernelcalc.Kernel` with ``nngp``, ``ntk`` of shape (N1, N2).
+
+    ``outputs``, ``out``, ``client``, ``progress``: as in :func:`~kernelcalc.node_kernel` (tiles, Zarr, dask).
     """
     depth = positive_int("depth", depth)
     w_std, b_std, out_w_std, out_b_std = (nonnegative(n, v) for n, v in (
@@ -103,6 +106,9 @@ def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_st
         return np.asarray(k)[:n].reshape(shape), np.asarray(ntk)[:n].reshape(shape)
 
     nngp, ntk, ginfo = gram(a, None if same else b, pair_fn, tol=1e-12, progress=progress,
+                            outputs=outputs, out=out, client=client,
+                            config=dict(model="mlp", activation=act.name, params=dict(
+                                depth=depth, w_std=w_std, b_std=b_std, out_w_std=out_w_std, out_b_std=out_b_std)),
                             cheap_pairs=closed_form_dual(act) is not None)
     require_finite(nngp, ntk, f"the depth-{depth} {act.name} MLP kernel")
     info.update(ginfo, seconds=time.perf_counter() - t0)

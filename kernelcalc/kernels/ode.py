@@ -259,7 +259,8 @@ def _bucket(n: int) -> int:
 
 
 def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
-                tol: float = 1e-10, time_nodes: int | None = None, progress: bool = False) -> Kernel:
+                tol: float = 1e-10, time_nodes: int | None = None, progress: bool | None = None,
+                outputs=("nngp", "ntk"), out=None, client=None) -> Kernel:
     r"""Infinite-width NNGP and NTK of the Neural ODE $dh/dt=\sigma_w W\phi(h)/\sqrt n$ on $[0,T]$.
 
     **Arguments:**
@@ -276,6 +277,14 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
 
     Inputs on a common sphere ($x\cdot x/d$ the same for all) take the fast path: the kernel is
     a function of $\theta=\arccos(x\cdot y/x\cdot x)$ alone, interpolated by Chebyshev series in $\theta$.
+
+    **Scale:** ``outputs``: which Grams, ``("nngp", "ntk")`` (default), ``("ntk",)`` or ``("nngp",)``
+    (one not computed is ``None``; peak memory is one $N_1\times N_2$ array per output plus a few
+    tiles).  ``out``: a path or ``zarr.Group``: the Grams are written tile by tile to Zarr arrays
+    ``ntk``/``nngp`` and returned as read-only Zarr arrays; a killed run restarted with the same
+    arguments continues from the finished tiles; a store of another configuration is refused.
+    ``client``: a ``dask.distributed.Client`` or scheduler address: the tiles run as a dask graph on
+    that cluster.  ``progress``: a progress bar over the tiles (``None``: when $N_1N_2\ge 5000^2$).
     """
     T = positive("T", T)
     sigma_w, sigma_u, sigma_v = (positive(n, v) for n, v in
@@ -285,7 +294,10 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     a, b, same = as_input_pair(x1, x2)
     solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol, M=time_nodes,
                            grid=lambda M: chebyshev_discretisation(M, T), v_max=max_norm(a, b))
-    nngp, ntk, ginfo = gram(a, None if same else b, solver, tol=max(tol, 1e-12), progress=progress)
+    nngp, ntk, ginfo = gram(a, None if same else b, solver, tol=max(tol, 1e-12), progress=progress,
+                            outputs=outputs, out=out, client=client,
+                            config=dict(model="node", activation=act.name, params=dict(
+                                T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol, time_nodes=time_nodes)))
     info = dict(solver.info, **ginfo, seconds=time.perf_counter() - t0)
     info["error_estimate"] = error_estimate(nngp, ntk, solver.relative_error_estimate(),
                                             ginfo.get("interpolation_error_estimate"))

@@ -43,7 +43,8 @@ def euler_discretisation(L: int, T: float) -> Discretisation:
 
 
 def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
-                  progress: bool = False) -> Kernel:
+                  progress: bool | None = None,
+                outputs=("nngp", "ntk"), out=None, client=None) -> Kernel:
     r"""Infinite-width NNGP and NTK of the weight-tied Euler ResNet of depth ``depth`` on $[0,T]$.
 
     Same arguments and result as :func:`~kernelcalc.node_kernel`, plus ``depth`` $=L\ge1$.
@@ -58,7 +59,10 @@ def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u
     solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, M=depth,
                            grid=lambda L: euler_discretisation(L, T), scheme="Euler (exact discrete sums)",
                            v_max=max_norm(a, b))
-    nngp, ntk, ginfo = gram(a, None if same else b, solver, tol=1e-12, progress=progress)
+    nngp, ntk, ginfo = gram(a, None if same else b, solver, tol=1e-12, progress=progress,
+                            outputs=outputs, out=out, client=client,
+                            config=dict(model="resnet", activation=act.name, params=dict(
+                                depth=depth, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)))
     info = dict(solver.info, **ginfo, seconds=time.perf_counter() - t0)
     info["error_estimate"] = error_estimate(nngp, ntk, solver.relative_error_estimate(),
                                             ginfo.get("interpolation_error_estimate"))
