@@ -42,7 +42,7 @@ _NORM_RTOL = 1e-12         # norms closer than this (relative) are one group (th
 _MAX_GROUPS = 6            # more distinct norms than this: interpolate in the norm
 _OFF_SPHERE_TOL = 1e-10    # accuracy floor of the norm interpolation (the kernels' accuracy claim)
 _R_START, _R_MAX = 16, 1024
-_V_DEGREES = (4, 6, 8, 10, 12, 16, 20, 24, 32)
+_V_DEGREES = (4, 6, 8, 9, 10, 11, 12, 14, 16, 20, 24, 32)
 _BLOCK = 256
 _TILE_ENTRIES = 1 << 16    # entries per evaluation chunk (keeps the temporaries in cache)
 
@@ -252,7 +252,7 @@ class _NormInterpPlan(GramPlan):
 
     @staticmethod
     def _needed_degree(m, est):
-        """Degree whose Chebyshev tail the geometric decay seen at degree m puts below tol/10."""
+        """Degree whose Chebyshev tail the geometric decay seen at degree m puts below tol/3."""
         rate = est["rate"]
         if not 0 < rate < 1:
             return m + 1
@@ -278,9 +278,9 @@ class _NormInterpPlan(GramPlan):
         if Z is not None:
             envz = np.max(np.abs(chebyshev_coefficients(Z[:L])) / np.maximum(np.max(np.abs(Z), 0), 1e-300), 1)
             env = np.maximum(env, envz)
-        tail = float(np.max(env[-2:])) * 2 if m > 0 else 0.0
+        tail = float(np.max(env[-2:])) if m > 0 else 0.0
         rate = float((max(tail, 1e-300) / max(env[0], 1e-300)) ** (1.0 / max(m - 1, 1)))
-        return F, Z, dict(tail=tail, rate=rate, target=self.tol / 10)
+        return F, Z, dict(tail=tail, rate=rate, target=self.tol / 3)
 
     def _weights(self, norms):
         t = np.log(np.where(norms > 0, norms, 1.0))
