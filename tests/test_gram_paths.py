@@ -114,13 +114,14 @@ def _subset_check(kernel, x, idx):
     return K
 
 
-@pytest.mark.parametrize("name", ["mlp relu", "mlp tanh"])
-def test_off_sphere_mlp_fast_path_equals_direct(name):
+@pytest.mark.parametrize("act, depth, kw", [("relu", 3, {}), ("gelu", 2, dict(w_std=1.2, b_std=0.1)),
+                                            pytest.param("tanh", 3, dict(w_std=1.5, b_std=0.1), marks=pytest.mark.slow)])
+def test_off_sphere_mlp_fast_path_equals_direct(act, depth, kw):
     x = _rows(70, 6, 7, 0.3)
     idx = np.arange(0, 70, 3)[:20]
-    act, kw = ("relu", {}) if name == "mlp relu" else ("tanh", dict(w_std=1.5, b_std=0.1))
-    K = _subset_check(lambda z: kc.mlp_kernel(z, activation=act, depth=3, **kw), x, idx)
+    K = _subset_check(lambda z: kc.mlp_kernel(z, activation=act, depth=depth, **kw), x, idx)
     assert K.info["path"] == ("direct" if act == "relu" else "norm interpolation")
+    assert K.info.get("interpolation_error_estimate", 0.0) <= 1e-9
 
 
 @pytest.mark.slow

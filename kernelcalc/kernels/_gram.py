@@ -127,10 +127,9 @@ class GramPlan:
         mask = i[:, None] == j[None, :]
         return mask if mask.any() else None
 
-    def _theta(self, rows, cols, ra, rb):
-        """theta of the tile from the inner products and the norms ``ra``, ``rb`` (sqrt of v; 0 for zero
-        rows, whose theta is set to 0); the diagonal of a symmetric Gram is exactly 0."""
-        rho = self.a[rows] @ self.b[cols].T / self.d
+    def _theta(self, rho, rows, cols, ra, rb):
+        """theta (in place of ``rho``, the inner products x.y/d of the tile) from the norms ``ra``, ``rb``
+        (sqrt of v; 0 for zero rows, whose theta is set to 0); the diagonal of a symmetric Gram is exactly 0."""
         denom = ra[:, None] * rb[None, :]
         np.divide(rho, denom, out=rho, where=denom > 0)
         rho[denom == 0] = 1.0
@@ -141,12 +140,32 @@ class GramPlan:
         return np.arccos(rho, out=rho), mask
 
 
-def _row_chunks(n_rows: int, n_cols: int):
-    step = max(1, _TILE_ENTRIES // max(n_cols, 1))
-    return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
+class _TablePlan(GramPlan):
+    """A plan whose entries are read from tables: evaluated in row chunks that keep the temporaries
+    in cache; a tile on the diagonal of a symmetric Gram computes its upper triangle and mirrors it."""
+
+    def _chunk(self, i: np.ndarray, j: np.ndarray, xy: np.ndarray) -> np.ndarray:
+        """``(2, len(i), len(j))``: (nngp, ntk) of rows ``a[i]`` x ``b[j]`` (``xy``: their x.y/d, overwritten)."""
+        raise NotImplementedError  # pragma: no cover  (abstract)
+
+    def block(self, rows, cols):
+        ia, jb = np.arange(self.shape[0])[rows], np.arange(self.shape[1])[cols]
+        sym = self.same and np.array_equal(ia, jb)
+        out = np.empty((2, ia.size, jb.size))
+        step = max(1, _TILE_ENTRIES // max(jb.size, 1))
+        chunks = [slice(r0, min(r0 + step, ia.size)) for r0 in range(0, ia.size, step)]
+        xy = self.a[ia] @ self.b[jb].T       # one product for the tile (small ones are slow in BLAS)
+        xy /= self.d
+        for r in chunks:
+            c0 = r.start if sym else 0
+            out[:, r, c0:] = self._chunk(ia[r], jb[c0:], xy[r, c0:])
+        if sym:
+            for r in chunks:
+                out[:, r.stop:, r] = out[:, r, r.stop:].transpose(0, 2, 1)
+        return out[0], out[1]
 
 
-class _GroupPlan(GramPlan):
+class _GroupPlan(_TablePlan):
     r"""Few distinct norms (one: the sphere): a table in theta for every pair of norm groups.
 
     Zero rows form a group whose kernel $F(0, v, 0)$ is constant in theta.
@@ -186,23 +205,20 @@ class _GroupPlan(GramPlan):
         if not on_sphere:
             self.info["norm_groups"] = L
 
-    def block(self, rows, cols):
-        ga, gb = self.ga[rows], self.gb[cols]
-        theta, mask = self._theta(rows, cols, self.sqrt_reps[ga], self.sqrt_reps[gb])
+    def _chunk(self, i, j, xy):
+        ga, gb = self.ga[i], self.gb[j]
+        theta, mask = self._theta(xy, i, j, self.sqrt_reps[ga], self.sqrt_reps[gb])
         stride = (self.table.n + 1) * self.table.P
-        out = np.empty((2,) + theta.shape)
-        for r in _row_chunks(*theta.shape):
-            k, s = self.table.index(theta[r])
-            ch = (ga[r, None] * self.L + gb[None, :]) * 2
-            for o in range(2):
-                out[o, r] = self.table.horner(self.flat, (ch + o) * stride + k, s)
+        k, s = self.table.index(theta)
+        ch = (ga[:, None] * self.L + gb[None, :]) * 2
+        out = np.stack([self.table.horner(self.flat, (ch + o) * stride + k, s) for o in range(2)])
         if mask is not None:
-            i, j = np.nonzero(mask)
-            out[:, i, j] = self.F0[ga[i], gb[j]].T
-        return out[0], out[1]
+            ii, jj = np.nonzero(mask)
+            out[:, ii, jj] = self.F0[ga[ii], gb[jj]].T
+        return out
 
 
-class _NormInterpPlan(GramPlan):
+class _NormInterpPlan(_TablePlan):
     r"""Many distinct norms: Chebyshev interpolation in $t=\log v$ times the theta table (module doc)."""
 
     def __init__(self, a, b, same, pair_fn, tol, strict):
@@ -233,7 +249,6 @@ class _NormInterpPlan(GramPlan):
         self.scale = scale
         self.table = ThetaTable(chebyshev_coefficients(F).reshape(R + 1, -1), tol, np.tile(scale, L * L),
                                 max_panels=1024)
-        self.flat = None
         self.Z = Z                                            # (L+1, 2): F(0, v_l, 0) and F(0, 0, 0)
         self.L = L
         self.info = dict(path="norm interpolation", theta_nodes=R + 1, norm_nodes=L,
@@ -290,33 +305,28 @@ class _NormInterpPlan(GramPlan):
             W = barycentric_weights(self._t_nodes(self.m), np.clip(t, self.t_lo, self.t_hi))
         return W
 
-    def block(self, rows, cols):
-        na, nb = self.na[rows], self.nb[cols]
-        theta, mask = self._theta(rows, cols, np.sqrt(na), np.sqrt(nb))
+    def _chunk(self, i, j, xy):
+        na, nb = self.na[i], self.nb[j]
+        theta, _ = self._theta(xy, i, j, np.sqrt(na), np.sqrt(nb))
         Wa, Wb = self._weights(na), self._weights(nb)
         n, P, L = self.table.n, self.table.P, self.L
-        tab = self.table.table.reshape(L, L, 2, n + 1, P)
-        out = np.zeros((2,) + theta.shape)
         stride = (n + 1) * P
-        for r in _row_chunks(*theta.shape):
-            rowtab = np.tensordot(Wa[r], tab, axes=(1, 0)).ravel()           # (B, L, 2, n+1, P)
-            k, s = self.table.index(theta[r])
-            base = (np.arange(r.stop - r.start)[:, None] * L * 2) * stride + k
-            for l_ in range(L):
-                for o in range(2):
-                    acc = self.table.horner(rowtab, base + (l_ * 2 + o) * stride, s)
-                    acc *= Wb[None, :, l_]
-                    out[o, r] += acc
-        zx, zy = na == 0, nb == 0
-        if self.Z is not None and (zx.any() or zy.any()):
-            Zs = self.Z
+        rowtab = np.tensordot(Wa, self.table.table.reshape(L, L, 2, n + 1, P), axes=(1, 0)).ravel()
+        k, s = self.table.index(theta)
+        base = (np.arange(i.size)[:, None] * L * 2) * stride + k
+        out = np.zeros((2,) + theta.shape)
+        for l_ in range(L):
             for o in range(2):
-                col_val = self._weights(nb) @ Zs[: L, o]                      # F(0, v_j, 0)
-                row_val = self._weights(na) @ Zs[: L, o]
-                out[o][np.ix_(zx, ~zy)] = col_val[~zy][None, :]
-                out[o][np.ix_(~zx, zy)] = row_val[~zx][:, None]
-                out[o][np.ix_(zx, zy)] = Zs[L, o]
-        return out[0], out[1]
+                acc = self.table.horner(rowtab, base + (l_ * 2 + o) * stride, s)
+                acc *= Wb[None, :, l_]
+                out[o] += acc
+        zx, zy = na == 0, nb == 0
+        if self.Z is not None and (zx.any() or zy.any()):   # a zero row: F(0, v, 0), no theta
+            for o in range(2):
+                out[o][np.ix_(zx, ~zy)] = (Wb @ self.Z[:L, o])[~zy][None, :]
+                out[o][np.ix_(~zx, zy)] = (Wa @ self.Z[:L, o])[~zx][:, None]
+                out[o][np.ix_(zx, zy)] = self.Z[L, o]
+        return out
 
     def _check(self, pair_fn) -> float:
         """Largest relative deviation from direct evaluations at input pairs of extreme norms."""
@@ -402,7 +412,7 @@ def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, cheap_p
     plan = gram_plan(x1, x2, pair_fn, tol=tol, progress=progress, cheap_pairs=cheap_pairs, strict=strict)
     everything = slice(None)
     nngp, ntk = plan.block(everything, everything)
-    if plan.same:  # exact symmetry
+    if plan.same and not isinstance(plan, _TablePlan):  # exact symmetry (table plans mirror their tiles)
         nngp, ntk = 0.5 * (nngp + nngp.T), 0.5 * (ntk + ntk.T)
     info = dict(plan.info)
     if info["path"] == "direct":
