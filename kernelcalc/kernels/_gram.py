@@ -232,15 +232,13 @@ class _NormInterpPlan(_TablePlan):
         _, R, err_theta = _theta_samples(pair_fn, np.array([v_lo, v_hi, v_lo]), np.array([v_lo, v_hi, v_hi]),
                                          tol, strict, "the norm interpolation")
         u_theta = lobatto(R)
-        m_prev, est = None, None
-        for m in _V_DEGREES:
-            if m_prev is not None and est is not None and m < self._needed_degree(m_prev, est):
-                continue
+        m = _V_DEGREES[0]
+        F, Z, est = self._sample(pair_fn, m, u_theta)
+        while est["tail"] > tol and m < _V_DEGREES[-1]:
+            want = max(self._needed_degree(m, est), m + 1)
+            m = next((k for k in _V_DEGREES if k >= want), _V_DEGREES[-1])
             F, Z, est = self._sample(pair_fn, m, u_theta)
-            m_prev = m
-            if est["tail"] <= tol:
-                break
-        else:
+        if est["tail"] > tol:
             accuracy_shortfall(f"the norm interpolation stopped at degree {m} with relative error estimate "
                                f"{est['tail']:.1e} > tol = {tol:.1e}", strict)
         self.m, self.t_nodes = m, self._t_nodes(m)
@@ -248,7 +246,7 @@ class _NormInterpPlan(_TablePlan):
         scale = np.max(np.abs(F), axis=(0, 1, 2))
         self.scale = scale
         self.table = ThetaTable(chebyshev_coefficients(F).reshape(R + 1, -1), tol, np.tile(scale, L * L),
-                                max_panels=1024)
+                                max_panels=256)     # small rows of the per-row contraction
         self.Z = Z                                            # (L+1, 2): F(0, v_l, 0) and F(0, 0, 0)
         self.L = L
         self.info = dict(path="norm interpolation", theta_nodes=R + 1, norm_nodes=L,
