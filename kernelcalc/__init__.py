@@ -25,12 +25,27 @@ __all__ += ["Spectrum", "spectrum"]
 from .assumptions import Assumption1Report, Assumption1Warning, analyse  # noqa: E402
 from .symbolic import Derivation, derive  # noqa: E402
 __all__ += ["Assumption1Report", "Assumption1Warning", "analyse", "Derivation", "derive"]
-from .empirical import compare, depth_gap, empirical_ntk, monte_carlo  # noqa: E402
-__all__ += ["compare", "depth_gap", "empirical_ntk", "monte_carlo"]
-from .training import TrainResult, divergent_flow, flow_gap, train, width_sweep  # noqa: E402
-__all__ += ["TrainResult", "train", "width_sweep", "flow_gap", "divergent_flow"]
-from .horizon import sweep_T  # noqa: E402
-__all__ += ["sweep_T"]
+# Finite-width models (diffrax, equinox) load on first use: ``import kernelcalc`` stays fast.
+_LAZY = {"compare": "empirical", "depth_gap": "empirical", "empirical_ntk": "empirical", "monte_carlo": "empirical",
+         "TrainResult": "training", "train": "training", "width_sweep": "training", "flow_gap": "training",
+         "divergent_flow": "training", "sweep_T": "horizon"}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
 from .polynomial import feature_rank_bound, lambda_min_table  # noqa: E402
 __all__ += ["feature_rank_bound", "lambda_min_table"]
 from .certify import CertifiedLambdaMin, certify_lambda_min, certify_ntk, rigorous_kernel  # noqa: E402

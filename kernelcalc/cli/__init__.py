@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import click
 
-__all__ = ["main"]
+__all__ = ["main", "enable_compilation_cache"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kernelcalc")
 @click.pass_context
 def main(ctx):
-    """kernelcalc: infinite-width NTK / NNGP kernels of Neural ODEs, ResNets and MLPs."""
+    """kernelcalc: infinite-width NTK / NNGP kernels of Neural ODEs, ResNets and MLPs.
+
+    Compiled kernels are cached on disk between runs (KERNELCALC_JAX_CACHE: the folder, default
+    ~/.cache/kernelcalc/jax; "0" turns the cache off).
+    """
+    enable_compilation_cache()
     import warnings
 
     previous = warnings.showwarning
@@ -27,6 +32,29 @@ def main(ctx):
 
     warnings.showwarning = one_line
     ctx.call_on_close(lambda: setattr(warnings, "showwarning", previous))
+
+
+def enable_compilation_cache() -> str | None:
+    """Turn on jax's persistent compilation cache for this process (the CLI only: the library never
+    changes the user's jax configuration).  Returns the folder, or None when disabled/unavailable."""
+    import os
+
+    folder = os.environ.get("KERNELCALC_JAX_CACHE")
+    if folder == "0":
+        return None
+    if not folder:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        folder = os.path.join(base, "kernelcalc", "jax")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", folder)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    except (OSError, AttributeError):   # unwritable folder or an old jax: run without the cache
+        return None
+    return folder
 
 
 def json_options(f):

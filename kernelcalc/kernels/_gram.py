@@ -2,106 +2,109 @@ r"""Gram-matrix assembly shared by every analytic kernel.
 
 A model supplies ``pair_fn(sxx, syy, sxy) -> (nngp, ntk)``: the kernel of one input pair as a
 function of the second moments $x\cdot x/d$, $y\cdot y/d$, $x\cdot y/d$ (vectorised).
-:func:`gram` validates the inputs and evaluates it on all pairs, choosing between
+:func:`gram_plan` validates the inputs, does the global work once and returns a :class:`GramPlan`
+whose :meth:`~GramPlan.block` evaluates any tile.  Writing $v=x\cdot x/d$ and
+$\theta=\arccos\big(x\cdot y/(d\sqrt{v_xv_y})\big)\in[0,\pi]$, the kernel is $F(v_x,v_y,\theta)$:
 
-- the **sphere path**: when every input has the same $v=x\cdot x/d$, the kernel depends on
-  $\theta=\arccos(x\cdot y/(dv))\in[0,\pi]$ only. It is computed at Chebyshev–Lobatto points in
-  $\theta$ (doubled until the interpolant predicts the new points to ``tol``), then the
-  Chebyshev series is evaluated at every pair.  Interpolating in $\theta$ rather than $\rho$ keeps
-  kernels with $\sqrt{1-\rho^2}$ behaviour at $\rho=\pm1$ (relu arc-cosine) smooth.  The diagonal
-  $\theta=0$ is a node, so it is reproduced exactly.
+- the **sphere / norm-group path**: when the inputs have few distinct norms (one: the sphere),
+  each pair of norms $(v_g,v_h)$ has its own function of $\theta$.  It is sampled at
+  Chebyshev–Lobatto points in $\theta$ (doubled until the interpolant predicts the new points to
+  ``tol``) and read off a piecewise-polynomial table (:class:`~kernelcalc.kernels._interp.ThetaTable`,
+  a few flops per entry).  A zero row ($v=0$) is a group whose kernel does not depend on $\theta$.
+  The diagonal $\theta=0$ is a node and is copied exactly.
+- the **norm-interpolation path** (many distinct norms): $F$ is interpolated in
+  $t=\log v$ by Chebyshev–Lobatto points on the range of the nonzero norms (degree chosen from
+  the decay of the Chebyshev coefficients), in $\theta$ as above, i.e. tables
+  $T_{kl}(\theta)=F(v_k,v_l,\theta)$ and $F\approx\sum_{kl}\ell_k(t_x)\ell_l(t_y)T_{kl}(\theta)$;
+  checked against direct evaluations at actual input pairs of extreme norms.  Zero rows: a 1-D
+  interpolant of $F(0, v, 0)$.
 - the **direct path**: every distinct pair evaluated (upper triangle only for a symmetric Gram),
-  in blocks with an optional progress bar.
+  in blocks with an optional progress bar (few pairs, or closed-form ``cheap_pairs`` off the sphere).
 
-:func:`gram_plan` does the global work once; :func:`gram` then evaluates the plan tile by tile with
-:mod:`kernelcalc.kernels._tiles` (memory-bounded, optionally into a Zarr store or on a dask cluster).
+``info["interpolation_error_estimate"]`` is the relative error estimate of the interpolation
+(global interpolants plus table), against the largest $|$entry$|$ of each output.
+
+:func:`gram` then evaluates the plan tile by tile with :mod:`kernelcalc.kernels._tiles`
+(memory-bounded, optionally into a Zarr store or on a dask cluster).
 """
 
 from __future__ import annotations
 
 import math
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .._validation import KernelcalcInputError, accuracy_shortfall, as_input_pair, positive_int
+from ._interp import (ThetaTable, barycentric_weights, chebyshev_coefficients, chebyshev_matrix, lobatto,
+                      theta_of)
 
 __all__ = ["gram", "gram_plan", "GramPlan", "chebyshev_coefficients", "require_finite",
            "error_estimate", "max_norm"]
 
 _DIRECT_MAX_PAIRS = 48     # below this many pairs, evaluate directly even on the sphere
-_SPHERE_RTOL = 1e-12
+_DIRECT_MAX_NORM_PAIRS = 2000   # off the sphere, below this many pairs evaluate directly
+_NORM_RTOL = 1e-12         # norms closer than this (relative) are one group (the sphere: one group)
+_MAX_GROUPS = 6            # more distinct norms than this: interpolate in the norm
+_OFF_SPHERE_TOL = 1e-10    # accuracy floor of the norm interpolation (the kernels' accuracy claim)
 _R_START, _R_MAX = 16, 1024
+_V_DEGREES = (4, 6, 8, 9, 10, 11, 12, 14, 16, 20, 24, 32)
 _BLOCK = 256
+_TILE_ENTRIES = 1 << 16    # entries per evaluation chunk (keeps the temporaries in cache)
 
 
-def chebyshev_coefficients(values: np.ndarray) -> np.ndarray:
-    r"""Chebyshev coefficients $c_j$ of the interpolant through values at $u_k=-\cos(k\pi/R)$, $k=0..R$.
+def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str):
+    """Values ``(R+1, G, 2)`` of (nngp, ntk) at the Lobatto points in theta for the G norm pairs
+    (vx[g], vy[g]) (all nonzero); R doubled until the interpolant predicts the new points to ``tol``
+    (relative to the largest value of each output), or says it did not.  Returns (F, R, err)."""
+    root = np.sqrt(vx * vy)[None, :]
 
-    ``values``: shape ``(R+1, ...)``. Returns the same shape; $p(u)=\sum_j c_jT_j(u)$.
-    """
-    f = np.asarray(values)[::-1]                       # now at x_m = cos(m pi / R)
-    R = f.shape[0] - 1
-    m = np.arange(R + 1)
-    cos = np.cos(np.pi * np.outer(m, m) / R)           # cos(j m pi / R)
-    wts = np.ones(R + 1)
-    wts[0] = wts[-1] = 0.5
-    c = (2.0 / R) * np.tensordot(cos * wts[None, :], f, axes=(1, 0))
-    c[0] *= 0.5
-    c[-1] *= 0.5
-    return c
+    def sample(u):
+        c = root * np.cos(theta_of(u))[:, None]
+        vals = pair_fn(np.broadcast_to(vx, c.shape), np.broadcast_to(vy, c.shape), c)
+        return np.stack(vals, axis=-1)                                     # (len(u), G, 2)
 
-
-def _lobatto(R: int) -> np.ndarray:
-    return -np.cos(np.pi * np.arange(R + 1) / R)
-
-
-def _sphere_coefficients(pair_fn, v: float, tol: float, strict: bool):
-    """Chebyshev coefficients in theta of (nngp, ntk) on the sphere x.x/d = v; doubles R until the
-    interpolant predicts the new nodes to ``tol`` (relative) or says it did not."""
-    theta_of = lambda u: 0.5 * np.pi * (u + 1.0)  # noqa: E731
     R = _R_START
-    u = _lobatto(R)
-    F = np.stack(pair_fn(v, v, v * np.cos(theta_of(u))), axis=-1)          # (R+1, 2)
+    F = sample(lobatto(R))
     while True:
-        u_new = _lobatto(2 * R)[1::2]
-        F_new = np.stack(pair_fn(v, v, v * np.cos(theta_of(u_new))), axis=-1)
-        predicted = np.polynomial.chebyshev.chebval(u_new, chebyshev_coefficients(F)).T
-        scale = np.max(np.abs(np.concatenate([F, F_new])), axis=0)
-        err = np.max(np.abs(predicted - F_new) / np.maximum(scale, 1e-300))
-        merged = np.empty((2 * R + 1, 2))
+        u_new = lobatto(2 * R)[1::2]
+        F_new = sample(u_new)
+        predicted = np.tensordot(chebyshev_matrix(u_new, R), chebyshev_coefficients(F), axes=(1, 0))
+        scale = np.max(np.abs(np.concatenate([F, F_new])), axis=(0, 1))
+        err = float(np.max(np.abs(predicted - F_new) / np.maximum(scale, 1e-300)))
+        merged = np.empty((2 * R + 1,) + F.shape[1:])
         merged[0::2], merged[1::2] = F, F_new
         F, R = merged, 2 * R
         if err <= tol:
             break
         if R >= _R_MAX:
-            accuracy_shortfall(
-                f"sphere interpolation in theta stopped at {R + 1} nodes with relative error estimate "
-                f"{err:.1e} > tol = {tol:.1e}", strict)
+            accuracy_shortfall(f"{what}: interpolation in theta stopped at {R + 1} nodes with relative error "
+                               f"estimate {err:.1e} > tol = {tol:.1e}", strict)
             break
-    info = dict(path="sphere", theta_nodes=R + 1, interpolation_error_estimate=float(err))
-    return chebyshev_coefficients(F), float(np.max(np.abs(F))), info
+    return F, R, err
 
 
-@jax.jit
-def _clenshaw_theta(coef, rho):
-    r"""$\sum_j c_j T_j(u)$, $u = 2\arccos(\rho)/\pi - 1$, for coefficient columns (nngp, ntk)."""
-    u = 2.0 * jnp.arccos(jnp.clip(rho, -1.0, 1.0)) / jnp.pi - 1.0
+def _group_index(norms: np.ndarray, reps: np.ndarray) -> np.ndarray:
+    """Index of the representative norm of every row (reps sorted, groups separated by > _NORM_RTOL)."""
+    idx = np.clip(np.searchsorted(reps, norms), 1, max(reps.size - 1, 1)) if reps.size > 1 else np.zeros(norms.size, int)
+    if reps.size > 1:
+        left = np.abs(norms - reps[idx - 1]) <= np.abs(norms - reps[idx])
+        idx = np.where(left, idx - 1, idx)
+    return idx.astype(np.intp)
 
-    def body(i, carry):
-        b1, b2 = carry
-        c = coef[coef.shape[0] - 1 - i]
-        return 2.0 * u[None] * b1 - b2 + c[:, None, None], b1
 
-    zeros = jnp.zeros((coef.shape[1],) + u.shape)
-    b1, b2 = jax.lax.fori_loop(0, coef.shape[0] - 1, body, (zeros, zeros), unroll=8)  # partly fused, bounded compile
-    return u[None] * b1 - b2 + coef[0][:, None, None]
+def _norm_groups(norms: np.ndarray, limit: int) -> np.ndarray | None:
+    """Representative norms (sorted) when the norms fall into at most ``limit`` groups of relative
+    width _NORM_RTOL, else None."""
+    u = np.unique(norms)
+    starts = np.concatenate([[True], np.diff(u) > _NORM_RTOL * np.maximum(u[1:], 1e-300)])
+    if np.count_nonzero(starts) > limit:
+        return None
+    return u[starts]
 
 
 class GramPlan:
-    r"""How to evaluate one Gram: the global work is done once at construction (the sphere
-    interpolant, the diagonal norms), then :meth:`block` evaluates any rectangular tile.
+    r"""How to evaluate one Gram: the global work is done once at construction (the interpolants,
+    the diagonal norms), then :meth:`block` evaluates any rectangular tile.
 
     ``a`` (N1, d), ``b`` (N2, d) validated inputs; ``same``: ``b is a`` (a symmetric Gram);
     ``info``: the path and its accuracy diagnostics (``interpolation_error_estimate`` is relative).
@@ -129,22 +132,222 @@ class GramPlan:
         mask = i[:, None] == j[None, :]
         return mask if mask.any() else None
 
-
-class _SpherePlan(GramPlan):
-    """Every input on the sphere x.x/d = v: a Chebyshev series in theta = arccos(x.y/(dv))."""
-
-    def __init__(self, a, b, same, pair_fn, v, tol, strict):
-        coef, scale, info = _sphere_coefficients(pair_fn, v, tol, strict)
-        super().__init__(a, b, same, info)
-        self.v, self.coef, self.scale = v, jnp.asarray(coef), scale
-
-    def block(self, rows, cols):
-        rho = self.a[rows] @ self.b[cols].T / (self.d * self.v)
+    def _theta(self, rho, rows, cols, ra, rb):
+        """theta (in place of ``rho``, the inner products x.y/d of the tile) from the norms ``ra``, ``rb``
+        (sqrt of v; 0 for zero rows, whose theta is set to 0); the diagonal of a symmetric Gram is exactly 0."""
+        denom = ra[:, None] * rb[None, :]
+        np.divide(rho, denom, out=rho, where=denom > 0)
+        rho[denom == 0] = 1.0
+        np.clip(rho, -1.0, 1.0, out=rho)
         mask = self._diagonal_mask(rows, cols)
         if mask is not None:
             rho[mask] = 1.0
-        out = _clenshaw_theta(self.coef, jnp.asarray(rho))
-        return np.asarray(out[0]), np.asarray(out[1])
+        return np.arccos(rho, out=rho), mask
+
+
+class _TablePlan(GramPlan):
+    """A plan whose entries are read from tables: evaluated in row chunks that keep the temporaries
+    in cache; a tile on the diagonal of a symmetric Gram computes its upper triangle and mirrors it."""
+
+    def _chunk(self, i: np.ndarray, j: np.ndarray, xy: np.ndarray) -> np.ndarray:
+        """``(2, len(i), len(j))``: (nngp, ntk) of rows ``a[i]`` x ``b[j]`` (``xy``: their x.y/d, overwritten)."""
+        raise NotImplementedError  # pragma: no cover  (abstract)
+
+    def block(self, rows, cols):
+        ia, jb = np.arange(self.shape[0])[rows], np.arange(self.shape[1])[cols]
+        sym = self.same and np.array_equal(ia, jb)
+        out = np.empty((2, ia.size, jb.size))
+        step = max(1, _TILE_ENTRIES // max(jb.size, 1))
+        chunks = [slice(r0, min(r0 + step, ia.size)) for r0 in range(0, ia.size, step)]
+        xy = self.a[ia] @ self.b[jb].T       # one product for the tile (small ones are slow in BLAS)
+        xy /= self.d
+        for r in chunks:
+            c0 = r.start if sym else 0
+            out[:, r, c0:] = self._chunk(ia[r], jb[c0:], xy[r, c0:])
+        if sym:
+            for r in chunks:
+                out[:, r.stop:, r] = out[:, r, r.stop:].transpose(0, 2, 1)
+        return out[0], out[1]
+
+
+class _GroupPlan(_TablePlan):
+    r"""Few distinct norms (one: the sphere): a table in theta for every pair of norm groups.
+
+    Zero rows form a group whose kernel $F(0, v, 0)$ is constant in theta.
+    """
+
+    def __init__(self, a, b, same, pair_fn, reps, tol, strict):
+        super().__init__(a, b, same, {})
+        L = reps.size
+        self.reps, self.L = reps, L
+        self.ga, self.gb = _group_index(self.na, reps), _group_index(self.nb, reps)
+        gx, gy = np.triu_indices(L)
+        nz = (reps[gx] > 0) & (reps[gy] > 0)
+        F = np.zeros((1, gx.size, 2))
+        R, err = 0, 0.0
+        if nz.any():
+            Fnz, R, err = _theta_samples(pair_fn, reps[gx[nz]], reps[gy[nz]], tol, strict,
+                                         "the sphere" if L == 1 else "the norm groups")
+            F = np.zeros((R + 1, gx.size, 2))
+            F[:, nz] = Fnz
+        if (~nz).any():   # pairs with a zero row: x.y = 0, constant in theta
+            F[:, ~nz] = np.stack(pair_fn(reps[gx[~nz]], reps[gy[~nz]], np.zeros(np.count_nonzero(~nz))), -1)
+        full = np.empty((F.shape[0], L, L, 2))
+        full[:, gx, gy], full[:, gy, gx] = F, F
+        self.F0 = full[0]                                                     # theta = 0: exact nodes
+        scale = np.max(np.abs(full), axis=(0, 1, 2))
+        coef = chebyshev_coefficients(full) if R > 0 else full
+        self.table = ThetaTable(coef.reshape(coef.shape[0], -1), tol, np.tile(scale, L * L))
+        if self.table.error > tol:
+            accuracy_shortfall(f"the theta table stopped at degree {self.table.n} x {self.table.P} panels with "
+                               f"relative error {self.table.error:.1e} > tol = {tol:.1e}", strict)
+        self.flat = self.table.table.ravel()
+        self.sqrt_reps = np.sqrt(reps)
+        on_sphere = L == 1 and reps[0] > 0
+        self.info = dict(path="sphere" if on_sphere else "norm groups", theta_nodes=R + 1,
+                         table=f"degree {self.table.n} x {self.table.P} panels",
+                         interpolation_error_estimate=float(err + self.table.error))
+        if not on_sphere:
+            self.info["norm_groups"] = L
+
+    def _chunk(self, i, j, xy):
+        ga, gb = self.ga[i], self.gb[j]
+        theta, mask = self._theta(xy, i, j, self.sqrt_reps[ga], self.sqrt_reps[gb])
+        stride = (self.table.n + 1) * self.table.P
+        k, s = self.table.index(theta)
+        ch = (ga[:, None] * self.L + gb[None, :]) * 2
+        out = np.stack([self.table.horner(self.flat, (ch + o) * stride + k, s) for o in range(2)])
+        if mask is not None:
+            ii, jj = np.nonzero(mask)
+            out[:, ii, jj] = self.F0[ga[ii], gb[jj]].T
+        return out
+
+
+class _NormInterpPlan(_TablePlan):
+    r"""Many distinct norms: Chebyshev interpolation in $t=\log v$ times the theta table (module doc)."""
+
+    def __init__(self, a, b, same, pair_fn, tol, strict):
+        super().__init__(a, b, same, {})
+        self.tol = tol = max(tol, _OFF_SPHERE_TOL)
+        norms = np.concatenate([self.na, self.nb])
+        nz = norms[norms > 0]
+        self.t_lo, self.t_hi = float(np.log(nz.min())), float(np.log(nz.max()))
+        # theta resolution from the corners of the norm range
+        v_lo, v_hi = nz.min(), nz.max()
+        _, R, err_theta = _theta_samples(pair_fn, np.array([v_lo, v_hi, v_lo]), np.array([v_lo, v_hi, v_hi]),
+                                         tol, strict, "the norm interpolation")
+        u_theta = lobatto(R)
+        m = _V_DEGREES[0]
+        F, Z, est = self._sample(pair_fn, m, u_theta)
+        while est["tail"] > tol and m < _V_DEGREES[-1]:
+            want = max(self._needed_degree(m, est), m + 1)
+            m = next((k for k in _V_DEGREES if k >= want), _V_DEGREES[-1])
+            F, Z, est = self._sample(pair_fn, m, u_theta)
+        if est["tail"] > tol:
+            accuracy_shortfall(f"the norm interpolation stopped at degree {m} with relative error estimate "
+                               f"{est['tail']:.1e} > tol = {tol:.1e}", strict)
+        self.m, self.t_nodes = m, self._t_nodes(m)
+        L = m + 1
+        scale = np.max(np.abs(F), axis=(0, 1, 2))
+        self.scale = scale
+        self.table = ThetaTable(chebyshev_coefficients(F).reshape(R + 1, -1), tol, np.tile(scale, L * L),
+                                max_panels=256)     # small rows of the per-row contraction
+        self.Z = Z                                            # (L+1, 2): F(0, v_l, 0) and F(0, 0, 0)
+        self.L = L
+        self.info = dict(path="norm interpolation", theta_nodes=R + 1, norm_nodes=L,
+                         table=f"degree {self.table.n} x {self.table.P} panels",
+                         norm_range=(float(v_lo), float(v_hi)))
+        estimate = err_theta + est["tail"] + self.table.error
+        checked = self._check(pair_fn)
+        self.info["interpolation_check"] = checked
+        self.info["interpolation_error_estimate"] = float(max(estimate, checked))
+        if max(estimate, checked) > 10 * tol:
+            accuracy_shortfall(f"the norm interpolation misses tol = {tol:.1e}: relative error estimate "
+                               f"{estimate:.1e}, measured at input pairs {checked:.1e}", strict)
+
+    def _t_nodes(self, m):
+        return self.t_lo + 0.5 * (self.t_hi - self.t_lo) * (lobatto(m) + 1.0)
+
+    @staticmethod
+    def _needed_degree(m, est):
+        """Degree whose Chebyshev tail the geometric decay seen at degree m puts below tol/3."""
+        rate = est["rate"]
+        if not 0 < rate < 1:
+            return m + 1
+        return int(np.ceil(np.log(est["target"]) / np.log(rate)))
+
+    def _sample(self, pair_fn, m, u_theta):
+        """F (R+1, L, L, 2) at the Lobatto points in t and theta; Z the zero-row values; the tail
+        estimate of the Chebyshev series in t."""
+        L = m + 1
+        v = np.exp(self._t_nodes(m)) if self.t_hi > self.t_lo else np.full(L, np.exp(self.t_lo))
+        kx, ky = np.triu_indices(L)
+        c = np.sqrt(v[kx] * v[ky])[None, :] * np.cos(theta_of(u_theta))[:, None]
+        vals = np.stack(pair_fn(np.broadcast_to(v[kx], c.shape), np.broadcast_to(v[ky], c.shape), c), -1)
+        F = np.empty((u_theta.size, L, L, 2))
+        F[:, kx, ky], F[:, ky, kx] = vals, vals
+        Z = None
+        if np.any(self.na == 0) or np.any(self.nb == 0):
+            vz = np.concatenate([v, [0.0]])
+            Z = np.stack(pair_fn(np.zeros(L + 1), vz, np.zeros(L + 1)), -1)
+        scale = np.max(np.abs(F), axis=(0, 1, 2))
+        coef = np.abs(chebyshev_coefficients(np.moveaxis(F, 1, 0))) / scale     # along t_x (F symmetric)
+        env = np.max(coef, axis=(1, 2, 3))                                        # (L,)
+        if Z is not None:
+            envz = np.max(np.abs(chebyshev_coefficients(Z[:L])) / np.maximum(np.max(np.abs(Z), 0), 1e-300), 1)
+            env = np.maximum(env, envz)
+        tail = float(np.max(env[-2:])) if m > 0 else 0.0
+        rate = float((max(tail, 1e-300) / max(env[0], 1e-300)) ** (1.0 / max(m - 1, 1)))
+        return F, Z, dict(tail=tail, rate=rate, target=self.tol / 3)
+
+    def _weights(self, norms):
+        t = np.log(np.where(norms > 0, norms, 1.0))
+        if self.t_hi == self.t_lo:
+            W = np.ones((norms.size, self.L)) / self.L
+        else:
+            W = barycentric_weights(self._t_nodes(self.m), np.clip(t, self.t_lo, self.t_hi))
+        return W
+
+    def _chunk(self, i, j, xy):
+        na, nb = self.na[i], self.nb[j]
+        theta, _ = self._theta(xy, i, j, np.sqrt(na), np.sqrt(nb))
+        Wa, Wb = self._weights(na), self._weights(nb)
+        n, P, L = self.table.n, self.table.P, self.L
+        stride = (n + 1) * P
+        rowtab = np.tensordot(Wa, self.table.table.reshape(L, L, 2, n + 1, P), axes=(1, 0)).ravel()
+        k, s = self.table.index(theta)
+        base = (np.arange(i.size)[:, None] * L * 2) * stride + k
+        out = np.zeros((2,) + theta.shape)
+        for l_ in range(L):
+            for o in range(2):
+                acc = self.table.horner(rowtab, base + (l_ * 2 + o) * stride, s)
+                acc *= Wb[None, :, l_]
+                out[o] += acc
+        zx, zy = na == 0, nb == 0
+        if self.Z is not None and (zx.any() or zy.any()):   # a zero row: F(0, v, 0), no theta
+            for o in range(2):
+                out[o][np.ix_(zx, ~zy)] = (Wb @ self.Z[:L, o])[~zy][None, :]
+                out[o][np.ix_(~zx, zy)] = (Wa @ self.Z[:L, o])[~zx][:, None]
+                out[o][np.ix_(zx, zy)] = self.Z[L, o]
+        return out
+
+    def _check(self, pair_fn) -> float:
+        """Largest relative deviation from direct evaluations at input pairs of extreme norms."""
+        rng = np.random.default_rng(0)
+
+        def pick(v):
+            extremes = [np.argmin(np.where(v > 0, v, np.inf)), np.argmax(v)]
+            return np.unique(np.concatenate([extremes, rng.integers(0, v.size, 3)]))
+
+        ia, ib = pick(self.na), pick(self.nb)
+        got = [np.concatenate([g[:, ib] for g in gs]) for gs in
+               zip(*(self.block(slice(i, i + 1), slice(None)) for i in ia))]
+        xy = self.a[ia] @ self.b[ib].T / self.d
+        if self.same:   # x.x/d exactly as in the norms (as the direct path does)
+            hit = ia[:, None] == ib[None, :]
+            xy[hit] = np.broadcast_to(self.na[ia][:, None], xy.shape)[hit]
+        ref = pair_fn(np.broadcast_to(self.na[ia][:, None], xy.shape), np.broadcast_to(self.nb[ib][None, :], xy.shape), xy)
+        return float(max(np.max(np.abs(g - r)) / max(sc, 1e-300) for g, r, sc in zip(got, ref, self.scale)))
 
 
 class _DirectPlan(GramPlan):
@@ -189,16 +392,20 @@ def gram_plan(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, ch
               strict: bool = False) -> GramPlan:
     """Validate the inputs and choose how to evaluate the Gram of ``pair_fn`` (see module doc).
 
-    ``cheap_pairs``: the pair function is closed-form arithmetic, so skip interpolation and
-    evaluate every pair directly in large blocks (exact, and no error from interpolation).
+    ``cheap_pairs``: the pair function is closed-form arithmetic, so off the sphere (and the norm
+    groups) every pair is evaluated directly in large blocks (exact, no interpolation error).
     """
     a, b, same = as_input_pair(x1, x2)
     d = a.shape[1]
     na, nb = np.sum(a * a, axis=1) / d, np.sum(b * b, axis=1) / d
-    v = float(na[0])
-    on_sphere = v > 0 and np.all(np.abs(na - v) <= _SPHERE_RTOL * v) and np.all(np.abs(nb - v) <= _SPHERE_RTOL * v)
-    if on_sphere and a.shape[0] * b.shape[0] > _DIRECT_MAX_PAIRS and not cheap_pairs:
-        return _SpherePlan(a, b, same, pair_fn, v, tol, strict)
+    n_pairs = a.shape[0] * b.shape[0]
+    if n_pairs > _DIRECT_MAX_PAIRS:
+        reps = _norm_groups(np.concatenate([na, nb]), 1 if cheap_pairs else _MAX_GROUPS)
+        if reps is not None and (not cheap_pairs or reps[0] > 0):
+            return _GroupPlan(a, b, same, pair_fn, reps, tol, strict)
+        distinct = a.shape[0] * (a.shape[0] + 1) // 2 if same else n_pairs
+        if not cheap_pairs and distinct > _DIRECT_MAX_NORM_PAIRS:
+            return _NormInterpPlan(a, b, same, pair_fn, tol, strict)
     return _DirectPlan(a, b, same, pair_fn, _BLOCK * 1024 if cheap_pairs else _BLOCK, progress)
 
 

@@ -36,18 +36,20 @@ __all__ = ["mlp_kernel"]
 @functools.lru_cache(maxsize=32)
 def _compiled(dual: DualKernels, depth: int, w_std: float, b_std: float, out_w_std: float, out_b_std: float):
     @jax.jit
-    def pair(sxx, syy, sxy):
-        qx, qy, k = (rec.mlp_input_nngp(s, w_std, b_std) for s in (sxx, syy, sxy))
+    def pair(v, ix, iy, sxy):
+        """v: (U,) distinct input norms, ix, iy: (B,) indices into v; the per-norm work (layer
+        variances, Hermite coefficients) is done once per distinct norm."""
+        q, k = rec.mlp_input_nngp(v, w_std, b_std), rec.mlp_input_nngp(sxy, w_std, b_std)
         ntk = k
         for layer in range(depth):
             ws, bs = (out_w_std, out_b_std) if layer == depth - 1 else (w_std, b_std)
-            mx, my = dual.marginal(qx), dual.marginal(qy)
+            m = dual.marginal(q)
+            mx, my = (jax.tree_util.tree_map(lambda a, i=i: a[..., i], m) for i in (ix, iy))
             C, Cdot = dual.from_marginals(mx, my, k)
             k_next = rec.mlp_nngp_step(C, ws, bs)
             ntk = rec.mlp_ntk_step(k_next, Cdot, ntk, ws)
             if layer < depth - 1:
-                qx = rec.mlp_nngp_step(dual.from_marginals(mx, mx, qx, derivative=False), ws, bs)
-                qy = rec.mlp_nngp_step(dual.from_marginals(my, my, qy, derivative=False), ws, bs)
+                q = rec.mlp_nngp_step(dual.from_marginals(m, m, q, derivative=False), ws, bs)
             k = k_next
         return k, ntk
 
@@ -100,9 +102,12 @@ def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_st
         shape = np.broadcast_shapes(sxx.shape, syy.shape, sxy.shape)
         sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
         n = sxy.size
-        size = 1 << max(3, (n - 1).bit_length())       # fixed batch sizes: few jit compilations
-        pad = lambda a: np.concatenate([a, np.repeat(a[:1], size - n)])  # noqa: E731
-        k, ntk = compiled(*(jnp.asarray(pad(a)) for a in (sxx, syy, sxy)))
+        v, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
+        bucket = lambda m: 1 << max(3, (m - 1).bit_length())  # noqa: E731  (few jit compilations)
+        pad = lambda a, size: np.concatenate([a, np.repeat(a[:1], size - a.size)])  # noqa: E731
+        ix, iy = (pad(i, bucket(n)) for i in (inverse[:n], inverse[n:]))
+        k, ntk = compiled(jnp.asarray(pad(v, bucket(v.size))), jnp.asarray(ix), jnp.asarray(iy),
+                          jnp.asarray(pad(sxy, bucket(n))))
         return np.asarray(k)[:n].reshape(shape), np.asarray(ntk)[:n].reshape(shape)
 
     nngp, ntk, ginfo = gram(a, None if same else b, pair_fn, tol=1e-12, progress=progress,

@@ -135,10 +135,12 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         return _picard(step, S_init)
 
     @jax.jit
-    def cross_solve(qx, qy, S0):
-        """qx, qy: (B, n) diagonals; S0: (B,) -> nngp, ntk (B,) and diagnostics."""
-        mx = jax.tree_util.tree_map(lambda a: a[..., :, None], dual.marginal(qx))    # fixed marginals:
-        my = jax.tree_util.tree_map(lambda a: a[..., None, :], dual.marginal(qy))    # computed once
+    def cross_solve(diag, ix, iy, S0):
+        """diag: (U, n) diagonals of the distinct norms, ix, iy: (B,) indices into them; S0: (B,)
+        -> nngp, ntk (B,) and diagnostics.  The marginals are computed once per distinct norm."""
+        m = dual.marginal(diag)
+        mx = jax.tree_util.tree_map(lambda a: a[..., ix, :, None], m)    # fixed marginals
+        my = jax.tree_util.tree_map(lambda a: a[..., iy, None, :], m)
 
         def step(S):
             C = dual.from_marginals(mx, my, S, derivative=False)
@@ -218,7 +220,8 @@ class GoursatSolver:
         for M in _M_SEQUENCE:
             q = self._self_diagonals(dual, M, np.array([v]))
             _, cross = _compiled(dual, self.grid(M), self.sigma_w, self.sigma_v)
-            ntk = float(cross(jnp.asarray(q), jnp.asarray(q), jnp.asarray([rec.ode_initial(v, self.sigma_u)]))[1][0])
+            zero = jnp.zeros(1, jnp.int32)
+            ntk = float(cross(jnp.asarray(q), zero, zero, jnp.asarray([rec.ode_initial(v, self.sigma_u)]))[1][0])
             if prev is not None:
                 scale = max(abs(ntk), abs(prev))  # both 0 for a zero activation: converged, not 0/0
                 change = abs(ntk - prev) / scale if scale > 0 else 0.0
@@ -233,14 +236,13 @@ class GoursatSolver:
         sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
         v_unique, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
         dual, M = self._dual_and_M(v_unique)
-        diag = self._self_diagonals(dual, M, v_unique)                        # (U, M+1)
-        qx, qy = diag[inverse[: sxx.size]], diag[inverse[sxx.size:]]
+        pad = lambda a, size: np.concatenate([a, np.repeat(a[:1], size - len(a), axis=0)])  # noqa: E731
+        diag = self._self_diagonals(dual, M, pad(v_unique, _bucket(v_unique.size)))   # (U, M+1)
         _, cross = _compiled(dual, self.grid(M), self.sigma_w, self.sigma_v)
         n = sxy.size
-        pad = _bucket(n) - n                       # fixed batch sizes: few jit compilations
-        qx, qy = (np.concatenate([a, np.repeat(a[:1], pad, axis=0)]) for a in (qx, qy))
-        s0 = np.concatenate([rec.ode_initial(sxy, self.sigma_u), np.repeat(rec.ode_initial(sxy[:1], self.sigma_u), pad)])
-        nngp, ntk, delta, sweeps = cross(jnp.asarray(qx), jnp.asarray(qy), jnp.asarray(s0))
+        ix, iy = (jnp.asarray(pad(i, _bucket(n))) for i in (inverse[: sxx.size], inverse[sxx.size:]))
+        s0 = pad(rec.ode_initial(sxy, self.sigma_u), _bucket(n))   # fixed batch sizes: few jit compilations
+        nngp, ntk, delta, sweeps = cross(jnp.asarray(diag), ix, iy, jnp.asarray(s0))
         nngp, ntk = np.asarray(nngp)[:n], np.asarray(ntk)[:n]
         if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
             raise KernelcalcInputError(

@@ -1,0 +1,142 @@
+r"""Interpolation machinery of the Gram plans: Chebyshev series in $\theta$ and in the input norm,
+and the piecewise-polynomial table in $\theta$ that every Gram entry is read from.
+
+**Global interpolants.** A kernel is sampled at Chebyshev–Lobatto points $u_k=-\cos(k\pi/R)$,
+$\theta=\tfrac\pi2(u+1)\in[0,\pi]$ (and, off the sphere, at Lobatto points in $t=\log v$,
+$v=x\cdot x/d$).  Interpolating in $\theta$ rather than $\rho=\cos\theta$ keeps kernels with
+$\sqrt{1-\rho^2}$ behaviour at $\rho=\pm1$ (relu arc-cosine) analytic, hence spectrally accurate.
+
+**The table.** Evaluating an $R$-term Chebyshev series at each of $N^2$ entries costs $2R$
+flops per entry and output.  Instead $[0,\pi]$ is cut into $P$ equal panels and on each the global
+interpolant is replaced by its degree-$n$ interpolant at the $n+1$ Chebyshev points of the panel,
+stored as monomial coefficients in the local variable $s\in[-1,1]$; an entry then costs one panel
+index and $n$ Horner steps ($n=3..9$, $P\le 8192$, chosen as the cheapest pair whose error,
+measured against the global series at points between the fitting nodes of every panel, is
+below the tolerance).  The measured error is returned with the table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["chebyshev_coefficients", "lobatto", "theta_of", "chebyshev_matrix", "barycentric_weights",
+           "ThetaTable"]
+
+_TABLE_DEGREES = (3, 5, 7, 9)
+_TABLE_PANELS = tuple(2**k for k in range(5, 14))     # 32 .. 8192
+_TEST_POINTS = np.array([-0.97, -0.81, -0.55, -0.23, 0.11, 0.42, 0.69, 0.9])
+
+
+def chebyshev_coefficients(values: np.ndarray) -> np.ndarray:
+    r"""Chebyshev coefficients $c_j$ of the interpolant through values at $u_k=-\cos(k\pi/R)$, $k=0..R$.
+
+    ``values``: shape ``(R+1, ...)``. Returns the same shape; $p(u)=\sum_j c_jT_j(u)$.
+    """
+    f = np.asarray(values)[::-1]                       # now at x_m = cos(m pi / R)
+    R = f.shape[0] - 1
+    m = np.arange(R + 1)
+    cos = np.cos(np.pi * np.outer(m, m) / R)           # cos(j m pi / R)
+    wts = np.ones(R + 1)
+    wts[0] = wts[-1] = 0.5
+    c = (2.0 / R) * np.tensordot(cos * wts[None, :], f, axes=(1, 0))
+    c[0] *= 0.5
+    c[-1] *= 0.5
+    return c
+
+
+def lobatto(R: int) -> np.ndarray:
+    """Chebyshev–Lobatto points $-\\cos(k\\pi/R)$, $k=0..R$ (increasing, both ends)."""
+    return -np.cos(np.pi * np.arange(R + 1) / R)
+
+
+def theta_of(u):
+    r"""$\theta=\tfrac\pi2(u+1)$."""
+    return 0.5 * np.pi * (np.asarray(u) + 1.0)
+
+
+def chebyshev_matrix(u: np.ndarray, R: int) -> np.ndarray:
+    """``T[i, j] = T_j(u_i)``, j = 0..R (evaluation of Chebyshev series as one matrix product)."""
+    u = np.asarray(u, float).ravel()
+    T = np.empty((u.size, R + 1))
+    T[:, 0] = 1.0
+    if R >= 1:
+        T[:, 1] = u
+    for j in range(2, R + 1):
+        T[:, j] = 2.0 * u * T[:, j - 1] - T[:, j - 2]
+    return T
+
+
+def barycentric_weights(nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
+    r"""``W[i, k]`` $=\ell_k(x_i)$, the Lagrange basis of the Chebyshev–Lobatto ``nodes`` at ``x``
+    (second barycentric form, weights $(-1)^k$, halved at the ends; exact 1 at a node)."""
+    m = nodes.size - 1
+    w = (-1.0) ** np.arange(m + 1)
+    w[0] *= 0.5
+    w[-1] *= 0.5
+    diff = np.asarray(x, float)[:, None] - nodes[None, :]
+    exact = diff == 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = w[None, :] / diff
+        W = terms / np.sum(terms, axis=1, keepdims=True)
+    hit = exact.any(axis=1)
+    W[hit] = exact[hit].astype(float)
+    return W
+
+
+class ThetaTable:
+    r"""Piecewise-polynomial table in $\theta\in[0,\pi]$ of ``C`` channels, built from their global
+    Chebyshev coefficients ``coef`` (shape ``(R+1, C)``, in $u=2\theta/\pi-1$).
+
+    ``n``, ``P``: local degree and number of panels; ``error``: the largest measured deviation
+    from the global series, relative to ``scale`` (the largest $|$value$|$ per channel group);
+    ``table``: shape ``(C, n+1, P)``.
+    """
+
+    def __init__(self, coef: np.ndarray, tol: float, scale: np.ndarray | float, max_panels: int = 8192):
+        coef = np.asarray(coef, float)
+        R = coef.shape[0] - 1
+        scale = np.maximum(np.broadcast_to(np.asarray(scale, float), coef.shape[1:]), 1e-300)
+        best = None
+        for n in _TABLE_DEGREES:                   # cheapest evaluation first: fewest Horner steps
+            s_fit = -np.cos(np.pi * (np.arange(n + 1) + 0.5) / (n + 1))         # Chebyshev points
+            inv_vander = np.linalg.inv(np.vander(s_fit, n + 1, increasing=True))
+            for P in (p for p in _TABLE_PANELS if p <= max_panels):
+                table, err = self._fit(coef, R, n, P, s_fit, inv_vander, scale)
+                if best is None or err < best[2]:
+                    best = (n, P, err, table)
+                if err <= tol:
+                    break
+            if best[2] <= tol:
+                break
+        self.n, self.P, self.error, self.table = best
+
+    @staticmethod
+    def _fit(coef, R, n, P, s_fit, inv_vander, scale):
+        panels = np.arange(P)[:, None]
+        def values(s):   # global series at local points s of every panel: (P, len(s), C)
+            theta = (panels + 0.5 * (s[None, :] + 1.0)) * (np.pi / P)
+            u = 2.0 * theta / np.pi - 1.0
+            return (chebyshev_matrix(u, R) @ coef).reshape(P, s.size, -1)
+        local = np.einsum("qj,pjc->cqp", inv_vander, values(s_fit))              # (C, n+1, P)
+        powers = _TEST_POINTS[:, None] ** np.arange(n + 1)[None, :]              # (T, n+1)
+        predicted = np.einsum("tq,cqp->ptc", powers, local)
+        err = np.max(np.abs(predicted - values(_TEST_POINTS)) / scale)
+        return local, float(err)
+
+    def index(self, theta: np.ndarray):
+        """Panel index and local coordinate $s\\in[-1,1]$ of every $\\theta$."""
+        t = theta * (self.P / np.pi)
+        k = np.minimum(t.astype(np.intp), self.P - 1)
+        t -= k
+        t *= 2.0
+        t -= 1.0
+        return k, t
+
+    def horner(self, flat: np.ndarray, base: np.ndarray, s: np.ndarray) -> np.ndarray:
+        r"""$\sum_q$ ``flat[base + q P]`` $s^q$ (``flat``: a table with the panel axis last, raveled)."""
+        n, P = self.n, self.P
+        acc = np.take(flat, base + n * P)
+        for q in range(n - 1, -1, -1):
+            acc *= s
+            acc += np.take(flat, base + q * P)
+        return acc

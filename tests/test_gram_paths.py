@@ -1,0 +1,137 @@
+"""Gram plans: the theta table, norm groups and norm interpolation against direct evaluation.
+
+The reference is always ``pair_fn`` evaluated directly at each pair's second moments (no table,
+no interpolation), for real kernels (softplus Neural ODE, ResNet, tanh and relu MLPs), and a
+closed-form pair function written here (shares no code with the plans).
+"""
+
+import numpy as np
+import pytest
+
+import kernelcalc as kc
+from kernelcalc.kernels import _gram
+from kernelcalc.kernels._interp import ThetaTable, chebyshev_coefficients, lobatto, theta_of
+
+
+def _toy_pair(sxx, syy, sxy):
+    """A kernel with norm and angle dependence and a relu-like sqrt(1 - rho^2) term."""
+    sxx, syy, sxy = np.broadcast_arrays(*(np.asarray(a, float) for a in (sxx, syy, sxy)))
+    r = np.sqrt(sxx * syy)
+    rho = np.divide(sxy, r, out=np.zeros_like(r), where=r > 0)
+    sin = np.sqrt(np.clip(1 - rho**2, 0, None))
+    nngp = np.exp(0.3 * (sxx + syy)) * (1 + rho + 0.5 * sin) + 0.1
+    ntk = nngp * (1 + np.log1p(sxx) * np.log1p(syy)) + r * (sin + (np.pi - np.arccos(np.clip(rho, -1, 1))) * rho)
+    return nngp, ntk
+
+
+def _direct(a, b, pair):
+    """Every pair by ``pair``; on the diagonal of a symmetric Gram x.y/d is x.x/d exactly."""
+    b = a if b is None else b
+    d = a.shape[1]
+    na, nb = np.sum(a * a, 1) / d, np.sum(b * b, 1) / d
+    xy = a @ b.T / d
+    if b is a:
+        np.fill_diagonal(xy, na)
+    return pair(na[:, None], nb[None, :], xy)
+
+
+def _rows(n, d, seed, spread):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    return x * np.sqrt(d) / np.linalg.norm(x, axis=1, keepdims=True) * rng.uniform(1 - spread, 1 + spread, (n, 1))
+
+
+def test_theta_table_reproduces_a_known_function():
+    """The piecewise table of cos(3 theta) + sqrt(theta + 1) meets its tolerance at random angles."""
+    R = 128
+    th = theta_of(lobatto(R))
+    F = np.stack([np.cos(3 * th), np.sqrt(th + 1)], -1)
+    table = ThetaTable(chebyshev_coefficients(F), 1e-12, np.max(np.abs(F), 0))
+    assert table.error <= 1e-12
+    q = np.random.default_rng(0).uniform(0, np.pi, 1000)
+    k, s = table.index(q.copy())
+    flat = table.table.ravel()
+    stride = (table.n + 1) * table.P
+    got = [table.horner(flat, o * stride + k, s) for o in range(2)]
+    np.testing.assert_allclose(got[0], np.cos(3 * q), atol=3e-12)
+    np.testing.assert_allclose(got[1], np.sqrt(q + 1), atol=3e-12 * 2)
+
+
+@pytest.mark.parametrize("case", ["sphere", "one norm scaled", "two norms", "zeros and sphere", "all zero",
+                                  "spread", "spread with zeros", "cross"])
+def test_plans_equal_direct_evaluation(case, monkeypatch):
+    monkeypatch.setattr(_gram, "_DIRECT_MAX_NORM_PAIRS", 0)
+    d = 5
+    a = _rows(40, d, 1, 0.0)
+    b = None
+    if case == "one norm scaled":
+        a = 1.7 * a
+    elif case == "two norms":
+        a[::2] *= 0.6
+    elif case == "zeros and sphere":
+        a[[3, 17]] = 0.0
+    elif case == "all zero":
+        a = np.zeros((10, d))
+    elif case == "spread":
+        a = _rows(40, d, 2, 0.3)
+    elif case == "spread with zeros":
+        a = _rows(40, d, 2, 0.3)
+        a[[0, 9]] = 0.0
+    elif case == "cross":
+        a, b = _rows(30, d, 3, 0.3), _rows(25, d, 4, 0.2) * 1.2
+        b[4] = 0.0
+    nngp, ntk, info = _gram.gram(a, b, _toy_pair, tol=1e-12)
+    expected = {"sphere": "sphere", "one norm scaled": "sphere", "two norms": "norm groups",
+                "zeros and sphere": "norm groups", "all zero": "norm groups"}.get(case, "norm interpolation")
+    assert info["path"] == expected
+    ref_n, ref_t = _direct(a, b, _toy_pair)
+    tol = 1e-11 if expected != "norm interpolation" else 1e-9
+    for got, ref in ((nngp, ref_n), (ntk, ref_t)):
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, ref, rtol=0, atol=tol * np.max(np.abs(ref)))
+    assert info["interpolation_error_estimate"] <= (1e-11 if expected != "norm interpolation" else 1e-9)
+    if b is None and expected != "norm interpolation":    # theta = 0 is a node: the diagonal is exact
+        np.testing.assert_allclose(np.diag(ntk), np.diag(ref_t), rtol=1e-13)
+
+
+def test_plan_blocks_tile_the_gram():
+    a = _rows(50, 4, 5, 0.3)
+    plan = _gram.gram_plan(a, None, _toy_pair)
+    full = plan.block(slice(None), slice(None))
+    tile = plan.block(slice(10, 30), slice(25, 50))
+    for f, t in zip(full, tile):
+        np.testing.assert_allclose(t, f[10:30, 25:50], rtol=1e-14, atol=1e-14)
+
+
+def _subset_check(kernel, x, idx):
+    """Fast-path Gram on x vs the direct pair evaluation on the subset idx (both outputs)."""
+    K = kernel(x)
+    sub = x[idx]
+    ref = kernel(sub)            # <= 2000 distinct pairs: the direct path
+    assert ref.info["path"] == "direct"
+    for got, want in ((K.nngp[np.ix_(idx, idx)], ref.nngp), (K.ntk[np.ix_(idx, idx)], ref.ntk)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-8 * np.max(np.abs(want)))
+    return K
+
+
+@pytest.mark.parametrize("act, depth, kw", [("relu", 3, {}), ("gelu", 2, dict(w_std=1.2, b_std=0.1)),
+                                            pytest.param("tanh", 3, dict(w_std=1.5, b_std=0.1), marks=pytest.mark.slow)])
+def test_off_sphere_mlp_fast_path_equals_direct(act, depth, kw):
+    x = _rows(70, 6, 7, 0.3)
+    idx = np.arange(0, 70, 3)[:20]
+    K = _subset_check(lambda z: kc.mlp_kernel(z, activation=act, depth=depth, **kw), x, idx)
+    assert K.info["path"] == ("direct" if act == "relu" else "norm interpolation")
+    assert K.info.get("interpolation_error_estimate", 0.0) <= 1e-9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["node softplus", "resnet softplus"])
+def test_off_sphere_goursat_fast_path_equals_direct(name):
+    x = _rows(70, 6, 8, 0.3)
+    idx = np.arange(0, 70, 3)[:20]
+    if name == "node softplus":
+        fn = lambda z: kc.node_kernel(z, activation="softplus", T=1.0)  # noqa: E731
+    else:
+        fn = lambda z: kc.resnet_kernel(z, activation="softplus", depth=8)  # noqa: E731
+    K = _subset_check(fn, x, idx)
+    assert K.info["path"] == "norm interpolation"
