@@ -55,7 +55,7 @@ MEMORY_BUDGET = 256 * 2**20
 
 
 def _correlation(q1, q2, c):
-    """$r = c/\sqrt{q_1q_2}$ clipped to $[-1, 1]$ and $\sqrt{1-r^2}$; $r = 0$ when a variance is 0
+    r"""$r = c/\sqrt{q_1q_2}$ clipped to $[-1, 1]$ and $\sqrt{1-r^2}$; $r = 0$ when a variance is 0
     (a zero input row or a zero weight scale: that variable is the constant 0, independent of the other)."""
     n = jnp.sqrt(q1 * q2)
     positive = n > 0
@@ -339,7 +339,7 @@ class DualKernels:
 
     @property
     def points(self) -> int:
-        """Cost of one $(C,\dot C)$ evaluation for fixed marginals, in integrand evaluations (or series terms)."""
+        r"""Cost of one $(C,\dot C)$ evaluation for fixed marginals, in integrand evaluations (or series terms)."""
         if self.method == "hermite":
             return self.rule.K
         return getattr(self.rule, "points", 1)

@@ -75,10 +75,12 @@ def chebyshev_lobatto(M: int, T: float) -> tuple[np.ndarray, np.ndarray, np.ndar
     return t, J, J[-1].copy()
 
 
-def _picard(step, S_init, tol=_SWEEP_TOL, max_sweeps=_MAX_SWEEPS):
+def _picard(step, S_init, tol=None, max_sweeps=None):
     """Iterate ``S <- step(S)`` until the largest relative change (per problem: leading axis) is
     below ``tol``, or has stagnated at rounding level (below ``_STAGNATION`` and not decreasing), or is
     not finite.  Returns ``(S, last change, sweeps)``; the caller checks the change."""
+    tol = _SWEEP_TOL if tol is None else tol
+    max_sweeps = _MAX_SWEEPS if max_sweeps is None else max_sweeps
 
     def change(S_new, S):
         axes = tuple(range(1, S.ndim))
@@ -297,6 +299,13 @@ class GoursatSolver:
             return self._dual, self.info["M"]
         v_max = max(self.v_max, float(np.max(v_unique)))
         self.v_max = v_max
+        nodes = self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0]
+        if nodes > self.max_nodes:
+            raise KernelcalcInputError(
+                f"sigma_w*T = {self.sigma_w * self.T:g} needs {self.info.get('time_elements', 1)} time elements "
+                f"({nodes} nodes, more than the limit {self.max_nodes}): supported up to sigma_w*T ~ "
+                f"{_ELEMENT_LENGTH * (self.max_nodes - 1) / _M_SEQUENCE[0]:g}"
+                + ("" if self.M_fixed is None else " at this time_nodes") + "; reduce T or sigma_w")
         # A coarse rule first to learn the largest pre-activation variance q(T), then the final rule.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", KernelcalcAccuracyWarning)   # only q(T) is needed, to ~1e-6

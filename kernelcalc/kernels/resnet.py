@@ -60,7 +60,7 @@ def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u
     a, b, same = as_input_pair(x1, x2)
     solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, M=depth,
                            grid=lambda L: euler_discretisation(L, T), scheme="Euler (exact discrete sums)",
-                           v_max=max_norm(a, b), strict=strict)
+                           v_max=max_norm(a, b), strict=strict, max_nodes=float("inf"))
     nngp, ntk, ginfo = gram(a, None if same else b, solver, tol=1e-12, progress=progress, strict=strict)
     info = dict(solver.info, **ginfo, seconds=time.perf_counter() - t0)
     info["error_estimate"] = error_estimate(nngp, ntk, solver.relative_error_estimate(),
