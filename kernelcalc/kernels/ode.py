@@ -56,6 +56,8 @@ _SWEEP_TOL = 2e-15
 _STAGNATION = 1e-11       # a Picard change below this that stops decreasing is rounding noise
 _M_SEQUENCE = (8, 12, 16, 24, 32, 48, 64, 96, 128)
 _ELEMENT_LENGTH = 3.0     # sigma_w * (length of one Chebyshev element) at most
+_KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t = s), the grid converges
+                          # only algebraically; stop here and report the achieved change
 _MAX_NODES = 513          # time nodes of the composite grid at most
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
 
@@ -340,11 +342,12 @@ class GoursatSolver:
         return quad + (self.info.get("time_error_estimate") or 0.0) + sweeps
 
     def _choose_M(self, dual, v):
-        prev, change = None, float("nan")
-        M = _M_SEQUENCE[0]
+        prev, change, M_done = None, float("nan"), _M_SEQUENCE[0]
         for M in _M_SEQUENCE:
-            if self.grid(M).A.shape[0] > self.max_nodes and prev is not None:
+            if prev is not None and (self.grid(M).A.shape[0] > self.max_nodes
+                                     or (dual.method == "polar" and M > _KINK_M_MAX)):
                 break
+            M_done = M
             q = self._self_diagonals(dual, M, np.array([v]))
             cross = self._cross(dual, M, 1)
             ntk = float(cross(jnp.asarray(q), jnp.asarray(q), jnp.asarray([rec.ode_initial(v, self.sigma_u)]))[1][0])
@@ -353,9 +356,12 @@ class GoursatSolver:
                 if change <= self.tol:
                     return M, change
             prev = ntk
+        M = M_done
         accuracy_shortfall(
             f"time grid: the self-kernel NTK still changes by {change:.1e} (relative) at {M} Chebyshev intervals "
-            f"per element ({self.grid(M).A.shape[0]} nodes), above tol = {self.tol:.1e}", self.strict)
+            f"per element ({self.grid(M).A.shape[0]} nodes), above tol = {self.tol:.1e}"
+            + (" (a kinked activation: the kernel is not smooth on the diagonal t = s, so the grid converges only "
+               "algebraically)" if dual.method == "polar" else ""), self.strict)
         return M, change
 
     def _cross(self, dual, M, pairs):
