@@ -136,6 +136,14 @@ def test_quadrature_blocks_respect_the_memory_budget(monkeypatch):
     np.testing.assert_allclose(np.asarray(num), np.asarray(erf.C(q, q, c)), rtol=1e-12)
 
 
+def test_time_solver_batches_respect_the_memory_budget():
+    dual = g.DualKernels(resolve_activation("tanh"), "hermite", g.HermiteRule(8192))
+    for nodes in (17, 97, 400):
+        batch = ode.GoursatSolver._batch(dual, nodes)
+        assert batch == 1 or batch * 8 * 8 * nodes * 8192 <= g.MEMORY_BUDGET
+        assert batch & (batch - 1) == 0
+
+
 def test_adaptive_polar_rule_is_smaller_and_matches_mpmath():
     act = resolve_activation("elu")
     dual = g.dual_kernels(act, q_max=2.0)
