@@ -37,22 +37,25 @@ import mpmath as mp
 import numpy as np
 import sympy as sp
 
+from ._validation import accuracy_shortfall
 from .activations import Activation, X, resolve_activation
 from .duals import closed_form_dual
 
 __all__ = [
     "TrapezoidRule", "PolarSectorRule", "HermiteRule", "hermite_order", "choose_step", "dual_kernels", "DualKernels",
-    "gaussian_expectation", "expect_mpmath", "DEFAULT_TOL",
+    "gaussian_expectation", "expect_mpmath", "DEFAULT_TOL", "MEMORY_BUDGET", "hermite_q_limit", "choose_polar",
 ]
 
 #: Target relative accuracy of every Gaussian expectation.
 DEFAULT_TOL = 1e-13
 _ZMAX = 9.0
-_CHUNK = 2048  # covariances per vectorised block (bounds memory at ~CHUNK * n^2 * 8 bytes)
+_CHUNK = 2048  # covariances per vectorised block at most
+#: Bytes of work arrays one vectorised block of a quadrature rule may allocate.
+MEMORY_BUDGET = 256 * 2**20
 
 
 def _correlation(q1, q2, c):
-    """$r = c/\sqrt{q_1q_2}$ clipped to $[-1, 1]$ and $\sqrt{1-r^2}$; $r = 0$ when a variance is 0
+    r"""$r = c/\sqrt{q_1q_2}$ clipped to $[-1, 1]$ and $\sqrt{1-r^2}$; $r = 0$ when a variance is 0
     (a zero input row or a zero weight scale: that variable is the constant 0, independent of the other)."""
     n = jnp.sqrt(q1 * q2)
     positive = n > 0
@@ -60,18 +63,25 @@ def _correlation(q1, q2, c):
     return r, jnp.sqrt(jnp.maximum(1.0 - r * r, 0.0))
 
 
-def _blocked(fn: Callable, q1, q2, c):
-    """Apply ``fn(q1, q2, c) -> tuple`` over flattened covariances in blocks of ``_CHUNK``."""
+def _block_size(points: int) -> int:
+    """Covariances per block so that a block's work arrays (``points`` float64 quadrature values per
+    covariance, a few arrays of them) stay within :data:`MEMORY_BUDGET`."""
+    return int(max(1, min(_CHUNK, MEMORY_BUDGET // (4 * 8 * max(points, 1)))))
+
+
+def _blocked(fn: Callable, q1, q2, c, points: int = 1):
+    """Apply ``fn(q1, q2, c) -> tuple`` over flattened covariances in blocks sized by :func:`_block_size`."""
     q1, q2, c = jnp.broadcast_arrays(jnp.asarray(q1, jnp.float64), jnp.asarray(q2, jnp.float64),
                                      jnp.asarray(c, jnp.float64))
     shape = q1.shape
     n = int(np.prod(shape)) if shape else 1
     flat = [a.reshape(-1) for a in (q1, q2, c)]
-    if n <= _CHUNK:
+    chunk = _block_size(points)
+    if n <= chunk:
         out = fn(*flat)
     else:
-        pad = (-n) % _CHUNK
-        blocks = [jnp.concatenate([a, jnp.ones(pad)]).reshape(-1, _CHUNK) for a in flat]
+        pad = (-n) % chunk
+        blocks = [jnp.concatenate([a, jnp.ones(pad)]).reshape(-1, chunk) for a in flat]
         out = jax.lax.map(lambda t: fn(*t), tuple(blocks))
         out = tuple(o.reshape(-1)[:n] for o in out)
     return tuple(o.reshape(shape) for o in out)
@@ -101,7 +111,12 @@ class TrapezoidRule:
                                                + s[:, None, None] * z[None, None, :])  # (B, n, n)
             return tuple(jnp.einsum("i,bi,bij,j->b", w, f(a), g(b), w) for f, g in pairs)
 
-        return _blocked(block, q1, q2, c)
+        return _blocked(block, q1, q2, c, points=self.points)
+
+    @property
+    def points(self) -> int:
+        """Integrand evaluations per covariance."""
+        return int(2 * math.floor(self.zmax / self.step) + 1) ** 2
 
 
 def _gauss_legendre(n: int, lo: float, hi: float):
@@ -141,7 +156,12 @@ class PolarSectorRule:
             b = jnp.sqrt(q2)[:, None, None, None] * jnp.cos(alpha - beta[:, None, None])[..., None] * R
             return tuple(jnp.einsum("bsa,bsar,r->b", walpha, f(a) * g(b), wR) for f, g in pairs)
 
-        return _blocked(block, q1, q2, c)
+        return _blocked(block, q1, q2, c, points=self.points)
+
+    @property
+    def points(self) -> int:
+        """Integrand evaluations per covariance."""
+        return 4 * self.n_angle * self.n_radius
 
 
 _HERMITE_H, _HERMITE_ZMAX, _HERMITE_KMAX = 0.02, 14.0, 8192
@@ -217,25 +237,87 @@ def hermite_order(functions: tuple[Callable, ...], q_max: float, tol: float = DE
     return max(16, int(math.ceil(worst / 16.0)) * 16)
 
 
+def hermite_q_limit(functions: tuple[Callable, ...], tol: float = DEFAULT_TOL, k_max: int = _HERMITE_KMAX,
+                    q_hi: float = 1e8) -> float:
+    r"""Largest variance $q$ (to 5 %) at which the Mehler series of ``functions`` still converges to
+    ``tol`` within ``k_max`` terms (bisection in $\log q$; $+\infty$ when it does at ``q_hi``)."""
+    if hermite_order(functions, q_hi, tol, k_max) is not None:
+        return math.inf
+    lo, hi = math.log(1e-3), math.log(q_hi)
+    if hermite_order(functions, 1e-3, tol, k_max) is None:
+        return 0.0
+    while hi - lo > 0.05:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if hermite_order(functions, math.exp(mid), tol, k_max) is not None else (lo, mid)
+    return math.exp(lo)
+
+
+def _step_and_error(functions, q_max, tol, h0, h_min):
+    """(h, estimated relative error of the 1-D moments at step h, met)."""
+    q = max(float(q_max), 1e-3)
+    h = h0
+    prev = None
+    change = math.inf
+    while h >= h_min:
+        z, w = TrapezoidRule(h).nodes_weights
+        vals = np.array([float(np.sum(w * np.asarray(f(np.sqrt(q) * z)) ** 2)) for f in functions])
+        if prev is not None:
+            change = float(np.max(np.abs(vals - prev) / np.maximum(np.abs(vals), 1e-300)))
+            if np.all(np.abs(vals - prev) <= tol * np.maximum(np.abs(vals), 1e-300) + 1e-300):
+                return 2 * h, change, True   # the coarser step is already accurate to ~tol (exponential convergence)
+        prev = vals
+        h /= 2
+    return h * 2, change, False
+
+
 def choose_step(functions: tuple[Callable, ...], q_max: float, tol: float = DEFAULT_TOL,
-                h0: float = 0.5, h_min: float = 0.01) -> float:
+                h0: float = 0.5, h_min: float = 0.01, strict: bool = False) -> float:
     r"""Trapezoid step $h$ for which $E[f(\sqrt{q}z)^2]$, $q=q_{\max}$, is converged to ``tol``.
 
     Halves $h$ until two successive values agree to ``tol`` (relative) and returns the coarser
     one: the trapezoid error decays like $e^{-2\pi\delta/h}$, so the difference of the two is
-    the error of the coarser step.
+    the error of the coarser step.  When even ``h_min`` does not meet ``tol`` it returns ``h_min``
+    and says so (:class:`~kernelcalc.KernelcalcAccuracyWarning`, or the error when ``strict``).
     """
+    h, change, met = _step_and_error(functions, q_max, tol, h0, h_min)
+    if not met:
+        accuracy_shortfall(f"trapezoid rule: step h = {h:g} (the finest allowed) leaves a relative change of "
+                           f"{change:.1e} > tol = {tol:.1e} in E[phi(sqrt(q) z)^2] at q = {q_max:.4g}", strict)
+    return h
+
+
+_POLAR_LEVELS = ((8, 16), (12, 24), (16, 32), (24, 40), (32, 56), (48, 64), (64, 96))
+
+
+def choose_polar(activation: Activation, q_max: float, tol: float = DEFAULT_TOL,
+                 strict: bool = False) -> tuple[PolarSectorRule, float]:
+    r"""The smallest :class:`PolarSectorRule` of ``_POLAR_LEVELS`` whose $C$ and $\dot C$ agree with the
+    next finer level to ``tol`` (relative to $\sqrt{E f^2 E g^2}$) at $q_{\max}$ for correlations
+    $r\in\{-1,-0.7,0,0.5,0.9,0.99,1\}$ (Gauss–Legendre converges geometrically on each smooth sector,
+    so the difference estimates the coarser error).  Returns ``(rule, error estimate)``; warns (or
+    raises when ``strict``) if even the finest level misses ``tol``."""
     q = max(float(q_max), 1e-3)
-    h = h0
-    prev = None
-    while h >= h_min:
-        z, w = TrapezoidRule(h).nodes_weights
-        vals = np.array([float(np.sum(w * np.asarray(f(np.sqrt(q) * z)) ** 2)) for f in functions])
-        if prev is not None and np.all(np.abs(vals - prev) <= tol * np.maximum(np.abs(vals), 1e-300) + 1e-300):
-            return 2 * h  # the coarser step is already accurate to ~tol (exponential convergence)
-        prev = vals
-        h /= 2
-    return h * 2
+    r = np.array([-1.0, -0.7, 0.0, 0.5, 0.9, 0.99, 1.0])
+    qs, cs = np.full(r.shape, q), q * r
+    pairs = ((activation.jax_fn, activation.jax_fn), (activation.jax_derivative, activation.jax_derivative))
+
+    def values(level):
+        na, nr = level
+        out = PolarSectorRule(na, nr).expect_pairs(pairs, qs, qs, cs)
+        return np.stack([np.asarray(o) for o in out])
+
+    prev = values(_POLAR_LEVELS[0])
+    scale = np.maximum(np.max(np.abs(prev), axis=1, keepdims=True), 1e-300)
+    err = math.inf
+    for coarse, fine in zip(_POLAR_LEVELS, _POLAR_LEVELS[1:]):
+        cur = values(fine)
+        err = float(np.max(np.abs(cur - prev) / scale))
+        if err <= tol:
+            return PolarSectorRule(*coarse), max(err, 1e-16)
+        prev = cur
+    accuracy_shortfall(f"polar-sector rule for {activation.name}: the finest level {_POLAR_LEVELS[-1]} still "
+                       f"changes by {err:.1e} > tol = {tol:.1e} at q = {q:.4g}", strict)
+    return PolarSectorRule(*_POLAR_LEVELS[-1]), err
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +332,17 @@ class DualKernels:
     activation: Activation
     method: str
     rule: object  # ClosedFormDual | HermiteRule | TrapezoidRule | PolarSectorRule
+    #: estimated relative error of one expectation (the achieved tolerance of the rule)
+    error_estimate: float = DEFAULT_TOL
+    #: why this rule was chosen when it is a fallback ("" otherwise)
+    note: str = ""
+
+    @property
+    def points(self) -> int:
+        r"""Cost of one $(C,\dot C)$ evaluation for fixed marginals, in integrand evaluations (or series terms)."""
+        if self.method == "hermite":
+            return self.rule.K
+        return getattr(self.rule, "points", 1)
 
     def marginal(self, q, derivative: bool = True):
         """Everything that depends on the variance ``q`` alone (a pytree)."""
@@ -285,23 +378,28 @@ class DualKernels:
 
     def describe(self) -> str:
         if self.method == "closed":
-            return f"closed form ({self.rule.name})"
-        if self.method == "hermite":
-            return f"Mehler/Hermite series, {self.rule.K} terms"
-        if self.method == "trapezoid":
-            return f"trapezoid, step {self.rule.step:g}, |z| <= {self.rule.zmax:g}"
-        return f"polar sectors, {self.rule.n_angle}x4 angles x {self.rule.n_radius} radii"
+            text = f"closed form ({self.rule.name})"
+        elif self.method == "hermite":
+            text = f"Mehler/Hermite series, {self.rule.K} terms"
+        elif self.method == "trapezoid":
+            text = f"trapezoid, step {self.rule.step:g}, |z| <= {self.rule.zmax:g}"
+        else:
+            text = f"polar sectors, {self.rule.n_angle}x4 angles x {self.rule.n_radius} radii"
+        return f"{text} ({self.note})" if self.note else text
 
 
 _METHODS = ("auto", "closed", "hermite", "trapezoid", "polar")
 
 
 def dual_kernels(activation, *, q_max: float = 10.0, tol: float = DEFAULT_TOL,
-                 method: str = "auto") -> DualKernels:
+                 method: str = "auto", strict: bool = False) -> DualKernels:
     r"""The $(C, \dot C)$ evaluator for ``activation``, accurate to ``tol`` for variances $\le q_{\max}$.
 
     ``method="auto"`` picks a closed form when one exists, polar sectors for kinks at 0,
-    the Mehler/Hermite series when it converges within 2048 terms, else the trapezoid rule.
+    the Mehler/Hermite series when it converges within 8192 terms, else the trapezoid rule
+    (the fallback is named in :meth:`DualKernels.describe`, and a trapezoid rule that cannot meet
+    ``tol`` warns, or raises when ``strict``).  ``error_estimate`` of the result is the achieved
+    relative accuracy.
     """
     act = resolve_activation(activation)
     if method not in _METHODS:
@@ -313,16 +411,25 @@ def dual_kernels(activation, *, q_max: float = 10.0, tol: float = DEFAULT_TOL,
         if method == "closed":
             raise ValueError(f"no closed-form dual kernel is known for {act.name!r}")
     if method == "polar" or (method == "auto" and act.is_piecewise_smooth):
-        return DualKernels(act, "polar", PolarSectorRule())
+        rule, err = choose_polar(act, q_max, tol, strict)
+        return DualKernels(act, "polar", rule, error_estimate=max(err, tol))
     fns = (act.numpy_fn, act.numpy_derivative)
+    note = ""
     if method in ("auto", "hermite"):
         K = hermite_order(fns, q_max, tol)
         if K is not None:
-            return DualKernels(act, "hermite", HermiteRule(K))
+            return DualKernels(act, "hermite", HermiteRule(K), error_estimate=tol)
         if method == "hermite":
             raise ValueError(f"the Hermite series of {act.name!r} does not converge to {tol:g} "
                              f"within {_HERMITE_KMAX} terms at q_max={q_max:g}")
-    return DualKernels(act, "trapezoid", TrapezoidRule(choose_step(fns, q_max, tol)))
+        note = f"fallback: the Hermite series needs more than {_HERMITE_KMAX} terms at q_max = {q_max:.4g}"
+    h, change, met = _step_and_error(fns, q_max, tol, 0.5, 0.01)
+    if not met:
+        accuracy_shortfall(f"Gaussian expectations of {act.name}: the trapezoid rule at its finest step "
+                           f"h = {h:g} reaches a relative accuracy of only {change:.1e} > tol = {tol:.1e} at "
+                           f"q_max = {q_max:.4g}" + (f" ({note})" if note else ""), strict)
+    return DualKernels(act, "trapezoid", TrapezoidRule(h), error_estimate=max(tol, change if not met else tol),
+                       note=note)
 
 
 def gaussian_expectation(f, g, q1, q2, c, *, method: str = "auto", tol: float = DEFAULT_TOL):

@@ -17,16 +17,17 @@ from __future__ import annotations
 import functools
 import math
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .. import recursion as rec
-from .._validation import KernelcalcInputError, as_input_pair, nonnegative, positive_int
+from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, as_input_pair, nonnegative, positive_int
 from ..activations import resolve_activation
 from ..duals import closed_form_dual
-from ..gaussian import DEFAULT_TOL, DualKernels, dual_kernels
+from ..gaussian import DualKernels, dual_kernels
 from ._gram import error_estimate, gram, max_norm, require_finite
 from ._result import Kernel
 
@@ -66,15 +67,20 @@ def _layer_variances(dual, depth, w_std, b_std, v):
 
 
 def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_std=1.0, out_b_std=0.0,
-               progress: bool | None = None,
-                outputs=("nngp", "ntk"), out=None, client=None) -> Kernel:
+               progress: bool | None = None, outputs=("nngp", "ntk"), out=None, client=None,
+               strict: bool = False) -> Kernel:
     r"""Infinite-width NNGP and NTK of a depth-``depth`` MLP (neural-tangents ``stax`` convention).
 
     **Arguments:** ``x1`` (N1, d), ``x2`` (N2, d) or ``None``; ``activation`` (name, expression
     or :class:`~kernelcalc.Activation`); ``depth`` $\ge1$ hidden layers; ``w_std``, ``b_std``
-    (hidden Dense layers), ``out_w_std``, ``out_b_std`` (readout), all $\ge 0$.
+    (hidden Dense layers), ``out_w_std``, ``out_b_std`` (readout), all $\ge 0$; ``strict``: raise
+    :class:`~kernelcalc.KernelcalcAccuracyError` instead of warning
+    (:class:`~kernelcalc.KernelcalcAccuracyWarning`) when the quadrature or the sphere interpolation
+    cannot meet its tolerance.
 
-    **Returns:** :class:`~kernelcalc.Kernel` with ``nngp``, ``ntk`` of shape (N1, N2).
+    **Returns:** :class:`~kernelcalc.Kernel` with ``nngp``, ``ntk`` of shape (N1, N2); ``info`` holds the
+    expectation rule and ``error_estimate`` (largest absolute entrywise error, from the rule's achieved
+    relative accuracy per layer and the interpolation estimate).
 
     ``outputs``, ``out``, ``client``, ``progress``: as in :func:`~kernelcalc.node_kernel` (tiles, Zarr, dask).
     """
@@ -87,13 +93,15 @@ def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_st
     # The quadrature range covers the largest variance of any layer for any input (not of the first
     # block of pairs evaluated: the result must not depend on the order of the rows).
     v_max = max_norm(a, b)
-    coarse = dual_kernels(act, q_max=max(4.0 * v_max * w_std**2 + b_std**2, 1.0), tol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KernelcalcAccuracyWarning)     # only the layer variances, to ~1e-6
+        coarse = dual_kernels(act, q_max=max(4.0 * v_max * w_std**2 + b_std**2, 1.0), tol=1e-6)
     q_max = float(np.max(_layer_variances(coarse, depth, w_std, b_std, v_max)))
     if not math.isfinite(q_max):
         raise KernelcalcInputError(
             f"the layer variances of the depth-{depth} {act.name} MLP overflow float64 (largest input "
             f"x.x/d = {v_max:.3g}, w_std = {w_std:g}): phi grows too fast for this depth")
-    dual = dual_kernels(act, q_max=1.05 * max(q_max, 1e-3))
+    dual = dual_kernels(act, q_max=1.05 * max(q_max, 1e-3), strict=strict)
     info: dict = dict(expectation=dual.describe(), q_max=q_max)
     compiled = _compiled(dual, depth, w_std, b_std, out_w_std, out_b_std)
 
@@ -114,11 +122,12 @@ def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_st
                             outputs=outputs, out=out, client=client,
                             config=dict(model="mlp", activation=act.name, params=dict(
                                 depth=depth, w_std=w_std, b_std=b_std, out_w_std=out_w_std, out_b_std=out_b_std)),
-                            cheap_pairs=closed_form_dual(act) is not None)
+                            cheap_pairs=closed_form_dual(act) is not None, strict=strict)
     require_finite(nngp, ntk, f"the depth-{depth} {act.name} MLP kernel")
     info.update(ginfo, seconds=time.perf_counter() - t0)
     # each layer adds the expectation's relative error (closed forms: a few roundings)
-    per_layer = 1e-15 if dual.method == "closed" else DEFAULT_TOL
+    per_layer = 1e-15 if dual.method == "closed" else dual.error_estimate
+    info["expectation_error_estimate"] = per_layer
     info["error_estimate"] = error_estimate(nngp, ntk, 4 * depth * per_layer, ginfo.get("interpolation_error_estimate"))
     params = dict(depth=depth, w_std=w_std, b_std=b_std, out_w_std=out_w_std, out_b_std=out_b_std)
     return Kernel(nngp=nngp, ntk=ntk, model="mlp", activation=act.name, params=params, info=info)

@@ -18,12 +18,18 @@ $S = S_0 + \sigma_w^2 J\,C(S)\,J^\top$ and $\Lambda = \Lambda_T + \sigma_w^2\til
 and $\iint C\Lambda = w^\top(C\circ\Lambda)w$.  For analytic $\phi$ the solution is analytic in
 $(t,s)$ and the error decays **exponentially** in $M$ (spectral order); for relu-like kinks it
 decays algebraically.  $M$ is chosen adaptively: doubled until the self-kernel NTK changes by
-less than ``tol`` (relative).
+less than ``tol`` (relative); a grid that cannot reach ``tol`` warns
+(:class:`~kernelcalc.KernelcalcAccuracyWarning`, or raises with ``strict=True``).  For
+$\sigma_wT>3$ the interval is cut into $\lceil\sigma_wT/3\rceil$ elements with $M+1$ nodes each
+(:func:`chebyshev_discretisation`): the same matrix form, spectral accuracy per element, and a
+resolution that grows with $\sigma_wT$ (the solution varies like $e^{\sigma_w t}$).
 
 **Solvers.** The forward equation is a Volterra equation with a double integral, so Picard
 iteration converges factorially fast, $\|e_k\|\lesssim(\sigma_w^2LT^2)^k/(k!)^2$: each sweep is two
 small matrix products per pair plus one batched evaluation of $C$ (about 10–25 sweeps to
-$10^{-15}$).  The backward equation is linear and solved the same way (no expectations).
+$10^{-15}$; ~95 at $\sigma_wT=50$).  The sweeps stop at a relative change of $2\cdot10^{-15}$ or
+when the change stagnates at rounding level (below $10^{-11}$ and no longer decreasing); the
+achieved change is ``info["sweep_change"]`` and enters ``info["error_estimate"]``.  The backward equation is linear and solved the same way (no expectations).
 The self-kernels $S_{xx}$ (one per distinct input norm) are solved first, with the diagonal
 coupling through $q_x(t)=S_{xx}(t,t)$ updated each sweep; the cross-kernels then use the fixed
 diagonals.
@@ -35,15 +41,17 @@ import dataclasses
 import functools
 import math
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .. import recursion as rec
-from .._validation import KernelcalcInputError, as_input_pair, positive
+from .._validation import (KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, as_input_pair,
+                           positive, positive_int)
 from ..activations import resolve_activation
-from ..gaussian import DEFAULT_TOL, DualKernels, dual_kernels
+from ..gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_q_limit
 from ._gram import error_estimate, gram, max_norm
 from ._result import Kernel
 
@@ -51,7 +59,13 @@ __all__ = ["node_kernel", "chebyshev_lobatto", "Discretisation", "GoursatSolver"
 
 _MAX_SWEEPS = 400
 _SWEEP_TOL = 2e-15
+_STAGNATION = 1e-11       # a Picard change below this that stops decreasing is rounding noise
 _M_SEQUENCE = (8, 12, 16, 24, 32, 48, 64, 96, 128)
+_ELEMENT_LENGTH = 3.0     # sigma_w * (length of one Chebyshev element) at most
+_KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t = s), the grid converges
+                          # only algebraically; stop here and report the achieved change
+_MAX_NODES = 513          # time nodes of the composite grid at most
+_WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
 
 
 @functools.lru_cache(maxsize=64)
@@ -69,20 +83,31 @@ def chebyshev_lobatto(M: int, T: float) -> tuple[np.ndarray, np.ndarray, np.ndar
     return t, J, J[-1].copy()
 
 
-def _picard(step, S_init, tol=_SWEEP_TOL, max_sweeps=_MAX_SWEEPS):
-    """Iterate ``S <- step(S)`` until the largest relative change is below ``tol``."""
+def _picard(step, S_init, tol=None, max_sweeps=None):
+    """Iterate ``S <- step(S)`` until the largest relative change (per problem: leading axis) is
+    below ``tol``, or has stagnated at rounding level (below ``_STAGNATION`` and not decreasing), or is
+    not finite.  Returns ``(S, last change, sweeps)``; the caller checks the change."""
+    tol = _SWEEP_TOL if tol is None else tol
+    max_sweeps = _MAX_SWEEPS if max_sweeps is None else max_sweeps
+
+    def change(S_new, S):
+        axes = tuple(range(1, S.ndim))
+        num = jnp.max(jnp.abs(S_new - S), axis=axes)
+        return jnp.max(num / jnp.maximum(jnp.max(jnp.abs(S_new), axis=axes), 1e-300))
 
     def cond(state):
-        _, delta, k = state
-        return (delta > tol) & (k < max_sweeps)
+        _, delta, prev, k = state
+        done = (delta <= tol) | ((delta < _STAGNATION) & (delta >= prev)) | ~jnp.isfinite(delta)
+        return ~done & (k < max_sweeps)
 
     def body(state):
-        S, _, k = state
+        S, delta, _, k = state
         S_new = step(S)
-        delta = jnp.max(jnp.abs(S_new - S)) / jnp.maximum(jnp.max(jnp.abs(S_new)), 1e-300)
-        return S_new, delta, k + 1
+        return S_new, change(S_new, S), delta, k + 1
 
-    return jax.lax.while_loop(cond, body, (S_init, jnp.asarray(jnp.inf), 0))
+    big = jnp.asarray(1e300)    # "no change measured yet" (finite: a non-finite change means overflow)
+    S, delta, _, k = jax.lax.while_loop(cond, body, (S_init, big, big, 0))
+    return S, delta, k
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,10 +135,33 @@ class Discretisation:
 
 
 @functools.lru_cache(maxsize=16)
-def chebyshev_discretisation(M: int, T: float) -> Discretisation:
-    """The spectral Neural-ODE grid with M+1 Chebyshev–Lobatto nodes."""
-    _, J, w = chebyshev_lobatto(M, T)
-    return Discretisation(f"chebyshev-lobatto(M={M}, T={T!r})", J, w[None, :] - J, np.eye(M + 1), w)
+def chebyshev_discretisation(M: int, T: float, elements: int = 1) -> Discretisation:
+    r"""The spectral Neural-ODE grid: $[0,T]$ cut into ``elements`` equal elements, each with $M+1$
+    Chebyshev–Lobatto nodes (neighbours share their end node: $PM+1$ nodes in all).
+
+    $A_{ik}=\int_0^{t_i}\ell_k$ for the piecewise Lagrange basis: the full weights of every earlier
+    element plus the local spectral integration matrix of the element holding $t_i$ (block lower
+    triangular), $w$ the composite Clenshaw–Curtis weights, $B=\mathbf 1w^\top-A$, $P=I$.  Short
+    elements keep the discrete Volterra operator's norm $\sigma_w^2\|A\|^2$ small, so the Picard
+    sweeps converge at every $\sigma_wT$ (one element of length $T$ diverges once $\sigma_wT\gtrsim3$).
+    """
+    P = int(elements)
+    _, J, w = chebyshev_lobatto(M, T / P)
+    n = P * M + 1
+    A = np.zeros((n, n))
+    W = np.zeros(n)
+    for e in range(P):
+        sl = slice(e * M, e * M + M + 1)
+        A[sl] = W[None, :]                      # integral over the earlier elements
+        A[sl, sl] += J                          # plus the local one
+        W[sl] += w
+    name = f"chebyshev-lobatto(M={M}, T={T!r})" if P == 1 else f"chebyshev-lobatto(M={M}, elements={P}, T={T!r})"
+    return Discretisation(name, A, W[None, :] - A, np.eye(n), W)
+
+
+def time_elements(T: float, sigma_w: float) -> int:
+    r"""Number of Chebyshev elements: $\lceil\sigma_wT/\ell\rceil$ with $\ell$ = ``_ELEMENT_LENGTH``."""
+    return max(1, int(math.ceil(sigma_w * T / _ELEMENT_LENGTH - 1e-9)))
 
 
 @functools.lru_cache(maxsize=32)
@@ -170,56 +218,157 @@ class GoursatSolver:
     (arrays of one shape) to ``(nngp, ntk)``.  ``grid(M)`` gives the :class:`Discretisation`;
     with ``M=None`` it is refined through ``_M_SEQUENCE`` until the self-kernel NTK of the largest
     norm changes by less than ``tol`` (spectral ODE grid); a fixed ``M`` is used as is (ResNet depth).
+    Every shortfall (grid, Picard sweeps, quadrature) warns
+    (:class:`~kernelcalc.KernelcalcAccuracyWarning`) or, with ``strict``, raises; the achieved
+    values are in ``info`` and in :meth:`relative_error_estimate`.
     """
 
     def __init__(self, activation, *, T, sigma_w, sigma_u, sigma_v, grid, v_max, tol=1e-10, M=None,
-                 scheme="Chebyshev-Lobatto spectral collocation"):
+                 scheme="Chebyshev-Lobatto spectral collocation", strict=False, max_nodes=_MAX_NODES):
         self.activation = resolve_activation(activation)
         self.T, self.sigma_w, self.sigma_u, self.sigma_v = T, sigma_w, sigma_u, sigma_v
         self.grid, self.scheme = grid, scheme
         self.tol = tol
         self.M_fixed = M
+        self.strict = strict
+        self.max_nodes = max_nodes
         self.v_max = float(v_max)   # largest input x.x/d of the whole Gram: fixes the quadrature range
+        self.pairs_hint = 1         # pairs the Gram will evaluate (to refuse hopeless work early)
         self.info: dict = {}
 
+    # -- diagnostics -------------------------------------------------------------------------
+    def _blow_up(self, what: str) -> KernelcalcInputError:
+        """The right error for a non-finite solution: super-linear phi, float64 overflow, or the solver."""
+        f = self.activation.numpy_fn
+        with np.errstate(all="ignore"):
+            big = np.array([-500.0, -50.0, 50.0, 500.0])
+            vals = np.abs(np.asarray(f(big), dtype=float))
+            x = np.linspace(-50, 50, 2001)
+            slope = np.abs(np.asarray(self.activation.numpy_derivative(x), dtype=float))
+        lip = float(np.max(slope[np.isfinite(slope)], initial=1.0))
+        superlinear = (not np.all(np.isfinite(vals))
+                       or max(vals[0] / 500, vals[3] / 500) > 2.0 * max(vals[1] / 50, vals[2] / 50) + 1e-12)
+        where = f"on [0, T = {self.T:g}] (sigma_w = {self.sigma_w:g}, sigma_u = {self.sigma_u:g})"
+        if superlinear:
+            return KernelcalcInputError(
+                f"{what} of the {self.activation.name} network blows up {where}: phi grows faster than "
+                "linearly, so the infinite-width dynamics exist only on a shorter horizon; reduce T or sigma_w")
+        # |phi(h)| <= |phi(0)| + lip |h|: q(t) grows at most like exp(2 sigma_w lip t)
+        log_bound = math.log(max(self.sigma_u**2 * self.v_max, 1e-300) + 1.0) + 2.0 * self.sigma_w * lip * self.T
+        if log_bound > 700:
+            return KernelcalcInputError(
+                f"{what} of the {self.activation.name} network overflows float64 {where}: phi grows "
+                f"linearly (|phi'| <= {lip:.3g}), so q(T) can reach exp({log_bound:.0f}) > 1.8e308; "
+                "reduce T, sigma_w or the input norm")
+        return KernelcalcInputError(
+            f"{what} of the {self.activation.name} network is not finite {where}, although phi grows at "
+            f"most linearly (q(T) <= exp({log_bound:.0f})): the time solver failed ({self.info.get('M')} "
+            f"intervals per element, {self.info.get('time_elements', 1)} elements); please report this")
+
+    def _sweeps(self, key: str, delta, sweeps, what: str):
+        """Record the Picard diagnostics of one solve and check them."""
+        delta, sweeps = float(delta), int(sweeps)
+        self.info[f"{key}_sweeps"] = max(sweeps, self.info.get(f"{key}_sweeps", 0))
+        if not math.isfinite(delta):
+            raise self._blow_up(what)
+        self.info["sweep_change"] = max(delta, self.info.get("sweep_change", 0.0))
+        if delta > _STAGNATION:
+            accuracy_shortfall(
+                f"{what}: the Picard sweeps stopped after {sweeps} sweeps at a relative change of {delta:.1e} "
+                f"(> {_STAGNATION:g}); sigma_w*T = {self.sigma_w * self.T:g} may be too large", self.strict)
+
+    def _check_cost(self, dual, pairs: int, n: int):
+        """Refuse (clear error naming the limit) when a solve would take many minutes."""
+        unit = 0.05 if dual.method in ("hermite", "closed") else 1.0   # series terms are cheap multiply-adds
+        work = (unit * dual.points * n * n + 0.01 * 4 * n**3) * pairs * 40   # ~40 sweeps: n^2 cells, 2 matmuls
+        if work <= _WORK_LIMIT:
+            return
+        q = self.info.get("q_max", float("nan"))
+        fns = (self.activation.numpy_fn, self.activation.numpy_derivative)
+        msg = (f"the {self.activation.name} kernel at T = {self.T:g}, sigma_w = {self.sigma_w:g}, sigma_u = "
+               f"{self.sigma_u:g}, largest x.x/d = {self.v_max:.3g} would cost about {work:.1e} integrand "
+               f"evaluations ({pairs} pairs x {n}^2 time cells x {dual.points} quadrature points; the limit is "
+               f"{_WORK_LIMIT:.0e}): the pre-activation variance reaches q = {q:.4g}, on {n} time nodes")
+        if dual.method == "trapezoid":
+            q_lim = hermite_q_limit(fns)
+            msg += (f", the Hermite series needs more than 8192 terms beyond q ~ {q_lim:.3g}, and the trapezoid "
+                    f"rule needs step {dual.rule.step:g}")
+        raise KernelcalcInputError(msg + "; reduce sigma_w, T, sigma_u or the input norm, or use fewer points")
+
+    # -- solves ----------------------------------------------------------------------------------
     def _self_diagonals(self, dual, M, v):
-        self_solve, _ = _compiled(dual, self.grid(M), self.sigma_w, self.sigma_v)
-        S, delta, sweeps = self_solve(jnp.asarray(rec.ode_initial(v, self.sigma_u)))
-        self.info["self_sweeps"] = max(int(sweeps), self.info.get("self_sweeps", 0))
-        return np.asarray(jnp.diagonal(S, axis1=1, axis2=2))
+        disc = self.grid(M)
+        self._check_cost(dual, len(v), disc.A.shape[0])
+        self_solve, _ = _compiled(dual, disc, self.sigma_w, self.sigma_v)
+        batch = self._batch(dual, disc.A.shape[0])
+        out = []
+        for lo in range(0, len(v), batch):
+            S, delta, sweeps = self_solve(jnp.asarray(rec.ode_initial(np.asarray(v[lo:lo + batch]), self.sigma_u)))
+            self._sweeps("self", delta, sweeps, "the pre-activation variance q(t) = E[h_t^2]")
+            out.append(np.asarray(jnp.diagonal(S, axis1=1, axis2=2)))
+        return np.concatenate(out)
+
+    @staticmethod
+    def _batch(dual, nodes: int) -> int:
+        """Problems per solve: a power of two whose work arrays (n^2 cells and, for the Hermite rule,
+        n x K coefficients per problem, a few of each) stay within the memory budget."""
+        per = 8 * 8 * nodes * max(nodes, dual.points if dual.method == "hermite" else 1)
+        return 1 << int(math.floor(math.log2(max(MEMORY_BUDGET // per, 1))))
 
     def _dual_and_M(self, v_unique):
         if "M" in self.info:
             return self._dual, self.info["M"]
         v_max = max(self.v_max, float(np.max(v_unique)))
-        # A coarse rule first to learn the largest pre-activation variance q(T), then the final rule.
-        coarse = dual_kernels(self.activation, q_max=max(4.0 * self.sigma_u**2 * v_max, 1.0), tol=1e-6)
-        q_est = float(np.max(self._self_diagonals(coarse, self.M_fixed or 16, np.array([v_max]))))
-        if not math.isfinite(q_est):
+        self.v_max = v_max
+        nodes = self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0]
+        if nodes > self.max_nodes:
             raise KernelcalcInputError(
-                f"the pre-activation variance q(t) = E[h_t^2] of the {self.activation.name} network blows up "
-                f"before T = {self.T:g} (sigma_w = {self.sigma_w:g}): phi grows faster than linearly, so the "
-                "infinite-width dynamics exist only on a shorter horizon; reduce T or sigma_w")
-        dual = dual_kernels(self.activation, q_max=1.05 * q_est)
-        self.info["expectation"] = dual.describe()
+                f"sigma_w*T = {self.sigma_w * self.T:g} needs {self.info.get('time_elements', 1)} time elements "
+                f"({nodes} nodes, more than the limit {self.max_nodes}): supported up to sigma_w*T ~ "
+                f"{_ELEMENT_LENGTH * (self.max_nodes - 1) / _M_SEQUENCE[0]:g}"
+                + ("" if self.M_fixed is None else " at this time_nodes") + "; reduce T or sigma_w")
+        # A coarse rule first to learn the largest pre-activation variance q(T), then the final rule.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", KernelcalcAccuracyWarning)   # only q(T) is needed, to ~1e-6
+            self.info["q_max"] = max(4.0 * self.sigma_u**2 * v_max, 1.0)     # a first guess, for messages
+            coarse = dual_kernels(self.activation, q_max=self.info["q_max"], tol=1e-6)
+            strict, self.strict = self.strict, False
+            try:
+                q_est = float(np.max(self._self_diagonals(coarse, self.M_fixed or 16, np.array([v_max]))))
+            finally:
+                self.strict = strict
+        if not math.isfinite(q_est):
+            raise self._blow_up("the pre-activation variance q(t) = E[h_t^2]")
         self.info["q_max"] = q_est
+        dual = dual_kernels(self.activation, q_max=1.05 * q_est, strict=self.strict)
+        self.info["expectation"] = dual.describe()
+        self.info["expectation_error_estimate"] = dual.error_estimate
+        self.info.pop("sweep_change", None)
+        self._check_cost(dual, self.pairs_hint, self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0])
         if self.M_fixed is not None:
             M, err = int(self.M_fixed), None
         else:
             M, err = self._choose_M(dual, v_max)
-        self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme)
+        self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self.grid(M).A.shape[0])
         self._dual = dual
         return dual, M
 
     def relative_error_estimate(self) -> float:
-        """Relative error estimate of one kernel value: expectations, time grid, Picard sweeps."""
-        return DEFAULT_TOL + (self.info.get("time_error_estimate") or 0.0) + 10 * _SWEEP_TOL
+        r"""Relative error estimate of one kernel value: the achieved expectation accuracy (amplified by
+        $1+\sigma_wT$ through the time integrals), the time-grid refinement change and the last Picard change."""
+        quad = self.info.get("expectation_error_estimate", DEFAULT_TOL) * (1.0 + self.sigma_w * self.T)
+        sweeps = 10.0 * max(self.info.get("sweep_change", 0.0), _SWEEP_TOL)
+        return quad + (self.info.get("time_error_estimate") or 0.0) + sweeps
 
     def _choose_M(self, dual, v):
-        prev, change = None, float("nan")
+        prev, change, M_done = None, float("nan"), _M_SEQUENCE[0]
         for M in _M_SEQUENCE:
+            if prev is not None and (self.grid(M).A.shape[0] > self.max_nodes
+                                     or (dual.method == "polar" and M > _KINK_M_MAX)):
+                break
+            M_done = M
             q = self._self_diagonals(dual, M, np.array([v]))
-            _, cross = _compiled(dual, self.grid(M), self.sigma_w, self.sigma_v)
+            cross = self._cross(dual, M, 1)
             zero = jnp.zeros(1, jnp.int32)
             ntk = float(cross(jnp.asarray(q), zero, zero, jnp.asarray([rec.ode_initial(v, self.sigma_u)]))[1][0])
             if prev is not None:
@@ -228,7 +377,18 @@ class GoursatSolver:
                 if change <= self.tol:
                     return M, change
             prev = ntk
+        M = M_done
+        accuracy_shortfall(
+            f"time grid: the self-kernel NTK still changes by {change:.1e} (relative) at {M} Chebyshev intervals "
+            f"per element ({self.grid(M).A.shape[0]} nodes), above tol = {self.tol:.1e}"
+            + (" (a kinked activation: the kernel is not smooth on the diagonal t = s, so the grid converges only "
+               "algebraically)" if dual.method == "polar" else ""), self.strict)
         return M, change
+
+    def _cross(self, dual, M, pairs):
+        disc = self.grid(M)
+        self._check_cost(dual, pairs, disc.A.shape[0])
+        return _compiled(dual, disc, self.sigma_w, self.sigma_v)[1]
 
     def __call__(self, sxx, syy, sxy):
         sxx, syy, sxy = (np.asarray(a, dtype=np.float64) for a in (sxx, syy, sxy))
@@ -237,21 +397,23 @@ class GoursatSolver:
         v_unique, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
         dual, M = self._dual_and_M(v_unique)
         pad = lambda a, size: np.concatenate([a, np.repeat(a[:1], size - len(a), axis=0)])  # noqa: E731
-        diag = self._self_diagonals(dual, M, pad(v_unique, _bucket(v_unique.size)))   # (U, M+1)
-        _, cross = _compiled(dual, self.grid(M), self.sigma_w, self.sigma_v)
+        diag = jnp.asarray(self._self_diagonals(dual, M, pad(v_unique, _bucket(v_unique.size))))   # (U, M+1)
         n = sxy.size
-        ix, iy = (jnp.asarray(pad(i, _bucket(n))) for i in (inverse[: sxx.size], inverse[sxx.size:]))
-        s0 = pad(rec.ode_initial(sxy, self.sigma_u), _bucket(n))   # fixed batch sizes: few jit compilations
-        nngp, ntk, delta, sweeps = cross(jnp.asarray(diag), ix, iy, jnp.asarray(s0))
-        nngp, ntk = np.asarray(nngp)[:n], np.asarray(ntk)[:n]
+        cross = self._cross(dual, M, n)
+        batch = self._batch(dual, diag.shape[1])
+        ix_all, iy_all = inverse[: sxx.size], inverse[sxx.size:]
+        s0_all = rec.ode_initial(sxy, self.sigma_u)
+        nngp, ntk = np.empty(n), np.empty(n)
+        for lo in range(0, n, batch):      # memory-bounded batches of fixed sizes: few jit compilations
+            sl = slice(lo, min(lo + batch, n))
+            m = sl.stop - sl.start
+            size = min(_bucket(m), batch)
+            bx, by, b0 = (jnp.asarray(pad(a[sl], size)) for a in (ix_all, iy_all, s0_all))
+            k, t, delta, sweeps = cross(diag, bx, by, b0)
+            nngp[sl], ntk[sl] = np.asarray(k)[:m], np.asarray(t)[:m]
+            self._sweeps("cross", delta, sweeps, "the cross-covariance S(t, s) or the backward kernel Lambda(t, s)")
         if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
-            raise KernelcalcInputError(
-                f"the {self.activation.name} kernel is not finite on [0, T = {self.T:g}] (sigma_w = "
-                f"{self.sigma_w:g}): the variance ODE blows up; reduce T or sigma_w")
-        self.info["cross_sweeps"] = max(int(sweeps), self.info.get("cross_sweeps", 0))
-        if int(sweeps) >= _MAX_SWEEPS:
-            raise RuntimeError(f"Neural-ODE kernel iteration did not converge in {_MAX_SWEEPS} sweeps "
-                               f"(last relative change {float(delta):.2e}); T*sigma_w may be too large")
+            raise self._blow_up("the kernel")
         return nngp.reshape(shape), ntk.reshape(shape)
 
 
@@ -260,9 +422,17 @@ def _bucket(n: int) -> int:
     return 1 << max(3, (n - 1).bit_length())
 
 
+def check_tol(tol) -> float:
+    """``tol`` as a float in (0, 1) (a relative accuracy target)."""
+    tol = positive("tol", tol)
+    if tol >= 1:
+        raise KernelcalcInputError(f"tol must be a relative accuracy in (0, 1), got {tol!r}")
+    return tol
+
+
 def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
                 tol: float = 1e-10, time_nodes: int | None = None, progress: bool | None = None,
-                outputs=("nngp", "ntk"), out=None, client=None) -> Kernel:
+                outputs=("nngp", "ntk"), out=None, client=None, strict: bool = False) -> Kernel:
     r"""Infinite-width NNGP and NTK of the Neural ODE $dh/dt=\sigma_w W\phi(h)/\sqrt n$ on $[0,T]$.
 
     **Arguments:**
@@ -270,12 +440,18 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     - ``x1``: inputs, shape ``(N1, d)`` (a 1-D array is one input); ``x2``: ``(N2, d)`` or ``None`` (= ``x1``).
     - ``activation``: name (``"softplus"``), expression (``"log(1+exp(x))"``) or :class:`~kernelcalc.Activation`.
     - ``T`` > 0: time horizon; ``sigma_w, sigma_u, sigma_v`` > 0: weight scales of $W, U, v$.
-    - ``tol``: relative accuracy target of the time discretisation (Gaussian expectations are
-      computed to ~1e-13); ``time_nodes``: fix the number $M$ of Chebyshev intervals instead.
+    - ``tol`` in $(0,1)$: relative accuracy target of the time discretisation (Gaussian expectations are
+      computed to ~1e-13); ``time_nodes`` $\ge 2$: fix the number $M$ of Chebyshev intervals per time
+      element instead ($[0,T]$ is cut into $\lceil\sigma_wT\rceil$ elements).
+    - ``strict``: raise :class:`~kernelcalc.KernelcalcAccuracyError` instead of warning
+      (:class:`~kernelcalc.KernelcalcAccuracyWarning`) when an adaptive stage (time grid, Picard sweeps,
+      quadrature, sphere interpolation) cannot meet its tolerance.
 
     **Returns:** :class:`~kernelcalc.Kernel` with ``nngp`` $=\sigma_v^2C(T,T)$ and
     ``ntk`` $=\sigma_v^2C(T,T)+\sigma_w^2\iint C\Lambda + \sigma_u^2\frac{x\cdot y}d\Lambda(0,0)$,
-    shape ``(N1, N2)``; ``info`` records $M$, the expectation rule, sweep counts and timings.
+    shape ``(N1, N2)``; ``info`` records $M$, the elements, the expectation rule, sweep counts and
+    changes, timings and ``error_estimate`` (largest absolute entrywise error, estimated from the achieved
+    quadrature accuracy, time-grid refinement change and last Picard change).
 
     Inputs on a common sphere ($x\cdot x/d$ the same for all) take the fast path: the kernel is
     a function of $\theta=\arccos(x\cdot y/x\cdot x)$ alone, interpolated by Chebyshev series in $\theta$.
@@ -287,16 +463,26 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     arguments continues from the finished tiles; a store of another configuration is refused.
     ``client``: a ``dask.distributed.Client`` or scheduler address: the tiles run as a dask graph on
     that cluster.  ``progress``: a progress bar over the tiles (``None``: when $N_1N_2\ge 5000^2$).
+
+    Large $\sigma_wT$, $\sigma_u$ or input norms make the pre-activation variance large; when the
+    Gaussian expectations would then cost many minutes the call is refused with a
+    :class:`~kernelcalc.KernelcalcInputError` that names the variance and the limit.
     """
     T = positive("T", T)
     sigma_w, sigma_u, sigma_v = (positive(n, v) for n, v in
                                  (("sigma_w", sigma_w), ("sigma_u", sigma_u), ("sigma_v", sigma_v)))
+    tol = check_tol(tol)
+    if time_nodes is not None:
+        time_nodes = positive_int("time_nodes", time_nodes, minimum=2)
     act = resolve_activation(activation)
     t0 = time.perf_counter()
     a, b, same = as_input_pair(x1, x2)
+    P = time_elements(T, sigma_w)
     solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol, M=time_nodes,
-                           grid=lambda M: chebyshev_discretisation(M, T), v_max=max_norm(a, b))
-    nngp, ntk, ginfo = gram(a, None if same else b, solver, tol=max(tol, 1e-12), progress=progress,
+                           grid=lambda M: chebyshev_discretisation(M, T, P), v_max=max_norm(a, b), strict=strict)
+    solver.info["time_elements"] = P
+    solver.pairs_hint = min(a.shape[0] * (a.shape[0] + 1) // 2 if same else a.shape[0] * b.shape[0], 65)
+    nngp, ntk, ginfo = gram(a, None if same else b, solver, tol=max(tol, 1e-12), progress=progress, strict=strict,
                             outputs=outputs, out=out, client=client,
                             config=dict(model="node", activation=act.name, params=dict(
                                 T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol, time_nodes=time_nodes)))

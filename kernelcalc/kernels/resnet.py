@@ -43,11 +43,14 @@ def euler_discretisation(L: int, T: float) -> Discretisation:
 
 
 def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
-                  progress: bool | None = None,
-                outputs=("nngp", "ntk"), out=None, client=None) -> Kernel:
+                  progress: bool | None = None, outputs=("nngp", "ntk"), out=None, client=None,
+                  strict: bool = False) -> Kernel:
     r"""Infinite-width NNGP and NTK of the weight-tied Euler ResNet of depth ``depth`` on $[0,T]$.
 
-    Same arguments and result as :func:`~kernelcalc.node_kernel`, plus ``depth`` $=L\ge1$.
+    Same arguments and result as :func:`~kernelcalc.node_kernel`, plus ``depth`` $=L\ge1$ (no ``tol``,
+    ``time_nodes``: the sums are exact).  ``strict``: raise
+    :class:`~kernelcalc.KernelcalcAccuracyError` instead of warning when the Picard sweeps, the
+    quadrature or the sphere interpolation cannot meet their tolerance.
     """
     depth = positive_int("depth", depth)
     T = positive("T", T)
@@ -58,8 +61,8 @@ def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u
     a, b, same = as_input_pair(x1, x2)
     solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, M=depth,
                            grid=lambda L: euler_discretisation(L, T), scheme="Euler (exact discrete sums)",
-                           v_max=max_norm(a, b))
-    nngp, ntk, ginfo = gram(a, None if same else b, solver, tol=1e-12, progress=progress,
+                           v_max=max_norm(a, b), strict=strict, max_nodes=float("inf"))
+    nngp, ntk, ginfo = gram(a, None if same else b, solver, tol=1e-12, progress=progress, strict=strict,
                             outputs=outputs, out=out, client=client,
                             config=dict(model="resnet", activation=act.name, params=dict(
                                 depth=depth, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)))
