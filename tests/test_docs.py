@@ -15,6 +15,7 @@ import re
 import shlex
 import subprocess
 import sys
+from contextlib import chdir as _chdir
 from pathlib import Path
 
 import numpy as np
@@ -91,22 +92,6 @@ def run_cli(args, cwd: Path):
     if redirect:
         (cwd / redirect).write_text(_CLI_OUTPUT[key])
     return _CLI_OUTPUT[key]
-
-
-class _chdir:
-    def __init__(self, path):
-        self.path, self.old = path, None
-
-    def __enter__(self):
-        import os
-
-        self.old = Path.cwd()
-        os.chdir(self.path)
-
-    def __exit__(self, *exc):
-        import os
-
-        os.chdir(self.old)
 
 
 def run_python(body: str, name: str, cwd: Path, namespace: dict):
