@@ -40,7 +40,8 @@ def _jax_angle(q1, q2, c):
     import jax.numpy as jnp
 
     qq = q1 * q2
-    return jnp.where(qq > 0, jnp.arctan2(jnp.sqrt(jnp.maximum(qq - c * c, 0.0)), c), 0.5 * jnp.pi)
+    n = jnp.sqrt(qq)   # (n - c)(n + c), not qq - c*c: XLA may fuse the latter into an FMA that is not 0 at c = q1 = q2
+    return jnp.where(qq > 0, jnp.arctan2(jnp.sqrt(jnp.maximum((n - c) * (n + c), 0.0)), c), 0.5 * jnp.pi)
 
 
 def _jax_ops():

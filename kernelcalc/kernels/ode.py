@@ -46,6 +46,7 @@ from ..activations import resolve_activation
 from ..gaussian import DEFAULT_TOL, DualKernels, dual_kernels
 from ._gram import error_estimate, gram, max_norm
 from ._result import Kernel
+from .untied import check_weights, untied_node_kernel
 
 __all__ = ["node_kernel", "chebyshev_lobatto", "Discretisation", "GoursatSolver"]
 
@@ -259,7 +260,8 @@ def _bucket(n: int) -> int:
 
 
 def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
-                tol: float = 1e-10, time_nodes: int | None = None, progress: bool = False) -> Kernel:
+                tol: float = 1e-10, time_nodes: int | None = None, progress: bool = False,
+                weights: str = "tied") -> Kernel:
     r"""Infinite-width NNGP and NTK of the Neural ODE $dh/dt=\sigma_w W\phi(h)/\sqrt n$ on $[0,T]$.
 
     **Arguments:**
@@ -276,7 +278,15 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
 
     Inputs on a common sphere ($x\cdot x/d$ the same for all) take the fast path: the kernel is
     a function of $\theta=\arccos(x\cdot y/x\cdot x)$ alone, interpolated by Chebyshev series in $\theta$.
+
+    ``weights="untied"``: independent weights in time, $dh=\sigma_w dB_t\phi(h)/\sqrt n$
+    (:func:`kernelcalc.kernels.untied.untied_node_kernel`; its ODE rtol is ``min(tol, 1e-12)``).
     """
+    if check_weights(weights) == "untied":
+        if time_nodes is not None:
+            raise KernelcalcInputError("time_nodes does not apply to weights='untied' (adaptive ODE solve)")
+        return untied_node_kernel(x1, x2, activation=activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u,
+                                  sigma_v=sigma_v, tol=min(positive("tol", tol), 1e-12), progress=progress)
     T = positive("T", T)
     sigma_w, sigma_u, sigma_v = (positive(n, v) for n, v in
                                  (("sigma_w", sigma_w), ("sigma_u", sigma_u), ("sigma_v", sigma_v)))
