@@ -99,6 +99,9 @@ def _compiled(dual: DualKernels, sigma_w: float, sigma_u: float, sigma_b: float,
         mx, my = dual.marginal(qx), dual.marginal(qy)
         s = sigma_u**2 * sxy + sigma_b**2
         c, okc, resc = _fixed_point(lambda c: a * dual.from_marginals(mx, my, c, derivative=False) + s, s)
+        # identical inputs: c* = q* exactly (the separately iterated c* differs by ~tol, which costs
+        # sqrt(tol) in the angle of kinked duals at rho = 1)
+        c = jnp.where((sxy == sxx) & (sxx == syy), qx, c)
         C, Cd = dual.from_marginals(mx, my, c)
         theta_h = c / (1.0 - a * Cd)
         nngp, ntk = sigma_v**2 * C, sigma_v**2 * (C + Cd * theta_h)
