@@ -104,7 +104,7 @@ def _analytic(a, b, same, model, activation, kw):
     import kernelcalc as kc
 
     x2 = None if same else b
-    sig = {k: kw[k] for k in ("sigma_w", "sigma_u", "sigma_v") if k in kw}
+    sig = {k: kw.get(k, 1.0) for k in ("sigma_w", "sigma_u", "sigma_v")}   # the networks' defaults
     if model == "deq":
         return kc.deq_kernel(a, x2, activation=activation, sigma_b=kw.get("sigma_b", 0.0), **sig)
     if model in ("node_untied", "resnet_untied"):
