@@ -83,24 +83,15 @@ def test_relu_untied_node_against_scipy_dop853():
         assert abs(k.ntk[i, j] - (C + Cd * y[3])) < 1e-9
 
 
-def test_untied_resnet_converges_to_untied_ode_at_rate_one_softplus():
-    ode = kc.node_kernel(X, activation="softplus", weights="untied")
+@pytest.mark.parametrize("act, lo, hi", [("softplus", -1.15, -0.85), ("relu", -1.3, -0.7)])
+def test_untied_resnet_converges_to_untied_ode_at_rate_one(act, lo, hi):
+    """NTK gap slope over L = 4..64: acceptance -1 +- 0.15 for softplus; relu reported (measured -0.96)."""
+    ode = kc.node_kernel(X, activation=act, weights="untied")
     Ls = [4, 8, 16, 32, 64]
-    gaps = [np.max(np.abs(kc.resnet_kernel(X, activation="softplus", depth=L, weights="untied").ntk - ode.ntk))
-            for L in Ls]
+    gaps = [np.max(np.abs(kc.resnet_kernel(X, activation=act, depth=L, weights="untied").ntk - ode.ntk)) for L in Ls]
     slope = fit_slope(Ls, gaps)
-    print("softplus untied ResNet->ODE NTK gap slope", slope, gaps)
-    assert -1.15 <= slope <= -0.85
-
-
-def test_untied_resnet_to_ode_slope_relu():
-    ode = kc.node_kernel(X, activation="relu", weights="untied")
-    Ls = [4, 8, 16, 32, 64]
-    gaps = [np.max(np.abs(kc.resnet_kernel(X, activation="relu", depth=L, weights="untied").ntk - ode.ntk))
-            for L in Ls]
-    slope = fit_slope(Ls, gaps)
-    print("relu untied ResNet->ODE NTK gap slope", slope, gaps)
-    assert -1.3 <= slope <= -0.7
+    print(act, "untied ResNet->ODE NTK gap slope", slope, gaps)
+    assert lo <= slope <= hi
 
 
 def test_bad_input():

@@ -55,12 +55,12 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
-from .._validation import KernelcalcInputError, as_input_pair, nonnegative, positive
+from .._validation import KernelcalcInputError, as_input_pair, nonnegative
 from ..activations import resolve_activation
 from ..gaussian import DEFAULT_TOL, DualKernels, dual_kernels
 from ._gram import error_estimate, gram, max_norm, require_finite
 from ._result import Kernel
-from .untied import batched_pair_fn
+from .untied import batched_pair_fn, positive_sigmas
 
 __all__ = ["deq_kernel"]
 
@@ -138,8 +138,7 @@ def deq_kernel(x1, x2=None, *, activation, sigma_w, sigma_u, sigma_b=0.0, sigma_
     **Raises:** :class:`~kernelcalc.KernelcalcInputError` when the fixed point does not exist, is not
     reached, or $\sigma_w^2E[\phi'(h^\star)^2]\ge1$.
     """
-    sigma_w, sigma_u, sigma_v = (positive(n, v) for n, v in
-                                 (("sigma_w", sigma_w), ("sigma_u", sigma_u), ("sigma_v", sigma_v)))
+    sigma_w, sigma_u, sigma_v = positive_sigmas(sigma_w, sigma_u, sigma_v)
     sigma_b = nonnegative("sigma_b", sigma_b)
     act = resolve_activation(activation)
     t0 = time.perf_counter()

@@ -73,6 +73,11 @@ __all__ = ["untied_node_kernel", "untied_resnet_kernel", "batched_pair_fn", "WEI
 WEIGHTS = ("tied", "untied")
 
 
+def positive_sigmas(sigma_w, sigma_u, sigma_v) -> tuple[float, float, float]:
+    """The three weight scales, each validated > 0 (errors name the argument)."""
+    return tuple(positive(n, v) for n, v in (("sigma_w", sigma_w), ("sigma_u", sigma_u), ("sigma_v", sigma_v)))
+
+
 def check_weights(weights) -> str:
     """``weights`` validated: ``"tied"`` or ``"untied"``."""
     if not isinstance(weights, str) or weights not in WEIGHTS:
@@ -220,8 +225,7 @@ class _UntiedSolver:
 
 def _untied(x1, x2, *, activation, T, sigma_w, sigma_u, sigma_v, depth, tol, progress, model):
     T = positive("T", T)
-    sigma_w, sigma_u, sigma_v = (positive(n, v) for n, v in
-                                 (("sigma_w", sigma_w), ("sigma_u", sigma_u), ("sigma_v", sigma_v)))
+    sigma_w, sigma_u, sigma_v = positive_sigmas(sigma_w, sigma_u, sigma_v)
     tol = positive("tol", tol)
     act = resolve_activation(activation)
     t0 = time.perf_counter()
