@@ -149,11 +149,13 @@ def deq_kernel(x1, x2=None, *, activation, sigma_w, sigma_u, sigma_b=0.0, sigma_
     q, ok, _, slope, r = (np.asarray(o) for o in _compiled(coarse, sigma_w, sigma_u, sigma_b, sigma_v)[0](
         jnp.asarray([v_max])))
     if not (bool(ok[0]) and math.isfinite(float(q[0]))):
+        q0 = sigma_u**2 * v_max + sigma_b**2
+        r0 = float(sigma_w**2 * coarse(jnp.asarray(q0), jnp.asarray(q0), jnp.asarray(q0))[1])
         raise KernelcalcInputError(
             f"the {act.name} DEQ variance map q -> sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_u^2 x.x/d + sigma_b^2 has no "
             f"finite fixed point reachable from q0 = {sigma_u**2 * v_max + sigma_b**2:.4g} (sigma_w = {sigma_w:g}): the "
-            f"iteration diverges or does not converge in {_MAX_STEPS} steps (contraction factor sigma_w^2 E[phi'^2] = "
-            f"{float(r[0]):.4g} at the last iterate; it must stay < 1); reduce sigma_w")
+            f"iteration diverges or does not converge in {_MAX_STEPS} steps (the well-posedness condition is "
+            f"sigma_w^2 E[phi'(h*)^2] < 1; at q0 it is {r0:.4g}); reduce sigma_w")
     if max(float(r[0]), float(slope[0])) >= 1:
         raise _condition_error(act, sigma_w, max(float(r[0]), float(slope[0])), float(q[0]), v_max)
     dual = dual_kernels(act, q_max=1.05 * max(float(q[0]), 1e-3))
