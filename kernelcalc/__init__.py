@@ -9,12 +9,12 @@ _jax.config.update("jax_enable_x64", True)
 
 from .activations import Activation, ActivationError, BUILTIN_NAMES, resolve_activation  # noqa: E402
 from ._validation import KernelcalcAccuracyError, KernelcalcAccuracyWarning, KernelcalcInputError  # noqa: E402
-from .kernels import Kernel, mlp_kernel, node_kernel, resnet_kernel  # noqa: E402
+from .kernels import Kernel, deq_kernel, mlp_kernel, node_kernel, resnet_kernel  # noqa: E402
 
 __all__ = [
     "Activation", "ActivationError", "BUILTIN_NAMES", "resolve_activation", "KernelcalcInputError",
     "KernelcalcAccuracyWarning", "KernelcalcAccuracyError",
-    "Kernel", "mlp_kernel", "node_kernel", "resnet_kernel",
+    "Kernel", "mlp_kernel", "node_kernel", "resnet_kernel", "deq_kernel",
 ]
 __version__ = "0.1.0"
 from .checks import CheckReport, check  # noqa: E402

@@ -34,7 +34,7 @@ from .duals import closed_form_dual
 
 __all__ = ["Derivation", "derive", "gaussian_expectation", "MODELS"]
 
-MODELS = ("node", "resnet", "mlp")
+MODELS = ("node", "resnet", "mlp", "node_untied", "resnet_untied", "deq")
 
 # ----------------------------------------------------------------------------- symbols
 q1, q2 = sp.symbols("q_1 q_2", positive=True)
@@ -117,8 +117,10 @@ class Derivation:
         return {str(v): v for v in self.ntk.free_symbols | self.nngp.free_symbols}
 
     def _title(self) -> str:
-        what = {"node": "Neural ODE", "resnet": "weight-tied Euler ResNet", "mlp": "MLP"}[self.model]
-        depth = "" if self.model == "node" else f", depth {'L' if self.depth is None else self.depth}"
+        what = {"node": "Neural ODE", "resnet": "weight-tied Euler ResNet", "mlp": "MLP",
+                "node_untied": "untied Neural ODE", "resnet_untied": "untied Euler ResNet",
+                "deq": "deep equilibrium model"}[self.model]
+        depth = "" if self.model in ("node", "node_untied", "deq") else f", depth {'L' if self.depth is None else self.depth}"
         return f"Infinite-width NNGP/NTK of the {what}{depth}, activation {self.activation.name}"
 
     def text(self) -> str:
@@ -248,6 +250,8 @@ def _derive(act: Activation, model: str, depth: int | None) -> Derivation:
         eqs, nngp, ntk, notes = _node(Cf, Cdf)
     elif model == "resnet":
         eqs, nngp, ntk, notes = _resnet(Cf, Cdf, depth)
+    elif model in _EXTRA:
+        eqs, nngp, ntk, notes = _EXTRA[model](Cf, Cdf, depth)
     else:
         eqs, nngp, ntk, notes = _mlp(Cf, Cdf, depth)
     nngp_rhs = nngp
@@ -269,6 +273,9 @@ def derive(activation: "str | sp.Expr | Activation", model: str = "node", depth:
     - ``depth``: number of layers for ``"resnet"`` / ``"mlp"`` (hidden layers of the MLP);
       ``None`` keeps a symbolic depth ``L``.  The MLP with an integer depth is unrolled into
       an explicit expression of ``rho``, ``q_x``, ``q_y``.  Not used by ``"node"``.
+    - ``"node_untied"`` / ``"resnet_untied"``: independent weights in time (a diagonal ODE / Euler
+      sum in one time variable, linear NTK equation); ``"deq"``: the equilibrium model (fixed points,
+      Feng--Kolter NTK); see :mod:`kernelcalc.kernels.untied` and :mod:`kernelcalc.kernels.deq`.
 
     **Returns:** a :class:`Derivation` (``.text()``, ``.latex()``, ``.to_dict()``).
     """
@@ -277,9 +284,59 @@ def derive(activation: "str | sp.Expr | Activation", model: str = "node", depth:
         raise ValueError(f"model must be one of {', '.join(repr(x) for x in MODELS)}; got {model!r}")
     model = model.strip().lower()
     if depth is not None:
-        if model == "node":
-            raise ValueError("depth is only used by model='resnet' or model='mlp'; the Neural ODE has "
+        if model in ("node", "node_untied", "deq"):
+            raise ValueError("depth is only used by model='resnet', 'resnet_untied' or 'mlp'; this model has "
                              f"continuous depth T (got depth={depth!r})")
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be a positive integer or None, got {depth!r}")
     return _derive(act, model, depth)
+
+
+# ----------------------------------------------------------------------------- untied and equilibrium models
+def _node_untied(Cf, Cdf, depth):
+    S, Sxx, Syy, Th = sp.Function("S"), sp.Function("S_xx"), sp.Function("S_yy"), sp.Function("Theta")
+    Cn, Cdn = sp.Function("C"), sp.Function("Cdot")
+    S0 = rec.ode_initial(rho, sigma_u)
+    eqs = [
+        sp.Eq(sp.Derivative(S(t), t), rec.ode_forward_source(Cn(t), sigma_w)), sp.Eq(S(0), S0),
+        sp.Eq(Cn(t), Cf(Sxx(t), Syy(t), S(t))), sp.Eq(Cdn(t), Cdf(Sxx(t), Syy(t), S(t))),
+        sp.Eq(sp.Derivative(Th(t), t), sigma_w**2 * (Cdn(t) * Th(t) + Cn(t))), sp.Eq(Th(0), S0),
+    ]
+    notes = ("dh = sigma_w dB_t phi(h)/sqrt(n): independent layers, so one time variable (no Goursat problem)",
+             "S_xx, S_yy solve the S-equation with rho replaced by q_x, q_y",
+             "equivalently K_NTK = sigma_v² C(T) + sigma_w² ∫ C Lambda dt + S(0) Lambda(0), "
+             "dLambda/dt = -sigma_w² Cdot Lambda, Lambda(T) = sigma_v² Cdot(T)")
+    return eqs, rec.ode_nngp(Cn(T), sigma_v), sigma_v**2 * (Cn(T) + Cdn(T) * Th(T)), notes
+
+
+def _resnet_untied(Cf, Cdf, depth):
+    S, Sxx, Syy, Th = (sp.IndexedBase(n) for n in ("S", "S_xx", "S_yy", "Theta"))
+    Cn, Cdn = sp.IndexedBase("C"), sp.IndexedBase("Cdot")
+    Ld = L if depth is None else sp.Integer(depth)
+    S0 = rec.ode_initial(rho, sigma_u)
+    eqs = [
+        sp.Eq(delta, T / Ld), sp.Eq(S[0], S0), sp.Eq(Th[0], S0),
+        sp.Eq(S[k + 1], S[k] + delta * rec.ode_forward_source(Cn[k], sigma_w)),
+        sp.Eq(Cn[k], Cf(Sxx[k], Syy[k], S[k])), sp.Eq(Cdn[k], Cdf(Sxx[k], Syy[k], S[k])),
+        sp.Eq(Th[k + 1], Th[k] + delta * sigma_w**2 * (Cdn[k] * Th[k] + Cn[k])),
+    ]
+    notes = (f"h_(k+1) = h_k + sqrt(delta)*sigma_w*W_k*phi(h_k)/sqrt(n), independent W_k, 0 <= k < {Ld}",
+             "exactly forward Euler for the untied Neural-ODE system (O(1/L) from it)")
+    return eqs, rec.ode_nngp(Cn[Ld], sigma_v), sigma_v**2 * (Cn[Ld] + Cdn[Ld] * Th[Ld]), notes
+
+
+def _deq(Cf, Cdf, depth):
+    Ss, Sx, Sy = sp.symbols("S_star S_xx_star S_yy_star", real=True)
+    eqs = [
+        sp.Eq(Sx, sigma_w**2 * Cf(Sx, Sx, Sx) + sigma_u**2 * q_x + sigma_b**2),
+        sp.Eq(Sy, sigma_w**2 * Cf(Sy, Sy, Sy) + sigma_u**2 * q_y + sigma_b**2),
+        sp.Eq(Ss, sigma_w**2 * Cf(Sx, Sy, Ss) + sigma_u**2 * rho + sigma_b**2),
+    ]
+    C, Cd = Cf(Sx, Sy, Ss), Cdf(Sx, Sy, Ss)
+    notes = ("h* = sigma_w W phi(h*)/sqrt(n) + sigma_u U x/sqrt(d) + sigma_b b; fixed points of the covariance map",
+             "well posed iff sigma_w² Cdot(S_xx_star, S_xx_star, S_xx_star) < 1 (and likewise for y)",
+             "NTK: Theta_h = S_star/(1 - sigma_w² Cdot) (Feng & Kolter 2020), plus the readout")
+    return eqs, sigma_v**2 * C, sigma_v**2 * (C + Cd * Ss / (1 - sigma_w**2 * Cd)), notes
+
+
+_EXTRA = {"node_untied": _node_untied, "resnet_untied": _resnet_untied, "deq": _deq}

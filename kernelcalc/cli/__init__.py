@@ -2,7 +2,8 @@
 
 Each sub-module registers its commands on :data:`main`:
 ``analytic`` (limit, derive, check), ``empirical`` (compare, depth-gap),
-``training`` (train, width-sweep, flow-gap), ``horizon`` (sweep-T), ``divergence`` (divergent-flow).
+``training`` (train, width-sweep, flow-gap), ``horizon`` (sweep-T), ``divergence`` (divergent-flow),
+``models`` (compare-models).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def emit(result, text, *, as_json=False, json_out=None, plot_path=None, plotter=
 def _register() -> None:
     import importlib
 
-    for mod in ("analytic", "empirical", "training", "horizon", "divergence"):
+    for mod in ("analytic", "empirical", "training", "horizon", "divergence", "models"):
         try:
             importlib.import_module(f"{__name__}.{mod}")
         except ModuleNotFoundError as err:  # a sub-module not written yet

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .._validation import KernelcalcInputError, as_input_pair, positive_int
 from ..kernels._result import JsonResult
+from ..kernels.untied import check_weights
 from .models import _apply_one, init_params, make_network
 from .montecarlo import fit_slope
 from .ntk import flow_guard, require_finite, warn_assumption1
@@ -91,7 +92,7 @@ class DepthGap(JsonResult):
 
 def depth_gap(X, *, activation, width=256, depths: Sequence[int] = (2, 4, 8, 16, 32, 64, 128, 256), T=1.0,
               seed=0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, solver="dopri8", rtol=1e-11, atol=1e-11,
-              gradient="discretize", fit_from: int = 1, progress=True) -> DepthGap:
+              gradient="discretize", fit_from: int = 1, progress=True, weights: str = "tied") -> DepthGap:
     r"""Gaps between the depth-$L$ weight-tied ResNet and the Neural ODE at the same parameters.
 
     **Arguments:** ``X`` (N, d) inputs; ``activation``; ``width``; ``depths`` (ints >= 1);
@@ -100,8 +101,15 @@ def depth_gap(X, *, activation, width=256, depths: Sequence[int] = (2, 4, 8, 16,
     the ODE is computed); ``fit_from``: slopes are fitted to ``depths`` >= this value;
     ``progress``: tqdm bar over depths.
 
+    ``weights="untied"``: the untied ResNet vs the untied ODE on one Brownian path
+    (:func:`kernelcalc.empirical.untied.untied_depth_gap`; ``solver``/``rtol``/``atol``/``gradient`` do not apply).
+
     **Returns:** a :class:`DepthGap` (``.table()``, ``.to_json()``, ``.slopes``).
     """
+    if check_weights(weights) == "untied":
+        from .untied import untied_depth_gap
+        return untied_depth_gap(X, activation=activation, width=width, depths=depths, T=T, seed=seed, sigma_w=sigma_w,
+                                sigma_u=sigma_u, sigma_v=sigma_v, fit_from=fit_from)
     a, _, _ = as_input_pair(X)
     depths = _check_ints("depths", depths)
     fit_from = positive_int("fit_from", fit_from)

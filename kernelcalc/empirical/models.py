@@ -47,7 +47,8 @@ __all__ = [
     "SOLVERS", "GRADIENT_MODES", "MODELS", "RK4",
 ]
 
-MODELS = ("node", "resnet", "mlp")
+MODELS = ("node", "resnet", "mlp", "node_untied", "resnet_untied", "deq")
+EXTRA_MODELS = MODELS[3:]   # implemented in .untied / .deq via ._extra
 GRADIENT_MODES = ("discretize", "adjoint")
 
 
@@ -129,6 +130,7 @@ class Network:
     atol: float | None = None
     gradient: str = "discretize"
     max_steps: int = 100_000
+    sigma_b: float = 0.0
 
     @property
     def adaptive(self) -> bool:
@@ -146,19 +148,27 @@ class Network:
         if self.model == "node":
             out.update(solver=self.solver, steps=self.steps, rtol=self.rtol, atol=self.atol,
                        gradient=self.gradient)
+        if self.model in EXTRA_MODELS:
+            from ._extra import extra_describe
+            out.update(extra_describe(self))
         return out
 
 
 def make_network(model: str = "node", *, activation, width: int, T=1.0, depth=None,
                  sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, w_std=1.0, b_std=0.0, out_w_std=1.0,
                  out_b_std=0.0, solver="tsit5", steps=64, rtol=None, atol=None,
-                 gradient="discretize", max_steps=100_000) -> Network:
+                 gradient="discretize", max_steps=100_000, sigma_b=0.0) -> Network:
     """Validate the arguments and build a :class:`Network` (errors name the argument)."""
     if not isinstance(model, str) or model not in MODELS:
         raise KernelcalcInputError(f"model must be one of {MODELS}, got {model!r}")
     act = resolve_activation(activation)
     width = positive_int("width", width)
     kw = dict(model=model, activation=act, width=width)
+    if model in EXTRA_MODELS:
+        from ._extra import extra_network_kwargs
+        return Network(**kw, **extra_network_kwargs(model, T=T, depth=depth, sigma_w=sigma_w, sigma_u=sigma_u,
+                                                    sigma_v=sigma_v, sigma_b=sigma_b, steps=steps, rtol=rtol,
+                                                    atol=atol, gradient=gradient, max_steps=max_steps))
     if model in ("node", "resnet"):
         kw.update(T=positive("T", T), sigma_w=nonnegative("sigma_w", sigma_w),
                   sigma_u=nonnegative("sigma_u", sigma_u), sigma_v=nonnegative("sigma_v", sigma_v))
@@ -196,6 +206,9 @@ def init_params(key, net: Network, d: int):
     """iid $N(0,1)$ parameters for ``net`` on inputs of dimension ``d`` (a pytree of float64 arrays)."""
     d = positive_int("d", d)
     n = net.width
+    if net.model in EXTRA_MODELS:
+        from ._extra import extra_init
+        return extra_init(key, net, d)
     if net.model in ("node", "resnet"):
         ku, kw, kv = jax.random.split(key, 3)
         return NODEParams(U=jax.random.normal(ku, (n, d), jnp.float64),
@@ -264,6 +277,9 @@ def resnet_states(params: NODEParams, h0, net: Network):
 
 
 def _apply_one(params, x, net: Network):
+    if net.model in EXTRA_MODELS:
+        from ._extra import extra_apply
+        return extra_apply(params, x, net)
     if net.model == "node":
         return _readout(params.v, node_flow(params, node_input(params, x, net), net), net)
     if net.model == "resnet":

@@ -41,7 +41,7 @@ def fit_slope(x, y) -> float:
 
 def _network_kwargs(kw: dict) -> dict:
     names = ("T", "depth", "sigma_w", "sigma_u", "sigma_v", "w_std", "b_std", "out_w_std", "out_b_std",
-             "solver", "steps", "rtol", "atol", "gradient")
+             "solver", "steps", "rtol", "atol", "gradient", "sigma_b")
     unknown = set(kw) - set(names)
     if unknown:
         raise KernelcalcInputError(f"unknown argument(s) {sorted(unknown)}; allowed: {list(names)}")
@@ -111,6 +111,12 @@ def _analytic(a, b, same, model, activation, kw):
     import kernelcalc as kc
 
     x2 = None if same else b
+    sig = {k: kw.get(k, 1.0) for k in ("sigma_w", "sigma_u", "sigma_v")}   # the networks' defaults
+    if model == "deq":
+        return kc.deq_kernel(a, x2, activation=activation, sigma_b=kw.get("sigma_b", 0.0), **sig)
+    if model in ("node_untied", "resnet_untied"):
+        fn, extra = (kc.node_kernel, {}) if model == "node_untied" else (kc.resnet_kernel, {"depth": kw["depth"]})
+        return fn(a, x2, activation=activation, weights="untied", T=kw.get("T", 1.0), **extra, **sig)
     if model == "node":
         return kc.node_kernel(a, x2, activation=activation, **{k: kw[k] for k in ("T", "sigma_w", "sigma_u", "sigma_v")
                                                                if k in kw})
@@ -189,7 +195,7 @@ def compare(X, *, activation, T=1.0, widths: Sequence[int] = (64, 256, 1024), n_
     if not widths:
         raise KernelcalcInputError("widths must not be empty")
     kw: dict[str, Any] = dict(kwargs)
-    if model in ("node", "resnet"):
+    if model in ("node", "resnet", "node_untied", "resnet_untied"):
         kw["T"] = T
     net0 = make_network(model, activation=activation, width=widths[0], **_network_kwargs(kw))  # validate early
     warn_assumption1(net0, "compare")

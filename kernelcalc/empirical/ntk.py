@@ -47,7 +47,8 @@ import numpy as np
 from .._validation import KernelcalcInputError, as_input_pair, positive_int
 from ..assumptions import warn_if_assumption1_fails
 from ..kernels._result import Kernel
-from .models import Network, NODEParams, _apply_one, init_params, make_network, node_input, \
+from ._extra import extra_ntk
+from .models import EXTRA_MODELS, Network, NODEParams, _apply_one, init_params, make_network, node_input, \
     node_solver_kwargs
 
 __all__ = ["empirical_ntk", "network_ntk", "jacobian_ntk", "structured_ntk", "METHODS", "flow_guard",
@@ -183,6 +184,8 @@ def _node_adjoint_parts(params: NODEParams, x, net: Network, quad_nodes: int):
 
 def structured_ntk(params, x1, x2, net: Network, quad_nodes: int = 32):
     """``(f(x1), f(x2), Θ)`` by the structured contraction (see the module docstring)."""
+    if net.model in EXTRA_MODELS:
+        return extra_ntk(params, x1, x2, net)
     if net.model == "mlp":
         return _mlp_ntk(params, x1, x2, net)
     if net.model == "resnet" or (net.solver == "euler" and not net.adaptive and net.gradient == "discretize"):
@@ -285,13 +288,14 @@ def network_ntk(params, x1, x2, net: Network, method: str = "structured", quad_n
 def empirical_ntk(x1, x2=None, *, model="node", activation, width, seed=0, T=1.0, depth=None,
                   gradient="discretize", solver="tsit5", steps=64, rtol=None, atol=None,
                   sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, w_std=1.0, b_std=0.0, out_w_std=1.0,
-                  out_b_std=0.0, method="structured", quad_nodes=32, params=None) -> Kernel:
+                  out_b_std=0.0, method="structured", quad_nodes=32, params=None, sigma_b=0.0) -> Kernel:
     r"""Finite-width NTK of one randomly initialised network.
 
     **Arguments:**
 
     - ``x1`` (N1, d), ``x2`` (N2, d) or ``None`` (= ``x1``).
-    - ``model``: ``"node"``, ``"resnet"`` or ``"mlp"``; ``activation``; ``width`` $n$;
+    - ``model``: ``"node"``, ``"resnet"``, ``"mlp"``, ``"node_untied"``, ``"resnet_untied"`` or
+      ``"deq"`` (:mod:`kernelcalc.empirical.untied`, :mod:`kernelcalc.empirical.deq`; DEQ: ``sigma_b``); ``activation``; ``width`` $n$;
       ``seed`` (parameters ``init_params(PRNGKey(seed))``) or explicit ``params``.
     - Neural ODE / ResNet: ``T``, ``sigma_w``, ``sigma_u``, ``sigma_v``; ResNet/MLP: ``depth``;
       MLP: ``w_std``, ``b_std``, ``out_w_std``, ``out_b_std`` (as :func:`kernelcalc.mlp_kernel`).
@@ -318,7 +322,7 @@ def empirical_ntk(x1, x2=None, *, model="node", activation, width, seed=0, T=1.0
     net = make_network(model, activation=activation, width=width, T=T, depth=depth, sigma_w=sigma_w,
                        sigma_u=sigma_u, sigma_v=sigma_v, w_std=w_std, b_std=b_std, out_w_std=out_w_std,
                        out_b_std=out_b_std, solver=solver, steps=steps, rtol=rtol, atol=atol,
-                       gradient=gradient)
+                       gradient=gradient, sigma_b=sigma_b)
     if method not in METHODS:
         raise KernelcalcInputError(f"method must be one of {METHODS}, got {method!r}")
     quad_nodes = positive_int("quad_nodes", quad_nodes)

@@ -54,6 +54,7 @@ from ..activations import resolve_activation
 from ..gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_q_limit
 from ._gram import error_estimate, gram, max_norm
 from ._result import Kernel
+from .untied import check_weights, reject_tile_options, untied_node_kernel
 
 __all__ = ["node_kernel", "chebyshev_lobatto", "Discretisation", "GoursatSolver"]
 
@@ -432,7 +433,7 @@ def check_tol(tol) -> float:
 
 def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
                 tol: float = 1e-10, time_nodes: int | None = None, progress: bool | None = None,
-                outputs=("nngp", "ntk"), out=None, client=None, strict: bool = False) -> Kernel:
+                outputs=("nngp", "ntk"), out=None, client=None, strict: bool = False, weights: str = "tied") -> Kernel:
     r"""Infinite-width NNGP and NTK of the Neural ODE $dh/dt=\sigma_w W\phi(h)/\sqrt n$ on $[0,T]$.
 
     **Arguments:**
@@ -467,7 +468,16 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     Large $\sigma_wT$, $\sigma_u$ or input norms make the pre-activation variance large; when the
     Gaussian expectations would then cost many minutes the call is refused with a
     :class:`~kernelcalc.KernelcalcInputError` that names the variance and the limit.
+
+    ``weights="untied"``: independent weights in time, $dh=\sigma_w dB_t\phi(h)/\sqrt n$
+    (:func:`kernelcalc.kernels.untied.untied_node_kernel`; its ODE rtol is ``min(tol, 1e-12)``).
     """
+    if check_weights(weights) == "untied":
+        reject_tile_options(outputs, out, client)
+        if time_nodes is not None:
+            raise KernelcalcInputError("time_nodes does not apply to weights='untied' (adaptive ODE solve)")
+        return untied_node_kernel(x1, x2, activation=activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u,
+                                  sigma_v=sigma_v, tol=min(positive("tol", tol), 1e-12), progress=progress)
     T = positive("T", T)
     sigma_w, sigma_u, sigma_v = (positive(n, v) for n, v in
                                  (("sigma_w", sigma_w), ("sigma_u", sigma_u), ("sigma_v", sigma_v)))

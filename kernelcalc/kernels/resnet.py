@@ -26,6 +26,7 @@ from ..activations import resolve_activation
 from ._gram import error_estimate, gram, max_norm
 from ._result import Kernel
 from .ode import Discretisation, GoursatSolver
+from .untied import check_weights, reject_tile_options, untied_resnet_kernel
 
 __all__ = ["resnet_kernel", "euler_discretisation"]
 
@@ -44,14 +45,20 @@ def euler_discretisation(L: int, T: float) -> Discretisation:
 
 def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
                   progress: bool | None = None, outputs=("nngp", "ntk"), out=None, client=None,
-                  strict: bool = False) -> Kernel:
+                  strict: bool = False, weights: str = "tied") -> Kernel:
     r"""Infinite-width NNGP and NTK of the weight-tied Euler ResNet of depth ``depth`` on $[0,T]$.
 
     Same arguments and result as :func:`~kernelcalc.node_kernel`, plus ``depth`` $=L\ge1$ (no ``tol``,
     ``time_nodes``: the sums are exact).  ``strict``: raise
     :class:`~kernelcalc.KernelcalcAccuracyError` instead of warning when the Picard sweeps, the
     quadrature or the sphere interpolation cannot meet their tolerance.
+    ``weights="untied"``: independent $W_\ell$ with $\sqrt{T/L}$ branches
+    (:func:`kernelcalc.kernels.untied.untied_resnet_kernel`).
     """
+    if check_weights(weights) == "untied":
+        reject_tile_options(outputs, out, client)
+        return untied_resnet_kernel(x1, x2, activation=activation, depth=depth, T=T, sigma_w=sigma_w,
+                                    sigma_u=sigma_u, sigma_v=sigma_v, progress=progress)
     depth = positive_int("depth", depth)
     T = positive("T", T)
     sigma_w, sigma_u, sigma_v = (positive(n, v) for n, v in
