@@ -268,7 +268,9 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
     faster than linearly blows up before ``T``); ``report.problems`` says which. It never raises
     for a failed hypothesis, only for invalid arguments.
     """
-    from .assumptions import analyse
+    import warnings as _warnings
+
+    from .assumptions import Assumption1Warning, analyse
     from .kernels import node_kernel
 
     if not isinstance(certify, (bool, np.bool_)):
@@ -325,9 +327,11 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
                    + "); pass gram='always' (CLI: --gram always) to compute it")
     else:
         try:
-            K = node_kernel(X, activation=act, T=params["T"], sigma_w=params["sigma_w"],
-                            sigma_u=params["sigma_u"], sigma_v=params["sigma_v"], outputs=("ntk",),
-                            **({} if client is None else dict(client=client)))
+            with _warnings.catch_warnings():   # Assumption 1 is reported in ``problems`` already
+                _warnings.simplefilter("ignore", Assumption1Warning)
+                K = node_kernel(X, activation=act, T=params["T"], sigma_w=params["sigma_w"],
+                                sigma_u=params["sigma_u"], sigma_v=params["sigma_v"], outputs=("ntk",),
+                                **({} if client is None else dict(client=client)))
             gram_info = gram_summary(K.ntk)
         except KernelcalcInputError as err:  # e.g. the variance ODE blows up before T
             skipped = f"the NTK Gram could not be computed: {err}"

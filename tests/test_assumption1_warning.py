@@ -77,3 +77,22 @@ def test_analysis_is_cached_per_activation(monkeypatch):
     per_call = (time.perf_counter() - t0) / 50
     assert calls == [expr]
     assert per_call < 0.05   # generous (shared CPUs); measured ~1e-5 s
+
+
+def test_analytic_node_and_resnet_kernels_warn_when_assumption1_fails():
+    """Issue 10: no warning when a kernel was computed for an activation that fails Assumption 1 (relu:
+    phi' is not Lipschitz). The reference is the symbolic verdict of analyse(); softplus holds: no warning."""
+    import warnings
+
+    import numpy as np
+
+    kc = kernelcalc
+    X = kc.data.sphere_normalise(np.random.default_rng(0).normal(size=(2, 3)))
+    assert kc.analyse("relu").holds is False and kc.analyse("softplus").holds is True
+    with pytest.warns(kc.Assumption1Warning, match="node_kernel: activation relu fails Assumption 1"):
+        kc.node_kernel(X, activation="relu", time_nodes=8)
+    with pytest.warns(kc.Assumption1Warning, match="resnet_kernel"):
+        kc.resnet_kernel(X, activation="relu", depth=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", kc.Assumption1Warning)
+        kc.resnet_kernel(X, activation="softplus", depth=2)

@@ -51,6 +51,7 @@ from .. import recursion as rec
 from .._validation import (KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, as_input_pair,
                            positive, positive_int)
 from ..activations import resolve_activation
+from ..assumptions import warn_if_assumption1_fails
 from ..gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_q_limit
 from ._gram import error_estimate, gram, max_norm
 from ._result import Kernel
@@ -485,6 +486,7 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     if time_nodes is not None:
         time_nodes = positive_int("time_nodes", time_nodes, minimum=2)
     act = resolve_activation(activation)
+    warn_if_assumption1_fails(act, context="node_kernel")
     t0 = time.perf_counter()
     a, b, same = as_input_pair(x1, x2)
     P = time_elements(T, sigma_w)
