@@ -163,3 +163,13 @@ def test_monte_carlo_width_512():
     # (the small-width runs show |E Θ_n - Θ| ~ 2.5/n relative)
     _check(nngp, nngp_se, ode.nngp, np.abs(res.nngp - ode.nngp) + 3 / 512 * np.abs(ode.nngp), "nngp")
     _check(ntk, ntk_se, ode.ntk, np.abs(res.ntk - ode.ntk) + 3 / 512 * np.abs(ode.ntk), "ntk")
+
+
+def test_solver_does_not_apply_to_the_untied_and_deq_models():
+    """An explicit ODE solver for the SDE / equilibrium models would be silently unused: an error."""
+    import kernelcalc as _kc
+    from kernelcalc.empirical.models import make_network
+
+    for model, extra in (("node_untied", {}), ("resnet_untied", {"depth": 4}), ("deq", {})):
+        with pytest.raises(_kc.KernelcalcInputError, match="solver does not apply"):
+            make_network(model, activation="tanh", width=8, solver="dopri5", **extra)

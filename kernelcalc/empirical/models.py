@@ -166,6 +166,10 @@ def make_network(model: str = "node", *, activation, width: int, T=1.0, depth=No
     kw = dict(model=model, activation=act, width=width)
     if model in EXTRA_MODELS:
         from ._extra import extra_network_kwargs
+
+        if solver != "tsit5":   # the default of the ODE models; any other choice would be silently unused
+            raise KernelcalcInputError(f"solver does not apply to model={model!r} (fixed Euler(-Maruyama) steps "
+                                       f"or an optimistix equilibrium solve), got solver={solver!r}")
         return Network(**kw, **extra_network_kwargs(model, T=T, depth=depth, sigma_w=sigma_w, sigma_u=sigma_u,
                                                     sigma_v=sigma_v, sigma_b=sigma_b, steps=steps, rtol=rtol,
                                                     atol=atol, gradient=gradient, max_steps=max_steps))
