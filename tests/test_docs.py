@@ -28,7 +28,7 @@ FENCE = re.compile(r"(?:^<!--\s*docs-test:\s*(?P<marker>[^>]*?)\s*-->\n)?^```(?P
                    re.M | re.S)
 
 # README command-line lines that take minutes (a training run, a sweep): the slow suite runs them.
-SLOW_COMMANDS = {"train", "width-sweep", "sweep-T", "flow-gap", "divergent-flow"}
+SLOW_COMMANDS = {"train", "width-sweep", "sweep-T", "flow-gap", "divergent-flow", "compare-models"}
 
 
 def blocks(path: Path):
