@@ -99,6 +99,11 @@ def positive(name: str, value) -> float:
     return v
 
 
+def positive_sigmas(sigma_w, sigma_u, sigma_v) -> tuple[float, float, float]:
+    """The three weight scales of the ODE/ResNet/DEQ models, each validated > 0 (errors name the argument)."""
+    return tuple(positive(n, v) for n, v in (("sigma_w", sigma_w), ("sigma_u", sigma_u), ("sigma_v", sigma_v)))
+
+
 def nonnegative(name: str, value) -> float:
     """``value`` as a finite float >= 0."""
     v = _real(name, value)

@@ -39,7 +39,7 @@ from ._interp import (ThetaTable, barycentric_weights, chebyshev_coefficients, c
                       theta_of)
 
 __all__ = ["gram", "gram_plan", "GramPlan", "chebyshev_coefficients", "require_finite",
-           "error_estimate", "max_norm"]
+           "error_estimate", "max_norm", "bucket", "pad_to"]
 
 _DIRECT_MAX_PAIRS = 48     # below this many pairs, evaluate directly even on the sphere
 _DIRECT_MAX_NORM_PAIRS = 2000   # off the sphere, below this many pairs evaluate directly
@@ -497,3 +497,13 @@ def error_estimate(nngp, ntk, *relative: float | None) -> float:
 def max_norm(a: np.ndarray, b: np.ndarray) -> float:
     r"""Largest $x\cdot x/d$ over the rows of both (validated) inputs."""
     return float(max(np.max(np.sum(a * a, axis=1)), np.max(np.sum(b * b, axis=1)))) / a.shape[1]
+
+
+def bucket(n: int) -> int:
+    """Smallest power of two >= max(n, 8): padded batch sizes, so jit compiles only a few shapes."""
+    return 1 << max(3, (int(n) - 1).bit_length())
+
+
+def pad_to(a: np.ndarray, size: int) -> np.ndarray:
+    """``a`` padded along axis 0 to ``size`` rows by repeating its first row (padding is discarded)."""
+    return np.concatenate([a, np.repeat(a[:1], size - len(a), axis=0)])

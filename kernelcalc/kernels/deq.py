@@ -60,7 +60,8 @@ from ..activations import resolve_activation
 from ..gaussian import DEFAULT_TOL, DualKernels, dual_kernels
 from ._gram import error_estimate, gram, max_norm, require_finite
 from ._result import Kernel
-from .untied import batched_pair_fn, positive_sigmas
+from .._validation import positive_sigmas
+from .untied import batched_pair_fn
 
 __all__ = ["deq_kernel"]
 

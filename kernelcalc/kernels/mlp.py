@@ -28,7 +28,7 @@ from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, as_in
 from ..activations import resolve_activation
 from ..duals import closed_form_dual
 from ..gaussian import DualKernels, dual_kernels
-from ._gram import error_estimate, gram, max_norm, require_finite
+from ._gram import bucket, error_estimate, gram, max_norm, pad_to, require_finite
 from ._result import Kernel
 
 __all__ = ["mlp_kernel"]
@@ -111,11 +111,9 @@ def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_st
         sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
         n = sxy.size
         v, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
-        bucket = lambda m: 1 << max(3, (m - 1).bit_length())  # noqa: E731  (few jit compilations)
-        pad = lambda a, size: np.concatenate([a, np.repeat(a[:1], size - a.size)])  # noqa: E731
-        ix, iy = (pad(i, bucket(n)) for i in (inverse[:n], inverse[n:]))
-        k, ntk = compiled(jnp.asarray(pad(v, bucket(v.size))), jnp.asarray(ix), jnp.asarray(iy),
-                          jnp.asarray(pad(sxy, bucket(n))))
+        ix, iy = (pad_to(i, bucket(n)) for i in (inverse[:n], inverse[n:]))
+        k, ntk = compiled(jnp.asarray(pad_to(v, bucket(v.size))), jnp.asarray(ix), jnp.asarray(iy),
+                          jnp.asarray(pad_to(sxy, bucket(n))))
         return np.asarray(k)[:n].reshape(shape), np.asarray(ntk)[:n].reshape(shape)
 
     nngp, ntk, ginfo = gram(a, None if same else b, pair_fn, tol=1e-12, progress=progress,

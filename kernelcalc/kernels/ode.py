@@ -49,11 +49,11 @@ import numpy as np
 
 from .. import recursion as rec
 from .._validation import (KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, as_input_pair,
-                           positive, positive_int)
+                           positive, positive_int, positive_sigmas)
 from ..activations import resolve_activation
 from ..assumptions import warn_if_assumption1_fails
 from ..gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_q_limit
-from ._gram import error_estimate, gram, max_norm
+from ._gram import bucket, error_estimate, gram, max_norm, pad_to
 from ._result import Kernel
 from .untied import check_weights, reject_tile_options, untied_node_kernel
 
@@ -398,8 +398,7 @@ class GoursatSolver:
         sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
         v_unique, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
         dual, M = self._dual_and_M(v_unique)
-        pad = lambda a, size: np.concatenate([a, np.repeat(a[:1], size - len(a), axis=0)])  # noqa: E731
-        diag = jnp.asarray(self._self_diagonals(dual, M, pad(v_unique, _bucket(v_unique.size))))   # (U, M+1)
+        diag = jnp.asarray(self._self_diagonals(dual, M, pad_to(v_unique, bucket(v_unique.size))))   # (U, M+1)
         n = sxy.size
         cross = self._cross(dual, M, n)
         batch = self._batch(dual, diag.shape[1])
@@ -409,19 +408,14 @@ class GoursatSolver:
         for lo in range(0, n, batch):      # memory-bounded batches of fixed sizes: few jit compilations
             sl = slice(lo, min(lo + batch, n))
             m = sl.stop - sl.start
-            size = min(_bucket(m), batch)
-            bx, by, b0 = (jnp.asarray(pad(a[sl], size)) for a in (ix_all, iy_all, s0_all))
+            size = min(bucket(m), batch)
+            bx, by, b0 = (jnp.asarray(pad_to(a[sl], size)) for a in (ix_all, iy_all, s0_all))
             k, t, delta, sweeps = cross(diag, bx, by, b0)
             nngp[sl], ntk[sl] = np.asarray(k)[:m], np.asarray(t)[:m]
             self._sweeps("cross", delta, sweeps, "the cross-covariance S(t, s) or the backward kernel Lambda(t, s)")
         if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
             raise self._blow_up("the kernel")
         return nngp.reshape(shape), ntk.reshape(shape)
-
-
-def _bucket(n: int) -> int:
-    """Smallest power of two >= max(n, 8)."""
-    return 1 << max(3, (n - 1).bit_length())
 
 
 def check_tol(tol) -> float:
@@ -480,8 +474,7 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
         return untied_node_kernel(x1, x2, activation=activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u,
                                   sigma_v=sigma_v, tol=min(positive("tol", tol), 1e-12), progress=progress)
     T = positive("T", T)
-    sigma_w, sigma_u, sigma_v = (positive(n, v) for n, v in
-                                 (("sigma_w", sigma_w), ("sigma_u", sigma_u), ("sigma_v", sigma_v)))
+    sigma_w, sigma_u, sigma_v = positive_sigmas(sigma_w, sigma_u, sigma_v)
     tol = check_tol(tol)
     if time_nodes is not None:
         time_nodes = positive_int("time_nodes", time_nodes, minimum=2)

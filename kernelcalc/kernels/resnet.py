@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from .._validation import as_input_pair, positive, positive_int
+from .._validation import as_input_pair, positive, positive_int, positive_sigmas
 from ..activations import resolve_activation
 from ..assumptions import warn_if_assumption1_fails
 from ._gram import error_estimate, gram, max_norm
@@ -62,8 +62,7 @@ def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u
                                     sigma_u=sigma_u, sigma_v=sigma_v, progress=progress)
     depth = positive_int("depth", depth)
     T = positive("T", T)
-    sigma_w, sigma_u, sigma_v = (positive(n, v) for n, v in
-                                 (("sigma_w", sigma_w), ("sigma_u", sigma_u), ("sigma_v", sigma_v)))
+    sigma_w, sigma_u, sigma_v = positive_sigmas(sigma_w, sigma_u, sigma_v)
     act = resolve_activation(activation)
     warn_if_assumption1_fails(act, context="resnet_kernel")
     t0 = time.perf_counter()

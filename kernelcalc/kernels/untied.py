@@ -62,20 +62,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validation import KernelcalcInputError, as_input_pair, positive, positive_int
+from .._validation import KernelcalcInputError, as_input_pair, positive, positive_int, positive_sigmas
 from ..activations import resolve_activation
 from ..gaussian import DEFAULT_TOL, DualKernels, dual_kernels
-from ._gram import error_estimate, gram, max_norm, require_finite
+from ._gram import bucket, error_estimate, gram, max_norm, pad_to, require_finite
 from ._result import Kernel
 
 __all__ = ["untied_node_kernel", "untied_resnet_kernel", "batched_pair_fn", "WEIGHTS", "check_weights"]
 
 WEIGHTS = ("tied", "untied")
-
-
-def positive_sigmas(sigma_w, sigma_u, sigma_v) -> tuple[float, float, float]:
-    """The three weight scales, each validated > 0 (errors name the argument)."""
-    return tuple(positive(n, v) for n, v in (("sigma_w", sigma_w), ("sigma_u", sigma_u), ("sigma_v", sigma_v)))
 
 
 def check_weights(weights) -> str:
@@ -151,8 +146,7 @@ def batched_pair_fn(compiled):
         shape = np.broadcast_shapes(sxx.shape, syy.shape, sxy.shape)
         flat = [np.broadcast_to(v, shape).ravel() for v in (sxx, syy, sxy)]
         n = flat[0].size
-        size = 1 << max(3, (n - 1).bit_length())
-        out = compiled(*(jnp.asarray(np.concatenate([v, np.repeat(v[:1], size - n)])) for v in flat))
+        out = compiled(*(jnp.asarray(pad_to(v, bucket(n))) for v in flat))
         return tuple(np.asarray(o)[:n].reshape(shape) for o in out)
 
     return pair_fn
