@@ -22,12 +22,13 @@ import time
 import numpy as np
 
 import kernelcalc as kc
-from kernelcalc.certify import certify_lambda_min, rigorous_kernel
+from kernelcalc.studies.certify import certify_lambda_min, rigorous_kernel
+from kernelcalc.data import sphere_normalise
 
 
 def sphere(n, d=8, seed=0):
     x = np.random.default_rng(seed).standard_normal((n, d))
-    return x * np.sqrt(d) / np.linalg.norm(x, axis=1, keepdims=True)
+    return sphere_normalise(x)
 
 
 def best_time(fn, repeat):

@@ -21,13 +21,14 @@ import time
 import numpy as np
 
 import kernelcalc as kc
-from kernelcalc.activations import resolve_activation
-from kernelcalc.gaussian import TrapezoidRule, choose_step
+from kernelcalc.theory.activations import resolve_activation
+from kernelcalc.theory.gaussian import TrapezoidRule, choose_step
+from kernelcalc.data import sphere_normalise
 
 
 def sphere(n, d=10, seed=0):
     x = np.random.default_rng(seed).standard_normal((n, d))
-    return x * np.sqrt(d) / np.linalg.norm(x, axis=1, keepdims=True)
+    return sphere_normalise(x)
 
 
 def rbf(X):

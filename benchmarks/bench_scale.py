@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 import kernelcalc as kc
-from kernelcalc.spectrum import spectrum
+from kernelcalc.studies.spectrum import spectrum
+from kernelcalc.data import sphere_normalise
 
 
 def _rss_gb() -> float:
@@ -44,7 +45,7 @@ def main(argv=None) -> None:
     n, d = args.n, args.d
     print(f"bench_scale: N = {n}, d = {d}; {_load()}", flush=True)
     x = np.random.default_rng(0).standard_normal((n, d))
-    x *= np.sqrt(d) / np.linalg.norm(x, axis=1, keepdims=True)
+    x = sphere_normalise(x)
     rss0 = _rss_gb()
 
     t = time.perf_counter()

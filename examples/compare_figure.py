@@ -7,13 +7,13 @@ error against width (theory -1/2); saves a log-log plot.  A few minutes on 2 cor
 """
 
 import argparse
-import math
 
 import numpy as np
 
 import kernelcalc  # noqa: F401
 from kernelcalc.empirical import compare
 from kernelcalc.plotting import plot_compare
+from kernelcalc.data import sphere_normalise
 
 
 def main():
@@ -27,7 +27,7 @@ def main():
     p.add_argument("--json", default=None)
     a = p.parse_args()
     x = np.random.default_rng(0).normal(size=(a.inputs, 3))
-    X = x * math.sqrt(3) / np.linalg.norm(x, axis=1, keepdims=True)  # on the sphere |x|^2 = d
+    X = sphere_normalise(x)  # on the sphere |x|^2 = d
     res = compare(X, activation=a.activation, T=a.T, widths=[int(w) for w in a.widths.split(",")],
                   n_samples=a.samples, solver="tsit5", steps=32)
     print(res.table())

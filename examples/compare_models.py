@@ -10,12 +10,13 @@ import sys
 
 import numpy as np
 
-from kernelcalc.comparison import compare_models, plot_model_comparison
+from kernelcalc.studies.comparison import compare_models, plot_model_comparison
+from kernelcalc.data import sphere_normalise
 
 activation = sys.argv[1] if len(sys.argv) > 1 else "softplus"
 T = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
 x = np.random.default_rng(0).normal(size=(16, 8))
-X = x * np.sqrt(8) / np.linalg.norm(x, axis=1, keepdims=True)
+X = sphere_normalise(x)
 res = compare_models(X, activation=activation, T=T, depth=8)
 print(res.table())
 plot_model_comparison(res, "docs/figures/compare_models.png")

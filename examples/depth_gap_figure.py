@@ -8,12 +8,12 @@ the two gradient modes (discretize-then-optimize vs continuous adjoint).  A few 
 """
 
 import argparse
-import math
 
 import numpy as np
 
 import kernelcalc  # noqa: F401
 from kernelcalc.empirical import depth_gap, gradient_mode_gap
+from kernelcalc.data import sphere_normalise
 
 
 def main():
@@ -25,7 +25,7 @@ def main():
     a = p.parse_args()
     depths = [int(v) for v in a.depths.split(",")]
     x = np.random.default_rng(0).normal(size=(4, 3))
-    X = x * math.sqrt(3) / np.linalg.norm(x, axis=1, keepdims=True)
+    X = sphere_normalise(x)
 
     import matplotlib
 

@@ -11,12 +11,13 @@ import numpy as np
 
 from kernelcalc.plotting import plot_flow_gap
 from kernelcalc.training import flow_gap
+from kernelcalc.data import sphere_normalise
 
 
 def sphere(N, d, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(N, d))
-    return x * np.sqrt(d) / np.linalg.norm(x, axis=1, keepdims=True), rng.normal(size=N)
+    return sphere_normalise(x), rng.normal(size=N)
 
 
 if __name__ == "__main__":

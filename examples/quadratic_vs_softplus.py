@@ -13,12 +13,13 @@ finite time near $T=1$) has no finite bound and, measured here, no collapse eith
 
 import numpy as np
 
-from kernelcalc.polynomial import lambda_min_table
+from kernelcalc.studies.polynomial import lambda_min_table
+from kernelcalc.data import sphere_normalise
 
 if __name__ == "__main__":
     d = 3
     X = np.random.default_rng(0).normal(size=(48, d))
-    X *= np.sqrt(d) / np.linalg.norm(X, axis=1, keepdims=True)
+    X = sphere_normalise(X)
     table = lambda_min_table(X, (4, 6, 8, 12, 16, 24, 30, 36, 48),
                              models=(("mlp", 1), ("mlp", 2), ("resnet", 1), ("resnet", 2), ("node", None)), T=0.3)
     print(table)

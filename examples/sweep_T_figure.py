@@ -17,8 +17,9 @@ import argparse
 
 import numpy as np
 
-from kernelcalc.horizon import sweep_T
+from kernelcalc.studies.horizon import sweep_T
 from kernelcalc.plotting import plot_horizon
+from kernelcalc.data import sphere_normalise
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--points", type=int, default=4, help="number of horizons, log-spaced in [0.1, 4]")
@@ -28,7 +29,7 @@ a = ap.parse_args()
 
 N, d = 16, 8
 X = np.random.default_rng(0).normal(size=(N, d))
-X *= np.sqrt(d) / np.linalg.norm(X, axis=1, keepdims=True)
+X = sphere_normalise(X)
 Ts = [float(f"{T:.3g}") for T in np.geomspace(0.1, 4.0, a.points)]
 
 res = sweep_T(X, activations=("softplus", "tanh", "gelu", "sin", "x**2"), Ts=Ts, sigma_w=a.sigma_w, progress=True)

@@ -10,6 +10,7 @@ import numpy as np
 
 from kernelcalc.plotting import plot_width_sweep
 from kernelcalc.training import width_sweep
+from kernelcalc.data import sphere_normalise
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--widths", default="128,256,512,1024,2048")
@@ -20,10 +21,10 @@ a = ap.parse_args()
 rng = np.random.default_rng(0)
 N, d = 8, 32
 X = rng.normal(size=(N, d))
-X *= np.sqrt(d) / np.linalg.norm(X, axis=1, keepdims=True)
+X = sphere_normalise(X)
 y = rng.normal(size=N)
 Xt = rng.normal(size=(N, d))
-Xt *= np.sqrt(d) / np.linalg.norm(Xt, axis=1, keepdims=True)
+Xt = sphere_normalise(Xt)
 yt = rng.normal(size=N)
 
 s = width_sweep(X, y, widths=[int(w) for w in a.widths.split(",")], activation="softplus", steps=a.steps,

@@ -7,7 +7,7 @@ import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
 
-from .activations import Activation, ActivationError, BUILTIN_NAMES, resolve_activation  # noqa: E402
+from .theory.activations import Activation, ActivationError, BUILTIN_NAMES, resolve_activation  # noqa: E402
 from ._validation import KernelcalcAccuracyError, KernelcalcAccuracyWarning, KernelcalcInputError  # noqa: E402
 from .kernels import Kernel, deq_kernel, mlp_kernel, node_kernel, resnet_kernel  # noqa: E402
 
@@ -17,18 +17,18 @@ __all__ = [
     "Kernel", "mlp_kernel", "node_kernel", "resnet_kernel", "deq_kernel",
 ]
 __version__ = "0.1.0"
-from .checks import CheckReport, check  # noqa: E402
+from .studies.checks import CheckReport, check  # noqa: E402
 from . import data  # noqa: E402
 __all__ += ["CheckReport", "check", "data"]
-from .spectrum import Spectrum, spectrum  # noqa: E402
+from .studies.spectrum import Spectrum, spectrum  # noqa: E402
 __all__ += ["Spectrum", "spectrum"]
-from .assumptions import Assumption1Report, Assumption1Warning, analyse  # noqa: E402
-from .symbolic import Derivation, derive  # noqa: E402
+from .theory.assumptions import Assumption1Report, Assumption1Warning, analyse  # noqa: E402
+from .theory.symbolic import Derivation, derive  # noqa: E402
 __all__ += ["Assumption1Report", "Assumption1Warning", "analyse", "Derivation", "derive"]
 # Finite-width models (diffrax, equinox) load on first use: ``import kernelcalc`` stays fast.
 _LAZY = {"compare": "empirical", "depth_gap": "empirical", "empirical_ntk": "empirical", "monte_carlo": "empirical",
          "TrainResult": "training", "train": "training", "width_sweep": "training", "flow_gap": "training",
-         "divergent_flow": "training", "sweep_T": "horizon"}
+         "divergent_flow": "training", "sweep_T": "studies.horizon"}
 __all__ += list(_LAZY)
 
 
@@ -46,7 +46,7 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-from .polynomial import feature_rank_bound, lambda_min_table  # noqa: E402
+from .studies.polynomial import feature_rank_bound, lambda_min_table  # noqa: E402
 __all__ += ["feature_rank_bound", "lambda_min_table"]
-from .certify import CertifiedLambdaMin, certify_lambda_min, certify_ntk, rigorous_kernel  # noqa: E402
+from .studies.certify import CertifiedLambdaMin, certify_lambda_min, certify_ntk, rigorous_kernel  # noqa: E402
 __all__ += ["CertifiedLambdaMin", "certify_lambda_min", "certify_ntk", "rigorous_kernel"]

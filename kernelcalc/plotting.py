@@ -186,7 +186,7 @@ def plot_width_sweep(sweep, path=None, ax=None):
 
 
 def plot_horizon(result, path=None, ax=None):
-    """A :class:`~kernelcalc.horizon.HorizonSweep`: log-log lambda_min(K_inf) vs the horizon T per activation
+    """A :class:`~kernelcalc.studies.horizon.HorizonSweep`: log-log lambda_min(K_inf) vs the horizon T per activation
     (fitted slope in the legend), next to the predicted GD steps to 1e-3 L0 vs T. Failed entries are gaps."""
     fig, axes = _figure(ax, ncols=1 if ax is not None else 2)
     T = np.asarray(result.Ts, float)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import kernelcalc as kc
-from kernelcalc import gaussian as g
-from kernelcalc.activations import resolve_activation
+from kernelcalc.theory import gaussian as g
+from kernelcalc.theory.activations import resolve_activation
 from kernelcalc.kernels import ode
 
 TWO = np.array([[1.0, 1.0], [1.4, -0.2]])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from kernelcalc.activations import BUILTIN_NAMES, Activation, ActivationError, X, resolve_activation
+from kernelcalc.theory.activations import BUILTIN_NAMES, Activation, ActivationError, X, resolve_activation
 
 
 @pytest.mark.parametrize("name", BUILTIN_NAMES)
@@ -107,7 +107,7 @@ def test_builtin_name_applied_to_expression_is_an_expression():
 from scipy import special  # noqa: E402  (independent numeric references)
 
 import kernelcalc as kc  # noqa: E402
-from kernelcalc.activations import MAX_EXPONENT, MAX_TEXT_LENGTH, parse_expression  # noqa: E402
+from kernelcalc.theory.activations import MAX_EXPONENT, MAX_TEXT_LENGTH, parse_expression  # noqa: E402
 
 _GRID = np.linspace(-3.0, 3.0, 41) + 0.0137  # avoids kinks at 0 and 1
 
@@ -286,7 +286,7 @@ def test_parser_module_never_evaluates_text():
     import ast
     import inspect
 
-    import kernelcalc.activations as mod
+    import kernelcalc.theory.activations as mod
 
     names, attrs = set(), set()
     for node in ast.walk(ast.parse(inspect.getsource(mod))):

@@ -10,9 +10,9 @@ import warnings
 import pytest
 
 import kernelcalc
-import kernelcalc.assumptions as A
+import kernelcalc.theory.assumptions as A
 from kernelcalc import Assumption1Warning
-from kernelcalc.assumptions import warn_if_assumption1_fails
+from kernelcalc.theory.assumptions import warn_if_assumption1_fails
 
 
 def _caught(fn, *args, **kw):

@@ -136,7 +136,7 @@ def test_to_dict_and_str():
     text = str(r)
     assert "φ Lipschitz" in text and "non-polynomial" in text and r.summary in text
     assert len(text.splitlines()) >= 6
-    assert Activation.from_name("tanh").analysis().holds is True
+    assert analyse(Activation.from_name("tanh")).holds is True
 
 
 def test_fast():

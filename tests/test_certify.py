@@ -1,6 +1,6 @@
 """Certified lambda_min: validity and tightness against exactly known spectra and independent references.
 
-References share no code with kernelcalc.certify: matrices with an exactly known spectrum built
+References share no code with kernelcalc.studies.certify: matrices with an exactly known spectrum built
 from a Hadamard matrix in integer arithmetic; a numpy arc-cosine recursion written here for the
 relu MLP; mpmath at 40 digits for single entries; an mpmath double integral for the identity
 Neural ODE; ``numpy.linalg.eigvalsh`` for lambda_min.
@@ -18,7 +18,7 @@ import kernelcalc.kernels
 from kernelcalc import (CertifiedLambdaMin, Kernel, KernelcalcInputError, certify_lambda_min, certify_ntk, check,
                         node_kernel, rigorous_kernel)
 from kernelcalc._validation import as_input_pair
-from kernelcalc.certify import ESTIMATE, RIGOROUS, verified_cholesky_bound
+from kernelcalc.studies.certify import ESTIMATE, RIGOROUS, verified_cholesky_bound
 from kernelcalc.cli import main
 from kernelcalc.data import sphere_normalise
 

@@ -7,7 +7,7 @@ import pytest
 import sympy as sp
 
 import kernelcalc as kc
-from kernelcalc.comparison import compare_models
+from kernelcalc.studies.comparison import compare_models
 
 X = np.array([[1.0, 0.3, -0.4], [0.2, -0.8, 0.9], [0.5, 0.5, 0.1]])
 

@@ -216,7 +216,7 @@ def test_compare_warns_once_although_the_analytic_kernel_warns_too(monkeypatch):
     """compare computes the analytic kernel (which may warn itself) and the Monte-Carlo samples: one warning."""
     import warnings
 
-    from kernelcalc.assumptions import warn_if_assumption1_fails
+    from kernelcalc.theory.assumptions import warn_if_assumption1_fails
 
     def warning_kernel(x1, x2=None, *, activation, **kw):  # stands in for a kernel wired to warn
         warn_if_assumption1_fails(activation, context="node_kernel")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from kernelcalc.activations import X, resolve_activation
-from kernelcalc.gaussian import (PolarSectorRule, TrapezoidRule, choose_step, dual_kernels, expect_mpmath,
+from kernelcalc.theory.activations import X, resolve_activation
+from kernelcalc.theory.gaussian import (PolarSectorRule, TrapezoidRule, choose_step, dual_kernels, expect_mpmath,
                                  gaussian_expectation)
 
 SMOOTH = ["tanh", "softplus", "gelu", "silu", "sigmoid"]

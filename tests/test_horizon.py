@@ -25,7 +25,7 @@ import kernelcalc
 import kernelcalc.kernels
 from kernelcalc import ActivationError, Kernel, KernelcalcInputError
 from kernelcalc.cli import main
-from kernelcalc.horizon import HorizonSweep, predicted_steps, sweep_T
+from kernelcalc.studies.horizon import HorizonSweep, predicted_steps, sweep_T
 
 from _cheap_kernel import cheap_kernel  # noqa: F401  (fixture)
 

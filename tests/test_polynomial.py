@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kernelcalc import KernelcalcInputError, node_kernel
-from kernelcalc.polynomial import (feature_degree, feature_rank_bound, harmonic_dimension, lambda_min_table,
+from kernelcalc.studies.polynomial import (feature_degree, feature_rank_bound, harmonic_dimension, lambda_min_table,
                                    sphere_polynomial_dimension)
 
 

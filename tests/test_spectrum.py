@@ -5,7 +5,7 @@ import pytest
 
 import kernelcalc as kc
 from kernelcalc import KernelcalcInputError
-from kernelcalc.spectrum import spectrum
+from kernelcalc.studies.spectrum import spectrum
 
 
 def _spd(n, seed=0, cond=1e6):

@@ -9,8 +9,8 @@ import pytest
 import sympy as sp
 
 from kernelcalc import ActivationError, Derivation, derive, resolve_activation
-from kernelcalc.duals import closed_form_dual
-from kernelcalc.symbolic import (T, c, delta, gaussian_expectation, q1, q2, q_x, q_y, rho, sigma_b, sigma_u,
+from kernelcalc.theory.duals import closed_form_dual
+from kernelcalc.theory.symbolic import (T, c, delta, gaussian_expectation, q1, q2, q_x, q_y, rho, sigma_b, sigma_u,
                                  sigma_v, sigma_vb, sigma_w)
 
 GRID = [(1.0, 1.0, 0.3), (0.7, 2.0, -0.5), (1.5, 0.4, 0.6), (2.0, 2.0, 1.9)]

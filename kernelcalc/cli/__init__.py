@@ -72,7 +72,7 @@ def dumps(doc) -> str:
     """One JSON document (non-finite numbers become ``null``)."""
     import json
 
-    from kernelcalc.kernels._result import jsonable
+    from kernelcalc._results import jsonable
 
     return json.dumps(jsonable(doc), indent=2, allow_nan=False)
 

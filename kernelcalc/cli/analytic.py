@@ -88,7 +88,7 @@ def _node_options(f):
 
 
 def _resolve(spec: str):
-    from kernelcalc.activations import resolve_activation
+    from kernelcalc.theory.activations import resolve_activation
 
     return resolve_activation(spec)
 
@@ -167,8 +167,10 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
     elif scheduler is not None:
         raise InputError("--scheduler applies only with --data (it runs the data's Gram on a dask cluster)")
 
-    from kernelcalc import analyse, derive, node_kernel
-    from kernelcalc.checks import gram_summary
+    from kernelcalc.kernels import node_kernel
+    from kernelcalc.theory.assumptions import analyse
+    from kernelcalc.theory.symbolic import derive
+    from kernelcalc.studies.checks import gram_summary
 
     report = analyse(act)
     derivation = derive(act, model="node")
@@ -222,7 +224,7 @@ def derive_cmd(activation, model, latex, as_json, json_out):
     Example: kernelcalc derive --activation tanh --model resnet --latex
     """
     act = _resolve(activation)
-    from kernelcalc import derive
+    from kernelcalc.theory.symbolic import derive
 
     d = derive(act, model=model)
     emit(d, (d.latex() if latex else d.text()).rstrip(), as_json=as_json, json_out=json_out)
@@ -264,7 +266,7 @@ def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, tol, sphere_r
 
     Example: kernelcalc check --data X.npy --activation softplus --T 1
     """
-    from kernelcalc.checks import check
+    from kernelcalc.studies.checks import check
     from kernelcalc.data import load_array, sphere_normalise
 
     X = load_array(data)

@@ -1,6 +1,6 @@
 """Horizon command: ``kernelcalc sweep-T``.
 
-A thin layer over :func:`kernelcalc.horizon.sweep_T`: lambda_min of the limiting NTK Gram and the
+A thin layer over :func:`kernelcalc.studies.horizon.sweep_T`: lambda_min of the limiting NTK Gram and the
 predicted gradient-descent rate over a grid of horizons T and activations, printed as a table
 (``--json``: JSON on stdout instead), optional ``--json-out FILE`` and ``--plot``.  Input errors are
 one ``Error: ...`` line (exit code 2); an entry whose kernel fails is reported in the table, never a
@@ -79,7 +79,7 @@ def sweep_T_cmd(activation, Ts, sigma_w, sigma_u, sigma_v, inverse_T, lr, data, 
         raise InputError(f"--activation must be a non-empty comma-separated list, got {activation!r}")
     T_list = _float_list("T", Ts)
     X = _sweep_inputs(data, digits, n_inputs, dim, seed)
-    from kernelcalc.horizon import sweep_T
+    from kernelcalc.studies.horizon import sweep_T
     from kernelcalc.plotting import plot_horizon
 
     res = sweep_T(X, activations=acts, Ts=T_list, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v,

@@ -1,6 +1,6 @@
 """``kernelcalc compare-models``: tied/untied Neural ODE, tied/untied ResNet-L and DEQ on the same data.
 
-A thin layer over :func:`kernelcalc.comparison.compare_models`; errors are one ``Error: ...`` line.
+A thin layer over :func:`kernelcalc.studies.comparison.compare_models`; errors are one ``Error: ...`` line.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def compare_models_cmd(activation, T, depth, sigma_w, sigma_u, sigma_v, sigma_b,
                        plot_path, as_json, json_out):
     """Tied vs untied weights, discrete vs continuous vs implicit depth: the infinite-width kernels of the
     tied Neural ODE, untied Neural ODE, tied and untied ResNet-L and the DEQ on the same inputs."""
-    from kernelcalc.comparison import compare_models, plot_model_comparison
+    from kernelcalc.studies.comparison import compare_models, plot_model_comparison
 
     X = _inputs(data, n_inputs, dim, seed)
     res = compare_models(X, activation=activation, T=T, depth=depth, sigma_w=sigma_w, sigma_u=sigma_u,

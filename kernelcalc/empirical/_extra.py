@@ -55,8 +55,5 @@ def extra_apply(params, x, net):
 
 
 def extra_ntk(params, x1, x2, net):
-    """Structured NTK of the untied models; the DEQ uses the Jacobian NTK (implicit gradients)."""
-    if net.model == "deq":
-        from .ntk import jacobian_ntk
-        return jacobian_ntk(params, x1, x2, net)
+    """Structured NTK of the untied models (the DEQ uses the Jacobian NTK of :mod:`.ntk`)."""
     return untied_ntk(params, x1, x2, net)

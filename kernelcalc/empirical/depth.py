@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Sequence
 
 import jax
@@ -28,11 +29,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._validation import KernelcalcInputError, as_input_pair, positive_int
-from ..kernels._result import JsonResult
+from .._results import JsonResult
 from ..kernels.untied import check_weights
 from .models import _apply_one, init_params, make_network
 from .montecarlo import fit_slope
 from .ntk import flow_guard, require_finite, warn_assumption1
+from .untied import coarsen, untied_apply
 
 __all__ = ["depth_gap", "DepthGap", "gradient_mode_gap", "GradientModeGap"]
 
@@ -102,13 +104,12 @@ def depth_gap(X, *, activation, width=256, depths: Sequence[int] = (2, 4, 8, 16,
     ``progress``: tqdm bar over depths.
 
     ``weights="untied"``: the untied ResNet vs the untied ODE on one Brownian path
-    (:func:`kernelcalc.empirical.untied.untied_depth_gap`; ``solver``/``rtol``/``atol``/``gradient`` do not apply).
+    (:func:`_untied_depth_gap`; ``solver``/``rtol``/``atol``/``gradient`` do not apply).
 
     **Returns:** a :class:`DepthGap` (``.table()``, ``.to_json()``, ``.slopes``).
     """
     if check_weights(weights) == "untied":
-        from .untied import untied_depth_gap
-        return untied_depth_gap(X, activation=activation, width=width, depths=depths, T=T, seed=seed, sigma_w=sigma_w,
+        return _untied_depth_gap(X, activation=activation, width=width, depths=depths, T=T, seed=seed, sigma_w=sigma_w,
                                 sigma_u=sigma_u, sigma_v=sigma_v, fit_from=fit_from)
     a, _, _ = as_input_pair(X)
     depths = _check_ints("depths", depths)
@@ -194,3 +195,52 @@ def gradient_mode_gap(X, *, activation, width=128, tolerances: Sequence[float] =
         ker.append(_rel(Ja @ Ja.T, Jd @ Jd.T))
     return GradientModeGap(tolerances=tuple(tolerances), gradient_gap=tuple(grad), kernel_gap=tuple(ker),
                            output_gap=tuple(out), params=dict(common, activation=str(activation), seed=seed))
+
+
+def _untied_depth_gap(X, *, activation, width=64, depths=(2, 4, 8, 16, 32), T=1.0, seed=0, sigma_w=1.0,
+                     sigma_u=1.0, sigma_v=1.0, fine_steps=None, fit_from=1):
+    r"""Gaps between the depth-$L$ untied ResNet and the untied Neural ODE on the **same Brownian path**.
+
+    The reference is ``node_untied`` with ``fine_steps`` $=M$ Euler--Maruyama steps (default
+    $4\,\mathrm{lcm}(\text{depths})$); the ResNet of depth $L$ uses :func:`coarsen` of its parameters.
+    Gradients are taken w.r.t. the fine parameters (the coarse gradient spread over its block,
+    times $\sqrt{L/M}$), so the gradient gap compares like with like; the NTK is unchanged by this
+    (:func:`coarsen` is a co-isometry).  Expect slopes $\approx-1/2$ (strong order of Euler--Maruyama).
+
+    **Returns:** :class:`~kernelcalc.empirical.DepthGap`.
+    """
+    a, _, _ = as_input_pair(X)
+    depths = _check_ints("depths", depths)
+    lcm = math.lcm(*depths)
+    M = positive_int("fine_steps", 4 * lcm if fine_steps is None else fine_steps)
+    if M % lcm:
+        raise ValueError(f"fine_steps = {M} must be a multiple of every depth {depths}")
+    seed = positive_int("seed", seed, minimum=0)
+    common = dict(activation=activation, width=width, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)
+    fine = make_network("node_untied", steps=M, **common)
+    params = init_params(jax.random.PRNGKey(seed), fine, a.shape[1])
+    Xj = jnp.asarray(a)
+
+    def flat(g, L):
+        Ws = jnp.repeat(g.Ws, M // L, axis=1 if g.Ws.ndim == 4 else 0) * math.sqrt(L / M)
+        return jnp.concatenate([g.U.reshape(g.U.shape[0], -1), Ws.reshape(Ws.shape[0], -1), g.v], axis=1)
+
+    def value_and_jac(p, net):
+        f, g = jax.vmap(jax.value_and_grad(untied_apply), in_axes=(None, 0, None))(p, Xj, net)
+        return np.asarray(f), np.asarray(flat(g, p.Ws.shape[0]))
+
+    f, J = value_and_jac(params, fine)
+    K = J @ J.T
+    out, grad, ker = [], [], []
+    for L in depths:
+        net = make_network("resnet_untied", depth=L, **common)
+        fL, JL = value_and_jac(coarsen(params, L), net)
+        out.append(_rel(fL, f))
+        grad.append(_rel(JL, J))
+        ker.append(_rel(JL @ JL.T, K))
+    sel = np.asarray(depths) >= positive_int("fit_from", fit_from)
+    ds = np.asarray(depths)[sel]
+    slopes = {k: fit_slope(ds, np.asarray(v)[sel]) for k, v in (("output", out), ("gradient", grad), ("kernel", ker))}
+    return DepthGap(depths=tuple(depths), output_gap=tuple(out), gradient_gap=tuple(grad), kernel_gap=tuple(ker),
+                    slopes=slopes, params=dict(fine.describe(), weights="untied", depths=depths, seed=seed,
+                                               n_inputs=a.shape[0], fit_from=int(fit_from)))

@@ -39,8 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._extra import extra_apply, extra_describe, extra_init, extra_network_kwargs
 from .._validation import KernelcalcInputError, nonnegative, positive, positive_int
-from ..activations import Activation, resolve_activation
+from ..theory.activations import Activation, resolve_activation
 
 __all__ = [
     "Network", "NODEParams", "MLPParams", "make_network", "init_params", "model_apply", "batched_apply",
@@ -149,7 +150,6 @@ class Network:
             out.update(solver=self.solver, steps=self.steps, rtol=self.rtol, atol=self.atol,
                        gradient=self.gradient)
         if self.model in EXTRA_MODELS:
-            from ._extra import extra_describe
             out.update(extra_describe(self))
         return out
 
@@ -165,7 +165,6 @@ def make_network(model: str = "node", *, activation, width: int, T=1.0, depth=No
     width = positive_int("width", width)
     kw = dict(model=model, activation=act, width=width)
     if model in EXTRA_MODELS:
-        from ._extra import extra_network_kwargs
 
         if solver != "tsit5":   # the default of the ODE models; any other choice would be silently unused
             raise KernelcalcInputError(f"solver does not apply to model={model!r} (fixed Euler(-Maruyama) steps "
@@ -211,7 +210,6 @@ def init_params(key, net: Network, d: int):
     d = positive_int("d", d)
     n = net.width
     if net.model in EXTRA_MODELS:
-        from ._extra import extra_init
         return extra_init(key, net, d)
     if net.model in ("node", "resnet"):
         ku, kw, kv = jax.random.split(key, 3)
@@ -282,7 +280,6 @@ def resnet_states(params: NODEParams, h0, net: Network):
 
 def _apply_one(params, x, net: Network):
     if net.model in EXTRA_MODELS:
-        from ._extra import extra_apply
         return extra_apply(params, x, net)
     if net.model == "node":
         return _readout(params.v, node_flow(params, node_input(params, x, net), net), net)

@@ -22,21 +22,34 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._validation import KernelcalcInputError, as_input_pair, positive_int
-from ..kernels._result import JsonResult, Kernel, jsonable as _jsonable
+from .._results import JsonResult, Kernel, jsonable as _jsonable
 from .models import init_params, make_network
-from ..assumptions import Assumption1Warning
+from ..theory.assumptions import Assumption1Warning
 from .ntk import METHODS, flow_guard, network_ntk, require_finite, warn_assumption1
 
-__all__ = ["monte_carlo", "compare", "Comparison", "fit_slope"]
+__all__ = ["monte_carlo", "compare", "Comparison", "fit_slope", "fit_line"]
+
+
+def fit_line(x, y):
+    r"""Least-squares line $y\approx mx+b$ over the finite points: ``(m, b, rms residual)``.
+
+    ``(None, None, None)`` when fewer than two finite points or all $x$ equal.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 2 or np.ptp(x[ok]) == 0:
+        return None, None, None
+    slope, icpt = np.polyfit(x[ok], y[ok], 1)
+    rms = float(np.sqrt(np.mean((y[ok] - slope * x[ok] - icpt) ** 2)))
+    return float(slope), float(icpt), rms
 
 
 def fit_slope(x, y) -> float:
     """Least-squares slope of ``log y`` against ``log x`` (NaN when fewer than two positive points)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = (x > 0) & (y > 0) & np.isfinite(y)
-    if ok.sum() < 2:
-        return float("nan")
-    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
+    slope = fit_line(np.log(x[ok]), np.log(y[ok]))[0]
+    return float("nan") if slope is None else slope
 
 
 def _network_kwargs(kw: dict) -> dict:
@@ -108,7 +121,7 @@ def monte_carlo(x1, x2=None, *, model="node", activation, width, n_samples=20, s
 
 # ----------------------------------------------------------------------------- comparison
 def _analytic(a, b, same, model, activation, kw):
-    import kernelcalc as kc
+    from .. import kernels as kc
 
     x2 = None if same else b
     sig = {k: kw.get(k, 1.0) for k in ("sigma_w", "sigma_u", "sigma_v")}   # the networks' defaults

@@ -45,11 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import KernelcalcInputError, as_input_pair, positive_int
-from ..assumptions import warn_if_assumption1_fails
-from ..kernels._result import Kernel
+from ..theory.assumptions import warn_if_assumption1_fails
+from .._results import Kernel
 from ._extra import extra_ntk
-from .models import EXTRA_MODELS, Network, NODEParams, _apply_one, init_params, make_network, node_input, \
-    node_solver_kwargs
+from .models import EXTRA_MODELS, Network, NODEParams, _apply_one, init_params, make_network, node_input, node_solver_kwargs
 
 __all__ = ["empirical_ntk", "network_ntk", "jacobian_ntk", "structured_ntk", "METHODS", "flow_guard",
            "require_finite", "warn_assumption1"]
@@ -184,6 +183,8 @@ def _node_adjoint_parts(params: NODEParams, x, net: Network, quad_nodes: int):
 
 def structured_ntk(params, x1, x2, net: Network, quad_nodes: int = 32):
     """``(f(x1), f(x2), Θ)`` by the structured contraction (see the module docstring)."""
+    if net.model == "deq":
+        return jacobian_ntk(params, x1, x2, net)   # implicit gradients: no structured form
     if net.model in EXTRA_MODELS:
         return extra_ntk(params, x1, x2, net)
     if net.model == "mlp":

@@ -32,7 +32,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 __all__ = ["UntiedParams", "untied_layers", "untied_init", "untied_apply", "untied_ntk", "coarsen"]
 
@@ -115,57 +114,3 @@ def coarsen(params: UntiedParams, L: int) -> UntiedParams:
         raise ValueError(f"depth {L} does not divide the number of fine steps {M}")
     Ws = params.Ws.reshape(L, M // L, n, n).sum(axis=1) * math.sqrt(L / M)
     return UntiedParams(U=params.U, Ws=Ws, v=params.v)
-
-
-def untied_depth_gap(X, *, activation, width=64, depths=(2, 4, 8, 16, 32), T=1.0, seed=0, sigma_w=1.0,
-                     sigma_u=1.0, sigma_v=1.0, fine_steps=None, fit_from=1):
-    r"""Gaps between the depth-$L$ untied ResNet and the untied Neural ODE on the **same Brownian path**.
-
-    The reference is ``node_untied`` with ``fine_steps`` $=M$ Euler--Maruyama steps (default
-    $4\,\mathrm{lcm}(\text{depths})$); the ResNet of depth $L$ uses :func:`coarsen` of its parameters.
-    Gradients are taken w.r.t. the fine parameters (the coarse gradient spread over its block,
-    times $\sqrt{L/M}$), so the gradient gap compares like with like; the NTK is unchanged by this
-    (:func:`coarsen` is a co-isometry).  Expect slopes $\approx-1/2$ (strong order of Euler--Maruyama).
-
-    **Returns:** :class:`~kernelcalc.empirical.DepthGap`.
-    """
-    from .._validation import as_input_pair, positive_int
-    from .depth import DepthGap, _check_ints, _rel
-    from .models import init_params, make_network
-    from .montecarlo import fit_slope
-
-    a, _, _ = as_input_pair(X)
-    depths = _check_ints("depths", depths)
-    lcm = math.lcm(*depths)
-    M = positive_int("fine_steps", 4 * lcm if fine_steps is None else fine_steps)
-    if M % lcm:
-        raise ValueError(f"fine_steps = {M} must be a multiple of every depth {depths}")
-    seed = positive_int("seed", seed, minimum=0)
-    common = dict(activation=activation, width=width, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)
-    fine = make_network("node_untied", steps=M, **common)
-    params = init_params(jax.random.PRNGKey(seed), fine, a.shape[1])
-    Xj = jnp.asarray(a)
-
-    def flat(g, L):
-        Ws = jnp.repeat(g.Ws, M // L, axis=1 if g.Ws.ndim == 4 else 0) * math.sqrt(L / M)
-        return jnp.concatenate([g.U.reshape(g.U.shape[0], -1), Ws.reshape(Ws.shape[0], -1), g.v], axis=1)
-
-    def value_and_jac(p, net):
-        f, g = jax.vmap(jax.value_and_grad(untied_apply), in_axes=(None, 0, None))(p, Xj, net)
-        return np.asarray(f), np.asarray(flat(g, p.Ws.shape[0]))
-
-    f, J = value_and_jac(params, fine)
-    K = J @ J.T
-    out, grad, ker = [], [], []
-    for L in depths:
-        net = make_network("resnet_untied", depth=L, **common)
-        fL, JL = value_and_jac(coarsen(params, L), net)
-        out.append(_rel(fL, f))
-        grad.append(_rel(JL, J))
-        ker.append(_rel(JL @ JL.T, K))
-    sel = np.asarray(depths) >= positive_int("fit_from", fit_from)
-    ds = np.asarray(depths)[sel]
-    slopes = {k: fit_slope(ds, np.asarray(v)[sel]) for k, v in (("output", out), ("gradient", grad), ("kernel", ker))}
-    return DepthGap(depths=tuple(depths), output_gap=tuple(out), gradient_gap=tuple(grad), kernel_gap=tuple(ker),
-                    slopes=slopes, params=dict(fine.describe(), weights="untied", depths=depths, seed=seed,
-                                               n_inputs=a.shape[0], fit_from=int(fit_from)))

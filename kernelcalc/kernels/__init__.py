@@ -1,6 +1,6 @@
 """Infinite-width kernels: MLP, Euler ResNet and Neural ODE (weight-tied or untied), DEQ (one result type)."""
 
-from ._result import Kernel
+from .._results import Kernel
 from .deq import deq_kernel
 from .mlp import mlp_kernel
 from .ode import node_kernel

@@ -35,8 +35,7 @@ import math
 import numpy as np
 
 from .._validation import KernelcalcInputError, accuracy_shortfall, as_input_pair, positive_int
-from ._interp import (ThetaTable, barycentric_weights, chebyshev_coefficients, chebyshev_matrix, lobatto,
-                      theta_of)
+from ._interp import ThetaTable, barycentric_weights, chebyshev_coefficients, chebyshev_matrix, lobatto, theta_of
 
 __all__ = ["gram", "gram_plan", "GramPlan", "chebyshev_coefficients", "require_finite",
            "error_estimate", "max_norm", "bucket", "pad_to"]

@@ -56,10 +56,10 @@ import numpy as np
 import optimistix as optx
 
 from .._validation import KernelcalcInputError, as_input_pair, nonnegative
-from ..activations import resolve_activation
-from ..gaussian import DEFAULT_TOL, DualKernels, dual_kernels
+from ..theory.activations import resolve_activation
+from ..theory.gaussian import DEFAULT_TOL, DualKernels, dual_kernels
 from ._gram import error_estimate, gram, max_norm, require_finite
-from ._result import Kernel
+from .._results import Kernel
 from .._validation import positive_sigmas
 from .untied import batched_pair_fn
 

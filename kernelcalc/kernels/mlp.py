@@ -2,13 +2,13 @@ r"""Infinite-width kernel of the fully-connected network, neural-tangents' conve
 
 ``mlp_kernel(x, activation=phi, depth=L, w_std, b_std, out_w_std, out_b_std)`` is the kernel of
 ``stax.serial(*([Dense(n, W_std=w_std, b_std=b_std), phi] * L), Dense(1, W_std=out_w_std, b_std=out_b_std))``
-in the NTK parameterisation, $n\to\infty$ (recursion in :mod:`kernelcalc.recursion`):
+in the NTK parameterisation, $n\to\infty$ (recursion in :mod:`kernelcalc.theory.recursion`):
 
 $$K^1 = \sigma_w^2\tfrac{x\cdot y}d+\sigma_b^2,\ \Theta^1=K^1;\quad
 K^{\ell+1}=\sigma_w^2C^\ell+\sigma_b^2,\ \Theta^{\ell+1}=K^{\ell+1}+\sigma_w^2\dot C^\ell\Theta^\ell;$$
 
 the readout uses ``out_w_std``/``out_b_std`` in place of $\sigma_w$/$\sigma_b$.  Each layer's
-$(C,\dot C)$ comes from :func:`~kernelcalc.gaussian.dual_kernels` (closed forms, or the
+$(C,\dot C)$ comes from :func:`~kernelcalc.theory.gaussian.dual_kernels` (closed forms, or the
 Mehler/Hermite series, accurate to ~1e-13), the same code the ODE and ResNet kernels use.
 """
 
@@ -23,13 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import recursion as rec
+from ..theory import recursion as rec
 from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, as_input_pair, nonnegative, positive_int
-from ..activations import resolve_activation
-from ..duals import closed_form_dual
-from ..gaussian import DualKernels, dual_kernels
+from ..theory.activations import resolve_activation
+from ..theory.duals import closed_form_dual
+from ..theory.gaussian import DualKernels, dual_kernels
 from ._gram import bucket, error_estimate, gram, max_norm, pad_to, require_finite
-from ._result import Kernel
+from .._results import Kernel
 
 __all__ = ["mlp_kernel"]
 

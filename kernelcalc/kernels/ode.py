@@ -2,7 +2,7 @@ r"""The infinite-width Neural ODE kernel (NNGP and NTK) by Chebyshev spectral co
 
 Model (width $n\to\infty$): $h_0=\sigma_u Ux/\sqrt d$, $\dot h_t=\sigma_w W\phi(h_t)/\sqrt n$
 on $[0,T]$, $f=\sigma_v v\cdot\phi(h_T)/\sqrt n$, with $U, W, v$ iid $N(0,1)$.  The kernel
-solves two Goursat problems (definitions in :mod:`kernelcalc.recursion`):
+solves two Goursat problems (definitions in :mod:`kernelcalc.theory.recursion`):
 
 $$S(t,s)=\sigma_u^2\tfrac{x\cdot y}d+\sigma_w^2\!\int_0^t\!\!\int_0^s C(r,q)\,dr\,dq,\qquad
 \Lambda(t,s)=\sigma_v^2\dot C(T,T)+\sigma_w^2\!\int_t^T\!\!\int_s^T\dot C\Lambda\,dr\,dq,$$
@@ -47,14 +47,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import recursion as rec
-from .._validation import (KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, as_input_pair,
-                           positive, positive_int, positive_sigmas)
-from ..activations import resolve_activation
-from ..assumptions import warn_if_assumption1_fails
-from ..gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_q_limit
+from ..theory import recursion as rec
+from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, as_input_pair, positive, positive_int, positive_sigmas
+from ..theory.activations import resolve_activation
+from ..theory.assumptions import warn_if_assumption1_fails
+from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_q_limit
 from ._gram import bucket, error_estimate, gram, max_norm, pad_to
-from ._result import Kernel
+from .._results import Kernel
 from .untied import check_weights, reject_tile_options, untied_node_kernel
 
 __all__ = ["node_kernel", "chebyshev_lobatto", "Discretisation", "GoursatSolver"]

@@ -22,10 +22,10 @@ import time
 import numpy as np
 
 from .._validation import as_input_pair, positive, positive_int, positive_sigmas
-from ..activations import resolve_activation
-from ..assumptions import warn_if_assumption1_fails
+from ..theory.activations import resolve_activation
+from ..theory.assumptions import warn_if_assumption1_fails
 from ._gram import error_estimate, gram, max_norm
-from ._result import Kernel
+from .._results import Kernel
 from .ode import Discretisation, GoursatSolver
 from .untied import check_weights, reject_tile_options, untied_resnet_kernel
 

@@ -36,7 +36,7 @@ $\dot\Lambda=-\sigma_w^2\dot C\Lambda$, $\Lambda(T)=\sigma_v^2\dot C(T)$:
 
 $$K_{\rm NTK}=\sigma_v^2C(T)+\sigma_w^2\!\int_0^T C(t)\Lambda(t)\,dt+\sigma_u^2\tfrac{x\cdot y}d\,\Lambda(0),$$
 
-the single-integral analogue of the tied kernel's double integral (:mod:`kernelcalc.recursion`);
+the single-integral analogue of the tied kernel's double integral (:mod:`kernelcalc.theory.recursion`);
 the discrete version is $\sum_\ell\delta\sigma_w^2C^\ell\Lambda^{\ell+1}$ with
 $\Lambda^\ell=(1+\delta\sigma_w^2\dot C^\ell)\Lambda^{\ell+1}$.
 
@@ -63,10 +63,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import KernelcalcInputError, as_input_pair, positive, positive_int, positive_sigmas
-from ..activations import resolve_activation
-from ..gaussian import DEFAULT_TOL, DualKernels, dual_kernels
+from ..theory.activations import resolve_activation
+from ..theory.gaussian import DEFAULT_TOL, DualKernels, dual_kernels
 from ._gram import bucket, error_estimate, gram, max_norm, pad_to, require_finite
-from ._result import Kernel
+from .._results import Kernel
 
 __all__ = ["untied_node_kernel", "untied_resnet_kernel", "batched_pair_fn", "WEIGHTS", "check_weights"]
 

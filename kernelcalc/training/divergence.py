@@ -94,8 +94,9 @@ import numpy as np
 
 from .._validation import KernelcalcInputError, _real, nonnegative, positive, positive_int
 from ..empirical.models import batched_apply, init_params, make_network
-from ..kernels._result import JsonResult
-from .run import _validate_xy
+from .._results import JsonResult
+from ..empirical.montecarlo import fit_line
+from ._common import validate_xy
 
 __all__ = ["FlowDivergence", "divergent_flow", "polynomial_target", "sad_data", "VERDICTS", "FLOW_SOLVERS"]
 
@@ -298,27 +299,16 @@ def _flow_fns(net, d: int, solver: str, rtol: float, atol: float, newton_rtol: f
     return advance, stats
 
 
-def _slope(x, y):
-    """Least-squares slope, intercept and rms residual of y against x (``None``s with < 2 finite points)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 2 or np.ptp(x[ok]) == 0:
-        return None, None, None
-    slope, icpt = np.polyfit(x[ok], y[ok], 1)
-    rms = float(np.sqrt(np.mean((y[ok] - slope * x[ok] - icpt) ** 2)))
-    return float(slope), float(icpt), rms
-
-
 def _window_fits(times, loss, pnorm, gnorm, thetas, window_decades) -> dict:
     """Fits over the records with $t\\ge t_{end}10^{-w}$ (see the module docstring)."""
     t, L, P, G = (np.asarray(a, float) for a in (times, loss, pnorm, gnorm))
     sel = np.nonzero(t >= t[-1] * 10.0 ** (-window_decades) * (1 - 1e-12))[0]
     lt = np.log(t[sel])
-    beta = _slope(lt, np.log(P[sel]))[0]
-    gamma = _slope(lt, P[sel])[0]
+    beta = fit_line(lt, np.log(P[sel]))[0]
+    gamma = fit_line(lt, P[sel])[0]
     D = t[sel] * G[sel] ** 2                      # -dL/d ln t along the flow
     with np.errstate(divide="ignore"):
-        m, b, rms = _slope(lt, np.where(D > 0, np.log(D), np.nan))
+        m, b, rms = fit_line(lt, np.where(D > 0, np.log(D), np.nan))
     alpha = None if m is None else -m
     l_inf_raw = c = None
     if alpha is not None and alpha > 0:
@@ -428,7 +418,7 @@ def divergent_flow(X, y, *, activation="softplus", width: int = 4, depth: int = 
         res.verdict, res.norm_growth_exponent, res.loss_decay_exponent   # 'divergent', 0.19, 0.61
     """
     t_start = time.perf_counter()
-    X, y = _validate_xy(X, y)
+    X, y = validate_xy(X, y)
     t_max = positive("t_max", t_max)
     t_min = positive("t_min", t_min)
     if t_min >= t_max:

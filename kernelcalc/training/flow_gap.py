@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import KernelcalcInputError, positive, positive_int
-from ..kernels._result import JsonResult
-from .run import _flow_solver, _make_fns, _network, _validate_xy, default_lr
+from .._results import JsonResult
+from ._common import default_lr, flow_solver, make_fns, network, validate_xy
 
 __all__ = ["FlowGap", "flow_gap"]
 
@@ -109,7 +109,7 @@ def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
-    X, y = _validate_xy(X, y)
+    X, y = validate_xy(X, y)
     if lrs is None:
         eta = default_lr(X)
         lrs = [eta / 2**i for i in range(4)]
@@ -121,16 +121,16 @@ def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=
     counts = _step_counts(lrs, t_max / n_compare)
     rtol, atol = positive("rtol", rtol), positive("atol", atol)
 
-    net = _network(model, activation, width, T, depth, sigma_w, sigma_u, sigma_v, solver, solver_steps)
+    net = network(model, activation, width, T, depth, sigma_w, sigma_u, sigma_v, solver, solver_steps)
     Xj, yj = jnp.asarray(X), jnp.asarray(y)
     params0 = init_params(jax.random.PRNGKey(seed), net, X.shape[1])
-    loss_fn, gd_step, _ = _make_fns(net, Xj, yj)
+    loss_fn, gd_step, _ = make_fns(net, Xj, yj)
     flatten = jax.jit(lambda p: ravel_pytree(p)[0])
     times = [j * t_max / n_compare for j in range(n_compare + 1)]
 
     bar = tqdm(total=n_compare * (1 + len(lrs)), desc="flow vs GD", disable=not progress, leave=False)
     with jax.default_matmul_precision("highest"):
-        advance = _flow_solver(loss_fn, rtol, atol, 1_000_000)
+        advance = flow_solver(loss_fn, rtol, atol, 1_000_000)
         p, flow_theta, flow_loss, n_ode = params0, [flatten(params0)], [float(loss_fn(params0))], 0
         for j in range(1, n_compare + 1):
             p, ok, ns = advance(p, jnp.asarray(times[j - 1]), jnp.asarray(times[j]), jnp.asarray(lrs[-1]))

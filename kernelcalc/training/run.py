@@ -31,9 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validation import KernelcalcInputError, as_inputs, positive, positive_int
+from .._validation import KernelcalcInputError, positive, positive_int
 from ..empirical.models import batched_apply
-from ..kernels._result import JsonResult
+from ._common import default_lr, flow_solver, group_names, group_sq_norms, make_fns, network, validate_xy
+from .._results import JsonResult
 
 __all__ = ["TrainResult", "train", "default_lr", "infinite_width_ntk"]
 
@@ -41,14 +42,6 @@ METHODS = ("gd", "flow")
 
 
 # ----------------------------------------------------------------------------- helpers
-def default_lr(X) -> float:
-    r"""Theorem 2's step size $\eta=1/\|X\|^2$, $\|X\|$ the spectral norm of the $(N, d)$ data matrix.
-
-    (Inputs in the package's convention: rows of ``X`` as given, typically on the sphere
-    $\|x\|^2=d$; the network scales them by $1/\sqrt d$ internally.)
-    """
-    X = as_inputs(X, "X")
-    return 1.0 / float(np.linalg.norm(X, 2)) ** 2
 
 
 def infinite_width_ntk(X, *, model="node", activation, T=1.0, depth=None, sigma_w=1.0, sigma_u=1.0,
@@ -69,25 +62,6 @@ def infinite_width_ntk(X, *, model="node", activation, T=1.0, depth=None, sigma_
     return np.asarray(k.ntk, dtype=np.float64)
 
 
-def _group_names(params) -> list[str]:
-    return list(params._fields)
-
-
-def _group_sq_norms(tree) -> jnp.ndarray:
-    """Squared Frobenius norm of each top-level field of a NamedTuple pytree."""
-    return jnp.stack([sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(getattr(tree, f)))
-                      for f in tree._fields])
-
-
-def _network(model, activation, width, T, depth, sigma_w, sigma_u, sigma_v, solver, solver_steps):
-    """The finite-width network of a run (the Neural ODE with ``solver_steps`` fixed ``solver`` steps)."""
-    from ..empirical.models import make_network
-
-    solver_kw = dict(solver=solver, steps=solver_steps) if model == "node" else {}
-    return make_network(model, activation=activation, width=width, T=T, depth=depth, sigma_w=sigma_w,
-                        sigma_u=sigma_u, sigma_v=sigma_v, **solver_kw)
-
-
 def _linear_prediction(mu, E, r0, lr, method):
     r"""$k\mapsto\tfrac12\|(I-\eta K)^k r_0\|^2$ (GD) or $\tfrac12\|e^{-k\eta K}r_0\|^2$ (flow), $K=E\,\mathrm{diag}(\mu)E^\top$."""
     c2 = (E.T @ r0) ** 2
@@ -97,44 +71,6 @@ def _linear_prediction(mu, E, r0, lr, method):
         return float(0.5 * np.sum(factor * c2))
 
     return predict
-
-
-def _make_fns(net, X, y):
-    def loss_fn(params):
-        r = batched_apply(params, X, net) - y
-        return 0.5 * jnp.sum(r**2)
-
-    @jax.jit
-    def gd_step(params, lr):
-        loss, g = jax.value_and_grad(loss_fn)(params)
-        return jax.tree_util.tree_map(lambda p, gi: p - lr * gi, params, g), loss
-
-    @jax.jit
-    def stats(params, params0):
-        diff = jax.tree_util.tree_map(lambda a, b: a - b, params, params0)
-        return loss_fn(params), _group_sq_norms(diff)
-
-    return loss_fn, gd_step, stats
-
-
-def _flow_solver(loss_fn, rtol, atol, max_steps):
-    import diffrax
-
-    grad = jax.grad(loss_fn)
-
-    def vf(t, theta, args):
-        return jax.tree_util.tree_map(jnp.negative, grad(theta))
-
-    @jax.jit
-    def advance(theta, t0, t1, dt0):
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(vf), diffrax.Tsit5(), t0=t0, t1=t1, dt0=dt0, y0=theta,
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-            saveat=diffrax.SaveAt(t1=True), max_steps=max_steps, throw=False)
-        theta1 = jax.tree_util.tree_map(lambda a: a[-1], sol.ys)
-        return theta1, sol.result == diffrax.RESULTS.successful, sol.stats["num_steps"]
-
-    return advance
 
 
 # ----------------------------------------------------------------------------- result
@@ -251,21 +187,6 @@ class TrainResult(JsonResult):
 
 
 # ----------------------------------------------------------------------------- train
-def _validate_xy(X, y, name="X", yname="y"):
-    X = as_inputs(X, name)
-    try:
-        y = np.asarray(y, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise KernelcalcInputError(f"{yname} must be a real array, got {type(y).__name__}") from None
-    if y.ndim == 2 and 1 in y.shape:
-        y = y.reshape(-1)
-    if y.ndim != 1:
-        raise KernelcalcInputError(f"{yname} must be a 1-D array of scalar targets, got shape {y.shape}")
-    if y.shape[0] != X.shape[0]:
-        raise KernelcalcInputError(f"{yname} has {y.shape[0]} entries but {name} has {X.shape[0]} rows")
-    if not np.all(np.isfinite(y)):
-        raise KernelcalcInputError(f"{yname} contains NaN or inf")
-    return X, y
 
 
 def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.0, depth=None,
@@ -297,11 +218,11 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
     from ..empirical.ntk import network_ntk
 
     t_start = time.perf_counter()
-    X, y = _validate_xy(X, y)
+    X, y = validate_xy(X, y)
     if (X_test is None) != (y_test is None):
         raise KernelcalcInputError("give both X_test and y_test, or neither")
     if X_test is not None:
-        X_test, y_test = _validate_xy(X_test, y_test, "X_test", "y_test")
+        X_test, y_test = validate_xy(X_test, y_test, "X_test", "y_test")
         if X_test.shape[1] != X.shape[1]:
             raise KernelcalcInputError(f"X_test has d={X_test.shape[1]} columns but X has d={X.shape[1]}")
     if method not in METHODS:
@@ -314,14 +235,14 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
     record_every = max(1, steps // 200) if record_every is None else positive_int("record_every", record_every)
     ntk_every = max(record_every, steps // 10) if ntk_every is None else positive_int("ntk_every", ntk_every)
     divergence_factor = positive("divergence_factor", divergence_factor)
-    net = _network(model, activation, width, T, depth, sigma_w, sigma_u, sigma_v, solver, solver_steps)
+    net = network(model, activation, width, T, depth, sigma_w, sigma_u, sigma_v, solver, solver_steps)
     N, d = X.shape
     Xj, yj = jnp.asarray(X), jnp.asarray(y)
 
     params0 = init_params(jax.random.PRNGKey(seed), net, d)
-    groups = _group_names(params0)
-    norm0_groups = np.sqrt(np.asarray(_group_sq_norms(params0)))
-    loss_fn, gd_step, stats = _make_fns(net, Xj, yj)
+    groups = group_names(params0)
+    norm0_groups = np.sqrt(np.asarray(group_sq_norms(params0)))
+    loss_fn, gd_step, stats = make_fns(net, Xj, yj)
     test_loss_fn = None
     if X_test is not None:
         Xt, yt = jnp.asarray(X_test), jnp.asarray(y_test)
@@ -424,7 +345,7 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
                     diverged = True
                     break
         else:
-            advance = _flow_solver(loss_fn, rtol, atol, 100_000)
+            advance = flow_solver(loss_fn, rtol, atol, 100_000)
             dt0 = jnp.asarray(lr)
             n_ode = 0
             marks = sorted(set(list(range(record_every, steps + 1, record_every))

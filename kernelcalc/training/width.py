@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from .._validation import KernelcalcInputError, positive_int
-from ..kernels._result import JsonResult, jsonable as _jsonable
+from .._results import JsonResult, jsonable as _jsonable
 from .run import train
 
 __all__ = ["WidthSweep", "width_sweep"]

@@ -3,7 +3,7 @@ r"""Activations: one symbolic definition, derived derivatives, numeric callables
 An :class:`Activation` is a sympy expression $\phi(x)$ in the real symbol ``x``.
 Everything else is *derived* from it: $\phi'$ and $\phi''$ symbolically, numpy and
 jax callables by ``lambdify``, and the Assumption-1 analysis (see
-:mod:`kernelcalc.assumptions`).  Built-ins may carry hand-written numerically stable
+:mod:`kernelcalc.theory.assumptions`).  Built-ins may carry hand-written numerically stable
 jax implementations (e.g. ``softplus = logaddexp(0, x)``); these must agree with the
 symbolic expression, which remains the definition (checked in the tests).
 
@@ -458,8 +458,6 @@ def _lambdify(expr: sp.Expr, backend: str) -> Callable:
     value = float(expr)
     if backend == "numpy":
         return lambda x: np.full(np.shape(x), value)
-    import jax.numpy as jnp
-
     return lambda x: jnp.full(jnp.shape(x), value)
 
 
@@ -591,13 +589,6 @@ class Activation:
 
     def __call__(self, x):
         return self.jax_fn(x)
-
-    # ------------------------------------------------------------------ analysis
-    def analysis(self):
-        """The Assumption-1 report (see :func:`kernelcalc.assumptions.analyse`)."""
-        from .assumptions import analyse
-
-        return analyse(self)
 
     def __str__(self) -> str:
         return self.name

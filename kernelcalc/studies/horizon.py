@@ -42,9 +42,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ._validation import KernelcalcInputError, as_inputs, positive
-from .activations import ActivationError, resolve_activation
-from .kernels._result import JsonResult
+from .._validation import KernelcalcInputError, as_inputs, positive
+from ..theory.activations import ActivationError, resolve_activation
+from .._results import JsonResult
 
 __all__ = ["HorizonSweep", "sweep_T", "predicted_steps", "SIGMA_W_SCALINGS"]
 
@@ -208,7 +208,7 @@ def _activations(activations) -> tuple:
 def _entry(X, act, T, sigma_w, sigma_u, sigma_v):
     """``(GramSummary, kernel info)`` of $K^\\infty$ at one horizon, or ``(None, reason)``."""
     from .checks import gram_summary
-    from .kernels import node_kernel
+    from ..kernels import node_kernel
 
     try:
         K = node_kernel(X, activation=act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)
@@ -253,8 +253,8 @@ def sweep_T(X, *, activations: Sequence = ("softplus", "tanh", "gelu", "sin"),
     """
     from tqdm.auto import tqdm
 
-    from .empirical.montecarlo import fit_slope
-    from .training import default_lr
+    from ..empirical.montecarlo import fit_slope
+    from ..training import default_lr
 
     t_start = time.perf_counter()
     X = as_inputs(X, "X")

@@ -3,7 +3,7 @@ r"""Bivariate Gaussian expectations $E[f(a)g(b)]$, $(a,b)\sim N(0, [[q_1, c],[c,
 Three rules behind one front door, :func:`dual_kernels` (for $C=E[\phi\phi]$ and
 $\dot C = E[\phi'\phi']$) and :func:`gaussian_expectation` (any pair $f, g$):
 
-- **closed forms** (:mod:`kernelcalc.duals`): relu/step arc-cosine, leaky relu, erf
+- **closed forms** (:mod:`kernelcalc.theory.duals`): relu/step arc-cosine, leaky relu, erf
   arcsin, sin/cos, every polynomial (Isserlis);
 - **Cartesian trapezoid** for smooth activations. With $a=\sqrt{q_1}z_1$,
   $b=\sqrt{q_2}(r z_1+\sqrt{1-r^2}\,z_2)$, $r=c/\sqrt{q_1q_2}$,
@@ -37,7 +37,7 @@ import mpmath as mp
 import numpy as np
 import sympy as sp
 
-from ._validation import accuracy_shortfall
+from .._validation import accuracy_shortfall
 from .activations import Activation, X, resolve_activation
 from .duals import closed_form_dual
 

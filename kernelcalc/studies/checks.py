@@ -8,7 +8,7 @@ r"""Pre-flight checks of a data set against the hypotheses of the Neural-ODE NTK
 - is the limiting NTK Gram $\Theta^\infty(X, X)$ strictly positive definite:
   $\lambda_{\min} > \mathrm{tol}$, and how well conditioned is it?
 - with ``certify=True``: a *proven* lower bound ``lambda_min_certified`` on $\lambda_{\min}$
-  (:mod:`kernelcalc.certify`: verified Cholesky plus the Gram's entrywise error bound);
+  (:mod:`kernelcalc.studies.certify`: verified Cholesky plus the Gram's entrywise error bound);
 - the step size of Theorem 2 of Gao et al., $\eta = 1/\|X\|_2^2$ ($\|X\|_2$ the spectral
   norm of the data matrix), and the predicted per-step contraction of the training loss
   $1 - \eta\,\lambda_{\min}$.
@@ -30,10 +30,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .kernels._result import JsonResult, jsonable
+from .._results import JsonResult, jsonable
 
-from ._validation import KernelcalcInputError, as_inputs, nonnegative, positive
-from .activations import resolve_activation
+from .._validation import KernelcalcInputError, as_inputs, nonnegative, positive
+from ..theory.activations import resolve_activation
 
 __all__ = ["CheckReport", "GramSummary", "check", "gram_summary", "GRAM_MODES"]
 
@@ -71,7 +71,7 @@ class GramSummary:
 
 def gram_summary(K) -> GramSummary:
     r""":class:`GramSummary` of a symmetric matrix; $\lambda_{\min}$, $\lambda_{\max}$ from
-    :func:`kernelcalc.spectrum.spectrum` (with their error bounds)."""
+    :func:`kernelcalc.studies.spectrum.spectrum` (with their error bounds)."""
     from .spectrum import spectrum
 
     K = np.asarray(K, dtype=np.float64)
@@ -95,7 +95,7 @@ class CheckReport(JsonResult):
 
     - ``activation``, ``params``: what was checked (``T``, ``sigma_w``, ``sigma_u``,
       ``sigma_v``, ``tol``, ``sphere_rtol``); ``n``, ``d``: the data shape.
-    - ``assumption1``: the :class:`~kernelcalc.assumptions.Assumption1Report`.
+    - ``assumption1``: the :class:`~kernelcalc.theory.assumptions.Assumption1Report`.
     - ``on_sphere``: every row has $|\|x\|^2/d - 1| \le$ ``sphere_rtol``;
       ``sphere_deviation`` is the worst $|\|x\|^2/d - 1|$.
     - ``distinct``: no two rows are equal; ``duplicate_pairs`` lists (up to 10) equal pairs;
@@ -113,7 +113,7 @@ class CheckReport(JsonResult):
       ``certificate``: ``"rigorous"`` (identity activation: interval-arithmetic Gram) or
       ``"a-posteriori discretisation estimate"`` (float Gram, $r$ = ``info["error_estimate"]``);
       ``entry_radius``: that $r$; ``certification``: the full
-      :class:`~kernelcalc.certify.CertifiedLambdaMin`.
+      :class:`~kernelcalc.studies.certify.CertifiedLambdaMin`.
     - ``ok``: no problems; ``problems``: why not; ``warnings``: things worth knowing
       that do not by themselves invalidate the theory's conclusion.
     """
@@ -257,7 +257,7 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
       otherwise the verdict is already "not OK"; the report then has ``gram=None``,
       NaN ``lambda_min`` and the reason in ``gram_skipped``. ``"always"`` computes it anyway.
     - ``certify``: also prove a lower bound on $\lambda_{\min}$ (``report.lambda_min_certified``, see
-      :mod:`kernelcalc.certify`); the report is then not ok unless the bound is $> 0$.
+      :mod:`kernelcalc.studies.certify`); the report is then not ok unless the bound is $> 0$.
       Needs the Gram: with ``gram="if_applicable"`` and a failed cheap check there is no certificate
       (``lambda_min_certified`` is ``None``).
     - ``client``: a ``dask.distributed.Client`` or scheduler address: the NTK Gram's tiles run there.
@@ -270,13 +270,13 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
     """
     import warnings as _warnings
 
-    from .assumptions import Assumption1Warning, analyse
-    from .kernels import node_kernel
+    from ..theory.assumptions import Assumption1Warning, analyse
+    from ..kernels import node_kernel
 
     if not isinstance(certify, (bool, np.bool_)):
         raise KernelcalcInputError(f"certify must be True or False, got {certify!r}")
     if client is not None:   # an unreachable scheduler is an input error, not a failed check
-        from .kernels._tiles import connect
+        from ..kernels._tiles import connect
 
         client = connect(client)
 
@@ -360,7 +360,7 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
 
 def _certify(X, act, params, K, gram):
     """Certified lambda_min of the NTK Gram: rigorous (arb) for the identity activation, else against
-    the float Gram ``K`` and its ``info["error_estimate"]`` (see :func:`kernelcalc.certify.certify_ntk`)."""
+    the float Gram ``K`` and its ``info["error_estimate"]`` (see :func:`kernelcalc.studies.certify.certify_ntk`)."""
     from .certify import certify_ntk
 
     node = {k: params[k] for k in ("T", "sigma_w", "sigma_u", "sigma_v")}

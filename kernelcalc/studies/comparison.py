@@ -18,8 +18,8 @@ import dataclasses
 
 import numpy as np
 
-from ._validation import as_inputs, positive, positive_int
-from .kernels._result import JsonResult
+from .._validation import as_inputs, positive, positive_int
+from .._results import JsonResult
 
 __all__ = ["compare_models", "ModelComparison", "MODEL_LABELS", "plot_model_comparison"]
 
@@ -70,7 +70,8 @@ def compare_models(X, *, activation, T=1.0, depth=8, sigma_w=1.0, sigma_u=1.0, s
 
     **Returns:** :class:`ModelComparison` (``.table()``, ``.to_json()``).
     """
-    import kernelcalc as kc
+    from .. import kernels as kc
+    from ..theory.activations import resolve_activation
 
     X = as_inputs(X, "X")
     T, sw, su, sv = (positive(n, v) for n, v in (("T", T), ("sigma_w", sigma_w), ("sigma_u", sigma_u),
@@ -97,7 +98,7 @@ def compare_models(X, *, activation, T=1.0, depth=8, sigma_w=1.0, sigma_u=1.0, s
         lmin[m], lmax[m] = float(ev[0]), float(ev[-1])
         cond[m] = float(ev[-1] / ev[0]) if ev[0] > 0 else float("inf")
     labels = tuple(MODEL_LABELS[m].format(L=depth) for m in fns)
-    act = kc.resolve_activation(activation).name
+    act = resolve_activation(activation).name
     params = dict(activation=act, T=T, depth=depth, sigma_w=sw, sigma_u=su, sigma_v=sv, sigma_b=sigma_b,
                   n_inputs=int(X.shape[0]), dim=int(X.shape[1]))
     return ModelComparison(models=tuple(fns), labels=labels, rho=tuple(rho.tolist()), nngp=nngp, ntk=ntk,

@@ -66,9 +66,9 @@ from fractions import Fraction
 
 import numpy as np
 
-from ._validation import KernelcalcInputError, as_inputs, nonnegative, positive, positive_int
-from .activations import resolve_activation
-from .kernels._result import JsonResult, Kernel
+from .._validation import KernelcalcInputError, as_inputs, nonnegative, positive, positive_int
+from ..theory.activations import resolve_activation
+from .._results import JsonResult, Kernel
 
 __all__ = ["CertifiedLambdaMin", "certify_lambda_min", "certify_ntk", "rigorous_kernel",
            "verified_cholesky_bound", "RIGOROUS", "ESTIMATE"]
@@ -190,7 +190,7 @@ def certify_lambda_min(K, entry_radius: float = 0.0, *, radius_kind: str = "rigo
     r"""A proven lower bound on $\lambda_{\min}$ of every symmetric matrix within ``entry_radius`` of ``K``.
 
     Verified Cholesky of $K-tI$ (Rump 2006) with rigorous rounding-error bounds, then Weyl's
-    inequality $\lambda_{\min}(K^\infty)\ge\lambda_{\min}(K)-N r$ (see :mod:`kernelcalc.certify`).
+    inequality $\lambda_{\min}(K^\infty)\ge\lambda_{\min}(K)-N r$ (see :mod:`kernelcalc.studies.certify`).
 
     **Arguments:**
 
@@ -272,7 +272,7 @@ _MLP_DUALS = ("relu", "leaky_relu", "erf")
 
 
 def _arb_dual(name: str, alpha: float, flint):
-    r"""$(C, \dot C)(q_1, q_2, c)$ in arb for the closed-form activations of :mod:`kernelcalc.duals`.
+    r"""$(C, \dot C)(q_1, q_2, c)$ in arb for the closed-form activations of :mod:`kernelcalc.theory.duals`.
 
     ``same=True`` means the two inputs are identical, so $c = q_1 = q_2$ and $\rho = 1$ exactly.
     The correlation $\rho=c/\sqrt{q_1q_2}$ is intersected with $[-1,1]$ and $1-\rho^2$ with
@@ -310,7 +310,7 @@ def _arb_dual(name: str, alpha: float, flint):
 
 
 def _mlp_activation(act) -> tuple[str, float]:
-    from .duals import closed_form_dual
+    from ..theory.duals import closed_form_dual
 
     dual = closed_form_dual(act)
     name = None if dual is None else dual.name.split("(")[0]
@@ -322,7 +322,7 @@ def _mlp_activation(act) -> tuple[str, float]:
 
 
 def _is_identity(act) -> bool:
-    from .activations import X as _x
+    from ..theory.activations import X as _x
 
     return act.expr == _x
 
@@ -448,9 +448,9 @@ def _mlp_params(params) -> dict:
 
 
 def _mlp(G, X, act, params, flint):
-    r"""The ``stax`` recursion of :mod:`kernelcalc.recursion` (``mlp_input_nngp``, ``mlp_nngp_step``,
+    r"""The ``stax`` recursion of :mod:`kernelcalc.theory.recursion` (``mlp_input_nngp``, ``mlp_nngp_step``,
     ``mlp_ntk_step``) on arb entries, one input pair at a time."""
-    from . import recursion as rec
+    from ..theory import recursion as rec
 
     name, alpha = _mlp_activation(act)
     used = _mlp_params(params)
@@ -512,7 +512,7 @@ def certify_ntk(X, *, model: str = "node", activation, kernel: Kernel | None = N
         K = rigorous_kernel(X, model=model, activation=act, **params)
         return certify_lambda_min(K.ntk, K.info["ntk_radius"], radius_kind="rigorous", lambda_estimate=lambda_estimate)
     if kernel is None:
-        from . import kernels
+        from .. import kernels
 
         fn = {"node": kernels.node_kernel, "mlp": kernels.mlp_kernel, "resnet": kernels.resnet_kernel}[model]
         kernel = fn(X, activation=act, **params)

@@ -47,8 +47,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ._validation import KernelcalcInputError, accuracy_shortfall, positive_int
-from .kernels._result import JsonResult, on_disk
+from .._validation import KernelcalcInputError, accuracy_shortfall, positive_int
+from .._results import JsonResult, on_disk
 
 __all__ = ["Spectrum", "spectrum", "DENSE_MAX"]
 
@@ -99,7 +99,7 @@ class Spectrum(JsonResult):
 def _resolve_matrix(A, kernel_args):
     """(matrix: ndarray or zarr array, source description)."""
     if kernel_args:
-        from . import kernels
+        from .. import kernels
 
         args = dict(kernel_args)
         model = args.pop("model", "node")
@@ -110,7 +110,7 @@ def _resolve_matrix(A, kernel_args):
         fn = {"node": kernels.node_kernel, "resnet": kernels.resnet_kernel, "mlp": kernels.mlp_kernel}[model]
         K = fn(A, outputs=("ntk",), **args)
         return K.ntk, f"{model} NTK Gram of the data"
-    from .kernels import Kernel
+    from ..kernels import Kernel
 
     if isinstance(A, Kernel):
         if A.ntk is None:
@@ -301,7 +301,7 @@ def spectrum(A, k: int = 1, which: str = "smallest", *, method: str = "auto", ve
     if asym > 1e-12 * max(amax, 1e-300):
         raise KernelcalcInputError(f"A is not symmetric: max |A_ij - A_ji| = {asym:.3e} (max |A_ij| = {amax:.3e})")
 
-    from .kernels._tiles import available_memory
+    from ..kernels._tiles import available_memory
 
     fits = 8.0 * n * n * (1 if isinstance(A, np.ndarray) else 2) <= 0.45 * available_memory()
     if not isinstance(A, np.ndarray) and fits:

@@ -26,9 +26,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ._validation import KernelcalcInputError, as_inputs, positive, positive_int
-from .activations import resolve_activation
-from .kernels._result import JsonResult
+from .._validation import KernelcalcInputError, as_inputs, positive, positive_int
+from ..theory.activations import resolve_activation
+from .._results import JsonResult
 
 __all__ = ["harmonic_dimension", "sphere_polynomial_dimension", "feature_degree", "feature_rank_bound",
            "LambdaMinTable", "lambda_min_table"]
@@ -137,7 +137,7 @@ def lambda_min_table(X, Ns: Sequence[int], *, activations=("x**2", "softplus"),
 
     **Returns:** a :class:`LambdaMinTable`.
     """
-    from .kernels import mlp_kernel, node_kernel, resnet_kernel
+    from ..kernels import mlp_kernel, node_kernel, resnet_kernel
 
     X = as_inputs(X, "X")
     T, rank_rtol = positive("T", T), positive("rank_rtol", rank_rtol)

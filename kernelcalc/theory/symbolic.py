@@ -1,10 +1,10 @@
 r"""Symbolic derivation of the kernel recursions: :func:`derive`.
 
-Everything is built by calling the recursion functions of :mod:`kernelcalc.recursion` on
+Everything is built by calling the recursion functions of :mod:`kernelcalc.theory.recursion` on
 sympy symbols, functions, ``Integral`` and ``Sum`` objects -- the symbolic and the numeric
 paths share one definition of every recursion.  The dual kernels
 $C(q_1,q_2,c) = E[\phi(a)\phi(b)]$ and $\dot C = E[\phi'(a)\phi'(b)]$ are the closed forms of
-:mod:`kernelcalc.duals` where they exist, else the unevaluated Gaussian integral
+:mod:`kernelcalc.theory.duals` where they exist, else the unevaluated Gaussian integral
 
 $$E[f(a)g(b)] = \int\!\!\int f(a)g(b)\,
 \frac{\exp\!\big(-\frac{q_2a^2 - 2cab + q_1b^2}{2(q_1q_2-c^2)}\big)}{2\pi\sqrt{q_1q_2-c^2}}\,da\,db .$$
@@ -64,7 +64,7 @@ _SYMBOL_DOC = {
 def gaussian_expectation(f: sp.Expr, g: sp.Expr, v1, v2, cov) -> sp.Integral:
     r"""Unevaluated $E[f(a)g(b)]$, $(a,b)$ centred Gaussian with variances ``v1, v2``, covariance ``cov``.
 
-    ``f`` and ``g`` are expressions in :data:`kernelcalc.activations.X`.  When the three
+    ``f`` and ``g`` are expressions in :data:`kernelcalc.theory.activations.X`.  When the three
     arguments coincide ($a = b$ almost surely) the one-dimensional integral is returned.
     """
     fa = f.subs(X, _a)

@@ -1,0 +1,1 @@
+"""Studies: analyses that combine kernels with data (checks, spectra, certificates, horizons, comparisons)."""

@@ -1,0 +1,1 @@
+"""Theory: activations, Assumption 1, Gaussian expectations, dual kernels, recursions, symbolic derivations."""
