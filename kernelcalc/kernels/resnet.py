@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from .._x64 import float64
 from .._validation import as_input_pair, positive, positive_int, positive_sigmas
 from ..theory.activations import resolve_activation
 from ..theory.assumptions import warn_if_assumption1_fails
@@ -44,6 +45,7 @@ def euler_discretisation(L: int, T: float) -> Discretisation:
     return Discretisation(f"euler(L={L}, T={T!r})", A.astype(float), B.astype(float), P, w.astype(float))
 
 
+@float64
 def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
                   progress: bool | None = None, outputs=("nngp", "ntk"), out=None, client=None,
                   strict: bool = False, weights: str = "tied") -> Kernel:
