@@ -211,3 +211,108 @@ def test_float32_user_gets_float64_accuracy(runs):
     got = runs["float32"]["arrays"]
     np.testing.assert_allclose(got["mlp.nngp"], nngp, rtol=0, atol=1e-13)
     np.testing.assert_allclose(got["mlp.ntk"], ntk, rtol=0, atol=1e-13)
+
+
+# Public functions that run no jax (numpy, sympy, flint, validation): they need no context.
+NOT_JAX = {
+    "kernelcalc": {"resolve_activation", "analyse", "derive", "feature_rank_bound"},
+    "kernelcalc.empirical": {"make_network", "fit_slope"},
+    "kernelcalc.training": {"default_lr", "polynomial_target", "sad_data"},
+    "kernelcalc.studies.certify": {"verified_cholesky_bound"},
+    "kernelcalc.studies.checks": {"gram_summary"},
+    "kernelcalc.studies.comparison": {"plot_model_comparison"},
+    "kernelcalc.studies.horizon": {"predicted_steps"},
+    "kernelcalc.studies.polynomial": {"harmonic_dimension", "sphere_polynomial_dimension", "feature_degree",
+                                      "feature_rank_bound"},
+    "kernelcalc.theory.gaussian": {"hermite_order", "choose_step", "expect_mpmath", "hermite_q_limit"},
+}
+# Methods of public classes that run jax.
+JAX_METHODS = {
+    "kernelcalc.theory.gaussian.DualKernels": ("__call__", "C", "marginal", "from_marginals"),
+    "kernelcalc.theory.gaussian.TrapezoidRule": ("expect_pairs",),
+    "kernelcalc.theory.gaussian.PolarSectorRule": ("expect_pairs",),
+    "kernelcalc.theory.gaussian.HermiteRule": ("coefficients", "expect_pairs"),
+    "kernelcalc.kernels.ode.GoursatSolver": ("__call__",),
+}
+
+
+def test_every_public_jax_function_computes_in_float64():
+    """Each public function of the namespaces users call is wrapped by ``float64`` unless it runs no jax;
+    a new public function fails here until it is wrapped or listed in NOT_JAX."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import kernelcalc
+    from kernelcalc._x64 import is_float64
+
+    spaces = ["kernelcalc", "kernelcalc.kernels", "kernelcalc.empirical", "kernelcalc.training",
+              "kernelcalc.theory.gaussian"]
+    spaces += [m.name for m in pkgutil.iter_modules(kernelcalc.studies.__path__, "kernelcalc.studies.")]
+    missing, checked = [], 0
+    for space in spaces:
+        mod = importlib.import_module(space)
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            if inspect.isclass(obj) or inspect.ismodule(obj) or not callable(obj):
+                continue
+            checked += 1
+            if not is_float64(obj) and name not in NOT_JAX.get(space, ()):
+                missing.append(f"{space}.{name}")
+    for path, methods in JAX_METHODS.items():
+        mod, cls = path.rsplit(".", 1)
+        for m in methods:
+            checked += 1
+            if not is_float64(getattr(getattr(importlib.import_module(mod), cls), m)):
+                missing.append(f"{path}.{m}")
+    assert not missing, missing
+    assert checked > 40
+    # the lazy names resolve to the wrapped functions themselves
+    assert is_float64(kernelcalc.train) and is_float64(kernelcalc.empirical_ntk) and is_float64(kernelcalc.sweep_T)
+    # and the guard is not vacuous: a plain function is not float64
+    assert not is_float64(kernelcalc.resolve_activation)
+
+
+def test_float64_decorator_is_scoped_and_follows_the_callers_trace():
+    """In this process: the wrapper turns x64 on for the call only, and inside a trace of the caller's
+    (x64 off) it leaves the setting alone.  (Runs whatever this process's setting is.)"""
+    import jax
+    import jax.numpy as jnp
+
+    from kernelcalc._x64 import float64
+
+    @float64
+    def f(x):
+        return jnp.asarray(x, jnp.float64) * 2, bool(jax.enable_x64.value)
+
+    with jax.enable_x64(False):
+        y, on = f(np.ones(2))
+        assert on and y.dtype == np.float64
+        assert not jax.enable_x64.value and jnp.ones(1).dtype == np.float32
+        seen = []
+
+        @jax.jit
+        def user(x):
+            y, on = f(x)
+            seen.append(on)
+            return y
+
+        with pytest.warns(UserWarning, match="float64"):   # jax: a float64 request inside a float32 trace
+            assert user(np.ones(2, np.float32)).dtype == np.float32
+        assert seen == [False]
+    with jax.enable_x64(True):
+        assert f(np.ones(2))[0].dtype == np.float64 and jax.enable_x64.value
+
+
+def test_warnings_still_point_at_the_users_line():
+    """The float64 wrapper adds a frame: the Assumption-1 warning of a kernel still names the caller."""
+    import warnings
+
+    import kernelcalc as kc
+
+    X = np.array([[1.0, 0.0], [0.6, 0.8]]) * np.sqrt(2.0)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        kc.resnet_kernel(X, activation="relu", depth=2)
+    got = [w for w in rec if issubclass(w.category, kc.Assumption1Warning)]
+    assert len(got) == 1 and got[0].filename == __file__, [(w.filename, w.lineno) for w in got]

@@ -208,9 +208,10 @@ def structured_ntk(params, x1, x2, net: Network, quad_nodes: int = 32):
 
 
 # ----------------------------------------------------------------------------- failures as clear errors
-def warn_assumption1(net: Network, context: str, stacklevel: int = 3) -> None:
+def warn_assumption1(net: Network, context: str, stacklevel: int = 4) -> None:
     """One :class:`~kernelcalc.Assumption1Warning` for a Neural ODE / ResNet whose activation fails
-    Assumption 1 (the MLP is not the subject of that theory). ``stacklevel`` 3: the caller's caller."""
+    Assumption 1 (the MLP is not the subject of that theory). ``stacklevel`` 4: the caller's caller,
+    past the :func:`~kernelcalc._x64.float64` wrapper of the public function."""
     if net.model in ("node", "resnet"):
         warn_if_assumption1_fails(net.activation, context=context, stacklevel=stacklevel)
 

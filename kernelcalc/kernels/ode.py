@@ -482,7 +482,7 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     if time_nodes is not None:
         time_nodes = positive_int("time_nodes", time_nodes, minimum=2)
     act = resolve_activation(activation)
-    warn_if_assumption1_fails(act, context="node_kernel")
+    warn_if_assumption1_fails(act, context="node_kernel", stacklevel=3)   # past the float64 wrapper
     t0 = time.perf_counter()
     a, b, same = as_input_pair(x1, x2)
     P = time_elements(T, sigma_w)

@@ -66,7 +66,7 @@ def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u
     T = positive("T", T)
     sigma_w, sigma_u, sigma_v = positive_sigmas(sigma_w, sigma_u, sigma_v)
     act = resolve_activation(activation)
-    warn_if_assumption1_fails(act, context="resnet_kernel")
+    warn_if_assumption1_fails(act, context="resnet_kernel", stacklevel=3)   # past the float64 wrapper
     t0 = time.perf_counter()
     a, b, same = as_input_pair(x1, x2)
     solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, M=depth,
