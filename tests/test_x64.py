@@ -233,6 +233,7 @@ JAX_METHODS = {
     "kernelcalc.theory.gaussian.PolarSectorRule": ("expect_pairs",),
     "kernelcalc.theory.gaussian.HermiteRule": ("coefficients", "expect_pairs"),
     "kernelcalc.kernels.ode.GoursatSolver": ("__call__",),
+    "kernelcalc.theory.duals.ClosedFormDual": ("__call__",),
 }
 
 
