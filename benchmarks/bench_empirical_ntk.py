@@ -18,9 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import kernelcalc  # noqa: F401  (enables float64)
 from kernelcalc.empirical import init_params, make_network
 from kernelcalc.empirical.ntk import network_ntk
+
+# This script builds its own jax arrays (the inputs) and owns its process: float64 for all of it.
+# (kernelcalc's functions compute in float64 either way; ``import kernelcalc`` does not set this.)
+jax.config.update("jax_enable_x64", True)
 
 
 def _time(params, X, net, method, repeat):

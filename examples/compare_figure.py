@@ -10,7 +10,6 @@ import argparse
 
 import numpy as np
 
-import kernelcalc  # noqa: F401
 from kernelcalc.empirical import compare
 from kernelcalc.plotting import plot_compare
 from kernelcalc.data import sphere_normalise

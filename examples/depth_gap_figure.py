@@ -11,7 +11,6 @@ import argparse
 
 import numpy as np
 
-import kernelcalc  # noqa: F401
 from kernelcalc.empirical import depth_gap, gradient_mode_gap
 from kernelcalc.data import sphere_normalise
 

@@ -1,15 +1,15 @@
 """kernelcalc: infinite-width kernel theory of Neural ODEs, symbolically and numerically.
 
 Public API (explicit re-exports only).
+
+Importing kernelcalc leaves jax's configuration alone (``jax_enable_x64`` stays what the user set):
+every public function that runs jax computes in float64 inside the scoped ``jax.enable_x64(True)``
+context (see :mod:`kernelcalc._x64`).
 """
 
-import jax as _jax
-
-_jax.config.update("jax_enable_x64", True)
-
-from .theory.activations import Activation, ActivationError, BUILTIN_NAMES, resolve_activation  # noqa: E402
-from ._validation import KernelcalcAccuracyError, KernelcalcAccuracyWarning, KernelcalcInputError  # noqa: E402
-from .kernels import Kernel, deq_kernel, mlp_kernel, node_kernel, resnet_kernel  # noqa: E402
+from .theory.activations import Activation, ActivationError, BUILTIN_NAMES, resolve_activation
+from ._validation import KernelcalcAccuracyError, KernelcalcAccuracyWarning, KernelcalcInputError
+from .kernels import Kernel, deq_kernel, mlp_kernel, node_kernel, resnet_kernel
 
 __all__ = [
     "Activation", "ActivationError", "BUILTIN_NAMES", "resolve_activation", "KernelcalcInputError",

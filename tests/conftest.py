@@ -1,6 +1,23 @@
 """Test-session settings: the CLI's persistent jax compilation cache stays off in tests, so CliRunner
-runs neither write to the user's cache folder nor change this process's jax configuration."""
+runs neither write to the user's cache folder nor change this process's jax configuration.
+
+The suite runs as a float32 user: ``import kernelcalc`` leaves ``jax_enable_x64`` off, so every
+kernelcalc function must compute in float64 by itself (tests/test_x64.py pins that).  A test that
+builds its own jax arrays or transformations turns float64 on for itself (the :func:`x64` fixture,
+or ``@jax.enable_x64(True)`` on its helper).
+"""
 
 import os
 
+import pytest
+
 os.environ.setdefault("KERNELCALC_JAX_CACHE", "0")
+
+
+@pytest.fixture
+def x64():
+    """Run the test inside ``jax.enable_x64(True)`` (scoped to this test)."""
+    import jax
+
+    with jax.enable_x64(True):
+        yield

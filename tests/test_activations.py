@@ -28,6 +28,7 @@ def test_derivative_matches_finite_differences(name):
 
 
 @pytest.mark.parametrize("name", BUILTIN_NAMES)
+@pytest.mark.usefixtures("x64")      # jax_fn follows the caller's precision: float64 here
 def test_jax_callables_agree_with_symbolic_definition(name):
     # checks the hand-written stable overrides (softplus, sigmoid, silu) against sympy's expression
     act = resolve_activation(name)

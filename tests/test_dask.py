@@ -29,6 +29,7 @@ def client(request):
     cluster.close()
 
 
+@pytest.mark.usefixtures("x64")    # it evaluates plan.block itself (kernelcalc's tile task enters float64)
 def test_plan_survives_pickling():
     """What the worker processes receive: the plan, cloudpickled; its tiles are bit for bit the same."""
     import pickle

@@ -87,6 +87,7 @@ def test_bad_input():
         make_network("deq", activation="tanh", width=8, depth=3)
 
 
+@jax.enable_x64(True)   # this helper builds its own jax arrays: float64 (kernelcalc no longer sets x64 globally)
 def _mc(width, n_samples, seed, sw=0.8, su=1.0, sb=0.2):
     net = make_network("deq", activation="tanh", width=width, sigma_w=sw, sigma_u=su, sigma_b=sb)
 

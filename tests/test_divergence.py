@@ -79,6 +79,7 @@ def test_interpolation_converges(interpolating):
     assert r.loss_decay_exponent is None and r.grad_norm[-1] < 1e-10
 
 
+@pytest.mark.usefixtures("x64")
 def test_flow_matches_independent_euler(sad):
     """The recorded state near t = 1 against explicit Euler on the MLPParams pytree (model_apply, not the flat
     vector): Euler's O(dt) error and its Richardson extrapolation 2E(dt/2) - E(dt)."""

@@ -1,6 +1,6 @@
 """The package layout reads as the pipeline: no import cycle, no import that climbs back up.
 
-Layers, lowest first: the root utilities (``_validation``, ``_results``, ``data``, ``plotting``)
+Layers, lowest first: the root utilities (``_validation``, ``_results``, ``_x64``, ``data``, ``plotting``)
 -> ``theory`` -> ``kernels`` -> ``empirical`` -> ``training`` -> ``studies`` -> ``cli``. A module may
 import from its own layer or a lower one, never from the package top (``kernelcalc/__init__``).
 Function-local imports count: a lazy import is still an edge of the graph.
@@ -14,7 +14,7 @@ import pathlib
 import kernelcalc
 
 ROOT = pathlib.Path(kernelcalc.__file__).parent
-LAYERS = {"_validation": 0, "_results": 0, "data": 0, "plotting": 0, "theory": 1, "kernels": 2, "empirical": 3,
+LAYERS = {"_validation": 0, "_results": 0, "_x64": 0, "data": 0, "plotting": 0, "theory": 1, "kernels": 2, "empirical": 3,
           "training": 4, "studies": 5, "cli": 6}
 
 

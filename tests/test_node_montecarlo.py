@@ -28,6 +28,7 @@ from reference_node import two_inputs
 BIAS_COEFF = 3.0
 
 
+@jax.enable_x64(True)   # this helper builds its own jax arrays: float64 (kernelcalc no longer sets x64 globally)
 def simulate(activation, X, *, width, n_networks, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, steps=16,
              seed=0, batch=50):
     """Per-network (NNGP estimate, NTK) Gram matrices, each of shape (n_networks, N, N)."""

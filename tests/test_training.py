@@ -25,6 +25,7 @@ X, Y = sphere(6, 12)
 
 @pytest.mark.parametrize("model,kw", [("node", dict(solver="rk4", steps=4)), ("node", dict(solver="euler", steps=5)),
                                       ("resnet", dict(depth=3))])
+@pytest.mark.usefixtures("x64")
 def test_batched_apply_is_model_apply(model, kw):
     net = make_network(model, activation="softplus", width=16, **kw)
     p = init_params(jax.random.PRNGKey(1), net, X.shape[1])
@@ -60,6 +61,7 @@ def test_flow_reported_at_gd_times_and_close_to_gd_for_small_lr():
 
 
 
+@pytest.mark.usefixtures("x64")
 def test_flow_gap_is_first_order_in_the_step_size():
     lrs = [0.04, 0.02, 0.01]
     r = flow_gap(X, Y, lrs=lrs, t_max=0.64, n_compare=4, width=16, seed=0)

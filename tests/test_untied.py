@@ -109,6 +109,7 @@ def test_bad_input():
         kc.node_kernel(X * 3, activation="quadratic", weights="untied", T=5.0, sigma_w=2.0)
 
 
+@pytest.mark.usefixtures("x64")
 def test_structured_ntk_equals_jacobian_ntk():
     net = make_network("node_untied", activation="softplus", width=12, steps=5)
     p = init_params(jax.random.PRNGKey(3), net, 3)
@@ -118,6 +119,7 @@ def test_structured_ntk_equals_jacobian_ntk():
     assert np.max(np.abs(np.asarray(ntk) - J @ J.T)) < 1e-12 * np.max(np.abs(J @ J.T))
 
 
+@jax.enable_x64(True)   # this helper builds its own jax arrays: float64 (kernelcalc no longer sets x64 globally)
 def _mc(model, width, n_samples, seed, **kw):
     """Per-network NTK and v-averaged NNGP sigma_v^2/n phi(h^L(x)).phi(h^L(y)) (exactly E[f f | U, W])."""
     net = make_network(model, activation="softplus", width=width, **kw)

@@ -22,6 +22,11 @@ def main(ctx):
     Compiled kernels are cached on disk between runs (KERNELCALC_JAX_CACHE: the folder, default
     ~/.cache/kernelcalc/jax; "0" turns the cache off).
     """
+    import jax
+
+    # The command runs in float64 (the library's functions enter this context themselves; the CLI
+    # holds it for the whole command), scoped: a CliRunner or a notebook keeps its own jax setting.
+    ctx.with_resource(jax.enable_x64(True))
     enable_compilation_cache()
     import warnings
 

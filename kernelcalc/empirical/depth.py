@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._x64 import float64
 from .._validation import KernelcalcInputError, as_input_pair, positive_int
 from .._results import JsonResult
 from ..kernels.untied import check_weights
@@ -92,6 +93,7 @@ class DepthGap(JsonResult):
 
 
 
+@float64
 def depth_gap(X, *, activation, width=256, depths: Sequence[int] = (2, 4, 8, 16, 32, 64, 128, 256), T=1.0,
               seed=0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, solver="dopri8", rtol=1e-11, atol=1e-11,
               gradient="discretize", fit_from: int = 1, progress=True, weights: str = "tied") -> DepthGap:
@@ -158,6 +160,7 @@ class GradientModeGap(JsonResult):
 
 
 
+@float64
 def gradient_mode_gap(X, *, activation, width=128, tolerances: Sequence[float] = (1e-4, 1e-6, 1e-8, 1e-10),
                       T=1.0, seed=0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, solver="tsit5",
                       progress=True) -> GradientModeGap:

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import optimistix as optx
 
+from .._x64 import float64
+
 __all__ = ["DEQParams", "deq_init", "deq_equilibrium", "deq_apply"]
 
 
@@ -34,6 +36,7 @@ class DEQParams(NamedTuple):
     v: jax.Array
 
 
+@float64
 def deq_init(key, net, d: int) -> DEQParams:
     """iid $N(0,1)$ parameters of the DEQ."""
     n = net.width
@@ -42,6 +45,7 @@ def deq_init(key, net, d: int) -> DEQParams:
     return DEQParams(U=normal(ku, (n, d)), W=normal(kw, (n, n)), b=normal(kb, (n,)), v=normal(kv, (n,)))
 
 
+@float64
 def deq_equilibrium(params: DEQParams, x, net):
     r"""$h^\star(x)$ for one input ``x`` (d,): optimistix Newton on $h=F(h)$, implicit adjoint."""
     phi, n = net.activation.jax_fn, net.width
@@ -57,6 +61,7 @@ def deq_equilibrium(params: DEQParams, x, net):
     return sol.value
 
 
+@float64
 def deq_apply(params: DEQParams, x, net):
     """$f(x)$ for one input (d,) or a batch (N, d)."""
     x = jnp.asarray(x, jnp.float64)

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._x64 import float64
 from ._extra import extra_apply, extra_describe, extra_init, extra_network_kwargs
 from .._validation import KernelcalcInputError, nonnegative, positive, positive_int
 from ..theory.activations import Activation, resolve_activation
@@ -205,6 +206,7 @@ def make_network(model: str = "node", *, activation, width: int, T=1.0, depth=No
 
 
 # ----------------------------------------------------------------------------- parameters
+@float64
 def init_params(key, net: Network, d: int):
     """iid $N(0,1)$ parameters for ``net`` on inputs of dimension ``d`` (a pytree of float64 arrays)."""
     d = positive_int("d", d)
@@ -292,6 +294,7 @@ def _apply_one(params, x, net: Network):
     return net.out_w_std / math.sqrt(n) * (params.w_out @ phi(z)) + net.out_b_std * params.b_out
 
 
+@float64
 def model_apply(params, x, net: Network):
     """Network output $f(x)$ for inputs ``x`` of shape (N, d) (or (d,)); returns shape (N,) (or ())."""
     x = jnp.asarray(x, jnp.float64)
@@ -303,6 +306,7 @@ def model_apply(params, x, net: Network):
 _FAST_SOLVERS = {"euler": ((), (1.0,)), "rk4": ((0.5, 0.5, 1.0), (1 / 6, 1 / 3, 1 / 3, 1 / 6))}
 
 
+@float64
 def batched_apply(params, X, net):
     r"""$f(X)$ for a batch ``X`` (N, d): the same map as :func:`kernelcalc.empirical.models.model_apply`.
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._x64 import float64
 from .._validation import KernelcalcInputError, as_input_pair, positive_int
 from .._results import JsonResult, Kernel, jsonable as _jsonable
 from .models import init_params, make_network
@@ -90,6 +91,7 @@ def _mean_se(samples):
     return samples.mean(axis=0), se
 
 
+@float64
 def monte_carlo(x1, x2=None, *, model="node", activation, width, n_samples=20, seed=0,
                 method="structured", quad_nodes=32, progress=True, **kwargs) -> Kernel:
     r"""Monte-Carlo NNGP and NTK of finite-width networks, with standard errors.
@@ -186,6 +188,7 @@ class Comparison(JsonResult):
         })
 
 
+@float64
 def compare(X, *, activation, T=1.0, widths: Sequence[int] = (64, 256, 1024), n_samples=20, model="node",
             seed=0, method="structured", quad_nodes=32, progress=True, analytic: Kernel | None = None,
             **kwargs) -> Comparison:

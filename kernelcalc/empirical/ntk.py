@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._x64 import float64
 from .._validation import KernelcalcInputError, as_input_pair, positive_int
 from ..theory.assumptions import warn_if_assumption1_fails
 from .._results import Kernel
@@ -57,6 +58,7 @@ METHODS = ("structured", "jacobian")
 
 
 # ----------------------------------------------------------------------------- naive reference
+@float64
 def jacobian_ntk(params, x1, x2, net: Network):
     """``(f(x1), f(x2), Θ)`` by flattening per-example gradients (``vmap(grad)``) and contracting."""
     vg = jax.vmap(jax.value_and_grad(_apply_one), in_axes=(None, 0, None))
@@ -181,6 +183,7 @@ def _node_adjoint_parts(params: NODEParams, x, net: Network, quad_nodes: int):
     return jax.vmap(one)(x)
 
 
+@float64
 def structured_ntk(params, x1, x2, net: Network, quad_nodes: int = 32):
     """``(f(x1), f(x2), Θ)`` by the structured contraction (see the module docstring)."""
     if net.model == "deq":
@@ -205,9 +208,10 @@ def structured_ntk(params, x1, x2, net: Network, quad_nodes: int = 32):
 
 
 # ----------------------------------------------------------------------------- failures as clear errors
-def warn_assumption1(net: Network, context: str, stacklevel: int = 3) -> None:
+def warn_assumption1(net: Network, context: str, stacklevel: int = 4) -> None:
     """One :class:`~kernelcalc.Assumption1Warning` for a Neural ODE / ResNet whose activation fails
-    Assumption 1 (the MLP is not the subject of that theory). ``stacklevel`` 3: the caller's caller."""
+    Assumption 1 (the MLP is not the subject of that theory). ``stacklevel`` 4: the caller's caller,
+    past the :func:`~kernelcalc._x64.float64` wrapper of the public function."""
     if net.model in ("node", "resnet"):
         warn_if_assumption1_fails(net.activation, context=context, stacklevel=stacklevel)
 
@@ -275,6 +279,7 @@ def flow_guard(net: Network, seed=None):
         log.removeFilter(mute)
 
 
+@float64
 @functools.partial(jax.jit, static_argnames=("net", "method", "quad_nodes"))
 def network_ntk(params, x1, x2, net: Network, method: str = "structured", quad_nodes: int = 32):
     """Jitted ``(f(x1), f(x2), Θ(x1, x2))`` of the network with parameters ``params``.
@@ -286,6 +291,7 @@ def network_ntk(params, x1, x2, net: Network, method: str = "structured", quad_n
     return structured_ntk(params, x1, x2, net, quad_nodes)
 
 
+@float64
 def empirical_ntk(x1, x2=None, *, model="node", activation, width, seed=0, T=1.0, depth=None,
                   gradient="discretize", solver="tsit5", steps=64, rtol=None, atol=None,
                   sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, w_std=1.0, b_std=0.0, out_w_std=1.0,

@@ -33,6 +33,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .._x64 import float64
+
 __all__ = ["UntiedParams", "untied_layers", "untied_init", "untied_apply", "untied_ntk", "coarsen"]
 
 
@@ -49,6 +51,7 @@ def untied_layers(net) -> int:
     return net.depth if net.model == "resnet_untied" else net.steps
 
 
+@float64
 def untied_init(key, net, d: int) -> UntiedParams:
     """iid $N(0,1)$ parameters of an untied network."""
     n, L = net.width, untied_layers(net)
@@ -76,6 +79,7 @@ def _forward(params: UntiedParams, x, net, probes=None):
     return f, zs, hL, c
 
 
+@float64
 def untied_apply(params: UntiedParams, x, net):
     """$f(x)$ for one input (d,) or a batch (N, d)."""
     x = jnp.asarray(x, jnp.float64)
@@ -95,6 +99,7 @@ def _parts(params, x, net):
     return f, lam, zs, net.activation.jax_fn(hL)
 
 
+@float64
 def untied_ntk(params: UntiedParams, x1, x2, net):
     """``(f(x1), f(x2), Θ)`` by the structured sum of the module docstring (exact, equals the Jacobian NTK)."""
     n, d, L = net.width, x1.shape[-1], params.Ws.shape[0]

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._x64 import float64
 from .._validation import KernelcalcInputError
 
 __all__ = ["OUTPUTS", "DEFAULT_TILE", "validate_outputs", "check_memory", "available_memory",
@@ -127,6 +128,7 @@ def tile_list(shape, same: bool, tile: int) -> tuple[list[slice], list[slice], l
     return rows, cols, todo
 
 
+@float64
 def _tile_task(plan, rows: slice, cols: slice, keep: tuple[bool, bool]):
     """One tile ``(nngp, ntk)`` of ``plan`` (``None`` for an output not asked for).  Module-level so
     that dask workers import it by reference."""

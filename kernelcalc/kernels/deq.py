@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
+from .._x64 import float64
 from .._validation import KernelcalcInputError, as_input_pair, nonnegative
 from ..theory.activations import resolve_activation
 from ..theory.gaussian import DEFAULT_TOL, DualKernels, dual_kernels
@@ -126,6 +127,7 @@ def _condition_error(act, sigma_w, rate, q, v):
         "the fixed point is not unique or not attracting; reduce sigma_w")
 
 
+@float64
 def deq_kernel(x1, x2=None, *, activation, sigma_w, sigma_u, sigma_b=0.0, sigma_v) -> Kernel:
     r"""Infinite-width NNGP and NTK of the deep equilibrium model (see the module docstring).
 

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._x64 import float64
 from ..theory import recursion as rec
 from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, as_input_pair, nonnegative, positive_int
 from ..theory.activations import resolve_activation
@@ -66,6 +67,7 @@ def _layer_variances(dual, depth, w_std, b_std, v):
     return np.array(out)
 
 
+@float64
 def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_std=1.0, out_b_std=0.0,
                progress: bool | None = None, outputs=("nngp", "ntk"), out=None, client=None,
                strict: bool = False) -> Kernel:

@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._x64 import float64
 from ..theory import recursion as rec
 from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, as_input_pair, positive, positive_int, positive_sigmas
 from ..theory.activations import resolve_activation
@@ -166,6 +167,7 @@ def time_elements(T: float, sigma_w: float) -> int:
 
 
 @functools.lru_cache(maxsize=32)
+@float64
 def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: float):
     A, B, P, w = (jnp.asarray(a) for a in (disc.A, disc.B, disc.P, disc.w))
     n = A.shape[0]
@@ -391,6 +393,7 @@ class GoursatSolver:
         self._check_cost(dual, pairs, disc.A.shape[0])
         return _compiled(dual, disc, self.sigma_w, self.sigma_v)[1]
 
+    @float64
     def __call__(self, sxx, syy, sxy):
         sxx, syy, sxy = (np.asarray(a, dtype=np.float64) for a in (sxx, syy, sxy))
         shape = sxy.shape
@@ -425,6 +428,7 @@ def check_tol(tol) -> float:
     return tol
 
 
+@float64
 def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
                 tol: float = 1e-10, time_nodes: int | None = None, progress: bool | None = None,
                 outputs=("nngp", "ntk"), out=None, client=None, strict: bool = False, weights: str = "tied") -> Kernel:
@@ -478,7 +482,7 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     if time_nodes is not None:
         time_nodes = positive_int("time_nodes", time_nodes, minimum=2)
     act = resolve_activation(activation)
-    warn_if_assumption1_fails(act, context="node_kernel")
+    warn_if_assumption1_fails(act, context="node_kernel", stacklevel=3)   # past the float64 wrapper
     t0 = time.perf_counter()
     a, b, same = as_input_pair(x1, x2)
     P = time_elements(T, sigma_w)

@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from .._x64 import float64
 from .._validation import as_input_pair, positive, positive_int, positive_sigmas
 from ..theory.activations import resolve_activation
 from ..theory.assumptions import warn_if_assumption1_fails
@@ -44,6 +45,7 @@ def euler_discretisation(L: int, T: float) -> Discretisation:
     return Discretisation(f"euler(L={L}, T={T!r})", A.astype(float), B.astype(float), P, w.astype(float))
 
 
+@float64
 def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
                   progress: bool | None = None, outputs=("nngp", "ntk"), out=None, client=None,
                   strict: bool = False, weights: str = "tied") -> Kernel:
@@ -64,7 +66,7 @@ def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u
     T = positive("T", T)
     sigma_w, sigma_u, sigma_v = positive_sigmas(sigma_w, sigma_u, sigma_v)
     act = resolve_activation(activation)
-    warn_if_assumption1_fails(act, context="resnet_kernel")
+    warn_if_assumption1_fails(act, context="resnet_kernel", stacklevel=3)   # past the float64 wrapper
     t0 = time.perf_counter()
     a, b, same = as_input_pair(x1, x2)
     solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, M=depth,

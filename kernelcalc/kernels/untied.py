@@ -62,6 +62,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._x64 import float64
 from .._validation import KernelcalcInputError, as_input_pair, positive, positive_int, positive_sigmas
 from ..theory.activations import resolve_activation
 from ..theory.gaussian import DEFAULT_TOL, DualKernels, dual_kernels
@@ -237,6 +238,7 @@ def _untied(x1, x2, *, activation, T, sigma_w, sigma_u, sigma_v, depth, tol, pro
     return Kernel(nngp=nngp, ntk=ntk, model=model, activation=act.name, params=params, info=info)
 
 
+@float64
 def untied_node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
                        tol: float = 1e-12, progress: bool = False) -> Kernel:
     r"""Infinite-width NNGP and NTK of the untied Neural ODE $dh=\sigma_w\,dB_t\,\phi(h)/\sqrt n$ on $[0,T]$.
@@ -252,6 +254,7 @@ def untied_node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1
                    depth=None, tol=tol, progress=progress, model="node_untied")
 
 
+@float64
 def untied_resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
                          progress: bool = False) -> Kernel:
     r"""Infinite-width NNGP and NTK of the untied Euler ResNet of depth $L$ with $\sqrt{T/L}$ branches.

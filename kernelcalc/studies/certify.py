@@ -66,6 +66,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from .._x64 import float64
 from .._validation import KernelcalcInputError, as_inputs, nonnegative, positive, positive_int
 from ..theory.activations import resolve_activation
 from .._results import JsonResult, Kernel
@@ -185,6 +186,7 @@ def _square_matrix(K) -> np.ndarray:
     return A
 
 
+@float64
 def certify_lambda_min(K, entry_radius: float = 0.0, *, radius_kind: str = "rigorous",
                        lambda_estimate: float | None = None) -> CertifiedLambdaMin:
     r"""A proven lower bound on $\lambda_{\min}$ of every symmetric matrix within ``entry_radius`` of ``K``.
@@ -356,6 +358,7 @@ def _arb_upper_fraction(x) -> Fraction:
     return Fraction(man) * (Fraction(2) ** exp)
 
 
+@float64
 def rigorous_kernel(X, *, model: str, activation, prec: int = 128, **params) -> Kernel:
     r"""NNGP and NTK Gram of a closed-form kernel in interval arithmetic (python-flint ``arb``).
 
@@ -488,6 +491,7 @@ def _mlp(G, X, act, params, flint):
 
 
 # ---------------------------------------------------------------------------- kernels -> certificate
+@float64
 def certify_ntk(X, *, model: str = "node", activation, kernel: Kernel | None = None,
                 lambda_estimate: float | None = None, **params) -> CertifiedLambdaMin:
     r"""Certified lower bound on $\lambda_{\min}$ of the limiting NTK Gram $\Theta^\infty(X, X)$.

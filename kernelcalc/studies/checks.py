@@ -30,6 +30,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .._x64 import float64
 from .._results import JsonResult, jsonable
 
 from .._validation import KernelcalcInputError, as_inputs, nonnegative, positive
@@ -239,6 +240,7 @@ class CheckReport(JsonResult):
                 row("  rounding bound", f"{c.rounding_bound:.3e} (verified Cholesky, {c.attempts} tried)")]
 
 
+@float64
 def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
           tol=1e-10, sphere_rtol=1e-8, gram="if_applicable", client=None,
           certify: bool = False) -> CheckReport:

@@ -18,6 +18,7 @@ import dataclasses
 
 import numpy as np
 
+from .._x64 import float64
 from .._validation import as_inputs, positive, positive_int
 from .._results import JsonResult
 
@@ -60,6 +61,7 @@ class ModelComparison(JsonResult):
         return "\n".join(lines)
 
 
+@float64
 def compare_models(X, *, activation, T=1.0, depth=8, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0,
                    n_rho: int = 41) -> ModelComparison:
     r"""Kernels of the five depth models (module docstring) on a $\rho$ grid and on the data ``X``.

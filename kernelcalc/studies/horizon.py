@@ -42,6 +42,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .._x64 import float64
 from .._validation import KernelcalcInputError, as_inputs, positive
 from ..theory.activations import ActivationError, resolve_activation
 from .._results import JsonResult
@@ -222,6 +223,7 @@ def _entry(X, act, T, sigma_w, sigma_u, sigma_v):
     return gram_summary(ntk), dict(K.info)
 
 
+@float64
 def sweep_T(X, *, activations: Sequence = ("softplus", "tanh", "gelu", "sin"),
             Ts: Sequence[float] = (0.25, 0.5, 1.0, 2.0), sigma_w: float = 1.0, sigma_u: float = 1.0,
             sigma_v: float = 1.0, sigma_w_scaling: str = "fixed", lr: float | None = None,

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._x64 import float64
 from .._validation import KernelcalcInputError, as_inputs, positive, positive_int
 from ..theory.activations import resolve_activation
 from .._results import JsonResult
@@ -125,6 +126,7 @@ class LambdaMinTable(JsonResult):
 
 
 
+@float64
 def lambda_min_table(X, Ns: Sequence[int], *, activations=("x**2", "softplus"),
                      models=(("mlp", 1), ("mlp", 2), ("resnet", 1), ("node", None)), T=0.3,
                      rank_rtol=1e-10) -> LambdaMinTable:

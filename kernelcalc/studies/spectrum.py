@@ -47,6 +47,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .._x64 import float64
 from .._validation import KernelcalcInputError, accuracy_shortfall, positive_int
 from .._results import JsonResult, on_disk
 
@@ -267,6 +268,7 @@ def _lapack_threads(n):
 
 
 # ---------------------------------------------------------------------------- front door
+@float64
 def spectrum(A, k: int = 1, which: str = "smallest", *, method: str = "auto", verify: bool = True,
              strict: bool = False, **kernel_args) -> Spectrum:
     r"""The ``k`` smallest or largest eigenvalues of a symmetric matrix, with rigorous error bounds.

@@ -577,13 +577,17 @@ class Activation:
 
     @functools.cached_property
     def jax_fn(self) -> Callable:
-        r"""$\\phi$ as a jax callable (stable hand-written form for some built-ins)."""
+        r"""$\\phi$ as a jax callable (stable hand-written form for some built-ins).
+
+        A plain jax function: it computes in the caller's precision (float32 unless the caller enables
+        x64; kernelcalc's own functions call it inside ``jax.enable_x64(True)``)."""
         over = _stable_jax_overrides().get(self.builtin or "")
         return over[0] if over else _lambdify(self.expr, "jax")
 
     @functools.cached_property
     def jax_derivative(self) -> Callable:
-        r"""$\\phi'$ as a jax callable (stable hand-written form for some built-ins)."""
+        r"""$\\phi'$ as a jax callable (stable hand-written form for some built-ins); like
+        :attr:`jax_fn`, it follows the caller's precision."""
         over = _stable_jax_overrides().get(self.builtin or "")
         return over[1] if over else _lambdify(self.derivative, "jax")
 

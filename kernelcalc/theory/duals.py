@@ -28,6 +28,7 @@ from typing import Callable
 
 import sympy as sp
 
+from .._x64 import float64
 from .activations import Activation, X
 
 __all__ = ["ClosedFormDual", "closed_form_dual", "JAX_OPS", "SYMPY_OPS", "gaussian_moment"]
@@ -129,6 +130,7 @@ class ClosedFormDual:
     C_formula: Callable
     Cdot_formula: Callable
 
+    @float64
     def __call__(self, q1, q2, c):
         r"""Numeric $(C, \\dot C)$ with jax.numpy; broadcasts over arrays."""
         return self.C_formula(JAX_OPS, q1, q2, c), self.Cdot_formula(JAX_OPS, q1, q2, c)

@@ -37,6 +37,7 @@ import mpmath as mp
 import numpy as np
 import sympy as sp
 
+from .._x64 import float64
 from .._validation import accuracy_shortfall
 from .activations import Activation, X, resolve_activation
 from .duals import closed_form_dual
@@ -100,6 +101,7 @@ class TrapezoidRule:
         z = self.step * np.arange(-k, k + 1, dtype=np.float64)
         return z, self.step * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
 
+    @float64
     def expect_pairs(self, pairs: tuple[tuple[Callable, Callable], ...], q1, q2, c):
         """$(E[f_k(a) g_k(b)])_k$ for several $(f_k, g_k)$ sharing the grid; broadcasts."""
         z, w = (jnp.asarray(v) for v in self.nodes_weights)
@@ -137,6 +139,7 @@ class PolarSectorRule:
     n_radius: int = 64
     rmax: float = 10.0
 
+    @float64
     def expect_pairs(self, pairs, q1, q2, c):
         ua, wa = (jnp.asarray(v) for v in _gauss_legendre(self.n_angle, 0.0, 1.0))
         R, wR = (jnp.asarray(v) for v in _gauss_legendre(self.n_radius, 0.0, self.rmax))
@@ -196,6 +199,7 @@ class HermiteRule:
 
     K: int
 
+    @float64
     def coefficients(self, f: Callable, q):
         r"""$(\hat f_k(q))_{k<K}$ with the $k$ axis first: shape ``(K, *q.shape)``."""
         z, w, psi = (jnp.asarray(v) for v in _hermite_functions(self.K))
@@ -210,6 +214,7 @@ class HermiteRule:
         acc = jnp.zeros(jnp.broadcast_shapes(bf.shape[1:], bg.shape[1:], jnp.shape(r)))
         return jax.lax.fori_loop(0, K, lambda i, acc: acc * r + bf[K - 1 - i] * bg[K - 1 - i], acc)
 
+    @float64
     def expect_pairs(self, pairs, q1, q2, c):
         q1, q2, c = (jnp.asarray(v, jnp.float64) for v in (q1, q2, c))
         r, _ = _correlation(q1, q2, c)
@@ -289,6 +294,7 @@ def choose_step(functions: tuple[Callable, ...], q_max: float, tol: float = DEFA
 _POLAR_LEVELS = ((8, 16), (12, 24), (16, 32), (24, 40), (32, 56), (48, 64), (64, 96))
 
 
+@float64
 def choose_polar(activation: Activation, q_max: float, tol: float = DEFAULT_TOL,
                  strict: bool = False) -> tuple[PolarSectorRule, float]:
     r"""The smallest :class:`PolarSectorRule` of ``_POLAR_LEVELS`` whose $C$ and $\dot C$ agree with the
@@ -344,6 +350,7 @@ class DualKernels:
             return self.rule.K
         return getattr(self.rule, "points", 1)
 
+    @float64
     def marginal(self, q, derivative: bool = True):
         """Everything that depends on the variance ``q`` alone (a pytree)."""
         q = jnp.asarray(q, jnp.float64)
@@ -352,6 +359,7 @@ class DualKernels:
         fs = (self.activation.jax_fn, self.activation.jax_derivative)[: 2 if derivative else 1]
         return (q,) + tuple(self.rule.coefficients(f, q) for f in fs)
 
+    @float64
     def from_marginals(self, m1, m2, c, derivative: bool = True):
         r"""$C$ (and $\dot C$ if ``derivative``) for marginals from :meth:`marginal` and covariance ``c``."""
         q1, q2 = m1[0], m2[0]
@@ -368,10 +376,12 @@ class DualKernels:
         out = tuple(jnp.broadcast_to(o, shape) for o in out)
         return out if derivative else out[0]
 
+    @float64
     def __call__(self, q1, q2, c):
         r"""$(C, \dot C)$, broadcasting over arrays."""
         return self.from_marginals(self.marginal(q1), self.marginal(q2), c)
 
+    @float64
     def C(self, q1, q2, c):
         """$C$ only."""
         return self.from_marginals(self.marginal(q1, False), self.marginal(q2, False), c, derivative=False)
@@ -391,6 +401,7 @@ class DualKernels:
 _METHODS = ("auto", "closed", "hermite", "trapezoid", "polar")
 
 
+@float64
 def dual_kernels(activation, *, q_max: float = 10.0, tol: float = DEFAULT_TOL,
                  method: str = "auto", strict: bool = False) -> DualKernels:
     r"""The $(C, \dot C)$ evaluator for ``activation``, accurate to ``tol`` for variances $\le q_{\max}$.
@@ -432,6 +443,7 @@ def dual_kernels(activation, *, q_max: float = 10.0, tol: float = DEFAULT_TOL,
                        note=note)
 
 
+@float64
 def gaussian_expectation(f, g, q1, q2, c, *, method: str = "auto", tol: float = DEFAULT_TOL):
     r"""$E[f(a)g(b)]$ for $(a,b)\sim N(0,[[q_1,c],[c,q_2]])$, vectorised over the covariances.
 

@@ -92,6 +92,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._x64 import float64
 from .._validation import KernelcalcInputError, _real, nonnegative, positive, positive_int
 from ..empirical.models import batched_apply, init_params, make_network
 from .._results import JsonResult
@@ -245,6 +246,7 @@ class FlowDivergence(JsonResult):
 
 # ----------------------------------------------------------------------------- the flow
 @functools.lru_cache(maxsize=16)
+@float64
 def _flow_fns(net, d: int, solver: str, rtol: float, atol: float, newton_rtol: float, newton_atol: float,
               max_steps: int):
     """Jitted ``advance(theta, s0, s1, X, y)`` and ``stats(theta, X, y)`` on flat parameters.
@@ -372,6 +374,7 @@ def _decide(fit: dict, grad_end: float, norm_end: float, th: dict) -> tuple[str,
     return "undetermined", "not met: " + "; ".join(missed) + " -- " + "; ".join(hints)
 
 
+@float64
 def divergent_flow(X, y, *, activation="softplus", width: int = 4, depth: int = 1, seed: int = 0,
                    t_max: float = 1e5, t_min: float = 1e-2, n_records: int = 60, sigma_w: float = 1.0,
                    sigma_v: float = 1.0, sigma_b: float = 1.0, init_scale: float = 1.0, solver: str = "kvaerno5",

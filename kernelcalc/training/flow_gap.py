@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._x64 import float64
 from .._validation import KernelcalcInputError, positive, positive_int
 from .._results import JsonResult
 from ._common import default_lr, flow_solver, make_fns, network, validate_xy
@@ -88,6 +89,7 @@ def _step_counts(lrs, dt_compare):
     return counts
 
 
+@float64
 def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=8, model="node",
              activation="softplus", width=256, seed=0, T=1.0, depth=None, sigma_w=1.0, sigma_u=1.0,
              sigma_v=1.0, solver="rk4", solver_steps=4, rtol=1e-10, atol=1e-12, progress=False) -> FlowGap:

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._x64 import float64
 from .._validation import KernelcalcInputError, positive, positive_int
 from ..empirical.models import batched_apply
 from ._common import default_lr, flow_solver, group_names, group_sq_norms, make_fns, network, validate_xy
@@ -44,6 +45,7 @@ METHODS = ("gd", "flow")
 # ----------------------------------------------------------------------------- helpers
 
 
+@float64
 def infinite_width_ntk(X, *, model="node", activation, T=1.0, depth=None, sigma_w=1.0, sigma_u=1.0,
                        sigma_v=1.0) -> np.ndarray | None:
     """The analytic $K^\\infty$ Gram of ``model`` on ``X`` (``None`` if that model's kernel is unavailable)."""
@@ -189,6 +191,7 @@ class TrainResult(JsonResult):
 # ----------------------------------------------------------------------------- train
 
 
+@float64
 def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.0, depth=None,
           lr=None, steps=200, method="gd", X_test=None, y_test=None, record_every=None, ntk_every=None,
           sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, solver="rk4", solver_steps=4, rtol=1e-6, atol=1e-8,

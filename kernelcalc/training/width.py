@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._x64 import float64
 from .._validation import KernelcalcInputError, positive_int
 from .._results import JsonResult, jsonable as _jsonable
 from .run import train
@@ -64,6 +65,7 @@ class WidthSweep(JsonResult):
         return _jsonable(d)
 
 
+@float64
 def width_sweep(X, y, *, widths: Sequence[int] = (64, 256, 1024), progress=False, **train_kw) -> WidthSweep:
     r"""Run :func:`train` (same data, seed, step size, steps) at each width in ``widths``.
 
