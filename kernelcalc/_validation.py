@@ -245,11 +245,11 @@ def scale_keywords(model: str | None = None, *, label: str | None = None):
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
+            given = {k: kwargs.pop(k) for k in list(kwargs) if k in SCALE_NAMES or k in DEPRECATED_SCALES}
             chosen = model
             if chosen is None:
                 bound = sig.bind_partial(*args, **kwargs).arguments
                 chosen = bound.get("model", sig.parameters["model"].default)
-            given = {k: kwargs.pop(k) for k in list(kwargs) if k in SCALE_NAMES or k in DEPRECATED_SCALES}
             scales = model_scales(chosen, defaults=defaults, where=label, fill=bool(declared) or var_kw,
                                   stacklevel=3, **given)
             if declared:

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._validation import KernelcalcInputError, as_input_pair, positive_int
+from .._validation import KernelcalcInputError, as_input_pair, positive_int, scale_keywords
 from .._results import JsonResult
 from ..kernels.untied import check_weights
 from .models import _apply_one, init_params, make_network
@@ -92,6 +92,7 @@ class DepthGap(JsonResult):
 
 
 
+@scale_keywords("node", label="depth_gap (the Neural ODE and the ResNet)")
 def depth_gap(X, *, activation, width=256, depths: Sequence[int] = (2, 4, 8, 16, 32, 64, 128, 256), T=1.0,
               seed=0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, solver="dopri8", rtol=1e-11, atol=1e-11,
               gradient="discretize", fit_from: int = 1, progress=True, weights: str = "tied") -> DepthGap:
