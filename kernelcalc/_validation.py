@@ -250,6 +250,8 @@ def scale_keywords(model: str | None = None, *, label: str | None = None):
             if chosen is None:
                 bound = sig.bind_partial(*args, **kwargs).arguments
                 chosen = bound.get("model", sig.parameters["model"].default)
+                if chosen is inspect.Parameter.empty:    # a required model not given: the call's own TypeError
+                    return fn(*args, **kwargs, **given)
             scales = model_scales(chosen, defaults=defaults, where=label, fill=bool(declared) or var_kw,
                                   stacklevel=3, **given)
             if declared:
