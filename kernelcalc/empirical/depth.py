@@ -159,6 +159,7 @@ class GradientModeGap(JsonResult):
 
 
 
+@scale_keywords("node")
 def gradient_mode_gap(X, *, activation, width=128, tolerances: Sequence[float] = (1e-4, 1e-6, 1e-8, 1e-10),
                       T=1.0, seed=0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, solver="tsit5",
                       progress=True) -> GradientModeGap:
