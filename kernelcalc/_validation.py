@@ -137,9 +137,26 @@ def accuracy_shortfall(message: str, strict: bool = False, stacklevel: int = 3) 
     """Report that a tolerance was not met: warn (default) or raise when ``strict``."""
     if strict:
         raise KernelcalcAccuracyError(message)
+    warn(message, KernelcalcAccuracyWarning, stacklevel=stacklevel)
+
+
+#: code objects of kernelcalc's decorator wrappers: :func:`warn` does not count their frames
+TRANSPARENT_FRAMES: set = set()
+
+
+def warn(message: str, category, stacklevel: int = 2) -> None:
+    """:func:`warnings.warn`, with ``stacklevel`` counted over the frames that are not decorator
+    wrappers (:data:`TRANSPARENT_FRAMES`), so a warning still points at the user's line when the
+    public function is wrapped (e.g. by :func:`scale_keywords`)."""
+    import sys
     import warnings
 
-    warnings.warn(message, KernelcalcAccuracyWarning, stacklevel=stacklevel)
+    frame, depth, counted = sys._getframe(1), 1, 1
+    while counted < stacklevel and frame.f_back is not None:
+        frame, depth = frame.f_back, depth + 1
+        if frame.f_code not in TRANSPARENT_FRAMES:
+            counted += 1
+    warnings.warn(message, category, stacklevel=depth + 1)
 
 
 # ---------------------------------------------------------------------------- the naming table of the scales
@@ -172,7 +189,7 @@ def _model_key(model) -> str:
 
 
 def model_scales(model, *, defaults: dict | None = None, fill: bool = True, where: str | None = None,
-                 stacklevel: int = 3, **given) -> dict:
+                 stacklevel: int = 2, **given) -> dict:
     r"""The validated scale keywords of ``model`` (the naming table :data:`MODEL_SCALES`).
 
     **Arguments:** ``model`` (a key of :data:`MODEL_SCALES`); ``given``: the scale keywords as
@@ -188,8 +205,6 @@ def model_scales(model, *, defaults: dict | None = None, fill: bool = True, wher
     **Raises:** :class:`KernelcalcInputError` naming the keyword and the model for a scale that
     does not apply to ``model`` (passed at all, i.e. not ``None``), an unknown keyword, or a bad value.
     """
-    import warnings
-
     key = _model_key(model)
     table = MODEL_SCALES[key]
     where = where or f"model={key!r}"
@@ -205,9 +220,8 @@ def model_scales(model, *, defaults: dict | None = None, fill: bool = True, wher
             if given.get(new) is not None:
                 raise KernelcalcInputError(f"give {new} or its deprecated old name {name}, not both "
                                            f"(got {new}={given[new]!r} and {name}={value!r})")
-            warnings.warn(f"{name} is deprecated, use {new} (the MLP's scales are sigma_w, sigma_b, sigma_v, "
-                          "sigma_vb); the old names will be removed in the next release",
-                          DeprecationWarning, stacklevel=stacklevel)
+            warn(f"{name} is deprecated, use {new} (the MLP's scales are sigma_w, sigma_b, sigma_v, sigma_vb); "
+                 "the old names will be removed in the next release", DeprecationWarning, stacklevel=stacklevel)
             name = new
         elif name not in SCALE_NAMES:
             raise KernelcalcInputError(f"unknown keyword argument {name}={value!r} for {where}")
@@ -253,13 +267,14 @@ def scale_keywords(model: str | None = None, *, label: str | None = None):
                 if chosen is inspect.Parameter.empty:    # a required model not given: the call's own TypeError
                     return fn(*args, **kwargs, **given)
             scales = model_scales(chosen, defaults=defaults, where=label, fill=bool(declared) or var_kw,
-                                  stacklevel=3, **given)
+                                  stacklevel=2, **given)
             if declared:
                 kwargs.update({n: scales.get(n) for n in declared})
             else:
                 kwargs.update(scales)
             return fn(*args, **kwargs)
 
+        TRANSPARENT_FRAMES.add(wrapper.__code__)
         return wrapper
 
     return decorate

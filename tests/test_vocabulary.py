@@ -122,7 +122,8 @@ ENTRIES = {
     "certify_ntk": (("node", "mlp", "resnet"), lambda f, m, **kw: _with_model(f, m, **kw)),
 }
 # public callables with a ``model`` or scale parameter that build no model with scales
-NO_SCALES = {"feature_rank_bound": "a rank bound from the activation's polynomial degree alone"}
+NO_SCALES = {"feature_rank_bound": "a rank bound from the activation's polynomial degree alone",
+             "lambda_min_table": "a rank study over several models at their default scales"}
 
 
 def _fn(name):
@@ -199,7 +200,7 @@ def test_every_public_model_builder_is_in_the_table():
         if not callable(obj) or inspect.isclass(obj):
             continue
         params = inspect.signature(obj).parameters
-        if "model" in params or any(p in ALL for p in params):
+        if {"model", "models"} & set(params) or any(p in ALL for p in params):
             builders.add(name)
     assert builders - set(NO_SCALES) <= set(ENTRIES), builders - set(NO_SCALES) - set(ENTRIES)
     assert {"mlp_kernel", "node_kernel", "train", "divergent_flow", "derive", "check"} <= builders
@@ -271,3 +272,16 @@ def test_mlp_sigma_w_reaches_a_training_run():
     kinf1 = np.linalg.eigvalsh(kc.mlp_kernel(X, activation="relu", depth=depth).ntk)
     np.testing.assert_allclose(r.kinf_eigenvalues, c ** (2 * depth) * kinf1, rtol=1e-10)
     assert r.params["sigma_w"] == c
+
+
+def test_warnings_point_at_the_callers_line_through_the_keyword_wrapper():
+    """The DeprecationWarning and the Assumption-1 warning of a wrapped public function name the
+    user's line, not the wrapper's (``kernelcalc._validation.warn`` skips wrapper frames)."""
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        try:
+            kc.mlp_kernel(X, activation="relu", depth=0, w_std=1.5)      # warns, then refuses depth
+        except KernelcalcInputError:
+            pass
+    dep = [w for w in rec if issubclass(w.category, DeprecationWarning)]
+    assert dep and dep[0].filename == __file__

@@ -57,7 +57,7 @@ _a, _b = sp.symbols("a b", real=True)
 _SYMBOL_DOC = {
     "rho": "x·y/d", "q_x": "|x|²/d", "q_y": "|y|²/d",
     "sigma_w": "std of the hidden weights W", "sigma_u": "std of the input weights U",
-    "sigma_v": "std of the readout weights v", "sigma_b": "std of the hidden biases (MLP)",
+    "sigma_v": "std of the readout weights v", "sigma_b": "std of the hidden biases (MLP, DEQ)",
     "sigma_vb": "std of the readout bias (MLP)", "T": "time horizon", "L": "depth",
     "delta": "step T/L", "q_1, q_2, c": "Var a, Var b, Cov(a, b) of the centred Gaussian (a, b)",
 }
