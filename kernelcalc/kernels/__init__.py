@@ -15,12 +15,11 @@ def model_kernel(x1, x2=None, *, model: str, activation, T=1.0, depth=None, **sc
     ``T`` goes to the Neural ODE and ResNet models, ``depth`` to the ResNets and the MLP; ``scales``
     are the model's scale keywords (``docs/naming.md``; the kernel function rejects the others).
     """
+    untied = {"weights": "untied"} if model.endswith("_untied") else {}
     if model in ("node", "node_untied"):
-        return node_kernel(x1, x2, activation=activation, T=T, weights="untied" if model == "node_untied" else "tied",
-                           **scales)
+        return node_kernel(x1, x2, activation=activation, T=T, **untied, **scales)
     if model in ("resnet", "resnet_untied"):
-        return resnet_kernel(x1, x2, activation=activation, depth=depth, T=T,
-                             weights="untied" if model == "resnet_untied" else "tied", **scales)
+        return resnet_kernel(x1, x2, activation=activation, depth=depth, T=T, **untied, **scales)
     if model == "deq":
         return deq_kernel(x1, x2, activation=activation, **scales)
     if model == "mlp":
