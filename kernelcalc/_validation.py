@@ -261,7 +261,9 @@ def scale_keywords(model: str | None = None, *, label: str | None = None):
         def wrapper(*args, **kwargs):
             given = {k: kwargs.pop(k) for k in list(kwargs) if k in SCALE_NAMES or k in DEPRECATED_SCALES}
             chosen = model
-            if chosen is None:
+            if chosen is None and "model" in kwargs:
+                chosen = kwargs["model"]
+            elif chosen is None:                      # positional or the default: bind the call
                 bound = sig.bind_partial(*args, **kwargs).arguments
                 chosen = bound.get("model", sig.parameters["model"].default)
                 if chosen is inspect.Parameter.empty:    # a required model not given: the call's own TypeError
