@@ -3,7 +3,7 @@
 For N = 100, 500, 2000 points on the sphere |x|^2 = d (d = 10) prints the time per NTK Gram
 (warm: jit compilation excluded, reported separately) for
 
-- ``node_kernel`` (softplus, tanh; T = 1) and ``mlp_kernel`` (tanh, depth 3, w_std = 1.5),
+- ``node_kernel`` (softplus, tanh; T = 1) and ``mlp_kernel`` (tanh, depth 3, sigma_w = 1.5),
 - the ratio against a straightforward per-pair implementation: a uniform time grid with the
   product-trapezoid rule, Picard iteration of the whole (M+1)^2 grid, 2-D trapezoid Gaussian
   expectations evaluated per pair (MLP: the per-pair recursion with the same 2-D rule); its cost
@@ -101,7 +101,7 @@ def main(quick=False):
     for model, name in cases:
         act = resolve_activation(name)
         call = (lambda X: kc.node_kernel(X, activation=act)) if model == "node" else \
-            (lambda X: kc.mlp_kernel(X, activation=act, depth=3, w_std=1.5, b_std=0.1))
+            (lambda X: kc.mlp_kernel(X, activation=act, depth=3, sigma_w=1.5, sigma_b=0.1))
         # per-pair naive cost and accuracy, measured once on a few pairs
         rule = TrapezoidRule(choose_step((act.numpy_fn, act.numpy_derivative), 3.0, 1e-12))
         rhos = np.array([0.3])

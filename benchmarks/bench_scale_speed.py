@@ -30,7 +30,7 @@ KERNELS = {
     "relu": lambda x: kc.mlp_kernel(x, activation="relu", depth=3),
     "erf": lambda x: kc.mlp_kernel(x, activation="erf", depth=3),
     "gelu": lambda x: kc.mlp_kernel(x, activation="gelu", depth=3),
-    "tanh": lambda x: kc.mlp_kernel(x, activation="tanh", depth=3, w_std=1.5),
+    "tanh": lambda x: kc.mlp_kernel(x, activation="tanh", depth=3, sigma_w=1.5),
     "node-softplus": lambda x: kc.node_kernel(x, activation="softplus", T=1.0),
     "node-tanh": lambda x: kc.node_kernel(x, activation="tanh", T=1.0),
     "resnet-softplus-8": lambda x: kc.resnet_kernel(x, activation="softplus", depth=8),

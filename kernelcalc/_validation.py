@@ -8,6 +8,7 @@ import numbers
 import numpy as np
 
 __all__ = ["real_array", "as_inputs", "as_input_pair", "positive", "positive_int", "nonnegative", "KernelcalcInputError",
+           "MODEL_SCALES", "SCALE_NAMES", "DEPRECATED_SCALES", "scale_value", "model_scales", "scale_keywords",
            "KernelcalcAccuracyWarning", "KernelcalcAccuracyError", "accuracy_shortfall"]
 
 
@@ -101,7 +102,7 @@ def positive(name: str, value) -> float:
 
 def positive_sigmas(sigma_w, sigma_u, sigma_v) -> tuple[float, float, float]:
     """The three weight scales of the ODE/ResNet/DEQ models, each validated > 0 (errors name the argument)."""
-    return tuple(positive(n, v) for n, v in (("sigma_w", sigma_w), ("sigma_u", sigma_u), ("sigma_v", sigma_v)))
+    return tuple(scale_value(n, v) for n, v in (("sigma_w", sigma_w), ("sigma_u", sigma_u), ("sigma_v", sigma_v)))
 
 
 def nonnegative(name: str, value) -> float:
@@ -136,6 +137,146 @@ def accuracy_shortfall(message: str, strict: bool = False, stacklevel: int = 3) 
     """Report that a tolerance was not met: warn (default) or raise when ``strict``."""
     if strict:
         raise KernelcalcAccuracyError(message)
+    warn(message, KernelcalcAccuracyWarning, stacklevel=stacklevel)
+
+
+#: code objects of kernelcalc's decorator wrappers: :func:`warn` does not count their frames
+TRANSPARENT_FRAMES: set = set()
+
+
+def warn(message: str, category, stacklevel: int = 2) -> None:
+    """:func:`warnings.warn`, with ``stacklevel`` counted over the frames that are not decorator
+    wrappers (:data:`TRANSPARENT_FRAMES`), so a warning still points at the user's line when the
+    public function is wrapped (e.g. by :func:`scale_keywords`)."""
+    import sys
     import warnings
 
-    warnings.warn(message, KernelcalcAccuracyWarning, stacklevel=stacklevel)
+    frame, depth, counted = sys._getframe(1), 1, 1
+    while counted < stacklevel and frame.f_back is not None:
+        frame, depth = frame.f_back, depth + 1
+        if frame.f_code not in TRANSPARENT_FRAMES:
+            counted += 1
+    warnings.warn(message, category, stacklevel=depth + 1)
+
+
+# ---------------------------------------------------------------------------- the naming table of the scales
+_ODE_SCALES = {"sigma_w": 1.0, "sigma_u": 1.0, "sigma_v": 1.0}
+
+#: Each model's scale keywords and their defaults (``docs/naming.md``): the one spelling of every scale.
+MODEL_SCALES = {
+    "node": dict(_ODE_SCALES), "resnet": dict(_ODE_SCALES), "node_untied": dict(_ODE_SCALES),
+    "resnet_untied": dict(_ODE_SCALES), "deq": dict(_ODE_SCALES, sigma_b=0.0),
+    "mlp": {"sigma_w": 1.0, "sigma_b": 0.0, "sigma_v": 1.0, "sigma_vb": 0.0},
+}
+#: Every scale keyword; the weight scales must be > 0, the bias scales (``sigma_b``, ``sigma_vb``) >= 0.
+SCALE_NAMES = ("sigma_w", "sigma_u", "sigma_v", "sigma_b", "sigma_vb")
+WEIGHT_SCALES = ("sigma_w", "sigma_u", "sigma_v")
+#: The MLP's old keyword names (one release with a DeprecationWarning) -> the new ones.
+DEPRECATED_SCALES = {"w_std": "sigma_w", "b_std": "sigma_b", "out_w_std": "sigma_v", "out_b_std": "sigma_vb"}
+
+
+def scale_value(name: str, value) -> float:
+    """One scale keyword validated: a weight scale (``sigma_w``, ``sigma_u``, ``sigma_v``) as a finite
+    float > 0, a bias scale (``sigma_b``, ``sigma_vb``) as a finite float >= 0."""
+    return positive(name, value) if name in WEIGHT_SCALES else nonnegative(name, value)
+
+
+def _model_key(model) -> str:
+    key = model.strip().lower() if isinstance(model, str) else model
+    if key not in MODEL_SCALES:
+        raise KernelcalcInputError(f"model must be one of {tuple(MODEL_SCALES)}, got {model!r}")
+    return key
+
+
+def model_scales(model, *, defaults: dict | None = None, fill: bool = True, where: str | None = None,
+                 stacklevel: int = 2, **given) -> dict:
+    r"""The validated scale keywords of ``model`` (the naming table :data:`MODEL_SCALES`).
+
+    **Arguments:** ``model`` (a key of :data:`MODEL_SCALES`); ``given``: the scale keywords as
+    passed, ``None`` meaning "not passed"; the MLP's old names ``w_std``, ``b_std``, ``out_w_std``,
+    ``out_b_std`` are mapped to ``sigma_w``, ``sigma_b``, ``sigma_v``, ``sigma_vb`` with a
+    :class:`DeprecationWarning` (both spellings at once is an error); ``defaults``: the defaults of
+    the caller (default: the table's); ``fill``: add the defaults of the scales not given;
+    ``where``: what to name in the errors (default ``model=...``).
+
+    **Returns:** ``{name: float}`` in the table's order: the given (and, with ``fill``, the default)
+    value of each of the model's scales, weight scales $>0$, bias scales $\ge0$.
+
+    **Raises:** :class:`KernelcalcInputError` naming the keyword and the model for a scale that
+    does not apply to ``model`` (passed at all, i.e. not ``None``), an unknown keyword, or a bad value.
+    """
+    key = _model_key(model)
+    table = MODEL_SCALES[key]
+    where = where or f"model={key!r}"
+    values = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        new = DEPRECATED_SCALES.get(name)
+        if new is not None:
+            if key != "mlp":
+                raise KernelcalcInputError(f"{name} (the old MLP name of {new}) does not apply to {where}; "
+                                           f"its scale keywords are {', '.join(table)}")
+            if given.get(new) is not None:
+                raise KernelcalcInputError(f"give {new} or its deprecated old name {name}, not both "
+                                           f"(got {new}={given[new]!r} and {name}={value!r})")
+            warn(f"{name} is deprecated, use {new} (the MLP's scales are sigma_w, sigma_b, sigma_v, sigma_vb); "
+                 "the old names will be removed in the next release", DeprecationWarning, stacklevel=stacklevel)
+            name = new
+        elif name not in SCALE_NAMES:
+            raise KernelcalcInputError(f"unknown keyword argument {name}={value!r} for {where}")
+        if name not in table:
+            raise KernelcalcInputError(f"{name} does not apply to {where}; its scale keywords are {', '.join(table)}")
+        values[name] = scale_value(name, value)
+    if fill:
+        base = table if defaults is None else {**table, **{k: v for k, v in defaults.items() if k in table}}
+        values = {name: values[name] if name in values else scale_value(name, base[name]) for name in table}
+    return {name: values[name] for name in table if name in values}
+
+
+def scale_keywords(model: str | None = None, *, label: str | None = None):
+    r"""Decorator of a public function that builds a model: its scale keywords obey :func:`model_scales`.
+
+    ``model``: the model the function builds (fixed), or ``None``: the function's ``model``
+    argument.  The scale keywords of the call (``sigma_w`` ... ``sigma_vb`` and the deprecated MLP
+    names), ``None`` meaning not passed, are validated by :func:`model_scales` with the function's
+    own defaults; the function then receives, for every scale keyword it declares, the validated
+    value if it applies to the model and ``None`` otherwise; a function with ``**kwargs`` that
+    declares none receives the model's scales there.  So a scale that does not apply raises
+    :class:`KernelcalcInputError` (naming it and the model) instead of a ``TypeError`` or being ignored.
+    ``label``: how the errors name a fixed model (default ``model=...``).
+    """
+    import functools
+    import inspect
+
+    def decorate(fn):
+        sig = inspect.signature(fn)
+        declared = [n for n in SCALE_NAMES if n in sig.parameters]
+        for n in declared:
+            assert sig.parameters[n].kind is inspect.Parameter.KEYWORD_ONLY, (fn.__name__, n)
+        defaults = {n: sig.parameters[n].default for n in declared}
+        var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            given = {k: kwargs.pop(k) for k in list(kwargs) if k in SCALE_NAMES or k in DEPRECATED_SCALES}
+            chosen = model
+            if chosen is None and "model" in kwargs:
+                chosen = kwargs["model"]
+            elif chosen is None:                      # positional or the default: bind the call
+                bound = sig.bind_partial(*args, **kwargs).arguments
+                chosen = bound.get("model", sig.parameters["model"].default)
+                if chosen is inspect.Parameter.empty:    # a required model not given: the call's own TypeError
+                    return fn(*args, **kwargs, **given)
+            scales = model_scales(chosen, defaults=defaults, where=label, fill=bool(declared) or var_kw,
+                                  stacklevel=2, **given)
+            if declared:
+                kwargs.update({n: scales.get(n) for n in declared})
+            else:
+                kwargs.update(scales)
+            return fn(*args, **kwargs)
+
+        TRANSPARENT_FRAMES.add(wrapper.__code__)
+        return wrapper
+
+    return decorate

@@ -225,7 +225,7 @@ def sphere200():
 
 def test_relu_mlp_rigorous_certificate(sphere200):
     X = sphere200
-    params = dict(depth=2, w_std=1.2, b_std=0.1, out_w_std=0.9, out_b_std=0.2)
+    params = dict(depth=2, sigma_w=1.2, sigma_b=0.1, sigma_v=0.9, sigma_vb=0.2)
     K = rigorous_kernel(X, model="mlp", activation="relu", **params)
     ref = relu_mlp_numpy(X, 2, 1.2, 0.1, 0.9, 0.2)
     assert np.max(np.abs(K.ntk - ref)) < 1e-13
@@ -244,7 +244,7 @@ def test_relu_mlp_rigorous_certificate(sphere200):
 
 def test_erf_and_leaky_relu_mlp_enclosures(sphere200):
     X = sphere200[:12]
-    K = rigorous_kernel(X, model="mlp", activation="erf", depth=3, w_std=1.5, b_std=0.2)
+    K = rigorous_kernel(X, model="mlp", activation="erf", depth=3, sigma_w=1.5, sigma_b=0.2)
     for i, j in [(0, 0), (2, 9)]:
         exact = mlp_pair_mp(X[i], X[j], "erf", 3, 1.5, 0.2, 1.0, 0.0)
         assert abs(mp.mpf(K.ntk[i, j]) - exact) <= K.info["ntk_radius"]

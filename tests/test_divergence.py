@@ -86,7 +86,7 @@ def test_flow_matches_independent_euler(sad):
     r = sad
     k = int(np.argmin(np.abs(np.log(r.times))))
     tk = r.times[k]
-    net = make_network("mlp", activation="softplus", width=2, depth=1, b_std=1.0, out_b_std=1.0)
+    net = make_network("mlp", activation="softplus", width=2, depth=1, sigma_b=1.0, sigma_vb=1.0)
     p0 = init_params(jax.random.PRNGKey(SAD["seed"]), net, 1)
 
     def loss(p):

@@ -25,7 +25,7 @@ def _rel(a, b):
 
 
 @pytest.mark.parametrize("kw, activation, both", [
-    (dict(model="mlp", depth=3, b_std=0.4, out_b_std=0.3, w_std=1.3), "softplus", True),
+    (dict(model="mlp", depth=3, sigma_b=0.4, sigma_vb=0.3, sigma_w=1.3), "softplus", True),
     (dict(model="mlp", depth=2), "tanh", True),
     (dict(model="resnet", depth=7, T=1.5, sigma_w=1.2, sigma_u=0.8, sigma_v=1.1), "tanh", True),
     (dict(model="node", solver="euler", steps=8, sigma_w=0.9), "softplus", False),
@@ -69,8 +69,8 @@ def test_model_apply_matches_independent_numpy_forward(activation):
                         solver="euler", steps=L)
     np.testing.assert_allclose(np.asarray(model_apply(p, X, node)), f_ref, rtol=1e-12)
 
-    mlp = make_network("mlp", activation=activation, width=n, depth=2, w_std=1.4, b_std=0.3, out_w_std=0.7,
-                       out_b_std=0.2)
+    mlp = make_network("mlp", activation=activation, width=n, depth=2, sigma_w=1.4, sigma_b=0.3, sigma_v=0.7,
+                       sigma_vb=0.2)
     q = init_params(jax.random.PRNGKey(6), mlp, 4)
     z = 1.4 / 2.0 * X @ np.asarray(q.Ws[0]).T + 0.3 * np.asarray(q.bs[0])
     z = 1.4 / math.sqrt(n) * phi(z) @ np.asarray(q.Ws[1]).T + 0.3 * np.asarray(q.bs[1])
@@ -178,7 +178,7 @@ def test_monte_carlo_and_compare_refuse_a_blown_up_flow():
 
 def test_mlp_overflow_is_an_error():
     with pytest.raises(KernelcalcInputError, match="MLP forward pass overflowed"):
-        empirical_ntk(X, model="mlp", depth=6, w_std=3.0, activation="exp(x)", width=16)
+        empirical_ntk(X, model="mlp", depth=6, sigma_w=3.0, activation="exp(x)", width=16)
 
 
 @pytest.mark.slow

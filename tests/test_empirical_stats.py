@@ -20,17 +20,17 @@ def sphere(n, d, seed=0):
     return x * math.sqrt(d) / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def arccos_relu_mlp1(X, w_std, out_w_std):
-    """Exact E[f f] and E[Θ] of Dense(n, w_std) -> relu -> Dense(1, out_w_std), no biases, ||x||^2 = d."""
+def arccos_relu_mlp1(X, sigma_w, sigma_v):
+    """Exact E[f f] and E[Θ] of Dense(n, sigma_w) -> relu -> Dense(1, sigma_v), no biases, ||x||^2 = d."""
     d = X.shape[1]
-    q = w_std**2 * np.sum(X**2, axis=1) / d
-    K1 = w_std**2 * X @ X.T / d
+    q = sigma_w**2 * np.sum(X**2, axis=1) / d
+    K1 = sigma_w**2 * X @ X.T / d
     norm = np.sqrt(np.outer(q, q))
     theta = np.arccos(np.clip(K1 / norm, -1, 1))
     C = norm / (2 * np.pi) * (np.sin(theta) + (np.pi - theta) * np.cos(theta))
     Cdot = (np.pi - theta) / (2 * np.pi)
-    nngp = out_w_std**2 * C
-    return Kernel(nngp=nngp, ntk=nngp + out_w_std**2 * Cdot * K1, model="mlp", activation="relu")
+    nngp = sigma_v**2 * C
+    return Kernel(nngp=nngp, ntk=nngp + sigma_v**2 * Cdot * K1, model="mlp", activation="relu")
 
 
 X = sphere(4, 3, 7)
@@ -38,7 +38,7 @@ X = sphere(4, 3, 7)
 
 def test_monte_carlo_mlp_matches_arccosine_within_error_bars():
     ref = arccos_relu_mlp1(X, 1.3, 0.9)
-    mc = monte_carlo(X, model="mlp", activation="relu", width=256, depth=1, w_std=1.3, out_w_std=0.9,
+    mc = monte_carlo(X, model="mlp", activation="relu", width=256, depth=1, sigma_w=1.3, sigma_v=0.9,
                      n_samples=60, seed=1, progress=False)
     for name in ("nngp", "ntk"):
         z = (getattr(mc, name) - getattr(ref, name)) / getattr(mc.stderr, name)

@@ -114,8 +114,8 @@ def _subset_check(kernel, x, idx):
     return K
 
 
-@pytest.mark.parametrize("act, depth, kw", [("relu", 3, {}), ("gelu", 2, dict(w_std=1.2, b_std=0.1)),
-                                            pytest.param("tanh", 3, dict(w_std=1.5, b_std=0.1), marks=pytest.mark.slow)])
+@pytest.mark.parametrize("act, depth, kw", [("relu", 3, {}), ("gelu", 2, dict(sigma_w=1.2, sigma_b=0.1)),
+                                            pytest.param("tanh", 3, dict(sigma_w=1.5, sigma_b=0.1), marks=pytest.mark.slow)])
 def test_off_sphere_mlp_fast_path_equals_direct(act, depth, kw):
     x = _rows(70, 6, 7, 0.3)
     idx = np.arange(0, 70, 3)[:20]

@@ -41,7 +41,7 @@ def test_mlp_relu_matches_arccos_recursion_off_sphere(depth):
     """Independent reference: the arc-cosine recursion (Cho & Saul) written in numpy above."""
     x = np.random.default_rng(1).standard_normal((6, 4)) * np.array([1, 2, 0.5, 1.0])
     y = np.random.default_rng(2).standard_normal((5, 4))
-    K = kc.mlp_kernel(x, y, activation="relu", depth=depth, w_std=1.3, b_std=0.2, out_w_std=0.9, out_b_std=0.1)
+    K = kc.mlp_kernel(x, y, activation="relu", depth=depth, sigma_w=1.3, sigma_b=0.2, sigma_v=0.9, sigma_vb=0.1)
     nngp, ntk = arccos_relu_mlp(x, y, depth, 1.3, 0.2, 0.9, 0.1)
     np.testing.assert_allclose(K.nngp, nngp, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(K.ntk, ntk, rtol=1e-12, atol=1e-14)
@@ -50,7 +50,7 @@ def test_mlp_relu_matches_arccos_recursion_off_sphere(depth):
 def test_mlp_erf_matches_arcsin_recursion():
     """Independent reference: the arcsin (Williams) recursion written here."""
     x = sphere_points(5, 3, seed=3) * 0.7
-    K = kc.mlp_kernel(x, activation="erf", depth=2, w_std=1.2, b_std=0.3)
+    K = kc.mlp_kernel(x, activation="erf", depth=2, sigma_w=1.2, sigma_b=0.3)
     d = 3
     q = 1.44 * np.sum(x * x, 1) / d + 0.09
     k = 1.44 * x @ x.T / d + 0.09
@@ -71,9 +71,9 @@ def test_mlp_erf_matches_arcsin_recursion():
 def test_sphere_interpolation_equals_direct_evaluation(activation):
     """Consistency: the sphere fast path against the direct per-pair path of the same code."""
     X = sphere_points(40, 5, seed=4)
-    K = kc.mlp_kernel(X, activation=activation, depth=3, w_std=1.5, b_std=0.1)
+    K = kc.mlp_kernel(X, activation=activation, depth=3, sigma_w=1.5, sigma_b=0.1)
     assert K.info["path"] == "sphere"
-    sub = kc.mlp_kernel(X[:6], activation=activation, depth=3, w_std=1.5, b_std=0.1)
+    sub = kc.mlp_kernel(X[:6], activation=activation, depth=3, sigma_w=1.5, sigma_b=0.1)
     assert sub.info["path"] == "direct"
     np.testing.assert_allclose(K.ntk[:6, :6], sub.ntk, rtol=1e-10)
     np.testing.assert_allclose(K.nngp[:6, :6], sub.nngp, rtol=1e-10, atol=1e-12)
@@ -225,7 +225,7 @@ def test_result_is_immutable_and_serialisable():
     (lambda: kc.node_kernel(np.ones((2, 3)), activation="swoosh"), "unknown activation"),
     (lambda: kc.mlp_kernel(np.ones((2, 3)), activation="relu", depth=0), "depth"),
     (lambda: kc.resnet_kernel(np.ones((2, 3)), activation="relu", depth=2.5), "depth"),
-    (lambda: kc.mlp_kernel(np.ones((2, 3)), activation="relu", depth=1, w_std=-1), "w_std"),
+    (lambda: kc.mlp_kernel(np.ones((2, 3)), activation="relu", depth=1, sigma_w=-1), "sigma_w"),
 ])
 def test_bad_inputs_raise_clear_errors(call, match):
     """Input validation: each bad argument raises an error that names it."""
@@ -237,25 +237,25 @@ def test_bad_inputs_raise_clear_errors(call, match):
 def test_mlp_kernel_matches_monte_carlo_of_a_wide_network():
     """Independent reference: Monte Carlo of width-2048 tanh MLPs (z-score < 4)."""
     X = sphere_points(4, 3, seed=7)
-    K = kc.mlp_kernel(X, activation="tanh", depth=2, w_std=1.5, b_std=0.1)
-    mc = kc.monte_carlo(X, model="mlp", activation="tanh", depth=2, w_std=1.5, b_std=0.1,
+    K = kc.mlp_kernel(X, activation="tanh", depth=2, sigma_w=1.5, sigma_b=0.1)
+    mc = kc.monte_carlo(X, model="mlp", activation="tanh", depth=2, sigma_w=1.5, sigma_b=0.1,
                         width=2048, n_samples=40, progress=False)
     z = np.abs(mc.ntk - K.ntk) / mc.stderr.ntk
     assert np.max(z) < 4.0
 
 
-@pytest.mark.parametrize("w_std, b_std", [(2**0.5, 0.0), (1.0, 0.1), (1.3, 0.4)])
-def test_relu_mlp_diagonal_is_exact(w_std, b_std):
+@pytest.mark.parametrize("sigma_w, sigma_b", [(2**0.5, 0.0), (1.0, 0.1), (1.3, 0.4)])
+def test_relu_mlp_diagonal_is_exact(sigma_w, sigma_b):
     """Issue 10: the relu NTK diagonal was 1 - 3.4e-9 (arccos of a rounded 1 - eps, or an FMA-contracted
     q*q - c*c). Reference: on the diagonal theta = 0, so C = q/2 and Cdot = 1/2 exactly (hand recursion)."""
     X = kc.data.sphere_normalise(np.random.default_rng(3).normal(size=(7, 5))) * 1.7
     depth = 3
-    K = kc.mlp_kernel(X, activation="relu", depth=depth, w_std=w_std, b_std=b_std)
+    K = kc.mlp_kernel(X, activation="relu", depth=depth, sigma_w=sigma_w, sigma_b=sigma_b)
     v = np.sum(X * X, axis=1) / X.shape[1]
-    q = w_std**2 * v + b_std**2
+    q = sigma_w**2 * v + sigma_b**2
     theta = q.copy()
-    for _ in range(depth):          # readout uses out_w_std = 1, out_b_std = 0
-        ws, bs = (1.0, 0.0) if _ == depth - 1 else (w_std, b_std)
+    for _ in range(depth):          # readout uses sigma_v = 1, sigma_vb = 0
+        ws, bs = (1.0, 0.0) if _ == depth - 1 else (sigma_w, sigma_b)
         q_next = ws**2 * q / 2 + bs**2
         theta = q_next + ws**2 * 0.5 * theta
         q = q_next

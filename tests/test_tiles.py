@@ -15,7 +15,7 @@ zarr = pytest.importorskip("zarr")
 
 
 def _relu_depth1(X, Y):
-    r"""Depth-1 relu MLP (w_std = 1, b = 0), neural-tangents convention, in closed form:
+    r"""Depth-1 relu MLP (sigma_w = 1, b = 0), neural-tangents convention, in closed form:
     $K = \frac{|x||y|}{2\pi d}(\sin\theta + (\pi-\theta)\cos\theta)$, $\Theta = K + \frac{x\cdot y}{d}\frac{\pi-\theta}{2\pi}$."""
     d = X.shape[1]
     nx, ny = np.linalg.norm(X, axis=1), np.linalg.norm(Y, axis=1)
@@ -160,7 +160,7 @@ def test_zarr_refusals(tmp_path, small_tiles):
     kc.mlp_kernel(X, activation="relu", depth=1, out=path, outputs=("ntk",))
     before = np.asarray(zarr.open_group(str(path), mode="r")["ntk"][...])
     for kwargs, what in ((dict(depth=2), "params"), (dict(depth=1, outputs=("nngp", "ntk")), "outputs"),
-                         (dict(depth=1, w_std=2.0), "params")):
+                         (dict(depth=1, sigma_w=2.0), "params")):
         kw = dict(dict(outputs=("ntk",)), **kwargs)
         with pytest.raises(KernelcalcInputError, match=f"another configuration.*{what}"):
             kc.mlp_kernel(X, activation="relu", out=path, **kw)

@@ -12,6 +12,7 @@ import functools
 import click
 import numpy as np
 
+from kernelcalc._validation import MODEL_SCALES
 from kernelcalc.cli import emit, json_options, main
 
 __all__ = ["limit", "derive_cmd", "check_cmd"]
@@ -76,15 +77,44 @@ def _activation_option(f):
              "exp, log, sqrt, tanh, erf, abs, Max, Min, Piecewise, ...; parsed, never executed).")(f)
 
 
+_SCALE_HELP = {"sigma_w": "Hidden weight std (> 0).", "sigma_u": "Input weight std (> 0).",
+               "sigma_v": "Readout weight std (> 0).", "sigma_b": "Hidden bias std (>= 0).",
+               "sigma_vb": "Readout bias std (>= 0)."}
+ALL_SCALES = tuple(_SCALE_HELP)
+
+
+def scale_options(names=ALL_SCALES, defaults: dict | None = None, note: str = ""):
+    """Click options ``--sigma-w`` ... for the scale keywords ``names`` (``docs/naming.md``).
+
+    ``defaults``: shown defaults (a fixed model); ``None``: the option defaults to the function's
+    own default for the chosen ``--model`` and ``note`` says so; one that does not apply to the
+    model is an error (raised by the function, printed as one ``Error:`` line).
+    """
+    def decorate(f):
+        for name in reversed(names):
+            default = None if defaults is None else defaults[name]
+            f = click.option("--" + name.replace("_", "-"), name, type=float, default=default,
+                             show_default=default is not None, help=_SCALE_HELP[name] + note)(f)
+        return f
+
+    return decorate
+
+
+def _scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb) -> dict:
+    """The five scale options as keywords (``None``: not given, the model's default)."""
+    return dict(sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, sigma_b=sigma_b, sigma_vb=sigma_vb)
+
+
+_MODEL_SCALE_NOTE = " Default: the model's (docs/naming.md); an error if it does not apply to --model."
+
+
+#: ``--sigma-w``, ``--sigma-u``, ``--sigma-v`` with the Neural ODE's defaults (commands of the node model)
+_node_scale_options = scale_options(tuple(MODEL_SCALES["node"]), MODEL_SCALES["node"])
+
+
 def _node_options(f):
-    for opt in reversed([
-        click.option("--T", "T", type=float, default=1.0, show_default=True, help="ODE time horizon T > 0."),
-        click.option("--sigma-w", type=float, default=1.0, show_default=True, help="Hidden weight std (> 0)."),
-        click.option("--sigma-u", type=float, default=1.0, show_default=True, help="Input weight std (> 0)."),
-        click.option("--sigma-v", type=float, default=1.0, show_default=True, help="Output weight std (> 0)."),
-    ]):
-        f = opt(f)
-    return f
+    f = _node_scale_options(f)
+    return click.option("--T", "T", type=float, default=1.0, show_default=True, help="ODE time horizon T > 0.")(f)
 
 
 def _resolve(spec: str):
@@ -94,10 +124,9 @@ def _resolve(spec: str):
 
 
 def _node_params(T, sigma_w, sigma_u, sigma_v) -> dict:
-    from kernelcalc._validation import positive
+    from kernelcalc._validation import model_scales, positive
 
-    return {"T": positive("T", T), "sigma_w": positive("sigma_w", sigma_w),
-            "sigma_u": positive("sigma_u", sigma_u), "sigma_v": positive("sigma_v", sigma_v)}
+    return {"T": positive("T", T), **model_scales("node", sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)}
 
 
 def _scheduler_option(f):
@@ -216,9 +245,10 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
 @click.option("--model", type=click.Choice(["node", "resnet", "mlp"]), default="node", show_default=True,
               help="Which architecture's kernel recursion to derive.")
 @click.option("--latex", is_flag=True, help="Print LaTeX instead of text.")
+@scale_options(note=" Default: symbolic; an error if it does not apply to --model (docs/naming.md).")
 @json_options
 @_friendly
-def derive_cmd(activation, model, latex, as_json, json_out):
+def derive_cmd(activation, model, latex, sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb, as_json, json_out):
     """Symbolic NNGP/NTK recursion for an activation and an architecture.
 
     Example: kernelcalc derive --activation tanh --model resnet --latex
@@ -226,7 +256,7 @@ def derive_cmd(activation, model, latex, as_json, json_out):
     act = _resolve(activation)
     from kernelcalc.theory.symbolic import derive
 
-    d = derive(act, model=model)
+    d = derive(act, model=model, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, sigma_b=sigma_b, sigma_vb=sigma_vb)
     emit(d, (d.latex() if latex else d.text()).rstrip(), as_json=as_json, json_out=json_out)
 
 

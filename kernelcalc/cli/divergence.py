@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from kernelcalc.cli import emit, json_options, main
-from kernelcalc.cli.analytic import InputError, OneLineCommand, _activation_option, _friendly
+from kernelcalc.cli.analytic import InputError, OneLineCommand, _activation_option, _friendly, scale_options
 
 __all__ = ["divergent_flow_cmd"]
 
@@ -20,6 +20,7 @@ __all__ = ["divergent_flow_cmd"]
 @_activation_option
 @click.option("--width", type=int, default=2, show_default=True, help="Hidden width n.")
 @click.option("--depth", type=int, default=1, show_default=True, help="Hidden layers.")
+@scale_options(("sigma_w", "sigma_b", "sigma_v", "sigma_vb"), dict(sigma_w=1.0, sigma_b=1.0, sigma_v=1.0, sigma_vb=1.0))
 @click.option("--degree", type=int, default=2, show_default=True, help="Target y = x^degree on [-1, 1].")
 @click.option("--n-points", type=int, default=40, show_default=True, help="Number N of equispaced points.")
 @click.option("--t-max", type=float, default=1e5, show_default=True, help="Integrate the flow to this time.")
@@ -35,7 +36,7 @@ __all__ = ["divergent_flow_cmd"]
               help="Write a PNG: loss and |theta| vs t.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_friendly
-def divergent_flow_cmd(activation, width, depth, degree, n_points, t_max, n_records, solver, seed, data, targets,
+def divergent_flow_cmd(activation, width, depth, sigma_w, sigma_b, sigma_v, sigma_vb, degree, n_points, t_max, n_records, solver, seed, data, targets,
                        as_json, json_out, plot_path, quiet):
     """Integrate the gradient flow of 1/2|f(X)-y|^2 to t-max (log time) and decide: divergent |theta| -> inf,
     convergent to a critical point, or undetermined; fitted growth exponent of |theta| and loss decay."""
@@ -47,5 +48,6 @@ def divergent_flow_cmd(activation, width, depth, degree, n_points, t_max, n_reco
         raise InputError("--targets needs --data")
     X, y = (load_xy(data, targets) if targets else load_xy(data)) if data else sad_data(n_points, degree=degree)
     res = divergent_flow(X, y, activation=activation, width=width, depth=depth, seed=seed, t_max=t_max,
-                         n_records=n_records, solver=solver, progress=not quiet)
+                         n_records=n_records, solver=solver, progress=not quiet, sigma_w=sigma_w, sigma_b=sigma_b,
+                         sigma_v=sigma_v, sigma_vb=sigma_vb)
     emit(res, res.summary(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_divergence)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import click
 
 from kernelcalc.cli import emit, json_options, main
-from kernelcalc.cli.analytic import InputError, OneLineCommand, _friendly
+from kernelcalc.cli.analytic import InputError, OneLineCommand, _friendly, _node_scale_options
 from kernelcalc.cli.empirical import _float_list, _inputs
 
 __all__ = ["sweep_T_cmd"]
@@ -53,9 +53,7 @@ def _sweep_inputs(data, digits, n_inputs, dim, seed):
                    "or sympy expressions in x ('x**2').")
 @click.option("--T", "Ts", default="0.25,0.5,1,2", show_default=True, metavar="LIST",
               help="Comma-separated horizons T > 0.")
-@click.option("--sigma-w", type=float, default=1.0, show_default=True, help="Hidden weight std (> 0).")
-@click.option("--sigma-u", type=float, default=1.0, show_default=True, help="Input weight std (> 0).")
-@click.option("--sigma-v", type=float, default=1.0, show_default=True, help="Output weight std (> 0).")
+@_node_scale_options
 @click.option("--inverse-T", "--scale-sigma-w", "inverse_T", is_flag=True,
               help="Use sigma_w/T at each horizon (sigma_w proportional to 1/T) instead of a fixed sigma_w.")
 @click.option("--lr", type=float, default=None, help="Step size (default 1/||X||^2, Theorem 2).")

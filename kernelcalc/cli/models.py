@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from kernelcalc.cli import emit, json_options, main
-from kernelcalc.cli.analytic import OneLineCommand, _friendly
+from kernelcalc.cli.analytic import OneLineCommand, _friendly, scale_options
 from kernelcalc.cli.empirical import _inputs
 
 __all__ = ["compare_models_cmd"]
@@ -19,10 +19,8 @@ __all__ = ["compare_models_cmd"]
 @click.option("--activation", "-a", default="softplus", show_default=True, help="Activation (name or expression in x).")
 @click.option("--T", "T", type=float, default=1.0, show_default=True, help="Horizon T > 0 of the ODEs and ResNets.")
 @click.option("--depth", "-L", type=int, default=8, show_default=True, help="Depth L of both ResNets.")
-@click.option("--sigma-w", type=float, default=1.0, show_default=True, help="Hidden weight std (> 0).")
-@click.option("--sigma-u", type=float, default=1.0, show_default=True, help="Input weight std (> 0).")
-@click.option("--sigma-v", type=float, default=1.0, show_default=True, help="Output weight std (> 0).")
-@click.option("--sigma-b", type=float, default=0.0, show_default=True, help="DEQ bias std (>= 0).")
+@scale_options(("sigma_w", "sigma_u", "sigma_v", "sigma_b"), dict(sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0),
+               note=" (sigma_b: the DEQ's only.)")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="Inputs file for the Gram (N rows of d numbers). Default: random points on the sphere.")
 @click.option("--n-inputs", type=int, default=16, show_default=True, help="Number of random sphere inputs N.")

@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from kernelcalc.cli import emit, json_options, main
-from kernelcalc.cli.analytic import InputError, OneLineCommand, _activation_option, _friendly
+from kernelcalc.cli.analytic import _MODEL_SCALE_NOTE, InputError, OneLineCommand, _activation_option, _friendly, _scales, scale_options
 
 __all__ = ["train_cmd", "width_sweep_cmd", "flow_gap_cmd"]
 
@@ -42,6 +42,7 @@ def _train_options(f):
         click.option("--model", type=click.Choice(["node", "resnet", "mlp"]), default="node", show_default=True),
         click.option("--T", "T", type=float, default=1.0, show_default=True, help="ODE time horizon."),
         click.option("--depth", type=int, default=None, help="Depth (resnet, mlp)."),
+        scale_options(note=_MODEL_SCALE_NOTE),
         click.option("--lr", type=float, default=None, help="Step size (default 1/||X||^2, Theorem 2)."),
         click.option("--steps", type=int, default=300, show_default=True, help="GD steps (flow: t = steps*lr)."),
         click.option("--method", type=click.Choice(["gd", "flow"]), default="gd", show_default=True),
@@ -64,7 +65,7 @@ def _train_options(f):
 @click.option("--width", type=int, default=1024, show_default=True)
 @_train_options
 @_friendly
-def train_cmd(width, activation, model, T, depth, lr, steps, method, data, targets, digits, n_inputs, dim, seed,
+def train_cmd(width, activation, model, T, depth, sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb, lr, steps, method, data, targets, digits, n_inputs, dim, seed,
               as_json, json_out, plot_path, quiet):
     """Train by GD (or gradient flow) on 1/2|u-y|^2 and compare with the NTK bound (1 - lr*lambda0)^k L0."""
     X, y = _data(data, targets, digits, n_inputs, dim, seed)
@@ -72,7 +73,7 @@ def train_cmd(width, activation, model, T, depth, lr, steps, method, data, targe
     from kernelcalc.training import train
 
     res = train(X, y, model=model, activation=activation, width=width, seed=seed, T=T, depth=depth, lr=lr,
-                steps=steps, method=method, progress=not quiet)
+                steps=steps, method=method, progress=not quiet, **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
     emit(res, res.summary(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_training)
     if res.diverged:
         raise click.exceptions.Exit(1)
@@ -82,7 +83,7 @@ def train_cmd(width, activation, model, T, depth, lr, steps, method, data, targe
 @click.option("--widths", default="64,256,1024", show_default=True, help="Comma-separated widths.")
 @_train_options
 @_friendly
-def width_sweep_cmd(widths, activation, model, T, depth, lr, steps, method, data, targets, digits, n_inputs, dim,
+def width_sweep_cmd(widths, activation, model, T, depth, sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb, lr, steps, method, data, targets, digits, n_inputs, dim,
                     seed, as_json, json_out, plot_path, quiet):
     """The same training run at several widths: NTK eigenvalues, |theta-theta0|, NTK drift vs width, slopes."""
     from kernelcalc.cli.empirical import _int_list
@@ -93,7 +94,8 @@ def width_sweep_cmd(widths, activation, model, T, depth, lr, steps, method, data
     from kernelcalc.training import width_sweep
 
     res = width_sweep(X, y, widths=widths_l, model=model, activation=activation, seed=seed, T=T, depth=depth,
-                      lr=lr, steps=steps, method=method, progress=not quiet)
+                      lr=lr, steps=steps, method=method, progress=not quiet,
+                      **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
     emit(res, res.table(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_width_sweep)
 
 
@@ -104,7 +106,8 @@ def width_sweep_cmd(widths, activation, model, T, depth, lr, steps, method, data
 @click.option("--n-compare", type=int, default=8, show_default=True, help="Comparison intervals on [0, t_max].")
 @_train_options
 @_friendly
-def flow_gap_cmd(width, lrs, t_max, n_compare, activation, model, T, depth, lr, steps, method, data, targets,
+def flow_gap_cmd(width, lrs, t_max, n_compare, activation, model, T, depth, sigma_w, sigma_u, sigma_v, sigma_b,
+                 sigma_vb, lr, steps, method, data, targets,
                  digits, n_inputs, dim, seed, as_json, json_out, plot_path, quiet):
     """GD with decreasing step sizes against the gradient flow at matching times; fitted order of the gap."""
     if lr is not None or method != "gd" or steps != 300:
@@ -117,5 +120,6 @@ def flow_gap_cmd(width, lrs, t_max, n_compare, activation, model, T, depth, lr, 
     from kernelcalc.training import flow_gap
 
     res = flow_gap(X, y, lrs=lrs_l, t_max=t_max, n_compare=n_compare, model=model, activation=activation,
-                   width=width, seed=seed, T=T, depth=depth, progress=not quiet)
+                   width=width, seed=seed, T=T, depth=depth, progress=not quiet,
+                   **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
     emit(res, res.table(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_flow_gap)

@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-from .._validation import KernelcalcInputError, nonnegative, positive, positive_int
+from .._validation import KernelcalcInputError, positive, positive_int
 from .deq import deq_apply, deq_init
 from .untied import untied_apply, untied_init, untied_ntk
 
 __all__ = ["extra_network_kwargs", "extra_describe", "extra_init", "extra_apply", "extra_ntk"]
 
 
-def extra_network_kwargs(model, *, T, depth, sigma_w, sigma_u, sigma_v, sigma_b, steps, rtol, atol, gradient,
-                         max_steps) -> dict:
-    """Validated :class:`~kernelcalc.empirical.Network` fields of ``node_untied``, ``resnet_untied``, ``deq``."""
-    kw = dict(sigma_w=nonnegative("sigma_w", sigma_w), sigma_u=nonnegative("sigma_u", sigma_u),
-              sigma_v=nonnegative("sigma_v", sigma_v))
+def extra_network_kwargs(model, *, T, depth, steps, rtol, atol, gradient, max_steps) -> dict:
+    """Validated :class:`~kernelcalc.empirical.Network` fields of ``node_untied``, ``resnet_untied``, ``deq``
+    (the scales are validated by :func:`~kernelcalc.empirical.models.make_network`)."""
+    kw: dict = {}
     if gradient != "discretize":
         raise KernelcalcInputError(f"gradient={gradient!r} does not apply to model={model!r} "
                                    "(exact reverse mode / implicit differentiation)")
     if model == "deq":
         if depth is not None:
             raise KernelcalcInputError("depth does not apply to model='deq' (an equilibrium, no layers)")
-        return dict(kw, sigma_b=nonnegative("sigma_b", sigma_b),
-                    rtol=1e-10 if rtol is None else positive("rtol", rtol),
+        return dict(kw, rtol=1e-10 if rtol is None else positive("rtol", rtol),
                     atol=1e-10 if atol is None else positive("atol", atol),
                     max_steps=positive_int("max_steps", max_steps))
-    if sigma_b != 0:
-        raise KernelcalcInputError(f"sigma_b applies to model='deq' only, got sigma_b={sigma_b!r} for {model!r}")
     if rtol is not None or atol is not None:
         raise KernelcalcInputError(f"rtol/atol do not apply to model={model!r} (fixed Euler(-Maruyama) steps)")
     kw["T"] = positive("T", T)

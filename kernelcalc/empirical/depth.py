@@ -29,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError, as_input_pair, positive_int
+from .._validation import KernelcalcInputError, as_input_pair, positive_int, scale_keywords
 from .._results import JsonResult
 from ..kernels.untied import check_weights
 from .models import _apply_one, init_params, make_network
@@ -94,6 +94,7 @@ class DepthGap(JsonResult):
 
 
 @float64
+@scale_keywords("node", label="depth_gap (the Neural ODE and the ResNet)")
 def depth_gap(X, *, activation, width=256, depths: Sequence[int] = (2, 4, 8, 16, 32, 64, 128, 256), T=1.0,
               seed=0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, solver="dopri8", rtol=1e-11, atol=1e-11,
               gradient="discretize", fit_from: int = 1, progress=True, weights: str = "tied") -> DepthGap:
@@ -161,6 +162,7 @@ class GradientModeGap(JsonResult):
 
 
 @float64
+@scale_keywords("node")
 def gradient_mode_gap(X, *, activation, width=128, tolerances: Sequence[float] = (1e-4, 1e-6, 1e-8, 1e-10),
                       T=1.0, seed=0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, solver="tsit5",
                       progress=True) -> GradientModeGap:

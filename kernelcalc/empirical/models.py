@@ -14,9 +14,11 @@ Three models, all with parameters as explicit pytrees (``NamedTuple``) and all s
   parameters: $h^\ell = h^{\ell-1} + \tfrac TL\tfrac{\sigma_w}{\sqrt n}W\phi(h^{\ell-1})$,
   $f = \tfrac{\sigma_v}{\sqrt n}v\cdot\phi(h^L)$.
 - ``"mlp"`` -- the MLP of :func:`kernelcalc.mlp_kernel` (neural-tangents NTK
-  parameterisation): $z^1 = \tfrac{w_{std}}{\sqrt d}W^1x + b_{std}b^1$,
-  $z^{\ell+1} = \tfrac{w_{std}}{\sqrt n}W^{\ell+1}\phi(z^\ell) + b_{std}b^{\ell+1}$,
-  $f = \tfrac{w^{out}_{std}}{\sqrt n}w^{out}\cdot\phi(z^L) + b^{out}_{std}b^{out}$.
+  parameterisation): $z^1 = \tfrac{\sigma_w}{\sqrt d}W^1x + \sigma_b b^1$,
+  $z^{\ell+1} = \tfrac{\sigma_w}{\sqrt n}W^{\ell+1}\phi(z^\ell) + \sigma_b b^{\ell+1}$,
+  $f = \tfrac{\sigma_v}{\sqrt n}w^{out}\cdot\phi(z^L) + \sigma_{vb}b^{out}$.
+
+The scale keywords of each model are those of ``docs/naming.md`` (:data:`kernelcalc._validation.MODEL_SCALES`).
 
 The public API is three functions (used by training code as well)::
 
@@ -41,7 +43,7 @@ import numpy as np
 
 from .._x64 import float64
 from ._extra import extra_apply, extra_describe, extra_init, extra_network_kwargs
-from .._validation import KernelcalcInputError, nonnegative, positive, positive_int
+from .._validation import KernelcalcInputError, positive, positive_int, scale_keywords
 from ..theory.activations import Activation, resolve_activation
 
 __all__ = [
@@ -105,9 +107,10 @@ class Network:
     r"""A validated, hashable description of one finite-width architecture (no parameters).
 
     **Fields:** ``model`` (``"node"``, ``"resnet"``, ``"mlp"``), ``activation``
-    (:class:`~kernelcalc.Activation`), ``width`` $n$; Neural ODE / ResNet: ``T``, ``sigma_w``,
-    ``sigma_u``, ``sigma_v``; ResNet / MLP: ``depth``; MLP: ``w_std``, ``b_std``,
-    ``out_w_std``, ``out_b_std``; Neural ODE solver: ``solver`` (a name in :data:`SOLVERS`),
+    (:class:`~kernelcalc.Activation`), ``width`` $n$; the scales (``docs/naming.md``): Neural ODE / ResNet
+    and their untied variants ``sigma_w``, ``sigma_u``, ``sigma_v``, DEQ also ``sigma_b``, MLP ``sigma_w``,
+    ``sigma_b``, ``sigma_v``, ``sigma_vb`` (a field that does not apply keeps its default); ``T``;
+    ResNet / MLP: ``depth``; Neural ODE solver: ``solver`` (a name in :data:`SOLVERS`),
     ``steps`` (fixed step $T/\text{steps}$, or the initial step when adaptive), ``rtol`` /
     ``atol`` (both ``None``: fixed step; else a PID controller), ``gradient``
     (``"discretize"``: differentiate through the solver, diffrax ``RecursiveCheckpointAdjoint``;
@@ -122,10 +125,6 @@ class Network:
     sigma_u: float = 1.0
     sigma_v: float = 1.0
     depth: int | None = None
-    w_std: float = 1.0
-    b_std: float = 0.0
-    out_w_std: float = 1.0
-    out_b_std: float = 0.0
     solver: str = "tsit5"
     steps: int = 64
     rtol: float | None = None
@@ -133,6 +132,7 @@ class Network:
     gradient: str = "discretize"
     max_steps: int = 100_000
     sigma_b: float = 0.0
+    sigma_vb: float = 0.0
 
     @property
     def adaptive(self) -> bool:
@@ -146,7 +146,7 @@ class Network:
         if self.model in ("resnet", "mlp"):
             out["depth"] = self.depth
         if self.model == "mlp":
-            out.update(w_std=self.w_std, b_std=self.b_std, out_w_std=self.out_w_std, out_b_std=self.out_b_std)
+            out.update(sigma_w=self.sigma_w, sigma_b=self.sigma_b, sigma_v=self.sigma_v, sigma_vb=self.sigma_vb)
         if self.model == "node":
             out.update(solver=self.solver, steps=self.steps, rtol=self.rtol, atol=self.atol,
                        gradient=self.gradient)
@@ -155,34 +155,37 @@ class Network:
         return out
 
 
+@scale_keywords()
 def make_network(model: str = "node", *, activation, width: int, T=1.0, depth=None,
-                 sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, w_std=1.0, b_std=0.0, out_w_std=1.0,
-                 out_b_std=0.0, solver="tsit5", steps=64, rtol=None, atol=None,
-                 gradient="discretize", max_steps=100_000, sigma_b=0.0) -> Network:
-    """Validate the arguments and build a :class:`Network` (errors name the argument)."""
+                 sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0, solver="tsit5", steps=64,
+                 rtol=None, atol=None, gradient="discretize", max_steps=100_000) -> Network:
+    """Validate the arguments and build a :class:`Network` (errors name the argument).
+
+    The scale keywords are those of ``model`` in ``docs/naming.md`` (``sigma_w``, ``sigma_u``,
+    ``sigma_v``; DEQ also ``sigma_b``; MLP ``sigma_w``, ``sigma_b``, ``sigma_v``, ``sigma_vb``;
+    weight scales > 0, bias scales >= 0); one that does not apply to ``model`` is an error.
+    """
     if not isinstance(model, str) or model not in MODELS:
         raise KernelcalcInputError(f"model must be one of {MODELS}, got {model!r}")
     act = resolve_activation(activation)
     width = positive_int("width", width)
     kw = dict(model=model, activation=act, width=width)
+    scales = {k: v for k, v in dict(sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, sigma_b=sigma_b,
+                                    sigma_vb=sigma_vb).items() if v is not None}   # validated by @scale_keywords
     if model in EXTRA_MODELS:
 
         if solver != "tsit5":   # the default of the ODE models; any other choice would be silently unused
             raise KernelcalcInputError(f"solver does not apply to model={model!r} (fixed Euler(-Maruyama) steps "
                                        f"or an optimistix equilibrium solve), got solver={solver!r}")
-        return Network(**kw, **extra_network_kwargs(model, T=T, depth=depth, sigma_w=sigma_w, sigma_u=sigma_u,
-                                                    sigma_v=sigma_v, sigma_b=sigma_b, steps=steps, rtol=rtol,
-                                                    atol=atol, gradient=gradient, max_steps=max_steps))
+        return Network(**kw, **scales, **extra_network_kwargs(model, T=T, depth=depth, steps=steps, rtol=rtol,
+                                                              atol=atol, gradient=gradient, max_steps=max_steps))
+    kw.update(scales)
     if model in ("node", "resnet"):
-        kw.update(T=positive("T", T), sigma_w=nonnegative("sigma_w", sigma_w),
-                  sigma_u=nonnegative("sigma_u", sigma_u), sigma_v=nonnegative("sigma_v", sigma_v))
+        kw["T"] = positive("T", T)
     if model in ("resnet", "mlp"):
         if depth is None:
             raise KernelcalcInputError(f"depth is required for model={model!r}")
         kw["depth"] = positive_int("depth", depth)
-    if model == "mlp":
-        kw.update(w_std=nonnegative("w_std", w_std), b_std=nonnegative("b_std", b_std),
-                  out_w_std=nonnegative("out_w_std", out_w_std), out_b_std=nonnegative("out_b_std", out_b_std))
     if model == "node":
         if not isinstance(solver, str) or solver.lower() not in SOLVERS:
             raise KernelcalcInputError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
@@ -288,10 +291,10 @@ def _apply_one(params, x, net: Network):
     if net.model == "resnet":
         return _readout(params.v, resnet_states(params, node_input(params, x, net), net)[-1], net)
     phi, n = net.activation.jax_fn, net.width
-    z = net.w_std / math.sqrt(x.shape[-1]) * (params.Ws[0] @ x) + net.b_std * params.bs[0]
+    z = net.sigma_w / math.sqrt(x.shape[-1]) * (params.Ws[0] @ x) + net.sigma_b * params.bs[0]
     for W, b in zip(params.Ws[1:], params.bs[1:]):
-        z = net.w_std / math.sqrt(n) * (W @ phi(z)) + net.b_std * b
-    return net.out_w_std / math.sqrt(n) * (params.w_out @ phi(z)) + net.out_b_std * params.b_out
+        z = net.sigma_w / math.sqrt(n) * (W @ phi(z)) + net.sigma_b * b
+    return net.sigma_v / math.sqrt(n) * (params.w_out @ phi(z)) + net.sigma_vb * params.b_out
 
 
 @float64

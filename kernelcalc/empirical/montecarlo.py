@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError, as_input_pair, positive_int
+from .._validation import SCALE_NAMES, KernelcalcInputError, as_input_pair, positive_int, scale_keywords
 from .._results import JsonResult, Kernel, jsonable as _jsonable
 from .models import init_params, make_network
 from ..theory.assumptions import Assumption1Warning
@@ -54,8 +54,8 @@ def fit_slope(x, y) -> float:
 
 
 def _network_kwargs(kw: dict) -> dict:
-    names = ("T", "depth", "sigma_w", "sigma_u", "sigma_v", "w_std", "b_std", "out_w_std", "out_b_std",
-             "solver", "steps", "rtol", "atol", "gradient", "sigma_b")
+    names = ("T", "depth", "sigma_w", "sigma_u", "sigma_v", "sigma_b", "sigma_vb",
+             "solver", "steps", "rtol", "atol", "gradient")
     unknown = set(kw) - set(names)
     if unknown:
         raise KernelcalcInputError(f"unknown argument(s) {sorted(unknown)}; allowed: {list(names)}")
@@ -92,12 +92,13 @@ def _mean_se(samples):
 
 
 @float64
+@scale_keywords()
 def monte_carlo(x1, x2=None, *, model="node", activation, width, n_samples=20, seed=0,
                 method="structured", quad_nodes=32, progress=True, **kwargs) -> Kernel:
     r"""Monte-Carlo NNGP and NTK of finite-width networks, with standard errors.
 
     **Arguments:** as :func:`kernelcalc.empirical_ntk` (``model``, ``activation``, ``width``,
-    ``T``, ``depth``, ``sigma_*``, MLP stds, NODE ``solver``/``steps``/``rtol``/``atol``/
+    ``T``, ``depth``, the model's scales ``sigma_*`` (``docs/naming.md``), NODE ``solver``/``steps``/``rtol``/``atol``/
     ``gradient``, ``method``), plus ``n_samples`` independent networks drawn from ``seed``
     and ``progress`` (a tqdm bar over the samples).
 
@@ -123,23 +124,11 @@ def monte_carlo(x1, x2=None, *, model="node", activation, width, n_samples=20, s
 
 # ----------------------------------------------------------------------------- comparison
 def _analytic(a, b, same, model, activation, kw):
-    from .. import kernels as kc
+    from ..kernels import model_kernel
 
-    x2 = None if same else b
-    sig = {k: kw.get(k, 1.0) for k in ("sigma_w", "sigma_u", "sigma_v")}   # the networks' defaults
-    if model == "deq":
-        return kc.deq_kernel(a, x2, activation=activation, sigma_b=kw.get("sigma_b", 0.0), **sig)
-    if model in ("node_untied", "resnet_untied"):
-        fn, extra = (kc.node_kernel, {}) if model == "node_untied" else (kc.resnet_kernel, {"depth": kw["depth"]})
-        return fn(a, x2, activation=activation, weights="untied", T=kw.get("T", 1.0), **extra, **sig)
-    if model == "node":
-        return kc.node_kernel(a, x2, activation=activation, **{k: kw[k] for k in ("T", "sigma_w", "sigma_u", "sigma_v")
-                                                               if k in kw})
-    if model == "resnet":
-        return kc.resnet_kernel(a, x2, activation=activation, depth=kw["depth"],
-                                **{k: kw[k] for k in ("T", "sigma_w", "sigma_u", "sigma_v") if k in kw})
-    return kc.mlp_kernel(a, x2, activation=activation, depth=kw["depth"],
-                         **{k: kw[k] for k in ("w_std", "b_std", "out_w_std", "out_b_std") if k in kw})
+    scales = {k: v for k, v in kw.items() if k in SCALE_NAMES}
+    return model_kernel(a, None if same else b, model=model, activation=activation, T=kw.get("T", 1.0),
+                        depth=kw.get("depth"), **scales)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,14 +178,15 @@ class Comparison(JsonResult):
 
 
 @float64
+@scale_keywords()
 def compare(X, *, activation, T=1.0, widths: Sequence[int] = (64, 256, 1024), n_samples=20, model="node",
             seed=0, method="structured", quad_nodes=32, progress=True, analytic: Kernel | None = None,
             **kwargs) -> Comparison:
     r"""Analytic vs Monte-Carlo kernels on the inputs ``X`` for several widths.
 
     **Arguments:** ``X`` (N, d); ``activation``; ``T``; ``widths`` (ints >= 1);
-    ``n_samples`` networks per width; ``model`` (``"node"``, ``"resnet"``, ``"mlp"``) and the
-    model's parameters as in :func:`kernelcalc.empirical_ntk`; ``analytic``: a precomputed
+    ``n_samples`` networks per width; ``model`` (``"node"``, ``"resnet"``, ``"mlp"``, ...) and the
+    model's parameters (its scales: ``docs/naming.md``) as in :func:`kernelcalc.empirical_ntk`; ``analytic``: a precomputed
     analytic :class:`Kernel` (default: computed here); ``progress``: tqdm bars.
 
     **Returns:** a :class:`Comparison` (``.table()``, ``.to_json()``, ``.slope``).

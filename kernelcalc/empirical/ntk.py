@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError, as_input_pair, positive_int
+from .._validation import KernelcalcInputError, as_input_pair, positive_int, scale_keywords
 from ..theory.assumptions import warn_if_assumption1_fails
 from .._results import Kernel
 from ._extra import extra_ntk
@@ -97,11 +97,11 @@ def _mlp_parts(params, x, net: Network):
         a = x
         for layer in range(L):
             fan_in = a.shape[-1]
-            z = net.w_std / math.sqrt(fan_in) * (a @ params.Ws[layer].T) + net.b_std * params.bs[layer]
+            z = net.sigma_w / math.sqrt(fan_in) * (a @ params.Ws[layer].T) + net.sigma_b * params.bs[layer]
             z = z + probes[layer]
             a = phi(z)
             ins.append(a)
-        f = net.out_w_std / math.sqrt(n) * (a @ params.w_out) + net.out_b_std * params.b_out
+        f = net.sigma_v / math.sqrt(n) * (a @ params.w_out) + net.sigma_vb * params.b_out
         return jnp.sum(f), (f, ins)
 
     probes = [jnp.zeros((x.shape[0], n)) for _ in range(L)]
@@ -113,11 +113,11 @@ def _mlp_ntk(params, x1, x2, net: Network):
     n = net.width
     f1, ins1, d1 = _mlp_parts(params, x1, net)
     f2, ins2, d2 = (f1, ins1, d1) if x2 is None else _mlp_parts(params, x2, net)
-    theta = net.out_w_std**2 / n * (ins1[-1] @ ins2[-1].T) + net.out_b_std**2
+    theta = net.sigma_v**2 / n * (ins1[-1] @ ins2[-1].T) + net.sigma_vb**2
     for layer in range(net.depth):
         fan_in = ins1[layer].shape[-1]
         dd = d1[layer] @ d2[layer].T
-        theta = theta + dd * (net.w_std**2 / fan_in * (ins1[layer] @ ins2[layer].T) + net.b_std**2)
+        theta = theta + dd * (net.sigma_w**2 / fan_in * (ins1[layer] @ ins2[layer].T) + net.sigma_b**2)
     return f1, f2, theta
 
 
@@ -246,7 +246,7 @@ def require_finite(net: Network, f1, f2, theta, seed=None) -> None:
     else:
         what = (f"the MLP forward pass overflowed (non-finite output) within {net.depth} layers"
                 if not f_ok else "the MLP's NTK overflowed (non-finite)")
-        hint = "reduce depth, w_std or b_std, or use an activation that grows more slowly"
+        hint = "reduce depth, sigma_w or sigma_b, or use an activation that grows more slowly"
     raise KernelcalcInputError(f"{what} for {who}; {hint}")
 
 
@@ -292,20 +292,23 @@ def network_ntk(params, x1, x2, net: Network, method: str = "structured", quad_n
 
 
 @float64
+@scale_keywords()
 def empirical_ntk(x1, x2=None, *, model="node", activation, width, seed=0, T=1.0, depth=None,
                   gradient="discretize", solver="tsit5", steps=64, rtol=None, atol=None,
-                  sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, w_std=1.0, b_std=0.0, out_w_std=1.0,
-                  out_b_std=0.0, method="structured", quad_nodes=32, params=None, sigma_b=0.0) -> Kernel:
+                  sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0,
+                  method="structured", quad_nodes=32, params=None) -> Kernel:
     r"""Finite-width NTK of one randomly initialised network.
 
     **Arguments:**
 
     - ``x1`` (N1, d), ``x2`` (N2, d) or ``None`` (= ``x1``).
     - ``model``: ``"node"``, ``"resnet"``, ``"mlp"``, ``"node_untied"``, ``"resnet_untied"`` or
-      ``"deq"`` (:mod:`kernelcalc.empirical.untied`, :mod:`kernelcalc.empirical.deq`; DEQ: ``sigma_b``); ``activation``; ``width`` $n$;
+      ``"deq"`` (:mod:`kernelcalc.empirical.untied`, :mod:`kernelcalc.empirical.deq`); ``activation``; ``width`` $n$;
       ``seed`` (parameters ``init_params(PRNGKey(seed))``) or explicit ``params``.
-    - Neural ODE / ResNet: ``T``, ``sigma_w``, ``sigma_u``, ``sigma_v``; ResNet/MLP: ``depth``;
-      MLP: ``w_std``, ``b_std``, ``out_w_std``, ``out_b_std`` (as :func:`kernelcalc.mlp_kernel`).
+    - The model's scales (``docs/naming.md``): Neural ODE / ResNet (tied or untied) ``sigma_w``,
+      ``sigma_u``, ``sigma_v``; DEQ also ``sigma_b``; MLP ``sigma_w``, ``sigma_b``, ``sigma_v``,
+      ``sigma_vb`` (as :func:`kernelcalc.mlp_kernel`). A scale of another model is an error.
+    - Neural ODE / ResNet: ``T``; ResNet/MLP: ``depth``.
     - Neural ODE: ``solver`` (``euler``, ``heun``, ``midpoint``, ``ralston``, ``rk4``,
       ``bosh3``, ``tsit5``, ``dopri5``, ``dopri8``), ``steps`` (fixed step ``T/steps``),
       ``rtol``/``atol`` (adaptive when given), ``gradient`` (``"discretize"`` or ``"adjoint"``).
@@ -327,9 +330,8 @@ def empirical_ntk(x1, x2=None, *, model="node", activation, width, seed=0, T=1.0
     """
     a, b, same = as_input_pair(x1, x2)
     net = make_network(model, activation=activation, width=width, T=T, depth=depth, sigma_w=sigma_w,
-                       sigma_u=sigma_u, sigma_v=sigma_v, w_std=w_std, b_std=b_std, out_w_std=out_w_std,
-                       out_b_std=out_b_std, solver=solver, steps=steps, rtol=rtol, atol=atol,
-                       gradient=gradient, sigma_b=sigma_b)
+                       sigma_u=sigma_u, sigma_v=sigma_v, sigma_b=sigma_b, sigma_vb=sigma_vb, solver=solver,
+                       steps=steps, rtol=rtol, atol=atol, gradient=gradient)
     if method not in METHODS:
         raise KernelcalcInputError(f"method must be one of {METHODS}, got {method!r}")
     quad_nodes = positive_int("quad_nodes", quad_nodes)

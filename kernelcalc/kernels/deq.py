@@ -56,12 +56,11 @@ import numpy as np
 import optimistix as optx
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError, as_input_pair, nonnegative
+from .._validation import KernelcalcInputError, as_input_pair, scale_keywords
 from ..theory.activations import resolve_activation
 from ..theory.gaussian import DEFAULT_TOL, DualKernels, dual_kernels
 from ._gram import error_estimate, gram, max_norm, require_finite
 from .._results import Kernel
-from .._validation import positive_sigmas
 from .untied import batched_pair_fn
 
 __all__ = ["deq_kernel"]
@@ -128,11 +127,12 @@ def _condition_error(act, sigma_w, rate, q, v):
 
 
 @float64
-def deq_kernel(x1, x2=None, *, activation, sigma_w, sigma_u, sigma_b=0.0, sigma_v) -> Kernel:
+@scale_keywords("deq")
+def deq_kernel(x1, x2=None, *, activation, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0) -> Kernel:
     r"""Infinite-width NNGP and NTK of the deep equilibrium model (see the module docstring).
 
     **Arguments:** ``x1`` (N1, d), ``x2`` (N2, d) or ``None``; ``activation``; ``sigma_w``,
-    ``sigma_u``, ``sigma_v`` > 0 (scales of $W$, $U$, $v$), ``sigma_b`` >= 0 (bias scale).
+    ``sigma_u``, ``sigma_v`` > 0 (scales of $W$, $U$, $v$; default 1), ``sigma_b`` >= 0 (bias scale; default 0).
 
     **Returns:** :class:`~kernelcalc.Kernel` (``model="deq"``) with ``nngp`` $=\sigma_v^2C^\star$ and
     ``ntk`` $=\sigma_v^2(C^\star+\dot C^\star q^\star_{xy}/(1-\sigma_w^2\dot C^\star))$; ``info`` holds the
@@ -141,8 +141,6 @@ def deq_kernel(x1, x2=None, *, activation, sigma_w, sigma_u, sigma_b=0.0, sigma_
     **Raises:** :class:`~kernelcalc.KernelcalcInputError` when the fixed point does not exist, is not
     reached, or $\sigma_w^2E[\phi'(h^\star)^2]\ge1$.
     """
-    sigma_w, sigma_u, sigma_v = positive_sigmas(sigma_w, sigma_u, sigma_v)
-    sigma_b = nonnegative("sigma_b", sigma_b)
     act = resolve_activation(activation)
     t0 = time.perf_counter()
     a, b, same = as_input_pair(x1, x2)

@@ -1,13 +1,13 @@
 r"""Infinite-width kernel of the fully-connected network, neural-tangents' conventions.
 
-``mlp_kernel(x, activation=phi, depth=L, w_std, b_std, out_w_std, out_b_std)`` is the kernel of
-``stax.serial(*([Dense(n, W_std=w_std, b_std=b_std), phi] * L), Dense(1, W_std=out_w_std, b_std=out_b_std))``
+``mlp_kernel(x, activation=phi, depth=L, sigma_w, sigma_b, sigma_v, sigma_vb)`` is the kernel of
+``stax.serial(*([Dense(n, W_std=sigma_w, b_std=sigma_b), phi] * L), Dense(1, W_std=sigma_v, b_std=sigma_vb))``
 in the NTK parameterisation, $n\to\infty$ (recursion in :mod:`kernelcalc.theory.recursion`):
 
 $$K^1 = \sigma_w^2\tfrac{x\cdot y}d+\sigma_b^2,\ \Theta^1=K^1;\quad
 K^{\ell+1}=\sigma_w^2C^\ell+\sigma_b^2,\ \Theta^{\ell+1}=K^{\ell+1}+\sigma_w^2\dot C^\ell\Theta^\ell;$$
 
-the readout uses ``out_w_std``/``out_b_std`` in place of $\sigma_w$/$\sigma_b$.  Each layer's
+the readout uses $\sigma_v$/$\sigma_{vb}$ (``sigma_v``/``sigma_vb``) in place of $\sigma_w$/$\sigma_b$.  Each layer's
 $(C,\dot C)$ comes from :func:`~kernelcalc.theory.gaussian.dual_kernels` (closed forms, or the
 Mehler/Hermite series, accurate to ~1e-13), the same code the ODE and ResNet kernels use.
 """
@@ -25,7 +25,7 @@ import numpy as np
 
 from .._x64 import float64
 from ..theory import recursion as rec
-from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, as_input_pair, nonnegative, positive_int
+from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, as_input_pair, positive_int, scale_keywords
 from ..theory.activations import resolve_activation
 from ..theory.duals import closed_form_dual
 from ..theory.gaussian import DualKernels, dual_kernels
@@ -36,15 +36,15 @@ __all__ = ["mlp_kernel"]
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(dual: DualKernels, depth: int, w_std: float, b_std: float, out_w_std: float, out_b_std: float):
+def _compiled(dual: DualKernels, depth: int, sigma_w: float, sigma_b: float, sigma_v: float, sigma_vb: float):
     @jax.jit
     def pair(v, ix, iy, sxy):
         """v: (U,) distinct input norms, ix, iy: (B,) indices into v; the per-norm work (layer
         variances, Hermite coefficients) is done once per distinct norm."""
-        q, k = rec.mlp_input_nngp(v, w_std, b_std), rec.mlp_input_nngp(sxy, w_std, b_std)
+        q, k = rec.mlp_input_nngp(v, sigma_w, sigma_b), rec.mlp_input_nngp(sxy, sigma_w, sigma_b)
         ntk = k
         for layer in range(depth):
-            ws, bs = (out_w_std, out_b_std) if layer == depth - 1 else (w_std, b_std)
+            ws, bs = (sigma_v, sigma_vb) if layer == depth - 1 else (sigma_w, sigma_b)
             m = dual.marginal(q)
             mx, my = (jax.tree_util.tree_map(lambda a, i=i: a[..., i], m) for i in (ix, iy))
             C, Cdot = dual.from_marginals(mx, my, k)
@@ -58,24 +58,27 @@ def _compiled(dual: DualKernels, depth: int, w_std: float, b_std: float, out_w_s
     return pair
 
 
-def _layer_variances(dual, depth, w_std, b_std, v):
-    q = rec.mlp_input_nngp(np.asarray(v, float), w_std, b_std)
+def _layer_variances(dual, depth, sigma_w, sigma_b, v):
+    q = rec.mlp_input_nngp(np.asarray(v, float), sigma_w, sigma_b)
     out = [q]
     for _ in range(depth - 1):
-        q = rec.mlp_nngp_step(np.asarray(dual.C(q, q, q)), w_std, b_std)
+        q = rec.mlp_nngp_step(np.asarray(dual.C(q, q, q)), sigma_w, sigma_b)
         out.append(q)
     return np.array(out)
 
 
 @float64
-def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_std=1.0, out_b_std=0.0,
+@scale_keywords("mlp")
+def mlp_kernel(x1, x2=None, *, activation, depth, sigma_w=1.0, sigma_b=0.0, sigma_v=1.0, sigma_vb=0.0,
                progress: bool | None = None, outputs=("nngp", "ntk"), out=None, client=None,
                strict: bool = False) -> Kernel:
     r"""Infinite-width NNGP and NTK of a depth-``depth`` MLP (neural-tangents ``stax`` convention).
 
     **Arguments:** ``x1`` (N1, d), ``x2`` (N2, d) or ``None``; ``activation`` (name, expression
-    or :class:`~kernelcalc.Activation`); ``depth`` $\ge1$ hidden layers; ``w_std``, ``b_std``
-    (hidden Dense layers), ``out_w_std``, ``out_b_std`` (readout), all $\ge 0$; ``strict``: raise
+    or :class:`~kernelcalc.Activation`); ``depth`` $\ge1$ hidden layers; ``sigma_w`` $>0$, ``sigma_b`` $\ge0$
+    (weight and bias std of every hidden Dense layer, the first included: neural-tangents ``W_std``,
+    ``b_std``), ``sigma_v`` $>0$, ``sigma_vb`` $\ge0$ (readout; see ``docs/naming.md``; the old names
+    ``w_std``, ``b_std``, ``out_w_std``, ``out_b_std`` still work with a :class:`DeprecationWarning`); ``strict``: raise
     :class:`~kernelcalc.KernelcalcAccuracyError` instead of warning
     (:class:`~kernelcalc.KernelcalcAccuracyWarning`) when the quadrature or the sphere interpolation
     cannot meet its tolerance.
@@ -87,8 +90,6 @@ def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_st
     ``outputs``, ``out``, ``client``, ``progress``: as in :func:`~kernelcalc.node_kernel` (tiles, Zarr, dask).
     """
     depth = positive_int("depth", depth)
-    w_std, b_std, out_w_std, out_b_std = (nonnegative(n, v) for n, v in (
-        ("w_std", w_std), ("b_std", b_std), ("out_w_std", out_w_std), ("out_b_std", out_b_std)))
     act = resolve_activation(activation)
     t0 = time.perf_counter()
     a, b, same = as_input_pair(x1, x2)
@@ -97,15 +98,15 @@ def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_st
     v_max = max_norm(a, b)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", KernelcalcAccuracyWarning)     # only the layer variances, to ~1e-6
-        coarse = dual_kernels(act, q_max=max(4.0 * v_max * w_std**2 + b_std**2, 1.0), tol=1e-6)
-    q_max = float(np.max(_layer_variances(coarse, depth, w_std, b_std, v_max)))
+        coarse = dual_kernels(act, q_max=max(4.0 * v_max * sigma_w**2 + sigma_b**2, 1.0), tol=1e-6)
+    q_max = float(np.max(_layer_variances(coarse, depth, sigma_w, sigma_b, v_max)))
     if not math.isfinite(q_max):
         raise KernelcalcInputError(
             f"the layer variances of the depth-{depth} {act.name} MLP overflow float64 (largest input "
-            f"x.x/d = {v_max:.3g}, w_std = {w_std:g}): phi grows too fast for this depth")
+            f"x.x/d = {v_max:.3g}, sigma_w = {sigma_w:g}): phi grows too fast for this depth")
     dual = dual_kernels(act, q_max=1.05 * max(q_max, 1e-3), strict=strict)
     info: dict = dict(expectation=dual.describe(), q_max=q_max)
-    compiled = _compiled(dual, depth, w_std, b_std, out_w_std, out_b_std)
+    compiled = _compiled(dual, depth, sigma_w, sigma_b, sigma_v, sigma_vb)
 
     def pair_fn(sxx, syy, sxy):
         sxx, syy, sxy = (np.asarray(a, np.float64) for a in (sxx, syy, sxy))
@@ -121,7 +122,7 @@ def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_st
     nngp, ntk, ginfo = gram(a, None if same else b, pair_fn, tol=1e-12, progress=progress,
                             outputs=outputs, out=out, client=client,
                             config=dict(model="mlp", activation=act.name, params=dict(
-                                depth=depth, w_std=w_std, b_std=b_std, out_w_std=out_w_std, out_b_std=out_b_std)),
+                                depth=depth, sigma_w=sigma_w, sigma_b=sigma_b, sigma_v=sigma_v, sigma_vb=sigma_vb)),
                             cheap_pairs=closed_form_dual(act) is not None, strict=strict)
     require_finite(nngp, ntk, f"the depth-{depth} {act.name} MLP kernel")
     info.update(ginfo, seconds=time.perf_counter() - t0)
@@ -129,5 +130,5 @@ def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_st
     per_layer = 1e-15 if dual.method == "closed" else dual.error_estimate
     info["expectation_error_estimate"] = per_layer
     info["error_estimate"] = error_estimate(nngp, ntk, 4 * depth * per_layer, ginfo.get("interpolation_error_estimate"))
-    params = dict(depth=depth, w_std=w_std, b_std=b_std, out_w_std=out_w_std, out_b_std=out_b_std)
+    params = dict(depth=depth, sigma_w=sigma_w, sigma_b=sigma_b, sigma_v=sigma_v, sigma_vb=sigma_vb)
     return Kernel(nngp=nngp, ntk=ntk, model="mlp", activation=act.name, params=params, info=info)

@@ -49,7 +49,7 @@ import numpy as np
 
 from .._x64 import float64
 from ..theory import recursion as rec
-from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, as_input_pair, positive, positive_int, positive_sigmas
+from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, as_input_pair, positive, positive_int, scale_keywords
 from ..theory.activations import resolve_activation
 from ..theory.assumptions import warn_if_assumption1_fails
 from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_q_limit
@@ -429,6 +429,7 @@ def check_tol(tol) -> float:
 
 
 @float64
+@scale_keywords("node")
 def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
                 tol: float = 1e-10, time_nodes: int | None = None, progress: bool | None = None,
                 outputs=("nngp", "ntk"), out=None, client=None, strict: bool = False, weights: str = "tied") -> Kernel:
@@ -477,7 +478,6 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
         return untied_node_kernel(x1, x2, activation=activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u,
                                   sigma_v=sigma_v, tol=min(positive("tol", tol), 1e-12), progress=progress)
     T = positive("T", T)
-    sigma_w, sigma_u, sigma_v = positive_sigmas(sigma_w, sigma_u, sigma_v)
     tol = check_tol(tol)
     if time_nodes is not None:
         time_nodes = positive_int("time_nodes", time_nodes, minimum=2)

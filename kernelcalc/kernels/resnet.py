@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from .._x64 import float64
-from .._validation import as_input_pair, positive, positive_int, positive_sigmas
+from .._validation import as_input_pair, positive, positive_int, scale_keywords
 from ..theory.activations import resolve_activation
 from ..theory.assumptions import warn_if_assumption1_fails
 from ._gram import error_estimate, gram, max_norm
@@ -46,6 +46,7 @@ def euler_discretisation(L: int, T: float) -> Discretisation:
 
 
 @float64
+@scale_keywords("resnet")
 def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
                   progress: bool | None = None, outputs=("nngp", "ntk"), out=None, client=None,
                   strict: bool = False, weights: str = "tied") -> Kernel:
@@ -64,7 +65,6 @@ def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u
                                     sigma_u=sigma_u, sigma_v=sigma_v, progress=progress)
     depth = positive_int("depth", depth)
     T = positive("T", T)
-    sigma_w, sigma_u, sigma_v = positive_sigmas(sigma_w, sigma_u, sigma_v)
     act = resolve_activation(activation)
     warn_if_assumption1_fails(act, context="resnet_kernel", stacklevel=3)   # past the float64 wrapper
     t0 = time.perf_counter()

@@ -67,7 +67,8 @@ from fractions import Fraction
 import numpy as np
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError, as_inputs, nonnegative, positive, positive_int
+from .._validation import (MODEL_SCALES, KernelcalcInputError, as_inputs, model_scales, nonnegative, positive,
+                           positive_int, scale_keywords)
 from ..theory.activations import resolve_activation
 from .._results import JsonResult, Kernel
 
@@ -359,6 +360,7 @@ def _arb_upper_fraction(x) -> Fraction:
 
 
 @float64
+@scale_keywords()
 def rigorous_kernel(X, *, model: str, activation, prec: int = 128, **params) -> Kernel:
     r"""NNGP and NTK Gram of a closed-form kernel in interval arithmetic (python-flint ``arb``).
 
@@ -370,8 +372,8 @@ def rigorous_kernel(X, *, model: str, activation, prec: int = 128, **params) -> 
 
     - ``X``: data ``(N, d)``; ``model``: ``"mlp"`` or ``"node"``.
     - ``activation``: for ``"mlp"``: relu, leaky_relu or erf (neural-tangents ``stax`` NTK
-      parameterisation, as :func:`kernelcalc.mlp_kernel`; ``params``: ``depth``, ``w_std``,
-      ``b_std``, ``out_w_std``, ``out_b_std``).  For ``"node"``: identity, where
+      parameterisation, as :func:`kernelcalc.mlp_kernel`; ``params``: ``depth``, ``sigma_w``,
+      ``sigma_b``, ``sigma_v``, ``sigma_vb``).  For ``"node"``: identity, where
       $K_{\rm NTK}=\sigma_u^2\sigma_v^2\,[2I_0(2\sigma_wT)+\sigma_wT\,I_1(2\sigma_wT)]\,x\cdot y/d$ and
       $K_{\rm NNGP}=\sigma_u^2\sigma_v^2I_0(2\sigma_wT)\,x\cdot y/d$ ($S=\sigma_u^2\frac{x\cdot y}dI_0(2\sigma_w\sqrt{ts})$,
       $\Lambda=\sigma_v^2I_0(2\sigma_w\sqrt{(T-t)(T-s)})$, and the series of
@@ -434,19 +436,19 @@ def _node_params(params) -> dict:
     extra = set(params) - allowed
     if extra:
         raise KernelcalcInputError(f"unknown parameter(s) {sorted(extra)} for model 'node'; allowed: {sorted(allowed)}")
-    return {k: positive(k, params.get(k, 1.0)) for k in ("T", "sigma_w", "sigma_u", "sigma_v")}
+    return {"T": positive("T", params.get("T", 1.0)),
+            **model_scales("node", **{k: v for k, v in params.items() if k != "T"})}
 
 
 def _mlp_params(params) -> dict:
-    allowed = {"depth", "w_std", "b_std", "out_w_std", "out_b_std"}
+    allowed = {"depth", *MODEL_SCALES["mlp"]}
     extra = set(params) - allowed
     if extra:
         raise KernelcalcInputError(f"unknown parameter(s) {sorted(extra)} for model 'mlp'; allowed: {sorted(allowed)}")
     if "depth" not in params:
         raise KernelcalcInputError("model 'mlp' needs depth (the number of hidden layers)")
     used = {"depth": positive_int("depth", params["depth"])}
-    for k, default in (("w_std", 1.0), ("b_std", 0.0), ("out_w_std", 1.0), ("out_b_std", 0.0)):
-        used[k] = nonnegative(k, params.get(k, default))
+    used.update(model_scales("mlp", **{k: v for k, v in params.items() if k != "depth"}))
     return used
 
 
@@ -460,7 +462,7 @@ def _mlp(G, X, act, params, flint):
     arb = flint.arb
     dual = _arb_dual(name, alpha, flint)
     depth = used["depth"]
-    w, b, ow, ob = (arb(used[k]) for k in ("w_std", "b_std", "out_w_std", "out_b_std"))
+    w, b, ow, ob = (arb(used[k]) for k in ("sigma_w", "sigma_b", "sigma_v", "sigma_vb"))
     n = X.shape[0]
     # per-input layer variances q_l(x), l = 1..depth (the diagonal recursion, rho = 1 exactly)
     q = [[rec.mlp_input_nngp(G[i, i], w, b)] for i in range(n)]
@@ -469,7 +471,7 @@ def _mlp(G, X, act, params, flint):
             qi = q[i][-1]
             q[i].append(rec.mlp_nngp_step(dual(qi, qi, qi, True)[0], w, b))
     if name != "erf" and any(qq.contains(0) for qs in q for qq in qs):
-        raise KernelcalcInputError("a layer variance of some input is 0 (a zero row with b_std = 0): "
+        raise KernelcalcInputError("a layer variance of some input is 0 (a zero row with sigma_b = 0): "
                                    "the arc-cosine kernel's angle is undefined there; use mlp_kernel")
     nngp, ntk = _Midpoints(n, flint), _Midpoints(n, flint)
     for i in range(n):
@@ -492,6 +494,7 @@ def _mlp(G, X, act, params, flint):
 
 # ---------------------------------------------------------------------------- kernels -> certificate
 @float64
+@scale_keywords()
 def certify_ntk(X, *, model: str = "node", activation, kernel: Kernel | None = None,
                 lambda_estimate: float | None = None, **params) -> CertifiedLambdaMin:
     r"""Certified lower bound on $\lambda_{\min}$ of the limiting NTK Gram $\Theta^\infty(X, X)$.
@@ -505,7 +508,7 @@ def certify_ntk(X, *, model: str = "node", activation, kernel: Kernel | None = N
     **Arguments:** ``X`` (N, d); ``model``: ``"node"``, ``"mlp"`` or ``"resnet"``; ``activation``;
     ``kernel``: an already computed floating-point :class:`~kernelcalc.Kernel` of ``X`` for the
     a-posteriori path (not recomputed); ``lambda_estimate``: see :func:`certify_lambda_min`;
-    ``params``: the model's parameters (as for its kernel function).
+    ``params``: the model's parameters (as for its kernel function; its scales: ``docs/naming.md``).
 
     **Returns:** :class:`CertifiedLambdaMin`.
     """

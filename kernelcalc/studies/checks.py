@@ -33,7 +33,7 @@ import numpy as np
 from .._x64 import float64
 from .._results import JsonResult, jsonable
 
-from .._validation import KernelcalcInputError, as_inputs, nonnegative, positive
+from .._validation import KernelcalcInputError, as_inputs, nonnegative, positive, scale_keywords
 from ..theory.activations import resolve_activation
 
 __all__ = ["CheckReport", "GramSummary", "check", "gram_summary", "GRAM_MODES"]
@@ -241,6 +241,7 @@ class CheckReport(JsonResult):
 
 
 @float64
+@scale_keywords("node")
 def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
           tol=1e-10, sphere_rtol=1e-8, gram="if_applicable", client=None,
           certify: bool = False) -> CheckReport:
@@ -284,8 +285,7 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
 
     X = as_inputs(X, "X")
     act = resolve_activation(activation)
-    params = {"T": positive("T", T), "sigma_w": positive("sigma_w", sigma_w),
-              "sigma_u": positive("sigma_u", sigma_u), "sigma_v": positive("sigma_v", sigma_v),
+    params = {"T": positive("T", T), "sigma_w": sigma_w, "sigma_u": sigma_u, "sigma_v": sigma_v,   # @scale_keywords
               "tol": nonnegative("tol", tol), "sphere_rtol": nonnegative("sphere_rtol", sphere_rtol)}
     if not isinstance(gram, str) or gram not in GRAM_MODES:
         raise KernelcalcInputError(f"gram must be one of {GRAM_MODES}, got {gram!r}")

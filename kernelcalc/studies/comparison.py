@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 
 from .._x64 import float64
-from .._validation import as_inputs, positive, positive_int
+from .._validation import as_inputs, positive, positive_int, scale_keywords
 from .._results import JsonResult
 
 __all__ = ["compare_models", "ModelComparison", "MODEL_LABELS", "plot_model_comparison"]
@@ -62,6 +62,7 @@ class ModelComparison(JsonResult):
 
 
 @float64
+@scale_keywords("deq", label="compare_models (tied/untied Neural ODE and ResNet, DEQ)")
 def compare_models(X, *, activation, T=1.0, depth=8, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0,
                    n_rho: int = 41) -> ModelComparison:
     r"""Kernels of the five depth models (module docstring) on a $\rho$ grid and on the data ``X``.
@@ -76,8 +77,7 @@ def compare_models(X, *, activation, T=1.0, depth=8, sigma_w=1.0, sigma_u=1.0, s
     from ..theory.activations import resolve_activation
 
     X = as_inputs(X, "X")
-    T, sw, su, sv = (positive(n, v) for n, v in (("T", T), ("sigma_w", sigma_w), ("sigma_u", sigma_u),
-                                                  ("sigma_v", sigma_v)))
+    T, sw, su, sv = positive("T", T), sigma_w, sigma_u, sigma_v      # the scales: @scale_keywords
     depth = positive_int("depth", depth)
     n_rho = positive_int("n_rho", n_rho, minimum=3)
     rho = np.unique(np.round(np.concatenate([np.linspace(-1, 1, n_rho), [-0.5, 0.0, 0.5, 0.9]]), 12))

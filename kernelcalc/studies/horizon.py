@@ -43,7 +43,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError, as_inputs, positive
+from .._validation import KernelcalcInputError, as_inputs, positive, scale_keywords
 from ..theory.activations import ActivationError, resolve_activation
 from .._results import JsonResult
 
@@ -224,6 +224,7 @@ def _entry(X, act, T, sigma_w, sigma_u, sigma_v):
 
 
 @float64
+@scale_keywords("node")
 def sweep_T(X, *, activations: Sequence = ("softplus", "tanh", "gelu", "sin"),
             Ts: Sequence[float] = (0.25, 0.5, 1.0, 2.0), sigma_w: float = 1.0, sigma_u: float = 1.0,
             sigma_v: float = 1.0, sigma_w_scaling: str = "fixed", lr: float | None = None,
@@ -262,8 +263,6 @@ def sweep_T(X, *, activations: Sequence = ("softplus", "tanh", "gelu", "sin"),
     X = as_inputs(X, "X")
     acts = _activations(activations)
     Ts = _horizons(Ts)
-    sigma_w, sigma_u, sigma_v = (positive(n, v) for n, v in
-                                 (("sigma_w", sigma_w), ("sigma_u", sigma_u), ("sigma_v", sigma_v)))
     if sigma_w_scaling not in SIGMA_W_SCALINGS:
         raise KernelcalcInputError(f"sigma_w_scaling must be one of {SIGMA_W_SCALINGS}, got {sigma_w_scaling!r}")
     if lr is None:

@@ -40,12 +40,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import warnings
 from typing import Sequence
 
 import numpy as np
 import sympy as sp
 
+from .._validation import warn
 from .activations import Activation, X, resolve_activation
 
 __all__ = ["Verdict", "Assumption1Report", "analyse", "Assumption1Warning", "warn_if_assumption1_fails"]
@@ -618,8 +618,7 @@ def warn_if_assumption1_fails(activation, *, context: str | None = None,
     if report.holds is False:
         why = report.summary.removeprefix("Assumption 1 fails because ")
         where = f"{context}: " if context else ""
-        warnings.warn(
-            f"{where}activation {report.activation} fails Assumption 1 ({why}); the result is computed, but "
-            "the Neural-ODE theory (well-posed limit, positive definite NTK, linear convergence of gradient "
-            "descent) does not cover it", Assumption1Warning, stacklevel=stacklevel + 1)
+        warn(f"{where}activation {report.activation} fails Assumption 1 ({why}); the result is computed, but "
+             "the Neural-ODE theory (well-posed limit, positive definite NTK, linear convergence of gradient "
+             "descent) does not cover it", Assumption1Warning, stacklevel=stacklevel + 1)
     return report

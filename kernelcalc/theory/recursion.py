@@ -35,19 +35,19 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- MLP
-def mlp_input_nngp(xy_over_d, w_std, b_std):
+def mlp_input_nngp(xy_over_d, sigma_w, sigma_b):
     r"""First dense layer: $K^1 = \sigma_w^2\,x\cdot y/d + \sigma_b^2$ (and $\Theta^1 = K^1$)."""
-    return w_std**2 * xy_over_d + b_std**2
+    return sigma_w**2 * xy_over_d + sigma_b**2
 
 
-def mlp_nngp_step(C, w_std, b_std):
+def mlp_nngp_step(C, sigma_w, sigma_b):
     r"""Dense layer after $\phi$: $K^{\ell+1} = \sigma_w^2 C^\ell + \sigma_b^2$."""
-    return w_std**2 * C + b_std**2
+    return sigma_w**2 * C + sigma_b**2
 
 
-def mlp_ntk_step(nngp_next, Cdot, ntk_prev, w_std):
+def mlp_ntk_step(nngp_next, Cdot, ntk_prev, sigma_w):
     r"""$\Theta^{\ell+1} = K^{\ell+1} + \sigma_w^2\,\dot C^\ell\,\Theta^\ell$."""
-    return nngp_next + w_std**2 * Cdot * ntk_prev
+    return nngp_next + sigma_w**2 * Cdot * ntk_prev
 
 
 # ----------------------------------------------------------------------------- Neural ODE

@@ -31,6 +31,7 @@ import sympy as sp
 from . import recursion as rec
 from .activations import Activation, X, resolve_activation
 from .duals import closed_form_dual
+from .._validation import model_scales
 
 __all__ = ["Derivation", "derive", "gaussian_expectation", "MODELS"]
 
@@ -43,6 +44,7 @@ rho = sp.Symbol("rho", real=True)
 q_x, q_y = sp.symbols("q_x q_y", positive=True)
 sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb = sp.symbols("sigma_w sigma_u sigma_v sigma_b sigma_vb",
                                                           nonnegative=True)
+_SCALE_SYMBOLS = {"sigma_w": sigma_w, "sigma_u": sigma_u, "sigma_v": sigma_v, "sigma_b": sigma_b, "sigma_vb": sigma_vb}
 T = sp.Symbol("T", positive=True)
 t, s, r, q = sp.symbols("t s r q", nonnegative=True)
 L = sp.Symbol("L", integer=True, positive=True)
@@ -55,7 +57,7 @@ _a, _b = sp.symbols("a b", real=True)
 _SYMBOL_DOC = {
     "rho": "x·y/d", "q_x": "|x|²/d", "q_y": "|y|²/d",
     "sigma_w": "std of the hidden weights W", "sigma_u": "std of the input weights U",
-    "sigma_v": "std of the readout weights v", "sigma_b": "std of the hidden biases (MLP)",
+    "sigma_v": "std of the readout weights v", "sigma_b": "std of the hidden biases (MLP, DEQ)",
     "sigma_vb": "std of the readout bias (MLP)", "T": "time horizon", "L": "depth",
     "delta": "step T/L", "q_1, q_2, c": "Var a, Var b, Cov(a, b) of the centred Gaussian (a, b)",
 }
@@ -95,7 +97,8 @@ class Derivation:
     symbolic ``L``); ``phi``, ``dphi`` ($\phi$, $\phi'$ in ``x``); ``C``, ``Cdot`` (the dual
     kernels in ``q_1, q_2, c``); ``closed_form`` (whether they are closed forms);
     ``equations`` (sympy ``Eq``: the recursion, then $K_{\rm NNGP}$ and $K_{\rm NTK}$);
-    ``nngp`` and ``ntk`` (right-hand sides; ``ntk`` is $K^\infty$); ``notes``.
+    ``nngp`` and ``ntk`` (right-hand sides; ``ntk`` is $K^\infty$); ``notes``; ``scales``: the
+    ``(name, value)`` pairs substituted for the scale symbols (empty: all symbolic).
     """
 
     activation: Activation
@@ -110,6 +113,7 @@ class Derivation:
     nngp: sp.Expr
     ntk: sp.Expr
     notes: tuple = ()
+    scales: tuple = ()
 
     @property
     def symbols(self) -> dict[str, sp.Symbol]:
@@ -157,7 +161,7 @@ class Derivation:
             "C": str(self.C), "Cdot": str(self.Cdot),
             "equations": [{"lhs": str(e.lhs), "rhs": str(e.rhs), "latex": sp.latex(e)} for e in self.equations],
             "nngp": str(self.nngp), "ntk": str(self.ntk), "notes": list(self.notes),
-            "symbols": dict(_SYMBOL_DOC),
+            "symbols": dict(_SYMBOL_DOC), "scales": {k: str(v) for k, v in self.scales},
         }
 
     def __str__(self) -> str:
@@ -262,7 +266,8 @@ def _derive(act: Activation, model: str, depth: int | None) -> Derivation:
                       nngp=nngp_rhs, ntk=ntk_rhs, notes=notes)
 
 
-def derive(activation: "str | sp.Expr | Activation", model: str = "node", depth: int | None = None) -> Derivation:
+def derive(activation: "str | sp.Expr | Activation", model: str = "node", depth: int | None = None, *,
+           sigma_w=None, sigma_u=None, sigma_v=None, sigma_b=None, sigma_vb=None) -> Derivation:
     r"""The NNGP/NTK recursion and $K^\infty$ of a model as sympy objects.
 
     **Arguments:**
@@ -276,6 +281,11 @@ def derive(activation: "str | sp.Expr | Activation", model: str = "node", depth:
     - ``"node_untied"`` / ``"resnet_untied"``: independent weights in time (a diagonal ODE / Euler
       sum in one time variable, linear NTK equation); ``"deq"``: the equilibrium model (fixed points,
       Feng--Kolter NTK); see :mod:`kernelcalc.kernels.untied` and :mod:`kernelcalc.kernels.deq`.
+    - The model's scale keywords (``docs/naming.md``): ``sigma_w``, ``sigma_u``, ``sigma_v`` (Neural
+      ODE, ResNets; DEQ also ``sigma_b``), ``sigma_w``, ``sigma_b``, ``sigma_v``, ``sigma_vb`` (MLP).
+      ``None`` (default) keeps the symbol; a number (weight scales $>0$, bias scales $\ge0$) is
+      substituted, e.g. ``derive("tanh", model="mlp", sigma_w=2)``. A scale of another model is a
+      :class:`~kernelcalc.KernelcalcInputError`.
 
     **Returns:** a :class:`Derivation` (``.text()``, ``.latex()``, ``.to_dict()``).
     """
@@ -289,7 +299,16 @@ def derive(activation: "str | sp.Expr | Activation", model: str = "node", depth:
                              f"continuous depth T (got depth={depth!r})")
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be a positive integer or None, got {depth!r}")
-    return _derive(act, model, depth)
+    given = dict(sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, sigma_b=sigma_b, sigma_vb=sigma_vb)
+    chosen = model_scales(model, fill=False, **given)        # validates; the values as given are substituted
+    result = _derive(act, model, depth)
+    if not chosen:
+        return result
+    values = tuple((name, sp.nsimplify(given[name], rational=True)) for name in chosen)   # 0.5 -> 1/2
+    subs = {_SCALE_SYMBOLS[name]: v for name, v in values}
+    return dataclasses.replace(result, equations=tuple(e.subs(subs) for e in result.equations),
+                               nngp=result.nngp.subs(subs), ntk=result.ntk.subs(subs), scales=values,
+                               notes=result.notes + ("substituted " + ", ".join(f"{n} = {v}" for n, v in values),))
 
 
 # ----------------------------------------------------------------------------- untied and equilibrium models

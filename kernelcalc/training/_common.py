@@ -32,11 +32,12 @@ def group_sq_norms(tree) -> jnp.ndarray:
                       for f in tree._fields])
 
 
-def network(model, activation, width, T, depth, sigma_w, sigma_u, sigma_v, solver, solver_steps):
-    """The finite-width network of a run (the Neural ODE with ``solver_steps`` fixed ``solver`` steps)."""
+def network(model, activation, width, T, depth, scales: dict, solver, solver_steps):
+    """The finite-width network of a run (the Neural ODE with ``solver_steps`` fixed ``solver`` steps);
+    ``scales``: the scale keywords as passed (``None``: not passed; ``make_network`` rejects the ones
+    that do not apply to ``model``)."""
     solver_kw = dict(solver=solver, steps=solver_steps) if model == "node" else {}
-    return make_network(model, activation=activation, width=width, T=T, depth=depth, sigma_w=sigma_w,
-                        sigma_u=sigma_u, sigma_v=sigma_v, **solver_kw)
+    return make_network(model, activation=activation, width=width, T=T, depth=depth, **scales, **solver_kw)
 
 
 def make_fns(net, X, y):

@@ -72,10 +72,11 @@ NTK parametrisation) with biases switched on:
 
 $$z^1=\tfrac{\sigma_w}{\sqrt d}W^1x+\sigma_bb^1,\quad
 z^{\ell+1}=\tfrac{\sigma_w}{\sqrt n}W^{\ell+1}\phi(z^\ell)+\sigma_bb^{\ell+1},\quad
-f(x)=\tfrac{\sigma_v}{\sqrt n}w^{\rm out}\cdot\phi(z^L)+\sigma_bb^{\rm out}.$$
+f(x)=\tfrac{\sigma_v}{\sqrt n}w^{\rm out}\cdot\phi(z^L)+\sigma_{vb}b^{\rm out}.$$
 
-The MLP has bias parameters scaled by ``b_std``/``out_b_std``, which default to 0 there (biases
-switched off); here both are ``sigma_b`` (default 1), so that on 1-D inputs the network can form the
+The scale keywords are the MLP's (``docs/naming.md``): ``sigma_w``, ``sigma_b``, ``sigma_v``,
+``sigma_vb``. The MLP's bias scales ``sigma_b``/``sigma_vb`` default to 0 elsewhere (biases
+switched off); here both default to 1, so that on 1-D inputs the network can form the
 finite differences above (a bias-free 1-D network $\sum_k a_k\sigma(w_kx)$ has no $b$ with
 $\sigma''(b)\ne0$ for odd $\sigma$, and no constant term). So no constant input column is appended:
 :func:`sad_data` returns plain $(N,1)$ inputs.
@@ -93,7 +94,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError, _real, nonnegative, positive, positive_int
+from .._validation import KernelcalcInputError, _real, nonnegative, positive, positive_int, scale_keywords
 from ..empirical.models import batched_apply, init_params, make_network
 from .._results import JsonResult
 from ..empirical.montecarlo import fit_line
@@ -375,9 +376,10 @@ def _decide(fit: dict, grad_end: float, norm_end: float, th: dict) -> tuple[str,
 
 
 @float64
+@scale_keywords("mlp", label="divergent_flow (its SAD network is an MLP)")
 def divergent_flow(X, y, *, activation="softplus", width: int = 4, depth: int = 1, seed: int = 0,
                    t_max: float = 1e5, t_min: float = 1e-2, n_records: int = 60, sigma_w: float = 1.0,
-                   sigma_v: float = 1.0, sigma_b: float = 1.0, init_scale: float = 1.0, solver: str = "kvaerno5",
+                   sigma_b: float = 1.0, sigma_v: float = 1.0, sigma_vb: float = 1.0, init_scale: float = 1.0, solver: str = "kvaerno5",
                    rtol: float = 1e-8, atol: float = 1e-10, newton_rtol: float = 1e-6, newton_atol: float = 1e-9,
                    max_steps: int = 100_000, window_decades: float = 1.0, min_growth_exponent: float = 0.01,
                    monotone_fraction: float = 0.9, settle_rtol: float = 1e-3, grad_tol: float = 1e-6,
@@ -396,8 +398,10 @@ def divergent_flow(X, y, *, activation="softplus", width: int = 4, depth: int = 
 
     - ``X`` (N, d), ``y`` (N,): the data (finite; one target per row). :func:`sad_data` makes 1-D
       polynomial data.
-    - ``activation``, ``width`` $n\ge1$, ``depth`` (hidden layers $\ge1$), ``seed``; ``sigma_w``, ``sigma_v``,
-      ``sigma_b``: weight, readout and bias multipliers of the NTK-parametrised MLP; ``init_scale`` $>0$.
+    - ``activation``, ``width`` $n\ge1$, ``depth`` (hidden layers $\ge1$), ``seed``; ``sigma_w`` $>0$, ``sigma_b``
+      $\ge0$, ``sigma_v`` $>0$, ``sigma_vb`` $\ge0$: hidden weight, hidden bias, readout weight and readout
+      bias scales of the NTK-parametrised MLP (``docs/naming.md``; all default 1 here, biases on);
+      ``init_scale`` $>0$.
     - ``t_max`` $>0$; ``t_min``: first record, $0<t_{\min}<t_{\max}$; ``n_records`` $\ge2$.
     - ``solver``: a name in :data:`FLOW_SOLVERS` (default ``"kvaerno5"``, implicit; ``"tsit5"`` is explicit
       and stability-limited, fine for $t_{\max}\lesssim10^3$); ``rtol``, ``atol``: the ``PIDController``;
@@ -451,8 +455,8 @@ def divergent_flow(X, y, *, activation="softplus", width: int = 4, depth: int = 
         raise KernelcalcInputError(
             f"min_loss_decay_exponent must be < max_loss_decay_exponent, got {min_loss_decay_exponent!r} "
             f"and {max_loss_decay_exponent!r}")
-    net = make_network("mlp", activation=activation, width=width, depth=depth, w_std=sigma_w, out_w_std=sigma_v,
-                       b_std=nonnegative("sigma_b", sigma_b), out_b_std=sigma_b)
+    net = make_network("mlp", activation=activation, width=width, depth=depth, sigma_w=sigma_w, sigma_b=sigma_b,
+                       sigma_v=sigma_v, sigma_vb=sigma_vb)
     N, d = X.shape
 
     import diffrax
@@ -529,7 +533,7 @@ def divergent_flow(X, y, *, activation="softplus", width: int = 4, depth: int = 
         remaining_path=None if fit is None else fit["remaining_path"],
         theta_final=np.asarray(theta).tolist(), ode_steps=n_steps, ode_rejected_steps=n_rej,
         seconds=time.perf_counter() - t_start)
-    run_params = dict(net.describe(), sigma_b=sigma_b, init_scale=init_scale, seed=seed, N=N, d=d,
+    run_params = dict(net.describe(), init_scale=init_scale, seed=seed, N=N, d=d,
                       n_params=int(theta.size), t_max=t_max, t_min=t_min, n_records=n_records, solver=solver,
                       rtol=rtol, atol=atol, newton_rtol=newton_rtol, newton_atol=newton_atol, max_steps=max_steps,
                       time_variable="s = ln(1+t): d theta/ds = -e^s grad L")

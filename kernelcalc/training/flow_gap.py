@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError, positive, positive_int
+from .._validation import KernelcalcInputError, positive, positive_int, scale_keywords
 from .._results import JsonResult
 from ._common import default_lr, flow_solver, make_fns, network, validate_xy
 
@@ -90,14 +90,15 @@ def _step_counts(lrs, dt_compare):
 
 
 @float64
+@scale_keywords()
 def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=8, model="node",
              activation="softplus", width=256, seed=0, T=1.0, depth=None, sigma_w=1.0, sigma_u=1.0,
-             sigma_v=1.0, solver="rk4", solver_steps=4, rtol=1e-10, atol=1e-12, progress=False) -> FlowGap:
+             sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0, solver="rk4", solver_steps=4, rtol=1e-10, atol=1e-12, progress=False) -> FlowGap:
     r"""Gap between GD with step $\eta$ and the gradient flow at the same times, for decreasing $\eta$.
 
     **Arguments:**
 
-    - ``X`` (N, d), ``y`` (N,): training data; model arguments as in :func:`kernelcalc.train`.
+    - ``X`` (N, d), ``y`` (N,): training data; model arguments (the scales of ``docs/naming.md``) as in :func:`kernelcalc.train`.
     - ``lrs``: step sizes (default $\eta^*\cdot(1,\tfrac12,\tfrac14,\tfrac18)$, $\eta^*=1/\|X\|^2$).
     - ``t_max``: horizon (default $64\max\eta$); ``n_compare``: number of comparison intervals;
       $t_{\max}/n$ must be a whole multiple of every step size.
@@ -123,7 +124,8 @@ def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=
     counts = _step_counts(lrs, t_max / n_compare)
     rtol, atol = positive("rtol", rtol), positive("atol", atol)
 
-    net = network(model, activation, width, T, depth, sigma_w, sigma_u, sigma_v, solver, solver_steps)
+    net = network(model, activation, width, T, depth, dict(sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v,
+                                                          sigma_b=sigma_b, sigma_vb=sigma_vb), solver, solver_steps)
     Xj, yj = jnp.asarray(X), jnp.asarray(y)
     params0 = init_params(jax.random.PRNGKey(seed), net, X.shape[1])
     loss_fn, gd_step, _ = make_fns(net, Xj, yj)

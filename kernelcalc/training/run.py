@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError, positive, positive_int
+from .._validation import KernelcalcInputError, positive, positive_int, scale_keywords
 from ..empirical.models import batched_apply
 from ._common import default_lr, flow_solver, group_names, group_sq_norms, make_fns, network, validate_xy
 from .._results import JsonResult
@@ -46,19 +46,20 @@ METHODS = ("gd", "flow")
 
 
 @float64
+@scale_keywords()
 def infinite_width_ntk(X, *, model="node", activation, T=1.0, depth=None, sigma_w=1.0, sigma_u=1.0,
-                       sigma_v=1.0) -> np.ndarray | None:
-    """The analytic $K^\\infty$ Gram of ``model`` on ``X`` (``None`` if that model's kernel is unavailable)."""
-    from ..kernels import mlp_kernel, node_kernel, resnet_kernel
+                       sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0) -> np.ndarray | None:
+    """The analytic $K^\\infty$ Gram of ``model`` on ``X`` (``None`` if that model's kernel is unavailable).
 
+    ``model``: a name of :data:`kernelcalc.empirical.models.MODELS`; its scale keywords as in
+    ``docs/naming.md`` (one that does not apply to ``model`` is an error).
+    """
+    from ..kernels import model_kernel
+
+    scales = {k: v for k, v in dict(sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, sigma_b=sigma_b,
+                                    sigma_vb=sigma_vb).items() if v is not None}
     try:
-        if model == "node":
-            k = node_kernel(X, activation=activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)
-        elif model == "resnet":
-            k = resnet_kernel(X, activation=activation, depth=depth, T=T, sigma_w=sigma_w, sigma_u=sigma_u,
-                              sigma_v=sigma_v)
-        else:
-            k = mlp_kernel(X, activation=activation, depth=depth)
+        k = model_kernel(X, model=model, activation=activation, T=T, depth=depth, **scales)
     except NotImplementedError:
         return None
     return np.asarray(k.ntk, dtype=np.float64)
@@ -192,9 +193,11 @@ class TrainResult(JsonResult):
 
 
 @float64
+@scale_keywords()
 def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.0, depth=None,
           lr=None, steps=200, method="gd", X_test=None, y_test=None, record_every=None, ntk_every=None,
-          sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, solver="rk4", solver_steps=4, rtol=1e-6, atol=1e-8,
+          sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0, solver="rk4", solver_steps=4,
+          rtol=1e-6, atol=1e-8,
           divergence_factor=1e6, lambda0=None, quad_nodes=16, progress=False) -> TrainResult:
     r"""Train a finite-width network on $L=\tfrac12\|u-y\|^2$ and hold it against the NTK bound.
 
@@ -203,7 +206,9 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
     - ``X`` (N, d), ``y`` (N,): training data (no NaN/inf; ``y`` one entry per row).
     - ``model``: ``"node"`` (default), ``"resnet"`` or ``"mlp"``; ``activation``; ``width`` $n$;
       ``seed`` (initial parameters); ``T`` (node/resnet); ``depth`` (resnet/mlp);
-      ``sigma_w, sigma_u, sigma_v``; Neural ODE forward solver ``solver`` with ``solver_steps`` fixed steps.
+      the model's scales (``docs/naming.md``: ``sigma_w, sigma_u, sigma_v`` for node/resnet,
+      ``sigma_w, sigma_b, sigma_v, sigma_vb`` for the MLP; one of another model is an error);
+      Neural ODE forward solver ``solver`` with ``solver_steps`` fixed steps.
     - ``lr``: step size $\eta>0$; default $1/\|X\|^2$ (Theorem 2; $\|X\|$ spectral norm of ``X``).
     - ``steps`` $\ge1$: GD steps (flow: integrate to $t=\text{steps}\cdot\eta$).
     - ``method``: ``"gd"`` or ``"flow"`` (gradient flow by diffrax Tsit5, adaptive with ``rtol``/``atol``,
@@ -238,7 +243,8 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
     record_every = max(1, steps // 200) if record_every is None else positive_int("record_every", record_every)
     ntk_every = max(record_every, steps // 10) if ntk_every is None else positive_int("ntk_every", ntk_every)
     divergence_factor = positive("divergence_factor", divergence_factor)
-    net = network(model, activation, width, T, depth, sigma_w, sigma_u, sigma_v, solver, solver_steps)
+    scales = dict(sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, sigma_b=sigma_b, sigma_vb=sigma_vb)
+    net = network(model, activation, width, T, depth, scales, solver, solver_steps)
     N, d = X.shape
     Xj, yj = jnp.asarray(X), jnp.asarray(y)
 
@@ -260,8 +266,7 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
     if lambda0 is not None:
         lam0, lam_src = positive("lambda0", lambda0), "user-given"
     else:
-        Kinf = infinite_width_ntk(X, model=model, activation=activation, T=T, depth=depth,
-                                  sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)
+        Kinf = infinite_width_ntk(X, model=model, activation=activation, T=T, depth=depth, **scales)
         if Kinf is not None:
             kinf_eigs, kinf_vecs = np.linalg.eigh(Kinf)
             lin_basis, lin_src = (kinf_eigs, kinf_vecs), "analytic K_inf"

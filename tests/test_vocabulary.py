@@ -1,0 +1,287 @@
+"""One spelling of each model's scales (docs/naming.md), accepted by every public entry point that
+builds a model; a scale of another model is an error, never ignored.
+
+The table below walks every such entry point x every model it builds.  For (a) each scale keyword
+of the naming table is passed with a non-default value and must arrive, as that value, where the
+entry point builds its network or kernel: the expensive computation behind that point is replaced
+by a *sink* that records its arguments (the keyword handling in front of it is the real code).
+For (b) every scale keyword that does not apply must raise ``KernelcalcInputError`` naming it.
+The naming table itself is written out here, independently of ``kernelcalc._validation``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+import kernelcalc as kc
+from kernelcalc import KernelcalcInputError
+
+ODE = ("sigma_w", "sigma_u", "sigma_v")
+TABLE = {"node": ODE, "resnet": ODE, "node_untied": ODE, "resnet_untied": ODE, "deq": ODE + ("sigma_b",),
+         "mlp": ("sigma_w", "sigma_b", "sigma_v", "sigma_vb")}
+ALL = ("sigma_w", "sigma_u", "sigma_v", "sigma_b", "sigma_vb")
+VALUE = {"sigma_w": 0.7, "sigma_u": 1.3, "sigma_v": 0.9, "sigma_b": 0.3, "sigma_vb": 0.2}   # none a default
+DEPTH = {"resnet": 2, "mlp": 2, "resnet_untied": 2}
+X = np.sqrt(2.0) * np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])     # 3 x 2, on the sphere |x|^2 = d
+Y = np.array([0.3, -0.2, 0.5])
+
+
+class Reached(Exception):
+    """Raised by a sink: the call got past the keyword handling to the model's construction."""
+
+
+def _fake_kernel(x1, x2=None, **kw):
+    n1, n2 = len(np.atleast_2d(x1)), len(np.atleast_2d(x1 if x2 is None else x2))
+    g = np.full((n1, n2), 0.5) + (np.eye(n1) if n2 == n1 else 0.0)
+    return types.SimpleNamespace(nngp=g, ntk=g, info={"error_estimate": 1e-12}, params=kw)
+
+
+def _sinks(monkeypatch):
+    """Replace the costly insides; return the list of recorded calls ``(where, scales)``."""
+    import kernelcalc.empirical.models as models
+    import kernelcalc.kernels as kernels
+    import kernelcalc.kernels.deq as deq
+    import kernelcalc.kernels.mlp as mlp
+    import kernelcalc.kernels.ode as ode
+    import kernelcalc.kernels.resnet as resnet
+
+    calls = []
+
+    def pick(kw):
+        return {k: kw[k] for k in ALL if kw.get(k) is not None}
+
+    def network(**kw):                                 # every finite-width model is one Network(...)
+        calls.append(("Network", pick(kw)))
+        raise Reached
+
+    def goursat(act, **kw):                            # node_kernel / resnet_kernel after validation
+        calls.append(("GoursatSolver", pick(kw)))
+        raise Reached
+
+    def mlp_compiled(dual, depth, sigma_w, sigma_b, sigma_v, sigma_vb):
+        calls.append(("mlp", dict(sigma_w=sigma_w, sigma_b=sigma_b, sigma_v=sigma_v, sigma_vb=sigma_vb)))
+        raise Reached
+
+    def deq_compiled(dual, sigma_w, sigma_u, sigma_b, sigma_v):
+        calls.append(("deq", dict(sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, sigma_b=sigma_b)))
+        raise Reached
+
+    def kernel_sink(name):
+        def fn(x1, x2=None, **kw):                     # a kernel called by a study: record, return a fake
+            calls.append((name, pick(kw)))
+            return _fake_kernel(x1, x2, **kw)
+        return fn
+
+    monkeypatch.setattr(models, "Network", network)
+    monkeypatch.setattr(ode, "GoursatSolver", goursat)
+    monkeypatch.setattr(resnet, "GoursatSolver", goursat)
+    monkeypatch.setattr(mlp, "_compiled", mlp_compiled)
+    monkeypatch.setattr(deq, "_compiled", deq_compiled)
+    for name in ("node_kernel", "resnet_kernel", "mlp_kernel", "deq_kernel"):
+        monkeypatch.setattr(kernels, name, kernel_sink(name))   # the studies look them up here
+    return calls
+
+
+# entry point name -> (models it builds, call(fn, model, **scales)); a fixed-model function lists one model
+def _with_model(fn, model, **kw):
+    return fn(X, model=model, activation="softplus", depth=DEPTH.get(model), **kw)
+
+
+ENTRIES = {
+    "mlp_kernel": (("mlp",), lambda f, m, **kw: f(X, activation="relu", depth=1, **kw)),
+    "node_kernel": (("node",), lambda f, m, **kw: f(X, activation="tanh", **kw)),
+    "resnet_kernel": (("resnet",), lambda f, m, **kw: f(X, activation="tanh", depth=2, **kw)),
+    "deq_kernel": (("deq",), lambda f, m, **kw: f(X, activation="tanh", **kw)),
+    "make_network": (tuple(TABLE), lambda f, m, **kw: f(m, activation="tanh", width=4, depth=DEPTH.get(m), **kw)),
+    "empirical_ntk": (tuple(TABLE), lambda f, m, **kw: _with_model(f, m, width=4, **kw)),
+    "monte_carlo": (tuple(TABLE), lambda f, m, **kw: f(X, model=m, activation="softplus", width=4, n_samples=2,
+                                                      progress=False, **({"depth": DEPTH[m]} if m in DEPTH else {}),
+                                                      **kw)),
+    "compare": (tuple(TABLE), lambda f, m, **kw: f(X, model=m, activation="softplus", widths=[4], n_samples=2,
+                                                  progress=False, **({"depth": DEPTH[m]} if m in DEPTH else {}), **kw)),
+    "depth_gap": (("node",), lambda f, m, **kw: f(X, activation="softplus", width=4, depths=[2], progress=False, **kw)),
+    "train": (tuple(TABLE), lambda f, m, **kw: f(X, Y, model=m, activation="softplus", width=4, steps=2,
+                                                depth=DEPTH.get(m), **kw)),
+    "width_sweep": (tuple(TABLE), lambda f, m, **kw: f(X, Y, widths=[4], model=m, activation="softplus", steps=2,
+                                                      depth=DEPTH.get(m), **kw)),
+    "flow_gap": (tuple(TABLE), lambda f, m, **kw: f(X, Y, model=m, activation="softplus", width=4,
+                                                   depth=DEPTH.get(m), **kw)),
+    "infinite_width_ntk": (tuple(TABLE), lambda f, m, **kw: _with_model(f, m, **kw)),
+    "divergent_flow": (("mlp",), lambda f, m, **kw: f(X[:, :1], Y, width=2, t_max=10.0, **kw)),
+    "derive": (tuple(TABLE), lambda f, m, **kw: f("relu", model=m, **kw)),
+    "compare_models": (("deq",), lambda f, m, **kw: f(X, activation="softplus", depth=2, n_rho=3, **kw)),
+    "check": (("node",), lambda f, m, **kw: f(X, activation="softplus", **kw)),
+    "sweep_T": (("node",), lambda f, m, **kw: f(X, activations=("softplus",), Ts=(1.0,), **kw)),
+    "rigorous_kernel": (("node", "mlp"), lambda f, m, **kw: f(X, model=m, activation="identity" if m == "node"
+                                                             else "relu", **({"depth": 1} if m == "mlp" else {}), **kw)),
+    "certify_ntk": (("node", "mlp", "resnet"), lambda f, m, **kw: _with_model(f, m, **kw)),
+}
+# public callables with a ``model`` or scale parameter that build no model with scales
+NO_SCALES = {"feature_rank_bound": "a rank bound from the activation's polynomial degree alone",
+             "lambda_min_table": "a rank study over several models at their default scales"}
+
+
+def _fn(name):
+    if name in ("infinite_width_ntk",):
+        from kernelcalc.training import infinite_width_ntk
+        return infinite_width_ntk
+    if name == "make_network":
+        from kernelcalc.empirical import make_network
+        return make_network
+    if name == "compare_models":
+        from kernelcalc.studies.comparison import compare_models
+        return compare_models
+    return getattr(kc, name)
+
+
+def _scales_seen(name, result, calls):
+    """The scales the call delivered: from the sinks, or (derive, rigorous_kernel) from the real result."""
+    if name == "derive":
+        return {k: float(v) for k, v in result.scales}
+    if name == "rigorous_kernel":
+        return {k: v for k, v in result.params.items() if k in ALL}
+    seen = {}
+    for _, scales in calls:
+        seen.update(scales)
+    return seen
+
+
+ACCEPT = [(name, m, s) for name, (models, _) in ENTRIES.items() for m in models for s in TABLE[m]]
+REJECT = [(name, m, s) for name, (models, _) in ENTRIES.items() for m in models for s in ALL if s not in TABLE[m]]
+
+
+@pytest.mark.parametrize("name, model, scale", ACCEPT, ids=[f"{n}-{m}-{s}" for n, m, s in ACCEPT])
+def test_each_scale_of_the_model_is_accepted_and_used(name, model, scale, monkeypatch):
+    calls = _sinks(monkeypatch)
+    models, call = ENTRIES[name]
+    result = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")               # Assumption-1, accuracy: not the subject here
+        try:
+            result = call(_fn(name), model, **{scale: VALUE[scale]})
+        except Reached:
+            pass
+    seen = _scales_seen(name, result, calls)
+    assert seen.get(scale) == pytest.approx(VALUE[scale]), (name, model, scale, calls)
+    # the other scales of the model arrive with their defaults: the table's ones (divergent_flow: biases on)
+    defaults = {"sigma_w": 1.0, "sigma_u": 1.0, "sigma_v": 1.0, "sigma_b": 0.0, "sigma_vb": 0.0}
+    if name == "divergent_flow":
+        defaults.update(sigma_b=1.0, sigma_vb=1.0)
+    if name not in ("derive",):                       # derive keeps the others symbolic
+        for other in TABLE[model]:
+            if other != scale:
+                assert seen.get(other) == pytest.approx(defaults[other]), (name, model, other, seen)
+    assert not set(seen) - set(TABLE[model]), (name, model, seen)
+
+
+@pytest.mark.parametrize("name, model, scale", REJECT, ids=[f"{n}-{m}-{s}" for n, m, s in REJECT])
+def test_a_scale_of_another_model_raises(name, model, scale, monkeypatch):
+    calls = _sinks(monkeypatch)
+    models, call = ENTRIES[name]
+    default = {"sigma_b": 0.0, "sigma_vb": 0.0}.get(scale, 1.0)    # even its "harmless" default value
+    with pytest.raises(KernelcalcInputError, match=scale) as err:
+        call(_fn(name), model, **{scale: default})
+    assert "does not apply" in str(err.value)
+    if len(models) > 1:
+        assert repr(model) in str(err.value)
+    assert not calls                                   # refused before anything was built
+
+
+def test_every_public_model_builder_is_in_the_table():
+    """A new public function that takes ``model`` or a scale keyword cannot be forgotten here."""
+    builders = set()
+    for name in kc.__all__:
+        obj = getattr(kc, name)
+        if not callable(obj) or inspect.isclass(obj):
+            continue
+        params = inspect.signature(obj).parameters
+        if {"model", "models"} & set(params) or any(p in ALL for p in params):
+            builders.add(name)
+    assert builders - set(NO_SCALES) <= set(ENTRIES), builders - set(NO_SCALES) - set(ENTRIES)
+    assert {"mlp_kernel", "node_kernel", "train", "divergent_flow", "derive", "check"} <= builders
+
+
+@pytest.mark.parametrize("old, new", [("w_std", "sigma_w"), ("b_std", "sigma_b"), ("out_w_std", "sigma_v"),
+                                      ("out_b_std", "sigma_vb")])
+def test_old_mlp_names_still_work_with_a_deprecation_warning(old, new, monkeypatch):
+    calls = _sinks(monkeypatch)
+    for name in ("mlp_kernel", "make_network", "empirical_ntk", "monte_carlo", "compare"):
+        calls.clear()
+        _, call = ENTRIES[name]
+        with pytest.warns(DeprecationWarning, match=f"{old} is deprecated, use {new}"):
+            with pytest.raises(Reached):
+                call(_fn(name), "mlp", **{old: VALUE[new]})
+        assert calls[-1][1][new] == pytest.approx(VALUE[new])
+    with pytest.raises(KernelcalcInputError, match="not both"):
+        ENTRIES["mlp_kernel"][1](kc.mlp_kernel, "mlp", **{old: 0.5, new: 0.5})
+    with pytest.raises(KernelcalcInputError, match=f"{old}.*does not apply to model='node'"):
+        ENTRIES["make_network"][1](_fn("make_network"), "node", **{old: 0.5})
+
+
+@pytest.mark.parametrize("name", ["mlp_kernel", "make_network", "train", "divergent_flow", "deq_kernel", "derive"])
+def test_weight_scales_must_be_positive_and_biases_nonnegative(name, monkeypatch):
+    _sinks(monkeypatch)
+    models, call = ENTRIES[name]
+    model = models[-1] if name != "make_network" else "mlp"
+    fn = _fn(name)
+    weights = [s for s in TABLE[model] if s in ODE]
+    biases = [s for s in TABLE[model] if s not in ODE]
+    for s in weights:
+        with pytest.raises(KernelcalcInputError, match=f"{s} must be > 0, got 0"):
+            call(fn, model, **{s: 0})
+    for s in biases:
+        with pytest.raises(KernelcalcInputError, match=f"{s} must be >= 0, got -0.1"):
+            call(fn, model, **{s: -0.1})
+        try:
+            call(fn, model, **{s: 0.0})                # zero bias is fine
+        except Reached:
+            pass
+
+
+def test_mlp_sigma_w_reaches_the_finite_network_and_its_k_inf():
+    r"""Issue 11: ``make_network`` ignored ``sigma_*`` for the MLP, so ``train(model="mlp", sigma_w=2)``
+    ran with weight std 1.  Reference (a scaling argument, no shared code): a bias-free relu MLP is
+    positively homogeneous in its hidden-layer scale, $f(x;\theta,c)=c^Lf(x;\theta,1)$ for $L$ hidden
+    layers, so every parameter gradient and hence the NTK scale by $c^{2L}$ exactly, at any width."""
+    depth, c = 2, 2.0
+    k1 = kc.empirical_ntk(X, model="mlp", activation="relu", depth=depth, width=8, seed=3)
+    k2 = kc.empirical_ntk(X, model="mlp", activation="relu", depth=depth, width=8, seed=3, sigma_w=c)
+    np.testing.assert_allclose(k2.ntk, c ** (2 * depth) * k1.ntk, rtol=1e-12)
+    assert k2.params["sigma_w"] == c
+    from kernelcalc.training import infinite_width_ntk     # the K_inf a training run is held against
+
+    kinf1 = np.linalg.eigvalsh(kc.mlp_kernel(X, activation="relu", depth=depth).ntk)
+    kinf2 = np.linalg.eigvalsh(infinite_width_ntk(X, model="mlp", activation="relu", depth=depth, sigma_w=c))
+    np.testing.assert_allclose(kinf2, c ** (2 * depth) * kinf1, rtol=1e-10)
+
+
+@pytest.mark.slow
+def test_mlp_sigma_w_reaches_a_training_run():
+    """The same scaling argument through a whole :func:`kernelcalc.train` run (the fast check above
+    and the ``Network`` sink of the table cover the default suite)."""
+    depth, c = 2, 2.0
+    k1 = kc.empirical_ntk(X, model="mlp", activation="relu", depth=depth, width=8, seed=3)
+    r = kc.train(X, Y, model="mlp", activation="relu", depth=depth, width=8, seed=3, steps=1, sigma_w=c)
+    np.testing.assert_allclose(r.ntk_eigenvalues_init, c ** (2 * depth) * np.linalg.eigvalsh(k1.ntk), rtol=1e-10)
+    # and the analytic K_inf it is held against is that of sigma_w = c too
+    kinf1 = np.linalg.eigvalsh(kc.mlp_kernel(X, activation="relu", depth=depth).ntk)
+    np.testing.assert_allclose(r.kinf_eigenvalues, c ** (2 * depth) * kinf1, rtol=1e-10)
+    assert r.params["sigma_w"] == c
+
+
+def test_warnings_point_at_the_callers_line_through_the_keyword_wrapper():
+    """The DeprecationWarning and the Assumption-1 warning of a wrapped public function name the
+    user's line, not the wrapper's (``kernelcalc._validation.warn`` skips wrapper frames)."""
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        try:
+            kc.mlp_kernel(X, activation="relu", depth=0, w_std=1.5)      # warns, then refuses depth
+        except KernelcalcInputError:
+            pass
+    dep = [w for w in rec if issubclass(w.category, DeprecationWarning)]
+    assert dep and dep[0].filename == __file__
