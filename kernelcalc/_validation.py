@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import warnings
 
 import numpy as np
 
 __all__ = ["real_array", "as_inputs", "as_input_pair", "positive", "positive_int", "nonnegative", "KernelcalcInputError",
-           "KernelcalcAccuracyWarning", "KernelcalcAccuracyError", "accuracy_shortfall"]
+           "KernelcalcAccuracyWarning", "KernelcalcAccuracyError", "accuracy_shortfall", "progress_disable",
+           "renamed_keywords", "DEFAULT_WIDTH", "user_stacklevel"]
+
+#: The width of a single finite-width network wherever a function builds one and has a default
+#: (``train``, ``flow_gap``, ``empirical_ntk``, ``monte_carlo``, ``depth_gap``, ...; see docs/keywords.md).
+DEFAULT_WIDTH = 256
 
 
 class KernelcalcInputError(ValueError):
@@ -139,3 +146,54 @@ def accuracy_shortfall(message: str, strict: bool = False, stacklevel: int = 3) 
     import warnings
 
     warnings.warn(message, KernelcalcAccuracyWarning, stacklevel=stacklevel)
+
+
+def progress_disable(progress, name: str = "progress"):
+    """tqdm's ``disable`` for the package's one ``progress`` convention.
+
+    ``None`` (the default everywhere): auto, tqdm's own ``disable=None`` -- the bar is shown when
+    stderr is a terminal; ``True``: always shown; ``False``: never. Anything else is an error.
+    """
+    if progress is None:
+        return None
+    if isinstance(progress, (bool, np.bool_)):
+        return not bool(progress)
+    raise KernelcalcInputError(
+        f"{name} must be None (auto: a bar when stderr is a terminal), True or False, got {progress!r}")
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes :func:`warnings.warn`, called in the caller of this helper, point at
+    the first frame outside the kernelcalc package (the user's line), however many package frames
+    (decorators, helpers) lie between."""
+    import os
+    import sys
+
+    pkg = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(pkg):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def renamed_keywords(**old_to_new):
+    """Decorator: keyword ``old`` still works for one release, with a :class:`DeprecationWarning`,
+    and means exactly ``new`` (giving both is an error). The signature shows the new names only."""
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            for old, new in old_to_new.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise KernelcalcInputError(
+                            f"{fn.__name__}: give {new}= only; {old}= is its deprecated old name, not both")
+                    warnings.warn(f"{fn.__name__}({old}=...) is deprecated and will be removed in the next "
+                                  f"release; use {new}=... (same meaning)", DeprecationWarning, stacklevel=user_stacklevel())
+                    kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        wrapper.renamed_keywords = dict(getattr(fn, "renamed_keywords", {}), **old_to_new)
+        return wrapper
+
+    return deco

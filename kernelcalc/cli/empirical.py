@@ -11,7 +11,7 @@ import click
 import numpy as np
 
 from kernelcalc.cli import emit, json_options, main
-from kernelcalc.cli.analytic import InputError, OneLineCommand, _activation_option, _friendly
+from kernelcalc.cli.analytic import InputError, OneLineCommand, _activation_option, _friendly, renamed_option
 
 __all__ = ["compare_cmd", "depth_gap_cmd"]
 
@@ -63,6 +63,7 @@ def _input_options(f):
 
 
 @main.command("compare", cls=OneLineCommand)
+@renamed_option("--steps", "--solver-steps", "solver_steps", int)
 @_activation_option
 @click.option("--model", type=click.Choice(["node", "resnet", "mlp"]), default="node", show_default=True)
 @click.option("--T", "T", type=float, default=1.0, show_default=True, help="ODE time horizon (node, resnet).")
@@ -70,10 +71,11 @@ def _input_options(f):
 @click.option("--widths", default="64,256,1024", show_default=True, help="Comma-separated widths.")
 @click.option("--samples", type=int, default=20, show_default=True, help="Networks per width.")
 @click.option("--solver", default="tsit5", show_default=True, help="NODE solver (euler, rk4, tsit5, dopri5, ...).")
-@click.option("--steps", type=int, default=32, show_default=True, help="NODE fixed solver steps.")
+@click.option("--solver-steps", type=int, default=32, show_default=True,
+              help="NODE fixed solver steps (--steps: deprecated old name).")
 @_input_options
 @_friendly
-def compare_cmd(activation, model, T, depth, widths, samples, solver, steps, data, n_inputs, dim, seed,
+def compare_cmd(activation, model, T, depth, widths, samples, solver, solver_steps, data, n_inputs, dim, seed,
                 as_json, json_out, plot_path, quiet):
     """Analytic vs Monte-Carlo empirical kernels: per-entry z-scores and the error-vs-width slope."""
     widths_l = _int_list("widths", widths)
@@ -82,9 +84,9 @@ def compare_cmd(activation, model, T, depth, widths, samples, solver, steps, dat
     X = _inputs(data, n_inputs, dim, seed)
     from kernelcalc.empirical import compare
 
-    kw = {"depth": depth} if model != "node" else {"solver": solver, "steps": steps}
+    kw = {"depth": depth} if model != "node" else {"solver": solver, "solver_steps": solver_steps}
     res = compare(X, activation=activation, T=T, widths=widths_l, n_samples=samples, model=model, seed=seed,
-                  progress=not quiet, **kw)
+                  progress=False if quiet else None, **kw)
     from kernelcalc.plotting import plot_compare
 
     emit(res, res.table(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_compare)
@@ -106,11 +108,13 @@ def depth_gap_cmd(activation, T, width, depths, modes, data, n_inputs, dim, seed
     X = _inputs(data, n_inputs, dim, seed)
     from kernelcalc.empirical import depth_gap, gradient_mode_gap
 
-    res = depth_gap(X, activation=activation, width=width, depths=depths_l, T=T, seed=seed, progress=not quiet)
+    res = depth_gap(X, activation=activation, width=width, depths=depths_l, T=T, seed=seed,
+                    progress=False if quiet else None)
     text = [res.table()]
     out = {"depth_gap": res.to_dict()}
     if modes:
-        gm = gradient_mode_gap(X, activation=activation, width=width, T=T, seed=seed, progress=not quiet)
+        gm = gradient_mode_gap(X, activation=activation, width=width, T=T, seed=seed,
+                               progress=False if quiet else None)
         text += ["", "discretize-then-optimize vs optimize-then-discretize (continuous adjoint):", gm.table()]
         out["gradient_modes"] = gm.to_dict()
     from kernelcalc.plotting import plot_depth_gap

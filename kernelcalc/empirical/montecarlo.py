@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._validation import KernelcalcInputError, as_input_pair, positive_int
+from .._validation import DEFAULT_WIDTH, KernelcalcInputError, as_input_pair, positive_int, progress_disable, renamed_keywords
 from .._results import JsonResult, Kernel, jsonable as _jsonable
 from .models import init_params, make_network
 from ..theory.assumptions import Assumption1Warning
@@ -54,7 +54,7 @@ def fit_slope(x, y) -> float:
 
 def _network_kwargs(kw: dict) -> dict:
     names = ("T", "depth", "sigma_w", "sigma_u", "sigma_v", "w_std", "b_std", "out_w_std", "out_b_std",
-             "solver", "steps", "rtol", "atol", "gradient", "sigma_b")
+             "solver", "solver_steps", "rtol", "atol", "gradient", "sigma_b")
     unknown = set(kw) - set(names)
     if unknown:
         raise KernelcalcInputError(f"unknown argument(s) {sorted(unknown)}; allowed: {list(names)}")
@@ -73,7 +73,8 @@ def _samples(a, b, same, *, model, activation, width, n_samples, seed, method, q
     xa, xb = jnp.asarray(a), None if same else jnp.asarray(b)
     keys = jax.random.split(jax.random.PRNGKey(seed), n_samples)
     prods, ntks = [], []
-    for s, k in enumerate(tqdm(keys, desc=desc or f"{model} width={width}", disable=not progress, leave=False)):
+    bar = tqdm(keys, desc=desc or f"{model} width={width}", disable=progress_disable(progress), leave=False)
+    for s, k in enumerate(bar):
         params = init_params(k, net, a.shape[1])
         where = f"{seed}, sample {s}"
         with flow_guard(net, where):
@@ -90,14 +91,15 @@ def _mean_se(samples):
     return samples.mean(axis=0), se
 
 
-def monte_carlo(x1, x2=None, *, model="node", activation, width, n_samples=20, seed=0,
-                method="structured", quad_nodes=32, progress=True, **kwargs) -> Kernel:
+@renamed_keywords(steps="solver_steps")
+def monte_carlo(x1, x2=None, *, model="node", activation, width=DEFAULT_WIDTH, n_samples=20, seed=0,
+                method="structured", quad_nodes=32, progress=None, **kwargs) -> Kernel:
     r"""Monte-Carlo NNGP and NTK of finite-width networks, with standard errors.
 
     **Arguments:** as :func:`kernelcalc.empirical_ntk` (``model``, ``activation``, ``width``,
-    ``T``, ``depth``, ``sigma_*``, MLP stds, NODE ``solver``/``steps``/``rtol``/``atol``/
+    ``T``, ``depth``, ``sigma_*``, MLP stds, NODE ``solver``/``solver_steps``/``rtol``/``atol``/
     ``gradient``, ``method``), plus ``n_samples`` independent networks drawn from ``seed``
-    and ``progress`` (a tqdm bar over the samples).
+    and ``progress`` (a tqdm bar over the samples: ``None`` auto, ``True``, ``False``).
 
     **Returns:** a :class:`~kernelcalc.Kernel` with ``nngp`` $=\overline{f(x_i)f(y_j)}$ and
     ``ntk`` $=\overline{\Theta(x_i,y_j)}$ (sample means) and ``stderr`` a :class:`Kernel` of their
@@ -186,15 +188,17 @@ class Comparison(JsonResult):
         })
 
 
+@renamed_keywords(steps="solver_steps")
 def compare(X, *, activation, T=1.0, widths: Sequence[int] = (64, 256, 1024), n_samples=20, model="node",
-            seed=0, method="structured", quad_nodes=32, progress=True, analytic: Kernel | None = None,
+            seed=0, method="structured", quad_nodes=32, progress=None, analytic: Kernel | None = None,
             **kwargs) -> Comparison:
     r"""Analytic vs Monte-Carlo kernels on the inputs ``X`` for several widths.
 
     **Arguments:** ``X`` (N, d); ``activation``; ``T``; ``widths`` (ints >= 1);
     ``n_samples`` networks per width; ``model`` (``"node"``, ``"resnet"``, ``"mlp"``) and the
     model's parameters as in :func:`kernelcalc.empirical_ntk`; ``analytic``: a precomputed
-    analytic :class:`Kernel` (default: computed here); ``progress``: tqdm bars.
+    analytic :class:`Kernel` (default: computed here); ``progress``: tqdm bars (``None``: auto, when
+    stderr is a terminal; ``True``; ``False``).
 
     **Returns:** a :class:`Comparison` (``.table()``, ``.to_json()``, ``.slope``).
     """
@@ -220,7 +224,7 @@ def compare(X, *, activation, T=1.0, widths: Sequence[int] = (64, 256, 1024), n_
     iu = np.triu_indices(a.shape[0])
     rows, emp, rms, mean_err = [], [], [], []
     maxz: dict = {"ntk": {}, "nngp": {}}
-    for w in tqdm(widths, desc="widths", disable=not progress):
+    for w in tqdm(widths, desc="widths", disable=progress_disable(progress)):
         net, prods, ntks = _samples(a, a, True, model=model, activation=activation, width=w, n_samples=n_samples,
                                     seed=seed, method=method, quad_nodes=quad_nodes, progress=progress, **kw)
         nngp, nngp_se = _mean_se(prods)
