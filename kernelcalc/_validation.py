@@ -11,7 +11,7 @@ import numpy as np
 
 __all__ = ["real_array", "as_inputs", "as_input_pair", "positive", "positive_int", "nonnegative", "KernelcalcInputError",
            "KernelcalcAccuracyWarning", "KernelcalcAccuracyError", "accuracy_shortfall", "progress_disable",
-           "renamed_keywords", "DEFAULT_WIDTH", "user_stacklevel"]
+           "renamed_keywords", "DEFAULT_WIDTH", "user_stacklevel", "deprecated"]
 
 #: The width of a single finite-width network wherever a function builds one and has a default
 #: (``train``, ``flow_gap``, ``empirical_ntk``, ``monte_carlo``, ``depth_gap``, ...; see docs/keywords.md).
@@ -176,6 +176,13 @@ def user_stacklevel() -> int:
     return level
 
 
+def deprecated(old: str, new: str) -> None:
+    """The one :class:`DeprecationWarning` of a renamed spelling: ``old`` still works for one release and
+    means ``new``; it points at the user's line."""
+    warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new} (same meaning)",
+                  DeprecationWarning, stacklevel=user_stacklevel())
+
+
 def renamed_keywords(**old_to_new):
     """Decorator: keyword ``old`` still works for one release, with a :class:`DeprecationWarning`,
     and means exactly ``new`` (giving both is an error). The signature shows the new names only."""
@@ -188,8 +195,7 @@ def renamed_keywords(**old_to_new):
                     if new in kwargs:
                         raise KernelcalcInputError(
                             f"{fn.__name__}: give {new}= only; {old}= is its deprecated old name, not both")
-                    warnings.warn(f"{fn.__name__}({old}=...) is deprecated and will be removed in the next "
-                                  f"release; use {new}=... (same meaning)", DeprecationWarning, stacklevel=user_stacklevel())
+                    deprecated(f"{fn.__name__}({old}=...)", f"{new}=...")
                     kwargs[new] = kwargs.pop(old)
             return fn(*args, **kwargs)
 

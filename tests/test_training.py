@@ -137,7 +137,7 @@ def test_cli_errors_are_one_line(tmp_path):
     r = CliRunner().invoke(main, ["train", "--lr", "-1", "--width", "8", "--steps", "2", "--quiet"])
     assert r.exit_code == 2 and "lr must be > 0" in r.output
     r = CliRunner().invoke(main, ["train", "--lr", "100", "--width", "8", "--steps", "40", "--quiet"])
-    assert r.exit_code == 1 and "DIVERGED" in r.output
+    assert r.exit_code == 1 and "FAILED" in r.output and "Error: run failed: loss" in r.output
 
 
 @pytest.mark.slow

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._extra import extra_apply, extra_describe, extra_init, extra_network_kwargs
-from .._validation import DEFAULT_WIDTH, KernelcalcInputError, nonnegative, positive, positive_int, renamed_keywords
+from .._validation import DEFAULT_WIDTH, KernelcalcInputError, deprecated, nonnegative, positive, positive_int, renamed_keywords
 from ..theory.activations import Activation, resolve_activation
 
 __all__ = [
@@ -136,9 +136,7 @@ class Network:
     @property
     def steps(self) -> int:
         """Deprecated: use ``solver_steps``."""
-        import warnings
-
-        warnings.warn("Network.steps is deprecated; use Network.solver_steps", DeprecationWarning, stacklevel=2)
+        deprecated("Network.steps", "Network.solver_steps")
         return self.solver_steps
 
     @property

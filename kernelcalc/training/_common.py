@@ -34,7 +34,7 @@ def group_sq_norms(tree) -> jnp.ndarray:
 
 def network(model, activation, width, T, depth, sigma_w, sigma_u, sigma_v, solver, solver_steps):
     """The finite-width network of a run (the Neural ODE with ``solver_steps`` fixed ``solver`` steps)."""
-    solver_kw = dict(solver=solver, steps=solver_steps) if model == "node" else {}
+    solver_kw = dict(solver=solver, solver_steps=solver_steps) if model == "node" else {}
     return make_network(model, activation=activation, width=width, T=T, depth=depth, sigma_w=sigma_w,
                         sigma_u=sigma_u, sigma_v=sigma_v, **solver_kw)
 

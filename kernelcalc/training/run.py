@@ -28,13 +28,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validation import DEFAULT_WIDTH, KernelcalcInputError, positive, positive_int, progress_disable, renamed_keywords
+from .._validation import DEFAULT_WIDTH, KernelcalcInputError, deprecated, positive, positive_int, progress_disable, renamed_keywords
 from ..empirical.models import batched_apply
 from ._common import default_lr, flow_solver, group_names, group_sq_norms, make_fns, network, validate_xy
 from .._results import JsonResult
@@ -132,13 +131,13 @@ class TrainResult(JsonResult):
     @property
     def diverged(self) -> bool:
         """Deprecated: use ``failed``."""
-        warnings.warn("TrainResult.diverged is deprecated; use TrainResult.failed", DeprecationWarning, stacklevel=2)
+        deprecated("TrainResult.diverged", "TrainResult.failed")
         return self.failed
 
     @property
     def reason(self) -> str:
         """Deprecated: use ``failure`` (``""`` here where ``failure`` is ``None``)."""
-        warnings.warn("TrainResult.reason is deprecated; use TrainResult.failure", DeprecationWarning, stacklevel=2)
+        deprecated("TrainResult.reason", "TrainResult.failure")
         return self.failure or ""
 
     @property
