@@ -56,6 +56,8 @@ def _train_options(f):
         click.option("--lr", type=float, default=None, help="Step size (default 1/||X||^2, Theorem 2)."),
         click.option("--steps", type=int, default=300, show_default=True, help="GD steps (flow: t = steps*lr)."),
         click.option("--method", type=click.Choice(["gd", "flow"]), default="gd", show_default=True),
+        click.option("--divergence-factor", type=float, default=1e6, show_default=True,
+                     help="The run has failed (exit code 1) when the loss exceeds this x L0 (or is NaN/inf)."),
         click.option("--data", type=click.Path(dir_okay=False), default=None,
                      help="Inputs (.npy/.csv/.txt); with no --targets the last column is the target."),
         click.option("--targets", type=click.Path(dir_okay=False), default=None, help="Targets file (N values)."),
@@ -75,7 +77,7 @@ def _train_options(f):
 @click.option("--width", type=int, default=DEFAULT_WIDTH, show_default=True)
 @_train_options
 @_friendly
-def train_cmd(width, activation, model, T, depth, lr, steps, method, data, targets, digits, n_inputs, dim, seed,
+def train_cmd(width, activation, model, T, depth, lr, steps, method, divergence_factor, data, targets, digits, n_inputs, dim, seed,
               as_json, json_out, plot_path, quiet):
     """Train by GD (or gradient flow) on 1/2|u-y|^2 and compare with the NTK bound (1 - lr*lambda0)^k L0."""
     X, y = _data(data, targets, digits, n_inputs, dim, seed)
@@ -83,7 +85,7 @@ def train_cmd(width, activation, model, T, depth, lr, steps, method, data, targe
     from kernelcalc.training import train
 
     res = train(X, y, model=model, activation=activation, width=width, seed=seed, T=T, depth=depth, lr=lr,
-                steps=steps, method=method, progress=False if quiet else None)
+                steps=steps, method=method, divergence_factor=divergence_factor, progress=False if quiet else None)
     emit(res, res.summary(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_training)
     exit_if_failed(res)
 
@@ -92,7 +94,7 @@ def train_cmd(width, activation, model, T, depth, lr, steps, method, data, targe
 @click.option("--widths", default="64,256,1024", show_default=True, help="Comma-separated widths.")
 @_train_options
 @_friendly
-def width_sweep_cmd(widths, activation, model, T, depth, lr, steps, method, data, targets, digits, n_inputs, dim,
+def width_sweep_cmd(widths, activation, model, T, depth, lr, steps, method, divergence_factor, data, targets, digits, n_inputs, dim,
                     seed, as_json, json_out, plot_path, quiet):
     """The same training run at several widths: NTK eigenvalues, |theta-theta0|, NTK drift vs width, slopes."""
     from kernelcalc.cli.empirical import _int_list
@@ -103,7 +105,8 @@ def width_sweep_cmd(widths, activation, model, T, depth, lr, steps, method, data
     from kernelcalc.training import width_sweep
 
     res = width_sweep(X, y, widths=widths_l, model=model, activation=activation, seed=seed, T=T, depth=depth,
-                      lr=lr, steps=steps, method=method, progress=False if quiet else None)
+                      lr=lr, steps=steps, method=method, divergence_factor=divergence_factor,
+                      progress=False if quiet else None)
     emit(res, res.table(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_width_sweep)
     exit_if_failed(res)
 
@@ -115,8 +118,8 @@ def width_sweep_cmd(widths, activation, model, T, depth, lr, steps, method, data
 @click.option("--n-compare", type=int, default=8, show_default=True, help="Comparison intervals on [0, t_max].")
 @_train_options
 @_friendly
-def flow_gap_cmd(width, lrs, t_max, n_compare, activation, model, T, depth, lr, steps, method, data, targets,
-                 digits, n_inputs, dim, seed, as_json, json_out, plot_path, quiet):
+def flow_gap_cmd(width, lrs, t_max, n_compare, activation, model, T, depth, lr, steps, method, divergence_factor,
+                 data, targets, digits, n_inputs, dim, seed, as_json, json_out, plot_path, quiet):
     """GD with decreasing step sizes against the gradient flow at matching times; fitted order of the gap."""
     if lr is not None or method != "gd" or steps != 300:
         raise InputError("flow-gap takes --lrs and --t-max (not --lr, --steps or --method)")
@@ -128,6 +131,7 @@ def flow_gap_cmd(width, lrs, t_max, n_compare, activation, model, T, depth, lr, 
     from kernelcalc.training import flow_gap
 
     res = flow_gap(X, y, lrs=lrs_l, t_max=t_max, n_compare=n_compare, model=model, activation=activation,
-                   width=width, seed=seed, T=T, depth=depth, progress=False if quiet else None)
+                   width=width, seed=seed, T=T, depth=depth, divergence_factor=divergence_factor,
+                   progress=False if quiet else None)
     emit(res, res.table(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_flow_gap)
     exit_if_failed(res)

@@ -45,7 +45,8 @@ class FlowGap(JsonResult):
 
     **Failures** (never raised): ``failed`` and ``failure`` (``None``, or what failed and where). If the
     flow solve fails between $t_{j-1}$ and $t_j$, ``flow_loss`` from $t_j$ on is NaN and the gaps are
-    taken over the times before; if GD at one step size gets a non-finite loss, its ``gd_loss`` from that
+    taken over the times before; if GD at one step size gets a loss that is NaN/inf or above
+    ``divergence_factor`` $\times L_0$, its ``gd_loss`` from that
     comparison time on is NaN and its ``loss_gap`` and ``param_gap`` are NaN (all gaps are NaN when the
     flow fails before $t_1$). The fitted orders use the finite gaps only (NaN with fewer than two).
     """
@@ -101,7 +102,8 @@ def _step_counts(lrs, dt_compare):
 @renamed_keywords(rtol="flow_rtol", atol="flow_atol")
 def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=8, model="node",
              activation="softplus", width=DEFAULT_WIDTH, seed=0, T=1.0, depth=None, sigma_w=1.0, sigma_u=1.0,
-             sigma_v=1.0, solver="rk4", solver_steps=4, flow_rtol=1e-10, flow_atol=1e-12, progress=None) -> FlowGap:
+             sigma_v=1.0, solver="rk4", solver_steps=4, flow_rtol=1e-10, flow_atol=1e-12, divergence_factor=1e6,
+             progress=None) -> FlowGap:
     r"""Gap between GD with step $\eta$ and the gradient flow at the same times, for decreasing $\eta$.
 
     **Arguments:**
@@ -111,7 +113,9 @@ def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=
     - ``t_max``: horizon (default $64\max\eta$); ``n_compare``: number of comparison intervals;
       $t_{\max}/n$ must be a whole multiple of every step size.
     - ``flow_rtol``, ``flow_atol``: tolerances of the adaptive flow solve (keep them far below the gaps;
-      ``rtol``/``atol`` are their deprecated names). ``progress``: ``None`` (auto), ``True`` or ``False``.
+      ``rtol``/``atol`` are their deprecated names). ``divergence_factor``: as in :func:`kernelcalc.train`,
+      a GD run whose loss exceeds this $\times L_0$ (or is NaN/inf) at a comparison time has failed.
+      ``progress``: ``None`` (auto), ``True`` or ``False``.
 
     **Returns:** a :class:`FlowGap` with the gaps per step size and their fitted order. A flow solve or
     GD run that fails numerically is reported in ``failed``/``failure`` (see :class:`FlowGap`), never raised.
@@ -134,6 +138,7 @@ def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=
     counts = _step_counts(lrs, t_max / n_compare)
     flow_rtol, flow_atol = positive("flow_rtol", flow_rtol), positive("flow_atol", flow_atol)
     disable = progress_disable(progress)
+    divergence_factor = positive("divergence_factor", divergence_factor)
 
     net = network(model, activation, width, T, depth, sigma_w, sigma_u, sigma_v, solver, solver_steps)
     Xj, yj = jnp.asarray(X), jnp.asarray(y)
@@ -169,9 +174,11 @@ def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=
                 for _ in range(m):
                     p, _l = gd_step(p, lr_j)
                 curve.append(float(loss_fn(p)))
-                if not np.isfinite(curve[-1]):
-                    failures.append(f"GD at lr={lr:.4g} (width {width}) got loss {curve[-1]} by step {j * m} "
-                                    f"(t={times[j]:.4g}): its gd_loss is NaN from there and its gaps are NaN")
+                if not (np.isfinite(curve[-1]) and curve[-1] <= divergence_factor * loss0):
+                    failures.append(f"GD at lr={lr:.4g} (width {width}) got loss {curve[-1]:.4g} "
+                                    f"(divergence_factor {divergence_factor:g} x L0 = {divergence_factor * loss0:.4g}) "
+                                    f"by step {j * m} (t={times[j]:.4g}): its gd_loss is NaN from there and its "
+                                    "gaps are NaN")
                     curve[-1:] = [float("nan")] * (n_compare + 1 - j)
                     break
                 if j < n_flow:
@@ -189,7 +196,8 @@ def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=
     from ..empirical.montecarlo import fit_slope
 
     params = dict(net.describe(), N=X.shape[0], d=X.shape[1], seed=seed, t_max=t_max, n_compare=n_compare,
-                  flow_rtol=flow_rtol, flow_atol=flow_atol, gd_steps=[m * n_compare for m in counts])
+                  flow_rtol=flow_rtol, flow_atol=flow_atol, divergence_factor=divergence_factor,
+                  gd_steps=[m * n_compare for m in counts])
     return FlowGap(lrs=tuple(lrs), times=tuple(times), flow_loss=tuple(flow_loss), gd_loss=tuple(gd_loss),
                    loss_gap=tuple(loss_gap), param_gap=tuple(param_gap), order_loss=fit_slope(lrs, loss_gap),
                    order_param=fit_slope(lrs, param_gap), params=params,
