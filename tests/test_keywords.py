@@ -29,6 +29,8 @@ def sphere(N, d, seed=0):
 
 
 X, Y = sphere(6, 12)
+# The failure logic does not depend on the model: the one-hidden-layer MLP compiles fastest.
+MLP = dict(model="mlp", depth=1)
 
 
 def _public_functions():
@@ -59,7 +61,7 @@ def test_progress_defaults_to_auto_everywhere():
 
 def test_progress_that_is_not_none_true_false_is_an_error():
     with pytest.raises(KernelcalcInputError, match=r"progress must be None \(auto"):
-        kc.train(X, Y, width=8, steps=1, progress="yes")
+        kc.train(X, Y, width=8, steps=1, lambda0=1.0, progress="yes")
     with pytest.raises(KernelcalcInputError, match="progress must be None"):
         kc.node_kernel(X, activation="softplus", progress=1)
 
@@ -80,7 +82,7 @@ def test_divergent_flow_needs_an_explicit_width():
 
 # ----------------------------------------------------------------------------- failed runs: never raised
 def test_train_failure_is_reported_not_raised_and_old_names_map():
-    r = kc.train(X, Y, width=8, steps=30, lr=50.0)
+    r = kc.train(X, Y, width=8, steps=30, lr=50.0, lambda0=1.0, **MLP)   # lambda0 given: no analytic kernel
     assert r.failed and r.failure.startswith("loss") and "at step" in r.failure and "width 8" in r.failure
     assert r.steps_recorded[-1] < 30 and math.isfinite(r.loss[-1])          # records stop at the last good step
     d = json.loads(r.to_json())
@@ -89,7 +91,7 @@ def test_train_failure_is_reported_not_raised_and_old_names_map():
         assert r.diverged is True
     with pytest.deprecated_call(match="TrainResult.reason"):
         assert r.reason == r.failure
-    ok = kc.train(X, Y, width=8, steps=2)
+    ok = kc.train(X, Y, width=8, steps=2, lambda0=1.0, **MLP)
     assert not ok.failed and ok.failure is None
     with pytest.deprecated_call():
         assert ok.reason == ""
@@ -97,13 +99,13 @@ def test_train_failure_is_reported_not_raised_and_old_names_map():
 
 def test_flow_gap_gd_failure_is_a_result_not_an_exception():
     """Before: KernelcalcInputError('GD diverged ...'). Now: failed=True, the failing step size's rows NaN."""
-    eta = default_lr(X)
-    lrs = [20 * eta, eta / 2, eta / 4]   # 20 x Theorem 2's step size: L_1 = 17 L_0 > 5 L_0; the others converge
-    r = flow_gap(X, Y, lrs=lrs, t_max=2 * 20 * eta, n_compare=2, width=8, seed=0, divergence_factor=5,
-                 flow_rtol=1e-8, flow_atol=1e-10)
-    assert r.failed and "GD at lr=" in r.failure and "by step 1" in r.failure
-    assert r.gd_loss[0][1] != r.gd_loss[0][1] and r.gd_loss[0][0] == r.flow_loss[0]
-    assert np.isnan(r.gd_loss[0][1:]).all() and np.isnan(r.loss_gap[0]) and np.isnan(r.param_gap[0])
+    # this width-8 MLP's NTK has lambda_max = 3.86: GD is unstable for lr > 2/3.86; at lr = 6 the loss
+    # is 215 L_0 after 2 steps (> divergence_factor = 5); lr = 0.15 and 0.075 converge
+    r = flow_gap(X, Y, lrs=[6.0, 0.15, 0.075], t_max=12.0, n_compare=2, width=8, seed=0, divergence_factor=5,
+                 flow_rtol=1e-8, flow_atol=1e-10, **MLP)
+    assert r.failed and "GD at lr=6 " in r.failure and "by step 2 (t=12)" in r.failure
+    assert r.gd_loss[0][0] == r.flow_loss[0] and np.isfinite(r.gd_loss[0][1]) and np.isnan(r.gd_loss[0][2])
+    assert np.isnan(r.loss_gap[0]) and np.isnan(r.param_gap[0])
     assert np.isfinite(r.loss_gap[1:]).all() and np.isfinite(r.flow_loss).all()
     # the order is fitted on the two finite gaps: GD is explicit Euler, gap ~ lr
     assert 0.7 < r.order_param < 1.3
@@ -112,9 +114,11 @@ def test_flow_gap_gd_failure_is_a_result_not_an_exception():
 
 def test_flow_gap_flow_failure_keeps_the_times_before(monkeypatch):
     """A flow solve that fails at the second interval: flow_loss NaN from t_2 on, gaps over t_0, t_1."""
-    import kernelcalc.training.flow_gap as fg
+    import importlib
 
-    kw = dict(lrs=[0.02, 0.01], t_max=0.32, n_compare=4, width=8, seed=0)
+    fg = importlib.import_module("kernelcalc.training.flow_gap")   # the module (the package exports the function)
+
+    kw = dict(lrs=[0.02, 0.01], t_max=0.32, n_compare=4, width=8, seed=0, **MLP)
     full = fg.flow_gap(X, Y, **kw)
     real = fg.flow_solver
 
@@ -138,23 +142,24 @@ def test_flow_gap_flow_failure_keeps_the_times_before(monkeypatch):
 
 
 def test_width_sweep_flags_each_failed_width():
-    s = kc.width_sweep(X, Y, widths=[8, 16], steps=20, lr=50.0)
+    s = kc.width_sweep(X, Y, widths=[8, 16], steps=20, lr=50.0, lambda0=1.0, **MLP)
     assert s.width_failed == (True, True) and s.failed
     assert "width 8: loss" in s.failure and "width 16: loss" in s.failure
     assert all(math.isnan(v) for k, v in s.slopes.items() if k != "eig err vs K_inf")   # no comparable widths
     assert "FAILED" in s.table()
-    ok = kc.width_sweep(X, Y, widths=[8, 16], steps=2)
+    ok = kc.width_sweep(X, Y, widths=[8, 16], steps=2, lambda0=1.0, **MLP)
     assert ok.width_failed == (False, False) and not ok.failed and ok.failure is None
     with pytest.raises(KernelcalcInputError, match="width does not apply to width_sweep"):
-        kc.width_sweep(X, Y, widths=[8], width=8)
+        kc.width_sweep(X, Y, widths=[8], width=8, **MLP)
 
 
 def test_cli_failed_run_exits_1_with_one_error_line(tmp_path):
     for args in (["train", "--lr", "100", "--width", "8", "--steps", "20"],
                  ["width-sweep", "--lr", "100", "--widths", "8", "--steps", "20"],
-                 ["flow-gap", "--lrs", "0.64,0.02", "--t-max", "1.28", "--n-compare", "2", "--width", "8",
+                 ["flow-gap", "--lrs", "6,0.15", "--t-max", "12", "--n-compare", "2", "--width", "8",
                   "--divergence-factor", "5"]):
-        r = CliRunner().invoke(main, args + ["--quiet", "--n-inputs", "6", "--dim", "12"])
+        r = CliRunner().invoke(main, args + ["--model", "mlp", "--depth", "1", "--quiet", "--n-inputs", "6",
+                                             "--dim", "12"])
         assert r.exit_code == 1, (args, r.output)
         assert "Traceback" not in r.output and "Error: run failed: " in r.output, r.output
 
@@ -204,10 +209,10 @@ def test_solver_steps_is_the_solvers_steps_and_steps_is_deprecated():
 
 def test_flow_tolerances_are_flow_rtol_and_old_names_warn():
     with pytest.deprecated_call(match=r"train\(rtol=...\) is deprecated .* use flow_rtol="):
-        r = kc.train(X, Y, width=8, steps=2, method="flow", rtol=1e-5)
+        r = kc.train(X, Y, width=8, steps=2, method="flow", lambda0=1.0, rtol=1e-5, **MLP)
     assert r.info["flow_rtol"] == 1e-5 and r.info["flow_atol"] == 1e-8
     with pytest.deprecated_call(match=r"flow_gap\(atol=...\)"):
-        g = flow_gap(X, Y, lrs=[0.02], t_max=0.04, n_compare=1, width=8, atol=1e-11)
+        g = flow_gap(X, Y, lrs=[0.02], t_max=0.04, n_compare=1, width=8, atol=1e-11, **MLP)
     assert g.params["flow_atol"] == 1e-11 and g.params["flow_rtol"] == 1e-10
     x1, y1 = sad_data(4, degree=2)
     new = kc.divergent_flow(x1, y1, width=2, seed=0, t_max=1e3, flow_max_steps=4, n_records=10)
