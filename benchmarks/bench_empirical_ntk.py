@@ -50,8 +50,8 @@ def main(argv=None):
     configs = {
         "mlp": dict(model="mlp", depth=3),
         "resnet": dict(model="resnet", depth=a.steps),
-        "node-euler": dict(model="node", solver="euler", steps=a.steps),
-        "node-rk4": dict(model="node", solver="rk4", steps=a.steps),
+        "node-euler": dict(model="node", solver="euler", solver_steps=a.steps),
+        "node-rk4": dict(model="node", solver="rk4", solver_steps=a.steps),
     }
     print(f"jax {jax.__version__}, devices {jax.devices()}, cpus {os.cpu_count()}, width {a.width}")
     print(f"{'config':>11} {'N':>4} {'structured s':>13} {'naive s':>9} {'ratio':>7} {'max rel diff':>13} "

@@ -28,7 +28,7 @@ def main():
     x = np.random.default_rng(0).normal(size=(a.inputs, 3))
     X = sphere_normalise(x)  # on the sphere |x|^2 = d
     res = compare(X, activation=a.activation, T=a.T, widths=[int(w) for w in a.widths.split(",")],
-                  n_samples=a.samples, solver="tsit5", steps=32)
+                  n_samples=a.samples, solver="tsit5", solver_steps=32)
     print(res.table())
     plot_compare(res, a.out)
     print(f"wrote {a.out}")

@@ -62,7 +62,10 @@ class Kernel(JsonResult):
 
     **Fields:**
 
-    - ``nngp``: $K(x_i, y_j) = E[f(x_i) f(y_j)]$ at initialisation, shape ``(N1, N2)``.
+    - ``nngp``: $K(x_i, y_j) = E[f(x_i) f(y_j)]$ at initialisation, shape ``(N1, N2)`` (analytic, or
+      the sample mean of :func:`~kernelcalc.monte_carlo`); ``None`` for the empirical kernel of one
+      network (:func:`~kernelcalc.empirical_ntk`: one network has no expectation; its outputs are
+      ``info["f1"]``, ``info["f2"]``) and when not asked for (``outputs=("ntk",)``).
     - ``ntk``: $\Theta(x_i, y_j) = E[\nabla_\theta f(x_i)\cdot\nabla_\theta f(y_j)]$, shape ``(N1, N2)``.
     - ``model``: ``"mlp"``, ``"resnet"``, ``"node"`` (analytic) or ``"empirical:..."``.
     - ``activation``: the activation's name.
@@ -79,8 +82,8 @@ class Kernel(JsonResult):
     instead of the entries.
     """
 
-    nngp: np.ndarray
-    ntk: np.ndarray
+    nngp: np.ndarray | None
+    ntk: np.ndarray | None
     model: str
     activation: str
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)

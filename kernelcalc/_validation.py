@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import warnings
 
 import numpy as np
 
 __all__ = ["real_array", "as_inputs", "as_input_pair", "positive", "positive_int", "nonnegative", "KernelcalcInputError",
            "MODEL_SCALES", "SCALE_NAMES", "DEPRECATED_SCALES", "scale_value", "model_scales", "scale_keywords",
-           "KernelcalcAccuracyWarning", "KernelcalcAccuracyError", "accuracy_shortfall"]
+           "KernelcalcAccuracyWarning", "KernelcalcAccuracyError", "accuracy_shortfall", "progress_disable",
+           "renamed_keywords", "DEFAULT_WIDTH", "user_stacklevel", "deprecated"]
+
+#: The width of a single finite-width network wherever a function builds one and has a default
+#: (``train``, ``flow_gap``, ``empirical_ntk``, ``monte_carlo``, ``depth_gap``, ...; see docs/keywords.md).
+DEFAULT_WIDTH = 256
 
 
 class KernelcalcInputError(ValueError):
@@ -133,30 +140,19 @@ class KernelcalcAccuracyError(RuntimeError):
     """Raised instead of :class:`KernelcalcAccuracyWarning` when the caller passed ``strict=True``."""
 
 
-def accuracy_shortfall(message: str, strict: bool = False, stacklevel: int = 3) -> None:
-    """Report that a tolerance was not met: warn (default) or raise when ``strict``."""
+def accuracy_shortfall(message: str, strict: bool = False, stacklevel: int | None = None) -> None:
+    """Report that a tolerance was not met: warn (default; at the user's line) or raise when ``strict``."""
     if strict:
         raise KernelcalcAccuracyError(message)
     warn(message, KernelcalcAccuracyWarning, stacklevel=stacklevel)
 
 
-#: code objects of kernelcalc's decorator wrappers: :func:`warn` does not count their frames
-TRANSPARENT_FRAMES: set = set()
-
-
-def warn(message: str, category, stacklevel: int = 2) -> None:
-    """:func:`warnings.warn`, with ``stacklevel`` counted over the frames that are not decorator
-    wrappers (:data:`TRANSPARENT_FRAMES`), so a warning still points at the user's line when the
-    public function is wrapped (e.g. by :func:`scale_keywords`)."""
-    import sys
-    import warnings
-
-    frame, depth, counted = sys._getframe(1), 1, 1
-    while counted < stacklevel and frame.f_back is not None:
-        frame, depth = frame.f_back, depth + 1
-        if frame.f_code not in TRANSPARENT_FRAMES:
-            counted += 1
-    warnings.warn(message, category, stacklevel=depth + 1)
+def warn(message: str, category, stacklevel: int | None = None) -> None:
+    """:func:`warnings.warn` pointing at the user's line: ``stacklevel=None`` (the default) is the first
+    frame outside the kernelcalc package, however many of its frames (decorators such as
+    :func:`scale_keywords` and :func:`~kernelcalc._x64.float64`, helpers) lie between; an integer counts
+    from the caller of this function as :func:`warnings.warn` does."""
+    warnings.warn(message, category, stacklevel=user_stacklevel() if stacklevel is None else stacklevel + 1)
 
 
 # ---------------------------------------------------------------------------- the naming table of the scales
@@ -189,7 +185,7 @@ def _model_key(model) -> str:
 
 
 def model_scales(model, *, defaults: dict | None = None, fill: bool = True, where: str | None = None,
-                 stacklevel: int = 2, **given) -> dict:
+                 **given) -> dict:
     r"""The validated scale keywords of ``model`` (the naming table :data:`MODEL_SCALES`).
 
     **Arguments:** ``model`` (a key of :data:`MODEL_SCALES`); ``given``: the scale keywords as
@@ -220,8 +216,7 @@ def model_scales(model, *, defaults: dict | None = None, fill: bool = True, wher
             if given.get(new) is not None:
                 raise KernelcalcInputError(f"give {new} or its deprecated old name {name}, not both "
                                            f"(got {new}={given[new]!r} and {name}={value!r})")
-            warn(f"{name} is deprecated, use {new} (the MLP's scales are sigma_w, sigma_b, sigma_v, sigma_vb); "
-                 "the old names will be removed in the next release", DeprecationWarning, stacklevel=stacklevel)
+            deprecated(name, f"{new} (the MLP's scales are sigma_w, sigma_b, sigma_v, sigma_vb)")
             name = new
         elif name not in SCALE_NAMES:
             raise KernelcalcInputError(f"unknown keyword argument {name}={value!r} for {where}")
@@ -268,15 +263,70 @@ def scale_keywords(model: str | None = None, *, label: str | None = None):
                 chosen = bound.get("model", sig.parameters["model"].default)
                 if chosen is inspect.Parameter.empty:    # a required model not given: the call's own TypeError
                     return fn(*args, **kwargs, **given)
-            scales = model_scales(chosen, defaults=defaults, where=label, fill=bool(declared) or var_kw,
-                                  stacklevel=2, **given)
+            scales = model_scales(chosen, defaults=defaults, where=label, fill=bool(declared) or var_kw, **given)
             if declared:
                 kwargs.update({n: scales.get(n) for n in declared})
             else:
                 kwargs.update(scales)
             return fn(*args, **kwargs)
 
-        TRANSPARENT_FRAMES.add(wrapper.__code__)
         return wrapper
 
     return decorate
+
+
+def progress_disable(progress, name: str = "progress"):
+    """tqdm's ``disable`` for the package's one ``progress`` convention.
+
+    ``None`` (the default everywhere): auto, tqdm's own ``disable=None`` -- the bar is shown when
+    stderr is a terminal; ``True``: always shown; ``False``: never. Anything else is an error.
+    """
+    if progress is None:
+        return None
+    if isinstance(progress, (bool, np.bool_)):
+        return not bool(progress)
+    raise KernelcalcInputError(
+        f"{name} must be None (auto: a bar when stderr is a terminal), True or False, got {progress!r}")
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes :func:`warnings.warn`, called in the caller of this helper, point at
+    the first frame outside the kernelcalc package (the user's line), however many package frames
+    (decorators, helpers) lie between."""
+    import os
+    import sys
+
+    pkg = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(pkg):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def deprecated(old: str, new: str) -> None:
+    """The one :class:`DeprecationWarning` of a renamed spelling: ``old`` still works for one release and
+    means ``new``; it points at the user's line."""
+    warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new} (same meaning)",
+                  DeprecationWarning, stacklevel=user_stacklevel())
+
+
+def renamed_keywords(**old_to_new):
+    """Decorator: keyword ``old`` still works for one release, with a :class:`DeprecationWarning`,
+    and means exactly ``new`` (giving both is an error). The signature shows the new names only."""
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            for old, new in old_to_new.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise KernelcalcInputError(
+                            f"{fn.__name__}: give {new}= only; {old}= is its deprecated old name, not both")
+                    deprecated(f"{fn.__name__}({old}=...)", f"{new}=...")
+                    kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        wrapper.renamed_keywords = dict(getattr(fn, "renamed_keywords", {}), **old_to_new)
+        return wrapper
+
+    return deco

@@ -51,12 +51,22 @@ def test_holding_or_undetermined_activation_is_silent(act):
 
 
 def test_stacklevel_points_at_the_kernel_caller():
-    def kernel(act):  # what a kernel function does
-        warn_if_assumption1_fails(act, context="kernel")
+    def kernel(act):  # what a kernel function does, with an explicit stacklevel
+        warn_if_assumption1_fails(act, context="kernel", stacklevel=2)
 
     _, got = _caught(kernel, "relu")
     call_line = _caught.__code__.co_firstlineno + 3    # 'out = fn(*args, **kw)': the user's call of kernel
     assert (got[0].filename, got[0].lineno) == (__file__, call_line)
+
+
+def test_default_stacklevel_is_the_first_line_outside_kernelcalc():
+    """stacklevel=None (the default): the first frame outside the package, whatever decorators or
+    helpers of kernelcalc lie between (here: none, so the line in this file that called it)."""
+    def user_code(act):
+        warn_if_assumption1_fails(act, context="kernel")   # <- this line
+
+    _, got = _caught(user_code, "relu")
+    assert (got[0].filename, got[0].lineno) == (__file__, user_code.__code__.co_firstlineno + 1)
 
 
 def test_analysis_is_cached_per_activation(monkeypatch):

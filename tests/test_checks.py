@@ -125,7 +125,7 @@ def test_single_row_json_has_no_infinity(cheap_kernel):
 @pytest.mark.parametrize("kw, match", [
     ({"T": 0.0}, "T must be > 0"),
     ({"sigma_w": -1.0}, "sigma_w"),
-    ({"tol": -1.0}, "tol"),
+    ({"singular_tol": -1.0}, "singular_tol"),
 ])
 def test_bad_parameters(X, kw, match):
     with pytest.raises(KernelcalcInputError, match=match):

@@ -120,7 +120,8 @@ def test_result_is_frozen_and_json(sad):
         sad.verdict = "convergent"
     d = json.loads(sad.to_json())
     assert d["verdict"] == "divergent" and len(d["times"]) == len(d["loss"]) == 60
-    assert d["params"]["width"] == 2 and d["params"]["N"] == 40 and d["params"]["solver"] == "kvaerno5"
+    assert d["failed"] is False and d["failure"] is None
+    assert d["params"]["width"] == 2 and d["params"]["N"] == 40 and d["params"]["flow_solver"] == "kvaerno5"
     assert d["info"]["thresholds"]["min_growth_exponent"] == 0.01
     assert len(d["info"]["theta_final"]) == 7
     s = str(sad)
@@ -132,10 +133,11 @@ def test_short_run_is_undetermined_with_reason():
     assert r.verdict == "undetermined" and "integrate longer" in r.reason
 
 
-def test_solver_failure_is_a_verdict_not_a_traceback():
-    r = divergent_flow(X4, Y4, width=2, seed=0, t_max=1e3, max_steps=4, n_records=10)
-    assert r.verdict == "undetermined"
-    assert "ODE solver failed" in r.reason and "maximum number of solver steps" in r.reason
+def test_solver_failure_is_a_failed_run_not_a_traceback():
+    r = divergent_flow(X4, Y4, width=2, seed=0, t_max=1e3, flow_max_steps=4, n_records=10)
+    assert r.verdict == "undetermined" and r.failed
+    assert "ODE solver (kvaerno5) failed" in r.failure and "maximum number of solver steps" in r.failure
+    assert r.reason == r.failure and len(r.times) < 10
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -146,11 +148,11 @@ def test_solver_failure_is_a_verdict_not_a_traceback():
     (dict(t_max=-5.0), "t_max must be > 0"),
     (dict(width=0), "width must be an integer >= 1"),
     (dict(t_max=1e-3), "t_min must be < t_max"),
-    (dict(solver="rk45"), "solver must be one of"),
+    (dict(flow_solver="rk45"), "flow_solver must be one of"),
     (dict(n_records=1), "n_records must be an integer >= 2"),
 ])
 def test_bad_input_names_the_argument(kw, match):
-    args = dict(X=X4, y=Y4)
+    args = dict(X=X4, y=Y4, width=2)
     args.update(kw)
     X, y = args.pop("X"), args.pop("y")
     with pytest.raises(KernelcalcInputError, match=match):

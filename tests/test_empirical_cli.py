@@ -38,7 +38,7 @@ def test_depth_gap_command_writes_json_and_plot(tmp_path):
 
 from _cheap_kernel import cheap_kernel  # noqa: E402,F401  (fixture)
 
-TINY = ["--widths", "4,8", "--samples", "2", "--n-inputs", "2", "--dim", "2", "--solver", "euler", "--steps", "4",
+TINY = ["--widths", "4,8", "--samples", "2", "--n-inputs", "2", "--dim", "2", "--solver", "euler", "--solver-steps", "4",
         "--quiet"]
 
 
@@ -58,7 +58,7 @@ def test_compare_json_flag_prints_json_and_json_out_writes_it(tmp_path, cheap_ke
 def test_compare_blown_up_flow_is_one_error_line(cheap_kernel):
     """compare -a 'x**2' --T 3 printed a table of NaN and exited 0; now one Error line (exit 2) and
     one Warning line for Assumption 1. Failed before the fix."""
-    r = CliRunner().invoke(main, ["compare", "-a", "x**2", "--T", "3"] + TINY + ["--steps", "64"])
+    r = CliRunner().invoke(main, ["compare", "-a", "x**2", "--T", "3"] + TINY + ["--solver-steps", "64"])
     assert r.exit_code == 2, r.output
     assert "Traceback" not in r.output
     lines = [ln for ln in r.output.splitlines() if ln.strip()]

@@ -196,7 +196,7 @@ def test_progress_bar_over_tiles(small_tiles, capsys):
     X = _data(40)
     kc.mlp_kernel(X, activation="relu", depth=1, progress=True)
     assert "Gram tiles" in capsys.readouterr().err
-    kc.mlp_kernel(X, activation="relu", depth=1)              # default: only from N = 5000
+    kc.mlp_kernel(X, activation="relu", depth=1)              # default (auto): only from N = 5000
     assert "Gram tiles" not in capsys.readouterr().err
 
 

@@ -111,7 +111,7 @@ def test_bad_input():
 
 @pytest.mark.usefixtures("x64")
 def test_structured_ntk_equals_jacobian_ntk():
-    net = make_network("node_untied", activation="softplus", width=12, steps=5)
+    net = make_network("node_untied", activation="softplus", width=12, solver_steps=5)
     p = init_params(jax.random.PRNGKey(3), net, 3)
     ntk = untied_ntk(p, X, None, net)[2]
     J = jax.vmap(jax.grad(lambda p, x: _forward(p, x[None], net)[0][0]), in_axes=(None, 0))(p, X)
@@ -148,8 +148,8 @@ def test_monte_carlo_small_width_richardson():
     the time-discretisation bias of the simulated network (steps=16) is the analytic ResNet-ODE gap."""
     ode = kc.node_kernel(X, activation="softplus", weights="untied")
     res = kc.resnet_kernel(X, activation="softplus", depth=16, weights="untied")
-    a = _mc("node_untied", 32, 300, 0, steps=16)
-    b = _mc("node_untied", 64, 300, 1, steps=16)
+    a = _mc("node_untied", 32, 300, 0, solver_steps=16)
+    b = _mc("node_untied", 64, 300, 1, solver_steps=16)
     for k, (name, ref, disc) in enumerate([("nngp", ode.nngp, res.nngp - ode.nngp), ("ntk", ode.ntk, res.ntk - ode.ntk)]):
         est = 2 * b[k][0] - a[k][0]
         se = np.sqrt(4 * b[k][1] ** 2 + a[k][1] ** 2)
@@ -160,7 +160,7 @@ def test_monte_carlo_small_width_richardson():
 def test_monte_carlo_width_512():
     ode = kc.node_kernel(X, activation="softplus", weights="untied")
     res = kc.resnet_kernel(X, activation="softplus", depth=32, weights="untied")
-    (nngp, nngp_se), (ntk, ntk_se) = _mc("node_untied", 512, 60, 5, steps=32)
+    (nngp, nngp_se), (ntk, ntk_se) = _mc("node_untied", 512, 60, 5, solver_steps=32)
     # allowed bias: the discretisation gap (exact, analytic) + a 1/n width bias of 3/n relative
     # (the small-width runs show |E Θ_n - Θ| ~ 2.5/n relative)
     _check(nngp, nngp_se, ode.nngp, np.abs(res.nngp - ode.nngp) + 3 / 512 * np.abs(ode.nngp), "nngp")

@@ -213,7 +213,7 @@ def test_old_mlp_names_still_work_with_a_deprecation_warning(old, new, monkeypat
     for name in ("mlp_kernel", "make_network", "empirical_ntk", "monte_carlo", "compare"):
         calls.clear()
         _, call = ENTRIES[name]
-        with pytest.warns(DeprecationWarning, match=f"{old} is deprecated, use {new}"):
+        with pytest.warns(DeprecationWarning, match=f"{old} is deprecated and will be removed in the next release; use {new}"):
             with pytest.raises(Reached):
                 call(_fn(name), "mlp", **{old: VALUE[new]})
         assert calls[-1][1][new] == pytest.approx(VALUE[new])

@@ -68,6 +68,29 @@ def _friendly(fn):
     return wrapper
 
 
+def renamed_option(old: str, new: str, dest: str, type_):
+    """A hidden option ``old`` that still works for one release: a one-line ``Warning:`` on stderr, then
+    it sets ``dest`` (the option ``new``); giving both is an error. Put it right below ``@main.command``."""
+
+    def deco(f):
+        hidden = "renamed_" + dest
+
+        @functools.wraps(f)
+        def wrapper(*args, **kwargs):
+            value = kwargs.pop(hidden)
+            if value is not None:
+                if click.get_current_context().get_parameter_source(dest).name != "DEFAULT":
+                    raise InputError(f"give {new} only ({old} is its deprecated old name), not both")
+                click.echo(f"Warning: {old} is deprecated and will be removed in the next release; use {new} "
+                           "(same meaning)", err=True)
+                kwargs[dest] = value
+            return f(*args, **kwargs)
+
+        return click.option(old, hidden, type=type_, default=None, hidden=True)(wrapper)
+
+    return deco
+
+
 # ---------------------------------------------------------------------------- shared options
 def _activation_option(f):
     return click.option(
@@ -262,12 +285,13 @@ def derive_cmd(activation, model, latex, sigma_w, sigma_u, sigma_v, sigma_b, sig
 
 # ---------------------------------------------------------------------------- check
 @main.command("check", cls=OneLineCommand)
+@renamed_option("--tol", "--singular-tol", "singular_tol", float)
 @click.option("--data", type=click.Path(dir_okay=False), required=True, metavar="FILE",
               help="Data (.npy/.csv/.txt), one input per row.")
 @_activation_option
 @_node_options
-@click.option("--tol", type=float, default=1e-10, show_default=True,
-              help="The NTK Gram counts as singular when lambda_min <= tol.")
+@click.option("--singular-tol", type=float, default=1e-10, show_default=True,
+              help="The NTK Gram counts as singular when lambda_min <= this (--tol: deprecated old name).")
 @click.option("--sphere-rtol", type=float, default=1e-8, show_default=True,
               help="Relative tolerance of the test |x|^2 = d.")
 @click.option("--normalise", is_flag=True, help="Scale the rows onto the sphere |x|^2 = d first.")
@@ -282,7 +306,7 @@ def derive_cmd(activation, model, latex, sigma_w, sigma_u, sigma_v, sigma_b, sig
 @_scheduler_option
 @click.pass_context
 @_friendly
-def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, tol, sphere_rtol, normalise, gram, certify,
+def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, singular_tol, sphere_rtol, normalise, gram, certify,
               as_json, json_out, scheduler):
     """Check data and activation against the Neural-ODE NTK theory.
 
@@ -290,7 +314,7 @@ def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, tol, sphere_r
     lambda_min and condition number, the Theorem-2 step size eta = 1/||X||_2^2 and the
     predicted loss contraction 1 - eta*lambda_min.  With --certify, also a proven lower bound
     lambda_min_certified (and the kind of certificate).  Exit code 1 when a check fails
-    (lambda_min <= tol, Assumption 1 fails, data off the sphere, duplicate rows, the Gram cannot be
+    (lambda_min <= singular-tol, Assumption 1 fails, data off the sphere, duplicate rows, the Gram cannot be
     computed, or with --certify a certified bound <= 0).  When a cheap check already fails the Gram
     (and the certificate) is skipped unless --gram always.
 
@@ -305,7 +329,7 @@ def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, tol, sphere_r
     act = _resolve(activation)
     params = _node_params(T, sigma_w, sigma_u, sigma_v)
     client = _client(scheduler)
-    report = check(X, activation=act, tol=tol, sphere_rtol=sphere_rtol, gram=gram, certify=certify, **params,
+    report = check(X, activation=act, singular_tol=singular_tol, sphere_rtol=sphere_rtol, gram=gram, certify=certify, **params,
                    **({} if client is None else dict(client=client)))
     emit(report, str(report), as_json=as_json, json_out=json_out)
     if not report.ok:

@@ -12,7 +12,7 @@ import numpy as np
 
 from kernelcalc.cli import emit, json_options, main
 from kernelcalc.cli.analytic import (_MODEL_SCALE_NOTE, InputError, OneLineCommand, _activation_option, _friendly,
-                                     _node_scale_options, _scales, scale_options)
+                                     _node_scale_options, _scales, renamed_option, scale_options)
 
 __all__ = ["compare_cmd", "depth_gap_cmd"]
 
@@ -64,6 +64,7 @@ def _input_options(f):
 
 
 @main.command("compare", cls=OneLineCommand)
+@renamed_option("--steps", "--solver-steps", "solver_steps", int)
 @_activation_option
 @click.option("--model", type=click.Choice(["node", "resnet", "mlp"]), default="node", show_default=True)
 @click.option("--T", "T", type=float, default=1.0, show_default=True, help="ODE time horizon (node, resnet).")
@@ -72,10 +73,11 @@ def _input_options(f):
 @click.option("--widths", default="64,256,1024", show_default=True, help="Comma-separated widths.")
 @click.option("--samples", type=int, default=20, show_default=True, help="Networks per width.")
 @click.option("--solver", default="tsit5", show_default=True, help="NODE solver (euler, rk4, tsit5, dopri5, ...).")
-@click.option("--steps", type=int, default=32, show_default=True, help="NODE fixed solver steps.")
+@click.option("--solver-steps", type=int, default=32, show_default=True,
+              help="NODE fixed solver steps (--steps: deprecated old name).")
 @_input_options
 @_friendly
-def compare_cmd(activation, model, T, depth, sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb, widths, samples, solver, steps, data, n_inputs, dim, seed,
+def compare_cmd(activation, model, T, depth, sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb, widths, samples, solver, solver_steps, data, n_inputs, dim, seed,
                 as_json, json_out, plot_path, quiet):
     """Analytic vs Monte-Carlo empirical kernels: per-entry z-scores and the error-vs-width slope."""
     widths_l = _int_list("widths", widths)
@@ -84,9 +86,9 @@ def compare_cmd(activation, model, T, depth, sigma_w, sigma_u, sigma_v, sigma_b,
     X = _inputs(data, n_inputs, dim, seed)
     from kernelcalc.empirical import compare
 
-    kw = {"depth": depth} if model != "node" else {"solver": solver, "steps": steps}
+    kw = {"depth": depth} if model != "node" else {"solver": solver, "solver_steps": solver_steps}
     res = compare(X, activation=activation, T=T, widths=widths_l, n_samples=samples, model=model, seed=seed,
-                  progress=not quiet, **kw, **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
+                  progress=False if quiet else None, **kw, **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
     from kernelcalc.plotting import plot_compare
 
     emit(res, res.table(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_compare)
@@ -110,12 +112,13 @@ def depth_gap_cmd(activation, T, width, sigma_w, sigma_u, sigma_v, depths, modes
     from kernelcalc.empirical import depth_gap, gradient_mode_gap
 
     scales = dict(sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)
-    res = depth_gap(X, activation=activation, width=width, depths=depths_l, T=T, seed=seed, progress=not quiet,
-                    **scales)
+    res = depth_gap(X, activation=activation, width=width, depths=depths_l, T=T, seed=seed,
+                    progress=False if quiet else None, **scales)
     text = [res.table()]
     out = {"depth_gap": res.to_dict()}
     if modes:
-        gm = gradient_mode_gap(X, activation=activation, width=width, T=T, seed=seed, progress=not quiet, **scales)
+        gm = gradient_mode_gap(X, activation=activation, width=width, T=T, seed=seed,
+                               progress=False if quiet else None, **scales)
         text += ["", "discretize-then-optimize vs optimize-then-discretize (continuous adjoint):", gm.table()]
         out["gradient_modes"] = gm.to_dict()
     from kernelcalc.plotting import plot_depth_gap

@@ -81,5 +81,5 @@ def sweep_T_cmd(activation, Ts, sigma_w, sigma_u, sigma_v, inverse_T, lr, data, 
     from kernelcalc.plotting import plot_horizon
 
     res = sweep_T(X, activations=acts, Ts=T_list, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v,
-                  sigma_w_scaling="inverse_T" if inverse_T else "fixed", lr=lr, progress=not quiet)
+                  sigma_w_scaling="inverse_T" if inverse_T else "fixed", lr=lr, progress=False if quiet else None)
     emit(res, res.table(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_horizon)

@@ -3,7 +3,9 @@
 Thin layers over :func:`kernelcalc.train`, :func:`kernelcalc.width_sweep` and
 :func:`kernelcalc.training.flow_gap`: a tqdm progress bar, a printed summary (``--json``: JSON
 on stdout instead), optional ``--json-out FILE`` and ``--plot``. Input errors are one ``Error: ...``
-line; a diverging run is reported (exit code 1), never a traceback.
+line (exit code 2); a run that fails numerically (``failed``: loss NaN/inf or past the divergence
+factor, the flow solver failed; any width of a sweep, any step size of flow-gap) prints its result
+and one ``Error: run failed: ...`` line on stderr and exits with code 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +16,15 @@ import numpy as np
 
 from kernelcalc.cli import emit, json_options, main
 from kernelcalc.cli.analytic import _MODEL_SCALE_NOTE, InputError, OneLineCommand, _activation_option, _friendly, _scales, scale_options
+
+DEFAULT_WIDTH = 256   # kernelcalc._validation.DEFAULT_WIDTH, without importing jax for --help
+
+
+def exit_if_failed(res) -> None:
+    """The CLI's one rule for a numerically failed run: ``Error: run failed: ...`` on stderr, exit code 1."""
+    if res.failed:
+        click.echo(f"Error: run failed: {' '.join(str(res.failure).split())}", err=True)
+        raise click.exceptions.Exit(1)
 
 __all__ = ["train_cmd", "width_sweep_cmd", "flow_gap_cmd"]
 
@@ -46,6 +57,8 @@ def _train_options(f):
         click.option("--lr", type=float, default=None, help="Step size (default 1/||X||^2, Theorem 2)."),
         click.option("--steps", type=int, default=300, show_default=True, help="GD steps (flow: t = steps*lr)."),
         click.option("--method", type=click.Choice(["gd", "flow"]), default="gd", show_default=True),
+        click.option("--divergence-factor", type=float, default=1e6, show_default=True,
+                     help="The run has failed (exit code 1) when the loss exceeds this x L0 (or is NaN/inf)."),
         click.option("--data", type=click.Path(dir_okay=False), default=None,
                      help="Inputs (.npy/.csv/.txt); with no --targets the last column is the target."),
         click.option("--targets", type=click.Path(dir_okay=False), default=None, help="Targets file (N values)."),
@@ -62,10 +75,10 @@ def _train_options(f):
 
 
 @main.command("train", cls=OneLineCommand)
-@click.option("--width", type=int, default=1024, show_default=True)
+@click.option("--width", type=int, default=DEFAULT_WIDTH, show_default=True)
 @_train_options
 @_friendly
-def train_cmd(width, activation, model, T, depth, sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb, lr, steps, method, data, targets, digits, n_inputs, dim, seed,
+def train_cmd(width, activation, model, T, depth, sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb, lr, steps, method, divergence_factor, data, targets, digits, n_inputs, dim, seed,
               as_json, json_out, plot_path, quiet):
     """Train by GD (or gradient flow) on 1/2|u-y|^2 and compare with the NTK bound (1 - lr*lambda0)^k L0."""
     X, y = _data(data, targets, digits, n_inputs, dim, seed)
@@ -73,17 +86,17 @@ def train_cmd(width, activation, model, T, depth, sigma_w, sigma_u, sigma_v, sig
     from kernelcalc.training import train
 
     res = train(X, y, model=model, activation=activation, width=width, seed=seed, T=T, depth=depth, lr=lr,
-                steps=steps, method=method, progress=not quiet, **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
+                steps=steps, method=method, divergence_factor=divergence_factor, progress=False if quiet else None,
+                **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
     emit(res, res.summary(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_training)
-    if res.diverged:
-        raise click.exceptions.Exit(1)
+    exit_if_failed(res)
 
 
 @main.command("width-sweep", cls=OneLineCommand)
 @click.option("--widths", default="64,256,1024", show_default=True, help="Comma-separated widths.")
 @_train_options
 @_friendly
-def width_sweep_cmd(widths, activation, model, T, depth, sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb, lr, steps, method, data, targets, digits, n_inputs, dim,
+def width_sweep_cmd(widths, activation, model, T, depth, sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb, lr, steps, method, divergence_factor, data, targets, digits, n_inputs, dim,
                     seed, as_json, json_out, plot_path, quiet):
     """The same training run at several widths: NTK eigenvalues, |theta-theta0|, NTK drift vs width, slopes."""
     from kernelcalc.cli.empirical import _int_list
@@ -94,20 +107,21 @@ def width_sweep_cmd(widths, activation, model, T, depth, sigma_w, sigma_u, sigma
     from kernelcalc.training import width_sweep
 
     res = width_sweep(X, y, widths=widths_l, model=model, activation=activation, seed=seed, T=T, depth=depth,
-                      lr=lr, steps=steps, method=method, progress=not quiet,
-                      **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
+                      lr=lr, steps=steps, method=method, divergence_factor=divergence_factor,
+                      progress=False if quiet else None, **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
     emit(res, res.table(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_width_sweep)
+    exit_if_failed(res)
 
 
 @main.command("flow-gap", cls=OneLineCommand)
-@click.option("--width", type=int, default=256, show_default=True)
+@click.option("--width", type=int, default=DEFAULT_WIDTH, show_default=True)
 @click.option("--lrs", default=None, help="Comma-separated step sizes (default 1/||X||^2 times 1, 1/2, 1/4, 1/8).")
 @click.option("--t-max", type=float, default=None, help="Horizon (default 64 x the largest step size).")
 @click.option("--n-compare", type=int, default=8, show_default=True, help="Comparison intervals on [0, t_max].")
 @_train_options
 @_friendly
 def flow_gap_cmd(width, lrs, t_max, n_compare, activation, model, T, depth, sigma_w, sigma_u, sigma_v, sigma_b,
-                 sigma_vb, lr, steps, method, data, targets,
+                 sigma_vb, lr, steps, method, divergence_factor, data, targets,
                  digits, n_inputs, dim, seed, as_json, json_out, plot_path, quiet):
     """GD with decreasing step sizes against the gradient flow at matching times; fitted order of the gap."""
     if lr is not None or method != "gd" or steps != 300:
@@ -120,6 +134,7 @@ def flow_gap_cmd(width, lrs, t_max, n_compare, activation, model, T, depth, sigm
     from kernelcalc.training import flow_gap
 
     res = flow_gap(X, y, lrs=lrs_l, t_max=t_max, n_compare=n_compare, model=model, activation=activation,
-                   width=width, seed=seed, T=T, depth=depth, progress=not quiet,
-                   **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
+                   width=width, seed=seed, T=T, depth=depth, divergence_factor=divergence_factor,
+                   progress=False if quiet else None, **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
     emit(res, res.table(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_flow_gap)
+    exit_if_failed(res)

@@ -9,7 +9,7 @@ from .untied import untied_apply, untied_init, untied_ntk
 __all__ = ["extra_network_kwargs", "extra_describe", "extra_init", "extra_apply", "extra_ntk"]
 
 
-def extra_network_kwargs(model, *, T, depth, steps, rtol, atol, gradient, max_steps) -> dict:
+def extra_network_kwargs(model, *, T, depth, solver_steps, rtol, atol, gradient, max_steps) -> dict:
     """Validated :class:`~kernelcalc.empirical.Network` fields of ``node_untied``, ``resnet_untied``, ``deq``
     (the scales are validated by :func:`~kernelcalc.empirical.models.make_network`)."""
     kw: dict = {}
@@ -30,8 +30,8 @@ def extra_network_kwargs(model, *, T, depth, steps, rtol, atol, gradient, max_st
             raise KernelcalcInputError("depth is required for model='resnet_untied'")
         return dict(kw, depth=positive_int("depth", depth))
     if depth is not None:
-        raise KernelcalcInputError("depth does not apply to model='node_untied'; steps sets the Euler-Maruyama steps")
-    return dict(kw, steps=positive_int("steps", steps))
+        raise KernelcalcInputError("depth does not apply to model='node_untied'; solver_steps sets the Euler-Maruyama steps")
+    return dict(kw, solver_steps=positive_int("solver_steps", solver_steps))
 
 
 def extra_describe(net) -> dict:
@@ -39,7 +39,7 @@ def extra_describe(net) -> dict:
     if net.model == "deq":
         return dict(out, sigma_b=net.sigma_b, rtol=net.rtol, atol=net.atol)
     out["T"] = net.T
-    return dict(out, depth=net.depth) if net.model == "resnet_untied" else dict(out, steps=net.steps)
+    return dict(out, depth=net.depth) if net.model == "resnet_untied" else dict(out, solver_steps=net.solver_steps)
 
 
 def extra_init(key, net, d):

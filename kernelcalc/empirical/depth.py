@@ -29,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError, as_input_pair, positive_int, scale_keywords
+from .._validation import DEFAULT_WIDTH, KernelcalcInputError, as_input_pair, positive_int, progress_disable, scale_keywords
 from .._results import JsonResult
 from ..kernels.untied import check_weights
 from .models import _apply_one, init_params, make_network
@@ -95,16 +95,16 @@ class DepthGap(JsonResult):
 
 @float64
 @scale_keywords("node", label="depth_gap (the Neural ODE and the ResNet)")
-def depth_gap(X, *, activation, width=256, depths: Sequence[int] = (2, 4, 8, 16, 32, 64, 128, 256), T=1.0,
+def depth_gap(X, *, activation, width=DEFAULT_WIDTH, depths: Sequence[int] = (2, 4, 8, 16, 32, 64, 128, 256), T=1.0,
               seed=0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, solver="dopri8", rtol=1e-11, atol=1e-11,
-              gradient="discretize", fit_from: int = 1, progress=True, weights: str = "tied") -> DepthGap:
+              gradient="discretize", fit_from: int = 1, progress=None, weights: str = "tied") -> DepthGap:
     r"""Gaps between the depth-$L$ weight-tied ResNet and the Neural ODE at the same parameters.
 
     **Arguments:** ``X`` (N, d) inputs; ``activation``; ``width``; ``depths`` (ints >= 1);
     ``T``, ``sigma_w``, ``sigma_u``, ``sigma_v``; ``seed`` of the shared parameters; the
     reference ODE solve: ``solver``, ``rtol``, ``atol``, ``gradient`` (how $\nabla_\theta f$ of
     the ODE is computed); ``fit_from``: slopes are fitted to ``depths`` >= this value;
-    ``progress``: tqdm bar over depths.
+    ``progress``: tqdm bar over depths (``None``: auto, when stderr is a terminal; ``True``; ``False``).
 
     ``weights="untied"``: the untied ResNet vs the untied ODE on one Brownian path
     (:func:`_untied_depth_gap`; ``solver``/``rtol``/``atol``/``gradient`` do not apply).
@@ -126,7 +126,7 @@ def depth_gap(X, *, activation, width=256, depths: Sequence[int] = (2, 4, 8, 16,
     f, J = _checked_value_and_jacobian(params, Xj, node, seed)
     K = J @ J.T
     out, grad, ker = [], [], []
-    for L in tqdm(depths, desc="depths", disable=not progress):
+    for L in tqdm(depths, desc="depths", disable=progress_disable(progress)):
         res = make_network("resnet", activation=activation, width=width, T=T, depth=L, sigma_w=sigma_w,
                            sigma_u=sigma_u, sigma_v=sigma_v)
         fL, JL = _checked_value_and_jacobian(params, Xj, res, seed)
@@ -163,16 +163,17 @@ class GradientModeGap(JsonResult):
 
 @float64
 @scale_keywords("node")
-def gradient_mode_gap(X, *, activation, width=128, tolerances: Sequence[float] = (1e-4, 1e-6, 1e-8, 1e-10),
+def gradient_mode_gap(X, *, activation, width=DEFAULT_WIDTH, tolerances: Sequence[float] = (1e-4, 1e-6, 1e-8, 1e-10),
                       T=1.0, seed=0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, solver="tsit5",
-                      progress=True) -> GradientModeGap:
+                      progress=None) -> GradientModeGap:
     r"""Discretize-then-optimize vs optimize-then-discretize gradients of one Neural ODE.
 
     For each tolerance ``tol`` the ODE is solved adaptively (``rtol = atol = tol``) and the
     per-input parameter gradients are computed both by differentiating through the solver
     (``"discretize"``) and by the continuous adjoint (``"adjoint"``); returns the relative
     differences of outputs, gradients and NTKs.  For smooth $\phi$ the gap shrinks with the
-    tolerance; for kinked $\phi$ (relu) it need not.
+    tolerance; for kinked $\phi$ (relu) it need not. ``width`` defaults to 256; ``progress``: ``None``
+    (auto), ``True`` or ``False``.
     """
     a, _, _ = as_input_pair(X)
     try:
@@ -187,7 +188,7 @@ def gradient_mode_gap(X, *, activation, width=128, tolerances: Sequence[float] =
     params = None
     out, grad, ker = [], [], []
     Xj = jnp.asarray(a)
-    for tol in tqdm(tolerances, desc="tolerances", disable=not progress):
+    for tol in tqdm(tolerances, desc="tolerances", disable=progress_disable(progress)):
         nd = make_network("node", rtol=tol, atol=tol, gradient="discretize", **common)
         na = make_network("node", rtol=tol, atol=tol, gradient="adjoint", **common)
         if params is None:
@@ -222,7 +223,7 @@ def _untied_depth_gap(X, *, activation, width=64, depths=(2, 4, 8, 16, 32), T=1.
         raise ValueError(f"fine_steps = {M} must be a multiple of every depth {depths}")
     seed = positive_int("seed", seed, minimum=0)
     common = dict(activation=activation, width=width, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)
-    fine = make_network("node_untied", steps=M, **common)
+    fine = make_network("node_untied", solver_steps=M, **common)
     params = init_params(jax.random.PRNGKey(seed), fine, a.shape[1])
     Xj = jnp.asarray(a)
 

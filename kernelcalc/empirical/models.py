@@ -43,7 +43,7 @@ import numpy as np
 
 from .._x64 import float64
 from ._extra import extra_apply, extra_describe, extra_init, extra_network_kwargs
-from .._validation import KernelcalcInputError, positive, positive_int, scale_keywords
+from .._validation import DEFAULT_WIDTH, KernelcalcInputError, deprecated, positive, positive_int, renamed_keywords, scale_keywords
 from ..theory.activations import Activation, resolve_activation
 
 __all__ = [
@@ -111,7 +111,7 @@ class Network:
     and their untied variants ``sigma_w``, ``sigma_u``, ``sigma_v``, DEQ also ``sigma_b``, MLP ``sigma_w``,
     ``sigma_b``, ``sigma_v``, ``sigma_vb`` (a field that does not apply keeps its default); ``T``;
     ResNet / MLP: ``depth``; Neural ODE solver: ``solver`` (a name in :data:`SOLVERS`),
-    ``steps`` (fixed step $T/\text{steps}$, or the initial step when adaptive), ``rtol`` /
+    ``solver_steps`` (fixed step $T/\text{solver\_steps}$, or the initial step when adaptive), ``rtol`` /
     ``atol`` (both ``None``: fixed step; else a PID controller), ``gradient``
     (``"discretize"``: differentiate through the solver, diffrax ``RecursiveCheckpointAdjoint``;
     ``"adjoint"``: continuous adjoint, diffrax ``BacksolveAdjoint``), ``max_steps``.
@@ -126,13 +126,19 @@ class Network:
     sigma_v: float = 1.0
     depth: int | None = None
     solver: str = "tsit5"
-    steps: int = 64
+    solver_steps: int = 64
     rtol: float | None = None
     atol: float | None = None
     gradient: str = "discretize"
     max_steps: int = 100_000
     sigma_b: float = 0.0
     sigma_vb: float = 0.0
+
+    @property
+    def steps(self) -> int:
+        """Deprecated: use ``solver_steps``."""
+        deprecated("Network.steps", "Network.solver_steps")
+        return self.solver_steps
 
     @property
     def adaptive(self) -> bool:
@@ -148,16 +154,17 @@ class Network:
         if self.model == "mlp":
             out.update(sigma_w=self.sigma_w, sigma_b=self.sigma_b, sigma_v=self.sigma_v, sigma_vb=self.sigma_vb)
         if self.model == "node":
-            out.update(solver=self.solver, steps=self.steps, rtol=self.rtol, atol=self.atol,
+            out.update(solver=self.solver, solver_steps=self.solver_steps, rtol=self.rtol, atol=self.atol,
                        gradient=self.gradient)
         if self.model in EXTRA_MODELS:
             out.update(extra_describe(self))
         return out
 
 
+@renamed_keywords(steps="solver_steps")
 @scale_keywords()
-def make_network(model: str = "node", *, activation, width: int, T=1.0, depth=None,
-                 sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0, solver="tsit5", steps=64,
+def make_network(model: str = "node", *, activation, width: int = DEFAULT_WIDTH, T=1.0, depth=None,
+                 sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0, solver="tsit5", solver_steps=64,
                  rtol=None, atol=None, gradient="discretize", max_steps=100_000) -> Network:
     """Validate the arguments and build a :class:`Network` (errors name the argument).
 
@@ -177,7 +184,7 @@ def make_network(model: str = "node", *, activation, width: int, T=1.0, depth=No
         if solver != "tsit5":   # the default of the ODE models; any other choice would be silently unused
             raise KernelcalcInputError(f"solver does not apply to model={model!r} (fixed Euler(-Maruyama) steps "
                                        f"or an optimistix equilibrium solve), got solver={solver!r}")
-        return Network(**kw, **scales, **extra_network_kwargs(model, T=T, depth=depth, steps=steps, rtol=rtol,
+        return Network(**kw, **scales, **extra_network_kwargs(model, T=T, depth=depth, solver_steps=solver_steps, rtol=rtol,
                                                               atol=atol, gradient=gradient, max_steps=max_steps))
     kw.update(scales)
     if model in ("node", "resnet"):
@@ -193,7 +200,7 @@ def make_network(model: str = "node", *, activation, width: int, T=1.0, depth=No
         if gradient not in GRADIENT_MODES:
             raise KernelcalcInputError(
                 f"gradient must be 'discretize' (through the solver) or 'adjoint' (continuous adjoint), got {gradient!r}")
-        steps = positive_int("steps", steps)
+        solver_steps = positive_int("solver_steps", solver_steps)
         if (rtol is None) != (atol is None):
             rtol = 1e-8 if rtol is None else rtol
             atol = 1e-8 if atol is None else atol
@@ -203,7 +210,7 @@ def make_network(model: str = "node", *, activation, width: int, T=1.0, depth=No
                 raise KernelcalcInputError(
                     f"solver={solver!r} has no error estimate; use fixed steps (rtol=atol=None) "
                     f"or an adaptive solver ({', '.join(s for s, (_, a) in SOLVERS.items() if a)})")
-        kw.update(solver=solver, steps=steps, rtol=rtol, atol=atol, gradient=gradient,
+        kw.update(solver=solver, solver_steps=solver_steps, rtol=rtol, atol=atol, gradient=gradient,
                   max_steps=positive_int("max_steps", max_steps))
     return Network(**kw)
 
@@ -251,7 +258,7 @@ def node_solver_kwargs(net: Network) -> dict:
     adjoint = diffrax.BacksolveAdjoint(solver=solver, stepsize_controller=controller) \
         if net.gradient == "adjoint" else diffrax.RecursiveCheckpointAdjoint()
     return dict(solver=solver, stepsize_controller=controller, adjoint=adjoint,
-                dt0=net.T / net.steps, max_steps=net.max_steps)
+                dt0=net.T / net.solver_steps, max_steps=net.max_steps)
 
 
 def node_input(params: NODEParams, x, net: Network):
@@ -331,7 +338,7 @@ def batched_apply(params, X, net):
     if net.model == "resnet":
         n_steps, dt, rk = net.depth, net.T / net.depth, "euler"
     else:
-        n_steps, dt, rk = net.steps, net.T / net.steps, net.solver
+        n_steps, dt, rk = net.solver_steps, net.T / net.solver_steps, net.solver
 
     def step(h, _):
         if rk == "euler":

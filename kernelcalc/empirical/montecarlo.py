@@ -22,7 +22,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._x64 import float64
-from .._validation import SCALE_NAMES, KernelcalcInputError, as_input_pair, positive_int, scale_keywords
+from .._validation import (DEFAULT_WIDTH, SCALE_NAMES, KernelcalcInputError, as_input_pair, positive_int,
+                          progress_disable, renamed_keywords, scale_keywords)
 from .._results import JsonResult, Kernel, jsonable as _jsonable
 from .models import init_params, make_network
 from ..theory.assumptions import Assumption1Warning
@@ -55,7 +56,7 @@ def fit_slope(x, y) -> float:
 
 def _network_kwargs(kw: dict) -> dict:
     names = ("T", "depth", "sigma_w", "sigma_u", "sigma_v", "sigma_b", "sigma_vb",
-             "solver", "steps", "rtol", "atol", "gradient")
+             "solver", "solver_steps", "rtol", "atol", "gradient")
     unknown = set(kw) - set(names)
     if unknown:
         raise KernelcalcInputError(f"unknown argument(s) {sorted(unknown)}; allowed: {list(names)}")
@@ -74,7 +75,8 @@ def _samples(a, b, same, *, model, activation, width, n_samples, seed, method, q
     xa, xb = jnp.asarray(a), None if same else jnp.asarray(b)
     keys = jax.random.split(jax.random.PRNGKey(seed), n_samples)
     prods, ntks = [], []
-    for s, k in enumerate(tqdm(keys, desc=desc or f"{model} width={width}", disable=not progress, leave=False)):
+    bar = tqdm(keys, desc=desc or f"{model} width={width}", disable=progress_disable(progress), leave=False)
+    for s, k in enumerate(bar):
         params = init_params(k, net, a.shape[1])
         where = f"{seed}, sample {s}"
         with flow_guard(net, where):
@@ -92,15 +94,16 @@ def _mean_se(samples):
 
 
 @float64
+@renamed_keywords(steps="solver_steps")
 @scale_keywords()
-def monte_carlo(x1, x2=None, *, model="node", activation, width, n_samples=20, seed=0,
-                method="structured", quad_nodes=32, progress=True, **kwargs) -> Kernel:
+def monte_carlo(x1, x2=None, *, model="node", activation, width=DEFAULT_WIDTH, n_samples=20, seed=0,
+                method="structured", quad_nodes=32, progress=None, **kwargs) -> Kernel:
     r"""Monte-Carlo NNGP and NTK of finite-width networks, with standard errors.
 
     **Arguments:** as :func:`kernelcalc.empirical_ntk` (``model``, ``activation``, ``width``,
-    ``T``, ``depth``, the model's scales ``sigma_*`` (``docs/naming.md``), NODE ``solver``/``steps``/``rtol``/``atol``/
+    ``T``, ``depth``, the model's scales ``sigma_*`` (``docs/naming.md``), NODE ``solver``/``solver_steps``/``rtol``/``atol``/
     ``gradient``, ``method``), plus ``n_samples`` independent networks drawn from ``seed``
-    and ``progress`` (a tqdm bar over the samples).
+    and ``progress`` (a tqdm bar over the samples: ``None`` auto, ``True``, ``False``).
 
     **Returns:** a :class:`~kernelcalc.Kernel` with ``nngp`` $=\overline{f(x_i)f(y_j)}$ and
     ``ntk`` $=\overline{\Theta(x_i,y_j)}$ (sample means) and ``stderr`` a :class:`Kernel` of their
@@ -178,16 +181,18 @@ class Comparison(JsonResult):
 
 
 @float64
+@renamed_keywords(steps="solver_steps")
 @scale_keywords()
 def compare(X, *, activation, T=1.0, widths: Sequence[int] = (64, 256, 1024), n_samples=20, model="node",
-            seed=0, method="structured", quad_nodes=32, progress=True, analytic: Kernel | None = None,
+            seed=0, method="structured", quad_nodes=32, progress=None, analytic: Kernel | None = None,
             **kwargs) -> Comparison:
     r"""Analytic vs Monte-Carlo kernels on the inputs ``X`` for several widths.
 
     **Arguments:** ``X`` (N, d); ``activation``; ``T``; ``widths`` (ints >= 1);
     ``n_samples`` networks per width; ``model`` (``"node"``, ``"resnet"``, ``"mlp"``, ...) and the
     model's parameters (its scales: ``docs/naming.md``) as in :func:`kernelcalc.empirical_ntk`; ``analytic``: a precomputed
-    analytic :class:`Kernel` (default: computed here); ``progress``: tqdm bars.
+    analytic :class:`Kernel` (default: computed here); ``progress``: tqdm bars (``None``: auto, when
+    stderr is a terminal; ``True``; ``False``).
 
     **Returns:** a :class:`Comparison` (``.table()``, ``.to_json()``, ``.slope``).
     """
@@ -213,7 +218,7 @@ def compare(X, *, activation, T=1.0, widths: Sequence[int] = (64, 256, 1024), n_
     iu = np.triu_indices(a.shape[0])
     rows, emp, rms, mean_err = [], [], [], []
     maxz: dict = {"ntk": {}, "nngp": {}}
-    for w in tqdm(widths, desc="widths", disable=not progress):
+    for w in tqdm(widths, desc="widths", disable=progress_disable(progress)):
         net, prods, ntks = _samples(a, a, True, model=model, activation=activation, width=w, n_samples=n_samples,
                                     seed=seed, method=method, quad_nodes=quad_nodes, progress=progress, **kw)
         nngp, nngp_se = _mean_se(prods)

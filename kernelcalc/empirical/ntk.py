@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError, as_input_pair, positive_int, scale_keywords
+from .._validation import DEFAULT_WIDTH, KernelcalcInputError, as_input_pair, positive_int, renamed_keywords, scale_keywords
 from ..theory.assumptions import warn_if_assumption1_fails
 from .._results import Kernel
 from ._extra import extra_ntk
@@ -193,7 +193,7 @@ def structured_ntk(params, x1, x2, net: Network, quad_nodes: int = 32):
     if net.model == "mlp":
         return _mlp_ntk(params, x1, x2, net)
     if net.model == "resnet" or (net.solver == "euler" and not net.adaptive and net.gradient == "discretize"):
-        depth = net.depth if net.model == "resnet" else net.steps
+        depth = net.depth if net.model == "resnet" else net.solver_steps
         parts = functools.partial(_resnet_parts, params, net=net, depth=depth, T=net.T)
     else:
         parts = functools.partial(_node_adjoint_parts, params, net=net, quad_nodes=quad_nodes)
@@ -208,10 +208,9 @@ def structured_ntk(params, x1, x2, net: Network, quad_nodes: int = 32):
 
 
 # ----------------------------------------------------------------------------- failures as clear errors
-def warn_assumption1(net: Network, context: str, stacklevel: int = 4) -> None:
+def warn_assumption1(net: Network, context: str, stacklevel: int | None = None) -> None:
     """One :class:`~kernelcalc.Assumption1Warning` for a Neural ODE / ResNet whose activation fails
-    Assumption 1 (the MLP is not the subject of that theory). ``stacklevel`` 4: the caller's caller,
-    past the :func:`~kernelcalc._x64.float64` wrapper of the public function."""
+    Assumption 1 (the MLP is not the subject of that theory). ``stacklevel`` ``None``: the user's line."""
     if net.model in ("node", "resnet"):
         warn_if_assumption1_fails(net.activation, context=context, stacklevel=stacklevel)
 
@@ -292,9 +291,10 @@ def network_ntk(params, x1, x2, net: Network, method: str = "structured", quad_n
 
 
 @float64
+@renamed_keywords(steps="solver_steps")
 @scale_keywords()
-def empirical_ntk(x1, x2=None, *, model="node", activation, width, seed=0, T=1.0, depth=None,
-                  gradient="discretize", solver="tsit5", steps=64, rtol=None, atol=None,
+def empirical_ntk(x1, x2=None, *, model="node", activation, width=DEFAULT_WIDTH, seed=0, T=1.0, depth=None,
+                  gradient="discretize", solver="tsit5", solver_steps=64, rtol=None, atol=None,
                   sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0,
                   method="structured", quad_nodes=32, params=None) -> Kernel:
     r"""Finite-width NTK of one randomly initialised network.
@@ -303,23 +303,25 @@ def empirical_ntk(x1, x2=None, *, model="node", activation, width, seed=0, T=1.0
 
     - ``x1`` (N1, d), ``x2`` (N2, d) or ``None`` (= ``x1``).
     - ``model``: ``"node"``, ``"resnet"``, ``"mlp"``, ``"node_untied"``, ``"resnet_untied"`` or
-      ``"deq"`` (:mod:`kernelcalc.empirical.untied`, :mod:`kernelcalc.empirical.deq`); ``activation``; ``width`` $n$;
+      ``"deq"`` (:mod:`kernelcalc.empirical.untied`, :mod:`kernelcalc.empirical.deq`); ``activation``;
+      ``width`` $n$ (default 256);
       ``seed`` (parameters ``init_params(PRNGKey(seed))``) or explicit ``params``.
     - The model's scales (``docs/naming.md``): Neural ODE / ResNet (tied or untied) ``sigma_w``,
       ``sigma_u``, ``sigma_v``; DEQ also ``sigma_b``; MLP ``sigma_w``, ``sigma_b``, ``sigma_v``,
       ``sigma_vb`` (as :func:`kernelcalc.mlp_kernel`). A scale of another model is an error.
     - Neural ODE / ResNet: ``T``; ResNet/MLP: ``depth``.
     - Neural ODE: ``solver`` (``euler``, ``heun``, ``midpoint``, ``ralston``, ``rk4``,
-      ``bosh3``, ``tsit5``, ``dopri5``, ``dopri8``), ``steps`` (fixed step ``T/steps``),
-      ``rtol``/``atol`` (adaptive when given), ``gradient`` (``"discretize"`` or ``"adjoint"``).
+      ``bosh3``, ``tsit5``, ``dopri5``, ``dopri8``), ``solver_steps`` (fixed step ``T/solver_steps``;
+      ``steps`` is its deprecated name), ``rtol``/``atol`` (adaptive when given), ``gradient``
+      (``"discretize"`` or ``"adjoint"``).
     - ``method``: ``"structured"`` (default) or ``"jacobian"`` (naive reference; the only one
       in which ``gradient`` changes the result for non-Euler solvers); ``quad_nodes``:
       Gauss--Legendre nodes of the continuous-adjoint NODE form.
 
     **Returns:** a :class:`~kernelcalc.Kernel` with ``ntk`` $=\nabla_\theta f(x_i)\cdot
-    \nabla_\theta f(y_j)$ and ``nngp`` $= f(x_i) f(y_j)$ (this one network's outputs; its
-    average over seeds is the NNGP, see :func:`kernelcalc.monte_carlo`); ``info`` holds the
-    outputs ``f1``, ``f2``, the method and the wall time.
+    \nabla_\theta f(y_j)$ and ``nngp=None``: one network has no NNGP ($E[f(x)f(y)]$ is an average
+    over initialisations, see :func:`kernelcalc.monte_carlo`); its outputs are ``info["f1"]``
+    $=f(x_i)$ and ``info["f2"]`` $=f(y_j)$, with the method and the wall time.
 
     For a Neural ODE or ResNet whose activation fails Assumption 1 an
     :class:`~kernelcalc.Assumption1Warning` is issued (once per call).
@@ -331,7 +333,7 @@ def empirical_ntk(x1, x2=None, *, model="node", activation, width, seed=0, T=1.0
     a, b, same = as_input_pair(x1, x2)
     net = make_network(model, activation=activation, width=width, T=T, depth=depth, sigma_w=sigma_w,
                        sigma_u=sigma_u, sigma_v=sigma_v, sigma_b=sigma_b, sigma_vb=sigma_vb, solver=solver,
-                       steps=steps, rtol=rtol, atol=atol, gradient=gradient)
+                       solver_steps=solver_steps, rtol=rtol, atol=atol, gradient=gradient)
     if method not in METHODS:
         raise KernelcalcInputError(f"method must be one of {METHODS}, got {method!r}")
     quad_nodes = positive_int("quad_nodes", quad_nodes)
@@ -349,6 +351,6 @@ def empirical_ntk(x1, x2=None, *, model="node", activation, width, seed=0, T=1.0
         f1, f2 = np.asarray(f1), np.asarray(f2)
     require_finite(net, f1, f2, theta, seed)
     wall = time.perf_counter() - t0
-    return Kernel(nngp=np.outer(f1, f2), ntk=theta, model=f"empirical:{model}", activation=net.activation.name,
+    return Kernel(nngp=None, ntk=theta, model=f"empirical:{model}", activation=net.activation.name,
                   params=dict(net.describe(), seed=seed),
                   info={"method": method, "f1": f1, "f2": f2, "seconds": wall, "quad_nodes": quad_nodes})

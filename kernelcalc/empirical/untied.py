@@ -8,7 +8,7 @@ f=\tfrac{\sigma_v}{\sqrt n}v\cdot\phi(h^L),$$
 
 with independent $W_0,\dots,W_{L-1}$.  ``node_untied`` is the untied Neural ODE
 $dh=\sigma_w\,dB_t\,\phi(h)/\sqrt n$ (a matrix Brownian motion $B$), simulated by Euler--Maruyama
-on ``steps`` equal steps: the same map with $L=$ ``steps``, where $\sqrt\delta W_k$ is the Brownian
+on ``solver_steps`` equal steps: the same map with $L=$ ``solver_steps``, where $\sqrt\delta W_k$ is the Brownian
 increment over step $k$ (an SDE has no higher-order deterministic solver, so ``solver``, ``rtol``,
 ``atol`` and ``gradient="adjoint"`` do not apply).  Parameters: :class:`UntiedParams`.
 
@@ -19,7 +19,7 @@ $$\Theta=\tfrac{\sigma_v^2}n\phi(h^L(x))\cdot\phi(h^L(y))+\tfrac{\sigma_u^2}d(x\
 
 $\lambda^\ell=\partial f/\partial h^\ell$ by reverse mode with zero probes.
 
-:func:`coarsen` maps the parameters of a fine network (``steps`` $=M$) to those of the depth-$L$
+:func:`coarsen` maps the parameters of a fine network (``solver_steps`` $=M$) to those of the depth-$L$
 ResNet driven by the **same Brownian path** ($L\mid M$): $W^{(L)}_\ell=\sqrt{L/M}\sum_{k\in\text{block }\ell}W_k$
 (again iid $N(0,1)$).  That is what :func:`kernelcalc.depth_gap` with ``weights="untied"`` compares;
 Euler--Maruyama with non-commuting noise has strong order $1/2$, so its gaps decay like $L^{-1/2}$.
@@ -47,8 +47,8 @@ class UntiedParams(NamedTuple):
 
 
 def untied_layers(net) -> int:
-    """Number of independent layers: ``depth`` (ResNet) or ``steps`` (Euler--Maruyama of the untied ODE)."""
-    return net.depth if net.model == "resnet_untied" else net.steps
+    """Number of independent layers: ``depth`` (ResNet) or ``solver_steps`` (Euler--Maruyama of the untied ODE)."""
+    return net.depth if net.model == "resnet_untied" else net.solver_steps
 
 
 @float64

@@ -34,7 +34,7 @@ import math
 
 import numpy as np
 
-from .._validation import KernelcalcInputError, accuracy_shortfall, as_input_pair, positive_int
+from .._validation import KernelcalcInputError, accuracy_shortfall, as_input_pair, positive_int, progress_disable
 from ._interp import ThetaTable, barycentric_weights, chebyshev_coefficients, chebyshev_matrix, lobatto, theta_of
 
 __all__ = ["gram", "gram_plan", "GramPlan", "chebyshev_coefficients", "require_finite",
@@ -360,10 +360,10 @@ class _DirectPlan(GramPlan):
     def _pairs(self, sxx, syy, sxy):
         n_vals, t_vals = np.empty(sxy.shape), np.empty(sxy.shape)
         idx = range(0, sxy.size, self.chunk)
-        if self.progress and sxy.size > self.chunk:
+        if self.progress is not False and sxy.size > self.chunk:
             from tqdm.auto import tqdm
 
-            idx = tqdm(idx, desc="kernel pairs", unit="block")
+            idx = tqdm(idx, desc="kernel pairs", unit="block", disable=progress_disable(self.progress))
         for i in idx:
             sl = slice(i, i + self.chunk)
             n_vals[sl], t_vals[sl] = self.pair_fn(sxx[sl], syy[sl], sxy[sl])
@@ -419,7 +419,8 @@ def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool | None = False, 
     ``client``: a ``dask.distributed.Client`` (or scheduler address) to run the tiles on;
     ``config``: what identifies the kernel in a Zarr store (model, activation, parameters);
     ``tile``: the tile side (default :data:`~kernelcalc.kernels._tiles.DEFAULT_TILE`);
-    ``progress``: a progress bar over the tiles (``None``: when the Gram has at least 5000**2 entries).
+    ``progress``: a progress bar over the tiles: ``None`` (auto) shows it when the Gram has at least
+    5000**2 entries *and* stderr is a terminal (tqdm's ``disable=None``); ``True`` always; ``False`` never.
     """
     from . import _tiles
 
@@ -428,8 +429,9 @@ def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool | None = False, 
     a, b, same = as_input_pair(x1, x2)
     shape = (a.shape[0], b.shape[0])
     _tiles.check_memory(shape, outputs, tile, on_disk=out is not None)
-    if progress is None:
-        progress = shape[0] * shape[1] >= 5000 ** 2
+    progress_disable(progress)   # validate: None, True or False
+    if progress is None and shape[0] * shape[1] < 5000 ** 2:
+        progress = False         # auto: no bar for a small Gram
     rows, cols, _ = _tiles.tile_list(shape, same, tile)
     single = len(rows) == 1 and len(cols) == 1
     if out is None:
@@ -441,10 +443,10 @@ def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool | None = False, 
     if client is not None:
         client = _tiles.connect(client)
     try:
-        plan = gram_plan(a, None if same else b, pair_fn, tol=tol, progress=bool(progress) and single,
+        plan = gram_plan(a, None if same else b, pair_fn, tol=tol, progress=progress if single else False,
                          cheap_pairs=cheap_pairs, strict=strict)
         engine = _tiles.run_tiles(plan, outputs=outputs, sink=sink, tile=tile, client=client,
-                                  progress=bool(progress) and not single)
+                                  progress=False if single else progress)
     finally:
         if own_client:
             client.close()

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError
+from .._validation import KernelcalcInputError, progress_disable
 
 __all__ = ["OUTPUTS", "DEFAULT_TILE", "validate_outputs", "check_memory", "available_memory",
            "input_hash", "connect", "run_tiles", "ZarrSink", "open_zarr_sink"]
@@ -304,7 +304,7 @@ def _tile_results_dask(client, plan, rows, cols, todo, keep):
 
 
 # ---------------------------------------------------------------------------- engine
-def run_tiles(plan, *, outputs, sink, tile: int, client=None, progress: bool = False) -> dict:
+def run_tiles(plan, *, outputs, sink, tile: int, client=None, progress: bool | None = False) -> dict:
     """Evaluate every missing tile of ``plan`` into ``sink``; returns engine diagnostics.
 
     ``outputs``: the validated outputs; ``sink``: :class:`MemorySink` or :class:`ZarrSink`.
@@ -317,10 +317,11 @@ def run_tiles(plan, *, outputs, sink, tile: int, client=None, progress: bool = F
         # error estimate) is then set in this process, recorded in info, and shipped to the workers.
         plan.block(slice(0, 1), slice(0, 1))
     bar = None
-    if progress and pending:
+    if progress is not False and pending:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(todo), initial=len(todo) - len(pending), desc="Gram tiles", unit="tile")
+        bar = tqdm(total=len(todo), initial=len(todo) - len(pending), desc="Gram tiles", unit="tile",
+                   disable=progress_disable(progress))
     if client is None:
         results = ((ij, _tile_task(plan, rows[ij[0]], cols[ij[1]], keep)) for ij in pending)
     else:

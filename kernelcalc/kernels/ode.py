@@ -462,7 +462,8 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     ``ntk``/``nngp`` and returned as read-only Zarr arrays; a killed run restarted with the same
     arguments continues from the finished tiles; a store of another configuration is refused.
     ``client``: a ``dask.distributed.Client`` or scheduler address: the tiles run as a dask graph on
-    that cluster.  ``progress``: a progress bar over the tiles (``None``: when $N_1N_2\ge 5000^2$).
+    that cluster.  ``progress``: a progress bar over the tiles (``None``, auto: when $N_1N_2\ge 5000^2$
+    and stderr is a terminal; ``True``; ``False``).
 
     Large $\sigma_wT$, $\sigma_u$ or input norms make the pre-activation variance large; when the
     Gaussian expectations would then cost many minutes the call is refused with a
@@ -482,7 +483,7 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     if time_nodes is not None:
         time_nodes = positive_int("time_nodes", time_nodes, minimum=2)
     act = resolve_activation(activation)
-    warn_if_assumption1_fails(act, context="node_kernel", stacklevel=3)   # past the float64 wrapper
+    warn_if_assumption1_fails(act, context="node_kernel")
     t0 = time.perf_counter()
     a, b, same = as_input_pair(x1, x2)
     P = time_elements(T, sigma_w)

@@ -66,7 +66,7 @@ def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u
     depth = positive_int("depth", depth)
     T = positive("T", T)
     act = resolve_activation(activation)
-    warn_if_assumption1_fails(act, context="resnet_kernel", stacklevel=3)   # past the float64 wrapper
+    warn_if_assumption1_fails(act, context="resnet_kernel")
     t0 = time.perf_counter()
     a, b, same = as_input_pair(x1, x2)
     solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, M=depth,

@@ -240,7 +240,7 @@ def _untied(x1, x2, *, activation, T, sigma_w, sigma_u, sigma_v, depth, tol, pro
 
 @float64
 def untied_node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
-                       tol: float = 1e-12, progress: bool = False) -> Kernel:
+                       tol: float = 1e-12, progress: bool | None = None) -> Kernel:
     r"""Infinite-width NNGP and NTK of the untied Neural ODE $dh=\sigma_w\,dB_t\,\phi(h)/\sqrt n$ on $[0,T]$.
 
     This is ``node_kernel(..., weights="untied")`` (see the module docstring for the derivation).
@@ -256,7 +256,7 @@ def untied_node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1
 
 @float64
 def untied_resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
-                         progress: bool = False) -> Kernel:
+                         progress: bool | None = None) -> Kernel:
     r"""Infinite-width NNGP and NTK of the untied Euler ResNet of depth $L$ with $\sqrt{T/L}$ branches.
 
     This is ``resnet_kernel(..., weights="untied")``: the exact discrete recursion

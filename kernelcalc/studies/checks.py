@@ -6,7 +6,7 @@ r"""Pre-flight checks of a data set against the hypotheses of the Neural-ODE NTK
 - are the rows on the sphere $\|x\|^2 = d$?
 - are the rows distinct, and is any pair parallel ($x_i = \pm x_j$)?
 - is the limiting NTK Gram $\Theta^\infty(X, X)$ strictly positive definite:
-  $\lambda_{\min} > \mathrm{tol}$, and how well conditioned is it?
+  $\lambda_{\min} > \texttt{singular\_tol}$, and how well conditioned is it?
 - with ``certify=True``: a *proven* lower bound ``lambda_min_certified`` on $\lambda_{\min}$
   (:mod:`kernelcalc.studies.certify`: verified Cholesky plus the Gram's entrywise error bound);
 - the step size of Theorem 2 of Gao et al., $\eta = 1/\|X\|_2^2$ ($\|X\|_2$ the spectral
@@ -33,7 +33,7 @@ import numpy as np
 from .._x64 import float64
 from .._results import JsonResult, jsonable
 
-from .._validation import KernelcalcInputError, as_inputs, nonnegative, positive, scale_keywords
+from .._validation import KernelcalcInputError, as_inputs, nonnegative, positive, renamed_keywords, scale_keywords
 from ..theory.activations import resolve_activation
 
 __all__ = ["CheckReport", "GramSummary", "check", "gram_summary", "GRAM_MODES"]
@@ -95,7 +95,7 @@ class CheckReport(JsonResult):
     **Fields:**
 
     - ``activation``, ``params``: what was checked (``T``, ``sigma_w``, ``sigma_u``,
-      ``sigma_v``, ``tol``, ``sphere_rtol``); ``n``, ``d``: the data shape.
+      ``sigma_v``, ``singular_tol``, ``sphere_rtol``); ``n``, ``d``: the data shape.
     - ``assumption1``: the :class:`~kernelcalc.theory.assumptions.Assumption1Report`.
     - ``on_sphere``: every row has $|\|x\|^2/d - 1| \le$ ``sphere_rtol``;
       ``sphere_deviation`` is the worst $|\|x\|^2/d - 1|$.
@@ -241,9 +241,10 @@ class CheckReport(JsonResult):
 
 
 @float64
+@renamed_keywords(tol="singular_tol")
 @scale_keywords("node")
 def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
-          tol=1e-10, sphere_rtol=1e-8, gram="if_applicable", client=None,
+          singular_tol=1e-10, sphere_rtol=1e-8, gram="if_applicable", client=None,
           certify: bool = False) -> CheckReport:
     r"""Check data ``X`` (N, d) and ``activation`` against the Neural-ODE NTK theory.
 
@@ -253,7 +254,9 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
     - ``activation``: name, ``"elu(alpha=0.5)"``, expression in ``x`` or
       :class:`~kernelcalc.Activation`.
     - ``T``, ``sigma_w``, ``sigma_u``, ``sigma_v``: as in :func:`kernelcalc.node_kernel`.
-    - ``tol``: the NTK Gram counts as singular when $\lambda_{\min}\le$ ``tol``.
+    - ``singular_tol``: the NTK Gram counts as singular when $\lambda_{\min}\le$ ``singular_tol``
+      (``tol`` is its deprecated name: in :func:`kernelcalc.node_kernel` ``tol`` is the time-discretisation
+      accuracy, which ``check`` leaves at node_kernel's default).
     - ``sphere_rtol``: tolerance of the sphere test $|\|x\|^2/d - 1|\le$ ``sphere_rtol``.
     - ``gram``: ``"if_applicable"`` (default) computes the NTK Gram (the expensive part: seconds
       to minutes) only when the cheap checks (Assumption 1, sphere, distinct rows) pass, since
@@ -266,7 +269,7 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
     - ``client``: a ``dask.distributed.Client`` or scheduler address: the NTK Gram's tiles run there.
 
     **Returns:** a :class:`CheckReport`; ``report.ok`` is ``False`` when
-    $\lambda_{\min}\le$ ``tol``, Assumption 1 fails, a row is off the sphere, two rows
+    $\lambda_{\min}\le$ ``singular_tol``, Assumption 1 fails, a row is off the sphere, two rows
     are equal, or the Gram cannot be computed (e.g. the variance ODE of an activation that grows
     faster than linearly blows up before ``T``); ``report.problems`` says which. It never raises
     for a failed hypothesis, only for invalid arguments.
@@ -286,7 +289,7 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
     X = as_inputs(X, "X")
     act = resolve_activation(activation)
     params = {"T": positive("T", T), "sigma_w": sigma_w, "sigma_u": sigma_u, "sigma_v": sigma_v,   # @scale_keywords
-              "tol": nonnegative("tol", tol), "sphere_rtol": nonnegative("sphere_rtol", sphere_rtol)}
+              "singular_tol": nonnegative("singular_tol", singular_tol), "sphere_rtol": nonnegative("sphere_rtol", sphere_rtol)}
     if not isinstance(gram, str) or gram not in GRAM_MODES:
         raise KernelcalcInputError(f"gram must be one of {GRAM_MODES}, got {gram!r}")
     n, d = X.shape
@@ -338,9 +341,9 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
         except KernelcalcInputError as err:  # e.g. the variance ODE blows up before T
             skipped = f"the NTK Gram could not be computed: {err}"
             problems.append(skipped)
-    if gram_info is not None and not gram_info.lambda_min > params["tol"]:
+    if gram_info is not None and not gram_info.lambda_min > params["singular_tol"]:
         problems.append(f"NTK Gram is not strictly positive definite: lambda_min = {gram_info.lambda_min:.3e} "
-                        f"<= tol = {params['tol']:g}")
+                        f"<= singular_tol = {params['singular_tol']:g}")
     certification = _certify(X, act, params, K, gram_info) if certify and gram_info is not None else None
     if certification is not None and not certification.positive_definite:
         problems.append(f"lambda_min > 0 is not proved: certified lower bound {certification.lower_bound:.3e} "

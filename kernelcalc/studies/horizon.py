@@ -43,7 +43,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError, as_inputs, positive, scale_keywords
+from .._validation import KernelcalcInputError, as_inputs, positive, progress_disable, scale_keywords
 from ..theory.activations import ActivationError, resolve_activation
 from .._results import JsonResult
 
@@ -228,7 +228,7 @@ def _entry(X, act, T, sigma_w, sigma_u, sigma_v):
 def sweep_T(X, *, activations: Sequence = ("softplus", "tanh", "gelu", "sin"),
             Ts: Sequence[float] = (0.25, 0.5, 1.0, 2.0), sigma_w: float = 1.0, sigma_u: float = 1.0,
             sigma_v: float = 1.0, sigma_w_scaling: str = "fixed", lr: float | None = None,
-            progress: bool = False) -> HorizonSweep:
+            progress: bool | None = None) -> HorizonSweep:
     r"""$\lambda_{\min}(K^\infty)$ and the predicted GD / gradient-flow rates over horizons $T$ and activations.
 
     For every activation $\phi$ and horizon $T$: $K^\infty=\Theta(X,X)$ from
@@ -246,7 +246,7 @@ def sweep_T(X, *, activations: Sequence = ("softplus", "tanh", "gelu", "sin"),
     - ``sigma_w, sigma_u, sigma_v`` $>0$: weight scales.
     - ``sigma_w_scaling``: ``"fixed"`` ($\sigma_w$ at every $T$) or ``"inverse_T"`` ($\sigma_w/T$).
     - ``lr``: step size $\eta>0$; default $1/\|X\|_2^2$ (Theorem 2, :func:`~kernelcalc.training.default_lr`).
-    - ``progress``: a tqdm bar over the (activation, T) entries.
+    - ``progress``: a tqdm bar over the (activation, T) entries (``None``: auto, when stderr is a terminal).
 
     **Returns:** a :class:`HorizonSweep`.  Entries whose kernel fails (raises, or is NaN/inf) are
     NaN with a reason in ``failures``.
@@ -277,7 +277,7 @@ def sweep_T(X, *, activations: Sequence = ("softplus", "tanh", "gelu", "sin"),
     failures: dict = {}
     warnings: list[str] = []
     entry_info: dict = {a: {} for a in names}
-    bar = tqdm(total=len(acts) * len(Ts), desc="sweep-T", disable=not progress, leave=False)
+    bar = tqdm(total=len(acts) * len(Ts), desc="sweep-T", disable=progress_disable(progress), leave=False)
     for act in acts:
         for T, sw in zip(Ts, sw_T):
             bar.set_postfix_str(f"{act.name}, T={T:g}")

@@ -599,7 +599,7 @@ class Assumption1Warning(UserWarning):
 
 
 def warn_if_assumption1_fails(activation, *, context: str | None = None,
-                              stacklevel: int = 2) -> Assumption1Report:
+                              stacklevel: int | None = None) -> Assumption1Report:
     r"""Issue one :class:`Assumption1Warning` if ``activation`` fails Assumption 1 (``holds is False``).
 
     Nothing is issued when Assumption 1 holds or is undetermined. Cheap after the first call for
@@ -609,8 +609,9 @@ def warn_if_assumption1_fails(activation, *, context: str | None = None,
 
     - ``activation``: anything :func:`~kernelcalc.resolve_activation` accepts.
     - ``context``: who is computing, for the message (e.g. ``"node_kernel"``).
-    - ``stacklevel``: as for :func:`warnings.warn`, counted from the caller of this function
-      (the default 2 points at the caller's caller: the user's line that called the kernel).
+    - ``stacklevel``: as for :func:`warnings.warn`, counted from the caller of this function; the
+      default ``None`` points at the first line outside kernelcalc (the user's line that called the
+      kernel, whatever decorators or helpers lie between).
 
     **Returns:** the :class:`Assumption1Report`.
     """
@@ -620,5 +621,5 @@ def warn_if_assumption1_fails(activation, *, context: str | None = None,
         where = f"{context}: " if context else ""
         warn(f"{where}activation {report.activation} fails Assumption 1 ({why}); the result is computed, but "
              "the Neural-ODE theory (well-posed limit, positive definite NTK, linear convergence of gradient "
-             "descent) does not cover it", Assumption1Warning, stacklevel=stacklevel + 1)
+             "descent) does not cover it", Assumption1Warning, stacklevel=None if stacklevel is None else stacklevel + 1)
     return report

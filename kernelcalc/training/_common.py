@@ -36,7 +36,7 @@ def network(model, activation, width, T, depth, scales: dict, solver, solver_ste
     """The finite-width network of a run (the Neural ODE with ``solver_steps`` fixed ``solver`` steps);
     ``scales``: the scale keywords as passed (``None``: not passed; ``make_network`` rejects the ones
     that do not apply to ``model``)."""
-    solver_kw = dict(solver=solver, steps=solver_steps) if model == "node" else {}
+    solver_kw = dict(solver=solver, solver_steps=solver_steps) if model == "node" else {}
     return make_network(model, activation=activation, width=width, T=T, depth=depth, **scales, **solver_kw)
 
 

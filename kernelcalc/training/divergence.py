@@ -51,8 +51,9 @@ $L(t_j)$, $\|\theta(t_j)\|$ and $\|\nabla L(\theta(t_j))\|$, and fits the final 
   $\alpha=1$ plus a margin for $\|\theta\|\propto\ln t$, where $\alpha=1$); and the power-law fit of
   $D$ holds to an rms log-residual $\le$ ``max_loss_fit_rms`` (the flow is in its asymptotic regime,
   not in a transient between plateaus, which can grow $\|\theta\|$ for a decade and then converge).
-- ``"undetermined"`` otherwise, with the reason (solver failure, too few records, the criteria
-  missed; usually: integrate longer).
+- ``"undetermined"`` otherwise, with the reason (too few records, the criteria missed; usually:
+  integrate longer), and always for a run that failed numerically (``failed=True``: the solver
+  failed or the loss became non-finite; ``failure`` says where, the records up to there are kept).
 
 $L_\infty$ is reported as $0$ when the raw estimate is $\le$ ``asymptote_zero_rtol``
 $\cdot L(t_{\rm end})$ (a power-law decay to 0 within the accuracy of the fit, whose $\alpha$ still
@@ -60,12 +61,12 @@ drifts), as ``None`` when $\alpha\le0$ or the estimate exceeds $L(t_{\rm end})$ 
 
 **Solvers.** The flow is stiff at late times: the Hessian's top eigenvalue $\lambda_{\max}(\nabla^2L)$
 is $O(10^2$--$10^3)$ (it grows with the output weights) while the motion is slow, so an explicit method
-(``solver="tsit5"``) needs about $t\,\lambda_{\max}/3$ steps to reach time $t$ (measured: $8\cdot10^5$
+(``flow_solver="tsit5"``) needs about $t\,\lambda_{\max}/3$ steps to reach time $t$ (measured: $8\cdot10^5$
 Tsit5 steps to $t=10^4$, width-4 softplus net, 40 points). The default ``"kvaerno5"`` is diffrax's
 L-stable ESDIRK method with a full Newton root finder whose residual tolerance is raised above the
 round-off of the vector field, which grows like $e^s$ (diffrax's default chord iteration, or a fixed
 tolerance, stalls there and rejects every step); it reaches $t=10^6$ in a few hundred steps. Both use
-diffrax's ``PIDController(rtol, atol)``.
+diffrax's ``PIDController(flow_rtol, flow_atol)``.
 
 **Network.** The package's MLP (:func:`kernelcalc.empirical.models.make_network` ``("mlp", ...)``,
 NTK parametrisation) with biases switched on:
@@ -94,7 +95,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError, _real, nonnegative, positive, positive_int, scale_keywords
+from .._validation import (KernelcalcInputError, _real, nonnegative, positive, positive_int, progress_disable,
+                           renamed_keywords, scale_keywords)
 from ..empirical.models import batched_apply, init_params, make_network
 from .._results import JsonResult
 from ..empirical.montecarlo import fit_line
@@ -168,6 +170,9 @@ class FlowDivergence(JsonResult):
 
     **Verdict:** ``verdict`` (one of :data:`VERDICTS`) and ``reason`` (the criteria with their numbers).
 
+    **Failure:** ``failed`` (the run stopped early: the flow solver failed or a value became
+    non-finite; the verdict is then ``"undetermined"``) and ``failure`` (``None``, or what and where).
+
     **Fits over the final window** (``None`` where not defined): ``norm_growth_exponent`` $\beta$
     ($\|\theta\|\sim t^\beta$), ``norm_log_slope`` $\gamma$ ($\|\theta\|\approx\gamma\ln t+c$),
     ``loss_decay_exponent`` $\alpha$ ($L\approx L_\infty+c\,t^{-\alpha}$ from
@@ -195,6 +200,8 @@ class FlowDivergence(JsonResult):
     loss_asymptote: float | None
     params: dict = dataclasses.field(default_factory=dict)
     info: dict = dataclasses.field(default_factory=dict)
+    failed: bool = False
+    failure: str | None = None
 
     @property
     def final_loss(self) -> float:
@@ -214,7 +221,7 @@ class FlowDivergence(JsonResult):
         last = lambda seq: seq[-1] if seq else None  # noqa: E731
         lines = [f"gradient flow of 1/2|f(X)-y|^2: {p.get('activation')} MLP, width {p.get('width')}, depth "
                  f"{p.get('depth')} ({p.get('n_params')} parameters), N={p.get('N')}, d={p.get('d')}, seed {p.get('seed')}",
-                 f"integrated to t = {f(last(self.times))} (t_max = {p.get('t_max'):g}) with {p.get('solver')} "
+                 f"integrated to t = {f(last(self.times))} (t_max = {p.get('t_max'):g}) with {p.get('flow_solver')} "
                  f"in s = ln(1+t): {i.get('ode_steps')} steps ({i.get('ode_rejected_steps')} rejected), "
                  f"{i.get('seconds', float('nan')):.1f} s",
                  f"loss {f(i.get('loss_init'))} -> {f(last(self.loss))} (x1/{f(self.loss_drop, '.3g')}); "
@@ -376,16 +383,18 @@ def _decide(fit: dict, grad_end: float, norm_end: float, th: dict) -> tuple[str,
 
 
 @float64
+@renamed_keywords(solver="flow_solver", rtol="flow_rtol", atol="flow_atol", max_steps="flow_max_steps")
 @scale_keywords("mlp", label="divergent_flow (its SAD network is an MLP)")
-def divergent_flow(X, y, *, activation="softplus", width: int = 4, depth: int = 1, seed: int = 0,
+def divergent_flow(X, y, *, activation="softplus", width: int, depth: int = 1, seed: int = 0,
                    t_max: float = 1e5, t_min: float = 1e-2, n_records: int = 60, sigma_w: float = 1.0,
-                   sigma_b: float = 1.0, sigma_v: float = 1.0, sigma_vb: float = 1.0, init_scale: float = 1.0, solver: str = "kvaerno5",
-                   rtol: float = 1e-8, atol: float = 1e-10, newton_rtol: float = 1e-6, newton_atol: float = 1e-9,
-                   max_steps: int = 100_000, window_decades: float = 1.0, min_growth_exponent: float = 0.01,
+                   sigma_b: float = 1.0, sigma_v: float = 1.0, sigma_vb: float = 1.0, init_scale: float = 1.0,
+                   flow_solver: str = "kvaerno5", flow_rtol: float = 1e-8, flow_atol: float = 1e-10,
+                   newton_rtol: float = 1e-6, newton_atol: float = 1e-9, flow_max_steps: int = 100_000,
+                   window_decades: float = 1.0, min_growth_exponent: float = 0.01,
                    monotone_fraction: float = 0.9, settle_rtol: float = 1e-3, grad_tol: float = 1e-6,
                    min_loss_decay_exponent: float = 0.0, max_loss_decay_exponent: float = 1.2,
                    max_loss_fit_rms: float = 0.1, asymptote_zero_rtol: float = 0.25, min_window_records: int = 4,
-                   progress: bool = False) -> FlowDivergence:
+                   progress: bool | None = None) -> FlowDivergence:
     r"""Integrate the gradient flow of $L=\tfrac12\|f_\theta(X)-y\|^2$ to $t_{\max}$ and say whether it diverges.
 
     The flow $\dot\theta=-\nabla L(\theta)$, $\theta(0)=$ ``init_scale`` $\cdot\,\theta_0$ ($\theta_0$ iid
@@ -398,23 +407,28 @@ def divergent_flow(X, y, *, activation="softplus", width: int = 4, depth: int = 
 
     - ``X`` (N, d), ``y`` (N,): the data (finite; one target per row). :func:`sad_data` makes 1-D
       polynomial data.
-    - ``activation``, ``width`` $n\ge1$, ``depth`` (hidden layers $\ge1$), ``seed``; ``sigma_w`` $>0$, ``sigma_b``
-      $\ge0$, ``sigma_v`` $>0$, ``sigma_vb`` $\ge0$: hidden weight, hidden bias, readout weight and readout
-      bias scales of the NTK-parametrised MLP (``docs/naming.md``; all default 1 here, biases on);
-      ``init_scale`` $>0$.
+    - ``activation``, ``width`` $n\ge1$ (required: the theorem is about small networks, typically 2--4;
+      the package's default width 256 would be a different experiment), ``depth`` (hidden layers $\ge1$),
+      ``seed``; ``sigma_w`` $>0$, ``sigma_b`` $\ge0$, ``sigma_v`` $>0$, ``sigma_vb`` $\ge0$: hidden weight,
+      hidden bias, readout weight and readout bias scales of the NTK-parametrised MLP (``docs/naming.md``;
+      all default 1 here, biases on); ``init_scale`` $>0$.
     - ``t_max`` $>0$; ``t_min``: first record, $0<t_{\min}<t_{\max}$; ``n_records`` $\ge2$.
-    - ``solver``: a name in :data:`FLOW_SOLVERS` (default ``"kvaerno5"``, implicit; ``"tsit5"`` is explicit
-      and stability-limited, fine for $t_{\max}\lesssim10^3$); ``rtol``, ``atol``: the ``PIDController``;
+    - ``flow_solver``: a name in :data:`FLOW_SOLVERS` (default ``"kvaerno5"``, implicit; ``"tsit5"`` is
+      explicit and stability-limited, fine for $t_{\max}\lesssim10^3$); ``flow_rtol``, ``flow_atol``: the
+      ``PIDController``;
       ``newton_rtol``, ``newton_atol``: the implicit stages' Newton iteration (its residual tolerance is
       $\max(\texttt{newton\_atol},\,10^3\,\epsilon\,e^s\|J\|(\|f\|+\|y\|))$, $J=\partial f(X)/\partial\theta$);
-      ``max_steps``: per interval between records.
+      ``flow_max_steps``: per interval between records. (``solver``, ``rtol``, ``atol``, ``max_steps``
+      are the deprecated names of these four: in :func:`~kernelcalc.train` and
+      :func:`~kernelcalc.empirical_ntk` those words mean the network's own ODE solver.)
     - Thresholds (module docstring): ``window_decades`` $w$, ``min_growth_exponent``, ``monotone_fraction``,
       ``settle_rtol``, ``grad_tol``, ``min_loss_decay_exponent``, ``max_loss_decay_exponent``,
       ``max_loss_fit_rms``, ``asymptote_zero_rtol``, ``min_window_records``.
-    - ``progress``: a tqdm bar over the intervals.
+    - ``progress``: a tqdm bar over the intervals: ``None`` (auto: when stderr is a terminal), ``True``, ``False``.
 
     **Returns:** a :class:`FlowDivergence`. A solver failure or a non-finite loss ends the run early with
-    verdict ``"undetermined"`` and the reason (the records up to there are kept); it never raises.
+    ``failed=True``, the ``failure`` and verdict ``"undetermined"`` (the records up to there are kept);
+    it never raises.
 
     **Raises:** :class:`~kernelcalc.KernelcalcInputError` (naming the argument) on bad input.
 
@@ -431,13 +445,14 @@ def divergent_flow(X, y, *, activation="softplus", width: int = 4, depth: int = 
     if t_min >= t_max:
         raise KernelcalcInputError(f"t_min must be < t_max, got t_min={t_min!r} and t_max={t_max!r}")
     n_records = positive_int("n_records", n_records, minimum=2)
-    if not isinstance(solver, str) or solver.lower() not in FLOW_SOLVERS:
-        raise KernelcalcInputError(f"solver must be one of {sorted(FLOW_SOLVERS)}, got {solver!r}")
-    solver = solver.lower()
+    if not isinstance(flow_solver, str) or flow_solver.lower() not in FLOW_SOLVERS:
+        raise KernelcalcInputError(f"flow_solver must be one of {sorted(FLOW_SOLVERS)}, got {flow_solver!r}")
+    flow_solver = flow_solver.lower()
     init_scale = positive("init_scale", init_scale)
-    rtol, atol = positive("rtol", rtol), positive("atol", atol)
+    flow_rtol, flow_atol = positive("flow_rtol", flow_rtol), positive("flow_atol", flow_atol)
     newton_rtol, newton_atol = positive("newton_rtol", newton_rtol), positive("newton_atol", newton_atol)
-    max_steps = positive_int("max_steps", max_steps)
+    flow_max_steps = positive_int("flow_max_steps", flow_max_steps)
+    disable = progress_disable(progress)
     seed = positive_int("seed", seed, minimum=0)
     th = dict(
         window_decades=positive("window_decades", window_decades),
@@ -464,21 +479,22 @@ def divergent_flow(X, y, *, activation="softplus", width: int = 4, depth: int = 
     from tqdm.auto import tqdm
 
     theta = init_scale * ravel_pytree(init_params(jax.random.PRNGKey(seed), net, d))[0]
-    advance, stats = _flow_fns(net, d, solver, rtol, atol, newton_rtol, newton_atol, max_steps)
+    advance, stats = _flow_fns(net, d, flow_solver, flow_rtol, flow_atol, newton_rtol, newton_atol, flow_max_steps)
     Xj, yj = jnp.asarray(X), jnp.asarray(y)
     rec = dict(t=[], loss=[], pnorm=[], gnorm=[], theta=[])
     n_steps = n_rej = 0
-    failure = ""
+    failure = None
     with jax.default_matmul_precision("highest"):
         l0, p0, g0 = (float(v) for v in stats(theta, Xj, yj))
         s_prev, t_prev = 0.0, 0.0
         times = np.logspace(math.log10(t_min), math.log10(t_max), n_records)
-        for t in tqdm(times, desc="gradient flow", disable=not progress, leave=False):
+        for t in tqdm(times, desc="gradient flow", disable=disable, leave=False):
             s = math.log1p(t)
             new, result, ns, nr = advance(theta, jnp.asarray(s_prev), jnp.asarray(s), Xj, yj)
             n_steps, n_rej = n_steps + int(ns), n_rej + int(nr)
             if result != diffrax.RESULTS.successful:
-                failure = f"ODE solver failed between t={t_prev:.4g} and t={t:.4g}: {diffrax.RESULTS[result]}"
+                failure = (f"the flow's ODE solver ({flow_solver}) failed between t={t_prev:.4g} and t={t:.4g}: "
+                           f"{diffrax.RESULTS[result]}")
                 break
             lv, pv, gv = (float(v) for v in stats(new, Xj, yj))
             if not all(map(math.isfinite, (lv, pv, gv))):
@@ -493,7 +509,8 @@ def divergent_flow(X, y, *, activation="softplus", width: int = 4, depth: int = 
         fit = _window_fits(rec["t"], rec["loss"], rec["pnorm"], rec["gnorm"], np.asarray(rec["theta"]),
                            th["window_decades"])
     if failure:
-        verdict, reason = "undetermined", failure + (f" (records up to t={rec['t'][-1]:.4g})" if rec["t"] else "")
+        failure += f" (records up to t={rec['t'][-1]:.4g})" if rec["t"] else " (no records)"
+        verdict, reason = "undetermined", failure
     elif fit is None:
         verdict, reason = "undetermined", "fewer than 2 records"
     else:
@@ -534,10 +551,12 @@ def divergent_flow(X, y, *, activation="softplus", width: int = 4, depth: int = 
         theta_final=np.asarray(theta).tolist(), ode_steps=n_steps, ode_rejected_steps=n_rej,
         seconds=time.perf_counter() - t_start)
     run_params = dict(net.describe(), init_scale=init_scale, seed=seed, N=N, d=d,
-                      n_params=int(theta.size), t_max=t_max, t_min=t_min, n_records=n_records, solver=solver,
-                      rtol=rtol, atol=atol, newton_rtol=newton_rtol, newton_atol=newton_atol, max_steps=max_steps,
+                      n_params=int(theta.size), t_max=t_max, t_min=t_min, n_records=n_records,
+                      flow_solver=flow_solver, flow_rtol=flow_rtol, flow_atol=flow_atol, newton_rtol=newton_rtol,
+                      newton_atol=newton_atol, flow_max_steps=flow_max_steps,
                       time_variable="s = ln(1+t): d theta/ds = -e^s grad L")
     return FlowDivergence(
         times=tuple(rec["t"]), loss=tuple(rec["loss"]), param_norm=tuple(rec["pnorm"]),
         grad_norm=tuple(rec["gnorm"]), verdict=verdict, reason=reason, norm_growth_exponent=beta,
-        norm_log_slope=gamma, loss_decay_exponent=alpha, loss_asymptote=l_inf, params=run_params, info=info)
+        norm_log_slope=gamma, loss_decay_exponent=alpha, loss_asymptote=l_inf, params=run_params, info=info,
+        failed=failure is not None, failure=failure)

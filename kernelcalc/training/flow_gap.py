@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError, positive, positive_int, scale_keywords
+from .._validation import (DEFAULT_WIDTH, KernelcalcInputError, positive, positive_int, progress_disable,
+                          renamed_keywords, scale_keywords)
 from .._results import JsonResult
 from ._common import default_lr, flow_solver, make_fns, network, validate_xy
 
@@ -43,6 +44,13 @@ class FlowGap(JsonResult):
     ``loss_gap`` ($\max_j|L^{GD}_j-L^{flow}_j|/L_0$ per step size), ``param_gap``
     ($\max_j\|\theta^{GD}_j-\theta(t_j)\|$ per step size), ``order_loss`` and ``order_param`` (fitted
     log-log slopes of the gaps vs $\eta$; theory 1), ``params`` (what made it), ``info``.
+
+    **Failures** (never raised): ``failed`` and ``failure`` (``None``, or what failed and where). If the
+    flow solve fails between $t_{j-1}$ and $t_j$, ``flow_loss`` from $t_j$ on is NaN and the gaps are
+    taken over the times before; if GD at one step size gets a loss that is NaN/inf or above
+    ``divergence_factor`` $\times L_0$, its ``gd_loss`` from that
+    comparison time on is NaN and its ``loss_gap`` and ``param_gap`` are NaN (all gaps are NaN when the
+    flow fails before $t_1$). The fitted orders use the finite gaps only (NaN with fewer than two).
     """
 
     lrs: tuple
@@ -55,6 +63,8 @@ class FlowGap(JsonResult):
     order_param: float
     params: dict
     info: dict = dataclasses.field(default_factory=dict)
+    failed: bool = False
+    failure: str | None = None
 
     def table(self) -> str:
         p = self.params
@@ -68,7 +78,9 @@ class FlowGap(JsonResult):
         lines.append(f"fitted order (gap ~ lr^p): loss p = {self.order_loss:.3f}, parameters p = "
                      f"{self.order_param:.3f}   (explicit Euler: p = 1)")
         lines.append(f"({self.info.get('seconds', float('nan')):.1f} s; flow: {self.info.get('ode_steps')} "
-                     f"adaptive steps, rtol={p['rtol']:g})")
+                     f"adaptive steps, flow_rtol={p['flow_rtol']:g})")
+        if self.failed:
+            lines.append(f"FAILED: {self.failure}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -90,10 +102,12 @@ def _step_counts(lrs, dt_compare):
 
 
 @float64
+@renamed_keywords(rtol="flow_rtol", atol="flow_atol")
 @scale_keywords()
 def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=8, model="node",
-             activation="softplus", width=256, seed=0, T=1.0, depth=None, sigma_w=1.0, sigma_u=1.0,
-             sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0, solver="rk4", solver_steps=4, rtol=1e-10, atol=1e-12, progress=False) -> FlowGap:
+             activation="softplus", width=DEFAULT_WIDTH, seed=0, T=1.0, depth=None, sigma_w=1.0, sigma_u=1.0,
+             sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0, solver="rk4", solver_steps=4, flow_rtol=1e-10, flow_atol=1e-12,
+             divergence_factor=1e6, progress=None) -> FlowGap:
     r"""Gap between GD with step $\eta$ and the gradient flow at the same times, for decreasing $\eta$.
 
     **Arguments:**
@@ -102,9 +116,13 @@ def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=
     - ``lrs``: step sizes (default $\eta^*\cdot(1,\tfrac12,\tfrac14,\tfrac18)$, $\eta^*=1/\|X\|^2$).
     - ``t_max``: horizon (default $64\max\eta$); ``n_compare``: number of comparison intervals;
       $t_{\max}/n$ must be a whole multiple of every step size.
-    - ``rtol``, ``atol``: tolerances of the adaptive flow solve (keep them far below the gaps).
+    - ``flow_rtol``, ``flow_atol``: tolerances of the adaptive flow solve (keep them far below the gaps;
+      ``rtol``/``atol`` are their deprecated names). ``divergence_factor``: as in :func:`kernelcalc.train`,
+      a GD run whose loss exceeds this $\times L_0$ (or is NaN/inf) at a comparison time has failed.
+      ``progress``: ``None`` (auto), ``True`` or ``False``.
 
-    **Returns:** a :class:`FlowGap` with the gaps per step size and their fitted order.
+    **Returns:** a :class:`FlowGap` with the gaps per step size and their fitted order. A flow solve or
+    GD run that fails numerically is reported in ``failed``/``failure`` (see :class:`FlowGap`), never raised.
     """
     from jax.flatten_util import ravel_pytree
 
@@ -122,7 +140,9 @@ def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=
     n_compare = positive_int("n_compare", n_compare)
     t_max = 64 * lrs[0] if t_max is None else positive("t_max", t_max)
     counts = _step_counts(lrs, t_max / n_compare)
-    rtol, atol = positive("rtol", rtol), positive("atol", atol)
+    flow_rtol, flow_atol = positive("flow_rtol", flow_rtol), positive("flow_atol", flow_atol)
+    disable = progress_disable(progress)
+    divergence_factor = positive("divergence_factor", divergence_factor)
 
     net = network(model, activation, width, T, depth, dict(sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v,
                                                           sigma_b=sigma_b, sigma_vb=sigma_vb), solver, solver_steps)
@@ -132,18 +152,25 @@ def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=
     flatten = jax.jit(lambda p: ravel_pytree(p)[0])
     times = [j * t_max / n_compare for j in range(n_compare + 1)]
 
-    bar = tqdm(total=n_compare * (1 + len(lrs)), desc="flow vs GD", disable=not progress, leave=False)
+    failures = []
+    bar = tqdm(total=n_compare * (1 + len(lrs)), desc="flow vs GD", disable=disable, leave=False)
     with jax.default_matmul_precision("highest"):
-        advance = flow_solver(loss_fn, rtol, atol, 1_000_000)
+        advance = flow_solver(loss_fn, flow_rtol, flow_atol, 1_000_000)
         p, flow_theta, flow_loss, n_ode = params0, [flatten(params0)], [float(loss_fn(params0))], 0
         for j in range(1, n_compare + 1):
             p, ok, ns = advance(p, jnp.asarray(times[j - 1]), jnp.asarray(times[j]), jnp.asarray(lrs[-1]))
-            if not bool(ok):
-                raise RuntimeError(f"gradient-flow solve failed between t={times[j - 1]:.4g} and t={times[j]:.4g}")
             n_ode += int(ns)
+            lj = float(loss_fn(p)) if bool(ok) else float("nan")
+            if not (bool(ok) and np.isfinite(lj)):
+                failures.append(f"the gradient-flow solve failed between t={times[j - 1]:.4g} and t={times[j]:.4g} "
+                                f"(width {width}; max_steps or a non-finite state): flow_loss is NaN from "
+                                f"t={times[j]:.4g} on and the gaps use the {j} earlier time(s)")
+                break
             flow_theta.append(flatten(p))
-            flow_loss.append(float(loss_fn(p)))
+            flow_loss.append(lj)
             bar.update(1)
+        n_flow = len(flow_loss)                 # comparison times the flow reached
+        flow_loss += [float("nan")] * (n_compare + 1 - n_flow)
         loss0 = flow_loss[0]
         gd_loss, loss_gap, param_gap = [], [], []
         for lr, m in zip(lrs, counts):
@@ -152,21 +179,33 @@ def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=
                 for _ in range(m):
                     p, _l = gd_step(p, lr_j)
                 curve.append(float(loss_fn(p)))
-                dth.append(float(jnp.linalg.norm(flatten(p) - flow_theta[j])))
+                if not (np.isfinite(curve[-1]) and curve[-1] <= divergence_factor * loss0):
+                    failures.append(f"GD at lr={lr:.4g} (width {width}) got loss {curve[-1]:.4g} "
+                                    f"(divergence_factor {divergence_factor:g} x L0 = {divergence_factor * loss0:.4g}) "
+                                    f"by step {j * m} (t={times[j]:.4g}): its gd_loss is NaN from there and its "
+                                    "gaps are NaN")
+                    curve[-1:] = [float("nan")] * (n_compare + 1 - j)
+                    break
+                if j < n_flow:
+                    dth.append(float(jnp.linalg.norm(flatten(p) - flow_theta[j])))
                 bar.update(1)
-            if not np.all(np.isfinite(curve)):
-                raise KernelcalcInputError(f"GD diverged at lr = {lr:.4g}; use smaller step sizes")
             gd_loss.append(curve)
-            loss_gap.append(max(abs(a - b) for a, b in zip(curve, flow_loss)) / loss0)
-            param_gap.append(max(dth))
+            if np.all(np.isfinite(curve)) and n_flow >= 2:   # else no time to compare at
+                loss_gap.append(max(abs(a - b) for a, b in zip(curve[:n_flow], flow_loss[:n_flow])) / loss0)
+                param_gap.append(max(dth))
+            else:
+                loss_gap.append(float("nan"))
+                param_gap.append(float("nan"))
     bar.close()
 
     from ..empirical.montecarlo import fit_slope
 
     params = dict(net.describe(), N=X.shape[0], d=X.shape[1], seed=seed, t_max=t_max, n_compare=n_compare,
-                  rtol=rtol, atol=atol, gd_steps=[m * n_compare for m in counts])
+                  flow_rtol=flow_rtol, flow_atol=flow_atol, divergence_factor=divergence_factor,
+                  gd_steps=[m * n_compare for m in counts])
     return FlowGap(lrs=tuple(lrs), times=tuple(times), flow_loss=tuple(flow_loss), gd_loss=tuple(gd_loss),
                    loss_gap=tuple(loss_gap), param_gap=tuple(param_gap), order_loss=fit_slope(lrs, loss_gap),
                    order_param=fit_slope(lrs, param_gap), params=params,
                    info=dict(seconds=time.perf_counter() - t_start, ode_steps=n_ode,
-                             solver="tsit5 (adaptive PID)"))
+                             solver="tsit5 (adaptive PID)", flow_times_reached=n_flow),
+                   failed=bool(failures), failure="; ".join(failures) or None)

@@ -17,8 +17,10 @@ $e^{-\lambda_0 t_k}L(\theta_0)$.
   per parameter group), the finite-width NTK's $\lambda_{\min}$ and its drift
   $\|K_k-K_0\|_F/\|K_0\|_F$ (every ``ntk_every`` steps), and the bound.
 
-A run whose loss becomes NaN/inf or grows past ``divergence_factor`` $\times L_0$ stops early with
-``diverged=True`` and a ``reason``; it never raises.
+A run that fails numerically -- the loss becomes NaN/inf or grows past ``divergence_factor``
+$\times L_0$, or the gradient-flow solver fails -- stops early with ``failed=True`` and a ``failure``
+naming what happened and where (step, time); it never raises. Bad input raises
+:class:`~kernelcalc.KernelcalcInputError`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError, positive, positive_int, scale_keywords
+from .._validation import (DEFAULT_WIDTH, KernelcalcInputError, deprecated, positive, positive_int, progress_disable,
+                          renamed_keywords, scale_keywords)
 from ..empirical.models import batched_apply
 from ._common import default_lr, flow_solver, group_names, group_sq_norms, make_fns, network, validate_xy
 from .._results import JsonResult
@@ -97,7 +100,11 @@ class TrainResult(JsonResult):
     **Summary:** ``lambda0`` ($\lambda_{\min}(K^\infty)$), ``lambda0_source``, ``lambda_min_init``
     (finite-width $K_0$), ``lr`` and ``lr_rule``, ``loss0``, ``final_loss``, ``bound_slack``
     ($\max_k L_k/\text{bound}_k$; $\le 1$ means the bound held), ``steps_to_1e-3`` (first recorded step with
-    $L_k<10^{-3}L_0$ or ``None``), ``diverged``, ``reason``, ``params`` (what made the run), ``info``.
+    $L_k<10^{-3}L_0$ or ``None``), ``params`` (what made the run), ``info``.
+
+    **Failure:** ``failed`` (the run stopped early on a numerical failure) and ``failure`` (``None``, or
+    what happened and where: step, time, width); the records stop at the last good step.
+    ``diverged`` and ``reason`` are deprecated read-only aliases of ``failed`` and ``failure`` (one release).
     """
 
     params: dict
@@ -119,11 +126,23 @@ class TrainResult(JsonResult):
     ntk_drift: tuple
     ntk_eigenvalues_init: tuple
     kinf_eigenvalues: tuple | None
-    diverged: bool = False
-    reason: str = ""
+    failed: bool = False
+    failure: str | None = None
     info: dict = dataclasses.field(default_factory=dict)
     linear_prediction: tuple | None = None
     linear_prediction_source: str = ""
+
+    @property
+    def diverged(self) -> bool:
+        """Deprecated: use ``failed``."""
+        deprecated("TrainResult.diverged", "TrainResult.failed")
+        return self.failed
+
+    @property
+    def reason(self) -> str:
+        """Deprecated: use ``failure`` (``""`` here where ``failure`` is ``None``)."""
+        deprecated("TrainResult.reason", "TrainResult.failure")
+        return self.failure or ""
 
     @property
     def loss0(self) -> float:
@@ -176,8 +195,8 @@ class TrainResult(JsonResult):
         if self.ntk_drift:
             lines.append(f"NTK drift |K_k-K_0|/|K_0| max = {max(self.ntk_drift):.4g}; "
                          f"lambda_min(K_k) final = {self.ntk_lambda_min[-1]:.4g}")
-        if self.diverged:
-            lines.append(f"DIVERGED: {self.reason}")
+        if self.failed:
+            lines.append(f"FAILED: {self.failure}")
         lines.append(f"({self.info.get('seconds', float('nan')):.1f} s)")
         return "\n".join(lines)
 
@@ -193,37 +212,40 @@ class TrainResult(JsonResult):
 
 
 @float64
+@renamed_keywords(rtol="flow_rtol", atol="flow_atol")
 @scale_keywords()
-def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.0, depth=None,
+def train(X, y, *, model="node", activation="softplus", width=DEFAULT_WIDTH, seed=0, T=1.0, depth=None,
           lr=None, steps=200, method="gd", X_test=None, y_test=None, record_every=None, ntk_every=None,
           sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0, solver="rk4", solver_steps=4,
-          rtol=1e-6, atol=1e-8,
-          divergence_factor=1e6, lambda0=None, quad_nodes=16, progress=False) -> TrainResult:
+          flow_rtol=1e-6, flow_atol=1e-8, divergence_factor=1e6, lambda0=None, quad_nodes=16,
+          progress=None) -> TrainResult:
     r"""Train a finite-width network on $L=\tfrac12\|u-y\|^2$ and hold it against the NTK bound.
 
     **Arguments:**
 
     - ``X`` (N, d), ``y`` (N,): training data (no NaN/inf; ``y`` one entry per row).
-    - ``model``: ``"node"`` (default), ``"resnet"`` or ``"mlp"``; ``activation``; ``width`` $n$;
+    - ``model``: ``"node"`` (default), ``"resnet"`` or ``"mlp"``; ``activation``; ``width`` $n$ (default 256);
       ``seed`` (initial parameters); ``T`` (node/resnet); ``depth`` (resnet/mlp);
       the model's scales (``docs/naming.md``: ``sigma_w, sigma_u, sigma_v`` for node/resnet,
       ``sigma_w, sigma_b, sigma_v, sigma_vb`` for the MLP; one of another model is an error);
       Neural ODE forward solver ``solver`` with ``solver_steps`` fixed steps.
     - ``lr``: step size $\eta>0$; default $1/\|X\|^2$ (Theorem 2; $\|X\|$ spectral norm of ``X``).
     - ``steps`` $\ge1$: GD steps (flow: integrate to $t=\text{steps}\cdot\eta$).
-    - ``method``: ``"gd"`` or ``"flow"`` (gradient flow by diffrax Tsit5, adaptive with ``rtol``/``atol``,
-      reported at $t_k=k\eta$).
+    - ``method``: ``"gd"`` or ``"flow"`` (gradient flow by diffrax Tsit5, adaptive with
+      ``flow_rtol``/``flow_atol``, reported at $t_k=k\eta$; ``rtol``/``atol`` are their deprecated names).
     - ``X_test``, ``y_test``: optional held-out data (test loss $\tfrac12\|u_{test}-y_{test}\|^2$).
     - ``record_every``: record loss/distances every this many steps (default: about 200 records);
       ``ntk_every``: recompute the finite-width NTK every this many steps (default: about 10 times per run).
     - ``lambda0``: override $\lambda_0$ (default: $\lambda_{\min}$ of the analytic $K^\infty$ of ``model``;
       if unavailable, of the finite-width $K_0$, said so in ``lambda0_source``).
-    - ``divergence_factor``: stop as diverged when $L_k>$ this $\times L_0$ (or NaN/inf).
+    - ``divergence_factor``: stop as failed when $L_k>$ this $\times L_0$ (or NaN/inf).
+    - ``progress``: ``None`` (auto: a bar when stderr is a terminal), ``True`` or ``False``.
 
-    **Returns:** a :class:`TrainResult`.
+    **Returns:** a :class:`TrainResult`; a numerically failed run has ``failed=True`` and ``failure``
+    (it never raises for that; bad input raises :class:`~kernelcalc.KernelcalcInputError`).
     """
     from ..empirical.models import init_params
-    from ..empirical.ntk import network_ntk
+    from ..empirical.ntk import network_ntk, require_finite
 
     t_start = time.perf_counter()
     X, y = validate_xy(X, y)
@@ -236,6 +258,7 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
     if method not in METHODS:
         raise KernelcalcInputError(f"method must be 'gd' or 'flow', got {method!r}")
     steps = positive_int("steps", steps)
+    disable = progress_disable(progress)
     if lr is None:
         lr, lr_rule = default_lr(X), "default 1/||X||^2, ||X|| = spectral norm of X (Theorem 2)"
     else:
@@ -243,6 +266,7 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
     record_every = max(1, steps // 200) if record_every is None else positive_int("record_every", record_every)
     ntk_every = max(record_every, steps // 10) if ntk_every is None else positive_int("ntk_every", ntk_every)
     divergence_factor = positive("divergence_factor", divergence_factor)
+    flow_rtol, flow_atol = positive("flow_rtol", flow_rtol), positive("flow_atol", flow_atol)
     scales = dict(sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, sigma_b=sigma_b, sigma_vb=sigma_vb)
     net = network(model, activation, width, T, depth, scales, solver, solver_steps)
     N, d = X.shape
@@ -261,6 +285,8 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
         return np.asarray(network_ntk(p, Xj, None, net, quad_nodes=quad_nodes)[2])
 
     K0 = ntk_of(params0)
+    u0 = np.asarray(batched_apply(params0, Xj, net))
+    require_finite(net, u0, u0, K0, seed)   # no finite network at initialisation: bad input, not a failed run
     eig0, vec0 = np.linalg.eigh(K0)
     kinf_eigs, lin_basis, lin_src = None, (eig0, vec0), f"width-{width} NTK at init"
     if lambda0 is not None:
@@ -274,12 +300,12 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
         else:
             lam0, lam_src = float(eig0[0]), f"lambda_min of the width-{width} NTK at init (no analytic {model} kernel)"
     rate = 1.0 - lr * lam0
-    predict = _linear_prediction(*lin_basis, np.asarray(batched_apply(params0, Xj, net)) - y, lr, method)
+    predict = _linear_prediction(*lin_basis, u0 - y, lr, method)
 
     rec = dict(steps=[], times=[], loss=[], test=[], bound=[], dist=[], dg=[], lin=[])
     ntk_rec = dict(steps=[], lam=[], drift=[])
     K0_norm = np.linalg.norm(K0)
-    diverged, reason = False, ""
+    failure = None
     loss0 = None
 
     def record(k, p, loss=None):
@@ -308,16 +334,17 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
 
     def check(l, k):
         if not math.isfinite(l):
-            return f"loss became {l} at step {k} (lr={lr:.4g}); reduce lr"
+            return f"loss became {l} at step {k} (t={k * lr:.4g}, width {width}, lr={lr:.4g}); reduce lr"
         if l > divergence_factor * max(loss0, 1e-300):
-            return (f"loss {l:.3g} exceeded {divergence_factor:g} x L0 = {divergence_factor * loss0:.3g} "
-                    f"at step {k} (lr={lr:.4g}); reduce lr")
-        return ""
+            return (f"loss {l:.3g} exceeded divergence_factor {divergence_factor:g} x L0 = "
+                    f"{divergence_factor * loss0:.3g} at step {k} (t={k * lr:.4g}, width {width}, lr={lr:.4g}); "
+                    "reduce lr")
+        return None
 
     ntk_s = 0.0
 
     def after_step(k, p):
-        """Record at step ``k`` (loss, distances; the NTK every ``ntk_every``); return a divergence reason or ''."""
+        """Record at step ``k`` (loss, distances; the NTK every ``ntk_every``); return a failure or ``None``."""
         nonlocal ntk_s
         if k % record_every == 0 or k == steps:
             why = check(record(k, p), k)
@@ -327,11 +354,11 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
             t0 = time.perf_counter()
             record_ntk(k, p)
             ntk_s += time.perf_counter() - t0
-        return ""
+        return None
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=steps, desc=f"{method} width {width}", disable=not progress, leave=False)
+    bar = tqdm(total=steps, desc=f"{method} width {width}", disable=disable, leave=False)
     p = params0
     record(0, p)
     record_ntk(0, p)
@@ -342,18 +369,16 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
             for k in range(1, steps + 1):
                 p_new, l_prev = gd_step(p, lr_j)   # loss at p (step k-1)
                 l_prev = float(l_prev)
-                reason = check(l_prev, k - 1)
-                if reason:
-                    diverged = True
+                failure = check(l_prev, k - 1)
+                if failure:
                     break
                 p = p_new
                 bar.update(1)
-                reason = after_step(k, p)
-                if reason:
-                    diverged = True
+                failure = after_step(k, p)
+                if failure:
                     break
         else:
-            advance = flow_solver(loss_fn, rtol, atol, 100_000)
+            advance = flow_solver(loss_fn, flow_rtol, flow_atol, 100_000)
             dt0 = jnp.asarray(lr)
             n_ode = 0
             marks = sorted(set(list(range(record_every, steps + 1, record_every))
@@ -364,14 +389,14 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
                 n_ode += int(ns)
                 bar.update(k - prev)
                 if not bool(ok):
-                    diverged, reason = True, f"ODE solver failed between t={prev * lr:.4g} and t={k * lr:.4g}"
+                    failure = (f"gradient-flow ODE solver failed between t={prev * lr:.4g} and t={k * lr:.4g} "
+                               f"(steps {prev}..{k}, width {width}; max_steps 100000 or a non-finite state)")
                     break
                 p, prev = p_new, k
-                reason = after_step(k, p)
-                if reason:
-                    diverged = True
+                failure = after_step(k, p)
+                if failure:
                     break
-            flow_info = dict(ode_steps=n_ode, rtol=rtol, atol=atol, solver="tsit5 (adaptive PID)")
+            flow_info = dict(ode_steps=n_ode, flow_rtol=flow_rtol, flow_atol=flow_atol, solver="tsit5 (adaptive PID)")
     bar.close()
 
     dg = np.array(rec["dg"])
@@ -393,6 +418,6 @@ def train(X, y, *, model="node", activation="softplus", width=1024, seed=0, T=1.
         ntk_eigenvalues_init=tuple(eig0.tolist()),
         kinf_eigenvalues=None if kinf_eigs is None else tuple(kinf_eigs.tolist()),
         linear_prediction=tuple(rec["lin"]), linear_prediction_source=lin_src,
-        diverged=diverged, reason=reason, info=info)
+        failed=failure is not None, failure=failure, info=info)
 
 

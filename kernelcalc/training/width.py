@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError, positive_int
+from .._validation import KernelcalcInputError, positive_int, progress_disable, renamed_keywords
 from .._results import JsonResult, jsonable as _jsonable
 from .run import train
 
@@ -24,6 +24,12 @@ class WidthSweep(JsonResult):
     ``eig_rel_err`` ($\max_i|\mu_i(K_0)-\mu_i(K^\infty)|/\mu_{\max}(K^\infty)$), ``dist_final``
     ($\|\theta_k-\theta_0\|$), ``rel_change`` (group -> $\|\theta_k-\theta_0\|/\|\theta_0\|$), ``ntk_drift``
     (max over the run), ``train_loss``, ``test_loss`` (final); ``slopes``: log-log slopes vs width.
+
+    **Failures:** ``width_failed`` (one flag per width: that width's run failed numerically, see
+    :class:`TrainResult`), ``failed`` (any width failed) and ``failure`` (``None``, or each failed width
+    with its ``failure``). A failed width's entries are its values at the step where it stopped; it is
+    left out of the fitted ``slopes`` of the run (they compare widths at the same step count), not of
+    the eigenvalue error at initialisation.
     """
 
     widths: tuple
@@ -36,6 +42,9 @@ class WidthSweep(JsonResult):
     train_loss: tuple
     test_loss: tuple | None
     slopes: dict
+    width_failed: tuple = ()
+    failed: bool = False
+    failure: str | None = None
 
     def table(self) -> str:
         groups = list(self.rel_change)
@@ -51,9 +60,8 @@ class WidthSweep(JsonResult):
                          + f" {self.ntk_drift[i]:10.3g} {eig}")
         lines.append("fitted log-log slopes vs width: "
                      + ", ".join(f"{k} {v:+.2f}" for k, v in self.slopes.items()))
-        if any(r.diverged for r in self.runs):
-            lines.append("diverged: " + "; ".join(f"width {w}: {r.reason}" for w, r in zip(self.widths, self.runs)
-                                                  if r.diverged))
+        if self.failed:
+            lines.append(f"FAILED: {self.failure}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -66,19 +74,25 @@ class WidthSweep(JsonResult):
 
 
 @float64
-def width_sweep(X, y, *, widths: Sequence[int] = (64, 256, 1024), progress=False, **train_kw) -> WidthSweep:
+@renamed_keywords(rtol="flow_rtol", atol="flow_atol")
+def width_sweep(X, y, *, widths: Sequence[int] = (64, 256, 1024), progress=None, **train_kw) -> WidthSweep:
     r"""Run :func:`train` (same data, seed, step size, steps) at each width in ``widths``.
 
     Lazy-training theory: $\|\theta_k-\theta_0\|$ stays bounded independently of width, while the
     relative change $\|\theta_k-\theta_0\|/\|\theta_0\|$ and the NTK drift shrink (about
     $n^{-1/2}$), and the NTK eigenvalues at initialisation converge to those of $K^\infty$.
-    Keyword arguments go to :func:`train`; returns a :class:`WidthSweep` with fitted slopes.
+    Keyword arguments go to :func:`train` (``width`` is an error here: give ``widths``); ``progress``:
+    ``None`` (auto), ``True`` or ``False``. Returns a :class:`WidthSweep` with fitted slopes; a width
+    whose run fails numerically is flagged in ``width_failed`` (never raised).
     """
     from ..empirical.montecarlo import fit_slope
 
     if isinstance(widths, (int, np.integer)) or not len(widths):
         raise KernelcalcInputError(f"widths must be a non-empty list of integers, got {widths!r}")
-    widths = [positive_int("width", w) for w in widths]
+    if "width" in train_kw:
+        raise KernelcalcInputError(f"width does not apply to width_sweep (give widths=[...]), got width={train_kw['width']!r}")
+    widths = [positive_int("widths", w) for w in widths]
+    progress_disable(progress)
     runs = []
     lam0 = train_kw.pop("lambda0", None)
     for w in widths:
@@ -96,10 +110,17 @@ def width_sweep(X, y, *, widths: Sequence[int] = (64, 256, 1024), progress=False
     drift = tuple(max(r.ntk_drift) for r in runs)
     train_loss = tuple(r.final_loss for r in runs)
     test_loss = tuple(r.test_loss[-1] for r in runs) if runs[0].test_loss is not None else None
-    slopes = {"|theta-theta0|": fit_slope(widths, dist), "NTK drift": fit_slope(widths, drift)}
-    slopes.update({f"rel change {g}": fit_slope(widths, rel[g]) for g in groups})
+    failed = tuple(r.failed for r in runs)
+    ok = [i for i, f in enumerate(failed) if not f]
+
+    def slope(values):   # failed widths stopped early: not comparable, left out of the fit
+        return fit_slope([widths[i] for i in ok], [values[i] for i in ok])
+
+    slopes = {"|theta-theta0|": slope(dist), "NTK drift": slope(drift)}
+    slopes.update({f"rel change {g}": slope(rel[g]) for g in groups})
     if eig_err is not None:
-        slopes["eig err vs K_inf"] = fit_slope(widths, eig_err)
+        slopes["eig err vs K_inf"] = fit_slope(widths, eig_err)   # at initialisation: every width counts
+    failure = "; ".join(f"width {w}: {r.failure}" for w, r in zip(widths, runs) if r.failed) or None
     return WidthSweep(widths=tuple(widths), runs=tuple(runs), kinf_eigenvalues=kinf, eig_rel_err=eig_err,
                       dist_final=dist, rel_change=rel, ntk_drift=drift, train_loss=train_loss,
-                      test_loss=test_loss, slopes=slopes)
+                      test_loss=test_loss, slopes=slopes, width_failed=failed, failed=any(failed), failure=failure)
