@@ -5,15 +5,16 @@ run as written.
 **What runs.** Each fenced block of README.md and docs/**/*.md, in page order, split into units:
 
 - a ``bash`` line ``kernelcalc ...``: run in-process by click's CliRunner (``> FILE`` redirects
-  stdout into FILE); it must exit 0;
+  stdout into FILE);
 - a ``bash`` line ``python SCRIPT ...`` (an example or a benchmark): run by this interpreter with the
-  working tree on PYTHONPATH (SCRIPT is relative to the repository root); it must exit 0;
+  working tree on PYTHONPATH (SCRIPT is relative to the repository root);
 - each top-level statement of a ``python`` block (one namespace per page, so a page's blocks build
   on each other); a failing ``assert`` in the docs fails the test.
 
 Every unit of a page runs in a fresh scratch folder holding the data files the docs name (``X.npy``,
-``X.csv``, ``y.npy``, ``raw.csv``, ``xy.csv``). A file a command names as its output (``--plot F``,
-``--json-out F``, ``> F``, or "writes F.png" in its comment) must exist afterwards. ``text`` blocks
+``X.csv``, ``y.npy``, ``raw.csv``, ``xy.csv``). A shell line exits 0, or N when its comment says
+"exits N"; a file it names as its output (``--plot F``, ``--json-out F``, ``> F``, or "writes F.png"
+in its comment) must exist afterwards. ``text`` blocks
 are output and are not run; any other bash line must sit in a skipped block.
 
 **Markers** (an HTML comment on the line right before the fence):
@@ -59,6 +60,7 @@ SLOW_CALLS = {"train", "width_sweep", "sweep_T", "flow_gap", "divergent_flow", "
               "depth_gap"}
 OUTPUT_OPTIONS = {"--plot", "--json-out", "--out"}
 WRITES = re.compile(r"\bwrites?\b(.*)")
+EXITS = re.compile(r"\bexits (\d+)\b")
 OUTPUT_FILE = re.compile(r"(?<![\w/.-])([A-Za-z][\w-]*\.(?:png|json|csv|npy|zarr))\b")
 
 
@@ -84,6 +86,7 @@ class Unit:
     slow: bool
     args: tuple = ()
     outputs: tuple = ()          # files the command says it writes
+    exit_code: int = 0           # a shell line commented "exits N" must exit N
     code: object = None          # the compiled statement
     stores: frozenset = frozenset()
     loads: frozenset = frozenset()
@@ -166,11 +169,12 @@ def units(path: Path) -> list[Unit]:
                 named = [a for o, a in zip(args, args[1:]) if o in OUTPUT_OPTIONS or o == ">"]
                 m = WRITES.search(comment)
                 named += OUTPUT_FILE.findall(m.group(1)) if m else []
+                code = int(EXITS.search(comment).group(1)) if EXITS.search(comment) else 0
                 if args[0] == "kernelcalc":
                     slow = marked_slow or (len(args) > 1 and args[1] in SLOW_COMMANDS)
-                    out.append(Unit(where, "cli", shlex.join(args), slow, tuple(args), tuple(named)))
+                    out.append(Unit(where, "cli", shlex.join(args), slow, tuple(args), tuple(named), code))
                 else:
-                    out.append(Unit(where, "script", shlex.join(args), True, tuple(args), tuple(named)))
+                    out.append(Unit(where, "script", shlex.join(args), True, tuple(args), tuple(named), code))
         elif b.lang == "python":
             tree = ast.parse(b.body, filename=str(path))
             for stmt in tree.body:
@@ -184,7 +188,7 @@ def units(path: Path) -> list[Unit]:
     return out
 
 
-def run_cli(args, cwd: Path) -> str:
+def run_cli(args, cwd: Path, exit_code: int = 0) -> str:
     """Run one documented ``kernelcalc ...`` line (``> FILE`` redirects stdout) and return its output."""
     from click.testing import CliRunner
 
@@ -193,14 +197,15 @@ def run_cli(args, cwd: Path) -> str:
     args, redirect = (args[:args.index(">")], args[args.index(">") + 1]) if ">" in args else (args, None)
     with _chdir(cwd):
         res = CliRunner().invoke(main, list(args[1:]), catch_exceptions=False)
-    # `check` exits 1 when the theory does not apply; the documented examples all apply.
-    assert res.exit_code == 0, f"{shlex.join(args)} exited {res.exit_code}:\n{res.output[-2000:]}"
+    # `check` exits 1 when the theory does not apply: a line meant to show that says "exits 1".
+    assert res.exit_code == exit_code, \
+        f"{shlex.join(args)} exited {res.exit_code}, not {exit_code}:\n{res.output[-2000:]}"
     if redirect:
         (cwd / redirect).write_text(res.stdout)
     return res.output
 
 
-def run_script(args, cwd: Path) -> str:
+def run_script(args, cwd: Path, exit_code: int = 0) -> str:
     """Run one documented ``python SCRIPT ...`` line with this interpreter and the working tree's package."""
     argv = [sys.executable, *args[1:]]
     if len(argv) > 1 and (ROOT / argv[1]).is_file():
@@ -208,7 +213,7 @@ def run_script(args, cwd: Path) -> str:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                MPLBACKEND="Agg")
     res = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=3 * 3600)
-    assert res.returncode == 0, f"{shlex.join(args)} exited {res.returncode}:\n{res.stdout[-2000:]}{res.stderr[-3000:]}"
+    assert res.returncode == exit_code, f"{shlex.join(args)} exited {res.returncode}, not {exit_code}:\n{res.stdout[-2000:]}{res.stderr[-3000:]}"
     return res.stdout
 
 
@@ -225,7 +230,7 @@ def run_units(path: Path, cwd: Path, *, slow: bool):
                 exec(u.code, ns)  # noqa: S102 -- our own documentation
             tainted -= u.stores
         else:
-            outputs[u.where] = (run_cli if u.kind == "cli" else run_script)(u.args, cwd)
+            outputs[u.where] = (run_cli if u.kind == "cli" else run_script)(u.args, cwd, u.exit_code)
             missing = [f for f in u.outputs if not (cwd / f).exists()]
             assert not missing, f"{u.where}: `{u.text}` did not write {missing}"
         ran.append(u)
