@@ -50,7 +50,7 @@ PAGES = sorted(DOCS.rglob("*.md"))
 DOC_FILES = [ROOT / "README.md", *PAGES]
 FENCE = re.compile(r"(?:^<!--\s*docs-test:\s*(?P<marker>[^>]*?)\s*-->\n)?^```(?P<lang>\w*)\n(?P<body>.*?)^```",
                    re.M | re.S)
-ANY_MARKER = re.compile(r"<!--\s*docs-test:")
+ANY_MARKER = re.compile(r"^\s*<!--\s*docs-test:", re.M)
 
 # Command-line commands that take minutes (a training run, a sweep, Monte Carlo): the slow suite runs them.
 SLOW_COMMANDS = {"train", "width-sweep", "sweep-T", "flow-gap", "divergent-flow", "compare-models", "compare",
@@ -65,7 +65,7 @@ OUTPUT_FILE = re.compile(r"(?<![\w/.-])([A-Za-z][\w-]*\.(?:png|json|csv|npy|zarr
 
 
 def rel(path: Path) -> str:
-    return path.relative_to(ROOT).as_posix()
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
 
 
 @dataclass(frozen=True)
@@ -466,3 +466,31 @@ def _has_slow_units(doc: str) -> bool:
 def test_blocks_run_slow(doc, workdir):
     """Pages with a slow unit, run completely: every block, in order."""
     run_units(ROOT / doc, workdir, slow=True)
+
+
+def test_the_block_runner_itself(workdir):
+    """The rules above on a made-up page: slow detection, statements that depend on a left-out one,
+    "exits N", output files, and the errors for a stray marker or a foreign shell command."""
+    page = workdir / "page.md"
+    page.write_text(
+        "```python\nx = 1\ny = train(x)\nz = y + 1\nw = x + 1\n```\n\n"
+        "```bash\nkernelcalc --help\n"
+        "kernelcalc check --data raw.csv   # exits 1 (off the sphere)\n"
+        "kernelcalc train --steps 1 --plot t.png\n"
+        "python examples/nothing.py   # writes a.png and b.json\n```\n"
+        "<!-- docs-test: slow: made up -->\n```python\nv = 2\n```\n")
+    got = [(u.kind, u.slow, u.exit_code, u.outputs) for u in units(page)]
+    assert got == [("python", False, 0, ()), ("python", True, 0, ()), ("python", False, 0, ()),
+                   ("python", False, 0, ()), ("cli", False, 0, ()), ("cli", False, 1, ()),
+                   ("cli", True, 0, ("t.png",)), ("script", True, 0, ("a.png", "b.json")),
+                   ("python", True, 0, ())]
+    ns, outputs, ran = run_units(page, workdir, slow=False)
+    assert (ns["x"], ns["w"]) == (1, 2) and not {"y", "z", "v"} & set(ns)
+    assert [u.kind for u in ran] == ["python", "python", "cli", "cli"]
+    assert "NOT OK" in outputs[ran[-1].where]
+    with pytest.raises(AssertionError, match="not on the line right before"):
+        page.write_text("<!-- docs-test: skip: stray -->\n\ntext\n\n```python\nx = 1\n```\n")
+        units(page)
+    with pytest.raises(AssertionError, match="neither a kernelcalc nor a python command"):
+        page.write_text("```bash\nls -l\n```\n")
+        units(page)
