@@ -1,6 +1,6 @@
-"""The built site in a real browser: headless Chromium loads the API page and a tutorial from disk
-(file://, the vendored KaTeX, no network), runs their scripts, and the DOM it dumps must hold the
-rendered maths: one KaTeX rendering (``class="katex"``) inside every ``arithmatex`` span that
+"""The built site in a real browser: headless Chromium loads the API page, a tutorial and the
+equations page from disk (file://, the vendored KaTeX, no network), runs their scripts, and the DOM
+it dumps must hold the rendered maths: one KaTeX rendering (``class="katex"``) inside every ``arithmatex`` span that
 pymdownx put there, no KaTeX error, and no raw ``$...$`` / ``\\(...\\)`` / ``\\[...\\]`` left in the
 text a reader sees.
 
@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-PAGES = {"api": 100, "tutorials/activation-limit": 20}      # page -> at least this many maths spans
+PAGES = {"api": 100, "tutorials/activation-limit": 20, "conventions": 100}   # page -> at least this many maths spans
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)"),
