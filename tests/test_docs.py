@@ -37,6 +37,7 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
 from contextlib import chdir as _chdir
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
 DOC_FILES = [ROOT / "README.md", *PAGES]
-FENCE = re.compile(r"(?:^<!--\s*docs-test:\s*(?P<marker>[^>]*?)\s*-->\n)?^```(?P<lang>\w*)\n(?P<body>.*?)^```",
-                   re.M | re.S)
+FENCE = re.compile(r"(?:^[ ]*<!--\s*docs-test:\s*(?P<marker>[^>]*?)\s*-->\n)?"
+                   r"^(?P<indent>[ ]*)```(?P<lang>\w*)\n(?P<body>.*?)^(?P=indent)```", re.M | re.S)
 ANY_MARKER = re.compile(r"^\s*<!--\s*docs-test:", re.M)
 
 # Command-line commands that take minutes (a training run, a sweep, Monte Carlo): the slow suite runs them.
@@ -103,7 +104,8 @@ def blocks(path: Path) -> list[Block]:
             marker, reason = kind.strip(), reason.strip()
             assert marker in ("skip", "slow") and reason, \
                 f"{rel(path)}: a docs-test marker is 'skip: REASON' or 'slow: REASON', got {m.group('marker')!r}"
-        out.append(Block(m.group("lang"), m.group("body"), text.count("\n", 0, m.start("body")) + 1, marker, reason))
+        body = textwrap.dedent(m.group("body")) if m.group("indent") else m.group("body")   # a fence in a list item
+        out.append(Block(m.group("lang"), body, text.count("\n", 0, m.start("body")) + 1, marker, reason))
     attached = sum(b.marker is not None for b in out)
     assert len(ANY_MARKER.findall(text)) == attached, \
         f"{rel(path)}: a <!-- docs-test: ... --> marker that is not on the line right before a code fence"
@@ -489,7 +491,7 @@ def test_the_block_runner_itself(workdir):
         "kernelcalc check --data raw.csv   # exits 1 (off the sphere)\n"
         "kernelcalc train --steps 1 --plot t.png\n"
         "python examples/nothing.py   # writes a.png and b.json\n```\n"
-        "<!-- docs-test: slow: made up -->\n```python\nv = 2\n```\n")
+        "- a list item:\n\n  <!-- docs-test: slow: made up -->\n  ```python\n  v = 2\n  ```\n")
     got = [(u.kind, u.slow, u.exit_code, u.outputs) for u in units(page)]
     assert got == [("python", False, 0, ()), ("python", True, 0, ()), ("python", False, 0, ()),
                    ("python", False, 0, ()), ("cli", False, 0, ()), ("cli", False, 1, ()),
