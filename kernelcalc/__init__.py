@@ -3,9 +3,15 @@
 Public API (explicit re-exports only).
 """
 
-import jax as _jax
+import os as _os
+import sys as _sys
 
-_jax.config.update("jax_enable_x64", True)
+# float64 jax.  jax is imported only when first needed (``kernelcalc._lazy``): jax reads
+# JAX_ENABLE_X64 when it is imported; if it already is, switch it on directly.
+if "jax" in _sys.modules:
+    _sys.modules["jax"].config.update("jax_enable_x64", True)
+else:
+    _os.environ["JAX_ENABLE_X64"] = "1"
 
 from .theory.activations import Activation, ActivationError, BUILTIN_NAMES, resolve_activation  # noqa: E402
 from ._validation import KernelcalcAccuracyError, KernelcalcAccuracyWarning, KernelcalcInputError  # noqa: E402

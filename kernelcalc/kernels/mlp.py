@@ -19,10 +19,9 @@ import math
 import time
 import warnings
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from ..theory import recursion as rec
 from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, as_input_pair, nonnegative, positive_int
 from ..theory.activations import resolve_activation

@@ -43,10 +43,9 @@ import math
 import time
 import warnings
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from ..theory import recursion as rec
 from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, as_input_pair, positive, positive_int, positive_sigmas
 from ..theory.activations import resolve_activation

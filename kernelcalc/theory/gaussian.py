@@ -31,12 +31,11 @@ import functools
 import math
 from typing import Callable
 
-import jax
-import jax.numpy as jnp
 import mpmath as mp
 import numpy as np
 import sympy as sp
 
+from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .._validation import accuracy_shortfall
 from .activations import Activation, X, resolve_activation
 from .duals import closed_form_dual
