@@ -21,7 +21,8 @@ $\dot C = E[\phi'\phi']$) and :func:`gaussian_expectation` (any pair $f, g$):
 and **mpmath** (:func:`expect_mpmath`), a slow nested adaptive quadrature at arbitrary
 precision (split at the kinks) used as the reference in the tests.
 
-All numeric rules are jax functions (float64) that broadcast over arrays of covariances.
+All numeric rules are jax functions (float64) that broadcast over arrays of covariances; the closed
+forms and the Hermite series also run in numpy (``xp=numpy``), for small problems where compiling does not pay.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ import sympy as sp
 
 from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .._validation import accuracy_shortfall
-from .activations import Activation, X, resolve_activation
-from .duals import closed_form_dual
+from .activations import Activation, X, array_functions, resolve_activation
+from .duals import NUMPY_OPS, closed_form_dual
 
 __all__ = [
     "TrapezoidRule", "PolarSectorRule", "HermiteRule", "hermite_order", "choose_step", "dual_kernels", "DualKernels",
@@ -53,13 +54,14 @@ _CHUNK = 2048  # covariances per vectorised block at most
 MEMORY_BUDGET = 256 * 2**20
 
 
-def _correlation(q1, q2, c):
+def _correlation(q1, q2, c, xp=jnp):
     r"""$r = c/\sqrt{q_1q_2}$ clipped to $[-1, 1]$ and $\sqrt{1-r^2}$; $r = 0$ when a variance is 0
-    (a zero input row or a zero weight scale: that variable is the constant 0, independent of the other)."""
-    n = jnp.sqrt(q1 * q2)
+    (a zero input row or a zero weight scale: that variable is the constant 0, independent of the other).
+    ``xp``: the array module (jax.numpy, or numpy)."""
+    n = xp.sqrt(q1 * q2)
     positive = n > 0
-    r = jnp.where(positive, jnp.clip(c / jnp.where(positive, n, 1.0), -1.0, 1.0), 0.0)
-    return r, jnp.sqrt(jnp.maximum(1.0 - r * r, 0.0))
+    r = xp.where(positive, xp.clip(c / xp.where(positive, n, 1.0), -1.0, 1.0), 0.0)
+    return r, xp.sqrt(xp.maximum(1.0 - r * r, 0.0))
 
 
 def _block_size(points: int) -> int:
@@ -195,18 +197,24 @@ class HermiteRule:
 
     K: int
 
-    def coefficients(self, f: Callable, q):
-        r"""$(\hat f_k(q))_{k<K}$ with the $k$ axis first: shape ``(K, *q.shape)``."""
-        z, w, psi = (jnp.asarray(v) for v in _hermite_functions(self.K))
-        q = jnp.asarray(q, jnp.float64)
-        F = f(jnp.sqrt(q)[..., None] * z) * w                           # (*q.shape, n_z)
-        return jnp.moveaxis(F @ psi.T, -1, 0)
+    def coefficients(self, f: Callable, q, xp=jnp):
+        r"""$(\hat f_k(q))_{k<K}$ with the $k$ axis first: shape ``(K, *q.shape)`` (``xp``: jax.numpy or numpy)."""
+        z, w, psi = (xp.asarray(v) for v in _hermite_functions(self.K))
+        q = xp.asarray(q, xp.float64)
+        F = f(xp.sqrt(q)[..., None] * z) * w                           # (*q.shape, n_z)
+        return xp.moveaxis(F @ psi.T, -1, 0)
 
     @staticmethod
-    def series(bf, bg, r):
-        r"""$\sum_k bf_k\,bg_k\,r^k$ by Horner (k axis first in ``bf``, ``bg``)."""
+    def series(bf, bg, r, xp=jnp):
+        r"""$\sum_k bf_k\,bg_k\,r^k$ by Horner (k axis first in ``bf``, ``bg``; ``xp``: jax.numpy or numpy)."""
         K = bf.shape[0]
-        acc = jnp.zeros(jnp.broadcast_shapes(bf.shape[1:], bg.shape[1:], jnp.shape(r)))
+        acc = xp.zeros(xp.broadcast_shapes(bf.shape[1:], bg.shape[1:], xp.shape(r)))
+        if xp is np:
+            term = np.empty_like(acc)
+            for k in range(K - 1, -1, -1):
+                acc *= r
+                acc += np.multiply(bf[k], bg[k], out=term)
+            return acc
         return jax.lax.fori_loop(0, K, lambda i, acc: acc * r + bf[K - 1 - i] * bg[K - 1 - i], acc)
 
     def expect_pairs(self, pairs, q1, q2, c):
@@ -343,28 +351,38 @@ class DualKernels:
             return self.rule.K
         return getattr(self.rule, "points", 1)
 
-    def marginal(self, q, derivative: bool = True):
-        """Everything that depends on the variance ``q`` alone (a pytree)."""
-        q = jnp.asarray(q, jnp.float64)
+    @property
+    def numpy_ok(self) -> bool:
+        """Whether :meth:`marginal` and :meth:`from_marginals` also run with ``xp=numpy`` (closed forms and
+        the Hermite series: a few array operations per evaluation; the quadrature rules are jax only)."""
+        return self.method in ("closed", "hermite")
+
+    def marginal(self, q, derivative: bool = True, xp=jnp):
+        """Everything that depends on the variance ``q`` alone (a tuple of arrays); ``xp``: jax.numpy or
+        numpy (see :attr:`numpy_ok`)."""
+        q = xp.asarray(q, xp.float64)
         if self.method != "hermite":
             return (q,)
-        fs = (self.activation.jax_fn, self.activation.jax_derivative)[: 2 if derivative else 1]
-        return (q,) + tuple(self.rule.coefficients(f, q) for f in fs)
+        fs = array_functions(self.activation, "numpy" if xp is np else "jax")[: 2 if derivative else 1]
+        return (q,) + tuple(self.rule.coefficients(f, q, xp) for f in fs)
 
-    def from_marginals(self, m1, m2, c, derivative: bool = True):
-        r"""$C$ (and $\dot C$ if ``derivative``) for marginals from :meth:`marginal` and covariance ``c``."""
+    def from_marginals(self, m1, m2, c, derivative: bool = True, xp=jnp):
+        r"""$C$ (and $\dot C$ if ``derivative``) for marginals from :meth:`marginal` and covariance ``c``
+        (``xp`` as there)."""
         q1, q2 = m1[0], m2[0]
-        c = jnp.asarray(c, jnp.float64)
-        shape = jnp.broadcast_shapes(q1.shape, q2.shape, c.shape)
+        c = xp.asarray(c, xp.float64)
+        shape = xp.broadcast_shapes(q1.shape, q2.shape, c.shape)
         if self.method == "hermite":
-            r, _ = _correlation(q1, q2, c)
-            out = tuple(HermiteRule.series(m1[i], m2[i], r) for i in ((1, 2) if derivative else (1,)))
+            r, _ = _correlation(q1, q2, c, xp)
+            out = tuple(HermiteRule.series(m1[i], m2[i], r, xp) for i in ((1, 2) if derivative else (1,)))
         elif self.method == "closed":
-            out = self.rule(q1, q2, c)[: 2 if derivative else 1]
+            out = self.rule(q1, q2, c, ops=NUMPY_OPS if xp is np else None)[: 2 if derivative else 1]
+        elif xp is np:
+            raise ValueError(f"the {self.method} rule has no numpy evaluation (see DualKernels.numpy_ok)")
         else:
             f, df = self.activation.jax_fn, self.activation.jax_derivative
             out = self.rule.expect_pairs(((f, f), (df, df))[: 2 if derivative else 1], q1, q2, c)
-        out = tuple(jnp.broadcast_to(o, shape) for o in out)
+        out = tuple(xp.broadcast_to(o, shape) for o in out)
         return out if derivative else out[0]
 
     def __call__(self, q1, q2, c):
