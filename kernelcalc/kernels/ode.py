@@ -66,7 +66,7 @@ _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t
                           # only algebraically; stop here and report the achieved change
 _MAX_NODES = 513          # time nodes of the composite grid at most
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
-_NUMPY_MAX_WORK = 2e6     # a solve this small runs in numpy, not jit-compiled (see _backend)
+_NUMPY_MAX_WORK = 1e6     # a solve this small runs in numpy, not jit-compiled (see _backend)
 
 
 @functools.lru_cache(maxsize=64)
@@ -251,13 +251,17 @@ def _one_blas_thread(fn):
 
 def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
     r"""``"numpy"`` when one solve of ``problems`` kernels on ``nodes`` time nodes is small enough that
-    running it in numpy beats compiling it (a fresh process pays ~0.1-0.5 s of tracing and compilation,
-    or of reading the persistent cache, per jit'ed solve, and ~1 s to import jax at all), else ``"jax"``.
+    running it in numpy beats compiling it, else ``"jax"``.
 
-    The work is $\text{problems}\cdot\text{nodes}^2\cdot\max(\text{terms}, 16)$ (terms: Hermite series
-    length, 1 for a closed form); numpy runs it at roughly the speed of the compiled code plus a few
-    microseconds per array operation (measured: ``benchmarks/bench_startup.py``).  The quadrature rules
-    (trapezoid, polar) are jax only."""
+    The work is $\text{problems}\cdot\text{nodes}^2\cdot\max(\text{terms}, 16)$ (terms: the Hermite series
+    length; 1 for a closed form).  Measured side by side (softplus, 304 terms; busy 2-core machine):
+    numpy takes 1.3-2x the time of the compiled solve once it is compiled (7-8x for a single problem,
+    where numpy's per-operation overhead dominates), but compiling one solve takes 2.7-3 s (~0.3 s from
+    the persistent cache), and the first one also imports jax (~1 s).  Below :data:`_NUMPY_MAX_WORK`
+    (1e6: the time-grid choice, few-pair Grams such as ``kernelcalc limit``) numpy is used; the theta
+    tables of larger Grams (>= 32 problems) stay compiled, so repeated large calls are as fast as before.
+    The quadrature rules (trapezoid, polar) are jax only.  The choice depends on the sizes only, so a
+    given call always takes the same path (the two agree to rounding, ~1e-15 relative)."""
     if not dual.numpy_ok:
         return "jax"
     return "numpy" if problems * nodes * nodes * max(dual.points, 16) <= _NUMPY_MAX_WORK else "jax"
