@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import threading
 import time
 import warnings
 
@@ -236,12 +237,15 @@ def _blas_controller():
 def _one_blas_thread(fn):
     """Run ``fn`` with one BLAS thread: the numpy solves' matrix products are small (a few million
     flops), and a multi-threaded BLAS spends longer waking its threads than multiplying -- on a busy
-    machine up to 100x longer (measured: 60 ms instead of 0.5 ms for one Hermite-coefficient product)."""
+    machine up to 100x longer (measured: 60 ms instead of 0.5 ms for one Hermite-coefficient product).
+    Only in the main thread, and restored on return: OpenBLAS's thread setting is process-wide, and
+    set/restore pairs from several threads at once can leave it changed (seen with OpenBLAS 0.3.31),
+    so solves running in worker threads (dask tiles) leave it alone."""
 
     @functools.wraps(fn)
     def wrapper(*args):
-        ctl = _blas_controller()
-        if ctl is None:  # pragma: no cover
+        ctl = _blas_controller() if threading.current_thread() is threading.main_thread() else None
+        if ctl is None:
             return fn(*args)
         with ctl.limit(limits=1, user_api="blas"):
             return fn(*args)
