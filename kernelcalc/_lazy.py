@@ -30,6 +30,9 @@ class _Deferred:
             module = self._module = importlib.import_module(self._name)
         return getattr(module, attr)
 
+    def __reduce__(self):   # pickled by name (a closure sent to a dask worker may capture one)
+        return (_Deferred, (self._name,))
+
     def __repr__(self) -> str:
         return f"<deferred module {self._name!r}{'' if self._module is None else ' (imported)'}>"
 
