@@ -25,6 +25,8 @@ class _Deferred:
         self._module = None
 
     def __getattr__(self, attr):
+        if attr in _Deferred.__slots__ or attr.startswith("__"):   # an unset slot or a protocol probe (copy, pickle)
+            raise AttributeError(attr)
         module = self._module
         if module is None:
             module = self._module = importlib.import_module(self._name)

@@ -118,24 +118,6 @@ def test_numpy_and_compiled_solves_agree(activation):
         np.testing.assert_allclose(a, np.asarray(b), rtol=1e-13, atol=1e-14)
 
 
-def test_numpy_solves_leave_the_blas_threads_alone():
-    import concurrent.futures as cf
-
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    from kernelcalc.kernels.ode import _compiled, chebyshev_discretisation
-    from kernelcalc.theory.gaussian import dual_kernels
-
-    def threads():
-        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
-
-    solve, _ = _compiled(dual_kernels("softplus", q_max=2.0), chebyshev_discretisation(8, 1.0, 1), 1.0, 1.0, "numpy")
-    before = threads()
-    solve(np.array([1.0]))                                          # main thread: limited, then restored
-    with cf.ThreadPoolExecutor(3) as ex:                           # worker threads: not touched
-        list(ex.map(lambda v: solve(np.array([v])), np.linspace(0.5, 2.0, 9)))
-    assert threads() == before
-
-
 def test_backend_choice():
     from kernelcalc.kernels.ode import _NUMPY_MAX_WORK, _backend
     from kernelcalc.theory.gaussian import dual_kernels

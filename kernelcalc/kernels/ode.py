@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import threading
 import time
 import warnings
 
@@ -178,7 +177,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
     """``(self_solve, cross_solve)`` for one grid: jit-compiled (``backend="jax"``), or the same code run
     in numpy (``"numpy"``, for problems too small for the compilation to pay; see :func:`_backend`)."""
     xp = np if backend == "numpy" else jnp
-    jit = _one_blas_thread if backend == "numpy" else jax.jit
+    jit = (lambda f: f) if backend == "numpy" else jax.jit
     A, B, P, w = (xp.asarray(a) for a in (disc.A, disc.B, disc.P, disc.w))
     n = A.shape[0]
 
@@ -222,35 +221,6 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         return nngp, ntk, xp.maximum(dS, dL), xp.maximum(nS, nL)
 
     return self_solve, cross_solve
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller():
-    """threadpoolctl's controller of the BLAS libraries numpy uses (None without threadpoolctl)."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:   # pragma: no cover  (a dependency of scikit-learn, so normally present)
-        return None
-    return ThreadpoolController()
-
-
-def _one_blas_thread(fn):
-    """Run ``fn`` with one BLAS thread: the numpy solves' matrix products are small (a few million
-    flops), and a multi-threaded BLAS spends longer waking its threads than multiplying -- on a busy
-    machine up to 100x longer (measured: 60 ms instead of 0.5 ms for one Hermite-coefficient product).
-    Only in the main thread, and restored on return: OpenBLAS's thread setting is process-wide, and
-    set/restore pairs from several threads at once can leave it changed (seen with OpenBLAS 0.3.31),
-    so solves running in worker threads (dask tiles) leave it alone."""
-
-    @functools.wraps(fn)
-    def wrapper(*args):
-        ctl = _blas_controller() if threading.current_thread() is threading.main_thread() else None
-        if ctl is None:
-            return fn(*args)
-        with ctl.limit(limits=1, user_api="blas"):
-            return fn(*args)
-
-    return wrapper
 
 
 def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
