@@ -182,6 +182,28 @@ def _hermite_functions(K: int, h: float = _HERMITE_H, zmax: float = _HERMITE_ZMA
     return z, h * half / math.sqrt(2 * math.pi), psi
 
 
+_GEMM_ONE_THREAD = 1 << 18   # OpenBLAS runs a matrix product of at most m*n*k = 2^18 multiply-adds on one thread
+
+
+def _single_thread_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    r"""``a @ b.T`` (numpy, 2-D) as blocks of at most $2^{18}$ multiply-adds, each of which OpenBLAS runs on
+    the calling thread.  The numpy Hermite coefficients of a small solve are a product of a few million
+    multiply-adds; on several BLAS threads it is no faster, and on a busy machine waking them costs up to
+    100x the product (measured: 27 ms instead of 0.3 ms).  The blocks also make the result independent of
+    the BLAS thread setting (the same in every thread: dask tiles equal local ones bit for bit)."""
+    m, k = a.shape
+    n = b.shape[0]
+    if m * n * k <= _GEMM_ONE_THREAD:
+        return a @ b.T
+    rows = max(1, min(m, _GEMM_ONE_THREAD // k))
+    cols = max(1, _GEMM_ONE_THREAD // (rows * k))
+    out = np.empty((m, n))
+    for r0 in range(0, m, rows):
+        for c0 in range(0, n, cols):
+            out[r0:r0 + rows, c0:c0 + cols] = a[r0:r0 + rows] @ b[c0:c0 + cols].T
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class HermiteRule:
     r"""Mehler expansion: $E[f(a)g(b)] = \sum_{k<K} \hat f_k(q_1)\hat g_k(q_2)\,r^k$, $r=c/\sqrt{q_1q_2}$.
@@ -202,6 +224,8 @@ class HermiteRule:
         z, w, psi = (xp.asarray(v) for v in _hermite_functions(self.K))
         q = xp.asarray(q, xp.float64)
         F = f(xp.sqrt(q)[..., None] * z) * w                           # (*q.shape, n_z)
+        if xp is np:
+            return np.moveaxis(_single_thread_product(F.reshape(-1, z.size), psi).reshape(F.shape[:-1] + (-1,)), -1, 0)
         return xp.moveaxis(F @ psi.T, -1, 0)
 
     @staticmethod
