@@ -57,13 +57,20 @@ def _source_digest() -> str:
     return h.hexdigest()
 
 
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kernelcalc")
+    except PackageNotFoundError:   # run from a source tree that is not installed: the source digest decides
+        return "unknown"
+
+
 def cache_key(act, model: str) -> str:
     """The entry name for ``act`` (an :class:`~kernelcalc.Activation`) and ``model`` (see module doc)."""
     import sympy as sp
 
-    from kernelcalc import __version__
-
-    material = [_FORMAT, __version__, sp.__version__, _source_digest(), act.name, sp.srepr(act.expr),
+    material = [_FORMAT, _package_version(), sp.__version__, _source_digest(), act.name, sp.srepr(act.expr),
                 [list(p) for p in act.params], act.builtin, model]
     return hashlib.sha256(json.dumps(material).encode()).hexdigest()
 
