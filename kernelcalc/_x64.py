@@ -34,35 +34,88 @@ differentiates ``model_apply`` gets float32 gradients; for float64 there, trace 
 ``with jax.enable_x64(True):``.  ``Activation.jax_fn`` and ``jax_derivative`` are plain jax functions:
 they follow the caller's precision.
 
-The command-line interface runs each command inside the same context (the CLI owns its process, but a
+**No jax import.** This module does not import jax: many uses of kernelcalc never need it (the
+CLI's ``limit``, small kernels solved in numpy, the symbolic analysis; see :mod:`kernelcalc._lazy`).
+A scope opened before jax is loaded switches x64 on the moment jax is first touched through
+:mod:`kernelcalc._lazy` (its hook :func:`jax_imported`), or at the next nested kernelcalc call if
+something imported jax directly; it is switched off when the outermost call returns.
+
+The command-line interface runs each command inside the same scope (:func:`scope`) (the CLI owns its process, but a
 ``CliRunner`` in a test or a notebook does not).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import sys
+import threading
 from typing import Callable, TypeVar
 
-import jax
-
-try:    # True outside every jax transformation (jit, grad, vmap, scan bodies, ...)
-    from jax._src.core import trace_state_clean as _trace_state_clean
-except ImportError:  # pragma: no cover  (a jax without it: tell by the arguments)
-    _trace_state_clean = None
-
-
-def _outside_traces(args, kwargs) -> bool:
-    if _trace_state_clean is not None:
-        return _trace_state_clean()
-    return not any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves((args, kwargs)))  # pragma: no cover
-
-__all__ = ["float64", "is_float64"]
+__all__ = ["float64", "is_float64", "scope", "jax_imported"]
 
 _F = TypeVar("_F", bound=Callable)
+#: per thread: ``active`` -- a float64 scope of kernelcalc is open here; ``ctx`` -- the
+#: ``jax.enable_x64(True)`` context it entered (``None`` while jax is not loaded yet)
+_local = threading.local()
+
+
+def _tracing(jax, args, kwargs) -> bool:
+    """Whether a jax transformation (jit, grad, vmap, scan bodies, ...) is tracing right now."""
+    try:
+        from jax._src.core import trace_state_clean
+    except ImportError:  # pragma: no cover  (a jax without it: tell by the arguments)
+        leaves = jax.tree_util.tree_leaves((args, kwargs))
+        return any(isinstance(a, jax.core.Tracer) for a in leaves)
+    return not trace_state_clean()
+
+
+def _switch_on(jax) -> None:
+    """Enter ``jax.enable_x64(True)`` for this thread's open scope (once)."""
+    if getattr(_local, "ctx", None) is None and not jax.enable_x64.value:
+        ctx = jax.enable_x64(True)
+        ctx.__enter__()
+        _local.ctx = ctx
+
+
+def jax_imported(jax) -> None:
+    """Hook of :mod:`kernelcalc._lazy`: jax is being used inside an open scope that began before jax
+    was loaded: switch x64 on now, before its first operation."""
+    if getattr(_local, "active", False) and _local.ctx is None:
+        _switch_on(jax)
+
+
+@contextlib.contextmanager
+def scope(args=(), kwargs=None):
+    """Context manager: float64 jax inside, the caller's setting outside (see the module docstring).
+
+    Nested scopes are free; a scope opened while the user's own jax transformation is tracing, or
+    where x64 is already on, changes nothing."""
+    if getattr(_local, "active", False):          # nested: the outer scope owns the switch
+        jax = sys.modules.get("jax")
+        if jax is not None and _local.ctx is None:
+            _switch_on(jax)                        # jax was imported directly since the scope opened
+        yield
+        return
+    jax = sys.modules.get("jax")
+    if jax is not None and (jax.enable_x64.value or _tracing(jax, args, kwargs or {})):
+        yield                                      # x64 already on, or the user's trace decides
+        return
+    _local.active, _local.ctx = True, None
+    try:
+        if jax is not None:
+            _switch_on(jax)
+        yield
+    finally:
+        ctx = _local.ctx
+        _local.active, _local.ctx = False, None
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
 
 
 def float64(fn: _F) -> _F:
-    """Decorator: run ``fn`` inside ``jax.enable_x64(True)`` (scoped and thread-local).
+    """Decorator: run ``fn`` inside :func:`scope` (``jax.enable_x64(True)``, scoped and thread-local,
+    without importing jax).
 
     Called where x64 is already on (a nested kernelcalc call, or the user's global setting) it just
     calls ``fn``; called while a jax transformation of the user's is tracing (``fn`` inside the user's
@@ -73,9 +126,11 @@ def float64(fn: _F) -> _F:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        if jax.enable_x64.value or not _outside_traces(args, kwargs):
+        if getattr(_local, "active", False):       # the common nested case: one attribute lookup
+            if _local.ctx is None and "jax" in sys.modules:
+                _switch_on(sys.modules["jax"])
             return fn(*args, **kwargs)
-        with jax.enable_x64(True):
+        with scope(args, kwargs):
             return fn(*args, **kwargs)
 
     wrapper.__kernelcalc_float64__ = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-__all__ = ["main", "enable_compilation_cache"]
+__all__ = ["main", "enable_compilation_cache", "compilation_cache_folder"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,11 +22,12 @@ def main(ctx):
     Compiled kernels are cached on disk between runs (KERNELCALC_JAX_CACHE: the folder, default
     ~/.cache/kernelcalc/jax; "0" turns the cache off).
     """
-    import jax
+    from kernelcalc._x64 import scope
 
-    # The command runs in float64 (the library's functions enter this context themselves; the CLI
+    # The command runs in float64 (the library's functions enter this scope themselves; the CLI
     # holds it for the whole command), scoped: a CliRunner or a notebook keeps its own jax setting.
-    ctx.with_resource(jax.enable_x64(True))
+    # The scope does not import jax (commands such as ``limit`` may never need it).
+    ctx.with_resource(scope())
     enable_compilation_cache()
     import warnings
 
@@ -40,9 +41,15 @@ def main(ctx):
     ctx.call_on_close(lambda: setattr(warnings, "showwarning", previous))
 
 
-def enable_compilation_cache() -> str | None:
-    """Turn on jax's persistent compilation cache for this process (the CLI only: the library never
-    changes the user's jax configuration).  Returns the folder, or None when disabled/unavailable."""
+#: jax options of the persistent compilation cache: every compiled kernel is cached, however small
+#: or quick to compile (jax's defaults skip those under 1 s of compile time).
+_CACHE_OPTIONS = {"jax_persistent_cache_min_compile_time_secs": 0.0, "jax_persistent_cache_min_entry_size_bytes": 0}
+
+
+def compilation_cache_folder() -> str | None:
+    """The folder of the CLI's jax compilation cache: ``$KERNELCALC_JAX_CACHE``, else
+    ``$XDG_CACHE_HOME/kernelcalc/jax``, else ``~/.cache/kernelcalc/jax`` (per user: under the user's
+    home); ``None`` when ``KERNELCALC_JAX_CACHE=0`` turns the cache off."""
     import os
 
     folder = os.environ.get("KERNELCALC_JAX_CACHE")
@@ -51,13 +58,32 @@ def enable_compilation_cache() -> str | None:
     if not folder:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         folder = os.path.join(base, "kernelcalc", "jax")
+    return folder
+
+
+def enable_compilation_cache() -> str | None:
+    """Turn on jax's persistent compilation cache for this process (the CLI only: the library never
+    changes the user's jax configuration).  Returns the folder, or None when disabled/unavailable.
+
+    jax itself is not imported here (that alone takes about a second, and ``limit``, ``derive`` and
+    small kernels never need it): while it is not imported yet the settings go into the ``JAX_*``
+    environment variables that jax reads when it is first imported; if it already is, into
+    ``jax.config``."""
+    import os
+    import sys
+
+    folder = compilation_cache_folder()
+    if folder is None:
+        return None
     try:
         os.makedirs(folder, exist_ok=True)
-        import jax
-
-        jax.config.update("jax_compilation_cache_dir", folder)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        settings = dict(_CACHE_OPTIONS, jax_compilation_cache_dir=folder)
+        if "jax" in sys.modules:
+            for name, value in settings.items():
+                sys.modules["jax"].config.update(name, value)
+        else:
+            for name, value in settings.items():
+                os.environ[name.upper()] = str(value)
     except (OSError, AttributeError):   # unwritable folder or an old jax: run without the cache
         return None
     return folder

@@ -219,13 +219,11 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
     elif scheduler is not None:
         raise InputError("--scheduler applies only with --data (it runs the data's Gram on a dask cluster)")
 
+    from kernelcalc.cli._cache import symbolic_results
     from kernelcalc.kernels import node_kernel
-    from kernelcalc.theory.assumptions import analyse
-    from kernelcalc.theory.symbolic import derive
     from kernelcalc.studies.checks import gram_summary
 
-    report = analyse(act)
-    derivation = derive(act, model="node")
+    report, derivation = symbolic_results(act, "node")   # analyse + derive, cached on disk per activation
     rhos = np.linspace(-1.0, 1.0, points)
     x, y = correlation_inputs(rhos)
     K = node_kernel(x, y, activation=act, **params)
@@ -277,9 +275,15 @@ def derive_cmd(activation, model, latex, sigma_w, sigma_u, sigma_v, sigma_b, sig
     Example: kernelcalc derive --activation tanh --model resnet --latex
     """
     act = _resolve(activation)
-    from kernelcalc.theory.symbolic import derive
+    from kernelcalc.cli._cache import symbolic_results
 
-    d = derive(act, model=model, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, sigma_b=sigma_b, sigma_vb=sigma_vb)
+    scales = dict(sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, sigma_b=sigma_b, sigma_vb=sigma_vb)
+    if any(v is not None for v in scales.values()):      # numbers substituted: derived here, not cached
+        from kernelcalc.theory.symbolic import derive
+
+        d = derive(act, model=model, **scales)
+    else:
+        _, d = symbolic_results(act, model, report=False)   # derive, cached on disk per activation and model
     emit(d, (d.latex() if latex else d.text()).rstrip(), as_json=as_json, json_out=json_out)
 
 

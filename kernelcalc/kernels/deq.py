@@ -50,12 +50,10 @@ import functools
 import math
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optimistix as optx
 
 from .._x64 import float64
+from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .._validation import KernelcalcInputError, as_input_pair, scale_keywords
 from ..theory.activations import resolve_activation
 from ..theory.gaussian import DEFAULT_TOL, DualKernels, dual_kernels
@@ -70,6 +68,8 @@ _MAX_STEPS = 200_000
 
 
 def _fixed_point(g, y0):
+    import optimistix as optx   # here, not at the top: ``import kernelcalc`` stays fast
+
     sol = optx.fixed_point(lambda y, _: g(y), optx.FixedPointIteration(rtol=_RTOL, atol=_RTOL), y0,
                            max_steps=_MAX_STEPS, throw=False)
     y = sol.value

@@ -19,11 +19,10 @@ import math
 import time
 import warnings
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .._x64 import float64
+from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from ..theory import recursion as rec
 from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, as_input_pair, positive_int, scale_keywords
 from ..theory.activations import resolve_activation

@@ -43,11 +43,10 @@ import math
 import time
 import warnings
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .._x64 import float64
+from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from ..theory import recursion as rec
 from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, as_input_pair, positive, positive_int, scale_keywords
 from ..theory.activations import resolve_activation
@@ -68,6 +67,7 @@ _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t
                           # only algebraically; stop here and report the achieved change
 _MAX_NODES = 513          # time nodes of the composite grid at most
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
+_NUMPY_MAX_WORK = 1e6     # a solve this small runs in numpy, not jit-compiled (see _backend)
 
 
 @functools.lru_cache(maxsize=64)
@@ -85,21 +85,22 @@ def chebyshev_lobatto(M: int, T: float) -> tuple[np.ndarray, np.ndarray, np.ndar
     return t, J, J[-1].copy()
 
 
-def _picard(step, S_init, tol=None, max_sweeps=None):
+def _picard(step, S_init, tol=None, max_sweeps=None, xp=jnp):
     """Iterate ``S <- step(S)`` until the largest relative change (per problem: leading axis) is
     below ``tol``, or has stagnated at rounding level (below ``_STAGNATION`` and not decreasing), or is
-    not finite.  Returns ``(S, last change, sweeps)``; the caller checks the change."""
+    not finite.  Returns ``(S, last change, sweeps)``; the caller checks the change.  ``xp``: jax.numpy
+    (a ``lax.while_loop``, to be traced) or numpy (a Python loop, run at once)."""
     tol = _SWEEP_TOL if tol is None else tol
     max_sweeps = _MAX_SWEEPS if max_sweeps is None else max_sweeps
 
     def change(S_new, S):
         axes = tuple(range(1, S.ndim))
-        num = jnp.max(jnp.abs(S_new - S), axis=axes)
-        return jnp.max(num / jnp.maximum(jnp.max(jnp.abs(S_new), axis=axes), 1e-300))
+        num = xp.max(xp.abs(S_new - S), axis=axes)
+        return xp.max(num / xp.maximum(xp.max(xp.abs(S_new), axis=axes), 1e-300))
 
     def cond(state):
         _, delta, prev, k = state
-        done = (delta <= tol) | ((delta < _STAGNATION) & (delta >= prev)) | ~jnp.isfinite(delta)
+        done = (delta <= tol) | ((delta < _STAGNATION) & (delta >= prev)) | ~xp.isfinite(delta)
         return ~done & (k < max_sweeps)
 
     def body(state):
@@ -107,7 +108,13 @@ def _picard(step, S_init, tol=None, max_sweeps=None):
         S_new = step(S)
         return S_new, change(S_new, S), delta, k + 1
 
-    big = jnp.asarray(1e300)    # "no change measured yet" (finite: a non-finite change means overflow)
+    big = xp.asarray(1e300)    # "no change measured yet" (finite: a non-finite change means overflow)
+    if xp is np:
+        state = (S_init, big, big, 0)
+        while cond(state):
+            state = body(state)
+        S, delta, _, k = state
+        return S, delta, k
     S, delta, _, k = jax.lax.while_loop(cond, body, (S_init, big, big, 0))
     return S, delta, k
 
@@ -168,50 +175,72 @@ def time_elements(T: float, sigma_w: float) -> int:
 
 @functools.lru_cache(maxsize=32)
 @float64
-def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: float):
-    A, B, P, w = (jnp.asarray(a) for a in (disc.A, disc.B, disc.P, disc.w))
+def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: float, backend: str = "jax"):
+    """``(self_solve, cross_solve)`` for one grid: jit-compiled (``backend="jax"``), or the same code run
+    in numpy (``"numpy"``, for problems too small for the compilation to pay; see :func:`_backend`)."""
+    xp = np if backend == "numpy" else jnp
+    jit = (lambda f: f) if backend == "numpy" else jax.jit
+    A, B, P, w = (xp.asarray(a) for a in (disc.A, disc.B, disc.P, disc.w))
     n = A.shape[0]
 
-    @jax.jit
+    @jit
     def self_solve(S0):
         """S0: (U,) initial variances -> S (U, n, n), sweeps, last change."""
         def step(S):
-            m = dual.marginal(jnp.diagonal(S, axis1=1, axis2=2), derivative=False)   # (U, n)
-            mi = jax.tree_util.tree_map(lambda a: a[..., :, None], m)
-            mj = jax.tree_util.tree_map(lambda a: a[..., None, :], m)
-            C = dual.from_marginals(mi, mj, S, derivative=False)
+            m = dual.marginal(xp.diagonal(S, axis1=1, axis2=2), derivative=False, xp=xp)   # (U, n)
+            mi = tuple(a[..., :, None] for a in m)
+            mj = tuple(a[..., None, :] for a in m)
+            C = dual.from_marginals(mi, mj, S, derivative=False, xp=xp)
             return S0[:, None, None] + A @ rec.ode_forward_source(C, sigma_w) @ A.T
 
-        S_init = jnp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
-        return _picard(step, S_init)
+        S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
+        return _picard(step, S_init, xp=xp)
 
-    @jax.jit
+    @jit
     def cross_solve(diag, ix, iy, S0):
         """diag: (U, n) diagonals of the distinct norms, ix, iy: (B,) indices into them; S0: (B,)
         -> nngp, ntk (B,) and diagnostics.  The marginals are computed once per distinct norm."""
-        m = dual.marginal(diag)
-        mx = jax.tree_util.tree_map(lambda a: a[..., ix, :, None], m)    # fixed marginals
-        my = jax.tree_util.tree_map(lambda a: a[..., iy, None, :], m)
+        m = dual.marginal(diag, xp=xp)
+        mx = tuple(a[..., ix, :, None] for a in m)    # fixed marginals
+        my = tuple(a[..., iy, None, :] for a in m)
 
         def step(S):
-            C = dual.from_marginals(mx, my, S, derivative=False)
+            C = dual.from_marginals(mx, my, S, derivative=False, xp=xp)
             return S0[:, None, None] + A @ rec.ode_forward_source(C, sigma_w) @ A.T
 
-        S_init = jnp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
-        S, dS, nS = _picard(step, S_init)
-        C, Cdot = dual.from_marginals(mx, my, S)
+        S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
+        S, dS, nS = _picard(step, S_init, xp=xp)
+        C, Cdot = dual.from_marginals(mx, my, S, xp=xp)
         LamT = rec.ode_backward_terminal(Cdot[:, -1, -1], sigma_v)
 
         def back(Lam):
             return LamT[:, None, None] + B @ rec.ode_backward_source(Cdot, P @ Lam @ P.T, sigma_w) @ B.T
 
-        Lam, dL, nL = _picard(back, jnp.broadcast_to(LamT[:, None, None], S.shape))
-        integral = jnp.einsum("i,bij,j->b", w, C * (P @ Lam @ P.T), w)
+        Lam, dL, nL = _picard(back, xp.broadcast_to(LamT[:, None, None], S.shape), xp=xp)
+        integral = xp.einsum("i,bij,j->b", w, C * (P @ Lam @ P.T), w)
         nngp = rec.ode_nngp(C[:, -1, -1], sigma_v)
         ntk = rec.ode_ntk(C[:, -1, -1], integral, S0, Lam[:, 0, 0], sigma_v, sigma_w)
-        return nngp, ntk, jnp.maximum(dS, dL), jnp.maximum(nS, nL)
+        return nngp, ntk, xp.maximum(dS, dL), xp.maximum(nS, nL)
 
     return self_solve, cross_solve
+
+
+def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
+    r"""``"numpy"`` when one solve of ``problems`` kernels on ``nodes`` time nodes is small enough that
+    running it in numpy beats compiling it, else ``"jax"``.
+
+    The work is $\text{problems}\cdot\text{nodes}^2\cdot\max(\text{terms}, 16)$ (terms: the Hermite series
+    length; 1 for a closed form).  Measured side by side (softplus, 304 terms; busy 2-core machine):
+    numpy takes 1.3-2x the time of the compiled solve once it is compiled (7-8x for a single problem,
+    where numpy's per-operation overhead dominates), but compiling one solve takes 2.7-3 s (~0.3 s from
+    the persistent cache), and the first one also imports jax (~1 s).  Below :data:`_NUMPY_MAX_WORK`
+    (1e6: the time-grid choice, few-pair Grams such as ``kernelcalc limit``) numpy is used; the theta
+    tables of larger Grams (>= 32 problems) stay compiled, so repeated large calls are as fast as before.
+    The quadrature rules (trapezoid, polar) are jax only.  The choice depends on the sizes only, so a
+    given call always takes the same path (the two agree to rounding, ~1e-15 relative)."""
+    if not dual.numpy_ok:
+        return "jax"
+    return "numpy" if problems * nodes * nodes * max(dual.points, 16) <= _NUMPY_MAX_WORK else "jax"
 
 
 class GoursatSolver:
@@ -301,14 +330,15 @@ class GoursatSolver:
     # -- solves ----------------------------------------------------------------------------------
     def _self_diagonals(self, dual, M, v):
         disc = self.grid(M)
-        self._check_cost(dual, len(v), disc.A.shape[0])
-        self_solve, _ = _compiled(dual, disc, self.sigma_w, self.sigma_v)
-        batch = self._batch(dual, disc.A.shape[0])
+        nodes = disc.A.shape[0]
+        self._check_cost(dual, len(v), nodes)
+        batch = self._batch(dual, nodes)
+        self_solve, _ = _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, min(len(v), batch), nodes))
         out = []
         for lo in range(0, len(v), batch):
-            S, delta, sweeps = self_solve(jnp.asarray(rec.ode_initial(np.asarray(v[lo:lo + batch]), self.sigma_u)))
+            S, delta, sweeps = self_solve(rec.ode_initial(np.asarray(v[lo:lo + batch], dtype=np.float64), self.sigma_u))
             self._sweeps("self", delta, sweeps, "the pre-activation variance q(t) = E[h_t^2]")
-            out.append(np.asarray(jnp.diagonal(S, axis1=1, axis2=2)))
+            out.append(np.diagonal(np.asarray(S), axis1=1, axis2=2))
         return np.concatenate(out)
 
     @staticmethod
@@ -372,8 +402,8 @@ class GoursatSolver:
             M_done = M
             q = self._self_diagonals(dual, M, np.array([v]))
             cross = self._cross(dual, M, 1)
-            zero = jnp.zeros(1, jnp.int32)
-            ntk = float(cross(jnp.asarray(q), zero, zero, jnp.asarray([rec.ode_initial(v, self.sigma_u)]))[1][0])
+            zero = np.zeros(1, np.int32)
+            ntk = float(cross(q, zero, zero, np.asarray([rec.ode_initial(v, self.sigma_u)], dtype=np.float64))[1][0])
             if prev is not None:
                 scale = max(abs(ntk), abs(prev))  # both 0 for a zero activation: converged, not 0/0
                 change = abs(ntk - prev) / scale if scale > 0 else 0.0
@@ -388,10 +418,12 @@ class GoursatSolver:
                "algebraically)" if dual.method == "polar" else ""), self.strict)
         return M, change
 
-    def _cross(self, dual, M, pairs):
+    def _cross(self, dual, M, pairs, batch=None):
+        """The cross-kernel solve for ``pairs`` pairs in batches of ``batch`` (default ``pairs``)."""
         disc = self.grid(M)
-        self._check_cost(dual, pairs, disc.A.shape[0])
-        return _compiled(dual, disc, self.sigma_w, self.sigma_v)[1]
+        nodes = disc.A.shape[0]
+        self._check_cost(dual, pairs, nodes)
+        return _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, batch or pairs, nodes))[1]
 
     @float64
     def __call__(self, sxx, syy, sxy):
@@ -400,10 +432,10 @@ class GoursatSolver:
         sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
         v_unique, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
         dual, M = self._dual_and_M(v_unique)
-        diag = jnp.asarray(self._self_diagonals(dual, M, pad_to(v_unique, bucket(v_unique.size))))   # (U, M+1)
+        diag = self._self_diagonals(dual, M, pad_to(v_unique, bucket(v_unique.size)))   # (U, M+1)
         n = sxy.size
-        cross = self._cross(dual, M, n)
         batch = self._batch(dual, diag.shape[1])
+        cross = self._cross(dual, M, n, min(bucket(n), batch))
         ix_all, iy_all = inverse[: sxx.size], inverse[sxx.size:]
         s0_all = rec.ode_initial(sxy, self.sigma_u)
         nngp, ntk = np.empty(n), np.empty(n)
@@ -411,7 +443,7 @@ class GoursatSolver:
             sl = slice(lo, min(lo + batch, n))
             m = sl.stop - sl.start
             size = min(bucket(m), batch)
-            bx, by, b0 = (jnp.asarray(pad_to(a[sl], size)) for a in (ix_all, iy_all, s0_all))
+            bx, by, b0 = (pad_to(a[sl], size) for a in (ix_all, iy_all, s0_all))
             k, t, delta, sweeps = cross(diag, bx, by, b0)
             nngp[sl], ntk[sl] = np.asarray(k)[:m], np.asarray(t)[:m]
             self._sweeps("cross", delta, sweeps, "the cross-covariance S(t, s) or the backward kernel Lambda(t, s)")

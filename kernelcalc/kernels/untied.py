@@ -57,12 +57,10 @@ import functools
 import math
 import time
 
-import diffrax
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .._x64 import float64
+from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .._validation import KernelcalcInputError, as_input_pair, positive, positive_int, positive_sigmas
 from ..theory.activations import resolve_activation
 from ..theory.gaussian import DEFAULT_TOL, DualKernels, dual_kernels
@@ -104,6 +102,8 @@ def _readout(rhs, y, sigma_v):
 @functools.lru_cache(maxsize=32)
 def _compiled_ode(dual: DualKernels, T: float, sigma_w: float, sigma_v: float, tol: float):
     rhs = _rhs(dual, sigma_w)
+
+    import diffrax   # here, not at the top: ``import kernelcalc`` stays fast (diffrax/equinox ~0.3 s)
 
     @jax.jit
     def solve(y0):

@@ -33,7 +33,8 @@ from typing import Callable, Mapping
 import numpy as np
 import sympy as sp
 
-__all__ = ["Activation", "ActivationError", "BUILTIN_NAMES", "parse_expression", "resolve_activation", "X"]
+__all__ = ["Activation", "ActivationError", "BUILTIN_NAMES", "parse_expression", "resolve_activation", "X",
+           "array_functions"]
 
 #: The real symbol every activation is written in.
 X = sp.Symbol("x", real=True)
@@ -52,6 +53,32 @@ def _stable_jax_overrides() -> dict[str, tuple[Callable, Callable]]:
         "sigmoid": (jsig, lambda x: jsig(x) * jsig(-x)),
         "silu": (lambda x: x * jsig(x), lambda x: jsig(x) * (1.0 + x * jsig(-x))),
     }
+
+
+def _np_sigmoid(x):
+    with np.errstate(over="ignore"):            # exp(-x) = inf for x < -709: the value 0 is right
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+def _stable_numpy_overrides() -> dict[str, tuple[Callable, Callable]]:
+    """The numpy twins of :func:`_stable_jax_overrides` (same formulas)."""
+    return {
+        "softplus": (lambda x: np.logaddexp(0.0, x), _np_sigmoid),
+        "sigmoid": (_np_sigmoid, lambda x: _np_sigmoid(x) * _np_sigmoid(-x)),
+        "silu": (lambda x: x * _np_sigmoid(x), lambda x: _np_sigmoid(x) * (1.0 + x * _np_sigmoid(-x))),
+    }
+
+
+def array_functions(activation: "Activation", backend: str) -> tuple[Callable, Callable]:
+    r"""$(\phi, \phi')$ of ``activation`` as array functions for ``backend`` ``"jax"`` (:attr:`Activation.jax_fn`,
+    :attr:`Activation.jax_derivative`) or ``"numpy"`` (the same stable formulas as the jax ones for softplus,
+    sigmoid and silu, else :attr:`Activation.numpy_fn`, :attr:`Activation.numpy_derivative`)."""
+    if backend == "jax":
+        return activation.jax_fn, activation.jax_derivative
+    if backend != "numpy":
+        raise ValueError(f"backend must be 'jax' or 'numpy', got {backend!r}")
+    over = _stable_numpy_overrides().get(activation.builtin or "")
+    return over if over else (activation.numpy_fn, activation.numpy_derivative)
 
 
 def _builtin_expr(name: str, params: Mapping[str, float]) -> sp.Expr:
@@ -442,9 +469,11 @@ def parse_expression(text: str) -> sp.Expr:
 
 def _lambdify(expr: sp.Expr, backend: str) -> Callable:
     if backend == "numpy":
-        import scipy.special as ss
+        modules = [{"Heaviside": _np_heaviside}, "numpy"]
+        if expr.has(sp.erf, sp.erfc):   # scipy.special only when needed (its import takes ~0.3 s)
+            import scipy.special as ss
 
-        modules = [{"erf": ss.erf, "erfc": ss.erfc, "Heaviside": _np_heaviside}, "numpy"]
+            modules[0].update(erf=ss.erf, erfc=ss.erfc)
     else:
         import jax.numpy as jnp
         import jax.scipy.special as jss

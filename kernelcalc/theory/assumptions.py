@@ -585,7 +585,22 @@ def analyse(activation: "str | sp.Expr | Activation") -> Assumption1Report:
     (undetermined), ``report.summary`` says why, each verdict carries its reason and, for the
     Lipschitz conditions, the constant $\sup|\phi'|$ resp. $\sup|\phi''|$.
     """
-    return _analyse_expr(resolve_activation(activation))
+    act = resolve_activation(activation)
+    known = _REMEMBERED.get(act)
+    return known if known is not None else _analyse_expr(act)
+
+
+#: Reports handed in by :func:`remember_analysis` (the CLI's on-disk cache), served by :func:`analyse`.
+_REMEMBERED: dict = {}
+
+
+def remember_analysis(activation: Activation, report: Assumption1Report) -> None:
+    """Let :func:`analyse` return ``report`` for ``activation`` without redoing the sympy analysis (used by
+    the CLI, which keeps the reports of earlier runs on disk, keyed by the activation's expression and
+    the source of the analysis: :mod:`kernelcalc.cli._cache`)."""
+    if not isinstance(activation, Activation) or not isinstance(report, Assumption1Report):
+        raise TypeError("remember_analysis takes an Activation and an Assumption1Report")
+    _REMEMBERED[activation] = report
 
 
 class Assumption1Warning(UserWarning):

@@ -14,8 +14,8 @@ cos            $e^{-(q_1+q_2)/2}\cosh c$                              $e^{-(q_1+
 polynomial     Isserlis: $E[a^ib^j]=\sum_k\binom ik\binom jk k!\,c^k(i-k-1)!!\,q_1^{\frac{i-k}2}(j-k-1)!!\,q_2^{\frac{j-k}2}$
 =============  ====================================================  ==========================================
 
-Each formula is written once against a tiny namespace of operations (:data:`JAX_OPS`
-or :data:`SYMPY_OPS`) so the numeric and the symbolic paths share it.
+Each formula is written once against a tiny namespace of operations (:data:`JAX_OPS`,
+:data:`NUMPY_OPS` or :data:`SYMPY_OPS`) so the numeric and the symbolic paths share it.
 """
 
 from __future__ import annotations
@@ -26,35 +26,52 @@ import math
 from types import SimpleNamespace
 from typing import Callable
 
+import numpy as np
 import sympy as sp
 
 from .._x64 import float64
 from .activations import Activation, X
 
-__all__ = ["ClosedFormDual", "closed_form_dual", "JAX_OPS", "SYMPY_OPS", "gaussian_moment"]
+__all__ = ["ClosedFormDual", "closed_form_dual", "JAX_OPS", "NUMPY_OPS", "SYMPY_OPS", "gaussian_moment"]
 
 
-def _jax_angle(q1, q2, c):
-    r"""$\theta=\arccos\rho$, $\rho=c/\sqrt{q_1q_2}$, as $2\operatorname{atan2}(\sqrt{1-\rho},\sqrt{1+\rho})$:
-    accurate at both ends and exact ($\theta=0$) for identical inputs ($\sqrt{q\cdot q}=q$ in IEEE
-    arithmetic, so $\rho=1$), where arccos of a rounded $1-\epsilon$ (or an FMA-contracted
-    $q_1q_2-c^2$) would give $\sqrt{2\epsilon}\approx2\cdot10^{-8}$; $\pi/2$ (independent) when a variance is 0."""
-    import jax.numpy as jnp
+def _angle(xp):
+    r"""$\theta=\arccos\rho$, $\rho=c/\sqrt{q_1q_2}$, as $2\operatorname{atan2}(\sqrt{1-\rho},\sqrt{1+\rho})$
+    (``xp``: numpy or jax.numpy): accurate at both ends and exact ($\theta=0$) for identical inputs
+    ($\sqrt{q\cdot q}=q$ in IEEE arithmetic, so $\rho=1$), where arccos of a rounded $1-\epsilon$ (or an
+    FMA-contracted $q_1q_2-c^2$) would give $\sqrt{2\epsilon}\approx2\cdot10^{-8}$; $\pi/2$ (independent)
+    when a variance is 0."""
 
-    n = jnp.sqrt(q1 * q2)
-    rho = jnp.where(n > 0, jnp.clip(c / jnp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
-    return 2.0 * jnp.arctan2(jnp.sqrt(1.0 - rho), jnp.sqrt(1.0 + rho))
+    def angle(q1, q2, c):
+        n = xp.sqrt(q1 * q2)
+        rho = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
+        return 2.0 * xp.arctan2(xp.sqrt(1.0 - rho), xp.sqrt(1.0 + rho))
 
-
-def _jax_ops():
-    import jax.numpy as jnp
-
-    return SimpleNamespace(sqrt=jnp.sqrt, arccos=jnp.arccos, arcsin=jnp.arcsin, exp=jnp.exp,
-                           sinh=jnp.sinh, cosh=jnp.cosh, sin=jnp.sin, cos=jnp.cos, pi=jnp.pi,
-                           clip_unit=lambda r: jnp.clip(r, -1.0, 1.0), angle=_jax_angle)
+    return angle
 
 
-JAX_OPS = _jax_ops()
+def _array_ops(xp) -> SimpleNamespace:
+    """The operations of the closed forms for the array module ``xp`` (numpy or jax.numpy)."""
+    return SimpleNamespace(sqrt=xp.sqrt, arccos=xp.arccos, arcsin=xp.arcsin, exp=xp.exp,
+                           sinh=xp.sinh, cosh=xp.cosh, sin=xp.sin, cos=xp.cos, pi=math.pi,
+                           clip_unit=lambda r: xp.clip(r, -1.0, 1.0), angle=_angle(xp))
+
+
+class _JaxOps:
+    """:func:`_array_ops` of jax.numpy, built on first use (importing this module does not import jax)."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        import jax.numpy as jnp
+
+        ops = _array_ops(jnp)
+        self.__dict__.update(vars(ops))
+        return getattr(ops, name)
+
+
+JAX_OPS = _JaxOps()
+NUMPY_OPS = _array_ops(np)
 SYMPY_OPS = SimpleNamespace(sqrt=sp.sqrt, arccos=sp.acos, arcsin=sp.asin, exp=sp.exp, sinh=sp.sinh,
                             cosh=sp.cosh, sin=sp.sin, cos=sp.cos, pi=sp.pi, clip_unit=lambda r: r,
                             angle=lambda q1, q2, c: sp.acos(c / sp.sqrt(q1 * q2)))
@@ -131,9 +148,10 @@ class ClosedFormDual:
     Cdot_formula: Callable
 
     @float64
-    def __call__(self, q1, q2, c):
-        r"""Numeric $(C, \\dot C)$ with jax.numpy; broadcasts over arrays."""
-        return self.C_formula(JAX_OPS, q1, q2, c), self.Cdot_formula(JAX_OPS, q1, q2, c)
+    def __call__(self, q1, q2, c, ops=None):
+        r"""Numeric $(C, \\dot C)$ with jax.numpy (``ops=NUMPY_OPS``: with numpy); broadcasts over arrays."""
+        ops = JAX_OPS if ops is None else ops
+        return self.C_formula(ops, q1, q2, c), self.Cdot_formula(ops, q1, q2, c)
 
     def symbolic(self, q1, q2, c):
         r"""Symbolic $(C, \\dot C)$ as sympy expressions."""

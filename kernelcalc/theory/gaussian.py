@@ -21,7 +21,8 @@ $\dot C = E[\phi'\phi']$) and :func:`gaussian_expectation` (any pair $f, g$):
 and **mpmath** (:func:`expect_mpmath`), a slow nested adaptive quadrature at arbitrary
 precision (split at the kinks) used as the reference in the tests.
 
-All numeric rules are jax functions (float64) that broadcast over arrays of covariances.
+All numeric rules are jax functions (float64) that broadcast over arrays of covariances; the closed
+forms and the Hermite series also run in numpy (``xp=numpy``), for small problems where compiling does not pay.
 """
 
 from __future__ import annotations
@@ -31,16 +32,15 @@ import functools
 import math
 from typing import Callable
 
-import jax
-import jax.numpy as jnp
 import mpmath as mp
 import numpy as np
 import sympy as sp
 
 from .._x64 import float64
+from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .._validation import accuracy_shortfall
-from .activations import Activation, X, resolve_activation
-from .duals import closed_form_dual
+from .activations import Activation, X, array_functions, resolve_activation
+from .duals import NUMPY_OPS, closed_form_dual
 
 __all__ = [
     "TrapezoidRule", "PolarSectorRule", "HermiteRule", "hermite_order", "choose_step", "dual_kernels", "DualKernels",
@@ -55,13 +55,14 @@ _CHUNK = 2048  # covariances per vectorised block at most
 MEMORY_BUDGET = 256 * 2**20
 
 
-def _correlation(q1, q2, c):
+def _correlation(q1, q2, c, xp=jnp):
     r"""$r = c/\sqrt{q_1q_2}$ clipped to $[-1, 1]$ and $\sqrt{1-r^2}$; $r = 0$ when a variance is 0
-    (a zero input row or a zero weight scale: that variable is the constant 0, independent of the other)."""
-    n = jnp.sqrt(q1 * q2)
+    (a zero input row or a zero weight scale: that variable is the constant 0, independent of the other).
+    ``xp``: the array module (jax.numpy, or numpy)."""
+    n = xp.sqrt(q1 * q2)
     positive = n > 0
-    r = jnp.where(positive, jnp.clip(c / jnp.where(positive, n, 1.0), -1.0, 1.0), 0.0)
-    return r, jnp.sqrt(jnp.maximum(1.0 - r * r, 0.0))
+    r = xp.where(positive, xp.clip(c / xp.where(positive, n, 1.0), -1.0, 1.0), 0.0)
+    return r, xp.sqrt(xp.maximum(1.0 - r * r, 0.0))
 
 
 def _block_size(points: int) -> int:
@@ -184,6 +185,28 @@ def _hermite_functions(K: int, h: float = _HERMITE_H, zmax: float = _HERMITE_ZMA
     return z, h * half / math.sqrt(2 * math.pi), psi
 
 
+_GEMM_ONE_THREAD = 1 << 18   # OpenBLAS runs a matrix product of at most m*n*k = 2^18 multiply-adds on one thread
+
+
+def _single_thread_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    r"""``a @ b.T`` (numpy, 2-D) as blocks of at most $2^{18}$ multiply-adds, each of which OpenBLAS runs on
+    the calling thread.  The numpy Hermite coefficients of a small solve are a product of a few million
+    multiply-adds; on several BLAS threads it is no faster, and on a busy machine waking them costs up to
+    100x the product (measured: 27 ms instead of 0.3 ms).  The blocks also make the result independent of
+    the BLAS thread setting (the same in every thread: dask tiles equal local ones bit for bit)."""
+    m, k = a.shape
+    n = b.shape[0]
+    if m * n * k <= _GEMM_ONE_THREAD:
+        return a @ b.T
+    rows = max(1, min(m, _GEMM_ONE_THREAD // k))
+    cols = max(1, _GEMM_ONE_THREAD // (rows * k))
+    out = np.empty((m, n))
+    for r0 in range(0, m, rows):
+        for c0 in range(0, n, cols):
+            out[r0:r0 + rows, c0:c0 + cols] = a[r0:r0 + rows] @ b[c0:c0 + cols].T
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class HermiteRule:
     r"""Mehler expansion: $E[f(a)g(b)] = \sum_{k<K} \hat f_k(q_1)\hat g_k(q_2)\,r^k$, $r=c/\sqrt{q_1q_2}$.
@@ -200,18 +223,26 @@ class HermiteRule:
     K: int
 
     @float64
-    def coefficients(self, f: Callable, q):
-        r"""$(\hat f_k(q))_{k<K}$ with the $k$ axis first: shape ``(K, *q.shape)``."""
-        z, w, psi = (jnp.asarray(v) for v in _hermite_functions(self.K))
-        q = jnp.asarray(q, jnp.float64)
-        F = f(jnp.sqrt(q)[..., None] * z) * w                           # (*q.shape, n_z)
-        return jnp.moveaxis(F @ psi.T, -1, 0)
+    def coefficients(self, f: Callable, q, xp=jnp):
+        r"""$(\hat f_k(q))_{k<K}$ with the $k$ axis first: shape ``(K, *q.shape)`` (``xp``: jax.numpy or numpy)."""
+        z, w, psi = (xp.asarray(v) for v in _hermite_functions(self.K))
+        q = xp.asarray(q, xp.float64)
+        F = f(xp.sqrt(q)[..., None] * z) * w                           # (*q.shape, n_z)
+        if xp is np:
+            return np.moveaxis(_single_thread_product(F.reshape(-1, z.size), psi).reshape(F.shape[:-1] + (-1,)), -1, 0)
+        return xp.moveaxis(F @ psi.T, -1, 0)
 
     @staticmethod
-    def series(bf, bg, r):
-        r"""$\sum_k bf_k\,bg_k\,r^k$ by Horner (k axis first in ``bf``, ``bg``)."""
+    def series(bf, bg, r, xp=jnp):
+        r"""$\sum_k bf_k\,bg_k\,r^k$ by Horner (k axis first in ``bf``, ``bg``; ``xp``: jax.numpy or numpy)."""
         K = bf.shape[0]
-        acc = jnp.zeros(jnp.broadcast_shapes(bf.shape[1:], bg.shape[1:], jnp.shape(r)))
+        acc = xp.zeros(xp.broadcast_shapes(bf.shape[1:], bg.shape[1:], xp.shape(r)))
+        if xp is np:
+            term = np.empty_like(acc)
+            for k in range(K - 1, -1, -1):
+                acc *= r
+                acc += np.multiply(bf[k], bg[k], out=term)
+            return acc
         return jax.lax.fori_loop(0, K, lambda i, acc: acc * r + bf[K - 1 - i] * bg[K - 1 - i], acc)
 
     @float64
@@ -350,30 +381,40 @@ class DualKernels:
             return self.rule.K
         return getattr(self.rule, "points", 1)
 
-    @float64
-    def marginal(self, q, derivative: bool = True):
-        """Everything that depends on the variance ``q`` alone (a pytree)."""
-        q = jnp.asarray(q, jnp.float64)
-        if self.method != "hermite":
-            return (q,)
-        fs = (self.activation.jax_fn, self.activation.jax_derivative)[: 2 if derivative else 1]
-        return (q,) + tuple(self.rule.coefficients(f, q) for f in fs)
+    @property
+    def numpy_ok(self) -> bool:
+        """Whether :meth:`marginal` and :meth:`from_marginals` also run with ``xp=numpy`` (closed forms and
+        the Hermite series: a few array operations per evaluation; the quadrature rules are jax only)."""
+        return self.method in ("closed", "hermite")
 
     @float64
-    def from_marginals(self, m1, m2, c, derivative: bool = True):
-        r"""$C$ (and $\dot C$ if ``derivative``) for marginals from :meth:`marginal` and covariance ``c``."""
+    def marginal(self, q, derivative: bool = True, xp=jnp):
+        """Everything that depends on the variance ``q`` alone (a tuple of arrays); ``xp``: jax.numpy or
+        numpy (see :attr:`numpy_ok`)."""
+        q = xp.asarray(q, xp.float64)
+        if self.method != "hermite":
+            return (q,)
+        fs = array_functions(self.activation, "numpy" if xp is np else "jax")[: 2 if derivative else 1]
+        return (q,) + tuple(self.rule.coefficients(f, q, xp) for f in fs)
+
+    @float64
+    def from_marginals(self, m1, m2, c, derivative: bool = True, xp=jnp):
+        r"""$C$ (and $\dot C$ if ``derivative``) for marginals from :meth:`marginal` and covariance ``c``
+        (``xp`` as there)."""
         q1, q2 = m1[0], m2[0]
-        c = jnp.asarray(c, jnp.float64)
-        shape = jnp.broadcast_shapes(q1.shape, q2.shape, c.shape)
+        c = xp.asarray(c, xp.float64)
+        shape = xp.broadcast_shapes(q1.shape, q2.shape, c.shape)
         if self.method == "hermite":
-            r, _ = _correlation(q1, q2, c)
-            out = tuple(HermiteRule.series(m1[i], m2[i], r) for i in ((1, 2) if derivative else (1,)))
+            r, _ = _correlation(q1, q2, c, xp)
+            out = tuple(HermiteRule.series(m1[i], m2[i], r, xp) for i in ((1, 2) if derivative else (1,)))
         elif self.method == "closed":
-            out = self.rule(q1, q2, c)[: 2 if derivative else 1]
+            out = self.rule(q1, q2, c, ops=NUMPY_OPS if xp is np else None)[: 2 if derivative else 1]
+        elif xp is np:
+            raise ValueError(f"the {self.method} rule has no numpy evaluation (see DualKernels.numpy_ok)")
         else:
             f, df = self.activation.jax_fn, self.activation.jax_derivative
             out = self.rule.expect_pairs(((f, f), (df, df))[: 2 if derivative else 1], q1, q2, c)
-        out = tuple(jnp.broadcast_to(o, shape) for o in out)
+        out = tuple(xp.broadcast_to(o, shape) for o in out)
         return out if derivative else out[0]
 
     @float64
