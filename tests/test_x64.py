@@ -43,6 +43,8 @@ SCRIPT = textwrap.dedent(r'''
     from kernelcalc._results import Kernel
     rec["after import"] = dtype()
     rec["flag after import"] = bool(jax.config.jax_enable_x64)
+    import kernelcalc.kernels.ode
+    kernelcalc.kernels.ode._NUMPY_MAX_WORK = 0      # the compiled solves (tiny solves would run in numpy)
 
     rng = np.random.default_rng(0)
     X = kc.data.sphere_normalise(rng.normal(size=(3, 2)))
@@ -57,11 +59,11 @@ SCRIPT = textwrap.dedent(r'''
         idx = np.zeros(8, np.int32)
         poison["mlp pair"] = str(pair(np.full(8, 1.0), idx, idx, np.full(8, 0.5))[1].dtype)
         disc = ode_mod.chebyshev_discretisation(16, 1.0, 1)
-        self_solve, _ = ode_mod._compiled(dual_kernels("erf"), disc, 1.0, 1.0)
+        self_solve, _ = ode_mod._compiled(dual_kernels("erf"), disc, 1.0, 1.0, "jax")   # as node_kernel calls it
         poison["ode self solve"] = str(self_solve(np.ones(1))[0].dtype)
         from kernelcalc.empirical.models import make_network
         from kernelcalc.empirical.ntk import network_ntk
-        net = make_network("node", activation="erf", width=8, solver="euler", steps=4)
+        net = make_network("node", activation="erf", width=8, solver="euler", solver_steps=4)
         with jax.enable_x64(True):
             params = kc.empirical.init_params(jax.random.PRNGKey(0), net, 2)
         p32 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params)
@@ -75,7 +77,7 @@ SCRIPT = textwrap.dedent(r'''
     rec["after node_kernel"] = dtype()
     results["mlp"] = kc.mlp_kernel(X, activation="relu", depth=2)
     rec["after mlp_kernel"] = dtype()
-    results["empirical"] = kc.empirical_ntk(X, activation="erf", width=8, solver="euler", steps=4)
+    results["empirical"] = kc.empirical_ntk(X, activation="erf", width=8, solver="euler", solver_steps=4)
     rec["after empirical_ntk"] = dtype()
     tr = kc.train(X, y, model="mlp", depth=1, activation="relu", width=8, steps=5, ntk_every=5)
     rec["after train"] = dtype()

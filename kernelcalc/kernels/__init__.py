@@ -1,6 +1,7 @@
 """Infinite-width kernels: MLP, Euler ResNet and Neural ODE (weight-tied or untied), DEQ (one result type)."""
 
 from .._results import Kernel
+from .._x64 import float64
 from .deq import deq_kernel
 from .mlp import mlp_kernel
 from .ode import node_kernel
@@ -9,6 +10,7 @@ from .resnet import resnet_kernel
 __all__ = ["Kernel", "mlp_kernel", "node_kernel", "resnet_kernel", "deq_kernel", "model_kernel"]
 
 
+@float64
 def model_kernel(x1, x2=None, *, model: str, activation, T=1.0, depth=None, **scales) -> Kernel:
     """The analytic kernel of the finite-width ``model`` (a name of :data:`kernelcalc.empirical.models.MODELS`).
 
