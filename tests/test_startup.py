@@ -77,7 +77,7 @@ def _linear_node_reference(rho, T, sw, su, sv):
 
 
 @pytest.mark.parametrize("backend", ["numpy", "jax"])
-def test_both_backends_match_the_linear_closed_form(backend):
+def test_both_backends_match_the_linear_closed_form(backend, x64):   # internals: float64 by the test
     from kernelcalc.kernels.ode import _compiled, chebyshev_discretisation
     from kernelcalc.theory.gaussian import dual_kernels
 
@@ -97,7 +97,7 @@ def test_both_backends_match_the_linear_closed_form(backend):
 
 
 @pytest.mark.parametrize("activation", ["softplus", "erf"])      # a Hermite series, a closed form
-def test_numpy_and_compiled_solves_agree(activation):
+def test_numpy_and_compiled_solves_agree(activation, x64):
     from kernelcalc.kernels.ode import _compiled, chebyshev_discretisation
     from kernelcalc.theory.gaussian import dual_kernels
 
@@ -153,7 +153,7 @@ def test_small_node_kernel_same_on_both_paths(monkeypatch):
     np.testing.assert_allclose(a.nngp, b.nngp, rtol=1e-14, atol=1e-14)
 
 
-def test_hermite_series_and_closed_forms_in_numpy():
+def test_hermite_series_and_closed_forms_in_numpy(x64):
     import jax.numpy as jnp
 
     from kernelcalc.theory.duals import JAX_OPS, NUMPY_OPS, closed_form_dual
