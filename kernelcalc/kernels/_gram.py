@@ -30,6 +30,7 @@ $\theta=\arccos\big(x\cdot y/(d\sqrt{v_xv_y})\big)\in[0,\pi]$, the kernel is $F(
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -46,9 +47,11 @@ _NORM_RTOL = 1e-12         # norms closer than this (relative) are one group (th
 _MAX_GROUPS = 6            # more distinct norms than this: interpolate in the norm
 _OFF_SPHERE_TOL = 1e-10    # accuracy floor of the norm interpolation (the kernels' accuracy claim)
 _R_START, _R_MAX = 16, 1024
-_V_DEGREES = (4, 6, 8, 9, 10, 11, 12, 14, 16, 20, 24, 32)
+_T_PROBES = (12, 24, 48)     # probe degrees in t = log v (doubled while the probe's own tail is unresolved)
+_R_MIN = 8                   # fewest theta intervals of the norm-interpolation grid
 _BLOCK = 256
 _TILE_ENTRIES = 1 << 16    # entries per evaluation chunk (keeps the temporaries in cache)
+_NORM_CHUNK_ENTRIES = 24000     # norm interpolation: entries per chunk (its temporaries stay in cache)
 
 
 def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str):
@@ -80,6 +83,25 @@ def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str):
                                f"estimate {err:.1e} > tol = {tol:.1e}", strict)
             break
     return F, R, err
+
+
+def _envelope(coef: np.ndarray, scale: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Largest |Chebyshev coefficient| of every degree along ``axis`` over all other axes, relative to
+    ``scale`` (the largest |value| of each output, the last axis)."""
+    c = np.abs(np.moveaxis(coef, axis, 0)) / np.maximum(scale, 1e-300)
+    return np.max(c.reshape(c.shape[0], -1), axis=1)
+
+
+def _degree_for(env: np.ndarray, target: float, minimum: int = 1) -> tuple[int, float]:
+    r"""Smallest degree $n\ge$ ``minimum`` whose truncation estimate $2\sum_{k>n}$ ``env``$_k$ is below
+    ``target`` (the last coefficients of a resolved series are rounding noise); ``(n, estimate)``.
+    When none is, the full degree with the estimate $2\,$``env``$_{-1}$."""
+    R = env.size - 1
+    tail = 2.0 * np.concatenate([np.cumsum(env[::-1])[::-1][1:], [0.0]])       # tail[n] = 2 sum_{k>n}
+    ok = [n for n in range(min(minimum, R), R) if tail[n] <= target]
+    if ok:
+        return ok[0], float(tail[ok[0]])
+    return R, float(2.0 * env[-1])
 
 
 def _group_index(norms: np.ndarray, reps: np.ndarray) -> np.ndarray:
@@ -148,6 +170,14 @@ class _TablePlan(GramPlan):
     """A plan whose entries are read from tables: evaluated in row chunks that keep the temporaries
     in cache; a tile on the diagonal of a symmetric Gram computes its upper triangle and mirrors it."""
 
+    def _chunk_entries(self) -> int:
+        """Entries per evaluation chunk."""
+        return _TILE_ENTRIES
+
+    def _threads(self):
+        """Context for the chunk loop (the norm plan's small matrix products run single-threaded)."""
+        return contextlib.nullcontext()
+
     def _chunk(self, i: np.ndarray, j: np.ndarray, xy: np.ndarray) -> np.ndarray:
         """``(2, len(i), len(j))``: (nngp, ntk) of rows ``a[i]`` x ``b[j]`` (``xy``: their x.y/d, overwritten)."""
         raise NotImplementedError  # pragma: no cover  (abstract)
@@ -156,13 +186,14 @@ class _TablePlan(GramPlan):
         ia, jb = np.arange(self.shape[0])[rows], np.arange(self.shape[1])[cols]
         sym = self.same and np.array_equal(ia, jb)
         out = np.empty((2, ia.size, jb.size))
-        step = max(1, _TILE_ENTRIES // max(jb.size, 1))
+        step = max(1, self._chunk_entries() // max(jb.size, 1))
         chunks = [slice(r0, min(r0 + step, ia.size)) for r0 in range(0, ia.size, step)]
         xy = self.a[ia] @ self.b[jb].T       # one product for the tile (small ones are slow in BLAS)
         xy /= self.d
-        for r in chunks:
-            c0 = r.start if sym else 0
-            out[:, r, c0:] = self._chunk(ia[r], jb[c0:], xy[r, c0:])
+        with self._threads():
+            for r in chunks:
+                c0 = r.start if sym else 0
+                out[:, r, c0:] = self._chunk(ia[r], jb[c0:], xy[r, c0:])
         if sym:
             for r in chunks:
                 out[:, r.stop:, r] = out[:, r, r.stop:].transpose(0, 2, 1)
@@ -223,7 +254,15 @@ class _GroupPlan(_TablePlan):
 
 
 class _NormInterpPlan(_TablePlan):
-    r"""Many distinct norms: Chebyshev interpolation in $t=\log v$ times the theta table (module doc)."""
+    r"""Many distinct norms: Chebyshev interpolation in $t=\log v$ times the theta table (module doc).
+
+    The resolutions are chosen from measured Chebyshev coefficients, so that few (expensive) pair
+    solves are made: the degree $R$ in $\theta$ from the samples at the corners of the norm range
+    (the smallest $R$ whose coefficient tail $2\sum_{k>R}|c_k|$ is below ``tol``/4), the degree $m$
+    in $t$ from a probe along three lines of the $(t_x,t_y)$ square ($t_y=t_{\min}$, $t_y=t_{\max}$,
+    $t_y=t_x$) at $m_p+1$ Lobatto points and four angles; then one batch of
+    $\tfrac12(m+1)(m+2)\,(R+1)$ solves (symmetric pairs once) gives the tensor interpolant.
+    """
 
     def __init__(self, a, b, same, pair_fn, tol, strict):
         super().__init__(a, b, same, {})
@@ -231,32 +270,38 @@ class _NormInterpPlan(_TablePlan):
         norms = np.concatenate([self.na, self.nb])
         nz = norms[norms > 0]
         self.t_lo, self.t_hi = float(np.log(nz.min())), float(np.log(nz.max()))
+        v_lo, v_hi = float(nz.min()), float(nz.max())
         # theta resolution from the corners of the norm range
-        v_lo, v_hi = nz.min(), nz.max()
-        _, R, err_theta = _theta_samples(pair_fn, np.array([v_lo, v_hi, v_lo]), np.array([v_lo, v_hi, v_hi]),
-                                         tol, strict, "the norm interpolation")
+        Fc, Rc, _ = _theta_samples(pair_fn, np.array([v_hi, v_lo]), np.array([v_hi, v_hi]), tol, strict,
+                                   "the norm interpolation")
+        env_theta = _envelope(chebyshev_coefficients(Fc), np.max(np.abs(Fc), axis=(0, 1)))
+        R, err_theta = _degree_for(env_theta, tol / 4, minimum=_R_MIN)
         u_theta = lobatto(R)
-        m = _V_DEGREES[0]
-        F, Z, est = self._sample(pair_fn, m, u_theta)
-        while est["tail"] > tol and m < _V_DEGREES[-1]:
-            want = max(self._needed_degree(m, est), m + 1)
-            m = next((k for k in _V_DEGREES if k >= want), _V_DEGREES[-1])
-            F, Z, est = self._sample(pair_fn, m, u_theta)
-        if est["tail"] > tol:
-            accuracy_shortfall(f"the norm interpolation stopped at degree {m} with relative error estimate "
-                               f"{est['tail']:.1e} > tol = {tol:.1e}", strict)
+        m, err_t, m_probe = self._probe_degree(pair_fn, v_hi, tol / 4)
+        if err_t > tol / 4:
+            accuracy_shortfall(f"the norm interpolation: degree {m} in log|x|^2 leaves a relative error estimate "
+                               f"{err_t:.1e} > tol/4 = {tol / 4:.1e}", strict)
         self.m, self.t_nodes = m, self._t_nodes(m)
+        F, Z = self._sample(pair_fn, m, u_theta)
         L = m + 1
         scale = np.max(np.abs(F), axis=(0, 1, 2))
         self.scale = scale
-        self.table = ThetaTable(chebyshev_coefficients(F).reshape(R + 1, -1), tol, np.tile(scale, L * L),
-                                max_panels=256)     # small rows of the per-row contraction
+        coef = chebyshev_coefficients(F)
+        # the grid's own highest coefficients (in theta, and in t_x): a check of both resolutions
+        grid_theta = float(_envelope(coef, scale)[-1])
+        grid_t = float(_envelope(chebyshev_coefficients(np.moveaxis(F, 1, 0)), scale)[-1])
         self.Z = Z                                            # (L+1, 2): F(0, v_l, 0) and F(0, 0, 0)
-        self.L = L
-        self.info = dict(path="norm interpolation", theta_nodes=R + 1, norm_nodes=L,
-                         table=f"degree {self.table.n} x {self.table.P} panels",
-                         norm_range=(float(v_lo), float(v_hi)))
-        estimate = err_theta + est["tail"] + self.table.error
+        self.L, self.R = L, R
+        # c[r, k, l, o] -> rowcoef[k, (r, o, l)]: a row's weights times it gives D before the column weights
+        self.rowcoef = np.ascontiguousarray(coef.transpose(1, 0, 3, 2)).reshape(L, -1)
+        self.Wa = self._weights(self.na)
+        self.Wb = self.Wa if self.same else self._weights(self.nb)
+        self.info = dict(path="norm interpolation", theta_nodes=R + 1, norm_nodes=L, norm_probe_nodes=m_probe + 1,
+                         table=f"Chebyshev degree {R} in theta x {L} x {L} norm nodes",
+                         norm_range=(v_lo, v_hi), pair_solves=self.solves)
+        estimate = err_theta + err_t
+        if max(grid_theta, grid_t) > tol:    # the probes underestimated the resolution needed
+            estimate += 2 * (grid_theta + grid_t)
         checked = self._check(pair_fn)
         self.info["interpolation_check"] = checked
         self.info["interpolation_error_estimate"] = float(max(estimate, checked))
@@ -264,40 +309,59 @@ class _NormInterpPlan(_TablePlan):
             accuracy_shortfall(f"the norm interpolation misses tol = {tol:.1e}: relative error estimate "
                                f"{estimate:.1e}, measured at input pairs {checked:.1e}", strict)
 
+    solves = 0
+
+    def _chunk_entries(self) -> int:
+        return _NORM_CHUNK_ENTRIES
+
+    def _threads(self):
+        # matrix products with an inner dimension of L ~ 10 are memory bound: threads only add overhead
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover
+            return contextlib.nullcontext()
+        return threadpool_limits(limits=1, user_api="blas")
+
+    def _call(self, pair_fn, vx, vy, c):
+        self.solves += int(np.size(c))
+        return np.stack(pair_fn(np.broadcast_to(vx, c.shape), np.broadcast_to(vy, c.shape), c), -1)
+
     def _t_nodes(self, m):
         return self.t_lo + 0.5 * (self.t_hi - self.t_lo) * (lobatto(m) + 1.0)
 
-    @staticmethod
-    def _needed_degree(m, est):
-        """Degree whose Chebyshev tail the geometric decay seen at degree m puts below tol/3."""
-        rate = est["rate"]
-        if not 0 < rate < 1:
-            return m + 1
-        return int(np.ceil(np.log(est["target"]) / np.log(rate)))
+    def _probe_degree(self, pair_fn, v_hi, target):
+        """Degree m in t from the Chebyshev coefficients of F along three lines of the (t_x, t_y) square
+        at a few angles (the probe degree doubles while its own tail is not resolved).  Returns
+        (m, tail estimate of degree m, probe degree)."""
+        u = lobatto(3)
+        cos = np.cos(theta_of(u))[:, None, None]
+        for mp in _T_PROBES:
+            v = np.exp(self._t_nodes(mp))
+            vx = np.stack([v, v, v])                                  # (3 lines, mp+1)
+            vy = np.stack([np.full_like(v, v[0]), np.full_like(v, v_hi), v])
+            c = np.sqrt(vx * vy)[None] * cos
+            F = self._call(pair_fn, vx[None], vy[None], c)           # (4, 3, mp+1, 2)
+            env = _envelope(chebyshev_coefficients(np.moveaxis(F, 2, 0)), np.max(np.abs(F), axis=(0, 1, 2)))
+            m, err = _degree_for(env, target, minimum=2)
+            if m < mp - 1 or mp == _T_PROBES[-1]:
+                return m, err, mp
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _sample(self, pair_fn, m, u_theta):
-        """F (R+1, L, L, 2) at the Lobatto points in t and theta; Z the zero-row values; the tail
-        estimate of the Chebyshev series in t."""
+        """F (R+1, L, L, 2) at the Lobatto points in t and theta (symmetric pairs solved once); Z the
+        zero-row values (or None)."""
         L = m + 1
-        v = np.exp(self._t_nodes(m)) if self.t_hi > self.t_lo else np.full(L, np.exp(self.t_lo))
+        v = np.exp(self._t_nodes(m))
         kx, ky = np.triu_indices(L)
         c = np.sqrt(v[kx] * v[ky])[None, :] * np.cos(theta_of(u_theta))[:, None]
-        vals = np.stack(pair_fn(np.broadcast_to(v[kx], c.shape), np.broadcast_to(v[ky], c.shape), c), -1)
+        vals = self._call(pair_fn, v[kx], v[ky], c)
         F = np.empty((u_theta.size, L, L, 2))
         F[:, kx, ky], F[:, ky, kx] = vals, vals
         Z = None
         if np.any(self.na == 0) or np.any(self.nb == 0):
             vz = np.concatenate([v, [0.0]])
-            Z = np.stack(pair_fn(np.zeros(L + 1), vz, np.zeros(L + 1)), -1)
-        scale = np.max(np.abs(F), axis=(0, 1, 2))
-        coef = np.abs(chebyshev_coefficients(np.moveaxis(F, 1, 0))) / scale     # along t_x (F symmetric)
-        env = np.max(coef, axis=(1, 2, 3))                                        # (L,)
-        if Z is not None:
-            envz = np.max(np.abs(chebyshev_coefficients(Z[:L])) / np.maximum(np.max(np.abs(Z), 0), 1e-300), 1)
-            env = np.maximum(env, envz)
-        tail = float(np.max(env[-2:])) if m > 0 else 0.0
-        rate = float((max(tail, 1e-300) / max(env[0], 1e-300)) ** (1.0 / max(m - 1, 1)))
-        return F, Z, dict(tail=tail, rate=rate, target=self.tol / 3)
+            Z = self._call(pair_fn, np.zeros(L + 1), vz, np.zeros(L + 1))
+        return F, Z
 
     def _weights(self, norms):
         t = np.log(np.where(norms > 0, norms, 1.0))
@@ -308,20 +372,34 @@ class _NormInterpPlan(_TablePlan):
         return W
 
     def _chunk(self, i, j, xy):
+        r"""$F_{ij}=\sum_r T_r(u_{ij})\,D_{ijr}$, $u=2\theta/\pi-1$, with
+        $D_{ijr}=\sum_{kl}\ell_k(t_i)\ell_l(t_j)c_{klr}$ from two matrix products (no gathers)."""
         na, nb = self.na[i], self.nb[j]
         theta, _ = self._theta(xy, i, j, np.sqrt(na), np.sqrt(nb))
-        Wa, Wb = self._weights(na), self._weights(nb)
-        n, P, L = self.table.n, self.table.P, self.L
-        stride = (n + 1) * P
-        rowtab = np.tensordot(Wa, self.table.table.reshape(L, L, 2, n + 1, P), axes=(1, 0)).ravel()
-        k, s = self.table.index(theta)
-        base = (np.arange(i.size)[:, None] * L * 2) * stride + k
-        out = np.zeros((2,) + theta.shape)
-        for l_ in range(L):
-            for o in range(2):
-                acc = self.table.horner(rowtab, base + (l_ * 2 + o) * stride, s)
-                acc *= Wb[None, :, l_]
-                out[o] += acc
+        Wa, Wb = self.Wa[i], self.Wb[j]
+        L, R1 = self.L, self.R + 1
+        # rows (i, o) of C_r = sum_k l_k(t_i) c[r, k, :, o]; D_r = C_r @ Wb^T, accumulated at once
+        C = (Wa @ self.rowcoef).reshape(i.size, R1, 2, L).transpose(1, 0, 2, 3).reshape(R1, 2 * i.size, L)
+        WbT = np.ascontiguousarray(Wb.T)
+        u = np.repeat(theta, 2, axis=0)              # (2 rows, cols): one row per (row, output)
+        u *= 2.0 / np.pi
+        u -= 1.0
+        out = C[0] @ WbT
+        buf = np.empty_like(out)
+        if R1 > 1:
+            np.matmul(C[1], WbT, out=buf)
+            buf *= u
+            out += buf
+        u2 = 2.0 * u
+        t0, t1 = np.ones_like(u), u
+        for r in range(2, R1):
+            t0 *= -1.0
+            t0 += u2 * t1                            # T_r = 2u T_{r-1} - T_{r-2}
+            t0, t1 = t1, t0
+            np.matmul(C[r], WbT, out=buf)
+            buf *= t1
+            out += buf
+        out = out.reshape(i.size, 2, j.size).transpose(1, 0, 2)
         zx, zy = na == 0, nb == 0
         if self.Z is not None and (zx.any() or zy.any()):   # a zero row: F(0, v, 0), no theta
             for o in range(2):

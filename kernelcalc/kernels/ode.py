@@ -66,6 +66,7 @@ _ELEMENT_LENGTH = 3.0     # sigma_w * (length of one Chebyshev element) at most
 _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t = s), the grid converges
                           # only algebraically; stop here and report the achieved change
 _MAX_NODES = 513          # time nodes of the composite grid at most
+_MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
 
 
@@ -236,6 +237,7 @@ class GoursatSolver:
         self.v_max = float(v_max)   # largest input x.x/d of the whole Gram: fixes the quadrature range
         self.pairs_hint = 1         # pairs the Gram will evaluate (to refuse hopeless work early)
         self.info: dict = {}
+        self._diagonals: dict = {}  # x.x/d -> q(t) on the final grid (the Gram's plans call us several times)
 
     # -- diagnostics -------------------------------------------------------------------------
     def _blow_up(self, what: str) -> KernelcalcInputError:
@@ -386,6 +388,16 @@ class GoursatSolver:
                "algebraically)" if dual.method == "polar" else ""), self.strict)
         return M, change
 
+    def _cached_diagonals(self, dual, M, v):
+        """Self-kernel diagonals q(t) of the norms ``v`` on the final grid, each solved once per solver."""
+        missing = np.array([x for x in v.tolist() if x not in self._diagonals])
+        if missing.size:
+            if len(self._diagonals) + missing.size > _MAX_CACHED_DIAGONALS:
+                self._diagonals.clear()
+            new = self._self_diagonals(dual, M, pad_to(missing, bucket(missing.size)))
+            self._diagonals.update(zip(missing.tolist(), new))
+        return np.stack([self._diagonals[x] for x in v.tolist()])
+
     def _cross(self, dual, M, pairs):
         disc = self.grid(M)
         self._check_cost(dual, pairs, disc.A.shape[0])
@@ -397,7 +409,7 @@ class GoursatSolver:
         sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
         v_unique, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
         dual, M = self._dual_and_M(v_unique)
-        diag = jnp.asarray(self._self_diagonals(dual, M, pad_to(v_unique, bucket(v_unique.size))))   # (U, M+1)
+        diag = jnp.asarray(pad_to(self._cached_diagonals(dual, M, v_unique), bucket(v_unique.size)))   # (U, n)
         n = sxy.size
         cross = self._cross(dual, M, n)
         batch = self._batch(dual, diag.shape[1])
