@@ -271,16 +271,20 @@ class _NormInterpPlan(_TablePlan):
         nz = norms[norms > 0]
         self.t_lo, self.t_hi = float(np.log(nz.min())), float(np.log(nz.max()))
         v_lo, v_hi = float(nz.min()), float(nz.max())
+        self.check_rows = self._check_rows()
+        prepare = getattr(pair_fn, "prepare", None)     # solve the per-norm work of the probes in one batch
+        if prepare is not None:
+            prepare(np.concatenate([[v_lo, v_hi], np.exp(self._t_nodes(_T_PROBES[0])), self.na[self.check_rows[0]],
+                                    self.nb[self.check_rows[1]]]))
         # theta resolution from the corners of the norm range
-        Fc, Rc, _ = _theta_samples(pair_fn, np.array([v_hi, v_lo]), np.array([v_hi, v_hi]), tol, strict,
-                                   "the norm interpolation")
-        env_theta = _envelope(chebyshev_coefficients(Fc), np.max(np.abs(Fc), axis=(0, 1)))
-        R, err_theta = _degree_for(env_theta, tol / 4, minimum=_R_MIN)
+        R, err_theta = self._theta_degree(pair_fn, np.array([v_hi, v_lo]), np.array([v_hi, v_hi]), tol / 2, strict)
         u_theta = lobatto(R)
-        m, err_t, m_probe = self._probe_degree(pair_fn, v_hi, tol / 4)
-        if err_t > tol / 4:
+        m, err_t, m_probe = self._probe_degree(pair_fn, v_hi, tol / 2)
+        if err_t > tol / 2:
             accuracy_shortfall(f"the norm interpolation: degree {m} in log|x|^2 leaves a relative error estimate "
-                               f"{err_t:.1e} > tol/4 = {tol / 4:.1e}", strict)
+                               f"{err_t:.1e} > tol/2 = {tol / 2:.1e}", strict)
+        if prepare is not None:
+            prepare(np.exp(self._t_nodes(m)))
         self.m, self.t_nodes = m, self._t_nodes(m)
         F, Z = self._sample(pair_fn, m, u_theta)
         L = m + 1
@@ -298,12 +302,13 @@ class _NormInterpPlan(_TablePlan):
         self.Wb = self.Wa if self.same else self._weights(self.nb)
         self.info = dict(path="norm interpolation", theta_nodes=R + 1, norm_nodes=L, norm_probe_nodes=m_probe + 1,
                          table=f"Chebyshev degree {R} in theta x {L} x {L} norm nodes",
-                         norm_range=(v_lo, v_hi), pair_solves=self.solves)
+                         norm_range=(v_lo, v_hi))
         estimate = err_theta + err_t
         if max(grid_theta, grid_t) > tol:    # the probes underestimated the resolution needed
             estimate += 2 * (grid_theta + grid_t)
         checked = self._check(pair_fn)
         self.info["interpolation_check"] = checked
+        self.info["pair_solves"] = self.solves
         self.info["interpolation_error_estimate"] = float(max(estimate, checked))
         if max(estimate, checked) > 10 * tol:
             accuracy_shortfall(f"the norm interpolation misses tol = {tol:.1e}: relative error estimate "
@@ -329,18 +334,37 @@ class _NormInterpPlan(_TablePlan):
     def _t_nodes(self, m):
         return self.t_lo + 0.5 * (self.t_hi - self.t_lo) * (lobatto(m) + 1.0)
 
+    def _theta_degree(self, pair_fn, vx, vy, target, strict):
+        """Degree R in theta from the Chebyshev coefficients at the norm pairs (vx, vy): Lobatto points
+        doubled from _R_START until the tail beyond some degree R <= (points - 5) is below ``target``.
+        Returns (R, tail estimate)."""
+        root = np.sqrt(vx * vy)[None, :]
+        P = _R_START
+        F = self._call(pair_fn, vx, vy, root * np.cos(theta_of(lobatto(P)))[:, None])
+        while True:
+            R, err = _degree_for(_envelope(chebyshev_coefficients(F), np.max(np.abs(F), axis=(0, 1))), target, _R_MIN)
+            if (R <= P - 4 and err <= target) or P >= _R_MAX:
+                break
+            new = self._call(pair_fn, vx, vy, root * np.cos(theta_of(lobatto(2 * P)[1::2]))[:, None])
+            merged = np.empty((2 * P + 1,) + F.shape[1:])
+            merged[0::2], merged[1::2] = F, new
+            F, P = merged, 2 * P
+        if err > target:
+            accuracy_shortfall(f"the norm interpolation: the theta series at {P + 1} points leaves a relative "
+                               f"error estimate {err:.1e} > {target:.1e}", strict)
+        return R, err
+
     def _probe_degree(self, pair_fn, v_hi, target):
         """Degree m in t from the Chebyshev coefficients of F along three lines of the (t_x, t_y) square
         at a few angles (the probe degree doubles while its own tail is not resolved).  Returns
         (m, tail estimate of degree m, probe degree)."""
-        u = lobatto(3)
-        cos = np.cos(theta_of(u))[:, None, None]
+        cos = np.cos(np.pi * np.array([0.0, 0.4, 0.8]))[:, None, None]
         for mp in _T_PROBES:
             v = np.exp(self._t_nodes(mp))
             vx = np.stack([v, v, v])                                  # (3 lines, mp+1)
             vy = np.stack([np.full_like(v, v[0]), np.full_like(v, v_hi), v])
             c = np.sqrt(vx * vy)[None] * cos
-            F = self._call(pair_fn, vx[None], vy[None], c)           # (4, 3, mp+1, 2)
+            F = self._call(pair_fn, vx[None], vy[None], c)           # (3 angles, 3 lines, mp+1, 2)
             env = _envelope(chebyshev_coefficients(np.moveaxis(F, 2, 0)), np.max(np.abs(F), axis=(0, 1, 2)))
             m, err = _degree_for(env, target, minimum=2)
             if m < mp - 1 or mp == _T_PROBES[-1]:
@@ -408,15 +432,20 @@ class _NormInterpPlan(_TablePlan):
                 out[o][np.ix_(zx, zy)] = self.Z[L, o]
         return out
 
-    def _check(self, pair_fn) -> float:
-        """Largest relative deviation from direct evaluations at input pairs of extreme norms."""
+    def _check_rows(self):
+        """Rows of ``a`` and ``b`` for :meth:`_check`: the extreme norms and three random ones each."""
         rng = np.random.default_rng(0)
 
         def pick(v):
             extremes = [np.argmin(np.where(v > 0, v, np.inf)), np.argmax(v)]
             return np.unique(np.concatenate([extremes, rng.integers(0, v.size, 3)]))
 
-        ia, ib = pick(self.na), pick(self.nb)
+        return pick(self.na), pick(self.nb)
+
+    def _check(self, pair_fn) -> float:
+        """Largest relative deviation from direct evaluations at input pairs of extreme norms."""
+        ia, ib = self.check_rows
+        self.solves += ia.size * ib.size
         got = [np.concatenate([g[:, ib] for g in gs]) for gs in
                zip(*(self.block(slice(i, i + 1), slice(None)) for i in ia))]
         xy = self.a[ia] @ self.b[ib].T / self.d

@@ -388,6 +388,13 @@ class GoursatSolver:
                "algebraically)" if dual.method == "polar" else ""), self.strict)
         return M, change
 
+    def prepare(self, norms) -> None:
+        """Solve the self-kernels of the input norms ``norms`` (x.x/d) in one batch, ahead of the pair
+        calls that will need them (a Gram plan's probes)."""
+        v = np.unique(np.asarray(norms, dtype=np.float64))
+        dual, M = self._dual_and_M(v)
+        self._cached_diagonals(dual, M, v)
+
     def _cached_diagonals(self, dual, M, v):
         """Self-kernel diagonals q(t) of the norms ``v`` on the final grid, each solved once per solver."""
         missing = np.array([x for x in v.tolist() if x not in self._diagonals])
