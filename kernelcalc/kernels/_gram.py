@@ -278,22 +278,20 @@ class _NormInterpPlan(_TablePlan):
                                     self.nb[self.check_rows[1]]]))
         # theta resolution from the corners of the norm range
         R, err_theta = self._theta_degree(pair_fn, np.array([v_hi, v_lo]), np.array([v_hi, v_hi]), tol / 2, strict)
-        u_theta = lobatto(R)
         m, err_t, m_probe = self._probe_degree(pair_fn, v_hi, tol / 2)
         if err_t > tol / 2:
             accuracy_shortfall(f"the norm interpolation: degree {m} in log|x|^2 leaves a relative error estimate "
                                f"{err_t:.1e} > tol/2 = {tol / 2:.1e}", strict)
+        if m >= 4 and R >= _R_MIN:       # the combination grid needs m and R even
+            m, R = m + m % 2, R + R % 2
         if prepare is not None:
             prepare(np.exp(self._t_nodes(m)))
         self.m, self.t_nodes = m, self._t_nodes(m)
-        F, Z = self._sample(pair_fn, m, u_theta)
         L = m + 1
-        scale = np.max(np.abs(F), axis=(0, 1, 2))
+        # the combination grid may use what the two tails leave of 3/4 of tol (at least tol/4)
+        coef, Z, scale, grid = self._sample(pair_fn, m, R, max(0.75 * tol - err_theta - err_t, tol / 4))
+        grid_theta, grid_t = grid["theta"], grid["t"]
         self.scale = scale
-        coef = chebyshev_coefficients(F)
-        # the grid's own highest coefficients (in theta, and in t_x): a check of both resolutions
-        grid_theta = float(_envelope(coef, scale)[-1])
-        grid_t = float(_envelope(chebyshev_coefficients(np.moveaxis(F, 1, 0)), scale)[-1])
         self.Z = Z                                            # (L+1, 2): F(0, v_l, 0) and F(0, 0, 0)
         self.L, self.R = L, R
         # c[r, k, l, o] -> rowcoef[k, (r, o, l)]: a row's weights times it gives D before the column weights
@@ -303,7 +301,8 @@ class _NormInterpPlan(_TablePlan):
         self.info = dict(path="norm interpolation", theta_nodes=R + 1, norm_nodes=L, norm_probe_nodes=m_probe + 1,
                          table=f"Chebyshev degree {R} in theta x {L} x {L} norm nodes",
                          norm_range=(v_lo, v_hi))
-        estimate = err_theta + err_t
+        self.info["norm_grid"] = grid["kind"]
+        estimate = err_theta + err_t + grid["mixed"]
         if max(grid_theta, grid_t) > tol:    # the probes underestimated the resolution needed
             estimate += 2 * (grid_theta + grid_t)
         checked = self._check(pair_fn)
@@ -371,21 +370,67 @@ class _NormInterpPlan(_TablePlan):
                 return m, err, mp
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _sample(self, pair_fn, m, u_theta):
-        """F (R+1, L, L, 2) at the Lobatto points in t and theta (symmetric pairs solved once); Z the
-        zero-row values (or None)."""
+    def _sample(self, pair_fn, m, R, target):
+        r"""Chebyshev coefficients ``coef`` (R+1, L, L, 2) in theta of F at the Lobatto points in t
+        (symmetric pairs solved once), Z the zero-row values (or None), the scale per output and the
+        grid's diagnostics.
+
+        When m and R are even, a two-level *combination grid* first:
+        $F\approx I_{m,R/2}F + I_{m/2,R}F - I_{m/2,R/2}F$ (the full degree in t only at every other
+        angle, the full degree in theta only on every other norm node; the three grids are nested, so
+        the last costs no solve).  Its error beyond the two tensor tails is the mixed term
+        $(I_m-I_{m/2})\otimes(I-I_{R/2})F$, estimated by twice the highest theta coefficient of the
+        t-detail $(I_m-I_{m/2})I_{R/2}F$; above ``target`` the remaining points are solved (the full
+        tensor grid)."""
         L = m + 1
         v = np.exp(self._t_nodes(m))
+        cos = np.cos(theta_of(lobatto(R)))
         kx, ky = np.triu_indices(L)
-        c = np.sqrt(v[kx] * v[ky])[None, :] * np.cos(theta_of(u_theta))[:, None]
-        vals = self._call(pair_fn, v[kx], v[ky], c)
-        F = np.empty((u_theta.size, L, L, 2))
-        F[:, kx, ky], F[:, ky, kx] = vals, vals
+        F = np.full((R + 1, L, L, 2), np.nan)
+
+        def solve(th, px, py):          # F at theta indices th for node pairs (px, py), mirrored
+            vals = self._call(pair_fn, v[px], v[py], np.sqrt(v[px] * v[py])[None, :] * cos[th][:, None])
+            F[th[:, None], px[None, :], py[None, :]] = vals
+            F[th[:, None], py[None, :], px[None, :]] = vals
+
+        combo = m >= 4 and m % 2 == 0 and R >= _R_MIN and R % 2 == 0
+        coarse = np.arange(0, R + 1, 2) if combo else np.arange(R + 1)
+        solve(coarse, kx, ky)
+        grid = dict(kind="tensor", mixed=0.0)
+        if combo:
+            rest = np.setdiff1d(np.arange(R + 1), coarse)
+            even = (kx % 2 == 0) & (ky % 2 == 0)
+            solve(rest, kx[even], ky[even])
+            sub = np.arange(0, L, 2)
+            lift_w = barycentric_weights(lobatto(m // 2), lobatto(m))            # (L, m/2 + 1)
+
+            def lift(c):
+                return np.einsum("ka,rabo,lb->rklo", lift_w, c, lift_w)
+
+            scale = np.nanmax(np.abs(F), axis=(0, 1, 2))
+            cA = chebyshev_coefficients(F[coarse])
+            cC = lift(chebyshev_coefficients(F[coarse][:, sub][:, :, sub]))
+            mixed = 2.0 * float(_envelope(cA - cC, scale)[-1])
+            if mixed <= target:
+                cB = chebyshev_coefficients(F[:, sub][:, :, sub])
+                coef = lift(cB)
+                coef[: coarse.size] += cA - cC
+                grid = dict(kind=f"combination ({L} x {R // 2 + 1} + {m // 2 + 1} x {R + 1})", mixed=mixed,
+                            theta=float(_envelope(cB, scale)[-1]),
+                            t=float(_envelope(chebyshev_coefficients(np.moveaxis(F[coarse], 1, 0)), scale)[-1]))
+            else:
+                grid["rejected_mixed"] = mixed
+                solve(rest, kx[~even], ky[~even])
+        if grid["kind"] == "tensor":
+            coef = chebyshev_coefficients(F)
+            scale = np.max(np.abs(F), axis=(0, 1, 2))
+            grid.update(theta=float(_envelope(coef, scale)[-1]),
+                        t=float(_envelope(chebyshev_coefficients(np.moveaxis(F, 1, 0)), scale)[-1]))
         Z = None
         if np.any(self.na == 0) or np.any(self.nb == 0):
             vz = np.concatenate([v, [0.0]])
             Z = self._call(pair_fn, np.zeros(L + 1), vz, np.zeros(L + 1))
-        return F, Z
+        return coef, Z, scale, grid
 
     def _weights(self, norms):
         t = np.log(np.where(norms > 0, norms, 1.0))
