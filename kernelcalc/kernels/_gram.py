@@ -12,12 +12,16 @@ $\theta=\arccos\big(x\cdot y/(d\sqrt{v_xv_y})\big)\in[0,\pi]$, the kernel is $F(
   ``tol``) and read off a piecewise-polynomial table (:class:`~kernelcalc.kernels._interp.ThetaTable`,
   a few flops per entry).  A zero row ($v=0$) is a group whose kernel does not depend on $\theta$.
   The diagonal $\theta=0$ is a node and is copied exactly.
-- the **norm-interpolation path** (many distinct norms): $F$ is interpolated in
-  $t=\log v$ by Chebyshev–Lobatto points on the range of the nonzero norms (degree chosen from
-  the decay of the Chebyshev coefficients), in $\theta$ as above, i.e. tables
-  $T_{kl}(\theta)=F(v_k,v_l,\theta)$ and $F\approx\sum_{kl}\ell_k(t_x)\ell_l(t_y)T_{kl}(\theta)$;
-  checked against direct evaluations at actual input pairs of extreme norms.  Zero rows: a 1-D
-  interpolant of $F(0, v, 0)$.
+- the **norm-interpolation path** (many distinct norms): $F$ is interpolated in $t=\log v$ at
+  Chebyshev–Lobatto points on the range of the nonzero norms and by a Chebyshev series in
+  $\theta$, $F\approx\sum_{kl}\ell_k(t_x)\ell_l(t_y)\sum_r c_{klr}T_r(2\theta/\pi-1)$.  Every
+  node is a pair solve, so the degrees are chosen from measured Chebyshev coefficients (not by
+  doubling): $R$ from the corners of the norm range, $m$ from a probe along three lines of the
+  $(t_x,t_y)$ square; the nodes then come from a two-level combination grid (the full degree in
+  $t$ at every other angle, the full degree in $\theta$ on every other norm node) when its
+  a-posteriori mixed-term estimate allows, else the tensor grid.  An entry costs $R+1$ small
+  matrix-product terms (no gathers).  Checked against direct evaluations at actual input pairs
+  of extreme norms.  Zero rows: a 1-D interpolant of $F(0, v, 0)$.
 - the **direct path**: every distinct pair evaluated (upper triangle only for a symmetric Gram),
   in blocks with an optional progress bar (few pairs, or closed-form ``cheap_pairs`` off the sphere).
 
