@@ -115,6 +115,7 @@ def _subset_check(kernel, x, idx):
 
 
 @pytest.mark.parametrize("act, depth, kw", [("relu", 3, {}), ("gelu", 2, dict(w_std=1.2, b_std=0.1)),
+                                            ("erf", 3, dict(w_std=1.3, b_std=0.2)),
                                             pytest.param("tanh", 3, dict(w_std=1.5, b_std=0.1), marks=pytest.mark.slow)])
 def test_off_sphere_mlp_fast_path_equals_direct(act, depth, kw):
     x = _rows(70, 6, 7, 0.3)

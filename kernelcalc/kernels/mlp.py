@@ -57,6 +57,15 @@ def _compiled(dual: DualKernels, depth: int, w_std: float, b_std: float, out_w_s
     return pair
 
 
+def _kinked_closed_form(act) -> bool:
+    """A closed-form dual with a kink (relu, leaky relu): off the sphere every pair is evaluated directly
+    (deep kinked kernels are not analytic in theta at theta = 0, so no interpolant in theta converges fast).
+    Smooth closed forms (erf, sin, cos, polynomials) take the norm interpolation like any smooth
+    activation: measured at N = 2000 (+-30 % norms), faster than the direct closed forms."""
+    cf = closed_form_dual(act)
+    return cf is not None and cf.name.split("(")[0] in ("relu", "leaky_relu")
+
+
 def _layer_variances(dual, depth, w_std, b_std, v):
     q = rec.mlp_input_nngp(np.asarray(v, float), w_std, b_std)
     out = [q]
@@ -120,7 +129,7 @@ def mlp_kernel(x1, x2=None, *, activation, depth, w_std=1.0, b_std=0.0, out_w_st
                             outputs=outputs, out=out, client=client,
                             config=dict(model="mlp", activation=act.name, params=dict(
                                 depth=depth, w_std=w_std, b_std=b_std, out_w_std=out_w_std, out_b_std=out_b_std)),
-                            cheap_pairs=closed_form_dual(act) is not None, strict=strict)
+                            cheap_pairs=_kinked_closed_form(act), strict=strict)
     require_finite(nngp, ntk, f"the depth-{depth} {act.name} MLP kernel")
     info.update(ginfo, seconds=time.perf_counter() - t0)
     # each layer adds the expectation's relative error (closed forms: a few roundings)
