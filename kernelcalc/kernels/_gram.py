@@ -96,6 +96,19 @@ def _envelope(coef: np.ndarray, scale: np.ndarray, axis: int = 0) -> np.ndarray:
     return np.max(c.reshape(c.shape[0], -1), axis=1)
 
 
+def _tail(env: np.ndarray) -> float:
+    r"""Estimated truncation error beyond the highest degree of a Chebyshev series: twice the size $e_1$
+    of its highest coefficients times $\rho/(1-\rho)$, $\rho$ the decay per degree measured over its
+    last four (in pairs, since for a function with a parity, e.g. odd in $\theta-\pi/2$ for an odd
+    activation, every other coefficient vanishes).  A series that has not started to decay
+    ($\rho > 0.9$) gets $20e_1$."""
+    if env.size < 4:
+        return 2.0 * float(np.max(env))
+    e1, e0 = float(np.max(env[-2:])), float(np.max(env[-4:-2]))
+    rho = math.sqrt(e1 / e0) if e0 > 0 else 0.0
+    return 2.0 * e1 * (min(rho, 0.9) / (1.0 - min(rho, 0.9)))
+
+
 def _degree_for(env: np.ndarray, target: float, minimum: int = 1) -> tuple[int, float]:
     r"""Smallest degree $n\ge$ ``minimum`` whose truncation estimate $2\sum_{k>n}$ ``env``$_k$ is below
     ``target`` (the last coefficients of a resolved series are rounding noise); ``(n, estimate)``.
@@ -306,9 +319,8 @@ class _NormInterpPlan(_TablePlan):
                          table=f"Chebyshev degree {R} in theta x {L} x {L} norm nodes",
                          norm_range=(v_lo, v_hi))
         self.info["norm_grid"] = grid["kind"]
-        estimate = err_theta + err_t + grid["mixed"]
-        if max(grid_theta, grid_t) > tol:    # the probes underestimated the resolution needed
-            estimate += 2 * (grid_theta + grid_t)
+        # each tail: the probe's estimate or the grid's own (extrapolated from its highest coefficients)
+        estimate = max(err_theta, grid_theta) + max(err_t, grid_t) + grid["mixed"]
         checked = self._check(pair_fn)
         self.info["interpolation_check"] = checked
         self.info["pair_solves"] = self.solves
@@ -383,9 +395,9 @@ class _NormInterpPlan(_TablePlan):
         $F\approx I_{m,R/2}F + I_{m/2,R}F - I_{m/2,R/2}F$ (the full degree in t only at every other
         angle, the full degree in theta only on every other norm node; the three grids are nested, so
         the last costs no solve).  Its error beyond the two tensor tails is the mixed term
-        $(I_m-I_{m/2})\otimes(I-I_{R/2})F$, estimated by twice the highest theta coefficient of the
-        t-detail $(I_m-I_{m/2})I_{R/2}F$; above ``target`` the remaining points are solved (the full
-        tensor grid)."""
+        $(I_m-I_{m/2})\otimes(I-I_{R/2})F$, estimated from the highest theta coefficients of the
+        t-detail $(I_m-I_{m/2})I_{R/2}F$ (:func:`_tail`); above ``target`` the remaining points are
+        solved (the full tensor grid)."""
         L = m + 1
         v = np.exp(self._t_nodes(m))
         cos = np.cos(theta_of(lobatto(R)))
@@ -414,22 +426,22 @@ class _NormInterpPlan(_TablePlan):
             scale = np.nanmax(np.abs(F), axis=(0, 1, 2))
             cA = chebyshev_coefficients(F[coarse])
             cC = lift(chebyshev_coefficients(F[coarse][:, sub][:, :, sub]))
-            mixed = 2.0 * float(_envelope(cA - cC, scale)[-1])
+            mixed = _tail(_envelope(cA - cC, scale))
             if mixed <= target:
                 cB = chebyshev_coefficients(F[:, sub][:, :, sub])
                 coef = lift(cB)
                 coef[: coarse.size] += cA - cC
                 grid = dict(kind=f"combination ({L} x {R // 2 + 1} + {m // 2 + 1} x {R + 1})", mixed=mixed,
-                            theta=float(_envelope(cB, scale)[-1]),
-                            t=float(_envelope(chebyshev_coefficients(np.moveaxis(F[coarse], 1, 0)), scale)[-1]))
+                            theta=_tail(_envelope(cB, scale)),
+                            t=_tail(_envelope(chebyshev_coefficients(np.moveaxis(F[coarse], 1, 0)), scale)))
             else:
-                grid["rejected_mixed"] = mixed
+                grid["rejected_combination_mixed"] = mixed
                 solve(rest, kx[~even], ky[~even])
         if grid["kind"] == "tensor":
             coef = chebyshev_coefficients(F)
             scale = np.max(np.abs(F), axis=(0, 1, 2))
-            grid.update(theta=float(_envelope(coef, scale)[-1]),
-                        t=float(_envelope(chebyshev_coefficients(np.moveaxis(F, 1, 0)), scale)[-1]))
+            grid.update(theta=_tail(_envelope(coef, scale)),
+                        t=_tail(_envelope(chebyshev_coefficients(np.moveaxis(F, 1, 0)), scale)))
         Z = None
         if np.any(self.na == 0) or np.any(self.nb == 0):
             vz = np.concatenate([v, [0.0]])
