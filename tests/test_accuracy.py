@@ -3,7 +3,6 @@ hopeless work is refused with a clear message; blow-ups are diagnosed correctly;
 grids are rejected.  Each fallback is forced here.  References are independent of the code under test
 (mpmath Bessel functions, closed forms, refinement by the test itself)."""
 
-import math
 
 import mpmath as mp
 import numpy as np

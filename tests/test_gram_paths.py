@@ -115,6 +115,7 @@ def _subset_check(kernel, x, idx):
 
 
 @pytest.mark.parametrize("act, depth, kw", [("relu", 3, {}), ("gelu", 2, dict(sigma_w=1.2, sigma_b=0.1)),
+                                            ("erf", 3, dict(sigma_w=1.3, sigma_b=0.2)),
                                             pytest.param("tanh", 3, dict(sigma_w=1.5, sigma_b=0.1), marks=pytest.mark.slow)])
 def test_off_sphere_mlp_fast_path_equals_direct(act, depth, kw):
     x = _rows(70, 6, 7, 0.3)
@@ -135,3 +136,52 @@ def test_off_sphere_goursat_fast_path_equals_direct(name):
         fn = lambda z: kc.resnet_kernel(z, activation="softplus", depth=8)  # noqa: E731
     K = _subset_check(fn, x, idx)
     assert K.info["path"] == "norm interpolation"
+
+
+@pytest.mark.parametrize("case", ["spread", "cross"])
+def test_norm_interpolation_error_estimate_bounds_the_error(case, monkeypatch):
+    """The off-sphere estimate (relative, times the largest entry) is at least the actual error against
+    direct evaluation."""
+    monkeypatch.setattr(_gram, "_DIRECT_MAX_NORM_PAIRS", 0)
+    a = _rows(60, 7, 11, 0.3)
+    b = None if case == "spread" else _rows(45, 7, 12, 0.25) * 0.9
+    nngp, ntk, info = _gram.gram(a, b, _toy_pair, tol=1e-12)
+    assert info["path"] == "norm interpolation"
+    ref_n, ref_t = _direct(a, b, _toy_pair)
+    scale = max(np.max(np.abs(ref_n)), np.max(np.abs(ref_t)))
+    err = max(np.max(np.abs(nngp - ref_n)), np.max(np.abs(ntk - ref_t)))
+    assert err <= 1e-9 * scale
+    assert info["interpolation_error_estimate"] * scale >= err
+
+
+def _kinked_pair(sxx, syy, sxy):
+    """A pair function with a kink in the norm (|v - 1|): no polynomial in log v reaches 1e-10."""
+    sxx, syy, sxy = np.broadcast_arrays(*(np.asarray(a, float) for a in (sxx, syy, sxy)))
+    k = 1.0 + np.abs(sxx - 1.0) + np.abs(syy - 1.0) + 0.5 * sxy
+    return k, 2.0 * k
+
+
+def test_norm_interpolation_says_when_it_misses_tol(monkeypatch):
+    monkeypatch.setattr(_gram, "_DIRECT_MAX_NORM_PAIRS", 0)
+    a = _rows(40, 5, 13, 0.3)
+    with pytest.warns(kc.KernelcalcAccuracyWarning, match="norm interpolation"):
+        _, _, info = _gram.gram(a, None, _kinked_pair)
+    assert info["interpolation_error_estimate"] > 1e-9
+    with pytest.raises(kc.KernelcalcAccuracyError, match="norm interpolation"):
+        _gram.gram(a, None, _kinked_pair, strict=True)
+
+
+@pytest.mark.slow
+def test_off_sphere_node_fast_path_within_its_estimate(monkeypatch):
+    """node_kernel off the sphere: the norm-interpolation Gram against the direct per-pair solves
+    (1e-8 relative), and info["error_estimate"] covers the actual difference."""
+    x = _rows(24, 5, 14, 0.3)
+    ref = kc.node_kernel(x, activation="softplus", T=0.5)
+    assert ref.info["path"] == "direct"
+    monkeypatch.setattr(_gram, "_DIRECT_MAX_NORM_PAIRS", 0)
+    K = kc.node_kernel(x, activation="softplus", T=0.5)
+    assert K.info["path"] == "norm interpolation"
+    scale = max(np.max(np.abs(ref.nngp)), np.max(np.abs(ref.ntk)))
+    err = max(np.max(np.abs(K.nngp - ref.nngp)), np.max(np.abs(K.ntk - ref.ntk)))
+    assert err <= 1e-8 * scale
+    assert K.info["error_estimate"] >= err

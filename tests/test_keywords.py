@@ -19,7 +19,7 @@ import kernelcalc as kc
 from kernelcalc import KernelcalcInputError
 from kernelcalc.cli import main
 from kernelcalc.empirical.models import init_params, make_network
-from kernelcalc.training import default_lr, flow_gap, sad_data
+from kernelcalc.training import flow_gap, sad_data
 
 
 def sphere(N, d, seed=0):

@@ -57,6 +57,15 @@ def _compiled(dual: DualKernels, depth: int, sigma_w: float, sigma_b: float, sig
     return pair
 
 
+def _kinked_closed_form(act) -> bool:
+    """A closed-form dual with a kink (relu, leaky relu): off the sphere every pair is evaluated directly
+    (deep kinked kernels are not analytic in theta at theta = 0, so no interpolant in theta converges fast).
+    Smooth closed forms (erf, sin, cos, polynomials) take the norm interpolation like any smooth
+    activation: measured at N = 2000 (+-30 % norms), faster than the direct closed forms."""
+    cf = closed_form_dual(act)
+    return cf is not None and cf.name.split("(")[0] in ("relu", "leaky_relu")
+
+
 def _layer_variances(dual, depth, sigma_w, sigma_b, v):
     q = rec.mlp_input_nngp(np.asarray(v, float), sigma_w, sigma_b)
     out = [q]
@@ -122,7 +131,7 @@ def mlp_kernel(x1, x2=None, *, activation, depth, sigma_w=1.0, sigma_b=0.0, sigm
                             outputs=outputs, out=out, client=client,
                             config=dict(model="mlp", activation=act.name, params=dict(
                                 depth=depth, sigma_w=sigma_w, sigma_b=sigma_b, sigma_v=sigma_v, sigma_vb=sigma_vb)),
-                            cheap_pairs=closed_form_dual(act) is not None, strict=strict)
+                            cheap_pairs=_kinked_closed_form(act), strict=strict)
     require_finite(nngp, ntk, f"the depth-{depth} {act.name} MLP kernel")
     info.update(ginfo, seconds=time.perf_counter() - t0)
     # each layer adds the expectation's relative error (closed forms: a few roundings)

@@ -66,6 +66,7 @@ _ELEMENT_LENGTH = 3.0     # sigma_w * (length of one Chebyshev element) at most
 _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t = s), the grid converges
                           # only algebraically; stop here and report the achieved change
 _MAX_NODES = 513          # time nodes of the composite grid at most
+_MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
 _NUMPY_MAX_WORK = 1e6     # a solve this small runs in numpy, not jit-compiled (see _backend)
 
@@ -267,6 +268,7 @@ class GoursatSolver:
         self.v_max = float(v_max)   # largest input x.x/d of the whole Gram: fixes the quadrature range
         self.pairs_hint = 1         # pairs the Gram will evaluate (to refuse hopeless work early)
         self.info: dict = {}
+        self._diagonals: dict = {}  # x.x/d -> q(t) on the final grid (the Gram's plans call us several times)
 
     # -- diagnostics -------------------------------------------------------------------------
     def _blow_up(self, what: str) -> KernelcalcInputError:
@@ -418,6 +420,23 @@ class GoursatSolver:
                "algebraically)" if dual.method == "polar" else ""), self.strict)
         return M, change
 
+    def prepare(self, norms) -> None:
+        """Solve the self-kernels of the input norms ``norms`` (x.x/d) in one batch, ahead of the pair
+        calls that will need them (a Gram plan's probes)."""
+        v = np.unique(np.asarray(norms, dtype=np.float64))
+        dual, M = self._dual_and_M(v)
+        self._cached_diagonals(dual, M, v)
+
+    def _cached_diagonals(self, dual, M, v):
+        """Self-kernel diagonals q(t) of the norms ``v`` on the final grid, each solved once per solver."""
+        missing = np.array([x for x in v.tolist() if x not in self._diagonals])
+        if missing.size:
+            if len(self._diagonals) + missing.size > _MAX_CACHED_DIAGONALS:
+                self._diagonals.clear()
+            new = self._self_diagonals(dual, M, pad_to(missing, bucket(missing.size)))
+            self._diagonals.update(zip(missing.tolist(), new))
+        return np.stack([self._diagonals[x] for x in v.tolist()])
+
     def _cross(self, dual, M, pairs, batch=None):
         """The cross-kernel solve for ``pairs`` pairs in batches of ``batch`` (default ``pairs``)."""
         disc = self.grid(M)
@@ -432,7 +451,7 @@ class GoursatSolver:
         sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
         v_unique, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
         dual, M = self._dual_and_M(v_unique)
-        diag = self._self_diagonals(dual, M, pad_to(v_unique, bucket(v_unique.size)))   # (U, M+1)
+        diag = pad_to(self._cached_diagonals(dual, M, v_unique), bucket(v_unique.size))   # (U, n)
         n = sxy.size
         batch = self._batch(dual, diag.shape[1])
         cross = self._cross(dual, M, n, min(bucket(n), batch))
