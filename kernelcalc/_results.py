@@ -136,3 +136,12 @@ def jsonable(obj):
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     return str(obj)
+
+
+def text_table(columns, rows) -> list[str]:
+    """Fixed-width text lines: ``columns`` is ``[(title, width, format spec)]``, ``rows`` an iterable of
+    value tuples; returns the header, a rule and one line per row (callers append footers)."""
+    head = " ".join(f"{title:>{width}}" for title, width, _ in columns)
+    lines = [head, "-" * len(head)]
+    lines += [" ".join(f"{v:>{width}{spec}}" for v, (_, width, spec) in zip(row, columns)) for row in rows]
+    return lines

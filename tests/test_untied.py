@@ -175,3 +175,12 @@ def test_solver_does_not_apply_to_the_untied_and_deq_models():
     for model, extra in (("node_untied", {}), ("resnet_untied", {"depth": 4}), ("deq", {})):
         with pytest.raises(_kc.KernelcalcInputError, match="solver does not apply"):
             make_network(model, activation="tanh", width=8, solver="dopri5", **extra)
+
+
+@pytest.mark.parametrize("kw", [dict(solver="tsit5"), dict(rtol=1e-6), dict(atol=1e-6), dict(gradient="adjoint")])
+def test_depth_gap_untied_refuses_the_ode_solver_options(kw):
+    """The untied comparison is Euler-Maruyama on one Brownian path: the reference-ODE solver options
+    do not apply and are an error, never silently ignored."""
+    X = np.eye(2)
+    with pytest.raises(KernelcalcInputError, match="does not apply to weights='untied'"):
+        kc.depth_gap(X, activation="softplus", width=4, depths=(2,), weights="untied", **kw)

@@ -99,6 +99,20 @@ def json_options(f):
                         help="Print the result as one JSON document on stdout instead of text.")(f)
 
 
+def random_input_options(*, n_inputs: int, dim: int, seed_help: str, plot_help: str) -> list:
+    """The options shared by the commands that build networks on data: ``--n-inputs``/``--dim`` of the
+    random inputs (on the sphere), ``--seed``, the JSON options, ``--plot`` and ``--quiet``."""
+    return [
+        click.option("--n-inputs", type=int, default=n_inputs, show_default=True,
+                     help="Number N of random inputs (on the sphere |x|^2 = d)."),
+        click.option("--dim", type=int, default=dim, show_default=True, help="Input dimension d of random inputs."),
+        click.option("--seed", type=int, default=0, show_default=True, help=seed_help),
+        json_options,
+        click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help=plot_help),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]
+
+
 def dumps(doc) -> str:
     """One JSON document (non-finite numbers become ``null``)."""
     import json

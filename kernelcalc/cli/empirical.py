@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from kernelcalc.cli import emit, json_options, main
+from kernelcalc.cli import emit, main, random_input_options
 from kernelcalc.cli.analytic import (_MODEL_SCALE_NOTE, InputError, OneLineCommand, _activation_option, _friendly,
                                      _node_scale_options, _scales, renamed_option, scale_options)
 
@@ -44,20 +44,17 @@ def _inputs(data, n_inputs, dim, seed) -> np.ndarray:
         return load_array(data)
     if n_inputs < 1 or dim < 1:
         raise InputError(f"--n-inputs and --dim must be >= 1, got {n_inputs} and {dim}")
-    x = np.random.default_rng(seed).normal(size=(n_inputs, dim))
-    return x * np.sqrt(dim) / np.linalg.norm(x, axis=1, keepdims=True)  # on the sphere |x|^2 = d
+    from kernelcalc.data import sphere_normalise
+
+    return sphere_normalise(np.random.default_rng(seed).normal(size=(n_inputs, dim)))
 
 
 def _input_options(f):
     for opt in reversed([
         click.option("--data", type=click.Path(dir_okay=False), default=None,
                      help="Inputs file (N rows of d numbers; .npy/.csv/.txt). Default: random points on the sphere."),
-        click.option("--n-inputs", type=int, default=4, show_default=True, help="Number of random inputs."),
-        click.option("--dim", type=int, default=3, show_default=True, help="Input dimension d of random inputs."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed for inputs and networks."),
-        json_options,
-        click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a log-log plot (png)."),
-        click.option("--quiet", is_flag=True, help="No progress bar."),
+        *random_input_options(n_inputs=4, dim=3, seed_help="Seed for inputs and networks.",
+                              plot_help="Write a log-log plot (png)."),
     ]):
         f = opt(f)
     return f

@@ -14,7 +14,7 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from kernelcalc.cli import emit, json_options, main
+from kernelcalc.cli import emit, main, random_input_options
 from kernelcalc.cli.analytic import _MODEL_SCALE_NOTE, InputError, OneLineCommand, _activation_option, _friendly, _scales, scale_options
 
 DEFAULT_WIDTH = 256   # kernelcalc._validation.DEFAULT_WIDTH, without importing jax for --help
@@ -31,7 +31,7 @@ __all__ = ["train_cmd", "width_sweep_cmd", "flow_gap_cmd"]
 
 def _data(data, targets, digits, n_inputs, dim, seed):
     """(X, y) from files, the digits data set, or random sphere points with a random smooth target."""
-    from kernelcalc.data import load_digits_subset, load_xy
+    from kernelcalc.data import load_digits_subset, load_xy, sphere_normalise
 
     if data:
         return load_xy(data, targets) if targets else load_xy(data)
@@ -42,8 +42,7 @@ def _data(data, targets, digits, n_inputs, dim, seed):
     if n_inputs < 1 or dim < 1:
         raise InputError(f"--n-inputs and --dim must be >= 1, got {n_inputs} and {dim}")
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n_inputs, dim))
-    x = x * np.sqrt(dim) / np.linalg.norm(x, axis=1, keepdims=True)
+    x = sphere_normalise(rng.normal(size=(n_inputs, dim)))
     return x, rng.normal(size=n_inputs)
 
 
@@ -63,12 +62,7 @@ def _train_options(f):
                      help="Inputs (.npy/.csv/.txt); with no --targets the last column is the target."),
         click.option("--targets", type=click.Path(dir_okay=False), default=None, help="Targets file (N values)."),
         click.option("--digits", type=int, default=None, help="Use N images of sklearn's 8x8 digits."),
-        click.option("--n-inputs", type=int, default=8, show_default=True, help="Random sphere inputs N."),
-        click.option("--dim", type=int, default=32, show_default=True, help="Input dimension d of random inputs."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed for data and network."),
-        json_options,
-        click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG."),
-        click.option("--quiet", is_flag=True, help="No progress bar."),
+        *random_input_options(n_inputs=8, dim=32, seed_help="Seed for data and network.", plot_help="Write a PNG."),
     ]):
         f = opt(f)
     return f

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .._x64 import float64
 from .._validation import DEFAULT_WIDTH, KernelcalcInputError, as_input_pair, positive_int, progress_disable, scale_keywords
-from .._results import JsonResult
+from .._results import JsonResult, text_table
 from ..kernels.untied import check_weights
 from .models import _apply_one, init_params, make_network
 from .montecarlo import fit_slope
@@ -83,10 +83,9 @@ class DepthGap(JsonResult):
     params: dict
 
     def table(self) -> str:
-        head = f"{'depth L':>8} {'|f^L-f|/|f|':>14} {'|grad f^L-grad f|':>18} {'|K^L-K|/|K|':>14}"
-        lines = [head, "-" * len(head)]
-        for L, a, b, c in zip(self.depths, self.output_gap, self.gradient_gap, self.kernel_gap):
-            lines.append(f"{L:>8} {a:>14.3e} {b:>18.3e} {c:>14.3e}")
+        lines = text_table([("depth L", 8, ""), ("|f^L-f|/|f|", 14, ".3e"), ("|grad f^L-grad f|", 18, ".3e"),
+                            ("|K^L-K|/|K|", 14, ".3e")],
+                           zip(self.depths, self.output_gap, self.gradient_gap, self.kernel_gap))
         lines.append(f"{'slope':>8} {self.slopes['output']:>14.3f} {self.slopes['gradient']:>18.3f} "
                      f"{self.slopes['kernel']:>14.3f}")
         return "\n".join(lines)
@@ -112,6 +111,11 @@ def depth_gap(X, *, activation, width=DEFAULT_WIDTH, depths: Sequence[int] = (2,
     **Returns:** a :class:`DepthGap` (``.table()``, ``.to_json()``, ``.slopes``).
     """
     if check_weights(weights) == "untied":
+        given = {k: v for k, v, d in (("solver", solver, "dopri8"), ("rtol", rtol, 1e-11), ("atol", atol, 1e-11),
+                                       ("gradient", gradient, "discretize")) if v != d}
+        if given:
+            raise KernelcalcInputError(f"{', '.join(f'{k}={v!r}' for k, v in given.items())} does not apply to "
+                                       "weights='untied' (Euler-Maruyama on one Brownian path, exact reverse mode)")
         return _untied_depth_gap(X, activation=activation, width=width, depths=depths, T=T, seed=seed, sigma_w=sigma_w,
                                 sigma_u=sigma_u, sigma_v=sigma_v, fit_from=fit_from)
     a, _, _ = as_input_pair(X)
@@ -153,11 +157,9 @@ class GradientModeGap(JsonResult):
     params: dict
 
     def table(self) -> str:
-        head = f"{'rtol=atol':>10} {'|f_d-f_a|/|f|':>14} {'|g_d-g_a|/|g|':>14} {'|K_d-K_a|/|K|':>14}"
-        lines = [head, "-" * len(head)]
-        for t, o, g, k in zip(self.tolerances, self.output_gap, self.gradient_gap, self.kernel_gap):
-            lines.append(f"{t:>10.0e} {o:>14.3e} {g:>14.3e} {k:>14.3e}")
-        return "\n".join(lines)
+        return "\n".join(text_table([("rtol=atol", 10, ".0e"), ("|f_d-f_a|/|f|", 14, ".3e"),
+                                     ("|g_d-g_a|/|g|", 14, ".3e"), ("|K_d-K_a|/|K|", 14, ".3e")],
+                                    zip(self.tolerances, self.output_gap, self.gradient_gap, self.kernel_gap)))
 
 
 

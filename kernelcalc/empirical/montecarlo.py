@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .._x64 import float64
 from .._validation import (DEFAULT_WIDTH, SCALE_NAMES, KernelcalcInputError, as_input_pair, positive_int,
                           progress_disable, renamed_keywords, scale_keywords)
-from .._results import JsonResult, Kernel, jsonable as _jsonable
+from .._results import JsonResult, Kernel, jsonable as _jsonable, text_table
 from .models import init_params, make_network
 from ..theory.assumptions import Assumption1Warning
 from .ntk import METHODS, flow_guard, network_ntk, require_finite, warn_assumption1
@@ -157,11 +157,10 @@ class Comparison(JsonResult):
 
     def table(self) -> str:
         """The entry table as fixed-width text."""
-        head = f"{'width':>6} {'kernel':>5} {'i':>3} {'j':>3} {'analytic':>12} {'empirical':>12} {'s.e.':>10} {'rel.err':>9} {'z':>7}"
-        lines = [head, "-" * len(head)]
-        for r in self.rows:
-            lines.append(f"{r['width']:>6} {r['kernel']:>5} {r['i']:>3} {r['j']:>3} {r['analytic']:>12.6f} "
-                         f"{r['empirical']:>12.6f} {r['se']:>10.2e} {r['rel_err']:>9.2e} {r['z']:>7.2f}")
+        cols = [("width", 6, ""), ("kernel", 5, ""), ("i", 3, ""), ("j", 3, ""), ("analytic", 12, ".6f"),
+                ("empirical", 12, ".6f"), ("s.e.", 10, ".2e"), ("rel.err", 9, ".2e"), ("z", 7, ".2f")]
+        keys = ("width", "kernel", "i", "j", "analytic", "empirical", "se", "rel_err", "z")
+        lines = text_table(cols, ([r[k] for k in keys] for r in self.rows))
         lines.append("")
         lines.append(f"{'width':>6} {'NTK rms rel.err (1 net)':>24} {'NTK rel.err of mean':>20} "
                      f"{'max|z| ntk':>10} {'max|z| nngp':>11}")
