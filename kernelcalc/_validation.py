@@ -140,11 +140,11 @@ class KernelcalcAccuracyError(RuntimeError):
     """Raised instead of :class:`KernelcalcAccuracyWarning` when the caller passed ``strict=True``."""
 
 
-def accuracy_shortfall(message: str, strict: bool = False, stacklevel: int | None = None) -> None:
+def accuracy_shortfall(message: str, strict: bool = False) -> None:
     """Report that a tolerance was not met: warn (default; at the user's line) or raise when ``strict``."""
     if strict:
         raise KernelcalcAccuracyError(message)
-    warn(message, KernelcalcAccuracyWarning, stacklevel=stacklevel)
+    warn(message, KernelcalcAccuracyWarning)
 
 
 def warn(message: str, category, stacklevel: int | None = None) -> None:
@@ -306,8 +306,8 @@ def user_stacklevel() -> int:
 def deprecated(old: str, new: str) -> None:
     """The one :class:`DeprecationWarning` of a renamed spelling: ``old`` still works for one release and
     means ``new``; it points at the user's line."""
-    warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new} (same meaning)",
-                  DeprecationWarning, stacklevel=user_stacklevel())
+    warn(f"{old} is deprecated and will be removed in the next release; use {new} (same meaning)",
+         DeprecationWarning)
 
 
 def renamed_keywords(**old_to_new):
