@@ -146,7 +146,11 @@ class GramPlan:
 
     ``a`` (N1, d), ``b`` (N2, d) validated inputs; ``same``: ``b is a`` (a symmetric Gram);
     ``info``: the path and its accuracy diagnostics (``interpolation_error_estimate`` is relative).
+    ``symmetric_tiles``: :meth:`block` of a tile on the diagonal of a symmetric Gram returns an exactly
+    symmetric tile (its upper triangle mirrored), so the tile engine need not mirror it again.
     """
+
+    symmetric_tiles = False
 
     def __init__(self, a, b, same, info):
         self.a, self.b, self.same, self.info = a, b, same, info
@@ -187,6 +191,8 @@ class _TablePlan(GramPlan):
     """A plan whose entries are read from tables: evaluated in row chunks that keep the temporaries
     in cache; a tile on the diagonal of a symmetric Gram computes its upper triangle and mirrors it."""
 
+    symmetric_tiles = True
+
     def _chunk_entries(self) -> int:
         """Entries per evaluation chunk."""
         return _TILE_ENTRIES
@@ -202,7 +208,7 @@ class _TablePlan(GramPlan):
     def block(self, rows, cols):
         ia, jb = np.arange(self.shape[0])[rows], np.arange(self.shape[1])[cols]
         sym = self.same and np.array_equal(ia, jb)
-        out = np.empty((2, ia.size, jb.size))
+        out = (np.empty((ia.size, jb.size)), np.empty((ia.size, jb.size)))   # two arrays that own their memory
         step = max(1, self._chunk_entries() // max(jb.size, 1))
         chunks = [slice(r0, min(r0 + step, ia.size)) for r0 in range(0, ia.size, step)]
         xy = self.a[ia] @ self.b[jb].T       # one product for the tile (small ones are slow in BLAS)
@@ -210,11 +216,16 @@ class _TablePlan(GramPlan):
         with self._threads():
             for r in chunks:
                 c0 = r.start if sym else 0
-                out[:, r, c0:] = self._chunk(ia[r], jb[c0:], xy[r, c0:])
+                vals = self._chunk(ia[r], jb[c0:], xy[r, c0:])
+                out[0][r, c0:], out[1][r, c0:] = vals
         if sym:
-            for r in chunks:
-                out[:, r.stop:, r] = out[:, r, r.stop:].transpose(0, 2, 1)
-        return out[0], out[1]
+            for K in out:
+                for r in chunks:
+                    K[r.stop:, r] = K[r, r.stop:].T
+                    low = np.tril_indices(r.stop - r.start, -1)       # inside the chunk's own square
+                    square = K[r, r]                                  # a view
+                    square[low] = square.T[low]
+        return out
 
 
 class _GroupPlan(_TablePlan):
@@ -520,6 +531,8 @@ class _NormInterpPlan(_TablePlan):
 class _DirectPlan(GramPlan):
     """Every pair evaluated by ``pair_fn`` (a tile of a symmetric Gram on the diagonal: its upper
     triangle only, mirrored)."""
+
+    symmetric_tiles = True
 
     def __init__(self, a, b, same, pair_fn, chunk, progress):
         super().__init__(a, b, same, dict(path="direct"))

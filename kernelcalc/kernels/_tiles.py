@@ -154,7 +154,11 @@ class MemorySink:
         self.stats: dict = {}
 
     def write(self, name, rows, cols, t):
-        self.arrays[name][rows, cols] = t
+        target = self.arrays[name]
+        if t.shape == target.shape and t.dtype == target.dtype and t.flags.c_contiguous and t.base is None:
+            self.arrays[name] = t     # one tile is the whole Gram: keep it (no N x N copy)
+        else:
+            target[rows, cols] = t
 
     def mark(self, ij, maxima):
         self.done.add(ij)
@@ -333,7 +337,7 @@ def run_tiles(plan, *, outputs, sink, tile: int, client=None, progress: bool | N
             if t is None:
                 continue
             maxima[k] = float(np.maximum(np.max(t), -np.min(t)))   # NaN and inf propagate
-            if plan.same and i == j:
+            if plan.same and i == j and not plan.symmetric_tiles:
                 t = _symmetric_diagonal_tile(t)
             sink.write(name, rows[i], cols[j], t)
             if plan.same and i != j:
