@@ -43,7 +43,7 @@ from .._validation import KernelcalcInputError, accuracy_shortfall, as_input_pai
 from ._interp import ThetaTable, barycentric_weights, chebyshev_coefficients, chebyshev_matrix, lobatto, theta_of
 
 __all__ = ["gram", "gram_plan", "GramPlan", "chebyshev_coefficients", "require_finite",
-           "error_estimate", "max_norm", "bucket", "pad_to"]
+           "error_estimate", "max_norm", "bucket", "pad_to", "by_correlation"]
 
 _DIRECT_MAX_PAIRS = 48     # below this many pairs, evaluate directly even on the sphere
 _DIRECT_MAX_NORM_PAIRS = 2000   # off the sphere, below this many pairs evaluate directly
@@ -211,7 +211,9 @@ class _TablePlan(GramPlan):
         out = (np.empty((ia.size, jb.size)), np.empty((ia.size, jb.size)))   # two arrays that own their memory
         step = max(1, self._chunk_entries() // max(jb.size, 1))
         chunks = [slice(r0, min(r0 + step, ia.size)) for r0 in range(0, ia.size, step)]
-        xy = self.a[ia] @ self.b[jb].T       # one product for the tile (small ones are slow in BLAS)
+        # x.y/d of the whole tile in one product (small ones are slow in BLAS), computed into the second
+        # output: each chunk reads its own entries before it overwrites them (no third N x N array)
+        xy = np.matmul(self.a[ia], self.b[jb].T, out=out[1])
         xy /= self.d
         with self._threads():
             for r in chunks:
@@ -679,6 +681,14 @@ def error_estimate(nngp, ntk, *relative: float | None) -> float:
 def max_norm(a: np.ndarray, b: np.ndarray) -> float:
     r"""Largest $x\cdot x/d$ over the rows of both (validated) inputs."""
     return float(max(np.max(np.sum(a * a, axis=1)), np.max(np.sum(b * b, axis=1)))) / a.shape[1]
+
+
+def by_correlation(sxx, syy, sxy) -> np.ndarray:
+    r"""The order of the pairs by $|\rho|=|x\cdot y|/\sqrt{x\cdot x\,y\cdot y}$ (a zero row: 0): batches of
+    similar correlation evaluate the Mehler series with fewer terms (:class:`~kernelcalc.theory.gaussian.HermiteRule`)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.abs(sxy) / np.sqrt(sxx * syy)
+    return np.argsort(np.where(np.isfinite(rho), rho, 0.0), kind="stable")
 
 
 def bucket(n: int) -> int:

@@ -28,7 +28,7 @@ from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, as_in
 from ..theory.activations import resolve_activation
 from ..theory.duals import closed_form_dual
 from ..theory.gaussian import DualKernels, dual_kernels
-from ._gram import bucket, error_estimate, gram, max_norm, pad_to, require_finite
+from ._gram import bucket, by_correlation, error_estimate, gram, max_norm, pad_to, require_finite
 from .._results import Kernel
 
 __all__ = ["mlp_kernel"]
@@ -46,7 +46,8 @@ def _compiled(dual: DualKernels, depth: int, sigma_w: float, sigma_b: float, sig
             ws, bs = (sigma_v, sigma_vb) if layer == depth - 1 else (sigma_w, sigma_b)
             m = dual.marginal(q)
             mx, my = (jax.tree_util.tree_map(lambda a, i=i: a[..., i], m) for i in (ix, iy))
-            C, Cdot = dual.from_marginals(mx, my, k)
+            tl = dual.tails(m)          # the Mehler series truncated by the batch's correlations
+            C, Cdot = dual.from_marginals(mx, my, k, tails=None if tl is None else (tl, tl))
             k_next = rec.mlp_nngp_step(C, ws, bs)
             ntk = rec.mlp_ntk_step(k_next, Cdot, ntk, ws)
             if layer < depth - 1:
@@ -55,6 +56,9 @@ def _compiled(dual: DualKernels, depth: int, sigma_w: float, sigma_b: float, sig
         return k, ntk
 
     return pair
+
+
+_PAIR_BATCH = 512     # pairs per compiled evaluation at most
 
 
 def _kinked_closed_form(act) -> bool:
@@ -122,10 +126,17 @@ def mlp_kernel(x1, x2=None, *, activation, depth, sigma_w=1.0, sigma_b=0.0, sigm
         sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
         n = sxy.size
         v, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
-        ix, iy = (pad_to(i, bucket(n)) for i in (inverse[:n], inverse[n:]))
-        k, ntk = compiled(jnp.asarray(pad_to(v, bucket(v.size))), jnp.asarray(ix), jnp.asarray(iy),
-                          jnp.asarray(pad_to(sxy, bucket(n))))
-        return np.asarray(k)[:n].reshape(shape), np.asarray(ntk)[:n].reshape(shape)
+        vj = jnp.asarray(pad_to(v, bucket(v.size)))
+        # many pairs: batches of similar correlation (the Mehler series is truncated per batch)
+        order = by_correlation(sxx, syy, sxy) if n > _PAIR_BATCH else np.arange(n)
+        k_out, ntk_out = np.empty(n), np.empty(n)
+        for lo in range(0, n, _PAIR_BATCH):
+            sel = order[lo:lo + _PAIR_BATCH]
+            size = bucket(sel.size)
+            ix, iy = (pad_to(i, size) for i in (inverse[:n][sel], inverse[n:][sel]))
+            k, ntk = compiled(vj, jnp.asarray(ix), jnp.asarray(iy), jnp.asarray(pad_to(sxy[sel], size)))
+            k_out[sel], ntk_out[sel] = np.asarray(k)[:sel.size], np.asarray(ntk)[:sel.size]
+        return k_out.reshape(shape), ntk_out.reshape(shape)
 
     nngp, ntk, ginfo = gram(a, None if same else b, pair_fn, tol=1e-12, progress=progress,
                             outputs=outputs, out=out, client=client,

@@ -52,7 +52,7 @@ from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accur
 from ..theory.activations import resolve_activation
 from ..theory.assumptions import warn_if_assumption1_fails
 from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_q_limit
-from ._gram import bucket, error_estimate, gram, max_norm, pad_to
+from ._gram import bucket, by_correlation, error_estimate, gram, max_norm, pad_to
 from .._results import Kernel
 from .untied import check_weights, reject_tile_options, untied_node_kernel
 
@@ -69,6 +69,7 @@ _MAX_NODES = 513          # time nodes of the composite grid at most
 _MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
 _NUMPY_MAX_WORK = 1e6     # a solve this small runs in numpy, not jit-compiled (see _backend)
+_MIN_BATCH = 8            # pairs per cross-kernel batch at least (batches are grouped by correlation)
 
 
 @functools.lru_cache(maxsize=64)
@@ -191,27 +192,35 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
             m = dual.marginal(xp.diagonal(S, axis1=1, axis2=2), derivative=False, xp=xp)   # (U, n)
             mi = tuple(a[..., :, None] for a in m)
             mj = tuple(a[..., None, :] for a in m)
-            C = dual.from_marginals(mi, mj, S, derivative=False, xp=xp)
+            tl = dual.tails(m, xp)
+            C = dual.from_marginals(mi, mj, S, derivative=False, xp=xp, tails=None if tl is None else (tl, tl))
             return S0[:, None, None] + A @ rec.ode_forward_source(C, sigma_w) @ A.T
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
         return _picard(step, S_init, xp=xp)
 
     @jit
-    def cross_solve(diag, ix, iy, S0):
-        """diag: (U, n) diagonals of the distinct norms, ix, iy: (B,) indices into them; S0: (B,)
-        -> nngp, ntk (B,) and diagnostics.  The marginals are computed once per distinct norm."""
-        m = dual.marginal(diag, xp=xp)
+    def marginals(diag):
+        """diag: (U, n) diagonals q(t) of the distinct norms -> their marginals (Hermite coefficients),
+        computed once per call and shared by all its cross-kernel batches."""
+        return dual.marginal(diag, xp=xp)
+
+    @jit
+    def cross_solve(m, ix, iy, S0):
+        """m: :func:`marginals` of the U distinct norms, ix, iy: (B,) indices into them; S0: (B,)
+        -> nngp, ntk (B,) and diagnostics."""
         mx = tuple(a[..., ix, :, None] for a in m)    # fixed marginals
         my = tuple(a[..., iy, None, :] for a in m)
+        tl = dual.tails(m, xp)                        # once: the series truncation of every sweep
+        tails = None if tl is None else (tl, tl)
 
         def step(S):
-            C = dual.from_marginals(mx, my, S, derivative=False, xp=xp)
+            C = dual.from_marginals(mx, my, S, derivative=False, xp=xp, tails=tails)
             return S0[:, None, None] + A @ rec.ode_forward_source(C, sigma_w) @ A.T
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
         S, dS, nS = _picard(step, S_init, xp=xp)
-        C, Cdot = dual.from_marginals(mx, my, S, xp=xp)
+        C, Cdot = dual.from_marginals(mx, my, S, xp=xp, tails=tails)
         LamT = rec.ode_backward_terminal(Cdot[:, -1, -1], sigma_v)
 
         def back(Lam):
@@ -223,7 +232,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         ntk = rec.ode_ntk(C[:, -1, -1], integral, S0, Lam[:, 0, 0], sigma_v, sigma_w)
         return nngp, ntk, xp.maximum(dS, dL), xp.maximum(nS, nL)
 
-    return self_solve, cross_solve
+    return self_solve, cross_solve, marginals
 
 
 def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
@@ -335,7 +344,7 @@ class GoursatSolver:
         nodes = disc.A.shape[0]
         self._check_cost(dual, len(v), nodes)
         batch = self._batch(dual, nodes)
-        self_solve, _ = _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, min(len(v), batch), nodes))
+        self_solve = _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, min(len(v), batch), nodes))[0]
         out = []
         for lo in range(0, len(v), batch):
             S, delta, sweeps = self_solve(rec.ode_initial(np.asarray(v[lo:lo + batch], dtype=np.float64), self.sigma_u))
@@ -403,9 +412,9 @@ class GoursatSolver:
                 break
             M_done = M
             q = self._self_diagonals(dual, M, np.array([v]))
-            cross = self._cross(dual, M, 1)
+            cross, marginals = self._cross(dual, M, 1)
             zero = np.zeros(1, np.int32)
-            ntk = float(cross(q, zero, zero, np.asarray([rec.ode_initial(v, self.sigma_u)], dtype=np.float64))[1][0])
+            ntk = float(cross(marginals(q), zero, zero, np.asarray([rec.ode_initial(v, self.sigma_u)], dtype=np.float64))[1][0])
             if prev is not None:
                 scale = max(abs(ntk), abs(prev))  # both 0 for a zero activation: converged, not 0/0
                 change = abs(ntk - prev) / scale if scale > 0 else 0.0
@@ -438,11 +447,12 @@ class GoursatSolver:
         return np.stack([self._diagonals[x] for x in v.tolist()])
 
     def _cross(self, dual, M, pairs, batch=None):
-        """The cross-kernel solve for ``pairs`` pairs in batches of ``batch`` (default ``pairs``)."""
+        """``(cross, marginals)``: the cross-kernel solve for ``pairs`` pairs in batches of ``batch``
+        (default ``pairs``), and the marginals it takes (from the diagonals)."""
         disc = self.grid(M)
         nodes = disc.A.shape[0]
         self._check_cost(dual, pairs, nodes)
-        return _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, batch or pairs, nodes))[1]
+        return _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, batch or pairs, nodes))[1:]
 
     @float64
     def __call__(self, sxx, syy, sxy):
@@ -453,18 +463,22 @@ class GoursatSolver:
         dual, M = self._dual_and_M(v_unique)
         diag = pad_to(self._cached_diagonals(dual, M, v_unique), bucket(v_unique.size))   # (U, n)
         n = sxy.size
-        batch = self._batch(dual, diag.shape[1])
-        cross = self._cross(dual, M, n, min(bucket(n), batch))
-        ix_all, iy_all = inverse[: sxx.size], inverse[sxx.size:]
-        s0_all = rec.ode_initial(sxy, self.sigma_u)
+        batch = min(self._batch(dual, diag.shape[1]), max(_MIN_BATCH, bucket(n) // 4))
+        cross, marginals = self._cross(dual, M, n, min(bucket(n), batch))
+        marg = marginals(diag)
+        # Batches of similar input correlation |rho|: the Mehler series is truncated per batch by its
+        # largest |r| (HermiteRule.series), so sorted batches sum far fewer terms.
+        order = by_correlation(sxx, syy, sxy)
+        ix_all, iy_all = inverse[: sxx.size][order], inverse[sxx.size:][order]
+        s0_all = rec.ode_initial(sxy, self.sigma_u)[order]
         nngp, ntk = np.empty(n), np.empty(n)
         for lo in range(0, n, batch):      # memory-bounded batches of fixed sizes: few jit compilations
             sl = slice(lo, min(lo + batch, n))
             m = sl.stop - sl.start
             size = min(bucket(m), batch)
             bx, by, b0 = (pad_to(a[sl], size) for a in (ix_all, iy_all, s0_all))
-            k, t, delta, sweeps = cross(diag, bx, by, b0)
-            nngp[sl], ntk[sl] = np.asarray(k)[:m], np.asarray(t)[:m]
+            k, t, delta, sweeps = cross(marg, bx, by, b0)
+            nngp[order[sl]], ntk[order[sl]] = np.asarray(k)[:m], np.asarray(t)[:m]
             self._sweeps("cross", delta, sweeps, "the cross-covariance S(t, s) or the backward kernel Lambda(t, s)")
         if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
             raise self._blow_up("the kernel")

@@ -218,9 +218,18 @@ class HermiteRule:
     (Parseval, $\sum_k\hat f_k^2=E[f^2]$, is checked at the same time).  The coefficients
     depend on the marginal variances only, so for fixed marginals (the cross-kernels of the
     ODE/ResNet/MLP recursions) each evaluation costs $K$ multiply-adds.
+
+    **Truncation by correlation.**  Where every $|r|\le\bar r<1$ far fewer terms are needed: for
+    $k_0\le K$, $\big|\sum_{k_0\le k<K}\hat f_k\hat g_k r^k\big|\le\bar r^{k_0}
+    \sqrt{\tau_f(k_0)\tau_g(k_0)}\sqrt{Ef^2\,Eg^2}$ with the relative tails
+    $\tau_f(k_0)=\max\sum_{k\ge k_0}\hat f_k^2/\sum_k\hat f_k^2$ (the largest over the marginals
+    evaluated together), so :meth:`series` sums only the first $k_0$ terms, $k_0$ the smallest with
+    this bound below ``tol`` (the same relative accuracy as the full series).  $\bar r$ is the largest
+    $|r|$ of the whole evaluation (one array), so evaluations grouped by correlation gain most.
     """
 
     K: int
+    tol: float = DEFAULT_TOL
 
     @float64
     def coefficients(self, f: Callable, q, xp=jnp):
@@ -233,23 +242,52 @@ class HermiteRule:
         return xp.moveaxis(F @ psi.T, -1, 0)
 
     @staticmethod
-    def series(bf, bg, r, xp=jnp):
-        r"""$\sum_k bf_k\,bg_k\,r^k$ by Horner (k axis first in ``bf``, ``bg``; ``xp``: jax.numpy or numpy)."""
+    def relative_tail(b, xp=jnp):
+        r"""$\tau(k)=\max\sum_{j\ge k}b_j^2/\sum_j b_j^2$ over all but the first (k) axis of the
+        coefficients ``b``: shape ``(K,)`` (0 where a marginal's coefficients all vanish)."""
+        sq = (b * b).reshape(b.shape[0], -1)
+        tail = xp.flip(xp.cumsum(xp.flip(sq, 0), axis=0), 0)
+        total = tail[0]
+        rel = xp.where(total > 0, tail / xp.where(total > 0, total, 1.0), 0.0)
+        return xp.max(rel, axis=1)
+
+    @staticmethod
+    def terms(tail_f, tail_g, r, tol, xp=jnp):
+        r"""Number $k_0$ of terms of :meth:`series` that meet ``tol`` (class doc): the smallest $k_0$ with
+        $\bar r^{k_0}\sqrt{\tau_f(k_0)\tau_g(k_0)}\le$ ``tol``, $\bar r=\max|r|$; $K$ when there is none.
+        ``tail_f``, ``tail_g``: :meth:`relative_tail` of the two coefficient arrays."""
+        K = tail_f.shape[0]
+        rbar = xp.max(xp.abs(r)) if xp.size(r) else xp.asarray(0.0)
+        k = xp.arange(K)
+        bound = xp.where(rbar > 0, rbar ** k, (k == 0).astype(xp.float64)) * xp.sqrt(tail_f * tail_g)
+        ok = bound <= tol
+        return xp.where(xp.any(ok), xp.argmax(ok), K)
+
+    @classmethod
+    def series(cls, bf, bg, r, xp=jnp, tol=None, tails=None):
+        r"""$\sum_k bf_k\,bg_k\,r^k$ by Horner (k axis first in ``bf``, ``bg``; ``xp``: jax.numpy or numpy),
+        truncated by correlation to ``tol`` (class doc) when ``tol`` is given; ``tails``: the
+        :meth:`relative_tail` of ``bf`` and ``bg`` when known (computed here otherwise)."""
         K = bf.shape[0]
         acc = xp.zeros(xp.broadcast_shapes(bf.shape[1:], bg.shape[1:], xp.shape(r)))
+        if tol is None:
+            k0 = K
+        else:
+            tf, tg = tails if tails is not None else (cls.relative_tail(bf, xp), cls.relative_tail(bg, xp))
+            k0 = cls.terms(tf, tg, r, tol, xp)
         if xp is np:
             term = np.empty_like(acc)
-            for k in range(K - 1, -1, -1):
+            for k in range(int(k0) - 1, -1, -1):
                 acc *= r
                 acc += np.multiply(bf[k], bg[k], out=term)
             return acc
-        return jax.lax.fori_loop(0, K, lambda i, acc: acc * r + bf[K - 1 - i] * bg[K - 1 - i], acc)
+        return jax.lax.fori_loop(K - k0, K, lambda i, acc: acc * r + bf[K - 1 - i] * bg[K - 1 - i], acc)
 
     @float64
     def expect_pairs(self, pairs, q1, q2, c):
         q1, q2, c = (jnp.asarray(v, jnp.float64) for v in (q1, q2, c))
         r, _ = _correlation(q1, q2, c)
-        return tuple(self.series(self.coefficients(f, q1), self.coefficients(g, q2), r) for f, g in pairs)
+        return tuple(self.series(self.coefficients(f, q1), self.coefficients(g, q2), r, tol=self.tol) for f, g in pairs)
 
 
 def hermite_order(functions: tuple[Callable, ...], q_max: float, tol: float = DEFAULT_TOL,
@@ -397,16 +435,27 @@ class DualKernels:
         fs = array_functions(self.activation, "numpy" if xp is np else "jax")[: 2 if derivative else 1]
         return (q,) + tuple(self.rule.coefficients(f, q, xp) for f in fs)
 
+    def tails(self, m, xp=jnp):
+        """The Hermite rule's :meth:`HermiteRule.relative_tail` of every coefficient array of the marginals
+        ``m`` (one ``(K,)`` array each; ``None`` for the other rules): computed once for marginals that
+        many evaluations share (``from_marginals(..., tails=...)``)."""
+        if self.method != "hermite":
+            return None
+        return tuple(HermiteRule.relative_tail(b, xp) for b in m[1:])
+
     @float64
-    def from_marginals(self, m1, m2, c, derivative: bool = True, xp=jnp):
+    def from_marginals(self, m1, m2, c, derivative: bool = True, xp=jnp, tails=None):
         r"""$C$ (and $\dot C$ if ``derivative``) for marginals from :meth:`marginal` and covariance ``c``
-        (``xp`` as there)."""
+        (``xp`` as there).  ``tails``: ``(tails(m1), tails(m2))`` when known (the Mehler series is
+        truncated by correlation; :class:`HermiteRule`)."""
         q1, q2 = m1[0], m2[0]
         c = xp.asarray(c, xp.float64)
         shape = xp.broadcast_shapes(q1.shape, q2.shape, c.shape)
         if self.method == "hermite":
             r, _ = _correlation(q1, q2, c, xp)
-            out = tuple(HermiteRule.series(m1[i], m2[i], r, xp) for i in ((1, 2) if derivative else (1,)))
+            out = tuple(HermiteRule.series(m1[i], m2[i], r, xp, tol=self.rule.tol,
+                                           tails=None if tails is None else (tails[0][i - 1], tails[1][i - 1]))
+                        for i in ((1, 2) if derivative else (1,)))
         elif self.method == "closed":
             out = self.rule(q1, q2, c, ops=NUMPY_OPS if xp is np else None)[: 2 if derivative else 1]
         elif xp is np:
@@ -470,7 +519,7 @@ def dual_kernels(activation, *, q_max: float = 10.0, tol: float = DEFAULT_TOL,
     if method in ("auto", "hermite"):
         K = hermite_order(fns, q_max, tol)
         if K is not None:
-            return DualKernels(act, "hermite", HermiteRule(K), error_estimate=tol)
+            return DualKernels(act, "hermite", HermiteRule(K, tol), error_estimate=tol)
         if method == "hermite":
             raise ValueError(f"the Hermite series of {act.name!r} does not converge to {tol:g} "
                              f"within {_HERMITE_KMAX} terms at q_max={q_max:g}")
