@@ -43,11 +43,12 @@ def test_plan_survives_pickling():
     real = _gram.gram_plan
     try:
         _gram.gram_plan = lambda *a, **k: seen.append(real(*a, **k)) or seen[-1]
-        kc.mlp_kernel(X, activation="relu", depth=2)
+        kc.mlp_kernel(X, activation="relu", depth=2, sigma_b=0.1)                   # direct closed form
         kc.mlp_kernel(kc.data.sphere_normalise(X), activation="tanh", depth=1)      # sphere plan
+        kc.mlp_kernel(X, activation="relu", depth=2)                                # homogeneous plan
     finally:
         _gram.gram_plan = real
-    assert [type(p).__name__ for p in seen] == ["_DirectPlan", "_GroupPlan"]
+    assert [type(p).__name__ for p in seen] == ["_DirectPlan", "_GroupPlan", "_HomogeneousPlan"]
     for plan in seen:
         copy = pickle.loads(cloudpickle.dumps(plan))
         for a, b in zip(copy.block(slice(0, 7), slice(3, 12)), plan.block(slice(0, 7), slice(3, 12))):

@@ -5,6 +5,8 @@ no interpolation), for real kernels (softplus Neural ODE, ResNet, tanh and relu 
 closed-form pair function written here (shares no code with the plans).
 """
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -114,7 +116,7 @@ def _subset_check(kernel, x, idx):
     return K
 
 
-@pytest.mark.parametrize("act, depth, kw", [("relu", 3, {}), ("gelu", 2, dict(sigma_w=1.2, sigma_b=0.1)),
+@pytest.mark.parametrize("act, depth, kw", [("relu", 3, dict(sigma_b=0.1)), ("gelu", 2, dict(sigma_w=1.2, sigma_b=0.1)),
                                             ("erf", 3, dict(sigma_w=1.3, sigma_b=0.2)),
                                             pytest.param("tanh", 3, dict(sigma_w=1.5, sigma_b=0.1), marks=pytest.mark.slow)])
 def test_off_sphere_mlp_fast_path_equals_direct(act, depth, kw):
@@ -123,6 +125,62 @@ def test_off_sphere_mlp_fast_path_equals_direct(act, depth, kw):
     K = _subset_check(lambda z: kc.mlp_kernel(z, activation=act, depth=depth, **kw), x, idx)
     assert K.info["path"] == ("direct" if act == "relu" else "norm interpolation")
     assert K.info.get("interpolation_error_estimate", 0.0) <= 1e-9
+
+
+def _arccos_mlp(x, depth, sigma_w):
+    """Independent reference: the relu MLP (no biases, readout sigma_v = 1) by the arc-cosine recursion in
+    numpy, theta from the normalised Gram with the diagonal exactly 0."""
+    d = x.shape[1]
+    K = sigma_w**2 * (x @ x.T) / d
+    np.fill_diagonal(K, sigma_w**2 * np.sum(x * x, 1) / d)
+    T = K.copy()
+    for layer in range(depth):
+        s = 1.0 if layer == depth - 1 else sigma_w
+        n = np.sqrt(np.outer(np.diag(K), np.diag(K)))
+        theta = np.arccos(np.clip(K / np.where(n > 0, n, 1.0), -1, 1))
+        np.fill_diagonal(theta, 0.0)
+        C = n / (2 * np.pi) * (np.sin(theta) + (np.pi - theta) * np.cos(theta))
+        Cdot = (np.pi - theta) / (2 * np.pi)
+        K = s**2 * C
+        T = K + s**2 * Cdot * T
+    return K, T
+
+
+@pytest.mark.parametrize("depth, sigma_w", [(1, 1.0), (3, 1.4)])
+def test_off_sphere_relu_homogeneous_path_equals_the_arccos_recursion(depth, sigma_w):
+    """relu without biases: K(lx, my) = lm K(x, y), so any inputs (a zero row too) take the sphere table
+    of their directions; against the arc-cosine recursion written here."""
+    x = _rows(300, 5, 9, 0.3)
+    x[17] = 0.0
+    K = kc.mlp_kernel(x, activation="relu", depth=depth, sigma_w=sigma_w)
+    assert K.info["path"].startswith("homogeneous")
+    ref_n, ref_t = _arccos_mlp(x, depth, sigma_w)
+    for got, want in ((K.nngp, ref_n), (K.ntk, ref_t)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-11 * np.max(np.abs(want)))
+    assert np.all(K.ntk[17] == 0.0)
+    assert np.array_equal(K.ntk, K.ntk.T)
+
+
+@pytest.mark.parametrize("name", ["node relu", "resnet relu", "mlp leaky_relu"])
+def test_off_sphere_homogeneous_path_equals_direct(name):
+    """The homogeneous path against direct pair evaluations (blocks of <= 48 pairs: the direct path),
+    on and off the diagonal."""
+    fn = {"node relu": lambda *z: kc.node_kernel(*z, activation="relu", T=1.0),
+          "resnet relu": lambda *z: kc.resnet_kernel(*z, activation="relu", depth=4),
+          "mlp leaky_relu": lambda *z: kc.mlp_kernel(*z, activation="leaky_relu", depth=2, sigma_w=1.3)}[name]
+    x = _rows(120, 5, 10, 0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kc.KernelcalcAccuracyWarning)   # relu's time grid converges algebraically
+        K = fn(x)
+        assert K.info["path"].startswith("homogeneous")
+        I, J = np.arange(0, 6), np.arange(60, 68)     # 36 and 48 pairs: the direct path
+        blocks = [(I, None), (J[:6], None), (I, J)]
+        for rows, cols in blocks:
+            ref = fn(x[rows]) if cols is None else fn(x[rows], x[cols])
+            assert ref.info["path"] == "direct"
+            cols = rows if cols is None else cols
+            for got, want in ((K.nngp[np.ix_(rows, cols)], ref.nngp), (K.ntk[np.ix_(rows, cols)], ref.ntk)):
+                np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.max(np.abs(want)))
 
 
 @pytest.mark.slow

@@ -34,8 +34,10 @@ $\theta=\arccos\big(x\cdot y/(d\sqrt{v_xv_y})\big)\in[0,\pi]$, the kernel is $F(
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import math
+import os
 
 import numpy as np
 
@@ -56,6 +58,14 @@ _R_MIN = 8                   # fewest theta intervals of the norm-interpolation 
 _BLOCK = 256
 _TILE_ENTRIES = 1 << 16    # entries per evaluation chunk (keeps the temporaries in cache)
 _NORM_CHUNK_ENTRIES = 24000     # norm interpolation: entries per chunk (its temporaries stay in cache)
+
+
+def _cores() -> int:
+    """CPU cores this process may run on (threads for the chunks of a tile)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover  (not on Linux)
+        return max(1, os.cpu_count() or 1)
 
 
 def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str):
@@ -215,11 +225,19 @@ class _TablePlan(GramPlan):
         # output: each chunk reads its own entries before it overwrites them (no third N x N array)
         xy = np.matmul(self.a[ia], self.b[jb].T, out=out[1])
         xy /= self.d
+
+        def run(r):            # rows r: reads its own x.y/d, writes its own rows (chunks are independent)
+            c0 = r.start if sym else 0
+            out[0][r, c0:], out[1][r, c0:] = self._chunk(ia[r], jb[c0:], xy[r, c0:])
+
+        workers = min(len(chunks), _cores())
         with self._threads():
-            for r in chunks:
-                c0 = r.start if sym else 0
-                vals = self._chunk(ia[r], jb[c0:], xy[r, c0:])
-                out[0][r, c0:], out[1][r, c0:] = vals
+            if workers > 1:    # numpy releases the GIL in its loops: the chunks run in parallel threads
+                with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                    list(pool.map(run, chunks))
+            else:
+                for r in chunks:
+                    run(r)
         if sym:
             for K in out:
                 for r in chunks:
@@ -530,6 +548,39 @@ class _NormInterpPlan(_TablePlan):
         return float(max(np.max(np.abs(g - r)) / max(sc, 1e-300) for g, r, sc in zip(got, ref, self.scale)))
 
 
+class _HomogeneousPlan(GramPlan):
+    r"""A kernel with $F(v_x,v_y,\theta)=\sqrt{v_xv_y}\,F(1,1,\theta)$ (bias-free networks of a positively
+    homogeneous $\phi$: relu, leaky relu): the sphere table of the unit-norm directions (exact in the
+    norms, no interpolation), times $\sqrt{v_xv_y}$; a zero row gives 0."""
+
+    symmetric_tiles = True
+
+    def __init__(self, a, b, same, pair_fn, tol, strict):
+        super().__init__(a, b, same, {})
+        self.ra, self.rb = np.sqrt(self.na), np.sqrt(self.nb)
+
+        def unit(x, r):
+            return x / np.where(r > 0, r, 1.0)[:, None]
+
+        ua = unit(a, self.ra)
+        ub = ua if same else unit(b, self.rb)
+        units = np.concatenate([np.sum(ua * ua, 1), np.sum(ub * ub, 1)]) / self.d
+        reps = np.unique(np.where(units > 0.5, 1.0, 0.0))          # the unit sphere (and zero rows)
+        self.inner = _GroupPlan(ua, ub, same, pair_fn, reps, tol, strict)
+        self.info = dict(self.inner.info, path="homogeneous (sphere table x |x||y|/d)")
+        self.info.pop("norm_groups", None)
+
+    def block(self, rows, cols):
+        out = self.inner.block(rows, cols)
+        rb = self.rb[cols]
+        ra = self.ra[rows]
+        for r0 in range(0, ra.size, _BLOCK):      # scale by the outer product (symmetric: exactly)
+            scale = np.multiply.outer(ra[r0:r0 + _BLOCK], rb)
+            for K in out:
+                K[r0:r0 + _BLOCK] *= scale
+        return out
+
+
 class _DirectPlan(GramPlan):
     """Every pair evaluated by ``pair_fn`` (a tile of a symmetric Gram on the diagonal: its upper
     triangle only, mirrored)."""
@@ -571,16 +622,20 @@ class _DirectPlan(GramPlan):
 
 
 def gram_plan(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, cheap_pairs: bool = False,
-              strict: bool = False) -> GramPlan:
+              homogeneous: bool = False, strict: bool = False) -> GramPlan:
     """Validate the inputs and choose how to evaluate the Gram of ``pair_fn`` (see module doc).
 
     ``cheap_pairs``: the pair function is closed-form arithmetic, so off the sphere (and the norm
     groups) every pair is evaluated directly in large blocks (exact, no interpolation error).
+    ``homogeneous``: the kernel is $\sqrt{v_xv_y}F(1,1,\theta)$ (:class:`_HomogeneousPlan`), so any
+    inputs take the sphere table of their directions.
     """
     a, b, same = as_input_pair(x1, x2)
     d = a.shape[1]
     na, nb = np.sum(a * a, axis=1) / d, np.sum(b * b, axis=1) / d
     n_pairs = a.shape[0] * b.shape[0]
+    if n_pairs > _DIRECT_MAX_PAIRS and homogeneous and np.any(na > 0) and np.any(nb > 0):
+        return _HomogeneousPlan(a, b, same, pair_fn, tol, strict)
     if n_pairs > _DIRECT_MAX_PAIRS:
         reps = _norm_groups(np.concatenate([na, nb]), 1 if cheap_pairs else _MAX_GROUPS)
         if reps is not None and (not cheap_pairs or reps[0] > 0):
@@ -592,7 +647,7 @@ def gram_plan(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, ch
 
 
 def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool | None = False, cheap_pairs: bool = False,
-         strict: bool = False, outputs=("nngp", "ntk"), out=None, client=None, config: dict | None = None,
+         homogeneous: bool = False, strict: bool = False, outputs=("nngp", "ntk"), out=None, client=None, config: dict | None = None,
          tile: int | None = None):
     """Validated Gram matrices ``(nngp, ntk, info)`` of ``pair_fn`` on ``x1`` x ``x2`` (see module doc),
     evaluated tile by tile by :mod:`kernelcalc.kernels._tiles`.
@@ -627,7 +682,7 @@ def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool | None = False, 
         client = _tiles.connect(client)
     try:
         plan = gram_plan(a, None if same else b, pair_fn, tol=tol, progress=progress if single else False,
-                         cheap_pairs=cheap_pairs, strict=strict)
+                         cheap_pairs=cheap_pairs, homogeneous=homogeneous, strict=strict)
         engine = _tiles.run_tiles(plan, outputs=outputs, sink=sink, tile=tile, client=client,
                                   progress=False if single else progress)
     finally:

@@ -46,8 +46,9 @@ def _compiled(dual: DualKernels, depth: int, sigma_w: float, sigma_b: float, sig
             ws, bs = (sigma_v, sigma_vb) if layer == depth - 1 else (sigma_w, sigma_b)
             m = dual.marginal(q)
             mx, my = (jax.tree_util.tree_map(lambda a, i=i: a[..., i], m) for i in (ix, iy))
-            tl = dual.tails(m)          # the Mehler series truncated by the batch's correlations
-            C, Cdot = dual.from_marginals(mx, my, k, tails=None if tl is None else (tl, tl))
+            tl = dual.tails(m)          # the Mehler series truncated per pair by its correlation
+            tails = None if tl is None else (tuple(t[:, ix] for t in tl), tuple(t[:, iy] for t in tl))
+            C, Cdot = dual.from_marginals(mx, my, k, tails=tails)
             k_next = rec.mlp_nngp_step(C, ws, bs)
             ntk = rec.mlp_ntk_step(k_next, Cdot, ntk, ws)
             if layer < depth - 1:
@@ -58,7 +59,7 @@ def _compiled(dual: DualKernels, depth: int, sigma_w: float, sigma_b: float, sig
     return pair
 
 
-_PAIR_BATCH = 512     # pairs per compiled evaluation at most
+_PAIR_BATCH = 512     # pairs per compiled evaluation of the Mehler series
 
 
 def _kinked_closed_form(act) -> bool:
@@ -127,11 +128,12 @@ def mlp_kernel(x1, x2=None, *, activation, depth, sigma_w=1.0, sigma_b=0.0, sigm
         n = sxy.size
         v, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
         vj = jnp.asarray(pad_to(v, bucket(v.size)))
-        # many pairs: batches of similar correlation (the Mehler series is truncated per batch)
-        order = by_correlation(sxx, syy, sxy) if n > _PAIR_BATCH else np.arange(n)
+        # the Mehler series: batches of similar correlation (it is truncated per batch by the largest)
+        batch = _PAIR_BATCH if dual.method == "hermite" else max(n, 1)
+        order = by_correlation(sxx, syy, sxy) if n > batch else np.arange(n)
         k_out, ntk_out = np.empty(n), np.empty(n)
-        for lo in range(0, n, _PAIR_BATCH):
-            sel = order[lo:lo + _PAIR_BATCH]
+        for lo in range(0, n, batch):
+            sel = order[lo:lo + batch]
             size = bucket(sel.size)
             ix, iy = (pad_to(i, size) for i in (inverse[:n][sel], inverse[n:][sel]))
             k, ntk = compiled(vj, jnp.asarray(ix), jnp.asarray(iy), jnp.asarray(pad_to(sxy[sel], size)))
@@ -142,7 +144,8 @@ def mlp_kernel(x1, x2=None, *, activation, depth, sigma_w=1.0, sigma_b=0.0, sigm
                             outputs=outputs, out=out, client=client,
                             config=dict(model="mlp", activation=act.name, params=dict(
                                 depth=depth, sigma_w=sigma_w, sigma_b=sigma_b, sigma_v=sigma_v, sigma_vb=sigma_vb)),
-                            cheap_pairs=_kinked_closed_form(act), strict=strict)
+                            cheap_pairs=_kinked_closed_form(act), strict=strict,
+                            homogeneous=act.is_positively_homogeneous and sigma_b == 0 and sigma_vb == 0)
     require_finite(nngp, ntk, f"the depth-{depth} {act.name} MLP kernel")
     info.update(ginfo, seconds=time.perf_counter() - t0)
     # each layer adds the expectation's relative error (closed forms: a few roundings)

@@ -590,6 +590,20 @@ class Activation:
                      sp.floor, sp.ceiling)
         return any(self.expr.has(t) or self.derivative.has(t) for t in nonsmooth)
 
+    @functools.cached_property
+    def is_positively_homogeneous(self) -> bool:
+        r"""True when $\phi(\lambda z)=\lambda\phi(z)$ for every $\lambda>0$ (relu, leaky relu, abs, linear),
+        i.e. $\phi(z)=z\,\phi(1)$ for $z>0$ and $\phi(z)=|z|\,\phi(-1)$ for $z<0$: proved symbolically on
+        each half-line (``False`` when sympy cannot prove it).  Bias-free networks of such $\phi$ have
+        kernels with $K(\lambda x,\mu y)=\lambda\mu K(x,y)$: off the sphere, the sphere's kernel
+        times $|x||y|/d$ (:mod:`kernelcalc.kernels._gram`)."""
+        p = sp.Symbol("p", positive=True)
+        try:
+            return bool(self.expr.subs(X, 0) == 0) and all(
+                sp.simplify(self.expr.subs(X, s * p) - p * self.expr.subs(X, s)) == 0 for s in (1, -1))
+        except (TypeError, ValueError):  # pragma: no cover  (an expression sympy cannot compare)
+            return False
+
     def param(self, key: str, default: float | None = None) -> float | None:
         return dict(self.params).get(key, default)
 

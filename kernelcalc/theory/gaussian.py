@@ -219,13 +219,15 @@ class HermiteRule:
     depend on the marginal variances only, so for fixed marginals (the cross-kernels of the
     ODE/ResNet/MLP recursions) each evaluation costs $K$ multiply-adds.
 
-    **Truncation by correlation.**  Where every $|r|\le\bar r<1$ far fewer terms are needed: for
+    **Truncation by correlation.**  Where $|r|\le\bar r<1$ far fewer terms are needed: for
     $k_0\le K$, $\big|\sum_{k_0\le k<K}\hat f_k\hat g_k r^k\big|\le\bar r^{k_0}
-    \sqrt{\tau_f(k_0)\tau_g(k_0)}\sqrt{Ef^2\,Eg^2}$ with the relative tails
-    $\tau_f(k_0)=\max\sum_{k\ge k_0}\hat f_k^2/\sum_k\hat f_k^2$ (the largest over the marginals
-    evaluated together), so :meth:`series` sums only the first $k_0$ terms, $k_0$ the smallest with
-    this bound below ``tol`` (the same relative accuracy as the full series).  $\bar r$ is the largest
-    $|r|$ of the whole evaluation (one array), so evaluations grouped by correlation gain most.
+    \sqrt{\tau_f(k_0)\tau_g(k_0)}\sqrt{Ef^2\,Eg^2}$ (Cauchy–Schwarz) with the relative tails
+    $\tau_f(k_0)=\sum_{k\ge k_0}\hat f_k^2/\sum_k\hat f_k^2$.  Given ``tails``, :meth:`series`
+    truncates per *problem* (an index of the leading axis of $r$, e.g. one input pair and its
+    $n\times n$ time cells): $k_0$ is the smallest with this bound below ``tol``, for $\bar r$ and
+    $\tau$ the largest over the problem's cells, so the result meets the full series' accuracy and
+    depends on the problem alone (not on the others evaluated with it: bit for bit the same in any
+    batch).  The loop runs to the largest $k_0$ of the batch, so batches of similar correlation gain most.
     """
 
     K: int
@@ -243,45 +245,50 @@ class HermiteRule:
 
     @staticmethod
     def relative_tail(b, xp=jnp):
-        r"""$\tau(k)=\max\sum_{j\ge k}b_j^2/\sum_j b_j^2$ over all but the first (k) axis of the
-        coefficients ``b``: shape ``(K,)`` (0 where a marginal's coefficients all vanish)."""
-        sq = (b * b).reshape(b.shape[0], -1)
+        r"""$\tau(k)=\sum_{j\ge k}b_j^2/\sum_j b_j^2$ of coefficients ``b`` of shape ``(K, P, ...)``: the
+        largest over the axes after the second, shape ``(K, P)`` (0 where the coefficients all vanish)."""
+        sq = (b * b).reshape(b.shape[0], b.shape[1], -1)
         tail = xp.flip(xp.cumsum(xp.flip(sq, 0), axis=0), 0)
-        total = tail[0]
+        total = tail[:1]
         rel = xp.where(total > 0, tail / xp.where(total > 0, total, 1.0), 0.0)
-        return xp.max(rel, axis=1)
+        return xp.max(rel, axis=2)
 
     @staticmethod
     def terms(tail_f, tail_g, r, tol, xp=jnp):
-        r"""Number $k_0$ of terms of :meth:`series` that meet ``tol`` (class doc): the smallest $k_0$ with
-        $\bar r^{k_0}\sqrt{\tau_f(k_0)\tau_g(k_0)}\le$ ``tol``, $\bar r=\max|r|$; $K$ when there is none.
-        ``tail_f``, ``tail_g``: :meth:`relative_tail` of the two coefficient arrays."""
+        r"""Terms $k_0$ per problem (class doc), shape ``(P,)``: the smallest $k_0$ with
+        $\bar r^{k_0}\sqrt{\tau_f(k_0)\tau_g(k_0)}\le$ ``tol``, $\bar r$ the largest $|r|$ of the problem
+        (``r``: shape ``(P, ...)``); $K$ when there is none.  ``tail_f``, ``tail_g``: ``(K, P)``."""
         K = tail_f.shape[0]
-        rbar = xp.max(xp.abs(r)) if xp.size(r) else xp.asarray(0.0)
-        k = xp.arange(K)
-        bound = xp.where(rbar > 0, rbar ** k, (k == 0).astype(xp.float64)) * xp.sqrt(tail_f * tail_g)
-        ok = bound <= tol
-        return xp.where(xp.any(ok), xp.argmax(ok), K)
+        rbar = xp.max(xp.abs(r).reshape(r.shape[0], -1), axis=1)                 # (P,)
+        k = xp.arange(K)[:, None]
+        power = xp.where(rbar[None, :] > 0, rbar[None, :] ** k, (k == 0).astype(xp.float64))
+        ok = power * xp.sqrt(tail_f * tail_g) <= tol                             # (K, P)
+        return xp.where(xp.any(ok, axis=0), xp.argmax(ok, axis=0), K)
 
     @classmethod
     def series(cls, bf, bg, r, xp=jnp, tol=None, tails=None):
-        r"""$\sum_k bf_k\,bg_k\,r^k$ by Horner (k axis first in ``bf``, ``bg``; ``xp``: jax.numpy or numpy),
-        truncated by correlation to ``tol`` (class doc) when ``tol`` is given; ``tails``: the
-        :meth:`relative_tail` of ``bf`` and ``bg`` when known (computed here otherwise)."""
+        r"""$\sum_k bf_k\,bg_k\,r^k$ by Horner (k axis first in ``bf``, ``bg``; ``xp``: jax.numpy or numpy).
+
+        With ``tol`` and ``tails`` = ``(tail_f, tail_g)`` (:meth:`relative_tail` per problem, ``(K, P)``,
+        P the leading axis of ``r``; ``bf``, ``bg`` then have shape ``(K, P, ...)`` or broadcast to it),
+        truncated per problem by correlation (class doc); else all $K$ terms."""
         K = bf.shape[0]
         acc = xp.zeros(xp.broadcast_shapes(bf.shape[1:], bg.shape[1:], xp.shape(r)))
-        if tol is None:
-            k0 = K
+        if tol is None or tails is None:
+            k_max = K
         else:
-            tf, tg = tails if tails is not None else (cls.relative_tail(bf, xp), cls.relative_tail(bg, xp))
-            k0 = cls.terms(tf, tg, r, tol, xp)
+            k0 = cls.terms(tails[0], tails[1], r, tol, xp)                           # (P,)
+            k_max = xp.max(k0)
+            # a problem's terms k >= k0 vanish exactly (0 * finite), so each problem sums its own k0 terms
+            keep = (xp.arange(K)[:, None] < k0[None, :]).reshape((K, k0.shape[0]) + (1,) * (bf.ndim - 2))
+            bf = xp.where(keep, bf, 0.0)
         if xp is np:
             term = np.empty_like(acc)
-            for k in range(int(k0) - 1, -1, -1):
+            for k in range(int(k_max) - 1, -1, -1):
                 acc *= r
                 acc += np.multiply(bf[k], bg[k], out=term)
             return acc
-        return jax.lax.fori_loop(K - k0, K, lambda i, acc: acc * r + bf[K - 1 - i] * bg[K - 1 - i], acc)
+        return jax.lax.fori_loop(K - k_max, K, lambda i, acc: acc * r + bf[K - 1 - i] * bg[K - 1 - i], acc)
 
     @float64
     def expect_pairs(self, pairs, q1, q2, c):
@@ -437,8 +444,9 @@ class DualKernels:
 
     def tails(self, m, xp=jnp):
         """The Hermite rule's :meth:`HermiteRule.relative_tail` of every coefficient array of the marginals
-        ``m`` (one ``(K,)`` array each; ``None`` for the other rules): computed once for marginals that
-        many evaluations share (``from_marginals(..., tails=...)``)."""
+        ``m`` (``(K, U, ...)`` coefficients of U variances -> one ``(K, U)`` array each; ``None`` for the
+        other rules).  Computed once for marginals that many evaluations share, gathered per problem and
+        passed to ``from_marginals(..., tails=(tails_1, tails_2))``."""
         if self.method != "hermite":
             return None
         return tuple(HermiteRule.relative_tail(b, xp) for b in m[1:])
