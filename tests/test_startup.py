@@ -166,7 +166,7 @@ def test_hermite_series_and_closed_forms_in_numpy(x64):
     np.testing.assert_allclose(HermiteRule.series(bf, bg, r, np), np.asarray(compiled), rtol=1e-13, atol=1e-14)
     q1, q2 = rng.uniform(0.2, 3, 6), rng.uniform(0.2, 3, 6)
     c = np.sqrt(q1 * q2) * rng.uniform(-1, 1, 6)
-    for name in ("relu", "erf", "sin", "x**3 - x"):
+    for name in ("relu", "erf", "gelu", "sin", "x**3 - x"):
         dual = closed_form_dual(resolve_activation(name))
         for u, v in zip(dual(q1, q2, c, ops=NUMPY_OPS), dual(q1, q2, c, ops=JAX_OPS)):
             np.testing.assert_allclose(u, np.asarray(v), rtol=1e-14, atol=1e-15)

@@ -16,7 +16,7 @@ from kernelcalc.theory.symbolic import (T, c, delta, gaussian_expectation, q1, q
 GRID = [(1.0, 1.0, 0.3), (0.7, 2.0, -0.5), (1.5, 0.4, 0.6), (2.0, 2.0, 1.9)]
 
 
-@pytest.mark.parametrize("name", ["relu", "erf", "sin", "leaky_relu(0.2)", "x**3 - x"])
+@pytest.mark.parametrize("name", ["relu", "erf", "gelu", "sin", "leaky_relu(0.2)", "x**3 - x"])
 def test_closed_form_symbolic_equals_numeric(name):
     """Consistency only: the sympy and numeric closed forms come from the same table (see the quadrature test)."""
     d = derive(name, model="node")

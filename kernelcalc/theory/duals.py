@@ -9,10 +9,14 @@ activation     $C$                                                   $\dot C$
 relu           $\frac{n}{2\pi}(\sin\theta + (\pi-\theta)\cos\theta)$  $\frac{\pi-\theta}{2\pi}$
 leaky_relu     $\alpha c + (1-\alpha)^2 C_{\rm relu}$                $\alpha + (1-\alpha)^2\dot C_{\rm relu}$
 erf            $\frac2\pi\arcsin\frac{2c}{\sqrt{(1+2q_1)(1+2q_2)}}$  $\frac{4}{\pi\sqrt{(1+2q_1)(1+2q_2)-4c^2}}$
+gelu           $\frac{q_1q_2J+(1+q_1+q_2)c\beta+c^2/\Delta}{2\pi P}$  $\frac1{2\pi}\big(\beta+\frac c\Delta(\frac1{1+q_1}+\frac1{1+q_2}+\frac1{\Delta^2})\big)$
 sin            $e^{-(q_1+q_2)/2}\sinh c$                              $e^{-(q_1+q_2)/2}\cosh c$
 cos            $e^{-(q_1+q_2)/2}\cosh c$                              $e^{-(q_1+q_2)/2}\sinh c$
 polynomial     Isserlis: $E[a^ib^j]=\sum_k\binom ik\binom jk k!\,c^k(i-k-1)!!\,q_1^{\frac{i-k}2}(j-k-1)!!\,q_2^{\frac{j-k}2}$
 =============  ====================================================  ==========================================
+
+gelu ($\phi(x)=x\Phi(x)$): $P=(1+q_1)(1+q_2)$, $\Delta=\sqrt{P-c^2}$, $\beta=\operatorname{atan2}(\Delta,-c)
+=\frac\pi2+\arcsin\frac c{\sqrt P}$, $J=\Delta+c\beta$ ($=2\pi C_{\rm relu}(1+q_1,1+q_2,c)$); see :func:`_gelu_C`.
 
 Each formula is written once against a tiny namespace of operations (:data:`JAX_OPS`,
 :data:`NUMPY_OPS` or :data:`SYMPY_OPS`) so the numeric and the symbolic paths share it.
@@ -50,11 +54,36 @@ def _angle(xp):
     return angle
 
 
+#: $(-1)^{k+1}\,2k/(2k+1)!$, $k=1..9$: $\sin\beta-\beta\cos\beta=\beta^3\sum_k a_k\beta^{2k-2}$ (see :func:`_arc`).
+_ARC_SERIES = tuple((-1) ** (k + 1) * 2 * k / math.factorial(2 * k + 1) for k in range(1, 10))
+
+
+def _arc(xp):
+    r"""$J(c,\Delta)=\Delta+c\beta$, $\beta=\operatorname{atan2}(\Delta,-c)$, for $\Delta\ge0$ (``xp``: numpy or
+    jax.numpy): the arc-cosine function $n(\sin\theta+(\pi-\theta)\cos\theta)$ of $c=n\cos\theta$,
+    $\Delta=n\sin\theta$, $\beta=\pi-\theta$.  $J\ge0$; for $c\ge0$ both terms are $\ge0$.  For $c<0$ and
+    $\beta\le1$ the two terms cancel ($J=n(\sin\beta-\beta\cos\beta)=n(\beta^3/3-\beta^5/30+\dots)$), so
+    there $J=n\beta^3\sum_{k=1}^{9}(-1)^{k+1}\frac{2k}{(2k+1)!}\beta^{2k-2}$ (truncation
+    $<5\cdot10^{-16}$ relative at $\beta=1$); for $\beta>1$ the direct sum loses at most a factor 3."""
+
+    def arc(c, d):
+        beta = xp.arctan2(d, -c)
+        z = beta * beta
+        series = _ARC_SERIES[-1]
+        for a in _ARC_SERIES[-2::-1]:
+            series = series * z + a
+        small = xp.sqrt(c * c + d * d) * beta * z * series
+        return xp.where(beta <= 1.0, small, d + c * beta)
+
+    return arc
+
+
 def _array_ops(xp) -> SimpleNamespace:
     """The operations of the closed forms for the array module ``xp`` (numpy or jax.numpy)."""
     return SimpleNamespace(sqrt=xp.sqrt, arccos=xp.arccos, arcsin=xp.arcsin, exp=xp.exp,
                            sinh=xp.sinh, cosh=xp.cosh, sin=xp.sin, cos=xp.cos, pi=math.pi,
-                           clip_unit=lambda r: xp.clip(r, -1.0, 1.0), angle=_angle(xp))
+                           clip_unit=lambda r: xp.clip(r, -1.0, 1.0), angle=_angle(xp),
+                           arctan2=xp.arctan2, nonneg=lambda v: xp.maximum(v, 0.0), arc=_arc(xp))
 
 
 class _JaxOps:
@@ -63,7 +92,12 @@ class _JaxOps:
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
+        import jax
         import jax.numpy as jnp
+
+        from .. import _x64
+
+        _x64.jax_imported(jax)  # jax loaded here, inside a float64 scope opened before: x64 on before its first use
 
         ops = _array_ops(jnp)
         self.__dict__.update(vars(ops))
@@ -74,7 +108,8 @@ JAX_OPS = _JaxOps()
 NUMPY_OPS = _array_ops(np)
 SYMPY_OPS = SimpleNamespace(sqrt=sp.sqrt, arccos=sp.acos, arcsin=sp.asin, exp=sp.exp, sinh=sp.sinh,
                             cosh=sp.cosh, sin=sp.sin, cos=sp.cos, pi=sp.pi, clip_unit=lambda r: r,
-                            angle=lambda q1, q2, c: sp.acos(c / sp.sqrt(q1 * q2)))
+                            angle=lambda q1, q2, c: sp.acos(c / sp.sqrt(q1 * q2)), arctan2=sp.atan2,
+                            nonneg=lambda v: v, arc=lambda c, d: d + c * sp.atan2(d, -c))
 
 
 def _theta(o, q1, q2, c):
@@ -97,6 +132,46 @@ def _erf_C(o, q1, q2, c):
 
 def _erf_Cdot(o, q1, q2, c):
     return 4 / (o.pi * o.sqrt((1 + 2 * q1) * (1 + 2 * q2) - 4 * c**2))
+
+
+def _gelu_parts(o, q1, q2, c):
+    r"""$P=(1+q_1)(1+q_2)$, $m=1+q_1+q_2$, $\Delta^2=m+\max(q_1q_2-c^2,0)$ ($=P-c^2$ for a valid covariance,
+    written without the cancellation of $P-c^2$ at $c^2\to q_1q_2$, and clipped there like :func:`_angle`;
+    $\Delta^2\ge1$), $\Delta$ and $\beta=\operatorname{atan2}(\Delta,-c)\in(0,\pi)$."""
+    P, m = (1 + q1) * (1 + q2), 1 + q1 + q2
+    d2 = m + o.nonneg(q1 * q2 - c**2)
+    d = o.sqrt(d2)
+    return P, m, d2, d, o.arctan2(d, -c)
+
+
+def _gelu_C(o, q1, q2, c):
+    r"""GELU $\phi(x)=x\Phi(x)$: $2\pi P\,C=q_1q_2J+m\,c\beta+c^2/\Delta$ (notation of :func:`_gelu_parts`,
+    $J=\Delta+c\beta$ from :func:`_arc`).
+
+    Derivation: $\dot C=E[\phi'(a)\phi'(b)]$ with $\phi'=\Phi+x\varphi$ is a sum of three Gaussian integrals:
+    $E[\Phi(a)\Phi(b)]=P(\xi_1\le a,\xi_2\le b)=\frac14+\frac1{2\pi}\arcsin\frac c{\sqrt P}=\frac\beta{2\pi}$
+    ($\xi_i$ independent standard normals: an orthant probability of $(a-\xi_1,b-\xi_2)$, covariance
+    $[[1+q_1,c],[c,1+q_2]]$), $E[\Phi(a)\,b\varphi(b)]=\frac{c}{2\pi\Delta(1+q_2)}$ and
+    $E[a\varphi(a)\,b\varphi(b)]=\frac{c}{2\pi\Delta^3}$ (a Gaussian integral against $e^{-(a^2+b^2)/2}$,
+    $\det(I+\Sigma)=\Delta^2$).  $C$ is the antiderivative in $c$ (Price: $\partial_cC=\dot C$) with
+    $C|_{c=0}=E[a\Phi(a)]E[b\Phi(b)]=\frac{q_1q_2}{2\pi\sqrt P}$ (Stein: $E[a\Phi(a)]=q_1E[\varphi(a)]$).
+    It equals neural-tangents' ``stax.Gelu``,
+    $C=\frac c4+\frac1{2\pi}\big(c\arcsin\frac c{\sqrt P}+\frac{c^2+q_1q_2\Delta^2}{P\Delta}\big)$, rewritten with
+    $\frac c4+\frac{c}{2\pi}\arcsin\frac c{\sqrt P}=\frac{c\beta}{2\pi}$ and $P=q_1q_2+m$ so that no two terms
+    cancel catastrophically: for $c\ge0$ all are $\ge0$; for $c<0$ the large terms $c\beta$ and
+    $q_1q_2\Delta/P$ of that form cancel at large $q$ and $c\to-\sqrt{q_1q_2}$ (there $C=O(q^{-1/2})$ while
+    they are $O(q^{1/2})$), which here is the cancellation inside $J$, done by its series.
+    $q_1=0$ (a zero input, $c=0$): $C=0$."""
+    P, m, _, d, beta = _gelu_parts(o, q1, q2, c)
+    return (q1 * q2 * o.arc(c, d) + m * c * beta + c**2 / d) / (2 * o.pi * P)
+
+
+def _gelu_Cdot(o, q1, q2, c):
+    r"""GELU: $2\pi\dot C=\beta+\frac c\Delta\big(\frac1{1+q_1}+\frac1{1+q_2}+\frac1{\Delta^2}\big)$ (the three
+    integrals of :func:`_gelu_C`; neural-tangents writes $\frac1{1+q_1}+\frac1{1+q_2}=1+\frac{1-q_1q_2}P$ and
+    $\frac\beta{2\pi}=\frac14+\frac1{2\pi}\arcsin\frac c{\sqrt P}$).  $\dot C=\frac14$ at $c=0$."""
+    _, _, d2, d, beta = _gelu_parts(o, q1, q2, c)
+    return (beta + c / d * (1 / (1 + q1) + 1 / (1 + q2) + 1 / d2)) / (2 * o.pi)
 
 
 def _sin_C(o, q1, q2, c):
@@ -171,10 +246,14 @@ _NAMED = {
     "relu": lambda act: ClosedFormDual("relu", _relu_C, _step_C),
     "leaky_relu": lambda act: _leaky(act.param("alpha")),
     "erf": lambda act: ClosedFormDual("erf", _erf_C, _erf_Cdot),
+    "gelu": lambda act: ClosedFormDual("gelu", _gelu_C, _gelu_Cdot),
     "sin": lambda act: ClosedFormDual("sin", _sin_C, _cos_C),
     "cos": lambda act: ClosedFormDual("cos", _cos_C, _sin_C),
 }
-_REFERENCE_EXPR = {"relu": sp.Max(0, X), "erf": sp.erf(X), "sin": sp.sin(X), "cos": sp.cos(X)}
+_REFERENCE_EXPR = {"relu": sp.Max(0, X), "erf": sp.erf(X), "gelu": X * (1 + sp.erf(X / sp.sqrt(2))) / 2,
+                   "sin": sp.sin(X), "cos": sp.cos(X)}
+#: functions an expression must contain to be compared with a reference (skips a useless ``simplify``)
+_REFERENCE_NEEDS = {"gelu": (sp.erf, sp.erfc)}
 
 
 @functools.lru_cache(maxsize=256)
@@ -182,7 +261,9 @@ def closed_form_dual(activation: Activation) -> ClosedFormDual | None:
     """The closed-form dual of ``activation`` if one is known, else ``None``.
 
     Recognises built-ins and user expressions equal to them (``Max(0, x)``, ``erf(x)``,
-    ``sin(x)``, ``cos(x)``) and every polynomial (``identity``, ``quadratic``, ``x**3 - x`` ...).
+    ``x*(1+erf(x/sqrt(2)))/2``, also written with ``erfc``, ``sin(x)``, ``cos(x)``; equality proved by sympy:
+    a float approximation such as ``erf(0.7071*x)`` or the tanh approximation of GELU is not recognised)
+    and every polynomial (``identity``, ``quadratic``, ``x**3 - x`` ...).
     """
     if activation.builtin in _NAMED:
         return _NAMED[activation.builtin](activation)
@@ -193,6 +274,8 @@ def closed_form_dual(activation: Activation) -> ClosedFormDual | None:
     if activation.builtin is not None:  # a built-in without a closed form
         return None
     for key, ref in _REFERENCE_EXPR.items():
-        if sp.simplify(activation.expr - ref) == 0:
+        if key in _REFERENCE_NEEDS and not activation.expr.has(*_REFERENCE_NEEDS[key]):
+            continue
+        if sp.simplify((activation.expr - ref).rewrite(sp.erf)) == 0:
             return _NAMED[key](activation)
     return None

@@ -4,7 +4,7 @@ Three rules behind one front door, :func:`dual_kernels` (for $C=E[\phi\phi]$ and
 $\dot C = E[\phi'\phi']$) and :func:`gaussian_expectation` (any pair $f, g$):
 
 - **closed forms** (:mod:`kernelcalc.theory.duals`): relu/step arc-cosine, leaky relu, erf
-  arcsin, sin/cos, every polynomial (Isserlis);
+  arcsin, gelu, sin/cos, every polynomial (Isserlis);
 - **Cartesian trapezoid** for smooth activations. With $a=\sqrt{q_1}z_1$,
   $b=\sqrt{q_2}(r z_1+\sqrt{1-r^2}\,z_2)$, $r=c/\sqrt{q_1q_2}$,
   $E[f(a)g(b)] = \sum_{i,j} w_i w_j f(a_i)g(b_{ij})$ on the grid $z=kh$, $|z|\le 9$,
