@@ -59,7 +59,7 @@ SCRIPT = textwrap.dedent(r'''
         idx = np.zeros(8, np.int32)
         poison["mlp pair"] = str(pair(np.full(8, 1.0), idx, idx, np.full(8, 0.5))[1].dtype)
         disc = ode_mod.chebyshev_discretisation(16, 1.0, 1)
-        self_solve, _ = ode_mod._compiled(dual_kernels("erf"), disc, 1.0, 1.0, "jax")   # as node_kernel calls it
+        self_solve = ode_mod._compiled(dual_kernels("erf"), disc, 1.0, 1.0, "jax")[0]   # as node_kernel calls it
         poison["ode self solve"] = str(self_solve(np.ones(1))[0].dtype)
         from kernelcalc.empirical.models import make_network
         from kernelcalc.empirical.ntk import network_ntk
