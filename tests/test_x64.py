@@ -55,9 +55,9 @@ SCRIPT = textwrap.dedent(r'''
         # calls below use first (a float32 trace of each).
         from kernelcalc.kernels import mlp as mlp_mod, ode as ode_mod
         from kernelcalc.theory.gaussian import dual_kernels
-        pair = mlp_mod._compiled(dual_kernels("relu"), 2, 1.0, 0.0, 1.0, 0.0)
+        marginals, pair = mlp_mod._compiled(dual_kernels("relu"), 2, 1.0, 0.0, 1.0, 0.0)
         idx = np.zeros(8, np.int32)
-        poison["mlp pair"] = str(pair(np.full(8, 1.0), idx, idx, np.full(8, 0.5))[1].dtype)
+        poison["mlp pair"] = str(pair(marginals(np.full(8, 1.0)), idx, idx, np.full(8, 0.5))[1].dtype)
         disc = ode_mod.chebyshev_discretisation(16, 1.0, 1)
         self_solve = ode_mod._compiled(dual_kernels("erf"), disc, 1.0, 1.0, "jax")[0]   # as node_kernel calls it
         poison["ode self solve"] = str(self_solve(np.ones(1))[0].dtype)

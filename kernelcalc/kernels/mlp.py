@@ -36,27 +36,37 @@ __all__ = ["mlp_kernel"]
 
 @functools.lru_cache(maxsize=32)
 def _compiled(dual: DualKernels, depth: int, sigma_w: float, sigma_b: float, sigma_v: float, sigma_vb: float):
+    """``(marginals, pair)``: ``marginals(v)`` does the per-norm work once (for the distinct input norms
+    ``v``: every layer's variance, Hermite coefficients and their tails); ``pair(ms, ix, iy, sxy)``
+    evaluates the pairs (ix, iy: indices into v) from it."""
+
     @jax.jit
-    def pair(v, ix, iy, sxy):
-        """v: (U,) distinct input norms, ix, iy: (B,) indices into v; the per-norm work (layer
-        variances, Hermite coefficients) is done once per distinct norm."""
-        q, k = rec.mlp_input_nngp(v, sigma_w, sigma_b), rec.mlp_input_nngp(sxy, sigma_w, sigma_b)
-        ntk = k
+    def marginals(v):
+        q = rec.mlp_input_nngp(v, sigma_w, sigma_b)
+        out = []
         for layer in range(depth):
             ws, bs = (sigma_v, sigma_vb) if layer == depth - 1 else (sigma_w, sigma_b)
             m = dual.marginal(q)
-            mx, my = (jax.tree_util.tree_map(lambda a, i=i: a[..., i], m) for i in (ix, iy))
-            tl = dual.tails(m)          # the Mehler series truncated per pair by its correlation
-            tails = None if tl is None else (tuple(t[:, ix] for t in tl), tuple(t[:, iy] for t in tl))
-            C, Cdot = dual.from_marginals(mx, my, k, tails=tails)
-            k_next = rec.mlp_nngp_step(C, ws, bs)
-            ntk = rec.mlp_ntk_step(k_next, Cdot, ntk, ws)
+            out.append((m, dual.tails(m)))     # tails: the Mehler series truncated per pair by its correlation
             if layer < depth - 1:
                 q = rec.mlp_nngp_step(dual.from_marginals(m, m, q, derivative=False), ws, bs)
+        return out
+
+    @jax.jit
+    def pair(ms, ix, iy, sxy):
+        k = rec.mlp_input_nngp(sxy, sigma_w, sigma_b)
+        ntk = k
+        for layer, (m, tl) in enumerate(ms):
+            ws = sigma_v if layer == depth - 1 else sigma_w
+            mx, my = (jax.tree_util.tree_map(lambda a, i=i: a[..., i], m) for i in (ix, iy))
+            tails = None if tl is None else (tuple(t[:, ix] for t in tl), tuple(t[:, iy] for t in tl))
+            C, Cdot = dual.from_marginals(mx, my, k, tails=tails)
+            k_next = rec.mlp_nngp_step(C, ws, sigma_vb if layer == depth - 1 else sigma_b)
+            ntk = rec.mlp_ntk_step(k_next, Cdot, ntk, ws)
             k = k_next
         return k, ntk
 
-    return pair
+    return marginals, pair
 
 
 _PAIR_BATCH = 512     # pairs per compiled evaluation of the Mehler series
@@ -72,10 +82,17 @@ def _kinked_closed_form(act) -> bool:
 
 
 def _layer_variances(dual, depth, sigma_w, sigma_b, v):
+    """Layer variances q^1..q^depth of the input norm(s) ``v`` (numpy where the rule allows: eager jax
+    would compile its series loop again at every call)."""
     q = rec.mlp_input_nngp(np.asarray(v, float), sigma_w, sigma_b)
     out = [q]
     for _ in range(depth - 1):
-        q = rec.mlp_nngp_step(np.asarray(dual.C(q, q, q)), sigma_w, sigma_b)
+        if dual.numpy_ok:
+            m = dual.marginal(np.atleast_1d(q), derivative=False, xp=np)
+            C = dual.from_marginals(m, m, np.atleast_1d(q), derivative=False, xp=np).reshape(np.shape(q))
+        else:
+            C = np.asarray(dual.C(q, q, q))
+        q = rec.mlp_nngp_step(C, sigma_w, sigma_b)
         out.append(q)
     return np.array(out)
 
@@ -119,7 +136,7 @@ def mlp_kernel(x1, x2=None, *, activation, depth, sigma_w=1.0, sigma_b=0.0, sigm
             f"x.x/d = {v_max:.3g}, sigma_w = {sigma_w:g}): phi grows too fast for this depth")
     dual = dual_kernels(act, q_max=1.05 * max(q_max, 1e-3), strict=strict)
     info: dict = dict(expectation=dual.describe(), q_max=q_max)
-    compiled = _compiled(dual, depth, sigma_w, sigma_b, sigma_v, sigma_vb)
+    marginals, compiled = _compiled(dual, depth, sigma_w, sigma_b, sigma_v, sigma_vb)
 
     def pair_fn(sxx, syy, sxy):
         sxx, syy, sxy = (np.asarray(a, np.float64) for a in (sxx, syy, sxy))
@@ -127,7 +144,7 @@ def mlp_kernel(x1, x2=None, *, activation, depth, sigma_w=1.0, sigma_b=0.0, sigm
         sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
         n = sxy.size
         v, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
-        vj = jnp.asarray(pad_to(v, bucket(v.size)))
+        ms = marginals(jnp.asarray(pad_to(v, bucket(v.size))))
         # the Mehler series: batches of similar correlation (it is truncated per batch by the largest)
         batch = _PAIR_BATCH if dual.method == "hermite" else max(n, 1)
         order = by_correlation(sxx, syy, sxy) if n > batch else np.arange(n)
@@ -136,7 +153,7 @@ def mlp_kernel(x1, x2=None, *, activation, depth, sigma_w=1.0, sigma_b=0.0, sigm
             sel = order[lo:lo + batch]
             size = bucket(sel.size)
             ix, iy = (pad_to(i, size) for i in (inverse[:n][sel], inverse[n:][sel]))
-            k, ntk = compiled(vj, jnp.asarray(ix), jnp.asarray(iy), jnp.asarray(pad_to(sxy[sel], size)))
+            k, ntk = compiled(ms, jnp.asarray(ix), jnp.asarray(iy), jnp.asarray(pad_to(sxy[sel], size)))
             k_out[sel], ntk_out[sel] = np.asarray(k)[:sel.size], np.asarray(ntk)[:sel.size]
         return k_out.reshape(shape), ntk_out.reshape(shape)
 
@@ -145,7 +162,7 @@ def mlp_kernel(x1, x2=None, *, activation, depth, sigma_w=1.0, sigma_b=0.0, sigm
                             config=dict(model="mlp", activation=act.name, params=dict(
                                 depth=depth, sigma_w=sigma_w, sigma_b=sigma_b, sigma_v=sigma_v, sigma_vb=sigma_vb)),
                             cheap_pairs=_kinked_closed_form(act), strict=strict,
-                            homogeneous=act.is_positively_homogeneous and sigma_b == 0 and sigma_vb == 0)
+                            homogeneous=sigma_b == 0 and sigma_vb == 0 and act.is_positively_homogeneous)
     require_finite(nngp, ntk, f"the depth-{depth} {act.name} MLP kernel")
     info.update(ginfo, seconds=time.perf_counter() - t0)
     # each layer adds the expectation's relative error (closed forms: a few roundings)

@@ -40,6 +40,17 @@ __all__ = ["Activation", "ActivationError", "BUILTIN_NAMES", "parse_expression",
 X = sp.Symbol("x", real=True)
 
 
+@functools.lru_cache(maxsize=256)
+def _homogeneous(expr: sp.Expr) -> bool:
+    """Symbolic proof of :attr:`Activation.is_positively_homogeneous` on each half-line."""
+    p = sp.Symbol("p", positive=True)
+    try:
+        return bool(expr.subs(X, 0) == 0) and all(
+            sp.simplify(expr.subs(X, s * p) - p * expr.subs(X, s)) == 0 for s in (1, -1))
+    except (TypeError, ValueError):  # pragma: no cover  (an expression sympy cannot compare)
+        return False
+
+
 class ActivationError(ValueError):
     """Bad activation specification (unknown name, unparsable expression, bad parameter)."""
 
@@ -597,12 +608,13 @@ class Activation:
         each half-line (``False`` when sympy cannot prove it).  Bias-free networks of such $\phi$ have
         kernels with $K(\lambda x,\mu y)=\lambda\mu K(x,y)$: off the sphere, the sphere's kernel
         times $|x||y|/d$ (:mod:`kernelcalc.kernels._gram`)."""
-        p = sp.Symbol("p", positive=True)
-        try:
-            return bool(self.expr.subs(X, 0) == 0) and all(
-                sp.simplify(self.expr.subs(X, s * p) - p * self.expr.subs(X, s)) == 0 for s in (1, -1))
-        except (TypeError, ValueError):  # pragma: no cover  (an expression sympy cannot compare)
+        z = np.array([-2.5, -0.7, 0.3, 1.9])
+        with np.errstate(all="ignore"):
+            f = np.asarray(self.numpy_fn(z), dtype=float) * np.ones_like(z)
+            f2 = np.asarray(self.numpy_fn(2.0 * z), dtype=float) * np.ones_like(z)
+        if not np.allclose(f2, 2.0 * f, rtol=1e-12, atol=1e-300):     # cheap disproof first
             return False
+        return _homogeneous(self.expr)
 
     def param(self, key: str, default: float | None = None) -> float | None:
         return dict(self.params).get(key, default)
