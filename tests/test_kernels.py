@@ -261,3 +261,24 @@ def test_relu_mlp_diagonal_is_exact(sigma_w, sigma_b):
         q = q_next
     np.testing.assert_allclose(np.diag(K.ntk), theta, rtol=4e-16 * depth * 4)
     np.testing.assert_allclose(np.diag(K.nngp), q, rtol=4e-16 * depth * 4)
+
+
+def test_memoised_time_grid_reissues_its_warnings_and_gives_the_same_gram():
+    """The (rule, time grid) choice is memoised across calls: a second call must warn again about the
+    same shortfall (never silent) at the user's line, and return the same Gram bit for bit."""
+    import warnings
+
+    from kernelcalc.kernels import ode as ode_mod
+
+    x = kc.data.sphere_normalise(np.random.default_rng(3).normal(size=(5, 3))) * 1.1
+    runs = []
+    for _ in range(2):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            K = kc.node_kernel(x, activation="relu", T=0.9)      # kinked: the time grid cannot reach tol
+        grid = [w for w in caught if "time grid" in str(w.message)]
+        assert len(grid) == 1 and grid[0].filename == __file__
+        runs.append(K)
+    assert any(key[0].name == "relu" and key[1] == 0.9 for key in ode_mod._TIME_GRIDS)
+    np.testing.assert_array_equal(runs[0].ntk, runs[1].ntk)
+    assert runs[0].info["M"] == runs[1].info["M"] and runs[0].info["time_error_estimate"] > 1e-10

@@ -48,7 +48,7 @@ import numpy as np
 from .._x64 import float64
 from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from ..theory import recursion as rec
-from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, as_input_pair, positive, positive_int, scale_keywords
+from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, as_input_pair, positive, positive_int, scale_keywords, warn
 from ..theory.activations import resolve_activation
 from ..theory.assumptions import warn_if_assumption1_fails
 from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_q_limit
@@ -70,6 +70,9 @@ _MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
 _NUMPY_MAX_WORK = 1e6     # a solve this small runs in numpy, not jit-compiled (see _backend)
 _MIN_BATCH = 8            # pairs per cross-kernel batch at least (batches are grouped by correlation)
+_MAX_TIME_GRIDS = 32      # memoised (rule, time grid) choices (GoursatSolver._dual_and_M)
+#: (parameters, largest norm) -> (rule, M, info, warnings): the memo of :meth:`GoursatSolver._dual_and_M`
+_TIME_GRIDS: dict = {}
 
 
 @functools.lru_cache(maxsize=64)
@@ -360,10 +363,37 @@ class GoursatSolver:
         return 1 << int(math.floor(math.log2(max(MEMORY_BUDGET // per, 1))))
 
     def _dual_and_M(self, v_unique):
+        r"""The expectation rule and the time grid $M$ of this kernel (fixed at the first call).
+
+        They depend on the parameters and the largest input norm only, so they are memoised across
+        calls (a bounded cache, :data:`_TIME_GRIDS`): a second Gram of the same kernel skips the grid
+        refinement.  The warnings of the first computation are recorded with it and issued again at
+        every call that reuses it (a shortfall is never silent); a strict failure is not cached."""
         if "M" in self.info:
             return self._dual, self.info["M"]
         v_max = max(self.v_max, float(np.max(v_unique)))
         self.v_max = v_max
+        key = (self.activation, self.T, self.sigma_w, self.sigma_u, self.sigma_v, self.tol, self.M_fixed,
+               self.max_nodes, self.scheme, self.strict, self.pairs_hint, v_max,
+               self.grid(self.M_fixed or _M_SEQUENCE[0]).name)
+        hit = _TIME_GRIDS.get(key)
+        if hit is None:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                dual, M = self._choose_dual_and_M(v_max)
+            hit = (dual, M, dict(self.info), [(str(w.message), w.category) for w in caught])
+            if len(_TIME_GRIDS) >= _MAX_TIME_GRIDS:
+                _TIME_GRIDS.pop(next(iter(_TIME_GRIDS)))
+            _TIME_GRIDS[key] = hit
+        dual, M, info, caught = hit
+        self.info.update(info)
+        self._dual = dual
+        for message, category in caught:          # at the user's line, through the user's filters
+            warn(message, category)
+        return dual, M
+
+    def _choose_dual_and_M(self, v_max):
+        """:meth:`_dual_and_M` without the cache."""
         nodes = self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0]
         if nodes > self.max_nodes:
             raise KernelcalcInputError(
@@ -394,7 +424,6 @@ class GoursatSolver:
         else:
             M, err = self._choose_M(dual, v_max)
         self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self.grid(M).A.shape[0])
-        self._dual = dual
         return dual, M
 
     def relative_error_estimate(self) -> float:
