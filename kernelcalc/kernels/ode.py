@@ -71,7 +71,8 @@ _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (ab
 _NUMPY_MAX_WORK = 1e6     # a solve this small runs in numpy, not jit-compiled (see _backend)
 _MIN_BATCH = 8            # pairs per cross-kernel batch at least (batches are grouped by correlation)
 _MAX_TIME_GRIDS = 32      # memoised (rule, time grid) choices (GoursatSolver._dual_and_M)
-#: (parameters, largest norm) -> (rule, M, info, warnings): the memo of :meth:`GoursatSolver._dual_and_M`
+#: (parameters, largest norm) -> (rule, M, info, warnings, {x.x/d: q(t)}): the memo of
+#: :meth:`GoursatSolver._dual_and_M` and of the self-kernel diagonals on that grid
 _TIME_GRIDS: dict = {}
 
 
@@ -281,6 +282,8 @@ class GoursatSolver:
         self.pairs_hint = 1         # pairs the Gram will evaluate (to refuse hopeless work early)
         self.info: dict = {}
         self._diagonals: dict = {}  # x.x/d -> q(t) on the final grid (the Gram's plans call us several times)
+        self._shared_diagonals: dict = {}   # the same, shared by the calls that reuse this time grid (memo)
+        self._shortfalls = 0        # accuracy warnings issued by this solver's sweeps
 
     # -- diagnostics -------------------------------------------------------------------------
     def _blow_up(self, what: str) -> KernelcalcInputError:
@@ -319,6 +322,7 @@ class GoursatSolver:
             raise self._blow_up(what)
         self.info["sweep_change"] = max(delta, self.info.get("sweep_change", 0.0))
         if delta > _STAGNATION:
+            self._shortfalls += 1
             accuracy_shortfall(
                 f"{what}: the Picard sweeps stopped after {sweeps} sweeps at a relative change of {delta:.1e} "
                 f"(> {_STAGNATION:g}); sigma_w*T = {self.sigma_w * self.T:g} may be too large", self.strict)
@@ -381,11 +385,11 @@ class GoursatSolver:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 dual, M = self._choose_dual_and_M(v_max)
-            hit = (dual, M, dict(self.info), [(str(w.message), w.category) for w in caught])
+            hit = (dual, M, dict(self.info), [(str(w.message), w.category) for w in caught], {})
             if len(_TIME_GRIDS) >= _MAX_TIME_GRIDS:
                 _TIME_GRIDS.pop(next(iter(_TIME_GRIDS)))
             _TIME_GRIDS[key] = hit
-        dual, M, info, caught = hit
+        dual, M, info, caught, self._shared_diagonals = hit
         self.info.update(info)
         self._dual = dual
         for message, category in caught:          # at the user's line, through the user's filters
@@ -466,14 +470,25 @@ class GoursatSolver:
         self._cached_diagonals(dual, M, v)
 
     def _cached_diagonals(self, dual, M, v):
-        """Self-kernel diagonals q(t) of the norms ``v`` on the final grid, each solved once per solver."""
-        missing = np.array([x for x in v.tolist() if x not in self._diagonals])
+        """Self-kernel diagonals q(t) of the norms ``v`` on the final grid, each solved once per solver, and
+        memoised with the time grid for later calls when their sweeps met the tolerance (a solve that
+        warned is kept by this solver only, so that a later call solves it again and warns again)."""
+        known = self._diagonals
+        for x in v.tolist():
+            if x not in known and x in self._shared_diagonals:
+                known[x] = self._shared_diagonals[x]
+        missing = np.array([x for x in v.tolist() if x not in known])
         if missing.size:
-            if len(self._diagonals) + missing.size > _MAX_CACHED_DIAGONALS:
-                self._diagonals.clear()
+            if len(known) + missing.size > _MAX_CACHED_DIAGONALS:
+                known.clear()
+            before = self._shortfalls
             new = self._self_diagonals(dual, M, pad_to(missing, bucket(missing.size)))
-            self._diagonals.update(zip(missing.tolist(), new))
-        return np.stack([self._diagonals[x] for x in v.tolist()])
+            known.update(zip(missing.tolist(), new))
+            if self._shortfalls == before:
+                if len(self._shared_diagonals) + missing.size > _MAX_CACHED_DIAGONALS:
+                    self._shared_diagonals.clear()
+                self._shared_diagonals.update(zip(missing.tolist(), new))
+        return np.stack([known[x] for x in v.tolist()])
 
     def _cross(self, dual, M, pairs, batch=None):
         """``(cross, marginals)``: the cross-kernel solve for ``pairs`` pairs in batches of ``batch``
