@@ -22,11 +22,16 @@ $\theta=\arccos\big(x\cdot y/(d\sqrt{v_xv_y})\big)\in[0,\pi]$, the kernel is $F(
   a-posteriori mixed-term estimate allows, else the tensor grid.  An entry costs $R+1$ small
   matrix-product terms (no gathers).  Checked against direct evaluations at actual input pairs
   of extreme norms.  Zero rows: a 1-D interpolant of $F(0, v, 0)$.
+- the **homogeneous path** (``homogeneous=True``: bias-free networks of a positively homogeneous
+  $\phi$, relu and leaky relu): $F(v_x,v_y,\theta)=\sqrt{v_xv_y}F(1,1,\theta)$ exactly, so any inputs
+  take the sphere table of their directions, scaled by $\sqrt{v_xv_y}$ (no interpolation in the norm).
 - the **direct path**: every distinct pair evaluated (upper triangle only for a symmetric Gram),
   in blocks with an optional progress bar (few pairs, or closed-form ``cheap_pairs`` off the sphere).
 
 ``info["interpolation_error_estimate"]`` is the relative error estimate of the interpolation
-(global interpolants plus table), against the largest $|$entry$|$ of each output.
+(global interpolants plus table), against the largest $|$entry$|$ of each output.  The table
+plans evaluate a tile in row chunks on parallel threads (numpy releases the GIL; each chunk writes
+its own rows, so the result does not depend on the thread count).
 
 :func:`gram` then evaluates the plan tile by tile with :mod:`kernelcalc.kernels._tiles`
 (memory-bounded, optionally into a Zarr store or on a dask cluster).
