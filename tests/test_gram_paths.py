@@ -243,3 +243,41 @@ def test_off_sphere_node_fast_path_within_its_estimate(monkeypatch):
     err = max(np.max(np.abs(K.nngp - ref.nngp)), np.max(np.abs(K.ntk - ref.ntk)))
     assert err <= 1e-8 * scale
     assert K.info["error_estimate"] >= err
+
+
+def test_odd_pairs_solve_each_correlation_magnitude_once():
+    """_OddPairs: one evaluation per distinct (vx, vy, |c|), the signs applied, c = 0 exactly 0."""
+    from kernelcalc.kernels._gram import _OddPairs
+
+    seen = []
+
+    def pair(sxx, syy, sxy):
+        seen.append(np.size(sxy))
+        return np.sin(sxy) * (1 + sxx) * syy, sxy**3 + sxy * sxx
+
+    c = np.array([0.3, -0.3, 0.0, 0.7, -0.7, -0.2])
+    v = np.full(6, 1.5)
+    got = _OddPairs(pair)(v, v, c)
+    assert seen == [4]                                     # |c| in {0, 0.2, 0.3, 0.7}
+    want = pair(v, v, c)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("model", ["mlp", "node"])
+def test_odd_kernel_path_equals_the_plain_path(model, monkeypatch):
+    """tanh without biases: the odd path (half the theta solves) against the same Gram with the
+    symmetry switched off, on and off the sphere."""
+    from kernelcalc.theory.activations import Activation
+
+    fn = {"mlp": lambda z: kc.mlp_kernel(z, activation="tanh", depth=2, sigma_w=1.3),
+          "node": lambda z: kc.node_kernel(z, activation="tanh", T=0.8)}[model]
+    sphere = _rows(60, 4, 11, 0.0)
+    off = _rows(70, 4, 12, 0.3)
+    fast = [fn(sphere), fn(off)]
+    monkeypatch.setattr(Activation, "is_odd", property(lambda self: False))
+    plain = [fn(sphere), fn(off)]
+    for f, p in zip(fast, plain):
+        assert f.info["path"] == p.info["path"]
+        for a, b in ((f.nngp, p.nngp), (f.ntk, p.ntk)):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-10 * np.max(np.abs(b)))

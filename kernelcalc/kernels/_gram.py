@@ -25,6 +25,8 @@ $\theta=\arccos\big(x\cdot y/(d\sqrt{v_xv_y})\big)\in[0,\pi]$, the kernel is $F(
 - the **homogeneous path** (``homogeneous=True``: bias-free networks of a positively homogeneous
   $\phi$, relu and leaky relu): $F(v_x,v_y,\theta)=\sqrt{v_xv_y}F(1,1,\theta)$ exactly, so any inputs
   take the sphere table of their directions, scaled by $\sqrt{v_xv_y}$ (no interpolation in the norm).
+- **odd kernels** (``odd=True``: bias-free networks of an odd $\phi$, e.g. tanh): $F(v_x,v_y,-c)=-F(v_x,v_y,c)$,
+  so every distinct $|c|$ is evaluated once (:class:`_OddPairs`; the table nodes $\theta$, $\pi-\theta$ pair up).
 - the **direct path**: every distinct pair evaluated (upper triangle only for a symmetric Gram),
   in blocks with an optional progress bar (few pairs, or closed-form ``cheap_pairs`` off the sphere).
 
@@ -47,7 +49,7 @@ import os
 import numpy as np
 
 from .._validation import KernelcalcInputError, accuracy_shortfall, as_input_pair, positive_int, progress_disable
-from ._interp import ThetaTable, barycentric_weights, chebyshev_coefficients, chebyshev_matrix, lobatto, theta_of
+from ._interp import ThetaTable, barycentric_weights, chebyshev_coefficients, chebyshev_matrix, cos_theta, lobatto
 
 __all__ = ["gram", "gram_plan", "GramPlan", "chebyshev_coefficients", "require_finite",
            "error_estimate", "max_norm", "bucket", "pad_to", "by_correlation"]
@@ -80,7 +82,7 @@ def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str):
     root = np.sqrt(vx * vy)[None, :]
 
     def sample(u):
-        c = root * np.cos(theta_of(u))[:, None]
+        c = root * cos_theta(u)[:, None]
         vals = pair_fn(np.broadcast_to(vx, c.shape), np.broadcast_to(vy, c.shape), c)
         return np.stack(vals, axis=-1)                                     # (len(u), G, 2)
 
@@ -391,12 +393,12 @@ class _NormInterpPlan(_TablePlan):
         Returns (R, tail estimate)."""
         root = np.sqrt(vx * vy)[None, :]
         P = _R_START
-        F = self._call(pair_fn, vx, vy, root * np.cos(theta_of(lobatto(P)))[:, None])
+        F = self._call(pair_fn, vx, vy, root * cos_theta(lobatto(P))[:, None])
         while True:
             R, err = _degree_for(_envelope(chebyshev_coefficients(F), np.max(np.abs(F), axis=(0, 1))), target, _R_MIN)
             if (R <= P - 4 and err <= target) or P >= _R_MAX:
                 break
-            new = self._call(pair_fn, vx, vy, root * np.cos(theta_of(lobatto(2 * P)[1::2]))[:, None])
+            new = self._call(pair_fn, vx, vy, root * cos_theta(lobatto(2 * P)[1::2])[:, None])
             merged = np.empty((2 * P + 1,) + F.shape[1:])
             merged[0::2], merged[1::2] = F, new
             F, P = merged, 2 * P
@@ -436,7 +438,7 @@ class _NormInterpPlan(_TablePlan):
         solved (the full tensor grid)."""
         L = m + 1
         v = np.exp(self._t_nodes(m))
-        cos = np.cos(theta_of(lobatto(R)))
+        cos = cos_theta(lobatto(R))
         kx, ky = np.triu_indices(L)
         F = np.full((R + 1, L, L, 2), np.nan)
 
@@ -586,6 +588,26 @@ class _HomogeneousPlan(GramPlan):
         return out
 
 
+class _OddPairs:
+    r"""``pair_fn`` of an odd kernel, $F(v_x,v_y,-c)=-F(v_x,v_y,c)$ (bias-free networks of an odd $\phi$:
+    tanh, erf, sin; the network function is odd in its input): each distinct $(v_x,v_y,|c|)$ is
+    evaluated once and the signs applied, so the nodes $\theta$ and $\pi-\theta$ of the tables
+    (exactly paired: :func:`~kernelcalc.kernels._interp.lobatto`) cost one solve; $c=0$ gives 0."""
+
+    def __init__(self, pair_fn):
+        self.pair_fn = pair_fn
+        self.prepare = getattr(pair_fn, "prepare", None)
+
+    def __call__(self, sxx, syy, sxy):
+        sxx, syy, sxy = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (sxx, syy, sxy)))
+        shape = sxy.shape
+        keys = np.stack([sxx.ravel(), syy.ravel(), np.abs(sxy.ravel())], axis=1)
+        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+        vals = self.pair_fn(unique[:, 0], unique[:, 1], unique[:, 2])
+        sign = np.sign(sxy.ravel())
+        return tuple((sign * np.asarray(v).ravel()[inverse.ravel()]).reshape(shape) for v in vals)
+
+
 class _DirectPlan(GramPlan):
     """Every pair evaluated by ``pair_fn`` (a tile of a symmetric Gram on the diagonal: its upper
     triangle only, mirrored)."""
@@ -627,14 +649,17 @@ class _DirectPlan(GramPlan):
 
 
 def gram_plan(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, cheap_pairs: bool = False,
-              homogeneous: bool = False, strict: bool = False) -> GramPlan:
+              homogeneous: bool = False, odd: bool = False, strict: bool = False) -> GramPlan:
     """Validate the inputs and choose how to evaluate the Gram of ``pair_fn`` (see module doc).
 
     ``cheap_pairs``: the pair function is closed-form arithmetic, so off the sphere (and the norm
     groups) every pair is evaluated directly in large blocks (exact, no interpolation error).
     ``homogeneous``: the kernel is $\sqrt{v_xv_y}F(1,1,\theta)$ (:class:`_HomogeneousPlan`), so any
-    inputs take the sphere table of their directions.
+    inputs take the sphere table of their directions.  ``odd``: the kernel is odd in $x\cdot y$
+    (:class:`_OddPairs`: half the solves of the theta tables).
     """
+    if odd:
+        pair_fn = _OddPairs(pair_fn)
     a, b, same = as_input_pair(x1, x2)
     d = a.shape[1]
     na, nb = np.sum(a * a, axis=1) / d, np.sum(b * b, axis=1) / d
@@ -652,7 +677,7 @@ def gram_plan(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, ch
 
 
 def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool | None = False, cheap_pairs: bool = False,
-         homogeneous: bool = False, strict: bool = False, outputs=("nngp", "ntk"), out=None, client=None, config: dict | None = None,
+         homogeneous: bool = False, odd: bool = False, strict: bool = False, outputs=("nngp", "ntk"), out=None, client=None, config: dict | None = None,
          tile: int | None = None):
     """Validated Gram matrices ``(nngp, ntk, info)`` of ``pair_fn`` on ``x1`` x ``x2`` (see module doc),
     evaluated tile by tile by :mod:`kernelcalc.kernels._tiles`.
@@ -687,7 +712,7 @@ def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool | None = False, 
         client = _tiles.connect(client)
     try:
         plan = gram_plan(a, None if same else b, pair_fn, tol=tol, progress=progress if single else False,
-                         cheap_pairs=cheap_pairs, homogeneous=homogeneous, strict=strict)
+                         cheap_pairs=cheap_pairs, homogeneous=homogeneous, odd=odd, strict=strict)
         engine = _tiles.run_tiles(plan, outputs=outputs, sink=sink, tile=tile, client=client,
                                   progress=False if single else progress)
     finally:
@@ -695,6 +720,8 @@ def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool | None = False, 
             client.close()
     arrays = sink.finish(engine["max_abs"])
     info = dict(plan.info, **engine)
+    if odd:
+        info["symmetry"] = "odd in x.y: each |x.y| evaluated once"
     if info["path"] == "direct":
         info["pairs"] = shape[0] * shape[1]
     if out is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["chebyshev_coefficients", "lobatto", "theta_of", "chebyshev_matrix", "barycentric_weights",
+__all__ = ["chebyshev_coefficients", "lobatto", "theta_of", "cos_theta", "chebyshev_matrix", "barycentric_weights",
            "ThetaTable"]
 
 _TABLE_DEGREES = (3, 5, 7, 9)
@@ -45,13 +45,20 @@ def chebyshev_coefficients(values: np.ndarray) -> np.ndarray:
 
 
 def lobatto(R: int) -> np.ndarray:
-    """Chebyshev–Lobatto points $-\\cos(k\\pi/R)$, $k=0..R$ (increasing, both ends)."""
-    return -np.cos(np.pi * np.arange(R + 1) / R)
+    r"""Chebyshev–Lobatto points $-\cos(k\pi/R)$, $k=0..R$ (increasing, both ends), exactly antisymmetric
+    ($u_{R-k}=-u_k$ in floating point: the nodes of $\theta$ and $\pi-\theta$ pair up exactly)."""
+    k = np.arange(R + 1)
+    return np.sin(0.5 * np.pi * (2 * k - R) / R) if R > 0 else np.zeros(1)      # = -cos(k pi / R)
 
 
 def theta_of(u):
     r"""$\theta=\tfrac\pi2(u+1)$."""
     return 0.5 * np.pi * (np.asarray(u) + 1.0)
+
+
+def cos_theta(u):
+    r"""$\cos\theta(u)=-\sin(\pi u/2)$: exactly odd in $u$ (so $\cos(\pi-\theta)=-\cos\theta$ bit for bit)."""
+    return -np.sin(0.5 * np.pi * np.asarray(u))
 
 
 def chebyshev_matrix(u: np.ndarray, R: int) -> np.ndarray:

@@ -162,7 +162,8 @@ def mlp_kernel(x1, x2=None, *, activation, depth, sigma_w=1.0, sigma_b=0.0, sigm
                             config=dict(model="mlp", activation=act.name, params=dict(
                                 depth=depth, sigma_w=sigma_w, sigma_b=sigma_b, sigma_v=sigma_v, sigma_vb=sigma_vb)),
                             cheap_pairs=_kinked_closed_form(act), strict=strict,
-                            homogeneous=sigma_b == 0 and sigma_vb == 0 and act.is_positively_homogeneous)
+                            homogeneous=sigma_b == 0 and sigma_vb == 0 and act.is_positively_homogeneous,
+                            odd=sigma_b == 0 and sigma_vb == 0 and act.is_odd)
     require_finite(nngp, ntk, f"the depth-{depth} {act.name} MLP kernel")
     info.update(ginfo, seconds=time.perf_counter() - t0)
     # each layer adds the expectation's relative error (closed forms: a few roundings)

@@ -600,8 +600,10 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
                            grid=lambda M: chebyshev_discretisation(M, T, P), v_max=max_norm(a, b), strict=strict)
     solver.info["time_elements"] = P
     solver.pairs_hint = min(a.shape[0] * (a.shape[0] + 1) // 2 if same else a.shape[0] * b.shape[0], 65)
-    # no biases: a positively homogeneous phi (relu) gives K(lx, my) = lm K(x, y), any inputs take the sphere table
-    nngp, ntk, ginfo = gram(a, None if same else b, solver, homogeneous=act.is_positively_homogeneous, tol=max(tol, 1e-12), progress=progress, strict=strict,
+    # no biases: a positively homogeneous phi (relu) gives K(lx, my) = lm K(x, y), any inputs take the sphere
+    # table; an odd phi (tanh) gives K(x, -y) = -K(x, y), half the solves
+    nngp, ntk, ginfo = gram(a, None if same else b, solver, homogeneous=act.is_positively_homogeneous,
+                            odd=act.is_odd, tol=max(tol, 1e-12), progress=progress, strict=strict,
                             outputs=outputs, out=out, client=client,
                             config=dict(model="node", activation=act.name, params=dict(
                                 T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol, time_nodes=time_nodes)))

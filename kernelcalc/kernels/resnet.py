@@ -72,8 +72,10 @@ def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u
     solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, M=depth,
                            grid=lambda L: euler_discretisation(L, T), scheme="Euler (exact discrete sums)",
                            v_max=max_norm(a, b), strict=strict, max_nodes=float("inf"))
-    # no biases: a positively homogeneous phi (relu) gives K(lx, my) = lm K(x, y), any inputs take the sphere table
-    nngp, ntk, ginfo = gram(a, None if same else b, solver, homogeneous=act.is_positively_homogeneous, tol=1e-12, progress=progress, strict=strict,
+    # no biases: a positively homogeneous phi (relu) gives K(lx, my) = lm K(x, y), any inputs take the sphere
+    # table; an odd phi (tanh) gives K(x, -y) = -K(x, y), half the solves
+    nngp, ntk, ginfo = gram(a, None if same else b, solver, homogeneous=act.is_positively_homogeneous,
+                            odd=act.is_odd, tol=1e-12, progress=progress, strict=strict,
                             outputs=outputs, out=out, client=client,
                             config=dict(model="resnet", activation=act.name, params=dict(
                                 depth=depth, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v)))

@@ -51,6 +51,15 @@ def _homogeneous(expr: sp.Expr) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=256)
+def _odd(expr: sp.Expr) -> bool:
+    """Symbolic proof of :attr:`Activation.is_odd`."""
+    try:
+        return sp.simplify(expr.subs(X, -X) + expr) == 0
+    except (TypeError, ValueError):  # pragma: no cover  (an expression sympy cannot compare)
+        return False
+
+
 class ActivationError(ValueError):
     """Bad activation specification (unknown name, unparsable expression, bad parameter)."""
 
@@ -615,6 +624,18 @@ class Activation:
         if not np.allclose(f2, 2.0 * f, rtol=1e-12, atol=1e-300):     # cheap disproof first
             return False
         return _homogeneous(self.expr)
+
+    @functools.cached_property
+    def is_odd(self) -> bool:
+        r"""True when $\phi(-z)=-\phi(z)$ (tanh, erf, sin, identity): proved symbolically (``False`` when
+        sympy cannot).  Bias-free networks of an odd $\phi$ have odd kernels, $K(x,-y)=-K(x,y)$."""
+        z = np.array([0.3, 0.8, 1.7, 2.9])
+        with np.errstate(all="ignore"):
+            f = np.asarray(self.numpy_fn(z), dtype=float) * np.ones_like(z)
+            g = np.asarray(self.numpy_fn(-z), dtype=float) * np.ones_like(z)
+        if not np.allclose(g, -f, rtol=1e-12, atol=1e-300):     # cheap disproof first
+            return False
+        return _odd(self.expr)
 
     def param(self, key: str, default: float | None = None) -> float | None:
         return dict(self.params).get(key, default)
