@@ -136,3 +136,32 @@ def test_duals_match_2d_mpmath_off_diagonal(name):
         C, Cdot = dual_kernels(act, q_max=10.0)(q1, q2, c)
         assert float(C) == pytest.approx(expect_mpmath(act.expr, act.expr, q1, q2, c), rel=1e-10)
         assert float(Cdot) == pytest.approx(expect_mpmath(act.derivative, act.derivative, q1, q2, c), rel=1e-10)
+
+
+def test_mehler_truncation_meets_its_bound_and_is_batch_independent():
+    """HermiteRule.series truncated per problem by correlation: within tol * sqrt(E f^2 E g^2) of the full
+    series (the full sum written here), and each problem's value the same bit for bit
+    whatever else is in its batch."""
+    import numpy as np
+
+    from kernelcalc.theory.gaussian import HermiteRule, dual_kernels
+
+    dual = dual_kernels("tanh", q_max=3.0)
+    q = np.array([0.4, 1.0, 2.5])
+    m = dual.marginal(q, xp=np)                                 # (q, bf, bdf): coefficients (K, 3)
+    tails = dual.tails(m, xp=np)
+    rng = np.random.default_rng(0)
+    ix, iy = rng.integers(0, 3, 40), rng.integers(0, 3, 40)
+    r = np.concatenate([rng.uniform(-1, 1, 30), [0.0, 1.0, -1.0, 0.999, 0.1, -0.3, 0.95, 0.5, 0.2, -0.99]])
+    for b, t in zip(m[1:], tails):
+        bf, bg = b[:, ix], b[:, iy]
+        full = np.array([np.sum(bf[:, p] * bg[:, p] * r[p] ** np.arange(b.shape[0])) for p in range(40)])
+        got = HermiteRule.series(bf, bg, r, np, tol=1e-13, tails=(t[:, ix], t[:, iy]))
+        scale = np.sqrt(np.sum(bf**2, 0) * np.sum(bg**2, 0))
+        assert np.all(np.abs(got - full) <= 1e-13 * scale + 1e-15 * np.abs(full)), np.max(np.abs(got - full) / scale)
+        k0 = HermiteRule.terms(t[:, ix], t[:, iy], r, 1e-13, np)
+        assert np.max(k0[np.abs(r) < 0.5]) < b.shape[0] // 4          # the point: far fewer terms
+        for p in (3, 31, 35):                                       # alone == in the batch, bit for bit
+            alone = HermiteRule.series(bf[:, p:p + 1], bg[:, p:p + 1], r[p:p + 1], np, tol=1e-13,
+                                       tails=(t[:, ix[p:p + 1]], t[:, iy[p:p + 1]]))
+            assert alone[0] == got[p]
