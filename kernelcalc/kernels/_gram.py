@@ -163,11 +163,9 @@ class GramPlan:
 
     ``a`` (N1, d), ``b`` (N2, d) validated inputs; ``same``: ``b is a`` (a symmetric Gram);
     ``info``: the path and its accuracy diagnostics (``interpolation_error_estimate`` is relative).
-    ``symmetric_tiles``: :meth:`block` of a tile on the diagonal of a symmetric Gram returns an exactly
-    symmetric tile (its upper triangle mirrored), so the tile engine need not mirror it again.
+    :meth:`block` of a tile on the diagonal of a symmetric Gram returns an exactly symmetric tile (its
+    upper triangle mirrored): the tile engine relies on it.
     """
-
-    symmetric_tiles = False
 
     def __init__(self, a, b, same, info):
         self.a, self.b, self.same, self.info = a, b, same, info
@@ -208,7 +206,6 @@ class _TablePlan(GramPlan):
     """A plan whose entries are read from tables: evaluated in row chunks that keep the temporaries
     in cache; a tile on the diagonal of a symmetric Gram computes its upper triangle and mirrors it."""
 
-    symmetric_tiles = True
 
     def _chunk_entries(self) -> int:
         """Entries per evaluation chunk."""
@@ -560,7 +557,6 @@ class _HomogeneousPlan(GramPlan):
     homogeneous $\phi$: relu, leaky relu): the sphere table of the unit-norm directions (exact in the
     norms, no interpolation), times $\sqrt{v_xv_y}$; a zero row gives 0."""
 
-    symmetric_tiles = True
 
     def __init__(self, a, b, same, pair_fn, tol, strict):
         super().__init__(a, b, same, {})
@@ -612,7 +608,6 @@ class _DirectPlan(GramPlan):
     """Every pair evaluated by ``pair_fn`` (a tile of a symmetric Gram on the diagonal: its upper
     triangle only, mirrored)."""
 
-    symmetric_tiles = True
 
     def __init__(self, a, b, same, pair_fn, chunk, progress):
         super().__init__(a, b, same, dict(path="direct"))
@@ -650,7 +645,7 @@ class _DirectPlan(GramPlan):
 
 def gram_plan(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, cheap_pairs: bool = False,
               homogeneous: bool = False, odd: bool = False, strict: bool = False) -> GramPlan:
-    """Validate the inputs and choose how to evaluate the Gram of ``pair_fn`` (see module doc).
+    r"""Validate the inputs and choose how to evaluate the Gram of ``pair_fn`` (see module doc).
 
     ``cheap_pairs``: the pair function is closed-form arithmetic, so off the sphere (and the norm
     groups) every pair is evaluated directly in large blocks (exact, no interpolation error).

@@ -136,14 +136,6 @@ def _tile_task(plan, rows: slice, cols: slice, keep: tuple[bool, bool]):
     return tuple(np.asarray(t, dtype=np.float64) if k else None for t, k in zip(out, keep))
 
 
-def _symmetric_diagonal_tile(t: np.ndarray) -> np.ndarray:
-    """Upper triangle of a diagonal tile, mirrored (exactly symmetric; entries i <= j kept)."""
-    low = np.tril_indices(t.shape[0], -1)
-    t = np.array(t, copy=True)
-    t[low] = t.T[low]
-    return t
-
-
 # ---------------------------------------------------------------------------- sinks
 class MemorySink:
     """Write tiles into in-memory arrays (one per output)."""
@@ -337,8 +329,6 @@ def run_tiles(plan, *, outputs, sink, tile: int, client=None, progress: bool | N
             if t is None:
                 continue
             maxima[k] = float(np.maximum(np.max(t), -np.min(t)))   # NaN and inf propagate
-            if plan.same and i == j and not plan.symmetric_tiles:
-                t = _symmetric_diagonal_tile(t)
             sink.write(name, rows[i], cols[j], t)
             if plan.same and i != j:
                 sink.write(name, cols[j], rows[i], t.T)

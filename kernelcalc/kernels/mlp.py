@@ -87,12 +87,7 @@ def _layer_variances(dual, depth, sigma_w, sigma_b, v):
     q = rec.mlp_input_nngp(np.asarray(v, float), sigma_w, sigma_b)
     out = [q]
     for _ in range(depth - 1):
-        if dual.numpy_ok:
-            m = dual.marginal(np.atleast_1d(q), derivative=False, xp=np)
-            C = dual.from_marginals(m, m, np.atleast_1d(q), derivative=False, xp=np).reshape(np.shape(q))
-        else:
-            C = np.asarray(dual.C(q, q, q))
-        q = rec.mlp_nngp_step(C, sigma_w, sigma_b)
+        q = rec.mlp_nngp_step(np.asarray(dual.C(q, q, q, xp=np if dual.numpy_ok else jnp)), sigma_w, sigma_b)
         out.append(q)
     return np.array(out)
 

@@ -617,25 +617,22 @@ class Activation:
         each half-line (``False`` when sympy cannot prove it).  Bias-free networks of such $\phi$ have
         kernels with $K(\lambda x,\mu y)=\lambda\mu K(x,y)$: off the sphere, the sphere's kernel
         times $|x||y|/d$ (:mod:`kernelcalc.kernels._gram`)."""
-        z = np.array([-2.5, -0.7, 0.3, 1.9])
-        with np.errstate(all="ignore"):
-            f = np.asarray(self.numpy_fn(z), dtype=float) * np.ones_like(z)
-            f2 = np.asarray(self.numpy_fn(2.0 * z), dtype=float) * np.ones_like(z)
-        if not np.allclose(f2, 2.0 * f, rtol=1e-12, atol=1e-300):     # cheap disproof first
-            return False
-        return _homogeneous(self.expr)
+        return self._holds_at(lambda z: 2.0 * z, lambda f: 2.0 * f) and _homogeneous(self.expr)
 
     @functools.cached_property
     def is_odd(self) -> bool:
         r"""True when $\phi(-z)=-\phi(z)$ (tanh, erf, sin, identity): proved symbolically (``False`` when
         sympy cannot).  Bias-free networks of an odd $\phi$ have odd kernels, $K(x,-y)=-K(x,y)$."""
-        z = np.array([0.3, 0.8, 1.7, 2.9])
+        return self._holds_at(lambda z: -z, lambda f: -f) and _odd(self.expr)
+
+    def _holds_at(self, arg, value) -> bool:
+        r"""Whether $\phi(\mathrm{arg}(z))=\mathrm{value}(\phi(z))$ at a few points (a cheap disproof of a
+        symmetry before sympy is asked to prove it)."""
+        z = np.array([-2.5, -0.7, 0.3, 0.8, 1.9, 2.9])
         with np.errstate(all="ignore"):
             f = np.asarray(self.numpy_fn(z), dtype=float) * np.ones_like(z)
-            g = np.asarray(self.numpy_fn(-z), dtype=float) * np.ones_like(z)
-        if not np.allclose(g, -f, rtol=1e-12, atol=1e-300):     # cheap disproof first
-            return False
-        return _odd(self.expr)
+            g = np.asarray(self.numpy_fn(arg(z)), dtype=float) * np.ones_like(z)
+        return bool(np.allclose(g, value(f), rtol=1e-12, atol=1e-300))
 
     def param(self, key: str, default: float | None = None) -> float | None:
         return dict(self.params).get(key, default)

@@ -480,9 +480,9 @@ class DualKernels:
         return self.from_marginals(self.marginal(q1), self.marginal(q2), c)
 
     @float64
-    def C(self, q1, q2, c):
-        """$C$ only."""
-        return self.from_marginals(self.marginal(q1, False), self.marginal(q2, False), c, derivative=False)
+    def C(self, q1, q2, c, xp=jnp):
+        """$C$ only (``xp`` as in :meth:`marginal`)."""
+        return self.from_marginals(self.marginal(q1, False, xp), self.marginal(q2, False, xp), c, derivative=False, xp=xp)
 
     def describe(self) -> str:
         if self.method == "closed":
