@@ -47,9 +47,10 @@ from .._results import JsonResult, text_table
 from .._validation import KernelcalcInputError, accuracy_shortfall, model_scales, positive_int
 from .._x64 import float64
 from ..theory.activations import resolve_activation
+from ..theory.gegenbauer import gauss_legendre, gegenbauer_table, sphere_constant
 from .polynomial import harmonic_dimension
 
-__all__ = ["SphereSpectrum", "sphere_spectrum", "gegenbauer_table", "sphere_constant", "fit_decay", "MODELS"]
+__all__ = ["SphereSpectrum", "sphere_spectrum", "fit_decay", "max_degree", "MODELS"]
 
 MODELS = ("node", "resnet", "mlp", "deq")
 KERNELS = ("nngp", "ntk")
@@ -57,24 +58,6 @@ _U = 2.0 ** -53
 _MAX_NODES = 8192        # Gauss-Legendre nodes in theta at most
 _MARGIN = 64             # nodes beyond k_max of the first rule
 _NOT_KERNEL_ARGS = ("x1", "x2", "activation", "progress", "outputs", "out", "client")
-
-
-def sphere_constant(d: int) -> float:
-    r"""$c_d=\Gamma(d/2)/(\sqrt\pi\,\Gamma((d-1)/2))$: $c_d\int_0^\pi\sin^{d-2}\theta\,d\theta=1$."""
-    return math.exp(math.lgamma(d / 2) - math.lgamma((d - 1) / 2)) / math.sqrt(math.pi)
-
-
-def gegenbauer_table(rho: np.ndarray, k_max: int, d: int) -> np.ndarray:
-    r"""$P_k(\rho)$, $k=0..k_{\max}$ (rows), normalised Gegenbauer polynomials of $\mathbb S^{d-1}$
-    ($P_k(1)=1$) by the forward recurrence $P_{k+1}=[(2k+d-2)\rho P_k-kP_{k-1}]/(k+d-2)$, $P_1=\rho$."""
-    rho = np.asarray(rho, np.float64)
-    P = np.empty((k_max + 1,) + rho.shape)
-    P[0] = 1.0
-    if k_max >= 1:
-        P[1] = rho
-    for k in range(1, k_max):
-        P[k + 1] = ((2 * k + d - 2) * rho * P[k] - k * P[k - 1]) / (k + d - 2)
-    return P
 
 
 def _kernel_function(model: str):
@@ -137,9 +120,7 @@ class _SphereKernel:
 
 def _gauss_legendre_theta(n: int, d: int):
     r"""Nodes $\theta_i\in(0,\pi)$ and weights $c_d w_i\sin^{d-2}\theta_i$ (they sum to 1)."""
-    from scipy.special import roots_legendre
-
-    x, w = roots_legendre(n)
+    x, w = gauss_legendre(n)
     theta = 0.5 * np.pi * (x + 1.0)
     return theta, 0.5 * np.pi * w * sphere_constant(d) * np.sin(theta) ** (d - 2)
 
