@@ -184,3 +184,24 @@ def test_result_is_immutable_and_serialisable(node_softplus):
     with pytest.raises(ValueError):
         node_softplus.mu_ntk[0] = 1.0
     assert "< " in node_softplus.table()
+
+
+def test_sphere_degree_counts_harmonics():
+    from kernelcalc.studies.polynomial import sphere_degree
+
+    for N in (1, 2, 4, 5, 9, 10, 64, 65, 20000):
+        assert sphere_degree(N, 3) == math.ceil(math.sqrt(N)) - 1        # sum_{j<=k} (2j+1) = (k+1)^2
+        assert sphere_degree(N, 2) == N // 2                             # 1 + 2k >= N
+
+
+def test_lambda_min_table_sphere_prediction():
+    X = _fibonacci_sphere(100)
+    r = kc.lambda_min_table(X, [100], activations=("relu",), models=(("mlp", 1),), sphere_prediction=True)
+    row = r.rows[0]
+    assert row["degree"] == (9,)
+    measured, predicted = row["lambda_min"][0], row["lambda_min_predicted"][0]
+    assert not row["predicted_is_bound"][0]
+    assert 0.05 < measured / predicted < 20          # the same order of magnitude (measured 0.15-0.6)
+    assert "predicted" in r.table()
+    with pytest.raises(KernelcalcInputError, match="sphere"):
+        kc.lambda_min_table(2 * X, [10], activations=("relu",), models=(("mlp", 1),), sphere_prediction=True)
