@@ -76,6 +76,9 @@ class Verdict:
         return {"holds": self.holds, "reason": self.reason, "constant": self.constant}
 
 
+_HERMITE_SHOWN = 7      # Hermite coefficients a_0..a_7 in the report
+
+
 @dataclasses.dataclass(frozen=True)
 class Assumption1Report:
     """The Assumption-1 analysis of one activation (see :func:`analyse`)."""
@@ -112,9 +115,26 @@ class Assumption1Report:
                  for k, v in self.verdicts.items() if v.holds is None]
         return "undetermined: " + "; ".join(parts)
 
+    @property
+    def hermite(self):
+        r"""The first Hermite coefficients $a_0..a_{7}$ of $\phi(z)$, $z\sim N(0,1)$
+        (:func:`~kernelcalc.theory.hermite.hermite_coefficients`): Assumption 1's non-polynomial condition
+        seen numerically (a polynomial of degree $p$ has $a_j=0$ for $j>p$); ``None`` when $\phi$ cannot
+        be evaluated numerically."""
+        from .hermite import hermite_coefficients
+
+        try:
+            return hermite_coefficients(self.expr, q=1.0, k_max=_HERMITE_SHOWN)
+        except Exception:   # noqa: BLE001  (an expression numpy cannot evaluate: the report stands without it)
+            return None
+
     def to_dict(self) -> dict:
+        h = self.hermite
         return {"activation": self.activation, "expr": self.expr, "holds": self.holds,
-                "summary": self.summary, **{k: v.to_dict() for k, v in self.verdicts.items()}}
+                "summary": self.summary, **{k: v.to_dict() for k, v in self.verdicts.items()},
+                "hermite": None if h is None else {"q": 1.0, "coefficients": h.coefficients.tolist(),
+                                                   "error_bound": h.error_bound.tolist(),
+                                                   "polynomial_degree": h.polynomial_degree}}
 
     def __str__(self) -> str:
         rows = [(_NAMES[k], {True: "yes", False: "NO", None: "?"}[v.holds],
@@ -127,6 +147,9 @@ class Assumption1Report:
                  f"  {'-' * w0}  -----  {'-' * w2}  ------"]
         lines += [f"  {a:<{w0}}  {b:<5}  {c:<{w2}}  {d}" for a, b, c, d in rows]
         lines.append(f"  => {self.summary}")
+        h = self.hermite
+        if h is not None:
+            lines.append("  " + h.table().replace("\n", "\n  "))
         return "\n".join(lines)
 
 
