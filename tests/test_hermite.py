@@ -65,7 +65,7 @@ def test_parseval_and_dual_series():
 
 
 def test_one_layer_nngp_link():
-    sw, sv, d = 1.3, 0.8, 4
+    sw, sv, d = 1.0, 1.0, 4
     h = kc.hermite_coefficients("tanh", q=sw**2, k_max=120)
     s = kc.sphere_spectrum(model="mlp", activation="tanh", depth=1, d=d, k_max=12, kernel="nngp",
                            sigma_w=sw, sigma_v=sv)
