@@ -205,3 +205,29 @@ def test_lambda_min_table_sphere_prediction():
     assert "predicted" in r.table()
     with pytest.raises(KernelcalcInputError, match="sphere"):
         kc.lambda_min_table(2 * X, [10], activations=("relu",), models=(("mlp", 1),), sphere_prediction=True)
+
+
+def test_cli_spectrum(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from kernelcalc.cli import main
+
+    runner = CliRunner()
+    png = tmp_path / "mu.png"
+    res = runner.invoke(main, ["spectrum", "--model", "mlp", "--depth", "1", "-a", "relu", "--d", "3",
+                               "--k-max", "12", "--plot", str(png)])
+    assert res.exit_code == 0, res.output
+    assert "power-law decay" in res.output and "< " in res.output and png.exists()
+    res = runner.invoke(main, ["spectrum", "--model", "mlp", "--depth", "1", "-a", "relu", "--d", "3",
+                               "--k-max", "12", "--json", "--kernel", "ntk"])
+    doc = json.loads(res.output)
+    # independent: mu_1 of the relu NTK kappa_1 + rho kappa_0 on S^2 is 1/6 (Legendre projection of the closed form)
+    ref = _mu_theta(lambda t: _arccos_kernels(1)(t)[1], 1, 3)[1]
+    assert doc["mu_ntk"][1] == pytest.approx(ref, rel=1e-12) and doc["mu_ntk"][3] is None and doc["mu_nngp"] is None
+    for args, text in ((["--d", "1"], "d must be"), (["--k-max", "-1"], "k_max"), (["--depth", "2"], "depth does not apply"),
+                       (["-a", "foo("], "")):
+        res = runner.invoke(main, ["spectrum", *args])
+        assert res.exit_code == 2 and res.output.startswith("Error:") and text in res.output
+        assert len(res.output.strip().splitlines()) == 1
