@@ -137,12 +137,14 @@ def _project(K: np.ndarray, theta, weights, k_max, d):
 def fit_decay(k, mu) -> dict | None:
     r"""The decay law of positive eigenvalues ``mu`` at degrees ``k`` (``None`` with fewer than 4).
 
-    Both families are fitted to $\log\mu$ by least squares: a power law $\log\mu=a+p\log k$ and an
-    exponential $\log\mu=a+\beta k$; the one with the smaller RMS residual is chosen, and its exponent is
-    then refined with the next-order term: $\mu\approx Ak^{p}(1+c/k)$ ($\log\mu=a+p\log k+c/k$; the
-    approach of relu tails to $k^{-d}$ is slow, see ``shared/NUMERICS.md``) or
-    $\mu\approx Ae^{\beta k}k^{b}$.  Returns ``kind`` (``"power"``/``"exponential"``), ``exponent``
-    ($p$ or $\beta$), ``rms`` of both plain fits, ``fit_range``.
+    Two three-parameter families are fitted to $\log\mu$ by least squares: a power law with its next
+    order, $\mu\approx Ak^{p}(1+c/k)$ ($\log\mu=a+p\log k+c/k$; relu tails approach $k^{-d}$ slowly, see
+    ``shared/NUMERICS.md``), and an exponential with a power prefactor, $\mu\approx Ae^{\beta k}k^{b}$.
+    The exponential family contains the pure power law ($\beta=0$), so the choice is made on the
+    fitted local decay rate $d\log\mu/dk=\beta+b/k$ at the end of the range $k_{hi}$: exponential when
+    $|\beta|>|b|/k_{hi}$ *and* its fit is not worse than the power law's (RMS within a factor 2), else
+    power.  Returns ``kind`` (``"power"``/``"exponential"``), ``exponent`` ($p$, or $\beta$ with
+    $\mu\sim e^{\beta k}$), ``rms_power``, ``rms_exponential`` (RMS residuals of $\log\mu$), ``fit_range``.
     """
     k, mu = np.asarray(k, float), np.asarray(mu, float)
     keep = (k >= 1) & np.isfinite(mu) & (mu > 0)
@@ -156,16 +158,15 @@ def fit_decay(k, mu) -> dict | None:
         return coef, float(np.sqrt(np.mean((A @ coef - y) ** 2)))
 
     one = np.ones_like(k)
-    _, rms_power = lsq([one, np.log(k)])
-    _, rms_exp = lsq([one, k])
-    if rms_power <= rms_exp:
-        coef, rms = lsq([one, np.log(k), 1.0 / k]) if k.size >= 5 else lsq([one, np.log(k)])
-        kind, law = "power", "mu_k ~ A k^p (1 + c/k)"
+    power, rms_power = lsq([one, np.log(k), 1.0 / k])
+    expo, rms_exp = lsq([one, k, np.log(k)])
+    exponential = abs(expo[1]) > abs(expo[2]) / k[-1] and rms_exp <= 2 * rms_power + 1e-12
+    if exponential:
+        kind, exponent, law = "exponential", float(expo[1]), "mu_k ~ A exp(beta k) k^b"
     else:
-        coef, rms = lsq([one, k, np.log(k)]) if k.size >= 5 else lsq([one, k])
-        kind, law = "exponential", "mu_k ~ A exp(beta k) k^b"
-    return dict(kind=kind, exponent=float(coef[1]), law=law, rms_power=rms_power, rms_exponential=rms_exp,
-                rms_refined=rms, fit_range=(int(k[0]), int(k[-1])), points=int(k.size))
+        kind, exponent, law = "power", float(power[1]), "mu_k ~ A k^p (1 + c/k)"
+    return dict(kind=kind, exponent=exponent, law=law, rms_power=rms_power, rms_exponential=rms_exp,
+                fit_range=(int(k[0]), int(k[-1])), points=int(k.size))
 
 
 def _tail_degrees(k, mu, resolved):
