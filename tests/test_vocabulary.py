@@ -121,6 +121,8 @@ ENTRIES = {
                                                              else "relu", **({"depth": 1} if m == "mlp" else {}), **kw)),
     "certify_ntk": (("node", "mlp", "resnet"), lambda f, m, **kw: _with_model(f, m, **kw)),
 }
+ENTRIES["sphere_spectrum"] = (("node", "resnet", "mlp", "deq"), lambda f, m, **kw: f(
+    model=m, activation="tanh", d=2, k_max=1, **({"depth": DEPTH[m]} if m in DEPTH else {}), **kw))
 # public callables with a ``model`` or scale parameter that build no model with scales
 NO_SCALES = {"feature_rank_bound": "a rank bound from the activation's polynomial degree alone",
              "lambda_min_table": "a rank study over several models at their default scales"}

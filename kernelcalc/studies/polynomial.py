@@ -21,7 +21,6 @@ $\sum_{k\le D}\dim\mathcal H_k$ with $\dim\mathcal H_k=\binom{k+d-1}{d-1}-\binom
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Sequence
 
 import numpy as np
@@ -42,8 +41,9 @@ MODELS = ("mlp", "resnet", "node")
 
 def harmonic_dimension(k: int, d: int) -> int:
     r"""$\dim\mathcal H_k(\mathbb S^{d-1})=\binom{k+d-1}{d-1}-\binom{k+d-3}{d-1}$ (spherical harmonics of degree $k$)."""
-    k, d = positive_int("k", k, minimum=0), positive_int("d", d)
-    return math.comb(k + d - 1, d - 1) - (math.comb(k + d - 3, d - 1) if k >= 2 else 0)
+    from ..theory.gegenbauer import multiplicity
+
+    return multiplicity(positive_int("k", k, minimum=0), positive_int("d", d))
 
 
 def sphere_polynomial_dimension(D: int, d: int, parity: int | None = None) -> int:

@@ -47,8 +47,7 @@ from .._results import JsonResult, text_table
 from .._validation import KernelcalcInputError, accuracy_shortfall, model_scales, positive_int
 from .._x64 import float64
 from ..theory.activations import resolve_activation
-from ..theory.gegenbauer import gauss_legendre, gegenbauer_table, sphere_constant
-from .polynomial import harmonic_dimension
+from ..theory.gegenbauer import gauss_legendre, gegenbauer_table, multiplicity, sphere_constant
 
 __all__ = ["SphereSpectrum", "sphere_spectrum", "fit_decay", "max_degree", "MODELS"]
 
@@ -76,13 +75,15 @@ def _kernel_args(model, kernel_args: dict) -> dict:
     where = f"sphere_spectrum(model={model!r})"
     scale_names = [k for k in kernel_args if k.startswith("sigma_") or k in ("w_std", "b_std", "out_w_std", "out_b_std")]
     key = model + ("_untied" if kernel_args.get("weights") == "untied" else "")
-    scales = model_scales(key, fill=False, where=where, **{k: kernel_args[k] for k in scale_names})
-    allowed = [p for p in inspect.signature(fn).parameters if p not in _NOT_KERNEL_ARGS]
+    scales = model_scales(key, fill=True, where=where, **{k: kernel_args[k] for k in scale_names})
+    params = inspect.signature(fn).parameters
+    allowed = [p for p in params if p not in _NOT_KERNEL_ARGS and params[p].kind is not inspect.Parameter.VAR_KEYWORD]
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     other = {}
     for name, value in kernel_args.items():
         if name in scale_names:
             continue
-        if name not in allowed:
+        if name not in allowed and not open_ended:
             raise KernelcalcInputError(f"{name} does not apply to {where}; its keywords are "
                                        f"{', '.join(p for p in allowed)}")
         other[name] = value
@@ -109,7 +110,7 @@ class _SphereKernel:
             th = theta[lo:lo + self.block]
             Y = np.zeros((th.size, d))
             Y[:, 0], Y[:, 1] = math.sqrt(d) * np.cos(th), math.sqrt(d) * np.sin(th)
-            K = self.fn(x, Y, activation=self.activation, progress=False, **self.args)
+            K = self.fn(x, Y, activation=self.activation, **self.args)
             if K.info.get("path") not in (None, "direct"):       # pragma: no cover  (a change in gram_plan)
                 raise AssertionError(f"sphere_spectrum expects per-pair solves, got the {K.info['path']} path")
             out[0, lo:lo + th.size], out[1, lo:lo + th.size] = K.nngp[0], K.ntk[0]
@@ -311,8 +312,13 @@ def sphere_spectrum(*, model: str = "node", activation, d: int, k_max: int = 40,
     names = _kernel_choice(kernel)
     act = resolve_activation(activation)
     args = _kernel_args(model, dict(kernel_args))
-    if "strict" in inspect.signature(_kernel_function(model)).parameters:
+    accepted = inspect.signature(_kernel_function(model)).parameters
+    if "strict" in accepted:
         args["strict"] = strict
+    if "progress" in accepted:
+        args["progress"] = False
+    if model in ("resnet", "mlp") and "depth" not in args:
+        raise KernelcalcInputError(f"sphere_spectrum(model={model!r}) needs depth=")
     K_at = _SphereKernel(model, act, d, args)
     K1 = K_at(np.zeros(1))[:, 0]
     n = k_max + _MARGIN
@@ -340,7 +346,7 @@ def sphere_spectrum(*, model: str = "node", activation, d: int, k_max: int = 40,
     err = change + rnd + K_at.error
     resolved = np.abs(mu) > err
     k = np.arange(k_max + 1)
-    mult = np.array([harmonic_dimension(int(j), d) for j in k])
+    mult = np.array([multiplicity(int(j), d) for j in k])
     fields = {}
     trace = {}
     for o, name in enumerate(KERNELS):
@@ -356,7 +362,7 @@ def sphere_spectrum(*, model: str = "node", activation, d: int, k_max: int = 40,
         trace[name] = dict(sum=s, K1=float(K1[o]), difference=float(K1[o] - s),
                            relative=float((K1[o] - s) / K1[o]) if K1[o] else float("nan"),
                            bound=float(np.sum(mult * err[o])))
-    params = {k_: v for k_, v in args.items() if k_ != "strict"}
+    params = {k_: v for k_, v in args.items() if k_ not in ("strict", "progress")}
     info = dict(nodes=n, kernel_error_estimate=K_at.error, quadrature_change=float(np.max(change)),
                 kernel_evaluations=K_at.evaluations, quadrature="Gauss-Legendre in theta")
     return SphereSpectrum(degrees=k, multiplicity=mult, trace_check=trace, model=model, activation=act.name, d=d,

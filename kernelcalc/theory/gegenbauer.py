@@ -13,7 +13,12 @@ import math
 
 import numpy as np
 
-__all__ = ["sphere_constant", "gegenbauer_table", "monomial_eigenvalues", "gauss_legendre"]
+__all__ = ["sphere_constant", "gegenbauer_table", "monomial_eigenvalues", "gauss_legendre", "multiplicity"]
+
+
+def multiplicity(k: int, d: int) -> int:
+    r"""$N(d,k)=\dim\mathcal H_k(\mathbb S^{d-1})=\binom{k+d-1}{d-1}-\binom{k+d-3}{d-1}$ (spherical harmonics of degree $k$)."""
+    return math.comb(k + d - 1, d - 1) - (math.comb(k + d - 3, d - 1) if k >= 2 else 0)
 
 
 def sphere_constant(d: int) -> float:
