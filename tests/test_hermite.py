@@ -20,15 +20,15 @@ def _ref(name, q, j):
     f = _FUNCS[name]
     g = lambda z: (f(mp.sqrt(q) * z) * mp.hermite(j, z / mp.sqrt(2)) * mp.mpf(2) ** (-mp.mpf(j) / 2)  # noqa: E731
                    / mp.sqrt(mp.factorial(j)) * mp.exp(-z * z / 2) / mp.sqrt(2 * mp.pi))
-    with mp.workdps(25):
-        return float(mp.quad(g, [-30, -12, -4, 0, 4, 12, 30]))
+    with mp.workdps(20):
+        return float(mp.quad(g, [-24, -8, 0, 8, 24]))
 
 
 @pytest.mark.parametrize("name", ["relu", "tanh", "softplus"])
 def test_coefficients_match_mpmath(name):
     q = 1.7
     h = kc.hermite_coefficients(name, q=q, k_max=24)
-    for j in (0, 1, 2, 3, 5, 10, 24):
+    for j in (0, 1, 2, 5, 24):
         ref = _ref(name, q, j)
         assert abs(h.coefficients[j] - ref) <= h.error_bound[j] + 1e-15
         assert abs(h.coefficients[j] - ref) < 1e-13
@@ -65,13 +65,13 @@ def test_parseval_and_dual_series():
 
 
 def test_one_layer_nngp_link():
-    sw, sv, d = 1.0, 1.0, 4
-    h = kc.hermite_coefficients("tanh", q=sw**2, k_max=120)
-    s = kc.sphere_spectrum(model="mlp", activation="tanh", depth=1, d=d, k_max=12, kernel="nngp",
+    sw, sv, d = 1.3, 0.8, 4     # erf: the MLP takes its closed-form (arcsin) dual, independent of the Hermite series
+    h = kc.hermite_coefficients("erf", q=sw**2, k_max=120)
+    s = kc.sphere_spectrum(model="mlp", activation="erf", depth=1, d=d, k_max=12, kernel="nngp",
                            sigma_w=sw, sigma_v=sv)
     mu_h = sv**2 * h.sphere_eigenvalues(d, 12)
     ok = s.resolved_nngp
-    assert ok[1] and ok[3] and not ok[0] and not ok[2]       # tanh is odd: even degrees vanish
+    assert ok[1] and ok[3] and not ok[0] and not ok[2]       # erf is odd: even degrees vanish
     assert np.all(np.abs(s.mu_nngp[ok] - mu_h[ok]) <= s.err_nngp[ok] + sv**2 * h.tail + 1e-14)
     assert np.all(np.abs(mu_h[~ok]) <= s.err_nngp[~ok] + sv**2 * h.tail + 1e-14)
 
