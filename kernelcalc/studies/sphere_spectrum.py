@@ -25,7 +25,7 @@ pair $x=\sqrt d e_1$, $y=\sqrt d(\cos\theta_i e_1+\sin\theta_i e_2)$: the per-pa
 path, so no $\theta$-table interpolation error enters), with the kernel's own ``error_estimate``.
 
 The doubling stops when the change is below the rounding and kernel-error floor, or when it no longer
-falls (by 4x per doubling): then it is the noise of the kernel values themselves (e.g. $\arccos\rho$ near
+falls (by 4x per doubling) and is below $10^{-8}K(1)$: then it is the noise of the kernel values themselves (e.g. $\arccos\rho$ near
 $\rho=1$ in the relu closed forms), not quadrature error, and it stays in the bound.
 
 **Error bound** per eigenvalue: $\epsilon_k = |\mu_k^{(2n)}-\mu_k^{(n)}| + \max_\rho|\delta K|
@@ -56,6 +56,7 @@ KERNELS = ("nngp", "ntk")
 _U = 2.0 ** -53
 _MAX_NODES = 8192        # Gauss-Legendre nodes in theta at most
 _MARGIN = 64             # nodes beyond k_max of the first rule
+_NOISE = 1e-8            # a change that stops falling is accepted as the kernel values' noise only below this (relative)
 _NOT_KERNEL_ARGS = ("x1", "x2", "activation", "progress", "outputs", "out", "client")
 
 
@@ -334,7 +335,7 @@ def sphere_spectrum(*, model: str = "node", activation, d: int, k_max: int = 40,
         mu, n = mu2, n2
         if np.all(change <= np.maximum(floor, 1e-15 * np.max(np.abs(K1)))):
             break
-        if np.max(change) > 0.25 * previous:
+        if np.max(change) > 0.25 * previous and np.max(change) <= _NOISE * np.max(np.abs(K1)):
             # stagnation: the change is the noise of the kernel values (e.g. arccos near rho = 1), not
             # quadrature error (which falls exponentially for a kernel analytic in theta); it is in the bound
             break
