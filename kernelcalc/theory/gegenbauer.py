@@ -62,24 +62,31 @@ def monomial_eigenvalues(j_max: int, k_max: int, d: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=32)
 def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
-    r"""Gauss–Legendre nodes and weights on $[-1,1]$ to full double precision: scipy's nodes (whose
-    large-$n$ asymptotic formulas are only good to about $10^{-13}$: measured $\sum_iw_ix_i^2-2/3=2.7\cdot10^{-13}$
-    at $n=1000$) polished by a Newton step on $P_n$ (three-term recurrence), $w_i=2/((1-x_i^2)P_n'(x_i)^2)$.
-    Read-only arrays."""
-    from scipy.special import roots_legendre
+    r"""Gauss–Legendre nodes and weights on $[-1,1]$ to full double precision (numpy only, no scipy:
+    ``kernelcalc limit`` shows Hermite coefficients without importing it; scipy's ``roots_legendre`` is
+    moreover only good to about $10^{-13}$ at large $n$: measured $\sum_iw_ix_i^2-2/3=2.7\cdot10^{-13}$ at
+    $n=1000$).  Tricomi's asymptotic nodes $x_i\approx(1-\frac{n-1}{8n^3})\cos\frac{\pi(4i-1)}{4n+2}$, then
+    Newton steps on $P_n$ (three-term recurrence) until they stop moving; $w_i=2/((1-x_i^2)P_n'(x_i)^2)$.
+    Ascending read-only arrays."""
+    n = int(n)
+    i = np.arange(1, n + 1)
+    x = (1.0 - (n - 1) / (8.0 * n ** 3)) * np.cos(np.pi * (4 * i - 1) / (4 * n + 2))
 
-    x, _ = roots_legendre(n)
-    for _ in range(1):    # one Newton step squares scipy's 1e-13 error
+    def legendre(x):
         p0, p1 = np.ones_like(x), x.copy()
         for k in range(1, n):
             p0, p1 = p1, ((2 * k + 1) * x * p1 - k * p0) / (k + 1)
-        dp = n * (x * p1 - p0) / (x * x - 1.0)
-        x = x - p1 / dp
-    p0, p1 = np.ones_like(x), x.copy()
-    for k in range(1, n):
-        p0, p1 = p1, ((2 * k + 1) * x * p1 - k * p0) / (k + 1)
-    dp = n * (x * p1 - p0) / (x * x - 1.0)
+        return p1, n * (x * p1 - p0) / (x * x - 1.0)
+
+    for _ in range(10):
+        p, dp = legendre(x)
+        step = p / dp
+        x = x - step
+        if np.max(np.abs(step)) < 1e-15:
+            break
+    p, dp = legendre(x)
     w = 2.0 / ((1.0 - x * x) * dp * dp)
+    x, w = x[::-1].copy(), w[::-1].copy()
     x.setflags(write=False)
     w.setflags(write=False)
     return x, w
