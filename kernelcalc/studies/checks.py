@@ -274,6 +274,17 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
     faster than linearly blows up before ``T``); ``report.problems`` says which. It never raises
     for a failed hypothesis, only for invalid arguments.
     """
+    from ..kernels._tiles import own_client
+
+    # an unreachable scheduler is an input error, not a failed check; a client opened here is closed here
+    with own_client(client) as client:
+        return _check(X, activation=activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v,
+                      singular_tol=singular_tol, sphere_rtol=sphere_rtol, gram=gram, client=client, certify=certify)
+
+
+def _check(X, *, activation, T, sigma_w, sigma_u, sigma_v, singular_tol, sphere_rtol, gram, client,
+           certify) -> CheckReport:
+    """The body of :func:`check` (``client``: ``None`` or a connected ``Client``)."""
     import warnings as _warnings
 
     from ..theory.assumptions import Assumption1Warning, analyse
@@ -281,11 +292,6 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
 
     if not isinstance(certify, (bool, np.bool_)):
         raise KernelcalcInputError(f"certify must be True or False, got {certify!r}")
-    if client is not None:   # an unreachable scheduler is an input error, not a failed check
-        from ..kernels._tiles import connect
-
-        client = connect(client)
-
     X = as_inputs(X, "X")
     act = resolve_activation(activation)
     params = {"T": positive("T", T), "sigma_w": sigma_w, "sigma_u": sigma_u, "sigma_v": sigma_v,   # @scale_keywords
