@@ -206,6 +206,23 @@ def test_api_with_a_client_object_and_zarr(cluster, data, small_tiles, tmp_path)
     _same(K.ntk, data.mlp.ntk)
 
 
+@pytest.mark.slow
+def test_deq_by_address_merges_the_workers_diagnostics(cluster, monkeypatch):
+    """The DEQ's direct plan evaluates fixed points in the worker processes: the Gram and the
+    diagnostics (contraction factor, largest q*, error estimates) equal the local ones (about 20 s: the
+    workers compile the fixed points)."""
+    monkeypatch.setattr(_tiles, "DEFAULT_TILE", 4)
+    Z = np.random.default_rng(8).normal(size=(10, 3))
+    Z = Z[np.argsort(np.sum(Z * Z, 1))]                  # the largest norm in the last tile
+    ref = kc.deq_kernel(Z, activation="tanh", sigma_w=0.8)
+    got = _within(CALL_TIMEOUT * 2, kc.deq_kernel, Z, activation="tanh", sigma_w=0.8, client=cluster.address)
+    assert got.info["engine"] == "dask" and got.info["path"] == "direct" and got.info["tiles"] == 6
+    _same(got.ntk, ref.ntk)
+    _same(got.nngp, ref.nngp)
+    for key in ("contraction_factor", "q_max", "fixed_point_error_estimate", "error_estimate"):
+        assert got.info[key] == ref.info[key], key
+
+
 # ---------------------------------------------------------------------------- the CLI
 def _cli_runs(cluster, data, tmp_path, with_default, limit_repeat):
     from click.testing import CliRunner

@@ -156,3 +156,35 @@ def test_check_keyword_errors_are_one_line(kw, match):
     with pytest.raises(KernelcalcInputError, match=match) as err:
         kc.check(X, activation="tanh", **kw)
     assert "\n" not in str(err.value)
+
+
+def test_pair_state_of_a_shipped_plan_is_merged_back(monkeypatch):
+    """What a worker process does: evaluate tiles on its own (unpickled) copy of the plan.  Its running
+    maxima reach this process's plan through the engine's merge, so the result's diagnostics are those
+    of every tile wherever it ran."""
+    import cloudpickle
+
+    from kernelcalc.kernels import _gram
+
+    seen = []
+    real = _gram.gram_plan
+    monkeypatch.setattr(_gram, "gram_plan", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    monkeypatch.setattr(_tiles, "DEFAULT_TILE", 4)
+    ref = kc.deq_kernel(X_OFF, activation="tanh", sigma_w=0.8)
+    plan = seen[-1]
+    here = _tiles.pair_state(plan)
+    assert here["q_max"] == ref.info["q_max"] and here["rate"] == ref.info["contraction_factor"]
+    fresh = kc.deq_kernel(X_OFF[:4], activation="tanh", sigma_w=0.8)       # a plan that saw the first tile only
+    small = seen[-1]
+    worker = cloudpickle.loads(cloudpickle.dumps(small))
+    assert _tiles.pair_state(worker) == _tiles.pair_state(small)
+    assert _tiles.pair_state(small)["q_max"] == fresh.info["q_max"] < here["q_max"]
+    # a "worker" copy of the big plan evaluates the last tile; the merge brings its maxima here
+    big_worker = cloudpickle.loads(cloudpickle.dumps(plan))
+    big_worker.pair_fn.state.update(rate=0.0, err=0.0, q_max=0.0)
+    (_, state) = _tiles._tile_task(big_worker, slice(8, 10), slice(8, 10), (True, True))
+    assert state["q_max"] == here["q_max"]
+    small_state = _tiles.pair_state(small)
+    _tiles.merge_pair_state(small, state)
+    assert _tiles.pair_state(small)["q_max"] == here["q_max"]
+    assert _tiles.pair_state(small)["rate"] == max(small_state["rate"], state["rate"])
