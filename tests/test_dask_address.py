@@ -312,3 +312,46 @@ def test_a_tile_that_fails_for_good_is_one_clear_error(cluster):
         invalid = types.SimpleNamespace(block=positive)               # kernelcalc's own input error
         with pytest.raises(KernelcalcInputError):
             _within(CALL_TIMEOUT, list, _tiles._tile_results_dask(c, invalid, rows, rows, [(0, 0)], (True, True)))
+
+
+def test_a_bad_or_missing_tile_from_the_cluster_is_never_written(monkeypatch):
+    """The engine's checks on what the cluster returns (no cluster needed: the result stream is faked):
+    a tile with a NaN is evaluated again here, a malformed one or a lost one is a one-line
+    KernelcalcClusterError; never a Gram with NaN or uninitialised entries."""
+    from kernelcalc.kernels import _gram
+
+    X = kc.data.sphere_normalise(np.random.default_rng(3).normal(size=(20, 3)))
+    seen = []
+    real = _gram.gram_plan
+    monkeypatch.setattr(_gram, "gram_plan", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    monkeypatch.setattr(_tiles, "DEFAULT_TILE", 8)
+    ref = kc.mlp_kernel(X, activation="relu", depth=2)
+    plan = seen[-1]
+
+    def stream(nan=(), lost=(), bad=()):
+        def fake(client, plan, rows, cols, todo, keep):
+            for ij in todo:
+                tiles, state = _tiles._tile_task(plan, rows[ij[0]], cols[ij[1]], keep)
+                if ij in lost:
+                    continue
+                if ij in nan:
+                    tiles = tuple(np.where(np.eye(*t.shape, dtype=bool), np.nan, t) for t in tiles)
+                if ij in bad:
+                    tiles = (tiles[0][:-1], tiles[1])
+                yield ij, tiles, state
+        return fake
+
+    def run(**faults):
+        monkeypatch.setattr(_tiles, "_tile_results_dask", stream(**faults))
+        sink = _tiles.MemorySink(plan.shape, ("nngp", "ntk"))
+        info = _tiles.run_tiles(plan, outputs=("nngp", "ntk"), sink=sink, tile=8, client=object())
+        return info, sink.finish(info["max_abs"])
+
+    info, arrays = run(nan=[(0, 1), (2, 2)])
+    assert info["tiles_recomputed_locally"] == 2 and info["tiles"] == 6
+    np.testing.assert_array_equal(arrays["ntk"], ref.ntk)
+    np.testing.assert_array_equal(arrays["nngp"], ref.nngp)
+    with pytest.raises(KernelcalcClusterError, match=r"1 of the Gram's 6 tiles never arrived \(first: \(1, 2\)\)"):
+        run(lost=[(1, 2)])
+    with pytest.raises(KernelcalcClusterError, match=r"tile \(0, 2\) of the Gram came back from the dask cluster malformed"):
+        run(bad=[(0, 2)])

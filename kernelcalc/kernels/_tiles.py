@@ -168,7 +168,7 @@ def _check_tile(ij, tiles, shape, keep, client) -> tuple:
         for t, k in zip(tiles, keep))
     if not ok:
         raise KernelcalcClusterError(
-            f"tile {ij} of the Gram came back from the dask cluster at {_scheduler(client)} malformed "
+            f"tile {ij} of the Gram came back from {_scheduler(client)} malformed "
             f"(expected float64 arrays of shape {shape}); no Gram is returned")
     return tiles
 
@@ -343,9 +343,10 @@ def own_client(client_or_address):
 
 
 def _scheduler(client) -> str:
+    """``"the dask cluster at tcp://..."`` (for the messages)."""
     try:
-        return str(client.scheduler.address)
-    except Exception:  # pragma: no cover  (a client without a scheduler connection)
+        return f"the dask cluster at {client.scheduler.address}"
+    except Exception:  # a client without a scheduler connection
         return "the dask cluster"
 
 
@@ -359,7 +360,7 @@ def _tile_failure(client, ij, result) -> Exception:
     what = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else repr(exc)
     what = " ".join(what.split())[:300]
     return KernelcalcClusterError(
-        f"tile {ij} of the Gram failed on the dask cluster at {_scheduler(client)} ({what}); no Gram is "
+        f"tile {ij} of the Gram failed on {_scheduler(client)} ({what}); no Gram is "
         "returned. Check the workers (they need kernelcalc and the same versions), then run again; with out= "
         "the finished tiles are kept")
 
@@ -449,7 +450,7 @@ def run_tiles(plan, *, outputs, sink, tile: int, client=None, progress: bool | N
     if missing:
         raise KernelcalcClusterError(
             f"{len(missing)} of the Gram's {len(todo)} tiles never arrived (first: {missing[0]}) from "
-            f"{'the dask cluster at ' + _scheduler(client) if client is not None else 'the tile loop'}; "
+            f"{_scheduler(client) if client is not None else 'the tile loop'}; "
             "no Gram is returned")
     stats = np.array([sink.stats[ij] for ij in todo])
     info = dict(tile=int(tile), tiles=len(todo), tiles_computed=len(pending), tiles_resumed=len(todo) - len(pending),
