@@ -44,20 +44,43 @@ CALLS = {
 # the untied Neural ODE shares _untied() (and so the engine plumbing) with the untied ResNet; its adaptive
 # ODE solves cost ~15 s of compilation and table sampling: in the slow set
 SLOW = pytest.mark.slow
+TILE = 8
+
+
+def _with_plan(fn):
+    """``(fn(), the GramPlan it evaluated)``."""
+    from kernelcalc.kernels import _gram
+
+    seen = []
+    real = _gram.gram_plan
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_gram, "gram_plan", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+        return fn(), seen[-1]
+
+
+@pytest.fixture(scope="module")
+def refs():
+    """The in-memory Grams (local tile loop, tiles of 8), computed once for the module."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_tiles, "DEFAULT_TILE", TILE)
+        deq_off, plan = _with_plan(lambda: CALLS["deq"](X_OFF))
+        return {"deq": CALLS["deq"](X), "resnet-untied": CALLS["resnet-untied"](X), "deq-off": deq_off,
+                "deq-off-plan": plan}
+
+
+@pytest.fixture
+def tiles8(monkeypatch):
+    monkeypatch.setattr(_tiles, "DEFAULT_TILE", TILE)
 
 
 @pytest.mark.parametrize("name", ["deq", pytest.param("node-untied", marks=SLOW), "resnet-untied"])
-def test_zarr_dask_and_outputs_equal_the_in_memory_gram(name, threads_client, tmp_path, monkeypatch):
-    monkeypatch.setattr(_tiles, "DEFAULT_TILE", 8)
+def test_zarr_dask_and_outputs_equal_the_in_memory_gram(name, refs, threads_client, tmp_path, tiles8):
     call = CALLS[name]
-    ref = call(X)
+    ref = refs[name] if name in refs else call(X)
     assert ref.info["tiles"] == 6 and ref.info["engine"] == "local"
     z = call(X, out=tmp_path / "g.zarr", outputs=("ntk",))
-    assert z.nngp is None and z.info["out"]
+    assert z.nngp is None and z.info["out"] and z.info["tiles_computed"] == 6
     np.testing.assert_array_equal(np.asarray(z.ntk[...]), ref.ntk)
-    again = call(X, out=tmp_path / "g.zarr", outputs=("ntk",))          # resumed: nothing recomputed
-    assert again.info["tiles_resumed"] == 6 and again.info["tiles_computed"] == 0
-    np.testing.assert_array_equal(np.asarray(again.ntk[...]), ref.ntk)
     d = call(X, client=threads_client)
     assert d.info["engine"] == "dask"
     np.testing.assert_array_equal(d.ntk, ref.ntk)
@@ -67,25 +90,47 @@ def test_zarr_dask_and_outputs_equal_the_in_memory_gram(name, threads_client, tm
         call(X[:, ::-1], out=tmp_path / "g.zarr", outputs=("ntk",))     # other data: refused, not overwritten
 
 
-def test_deq_off_sphere_direct_tiles_keep_the_fixed_point_diagnostics(threads_client, monkeypatch):
+def test_deq_off_sphere_direct_tiles_keep_the_fixed_point_diagnostics(refs, threads_client, tiles8):
     """The direct plan evaluates the fixed points tile by tile: the contraction factor and error
     estimate of every tile reach the result, on the cluster as locally (worker processes:
     tests/test_dask_address.py)."""
-    monkeypatch.setattr(_tiles, "DEFAULT_TILE", 4)
-    ref = kc.deq_kernel(X_OFF, activation="tanh", sigma_w=0.8)
-    one_tile = kc.deq_kernel(X_OFF[:4], activation="tanh", sigma_w=0.8)
-    d = kc.deq_kernel(X_OFF, activation="tanh", sigma_w=0.8, client=threads_client)
-    assert ref.info["path"] == "direct" and ref.info["tiles"] == 6
+    ref = refs["deq-off"]
+    d = kc.deq_kernel(X_OFF, activation="tanh", sigma_w=0.8, client=threads_client, outputs=("ntk",))
+    assert ref.info["path"] == "direct" and ref.info["tiles"] == 3 and d.nngp is None
     np.testing.assert_array_equal(d.ntk, ref.ntk)
-    for key in ("contraction_factor", "q_max", "fixed_point_error_estimate", "error_estimate"):
+    for key in ("contraction_factor", "q_max", "fixed_point_error_estimate"):
         assert d.info[key] == ref.info[key], key
-    # the largest input norm is in the last tile: the diagnostics are those of all tiles, not the first
-    assert ref.info["q_max"] > one_tile.info["q_max"] and ref.info["contraction_factor"] >= one_tile.info["contraction_factor"]
 
 
-def test_spectrum_of_every_model(threads_client):
-    for kw, K in ((dict(model="deq", sigma_w=0.8), kc.deq_kernel(X, activation="tanh", sigma_w=0.8)),
-                  (dict(model="resnet", weights="untied", depth=3), CALLS["resnet-untied"](X))):
+def test_pair_state_of_a_shipped_plan_is_merged_back(refs):
+    """What a worker process does: evaluate tiles on its own (unpickled) copy of the plan.  Its running
+    maxima reach this process's plan through the engine's merge, so the result's diagnostics are those
+    of every tile wherever it ran."""
+    import cloudpickle
+
+    plan, ref = refs["deq-off-plan"], refs["deq-off"]
+    assert _tiles.pair_state(plan) == dict(rate=ref.info["contraction_factor"], err=ref.info["fixed_point_error_estimate"],
+                                          q_max=ref.info["q_max"])
+
+    copy = cloudpickle.loads(cloudpickle.dumps(plan))          # a worker's plan (it compiles its own jits)
+
+    def tile_on_worker(rows, cols):
+        copy.pair_fn.state.update(rate=0.0, err=0.0, q_max=0.0)
+        tiles, state = _tiles._tile_task(copy, rows, cols, (True, True))
+        np.testing.assert_array_equal(tiles[1], ref.ntk[rows, cols])
+        return state
+
+    first_state = tile_on_worker(slice(0, 8), slice(0, 8))
+    last_state = tile_on_worker(slice(8, 10), slice(8, 10))      # the rows of largest norm
+    assert first_state["q_max"] < last_state["q_max"] == ref.info["q_max"]
+    copy.pair_fn.state.update(first_state)
+    _tiles.merge_pair_state(copy, last_state)
+    assert _tiles.pair_state(copy) == {k: max(first_state[k], last_state[k]) for k in first_state}
+
+
+def test_spectrum_of_every_model(refs, threads_client, tiles8):
+    for kw, K in ((dict(model="deq", sigma_w=0.8), refs["deq"]),
+                  (dict(model="resnet", weights="untied", depth=3), refs["resnet-untied"])):
         sp = kc.spectrum(X, k=2, activation="tanh", client=threads_client, **kw)
         ref = np.linalg.eigvalsh(K.ntk)[:2]
         assert np.all(np.abs(sp.values - ref) <= sp.error_bound + 1e-14 * ref[-1]), (kw, sp.values, ref)
@@ -126,14 +171,14 @@ def test_check_mlp_relu_against_the_arc_cosine_closed_form():
 
 
 @pytest.mark.parametrize("kw, kernel", [
-    (dict(model="deq", sigma_w=0.8), lambda: kc.deq_kernel(X, activation="tanh", sigma_w=0.8)),
-    pytest.param(dict(model="node", weights="untied", T=0.5), lambda: CALLS["node-untied"](X), marks=SLOW),
-    (dict(model="resnet", weights="untied", depth=3), lambda: CALLS["resnet-untied"](X)),
-    (dict(model="resnet", depth=3), lambda: kc.resnet_kernel(X, activation="tanh", depth=3)),
-])
-def test_check_takes_every_model_and_its_keywords(kw, kernel):
+    (dict(model="deq", sigma_w=0.8), lambda refs: refs["deq"]),
+    pytest.param(dict(model="node", weights="untied", T=0.5), lambda refs: CALLS["node-untied"](X), marks=SLOW),
+    (dict(model="resnet", weights="untied", depth=3), lambda refs: refs["resnet-untied"]),
+    (dict(model="resnet", depth=3), lambda refs: kc.resnet_kernel(X, activation="tanh", depth=3)),
+], ids=["deq", "node-untied", "resnet-untied", "resnet"])
+def test_check_takes_every_model_and_its_keywords(kw, kernel, refs, tiles8):
     rep = kc.check(X, activation="tanh", **kw)
-    ref = np.linalg.eigvalsh(kernel().ntk)[0]
+    ref = np.linalg.eigvalsh(kernel(refs).ntk)[0]
     assert rep.ok, rep.problems
     assert abs(rep.lambda_min - ref) <= rep.gram.lambda_min_error_bound + 1e-14
     assert {k: rep.params[k] for k in kw if k != "model"} == {k: v for k, v in kw.items() if k != "model"}
@@ -157,34 +202,3 @@ def test_check_keyword_errors_are_one_line(kw, match):
         kc.check(X, activation="tanh", **kw)
     assert "\n" not in str(err.value)
 
-
-def test_pair_state_of_a_shipped_plan_is_merged_back(monkeypatch):
-    """What a worker process does: evaluate tiles on its own (unpickled) copy of the plan.  Its running
-    maxima reach this process's plan through the engine's merge, so the result's diagnostics are those
-    of every tile wherever it ran."""
-    import cloudpickle
-
-    from kernelcalc.kernels import _gram
-
-    seen = []
-    real = _gram.gram_plan
-    monkeypatch.setattr(_gram, "gram_plan", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
-    monkeypatch.setattr(_tiles, "DEFAULT_TILE", 4)
-    ref = kc.deq_kernel(X_OFF, activation="tanh", sigma_w=0.8)
-    plan = seen[-1]
-    here = _tiles.pair_state(plan)
-    assert here["q_max"] == ref.info["q_max"] and here["rate"] == ref.info["contraction_factor"]
-    fresh = kc.deq_kernel(X_OFF[:4], activation="tanh", sigma_w=0.8)       # a plan that saw the first tile only
-    small = seen[-1]
-    worker = cloudpickle.loads(cloudpickle.dumps(small))
-    assert _tiles.pair_state(worker) == _tiles.pair_state(small)
-    assert _tiles.pair_state(small)["q_max"] == fresh.info["q_max"] < here["q_max"]
-    # a "worker" copy of the big plan evaluates the last tile; the merge brings its maxima here
-    big_worker = cloudpickle.loads(cloudpickle.dumps(plan))
-    big_worker.pair_fn.state.update(rate=0.0, err=0.0, q_max=0.0)
-    (_, state) = _tiles._tile_task(big_worker, slice(8, 10), slice(8, 10), (True, True))
-    assert state["q_max"] == here["q_max"]
-    small_state = _tiles.pair_state(small)
-    _tiles.merge_pair_state(small, state)
-    assert _tiles.pair_state(small)["q_max"] == here["q_max"]
-    assert _tiles.pair_state(small)["rate"] == max(small_state["rate"], state["rate"])
