@@ -112,20 +112,25 @@ def test_pair_state_of_a_shipped_plan_is_merged_back(refs):
     assert _tiles.pair_state(plan) == dict(rate=ref.info["contraction_factor"], err=ref.info["fixed_point_error_estimate"],
                                           q_max=ref.info["q_max"])
 
-    copy = cloudpickle.loads(cloudpickle.dumps(plan))          # a worker's plan (it compiles its own jits)
+    copy = cloudpickle.loads(cloudpickle.dumps(plan))          # what a worker receives: the maxima travel
+    assert copy.pair_fn.state is not plan.pair_fn.state and _tiles.pair_state(copy) == _tiles.pair_state(plan)
+    saved = dict(plan.pair_fn.state)
 
-    def tile_on_worker(rows, cols):
-        copy.pair_fn.state.update(rate=0.0, err=0.0, q_max=0.0)
-        tiles, state = _tiles._tile_task(copy, rows, cols, (True, True))
+    def tile_on_worker(rows, cols):          # (on this plan itself: a copy would compile its own jits)
+        plan.pair_fn.state.update(rate=0.0, err=0.0, q_max=0.0)
+        tiles, state = _tiles._tile_task(plan, rows, cols, (True, True))
         np.testing.assert_array_equal(tiles[1], ref.ntk[rows, cols])
         return state
 
-    first_state = tile_on_worker(slice(0, 8), slice(0, 8))
-    last_state = tile_on_worker(slice(8, 10), slice(8, 10))      # the rows of largest norm
-    assert first_state["q_max"] < last_state["q_max"] == ref.info["q_max"]
-    copy.pair_fn.state.update(first_state)
-    _tiles.merge_pair_state(copy, last_state)
-    assert _tiles.pair_state(copy) == {k: max(first_state[k], last_state[k]) for k in first_state}
+    try:
+        first_state = tile_on_worker(slice(0, 8), slice(0, 8))
+        last_state = tile_on_worker(slice(8, 10), slice(8, 10))      # the rows of largest norm
+        assert first_state["q_max"] < last_state["q_max"] == ref.info["q_max"]
+        plan.pair_fn.state.update(first_state)
+        _tiles.merge_pair_state(plan, last_state)
+        assert _tiles.pair_state(plan) == {k: max(first_state[k], last_state[k]) for k in first_state}
+    finally:
+        plan.pair_fn.state.update(saved)
 
 
 def test_spectrum_of_every_model(refs, threads_client, tiles8):
