@@ -183,7 +183,7 @@ def test_api_by_address_equals_local(cluster, data, small_tiles, with_default):
         K = _within(CALL_TIMEOUT, kc.node_kernel, data.X, activation="tanh", outputs=("ntk",), client=cluster.address)
         assert K.info["engine"] == "dask" and K.nngp is None
         _same(K.ntk, data.node.ntk)
-        for _ in range(REPEAT):
+        for _ in range(2):             # (five times through the CLI below)
             rep = _within(CALL_TIMEOUT, kc.check, data.X, activation="tanh", client=cluster.address)
             assert rep.ok, rep.problems
             _same_summary(rep.gram.to_dict(), data.check.gram.to_dict())
@@ -224,23 +224,32 @@ def test_deq_by_address_merges_the_workers_diagnostics(cluster, monkeypatch):
 
 
 # ---------------------------------------------------------------------------- the CLI
-def _cli_runs(cluster, data, tmp_path, with_default, limit_repeat):
+def _cli(*args):
     from click.testing import CliRunner
 
     from kernelcalc.cli import main
 
-    path = str(tmp_path / "X.npy")
+    res = _within(CALL_TIMEOUT, CliRunner().invoke, main, list(args))
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+@pytest.fixture(scope="module")
+def cli_local(data, tmp_path_factory):
+    """The data file, and the CLI's check and limit documents computed without dask (same tiles)."""
+    path = str(tmp_path_factory.mktemp("cli") / "X.npy")
     np.save(path, data.X)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_tiles, "DEFAULT_TILE", TILE)
+        check = _cli("check", "--data", path, "-a", "tanh", "--json")
+        limit = _cli("limit", "--data", path, "-a", "tanh", "--points", "3", "--json")["data"]
+    assert check["ok"]
+    _same_summary(check["gram"], data.check.gram.to_dict())
+    return types.SimpleNamespace(path=path, check=check, limit=limit)
 
-    def run(*args):
-        res = _within(CALL_TIMEOUT, CliRunner().invoke, main, list(args))
-        assert res.exit_code == 0, res.output
-        return json.loads(res.stdout)
 
-    local_check = run("check", "--data", path, "-a", "tanh", "--json")
-    local_limit = run("limit", "--data", path, "-a", "tanh", "--points", "3", "--json")["data"]
-    assert local_check["ok"]
-    _same_summary(local_check["gram"], data.check.gram.to_dict())
+def _cli_runs(cluster, cli_local, with_default, limit_repeat):
+    run, path, local_check, local_limit = _cli, cli_local.path, cli_local.check, cli_local.limit
     with _default_client(cluster.address, with_default):
         for i in range(REPEAT):
             remote = run("check", "--data", path, "-a", "tanh", "--json", "--scheduler", cluster.address)
@@ -254,16 +263,16 @@ def _cli_runs(cluster, data, tmp_path, with_default, limit_repeat):
 
 
 @pytest.mark.parametrize("with_default", [False, True], ids=["no-default-client", "default-client"])
-def test_cli_scheduler_equals_local(cluster, data, small_tiles, tmp_path, with_default):
+def test_cli_scheduler_equals_local(cluster, cli_local, small_tiles, with_default):
     """``kernelcalc check --scheduler ADDRESS`` five times, ``kernelcalc limit --data ... --scheduler`` once."""
-    _cli_runs(cluster, data, tmp_path, with_default, limit_repeat=1)
+    _cli_runs(cluster, cli_local, with_default, limit_repeat=1)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("with_default", [False, True], ids=["no-default-client", "default-client"])
-def test_cli_limit_scheduler_repeated(cluster, data, small_tiles, tmp_path, with_default):
+def test_cli_limit_scheduler_repeated(cluster, cli_local, small_tiles, with_default):
     """``kernelcalc limit --data ... --scheduler ADDRESS`` five times too (about 10 s more)."""
-    _cli_runs(cluster, data, tmp_path, with_default, limit_repeat=REPEAT)
+    _cli_runs(cluster, cli_local, with_default, limit_repeat=REPEAT)
 
 
 # ---------------------------------------------------------------------------- failures
