@@ -22,6 +22,13 @@ module decides *which* tiles, *where* they run and *where* they go:
   once to every worker (``Client.scatter(..., broadcast=True)``, cloudpickle), each task
   evaluates one tile, and the results are written by this process as they arrive.  A tile is
   the same computation on a worker as here, so the cluster's Gram equals the local one bit for bit.
+  ``client=`` is a ``Client`` (used, left open) or a scheduler address (a client of kernelcalc's
+  own, never the process's default, closed after the call).  The futures are tracked on that
+  client's loop, whatever default client the process has.  A worker that dies has its tiles
+  rescheduled by dask; a tile that fails for good, arrives malformed or never arrives raises
+  :class:`~kernelcalc.KernelcalcClusterError`; a tile with a NaN/inf entry is evaluated again here.
+  A model's ``pair_fn`` may carry ``state``, a dict of running maxima (the DEQ's contraction
+  factor): each worker's copy comes back with its tiles and is merged here by ``max``.
 """
 
 from __future__ import annotations
@@ -393,6 +400,36 @@ def _tile_results_dask(client, plan, rows, cols, todo, keep):
 
 
 # ---------------------------------------------------------------------------- engine
+def _consume(plan, results, rows, cols, keep, sink, bar, client) -> int:
+    """Write each ``(ij, tiles, state)`` of ``results`` into ``sink`` (checked when it comes from the
+    cluster; see :func:`run_tiles`); returns how many cluster tiles were evaluated again here."""
+    recomputed = 0
+    for ij, tiles, state in results:
+        i, j = ij
+        if client is not None:
+            tiles = _check_tile(ij, tiles, (rows[i].stop - rows[i].start, cols[j].stop - cols[j].start), keep, client)
+            if not all(t is None or np.isfinite(t).all() for t in tiles):
+                tiles, state = _tile_task(plan, rows[i], cols[j], keep)   # never trust a non-finite remote tile
+                recomputed += 1
+            merge_pair_state(plan, state)
+        maxima = [math.nan, math.nan]
+        for k, (name, t) in enumerate(zip(OUTPUTS, tiles)):
+            if t is None:
+                continue
+            maxima[k] = float(np.maximum(np.max(t), -np.min(t)))   # NaN and inf propagate
+            sink.write(name, rows[i], cols[j], t)
+            if plan.same and i != j:
+                sink.write(name, cols[j], rows[i], t.T)
+        if _after_write is not None:
+            _after_write(ij)
+        sink.mark(ij, tuple(maxima))
+        if _after_tile is not None:
+            _after_tile(ij)
+        if bar is not None:
+            bar.update(1)
+    return recomputed
+
+
 def run_tiles(plan, *, outputs, sink, tile: int, client=None, progress: bool | None = False) -> dict:
     """Evaluate every missing tile of ``plan`` into ``sink``; returns engine diagnostics.
 
@@ -420,32 +457,12 @@ def run_tiles(plan, *, outputs, sink, tile: int, client=None, progress: bool | N
         results = ((ij, *_tile_task(plan, rows[ij[0]], cols[ij[1]], keep)) for ij in pending)
     else:
         results = _tile_results_dask(client, plan, rows, cols, pending, keep)
-    recomputed = 0
-    for ij, tiles, state in results:
-        i, j = ij
-        if client is not None:
-            tiles = _check_tile(ij, tiles, (rows[i].stop - rows[i].start, cols[j].stop - cols[j].start), keep, client)
-            if not all(t is None or np.isfinite(t).all() for t in tiles):
-                tiles, state = _tile_task(plan, rows[i], cols[j], keep)   # never trust a non-finite remote tile
-                recomputed += 1
-            merge_pair_state(plan, state)
-        maxima = [math.nan, math.nan]
-        for k, (name, t) in enumerate(zip(OUTPUTS, tiles)):
-            if t is None:
-                continue
-            maxima[k] = float(np.maximum(np.max(t), -np.min(t)))   # NaN and inf propagate
-            sink.write(name, rows[i], cols[j], t)
-            if plan.same and i != j:
-                sink.write(name, cols[j], rows[i], t.T)
-        if _after_write is not None:
-            _after_write(ij)
-        sink.mark(ij, tuple(maxima))
-        if _after_tile is not None:
-            _after_tile(ij)
+    try:
+        recomputed = _consume(plan, results, rows, cols, keep, sink, bar, client)
+    finally:
+        results.close()       # an error here: the cluster's remaining tasks are cancelled now, not at GC
         if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
     missing = [ij for ij in todo if ij not in sink.done]
     if missing:
         raise KernelcalcClusterError(
