@@ -53,3 +53,5 @@ __all__ += ["CertifiedLambdaMin", "certify_lambda_min", "certify_ntk", "rigorous
 from .studies.sphere_spectrum import SphereSpectrum, sphere_spectrum  # noqa: E402
 from .theory.hermite import HermiteCoefficients, hermite_coefficients  # noqa: E402
 __all__ += ["SphereSpectrum", "sphere_spectrum", "HermiteCoefficients", "hermite_coefficients"]
+from ._validation import KernelcalcClusterError  # noqa: E402
+__all__ += ["KernelcalcClusterError"]

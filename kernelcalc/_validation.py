@@ -140,6 +140,12 @@ class KernelcalcAccuracyError(RuntimeError):
     """Raised instead of :class:`KernelcalcAccuracyWarning` when the caller passed ``strict=True``."""
 
 
+class KernelcalcClusterError(RuntimeError):
+    """A Gram's tiles could not be computed on the dask cluster (``client=``): a tile failed for good
+    (e.g. its workers kept dying), the scheduler was lost, or a tile never arrived.  No partial Gram
+    is returned; with ``out=`` the finished tiles are kept and a rerun continues from them."""
+
+
 def accuracy_shortfall(message: str, strict: bool = False) -> None:
     """Report that a tolerance was not met: warn (default; at the user's line) or raise when ``strict``."""
     if strict:

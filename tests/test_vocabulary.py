@@ -115,7 +115,8 @@ ENTRIES = {
     "divergent_flow": (("mlp",), lambda f, m, **kw: f(X[:, :1], Y, width=2, t_max=10.0, **kw)),
     "derive": (tuple(TABLE), lambda f, m, **kw: f("relu", model=m, **kw)),
     "compare_models": (("deq",), lambda f, m, **kw: f(X, activation="softplus", depth=2, n_rho=3, **kw)),
-    "check": (("node",), lambda f, m, **kw: f(X, activation="softplus", **kw)),
+    "check": (("node", "resnet", "mlp", "deq"), lambda f, m, **kw: f(X, model=m, activation="softplus",
+                                                                     **({"depth": DEPTH[m]} if m in DEPTH else {}), **kw)),
     "sweep_T": (("node",), lambda f, m, **kw: f(X, activations=("softplus",), Ts=(1.0,), **kw)),
     "rigorous_kernel": (("node", "mlp"), lambda f, m, **kw: f(X, model=m, activation="identity" if m == "node"
                                                              else "relu", **({"depth": 1} if m == "mlp" else {}), **kw)),

@@ -702,17 +702,11 @@ def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool | None = False, 
     else:
         cfg = dict(config or {}, inputs_sha256=_tiles.input_hash(a, b, same), symmetric=bool(same))
         sink = _tiles.open_zarr_sink(out, cfg, shape, outputs, tile, (len(rows), len(cols)))
-    own_client = client is not None and isinstance(client, str)
-    if client is not None:
-        client = _tiles.connect(client)
-    try:
+    with _tiles.own_client(client) as client:     # a client opened here from an address is closed here
         plan = gram_plan(a, None if same else b, pair_fn, tol=tol, progress=progress if single else False,
                          cheap_pairs=cheap_pairs, homogeneous=homogeneous, odd=odd, strict=strict)
         engine = _tiles.run_tiles(plan, outputs=outputs, sink=sink, tile=tile, client=client,
                                   progress=False if single else progress)
-    finally:
-        if own_client:
-            client.close()
     arrays = sink.finish(engine["max_abs"])
     info = dict(plan.info, **engine)
     if odd:

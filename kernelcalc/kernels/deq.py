@@ -57,7 +57,7 @@ from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .._validation import KernelcalcInputError, as_input_pair, scale_keywords
 from ..theory.activations import resolve_activation
 from ..theory.gaussian import DEFAULT_TOL, DualKernels, dual_kernels
-from ._gram import error_estimate, gram, max_norm, require_finite
+from ._gram import _max_abs, error_estimate, gram, max_norm, require_finite
 from .._results import Kernel
 from .untied import batched_pair_fn
 
@@ -128,11 +128,14 @@ def _condition_error(act, sigma_w, rate, q, v):
 
 @float64
 @scale_keywords("deq")
-def deq_kernel(x1, x2=None, *, activation, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0) -> Kernel:
+def deq_kernel(x1, x2=None, *, activation, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0,
+               progress: bool | None = None, outputs=("nngp", "ntk"), out=None, client=None) -> Kernel:
     r"""Infinite-width NNGP and NTK of the deep equilibrium model (see the module docstring).
 
     **Arguments:** ``x1`` (N1, d), ``x2`` (N2, d) or ``None``; ``activation``; ``sigma_w``,
     ``sigma_u``, ``sigma_v`` > 0 (scales of $W$, $U$, $v$; default 1), ``sigma_b`` >= 0 (bias scale; default 0).
+    ``outputs``, ``out``, ``client``, ``progress``: as in :func:`~kernelcalc.node_kernel` (tiles, Zarr, dask;
+    the same tile engine).
 
     **Returns:** :class:`~kernelcalc.Kernel` (``model="deq"``) with ``nngp`` $=\sigma_v^2C^\star$ and
     ``ntk`` $=\sigma_v^2(C^\star+\dot C^\star q^\star_{xy}/(1-\sigma_w^2\dot C^\star))$; ``info`` holds the
@@ -177,13 +180,15 @@ def deq_kernel(x1, x2=None, *, activation, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0
                      q_max=max(state["q_max"], float(np.max(qm))))
         return nngp, ntk
 
-    nngp, ntk, ginfo = gram(a, None if same else b, pair_fn, tol=1e-12)
+    pair_fn.state = state     # running maxima: the tile engine merges the workers' copies (client=)
+    params = dict(sigma_w=sigma_w, sigma_u=sigma_u, sigma_b=sigma_b, sigma_v=sigma_v)
+    nngp, ntk, ginfo = gram(a, None if same else b, pair_fn, tol=1e-12, progress=progress, outputs=outputs,
+                            out=out, client=client, config=dict(model="deq", activation=act.name, params=params))
     require_finite(nngp, ntk, f"the {act.name} DEQ kernel")
     info = dict(expectation=dual.describe(), contraction_factor=state["rate"], q_max=state["q_max"],
                 fixed_point_error_estimate=state["err"], **ginfo, seconds=time.perf_counter() - t0)
-    scale = max(float(np.max(np.abs(nngp))), float(np.max(np.abs(ntk))), 1e-300)
+    scale = max(_max_abs(nngp), _max_abs(ntk), 1e-300)
     gap = 1.0 - state["rate"]
     info["error_estimate"] = error_estimate(nngp, ntk, DEFAULT_TOL / gap**2, state["err"] / scale,
                                             ginfo.get("interpolation_error_estimate"))
-    params = dict(sigma_w=sigma_w, sigma_u=sigma_u, sigma_b=sigma_b, sigma_v=sigma_v)
     return Kernel(nngp=nngp, ntk=ntk, model="deq", activation=act.name, params=params, info=info)

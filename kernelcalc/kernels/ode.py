@@ -54,7 +54,7 @@ from ..theory.assumptions import warn_if_assumption1_fails
 from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_q_limit
 from ._gram import bucket, by_correlation, error_estimate, gram, max_norm, pad_to
 from .._results import Kernel
-from .untied import check_weights, reject_tile_options, untied_node_kernel
+from .untied import check_weights, untied_node_kernel
 
 __all__ = ["node_kernel", "chebyshev_lobatto", "Discretisation", "GoursatSolver"]
 
@@ -582,11 +582,11 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     (:func:`kernelcalc.kernels.untied.untied_node_kernel`; its ODE rtol is ``min(tol, 1e-12)``).
     """
     if check_weights(weights) == "untied":
-        reject_tile_options(outputs, out, client)
         if time_nodes is not None:
             raise KernelcalcInputError("time_nodes does not apply to weights='untied' (adaptive ODE solve)")
         return untied_node_kernel(x1, x2, activation=activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u,
-                                  sigma_v=sigma_v, tol=min(positive("tol", tol), 1e-12), progress=progress)
+                                  sigma_v=sigma_v, tol=min(positive("tol", tol), 1e-12), progress=progress,
+                                  outputs=outputs, out=out, client=client)
     T = positive("T", T)
     tol = check_tol(tol)
     if time_nodes is not None:

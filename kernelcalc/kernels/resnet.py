@@ -28,7 +28,7 @@ from ..theory.assumptions import warn_if_assumption1_fails
 from ._gram import error_estimate, gram, max_norm
 from .._results import Kernel
 from .ode import Discretisation, GoursatSolver
-from .untied import check_weights, reject_tile_options, untied_resnet_kernel
+from .untied import check_weights, untied_resnet_kernel
 
 __all__ = ["resnet_kernel", "euler_discretisation"]
 
@@ -60,9 +60,9 @@ def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u
     (:func:`kernelcalc.kernels.untied.untied_resnet_kernel`).
     """
     if check_weights(weights) == "untied":
-        reject_tile_options(outputs, out, client)
         return untied_resnet_kernel(x1, x2, activation=activation, depth=depth, T=T, sigma_w=sigma_w,
-                                    sigma_u=sigma_u, sigma_v=sigma_v, progress=progress)
+                                    sigma_u=sigma_u, sigma_v=sigma_v, progress=progress, outputs=outputs, out=out,
+                                    client=client)
     depth = positive_int("depth", depth)
     T = positive("T", T)
     act = resolve_activation(activation)
