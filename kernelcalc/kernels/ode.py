@@ -188,6 +188,8 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
     jit = (lambda f: f) if backend == "numpy" else jax.jit
     A, B, P, w = (xp.asarray(a) for a in (disc.A, disc.B, disc.P, disc.w))
     n = A.shape[0]
+    jumps = dual.activation.jumps and dual.method != "hermite"   # (the marginals are the variances alone)
+    odd = dual.activation.is_odd
 
     @jit
     def self_solve(S0):
@@ -218,9 +220,24 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         tl = dual.tails(m, xp)                        # once: the series truncation of every sweep, per pair
         tails = None if tl is None else (tuple(t[:, ix] for t in tl), tuple(t[:, iy] for t in tl))
 
-        def step(S):
-            C = dual.from_marginals(mx, my, S, derivative=False, xp=xp, tails=tails)
-            return S0[:, None, None] + A @ rec.ode_forward_source(C, sigma_w) @ A.T
+        if jumps:
+            # phi jumps: C(rho) has an infinite slope at rho = 1, so for identical inputs (and opposite ones of an
+            # odd phi) the cross map with the fixed diagonals q has spurious fixed points below S_xx, and Picard
+            # finds one.  There the cross kernel is +-S_xx: iterate it as the self-kernel, with its own diagonal.
+            n0 = xp.sqrt(mx[0][:, 0, 0] * my[0][:, 0, 0])
+            rho0 = xp.where(n0 > 0, S0 / xp.where(n0 > 0, n0, 1.0), 0.0)
+            self_like = (ix == iy) & ((rho0 == 1.0) | ((rho0 == -1.0) & odd))
+
+            def step(S):
+                d = xp.abs(xp.diagonal(S, axis1=1, axis2=2))
+                ax = xp.where(self_like[:, None, None], d[:, :, None], mx[0])
+                ay = xp.where(self_like[:, None, None], d[:, None, :], my[0])
+                C = dual.from_marginals((ax,), (ay,), S, derivative=False, xp=xp)
+                return S0[:, None, None] + A @ rec.ode_forward_source(C, sigma_w) @ A.T
+        else:
+            def step(S):
+                C = dual.from_marginals(mx, my, S, derivative=False, xp=xp, tails=tails)
+                return S0[:, None, None] + A @ rec.ode_forward_source(C, sigma_w) @ A.T
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
         S, dS, nS = _picard(step, S_init, xp=xp)
@@ -439,15 +456,19 @@ class GoursatSolver:
 
     def _choose_M(self, dual, v):
         prev, change, M_done = None, float("nan"), _M_SEQUENCE[0]
+        jumps = self.activation.jumps
         for M in _M_SEQUENCE:
             if prev is not None and (self.grid(M).A.shape[0] > self.max_nodes
-                                     or (dual.method == "polar" and M > _KINK_M_MAX)):
+                                     or ((dual.method == "polar" or jumps) and M > _KINK_M_MAX)):
                 break
             M_done = M
             q = self._self_diagonals(dual, M, np.array([v]))
             cross, marginals = self._cross(dual, M, 1)
             zero = np.zeros(1, np.int32)
-            ntk = float(cross(marginals(q), zero, zero, np.asarray([rec.ode_initial(v, self.sigma_u)], dtype=np.float64))[1][0])
+            # phi that jumps: the self-kernel is exact on any grid (it is iterated with its own diagonal), so the
+            # grid is judged on a pair at correlation 1/2 (C is not smooth near the diagonal t = s)
+            s0 = rec.ode_initial(0.5 * v if jumps else v, self.sigma_u)
+            ntk = float(cross(marginals(q), zero, zero, np.asarray([s0], dtype=np.float64))[1][0])
             if prev is not None:
                 scale = max(abs(ntk), abs(prev))  # both 0 for a zero activation: converged, not 0/0
                 change = abs(ntk - prev) / scale if scale > 0 else 0.0
@@ -456,10 +477,10 @@ class GoursatSolver:
             prev = ntk
         M = M_done
         accuracy_shortfall(
-            f"time grid: the self-kernel NTK still changes by {change:.1e} (relative) at {M} Chebyshev intervals "
+            f"time grid: the {'NTK at correlation 1/2' if jumps else 'self-kernel NTK'} still changes by {change:.1e} (relative) at {M} Chebyshev intervals "
             f"per element ({self.grid(M).A.shape[0]} nodes), above tol = {self.tol:.1e}"
             + (" (a kinked activation: the kernel is not smooth on the diagonal t = s, so the grid converges only "
-               "algebraically)" if dual.method == "polar" else ""), self.strict)
+               "algebraically)" if dual.method == "polar" or jumps else ""), self.strict)
         return M, change
 
     def prepare(self, norms) -> None:
