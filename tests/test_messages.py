@@ -1,0 +1,97 @@
+"""Messages that must say the true thing (issue 20, item 3): each test asserts the number the message or the
+result must contain, computed independently here."""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+import kernelcalc as kc
+
+
+# ------------------------------------------------------------------ cost refusals
+def _factors_and_product(msg: str):
+    m = re.search(r"would cost about ([0-9.e+]+) operations \((.*?) = ([0-9.e+]+);", msg)
+    assert m is not None, msg
+    factors = [float(f.strip().split()[0]) for f in m.group(2).split(" x ")]
+    return factors, float(m.group(1)), float(m.group(3))
+
+
+def _refusal(drivers=None, grid=None, n=1025, pairs=8, activation="tanh", method="auto"):
+    from kernelcalc.kernels.ode import GoursatSolver, chebyshev_discretisation
+    from kernelcalc.theory.gaussian import dual_kernels
+
+    solver = GoursatSolver(activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, v_max=1.0,
+                           grid=grid or (lambda M: chebyshev_discretisation(M, 1.0, 1)))
+    if drivers is not None:
+        solver.cost_drivers = drivers
+    with pytest.raises(kc.KernelcalcInputError) as err:
+        solver._check_cost(dual_kernels(activation, q_max=2.0, method=method), pairs, n)
+    return str(err.value)
+
+
+def test_resnet_cost_refusal_multiplies_out_and_names_depth():
+    from kernelcalc.kernels.resnet import cost_drivers
+
+    msg = _refusal(cost_drivers(1024))        # the sizes of resnet_kernel(X3, "tanh", depth=1024): 8 pairs
+    factors, quoted, product = _factors_and_product(msg)
+    assert quoted == product
+    assert math.prod(factors) == pytest.approx(quoted, rel=2e-3)      # the printed factors give the product
+    assert "1025^2" in msg and 1025 ** 2 in [int(f) for f in factors] and 8 in factors
+    assert msg.rsplit("; reduce ", 1)[1].startswith("depth")
+
+
+def test_node_cost_refusal_multiplies_out():
+    msg = _refusal(n=241, pairs=6, activation="softplus(x)", method="trapezoid")   # quadrature points at weight 1
+    factors, quoted, _ = _factors_and_product(msg)
+    assert math.prod(factors) == pytest.approx(quoted, rel=2e-3)
+    assert "sigma_w or T" in msg and "depth" not in msg
+
+
+@pytest.mark.slow
+def test_resnet_cost_refusal_end_to_end():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(kc.KernelcalcInputError) as err:
+            kc.resnet_kernel(np.eye(3) * np.sqrt(3.0), activation="tanh", depth=1024)
+    factors, quoted, _ = _factors_and_product(str(err.value))
+    assert math.prod(factors) == pytest.approx(quoted, rel=2e-3) and "reduce depth" in str(err.value)
+
+
+# ------------------------------------------------------------------ quadratic near its blow-up
+def _quadratic_q(q0: float, T: float, M: int) -> float:
+    r"""q(T) = S(T, T) of the Neural ODE with phi = x^2 (sigma's 1): S = q0 + \iint C, C = q(r) q(s) + 2 S(r, s)^2,
+    by the product trapezoid rule on an M-cell grid, iterated to convergence (independent of kernelcalc)."""
+    h = T / M
+    J = np.zeros((M + 1, M + 1))
+    for i in range(1, M + 1):
+        J[i, : i + 1] = h
+        J[i, 0] = J[i, i] = h / 2
+    S = np.full((M + 1, M + 1), q0)
+    for _ in range(500):
+        q = np.diag(S)
+        new = np.minimum(q0 + J @ (np.outer(q, q) + 2 * S * S) @ J.T, 1e100)
+        done = np.max(np.abs(new - S) / new) < 1e-14
+        S = new
+        if done:
+            break
+    return S[-1, -1]
+
+
+def test_quadratic_near_blow_up_computes_and_agrees_with_an_independent_solve():
+    q0 = 1.735                        # x.x/d of the tutorial's third point
+    x = np.array([[math.sqrt(q0)]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kc.Assumption1Warning)
+        k = kc.node_kernel(x, activation="quadratic", T=0.68)
+        a, b = _quadratic_q(q0, 0.68, 150), _quadratic_q(q0, 0.68, 300)
+        q_T = (4 * b - a) / 3                                        # one Richardson step (trapezoid: O(h^2))
+        np.testing.assert_allclose(k.nngp[0, 0], 3 * q_T**2, rtol=2e-4)   # E[(sqrt(q) z)^4] = 3 q^2
+        assert k.nngp[0, 0] > 5e4
+        assert _quadratic_q(q0, 0.75, 150) == 1e100                 # the independent solve blows up by 0.75 ...
+        with pytest.raises(kc.KernelcalcInputError, match="blows up"):
+            kc.node_kernel(x, activation="quadratic", T=0.75)          # ... and so does the kernel
