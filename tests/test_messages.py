@@ -95,3 +95,36 @@ def test_quadratic_near_blow_up_computes_and_agrees_with_an_independent_solve():
         assert _quadratic_q(q0, 0.75, 150) == 1e100                 # the independent solve blows up by 0.75 ...
         with pytest.raises(kc.KernelcalcInputError, match="blows up"):
             kc.node_kernel(x, activation="quadratic", T=0.75)          # ... and so does the kernel
+
+
+# ------------------------------------------------------------------ DEQ fixed points near the edge
+def test_deq_relu_at_contraction_099998_computes_the_closed_form_fixed_point():
+    sw = 1.4142                                 # sigma_w^2 / 2 = 0.99998: q* = q0 / (1 - sigma_w^2 / 2) = 5.2e4 q0
+    X = np.array([[1.0, 0.0], [0.6, 0.8]]) * np.sqrt(2.0)      # x.x/d = 1
+    k = kc.deq_kernel(X, activation="relu", sigma_w=sw)
+    q_star = 1.0 / (1.0 - sw**2 / 2)
+    np.testing.assert_allclose(k.info["q_max"], q_star, rtol=1e-9)
+    np.testing.assert_allclose(np.diag(k.nngp), q_star / 2, rtol=1e-9)   # E[relu(h)^2] = q*/2
+
+
+def test_deq_refusals_print_the_condition_truly_and_name_the_failing_input():
+    # sin: E[sin^2] = (1 - e^{-2q})/2, E[cos^2] = (1 + e^{-2q})/2; the plain diagonal iteration, done here
+    sw, norms = 1.4, (0.234, 1.735)
+    rates = {}
+    for v in norms:
+        q = v
+        for _ in range(10_000):
+            q = sw**2 * (1 - math.exp(-2 * q)) / 2 + v
+        rates[v] = sw**2 * (1 + math.exp(-2 * q)) / 2
+    assert rates[0.234] > 1 > rates[1.735]
+    x = np.sqrt(np.array([[0.234], [1.735]]))
+    with pytest.raises(kc.KernelcalcInputError) as err:
+        kc.deq_kernel(x, activation="sin", sigma_w=sw)
+    msg = str(err.value)
+    assert "x.x/d = 0.234" in msg and "1.735" not in msg
+    assert f"{rates[0.234]:.4g}" in msg
+    # relu beyond the edge: sigma_w^2/2 = 1.00012 is printed as more than 1, never as "1"
+    with pytest.raises(kc.KernelcalcInputError) as err:
+        kc.deq_kernel(np.array([[1.0]]), activation="relu", sigma_w=1.4143)
+    shown = re.search(r"(?:at q0 it is|contraction factor is) ([0-9.e+-]+)", str(err.value)).group(1)
+    assert float(shown) > 1 and float(shown) == pytest.approx(1.4143**2 / 2, rel=1e-4)
