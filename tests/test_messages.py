@@ -128,3 +128,54 @@ def test_deq_refusals_print_the_condition_truly_and_name_the_failing_input():
         kc.deq_kernel(np.array([[1.0]]), activation="relu", sigma_w=1.4143)
     shown = re.search(r"(?:at q0 it is|contraction factor is) ([0-9.e+-]+)", str(err.value)).group(1)
     assert float(shown) > 1 and float(shown) == pytest.approx(1.4143**2 / 2, rel=1e-4)
+
+
+# ------------------------------------------------------------------ check / limit --data
+@pytest.fixture(scope="module")
+def sphere_data():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(10, 5))
+    return np.sqrt(5.0) * X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
+def test_float32_sphere_message_prints_the_deviation_and_the_remedy(sphere_data):
+    X32 = sphere_data.astype(np.float32)
+    dev = np.abs(np.einsum("ij,ij->i", X32.astype(np.float64), X32.astype(np.float64)) / 5 - 1)
+    i = int(np.argmax(dev))
+    assert 1e-9 < dev[i] < 1e-6                      # float32 rounding: beyond the default sphere_rtol 1e-8
+    rep = kc.check(X32, activation="softplus")          # the Gram is skipped: the verdict is already NOT OK
+    msg = next(p for p in rep.problems if "sphere" in p)
+    assert f"row {i} has |x|^2/d - 1 = " in msg
+    shown = float(re.search(r"\|x\|\^2/d - 1 = ([-0-9.e+]+)", msg).group(1))
+    assert abs(shown) == pytest.approx(dev[i], rel=0.01)
+    assert "float32" in msg and "float64" in msg and "--sphere-rtol" in msg
+    assert "contraction 1 - eta*lmin" in str(rep) and "nan" not in str(rep).split("contraction 1 - eta*lmin")[1].split("\n")[0]
+
+
+def test_numerically_singular_gram_is_not_called_a_proof(sphere_data):
+    X = sphere_data[:6].copy()
+    X[5] = X[4] + 1e-7 * np.array([1.0, -1.0, 0.0, 0.0, 0.0])     # distinct, but lambda_min ~ 1e-14
+    X[5] *= np.sqrt(5.0) / np.linalg.norm(X[5])
+    rep = kc.check(X, activation="softplus", T=0.5)
+    assert rep.distinct
+    msg = next(p for p in rep.problems if "Gram" in p)
+    assert "numerically singular" in msg and "within its error bound" in msg
+    lmin, bound = (float(v) for v in re.search(r"lambda_min = ([-0-9.e+]+) is within its error bound ([0-9.e+-]+)",
+                                               msg).groups())
+    K = kc.node_kernel(X, activation="softplus", T=0.5, outputs=("ntk",))
+    assert lmin == pytest.approx(np.linalg.eigvalsh(K.ntk)[0], abs=1e-3 * bound + 1e-15)
+    assert abs(lmin) <= bound
+
+
+def test_limit_data_warns_about_off_sphere_and_duplicate_rows(tmp_path, sphere_data):
+    from click.testing import CliRunner
+
+    from kernelcalc.cli import main
+
+    X = np.vstack([sphere_data[:4], sphere_data[1]]) * np.array([1.0, 1.0, 1.0, 1.0, 1.1])
+    np.save(tmp_path / "X.npy", X)
+    res = CliRunner().invoke(main, ["limit", "-a", "sin", "--points", "2", "--T", "0.5", "--data", str(tmp_path / "X.npy")])
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "warning: data not on the sphere" in out and "warning: duplicate rows 1=4" in out
+    assert "condition number inf\n" not in out and "condition number inf (" in out

@@ -125,11 +125,17 @@ def _picard(step, S_init, tol=None, max_sweeps=None, xp=jnp):
     else:
         S, delta, _, k = jax.lax.while_loop(cond, body, (S_init, big, big, 0))
     # a solution that reached the bound of _bounded has no finite value there: report it as an overflow
-    return S, xp.where(xp.max(xp.abs(S)) >= 1e-10 * _BOUND, xp.inf, delta), k
+    return S, xp.where(xp.max(xp.abs(S)) >= 1e-10 * _bound(S_init, xp), xp.inf, delta), k
 
 
-def _bounded(C, xp):
-    r"""$C$ clipped to $\pm$:data:`_BOUND` (NaN and $\pm\infty$ included) inside a Picard sweep.
+def _bound(S0, xp):
+    """:data:`_BOUND` times the scale of the initial values (at least 1), at most 1e300."""
+    return xp.minimum(_BOUND * xp.maximum(1.0, xp.max(xp.abs(S0))), 1e300)
+
+
+def _bounded(C, xp, S0):
+    r"""$C$ clipped to $\pm$:func:`_bound` (:data:`_BOUND` times the scale of the initial values ``S0``; NaN
+    and $\pm\infty$ included) inside a Picard sweep.
 
     Near a finite-time blow-up (a super-linear $\phi$ such as $x^2$, whose variance solves a Riccati-type
     equation) the early sweeps overshoot the solution by many orders of magnitude: unclipped they overflow
@@ -137,7 +143,8 @@ def _bounded(C, xp):
     (the Volterra structure settles the early times first).  Clipped, the sweeps go on; a converged solution
     that comes within $10^{-10}$ of the bound (the clipped $C$ integrated) has no finite value, and
     :func:`_picard` reports it as an overflow (the blow-up error).  The bound, $10^{150}$, lies far beyond any variance whose $C$ is representable."""
-    return xp.clip(xp.nan_to_num(C, nan=_BOUND, posinf=_BOUND, neginf=-_BOUND), -_BOUND, _BOUND)
+    b = _bound(S0, xp)
+    return xp.clip(xp.nan_to_num(C, nan=b, posinf=b, neginf=-b), -b, b)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +222,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
             mj = tuple(a[..., None, :] for a in m)
             tl = dual.tails(m, xp)
             C = dual.from_marginals(mi, mj, S, derivative=False, xp=xp, tails=None if tl is None else (tl, tl))
-            return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp), sigma_w) @ A.T
+            return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
         return _picard(step, S_init, xp=xp)
@@ -248,11 +255,11 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
                 ax = xp.where(self_like[:, None, None], d[:, :, None], mx[0])
                 ay = xp.where(self_like[:, None, None], d[:, None, :], my[0])
                 C = dual.from_marginals((ax,), (ay,), S, derivative=False, xp=xp)
-                return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp), sigma_w) @ A.T
+                return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
         else:
             def step(S):
                 C = dual.from_marginals(mx, my, S, derivative=False, xp=xp, tails=tails)
-                return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp), sigma_w) @ A.T
+                return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
         S, dS, nS = _picard(step, S_init, xp=xp)

@@ -219,7 +219,8 @@ class CheckReport(JsonResult):
             "Gradient descent (Theorem 2 of Gao et al.):",
             row("||X||_2 (spectral norm)", f"{self.data_norm:.6g}"),
             row("step size eta = 1/||X||_2^2", f"{self.step_size:.6e}"),
-            row("contraction 1 - eta*lmin", f"{self.contraction:.12g}"),
+            row("contraction 1 - eta*lmin", "not computed (no Gram)" if self.gram is None
+                else f"{self.contraction:.12g}"),
             "",
         ]
         for w in self.warnings:
@@ -286,6 +287,7 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
 
         client = connect(client)
 
+    dtype = getattr(X, "dtype", None)
     X = as_inputs(X, "X")
     act = resolve_activation(activation)
     params = {"T": positive("T", T), "sigma_w": sigma_w, "sigma_u": sigma_u, "sigma_v": sigma_v,   # @scale_keywords
@@ -305,21 +307,11 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
     elif holds is None:
         warnings.append(f"Assumption 1 could not be decided for {act.name}")
 
-    # --- sphere
-    sq = np.einsum("ij,ij->i", X, X)
-    dev = np.abs(sq / d - 1.0)
-    sphere_deviation = float(dev.max())
+    # --- sphere, distinct / parallel
+    sphere_deviation = float(np.max(np.abs(np.einsum("ij,ij->i", X, X) / d - 1.0)))
     on_sphere = bool(sphere_deviation <= params["sphere_rtol"])
-    if not on_sphere:
-        i = int(dev.argmax())
-        problems.append(f"data not on the sphere |x|^2 = d = {d}: row {i} has |x|^2 = {sq[i]:.6g} "
-                        "(use kernelcalc.data.sphere_normalise)")
-
-    # --- distinct / parallel
     dup, par, min_dist = _pairs(X)
-    if dup:
-        problems.append(f"duplicate rows {', '.join(f'{i}={j}' for i, j in dup[:5])}"
-                        f"{' ...' if len(dup) > 5 else ''} (the NTK Gram is singular)")
+    problems.extend(data_problems(X, sphere_rtol=params["sphere_rtol"], dtype=dtype, pairs=(dup, par, min_dist)))
     antipodal = [p for p in par if p not in set(dup)]
     if antipodal:
         warnings.append(f"parallel rows x_i = -x_j (or a multiple): {antipodal[:5]}; the Gram is singular "
@@ -342,8 +334,16 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
             skipped = f"the NTK Gram could not be computed: {err}"
             problems.append(skipped)
     if gram_info is not None and not gram_info.lambda_min > params["singular_tol"]:
-        problems.append(f"NTK Gram is not strictly positive definite: lambda_min = {gram_info.lambda_min:.3e} "
-                        f"<= singular_tol = {params['singular_tol']:g}")
+        # Weyl: the eigenvalues of the computed Gram lie within ||E||_2 <= n max|E_ij| of the exact ones
+        bound = max(gram_info.lambda_min_error_bound, n * float(K.info.get("error_estimate") or 0.0))
+        if abs(gram_info.lambda_min) <= bound:
+            problems.append(f"NTK Gram is numerically singular: lambda_min = {gram_info.lambda_min:.3e} is within its "
+                            f"error bound {bound:.1e} of 0 (<= singular_tol = {params['singular_tol']:g}); this does not "
+                            "prove that the Gram is singular (certify=True / --certify gives a proven lower bound)")
+        else:
+            problems.append(f"NTK Gram is not strictly positive definite to singular_tol: lambda_min = "
+                            f"{gram_info.lambda_min:.3e} <= singular_tol = {params['singular_tol']:g} (error bound "
+                            f"{bound:.1e})")
     certification = _certify(X, act, params, K, gram_info) if certify and gram_info is not None else None
     if certification is not None and not certification.positive_definite:
         problems.append(f"lambda_min > 0 is not proved: certified lower bound {certification.lower_bound:.3e} "
@@ -370,6 +370,33 @@ def _certify(X, act, params, K, gram):
 
     node = {k: params[k] for k in ("T", "sigma_w", "sigma_u", "sigma_v")}
     return certify_ntk(X, model="node", activation=act, kernel=K, lambda_estimate=gram.lambda_min, **node)
+
+
+def data_problems(X, *, sphere_rtol: float = 1e-8, dtype=None, pairs=None) -> tuple[str, ...]:
+    r"""What is wrong with data ``X`` (N, d) for the sphere theory, one line each: rows off the sphere
+    $|\|x\|^2/d-1|>$ ``sphere_rtol`` (the worst row and its deviation; float32 data is named, with the remedy)
+    and duplicate rows (the NTK Gram is then singular).  Shared by :func:`check` and ``kernelcalc limit --data``.
+
+    ``dtype``: the data's dtype before conversion to float64, if known; ``pairs``: :func:`_pairs` of ``X``
+    when already computed."""
+    X = np.asarray(X, dtype=np.float64)
+    d = X.shape[1]
+    out = []
+    sq = np.einsum("ij,ij->i", X, X)
+    dev = sq / d - 1.0
+    i = int(np.argmax(np.abs(dev)))
+    if not abs(dev[i]) <= sphere_rtol:
+        single = dtype is not None and np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.float16))
+        hint = (f"the data is {np.dtype(dtype).name}, whose rounding alone is ~{np.finfo(dtype).eps:.0e}: pass float64 "
+                "data (kernelcalc.data.sphere_normalise in float64) or raise sphere_rtol (CLI: --sphere-rtol)"
+                if single else "use kernelcalc.data.sphere_normalise, or raise sphere_rtol (CLI: --sphere-rtol)")
+        out.append(f"data not on the sphere |x|^2 = d = {d}: row {i} has |x|^2/d - 1 = {dev[i]:.2e} (|x|^2 = "
+                   f"{sq[i]:.17g}), beyond sphere_rtol = {sphere_rtol:g}; {hint}")
+    dup = (pairs or _pairs(X))[0]
+    if dup:
+        out.append(f"duplicate rows {', '.join(f'{i}={j}' for i, j in dup[:5])}"
+                   f"{' ...' if len(dup) > 5 else ''} (the NTK Gram is singular)")
+    return tuple(out)
 
 
 def _pairs(X: np.ndarray) -> tuple[list[tuple[int, int]], list[tuple[int, int]], float]:
