@@ -179,3 +179,17 @@ def test_limit_data_warns_about_off_sphere_and_duplicate_rows(tmp_path, sphere_d
     out = res.output
     assert "warning: data not on the sphere" in out and "warning: duplicate rows 1=4" in out
     assert "condition number inf\n" not in out and "condition number inf (" in out
+
+
+# ------------------------------------------------------------------ nothing dropped
+def test_csv_header_is_all_non_numeric_and_a_typo_is_an_error_naming_its_line(tmp_path):
+    from kernelcalc.data import load_array
+
+    (tmp_path / "h.csv").write_text("a,b,c\n1,2,3\n4,5,6\n")
+    np.testing.assert_array_equal(load_array(str(tmp_path / "h.csv")), [[1, 2, 3], [4, 5, 6]])
+    (tmp_path / "typo.csv").write_text("1,2,x\n4,5,6\n7,8,9\n")
+    with pytest.raises(kc.KernelcalcInputError, match=r"line 1 has a non-numeric entry 'x'"):
+        load_array(str(tmp_path / "typo.csv"))
+    (tmp_path / "later.csv").write_text("# comment\n1,2,3\n\n4,5,y\n")
+    with pytest.raises(kc.KernelcalcInputError, match=r"line 4 has a non-numeric entry 'y'"):
+        load_array(str(tmp_path / "later.csv"))
