@@ -193,3 +193,14 @@ def test_csv_header_is_all_non_numeric_and_a_typo_is_an_error_naming_its_line(tm
     (tmp_path / "later.csv").write_text("# comment\n1,2,3\n\n4,5,y\n")
     with pytest.raises(kc.KernelcalcInputError, match=r"line 4 has a non-numeric entry 'y'"):
         load_array(str(tmp_path / "later.csv"))
+
+
+def test_check_report_keeps_the_accuracy_warnings_of_its_computation(sphere_data):
+    import json
+
+    X = sphere_data[:3]
+    with pytest.warns(kc.KernelcalcAccuracyWarning, match="time grid") as rec:
+        rep = kc.check(X, activation="sign(x)", T=0.5, gram="always")   # a jump: the time grid converges slowly
+    issued = [str(w.message) for w in rec if issubclass(w.category, kc.KernelcalcAccuracyWarning)]
+    assert issued and all(m in rep.warnings for m in issued)
+    assert all(m in json.loads(json.dumps(rep.to_dict()))["warnings"] for m in issued)

@@ -33,7 +33,8 @@ import numpy as np
 from .._x64 import float64
 from .._results import JsonResult, jsonable
 
-from .._validation import KernelcalcInputError, as_inputs, nonnegative, positive, renamed_keywords, scale_keywords
+from .._validation import (KernelcalcInputError, as_inputs, nonnegative, positive, renamed_keywords, scale_keywords,
+                           warn)
 from ..theory.activations import resolve_activation
 
 __all__ = ["CheckReport", "GramSummary", "check", "gram_summary", "GRAM_MODES"]
@@ -116,7 +117,9 @@ class CheckReport(JsonResult):
       ``entry_radius``: that $r$; ``certification``: the full
       :class:`~kernelcalc.studies.certify.CertifiedLambdaMin`.
     - ``ok``: no problems; ``problems``: why not; ``warnings``: things worth knowing
-      that do not by themselves invalidate the theory's conclusion.
+      that do not by themselves invalidate the theory's conclusion, including every warning the Gram's
+      computation issued (accuracy shortfalls, :class:`~kernelcalc.KernelcalcAccuracyWarning`; they are also
+      issued as warnings).
     """
 
     activation: str
@@ -324,7 +327,10 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
                    + "); pass gram='always' (CLI: --gram always) to compute it")
     else:
         try:
-            with _warnings.catch_warnings():   # Assumption 1 is reported in ``problems`` already
+            # the accuracy warnings of the computation go into the report (and are issued again below, so the
+            # user still sees them); Assumption 1 is reported in ``problems`` already
+            with _warnings.catch_warnings(record=True) as caught:
+                _warnings.simplefilter("always")
                 _warnings.simplefilter("ignore", Assumption1Warning)
                 K = node_kernel(X, activation=act, T=params["T"], sigma_w=params["sigma_w"],
                                 sigma_u=params["sigma_u"], sigma_v=params["sigma_v"], outputs=("ntk",),
@@ -333,10 +339,17 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
         except KernelcalcInputError as err:  # e.g. the variance ODE blows up before T
             skipped = f"the NTK Gram could not be computed: {err}"
             problems.append(skipped)
+        for w in caught:
+            if str(w.message) not in warnings:
+                warnings.append(str(w.message))
+            warn(str(w.message), w.category)
     if gram_info is not None and not gram_info.lambda_min > params["singular_tol"]:
         # Weyl: the eigenvalues of the computed Gram lie within ||E||_2 <= n max|E_ij| of the exact ones
         bound = max(gram_info.lambda_min_error_bound, n * float(K.info.get("error_estimate") or 0.0))
-        if abs(gram_info.lambda_min) <= bound:
+        if dup:
+            problems.append(f"NTK Gram is not strictly positive definite: lambda_min = {gram_info.lambda_min:.3e} "
+                            f"(it is singular: rows {dup[0][0]} and {dup[0][1]} are equal)")
+        elif abs(gram_info.lambda_min) <= bound:
             problems.append(f"NTK Gram is numerically singular: lambda_min = {gram_info.lambda_min:.3e} is within its "
                             f"error bound {bound:.1e} of 0 (<= singular_tol = {params['singular_tol']:g}); this does not "
                             "prove that the Gram is singular (certify=True / --certify gives a proven lower bound)")
