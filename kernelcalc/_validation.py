@@ -260,8 +260,8 @@ def check_model_keywords(model, given: dict, defaults: dict, where: str | None =
             continue
         if name in defaults and _same(value, defaults[name]):
             continue
-        raise KernelcalcInputError(f"{name}={value!r} does not apply to {where or f'model={key!r}'}; {name} configures "
-                                   f"model={' / '.join(repr(m) for m in models)} only")
+        raise KernelcalcInputError(f"{name} does not apply to {where or f'model={key!r}'} (got {name}={value!r}); "
+                                   f"{name} configures model={' / '.join(repr(m) for m in models)} only")
 
 
 def _same(a, b) -> bool:

@@ -322,17 +322,17 @@ def _call_without(name, model, keyword, value):
 @pytest.mark.parametrize("name, model, keyword", MODEL_KW, ids=[f"{n}-{m}-{k}" for n, m, k in MODEL_KW])
 def test_a_keyword_that_does_not_configure_the_model_raises(name, model, keyword, monkeypatch):
     calls = _sinks(monkeypatch)
-    with pytest.raises(KernelcalcInputError, match=f"{keyword}=.* does not apply to model={model!r}"):
+    with pytest.raises(KernelcalcInputError, match=f"{keyword} does not apply to model={model!r}"):
         _call_without(name, model, keyword, NOT_DEFAULT[keyword])
     assert not calls                                   # refused before anything was built
 
 
 def test_the_model_keyword_table_covers_the_issue_examples():
     Xs, ys = X, Y
-    with pytest.raises(KernelcalcInputError, match="T=2.0 does not apply to model='mlp'"):
+    with pytest.raises(KernelcalcInputError, match=r"T does not apply to model='mlp' \(got T=2.0\)"):
         kc.train(Xs, ys, model="mlp", T=2.0, depth=1)
-    with pytest.raises(KernelcalcInputError, match="depth=3 does not apply to model='node'"):
+    with pytest.raises(KernelcalcInputError, match=r"depth does not apply to model='node' \(got depth=3\)"):
         kc.train(Xs, ys, model="node", depth=3)
-    with pytest.raises(KernelcalcInputError, match="T=3.0 does not apply to model='mlp'"):
+    with pytest.raises(KernelcalcInputError, match=r"T does not apply to model='mlp' \(got T=3.0\)"):
         kc.empirical_ntk(Xs, model="mlp", activation="relu", depth=1, T=3.0)
     assert len(MODEL_KW) > 60                          # the walk above is not empty
