@@ -222,8 +222,11 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
     grams = None
     if X is not None:
         G = node_kernel(X, activation=act, **params, client=scheduler)   # connects, and closes its client
+        from kernelcalc.studies.checks import data_problems
+
         grams = {"n": int(X.shape[0]), "d": int(X.shape[1]),
-                 "ntk": gram_summary(G.ntk).to_dict(), "nngp": gram_summary(G.nngp).to_dict()}
+                 "ntk": gram_summary(G.ntk).to_dict(), "nngp": gram_summary(G.nngp).to_dict(),
+                 "warnings": list(data_problems(X))}     # off the sphere, duplicate rows: as `check` says
 
     doc = {"activation": act.to_dict(), "params": params, "assumption1": _report_dict(report),
            "derivation": derivation.to_dict() if hasattr(derivation, "to_dict") else derivation.text(),
@@ -246,7 +249,8 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
             out += [f"{name.upper():>4}: entries min {s['min_entry']:.6g}, max {s['max_entry']:.6g}, "
                     f"mean {s['mean_entry']:.6g}; lambda_min {s['lambda_min']:.6e}, "
                     f"lambda_max {s['lambda_max']:.6e}, condition number "
-                    f"{'inf' if cond is None else format(cond, '.6e')}"]
+                    f"{'inf (lambda_min <= 0: the Gram is singular)' if cond is None else format(cond, '.6e')}"]
+        out += [f"warning: {w}" for w in grams["warnings"]]
     emit(None, "\n".join(out), as_json=as_json, json_out=json_out, doc=doc)
 
 

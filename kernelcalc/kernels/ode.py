@@ -68,6 +68,8 @@ _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t
 _MAX_NODES = 513          # time nodes of the composite grid at most
 _MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
+_BOUND = 1e150            # |C| and |S| inside the Picard sweeps (see _bounded)
+_COST_SWEEPS = 40        # Picard sweeps a solve is costed at
 _NUMPY_MAX_WORK = 1e6     # a solve this small runs in numpy, not jit-compiled (see _backend)
 _MIN_BATCH = 8            # pairs per cross-kernel batch at least (batches are grouped by correlation)
 _MAX_TIME_GRIDS = 32      # memoised (rule, time grid) choices (GoursatSolver._dual_and_M)
@@ -120,9 +122,29 @@ def _picard(step, S_init, tol=None, max_sweeps=None, xp=jnp):
         while cond(state):
             state = body(state)
         S, delta, _, k = state
-        return S, delta, k
-    S, delta, _, k = jax.lax.while_loop(cond, body, (S_init, big, big, 0))
-    return S, delta, k
+    else:
+        S, delta, _, k = jax.lax.while_loop(cond, body, (S_init, big, big, 0))
+    # a solution that reached the bound of _bounded has no finite value there: report it as an overflow
+    return S, xp.where(xp.max(xp.abs(S)) >= 1e-10 * _bound(S_init, xp), xp.inf, delta), k
+
+
+def _bound(S0, xp):
+    """:data:`_BOUND` times the scale of the initial values (at least 1), at most 1e300."""
+    return xp.minimum(_BOUND * xp.maximum(1.0, xp.max(xp.abs(S0))), 1e300)
+
+
+def _bounded(C, xp, S0):
+    r"""$C$ clipped to $\pm$:func:`_bound` (:data:`_BOUND` times the scale of the initial values ``S0``; NaN
+    and $\pm\infty$ included) inside a Picard sweep.
+
+    Near a finite-time blow-up (a super-linear $\phi$ such as $x^2$, whose variance solves a Riccati-type
+    equation) the early sweeps overshoot the solution by many orders of magnitude: unclipped they overflow
+    and the sweeps stop, although the solution is finite on $[0,T]$ and later sweeps would converge to it
+    (the Volterra structure settles the early times first).  Clipped, the sweeps go on; a converged solution
+    that comes within $10^{-10}$ of the bound (the clipped $C$ integrated) has no finite value, and
+    :func:`_picard` reports it as an overflow (the blow-up error).  The bound, $10^{150}$, lies far beyond any variance whose $C$ is representable."""
+    b = _bound(S0, xp)
+    return xp.clip(xp.nan_to_num(C, nan=b, posinf=b, neginf=-b), -b, b)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +210,8 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
     jit = (lambda f: f) if backend == "numpy" else jax.jit
     A, B, P, w = (xp.asarray(a) for a in (disc.A, disc.B, disc.P, disc.w))
     n = A.shape[0]
+    jumps = dual.activation.jumps and dual.method != "hermite"   # (the marginals are the variances alone)
+    odd = dual.activation.is_odd
 
     @jit
     def self_solve(S0):
@@ -198,7 +222,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
             mj = tuple(a[..., None, :] for a in m)
             tl = dual.tails(m, xp)
             C = dual.from_marginals(mi, mj, S, derivative=False, xp=xp, tails=None if tl is None else (tl, tl))
-            return S0[:, None, None] + A @ rec.ode_forward_source(C, sigma_w) @ A.T
+            return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
         return _picard(step, S_init, xp=xp)
@@ -218,9 +242,24 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         tl = dual.tails(m, xp)                        # once: the series truncation of every sweep, per pair
         tails = None if tl is None else (tuple(t[:, ix] for t in tl), tuple(t[:, iy] for t in tl))
 
-        def step(S):
-            C = dual.from_marginals(mx, my, S, derivative=False, xp=xp, tails=tails)
-            return S0[:, None, None] + A @ rec.ode_forward_source(C, sigma_w) @ A.T
+        if jumps:
+            # phi jumps: C(rho) has an infinite slope at rho = 1, so for identical inputs (and opposite ones of an
+            # odd phi) the cross map with the fixed diagonals q has spurious fixed points below S_xx, and Picard
+            # finds one.  There the cross kernel is +-S_xx: iterate it as the self-kernel, with its own diagonal.
+            n0 = xp.sqrt(mx[0][:, 0, 0] * my[0][:, 0, 0])
+            rho0 = xp.where(n0 > 0, S0 / xp.where(n0 > 0, n0, 1.0), 0.0)
+            self_like = (ix == iy) & ((rho0 == 1.0) | ((rho0 == -1.0) & odd))
+
+            def step(S):
+                d = xp.abs(xp.diagonal(S, axis1=1, axis2=2))
+                ax = xp.where(self_like[:, None, None], d[:, :, None], mx[0])
+                ay = xp.where(self_like[:, None, None], d[:, None, :], my[0])
+                C = dual.from_marginals((ax,), (ay,), S, derivative=False, xp=xp)
+                return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
+        else:
+            def step(S):
+                C = dual.from_marginals(mx, my, S, derivative=False, xp=xp, tails=tails)
+                return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
         S, dS, nS = _picard(step, S_init, xp=xp)
@@ -257,6 +296,10 @@ def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
     return "numpy" if problems * nodes * nodes * max(dual.points, 16) <= _NUMPY_MAX_WORK else "jax"
 
 
+class _BlowUp(KernelcalcInputError):
+    """The solution is not finite (a blow-up or an overflow): a finer time grid may still resolve it."""
+
+
 class GoursatSolver:
     r"""Kernel evaluator for the Neural ODE or the weight-tied ResNet at fixed $(\phi, T, \sigma)$.
 
@@ -284,9 +327,12 @@ class GoursatSolver:
         self._diagonals: dict = {}  # x.x/d -> q(t) on the final grid (the Gram's plans call us several times)
         self._shared_diagonals: dict = {}   # the same, shared by the calls that reuse this time grid (memo)
         self._shortfalls = 0        # accuracy warnings issued by this solver's sweeps
+        #: what drives the cost of a solve, for the advice of a cost refusal (:func:`cost_refusal`)
+        self.cost_drivers = ("sigma_w or T (time nodes)", "sigma_u or the input norm (the variance q)",
+                             "the number of points")
 
     # -- diagnostics -------------------------------------------------------------------------
-    def _blow_up(self, what: str) -> KernelcalcInputError:
+    def _blow_up(self, what: str) -> "_BlowUp":
         """The right error for a non-finite solution: super-linear phi, float64 overflow, or the solver."""
         f = self.activation.numpy_fn
         with np.errstate(all="ignore"):
@@ -299,17 +345,17 @@ class GoursatSolver:
                        or max(vals[0] / 500, vals[3] / 500) > 2.0 * max(vals[1] / 50, vals[2] / 50) + 1e-12)
         where = f"on [0, T = {self.T:g}] (sigma_w = {self.sigma_w:g}, sigma_u = {self.sigma_u:g})"
         if superlinear:
-            return KernelcalcInputError(
+            return _BlowUp(
                 f"{what} of the {self.activation.name} network blows up {where}: phi grows faster than "
                 "linearly, so the infinite-width dynamics exist only on a shorter horizon; reduce T or sigma_w")
         # |phi(h)| <= |phi(0)| + lip |h|: q(t) grows at most like exp(2 sigma_w lip t)
         log_bound = math.log(max(self.sigma_u**2 * self.v_max, 1e-300) + 1.0) + 2.0 * self.sigma_w * lip * self.T
         if log_bound > 700:
-            return KernelcalcInputError(
+            return _BlowUp(
                 f"{what} of the {self.activation.name} network overflows float64 {where}: phi grows "
                 f"linearly (|phi'| <= {lip:.3g}), so q(T) can reach exp({log_bound:.0f}) > 1.8e308; "
                 "reduce T, sigma_w or the input norm")
-        return KernelcalcInputError(
+        return _BlowUp(
             f"{what} of the {self.activation.name} network is not finite {where}, although phi grows at "
             f"most linearly (q(T) <= exp({log_bound:.0f})): the time solver failed ({self.info.get('M')} "
             f"intervals per element, {self.info.get('time_elements', 1)} elements); please report this")
@@ -330,20 +376,22 @@ class GoursatSolver:
     def _check_cost(self, dual, pairs: int, n: int):
         """Refuse (clear error naming the limit) when a solve would take many minutes."""
         unit = 0.05 if dual.method in ("hermite", "closed") else 1.0   # series terms are cheap multiply-adds
-        work = (unit * dual.points * n * n + 0.01 * 4 * n**3) * pairs * 40   # ~40 sweeps: n^2 cells, 2 matmuls
+        per_cell = unit * dual.points + 0.04 * n       # the expectations, and 2 matrix products per sweep
+        work = pairs * _COST_SWEEPS * n * n * per_cell
         if work <= _WORK_LIMIT:
             return
         q = self.info.get("q_max", float("nan"))
-        fns = (self.activation.numpy_fn, self.activation.numpy_derivative)
-        msg = (f"the {self.activation.name} kernel at T = {self.T:g}, sigma_w = {self.sigma_w:g}, sigma_u = "
-               f"{self.sigma_u:g}, largest x.x/d = {self.v_max:.3g} would cost about {work:.1e} integrand "
-               f"evaluations ({pairs} pairs x {n}^2 time cells x {dual.points} quadrature points; the limit is "
-               f"{_WORK_LIMIT:.0e}): the pre-activation variance reaches q = {q:.4g}, on {n} time nodes")
-        if dual.method == "trapezoid":
-            q_lim = hermite_q_limit(fns)
-            msg += (f", the Hermite series needs more than 8192 terms beyond q ~ {q_lim:.3g}, and the trapezoid "
-                    f"rule needs step {dual.rule.step:g}")
-        raise KernelcalcInputError(msg + "; reduce sigma_w, T, sigma_u or the input norm, or use fewer points")
+        detail = f", the Hermite series needs more than 8192 terms beyond q ~ {hermite_q_limit((self.activation.numpy_fn, self.activation.numpy_derivative)):.3g}, and the trapezoid rule needs step {dual.rule.step:g}" if dual.method == "trapezoid" else ""
+        raise KernelcalcInputError(cost_refusal(
+            f"the {self.activation.name} kernel at {self.describe_parameters()}",
+            [(pairs, "pairs"), (_COST_SWEEPS, "Picard sweeps"), (n * n, f"time cells ({n}^2)"),
+             (per_cell, f"operations per cell ({dual.points} quadrature points at weight {unit:g}, plus {0.04 * n:g} "
+                        "for the matrix products)")],
+            f"the pre-activation variance reaches q = {q:.4g}, on {n} time nodes{detail}", self.cost_drivers))
+
+    def describe_parameters(self) -> str:
+        return (f"T = {self.T:g}, sigma_w = {self.sigma_w:g}, sigma_u = {self.sigma_u:g}, largest x.x/d = "
+                f"{self.v_max:.3g}")
 
     # -- solves ----------------------------------------------------------------------------------
     def _self_diagonals(self, dual, M, v):
@@ -412,7 +460,13 @@ class GoursatSolver:
             coarse = dual_kernels(self.activation, q_max=self.info["q_max"], tol=1e-6)
             strict, self.strict = self.strict, False
             try:
-                q_est = float(np.max(self._self_diagonals(coarse, self.M_fixed or 16, np.array([v_max]))))
+                for M in ((self.M_fixed,) if self.M_fixed else (16, 32, 64)):
+                    try:
+                        q_est = float(np.max(self._self_diagonals(coarse, M, np.array([v_max]))))
+                        break
+                    except _BlowUp:     # a coarse grid can overflow near a blow-up where finer ones do not
+                        if M == 64:
+                            raise
             finally:
                 self.strict = strict
         if not math.isfinite(q_est):
@@ -439,27 +493,43 @@ class GoursatSolver:
 
     def _choose_M(self, dual, v):
         prev, change, M_done = None, float("nan"), _M_SEQUENCE[0]
+        jumps = self.activation.jumps
+        blown = None
         for M in _M_SEQUENCE:
-            if prev is not None and (self.grid(M).A.shape[0] > self.max_nodes
-                                     or (dual.method == "polar" and M > _KINK_M_MAX)):
+            if (prev is not None or blown is not None) and (
+                    self.grid(M).A.shape[0] > self.max_nodes or ((dual.method == "polar" or jumps) and M > _KINK_M_MAX)):
                 break
             M_done = M
-            q = self._self_diagonals(dual, M, np.array([v]))
-            cross, marginals = self._cross(dual, M, 1)
-            zero = np.zeros(1, np.int32)
-            ntk = float(cross(marginals(q), zero, zero, np.asarray([rec.ode_initial(v, self.sigma_u)], dtype=np.float64))[1][0])
+            try:
+                q = self._self_diagonals(dual, M, np.array([v]))
+                cross, marginals = self._cross(dual, M, 1)
+                zero = np.zeros(1, np.int32)
+                # phi that jumps: the self-kernel is exact on any grid (it is iterated with its own diagonal), so
+                # the grid is judged on a pair at correlation 1/2 (C is not smooth near the diagonal t = s)
+                s0 = rec.ode_initial(0.5 * v if jumps else v, self.sigma_u)
+                _, ntk, delta, _ = cross(marginals(q), zero, zero, np.asarray([s0], dtype=np.float64))
+                ntk = float(ntk[0])
+                if not (math.isfinite(float(delta)) and math.isfinite(ntk)):
+                    raise self._blow_up("the kernel")
+            except _BlowUp as err:
+                # near a finite-time blow-up a coarse grid can overflow where the solution is finite: refine
+                blown, prev = err, None
+                continue
+            blown = None
             if prev is not None:
                 scale = max(abs(ntk), abs(prev))  # both 0 for a zero activation: converged, not 0/0
                 change = abs(ntk - prev) / scale if scale > 0 else 0.0
                 if change <= self.tol:
                     return M, change
             prev = ntk
+        if blown is not None:
+            raise blown
         M = M_done
         accuracy_shortfall(
-            f"time grid: the self-kernel NTK still changes by {change:.1e} (relative) at {M} Chebyshev intervals "
+            f"time grid: the {'NTK at correlation 1/2' if jumps else 'self-kernel NTK'} still changes by {change:.1e} (relative) at {M} Chebyshev intervals "
             f"per element ({self.grid(M).A.shape[0]} nodes), above tol = {self.tol:.1e}"
             + (" (a kinked activation: the kernel is not smooth on the diagonal t = s, so the grid converges only "
-               "algebraically)" if dual.method == "polar" else ""), self.strict)
+               "algebraically)" if dual.method == "polar" or jumps else ""), self.strict)
         return M, change
 
     def prepare(self, norms) -> None:
@@ -527,6 +597,19 @@ class GoursatSolver:
         if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
             raise self._blow_up("the kernel")
         return nngp.reshape(shape), ntk.reshape(shape)
+
+
+def cost_refusal(what: str, factors, why: str, drivers) -> str:
+    r"""The one message of every cost refusal: ``what`` would cost $W=\prod_k f_k$ (each factor printed, so the
+    quoted product is the product of the printed factors) above the limit, ``why``, and the advice naming
+    every parameter in ``drivers`` that drives the cost.
+
+    **Arguments:** ``factors``: ``[(value, label), ...]``; ``drivers``: the parameters (text) to reduce."""
+    work = math.prod(float(v) for v, _ in factors)
+    shown = " x ".join(f"{v:d} {label}" if isinstance(v, int) else f"{v:.6g} {label}" for v, label in factors)
+    advice = ", ".join(drivers[:-1]) + (" or " if len(drivers) > 1 else "") + drivers[-1]
+    return (f"{what} would cost about {work:.3g} operations ({shown} = {work:.3g}; the limit is {_WORK_LIMIT:.0e}): "
+            f"{why}; reduce {advice}")
 
 
 def check_tol(tol) -> float:

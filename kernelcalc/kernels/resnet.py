@@ -45,6 +45,13 @@ def euler_discretisation(L: int, T: float) -> Discretisation:
     return Discretisation(f"euler(L={L}, T={T!r})", A.astype(float), B.astype(float), P, w.astype(float))
 
 
+def cost_drivers(depth: int) -> tuple[str, ...]:
+    """What drives the cost of a ResNet kernel solve, for the advice of a cost refusal: ``depth`` first (its
+    ``depth + 1`` layers are the time nodes), then the scales and the number of points."""
+    return (f"depth (depth + 1 = {depth + 1} time nodes)", "sigma_w, T, sigma_u or the input norm (the variance q)",
+            "the number of points")
+
+
 @float64
 @scale_keywords("resnet")
 def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
@@ -72,6 +79,7 @@ def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u
     solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, M=depth,
                            grid=lambda L: euler_discretisation(L, T), scheme="Euler (exact discrete sums)",
                            v_max=max_norm(a, b), strict=strict, max_nodes=float("inf"))
+    solver.cost_drivers = cost_drivers(depth)
     # no biases: a positively homogeneous phi (relu) gives K(lx, my) = lm K(x, y), any inputs take the sphere
     # table; an odd phi (tanh) gives K(x, -y) = -K(x, y), half the solves
     nngp, ntk, ginfo = gram(a, None if same else b, solver, homogeneous=act.is_positively_homogeneous,

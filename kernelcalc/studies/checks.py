@@ -34,7 +34,7 @@ from .._x64 import float64
 from .._results import JsonResult, jsonable
 
 from .._validation import (KernelcalcInputError, as_inputs, nonnegative, positive, positive_int, renamed_keywords,
-                           scale_keywords)
+                           scale_keywords, warn)
 from ..theory.activations import resolve_activation
 
 __all__ = ["CheckReport", "GramSummary", "check", "gram_summary", "GRAM_MODES"]
@@ -118,7 +118,9 @@ class CheckReport(JsonResult):
       ``entry_radius``: that $r$; ``certification``: the full
       :class:`~kernelcalc.studies.certify.CertifiedLambdaMin`.
     - ``ok``: no problems; ``problems``: why not; ``warnings``: things worth knowing
-      that do not by themselves invalidate the theory's conclusion.
+      that do not by themselves invalidate the theory's conclusion, including every warning the Gram's
+      computation issued (accuracy shortfalls, :class:`~kernelcalc.KernelcalcAccuracyWarning`; they are also
+      issued as warnings).
     """
 
     activation: str
@@ -223,7 +225,8 @@ class CheckReport(JsonResult):
             "Gradient descent (Theorem 2 of Gao et al.):",
             row("||X||_2 (spectral norm)", f"{self.data_norm:.6g}"),
             row("step size eta = 1/||X||_2^2", f"{self.step_size:.6e}"),
-            row("contraction 1 - eta*lmin", f"{self.contraction:.12g}"),
+            row("contraction 1 - eta*lmin", "not computed (no Gram)" if self.gram is None
+                else f"{self.contraction:.12g}"),
             "",
         ]
         for w in self.warnings:
@@ -329,6 +332,7 @@ def _check(X, *, activation, model, kernel, model_params, singular_tol, sphere_r
 
     if not isinstance(certify, (bool, np.bool_)):
         raise KernelcalcInputError(f"certify must be True or False, got {certify!r}")
+    dtype = getattr(X, "dtype", None)
     X = as_inputs(X, "X")
     act = resolve_activation(activation)
     params = {**model_params,
@@ -352,21 +356,11 @@ def _check(X, *, activation, model, kernel, model_params, singular_tol, sphere_r
     elif holds is None:
         warnings.append(f"Assumption 1 could not be decided for {act.name}")
 
-    # --- sphere
-    sq = np.einsum("ij,ij->i", X, X)
-    dev = np.abs(sq / d - 1.0)
-    sphere_deviation = float(dev.max())
+    # --- sphere, distinct / parallel
+    sphere_deviation = float(np.max(np.abs(np.einsum("ij,ij->i", X, X) / d - 1.0)))
     on_sphere = bool(sphere_deviation <= params["sphere_rtol"])
-    if not on_sphere:
-        i = int(dev.argmax())
-        problems.append(f"data not on the sphere |x|^2 = d = {d}: row {i} has |x|^2 = {sq[i]:.6g} "
-                        "(use kernelcalc.data.sphere_normalise)")
-
-    # --- distinct / parallel
     dup, par, min_dist = _pairs(X)
-    if dup:
-        problems.append(f"duplicate rows {', '.join(f'{i}={j}' for i, j in dup[:5])}"
-                        f"{' ...' if len(dup) > 5 else ''} (the NTK Gram is singular)")
+    problems.extend(data_problems(X, sphere_rtol=params["sphere_rtol"], dtype=dtype, pairs=(dup, par, min_dist)))
     antipodal = [p for p in par if p not in set(dup)]
     if antipodal:
         warnings.append(f"parallel rows x_i = -x_j (or a multiple): {antipodal[:5]}; the Gram is singular "
@@ -379,7 +373,10 @@ def _check(X, *, activation, model, kernel, model_params, singular_tol, sphere_r
                    + "); pass gram='always' (CLI: --gram always) to compute it")
     else:
         try:
-            with _warnings.catch_warnings():   # Assumption 1 is reported in ``problems`` already
+            # the accuracy warnings of the computation go into the report (and are issued again below, so the
+            # user still sees them); Assumption 1 is reported in ``problems`` already
+            with _warnings.catch_warnings(record=True) as caught:
+                _warnings.simplefilter("always")
                 _warnings.simplefilter("ignore", Assumption1Warning)
                 K = kernel(X, activation=act, **model_params, outputs=("ntk",),
                            **({} if client is None else dict(client=client)))
@@ -387,9 +384,24 @@ def _check(X, *, activation, model, kernel, model_params, singular_tol, sphere_r
         except KernelcalcInputError as err:  # e.g. the variance ODE blows up before T
             skipped = f"the NTK Gram could not be computed: {err}"
             problems.append(skipped)
+        for w in caught:
+            if str(w.message) not in warnings:
+                warnings.append(str(w.message))
+            warn(str(w.message), w.category)
     if gram_info is not None and not gram_info.lambda_min > params["singular_tol"]:
-        problems.append(f"NTK Gram is not strictly positive definite: lambda_min = {gram_info.lambda_min:.3e} "
-                        f"<= singular_tol = {params['singular_tol']:g}")
+        # Weyl: the eigenvalues of the computed Gram lie within ||E||_2 <= n max|E_ij| of the exact ones
+        bound = max(gram_info.lambda_min_error_bound, n * float(K.info.get("error_estimate") or 0.0))
+        if dup:
+            problems.append(f"NTK Gram is not strictly positive definite: lambda_min = {gram_info.lambda_min:.3e} "
+                            f"(it is singular: rows {dup[0][0]} and {dup[0][1]} are equal)")
+        elif abs(gram_info.lambda_min) <= bound:
+            problems.append(f"NTK Gram is numerically singular: lambda_min = {gram_info.lambda_min:.3e} is within its "
+                            f"error bound {bound:.1e} of 0 (<= singular_tol = {params['singular_tol']:g}); this does not "
+                            "prove that the Gram is singular (certify=True / --certify gives a proven lower bound)")
+        else:
+            problems.append(f"NTK Gram is not strictly positive definite to singular_tol: lambda_min = "
+                            f"{gram_info.lambda_min:.3e} <= singular_tol = {params['singular_tol']:g} (error bound "
+                            f"{bound:.1e})")
     certification = (_certify(X, act, model, model_params, K, gram_info) if certify and gram_info is not None
                      else None)
     if certification is not None and not certification.positive_definite:
@@ -417,6 +429,33 @@ def _certify(X, act, model, model_params, K, gram):
     from .certify import certify_ntk
 
     return certify_ntk(X, model=model, activation=act, kernel=K, lambda_estimate=gram.lambda_min, **model_params)
+
+
+def data_problems(X, *, sphere_rtol: float = 1e-8, dtype=None, pairs=None) -> tuple[str, ...]:
+    r"""What is wrong with data ``X`` (N, d) for the sphere theory, one line each: rows off the sphere
+    $|\|x\|^2/d-1|>$ ``sphere_rtol`` (the worst row and its deviation; float32 data is named, with the remedy)
+    and duplicate rows (the NTK Gram is then singular).  Shared by :func:`check` and ``kernelcalc limit --data``.
+
+    ``dtype``: the data's dtype before conversion to float64, if known; ``pairs``: :func:`_pairs` of ``X``
+    when already computed."""
+    X = np.asarray(X, dtype=np.float64)
+    d = X.shape[1]
+    out = []
+    sq = np.einsum("ij,ij->i", X, X)
+    dev = sq / d - 1.0
+    i = int(np.argmax(np.abs(dev)))
+    if not abs(dev[i]) <= sphere_rtol:
+        single = dtype is not None and np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.float16))
+        hint = (f"the data is {np.dtype(dtype).name}, whose rounding alone is ~{np.finfo(dtype).eps:.0e}: pass float64 "
+                "data (kernelcalc.data.sphere_normalise in float64) or raise sphere_rtol (CLI: --sphere-rtol)"
+                if single else "use kernelcalc.data.sphere_normalise, or raise sphere_rtol (CLI: --sphere-rtol)")
+        out.append(f"data not on the sphere |x|^2 = d = {d}: row {i} has |x|^2/d - 1 = {dev[i]:.2e} (|x|^2 = "
+                   f"{sq[i]:.17g}), beyond sphere_rtol = {sphere_rtol:g}; {hint}")
+    dup = (pairs or _pairs(X))[0]
+    if dup:
+        out.append(f"duplicate rows {', '.join(f'{i}={j}' for i, j in dup[:5])}"
+                   f"{' ...' if len(dup) > 5 else ''} (the NTK Gram is singular)")
+    return tuple(out)
 
 
 def _pairs(X: np.ndarray) -> tuple[list[tuple[int, int]], list[tuple[int, int]], float]:

@@ -39,7 +39,7 @@ import sympy as sp
 from .._x64 import float64
 from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .._validation import accuracy_shortfall
-from .activations import Activation, X, array_functions, resolve_activation
+from .activations import Activation, ActivationError, X, array_functions, resolve_activation
 from .duals import NUMPY_OPS, closed_form_dual
 
 __all__ = [
@@ -499,6 +499,24 @@ class DualKernels:
 _METHODS = ("auto", "closed", "hermite", "trapezoid", "polar")
 
 
+def require_integrable(act: Activation) -> None:
+    r"""Refuse (one-line :class:`~kernelcalc.theory.activations.ActivationError`, a
+    :class:`~kernelcalc.KernelcalcInputError`) an activation whose Gaussian expectations cannot be computed:
+    $\phi$ not real and finite on all of $\mathbb R$ (:attr:`Activation.real_line_defect`: ``log(x)``,
+    ``sqrt(x)``, ``tan(x)``), or jumping at every integer (``floor``, ``ceiling``: the quadratures here are
+    exact for kinks and jumps at 0 only, and would converge algebraically across the others)."""
+    why = act.real_line_defect
+    if why is not None:
+        raise ActivationError(f"no kernel for the activation {act.name}: {why}, but a Gaussian pre-activation takes "
+                              "every real value, so phi must be real and finite on all of R (for example "
+                              "log(1+exp(x)) instead of log(x))")
+    if act.expr.has(sp.floor, sp.ceiling):
+        raise ActivationError(f"no kernel for the activation {act.name}: floor/ceiling jump at every integer, and "
+                              "kernelcalc's Gaussian quadratures handle kinks and jumps at x = 0 only (sign, Heaviside, "
+                              "abs, Max, Min, Piecewise at 0); across the other jumps they would converge only "
+                              "algebraically")
+
+
 @float64
 def dual_kernels(activation, *, q_max: float = 10.0, tol: float = DEFAULT_TOL,
                  method: str = "auto", strict: bool = False) -> DualKernels:
@@ -513,6 +531,7 @@ def dual_kernels(activation, *, q_max: float = 10.0, tol: float = DEFAULT_TOL,
     act = resolve_activation(activation)
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    require_integrable(act)
     if method in ("auto", "closed"):
         dual = closed_form_dual(act)
         if dual is not None:
