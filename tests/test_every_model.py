@@ -193,7 +193,7 @@ def test_check_takes_every_model_and_its_keywords(kw, kernel, refs, tiles8):
 
 @pytest.mark.parametrize("kw, match", [
     (dict(model="mlp"), r"check\(model='mlp'\) needs depth="),
-    (dict(model="mlp", depth=2, T=1.0), "T does not apply to model='mlp' in check"),
+    (dict(model="mlp", depth=2, T=1.0), "T does not apply to model='mlp'"),
     (dict(model="deq", sigma_vb=0.1), "sigma_vb does not apply to model='deq'"),
     (dict(model="deq", T=1.0), "T does not apply to model='deq'"),
     (dict(model="node_untied"), "weights='untied'"),
