@@ -68,7 +68,9 @@ _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t
 _MAX_NODES = 513          # time nodes of the composite grid at most
 _MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
-_NUMPY_MAX_WORK = 1e6     # a solve this small runs in numpy, not jit-compiled (see _backend)
+_NUMPY_MAX_WORK = 2e7     # a call this small runs in numpy, not jit-compiled (see _backend)
+_JIT_BATCH = 256          # pairs per compiled cross-kernel batch (one shape: one compilation per kernel)
+_JIT_NORMS = 64           # distinct norms per compiled cross-kernel call at least (padded: one shape)
 _MIN_BATCH = 8            # pairs per cross-kernel batch at least (batches are grouped by correlation)
 _MAX_TIME_GRIDS = 32      # memoised (rule, time grid) choices (GoursatSolver._dual_and_M)
 #: (parameters, largest norm) -> (rule, M, info, warnings, {x.x/d: q(t)}): the memo of
@@ -240,16 +242,17 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
 
 
 def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
-    r"""``"numpy"`` when one solve of ``problems`` kernels on ``nodes`` time nodes is small enough that
-    running it in numpy beats compiling it, else ``"jax"``.
+    r"""``"numpy"`` when the solves of ``problems`` kernels (all the problems of one call) on ``nodes`` time
+    nodes are small enough that running them in numpy beats compiling them, else ``"jax"``.
 
     The work is $\text{problems}\cdot\text{nodes}^2\cdot\max(\text{terms}, 16)$ (terms: the Hermite series
-    length; 1 for a closed form).  Measured side by side (softplus, 304 terms; busy 2-core machine):
-    numpy takes 1.3-2x the time of the compiled solve once it is compiled (7-8x for a single problem,
-    where numpy's per-operation overhead dominates), but compiling one solve takes 2.7-3 s (~0.3 s from
-    the persistent cache), and the first one also imports jax (~1 s).  Below :data:`_NUMPY_MAX_WORK`
-    (1e6: the time-grid choice, few-pair Grams such as ``kernelcalc limit``) numpy is used; the theta
-    tables of larger Grams (>= 32 problems) stay compiled, so repeated large calls are as fast as before.
+    length; 1 for a closed form).  Measured side by side (softplus, 592 terms, 13 nodes, busy 2-core
+    machine): 1024 cross-kernel problems take 2.2 s in numpy and 0.43 s compiled, but compiling the
+    cross-kernel solve takes 1.5-2.5 s (the self-kernel solve ~1.8 s, the marginals ~0.7 s), and the first
+    compilation also imports jax (~1 s).  Up to :data:`_NUMPY_MAX_WORK` (2e7: about 0.5 s of numpy; the
+    time-grid choice, the sphere's theta tables, the per-norm self-kernels, few-pair Grams) numpy is used;
+    larger calls are compiled once per kernel, in batches of a fixed size (:data:`_JIT_BATCH`) over a
+    fixed number of norms (:data:`_JIT_NORMS`), so the calls of one Gram plan share one compilation.
     The quadrature rules (trapezoid, polar) are jax only.  The choice depends on the sizes only, so a
     given call always takes the same path (the two agree to rounding, ~1e-15 relative)."""
     if not dual.numpy_ok:
@@ -351,7 +354,7 @@ class GoursatSolver:
         nodes = disc.A.shape[0]
         self._check_cost(dual, len(v), nodes)
         batch = self._batch(dual, nodes)
-        self_solve = _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, min(len(v), batch), nodes))[0]
+        self_solve = _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, len(v), nodes))[0]
         out = []
         for lo in range(0, len(v), batch):
             S, delta, sweeps = self_solve(rec.ode_initial(np.asarray(v[lo:lo + batch], dtype=np.float64), self.sigma_u))
@@ -445,7 +448,7 @@ class GoursatSolver:
                 break
             M_done = M
             q = self._self_diagonals(dual, M, np.array([v]))
-            cross, marginals = self._cross(dual, M, 1)
+            cross, marginals, _ = self._cross(dual, M, 1)
             zero = np.zeros(1, np.int32)
             ntk = float(cross(marginals(q), zero, zero, np.asarray([rec.ode_initial(v, self.sigma_u)], dtype=np.float64))[1][0])
             if prev is not None:
@@ -490,13 +493,18 @@ class GoursatSolver:
                 self._shared_diagonals.update(zip(missing.tolist(), new))
         return np.stack([known[x] for x in v.tolist()])
 
-    def _cross(self, dual, M, pairs, batch=None):
-        """``(cross, marginals)``: the cross-kernel solve for ``pairs`` pairs in batches of ``batch``
-        (default ``pairs``), and the marginals it takes (from the diagonals)."""
+    def _cross(self, dual, M, pairs):
+        """``(cross, marginals, backend)``: the cross-kernel solve for a call of ``pairs`` pairs, the
+        marginals it takes (from the diagonals; numpy where the rule allows, so that only the solve is
+        ever compiled) and the backend (:func:`_backend`)."""
         disc = self.grid(M)
         nodes = disc.A.shape[0]
         self._check_cost(dual, pairs, nodes)
-        return _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, batch or pairs, nodes))[1:]
+        backend = _backend(dual, pairs, nodes)
+        _, cross, marginals = _compiled(dual, disc, self.sigma_w, self.sigma_v, backend)
+        if dual.numpy_ok:
+            marginals = functools.partial(dual.marginal, xp=np)
+        return cross, marginals, backend
 
     @float64
     def __call__(self, sxx, syy, sxy):
@@ -505,10 +513,16 @@ class GoursatSolver:
         sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
         v_unique, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
         dual, M = self._dual_and_M(v_unique)
-        diag = pad_to(self._cached_diagonals(dual, M, v_unique), bucket(v_unique.size))   # (U, n)
         n = sxy.size
-        batch = min(self._batch(dual, diag.shape[1]), max(_MIN_BATCH, bucket(n) // 4))
-        cross, marginals = self._cross(dual, M, n, min(bucket(n), batch))
+        cross, marginals, backend = self._cross(dual, M, n)
+        nodes = self.grid(M).A.shape[0]
+        if backend == "jax":   # one shape for every call of this kernel: one compilation
+            batch = min(self._batch(dual, nodes), _JIT_BATCH)
+            norms = max(bucket(v_unique.size), _JIT_NORMS)
+        else:
+            batch = min(self._batch(dual, nodes), max(_MIN_BATCH, bucket(n) // 4))
+            norms = bucket(v_unique.size)
+        diag = pad_to(self._cached_diagonals(dual, M, v_unique), norms)   # (U, n)
         marg = marginals(diag)
         # Batches of similar input correlation |rho|: the Mehler series is truncated per batch by its
         # largest |r| (HermiteRule.series), so sorted batches sum far fewer terms.
@@ -519,7 +533,7 @@ class GoursatSolver:
         for lo in range(0, n, batch):      # memory-bounded batches of fixed sizes: few jit compilations
             sl = slice(lo, min(lo + batch, n))
             m = sl.stop - sl.start
-            size = min(bucket(m), batch)
+            size = batch if backend == "jax" else min(bucket(m), batch)
             bx, by, b0 = (pad_to(a[sl], size) for a in (ix_all, iy_all, s0_all))
             k, t, delta, sweeps = cross(marg, bx, by, b0)
             nngp[order[sl]], ntk[order[sl]] = np.asarray(k)[:m], np.asarray(t)[:m]
