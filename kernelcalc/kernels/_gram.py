@@ -324,10 +324,14 @@ class _NormInterpPlan(_TablePlan):
         self.t_lo, self.t_hi = float(np.log(nz.min())), float(np.log(nz.max()))
         v_lo, v_hi = float(nz.min()), float(nz.max())
         self.check_rows = self._check_rows()
+        checked_norms = np.concatenate([self.na[self.check_rows[0]], self.nb[self.check_rows[1]]])
         prepare = getattr(pair_fn, "prepare", None)     # solve the per-norm work of the probes in one batch
-        if prepare is not None:
-            prepare(np.concatenate([[v_lo, v_hi], np.exp(self._t_nodes(_T_PROBES[0])), self.na[self.check_rows[0]],
-                                    self.nb[self.check_rows[1]]]))
+        prepare_range = getattr(pair_fn, "prepare_range", None)
+        if prepare_range is not None:   # the per-norm work interpolated on the norm range (check rows: direct)
+            prepare_range(nz, exact=checked_norms)
+            prepare = None
+        elif prepare is not None:
+            prepare(np.concatenate([[v_lo, v_hi], np.exp(self._t_nodes(_T_PROBES[0])), checked_norms]))
         # theta resolution from the corners of the norm range
         R, err_theta = self._theta_degree(pair_fn, np.array([v_hi, v_lo]), np.array([v_hi, v_hi]), tol / 2, strict)
         m, err_t, m_probe = self._probe_degree(pair_fn, v_hi, tol / 2)
@@ -593,6 +597,7 @@ class _OddPairs:
     def __init__(self, pair_fn):
         self.pair_fn = pair_fn
         self.prepare = getattr(pair_fn, "prepare", None)
+        self.prepare_range = getattr(pair_fn, "prepare_range", None)
 
     def __call__(self, sxx, syy, sxy):
         sxx, syy, sxy = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (sxx, syy, sxy)))

@@ -52,6 +52,7 @@ from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accur
 from ..theory.activations import resolve_activation
 from ..theory.assumptions import warn_if_assumption1_fails
 from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_q_limit
+from ._diagonals import DiagonalInterpolant
 from ._gram import bucket, by_correlation, error_estimate, gram, max_norm, pad_to
 from .._results import Kernel
 from .untied import check_weights, reject_tile_options, untied_node_kernel
@@ -67,6 +68,7 @@ _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t
                           # only algebraically; stop here and report the achieved change
 _MAX_NODES = 513          # time nodes of the composite grid at most
 _MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
+_MAX_CACHED_MARGINALS = 256    # per-norm marginals kept per solver (~0.1 MB each for a 560-term series)
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
 _NUMPY_MAX_WORK = 2e7     # a call this small runs in numpy, not jit-compiled (see _backend)
 _JIT_BATCH = 256          # pairs per compiled cross-kernel batch (one shape: one compilation per kernel)
@@ -287,6 +289,8 @@ class GoursatSolver:
         self._diagonals: dict = {}  # x.x/d -> q(t) on the final grid (the Gram's plans call us several times)
         self._shared_diagonals: dict = {}   # the same, shared by the calls that reuse this time grid (memo)
         self._shortfalls = 0        # accuracy warnings issued by this solver's sweeps
+        self._interp = None         # DiagonalInterpolant of the Gram's norm range (prepare_range)
+        self._marginals: dict = {}  # x.x/d -> its Gaussian marginals on the final grid (numpy rules)
 
     # -- diagnostics -------------------------------------------------------------------------
     def _blow_up(self, what: str) -> KernelcalcInputError:
@@ -435,10 +439,12 @@ class GoursatSolver:
 
     def relative_error_estimate(self) -> float:
         r"""Relative error estimate of one kernel value: the achieved expectation accuracy (amplified by
-        $1+\sigma_wT$ through the time integrals), the time-grid refinement change and the last Picard change."""
+        $1+\sigma_wT$ through the time integrals), the time-grid refinement change, the last Picard change
+        and (off the sphere) ten times the measured interpolation error of the self-kernel diagonals."""
         quad = self.info.get("expectation_error_estimate", DEFAULT_TOL) * (1.0 + self.sigma_w * self.T)
         sweeps = 10.0 * max(self.info.get("sweep_change", 0.0), _SWEEP_TOL)
-        return quad + (self.info.get("time_error_estimate") or 0.0) + sweeps
+        diagonals = 10.0 * self.info.get("diagonal_interpolation_error", 0.0)   # q enters C, C' with O(1) weight
+        return quad + (self.info.get("time_error_estimate") or 0.0) + sweeps + diagonals
 
     def _choose_M(self, dual, v):
         prev, change, M_done = None, float("nan"), _M_SEQUENCE[0]
@@ -472,15 +478,48 @@ class GoursatSolver:
         dual, M = self._dual_and_M(v)
         self._cached_diagonals(dual, M, v)
 
+    def prepare_range(self, norms, exact=()) -> None:
+        r"""The Gram plan will call with many norms in the range of ``norms`` (x.x/d): interpolate the
+        self-kernel diagonals $q_v(t)$ in $\log v$ on that range
+        (:class:`~kernelcalc.kernels._diagonals.DiagonalInterpolant`, relative accuracy ``tol``/10,
+        at least 1e-14) instead of one self-kernel solve per distinct norm.  ``exact``: norms solved
+        directly (the plan's check rows: their pair values then share no interpolated diagonal).  The
+        measured interpolation error is ``info["diagonal_interpolation_error"]`` and enters
+        :meth:`relative_error_estimate`; a miss warns."""
+        v = np.asarray(norms, dtype=np.float64)
+        v = v[v > 0]
+        if v.size == 0 or v.max() <= v.min() * (1.0 + 1e-9):
+            return
+        lo, hi = float(v.min()), float(v.max())
+        dual, M = self._dual_and_M(np.array([hi]))
+        target = max(0.1 * self.tol, 1e-14)
+
+        def solve(u):
+            return self._self_diagonals(dual, M, pad_to(u, bucket(u.size)))[: u.size]
+
+        interp = DiagonalInterpolant(solve, lo, hi, target, exact)
+        self._interp = interp
+        self._diagonals.update(interp.exact)
+        self.info.update(diagonal_interpolation_error=interp.error, diagonal_interpolation_nodes=interp.degree + 1)
+        if not interp.met:
+            accuracy_shortfall(f"the self-kernel diagonals q(t): interpolation in log|x|^2 at {interp.degree + 1} "
+                               f"norms leaves a relative error {interp.error:.1e} > {target:.1e}", self.strict)
+
     def _cached_diagonals(self, dual, M, v):
         """Self-kernel diagonals q(t) of the norms ``v`` on the final grid, each solved once per solver, and
         memoised with the time grid for later calls when their sweeps met the tolerance (a solve that
-        warned is kept by this solver only, so that a later call solves it again and warns again)."""
+        warned is kept by this solver only, so that a later call solves it again and warns again).  Norms
+        in the range of :meth:`prepare_range` are interpolated instead."""
         known = self._diagonals
         for x in v.tolist():
             if x not in known and x in self._shared_diagonals:
                 known[x] = self._shared_diagonals[x]
         missing = np.array([x for x in v.tolist() if x not in known])
+        values = {}
+        if missing.size and self._interp is not None:
+            inside = self._interp.covers(missing)
+            values = dict(zip(missing[inside].tolist(), self._interp(missing[inside])))
+            missing = missing[~inside]
         if missing.size:
             if len(known) + missing.size > _MAX_CACHED_DIAGONALS:
                 known.clear()
@@ -491,7 +530,7 @@ class GoursatSolver:
                 if len(self._shared_diagonals) + missing.size > _MAX_CACHED_DIAGONALS:
                     self._shared_diagonals.clear()
                 self._shared_diagonals.update(zip(missing.tolist(), new))
-        return np.stack([known[x] for x in v.tolist()])
+        return np.stack([values[x] if x in values else known[x] for x in v.tolist()])
 
     def _cross(self, dual, M, pairs):
         """``(cross, marginals, backend)``: the cross-kernel solve for a call of ``pairs`` pairs, the
@@ -505,6 +544,23 @@ class GoursatSolver:
         if dual.numpy_ok:
             marginals = functools.partial(dual.marginal, xp=np)
         return cross, marginals, backend
+
+    def _marginals_of(self, dual, v, diag, marginals, size):
+        """The marginals of the norms ``v`` (diagonals ``diag``, ``(U, n)``), padded to ``size`` norms; with a
+        numpy rule each norm's are computed once per solver (the Gram plan's calls share most norms)."""
+        if not dual.numpy_ok:
+            return marginals(pad_to(diag, size))
+        cache = self._marginals
+        missing = [i for i, x in enumerate(v.tolist()) if x not in cache]
+        if missing:
+            if len(cache) + len(missing) > _MAX_CACHED_MARGINALS:
+                cache.clear()
+            m = marginals(diag[missing])                       # q (U, n), coefficients (K, U, n)
+            for j, i in enumerate(missing):
+                cache[float(v[i])] = tuple(a[..., j, :] for a in m)
+        parts = [cache[x] for x in v.tolist()]
+        idx = pad_to(np.arange(v.size), size)
+        return tuple(np.stack([p[c] for p in parts], axis=-2)[..., idx, :] for c in range(len(parts[0])))
 
     @float64
     def __call__(self, sxx, syy, sxy):
@@ -522,8 +578,7 @@ class GoursatSolver:
         else:
             batch = min(self._batch(dual, nodes), max(_MIN_BATCH, bucket(n) // 4))
             norms = bucket(v_unique.size)
-        diag = pad_to(self._cached_diagonals(dual, M, v_unique), norms)   # (U, n)
-        marg = marginals(diag)
+        marg = self._marginals_of(dual, v_unique, self._cached_diagonals(dual, M, v_unique), marginals, norms)
         # Batches of similar input correlation |rho|: the Mehler series is truncated per batch by its
         # largest |r| (HermiteRule.series), so sorted batches sum far fewer terms.
         order = by_correlation(sxx, syy, sxy)
