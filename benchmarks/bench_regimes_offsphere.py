@@ -47,7 +47,8 @@ def rows(kind: str, n: int = 2000, d: int = 10, seed: int = 0) -> np.ndarray:
         return x * rng.uniform(0.7, 1.3, (n, 1))
     if kind == "standardised":
         x *= rng.uniform(0.4, 1.6, (n, 1))
-        x[rng.choice(n, 10, replace=False)] *= 3.0
+        idx = rng.choice(n, 10, replace=False)
+        x[idx] *= 3.0 * np.median(np.linalg.norm(x, axis=1)) / np.linalg.norm(x[idx], axis=1, keepdims=True)
         return (x - x.mean(0)) / x.std(0)
     raise ValueError(f"unknown data kind {kind!r}")
 
