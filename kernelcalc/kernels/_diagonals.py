@@ -71,7 +71,7 @@ class DiagonalInterpolant:
         self.error, self.met = err, err <= tol
 
     def _norms(self, u: np.ndarray) -> np.ndarray:
-        """The norms $v=e^\tau$ at the Lobatto coordinates ``u`` of $[\log v_{lo}, \log v_{hi}]$ (ends exact)."""
+        r"""The norms $v=e^\tau$ at the Lobatto coordinates ``u`` of $[\log v_{lo}, \log v_{hi}]$ (ends exact)."""
         v = np.exp(self.t_lo + 0.5 * (self.t_hi - self.t_lo) * (np.asarray(u) + 1.0))
         v[u == -1.0], v[u == 1.0] = self.lo, self.hi
         return v

@@ -70,7 +70,7 @@ _MAX_NODES = 513          # time nodes of the composite grid at most
 _MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
 _MAX_CACHED_MARGINALS = 256    # per-norm marginals kept per solver (~0.1 MB each for a 560-term series)
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
-_NUMPY_MAX_WORK = 2e7     # a call this small runs in numpy, not jit-compiled (see _backend)
+_NUMPY_MAX_WORK = 1.2e8   # a call this small runs in numpy, not jit-compiled (see _backend)
 _JIT_BATCH = 256          # pairs per compiled cross-kernel batch (one shape: one compilation per kernel)
 _JIT_NORMS = 64           # distinct norms per compiled cross-kernel call at least (padded: one shape)
 _MIN_BATCH = 8            # pairs per cross-kernel batch at least (batches are grouped by correlation)
@@ -249,12 +249,14 @@ def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
 
     The work is $\text{problems}\cdot\text{nodes}^2\cdot\max(\text{terms}, 16)$ (terms: the Hermite series
     length; 1 for a closed form).  Measured side by side (softplus, 592 terms, 13 nodes, busy 2-core
-    machine): 1024 cross-kernel problems take 2.2 s in numpy and 0.43 s compiled, but compiling the
-    cross-kernel solve takes 1.5-2.5 s (the self-kernel solve ~1.8 s, the marginals ~0.7 s), and the first
-    compilation also imports jax (~1 s).  Up to :data:`_NUMPY_MAX_WORK` (2e7: about 0.5 s of numpy; the
-    time-grid choice, the sphere's theta tables, the per-norm self-kernels, few-pair Grams) numpy is used;
-    larger calls are compiled once per kernel, in batches of a fixed size (:data:`_JIT_BATCH`) over a
-    fixed number of norms (:data:`_JIT_NORMS`), so the calls of one Gram plan share one compilation.
+    machine): 1024 cross-kernel problems (work 1e8) take 2.2 s in numpy and 0.43 s compiled, but compiling
+    the cross-kernel solve takes 1.5-2.5 s (the self-kernel solve ~1.8 s, the marginals ~0.7 s), and the
+    first compilation also imports jax (~1-2 s).  Up to :data:`_NUMPY_MAX_WORK` (1.2e8: about 2.5 s of
+    numpy, what the compilation and the import cost; the time-grid choice, the sphere's theta tables, the
+    per-norm self-kernels, few-pair Grams, the norm interpolation of moderately spread norms) numpy is
+    used: the first call on new data, which the Gram plans make, is what counts.  Larger calls are
+    compiled once per kernel, in batches of a fixed size (:data:`_JIT_BATCH`) over a fixed number of
+    norms (:data:`_JIT_NORMS`), so the calls of one Gram plan share one compilation.
     The quadrature rules (trapezoid, polar) are jax only.  The choice depends on the sizes only, so a
     given call always takes the same path (the two agree to rounding, ~1e-15 relative)."""
     if not dual.numpy_ok:
