@@ -8,7 +8,8 @@ For node softplus, node tanh (T = 1), resnet softplus (depth 8) and the tanh MLP
 - ``raw-gaussian`` (``--raw``): plain N(0, 1) rows (|x|^2/d from ~0.1 to ~3.5: a wider norm range),
 
 prints the time of the first call on the rows as they are (``off``) and on the same rows put on the
-sphere |x|^2 = d (``on``), their ratio (target <= 3), the path, the interpolation error estimate and the
+sphere |x|^2 = d (``on``), their ratio (target <= 3; also the ratio of process CPU times, steadier on a
+shared machine), the path, the interpolation error estimate and the
 error estimate.  Every timing runs in a fresh subprocess on data it has not seen (cold: nothing is
 memoised, jax compiles what it needs); ``off`` and ``on`` of one case run back to back, so the ratio is
 measured side by side.
@@ -69,16 +70,16 @@ def _one(case: str, kind: str, sphere: bool, n: int, seed: int) -> dict:
     if sphere:
         x = on_sphere(x)
     v = np.sum(x * x, 1) / x.shape[1]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if model == "node":
         K = kc.node_kernel(x, activation=act, T=1.0)
     elif model == "resnet":
         K = kc.resnet_kernel(x, activation=act, depth=8)
     else:
         K = kc.mlp_kernel(x, activation=act, depth=3)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     info = K.info
-    return dict(seconds=seconds, path=info.get("path"), error_estimate=info.get("error_estimate"),
+    return dict(seconds=seconds, cpu_seconds=cpu, path=info.get("path"), error_estimate=info.get("error_estimate"),
                 interpolation_error_estimate=info.get("interpolation_error_estimate"),
                 norm_nodes=info.get("norm_nodes"), theta_nodes=info.get("theta_nodes"),
                 pair_solves=info.get("pair_solves"), v_range=[float(v.min()), float(v.max())])
@@ -99,7 +100,7 @@ def _cold(case: str, kind: str, sphere: bool, n: int, seed: int) -> dict:
 def run(n: int = 2000, cases=tuple(CASES), data=DATA, seed: int = 1) -> list[dict]:
     """First-call off/on-sphere ratios (module doc); prints a table and returns its rows."""
     out = []
-    print(f"{'case':20s} {'data':13s} {'off s':>7s} {'on s':>6s} {'ratio':>6s}  {'path':20s} {'v range':>13s} "
+    print(f"{'case':18s} {'data':13s} {'off s':>7s} {'on s':>6s} {'ratio':>6s} {'cpu ratio':>9s}  {'path':20s} {'v range':>13s} "
           f"{'interp est':>10s} {'err est':>9s}", flush=True)
     for i, case in enumerate(cases):
         for j, kind in enumerate(data):
@@ -107,14 +108,16 @@ def run(n: int = 2000, cases=tuple(CASES), data=DATA, seed: int = 1) -> list[dic
             off = _cold(case, kind, False, n, s)
             on = _cold(case, kind, True, n, s)
             row = dict(case=case, data=kind, n=n, off_seconds=off["seconds"], on_seconds=on["seconds"],
-                       ratio=off["seconds"] / on["seconds"], path=off["path"], v_range=off["v_range"],
+                       ratio=off["seconds"] / on["seconds"], off_cpu=off["cpu_seconds"], on_cpu=on["cpu_seconds"],
+                       cpu_ratio=off["cpu_seconds"] / on["cpu_seconds"], path=off["path"], v_range=off["v_range"],
                        interpolation_error_estimate=off["interpolation_error_estimate"],
                        error_estimate=off["error_estimate"], on_error_estimate=on["error_estimate"],
                        norm_nodes=off["norm_nodes"], theta_nodes=off["theta_nodes"],
                        pair_solves=off["pair_solves"], warnings=off["warnings"] + on["warnings"])
             out.append(row)
             ie = row["interpolation_error_estimate"]
-            print(f"{case:20s} {kind:13s} {row['off_seconds']:7.2f} {row['on_seconds']:6.2f} {row['ratio']:6.2f}  "
+            print(f"{case:18s} {kind:13s} {row['off_seconds']:7.2f} {row['on_seconds']:6.2f} {row['ratio']:6.2f} "
+                  f"{row['cpu_ratio']:9.2f}  "
                   f"{str(row['path']):20s} {row['v_range'][0]:5.2f}-{row['v_range'][1]:5.2f}  "
                   f"{(ie if ie is not None else float('nan')):10.1e} {row['error_estimate']:9.1e}"
                   + ("  WARNED" if row["warnings"] else ""), flush=True)

@@ -451,6 +451,9 @@ class _NormInterpPlan(_TablePlan):
             F[th[:, None], px[None, :], py[None, :]] = vals
             F[th[:, None], py[None, :], px[None, :]] = vals
 
+        planned = getattr(pair_fn, "plan_pairs", None)
+        if planned is not None:         # the solves to come, at most (a solver may choose its backend by them)
+            planned(kx.size * (R + 1))
         combo = m >= 4 and m % 2 == 0 and R >= _R_MIN and R % 2 == 0
         coarse = np.arange(0, R + 1, 2) if combo else np.arange(R + 1)
         solve(coarse, kx, ky)
@@ -468,17 +471,28 @@ class _NormInterpPlan(_TablePlan):
             scale = np.nanmax(np.abs(F), axis=(0, 1, 2))
             cA = chebyshev_coefficients(F[coarse])
             cC = lift(chebyshev_coefficients(F[coarse][:, sub][:, :, sub]))
-            mixed = _tail(_envelope(cA - cC, scale))
-            if mixed <= target:
-                cB = chebyshev_coefficients(F[:, sub][:, :, sub])
-                coef = lift(cB)
-                coef[: coarse.size] += cA - cC
+            cB = chebyshev_coefficients(F[:, sub][:, :, sub])
+            combined = lift(cB)
+            combined[: coarse.size] += cA - cC
+            # the mixed term measured at held-out points: the other angles on four norm pairs off the
+            # coarse norm grid (odd node indices), where the combination is not exact (kept for the tensor)
+            odd = sorted({1, L - 2, 2 * (L // 4) + 1})
+            hx, hy = np.array(odd + [odd[0]]), np.array(odd + [odd[-1]])        # the diagonal and a corner
+            solve(rest, hx, hy)
+            T_rest = chebyshev_matrix(lobatto(R)[rest], R)
+            predicted = np.einsum("ar,rko->ako", T_rest, combined[:, hx, hy])
+            measured = float(np.max(np.abs(predicted - F[rest][:, hx, hy]) / np.maximum(scale, 1e-300)))
+            mixed = 3.0 * measured
+            if 3.0 * measured <= max(target, self.tol):
+                coef = combined
                 grid = dict(kind=f"combination ({L} x {R // 2 + 1} + {m // 2 + 1} x {R + 1})", mixed=mixed,
+                            mixed_measured=measured,
                             theta=_tail(_envelope(cB, scale)),
                             t=_tail(_envelope(chebyshev_coefficients(np.moveaxis(F[coarse], 1, 0)), scale)))
             else:
-                grid["rejected_combination_mixed"] = mixed
-                solve(rest, kx[~even], ky[~even])
+                grid["rejected_combination_mixed"] = measured
+                todo = ~even & ~np.isin(kx * L + ky, hx * L + hy)
+                solve(rest, kx[todo], ky[todo])
         if grid["kind"] == "tensor":
             coef = chebyshev_coefficients(F)
             scale = np.max(np.abs(F), axis=(0, 1, 2))
@@ -601,6 +615,8 @@ class _OddPairs:
         self.pair_fn = pair_fn
         self.prepare = getattr(pair_fn, "prepare", None)
         self.prepare_range = getattr(pair_fn, "prepare_range", None)
+        planned = getattr(pair_fn, "plan_pairs", None)
+        self.plan_pairs = None if planned is None else (lambda n: planned((n + 1) // 2))   # half the solves
 
     def __call__(self, sxx, syy, sxy):
         sxx, syy, sxy = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (sxx, syy, sxy)))

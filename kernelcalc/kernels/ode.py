@@ -292,6 +292,7 @@ class GoursatSolver:
         self._shared_diagonals: dict = {}   # the same, shared by the calls that reuse this time grid (memo)
         self._shortfalls = 0        # accuracy warnings issued by this solver's sweeps
         self._interp = None         # DiagonalInterpolant of the Gram's norm range (prepare_range)
+        self._planned_pairs = 0     # pair solves a Gram plan announced (plan_pairs): the backend's work
         self._marginals: dict = {}  # x.x/d -> its Gaussian marginals on the final grid (numpy rules)
 
     # -- diagnostics -------------------------------------------------------------------------
@@ -534,6 +535,12 @@ class GoursatSolver:
                 self._shared_diagonals.update(zip(missing.tolist(), new))
         return np.stack([values[x] if x in values else known[x] for x in v.tolist()])
 
+    def plan_pairs(self, pairs: int) -> None:
+        """A Gram plan announces about ``pairs`` pair solves in its next calls (the norm-interpolation
+        grid, in a few calls): the backend (:func:`_backend`) is chosen by their total work, so that the
+        calls share one compilation, or all run in numpy."""
+        self._planned_pairs = int(pairs)
+
     def _cross(self, dual, M, pairs):
         """``(cross, marginals, backend)``: the cross-kernel solve for a call of ``pairs`` pairs, the
         marginals it takes (from the diagonals; numpy where the rule allows, so that only the solve is
@@ -541,7 +548,7 @@ class GoursatSolver:
         disc = self.grid(M)
         nodes = disc.A.shape[0]
         self._check_cost(dual, pairs, nodes)
-        backend = _backend(dual, pairs, nodes)
+        backend = _backend(dual, max(pairs, self._planned_pairs) if pairs > _MIN_BATCH else pairs, nodes)
         _, cross, marginals = _compiled(dual, disc, self.sigma_w, self.sigma_v, backend)
         if dual.numpy_ok:
             marginals = functools.partial(dual.marginal, xp=np)
