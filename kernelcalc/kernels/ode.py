@@ -71,6 +71,7 @@ _MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
 _MAX_CACHED_MARGINALS = 256    # per-norm marginals kept per solver (~0.1 MB each for a 560-term series)
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
 _NUMPY_MAX_WORK = 1.2e8   # a call this small runs in numpy, not jit-compiled (see _backend)
+_NUMPY_MAX_WORK_CLOSED = 1e6   # the same for closed forms (on fine time grids: the n^3 products dominate)
 _JIT_BATCH = 256          # pairs per compiled cross-kernel batch (one shape: one compilation per kernel)
 _JIT_NORMS = 64           # distinct norms per compiled cross-kernel call at least (padded: one shape)
 _MIN_BATCH = 8            # pairs per cross-kernel batch at least (batches are grouped by correlation)
@@ -257,11 +258,14 @@ def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
     used: the first call on new data, which the Gram plans make, is what counts.  Larger calls are
     compiled once per kernel, in batches of a fixed size (:data:`_JIT_BATCH`) over a fixed number of
     norms (:data:`_JIT_NORMS`), so the calls of one Gram plan share one compilation.
+    Closed forms (a few flops per cell, on time grids of up to 513 nodes for kinked ones, where the
+    $n^3$ matrix products dominate) keep the limit 1e6 (:data:`_NUMPY_MAX_WORK_CLOSED`).
     The quadrature rules (trapezoid, polar) are jax only.  The choice depends on the sizes only, so a
     given call always takes the same path (the two agree to rounding, ~1e-15 relative)."""
     if not dual.numpy_ok:
         return "jax"
-    return "numpy" if problems * nodes * nodes * max(dual.points, 16) <= _NUMPY_MAX_WORK else "jax"
+    limit = _NUMPY_MAX_WORK if dual.method == "hermite" else _NUMPY_MAX_WORK_CLOSED
+    return "numpy" if problems * nodes * nodes * max(dual.points, 16) <= limit else "jax"
 
 
 class GoursatSolver:
@@ -581,7 +585,9 @@ class GoursatSolver:
         n = sxy.size
         cross, marginals, backend = self._cross(dual, M, n)
         nodes = self.grid(M).A.shape[0]
-        if backend == "jax":   # one shape for every call of this kernel: one compilation
+        fixed = backend == "jax" and dual.method == "hermite"
+        if fixed:   # one shape for every large call: one compilation (closed forms and the quadrature rules,
+            # on grids of up to 513 nodes where padding costs more than compiling, keep fitted shapes)
             batch = min(self._batch(dual, nodes), _JIT_BATCH)
             norms = max(bucket(v_unique.size), _JIT_NORMS)
         else:
@@ -597,7 +603,7 @@ class GoursatSolver:
         for lo in range(0, n, batch):      # memory-bounded batches of fixed sizes: few jit compilations
             sl = slice(lo, min(lo + batch, n))
             m = sl.stop - sl.start
-            size = batch if backend == "jax" else min(bucket(m), batch)
+            size = batch if fixed else min(bucket(m), batch)
             bx, by, b0 = (pad_to(a[sl], size) for a in (ix_all, iy_all, s0_all))
             k, t, delta, sweeps = cross(marg, bx, by, b0)
             nngp[order[sl]], ntk[order[sl]] = np.asarray(k)[:m], np.asarray(t)[:m]
