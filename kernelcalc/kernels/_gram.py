@@ -18,8 +18,12 @@ $\theta=\arccos\big(x\cdot y/(d\sqrt{v_xv_y})\big)\in[0,\pi]$, the kernel is $F(
   node is a pair solve, so the degrees are chosen from measured Chebyshev coefficients (not by
   doubling): $R$ from the corners of the norm range, $m$ from a probe along three lines of the
   $(t_x,t_y)$ square; the nodes then come from a two-level combination grid (the full degree in
-  $t$ at every other angle, the full degree in $\theta$ on every other norm node) when its
-  a-posteriori mixed-term estimate allows, else the tensor grid.  An entry costs $R+1$ small
+  $t$ at every other angle, the full degree in $\theta$ on every other norm node) when its mixed
+  term, measured at held-out points (the other angles on four norm pairs off the coarse norm grid),
+  is below ``tol`` (three times the measured value enters the estimate), else the tensor grid.
+  Before the probes the plan hands the pair function its norm range (``prepare_range``: the Neural
+  ODE / ResNet solver interpolates its per-norm self-kernel diagonals on it) and, before the grid, the
+  number of solves to come (``plan_pairs``: the solver picks numpy or one compilation by their total).  An entry costs $R+1$ small
   matrix-product terms (no gathers).  Checked against direct evaluations at actual input pairs
   of extreme norms.  Zero rows: a 1-D interpolant of $F(0, v, 0)$.
 - the **homogeneous path** (``homogeneous=True``: bias-free networks of a positively homogeneous
