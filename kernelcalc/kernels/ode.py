@@ -266,7 +266,7 @@ def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
     given call always takes the same path (the two agree to rounding, ~1e-15 relative)."""
     if not dual.numpy_ok:
         return "jax"
-    limit = _NUMPY_MAX_WORK if dual.method == "hermite" else _NUMPY_MAX_WORK_CLOSED
+    limit = _NUMPY_MAX_WORK if dual.method == "hermite" else min(_NUMPY_MAX_WORK, _NUMPY_MAX_WORK_CLOSED)
     return "numpy" if problems * nodes * nodes * max(dual.points, 16) <= limit else "jax"
 
 
