@@ -32,7 +32,9 @@ when the change stagnates at rounding level (below $10^{-11}$ and no longer decr
 achieved change is ``info["sweep_change"]`` and enters ``info["error_estimate"]``.  The backward equation is linear and solved the same way (no expectations).
 The self-kernels $S_{xx}$ (one per distinct input norm) are solved first, with the diagonal
 coupling through $q_x(t)=S_{xx}(t,t)$ updated each sweep; the cross-kernels then use the fixed
-diagonals.
+diagonals.  Off the sphere a Gram plan announces its norm range (:meth:`GoursatSolver.prepare_range`):
+$q_v(t)$ is then interpolated in $\log v$ (:mod:`kernelcalc.kernels._diagonals`, a few tens of
+self-kernel solves, verified at held-out norms) instead of one solve per distinct norm.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accur
 from ..theory.activations import resolve_activation
 from ..theory.assumptions import warn_if_assumption1_fails
 from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_q_limit
+from ._diagonals import DiagonalInterpolant
 from ._gram import bucket, by_correlation, error_estimate, gram, max_norm, pad_to
 from .._results import Kernel
 from .untied import check_weights, untied_node_kernel
@@ -67,10 +70,14 @@ _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t
                           # only algebraically; stop here and report the achieved change
 _MAX_NODES = 513          # time nodes of the composite grid at most
 _MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
+_MAX_CACHED_MARGINALS = 256    # per-norm marginals kept per solver (~0.1 MB each for a 560-term series)
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
 _BOUND = 1e150            # |C| and |S| inside the Picard sweeps (see _bounded)
 _COST_SWEEPS = 40        # Picard sweeps a solve is costed at
-_NUMPY_MAX_WORK = 1e6     # a solve this small runs in numpy, not jit-compiled (see _backend)
+_NUMPY_MAX_WORK = 1.2e8   # a call this small runs in numpy, not jit-compiled (see _backend)
+_NUMPY_MAX_WORK_CLOSED = 1e6   # the same for closed forms (on fine time grids: the n^3 products dominate)
+_JIT_BATCH = 256          # pairs per compiled cross-kernel batch (one shape: one compilation per kernel)
+_JIT_NORMS = 64           # distinct norms per compiled cross-kernel call at least (padded: one shape)
 _MIN_BATCH = 8            # pairs per cross-kernel batch at least (batches are grouped by correlation)
 _MAX_TIME_GRIDS = 32      # memoised (rule, time grid) choices (GoursatSolver._dual_and_M)
 #: (parameters, largest norm) -> (rule, M, info, warnings, {x.x/d: q(t)}): the memo of
@@ -279,21 +286,27 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
 
 
 def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
-    r"""``"numpy"`` when one solve of ``problems`` kernels on ``nodes`` time nodes is small enough that
-    running it in numpy beats compiling it, else ``"jax"``.
+    r"""``"numpy"`` when the solves of ``problems`` kernels (all the problems of one call) on ``nodes`` time
+    nodes are small enough that running them in numpy beats compiling them, else ``"jax"``.
 
     The work is $\text{problems}\cdot\text{nodes}^2\cdot\max(\text{terms}, 16)$ (terms: the Hermite series
-    length; 1 for a closed form).  Measured side by side (softplus, 304 terms; busy 2-core machine):
-    numpy takes 1.3-2x the time of the compiled solve once it is compiled (7-8x for a single problem,
-    where numpy's per-operation overhead dominates), but compiling one solve takes 2.7-3 s (~0.3 s from
-    the persistent cache), and the first one also imports jax (~1 s).  Below :data:`_NUMPY_MAX_WORK`
-    (1e6: the time-grid choice, few-pair Grams such as ``kernelcalc limit``) numpy is used; the theta
-    tables of larger Grams (>= 32 problems) stay compiled, so repeated large calls are as fast as before.
+    length; 1 for a closed form).  Measured side by side (softplus, 592 terms, 13 nodes, busy 2-core
+    machine): 1024 cross-kernel problems (work 1e8) take 2.2 s in numpy and 0.43 s compiled, but compiling
+    the cross-kernel solve takes 1.5-2.5 s (the self-kernel solve ~1.8 s, the marginals ~0.7 s), and the
+    first compilation also imports jax (~1-2 s).  Up to :data:`_NUMPY_MAX_WORK` (1.2e8: about 2.5 s of
+    numpy, what the compilation and the import cost; the time-grid choice, the sphere's theta tables, the
+    per-norm self-kernels, few-pair Grams, the norm interpolation of moderately spread norms) numpy is
+    used: the first call on new data, which the Gram plans make, is what counts.  Larger calls are
+    compiled once per kernel, in batches of a fixed size (:data:`_JIT_BATCH`) over a fixed number of
+    norms (:data:`_JIT_NORMS`), so the calls of one Gram plan share one compilation.
+    Closed forms (a few flops per cell, on time grids of up to 513 nodes for kinked ones, where the
+    $n^3$ matrix products dominate) keep the limit 1e6 (:data:`_NUMPY_MAX_WORK_CLOSED`).
     The quadrature rules (trapezoid, polar) are jax only.  The choice depends on the sizes only, so a
     given call always takes the same path (the two agree to rounding, ~1e-15 relative)."""
     if not dual.numpy_ok:
         return "jax"
-    return "numpy" if problems * nodes * nodes * max(dual.points, 16) <= _NUMPY_MAX_WORK else "jax"
+    limit = _NUMPY_MAX_WORK if dual.method == "hermite" else min(_NUMPY_MAX_WORK, _NUMPY_MAX_WORK_CLOSED)
+    return "numpy" if problems * nodes * nodes * max(dual.points, 16) <= limit else "jax"
 
 
 class _BlowUp(KernelcalcInputError):
@@ -330,6 +343,9 @@ class GoursatSolver:
         #: what drives the cost of a solve, for the advice of a cost refusal (:func:`cost_refusal`)
         self.cost_drivers = ("sigma_w or T (time nodes)", "sigma_u or the input norm (the variance q)",
                              "the number of points")
+        self._interp = None         # DiagonalInterpolant of the Gram's norm range (prepare_range)
+        self._planned_pairs = 0     # pair solves a Gram plan announced (plan_pairs): the backend's work
+        self._marginals: dict = {}  # x.x/d -> its Gaussian marginals on the final grid (numpy rules)
 
     # -- diagnostics -------------------------------------------------------------------------
     def _blow_up(self, what: str) -> "_BlowUp":
@@ -399,7 +415,7 @@ class GoursatSolver:
         nodes = disc.A.shape[0]
         self._check_cost(dual, len(v), nodes)
         batch = self._batch(dual, nodes)
-        self_solve = _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, min(len(v), batch), nodes))[0]
+        self_solve = _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, len(v), nodes))[0]
         out = []
         for lo in range(0, len(v), batch):
             S, delta, sweeps = self_solve(rec.ode_initial(np.asarray(v[lo:lo + batch], dtype=np.float64), self.sigma_u))
@@ -486,10 +502,12 @@ class GoursatSolver:
 
     def relative_error_estimate(self) -> float:
         r"""Relative error estimate of one kernel value: the achieved expectation accuracy (amplified by
-        $1+\sigma_wT$ through the time integrals), the time-grid refinement change and the last Picard change."""
+        $1+\sigma_wT$ through the time integrals), the time-grid refinement change, the last Picard change
+        and (off the sphere) ten times the measured interpolation error of the self-kernel diagonals."""
         quad = self.info.get("expectation_error_estimate", DEFAULT_TOL) * (1.0 + self.sigma_w * self.T)
         sweeps = 10.0 * max(self.info.get("sweep_change", 0.0), _SWEEP_TOL)
-        return quad + (self.info.get("time_error_estimate") or 0.0) + sweeps
+        diagonals = 10.0 * self.info.get("diagonal_interpolation_error", 0.0)   # q enters C, C' with O(1) weight
+        return quad + (self.info.get("time_error_estimate") or 0.0) + sweeps + diagonals
 
     def _choose_M(self, dual, v):
         prev, change, M_done = None, float("nan"), _M_SEQUENCE[0]
@@ -502,7 +520,7 @@ class GoursatSolver:
             M_done = M
             try:
                 q = self._self_diagonals(dual, M, np.array([v]))
-                cross, marginals = self._cross(dual, M, 1)
+                cross, marginals, _ = self._cross(dual, M, 1)
                 zero = np.zeros(1, np.int32)
                 # phi that jumps: the self-kernel is exact on any grid (it is iterated with its own diagonal), so
                 # the grid is judged on a pair at correlation 1/2 (C is not smooth near the diagonal t = s)
@@ -539,15 +557,48 @@ class GoursatSolver:
         dual, M = self._dual_and_M(v)
         self._cached_diagonals(dual, M, v)
 
+    def prepare_range(self, norms, exact=()) -> None:
+        r"""The Gram plan will call with many norms in the range of ``norms`` (x.x/d): interpolate the
+        self-kernel diagonals $q_v(t)$ in $\log v$ on that range
+        (:class:`~kernelcalc.kernels._diagonals.DiagonalInterpolant`, relative accuracy ``tol``/10,
+        at least 1e-14) instead of one self-kernel solve per distinct norm.  ``exact``: norms solved
+        directly (the plan's check rows: their pair values then share no interpolated diagonal).  The
+        measured interpolation error is ``info["diagonal_interpolation_error"]`` and enters
+        :meth:`relative_error_estimate`; a miss warns."""
+        v = np.asarray(norms, dtype=np.float64)
+        v = v[v > 0]
+        if v.size == 0 or v.max() <= v.min() * (1.0 + 1e-9):
+            return
+        lo, hi = float(v.min()), float(v.max())
+        dual, M = self._dual_and_M(np.array([hi]))
+        target = max(0.1 * self.tol, 1e-14)
+
+        def solve(u):
+            return self._self_diagonals(dual, M, pad_to(u, bucket(u.size)))[: u.size]
+
+        interp = DiagonalInterpolant(solve, lo, hi, target, exact)
+        self._interp = interp
+        self._diagonals.update(interp.exact)
+        self.info.update(diagonal_interpolation_error=interp.error, diagonal_interpolation_nodes=interp.degree + 1)
+        if not interp.met:
+            accuracy_shortfall(f"the self-kernel diagonals q(t): interpolation in log|x|^2 at {interp.degree + 1} "
+                               f"norms leaves a relative error {interp.error:.1e} > {target:.1e}", self.strict)
+
     def _cached_diagonals(self, dual, M, v):
         """Self-kernel diagonals q(t) of the norms ``v`` on the final grid, each solved once per solver, and
         memoised with the time grid for later calls when their sweeps met the tolerance (a solve that
-        warned is kept by this solver only, so that a later call solves it again and warns again)."""
+        warned is kept by this solver only, so that a later call solves it again and warns again).  Norms
+        in the range of :meth:`prepare_range` are interpolated instead."""
         known = self._diagonals
         for x in v.tolist():
             if x not in known and x in self._shared_diagonals:
                 known[x] = self._shared_diagonals[x]
         missing = np.array([x for x in v.tolist() if x not in known])
+        values = {}
+        if missing.size and self._interp is not None:
+            inside = self._interp.covers(missing)
+            values = dict(zip(missing[inside].tolist(), self._interp(missing[inside])))
+            missing = missing[~inside]
         if missing.size:
             if len(known) + missing.size > _MAX_CACHED_DIAGONALS:
                 known.clear()
@@ -558,15 +609,43 @@ class GoursatSolver:
                 if len(self._shared_diagonals) + missing.size > _MAX_CACHED_DIAGONALS:
                     self._shared_diagonals.clear()
                 self._shared_diagonals.update(zip(missing.tolist(), new))
-        return np.stack([known[x] for x in v.tolist()])
+        return np.stack([values[x] if x in values else known[x] for x in v.tolist()])
 
-    def _cross(self, dual, M, pairs, batch=None):
-        """``(cross, marginals)``: the cross-kernel solve for ``pairs`` pairs in batches of ``batch``
-        (default ``pairs``), and the marginals it takes (from the diagonals)."""
+    def plan_pairs(self, pairs: int) -> None:
+        """A Gram plan announces about ``pairs`` pair solves in its next calls (the norm-interpolation
+        grid, in a few calls): the backend (:func:`_backend`) is chosen by their total work, so that the
+        calls share one compilation, or all run in numpy."""
+        self._planned_pairs = int(pairs)
+
+    def _cross(self, dual, M, pairs):
+        """``(cross, marginals, backend)``: the cross-kernel solve for a call of ``pairs`` pairs, the
+        marginals it takes (from the diagonals; numpy where the rule allows, so that only the solve is
+        ever compiled) and the backend (:func:`_backend`)."""
         disc = self.grid(M)
         nodes = disc.A.shape[0]
         self._check_cost(dual, pairs, nodes)
-        return _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, batch or pairs, nodes))[1:]
+        backend = _backend(dual, max(pairs, self._planned_pairs) if pairs > _MIN_BATCH else pairs, nodes)
+        _, cross, marginals = _compiled(dual, disc, self.sigma_w, self.sigma_v, backend)
+        if dual.numpy_ok:
+            marginals = functools.partial(dual.marginal, xp=np)
+        return cross, marginals, backend
+
+    def _marginals_of(self, dual, v, diag, marginals, size):
+        """The marginals of the norms ``v`` (diagonals ``diag``, ``(U, n)``), padded to ``size`` norms; with a
+        numpy rule each norm's are computed once per solver (the Gram plan's calls share most norms)."""
+        if not dual.numpy_ok:
+            return marginals(pad_to(diag, size))
+        cache = self._marginals
+        missing = [i for i, x in enumerate(v.tolist()) if x not in cache]
+        if missing:
+            if len(cache) + len(missing) > _MAX_CACHED_MARGINALS:
+                cache.clear()
+            m = marginals(diag[missing])                       # q (U, n), coefficients (K, U, n)
+            for j, i in enumerate(missing):
+                cache[float(v[i])] = tuple(a[..., j, :] for a in m)
+        parts = [cache[x] for x in v.tolist()]
+        idx = pad_to(np.arange(v.size), size)
+        return tuple(np.stack([p[c] for p in parts], axis=-2)[..., idx, :] for c in range(len(parts[0])))
 
     @float64
     def __call__(self, sxx, syy, sxy):
@@ -575,11 +654,18 @@ class GoursatSolver:
         sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
         v_unique, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
         dual, M = self._dual_and_M(v_unique)
-        diag = pad_to(self._cached_diagonals(dual, M, v_unique), bucket(v_unique.size))   # (U, n)
         n = sxy.size
-        batch = min(self._batch(dual, diag.shape[1]), max(_MIN_BATCH, bucket(n) // 4))
-        cross, marginals = self._cross(dual, M, n, min(bucket(n), batch))
-        marg = marginals(diag)
+        cross, marginals, backend = self._cross(dual, M, n)
+        nodes = self.grid(M).A.shape[0]
+        fixed = backend == "jax" and dual.method == "hermite"
+        if fixed:   # one shape for every large call: one compilation (closed forms and the quadrature rules,
+            # on grids of up to 513 nodes where padding costs more than compiling, keep fitted shapes)
+            batch = min(self._batch(dual, nodes), _JIT_BATCH)
+            norms = max(bucket(v_unique.size), _JIT_NORMS)
+        else:
+            batch = min(self._batch(dual, nodes), max(_MIN_BATCH, bucket(n) // 4))
+            norms = bucket(v_unique.size)
+        marg = self._marginals_of(dual, v_unique, self._cached_diagonals(dual, M, v_unique), marginals, norms)
         # Batches of similar input correlation |rho|: the Mehler series is truncated per batch by its
         # largest |r| (HermiteRule.series), so sorted batches sum far fewer terms.
         order = by_correlation(sxx, syy, sxy)
@@ -589,7 +675,7 @@ class GoursatSolver:
         for lo in range(0, n, batch):      # memory-bounded batches of fixed sizes: few jit compilations
             sl = slice(lo, min(lo + batch, n))
             m = sl.stop - sl.start
-            size = min(bucket(m), batch)
+            size = batch if fixed else min(bucket(m), batch)
             bx, by, b0 = (pad_to(a[sl], size) for a in (ix_all, iy_all, s0_all))
             k, t, delta, sweeps = cross(marg, bx, by, b0)
             nngp[order[sl]], ntk[order[sl]] = np.asarray(k)[:m], np.asarray(t)[:m]
