@@ -184,6 +184,10 @@ def time_elements(T: float, sigma_w: float) -> int:
 def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: float, backend: str = "jax"):
     """``(self_solve, cross_solve)`` for one grid: jit-compiled (``backend="jax"``), or the same code run
     in numpy (``"numpy"``, for problems too small for the compilation to pay; see :func:`_backend`)."""
+    if _marches(disc):          # the Euler ResNet: exact row-by-row recursions, O(L^2), no sweeps
+        from ._march import euler_march
+        L = disc.A.shape[0] - 1
+        return euler_march(dual, L, float(disc.w[0]) * L, sigma_w, sigma_v)
     xp = np if backend == "numpy" else jnp
     jit = (lambda f: f) if backend == "numpy" else jax.jit
     A, B, P, w = (xp.asarray(a) for a in (disc.A, disc.B, disc.P, disc.w))
@@ -237,6 +241,11 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         return nngp, ntk, xp.maximum(dS, dL), xp.maximum(nS, nL)
 
     return self_solve, cross_solve, marginals
+
+
+def _marches(disc: Discretisation) -> bool:
+    """Whether ``disc`` is the Euler ResNet's, solved by :func:`kernelcalc.kernels._march.euler_march`."""
+    return disc.name.startswith("euler(")
 
 
 def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
@@ -330,7 +339,10 @@ class GoursatSolver:
     def _check_cost(self, dual, pairs: int, n: int):
         """Refuse (clear error naming the limit) when a solve would take many minutes."""
         unit = 0.05 if dual.method in ("hermite", "closed") else 1.0   # series terms are cheap multiply-adds
-        work = (unit * dual.points * n * n + 0.01 * 4 * n**3) * pairs * 40   # ~40 sweeps: n^2 cells, 2 matmuls
+        if _marches(self.grid(self.M_fixed or _M_SEQUENCE[0])):          # Euler ResNet: one pass, C and Cdot per cell
+            work = unit * dual.points * n * n * pairs * 2
+        else:
+            work = (unit * dual.points * n * n + 0.01 * 4 * n**3) * pairs * 40   # ~40 sweeps: n^2 cells, 2 matmuls
         if work <= _WORK_LIMIT:
             return
         q = self.info.get("q_max", float("nan"))
@@ -356,7 +368,8 @@ class GoursatSolver:
         for lo in range(0, len(v), batch):
             S, delta, sweeps = self_solve(rec.ode_initial(np.asarray(v[lo:lo + batch], dtype=np.float64), self.sigma_u))
             self._sweeps("self", delta, sweeps, "the pre-activation variance q(t) = E[h_t^2]")
-            out.append(np.diagonal(np.asarray(S), axis1=1, axis2=2))
+            S = np.asarray(S)
+            out.append(S if S.ndim == 2 else np.diagonal(S, axis1=1, axis2=2))   # the march returns diagonals
         return np.concatenate(out)
 
     @staticmethod
