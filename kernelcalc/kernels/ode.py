@@ -587,9 +587,11 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     that cluster.  ``progress``: a progress bar over the tiles (``None``, auto: when $N_1N_2\ge 5000^2$
     and stderr is a terminal; ``True``; ``False``).
 
-    Large $\sigma_wT$, $\sigma_u$ or input norms make the pre-activation variance large; when the
-    Gaussian expectations would then cost many minutes the call is refused with a
-    :class:`~kernelcalc.KernelcalcInputError` that names the variance and the limit.
+    Large $\sigma_wT$, $\sigma_u$ or input norms make the pre-activation variance $q$ large.  Past the
+    Hermite series' reach, softplus, silu, tanh and sigmoid take the large-$q$ rule of
+    :mod:`kernelcalc.theory.largeq` (closed-form asymptote + localised remainder: its cost does not grow with
+    $q$, its accuracy is measured and reported); when the Gaussian expectations would still cost many minutes
+    the call is refused with a :class:`~kernelcalc.KernelcalcInputError` that names the variance and the limit.
 
     ``weights="untied"``: independent weights in time, $dh=\sigma_w dB_t\phi(h)/\sqrt n$
     (:func:`kernelcalc.kernels.untied.untied_node_kernel`; its ODE rtol is ``min(tol, 1e-12)``).
