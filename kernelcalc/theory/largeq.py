@@ -180,7 +180,7 @@ class AsymptoticRule:
     def points(self) -> int:
         """Integrand evaluations per covariance (both outer integrals and the inner rule)."""
         n_out = 2 * int(self.asymptote.L / self.h) + 1
-        return n_out * (self.n_inner + 2)
+        return n_out * (self.n_inner + 3)
 
     def _one(self, q1, q2, c, derivative):
         asy = self.asymptote
@@ -194,14 +194,17 @@ class AsymptoticRule:
         one_m_r2 = jnp.maximum((1.0 - r) * (1.0 + r), 0.0)
         Rx = asy.remainder(x, derivative)                                  # (n,)
 
-        def outer(qa, qb):
-            """E[R(a) f(b)] with a ~ N(0, qa) localised and b | a ~ N(kappa a, s2)."""
+        def outer(qa, qb, with_remainder=True):
+            """E[R(a) f(b)] (or E[R(a) A(b)] without the remainder) with a ~ N(0, qa) localised and
+            b | a ~ N(kappa a, s2)."""
             kappa = (c / qa)[:, None]
             s2 = (qb * one_m_r2)[:, None]
             s = jnp.sqrt(s2)
             mu = kappa * x[None, :]                                        # (B, n)
             dens = jnp.exp(-0.5 * x[None, :] ** 2 / qa[:, None]) / jnp.sqrt(2 * math.pi * qa[:, None])
             mA = asy.conditional(mu, s2, derivative)
+            if not with_remainder:
+                return self.h * jnp.sum(Rx[None, :] * dens * mA, axis=-1)
             lo = jnp.maximum(mu - 9.0 * s, -L)
             hi = jnp.minimum(mu + 9.0 * s, L)
             width = jnp.maximum(hi - lo, 0.0)
@@ -211,11 +214,10 @@ class AsymptoticRule:
             mR = jnp.sum(asy.remainder(b, derivative) * g * wt, axis=-1) * width
             tiny = s < 1e-9 * (1.0 + jnp.abs(mu))
             mR = jnp.where(tiny, asy.remainder(mu, derivative), mR)
-            return self.h * jnp.sum(Rx[None, :] * dens * (mA + mR), axis=-1), \
-                self.h * jnp.sum(Rx[None, :] * dens * mA, axis=-1)
+            return self.h * jnp.sum(Rx[None, :] * dens * (mA + mR), axis=-1)
 
-        full_a, _ = outer(q1, q2)          # E[R(a) f(b)]
-        _, cross_b = outer(q2, q1)         # E[A(a) R(b)] (b localised)
+        full_a = outer(q1, q2)                                 # E[R(a) f(b)]
+        cross_b = outer(q2, q1, with_remainder=False)          # E[A(a) R(b)] (b localised)
         return asy.AA(q1, q2, c, derivative) + full_a + cross_b
 
     @float64
