@@ -471,7 +471,7 @@ class DualKernels:
         elif xp is np:
             raise ValueError(f"the {self.method} rule has no numpy evaluation (see DualKernels.numpy_ok)")
         elif self.method == "asymptotic":
-            out = self.rule.expect(q1, q2, c, derivative=derivative)
+            out = self.rule.expect(q1, q2, c, derivative=derivative, blocked=_blocked)
         else:
             f, df = self.activation.jax_fn, self.activation.jax_derivative
             out = self.rule.expect_pairs(((f, f), (df, df))[: 2 if derivative else 1], q1, q2, c)
@@ -544,7 +544,7 @@ def dual_kernels(activation, *, q_max: float = 10.0, tol: float = DEFAULT_TOL,
     if method == "asymptotic" or (method == "auto" and asy is not None):
         if asy is None:
             raise ValueError(f"no large-q asymptote is known for {act.name!r}")
-        rule, err = choose_asymptotic(act, q_max, tol, strict)
+        rule, err = choose_asymptotic(act, q_max, tol, strict, blocked=_blocked)
         return DualKernels(act, "asymptotic", rule, error_estimate=max(err, tol), note=note)
     h, change, met = _step_and_error(fns, q_max, tol, 0.5, 0.01)
     if not met:

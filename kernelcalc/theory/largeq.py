@@ -221,15 +221,19 @@ class AsymptoticRule:
         return asy.AA(q1, q2, c, derivative) + full_a + cross_b
 
     @float64
-    def expect(self, q1, q2, c, derivative: bool = True):
-        r"""$(C, \dot C)$ (or $C$ alone) for arrays of covariances (broadcast)."""
-        from .gaussian import _blocked
+    def expect(self, q1, q2, c, derivative: bool = True, blocked=None):
+        r"""$(C, \dot C)$ (or $C$ alone) for arrays of covariances (broadcast).  ``blocked``: the memory-bounded
+        block map of :mod:`kernelcalc.theory.gaussian` (``_blocked``), or ``None`` for one block (small inputs)."""
 
         def block(q1, q2, c):
             out = (self._one(q1, q2, c, False),)
             return out + ((self._one(q1, q2, c, True),) if derivative else ())
 
-        return _blocked(block, q1, q2, c, points=self.points)
+        if blocked is not None:
+            return blocked(block, q1, q2, c, points=self.points)
+        q1, q2, c = jnp.broadcast_arrays(*(jnp.asarray(v, jnp.float64) for v in (q1, q2, c)))
+        shape = q1.shape
+        return tuple(o.reshape(shape) for o in block(q1.reshape(-1), q2.reshape(-1), c.reshape(-1)))
 
 
 _LEVELS = ((0.25, 0.35), (0.18, 0.25), (0.125, 0.18))
@@ -237,11 +241,12 @@ _LEVELS = ((0.25, 0.35), (0.18, 0.25), (0.125, 0.18))
 
 @float64
 def choose_asymptotic(activation: Activation, q_max: float, tol: float, strict: bool = False,
-                      q_min: float = 0.25):
+                      q_min: float = 0.25, blocked=None):
     r"""The coarsest :class:`AsymptoticRule` of ``_LEVELS`` that agrees with the next finer one to ``tol``
     (relative to $\sqrt{E f(a)^2 E f(b)^2}$) for $C$ and $\dot C$ at variances from ``q_min`` to ``q_max``
     (log-spaced; equal variances and ratio 2) and correlations $r\in\{-0.9,0,0.9,0.9999,1\}$.
-    Returns ``(rule, error estimate)``; warns (raises when ``strict``) when even the finest level misses."""
+    Returns ``(rule, error estimate)``; warns (raises when ``strict``) when even the finest level misses.
+    ``blocked``: as in :meth:`AsymptoticRule.expect`."""
     asy = asymptote_of(activation)
     qs = np.geomspace(max(q_min, 1e-3), max(q_max, q_min), 4)
     r = np.array([-0.9, 0.0, 0.9, 0.9999, 1.0])
@@ -252,9 +257,9 @@ def choose_asymptotic(activation: Activation, q_max: float, tol: float, strict: 
 
     def values(level):
         rule = AsymptoticRule(asy, *level)
-        C, Cd = rule.expect(q1, q2, c)
-        Caa, Cdaa = rule.expect(q1, q1, q1)
-        Cbb, Cdbb = rule.expect(q2, q2, q2)
+        C, Cd = rule.expect(q1, q2, c, blocked=blocked)
+        Caa, Cdaa = rule.expect(q1, q1, q1, blocked=blocked)
+        Cbb, Cdbb = rule.expect(q2, q2, q2, blocked=blocked)
         return (np.asarray(C), np.asarray(Cd)), (np.sqrt(np.abs(np.asarray(Caa * Cbb))),
                                                  np.sqrt(np.abs(np.asarray(Cdaa * Cdbb))))
 
