@@ -51,7 +51,8 @@ from ..theory import recursion as rec
 from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, as_input_pair, positive, positive_int, scale_keywords, warn
 from ..theory.activations import resolve_activation
 from ..theory.assumptions import warn_if_assumption1_fails
-from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_q_limit
+from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_order, hermite_q_limit
+from ..theory.largeq import cheapest_asymptotic_rule
 from ._gram import bucket, by_correlation, error_estimate, gram, max_norm, pad_to
 from .._results import Kernel
 from .untied import check_weights, reject_tile_options, untied_node_kernel
@@ -431,6 +432,7 @@ class GoursatSolver:
         if not math.isfinite(q_est):
             raise self._blow_up("the pre-activation variance q(t) = E[h_t^2]")
         self.info["q_max"] = q_est
+        self._refuse_early(q_est)
         dual = dual_kernels(self.activation, q_max=1.05 * q_est, strict=self.strict)
         self.info["expectation"] = dual.describe()
         self.info["expectation_error_estimate"] = dual.error_estimate
@@ -442,6 +444,17 @@ class GoursatSolver:
             M, err = self._choose_M(dual, v_max)
         self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self.grid(M).A.shape[0])
         return dual, M
+
+    def _refuse_early(self, q_est: float) -> None:
+        """Past the Hermite series' reach, check the cost with the cheapest large-q rule before choosing the
+        rule's level (which itself evaluates ~10^7 integrands): a hopeless call is refused in seconds."""
+        cheapest = cheapest_asymptotic_rule(self.activation)
+        if cheapest is None or self.activation.is_polynomial:
+            return
+        fns = (self.activation.numpy_fn, self.activation.numpy_derivative)
+        if hermite_order(fns, 1.05 * q_est) is None:
+            self._check_cost(DualKernels(self.activation, "asymptotic", cheapest), self.pairs_hint,
+                             self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0])
 
     def relative_error_estimate(self) -> float:
         r"""Relative error estimate of one kernel value: the achieved expectation accuracy (amplified by

@@ -51,7 +51,7 @@ from .._validation import accuracy_shortfall
 from .activations import Activation
 from .duals import JAX_OPS, _gelu_C, _gelu_Cdot
 
-__all__ = ["Asymptote", "AsymptoticRule", "asymptote_of", "choose_asymptotic", "ASYMPTOTES"]
+__all__ = ["Asymptote", "AsymptoticRule", "asymptote_of", "choose_asymptotic", "cheapest_asymptotic_rule", "ASYMPTOTES"]
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT_PI = math.sqrt(math.pi)
@@ -237,6 +237,13 @@ class AsymptoticRule:
 
 
 _LEVELS = ((0.25, 0.35), (0.18, 0.25), (0.125, 0.18))
+
+
+def cheapest_asymptotic_rule(activation: Activation) -> AsymptoticRule | None:
+    """The coarsest level :func:`choose_asymptotic` can return (a lower bound on the rule's cost), or ``None``
+    when ``activation`` has no asymptote."""
+    asy = asymptote_of(activation)
+    return None if asy is None else AsymptoticRule(asy, *_LEVELS[0])
 
 
 @float64
