@@ -109,3 +109,12 @@ def test_resnet_deep_computes(depth):
     ode = kc.node_kernel(X, activation="sin")
     assert np.all(np.isfinite(k.ntk))
     assert np.max(np.abs(k.ntk - ode.ntk)) < 1e-3 * np.max(np.abs(ode.ntk))
+
+
+def test_out_of_reach_is_refused_before_the_rule_is_chosen():
+    """tanh at sigma_w*T = 10 with 36 pairs: the cheapest large-q rule is already over the cost limit, so the
+    call is refused with the variance named (in seconds: the rule's level is not chosen first)."""
+    X = np.random.default_rng(1).normal(size=(8, 4))
+    X *= 2.0 / np.linalg.norm(X, axis=1, keepdims=True)
+    with pytest.raises(kc.KernelcalcInputError, match=r"q = 5\d"):
+        kc.node_kernel(X, activation="tanh", T=10.0)
