@@ -53,7 +53,8 @@ from ..theory import recursion as rec
 from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, as_input_pair, positive, positive_int, scale_keywords, warn
 from ..theory.activations import resolve_activation
 from ..theory.assumptions import warn_if_assumption1_fails
-from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_q_limit
+from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_order, hermite_q_limit
+from ..theory.largeq import cheapest_asymptotic_rule
 from ._diagonals import DiagonalInterpolant
 from ._gram import bucket, by_correlation, error_estimate, gram, max_norm, pad_to
 from .._results import Kernel
@@ -213,6 +214,10 @@ def time_elements(T: float, sigma_w: float) -> int:
 def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: float, backend: str = "jax"):
     """``(self_solve, cross_solve)`` for one grid: jit-compiled (``backend="jax"``), or the same code run
     in numpy (``"numpy"``, for problems too small for the compilation to pay; see :func:`_backend`)."""
+    if _marches(disc):          # the Euler ResNet: exact row-by-row recursions, O(L^2), no sweeps
+        from ._march import euler_march
+        L = disc.A.shape[0] - 1
+        return euler_march(dual, L, float(disc.w[0]) * L, sigma_w, sigma_v)
     xp = np if backend == "numpy" else jnp
     jit = (lambda f: f) if backend == "numpy" else jax.jit
     A, B, P, w = (xp.asarray(a) for a in (disc.A, disc.B, disc.P, disc.w))
@@ -283,6 +288,11 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         return nngp, ntk, xp.maximum(dS, dL), xp.maximum(nS, nL)
 
     return self_solve, cross_solve, marginals
+
+
+def _marches(disc: Discretisation) -> bool:
+    """Whether ``disc`` is the Euler ResNet's, solved by :func:`kernelcalc.kernels._march.euler_march`."""
+    return disc.name.startswith("euler(")
 
 
 def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
@@ -392,17 +402,23 @@ class GoursatSolver:
     def _check_cost(self, dual, pairs: int, n: int):
         """Refuse (clear error naming the limit) when a solve would take many minutes."""
         unit = 0.05 if dual.method in ("hermite", "closed") else 1.0   # series terms are cheap multiply-adds
-        per_cell = unit * dual.points + 0.04 * n       # the expectations, and 2 matrix products per sweep
-        work = pairs * _COST_SWEEPS * n * n * per_cell
+        if _marches(self.grid(self.M_fixed or _M_SEQUENCE[0])):          # Euler ResNet: one pass, C and Cdot per cell
+            sweeps = (1, "pass (row march)")
+            per_cell = 2 * unit * dual.points
+            per_cell_label = f"operations per cell (C and Cdot: 2 x {dual.points} quadrature points at weight {unit:g})"
+        else:
+            sweeps = (_COST_SWEEPS, "Picard sweeps")
+            per_cell = unit * dual.points + 0.04 * n       # the expectations, and 2 matrix products per sweep
+            per_cell_label = (f"operations per cell ({dual.points} quadrature points at weight {unit:g}, plus {0.04 * n:g} "
+                              "for the matrix products)")
+        work = pairs * sweeps[0] * n * n * per_cell
         if work <= _WORK_LIMIT:
             return
         q = self.info.get("q_max", float("nan"))
         detail = f", the Hermite series needs more than 8192 terms beyond q ~ {hermite_q_limit((self.activation.numpy_fn, self.activation.numpy_derivative)):.3g}, and the trapezoid rule needs step {dual.rule.step:g}" if dual.method == "trapezoid" else ""
         raise KernelcalcInputError(cost_refusal(
             f"the {self.activation.name} kernel at {self.describe_parameters()}",
-            [(pairs, "pairs"), (_COST_SWEEPS, "Picard sweeps"), (n * n, f"time cells ({n}^2)"),
-             (per_cell, f"operations per cell ({dual.points} quadrature points at weight {unit:g}, plus {0.04 * n:g} "
-                        "for the matrix products)")],
+            [(pairs, "pairs"), sweeps, (n * n, f"time cells ({n}^2)"), (per_cell, per_cell_label)],
             f"the pre-activation variance reaches q = {q:.4g}, on {n} time nodes{detail}", self.cost_drivers))
 
     def describe_parameters(self) -> str:
@@ -420,7 +436,8 @@ class GoursatSolver:
         for lo in range(0, len(v), batch):
             S, delta, sweeps = self_solve(rec.ode_initial(np.asarray(v[lo:lo + batch], dtype=np.float64), self.sigma_u))
             self._sweeps("self", delta, sweeps, "the pre-activation variance q(t) = E[h_t^2]")
-            out.append(np.diagonal(np.asarray(S), axis1=1, axis2=2))
+            S = np.asarray(S)
+            out.append(S if S.ndim == 2 else np.diagonal(S, axis1=1, axis2=2))   # the march returns diagonals
         return np.concatenate(out)
 
     @staticmethod
@@ -488,6 +505,7 @@ class GoursatSolver:
         if not math.isfinite(q_est):
             raise self._blow_up("the pre-activation variance q(t) = E[h_t^2]")
         self.info["q_max"] = q_est
+        self._refuse_early(q_est)
         dual = dual_kernels(self.activation, q_max=1.05 * q_est, strict=self.strict)
         self.info["expectation"] = dual.describe()
         self.info["expectation_error_estimate"] = dual.error_estimate
@@ -499,6 +517,17 @@ class GoursatSolver:
             M, err = self._choose_M(dual, v_max)
         self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self.grid(M).A.shape[0])
         return dual, M
+
+    def _refuse_early(self, q_est: float) -> None:
+        """Past the Hermite series' reach, check the cost with the cheapest large-q rule before choosing the
+        rule's level (which itself evaluates ~10^7 integrands): a hopeless call is refused in seconds."""
+        cheapest = cheapest_asymptotic_rule(self.activation)
+        if cheapest is None or self.activation.is_polynomial:
+            return
+        fns = (self.activation.numpy_fn, self.activation.numpy_derivative)
+        if hermite_order(fns, 1.05 * q_est) is None:
+            self._check_cost(DualKernels(self.activation, "asymptotic", cheapest), self.pairs_hint,
+                             self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0])
 
     def relative_error_estimate(self) -> float:
         r"""Relative error estimate of one kernel value: the achieved expectation accuracy (amplified by
@@ -743,9 +772,11 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     that cluster.  ``progress``: a progress bar over the tiles (``None``, auto: when $N_1N_2\ge 5000^2$
     and stderr is a terminal; ``True``; ``False``).
 
-    Large $\sigma_wT$, $\sigma_u$ or input norms make the pre-activation variance large; when the
-    Gaussian expectations would then cost many minutes the call is refused with a
-    :class:`~kernelcalc.KernelcalcInputError` that names the variance and the limit.
+    Large $\sigma_wT$, $\sigma_u$ or input norms make the pre-activation variance $q$ large.  Past the
+    Hermite series' reach, softplus, silu, tanh and sigmoid take the large-$q$ rule of
+    :mod:`kernelcalc.theory.largeq` (closed-form asymptote + localised remainder: its cost does not grow with
+    $q$, its accuracy is measured and reported); when the Gaussian expectations would still cost many minutes
+    the call is refused with a :class:`~kernelcalc.KernelcalcInputError` that names the variance and the limit.
 
     ``weights="untied"``: independent weights in time, $dh=\sigma_w dB_t\phi(h)/\sqrt n$
     (:func:`kernelcalc.kernels.untied.untied_node_kernel`; its ODE rtol is ``min(tol, 1e-12)``).

@@ -8,9 +8,11 @@ $$S_{\ell m} = \sigma_u^2\tfrac{x\cdot y}d + \sigma_w^2\delta^2\!\sum_{i<\ell,\,
 \Lambda_{\ell m} = \sigma_v^2\dot C_{LL} + \sigma_w^2\delta^2\!\sum_{\ell\le i<L,\ m\le j<L}\!\dot C_{ij}\Lambda_{i+1,j+1},$$
 
 $K_{\rm NTK} = \sigma_v^2 C_{LL} + \sigma_w^2\delta^2\sum_{i,j<L} C_{ij}\Lambda_{i+1,j+1} + \sigma_u^2\frac{x\cdot y}d\Lambda_{00}$.
-These are solved exactly (the sums are nilpotent Volterra operators, so Picard iteration
-terminates) by the same code as :func:`~kernelcalc.node_kernel` with the Euler
-:class:`~kernelcalc.kernels.ode.Discretisation`.  As $L\to\infty$ the kernel converges to
+These finite sums are evaluated exactly by marching them row by row
+(:func:`kernelcalc.kernels._march.euler_march`: $O(L^2)$ work, one pass, no Picard sweeps and no
+$O(L^3)$ matrix products, so depths 1024–4096 compute), inside the same
+:class:`~kernelcalc.kernels.ode.GoursatSolver` as :func:`~kernelcalc.node_kernel` (expectation rule, sphere
+tables, cost guard).  As $L\to\infty$ the kernel converges to
 ``node_kernel`` with error $O(1/L)$ for smooth $\phi$.
 """
 

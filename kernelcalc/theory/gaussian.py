@@ -41,6 +41,7 @@ from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .._validation import accuracy_shortfall
 from .activations import Activation, ActivationError, X, array_functions, resolve_activation
 from .duals import NUMPY_OPS, closed_form_dual
+from .largeq import asymptote_of, choose_asymptotic
 
 __all__ = [
     "TrapezoidRule", "PolarSectorRule", "HermiteRule", "hermite_order", "choose_step", "dual_kernels", "DualKernels",
@@ -416,7 +417,8 @@ def choose_polar(activation: Activation, q_max: float, tol: float = DEFAULT_TOL,
 class DualKernels:
     r"""$(q_1,q_2,c)\mapsto(C,\dot C)$ for one activation, with the rule that computes it.
 
-    ``method`` is ``"closed"``, ``"hermite"``, ``"trapezoid"`` or ``"polar"``.  Call it on arrays,
+    ``method`` is ``"closed"``, ``"hermite"``, ``"trapezoid"``, ``"polar"`` or ``"asymptotic"``
+    (:class:`~kernelcalc.theory.largeq.AsymptoticRule`, large variances).  Call it on arrays,
     or split the work: :meth:`marginal` precomputes what depends on one variance only
     (Hermite coefficients), :meth:`from_marginals` finishes for given covariances $c$.
     """
@@ -478,6 +480,8 @@ class DualKernels:
             out = self.rule(q1, q2, c, ops=NUMPY_OPS if xp is np else None)[: 2 if derivative else 1]
         elif xp is np:
             raise ValueError(f"the {self.method} rule has no numpy evaluation (see DualKernels.numpy_ok)")
+        elif self.method == "asymptotic":
+            out = self.rule.expect(q1, q2, c, derivative=derivative, blocked=_blocked)
         else:
             f, df = self.activation.jax_fn, self.activation.jax_derivative
             out = self.rule.expect_pairs(((f, f), (df, df))[: 2 if derivative else 1], q1, q2, c)
@@ -501,12 +505,15 @@ class DualKernels:
             text = f"Mehler/Hermite series, {self.rule.K} terms"
         elif self.method == "trapezoid":
             text = f"trapezoid, step {self.rule.step:g}, |z| <= {self.rule.zmax:g}"
+        elif self.method == "asymptotic":
+            text = (f"large-q asymptote ({self.rule.asymptote.family}) + localised remainder, step {self.rule.h:g} "
+                    f"on |x| <= {self.rule.asymptote.L:g}, {self.rule.n_inner} inner nodes")
         else:
             text = f"polar sectors, {self.rule.n_angle}x4 angles x {self.rule.n_radius} radii"
         return f"{text} ({self.note})" if self.note else text
 
 
-_METHODS = ("auto", "closed", "hermite", "trapezoid", "polar")
+_METHODS = ("auto", "closed", "hermite", "trapezoid", "polar", "asymptotic")
 
 
 def require_integrable(act: Activation) -> None:
@@ -533,7 +540,8 @@ def dual_kernels(activation, *, q_max: float = 10.0, tol: float = DEFAULT_TOL,
     r"""The $(C, \dot C)$ evaluator for ``activation``, accurate to ``tol`` for variances $\le q_{\max}$.
 
     ``method="auto"`` picks a closed form when one exists, polar sectors for kinks at 0,
-    the Mehler/Hermite series when it converges within 8192 terms, else the trapezoid rule
+    the Mehler/Hermite series when it converges within 8192 terms, else the large-q asymptote +
+    localised remainder (:mod:`kernelcalc.theory.largeq`) when the activation has one, else the trapezoid rule
     (the fallback is named in :meth:`DualKernels.describe`, and a trapezoid rule that cannot meet
     ``tol`` warns, or raises when ``strict``).  ``error_estimate`` of the result is the achieved
     relative accuracy.
@@ -561,6 +569,12 @@ def dual_kernels(activation, *, q_max: float = 10.0, tol: float = DEFAULT_TOL,
             raise ValueError(f"the Hermite series of {act.name!r} does not converge to {tol:g} "
                              f"within {_HERMITE_KMAX} terms at q_max={q_max:g}")
         note = f"fallback: the Hermite series needs more than {_HERMITE_KMAX} terms at q_max = {q_max:.4g}"
+    asy = asymptote_of(act)
+    if method == "asymptotic" or (method == "auto" and asy is not None):
+        if asy is None:
+            raise ValueError(f"no large-q asymptote is known for {act.name!r}")
+        rule, err = choose_asymptotic(act, q_max, tol, strict, blocked=_blocked)
+        return DualKernels(act, "asymptotic", rule, error_estimate=max(err, tol), note=note)
     h, change, met = _step_and_error(fns, q_max, tol, 0.5, 0.01)
     if not met:
         accuracy_shortfall(f"Gaussian expectations of {act.name}: the trapezoid rule at its finest step "
