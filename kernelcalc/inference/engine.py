@@ -161,8 +161,10 @@ class _Dense:
         self.Kt = None                                                  # V^T K V, on demand
         self.kernel_error = kernel_error
         self.delta = es.perturbation(kernel_error)
-        self.lip = np.array([es.lipschitz(t, lr) for t in times])
+        self.s = np.array([es.time_scale(t, lr) for t in times])
         self.ynorm = float(np.linalg.norm(y, axis=0).max())
+        self.znorm = np.linalg.norm(self.Z, axis=1).max(axis=1)
+        self.z1 = np.abs(self.Z).sum(axis=1).max(axis=1)
         self.err_mean = np.zeros(len(times))
         self.err_cov = np.zeros(len(times))
 
@@ -177,9 +179,9 @@ class _Dense:
         es = self.es
         mean = np.einsum("bn,tnk->tbk", Ktb, self.Z, optimize=True)
         row = float(np.max(np.linalg.norm(Ktb, axis=1)))
-        zabs = np.abs(self.Z).sum(axis=1).max(axis=1)
-        self.err_mean = np.maximum(self.err_mean, row * self.ynorm * self.lip * self.delta
-                                   + self.kernel_error * zabs + 8 * EPS * np.abs(mean).max(axis=(1, 2)))
+        # first order: d phi_t(A) y ~ phi_t'(A) E y, |phi_t'| <= s_t |phi_t| with s_t = min(t, 1/lambda_min)
+        self.err_mean = np.maximum(self.err_mean, row * self.delta * self.s * self.znorm + self.kernel_error * self.z1
+                                   + 8 * EPS * np.abs(mean).max(axis=(1, 2)))
         if cov is None:
             return mean, None
         full = cov == "full"
@@ -191,29 +193,28 @@ class _Dense:
                     out.append(tt - B.T @ (psi[:, None] * B))
                 else:
                     out.append(tt - np.einsum("nb,n,nb->b", B, psi, B, optimize=True))
-            self.err_cov = np.maximum(self.err_cov, row**2 * 2 * self.lip * self.delta + self.kernel_error
-                                      * (1 + 2 * row * np.abs(self.psis).max(axis=1)))
+            pn = np.array([np.linalg.norm(p[:, None] * B, axis=0).max() for p in self.phis])
+            p1 = np.array([np.abs(es.V @ (p[:, None] * B)).sum(axis=0).max() for p in self.psis])
+            self.err_cov = np.maximum(self.err_cov, 2 * self.delta * pn**2 + self.kernel_error * (1 + 2 * p1))
         else:
             C = es.V.T @ nngp_tb.T                                     # (N, b)
-            knorm = float(np.linalg.norm(self.nngp_train, 2)) if es.n <= 2000 else float(
-                np.abs(self.nngp_train).sum(axis=1).max())
+            knorm = float(np.abs(self.nngp_train).sum(axis=1).max())  # >= ||K||_2
             nrow = float(np.max(np.linalg.norm(nngp_tb, axis=1)))
-            for p, lip in zip(self.phis, self.lip):
+            errs = []
+            for p, s in zip(self.phis, self.s):
                 P = p[:, None] * B
-                if self.Kt is not None:
-                    KP = self.Kt @ P
-                else:
-                    A = es.V @ P
-                    KP = es.V.T @ (self.nngp_train @ A)
+                A = es.V @ P                                           # phi_t(A) Theta_{X x}
+                KP = self.Kt @ P if self.Kt is not None else es.V.T @ (self.nngp_train @ A)
                 if full:
                     cross = P.T @ C
                     c = tt + P.T @ KP - cross - cross.T
                 else:
                     c = tt + np.einsum("nb,nb->b", P, KP) - 2.0 * np.einsum("nb,nb->b", P, C)
                 out.append(c)
-            pmax = np.abs(self.phis).max(axis=1)
-            self.err_cov = np.maximum(self.err_cov, (row**2 * 2 * pmax * knorm + 2 * row * nrow) * self.lip * self.delta
-                                      + self.kernel_error * (1 + 2 * row * pmax + row**2 * pmax**2 * es.n))
+                pn = float(np.linalg.norm(P, axis=0).max())
+                p1 = float(np.abs(A).sum(axis=0).max())
+                errs.append(2 * self.delta * s * pn * (knorm * pn + nrow) + self.kernel_error * (1 + p1) ** 2)
+            self.err_cov = np.maximum(self.err_cov, np.array(errs))
         cov_b = np.stack(out)
         if full:
             cov_b = 0.5 * (cov_b + np.swapaxes(cov_b, 1, 2))

@@ -122,14 +122,15 @@ class Eigensystem:
         """$\\varphi_t(\\lambda_i)$, shape (len(times), N)."""
         return np.stack([phi(self.lam, t, lr, self.floor) for t in times])
 
-    def lipschitz(self, t: float, lr) -> float:
-        """A bound on $|\\varphi_t'|$ over the spectrum (for the first-order error estimates)."""
+    def time_scale(self, t: float, lr) -> float:
+        """$s_t=\min(t_\mathrm{eff}, 1/\lambda_\min^+)$: the first-order sensitivity of $\varphi_t(A)v$ to
+        a perturbation $E$ of $A$ is $\lesssim s_t\lVert E\rVert\lVert\varphi_t(A)v\rVert$ (exact at $t=\infty$,
+        $\delta A^{-1}=-A^{-1}EA^{-1}$); $t_\mathrm{eff}=t$ (flow) or $\eta t$ (steps)."""
         lo = self.kept_min
-        cap = 1.0 / lo**2 if lo > 0 else math.inf
+        cap = 1.0 / lo if lo > 0 else math.inf
         if math.isinf(t):
             return cap
-        T = t if lr is None else lr * t
-        return min(T * T / 2.0, cap)
+        return min(t if lr is None else lr * t, cap)
 
     def perturbation(self, kernel_error: float = 0.0) -> float:
         """Spectral-norm size of the error of the decomposed Gram: the solver's backward error
