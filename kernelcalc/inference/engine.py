@@ -43,7 +43,8 @@ from tqdm.auto import tqdm
 from .._validation import (KernelcalcAccuracyWarning, KernelcalcInputError, nonnegative, positive, positive_int,
                            progress_disable, real_array, warn)
 from .result import Prediction
-from .spectral import EPS, Eigensystem
+from .krylov import krylov_run
+from .spectral import EPS, Eigensystem, batches as _batches
 
 __all__ = ["predict_from_kernels", "check_times", "check_targets", "KRYLOV_CROSSOVER"]
 
@@ -221,11 +222,6 @@ class _Dense:
         return mean, cov_b
 
 
-def _batches(m: int, size: int, progress, desc):
-    starts = range(0, m, size)
-    return tqdm(starts, desc=desc, disable=progress_disable(progress) if m > size else True, leave=False)
-
-
 def _default_batch(n: int) -> int:
     return int(max(1, min(4096, 2**24 // max(n, 1))))       # ~128 MB per (N, batch) float64 block
 
@@ -248,8 +244,6 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
     batch_size = positive_int("batch_size", batch_size) if batch_size is not None else _default_batch(n)
     info["batch_size"] = min(batch_size, max(n_test, 1))
     if solver == "krylov":
-        from .krylov import krylov_run
-
         return krylov_run(A, y, times, kernel=kernel, lr=lr, diag_reg=diag_reg, n_test=n_test, test_block=test_block,
                           batch_size=batch_size, progress=progress, kernel_error=kernel_error, tol=tol,
                           max_iter=max_iter, info=info, t0=t0)

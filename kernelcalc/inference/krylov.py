@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .._validation import accuracy_shortfall, progress_disable
 from .result import Prediction
-from .spectral import EPS, phi
+from .spectral import EPS, batches, phi
 
 __all__ = ["krylov_run", "lanczos_phi"]
 
@@ -106,8 +106,6 @@ def lanczos_phi(mv, y: np.ndarray, times, lr, *, tol: float, max_iter: int, chec
 def krylov_run(A, y, times, *, kernel, lr, diag_reg, n_test, test_block, batch_size, progress, kernel_error,
                tol, max_iter, info, t0) -> Prediction:
     """The mean-only Krylov path of :func:`kernelcalc.inference.engine.run`."""
-    from .engine import _batches
-
     n, k = y.shape
     mv = _matvec(A, diag_reg)
     max_iter = 2000 if max_iter is None else int(max_iter)
@@ -128,7 +126,7 @@ def krylov_run(A, y, times, *, kernel, lr, diag_reg, n_test, test_block, batch_s
     err = np.zeros(len(times))
     if n_test:
         mean_test = np.empty((len(times), n_test, k))
-        for i in _batches(n_test, batch_size, progress, "test batches"):
+        for i in batches(n_test, batch_size, progress, "test batches"):
             j = min(i + batch_size, n_test)
             Ktb = test_block(i, j)[0]
             mean_test[:, i:j] = np.einsum("bn,tnk->tbk", Ktb, Z, optimize=True)

@@ -21,10 +21,11 @@ import math
 import time
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, warn
+from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, progress_disable, warn
 
-__all__ = ["Eigensystem", "phi", "EPS"]
+__all__ = ["Eigensystem", "phi", "EPS", "batches"]
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -123,7 +124,7 @@ class Eigensystem:
         return np.stack([phi(self.lam, t, lr, self.floor) for t in times])
 
     def time_scale(self, t: float, lr) -> float:
-        """$s_t=\min(t_\mathrm{eff}, 1/\lambda_\min^+)$: the first-order sensitivity of $\varphi_t(A)v$ to
+        r"""$s_t=\min(t_\mathrm{eff}, 1/\lambda_\min^+)$: the first-order sensitivity of $\varphi_t(A)v$ to
         a perturbation $E$ of $A$ is $\lesssim s_t\lVert E\rVert\lVert\varphi_t(A)v\rVert$ (exact at $t=\infty$,
         $\delta A^{-1}=-A^{-1}EA^{-1}$); $t_\mathrm{eff}=t$ (flow) or $\eta t$ (steps)."""
         lo = self.kept_min
@@ -156,3 +157,9 @@ class Eigensystem:
         c = self.V.T @ y                                   # (N, k)
         lam = np.maximum(self.lam, 0.0)
         return np.stack([self.V @ ((lam * p)[:, None] * c) for p in phis])
+
+
+def batches(m: int, size: int, progress, desc):
+    """Start rows of the test batches (a progress bar when there is more than one batch)."""
+    starts = range(0, m, size)
+    return tqdm(starts, desc=desc, disable=progress_disable(progress) if m > size else True, leave=False)
