@@ -126,7 +126,7 @@ def predict_cmd(train, labels, test, model, activation, T, depth, sigma_w, sigma
                 kernel, lr, diag_reg, cov, as_json, json_out, plot_path, quiet):
     """Mean (and with --cov the standard deviation over random initialisations) of the trained
     infinite-width network on the test inputs, at each training time t (kernelcalc.predict)."""
-    from kernelcalc import predict
+    from kernelcalc.inference import predict
     from kernelcalc.data import load_array
 
     X = load_array(train)
