@@ -225,3 +225,24 @@ def test_cholesky_end_of_training_equals_the_reference(problem, kernel):
         Q = kc.predict_from_kernels(T2, np.arange(10.0) * (np.arange(10) != 4) + 2.0 * (np.arange(10) == 4), T2[:3],
                                     t=None, solver="cholesky")
     assert "cholesky_fallback" in Q.info and np.isfinite(Q.mean_test).all()
+
+
+def test_error_estimate_bounds_the_error_against_a_50_digit_reference():
+    """An ill-conditioned Gram (close training points): the t = inf mean against mpmath at 50 digits."""
+    import mpmath
+
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(20, 3))
+    X[10:16] = X[:6] + 1e-4 * rng.normal(size=(6, 3))
+    K, Th = relu_mlp_grams(X, X)
+    y = np.sin(X[:16, 0])
+    mpmath.mp.dps = 50
+    A = mpmath.matrix(Th[:16, :16].tolist())
+    z = mpmath.lu_solve(A, mpmath.matrix(y.tolist()))
+    ref = np.array([float(sum(mpmath.mpf(Th[16 + i, j]) * z[j] for j in range(16))) for i in range(4)])
+    for solver in ("eigh", "cholesky"):
+        P = kc.predict_from_kernels(Th[:16, :16], y, Th[16:, :16], t=None, solver=solver)
+        err = np.max(np.abs(P.mean_test[0, :, 0] - ref))
+        est = P.info["error_estimate"]["mean"]
+        assert P.info["condition_number"] > 1e6
+        assert err <= est < 1e4 * max(err, 1e-15), (solver, err, est)

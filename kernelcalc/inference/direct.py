@@ -87,15 +87,15 @@ class CholeskyEngine:
 
     def batch(self, Ktb, cov, nngp_tb=None, tt=None):
         mean = (Ktb @ self.z)[None]
-        row = float(np.max(np.linalg.norm(Ktb, axis=1)))
-        self.err_mean = np.maximum(self.err_mean, row * self.delta * self.inv_norm * self.znorm
+        P = self.cs.solve(Ktb.T)                                        # A^{-1} theta_{X x}, (N, b)
+        pn = float(np.linalg.norm(P, axis=0).max())
+        # first order: d mean = -(A^{-1} theta_x)^T E (A^{-1} y), ||E|| <= delta
+        self.err_mean = np.maximum(self.err_mean, self.delta * pn * self.znorm
                                    + self.kernel_error * float(np.abs(self.z).sum(axis=0).max())
                                    + 8 * EPS * float(np.abs(mean).max()))
         if cov is None:
             return mean, None
         full = cov == "full"
-        P = self.cs.solve(Ktb.T)                                        # A^{-1} K_{X x}, (N, b)
-        pn = float(np.linalg.norm(P, axis=0).max())
         if self.kernel == "nngp":
             c = tt - Ktb @ P if full else tt - np.einsum("bn,nb->b", Ktb, P)
             err = 2 * self.delta * pn**2 + self.kernel_error * (1 + 2 * float(np.abs(P).sum(axis=0).max()))

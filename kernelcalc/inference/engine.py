@@ -180,14 +180,16 @@ class _Dense:
         """Mean (T, b, k) and covariance (T, b) / (T, b, b) of one test batch."""
         es = self.es
         mean = np.einsum("bn,tnk->tbk", Ktb, self.Z, optimize=True)
-        row = float(np.max(np.linalg.norm(Ktb, axis=1)))
-        # first order: d phi_t(A) y ~ phi_t'(A) E y, |phi_t'| <= s_t |phi_t| with s_t = min(t, 1/lambda_min)
-        self.err_mean = np.maximum(self.err_mean, row * self.delta * self.s * self.znorm + self.kernel_error * self.z1
+        B = es.V.T @ Ktb.T                                            # (N, b): the test rows in the eigenbasis
+        # first order in the error E of A (||E|| <= delta): d mean = theta_x^T D phi_t(A)[E] y, which at t = inf is
+        # -(A^{-1} theta_x)^T E (A^{-1} y): |.| <= delta ||phi_t(A) theta_x|| ||phi_t(A) y|| (used at every t)
+        pn = np.array([np.linalg.norm(p[:, None] * B, axis=0).max() for p in self.phis])
+        self.err_mean = np.maximum(self.err_mean, self.delta * pn * self.znorm + self.kernel_error * self.z1
                                    + 8 * EPS * np.abs(mean).max(axis=(1, 2)))
         if cov is None:
             return mean, None
+        row = float(np.max(np.linalg.norm(Ktb, axis=1)))
         full = cov == "full"
-        B = es.V.T @ Ktb.T                                            # (N, b)
         out = []
         if self.kernel == "nngp":
             for psi in self.psis:
