@@ -71,9 +71,12 @@ def lanczos_phi(mv, y: np.ndarray, times, lr, *, tol: float, max_iter: int, chec
         w = mv(Q[j])
         a = float(Q[j] @ w)
         w -= a * Q[j] + (betas[-1] * Q[j - 1] if j else 0.0)
-        for _ in range(2):                                   # full re-orthogonalisation, twice
-            w -= Q[:j + 1].T @ (Q[:j + 1] @ w)
+        before = float(np.linalg.norm(w))
+        w -= Q[:j + 1].T @ (Q[:j + 1] @ w)                   # full re-orthogonalisation
         b = float(np.linalg.norm(w))
+        if b < 0.7 * before:                                 # Kahan: once more when cancellation was large
+            w -= Q[:j + 1].T @ (Q[:j + 1] @ w)
+            b = float(np.linalg.norm(w))
         alphas.append(a)
         bar.update(1)
         m = j + 1
