@@ -49,7 +49,10 @@ def _kernel_call(model, kernel_kwargs):
         if name not in allowed:
             raise KernelcalcInputError(f"{name} does not apply to model={model!r}; its kernel arguments are "
                                        f"{', '.join(allowed)} and its scale keywords")
-    return fn, kernel_kwargs, {p for p in ("outputs", "out", "client", "progress") if p in params}
+    opts = {p for p in ("outputs", "out", "client", "progress") if p in params}
+    if kernel_kwargs.get("weights") == "untied":          # the untied kernels have no tiled Gram (yet)
+        opts -= {"outputs", "out", "client"}
+    return fn, kernel_kwargs, opts
 
 
 def predict(X_train, y_train, X_test=None, *, model: str = "node", activation, t=None, kernel: str = "ntk",
