@@ -148,13 +148,16 @@ def main():
         print(out.stderr[-3000:])
         raise SystemExit(out.returncode)
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2        # KiB -> GiB
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rss = ru.ru_maxrss / 1024**2                                                    # KiB -> GiB
+    cpu = ru.ru_utime + ru.ru_stime
     print(f"N = {res['n']}, M = {res['m']}: kernels {res['kernel_seconds']:.0f} s, mean at 8 times "
           f"{res['mean_seconds']:.0f} s ({res['mean_solver']}, iterations {res['lanczos_iterations']}, converged "
           f"{res['lanczos_converged']}, error estimate {res['mean_error_estimate']:.1e}), mean + diag cov at t = inf "
           f"{res['cov_inf_seconds']:.0f} s ({res['cov_solver']}, error estimate {res['cov_error_estimate']:.1e}, "
           f"min variance {res['cov_min']:.2e}, cond {res['condition_number']:.1e}); total {res['total_seconds']:.0f} s "
-          f"(process wall {wall:.0f} s), peak RSS {rss:.2f} GiB")
+          f"(process wall {wall:.0f} s, CPU {cpu:.0f} s: on a machine shared by other jobs, CPU / 2 cores is the "
+          f"uncontended lower bound of the wall time), peak RSS {rss:.2f} GiB")
 
 
 if __name__ == "__main__":
