@@ -21,7 +21,6 @@ import math
 import time
 
 import numpy as np
-import scipy.linalg
 from tqdm.auto import tqdm
 
 from .._validation import accuracy_shortfall, progress_disable
@@ -54,6 +53,8 @@ def lanczos_phi(mv, y: np.ndarray, times, lr, *, tol: float, max_iter: int, chec
     **Returns:** ``(Z (T, N), R (T, N), info)`` with ``info`` holding the iterations, the last relative
     change, whether it converged, and the Ritz extremes.
     """
+    import scipy.linalg
+
     n = y.shape[0]
     beta0 = float(np.linalg.norm(y))
     T = len(times)
