@@ -246,3 +246,14 @@ def test_error_estimate_bounds_the_error_against_a_50_digit_reference():
         est = P.info["error_estimate"]["mean"]
         assert P.info["condition_number"] > 1e6
         assert err <= est < 1e4 * max(err, 1e-15), (solver, err, est)
+
+
+def test_too_large_a_learning_rate_is_refused_at_t_inf_and_warned_at_finite_t(problem):
+    G, y = problem["Th"], problem["y"]
+    eta = 2.5 / np.linalg.eigvalsh(G[0])[-1]
+    for solver in ("eigh", "krylov"):
+        with pytest.raises(kc.KernelcalcInputError, match="diverges"):
+            kc.predict_from_kernels(G[0], y, G[1], t=[3, np.inf], learning_rate=eta, solver=solver)
+        with pytest.warns(kc.KernelcalcAccuracyWarning, match="diverges"):
+            P = kc.predict_from_kernels(G[0], y, G[1], t=[3], learning_rate=eta, solver=solver)
+        assert np.isfinite(P.mean_test).all()

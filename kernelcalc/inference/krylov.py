@@ -23,7 +23,8 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._validation import accuracy_shortfall, progress_disable
+from .._validation import (KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, progress_disable,
+                           warn)
 from .result import Prediction
 from .spectral import EPS, batches, phi
 
@@ -125,6 +126,13 @@ def krylov_run(A, y, times, *, kernel, lr, diag_reg, n_test, test_block, batch_s
         runs.append(ri)
     Z = np.stack(Zs, axis=-1)                                                  # (T, N, k)
     mean_train = np.stack(Rs, axis=-1)
+    ritz_max = max(r.get("ritz_max", 0.0) for r in runs)
+    if lr is not None and lr * ritz_max >= 2.0:
+        msg = (f"learning_rate = {lr:.6g} >= 2/lambda_max = {2.0 / ritz_max:.6g} (Ritz value): discrete gradient "
+               "descent diverges")
+        if any(math.isinf(t) for t in times):
+            raise KernelcalcInputError(msg + " (no t = inf limit)")
+        warn(msg + "; the predictions follow the diverging linearised iteration", KernelcalcAccuracyWarning)
     worst = max(r["change"] for r in runs)
     if not all(r["converged"] for r in runs):
         accuracy_shortfall(f"Lanczos did not reach the relative tolerance {tol:.1e} in {max_iter} iterations "
