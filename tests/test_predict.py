@@ -240,11 +240,22 @@ def test_error_estimate_bounds_the_error_against_a_50_digit_reference():
     A = mpmath.matrix(Th[:16, :16].tolist())
     z = mpmath.lu_solve(A, mpmath.matrix(y.tolist()))
     ref = np.array([float(sum(mpmath.mpf(Th[16 + i, j]) * z[j] for j in range(16))) for i in range(4)])
+    # the NTK-GP variance at t = inf: k_xx + p^T K p - 2 p^T k_x, p = A^{-1} theta_x, at 50 digits
+    Km = mpmath.matrix(K[:16, :16].tolist())
+    var = []
+    for i in range(4):
+        p = mpmath.lu_solve(A, mpmath.matrix(Th[16 + i, :16].tolist()))
+        kx = mpmath.matrix(K[16 + i, :16].tolist())
+        var.append(float(K[16 + i, 16 + i] + (p.T * Km * p)[0] - 2 * (p.T * kx)[0]))
     for solver in ("eigh", "cholesky"):
-        P = kc.predict_from_kernels(Th[:16, :16], y, Th[16:, :16], t=None, solver=solver)
+        P = kc.predict_from_kernels(Th[:16, :16], y, Th[16:, :16], t=None, solver=solver, compute_cov="diag",
+                                    nngp=(K[:16, :16], K[16:, :16], np.diag(K)[16:]))
         err = np.max(np.abs(P.mean_test[0, :, 0] - ref))
         est = P.info["error_estimate"]["mean"]
         assert P.info["condition_number"] > 1e6
+        assert err <= est < 1e4 * max(err, 1e-15), (solver, err, est)
+        err = np.max(np.abs(P.cov_test[0] - var))
+        est = P.info["error_estimate"]["cov"]
         assert err <= est < 1e4 * max(err, 1e-15), (solver, err, est)
 
 

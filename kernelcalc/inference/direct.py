@@ -75,7 +75,6 @@ class CholeskyEngine:
     def __init__(self, cs: CholeskySystem, y, kernel, nngp_train, kernel_error):
         self.cs, self.kernel, self.nngp_train, self.kernel_error = cs, kernel, nngp_train, kernel_error
         self.z = cs.solve(y)                                            # A^{-1} y, (N, k)
-        self.inv_norm = 1.0 / (cs.rcond * cs.anorm)                     # ~ ||A^{-1}||
         self.delta = cs.floor + cs.n * kernel_error
         self.ynorm = float(np.linalg.norm(y, axis=0).max())
         self.err_mean = np.zeros(1)
@@ -106,10 +105,10 @@ class CholeskyEngine:
                 c = tt + P.T @ KP - cross - cross.T
             else:
                 c = tt + np.einsum("nb,nb->b", P, KP) - 2.0 * np.einsum("nb,bn->b", P, nngp_tb)
-            knorm = float(np.abs(self.nngp_train).sum(axis=1).max())
-            nrow = float(np.max(np.linalg.norm(nngp_tb, axis=1)))
-            err = (2 * self.delta * self.inv_norm * pn * (knorm * pn + nrow)
-                   + self.kernel_error * (1 + float(np.abs(P).sum(axis=0).max())) ** 2)
+            # first order in E: d var = 2 (A^{-1}(K P - k_x))^T E P (one more solve)
+            W = self.cs.solve(KP - nngp_tb.T)
+            pw = float((np.linalg.norm(W, axis=0) * np.linalg.norm(P, axis=0)).max())
+            err = 2 * self.delta * pw + self.kernel_error * (1 + float(np.abs(P).sum(axis=0).max())) ** 2
         self.err_cov = np.maximum(self.err_cov, err)
         if full:
             c = 0.5 * (c + c.T)
