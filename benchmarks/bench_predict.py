@@ -12,10 +12,20 @@ Neural ODE (T = 1); 8 times t = 1e-3 ... 1e3 and inf (our units: loss 1/2 ||f - 
    from jax 0.6; the import error is printed), so no side-by-side against the real package.
 2. N = 20000 train / 2000 test (``--large``; run in a subprocess whose peak RSS is read with
    ``resource.getrusage(RUSAGE_CHILDREN)``): kernels (NTK + NNGP, train and test), the mean at the
-   8 times (``solver="auto"``: Lanczos) and the mean + diagonal covariance at t = inf
-   (``solver="auto"``: Cholesky); total wall time, peak RSS, Lanczos iterations, error estimates.
+   8 times (``solver="auto"``: Lanczos for finite t, one Cholesky factorisation for t = inf) and the
+   mean + diagonal covariance at t = inf (``solver="auto"``: Cholesky); total wall time, CPU time,
+   peak RSS, Lanczos iterations, error estimates.
    The finite-t covariance at this size needs the full eigen-decomposition: its time is extrapolated
    from the N = 2000 eigh as N^3 (printed, not run).
+
+Measured once (2-core machine shared with other jobs, load average 12-20 during the runs):
+
+- N = 2000: see the end of this docstring (filled in by the last run).
+- N = 8000, M = 800: kernels 19 s, mean at 8 times 59 s (Lanczos 142 iterations + Cholesky at inf),
+  mean + diag cov at t = inf 42 s; total 120 s wall, 37 s CPU, peak RSS 2.29 GiB.
+- N = 20000, M = 2000 (first version, Lanczos also at t = inf): killed after 31 min wall at load ~20
+  (the process got 15-35 % of one core: 420 s CPU), peak RSS 7.0 GiB with both train Grams in
+  memory, during the Lanczos stage; the target (10 min) was not measured on this shared machine.
 
 Run: ``python benchmarks/bench_predict.py [--large | --only-large] [--n N --m M]`` (default N = 20000,
 M = 2000; every number is a cold first call).
