@@ -166,7 +166,6 @@ class _Dense:
         self.Kt = None                                                  # V^T K V, on demand
         self.kernel_error = kernel_error
         self.delta = es.perturbation(kernel_error)
-        self.s = np.array([es.time_scale(t, lr) for t in times])
         self.ynorm = float(np.linalg.norm(y, axis=0).max())
         self.znorm = np.linalg.norm(self.Z, axis=1).max(axis=1)
         self.z1 = np.abs(self.Z).sum(axis=1).max(axis=1)
@@ -191,7 +190,6 @@ class _Dense:
                                    + 8 * EPS * np.abs(mean).max(axis=(1, 2)))
         if cov is None:
             return mean, None
-        row = float(np.max(np.linalg.norm(Ktb, axis=1)))
         full = cov == "full"
         out = []
         if self.kernel == "nngp":

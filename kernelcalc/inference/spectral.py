@@ -123,16 +123,6 @@ class Eigensystem:
         """$\\varphi_t(\\lambda_i)$, shape (len(times), N)."""
         return np.stack([phi(self.lam, t, lr, self.floor) for t in times])
 
-    def time_scale(self, t: float, lr) -> float:
-        r"""$s_t=\min(t_\mathrm{eff}, 1/\lambda_\min^+)$: the first-order sensitivity of $\varphi_t(A)v$ to
-        a perturbation $E$ of $A$ is $\lesssim s_t\lVert E\rVert\lVert\varphi_t(A)v\rVert$ (exact at $t=\infty$,
-        $\delta A^{-1}=-A^{-1}EA^{-1}$); $t_\mathrm{eff}=t$ (flow) or $\eta t$ (steps)."""
-        lo = self.kept_min
-        cap = 1.0 / lo if lo > 0 else math.inf
-        if math.isinf(t):
-            return cap
-        return min(t if lr is None else lr * t, cap)
-
     def perturbation(self, kernel_error: float = 0.0) -> float:
         """Spectral-norm size of the error of the decomposed Gram: the solver's backward error
         ($\\sim N\\varepsilon\\lambda_\\max$) plus ``N * kernel_error`` (entrywise kernel error)."""
