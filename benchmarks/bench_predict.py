@@ -23,9 +23,18 @@ Measured once (2-core machine shared with other jobs, load average 12-20 during 
 - N = 2000: see the end of this docstring (filled in by the last run).
 - N = 8000, M = 800: kernels 19 s, mean at 8 times 59 s (Lanczos 142 iterations + Cholesky at inf),
   mean + diag cov at t = inf 42 s; total 120 s wall, 37 s CPU, peak RSS 2.29 GiB.
+- N = 2000 (second run): baseline 24.5 s, kernelcalc 38.9 s (ratio 1.59; first run 0.80: the load
+  varies), max |diff| mean 8.7e-12, cov 1.4e-14; mean only: eigh 22.5 s, Lanczos (CG at inf) 34.5 s.
 - N = 20000, M = 2000 (first version, Lanczos also at t = inf): killed after 31 min wall at load ~20
   (the process got 15-35 % of one core: 420 s CPU), peak RSS 7.0 GiB with both train Grams in
-  memory, during the Lanczos stage; the target (10 min) was not measured on this shared machine.
+  memory, during the Lanczos stage.  Second and third runs (Cholesky at t = inf): kernels 93 s and
+  45 s (NTK + NNGP, train and test), then the process died in scipy's LAPACK ``potrf`` (segfault,
+  reproduced; a standalone ``dpotrf`` of a 20000 x 20000 Gram works, 17-50 s, and also with
+  kernelcalc imported, but after a jax kernel computation in the same process it ends in
+  ``munmap_chunk(): invalid pointer``: a heap corruption between jax/XLA and scipy's bundled
+  OpenBLAS at this size; not seen at N = 8000).  RSS sampled during the N = 20000 kernels: up to
+  13.6 GB (the kernel layer's temporaries), above the 12 GB target.  The 10-minute target is
+  therefore NOT demonstrated at N = 20000.
 
 Run: ``python benchmarks/bench_predict.py [--large | --only-large] [--n N --m M]`` (default N = 20000,
 M = 2000; every number is a cold first call).
