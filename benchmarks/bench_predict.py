@@ -32,8 +32,9 @@ Measured once (2-core machine shared with other jobs, load average 12-20 during 
   reproduced; a standalone ``dpotrf`` of a 20000 x 20000 Gram works, 17-50 s, and also with
   kernelcalc imported, but after a jax kernel computation in the same process it ends in
   ``munmap_chunk(): invalid pointer``: a heap corruption between jax/XLA and scipy's bundled
-  OpenBLAS at this size; not seen at N = 8000).  RSS sampled during the N = 20000 kernels: up to
-  13.6 GB (the kernel layer's temporaries), above the 12 GB target.  The 10-minute target is
+  OpenBLAS at this size; not seen at N = 8000).  RSS sampled just before the crash: 13.6 GB (both
+  train Grams, the factor's copy and a full |A| temporary for the 1-norm, since computed in blocks),
+  above the 12 GB target.  The 10-minute target is
   therefore NOT demonstrated at N = 20000.
 
 Run: ``python benchmarks/bench_predict.py [--large | --only-large] [--n N --m M]`` (default N = 20000,

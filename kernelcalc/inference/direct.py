@@ -44,7 +44,7 @@ class CholeskySystem:
             W[i:i + 1024, i:] = blk
             W[i:, i:i + 1024] = blk.T
         W[np.diag_indices(n)] += diag_reg
-        anorm = float(np.abs(W).sum(axis=0).max())
+        anorm = max(float(np.abs(W[:, i:i + 1024]).sum(axis=0).max()) for i in range(0, n, 1024))   # no N x N temporary
         try:
             L, _ = scipy.linalg.cho_factor(W, lower=True, overwrite_a=True, check_finite=False)
         except np.linalg.LinAlgError:
