@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from .spectral import EPS
+from .spectral import EPS, lapack_scope
 
 __all__ = ["CholeskySystem"]
 
@@ -46,10 +46,11 @@ class CholeskySystem:
         W[np.diag_indices(n)] += diag_reg
         anorm = max(float(np.abs(W[:, i:i + 1024]).sum(axis=0).max()) for i in range(0, n, 1024))   # no N x N temporary
         try:
-            L, _ = scipy.linalg.cho_factor(W, lower=True, overwrite_a=True, check_finite=False)
+            with lapack_scope(n):
+                L, _ = scipy.linalg.cho_factor(W, lower=True, overwrite_a=True, check_finite=False)
+                rcond, info = lapack.dpocon(L, anorm, uplo="L")
         except np.linalg.LinAlgError:
             return None
-        rcond, info = lapack.dpocon(L, anorm, uplo="L")
         if info != 0 or rcond < n * EPS:
             return None
         return cls(L, anorm, float(rcond), n, time.perf_counter() - t0)
@@ -57,7 +58,8 @@ class CholeskySystem:
     def solve(self, B):
         import scipy.linalg
 
-        return scipy.linalg.cho_solve((self.L, True), B, check_finite=False)
+        with lapack_scope(self.n):
+            return scipy.linalg.cho_solve((self.L, True), B, check_finite=False)
 
     @property
     def condition_number(self) -> float:

@@ -25,9 +25,28 @@ from tqdm.auto import tqdm
 
 from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, progress_disable, warn
 
-__all__ = ["Eigensystem", "phi", "EPS", "batches"]
+__all__ = ["Eigensystem", "phi", "EPS", "batches", "lapack_scope", "SINGLE_THREAD_ABOVE"]
 
 EPS = float(np.finfo(np.float64).eps)
+
+#: Above this size the LAPACK factorisations run with one OpenBLAS thread (scoped by threadpoolctl):
+#: measured on the 2-core machine, a multi-threaded ``potrf`` of a 20000 x 20000 Gram in a process that
+#: has run a jax kernel computation segfaults or corrupts the heap (scipy's and numpy's OpenBLAS alike);
+#: single-threaded it completes (62 s).  Up to N = 8000 no failure was seen.
+SINGLE_THREAD_ABOVE = 8000
+
+
+def lapack_scope(n: int):
+    """The context of one large LAPACK call: one BLAS thread above :data:`SINGLE_THREAD_ABOVE`."""
+    import contextlib
+
+    if n <= SINGLE_THREAD_ABOVE:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:              # pragma: no cover - threadpoolctl ships with scikit-learn / scipy stacks
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _residual_factor(lam, t, lr):
@@ -83,7 +102,8 @@ class Eigensystem:
             W[i:, i:i + 1024] = blk.T
         W[np.diag_indices(n)] += diag_reg
         self.driver = driver or ("evd" if n <= 8000 else "evr")
-        self.lam, self.V = scipy.linalg.eigh(W, overwrite_a=True, check_finite=False, driver=self.driver)
+        with lapack_scope(n):
+            self.lam, self.V = scipy.linalg.eigh(W, overwrite_a=True, check_finite=False, driver=self.driver)
         del W
         self.n = n
         self.lam_max = float(max(abs(self.lam[-1]), abs(self.lam[0]), np.finfo(float).tiny))
