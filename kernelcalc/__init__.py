@@ -55,3 +55,5 @@ from .theory.hermite import HermiteCoefficients, hermite_coefficients  # noqa: E
 __all__ += ["SphereSpectrum", "sphere_spectrum", "HermiteCoefficients", "hermite_coefficients"]
 from ._validation import KernelcalcClusterError  # noqa: E402
 __all__ += ["KernelcalcClusterError"]
+from .inference import Prediction, predict, predict_from_kernels  # noqa: E402
+__all__ += ["Prediction", "predict", "predict_from_kernels"]

@@ -121,6 +121,8 @@ ENTRIES = {
     "rigorous_kernel": (("node", "mlp"), lambda f, m, **kw: f(X, model=m, activation="identity" if m == "node"
                                                              else "relu", **({"depth": 1} if m == "mlp" else {}), **kw)),
     "certify_ntk": (("node", "mlp", "resnet"), lambda f, m, **kw: _with_model(f, m, **kw)),
+    "predict": (tuple(TABLE), lambda f, m, **kw: f(X, Y, model=m, activation="softplus", depth=DEPTH.get(m), t=1.0,
+                                                  **kw)),
 }
 ENTRIES["sphere_spectrum"] = (("node", "resnet", "mlp", "deq"), lambda f, m, **kw: f(
     model=m, activation="tanh", d=2, k_max=1, **({"depth": DEPTH[m]} if m in DEPTH else {}), **kw))
