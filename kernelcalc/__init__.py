@@ -50,3 +50,5 @@ from .studies.polynomial import feature_rank_bound, lambda_min_table  # noqa: E4
 __all__ += ["feature_rank_bound", "lambda_min_table"]
 from .studies.certify import CertifiedLambdaMin, certify_lambda_min, certify_ntk, rigorous_kernel  # noqa: E402
 __all__ += ["CertifiedLambdaMin", "certify_lambda_min", "certify_ntk", "rigorous_kernel"]
+from .inference import Prediction, predict, predict_from_kernels  # noqa: E402
+__all__ += ["Prediction", "predict", "predict_from_kernels"]

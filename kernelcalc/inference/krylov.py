@@ -1,0 +1,143 @@
+r"""Matrix-free predictions of the mean: Lanczos on the train Gram (for $N$ past the dense crossover).
+
+For each target column $y$, $m$ Lanczos steps on $A=\Theta+\text{diag\_reg}\,I$ from $q_1=y/\lVert y\rVert$
+(full re-orthogonalisation) give $AQ_m\approx Q_mT_m$ and
+
+$$\varphi_t(A)\,y\approx\lVert y\rVert\,Q_m\,\varphi_t(T_m)\,e_1$$
+
+for every time at once (one Krylov space serves all $t$: $\varphi_t$ of the small tridiagonal $T_m$
+in its eigenbasis).  At $t=\infty$, $\varphi_\infty(\lambda)=1/\lambda$: this is conjugate gradients
+(the same iterates in exact arithmetic).  The iteration stops when the coefficients
+$\varphi_t(T_m)e_1$ change by less than ``tol`` (relative) between checks for every $t$, or at a
+breakdown (an invariant subspace: exact); otherwise a
+:class:`~kernelcalc.KernelcalcAccuracyWarning` reports the change reached.  One product with $A$
+per step: numpy arrays in memory, Zarr/memmap Grams read in row blocks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .._validation import accuracy_shortfall, progress_disable
+from .result import Prediction
+from .spectral import EPS, batches, phi
+
+__all__ = ["krylov_run", "lanczos_phi"]
+
+
+def _matvec(A, diag_reg):
+    """``v -> (A + diag_reg I) v`` reading an on-disk Gram in row blocks."""
+    if isinstance(A, np.ndarray):
+        return lambda v: A @ v + diag_reg * v
+    n = A.shape[0]
+    rows = max(1, 2**24 // n)
+
+    def mv(v):
+        out = np.empty(n)
+        for i in range(0, n, rows):
+            out[i:i + rows] = np.asarray(A[i:i + rows], dtype=np.float64) @ v
+        return out + diag_reg * v
+
+    return mv
+
+
+def lanczos_phi(mv, y: np.ndarray, times, lr, *, tol: float, max_iter: int, check_every: int = 10,
+                progress=None):
+    r"""$\varphi_t(A)y$ and $(I-r_t(A))y$ for every $t$ by Lanczos (module docstring).
+
+    **Returns:** ``(Z (T, N), R (T, N), info)`` with ``info`` holding the iterations, the last relative
+    change, whether it converged, and the Ritz extremes.
+    """
+    n = y.shape[0]
+    beta0 = float(np.linalg.norm(y))
+    T = len(times)
+    if beta0 == 0.0:
+        return np.zeros((T, n)), np.zeros((T, n)), {"iterations": 0, "change": 0.0, "converged": True}
+    max_iter = min(max_iter, n)
+    Q = np.empty((max_iter + 1, n))
+    Q[0] = y / beta0
+    alphas, betas = [], []
+    prev, change, converged, breakdown = None, math.inf, False, False
+    bar = tqdm(total=max_iter, desc="Lanczos", disable=progress_disable(progress), leave=False)
+    lam_max = 0.0
+    for j in range(max_iter):
+        w = mv(Q[j])
+        a = float(Q[j] @ w)
+        w -= a * Q[j] + (betas[-1] * Q[j - 1] if j else 0.0)
+        for _ in range(2):                                   # full re-orthogonalisation, twice
+            w -= Q[:j + 1].T @ (Q[:j + 1] @ w)
+        b = float(np.linalg.norm(w))
+        alphas.append(a)
+        bar.update(1)
+        m = j + 1
+        last = m == max_iter
+        lam_max = max(lam_max, abs(a) + b + (betas[-1] if betas else 0.0))
+        if b <= 10 * n * EPS * max(lam_max, 1e-300):
+            breakdown = True
+        if breakdown or last or m % check_every == 0:
+            ev, U = np.linalg.eigh(np.diag(alphas) + np.diag(betas[:m - 1], 1) + np.diag(betas[:m - 1], -1))
+            floor = n * EPS * max(abs(ev).max(), 1e-300)
+            coef = np.stack([U @ (phi(ev, t, lr, floor) * U[0]) for t in times])        # phi_t(T_m) e1
+            if prev is not None:
+                pad = np.zeros_like(coef)
+                pad[:, :prev.shape[1]] = prev
+                change = float(np.max(np.linalg.norm(coef - pad, axis=1) / np.maximum(np.linalg.norm(coef, axis=1),
+                                                                                        1e-300)))
+            prev = coef
+            if breakdown or change < tol:
+                converged = True
+                break
+        betas.append(b)
+        Q[j + 1] = w / b
+    bar.close()
+    m = len(alphas)
+    lam_c = np.maximum(ev, 0.0)
+    Z = beta0 * np.stack([c @ Q[:m] for c in coef])
+    R = beta0 * np.stack([(U @ (lam_c * phi(ev, t, lr, floor) * U[0])) @ Q[:m] for t in times])
+    info = {"iterations": m, "change": 0.0 if breakdown else change, "converged": converged,
+            "breakdown": breakdown, "ritz_min": float(ev[0]), "ritz_max": float(ev[-1])}
+    return Z, R, info
+
+
+def krylov_run(A, y, times, *, kernel, lr, diag_reg, n_test, test_block, batch_size, progress, kernel_error,
+               tol, max_iter, info, t0) -> Prediction:
+    """The mean-only Krylov path of :func:`kernelcalc.inference.engine.run`."""
+    n, k = y.shape
+    mv = _matvec(A, diag_reg)
+    max_iter = 2000 if max_iter is None else int(max_iter)
+    Zs, Rs, runs = [], [], []
+    for c in range(k):
+        Z, R, ri = lanczos_phi(mv, y[:, c], times, lr, tol=tol, max_iter=max_iter, progress=progress)
+        Zs.append(Z)
+        Rs.append(R)
+        runs.append(ri)
+    Z = np.stack(Zs, axis=-1)                                                  # (T, N, k)
+    mean_train = np.stack(Rs, axis=-1)
+    worst = max(r["change"] for r in runs)
+    if not all(r["converged"] for r in runs):
+        accuracy_shortfall(f"Lanczos did not reach the relative tolerance {tol:.1e} in {max_iter} iterations "
+                           f"(last change {worst:.2e}); raise krylov_max_iter, add diag_reg, or use solver='eigh'")
+    mean_test = None
+    zrel = worst * np.linalg.norm(Z, axis=1).max(axis=1)
+    err = np.zeros(len(times))
+    if n_test:
+        mean_test = np.empty((len(times), n_test, k))
+        for i in batches(n_test, batch_size, progress, "test batches"):
+            j = min(i + batch_size, n_test)
+            Ktb = test_block(i, j)[0]
+            mean_test[:, i:j] = np.einsum("bn,tnk->tbk", Ktb, Z, optimize=True)
+            row = float(np.max(np.linalg.norm(Ktb, axis=1)))
+            err = np.maximum(err, row * zrel + kernel_error * np.abs(Z).sum(axis=1).max(axis=1))
+    info.update({"solver": "krylov (Lanczos, full re-orthogonalisation; CG at t = inf)",
+                 "lanczos": runs, "lambda_max": max(r.get("ritz_max", 0.0) for r in runs),
+                 "lambda_min": min(r.get("ritz_min", math.inf) for r in runs),
+                 "error_estimate": {"mean": float(err.max()), "mean_per_time": err.tolist()},
+                 "n_train": n, "n_test": n_test, "seconds": time.perf_counter() - t0})
+    info["condition_number"] = (info["lambda_max"] / info["lambda_min"] if info["lambda_min"] > 0 else math.inf)
+    info["condition_number_note"] = "Ritz values: lambda_min is an upper bound of the Gram's"
+    return Prediction(mean_test=mean_test, mean_train=mean_train, cov_test=None, times=times, kernel=kernel,
+                      learning_rate=lr, info=info)

@@ -1,0 +1,204 @@
+"""kc.predict / kc.predict_from_kernels against the neural-tangents formulas written here from the
+papers' equations (Lee et al. 2019, eqs. 15-16; the GP posterior), in numpy/scipy: matrix
+exponentials by ``scipy.linalg.expm``, inverses by ``numpy.linalg.solve``, discrete gradient descent by
+iterating the linearised recursion step by step.  The Grams are the closed-form arc-cosine kernels of
+the one-hidden-layer relu MLP, written here too (Cho & Saul 2009)."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import scipy.linalg as sl
+
+import kernelcalc as kc
+
+
+def relu_mlp_grams(X, Y):
+    """NNGP and NTK of Dense(d->n, W_std=1) -> relu -> Dense(n->1, W_std=1), NTK parameterisation."""
+    d = X.shape[1]
+    k1 = X @ Y.T / d
+    nx, ny = np.sqrt(np.sum(X * X, 1) / d), np.sqrt(np.sum(Y * Y, 1) / d)
+    xu, yu = X / np.linalg.norm(X, axis=1, keepdims=True), Y / np.linalg.norm(Y, axis=1, keepdims=True)
+    th = 2 * np.arctan2(np.linalg.norm(xu[:, None] - yu[None], axis=2), np.linalg.norm(xu[:, None] + yu[None], axis=2))
+    cos = np.cos(th)              # the angle without arccos's loss of digits next to theta = 0
+    nngp = np.outer(nx, ny) / (2 * np.pi) * (np.sin(th) + (np.pi - th) * cos)
+    return nngp, nngp + k1 * (np.pi - th) / (2 * np.pi)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(7)
+    n, m, d = 24, 9, 4
+    X = rng.normal(size=(n + m, d))
+    K, Th = relu_mlp_grams(X, X)
+    tr, te = slice(0, n), slice(n, n + m)
+    y = np.stack([np.sin(X[:n, 0]) + X[:n, 1], np.cos(X[:n, 2])], axis=1)
+    return dict(X=X, n=n, m=m, y=y, K=(K[tr, tr], K[te, tr], K[te, te]), Th=(Th[tr, tr], Th[te, tr], Th[te, te]))
+
+
+def nt_reference(G, Gtx, K, Ktx, Ktt, y, t, kernel):
+    """Mean and covariance on the test set, neural-tangents' formulas (gradient_descent_mse_ensemble,
+    gp_inference) with the unnormalised loss: expm and solve, no eigen-decomposition."""
+    n = G.shape[0]
+    if math.isinf(t):
+        M = np.linalg.inv(G)
+    else:
+        M = np.linalg.solve(G, np.eye(n) - sl.expm(-G * t))
+    mean = Gtx @ M @ y
+    if kernel == "nngp":
+        M2 = np.linalg.inv(G) if math.isinf(t) else np.linalg.solve(G, np.eye(n) - sl.expm(-2 * G * t))
+        cov = Ktt - Gtx @ M2 @ Gtx.T
+    else:
+        cov = Ktt + Gtx @ M @ K @ M @ Gtx.T - Gtx @ M @ Ktx.T - Ktx @ M @ Gtx.T
+    return mean, cov
+
+
+@pytest.mark.parametrize("kernel", ["ntk", "nngp"])
+def test_flow_mean_and_covariance_equal_the_nt_formulas(problem, kernel):
+    K, Th = problem["K"], problem["Th"]
+    G = Th if kernel == "ntk" else K
+    times = [0.0, 0.3, 2.5, np.inf]
+    if kernel == "ntk":
+        P = kc.predict_from_kernels(G[0], problem["y"], G[1], nngp=K, t=times, kernel=kernel, compute_cov=True)
+    else:
+        P = kc.predict_from_kernels(G[0], problem["y"], G[1], K[2], t=times, kernel=kernel, compute_cov=True)
+    assert P.mean_test.shape == (4, problem["m"], 2) and P.cov_test.shape == (4, problem["m"], problem["m"])
+    for i, t in enumerate(times):
+        mean, cov = nt_reference(G[0], G[1], K[0], K[1], K[2], problem["y"], t, kernel)
+        assert np.max(np.abs(P.mean_test[i] - mean)) < 1e-10, (kernel, t)
+        assert np.max(np.abs(P.cov_test[i] - cov)) < 1e-10, (kernel, t)
+        train = problem["y"] if math.isinf(t) else (np.eye(problem["n"]) - sl.expm(-G[0] * t)) @ problem["y"]
+        assert np.max(np.abs(P.mean_train[i] - train)) < 1e-10
+    assert np.allclose(P.mean_test[0], 0.0) and np.allclose(P.cov_test[0], K[2], atol=1e-14)    # t = 0: the prior
+    assert np.array_equal(P.cov_test, np.swapaxes(P.cov_test, 1, 2))
+    assert P.info["cov_min_eigenvalue"] > -P.info["error_estimate"]["cov"]
+    # the diagonal variant is the diagonal of the full one
+    kw = dict(nngp=(K[0], K[1], np.diag(K[2]))) if kernel == "ntk" else {}
+    D = kc.predict_from_kernels(G[0], problem["y"], G[1], None if kernel == "ntk" else np.diag(K[2]), t=times,
+                                kernel=kernel, compute_cov="diag", batch_size=4, **kw)
+    assert np.max(np.abs(D.cov_test - np.diagonal(P.cov_test, axis1=1, axis2=2))) < 1e-12
+    assert np.max(np.abs(D.mean_test - P.mean_test)) < 1e-12
+
+
+def test_time_is_neural_tangents_time_scaled_by_lr_over_targets(problem):
+    """nt: exp(-Theta * lr * t_nt / y.size) (loss 1/2 mean); ours: t = lr * t_nt / y.size."""
+    G, y = problem["Th"], problem["y"]
+    lr, t_nt = 0.5, 40.0
+    n = G[0].shape[0]
+    ref = G[1] @ np.linalg.solve(G[0], np.eye(n) - sl.expm(-G[0] * lr * t_nt / y.size)) @ y
+    P = kc.predict_from_kernels(G[0], y, G[1], t=lr * t_nt / y.size)
+    assert np.max(np.abs(P.mean_test[0] - ref)) < 1e-12
+
+
+@pytest.mark.parametrize("kernel", ["ntk", "nngp"])
+def test_discrete_gradient_descent_equals_the_iterated_recursion(problem, kernel):
+    K, Th = problem["K"], problem["Th"]
+    G = Th if kernel == "ntk" else K
+    y, n = problem["y"], problem["n"]
+    eta = 1.0 / np.linalg.eigvalsh(G[0])[-1]
+    steps = [0, 1, 7, 40]
+    # f_{s+1} = f_s - eta * Theta_{.X} (f_s(X) - y): f_s(x) = f_0(x) - Gs (f_0(X) - y), Gs by the recursion
+    Gs, Ms, f_tr, f_te = np.zeros_like(G[1]), np.eye(n), np.zeros_like(y), np.zeros((G[1].shape[0], 2))
+    ref = {}
+    for s in range(max(steps) + 1):
+        if s in steps:
+            ref[s] = (f_te.copy(), f_tr.copy(), K[2] - Gs @ K[1].T - K[1] @ Gs.T + Gs @ K[0] @ Gs.T)
+        f_te = f_te - eta * G[1] @ (f_tr - y)
+        f_tr = f_tr - eta * G[0] @ (f_tr - y)
+        Gs = Gs + eta * G[1] @ Ms
+        Ms = Ms @ (np.eye(n) - eta * G[0])
+    kw = dict(nngp=K) if kernel == "ntk" else dict(K_test_test=K[2])
+    P = kc.predict_from_kernels(G[0], y, G[1], t=steps, kernel=kernel, compute_cov=True, learning_rate=eta, **kw)
+    for i, s in enumerate(steps):
+        assert np.max(np.abs(P.mean_test[i] - ref[s][0])) < 1e-10
+        assert np.max(np.abs(P.mean_train[i] - ref[s][1])) < 1e-10
+        assert np.max(np.abs(P.cov_test[i] - ref[s][2])) < 1e-10
+    with pytest.raises(kc.KernelcalcInputError, match="whole numbers"):
+        kc.predict_from_kernels(G[0], y, G[1], t=2.5, learning_rate=eta)
+
+
+def test_predict_on_the_mlp_equals_the_closed_form_reference(problem):
+    """kc.predict computes the kernels itself (model="mlp", relu, depth 1) and matches the reference."""
+    X, n = problem["X"], problem["n"]
+    P = kc.predict(X[:n], problem["y"], X[n:], model="mlp", activation="relu", depth=1, t=[1.0, np.inf],
+                   compute_cov="diag")
+    K, Th = problem["K"], problem["Th"]
+    for i, t in enumerate([1.0, np.inf]):
+        mean, cov = nt_reference(Th[0], Th[1], K[0], K[1], K[2], problem["y"], t, "ntk")
+        assert np.max(np.abs(P.mean_test[i] - mean)) < 1e-10
+        assert np.max(np.abs(P.cov_test[i] - np.diag(cov))) < 1e-10
+    assert P.info["kernel_info"] and P.info["solver"].startswith("eigh")
+
+
+def test_duplicated_training_row_warns_and_interpolates(problem):
+    X, y = problem["X"][:12].copy(), problem["y"][:12].copy()
+    X[7], y[7] = X[3], y[3]                                   # a duplicated training point: K exactly singular
+    K, Th = relu_mlp_grams(X, X)
+    Kt, Tht = relu_mlp_grams(X[3:4] + 0.0, X)                # a test point on the duplicate
+    with pytest.warns(kc.KernelcalcAccuracyWarning, match="singular to working precision"):
+        P = kc.predict_from_kernels(Th, y, Tht, nngp=(K, Kt, np.diag(relu_mlp_grams(X[3:4], X[3:4])[0])),
+                                    t=[10.0, 1e6, np.inf], compute_cov="diag")
+    assert np.isfinite(P.mean_test).all() and np.isfinite(P.cov_test).all() and np.isfinite(P.mean_train).all()
+    assert abs(P.info["lambda_min"]) < 1e-12 * P.info["lambda_max"]
+    np.testing.assert_allclose(P.mean_test[2, 0], y[3], atol=1e-8)      # interpolates the duplicate's label
+    np.testing.assert_allclose(P.mean_train[2, [3, 7]], y[[3, 3]], atol=1e-8)
+    np.testing.assert_allclose(P.mean_test[1, 0], y[3], atol=1e-6)      # long finite training too
+    assert abs(P.cov_test[2, 0]) < 1e-8
+
+
+def test_krylov_mean_equals_the_reference_and_batches_change_nothing(problem):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(110, 6))
+    K, Th = relu_mlp_grams(X, X)
+    y = np.sin(X[:100, 0])
+    times = [0.5, 20.0, np.inf]
+    P = kc.predict_from_kernels(Th[:100, :100], y, Th[100:, :100], t=times, solver="krylov", diag_reg=1e-4,
+                                batch_size=3)
+    A = Th[:100, :100] + 1e-4 * np.eye(100)
+    for i, t in enumerate(times):
+        M = np.linalg.inv(A) if math.isinf(t) else np.linalg.solve(A, np.eye(100) - sl.expm(-A * t))
+        ref = Th[100:, :100] @ M @ y
+        assert np.max(np.abs(P.mean_test[i, :, 0] - ref)) < 1e-9
+        assert np.max(np.abs(P.mean_test[i, :, 0] - ref)) <= P.info["error_estimate"]["mean_per_time"][i] + 1e-12
+    assert P.info["solver"].startswith("krylov") and all(r["converged"] for r in P.info["lanczos"])
+    E = kc.predict_from_kernels(Th[:100, :100], y, Th[100:, :100], t=times, solver="eigh", diag_reg=1e-4,
+                                batch_size=4)
+    assert np.max(np.abs(E.mean_test - P.mean_test)) < 1e-9
+
+
+def test_memmap_test_gram_is_read_in_batches(problem, tmp_path):
+    Th = problem["Th"]
+    mm = np.lib.format.open_memmap(tmp_path / "ktx.npy", mode="w+", dtype=np.float64, shape=Th[1].shape)
+    mm[:] = Th[1]
+    a = kc.predict_from_kernels(Th[0], problem["y"], mm, t=1.0, batch_size=2)
+    b = kc.predict_from_kernels(Th[0], problem["y"], Th[1], t=1.0)
+    assert np.array_equal(a.mean_test, b.mean_test) or np.max(np.abs(a.mean_test - b.mean_test)) < 1e-13
+    d = a.to_dict()
+    assert d["times"] == [1.0] and len(d["mean_test"]) == 1
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda p: kc.predict_from_kernels(p["Th"][0], p["y"][:-1], p["Th"][1]), "y_train has 23 rows"),
+    (lambda p: kc.predict_from_kernels(p["Th"][0], np.where(np.arange(24) == 5, np.nan, 1.0)), "NaN"),
+    (lambda p: kc.predict_from_kernels(p["Th"][0], p["y"], p["Th"][1], t=[1.0, -0.5]), "t must be >= 0"),
+    (lambda p: kc.predict_from_kernels(p["Th"][0], p["y"], p["Th"][1], compute_cov=True), "needs the NNGP"),
+    (lambda p: kc.predict_from_kernels(p["Th"][0], p["y"], p["Th"][1], kernel="gp"), "kernel must be"),
+    (lambda p: kc.predict(p["X"][:24], p["y"], np.ones((3, 5)), model="mlp", activation="relu", depth=1),
+     "X_test has input dimension 5 but X_train has 4"),
+    (lambda p: kc.predict(p["X"][:24], p["y"], model="node", activation="relu", depth=1), "depth does not apply"),
+    (lambda p: kc.predict(p["X"][:24], p["y"], model="mlp", activation="relu", depth=1, sigma_u=1.0),
+     "sigma_u does not apply"),
+])
+def test_bad_input_is_one_clear_line(problem, call, match):
+    with pytest.raises(kc.KernelcalcInputError, match=match) as err:
+        call(problem)
+    assert "\n" not in str(err.value)
+
+
+def test_prediction_is_immutable(problem):
+    P = kc.predict_from_kernels(problem["Th"][0], problem["y"], problem["Th"][1], t=1.0)
+    with pytest.raises(ValueError):
+        P.mean_test[0, 0, 0] = 1.0
+    with pytest.raises(Exception):
+        P.kernel = "nngp"
