@@ -151,24 +151,15 @@ def _times_schedule(t, steps, learning_rate):
         times = _times(t)
         return times, None, None
     lr = positive("learning_rate", learning_rate)
-    if (t is None) == (steps is None):
-        raise KernelcalcInputError("give exactly one of t= (times, multiples of learning_rate) or steps= "
-                                   "for gradient descent")
-    if steps is not None:
-        ks = np.atleast_1d(np.asarray(steps))
-        if ks.ndim != 1 or ks.size == 0 or not all(float(k) == int(k) and int(k) >= 0 for k in ks.tolist()):
-            raise KernelcalcInputError(f"steps must be one or more integers >= 0, got {steps!r}")
-        ks = [int(k) for k in ks.tolist()]
-    else:
-        times = _times(t)
-        ks = []
-        for tj in times:
-            k = round(tj / lr)
-            if abs(k * lr - tj) > 1e-9 * max(tj, lr):
-                raise KernelcalcInputError(
-                    f"t={tj!r} is not a whole number of gradient-descent steps of learning_rate={lr!r} "
-                    f"(t/learning_rate = {tj / lr:.6g}); give steps= or a learning_rate that divides t")
-            ks.append(int(k))
+    if t is not None:
+        raise KernelcalcInputError("with learning_rate (gradient descent) give steps= (step counts k, time t = k * "
+                                   "learning_rate), not t= (kc.predict's t counts steps when it has a learning_rate)")
+    if steps is None:
+        raise KernelcalcInputError("give steps= (gradient-descent step counts) with learning_rate")
+    ks = np.atleast_1d(np.asarray(steps))
+    if ks.ndim != 1 or ks.size == 0 or not all(float(k) == int(k) and int(k) >= 0 for k in ks.tolist()):
+        raise KernelcalcInputError(f"steps must be one or more integers >= 0, got {steps!r}")
+    ks = [int(k) for k in ks.tolist()]
     return tuple(k * lr for k in ks), tuple(ks), lr
 
 
@@ -208,9 +199,11 @@ def trained_ensemble(X_train, y_train, X_test=None, *, model="node", activation=
       ``solver_steps`` Euler--Maruyama steps.
     - Time: ``learning_rate=None`` -- gradient flow, ``t`` a time or array of times $\ge0$ (diffrax Tsit5,
       adaptive with ``flow_rtol``/``flow_atol``, at most ``max_flow_steps`` steps);
-      ``learning_rate=``$\eta$ -- gradient descent, with ``steps`` (step counts $k$) or ``t`` (times,
-      each a whole multiple $k\eta$). Time $t$ is the time of $\dot\theta=-\nabla L$ with
-      $L=\tfrac12\|f(X)-y\|^2$ (GD: $t=k\eta$), as in :func:`kernelcalc.predict`.
+      ``learning_rate=``$\eta$ -- gradient descent, ``steps`` the step counts $k$ (``t`` is then an
+      error). Time is that of $\dot\theta=-\nabla L$ with $L=\tfrac12\|f(X)-y\|^2$ (GD: $t=k\eta$),
+      as in :func:`kernelcalc.predict`, whose ``t`` with a ``learning_rate`` is the step count $k$:
+      ``trained_ensemble(..., learning_rate=eta, steps=k)`` goes with
+      ``predict(..., learning_rate=eta, t=k)``, ``trained_ensemble(..., t=t)`` with ``predict(..., t=t)``.
     - ``network_batch``: train this many networks at a time (default: all; lower it to bound memory).
     - ``progress``: ``None`` (auto), ``True`` or ``False`` (a bar over network batches).
 
