@@ -27,7 +27,7 @@ mean and the diagonal of the covariance of :func:`kernelcalc.predict` with ``ker
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 import time
 
 import numpy as np
@@ -139,6 +139,48 @@ class TrainedEnsemble(JsonResult):
         return self.summary()
 
 
+@functools.lru_cache(maxsize=1)
+def _compiled() -> dict:
+    """The ensemble's jitted building blocks (``net`` static; data, step size and times traced), built once
+    per process so that repeated calls with the same network and data shapes reuse the compilation."""
+    import diffrax
+    import jax
+    import jax.numpy as jnp
+
+    from ..empirical.models import batched_apply, init_params
+
+    def neg_grad(P, X, y, net):
+        def loss(p):
+            return 0.5 * jnp.sum((batched_apply(p, X, net) - y) ** 2)
+
+        return jax.tree_util.tree_map(jnp.negative, jax.vmap(jax.grad(loss))(P))
+
+    def outputs(P, X_all, net):
+        return jax.vmap(lambda p: batched_apply(p, X_all, net))(P)
+
+    @functools.partial(jax.jit, static_argnames=("net", "d"))
+    def init(keys, net, d):
+        return jax.vmap(lambda k: init_params(k, net, d))(keys)
+
+    @functools.partial(jax.jit, static_argnames=("net",))
+    def advance(P, k, lr, X, y, net):
+        """``k`` gradient-descent steps of size ``lr`` for every network of ``P``."""
+        return jax.lax.fori_loop(0, k, lambda _, Q: jax.tree_util.tree_map(
+            lambda a, g: a + lr * g, Q, neg_grad(Q, X, y, net)), P)
+
+    @functools.partial(jax.jit, static_argnames=("net", "rtol", "atol", "max_steps"))
+    def flow(P, ts, X, y, X_all, net, rtol, atol, max_steps):
+        """Gradient flow of the whole ensemble (one adaptive Tsit5 solve); the outputs on ``X_all`` at ``ts``."""
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(lambda s, Q, args: neg_grad(Q, X, y, net)), diffrax.Tsit5(), t0=0.0, t1=ts[-1],
+            dt0=None, y0=P, stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            saveat=diffrax.SaveAt(ts=ts, fn=lambda s, Q, args: outputs(Q, X_all, net)),
+            max_steps=max_steps, throw=False)
+        return sol.ys, sol.result == diffrax.RESULTS.successful, sol.stats["num_steps"]
+
+    return dict(init=init, advance=advance, outputs=jax.jit(outputs, static_argnames=("net",)), flow=flow)
+
+
 def _times_schedule(t, steps, learning_rate):
     """Validated ``(times, steps or None, lr or None)`` (times ascending as given, float)."""
     if learning_rate is None:
@@ -214,8 +256,6 @@ def trained_ensemble(X_train, y_train, X_test=None, *, model="node", activation=
     import jax
     import jax.numpy as jnp
 
-    from ..empirical.models import batched_apply, init_params
-
     t_start = time.perf_counter()
     X_train, y_train = validate_xy(X_train, y_train, "X_train", "y_train")
     N, d = X_train.shape
@@ -237,55 +277,27 @@ def trained_ensemble(X_train, y_train, X_test=None, *, model="node", activation=
     order = np.argsort(times, kind="stable")
     t_sorted = [times[i] for i in order]
 
-    def loss(p):
-        return 0.5 * jnp.sum((batched_apply(p, Xj, net) - yj) ** 2)
-
-    def outputs(P):
-        return jax.vmap(lambda p: batched_apply(p, X_all, net))(P)
-
-    def neg_grad(P):
-        return jax.tree_util.tree_map(jnp.negative, jax.vmap(jax.grad(loss))(P))
-
-    init = jax.jit(jax.vmap(lambda k: init_params(k, net, d)))
-    out_fn = jax.jit(outputs)
+    fns = _compiled()
     failure = None
     flow_stats = dict(ode_steps=0)
 
     if lr is not None:
-        lr_j = jnp.asarray(lr)
-
-        @jax.jit
-        def advance(P, k):
-            return jax.lax.fori_loop(0, k, lambda _, Q: jax.tree_util.tree_map(
-                lambda a, g: a + lr_j * g, Q, neg_grad(Q)), P)
-
         k_sorted = [ks[i] for i in order]
 
         def run(P):
             outs, k_prev = [], 0
             for k in k_sorted:
-                P = advance(P, jnp.asarray(k - k_prev, dtype=jnp.int32))
+                P = fns["advance"](P, jnp.asarray(k - k_prev, dtype=jnp.int32), jnp.asarray(lr), Xj, yj, net)
                 k_prev = k
-                outs.append(out_fn(P))
+                outs.append(fns["outputs"](P, X_all, net))
             return jnp.stack(outs), True
     else:
-        import diffrax
-
         t1 = float(t_sorted[-1])
-
-        @jax.jit
-        def solve(P):
-            sol = diffrax.diffeqsolve(
-                diffrax.ODETerm(lambda s, Q, args: neg_grad(Q)), diffrax.Tsit5(), t0=0.0, t1=t1,
-                dt0=None, y0=P, stepsize_controller=diffrax.PIDController(rtol=flow_rtol, atol=flow_atol),
-                saveat=diffrax.SaveAt(ts=jnp.asarray(t_sorted), fn=lambda s, Q, args: outputs(Q)),
-                max_steps=max_flow_steps, throw=False)
-            return sol.ys, sol.result == diffrax.RESULTS.successful, sol.stats["num_steps"]
 
         def run(P):
             if t1 == 0.0:
-                return out_fn(P)[None].repeat(len(t_sorted), axis=0), True
-            ys, ok, n = solve(P)
+                return fns["outputs"](P, X_all, net)[None].repeat(len(t_sorted), axis=0), True
+            ys, ok, n = fns["flow"](P, jnp.asarray(t_sorted), Xj, yj, X_all, net, flow_rtol, flow_atol, max_flow_steps)
             flow_stats["ode_steps"] = max(flow_stats["ode_steps"], int(n))
             return ys, bool(ok)
 
@@ -296,7 +308,7 @@ def trained_ensemble(X_train, y_train, X_test=None, *, model="node", activation=
     bar = tqdm(total=n_networks, desc=f"ensemble width {width}", disable=disable, leave=False)
     with jax.default_matmul_precision("highest"):
         for start in range(0, n_networks, batch):
-            P0 = init(keys[start:start + batch])
+            P0 = fns["init"](keys[start:start + batch], net, d)
             F, ok = run(P0)
             chunks.append(np.asarray(F))
             if not ok and failure is None:
