@@ -166,3 +166,45 @@ def test_bad_input_is_one_clear_error():
         kc.trained_ensemble(X, y, Xt[:, :3], t=1.0, **kw)
     with pytest.raises(KernelcalcInputError, match="widths"):
         kc.compare_predictions(X, y, Xt, widths=[0], t=1.0, n_networks=2)
+
+
+# ----------------------------------------------------------------------------- slow: the other models, and width
+SLOW_MODELS = {
+    # untied Neural ODE: 8 Euler-Maruyama steps (kernel bias against the continuum limit about 0.6 %)
+    "node_untied": dict(model="node_untied", activation="softplus", T=0.5, sigma_u=4.0, solver_steps=8, width=512),
+    "resnet8": dict(model="resnet", activation="softplus", T=0.5, sigma_u=4.0, depth=8, width=512),
+    # the DEQ solves an n x n Newton system per input and step: width 128
+    "deq": dict(model="deq", activation="softplus", sigma_w=0.5, sigma_u=4.0, width=128),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(SLOW_MODELS))
+def test_other_models_within_standard_errors_of_the_prediction(name):
+    X, y, Xt = _data()
+    kw = dict(SLOW_MODELS[name])
+    width = kw.pop("width")
+    lam_min = kc.predict(X, y, t=0.0, **{k: v for k, v in kw.items() if k != "solver_steps"}).info["lambda_min"]
+    lr = 1.0 / (4.0 * lam_min)                     # t = 25 %, 100 %, 400 % of 1 / lambda_min at steps 1, 4, 16
+    r = kc.compare_predictions(X, y, Xt, **kw, widths=[width], n_networks=64, learning_rate=lr, steps=[1, 4, 16])
+    print(name, r.summary())
+    e = r.ensembles[0]
+    assert not e.failed
+    assert np.max(np.abs(r.z_mean)) < 4.0
+    assert np.max(np.abs(r.z_var)) < 4.0
+    assert e.loss[-1] < 1e-2 * e.loss[0]
+
+
+@pytest.mark.slow
+def test_gap_to_the_infinite_width_dynamics_closes_like_one_over_root_width():
+    """Each network against the kernel dynamics from its own initial outputs (no Monte-Carlo floor):
+    the RMS gap must fall with width at the fitted rate of about -1/2."""
+    X, y, Xt = _data()
+    lam = np.linalg.eigvalsh(kc.node_kernel(X, activation="softplus", T=NODE["T"], sigma_u=NODE["sigma_u"]).ntk)
+    r = kc.compare_predictions(X, y, Xt, **NODE, widths=[64, 128, 256, 512], n_networks=16,
+                               learning_rate=1.0 / (4.0 * lam[0]), steps=[1, 4, 16], solver_steps=1)
+    print(r.summary())
+    gap = np.asarray(r.gap)
+    assert np.all(np.diff(gap) < 0)
+    assert gap[-1] < 0.5 * gap[0]
+    assert -0.75 < r.gap_rate < -0.3
