@@ -202,3 +202,47 @@ def test_prediction_is_immutable(problem):
         P.mean_test[0, 0, 0] = 1.0
     with pytest.raises(Exception):
         P.kernel = "nngp"
+
+
+@pytest.mark.parametrize("kernel", ["ntk", "nngp"])
+def test_cholesky_end_of_training_equals_the_reference(problem, kernel):
+    K, Th = problem["K"], problem["Th"]
+    G = Th if kernel == "ntk" else K
+    kw = dict(nngp=K) if kernel == "ntk" else dict(K_test_test=K[2])
+    P = kc.predict_from_kernels(G[0], problem["y"], G[1], t=None, kernel=kernel, compute_cov=True, solver="cholesky",
+                                **kw)
+    assert P.info["solver"].startswith("cholesky")
+    mean, cov = nt_reference(G[0], G[1], K[0], K[1], K[2], problem["y"], math.inf, kernel)
+    assert np.max(np.abs(P.mean_test[0] - mean)) < 1e-10
+    assert np.max(np.abs(P.cov_test[0] - cov)) < 1e-10
+    with pytest.raises(kc.KernelcalcInputError, match="t = inf"):
+        kc.predict_from_kernels(G[0], problem["y"], G[1], t=1.0, solver="cholesky")
+    # a duplicated row: no Cholesky; the eigen-decomposition's pseudo-inverse takes over, and says so
+    X = problem["X"][:10].copy()
+    X[4] = X[2]
+    K2, T2 = relu_mlp_grams(X, X)
+    with pytest.warns(kc.KernelcalcAccuracyWarning):
+        Q = kc.predict_from_kernels(T2, np.arange(10.0) * (np.arange(10) != 4) + 2.0 * (np.arange(10) == 4), T2[:3],
+                                    t=None, solver="cholesky")
+    assert "cholesky_fallback" in Q.info and np.isfinite(Q.mean_test).all()
+
+
+def test_error_estimate_bounds_the_error_against_a_50_digit_reference():
+    """An ill-conditioned Gram (close training points): the t = inf mean against mpmath at 50 digits."""
+    import mpmath
+
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(20, 3))
+    X[10:16] = X[:6] + 1e-4 * rng.normal(size=(6, 3))
+    K, Th = relu_mlp_grams(X, X)
+    y = np.sin(X[:16, 0])
+    mpmath.mp.dps = 50
+    A = mpmath.matrix(Th[:16, :16].tolist())
+    z = mpmath.lu_solve(A, mpmath.matrix(y.tolist()))
+    ref = np.array([float(sum(mpmath.mpf(Th[16 + i, j]) * z[j] for j in range(16))) for i in range(4)])
+    for solver in ("eigh", "cholesky"):
+        P = kc.predict_from_kernels(Th[:16, :16], y, Th[16:, :16], t=None, solver=solver)
+        err = np.max(np.abs(P.mean_test[0, :, 0] - ref))
+        est = P.info["error_estimate"]["mean"]
+        assert P.info["condition_number"] > 1e6
+        assert err <= est < 1e4 * max(err, 1e-15), (solver, err, est)

@@ -120,6 +120,8 @@ ENTRIES = {
     "rigorous_kernel": (("node", "mlp"), lambda f, m, **kw: f(X, model=m, activation="identity" if m == "node"
                                                              else "relu", **({"depth": 1} if m == "mlp" else {}), **kw)),
     "certify_ntk": (("node", "mlp", "resnet"), lambda f, m, **kw: _with_model(f, m, **kw)),
+    "predict": (tuple(TABLE), lambda f, m, **kw: f(X, Y, model=m, activation="softplus", depth=DEPTH.get(m), t=1.0,
+                                                  **kw)),
 }
 # public callables with a ``model`` or scale parameter that build no model with scales
 NO_SCALES = {"feature_rank_bound": "a rank bound from the activation's polynomial degree alone",

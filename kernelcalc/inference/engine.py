@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from .._validation import (KernelcalcAccuracyWarning, KernelcalcInputError, nonnegative, positive, positive_int,
                            progress_disable, real_array, warn)
 from .result import Prediction
+from .direct import CholeskyEngine, CholeskySystem
 from .krylov import krylov_run
 from .spectral import EPS, Eigensystem, batches as _batches
 
@@ -179,14 +180,16 @@ class _Dense:
         """Mean (T, b, k) and covariance (T, b) / (T, b, b) of one test batch."""
         es = self.es
         mean = np.einsum("bn,tnk->tbk", Ktb, self.Z, optimize=True)
-        row = float(np.max(np.linalg.norm(Ktb, axis=1)))
-        # first order: d phi_t(A) y ~ phi_t'(A) E y, |phi_t'| <= s_t |phi_t| with s_t = min(t, 1/lambda_min)
-        self.err_mean = np.maximum(self.err_mean, row * self.delta * self.s * self.znorm + self.kernel_error * self.z1
+        B = es.V.T @ Ktb.T                                            # (N, b): the test rows in the eigenbasis
+        # first order in the error E of A (||E|| <= delta): d mean = theta_x^T D phi_t(A)[E] y, which at t = inf is
+        # -(A^{-1} theta_x)^T E (A^{-1} y): |.| <= delta ||phi_t(A) theta_x|| ||phi_t(A) y|| (used at every t)
+        pn = np.array([np.linalg.norm(p[:, None] * B, axis=0).max() for p in self.phis])
+        self.err_mean = np.maximum(self.err_mean, self.delta * pn * self.znorm + self.kernel_error * self.z1
                                    + 8 * EPS * np.abs(mean).max(axis=(1, 2)))
         if cov is None:
             return mean, None
+        row = float(np.max(np.linalg.norm(Ktb, axis=1)))
         full = cov == "full"
-        B = es.V.T @ Ktb.T                                            # (N, b)
         out = []
         if self.kernel == "nngp":
             for psi in self.psis:
@@ -232,12 +235,20 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
     ``test_block(i, j)`` returns ``(K_trained (b, N), nngp (b, N) or None, test-test or None)``."""
     t0 = time.perf_counter()
     n = A.shape[0]
-    if solver not in ("auto", "eigh", "krylov"):
-        raise KernelcalcInputError(f"solver must be 'auto', 'eigh' or 'krylov', got {solver!r}")
+    if solver not in ("auto", "eigh", "krylov", "cholesky"):
+        raise KernelcalcInputError(f"solver must be 'auto', 'eigh', 'krylov' or 'cholesky', got {solver!r}")
+    at_inf = bool(np.all(np.isinf(times)))
     if solver == "auto":
-        solver = "krylov" if n > KRYLOV_CROSSOVER and cov is None else "eigh"
+        if n > KRYLOV_CROSSOVER and cov is None:
+            solver = "krylov"
+        elif n > KRYLOV_CROSSOVER and at_inf and lr is None:
+            solver = "cholesky"
+        else:
+            solver = "eigh"
     if solver == "krylov" and cov is not None:
         raise KernelcalcInputError("solver='krylov' computes the mean only; use solver='eigh' for compute_cov")
+    if solver == "cholesky" and not (at_inf and lr is None):
+        raise KernelcalcInputError("solver='cholesky' is the end of gradient flow only (t = inf, no learning_rate)")
     info = dict(info_extra or {})
     if cov == "full":
         batch_size = n_test
@@ -247,11 +258,18 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
         return krylov_run(A, y, times, kernel=kernel, lr=lr, diag_reg=diag_reg, n_test=n_test, test_block=test_block,
                           batch_size=batch_size, progress=progress, kernel_error=kernel_error, tol=tol,
                           max_iter=max_iter, info=info, t0=t0)
-    es = Eigensystem(A, diag_reg)
-    es.warn_singular(times)
-    es.check_lr(times, lr)
-    eng = _Dense(es, y, times, lr, kernel, nngp_train, kernel_error)
-    mean_train = es.train_mean(y, eng.phis)
+    cs = CholeskySystem.factor(A, diag_reg) if solver == "cholesky" else None
+    if cs is not None:
+        es, eng = cs, CholeskyEngine(cs, y, kernel, nngp_train, kernel_error)
+        mean_train = y[None].copy()
+    else:
+        if solver == "cholesky":
+            info["cholesky_fallback"] = "the Gram is not positive definite to working precision: eigen-decomposition"
+        es = Eigensystem(A, diag_reg)
+        es.warn_singular(times)
+        es.check_lr(times, lr)
+        eng = _Dense(es, y, times, lr, kernel, nngp_train, kernel_error)
+        mean_train = es.train_mean(y, eng.phis)
     mean_test = cov_test = None
     if n_test:
         mean_test = np.empty((len(times), n_test, y.shape[1]))
@@ -326,9 +344,11 @@ def predict_from_kernels(K_train, y_train, K_test_train=None, K_test_test=None, 
     - ``learning_rate``: ``None`` = gradient flow; $\eta>0$ = discrete gradient descent, exactly
       $(I-\eta A)^t$.
     - ``batch_size``: test rows per batch (default: about 128 MB per (N, batch) block).
-    - ``solver``: ``"auto"`` (eigen-decomposition up to :data:`KRYLOV_CROSSOVER` training points or
-      whenever a covariance is asked for; Lanczos above), ``"eigh"`` or ``"krylov"`` (mean only;
-      ``krylov_tol``, ``krylov_max_iter`` are its relative tolerance and iteration cap).
+    - ``solver``: ``"auto"``: the eigen-decomposition up to :data:`KRYLOV_CROSSOVER` training points;
+      above it Lanczos for the mean alone, one Cholesky factorisation for $t=\infty$ alone (with or
+      without covariance; :mod:`kernelcalc.inference.direct`), else the eigen-decomposition;
+      or ``"eigh"``, ``"krylov"`` (mean only; ``krylov_tol``, ``krylov_max_iter`` are its relative
+      tolerance and iteration cap), ``"cholesky"`` ($t=\infty$ of gradient flow only).
     - ``kernel_error``: the Grams' entrywise absolute error (e.g. a Kernel's ``info["error_estimate"]``),
       propagated into the error estimates.
     - ``progress``: a progress bar over the test batches / Lanczos iterations (``None``: auto).

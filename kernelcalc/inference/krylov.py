@@ -8,7 +8,8 @@ $$\varphi_t(A)\,y\approx\lVert y\rVert\,Q_m\,\varphi_t(T_m)\,e_1$$
 for every time at once (one Krylov space serves all $t$: $\varphi_t$ of the small tridiagonal $T_m$
 in its eigenbasis).  At $t=\infty$, $\varphi_\infty(\lambda)=1/\lambda$: this is conjugate gradients
 (the same iterates in exact arithmetic).  The iteration stops when the coefficients
-$\varphi_t(T_m)e_1$ change by less than ``tol`` (relative) between checks for every $t$, or at a
+$\varphi_t(T_m)e_1$ change by less than ``tol`` (relative) between checks (at geometrically spaced
+$m$) for every $t$, or at a
 breakdown (an invariant subspace: exact); otherwise a
 :class:`~kernelcalc.KernelcalcAccuracyWarning` reports the change reached.  One product with $A$
 per step: numpy arrays in memory, Zarr/memmap Grams read in row blocks.
@@ -20,6 +21,7 @@ import math
 import time
 
 import numpy as np
+import scipy.linalg
 from tqdm.auto import tqdm
 
 from .._validation import accuracy_shortfall, progress_disable
@@ -62,15 +64,19 @@ def lanczos_phi(mv, y: np.ndarray, times, lr, *, tol: float, max_iter: int, chec
     Q[0] = y / beta0
     alphas, betas = [], []
     prev, change, converged, breakdown = None, math.inf, False, False
+    next_check = check_every
     bar = tqdm(total=max_iter, desc="Lanczos", disable=progress_disable(progress), leave=False)
     lam_max = 0.0
     for j in range(max_iter):
         w = mv(Q[j])
         a = float(Q[j] @ w)
         w -= a * Q[j] + (betas[-1] * Q[j - 1] if j else 0.0)
-        for _ in range(2):                                   # full re-orthogonalisation, twice
-            w -= Q[:j + 1].T @ (Q[:j + 1] @ w)
+        before = float(np.linalg.norm(w))
+        w -= Q[:j + 1].T @ (Q[:j + 1] @ w)                   # full re-orthogonalisation
         b = float(np.linalg.norm(w))
+        if b < 0.7 * before:                                 # Kahan: once more when cancellation was large
+            w -= Q[:j + 1].T @ (Q[:j + 1] @ w)
+            b = float(np.linalg.norm(w))
         alphas.append(a)
         bar.update(1)
         m = j + 1
@@ -78,8 +84,9 @@ def lanczos_phi(mv, y: np.ndarray, times, lr, *, tol: float, max_iter: int, chec
         lam_max = max(lam_max, abs(a) + b + (betas[-1] if betas else 0.0))
         if b <= 10 * n * EPS * max(lam_max, 1e-300):
             breakdown = True
-        if breakdown or last or m % check_every == 0:
-            ev, U = np.linalg.eigh(np.diag(alphas) + np.diag(betas[:m - 1], 1) + np.diag(betas[:m - 1], -1))
+        if breakdown or last or m >= next_check:
+            next_check = m + max(check_every, m // 8)                # checks at geometrically spaced sizes
+            ev, U = scipy.linalg.eigh_tridiagonal(np.array(alphas), np.array(betas[:m - 1]))
             floor = n * EPS * max(abs(ev).max(), 1e-300)
             coef = np.stack([U @ (phi(ev, t, lr, floor) * U[0]) for t in times])        # phi_t(T_m) e1
             if prev is not None:

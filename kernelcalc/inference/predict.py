@@ -9,14 +9,17 @@ import time
 
 import numpy as np
 
-from .._validation import (DEPRECATED_SCALES, SCALE_NAMES, KernelcalcInputError, as_inputs, nonnegative, positive)
+from .._validation import (DEPRECATED_SCALES, SCALE_NAMES, KernelcalcInputError, as_inputs, model_scales, nonnegative,
+                           positive)
+from .. import kernels
 from ..kernels import deq_kernel, mlp_kernel, node_kernel, resnet_kernel
 from .engine import _check_cov, _check_kernel, _default_batch, check_targets, check_times, run
 from .result import Prediction
 
 __all__ = ["predict", "KERNEL_FUNCTIONS"]
 
-#: ``model=`` -> the kernel function (``"node_untied"``/``"resnet_untied"`` mean ``weights="untied"``).
+#: ``model=`` -> the kernel function (``"node_untied"``/``"resnet_untied"`` mean ``weights="untied"``); its
+#: signature says which keywords apply; the call looks the function up in :mod:`kernelcalc.kernels`.
 KERNEL_FUNCTIONS = {"node": node_kernel, "resnet": resnet_kernel, "mlp": mlp_kernel, "deq": deq_kernel}
 _OWN = ("x1", "x2", "activation", "outputs", "out", "client", "progress")
 
@@ -24,6 +27,11 @@ _OWN = ("x1", "x2", "activation", "outputs", "out", "client", "progress")
 def _kernel_call(model, kernel_kwargs):
     """The kernel function of ``model`` and its keyword arguments, refusing any that does not apply."""
     key = model.strip().lower() if isinstance(model, str) else model
+    kernel_kwargs = {k: v for k, v in kernel_kwargs.items() if v is not None}   # None: not passed
+    given = {k: kernel_kwargs.pop(k) for k in list(kernel_kwargs) if k in SCALE_NAMES or k in DEPRECATED_SCALES}
+    if key in KERNEL_FUNCTIONS or key in ("node_untied", "resnet_untied"):
+        table_key = f"{key}_untied" if kernel_kwargs.get("weights") == "untied" and key in ("node", "resnet") else key
+        kernel_kwargs.update(model_scales(table_key, where=f"model={model!r}", **given))   # the model's scales, filled
     if key in ("node_untied", "resnet_untied"):
         if kernel_kwargs.get("weights", "untied") != "untied":
             raise KernelcalcInputError(f"model={model!r} means weights='untied'; got weights={kernel_kwargs['weights']!r}")
@@ -32,16 +40,19 @@ def _kernel_call(model, kernel_kwargs):
     if key not in KERNEL_FUNCTIONS:
         raise KernelcalcInputError(f"model must be one of node, resnet, mlp, deq, node_untied, resnet_untied; "
                                    f"got {model!r}")
-    fn = KERNEL_FUNCTIONS[key]
-    params = inspect.signature(fn).parameters
+    params = inspect.signature(KERNEL_FUNCTIONS[key]).parameters
+    fn = getattr(kernels, KERNEL_FUNCTIONS[key].__name__)
     allowed = [p for p in params if p not in _OWN and p not in SCALE_NAMES]
     for name in kernel_kwargs:
-        if name in SCALE_NAMES or name in DEPRECATED_SCALES:
-            continue           # validated by the kernel function (scale_keywords: names the model)
+        if name in SCALE_NAMES:
+            continue           # validated above (model_scales names the model)
         if name not in allowed:
             raise KernelcalcInputError(f"{name} does not apply to model={model!r}; its kernel arguments are "
                                        f"{', '.join(allowed)} and its scale keywords")
-    return fn, kernel_kwargs, {p for p in ("outputs", "out", "client", "progress") if p in params}
+    opts = {p for p in ("outputs", "out", "client", "progress") if p in params}
+    if kernel_kwargs.get("weights") == "untied":          # the untied kernels have no tiled Gram (yet)
+        opts -= {"outputs", "out", "client"}
+    return fn, kernel_kwargs, opts
 
 
 def predict(X_train, y_train, X_test=None, *, model: str = "node", activation, t=None, kernel: str = "ntk",
@@ -136,7 +147,7 @@ def predict(X_train, y_train, X_test=None, *, model: str = "node", activation, t
         kernel_seconds += time.perf_counter() - s
         return np.asarray(getattr(Kb, kernel)), (None if ntb is None else np.asarray(ntb)), tb
 
-    info = {"model": model, "activation": Ktr.activation, "params": dict(Ktr.params),
+    info = {"model": model, "activation": getattr(Ktr, "activation", None), "params": dict(Ktr.params),
             "kernel_info": dict(Ktr.info)}
     if batch_size is None and cov != "full":
         batch_size = _default_batch(Xtr.shape[0])

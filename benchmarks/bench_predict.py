@@ -1,0 +1,161 @@
+"""Predictions at data-set scale: kc.predict / predict_from_kernels, timed cold, side by side.
+
+Inputs: points on the sphere |x|^2 = d (d = 10), target sin(x_1) + x_2 x_3 / d; kernel: the softplus
+Neural ODE (T = 1); 8 times t = 1e-3 ... 1e3 and inf (our units: loss 1/2 ||f - y||^2).
+
+1. N = 2000 train / 200 test, kernels computed once (timed), then mean + diagonal covariance (NTK-GP):
+   - ``baseline``: a plain numpy implementation of neural-tangents' ``gradient_descent_mse_ensemble``
+     formulas (``numpy.linalg.eigh``, then the einsums of its predict_fn), the side-by-side reference;
+   - ``kernelcalc``: ``predict_from_kernels(..., solver="eigh")``; their ratio and largest difference;
+   - the crossover: the mean alone by the eigen-decomposition and by Lanczos (``solver="krylov"``).
+   neural-tangents itself is not importable with current jax (``from jax.core import Jaxpr`` fails
+   from jax 0.6; the import error is printed), so no side-by-side against the real package.
+2. N = 20000 train / 2000 test (``--large``; run in a subprocess whose peak RSS is read with
+   ``resource.getrusage(RUSAGE_CHILDREN)``): kernels (NTK + NNGP, train and test), the mean at the
+   8 times (``solver="auto"``: Lanczos) and the mean + diagonal covariance at t = inf
+   (``solver="auto"``: Cholesky); total wall time, peak RSS, Lanczos iterations, error estimates.
+   The finite-t covariance at this size needs the full eigen-decomposition: its time is extrapolated
+   from the N = 2000 eigh as N^3 (printed, not run).
+
+Run: ``python benchmarks/bench_predict.py [--large | --only-large]`` (every number is a cold first call).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+TIMES = [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0, np.inf]
+
+
+def data(n, m, d=10, seed=0):
+    from kernelcalc.data import sphere_normalise
+
+    X = sphere_normalise(np.random.default_rng(seed).standard_normal((n + m, d)))
+    y = np.sin(X[:n, 0]) + X[:n, 1] * X[:n, 2] / d
+    return X[:n], y, X[n:]
+
+
+def nt_style_numpy(Th, K, Th_tx, K_tx, k_tt, y, times):
+    """neural-tangents' gradient_descent_mse_ensemble predict_fn, numpy, unnormalised time."""
+    evals, evecs = np.linalg.eigh(Th)
+    evals = evals[None]
+    t = np.array(times)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inv_expm1 = np.where(np.isinf(t), -1.0 / np.abs(evals), np.expm1(-np.maximum(evals, 0) * t) / np.abs(evals))
+    neg = -inv_expm1
+    mean = np.einsum("lj,ji,ti,ki,k->tl", Th_tx, evecs, neg, evecs, y, optimize=True)
+    out = []
+    for i in range(len(times)):
+        term_1 = evecs @ (neg[i][:, None] * (evecs.T @ Th_tx.T))          # (N, M)
+        quad = np.einsum("nm,nm->m", term_1, K @ term_1)
+        cross = np.einsum("nm,mn->m", term_1, K_tx)
+        out.append(k_tt + quad - 2 * cross)
+    return mean, np.array(out)
+
+
+def small(n=2000, m=200):
+    import kernelcalc as kc
+
+    try:
+        import neural_tangents  # noqa: F401
+        nt = "importable (not used here: see the docstring)"
+    except Exception as err:                     # noqa: BLE001 -- any import failure is the finding
+        nt = f"not importable: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
+    print(f"neural-tangents: {nt}")
+    Xtr, y, Xte = data(n, m)
+    t0 = time.perf_counter()
+    Ktr = kc.node_kernel(Xtr, activation="softplus", T=1.0, progress=False)
+    Kte = kc.node_kernel(Xte, Xtr, activation="softplus", T=1.0, progress=False)
+    Ktt = kc.node_kernel(Xte, activation="softplus", T=1.0, outputs=("nngp",), progress=False)
+    tk = time.perf_counter() - t0
+    print(f"N = {n}, M = {m}: kernels (NTK + NNGP, train, test-train, test diag) {tk:.1f} s cold "
+          f"({tk / ((n * n / 2 + n * m) / 2000**2):.2f} s per 2000^2 pairs)")
+    Th, K, Th_tx, K_tx, k_tt = (np.asarray(a) for a in (Ktr.ntk, Ktr.nngp, Kte.ntk, Kte.nngp, np.diag(Ktt.nngp)))
+    t0 = time.perf_counter()
+    mb, cb = nt_style_numpy(Th, K, Th_tx, K_tx, k_tt, y, TIMES)
+    tb = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    P = kc.predict_from_kernels(Th, y, Th_tx, nngp=(K, K_tx, k_tt), t=TIMES, compute_cov="diag", solver="eigh")
+    tc = time.perf_counter() - t0
+    dm = float(np.max(np.abs(P.mean_test[..., 0] - mb)))
+    fin = np.isfinite(np.array(TIMES))
+    dc = float(np.max(np.abs(P.cov_test[fin] - cb[fin])))
+    print(f"mean + diag cov, 8 times: baseline (numpy eigh, nt formulas) {tb:.2f} s, kernelcalc {tc:.2f} s, "
+          f"ratio kernelcalc/baseline {tc / tb:.2f}; max |diff| mean {dm:.1e}, cov (finite t) {dc:.1e}; "
+          f"baseline NaN at t=inf: {bool(np.isnan(cb[-1]).any())}; cond(Theta) = {P.info['condition_number']:.2e}, "
+          f"kernelcalc error estimate mean {P.info['error_estimate']['mean']:.1e}")
+    t0 = time.perf_counter()
+    Pe = kc.predict_from_kernels(Th, y, Th_tx, t=TIMES, solver="eigh")
+    te = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    Pk = kc.predict_from_kernels(Th, y, Th_tx, t=TIMES, solver="krylov")
+    tkr = time.perf_counter() - t0
+    it = [r["iterations"] for r in Pk.info["lanczos"]]
+    print(f"mean only, 8 times: eigh {te:.2f} s, Lanczos {tkr:.2f} s ({it} iterations), ratio {tkr / te:.2f}; "
+          f"max |diff| {float(np.max(np.abs(Pe.mean_test - Pk.mean_test))):.1e} "
+          f"(Lanczos error estimate {Pk.info['error_estimate']['mean']:.1e})")
+    return te
+
+
+def large(n=20000, m=2000):
+    import kernelcalc as kc
+
+    Xtr, y, Xte = data(n, m)
+    t_all = time.perf_counter()
+    Ktr = kc.node_kernel(Xtr, activation="softplus", T=1.0, progress=False)
+    Kte = kc.node_kernel(Xte, Xtr, activation="softplus", T=1.0, progress=False)
+    k_tt = np.concatenate([np.diag(kc.node_kernel(Xte[i:i + 500], activation="softplus", T=1.0, outputs=("nngp",),
+                                                  progress=False).nngp) for i in range(0, m, 500)])
+    tk = time.perf_counter() - t_all
+    t0 = time.perf_counter()
+    Pm = kc.predict_from_kernels(Ktr.ntk, y, Kte.ntk, t=TIMES, progress=False,
+                                 kernel_error=float(Ktr.info["error_estimate"]))
+    tm = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    Pc = kc.predict_from_kernels(Ktr.ntk, y, Kte.ntk, nngp=(Ktr.nngp, Kte.nngp, k_tt), t=None, compute_cov="diag",
+                                 progress=False, kernel_error=float(Ktr.info["error_estimate"]))
+    tc = time.perf_counter() - t0
+    total = time.perf_counter() - t_all
+    return {"n": n, "m": m, "kernel_seconds": tk, "mean_seconds": tm, "cov_inf_seconds": tc, "total_seconds": total,
+            "mean_solver": Pm.info["solver"], "lanczos_iterations": [r["iterations"] for r in Pm.info["lanczos"]],
+            "lanczos_converged": all(r["converged"] for r in Pm.info["lanczos"]),
+            "mean_error_estimate": Pm.info["error_estimate"]["mean"], "cov_solver": Pc.info["solver"],
+            "cov_error_estimate": Pc.info["error_estimate"].get("cov"), "cov_min": Pc.info.get("cov_min_eigenvalue"),
+            "condition_number": Pc.info.get("condition_number"),
+            "kernel_error_estimate": float(Ktr.info["error_estimate"])}
+
+
+def main():
+    if "--child" in sys.argv:
+        print(json.dumps(large()))
+        return
+    t_eigh = small() if "--only-large" not in sys.argv else float("nan")
+    if "--large" not in sys.argv and "--only-large" not in sys.argv:
+        print("(--large: the N = 20000 run)")
+        return
+    print(f"extrapolated eigh at N = 20000 (N^3 from this run's N = 2000 eigh path, mean only): "
+          f"{t_eigh * 1000 / 60:.0f} min -- the finite-t covariance at that size is not run")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, __file__, "--child"], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if out.returncode:
+        print(out.stderr[-3000:])
+        raise SystemExit(out.returncode)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2        # KiB -> GiB
+    print(f"N = {res['n']}, M = {res['m']}: kernels {res['kernel_seconds']:.0f} s, mean at 8 times "
+          f"{res['mean_seconds']:.0f} s ({res['mean_solver']}, iterations {res['lanczos_iterations']}, converged "
+          f"{res['lanczos_converged']}, error estimate {res['mean_error_estimate']:.1e}), mean + diag cov at t = inf "
+          f"{res['cov_inf_seconds']:.0f} s ({res['cov_solver']}, error estimate {res['cov_error_estimate']:.1e}, "
+          f"min variance {res['cov_min']:.2e}, cond {res['condition_number']:.1e}); total {res['total_seconds']:.0f} s "
+          f"(process wall {wall:.0f} s), peak RSS {rss:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
