@@ -173,8 +173,8 @@ SLOW_MODELS = {
     # untied Neural ODE: 8 Euler-Maruyama steps (kernel bias against the continuum limit about 0.6 %)
     "node_untied": dict(model="node_untied", activation="softplus", T=0.5, sigma_u=4.0, solver_steps=8, width=512),
     "resnet8": dict(model="resnet", activation="softplus", T=0.5, sigma_u=4.0, depth=8, width=512),
-    # the DEQ solves an n x n Newton system per input and step: width 128
-    "deq": dict(model="deq", activation="softplus", sigma_w=0.5, sigma_u=4.0, width=128),
+    # the DEQ solves an n x n Newton system per input and step: width 64
+    "deq": dict(model="deq", activation="softplus", sigma_w=0.5, sigma_u=4.0, width=64),
 }
 
 

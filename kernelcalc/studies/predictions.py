@@ -194,8 +194,10 @@ def compare_predictions(X_train, y_train, X_test, *, model="node", activation="s
     # one kernel computation: column 0 is y, then each network's residual y - f_0(X_train), width by width
     R = [(y_train[None, :] - e.outputs_train[times.index(0.0)]).T for e in ensembles]      # (N, M) each
     Y = np.column_stack([y_train] + R)
-    kernel_kw = {k: v for k, v in dict(model=model, activation=activation, T=T, depth=depth, **scales).items()
+    kernel_kw = {k: v for k, v in dict(model=model, activation=activation, depth=depth, **scales).items()
                  if v is not None}
+    if model in ("node", "resnet", "node_untied", "resnet_untied"):
+        kernel_kw["T"] = T                                  # the DEQ and the MLP have no horizon
     pred = predict(X_train, Y, X_test, kernel="ntk", compute_cov=True,
                    t=np.asarray(e0.steps if learning_rate is not None else times),
                    learning_rate=learning_rate, diag_reg=diag_reg, **kernel_kw)
