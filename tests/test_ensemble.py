@@ -155,6 +155,7 @@ def test_bad_input_is_one_clear_error():
         (dict(t=1.0, model="mlp", depth=1, solver_steps=8), "solver_steps does not apply"),
         (dict(t=1.0, model="resnet", depth=2, solver="tsit5"), "solver does not apply"),
         (dict(t=1.0, model="mlp", depth=1, sigma_u=2.0), "sigma_u"),
+        (dict(t=1.0, model="deq", T=2.0), "T does not apply"),
     ]
     for extra, msg in cases:
         args = dict(kw, **extra)

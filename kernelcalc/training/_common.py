@@ -37,6 +37,8 @@ def network(model, activation, width, T, depth, scales: dict, solver, solver_ste
     untied Neural ODE with ``solver_steps`` Euler--Maruyama steps); ``scales``: the scale keywords as passed
     (``None``: not passed; ``make_network`` rejects the ones that do not apply to ``model``). ``solver`` /
     ``solver_steps`` other than the training default (``"rk4"``, 4) for a model they do not apply to are errors."""
+    if model in ("mlp", "deq") and T != 1.0:
+        raise KernelcalcInputError(f"T does not apply to model={model!r} (no horizon), got T={T!r}")
     if model == "node":
         solver_kw = dict(solver=solver, solver_steps=solver_steps)
     else:
