@@ -17,7 +17,8 @@ Neural ODE (T = 1); 8 times t = 1e-3 ... 1e3 and inf (our units: loss 1/2 ||f - 
    The finite-t covariance at this size needs the full eigen-decomposition: its time is extrapolated
    from the N = 2000 eigh as N^3 (printed, not run).
 
-Run: ``python benchmarks/bench_predict.py [--large | --only-large]`` (every number is a cold first call).
+Run: ``python benchmarks/bench_predict.py [--large | --only-large] [--n N --m M]`` (default N = 20000,
+M = 2000; every number is a cold first call).
 """
 
 from __future__ import annotations
@@ -113,10 +114,12 @@ def large(n=20000, m=2000):
     k_tt = np.concatenate([np.diag(kc.node_kernel(Xte[i:i + 500], activation="softplus", T=1.0, outputs=("nngp",),
                                                   progress=False).nngp) for i in range(0, m, 500)])
     tk = time.perf_counter() - t_all
+    print(f"kernels {tk:.0f} s", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     Pm = kc.predict_from_kernels(Ktr.ntk, y, Kte.ntk, t=TIMES, progress=False,
                                  kernel_error=float(Ktr.info["error_estimate"]))
     tm = time.perf_counter() - t0
+    print(f"mean {tm:.0f} s", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     Pc = kc.predict_from_kernels(Ktr.ntk, y, Kte.ntk, nngp=(Ktr.nngp, Kte.nngp, k_tt), t=None, compute_cov="diag",
                                  progress=False, kernel_error=float(Ktr.info["error_estimate"]))
@@ -131,30 +134,40 @@ def large(n=20000, m=2000):
             "kernel_error_estimate": float(Ktr.info["error_estimate"])}
 
 
+def _arg(name, default):
+    return int(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
+
+
 def main():
+    n, m = _arg("--n", 20000), _arg("--m", 2000)
     if "--child" in sys.argv:
-        print(json.dumps(large()))
+        print(json.dumps(large(n, m)))
         return
     t_eigh = small() if "--only-large" not in sys.argv else float("nan")
     if "--large" not in sys.argv and "--only-large" not in sys.argv:
         print("(--large: the N = 20000 run)")
         return
-    print(f"extrapolated eigh at N = 20000 (N^3 from this run's N = 2000 eigh path, mean only): "
-          f"{t_eigh * 1000 / 60:.0f} min -- the finite-t covariance at that size is not run")
+    if t_eigh == t_eigh:
+        print(f"extrapolated eigh at N = {n} (N^3 from this run's N = 2000 eigh path, mean only): "
+              f"{t_eigh * (n / 2000) ** 3 / 60:.0f} min -- the finite-t covariance at that size is not run")
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, __file__, "--child"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, __file__, "--child", "--n", str(n), "--m", str(m)], capture_output=True,
+                         text=True)
     wall = time.perf_counter() - t0
     if out.returncode:
         print(out.stderr[-3000:])
         raise SystemExit(out.returncode)
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2        # KiB -> GiB
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rss = ru.ru_maxrss / 1024**2                                                    # KiB -> GiB
+    cpu = ru.ru_utime + ru.ru_stime
     print(f"N = {res['n']}, M = {res['m']}: kernels {res['kernel_seconds']:.0f} s, mean at 8 times "
           f"{res['mean_seconds']:.0f} s ({res['mean_solver']}, iterations {res['lanczos_iterations']}, converged "
           f"{res['lanczos_converged']}, error estimate {res['mean_error_estimate']:.1e}), mean + diag cov at t = inf "
           f"{res['cov_inf_seconds']:.0f} s ({res['cov_solver']}, error estimate {res['cov_error_estimate']:.1e}, "
           f"min variance {res['cov_min']:.2e}, cond {res['condition_number']:.1e}); total {res['total_seconds']:.0f} s "
-          f"(process wall {wall:.0f} s), peak RSS {rss:.2f} GiB")
+          f"(process wall {wall:.0f} s, CPU {cpu:.0f} s: on a machine shared by other jobs, CPU / 2 cores is the "
+          f"uncontended lower bound of the wall time), peak RSS {rss:.2f} GiB")
 
 
 if __name__ == "__main__":

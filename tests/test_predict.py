@@ -246,3 +246,30 @@ def test_error_estimate_bounds_the_error_against_a_50_digit_reference():
         est = P.info["error_estimate"]["mean"]
         assert P.info["condition_number"] > 1e6
         assert err <= est < 1e4 * max(err, 1e-15), (solver, err, est)
+
+
+def test_too_large_a_learning_rate_is_refused_at_t_inf_and_warned_at_finite_t(problem):
+    G, y = problem["Th"], problem["y"]
+    eta = 2.5 / np.linalg.eigvalsh(G[0])[-1]
+    for solver in ("eigh", "krylov"):
+        with pytest.raises(kc.KernelcalcInputError, match="diverges"):
+            kc.predict_from_kernels(G[0], y, G[1], t=[3, np.inf], learning_rate=eta, solver=solver)
+        with pytest.warns(kc.KernelcalcAccuracyWarning, match="diverges"):
+            P = kc.predict_from_kernels(G[0], y, G[1], t=[3], learning_rate=eta, solver=solver)
+        assert np.isfinite(P.mean_test).all()
+
+
+def test_auto_above_the_crossover_takes_lanczos_with_cholesky_at_t_inf(problem, monkeypatch):
+    import kernelcalc.inference.engine as engine
+
+    monkeypatch.setattr(engine, "KRYLOV_CROSSOVER", 10)
+    G, y = problem["Th"], problem["y"]
+    times = [0.5, np.inf, 3.0]
+    P = kc.predict_from_kernels(G[0], y, G[1], t=times)
+    assert "Cholesky at t = inf" in P.info["solver"]
+    for i, t in enumerate(times):
+        mean, _ = nt_reference(G[0], G[1], problem["K"][0], problem["K"][1], problem["K"][2], y, t, "ntk")
+        assert np.max(np.abs(P.mean_test[i] - mean)) < 1e-10
+        assert np.max(np.abs(P.mean_test[i] - mean)) <= P.info["error_estimate"]["mean_per_time"][i]
+    C = kc.predict_from_kernels(G[0], y, G[1], nngp=problem["K"], t=None, compute_cov="diag")
+    assert C.info["solver"].startswith("cholesky")

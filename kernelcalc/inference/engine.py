@@ -238,7 +238,8 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
     if solver not in ("auto", "eigh", "krylov", "cholesky"):
         raise KernelcalcInputError(f"solver must be 'auto', 'eigh', 'krylov' or 'cholesky', got {solver!r}")
     at_inf = bool(np.all(np.isinf(times)))
-    if solver == "auto":
+    auto = solver == "auto"
+    if auto:
         if n > KRYLOV_CROSSOVER and cov is None:
             solver = "krylov"
         elif n > KRYLOV_CROSSOVER and at_inf and lr is None:
@@ -255,9 +256,12 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
     batch_size = positive_int("batch_size", batch_size) if batch_size is not None else _default_batch(n)
     info["batch_size"] = min(batch_size, max(n_test, 1))
     if solver == "krylov":
+        direct = None
+        if auto and lr is None and np.isinf(times).any():     # t = inf by one Cholesky factorisation instead of CG
+            direct = CholeskySystem.factor(A, diag_reg)
         return krylov_run(A, y, times, kernel=kernel, lr=lr, diag_reg=diag_reg, n_test=n_test, test_block=test_block,
                           batch_size=batch_size, progress=progress, kernel_error=kernel_error, tol=tol,
-                          max_iter=max_iter, info=info, t0=t0)
+                          max_iter=max_iter, info=info, t0=t0, direct=direct)
     cs = CholeskySystem.factor(A, diag_reg) if solver == "cholesky" else None
     if cs is not None:
         es, eng = cs, CholeskyEngine(cs, y, kernel, nngp_train, kernel_error)
@@ -345,8 +349,9 @@ def predict_from_kernels(K_train, y_train, K_test_train=None, K_test_test=None, 
       $(I-\eta A)^t$.
     - ``batch_size``: test rows per batch (default: about 128 MB per (N, batch) block).
     - ``solver``: ``"auto"``: the eigen-decomposition up to :data:`KRYLOV_CROSSOVER` training points;
-      above it Lanczos for the mean alone, one Cholesky factorisation for $t=\infty$ alone (with or
-      without covariance; :mod:`kernelcalc.inference.direct`), else the eigen-decomposition;
+      above it Lanczos for the mean alone (its $t=\infty$ by one Cholesky factorisation, which beats
+      conjugate gradients on these ill-conditioned Grams), one Cholesky factorisation for $t=\infty$
+      alone with covariance (:mod:`kernelcalc.inference.direct`), else the eigen-decomposition;
       or ``"eigh"``, ``"krylov"`` (mean only; ``krylov_tol``, ``krylov_max_iter`` are its relative
       tolerance and iteration cap), ``"cholesky"`` ($t=\infty$ of gradient flow only).
     - ``kernel_error``: the Grams' entrywise absolute error (e.g. a Kernel's ``info["error_estimate"]``),

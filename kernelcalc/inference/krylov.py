@@ -21,10 +21,10 @@ import math
 import time
 
 import numpy as np
-import scipy.linalg
 from tqdm.auto import tqdm
 
-from .._validation import accuracy_shortfall, progress_disable
+from .._validation import (KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, progress_disable,
+                           warn)
 from .result import Prediction
 from .spectral import EPS, batches, phi
 
@@ -54,6 +54,8 @@ def lanczos_phi(mv, y: np.ndarray, times, lr, *, tol: float, max_iter: int, chec
     **Returns:** ``(Z (T, N), R (T, N), info)`` with ``info`` holding the iterations, the last relative
     change, whether it converged, and the Ritz extremes.
     """
+    import scipy.linalg
+
     n = y.shape[0]
     beta0 = float(np.linalg.norm(y))
     T = len(times)
@@ -111,25 +113,51 @@ def lanczos_phi(mv, y: np.ndarray, times, lr, *, tol: float, max_iter: int, chec
 
 
 def krylov_run(A, y, times, *, kernel, lr, diag_reg, n_test, test_block, batch_size, progress, kernel_error,
-               tol, max_iter, info, t0) -> Prediction:
-    """The mean-only Krylov path of :func:`kernelcalc.inference.engine.run`."""
+               tol, max_iter, info, t0, direct=None) -> Prediction:
+    r"""The mean-only Krylov path of :func:`kernelcalc.inference.engine.run`; ``direct``: a
+    :class:`~kernelcalc.inference.direct.CholeskySystem` of the same Gram that gives $t=\infty$ instead
+    (Lanczos then serves the finite times alone, which converge far sooner)."""
     n, k = y.shape
     mv = _matvec(A, diag_reg)
     max_iter = 2000 if max_iter is None else int(max_iter)
-    Zs, Rs, runs = [], [], []
-    for c in range(k):
-        Z, R, ri = lanczos_phi(mv, y[:, c], times, lr, tol=tol, max_iter=max_iter, progress=progress)
-        Zs.append(Z)
-        Rs.append(R)
-        runs.append(ri)
-    Z = np.stack(Zs, axis=-1)                                                  # (T, N, k)
-    mean_train = np.stack(Rs, axis=-1)
+    inf = np.isinf(times) if direct is not None else np.zeros(len(times), bool)
+    lanczos_times = times[~inf]
+    Z = np.zeros((len(times), n, k))
+    mean_train = np.zeros((len(times), n, k))
+    runs = []
+    if lanczos_times.size:
+        for c in range(k):
+            Zc, Rc, ri = lanczos_phi(mv, y[:, c], lanczos_times, lr, tol=tol, max_iter=max_iter, progress=progress)
+            Z[~inf, :, c] = Zc
+            mean_train[~inf, :, c] = Rc
+            runs.append(ri)
+    if inf.any():
+        Z[inf] = direct.solve(y)
+        mean_train[inf] = y
+        info["direct"] = direct.info()
+    if not runs:
+        runs = [{"iterations": 0, "change": 0.0, "converged": True}]
+    ritz_max = max(r.get("ritz_max", 0.0) for r in runs)
+    if lr is not None and lr * ritz_max >= 2.0:
+        msg = (f"learning_rate = {lr:.6g} >= 2/lambda_max = {2.0 / ritz_max:.6g} (Ritz value): discrete gradient "
+               "descent diverges")
+        if any(math.isinf(t) for t in times):
+            raise KernelcalcInputError(msg + " (no t = inf limit)")
+        warn(msg + "; the predictions follow the diverging linearised iteration", KernelcalcAccuracyWarning)
     worst = max(r["change"] for r in runs)
     if not all(r["converged"] for r in runs):
         accuracy_shortfall(f"Lanczos did not reach the relative tolerance {tol:.1e} in {max_iter} iterations "
                            f"(last change {worst:.2e}); raise krylov_max_iter, add diag_reg, or use solver='eigh'")
     mean_test = None
-    zrel = worst * np.linalg.norm(Z, axis=1).max(axis=1)
+    zn = np.linalg.norm(Z, axis=1).max(axis=1)
+    # the iteration's change, plus rounding: the computed z is that of A + E, ||E|| ~ N eps lambda_max,
+    # first order s_t ||E|| ||z|| with s_t = min(t, 1/lambda_min) (Ritz values)
+    lo = min(r.get("ritz_min", math.inf) for r in runs)
+    s_t = np.array([min(t if lr is None else lr * t, 1.0 / lo if lo > 0 else math.inf) for t in times])
+    zrel = worst * zn + (n * EPS * ritz_max + n * kernel_error) * np.where(np.isfinite(s_t), s_t, 0.0) * zn
+    if inf.any():      # the Cholesky solve: first order in its backward error, ||A^{-1}|| ||E|| ||z||
+        zrel[inf] = (direct.floor + n * kernel_error) / (direct.rcond * direct.anorm) * np.linalg.norm(
+            Z[inf], axis=1).max(axis=1)
     err = np.zeros(len(times))
     if n_test:
         mean_test = np.empty((len(times), n_test, k))
@@ -138,8 +166,10 @@ def krylov_run(A, y, times, *, kernel, lr, diag_reg, n_test, test_block, batch_s
             Ktb = test_block(i, j)[0]
             mean_test[:, i:j] = np.einsum("bn,tnk->tbk", Ktb, Z, optimize=True)
             row = float(np.max(np.linalg.norm(Ktb, axis=1)))
-            err = np.maximum(err, row * zrel + kernel_error * np.abs(Z).sum(axis=1).max(axis=1))
-    info.update({"solver": "krylov (Lanczos, full re-orthogonalisation; CG at t = inf)",
+            err = np.maximum(err, row * zrel + kernel_error * np.abs(Z).sum(axis=1).max(axis=1)
+                             + 8 * EPS * np.abs(mean_test[:, i:j]).max(axis=(1, 2)))
+    info.update({"solver": "krylov (Lanczos, full re-orthogonalisation; " + (
+                     "Cholesky at t = inf)" if inf.any() else "CG at t = inf)"),
                  "lanczos": runs, "lambda_max": max(r.get("ritz_max", 0.0) for r in runs),
                  "lambda_min": min(r.get("ritz_min", math.inf) for r in runs),
                  "error_estimate": {"mean": float(err.max()), "mean_per_time": err.tolist()},
