@@ -209,3 +209,11 @@ def test_gap_to_the_infinite_width_dynamics_closes_like_one_over_root_width():
     assert np.all(np.diff(gap) < 0)
     assert gap[-1] < 0.5 * gap[0]
     assert -0.75 < r.gap_rate < -0.3
+
+
+def test_a_diverging_run_is_reported_not_raised():
+    X, y, Xt = _data(d=4, n_train=4, n_test=2)
+    e = kc.trained_ensemble(X, 100 * y, Xt, model="mlp", activation="identity", depth=1, width=4, n_networks=2,
+                            learning_rate=50.0, steps=[0, 200])
+    assert e.failed and "non-finite outputs" in e.failure and "reduce learning_rate" in e.failure
+    assert np.all(np.isfinite(e.mean_test[0])) and not np.all(np.isfinite(e.mean_test[-1]))

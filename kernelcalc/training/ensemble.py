@@ -312,7 +312,7 @@ def trained_ensemble(X_train, y_train, X_test=None, *, model="node", activation=
             F, ok = run(P0)
             chunks.append(np.asarray(F))
             if not ok and failure is None:
-                failure = (f"gradient-flow ODE solver failed for networks {start}..{start + batch - 1} before "
+                failure = (f"gradient-flow ODE solver failed for networks {start}..{min(start + batch, n_networks) - 1} before "
                            f"t={t1:.4g} (max_flow_steps={max_flow_steps} or a non-finite state)")
             bar.update(min(batch, n_networks - start))
     bar.close()
@@ -322,7 +322,8 @@ def trained_ensemble(X_train, y_train, X_test=None, *, model="node", activation=
         bad = np.argwhere(~np.isfinite(F).all(axis=2))
         ti, i = map(int, bad[0])
         failure = (f"network {i} has non-finite outputs at t={times[ti]:.4g} ({len(np.unique(bad[:, 1]))} of "
-                   f"{n_networks} networks); reduce learning_rate" + (" or width" if lr is None else ""))
+                   f"{n_networks} networks); " + ("reduce learning_rate" if lr is not None else
+                                                   "the gradient flow left the finite range"))
     F_train, F_test = F[:, :, :N], (F[:, :, N:] if X_test is not None else None)
     st_train = ensemble_stats(F_train)
     st_test = ensemble_stats(F_test) if F_test is not None else (None,) * 4
