@@ -57,3 +57,7 @@ from ._validation import KernelcalcClusterError  # noqa: E402
 __all__ += ["KernelcalcClusterError"]
 from .inference import Prediction, predict, predict_from_kernels  # noqa: E402
 __all__ += ["Prediction", "predict", "predict_from_kernels"]
+# Trained ensembles against the predictions (issue 18, part 4): finite-width networks, lazy.
+_LAZY.update({"trained_ensemble": "training", "TrainedEnsemble": "training",
+              "compare_predictions": "studies.predictions", "PredictionComparison": "studies.predictions"})
+__all__ += ["trained_ensemble", "TrainedEnsemble", "compare_predictions", "PredictionComparison"]

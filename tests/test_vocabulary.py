@@ -123,6 +123,10 @@ ENTRIES = {
     "certify_ntk": (("node", "mlp", "resnet"), lambda f, m, **kw: _with_model(f, m, **kw)),
     "predict": (tuple(TABLE), lambda f, m, **kw: f(X, Y, model=m, activation="softplus", depth=DEPTH.get(m), t=1.0,
                                                   **kw)),
+    "trained_ensemble": (tuple(TABLE), lambda f, m, **kw: f(X, Y, X, model=m, activation="softplus", width=4,
+                                                            n_networks=2, t=0.0, depth=DEPTH.get(m), **kw)),
+    "compare_predictions": (tuple(TABLE), lambda f, m, **kw: f(X, Y, X, model=m, activation="softplus", widths=[4],
+                                                               n_networks=2, t=0.0, depth=DEPTH.get(m), **kw)),
 }
 ENTRIES["sphere_spectrum"] = (("node", "resnet", "mlp", "deq"), lambda f, m, **kw: f(
     model=m, activation="tanh", d=2, k_max=1, **({"depth": DEPTH[m]} if m in DEPTH else {}), **kw))

@@ -33,10 +33,25 @@ def group_sq_norms(tree) -> jnp.ndarray:
 
 
 def network(model, activation, width, T, depth, scales: dict, solver, solver_steps):
-    """The finite-width network of a run (the Neural ODE with ``solver_steps`` fixed ``solver`` steps);
-    ``scales``: the scale keywords as passed (``None``: not passed; ``make_network`` rejects the ones
-    that do not apply to ``model``)."""
-    solver_kw = dict(solver=solver, solver_steps=solver_steps) if model == "node" else {}
+    """The finite-width network of a run (the Neural ODE with ``solver_steps`` fixed ``solver`` steps, the
+    untied Neural ODE with ``solver_steps`` Euler--Maruyama steps); ``scales``: the scale keywords as passed
+    (``None``: not passed; ``make_network`` rejects the ones that do not apply to ``model``). ``solver`` /
+    ``solver_steps`` other than the training default (``"rk4"``, 4) for a model they do not apply to are errors."""
+    if model in ("mlp", "deq") and T != 1.0:
+        raise KernelcalcInputError(f"T does not apply to model={model!r} (no horizon), got T={T!r}")
+    if model == "node":
+        solver_kw = dict(solver=solver, solver_steps=solver_steps)
+    else:
+        if solver != "rk4":
+            raise KernelcalcInputError(f"solver does not apply to model={model!r} (only to the Neural ODE 'node'), "
+                                       f"got solver={solver!r}")
+        if model == "node_untied":
+            solver_kw = dict(solver_steps=solver_steps)
+        elif solver_steps != 4:
+            raise KernelcalcInputError(f"solver_steps does not apply to model={model!r} (only to 'node' and "
+                                       f"'node_untied'), got solver_steps={solver_steps!r}")
+        else:
+            solver_kw = {}
     return make_network(model, activation=activation, width=width, T=T, depth=depth, **scales, **solver_kw)
 
 

@@ -224,11 +224,12 @@ def train(X, y, *, model="node", activation="softplus", width=DEFAULT_WIDTH, see
     **Arguments:**
 
     - ``X`` (N, d), ``y`` (N,): training data (no NaN/inf; ``y`` one entry per row).
-    - ``model``: ``"node"`` (default), ``"resnet"`` or ``"mlp"``; ``activation``; ``width`` $n$ (default 256);
-      ``seed`` (initial parameters); ``T`` (node/resnet); ``depth`` (resnet/mlp);
-      the model's scales (``docs/naming.md``: ``sigma_w, sigma_u, sigma_v`` for node/resnet,
-      ``sigma_w, sigma_b, sigma_v, sigma_vb`` for the MLP; one of another model is an error);
-      Neural ODE forward solver ``solver`` with ``solver_steps`` fixed steps.
+    - ``model``: ``"node"`` (default), ``"resnet"``, ``"mlp"``, ``"node_untied"``, ``"resnet_untied"`` or
+      ``"deq"``; ``activation``; ``width`` $n$ (default 256);
+      ``seed`` (initial parameters); ``T`` (node/resnet, tied or untied); ``depth`` (resnet, resnet_untied, mlp);
+      the model's scales (``docs/naming.md``: ``sigma_w, sigma_u, sigma_v`` for node/resnet (and ``sigma_b``
+      for the DEQ), ``sigma_w, sigma_b, sigma_v, sigma_vb`` for the MLP; one of another model is an error);
+      ``node_untied``: ``solver_steps`` Euler--Maruyama steps; Neural ODE forward solver ``solver`` with ``solver_steps`` fixed steps.
     - ``lr``: step size $\eta>0$; default $1/\|X\|^2$ (Theorem 2; $\|X\|$ spectral norm of ``X``).
     - ``steps`` $\ge1$: GD steps (flow: integrate to $t=\text{steps}\cdot\eta$).
     - ``method``: ``"gd"`` or ``"flow"`` (gradient flow by diffrax Tsit5, adaptive with
