@@ -217,14 +217,16 @@ def test_float32_user_gets_float64_accuracy(runs):
 
 # Public functions that run no jax (numpy, sympy, flint, validation): they need no context.
 NOT_JAX = {
-    "kernelcalc": {"resolve_activation", "analyse", "derive", "feature_rank_bound"},
+    "kernelcalc": {"resolve_activation", "analyse", "derive", "feature_rank_bound", "predict_from_kernels",
+                   "hermite_coefficients"},
     "kernelcalc.empirical": {"make_network", "fit_slope"},
     "kernelcalc.training": {"default_lr", "polynomial_target", "sad_data"},
     "kernelcalc.studies.certify": {"verified_cholesky_bound"},
     "kernelcalc.studies.checks": {"gram_summary"},
     "kernelcalc.studies.comparison": {"plot_model_comparison"},
     "kernelcalc.studies.horizon": {"predicted_steps"},
-    "kernelcalc.studies.polynomial": {"harmonic_dimension", "sphere_polynomial_dimension", "feature_degree",
+    "kernelcalc.studies.sphere_spectrum": {"fit_decay", "max_degree"},
+    "kernelcalc.studies.polynomial": {"sphere_degree", "harmonic_dimension", "sphere_polynomial_dimension", "feature_degree",
                                       "feature_rank_bound"},
     "kernelcalc.theory.gaussian": {"hermite_order", "choose_step", "expect_mpmath", "hermite_q_limit"},
 }

@@ -11,6 +11,7 @@ import numpy as np
 
 from .._validation import (DEPRECATED_SCALES, SCALE_NAMES, KernelcalcInputError, as_inputs, model_scales, nonnegative,
                            positive)
+from .._x64 import float64
 from .. import kernels
 from ..kernels import deq_kernel, mlp_kernel, node_kernel, resnet_kernel
 from .engine import _check_cov, _check_kernel, _default_batch, check_targets, check_times, run
@@ -55,6 +56,7 @@ def _kernel_call(model, kernel_kwargs):
     return fn, kernel_kwargs, opts
 
 
+@float64
 def predict(X_train, y_train, X_test=None, *, model: str = "node", activation, t=None, kernel: str = "ntk",
             diag_reg: float = 0.0, compute_cov=False, learning_rate=None, batch_size: int | None = None,
             solver: str = "auto", krylov_tol: float = 1e-10, krylov_max_iter: int | None = None, out=None, client=None,
