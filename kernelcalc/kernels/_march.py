@@ -84,7 +84,14 @@ def euler_march(dual, L: int, T: float, sigma_w: float, sigma_v: float):
         Cd = np.empty((B, n, n))        # Cdot_{l m}
         Cs = np.empty((B, n, n))        # C_{l m}
         row = np.broadcast_to(S0[:, None], (B, n)).copy()
+        # identical inputs (x = y: same norm index and x.y/d = |x|^2/d): the cell (l, l) is the diagonal q_l itself,
+        # correlation exactly 1 (the march's own S_ll differs from q_l by rounding, and a kinked phi's Cdot ~
+        # (1 - rho)^{1/2} turns a rounding of 1e-16 in rho into an error of 1e-8)
+        qx = np.asarray(mx[0])
+        same = (ix == iy) & (S0 == qx[:, 0])
         for l in range(n):
+            if same.any():
+                row[same, l] = qx[same, l]
             C_l, Cd_l = C_of(col(mx, l), my, row, True, tails)
             Cs[:, l], Cd[:, l] = C_l, Cd_l
             if l < L:
