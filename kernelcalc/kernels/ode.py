@@ -155,6 +155,28 @@ def _bounded(C, xp, S0):
     return xp.clip(xp.nan_to_num(C, nan=b, posinf=b, neginf=-b), -b, b)
 
 
+_QUADRATURE_RULES = ("asymptotic", "trapezoid", "polar")   # rules whose cost per cell dominates a sweep
+
+
+def _symmetric_from_marginals(dual, m1, m2, S, derivative, xp):
+    r"""``dual.from_marginals(m1, m2, S)`` for a grid symmetric in $(t,s)$: evaluated on the upper triangle
+    $t_i\le s_j$ only and mirrored (half the expectations).
+
+    The self-kernel is symmetric, $S_{xx}(t,s)=S_{xx}(s,t)$, and so is every cross-kernel of two inputs of
+    the same norm ($S_{xy}(t,s)=E[h_t(x)h_s(y)]$ depends on $x\cdot x=y\cdot y$ and $x\cdot y$ only, which
+    are invariant under $x\leftrightarrow y$): on the sphere every Picard sweep needs $C$ at
+    $n(n+1)/2$ cells, not $n^2$.  ``m1``/``m2``: marginals broadcastable to ``S`` (``(..., B, n, n)``)."""
+    n = S.shape[-1]
+    i, j = np.triu_indices(n)
+    back = np.zeros((n, n), dtype=np.int64)
+    back[i, j] = np.arange(i.size)
+    back[j, i] = np.arange(i.size)
+    a1 = tuple(xp.broadcast_to(a, a.shape[:-2] + S.shape[-2:])[..., i, j] for a in m1)
+    a2 = tuple(xp.broadcast_to(a, a.shape[:-2] + S.shape[-2:])[..., i, j] for a in m2)
+    out = dual.from_marginals(a1, a2, S[..., i, j], derivative=derivative, xp=xp)
+    return tuple(o[..., back] for o in out) if derivative else out[..., back]
+
+
 @dataclasses.dataclass(frozen=True)
 class Discretisation:
     r"""A time grid for the two Goursat problems, as matrices.
@@ -211,9 +233,12 @@ def time_elements(T: float, sigma_w: float) -> int:
 
 @functools.lru_cache(maxsize=32)
 @float64
-def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: float, backend: str = "jax"):
+def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: float, backend: str = "jax",
+              symmetric: bool = False):
     """``(self_solve, cross_solve)`` for one grid: jit-compiled (``backend="jax"``), or the same code run
-    in numpy (``"numpy"``, for problems too small for the compilation to pay; see :func:`_backend`)."""
+    in numpy (``"numpy"``, for problems too small for the compilation to pay; see :func:`_backend`).
+    ``symmetric``: every cross-kernel pair has inputs of one norm (the sphere): with a quadrature rule $C$ is
+    evaluated on half the grid (:func:`_symmetric_from_marginals`; the self-kernel always is)."""
     if _marches(disc):          # the Euler ResNet: exact row-by-row recursions, O(L^2), no sweeps
         from ._march import euler_march
         L = disc.A.shape[0] - 1
@@ -224,6 +249,12 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
     n = A.shape[0]
     jumps = dual.activation.jumps and dual.method != "hermite"   # (the marginals are the variances alone)
     odd = dual.activation.is_odd
+    halve = dual.method in _QUADRATURE_RULES       # symmetric grids: C on the upper triangle only
+
+    def dual_of(m1, m2, S, derivative=True, tails=None, sym=False):
+        if sym and halve:
+            return _symmetric_from_marginals(dual, m1, m2, S, derivative, xp)
+        return dual.from_marginals(m1, m2, S, derivative=derivative, xp=xp, tails=tails)
 
     @jit
     def self_solve(S0):
@@ -233,7 +264,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
             mi = tuple(a[..., :, None] for a in m)
             mj = tuple(a[..., None, :] for a in m)
             tl = dual.tails(m, xp)
-            C = dual.from_marginals(mi, mj, S, derivative=False, xp=xp, tails=None if tl is None else (tl, tl))
+            C = dual_of(mi, mj, S, derivative=False, tails=None if tl is None else (tl, tl), sym=True)
             return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
@@ -270,12 +301,12 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
                 return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
         else:
             def step(S):
-                C = dual.from_marginals(mx, my, S, derivative=False, xp=xp, tails=tails)
+                C = dual_of(mx, my, S, derivative=False, tails=tails, sym=symmetric)
                 return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
         S, dS, nS = _picard(step, S_init, xp=xp)
-        C, Cdot = dual.from_marginals(mx, my, S, xp=xp, tails=tails)
+        C, Cdot = dual_of(mx, my, S, tails=tails, sym=symmetric and not jumps)
         LamT = rec.ode_backward_terminal(Cdot[:, -1, -1], sigma_v)
 
         def back(Lam):
@@ -549,7 +580,7 @@ class GoursatSolver:
             M_done = M
             try:
                 q = self._self_diagonals(dual, M, np.array([v]))
-                cross, marginals, _ = self._cross(dual, M, 1)
+                cross, marginals, _ = self._cross(dual, M, 1, symmetric=True)
                 zero = np.zeros(1, np.int32)
                 # phi that jumps: the self-kernel is exact on any grid (it is iterated with its own diagonal), so
                 # the grid is judged on a pair at correlation 1/2 (C is not smooth near the diagonal t = s)
@@ -646,7 +677,7 @@ class GoursatSolver:
         calls share one compilation, or all run in numpy."""
         self._planned_pairs = int(pairs)
 
-    def _cross(self, dual, M, pairs):
+    def _cross(self, dual, M, pairs, symmetric=False):
         """``(cross, marginals, backend)``: the cross-kernel solve for a call of ``pairs`` pairs, the
         marginals it takes (from the diagonals; numpy where the rule allows, so that only the solve is
         ever compiled) and the backend (:func:`_backend`)."""
@@ -654,7 +685,8 @@ class GoursatSolver:
         nodes = disc.A.shape[0]
         self._check_cost(dual, pairs, nodes)
         backend = _backend(dual, max(pairs, self._planned_pairs) if pairs > _MIN_BATCH else pairs, nodes)
-        _, cross, marginals = _compiled(dual, disc, self.sigma_w, self.sigma_v, backend)
+        _, cross, marginals = _compiled(dual, disc, self.sigma_w, self.sigma_v, backend,
+                                        symmetric and dual.method in _QUADRATURE_RULES)
         if dual.numpy_ok:
             marginals = functools.partial(dual.marginal, xp=np)
         return cross, marginals, backend
@@ -684,7 +716,7 @@ class GoursatSolver:
         v_unique, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
         dual, M = self._dual_and_M(v_unique)
         n = sxy.size
-        cross, marginals, backend = self._cross(dual, M, n)
+        cross, marginals, backend = self._cross(dual, M, n, symmetric=bool(np.all(sxx == syy)))
         nodes = self.grid(M).A.shape[0]
         fixed = backend == "jax" and dual.method == "hermite"
         if fixed:   # one shape for every large call: one compilation (closed forms and the quadrature rules,
