@@ -377,6 +377,7 @@ class GoursatSolver:
         self.max_nodes = max_nodes
         self.v_max = float(v_max)   # largest input x.x/d of the whole Gram: fixes the quadrature range
         self.pairs_hint = 1         # pairs the Gram will evaluate (to refuse hopeless work early)
+        self.same_norms = False     # whether all its inputs share one norm (the sphere: symmetric problems)
         self.info: dict = {}
         self._diagonals: dict = {}  # x.x/d -> q(t) on the final grid (the Gram's plans call us several times)
         self._shared_diagonals: dict = {}   # the same, shared by the calls that reuse this time grid (memo)
@@ -430,8 +431,10 @@ class GoursatSolver:
                 f"{what}: the Picard sweeps stopped after {sweeps} sweeps at a relative change of {delta:.1e} "
                 f"(> {_STAGNATION:g}); sigma_w*T = {self.sigma_w * self.T:g} may be too large", self.strict)
 
-    def _check_cost(self, dual, pairs: int, n: int):
-        """Refuse (clear error naming the limit) when a solve would take many minutes."""
+    def _check_cost(self, dual, pairs: int, n: int, symmetric: bool = False):
+        """Refuse (clear error naming the limit) when a solve would take many minutes.  ``symmetric``: the
+        problems are symmetric in $(t,s)$ (self-kernels, same-norm pairs), so a quadrature rule evaluates
+        $n(n+1)/2$ cells per sweep (:func:`_symmetric_from_marginals`), not $n^2$."""
         unit = 0.05 if dual.method in ("hermite", "closed") else 1.0   # series terms are cheap multiply-adds
         if _marches(self.grid(self.M_fixed or _M_SEQUENCE[0])):          # Euler ResNet: one pass, C and Cdot per cell
             sweeps = (1, "pass (row march)")
@@ -442,14 +445,16 @@ class GoursatSolver:
             per_cell = unit * dual.points + 0.04 * n       # the expectations, and 2 matrix products per sweep
             per_cell_label = (f"operations per cell ({dual.points} quadrature points at weight {unit:g}, plus {0.04 * n:g} "
                               "for the matrix products)")
-        work = pairs * sweeps[0] * n * n * per_cell
+        half = symmetric and dual.method in _QUADRATURE_RULES and not _marches(self.grid(self.M_fixed or _M_SEQUENCE[0]))
+        cells = (n * (n + 1) // 2, f"time cells ({n}({n}+1)/2: symmetric in t, s)") if half else (n * n, f"time cells ({n}^2)")
+        work = pairs * sweeps[0] * cells[0] * per_cell
         if work <= _WORK_LIMIT:
             return
         q = self.info.get("q_max", float("nan"))
         detail = f", the Hermite series needs more than 8192 terms beyond q ~ {hermite_q_limit((self.activation.numpy_fn, self.activation.numpy_derivative)):.3g}, and the trapezoid rule needs step {dual.rule.step:g}" if dual.method == "trapezoid" else ""
         raise KernelcalcInputError(cost_refusal(
             f"the {self.activation.name} kernel at {self.describe_parameters()}",
-            [(pairs, "pairs"), sweeps, (n * n, f"time cells ({n}^2)"), (per_cell, per_cell_label)],
+            [(pairs, "pairs"), sweeps, cells, (per_cell, per_cell_label)],
             f"the pre-activation variance reaches q = {q:.4g}, on {n} time nodes{detail}", self.cost_drivers))
 
     def describe_parameters(self) -> str:
@@ -460,7 +465,7 @@ class GoursatSolver:
     def _self_diagonals(self, dual, M, v):
         disc = self.grid(M)
         nodes = disc.A.shape[0]
-        self._check_cost(dual, len(v), nodes)
+        self._check_cost(dual, len(v), nodes, symmetric=True)
         batch = self._batch(dual, nodes)
         self_solve = _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, len(v), nodes))[0]
         out = []
@@ -541,7 +546,7 @@ class GoursatSolver:
         self.info["expectation"] = dual.describe()
         self.info["expectation_error_estimate"] = dual.error_estimate
         self.info.pop("sweep_change", None)
-        self._check_cost(dual, self.pairs_hint, self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0])
+        self._check_cost(dual, self.pairs_hint, self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0], self.same_norms)
         if self.M_fixed is not None:
             M, err = int(self.M_fixed), None
         else:
@@ -558,7 +563,7 @@ class GoursatSolver:
         fns = (self.activation.numpy_fn, self.activation.numpy_derivative)
         if hermite_order(fns, 1.05 * q_est) is None:
             self._check_cost(DualKernels(self.activation, "asymptotic", cheapest), self.pairs_hint,
-                             self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0])
+                             self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0], self.same_norms)
 
     def relative_error_estimate(self) -> float:
         r"""Relative error estimate of one kernel value: the achieved expectation accuracy (amplified by
@@ -683,7 +688,7 @@ class GoursatSolver:
         ever compiled) and the backend (:func:`_backend`)."""
         disc = self.grid(M)
         nodes = disc.A.shape[0]
-        self._check_cost(dual, pairs, nodes)
+        self._check_cost(dual, pairs, nodes, symmetric)
         backend = _backend(dual, max(pairs, self._planned_pairs) if pairs > _MIN_BATCH else pairs, nodes)
         _, cross, marginals = _compiled(dual, disc, self.sigma_w, self.sigma_v, backend,
                                         symmetric and dual.method in _QUADRATURE_RULES)
@@ -832,6 +837,8 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
                            grid=lambda M: chebyshev_discretisation(M, T, P), v_max=max_norm(a, b), strict=strict)
     solver.info["time_elements"] = P
     solver.pairs_hint = min(a.shape[0] * (a.shape[0] + 1) // 2 if same else a.shape[0] * b.shape[0], 65)
+    norms = np.concatenate([np.sum(a * a, axis=1), np.sum(b * b, axis=1)])
+    solver.same_norms = bool(np.ptp(norms) <= 1e-9 * np.max(norms))   # (the sphere, to rounding: the guard's estimate)
     # no biases: a positively homogeneous phi (relu) gives K(lx, my) = lm K(x, y), any inputs take the sphere
     # table; an odd phi (tanh) gives K(x, -y) = -K(x, y), half the solves
     nngp, ntk, ginfo = gram(a, None if same else b, solver, homogeneous=act.is_positively_homogeneous,
