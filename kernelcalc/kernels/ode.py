@@ -30,6 +30,9 @@ small matrix products per pair plus one batched evaluation of $C$ (about 10–25
 $10^{-15}$; ~95 at $\sigma_wT=50$).  The sweeps stop at a relative change of $2\cdot10^{-15}$ or
 when the change stagnates at rounding level (below $10^{-11}$ and no longer decreasing); the
 achieved change is ``info["sweep_change"]`` and enters ``info["error_estimate"]``.  The backward equation is linear and solved the same way (no expectations).
+The self-kernels and the cross-kernels of inputs of one norm (the sphere) are symmetric,
+$S(t,s)=S(s,t)$: with a quadrature rule (large $q$, where one expectation costs $10^4$ or more integrand
+evaluations) $C$ and $\dot C$ are evaluated on the $n(n+1)/2$ cells $t_i\le s_j$ only and mirrored.
 The self-kernels $S_{xx}$ (one per distinct input norm) are solved first, with the diagonal
 coupling through $q_x(t)=S_{xx}(t,t)$ updated each sweep; the cross-kernels then use the fixed
 diagonals.  Off the sphere a Gram plan announces its norm range (:meth:`GoursatSolver.prepare_range`):
