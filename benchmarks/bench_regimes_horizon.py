@@ -7,6 +7,24 @@ returns one dict per activation: the two wall times, their ratio (target <= 10),
 relative to max|NTK| (target <= 1e-9), the expectation rule and q(T), or the refusal / failure text (the
 quadratic activation blows up in finite time: a clear refusal is the right answer there).
 
+Measured 2026-12-06 (horizon branch, busy 2-core machine, load average 8-10: cold wall times, noisy)::
+
+    activation  T=1 s  T=10 s  ratio  err T=10  rule / outcome
+    sigmoid       6.6    46.8    7.0   7.3e-11  Mehler/Hermite series, 4400 terms, q(T) = 36.6
+    erf           1.0     6.9    6.6   1.0e-10  closed form, q(T) = 60.4
+    identity      0.6     0.8    1.3   8.5e-12  closed form, q(T) = 4.36e+07
+    sin           0.8    12.7   16.2   9.8e-11  closed form, q(T) = 18.1 (65 time nodes, 513 theta nodes, 29 sweeps)
+    cos           1.0    15.0   14.4   1.2e-10  closed form, q(T) = 18.4
+    tanh, softplus, silu, elu: refused by the cost guard (2.8e10, 1.1e11, 1.3e11, 3.6e10 estimated operations:
+        65 pairs x 40 sweeps x 561 cells x 19159 / 74793 / 90368 / 24576 points per expectation; the
+        asymptotic rule costs ~1.8 ms per (C, Cdot) on this machine)
+    quadratic: blows up in finite time (the right refusal); relu, leaky_relu: refused (513 time nodes, the
+        kink on t = s); gelu: time grid does not converge (513 nodes, change 1.6e-8: the same diagonal
+        near-kink at q ~ 1e5), > 200 s
+
+The sin/cos ratios above 10 come from the T = 1 side (now ~1 s cold); their T = 10 times are unchanged
+against main measured side by side (sin: 13.4 s vs 14.0 s, 10.0 s vs 12.1 s).
+
 Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin]``; the lead's
 ``benchmarks/bench_regimes.py`` calls :func:`run`.
 """

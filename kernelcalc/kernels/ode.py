@@ -30,6 +30,9 @@ small matrix products per pair plus one batched evaluation of $C$ (about 10–25
 $10^{-15}$; ~95 at $\sigma_wT=50$).  The sweeps stop at a relative change of $2\cdot10^{-15}$ or
 when the change stagnates at rounding level (below $10^{-11}$ and no longer decreasing); the
 achieved change is ``info["sweep_change"]`` and enters ``info["error_estimate"]``.  The backward equation is linear and solved the same way (no expectations).
+The self-kernels and the cross-kernels of inputs of one norm (the sphere) are symmetric,
+$S(t,s)=S(s,t)$: with a quadrature rule (large $q$, where one expectation costs $10^4$ or more integrand
+evaluations) $C$ and $\dot C$ are evaluated on the $n(n+1)/2$ cells $t_i\le s_j$ only and mirrored.
 The self-kernels $S_{xx}$ (one per distinct input norm) are solved first, with the diagonal
 coupling through $q_x(t)=S_{xx}(t,t)$ updated each sweep; the cross-kernels then use the fixed
 diagonals.  Off the sphere a Gram plan announces its norm range (:meth:`GoursatSolver.prepare_range`):
@@ -155,6 +158,28 @@ def _bounded(C, xp, S0):
     return xp.clip(xp.nan_to_num(C, nan=b, posinf=b, neginf=-b), -b, b)
 
 
+_QUADRATURE_RULES = ("asymptotic", "trapezoid", "polar")   # rules whose cost per cell dominates a sweep
+
+
+def _symmetric_from_marginals(dual, m1, m2, S, derivative, xp):
+    r"""``dual.from_marginals(m1, m2, S)`` for a grid symmetric in $(t,s)$: evaluated on the upper triangle
+    $t_i\le s_j$ only and mirrored (half the expectations).
+
+    The self-kernel is symmetric, $S_{xx}(t,s)=S_{xx}(s,t)$, and so is every cross-kernel of two inputs of
+    the same norm ($S_{xy}(t,s)=E[h_t(x)h_s(y)]$ depends on $x\cdot x=y\cdot y$ and $x\cdot y$ only, which
+    are invariant under $x\leftrightarrow y$): on the sphere every Picard sweep needs $C$ at
+    $n(n+1)/2$ cells, not $n^2$.  ``m1``/``m2``: marginals broadcastable to ``S`` (``(..., B, n, n)``)."""
+    n = S.shape[-1]
+    i, j = np.triu_indices(n)
+    back = np.zeros((n, n), dtype=np.int64)
+    back[i, j] = np.arange(i.size)
+    back[j, i] = np.arange(i.size)
+    a1 = tuple(xp.broadcast_to(a, a.shape[:-2] + S.shape[-2:])[..., i, j] for a in m1)
+    a2 = tuple(xp.broadcast_to(a, a.shape[:-2] + S.shape[-2:])[..., i, j] for a in m2)
+    out = dual.from_marginals(a1, a2, S[..., i, j], derivative=derivative, xp=xp)
+    return tuple(o[..., back] for o in out) if derivative else out[..., back]
+
+
 @dataclasses.dataclass(frozen=True)
 class Discretisation:
     r"""A time grid for the two Goursat problems, as matrices.
@@ -211,9 +236,12 @@ def time_elements(T: float, sigma_w: float) -> int:
 
 @functools.lru_cache(maxsize=32)
 @float64
-def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: float, backend: str = "jax"):
+def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: float, backend: str = "jax",
+              symmetric: bool = False):
     """``(self_solve, cross_solve)`` for one grid: jit-compiled (``backend="jax"``), or the same code run
-    in numpy (``"numpy"``, for problems too small for the compilation to pay; see :func:`_backend`)."""
+    in numpy (``"numpy"``, for problems too small for the compilation to pay; see :func:`_backend`).
+    ``symmetric``: every cross-kernel pair has inputs of one norm (the sphere): with a quadrature rule $C$ is
+    evaluated on half the grid (:func:`_symmetric_from_marginals`; the self-kernel always is)."""
     if _marches(disc):          # the Euler ResNet: exact row-by-row recursions, O(L^2), no sweeps
         from ._march import euler_march
         L = disc.A.shape[0] - 1
@@ -224,6 +252,12 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
     n = A.shape[0]
     jumps = dual.activation.jumps and dual.method != "hermite"   # (the marginals are the variances alone)
     odd = dual.activation.is_odd
+    halve = dual.method in _QUADRATURE_RULES       # symmetric grids: C on the upper triangle only
+
+    def dual_of(m1, m2, S, derivative=True, tails=None, sym=False):
+        if sym and halve:
+            return _symmetric_from_marginals(dual, m1, m2, S, derivative, xp)
+        return dual.from_marginals(m1, m2, S, derivative=derivative, xp=xp, tails=tails)
 
     @jit
     def self_solve(S0):
@@ -233,7 +267,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
             mi = tuple(a[..., :, None] for a in m)
             mj = tuple(a[..., None, :] for a in m)
             tl = dual.tails(m, xp)
-            C = dual.from_marginals(mi, mj, S, derivative=False, xp=xp, tails=None if tl is None else (tl, tl))
+            C = dual_of(mi, mj, S, derivative=False, tails=None if tl is None else (tl, tl), sym=True)
             return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
@@ -270,12 +304,12 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
                 return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
         else:
             def step(S):
-                C = dual.from_marginals(mx, my, S, derivative=False, xp=xp, tails=tails)
+                C = dual_of(mx, my, S, derivative=False, tails=tails, sym=symmetric)
                 return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
         S, dS, nS = _picard(step, S_init, xp=xp)
-        C, Cdot = dual.from_marginals(mx, my, S, xp=xp, tails=tails)
+        C, Cdot = dual_of(mx, my, S, tails=tails, sym=symmetric and not jumps)
         LamT = rec.ode_backward_terminal(Cdot[:, -1, -1], sigma_v)
 
         def back(Lam):
@@ -346,6 +380,7 @@ class GoursatSolver:
         self.max_nodes = max_nodes
         self.v_max = float(v_max)   # largest input x.x/d of the whole Gram: fixes the quadrature range
         self.pairs_hint = 1         # pairs the Gram will evaluate (to refuse hopeless work early)
+        self.same_norms = False     # whether all its inputs share one norm (the sphere: symmetric problems)
         self.info: dict = {}
         self._diagonals: dict = {}  # x.x/d -> q(t) on the final grid (the Gram's plans call us several times)
         self._shared_diagonals: dict = {}   # the same, shared by the calls that reuse this time grid (memo)
@@ -399,8 +434,10 @@ class GoursatSolver:
                 f"{what}: the Picard sweeps stopped after {sweeps} sweeps at a relative change of {delta:.1e} "
                 f"(> {_STAGNATION:g}); sigma_w*T = {self.sigma_w * self.T:g} may be too large", self.strict)
 
-    def _check_cost(self, dual, pairs: int, n: int):
-        """Refuse (clear error naming the limit) when a solve would take many minutes."""
+    def _check_cost(self, dual, pairs: int, n: int, symmetric: bool = False):
+        """Refuse (clear error naming the limit) when a solve would take many minutes.  ``symmetric``: the
+        problems are symmetric in $(t,s)$ (self-kernels, same-norm pairs), so a quadrature rule evaluates
+        $n(n+1)/2$ cells per sweep (:func:`_symmetric_from_marginals`), not $n^2$."""
         unit = 0.05 if dual.method in ("hermite", "closed") else 1.0   # series terms are cheap multiply-adds
         if _marches(self.grid(self.M_fixed or _M_SEQUENCE[0])):          # Euler ResNet: one pass, C and Cdot per cell
             sweeps = (1, "pass (row march)")
@@ -411,14 +448,16 @@ class GoursatSolver:
             per_cell = unit * dual.points + 0.04 * n       # the expectations, and 2 matrix products per sweep
             per_cell_label = (f"operations per cell ({dual.points} quadrature points at weight {unit:g}, plus {0.04 * n:g} "
                               "for the matrix products)")
-        work = pairs * sweeps[0] * n * n * per_cell
+        half = symmetric and dual.method in _QUADRATURE_RULES and not _marches(self.grid(self.M_fixed or _M_SEQUENCE[0]))
+        cells = (n * (n + 1) // 2, f"time cells ({n}({n}+1)/2: symmetric in t, s)") if half else (n * n, f"time cells ({n}^2)")
+        work = pairs * sweeps[0] * cells[0] * per_cell
         if work <= _WORK_LIMIT:
             return
         q = self.info.get("q_max", float("nan"))
         detail = f", the Hermite series needs more than 8192 terms beyond q ~ {hermite_q_limit((self.activation.numpy_fn, self.activation.numpy_derivative)):.3g}, and the trapezoid rule needs step {dual.rule.step:g}" if dual.method == "trapezoid" else ""
         raise KernelcalcInputError(cost_refusal(
             f"the {self.activation.name} kernel at {self.describe_parameters()}",
-            [(pairs, "pairs"), sweeps, (n * n, f"time cells ({n}^2)"), (per_cell, per_cell_label)],
+            [(pairs, "pairs"), sweeps, cells, (per_cell, per_cell_label)],
             f"the pre-activation variance reaches q = {q:.4g}, on {n} time nodes{detail}", self.cost_drivers))
 
     def describe_parameters(self) -> str:
@@ -429,7 +468,7 @@ class GoursatSolver:
     def _self_diagonals(self, dual, M, v):
         disc = self.grid(M)
         nodes = disc.A.shape[0]
-        self._check_cost(dual, len(v), nodes)
+        self._check_cost(dual, len(v), nodes, symmetric=True)
         batch = self._batch(dual, nodes)
         self_solve = _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, len(v), nodes))[0]
         out = []
@@ -510,7 +549,7 @@ class GoursatSolver:
         self.info["expectation"] = dual.describe()
         self.info["expectation_error_estimate"] = dual.error_estimate
         self.info.pop("sweep_change", None)
-        self._check_cost(dual, self.pairs_hint, self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0])
+        self._check_cost(dual, self.pairs_hint, self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0], self.same_norms)
         if self.M_fixed is not None:
             M, err = int(self.M_fixed), None
         else:
@@ -527,7 +566,7 @@ class GoursatSolver:
         fns = (self.activation.numpy_fn, self.activation.numpy_derivative)
         if hermite_order(fns, 1.05 * q_est) is None:
             self._check_cost(DualKernels(self.activation, "asymptotic", cheapest), self.pairs_hint,
-                             self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0])
+                             self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0], self.same_norms)
 
     def relative_error_estimate(self) -> float:
         r"""Relative error estimate of one kernel value: the achieved expectation accuracy (amplified by
@@ -549,7 +588,7 @@ class GoursatSolver:
             M_done = M
             try:
                 q = self._self_diagonals(dual, M, np.array([v]))
-                cross, marginals, _ = self._cross(dual, M, 1)
+                cross, marginals, _ = self._cross(dual, M, 1, symmetric=True)
                 zero = np.zeros(1, np.int32)
                 # phi that jumps: the self-kernel is exact on any grid (it is iterated with its own diagonal), so
                 # the grid is judged on a pair at correlation 1/2 (C is not smooth near the diagonal t = s)
@@ -646,15 +685,16 @@ class GoursatSolver:
         calls share one compilation, or all run in numpy."""
         self._planned_pairs = int(pairs)
 
-    def _cross(self, dual, M, pairs):
+    def _cross(self, dual, M, pairs, symmetric=False):
         """``(cross, marginals, backend)``: the cross-kernel solve for a call of ``pairs`` pairs, the
         marginals it takes (from the diagonals; numpy where the rule allows, so that only the solve is
         ever compiled) and the backend (:func:`_backend`)."""
         disc = self.grid(M)
         nodes = disc.A.shape[0]
-        self._check_cost(dual, pairs, nodes)
+        self._check_cost(dual, pairs, nodes, symmetric)
         backend = _backend(dual, max(pairs, self._planned_pairs) if pairs > _MIN_BATCH else pairs, nodes)
-        _, cross, marginals = _compiled(dual, disc, self.sigma_w, self.sigma_v, backend)
+        _, cross, marginals = _compiled(dual, disc, self.sigma_w, self.sigma_v, backend,
+                                        symmetric and dual.method in _QUADRATURE_RULES)
         if dual.numpy_ok:
             marginals = functools.partial(dual.marginal, xp=np)
         return cross, marginals, backend
@@ -684,7 +724,7 @@ class GoursatSolver:
         v_unique, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
         dual, M = self._dual_and_M(v_unique)
         n = sxy.size
-        cross, marginals, backend = self._cross(dual, M, n)
+        cross, marginals, backend = self._cross(dual, M, n, symmetric=bool(np.all(sxx == syy)))
         nodes = self.grid(M).A.shape[0]
         fixed = backend == "jax" and dual.method == "hermite"
         if fixed:   # one shape for every large call: one compilation (closed forms and the quadrature rules,
@@ -800,6 +840,8 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
                            grid=lambda M: chebyshev_discretisation(M, T, P), v_max=max_norm(a, b), strict=strict)
     solver.info["time_elements"] = P
     solver.pairs_hint = min(a.shape[0] * (a.shape[0] + 1) // 2 if same else a.shape[0] * b.shape[0], 65)
+    norms = np.concatenate([np.sum(a * a, axis=1), np.sum(b * b, axis=1)])
+    solver.same_norms = bool(np.ptp(norms) <= 1e-9 * np.max(norms))   # (the sphere, to rounding: the guard's estimate)
     # no biases: a positively homogeneous phi (relu) gives K(lx, my) = lm K(x, y), any inputs take the sphere
     # table; an odd phi (tanh) gives K(x, -y) = -K(x, y), half the solves
     nngp, ntk, ginfo = gram(a, None if same else b, solver, homogeneous=act.is_positively_homogeneous,
