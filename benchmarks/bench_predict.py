@@ -6,14 +6,14 @@ Neural ODE (T = 1); 8 times t = 1e-3 ... 1e3 and inf (our units: loss 1/2 ||f - 
 1. N = 2000 train / 200 test, kernels computed once (timed), then mean + diagonal covariance (NTK-GP):
    - ``baseline``: a plain numpy implementation of neural-tangents' ``gradient_descent_mse_ensemble``
      formulas (``numpy.linalg.eigh``, then the einsums of its predict_fn), the side-by-side reference;
-   - ``kernelcalc``: ``predict_from_kernels(..., solver="eigh")``; their ratio and largest difference;
-   - the crossover: the mean alone by the eigen-decomposition and by Lanczos (``solver="krylov"``).
+   - ``kernelcalc``: ``predict_from_kernels(..., method="eigh")``; their ratio and largest difference;
+   - the crossover: the mean alone by the eigen-decomposition and by Lanczos (``method="krylov"``).
    neural-tangents itself is not importable with current jax (``from jax.core import Jaxpr`` fails
    from jax 0.6; the import error is printed), so no side-by-side against the real package.
 2. N = 20000 train / 2000 test (``--large``; run in a subprocess whose peak RSS is read with
    ``resource.getrusage(RUSAGE_CHILDREN)``): kernels (NTK + NNGP, train and test), the mean at the
-   8 times (``solver="auto"``: Lanczos for finite t, one Cholesky factorisation for t = inf) and the
-   mean + diagonal covariance at t = inf (``solver="auto"``: Cholesky); total wall time, CPU time,
+   8 times (``method="auto"``: Lanczos for finite t, one Cholesky factorisation for t = inf) and the
+   mean + diagonal covariance at t = inf (``method="auto"``: Cholesky); total wall time, CPU time,
    peak RSS, Lanczos iterations, error estimates.
    The finite-t covariance at this size needs the full eigen-decomposition: its time is extrapolated
    from the N = 2000 eigh as N^3 (printed, not run).
@@ -104,7 +104,7 @@ def small(n=2000, m=200):
     mb, cb = nt_style_numpy(Th, K, Th_tx, K_tx, k_tt, y, TIMES)
     tb = time.perf_counter() - t0
     t0 = time.perf_counter()
-    P = kc.predict_from_kernels(Th, y, Th_tx, nngp=(K, K_tx, k_tt), t=TIMES, compute_cov="diag", solver="eigh")
+    P = kc.predict_from_kernels(Th, y, Th_tx, nngp=(K, K_tx, k_tt), t=TIMES, compute_cov="diag", method="eigh")
     tc = time.perf_counter() - t0
     dm = float(np.max(np.abs(P.mean_test[..., 0] - mb)))
     fin = np.isfinite(np.array(TIMES))
@@ -114,10 +114,10 @@ def small(n=2000, m=200):
           f"baseline NaN at t=inf: {bool(np.isnan(cb[-1]).any())}; cond(Theta) = {P.info['condition_number']:.2e}, "
           f"kernelcalc error estimate mean {P.info['error_estimate']['mean']:.1e}")
     t0 = time.perf_counter()
-    Pe = kc.predict_from_kernels(Th, y, Th_tx, t=TIMES, solver="eigh")
+    Pe = kc.predict_from_kernels(Th, y, Th_tx, t=TIMES, method="eigh")
     te = time.perf_counter() - t0
     t0 = time.perf_counter()
-    Pk = kc.predict_from_kernels(Th, y, Th_tx, t=TIMES, solver="krylov")
+    Pk = kc.predict_from_kernels(Th, y, Th_tx, t=TIMES, method="krylov")
     tkr = time.perf_counter() - t0
     it = [r["iterations"] for r in Pk.info["lanczos"]]
     print(f"mean only, 8 times: eigh {te:.2f} s, Lanczos {tkr:.2f} s ({it} iterations), ratio {tkr / te:.2f}; "

@@ -153,7 +153,7 @@ def test_krylov_mean_equals_the_reference_and_batches_change_nothing(problem):
     K, Th = relu_mlp_grams(X, X)
     y = np.sin(X[:100, 0])
     times = [0.5, 20.0, np.inf]
-    P = kc.predict_from_kernels(Th[:100, :100], y, Th[100:, :100], t=times, solver="krylov", diag_reg=1e-4,
+    P = kc.predict_from_kernels(Th[:100, :100], y, Th[100:, :100], t=times, method="krylov", diag_reg=1e-4,
                                 batch_size=3)
     A = Th[:100, :100] + 1e-4 * np.eye(100)
     for i, t in enumerate(times):
@@ -162,7 +162,7 @@ def test_krylov_mean_equals_the_reference_and_batches_change_nothing(problem):
         assert np.max(np.abs(P.mean_test[i, :, 0] - ref)) < 1e-9
         assert np.max(np.abs(P.mean_test[i, :, 0] - ref)) <= P.info["error_estimate"]["mean_per_time"][i] + 1e-12
     assert P.info["solver"].startswith("krylov") and all(r["converged"] for r in P.info["lanczos"])
-    E = kc.predict_from_kernels(Th[:100, :100], y, Th[100:, :100], t=times, solver="eigh", diag_reg=1e-4,
+    E = kc.predict_from_kernels(Th[:100, :100], y, Th[100:, :100], t=times, method="eigh", diag_reg=1e-4,
                                 batch_size=4)
     assert np.max(np.abs(E.mean_test - P.mean_test)) < 1e-9
 
@@ -209,21 +209,21 @@ def test_cholesky_end_of_training_equals_the_reference(problem, kernel):
     K, Th = problem["K"], problem["Th"]
     G = Th if kernel == "ntk" else K
     kw = dict(nngp=K) if kernel == "ntk" else dict(K_test_test=K[2])
-    P = kc.predict_from_kernels(G[0], problem["y"], G[1], t=None, kernel=kernel, compute_cov=True, solver="cholesky",
+    P = kc.predict_from_kernels(G[0], problem["y"], G[1], t=None, kernel=kernel, compute_cov=True, method="cholesky",
                                 **kw)
     assert P.info["solver"].startswith("cholesky")
     mean, cov = nt_reference(G[0], G[1], K[0], K[1], K[2], problem["y"], math.inf, kernel)
     assert np.max(np.abs(P.mean_test[0] - mean)) < 1e-10
     assert np.max(np.abs(P.cov_test[0] - cov)) < 1e-10
     with pytest.raises(kc.KernelcalcInputError, match="t = inf"):
-        kc.predict_from_kernels(G[0], problem["y"], G[1], t=1.0, solver="cholesky")
+        kc.predict_from_kernels(G[0], problem["y"], G[1], t=1.0, method="cholesky")
     # a duplicated row: no Cholesky; the eigen-decomposition's pseudo-inverse takes over, and says so
     X = problem["X"][:10].copy()
     X[4] = X[2]
     K2, T2 = relu_mlp_grams(X, X)
     with pytest.warns(kc.KernelcalcAccuracyWarning):
         Q = kc.predict_from_kernels(T2, np.arange(10.0) * (np.arange(10) != 4) + 2.0 * (np.arange(10) == 4), T2[:3],
-                                    t=None, solver="cholesky")
+                                    t=None, method="cholesky")
     assert "cholesky_fallback" in Q.info and np.isfinite(Q.mean_test).all()
 
 
@@ -247,26 +247,26 @@ def test_error_estimate_bounds_the_error_against_a_50_digit_reference():
         p = mpmath.lu_solve(A, mpmath.matrix(Th[16 + i, :16].tolist()))
         kx = mpmath.matrix(K[16 + i, :16].tolist())
         var.append(float(K[16 + i, 16 + i] + (p.T * Km * p)[0] - 2 * (p.T * kx)[0]))
-    for solver in ("eigh", "cholesky"):
-        P = kc.predict_from_kernels(Th[:16, :16], y, Th[16:, :16], t=None, solver=solver, compute_cov="diag",
+    for method in ("eigh", "cholesky"):
+        P = kc.predict_from_kernels(Th[:16, :16], y, Th[16:, :16], t=None, method=method, compute_cov="diag",
                                     nngp=(K[:16, :16], K[16:, :16], np.diag(K)[16:]))
         err = np.max(np.abs(P.mean_test[0, :, 0] - ref))
         est = P.info["error_estimate"]["mean"]
         assert P.info["condition_number"] > 1e6
-        assert err <= est < 1e4 * max(err, 1e-15), (solver, err, est)
+        assert err <= est < 1e4 * max(err, 1e-15), (method, err, est)
         err = np.max(np.abs(P.cov_test[0] - var))
         est = P.info["error_estimate"]["cov"]
-        assert err <= est < 1e4 * max(err, 1e-15), (solver, err, est)
+        assert err <= est < 1e4 * max(err, 1e-15), (method, err, est)
 
 
 def test_too_large_a_learning_rate_is_refused_at_t_inf_and_warned_at_finite_t(problem):
     G, y = problem["Th"], problem["y"]
     eta = 2.5 / np.linalg.eigvalsh(G[0])[-1]
-    for solver in ("eigh", "krylov"):
+    for method in ("eigh", "krylov"):
         with pytest.raises(kc.KernelcalcInputError, match="diverges"):
-            kc.predict_from_kernels(G[0], y, G[1], t=[3, np.inf], learning_rate=eta, solver=solver)
+            kc.predict_from_kernels(G[0], y, G[1], t=[3, np.inf], learning_rate=eta, method=method)
         with pytest.warns(kc.KernelcalcAccuracyWarning, match="diverges"):
-            P = kc.predict_from_kernels(G[0], y, G[1], t=[3], learning_rate=eta, solver=solver)
+            P = kc.predict_from_kernels(G[0], y, G[1], t=[3], learning_rate=eta, method=method)
         assert np.isfinite(P.mean_test).all()
 
 

@@ -49,7 +49,7 @@ from .spectral import EPS, Eigensystem, batches as _batches
 
 __all__ = ["predict_from_kernels", "check_times", "check_targets", "KRYLOV_CROSSOVER"]
 
-#: Training-set size above which ``solver="auto"`` leaves the eigen-decomposition (Lanczos for the mean,
+#: Training-set size above which ``method="auto"`` leaves the eigen-decomposition (Lanczos for the mean,
 #: Cholesky at t = inf).  Measured (benchmarks/bench_predict.py, softplus Neural ODE on the sphere, d = 10):
 #: at N = 2000 the eigen-decomposition (22.5 s) still beat Lanczos with CG at t = inf (34.5 s, 642
 #: iterations); the eigen-decomposition grows as N^3, Lanczos as N^2 x iterations, and at N = 8000 the
@@ -231,15 +231,16 @@ def _default_batch(n: int) -> int:
 
 
 def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_block, batch_size,
-        progress, solver, kernel_error, tol=1e-10, max_iter=None, info_extra=None) -> Prediction:
+        progress, method, kernel_error, tol=1e-10, max_iter=None, info_extra=None) -> Prediction:
     """The driver shared by :func:`predict_from_kernels` and :func:`~kernelcalc.predict`:
     ``test_block(i, j)`` returns ``(K_trained (b, N), nngp (b, N) or None, test-test or None)``."""
     t0 = time.perf_counter()
     n = A.shape[0]
-    if solver not in ("auto", "eigh", "krylov", "cholesky"):
-        raise KernelcalcInputError(f"solver must be 'auto', 'eigh', 'krylov' or 'cholesky', got {solver!r}")
+    if method not in ("auto", "eigh", "krylov", "cholesky"):
+        raise KernelcalcInputError(f"method must be 'auto', 'eigh', 'krylov' or 'cholesky', got {method!r}")
     at_inf = bool(np.all(np.isinf(times)))
-    auto = solver == "auto"
+    auto = method == "auto"
+    solver = method
     if auto:
         if n > KRYLOV_CROSSOVER and cov is None:
             solver = "krylov"
@@ -248,9 +249,9 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
         else:
             solver = "eigh"
     if solver == "krylov" and cov is not None:
-        raise KernelcalcInputError("solver='krylov' computes the mean only; use solver='eigh' for compute_cov")
+        raise KernelcalcInputError("method='krylov' computes the mean only; use method='eigh' for compute_cov")
     if solver == "cholesky" and not (at_inf and lr is None):
-        raise KernelcalcInputError("solver='cholesky' is the end of gradient flow only (t = inf, no learning_rate)")
+        raise KernelcalcInputError("method='cholesky' is the end of gradient flow only (t = inf, no learning_rate)")
     info = dict(info_extra or {})
     if cov == "full":
         batch_size = n_test
@@ -317,7 +318,7 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
 
 def predict_from_kernels(K_train, y_train, K_test_train=None, K_test_test=None, *, nngp=None, t=None,
                          kernel: str = "ntk", diag_reg: float = 0.0, compute_cov=False, learning_rate=None,
-                         batch_size: int | None = None, solver: str = "auto", kernel_error: float = 0.0,
+                         batch_size: int | None = None, method: str = "auto", kernel_error: float = 0.0,
                          krylov_tol: float = 1e-10, krylov_max_iter: int | None = None,
                          progress: bool | None = None) -> Prediction:
     r"""Mean and covariance of the infinite ensemble of trained infinite-width networks, from Grams.
@@ -349,7 +350,7 @@ def predict_from_kernels(K_train, y_train, K_test_train=None, K_test_test=None, 
     - ``learning_rate``: ``None`` = gradient flow; $\eta>0$ = discrete gradient descent, exactly
       $(I-\eta A)^t$.
     - ``batch_size``: test rows per batch (default: about 128 MB per (N, batch) block).
-    - ``solver``: ``"auto"``: the eigen-decomposition up to :data:`KRYLOV_CROSSOVER` training points;
+    - ``method``: ``"auto"``: the eigen-decomposition up to :data:`KRYLOV_CROSSOVER` training points;
       above it Lanczos for the mean alone (its $t=\infty$ by one Cholesky factorisation, which beats
       conjugate gradients on these ill-conditioned Grams), one Cholesky factorisation for $t=\infty$
       alone with covariance (:mod:`kernelcalc.inference.direct`), else the eigen-decomposition;
@@ -425,5 +426,5 @@ def predict_from_kernels(K_train, y_train, K_test_train=None, K_test_test=None, 
         return blk, nb, tb
 
     return run(A, y, times, kernel=kernel, lr=lr, diag_reg=diag_reg, cov=cov, nngp_train=nngp_train, n_test=m,
-               test_block=test_block, batch_size=batch_size, progress=progress, solver=solver,
+               test_block=test_block, batch_size=batch_size, progress=progress, method=method,
                kernel_error=kernel_error, tol=krylov_tol, max_iter=krylov_max_iter)

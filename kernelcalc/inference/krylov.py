@@ -147,7 +147,7 @@ def krylov_run(A, y, times, *, kernel, lr, diag_reg, n_test, test_block, batch_s
     worst = max(r["change"] for r in runs)
     if not all(r["converged"] for r in runs):
         accuracy_shortfall(f"Lanczos did not reach the relative tolerance {tol:.1e} in {max_iter} iterations "
-                           f"(last change {worst:.2e}); raise krylov_max_iter, add diag_reg, or use solver='eigh'")
+                           f"(last change {worst:.2e}); raise krylov_max_iter, add diag_reg, or use method='eigh'")
     mean_test = None
     zn = np.linalg.norm(Z, axis=1).max(axis=1)
     delta = n * EPS * ritz_max + n * kernel_error

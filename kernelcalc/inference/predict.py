@@ -59,7 +59,7 @@ def _kernel_call(model, kernel_kwargs):
 @float64
 def predict(X_train, y_train, X_test=None, *, model: str = "node", activation, t=None, kernel: str = "ntk",
             diag_reg: float = 0.0, compute_cov=False, learning_rate=None, batch_size: int | None = None,
-            solver: str = "auto", krylov_tol: float = 1e-10, krylov_max_iter: int | None = None, out=None, client=None,
+            method: str = "auto", krylov_tol: float = 1e-10, krylov_max_iter: int | None = None, out=None, client=None,
             progress: bool | None = None, **kernel_kwargs) -> Prediction:
     r"""What the trained infinite-width network predicts: mean (and covariance over initialisations)
     of $f_t$ on ``X_test`` after training time ``t`` on $(X_\mathrm{train}, y_\mathrm{train})$.
@@ -78,7 +78,7 @@ def predict(X_train, y_train, X_test=None, *, model: str = "node", activation, t
       ``"node_untied"``, ``"resnet_untied"``; ``activation``; and every argument and scale keyword of
       that kernel function (``T``, ``depth``, ``sigma_w`` ..., ``tol``, ``time_nodes``, ``strict``),
       ``weights=`` included.  A keyword that does not apply to ``model`` is an error.
-    - ``t``, ``kernel``, ``diag_reg``, ``compute_cov``, ``learning_rate``, ``batch_size``, ``solver``,
+    - ``t``, ``kernel``, ``diag_reg``, ``compute_cov``, ``learning_rate``, ``batch_size``, ``method``,
       ``krylov_tol``, ``krylov_max_iter``, ``progress``: as in :func:`~kernelcalc.predict_from_kernels`.
     - ``out``, ``client``: as the kernels' (Zarr store, dask client) for the train Gram.
 
@@ -154,7 +154,7 @@ def predict(X_train, y_train, X_test=None, *, model: str = "node", activation, t
     if batch_size is None and cov != "full":
         batch_size = _default_batch(Xtr.shape[0])
     res = run(A, y, times, kernel=kernel, lr=lr, diag_reg=diag_reg, cov=cov, nngp_train=nngp_train, n_test=m,
-              test_block=test_block, batch_size=batch_size, progress=progress, solver=solver,
+              test_block=test_block, batch_size=batch_size, progress=progress, method=method,
               kernel_error=errors[0], tol=krylov_tol, max_iter=krylov_max_iter,
               info_extra=info)
     res.info["kernel_seconds"] = kernel_seconds
