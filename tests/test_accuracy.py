@@ -164,8 +164,8 @@ def test_polar_rule_shortfall_warns(monkeypatch):
 
 @pytest.mark.parametrize("kw, scale", [
     (dict(sigma_w=10.0), 1.0),                      # before: > 600 s
-    (dict(sigma_u=10.0, sigma_v=10.0), 1.0),        # before: a 65 GB allocation and a jax traceback
-    (dict(), 1e3),                                   # |x|^2 = 1e6 d
+    pytest.param(dict(sigma_u=10.0, sigma_v=10.0), 1.0, marks=pytest.mark.slow),  # before: a 65 GB allocation
+    pytest.param(dict(), 1e3, marks=pytest.mark.slow),                            # |x|^2 = 1e6 d
 ])
 def test_hopeless_tanh_cases_are_refused_quickly_naming_the_limit(kw, scale):
     with pytest.raises(kc.KernelcalcInputError, match=r"pre-activation variance reaches q = .*the limit is|the limit is .*reduce"):

@@ -108,6 +108,7 @@ def _check(est, se, ref, bias, what):
     assert np.all(np.abs(est - ref) <= 4 * se + bias), (what, z)
 
 
+@pytest.mark.slow
 def test_monte_carlo_small_width_richardson():
     """Widths 32 and 64; 2*mean(64) - mean(32) cancels the O(1/n) width bias."""
     k = kc.deq_kernel(X, activation="tanh", sigma_w=0.8, sigma_u=1.0, sigma_b=0.2, sigma_v=1.0)

@@ -100,6 +100,7 @@ def test_closed_forms_match_mpmath_at_r_equals_one(name):
         assert float(C) == pytest.approx(_mp_diag(act.expr, q), rel=1e-12)
 
 
+@pytest.mark.slow
 def test_elu_polar_rule_matches_mpmath():
     act = resolve_activation("elu(alpha=0.5)")
     dual = dual_kernels(act)

@@ -23,7 +23,7 @@ CASES = {
     "tanh-sigmas": ("tanh", 0.9, 1.2, -0.5, dict(T=0.7, sigma_u=1.3, sigma_v=0.8, sigma_w=1.5)),
     "softplus-sigmas": ("softplus", 0.9, 1.2, 0.6, dict(T=0.7, sigma_u=1.3, sigma_v=0.8, sigma_w=1.5)),
 }
-FAST = ["tanh-sphere", "softplus-off-sphere", "tanh-sigmas"]
+FAST = ["tanh-sphere", "softplus-off-sphere", pytest.param("tanh-sigmas", marks=pytest.mark.slow)]
 
 
 _cache: dict = {}

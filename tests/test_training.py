@@ -50,6 +50,7 @@ def test_gd_run_under_bound_and_lazy():
     assert len(r.test_loss) == len(r.loss)
 
 
+@pytest.mark.slow
 def test_flow_reported_at_gd_times_and_close_to_gd_for_small_lr():
     kw = dict(width=32, steps=20, seed=0, lr=0.01, record_every=5)
     gd, fl = train(X, Y, method="gd", **kw), train(X, Y, method="flow", **kw)
@@ -109,6 +110,7 @@ def test_bad_input(kw, msg):
         train(Xa, ya, **args)
 
 
+@pytest.mark.slow
 def test_width_sweep_drift_shrinks_with_width():
     s = width_sweep(X, Y, widths=[32, 128, 512], steps=20, seed=0)
     assert s.slopes["NTK drift"] < -0.2

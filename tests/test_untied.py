@@ -83,7 +83,7 @@ def test_relu_untied_node_against_scipy_dop853():
         assert abs(k.ntk[i, j] - (C + Cd * y[3])) < 1e-9
 
 
-@pytest.mark.parametrize("act, lo, hi", [("softplus", -1.15, -0.85), ("relu", -1.3, -0.7)])
+@pytest.mark.parametrize("act, lo, hi", [pytest.param("softplus", -1.15, -0.85, marks=pytest.mark.slow), ("relu", -1.3, -0.7)])
 def test_untied_resnet_converges_to_untied_ode_at_rate_one(act, lo, hi):
     """NTK gap slope over L = 4..64: acceptance -1 +- 0.15 for softplus; relu reported (measured -0.96)."""
     ode = kc.node_kernel(X, activation=act, weights="untied")
@@ -143,6 +143,7 @@ def _check(est, se, ref, bias, what):
     assert np.all(np.abs(est - ref) <= 4 * se + bias), (what, z)
 
 
+@pytest.mark.slow
 def test_monte_carlo_small_width_richardson():
     """Widths 32 and 64: the width bias is O(1/n), so 2*mean(64) - mean(32) removes it to O(1/n^2);
     the time-discretisation bias of the simulated network (steps=16) is the analytic ResNet-ODE gap."""
