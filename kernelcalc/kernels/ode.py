@@ -345,6 +345,10 @@ class GoursatSolver:
                     f"rule needs step {dual.rule.step:g}")
         raise KernelcalcInputError(msg + "; reduce sigma_w, T, sigma_u or the input norm, or use fewer points")
 
+    def _nodes(self, M) -> int:
+        """Time nodes of the grid ``M`` (per axis)."""
+        return self.grid(M).A.shape[0]
+
     # -- solves ----------------------------------------------------------------------------------
     def _self_diagonals(self, dual, M, v):
         disc = self.grid(M)
@@ -398,7 +402,7 @@ class GoursatSolver:
 
     def _choose_dual_and_M(self, v_max):
         """:meth:`_dual_and_M` without the cache."""
-        nodes = self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0]
+        nodes = self._nodes(self.M_fixed or _M_SEQUENCE[0])
         if nodes > self.max_nodes:
             raise KernelcalcInputError(
                 f"sigma_w*T = {self.sigma_w * self.T:g} needs {self.info.get('time_elements', 1)} time elements "
@@ -422,12 +426,12 @@ class GoursatSolver:
         self.info["expectation"] = dual.describe()
         self.info["expectation_error_estimate"] = dual.error_estimate
         self.info.pop("sweep_change", None)
-        self._check_cost(dual, self.pairs_hint, self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0])
+        self._check_cost(dual, self.pairs_hint, self._nodes(self.M_fixed or _M_SEQUENCE[0]))
         if self.M_fixed is not None:
             M, err = int(self.M_fixed), None
         else:
             M, err = self._choose_M(dual, v_max)
-        self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self.grid(M).A.shape[0])
+        self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self._nodes(M))
         return dual, M
 
     def relative_error_estimate(self) -> float:
@@ -596,8 +600,13 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     t0 = time.perf_counter()
     a, b, same = as_input_pair(x1, x2)
     P = time_elements(T, sigma_w)
-    solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol, M=time_nodes,
-                           grid=lambda M: chebyshev_discretisation(M, T, P), v_max=max_norm(a, b), strict=strict)
+    from .ode_kinked import KinkedGoursatSolver, use_triangles   # imports this module
+    if use_triangles(act, T, sigma_w):    # a kink on the diagonal t = s: the two-triangle grid
+        solver = KinkedGoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol,
+                                     M=time_nodes, v_max=max_norm(a, b), strict=strict)
+    else:
+        solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol, M=time_nodes,
+                               grid=lambda M: chebyshev_discretisation(M, T, P), v_max=max_norm(a, b), strict=strict)
     solver.info["time_elements"] = P
     solver.pairs_hint = min(a.shape[0] * (a.shape[0] + 1) // 2 if same else a.shape[0] * b.shape[0], 65)
     # no biases: a positively homogeneous phi (relu) gives K(lx, my) = lm K(x, y), any inputs take the sphere

@@ -1,0 +1,165 @@
+r"""The Neural-ODE kernel of a kinked activation on the collapsed-triangle grid (:mod:`._triangle`).
+
+:class:`KinkedGoursatSolver` is the :class:`~kernelcalc.kernels.ode.GoursatSolver` of
+:func:`~kernelcalc.node_kernel` for activations with a kink (relu, leaky relu, abs, elu, user
+``Max``/``Abs``/``Piecewise``) and $\sigma_wT\le3$.  Pairs of equal norm (the sphere; every pair of a
+positively homogeneous $\phi$, whose Gram uses the sphere table of the directions) are solved on the
+two triangles $r\ge q$ and $r\le q$ (symmetric), in collapsed coordinates with a sinh map toward the
+diagonal whose parameter $\delta$ follows the input angle $\theta_0$ (:func:`._triangle.delta_band`):
+the convergence in the degree is geometric for the kink ($\theta_0=0$), the near kink
+($0<\theta_0\ll1$) and the conical corner ($\theta_0=\pi$) alike.  Pairs of unequal norm (off the
+sphere, non-homogeneous $\phi$) go to the tensor Chebyshev grid, which converges only algebraically
+there and says so.
+
+**Degree.** $m=n$ (time and collapsed angle) runs through ``_LEVELS`` until the NTK of the
+self-kernel and of two probe angles ($\theta_0=0.01$ and $1$) changes by less than ``tol``
+(relative to the self-kernel NTK); the last change is ``info["time_error_estimate"]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .._lazy import jnp
+from .._validation import accuracy_shortfall
+from ..theory import recursion as rec
+from . import _triangle as tri
+from .ode import GoursatSolver, chebyshev_discretisation
+
+__all__ = ["KinkedGoursatSolver"]
+
+_LEVELS = (8, 12, 16, 24, 32, 48)
+_PROBES = (0.01, 1.0)      # input angles checked besides the self-kernel when choosing the degree
+_BATCH = 64                # problems per numpy solve
+
+
+def _dual_np(dual, q1, q2, c, derivative: bool):
+    """$C$ (and $\\dot C$) as numpy arrays: numpy closed forms, else the jax rule."""
+    xp = np if dual.numpy_ok else jnp
+    m1, m2 = dual.marginal(xp.asarray(q1), derivative, xp), dual.marginal(xp.asarray(q2), derivative, xp)
+    out = dual.from_marginals(m1, m2, xp.asarray(c), derivative=derivative, xp=xp)
+    return tuple(np.asarray(o) for o in out) if derivative else np.asarray(out)
+
+
+class KinkedGoursatSolver(GoursatSolver):
+    r"""Neural-ODE kernel evaluator on the collapsed-triangle grid (module doc); ``M`` is the degree $m=n$."""
+
+    def __init__(self, activation, *, T, sigma_w, sigma_u, sigma_v, v_max, tol=1e-10, M=None, strict=False):
+        super().__init__(activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, v_max=v_max, tol=tol,
+                         M=M, strict=strict, grid=lambda m: tri.triangle_grid(m, m, 1.0, T),
+                         scheme="collapsed-triangle spectral collocation (kinked activation)")
+        self._tensor = None   # the tensor-grid solver for pairs of unequal norm (made on first use)
+
+    def _nodes(self, M) -> int:
+        return int(M) + 1
+
+    def _fwd(self, C):
+        return rec.ode_forward_source(C, self.sigma_w)
+
+    def _bwd(self, Cdot, Lam):
+        return rec.ode_backward_source(Cdot, Lam, self.sigma_w)
+
+    def _C(self, dual):
+        return lambda q1, q2, c: _dual_np(dual, q1, q2, c, False)
+
+    # -- solves ----------------------------------------------------------------------------------
+    def _self_diagonals(self, dual, M, v):
+        grid = tri.triangle_grid(M, M, 1.0, self.T)
+        self._check_cost(dual, len(v), M + 1)
+        out = []
+        for lo in range(0, len(v), _BATCH):
+            S0 = rec.ode_initial(np.asarray(v[lo:lo + _BATCH], dtype=np.float64), self.sigma_u)
+            _, q, delta, sweeps = tri.solve(grid, self._C(dual), S0, self._fwd)
+            self._sweeps("self", delta, sweeps, "the pre-activation variance q(t) = E[h_t^2]")
+            out.append(q)
+        return np.concatenate(out)
+
+    def _pairs(self, dual, M, q, S0, theta0):
+        """(nngp, ntk) of B pairs of equal norm: ``q`` (B, M+1) their diagonal, ``S0`` (B,), angles ``theta0``."""
+        deltas = tri.delta_band(theta0, self.sigma_w * self.T)
+        nngp, ntk = np.empty(S0.size), np.empty(S0.size)
+        for d in np.unique(deltas):
+            idx = np.nonzero(deltas == d)[0]
+            grid = tri.triangle_grid(M, M, float(d), self.T)
+            for lo in range(0, idx.size, _BATCH):
+                sel = idx[lo:lo + _BATCH]
+                S, qk, dS, nS = tri.solve(grid, self._C(dual), S0[sel], self._fwd, q=q[sel])
+                B, m1, n1 = S.shape
+                q2 = (qk @ grid.Q.T).reshape(B, m1, n1)
+                C, Cdot = _dual_np(dual, np.broadcast_to(qk[:, :, None], S.shape), q2, S, True)
+                LamT = rec.ode_backward_terminal(Cdot[:, -1, 0], self.sigma_v)
+                Lam, dL, nL = tri.backward(grid, Cdot, LamT, self._bwd)
+                integral = (C * Lam).reshape(B, -1) @ grid.omega
+                nngp[sel] = rec.ode_nngp(C[:, -1, 0], self.sigma_v)
+                ntk[sel] = rec.ode_ntk(C[:, -1, 0], integral, S0[sel], Lam[:, 0, 0], self.sigma_v, self.sigma_w)
+                self._sweeps("cross", max(dS, dL), max(nS, nL),
+                             "the cross-covariance S(t, s) or the backward kernel Lambda(t, s)")
+        return nngp, ntk
+
+    def _choose_M(self, dual, v):
+        q = self._self_diagonals(dual, _LEVELS[0], np.array([v]))
+        prev, change, M_done = None, float("nan"), _LEVELS[0]
+        theta = np.array((0.0,) + _PROBES)
+        for M in _LEVELS:
+            M_done = M
+            q = self._self_diagonals(dual, M, np.array([v]))
+            S0 = rec.ode_initial(v * np.cos(theta), self.sigma_u)
+            ntk = self._pairs(dual, M, np.repeat(q, theta.size, axis=0), S0, theta)[1]
+            if prev is not None:
+                scale = max(np.max(np.abs(ntk)), np.max(np.abs(prev)))
+                change = float(np.max(np.abs(ntk - prev)) / scale) if scale > 0 else 0.0
+                if change <= self.tol:
+                    return M, change
+            prev = ntk
+        accuracy_shortfall(
+            f"time grid: the NTK still changes by {change:.1e} (relative) at degree {M_done} of the collapsed-triangle "
+            f"grid, above tol = {self.tol:.1e}", self.strict)
+        return M_done, change
+
+    def _tensor_solver(self):
+        """The tensor-grid solver for pairs of unequal norm."""
+        if self._tensor is None:
+            T = self.T
+            self._tensor = GoursatSolver(self.activation, T=T, sigma_w=self.sigma_w, sigma_u=self.sigma_u,
+                                         sigma_v=self.sigma_v, tol=self.tol, strict=self.strict, v_max=self.v_max,
+                                         grid=lambda M: chebyshev_discretisation(M, T, 1))
+            self._tensor.pairs_hint = self.pairs_hint
+        return self._tensor
+
+    def __call__(self, sxx, syy, sxy):
+        sxx, syy, sxy = (np.asarray(a, dtype=np.float64) for a in (sxx, syy, sxy))
+        shape = sxy.shape
+        sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
+        v_unique, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
+        dual, M = self._dual_and_M(v_unique)
+        nngp, ntk = np.empty(sxy.size), np.empty(sxy.size)
+        equal = sxx == syy
+        if np.any(~equal):
+            t = self._tensor_solver()
+            nngp[~equal], ntk[~equal] = t(sxx[~equal], syy[~equal], sxy[~equal])
+            for key in ("M", "time_error_estimate", "sweep_change"):
+                if key in t.info:
+                    self.info[f"unequal_norms_{key}"] = t.info[key]
+            self.info["time_error_estimate"] = max(self.info.get("time_error_estimate") or 0.0,
+                                                   t.info.get("time_error_estimate") or 0.0)
+        if np.any(equal):
+            ix = inverse[: sxx.size][equal]
+            diag = self._cached_diagonals(dual, M, v_unique)
+            v = sxx[equal]
+            root = np.where(v > 0, v, 1.0)
+            theta0 = np.where(v > 0, np.arccos(np.clip(sxy[equal] / root, -1.0, 1.0)), 0.0)
+            # exactly parallel inputs are the self-kernel (theta0 = 0: the exact kink)
+            theta0 = np.where(sxy[equal] == v, 0.0, theta0)
+            S0 = rec.ode_initial(sxy[equal], self.sigma_u)
+            nngp[equal], ntk[equal] = self._pairs(dual, M, diag[ix], S0, theta0)
+        if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
+            raise self._blow_up("the kernel")
+        return nngp.reshape(shape), ntk.reshape(shape)
+
+
+def use_triangles(activation, T: float, sigma_w: float) -> bool:
+    r"""Whether :func:`~kernelcalc.node_kernel` takes the collapsed-triangle grid: a kinked activation and
+    $\sigma_wT\le3$ (one time element)."""
+    return bool(activation.is_piecewise_smooth) and sigma_w * T <= 3.0 + 1e-9
