@@ -117,7 +117,17 @@ class TriangleGrid:
 
 @functools.lru_cache(maxsize=64)
 def triangle_grid(m: int, n: int, delta: float, T: float) -> TriangleGrid:
-    """The :class:`TriangleGrid` of degrees ``m`` (time) and ``n`` (collapsed angle), map ``delta`` on [0, T]."""
+    """The :class:`TriangleGrid` of degrees ``m`` (time) and ``n`` (collapsed angle), map ``delta`` on [0, T]
+    (the maps of [0, 1] scaled: $W, V, \omega\propto T^2$, the collapsed coordinates are scale free)."""
+    g = _unit_grid(m, n, float(delta))
+    T = float(T)
+    return TriangleGrid(m, n, float(delta), T, T * g.r, g.v, T * T * g.W, T * T * g.V, T * T * g.omega, g.Q)
+
+
+@functools.lru_cache(maxsize=32)
+def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
+    """:func:`triangle_grid` on [0, 1]."""
+    T = 1.0
     a = math.asinh(1.0 / delta)
     g = lambda w: delta * np.sinh(a * w)                                   # noqa: E731
     dg = lambda w: delta * a * np.cosh(a * w)                              # noqa: E731
@@ -149,6 +159,14 @@ def triangle_grid(m: int, n: int, delta: float, T: float) -> TriangleGrid:
         h = np.diff(edges)
         x = (edges[:-1, None] + 0.5 * h[:, None] * (gx[None, :] + 1.0)).ravel()
         return x, (0.5 * h[:, None] * gw[None, :]).ravel()
+
+    def int_rL_many(his):                                                       # int_0^hi L_k(r) r dr, (J, m+1)
+        his = np.asarray(his, float)
+        x = (his[:, None, None] * 0.25 * (np.arange(4)[None, :, None] + 0.5 * (gx[None, None, :] + 1.0)))
+        wt = his[:, None, None] * 0.125 * gw[None, None, :] * np.ones((1, 4, 1))
+        x, wt = x.reshape(his.size, -1), wt.reshape(his.size, -1)
+        L = _bary(r, x.ravel()).reshape(his.size, -1, m + 1)
+        return np.einsum("jp,jpk->jk", wt * x, L)
 
     def int_rL(lo, hi):                                                         # int_lo^hi L_k(r) r dr
         if hi <= lo:
@@ -185,7 +203,7 @@ def triangle_grid(m: int, n: int, delta: float, T: float) -> TriangleGrid:
         s = t * v
         tail = int_rL(t, T)
         tail_seg = segs([t], [t], [T])[0]
-        head = np.stack([int_rL(0.0, sj) for sj in s])                               # (n+1, m+1)
+        head = int_rL_many(s)                  # (n+1, m+1)
         fwd = 2.0 * head[:, :, None] * P0[None, None, :] + segs(s, s, np.full_like(s, t))
         bwd = 2.0 * np.outer(tail, P0)[None] - tail_seg[None] - segs(s, np.full_like(s, t), np.full_like(s, T))
         W[i * (n + 1):(i + 1) * (n + 1)] = fwd.reshape(n + 1, -1)
