@@ -53,6 +53,7 @@ class KinkedGoursatSolver(GoursatSolver):
                          M=M, strict=strict, grid=lambda m: tri.triangle_grid(m, m, 1.0, T),
                          scheme="collapsed-triangle spectral collocation (kinked activation)")
         self._tensor = None   # the tensor-grid solver for pairs of unequal norm (made on first use)
+        self._unmet: dict = {}   # band -> degree that missed tol (kept by this solver only)
 
     def _nodes(self, M) -> int:
         return int(M) + 1
@@ -78,14 +79,12 @@ class KinkedGoursatSolver(GoursatSolver):
             out.append(q)
         return np.concatenate(out)
 
-    def _band_degrees(self):
-        return self.info.get("band_degrees") or {}
-
     def _pairs(self, dual, M, q, S0, theta0, degrees=None):
         """(nngp, ntk) of B pairs of equal norm: ``q`` (B, M+1) their diagonal on the degree-``M`` grid,
         ``S0`` (B,), angles ``theta0``; each band of angles on its own grid (``degrees``: band -> degree)."""
-        degrees = self._band_degrees() if degrees is None else degrees
         bands = band_of(theta0, self.sigma_w * self.T)
+        if degrees is None:
+            degrees = {int(b): self._band_degree(dual, int(b), M) for b in np.unique(bands)}
         r0 = tri.triangle_grid(M, M, 1.0, self.T).r
         nngp, ntk = np.empty(S0.size), np.empty(S0.size)
         for b in np.unique(bands):
@@ -109,45 +108,69 @@ class KinkedGoursatSolver(GoursatSolver):
         return nngp, ntk
 
     def _choose_M(self, dual, v):
-        r"""Degrees per band of input angles: for each band, the degree is raised along its ladder until the
-        NTK at the band's probe angles changes by less than ``tol`` (relative to the self-kernel NTK);
-        band 0 (the self-kernel, $\theta_0\ge0.1$ and $\pi$) first, whose diagonal $q(t)$ the others use."""
+        r"""The degree of band 0 (the self-kernel, $\theta_0\ge0.1$ and $\pi$; its diagonal $q(t)$ serves the
+        other bands), raised along its ladder until the NTK at the probe angles changes by less than
+        ``tol`` (relative to the largest); the other bands are chosen when first needed (:meth:`_band_degree`)."""
+        self.info["band_degrees"], self.info["band_changes"] = {}, {}   # shared with the memo of the time grid
+        self.info["band_deltas"] = dict(enumerate(_BAND_DELTAS))
+        M, change = self._ladder(dual, 0, v, None, None)
+        return M, change
+
+    def _ladder(self, dual, b, v, M0, q0):
+        """Degree of band ``b`` (and its last change): its ladder until the probes' NTK changes by < tol."""
         scale = (1.0 + self.sigma_w * self.T) / 2.0
         probes = ((0.0, min(0.1 * scale, 3.0), 1.0, math.pi), (0.01 * scale,), (0.001 * scale,))
-        degrees, worst = {}, 0.0
-        M0, q0, ref = None, None, None
-        for b, ladder in enumerate(_BAND_LADDERS):
-            theta = np.array(probes[b])
-            prev, change, done = None, float("nan"), False
-            for M in ladder:
-                if b == 0:
-                    q = self._self_diagonals(dual, M, np.array([v]))
-                    Mq = M
-                else:
-                    q, Mq = q0, M0
-                S0 = rec.ode_initial(v * np.cos(theta), self.sigma_u)
-                nngp, ntk = self._pairs(dual, Mq, np.repeat(q, theta.size, axis=0), S0, theta, {b: M})
-                if b == 0:
-                    ref = float(np.max(np.abs(ntk)))
-                if prev is not None:
-                    denom = max(ref, 1e-300)
-                    change = float(np.max(np.abs(ntk - prev)) / denom) if ref > 0 else 0.0
-                    if change <= self.tol:
-                        done = True
-                        break
-                prev = ntk
-            degrees[b] = M
-            worst = max(worst, change)
-            if b == 0:
-                M0, q0 = M, q
-            if not done:
-                accuracy_shortfall(
-                    f"time grid: the NTK at input angles {', '.join(f'{t:.3g}' for t in theta)} still changes by "
-                    f"{change:.1e} (relative) at degree {M} of the collapsed-triangle grid (sinh map "
-                    f"delta = {_BAND_DELTAS[b]:g}), above tol = {self.tol:.1e}", self.strict)
-        self.info["band_degrees"] = degrees
-        self.info["band_deltas"] = dict(enumerate(_BAND_DELTAS))
-        return M0, worst
+        theta = np.array(probes[b])
+        S0 = rec.ode_initial(v * np.cos(theta), self.sigma_u)
+        prev, change, ref = None, float("nan"), None
+        for M in _BAND_LADDERS[b]:
+            q, Mq = (self._self_diagonals(dual, M, np.array([v])), M) if b == 0 else (q0, M0)
+            ntk = self._pairs(dual, Mq, np.repeat(q, theta.size, axis=0), S0, theta, {b: M})[1]
+            if b > 0 and ref is None:   # relative to the self-kernel NTK, as band 0
+                ref = abs(float(self._pairs(dual, M0, q0, np.array([rec.ode_initial(v, self.sigma_u)]),
+                                            np.zeros(1), {0: M0})[1][0]))
+            elif b == 0:
+                ref = float(np.max(np.abs(ntk)))
+            if prev is not None:
+                change = float(np.max(np.abs(ntk - prev)) / ref) if ref > 0 else 0.0
+                if change <= self.tol:
+                    self.info["band_degrees"][b] = M
+                    self.info.setdefault("band_changes", {})[b] = change
+                    return M, change
+            prev = ntk
+        accuracy_shortfall(
+            f"time grid: the NTK at input angles {', '.join(f'{t:.3g}' for t in theta)} still changes by "
+            f"{change:.1e} (relative) at degree {M} of the collapsed-triangle grid (sinh map "
+            f"delta = {_BAND_DELTAS[b]:g}), above tol = {self.tol:.1e}", self.strict)
+        self._unmet[b] = (M, change)   # not memoised with the grid: a later call chooses (and warns) again
+        return M, change
+
+    def relative_error_estimate(self) -> float:
+        """As :meth:`GoursatSolver.relative_error_estimate`, with the time-grid change of every band of
+        input angles used so far (and of the tensor grid of unequal-norm pairs)."""
+        changes = list((self.info.get("band_changes") or {}).values()) + [c for _, c in self._unmet.values()]
+        changes.append(self.info.get("time_error_estimate") or 0.0)
+        if self._tensor is not None:
+            changes.append(self._tensor.info.get("time_error_estimate") or 0.0)
+        base = dict(self.info)
+        try:
+            self.info = dict(base, time_error_estimate=max(changes))
+            return super().relative_error_estimate()
+        finally:
+            self.info = base
+
+    def _band_degree(self, dual, b: int, M0: int) -> int:
+        """The degree of band ``b`` (chosen on first use; band 0: ``M0``)."""
+        if b == 0 or self.M_fixed is not None:
+            return M0
+        known = self.info.setdefault("band_degrees", {})
+        self.info.setdefault("band_changes", {})
+        if b in known:
+            return known[b]
+        if b in self._unmet:
+            return self._unmet[b][0]
+        q0 = self._cached_diagonals(dual, M0, np.array([self.v_max]))
+        return self._ladder(dual, b, self.v_max, M0, q0)[0]
 
     def _tensor_solver(self):
         """The tensor-grid solver for pairs of unequal norm."""
