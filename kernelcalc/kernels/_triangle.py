@@ -117,7 +117,7 @@ class TriangleGrid:
 
 @functools.lru_cache(maxsize=64)
 def triangle_grid(m: int, n: int, delta: float, T: float) -> TriangleGrid:
-    """The :class:`TriangleGrid` of degrees ``m`` (time) and ``n`` (collapsed angle), map ``delta`` on [0, T]
+    r"""The :class:`TriangleGrid` of degrees ``m`` (time) and ``n`` (collapsed angle), map ``delta`` on [0, T]
     (the maps of [0, 1] scaled: $W, V, \omega\propto T^2$, the collapsed coordinates are scale free)."""
     g = _unit_grid(m, n, float(delta))
     T = float(T)
