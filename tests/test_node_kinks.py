@@ -197,7 +197,7 @@ def test_kernelcalc_degree_converges_geometrically(relu_reference):
     """The collapsed-triangle grid's error against the reference falls geometrically in the degree M
     (measured: 2e-6, 3e-10, 5e-12, 5e-14 at M = 4, 6, 8, 10 for the self-kernel, about -1.3 decades per
     degree; an algebraic order p would give about -0.1 p here)."""
-    from kernelcalc.kernels.ode_kinked import KinkedGoursatSolver
+    from kernelcalc.kernels.ode import KinkedGoursatSolver
     ref = relu_reference[1][1]
     Ms = np.array([4, 6, 8, 10])
     errs = []

@@ -56,9 +56,10 @@ from ..theory.assumptions import warn_if_assumption1_fails
 from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_q_limit
 from ._gram import bucket, by_correlation, error_estimate, gram, max_norm, pad_to
 from .._results import Kernel
+from .ode_kinked import KinkedSolverMixin, use_triangles
 from .untied import check_weights, reject_tile_options, untied_node_kernel
 
-__all__ = ["node_kernel", "chebyshev_lobatto", "Discretisation", "GoursatSolver"]
+__all__ = ["node_kernel", "chebyshev_lobatto", "Discretisation", "GoursatSolver", "KinkedGoursatSolver"]
 
 _MAX_SWEEPS = 400
 _SWEEP_TOL = 2e-15
@@ -535,6 +536,17 @@ class GoursatSolver:
         return nngp.reshape(shape), ntk.reshape(shape)
 
 
+class KinkedGoursatSolver(KinkedSolverMixin, GoursatSolver):
+    r"""The Neural-ODE solver of kinked activations on the collapsed-triangle grid
+    (:mod:`kernelcalc.kernels.ode_kinked`); pairs of unequal norm go to the tensor Chebyshev grid."""
+
+    def _tensor_factory(self) -> GoursatSolver:
+        T = self.T
+        return GoursatSolver(self.activation, T=T, sigma_w=self.sigma_w, sigma_u=self.sigma_u, sigma_v=self.sigma_v,
+                             tol=self.tol, strict=self.strict, v_max=self.v_max,
+                             grid=lambda M: chebyshev_discretisation(M, T, 1))
+
+
 def check_tol(tol) -> float:
     """``tol`` as a float in (0, 1) (a relative accuracy target)."""
     tol = positive("tol", tol)
@@ -602,7 +614,6 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     t0 = time.perf_counter()
     a, b, same = as_input_pair(x1, x2)
     P = time_elements(T, sigma_w)
-    from .ode_kinked import KinkedGoursatSolver, use_triangles   # imports this module
     if use_triangles(act, T, sigma_w):    # a kink on the diagonal t = s: the two-triangle grid
         solver = KinkedGoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol,
                                      M=time_nodes, v_max=max_norm(a, b), strict=strict)

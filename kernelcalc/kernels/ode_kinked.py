@@ -1,6 +1,7 @@
 r"""The Neural-ODE kernel of a kinked activation on the collapsed-triangle grid (:mod:`._triangle`).
 
-:class:`KinkedGoursatSolver` is the :class:`~kernelcalc.kernels.ode.GoursatSolver` of
+:class:`KinkedSolverMixin` (mixed into :class:`~kernelcalc.kernels.ode.GoursatSolver` as
+``kernelcalc.kernels.ode.KinkedGoursatSolver``, so that this module does not import that one) is the solver of
 :func:`~kernelcalc.node_kernel` for activations with a kink (relu, leaky relu, abs, elu, user
 ``Max``/``Abs``/``Piecewise``) and $\sigma_wT\le3$.  Pairs of equal norm (the sphere; every pair of a
 positively homogeneous $\phi$, whose Gram uses the sphere table of the directions) are solved on the
@@ -31,9 +32,8 @@ from .._validation import accuracy_shortfall
 from ..theory import recursion as rec
 from . import _triangle as tri
 from ._interp import chebyshev_coefficients, chebyshev_matrix
-from .ode import GoursatSolver, chebyshev_discretisation
 
-__all__ = ["KinkedGoursatSolver"]
+__all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
 
 #: sinh-map parameter of each band of input angles (band_of) and the degrees tried for it
 _BAND_DELTAS = (1.0, 0.25, 0.0625)
@@ -98,8 +98,10 @@ def _dual_np(dual, q1, q2, c, derivative: bool):
     return tuple(np.asarray(o) for o in out) if derivative else np.asarray(out)
 
 
-class KinkedGoursatSolver(GoursatSolver):
-    r"""Neural-ODE kernel evaluator on the collapsed-triangle grid (module doc); ``M`` is the degree $m=n$."""
+class KinkedSolverMixin:
+    r"""Neural-ODE kernel evaluator on the collapsed-triangle grid (module doc); ``M`` is the degree $m=n$.
+    Mixed into a :class:`~kernelcalc.kernels.ode.GoursatSolver`, which supplies :meth:`_tensor_factory`
+    (the tensor-grid solver of unequal-norm pairs)."""
 
     def __init__(self, activation, *, T, sigma_w, sigma_u, sigma_v, v_max, tol=1e-10, M=None, strict=False):
         super().__init__(activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, v_max=v_max, tol=tol,
@@ -251,12 +253,9 @@ class KinkedGoursatSolver(GoursatSolver):
         return self._ladder(dual, b, self.v_max, M0, q0)[0]
 
     def _tensor_solver(self):
-        """The tensor-grid solver for pairs of unequal norm."""
+        """The tensor-grid solver for pairs of unequal norm (made on first use)."""
         if self._tensor is None:
-            T = self.T
-            self._tensor = GoursatSolver(self.activation, T=T, sigma_w=self.sigma_w, sigma_u=self.sigma_u,
-                                         sigma_v=self.sigma_v, tol=self.tol, strict=self.strict, v_max=self.v_max,
-                                         grid=lambda M: chebyshev_discretisation(M, T, 1))
+            self._tensor = self._tensor_factory()
             self._tensor.pairs_hint = self.pairs_hint
         return self._tensor
 
