@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 
-ACTIVATIONS = ("softplus", "relu", "leaky_relu", "elu", "abs")
+ACTIVATIONS = ("softplus", "relu", "leaky_relu", "elu", "abs(x)")
 
 _CHILD = r"""
 import json, sys, time, warnings
