@@ -46,8 +46,10 @@ import numpy as np
 __all__ = ["TriangleGrid", "triangle_grid", "delta_band"]
 
 _DELTA_MIN_POWER = 3  # delta >= 4^-3 (delta_band)
-_GAUSS = 24          # Gauss-Legendre points per sub-interval of the weight quadratures
-_PIECES = 12         # sub-intervals of each outer integral (equal ratios in r)
+_GAUSS = 16          # Gauss-Legendre points per sub-interval of the weight quadratures (at least; m if larger)
+_PIECES = 8          # sub-intervals of each outer integral (equal ratios in r)
+# measured (relu NTK, degrees 16 and 24, angles 0..3): 16 x 8 points change the kernel by <= 4e-13 against
+# 24 x 12, at less than half the build time
 
 
 def _lobatto01(n: int) -> np.ndarray:
@@ -151,7 +153,7 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
         return total[None, :] - np.polynomial.chebyshev.chebvander(x, anti.shape[0] - 1) @ anti
 
     P0 = P(np.zeros(1))[0]                                                      # int_0^1 l_l g' = int over v in [0,1]
-    gx, gw = np.polynomial.legendre.leggauss(_GAUSS)
+    gx, gw = np.polynomial.legendre.leggauss(max(_GAUSS, m))
 
     def gauss(lo, hi):
         """Composite Gauss-Legendre nodes/weights on [lo, hi] (4 pieces)."""
