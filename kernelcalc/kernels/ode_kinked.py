@@ -23,14 +23,17 @@ enters ``info["error_estimate"]``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
+from .._x64 import float64
 from .._lazy import jnp
 from .._validation import accuracy_shortfall
 from ..theory import recursion as rec
 from . import _triangle as tri
+from ._gram import bucket, pad_to
 from ._interp import chebyshev_coefficients, chebyshev_matrix
 
 __all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
@@ -38,8 +41,9 @@ __all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
 #: sinh-map parameter of each band of input angles (band_of) and the degrees tried for it
 _BAND_DELTAS = (1.0, 0.25, 0.0625)
 _BAND_LADDERS = ((16, 20, 24, 32, 40), (20, 24, 32, 40), (24, 32, 40, 48))
-_TABLE_TOL = 1e-14         # angle tables (_AngleTable) of quadrature duals: target relative accuracy
+_TABLE_TOL = 1e-13         # angle tables (_AngleTable) of quadrature duals: target relative accuracy
 _TABLE_MAX = 256
+_TABLE_MIN_PROBLEMS = 16   # fewer problems (the degree probes): the rule directly (a table costs ~100 sweeps' worth)
 _EQUAL_RTOL = 1e-12       # norms this close (relative) are solved as equal
 _BATCH = 64                # problems per numpy solve
 
@@ -90,9 +94,31 @@ class _AngleTable:
         return u * b1 - b2 + a[0]
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted_dual(dual, derivative: bool):
+    """The jax rule of ``dual`` as one compiled function of flat (q1, q2, c)."""
+    from .._lazy import jax
+
+    @jax.jit
+    def f(q1, q2, c):
+        return dual.from_marginals(dual.marginal(q1, derivative, jnp), dual.marginal(q2, derivative, jnp), c,
+                                   derivative=derivative, xp=jnp)
+
+    return float64(f)
+
+
 def _dual_np(dual, q1, q2, c, derivative: bool):
-    """$C$ (and $\\dot C$) as numpy arrays: numpy closed forms, else the jax rule."""
-    xp = np if dual.numpy_ok else jnp
+    """$C$ (and $\\dot C$) as numpy arrays: numpy closed forms, else the jax rule on flat arrays padded to
+    a power of two (so that the rule compiles for a few shapes only)."""
+    if not dual.numpy_ok:
+        q1, q2, c = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (q1, q2, c)))
+        shape, n = c.shape, c.size
+        size = bucket(max(n, 1024))
+        flat = [pad_to(a.reshape(-1), size) for a in (q1, q2, c)]
+        out = _jitted_dual(dual, derivative)(*flat)
+        out = tuple(np.asarray(o)[:n].reshape(shape) for o in (out if derivative else (out,)))
+        return out if derivative else out[0]
+    xp = np
     m1, m2 = dual.marginal(xp.asarray(q1), derivative, xp), dual.marginal(xp.asarray(q2), derivative, xp)
     out = dual.from_marginals(m1, m2, xp.asarray(c), derivative=derivative, xp=xp)
     return tuple(np.asarray(o) for o in out) if derivative else np.asarray(out)
@@ -213,7 +239,7 @@ class KinkedSolverMixin:
     def _table(self, dual, grid, q):
         """The :class:`_AngleTable` of ``grid`` for problems sharing one diagonal ``q`` (rows), or ``None``
         (a closed form, or different diagonals)."""
-        if dual.method == "closed" or not np.all(q == q[:1]):
+        if dual.method == "closed" or q.shape[0] < _TABLE_MIN_PROBLEMS or not np.all(q == q[:1]):
             return None
         key = (grid.name, q[0].tobytes())
         table = self._tables.get(key)
