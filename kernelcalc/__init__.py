@@ -50,3 +50,8 @@ from .studies.polynomial import feature_rank_bound, lambda_min_table  # noqa: E4
 __all__ += ["feature_rank_bound", "lambda_min_table"]
 from .studies.certify import CertifiedLambdaMin, certify_lambda_min, certify_ntk, rigorous_kernel  # noqa: E402
 __all__ += ["CertifiedLambdaMin", "certify_lambda_min", "certify_ntk", "rigorous_kernel"]
+from .studies.sphere_spectrum import SphereSpectrum, sphere_spectrum  # noqa: E402
+from .theory.hermite import HermiteCoefficients, hermite_coefficients  # noqa: E402
+__all__ += ["SphereSpectrum", "sphere_spectrum", "HermiteCoefficients", "hermite_coefficients"]
+from ._validation import KernelcalcClusterError  # noqa: E402
+__all__ += ["KernelcalcClusterError"]

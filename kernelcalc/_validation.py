@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import math
 import numbers
@@ -12,7 +13,7 @@ import numpy as np
 __all__ = ["real_array", "as_inputs", "as_input_pair", "positive", "positive_int", "nonnegative", "KernelcalcInputError",
            "MODEL_SCALES", "SCALE_NAMES", "DEPRECATED_SCALES", "scale_value", "model_scales", "scale_keywords",
            "KernelcalcAccuracyWarning", "KernelcalcAccuracyError", "accuracy_shortfall", "progress_disable",
-           "renamed_keywords", "DEFAULT_WIDTH", "user_stacklevel", "deprecated"]
+           "renamed_keywords", "DEFAULT_WIDTH", "user_stacklevel", "deprecated", "MODEL_KEYWORDS", "check_model_keywords"]
 
 #: The width of a single finite-width network wherever a function builds one and has a default
 #: (``train``, ``flow_gap``, ``empirical_ntk``, ``monte_carlo``, ``depth_gap``, ...; see docs/keywords.md).
@@ -140,6 +141,12 @@ class KernelcalcAccuracyError(RuntimeError):
     """Raised instead of :class:`KernelcalcAccuracyWarning` when the caller passed ``strict=True``."""
 
 
+class KernelcalcClusterError(RuntimeError):
+    """A Gram's tiles could not be computed on the dask cluster (``client=``): a tile failed for good
+    (e.g. its workers kept dying), the scheduler was lost, or a tile never arrived.  No partial Gram
+    is returned; with ``out=`` the finished tiles are kept and a rerun continues from them."""
+
+
 def accuracy_shortfall(message: str, strict: bool = False) -> None:
     """Report that a tolerance was not met: warn (default; at the user's line) or raise when ``strict``."""
     if strict:
@@ -229,6 +236,49 @@ def model_scales(model, *, defaults: dict | None = None, fill: bool = True, wher
     return {name: values[name] for name in table if name in values}
 
 
+#: Keywords that configure one kind of model only: keyword -> the models (keys of :data:`MODEL_SCALES`) it applies
+#: to (docs/keywords.md).  ``T``: the time horizon of the ODE models and ResNets; ``depth``: the layers of a ResNet
+#: or an MLP; ``solver``, ``gradient``: the Neural ODE's own solver and its gradient mode; ``solver_steps``: its
+#: fixed steps (the untied ODE's Euler-Maruyama steps); ``rtol``, ``atol``, ``max_steps``: the adaptive Neural ODE
+#: solve or the DEQ's equilibrium solve.
+MODEL_KEYWORDS = {
+    "T": ("node", "resnet", "node_untied", "resnet_untied"),
+    "depth": ("resnet", "mlp", "resnet_untied"),
+    "solver": ("node",),
+    "gradient": ("node",),
+    "solver_steps": ("node", "node_untied"),
+    "rtol": ("node", "deq"),
+    "atol": ("node", "deq"),
+    "max_steps": ("node", "deq"),
+}
+#: True while a public entry point runs: the entry points it calls in turn forward their caller's keywords
+#: for every model, so only the outermost call (the user's) is checked against :data:`MODEL_KEYWORDS`.
+_INSIDE_ENTRY_POINT = contextvars.ContextVar("kernelcalc_inside_entry_point", default=False)
+
+
+def check_model_keywords(model, given: dict, defaults: dict, where: str | None = None) -> None:
+    """Raise :class:`KernelcalcInputError` for a keyword of :data:`MODEL_KEYWORDS` that ``given`` passes (not
+    ``None`` and not the function's own default in ``defaults``) although it does not apply to ``model``."""
+    key = _model_key(model)
+    for name, value in given.items():
+        models = MODEL_KEYWORDS.get(name)
+        if models is None or key in models or value is None:
+            continue
+        if name in defaults and _same(value, defaults[name]):
+            continue
+        raise KernelcalcInputError(f"{name} does not apply to {where or f'model={key!r}'} (got {name}={value!r}); "
+                                   f"{name} configures model={' / '.join(repr(m) for m in models)} only")
+
+
+def _same(a, b) -> bool:
+    """``a`` is the default ``b``: equal numbers (not booleans), equal strings, or the same object."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, numbers.Real) and isinstance(b, numbers.Real):
+        return float(a) == float(b)
+    return a is b or (isinstance(a, str) and isinstance(b, str) and a == b)
+
+
 def scale_keywords(model: str | None = None, *, label: str | None = None):
     r"""Decorator of a public function that builds a model: its scale keywords obey :func:`model_scales`.
 
@@ -239,6 +289,10 @@ def scale_keywords(model: str | None = None, *, label: str | None = None):
     value if it applies to the model and ``None`` otherwise; a function with ``**kwargs`` that
     declares none receives the model's scales there.  So a scale that does not apply raises
     :class:`KernelcalcInputError` (naming it and the model) instead of a ``TypeError`` or being ignored.
+    Likewise every keyword of :data:`MODEL_KEYWORDS` (``T``, ``depth``, the solver options) that the user
+    passes to a model it does not configure (:func:`check_model_keywords`; a value equal to the function's own
+    default counts as not passed, so a caller may forward its defaults); only the outermost entry point checks
+    them, since the ones it calls receive its keywords for every model.
     ``label``: how the errors name a fixed model (default ``model=...``).
     """
     import functools
@@ -252,6 +306,8 @@ def scale_keywords(model: str | None = None, *, label: str | None = None):
         defaults = {n: sig.parameters[n].default for n in declared}
         var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
 
+        keyword_defaults = {n: p.default for n, p in sig.parameters.items() if n in MODEL_KEYWORDS}
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             given = {k: kwargs.pop(k) for k in list(kwargs) if k in SCALE_NAMES or k in DEPRECATED_SCALES}
@@ -264,11 +320,26 @@ def scale_keywords(model: str | None = None, *, label: str | None = None):
                 if chosen is inspect.Parameter.empty:    # a required model not given: the call's own TypeError
                     return fn(*args, **kwargs, **given)
             scales = model_scales(chosen, defaults=defaults, where=label, fill=bool(declared) or var_kw, **given)
+            outermost = not _INSIDE_ENTRY_POINT.get()
+            if outermost and model is None:           # the user's own keywords for the model of the call (a fixed
+                #                                          model's signature has only keywords that apply)
+                try:
+                    passed = dict(sig.bind_partial(*args, **kwargs).arguments)
+                except TypeError:                     # the call's own TypeError, raised by fn below
+                    passed = {}
+                passed.update(passed.pop(next((n for n, p in sig.parameters.items()
+                                               if p.kind is inspect.Parameter.VAR_KEYWORD), ""), None) or {})
+                check_model_keywords(chosen, passed, keyword_defaults, label)
             if declared:
                 kwargs.update({n: scales.get(n) for n in declared})
             else:
                 kwargs.update(scales)
-            return fn(*args, **kwargs)
+            token = _INSIDE_ENTRY_POINT.set(True) if outermost else None
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if token is not None:
+                    _INSIDE_ENTRY_POINT.reset(token)
 
         return wrapper
 

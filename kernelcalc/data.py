@@ -53,38 +53,43 @@ def _read_raw(path) -> np.ndarray:
 
 
 def _read_text(path: str, delimiter) -> np.ndarray:
-    """Text table; a single non-numeric header line is skipped."""
+    """Text table.  A first line whose every field is non-numeric is a header and is skipped; any other field
+    that does not parse (e.g. a typo ``1,2,x`` in the first row) is an error naming its line (the file's line
+    number, counting blank and ``#`` comment lines)."""
     with open(path, encoding="utf-8") as fh:
-        lines = [ln for ln in fh.read().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        lines = [(n, ln) for n, ln in enumerate(fh.read().splitlines(), start=1)
+                 if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise KernelcalcInputError(f"data file {path!r} is empty")
 
     def split(line):
         return [c.strip() for c in (line.split(delimiter) if delimiter else line.split())]
 
-    def numeric(cells):
+    def number(cell):
         try:
-            [float(c) for c in cells]
+            float(cell)
             return True
         except ValueError:
             return False
 
-    for k, line in enumerate(lines):  # complex entries, e.g. np.savetxt's "(1+2j)": refuse, never a "header"
+    for n, line in lines:  # complex entries, e.g. np.savetxt's "(1+2j)": refuse, never a "header"
         cell = next((c for c in split(line) if _complex_cell(c)), None)
         if cell is not None:
             raise KernelcalcInputError(
-                f"data file {path!r} has a complex entry {cell!r} on line {k + 1}; kernelcalc needs real data")
-    if not numeric(split(lines[0])):
-        lines = lines[1:]  # header
+                f"data file {path!r} has a complex entry {cell!r} on line {n}; kernelcalc needs real data")
+    if not any(number(c) for c in split(lines[0][1])):
+        lines = lines[1:]  # header: every field non-numeric
         if not lines:
             raise KernelcalcInputError(f"data file {path!r} has a header but no rows")
     rows = []
-    for i, line in enumerate(lines):
+    for n, line in lines:
         cells = split(line)
-        try:
-            rows.append([float(c) for c in cells])
-        except ValueError:
-            raise KernelcalcInputError(f"data file {path!r}: non-numeric entry on data row {i}: {line[:60]!r}") from None
+        bad = next((c for c in cells if not number(c)), None)
+        if bad is not None:
+            raise KernelcalcInputError(
+                f"data file {path!r}: line {n} has a non-numeric entry {bad!r} ({line[:60]!r}); only a first line "
+                "whose every field is non-numeric is taken as a header")
+        rows.append([float(c) for c in cells])
     widths = {len(r) for r in rows}
     if len(widths) != 1:
         raise KernelcalcInputError(f"data file {path!r}: rows have different numbers of columns {sorted(widths)}")
@@ -113,7 +118,8 @@ def load_array(path) -> np.ndarray:
     **Arguments:**
 
     - ``path``: file path. ``.csv`` is comma-separated, ``.txt`` whitespace-separated;
-      a single header line and ``#`` comments are skipped. A ``.npy`` file must hold a 2-D
+      a header line (a first line whose every field is non-numeric) and ``#`` comments are skipped; any other
+      non-numeric field is an error naming its line. A ``.npy`` file must hold a 2-D
       array (a 1-D array is refused: it could mean one input or ``N`` scalar inputs);
       a one-column text file is ``N`` inputs of dimension ``d = 1``.
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_compare", "plot_depth_gap", "plot_flow_gap", "plot_training", "plot_width_sweep"]
+__all__ = ["plot_compare", "plot_depth_gap", "plot_flow_gap", "plot_training", "plot_width_sweep", "plot_sphere_spectrum"]
 
 
 def _figure(ax, ncols=1):
@@ -251,3 +251,29 @@ def plot_divergence(result, path=None, ax=None):
 
 
 __all__ += ["plot_divergence"]
+
+
+def plot_sphere_spectrum(results, path=None, ax=None, kernel="ntk", label=None):
+    r"""$\mu_k$ against $k$ on log axes for one or several :class:`~kernelcalc.studies.sphere_spectrum.SphereSpectrum`
+    (one curve each; degree 0 is drawn at $k=0.8$ on the log axis).  Unresolved eigenvalues are drawn as
+    their bound (open downward triangles, "< bound"), never as numbers.  ``label``: a function of the
+    result for the legend (default: the activation)."""
+    fig, axes = _figure(ax)
+    a = axes[0]
+    results = results if isinstance(results, (list, tuple)) else [results]
+    for i, res in enumerate(results):
+        k = np.maximum(np.asarray(res.degrees, float), 0.8)
+        mu = np.asarray(getattr(res, "mu_" + kernel), float)
+        err = np.asarray(getattr(res, "err_" + kernel), float)
+        ok = np.asarray(getattr(res, "resolved_" + kernel), bool)
+        color = f"C{i % 10}"
+        pos = ok & (mu > 0)
+        a.loglog(k[pos], mu[pos], ".-", color=color, ms=4, lw=0.8, label=label(res) if label else res.activation)
+        if (~ok).any():
+            a.loglog(k[~ok], err[~ok], "v", color=color, mfc="none", ms=4, alpha=0.6)
+    a.set_xlabel("degree k")
+    a.set_ylabel(rf"$\mu_k$ ({kernel.upper()}; $\triangledown$: below the error bound)")
+    first = results[0]
+    a.set_title(f"{first.model} {kernel.upper()} eigenvalues on $S^{{{first.d - 1}}}$")
+    a.legend(fontsize=8)
+    return _finish(fig, path)

@@ -21,3 +21,16 @@ def x64():
 
     with jax.enable_x64(True):
         yield
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, the default run), the tests of a module that shares an
+    expensive module-scoped fixture (a dask cluster, trained ensembles, subprocess runs) go to one worker, so the
+    fixture is built once; every other test is distributed by load."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        if any(fd.scope == "module" for defs in info.name2fixturedefs.values() for fd in defs):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

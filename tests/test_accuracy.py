@@ -103,8 +103,9 @@ def test_choose_step_says_when_the_finest_step_is_not_enough():
 
 
 def test_hermite_fallback_is_named_and_its_accuracy_reported():
+    # a user expression has no registered large-q asymptote (built-in tanh takes kernelcalc.theory.largeq)
     with pytest.warns(kc.KernelcalcAccuracyWarning):
-        dual = g.dual_kernels("tanh", q_max=200.0)
+        dual = g.dual_kernels("1.5*tanh(x)", q_max=200.0)
     assert dual.method == "trapezoid"
     assert "more than 8192 terms" in dual.describe()
     assert dual.error_estimate > 1e-13
@@ -116,9 +117,9 @@ def test_hermite_fallback_is_named_and_its_accuracy_reported():
 def test_mlp_strict_and_honest_estimate_at_a_hermite_fallback():
     X = six_points() / 2
     with pytest.raises(kc.KernelcalcAccuracyError):
-        kc.mlp_kernel(X, activation="tanh", depth=1, sigma_w=12.0, strict=True)
+        kc.mlp_kernel(X, activation="1.5*tanh(x)", depth=1, sigma_w=12.0, strict=True)
     with pytest.warns(kc.KernelcalcAccuracyWarning):
-        K = kc.mlp_kernel(X, activation="tanh", depth=1, sigma_w=12.0)
+        K = kc.mlp_kernel(X, activation="1.5*tanh(x)", depth=1, sigma_w=12.0)
     assert "fallback" in K.info["expectation"]
     assert K.info["expectation_error_estimate"] > 1e-13
     assert K.info["error_estimate"] >= K.info["expectation_error_estimate"] * np.max(np.abs(K.ntk))
@@ -167,7 +168,7 @@ def test_polar_rule_shortfall_warns(monkeypatch):
     (dict(), 1e3),                                   # |x|^2 = 1e6 d
 ])
 def test_hopeless_tanh_cases_are_refused_quickly_naming_the_limit(kw, scale):
-    with pytest.raises(kc.KernelcalcInputError, match=r"8192 terms beyond q ~ .*reduce"):
+    with pytest.raises(kc.KernelcalcInputError, match=r"pre-activation variance reaches q = .*the limit is|the limit is .*reduce"):
         kc.node_kernel(six_points() * scale, activation="tanh", **kw)
 
 

@@ -286,7 +286,7 @@ def test_duplicate_row_relu_rigorous_bound_not_positive(sphere200):
     (dict(model="node", activation="softplus"), "identity activation only"),
     (dict(model="resnet", activation="relu"), "model must be"),
     (dict(model="mlp", activation="relu"), "needs depth"),
-    (dict(model="mlp", activation="relu", depth=2, T=1.0), "unknown parameter"),
+    (dict(model="mlp", activation="relu", depth=2, T=1.0), "T does not apply to model=.mlp."),   # the model-keyword rule (_validation)
     (dict(model="node", activation="identity", sigma_w=-1.0), "sigma_w"),
 ])
 def test_rigorous_kernel_bad_input(kw, match):

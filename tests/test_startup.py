@@ -126,7 +126,8 @@ def test_backend_choice():
     assert herm.method == "hermite"
     assert _backend(herm, 1, 13) == "numpy"                        # the time-grid choice
     assert _backend(herm, 16, 13) == "numpy"                       # kernelcalc limit's 11 pairs
-    assert _backend(herm, 64, 13) == "jax"                         # theta tables of a large Gram
+    assert _backend(herm, 64, 13) == "numpy"                       # theta tables of a large Gram
+    assert _backend(herm, 4096, 13) == "jax"                       # the norm interpolation of a wide spread
     n = int((_NUMPY_MAX_WORK / herm.points) ** 0.5) + 1
     assert _backend(herm, 1, n) == "jax"
     from kernelcalc.theory.gaussian import DualKernels, PolarSectorRule, TrapezoidRule

@@ -115,12 +115,15 @@ ENTRIES = {
     "divergent_flow": (("mlp",), lambda f, m, **kw: f(X[:, :1], Y, width=2, t_max=10.0, **kw)),
     "derive": (tuple(TABLE), lambda f, m, **kw: f("relu", model=m, **kw)),
     "compare_models": (("deq",), lambda f, m, **kw: f(X, activation="softplus", depth=2, n_rho=3, **kw)),
-    "check": (("node",), lambda f, m, **kw: f(X, activation="softplus", **kw)),
+    "check": (("node", "resnet", "mlp", "deq"), lambda f, m, **kw: f(X, model=m, activation="softplus",
+                                                                     **({"depth": DEPTH[m]} if m in DEPTH else {}), **kw)),
     "sweep_T": (("node",), lambda f, m, **kw: f(X, activations=("softplus",), Ts=(1.0,), **kw)),
     "rigorous_kernel": (("node", "mlp"), lambda f, m, **kw: f(X, model=m, activation="identity" if m == "node"
                                                              else "relu", **({"depth": 1} if m == "mlp" else {}), **kw)),
     "certify_ntk": (("node", "mlp", "resnet"), lambda f, m, **kw: _with_model(f, m, **kw)),
 }
+ENTRIES["sphere_spectrum"] = (("node", "resnet", "mlp", "deq"), lambda f, m, **kw: f(
+    model=m, activation="tanh", d=2, k_max=1, **({"depth": DEPTH[m]} if m in DEPTH else {}), **kw))
 # public callables with a ``model`` or scale parameter that build no model with scales
 NO_SCALES = {"feature_rank_bound": "a rank bound from the activation's polynomial degree alone",
              "lambda_min_table": "a rank study over several models at their default scales"}
@@ -285,3 +288,54 @@ def test_warnings_point_at_the_callers_line_through_the_keyword_wrapper():
             pass
     dep = [w for w in rec if issubclass(w.category, DeprecationWarning)]
     assert dep and dep[0].filename == __file__
+
+
+# ---------------------------------------------------------------- model keywords (issue 20, item 4)
+# Which models each non-scale keyword configures, written out here independently of kernelcalc._validation.
+APPLIES = {"T": ("node", "resnet", "node_untied", "resnet_untied"), "depth": ("resnet", "mlp", "resnet_untied"),
+           "solver": ("node",), "gradient": ("node",), "solver_steps": ("node", "node_untied"),
+           "rtol": ("node", "deq"), "atol": ("node", "deq"), "max_steps": ("node", "deq")}
+NOT_DEFAULT = {"T": 2.5, "depth": 3, "solver": "dopri5", "gradient": "adjoint", "solver_steps": 7, "rtol": 1e-5,
+               "atol": 1e-5, "max_steps": 123}
+
+
+def _takes(name, keyword) -> bool:
+    params = inspect.signature(_fn("train" if name == "width_sweep" else name)).parameters   # width_sweep(**train_kw)
+    return keyword in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+# every entry point whose model is an argument x every model x every keyword it takes that does not apply
+MODEL_KW = [(name, m, k) for name, (models, _) in ENTRIES.items() if len(models) > 1 and name != "derive"
+            for m in models for k in APPLIES if m not in APPLIES[k] and _takes(name, k)]
+
+
+def _call_without(name, model, keyword, value):
+    """The table's call of ``name`` for ``model``, with ``keyword=value`` (and without the table's own
+    ``depth=None`` placeholder when the keyword is depth)."""
+    _, call = ENTRIES[name]
+    fn = _fn(name)
+    if keyword == "depth":
+        def fn_depth(*args, **kw):
+            kw["depth"] = value
+            return fn(*args, **kw)
+        return call(fn_depth, model)
+    return call(fn, model, **{keyword: value})
+
+
+@pytest.mark.parametrize("name, model, keyword", MODEL_KW, ids=[f"{n}-{m}-{k}" for n, m, k in MODEL_KW])
+def test_a_keyword_that_does_not_configure_the_model_raises(name, model, keyword, monkeypatch):
+    calls = _sinks(monkeypatch)
+    with pytest.raises(KernelcalcInputError, match=f"{keyword} does not apply to model={model!r}"):
+        _call_without(name, model, keyword, NOT_DEFAULT[keyword])
+    assert not calls                                   # refused before anything was built
+
+
+def test_the_model_keyword_table_covers_the_issue_examples():
+    Xs, ys = X, Y
+    with pytest.raises(KernelcalcInputError, match=r"T does not apply to model='mlp' \(got T=2.0\)"):
+        kc.train(Xs, ys, model="mlp", T=2.0, depth=1)
+    with pytest.raises(KernelcalcInputError, match=r"depth does not apply to model='node' \(got depth=3\)"):
+        kc.train(Xs, ys, model="node", depth=3)
+    with pytest.raises(KernelcalcInputError, match=r"T does not apply to model='mlp' \(got T=3.0\)"):
+        kc.empirical_ntk(Xs, model="mlp", activation="relu", depth=1, T=3.0)
+    assert len(MODEL_KW) > 60                          # the walk above is not empty

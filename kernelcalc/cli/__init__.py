@@ -3,7 +3,7 @@
 Each sub-module registers its commands on :data:`main`:
 ``analytic`` (limit, derive, check), ``empirical`` (compare, depth-gap),
 ``training`` (train, width-sweep, flow-gap), ``horizon`` (sweep-T), ``divergence`` (divergent-flow),
-``models`` (compare-models).
+``models`` (compare-models), ``spectrum`` (spectrum).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def emit(result, text, *, as_json=False, json_out=None, plot_path=None, plotter=
 def _register() -> None:
     import importlib
 
-    for mod in ("analytic", "empirical", "training", "horizon", "divergence", "models"):
+    for mod in ("analytic", "empirical", "training", "horizon", "divergence", "models", "spectrum"):
         try:
             importlib.import_module(f"{__name__}.{mod}")
         except ModuleNotFoundError as err:  # a sub-module not written yet

@@ -12,7 +12,7 @@ import functools
 import click
 import numpy as np
 
-from kernelcalc._validation import MODEL_SCALES
+from kernelcalc._validation import MODEL_SCALES, KernelcalcClusterError
 from kernelcalc.cli import emit, json_options, main
 
 __all__ = ["limit", "derive_cmd", "check_cmd"]
@@ -62,7 +62,7 @@ def _friendly(fn):
             return fn(*args, **kwargs)
         except click.ClickException:
             raise
-        except (ValueError, OSError) as err:  # KernelcalcInputError, ActivationError, ...
+        except (ValueError, OSError, KernelcalcClusterError) as err:  # KernelcalcInputError, ActivationError, ...
             raise InputError(str(err) or type(err).__name__) from None
 
     return wrapper
@@ -159,15 +159,6 @@ def _scheduler_option(f):
              "an unreachable one is an error after 5 s.")(f)
 
 
-def _client(address):
-    """A dask client for ``--scheduler ADDRESS`` (None without one)."""
-    if address is None:
-        return None
-    from kernelcalc.kernels._tiles import connect
-
-    return connect(address)
-
-
 def _report_dict(report) -> dict:
     return report.to_dict() if hasattr(report, "to_dict") else {"text": str(report)}
 
@@ -230,10 +221,12 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
     table = [{"rho": float(r), "nngp": float(a), "ntk": float(b)} for r, a, b in zip(rhos, K.nngp[0], K.ntk[0])]
     grams = None
     if X is not None:
-        client = _client(scheduler)
-        G = node_kernel(X, activation=act, **params, **({} if client is None else dict(client=client)))
+        G = node_kernel(X, activation=act, **params, client=scheduler)   # connects, and closes its client
+        from kernelcalc.studies.checks import data_problems
+
         grams = {"n": int(X.shape[0]), "d": int(X.shape[1]),
-                 "ntk": gram_summary(G.ntk).to_dict(), "nngp": gram_summary(G.nngp).to_dict()}
+                 "ntk": gram_summary(G.ntk).to_dict(), "nngp": gram_summary(G.nngp).to_dict(),
+                 "warnings": list(data_problems(X))}     # off the sphere, duplicate rows: as `check` says
 
     doc = {"activation": act.to_dict(), "params": params, "assumption1": _report_dict(report),
            "derivation": derivation.to_dict() if hasattr(derivation, "to_dict") else derivation.text(),
@@ -256,7 +249,8 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
             out += [f"{name.upper():>4}: entries min {s['min_entry']:.6g}, max {s['max_entry']:.6g}, "
                     f"mean {s['mean_entry']:.6g}; lambda_min {s['lambda_min']:.6e}, "
                     f"lambda_max {s['lambda_max']:.6e}, condition number "
-                    f"{'inf' if cond is None else format(cond, '.6e')}"]
+                    f"{'inf (lambda_min <= 0: the Gram is singular)' if cond is None else format(cond, '.6e')}"]
+        out += [f"warning: {w}" for w in grams["warnings"]]
     emit(None, "\n".join(out), as_json=as_json, json_out=json_out, doc=doc)
 
 
@@ -332,9 +326,8 @@ def check_cmd(ctx, data, activation, T, sigma_w, sigma_u, sigma_v, singular_tol,
         X = sphere_normalise(X)
     act = _resolve(activation)
     params = _node_params(T, sigma_w, sigma_u, sigma_v)
-    client = _client(scheduler)
     report = check(X, activation=act, singular_tol=singular_tol, sphere_rtol=sphere_rtol, gram=gram, certify=certify, **params,
-                   **({} if client is None else dict(client=client)))
+                   client=scheduler)   # the address: check connects, and closes its client
     emit(report, str(report), as_json=as_json, json_out=json_out)
     if not report.ok:
         click.echo("Error: check failed: " + "; ".join(" ".join(p.split()) for p in report.problems), err=True)

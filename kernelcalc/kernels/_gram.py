@@ -18,8 +18,12 @@ $\theta=\arccos\big(x\cdot y/(d\sqrt{v_xv_y})\big)\in[0,\pi]$, the kernel is $F(
   node is a pair solve, so the degrees are chosen from measured Chebyshev coefficients (not by
   doubling): $R$ from the corners of the norm range, $m$ from a probe along three lines of the
   $(t_x,t_y)$ square; the nodes then come from a two-level combination grid (the full degree in
-  $t$ at every other angle, the full degree in $\theta$ on every other norm node) when its
-  a-posteriori mixed-term estimate allows, else the tensor grid.  An entry costs $R+1$ small
+  $t$ at every other angle, the full degree in $\theta$ on every other norm node) when its mixed
+  term, measured at held-out points (the other angles on four norm pairs off the coarse norm grid),
+  is below ``tol`` (three times the measured value enters the estimate), else the tensor grid.
+  Before the probes the plan hands the pair function its norm range (``prepare_range``: the Neural
+  ODE / ResNet solver interpolates its per-norm self-kernel diagonals on it) and, before the grid, the
+  number of solves to come (``plan_pairs``: the solver picks numpy or one compilation by their total).  An entry costs $R+1$ small
   matrix-product terms (no gathers).  Checked against direct evaluations at actual input pairs
   of extreme norms.  Zero rows: a 1-D interpolant of $F(0, v, 0)$.
 - the **homogeneous path** (``homogeneous=True``: bias-free networks of a positively homogeneous
@@ -324,10 +328,14 @@ class _NormInterpPlan(_TablePlan):
         self.t_lo, self.t_hi = float(np.log(nz.min())), float(np.log(nz.max()))
         v_lo, v_hi = float(nz.min()), float(nz.max())
         self.check_rows = self._check_rows()
+        checked_norms = np.concatenate([self.na[self.check_rows[0]], self.nb[self.check_rows[1]]])
         prepare = getattr(pair_fn, "prepare", None)     # solve the per-norm work of the probes in one batch
-        if prepare is not None:
-            prepare(np.concatenate([[v_lo, v_hi], np.exp(self._t_nodes(_T_PROBES[0])), self.na[self.check_rows[0]],
-                                    self.nb[self.check_rows[1]]]))
+        prepare_range = getattr(pair_fn, "prepare_range", None)
+        if prepare_range is not None:   # the per-norm work interpolated on the norm range (check rows: direct)
+            prepare_range(nz, exact=checked_norms)
+            prepare = None
+        elif prepare is not None:
+            prepare(np.concatenate([[v_lo, v_hi], np.exp(self._t_nodes(_T_PROBES[0])), checked_norms]))
         # theta resolution from the corners of the norm range
         R, err_theta = self._theta_degree(pair_fn, np.array([v_hi, v_lo]), np.array([v_hi, v_hi]), tol / 2, strict)
         m, err_t, m_probe = self._probe_degree(pair_fn, v_hi, tol / 2)
@@ -354,6 +362,9 @@ class _NormInterpPlan(_TablePlan):
                          table=f"Chebyshev degree {R} in theta x {L} x {L} norm nodes",
                          norm_range=(v_lo, v_hi))
         self.info["norm_grid"] = grid["kind"]
+        if "rejected_combination_mixed" in grid:
+            self.info["rejected_combination_mixed"] = grid["rejected_combination_mixed"]
+        self.info["norm_tails"] = dict(theta=err_theta, t=err_t, grid_theta=grid_theta, grid_t=grid_t, mixed=grid["mixed"])
         # each tail: the probe's estimate or the grid's own (extrapolated from its highest coefficients)
         estimate = max(err_theta, grid_theta) + max(err_t, grid_t) + grid["mixed"]
         checked = self._check(pair_fn)
@@ -444,6 +455,9 @@ class _NormInterpPlan(_TablePlan):
             F[th[:, None], px[None, :], py[None, :]] = vals
             F[th[:, None], py[None, :], px[None, :]] = vals
 
+        planned = getattr(pair_fn, "plan_pairs", None)
+        if planned is not None:         # the solves to come, at most (a solver may choose its backend by them)
+            planned(kx.size * (R + 1))
         combo = m >= 4 and m % 2 == 0 and R >= _R_MIN and R % 2 == 0
         coarse = np.arange(0, R + 1, 2) if combo else np.arange(R + 1)
         solve(coarse, kx, ky)
@@ -461,17 +475,28 @@ class _NormInterpPlan(_TablePlan):
             scale = np.nanmax(np.abs(F), axis=(0, 1, 2))
             cA = chebyshev_coefficients(F[coarse])
             cC = lift(chebyshev_coefficients(F[coarse][:, sub][:, :, sub]))
-            mixed = _tail(_envelope(cA - cC, scale))
-            if mixed <= target:
-                cB = chebyshev_coefficients(F[:, sub][:, :, sub])
-                coef = lift(cB)
-                coef[: coarse.size] += cA - cC
+            cB = chebyshev_coefficients(F[:, sub][:, :, sub])
+            combined = lift(cB)
+            combined[: coarse.size] += cA - cC
+            # the mixed term measured at held-out points: the other angles on four norm pairs off the
+            # coarse norm grid (odd node indices), where the combination is not exact (kept for the tensor)
+            odd = sorted({1, L - 2, 2 * (L // 4) + 1})
+            hx, hy = np.array(odd + [odd[0]]), np.array(odd + [odd[-1]])        # the diagonal and a corner
+            solve(rest, hx, hy)
+            T_rest = chebyshev_matrix(lobatto(R)[rest], R)
+            predicted = np.einsum("ar,rko->ako", T_rest, combined[:, hx, hy])
+            measured = float(np.max(np.abs(predicted - F[rest][:, hx, hy]) / np.maximum(scale, 1e-300)))
+            mixed = 3.0 * measured
+            if 3.0 * measured <= max(target, self.tol):
+                coef = combined
                 grid = dict(kind=f"combination ({L} x {R // 2 + 1} + {m // 2 + 1} x {R + 1})", mixed=mixed,
+                            mixed_measured=measured,
                             theta=_tail(_envelope(cB, scale)),
                             t=_tail(_envelope(chebyshev_coefficients(np.moveaxis(F[coarse], 1, 0)), scale)))
             else:
-                grid["rejected_combination_mixed"] = mixed
-                solve(rest, kx[~even], ky[~even])
+                grid["rejected_combination_mixed"] = measured
+                todo = ~even & ~np.isin(kx * L + ky, hx * L + hy)
+                solve(rest, kx[todo], ky[todo])
         if grid["kind"] == "tensor":
             coef = chebyshev_coefficients(F)
             scale = np.max(np.abs(F), axis=(0, 1, 2))
@@ -593,6 +618,9 @@ class _OddPairs:
     def __init__(self, pair_fn):
         self.pair_fn = pair_fn
         self.prepare = getattr(pair_fn, "prepare", None)
+        self.prepare_range = getattr(pair_fn, "prepare_range", None)
+        planned = getattr(pair_fn, "plan_pairs", None)
+        self.plan_pairs = None if planned is None else (lambda n: planned((n + 1) // 2))   # half the solves
 
     def __call__(self, sxx, syy, sxy):
         sxx, syy, sxy = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (sxx, syy, sxy)))
@@ -702,17 +730,11 @@ def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool | None = False, 
     else:
         cfg = dict(config or {}, inputs_sha256=_tiles.input_hash(a, b, same), symmetric=bool(same))
         sink = _tiles.open_zarr_sink(out, cfg, shape, outputs, tile, (len(rows), len(cols)))
-    own_client = client is not None and isinstance(client, str)
-    if client is not None:
-        client = _tiles.connect(client)
-    try:
+    with _tiles.own_client(client) as client:     # a client opened here from an address is closed here
         plan = gram_plan(a, None if same else b, pair_fn, tol=tol, progress=progress if single else False,
                          cheap_pairs=cheap_pairs, homogeneous=homogeneous, odd=odd, strict=strict)
         engine = _tiles.run_tiles(plan, outputs=outputs, sink=sink, tile=tile, client=client,
                                   progress=False if single else progress)
-    finally:
-        if own_client:
-            client.close()
     arrays = sink.finish(engine["max_abs"])
     info = dict(plan.info, **engine)
     if odd:

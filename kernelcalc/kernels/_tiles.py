@@ -22,12 +22,20 @@ module decides *which* tiles, *where* they run and *where* they go:
   once to every worker (``Client.scatter(..., broadcast=True)``, cloudpickle), each task
   evaluates one tile, and the results are written by this process as they arrive.  A tile is
   the same computation on a worker as here, so the cluster's Gram equals the local one bit for bit.
+  ``client=`` is a ``Client`` (used, left open) or a scheduler address (a client of kernelcalc's
+  own, never the process's default, closed after the call).  The futures are tracked on that
+  client's loop, whatever default client the process has.  A worker that dies has its tiles
+  rescheduled by dask; a tile that fails for good, arrives malformed or never arrives raises
+  :class:`~kernelcalc.KernelcalcClusterError`; a tile with a NaN/inf entry is evaluated again here.
+  A model's ``pair_fn`` may carry ``state``, a dict of running maxima (the DEQ's contraction
+  factor): each worker's copy comes back with its tiles and is merged here by ``max``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -35,10 +43,10 @@ from pathlib import Path
 import numpy as np
 
 from .._x64 import float64
-from .._validation import KernelcalcInputError, progress_disable
+from .._validation import KernelcalcClusterError, KernelcalcInputError, progress_disable
 
 __all__ = ["OUTPUTS", "DEFAULT_TILE", "validate_outputs", "check_memory", "available_memory",
-           "input_hash", "connect", "run_tiles", "ZarrSink", "open_zarr_sink"]
+           "input_hash", "connect", "own_client", "run_tiles", "ZarrSink", "open_zarr_sink"]
 
 OUTPUTS = ("nngp", "ntk")
 DEFAULT_TILE = 2048
@@ -130,10 +138,46 @@ def tile_list(shape, same: bool, tile: int) -> tuple[list[slice], list[slice], l
 
 @float64
 def _tile_task(plan, rows: slice, cols: slice, keep: tuple[bool, bool]):
-    """One tile ``(nngp, ntk)`` of ``plan`` (``None`` for an output not asked for).  Module-level so
-    that dask workers import it by reference."""
+    """One tile ``(nngp, ntk)`` of ``plan`` (``None`` for an output not asked for), and the pair
+    function's running maxima (:func:`pair_state`).  Module-level so that dask workers import it by
+    reference."""
     out = plan.block(rows, cols)
-    return tuple(np.asarray(t, dtype=np.float64) if k else None for t, k in zip(out, keep))
+    return tuple(np.asarray(t, dtype=np.float64) if k else None for t, k in zip(out, keep)), pair_state(plan)
+
+
+def pair_state(plan) -> dict | None:
+    """A copy of ``plan``'s pair-function ``state`` (a dict of running maxima that a model's
+    ``pair_fn`` may carry, e.g. the DEQ's contraction factor), or ``None``.  A worker updates its own
+    copy of the plan; the engine merges the copies back by ``max`` (:func:`merge_pair_state`)."""
+    fn = getattr(plan, "pair_fn", None)
+    fn = getattr(fn, "pair_fn", fn)           # an _OddPairs wrapper
+    state = getattr(fn, "state", None)
+    return dict(state) if isinstance(state, dict) else None
+
+
+def merge_pair_state(plan, state: dict | None) -> None:
+    """Fold a worker's :func:`pair_state` into this process's plan (running maxima: ``max``)."""
+    if not state:
+        return
+    fn = getattr(plan, "pair_fn", None)
+    fn = getattr(fn, "pair_fn", fn)
+    mine = getattr(fn, "state", None)
+    if isinstance(mine, dict):
+        for k, v in state.items():
+            mine[k] = max(mine.get(k, v), v)
+
+
+def _check_tile(ij, tiles, shape, keep, client) -> tuple:
+    """A tile received from the cluster has the tile's shape and float64 entries, one per output asked
+    for; anything else (never expected) is a :class:`KernelcalcClusterError`, never a Gram with holes."""
+    ok = isinstance(tiles, tuple) and len(tiles) == len(keep) and all(
+        (t is None) if not k else (isinstance(t, np.ndarray) and t.shape == shape and t.dtype == np.float64)
+        for t, k in zip(tiles, keep))
+    if not ok:
+        raise KernelcalcClusterError(
+            f"tile {ij} of the Gram came back from {_scheduler(client)} malformed "
+            f"(expected float64 arrays of shape {shape}); no Gram is returned")
+    return tiles
 
 
 # ---------------------------------------------------------------------------- sinks
@@ -268,7 +312,10 @@ def open_zarr_sink(out, config: dict, shape, outputs, tile: int, n_tiles: tuple[
 # ---------------------------------------------------------------------------- dask
 def connect(client_or_address, timeout: float = _CONNECT_TIMEOUT_S):
     """A ``dask.distributed.Client``: ``client_or_address`` itself, or a new client connected to the
-    scheduler at that address (``"tcp://host:8786"``) within ``timeout`` seconds, else a clear error."""
+    scheduler at that address (``"tcp://host:8786"``) within ``timeout`` seconds, else a clear error.
+
+    A client made here from an address is not the process's default client (``set_as_default=False``:
+    kernelcalc never changes global state) and belongs to the caller, who closes it (:func:`own_client`)."""
     try:
         from distributed import Client
     except ImportError:  # pragma: no cover
@@ -287,43 +334,84 @@ def connect(client_or_address, timeout: float = _CONNECT_TIMEOUT_S):
             f"({type(err).__name__}: {err}); start one with 'dask scheduler' or check the address") from None
 
 
+@contextlib.contextmanager
+def own_client(client_or_address):
+    """``with own_client(client) as c:`` -- ``c`` is ``connect(client)`` (``None`` stays ``None``);
+    a client that this made from an address is closed on exit, a ``Client`` object passed in is left open."""
+    if client_or_address is None:
+        yield None
+        return
+    client = connect(client_or_address)
+    try:
+        yield client
+    finally:
+        if client is not client_or_address:
+            client.close()
+
+
+def _scheduler(client) -> str:
+    """``"the dask cluster at tcp://..."`` (for the messages)."""
+    try:
+        return f"the dask cluster at {client.scheduler.address}"
+    except Exception:  # a client without a scheduler connection
+        return "the dask cluster"
+
+
+def _tile_failure(client, ij, result) -> Exception:
+    """The exception for a tile future that did not finish: the computation's own kernelcalc error as
+    it is (the same as without dask), anything else (a killed worker, a lost scheduler, a worker that
+    cannot import kernelcalc) as one :class:`KernelcalcClusterError` line."""
+    exc = result[1] if isinstance(result, tuple) and len(result) == 3 else result
+    if isinstance(exc, BaseException) and type(exc).__module__.split(".")[0] == "kernelcalc":
+        return exc
+    what = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else repr(exc)
+    what = " ".join(what.split())[:300]
+    return KernelcalcClusterError(
+        f"tile {ij} of the Gram failed on {_scheduler(client)} ({what}); no Gram is "
+        "returned. Check the workers (they need kernelcalc and the same versions), then run again; with out= "
+        "the finished tiles are kept")
+
+
 def _tile_results_dask(client, plan, rows, cols, todo, keep):
-    """Yield ``((I, J), (nngp, ntk))`` as the cluster finishes them (a dask graph: one task per tile
-    on the broadcast plan)."""
+    """Yield ``((I, J), (nngp, ntk), state)`` as the cluster finishes them (a dask graph: one task per
+    tile on the broadcast plan).
+
+    The futures are tracked on ``client``'s own event loop (``as_completed(..., loop=client.loop)``):
+    without it dask looks up the process's *default* client, which fails when there is none and races
+    (lost or NaN tiles, hangs) when it is another client (docs: NUMERICS.md).  A tile whose worker dies
+    is rescheduled by dask; a tile that fails for good raises; the tasks still running are cancelled."""
     from distributed import as_completed
 
     plan_future = client.scatter(plan, broadcast=True, hash=False)
     futures = {client.submit(_tile_task, plan_future, rows[i], cols[j], keep, pure=False): (i, j) for i, j in todo}
-    for fut, result in as_completed(list(futures), with_results=True):
-        yield futures.pop(fut), result
-        fut.release()
+    try:
+        for fut, result in as_completed(list(futures), loop=client.loop, with_results=True, raise_errors=False):
+            ij = futures.pop(fut, None)
+            if ij is None:                    # pragma: no cover  (a future reported twice)
+                continue
+            if fut.status != "finished":
+                raise _tile_failure(client, ij, result)
+            yield (ij, *result)
+            fut.release()
+    finally:
+        if futures:
+            client.cancel(list(futures))
+        plan_future.release()
 
 
 # ---------------------------------------------------------------------------- engine
-def run_tiles(plan, *, outputs, sink, tile: int, client=None, progress: bool | None = False) -> dict:
-    """Evaluate every missing tile of ``plan`` into ``sink``; returns engine diagnostics.
-
-    ``outputs``: the validated outputs; ``sink``: :class:`MemorySink` or :class:`ZarrSink`.
-    """
-    rows, cols, todo = tile_list(plan.shape, plan.same, tile)
-    pending = [ij for ij in todo if ij not in sink.done]
-    keep = tuple(name in outputs for name in OUTPUTS)
-    if client is not None or len(pending) < len(todo):
-        # One pair here first: a plan's lazily fixed global state (e.g. the ODE time grid M and its
-        # error estimate) is then set in this process, recorded in info, and shipped to the workers.
-        plan.block(slice(0, 1), slice(0, 1))
-    bar = None
-    if progress is not False and pending:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), initial=len(todo) - len(pending), desc="Gram tiles", unit="tile",
-                   disable=progress_disable(progress))
-    if client is None:
-        results = ((ij, _tile_task(plan, rows[ij[0]], cols[ij[1]], keep)) for ij in pending)
-    else:
-        results = _tile_results_dask(client, plan, rows, cols, pending, keep)
-    for ij, tiles in results:
+def _consume(plan, results, rows, cols, keep, sink, bar, client) -> int:
+    """Write each ``(ij, tiles, state)`` of ``results`` into ``sink`` (checked when it comes from the
+    cluster; see :func:`run_tiles`); returns how many cluster tiles were evaluated again here."""
+    recomputed = 0
+    for ij, tiles, state in results:
         i, j = ij
+        if client is not None:
+            tiles = _check_tile(ij, tiles, (rows[i].stop - rows[i].start, cols[j].stop - cols[j].start), keep, client)
+            if not all(t is None or np.isfinite(t).all() for t in tiles):
+                tiles, state = _tile_task(plan, rows[i], cols[j], keep)   # never trust a non-finite remote tile
+                recomputed += 1
+            merge_pair_state(plan, state)
         maxima = [math.nan, math.nan]
         for k, (name, t) in enumerate(zip(OUTPUTS, tiles)):
             if t is None:
@@ -339,9 +427,52 @@ def run_tiles(plan, *, outputs, sink, tile: int, client=None, progress: bool | N
             _after_tile(ij)
         if bar is not None:
             bar.update(1)
-    if bar is not None:
-        bar.close()
+    return recomputed
+
+
+def run_tiles(plan, *, outputs, sink, tile: int, client=None, progress: bool | None = False) -> dict:
+    """Evaluate every missing tile of ``plan`` into ``sink``; returns engine diagnostics.
+
+    ``outputs``: the validated outputs; ``sink``: :class:`MemorySink` or :class:`ZarrSink`.
+
+    Every tile is written exactly once, complete: a tile from the cluster is checked (shape, dtype);
+    one with a NaN or inf entry is evaluated again here (the same deterministic computation, so the
+    Gram is the one this process would compute; a kernel that really overflows then reports it as
+    without dask); and a tile that never arrived is an error.  No Gram with missing entries is returned.
+    """
+    rows, cols, todo = tile_list(plan.shape, plan.same, tile)
+    pending = [ij for ij in todo if ij not in sink.done]
+    keep = tuple(name in outputs for name in OUTPUTS)
+    if client is not None or len(pending) < len(todo):
+        # One pair here first: a plan's lazily fixed global state (e.g. the ODE time grid M and its
+        # error estimate) is then set in this process, recorded in info, and shipped to the workers.
+        plan.block(slice(0, 1), slice(0, 1))
+    bar = None
+    if progress is not False and pending:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), initial=len(todo) - len(pending), desc="Gram tiles", unit="tile",
+                   disable=progress_disable(progress))
+    if client is None:
+        results = ((ij, *_tile_task(plan, rows[ij[0]], cols[ij[1]], keep)) for ij in pending)
+    else:
+        results = _tile_results_dask(client, plan, rows, cols, pending, keep)
+    try:
+        recomputed = _consume(plan, results, rows, cols, keep, sink, bar, client)
+    finally:
+        results.close()       # an error here: the cluster's remaining tasks are cancelled now, not at GC
+        if bar is not None:
+            bar.close()
+    missing = [ij for ij in todo if ij not in sink.done]
+    if missing:
+        raise KernelcalcClusterError(
+            f"{len(missing)} of the Gram's {len(todo)} tiles never arrived (first: {missing[0]}) from "
+            f"{_scheduler(client) if client is not None else 'the tile loop'}; "
+            "no Gram is returned")
     stats = np.array([sink.stats[ij] for ij in todo])
-    return dict(tile=int(tile), tiles=len(todo), tiles_computed=len(pending), tiles_resumed=len(todo) - len(pending),
+    info = dict(tile=int(tile), tiles=len(todo), tiles_computed=len(pending), tiles_resumed=len(todo) - len(pending),
                 engine="dask" if client is not None else "local",
                 max_abs={name: float(np.max(stats[:, k])) for k, name in enumerate(OUTPUTS) if name in outputs})
+    if recomputed:
+        info["tiles_recomputed_locally"] = recomputed
+    return info

@@ -38,9 +38,9 @@ cross map $c\mapsto\sigma_w^2C(q_x,q_y,c)+\dots$ a contraction (rate $\sigma_w^2
 :class:`~kernelcalc.KernelcalcInputError` names the violated condition.  relu: $q^\star=q_0/(1-\sigma_w^2/2)$,
 well posed iff $\sigma_w^2<2$.
 
-**Numerics.** Fixed points by :func:`optimistix.fixed_point` with
-:class:`optimistix.FixedPointIteration` (the physical iteration, so the attracting fixed point is
-found), ``rtol = atol = 1e-13``; ``info["error_estimate"]`` propagates the last residual through the
+**Numerics.** Fixed points by :func:`optimistix.fixed_point` of Steffensen's map (the physical iteration
+accelerated by Aitken's $\Delta^2$, quadratic convergence also at contraction factors near 1; the slope
+check then confirms the fixed point attracts), ``rtol = atol = 1e-13``; ``info["error_estimate"]`` propagates the last residual through the
 contraction factor ($|y-y^\star|\le|g(y)-y|/(1-r)$).
 """
 
@@ -57,24 +57,52 @@ from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .._validation import KernelcalcInputError, as_input_pair, scale_keywords
 from ..theory.activations import resolve_activation
 from ..theory.gaussian import DEFAULT_TOL, DualKernels, dual_kernels
-from ._gram import error_estimate, gram, max_norm, require_finite
+from ._gram import _max_abs, error_estimate, gram, max_norm, require_finite
 from .._results import Kernel
 from .untied import batched_pair_fn
 
 __all__ = ["deq_kernel"]
 
 _RTOL = 1e-13
-_MAX_STEPS = 200_000
+_MAX_STEPS = 2_000
 
 
 def _fixed_point(g, y0):
+    r"""The fixed point $y^\star=g(y^\star)$ of an elementwise map (each entry of ``y`` a scalar problem: one
+    variance, or one covariance with its marginals fixed), by Steffensen's method: the plain iteration
+    accelerated by Aitken's $\Delta^2$, $G(y)=y-\frac{(g(y)-y)^2}{g(g(y))-2g(y)+y}$, iterated by
+    :func:`optimistix.fixed_point`.  It converges quadratically, also where the plain iteration's rate
+    $g'(y^\star)$ is close to 1 (an Aitken step is kept only where it lowers the residual $|g(y)-y|$, else
+    the plain step is taken) (relu at $\sigma_w^2/2=0.99998$: the plain iteration needs $\sim10^6$ steps),
+    needs no derivative (autodiff of $C(q,q,q)$ is NaN for kinked $\phi$), and is exact in one step for a
+    linear map (relu's $q\mapsto\sigma_w^2q/2+s$).  The caller checks that $y^\star$ attracts
+    ($g'(y^\star)<1$).  Returns ``(y, ok, residual max|g(y) - y|)``."""
     import optimistix as optx   # here, not at the top: ``import kernelcalc`` stays fast
 
-    sol = optx.fixed_point(lambda y, _: g(y), optx.FixedPointIteration(rtol=_RTOL, atol=_RTOL), y0,
+    def aitken(y, _):
+        gy = g(y)
+        d1, d2 = gy - y, g(gy) - 2.0 * gy + y
+        step = y - d1 * d1 / jnp.where(d2 == 0, 1.0, d2)
+        # safeguard: keep the Aitken step only where it lowers the residual (a step out of the domain, such
+        # as a negative variance, gives NaN there and is refused), else take the plain step
+        better = (d2 != 0) & (jnp.abs(g(step) - step) < jnp.abs(d1))
+        return jnp.where(better, step, gy)
+
+    sol = optx.fixed_point(aitken, optx.FixedPointIteration(rtol=_RTOL, atol=_RTOL), y0,
                            max_steps=_MAX_STEPS, throw=False)
     y = sol.value
-    ok = (sol.result == optx.RESULTS.successful) & jnp.all(jnp.isfinite(y))
-    return y, ok, jnp.max(jnp.abs(g(y) - y))
+    res = jnp.max(jnp.abs(g(y) - y))
+    ok = (sol.result == optx.RESULTS.successful) & jnp.all(jnp.isfinite(y)) & jnp.isfinite(res)
+    return y, ok, res
+
+
+def _vs_one(r: float) -> str:
+    """``r`` printed with the fewest digits (at least 4) that keep its side of 1 (0.99998 is not "1")."""
+    for digits in range(4, 18):
+        text = f"{r:.{digits}g}"
+        if math.isnan(r) or ((float(text) < 1) == (r < 1) and (float(text) == 1) == (r == 1)):
+            return text
+    return repr(r)
 
 
 @functools.lru_cache(maxsize=32)
@@ -122,17 +150,20 @@ def _condition_error(act, sigma_w, rate, q, v):
     return KernelcalcInputError(
         f"the {act.name} DEQ is not well posed at sigma_w = {sigma_w:g} (input x.x/d = {v:.4g}): the equilibrium "
         f"kernel needs sigma_w^2 E[phi'(h*)^2] < 1 and a stable variance fixed point q* = sigma_w^2 E[phi(h*)^2] + "
-        f"sigma_u^2 x.x/d + sigma_b^2 (slope < 1), but the contraction factor is {rate:.6g} >= 1 at q* = {q:.6g}; "
+        f"sigma_u^2 x.x/d + sigma_b^2 (slope < 1), but the contraction factor is {_vs_one(rate)} >= 1 at q* = {q:.6g}; "
         "the fixed point is not unique or not attracting; reduce sigma_w")
 
 
 @float64
 @scale_keywords("deq")
-def deq_kernel(x1, x2=None, *, activation, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0) -> Kernel:
+def deq_kernel(x1, x2=None, *, activation, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0,
+               progress: bool | None = None, outputs=("nngp", "ntk"), out=None, client=None) -> Kernel:
     r"""Infinite-width NNGP and NTK of the deep equilibrium model (see the module docstring).
 
     **Arguments:** ``x1`` (N1, d), ``x2`` (N2, d) or ``None``; ``activation``; ``sigma_w``,
     ``sigma_u``, ``sigma_v`` > 0 (scales of $W$, $U$, $v$; default 1), ``sigma_b`` >= 0 (bias scale; default 0).
+    ``outputs``, ``out``, ``client``, ``progress``: as in :func:`~kernelcalc.node_kernel` (tiles, Zarr, dask;
+    the same tile engine).
 
     **Returns:** :class:`~kernelcalc.Kernel` (``model="deq"``) with ``nngp`` $=\sigma_v^2C^\star$ and
     ``ntk`` $=\sigma_v^2(C^\star+\dot C^\star q^\star_{xy}/(1-\sigma_w^2\dot C^\star))$; ``info`` holds the
@@ -156,7 +187,7 @@ def deq_kernel(x1, x2=None, *, activation, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0
             f"the {act.name} DEQ variance map q -> sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_u^2 x.x/d + sigma_b^2 has no "
             f"finite fixed point reachable from q0 = {sigma_u**2 * v_max + sigma_b**2:.4g} (sigma_w = {sigma_w:g}): the "
             f"iteration diverges or does not converge in {_MAX_STEPS} steps (the well-posedness condition is "
-            f"sigma_w^2 E[phi'(h*)^2] < 1; at q0 it is {r0:.4g}); reduce sigma_w")
+            f"sigma_w^2 E[phi'(h*)^2] < 1; at q0 it is {_vs_one(r0)}); reduce sigma_w")
     if max(float(r[0]), float(slope[0])) >= 1:
         raise _condition_error(act, sigma_w, max(float(r[0]), float(slope[0])), float(q[0]), v_max)
     dual = dual_kernels(act, q_max=1.05 * max(float(q[0]), 1e-3))
@@ -168,22 +199,30 @@ def deq_kernel(x1, x2=None, *, activation, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0
         nngp, ntk, ok, rate, err, qm = inner(sxx, syy, sxy)
         i = int(np.argmax(np.where(np.isnan(rate), np.inf, rate)))
         if not rate.flat[i] < 1:
-            raise _condition_error(act, sigma_w, float(rate.flat[i]), float(qm.flat[i]), float(np.max(sxx)))
+            # name the input that fails: the rate of a pair is the larger of its two inputs' rates
+            v = np.unique(np.concatenate([np.ravel(sxx), np.ravel(syy)]))
+            qv, _, _, sl, rv = (np.asarray(o) for o in _compiled(dual, sigma_w, sigma_u, sigma_b, sigma_v)[0](
+                jnp.asarray(v)))
+            worst = np.maximum(np.where(np.isnan(rv), np.inf, rv), np.where(np.isnan(sl), np.inf, sl))
+            j = int(np.argmax(worst))
+            raise _condition_error(act, sigma_w, float(worst[j]), float(qv[j]), float(v[j]))
         if not np.all(ok):
             raise KernelcalcInputError(
                 f"the {act.name} DEQ fixed point did not converge in {_MAX_STEPS} iterations (sigma_w = {sigma_w:g}, "
-                f"largest contraction factor sigma_w^2 E[phi'^2] = {float(np.max(rate)):.6g}, must be < 1)")
+                f"largest contraction factor sigma_w^2 E[phi'^2] = {_vs_one(float(np.max(rate)))}, must be < 1)")
         state.update(rate=max(state["rate"], float(np.max(rate))), err=max(state["err"], float(np.max(err))),
                      q_max=max(state["q_max"], float(np.max(qm))))
         return nngp, ntk
 
-    nngp, ntk, ginfo = gram(a, None if same else b, pair_fn, tol=1e-12)
+    pair_fn.state = state     # running maxima: the tile engine merges the workers' copies (client=)
+    params = dict(sigma_w=sigma_w, sigma_u=sigma_u, sigma_b=sigma_b, sigma_v=sigma_v)
+    nngp, ntk, ginfo = gram(a, None if same else b, pair_fn, tol=1e-12, progress=progress, outputs=outputs,
+                            out=out, client=client, config=dict(model="deq", activation=act.name, params=params))
     require_finite(nngp, ntk, f"the {act.name} DEQ kernel")
     info = dict(expectation=dual.describe(), contraction_factor=state["rate"], q_max=state["q_max"],
                 fixed_point_error_estimate=state["err"], **ginfo, seconds=time.perf_counter() - t0)
-    scale = max(float(np.max(np.abs(nngp))), float(np.max(np.abs(ntk))), 1e-300)
+    scale = max(_max_abs(nngp), _max_abs(ntk), 1e-300)
     gap = 1.0 - state["rate"]
     info["error_estimate"] = error_estimate(nngp, ntk, DEFAULT_TOL / gap**2, state["err"] / scale,
                                             ginfo.get("interpolation_error_estimate"))
-    params = dict(sigma_w=sigma_w, sigma_u=sigma_u, sigma_b=sigma_b, sigma_v=sigma_v)
     return Kernel(nngp=nngp, ntk=ntk, model="deq", activation=act.name, params=params, info=info)

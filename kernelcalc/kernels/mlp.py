@@ -70,6 +70,9 @@ def _compiled(dual: DualKernels, depth: int, sigma_w: float, sigma_b: float, sig
 
 
 _PAIR_BATCH = 512     # pairs per compiled evaluation of the Mehler series
+_CLOSED_BATCH = 8192  # pairs per compiled evaluation of a closed form
+_NORMS = 64           # distinct norms per compiled call at least (padded)
+_SMALL_CALL = 64      # calls of at most this many pairs are padded to this size only
 
 
 def _kinked_closed_form(act) -> bool:
@@ -139,14 +142,16 @@ def mlp_kernel(x1, x2=None, *, activation, depth, sigma_w=1.0, sigma_b=0.0, sigm
         sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
         n = sxy.size
         v, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
-        ms = marginals(jnp.asarray(pad_to(v, bucket(v.size))))
+        # fixed shapes (at least _NORMS norms, batches of a fixed size once a call exceeds one): the
+        # calls of a Gram plan (probes, grid, checks) share one compilation
+        ms = marginals(jnp.asarray(pad_to(v, max(bucket(v.size), _NORMS))))
         # the Mehler series: batches of similar correlation (it is truncated per batch by the largest)
-        batch = _PAIR_BATCH if dual.method == "hermite" else max(n, 1)
+        batch = _PAIR_BATCH if dual.method == "hermite" else _CLOSED_BATCH
         order = by_correlation(sxx, syy, sxy) if n > batch else np.arange(n)
         k_out, ntk_out = np.empty(n), np.empty(n)
         for lo in range(0, n, batch):
             sel = order[lo:lo + batch]
-            size = bucket(sel.size)
+            size = _SMALL_CALL if n <= _SMALL_CALL else batch
             ix, iy = (pad_to(i, size) for i in (inverse[:n][sel], inverse[n:][sel]))
             k, ntk = compiled(ms, jnp.asarray(ix), jnp.asarray(iy), jnp.asarray(pad_to(sxy[sel], size)))
             k_out[sel], ntk_out[sel] = np.asarray(k)[:sel.size], np.asarray(ntk)[:sel.size]

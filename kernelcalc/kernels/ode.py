@@ -34,7 +34,9 @@ when the change stagnates at rounding level (below $10^{-11}$ and no longer decr
 achieved change is ``info["sweep_change"]`` and enters ``info["error_estimate"]``.  The backward equation is linear and solved the same way (no expectations).
 The self-kernels $S_{xx}$ (one per distinct input norm) are solved first, with the diagonal
 coupling through $q_x(t)=S_{xx}(t,t)$ updated each sweep; the cross-kernels then use the fixed
-diagonals.
+diagonals.  Off the sphere a Gram plan announces its norm range (:meth:`GoursatSolver.prepare_range`):
+$q_v(t)$ is then interpolated in $\log v$ (:mod:`kernelcalc.kernels._diagonals`, a few tens of
+self-kernel solves, verified at held-out norms) instead of one solve per distinct norm.
 """
 
 from __future__ import annotations
@@ -53,11 +55,13 @@ from ..theory import recursion as rec
 from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, as_input_pair, positive, positive_int, scale_keywords, warn
 from ..theory.activations import resolve_activation
 from ..theory.assumptions import warn_if_assumption1_fails
-from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_q_limit
+from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_order, hermite_q_limit
+from ..theory.largeq import cheapest_asymptotic_rule
+from ._diagonals import DiagonalInterpolant
 from ._gram import bucket, by_correlation, error_estimate, gram, max_norm, pad_to
 from .._results import Kernel
 from .ode_kinked import KinkedSolverMixin, use_triangles
-from .untied import check_weights, reject_tile_options, untied_node_kernel
+from .untied import check_weights, untied_node_kernel
 
 __all__ = ["node_kernel", "chebyshev_lobatto", "Discretisation", "GoursatSolver", "KinkedGoursatSolver"]
 
@@ -70,8 +74,14 @@ _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t
                           # only algebraically; stop here and report the achieved change
 _MAX_NODES = 513          # time nodes of the composite grid at most
 _MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
+_MAX_CACHED_MARGINALS = 256    # per-norm marginals kept per solver (~0.1 MB each for a 560-term series)
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
-_NUMPY_MAX_WORK = 1e6     # a solve this small runs in numpy, not jit-compiled (see _backend)
+_BOUND = 1e150            # |C| and |S| inside the Picard sweeps (see _bounded)
+_COST_SWEEPS = 40        # Picard sweeps a solve is costed at
+_NUMPY_MAX_WORK = 1.2e8   # a call this small runs in numpy, not jit-compiled (see _backend)
+_NUMPY_MAX_WORK_CLOSED = 1e6   # the same for closed forms (on fine time grids: the n^3 products dominate)
+_JIT_BATCH = 256          # pairs per compiled cross-kernel batch (one shape: one compilation per kernel)
+_JIT_NORMS = 64           # distinct norms per compiled cross-kernel call at least (padded: one shape)
 _MIN_BATCH = 8            # pairs per cross-kernel batch at least (batches are grouped by correlation)
 _MAX_TIME_GRIDS = 32      # memoised (rule, time grid) choices (GoursatSolver._dual_and_M)
 #: (parameters, largest norm) -> (rule, M, info, warnings, {x.x/d: q(t)}): the memo of
@@ -123,9 +133,29 @@ def _picard(step, S_init, tol=None, max_sweeps=None, xp=jnp):
         while cond(state):
             state = body(state)
         S, delta, _, k = state
-        return S, delta, k
-    S, delta, _, k = jax.lax.while_loop(cond, body, (S_init, big, big, 0))
-    return S, delta, k
+    else:
+        S, delta, _, k = jax.lax.while_loop(cond, body, (S_init, big, big, 0))
+    # a solution that reached the bound of _bounded has no finite value there: report it as an overflow
+    return S, xp.where(xp.max(xp.abs(S)) >= 1e-10 * _bound(S_init, xp), xp.inf, delta), k
+
+
+def _bound(S0, xp):
+    """:data:`_BOUND` times the scale of the initial values (at least 1), at most 1e300."""
+    return xp.minimum(_BOUND * xp.maximum(1.0, xp.max(xp.abs(S0))), 1e300)
+
+
+def _bounded(C, xp, S0):
+    r"""$C$ clipped to $\pm$:func:`_bound` (:data:`_BOUND` times the scale of the initial values ``S0``; NaN
+    and $\pm\infty$ included) inside a Picard sweep.
+
+    Near a finite-time blow-up (a super-linear $\phi$ such as $x^2$, whose variance solves a Riccati-type
+    equation) the early sweeps overshoot the solution by many orders of magnitude: unclipped they overflow
+    and the sweeps stop, although the solution is finite on $[0,T]$ and later sweeps would converge to it
+    (the Volterra structure settles the early times first).  Clipped, the sweeps go on; a converged solution
+    that comes within $10^{-10}$ of the bound (the clipped $C$ integrated) has no finite value, and
+    :func:`_picard` reports it as an overflow (the blow-up error).  The bound, $10^{150}$, lies far beyond any variance whose $C$ is representable."""
+    b = _bound(S0, xp)
+    return xp.clip(xp.nan_to_num(C, nan=b, posinf=b, neginf=-b), -b, b)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,10 +217,16 @@ def time_elements(T: float, sigma_w: float) -> int:
 def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: float, backend: str = "jax"):
     """``(self_solve, cross_solve)`` for one grid: jit-compiled (``backend="jax"``), or the same code run
     in numpy (``"numpy"``, for problems too small for the compilation to pay; see :func:`_backend`)."""
+    if _marches(disc):          # the Euler ResNet: exact row-by-row recursions, O(L^2), no sweeps
+        from ._march import euler_march
+        L = disc.A.shape[0] - 1
+        return euler_march(dual, L, float(disc.w[0]) * L, sigma_w, sigma_v)
     xp = np if backend == "numpy" else jnp
     jit = (lambda f: f) if backend == "numpy" else jax.jit
     A, B, P, w = (xp.asarray(a) for a in (disc.A, disc.B, disc.P, disc.w))
     n = A.shape[0]
+    jumps = dual.activation.jumps and dual.method != "hermite"   # (the marginals are the variances alone)
+    odd = dual.activation.is_odd
 
     @jit
     def self_solve(S0):
@@ -201,7 +237,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
             mj = tuple(a[..., None, :] for a in m)
             tl = dual.tails(m, xp)
             C = dual.from_marginals(mi, mj, S, derivative=False, xp=xp, tails=None if tl is None else (tl, tl))
-            return S0[:, None, None] + A @ rec.ode_forward_source(C, sigma_w) @ A.T
+            return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
         return _picard(step, S_init, xp=xp)
@@ -221,9 +257,24 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         tl = dual.tails(m, xp)                        # once: the series truncation of every sweep, per pair
         tails = None if tl is None else (tuple(t[:, ix] for t in tl), tuple(t[:, iy] for t in tl))
 
-        def step(S):
-            C = dual.from_marginals(mx, my, S, derivative=False, xp=xp, tails=tails)
-            return S0[:, None, None] + A @ rec.ode_forward_source(C, sigma_w) @ A.T
+        if jumps:
+            # phi jumps: C(rho) has an infinite slope at rho = 1, so for identical inputs (and opposite ones of an
+            # odd phi) the cross map with the fixed diagonals q has spurious fixed points below S_xx, and Picard
+            # finds one.  There the cross kernel is +-S_xx: iterate it as the self-kernel, with its own diagonal.
+            n0 = xp.sqrt(mx[0][:, 0, 0] * my[0][:, 0, 0])
+            rho0 = xp.where(n0 > 0, S0 / xp.where(n0 > 0, n0, 1.0), 0.0)
+            self_like = (ix == iy) & ((rho0 == 1.0) | ((rho0 == -1.0) & odd))
+
+            def step(S):
+                d = xp.abs(xp.diagonal(S, axis1=1, axis2=2))
+                ax = xp.where(self_like[:, None, None], d[:, :, None], mx[0])
+                ay = xp.where(self_like[:, None, None], d[:, None, :], my[0])
+                C = dual.from_marginals((ax,), (ay,), S, derivative=False, xp=xp)
+                return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
+        else:
+            def step(S):
+                C = dual.from_marginals(mx, my, S, derivative=False, xp=xp, tails=tails)
+                return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
         S, dS, nS = _picard(step, S_init, xp=xp)
@@ -242,22 +293,37 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
     return self_solve, cross_solve, marginals
 
 
+def _marches(disc: Discretisation) -> bool:
+    """Whether ``disc`` is the Euler ResNet's, solved by :func:`kernelcalc.kernels._march.euler_march`."""
+    return disc.name.startswith("euler(")
+
+
 def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
-    r"""``"numpy"`` when one solve of ``problems`` kernels on ``nodes`` time nodes is small enough that
-    running it in numpy beats compiling it, else ``"jax"``.
+    r"""``"numpy"`` when the solves of ``problems`` kernels (all the problems of one call) on ``nodes`` time
+    nodes are small enough that running them in numpy beats compiling them, else ``"jax"``.
 
     The work is $\text{problems}\cdot\text{nodes}^2\cdot\max(\text{terms}, 16)$ (terms: the Hermite series
-    length; 1 for a closed form).  Measured side by side (softplus, 304 terms; busy 2-core machine):
-    numpy takes 1.3-2x the time of the compiled solve once it is compiled (7-8x for a single problem,
-    where numpy's per-operation overhead dominates), but compiling one solve takes 2.7-3 s (~0.3 s from
-    the persistent cache), and the first one also imports jax (~1 s).  Below :data:`_NUMPY_MAX_WORK`
-    (1e6: the time-grid choice, few-pair Grams such as ``kernelcalc limit``) numpy is used; the theta
-    tables of larger Grams (>= 32 problems) stay compiled, so repeated large calls are as fast as before.
+    length; 1 for a closed form).  Measured side by side (softplus, 592 terms, 13 nodes, busy 2-core
+    machine): 1024 cross-kernel problems (work 1e8) take 2.2 s in numpy and 0.43 s compiled, but compiling
+    the cross-kernel solve takes 1.5-2.5 s (the self-kernel solve ~1.8 s, the marginals ~0.7 s), and the
+    first compilation also imports jax (~1-2 s).  Up to :data:`_NUMPY_MAX_WORK` (1.2e8: about 2.5 s of
+    numpy, what the compilation and the import cost; the time-grid choice, the sphere's theta tables, the
+    per-norm self-kernels, few-pair Grams, the norm interpolation of moderately spread norms) numpy is
+    used: the first call on new data, which the Gram plans make, is what counts.  Larger calls are
+    compiled once per kernel, in batches of a fixed size (:data:`_JIT_BATCH`) over a fixed number of
+    norms (:data:`_JIT_NORMS`), so the calls of one Gram plan share one compilation.
+    Closed forms (a few flops per cell, on time grids of up to 513 nodes for kinked ones, where the
+    $n^3$ matrix products dominate) keep the limit 1e6 (:data:`_NUMPY_MAX_WORK_CLOSED`).
     The quadrature rules (trapezoid, polar) are jax only.  The choice depends on the sizes only, so a
     given call always takes the same path (the two agree to rounding, ~1e-15 relative)."""
     if not dual.numpy_ok:
         return "jax"
-    return "numpy" if problems * nodes * nodes * max(dual.points, 16) <= _NUMPY_MAX_WORK else "jax"
+    limit = _NUMPY_MAX_WORK if dual.method == "hermite" else min(_NUMPY_MAX_WORK, _NUMPY_MAX_WORK_CLOSED)
+    return "numpy" if problems * nodes * nodes * max(dual.points, 16) <= limit else "jax"
+
+
+class _BlowUp(KernelcalcInputError):
+    """The solution is not finite (a blow-up or an overflow): a finer time grid may still resolve it."""
 
 
 class GoursatSolver:
@@ -287,9 +353,15 @@ class GoursatSolver:
         self._diagonals: dict = {}  # x.x/d -> q(t) on the final grid (the Gram's plans call us several times)
         self._shared_diagonals: dict = {}   # the same, shared by the calls that reuse this time grid (memo)
         self._shortfalls = 0        # accuracy warnings issued by this solver's sweeps
+        #: what drives the cost of a solve, for the advice of a cost refusal (:func:`cost_refusal`)
+        self.cost_drivers = ("sigma_w or T (time nodes)", "sigma_u or the input norm (the variance q)",
+                             "the number of points")
+        self._interp = None         # DiagonalInterpolant of the Gram's norm range (prepare_range)
+        self._planned_pairs = 0     # pair solves a Gram plan announced (plan_pairs): the backend's work
+        self._marginals: dict = {}  # x.x/d -> its Gaussian marginals on the final grid (numpy rules)
 
     # -- diagnostics -------------------------------------------------------------------------
-    def _blow_up(self, what: str) -> KernelcalcInputError:
+    def _blow_up(self, what: str) -> "_BlowUp":
         """The right error for a non-finite solution: super-linear phi, float64 overflow, or the solver."""
         f = self.activation.numpy_fn
         with np.errstate(all="ignore"):
@@ -302,17 +374,17 @@ class GoursatSolver:
                        or max(vals[0] / 500, vals[3] / 500) > 2.0 * max(vals[1] / 50, vals[2] / 50) + 1e-12)
         where = f"on [0, T = {self.T:g}] (sigma_w = {self.sigma_w:g}, sigma_u = {self.sigma_u:g})"
         if superlinear:
-            return KernelcalcInputError(
+            return _BlowUp(
                 f"{what} of the {self.activation.name} network blows up {where}: phi grows faster than "
                 "linearly, so the infinite-width dynamics exist only on a shorter horizon; reduce T or sigma_w")
         # |phi(h)| <= |phi(0)| + lip |h|: q(t) grows at most like exp(2 sigma_w lip t)
         log_bound = math.log(max(self.sigma_u**2 * self.v_max, 1e-300) + 1.0) + 2.0 * self.sigma_w * lip * self.T
         if log_bound > 700:
-            return KernelcalcInputError(
+            return _BlowUp(
                 f"{what} of the {self.activation.name} network overflows float64 {where}: phi grows "
                 f"linearly (|phi'| <= {lip:.3g}), so q(T) can reach exp({log_bound:.0f}) > 1.8e308; "
                 "reduce T, sigma_w or the input norm")
-        return KernelcalcInputError(
+        return _BlowUp(
             f"{what} of the {self.activation.name} network is not finite {where}, although phi grows at "
             f"most linearly (q(T) <= exp({log_bound:.0f})): the time solver failed ({self.info.get('M')} "
             f"intervals per element, {self.info.get('time_elements', 1)} elements); please report this")
@@ -333,20 +405,28 @@ class GoursatSolver:
     def _check_cost(self, dual, pairs: int, n: int):
         """Refuse (clear error naming the limit) when a solve would take many minutes."""
         unit = 0.05 if dual.method in ("hermite", "closed") else 1.0   # series terms are cheap multiply-adds
-        work = (unit * dual.points * n * n + 0.01 * 4 * n**3) * pairs * 40   # ~40 sweeps: n^2 cells, 2 matmuls
+        if _marches(self.grid(self.M_fixed or _M_SEQUENCE[0])):          # Euler ResNet: one pass, C and Cdot per cell
+            sweeps = (1, "pass (row march)")
+            per_cell = 2 * unit * dual.points
+            per_cell_label = f"operations per cell (C and Cdot: 2 x {dual.points} quadrature points at weight {unit:g})"
+        else:
+            sweeps = (_COST_SWEEPS, "Picard sweeps")
+            per_cell = unit * dual.points + 0.04 * n       # the expectations, and 2 matrix products per sweep
+            per_cell_label = (f"operations per cell ({dual.points} quadrature points at weight {unit:g}, plus {0.04 * n:g} "
+                              "for the matrix products)")
+        work = pairs * sweeps[0] * n * n * per_cell
         if work <= _WORK_LIMIT:
             return
         q = self.info.get("q_max", float("nan"))
-        fns = (self.activation.numpy_fn, self.activation.numpy_derivative)
-        msg = (f"the {self.activation.name} kernel at T = {self.T:g}, sigma_w = {self.sigma_w:g}, sigma_u = "
-               f"{self.sigma_u:g}, largest x.x/d = {self.v_max:.3g} would cost about {work:.1e} integrand "
-               f"evaluations ({pairs} pairs x {n}^2 time cells x {dual.points} quadrature points; the limit is "
-               f"{_WORK_LIMIT:.0e}): the pre-activation variance reaches q = {q:.4g}, on {n} time nodes")
-        if dual.method == "trapezoid":
-            q_lim = hermite_q_limit(fns)
-            msg += (f", the Hermite series needs more than 8192 terms beyond q ~ {q_lim:.3g}, and the trapezoid "
-                    f"rule needs step {dual.rule.step:g}")
-        raise KernelcalcInputError(msg + "; reduce sigma_w, T, sigma_u or the input norm, or use fewer points")
+        detail = f", the Hermite series needs more than 8192 terms beyond q ~ {hermite_q_limit((self.activation.numpy_fn, self.activation.numpy_derivative)):.3g}, and the trapezoid rule needs step {dual.rule.step:g}" if dual.method == "trapezoid" else ""
+        raise KernelcalcInputError(cost_refusal(
+            f"the {self.activation.name} kernel at {self.describe_parameters()}",
+            [(pairs, "pairs"), sweeps, (n * n, f"time cells ({n}^2)"), (per_cell, per_cell_label)],
+            f"the pre-activation variance reaches q = {q:.4g}, on {n} time nodes{detail}", self.cost_drivers))
+
+    def describe_parameters(self) -> str:
+        return (f"T = {self.T:g}, sigma_w = {self.sigma_w:g}, sigma_u = {self.sigma_u:g}, largest x.x/d = "
+                f"{self.v_max:.3g}")
 
     def _nodes(self, M) -> int:
         """Time nodes of the grid ``M`` (per axis)."""
@@ -358,12 +438,13 @@ class GoursatSolver:
         nodes = disc.A.shape[0]
         self._check_cost(dual, len(v), nodes)
         batch = self._batch(dual, nodes)
-        self_solve = _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, min(len(v), batch), nodes))[0]
+        self_solve = _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, len(v), nodes))[0]
         out = []
         for lo in range(0, len(v), batch):
             S, delta, sweeps = self_solve(rec.ode_initial(np.asarray(v[lo:lo + batch], dtype=np.float64), self.sigma_u))
             self._sweeps("self", delta, sweeps, "the pre-activation variance q(t) = E[h_t^2]")
-            out.append(np.diagonal(np.asarray(S), axis1=1, axis2=2))
+            S = np.asarray(S)
+            out.append(S if S.ndim == 2 else np.diagonal(S, axis1=1, axis2=2))   # the march returns diagonals
         return np.concatenate(out)
 
     @staticmethod
@@ -419,12 +500,19 @@ class GoursatSolver:
             coarse = dual_kernels(self.activation, q_max=self.info["q_max"], tol=1e-6)
             strict, self.strict = self.strict, False
             try:
-                q_est = float(np.max(self._self_diagonals(coarse, self.M_fixed or 16, np.array([v_max]))))
+                for M in ((self.M_fixed,) if self.M_fixed else (16, 32, 64)):
+                    try:
+                        q_est = float(np.max(self._self_diagonals(coarse, M, np.array([v_max]))))
+                        break
+                    except _BlowUp:     # a coarse grid can overflow near a blow-up where finer ones do not
+                        if M == 64:
+                            raise
             finally:
                 self.strict = strict
         if not math.isfinite(q_est):
             raise self._blow_up("the pre-activation variance q(t) = E[h_t^2]")
         self.info["q_max"] = q_est
+        self._refuse_early(q_est)
         dual = dual_kernels(self.activation, q_max=1.05 * q_est, strict=self.strict)
         self.info["expectation"] = dual.describe()
         self.info["expectation_error_estimate"] = dual.error_estimate
@@ -437,36 +525,65 @@ class GoursatSolver:
         self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self._nodes(M))
         return dual, M
 
+    def _refuse_early(self, q_est: float) -> None:
+        """Past the Hermite series' reach, check the cost with the cheapest large-q rule before choosing the
+        rule's level (which itself evaluates ~10^7 integrands): a hopeless call is refused in seconds."""
+        cheapest = cheapest_asymptotic_rule(self.activation)
+        if cheapest is None or self.activation.is_polynomial:
+            return
+        fns = (self.activation.numpy_fn, self.activation.numpy_derivative)
+        if hermite_order(fns, 1.05 * q_est) is None:
+            self._check_cost(DualKernels(self.activation, "asymptotic", cheapest), self.pairs_hint,
+                             self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0])
+
     def relative_error_estimate(self) -> float:
         r"""Relative error estimate of one kernel value: the achieved expectation accuracy (amplified by
-        $1+\sigma_wT$ through the time integrals), the time-grid refinement change and the last Picard change."""
+        $1+\sigma_wT$ through the time integrals), the time-grid refinement change, the last Picard change
+        and (off the sphere) ten times the measured interpolation error of the self-kernel diagonals."""
         quad = self.info.get("expectation_error_estimate", DEFAULT_TOL) * (1.0 + self.sigma_w * self.T)
         sweeps = 10.0 * max(self.info.get("sweep_change", 0.0), _SWEEP_TOL)
-        return quad + (self.info.get("time_error_estimate") or 0.0) + sweeps
+        diagonals = 10.0 * self.info.get("diagonal_interpolation_error", 0.0)   # q enters C, C' with O(1) weight
+        return quad + (self.info.get("time_error_estimate") or 0.0) + sweeps + diagonals
 
     def _choose_M(self, dual, v):
         prev, change, M_done = None, float("nan"), _M_SEQUENCE[0]
+        jumps = self.activation.jumps
+        blown = None
         for M in _M_SEQUENCE:
-            if prev is not None and (self.grid(M).A.shape[0] > self.max_nodes
-                                     or (dual.method == "polar" and M > _KINK_M_MAX)):
+            if (prev is not None or blown is not None) and (
+                    self.grid(M).A.shape[0] > self.max_nodes or ((dual.method == "polar" or jumps) and M > _KINK_M_MAX)):
                 break
             M_done = M
-            q = self._self_diagonals(dual, M, np.array([v]))
-            cross, marginals = self._cross(dual, M, 1)
-            zero = np.zeros(1, np.int32)
-            ntk = float(cross(marginals(q), zero, zero, np.asarray([rec.ode_initial(v, self.sigma_u)], dtype=np.float64))[1][0])
+            try:
+                q = self._self_diagonals(dual, M, np.array([v]))
+                cross, marginals, _ = self._cross(dual, M, 1)
+                zero = np.zeros(1, np.int32)
+                # phi that jumps: the self-kernel is exact on any grid (it is iterated with its own diagonal), so
+                # the grid is judged on a pair at correlation 1/2 (C is not smooth near the diagonal t = s)
+                s0 = rec.ode_initial(0.5 * v if jumps else v, self.sigma_u)
+                _, ntk, delta, _ = cross(marginals(q), zero, zero, np.asarray([s0], dtype=np.float64))
+                ntk = float(ntk[0])
+                if not (math.isfinite(float(delta)) and math.isfinite(ntk)):
+                    raise self._blow_up("the kernel")
+            except _BlowUp as err:
+                # near a finite-time blow-up a coarse grid can overflow where the solution is finite: refine
+                blown, prev = err, None
+                continue
+            blown = None
             if prev is not None:
                 scale = max(abs(ntk), abs(prev))  # both 0 for a zero activation: converged, not 0/0
                 change = abs(ntk - prev) / scale if scale > 0 else 0.0
                 if change <= self.tol:
                     return M, change
             prev = ntk
+        if blown is not None:
+            raise blown
         M = M_done
         accuracy_shortfall(
-            f"time grid: the self-kernel NTK still changes by {change:.1e} (relative) at {M} Chebyshev intervals "
+            f"time grid: the {'NTK at correlation 1/2' if jumps else 'self-kernel NTK'} still changes by {change:.1e} (relative) at {M} Chebyshev intervals "
             f"per element ({self.grid(M).A.shape[0]} nodes), above tol = {self.tol:.1e}"
             + (" (a kinked activation: the kernel is not smooth on the diagonal t = s, so the grid converges only "
-               "algebraically)" if dual.method == "polar" else ""), self.strict)
+               "algebraically)" if dual.method == "polar" or jumps else ""), self.strict)
         return M, change
 
     def prepare(self, norms) -> None:
@@ -476,15 +593,48 @@ class GoursatSolver:
         dual, M = self._dual_and_M(v)
         self._cached_diagonals(dual, M, v)
 
+    def prepare_range(self, norms, exact=()) -> None:
+        r"""The Gram plan will call with many norms in the range of ``norms`` (x.x/d): interpolate the
+        self-kernel diagonals $q_v(t)$ in $\log v$ on that range
+        (:class:`~kernelcalc.kernels._diagonals.DiagonalInterpolant`, relative accuracy ``tol``/10,
+        at least 1e-14) instead of one self-kernel solve per distinct norm.  ``exact``: norms solved
+        directly (the plan's check rows: their pair values then share no interpolated diagonal).  The
+        measured interpolation error is ``info["diagonal_interpolation_error"]`` and enters
+        :meth:`relative_error_estimate`; a miss warns."""
+        v = np.asarray(norms, dtype=np.float64)
+        v = v[v > 0]
+        if v.size == 0 or v.max() <= v.min() * (1.0 + 1e-9):
+            return
+        lo, hi = float(v.min()), float(v.max())
+        dual, M = self._dual_and_M(np.array([hi]))
+        target = max(0.1 * self.tol, 1e-14)
+
+        def solve(u):
+            return self._self_diagonals(dual, M, pad_to(u, bucket(u.size)))[: u.size]
+
+        interp = DiagonalInterpolant(solve, lo, hi, target, exact)
+        self._interp = interp
+        self._diagonals.update(interp.exact)
+        self.info.update(diagonal_interpolation_error=interp.error, diagonal_interpolation_nodes=interp.degree + 1)
+        if not interp.met:
+            accuracy_shortfall(f"the self-kernel diagonals q(t): interpolation in log|x|^2 at {interp.degree + 1} "
+                               f"norms leaves a relative error {interp.error:.1e} > {target:.1e}", self.strict)
+
     def _cached_diagonals(self, dual, M, v):
         """Self-kernel diagonals q(t) of the norms ``v`` on the final grid, each solved once per solver, and
         memoised with the time grid for later calls when their sweeps met the tolerance (a solve that
-        warned is kept by this solver only, so that a later call solves it again and warns again)."""
+        warned is kept by this solver only, so that a later call solves it again and warns again).  Norms
+        in the range of :meth:`prepare_range` are interpolated instead."""
         known = self._diagonals
         for x in v.tolist():
             if x not in known and x in self._shared_diagonals:
                 known[x] = self._shared_diagonals[x]
         missing = np.array([x for x in v.tolist() if x not in known])
+        values = {}
+        if missing.size and self._interp is not None:
+            inside = self._interp.covers(missing)
+            values = dict(zip(missing[inside].tolist(), self._interp(missing[inside])))
+            missing = missing[~inside]
         if missing.size:
             if len(known) + missing.size > _MAX_CACHED_DIAGONALS:
                 known.clear()
@@ -495,15 +645,43 @@ class GoursatSolver:
                 if len(self._shared_diagonals) + missing.size > _MAX_CACHED_DIAGONALS:
                     self._shared_diagonals.clear()
                 self._shared_diagonals.update(zip(missing.tolist(), new))
-        return np.stack([known[x] for x in v.tolist()])
+        return np.stack([values[x] if x in values else known[x] for x in v.tolist()])
 
-    def _cross(self, dual, M, pairs, batch=None):
-        """``(cross, marginals)``: the cross-kernel solve for ``pairs`` pairs in batches of ``batch``
-        (default ``pairs``), and the marginals it takes (from the diagonals)."""
+    def plan_pairs(self, pairs: int) -> None:
+        """A Gram plan announces about ``pairs`` pair solves in its next calls (the norm-interpolation
+        grid, in a few calls): the backend (:func:`_backend`) is chosen by their total work, so that the
+        calls share one compilation, or all run in numpy."""
+        self._planned_pairs = int(pairs)
+
+    def _cross(self, dual, M, pairs):
+        """``(cross, marginals, backend)``: the cross-kernel solve for a call of ``pairs`` pairs, the
+        marginals it takes (from the diagonals; numpy where the rule allows, so that only the solve is
+        ever compiled) and the backend (:func:`_backend`)."""
         disc = self.grid(M)
         nodes = disc.A.shape[0]
         self._check_cost(dual, pairs, nodes)
-        return _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, batch or pairs, nodes))[1:]
+        backend = _backend(dual, max(pairs, self._planned_pairs) if pairs > _MIN_BATCH else pairs, nodes)
+        _, cross, marginals = _compiled(dual, disc, self.sigma_w, self.sigma_v, backend)
+        if dual.numpy_ok:
+            marginals = functools.partial(dual.marginal, xp=np)
+        return cross, marginals, backend
+
+    def _marginals_of(self, dual, v, diag, marginals, size):
+        """The marginals of the norms ``v`` (diagonals ``diag``, ``(U, n)``), padded to ``size`` norms; with a
+        numpy rule each norm's are computed once per solver (the Gram plan's calls share most norms)."""
+        if not dual.numpy_ok:
+            return marginals(pad_to(diag, size))
+        cache = self._marginals
+        missing = [i for i, x in enumerate(v.tolist()) if x not in cache]
+        if missing:
+            if len(cache) + len(missing) > _MAX_CACHED_MARGINALS:
+                cache.clear()
+            m = marginals(diag[missing])                       # q (U, n), coefficients (K, U, n)
+            for j, i in enumerate(missing):
+                cache[float(v[i])] = tuple(a[..., j, :] for a in m)
+        parts = [cache[x] for x in v.tolist()]
+        idx = pad_to(np.arange(v.size), size)
+        return tuple(np.stack([p[c] for p in parts], axis=-2)[..., idx, :] for c in range(len(parts[0])))
 
     @float64
     def __call__(self, sxx, syy, sxy):
@@ -512,11 +690,18 @@ class GoursatSolver:
         sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
         v_unique, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
         dual, M = self._dual_and_M(v_unique)
-        diag = pad_to(self._cached_diagonals(dual, M, v_unique), bucket(v_unique.size))   # (U, n)
         n = sxy.size
-        batch = min(self._batch(dual, diag.shape[1]), max(_MIN_BATCH, bucket(n) // 4))
-        cross, marginals = self._cross(dual, M, n, min(bucket(n), batch))
-        marg = marginals(diag)
+        cross, marginals, backend = self._cross(dual, M, n)
+        nodes = self.grid(M).A.shape[0]
+        fixed = backend == "jax" and dual.method == "hermite"
+        if fixed:   # one shape for every large call: one compilation (closed forms and the quadrature rules,
+            # on grids of up to 513 nodes where padding costs more than compiling, keep fitted shapes)
+            batch = min(self._batch(dual, nodes), _JIT_BATCH)
+            norms = max(bucket(v_unique.size), _JIT_NORMS)
+        else:
+            batch = min(self._batch(dual, nodes), max(_MIN_BATCH, bucket(n) // 4))
+            norms = bucket(v_unique.size)
+        marg = self._marginals_of(dual, v_unique, self._cached_diagonals(dual, M, v_unique), marginals, norms)
         # Batches of similar input correlation |rho|: the Mehler series is truncated per batch by its
         # largest |r| (HermiteRule.series), so sorted batches sum far fewer terms.
         order = by_correlation(sxx, syy, sxy)
@@ -526,7 +711,7 @@ class GoursatSolver:
         for lo in range(0, n, batch):      # memory-bounded batches of fixed sizes: few jit compilations
             sl = slice(lo, min(lo + batch, n))
             m = sl.stop - sl.start
-            size = min(bucket(m), batch)
+            size = batch if fixed else min(bucket(m), batch)
             bx, by, b0 = (pad_to(a[sl], size) for a in (ix_all, iy_all, s0_all))
             k, t, delta, sweeps = cross(marg, bx, by, b0)
             nngp[order[sl]], ntk[order[sl]] = np.asarray(k)[:m], np.asarray(t)[:m]
@@ -545,6 +730,19 @@ class KinkedGoursatSolver(KinkedSolverMixin, GoursatSolver):
         return GoursatSolver(self.activation, T=T, sigma_w=self.sigma_w, sigma_u=self.sigma_u, sigma_v=self.sigma_v,
                              tol=self.tol, strict=self.strict, v_max=self.v_max,
                              grid=lambda M: chebyshev_discretisation(M, T, 1))
+
+
+def cost_refusal(what: str, factors, why: str, drivers) -> str:
+    r"""The one message of every cost refusal: ``what`` would cost $W=\prod_k f_k$ (each factor printed, so the
+    quoted product is the product of the printed factors) above the limit, ``why``, and the advice naming
+    every parameter in ``drivers`` that drives the cost.
+
+    **Arguments:** ``factors``: ``[(value, label), ...]``; ``drivers``: the parameters (text) to reduce."""
+    work = math.prod(float(v) for v, _ in factors)
+    shown = " x ".join(f"{v:d} {label}" if isinstance(v, int) else f"{v:.6g} {label}" for v, label in factors)
+    advice = ", ".join(drivers[:-1]) + (" or " if len(drivers) > 1 else "") + drivers[-1]
+    return (f"{what} would cost about {work:.3g} operations ({shown} = {work:.3g}; the limit is {_WORK_LIMIT:.0e}): "
+            f"{why}; reduce {advice}")
 
 
 def check_tol(tol) -> float:
@@ -592,19 +790,21 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     that cluster.  ``progress``: a progress bar over the tiles (``None``, auto: when $N_1N_2\ge 5000^2$
     and stderr is a terminal; ``True``; ``False``).
 
-    Large $\sigma_wT$, $\sigma_u$ or input norms make the pre-activation variance large; when the
-    Gaussian expectations would then cost many minutes the call is refused with a
-    :class:`~kernelcalc.KernelcalcInputError` that names the variance and the limit.
+    Large $\sigma_wT$, $\sigma_u$ or input norms make the pre-activation variance $q$ large.  Past the
+    Hermite series' reach, softplus, silu, tanh and sigmoid take the large-$q$ rule of
+    :mod:`kernelcalc.theory.largeq` (closed-form asymptote + localised remainder: its cost does not grow with
+    $q$, its accuracy is measured and reported); when the Gaussian expectations would still cost many minutes
+    the call is refused with a :class:`~kernelcalc.KernelcalcInputError` that names the variance and the limit.
 
     ``weights="untied"``: independent weights in time, $dh=\sigma_w dB_t\phi(h)/\sqrt n$
     (:func:`kernelcalc.kernels.untied.untied_node_kernel`; its ODE rtol is ``min(tol, 1e-12)``).
     """
     if check_weights(weights) == "untied":
-        reject_tile_options(outputs, out, client)
         if time_nodes is not None:
             raise KernelcalcInputError("time_nodes does not apply to weights='untied' (adaptive ODE solve)")
         return untied_node_kernel(x1, x2, activation=activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u,
-                                  sigma_v=sigma_v, tol=min(positive("tol", tol), 1e-12), progress=progress)
+                                  sigma_v=sigma_v, tol=min(positive("tol", tol), 1e-12), progress=progress,
+                                  outputs=outputs, out=out, client=client)
     T = positive("T", T)
     tol = check_tol(tol)
     if time_nodes is not None:

@@ -8,9 +8,11 @@ $$S_{\ell m} = \sigma_u^2\tfrac{x\cdot y}d + \sigma_w^2\delta^2\!\sum_{i<\ell,\,
 \Lambda_{\ell m} = \sigma_v^2\dot C_{LL} + \sigma_w^2\delta^2\!\sum_{\ell\le i<L,\ m\le j<L}\!\dot C_{ij}\Lambda_{i+1,j+1},$$
 
 $K_{\rm NTK} = \sigma_v^2 C_{LL} + \sigma_w^2\delta^2\sum_{i,j<L} C_{ij}\Lambda_{i+1,j+1} + \sigma_u^2\frac{x\cdot y}d\Lambda_{00}$.
-These are solved exactly (the sums are nilpotent Volterra operators, so Picard iteration
-terminates) by the same code as :func:`~kernelcalc.node_kernel` with the Euler
-:class:`~kernelcalc.kernels.ode.Discretisation`.  As $L\to\infty$ the kernel converges to
+These finite sums are evaluated exactly by marching them row by row
+(:func:`kernelcalc.kernels._march.euler_march`: $O(L^2)$ work, one pass, no Picard sweeps and no
+$O(L^3)$ matrix products, so depths 1024–4096 compute), inside the same
+:class:`~kernelcalc.kernels.ode.GoursatSolver` as :func:`~kernelcalc.node_kernel` (expectation rule, sphere
+tables, cost guard).  As $L\to\infty$ the kernel converges to
 ``node_kernel`` with error $O(1/L)$ for smooth $\phi$.
 """
 
@@ -28,7 +30,7 @@ from ..theory.assumptions import warn_if_assumption1_fails
 from ._gram import error_estimate, gram, max_norm
 from .._results import Kernel
 from .ode import Discretisation, GoursatSolver
-from .untied import check_weights, reject_tile_options, untied_resnet_kernel
+from .untied import check_weights, untied_resnet_kernel
 
 __all__ = ["resnet_kernel", "euler_discretisation"]
 
@@ -43,6 +45,13 @@ def euler_discretisation(L: int, T: float) -> Discretisation:
     P = np.eye(L + 1, k=1)                                                      # (P Lam P^T)_ij = Lam_{i+1,j+1}
     w = delta * (idx < L)
     return Discretisation(f"euler(L={L}, T={T!r})", A.astype(float), B.astype(float), P, w.astype(float))
+
+
+def cost_drivers(depth: int) -> tuple[str, ...]:
+    """What drives the cost of a ResNet kernel solve, for the advice of a cost refusal: ``depth`` first (its
+    ``depth + 1`` layers are the time nodes), then the scales and the number of points."""
+    return (f"depth (depth + 1 = {depth + 1} time nodes)", "sigma_w, T, sigma_u or the input norm (the variance q)",
+            "the number of points")
 
 
 @float64
@@ -60,9 +69,9 @@ def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u
     (:func:`kernelcalc.kernels.untied.untied_resnet_kernel`).
     """
     if check_weights(weights) == "untied":
-        reject_tile_options(outputs, out, client)
         return untied_resnet_kernel(x1, x2, activation=activation, depth=depth, T=T, sigma_w=sigma_w,
-                                    sigma_u=sigma_u, sigma_v=sigma_v, progress=progress)
+                                    sigma_u=sigma_u, sigma_v=sigma_v, progress=progress, outputs=outputs, out=out,
+                                    client=client)
     depth = positive_int("depth", depth)
     T = positive("T", T)
     act = resolve_activation(activation)
@@ -72,6 +81,7 @@ def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u
     solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, M=depth,
                            grid=lambda L: euler_discretisation(L, T), scheme="Euler (exact discrete sums)",
                            v_max=max_norm(a, b), strict=strict, max_nodes=float("inf"))
+    solver.cost_drivers = cost_drivers(depth)
     # no biases: a positively homogeneous phi (relu) gives K(lx, my) = lm K(x, y), any inputs take the sphere
     # table; an odd phi (tanh) gives K(x, -y) = -K(x, y), half the solves
     nngp, ntk, ginfo = gram(a, None if same else b, solver, homogeneous=act.is_positively_homogeneous,

@@ -218,7 +218,8 @@ class _UntiedSolver:
         return pair_fn
 
 
-def _untied(x1, x2, *, activation, T, sigma_w, sigma_u, sigma_v, depth, tol, progress, model):
+def _untied(x1, x2, *, activation, T, sigma_w, sigma_u, sigma_v, depth, tol, progress, model,
+            outputs=("nngp", "ntk"), out=None, client=None):
     T = positive("T", T)
     sigma_w, sigma_u, sigma_v = positive_sigmas(sigma_w, sigma_u, sigma_v)
     tol = positive("tol", tol)
@@ -227,51 +228,53 @@ def _untied(x1, x2, *, activation, T, sigma_w, sigma_u, sigma_v, depth, tol, pro
     a, b, same = as_input_pair(x1, x2)
     solver = _UntiedSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, depth=depth, tol=tol,
                            v_max=max_norm(a, b))
-    nngp, ntk, ginfo = gram(a, None if same else b, solver.pair_fn(), tol=max(tol, 1e-12), progress=progress)
+    params = dict(T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, weights="untied")
+    if depth is not None:
+        params = dict(depth=depth, **params)
+    nngp, ntk, ginfo = gram(a, None if same else b, solver.pair_fn(), tol=max(tol, 1e-12), progress=progress,
+                            outputs=outputs, out=out, client=client,
+                            config=dict(model=model, activation=act.name, params=dict(params, tol=tol)))
     require_finite(nngp, ntk, f"the untied {act.name} {model} kernel")
     info = dict(solver.info, **ginfo, weights="untied", seconds=time.perf_counter() - t0)
     info["error_estimate"] = error_estimate(nngp, ntk, solver.relative_error_estimate(),
                                             ginfo.get("interpolation_error_estimate"))
-    params = dict(T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, weights="untied")
-    if depth is not None:
-        params = dict(depth=depth, **params)
     return Kernel(nngp=nngp, ntk=ntk, model=model, activation=act.name, params=params, info=info)
 
 
 @float64
 def untied_node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
-                       tol: float = 1e-12, progress: bool | None = None) -> Kernel:
+                       tol: float = 1e-12, progress: bool | None = None, outputs=("nngp", "ntk"), out=None,
+                       client=None) -> Kernel:
     r"""Infinite-width NNGP and NTK of the untied Neural ODE $dh=\sigma_w\,dB_t\,\phi(h)/\sqrt n$ on $[0,T]$.
 
     This is ``node_kernel(..., weights="untied")`` (see the module docstring for the derivation).
 
-    **Arguments:** as :func:`~kernelcalc.node_kernel`; ``tol``: rtol = atol of the adaptive ODE solve.
+    **Arguments:** as :func:`~kernelcalc.node_kernel` (``outputs``, ``out``, ``client``, ``progress``: the
+    same tile engine); ``tol``: rtol = atol of the adaptive ODE solve.
 
     **Returns:** :class:`~kernelcalc.Kernel` (``model="node_untied"``) with
     ``nngp`` $=\sigma_v^2C(T)$, ``ntk`` $=\sigma_v^2(C(T)+\dot C(T)\Theta(T))$.
     """
     return _untied(x1, x2, activation=activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v,
-                   depth=None, tol=tol, progress=progress, model="node_untied")
+                   depth=None, tol=tol, progress=progress, model="node_untied", outputs=outputs, out=out,
+                   client=client)
 
 
 @float64
 def untied_resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
-                         progress: bool | None = None) -> Kernel:
+                         progress: bool | None = None, outputs=("nngp", "ntk"), out=None, client=None) -> Kernel:
     r"""Infinite-width NNGP and NTK of the untied Euler ResNet of depth $L$ with $\sqrt{T/L}$ branches.
 
     This is ``resnet_kernel(..., weights="untied")``: the exact discrete recursion
     $S^{\ell+1}=S^\ell+\delta\sigma_w^2C^\ell$, $\Theta^{\ell+1}=\Theta^\ell+\delta\sigma_w^2(\dot C^\ell\Theta^\ell+C^\ell)$
     (module docstring), $O(1/L)$ from :func:`untied_node_kernel`.
 
+    ``outputs``, ``out``, ``client``, ``progress``: as in :func:`~kernelcalc.node_kernel` (the same tile engine).
+
     **Returns:** :class:`~kernelcalc.Kernel` (``model="resnet_untied"``).
     """
     depth = positive_int("depth", depth)
     return _untied(x1, x2, activation=activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v,
-                   depth=depth, tol=1e-12, progress=progress, model="resnet_untied")
+                   depth=depth, tol=1e-12, progress=progress, model="resnet_untied", outputs=outputs, out=out,
+                   client=client)
 
-
-def reject_tile_options(outputs, out, client) -> None:
-    """The untied kernels are computed in one piece: ``outputs``, ``out`` and ``client`` do not apply."""
-    if tuple(outputs) != ("nngp", "ntk") or out is not None or client is not None:
-        raise KernelcalcInputError("outputs=, out= and client= (tiles, Zarr, dask) do not apply to "
-                                   "weights='untied' yet; call it without them")

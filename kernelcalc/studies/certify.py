@@ -505,23 +505,22 @@ def certify_ntk(X, *, model: str = "node", activation, kernel: Kernel | None = N
     :func:`~kernelcalc.resnet_kernel`) and certified with $r$ = ``info["error_estimate"]``:
     certificate ``"a-posteriori discretisation estimate"``.
 
-    **Arguments:** ``X`` (N, d); ``model``: ``"node"``, ``"mlp"`` or ``"resnet"``; ``activation``;
+    **Arguments:** ``X`` (N, d); ``model``: every model with a kernel function, ``"node"``, ``"mlp"``,
+    ``"resnet"``, ``"deq"`` (the untied networks: ``weights="untied"``); ``activation``;
     ``kernel``: an already computed floating-point :class:`~kernelcalc.Kernel` of ``X`` for the
     a-posteriori path (not recomputed); ``lambda_estimate``: see :func:`certify_lambda_min`;
     ``params``: the model's parameters (as for its kernel function; its scales: ``docs/naming.md``).
 
     **Returns:** :class:`CertifiedLambdaMin`.
     """
+    from .. import kernels
+
     act = resolve_activation(activation)
-    if model not in ("node", "mlp", "resnet"):
-        raise KernelcalcInputError(f"model must be 'node', 'mlp' or 'resnet', got {model!r}")
-    if rigorous_available(model, act):
+    fn = kernels.kernel_function(model, params, where="certify_ntk")
+    if rigorous_available(model, act) and params.get("weights", "tied") == "tied":
         K = rigorous_kernel(X, model=model, activation=act, **params)
         return certify_lambda_min(K.ntk, K.info["ntk_radius"], radius_kind="rigorous", lambda_estimate=lambda_estimate)
     if kernel is None:
-        from .. import kernels
-
-        fn = {"node": kernels.node_kernel, "mlp": kernels.mlp_kernel, "resnet": kernels.resnet_kernel}[model]
         kernel = fn(X, activation=act, **params)
     r = kernel.info.get("error_estimate")
     if r is None:

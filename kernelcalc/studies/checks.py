@@ -33,7 +33,8 @@ import numpy as np
 from .._x64 import float64
 from .._results import JsonResult, jsonable
 
-from .._validation import KernelcalcInputError, as_inputs, nonnegative, positive, renamed_keywords, scale_keywords
+from .._validation import (KernelcalcInputError, as_inputs, nonnegative, positive, positive_int, renamed_keywords,
+                           scale_keywords, warn)
 from ..theory.activations import resolve_activation
 
 __all__ = ["CheckReport", "GramSummary", "check", "gram_summary", "GRAM_MODES"]
@@ -94,8 +95,9 @@ class CheckReport(JsonResult):
 
     **Fields:**
 
-    - ``activation``, ``params``: what was checked (``T``, ``sigma_w``, ``sigma_u``,
-      ``sigma_v``, ``singular_tol``, ``sphere_rtol``); ``n``, ``d``: the data shape.
+    - ``model``, ``activation``, ``params``: what was checked (the model's kernel keywords, e.g. ``T``,
+      ``sigma_w``, ``sigma_u``, ``sigma_v`` of the Neural ODE, and ``singular_tol``, ``sphere_rtol``);
+      ``n``, ``d``: the data shape.
     - ``assumption1``: the :class:`~kernelcalc.theory.assumptions.Assumption1Report`.
     - ``on_sphere``: every row has $|\|x\|^2/d - 1| \le$ ``sphere_rtol``;
       ``sphere_deviation`` is the worst $|\|x\|^2/d - 1|$.
@@ -116,7 +118,9 @@ class CheckReport(JsonResult):
       ``entry_radius``: that $r$; ``certification``: the full
       :class:`~kernelcalc.studies.certify.CertifiedLambdaMin`.
     - ``ok``: no problems; ``problems``: why not; ``warnings``: things worth knowing
-      that do not by themselves invalidate the theory's conclusion.
+      that do not by themselves invalidate the theory's conclusion, including every warning the Gram's
+      computation issued (accuracy shortfalls, :class:`~kernelcalc.KernelcalcAccuracyWarning`; they are also
+      issued as warnings).
     """
 
     activation: str
@@ -139,6 +143,7 @@ class CheckReport(JsonResult):
     warnings: tuple[str, ...] = ()
     gram_skipped: str | None = None
     certification: Any = None
+    model: str = "node"
 
     @property
     def lambda_min_certified(self) -> float | None:
@@ -172,7 +177,7 @@ class CheckReport(JsonResult):
         a1 = self.assumption1
         out = {
             "ok": self.ok, "problems": list(self.problems), "warnings": list(self.warnings),
-            "activation": self.activation, "params": dict(self.params), "n": self.n, "d": self.d,
+            "model": self.model, "activation": self.activation, "params": dict(self.params), "n": self.n, "d": self.d,
             "assumption1": a1.to_dict() if hasattr(a1, "to_dict") else str(a1),
             "on_sphere": self.on_sphere, "sphere_deviation": self.sphere_deviation,
             "distinct": self.distinct, "duplicate_pairs": [list(p) for p in self.duplicate_pairs],
@@ -196,8 +201,9 @@ class CheckReport(JsonResult):
 
         par = "yes " + str(list(self.parallel_pairs)) if self.parallel else "no"
         lines = [
-            f"check: activation={self.activation}, T={p['T']:g}, sigma_w={p['sigma_w']:g}, "
-            f"sigma_u={p['sigma_u']:g}, sigma_v={p['sigma_v']:g}; data N={self.n}, d={self.d}",
+            f"check: {'' if self.model == 'node' else f'model={self.model}, '}activation={self.activation}, "
+            + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items()
+                        if k not in ("singular_tol", "sphere_rtol")) + f"; data N={self.n}, d={self.d}",
             "",
             "Assumption 1:",
             *("  " + ln for ln in str(self.assumption1).splitlines()),
@@ -219,7 +225,8 @@ class CheckReport(JsonResult):
             "Gradient descent (Theorem 2 of Gao et al.):",
             row("||X||_2 (spectral norm)", f"{self.data_norm:.6g}"),
             row("step size eta = 1/||X||_2^2", f"{self.step_size:.6e}"),
-            row("contraction 1 - eta*lmin", f"{self.contraction:.12g}"),
+            row("contraction 1 - eta*lmin", "not computed (no Gram)" if self.gram is None
+                else f"{self.contraction:.12g}"),
             "",
         ]
         for w in self.warnings:
@@ -240,20 +247,31 @@ class CheckReport(JsonResult):
                 row("  rounding bound", f"{c.rounding_bound:.3e} (verified Cholesky, {c.attempts} tried)")]
 
 
+#: Kernel keywords that :func:`check` sets itself: the NTK Gram of ``X``, in memory, on ``client``.
+_CHECK_SETS = ("outputs", "out", "progress")
+#: The models whose theory (Gao et al.: the Neural ODE and its Euler ResNet) has Assumption 1 as a
+#: hypothesis: for them a failed Assumption 1 is a problem, for the others (MLP, DEQ) a warning.
+ASSUMPTION1_MODELS = ("node", "resnet")
+
+
 @float64
 @renamed_keywords(tol="singular_tol")
-@scale_keywords("node")
-def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
-          singular_tol=1e-10, sphere_rtol=1e-8, gram="if_applicable", client=None,
-          certify: bool = False) -> CheckReport:
-    r"""Check data ``X`` (N, d) and ``activation`` against the Neural-ODE NTK theory.
+@scale_keywords()
+def check(X, *, activation, model="node", singular_tol=1e-10, sphere_rtol=1e-8, gram="if_applicable", client=None,
+          certify: bool = False, **kernel_args) -> CheckReport:
+    r"""Check data ``X`` (N, d) and ``activation`` against the NTK theory of ``model``.
 
     **Arguments:**
 
     - ``X``: data matrix, one input per row (finite).
     - ``activation``: name, ``"elu(alpha=0.5)"``, expression in ``x`` or
       :class:`~kernelcalc.Activation`.
-    - ``T``, ``sigma_w``, ``sigma_u``, ``sigma_v``: as in :func:`kernelcalc.node_kernel`.
+    - ``model``: every model with an analytic kernel: ``"node"`` (default; ``weights="untied"``: the
+      untied Neural ODE), ``"resnet"`` (also ``weights="untied"``), ``"mlp"``, ``"deq"``.
+    - ``kernel_args``: that model's kernel keywords, as in its kernel function
+      (:func:`kernelcalc.node_kernel`: ``T``, ``sigma_w``, ``sigma_u``, ``sigma_v``, ``weights``, ...;
+      :func:`kernelcalc.mlp_kernel`: ``depth``, ``sigma_w``, ``sigma_b``, ...); one that does not apply
+      to the model is an error.  ``outputs``, ``out`` and ``progress`` are check's own business.
     - ``singular_tol``: the NTK Gram counts as singular when $\lambda_{\min}\le$ ``singular_tol``
       (``tol`` is its deprecated name: in :func:`kernelcalc.node_kernel` ``tol`` is the time-discretisation
       accuracy, which ``check`` leaves at node_kernel's default).
@@ -268,27 +286,56 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
       (``lambda_min_certified`` is ``None``).
     - ``client``: a ``dask.distributed.Client`` or scheduler address: the NTK Gram's tiles run there.
 
+    Assumption 1 is a hypothesis of the Neural-ODE theory (``model="node"``, ``"resnet"``): there a
+    failure is a problem; for ``"mlp"`` and ``"deq"`` it is reported as a warning.
+
     **Returns:** a :class:`CheckReport`; ``report.ok`` is ``False`` when
-    $\lambda_{\min}\le$ ``singular_tol``, Assumption 1 fails, a row is off the sphere, two rows
-    are equal, or the Gram cannot be computed (e.g. the variance ODE of an activation that grows
-    faster than linearly blows up before ``T``); ``report.problems`` says which. It never raises
-    for a failed hypothesis, only for invalid arguments.
+    $\lambda_{\min}\le$ ``singular_tol``, Assumption 1 fails (Neural ODE, ResNet), a row is off the
+    sphere, two rows are equal, or the Gram cannot be computed (e.g. the variance ODE of an activation
+    that grows faster than linearly blows up before ``T``); ``report.problems`` says which. It never
+    raises for a failed hypothesis, only for invalid arguments.
     """
+    import inspect
+
+    from ..kernels import kernel_function
+    from ..kernels._tiles import own_client
+
+    for name in _CHECK_SETS:
+        if name in kernel_args:
+            raise KernelcalcInputError(f"check computes the NTK Gram of X in memory itself: do not pass {name}=")
+    fn = kernel_function(model, kernel_args, where="check")     # a keyword the model does not take: an error
+    sig = inspect.signature(fn).parameters
+    missing = [n for n, p in sig.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and n != "activation"
+               and p.default is inspect.Parameter.empty and n not in kernel_args]
+    if missing:
+        raise KernelcalcInputError(f"check(model={model!r}) needs {', '.join(f'{n}=' for n in missing)} "
+                                   f"(as {fn.__name__} does)")
+    # the model's parameters as the report records them: the horizon's default, then what was passed
+    model_params = {**({"T": sig["T"].default} if "T" in sig else {}), **kernel_args}
+    if "T" in model_params:
+        model_params["T"] = positive("T", model_params["T"])
+    if "depth" in model_params:
+        model_params["depth"] = positive_int("depth", model_params["depth"])
+    # an unreachable scheduler is an input error, not a failed check; a client opened here is closed here
+    with own_client(client) as client:
+        return _check(X, activation=activation, model=model, kernel=fn, model_params=model_params,
+                      singular_tol=singular_tol, sphere_rtol=sphere_rtol, gram=gram, client=client, certify=certify)
+
+
+def _check(X, *, activation, model, kernel, model_params, singular_tol, sphere_rtol, gram, client,
+           certify) -> CheckReport:
+    """The body of :func:`check` (``kernel``: the model's kernel function; ``client``: ``None`` or a
+    connected ``Client``)."""
     import warnings as _warnings
 
     from ..theory.assumptions import Assumption1Warning, analyse
-    from ..kernels import node_kernel
 
     if not isinstance(certify, (bool, np.bool_)):
         raise KernelcalcInputError(f"certify must be True or False, got {certify!r}")
-    if client is not None:   # an unreachable scheduler is an input error, not a failed check
-        from ..kernels._tiles import connect
-
-        client = connect(client)
-
+    dtype = getattr(X, "dtype", None)
     X = as_inputs(X, "X")
     act = resolve_activation(activation)
-    params = {"T": positive("T", T), "sigma_w": sigma_w, "sigma_u": sigma_u, "sigma_v": sigma_v,   # @scale_keywords
+    params = {**model_params,
               "singular_tol": nonnegative("singular_tol", singular_tol), "sphere_rtol": nonnegative("sphere_rtol", sphere_rtol)}
     if not isinstance(gram, str) or gram not in GRAM_MODES:
         raise KernelcalcInputError(f"gram must be one of {GRAM_MODES}, got {gram!r}")
@@ -299,27 +346,21 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
     # --- Assumption 1
     a1 = analyse(act)
     holds = getattr(a1, "holds", None)
-    if holds is False:
+    if holds is False and model not in ASSUMPTION1_MODELS:
+        summary = getattr(a1, "summary", None) or "see the Assumption-1 report"
+        warnings.append(f"activation {act.name} fails Assumption 1 (a hypothesis of the Neural-ODE theory, "
+                        f"not of model={model!r}): {summary}")
+    elif holds is False:
         summary = getattr(a1, "summary", None) or "see the Assumption-1 report"
         problems.append(f"activation {act.name} fails Assumption 1: {summary}")
     elif holds is None:
         warnings.append(f"Assumption 1 could not be decided for {act.name}")
 
-    # --- sphere
-    sq = np.einsum("ij,ij->i", X, X)
-    dev = np.abs(sq / d - 1.0)
-    sphere_deviation = float(dev.max())
+    # --- sphere, distinct / parallel
+    sphere_deviation = float(np.max(np.abs(np.einsum("ij,ij->i", X, X) / d - 1.0)))
     on_sphere = bool(sphere_deviation <= params["sphere_rtol"])
-    if not on_sphere:
-        i = int(dev.argmax())
-        problems.append(f"data not on the sphere |x|^2 = d = {d}: row {i} has |x|^2 = {sq[i]:.6g} "
-                        "(use kernelcalc.data.sphere_normalise)")
-
-    # --- distinct / parallel
     dup, par, min_dist = _pairs(X)
-    if dup:
-        problems.append(f"duplicate rows {', '.join(f'{i}={j}' for i, j in dup[:5])}"
-                        f"{' ...' if len(dup) > 5 else ''} (the NTK Gram is singular)")
+    problems.extend(data_problems(X, sphere_rtol=params["sphere_rtol"], dtype=dtype, pairs=(dup, par, min_dist)))
     antipodal = [p for p in par if p not in set(dup)]
     if antipodal:
         warnings.append(f"parallel rows x_i = -x_j (or a multiple): {antipodal[:5]}; the Gram is singular "
@@ -332,19 +373,37 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
                    + "); pass gram='always' (CLI: --gram always) to compute it")
     else:
         try:
-            with _warnings.catch_warnings():   # Assumption 1 is reported in ``problems`` already
+            # the accuracy warnings of the computation go into the report (and are issued again below, so the
+            # user still sees them); Assumption 1 is reported in ``problems`` already
+            with _warnings.catch_warnings(record=True) as caught:
+                _warnings.simplefilter("always")
                 _warnings.simplefilter("ignore", Assumption1Warning)
-                K = node_kernel(X, activation=act, T=params["T"], sigma_w=params["sigma_w"],
-                                sigma_u=params["sigma_u"], sigma_v=params["sigma_v"], outputs=("ntk",),
-                                **({} if client is None else dict(client=client)))
+                K = kernel(X, activation=act, **model_params, outputs=("ntk",),
+                           **({} if client is None else dict(client=client)))
             gram_info = gram_summary(K.ntk)
         except KernelcalcInputError as err:  # e.g. the variance ODE blows up before T
             skipped = f"the NTK Gram could not be computed: {err}"
             problems.append(skipped)
+        for w in caught:
+            if str(w.message) not in warnings:
+                warnings.append(str(w.message))
+            warn(str(w.message), w.category)
     if gram_info is not None and not gram_info.lambda_min > params["singular_tol"]:
-        problems.append(f"NTK Gram is not strictly positive definite: lambda_min = {gram_info.lambda_min:.3e} "
-                        f"<= singular_tol = {params['singular_tol']:g}")
-    certification = _certify(X, act, params, K, gram_info) if certify and gram_info is not None else None
+        # Weyl: the eigenvalues of the computed Gram lie within ||E||_2 <= n max|E_ij| of the exact ones
+        bound = max(gram_info.lambda_min_error_bound, n * float(K.info.get("error_estimate") or 0.0))
+        if dup:
+            problems.append(f"NTK Gram is not strictly positive definite: lambda_min = {gram_info.lambda_min:.3e} "
+                            f"(it is singular: rows {dup[0][0]} and {dup[0][1]} are equal)")
+        elif abs(gram_info.lambda_min) <= bound:
+            problems.append(f"NTK Gram is numerically singular: lambda_min = {gram_info.lambda_min:.3e} is within its "
+                            f"error bound {bound:.1e} of 0 (<= singular_tol = {params['singular_tol']:g}); this does not "
+                            "prove that the Gram is singular (certify=True / --certify gives a proven lower bound)")
+        else:
+            problems.append(f"NTK Gram is not strictly positive definite to singular_tol: lambda_min = "
+                            f"{gram_info.lambda_min:.3e} <= singular_tol = {params['singular_tol']:g} (error bound "
+                            f"{bound:.1e})")
+    certification = (_certify(X, act, model, model_params, K, gram_info) if certify and gram_info is not None
+                     else None)
     if certification is not None and not certification.positive_definite:
         problems.append(f"lambda_min > 0 is not proved: certified lower bound {certification.lower_bound:.3e} "
                         f"({certification.certificate}, entry radius {certification.entry_radius:.1e})")
@@ -360,16 +419,43 @@ def check(X, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0,
         parallel=bool(par), parallel_pairs=tuple(par[:10]),
         gram=gram_info, data_norm=data_norm, step_size=step, contraction=1.0 - step * lambda_min,
         problems=tuple(problems), warnings=tuple(warnings), gram_skipped=skipped,
-        certification=certification)
+        certification=certification, model=model)
 
 
-def _certify(X, act, params, K, gram):
-    """Certified lambda_min of the NTK Gram: rigorous (arb) for the identity activation, else against
-    the float Gram ``K`` and its ``info["error_estimate"]`` (see :func:`kernelcalc.studies.certify.certify_ntk`)."""
+def _certify(X, act, model, model_params, K, gram):
+    """Certified lambda_min of the NTK Gram: rigorous (arb) for the closed forms (identity Neural ODE,
+    relu/erf MLP), else against the float Gram ``K`` and its ``info["error_estimate"]`` (see
+    :func:`kernelcalc.studies.certify.certify_ntk`)."""
     from .certify import certify_ntk
 
-    node = {k: params[k] for k in ("T", "sigma_w", "sigma_u", "sigma_v")}
-    return certify_ntk(X, model="node", activation=act, kernel=K, lambda_estimate=gram.lambda_min, **node)
+    return certify_ntk(X, model=model, activation=act, kernel=K, lambda_estimate=gram.lambda_min, **model_params)
+
+
+def data_problems(X, *, sphere_rtol: float = 1e-8, dtype=None, pairs=None) -> tuple[str, ...]:
+    r"""What is wrong with data ``X`` (N, d) for the sphere theory, one line each: rows off the sphere
+    $|\|x\|^2/d-1|>$ ``sphere_rtol`` (the worst row and its deviation; float32 data is named, with the remedy)
+    and duplicate rows (the NTK Gram is then singular).  Shared by :func:`check` and ``kernelcalc limit --data``.
+
+    ``dtype``: the data's dtype before conversion to float64, if known; ``pairs``: :func:`_pairs` of ``X``
+    when already computed."""
+    X = np.asarray(X, dtype=np.float64)
+    d = X.shape[1]
+    out = []
+    sq = np.einsum("ij,ij->i", X, X)
+    dev = sq / d - 1.0
+    i = int(np.argmax(np.abs(dev)))
+    if not abs(dev[i]) <= sphere_rtol:
+        single = dtype is not None and np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.float16))
+        hint = (f"the data is {np.dtype(dtype).name}, whose rounding alone is ~{np.finfo(dtype).eps:.0e}: pass float64 "
+                "data (kernelcalc.data.sphere_normalise in float64) or raise sphere_rtol (CLI: --sphere-rtol)"
+                if single else "use kernelcalc.data.sphere_normalise, or raise sphere_rtol (CLI: --sphere-rtol)")
+        out.append(f"data not on the sphere |x|^2 = d = {d}: row {i} has |x|^2/d - 1 = {dev[i]:.2e} (|x|^2 = "
+                   f"{sq[i]:.17g}), beyond sphere_rtol = {sphere_rtol:g}; {hint}")
+    dup = (pairs or _pairs(X))[0]
+    if dup:
+        out.append(f"duplicate rows {', '.join(f'{i}={j}' for i, j in dup[:5])}"
+                   f"{' ...' if len(dup) > 5 else ''} (the NTK Gram is singular)")
+    return tuple(out)
 
 
 def _pairs(X: np.ndarray) -> tuple[list[tuple[int, int]], list[tuple[int, int]], float]:

@@ -21,7 +21,6 @@ $\sum_{k\le D}\dim\mathcal H_k$ with $\dim\mathcal H_k=\binom{k+d-1}{d-1}-\binom
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Sequence
 
 import numpy as np
@@ -32,21 +31,36 @@ from ..theory.activations import resolve_activation
 from .._results import JsonResult
 
 __all__ = ["harmonic_dimension", "sphere_polynomial_dimension", "feature_degree", "feature_rank_bound",
-           "LambdaMinTable", "lambda_min_table"]
+           "LambdaMinTable", "lambda_min_table", "sphere_degree"]
+
+#: Largest N whose Gram eigenvalues are computed densely (eigvalsh); above, kc.spectrum (Lanczos / shift-invert).
+_DENSE_N = 2000
 
 MODELS = ("mlp", "resnet", "node")
 
 
 def harmonic_dimension(k: int, d: int) -> int:
     r"""$\dim\mathcal H_k(\mathbb S^{d-1})=\binom{k+d-1}{d-1}-\binom{k+d-3}{d-1}$ (spherical harmonics of degree $k$)."""
-    k, d = positive_int("k", k, minimum=0), positive_int("d", d)
-    return math.comb(k + d - 1, d - 1) - (math.comb(k + d - 3, d - 1) if k >= 2 else 0)
+    from ..theory.gegenbauer import multiplicity
+
+    return multiplicity(positive_int("k", k, minimum=0), positive_int("d", d))
 
 
 def sphere_polynomial_dimension(D: int, d: int, parity: int | None = None) -> int:
     r"""Dimension of polynomials of degree $\le D$ on $\mathbb S^{d-1}$; with ``parity`` only degrees
     $k\equiv$ ``parity`` $\pmod 2$ (homogeneous polynomials of degree $D$: ``parity = D % 2``)."""
     return sum(harmonic_dimension(k, d) for k in range(D + 1) if parity is None or k % 2 == parity % 2)
+
+
+def sphere_degree(N: int, d: int) -> int:
+    r"""The degree that $N$ points on $\mathbb S^{d-1}$ resolve: the smallest $k$ with
+    $\sum_{j\le k}N(d,j)\ge N$ (the dimension of polynomials of degree $\le k$ on the sphere)."""
+    N, d = positive_int("N", N), positive_int("d", d, minimum=2)
+    k, total = 0, harmonic_dimension(0, d)
+    while total < N:
+        k += 1
+        total += harmonic_dimension(k, d)
+    return k
 
 
 def _model(model: str) -> str:
@@ -117,8 +131,15 @@ class LambdaMinTable(JsonResult):
         for r in self.rows:
             name = r["model"] + (f" L={r['depth']}" if r["depth"] else f" T={self.params['T']:g}")
             bound = "-" if r["rank_bound"] is None else str(r["rank_bound"])
-            lines.append(f"{name:>10} {r['activation']:>10} {r['rank']:>5} {bound:>6} "
+            rank = "-" if r["rank"] is None else str(r["rank"])
+            lines.append(f"{name:>10} {r['activation']:>10} {rank:>5} {bound:>6} "
                          + " ".join(f"{v:9.1e}" for v in r["ratio"]))
+            if r.get("lambda_min_predicted") is not None:
+                pad = " " * 17
+                lines.append(f"{pad}lambda_min " + " ".join(f"{v:9.1e}" for v in r["lambda_min"]))
+                lines.append(f"{pad} predicted " + " ".join(
+                    ("<" if b else " ") + f"{v:8.1e}" for v, b in zip(r["lambda_min_predicted"], r["predicted_is_bound"]))
+                    + "   (N mu_k, k = " + ",".join(str(k) for k in r["degree"]) + ")")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -126,16 +147,62 @@ class LambdaMinTable(JsonResult):
 
 
 
+def _extremes(K: np.ndarray, n: int) -> tuple[float, float]:
+    """(lambda_min, lambda_max) of ``K[:n, :n]``: eigvalsh up to ``_DENSE_N``, else :func:`kernelcalc.spectrum`."""
+    if n <= _DENSE_N:
+        ev = np.linalg.eigvalsh(K[:n, :n])
+        return float(ev[0]), float(ev[-1])
+    from .spectrum import spectrum
+
+    A = np.ascontiguousarray(K[:n, :n])
+    return (float(spectrum(A, 1, "smallest", verify=False).values[0]),
+            float(spectrum(A, 1, "largest", method="lanczos", verify=False).values[0]))
+
+
+def _sphere_prediction(model, depth, activation, T, d, Ns):
+    r"""$N\hat\mu_{k(N)}$ per $N$ (:func:`sphere_degree`): $\hat\mu_k=\mu_k$ when resolved; at a degree
+    whose eigenvalue vanishes by parity (bias-free relu: odd $k\ge3$) while a neighbour $k\pm1$ is
+    resolved, the smaller resolved neighbour (the Gram's smallest block then comes from the other
+    parity); else the bound of $\mu_k$, and the prediction is flagged as an upper bound."""
+    from .sphere_spectrum import sphere_spectrum
+
+    ks = [sphere_degree(n, d) for n in Ns]
+    args = dict(depth=depth) if model == "mlp" else dict(depth=depth, T=T) if model == "resnet" else dict(T=T)
+    sp = sphere_spectrum(model=model, activation=activation, d=d, k_max=max(ks) + 1, kernel="ntk", **args)
+    ok, mu, err = sp.resolved_ntk, sp.mu_ntk, sp.err_ntk
+    pred, is_bound = [], []
+    for n, k in zip(Ns, ks):
+        near = [j for j in (k - 1, k + 1) if j >= 0 and ok[j]]
+        if ok[k]:
+            value, bound = mu[k], False
+        elif near:
+            value, bound = min(mu[j] for j in near), False
+        else:
+            value, bound = err[k], True
+        pred.append(float(n * value))
+        is_bound.append(bound)
+    return dict(degree=tuple(ks), lambda_min_predicted=tuple(pred), predicted_is_bound=tuple(is_bound))
+
+
 @float64
 def lambda_min_table(X, Ns: Sequence[int], *, activations=("x**2", "softplus"),
                      models=(("mlp", 1), ("mlp", 2), ("resnet", 1), ("node", None)), T=0.3,
-                     rank_rtol=1e-10) -> LambdaMinTable:
+                     rank_rtol=1e-10, sphere_prediction: bool = False) -> LambdaMinTable:
     r"""$\lambda_{\min}(K^\infty)$ as the data set grows, for polynomial and non-polynomial activations.
 
     **Arguments:** ``X`` (N, d) inputs (the first $N$ rows are used for each $N$ in ``Ns``);
     ``activations``; ``models``: ``(model, depth)`` pairs (``depth`` ``None`` for ``"node"``); ``T``:
     horizon of the ResNet and Neural ODE (a quadratic Neural ODE blows up in finite time, so keep
     $T$ small); ``rank_rtol``: relative eigenvalue threshold for the numerical rank.
+
+    ``sphere_prediction``: the inputs lie on the sphere $x\cdot x=d$ (spread uniformly): add the
+    spectrum's prediction $\lambda_{\min}(K_N)\approx N\mu_{k(N)}$, with $\mu_k$ the NTK's
+    eigenvalues on the sphere (:func:`~kernelcalc.sphere_spectrum`) and $k(N)$ the degree $N$ points
+    resolve (:func:`sphere_degree`), as ``lambda_min_predicted``, ``degree`` and ``predicted_is_bound``
+    of every row.  The Gram of $N$ well-spread points has eigenvalues $\approx N\mu_k$ in blocks of
+    $N(d,k)$; once $N$ passes $\sum_{j<k}N(d,j)$ the degree-$k$ block is the smallest.  Above
+    $N=2000$ the extreme eigenvalues are measured with :func:`~kernelcalc.spectrum` (shift-invert /
+    Lanczos) and the numerical ``rank`` is ``None``.
 
     **Returns:** a :class:`LambdaMinTable`.
     """
@@ -147,6 +214,11 @@ def lambda_min_table(X, Ns: Sequence[int], *, activations=("x**2", "softplus"),
     if not Ns or max(Ns) > X.shape[0]:
         raise KernelcalcInputError(f"Ns must be non-empty and at most N = {X.shape[0]}, got {Ns}")
     X = X[: max(Ns)]
+    if sphere_prediction:
+        norms = np.sum(X * X, axis=1) / X.shape[1]
+        if X.shape[1] < 2 or np.max(np.abs(norms - 1.0)) > 1e-8:
+            raise KernelcalcInputError("sphere_prediction needs inputs on the sphere x.x = d (d >= 2); "
+                                       f"x.x/d ranges over [{norms.min():.6g}, {norms.max():.6g}]")
     rows = []
     for model, depth in models:
         _model(model)
@@ -157,15 +229,22 @@ def lambda_min_table(X, Ns: Sequence[int], *, activations=("x**2", "softplus"),
                 K = resnet_kernel(X, activation=a, depth=depth, T=T).ntk
             else:
                 K = node_kernel(X, activation=a, T=T).ntk
-            ev_full = np.linalg.eigvalsh(K)
+            rank = None
+            if X.shape[0] <= _DENSE_N:
+                ev_full = np.linalg.eigvalsh(K)
+                rank = int(np.sum(ev_full > rank_rtol * ev_full[-1]))
             lam, ratio = [], []
             for n in Ns:
-                ev = np.linalg.eigvalsh(K[:n, :n])
-                lam.append(float(ev[0]))
-                ratio.append(float(ev[0] / ev[-1]))
+                lo, hi = _extremes(K, n)
+                lam.append(lo)
+                ratio.append(lo / hi)
             collapse = next((n for n, r in zip(Ns, ratio) if r <= rank_rtol), None)
-            rows.append(dict(model=model, depth=depth, activation=resolve_activation(a).name, ratio=tuple(ratio),
-                             lambda_min=tuple(lam), rank=int(np.sum(ev_full > rank_rtol * ev_full[-1])),
-                             rank_bound=feature_rank_bound(a, model, X.shape[1], depth), collapse_N=collapse))
+            row = dict(model=model, depth=depth, activation=resolve_activation(a).name, ratio=tuple(ratio),
+                       lambda_min=tuple(lam), rank=rank,
+                       rank_bound=feature_rank_bound(a, model, X.shape[1], depth), collapse_N=collapse)
+            if sphere_prediction:
+                row.update(_sphere_prediction(model, depth, a, T, X.shape[1], Ns))
+            rows.append(row)
     return LambdaMinTable(Ns=tuple(Ns), rows=tuple(rows),
-                          params=dict(N=X.shape[0], d=X.shape[1], T=T, rank_rtol=rank_rtol))
+                          params=dict(N=X.shape[0], d=X.shape[1], T=T, rank_rtol=rank_rtol,
+                                      sphere_prediction=bool(sphere_prediction)))

@@ -60,7 +60,6 @@ DENSE_MAX = 256
 _U = 2.0 ** -53
 _SINGLE_THREAD_FROM = 4096
 _BLOCK = 2048
-_MODELS = ("node", "resnet", "mlp")
 
 
 def _gamma(m: int) -> float:
@@ -104,11 +103,9 @@ def _resolve_matrix(A, kernel_args):
 
         args = dict(kernel_args)
         model = args.pop("model", "node")
-        if model not in _MODELS:
-            raise KernelcalcInputError(f"model must be one of {_MODELS}, got {model!r}")
         if "outputs" in args:
             raise KernelcalcInputError("spectrum computes the NTK Gram itself: do not pass outputs=")
-        fn = {"node": kernels.node_kernel, "resnet": kernels.resnet_kernel, "mlp": kernels.mlp_kernel}[model]
+        fn = kernels.kernel_function(model, args, where="spectrum")
         K = fn(A, outputs=("ntk",), **args)
         return K.ntk, f"{model} NTK Gram of the data"
     from ..kernels import Kernel
@@ -277,7 +274,8 @@ def spectrum(A, k: int = 1, which: str = "smallest", *, method: str = "auto", ve
 
     - ``A``: a symmetric matrix (numpy array), a Zarr array, a Zarr group (its ``ntk`` array), a
       :class:`~kernelcalc.Kernel` (its ``ntk``), or data $X$ (N, d) together with kernel arguments:
-      ``model`` (``"node"`` default, ``"resnet"``, ``"mlp"``) and that kernel's keywords, e.g.
+      ``model`` (``"node"`` default, ``"resnet"``, ``"mlp"``, ``"deq"``; the untied networks with
+      ``weights="untied"``) and that kernel's keywords, e.g.
       ``spectrum(X, model="node", activation="softplus", T=1.0)`` (the NTK Gram is computed with
       ``outputs=("ntk",)``; add ``out="gram.zarr"`` to keep it on disk, ``client=`` for dask).
     - ``k``: how many, $1\le k\le N$; ``which``: ``"smallest"`` or ``"largest"``.

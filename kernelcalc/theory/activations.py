@@ -28,10 +28,13 @@ import dataclasses
 import functools
 import math
 import re
+import warnings
 from typing import Callable, Mapping
 
 import numpy as np
 import sympy as sp
+
+from .._validation import KernelcalcInputError
 
 __all__ = ["Activation", "ActivationError", "BUILTIN_NAMES", "parse_expression", "resolve_activation", "X",
            "array_functions"]
@@ -60,8 +63,9 @@ def _odd(expr: sp.Expr) -> bool:
         return False
 
 
-class ActivationError(ValueError):
-    """Bad activation specification (unknown name, unparsable expression, bad parameter)."""
+class ActivationError(KernelcalcInputError):
+    r"""Bad activation specification (unknown name, unparsable expression, bad parameter), or an activation
+    no kernel can be computed for (not real or not finite on all of $\mathbb R$, jumps away from 0)."""
 
 
 def _stable_jax_overrides() -> dict[str, tuple[Callable, Callable]]:
@@ -510,6 +514,15 @@ def _lambdify(expr: sp.Expr, backend: str) -> Callable:
     return lambda x: jnp.full(jnp.shape(x), value)
 
 
+def _almost_everywhere(d: sp.Expr) -> sp.Expr:
+    """``d`` without its Dirac parts: ``DiracDelta`` terms and derivatives of ``floor``/``ceiling`` (0 off the
+    jumps) set to 0."""
+    d = d.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
+    d = d.replace(lambda e: isinstance(e, (sp.Derivative, sp.Subs)) and e.has(sp.floor, sp.ceiling, sp.frac),
+                  lambda e: sp.S.Zero)
+    return d.replace(lambda e: isinstance(e, sp.Subs) and e.expr == 0, lambda e: sp.S.Zero)
+
+
 def _np_heaviside(x, h0=0.5):
     return np.heaviside(x, h0)
 
@@ -579,8 +592,54 @@ class Activation:
     # ------------------------------------------------------------------ symbolic
     @functools.cached_property
     def derivative(self) -> sp.Expr:
-        r"""$\phi'(x)$, derived symbolically."""
-        return sp.diff(self.expr, X)
+        r"""$\phi'(x)$, derived symbolically: the derivative almost everywhere.
+
+        Where $\phi$ jumps (``sign``, ``Heaviside``, ``floor``, ``ceiling``) its distributional derivative
+        has Dirac parts; they are dropped, as for relu's $\phi'=$ ``Heaviside``, and as autodiff does
+        (``jax.grad(jnp.sign)`` is 0).  So ``sign(x)`` has derivative 0 and ``floor(x) + x`` derivative 1:
+        the kernels' $\dot C=E[\phi'\phi']$ is that of the finite-width networks' gradients, and the
+        Assumption-1 analysis reports the jump (:func:`~kernelcalc.analyse`)."""
+        return _almost_everywhere(sp.diff(self.expr, X))
+
+    @functools.cached_property
+    def jumps(self) -> bool:
+        r"""True when the distributional derivative of $\phi$ has a Dirac part that :attr:`derivative` drops
+        (a ``DiracDelta`` or a derivative of ``floor``/``ceiling`` in ``diff(phi)``; a term like
+        ``x*DiracDelta(x)``, which is 0, also counts)."""
+        return _almost_everywhere(sp.diff(self.expr, X)) != sp.diff(self.expr, X)
+
+    @functools.cached_property
+    def real_line_defect(self) -> str | None:
+        r"""Why $\phi$ is not a finite real function on all of $\mathbb R$, or ``None`` when it is.
+
+        A Gaussian pre-activation takes every real value, so $E[\phi(a)\phi(b)]$ needs $\phi$ real and
+        finite everywhere: a pole (``tan(x)``, ``1/x``, ``log(x)`` at 0; found by sympy's
+        ``singularities``) or a value that is not a finite real number on a grid of $[-30, 30]$
+        (``sqrt(x)``, ``log(x)`` for $x<0$) is named."""
+        try:
+            poles = sp.singularities(self.expr, X, sp.Reals)
+        except Exception:  # noqa: BLE001  sympy cannot tell: the grid below still looks
+            poles = sp.EmptySet
+        if poles is not sp.EmptySet and poles != sp.EmptySet:
+            first = poles.args[0] if isinstance(poles, sp.FiniteSet) else None
+            if isinstance(poles, (sp.Union, sp.ImageSet)):
+                imgs = [poles] if isinstance(poles, sp.ImageSet) else [a for a in poles.args if isinstance(a, sp.ImageSet)]
+                if imgs:
+                    first = imgs[0].lamda.expr.subs(imgs[0].lamda.variables[0], 0)
+            at = f" at x = {first}" if first is not None else f" (at x in {poles})"
+            return f"{self.name} is infinite{at} (a singularity)"
+        z = np.concatenate([np.linspace(-30.0, 30.0, 6001), [-1.0, -0.5, 0.0, 0.5, 1.0]])
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                v = np.asarray(self.numpy_fn(z)) * np.ones_like(z)
+            except (TypeError, ValueError, ArithmeticError):
+                return f"{self.name} cannot be evaluated as a real function"
+        bad = ~np.isfinite(v) if not np.iscomplexobj(v) else ~(np.isfinite(v) & (np.imag(v) == 0))
+        if bad.any():
+            i = int(np.argmax(bad))
+            return f"{self.name} is not a finite real number at x = {z[i]:g} (value {v[i]})"
+        return None
 
     @functools.cached_property
     def second_derivative(self) -> sp.Expr:

@@ -76,6 +76,9 @@ class Verdict:
         return {"holds": self.holds, "reason": self.reason, "constant": self.constant}
 
 
+_HERMITE_SHOWN = 7      # Hermite coefficients a_0..a_7 in the report
+
+
 @dataclasses.dataclass(frozen=True)
 class Assumption1Report:
     """The Assumption-1 analysis of one activation (see :func:`analyse`)."""
@@ -112,9 +115,26 @@ class Assumption1Report:
                  for k, v in self.verdicts.items() if v.holds is None]
         return "undetermined: " + "; ".join(parts)
 
+    @property
+    def hermite(self):
+        r"""The first Hermite coefficients $a_0..a_{7}$ of $\phi(z)$, $z\sim N(0,1)$
+        (:func:`~kernelcalc.theory.hermite.hermite_coefficients`): Assumption 1's non-polynomial condition
+        seen numerically (a polynomial of degree $p$ has $a_j=0$ for $j>p$); ``None`` when $\phi$ cannot
+        be evaluated numerically."""
+        from .hermite import hermite_coefficients
+
+        try:
+            return hermite_coefficients(self.expr, q=1.0, k_max=_HERMITE_SHOWN)
+        except Exception:   # noqa: BLE001  (an expression numpy cannot evaluate: the report stands without it)
+            return None
+
     def to_dict(self) -> dict:
+        h = self.hermite
         return {"activation": self.activation, "expr": self.expr, "holds": self.holds,
-                "summary": self.summary, **{k: v.to_dict() for k, v in self.verdicts.items()}}
+                "summary": self.summary, **{k: v.to_dict() for k, v in self.verdicts.items()},
+                "hermite": None if h is None else {"q": 1.0, "coefficients": h.coefficients.tolist(),
+                                                   "error_bound": h.error_bound.tolist(),
+                                                   "polynomial_degree": h.polynomial_degree}}
 
     def __str__(self) -> str:
         rows = [(_NAMES[k], {True: "yes", False: "NO", None: "?"}[v.holds],
@@ -127,6 +147,9 @@ class Assumption1Report:
                  f"  {'-' * w0}  -----  {'-' * w2}  ------"]
         lines += [f"  {a:<{w0}}  {b:<5}  {c:<{w2}}  {d}" for a, b, c, d in rows]
         lines.append(f"  => {self.summary}")
+        h = self.hermite
+        if h is not None:
+            lines.append("  " + h.table().replace("\n", "\n  "))
         return "\n".join(lines)
 
 
@@ -549,10 +572,38 @@ def _analyse_expr(act: Activation) -> Assumption1Report:
         return Assumption1Report(act.name, str(act.expr), u, u, u, nonpoly)
 
 
+def _integer_jump(act: Activation):
+    r"""A jump of $\phi$ where the argument of one of its ``floor``/``ceiling`` is an integer: ``(x0, left, right)``
+    with one-sided limits that differ, or ``None`` (the integers $-3..3$ and roots in $[-20, 20]$ are tried)."""
+    for atom in act.expr.atoms(sp.floor, sp.ceiling):
+        for k in sorted(range(-3, 4), key=abs):
+            try:
+                roots = sp.solveset(sp.Eq(atom.args[0], k), X, sp.Interval(-20, 20))
+            except Exception:  # noqa: BLE001  sympy cannot solve it: try the next integer
+                continue
+            if not isinstance(roots, sp.FiniteSet):
+                continue
+            for x0 in sorted(roots, key=lambda r: abs(float(r))):
+                left, right = _limit(act.expr, x0, "-"), _limit(act.expr, x0, "+")
+                if left.is_number and right.is_number and abs(float(left - right)) > 1e-12:
+                    return x0, left, right
+    return None
+
+
 def _analyse_unguarded(act: Activation) -> Assumption1Report:
     try:
         pieces = _pieces(act.expr)
     except _Undetermined as err:
+        jump = _integer_jump(act) if act.expr.has(sp.floor, sp.ceiling) else None
+        if jump is not None:
+            x0, left, right = (_fmt(v) for v in jump)
+            return Assumption1Report(
+                act.name, str(act.expr),
+                Verdict(False, f"φ = {act.expr} jumps at x = {x0}: left limit {left}, right limit {right}"),
+                Verdict(False, f"φ jumps at x = {x0}, so φ' does not exist there; kernels use φ' = "
+                               f"{act.derivative} almost everywhere, as autodiff does"),
+                Verdict(True, f"φ jumps at x = {x0}, so it is not affine"),
+                Verdict(True, f"φ jumps at x = {x0}, and a polynomial is continuous"))
         u = Verdict(None, f"undetermined: {err}")
         nonpoly = Verdict(False, f"φ is a polynomial of degree {act.polynomial_degree}") if act.is_polynomial else u
         return Assumption1Report(act.name, str(act.expr), u, u, u, nonpoly)
@@ -565,7 +616,8 @@ def _analyse_unguarded(act: Activation) -> Assumption1Report:
     else:
         dphi_lip = None
     if phi_jump is not None:
-        dphi_lip = Verdict(False, f"φ jumps at x = {_fmt(phi_jump[0])}, so φ' does not exist there")
+        dphi_lip = Verdict(False, f"φ jumps at x = {_fmt(phi_jump[0])}, so φ' does not exist there; kernels use φ' = "
+                                  f"{act.derivative} almost everywhere, as autodiff does")
     elif dphi_lip is None:
         dphi_lip = _lipschitz(dpieces, "φ'", act.derivative, "φ''")
     nonlin = _nonlinear(act, pieces, dpieces)

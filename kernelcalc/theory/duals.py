@@ -8,6 +8,8 @@ activation     $C$                                                   $\dot C$
 =============  ====================================================  ==========================================
 relu           $\frac{n}{2\pi}(\sin\theta + (\pi-\theta)\cos\theta)$  $\frac{\pi-\theta}{2\pi}$
 leaky_relu     $\alpha c + (1-\alpha)^2 C_{\rm relu}$                $\alpha + (1-\alpha)^2\dot C_{\rm relu}$
+sign           $\frac2\pi\arcsin\frac cn=1-\frac{2\theta}\pi$         $0$ (the a.e. derivative)
+Heaviside      $\frac{\pi-\theta}{2\pi}$                              $0$ (the a.e. derivative)
 erf            $\frac2\pi\arcsin\frac{2c}{\sqrt{(1+2q_1)(1+2q_2)}}$  $\frac{4}{\pi\sqrt{(1+2q_1)(1+2q_2)-4c^2}}$
 gelu           $\frac{q_1q_2J+(1+q_1+q_2)c\beta+c^2/\Delta}{2\pi P}$  $\frac1{2\pi}\big(\beta+\frac c\Delta(\frac1{1+q_1}+\frac1{1+q_2}+\frac1{\Delta^2})\big)$
 sin            $e^{-(q_1+q_2)/2}\sinh c$                              $e^{-(q_1+q_2)/2}\cosh c$
@@ -124,6 +126,18 @@ def _relu_C(o, q1, q2, c):
 def _step_C(o, q1, q2, c):
     _, t = _theta(o, q1, q2, c)
     return (o.pi - t) / (2 * o.pi)
+
+
+def _sign_C(o, q1, q2, c):
+    r"""$E[\mathrm{sign}(a)\mathrm{sign}(b)]=\frac2\pi\arcsin\rho=1-\frac{2\theta}\pi$ (0 when a variance is 0:
+    $\mathrm{sign}(0)=0$)."""
+    _, t = _theta(o, q1, q2, c)
+    return 1 - 2 * t / o.pi
+
+
+def _zero_C(o, q1, q2, c):
+    r"""$E[\phi'(a)\phi'(b)]$ for $\phi'=0$ almost everywhere (sign, Heaviside: the a.e. derivative)."""
+    return 0 * c
 
 
 def _erf_C(o, q1, q2, c):
@@ -261,6 +275,9 @@ _NAMED = {
     "sin": lambda act: ClosedFormDual("sin", _sin_C, _cos_C),
     "cos": lambda act: ClosedFormDual("cos", _cos_C, _sin_C),
 }
+#: jump activations with closed forms (their a.e. derivative is 0): expression -> dual
+_JUMPS = {sp.sign(X): lambda: ClosedFormDual("sign", _sign_C, _zero_C),
+          sp.Heaviside(X): lambda: ClosedFormDual("Heaviside", _step_C, _zero_C)}
 _REFERENCE_EXPR = {"relu": sp.Max(0, X), "erf": sp.erf(X), "gelu": X * (1 + sp.erf(X / sp.sqrt(2))) / 2,
                    "sin": sp.sin(X), "cos": sp.cos(X)}
 #: functions an expression must contain to be compared with a reference (skips a useless ``simplify``)
@@ -269,12 +286,13 @@ _REFERENCE_NEEDS = {"gelu": (sp.erf, sp.erfc)}
 
 @functools.lru_cache(maxsize=256)
 def closed_form_dual(activation: Activation) -> ClosedFormDual | None:
-    """The closed-form dual of ``activation`` if one is known, else ``None``.
+    r"""The closed-form dual of ``activation`` if one is known, else ``None``.
 
     Recognises built-ins and user expressions equal to them (``Max(0, x)``, ``erf(x)``,
     ``x*(1+erf(x/sqrt(2)))/2``, also written with ``erfc``, ``sin(x)``, ``cos(x)``; equality proved by sympy:
     a float approximation such as ``erf(0.7071*x)`` or the tanh approximation of GELU is not recognised)
-    and every polynomial (``identity``, ``quadratic``, ``x**3 - x`` ...).
+    and every polynomial (``identity``, ``quadratic``, ``x**3 - x`` ...), and the jumps ``sign(x)`` and
+    ``Heaviside(x)`` (with $\dot C=0$: their derivative almost everywhere, see :attr:`Activation.derivative`).
     """
     if activation.builtin in _NAMED:
         return _NAMED[activation.builtin](activation)
@@ -284,6 +302,8 @@ def closed_form_dual(activation: Activation) -> ClosedFormDual | None:
                               _polynomial_dual(deriv))
     if activation.builtin is not None:  # a built-in without a closed form
         return None
+    if activation.expr in _JUMPS:
+        return _JUMPS[activation.expr]()
     for key, ref in _REFERENCE_EXPR.items():
         if key in _REFERENCE_NEEDS and not activation.expr.has(*_REFERENCE_NEEDS[key]):
             continue

@@ -1,0 +1,92 @@
+"""Long horizons (issue 17, part 3): the sigma_w*T = 10 table for every built-in activation.
+
+For each built-in: ``node_kernel`` on N = 200 points on the sphere (d = 10, sigma_u = sigma_v = 1, default
+tol), at T = 1 and at T = 10 (sigma_w = 1), each in a FRESH process (cold: the first call on data the process
+has not seen, jit compilation and imports included; nothing memoised), side by side in one run.  Prints and
+returns one dict per activation: the two wall times, their ratio (target <= 10), the error estimate at T = 10
+relative to max|NTK| (target <= 1e-9), the expectation rule and q(T), or the refusal / failure text (the
+quadratic activation blows up in finite time: a clear refusal is the right answer there).
+
+Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin]``; the lead's
+``benchmarks/bench_regimes.py`` calls :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+BUILTINS = ("relu", "leaky_relu", "softplus", "tanh", "sigmoid", "erf", "gelu", "silu", "sin", "cos", "elu",
+            "quadratic", "identity")
+
+_CHILD = r"""
+import json, sys, time, warnings
+import numpy as np
+t0 = time.perf_counter()
+import kernelcalc as kc
+from kernelcalc.data import sphere_normalise
+act, T, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+X = sphere_normalise(np.random.default_rng(0).normal(size=(n, 10)))
+out = dict(activation=act, T=T)
+try:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        k = kc.node_kernel(X, activation=act, T=T)
+    out.update(seconds=time.perf_counter() - t0, error=float(k.info["error_estimate"]) / float(np.max(np.abs(k.ntk))),
+               rule=k.info.get("expectation"), q_max=k.info.get("q_max"), time_nodes=k.info.get("time_nodes"),
+               warnings=[str(w.message)[:160] for w in caught if "Assumption" not in str(w.message)])
+except Exception as e:  # a refusal (KernelcalcInputError) or a failure: recorded, not raised
+    out.update(seconds=time.perf_counter() - t0, failure=f"{type(e).__name__}: {e}"[:300])
+print(json.dumps(out))
+"""
+
+
+def _one(act: str, T: float, n: int, timeout: float) -> dict:
+    env = dict(os.environ)
+    try:
+        p = subprocess.run([sys.executable, "-c", _CHILD, act, str(T), str(n)], capture_output=True, text=True,
+                           timeout=timeout, env=env)
+        line = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+        return json.loads(line[-1]) if line else dict(activation=act, T=T, failure=p.stderr[-300:])
+    except subprocess.TimeoutExpired:
+        return dict(activation=act, T=T, seconds=timeout, failure=f"timeout after {timeout:g} s")
+
+
+def run(n: int = 200, timeout: float = 600.0, activations=BUILTINS) -> list[dict]:
+    """The sigma_w*T = 10 table (module doc): one dict per activation, printed as it is measured."""
+    print(f"sigma_w*T = 10 against T = 1: node_kernel, N = {n} on the sphere (d = 10), cold (fresh process each)")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'activation':<11} {'T=1 s':>7} {'T=10 s':>8} {'ratio':>6} {'err T=10':>9}  rule / outcome")
+    rows = []
+    for act in activations:
+        a, b = _one(act, 1.0, n, timeout), _one(act, 10.0, n, timeout)
+        row = dict(activation=act, seconds_T1=a.get("seconds"), seconds_T10=b.get("seconds"),
+                   ratio=(b["seconds"] / a["seconds"]) if "failure" not in b and a.get("seconds") else None,
+                   error_T10=b.get("error"), error_T1=a.get("error"), rule_T10=b.get("rule"), q_T10=b.get("q_max"),
+                   failure_T10=b.get("failure"), failure_T1=a.get("failure"), warnings_T10=b.get("warnings"),
+                   meets_target=("failure" not in b and b.get("error", 1) <= 1e-9
+                                 and b["seconds"] <= 10 * a.get("seconds", 0)))
+        rows.append(row)
+        ratio = f"{row['ratio']:.1f}" if row["ratio"] is not None else "-"
+        err = f"{row['error_T10']:.1e}" if row["error_T10"] is not None else "-"
+        t1 = f"{row['seconds_T1']:.1f}" if row["seconds_T1"] is not None else "-"
+        t10 = f"{row['seconds_T10']:.1f}" if row["seconds_T10"] is not None else "-"
+        what = row["failure_T10"] or f"{row['rule_T10']}, q(T) = {row['q_T10']:.3g}"
+        print(f"{act:<11} {t1:>7} {t10:>8} {ratio:>6} {err:>9}  {what[:150]}", flush=True)
+    return rows
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per (activation, T) at most")
+    ap.add_argument("--only", default=None, help="comma-separated subset of the built-ins")
+    a = ap.parse_args(argv)
+    run(a.n, a.timeout, tuple(a.only.split(",")) if a.only else BUILTINS)
+
+
+if __name__ == "__main__":
+    main()

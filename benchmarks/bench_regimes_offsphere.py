@@ -1,0 +1,138 @@
+"""Issue 17, part 1: the FIRST call off the sphere against the first call on it, N = 2000, d = 10.
+
+For node softplus, node tanh (T = 1), resnet softplus (depth 8) and the tanh MLP (depth 3), on
+
+- ``gaussian``: Gaussian directions with norms spread uniformly by +-30 % (|x| / sqrt(d) in [0.7, 1.3]);
+- ``standardised``: Gaussian directions with norms spread by +-60 %, 10 rows at 3x the median norm,
+  then every feature standardised (zero mean, unit variance);
+- ``raw-gaussian`` (``--raw``): plain N(0, 1) rows (|x|^2/d from ~0.1 to ~3.5: a wider norm range),
+
+prints the time of the first call on the rows as they are (``off``) and on the same rows put on the
+sphere |x|^2 = d (``on``), their ratio (target <= 3; also the ratio of process CPU times, steadier on a
+shared machine), the path, the interpolation error estimate and the
+error estimate.  Every timing runs in a fresh subprocess on data it has not seen (cold: nothing is
+memoised, jax compiles what it needs); ``off`` and ``on`` of one case run back to back, so the ratio is
+measured side by side.
+
+Run: ``python benchmarks/bench_regimes_offsphere.py [--n 2000] [--cases node-softplus,mlp-tanh] [--raw]``.
+``run()`` returns the rows as a list of dicts (used by ``bench_regimes.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+CASES = {
+    "node-softplus": ("node", "softplus"),
+    "node-tanh": ("node", "tanh"),
+    "resnet-softplus-8": ("resnet", "softplus"),
+    "mlp-tanh-3": ("mlp", "tanh"),
+}
+DATA = ("gaussian", "standardised")
+
+
+def rows(kind: str, n: int = 2000, d: int = 10, seed: int = 0) -> np.ndarray:
+    """The benchmark's input rows (module doc)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    if kind == "raw-gaussian":
+        return x
+    x *= np.sqrt(d) / np.linalg.norm(x, axis=1, keepdims=True)
+    if kind == "gaussian":
+        return x * rng.uniform(0.7, 1.3, (n, 1))
+    if kind == "standardised":
+        x *= rng.uniform(0.4, 1.6, (n, 1))
+        idx = rng.choice(n, 10, replace=False)
+        x[idx] *= 3.0 * np.median(np.linalg.norm(x, axis=1)) / np.linalg.norm(x[idx], axis=1, keepdims=True)
+        return (x - x.mean(0)) / x.std(0)
+    raise ValueError(f"unknown data kind {kind!r}")
+
+
+def on_sphere(x: np.ndarray) -> np.ndarray:
+    """The same rows put on the sphere |x|^2 = d."""
+    return x * np.sqrt(x.shape[1]) / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _one(case: str, kind: str, sphere: bool, n: int, seed: int) -> dict:
+    """One cold first call (run in a fresh subprocess by :func:`_cold`)."""
+    import time
+
+    import kernelcalc as kc
+
+    model, act = CASES[case]
+    x = rows(kind, n, seed=seed)
+    if sphere:
+        x = on_sphere(x)
+    v = np.sum(x * x, 1) / x.shape[1]
+    t0, c0 = time.perf_counter(), time.process_time()
+    if model == "node":
+        K = kc.node_kernel(x, activation=act, T=1.0)
+    elif model == "resnet":
+        K = kc.resnet_kernel(x, activation=act, depth=8)
+    else:
+        K = kc.mlp_kernel(x, activation=act, depth=3)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    info = K.info
+    return dict(seconds=seconds, cpu_seconds=cpu, path=info.get("path"), error_estimate=info.get("error_estimate"),
+                interpolation_error_estimate=info.get("interpolation_error_estimate"),
+                norm_nodes=info.get("norm_nodes"), theta_nodes=info.get("theta_nodes"),
+                pair_solves=info.get("pair_solves"), v_range=[float(v.min()), float(v.max())])
+
+
+def _cold(case: str, kind: str, sphere: bool, n: int, seed: int) -> dict:
+    """:func:`_one` in a fresh Python process (nothing memoised, nothing compiled)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = (f"import sys, json; sys.path.insert(0, {here!r}); import bench_regimes_offsphere as b; "
+            f"print('RESULT' + json.dumps(b._one({case!r}, {kind!r}, {sphere!r}, {n}, {seed})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")][-1]
+    res = json.loads(line[len("RESULT"):])
+    res["warnings"] = [ln.strip() for ln in out.stderr.splitlines() if "Warning" in ln]
+    return res
+
+
+def run(n: int = 2000, cases=tuple(CASES), data=DATA, seed: int = 1) -> list[dict]:
+    """First-call off/on-sphere ratios (module doc); prints a table and returns its rows."""
+    out = []
+    print(f"{'case':18s} {'data':13s} {'off s':>7s} {'on s':>6s} {'ratio':>6s} {'cpu ratio':>9s}  {'path':20s} {'v range':>13s} "
+          f"{'interp est':>10s} {'err est':>9s}", flush=True)
+    for i, case in enumerate(cases):
+        for j, kind in enumerate(data):
+            s = seed + 100 * i + j
+            off = _cold(case, kind, False, n, s)
+            on = _cold(case, kind, True, n, s)
+            row = dict(case=case, data=kind, n=n, off_seconds=off["seconds"], on_seconds=on["seconds"],
+                       ratio=off["seconds"] / on["seconds"], off_cpu=off["cpu_seconds"], on_cpu=on["cpu_seconds"],
+                       cpu_ratio=off["cpu_seconds"] / on["cpu_seconds"], path=off["path"], v_range=off["v_range"],
+                       interpolation_error_estimate=off["interpolation_error_estimate"],
+                       error_estimate=off["error_estimate"], on_error_estimate=on["error_estimate"],
+                       norm_nodes=off["norm_nodes"], theta_nodes=off["theta_nodes"],
+                       pair_solves=off["pair_solves"], warnings=off["warnings"] + on["warnings"])
+            out.append(row)
+            ie = row["interpolation_error_estimate"]
+            print(f"{case:18s} {kind:13s} {row['off_seconds']:7.2f} {row['on_seconds']:6.2f} {row['ratio']:6.2f} "
+                  f"{row['cpu_ratio']:9.2f}  "
+                  f"{str(row['path']):20s} {row['v_range'][0]:5.2f}-{row['v_range'][1]:5.2f}  "
+                  f"{(ie if ie is not None else float('nan')):10.1e} {row['error_estimate']:9.1e}"
+                  + ("  WARNED" if row["warnings"] else ""), flush=True)
+    return out
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--cases", default=",".join(CASES))
+    p.add_argument("--raw", action="store_true", help="also plain N(0, 1) rows (a wider norm range)")
+    args = p.parse_args(argv)
+    data = DATA + (("raw-gaussian",) if args.raw else ())
+    return run(args.n, tuple(args.cases.split(",")), data)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+r"""The weight-tied Euler ResNet kernel by marching its exact recursions row by row (no Picard sweeps).
+
+The discrete Goursat problems of :mod:`kernelcalc.kernels.resnet` ($\delta=T/L$, $\gamma=\sigma_w^2\delta^2$)
+
+$$S_{\ell m}=S_0+\gamma\!\!\sum_{i<\ell,\,j<m}\!C_{ij},\qquad
+\Lambda_{\ell m}=\Lambda_T+\gamma\!\!\sum_{\ell\le i<L,\ m\le j<L}\!\dot C_{ij}\Lambda_{i+1,j+1}$$
+
+are explicit one row at a time:
+
+$$S_{\ell+1,m}=S_{\ell m}+\gamma\sum_{j<m}C_{\ell j},\qquad
+\Lambda_{\ell m}=\Lambda_{\ell+1,m}+\gamma\sum_{m\le j<L}\dot C_{\ell j}\Lambda_{\ell+1,j+1},$$
+
+an exclusive (forward) and an inclusive (reverse) cumulative sum per row: $O(L^2)$ work in all and no
+$O(L^3)$ matrix products, where the matrix form of :class:`~kernelcalc.kernels.ode.Discretisation` costs
+$O(L^3)$ per Picard sweep and tens of sweeps.  The result is the same finite sum (to rounding).  For the
+self-kernel ($x=y$) row $\ell+1$ needs the diagonals $q_j=S_{jj}$, $j\le\ell$, only: by the symmetry
+$C_{ij}=C_{ji}$, $S_{\ell+1,\ell+1}=S_{\ell+1,\ell}+\gamma\sum_{j\le\ell}C_{\ell j}$.  The NTK sum
+$\delta^2\sum_{i,j<L}C_{ij}\Lambda_{i+1,j+1}$ is accumulated during the backward march.
+
+:func:`euler_march` returns the ``(self_solve, cross_solve, marginals)`` triple of
+:func:`kernelcalc.kernels.ode._compiled` for one depth, in numpy (closed forms and the Hermite series) or
+with jax evaluations of the expectations row by row (the quadrature rules).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._lazy import jnp
+from ..theory import recursion as rec
+
+__all__ = ["euler_march"]
+
+
+def euler_march(dual, L: int, T: float, sigma_w: float, sigma_v: float):
+    """``(self_solve, cross_solve, marginals)`` for the Euler ResNet of depth ``L`` on ``[0, T]`` (module doc).
+
+    ``self_solve(S0)`` returns the diagonals ``(U, L+1)`` (not the full grid), sweeps = 1, change = 0."""
+    xp = np if dual.numpy_ok else jnp
+    gamma = sigma_w**2 * (T / L) ** 2
+    n = L + 1
+
+    def C_of(m1, m2, S, derivative, tails=None):
+        out = dual.from_marginals(m1, m2, xp.asarray(S), derivative=derivative, xp=xp, tails=tails)
+        return tuple(np.asarray(o) for o in out) if derivative else np.asarray(out)
+
+    def col(m, l):
+        """Marginals of node ``l``: the last axis kept with length 1."""
+        return tuple(a[..., l:l + 1] for a in m)
+
+    def self_solve(S0):
+        S0 = np.asarray(S0, dtype=np.float64)
+        U = S0.shape[0]
+        q = np.empty((U, n))
+        q[:, 0] = S0
+        m0 = dual.marginal(xp.asarray(q[:, :1]), derivative=False, xp=xp)        # (.., U, 1) each
+        store = [np.zeros(np.shape(a)[:-1] + (n,)) for a in m0]                   # marginals of every node
+        for a, b in zip(store, m0):
+            a[..., :1] = np.asarray(b)
+        row = S0[:, None].copy()                                                   # S_{l, 0..l}
+        for l in range(L):
+            Crow = C_of(tuple(a[..., l:l + 1] for a in store), tuple(a[..., :l + 1] for a in store), row, False)
+            cs = np.concatenate([np.zeros((U, 1)), np.cumsum(Crow, axis=1)], axis=1)   # sum_{j<m}, m=0..l+1
+            new = np.empty((U, l + 2))
+            new[:, :l + 1] = row + gamma * cs[:, :l + 1]
+            new[:, l + 1] = new[:, l] + gamma * cs[:, l + 1]
+            q[:, l + 1] = new[:, l + 1]
+            for a, b in zip(store, dual.marginal(xp.asarray(q[:, l + 1:l + 2]), derivative=False, xp=xp)):
+                a[..., l + 1:l + 2] = np.asarray(b)
+            row = new
+        return q, 0.0, 1
+
+    def marginals(diag):
+        return dual.marginal(xp.asarray(diag), xp=xp)
+
+    def cross_solve(m, ix, iy, S0):
+        ix, iy = np.asarray(ix), np.asarray(iy)
+        S0 = np.asarray(S0, dtype=np.float64)
+        B = S0.shape[0]
+        mx = tuple(a[..., ix, :] for a in m)
+        my = tuple(a[..., iy, :] for a in m)
+        tl = dual.tails(m, xp)
+        tails = None if tl is None else (tuple(t[:, ix] for t in tl), tuple(t[:, iy] for t in tl))
+        Cd = np.empty((B, n, n))        # Cdot_{l m}
+        Cs = np.empty((B, n, n))        # C_{l m}
+        row = np.broadcast_to(S0[:, None], (B, n)).copy()
+        for l in range(n):
+            C_l, Cd_l = C_of(col(mx, l), my, row, True, tails)
+            Cs[:, l], Cd[:, l] = C_l, Cd_l
+            if l < L:
+                cs = np.concatenate([np.zeros((B, 1)), np.cumsum(C_l[:, :L], axis=1)], axis=1)   # (B, n)
+                row = row + gamma * cs
+        LamT = rec.ode_backward_terminal(Cd[:, L, L], sigma_v)
+        lam = np.broadcast_to(LamT[:, None], (B, n)).copy()      # Lambda_{L, :}
+        integral = np.zeros(B)
+        delta = T / L
+        for l in range(L - 1, -1, -1):
+            prod = Cd[:, l, :L] * lam[:, 1:]                          # Cdot_{l j} Lambda_{l+1, j+1}, j < L
+            integral += delta**2 * np.sum(Cs[:, l, :L] * lam[:, 1:], axis=1)
+            rc = np.cumsum(prod[:, ::-1], axis=1)[:, ::-1]           # sum_{m <= j < L}
+            new = lam.copy()
+            new[:, :L] = lam[:, :L] + gamma * rc
+            lam = new
+        nngp = rec.ode_nngp(Cs[:, L, L], sigma_v)
+        ntk = rec.ode_ntk(Cs[:, L, L], integral, S0, lam[:, 0], sigma_v, sigma_w)
+        return nngp, ntk, 0.0, 1
+
+    return self_solve, cross_solve, marginals
