@@ -34,7 +34,7 @@ with warnings.catch_warnings(record=True) as caught:
 scale = float(np.max(np.abs(K.ntk)))
 print(json.dumps(dict(activation=act, N=N, seconds=seconds, error_estimate=float(K.info["error_estimate"]),
                       relative_error_estimate=float(K.info["error_estimate"]) / scale,
-                      time_scheme=K.info.get("time_scheme"), M=K.info.get("M"), theta_nodes=K.info.get("theta_nodes"),
+                      time_scheme=K.info.get("time_scheme"), M=K.info.get("M"), theta_nodes=K.info.get("theta_nodes"), table=K.info.get("table"),
                       warnings=[str(w.message).splitlines()[0][:160] for w in caught
                                 if "Assumption 1" not in str(w.message)])))
 """

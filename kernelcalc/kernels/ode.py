@@ -814,7 +814,8 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     t0 = time.perf_counter()
     a, b, same = as_input_pair(x1, x2)
     P = time_elements(T, sigma_w)
-    if use_triangles(act, T, sigma_w):    # a kink on the diagonal t = s: the two-triangle grid
+    kinked = use_triangles(act, T, sigma_w)
+    if kinked:    # a kink on the diagonal t = s: the two-triangle grid
         solver = KinkedGoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol,
                                      M=time_nodes, v_max=max_norm(a, b), strict=strict)
     else:
@@ -826,7 +827,7 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     # table; an odd phi (tanh) gives K(x, -y) = -K(x, y), half the solves
     nngp, ntk, ginfo = gram(a, None if same else b, solver, homogeneous=act.is_positively_homogeneous,
                             odd=act.is_odd, tol=max(tol, 1e-12), progress=progress, strict=strict,
-                            outputs=outputs, out=out, client=client,
+                            outputs=outputs, out=out, client=client, graded_theta=kinked,
                             config=dict(model="node", activation=act.name, params=dict(
                                 T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol, time_nodes=time_nodes)))
     info = dict(solver.info, **ginfo, seconds=time.perf_counter() - t0)
