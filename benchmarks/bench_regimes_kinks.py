@@ -62,7 +62,7 @@ def run(N: int = 2000, activations=ACTIVATIONS) -> list[dict]:
     print(f"{'activation':<12}{'seconds':>9}{'x softplus':>12}{'error est.':>12}{'relative':>11}  grid")
     for r in rows:
         r["ratio_to_softplus"] = r["seconds"] / base
-        grid = f"M={r.get('M')}, {r.get('theta_nodes')} theta nodes"
+        grid = f"M={r.get('M')}, {r.get('theta_nodes')} theta nodes, {r.get('table')}"
         print(f"{r['activation']:<12}{r['seconds']:>9.2f}{r['ratio_to_softplus']:>12.2f}{r['error_estimate']:>12.1e}"
               f"{r['relative_error_estimate']:>11.1e}  {grid}")
         for w in r.get("warnings", []) + r.get("error", []):
