@@ -66,7 +66,6 @@ _MAX_GROUPS = 6            # more distinct norms than this: interpolate in the n
 _OFF_SPHERE_TOL = 1e-10    # accuracy floor of the norm interpolation (the kernels' accuracy claim)
 _R_START, _R_MAX = 16, 1024
 _T_PROBES = (12, 24, 48)     # probe degrees in t = log v (doubled while the probe's own tail is unresolved)
-_NOISE_FACTOR = 4.0          # theta refinement stops once the prediction error is within this factor of the samples' own
 _R_MIN = 8                   # fewest theta intervals of the norm-interpolation grid
 _BLOCK = 256
 _TILE_ENTRIES = 1 << 16    # entries per evaluation chunk (keeps the temporaries in cache)
@@ -111,9 +110,6 @@ def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str, graded:
         F, R = merged, 2 * R
         if err <= tol:
             break
-        floor = _sample_accuracy(pair_fn)
-        if err <= _NOISE_FACTOR * floor:   # the interpolant is as accurate as its samples: more nodes add noise
-            break
         if graded and R >= 128 and err > prev:   # no progress: samples near theta = 0 disagree (see _GroupPlan)
             return F, R, None
         prev = err
@@ -122,15 +118,6 @@ def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str, graded:
                                f"estimate {err:.1e} > tol = {tol:.1e}", strict)
             break
     return F, R, err
-
-
-def _sample_accuracy(pair_fn) -> float:
-    r"""The relative accuracy the pair function claims for its own values (its ``relative_error_estimate()``,
-    e.g. a Goursat solver's quadrature + time-grid + Picard estimate; 0 when it claims none).  Samples that
-    carry an error $\epsilon$ cannot confirm an interpolant below about $\epsilon$ (the prediction check
-    then measures the samples' noise, and doubling the nodes only refits it)."""
-    claim = getattr(pair_fn, "relative_error_estimate", None)
-    return float(claim()) if callable(claim) else 0.0
 
 
 def _envelope(coef: np.ndarray, scale: np.ndarray, axis: int = 0) -> np.ndarray:
