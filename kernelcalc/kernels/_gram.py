@@ -53,7 +53,8 @@ import os
 import numpy as np
 
 from .._validation import KernelcalcInputError, accuracy_shortfall, as_input_pair, positive_int, progress_disable
-from ._interp import ThetaTable, barycentric_weights, chebyshev_coefficients, chebyshev_matrix, cos_theta, lobatto
+from ._interp import (ThetaTable, barycentric_weights, chebyshev_coefficients, chebyshev_matrix, cos_theta,
+                      graded_cos_theta, lobatto)
 
 __all__ = ["gram", "gram_plan", "GramPlan", "chebyshev_coefficients", "require_finite",
            "error_estimate", "max_norm", "bucket", "pad_to", "by_correlation"]
@@ -79,19 +80,25 @@ def _cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str):
-    """Values ``(R+1, G, 2)`` of (nngp, ntk) at the Lobatto points in theta for the G norm pairs
-    (vx[g], vy[g]) (all nonzero); R doubled until the interpolant predicts the new points to ``tol``
-    (relative to the largest value of each output), or says it did not.  Returns (F, R, err)."""
+def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str, graded: bool = False):
+    """Values ``(R+1, G, 2)`` of (nngp, ntk) at the Lobatto points in theta (``graded``: in the graded
+    variable of :mod:`~kernelcalc.kernels._interp`) for the G norm pairs (vx[g], vy[g]) (all nonzero); R
+    doubled until the interpolant predicts the new points (direct solves at held-out angles) to ``tol``
+    (relative to the largest value of each output), or says it did not.  Returns (F, R, err); ``err`` is
+    ``None`` when graded sampling stopped converging (a doubling from at least 65 nodes made the measured
+    error larger: the solves very close to theta = 0, which only the graded nodes reach, disagree with
+    the rest), so that the caller samples in theta instead."""
     root = np.sqrt(vx * vy)[None, :]
+    cos_of = graded_cos_theta if graded else cos_theta
 
     def sample(u):
-        c = root * cos_theta(u)[:, None]
+        c = root * cos_of(u)[:, None]
         vals = pair_fn(np.broadcast_to(vx, c.shape), np.broadcast_to(vy, c.shape), c)
         return np.stack(vals, axis=-1)                                     # (len(u), G, 2)
 
     R = _R_START
     F = sample(lobatto(R))
+    prev = math.inf
     while True:
         u_new = lobatto(2 * R)[1::2]
         F_new = sample(u_new)
@@ -103,6 +110,9 @@ def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str):
         F, R = merged, 2 * R
         if err <= tol:
             break
+        if graded and R >= 128 and err > prev:   # no progress: samples near theta = 0 disagree (see _GroupPlan)
+            return F, R, None
+        prev = err
         if R >= _R_MAX:
             accuracy_shortfall(f"{what}: interpolation in theta stopped at {R + 1} nodes with relative error "
                                f"estimate {err:.1e} > tol = {tol:.1e}", strict)
@@ -262,7 +272,7 @@ class _GroupPlan(_TablePlan):
     Zero rows form a group whose kernel $F(0, v, 0)$ is constant in theta.
     """
 
-    def __init__(self, a, b, same, pair_fn, reps, tol, strict):
+    def __init__(self, a, b, same, pair_fn, reps, tol, strict, graded=False):
         super().__init__(a, b, same, {})
         L = reps.size
         self.reps, self.L = reps, L
@@ -272,8 +282,11 @@ class _GroupPlan(_TablePlan):
         F = np.zeros((1, gx.size, 2))
         R, err = 0, 0.0
         if nz.any():
-            Fnz, R, err = _theta_samples(pair_fn, reps[gx[nz]], reps[gy[nz]], tol, strict,
-                                         "the sphere" if L == 1 else "the norm groups")
+            what = "the sphere" if L == 1 else "the norm groups"
+            Fnz, R, err = _theta_samples(pair_fn, reps[gx[nz]], reps[gy[nz]], tol, strict, what, graded)
+            if err is None:       # graded nodes stopped converging: sample uniformly in theta
+                graded = False
+                Fnz, R, err = _theta_samples(pair_fn, reps[gx[nz]], reps[gy[nz]], tol, strict, what)
             F = np.zeros((R + 1, gx.size, 2))
             F[:, nz] = Fnz
         if (~nz).any():   # pairs with a zero row: x.y = 0, constant in theta
@@ -283,7 +296,7 @@ class _GroupPlan(_TablePlan):
         self.F0 = full[0]                                                     # theta = 0: exact nodes
         scale = np.max(np.abs(full), axis=(0, 1, 2))
         coef = chebyshev_coefficients(full) if R > 0 else full
-        self.table = ThetaTable(coef.reshape(coef.shape[0], -1), tol, np.tile(scale, L * L))
+        self.table = ThetaTable(coef.reshape(coef.shape[0], -1), tol, np.tile(scale, L * L), graded=graded)
         if self.table.error > tol:
             accuracy_shortfall(f"the theta table stopped at degree {self.table.n} x {self.table.P} panels with "
                                f"relative error {self.table.error:.1e} > tol = {tol:.1e}", strict)
@@ -291,7 +304,7 @@ class _GroupPlan(_TablePlan):
         self.sqrt_reps = np.sqrt(reps)
         on_sphere = L == 1 and reps[0] > 0
         self.info = dict(path="sphere" if on_sphere else "norm groups", theta_nodes=R + 1,
-                         table=f"degree {self.table.n} x {self.table.P} panels",
+                         table=f"degree {self.table.n} x {self.table.P} panels" + (" (graded)" if graded else ""),
                          interpolation_error_estimate=float(err + self.table.error))
         if not on_sphere:
             self.info["norm_groups"] = L
@@ -583,7 +596,7 @@ class _HomogeneousPlan(GramPlan):
     norms, no interpolation), times $\sqrt{v_xv_y}$; a zero row gives 0."""
 
 
-    def __init__(self, a, b, same, pair_fn, tol, strict):
+    def __init__(self, a, b, same, pair_fn, tol, strict, graded=False):
         super().__init__(a, b, same, {})
         self.ra, self.rb = np.sqrt(self.na), np.sqrt(self.nb)
 
@@ -594,7 +607,7 @@ class _HomogeneousPlan(GramPlan):
         ub = ua if same else unit(b, self.rb)
         units = np.concatenate([np.sum(ua * ua, 1), np.sum(ub * ub, 1)]) / self.d
         reps = np.unique(np.where(units > 0.5, 1.0, 0.0))          # the unit sphere (and zero rows)
-        self.inner = _GroupPlan(ua, ub, same, pair_fn, reps, tol, strict)
+        self.inner = _GroupPlan(ua, ub, same, pair_fn, reps, tol, strict, graded)
         self.info = dict(self.inner.info, path="homogeneous (sphere table x |x||y|/d)")
         self.info.pop("norm_groups", None)
 
@@ -672,14 +685,17 @@ class _DirectPlan(GramPlan):
 
 
 def gram_plan(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, cheap_pairs: bool = False,
-              homogeneous: bool = False, odd: bool = False, strict: bool = False) -> GramPlan:
+              homogeneous: bool = False, odd: bool = False, strict: bool = False,
+              graded_theta: bool = False) -> GramPlan:
     r"""Validate the inputs and choose how to evaluate the Gram of ``pair_fn`` (see module doc).
 
     ``cheap_pairs``: the pair function is closed-form arithmetic, so off the sphere (and the norm
     groups) every pair is evaluated directly in large blocks (exact, no interpolation error).
     ``homogeneous``: the kernel is $\sqrt{v_xv_y}F(1,1,\theta)$ (:class:`_HomogeneousPlan`), so any
     inputs take the sphere table of their directions.  ``odd``: the kernel is odd in $x\cdot y$
-    (:class:`_OddPairs`: half the solves of the theta tables).
+    (:class:`_OddPairs`: half the solves of the theta tables).  ``graded_theta``: the theta tables of the
+    sphere and the norm groups use the graded variable (:mod:`~kernelcalc.kernels._interp`; kernels
+    with a kink at $\theta=0$); the off-sphere norm interpolation keeps its own grid.
     """
     if odd:
         pair_fn = _OddPairs(pair_fn)
@@ -688,11 +704,11 @@ def gram_plan(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, ch
     na, nb = np.sum(a * a, axis=1) / d, np.sum(b * b, axis=1) / d
     n_pairs = a.shape[0] * b.shape[0]
     if n_pairs > _DIRECT_MAX_PAIRS and homogeneous and np.any(na > 0) and np.any(nb > 0):
-        return _HomogeneousPlan(a, b, same, pair_fn, tol, strict)
+        return _HomogeneousPlan(a, b, same, pair_fn, tol, strict, graded_theta)
     if n_pairs > _DIRECT_MAX_PAIRS:
         reps = _norm_groups(np.concatenate([na, nb]), 1 if cheap_pairs else _MAX_GROUPS)
         if reps is not None and (not cheap_pairs or reps[0] > 0):
-            return _GroupPlan(a, b, same, pair_fn, reps, tol, strict)
+            return _GroupPlan(a, b, same, pair_fn, reps, tol, strict, graded_theta)
         distinct = a.shape[0] * (a.shape[0] + 1) // 2 if same else n_pairs
         if not cheap_pairs and distinct > _DIRECT_MAX_NORM_PAIRS:
             return _NormInterpPlan(a, b, same, pair_fn, tol, strict)
@@ -701,7 +717,7 @@ def gram_plan(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, ch
 
 def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool | None = False, cheap_pairs: bool = False,
          homogeneous: bool = False, odd: bool = False, strict: bool = False, outputs=("nngp", "ntk"), out=None, client=None, config: dict | None = None,
-         tile: int | None = None):
+         tile: int | None = None, graded_theta: bool = False):
     """Validated Gram matrices ``(nngp, ntk, info)`` of ``pair_fn`` on ``x1`` x ``x2`` (see module doc),
     evaluated tile by tile by :mod:`kernelcalc.kernels._tiles`.
 
@@ -710,6 +726,7 @@ def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool | None = False, 
     ``client``: a ``dask.distributed.Client`` (or scheduler address) to run the tiles on;
     ``config``: what identifies the kernel in a Zarr store (model, activation, parameters);
     ``tile``: the tile side (default :data:`~kernelcalc.kernels._tiles.DEFAULT_TILE`);
+    ``graded_theta``: as in :func:`gram_plan`;
     ``progress``: a progress bar over the tiles: ``None`` (auto) shows it when the Gram has at least
     5000**2 entries *and* stderr is a terminal (tqdm's ``disable=None``); ``True`` always; ``False`` never.
     """
@@ -732,7 +749,8 @@ def gram(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool | None = False, 
         sink = _tiles.open_zarr_sink(out, cfg, shape, outputs, tile, (len(rows), len(cols)))
     with _tiles.own_client(client) as client:     # a client opened here from an address is closed here
         plan = gram_plan(a, None if same else b, pair_fn, tol=tol, progress=progress if single else False,
-                         cheap_pairs=cheap_pairs, homogeneous=homogeneous, odd=odd, strict=strict)
+                         cheap_pairs=cheap_pairs, homogeneous=homogeneous, odd=odd, strict=strict,
+                         graded_theta=graded_theta)
         engine = _tiles.run_tiles(plan, outputs=outputs, sink=sink, tile=tile, client=client,
                                   progress=False if single else progress)
     arrays = sink.finish(engine["max_abs"])

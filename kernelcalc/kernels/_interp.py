@@ -13,13 +13,22 @@ stored as monomial coefficients in the local variable $s\in[-1,1]$; an entry the
 index and $n$ Horner steps ($n=3..9$, $P\le 8192$, chosen as the cheapest pair whose error,
 measured against the global series at points between the fitting nodes of every panel, is
 below the tolerance).  The measured error is returned with the table.
+
+**The graded variable.** A kernel with a kink meeting itself at $\theta=0$ (a kinked activation in a
+Neural ODE: $K(\theta)-K(0)\approx a\theta+b\theta^2\log\theta$) is not analytic there, and its series in
+$u$ converges algebraically (513 to 1025 nodes).  With ``graded=True`` the nodes and panels are placed in
+$u$ with $\theta=\Theta(u)=\tfrac\pi2\bigl(1+\sin\tfrac{\pi u}2\bigr)$, an analytic map with
+$\Theta'(\pm1)=0$: near $\theta=0$ (and $\pi$) $\theta\approx\tfrac{\pi^3}{16}(1+u)^2$, so
+$\theta^2\log\theta$ becomes $(1+u)^4\log(1+u)$, whose Chebyshev coefficients decay like $n^{-9}$
+instead of $n^{-5}$.  $\Theta(-u)=\pi-\Theta(u)$, so $\cos\Theta(u)=-\sin(\tfrac\pi2\sin\tfrac{\pi u}2)$ is
+exactly odd in $u$ (the pairing of $\theta$ and $\pi-\theta$ is kept).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["chebyshev_coefficients", "lobatto", "theta_of", "cos_theta", "chebyshev_matrix", "barycentric_weights",
+__all__ = ["chebyshev_coefficients", "lobatto", "theta_of", "cos_theta", "graded_cos_theta", "graded_u_of", "chebyshev_matrix", "barycentric_weights",
            "ThetaTable"]
 
 _TABLE_DEGREES = (3, 5, 7, 9)
@@ -61,6 +70,21 @@ def cos_theta(u):
     return -np.sin(0.5 * np.pi * np.asarray(u))
 
 
+def graded_cos_theta(u):
+    r"""$\cos\Theta(u)=-\sin(\tfrac\pi2\sin\tfrac{\pi u}2)$ of the graded variable (exactly odd in $u$)."""
+    return -np.sin(0.5 * np.pi * np.sin(0.5 * np.pi * np.asarray(u)))
+
+
+def graded_u_of(theta):
+    r"""$u=\Theta^{-1}(\theta)=\tfrac2\pi\arcsin(\tfrac{2\theta}\pi-1)$ (``theta`` is overwritten)."""
+    theta *= 2.0 / np.pi
+    theta -= 1.0
+    np.clip(theta, -1.0, 1.0, out=theta)
+    np.arcsin(theta, out=theta)
+    theta *= 2.0 / np.pi
+    return theta
+
+
 def chebyshev_matrix(u: np.ndarray, R: int) -> np.ndarray:
     """``T[i, j] = T_j(u_i)``, j = 0..R (evaluation of Chebyshev series as one matrix product)."""
     u = np.asarray(u, float).ravel()
@@ -96,10 +120,13 @@ class ThetaTable:
 
     ``n``, ``P``: local degree and number of panels; ``error``: the largest measured deviation
     from the global series, relative to ``scale`` (the largest $|$value$|$ per channel group);
-    ``table``: shape ``(C, n+1, P)``.
+    ``table``: shape ``(C, n+1, P)``; ``graded``: the series is in the graded variable (module doc), and
+    the panels are equal in $u$ (an entry's $\theta$ is mapped to $u$ first).
     """
 
-    def __init__(self, coef: np.ndarray, tol: float, scale: np.ndarray | float, max_panels: int = 8192):
+    def __init__(self, coef: np.ndarray, tol: float, scale: np.ndarray | float, max_panels: int = 8192,
+                 graded: bool = False):
+        self.graded = bool(graded)
         coef = np.asarray(coef, float)
         R = coef.shape[0] - 1
         scale = np.maximum(np.broadcast_to(np.asarray(scale, float), coef.shape[1:]), 1e-300)
@@ -120,9 +147,8 @@ class ThetaTable:
     @staticmethod
     def _fit(coef, R, n, P, s_fit, inv_vander, scale):
         panels = np.arange(P)[:, None]
-        def values(s):   # global series at local points s of every panel: (P, len(s), C)
-            theta = (panels + 0.5 * (s[None, :] + 1.0)) * (np.pi / P)
-            u = 2.0 * theta / np.pi - 1.0
+        def values(s):   # global series at local points s of every panel (equal in u): (P, len(s), C)
+            u = (panels + 0.5 * (s[None, :] + 1.0)) * (2.0 / P) - 1.0
             return (chebyshev_matrix(u, R) @ coef).reshape(P, s.size, -1)
         local = np.einsum("qj,pjc->cqp", inv_vander, values(s_fit))              # (C, n+1, P)
         powers = _TEST_POINTS[:, None] ** np.arange(n + 1)[None, :]              # (T, n+1)
@@ -131,8 +157,13 @@ class ThetaTable:
         return local, float(err)
 
     def index(self, theta: np.ndarray):
-        """Panel index and local coordinate $s\\in[-1,1]$ of every $\\theta$."""
-        t = theta * (self.P / np.pi)
+        """Panel index and local coordinate $s\\in[-1,1]$ of every $\\theta$ (``theta`` may be overwritten)."""
+        if self.graded:
+            t = graded_u_of(theta)
+            t += 1.0
+            t *= 0.5 * self.P
+        else:
+            t = theta * (self.P / np.pi)
         k = np.minimum(t.astype(np.intp), self.P - 1)
         t -= k
         t *= 2.0

@@ -17,7 +17,9 @@ $\tilde J = \mathbf 1 w^\top - J$ ($w$ = Clenshaw–Curtis weights), so
 $S = S_0 + \sigma_w^2 J\,C(S)\,J^\top$ and $\Lambda = \Lambda_T + \sigma_w^2\tilde J(\dot C\circ\Lambda)\tilde J^\top$,
 and $\iint C\Lambda = w^\top(C\circ\Lambda)w$.  For analytic $\phi$ the solution is analytic in
 $(t,s)$ and the error decays **exponentially** in $M$ (spectral order); for relu-like kinks it
-decays algebraically.  $M$ is chosen adaptively: doubled until the self-kernel NTK changes by
+would decay only algebraically (the kink of $\dot C$ along $t=s$), so kinked activations with
+$\sigma_wT\le3$ take the collapsed-triangle grid of :mod:`kernelcalc.kernels.ode_kinked` instead
+(geometric convergence across the kink).  $M$ is chosen adaptively: doubled until the self-kernel NTK changes by
 less than ``tol`` (relative); a grid that cannot reach ``tol`` warns
 (:class:`~kernelcalc.KernelcalcAccuracyWarning`, or raises with ``strict=True``).  For
 $\sigma_wT>3$ the interval is cut into $\lceil\sigma_wT/3\rceil$ elements with $M+1$ nodes each
@@ -61,9 +63,10 @@ from ..theory.largeq import cheapest_asymptotic_rule
 from ._diagonals import DiagonalInterpolant
 from ._gram import bucket, by_correlation, error_estimate, gram, max_norm, pad_to
 from .._results import Kernel
+from .ode_kinked import KinkedSolverMixin, use_triangles
 from .untied import check_weights, untied_node_kernel
 
-__all__ = ["node_kernel", "chebyshev_lobatto", "Discretisation", "GoursatSolver"]
+__all__ = ["node_kernel", "chebyshev_lobatto", "Discretisation", "GoursatSolver", "KinkedGoursatSolver"]
 
 _MAX_SWEEPS = 400
 _SWEEP_TOL = 2e-15
@@ -464,6 +467,10 @@ class GoursatSolver:
         return (f"T = {self.T:g}, sigma_w = {self.sigma_w:g}, sigma_u = {self.sigma_u:g}, largest x.x/d = "
                 f"{self.v_max:.3g}")
 
+    def _nodes(self, M) -> int:
+        """Time nodes of the grid ``M`` (per axis)."""
+        return self.grid(M).A.shape[0]
+
     # -- solves ----------------------------------------------------------------------------------
     def _self_diagonals(self, dual, M, v):
         disc = self.grid(M)
@@ -518,7 +525,7 @@ class GoursatSolver:
 
     def _choose_dual_and_M(self, v_max):
         """:meth:`_dual_and_M` without the cache."""
-        nodes = self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0]
+        nodes = self._nodes(self.M_fixed or _M_SEQUENCE[0])
         if nodes > self.max_nodes:
             raise KernelcalcInputError(
                 f"sigma_w*T = {self.sigma_w * self.T:g} needs {self.info.get('time_elements', 1)} time elements "
@@ -549,12 +556,12 @@ class GoursatSolver:
         self.info["expectation"] = dual.describe()
         self.info["expectation_error_estimate"] = dual.error_estimate
         self.info.pop("sweep_change", None)
-        self._check_cost(dual, self.pairs_hint, self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0], self.same_norms)
+        self._check_cost(dual, self.pairs_hint, self._nodes(self.M_fixed or _M_SEQUENCE[0]), self.same_norms)
         if self.M_fixed is not None:
             M, err = int(self.M_fixed), None
         else:
             M, err = self._choose_M(dual, v_max)
-        self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self.grid(M).A.shape[0])
+        self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self._nodes(M))
         return dual, M
 
     def _refuse_early(self, q_est: float) -> None:
@@ -754,6 +761,17 @@ class GoursatSolver:
         return nngp.reshape(shape), ntk.reshape(shape)
 
 
+class KinkedGoursatSolver(KinkedSolverMixin, GoursatSolver):
+    r"""The Neural-ODE solver of kinked activations on the collapsed-triangle grid
+    (:mod:`kernelcalc.kernels.ode_kinked`); pairs of unequal norm go to the tensor Chebyshev grid."""
+
+    def _tensor_factory(self) -> GoursatSolver:
+        T = self.T
+        return GoursatSolver(self.activation, T=T, sigma_w=self.sigma_w, sigma_u=self.sigma_u, sigma_v=self.sigma_v,
+                             tol=self.tol, strict=self.strict, v_max=self.v_max,
+                             grid=lambda M: chebyshev_discretisation(M, T, 1))
+
+
 def cost_refusal(what: str, factors, why: str, drivers) -> str:
     r"""The one message of every cost refusal: ``what`` would cost $W=\prod_k f_k$ (each factor printed, so the
     quoted product is the product of the printed factors) above the limit, ``why``, and the advice naming
@@ -836,8 +854,13 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     t0 = time.perf_counter()
     a, b, same = as_input_pair(x1, x2)
     P = time_elements(T, sigma_w)
-    solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol, M=time_nodes,
-                           grid=lambda M: chebyshev_discretisation(M, T, P), v_max=max_norm(a, b), strict=strict)
+    kinked = use_triangles(act, T, sigma_w)
+    if kinked:    # a kink on the diagonal t = s: the two-triangle grid
+        solver = KinkedGoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol,
+                                     M=time_nodes, v_max=max_norm(a, b), strict=strict)
+    else:
+        solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol, M=time_nodes,
+                               grid=lambda M: chebyshev_discretisation(M, T, P), v_max=max_norm(a, b), strict=strict)
     solver.info["time_elements"] = P
     solver.pairs_hint = min(a.shape[0] * (a.shape[0] + 1) // 2 if same else a.shape[0] * b.shape[0], 65)
     norms = np.concatenate([np.sum(a * a, axis=1), np.sum(b * b, axis=1)])
@@ -846,7 +869,7 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     # table; an odd phi (tanh) gives K(x, -y) = -K(x, y), half the solves
     nngp, ntk, ginfo = gram(a, None if same else b, solver, homogeneous=act.is_positively_homogeneous,
                             odd=act.is_odd, tol=max(tol, 1e-12), progress=progress, strict=strict,
-                            outputs=outputs, out=out, client=client,
+                            outputs=outputs, out=out, client=client, graded_theta=kinked,
                             config=dict(model="node", activation=act.name, params=dict(
                                 T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol, time_nodes=time_nodes)))
     info = dict(solver.info, **ginfo, seconds=time.perf_counter() - t0)

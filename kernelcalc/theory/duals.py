@@ -256,6 +256,17 @@ def _leaky(alpha: float) -> ClosedFormDual:
     )
 
 
+def _piecewise_linear(a: float, b: float) -> ClosedFormDual:
+    r"""$\phi(z)=az$ ($z>0$), $bz$ ($z<0$): every positively homogeneous kink (relu $a,b=1,0$, leaky relu,
+    abs $1,-1$, user ``Piecewise``).  $\phi=bz+(a-b)\,\mathrm{relu}(z)$ and $E[a\,\mathrm{relu}(b)]=c/2$ give
+    $C=ab\,c+(a-b)^2C_{\rm relu}$, $\dot C=ab+(a-b)^2\dot C_{\rm relu}$."""
+    return ClosedFormDual(
+        f"piecewise linear({a:g}, {b:g})",
+        lambda o, q1, q2, c: a * b * c + (a - b) ** 2 * _relu_C(o, q1, q2, c),
+        lambda o, q1, q2, c: a * b + (a - b) ** 2 * _step_C(o, q1, q2, c),
+    )
+
+
 _NAMED = {
     "relu": lambda act: ClosedFormDual("relu", _relu_C, _step_C),
     "leaky_relu": lambda act: _leaky(act.param("alpha")),
@@ -298,4 +309,6 @@ def closed_form_dual(activation: Activation) -> ClosedFormDual | None:
             continue
         if sp.simplify((activation.expr - ref).rewrite(sp.erf)) == 0:
             return _NAMED[key](activation)
+    if activation.is_piecewise_smooth and activation.is_positively_homogeneous:   # abs, user leaky relu ...
+        return _piecewise_linear(float(activation.numpy_fn(np.array(1.0))), float(-activation.numpy_fn(np.array(-1.0))))
     return None

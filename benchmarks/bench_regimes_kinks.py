@@ -1,0 +1,79 @@
+"""Kinked activations in the Neural ODE: time and error estimate against softplus (issue 17, part 2).
+
+For N = 2000 inputs on the sphere (|x|^2 = d, d = 10) prints, for softplus (the comfortable case) and
+relu, leaky_relu, elu, abs, the time of ``node_kernel`` (T = 1, sigma = 1, default tol = 1e-10) and its
+``info["error_estimate"]`` (and the relative one), and the time ratio against softplus.  Every timing is
+the FIRST call in a fresh subprocess (cold: imports excluded, jax compilation and every memo included),
+so no case profits from another's caches.  ``run()`` returns the rows as a list of dicts (the lead
+assembles benchmarks/bench_regimes.py from it).
+
+Run: ``python benchmarks/bench_regimes_kinks.py [N]``.
+
+Measured (N = 2000, 2 shared cores, one run, graded theta tables; cold, fresh process each):
+softplus 0.76 s (65 theta nodes); relu 1.29 s = 1.7x (129 graded nodes, was 513; rel. estimate 1.7e-10);
+leaky_relu 1.37 s = 1.8x (129 graded); elu 24.4 s = 32x (65 graded nodes: its time is the quadrature dual);
+abs 21.8 s = 29x (graded nodes stop converging at 129, falls back to 1025 uniform nodes; warns at 1.7e-10).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+ACTIVATIONS = ("softplus", "relu", "leaky_relu", "elu", "abs(x)")
+
+_CHILD = r"""
+import json, sys, time, warnings
+import numpy as np
+import kernelcalc as kc
+from kernelcalc.data import sphere_normalise
+act, N, d = sys.argv[1], int(sys.argv[2]), 10
+x = sphere_normalise(np.random.default_rng(7).standard_normal((N, d)))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    t0 = time.perf_counter()
+    K = kc.node_kernel(x, activation=act)
+    seconds = time.perf_counter() - t0
+scale = float(np.max(np.abs(K.ntk)))
+print(json.dumps(dict(activation=act, N=N, seconds=seconds, error_estimate=float(K.info["error_estimate"]),
+                      relative_error_estimate=float(K.info["error_estimate"]) / scale,
+                      time_scheme=K.info.get("time_scheme"), M=K.info.get("M"), theta_nodes=K.info.get("theta_nodes"), table=K.info.get("table"),
+                      warnings=[str(w.message).splitlines()[0][:160] for w in caught
+                                if "Assumption 1" not in str(w.message)])))
+"""
+
+
+def _cold(activation: str, N: int, timeout: float = 1800.0) -> dict:
+    """One cold first call in a fresh Python process."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    out = subprocess.run([sys.executable, "-c", _CHILD, activation, str(N)], capture_output=True, text=True,
+                         env=env, timeout=timeout)
+    if out.returncode != 0:
+        return dict(activation=activation, N=N, seconds=float("nan"), error_estimate=float("nan"),
+                    relative_error_estimate=float("nan"), error=out.stderr.strip().splitlines()[-1:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(N: int = 2000, activations=ACTIVATIONS) -> list[dict]:
+    """Time and error estimate of each activation's Neural-ODE Gram (cold, fresh process), with the
+    ratio against softplus; prints a table and returns the rows."""
+    rows = [_cold(a, N) for a in activations]
+    base = next((r["seconds"] for r in rows if r["activation"] == "softplus"), float("nan"))
+    print(f"Neural ODE, N = {N} on the sphere (d = 10), T = 1, tol = 1e-10; cold first call, fresh process each")
+    print(f"{'activation':<12}{'seconds':>9}{'x softplus':>12}{'error est.':>12}{'relative':>11}  grid")
+    for r in rows:
+        r["ratio_to_softplus"] = r["seconds"] / base
+        grid = f"M={r.get('M')}, {r.get('theta_nodes')} theta nodes, {r.get('table')}"
+        print(f"{r['activation']:<12}{r['seconds']:>9.2f}{r['ratio_to_softplus']:>12.2f}{r['error_estimate']:>12.1e}"
+              f"{r['relative_error_estimate']:>11.1e}  {grid}")
+        for w in r.get("warnings", []) + r.get("error", []):
+            print(f"{'':<12}  ! {w}")
+    return rows
+
+
+if __name__ == "__main__":
+    run(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)

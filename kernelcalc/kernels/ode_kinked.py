@@ -1,0 +1,341 @@
+r"""The Neural-ODE kernel of a kinked activation on the collapsed-triangle grid (:mod:`._triangle`).
+
+:class:`KinkedSolverMixin` (mixed into :class:`~kernelcalc.kernels.ode.GoursatSolver` as
+``kernelcalc.kernels.ode.KinkedGoursatSolver``, so that this module does not import that one) is the solver of
+:func:`~kernelcalc.node_kernel` for activations with a kink (relu, leaky relu, abs, elu, user
+``Max``/``Abs``/``Piecewise``) and $\sigma_wT\le3$.  Pairs of equal norm (the sphere; every pair of a
+positively homogeneous $\phi$, whose Gram uses the sphere table of the directions) are solved on the
+two triangles $r\ge q$ and $r\le q$ (symmetric), in collapsed coordinates with a sinh map toward the
+diagonal whose parameter $\delta$ follows the input angle $\theta_0$ (:func:`._triangle.delta_band`):
+the convergence in the degree is geometric for the kink ($\theta_0=0$), the near kink
+($0<\theta_0\ll1$) and the conical corner ($\theta_0=\pi$) alike.  Pairs of unequal norm (off the
+sphere, non-homogeneous $\phi$) go to the tensor Chebyshev grid, which converges only algebraically
+there and says so.
+
+**Degree.** Input angles fall into three bands (:func:`band_of`), each with its own sinh map and
+degree $m=n$: band 0 (the self-kernel, $\theta_0\gtrsim0.1$, and $\pi$) is chosen first, the others
+when a call first needs them.  A band's degree climbs its ladder (``_BAND_LADDERS``) until the NTK at
+its probe angles changes by less than ``tol`` relative to the self-kernel NTK; the coarser of the two
+degrees is used, with that change as its error estimate (the convergence is geometric, so the change
+is the coarser grid's error).  The largest change of the bands used is ``info["band_changes"]`` and
+enters ``info["error_estimate"]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from .._x64 import float64
+from .._lazy import jnp
+from .._validation import accuracy_shortfall
+from ..theory import recursion as rec
+from . import _triangle as tri
+from ._gram import bucket, pad_to
+from ._interp import chebyshev_coefficients, chebyshev_matrix
+
+__all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
+
+#: sinh-map parameter of each band of input angles (band_of) and the degrees tried for it
+_BAND_DELTAS = (1.0, 0.25, 0.0625)
+_BAND_LADDERS = ((16, 20, 24, 32, 40), (20, 24, 32, 40), (24, 32, 40, 48))
+_TABLE_TOL = 1e-13         # angle tables (_AngleTable) of quadrature duals: target relative accuracy
+_TABLE_MAX = 256
+_TABLE_MIN_PROBLEMS = 16   # fewer problems (the degree probes): the rule directly (a table costs ~100 sweeps' worth)
+_EQUAL_RTOL = 1e-12       # norms this close (relative) are solved as equal
+_BATCH = 64                # problems per numpy solve
+
+
+class _AngleTable:
+    r"""$C$ and $\dot C$ at fixed marginal variances $(q_1, q_2)$ (one pair per grid point) as Chebyshev
+    series in the angle $\theta=\arccos(c/\sqrt{q_1q_2})\in[0,\pi]$: for a kink at 0 both are analytic in
+    $\theta$ (the polar-sector integrals depend analytically on it), so a few dozen terms reach rounding
+    level, and a cross-kernel sweep costs a Clenshaw recurrence per point instead of a quadrature.
+    The degree is doubled from 16 until the series predicts the new nodes to ``_TABLE_TOL`` (relative to
+    the largest value); the achieved value is ``error``."""
+
+    def __init__(self, dual, q1, q2):
+        self.n = np.sqrt(q1 * q2)
+        R, vals = 16, self._sample(dual, q1, q2, 16)
+        while True:
+            new = self._sample(dual, q1, q2, 2 * R, odd=True)
+            coef = chebyshev_coefficients(vals)
+            u_new = np.sin(0.5 * np.pi * (2 * np.arange(1, 2 * R, 2) - 2 * R) / (2 * R))
+            pred = np.einsum("jr,rcp->jcp", chebyshev_matrix(u_new, R), coef)
+            scale = np.maximum(np.max(np.abs(vals), axis=(0, 2), keepdims=True), 1e-300)
+            err = float(np.max(np.abs(pred - new) / scale))
+            merged = np.empty((2 * R + 1,) + vals.shape[1:])
+            merged[0::2], merged[1::2] = vals, new
+            vals, R = merged, 2 * R
+            if err <= _TABLE_TOL or R >= _TABLE_MAX:
+                break
+        self.coef = chebyshev_coefficients(vals)          # (R+1, 2, P): C and Cdot
+        self.error = max(err, 1e-16)
+
+    def _sample(self, dual, q1, q2, R, odd=False):
+        k = np.arange(1, R, 2) if odd else np.arange(R + 1)
+        u = np.sin(0.5 * np.pi * (2 * k - R) / R)                           # Lobatto points in u
+        c = self.n[None, :] * (-np.sin(0.5 * np.pi * u))[:, None]           # cos(theta), theta = pi (u + 1) / 2
+        C, Cd = _dual_np(dual, np.broadcast_to(q1, c.shape), np.broadcast_to(q2, c.shape), c, True)
+        return np.stack([C, Cd], axis=1)                                   # (nodes, 2, P)
+
+    def __call__(self, c, which):
+        """C (``which`` 0) or Cdot (1) at covariances ``c`` (..., P)."""
+        n = self.n
+        rho = np.clip(np.where(n > 0, c / np.where(n > 0, n, 1.0), 0.0), -1.0, 1.0)
+        u = 4.0 / np.pi * np.arctan2(np.sqrt(1.0 - rho), np.sqrt(1.0 + rho)) - 1.0   # 2 theta / pi - 1
+        a = self.coef[:, which]
+        b1 = np.zeros_like(u)
+        b2 = np.zeros_like(u)
+        for r in range(a.shape[0] - 1, 0, -1):                             # Clenshaw
+            b1, b2 = 2.0 * u * b1 - b2 + a[r], b1
+        return u * b1 - b2 + a[0]
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_dual(dual, derivative: bool):
+    """The jax rule of ``dual`` as one compiled function of flat (q1, q2, c)."""
+    from .._lazy import jax
+
+    @jax.jit
+    def f(q1, q2, c):
+        return dual.from_marginals(dual.marginal(q1, derivative, jnp), dual.marginal(q2, derivative, jnp), c,
+                                   derivative=derivative, xp=jnp)
+
+    return float64(f)
+
+
+def _dual_np(dual, q1, q2, c, derivative: bool):
+    """$C$ (and $\\dot C$) as numpy arrays: numpy closed forms, else the jax rule on flat arrays padded to
+    a power of two (so that the rule compiles for a few shapes only)."""
+    if not dual.numpy_ok:
+        q1, q2, c = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (q1, q2, c)))
+        shape, n = c.shape, c.size
+        size = bucket(max(n, 1024))
+        flat = [pad_to(a.reshape(-1), size) for a in (q1, q2, c)]
+        out = _jitted_dual(dual, derivative)(*flat)
+        out = tuple(np.asarray(o)[:n].reshape(shape) for o in (out if derivative else (out,)))
+        return out if derivative else out[0]
+    xp = np
+    m1, m2 = dual.marginal(xp.asarray(q1), derivative, xp), dual.marginal(xp.asarray(q2), derivative, xp)
+    out = dual.from_marginals(m1, m2, xp.asarray(c), derivative=derivative, xp=xp)
+    return tuple(np.asarray(o) for o in out) if derivative else np.asarray(out)
+
+
+class KinkedSolverMixin:
+    r"""Neural-ODE kernel evaluator on the collapsed-triangle grid (module doc); ``M`` is the degree $m=n$.
+    Mixed into a :class:`~kernelcalc.kernels.ode.GoursatSolver`, which supplies :meth:`_tensor_factory`
+    (the tensor-grid solver of unequal-norm pairs)."""
+
+    def __init__(self, activation, *, T, sigma_w, sigma_u, sigma_v, v_max, tol=1e-10, M=None, strict=False):
+        super().__init__(activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, v_max=v_max, tol=tol,
+                         M=M, strict=strict, grid=lambda m: tri.triangle_grid(m, m, 1.0, T),
+                         scheme="collapsed-triangle spectral collocation (kinked activation)")
+        self._tensor = None   # the tensor-grid solver for pairs of unequal norm (made on first use)
+        self._unmet: dict = {}   # band -> degree that missed tol (kept by this solver only)
+        self._tables: dict = {}  # (grid, diagonal) -> _AngleTable (quadrature duals)
+        self._table_error = 0.0
+
+    def _nodes(self, M) -> int:
+        return int(M) + 1
+
+    def _fwd(self, C):
+        return rec.ode_forward_source(C, self.sigma_w)
+
+    def _bwd(self, Cdot, Lam):
+        return rec.ode_backward_source(Cdot, Lam, self.sigma_w)
+
+    def _C(self, dual):
+        return lambda q1, q2, c: _dual_np(dual, q1, q2, c, False)
+
+    # -- solves ----------------------------------------------------------------------------------
+    def _self_diagonals(self, dual, M, v):
+        grid = tri.triangle_grid(M, M, 1.0, self.T)
+        self._check_cost(dual, len(v), M + 1)
+        out = []
+        for lo in range(0, len(v), _BATCH):
+            S0 = rec.ode_initial(np.asarray(v[lo:lo + _BATCH], dtype=np.float64), self.sigma_u)
+            _, q, delta, sweeps = tri.solve(grid, self._C(dual), S0, self._fwd)
+            self._sweeps("self", delta, sweeps, "the pre-activation variance q(t) = E[h_t^2]")
+            out.append(q)
+        return np.concatenate(out)
+
+    def _pairs(self, dual, M, q, S0, theta0, degrees=None):
+        """(nngp, ntk) of B pairs of equal norm: ``q`` (B, M+1) their diagonal on the degree-``M`` grid,
+        ``S0`` (B,), angles ``theta0``; each band of angles on its own grid (``degrees``: band -> degree)."""
+        bands = band_of(theta0, self.sigma_w * self.T)
+        if degrees is None:
+            degrees = {int(b): self._band_degree(dual, int(b), M) for b in np.unique(bands)}
+        r0 = tri.triangle_grid(M, M, 1.0, self.T).r
+        nngp, ntk = np.empty(S0.size), np.empty(S0.size)
+        # identical inputs (theta0 = 0) solve their own diagonal (q = S(t, t)), so that the correlation on the
+        # diagonal is exactly 1 (a fixed q would differ from S(t, t) by rounding, and arccos turns a relative
+        # 1e-16 into an angle of 1e-8: measured 3e-9 in the NTK)
+        groups = bands * 2 + (np.asarray(theta0) == 0)
+        for key in np.unique(groups):
+            b, own = int(key) // 2, bool(key % 2)
+            idx = np.nonzero(groups == key)[0]
+            Mb = degrees.get(int(b), M)
+            grid = tri.triangle_grid(Mb, Mb, _BAND_DELTAS[b], self.T)
+            qb = q if Mb == M else q @ tri._bary(r0, grid.r).T        # q(t) is analytic: interpolate
+            for lo in range(0, idx.size, _BATCH):
+                sel = idx[lo:lo + _BATCH]
+                table = None if own else self._table(dual, grid, qb[sel])
+                C_of = self._C(dual) if table is None else (lambda q1, q2, c: table(c.reshape(c.shape[0], -1), 0).reshape(c.shape))
+                S, qk, dS, nS = tri.solve(grid, C_of, S0[sel], self._fwd, q=None if own else qb[sel])
+                B, m1, n1 = S.shape
+                if table is None:
+                    q2 = (qk @ grid.Q.T).reshape(B, m1, n1)
+                    C, Cdot = _dual_np(dual, np.broadcast_to(qk[:, :, None], S.shape), q2, S, True)
+                else:
+                    flat = S.reshape(B, -1)
+                    C, Cdot = table(flat, 0).reshape(S.shape), table(flat, 1).reshape(S.shape)
+                LamT = rec.ode_backward_terminal(Cdot[:, -1, 0], self.sigma_v)
+                Lam, dL, nL = tri.backward(grid, Cdot, LamT, self._bwd)
+                integral = (C * Lam).reshape(B, -1) @ grid.omega
+                nngp[sel] = rec.ode_nngp(C[:, -1, 0], self.sigma_v)
+                ntk[sel] = rec.ode_ntk(C[:, -1, 0], integral, S0[sel], Lam[:, 0, 0], self.sigma_v, self.sigma_w)
+                self._sweeps("cross", max(dS, dL), max(nS, nL),
+                             "the cross-covariance S(t, s) or the backward kernel Lambda(t, s)")
+        return nngp, ntk
+
+    def _choose_M(self, dual, v):
+        r"""The degree of band 0 (the self-kernel, $\theta_0\ge0.1$ and $\pi$; its diagonal $q(t)$ serves the
+        other bands), raised along its ladder until the NTK at the probe angles changes by less than
+        ``tol`` (relative to the largest); the other bands are chosen when first needed (:meth:`_band_degree`)."""
+        self.info["band_degrees"], self.info["band_changes"] = {}, {}   # shared with the memo of the time grid
+        self.info["band_deltas"] = dict(enumerate(_BAND_DELTAS))
+        M, change = self._ladder(dual, 0, v, None, None)
+        return M, change
+
+    def _ladder(self, dual, b, v, M0, q0):
+        """Degree of band ``b`` (and its last change): its ladder until the probes' NTK changes by < tol."""
+        scale = (1.0 + self.sigma_w * self.T) / 2.0
+        probes = ((0.0, min(0.1 * scale, 3.0), 1.0, math.pi), (0.01 * scale,), (0.001 * scale,))
+        theta = np.array(probes[b])
+        S0 = rec.ode_initial(v * np.cos(theta), self.sigma_u)
+        prev, change, ref, M_prev = None, float("nan"), None, None
+        for M in _BAND_LADDERS[b]:
+            q, Mq = (self._self_diagonals(dual, M, np.array([v])), M) if b == 0 else (q0, M0)
+            ntk = self._pairs(dual, Mq, np.repeat(q, theta.size, axis=0), S0, theta, {b: M})[1]
+            if b > 0 and ref is None:   # relative to the self-kernel NTK, as band 0
+                ref = abs(float(self._pairs(dual, M0, q0, np.array([rec.ode_initial(v, self.sigma_u)]),
+                                            np.zeros(1), {0: M0})[1][0]))
+            elif b == 0:
+                ref = float(np.max(np.abs(ntk)))
+            if prev is not None:
+                change = float(np.max(np.abs(ntk - prev)) / ref) if ref > 0 else 0.0
+                if change <= self.tol:
+                    # the coarser degree, whose error the change estimates (geometric convergence: the
+                    # finer one's error is far smaller, so |K_coarse - K_fine| ~ the coarse error)
+                    self.info["band_degrees"][b] = M_prev
+                    self.info.setdefault("band_changes", {})[b] = change
+                    return M_prev, change
+            prev, M_prev = ntk, M
+        accuracy_shortfall(
+            f"time grid: the NTK at input angles {', '.join(f'{t:.3g}' for t in theta)} still changes by "
+            f"{change:.1e} (relative) at degree {M} of the collapsed-triangle grid (sinh map "
+            f"delta = {_BAND_DELTAS[b]:g}), above tol = {self.tol:.1e}", self.strict)
+        self._unmet[b] = (M, change)   # not memoised with the grid: a later call chooses (and warns) again
+        return M, change
+
+    def _table(self, dual, grid, q):
+        """The :class:`_AngleTable` of ``grid`` for problems sharing one diagonal ``q`` (rows), or ``None``
+        (a closed form, or different diagonals)."""
+        if dual.method == "closed" or q.shape[0] < _TABLE_MIN_PROBLEMS or not np.all(q == q[:1]):
+            return None
+        key = (grid.name, q[0].tobytes())
+        table = self._tables.get(key)
+        if table is None:
+            q2 = q[0] @ grid.Q.T
+            q1 = np.repeat(q[0], grid.n + 1)
+            table = self._tables[key] = _AngleTable(dual, q1, q2)
+            self.info["angle_table_error"] = max(self.info.get("angle_table_error", 0.0), table.error)
+            self._table_error = max(self._table_error, table.error)
+        return table
+
+    def relative_error_estimate(self) -> float:
+        """As :meth:`GoursatSolver.relative_error_estimate`, with the time-grid change of every band of
+        input angles used so far (and of the tensor grid of unequal-norm pairs)."""
+        changes = list((self.info.get("band_changes") or {}).values()) + [c for _, c in self._unmet.values()]
+        changes.append(self.info.get("time_error_estimate") or 0.0)
+        if self._tensor is not None:
+            changes.append(self._tensor.info.get("time_error_estimate") or 0.0)
+        base = dict(self.info)
+        try:
+            self.info = dict(base, time_error_estimate=max(changes))
+            return super().relative_error_estimate() + self._table_error * (1.0 + self.sigma_w * self.T)
+        finally:
+            self.info = base
+
+    def _band_degree(self, dual, b: int, M0: int) -> int:
+        """The degree of band ``b`` (chosen on first use; band 0: ``M0``)."""
+        if b == 0 or self.M_fixed is not None:
+            return M0
+        known = self.info.setdefault("band_degrees", {})
+        self.info.setdefault("band_changes", {})
+        if b in known:
+            return known[b]
+        if b in self._unmet:
+            return self._unmet[b][0]
+        q0 = self._cached_diagonals(dual, M0, np.array([self.v_max]))
+        return self._ladder(dual, b, self.v_max, M0, q0)[0]
+
+    def _tensor_solver(self):
+        """The tensor-grid solver for pairs of unequal norm (made on first use)."""
+        if self._tensor is None:
+            self._tensor = self._tensor_factory()
+            self._tensor.pairs_hint = self.pairs_hint
+        return self._tensor
+
+    def __call__(self, sxx, syy, sxy):
+        sxx, syy, sxy = (np.asarray(a, dtype=np.float64) for a in (sxx, syy, sxy))
+        shape = sxy.shape
+        sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
+        v_unique, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
+        dual, M = self._dual_and_M(v_unique)
+        nngp, ntk = np.empty(sxy.size), np.empty(sxy.size)
+        # equal norms up to rounding (1e-12 relative): solved as equal (the norm of x for both; the
+        # resulting error is of the size of the difference)
+        equal = np.abs(sxx - syy) <= _EQUAL_RTOL * np.maximum(sxx, syy)
+        if np.any(~equal):
+            t = self._tensor_solver()
+            nngp[~equal], ntk[~equal] = t(sxx[~equal], syy[~equal], sxy[~equal])
+            for key in ("M", "time_error_estimate", "sweep_change"):
+                if key in t.info:
+                    self.info[f"unequal_norms_{key}"] = t.info[key]
+            self.info["time_error_estimate"] = max(self.info.get("time_error_estimate") or 0.0,
+                                                   t.info.get("time_error_estimate") or 0.0)
+        if np.any(equal):
+            ix = inverse[: sxx.size][equal]
+            diag = self._cached_diagonals(dual, M, v_unique)
+            v = sxx[equal]
+            root = np.where(v > 0, v, 1.0)
+            theta0 = np.where(v > 0, np.arccos(np.clip(sxy[equal] / root, -1.0, 1.0)), 0.0)
+            # exactly parallel inputs are the self-kernel (theta0 = 0: the exact kink)
+            theta0 = np.where((sxy[equal] == v) | (sxy[equal] == syy[equal]), 0.0, theta0)
+            S0 = rec.ode_initial(sxy[equal], self.sigma_u)
+            nngp[equal], ntk[equal] = self._pairs(dual, M, diag[ix], S0, theta0)
+        if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
+            raise self._blow_up("the kernel")
+        return nngp.reshape(shape), ntk.reshape(shape)
+
+
+def band_of(theta0, sigma_w_T: float) -> np.ndarray:
+    r"""Band of every input angle $\theta_0$: 0 for $\theta_0=0$ (the exact kink) and
+    $2\theta_0/(1+\sigma_wT)\ge0.1$, 1 down to $0.01$, 2 below (near kinks closer to the diagonal: a
+    stronger sinh map, ``_BAND_DELTAS``).  Measured (relu, T = 1; NTK error against degree 40): for
+    $\theta_0\ge0.1$ the plain map ($\delta=1$) at degree 16 errs by at most 6e-12, where
+    $\delta=1/16$ errs by 4e-12 and $\delta=1/64$ by 3e-11; for $\theta_0=0.01$-$0.03$, $\delta=1/4$ at
+    degree 20 by 2e-11; for $\theta_0=0.003$, $\delta=1/16$ at degree 24 by 1e-10."""
+    th = np.asarray(theta0, float)
+    est = 2.0 * th / (1.0 + sigma_w_T)
+    return np.where((th == 0) | (est >= 0.1), 0, np.where(est >= 0.01, 1, 2))
+
+
+def use_triangles(activation, T: float, sigma_w: float) -> bool:
+    r"""Whether :func:`~kernelcalc.node_kernel` takes the collapsed-triangle grid: a kinked activation and
+    $\sigma_wT\le3$ (one time element)."""
+    return bool(activation.is_piecewise_smooth) and sigma_w * T <= 3.0 + 1e-9
