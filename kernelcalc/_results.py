@@ -17,7 +17,7 @@ def on_disk(a) -> bool:
     return a is not None and not isinstance(a, np.ndarray) and hasattr(a, "attrs") and hasattr(a, "shape")
 
 
-def _frozen(a):
+def frozen(a):
     """A read-only float64 array: ``None`` and Zarr arrays as they are; a float64 array that is already
     read-only and owns its memory (what the kernels return) without a copy; anything else copied."""
     if a is None or on_disk(a):
@@ -91,7 +91,7 @@ class Kernel(JsonResult):
     stderr: "Kernel | None" = None
 
     def __post_init__(self):
-        nngp, ntk = _frozen(self.nngp), _frozen(self.ntk)
+        nngp, ntk = frozen(self.nngp), frozen(self.ntk)
         if nngp is None and ntk is None:
             raise ValueError("a Kernel needs at least one of nngp, ntk")
         if nngp is not None and ntk is not None and tuple(nngp.shape) != tuple(ntk.shape):

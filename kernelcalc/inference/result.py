@@ -7,17 +7,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .._results import JsonResult, jsonable
+from .._results import JsonResult, frozen, jsonable
 
 __all__ = ["Prediction"]
 
 
-def _frozen(a):
-    if a is None:
-        return None
-    arr = np.array(a, dtype=np.float64, copy=True)
-    arr.setflags(write=False)
-    return arr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +50,7 @@ class Prediction(JsonResult):
 
     def __post_init__(self):
         for name in ("mean_test", "mean_train", "cov_test", "times"):
-            object.__setattr__(self, name, _frozen(getattr(self, name)))
+            object.__setattr__(self, name, frozen(getattr(self, name)))
         object.__setattr__(self, "info", dict(self.info))
 
     @property

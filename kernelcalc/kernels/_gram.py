@@ -821,3 +821,13 @@ def bucket(n: int) -> int:
 def pad_to(a: np.ndarray, size: int) -> np.ndarray:
     """``a`` padded along axis 0 to ``size`` rows by repeating its first row (padding is discarded)."""
     return np.concatenate([a, np.repeat(a[:1], size - len(a), axis=0)])
+
+
+def flat_pairs(sxx, syy, sxy):
+    """``(shape, (sxx, syy, sxy) broadcast and flattened in float64, the distinct norms, each norm's index
+    into them)``: what a pair solver's ``__call__`` works on."""
+    sxx, syy, sxy = (np.asarray(a, dtype=np.float64) for a in (sxx, syy, sxy))
+    shape = sxy.shape
+    sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
+    v_unique, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
+    return shape, (sxx, syy, sxy), v_unique, inverse

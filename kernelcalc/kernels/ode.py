@@ -61,7 +61,7 @@ from ..theory.assumptions import warn_if_assumption1_fails
 from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_order, hermite_q_limit
 from ..theory.largeq import cheapest_asymptotic_rule
 from ._diagonals import DiagonalInterpolant
-from ._gram import bucket, by_correlation, error_estimate, gram, max_norm, pad_to
+from ._gram import bucket, by_correlation, error_estimate, flat_pairs, gram, max_norm, pad_to
 from .._results import Kernel
 from .ode_kinked import KinkedSolverMixin, use_triangles
 from .untied import check_weights, untied_node_kernel
@@ -725,10 +725,7 @@ class GoursatSolver:
 
     @float64
     def __call__(self, sxx, syy, sxy):
-        sxx, syy, sxy = (np.asarray(a, dtype=np.float64) for a in (sxx, syy, sxy))
-        shape = sxy.shape
-        sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
-        v_unique, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
+        shape, (sxx, syy, sxy), v_unique, inverse = flat_pairs(sxx, syy, sxy)
         dual, M = self._dual_and_M(v_unique)
         n = sxy.size
         cross, marginals, backend = self._cross(dual, M, n, symmetric=bool(np.all(sxx == syy)))

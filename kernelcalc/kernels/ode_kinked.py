@@ -33,7 +33,7 @@ from .._lazy import jnp
 from .._validation import accuracy_shortfall
 from ..theory import recursion as rec
 from . import _triangle as tri
-from ._gram import bucket, pad_to
+from ._gram import bucket, flat_pairs, pad_to
 from ._interp import chebyshev_coefficients, chebyshev_matrix
 
 __all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
@@ -291,10 +291,7 @@ class KinkedSolverMixin:
         return self._tensor
 
     def __call__(self, sxx, syy, sxy):
-        sxx, syy, sxy = (np.asarray(a, dtype=np.float64) for a in (sxx, syy, sxy))
-        shape = sxy.shape
-        sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
-        v_unique, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
+        shape, (sxx, syy, sxy), v_unique, inverse = flat_pairs(sxx, syy, sxy)
         dual, M = self._dual_and_M(v_unique)
         nngp, ntk = np.empty(sxy.size), np.empty(sxy.size)
         # equal norms up to rounding (1e-12 relative): solved as equal (the norm of x for both; the

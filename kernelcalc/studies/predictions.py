@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from .._results import JsonResult, jsonable, text_table
+from .._results import JsonResult, frozen, jsonable, text_table
 from .._validation import DEFAULT_WIDTH, KernelcalcInputError, positive_int, scale_keywords
 from .._x64 import float64
 
@@ -46,11 +46,6 @@ def _fit_slope(x, y) -> float:
         return float("nan")
     return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
 
-
-def _frozen(a):
-    arr = np.array(a, dtype=np.float64, copy=True)
-    arr.setflags(write=False)
-    return arr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +82,7 @@ class PredictionComparison(JsonResult):
 
     def __post_init__(self):
         for name in ("mean_pred", "var_pred", "z_mean", "z_var"):
-            object.__setattr__(self, name, _frozen(getattr(self, name)))
+            object.__setattr__(self, name, frozen(getattr(self, name)))
 
     @property
     def max_abs_z_mean(self) -> tuple:

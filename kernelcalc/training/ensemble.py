@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from .._results import JsonResult, text_table
+from .._results import JsonResult, frozen, text_table
 from .._validation import (DEFAULT_WIDTH, KernelcalcInputError, as_inputs, positive, positive_int, progress_disable,
                            scale_keywords)
 from .._x64 import float64
@@ -41,12 +41,6 @@ from ._common import network, validate_xy
 __all__ = ["TrainedEnsemble", "trained_ensemble", "ensemble_stats"]
 
 
-def _frozen(a):
-    if a is None:
-        return None
-    arr = np.array(a, dtype=np.float64, copy=True)
-    arr.setflags(write=False)
-    return arr
 
 
 def ensemble_stats(F: np.ndarray):
@@ -106,7 +100,7 @@ class TrainedEnsemble(JsonResult):
     def __post_init__(self):
         for name in ("mean_test", "var_test", "mean_test_stderr", "var_test_stderr", "mean_train", "var_train",
                      "mean_train_stderr", "var_train_stderr", "outputs_test", "outputs_train"):
-            object.__setattr__(self, name, _frozen(getattr(self, name)))
+            object.__setattr__(self, name, frozen(getattr(self, name)))
 
     @property
     def n_networks(self) -> int:
