@@ -364,7 +364,9 @@ class _NormInterpPlan(_TablePlan):
         self.info["norm_grid"] = grid["kind"]
         if "rejected_combination_mixed" in grid:
             self.info["rejected_combination_mixed"] = grid["rejected_combination_mixed"]
-        self.info["norm_tails"] = dict(theta=err_theta, t=err_t, grid_theta=grid_theta, grid_t=grid_t, mixed=grid["mixed"])
+        self.info["norm_tails"] = dict(theta=err_theta, t=err_t, grid_theta=grid_theta, grid_t=grid_t, mixed=grid["mixed"],
+                                      theta_extrapolated=grid["theta_extrapolated"],
+                                      theta_held_out=grid["theta_held_out"])
         # each tail: the probe's estimate or the grid's own (extrapolated from its highest coefficients)
         estimate = max(err_theta, grid_theta) + max(err_t, grid_t) + grid["mixed"]
         checked = self._check(pair_fn)
