@@ -318,6 +318,11 @@ class _NormInterpPlan(_TablePlan):
     in $t$ from a probe along three lines of the $(t_x,t_y)$ square ($t_y=t_{\min}$, $t_y=t_{\max}$,
     $t_y=t_x$) at $m_p+1$ Lobatto points and four angles; then one batch of
     $\tfrac12(m+1)(m+2)\,(R+1)$ solves (symmetric pairs once) gives the tensor interpolant.
+
+    The table's theta tail is the smaller of the extrapolation from its top coefficients (:func:`_tail`,
+    pessimistic when they are at rounding level) and four times the deviation measured at held-out
+    angles (:meth:`_held_out_theta`, ~12 x 6 solves), never below twice the top coefficient; both are in
+    ``info["norm_tails"]`` (``theta_extrapolated``, ``theta_held_out``).
     """
 
     def __init__(self, a, b, same, pair_fn, tol, strict):
