@@ -825,19 +825,11 @@ def max_norm(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def by_correlation(sxx, syy, sxy) -> np.ndarray:
-    r"""The order of the pairs by the Mehler terms they will need (a zero row: fewest): batches of
-    similar term counts evaluate the series with fewer terms
-    (:class:`~kernelcalc.theory.gaussian.HermiteRule` truncates per pair, and a batch's loop runs to its
-    largest count).  The count grows like $1/(1-|\rho|)$, $|\rho|=|x\cdot y|/\sqrt{x\cdot x\,y\cdot y}$,
-    and like the pre-activation variance $q\propto\max(x\cdot x,y\cdot y)/d$; the key is the smaller of
-    $30/(1-|\rho|)$ and $150\max(v_x,v_y)$ (a rough term count for a relative tolerance $\sim e^{-30}$;
-    only the order matters: each pair's value does not depend on its batch).  Pairs of one norm pair are
-    thus ordered by $|\rho|$."""
+    r"""The order of the pairs by $|\rho|=|x\cdot y|/\sqrt{x\cdot x\,y\cdot y}$ (a zero row: 0): batches of
+    similar correlation evaluate the Mehler series with fewer terms (:class:`~kernelcalc.theory.gaussian.HermiteRule`)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = np.abs(sxy) / np.sqrt(sxx * syy)
-        rho = np.where(np.isfinite(rho), np.minimum(rho, 1.0), 0.0)
-        key = np.minimum(30.0 / np.maximum(1.0 - rho, 1e-12), 150.0 * np.maximum(sxx, syy))
-    return np.lexsort((rho, key))
+    return np.argsort(np.where(np.isfinite(rho), rho, 0.0), kind="stable")
 
 
 def bucket(n: int) -> int:
