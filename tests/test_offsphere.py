@@ -178,3 +178,22 @@ def test_softplus_node_on_standardised_rows_equals_direct_pair_solves():
     err = max(np.max(np.abs(K.nngp[np.ix_(idx, idx)] - ref.nngp)), np.max(np.abs(K.ntk[np.ix_(idx, idx)] - ref.ntk)))
     assert err <= 1e-8
     assert K.info["error_estimate"] >= err
+
+
+def test_held_out_theta_check_covers_the_error_of_the_table():
+    """The theta tail of the norm-interpolation table is measured at held-out angles (not only
+    extrapolated from its top coefficients): on standardised rows of the erf MLP the recorded held-out
+    deviation, and the interpolation estimate built on it, cover the error against the arcsin recursion
+    written above (relative to the largest entry), and the held-out deviation is itself at most the
+    theta estimate that enters the error estimate (4x the held-out value or twice the top coefficient)."""
+    x = _standardised(120, 5, 3)
+    K = kc.mlp_kernel(x, activation="erf", depth=3, sigma_w=1.3)
+    assert K.info["path"] == "norm interpolation"
+    tails = K.info["norm_tails"]
+    assert 0.0 <= tails["theta_held_out"] < 1e-9
+    assert tails["grid_theta"] <= tails["theta_extrapolated"]
+    assert tails["grid_theta"] >= min(tails["theta_extrapolated"], 4.0 * tails["theta_held_out"])
+    ref_n, ref_t = _erf_mlp(x, 3, 1.3, 0.0, 1.0, 0.0)
+    rel = max(np.max(np.abs(K.nngp - ref_n)) / np.max(np.abs(ref_n)), np.max(np.abs(K.ntk - ref_t)) / np.max(np.abs(ref_t)))
+    assert rel <= 1e-9
+    assert K.info["interpolation_error_estimate"] >= rel

@@ -331,6 +331,11 @@ class _NormInterpPlan(_TablePlan):
     in $t$ from a probe along three lines of the $(t_x,t_y)$ square ($t_y=t_{\min}$, $t_y=t_{\max}$,
     $t_y=t_x$) at $m_p+1$ Lobatto points and four angles; then one batch of
     $\tfrac12(m+1)(m+2)\,(R+1)$ solves (symmetric pairs once) gives the tensor interpolant.
+
+    The table's theta tail is the smaller of the extrapolation from its top coefficients (:func:`_tail`,
+    pessimistic when they are at rounding level) and four times the deviation measured at held-out
+    angles (:meth:`_held_out_theta`, ~12 x 6 solves), never below twice the top coefficient; both are in
+    ``info["norm_tails"]`` (``theta_extrapolated``, ``theta_held_out``).
     """
 
     def __init__(self, a, b, same, pair_fn, tol, strict):
@@ -377,7 +382,9 @@ class _NormInterpPlan(_TablePlan):
         self.info["norm_grid"] = grid["kind"]
         if "rejected_combination_mixed" in grid:
             self.info["rejected_combination_mixed"] = grid["rejected_combination_mixed"]
-        self.info["norm_tails"] = dict(theta=err_theta, t=err_t, grid_theta=grid_theta, grid_t=grid_t, mixed=grid["mixed"])
+        self.info["norm_tails"] = dict(theta=err_theta, t=err_t, grid_theta=grid_theta, grid_t=grid_t, mixed=grid["mixed"],
+                                      theta_extrapolated=grid["theta_extrapolated"],
+                                      theta_held_out=grid["theta_held_out"])
         # each tail: the probe's estimate or the grid's own (extrapolated from its highest coefficients)
         estimate = max(err_theta, grid_theta) + max(err_t, grid_t) + grid["mixed"]
         checked = self._check(pair_fn)
@@ -515,11 +522,41 @@ class _NormInterpPlan(_TablePlan):
             scale = np.max(np.abs(F), axis=(0, 1, 2))
             grid.update(theta=_tail(_envelope(coef, scale)),
                         t=_tail(_envelope(chebyshev_coefficients(np.moveaxis(F, 1, 0)), scale)))
+        held = self._held_out_theta(pair_fn, coef, v, scale)
+        grid["theta_extrapolated"] = grid["theta"]
+        grid["theta_held_out"] = held
+        # the extrapolated tail meets noise-level top coefficients with a capped decay rate (up to 18x
+        # the highest coefficient); the held-out angles measure the theta error where the top coefficients
+        # are largest: the estimate is the smaller of the two, never below twice the highest coefficient
+        top = 2.0 * float(np.max(_envelope(coef, scale)[-2:]))
+        grid["theta"] = min(grid["theta"], max(4.0 * held, top))
         Z = None
         if np.any(self.na == 0) or np.any(self.nb == 0):
             vz = np.concatenate([v, [0.0]])
             Z = self._call(pair_fn, np.zeros(L + 1), vz, np.zeros(L + 1))
         return coef, Z, scale, grid
+
+    def _held_out_theta(self, pair_fn, coef, v, scale) -> float:
+        r"""Largest relative deviation of the theta series ``coef`` (R+1, L, L, 2) from direct solves at
+        held-out angles (up to 12 midpoints between the Lobatto nodes in $u=2\theta/\pi-1$) on the norm
+        node pairs where its two highest coefficients are largest (four pairs, and the two end corners)."""
+        R = coef.shape[0] - 1
+        L = coef.shape[1]
+        top = np.max(np.abs(coef[-2:]) / np.maximum(scale, 1e-300), axis=(0, 3))       # (L, L)
+        top = np.triu(top) + np.tril(np.full((L, L), -1.0), -1)
+        flat = np.argsort(top.ravel())[::-1][:4]
+        px, py = np.unravel_index(flat, (L, L))
+        px, py = np.concatenate([px, [0, L - 1]]), np.concatenate([py, [0, L - 1]])
+        keep = np.unique(px * L + py)
+        px, py = keep // L, keep % L
+        nodes = lobatto(R)
+        mids = 0.5 * (nodes[1:] + nodes[:-1])
+        u = mids[np.unique(np.linspace(0, mids.size - 1, min(12, mids.size)).round().astype(int))]
+        vals = self._call(pair_fn, v[px][None, :], v[py][None, :],
+                          np.sqrt(v[px] * v[py])[None, :] * cos_theta(u)[:, None])      # (U, pairs, 2)
+        T = chebyshev_matrix(u, R)                                                          # (U, R+1)
+        pred = np.einsum("ar,rpo->apo", T, coef[:, px, py])
+        return float(np.max(np.abs(pred - vals) / np.maximum(scale, 1e-300)))
 
     def _weights(self, norms):
         t = np.log(np.where(norms > 0, norms, 1.0))
