@@ -43,6 +43,8 @@ import math
 
 import numpy as np
 
+from ._interp import barycentric_weights
+
 __all__ = ["TriangleGrid", "triangle_grid", "delta_band"]
 
 _DELTA_MIN_POWER = 3  # delta >= 4^-3 (delta_band)
@@ -56,23 +58,6 @@ def _lobatto01(n: int) -> np.ndarray:
     """Chebyshev-Lobatto points on [0, 1], increasing (exact ends)."""
     k = np.arange(n + 1)
     return 0.5 * (1.0 + np.sin(0.5 * np.pi * (2 * k - n) / n))
-
-
-def _bary(nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
-    r"""``L[i, k]`` $=\ell_k(x_i)$: Lagrange basis of Chebyshev-Lobatto ``nodes`` (any interval) at ``x``."""
-    m = nodes.size - 1
-    w = (-1.0) ** np.arange(m + 1)
-    w[0] *= 0.5
-    w[-1] *= 0.5
-    x = np.asarray(x, float).ravel()
-    diff = x[:, None] - nodes[None, :]
-    exact = diff == 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = w[None, :] / diff
-        L = terms / np.sum(terms, axis=1, keepdims=True)
-    hit = exact.any(axis=1)
-    L[hit] = exact[hit].astype(float)
-    return L
 
 
 def delta_band(theta0: np.ndarray, sigma_w_T: float) -> np.ndarray:
@@ -143,7 +128,7 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
     deg = n + 16 + int(math.ceil(2.5 * a))
     xs = np.cos(np.pi * (np.arange(deg + 1) + 0.5) / (deg + 1))                 # Chebyshev points in [-1, 1]
     ws = 0.5 * (xs + 1.0)
-    vals = _bary(wn, ws) * dg(ws)[:, None]                                     # (deg+1, n+1)
+    vals = barycentric_weights(wn, ws) * dg(ws)[:, None]                                     # (deg+1, n+1)
     coef = np.polynomial.chebyshev.chebfit(xs, vals, deg)                      # (deg+1, n+1)
     anti = np.polynomial.chebyshev.chebint(coef, lbnd=-1.0) * 0.5              # d/dw = 2 d/dx
     total = np.polynomial.chebyshev.chebval(1.0, anti)                          # (n+1,)
@@ -167,14 +152,14 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
         x = (his[:, None, None] * 0.25 * (np.arange(4)[None, :, None] + 0.5 * (gx[None, None, :] + 1.0)))
         wt = his[:, None, None] * 0.125 * gw[None, None, :] * np.ones((1, 4, 1))
         x, wt = x.reshape(his.size, -1), wt.reshape(his.size, -1)
-        L = _bary(r, x.ravel()).reshape(his.size, -1, m + 1)
+        L = barycentric_weights(r, x.ravel()).reshape(his.size, -1, m + 1)
         return np.einsum("jp,jpk->jk", wt * x, L)
 
     def int_rL(lo, hi):                                                         # int_lo^hi L_k(r) r dr
         if hi <= lo:
             return np.zeros(m + 1)
         x, wt = gauss(lo, hi)
-        return (wt * x) @ _bary(r, x)
+        return (wt * x) @ barycentric_weights(r, np.ravel(x))
 
     def segs(c, lo, hi):
         r"""$\int_{lo}^{hi}L_k(r)\,r\,P_l(w(c/r))\,dr$ ($c\le lo$) for arrays ``c, lo, hi`` (shape (J,)), in the
@@ -194,7 +179,7 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
         one_minus = 1.0 - g(x)
         rr = c[:, None] / one_minus
         scale = wt * rr * c[:, None] * dg(x) / one_minus**2
-        Lr = _bary(r, rr.ravel()).reshape(c.size, -1, m + 1) * scale[:, :, None]
+        Lr = barycentric_weights(r, rr.ravel()).reshape(c.size, -1, m + 1) * scale[:, :, None]
         return np.matmul(Lr.transpose(0, 2, 1), P(x.ravel()).reshape(c.size, -1, n + 1))
 
     Pn = (m + 1) * (n + 1)
@@ -211,7 +196,7 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
         W[i * (n + 1):(i + 1) * (n + 1)] = fwd.reshape(n + 1, -1)
         V[i * (n + 1):(i + 1) * (n + 1)] = bwd.reshape(n + 1, -1)
     omega = (2.0 * np.outer(int_rL(0.0, T), P0)).ravel()
-    Q = _bary(r, (r[:, None] * v[None, :]).ravel())
+    Q = barycentric_weights(r, (r[:, None] * v[None, :]).ravel())
     return TriangleGrid(m, n, float(delta), float(T), r, v, W, V, omega, Q)
 
 
@@ -232,15 +217,21 @@ def solve(grid: TriangleGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_sw
         q2 = (qk @ grid.Q.T).reshape(B, m1, n1)
         C = C_of(np.broadcast_to(qk[:, :, None], (B, m1, n1)), q2, S)
         S_new = S0[:, None, None] + (source(C).reshape(B, -1) @ WT).reshape(B, m1, n1)
-        num = np.max(np.abs(S_new - S).reshape(B, -1), axis=1)
-        den = np.maximum(np.max(np.abs(S_new).reshape(B, -1), axis=1), 1e-300)
-        prev, delta = delta, float(np.max(num / den))
+        prev, delta = delta, _change(S_new, S)
         S = S_new
         k += 1
         if delta <= sweeps_tol or (delta < stagnation and delta >= prev) or not math.isfinite(delta):
             break
     qk = S[:, :, 0] if q is None else q
     return S, qk, delta, k
+
+
+def _change(new, old) -> float:
+    """The largest relative change of a Picard sweep over the B problems (max-norm per problem)."""
+    B = new.shape[0]
+    num = np.max(np.abs(new - old).reshape(B, -1), axis=1)
+    den = np.maximum(np.max(np.abs(new).reshape(B, -1), axis=1), 1e-300)
+    return float(np.max(num / den))
 
 
 def backward(grid: TriangleGrid, Cdot, LamT, source, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11):
@@ -254,9 +245,7 @@ def backward(grid: TriangleGrid, Cdot, LamT, source, sweeps_tol=2e-15, max_sweep
     delta, prev, k = math.inf, math.inf, 0
     while k < max_sweeps:
         new = LamT[:, None, None] + (source(Cdot, Lam).reshape(B, -1) @ VT).reshape(shape)
-        num = np.max(np.abs(new - Lam).reshape(B, -1), axis=1)
-        den = np.maximum(np.max(np.abs(new).reshape(B, -1), axis=1), 1e-300)
-        prev, delta = delta, float(np.max(num / den))
+        prev, delta = delta, _change(new, Lam)
         Lam = new
         k += 1
         if delta <= sweeps_tol or (delta < stagnation and delta >= prev) or not math.isfinite(delta):

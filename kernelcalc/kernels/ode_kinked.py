@@ -34,6 +34,7 @@ from .._validation import accuracy_shortfall
 from ..theory import recursion as rec
 from . import _triangle as tri
 from ._gram import bucket, flat_pairs, pad_to
+from ._interp import barycentric_weights
 from ._interp import chebyshev_coefficients, chebyshev_matrix
 
 __all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
@@ -179,7 +180,7 @@ class KinkedSolverMixin:
             idx = np.nonzero(groups == key)[0]
             Mb = degrees.get(int(b), M)
             grid = tri.triangle_grid(Mb, Mb, _BAND_DELTAS[b], self.T)
-            qb = q if Mb == M else q @ tri._bary(r0, grid.r).T        # q(t) is analytic: interpolate
+            qb = q if Mb == M else q @ barycentric_weights(r0, grid.r).T        # q(t) is analytic: interpolate
             for lo in range(0, idx.size, _BATCH):
                 sel = idx[lo:lo + _BATCH]
                 table = None if own else self._table(dual, grid, qb[sel])
