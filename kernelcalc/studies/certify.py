@@ -67,9 +67,9 @@ from fractions import Fraction
 import numpy as np
 
 from .._x64 import float64
-from .._validation import (MODEL_SCALES, KernelcalcInputError, as_inputs, model_scales, nonnegative, positive,
-                           positive_int, scale_keywords)
+from .._validation import KernelcalcInputError, as_inputs, nonnegative, positive_int, scale_keywords
 from ..theory.activations import resolve_activation
+from ._interval import _flint, interval_grams, rigorous_available
 from .._results import JsonResult, Kernel
 
 __all__ = ["CertifiedLambdaMin", "certify_lambda_min", "certify_ntk", "rigorous_kernel",
@@ -263,102 +263,6 @@ def certify_lambda_min(K, entry_radius: float = 0.0, *, radius_kind: str = "rigo
 
 
 # ---------------------------------------------------------------------------- interval-arithmetic kernels
-def _flint():
-    try:
-        import flint
-    except ImportError:  # pragma: no cover - python-flint is in the [certify] extra
-        raise KernelcalcInputError("rigorous kernels need python-flint: pip install 'kernelcalc[certify]'") from None
-    return flint
-
-
-_MLP_DUALS = ("relu", "leaky_relu", "erf")
-
-
-def _arb_dual(name: str, alpha: float, flint):
-    r"""$(C, \dot C)(q_1, q_2, c)$ in arb for the closed-form activations of :mod:`kernelcalc.theory.duals`.
-
-    ``same=True`` means the two inputs are identical, so $c = q_1 = q_2$ and $\rho = 1$ exactly.
-    The correlation $\rho=c/\sqrt{q_1q_2}$ is intersected with $[-1,1]$ and $1-\rho^2$ with
-    $[0,\infty)$: both hold for the exact values (Cauchy–Schwarz), so the enclosures stay valid.
-    """
-    arb = flint.arb
-    pi = arb.pi()
-    unit = arb(0, 1)                    # the interval [-1, 1]
-    one = arb(1)
-
-    def relu(q1, q2, c, same):
-        nrm = (q1 * q2).sqrt()
-        rho = one if same else (c / nrm).intersection(unit)
-        theta = rho.acos()
-        sin = (one - rho * rho).nonnegative_part().sqrt()
-        return nrm / (2 * pi) * (sin + (pi - theta) * rho), (pi - theta) / (2 * pi)
-
-    if name == "relu":
-        return relu
-    if name == "leaky_relu":
-        a = arb(alpha)
-        b = (1 - a) ** 2
-
-        def leaky(q1, q2, c, same):
-            C, Cd = relu(q1, q2, c, same)
-            return a * c + b * C, a + b * Cd
-
-        return leaky
-
-    def erf(q1, q2, c, same):
-        P = (1 + 2 * q1) * (1 + 2 * q2)
-        return 2 / pi * (2 * c / P.sqrt()).asin(), 4 / (pi * (P - 4 * c * c).sqrt())
-
-    return erf
-
-
-def _mlp_activation(act) -> tuple[str, float]:
-    from ..theory.duals import closed_form_dual
-
-    dual = closed_form_dual(act)
-    name = None if dual is None else dual.name.split("(")[0]
-    if name not in _MLP_DUALS:
-        raise KernelcalcInputError(
-            f"no interval-arithmetic closed form for the MLP with activation {act.name}: supported are "
-            f"{', '.join(_MLP_DUALS)} (use certify_ntk for an a-posteriori certificate)")
-    return name, (act.param("alpha") if name == "leaky_relu" else 0.0)
-
-
-def _is_identity(act) -> bool:
-    from ..theory.activations import X as _x
-
-    return act.expr == _x
-
-
-class _Midpoints:
-    """Float64 midpoints of arb entries and a rigorous bound on |exact - midpoint| (``radius``)."""
-
-    def __init__(self, n: int, flint):
-        self.arb = flint.arb
-        self.mid = np.empty((n, n))
-        self._max = flint.arb(0)
-
-    def put(self, i: int, j: int, x) -> None:
-        f = float(x.mid())
-        err = (x - self.arb(f)).abs_upper()     # an exact upper bound (an arb point)
-        if not err.is_finite():
-            raise KernelcalcInputError(f"interval kernel entry [{i}, {j}] is not finite: {x}")
-        if err > self._max:                     # exact comparison of points
-            self._max = err
-        self.mid[i, j] = self.mid[j, i] = f
-
-    @property
-    def radius(self) -> Fraction:
-        return _arb_upper_fraction(self._max)
-
-
-def _arb_upper_fraction(x) -> Fraction:
-    """An exact rational upper bound of the arb ``x``."""
-    man, exp = x.upper().mid().man_exp()
-    man, exp = int(man), int(exp)
-    return Fraction(man) * (Fraction(2) ** exp)
-
-
 @float64
 @scale_keywords()
 def rigorous_kernel(X, *, model: str, activation, prec: int = 128, **params) -> Kernel:
@@ -389,107 +293,11 @@ def rigorous_kernel(X, *, model: str, activation, prec: int = 128, **params) -> 
     X = as_inputs(X, "X")
     act = resolve_activation(activation)
     prec = positive_int("prec", prec, minimum=53)
-    n, d = X.shape
-    old = flint.ctx.prec
-    flint.ctx.prec = prec
-    try:
-        A = flint.arb_mat(X.tolist())                       # exact: every float64 is an arb point
-        G = (A * A.transpose()) / d                          # x.y/d, enclosed
-        if model == "node":
-            out, used = _node_identity(G, n, act, params, flint)
-        elif model == "mlp":
-            out, used = _mlp(G, X, act, params, flint)
-        else:
-            raise KernelcalcInputError(f"model must be 'mlp' or 'node' for a rigorous kernel, got {model!r}")
-    finally:
-        flint.ctx.prec = old
-    nngp, ntk = out
+    (nngp, ntk), used = interval_grams(X, model, act, prec, params, flint)
     info = dict(ntk_radius=_up(ntk.radius), nngp_radius=_up(nngp.radius), certificate=RIGOROUS, prec=prec,
                 method="arb interval arithmetic", seconds=time.perf_counter() - t0)
     info["error_estimate"] = max(info["ntk_radius"], info["nngp_radius"])
     return Kernel(nngp=nngp.mid, ntk=ntk.mid, model=model, activation=act.name, params=used, info=info)
-
-
-def _node_identity(G, n, act, params, flint):
-    if not _is_identity(act):
-        raise KernelcalcInputError(
-            f"the rigorous Neural-ODE kernel is closed-form for the identity activation only, got {act.name} "
-            "(use certify_ntk for an a-posteriori certificate)")
-    used = _node_params(params)
-    arb = flint.arb
-    T, sw, su, sv = (arb(used[k]) for k in ("T", "sigma_w", "sigma_u", "sigma_v"))
-    z = 2 * sw * T
-    base = su**2 * sv**2
-    c_ntk = base * (2 * z.bessel_i(0) + sw * T * z.bessel_i(1))
-    c_nngp = base * z.bessel_i(0)
-    nngp, ntk = _Midpoints(n, flint), _Midpoints(n, flint)
-    for i in range(n):
-        for j in range(i, n):
-            g = G[i, j]
-            nngp.put(i, j, c_nngp * g)
-            ntk.put(i, j, c_ntk * g)
-    return (nngp, ntk), used
-
-
-def _node_params(params) -> dict:
-    allowed = {"T", "sigma_w", "sigma_u", "sigma_v"}
-    extra = set(params) - allowed
-    if extra:
-        raise KernelcalcInputError(f"unknown parameter(s) {sorted(extra)} for model 'node'; allowed: {sorted(allowed)}")
-    return {"T": positive("T", params.get("T", 1.0)),
-            **model_scales("node", **{k: v for k, v in params.items() if k != "T"})}
-
-
-def _mlp_params(params) -> dict:
-    allowed = {"depth", *MODEL_SCALES["mlp"]}
-    extra = set(params) - allowed
-    if extra:
-        raise KernelcalcInputError(f"unknown parameter(s) {sorted(extra)} for model 'mlp'; allowed: {sorted(allowed)}")
-    if "depth" not in params:
-        raise KernelcalcInputError("model 'mlp' needs depth (the number of hidden layers)")
-    used = {"depth": positive_int("depth", params["depth"])}
-    used.update(model_scales("mlp", **{k: v for k, v in params.items() if k != "depth"}))
-    return used
-
-
-def _mlp(G, X, act, params, flint):
-    r"""The ``stax`` recursion of :mod:`kernelcalc.theory.recursion` (``mlp_input_nngp``, ``mlp_nngp_step``,
-    ``mlp_ntk_step``) on arb entries, one input pair at a time."""
-    from ..theory import recursion as rec
-
-    name, alpha = _mlp_activation(act)
-    used = _mlp_params(params)
-    arb = flint.arb
-    dual = _arb_dual(name, alpha, flint)
-    depth = used["depth"]
-    w, b, ow, ob = (arb(used[k]) for k in ("sigma_w", "sigma_b", "sigma_v", "sigma_vb"))
-    n = X.shape[0]
-    # per-input layer variances q_l(x), l = 1..depth (the diagonal recursion, rho = 1 exactly)
-    q = [[rec.mlp_input_nngp(G[i, i], w, b)] for i in range(n)]
-    for i in range(n):
-        for _ in range(depth - 1):
-            qi = q[i][-1]
-            q[i].append(rec.mlp_nngp_step(dual(qi, qi, qi, True)[0], w, b))
-    if name != "erf" and any(qq.contains(0) for qs in q for qq in qs):
-        raise KernelcalcInputError("a layer variance of some input is 0 (a zero row with sigma_b = 0): "
-                                   "the arc-cosine kernel's angle is undefined there; use mlp_kernel")
-    nngp, ntk = _Midpoints(n, flint), _Midpoints(n, flint)
-    for i in range(n):
-        for j in range(i, n):
-            same = i == j or bool(np.array_equal(X[i], X[j]))
-            k = rec.mlp_input_nngp(G[i, j], w, b)
-            theta = k
-            for layer in range(depth):
-                ws, bs = (ow, ob) if layer == depth - 1 else (w, b)
-                qi, qj = q[i][layer], q[j][layer]
-                if same:
-                    k = qi
-                C, Cdot = dual(qi, qj, k, same)
-                k = rec.mlp_nngp_step(C, ws, bs)
-                theta = rec.mlp_ntk_step(k, Cdot, theta, ws)
-            nngp.put(i, j, k)
-            ntk.put(i, j, theta)
-    return (nngp, ntk), used
 
 
 # ---------------------------------------------------------------------------- kernels -> certificate
@@ -526,21 +334,3 @@ def certify_ntk(X, *, model: str = "node", activation, kernel: Kernel | None = N
     if r is None:
         raise KernelcalcInputError(f"the {model} kernel carries no info['error_estimate']: nothing to certify against")
     return certify_lambda_min(kernel.ntk, r, radius_kind="estimate", lambda_estimate=lambda_estimate)
-
-
-def rigorous_available(model: str, activation) -> bool:
-    """Whether :func:`rigorous_kernel` covers ``model`` with ``activation`` (and python-flint is installed)."""
-    try:
-        _flint()
-    except KernelcalcInputError:  # pragma: no cover
-        return False
-    act = resolve_activation(activation)
-    if model == "node":
-        return _is_identity(act)
-    if model == "mlp":
-        try:
-            _mlp_activation(act)
-        except KernelcalcInputError:
-            return False
-        return True
-    return False
