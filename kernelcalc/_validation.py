@@ -256,30 +256,20 @@ MODEL_KEYWORDS = {
 _INSIDE_ENTRY_POINT = contextvars.ContextVar("kernelcalc_inside_entry_point", default=False)
 
 
-def check_model_keywords(model, given: dict, defaults: dict, where: str | None = None) -> None:
-    """Raise :class:`KernelcalcInputError` for a keyword of :data:`MODEL_KEYWORDS` that ``given`` passes (not
-    ``None`` and not the function's own default in ``defaults``) although it does not apply to ``model``."""
+def check_model_keywords(model, given: dict, where: str | None = None) -> None:
+    """Raise :class:`KernelcalcInputError` for a keyword of :data:`MODEL_KEYWORDS` that ``given`` passes (any value
+    but ``None``, the sentinel "not passed": the function's documented default included) although it does not
+    apply to ``model``."""
     key = _model_key(model)
     for name, value in given.items():
         models = MODEL_KEYWORDS.get(name)
         if models is None or key in models or value is None:
             continue
-        if name in defaults and _same(value, defaults[name]):
-            continue
         raise KernelcalcInputError(f"{name} does not apply to {where or f'model={key!r}'} (got {name}={value!r}); "
                                    f"{name} configures model={' / '.join(repr(m) for m in models)} only")
 
 
-def _same(a, b) -> bool:
-    """``a`` is the default ``b``: equal numbers (not booleans), equal strings, or the same object."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, numbers.Real) and isinstance(b, numbers.Real):
-        return float(a) == float(b)
-    return a is b or (isinstance(a, str) and isinstance(b, str) and a == b)
-
-
-def scale_keywords(model: str | None = None, *, label: str | None = None):
+def scale_keywords(model: str | None = None, *, label: str | None = None, model_defaults: dict | None = None):
     r"""Decorator of a public function that builds a model: its scale keywords obey :func:`model_scales`.
 
     ``model``: the model the function builds (fixed), or ``None``: the function's ``model``
@@ -290,10 +280,14 @@ def scale_keywords(model: str | None = None, *, label: str | None = None):
     declares none receives the model's scales there.  So a scale that does not apply raises
     :class:`KernelcalcInputError` (naming it and the model) instead of a ``TypeError`` or being ignored.
     Likewise every keyword of :data:`MODEL_KEYWORDS` (``T``, ``depth``, the solver options) that the user
-    passes to a model it does not configure (:func:`check_model_keywords`; a value equal to the function's own
-    default counts as not passed, so a caller may forward its defaults); only the outermost entry point checks
-    them, since the ones it calls receive its keywords for every model.
+    passes to a model it does not configure (:func:`check_model_keywords`), whatever its value: such a keyword's
+    signature default is ``None`` ("the model's default"), so an explicit value, the documented default
+    included, is seen; only the outermost entry point checks them, since the ones it calls receive its
+    keywords for every model.
     ``label``: how the errors name a fixed model (default ``model=...``).
+    ``model_defaults``: ``{keyword: value}``, the documented defaults of the function's keywords of
+    :data:`MODEL_KEYWORDS` whose signature default is the sentinel ``None``; after the check the function
+    receives these values for the ones not passed (or passed as ``None``).
     """
     import functools
     import inspect
@@ -306,7 +300,10 @@ def scale_keywords(model: str | None = None, *, label: str | None = None):
         defaults = {n: sig.parameters[n].default for n in declared}
         var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
 
-        keyword_defaults = {n: p.default for n, p in sig.parameters.items() if n in MODEL_KEYWORDS}
+        fills = dict(model_defaults or {})
+        for n in fills:                               # a sentinel default, so that an explicit value is seen
+            assert n in MODEL_KEYWORDS and sig.parameters[n].default is None, (fn.__name__, n)
+            assert sig.parameters[n].kind is inspect.Parameter.KEYWORD_ONLY, (fn.__name__, n)
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
@@ -329,7 +326,10 @@ def scale_keywords(model: str | None = None, *, label: str | None = None):
                     passed = {}
                 passed.update(passed.pop(next((n for n, p in sig.parameters.items()
                                                if p.kind is inspect.Parameter.VAR_KEYWORD), ""), None) or {})
-                check_model_keywords(chosen, passed, keyword_defaults, label)
+                check_model_keywords(chosen, passed, label)
+            for n, value in fills.items():
+                if kwargs.get(n) is None:
+                    kwargs[n] = value
             if declared:
                 kwargs.update({n: scales.get(n) for n in declared})
             else:

@@ -345,3 +345,96 @@ def test_the_model_keyword_table_covers_the_issue_examples():
     with pytest.raises(KernelcalcInputError, match=r"T does not apply to model='mlp' \(got T=3.0\)"):
         kc.empirical_ntk(Xs, model="mlp", activation="relu", depth=1, T=3.0)
     assert len(MODEL_KW) > 60                          # the walk above is not empty
+
+
+# ------------------------------------------------ an explicit default is an explicit value (no silent ignore)
+#: The documented default of each model keyword (docs/keywords.md), written out here; the training entry points'
+#: Neural ODE takes 4 fixed rk4 steps.  ``depth``, ``rtol``, ``atol`` default to ``None`` ("not passed").
+DOCUMENTED_DEFAULT = {"T": 1.0, "solver": "tsit5", "solver_steps": 64, "gradient": "discretize", "max_steps": 100_000}
+TRAINING = ("train", "width_sweep", "flow_gap", "trained_ensemble", "compare_predictions")
+TRAINING_DEFAULT = dict(DOCUMENTED_DEFAULT, solver="rk4", solver_steps=4)
+AT_DEFAULT = [(n, m, k) for n, m, k in MODEL_KW if k in DOCUMENTED_DEFAULT]
+
+
+@pytest.mark.parametrize("name, model, keyword", AT_DEFAULT, ids=[f"{n}-{m}-{k}" for n, m, k in AT_DEFAULT])
+def test_an_inapplicable_keyword_at_its_documented_default_raises(name, model, keyword, monkeypatch):
+    """``train(model="mlp", T=1.0)`` is refused like ``T=2.5``: the signature's sentinel ``None`` lets the
+    entry point see an explicit value, the documented default included."""
+    calls = _sinks(monkeypatch)
+    value = (TRAINING_DEFAULT if name in TRAINING else DOCUMENTED_DEFAULT)[keyword]
+    with pytest.raises(KernelcalcInputError, match=f"{keyword} does not apply to model={model!r}"):
+        _call_without(name, model, keyword, value)
+    assert not calls
+
+
+def _network_sink(monkeypatch):
+    """Record every keyword of the one ``Network(...)`` a finite-width entry point builds, then stop."""
+    import kernelcalc.empirical.models as models
+
+    built = []
+
+    def network(**kw):
+        built.append(kw)
+        raise Reached
+
+    monkeypatch.setattr(models, "Network", network)
+    return built
+
+
+def test_the_documented_defaults_still_apply_when_not_passed(monkeypatch):
+    built = _network_sink(monkeypatch)
+    with pytest.raises(Reached):
+        _fn("make_network")("node", activation="tanh", width=4)
+    assert {k: built[-1][k] for k in DOCUMENTED_DEFAULT} == DOCUMENTED_DEFAULT
+    with pytest.raises(Reached):
+        kc.train(X, Y, model="node", activation="tanh", width=4, steps=2)
+    assert {k: built[-1][k] for k in ("T", "solver", "solver_steps")} == {"T": 1.0, "solver": "rk4", "solver_steps": 4}
+    with pytest.raises(Reached):                       # the default passed where it applies is fine
+        kc.train(X, Y, model="node", activation="tanh", width=4, steps=2, T=1.0, solver="rk4", solver_steps=4)
+    with pytest.raises(Reached):                       # and so is None, "the model's default", where it does not
+        kc.train(X, Y, model="mlp", activation="tanh", width=4, steps=2, depth=1, T=None, solver=None)
+    assert built[-1]["model"] == "mlp"
+
+
+def _cli(args):
+    from click.testing import CliRunner
+
+    from kernelcalc.cli import main
+
+    return CliRunner().invoke(main, args)
+
+
+@pytest.mark.parametrize("args, refused", [
+    (["train", "--model", "mlp", "--depth", "1", "--T", "1"], "T"),
+    (["width-sweep", "--model", "mlp", "--depth", "1", "--T", "1.0"], "T"),
+    (["flow-gap", "--model", "mlp", "--depth", "1", "--T", "1"], "T"),
+    (["train", "--model", "node", "--depth", "3"], "depth"),
+    (["compare", "--model", "mlp", "--depth", "1", "--solver-steps", "32"], "solver_steps"),
+    (["compare", "--model", "resnet", "--depth", "2", "--solver", "tsit5"], "solver"),
+    (["compare", "--model", "node", "--depth", "2"], "depth"),
+])
+def test_cli_refuses_an_option_the_user_set_that_does_not_apply_even_at_its_default(args, refused, monkeypatch):
+    built = _network_sink(monkeypatch)
+    res = _cli(args + ["--widths" if args[0] in ("compare", "width-sweep") else "--width", "4", "--quiet"])
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {refused} does not apply to model="), res.output
+    assert not built
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["train", "--model", "mlp", "--depth", "1", "--width", "4"], {"model": "mlp"}),
+    (["width-sweep", "--model", "mlp", "--depth", "1", "--widths", "4"], {"model": "mlp"}),
+    (["train", "--model", "node", "--width", "4"], {"T": 1.0, "solver": "rk4", "solver_steps": 4}),
+    (["train", "--model", "node", "--width", "4", "--T", "2"], {"T": 2.0}),
+    (["compare", "--model", "mlp", "--depth", "1", "--widths", "4"], {"model": "mlp"}),
+    (["compare", "--model", "node", "--widths", "4"], {"T": 1.0, "solver": "tsit5", "solver_steps": 32}),
+])
+def test_cli_options_left_at_their_default_are_not_forwarded_to_a_model_they_do_not_configure(args, expect,
+                                                                                            monkeypatch):
+    """``kernelcalc train --model mlp`` works (its --T default stays home); the defaults of the options that
+    configure the model are its documented ones (compare: --solver-steps 32)."""
+    built = _network_sink(monkeypatch)
+    res = _cli(args + ["--quiet"])
+    assert isinstance(res.exception, Reached), res.output     # got past the keywords to the network
+    assert {k: built[-1][k] for k in expect} == expect

@@ -12,7 +12,7 @@ import functools
 import click
 import numpy as np
 
-from kernelcalc._validation import MODEL_SCALES, KernelcalcClusterError
+from kernelcalc._validation import MODEL_KEYWORDS, MODEL_SCALES, KernelcalcClusterError
 from kernelcalc.cli import emit, json_options, main
 
 __all__ = ["limit", "derive_cmd", "check_cmd"]
@@ -84,6 +84,7 @@ def renamed_option(old: str, new: str, dest: str, type_):
                 click.echo(f"Warning: {old} is deprecated and will be removed in the next release; use {new} "
                            "(same meaning)", err=True)
                 kwargs[dest] = value
+                click.get_current_context().meta.setdefault(_SET_BY_OLD_NAME, set()).add(dest)
             return f(*args, **kwargs)
 
         return click.option(old, hidden, type=type_, default=None, hidden=True)(wrapper)
@@ -126,6 +127,26 @@ def scale_options(names=ALL_SCALES, defaults: dict | None = None, note: str = ""
 def _scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb) -> dict:
     """The five scale options as keywords (``None``: not given, the model's default)."""
     return dict(sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, sigma_b=sigma_b, sigma_vb=sigma_vb)
+
+
+#: ``ctx.meta`` key: the options set through a deprecated old name (:func:`renamed_option`)
+_SET_BY_OLD_NAME = "kernelcalc.set_by_old_name"
+
+
+def model_options(model: str, **values) -> dict:
+    """The model options (``--T``, ``--depth``, ``--solver``, ...: keys of
+    :data:`~kernelcalc._validation.MODEL_KEYWORDS`) to forward to the Python function: each one the user set
+    (click's parameter source; also through its deprecated old name), and each one left at its default
+    that configures ``model`` (the command's documented default).  One left at its default that does not
+    apply to ``--model`` is not forwarded; one the user set is, so that the function refuses it in one line."""
+    ctx = click.get_current_context()
+    old_names = ctx.meta.get(_SET_BY_OLD_NAME, set())
+    out = {}
+    for name, value in values.items():
+        given = name in old_names or ctx.get_parameter_source(name).name != "DEFAULT"
+        if given or (value is not None and model in MODEL_KEYWORDS[name]):
+            out[name] = value
+    return out
 
 
 _MODEL_SCALE_NOTE = " Default: the model's (docs/naming.md); an error if it does not apply to --model."

@@ -12,7 +12,8 @@ import numpy as np
 
 from kernelcalc.cli import emit, main, random_input_options
 from kernelcalc.cli.analytic import (_MODEL_SCALE_NOTE, InputError, OneLineCommand, _activation_option, _friendly,
-                                     _node_scale_options, _scales, renamed_option, scale_options)
+                                     _node_scale_options, _scales, model_options, renamed_option,
+                                     scale_options)
 
 __all__ = ["compare_cmd", "depth_gap_cmd"]
 
@@ -83,8 +84,8 @@ def compare_cmd(activation, model, T, depth, sigma_w, sigma_u, sigma_v, sigma_b,
     X = _inputs(data, n_inputs, dim, seed)
     from kernelcalc.empirical import compare
 
-    kw = {"depth": depth} if model != "node" else {"solver": solver, "solver_steps": solver_steps}
-    res = compare(X, activation=activation, T=T, widths=widths_l, n_samples=samples, model=model, seed=seed,
+    kw = model_options(model, T=T, depth=depth, solver=solver, solver_steps=solver_steps)
+    res = compare(X, activation=activation, widths=widths_l, n_samples=samples, model=model, seed=seed,
                   progress=False if quiet else None, **kw, **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
     from kernelcalc.plotting import plot_compare
 

@@ -15,7 +15,8 @@ import click
 import numpy as np
 
 from kernelcalc.cli import emit, main, random_input_options
-from kernelcalc.cli.analytic import _MODEL_SCALE_NOTE, InputError, OneLineCommand, _activation_option, _friendly, _scales, scale_options
+from kernelcalc.cli.analytic import (_MODEL_SCALE_NOTE, InputError, OneLineCommand, _activation_option, _friendly, _scales,
+                                     model_options, scale_options)
 
 DEFAULT_WIDTH = 256   # kernelcalc._validation.DEFAULT_WIDTH, without importing jax for --help
 
@@ -79,9 +80,9 @@ def train_cmd(width, activation, model, T, depth, sigma_w, sigma_u, sigma_v, sig
     from kernelcalc.plotting import plot_training
     from kernelcalc.training import train
 
-    res = train(X, y, model=model, activation=activation, width=width, seed=seed, T=T, depth=depth, lr=lr,
-                steps=steps, method=method, divergence_factor=divergence_factor, progress=False if quiet else None,
-                **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
+    res = train(X, y, model=model, activation=activation, width=width, seed=seed, lr=lr, steps=steps,
+                method=method, divergence_factor=divergence_factor, progress=False if quiet else None,
+                **model_options(model, T=T, depth=depth), **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
     emit(res, res.summary(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_training)
     exit_if_failed(res)
 
@@ -100,9 +101,10 @@ def width_sweep_cmd(widths, activation, model, T, depth, sigma_w, sigma_u, sigma
     from kernelcalc.plotting import plot_width_sweep
     from kernelcalc.training import width_sweep
 
-    res = width_sweep(X, y, widths=widths_l, model=model, activation=activation, seed=seed, T=T, depth=depth,
-                      lr=lr, steps=steps, method=method, divergence_factor=divergence_factor,
-                      progress=False if quiet else None, **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
+    res = width_sweep(X, y, widths=widths_l, model=model, activation=activation, seed=seed, lr=lr,
+                      steps=steps, method=method, divergence_factor=divergence_factor,
+                      progress=False if quiet else None, **model_options(model, T=T, depth=depth),
+                      **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
     emit(res, res.table(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_width_sweep)
     exit_if_failed(res)
 
@@ -128,7 +130,8 @@ def flow_gap_cmd(width, lrs, t_max, n_compare, activation, model, T, depth, sigm
     from kernelcalc.training import flow_gap
 
     res = flow_gap(X, y, lrs=lrs_l, t_max=t_max, n_compare=n_compare, model=model, activation=activation,
-                   width=width, seed=seed, T=T, depth=depth, divergence_factor=divergence_factor,
-                   progress=False if quiet else None, **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
+                   width=width, seed=seed, divergence_factor=divergence_factor,
+                   progress=False if quiet else None, **model_options(model, T=T, depth=depth),
+                   **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
     emit(res, res.table(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_flow_gap)
     exit_if_failed(res)

@@ -162,15 +162,19 @@ class Network:
 
 
 @renamed_keywords(steps="solver_steps")
-@scale_keywords()
-def make_network(model: str = "node", *, activation, width: int = DEFAULT_WIDTH, T=1.0, depth=None,
-                 sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0, solver="tsit5", solver_steps=64,
-                 rtol=None, atol=None, gradient="discretize", max_steps=100_000) -> Network:
+@scale_keywords(model_defaults=dict(T=1.0, solver="tsit5", solver_steps=64, gradient="discretize",
+                                    max_steps=100_000))
+def make_network(model: str = "node", *, activation, width: int = DEFAULT_WIDTH, T=None, depth=None,
+                 sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0, solver=None, solver_steps=None,
+                 rtol=None, atol=None, gradient=None, max_steps=None) -> Network:
     """Validate the arguments and build a :class:`Network` (errors name the argument).
 
     The scale keywords are those of ``model`` in ``docs/naming.md`` (``sigma_w``, ``sigma_u``,
     ``sigma_v``; DEQ also ``sigma_b``; MLP ``sigma_w``, ``sigma_b``, ``sigma_v``, ``sigma_vb``;
-    weight scales > 0, bias scales >= 0); one that does not apply to ``model`` is an error.
+    weight scales > 0, bias scales >= 0); one that does not apply to ``model`` is an error.  ``T``, ``depth``,
+    ``solver``, ``solver_steps``, ``rtol``, ``atol``, ``gradient``, ``max_steps`` as the fields of :class:`Network`;
+    ``None`` (the default) means the model's default; a keyword that does not configure ``model``, passed with any other value (its default included), is an error (defaults: ``T`` 1.0, ``"tsit5"``, 64 steps, ``"discretize"``,
+    100 000 steps).
     """
     if not isinstance(model, str) or model not in MODELS:
         raise KernelcalcInputError(f"model must be one of {MODELS}, got {model!r}")

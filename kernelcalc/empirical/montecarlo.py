@@ -181,13 +181,14 @@ class Comparison(JsonResult):
 
 @float64
 @renamed_keywords(steps="solver_steps")
-@scale_keywords()
-def compare(X, *, activation, T=1.0, widths: Sequence[int] = (64, 256, 1024), n_samples=20, model="node",
+@scale_keywords(model_defaults=dict(T=1.0))
+def compare(X, *, activation, T=None, widths: Sequence[int] = (64, 256, 1024), n_samples=20, model="node",
             seed=0, method="structured", quad_nodes=32, progress=None, analytic: Kernel | None = None,
             **kwargs) -> Comparison:
     r"""Analytic vs Monte-Carlo kernels on the inputs ``X`` for several widths.
 
-    **Arguments:** ``X`` (N, d); ``activation``; ``T``; ``widths`` (ints >= 1);
+    **Arguments:** ``X`` (N, d); ``activation``; ``T`` (the ODE models and ResNets; default ``None``: 1.0, an
+    error for another model); ``widths`` (ints >= 1);
     ``n_samples`` networks per width; ``model`` (``"node"``, ``"resnet"``, ``"mlp"``, ...) and the
     model's parameters (its scales: ``docs/naming.md``) as in :func:`kernelcalc.empirical_ntk`; ``analytic``: a precomputed
     analytic :class:`Kernel` (default: computed here); ``progress``: tqdm bars (``None``: auto, when

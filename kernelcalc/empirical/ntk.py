@@ -292,9 +292,9 @@ def network_ntk(params, x1, x2, net: Network, method: str = "structured", quad_n
 
 @float64
 @renamed_keywords(steps="solver_steps")
-@scale_keywords()
-def empirical_ntk(x1, x2=None, *, model="node", activation, width=DEFAULT_WIDTH, seed=0, T=1.0, depth=None,
-                  gradient="discretize", solver="tsit5", solver_steps=64, rtol=None, atol=None,
+@scale_keywords(model_defaults=dict(T=1.0, gradient="discretize", solver="tsit5", solver_steps=64))
+def empirical_ntk(x1, x2=None, *, model="node", activation, width=DEFAULT_WIDTH, seed=0, T=None, depth=None,
+                  gradient=None, solver=None, solver_steps=None, rtol=None, atol=None,
                   sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0,
                   method="structured", quad_nodes=32, params=None) -> Kernel:
     r"""Finite-width NTK of one randomly initialised network.
@@ -313,7 +313,8 @@ def empirical_ntk(x1, x2=None, *, model="node", activation, width=DEFAULT_WIDTH,
     - Neural ODE: ``solver`` (``euler``, ``heun``, ``midpoint``, ``ralston``, ``rk4``,
       ``bosh3``, ``tsit5``, ``dopri5``, ``dopri8``), ``solver_steps`` (fixed step ``T/solver_steps``;
       ``steps`` is its deprecated name), ``rtol``/``atol`` (adaptive when given), ``gradient``
-      (``"discretize"`` or ``"adjoint"``).
+      (``"discretize"`` or ``"adjoint"``). Defaults: ``T`` 1.0, ``"tsit5"``, 64 steps, ``"discretize"``; for these
+      and ``depth``, ``None`` (the default) means the model's default; a keyword that does not configure ``model``, passed with any other value (its default included), is an error.
     - ``method``: ``"structured"`` (default) or ``"jacobian"`` (naive reference; the only one
       in which ``gradient`` changes the result for non-Euler solvers); ``quad_nodes``:
       Gauss--Legendre nodes of the continuous-adjoint NODE form.

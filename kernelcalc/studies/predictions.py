@@ -134,11 +134,11 @@ class PredictionComparison(JsonResult):
 
 
 @float64
-@scale_keywords()
+@scale_keywords(model_defaults=dict(T=1.0, solver="rk4", solver_steps=4))
 def compare_predictions(X_train, y_train, X_test, *, model="node", activation="softplus", widths=(DEFAULT_WIDTH,),
-                        n_networks=64, t=None, steps=None, learning_rate=None, seed=0, T=1.0, depth=None,
+                        n_networks=64, t=None, steps=None, learning_rate=None, seed=0, T=None, depth=None,
                         sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0, diag_reg=0.0,
-                        solver="rk4", solver_steps=4, flow_rtol=1e-6, flow_atol=1e-8, network_batch=None,
+                        solver=None, solver_steps=None, flow_rtol=1e-6, flow_atol=1e-8, network_batch=None,
                         progress=None) -> PredictionComparison:
     r"""Hold :func:`kernelcalc.trained_ensemble` against :func:`kernelcalc.predict` over ``widths``.
 
@@ -148,7 +148,8 @@ def compare_predictions(X_train, y_train, X_test, *, model="node", activation="s
     :func:`~kernelcalc.trained_ensemble`); ``widths`` (one ensemble of ``n_networks`` networks per
     width, seeds ``seed``, ``seed + 1``, ... by width); ``diag_reg`` for the prediction; the
     finite network's ``solver``/``solver_steps``, ``flow_rtol``/``flow_atol``, ``network_batch``,
-    ``progress`` as in :func:`~kernelcalc.trained_ensemble`.
+    ``progress`` as in :func:`~kernelcalc.trained_ensemble` (``T``, ``depth``, ``solver``, ``solver_steps``: ``None``,
+    the default, means the model's default; one that does not configure ``model`` is an error).
 
     **Returns:** a :class:`PredictionComparison`: per width the z-scores of the ensemble mean and
     variance against the prediction, the Monte-Carlo-free gap to the infinite-width dynamics and its

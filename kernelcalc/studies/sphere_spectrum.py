@@ -76,7 +76,7 @@ def _kernel_args(model, kernel_args: dict) -> dict:
     where = f"sphere_spectrum(model={model!r})"
     scale_names = [k for k in kernel_args if k.startswith("sigma_") or k in ("w_std", "b_std", "out_w_std", "out_b_std")]
     key = model + ("_untied" if kernel_args.get("weights") == "untied" else "")
-    check_model_keywords(key, kernel_args, {})    # T, depth, solver options: the one table of every entry point
+    check_model_keywords(key, kernel_args)    # T, depth, solver options: the one table of every entry point
     scales = model_scales(key, fill=True, where=where, **{k: kernel_args[k] for k in scale_names})
     params = inspect.signature(fn).parameters
     allowed = [p for p in params if p not in _NOT_KERNEL_ARGS and params[p].kind is not inspect.Parameter.VAR_KEYWORD]

@@ -214,10 +214,10 @@ def _times(t):
 
 
 @float64
-@scale_keywords()
+@scale_keywords(model_defaults=dict(T=1.0, solver="rk4", solver_steps=4))
 def trained_ensemble(X_train, y_train, X_test=None, *, model="node", activation="softplus", width=DEFAULT_WIDTH,
-                     n_networks=64, t=None, steps=None, learning_rate=None, seed=0, T=1.0, depth=None,
-                     sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0, solver="rk4", solver_steps=4,
+                     n_networks=64, t=None, steps=None, learning_rate=None, seed=0, T=None, depth=None,
+                     sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0, solver=None, solver_steps=None,
                      flow_rtol=1e-6, flow_atol=1e-8, max_flow_steps=100_000, network_batch=None,
                      progress=None) -> TrainedEnsemble:
     r"""Train ``n_networks`` finite-width networks from independent initialisations; ensemble statistics at times $t$.
@@ -232,7 +232,8 @@ def trained_ensemble(X_train, y_train, X_test=None, *, model="node", activation=
       (``docs/naming.md``; one of another model is an error). The Neural ODE's forward pass uses
       ``solver`` (``"rk4"`` or ``"euler"`` on the fast batched path; any solver of
       :data:`~kernelcalc.empirical.models.SOLVERS`) with ``solver_steps`` fixed steps; ``node_untied`` takes
-      ``solver_steps`` Euler--Maruyama steps.
+      ``solver_steps`` Euler--Maruyama steps. Defaults: ``T`` 1.0, ``solver`` ``"rk4"``, ``solver_steps`` 4; for these and
+      ``depth``, ``None`` (the default) means the model's default; a keyword that does not configure ``model``, passed with any other value (its default included), is an error.
     - Time: ``learning_rate=None`` -- gradient flow, ``t`` a time or array of times $\ge0$ (diffrax Tsit5,
       adaptive with ``flow_rtol``/``flow_atol``, at most ``max_flow_steps`` steps);
       ``learning_rate=``$\eta$ -- gradient descent, ``steps`` the step counts $k$ (``t`` is then an

@@ -103,10 +103,10 @@ def _step_counts(lrs, dt_compare):
 
 @float64
 @renamed_keywords(rtol="flow_rtol", atol="flow_atol")
-@scale_keywords()
+@scale_keywords(model_defaults=dict(T=1.0, solver="rk4", solver_steps=4))
 def flow_gap(X, y, *, lrs: Sequence[float] | None = None, t_max=None, n_compare=8, model="node",
-             activation="softplus", width=DEFAULT_WIDTH, seed=0, T=1.0, depth=None, sigma_w=1.0, sigma_u=1.0,
-             sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0, solver="rk4", solver_steps=4, flow_rtol=1e-10, flow_atol=1e-12,
+             activation="softplus", width=DEFAULT_WIDTH, seed=0, T=None, depth=None, sigma_w=1.0, sigma_u=1.0,
+             sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0, solver=None, solver_steps=None, flow_rtol=1e-10, flow_atol=1e-12,
              divergence_factor=1e6, progress=None) -> FlowGap:
     r"""Gap between GD with step $\eta$ and the gradient flow at the same times, for decreasing $\eta$.
 

@@ -49,13 +49,14 @@ METHODS = ("gd", "flow")
 
 
 @float64
-@scale_keywords()
-def infinite_width_ntk(X, *, model="node", activation, T=1.0, depth=None, sigma_w=1.0, sigma_u=1.0,
+@scale_keywords(model_defaults=dict(T=1.0))
+def infinite_width_ntk(X, *, model="node", activation, T=None, depth=None, sigma_w=1.0, sigma_u=1.0,
                        sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0) -> np.ndarray | None:
     """The analytic $K^\\infty$ Gram of ``model`` on ``X`` (``None`` if that model's kernel is unavailable).
 
     ``model``: a name of :data:`kernelcalc.empirical.models.MODELS`; its scale keywords as in
-    ``docs/naming.md`` (one that does not apply to ``model`` is an error).
+    ``docs/naming.md`` (one that does not apply to ``model`` is an error); ``T``: the horizon of the ODE models and
+    ResNets (default ``None``: 1.0; an error for another model), ``depth``: of the ResNets and the MLP.
     """
     from ..kernels import model_kernel
 
@@ -213,10 +214,10 @@ class TrainResult(JsonResult):
 
 @float64
 @renamed_keywords(rtol="flow_rtol", atol="flow_atol")
-@scale_keywords()
-def train(X, y, *, model="node", activation="softplus", width=DEFAULT_WIDTH, seed=0, T=1.0, depth=None,
+@scale_keywords(model_defaults=dict(T=1.0, solver="rk4", solver_steps=4))
+def train(X, y, *, model="node", activation="softplus", width=DEFAULT_WIDTH, seed=0, T=None, depth=None,
           lr=None, steps=200, method="gd", X_test=None, y_test=None, record_every=None, ntk_every=None,
-          sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0, solver="rk4", solver_steps=4,
+          sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, sigma_b=0.0, sigma_vb=0.0, solver=None, solver_steps=None,
           flow_rtol=1e-6, flow_atol=1e-8, divergence_factor=1e6, lambda0=None, quad_nodes=16,
           progress=None) -> TrainResult:
     r"""Train a finite-width network on $L=\tfrac12\|u-y\|^2$ and hold it against the NTK bound.
@@ -226,10 +227,12 @@ def train(X, y, *, model="node", activation="softplus", width=DEFAULT_WIDTH, see
     - ``X`` (N, d), ``y`` (N,): training data (no NaN/inf; ``y`` one entry per row).
     - ``model``: ``"node"`` (default), ``"resnet"``, ``"mlp"``, ``"node_untied"``, ``"resnet_untied"`` or
       ``"deq"``; ``activation``; ``width`` $n$ (default 256);
-      ``seed`` (initial parameters); ``T`` (node/resnet, tied or untied); ``depth`` (resnet, resnet_untied, mlp);
+      ``seed`` (initial parameters); ``T`` (node/resnet, tied or untied; default 1.0); ``depth`` (resnet, resnet_untied,
+      mlp);
       the model's scales (``docs/naming.md``: ``sigma_w, sigma_u, sigma_v`` for node/resnet (and ``sigma_b``
       for the DEQ), ``sigma_w, sigma_b, sigma_v, sigma_vb`` for the MLP; one of another model is an error);
-      ``node_untied``: ``solver_steps`` Euler--Maruyama steps; Neural ODE forward solver ``solver`` with ``solver_steps`` fixed steps.
+      ``node_untied``: ``solver_steps`` Euler--Maruyama steps; Neural ODE forward solver ``solver`` with ``solver_steps``
+      fixed steps (default ``"rk4"``, 4). For ``T``, ``depth``, ``solver``, ``solver_steps``: ``None`` (the default) means the model's default; a keyword that does not configure ``model``, passed with any other value (its default included), is an error (``docs/keywords.md``).
     - ``lr``: step size $\eta>0$; default $1/\|X\|^2$ (Theorem 2; $\|X\|$ spectral norm of ``X``).
     - ``steps`` $\ge1$: GD steps (flow: integrate to $t=\text{steps}\cdot\eta$).
     - ``method``: ``"gd"`` or ``"flow"`` (gradient flow by diffrax Tsit5, adaptive with
