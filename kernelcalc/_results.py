@@ -17,6 +17,13 @@ def on_disk(a) -> bool:
     return a is not None and not isinstance(a, np.ndarray) and hasattr(a, "attrs") and hasattr(a, "shape")
 
 
+def read_only(a, dtype=np.float64) -> np.ndarray:
+    """``a`` copied into a new read-only array of ``dtype``: a field of an immutable result."""
+    arr = np.array(a, dtype=dtype, copy=True)
+    arr.setflags(write=False)
+    return arr
+
+
 def frozen(a):
     """A read-only float64 array: ``None`` and Zarr arrays as they are; a float64 array that is already
     read-only and owns its memory (what the kernels return) without a copy; anything else copied."""
@@ -24,9 +31,7 @@ def frozen(a):
         return a
     if isinstance(a, np.ndarray) and a.dtype == np.float64 and not a.flags.writeable and a.base is None:
         return a
-    arr = np.array(a, dtype=np.float64, copy=True)
-    arr.setflags(write=False)
-    return arr
+    return read_only(a)
 
 
 def _array_dict(a):

@@ -438,3 +438,12 @@ def test_cli_options_left_at_their_default_are_not_forwarded_to_a_model_they_do_
     res = _cli(args + ["--quiet"])
     assert isinstance(res.exception, Reached), res.output     # got past the keywords to the network
     assert {k: built[-1][k] for k in expect} == expect
+
+
+@pytest.mark.parametrize("option", [["--steps", "300"], ["--method", "gd"], ["--lr", "0.1"]])
+def test_cli_flow_gap_refuses_the_train_options_it_does_not_take_even_at_their_default(option, monkeypatch):
+    built = _network_sink(monkeypatch)
+    res = _cli(["flow-gap", "--width", "4", "--quiet"] + option)
+    assert res.exit_code == 2 and res.output.strip() == (
+        f"Error: flow-gap takes --lrs and --t-max (not --lr, --steps or --method), got {option[0]}"), res.output
+    assert not built

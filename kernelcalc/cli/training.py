@@ -15,8 +15,8 @@ import click
 import numpy as np
 
 from kernelcalc.cli import emit, main, random_input_options
-from kernelcalc.cli.analytic import (_MODEL_SCALE_NOTE, InputError, OneLineCommand, _activation_option, _friendly, _scales,
-                                     model_options, scale_options)
+from kernelcalc.cli.analytic import (_MODEL_SCALE_NOTE, InputError, OneLineCommand, _activation_option, _friendly,
+                                     _scales, model_options, scale_options)
 
 DEFAULT_WIDTH = 256   # kernelcalc._validation.DEFAULT_WIDTH, without importing jax for --help
 
@@ -69,44 +69,47 @@ def _train_options(f):
     return f
 
 
+def _run(fn, text, plotter, own: dict, *, model, activation, T, depth, sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb,
+         divergence_factor, data, targets, digits, n_inputs, dim, seed, as_json, json_out, plot_path, quiet) -> None:
+    """The body of every training command: the data, one call of ``fn`` with the command's own keywords ``own``
+    and the shared ones (the model with ``--T``/``--depth`` as :func:`~kernelcalc.cli.analytic.model_options`
+    forwards them, its scales, the seed, the failure rule, the bar), ``text(res)`` or ``--json``, ``--plot``, and
+    exit code 1 for a run that failed."""
+    X, y = _data(data, targets, digits, n_inputs, dim, seed)
+    res = fn(X, y, **own, model=model, activation=activation, seed=seed, divergence_factor=divergence_factor,
+             progress=False if quiet else None, **model_options(model, T=T, depth=depth),
+             **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
+    emit(res, text(res), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plotter)
+    exit_if_failed(res)
+
+
 @main.command("train", cls=OneLineCommand)
 @click.option("--width", type=int, default=DEFAULT_WIDTH, show_default=True)
 @_train_options
 @_friendly
-def train_cmd(width, activation, model, T, depth, sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb, lr, steps, method, divergence_factor, data, targets, digits, n_inputs, dim, seed,
-              as_json, json_out, plot_path, quiet):
+def train_cmd(width, lr, steps, method, **shared):
     """Train by GD (or gradient flow) on 1/2|u-y|^2 and compare with the NTK bound (1 - lr*lambda0)^k L0."""
-    X, y = _data(data, targets, digits, n_inputs, dim, seed)
     from kernelcalc.plotting import plot_training
     from kernelcalc.training import train
 
-    res = train(X, y, model=model, activation=activation, width=width, seed=seed, lr=lr, steps=steps,
-                method=method, divergence_factor=divergence_factor, progress=False if quiet else None,
-                **model_options(model, T=T, depth=depth), **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
-    emit(res, res.summary(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_training)
-    exit_if_failed(res)
+    _run(train, lambda res: res.summary(), plot_training, dict(width=width, lr=lr, steps=steps, method=method),
+         **shared)
 
 
 @main.command("width-sweep", cls=OneLineCommand)
 @click.option("--widths", default="64,256,1024", show_default=True, help="Comma-separated widths.")
 @_train_options
 @_friendly
-def width_sweep_cmd(widths, activation, model, T, depth, sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb, lr, steps, method, divergence_factor, data, targets, digits, n_inputs, dim,
-                    seed, as_json, json_out, plot_path, quiet):
+def width_sweep_cmd(widths, lr, steps, method, **shared):
     """The same training run at several widths: NTK eigenvalues, |theta-theta0|, NTK drift vs width, slopes."""
     from kernelcalc.cli.empirical import _int_list
 
     widths_l = _int_list("widths", widths)
-    X, y = _data(data, targets, digits, n_inputs, dim, seed)
     from kernelcalc.plotting import plot_width_sweep
     from kernelcalc.training import width_sweep
 
-    res = width_sweep(X, y, widths=widths_l, model=model, activation=activation, seed=seed, lr=lr,
-                      steps=steps, method=method, divergence_factor=divergence_factor,
-                      progress=False if quiet else None, **model_options(model, T=T, depth=depth),
-                      **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
-    emit(res, res.table(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_width_sweep)
-    exit_if_failed(res)
+    _run(width_sweep, lambda res: res.table(), plot_width_sweep,
+         dict(widths=widths_l, lr=lr, steps=steps, method=method), **shared)
 
 
 @main.command("flow-gap", cls=OneLineCommand)
@@ -116,22 +119,17 @@ def width_sweep_cmd(widths, activation, model, T, depth, sigma_w, sigma_u, sigma
 @click.option("--n-compare", type=int, default=8, show_default=True, help="Comparison intervals on [0, t_max].")
 @_train_options
 @_friendly
-def flow_gap_cmd(width, lrs, t_max, n_compare, activation, model, T, depth, sigma_w, sigma_u, sigma_v, sigma_b,
-                 sigma_vb, lr, steps, method, divergence_factor, data, targets,
-                 digits, n_inputs, dim, seed, as_json, json_out, plot_path, quiet):
+def flow_gap_cmd(width, lrs, t_max, n_compare, lr, steps, method, **shared):
     """GD with decreasing step sizes against the gradient flow at matching times; fitted order of the gap."""
-    if lr is not None or method != "gd" or steps != 300:
-        raise InputError("flow-gap takes --lrs and --t-max (not --lr, --steps or --method)")
+    ctx = click.get_current_context()
+    given = [f"--{n}" for n in ("lr", "steps", "method") if ctx.get_parameter_source(n).name != "DEFAULT"]
+    if given:       # set by the user, whatever the value: not silently ignored
+        raise InputError(f"flow-gap takes --lrs and --t-max (not --lr, --steps or --method), got {', '.join(given)}")
     from kernelcalc.cli.empirical import _float_list
 
     lrs_l = _float_list("lrs", lrs) if lrs else None
-    X, y = _data(data, targets, digits, n_inputs, dim, seed)
     from kernelcalc.plotting import plot_flow_gap
     from kernelcalc.training import flow_gap
 
-    res = flow_gap(X, y, lrs=lrs_l, t_max=t_max, n_compare=n_compare, model=model, activation=activation,
-                   width=width, seed=seed, divergence_factor=divergence_factor,
-                   progress=False if quiet else None, **model_options(model, T=T, depth=depth),
-                   **_scales(sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb))
-    emit(res, res.table(), as_json=as_json, json_out=json_out, plot_path=plot_path, plotter=plot_flow_gap)
-    exit_if_failed(res)
+    _run(flow_gap, lambda res: res.table(), plot_flow_gap,
+         dict(lrs=lrs_l, t_max=t_max, n_compare=n_compare, width=width), **shared)

@@ -49,7 +49,7 @@ import numpy as np
 
 from .._x64 import float64
 from .._validation import KernelcalcInputError, accuracy_shortfall, positive_int
-from .._results import JsonResult, on_disk
+from .._results import JsonResult, on_disk, read_only
 
 __all__ = ["Spectrum", "spectrum", "DENSE_MAX"]
 
@@ -88,9 +88,7 @@ class Spectrum(JsonResult):
 
     def __post_init__(self):
         for name in ("values", "error_bound"):
-            arr = np.array(getattr(self, name), dtype=np.float64)
-            arr.setflags(write=False)
-            object.__setattr__(self, name, arr)
+            object.__setattr__(self, name, read_only(getattr(self, name)))
         object.__setattr__(self, "attributed", tuple(bool(a) for a in self.attributed))
         object.__setattr__(self, "info", dict(self.info))
 

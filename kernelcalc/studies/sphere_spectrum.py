@@ -43,7 +43,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .._results import JsonResult, text_table
+from .._results import JsonResult, read_only, text_table
 from .._validation import KernelcalcInputError, accuracy_shortfall, check_model_keywords, model_scales, positive_int
 from .._x64 import float64
 from ..theory.activations import resolve_activation
@@ -213,15 +213,11 @@ class SphereSpectrum(JsonResult):
 
     def __post_init__(self):
         for name in ("degrees", "multiplicity"):
-            arr = np.array(getattr(self, name), dtype=np.int64)
-            arr.setflags(write=False)
-            object.__setattr__(self, name, arr)
+            object.__setattr__(self, name, read_only(getattr(self, name), np.int64))
         for name in ("mu_nngp", "mu_ntk", "err_nngp", "err_ntk", "resolved_nngp", "resolved_ntk"):
             v = getattr(self, name)
             if v is not None:
-                arr = np.array(v, dtype=bool if name.startswith("resolved") else np.float64)
-                arr.setflags(write=False)
-                object.__setattr__(self, name, arr)
+                object.__setattr__(self, name, read_only(v, bool if name.startswith("resolved") else np.float64))
         object.__setattr__(self, "params", dict(self.params))
         object.__setattr__(self, "info", dict(self.info))
 

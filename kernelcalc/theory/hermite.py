@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .._results import JsonResult
+from .._results import JsonResult, read_only
 from .._validation import KernelcalcInputError, accuracy_shortfall, positive, positive_int
 from .activations import resolve_activation
 from .gaussian import HermiteRule, _kinks
@@ -66,9 +66,7 @@ class HermiteCoefficients(JsonResult):
 
     def __post_init__(self):
         for name, dtype in (("coefficients", np.float64), ("error_bound", np.float64), ("resolved", bool)):
-            arr = np.array(getattr(self, name), dtype=dtype)
-            arr.setflags(write=False)
-            object.__setattr__(self, name, arr)
+            object.__setattr__(self, name, read_only(getattr(self, name), dtype))
         object.__setattr__(self, "info", dict(self.info))
 
     @property

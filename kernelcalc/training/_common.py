@@ -9,7 +9,8 @@ import numpy as np
 from .._validation import KernelcalcInputError, as_inputs
 from ..empirical.models import batched_apply, make_network
 
-__all__ = ["default_lr", "group_names", "group_sq_norms", "network", "make_fns", "flow_solver", "validate_xy"]
+__all__ = ["default_lr", "group_names", "group_sq_norms", "network", "make_fns", "flow_solver", "validate_xy",
+           "closing_lines"]
 
 
 def default_lr(X) -> float:
@@ -35,24 +36,17 @@ def group_sq_norms(tree) -> jnp.ndarray:
 def network(model, activation, width, T, depth, scales: dict, solver, solver_steps):
     """The finite-width network of a run (the Neural ODE with ``solver_steps`` fixed ``solver`` steps, the
     untied Neural ODE with ``solver_steps`` Euler--Maruyama steps); ``scales``: the scale keywords as passed
-    (``None``: not passed; ``make_network`` rejects the ones that do not apply to ``model``). ``solver`` /
-    ``solver_steps`` other than the training default (``"rk4"``, 4) for a model they do not apply to are errors."""
-    if model in ("mlp", "deq") and T != 1.0:
-        raise KernelcalcInputError(f"T does not apply to model={model!r} (no horizon), got T={T!r}")
-    if model == "node":
-        solver_kw = dict(solver=solver, solver_steps=solver_steps)
-    else:
-        if solver != "rk4":
-            raise KernelcalcInputError(f"solver does not apply to model={model!r} (only to the Neural ODE 'node'), "
-                                       f"got solver={solver!r}")
-        if model == "node_untied":
-            solver_kw = dict(solver_steps=solver_steps)
-        elif solver_steps != 4:
-            raise KernelcalcInputError(f"solver_steps does not apply to model={model!r} (only to 'node' and "
-                                       f"'node_untied'), got solver_steps={solver_steps!r}")
-        else:
-            solver_kw = {}
+    (``None``: not passed; ``make_network`` rejects the ones that do not apply to ``model``).  ``T``, ``solver``,
+    ``solver_steps`` arrive for every model (the entry point's documented defaults where the user passed none;
+    one passed for a model it does not configure was refused by the entry point, ``MODEL_KEYWORDS``)."""
+    solver_kw = {"node": dict(solver=solver, solver_steps=solver_steps),
+                 "node_untied": dict(solver_steps=solver_steps)}.get(model, {})
     return make_network(model, activation=activation, width=width, T=T, depth=depth, **scales, **solver_kw)
+
+
+def closing_lines(res) -> list[str]:
+    """The last lines of a run's text: ``FAILED: <failure>`` for a failed run, then the time it took."""
+    return ([f"FAILED: {res.failure}"] if res.failed else []) + [f"({res.info.get('seconds', float('nan')):.1f} s)"]
 
 
 def make_fns(net, X, y):

@@ -36,7 +36,7 @@ from .._results import JsonResult, frozen, text_table
 from .._validation import (DEFAULT_WIDTH, KernelcalcInputError, as_inputs, positive, positive_int, progress_disable,
                            scale_keywords)
 from .._x64 import float64
-from ._common import network, validate_xy
+from ._common import closing_lines, network, validate_xy
 
 __all__ = ["TrainedEnsemble", "trained_ensemble", "ensemble_stats"]
 
@@ -124,10 +124,7 @@ class TrainedEnsemble(JsonResult):
                 rows.append((f"{t:.4g}", k, f"{self.loss[i]:.4g}", "-", "-", "-", "-"))
         lines += text_table([("t", 10, ""), ("step", 6, ""), ("mean loss", 10, ""), ("mean|f_test|", 12, ""),
                              ("se(mean)", 9, ""), ("mean var", 10, ""), ("se(var)", 9, "")], rows)
-        if self.failed:
-            lines.append(f"FAILED: {self.failure}")
-        lines.append(f"({self.info.get('seconds', float('nan')):.1f} s)")
-        return "\n".join(lines)
+        return "\n".join(lines + closing_lines(self))
 
     def __str__(self) -> str:
         return self.summary()

@@ -37,7 +37,8 @@ from .._x64 import float64
 from .._validation import (DEFAULT_WIDTH, KernelcalcInputError, deprecated, positive, positive_int, progress_disable,
                           renamed_keywords, scale_keywords)
 from ..empirical.models import batched_apply
-from ._common import default_lr, flow_solver, group_names, group_sq_norms, make_fns, network, validate_xy
+from ._common import (closing_lines, default_lr, flow_solver, group_names, group_sq_norms, make_fns, network,
+                      validate_xy)
 from .._results import JsonResult
 
 __all__ = ["TrainResult", "train", "default_lr", "infinite_width_ntk"]
@@ -196,10 +197,7 @@ class TrainResult(JsonResult):
         if self.ntk_drift:
             lines.append(f"NTK drift |K_k-K_0|/|K_0| max = {max(self.ntk_drift):.4g}; "
                          f"lambda_min(K_k) final = {self.ntk_lambda_min[-1]:.4g}")
-        if self.failed:
-            lines.append(f"FAILED: {self.failure}")
-        lines.append(f"({self.info.get('seconds', float('nan')):.1f} s)")
-        return "\n".join(lines)
+        return "\n".join(lines + closing_lines(self))
 
     def __str__(self) -> str:
         return self.summary()
