@@ -127,7 +127,10 @@ class Kernel(JsonResult):
 
 
 def jsonable(obj):
-    """Plain JSON types (shared by every result type); non-finite floats become ``None``."""
+    """Plain JSON types (shared by every result type); non-finite floats become ``None``; a nested result
+    (a :class:`JsonResult` field, e.g. the runs of a sweep) becomes its :meth:`~JsonResult.to_dict`."""
+    if isinstance(obj, JsonResult):
+        return obj.to_dict()
     if isinstance(obj, Mapping):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -125,12 +125,9 @@ class PredictionComparison(JsonResult):
     def __str__(self) -> str:
         return self.summary()
 
-    def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "ensembles"}
-        d["ensembles"] = [e.to_dict() for e in self.ensembles]
-        d.update(max_abs_z_mean=self.max_abs_z_mean, max_abs_z_var=self.max_abs_z_var, rms_z_mean=self.rms_z_mean,
-                 rms_z_var=self.rms_z_var, failed=self.failed)
-        return jsonable(d)
+    def _derived(self) -> dict:
+        return dict(max_abs_z_mean=self.max_abs_z_mean, max_abs_z_var=self.max_abs_z_var, rms_z_mean=self.rms_z_mean,
+                    rms_z_var=self.rms_z_var, failed=self.failed)
 
 
 @float64

@@ -9,7 +9,7 @@ import numpy as np
 
 from .._x64 import float64
 from .._validation import KernelcalcInputError, positive_int, progress_disable, renamed_keywords
-from .._results import JsonResult, jsonable as _jsonable
+from .._results import JsonResult
 from .run import train
 
 __all__ = ["WidthSweep", "width_sweep"]
@@ -66,11 +66,6 @@ class WidthSweep(JsonResult):
 
     def __str__(self) -> str:
         return self.table()
-
-    def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "runs"}
-        d["runs"] = [r.to_dict() for r in self.runs]
-        return _jsonable(d)
 
 
 @float64
