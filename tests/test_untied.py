@@ -19,6 +19,8 @@ from kernelcalc.empirical.models import init_params, make_network
 from kernelcalc.empirical.montecarlo import fit_slope
 from kernelcalc.empirical.untied import _forward, untied_ntk
 
+from _monte_carlo_check import assert_within_standard_errors as _check
+
 X = np.array([[1.0, 0.3, -0.4], [0.2, -0.8, 0.9], [0.5, 0.5, 0.1]])
 S0 = X @ X.T / 3
 
@@ -135,12 +137,6 @@ def _mc(model, width, n_samples, seed, **kw):
     for s in (np.array(nngps), np.array(ntks)):
         out.append((s.mean(0), s.std(0, ddof=1) / math.sqrt(n_samples)))
     return out
-
-
-def _check(est, se, ref, bias, what):
-    z = (est - ref) / se
-    print(what, "max|z|", np.max(np.abs(z)), "max rel err", np.max(np.abs(est - ref) / np.abs(ref)))
-    assert np.all(np.abs(est - ref) <= 4 * se + bias), (what, z)
 
 
 @pytest.mark.slow
