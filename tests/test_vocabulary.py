@@ -447,3 +447,21 @@ def test_cli_flow_gap_refuses_the_train_options_it_does_not_take_even_at_their_d
     assert res.exit_code == 2 and res.output.strip() == (
         f"Error: flow-gap takes --lrs and --t-max (not --lr, --steps or --method), got {option[0]}"), res.output
     assert not built
+
+
+def test_model_keywords_default_to_the_sentinel_none():
+    """Every entry point whose model is an argument gives each model keyword the signature default ``None``
+    ("the model's default"), so that an explicit value, the documented default included, is seen."""
+    names = [n for n in kc.__all__ if callable(getattr(kc, n)) and not inspect.isclass(getattr(kc, n))]
+    bad, seen = [], 0
+    for name in names + ["make_network", "infinite_width_ntk"]:
+        params = inspect.signature(_fn(name)).parameters
+        if "model" not in params:
+            continue
+        for k in APPLIES:
+            if k in params:
+                seen += 1
+                if params[k].default is not None:
+                    bad.append(f"{name}({k}={params[k].default!r})")
+    assert not bad, bad
+    assert seen > 20                                   # the walk is not empty
