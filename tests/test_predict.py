@@ -284,3 +284,44 @@ def test_auto_above_the_crossover_takes_lanczos_with_cholesky_at_t_inf(problem, 
         assert np.max(np.abs(P.mean_test[i] - mean)) <= P.info["error_estimate"]["mean_per_time"][i]
     C = kc.predict_from_kernels(G[0], y, G[1], nngp=problem["K"], t=None, compute_cov="diag")
     assert C.info["solver"].startswith("cholesky")
+
+
+def test_large_n_covariance_path_equals_the_reference_and_its_bound_covers_the_error(monkeypatch):
+    """The data-set-scale NTK-GP variances (original basis, two products per time, the cheaper error bound
+    max phi_t ||K P - k_x||) against the expm/solve formulas at N = 300, 8 times."""
+    import kernelcalc.inference.engine as engine
+
+    monkeypatch.setattr(engine, "EXACT_COV_BOUND_MAX", 0)
+    rng = np.random.default_rng(3)
+    n, m = 300, 30
+    X = rng.normal(size=(n + m, 5))
+    K, Th = relu_mlp_grams(X, X)
+    y = np.sin(X[:n, 0]) + X[:n, 1] * X[:n, 2]
+    times = [1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1000.0, np.inf]
+    P = kc.predict_from_kernels(Th[:n, :n], y, Th[n:, :n], nngp=(K[:n, :n], K[n:, :n], np.diag(K)[n:]), t=times,
+                                compute_cov="diag", batch_size=16, method="eigh")
+    # the reference: neural-tangents' eigen-formulas (numpy.linalg.eigh, its predict_fn's einsums), and expm at t = 1
+    lam, V = np.linalg.eigh(Th[:n, :n])
+    for i, t in enumerate(times):
+        f = 1.0 / lam if math.isinf(t) else -np.expm1(-lam * t) / lam
+        Pt = V @ (f[:, None] * (V.T @ Th[n:, :n].T))                     # phi_t(Theta) Theta_{X x}
+        mean = Pt.T @ y
+        var = np.diag(K)[n:] + np.einsum("nm,nm->m", Pt, K[:n, :n] @ Pt) - 2 * np.einsum("nm,mn->m", Pt, K[n:, :n])
+        if t == 1.0:
+            mref, cref = nt_reference(Th[:n, :n], Th[n:, :n], K[:n, :n], K[n:, :n], K[n:, n:], y, t, "ntk")
+            assert np.max(np.abs(mref - mean)) < 1e-10 and np.max(np.abs(np.diag(cref) - var)) < 1e-10
+        em, ec = np.max(np.abs(P.mean_test[i, :, 0] - mean)), np.max(np.abs(P.cov_test[i] - var))
+        assert em <= 1e-10 and ec <= 1e-10, (t, em, ec)
+        assert em <= P.info["error_estimate"]["mean_per_time"][i] and ec <= P.info["error_estimate"]["cov_per_time"][i]
+
+
+def test_consumed_gram_gives_the_same_decomposition(problem):
+    from kernelcalc.inference.spectral import Eigensystem
+
+    G = np.array(problem["Th"][0])
+    G.setflags(write=False)
+    ref = Eigensystem(G)
+    es = Eigensystem(G, consume=True)
+    assert not np.array_equal(G, problem["Th"][0])          # overwritten in place, not copied
+    np.testing.assert_array_equal(es.lam, ref.lam)
+    np.testing.assert_array_equal(np.abs(es.V), np.abs(ref.V))

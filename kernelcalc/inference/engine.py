@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from .._validation import (KernelcalcAccuracyWarning, KernelcalcInputError, nonnegative, positive, positive_int,
                            progress_disable, real_array, warn)
+from .._results import on_disk
 from .result import Prediction
 from .direct import CholeskyEngine, CholeskySystem
 from .krylov import krylov_run
@@ -118,6 +119,13 @@ def _square(A, name: str) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise KernelcalcInputError(f"{name} contains NaN or inf")
     return arr
+
+
+def _square_on_disk(A):
+    """An on-disk (Zarr) train Gram, kept on disk (checked for NaN/inf block by block as the products read it)."""
+    if len(A.shape) != 2 or A.shape[0] != A.shape[1] or A.shape[0] < 1:
+        raise KernelcalcInputError(f"K_train must be a square (N, N) Gram, got shape {tuple(A.shape)}")
+    return A
 
 
 def _rows(A, name: str, n: int):
@@ -264,7 +272,8 @@ def _default_batch(n: int) -> int:
 
 
 def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_block, batch_size,
-        progress, method, kernel_error, tol=1e-10, max_iter=None, info_extra=None) -> Prediction:
+        progress, method, kernel_error, tol=1e-10, max_iter=None, info_extra=None, client=None,
+        consume: bool = False) -> Prediction:
     """The driver shared by :func:`predict_from_kernels` and :func:`~kernelcalc.predict`:
     ``test_block(i, j)`` returns ``(K_trained (b, N), nngp (b, N) or None, test-test or None)``."""
     t0 = time.perf_counter()
@@ -274,6 +283,7 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
     at_inf = bool(np.all(np.isinf(times)))
     auto = method == "auto"
     solver = method
+    gram_on_disk = not isinstance(A, np.ndarray)
     if auto:
         if n > KRYLOV_CROSSOVER and cov is None:
             solver = "krylov"
@@ -292,11 +302,12 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
     info["batch_size"] = min(batch_size, max(n_test, 1))
     if solver == "krylov":
         direct = None
-        if auto and lr is None and np.isinf(times).any():     # t = inf by one Cholesky factorisation instead of CG
+        # t = inf by one Cholesky factorisation instead of CG, where the Gram is in this process's memory
+        if auto and lr is None and np.isinf(times).any() and client is None and not gram_on_disk:
             direct = CholeskySystem.factor(A, diag_reg)
         return krylov_run(A, y, times, kernel=kernel, lr=lr, diag_reg=diag_reg, n_test=n_test, test_block=test_block,
                           batch_size=batch_size, progress=progress, kernel_error=kernel_error, tol=tol,
-                          max_iter=max_iter, info=info, t0=t0, direct=direct)
+                          max_iter=max_iter, info=info, t0=t0, direct=direct, client=client)
     cs = CholeskySystem.factor(A, diag_reg) if solver == "cholesky" else None
     if cs is not None:
         es, eng = cs, CholeskyEngine(cs, y, kernel, nngp_train, kernel_error)
@@ -304,7 +315,7 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
     else:
         if solver == "cholesky":
             info["cholesky_fallback"] = "the Gram is not positive definite to working precision: eigen-decomposition"
-        es = Eigensystem(A, diag_reg)
+        es = Eigensystem(A, diag_reg, consume=consume)
         es.warn_singular(times)
         es.check_lr(times, lr)
         eng = _Dense(es, y, times, lr, kernel, nngp_train, kernel_error)
@@ -352,7 +363,7 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
 def predict_from_kernels(K_train, y_train, K_test_train=None, K_test_test=None, *, nngp=None, t=None,
                          kernel: str = "ntk", diag_reg: float = 0.0, compute_cov=False, learning_rate=None,
                          batch_size: int | None = None, method: str = "auto", kernel_error: float = 0.0,
-                         krylov_tol: float = 1e-10, krylov_max_iter: int | None = None,
+                         krylov_tol: float = 1e-10, krylov_max_iter: int | None = None, client=None,
                          progress: bool | None = None) -> Prediction:
     r"""Mean and covariance of the infinite ensemble of trained infinite-width networks, from Grams.
 
@@ -391,6 +402,12 @@ def predict_from_kernels(K_train, y_train, K_test_train=None, K_test_test=None, 
       tolerance and iteration cap), ``"cholesky"`` ($t=\infty$ of gradient flow only).
     - ``kernel_error``: the Grams' entrywise absolute error (e.g. a Kernel's ``info["error_estimate"]``),
       propagated into the error estimates.
+    - ``client``: a ``dask.distributed.Client`` or a scheduler address (``"tcp://host:8786"``) for the
+      matrix-free path: the train Gram's row blocks are placed on the workers once and every Lanczos
+      product runs there (:class:`~kernelcalc.inference.krylov.ClusterMatvec`).  Applies to
+      ``method="krylov"`` (and ``"auto"``, which then takes it for the mean); an error otherwise.
+      ``K_train`` may be a Zarr array (a kernel's ``out=`` store): the Krylov path reads it in row blocks
+      (on the workers with ``client``) and never loads it whole; $t=\infty$ is then conjugate gradients.
     - ``progress``: a progress bar over the test batches / Lanczos iterations (``None``: auto).
 
     **Returns:** :class:`~kernelcalc.Prediction`.
@@ -404,8 +421,15 @@ def predict_from_kernels(K_train, y_train, K_test_train=None, K_test_test=None, 
     diag_reg = nonnegative("diag_reg", diag_reg)
     kernel_error = nonnegative("kernel_error", kernel_error)
     times = check_times(t, lr)
-    A = _square(K_train, "K_train")
+    A = _square_on_disk(K_train) if on_disk(K_train) else _square(K_train, "K_train")
     n = A.shape[0]
+    if client is not None and (cov is not None or method not in ("auto", "krylov")):
+        raise KernelcalcInputError("client applies only to the matrix-free path (method='krylov' or 'auto', mean "
+                                   f"only); got method={method!r}" + (" with compute_cov" if cov is not None else ""))
+    if client is not None:
+        method = "krylov"
+    if on_disk(A) and (cov is not None or method not in ("auto", "krylov")):
+        A = _square(A[:], "K_train")                 # the dense engines need it in memory
     y, _ = check_targets(y_train, n)
     Ktd = _rows(K_test_train, "K_test_train", n)
     m = 0 if Ktd is None else Ktd.shape[0]
@@ -460,4 +484,4 @@ def predict_from_kernels(K_train, y_train, K_test_train=None, K_test_test=None, 
 
     return run(A, y, times, kernel=kernel, lr=lr, diag_reg=diag_reg, cov=cov, nngp_train=nngp_train, n_test=m,
                test_block=test_block, batch_size=batch_size, progress=progress, method=method,
-               kernel_error=kernel_error, tol=krylov_tol, max_iter=krylov_max_iter)
+               kernel_error=kernel_error, tol=krylov_tol, max_iter=krylov_max_iter, client=client)

@@ -28,7 +28,23 @@ from .._validation import (KernelcalcAccuracyWarning, KernelcalcInputError, accu
 from .result import Prediction
 from .spectral import EPS, batches, phi
 
-__all__ = ["krylov_run", "lanczos_phi"]
+__all__ = ["krylov_run", "lanczos_phi", "ClusterMatvec"]
+
+
+def _row_block(n: int) -> int:
+    return max(1, 2**24 // n)              # ~128 MB of float64 per block of rows
+
+
+def _rows_of(A, i, j):
+    """Rows ``i:j`` of the Gram as float64, refusing NaN/inf (an on-disk Gram is checked as it is read)."""
+    blk = np.asarray(A[i:j], dtype=np.float64)
+    if not np.isfinite(blk).all():
+        raise KernelcalcInputError(f"K_train contains NaN or inf (rows {i}..{j - 1})")
+    return blk
+
+
+def _block_times(blk, v):
+    return blk @ v
 
 
 def _matvec(A, diag_reg):
@@ -36,15 +52,60 @@ def _matvec(A, diag_reg):
     if isinstance(A, np.ndarray):
         return lambda v: A @ v + diag_reg * v
     n = A.shape[0]
-    rows = max(1, 2**24 // n)
+    rows = _row_block(n)
 
     def mv(v):
         out = np.empty(n)
         for i in range(0, n, rows):
-            out[i:i + rows] = np.asarray(A[i:i + rows], dtype=np.float64) @ v
+            out[i:i + rows] = _rows_of(A, i, min(i + rows, n)) @ v
         return out + diag_reg * v
 
     return mv
+
+
+class ClusterMatvec:
+    r"""``v -> (A + diag_reg I) v`` on a ``dask.distributed`` cluster: the Gram's row blocks (about 128 MB
+    each) are placed on the workers once -- scattered from memory, or read there from the Zarr array
+    itself, so an on-disk Gram never passes through this process -- and each product ships only $v$
+    (broadcast) and gathers the blocks' results, in row order.  A block is the same product as in
+    :func:`_matvec`'s loop, so the cluster's iterates equal the local ones to rounding (bit for bit when
+    both use the same BLAS kernel).  The futures live on ``client``'s loop (``client.gather``), whatever
+    default client the process has."""
+
+    def __init__(self, client, A, diag_reg: float):
+        from ..kernels._tiles import _scheduler
+
+        self.client, self.diag_reg, self.n = client, diag_reg, A.shape[0]
+        rows = _row_block(self.n)
+        self.where = _scheduler(client)
+        edges = [(i, min(i + rows, self.n)) for i in range(0, self.n, rows)]
+        if isinstance(A, np.ndarray):
+            self.blocks = client.scatter([_rows_of(A, i, j) for i, j in edges], hash=False)
+        else:
+            self.blocks = [client.submit(_rows_of, A, i, j, pure=False) for i, j in edges]
+        self.products = 0
+
+    def __call__(self, v):
+        from .._validation import KernelcalcClusterError
+
+        vf = self.client.scatter(v, broadcast=True, hash=False)
+        futures = [self.client.submit(_block_times, b, vf, pure=False) for b in self.blocks]
+        try:
+            parts = self.client.gather(futures)
+        except KernelcalcInputError:
+            raise
+        except Exception as err:  # a lost worker whose data cannot be recomputed, a lost scheduler
+            raise KernelcalcClusterError(f"a Gram-vector product failed on {self.where} "
+                                         f"({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
+        out = np.concatenate(parts)
+        if out.shape != (self.n,) or not np.isfinite(out).all():
+            raise KernelcalcClusterError(f"a Gram-vector product came back from {self.where} malformed or "
+                                         "non-finite; no prediction is returned")
+        self.products += 1
+        return out + self.diag_reg * v
+
+    def close(self):
+        self.client.cancel(list(self.blocks))
 
 
 def lanczos_phi(mv, y: np.ndarray, times, lr, *, tol: float, max_iter: int, check_every: int = 10,
@@ -113,12 +174,28 @@ def lanczos_phi(mv, y: np.ndarray, times, lr, *, tol: float, max_iter: int, chec
 
 
 def krylov_run(A, y, times, *, kernel, lr, diag_reg, n_test, test_block, batch_size, progress, kernel_error,
-               tol, max_iter, info, t0, direct=None) -> Prediction:
+               tol, max_iter, info, t0, direct=None, client=None) -> Prediction:
     r"""The mean-only Krylov path of :func:`kernelcalc.inference.engine.run`; ``direct``: a
     :class:`~kernelcalc.inference.direct.CholeskySystem` of the same Gram that gives $t=\infty$ instead
-    (Lanczos then serves the finite times alone, which converge far sooner)."""
-    n, k = y.shape
-    mv = _matvec(A, diag_reg)
+    (Lanczos then serves the finite times alone, which converge far sooner); ``client``: a
+    ``dask.distributed`` client or scheduler address for the Gram-vector products (:class:`ClusterMatvec`)."""
+    from ..kernels._tiles import own_client
+
+    with own_client(client) as c:
+        mv = _matvec(A, diag_reg) if c is None else ClusterMatvec(c, A, diag_reg)
+        try:
+            return _krylov(mv, A.shape[0], y, times, kernel=kernel, lr=lr, n_test=n_test, test_block=test_block,
+                           batch_size=batch_size, progress=progress, kernel_error=kernel_error, tol=tol,
+                           max_iter=max_iter, info=info, t0=t0, direct=direct,
+                           engine=None if c is None else mv.where)
+        finally:
+            if c is not None:
+                mv.close()
+
+
+def _krylov(mv, n, y, times, *, kernel, lr, n_test, test_block, batch_size, progress, kernel_error, tol, max_iter,
+            info, t0, direct, engine) -> Prediction:
+    k = y.shape[1]
     max_iter = 2000 if max_iter is None else int(max_iter)
     inf = np.isinf(times) if direct is not None else np.zeros(len(times), bool)
     lanczos_times = times[~inf]
@@ -176,7 +253,8 @@ def krylov_run(A, y, times, *, kernel, lr, diag_reg, n_test, test_block, batch_s
                  "lanczos": runs, "lambda_max": max(r.get("ritz_max", 0.0) for r in runs),
                  "lambda_min": min(r.get("ritz_min", math.inf) for r in runs),
                  "error_estimate": {"mean": float(err.max()), "mean_per_time": err.tolist()},
-                 "n_train": n, "n_test": n_test, "seconds": time.perf_counter() - t0})
+                 "n_train": n, "n_test": n_test, "seconds": time.perf_counter() - t0,
+                 "matvec": "local" if engine is None else f"dask ({engine})"})
     info["condition_number"] = (info["lambda_max"] / info["lambda_min"] if info["lambda_min"] > 0 else math.inf)
     info["condition_number_note"] = "Ritz values: lambda_min is an upper bound of the Gram's"
     return Prediction(mean_test=mean_test, mean_train=mean_train, cov_test=None, times=times, kernel=kernel,
