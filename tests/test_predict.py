@@ -325,3 +325,13 @@ def test_consumed_gram_gives_the_same_decomposition(problem):
     assert not np.array_equal(G, problem["Th"][0])          # overwritten in place, not copied
     np.testing.assert_array_equal(es.lam, ref.lam)
     np.testing.assert_array_equal(np.abs(es.V), np.abs(ref.V))
+
+
+def test_progress_bars_follow_the_stages(problem, capsys):
+    K, Th = problem["K"], problem["Th"]
+    kc.predict_from_kernels(Th[0], problem["y"], Th[1], nngp=K, t=[1.0, 2.0, np.inf], compute_cov="diag",
+                            batch_size=4, progress=True)
+    err = capsys.readouterr().err
+    assert "eigen-decomposition of the 24 x 24 Gram" in err and "test points x 3 times" in err and "/27" in err
+    kc.predict_from_kernels(Th[0], problem["y"], Th[1], nngp=K, t=[1.0], compute_cov="diag", progress=False)
+    assert capsys.readouterr().err == ""

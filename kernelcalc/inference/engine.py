@@ -46,7 +46,7 @@ from .._results import on_disk
 from .result import Prediction
 from .direct import CholeskyEngine, CholeskySystem
 from .krylov import krylov_run
-from .spectral import EPS, Eigensystem, batches as _batches
+from .spectral import EPS, Eigensystem
 
 __all__ = ["predict_from_kernels", "check_times", "check_targets", "KRYLOV_CROSSOVER"]
 
@@ -61,6 +61,10 @@ KRYLOV_CROSSOVER = 4000
 #: exactly (one more $N\times N\times M$ product per time); above it the bound $\max\varphi_t\,\lVert KP-k_x\rVert$
 #: (an upper bound of the same first-order term: looser, never smaller), which saves a third of the per-time work.
 EXACT_COV_BOUND_MAX = 4000
+
+#: From this many training points on, the stages (decomposition, test points x times) show progress bars
+#: (``progress=None``: when stderr is a terminal; ``True``: always; ``False``: never).
+LONG_WORK = 2000
 _COV = {False: None, None: None, "diag": "diag", True: "full", "full": "full"}
 
 
@@ -194,9 +198,10 @@ class _Dense:
         if self.nngp_train is not None and self.Kt is None and 2 * n + m < (nt - 1) * m:
             self.Kt = self.es.V.T @ (self.nngp_train @ self.es.V)
 
-    def batch(self, Ktb, cov, nngp_tb=None, tt=None):
-        """Mean (T, b, k) and covariance (T, b) / (T, b, b) of one test batch."""
+    def batch(self, Ktb, cov, nngp_tb=None, tt=None, tick=None):
+        """Mean (T, b, k) and covariance (T, b) / (T, b, b) of one test batch (``tick()`` after each time)."""
         es = self.es
+        tick = tick or (lambda: None)
         mean = np.einsum("bn,tnk->tbk", Ktb, self.Z, optimize=True)
         B = es.V.T @ Ktb.T                                            # (N, b): the test rows in the eigenbasis
         # first order in the error E of A (||E|| <= delta): d mean = theta_x^T D phi_t(A)[E] y, which at t = inf is
@@ -214,6 +219,7 @@ class _Dense:
                     out.append(tt - B.T @ (psi[:, None] * B))
                 else:
                     out.append(tt - np.einsum("nb,n,nb->b", B, psi, B, optimize=True))
+                tick()
             pn = np.array([np.linalg.norm(p[:, None] * B, axis=0).max() for p in self.phis])
             # ||psi_t(A) k_x||_1 <= sqrt(N) ||psi_t(A) k_x||_2 (no extra product with V)
             p1 = np.sqrt(es.n) * np.array([np.linalg.norm(p[:, None] * B, axis=0).max() for p in self.psis])
@@ -230,6 +236,7 @@ class _Dense:
                 else:
                     c = tt + np.einsum("nb,nb->b", P, KP) - 2.0 * np.einsum("nb,nb->b", P, C)
                 out.append(c)
+                tick()
                 # first order in E: d var = 2 (phi_t(A)(K P - k_x))^T E P, exact at t = inf (P = A^{-1} theta_x)
                 W = p[:, None] * (KP - C)
                 errs.append(self._cov_error(W, P))
@@ -253,6 +260,7 @@ class _Dense:
                 else:                                  # ||phi_t(A) R|| <= max phi_t * ||R||: no third product
                     W = float(np.max(p)) * R
                 errs.append(self._cov_error(W, X))
+                tick()
             self.err_cov = np.maximum(self.err_cov, np.array(errs))
         cov_b = np.stack(out)
         if full:
@@ -308,6 +316,9 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
         return krylov_run(A, y, times, kernel=kernel, lr=lr, diag_reg=diag_reg, n_test=n_test, test_block=test_block,
                           batch_size=batch_size, progress=progress, kernel_error=kernel_error, tol=tol,
                           max_iter=max_iter, info=info, t0=t0, direct=direct, client=client)
+    long_work = progress_disable(progress) if (n >= LONG_WORK or progress is True) else True
+    stage = tqdm(total=1, desc=f"{'Cholesky' if solver == 'cholesky' else 'eigen'}-decomposition of the {n} x {n} "
+                 "Gram", disable=long_work, leave=False)
     cs = CholeskySystem.factor(A, diag_reg) if solver == "cholesky" else None
     if cs is not None:
         es, eng = cs, CholeskyEngine(cs, y, kernel, nngp_train, kernel_error)
@@ -320,6 +331,8 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
         es.check_lr(times, lr)
         eng = _Dense(es, y, times, lr, kernel, nngp_train, kernel_error)
         mean_train = es.train_mean(y, eng.phis)
+    stage.update(1)
+    stage.close()
     mean_test = cov_test = None
     if n_test:
         mean_test = np.empty((len(times), n_test, y.shape[1]))
@@ -327,15 +340,21 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
             cov_test = np.empty((len(times), n_test))
         if kernel == "ntk" and cov is not None:
             eng.want_Kt(n_test)
-        for i in _batches(n_test, batch_size, progress, "test batches"):
+        per_time = cov is not None and not isinstance(eng, CholeskyEngine)
+        bar = tqdm(total=n_test * (len(times) if per_time else 1), unit="point", leave=False, disable=long_work,
+                   desc="test points" + (f" x {len(times)} times" if per_time and len(times) > 1 else ""))
+        for i in range(0, n_test, batch_size):
             j = min(i + batch_size, n_test)
             Ktb, ntb, tt = test_block(i, j)
-            m, c = eng.batch(Ktb, cov, ntb, tt)
+            m, c = eng.batch(Ktb, cov, ntb, tt, tick=(lambda: bar.update(j - i)) if per_time else None)
+            if not per_time:
+                bar.update(j - i)
             mean_test[:, i:j] = m
             if cov == "diag":
                 cov_test[:, i:j] = c
             elif cov == "full":
                 cov_test = c
+        bar.close()
     info.update(es.info())
     err = {"mean": float(eng.err_mean.max()) if n_test else float(es.floor * eng.ynorm)}
     if cov is not None:
