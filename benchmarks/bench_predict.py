@@ -156,12 +156,121 @@ def large(n=20000, m=2000):
             "kernel_error_estimate": float(Ktr.info["error_estimate"])}
 
 
+def pipeline(n, m):
+    """kc.predict end to end (NTK-GP mean + diagonal covariance at the 8 times, method="auto"), with the time
+    split: kernels (train NTK + NNGP, test-train, test diagonal), the eigen-decomposition, and the rest
+    (the per-time products); this process's peak RSS (run it in a fresh subprocess)."""
+    import kernelcalc as kc
+
+    Xtr, y, Xte = data(n, m)
+    t0 = time.perf_counter()
+    P = kc.predict(Xtr, y, Xte, model="node", activation="softplus", T=1.0, t=TIMES, compute_cov="diag",
+                   progress=False)
+    total = time.perf_counter() - t0
+    info = P.info
+    return {"n": n, "m": m, "total_seconds": total, "kernel_seconds": info["kernel_seconds"],
+            "eigh_seconds": info.get("eigh_seconds"), "solver": info["solver"],
+            "prediction_seconds": total - info["kernel_seconds"],
+            "products_seconds": total - info["kernel_seconds"] - (info.get("eigh_seconds") or 0.0),
+            "mean_error_estimate": info["error_estimate"]["mean"], "cov_error_estimate": info["error_estimate"]["cov"],
+            "condition_number": info.get("condition_number"),
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
+
+
+def scaling(sizes):
+    """``pipeline`` at each N (M = N / 10) in a fresh subprocess; the extrapolation to N = 20000, M = 2000:
+    eigh as N^3, the per-time products as N^2 M, the kernels as N^2 + N M (pairs)."""
+    rows = []
+    for n in sizes:
+        out = subprocess.run([sys.executable, __file__, "--pipeline-child", "--n", str(n), "--m", str(n // 10)],
+                             capture_output=True, text=True)
+        if out.returncode:
+            print(out.stderr[-2000:])
+            raise SystemExit(out.returncode)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(r)
+        print(f"N = {r['n']}, M = {r['m']}, 8 times, NTK-GP mean + diag cov: total {r['total_seconds']:.1f} s = kernels "
+              f"{r['kernel_seconds']:.1f} s + eigh {r['eigh_seconds']:.1f} s + per-time products "
+              f"{r['products_seconds']:.1f} s; peak RSS {r['peak_rss_gib']:.2f} GiB; error estimates mean "
+              f"{r['mean_error_estimate']:.1e}, cov {r['cov_error_estimate']:.1e}; cond {r['condition_number']:.1e}",
+              flush=True)
+    r = rows[-1]
+    f3, f2 = (20000 / r["n"]) ** 3, (20000 / r["n"]) ** 2 * (2000 / r["m"])
+    fk = (20000**2 / 2 + 20000 * 2000) / (r["n"] ** 2 / 2 + r["n"] * r["m"])
+    print(f"extrapolated from N = {r['n']} to N = 20000, M = 2000: kernels {r['kernel_seconds'] * fk / 60:.1f} min, "
+          f"eigh {r['eigh_seconds'] * f3 / 60:.1f} min, products {r['products_seconds'] * f2 / 60:.1f} min, total "
+          f"{(r['kernel_seconds'] * fk + r['eigh_seconds'] * f3 + r['products_seconds'] * f2) / 60:.1f} min")
+
+
+def crossover(sizes):
+    """Mean only, 8 times, side by side on the same NTK Gram: the eigen-decomposition against the matrix-free
+    path of ``method="auto"`` above the crossover (Lanczos for the finite times, one Cholesky factorisation at
+    t = inf), each a first call on that Gram."""
+    import kernelcalc as kc
+    import kernelcalc.inference.engine as engine
+
+    for n in sizes:
+        m = n // 10
+        Xtr, y, Xte = data(n, m, seed=n)
+        t0 = time.perf_counter()
+        Th = np.asarray(kc.node_kernel(Xtr, activation="softplus", T=1.0, outputs=("ntk",), progress=False).ntk)
+        Tx = np.asarray(kc.node_kernel(Xte, Xtr, activation="softplus", T=1.0, outputs=("ntk",), progress=False).ntk)
+        tk = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        Pe = kc.predict_from_kernels(Th, y, Tx, t=TIMES, method="eigh", progress=False)
+        te = time.perf_counter() - t0
+        saved, engine.KRYLOV_CROSSOVER = engine.KRYLOV_CROSSOVER, 0
+        try:
+            t0 = time.perf_counter()
+            Pk = kc.predict_from_kernels(Th, y, Tx, t=TIMES, progress=False)
+            tkr = time.perf_counter() - t0
+        finally:
+            engine.KRYLOV_CROSSOVER = saved
+        it = [r["iterations"] for r in Pk.info["lanczos"]]
+        print(f"crossover N = {n}: kernels {tk:.1f} s; mean at 8 times: eigh {te:.2f} s, Lanczos + Cholesky "
+              f"{tkr:.2f} s ({it} iterations), ratio krylov/eigh {tkr / te:.2f}; max |diff| "
+              f"{float(np.max(np.abs(Pe.mean_test - Pk.mean_test))):.1e} (estimates: eigh "
+              f"{Pe.info['error_estimate']['mean']:.1e}, krylov {Pk.info['error_estimate']['mean']:.1e})", flush=True)
+
+
+def real_pole_fit(lam_min=1e-2, lam_max=2e4):
+    """Why no shared-real-pole rational method: phi_t(lam) = (1 - exp(-t lam)) / lam on [lam_min, lam_max]
+    (condition 2e6, the t of TIMES) by a constant plus J terms c_j(t) / (lam + g_j) with J poles shared by all
+    times (log-spaced over the interval, weighted least squares on 4000 log-spaced points): the worst relative
+    error.  Each pole costs one N x N Cholesky factorisation plus its solves and one N x N x M product."""
+    lam = np.geomspace(lam_min, lam_max, 4000)
+    out = []
+    for J in (4, 8, 16, 32):
+        g = np.geomspace(lam_min / 10, lam_max * 10, J)
+        basis = np.column_stack([1 / (lam[:, None] + g[None, :]), np.ones_like(lam)])
+        worst = 0.0
+        for t in TIMES[:-1]:
+            f = -np.expm1(-lam * t) / lam
+            c, *_ = np.linalg.lstsq(basis / f[:, None], np.ones_like(f), rcond=None)
+            worst = max(worst, float(np.max(np.abs(basis @ c - f) / f)))
+        out.append((J, worst))
+    print("shared real poles, worst relative error of phi_t over the 7 finite times: "
+          + ", ".join(f"J = {J}: {e:.1e}" for J, e in out))
+
+
 def _arg(name, default):
     return int(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
 
 
 def main():
     n, m = _arg("--n", 20000), _arg("--m", 2000)
+    if "--pipeline-child" in sys.argv:
+        print(json.dumps(pipeline(n, m)))
+        return
+    if "--real-poles" in sys.argv:
+        real_pole_fit()
+        return
+    if "--crossover" in sys.argv:
+        crossover([int(v) for v in sys.argv[sys.argv.index("--crossover") + 1].split(",")])
+        return
+    if "--scaling" in sys.argv:
+        scaling([int(v) for v in sys.argv[sys.argv.index("--scaling") + 1].split(",")])
+        return
     if "--child" in sys.argv:
         print(json.dumps(large(n, m)))
         return

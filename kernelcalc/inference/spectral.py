@@ -18,6 +18,7 @@ $\tau=N\varepsilon\lambda_\max$ and $0$ below it (the pseudo-inverse; a
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, progress_disable, warn
 
-__all__ = ["Eigensystem", "phi", "EPS", "batches", "lapack_scope", "SINGLE_THREAD_ABOVE"]
+__all__ = ["Eigensystem", "phi", "EPS", "batches", "lapack_scope", "lapack_threads", "SINGLE_THREAD_ABOVE"]
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -36,17 +37,39 @@ EPS = float(np.finfo(np.float64).eps)
 SINGLE_THREAD_ABOVE = 8000
 
 
+def lapack_threads(n: int) -> int | None:
+    """BLAS threads for one large LAPACK call: 1 above :data:`SINGLE_THREAD_ABOVE`; otherwise one per core that
+    is free now (the 1-minute load average, which counts this process too), at least 1; ``None``: no limit
+    (fewer than 2 cores, or no load average on this system).
+
+    Measured on the 2-core machine at load average 9: a 2000 x 2000 ``eigh`` took 41.6 s with two OpenBLAS
+    threads and 8.6 s with one (``syevd``; ``syevr`` 45.8 s / 9.2 s): the tridiagonal reduction synchronises its
+    threads at each of its $N$ steps, and a thread whose core another process holds stalls all of them.  The
+    $N\times N\times M$ products were indifferent (20 GFlop/s either way)."""
+    if n > SINGLE_THREAD_ABOVE:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    if cores < 2:
+        return None
+    return max(1, min(cores, int(cores - load + 1.0)))
+
+
 def lapack_scope(n: int):
-    """The context of one large LAPACK call: one BLAS thread above :data:`SINGLE_THREAD_ABOVE`."""
+    """The context of one large LAPACK call: :func:`lapack_threads` BLAS threads (threadpoolctl scope)."""
     import contextlib
 
-    if n <= SINGLE_THREAD_ABOVE:
+    threads = lapack_threads(n)
+    if threads is None:
         return contextlib.nullcontext()
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:              # pragma: no cover - threadpoolctl ships with scikit-learn / scipy stacks
         return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    return threadpool_limits(limits=threads, user_api="blas")
 
 
 def _residual_factor(lam, t, lr):
@@ -110,6 +133,7 @@ class Eigensystem:
             W[i:, i:i + 1024] = blk.T
         W[np.diag_indices(n)] += diag_reg
         self.driver = driver or ("evd" if n <= 8000 else "evr")
+        self.threads = lapack_threads(n)
         with lapack_scope(n):
             self.lam, self.V = scipy.linalg.eigh(W, overwrite_a=True, check_finite=False, driver=self.driver)
         del W
@@ -135,7 +159,8 @@ class Eigensystem:
         return {"solver": f"eigh (LAPACK sy{self.driver}, float64)", "lambda_min": self.lam_min,
                 "lambda_max": float(self.lam[-1]), "condition_number": self.condition_number,
                 "singular_floor": self.floor, "eigenvalues_below_floor": self.n_dropped,
-                "gram_asymmetry": self.asymmetry, "eigh_seconds": self.seconds}
+                "gram_asymmetry": self.asymmetry, "eigh_seconds": self.seconds,
+                "lapack_threads": self.threads}
 
     def warn_singular(self, times, what: str = "train Gram") -> None:
         if self.n_dropped:
