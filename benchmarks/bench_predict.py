@@ -251,6 +251,44 @@ def real_pole_fit(lam_min=1e-2, lam_max=2e4):
         out.append((J, worst))
     print("shared real poles, worst relative error of phi_t over the 7 finite times: "
           + ", ".join(f"J = {J}: {e:.1e}" for J, e in out))
+    # one repeated pole (shift-and-invert Krylov with one Cholesky factorisation of A + g I): polynomials of
+    # degree m in s = 1 / (lam + g), the best of 9 shifts g; each degree is one pair of triangular solves
+    out = []
+    for m in (8, 16, 32):
+        best = np.inf
+        for g in np.geomspace(lam_min, lam_max, 9):
+            sv = 1.0 / (lam + g)
+            x = 2 * (sv - sv.min()) / (sv.max() - sv.min()) - 1
+            basis = np.polynomial.chebyshev.chebvander(x, m)
+            worst = 0.0
+            for t in TIMES[:-1]:
+                f = -np.expm1(-lam * t) / lam
+                c, *_ = np.linalg.lstsq(basis / f[:, None], np.ones_like(f), rcond=None)
+                worst = max(worst, float(np.max(np.abs(basis @ c - f) / f)))
+            best = min(best, worst)
+        out.append((m, best))
+    print("one repeated real pole (shift-and-invert), worst relative error: "
+          + ", ".join(f"degree {m}: {e:.1e}" for m, e in out))
+
+
+def grams(n, m):
+    """The kernels alone (what kc.predict computes before the prediction), cold, in this process: the train Gram
+    (NTK + NNGP, tiled), the test-train Grams (NTK + NNGP) and the test variances (diagonal NNGP blocks of 500)."""
+    import kernelcalc as kc
+
+    Xtr, y, Xte = data(n, m)
+    t0 = time.perf_counter()
+    Ktr = kc.node_kernel(Xtr, activation="softplus", T=1.0, progress=False)
+    t1 = time.perf_counter()
+    Kte = kc.node_kernel(Xte, Xtr, activation="softplus", T=1.0, progress=False)
+    t2 = time.perf_counter()
+    k_tt = np.concatenate([np.diag(kc.node_kernel(Xte[i:i + 500], activation="softplus", T=1.0, outputs=("nngp",),
+                                                  progress=False).nngp) for i in range(0, m, 500)])
+    t3 = time.perf_counter()
+    return {"n": n, "m": m, "train_seconds": t1 - t0, "test_train_seconds": t2 - t1, "test_diag_seconds": t3 - t2,
+            "tiles": Ktr.info.get("tiles"), "error_estimate": float(Ktr.info["error_estimate"]),
+            "finite": bool(np.isfinite(Ktr.ntk).all() and np.isfinite(Kte.ntk).all() and np.isfinite(k_tt).all()),
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
 
 
 def _arg(name, default):
@@ -261,6 +299,14 @@ def main():
     n, m = _arg("--n", 20000), _arg("--m", 2000)
     if "--pipeline-child" in sys.argv:
         print(json.dumps(pipeline(n, m)))
+        return
+    if "--grams" in sys.argv:
+        t0 = time.perf_counter()
+        r = grams(n, m)
+        print(f"kernels at N = {n}, M = {m} (cold): train Gram NTK + NNGP {r['train_seconds']:.0f} s "
+              f"({r['tiles']} tiles), test-train {r['test_train_seconds']:.0f} s, test variances "
+              f"{r['test_diag_seconds']:.0f} s; error estimate {r['error_estimate']:.1e}, finite {r['finite']}; "
+              f"peak RSS {r['peak_rss_gib']:.2f} GiB; wall {time.perf_counter() - t0:.0f} s")
         return
     if "--real-poles" in sys.argv:
         real_pole_fit()

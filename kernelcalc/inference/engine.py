@@ -50,12 +50,14 @@ from .spectral import EPS, Eigensystem
 
 __all__ = ["predict_from_kernels", "check_times", "check_targets", "KRYLOV_CROSSOVER"]
 
-#: Training-set size above which ``method="auto"`` leaves the eigen-decomposition (Lanczos for the mean,
-#: Cholesky at t = inf).  Measured (benchmarks/bench_predict.py, softplus Neural ODE on the sphere, d = 10):
-#: at N = 2000 the eigen-decomposition (22.5 s) still beat Lanczos with CG at t = inf (34.5 s, 642
-#: iterations); the eigen-decomposition grows as N^3, Lanczos as N^2 x iterations, and at N = 8000 the
-#: Lanczos + Cholesky mean took 59 s against about 64 x 22.5 s for the eigen-decomposition.
-KRYLOV_CROSSOVER = 4000
+#: Training-set size above which ``method="auto"`` leaves the eigen-decomposition for the mean (Lanczos for the
+#: finite times, one Cholesky factorisation at t = inf).  Measured side by side (``benchmarks/bench_predict.py
+#: --crossover``; softplus Neural ODE NTK on the sphere, d = 10, M = N / 10 test points, 8 times, the 2-core
+#: machine at load average 8.6-9.7, LAPACK threads = free cores): Lanczos + Cholesky over eigh took 1.09 at
+#: N = 1000, 1.18 at 1500, 0.84-0.88 at 2000 and 0.34 at 4000 (127-142 Lanczos iterations); both agreed to
+#: 2e-11.  At N = 2000 itself the eigen-decomposition is kept: under 20 % slower, and its error estimate is
+#: about 1e4 times tighter (4.8e-6 against 3.7e-2 for the same 2.3e-11 difference).
+KRYLOV_CROSSOVER = 2000
 
 #: Up to this many training points the NTK-GP variance's error estimate uses $\lVert\varphi_t(A)(KP-k_x)\rVert$
 #: exactly (one more $N\times N\times M$ product per time); above it the bound $\max\varphi_t\,\lVert KP-k_x\rVert$
