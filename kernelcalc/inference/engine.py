@@ -28,8 +28,20 @@ serves every time and every test batch; a Gram singular to working precision giv
 :class:`~kernelcalc.KernelcalcAccuracyWarning` and finite predictions (pseudo-inverse at
 $t=\infty$, exact zero eigenvalues at finite $t$), never NaN.  Test points go in batches of
 ``batch_size`` rows (memory $O(N\cdot\text{batch})$ besides the train Grams; ``K_test_train`` may be a
-``numpy.memmap`` or Zarr array read batch by batch).  Beyond ``krylov_crossover`` training points the
-mean is computed matrix-free by Lanczos (:mod:`kernelcalc.inference.krylov`).
+``numpy.memmap`` or Zarr array read batch by batch).  Beyond :data:`KRYLOV_CROSSOVER` training points the
+mean is computed matrix-free by Lanczos (:mod:`kernelcalc.inference.krylov`; ``client=`` runs its products on a
+dask cluster, from an in-memory or a Zarr Gram).
+
+**At data-set scale (the NTK-GP variances).**  With $U=2N^2M$ flops (one $N\times N$ by $N\times M$ product,
+$M$ test points, $T$ times) the eigenbasis costs the decomposition plus $(1+2T)\,U$:
+$B=V^\top\Theta_{Xx}$ once, then per time $X_t=V(\varphi_t\odot B)$ and $KX_t$, the variance being
+$k_{xx}+\mathrm{colsum}(X_t\odot KX_t)-2\,\mathrm{colsum}(X_t\odot K_{Xx})$ in the original basis (the
+eigenbasis form $V^\top K V$ pays only when $2N+M<(T-1)M$).  No method found here does the finite-$t$ variances
+to $10^{-10}$ without the decomposition: shared real poles (one Cholesky factorisation each) or one repeated
+pole (shift-and-invert Krylov) reach only $10^{-4}$ with 32 poles, resp. $8\times10^{-2}$ at degree 32, for
+$\varphi_t$ over a condition number of $2\times10^6$ and $t=10^{-3}\ldots10^{3}$
+(``benchmarks/bench_predict.py --real-poles``), while $N=20\,000$, $M=2000$, $T=8$ is $17U=2.7\times10^{13}$
+flops besides the decomposition.
 """
 
 from __future__ import annotations

@@ -7,10 +7,12 @@ $$\varphi_t(A)\,y\approx\lVert y\rVert\,Q_m\,\varphi_t(T_m)\,e_1$$
 
 for every time at once (one Krylov space serves all $t$: $\varphi_t$ of the small tridiagonal $T_m$
 in its eigenbasis).  At $t=\infty$, $\varphi_\infty(\lambda)=1/\lambda$: this is conjugate gradients
-(the same iterates in exact arithmetic).  The iteration stops when the coefficients
-$\varphi_t(T_m)e_1$ change by less than ``tol`` (relative) between checks (at geometrically spaced
-$m$) for every $t$, or at a
-breakdown (an invariant subspace: exact); otherwise a
+(the same iterates in exact arithmetic).  The iteration stops (checks at geometrically spaced
+$m$) when, for gradient flow at finite $t$, the a-posteriori truncation bound of :func:`truncation_bound`
+(valid for any positive semi-definite Gram) is below ``tol`` relative to $\lVert\varphi_t(A)y\rVert$, and
+otherwise (gradient descent, $t=\infty$ by conjugate gradients) when the coefficients $\varphi_t(T_m)e_1$
+change by less than ``tol`` (relative) between checks; or at a breakdown (an invariant subspace: exact);
+otherwise a
 :class:`~kernelcalc.KernelcalcAccuracyWarning` reports the change reached.  One product with $A$
 per step: numpy arrays in memory, Zarr/memmap Grams read in row blocks.
 """
@@ -28,7 +30,7 @@ from .._validation import (KernelcalcAccuracyWarning, KernelcalcInputError, accu
 from .result import Prediction
 from .spectral import EPS, batches, phi
 
-__all__ = ["krylov_run", "lanczos_phi", "ClusterMatvec"]
+__all__ = ["krylov_run", "lanczos_phi", "truncation_bound", "ClusterMatvec"]
 
 
 def _row_block(n: int) -> int:
@@ -158,7 +160,13 @@ def lanczos_phi(mv, y: np.ndarray, times, lr, *, tol: float, max_iter: int, chec
                 change = float(np.max(np.linalg.norm(coef - pad, axis=1) / np.maximum(np.linalg.norm(coef, axis=1),
                                                                                         1e-300)))
             prev = coef
-            if breakdown or change < tol:
+            done = change < tol
+            if lr is None:              # gradient flow: the truncation bound at the finite times, the change at inf
+                bound = truncation_bound(ev, U, b, beta0, times)
+                fin = np.isfinite(bound)
+                done = bool(np.all(bound[fin] <= tol * beta0 * np.linalg.norm(coef[fin], axis=1))) and (
+                    bool(fin.all()) or change < tol)
+            if breakdown or done:
                 converged = True
                 break
         betas.append(b)
@@ -170,7 +178,50 @@ def lanczos_phi(mv, y: np.ndarray, times, lr, *, tol: float, max_iter: int, chec
     R = beta0 * np.stack([(U @ (lam_c * phi(ev, t, lr, floor) * U[0])) @ Q[:m] for t in times])
     info = {"iterations": m, "change": 0.0 if breakdown else change, "converged": converged,
             "breakdown": breakdown, "ritz_min": float(ev[0]), "ritz_max": float(ev[-1])}
+    if lr is None:
+        info["bound"] = truncation_bound(ev, U, 0.0 if breakdown else b, beta0, times).tolist()
     return Z, R, info
+
+
+def truncation_bound(ev, U, b_m: float, beta0: float, times, panels: int = 48, nodes: int = 12) -> np.ndarray:
+    r"""A bound of the Lanczos truncation error $\lVert\varphi_t(A)y-\beta_0Q_m\varphi_t(T_m)e_1\rVert$ of gradient
+    flow, valid for every positive semi-definite $A$ whatever its spectrum (exact arithmetic).
+
+    With $AQ_m=Q_mT_m+b_mq_{m+1}e_m^\top$, $u(s)=\beta_0Q_me^{-sT_m}e_1$ solves $\dot u=-Au+\rho(s)$ with the
+    residual $\rho(s)=\beta_0b_m\,h(s)\,q_{m+1}$, $h(s)=e_m^\top e^{-sT_m}e_1=\sum_iU_{mi}U_{1i}e^{-s\theta_i}$
+    ($T_m=U\,\mathrm{diag}(\theta)U^\top$); so $e^{-sA}y-u(s)=-\int_0^s e^{-(s-\sigma)A}\rho(\sigma)\,d\sigma$,
+    of norm $\le\beta_0b_m\int_0^s|h|$ since $\lVert e^{-\tau A}\rVert\le1$.  Integrating over $s\in[0,t]$
+    ($\varphi_t(A)y=\int_0^te^{-sA}y\,ds$):
+
+    $$\lVert\varphi_t(A)y-z_m\rVert\le\beta_0b_m\int_0^t(t-\sigma)\,|h(\sigma)|\,d\sigma .$$
+
+    $h$ is smooth and small near 0 ($h(\sigma)=O(\sigma^{m-1})$: the cancellation that a term-by-term bound
+    would lose), so the 1-D integral is evaluated by ``nodes``-point Gauss-Legendre on ``panels`` panels,
+    geometric from $\min(t,10^{-2}/\theta_{\max})$ to $t$, plus one panel from 0 (the only approximation: a
+    quadrature of a smooth one-dimensional integrand; $|h|$ has kinks only at its few sign changes).
+    $t=\infty$ has no such bound (``inf`` is returned; conjugate gradients' error needs $\lambda_{\min}$).
+    """
+    if b_m == 0.0:
+        return np.zeros(len(times))
+    xg, wg = np.polynomial.legendre.leggauss(nodes)
+    theta = np.maximum(np.asarray(ev, dtype=np.float64), 0.0)
+    c = U[-1] * U[0]
+    out = np.empty(len(times))
+    for k, t in enumerate(times):
+        if math.isinf(t):
+            out[k] = math.inf
+            continue
+        if t == 0.0:
+            out[k] = 0.0
+            continue
+        s0 = min(t, 1e-2 / max(float(theta[-1]), 1e-300))
+        edges = np.concatenate([[0.0], np.geomspace(s0, t, panels + 1)]) if s0 < t else np.array([0.0, t])
+        lo, hi = edges[:-1, None], edges[1:, None]
+        sig = (0.5 * (hi - lo) * xg[None] + 0.5 * (hi + lo)).ravel()
+        wts = (0.5 * (hi - lo) * wg[None]).ravel()
+        h = np.exp(-np.outer(sig, theta)) @ c
+        out[k] = beta0 * b_m * float(np.sum(wts * (t - sig) * np.abs(h)))
+    return out
 
 
 def krylov_run(A, y, times, *, kernel, lr, diag_reg, n_test, test_block, batch_size, progress, kernel_error,
@@ -223,8 +274,10 @@ def _krylov(mv, n, y, times, *, kernel, lr, n_test, test_block, batch_size, prog
         warn(msg + "; the predictions follow the diverging linearised iteration", KernelcalcAccuracyWarning)
     worst = max(r["change"] for r in runs)
     if not all(r["converged"] for r in runs):
+        bounds = [max(r.get("bound", [0.0]) or [0.0]) for r in runs]
         accuracy_shortfall(f"Lanczos did not reach the relative tolerance {tol:.1e} in {max_iter} iterations "
-                           f"(last change {worst:.2e}); raise krylov_max_iter, add diag_reg, or use method='eigh'")
+                           f"(last change {worst:.2e}, truncation bound {max(bounds):.2e}); raise krylov_max_iter, add "
+                           "diag_reg, or use method='eigh'")
     mean_test = None
     zn = np.linalg.norm(Z, axis=1).max(axis=1)
     delta = n * EPS * ritz_max + n * kernel_error
@@ -232,7 +285,14 @@ def _krylov(mv, n, y, times, *, kernel, lr, n_test, test_block, batch_size, prog
     # first order s_t ||E|| ||z|| with s_t = min(t, 1/lambda_min) (Ritz values)
     lo = min(r.get("ritz_min", math.inf) for r in runs)
     s_t = np.array([min(t if lr is None else lr * t, 1.0 / lo if lo > 0 else math.inf) for t in times])
-    zrel = worst * zn + delta * np.where(np.isfinite(s_t), s_t, 0.0) * zn
+    if lr is None and lanczos_times.size and all("bound" in r for r in runs):
+        # the certified truncation bound (truncation_bound) per time, worst over the target columns
+        trunc = np.zeros(len(times))
+        trunc[~inf] = np.max([r["bound"] for r in runs], axis=0)
+        trunc = np.where(np.isfinite(trunc), trunc, worst * zn)          # t = inf by CG: the iteration's change
+    else:
+        trunc = worst * zn
+    zrel = trunc + delta * np.where(np.isfinite(s_t), s_t, 0.0) * zn
     zrel[inf] = 0.0                 # the Cholesky solve: per test point below
     err = np.zeros(len(times))
     if n_test:
