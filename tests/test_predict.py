@@ -301,6 +301,12 @@ def test_large_n_covariance_path_equals_the_reference_and_its_bound_covers_the_e
     times = [1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1000.0, np.inf]
     P = kc.predict_from_kernels(Th[:n, :n], y, Th[n:, :n], nngp=(K[:n, :n], K[n:, :n], np.diag(K)[n:]), t=times,
                                 compute_cov="diag", batch_size=16, method="eigh")
+    # the same in the eigenbasis (G = V^T K V), which the cost model picks for many test points and times
+    monkeypatch.setattr(engine._Dense, "want_Kt", lambda self, m: setattr(self, "Kt", self.es.V.T @ (
+        self.nngp_train @ self.es.V)))
+    G = kc.predict_from_kernels(Th[:n, :n], y, Th[n:, :n], nngp=(K[:n, :n], K[n:, :n], np.diag(K)[n:]), t=times,
+                                compute_cov="diag", batch_size=16, method="eigh")
+    np.testing.assert_allclose(G.cov_test, P.cov_test, rtol=0, atol=1e-11)
     # the reference: neural-tangents' eigen-formulas (numpy.linalg.eigh, its predict_fn's einsums), and expm at t = 1
     lam, V = np.linalg.eigh(Th[:n, :n])
     for i, t in enumerate(times):

@@ -238,12 +238,19 @@ class _Dense:
             # ||psi_t(A) k_x||_1 <= sqrt(N) ||psi_t(A) k_x||_2 (no extra product with V)
             p1 = np.sqrt(es.n) * np.array([np.linalg.norm(p[:, None] * B, axis=0).max() for p in self.psis])
             self.err_cov = np.maximum(self.err_cov, 2 * self.delta * pn**2 + self.kernel_error * (1 + 2 * p1))
-        elif self.Kt is not None:
-            C = es.V.T @ nngp_tb.T                                     # (N, b)
+        else:
+            # P = phi_t(A) theta_x and C = k_x in the eigenbasis (with G = V^T K V: one product per time), or in the
+            # original basis (P = V (phi_t . V^T theta_x), then K P: two products per time)
+            eig = self.Kt is not None
+            C = es.V.T @ nngp_tb.T if eig else nngp_tb.T                  # (N, b)
             errs = []
             for p in self.phis:
                 P = p[:, None] * B
-                KP = self.Kt @ P
+                if eig:
+                    KP = self.Kt @ P
+                else:
+                    P = es.V @ P
+                    KP = self.nngp_train @ P
                 if full:
                     cross = P.T @ C
                     c = tt + P.T @ KP - cross - cross.T
@@ -252,29 +259,13 @@ class _Dense:
                 out.append(c)
                 tick()
                 # first order in E: d var = 2 (phi_t(A)(K P - k_x))^T E P, exact at t = inf (P = A^{-1} theta_x)
-                W = p[:, None] * (KP - C)
+                if eig:
+                    W = p[:, None] * (KP - C)
+                elif es.n <= EXACT_COV_BOUND_MAX:           # ||phi_t(A)(K P - k_x)|| exactly: one more product
+                    W = p[:, None] * (es.V.T @ (KP - C))
+                else:                                       # <= max phi_t ||K P - k_x||: no third product
+                    W = float(np.max(p)) * (KP - C)
                 errs.append(self._cov_error(W, P))
-            self.err_cov = np.maximum(self.err_cov, np.array(errs))
-        else:
-            # in the original basis: X = phi_t(A) theta_x = V (phi_t . V^T theta_x), then K X: two products per time
-            errs = []
-            kx = nngp_tb.T                                             # (N, b)
-            for p in self.phis:
-                X = es.V @ (p[:, None] * B)
-                KX = self.nngp_train @ X
-                if full:
-                    cross = X.T @ kx
-                    c = tt + X.T @ KX - cross - cross.T
-                else:
-                    c = tt + np.einsum("nb,nb->b", X, KX) - 2.0 * np.einsum("nb,nb->b", X, kx)
-                out.append(c)
-                R = KX - kx
-                if es.n <= EXACT_COV_BOUND_MAX:        # ||phi_t(A) R|| exactly: one more product
-                    W = p[:, None] * (es.V.T @ R)
-                else:                                  # ||phi_t(A) R|| <= max phi_t * ||R||: no third product
-                    W = float(np.max(p)) * R
-                errs.append(self._cov_error(W, X))
-                tick()
             self.err_cov = np.maximum(self.err_cov, np.array(errs))
         cov_b = np.stack(out)
         if full:
