@@ -18,29 +18,51 @@ Neural ODE (T = 1); 8 times t = 1e-3 ... 1e3 and inf (our units: loss 1/2 ||f - 
    The finite-t covariance at this size needs the full eigen-decomposition: its time is extrapolated
    from the N = 2000 eigh as N^3 (printed, not run).
 
-Measured once (2-core machine shared with other jobs, load average 12-20 during the runs):
+The issue's target, ``--scaling 20000`` (kc.predict end to end at N = 20000, M = 2000, 8 times, NTK-GP mean +
+diagonal covariance, in a fresh subprocess with its peak RSS), was NOT run: extrapolated it misses 10 min by
+about 3x even on an idle machine (below).  Other modes: ``--scaling N1,N2`` (the same at smaller N, M = N/10,
+with the extrapolation), ``--grams`` (the kernels alone at N, M), ``--crossover N1,N2`` (mean only: eigh
+against Lanczos + Cholesky), ``--real-poles`` (the rational-approximation table).
 
-- N = 2000: see the end of this docstring (filled in by the last run).
-- N = 8000, M = 800: kernels 19 s, mean at 8 times 59 s (Lanczos 142 iterations + Cholesky at inf),
-  mean + diag cov at t = inf 42 s; total 120 s wall, 37 s CPU, peak RSS 2.29 GiB.
-- N = 2000 (second run): baseline 24.5 s, kernelcalc 38.9 s (ratio 1.59; first run 0.80: the load
-  varies), max |diff| mean 8.7e-12, cov 1.4e-14; mean only: eigh 22.5 s, Lanczos (CG at inf) 34.5 s.
-- N = 20000, M = 2000 (first version, Lanczos also at t = inf): killed after 31 min wall at load ~20
-  (the process got 15-35 % of one core: 420 s CPU), peak RSS 7.0 GiB with both train Grams in
-  memory, during the Lanczos stage.  Second and third runs (Cholesky at t = inf): kernels 93 s and
-  45 s (NTK + NNGP, train and test), then the process died in scipy's LAPACK ``potrf`` (segfault,
-  reproduced; a standalone ``dpotrf`` of a 20000 x 20000 Gram works, 17-50 s, and also with
-  kernelcalc imported, but after a jax kernel computation in the same process it ends in
-  ``munmap_chunk(): invalid pointer``: a heap corruption between jax/XLA and scipy's bundled
-  OpenBLAS at this size; not seen at N = 8000).  RSS sampled just before the crash: 13.6 GB (both
-  train Grams, the factor's copy and a full |A| temporary for the 1-norm, since computed in blocks),
-  above the 12 GB target.  Fourth run, factorisations single-threaded above N = 8000 (threadpoolctl
-  scope, ``spectral.SINGLE_THREAD_ABOVE``): no crash, peak RSS sampled 10.7 GB, but still running
-  (Lanczos / covariance stages) after 14.7 min wall (567 s CPU) at load 6-7, when it was stopped
-  for the deadline.  The 10-minute target is NOT met / not demonstrated at N = 20000.
+Measured 2026-12-06 on the 2-core machine shared with other helpers (load average 8.4-11 during every run;
+wall times are therefore 2-4x the CPU times):
+
+- Kernels at N = 20000, M = 2000 (``--grams``, cold): train Gram NTK + NNGP 100 s (55 tiles), test-train 14 s,
+  test variances 2 s: 116 s wall, 34 s CPU (16 user + 18 system: filling 6.4 GB), peak RSS 7.14 GiB; error
+  estimate 1.6e-11.
+- Pipeline (``--scaling``), time split kernels / eigh / per-time products:
+
+  | N, M | total | kernels | eigh | products | peak RSS | cond |
+  |---|---|---|---|---|---|---|
+  | 2000, 200 | 11.3 s | 3.9 s | 4.1 s | 3.4 s | 0.36 GiB | 7.0e7 |
+  | 4000, 400 | 54.6 s | 7.5 s | 28.0 s (9.2 s CPU, 1 thread) | 19.1 s | 0.73 GiB | 5.7e8 |
+  | 8000, 800 | 369.5 s | 21.7 s | 272.6 s | 75.2 s | 2.17 GiB | 2.8e9 |
+
+  Before the LAPACK thread count followed the load (``spectral.lapack_threads``), the same N = 2000 / 4000 runs
+  spent 32.8 s / 115.7 s in eigh (two OpenBLAS threads fighting for cores: 5x slower at N = 2000).
+- Extrapolation to N = 20000, M = 2000 (eigh as N^3, products as N^2 M, kernels as pairs): 93 min from the
+  N = 8000 run at this load.  Idle machine, from CPU times: eigh ~ 9.2 s x 125 = 19 min (single-threaded
+  above N = 8000, ``spectral.SINGLE_THREAD_ABOVE``: the multi-threaded factorisation crashed after jax in the
+  same process; ~11 min if two threads were safe: 5.1 s at N = 4000 this morning), the per-time products
+  17 U = 2.7e13 flops (U = 2 N^2 M; 45-60 GFlop/s measured for GEMM at low load: 8-10 min), kernels 0.5-2 min:
+  about 30 min, 3x the 10-min target.  Peak RSS projected 11 GiB (the NNGP and NTK Grams, the eigenvectors
+  overwriting the NTK Gram that kc.predict owns, and 128 MB blocks), within the 12 GB target.
+- Why the decomposition stays (``--real-poles``): phi_t over a condition number of 2e6 and t = 1e-3 ... 1e3
+  with J real poles shared by all times (each one Cholesky factorisation + solves + one product with the
+  NNGP): worst relative error 7.9e-1 (J = 4), 2.1e-1 (8), 1.4e-2 (16), 1.3e-4 (32); one repeated pole
+  (shift-and-invert Krylov, one factorisation): 8.8e-1, 4.8e-1, 8.3e-2 at degrees 8, 16, 32.  Far from 1e-10,
+  while 32 poles would already cost more than the decomposition.
+- Crossover (``--crossover``, mean only, 8 times): Lanczos + Cholesky over eigh 1.09 (N = 1000), 1.18 (1500),
+  0.84-0.88 (2000), 0.34 (4000), 127-142 iterations, max |diff| 1.4e-11 ... 7.2e-11:
+  ``engine.KRYLOV_CROSSOVER = 2000``.
+
+Earlier runs (the previous stop): N = 8000, M = 800 mean at 8 times (Lanczos 142 iterations + Cholesky at
+inf) 59 s, mean + diag cov at t = inf 42 s, 2.29 GiB; N = 20000 with Lanczos + Cholesky for the mean: died in
+multi-threaded ``potrf`` after jax (heap corruption), then single-threaded: 10.7 GB sampled, stopped after
+14.7 min (load 6-7).
 
 Run: ``python benchmarks/bench_predict.py [--large | --only-large] [--n N --m M]`` (default N = 20000,
-M = 2000; every number is a cold first call).
+M = 2000; every number is a cold first call), or one of the modes above.
 """
 
 from __future__ import annotations
@@ -163,13 +185,14 @@ def pipeline(n, m):
     import kernelcalc as kc
 
     Xtr, y, Xte = data(n, m)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     P = kc.predict(Xtr, y, Xte, model="node", activation="softplus", T=1.0, t=TIMES, compute_cov="diag",
                    progress=False)
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
     info = P.info
     return {"n": n, "m": m, "total_seconds": total, "kernel_seconds": info["kernel_seconds"],
-            "eigh_seconds": info.get("eigh_seconds"), "solver": info["solver"],
+            "eigh_seconds": info.get("eigh_seconds"), "solver": info["solver"], "cpu_seconds": cpu,
+            "eigh_cpu_seconds": info.get("eigh_cpu_seconds"), "lapack_threads": info.get("lapack_threads"),
             "prediction_seconds": total - info["kernel_seconds"],
             "products_seconds": total - info["kernel_seconds"] - (info.get("eigh_seconds") or 0.0),
             "mean_error_estimate": info["error_estimate"]["mean"], "cov_error_estimate": info["error_estimate"]["cov"],
@@ -191,7 +214,8 @@ def scaling(sizes):
         rows.append(r)
         print(f"N = {r['n']}, M = {r['m']}, 8 times, NTK-GP mean + diag cov: total {r['total_seconds']:.1f} s = kernels "
               f"{r['kernel_seconds']:.1f} s + eigh {r['eigh_seconds']:.1f} s + per-time products "
-              f"{r['products_seconds']:.1f} s; peak RSS {r['peak_rss_gib']:.2f} GiB; error estimates mean "
+              f"{r['products_seconds']:.1f} s (CPU: total {r['cpu_seconds']:.1f} s, eigh {r['eigh_cpu_seconds']:.1f} s "
+              f"on {r['lapack_threads']} LAPACK thread(s)); peak RSS {r['peak_rss_gib']:.2f} GiB; error estimates mean "
               f"{r['mean_error_estimate']:.1e}, cov {r['cov_error_estimate']:.1e}; cond {r['condition_number']:.1e}",
               flush=True)
     r = rows[-1]
