@@ -369,3 +369,18 @@ def test_lanczos_truncation_bound_covers_the_error_and_is_tight():
     for k, t in enumerate(times):
         ref = Th[150:, :150] @ (V @ (-np.expm1(-lam * t) / lam * (V.T @ y[:150])))
         assert np.max(np.abs(P.mean_test[k, :, 0] - ref)) <= P.info["error_estimate"]["mean_per_time"][k]
+
+
+def test_an_on_disk_train_gram_is_read_in_row_blocks_or_loaded_for_the_dense_engine(problem, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    G, y = problem["Th"], problem["y"]
+    Z = zarr.open_array(str(tmp_path / "g.zarr"), mode="w", shape=G[0].shape, chunks=(8, 24), dtype="f8")
+    Z[:] = G[0]
+    ref = kc.predict_from_kernels(G[0], y, G[1], t=[1.0, np.inf], method="eigh")
+    for method in ("auto", "eigh", "krylov"):
+        P = kc.predict_from_kernels(Z, y, G[1], t=[1.0, np.inf], method=method)
+        assert np.max(np.abs(P.mean_test - ref.mean_test)) <= 1e-10, method
+    Z[3, 5] = np.nan
+    for method in ("eigh", "krylov"):
+        with pytest.raises(kc.KernelcalcInputError, match="NaN"):
+            kc.predict_from_kernels(Z, y, G[1], t=[1.0], method=method)

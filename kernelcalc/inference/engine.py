@@ -452,8 +452,9 @@ def predict_from_kernels(K_train, y_train, K_test_train=None, K_test_test=None, 
                                    f"only); got method={method!r}" + (" with compute_cov" if cov is not None else ""))
     if client is not None:
         method = "krylov"
-    if on_disk(A) and (cov is not None or method not in ("auto", "krylov")):
-        A = _square(A[:], "K_train")                 # the dense engines need it in memory
+    matrix_free = method == "krylov" or (method == "auto" and n > KRYLOV_CROSSOVER and cov is None)
+    if on_disk(A) and not matrix_free:
+        A = _square(A[:], "K_train")                 # the dense engines need it in memory (and checked)
     y, _ = check_targets(y_train, n)
     Ktd = _rows(K_test_train, "K_test_train", n)
     m = 0 if Ktd is None else Ktd.shape[0]
