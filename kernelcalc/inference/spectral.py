@@ -39,8 +39,8 @@ SINGLE_THREAD_ABOVE = 8000
 
 def lapack_threads(n: int) -> int | None:
     """BLAS threads for one large LAPACK call: 1 above :data:`SINGLE_THREAD_ABOVE`; otherwise one per core that
-    is free now (the 1-minute load average, which counts this process too), at least 1; ``None``: no limit
-    (fewer than 2 cores, or no load average on this system).
+    is free now (:func:`_other_runnable`), at least 1; ``None``: no limit (fewer than 2 cores, or no load
+    figures on this system).
 
     Measured on the 2-core machine at load average 9: a 2000 x 2000 ``eigh`` took 41.6 s with two OpenBLAS
     threads and 8.6 s with one (``syevd``; ``syevr`` 45.8 s / 9.2 s): the tridiagonal reduction synchronises its
@@ -50,12 +50,29 @@ def lapack_threads(n: int) -> int | None:
         return 1
     try:
         cores = len(os.sched_getaffinity(0))
-        load = os.getloadavg()[0]
     except (AttributeError, OSError):
         return None
     if cores < 2:
         return None
-    return max(1, min(cores, int(cores - load + 1.0)))
+    others = _other_runnable()
+    if others is None:
+        return None
+    return max(1, min(cores, int(cores - others)))
+
+
+def _other_runnable() -> float | None:
+    """Threads of other work runnable now: ``/proc/loadavg``'s running count less this thread (an instant,
+    unlike the 1-minute average, which would count this process's own just-finished multi-threaded kernel
+    computation); else the 1-minute load average less one."""
+    try:
+        with open("/proc/loadavg") as fh:
+            return max(0.0, float(fh.read().split()[3].split("/")[0]) - 1.0)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return max(0.0, os.getloadavg()[0] - 1.0)
+    except (AttributeError, OSError):
+        return None
 
 
 def lapack_scope(n: int):
