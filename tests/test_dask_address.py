@@ -260,6 +260,26 @@ def test_krylov_predict_on_the_cluster_equals_the_in_memory_prediction(cluster, 
 
 
 @pytest.mark.slow
+def test_cli_predict_with_a_scheduler_equals_local(cluster, krylov_case, small_tiles, tmp_path, monkeypatch):
+    """``kernelcalc predict --scheduler ADDRESS`` past the crossover (the Gram's tiles and the Lanczos products
+    on the cluster) against the same command without it."""
+    import kernelcalc.inference.engine as engine
+
+    monkeypatch.setattr(engine, "KRYLOV_CROSSOVER", 10)
+    c = krylov_case
+    for name, a in (("X", c.X[:40]), ("y", c.y), ("Xt", c.X[40:])):
+        np.save(tmp_path / f"{name}.npy", a)
+    args = ["predict", "--train", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), "--test",
+            str(tmp_path / "Xt.npy"), "--model", "mlp", "-a", "relu", "--depth", "2", "--t", "0.5,5", "--json",
+            "--quiet"]
+    local = _cli(*args)
+    remote = _cli(*args, "--scheduler", cluster.address)
+    assert local["info"]["matvec"] == "local" and remote["info"]["matvec"].startswith("dask")
+    ref = np.array(local["mean_test"])
+    assert np.max(np.abs(np.array(remote["mean_test"]) - ref)) <= 1e-12 * np.abs(ref).max()
+
+
+@pytest.mark.slow
 def test_deq_by_address_merges_the_workers_diagnostics(cluster, monkeypatch):
     """The DEQ's direct plan evaluates fixed points in the worker processes: the Gram and the
     diagnostics (contraction factor, largest q*, error estimates) equal the local ones (about 20 s: the
