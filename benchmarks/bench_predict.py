@@ -58,8 +58,9 @@ wall times are therefore 2-4x the CPU times):
   (shift-and-invert Krylov, one factorisation): 8.8e-1, 4.8e-1, 8.3e-2 at degrees 8, 16, 32.  Far from 1e-10,
   while 32 poles would already cost more than the decomposition.
 - Crossover (``--crossover``, mean only, 8 times): Lanczos + Cholesky over eigh 1.09 (N = 1000), 1.18 (1500),
-  0.84-0.88 (2000), 0.34 (4000), 127-142 iterations, max |diff| 1.4e-11 ... 7.2e-11:
-  ``engine.KRYLOV_CROSSOVER = 2000``.
+  0.84-0.88 (2000), 0.34 (4000), 127-142 iterations, max |diff| 1.4e-11 ... 7.2e-11; again with the
+  truncation-bound stopping rule (113-127 iterations; an N = 12000 run shared the cores, load 10.8): 0.90
+  (1500), 0.50 (2000), 0.22 (4000): ``engine.KRYLOV_CROSSOVER = 2000``.
 
 Earlier runs (the previous stop): N = 8000, M = 800 mean at 8 times (Lanczos 142 iterations + Cholesky at
 inf) 59 s, mean + diag cov at t = inf 42 s, 2.29 GiB; N = 20000 with Lanczos + Cholesky for the mean: died in
