@@ -68,11 +68,11 @@ __all__ = ["predict_from_kernels", "check_times", "check_targets", "KRYLOV_CROSS
 #: machine at load average 8.6-9.7, LAPACK threads = free cores): Lanczos + Cholesky over eigh took 1.09 at
 #: N = 1000, 1.18 at 1500, 0.84-0.88 at 2000 and 0.34 at 4000 (127-142 Lanczos iterations); both agreed to
 #: 2e-11.  A second run with the truncation-bound stopping rule (113-127 iterations, while an N = 12000 run
-#: shared the cores, load 10.8): 0.90 at 1500, 0.50 at 2000, 0.22 at 4000.  So the crossover lies near 1500-2000
-#: on this machine; at N = 2000 itself the eigen-decomposition is kept, since its error estimate is about 1e4
-#: times tighter (4.8e-6 against 3.7e-2 for the same 2.3e-11 difference: the matrix-free path bounds the
-#: rounding of phi_t(A) by ||phi_t(A)|| instead of using the eigenvectors).
-KRYLOV_CROSSOVER = 2000
+#: shared the cores, load 10.8): 0.90 at 1500, 0.50 at 2000, 0.22 at 4000.  The crossover is at about 1500 on
+#: this machine.  The error estimates agree too since the matrix-free path bounds the rounding of
+#: phi_t(A) theta_x through the Cholesky factor (N = 2000: 4.9e-6 against eigh's 4.8e-6, measured difference
+#: 2.3e-11; before, 3.7e-2).
+KRYLOV_CROSSOVER = 1500
 
 #: Up to this many training points the NTK-GP variance's error estimate uses $\lVert\varphi_t(A)(KP-k_x)\rVert$
 #: exactly (one more $N\times N\times M$ product per time); above it the bound $\max\varphi_t\,\lVert KP-k_x\rVert$

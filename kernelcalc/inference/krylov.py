@@ -292,8 +292,9 @@ def _krylov(mv, n, y, times, *, kernel, lr, n_test, test_block, batch_size, prog
         trunc = np.where(np.isfinite(trunc), trunc, worst * zn)          # t = inf by CG: the iteration's change
     else:
         trunc = worst * zn
-    zrel = trunc + delta * np.where(np.isfinite(s_t), s_t, 0.0) * zn
-    zrel[inf] = 0.0                 # the Cholesky solve: per test point below
+    s_t = np.where(np.isfinite(s_t), s_t, 0.0)
+    s_t[inf] = 0.0                  # the Cholesky solve: per test point below
+    t_eff = np.array([t if lr is None else lr * t for t in times])
     err = np.zeros(len(times))
     if n_test:
         mean_test = np.empty((len(times), n_test, k))
@@ -302,10 +303,16 @@ def _krylov(mv, n, y, times, *, kernel, lr, n_test, test_block, batch_size, prog
             Ktb = test_block(i, j)[0]
             mean_test[:, i:j] = np.einsum("bn,tnk->tbk", Ktb, Z, optimize=True)
             row = float(np.max(np.linalg.norm(Ktb, axis=1)))
-            e = row * zrel + kernel_error * np.abs(Z).sum(axis=1).max(axis=1) + 8 * EPS * np.abs(
-                mean_test[:, i:j]).max(axis=(1, 2))
-            if inf.any():           # first order: -(A^{-1} theta_x)^T E (A^{-1} y), ||E|| <= delta
+            # rounding, first order: delta ||phi_t(A) theta_x|| ||phi_t(A) y||, with ||phi_t(A) theta_x|| bounded by
+            # s_t ||theta_x||, or, where the Cholesky factor exists, by min(t ||theta_x||, c ||A^{-1} theta_x||)
+            # (phi_t(lam) <= 1/lam for gradient flow, <= 2/lam for stable gradient descent)
+            fac = s_t * row
+            if direct is not None:
                 pn = float(np.linalg.norm(direct.solve(Ktb.T), axis=0).max())
+                fac = np.where(inf, 0.0, np.minimum(t_eff * row, (1.0 if lr is None else 2.0) * pn))
+            e = row * trunc * (~inf) + delta * fac * zn + kernel_error * np.abs(Z).sum(axis=1).max(axis=1) + \
+                8 * EPS * np.abs(mean_test[:, i:j]).max(axis=(1, 2))
+            if inf.any():           # first order: -(A^{-1} theta_x)^T E (A^{-1} y), ||E|| <= delta
                 e[inf] += (direct.floor + n * kernel_error) * pn * zn[inf]
             err = np.maximum(err, e)
     info.update({"solver": "krylov (Lanczos, full re-orthogonalisation; " + (
