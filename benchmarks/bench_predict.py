@@ -42,16 +42,19 @@ wall times are therefore 2-4x the CPU times):
   | 2000, 200 | 11.3 s | 3.9 s | 4.1 s | 3.4 s | 0.36 GiB | 7.0e7 |
   | 4000, 400 | 54.6 s | 7.5 s | 28.0 s (9.2 s CPU, 1 thread) | 19.1 s | 0.73 GiB | 5.7e8 |
   | 8000, 800 | 369.5 s | 21.7 s | 272.6 s | 75.2 s | 2.17 GiB | 2.8e9 |
+  | 12000, 1200 | 1001.6 s (371 s CPU) | 36.3 s | 752.9 s (277.6 s CPU, 1 thread) | 212.4 s | 4.24 GiB | 8.0e9 |
 
   Before the LAPACK thread count followed the load (``spectral.lapack_threads``), the same N = 2000 / 4000 runs
   spent 32.8 s / 115.7 s in eigh (two OpenBLAS threads fighting for cores: 5x slower at N = 2000).
-- Extrapolation to N = 20000, M = 2000 (eigh as N^3, products as N^2 M, kernels as pairs): 93 min from the
-  N = 8000 run at this load.  Idle machine, from CPU times: eigh ~ 9.2 s x 125 = 19 min (single-threaded
-  above N = 8000, ``spectral.SINGLE_THREAD_ABOVE``: the multi-threaded factorisation crashed after jax in the
-  same process; ~11 min if two threads were safe: 5.1 s at N = 4000 this morning), the per-time products
-  17 U = 2.7e13 flops (U = 2 N^2 M; 45-60 GFlop/s measured for GEMM at low load: 8-10 min), kernels 0.5-2 min:
-  about 30 min, 3x the 10-min target.  Peak RSS projected 11 GiB (the NNGP and NTK Grams, the eigenvectors
-  overwriting the NTK Gram that kc.predict owns, and 128 MB blocks), within the 12 GB target.
+- Extrapolation to N = 20000, M = 2000 (eigh as N^3, products as N^2 M, kernels as pairs): 76 min from the
+  N = 12000 run at this load (93 min from N = 8000).  Idle machine, from the N = 12000 CPU times: eigh
+  277.6 s x (5/3)^3 = 21 min (single-threaded above N = 8000, ``spectral.SINGLE_THREAD_ABOVE``: the
+  multi-threaded factorisation crashed after jax in the same process; two threads would give about 12 min:
+  5.1 s at N = 4000 this morning), the per-time products about 80 s CPU x 4.6 = 6 min (17 U = 2.7e13 flops,
+  U = 2 N^2 M), kernels 0.5-2 min (34 s CPU at N = 20000, measured): about 28 min, 3x the 10-min target.
+  Peak RSS 4.24 GiB at N = 12000 (3 N^2 x 8 B = 3.5 GB of Grams and eigenvectors + 0.8 GB); projected
+  10.6-11 GiB at N = 20000 (the NNGP and NTK Grams, the eigenvectors overwriting the NTK Gram that kc.predict
+  owns, 128 MB blocks), within the 12 GB target but not measured there.
 - Why the decomposition stays (``--real-poles``): phi_t over a condition number of 2e6 and t = 1e-3 ... 1e3
   with J real poles shared by all times (each one Cholesky factorisation + solves + one product with the
   NNGP): worst relative error 7.9e-1 (J = 4), 2.1e-1 (8), 1.4e-2 (16), 1.3e-4 (32); one repeated pole
