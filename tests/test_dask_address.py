@@ -206,6 +206,79 @@ def test_api_with_a_client_object_and_zarr(cluster, data, small_tiles, tmp_path)
     _same(K.ntk, data.mlp.ntk)
 
 
+@pytest.fixture(scope="module")
+def krylov_case(data, tmp_path_factory):
+    """40 training points (a Zarr NTK Gram), 20 test points."""
+    X = data.X[:60]
+    y = np.sin(3 * X[:40, 0]) + X[:40, 1]
+    K = kc.mlp_kernel(X[:40], activation="relu", depth=2, outputs=("ntk",), out=tmp_path_factory.mktemp("kr") / "g.zarr")
+    Kte = np.asarray(kc.mlp_kernel(X[40:], X[:40], activation="relu", depth=2, outputs=("ntk",)).ntk)
+    return types.SimpleNamespace(X=X, y=y, K=K, Kte=Kte, times=[0.5, 5.0, np.inf])
+
+
+class _Rows:
+    """A Gram in memory that is read like an on-disk one (row slices; ``attrs``): the local row-block loop."""
+
+    def __init__(self, a):
+        self.a, self.shape, self.attrs = a, a.shape, {}
+
+    def __getitem__(self, key):
+        return self.a[key]
+
+
+def test_krylov_prediction_by_address_equals_local(cluster, krylov_case, monkeypatch):
+    """The matrix-free predictions with their Lanczos products on the cluster (``client=`` an address), from an
+    on-disk (Zarr) Gram that the workers read themselves: the same row-block products as the local loop, bit
+    for bit."""
+    from kernelcalc.inference import krylov
+
+    monkeypatch.setattr(krylov, "_row_block", lambda n: 20)          # the 40 x 40 Gram in 2 blocks
+    c = krylov_case
+    disk = kc.predict_from_kernels(_Rows(np.asarray(c.K.ntk[:])), c.y, c.Kte, t=c.times, method="krylov")
+    assert disk.info["matvec"] == "local"
+    P = _within(CALL_TIMEOUT, kc.predict_from_kernels, c.K.ntk, c.y, c.Kte, t=c.times, client=cluster.address)
+    assert P.info["matvec"].startswith("dask") and P.info["lanczos"] == disk.info["lanczos"]
+    _same(P.mean_test, disk.mean_test)
+    _same(P.mean_train, disk.mean_train)
+    with pytest.raises(KernelcalcInputError, match="client applies only"):
+        kc.predict_from_kernels(np.asarray(c.K.ntk[:]), c.y, c.Kte, t=c.times, method="eigh", client=cluster.address)
+
+
+@pytest.mark.slow
+def test_krylov_predict_on_the_cluster_equals_the_in_memory_prediction(cluster, krylov_case, small_tiles, tmp_path):
+    """kc.predict with the Gram's tiles and the Lanczos products on the cluster, the Gram in Zarr (``out=``),
+    repeated: the local in-memory prediction (A @ v in one product) to rounding, within the error estimate."""
+    c = krylov_case
+    Xtr, Xte = c.X[:40], c.X[40:]
+    local = kc.predict(Xtr, c.y, Xte, model="mlp", activation="relu", depth=2, t=c.times, method="krylov")
+    for repeat in range(2):
+        Q = _within(CALL_TIMEOUT, kc.predict, Xtr, c.y, Xte, model="mlp", activation="relu", depth=2, t=c.times,
+                    method="krylov", client=cluster.address, out=tmp_path / f"p{repeat}.zarr")
+        assert Q.info["matvec"].startswith("dask") and Q.info["kernel_info"]["engine"] == "dask"
+        err = np.max(np.abs(Q.mean_test - local.mean_test))
+        assert err <= 1e-12 * np.abs(local.mean_test).max() and err <= Q.info["error_estimate"]["mean"]
+
+
+@pytest.mark.slow
+def test_cli_predict_with_a_scheduler_equals_local(cluster, krylov_case, small_tiles, tmp_path, monkeypatch):
+    """``kernelcalc predict --scheduler ADDRESS`` past the crossover (the Gram's tiles and the Lanczos products
+    on the cluster) against the same command without it."""
+    import kernelcalc.inference.engine as engine
+
+    monkeypatch.setattr(engine, "KRYLOV_CROSSOVER", 10)
+    c = krylov_case
+    for name, a in (("X", c.X[:40]), ("y", c.y), ("Xt", c.X[40:])):
+        np.save(tmp_path / f"{name}.npy", a)
+    args = ["predict", "--train", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), "--test",
+            str(tmp_path / "Xt.npy"), "--model", "mlp", "-a", "relu", "--depth", "2", "--t", "0.5,5", "--json",
+            "--quiet"]
+    local = _cli(*args)
+    remote = _cli(*args, "--scheduler", cluster.address)
+    assert local["info"]["matvec"] == "local" and remote["info"]["matvec"].startswith("dask")
+    ref = np.array(local["mean_test"])
+    assert np.max(np.abs(np.array(remote["mean_test"]) - ref)) <= 1e-12 * np.abs(ref).max()
+
+
 @pytest.mark.slow
 def test_deq_by_address_merges_the_workers_diagnostics(cluster, monkeypatch):
     """The DEQ's direct plan evaluates fixed points in the worker processes: the Gram and the

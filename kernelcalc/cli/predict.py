@@ -16,7 +16,7 @@ import numpy as np
 
 from kernelcalc.cli import emit, json_options, main
 from kernelcalc.cli.analytic import (InputError, OneLineCommand, _MODEL_SCALE_NOTE, _activation_option,
-                                     _friendly, _scales, scale_options)
+                                     _friendly, _scales, _scheduler_option, scale_options)
 
 __all__ = ["predict_cmd", "plot_prediction"]
 
@@ -121,9 +121,10 @@ def _table(pred, limit: int = 20) -> str:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG: mean (+- 2 s.d. with --cov) on each test point at each time.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_scheduler_option
 @_friendly
 def predict_cmd(train, labels, test, model, activation, T, depth, sigma_w, sigma_u, sigma_v, sigma_b, sigma_vb, t,
-                kernel, lr, diag_reg, cov, as_json, json_out, plot_path, quiet):
+                kernel, lr, diag_reg, cov, as_json, json_out, plot_path, quiet, scheduler):
     """Mean (and with --cov the standard deviation over random initialisations) of the trained
     infinite-width network on the test inputs, at each training time t (kernelcalc.predict)."""
     from kernelcalc.inference import predict
@@ -140,7 +141,8 @@ def predict_cmd(train, labels, test, model, activation, T, depth, sigma_w, sigma
     if Xt is None and cov:
         raise InputError("--cov needs --test")
     pred = predict(X, y, Xt, model=model, activation=activation, t=_times(t), kernel=kernel, learning_rate=lr,
-                   diag_reg=diag_reg, compute_cov="diag" if cov else False, progress=False if quiet else None, **kw)
+                   diag_reg=diag_reg, compute_cov="diag" if cov else False, progress=False if quiet else None,
+                   **({"client": scheduler} if scheduler else {}), **kw)
     if Xt is None:
         text = f"kernel={pred.kernel}: train predictions only (give --test); see --json for mean_train"
     else:

@@ -86,7 +86,7 @@ class CholeskyEngine:
     def want_Kt(self, n_test):
         pass
 
-    def batch(self, Ktb, cov, nngp_tb=None, tt=None):
+    def batch(self, Ktb, cov, nngp_tb=None, tt=None, tick=None):
         mean = (Ktb @ self.z)[None]
         P = self.cs.solve(Ktb.T)                                        # A^{-1} theta_{X x}, (N, b)
         pn = float(np.linalg.norm(P, axis=0).max())

@@ -28,8 +28,20 @@ serves every time and every test batch; a Gram singular to working precision giv
 :class:`~kernelcalc.KernelcalcAccuracyWarning` and finite predictions (pseudo-inverse at
 $t=\infty$, exact zero eigenvalues at finite $t$), never NaN.  Test points go in batches of
 ``batch_size`` rows (memory $O(N\cdot\text{batch})$ besides the train Grams; ``K_test_train`` may be a
-``numpy.memmap`` or Zarr array read batch by batch).  Beyond ``krylov_crossover`` training points the
-mean is computed matrix-free by Lanczos (:mod:`kernelcalc.inference.krylov`).
+``numpy.memmap`` or Zarr array read batch by batch).  Beyond :data:`KRYLOV_CROSSOVER` training points the
+mean is computed matrix-free by Lanczos (:mod:`kernelcalc.inference.krylov`; ``client=`` runs its products on a
+dask cluster, from an in-memory or a Zarr Gram).
+
+**At data-set scale (the NTK-GP variances).**  With $U=2N^2M$ flops (one $N\times N$ by $N\times M$ product,
+$M$ test points, $T$ times) the eigenbasis costs the decomposition plus $(1+2T)\,U$:
+$B=V^\top\Theta_{Xx}$ once, then per time $X_t=V(\varphi_t\odot B)$ and $KX_t$, the variance being
+$k_{xx}+\mathrm{colsum}(X_t\odot KX_t)-2\,\mathrm{colsum}(X_t\odot K_{Xx})$ in the original basis (the
+eigenbasis form $V^\top K V$ pays only when $2N+M<(T-1)M$).  No method found here does the finite-$t$ variances
+to $10^{-10}$ without the decomposition: shared real poles (one Cholesky factorisation each) or one repeated
+pole (shift-and-invert Krylov) reach only $10^{-4}$ with 32 poles, resp. $8\times10^{-2}$ at degree 32, for
+$\varphi_t$ over a condition number of $2\times10^6$ and $t=10^{-3}\ldots10^{3}$
+(``benchmarks/bench_predict.py --real-poles``), while $N=20\,000$, $M=2000$, $T=8$ is $17U=2.7\times10^{13}$
+flops besides the decomposition.
 """
 
 from __future__ import annotations
@@ -42,19 +54,34 @@ from tqdm.auto import tqdm
 
 from .._validation import (KernelcalcAccuracyWarning, KernelcalcInputError, nonnegative, positive, positive_int,
                            progress_disable, real_array, warn)
+from .._results import on_disk
 from .result import Prediction
 from .direct import CholeskyEngine, CholeskySystem
 from .krylov import krylov_run
-from .spectral import EPS, Eigensystem, batches as _batches
+from .spectral import EPS, Eigensystem
 
 __all__ = ["predict_from_kernels", "check_times", "check_targets", "KRYLOV_CROSSOVER"]
 
-#: Training-set size above which ``method="auto"`` leaves the eigen-decomposition (Lanczos for the mean,
-#: Cholesky at t = inf).  Measured (benchmarks/bench_predict.py, softplus Neural ODE on the sphere, d = 10):
-#: at N = 2000 the eigen-decomposition (22.5 s) still beat Lanczos with CG at t = inf (34.5 s, 642
-#: iterations); the eigen-decomposition grows as N^3, Lanczos as N^2 x iterations, and at N = 8000 the
-#: Lanczos + Cholesky mean took 59 s against about 64 x 22.5 s for the eigen-decomposition.
-KRYLOV_CROSSOVER = 4000
+#: Training-set size above which ``method="auto"`` leaves the eigen-decomposition for the mean (Lanczos for the
+#: finite times, one Cholesky factorisation at t = inf).  Measured side by side (``benchmarks/bench_predict.py
+#: --crossover``; softplus Neural ODE NTK on the sphere, d = 10, M = N / 10 test points, 8 times, the 2-core
+#: machine at load average 8.6-9.7, LAPACK threads = free cores): Lanczos + Cholesky over eigh took 1.09 at
+#: N = 1000, 1.18 at 1500, 0.84-0.88 at 2000 and 0.34 at 4000 (127-142 Lanczos iterations); both agreed to
+#: 2e-11.  A second run with the truncation-bound stopping rule (113-127 iterations, while an N = 12000 run
+#: shared the cores, load 10.8): 0.90 at 1500, 0.50 at 2000, 0.22 at 4000.  The crossover is at about 1500 on
+#: this machine.  The error estimates agree too since the matrix-free path bounds the rounding of
+#: phi_t(A) theta_x through the Cholesky factor (N = 2000: 4.9e-6 against eigh's 4.8e-6, measured difference
+#: 2.3e-11; before, 3.7e-2).
+KRYLOV_CROSSOVER = 1500
+
+#: Up to this many training points the NTK-GP variance's error estimate uses $\lVert\varphi_t(A)(KP-k_x)\rVert$
+#: exactly (one more $N\times N\times M$ product per time); above it the bound $\max\varphi_t\,\lVert KP-k_x\rVert$
+#: (an upper bound of the same first-order term: looser, never smaller), which saves a third of the per-time work.
+EXACT_COV_BOUND_MAX = 4000
+
+#: From this many training points on, the stages (decomposition, test points x times) show progress bars
+#: (``progress=None``: when stderr is a terminal; ``True``: always; ``False``: never).
+LONG_WORK = 2000
 _COV = {False: None, None: None, "diag": "diag", True: "full", "full": "full"}
 
 
@@ -115,6 +142,13 @@ def _square(A, name: str) -> np.ndarray:
     return arr
 
 
+def _square_on_disk(A):
+    """An on-disk (Zarr) train Gram, kept on disk (checked for NaN/inf block by block as the products read it)."""
+    if len(A.shape) != 2 or A.shape[0] != A.shape[1] or A.shape[0] < 1:
+        raise KernelcalcInputError(f"K_train must be a square (N, N) Gram, got shape {tuple(A.shape)}")
+    return A
+
+
 def _rows(A, name: str, n: int):
     """A (M, N) test-train Gram: kept as it is (numpy, memmap or Zarr; read in batches)."""
     if A is None:
@@ -173,14 +207,18 @@ class _Dense:
         self.err_cov = np.zeros(len(times))
 
     def want_Kt(self, n_test: int) -> None:
-        """Rotate the NNGP into the eigenbasis once when that is cheaper than per-time products."""
-        n = self.es.n
-        if self.nngp_train is not None and self.Kt is None and 2 * n < len(self.times) * n_test:
+        r"""Rotate the NNGP into the eigenbasis once ($G=V^\top KV$, $4N^3$ flops) when that is cheaper than the
+        per-time products: with $G$ each time costs one $N\times N\times M$ product, without it two
+        ($\varphi_t(A)\theta_x=V(\varphi_t\odot V^\top\theta_x)$, then $K$ times it), so $G$ pays when
+        $2N+M<(T-1)M$ ($T$ times, $M$ test points)."""
+        n, m, nt = self.es.n, n_test, len(self.times)
+        if self.nngp_train is not None and self.Kt is None and 2 * n + m < (nt - 1) * m:
             self.Kt = self.es.V.T @ (self.nngp_train @ self.es.V)
 
-    def batch(self, Ktb, cov, nngp_tb=None, tt=None):
-        """Mean (T, b, k) and covariance (T, b) / (T, b, b) of one test batch."""
+    def batch(self, Ktb, cov, nngp_tb=None, tt=None, tick=None):
+        """Mean (T, b, k) and covariance (T, b) / (T, b, b) of one test batch (``tick()`` after each time)."""
         es = self.es
+        tick = tick or (lambda: None)
         mean = np.einsum("bn,tnk->tbk", Ktb, self.Z, optimize=True)
         B = es.V.T @ Ktb.T                                            # (N, b): the test rows in the eigenbasis
         # first order in the error E of A (||E|| <= delta): d mean = theta_x^T D phi_t(A)[E] y, which at t = inf is
@@ -198,32 +236,51 @@ class _Dense:
                     out.append(tt - B.T @ (psi[:, None] * B))
                 else:
                     out.append(tt - np.einsum("nb,n,nb->b", B, psi, B, optimize=True))
+                tick()
             pn = np.array([np.linalg.norm(p[:, None] * B, axis=0).max() for p in self.phis])
             # ||psi_t(A) k_x||_1 <= sqrt(N) ||psi_t(A) k_x||_2 (no extra product with V)
             p1 = np.sqrt(es.n) * np.array([np.linalg.norm(p[:, None] * B, axis=0).max() for p in self.psis])
             self.err_cov = np.maximum(self.err_cov, 2 * self.delta * pn**2 + self.kernel_error * (1 + 2 * p1))
         else:
-            C = es.V.T @ nngp_tb.T                                     # (N, b)
+            # P = phi_t(A) theta_x and C = k_x in the eigenbasis (with G = V^T K V: one product per time), or in the
+            # original basis (P = V (phi_t . V^T theta_x), then K P: two products per time)
+            eig = self.Kt is not None
+            C = es.V.T @ nngp_tb.T if eig else nngp_tb.T                  # (N, b)
             errs = []
             for p in self.phis:
                 P = p[:, None] * B
-                KP = self.Kt @ P if self.Kt is not None else es.V.T @ (self.nngp_train @ (es.V @ P))
+                if eig:
+                    KP = self.Kt @ P
+                else:
+                    P = es.V @ P
+                    KP = self.nngp_train @ P
                 if full:
                     cross = P.T @ C
                     c = tt + P.T @ KP - cross - cross.T
                 else:
                     c = tt + np.einsum("nb,nb->b", P, KP) - 2.0 * np.einsum("nb,nb->b", P, C)
                 out.append(c)
+                tick()
                 # first order in E: d var = 2 (phi_t(A)(K P - k_x))^T E P, exact at t = inf (P = A^{-1} theta_x)
-                W = p[:, None] * (KP - C)
-                pw = float((np.linalg.norm(W, axis=0) * np.linalg.norm(P, axis=0)).max())
-                p1 = math.sqrt(es.n) * float(np.linalg.norm(P, axis=0).max())      # >= ||phi_t(A) theta_x||_1
-                errs.append(2 * self.delta * pw + self.kernel_error * (1 + p1) ** 2)
+                if eig:
+                    W = p[:, None] * (KP - C)
+                elif es.n <= EXACT_COV_BOUND_MAX:           # ||phi_t(A)(K P - k_x)|| exactly: one more product
+                    W = p[:, None] * (es.V.T @ (KP - C))
+                else:                                       # <= max phi_t ||K P - k_x||: no third product
+                    W = float(np.max(p)) * (KP - C)
+                errs.append(self._cov_error(W, P))
             self.err_cov = np.maximum(self.err_cov, np.array(errs))
         cov_b = np.stack(out)
         if full:
             cov_b = 0.5 * (cov_b + np.swapaxes(cov_b, 1, 2))
         return mean, cov_b
+
+    def _cov_error(self, W, P) -> float:
+        """First-order error of the NTK-GP variances from ``W`` $\approx\varphi_t(A)(KP-k_x)$ (or a column-wise
+        upper bound of its norms) and ``P`` $=\varphi_t(A)\theta_x$, plus the Grams' entrywise error."""
+        pw = float((np.linalg.norm(W, axis=0) * np.linalg.norm(P, axis=0)).max())
+        p1 = math.sqrt(self.es.n) * float(np.linalg.norm(P, axis=0).max())      # >= ||phi_t(A) theta_x||_1
+        return 2 * self.delta * pw + self.kernel_error * (1 + p1) ** 2
 
 
 def _default_batch(n: int) -> int:
@@ -231,7 +288,8 @@ def _default_batch(n: int) -> int:
 
 
 def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_block, batch_size,
-        progress, method, kernel_error, tol=1e-10, max_iter=None, info_extra=None) -> Prediction:
+        progress, method, kernel_error, tol=1e-10, max_iter=None, info_extra=None, client=None,
+        consume: bool = False) -> Prediction:
     """The driver shared by :func:`predict_from_kernels` and :func:`~kernelcalc.predict`:
     ``test_block(i, j)`` returns ``(K_trained (b, N), nngp (b, N) or None, test-test or None)``."""
     t0 = time.perf_counter()
@@ -241,6 +299,7 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
     at_inf = bool(np.all(np.isinf(times)))
     auto = method == "auto"
     solver = method
+    gram_on_disk = not isinstance(A, np.ndarray)
     if auto:
         if n > KRYLOV_CROSSOVER and cov is None:
             solver = "krylov"
@@ -259,11 +318,15 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
     info["batch_size"] = min(batch_size, max(n_test, 1))
     if solver == "krylov":
         direct = None
-        if auto and lr is None and np.isinf(times).any():     # t = inf by one Cholesky factorisation instead of CG
+        # t = inf by one Cholesky factorisation instead of CG, where the Gram is in this process's memory
+        if auto and lr is None and np.isinf(times).any() and client is None and not gram_on_disk:
             direct = CholeskySystem.factor(A, diag_reg)
         return krylov_run(A, y, times, kernel=kernel, lr=lr, diag_reg=diag_reg, n_test=n_test, test_block=test_block,
                           batch_size=batch_size, progress=progress, kernel_error=kernel_error, tol=tol,
-                          max_iter=max_iter, info=info, t0=t0, direct=direct)
+                          max_iter=max_iter, info=info, t0=t0, direct=direct, client=client)
+    long_work = progress_disable(progress) if (n >= LONG_WORK or progress is True) else True
+    stage = tqdm(total=1, desc=f"{'Cholesky' if solver == 'cholesky' else 'eigen'}-decomposition of the {n} x {n} "
+                 "Gram", disable=long_work, leave=False)
     cs = CholeskySystem.factor(A, diag_reg) if solver == "cholesky" else None
     if cs is not None:
         es, eng = cs, CholeskyEngine(cs, y, kernel, nngp_train, kernel_error)
@@ -271,11 +334,13 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
     else:
         if solver == "cholesky":
             info["cholesky_fallback"] = "the Gram is not positive definite to working precision: eigen-decomposition"
-        es = Eigensystem(A, diag_reg)
+        es = Eigensystem(A, diag_reg, consume=consume)
         es.warn_singular(times)
         es.check_lr(times, lr)
         eng = _Dense(es, y, times, lr, kernel, nngp_train, kernel_error)
         mean_train = es.train_mean(y, eng.phis)
+    stage.update(1)
+    stage.close()
     mean_test = cov_test = None
     if n_test:
         mean_test = np.empty((len(times), n_test, y.shape[1]))
@@ -283,15 +348,21 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
             cov_test = np.empty((len(times), n_test))
         if kernel == "ntk" and cov is not None:
             eng.want_Kt(n_test)
-        for i in _batches(n_test, batch_size, progress, "test batches"):
+        per_time = cov is not None and not isinstance(eng, CholeskyEngine)
+        bar = tqdm(total=n_test * (len(times) if per_time else 1), unit="point", leave=False, disable=long_work,
+                   desc="test points" + (f" x {len(times)} times" if per_time and len(times) > 1 else ""))
+        for i in range(0, n_test, batch_size):
             j = min(i + batch_size, n_test)
             Ktb, ntb, tt = test_block(i, j)
-            m, c = eng.batch(Ktb, cov, ntb, tt)
+            m, c = eng.batch(Ktb, cov, ntb, tt, tick=(lambda: bar.update(j - i)) if per_time else None)
+            if not per_time:
+                bar.update(j - i)
             mean_test[:, i:j] = m
             if cov == "diag":
                 cov_test[:, i:j] = c
             elif cov == "full":
                 cov_test = c
+        bar.close()
     info.update(es.info())
     err = {"mean": float(eng.err_mean.max()) if n_test else float(es.floor * eng.ynorm)}
     if cov is not None:
@@ -319,7 +390,7 @@ def run(A, y, times, *, kernel, lr, diag_reg, cov, nngp_train, n_test, test_bloc
 def predict_from_kernels(K_train, y_train, K_test_train=None, K_test_test=None, *, nngp=None, t=None,
                          kernel: str = "ntk", diag_reg: float = 0.0, compute_cov=False, learning_rate=None,
                          batch_size: int | None = None, method: str = "auto", kernel_error: float = 0.0,
-                         krylov_tol: float = 1e-10, krylov_max_iter: int | None = None,
+                         krylov_tol: float = 1e-10, krylov_max_iter: int | None = None, client=None,
                          progress: bool | None = None) -> Prediction:
     r"""Mean and covariance of the infinite ensemble of trained infinite-width networks, from Grams.
 
@@ -358,6 +429,12 @@ def predict_from_kernels(K_train, y_train, K_test_train=None, K_test_test=None, 
       tolerance and iteration cap), ``"cholesky"`` ($t=\infty$ of gradient flow only).
     - ``kernel_error``: the Grams' entrywise absolute error (e.g. a Kernel's ``info["error_estimate"]``),
       propagated into the error estimates.
+    - ``client``: a ``dask.distributed.Client`` or a scheduler address (``"tcp://host:8786"``) for the
+      matrix-free path: the train Gram's row blocks are placed on the workers once and every Lanczos
+      product runs there (:class:`~kernelcalc.inference.krylov.ClusterMatvec`).  Applies to
+      ``method="krylov"`` (and ``"auto"``, which then takes it for the mean); an error otherwise.
+      ``K_train`` may be a Zarr array (a kernel's ``out=`` store): the Krylov path reads it in row blocks
+      (on the workers with ``client``) and never loads it whole; $t=\infty$ is then conjugate gradients.
     - ``progress``: a progress bar over the test batches / Lanczos iterations (``None``: auto).
 
     **Returns:** :class:`~kernelcalc.Prediction`.
@@ -371,8 +448,16 @@ def predict_from_kernels(K_train, y_train, K_test_train=None, K_test_test=None, 
     diag_reg = nonnegative("diag_reg", diag_reg)
     kernel_error = nonnegative("kernel_error", kernel_error)
     times = check_times(t, lr)
-    A = _square(K_train, "K_train")
+    A = _square_on_disk(K_train) if on_disk(K_train) else _square(K_train, "K_train")
     n = A.shape[0]
+    if client is not None and (cov is not None or method not in ("auto", "krylov")):
+        raise KernelcalcInputError("client applies only to the matrix-free path (method='krylov' or 'auto', mean "
+                                   f"only); got method={method!r}" + (" with compute_cov" if cov is not None else ""))
+    if client is not None:
+        method = "krylov"
+    matrix_free = method == "krylov" or (method == "auto" and n > KRYLOV_CROSSOVER and cov is None)
+    if on_disk(A) and not matrix_free:
+        A = _square(A[:], "K_train")                 # the dense engines need it in memory (and checked)
     y, _ = check_targets(y_train, n)
     Ktd = _rows(K_test_train, "K_test_train", n)
     m = 0 if Ktd is None else Ktd.shape[0]
@@ -427,4 +512,4 @@ def predict_from_kernels(K_train, y_train, K_test_train=None, K_test_test=None, 
 
     return run(A, y, times, kernel=kernel, lr=lr, diag_reg=diag_reg, cov=cov, nngp_train=nngp_train, n_test=m,
                test_block=test_block, batch_size=batch_size, progress=progress, method=method,
-               kernel_error=kernel_error, tol=krylov_tol, max_iter=krylov_max_iter)
+               kernel_error=kernel_error, tol=krylov_tol, max_iter=krylov_max_iter, client=client)

@@ -80,7 +80,10 @@ def predict(X_train, y_train, X_test=None, *, model: str = "node", activation, t
       ``weights=`` included.  A keyword that does not apply to ``model`` is an error.
     - ``t``, ``kernel``, ``diag_reg``, ``compute_cov``, ``learning_rate``, ``batch_size``, ``method``,
       ``krylov_tol``, ``krylov_max_iter``, ``progress``: as in :func:`~kernelcalc.predict_from_kernels`.
-    - ``out``, ``client``: as the kernels' (Zarr store, dask client) for the train Gram.
+    - ``out``, ``client``: as the kernels' (Zarr store, dask client) for the train Gram.  On the matrix-free
+      path (``method="krylov"``, or ``"auto"`` past :data:`~kernelcalc.inference.engine.KRYLOV_CROSSOVER`
+      without covariance) the Lanczos products then read the Gram from that store in row blocks, and run
+      on the same cluster (:class:`~kernelcalc.inference.krylov.ClusterMatvec`).
 
     Test kernels are computed ``batch_size`` test points at a time (memory bounded for any M); for
     ``compute_cov="diag"`` only the diagonal blocks of the test-test Gram are computed.
@@ -121,6 +124,8 @@ def predict(X_train, y_train, X_test=None, *, model: str = "node", activation, t
     errors = [float(Ktr.info.get("error_estimate", 0.0) or 0.0)]
     A = getattr(Ktr, kernel)
     nngp_train = Ktr.nngp if need == ("nngp", "ntk") else None
+    train_info, train_params, train_activation = dict(Ktr.info), dict(Ktr.params), getattr(Ktr, "activation", None)
+    del Ktr                 # the eigen-decomposition may then overwrite the Gram instead of copying it
     test_kw = dict(kw, **extra)
     if "outputs" in opts:
         test_kw["outputs"] = need
@@ -149,14 +154,13 @@ def predict(X_train, y_train, X_test=None, *, model: str = "node", activation, t
         kernel_seconds += time.perf_counter() - s
         return np.asarray(getattr(Kb, kernel)), (None if ntb is None else np.asarray(ntb)), tb
 
-    info = {"model": model, "activation": getattr(Ktr, "activation", None), "params": dict(Ktr.params),
-            "kernel_info": dict(Ktr.info)}
+    info = {"model": model, "activation": train_activation, "params": train_params, "kernel_info": train_info}
     if batch_size is None and cov != "full":
         batch_size = _default_batch(Xtr.shape[0])
     res = run(A, y, times, kernel=kernel, lr=lr, diag_reg=diag_reg, cov=cov, nngp_train=nngp_train, n_test=m,
               test_block=test_block, batch_size=batch_size, progress=progress, method=method,
               kernel_error=errors[0], tol=krylov_tol, max_iter=krylov_max_iter,
-              info_extra=info)
+              info_extra=info, client=client, consume=True)
     res.info["kernel_seconds"] = kernel_seconds
     res.info["kernel_error_estimate"] = max(errors)
     return res

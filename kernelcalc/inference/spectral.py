@@ -18,6 +18,7 @@ $\tau=N\varepsilon\lambda_\max$ and $0$ below it (the pseudo-inverse; a
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, progress_disable, warn
 
-__all__ = ["Eigensystem", "phi", "EPS", "batches", "lapack_scope", "SINGLE_THREAD_ABOVE"]
+__all__ = ["Eigensystem", "phi", "EPS", "batches", "lapack_scope", "lapack_threads", "SINGLE_THREAD_ABOVE"]
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -36,17 +37,56 @@ EPS = float(np.finfo(np.float64).eps)
 SINGLE_THREAD_ABOVE = 8000
 
 
+def lapack_threads(n: int) -> int | None:
+    """BLAS threads for one large LAPACK call: 1 above :data:`SINGLE_THREAD_ABOVE`; otherwise one per core that
+    is free now (:func:`_other_runnable`), at least 1; ``None``: no limit (fewer than 2 cores, or no load
+    figures on this system).
+
+    Measured on the 2-core machine at load average 9: a 2000 x 2000 ``eigh`` took 41.6 s with two OpenBLAS
+    threads and 8.6 s with one (``syevd``; ``syevr`` 45.8 s / 9.2 s): the tridiagonal reduction synchronises its
+    threads at each of its $N$ steps, and a thread whose core another process holds stalls all of them.  The
+    $N\times N\times M$ products were indifferent (20 GFlop/s either way)."""
+    if n > SINGLE_THREAD_ABOVE:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    if cores < 2:
+        return None
+    others = _other_runnable()
+    if others is None:
+        return None
+    return max(1, min(cores, int(cores - others)))
+
+
+def _other_runnable() -> float | None:
+    """Threads of other work runnable now: ``/proc/loadavg``'s running count less this thread (an instant,
+    unlike the 1-minute average, which would count this process's own just-finished multi-threaded kernel
+    computation); else the 1-minute load average less one."""
+    try:
+        with open("/proc/loadavg") as fh:
+            return max(0.0, float(fh.read().split()[3].split("/")[0]) - 1.0)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return max(0.0, os.getloadavg()[0] - 1.0)
+    except (AttributeError, OSError):
+        return None
+
+
 def lapack_scope(n: int):
-    """The context of one large LAPACK call: one BLAS thread above :data:`SINGLE_THREAD_ABOVE`."""
+    """The context of one large LAPACK call: :func:`lapack_threads` BLAS threads (threadpoolctl scope)."""
     import contextlib
 
-    if n <= SINGLE_THREAD_ABOVE:
+    threads = lapack_threads(n)
+    if threads is None:
         return contextlib.nullcontext()
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:              # pragma: no cover - threadpoolctl ships with scikit-learn / scipy stacks
         return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    return threadpool_limits(limits=threads, user_api="blas")
 
 
 def _residual_factor(lam, t, lr):
@@ -85,14 +125,22 @@ class Eigensystem:
     **Arguments:** ``A``: the train Gram (N, N) (any array that ``np.asarray`` reads; only its
     symmetric part is used); ``diag_reg`` $\ge0$: added to the diagonal (absolute units);
     ``driver``: LAPACK driver of :func:`scipy.linalg.eigh` (``None``: ``"evd"`` up to N = 8000,
-    ``"evr"`` above, which needs no $2N^2$ workspace).
+    ``"evr"`` above, which needs no $2N^2$ workspace); ``consume``: ``A`` is a float64 array that owns its
+    memory and that the caller gives up (:func:`~kernelcalc.predict` with the Gram it computed itself): the
+    decomposition overwrites it instead of copying it, which saves one $N\times N$ array ($3.2$ GB at
+    $N=20\,000$).
     """
 
-    def __init__(self, A, diag_reg: float = 0.0, driver: str | None = None):
+    def __init__(self, A, diag_reg: float = 0.0, driver: str | None = None, consume: bool = False):
         import scipy.linalg
 
-        t0 = time.perf_counter()
-        W = np.array(A, dtype=np.float64, copy=True, order="F")
+        t0, c0 = time.perf_counter(), time.process_time()
+        if consume and isinstance(A, np.ndarray) and A.dtype == np.float64 and A.ndim == 2 and A.base is None \
+                and (A.flags.c_contiguous or A.flags.f_contiguous):
+            A.setflags(write=True)
+            W = A if A.flags.f_contiguous else A.T          # the transpose of a C-ordered array is Fortran-ordered
+        else:
+            W = np.array(A, dtype=np.float64, copy=True, order="F")
         n = W.shape[0]
         asym = float(np.max(np.abs(W - W.T))) if n <= 4096 else float(
             max(np.max(np.abs(W[i:i + 1024] - W[:, i:i + 1024].T)) for i in range(0, n, 1024)))
@@ -102,6 +150,7 @@ class Eigensystem:
             W[i:, i:i + 1024] = blk.T
         W[np.diag_indices(n)] += diag_reg
         self.driver = driver or ("evd" if n <= 8000 else "evr")
+        self.threads = lapack_threads(n)
         with lapack_scope(n):
             self.lam, self.V = scipy.linalg.eigh(W, overwrite_a=True, check_finite=False, driver=self.driver)
         del W
@@ -112,6 +161,7 @@ class Eigensystem:
         self.lam_min = float(self.lam[0])
         self.asymmetry = asym
         self.seconds = time.perf_counter() - t0
+        self.cpu_seconds = time.process_time() - c0
 
     @property
     def condition_number(self) -> float:
@@ -127,7 +177,9 @@ class Eigensystem:
         return {"solver": f"eigh (LAPACK sy{self.driver}, float64)", "lambda_min": self.lam_min,
                 "lambda_max": float(self.lam[-1]), "condition_number": self.condition_number,
                 "singular_floor": self.floor, "eigenvalues_below_floor": self.n_dropped,
-                "gram_asymmetry": self.asymmetry, "eigh_seconds": self.seconds}
+                "gram_asymmetry": self.asymmetry, "eigh_seconds": self.seconds,
+                "eigh_cpu_seconds": self.cpu_seconds,
+                "lapack_threads": self.threads}
 
     def warn_singular(self, times, what: str = "train Gram") -> None:
         if self.n_dropped:
