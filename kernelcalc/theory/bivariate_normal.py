@@ -34,7 +34,6 @@ import numpy as np
 
 __all__ = ["normal_cdf", "mills_ratio", "bivariate_normal_cdf", "bivariate_mills"]
 
-_X20, _W20 = np.polynomial.legendre.leggauss(20)
 _XP, _WP = np.polynomial.legendre.leggauss(16)     # per panel of the graded rule
 _PANELS = 12                                        # panels on each side of the peak
 _STRIDE = 4.0                                       # longest panel, in local scales of the integrand
@@ -72,24 +71,54 @@ def bivariate_normal_cdf(h, k, rho, xp=np):
     return _bvnu(-h, -k, rho, xp)
 
 
+#: Genz's Gauss-Legendre orders of the |r| < 0.925 branch: 6 nodes below |r| = 0.3, 12 below 0.75, else 20
+_GENZ_ORDERS = ((0.3, 6), (0.75, 12), (0.925, 20))
+_GL = {n: np.polynomial.legendre.leggauss(n) for _, n in _GENZ_ORDERS}
+
+
 def _bvnu(h, k, r, xp):
-    """Genz's BVNU: $P(X>h, Y>k)$ (arrays of one shape)."""
-    ncdf = lambda v: normal_cdf(v, xp)  # noqa: E731
-    x, w = xp.asarray(_X20), xp.asarray(_W20)
+    """Genz's BVNU: $P(X>h, Y>k)$ (arrays of one shape).  numpy evaluates each element's branch only (with
+    Genz's node counts); jax.numpy both branches with 20 nodes, selected by ``where``."""
     low = xp.abs(r) < 0.925
+    if xp is not np:
+        lo = _bvnu_low(h, k, xp.where(low, r, 0.0), 20, xp)
+        hi = _bvnu_high(h, k, xp.where(low, 0.95, r), xp)
+        return xp.clip(xp.where(low, lo, hi), 0.0, 1.0)
+    out = np.empty(np.shape(r))
+    a = np.abs(r)
+    below = 0.0
+    for edge, n in _GENZ_ORDERS:
+        m = (a >= below) & (a < edge)
+        below = edge
+        if np.any(m):
+            out[m] = _bvnu_low(h[m], k[m], r[m], n, np)
+    m = ~low
+    if np.any(m):
+        out[m] = _bvnu_high(h[m], k[m], r[m], np)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _bvnu_low(h, k, r, n, xp):
+    r"""$|r|<0.925$: $\Phi(-h)\Phi(-k)+\frac1{2\pi}\int_0^{\arcsin r}\exp(-\frac{h^2+k^2-2hk\sin t}{2\cos^2t})dt$ by
+    ``n``-point Gauss-Legendre."""
+    x, w = (xp.asarray(v) for v in _GL[n])
     hk = h * k
-    # |r| < 0.925: Phi(-h) Phi(-k) + (1/2pi) int_0^asin r exp(-(h^2+k^2-2hk sin t)/(2cos^2 t)) dt
-    rl = xp.where(low, r, 0.0)
-    asr = xp.arcsin(rl)
+    asr = xp.arcsin(r)
     sn = xp.sin(asr[..., None] * (1.0 + x) / 2.0)
     hs = (h * h + k * k) / 2.0
-    lo = xp.sum(w * xp.exp((sn * hk[..., None] - hs[..., None]) / (1.0 - sn * sn)), axis=-1) * asr / (4 * math.pi) \
-        + ncdf(-h) * ncdf(-k)
-    # |r| >= 0.925: Genz's expansion about |r| = 1
+    return xp.sum(w * xp.exp((sn * hk[..., None] - hs[..., None]) / (1.0 - sn * sn)), axis=-1) * asr / (4 * math.pi) \
+        + normal_cdf(-h, xp) * normal_cdf(-k, xp)
+
+
+def _bvnu_high(h, k, r, xp):
+    """$|r|>=0.925$: Genz's expansion about $|r|=1$ (its singular part in closed form), 20 nodes."""
+    ncdf = lambda v: normal_cdf(v, xp)  # noqa: E731
+    x, w = (xp.asarray(v) for v in _GL[20])
+    hk = h * k
     neg = r < 0
     kk = xp.where(neg, -k, k)
     hkk = xp.where(neg, -hk, hk)
-    rh = xp.where(low, 0.95, xp.abs(r))
+    rh = xp.abs(r)
     interior = rh < 1.0
     as_ = xp.where(interior, (1.0 - rh) * (1.0 + rh), 1.0)
     a = xp.sqrt(as_)
@@ -114,8 +143,7 @@ def _bvnu(h, k, r, xp):
     bvn = xp.where(interior, bvn, 0.0)
     pos = ncdf(-xp.maximum(h, kk)) + bvn
     negv = xp.where(h >= kk, -bvn, xp.where(h < 0, ncdf(kk) - ncdf(h), ncdf(-h) - ncdf(-kk)) - bvn)
-    hi = xp.where(neg, negv, pos)
-    return xp.clip(xp.where(low, lo, hi), 0.0, 1.0)
+    return xp.where(neg, negv, pos)
 
 
 def _quadratic(h, k, rho, xp):

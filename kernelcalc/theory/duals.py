@@ -97,7 +97,7 @@ def _array_ops(xp) -> SimpleNamespace:
                            sinh=xp.sinh, cosh=xp.cosh, sin=xp.sin, cos=xp.cos, pi=math.pi,
                            clip_unit=lambda r: xp.clip(r, -1.0, 1.0), angle=_angle(xp),
                            arctan2=xp.arctan2, nonneg=lambda v: xp.maximum(v, 0.0), arc=_arc(xp),
-                           corr=_correlation(xp), mills=lambda x: _bvn.mills_ratio(x, xp),
+                           corr=_correlation(xp), mills=lambda x: _bvn.mills_ratio(x, xp), where=xp.where,
                            mills2=lambda h, k, r: _bvn.bivariate_mills(h, k, r, xp))
 
 
@@ -129,7 +129,7 @@ SYMPY_OPS = SimpleNamespace(sqrt=sp.sqrt, arccos=sp.acos, arcsin=sp.asin, exp=sp
                             nonneg=lambda v: v, arc=lambda c, d: d + c * sp.atan2(d, -c),
                             corr=lambda q1, q2, c: c / sp.sqrt(q1 * q2),
                             mills=lambda x: sp.exp(x**2 / 2) * sp.erfc(x / sp.sqrt(2)) / 2,
-                            mills2=lambda h, k, r: sp.exp((h**2 - 2 * r * h * k + k**2) / (2 * (1 - r**2)))
+                            mills2=lambda h, k, r: sp.exp(sp.cancel((h**2 - 2 * r * h * k + k**2) / (2 * (1 - r**2))))
                             * PHI2(h, k, r))
 
 
@@ -223,12 +223,22 @@ def _elu_parts(o, q1, q2, c):
 
     $T=E[e^{a+b}\mathbb 1_{a<0,b<0}]=R_2(-(s_1+\rho s_2),-(s_2+\rho s_1);\rho)$,
     $B_1=E[e^{a}\mathbb 1_{a<0,b<0}]=R_2(-s_1,-\rho s_1;\rho)$,
-    $D_1=E[e^{a}\mathbb 1_{a<0,b>0}]=R_2(-s_1,\rho s_1;-\rho)$ ($B_2$, $D_2$: 1 and 2 swapped)."""
+    $D_1=E[e^{a}\mathbb 1_{a<0,b>0}]=R_2(-s_1,\rho s_1;-\rho)$ ($B_2$, $D_2$: 1 and 2 swapped).
+    $B_1+D_1=E[e^a\mathbb 1_{a<0}]=M(s_1)$ (the Mills ratio $M(x)=e^{x^2/2}\Phi(-x)$), so only the smaller,
+    $R_2(-s_1,|\rho|s_1;-|\rho|)$ ($D_1$ for $\rho\ge0$, $B_1$ for $\rho<0$), is integrated; the larger is
+    $M(s_1)$ minus it (at least half of $M$: no cancellation)."""
     s1, s2 = o.sqrt(q1), o.sqrt(q2)
     r = o.corr(q1, q2, c)
     T = o.mills2(-(s1 + r * s2), -(s2 + r * s1), r)
-    B1, B2 = o.mills2(-s1, -r * s1, r), o.mills2(-s2, -r * s2, r)
-    D1, D2 = o.mills2(-s1, r * s1, -r), o.mills2(-s2, r * s2, -r)
+    symbolic = isinstance(r, sp.Basic)
+    ar = r if symbolic else abs(r)     # symbolic: the rho >= 0 form (the same expression for every rho)
+    small1, small2 = o.mills2(-s1, ar * s1, -ar), o.mills2(-s2, ar * s2, -ar)
+    big1, big2 = o.mills(s1) - small1, o.mills(s2) - small2
+    if symbolic:
+        return s1, s2, r, T, big1, big2, small1, small2
+    pos = r >= 0
+    B1, B2 = o.where(pos, big1, small1), o.where(pos, big2, small2)
+    D1, D2 = o.where(pos, small1, big1), o.where(pos, small2, big2)
     return s1, s2, r, T, B1, B2, D1, D2
 
 
@@ -252,18 +262,17 @@ def _elu(alpha: float) -> "ClosedFormDual":
     a = float(alpha)
     root2pi = math.sqrt(2 * math.pi)
 
-    def C(o, q1, q2, c):
+    def joint(o, q1, q2, c):
         s1, s2, r, T, B1, B2, D1, D2 = _elu_parts(o, q1, q2, c)
         sr = o.sqrt((1 - r) * (1 + r))
         x12 = s1 / root2pi * (o.mills(s2 * sr) - 0.5) + c * D2
         x21 = s2 / root2pi * (o.mills(s1 * sr) - 0.5) + c * D1
-        return _relu_C(o, q1, q2, c) + a * (x12 + x21) + a * a * (T - B1 - B2 + _step_C(o, q1, q2, c))
+        step = _step_C(o, q1, q2, c)
+        return (_relu_C(o, q1, q2, c) + a * (x12 + x21) + a * a * (T - B1 - B2 + step),
+                step + a * (D1 + D2) + a * a * T)
 
-    def Cdot(o, q1, q2, c):
-        _, _, _, T, _, _, D1, D2 = _elu_parts(o, q1, q2, c)
-        return _step_C(o, q1, q2, c) + a * (D1 + D2) + a * a * T
-
-    return ClosedFormDual(f"elu({a:g})", C, Cdot)
+    return ClosedFormDual(f"elu({a:g})", lambda o, q1, q2, c: joint(o, q1, q2, c)[0],
+                          lambda o, q1, q2, c: joint(o, q1, q2, c)[1], joint)
 
 
 def _double_factorial_odd(m: int) -> int:
@@ -305,11 +314,15 @@ class ClosedFormDual:
     name: str
     C_formula: Callable
     Cdot_formula: Callable
+    #: optional ``(ops, q1, q2, c) -> (C, Cdot)`` sharing the work of the two (same values as the pair)
+    joint_formula: Callable | None = None
 
     @float64
     def __call__(self, q1, q2, c, ops=None):
         r"""Numeric $(C, \\dot C)$ with jax.numpy (``ops=NUMPY_OPS``: with numpy); broadcasts over arrays."""
         ops = JAX_OPS if ops is None else ops
+        if self.joint_formula is not None:
+            return self.joint_formula(ops, q1, q2, c)
         return self.C_formula(ops, q1, q2, c), self.Cdot_formula(ops, q1, q2, c)
 
     def symbolic(self, q1, q2, c):
