@@ -36,7 +36,7 @@ __all__ = ["normal_cdf", "mills_ratio", "bivariate_normal_cdf", "bivariate_mills
 
 _XP, _WP = np.polynomial.legendre.leggauss(16)     # per panel of the graded rule
 _PANELS = 12                                        # panels on each side of the peak
-_STRIDE = 4.0                                       # longest panel, in local scales of the integrand
+_STRIDE = 3.0                                       # longest panel, in local scales of the integrand
 _BISECT = 64
 _SQRT2 = math.sqrt(2.0)
 
@@ -146,6 +146,37 @@ def _bvnu_high(h, k, r, xp):
     return xp.where(neg, negv, pos)
 
 
+def _loop(n, body, state, xp):
+    """``n`` steps of ``state = body(i, state)`` (jax: one traced body, ``lax.fori_loop``)."""
+    if xp is np:
+        for i in range(n):
+            state = body(i, state)
+        return state
+    import jax
+
+    return jax.lax.fori_loop(0, n, body, state)
+
+
+def _walk(n, step, state, xp):
+    """``n`` steps of ``state = step(state)``, returning the stacked (left, right) edges (``state[0]``,
+    ``state[2]`` after each step) along a new last axis (jax: ``lax.scan``)."""
+    if xp is np:
+        lefts, rights = [], []
+        for _ in range(n):
+            state = step(state)
+            lefts.append(state[0])
+            rights.append(state[2])
+        return np.stack(lefts, axis=-1), np.stack(rights, axis=-1)
+    import jax
+
+    def body(st, _):
+        st = step(st)
+        return st, (st[0], st[2])
+
+    _, (lefts, rights) = jax.lax.scan(body, state, None, length=n)
+    return xp.moveaxis(lefts, 0, -1), xp.moveaxis(rights, 0, -1)
+
+
 def _quadratic(h, k, rho, xp):
     r"""$(\alpha, \beta, \lambda_r, Q)$ of the module doc; $Q=\frac{(h+k)^2}{4(1+\rho)}+\frac{(h-k)^2}{4(1-\rho)}$
     (a term with a zero numerator is 0 at $\rho=\mp1$)."""
@@ -168,12 +199,16 @@ def _graded(h, k, rho, xp):
         return -alpha * xp.exp(dl) + beta * xp.exp(-dl) + 0.5 * xp.tanh((lam_r - dl) / 2)
 
     lo, hi = xp.zeros_like(alpha), xp.full_like(alpha, 240.0)
-    for _ in range(_BISECT):
+    def bisect(_, state):
+        lo, hi = state
         mid = 0.5 * (lo + hi)
         up = slope(mid) > 0
-        lo, hi = xp.where(up, mid, lo), xp.where(up, hi, mid)
+        return xp.where(up, mid, lo), xp.where(up, hi, mid)
+
+    lo, hi = _loop(_BISECT, bisect, (lo, hi), xp)
     peak = 0.5 * (lo + hi)
     peak = xp.where(slope(xp.zeros_like(peak)) <= 0, 0.0, peak)
+
     def scale(dl):   # the length over which the log-integrand changes by O(1) at dl
         curv = alpha * xp.exp(dl) + beta * xp.exp(-dl) + 0.125 / xp.cosh((lam_r - dl) / 2) ** 2
         return 1.0 / (xp.sqrt(curv) + xp.abs(slope(dl)))
@@ -181,17 +216,16 @@ def _graded(h, k, rho, xp):
     # panels walk away from the peak; each is at most twice the previous one and at most _STRIDE local
     # scales long (the log-integrand is concave: its slope only steepens away from the peak), so a
     # Gaussian peak, an exponential decay from the end point and a double-exponential tail are all resolved
+    def walk(state):
+        el, wl, er, wr = state
+        wl = xp.minimum(2 * wl, _STRIDE * scale(el))
+        wr = xp.minimum(2 * wr, _STRIDE * scale(er))
+        return xp.maximum(el - wl, 0.0), wl, er + wr, wr
+
     w0 = xp.minimum(scale(peak), 4.0)
-    lefts, rights = [peak], [peak]
-    wl = wr = w0
-    for _ in range(_PANELS):
-        e = lefts[-1]
-        wl = xp.minimum(2 * wl, _STRIDE * scale(e))
-        lefts.append(xp.maximum(e - wl, 0.0))
-        e = rights[-1]
-        wr = xp.minimum(2 * wr, _STRIDE * scale(e))
-        rights.append(e + wr)
-    left, right = xp.stack(lefts, axis=-1), xp.stack(rights, axis=-1)
+    lefts, rights = _walk(_PANELS, walk, (peak, w0, peak, w0), xp)
+    left = xp.concatenate([peak[..., None], lefts], axis=-1)
+    right = xp.concatenate([peak[..., None], rights], axis=-1)
     edges_lo = xp.concatenate([left[..., 1:], right[..., :-1]], axis=-1)
     edges_hi = xp.concatenate([left[..., :-1], right[..., 1:]], axis=-1)
     half = (edges_hi - edges_lo) / 2

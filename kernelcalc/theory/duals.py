@@ -98,6 +98,7 @@ def _array_ops(xp) -> SimpleNamespace:
                            clip_unit=lambda r: xp.clip(r, -1.0, 1.0), angle=_angle(xp),
                            arctan2=xp.arctan2, nonneg=lambda v: xp.maximum(v, 0.0), arc=_arc(xp),
                            corr=_correlation(xp), mills=lambda x: _bvn.mills_ratio(x, xp), where=xp.where,
+                           stack=lambda arrays: xp.stack(xp.broadcast_arrays(*arrays)),
                            mills2=lambda h, k, r: _bvn.bivariate_mills(h, k, r, xp))
 
 
@@ -229,10 +230,13 @@ def _elu_parts(o, q1, q2, c):
     $M(s_1)$ minus it (at least half of $M$: no cancellation)."""
     s1, s2 = o.sqrt(q1), o.sqrt(q2)
     r = o.corr(q1, q2, c)
-    T = o.mills2(-(s1 + r * s2), -(s2 + r * s1), r)
     symbolic = isinstance(r, sp.Basic)
     ar = r if symbolic else abs(r)     # symbolic: the rho >= 0 form (the same expression for every rho)
-    small1, small2 = o.mills2(-s1, ar * s1, -ar), o.mills2(-s2, ar * s2, -ar)
+    args = ((-(s1 + r * s2), -(s2 + r * s1), r), (-s1, ar * s1, -ar), (-s2, ar * s2, -ar))
+    if symbolic:
+        T, small1, small2 = (o.mills2(*a) for a in args)
+    else:     # one evaluation of the three (one traced graph under jax)
+        T, small1, small2 = o.mills2(*(o.stack([a[i] for a in args]) for i in range(3)))
     big1, big2 = o.mills(s1) - small1, o.mills(s2) - small2
     if symbolic:
         return s1, s2, r, T, big1, big2, small1, small2
