@@ -85,3 +85,24 @@ def test_elu_dual_jax_equals_numpy_and_is_used_by_default():
     jx = np.array([np.asarray(v) for v in float64(jax.jit(lambda q, c: dual(q, q, c)))(q, c)])
     np.testing.assert_allclose(jx, num, rtol=1e-14)
     assert dual_kernels("elu").method == "closed" and dual_kernels("elu(alpha=0.3)").method == "closed"
+
+
+@pytest.mark.parametrize("typed, builtin", [
+    ("Piecewise((x, x > 0), (exp(x) - 1, True))", "elu"),
+    ("Piecewise((x, x >= 0), (0.5*exp(x) - 0.5, True))", "elu(alpha=0.5)"),
+    ("Max(x, 0.2*x)", "leaky_relu(0.2)"),
+    ("Max(0, x)", "relu"),
+])
+def test_user_typed_kinked_activations_take_the_builtin_closed_form(typed, builtin):
+    """A user-typed piecewise activation equal to a built-in gets its closed form (the same numbers, also
+    at large q) and the kinked Neural-ODE time grid; a near miss (``exp(x) - 2``) does not."""
+    from kernelcalc.kernels.ode_kinked import use_triangles
+
+    user, ref = resolve_activation(typed), resolve_activation(builtin)
+    du, dr = closed_form_dual(user), closed_form_dual(ref)
+    assert du is not None and use_triangles(user, 1.0, 1.0)
+    q = np.array([0.3, 2.0, 50.0, 2e3])
+    c = q * np.array([0.9, -0.4, 0.2, 1.0])
+    np.testing.assert_allclose(np.array(du(q, q, c, ops=NUMPY_OPS)), np.array(dr(q, q, c, ops=NUMPY_OPS)),
+                               rtol=1e-15, atol=1e-15)
+    assert closed_form_dual(resolve_activation("Piecewise((x, x > 0), (exp(x) - 2, True))")) is None

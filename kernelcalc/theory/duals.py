@@ -372,6 +372,24 @@ _REFERENCE_EXPR = {"relu": sp.Max(0, X), "erf": sp.erf(X), "gelu": X * (1 + sp.e
 _REFERENCE_NEEDS = {"gelu": (sp.erf, sp.erfc)}
 
 
+def _elu_alpha(expr: sp.Expr) -> float | None:
+    r"""$\alpha$ when ``expr`` is ELU ($x$ for $x>0$, $\alpha(e^x-1)$ for $x<0$), else ``None``: proved
+    symbolically on each half-line; on $x<0$, $g=\phi$ is $\alpha(e^x-1)$ exactly when $g'-g$ is a constant
+    $\alpha$ and $g(0^-)=0$ (the unique solution of that linear ODE)."""
+    pos, neg = sp.Symbol("x_pos", positive=True), sp.Symbol("x_neg", negative=True)
+    try:
+        if sp.simplify(expr.subs(X, pos) - pos) != 0:
+            return None
+        g = expr.subs(X, neg)
+        alpha = sp.simplify(sp.diff(g, neg) - g)
+        if alpha.free_symbols or not alpha.is_number or sp.simplify(g.subs(neg, 0)) != 0:
+            return None
+        value = float(alpha)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return value if math.isfinite(value) and value != 0 else None
+
+
 @functools.lru_cache(maxsize=256)
 def closed_form_dual(activation: Activation) -> ClosedFormDual | None:
     r"""The closed-form dual of ``activation`` if one is known, else ``None``.
@@ -397,6 +415,10 @@ def closed_form_dual(activation: Activation) -> ClosedFormDual | None:
             continue
         if sp.simplify((activation.expr - ref).rewrite(sp.erf)) == 0:
             return _NAMED[key](activation)
+    if activation.is_piecewise_smooth:
+        alpha = _elu_alpha(activation.expr)
+        if alpha is not None:                                                     # a user-typed ELU
+            return _elu(alpha)
     if activation.is_piecewise_smooth and activation.is_positively_homogeneous:   # abs, user leaky relu ...
         return _piecewise_linear(float(activation.numpy_fn(np.array(1.0))), float(-activation.numpy_fn(np.array(-1.0))))
     return None
