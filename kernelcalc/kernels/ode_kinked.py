@@ -160,7 +160,7 @@ def _relu_drop(omr_p, dlt):
     r"""$f(\rho_p)-f(\rho_c)$ for $f(\rho)=\sin\theta+(\pi-\theta)\cos\theta$ ($2\pi C_{\rm relu}/n$),
     $1-\rho_p$ = ``omr_p``, $\rho_p-\rho_c$ = ``dlt`` $\ge0$, with relative accuracy however small ``dlt``:
     $f'(\rho)=\pi-\theta$ gives $f(\rho_p)-f(\rho_c)=\pi\Delta-\int_{\theta_p}^{\theta_c}\theta\sin\theta\,d\theta$;
-    the integral by 4-point Gauss-Legendre on $[\theta_p,\theta_c]$ where $\theta_c\le2\theta_p$ (its width
+    the integral by 8-point Gauss-Legendre on $[\theta_p,\theta_c]$ where $\theta_c\le2\theta_p$ (its width
     $\theta_c-\theta_p$ from $\sin$ of the half-angles, without cancellation), else as the difference of
     $\sin\theta-\theta\cos\theta$ (then no cancellation either)."""
     from ..theory.duals import _ARC_SERIES
@@ -178,7 +178,7 @@ def _relu_drop(omr_p, dlt):
             ser = ser * z + a
         return np.where(t <= 1.0, t * z * ser, np.sin(t) - t * np.cos(t))
 
-    gx, gw = np.polynomial.legendre.leggauss(4)
+    gx, gw = np.polynomial.legendre.leggauss(8)
     nodes = tp[..., None] + width[..., None] * (gx + 1) / 2
     gl = np.sum(gw * nodes * np.sin(nodes), axis=-1) * width / 2
     integral = np.where(tc <= 2 * tp, gl, sin_minus(tc) - sin_minus(tp))
