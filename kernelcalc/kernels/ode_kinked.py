@@ -430,6 +430,30 @@ class KinkedSolverMixin:
         return nngp.reshape(shape), ntk.reshape(shape)
 
 
+def _at_angles(self, sxx, syy, theta):
+    r"""(nngp, ntk) at norms ``sxx``, ``syy`` and input angles ``theta`` given as angles (the graded theta
+    tables of :mod:`._gram` sample at $\theta\approx10^{-8}$, where $x\cdot y/d=\sqrt{v_xv_y}\cos\theta$
+    rounded keeps a few digits of $1-\cos\theta$: an angle error of several per cent, which stalled abs's
+    table).  Pairs of equal norm are solved at the exact angle; others as :meth:`__call__`."""
+    sxx, syy, theta = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (sxx, syy, theta)))
+    equal = np.abs(sxx - syy) <= _EQUAL_RTOL * np.maximum(sxx, syy)
+    if not np.all(equal & (sxx > 0)):
+        return self(sxx, syy, np.sqrt(sxx * syy) * np.cos(theta))
+    shape, v, th = sxx.shape, sxx.ravel(), theta.ravel()
+    v_unique, inverse = np.unique(v, return_inverse=True)
+    dual, M = self._dual_and_M(v_unique)
+    diag = self._cached_diagonals(dual, M, v_unique)
+    S0 = rec.ode_initial(v * np.cos(th), self.sigma_u)
+    gap = rec.ode_initial(2.0 * v * np.sin(th / 2) ** 2, self.sigma_u)
+    nngp, ntk = self._pairs(dual, M, diag[inverse.ravel()], S0, th, gap=gap)
+    if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
+        raise self._blow_up("the kernel")
+    return nngp.reshape(shape), ntk.reshape(shape)
+
+
+KinkedSolverMixin.at_angles = _at_angles
+
+
 def band_of(theta0, sigma_w_T: float) -> np.ndarray:
     r"""Band of every input angle $\theta_0$: 0 for $\theta_0=0$ (the exact kink) and
     $2\theta_0/(1+\sigma_wT)\ge0.1$, 1 down to $0.01$, 2 below (near kinks closer to the diagonal: a
