@@ -33,6 +33,7 @@ from .._x64 import float64
 from .._lazy import jnp
 from .._validation import accuracy_shortfall
 from ..theory import recursion as rec
+from ..theory.duals import NUMPY_OPS
 from . import _triangle as tri
 from ._gram import bucket, flat_pairs, pad_to
 from ._interp import barycentric_weights
@@ -126,8 +127,6 @@ def _dual_np(dual, q1, q2, c, derivative: bool):
     return tuple(np.asarray(o) for o in out) if derivative else np.asarray(out)
 
 
-from ..theory.duals import NUMPY_OPS as NUMPY_OPS_PL  # noqa: E402
-
 _HOMOGENEOUS = ("relu", "leaky_relu", "piecewise linear")   # closed forms that depend on c and the angle only
 
 
@@ -141,8 +140,6 @@ def _duals_of_gap(dual, q1, q2, omr):
     r"""$(C,\dot C)$ of a homogeneous kink from $1-\rho$ (``omr``) instead of $c$: the angle
     $\theta=2\operatorname{atan2}(\sqrt{1-\rho},\sqrt{1+\rho})$ keeps its relative accuracy for
     $1-\rho\sim10^{-16}$, where $c/\sqrt{q_1q_2}$ rounded would leave only its first digits."""
-    from ..theory.duals import NUMPY_OPS
-
     omr = np.clip(omr, 0.0, 2.0)
     theta = 2.0 * np.arctan2(np.sqrt(omr), np.sqrt(2.0 - omr))
     n = np.sqrt(q1 * q2)
@@ -189,8 +186,8 @@ def _gap_drop(dual, n, omr_p, dlt):
     r"""$C(\rho_p)-C(\rho_c)$ of a homogeneous kink $\phi=bz+(a-b)\mathrm{relu}$ ($C=ab\,c+(a-b)^2C_{\rm relu}$)
     from ``omr_p`` $=1-\rho_p$ and ``dlt`` $=\rho_p-\rho_c$, accurate relative to itself (:func:`_relu_drop`)."""
     one = np.float64(1.0)
-    at_one = float(dual.rule.C_formula(NUMPY_OPS_PL, one, one, one))   # C at rho = 1: ab + (a-b)^2 / 2
-    ab = -float(dual.rule.C_formula(NUMPY_OPS_PL, one, one, -one))     # C at rho = -1: -ab
+    at_one = float(dual.rule.C_formula(NUMPY_OPS, one, one, one))   # C at rho = 1: ab + (a-b)^2 / 2
+    ab = -float(dual.rule.C_formula(NUMPY_OPS, one, one, -one))     # C at rho = -1: -ab
     amb2 = 2.0 * (at_one - ab)
     return n * (ab * dlt + amb2 / (2 * np.pi) * _relu_drop(omr_p, dlt))
 
@@ -255,29 +252,21 @@ class KinkedSolverMixin:
             qb = q if Mb == M else q @ barycentric_weights(r0, grid.r).T        # q(t) is analytic: interpolate
             for lo in range(0, idx.size, _BATCH):
                 sel = idx[lo:lo + _BATCH]
-                if not own and b > 0 and gap is not None and _homogeneous_closed(dual):
+                if not own and b > 0 and gap is not None and _homogeneous_closed(dual):   # near-parallel
                     C, Cdot, dS, nS = self._deficit(dual, grid, qb[sel], S0[sel] + gap[sel], gap[sel])
                     B = C.shape[0]
-                    table = False
                 else:
                     table = None if own else self._table(dual, grid, qb[sel])
-                if table is False:
-                    pass
-                elif table is None:
-                    C_of = self._C(dual)
-                else:
-                    C_of = lambda q1, q2, c: table(c.reshape(c.shape[0], -1), 0).reshape(c.shape)  # noqa: E731
-                if table is not False:
+                    C_of = self._C(dual) if table is None else (
+                        lambda q1, q2, c: table(c.reshape(c.shape[0], -1), 0).reshape(c.shape))
                     S, qk, dS, nS = tri.solve(grid, C_of, S0[sel], self._fwd, q=None if own else qb[sel])
                     B, m1, n1 = S.shape
-                if table is False:
-                    pass
-                elif table is None:
-                    q2 = (qk @ grid.Q.T).reshape(B, m1, n1)
-                    C, Cdot = _dual_np(dual, np.broadcast_to(qk[:, :, None], S.shape), q2, S, True)
-                else:
-                    flat = S.reshape(B, -1)
-                    C, Cdot = table(flat, 0).reshape(S.shape), table(flat, 1).reshape(S.shape)
+                    if table is None:
+                        q2 = (qk @ grid.Q.T).reshape(B, m1, n1)
+                        C, Cdot = _dual_np(dual, np.broadcast_to(qk[:, :, None], S.shape), q2, S, True)
+                    else:
+                        flat = S.reshape(B, -1)
+                        C, Cdot = table(flat, 0).reshape(S.shape), table(flat, 1).reshape(S.shape)
                 LamT = rec.ode_backward_terminal(Cdot[:, -1, 0], self.sigma_v)
                 Lam, dL, nL = tri.backward(grid, Cdot, LamT, self._bwd)
                 integral = (C * Lam).reshape(B, -1) @ grid.omega
