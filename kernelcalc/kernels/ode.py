@@ -507,6 +507,13 @@ class GoursatSolver:
             out.append(S if S.ndim == 2 else np.diagonal(S, axis1=1, axis2=2))   # the march returns diagonals
         return np.concatenate(out)
 
+    def _padded(self, dual, M, v):
+        """The norms ``v`` of a self-kernel solve, padded to a power of two when it is compiled (few shapes);
+        numpy solves take them as they are (padding would only add work)."""
+        if _backend(dual, len(v), self._nodes(M)) == "numpy":
+            return v
+        return pad_to(v, bucket(v.size))
+
     @staticmethod
     def _batch(dual, nodes: int) -> int:
         """Problems per solve: a power of two whose work arrays (n^2 cells and, for the Hermite rule,
@@ -670,7 +677,7 @@ class GoursatSolver:
         target = max(0.1 * self.tol, 1e-14)
 
         def solve(u):
-            return self._self_diagonals(dual, M, pad_to(u, bucket(u.size)))[: u.size]
+            return self._self_diagonals(dual, M, self._padded(dual, M, u))[: u.size]
 
         interp = DiagonalInterpolant(solve, lo, hi, target, exact)
         self._interp = interp
@@ -699,7 +706,7 @@ class GoursatSolver:
             if len(known) + missing.size > _MAX_CACHED_DIAGONALS:
                 known.clear()
             before = self._shortfalls
-            new = self._self_diagonals(dual, M, pad_to(missing, bucket(missing.size)))
+            new = self._self_diagonals(dual, M, self._padded(dual, M, missing))
             known.update(zip(missing.tolist(), new))
             if self._shortfalls == before:
                 if len(self._shared_diagonals) + missing.size > _MAX_CACHED_DIAGONALS:
@@ -769,7 +776,7 @@ class GoursatSolver:
         for lo in range(0, n, batch):      # memory-bounded batches of fixed sizes: few jit compilations
             sl = slice(lo, min(lo + batch, n))
             m = sl.stop - sl.start
-            size = batch if fixed else min(bucket(m), batch)
+            size = batch if fixed else (m if backend == "numpy" else min(bucket(m), batch))   # numpy: no padding
             bx, by, b0 = (pad_to(a[sl], size) for a in (ix_all, iy_all, s0_all))
             k, t, delta, sweeps = cross(marg, bx, by, b0)
             nngp[order[sl]], ntk[order[sl]] = np.asarray(k)[:m], np.asarray(t)[:m]
