@@ -187,6 +187,15 @@ def _hermite_functions(K: int, h: float = _HERMITE_H, zmax: float = _HERMITE_ZMA
     return z, h * half / math.sqrt(2 * math.pi), psi
 
 
+def _hermite_step(K: int) -> float:
+    r"""Trapezoid step of the Hermite coefficients of a $K$-term series: the integrand $f(\sqrt q z)\,He_k(z)
+    e^{-z^2/2}$ oscillates at frequency up to about $\sqrt K$ (plus the bandwidth of $f$), so
+    $h=\pi/(1.6(\sqrt K+16))$, between 0.02 (``_HERMITE_H``, the step at $K=8192$) and 0.04.  Measured against
+    $h=0.02$ for tanh, softplus, sin, gelu, silu and sigmoid, $K=256..6000$, $q=0.5..30$: at most
+    $8.5\cdot10^{-16}$ of $\sqrt{\sum_k\hat f_k^2}$; the coefficients cost $1/h$ (up to half the work)."""
+    return max(_HERMITE_H, min(0.04, math.pi / (1.6 * (math.sqrt(K) + 16.0))))
+
+
 _GEMM_ONE_THREAD = 1 << 18   # OpenBLAS runs a matrix product of at most m*n*k = 2^18 multiply-adds on one thread
 
 
@@ -248,7 +257,7 @@ class HermiteRule:
     @float64
     def coefficients(self, f: Callable, q, xp=jnp):
         r"""$(\hat f_k(q))_{k<K}$ with the $k$ axis first: shape ``(K, *q.shape)`` (``xp``: jax.numpy or numpy)."""
-        z, w, psi = (xp.asarray(v) for v in _hermite_functions(self.K))
+        z, w, psi = (xp.asarray(v) for v in _hermite_functions(self.K, _hermite_step(self.K)))
         q = xp.asarray(q, xp.float64)
         F = f(xp.sqrt(q)[..., None] * z) * w                           # (*q.shape, n_z)
         if xp is np:
