@@ -9,7 +9,12 @@ K^{\ell+1}=\sigma_w^2C^\ell+\sigma_b^2,\ \Theta^{\ell+1}=K^{\ell+1}+\sigma_w^2\d
 
 the readout uses $\sigma_v$/$\sigma_{vb}$ (``sigma_v``/``sigma_vb``) in place of $\sigma_w$/$\sigma_b$.  Each layer's
 $(C,\dot C)$ comes from :func:`~kernelcalc.theory.gaussian.dual_kernels` (closed forms, or the
-Mehler/Hermite series, accurate to ~1e-13), the same code the ODE and ResNet kernels use.
+Mehler/Hermite series, accurate to ~1e-13), the same code the ODE and ResNet kernels use.  Closed forms and
+the Mehler series are evaluated in numpy (no jax import, no compilation: the first call on new data is what
+counts; the series of each pair is truncated by its own correlation and gathers only the coefficients it
+sums), with the per-norm work (layer variances, Hermite coefficients) done once per distinct norm; the
+quadrature rules run jit-compiled.  Measured side by side (tanh, depth 3, 300 standardised rows, busy
+2-core machine): 1.4 s of CPU in numpy against 11.2 s compiled.
 """
 
 from __future__ import annotations
