@@ -314,7 +314,8 @@ class NormInterpPlan(_TablePlan):
 
     def _chunk(self, i, j, xy):
         r"""$F_{ij}=\sum_r T_r(u_{ij})\,D_{ijr}$, $u=2\theta/\pi-1$, with
-        $D_{ijr}=\sum_{kl}\ell_k(t_i)\ell_l(t_j)c_{klr}$ from two matrix products (no gathers)."""
+        $D_{ijr}=\sum_{kl}\ell_k(t_i)\ell_l(t_j)c_{klr}$ from two matrix products (no gathers), summed by
+        Clenshaw's recurrence."""
         na, nb = self.na[i], self.nb[j]
         theta, _ = self._theta(xy, i, j, np.sqrt(na), np.sqrt(nb))
         Wa, Wb = self.Wa[i], self.Wb[j]
@@ -325,21 +326,20 @@ class NormInterpPlan(_TablePlan):
         u = np.repeat(theta, 2, axis=0)              # (2 rows, cols): one row per (row, output)
         u *= 2.0 / np.pi
         u -= 1.0
-        out = C[0] @ WbT
-        buf = np.empty_like(out)
-        if R1 > 1:
-            np.matmul(C[1], WbT, out=buf)
-            buf *= u
-            out += buf
+        # Clenshaw: b_r = D_r + 2u b_{r+1} - b_{r+2} (r = R..1), F = D_0 + u b_1 - b_2 (three passes per degree)
+        D, tmp = np.empty_like(u), np.empty_like(u)
+        b1, b2 = np.zeros_like(u), np.zeros_like(u)
         u2 = 2.0 * u
-        t0, t1 = np.ones_like(u), u
-        for r in range(2, R1):
-            t0 *= -1.0
-            t0 += u2 * t1                            # T_r = 2u T_{r-1} - T_{r-2}
-            t0, t1 = t1, t0
-            np.matmul(C[r], WbT, out=buf)
-            buf *= t1
-            out += buf
+        for r in range(R1 - 1, 0, -1):
+            np.matmul(C[r], WbT, out=D)
+            np.multiply(u2, b1, out=tmp)
+            tmp -= b2
+            tmp += D
+            b1, b2, tmp = tmp, b1, b2
+        np.matmul(C[0], WbT, out=D)
+        out = np.multiply(u, b1, out=tmp)
+        out -= b2
+        out += D
         out = out.reshape(i.size, 2, j.size).transpose(1, 0, 2)
         zx, zy = na == 0, nb == 0
         if self.Z is not None and (zx.any() or zy.any()):   # a zero row: F(0, v, 0), no theta
