@@ -43,7 +43,17 @@ __all__ = ["mlp_kernel"]
 def _compiled(dual: DualKernels, depth: int, sigma_w: float, sigma_b: float, sigma_v: float, sigma_vb: float):
     """``(marginals, pair)``: ``marginals(v)`` does the per-norm work once (for the distinct input norms
     ``v``: every layer's variance, Hermite coefficients and their tails); ``pair(ms, ix, iy, sxy)``
-    evaluates the pairs (ix, iy: indices into v) from it."""
+    evaluates the pairs (ix, iy: indices into v) from it.  In numpy for closed forms and the Mehler series
+    (:func:`_numpy_marginals`, :func:`_numpy_pair`: no jax import, no compilation), else jit-compiled."""
+    params = (dual, depth, sigma_w, sigma_b, sigma_v, sigma_vb)
+    if dual.numpy_ok:
+        return functools.partial(_numpy_marginals, *params), functools.partial(_numpy_pair, *params)
+    return _jitted(*params)
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted(dual: DualKernels, depth: int, sigma_w: float, sigma_b: float, sigma_v: float, sigma_vb: float):
+    """:func:`_compiled` jit-compiled (the quadrature rules)."""
 
     @jax.jit
     def marginals(v):
@@ -135,10 +145,8 @@ def _layer_variances(dual, depth, sigma_w, sigma_b, v):
     return np.array(out)
 
 
-def _jax_pair_fn(params):
+def _jax_pair_fn(dual, marginals, compiled):
     """``pair_fn(sxx, syy, sxy)`` of the jit-compiled evaluation (the quadrature rules)."""
-    dual = params[0]
-    marginals, compiled = _compiled(*params)
 
     def pair_fn(sxx, syy, sxy):
         sxx, syy, sxy = (np.asarray(a, np.float64) for a in (sxx, syy, sxy))
@@ -164,17 +172,16 @@ def _jax_pair_fn(params):
     return pair_fn
 
 
-def _numpy_pair_fn(params):
+def _numpy_pair_fn(dual, numpy_marginals, numpy_pair):
     r"""``pair_fn(sxx, syy, sxy)`` in numpy (closed forms, the Mehler series): no jax import, no compilation
     (the first call on new data is what counts).  The per-norm work (layer variances, Hermite coefficients
     and their tails) is done once per distinct norm for all the calls of one kernel."""
-    dual = params[0]
     cache: dict = {}
 
     def marginals(v):
         missing = np.array([x for x in v.tolist() if x not in cache])
         if missing.size:
-            new = _numpy_marginals(*params, missing)
+            new = numpy_marginals(missing)
             for j, x in enumerate(missing.tolist()):
                 cache[x] = [(tuple(a[..., j] for a in m), None if tl is None else tuple(t[:, j] for t in tl))
                             for m, tl in new]
@@ -199,7 +206,7 @@ def _numpy_pair_fn(params):
         k_out, ntk_out = np.empty(n), np.empty(n)
         for lo in range(0, n, batch):
             sel = order[lo:lo + batch]
-            k, ntk = _numpy_pair(*params, ms, inverse[:n][sel], inverse[n:][sel], sxy[sel])
+            k, ntk = numpy_pair(ms, inverse[:n][sel], inverse[n:][sel], sxy[sel])
             k_out[sel], ntk_out[sel] = k, ntk
         return k_out.reshape(shape), ntk_out.reshape(shape)
 
@@ -245,11 +252,8 @@ def mlp_kernel(x1, x2=None, *, activation, depth, sigma_w=1.0, sigma_b=0.0, sigm
             f"x.x/d = {v_max:.3g}, sigma_w = {sigma_w:g}): phi grows too fast for this depth")
     dual = dual_kernels(act, q_max=1.05 * max(q_max, 1e-3), strict=strict)
     info: dict = dict(expectation=dual.describe(), q_max=q_max)
-    params = (dual, depth, sigma_w, sigma_b, sigma_v, sigma_vb)
-    if dual.numpy_ok:
-        pair_fn = _numpy_pair_fn(params)
-    else:
-        pair_fn = _jax_pair_fn(params)
+    marginals, pair = _compiled(dual, depth, sigma_w, sigma_b, sigma_v, sigma_vb)
+    pair_fn = (_numpy_pair_fn if dual.numpy_ok else _jax_pair_fn)(dual, marginals, pair)
     nngp, ntk, ginfo = gram(a, None if same else b, pair_fn, tol=1e-12, progress=progress,
                             outputs=outputs, out=out, client=client,
                             config=dict(model="mlp", activation=act.name, params=dict(
