@@ -166,3 +166,35 @@ def test_mehler_truncation_meets_its_bound_and_is_batch_independent():
             alone = HermiteRule.series(bf[:, p:p + 1], bg[:, p:p + 1], r[p:p + 1], np, tol=1e-13,
                                        tails=(t[:, ix[p:p + 1]], t[:, iy[p:p + 1]]))
             assert alone[0] == got[p]
+
+
+def test_numpy_mehler_series_reads_gathered_coefficients_and_matches_the_compiled_truncation():
+    """The numpy Mehler series (each pair sums its own terms, problems reordered by their truncation) reads
+    coefficients of U distinct marginals through ``Gathered`` (only the terms it sums) bit for bit as from the
+    gathered array, on the (pairs, n, n) cells of a cross-kernel; its bisection for the truncation gives the
+    same k0 as ``HermiteRule.terms``; and the jax series (one loop to the batch's largest truncation) agrees to
+    rounding."""
+    import numpy as np
+
+    from kernelcalc import _x64
+    from kernelcalc.theory.gaussian import Gathered, HermiteRule, _terms_numpy, dual_kernels
+
+    dual = dual_kernels("softplus", q_max=6.0)
+    rng = np.random.default_rng(1)
+    q = rng.uniform(0.3, 6.0, (4, 5))                           # 4 norms x 5 time nodes
+    m = dual.marginal(q, xp=np)                                 # coefficients (K, 4, 5)
+    tails = dual.tails(m, xp=np)
+    ix, iy = rng.integers(0, 4, 23), rng.integers(0, 4, 23)
+    S = rng.uniform(-1, 1, (23, 5, 5)) * np.sqrt(q[ix][:, :, None] * q[iy][:, None, :])
+    r = S / np.sqrt(q[ix][:, :, None] * q[iy][:, None, :])
+    tl = (tails[0][:, ix], tails[0][:, iy])
+    assert np.array_equal(_terms_numpy(*tl, r, 1e-13), HermiteRule.terms(*tl, r, 1e-13, np))
+    arrays = HermiteRule.series(m[1][:, ix, :, None], m[1][:, iy, None, :], r, np, tol=1e-13, tails=tl)
+    lazy = HermiteRule.series(Gathered(m[1], ix, -1), Gathered(m[1], iy, -2), r, np, tol=1e-13, tails=tl)
+    assert np.array_equal(arrays, lazy)
+    with _x64.scope():
+        import jax.numpy as jnp
+
+        compiled = np.asarray(HermiteRule.series(jnp.asarray(m[1][:, ix, :, None]), jnp.asarray(m[1][:, iy, None, :]),
+                                                 jnp.asarray(r), jnp, tol=1e-13, tails=tuple(map(jnp.asarray, tl))))
+    assert np.max(np.abs(compiled - arrays)) <= 1e-14 * np.max(np.abs(arrays))

@@ -28,8 +28,20 @@ import numpy as np
 
 from .._lazy import jnp
 from ..theory import recursion as rec
+from ..theory.gaussian import Gathered
 
 __all__ = ["euler_march"]
+
+
+class _Columns:
+    """Coefficients ``(K, U, n)`` of U marginals read at problem indices ``index``, one node at a time:
+    :meth:`column` is a :class:`~kernelcalc.theory.gaussian.Gathered` view of node ``l`` (nothing copied)."""
+
+    def __init__(self, a, index):
+        self.a, self.index = a, index
+
+    def column(self, l):
+        return Gathered(self.a[..., l:l + 1], self.index)
 
 
 def euler_march(dual, L: int, T: float, sigma_w: float, sigma_v: float):
@@ -46,7 +58,7 @@ def euler_march(dual, L: int, T: float, sigma_w: float, sigma_v: float):
 
     def col(m, l):
         """Marginals of node ``l``: the last axis kept with length 1."""
-        return tuple(a[..., l:l + 1] for a in m)
+        return tuple(a.column(l) if isinstance(a, _Columns) else a[..., l:l + 1] for a in m)
 
     def self_solve(S0):
         S0 = np.asarray(S0, dtype=np.float64)
@@ -73,13 +85,26 @@ def euler_march(dual, L: int, T: float, sigma_w: float, sigma_v: float):
     def marginals(diag):
         return dual.marginal(xp.asarray(diag), xp=xp)
 
+    lazy = xp is np and dual.method == "hermite"
+    last = {}
+
+    def tails_of(m):       # the tails of the marginals that a call's batches share, computed once
+        hit = last.get("hit")          # one tuple: atomic under threads
+        if hit is None or hit[0] is not m:
+            hit = last["hit"] = (m, dual.tails(m, xp))
+        return hit[1]
+
     def cross_solve(m, ix, iy, S0):
         ix, iy = np.asarray(ix), np.asarray(iy)
         S0 = np.asarray(S0, dtype=np.float64)
         B = S0.shape[0]
-        mx = tuple(a[..., ix, :] for a in m)
-        my = tuple(a[..., iy, :] for a in m)
-        tl = dual.tails(m, xp)
+        if lazy:    # numpy Hermite: the truncated series gathers only the coefficients it sums
+            mx = (m[0][ix, :],) + tuple(_Columns(a, ix) for a in m[1:])
+            my = (m[0][iy, :],) + tuple(Gathered(a, iy) for a in m[1:])
+        else:
+            mx = tuple(a[..., ix, :] for a in m)
+            my = tuple(a[..., iy, :] for a in m)
+        tl = tails_of(m)
         tails = None if tl is None else (tuple(t[:, ix] for t in tl), tuple(t[:, iy] for t in tl))
         Cd = np.empty((B, n, n))        # Cdot_{l m}
         Cs = np.empty((B, n, n))        # C_{l m}

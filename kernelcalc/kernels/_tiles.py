@@ -1,6 +1,6 @@
 r"""The tile engine behind every Gram matrix: memory-bounded, resumable on disk, distributable.
 
-A :class:`~kernelcalc.kernels._gram.GramPlan` evaluates any rectangular tile of a Gram.  This
+A :class:`~kernelcalc.kernels._gram_base.GramPlan` evaluates any rectangular tile of a Gram.  This
 module decides *which* tiles, *where* they run and *where* they go:
 
 - **Tiles.** The $N_1\times N_2$ Gram is cut into square tiles of side ``tile`` (2048 by

@@ -9,7 +9,12 @@ K^{\ell+1}=\sigma_w^2C^\ell+\sigma_b^2,\ \Theta^{\ell+1}=K^{\ell+1}+\sigma_w^2\d
 
 the readout uses $\sigma_v$/$\sigma_{vb}$ (``sigma_v``/``sigma_vb``) in place of $\sigma_w$/$\sigma_b$.  Each layer's
 $(C,\dot C)$ comes from :func:`~kernelcalc.theory.gaussian.dual_kernels` (closed forms, or the
-Mehler/Hermite series, accurate to ~1e-13), the same code the ODE and ResNet kernels use.
+Mehler/Hermite series, accurate to ~1e-13), the same code the ODE and ResNet kernels use.  Closed forms and
+the Mehler series are evaluated in numpy (no jax import, no compilation: the first call on new data is what
+counts; the series of each pair is truncated by its own correlation and gathers only the coefficients it
+sums), with the per-norm work (layer variances, Hermite coefficients) done once per distinct norm; the
+quadrature rules run jit-compiled.  Measured side by side (tanh, depth 3, 300 standardised rows, busy
+2-core machine): 1.4 s of CPU in numpy against 11.2 s compiled.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from ..theory import recursion as rec
 from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, as_input_pair, positive_int, scale_keywords
 from ..theory.activations import resolve_activation
 from ..theory.duals import closed_form_dual
-from ..theory.gaussian import DualKernels, dual_kernels
+from ..theory.gaussian import DualKernels, Gathered, dual_kernels
 from ._gram import bucket, by_correlation, error_estimate, gram, max_norm, pad_to, require_finite
 from .._results import Kernel
 
@@ -38,7 +43,17 @@ __all__ = ["mlp_kernel"]
 def _compiled(dual: DualKernels, depth: int, sigma_w: float, sigma_b: float, sigma_v: float, sigma_vb: float):
     """``(marginals, pair)``: ``marginals(v)`` does the per-norm work once (for the distinct input norms
     ``v``: every layer's variance, Hermite coefficients and their tails); ``pair(ms, ix, iy, sxy)``
-    evaluates the pairs (ix, iy: indices into v) from it."""
+    evaluates the pairs (ix, iy: indices into v) from it.  In numpy for closed forms and the Mehler series
+    (:func:`_numpy_marginals`, :func:`_numpy_pair`: no jax import, no compilation), else jit-compiled."""
+    params = (dual, depth, sigma_w, sigma_b, sigma_v, sigma_vb)
+    if dual.numpy_ok:
+        return functools.partial(_numpy_marginals, *params), functools.partial(_numpy_pair, *params)
+    return _jitted(*params)
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted(dual: DualKernels, depth: int, sigma_w: float, sigma_b: float, sigma_v: float, sigma_vb: float):
+    """:func:`_compiled` jit-compiled (the quadrature rules)."""
 
     @jax.jit
     def marginals(v):
@@ -69,10 +84,45 @@ def _compiled(dual: DualKernels, depth: int, sigma_w: float, sigma_b: float, sig
     return marginals, pair
 
 
+
+def _numpy_marginals(dual: DualKernels, depth: int, sigma_w: float, sigma_b: float, sigma_v: float, sigma_vb: float, v):
+    """:func:`_compiled`'s ``marginals`` in numpy (closed forms and the Mehler series)."""
+    q = rec.mlp_input_nngp(np.asarray(v, np.float64), sigma_w, sigma_b)
+    out = []
+    for layer in range(depth):
+        ws, bs = (sigma_v, sigma_vb) if layer == depth - 1 else (sigma_w, sigma_b)
+        m = dual.marginal(q, xp=np)
+        out.append((m, dual.tails(m, np)))
+        if layer < depth - 1:
+            q = rec.mlp_nngp_step(dual.from_marginals(m, m, q, derivative=False, xp=np), ws, bs)
+    return out
+
+
+def _numpy_pair(dual: DualKernels, depth: int, sigma_w: float, sigma_b: float, sigma_v: float, sigma_vb: float,
+                ms, ix, iy, sxy):
+    """:func:`_compiled`'s ``pair`` in numpy; the Mehler series gathers only the coefficients each pair's
+    truncation sums (:class:`~kernelcalc.theory.gaussian.Gathered`)."""
+    k = rec.mlp_input_nngp(sxy, sigma_w, sigma_b)
+    ntk = k
+    for layer, (m, tl) in enumerate(ms):
+        ws = sigma_v if layer == depth - 1 else sigma_w
+        if dual.method == "hermite":
+            mx, my = ((m[0][i],) + tuple(Gathered(a, i) for a in m[1:]) for i in (ix, iy))
+        else:
+            mx, my = (tuple(a[..., i] for a in m) for i in (ix, iy))
+        tails = None if tl is None else (tuple(t[:, ix] for t in tl), tuple(t[:, iy] for t in tl))
+        C, Cdot = dual.from_marginals(mx, my, k, tails=tails, xp=np)
+        k_next = rec.mlp_nngp_step(C, ws, sigma_vb if layer == depth - 1 else sigma_b)
+        ntk = rec.mlp_ntk_step(k_next, Cdot, ntk, ws)
+        k = k_next
+    return k, ntk
+
+
 _PAIR_BATCH = 512     # pairs per compiled evaluation of the Mehler series
 _CLOSED_BATCH = 8192  # pairs per compiled evaluation of a closed form
 _NORMS = 64           # distinct norms per compiled call at least (padded)
 _SMALL_CALL = 64      # calls of at most this many pairs are padded to this size only
+_NUMPY_BATCH = 1024   # pairs per numpy evaluation (the gathered coefficients: at most K x 1024 per array)
 
 
 def _kinked_closed_form(act) -> bool:
@@ -93,6 +143,74 @@ def _layer_variances(dual, depth, sigma_w, sigma_b, v):
         q = rec.mlp_nngp_step(np.asarray(dual.C(q, q, q, xp=np if dual.numpy_ok else jnp)), sigma_w, sigma_b)
         out.append(q)
     return np.array(out)
+
+
+def _jax_pair_fn(dual, marginals, compiled):
+    """``pair_fn(sxx, syy, sxy)`` of the jit-compiled evaluation (the quadrature rules)."""
+
+    def pair_fn(sxx, syy, sxy):
+        sxx, syy, sxy = (np.asarray(a, np.float64) for a in (sxx, syy, sxy))
+        shape = np.broadcast_shapes(sxx.shape, syy.shape, sxy.shape)
+        sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
+        n = sxy.size
+        v, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
+        # fixed shapes (at least _NORMS norms, batches of a fixed size once a call exceeds one): the
+        # calls of a Gram plan (probes, grid, checks) share one compilation
+        ms = marginals(jnp.asarray(pad_to(v, max(bucket(v.size), _NORMS))))
+        # the Mehler series: batches of similar correlation (it is truncated per batch by the largest)
+        batch = _PAIR_BATCH if dual.method == "hermite" else _CLOSED_BATCH
+        order = by_correlation(sxx, syy, sxy) if n > batch else np.arange(n)
+        k_out, ntk_out = np.empty(n), np.empty(n)
+        for lo in range(0, n, batch):
+            sel = order[lo:lo + batch]
+            size = _SMALL_CALL if n <= _SMALL_CALL else batch
+            ix, iy = (pad_to(i, size) for i in (inverse[:n][sel], inverse[n:][sel]))
+            k, ntk = compiled(ms, jnp.asarray(ix), jnp.asarray(iy), jnp.asarray(pad_to(sxy[sel], size)))
+            k_out[sel], ntk_out[sel] = np.asarray(k)[:sel.size], np.asarray(ntk)[:sel.size]
+        return k_out.reshape(shape), ntk_out.reshape(shape)
+
+    return pair_fn
+
+
+def _numpy_pair_fn(dual, numpy_marginals, numpy_pair):
+    r"""``pair_fn(sxx, syy, sxy)`` in numpy (closed forms, the Mehler series): no jax import, no compilation
+    (the first call on new data is what counts).  The per-norm work (layer variances, Hermite coefficients
+    and their tails) is done once per distinct norm for all the calls of one kernel."""
+    cache: dict = {}
+
+    def marginals(v):
+        missing = np.array([x for x in v.tolist() if x not in cache])
+        if missing.size:
+            new = numpy_marginals(missing)
+            for j, x in enumerate(missing.tolist()):
+                cache[x] = [(tuple(a[..., j] for a in m), None if tl is None else tuple(t[:, j] for t in tl))
+                            for m, tl in new]
+        per = [cache[x] for x in v.tolist()]
+        out = []
+        for layer in range(len(per[0])):
+            m = tuple(np.stack([p[layer][0][c] for p in per], axis=-1) for c in range(len(per[0][layer][0])))
+            tl = per[0][layer][1]
+            tl = None if tl is None else tuple(np.stack([p[layer][1][c] for p in per], axis=-1) for c in range(len(tl)))
+            out.append((m, tl))
+        return out
+
+    def pair_fn(sxx, syy, sxy):
+        sxx, syy, sxy = (np.asarray(a, np.float64) for a in (sxx, syy, sxy))
+        shape = np.broadcast_shapes(sxx.shape, syy.shape, sxy.shape)
+        sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
+        n = sxy.size
+        v, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
+        ms = marginals(v)
+        batch = _NUMPY_BATCH if dual.method == "hermite" else _CLOSED_BATCH
+        order = by_correlation(sxx, syy, sxy) if n > batch else np.arange(n)
+        k_out, ntk_out = np.empty(n), np.empty(n)
+        for lo in range(0, n, batch):
+            sel = order[lo:lo + batch]
+            k, ntk = numpy_pair(ms, inverse[:n][sel], inverse[n:][sel], sxy[sel])
+            k_out[sel], ntk_out[sel] = k, ntk
+        return k_out.reshape(shape), ntk_out.reshape(shape)
+
+    return pair_fn
 
 
 @float64
@@ -134,29 +252,8 @@ def mlp_kernel(x1, x2=None, *, activation, depth, sigma_w=1.0, sigma_b=0.0, sigm
             f"x.x/d = {v_max:.3g}, sigma_w = {sigma_w:g}): phi grows too fast for this depth")
     dual = dual_kernels(act, q_max=1.05 * max(q_max, 1e-3), strict=strict)
     info: dict = dict(expectation=dual.describe(), q_max=q_max)
-    marginals, compiled = _compiled(dual, depth, sigma_w, sigma_b, sigma_v, sigma_vb)
-
-    def pair_fn(sxx, syy, sxy):
-        sxx, syy, sxy = (np.asarray(a, np.float64) for a in (sxx, syy, sxy))
-        shape = np.broadcast_shapes(sxx.shape, syy.shape, sxy.shape)
-        sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
-        n = sxy.size
-        v, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
-        # fixed shapes (at least _NORMS norms, batches of a fixed size once a call exceeds one): the
-        # calls of a Gram plan (probes, grid, checks) share one compilation
-        ms = marginals(jnp.asarray(pad_to(v, max(bucket(v.size), _NORMS))))
-        # the Mehler series: batches of similar correlation (it is truncated per batch by the largest)
-        batch = _PAIR_BATCH if dual.method == "hermite" else _CLOSED_BATCH
-        order = by_correlation(sxx, syy, sxy) if n > batch else np.arange(n)
-        k_out, ntk_out = np.empty(n), np.empty(n)
-        for lo in range(0, n, batch):
-            sel = order[lo:lo + batch]
-            size = _SMALL_CALL if n <= _SMALL_CALL else batch
-            ix, iy = (pad_to(i, size) for i in (inverse[:n][sel], inverse[n:][sel]))
-            k, ntk = compiled(ms, jnp.asarray(ix), jnp.asarray(iy), jnp.asarray(pad_to(sxy[sel], size)))
-            k_out[sel], ntk_out[sel] = np.asarray(k)[:sel.size], np.asarray(ntk)[:sel.size]
-        return k_out.reshape(shape), ntk_out.reshape(shape)
-
+    marginals, pair = _compiled(dual, depth, sigma_w, sigma_b, sigma_v, sigma_vb)
+    pair_fn = (_numpy_pair_fn if dual.numpy_ok else _jax_pair_fn)(dual, marginals, pair)
     nngp, ntk, ginfo = gram(a, None if same else b, pair_fn, tol=1e-12, progress=progress,
                             outputs=outputs, out=out, client=client,
                             config=dict(model="mlp", activation=act.name, params=dict(

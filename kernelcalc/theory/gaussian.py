@@ -46,6 +46,7 @@ from .largeq import asymptote_of, choose_asymptotic
 __all__ = [
     "TrapezoidRule", "PolarSectorRule", "HermiteRule", "hermite_order", "choose_step", "dual_kernels", "DualKernels",
     "gaussian_expectation", "expect_mpmath", "DEFAULT_TOL", "MEMORY_BUDGET", "hermite_q_limit", "choose_polar",
+    "Gathered",
 ]
 
 #: Target relative accuracy of every Gaussian expectation.
@@ -186,6 +187,15 @@ def _hermite_functions(K: int, h: float = _HERMITE_H, zmax: float = _HERMITE_ZMA
     return z, h * half / math.sqrt(2 * math.pi), psi
 
 
+def _hermite_step(K: int) -> float:
+    r"""Trapezoid step of the Hermite coefficients of a $K$-term series: the integrand $f(\sqrt q z)\,He_k(z)
+    e^{-z^2/2}$ oscillates at frequency up to about $\sqrt K$ (plus the bandwidth of $f$), so
+    $h=\pi/(1.6(\sqrt K+16))$, between 0.02 (``_HERMITE_H``, the step at $K=8192$) and 0.04.  Measured against
+    $h=0.02$ for tanh, softplus, sin, gelu, silu and sigmoid, $K=256..6000$, $q=0.5..30$: at most
+    $8.5\cdot10^{-16}$ of $\sqrt{\sum_k\hat f_k^2}$; the coefficients cost $1/h$ (up to half the work)."""
+    return max(_HERMITE_H, min(0.04, math.pi / (1.6 * (math.sqrt(K) + 16.0))))
+
+
 _GEMM_ONE_THREAD = 1 << 18   # OpenBLAS runs a matrix product of at most m*n*k = 2^18 multiply-adds on one thread
 
 
@@ -247,7 +257,7 @@ class HermiteRule:
     @float64
     def coefficients(self, f: Callable, q, xp=jnp):
         r"""$(\hat f_k(q))_{k<K}$ with the $k$ axis first: shape ``(K, *q.shape)`` (``xp``: jax.numpy or numpy)."""
-        z, w, psi = (xp.asarray(v) for v in _hermite_functions(self.K))
+        z, w, psi = (xp.asarray(v) for v in _hermite_functions(self.K, _hermite_step(self.K)))
         q = xp.asarray(q, xp.float64)
         F = f(xp.sqrt(q)[..., None] * z) * w                           # (*q.shape, n_z)
         if xp is np:
@@ -284,6 +294,8 @@ class HermiteRule:
         P the leading axis of ``r``; ``bf``, ``bg`` then have shape ``(K, P, ...)`` or broadcast to it),
         truncated per problem by correlation (class doc); else all $K$ terms."""
         K = bf.shape[0]
+        if xp is np and tol is not None and tails is not None:
+            return _truncated_horner(bf, bg, r, _terms_numpy(tails[0], tails[1], r, tol))
         acc = xp.zeros(xp.broadcast_shapes(bf.shape[1:], bg.shape[1:], xp.shape(r)))
         if tol is None or tails is None:
             k_max = K
@@ -306,6 +318,88 @@ class HermiteRule:
         q1, q2, c = (jnp.asarray(v, jnp.float64) for v in (q1, q2, c))
         r, _ = _correlation(q1, q2, c)
         return tuple(self.series(self.coefficients(f, q1), self.coefficients(g, q2), r, tol=self.tol) for f, g in pairs)
+
+
+class Gathered:
+    r"""Hermite coefficients ``a`` $(K, U, \dots)$ of $U$ distinct marginals, read by problem: acts in
+    :meth:`HermiteRule.series` (numpy, truncated by correlation) as ``a[:, index]`` with a unit axis inserted
+    at ``axis`` (``None``: none; e.g. ``-1`` gives ``a[:, index][..., None]``) without forming it: only the
+    terms below the largest truncation $k_0$ are gathered."""
+
+    def __init__(self, a: np.ndarray, index: np.ndarray, axis: int | None = None):
+        self.a, self.index, self.axis = a, np.asarray(index), axis
+        rows = (self.index.shape[0],) + a.shape[2:]
+        if axis is not None:          # the shape of np.expand_dims(rows, axis)
+            at = axis % (len(rows) + 1)
+            rows = rows[:at] + (1,) + rows[at:]
+        self.shape = (a.shape[0],) + rows
+        self.ndim = len(self.shape)
+
+    def terms(self, k_max: int, order=None) -> np.ndarray:
+        """The first ``k_max`` terms, problems in ``order`` (all, as indexed, when ``None``)."""
+        idx = self.index if order is None else self.index[order]
+        out = self.a[:k_max][:, idx]
+        return out if self.axis is None else np.expand_dims(out, self.axis)
+
+    def __getitem__(self, k):
+        return self.terms(self.shape[0])[k]
+
+
+def _terms_numpy(tail_f, tail_g, r, tol) -> np.ndarray:
+    r""":meth:`HermiteRule.terms` in numpy by bisection: $\bar r^{k}\sqrt{\tau_f(k)\tau_g(k)}$ is nonincreasing
+    in $k$ (both factors are, also in floating point), so the smallest $k$ that meets ``tol`` is found from
+    $\log_2K$ evaluations per problem instead of $K$ (the same $k_0$)."""
+    K, P = tail_f.shape
+    rbar = np.max(np.abs(r).reshape(r.shape[0], -1), axis=1)
+    rbar = np.broadcast_to(rbar, (P,))
+    cols = np.arange(P)
+    lo, hi = np.zeros(P, np.intp), np.full(P, K, np.intp)        # k0 in [lo, hi]; hi = K: none meets tol
+    while np.any(lo < hi):
+        mid = np.minimum((lo + hi) // 2, K - 1)
+        with np.errstate(under="ignore"):
+            power = np.where(rbar > 0, rbar ** mid, (mid == 0).astype(np.float64))
+        good = power * np.sqrt(tail_f[mid, cols] * tail_g[mid, cols]) <= tol
+        open_ = lo < hi
+        hi = np.where(open_ & good, mid, hi)
+        lo = np.where(open_ & ~good, mid + 1, lo)
+    return hi
+
+
+def _truncated_horner(bf, bg, r, k0) -> np.ndarray:
+    r"""$\sum_{k<k_{0,p}} bf_k\,bg_k\,r^k$ per problem $p$ (the leading axis of ``r``) by Horner in numpy, each
+    problem summing exactly its own $k_{0,p}$ terms (as :meth:`HermiteRule.series` does by zeroing the others,
+    so bit for bit the same), without touching coefficients beyond the largest $k_0$: the problems are put
+    in decreasing order of $k_0$, and the step of degree $k$ updates the prefix of those with $k_0>k$."""
+    shape = np.broadcast_shapes(bf.shape[1:], bg.shape[1:], np.shape(r))
+    P = shape[0] if shape else 1
+    order = np.argsort(-k0, kind="stable")
+    ks = k0[order]
+    k_max = int(ks[0]) if ks.size else 0
+
+    def take(a):               # the first k_max terms, problems in order (a factor shared by all: as is)
+        if isinstance(a, Gathered):
+            return a.terms(k_max, order if P > 1 else None)
+        a = a[:k_max]
+        if a.ndim - 1 == len(shape) and a.shape[1] == P and P > 1:
+            return a[:, order]
+        return a
+
+    f, g = take(bf), take(bg)
+    rr = np.broadcast_to(r, shape)[order] if P > 1 else np.broadcast_to(r, shape)
+    acc, term = np.zeros(shape), np.empty(shape)
+    active = np.searchsorted(-ks, -np.arange(k_max), side="left")     # problems with k0 > k
+    for k in range(k_max - 1, -1, -1):
+        m = int(active[k])
+        fk = f[k, :m] if f.ndim - 1 == len(shape) and f.shape[1] == P else f[k]
+        gk = g[k, :m] if g.ndim - 1 == len(shape) and g.shape[1] == P else g[k]
+        a = acc[:m]
+        a *= rr[:m]
+        a += np.multiply(fk, gk, out=term[:m])
+    if P > 1:
+        out = np.empty(shape)
+        out[order] = acc
+        return out
+    return acc
 
 
 def hermite_order(functions: tuple[Callable, ...], q_max: float, tol: float = DEFAULT_TOL,
