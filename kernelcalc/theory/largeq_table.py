@@ -319,15 +319,22 @@ class TabulatedRule:
         if derivative:
             remainder_table(self.asymptote, True)
 
-        def block(q1, q2, c):
-            out = (self._one(q1, q2, c, False),)
-            return out + ((self._one(q1, q2, c, True),) if derivative else ())
-
+        block = _block(self, derivative)
         if blocked is not None:
             return blocked(block, q1, q2, c, points=self.memory_points)
         q1, q2, c = jnp.broadcast_arrays(*(jnp.asarray(v, jnp.float64) for v in (q1, q2, c)))
         shape = q1.shape
         return tuple(o.reshape(shape) for o in block(q1.reshape(-1), q2.reshape(-1), c.reshape(-1)))
+
+
+@functools.lru_cache(maxsize=64)
+def _block(rule: TabulatedRule, derivative: bool):
+    """``(q1, q2, c) -> (C,)`` or ``(C, Cdot)`` on flat arrays, compiled once per rule (the unrolled series would
+    otherwise compile op by op in eager mode; inside a caller's jit it is inlined)."""
+    def block(q1, q2, c):
+        out = (rule._one(q1, q2, c, False),)
+        return out + ((rule._one(q1, q2, c, True),) if derivative else ())
+    return jax.jit(block)
 
 
 _H_LEVELS = (0.4, 0.3, 0.22, 0.16)
