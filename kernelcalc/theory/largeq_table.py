@@ -22,7 +22,7 @@ $$sG(\mu,s)=\varphi(\mu/s)\sum_{k}\frac{M_k}{k!\,s^k}\,He_k(\mu/s),\qquad M_k=\i
 
 is a smooth function of $1/s$ there.  The table's values come from
 one FFT of $R$ ($\hat G=\hat R e^{-s^2\omega^2/2}$, exact to rounding), and every series is
-truncated where its coefficients fall below $10^{-15}$ of $\max|R|$; the table's error is then **measured**
+truncated where its coefficients fall below $5\cdot10^{-15}$ of $\max|R|$; the table's error is then **measured**
 at held-out points (midpoints of the fitting nodes in both variables) and reported
 (:attr:`RemainderTable.error`).
 
@@ -53,7 +53,7 @@ _S_PANELS = 10     # s-panels: [0, S0], [S0 2^(k-1), S0 2^k] for k = 1..8 (up to
 _N_S = 32          # Chebyshev nodes per s-panel (fit); the degree kept is measured
 _N_MU = 44         # Chebyshev nodes per mu-panel (fit)
 _W = 4.0           # mu-panel width
-_CUT = 1e-15       # coefficients below CUT * max|R| are dropped
+_CUT = 5e-15       # coefficients below CUT * max|R| are dropped
 
 
 def _cheb_nodes(n):
