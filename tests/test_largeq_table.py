@@ -170,3 +170,25 @@ def test_chosen_rule_error_bound_covers_the_measured_error(name):
         for value, f, fn in zip(got, MPMATH[name], NUMPY[name]):
             worst = max(worst, abs(value - _parallel_mpmath(f, q, ratio * q)) / _scale(fn, q, ratio * q))
     assert worst <= est, (worst, est)
+
+
+@pytest.mark.slow
+def test_node_kernel_with_the_tabulated_rule_matches_independent_reference():
+    """The Neural-ODE solver with the tabulated rule forced (tanh, T = 1, on the sphere) against the independent
+    Romberg/trapezoid reference solver of tests/reference_node.py (its own 2-D Gaussian quadrature)."""
+    import reference_node as rn
+    from kernelcalc._x64 import scope
+    from kernelcalc.kernels.ode import _compiled, chebyshev_discretisation
+    from kernelcalc.theory.gaussian import DualKernels
+
+    rho = (0.3, -0.7, 1.0)
+    dual = DualKernels(resolve_activation("tanh"), "asymptotic", TabulatedRule(ASYMPTOTES["tanh"], 0.3))
+    with scope():
+        self_solve, cross, marginals = _compiled(dual, chebyshev_discretisation(10, 1.0, 1), 1.0, 1.0, "jax", True)
+        S, change, _ = self_solve(np.array([1.0]))
+        m = marginals(np.diagonal(np.asarray(S), axis1=1, axis2=2))
+        zero = np.zeros(len(rho), np.int32)
+        nngp, ntk, delta, _ = cross(m, zero, zero, np.array(rho))
+    ref = rn.reference_kernel("tanh", [(1.0, 1.0, r) for r in rho], T=1.0, Ms=(4, 8, 16))
+    np.testing.assert_allclose(np.asarray(nngp), ref.nngp, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(ntk), ref.ntk, rtol=0, atol=1e-9)
