@@ -282,18 +282,19 @@ class TabulatedRule:
             w = (half / k) * jnp.exp(-0.5 * a * a / qa[:, None]) / jnp.sqrt(2 * math.pi * qa[:, None])
             return a, w * asy.remainder(a, derivative)
 
-        def cross(qa, qb):
-            """E[R(a) A(b)], a ~ N(0, qa) localised, b | a ~ N(kappa a, qb (1 - r^2))."""
-            a, wR = nodes(qa)
+        def cross(qa, qb, a, wR):
+            """E[R(a) A(b)], a ~ N(0, qa) localised (nodes a, weights wR), b | a ~ N(kappa a, qb (1 - r^2))."""
             mA = asy.conditional((c / qa)[:, None] * a, (qb * one_m_r2)[:, None], derivative)
             return jnp.sum(wR * mA, axis=-1)
 
+        a1, w1 = nodes(q1)
+        a2, w2 = nodes(q2)
         big1 = q1 >= q2                                   # integrate over the larger variance: |kappa| <= 1
         qa, qb = jnp.where(big1, q1, q2), jnp.where(big1, q2, q1)
-        a, wR = nodes(qa)
+        a, wR = jnp.where(big1[:, None], a1, a2), jnp.where(big1[:, None], w1, w2)
         G = tab((c / qa)[:, None] * a, jnp.sqrt(qb * one_m_r2))
         rr = jnp.sum(wR * G, axis=-1)
-        return asy.AA(q1, q2, c, derivative) + cross(q1, q2) + cross(q2, q1) + rr
+        return asy.AA(q1, q2, c, derivative) + cross(q1, q2, a1, w1) + cross(q2, q1, a2, w2) + rr
 
     @float64
     def expect(self, q1, q2, c, derivative: bool = True, blocked=None):
