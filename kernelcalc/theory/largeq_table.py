@@ -241,11 +241,11 @@ class TabulatedRule:
         r"""Cost of one $(C, \dot C)$ in the unit of the window rule's
         :attr:`~kernelcalc.theory.largeq.AsymptoticRule.points` (one remainder evaluation with its Gaussian
         weight), calibrated by timing both rules side by side (tanh, softplus, 2048 covariances, jit): one outer
-        node of the three sums (both $f$) costs about 11 such points, and the $s$-contraction of both tables
-        about one point per 125 multiply-adds (a dense matrix product).  Measured: tanh at $h=0.22$ 2300 point
+        node of the three sums (both $f$) costs about 8 such points, and the $s$-contraction of both tables
+        about one point per 125 multiply-adds (a dense matrix product).  Measured: tanh at $h=0.22$ 2110 point
         equivalents (window rule 19159), softplus at $h=0.4$ 1840-5090 (window rule 74793)."""
         tab = remainder_table(self.asymptote, False)
-        return int(math.ceil(2 * tab.flops / 125.0 + 11 * self.n_out))
+        return int(math.ceil(2 * tab.flops / 125.0 + 8 * self.n_out))
 
     @property
     def memory_points(self) -> int:
