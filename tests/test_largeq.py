@@ -110,6 +110,7 @@ def test_dual_kernels_picks_the_asymptotic_rule_past_the_hermite_limit():
     act = resolve_activation("tanh")
     dual = dual_kernels(act, q_max=1e3)
     assert dual.method == "asymptotic" and 0 < dual.error_estimate <= 1e-12
-    rule, err = choose_asymptotic(act, 1e3, 1e-13)
-    assert rule == dual.rule
+    from kernelcalc.theory.largeq_table import TabulatedRule, choose_tabulated
+    rule, err = choose_tabulated(act, 1e3, 1e-13)
+    assert rule == dual.rule and isinstance(rule, TabulatedRule)      # the tabulated rule (theory/largeq_table.py)
     assert asymptote_of(resolve_activation("elu")) is None
