@@ -766,7 +766,7 @@ class KinkedGoursatSolver(KinkedSolverMixin, GoursatSolver):
         T = self.T
         return GoursatSolver(self.activation, T=T, sigma_w=self.sigma_w, sigma_u=self.sigma_u, sigma_v=self.sigma_v,
                              tol=self.tol, strict=self.strict, v_max=self.v_max,
-                             grid=lambda M: chebyshev_discretisation(M, T, 1))
+                             grid=lambda M: chebyshev_discretisation(M, T, time_elements(T, self.sigma_w)))
 
 
 def cost_refusal(what: str, factors, why: str, drivers) -> str:

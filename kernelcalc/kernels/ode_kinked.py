@@ -33,6 +33,7 @@ from .._lazy import jnp
 from .._validation import accuracy_shortfall
 from ..theory import recursion as rec
 from . import _triangle as tri
+from . import _panels as pan
 from ._gram import bucket, flat_pairs, pad_to
 from ._interp import barycentric_weights
 from ._interp import chebyshev_coefficients, chebyshev_matrix
@@ -132,15 +133,29 @@ class KinkedSolverMixin:
 
     def __init__(self, activation, *, T, sigma_w, sigma_u, sigma_v, v_max, tol=1e-10, M=None, strict=False):
         super().__init__(activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, v_max=v_max, tol=tol,
-                         M=M, strict=strict, grid=lambda m: tri.triangle_grid(m, m, 1.0, T),
-                         scheme="collapsed-triangle spectral collocation (kinked activation)")
+                         M=M, strict=strict, grid=lambda m: self._grid(m, 1.0),
+                         scheme="collapsed-triangle spectral collocation (kinked activation)"
+                         if _panels_of(T, sigma_w) == 1 else
+                         f"collapsed-triangle panels ({_panels_of(T, sigma_w)} panels, kinked or large-q activation)")
         self._tensor = None   # the tensor-grid solver for pairs of unequal norm (made on first use)
         self._unmet: dict = {}   # band -> degree that missed tol (kept by this solver only)
         self._tables: dict = {}  # (grid, diagonal) -> _AngleTable (quadrature duals)
         self._table_error = 0.0
 
     def _nodes(self, M) -> int:
-        return int(M) + 1
+        return int(M) + 1 if self._panel_count() == 1 else int(round(math.sqrt(self._grid(M, 1.0).points)))
+
+    # -- long horizons: composite panels (kernels/_panels.py) ----------------------------------
+    def _panel_count(self) -> int:
+        return _panels_of(self.T, self.sigma_w)
+
+    def _grid(self, M, delta):
+        """The time grid of degree ``M`` and sinh map ``delta``: one collapsed-triangle element
+        (:func:`._triangle.triangle_grid`) for $\sigma_wT\le3$, else the composite panels of :mod:`._panels`."""
+        P = self._panel_count()
+        if P == 1:
+            return tri.triangle_grid(int(M), int(M), float(delta), self.T)
+        return pan.panel_grid(int(M), P, float(delta), self.T)
 
     def _fwd(self, C):
         return rec.ode_forward_source(C, self.sigma_w)
@@ -153,12 +168,12 @@ class KinkedSolverMixin:
 
     # -- solves ----------------------------------------------------------------------------------
     def _self_diagonals(self, dual, M, v):
-        grid = tri.triangle_grid(M, M, 1.0, self.T)
-        self._check_cost(dual, len(v), M + 1)
+        grid = self._grid(M, 1.0)
+        self._check_cost(dual, len(v), self._nodes(M))
         out = []
         for lo in range(0, len(v), _BATCH):
             S0 = rec.ode_initial(np.asarray(v[lo:lo + _BATCH], dtype=np.float64), self.sigma_u)
-            _, q, delta, sweeps = tri.solve(grid, self._C(dual), S0, self._fwd)
+            _, q, delta, sweeps = _solve(grid, self._C(dual), S0, self._fwd)
             self._sweeps("self", delta, sweeps, "the pre-activation variance q(t) = E[h_t^2]")
             out.append(q)
         return np.concatenate(out)
@@ -169,7 +184,7 @@ class KinkedSolverMixin:
         bands = band_of(theta0, self.sigma_w * self.T)
         if degrees is None:
             degrees = {int(b): self._band_degree(dual, int(b), M) for b in np.unique(bands)}
-        r0 = tri.triangle_grid(M, M, 1.0, self.T).r
+        grid0 = self._grid(M, 1.0)
         nngp, ntk = np.empty(S0.size), np.empty(S0.size)
         # identical inputs (theta0 = 0) solve their own diagonal (q = S(t, t)), so that the correlation on the
         # diagonal is exactly 1 (a fixed q would differ from S(t, t) by rounding, and arccos turns a relative
@@ -179,25 +194,28 @@ class KinkedSolverMixin:
             b, own = int(key) // 2, bool(key % 2)
             idx = np.nonzero(groups == key)[0]
             Mb = degrees.get(int(b), M)
-            grid = tri.triangle_grid(Mb, Mb, _BAND_DELTAS[b], self.T)
-            qb = q if Mb == M else q @ barycentric_weights(r0, grid.r).T        # q(t) is analytic: interpolate
+            grid = self._grid(Mb, _BAND_DELTAS[b])
+            qb = q if Mb == M else _resample(q, grid0, grid)        # q(t) is analytic: interpolate
             for lo in range(0, idx.size, _BATCH):
                 sel = idx[lo:lo + _BATCH]
                 table = None if own else self._table(dual, grid, qb[sel])
                 C_of = self._C(dual) if table is None else (lambda q1, q2, c: table(c.reshape(c.shape[0], -1), 0).reshape(c.shape))
-                S, qk, dS, nS = tri.solve(grid, C_of, S0[sel], self._fwd, q=None if own else qb[sel])
-                B, m1, n1 = S.shape
+                S, qk, dS, nS = _solve(grid, C_of, S0[sel], self._fwd, q=None if own else qb[sel])
+                B = S.shape[0]
                 if table is None:
-                    q2 = (qk @ grid.Q.T).reshape(B, m1, n1)
-                    C, Cdot = _dual_np(dual, np.broadcast_to(qk[:, :, None], S.shape), q2, S, True)
+                    q1, q2 = _point_variances(grid, qk)
+                    C, Cdot = _dual_np(dual, q1.reshape(S.shape), q2.reshape(S.shape), S, True)
                 else:
                     flat = S.reshape(B, -1)
                     C, Cdot = table(flat, 0).reshape(S.shape), table(flat, 1).reshape(S.shape)
-                LamT = rec.ode_backward_terminal(Cdot[:, -1, 0], self.sigma_v)
-                Lam, dL, nL = tri.backward(grid, Cdot, LamT, self._bwd)
-                integral = (C * Lam).reshape(B, -1) @ grid.omega
-                nngp[sel] = rec.ode_nngp(C[:, -1, 0], self.sigma_v)
-                ntk[sel] = rec.ode_ntk(C[:, -1, 0], integral, S0[sel], Lam[:, 0, 0], self.sigma_v, self.sigma_w)
+                C, Cdot = C.reshape(B, -1), Cdot.reshape(B, -1)
+                end = _terminal(grid)
+                LamT = rec.ode_backward_terminal(Cdot[:, end], self.sigma_v)
+                Lam, dL, nL = _backward(grid, Cdot, LamT, self._bwd)
+                Lam = Lam.reshape(B, -1)
+                integral = (C * Lam) @ grid.omega
+                nngp[sel] = rec.ode_nngp(C[:, end], self.sigma_v)
+                ntk[sel] = rec.ode_ntk(C[:, end], integral, S0[sel], Lam[:, 0], self.sigma_v, self.sigma_w)
                 self._sweeps("cross", max(dS, dL), max(nS, nL),
                              "the cross-covariance S(t, s) or the backward kernel Lambda(t, s)")
         return nngp, ntk
@@ -250,8 +268,7 @@ class KinkedSolverMixin:
         key = (grid.name, q[0].tobytes())
         table = self._tables.get(key)
         if table is None:
-            q2 = q[0] @ grid.Q.T
-            q1 = np.repeat(q[0], grid.n + 1)
+            q1, q2 = (a[0] for a in _point_variances(grid, q[:1]))
             table = self._tables[key] = _AngleTable(dual, q1, q2)
             self.info["angle_table_error"] = max(self.info.get("angle_table_error", 0.0), table.error)
             self._table_error = max(self._table_error, table.error)
@@ -334,6 +351,47 @@ def band_of(theta0, sigma_w_T: float) -> np.ndarray:
 
 
 def use_triangles(activation, T: float, sigma_w: float) -> bool:
-    r"""Whether :func:`~kernelcalc.node_kernel` takes the collapsed-triangle grid: a kinked activation and
-    $\sigma_wT\le3$ (one time element)."""
-    return bool(activation.is_piecewise_smooth) and sigma_w * T <= 3.0 + 1e-9
+    r"""Whether :func:`~kernelcalc.node_kernel` takes the collapsed-triangle grid: a kinked activation, at every
+    $\sigma_wT$ (one element up to 3, composite panels beyond: :mod:`._panels`)."""
+    return bool(activation.is_piecewise_smooth)
+
+
+# -- long horizons: the composite panels of kernels/_panels.py (one dispatch per grid operation) ----------
+_SINGLE_ELEMENT = 3.0     # sigma_w * T up to which one collapsed-triangle element is used
+
+
+def _panels_of(T: float, sigma_w: float) -> int:
+    """Panels of the time grid: 1 (one collapsed-triangle element) up to sigma_w T = 3, else
+    :func:`._panels.panel_count`."""
+    return 1 if sigma_w * T <= _SINGLE_ELEMENT + 1e-9 else pan.panel_count(T, sigma_w)
+
+
+def _solve(grid, C_of, S0, source, q=None):
+    if isinstance(grid, pan.PanelGrid):
+        return pan.solve(grid, C_of, S0, source, q=q)
+    return tri.solve(grid, C_of, S0, source, q=q)
+
+
+def _backward(grid, Cdot, LamT, source):
+    if isinstance(grid, pan.PanelGrid):
+        return pan.backward(grid, Cdot.reshape(Cdot.shape[0], -1), LamT, source)
+    return tri.backward(grid, Cdot.reshape(Cdot.shape[0], grid.m + 1, grid.n + 1), LamT, source)
+
+
+def _point_variances(grid, q):
+    """``(q1, q2)`` (B, points): the variances $q(t)$, $q(s)$ at every node of ``grid`` from its diagonal ``q``."""
+    if isinstance(grid, pan.PanelGrid):
+        return grid.variances(q)
+    return np.repeat(q, grid.n + 1, axis=1), q @ grid.Q.T
+
+
+def _terminal(grid) -> int:
+    """Flat index of the node (T, T)."""
+    return grid.terminal if isinstance(grid, pan.PanelGrid) else grid.m * (grid.n + 1)
+
+
+def _resample(q, grid0, grid):
+    """The diagonal ``q`` on ``grid0``'s nodes -> on ``grid``'s (interpolation: q(t) is analytic)."""
+    if isinstance(grid0, pan.PanelGrid):
+        return grid0.resample(q, grid)
+    return q @ barycentric_weights(grid0.r, grid.r).T
