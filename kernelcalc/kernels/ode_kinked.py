@@ -43,6 +43,8 @@ __all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
 #: sinh-map parameter of each band of input angles (band_of) and the degrees tried for it
 _BAND_DELTAS = (1.0, 0.25, 0.0625)
 _BAND_LADDERS = ((16, 20, 24, 32, 40), (20, 24, 32, 40), (24, 32, 40, 48))
+#: the same per cell of the composite panels (sigma_w T > 3, :mod:`._panels`; each cell has sigma_w h <= 2)
+_PANEL_LADDERS = ((12, 16, 20, 24, 32), (16, 20, 24, 32), (20, 24, 32, 40))
 _TABLE_TOL = 1e-13         # angle tables (_AngleTable) of quadrature duals: target relative accuracy
 _TABLE_MAX = 256
 _TABLE_MIN_PROBLEMS = 16   # fewer problems (the degree probes): the rule directly (a table costs ~100 sweeps' worth)
@@ -150,7 +152,7 @@ class KinkedSolverMixin:
         return _panels_of(self.T, self.sigma_w)
 
     def _grid(self, M, delta):
-        """The time grid of degree ``M`` and sinh map ``delta``: one collapsed-triangle element
+        r"""The time grid of degree ``M`` and sinh map ``delta``: one collapsed-triangle element
         (:func:`._triangle.triangle_grid`) for $\sigma_wT\le3$, else the composite panels of :mod:`._panels`."""
         P = self._panel_count()
         if P == 1:
@@ -236,7 +238,7 @@ class KinkedSolverMixin:
         theta = np.array(probes[b])
         S0 = rec.ode_initial(v * np.cos(theta), self.sigma_u)
         prev, change, ref, M_prev = None, float("nan"), None, None
-        for M in _BAND_LADDERS[b]:
+        for M in (_BAND_LADDERS if self._panel_count() == 1 else _PANEL_LADDERS)[b]:
             q, Mq = (self._self_diagonals(dual, M, np.array([v])), M) if b == 0 else (q0, M0)
             ntk = self._pairs(dual, Mq, np.repeat(q, theta.size, axis=0), S0, theta, {b: M})[1]
             if b > 0 and ref is None:   # relative to the self-kernel NTK, as band 0
