@@ -34,6 +34,7 @@ Measured in ``tests/test_long_horizon_panels.py`` against an independent trapezo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -181,77 +182,101 @@ def _change(new, old) -> np.ndarray:
     return num / den
 
 
+def _row_slice(grid: PanelGrid, k: int) -> slice:
+    """The tensor cells (k, 0..k-1) of row ``k``: contiguous in the flat layout."""
+    a = grid.P + k * (k - 1) // 2
+    return slice(a * grid.cell, (a + k) * grid.cell)
+
+
+def _one_thread():
+    """One BLAS thread: the cell maps are products of small matrices (17 to 33 rows), which extra threads only
+    slow down (measured on the loaded 2-core machine: 3.4 s single-threaded against 21 s threaded for one
+    64-pair batch of 10 panels)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11):
     r"""The forward problem $S=S_0+\sigma_w^2\iint C(S)$ on ``grid`` for B problems of equal norm (``S0``:
-    ``(B,)``), row of cells by row (module doc).  ``C_of(q1, q2, c)``: the dual kernel (numpy, broadcasting);
-    ``source(C)`` $=\sigma_w^2C$; ``q``: ``(B, P m + 1)`` the fixed diagonal (cross-kernels) or ``None`` (the
-    self-kernel: $q(t)=S(t,t)$ iterated with its row).  Returns ``(S (B, points), q (B, P m + 1), change,
-    sweeps)``: the largest relative change of the last sweep over the rows and the most sweeps of a row."""
+    ``(B,)``), row of cells by row (module doc; the tensor cells of a row are updated together, the diagonal
+    cell after them).  ``C_of(q1, q2, c)``: the dual kernel (numpy, broadcasting); ``source(C)``
+    $=\sigma_w^2C$; ``q``: ``(B, P m + 1)`` the fixed diagonal (cross-kernels) or ``None`` (the self-kernel:
+    $q(t)=S(t,t)$ iterated with its row).  Returns ``(S (B, points), q (B, P m + 1), change, sweeps)``: the
+    largest relative change of the last sweep over the rows and the most sweeps of a row."""
+    with _one_thread():
+        return _solve(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation)
+
+
+def backward(grid: PanelGrid, Cdot, LamT, source, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11):
+    r"""The backward problem $\Lambda=\Lambda_T+\sigma_w^2\iint\dot C\Lambda$ on ``grid`` (``Cdot``: ``(B,
+    points)``, ``LamT``: ``(B,)``; ``source(Cdot, Lam)`` $=\sigma_w^2\dot C\Lambda$), rows of cells from the
+    last: the diagonal cell of a row first, then its tensor cells together.  Returns ``(Lambda (B, points),
+    change, sweeps)``."""
+    with _one_thread():
+        return _backward(grid, Cdot, LamT, source, sweeps_tol, max_sweeps, stagnation)
+
+
+def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11):
+    """The body of :func:`solve`."""
     S0 = np.asarray(S0, dtype=np.float64)
     B, m, P = S0.shape[0], grid.m, grid.P
     m1 = m + 1
-    tri, J, E_top, Q, WT = grid.tri, grid.J, grid.E_top, grid.tri.Q, grid.tri.W.T
+    J, E_top, Q, WT = grid.J, grid.E_top, grid.tri.Q, grid.tri.W.T
     out = np.empty((B, grid.points))
     qp = None if q is None else grid.split(np.asarray(q, dtype=np.float64))
     qs = np.empty((B, P, m1))          # the diagonal per panel (self-kernel: as solved)
     worst, most = 0.0, 0
     ones = np.ones((B, m1))
+    axis0 = S0[:, None, None] * np.ones((B, 1, m1))      # S(t, 0) = S0
     for k in range(P):
-        # the edges of the row that come from earlier rows (fixed while the row is iterated)
-        tops = []
-        for j in range(k):
-            if k - 1 > j:
-                tops.append(out[:, grid.tensor_slice(k - 1, j)].reshape(B, m1, m1)[:, -1, :])
-            else:   # the diagonal cell (j, j): its top row, in w, at the s nodes
-                tops.append(out[:, grid.diag_slice(j)].reshape(B, m1, m1)[:, -1, :] @ E_top.T)
-        if qp is not None:
-            qk = qp[:, k]
-        else:
-            qk = (S0[:, None] * ones) if k == 0 else qs[:, k - 1, -1:] * ones
-        cells = [np.broadcast_to(tops[j][:, None, :], (B, m1, m1)).copy() for j in range(k)]
-        if k == 0:
-            f = S0[:, None] * ones
+        # the lower edges of the row's cells, from the row below (fixed while the row is iterated)
+        if k:
+            below = out[:, _row_slice(grid, k - 1)].reshape(B, k - 1, m1, m1)[:, :, -1, :]   # cells (k-1, j < k-1)
+            top_diag = out[:, grid.diag_slice(k - 1)].reshape(B, m1, m1)[:, -1, :] @ E_top.T  # cell (k-1, k-1), in w
+            tops = np.concatenate([below, top_diag[:, None, :]], axis=1)                     # (B, k, m1)
+            qj = (qp[:, :k] if qp is not None else qs[:, :k])
+        qk = qp[:, k] if qp is not None else ((S0[:, None] * ones) if k == 0 else qs[:, k - 1, -1:] * ones)
+        X = np.broadcast_to(tops[:, :, None, :], (B, k, m1, m1)).copy() if k else None
         diag = None
         delta, prev, sweeps = math.inf, math.inf, 0
         while sweeps < max_sweeps:
             changes = []
-            for j in range(k):
-                qj = qp[:, j] if qp is not None else qs[:, j]
-                left = S0[:, None] * ones if j == 0 else cells[j - 1][:, :, -1]
-                e1 = tops[j]
-                base = e1[:, None, :] + left[:, :, None] - e1[:, None, :1]
-                C = C_of(qk[:, :, None], qj[:, None, :], cells[j])
-                new = base + _sandwich(J, source(C))
-                changes.append(_change(new, cells[j]))
-                cells[j] = new
-            f = S0[:, None] * ones if k == 0 else cells[k - 1][:, :, -1]     # S(t_k + tau, t_k) at the nodes
+            if k:
+                left = np.concatenate([axis0, X[:, :-1, :, -1]], axis=1)                    # S(t, t_j)
+                base = tops[:, :, None, :] + left[:, :, :, None] - tops[:, :, None, :1]
+                C = C_of(np.broadcast_to(qk[:, None, :, None], X.shape), np.broadcast_to(qj[:, :, None, :], X.shape), X)
+                new = base + _sandwich(J, source(C).reshape(B * k, m1, m1)).reshape(X.shape)
+                changes.append(np.max(_change(new.reshape(B * k, m1, m1), X.reshape(B * k, m1, m1))))
+                X = new
+            f = S0[:, None] * ones if k == 0 else X[:, -1, :, -1]        # S(t_k + tau, t_k) at the nodes
             base = (f @ Q.T).reshape(B, m1, m1) + f[:, :, None] - f[:, :1, None]
             if diag is None:
                 diag = base.copy()
             qd = diag[:, :, 0] if qp is None else qk
             C = C_of(np.broadcast_to(qd[:, :, None], (B, m1, m1)), (qd @ Q.T).reshape(B, m1, m1), diag)
             new = base + (source(C).reshape(B, -1) @ WT).reshape(B, m1, m1)
-            changes.append(_change(new, diag))
+            changes.append(np.max(_change(new, diag)))
             diag = new
             if qp is None:
                 qk = diag[:, :, 0]
             sweeps += 1
-            prev, delta = delta, float(np.max(changes))
+            prev, delta = delta, float(max(changes))
             if delta <= sweeps_tol or (delta < stagnation and delta >= prev) or not math.isfinite(delta):
                 break
         worst, most = max(worst, delta), max(most, sweeps)
         out[:, grid.diag_slice(k)] = diag.reshape(B, -1)
-        for j in range(k):
-            out[:, grid.tensor_slice(k, j)] = cells[j].reshape(B, -1)
+        if k:
+            out[:, _row_slice(grid, k)] = X.reshape(B, -1)
         qs[:, k] = diag[:, :, 0] if qp is None else qp[:, k]
     qc = np.concatenate([qs[:, :, :-1].reshape(B, -1), qs[:, -1, -1:]], axis=1)
     return out, qc, worst, most
 
 
-def backward(grid: PanelGrid, Cdot, LamT, source, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11):
-    r"""The backward problem $\Lambda=\Lambda_T+\sigma_w^2\iint\dot C\Lambda$ on ``grid`` (``Cdot``: ``(B,
-    points)``, ``LamT``: ``(B,)``; ``source(Cdot, Lam)`` $=\sigma_w^2\dot C\Lambda$), rows of cells from the
-    last, the diagonal cell of a row first.  Returns ``(Lambda (B, points), change, sweeps)``."""
+def _backward(grid: PanelGrid, Cdot, LamT, source, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11):
+    """The body of :func:`backward`."""
     LamT = np.asarray(LamT, dtype=np.float64)
     B, m, P = LamT.shape[0], grid.m, grid.P
     m1 = m + 1
@@ -259,33 +284,38 @@ def backward(grid: PanelGrid, Cdot, LamT, source, sweeps_tol=2e-15, max_sweeps=4
     out = np.empty((B, grid.points))
     ones = np.ones((B, m1))
     worst, most = 0.0, 0
-    for k in range(P - 1, -1, -1):
-        Cd_d = Cdot[:, grid.diag_slice(k)].reshape(B, m1, m1)
-        Cd_t = [Cdot[:, grid.tensor_slice(k, j)].reshape(B, m1, m1) for j in range(k)]
-        g = LamT[:, None] * ones if k == P - 1 else out[:, grid.tensor_slice(k + 1, k)].reshape(B, m1, m1)[:, 0, :]
-        base_d = (g @ Q.T).reshape(B, m1, m1) + g[:, :, None] - g[:, -1:, None]
-        tops = [LamT[:, None] * ones if k == P - 1 else out[:, grid.tensor_slice(k + 1, j)].reshape(B, m1, m1)[:, 0, :]
-                for j in range(k)]
-        diag = base_d.copy()
-        cells = [np.broadcast_to(tops[j][:, None, :], (B, m1, m1)).copy() for j in range(k)]
+
+    def iterate(step, X):
         delta, prev, sweeps = math.inf, math.inf, 0
         while sweeps < max_sweeps:
-            new = base_d + (source(Cd_d, diag).reshape(B, -1) @ VT).reshape(B, m1, m1)
-            changes = [_change(new, diag)]
-            diag = new
-            for j in range(k - 1, -1, -1):
-                right = diag[:, :, -1] if j + 1 == k else cells[j + 1][:, :, 0]     # Lambda(t, t_{j+1})
-                g1 = tops[j]
-                base = g1[:, None, :] + right[:, :, None] - g1[:, None, -1:]
-                new = base + _sandwich(Jt, source(Cd_t[j], cells[j]))
-                changes.append(_change(new, cells[j]))
-                cells[j] = new
+            new = step(X)
+            prev, delta = delta, float(np.max(_change(new.reshape(B, -1), X.reshape(B, -1))))
+            X = new
             sweeps += 1
-            prev, delta = delta, float(np.max(changes))
             if delta <= sweeps_tol or (delta < stagnation and delta >= prev) or not math.isfinite(delta):
                 break
-        worst, most = max(worst, delta), max(most, sweeps)
+        return X, delta, sweeps
+
+    for k in range(P - 1, -1, -1):
+        above = None if k == P - 1 else out[:, _row_slice(grid, k + 1)].reshape(B, k + 1, m1, m1)[:, :, 0, :]
+        g = LamT[:, None] * ones if above is None else above[:, k]                   # Lambda(t_{k+1}, t_k + tau)
+        base_d = (g @ Q.T).reshape(B, m1, m1) + g[:, :, None] - g[:, -1:, None]
+        Cd_d = Cdot[:, grid.diag_slice(k)].reshape(B, m1, m1)
+        diag, d1, n1 = iterate(lambda L: base_d + (source(Cd_d, L).reshape(B, -1) @ VT).reshape(B, m1, m1), base_d)
+        worst, most = max(worst, d1), max(most, n1)
         out[:, grid.diag_slice(k)] = diag.reshape(B, -1)
-        for j in range(k):
-            out[:, grid.tensor_slice(k, j)] = cells[j].reshape(B, -1)
+        if not k:
+            continue
+        tops = LamT[:, None, None] * np.ones((B, k, m1)) if above is None else above[:, :k]
+        Cd_t = Cdot[:, _row_slice(grid, k)].reshape(B, k, m1, m1)
+        edge = diag[:, None, :, -1]                                                    # Lambda(t, t_k)
+
+        def step(X):
+            right = np.concatenate([X[:, 1:, :, 0], edge], axis=1)                    # Lambda(t, t_{j+1})
+            base = tops[:, :, None, :] + right[:, :, :, None] - tops[:, :, None, -1:]
+            return base + _sandwich(Jt, source(Cd_t, X).reshape(B * k, m1, m1)).reshape(X.shape)
+
+        X, d2, n2 = iterate(step, np.broadcast_to(tops[:, :, None, :], (B, k, m1, m1)).copy())
+        worst, most = max(worst, d2), max(most, n2)
+        out[:, _row_slice(grid, k)] = X.reshape(B, -1)
     return out, worst, most

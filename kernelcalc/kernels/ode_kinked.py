@@ -352,10 +352,17 @@ def band_of(theta0, sigma_w_T: float) -> np.ndarray:
     return np.where((th == 0) | (est >= 0.1), 0, np.where(est >= 0.01, 1, 2))
 
 
+#: smooth activations that bend like relu along t = s once q is large (their smooth scale 1/sqrt(q) is tiny) and
+#: have a closed-form dual: past sigma_w T = 3 they take the panels too (the tensor grid does not converge there)
+_RELU_LIKE_AT_LARGE_Q = ("gelu",)
+
+
 def use_triangles(activation, T: float, sigma_w: float) -> bool:
     r"""Whether :func:`~kernelcalc.node_kernel` takes the collapsed-triangle grid: a kinked activation, at every
-    $\sigma_wT$ (one element up to 3, composite panels beyond: :mod:`._panels`)."""
-    return bool(activation.is_piecewise_smooth)
+    $\sigma_wT$ (one element up to 3, composite panels beyond: :mod:`._panels`), and the relu-like smooth ones
+    (``_RELU_LIKE_AT_LARGE_Q``) beyond $\sigma_wT=3$."""
+    return bool(activation.is_piecewise_smooth) or (
+        activation.name in _RELU_LIKE_AT_LARGE_Q and sigma_w * T > _SINGLE_ELEMENT + 1e-9)
 
 
 # -- long horizons: the composite panels of kernels/_panels.py (one dispatch per grid operation) ----------
