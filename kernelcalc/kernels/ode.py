@@ -17,9 +17,9 @@ $\tilde J = \mathbf 1 w^\top - J$ ($w$ = Clenshaw–Curtis weights), so
 $S = S_0 + \sigma_w^2 J\,C(S)\,J^\top$ and $\Lambda = \Lambda_T + \sigma_w^2\tilde J(\dot C\circ\Lambda)\tilde J^\top$,
 and $\iint C\Lambda = w^\top(C\circ\Lambda)w$.  For analytic $\phi$ the solution is analytic in
 $(t,s)$ and the error decays **exponentially** in $M$ (spectral order); for relu-like kinks it
-would decay only algebraically (the kink of $\dot C$ along $t=s$), so kinked activations with
-$\sigma_wT\le3$ take the collapsed-triangle grid of :mod:`kernelcalc.kernels.ode_kinked` instead
-(geometric convergence across the kink).  $M$ is chosen adaptively: doubled until the self-kernel NTK changes by
+would decay only algebraically (the kink of $\dot C$ along $t=s$), so kinked activations
+take the collapsed-triangle grid of :mod:`kernelcalc.kernels.ode_kinked` instead (geometric convergence
+across the kink; beyond $\sigma_wT=3$ its composite panels, :mod:`kernelcalc.kernels._panels`, also for gelu).  $M$ is chosen adaptively: doubled until the self-kernel NTK changes by
 less than ``tol`` (relative); a grid that cannot reach ``tol`` warns
 (:class:`~kernelcalc.KernelcalcAccuracyWarning`, or raises with ``strict=True``).  For
 $\sigma_wT>3$ the interval is cut into $\lceil\sigma_wT/3\rceil$ elements with $M+1$ nodes each

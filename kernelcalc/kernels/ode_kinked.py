@@ -3,7 +3,10 @@ r"""The Neural-ODE kernel of a kinked activation on the collapsed-triangle grid 
 :class:`KinkedSolverMixin` (mixed into :class:`~kernelcalc.kernels.ode.GoursatSolver` as
 ``kernelcalc.kernels.ode.KinkedGoursatSolver``, so that this module does not import that one) is the solver of
 :func:`~kernelcalc.node_kernel` for activations with a kink (relu, leaky relu, abs, elu, user
-``Max``/``Abs``/``Piecewise``) and $\sigma_wT\le3$.  Pairs of equal norm (the sphere; every pair of a
+``Max``/``Abs``/``Piecewise``; gelu beyond $\sigma_wT=3$, where its large variance makes it bend like relu).
+Up to $\sigma_wT=3$ the grid is one collapsed-triangle element on $[0,T]^2$; beyond, the composite panels of
+:mod:`._panels` (diagonal cells of $\sigma_wh\le1$ in collapsed coordinates, tensor cells off the diagonal, marched
+row by row), with the same degree ladder per cell (``_PANEL_LADDERS``).  Pairs of equal norm (the sphere; every pair of a
 positively homogeneous $\phi$, whose Gram uses the sphere table of the directions) are solved on the
 two triangles $r\ge q$ and $r\le q$ (symmetric), in collapsed coordinates with a sinh map toward the
 diagonal whose parameter $\delta$ follows the input angle $\theta_0$ (:func:`._triangle.delta_band`):
