@@ -88,13 +88,14 @@ def graded_u_of(theta):
 def chebyshev_matrix(u: np.ndarray, R: int) -> np.ndarray:
     """``T[i, j] = T_j(u_i)``, j = 0..R (evaluation of Chebyshev series as one matrix product)."""
     u = np.asarray(u, float).ravel()
-    T = np.empty((u.size, R + 1))
-    T[:, 0] = 1.0
+    T = np.empty((R + 1, u.size))          # the recurrence on contiguous rows (columns: 10-30x slower at R ~ 1000)
+    T[0] = 1.0
     if R >= 1:
-        T[:, 1] = u
+        T[1] = u
     for j in range(2, R + 1):
-        T[:, j] = 2.0 * u * T[:, j - 1] - T[:, j - 2]
-    return T
+        np.multiply(2.0 * u, T[j - 1], out=T[j])
+        T[j] -= T[j - 2]
+    return T.T
 
 
 def barycentric_weights(nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
