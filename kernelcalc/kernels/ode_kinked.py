@@ -48,6 +48,8 @@ _BAND_DELTAS = (1.0, 0.25, 0.0625)
 _BAND_LADDERS = ((16, 20, 24, 32, 40), (20, 24, 32, 40), (24, 32, 40, 48))
 #: the same per cell of the composite panels (sigma_w T > 3, :mod:`._panels`; each cell has sigma_w h <= 2)
 _PANEL_LADDERS = ((12, 16, 20, 24, 32), (16, 20, 24, 32), (20, 24, 32, 40))
+_PANEL_SWEEPS = 25         # Picard sweeps of a row of cells (measured 15-22 at sigma_w h = 1), for the cost guard
+_TABLE_COST_ANGLES = 64    # angles of an angle table (typical; 16-256), for the cost guard
 _TABLE_TOL = 1e-13         # angle tables (_AngleTable) of quadrature duals: target relative accuracy
 _TABLE_MAX = 256
 _TABLE_MIN_PROBLEMS = 16   # fewer problems (the degree probes): the rule directly (a table costs ~100 sweeps' worth)
@@ -148,7 +150,41 @@ class KinkedSolverMixin:
         self._table_error = 0.0
 
     def _nodes(self, M) -> int:
-        return int(M) + 1 if self._panel_count() == 1 else int(round(math.sqrt(self._grid(M, 1.0).points)))
+        """Time nodes along one axis: $m+1$ (one element) or $Pm+1$ (panels)."""
+        return self._panel_count() * int(M) + 1
+
+    def _check_cost(self, dual, pairs: int, n: int, symmetric: bool = False):
+        r"""As :meth:`GoursatSolver._check_cost` on one element; on the panels the work is that of their marching:
+        pairs $\times$ row sweeps $\times$ cells $\times$ nodes per cell $\times$ the operations per node (the
+        expectations, at weight 0.05 for a closed form, and the cell maps' products).  A quadrature rule is
+        evaluated through the angle tables (:class:`_AngleTable`): up to three bands of input angles, each a table
+        of about ``_TABLE_COST_ANGLES`` angles at every node."""
+        P = self._panel_count()
+        if P == 1:
+            return super()._check_cost(dual, pairs, n, symmetric)
+        from .ode import _WORK_LIMIT, cost_refusal
+        from .._validation import KernelcalcInputError
+        m = max((int(n) - 1) // P, 1)
+        cells = P + P * (P - 1) // 2
+        per_cell = (m + 1) ** 2
+        if dual.method == "closed":
+            factors = [(int(pairs), "pairs"), (_PANEL_SWEEPS, "Picard sweeps per row of cells"),
+                       (cells, f"time cells ({P} panels: {P} diagonal, {cells - P} off-diagonal)"),
+                       (per_cell, f"nodes per cell (degree {m})"),
+                       (0.05 * dual.points + 0.04 * (m + 1), f"operations per node (closed form at weight 0.05, plus "
+                                                             f"{0.04 * (m + 1):g} for the cell maps)")]
+        else:
+            factors = [(3, "angle tables (bands of input angles)"), (_TABLE_COST_ANGLES, "angles per table"),
+                       (cells, f"time cells ({P} panels: {P} diagonal, {cells - P} off-diagonal)"),
+                       (per_cell, f"nodes per cell (degree {m})"),
+                       (float(dual.points), "quadrature points per expectation (C and Cdot)")]
+        work = math.prod(float(v) for v, _ in factors)
+        if work <= _WORK_LIMIT:
+            return
+        q = self.info.get("q_max", float("nan"))
+        raise KernelcalcInputError(cost_refusal(
+            f"the {self.activation.name} kernel at {self.describe_parameters()}", factors,
+            f"the pre-activation variance reaches q = {q:.4g}, on {P} time panels", self.cost_drivers))
 
     # -- long horizons: composite panels (kernels/_panels.py) ----------------------------------
     def _panel_count(self) -> int:
@@ -174,7 +210,7 @@ class KinkedSolverMixin:
     # -- solves ----------------------------------------------------------------------------------
     def _self_diagonals(self, dual, M, v):
         grid = self._grid(M, 1.0)
-        self._check_cost(dual, len(v), self._nodes(M))
+        self._check_cost(dual, len(v), self._nodes(M), symmetric=True)
         out = []
         for lo in range(0, len(v), _BATCH):
             S0 = rec.ode_initial(np.asarray(v[lo:lo + _BATCH], dtype=np.float64), self.sigma_u)
