@@ -59,7 +59,7 @@ from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accur
 from ..theory.activations import resolve_activation
 from ..theory.assumptions import warn_if_assumption1_fails
 from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_order, hermite_q_limit
-from ..theory.largeq import cheapest_asymptotic_rule
+from ..theory.largeq_table import cheapest_tabulated_rule
 from ._diagonals import DiagonalInterpolant
 from ._gram import bucket, by_correlation, error_estimate, flat_pairs, gram, max_norm, pad_to
 from .._results import Kernel
@@ -567,7 +567,7 @@ class GoursatSolver:
     def _refuse_early(self, q_est: float) -> None:
         """Past the Hermite series' reach, check the cost with the cheapest large-q rule before choosing the
         rule's level (which itself evaluates ~10^7 integrands): a hopeless call is refused in seconds."""
-        cheapest = cheapest_asymptotic_rule(self.activation)
+        cheapest = cheapest_tabulated_rule(self.activation)
         if cheapest is None or self.activation.is_polynomial:
             return
         fns = (self.activation.numpy_fn, self.activation.numpy_derivative)

@@ -41,7 +41,8 @@ from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .._validation import accuracy_shortfall
 from .activations import Activation, ActivationError, X, array_functions, resolve_activation
 from .duals import NUMPY_OPS, closed_form_dual
-from .largeq import asymptote_of, choose_asymptotic
+from .largeq import asymptote_of
+from .largeq_table import choose_tabulated
 
 __all__ = [
     "TrapezoidRule", "PolarSectorRule", "HermiteRule", "hermite_order", "choose_step", "dual_kernels", "DualKernels",
@@ -418,14 +419,15 @@ class DualKernels:
     r"""$(q_1,q_2,c)\mapsto(C,\dot C)$ for one activation, with the rule that computes it.
 
     ``method`` is ``"closed"``, ``"hermite"``, ``"trapezoid"``, ``"polar"`` or ``"asymptotic"``
-    (:class:`~kernelcalc.theory.largeq.AsymptoticRule`, large variances).  Call it on arrays,
+    (large variances: :class:`~kernelcalc.theory.largeq_table.TabulatedRule`, or the window rule
+    :class:`~kernelcalc.theory.largeq.AsymptoticRule` when built by hand).  Call it on arrays,
     or split the work: :meth:`marginal` precomputes what depends on one variance only
     (Hermite coefficients), :meth:`from_marginals` finishes for given covariances $c$.
     """
 
     activation: Activation
     method: str
-    rule: object  # ClosedFormDual | HermiteRule | TrapezoidRule | PolarSectorRule
+    rule: object  # ClosedFormDual | HermiteRule | TrapezoidRule | PolarSectorRule | TabulatedRule (| AsymptoticRule)
     #: estimated relative error of one expectation (the achieved tolerance of the rule)
     error_estimate: float = DEFAULT_TOL
     #: why this rule was chosen when it is a fallback ("" otherwise)
@@ -505,6 +507,8 @@ class DualKernels:
             text = f"Mehler/Hermite series, {self.rule.K} terms"
         elif self.method == "trapezoid":
             text = f"trapezoid, step {self.rule.step:g}, |z| <= {self.rule.zmax:g}"
+        elif self.method == "asymptotic" and hasattr(self.rule, "describe"):
+            text = self.rule.describe()
         elif self.method == "asymptotic":
             text = (f"large-q asymptote ({self.rule.asymptote.family}) + localised remainder, step {self.rule.h:g} "
                     f"on |x| <= {self.rule.asymptote.L:g}, {self.rule.n_inner} inner nodes")
@@ -541,7 +545,7 @@ def dual_kernels(activation, *, q_max: float = 10.0, tol: float = DEFAULT_TOL,
 
     ``method="auto"`` picks a closed form when one exists, polar sectors for kinks at 0,
     the Mehler/Hermite series when it converges within 8192 terms, else the large-q asymptote +
-    localised remainder (:mod:`kernelcalc.theory.largeq`) when the activation has one, else the trapezoid rule
+    localised remainder with a tabulated inner average (:mod:`kernelcalc.theory.largeq_table`) when the activation has one, else the trapezoid rule
     (the fallback is named in :meth:`DualKernels.describe`, and a trapezoid rule that cannot meet
     ``tol`` warns, or raises when ``strict``).  ``error_estimate`` of the result is the achieved
     relative accuracy.
@@ -573,7 +577,7 @@ def dual_kernels(activation, *, q_max: float = 10.0, tol: float = DEFAULT_TOL,
     if method == "asymptotic" or (method == "auto" and asy is not None):
         if asy is None:
             raise ValueError(f"no large-q asymptote is known for {act.name!r}")
-        rule, err = choose_asymptotic(act, q_max, tol, strict, blocked=_blocked)
+        rule, err = choose_tabulated(act, q_max, tol, strict, blocked=_blocked)
         return DualKernels(act, "asymptotic", rule, error_estimate=max(err, tol), note=note)
     h, change, met = _step_and_error(fns, q_max, tol, 0.5, 0.01)
     if not met:

@@ -97,7 +97,9 @@ class Asymptote:
             return be * be * l2 * _gelu_C(JAX_OPS, q1 / l2, q2 / l2, c / l2)
         k2 = s * s
         if derivative:
-            d = 1.0 + 2.0 * k2 * (q1 + q2) + 4.0 * k2 * k2 * jnp.maximum(q1 * q2 - c * c, 0.0)
+            n = jnp.sqrt(q1 * q2)   # q1 q2 - c^2 = q1 q2 (1 - r)(1 + r): exactly 0 at r = 1, never negative
+            r = jnp.where(n > 0, jnp.clip(c / jnp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
+            d = 1.0 + 2.0 * k2 * (q1 + q2) + 4.0 * k2 * k2 * q1 * q2 * (1.0 - r) * (1.0 + r)
             return be * be * 4.0 * k2 / math.pi / jnp.sqrt(d)
         arg = 2.0 * k2 * c / jnp.sqrt((1.0 + 2.0 * k2 * q1) * (1.0 + 2.0 * k2 * q2))
         return al * al + be * be * 2.0 / math.pi * jnp.arcsin(jnp.clip(arg, -1.0, 1.0))
