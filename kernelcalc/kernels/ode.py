@@ -573,7 +573,7 @@ class GoursatSolver:
         fns = (self.activation.numpy_fn, self.activation.numpy_derivative)
         if hermite_order(fns, 1.05 * q_est) is None:
             self._check_cost(DualKernels(self.activation, "asymptotic", cheapest), self.pairs_hint,
-                             self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0], self.same_norms)
+                             self._nodes(self.M_fixed or _M_SEQUENCE[0]), self.same_norms)
 
     def relative_error_estimate(self) -> float:
         r"""Relative error estimate of one kernel value: the achieved expectation accuracy (amplified by
