@@ -22,6 +22,16 @@ Measured 2026-12-06 (horizon branch, busy 2-core machine, load average 8-10: col
         kink on t = s); gelu: time grid does not converge (513 nodes, change 1.6e-8: the same diagonal
         near-kink at q ~ 1e5), > 200 s
 
+Measured 2026-12-06 11:00-11:15 after the composite collapsed-triangle panels (``kernels/_panels.py``: kinked
+activations, and gelu, past sigma_w*T = 3), same machine, load average 8-11 (both columns in the same run)::
+
+    activation  T=1 s  T=10 s  ratio  err T=10  rule / outcome
+    relu         10.6    86.1    8.1   2.0e-10  closed form, q(T) = 2.09e5, 10 panels, 1025 theta nodes
+    gelu          8.1    86.6   10.8   2.5e-10  closed form, q(T) = 1.64e5 (was: the tensor grid did not converge)
+    leaky_relu   12.0   142.8   11.9   1.6e-10  closed form, q(T) = 2.08e5 (before the theta-table speed-up)
+    elu          95.9  refused  the polar rule's angle tables: 2.1e10 estimated operations (elu's closed form is
+                                the kinks helper's)
+
 The sin/cos ratios above 10 come from the T = 1 side (now ~1 s cold); their T = 10 times are unchanged
 against main measured side by side (sin: 13.4 s vs 14.0 s, 10.0 s vs 12.1 s).
 
