@@ -27,8 +27,8 @@ activations, and gelu, past sigma_w*T = 3), same machine, load average 8-11 (bot
 
     activation  T=1 s  T=10 s  ratio  err T=10  rule / outcome
     relu         10.6    86.1    8.1   2.0e-10  closed form, q(T) = 2.09e5, 10 panels, 1025 theta nodes
-    gelu          8.1    86.6   10.8   2.5e-10  closed form, q(T) = 1.64e5 (was: the tensor grid did not converge)
-    leaky_relu   12.0   142.8   11.9   1.6e-10  closed form, q(T) = 2.08e5 (before the theta-table speed-up)
+    gelu          5.3    55.1   10.3   2.5e-10  closed form, q(T) = 1.64e5 (was: the tensor grid did not converge)
+    leaky_relu    9.3    78.7    8.4   1.6e-10  closed form, q(T) = 2.08e5
     elu          95.9  refused  the polar rule's angle tables: 2.1e10 estimated operations (elu's closed form is
                                 the kinks helper's)
 
