@@ -10,9 +10,13 @@ assembles benchmarks/bench_regimes.py from it).
 Run: ``python benchmarks/bench_regimes_kinks.py [N]``.
 
 Measured (N = 2000, 2 shared cores, one run, graded theta tables; cold, fresh process each):
-softplus 0.76 s (65 theta nodes); relu 1.29 s = 1.7x (129 graded nodes, was 513; rel. estimate 1.7e-10);
-leaky_relu 1.37 s = 1.8x (129 graded); elu 24.4 s = 32x (65 graded nodes: its time is the quadrature dual);
-abs 21.8 s = 29x (graded nodes stop converging at 129, falls back to 1025 uniform nodes; warns at 1.7e-10).
+earlier stop (lighter load): softplus 0.76 s; relu 1.7x; leaky_relu 1.8x; elu 32x (quadrature dual); abs 29x
+(graded table stalled, 1025 uniform nodes, warned).
+Branch kinks, load average 10-11 (`uptime`): softplus 1.63 s; relu 6.61 s = 4.1x (129 graded nodes, rel. estimate
+1.1e-10); leaky_relu 5.94 s = 3.6x; elu 9.52 s = 5.8x (closed form via bivariate Mills ratios, 65 graded nodes,
+7.5e-11); abs 33.3 s = 20x (257 graded nodes, no warning, 6.5e-11).  Under this load relu's own ratio doubled:
+most of the kinked time is building the collapsed-triangle grids (kernels/_triangle.py: 10 grids, 19 s of abs's
+26 s in a profile; relu 7 grids), not the duals.
 """
 
 from __future__ import annotations

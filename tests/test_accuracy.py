@@ -146,7 +146,7 @@ def test_time_solver_batches_respect_the_memory_budget():
 
 def test_adaptive_polar_rule_is_smaller_and_matches_mpmath():
     act = resolve_activation("elu")
-    dual = g.dual_kernels(act, q_max=2.0)
+    dual = g.dual_kernels(act, q_max=2.0, method="polar")   # elu has a closed form; the rule on its own
     assert dual.method == "polar" and dual.rule.n_angle * dual.rule.n_radius < 48 * 64
     with mp.workdps(25):   # r = 1: E[elu(sqrt(q) z)^2], split at the kink
         f = lambda z: (z if z > 0 else mp.e**z - 1) ** 2 * mp.npdf(z / mp.sqrt(2.0)) / mp.sqrt(2.0)  # noqa: E731
@@ -157,7 +157,7 @@ def test_adaptive_polar_rule_is_smaller_and_matches_mpmath():
 def test_polar_rule_shortfall_warns(monkeypatch):
     monkeypatch.setattr(g, "_POLAR_LEVELS", ((2, 2), (3, 3)))
     with pytest.warns(kc.KernelcalcAccuracyWarning, match="polar"):
-        g.dual_kernels("elu", q_max=2.0)
+        g.dual_kernels("elu", q_max=2.0, method="polar")
 
 
 # -- refusals and diagnoses ----------------------------------------------------------------------

@@ -257,3 +257,48 @@ def test_relu_sphere_table_is_graded_and_honest(relu_reference):
     err = np.abs(got - ref)
     assert np.max(err) <= K.info["error_estimate"] + np.max(ref_err), (err, K.info["error_estimate"])
     assert np.all(err <= 1e-8 * np.abs(ref) + ref_err), err
+
+
+def _near_parallel_slopes(activation, gaps):
+    r"""$(K(\theta)-K(0))/\theta$ of the NTK at input angles with $1-\cos\theta$ = ``gaps`` (powers of 2; d = 4, so
+    that $x\cdot y/d$ is exact and the inputs carry the angle to the last bit)."""
+    rows = [np.r_[2.0, 0.0, 0.0, 0.0]]
+    for g in gaps:
+        c = 1.0 - g
+        rows.append(np.r_[2.0 * c, 2.0 * math.sqrt(g * (2.0 - g)), 0.0, 0.0])
+    K = kc.node_kernel(np.array(rows[:1]), np.array(rows), activation=activation)
+    k = np.asarray(K.ntk)[0]
+    theta = 2.0 * np.arcsin(np.sqrt(np.asarray(gaps) / 2.0))
+    return (k[1:] - k[0]) / theta
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("activation", ["relu", "abs(x)"])
+def test_near_parallel_inputs_are_solved_to_full_accuracy(activation):
+    r"""At input angles $\theta_0\approx10^{-7}$-$10^{-5}$ the cross-covariance differs from the parallel one by
+    $\sim\theta_0^2\approx10^{-14}$; read off $S$ it keeps two digits, and the kink's angle error $\epsilon/\theta_0$
+    reached 1e-8 relative in the abs NTK (the slope $(K(\theta)-K(0))/\theta$ was off by 0.4 % at $\theta=10^{-6}$).
+    $K$ is $K(0)+K_1\theta+O(\theta^2\log\theta)$, so the slopes at $1.7\cdot10^{-7}$, $1.4\cdot10^{-6}$ and
+    $1.1\cdot10^{-5}$ must agree to $O(\theta)$: within 1e-4 relative (before the deficit solve: relu 7.8e-4 off at
+    $1.7\cdot10^{-7}$).  16 s."""
+    s = _near_parallel_slopes(activation, [2.0**-46, 2.0**-40, 2.0**-34])
+    assert np.all(np.abs(s - s[-1]) <= 1e-4 * np.abs(s[-1])), s
+
+
+def test_drop_of_a_homogeneous_kink_is_relatively_accurate():
+    r"""$C(\rho_p)-C(\rho_p-\Delta)$ of abs ($C=\frac2\pi(\sqrt{1-\rho^2}+\rho\arcsin\rho)$ at unit variances)
+    from $1-\rho_p$ and $\Delta$, against mpmath at 50 digits, for $\Delta$ down to $10^{-20}$ (the deficit
+    solve of near-parallel inputs relies on it; the difference of two float64 values would keep no digit)."""
+    import mpmath as mp
+
+    from kernelcalc.kernels.ode_kinked import _gap_drop
+    from kernelcalc.theory.duals import closed_form_dual
+
+    dual = type("D", (), {"rule": closed_form_dual(kc.theory.activations.resolve_activation("abs(x)")), "method": "closed"})
+    omr = np.array([0.0, 0.0, 1e-12, 1e-6, 0.3, 1.2, 1e-6])
+    dlt = np.array([1e-20, 1e-8, 1e-14, 1e-16, 1e-10, 0.5, 1e-6])
+    got = _gap_drop(dual, np.ones_like(omr), omr, dlt)
+    with mp.workdps(50):
+        C = lambda r: 2 / mp.pi * (mp.sqrt(1 - r * r) + r * mp.asin(r))  # noqa: E731
+        want = [float(C(1 - mp.mpf(o)) - C(1 - mp.mpf(o) - mp.mpf(d))) for o, d in zip(omr, dlt)]
+    np.testing.assert_allclose(got, want, rtol=1e-13)

@@ -175,14 +175,14 @@ def test_gaussian_expectation_integral_form():
 
 def test_output_forms():
     """Output formats: text, LaTeX and JSON carry the equations."""
-    for act, model in (("elu(alpha=0.5)", "node"), ("erf", "resnet"), ("relu", "mlp")):
+    for act, model in (("softplus", "node"), ("erf", "resnet"), ("relu", "mlp")):
         d = derive(act, model=model)
         text, tex = d.text(), d.latex()
         assert "K_NTK" in text and "φ'(x)" in text
         assert "\\begin{align*}" in tex and "\\end{align*}" in tex and "K_{NTK}" in tex
         doc = json.loads(json.dumps(d.to_dict()))
         assert doc["model"] == model and doc["activation"]["builtin"] == act.split("(")[0]
-        assert doc["closed_form"] is (act != "elu(alpha=0.5)")
+        assert doc["closed_form"] is (act != "softplus")
         assert doc["equations"] and all({"lhs", "rhs", "latex"} <= set(e) for e in doc["equations"])
 
 

@@ -91,9 +91,15 @@ def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str, graded:
     root = np.sqrt(vx * vy)[None, :]
     cos_of = graded_cos_theta if graded else cos_theta
 
+    at_angles = getattr(pair_fn, "at_angles", None) if graded else None
+
     def sample(u):
         c = root * cos_of(u)[:, None]
-        vals = pair_fn(np.broadcast_to(vx, c.shape), np.broadcast_to(vy, c.shape), c)
+        if at_angles is not None:   # the exact angle pi sin^2(pi (1 + u) / 4) of the graded variable (theta ~ 1e-8)
+            th = np.broadcast_to((np.pi * np.sin(0.25 * np.pi * (1.0 + np.asarray(u))) ** 2)[:, None], c.shape)
+            vals = at_angles(np.broadcast_to(vx, c.shape), np.broadcast_to(vy, c.shape), th)
+        else:
+            vals = pair_fn(np.broadcast_to(vx, c.shape), np.broadcast_to(vy, c.shape), c)
         return np.stack(vals, axis=-1)                                     # (len(u), G, 2)
 
     R = _R_START

@@ -81,7 +81,7 @@ def _kinked_closed_form(act) -> bool:
     Smooth closed forms (erf, sin, cos, polynomials) take the norm interpolation like any smooth
     activation: measured at N = 2000 (+-30 % norms), faster than the direct closed forms."""
     cf = closed_form_dual(act)
-    return cf is not None and cf.name.split("(")[0] in ("relu", "leaky_relu")
+    return cf is not None and cf.name.split("(")[0] in ("relu", "leaky_relu", "piecewise linear", "elu")
 
 
 def _layer_variances(dual, depth, sigma_w, sigma_b, v):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -133,6 +134,75 @@ def _dual_np(dual, q1, q2, c, derivative: bool):
     return tuple(np.asarray(o) for o in out) if derivative else np.asarray(out)
 
 
+from ..theory.duals import NUMPY_OPS as NUMPY_OPS_PL  # noqa: E402
+
+_HOMOGENEOUS = ("relu", "leaky_relu", "piecewise linear")   # closed forms that depend on c and the angle only
+
+
+def _homogeneous_closed(dual) -> bool:
+    """Whether ``dual`` is a closed form of a positively homogeneous kink (relu, leaky relu, abs, user
+    piecewise linear): $C$, $\\dot C$ are functions of $n=\\sqrt{q_1q_2}$, $c$ and the angle alone."""
+    return dual.method == "closed" and dual.rule.name.split("(")[0] in _HOMOGENEOUS
+
+
+def _duals_of_gap(dual, q1, q2, omr):
+    r"""$(C,\dot C)$ of a homogeneous kink from $1-\rho$ (``omr``) instead of $c$: the angle
+    $\theta=2\operatorname{atan2}(\sqrt{1-\rho},\sqrt{1+\rho})$ keeps its relative accuracy for
+    $1-\rho\sim10^{-16}$, where $c/\sqrt{q_1q_2}$ rounded would leave only its first digits."""
+    from ..theory.duals import NUMPY_OPS
+
+    omr = np.clip(omr, 0.0, 2.0)
+    theta = 2.0 * np.arctan2(np.sqrt(omr), np.sqrt(2.0 - omr))
+    n = np.sqrt(q1 * q2)
+    ops = SimpleNamespace(**{**vars(NUMPY_OPS), "angle": lambda a, b, c: theta})
+    c = n * np.cos(theta)
+    return dual.rule.C_formula(ops, q1, q2, c), dual.rule.Cdot_formula(ops, q1, q2, c)
+
+
+def _theta_of(omr):
+    r"""$\theta=\arccos(1-\text{omr})=2\arcsin\sqrt{\text{omr}/2}$ (relative accuracy at tiny omr)."""
+    return 2.0 * np.arcsin(np.sqrt(np.clip(omr, 0.0, 2.0) / 2.0))
+
+
+def _relu_drop(omr_p, dlt):
+    r"""$f(\rho_p)-f(\rho_c)$ for $f(\rho)=\sin\theta+(\pi-\theta)\cos\theta$ ($2\pi C_{\rm relu}/n$),
+    $1-\rho_p$ = ``omr_p``, $\rho_p-\rho_c$ = ``dlt`` $\ge0$, with relative accuracy however small ``dlt``:
+    $f'(\rho)=\pi-\theta$ gives $f(\rho_p)-f(\rho_c)=\pi\Delta-\int_{\theta_p}^{\theta_c}\theta\sin\theta\,d\theta$;
+    the integral by 8-point Gauss-Legendre on $[\theta_p,\theta_c]$ where $\theta_c\le2\theta_p$ (its width
+    $\theta_c-\theta_p$ from $\sin$ of the half-angles, without cancellation), else as the difference of
+    $\sin\theta-\theta\cos\theta$ (then no cancellation either)."""
+    from ..theory.duals import _ARC_SERIES
+
+    omr_c = omr_p + dlt
+    tp, tc = _theta_of(omr_p), _theta_of(omr_c)
+    x, y = np.sqrt(np.clip(omr_c, 0, 2) / 2), np.sqrt(np.clip(omr_p, 0, 2) / 2)
+    den = x * np.sqrt(1 - y * y) + y * np.sqrt(1 - x * x)
+    width = 2.0 * np.arcsin(np.where(den > 0, (dlt / 2) / np.where(den > 0, den, 1.0), 0.0))
+
+    def sin_minus(t):   # sin t - t cos t, by its series for t <= 1 (see duals._arc)
+        z = t * t
+        ser = _ARC_SERIES[-1]
+        for a in _ARC_SERIES[-2::-1]:
+            ser = ser * z + a
+        return np.where(t <= 1.0, t * z * ser, np.sin(t) - t * np.cos(t))
+
+    gx, gw = np.polynomial.legendre.leggauss(8)
+    nodes = tp[..., None] + width[..., None] * (gx + 1) / 2
+    gl = np.sum(gw * nodes * np.sin(nodes), axis=-1) * width / 2
+    integral = np.where(tc <= 2 * tp, gl, sin_minus(tc) - sin_minus(tp))
+    return np.pi * dlt - integral
+
+
+def _gap_drop(dual, n, omr_p, dlt):
+    r"""$C(\rho_p)-C(\rho_c)$ of a homogeneous kink $\phi=bz+(a-b)\mathrm{relu}$ ($C=ab\,c+(a-b)^2C_{\rm relu}$)
+    from ``omr_p`` $=1-\rho_p$ and ``dlt`` $=\rho_p-\rho_c$, accurate relative to itself (:func:`_relu_drop`)."""
+    one = np.float64(1.0)
+    at_one = float(dual.rule.C_formula(NUMPY_OPS_PL, one, one, one))   # C at rho = 1: ab + (a-b)^2 / 2
+    ab = -float(dual.rule.C_formula(NUMPY_OPS_PL, one, one, -one))     # C at rho = -1: -ab
+    amb2 = 2.0 * (at_one - ab)
+    return n * (ab * dlt + amb2 / (2 * np.pi) * _relu_drop(omr_p, dlt))
+
+
 class KinkedSolverMixin:
     r"""Neural-ODE kernel evaluator on the collapsed-triangle grid (module doc); ``M`` is the degree $m=n$.
     Mixed into a :class:`~kernelcalc.kernels.ode.GoursatSolver`, which supplies :meth:`_tensor_factory`
@@ -219,9 +289,11 @@ class KinkedSolverMixin:
             out.append(q)
         return np.concatenate(out)
 
-    def _pairs(self, dual, M, q, S0, theta0, degrees=None):
+    def _pairs(self, dual, M, q, S0, theta0, degrees=None, gap=None):
         """(nngp, ntk) of B pairs of equal norm: ``q`` (B, M+1) their diagonal on the degree-``M`` grid,
-        ``S0`` (B,), angles ``theta0``; each band of angles on its own grid (``degrees``: band -> degree)."""
+        ``S0`` (B,), angles ``theta0``; each band of angles on its own grid (``degrees``: band -> degree).
+        ``gap`` (B,): $S_0$ of the parallel pair minus ``S0``, exactly (small angles of a homogeneous kink are
+        solved for the deficit from the parallel pair, :meth:`_deficit`)."""
         bands = band_of(theta0, self.sigma_w * self.T)
         if degrees is None:
             degrees = {int(b): self._band_degree(dual, int(b), M) for b in np.unique(bands)}
@@ -239,11 +311,25 @@ class KinkedSolverMixin:
             qb = q if Mb == M else _resample(q, grid0, grid)        # q(t) is analytic: interpolate
             for lo in range(0, idx.size, _BATCH):
                 sel = idx[lo:lo + _BATCH]
-                table = None if own else self._table(dual, grid, qb[sel])
-                C_of = self._C(dual) if table is None else (lambda q1, q2, c: table(c.reshape(c.shape[0], -1), 0).reshape(c.shape))
-                S, qk, dS, nS = _solve(grid, C_of, S0[sel], self._fwd, q=None if own else qb[sel])
-                B = S.shape[0]
-                if table is None:
+                if (not own and b > 0 and gap is not None and _homogeneous_closed(dual)
+                        and not isinstance(grid, pan.PanelGrid)):     # (the deficit form: one element only)
+                    C, Cdot, dS, nS = self._deficit(dual, grid, qb[sel], S0[sel] + gap[sel], gap[sel])
+                    B = C.shape[0]
+                    table = False
+                else:
+                    table = None if own else self._table(dual, grid, qb[sel])
+                if table is False:
+                    pass
+                elif table is None:
+                    C_of = self._C(dual)
+                else:
+                    C_of = lambda q1, q2, c: table(c.reshape(c.shape[0], -1), 0).reshape(c.shape)  # noqa: E731
+                if table is not False:
+                    S, qk, dS, nS = _solve(grid, C_of, S0[sel], self._fwd, q=None if own else qb[sel])
+                    B = S.shape[0]
+                if table is False:
+                    pass
+                elif table is None:
                     q1, q2 = _point_variances(grid, qk)
                     C, Cdot = _dual_np(dual, q1.reshape(S.shape), q2.reshape(S.shape), S, True)
                 else:
@@ -261,6 +347,28 @@ class KinkedSolverMixin:
                              "the cross-covariance S(t, s) or the backward kernel Lambda(t, s)")
         return nngp, ntk
 
+    def _deficit(self, dual, grid, q, S0_self, gap):
+        r"""$(C,\dot C)$ on ``grid`` of B near-parallel pairs of a homogeneous kink, from the deficit
+        $D=S_\parallel-S$ against the parallel pair ($S_\parallel$: the same diagonal ``q``, $S_0$ =
+        ``S0_self``).  $D$ solves the same Goursat problem, $D=D_0+W\sigma_w^2(C(S_\parallel)-C(S))$ with
+        $D_0$ = ``gap`` (exact), and $1-\rho=(1-\rho_\parallel)+D/\sqrt{q_1q_2}$ with $1-\rho_\parallel=0$
+        exactly on the diagonal: the angle keeps its relative accuracy at input angles $\theta_0\to0$,
+        where $S$ itself would carry only the first digits of $1-\rho\approx\theta_0^2$ (an error
+        $\sim\epsilon/\theta_0$ in the angle: measured 1e-8 relative in the abs NTK at $\theta_0=10^{-7}$).
+        Returns ``(C, Cdot, change, sweeps)``."""
+        B = q.shape[0]
+        m1, n1 = grid.m + 1, grid.n + 1
+        q1 = np.broadcast_to(q[:, :, None], (B, m1, n1))
+        q2 = (q @ grid.Q.T).reshape(B, m1, n1)
+        n = np.sqrt(q1 * q2)
+        S_par, _, d1, k1 = tri.solve(grid, self._C(dual), S0_self, self._fwd, q=q)
+        omr_par = 1.0 - S_par / np.where(n > 0, n, 1.0)
+        omr_par[:, :, 0] = 0.0                                 # v = 1: the diagonal, rho = 1 exactly
+        root = np.where(n > 0, n, 1.0)
+        D, _, d2, k2 = tri.solve(grid, lambda a, b, D: _gap_drop(dual, n, omr_par, D / root), gap, self._fwd, q=q)
+        C, Cdot = _duals_of_gap(dual, q1, q2, omr_par + D / root)
+        return C, Cdot, max(d1, d2), max(k1, k2)
+
     def _choose_M(self, dual, v):
         r"""The degree of band 0 (the self-kernel, $\theta_0\ge0.1$ and $\pi$; its diagonal $q(t)$ serves the
         other bands), raised along its ladder until the NTK at the probe angles changes by less than
@@ -276,10 +384,11 @@ class KinkedSolverMixin:
         probes = ((0.0, min(0.1 * scale, 3.0), 1.0, math.pi), (0.01 * scale,), (0.001 * scale,))
         theta = np.array(probes[b])
         S0 = rec.ode_initial(v * np.cos(theta), self.sigma_u)
+        gap = rec.ode_initial(2.0 * v * np.sin(theta / 2) ** 2, self.sigma_u)
         prev, change, ref, M_prev = None, float("nan"), None, None
         for M in (_BAND_LADDERS if self._panel_count() == 1 else _PANEL_LADDERS)[b]:
             q, Mq = (self._self_diagonals(dual, M, np.array([v])), M) if b == 0 else (q0, M0)
-            ntk = self._pairs(dual, Mq, np.repeat(q, theta.size, axis=0), S0, theta, {b: M})[1]
+            ntk = self._pairs(dual, Mq, np.repeat(q, theta.size, axis=0), S0, theta, {b: M}, gap=gap)[1]
             if b > 0 and ref is None:   # relative to the self-kernel NTK, as band 0
                 ref = abs(float(self._pairs(dual, M0, q0, np.array([rec.ode_initial(v, self.sigma_u)]),
                                             np.zeros(1), {0: M0})[1][0]))
@@ -373,10 +482,35 @@ class KinkedSolverMixin:
             # exactly parallel inputs are the self-kernel (theta0 = 0: the exact kink)
             theta0 = np.where((sxy[equal] == v) | (sxy[equal] == syy[equal]), 0.0, theta0)
             S0 = rec.ode_initial(sxy[equal], self.sigma_u)
-            nngp[equal], ntk[equal] = self._pairs(dual, M, diag[ix], S0, theta0)
+            gap = rec.ode_initial(v - sxy[equal], self.sigma_u)    # exact for near-parallel inputs (Sterbenz)
+            nngp[equal], ntk[equal] = self._pairs(dual, M, diag[ix], S0, theta0, gap=gap)
         if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
             raise self._blow_up("the kernel")
         return nngp.reshape(shape), ntk.reshape(shape)
+
+
+def _at_angles(self, sxx, syy, theta):
+    r"""(nngp, ntk) at norms ``sxx``, ``syy`` and input angles ``theta`` given as angles (the graded theta
+    tables of :mod:`._gram` sample at $\theta\approx10^{-8}$, where $x\cdot y/d=\sqrt{v_xv_y}\cos\theta$
+    rounded keeps a few digits of $1-\cos\theta$: an angle error of several per cent, which stalled abs's
+    table).  Pairs of equal norm are solved at the exact angle; others as :meth:`__call__`."""
+    sxx, syy, theta = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (sxx, syy, theta)))
+    equal = np.abs(sxx - syy) <= _EQUAL_RTOL * np.maximum(sxx, syy)
+    if not np.all(equal & (sxx > 0)):
+        return self(sxx, syy, np.sqrt(sxx * syy) * np.cos(theta))
+    shape, v, th = sxx.shape, sxx.ravel(), theta.ravel()
+    v_unique, inverse = np.unique(v, return_inverse=True)
+    dual, M = self._dual_and_M(v_unique)
+    diag = self._cached_diagonals(dual, M, v_unique)
+    S0 = rec.ode_initial(v * np.cos(th), self.sigma_u)
+    gap = rec.ode_initial(2.0 * v * np.sin(th / 2) ** 2, self.sigma_u)
+    nngp, ntk = self._pairs(dual, M, diag[inverse.ravel()], S0, th, gap=gap)
+    if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
+        raise self._blow_up("the kernel")
+    return nngp.reshape(shape), ntk.reshape(shape)
+
+
+KinkedSolverMixin.at_angles = _at_angles
 
 
 def band_of(theta0, sigma_w_T: float) -> np.ndarray:

@@ -36,6 +36,7 @@ import numpy as np
 import sympy as sp
 
 from .._x64 import float64
+from . import bivariate_normal as _bvn
 from .activations import Activation, X
 
 __all__ = ["ClosedFormDual", "closed_form_dual", "JAX_OPS", "NUMPY_OPS", "SYMPY_OPS", "gaussian_moment"]
@@ -80,12 +81,25 @@ def _arc(xp):
     return arc
 
 
+def _correlation(xp):
+    r"""$\rho=c/\sqrt{q_1q_2}$ clipped to $[-1,1]$ (0 when a variance is 0)."""
+
+    def corr(q1, q2, c):
+        n = xp.sqrt(q1 * q2)
+        return xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
+
+    return corr
+
+
 def _array_ops(xp) -> SimpleNamespace:
     """The operations of the closed forms for the array module ``xp`` (numpy or jax.numpy)."""
     return SimpleNamespace(sqrt=xp.sqrt, arccos=xp.arccos, arcsin=xp.arcsin, exp=xp.exp,
                            sinh=xp.sinh, cosh=xp.cosh, sin=xp.sin, cos=xp.cos, pi=math.pi,
                            clip_unit=lambda r: xp.clip(r, -1.0, 1.0), angle=_angle(xp),
-                           arctan2=xp.arctan2, nonneg=lambda v: xp.maximum(v, 0.0), arc=_arc(xp))
+                           arctan2=xp.arctan2, nonneg=lambda v: xp.maximum(v, 0.0), arc=_arc(xp),
+                           corr=_correlation(xp), mills=lambda x: _bvn.mills_ratio(x, xp), where=xp.where,
+                           stack=lambda arrays: xp.stack(xp.broadcast_arrays(*arrays)),
+                           mills2=lambda h, k, r: _bvn.bivariate_mills(h, k, r, xp))
 
 
 class _JaxOps:
@@ -108,10 +122,16 @@ class _JaxOps:
 
 JAX_OPS = _JaxOps()
 NUMPY_OPS = _array_ops(np)
+#: $\Phi_2(h,k;\rho)$ in symbolic output (an undefined function: the bivariate normal CDF)
+PHI2 = sp.Function("Phi_2")
 SYMPY_OPS = SimpleNamespace(sqrt=sp.sqrt, arccos=sp.acos, arcsin=sp.asin, exp=sp.exp, sinh=sp.sinh,
                             cosh=sp.cosh, sin=sp.sin, cos=sp.cos, pi=sp.pi, clip_unit=lambda r: r,
                             angle=lambda q1, q2, c: sp.acos(c / sp.sqrt(q1 * q2)), arctan2=sp.atan2,
-                            nonneg=lambda v: v, arc=lambda c, d: d + c * sp.atan2(d, -c))
+                            nonneg=lambda v: v, arc=lambda c, d: d + c * sp.atan2(d, -c),
+                            corr=lambda q1, q2, c: c / sp.sqrt(q1 * q2),
+                            mills=lambda x: sp.exp(x**2 / 2) * sp.erfc(x / sp.sqrt(2)) / 2,
+                            mills2=lambda h, k, r: sp.exp(sp.cancel((h**2 - 2 * r * h * k + k**2) / (2 * (1 - r**2))))
+                            * PHI2(h, k, r))
 
 
 def _theta(o, q1, q2, c):
@@ -196,6 +216,69 @@ def _cos_C(o, q1, q2, c):
     return o.exp(-(q1 + q2) / 2) * o.cosh(c)
 
 
+def _elu_parts(o, q1, q2, c):
+    r"""The Gaussian expectations of ELU's pieces (:func:`_elu`), each as a bivariate Mills ratio
+    $R_2(h,k;\rho)=e^{Q(h,k;\rho)}\Phi_2(h,k;\rho)$ (:func:`~kernelcalc.theory.bivariate_normal.bivariate_mills`,
+    $O(1)$ at every $q$: no $e^{q/2}\Phi_2$ product is formed).  With $s_i=\sqrt{q_i}$, tilting by $e^{a}$
+    (mean $+q_1$ for $a$, $+c$ for $b$):
+
+    $T=E[e^{a+b}\mathbb 1_{a<0,b<0}]=R_2(-(s_1+\rho s_2),-(s_2+\rho s_1);\rho)$,
+    $B_1=E[e^{a}\mathbb 1_{a<0,b<0}]=R_2(-s_1,-\rho s_1;\rho)$,
+    $D_1=E[e^{a}\mathbb 1_{a<0,b>0}]=R_2(-s_1,\rho s_1;-\rho)$ ($B_2$, $D_2$: 1 and 2 swapped).
+    $B_1+D_1=E[e^a\mathbb 1_{a<0}]=M(s_1)$ (the Mills ratio $M(x)=e^{x^2/2}\Phi(-x)$), so only the smaller,
+    $R_2(-s_1,|\rho|s_1;-|\rho|)$ ($D_1$ for $\rho\ge0$, $B_1$ for $\rho<0$), is integrated; the larger is
+    $M(s_1)$ minus it (at least half of $M$: no cancellation)."""
+    s1, s2 = o.sqrt(q1), o.sqrt(q2)
+    r = o.corr(q1, q2, c)
+    symbolic = isinstance(r, sp.Basic)
+    ar = r if symbolic else abs(r)     # symbolic: the rho >= 0 form (the same expression for every rho)
+    args = ((-(s1 + r * s2), -(s2 + r * s1), r), (-s1, ar * s1, -ar), (-s2, ar * s2, -ar))
+    if symbolic:
+        T, small1, small2 = (o.mills2(*a) for a in args)
+    else:     # one evaluation of the three (one traced graph under jax)
+        T, small1, small2 = o.mills2(*(o.stack([a[i] for a in args]) for i in range(3)))
+    big1, big2 = o.mills(s1) - small1, o.mills(s2) - small2
+    if symbolic:
+        return s1, s2, r, T, big1, big2, small1, small2
+    pos = r >= 0
+    B1, B2 = o.where(pos, big1, small1), o.where(pos, big2, small2)
+    D1, D2 = o.where(pos, small1, big1), o.where(pos, small2, big2)
+    return s1, s2, r, T, B1, B2, D1, D2
+
+
+def _elu(alpha: float) -> "ClosedFormDual":
+    r"""ELU $\phi(x)=x$ ($x>0$), $\alpha(e^x-1)$ ($x\le0$); $\phi'=\mathbb 1_{x>0}+\alpha e^x\mathbb 1_{x<0}$.
+
+    Write $\phi=\mathrm{relu}+\alpha g$, $g=(e^x-1)\mathbb 1_{x<0}$, and $T, B_i, D_i$ as in
+    :func:`_elu_parts`, $P=E[\mathbb 1_{a>0,b>0}]=\frac{\pi-\theta}{2\pi}$:
+
+    $\dot C=P+\alpha(D_1+D_2)+\alpha^2T$,
+
+    $C=C_{\rm relu}+\alpha(X_{12}+X_{21})+\alpha^2(T-B_1-B_2+P)$, where Stein's lemma
+    ($E[a\,h]=q_1E[\partial_ah]+cE[\partial_bh]$) gives
+    $X_{12}=E[\mathrm{relu}(a)g(b)]=\frac{s_1}{\sqrt{2\pi}}\big(M(s_2\sqrt{1-\rho^2})-\frac12\big)+c\,D_2$
+    and $X_{21}$ likewise with 1 and 2 swapped; $M(x)=e^{x^2/2}\Phi(-x)$ is the Mills ratio.
+
+    Every term is $O(1)$ or $O(\sqrt q)$ (no exponentially large products), so the forms hold to
+    $q=10^6$; the worst loss is in $X_{12}$ at large $q$, whose terms are $O(\sqrt q)$ and sum to $O(1)$
+    (relative to $C=O(q)$ immaterial).  At small $q$, $g(b)\approx b$ and $E[g\,g]=O(q)$ is a sum of
+    $O(1)$ terms: $10^{-16}/q$ absolute (relative to $C\approx q$: $10^{-15}$ at $q=0.1$)."""
+    a = float(alpha)
+    root2pi = math.sqrt(2 * math.pi)
+
+    def joint(o, q1, q2, c):
+        s1, s2, r, T, B1, B2, D1, D2 = _elu_parts(o, q1, q2, c)
+        sr = o.sqrt((1 - r) * (1 + r))
+        x12 = s1 / root2pi * (o.mills(s2 * sr) - 0.5) + c * D2
+        x21 = s2 / root2pi * (o.mills(s1 * sr) - 0.5) + c * D1
+        step = _step_C(o, q1, q2, c)
+        return (_relu_C(o, q1, q2, c) + a * (x12 + x21) + a * a * (T - B1 - B2 + step),
+                step + a * (D1 + D2) + a * a * T)
+
+    return ClosedFormDual(f"elu({a:g})", lambda o, q1, q2, c: joint(o, q1, q2, c)[0],
+                          lambda o, q1, q2, c: joint(o, q1, q2, c)[1], joint)
+
+
 def _double_factorial_odd(m: int) -> int:
     """(m)!! for odd m >= -1 (with (-1)!! = 1)."""
     return math.prod(range(m, 0, -2)) if m > 0 else 1
@@ -235,11 +318,15 @@ class ClosedFormDual:
     name: str
     C_formula: Callable
     Cdot_formula: Callable
+    #: optional ``(ops, q1, q2, c) -> (C, Cdot)`` sharing the work of the two (same values as the pair)
+    joint_formula: Callable | None = None
 
     @float64
     def __call__(self, q1, q2, c, ops=None):
         r"""Numeric $(C, \\dot C)$ with jax.numpy (``ops=NUMPY_OPS``: with numpy); broadcasts over arrays."""
         ops = JAX_OPS if ops is None else ops
+        if self.joint_formula is not None:
+            return self.joint_formula(ops, q1, q2, c)
         return self.C_formula(ops, q1, q2, c), self.Cdot_formula(ops, q1, q2, c)
 
     def symbolic(self, q1, q2, c):
@@ -274,6 +361,7 @@ _NAMED = {
     "gelu": lambda act: ClosedFormDual("gelu", _gelu_C, _gelu_Cdot),
     "sin": lambda act: ClosedFormDual("sin", _sin_C, _cos_C),
     "cos": lambda act: ClosedFormDual("cos", _cos_C, _sin_C),
+    "elu": lambda act: _elu(act.param("alpha")),
 }
 #: jump activations with closed forms (their a.e. derivative is 0): expression -> dual
 _JUMPS = {sp.sign(X): lambda: ClosedFormDual("sign", _sign_C, _zero_C),
@@ -282,6 +370,24 @@ _REFERENCE_EXPR = {"relu": sp.Max(0, X), "erf": sp.erf(X), "gelu": X * (1 + sp.e
                    "sin": sp.sin(X), "cos": sp.cos(X)}
 #: functions an expression must contain to be compared with a reference (skips a useless ``simplify``)
 _REFERENCE_NEEDS = {"gelu": (sp.erf, sp.erfc)}
+
+
+def _elu_alpha(expr: sp.Expr) -> float | None:
+    r"""$\alpha$ when ``expr`` is ELU ($x$ for $x>0$, $\alpha(e^x-1)$ for $x<0$), else ``None``: proved
+    symbolically on each half-line; on $x<0$, $g=\phi$ is $\alpha(e^x-1)$ exactly when $g'-g$ is a constant
+    $\alpha$ and $g(0^-)=0$ (the unique solution of that linear ODE)."""
+    pos, neg = sp.Symbol("x_pos", positive=True), sp.Symbol("x_neg", negative=True)
+    try:
+        if sp.simplify(expr.subs(X, pos) - pos) != 0:
+            return None
+        g = expr.subs(X, neg)
+        alpha = sp.simplify(sp.diff(g, neg) - g)
+        if alpha.free_symbols or not alpha.is_number or sp.simplify(g.subs(neg, 0)) != 0:
+            return None
+        value = float(alpha)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return value if math.isfinite(value) and value != 0 else None
 
 
 @functools.lru_cache(maxsize=256)
@@ -309,6 +415,10 @@ def closed_form_dual(activation: Activation) -> ClosedFormDual | None:
             continue
         if sp.simplify((activation.expr - ref).rewrite(sp.erf)) == 0:
             return _NAMED[key](activation)
+    if activation.is_piecewise_smooth:
+        alpha = _elu_alpha(activation.expr)
+        if alpha is not None:                                                     # a user-typed ELU
+            return _elu(alpha)
     if activation.is_piecewise_smooth and activation.is_positively_homogeneous:   # abs, user leaky relu ...
         return _piecewise_linear(float(activation.numpy_fn(np.array(1.0))), float(-activation.numpy_fn(np.array(-1.0))))
     return None

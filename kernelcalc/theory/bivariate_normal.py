@@ -1,0 +1,269 @@
+r"""The bivariate normal CDF $\Phi_2(h,k;\rho)=P(X<h,\,Y<k)$ ($X,Y$ standard normal, correlation $\rho$)
+and its scaled form $R_2(h,k;\rho)=e^{Q(h,k;\rho)}\,\Phi_2(h,k;\rho)$, in float64, for numpy and jax.numpy
+(``xp``; jit and vmap work: every branch is an elementwise ``where``).
+
+**$\Phi_2$** (:func:`bivariate_normal_cdf`) is Genz's BVND (Drezner & Wesolowsky 1990, Genz 2004): for
+$|\rho|<0.925$, $\Phi_2=\Phi(h)\Phi(k)+\frac1{2\pi}\int_0^{\arcsin\rho}
+\exp\!\big(-\frac{h^2+k^2-2hk\sin\theta}{2\cos^2\theta}\big)d\theta$ by 20-point Gauss–Legendre; for
+$|\rho|\ge0.925$ Genz's expansion about $|\rho|=1$ with its singular part in closed form. Absolute
+accuracy $\approx10^{-16}$ for every $\rho\in[-1,1]$.
+
+**$R_2$** (:func:`bivariate_mills`), the bivariate Mills ratio: $Q=\frac{h^2-2\rho hk+k^2}{2(1-\rho^2)}$,
+so that $R_2=2\pi\sqrt{1-\rho^2}\,\Phi_2/\varphi_2$ stays $O(1)$ deep in the lower tail, where $\Phi_2$
+underflows and $e^{A}\Phi_2$ products (Gaussian expectations of $e^{a}\mathbb 1\{a<0\}$ ...) would cancel or
+overflow.  For $h+k\le0$ (then $\Phi_2(h,k;-1)=0$), Plackett's identity $\partial_\rho\Phi_2=\varphi_2$ with
+$\rho=\sin\theta$, $\theta=2\psi-\pi/2$ and $\lambda=\log\tan^2\psi$ gives an integral of positive terms only,
+
+$$R_2=\frac1\pi\int_0^\infty\exp\!\big(-\alpha\,(e^{\delta}-1)-\beta\,(e^{-\delta}-1)\big)
+\frac{d\delta}{4\cosh\frac{\lambda_r-\delta}2},\qquad \lambda_r=\log\frac{1+\rho}{1-\rho},\quad
+\alpha=\frac{(h+k)^2}8\frac{1-\rho}{1+\rho},\quad\beta=\frac{(h-k)^2}8\frac{1+\rho}{1-\rho}$$
+
+(the exponent is concave in $\delta$ and exactly 0 at $\delta=0$): no cancellation, relative accuracy
+$\sim10^{-15}$ at any size of $h, k$.  It is integrated by Gauss–Legendre on panels graded geometrically
+away from the peak of the integrand (found by bisection), so peaks of any width are resolved.  Where
+$Q\le2$ (or $\rho\ge0$ and $Q\le10$, where BVND's terms do not cancel) $e^Q\Phi_2$ from BVND is as
+accurate (measured: $<10^{-14}$ relative) and ten times cheaper; numpy evaluates only the branch each element
+needs.  Measured against mpmath: $\le2\cdot10^{-14}$ relative for $|h|,|k|\le2000$, $|\rho|\le1-10^{-6}$.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["normal_cdf", "mills_ratio", "bivariate_normal_cdf", "bivariate_mills"]
+
+_XP, _WP = np.polynomial.legendre.leggauss(16)     # per panel of the graded rule
+_PANELS = 12                                        # panels on each side of the peak
+_STRIDE = 3.0                                       # longest panel, in local scales of the integrand
+_BISECT = 64
+_SQRT2 = math.sqrt(2.0)
+
+
+def _special(xp):
+    if xp is np:
+        import scipy.special as special
+    else:
+        import jax.scipy.special as special
+    return special
+
+
+def normal_cdf(x, xp=np):
+    r"""$\Phi(x)=\frac12\operatorname{erfc}(-x/\sqrt2)$ (relative accuracy in the lower tail)."""
+    return 0.5 * _special(xp).erfc(-x / _SQRT2)
+
+
+def mills_ratio(x, xp=np):
+    r"""$e^{x^2/2}\Phi(-x)=\frac12\operatorname{erfcx}(x/\sqrt2)$ ($=\Phi(-x)/(\sqrt{2\pi}\varphi(x))$), for
+    $x\ge0$ (no overflow at any $x$; $\approx1/(\sqrt{2\pi}x)$ for large $x$)."""
+    return 0.5 * _special(xp).erfcx(x / _SQRT2)
+
+
+def bivariate_normal_cdf(h, k, rho, xp=np):
+    r"""$\Phi_2(h,k;\rho)=P(X<h,Y<k)$ by Genz's BVND (module doc), elementwise over broadcast arrays.
+
+    **Arguments:** ``h``, ``k``: upper limits; ``rho``: correlation in $[-1,1]$; ``xp``: numpy or jax.numpy.
+
+    **Returns:** an array of probabilities in $[0,1]$ (absolute accuracy about $10^{-16}$).
+    """
+    h, k, rho = xp.broadcast_arrays(*(xp.asarray(v, dtype=xp.float64) for v in (h, k, rho)))
+    return _bvnu(-h, -k, rho, xp)
+
+
+#: Genz's Gauss-Legendre orders of the |r| < 0.925 branch: 6 nodes below |r| = 0.3, 12 below 0.75, else 20
+_GENZ_ORDERS = ((0.3, 6), (0.75, 12), (0.925, 20))
+_GL = {n: np.polynomial.legendre.leggauss(n) for _, n in _GENZ_ORDERS}
+
+
+def _bvnu(h, k, r, xp):
+    """Genz's BVNU: $P(X>h, Y>k)$ (arrays of one shape).  numpy evaluates each element's branch only (with
+    Genz's node counts); jax.numpy both branches with 20 nodes, selected by ``where``."""
+    low = xp.abs(r) < 0.925
+    if xp is not np:
+        lo = _bvnu_low(h, k, xp.where(low, r, 0.0), 20, xp)
+        hi = _bvnu_high(h, k, xp.where(low, 0.95, r), xp)
+        return xp.clip(xp.where(low, lo, hi), 0.0, 1.0)
+    out = np.empty(np.shape(r))
+    a = np.abs(r)
+    below = 0.0
+    for edge, n in _GENZ_ORDERS:
+        m = (a >= below) & (a < edge)
+        below = edge
+        if np.any(m):
+            out[m] = _bvnu_low(h[m], k[m], r[m], n, np)
+    m = ~low
+    if np.any(m):
+        out[m] = _bvnu_high(h[m], k[m], r[m], np)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _bvnu_low(h, k, r, n, xp):
+    r"""$|r|<0.925$: $\Phi(-h)\Phi(-k)+\frac1{2\pi}\int_0^{\arcsin r}\exp(-\frac{h^2+k^2-2hk\sin t}{2\cos^2t})dt$ by
+    ``n``-point Gauss-Legendre."""
+    x, w = (xp.asarray(v) for v in _GL[n])
+    hk = h * k
+    asr = xp.arcsin(r)
+    sn = xp.sin(asr[..., None] * (1.0 + x) / 2.0)
+    hs = (h * h + k * k) / 2.0
+    return xp.sum(w * xp.exp((sn * hk[..., None] - hs[..., None]) / (1.0 - sn * sn)), axis=-1) * asr / (4 * math.pi) \
+        + normal_cdf(-h, xp) * normal_cdf(-k, xp)
+
+
+def _bvnu_high(h, k, r, xp):
+    """$|r|>=0.925$: Genz's expansion about $|r|=1$ (its singular part in closed form), 20 nodes."""
+    ncdf = lambda v: normal_cdf(v, xp)  # noqa: E731
+    x, w = (xp.asarray(v) for v in _GL[20])
+    hk = h * k
+    neg = r < 0
+    kk = xp.where(neg, -k, k)
+    hkk = xp.where(neg, -hk, hk)
+    rh = xp.abs(r)
+    interior = rh < 1.0
+    as_ = xp.where(interior, (1.0 - rh) * (1.0 + rh), 1.0)
+    a = xp.sqrt(as_)
+    bs = (h - kk) ** 2
+    c = (4.0 - hkk) / 8.0
+    d = (12.0 - hkk) / 80.0
+    asr0 = -(bs / as_ + hkk) / 2.0
+    bvn = xp.where(asr0 > -100.0, a * xp.exp(xp.maximum(asr0, -100.0))
+                   * (1.0 - c * (bs - as_) * (1.0 - d * bs) / 3.0 + c * d * as_ * as_), 0.0)
+    b = xp.sqrt(bs)
+    sp_ = math.sqrt(2 * math.pi) * ncdf(-b / a)
+    bvn = bvn - xp.where(hkk > -100.0, xp.exp(-xp.minimum(hkk, 100.0) / 2.0) * sp_ * b
+                         * (1.0 - c * bs * (1.0 - d * bs) / 3.0), 0.0)
+    ah = a / 2.0
+    xs = (ah[..., None] * (1.0 + x)) ** 2
+    asr1 = -(bs[..., None] / xs + hkk[..., None]) / 2.0
+    sp1 = 1.0 + c[..., None] * xs * (1.0 + 5.0 * d[..., None] * xs)
+    rs = xp.sqrt(1.0 - xs)
+    ep = xp.exp(-(hkk[..., None] / 2.0) * xs / (1.0 + rs) ** 2) / rs
+    terms = xp.where(asr1 > -100.0, xp.exp(xp.maximum(asr1, -100.0)) * (sp1 - ep), 0.0)
+    bvn = (ah * xp.sum(w * terms, axis=-1) - bvn) / (2 * math.pi)
+    bvn = xp.where(interior, bvn, 0.0)
+    pos = ncdf(-xp.maximum(h, kk)) + bvn
+    negv = xp.where(h >= kk, -bvn, xp.where(h < 0, ncdf(kk) - ncdf(h), ncdf(-h) - ncdf(-kk)) - bvn)
+    return xp.where(neg, negv, pos)
+
+
+def _loop(n, body, state, xp):
+    """``n`` steps of ``state = body(i, state)`` (jax: one traced body, ``lax.fori_loop``)."""
+    if xp is np:
+        for i in range(n):
+            state = body(i, state)
+        return state
+    import jax
+
+    return jax.lax.fori_loop(0, n, body, state)
+
+
+def _walk(n, step, state, xp):
+    """``n`` steps of ``state = step(state)``, returning the stacked (left, right) edges (``state[0]``,
+    ``state[2]`` after each step) along a new last axis (jax: ``lax.scan``)."""
+    if xp is np:
+        lefts, rights = [], []
+        for _ in range(n):
+            state = step(state)
+            lefts.append(state[0])
+            rights.append(state[2])
+        return np.stack(lefts, axis=-1), np.stack(rights, axis=-1)
+    import jax
+
+    def body(st, _):
+        st = step(st)
+        return st, (st[0], st[2])
+
+    _, (lefts, rights) = jax.lax.scan(body, state, None, length=n)
+    return xp.moveaxis(lefts, 0, -1), xp.moveaxis(rights, 0, -1)
+
+
+def _quadratic(h, k, rho, xp):
+    r"""$(\alpha, \beta, \lambda_r, Q)$ of the module doc; $Q=\frac{(h+k)^2}{4(1+\rho)}+\frac{(h-k)^2}{4(1-\rho)}$
+    (a term with a zero numerator is 0 at $\rho=\mp1$)."""
+    s2, d2 = (h + k) ** 2, (h - k) ** 2
+    p, m = 1.0 + rho, 1.0 - rho
+    safe_p, safe_m = xp.where(p > 0, p, 1.0), xp.where(m > 0, m, 1.0)
+    qa = xp.where(s2 > 0, xp.where(p > 0, s2 / (4 * safe_p), xp.inf), 0.0)
+    qb = xp.where(d2 > 0, xp.where(m > 0, d2 / (4 * safe_m), xp.inf), 0.0)
+    alpha = xp.where(s2 > 0, s2 / 8 * m / safe_p, 0.0)
+    beta = xp.where(d2 > 0, d2 / 8 * p / safe_m, 0.0)
+    lam_r = xp.log(safe_p) - xp.log(safe_m)
+    return alpha, beta, lam_r, qa + qb
+
+
+def _graded(h, k, rho, xp):
+    r"""$R_2$ by the positive integral of the module doc (requires $h+k\le0$, $-1<\rho<1$)."""
+    alpha, beta, lam_r, _ = _quadratic(h, k, rho, xp)
+
+    def slope(dl):   # d/d delta of the log-integrand (decreasing: the log-integrand is concave)
+        return -alpha * xp.exp(dl) + beta * xp.exp(-dl) + 0.5 * xp.tanh((lam_r - dl) / 2)
+
+    lo, hi = xp.zeros_like(alpha), xp.full_like(alpha, 240.0)
+    def bisect(_, state):
+        lo, hi = state
+        mid = 0.5 * (lo + hi)
+        up = slope(mid) > 0
+        return xp.where(up, mid, lo), xp.where(up, hi, mid)
+
+    lo, hi = _loop(_BISECT, bisect, (lo, hi), xp)
+    peak = 0.5 * (lo + hi)
+    peak = xp.where(slope(xp.zeros_like(peak)) <= 0, 0.0, peak)
+
+    def scale(dl):   # the length over which the log-integrand changes by O(1) at dl
+        curv = alpha * xp.exp(dl) + beta * xp.exp(-dl) + 0.125 / xp.cosh((lam_r - dl) / 2) ** 2
+        return 1.0 / (xp.sqrt(curv) + xp.abs(slope(dl)))
+
+    # panels walk away from the peak; each is at most twice the previous one and at most _STRIDE local
+    # scales long (the log-integrand is concave: its slope only steepens away from the peak), so a
+    # Gaussian peak, an exponential decay from the end point and a double-exponential tail are all resolved
+    def walk(state):
+        el, wl, er, wr = state
+        wl = xp.minimum(2 * wl, _STRIDE * scale(el))
+        wr = xp.minimum(2 * wr, _STRIDE * scale(er))
+        return xp.maximum(el - wl, 0.0), wl, er + wr, wr
+
+    w0 = xp.minimum(scale(peak), 4.0)
+    lefts, rights = _walk(_PANELS, walk, (peak, w0, peak, w0), xp)
+    left = xp.concatenate([peak[..., None], lefts], axis=-1)
+    right = xp.concatenate([peak[..., None], rights], axis=-1)
+    edges_lo = xp.concatenate([left[..., 1:], right[..., :-1]], axis=-1)
+    edges_hi = xp.concatenate([left[..., :-1], right[..., 1:]], axis=-1)
+    half = (edges_hi - edges_lo) / 2
+    mid = (edges_hi + edges_lo) / 2
+    nodes = mid[..., None] + half[..., None] * xp.asarray(_XP)                 # (..., panels, n)
+    weights = half[..., None] * xp.asarray(_WP)
+    a_, b_, l_ = (v[..., None, None] for v in (alpha, beta, lam_r))
+    z = (l_ - nodes) / 2
+    log_cosh = xp.abs(z) + xp.log1p(xp.exp(-2 * xp.abs(z))) - math.log(2.0)
+    grow = xp.where(a_ > 0, a_ * xp.expm1(xp.minimum(nodes, 700.0)), 0.0)
+    expo = -grow - b_ * xp.expm1(-nodes) - log_cosh
+    return xp.sum(weights * xp.exp(xp.minimum(expo, 700.0)), axis=(-2, -1)) / (4 * math.pi)
+
+
+def bivariate_mills(h, k, rho, xp=np):
+    r"""$R_2(h,k;\rho)=e^{Q}\,\Phi_2(h,k;\rho)$, $Q=\frac{h^2-2\rho hk+k^2}{2(1-\rho^2)}$, for $h+k\le0$ (module doc):
+    the bivariate Mills ratio, $O(1)$ where $\Phi_2$ itself underflows.  At $\rho=1$ it needs $h=k$
+    ($R_2=e^{h^2/2}\Phi(h)$); at $\rho=-1$ it is 0 (for $h+k<0$; $e^{Q}$ with $Q$ finite only when $h+k=0$).
+
+    **Arguments:** ``h``, ``k`` with ``h + k <= 0``; ``rho`` in $[-1,1]$; ``xp``: numpy or jax.numpy.
+
+    **Returns:** an array, relative accuracy about $10^{-15}$ (also for $|h|,|k|$ up to $10^4$ and beyond).
+    """
+    h, k, rho = xp.broadcast_arrays(*(xp.asarray(v, dtype=xp.float64) for v in (h, k, rho)))
+    _, _, _, Q = _quadratic(h, k, rho, xp)
+    interior = xp.abs(rho) < 1.0
+    genz_ok = interior & ((Q <= 2.0) | ((rho >= 0) & (Q <= 10.0)))
+    at_one = mills_ratio(-xp.minimum(h, k), xp)                 # rho = 1 (h = k)
+    rho_in = xp.where(interior, rho, 0.0)
+    if xp is np:
+        out = np.where(rho >= 1.0, at_one, 0.0)
+        g = genz_ok
+        if np.any(g):
+            out[g] = np.exp(Q[g]) * _bvnu(-h[g], -k[g], rho_in[g], np)
+        p = interior & ~genz_ok
+        if np.any(p):
+            out[p] = _graded(h[p], k[p], rho_in[p], np)
+        return out
+    genz = xp.exp(xp.where(genz_ok, Q, 0.0)) * _bvnu(-h, -k, rho_in, xp)
+    graded = _graded(xp.where(genz_ok, -1.0, h), xp.where(genz_ok, -1.0, k), rho_in, xp)
+    return xp.where(rho >= 1.0, at_one, xp.where(genz_ok, genz, xp.where(interior, graded, 0.0)))
