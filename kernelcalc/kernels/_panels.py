@@ -41,7 +41,7 @@ import math
 
 import numpy as np
 
-from ._interp import barycentric_weights
+from ._interp import barycentric_weights, chebyshev_lobatto
 from ._triangle import TriangleGrid, triangle_grid
 
 __all__ = ["PanelGrid", "panel_grid", "solve", "backward", "panel_count"]
@@ -145,7 +145,6 @@ class PanelGrid:
 @functools.lru_cache(maxsize=32)
 def panel_grid(m: int, P: int, delta: float, T: float) -> PanelGrid:
     """The :class:`PanelGrid` of ``P`` panels on ``[0, T]``, degree ``m``, sinh map ``delta``."""
-    from .ode import chebyshev_lobatto
     h = float(T) / P
     tri = triangle_grid(m, m, float(delta), h)
     _, J, wq = chebyshev_lobatto(m, h)

@@ -61,6 +61,7 @@ from ..theory.assumptions import warn_if_assumption1_fails
 from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_order, hermite_q_limit
 from ..theory.largeq_table import cheapest_tabulated_rule
 from ._diagonals import DiagonalInterpolant
+from ._interp import chebyshev_lobatto
 from ._gram import bucket, by_correlation, error_estimate, flat_pairs, gram, max_norm, pad_to
 from .._results import Kernel
 from .ode_kinked import KinkedSolverMixin, use_triangles
@@ -90,21 +91,6 @@ _MAX_TIME_GRIDS = 32      # memoised (rule, time grid) choices (GoursatSolver._d
 #: (parameters, largest norm) -> (rule, M, info, warnings, {x.x/d: q(t)}): the memo of
 #: :meth:`GoursatSolver._dual_and_M` and of the self-kernel diagonals on that grid
 _TIME_GRIDS: dict = {}
-
-
-@functools.lru_cache(maxsize=64)
-def chebyshev_lobatto(M: int, T: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r"""Nodes $t_k$ ($k=0..M$) on $[0,T]$, integration matrix $J_{ik}=\int_0^{t_i}\ell_k$, weights $w_k=\int_0^T\ell_k$."""
-    x = -np.cos(np.pi * np.arange(M + 1) / M)                 # increasing, x_0 = -1, x_M = 1
-    V = np.polynomial.chebyshev.chebvander(x, M)              # V[i, j] = T_j(x_i)
-    coeffs = np.linalg.solve(V, np.eye(M + 1))                 # column k: Chebyshev coefficients of ell_k
-    J = np.empty((M + 1, M + 1))
-    for k in range(M + 1):
-        J[:, k] = np.polynomial.chebyshev.chebval(x, np.polynomial.chebyshev.chebint(coeffs[:, k], lbnd=-1.0))
-    J *= T / 2.0
-    J[0] = 0.0
-    t = T * (x + 1.0) / 2.0
-    return t, J, J[-1].copy()
 
 
 def _picard(step, S_init, tol=None, max_sweeps=None, xp=jnp):
@@ -761,6 +747,12 @@ class GoursatSolver:
 class KinkedGoursatSolver(KinkedSolverMixin, GoursatSolver):
     r"""The Neural-ODE solver of kinked activations on the collapsed-triangle grid
     (:mod:`kernelcalc.kernels.ode_kinked`); pairs of unequal norm go to the tensor Chebyshev grid."""
+
+    work_limit = _WORK_LIMIT      # the cost guard of the panels (ode_kinked does not import this module)
+
+    @staticmethod
+    def cost_message(what, factors, why, drivers) -> str:
+        return cost_refusal(what, factors, why, drivers)
 
     def _tensor_factory(self) -> GoursatSolver:
         T = self.T

@@ -206,7 +206,8 @@ def _gap_drop(dual, n, omr_p, dlt):
 class KinkedSolverMixin:
     r"""Neural-ODE kernel evaluator on the collapsed-triangle grid (module doc); ``M`` is the degree $m=n$.
     Mixed into a :class:`~kernelcalc.kernels.ode.GoursatSolver`, which supplies :meth:`_tensor_factory`
-    (the tensor-grid solver of unequal-norm pairs)."""
+    (the tensor-grid solver of unequal-norm pairs) and, for the panels' cost guard, ``work_limit`` and
+    ``cost_message`` (:func:`kernelcalc.kernels.ode.cost_refusal`)."""
 
     def __init__(self, activation, *, T, sigma_w, sigma_u, sigma_v, v_max, tol=1e-10, M=None, strict=False):
         super().__init__(activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, v_max=v_max, tol=tol,
@@ -232,7 +233,6 @@ class KinkedSolverMixin:
         P = self._panel_count()
         if P == 1:
             return super()._check_cost(dual, pairs, n, symmetric)
-        from .ode import _WORK_LIMIT, cost_refusal
         from .._validation import KernelcalcInputError
         m = max((int(n) - 1) // P, 1)
         cells = P + P * (P - 1) // 2
@@ -249,10 +249,10 @@ class KinkedSolverMixin:
                        (per_cell, f"nodes per cell (degree {m})"),
                        (float(dual.points), "quadrature points per expectation (C and Cdot)")]
         work = math.prod(float(v) for v, _ in factors)
-        if work <= _WORK_LIMIT:
+        if work <= self.work_limit:
             return
         q = self.info.get("q_max", float("nan"))
-        raise KernelcalcInputError(cost_refusal(
+        raise KernelcalcInputError(self.cost_message(
             f"the {self.activation.name} kernel at {self.describe_parameters()}", factors,
             f"the pre-activation variance reaches q = {q:.4g}, on {P} time panels", self.cost_drivers))
 
