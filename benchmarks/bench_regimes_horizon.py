@@ -32,6 +32,15 @@ activations, and gelu, past sigma_w*T = 3), same machine, load average 8-11 (bot
     elu          95.9  refused  the polar rule's angle tables: 2.1e10 estimated operations (elu's closed form is
                                 the kinks helper's)
 
+After merging the kinks branch (elu closed form; near-parallel pairs in deficit form on the one-element grid),
+11:46-11:53, load average 1.3-5::
+
+    relu          1.5    20.6   13.4   2.0e-10  (T = 1 is 7x faster after the merge; T = 10 still samples 1025
+                                                 theta nodes: near-parallel pairs on the panels are solved directly,
+                                                 and their ~1e-9 noise at theta_0 < 1e-3 keeps the theta table from
+                                                 converging; the deficit form on the panels is the next step)
+    elu          13.2  > 400                    timeout (the closed form costs ~1 ms per 10^4 nodes; 55 cells)
+
 The sin/cos ratios above 10 come from the T = 1 side (now ~1 s cold); their T = 10 times are unchanged
 against main measured side by side (sin: 13.4 s vs 14.0 s, 10.0 s vs 12.1 s).
 
