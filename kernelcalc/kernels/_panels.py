@@ -106,6 +106,14 @@ class PanelGrid:
         return slice(i * self.cell, (i + 1) * self.cell)
 
     @property
+    def on_diagonal(self) -> np.ndarray:
+        """Flat indices of the nodes on $t=s$ (the diagonal cells' $v=1$ column, the tensor cells' corners)."""
+        m1 = self.m + 1
+        d = [k * self.cell + np.arange(m1) * m1 for k in range(self.P)]
+        d += [np.array([self.tensor_slice(k, k - 1).start + self.m]) for k in range(1, self.P)]
+        return np.concatenate(d)
+
+    @property
     def terminal(self) -> int:
         """Flat index of $(T,T)$."""
         return (self.P - 1) * self.cell + self.m * (self.m + 1)
@@ -198,15 +206,17 @@ def _one_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11):
+def solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11, aux=None):
     r"""The forward problem $S=S_0+\sigma_w^2\iint C(S)$ on ``grid`` for B problems of equal norm (``S0``:
     ``(B,)``), row of cells by row (module doc; the tensor cells of a row are updated together, the diagonal
     cell after them).  ``C_of(q1, q2, c)``: the dual kernel (numpy, broadcasting); ``source(C)``
     $=\sigma_w^2C$; ``q``: ``(B, P m + 1)`` the fixed diagonal (cross-kernels) or ``None`` (the self-kernel:
     $q(t)=S(t,t)$ iterated with its row).  Returns ``(S (B, points), q (B, P m + 1), change, sweeps)``: the
-    largest relative change of the last sweep over the rows and the most sweeps of a row."""
+    largest relative change of the last sweep over the rows and the most sweeps of a row.  ``aux``: a tuple of
+    ``(B, points)`` node arrays handed to ``C_of`` as a fourth argument, cut like ``c`` (the deficit form of
+    near-parallel pairs)."""
     with _one_thread():
-        return _solve(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation)
+        return _solve(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation, aux)
 
 
 def backward(grid: PanelGrid, Cdot, LamT, source, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11):
@@ -218,7 +228,7 @@ def backward(grid: PanelGrid, Cdot, LamT, source, sweeps_tol=2e-15, max_sweeps=4
         return _backward(grid, Cdot, LamT, source, sweeps_tol, max_sweeps, stagnation)
 
 
-def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11):
+def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11, aux=None):
     """The body of :func:`solve`."""
     S0 = np.asarray(S0, dtype=np.float64)
     B, m, P = S0.shape[0], grid.m, grid.P
@@ -246,7 +256,9 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
             if k:
                 left = np.concatenate([axis0, X[:, :-1, :, -1]], axis=1)                    # S(t, t_j)
                 base = tops[:, :, None, :] + left[:, :, :, None] - tops[:, :, None, :1]
-                C = C_of(np.broadcast_to(qk[:, None, :, None], X.shape), np.broadcast_to(qj[:, :, None, :], X.shape), X)
+                extra = () if aux is None else (tuple(a[:, _row_slice(grid, k)].reshape(X.shape) for a in aux),)
+                C = C_of(np.broadcast_to(qk[:, None, :, None], X.shape), np.broadcast_to(qj[:, :, None, :], X.shape), X,
+                         *extra)
                 new = base + _sandwich(J, source(C).reshape(B * k, m1, m1)).reshape(X.shape)
                 changes.append(np.max(_change(new.reshape(B * k, m1, m1), X.reshape(B * k, m1, m1))))
                 X = new
@@ -255,7 +267,8 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
             if diag is None:
                 diag = base.copy()
             qd = diag[:, :, 0] if qp is None else qk
-            C = C_of(np.broadcast_to(qd[:, :, None], (B, m1, m1)), (qd @ Q.T).reshape(B, m1, m1), diag)
+            extra = () if aux is None else (tuple(a[:, grid.diag_slice(k)].reshape(B, m1, m1) for a in aux),)
+            C = C_of(np.broadcast_to(qd[:, :, None], (B, m1, m1)), (qd @ Q.T).reshape(B, m1, m1), diag, *extra)
             new = base + (source(C).reshape(B, -1) @ WT).reshape(B, m1, m1)
             changes.append(np.max(_change(new, diag)))
             diag = new

@@ -311,8 +311,7 @@ class KinkedSolverMixin:
             qb = q if Mb == M else _resample(q, grid0, grid)        # q(t) is analytic: interpolate
             for lo in range(0, idx.size, _BATCH):
                 sel = idx[lo:lo + _BATCH]
-                if (not own and b > 0 and gap is not None and _homogeneous_closed(dual)
-                        and not isinstance(grid, pan.PanelGrid)):     # (the deficit form: one element only)
+                if not own and b > 0 and gap is not None and _homogeneous_closed(dual):
                     C, Cdot, dS, nS = self._deficit(dual, grid, qb[sel], S0[sel] + gap[sel], gap[sel])
                     B = C.shape[0]
                     table = False
@@ -357,6 +356,17 @@ class KinkedSolverMixin:
         $\sim\epsilon/\theta_0$ in the angle: measured 1e-8 relative in the abs NTK at $\theta_0=10^{-7}$).
         Returns ``(C, Cdot, change, sweeps)``."""
         B = q.shape[0]
+        if isinstance(grid, pan.PanelGrid):      # the same on the panels (node arrays flat)
+            q1, q2 = grid.variances(q)
+            n = np.sqrt(q1 * q2)
+            root = np.where(n > 0, n, 1.0)
+            S_par, _, d1, k1 = pan.solve(grid, self._C(dual), S0_self, self._fwd, q=q)
+            omr_par = 1.0 - S_par / root
+            omr_par[:, grid.on_diagonal] = 0.0
+            D, _, d2, k2 = pan.solve(grid, lambda a, b, D, x: _gap_drop(dual, x[0], x[1], D / x[2]), gap, self._fwd,
+                                     q=q, aux=(n, omr_par, root))
+            C, Cdot = _duals_of_gap(dual, q1, q2, omr_par + D / root)
+            return C, Cdot, max(d1, d2), max(k1, k2)
         m1, n1 = grid.m + 1, grid.n + 1
         q1 = np.broadcast_to(q[:, :, None], (B, m1, n1))
         q2 = (q @ grid.Q.T).reshape(B, m1, n1)
