@@ -41,6 +41,13 @@ After merging the kinks branch (elu closed form; near-parallel pairs in deficit 
                                                  converging; the deficit form on the panels is the next step)
     elu          13.2  > 400                    timeout (the closed form costs ~1 ms per 10^4 nodes; 55 cells)
 
+With the deficit form on the panels too (near-parallel pairs of a homogeneous kink), 11:55, load average 2::
+
+    relu          1.5    12.9    8.4   5.5e-11  257 theta nodes (was 1025)
+    leaky_relu    6.4    15.0    2.3   5.5e-11
+    gelu          0.9    16.5   18.7   2.5e-10  not homogeneous: no deficit form, the theta table still needs
+                                                ~1025 nodes (near-parallel noise), over the 10x target
+
 The sin/cos ratios above 10 come from the T = 1 side (now ~1 s cold); their T = 10 times are unchanged
 against main measured side by side (sin: 13.4 s vs 14.0 s, 10.0 s vs 12.1 s).
 
