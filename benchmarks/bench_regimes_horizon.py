@@ -22,6 +22,32 @@ Measured 2026-12-06 (horizon branch, busy 2-core machine, load average 8-10: col
         kink on t = s); gelu: time grid does not converge (513 nodes, change 1.6e-8: the same diagonal
         near-kink at q ~ 1e5), > 200 s
 
+Measured 2026-12-06 11:00-11:15 after the composite collapsed-triangle panels (``kernels/_panels.py``: kinked
+activations, and gelu, past sigma_w*T = 3), same machine, load average 8-11 (both columns in the same run)::
+
+    activation  T=1 s  T=10 s  ratio  err T=10  rule / outcome
+    relu         10.6    86.1    8.1   2.0e-10  closed form, q(T) = 2.09e5, 10 panels, 1025 theta nodes
+    gelu          5.3    55.1   10.3   2.5e-10  closed form, q(T) = 1.64e5 (was: the tensor grid did not converge)
+    leaky_relu    9.3    78.7    8.4   1.6e-10  closed form, q(T) = 2.08e5
+    elu          95.9  refused  the polar rule's angle tables: 2.1e10 estimated operations (elu's closed form is
+                                the kinks helper's)
+
+After merging the kinks branch (elu closed form; near-parallel pairs in deficit form on the one-element grid),
+11:46-11:53, load average 1.3-5::
+
+    relu          1.5    20.6   13.4   2.0e-10  (T = 1 is 7x faster after the merge; T = 10 still samples 1025
+                                                 theta nodes: near-parallel pairs on the panels are solved directly,
+                                                 and their ~1e-9 noise at theta_0 < 1e-3 keeps the theta table from
+                                                 converging; the deficit form on the panels is the next step)
+    elu          13.2  > 400                    timeout (the closed form costs ~1 ms per 10^4 nodes; 55 cells)
+
+With the deficit form on the panels too (near-parallel pairs of a homogeneous kink), 11:55, load average 2::
+
+    relu          1.5    12.9    8.4   5.5e-11  257 theta nodes (was 1025)
+    leaky_relu    6.4    15.0    2.3   5.5e-11
+    gelu          0.9    16.5   18.7   2.5e-10  not homogeneous: no deficit form, the theta table still needs
+                                                ~1025 nodes (near-parallel noise), over the 10x target
+
 The sin/cos ratios above 10 come from the T = 1 side (now ~1 s cold); their T = 10 times are unchanged
 against main measured side by side (sin: 13.4 s vs 14.0 s, 10.0 s vs 12.1 s).
 

@@ -26,9 +26,11 @@ exactly odd in $u$ (the pairing of $\theta$ and $\pi-\theta$ is kept).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-__all__ = ["chebyshev_coefficients", "lobatto", "theta_of", "cos_theta", "graded_cos_theta", "graded_u_of", "chebyshev_matrix", "barycentric_weights",
+__all__ = ["chebyshev_lobatto", "chebyshev_coefficients", "lobatto", "theta_of", "cos_theta", "graded_cos_theta", "graded_u_of", "chebyshev_matrix", "barycentric_weights",
            "ThetaTable"]
 
 _TABLE_DEGREES = (3, 5, 7, 9)
@@ -88,13 +90,14 @@ def graded_u_of(theta):
 def chebyshev_matrix(u: np.ndarray, R: int) -> np.ndarray:
     """``T[i, j] = T_j(u_i)``, j = 0..R (evaluation of Chebyshev series as one matrix product)."""
     u = np.asarray(u, float).ravel()
-    T = np.empty((u.size, R + 1))
-    T[:, 0] = 1.0
+    T = np.empty((R + 1, u.size))          # the recurrence on contiguous rows (columns: 10-30x slower at R ~ 1000)
+    T[0] = 1.0
     if R >= 1:
-        T[:, 1] = u
+        T[1] = u
     for j in range(2, R + 1):
-        T[:, j] = 2.0 * u * T[:, j - 1] - T[:, j - 2]
-    return T
+        np.multiply(2.0 * u, T[j - 1], out=T[j])
+        T[j] -= T[j - 2]
+    return T.T
 
 
 def barycentric_weights(nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -178,3 +181,18 @@ class ThetaTable:
             acc *= s
             acc += np.take(flat, base + q * P)
         return acc
+
+
+@functools.lru_cache(maxsize=64)
+def chebyshev_lobatto(M: int, T: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Nodes $t_k$ ($k=0..M$) on $[0,T]$, integration matrix $J_{ik}=\int_0^{t_i}\ell_k$, weights $w_k=\int_0^T\ell_k$."""
+    x = -np.cos(np.pi * np.arange(M + 1) / M)                 # increasing, x_0 = -1, x_M = 1
+    V = np.polynomial.chebyshev.chebvander(x, M)              # V[i, j] = T_j(x_i)
+    coeffs = np.linalg.solve(V, np.eye(M + 1))                 # column k: Chebyshev coefficients of ell_k
+    J = np.empty((M + 1, M + 1))
+    for k in range(M + 1):
+        J[:, k] = np.polynomial.chebyshev.chebval(x, np.polynomial.chebyshev.chebint(coeffs[:, k], lbnd=-1.0))
+    J *= T / 2.0
+    J[0] = 0.0
+    t = T * (x + 1.0) / 2.0
+    return t, J, J[-1].copy()

@@ -17,9 +17,9 @@ $\tilde J = \mathbf 1 w^\top - J$ ($w$ = Clenshaw–Curtis weights), so
 $S = S_0 + \sigma_w^2 J\,C(S)\,J^\top$ and $\Lambda = \Lambda_T + \sigma_w^2\tilde J(\dot C\circ\Lambda)\tilde J^\top$,
 and $\iint C\Lambda = w^\top(C\circ\Lambda)w$.  For analytic $\phi$ the solution is analytic in
 $(t,s)$ and the error decays **exponentially** in $M$ (spectral order); for relu-like kinks it
-would decay only algebraically (the kink of $\dot C$ along $t=s$), so kinked activations with
-$\sigma_wT\le3$ take the collapsed-triangle grid of :mod:`kernelcalc.kernels.ode_kinked` instead
-(geometric convergence across the kink).  $M$ is chosen adaptively: doubled until the self-kernel NTK changes by
+would decay only algebraically (the kink of $\dot C$ along $t=s$), so kinked activations
+take the collapsed-triangle grid of :mod:`kernelcalc.kernels.ode_kinked` instead (geometric convergence
+across the kink; beyond $\sigma_wT=3$ its composite panels, :mod:`kernelcalc.kernels._panels`, also for gelu).  $M$ is chosen adaptively: doubled until the self-kernel NTK changes by
 less than ``tol`` (relative); a grid that cannot reach ``tol`` warns
 (:class:`~kernelcalc.KernelcalcAccuracyWarning`, or raises with ``strict=True``).  For
 $\sigma_wT>3$ the interval is cut into $\lceil\sigma_wT/3\rceil$ elements with $M+1$ nodes each
@@ -61,6 +61,7 @@ from ..theory.assumptions import warn_if_assumption1_fails
 from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, Gathered, dual_kernels, hermite_order, hermite_q_limit
 from ..theory.largeq_table import cheapest_tabulated_rule
 from ._diagonals import DiagonalInterpolant
+from ._interp import chebyshev_lobatto
 from ._gram import bucket, by_correlation, error_estimate, flat_pairs, gram, max_norm, pad_to
 from .._results import Kernel
 from .ode_kinked import KinkedSolverMixin, use_triangles
@@ -91,21 +92,6 @@ _MAX_TIME_GRIDS = 32      # memoised (rule, time grid) choices (GoursatSolver._d
 #: (parameters, largest norm) -> (rule, M, info, warnings, {x.x/d: q(t)}): the memo of
 #: :meth:`GoursatSolver._dual_and_M` and of the self-kernel diagonals on that grid
 _TIME_GRIDS: dict = {}
-
-
-@functools.lru_cache(maxsize=64)
-def chebyshev_lobatto(M: int, T: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r"""Nodes $t_k$ ($k=0..M$) on $[0,T]$, integration matrix $J_{ik}=\int_0^{t_i}\ell_k$, weights $w_k=\int_0^T\ell_k$."""
-    x = -np.cos(np.pi * np.arange(M + 1) / M)                 # increasing, x_0 = -1, x_M = 1
-    V = np.polynomial.chebyshev.chebvander(x, M)              # V[i, j] = T_j(x_i)
-    coeffs = np.linalg.solve(V, np.eye(M + 1))                 # column k: Chebyshev coefficients of ell_k
-    J = np.empty((M + 1, M + 1))
-    for k in range(M + 1):
-        J[:, k] = np.polynomial.chebyshev.chebval(x, np.polynomial.chebyshev.chebint(coeffs[:, k], lbnd=-1.0))
-    J *= T / 2.0
-    J[0] = 0.0
-    t = T * (x + 1.0) / 2.0
-    return t, J, J[-1].copy()
 
 
 def _picard(step, S_init, tol=None, max_sweeps=None, xp=jnp):
@@ -601,7 +587,7 @@ class GoursatSolver:
         fns = (self.activation.numpy_fn, self.activation.numpy_derivative)
         if hermite_order(fns, 1.05 * q_est) is None:
             self._check_cost(DualKernels(self.activation, "asymptotic", cheapest), self.pairs_hint,
-                             self.grid(self.M_fixed or _M_SEQUENCE[0]).A.shape[0], self.same_norms)
+                             self._nodes(self.M_fixed or _M_SEQUENCE[0]), self.same_norms)
 
     def relative_error_estimate(self) -> float:
         r"""Relative error estimate of one kernel value: the achieved expectation accuracy (amplified by
@@ -790,11 +776,17 @@ class KinkedGoursatSolver(KinkedSolverMixin, GoursatSolver):
     r"""The Neural-ODE solver of kinked activations on the collapsed-triangle grid
     (:mod:`kernelcalc.kernels.ode_kinked`); pairs of unequal norm go to the tensor Chebyshev grid."""
 
+    work_limit = _WORK_LIMIT      # the cost guard of the panels (ode_kinked does not import this module)
+
+    @staticmethod
+    def cost_message(what, factors, why, drivers) -> str:
+        return cost_refusal(what, factors, why, drivers)
+
     def _tensor_factory(self) -> GoursatSolver:
         T = self.T
         return GoursatSolver(self.activation, T=T, sigma_w=self.sigma_w, sigma_u=self.sigma_u, sigma_v=self.sigma_v,
                              tol=self.tol, strict=self.strict, v_max=self.v_max,
-                             grid=lambda M: chebyshev_discretisation(M, T, 1))
+                             grid=lambda M: chebyshev_discretisation(M, T, time_elements(T, self.sigma_w)))
 
 
 def cost_refusal(what: str, factors, why: str, drivers) -> str:

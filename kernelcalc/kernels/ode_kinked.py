@@ -3,7 +3,10 @@ r"""The Neural-ODE kernel of a kinked activation on the collapsed-triangle grid 
 :class:`KinkedSolverMixin` (mixed into :class:`~kernelcalc.kernels.ode.GoursatSolver` as
 ``kernelcalc.kernels.ode.KinkedGoursatSolver``, so that this module does not import that one) is the solver of
 :func:`~kernelcalc.node_kernel` for activations with a kink (relu, leaky relu, abs, elu, user
-``Max``/``Abs``/``Piecewise``) and $\sigma_wT\le3$.  Pairs of equal norm (the sphere; every pair of a
+``Max``/``Abs``/``Piecewise``; gelu beyond $\sigma_wT=3$, where its large variance makes it bend like relu).
+Up to $\sigma_wT=3$ the grid is one collapsed-triangle element on $[0,T]^2$; beyond, the composite panels of
+:mod:`._panels` (diagonal cells of $\sigma_wh\le1$ in collapsed coordinates, tensor cells off the diagonal, marched
+row by row), with the same degree ladder per cell (``_PANEL_LADDERS``).  Pairs of equal norm (the sphere; every pair of a
 positively homogeneous $\phi$, whose Gram uses the sphere table of the directions) are solved on the
 two triangles $r\ge q$ and $r\le q$ (symmetric), in collapsed coordinates with a sinh map toward the
 diagonal whose parameter $\delta$ follows the input angle $\theta_0$ (:func:`._triangle.delta_band`):
@@ -35,6 +38,7 @@ from .._validation import accuracy_shortfall
 from ..theory import recursion as rec
 from ..theory.duals import NUMPY_OPS
 from . import _triangle as tri
+from . import _panels as pan
 from ._gram import bucket, flat_pairs, pad_to
 from ._interp import barycentric_weights
 from ._interp import chebyshev_coefficients, chebyshev_matrix
@@ -44,6 +48,10 @@ __all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
 #: sinh-map parameter of each band of input angles (band_of) and the degrees tried for it
 _BAND_DELTAS = (1.0, 0.25, 0.0625)
 _BAND_LADDERS = ((16, 20, 24, 32, 40), (20, 24, 32, 40), (24, 32, 40, 48))
+#: the same per cell of the composite panels (sigma_w T > 3, :mod:`._panels`; each cell has sigma_w h <= 2)
+_PANEL_LADDERS = ((12, 16, 20, 24, 32), (16, 20, 24, 32), (20, 24, 32, 40))
+_PANEL_SWEEPS = 25         # Picard sweeps of a row of cells (measured 15-22 at sigma_w h = 1), for the cost guard
+_TABLE_COST_ANGLES = 64    # angles of an angle table (typical; 16-256), for the cost guard
 _TABLE_TOL = 1e-13         # angle tables (_AngleTable) of quadrature duals: target relative accuracy
 _TABLE_MAX = 256
 _TABLE_MIN_PROBLEMS = 16   # fewer problems (the degree probes): the rule directly (a table costs ~100 sweeps' worth)
@@ -195,19 +203,67 @@ def _gap_drop(dual, n, omr_p, dlt):
 class KinkedSolverMixin:
     r"""Neural-ODE kernel evaluator on the collapsed-triangle grid (module doc); ``M`` is the degree $m=n$.
     Mixed into a :class:`~kernelcalc.kernels.ode.GoursatSolver`, which supplies :meth:`_tensor_factory`
-    (the tensor-grid solver of unequal-norm pairs)."""
+    (the tensor-grid solver of unequal-norm pairs) and, for the panels' cost guard, ``work_limit`` and
+    ``cost_message`` (:func:`kernelcalc.kernels.ode.cost_refusal`)."""
 
     def __init__(self, activation, *, T, sigma_w, sigma_u, sigma_v, v_max, tol=1e-10, M=None, strict=False):
         super().__init__(activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, v_max=v_max, tol=tol,
-                         M=M, strict=strict, grid=lambda m: tri.triangle_grid(m, m, 1.0, T),
-                         scheme="collapsed-triangle spectral collocation (kinked activation)")
+                         M=M, strict=strict, grid=lambda m: self._grid(m, 1.0),
+                         scheme="collapsed-triangle spectral collocation (kinked activation)"
+                         if _panels_of(T, sigma_w) == 1 else
+                         f"collapsed-triangle panels ({_panels_of(T, sigma_w)} panels, kinked or large-q activation)")
         self._tensor = None   # the tensor-grid solver for pairs of unequal norm (made on first use)
         self._unmet: dict = {}   # band -> degree that missed tol (kept by this solver only)
         self._tables: dict = {}  # (grid, diagonal) -> _AngleTable (quadrature duals)
         self._table_error = 0.0
 
     def _nodes(self, M) -> int:
-        return int(M) + 1
+        """Time nodes along one axis: $m+1$ (one element) or $Pm+1$ (panels)."""
+        return self._panel_count() * int(M) + 1
+
+    def _check_cost(self, dual, pairs: int, n: int, symmetric: bool = False):
+        r"""As :meth:`GoursatSolver._check_cost` on one element; on the panels the work is that of their marching:
+        pairs $\times$ row sweeps $\times$ cells $\times$ nodes per cell $\times$ the operations per node (the
+        expectations, at weight 0.05 for a closed form, and the cell maps' products).  A quadrature rule is
+        evaluated through the angle tables (:class:`_AngleTable`): up to three bands of input angles, each a table
+        of about ``_TABLE_COST_ANGLES`` angles at every node."""
+        P = self._panel_count()
+        if P == 1:
+            return super()._check_cost(dual, pairs, n, symmetric)
+        from .._validation import KernelcalcInputError
+        m = max((int(n) - 1) // P, 1)
+        cells = P + P * (P - 1) // 2
+        per_cell = (m + 1) ** 2
+        if dual.method == "closed":
+            factors = [(int(pairs), "pairs"), (_PANEL_SWEEPS, "Picard sweeps per row of cells"),
+                       (cells, f"time cells ({P} panels: {P} diagonal, {cells - P} off-diagonal)"),
+                       (per_cell, f"nodes per cell (degree {m})"),
+                       (0.05 * dual.points + 0.04 * (m + 1), f"operations per node (closed form at weight 0.05, plus "
+                                                             f"{0.04 * (m + 1):g} for the cell maps)")]
+        else:
+            factors = [(3, "angle tables (bands of input angles)"), (_TABLE_COST_ANGLES, "angles per table"),
+                       (cells, f"time cells ({P} panels: {P} diagonal, {cells - P} off-diagonal)"),
+                       (per_cell, f"nodes per cell (degree {m})"),
+                       (float(dual.points), "quadrature points per expectation (C and Cdot)")]
+        work = math.prod(float(v) for v, _ in factors)
+        if work <= self.work_limit:
+            return
+        q = self.info.get("q_max", float("nan"))
+        raise KernelcalcInputError(self.cost_message(
+            f"the {self.activation.name} kernel at {self.describe_parameters()}", factors,
+            f"the pre-activation variance reaches q = {q:.4g}, on {P} time panels", self.cost_drivers))
+
+    # -- long horizons: composite panels (kernels/_panels.py) ----------------------------------
+    def _panel_count(self) -> int:
+        return _panels_of(self.T, self.sigma_w)
+
+    def _grid(self, M, delta):
+        r"""The time grid of degree ``M`` and sinh map ``delta``: one collapsed-triangle element
+        (:func:`._triangle.triangle_grid`) for $\sigma_wT\le3$, else the composite panels of :mod:`._panels`."""
+        P = self._panel_count()
+        if P == 1:
+            return tri.triangle_grid(int(M), int(M), float(delta), self.T)
+        return pan.panel_grid(int(M), P, float(delta), self.T)
 
     def _fwd(self, C):
         return rec.ode_forward_source(C, self.sigma_w)
@@ -220,12 +276,12 @@ class KinkedSolverMixin:
 
     # -- solves ----------------------------------------------------------------------------------
     def _self_diagonals(self, dual, M, v):
-        grid = tri.triangle_grid(M, M, 1.0, self.T)
-        self._check_cost(dual, len(v), M + 1)
+        grid = self._grid(M, 1.0)
+        self._check_cost(dual, len(v), self._nodes(M), symmetric=True)
         out = []
         for lo in range(0, len(v), _BATCH):
             S0 = rec.ode_initial(np.asarray(v[lo:lo + _BATCH], dtype=np.float64), self.sigma_u)
-            _, q, delta, sweeps = tri.solve(grid, self._C(dual), S0, self._fwd)
+            _, q, delta, sweeps = _solve(grid, self._C(dual), S0, self._fwd)
             self._sweeps("self", delta, sweeps, "the pre-activation variance q(t) = E[h_t^2]")
             out.append(q)
         return np.concatenate(out)
@@ -238,7 +294,7 @@ class KinkedSolverMixin:
         bands = band_of(theta0, self.sigma_w * self.T)
         if degrees is None:
             degrees = {int(b): self._band_degree(dual, int(b), M) for b in np.unique(bands)}
-        r0 = tri.triangle_grid(M, M, 1.0, self.T).r
+        grid0 = self._grid(M, 1.0)
         nngp, ntk = np.empty(S0.size), np.empty(S0.size)
         # identical inputs (theta0 = 0) solve their own diagonal (q = S(t, t)), so that the correlation on the
         # diagonal is exactly 1 (a fixed q would differ from S(t, t) by rounding, and arccos turns a relative
@@ -248,8 +304,8 @@ class KinkedSolverMixin:
             b, own = int(key) // 2, bool(key % 2)
             idx = np.nonzero(groups == key)[0]
             Mb = degrees.get(int(b), M)
-            grid = tri.triangle_grid(Mb, Mb, _BAND_DELTAS[b], self.T)
-            qb = q if Mb == M else q @ barycentric_weights(r0, grid.r).T        # q(t) is analytic: interpolate
+            grid = self._grid(Mb, _BAND_DELTAS[b])
+            qb = q if Mb == M else _resample(q, grid0, grid)        # q(t) is analytic: interpolate
             for lo in range(0, idx.size, _BATCH):
                 sel = idx[lo:lo + _BATCH]
                 if not own and b > 0 and gap is not None and _homogeneous_closed(dual):   # near-parallel
@@ -259,19 +315,22 @@ class KinkedSolverMixin:
                     table = None if own else self._table(dual, grid, qb[sel])
                     C_of = self._C(dual) if table is None else (
                         lambda q1, q2, c: table(c.reshape(c.shape[0], -1), 0).reshape(c.shape))
-                    S, qk, dS, nS = tri.solve(grid, C_of, S0[sel], self._fwd, q=None if own else qb[sel])
-                    B, m1, n1 = S.shape
+                    S, qk, dS, nS = _solve(grid, C_of, S0[sel], self._fwd, q=None if own else qb[sel])
+                    B = S.shape[0]
                     if table is None:
-                        q2 = (qk @ grid.Q.T).reshape(B, m1, n1)
-                        C, Cdot = _dual_np(dual, np.broadcast_to(qk[:, :, None], S.shape), q2, S, True)
+                        q1, q2 = _point_variances(grid, qk)
+                        C, Cdot = _dual_np(dual, q1.reshape(S.shape), q2.reshape(S.shape), S, True)
                     else:
                         flat = S.reshape(B, -1)
                         C, Cdot = table(flat, 0).reshape(S.shape), table(flat, 1).reshape(S.shape)
-                LamT = rec.ode_backward_terminal(Cdot[:, -1, 0], self.sigma_v)
-                Lam, dL, nL = tri.backward(grid, Cdot, LamT, self._bwd)
-                integral = (C * Lam).reshape(B, -1) @ grid.omega
-                nngp[sel] = rec.ode_nngp(C[:, -1, 0], self.sigma_v)
-                ntk[sel] = rec.ode_ntk(C[:, -1, 0], integral, S0[sel], Lam[:, 0, 0], self.sigma_v, self.sigma_w)
+                C, Cdot = C.reshape(B, -1), Cdot.reshape(B, -1)
+                end = _terminal(grid)
+                LamT = rec.ode_backward_terminal(Cdot[:, end], self.sigma_v)
+                Lam, dL, nL = _backward(grid, Cdot, LamT, self._bwd)
+                Lam = Lam.reshape(B, -1)
+                integral = (C * Lam) @ grid.omega
+                nngp[sel] = rec.ode_nngp(C[:, end], self.sigma_v)
+                ntk[sel] = rec.ode_ntk(C[:, end], integral, S0[sel], Lam[:, 0], self.sigma_v, self.sigma_w)
                 self._sweeps("cross", max(dS, dL), max(nS, nL),
                              "the cross-covariance S(t, s) or the backward kernel Lambda(t, s)")
         return nngp, ntk
@@ -286,6 +345,17 @@ class KinkedSolverMixin:
         $\sim\epsilon/\theta_0$ in the angle: measured 1e-8 relative in the abs NTK at $\theta_0=10^{-7}$).
         Returns ``(C, Cdot, change, sweeps)``."""
         B = q.shape[0]
+        if isinstance(grid, pan.PanelGrid):      # the same on the panels (node arrays flat)
+            q1, q2 = grid.variances(q)
+            n = np.sqrt(q1 * q2)
+            root = np.where(n > 0, n, 1.0)
+            S_par, _, d1, k1 = pan.solve(grid, self._C(dual), S0_self, self._fwd, q=q)
+            omr_par = 1.0 - S_par / root
+            omr_par[:, grid.on_diagonal] = 0.0
+            D, _, d2, k2 = pan.solve(grid, lambda a, b, D, x: _gap_drop(dual, x[0], x[1], D / x[2]), gap, self._fwd,
+                                     q=q, aux=(n, omr_par, root))
+            C, Cdot = _duals_of_gap(dual, q1, q2, omr_par + D / root)
+            return C, Cdot, max(d1, d2), max(k1, k2)
         m1, n1 = grid.m + 1, grid.n + 1
         q1 = np.broadcast_to(q[:, :, None], (B, m1, n1))
         q2 = (q @ grid.Q.T).reshape(B, m1, n1)
@@ -315,7 +385,7 @@ class KinkedSolverMixin:
         S0 = rec.ode_initial(v * np.cos(theta), self.sigma_u)
         gap = rec.ode_initial(2.0 * v * np.sin(theta / 2) ** 2, self.sigma_u)
         prev, change, ref, M_prev = None, float("nan"), None, None
-        for M in _BAND_LADDERS[b]:
+        for M in (_BAND_LADDERS if self._panel_count() == 1 else _PANEL_LADDERS)[b]:
             q, Mq = (self._self_diagonals(dual, M, np.array([v])), M) if b == 0 else (q0, M0)
             ntk = self._pairs(dual, Mq, np.repeat(q, theta.size, axis=0), S0, theta, {b: M}, gap=gap)[1]
             if b > 0 and ref is None:   # relative to the self-kernel NTK, as band 0
@@ -347,8 +417,7 @@ class KinkedSolverMixin:
         key = (grid.name, q[0].tobytes())
         table = self._tables.get(key)
         if table is None:
-            q2 = q[0] @ grid.Q.T
-            q1 = np.repeat(q[0], grid.n + 1)
+            q1, q2 = (a[0] for a in _point_variances(grid, q[:1]))
             table = self._tables[key] = _AngleTable(dual, q1, q2)
             self.info["angle_table_error"] = max(self.info.get("angle_table_error", 0.0), table.error)
             self._table_error = max(self._table_error, table.error)
@@ -418,29 +487,25 @@ class KinkedSolverMixin:
             raise self._blow_up("the kernel")
         return nngp.reshape(shape), ntk.reshape(shape)
 
-
-def _at_angles(self, sxx, syy, theta):
-    r"""(nngp, ntk) at norms ``sxx``, ``syy`` and input angles ``theta`` given as angles (the graded theta
-    tables of :mod:`._gram` sample at $\theta\approx10^{-8}$, where $x\cdot y/d=\sqrt{v_xv_y}\cos\theta$
-    rounded keeps a few digits of $1-\cos\theta$: an angle error of several per cent, which stalled abs's
-    table).  Pairs of equal norm are solved at the exact angle; others as :meth:`__call__`."""
-    sxx, syy, theta = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (sxx, syy, theta)))
-    equal = np.abs(sxx - syy) <= _EQUAL_RTOL * np.maximum(sxx, syy)
-    if not np.all(equal & (sxx > 0)):
-        return self(sxx, syy, np.sqrt(sxx * syy) * np.cos(theta))
-    shape, v, th = sxx.shape, sxx.ravel(), theta.ravel()
-    v_unique, inverse = np.unique(v, return_inverse=True)
-    dual, M = self._dual_and_M(v_unique)
-    diag = self._cached_diagonals(dual, M, v_unique)
-    S0 = rec.ode_initial(v * np.cos(th), self.sigma_u)
-    gap = rec.ode_initial(2.0 * v * np.sin(th / 2) ** 2, self.sigma_u)
-    nngp, ntk = self._pairs(dual, M, diag[inverse.ravel()], S0, th, gap=gap)
-    if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
-        raise self._blow_up("the kernel")
-    return nngp.reshape(shape), ntk.reshape(shape)
-
-
-KinkedSolverMixin.at_angles = _at_angles
+    def at_angles(self, sxx, syy, theta):
+        r"""(nngp, ntk) at norms ``sxx``, ``syy`` and input angles ``theta`` given as angles (the graded theta
+        tables of :mod:`._gram` sample at $\theta\approx10^{-8}$, where $x\cdot y/d=\sqrt{v_xv_y}\cos\theta$
+        rounded keeps a few digits of $1-\cos\theta$: an angle error of several per cent, which stalled abs's
+        table).  Pairs of equal norm are solved at the exact angle; others as :meth:`__call__`."""
+        sxx, syy, theta = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (sxx, syy, theta)))
+        equal = np.abs(sxx - syy) <= _EQUAL_RTOL * np.maximum(sxx, syy)
+        if not np.all(equal & (sxx > 0)):
+            return self(sxx, syy, np.sqrt(sxx * syy) * np.cos(theta))
+        shape, v, th = sxx.shape, sxx.ravel(), theta.ravel()
+        v_unique, inverse = np.unique(v, return_inverse=True)
+        dual, M = self._dual_and_M(v_unique)
+        diag = self._cached_diagonals(dual, M, v_unique)
+        S0 = rec.ode_initial(v * np.cos(th), self.sigma_u)
+        gap = rec.ode_initial(2.0 * v * np.sin(th / 2) ** 2, self.sigma_u)
+        nngp, ntk = self._pairs(dual, M, diag[inverse.ravel()], S0, th, gap=gap)
+        if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
+            raise self._blow_up("the kernel")
+        return nngp.reshape(shape), ntk.reshape(shape)
 
 
 def band_of(theta0, sigma_w_T: float) -> np.ndarray:
@@ -455,7 +520,55 @@ def band_of(theta0, sigma_w_T: float) -> np.ndarray:
     return np.where((th == 0) | (est >= 0.1), 0, np.where(est >= 0.01, 1, 2))
 
 
+#: smooth activations that bend like relu along t = s once q is large (their smooth scale 1/sqrt(q) is tiny) and
+#: have a closed-form dual: past sigma_w T = 3 they take the panels too (the tensor grid does not converge there)
+_RELU_LIKE_AT_LARGE_Q = ("gelu",)
+
+
 def use_triangles(activation, T: float, sigma_w: float) -> bool:
-    r"""Whether :func:`~kernelcalc.node_kernel` takes the collapsed-triangle grid: a kinked activation and
-    $\sigma_wT\le3$ (one time element)."""
-    return bool(activation.is_piecewise_smooth) and sigma_w * T <= 3.0 + 1e-9
+    r"""Whether :func:`~kernelcalc.node_kernel` takes the collapsed-triangle grid: a kinked activation, at every
+    $\sigma_wT$ (one element up to 3, composite panels beyond: :mod:`._panels`), and the relu-like smooth ones
+    (``_RELU_LIKE_AT_LARGE_Q``) beyond $\sigma_wT=3$."""
+    return bool(activation.is_piecewise_smooth) or (
+        activation.name in _RELU_LIKE_AT_LARGE_Q and sigma_w * T > _SINGLE_ELEMENT + 1e-9)
+
+
+# -- long horizons: the composite panels of kernels/_panels.py (one dispatch per grid operation) ----------
+_SINGLE_ELEMENT = 3.0     # sigma_w * T up to which one collapsed-triangle element is used
+
+
+def _panels_of(T: float, sigma_w: float) -> int:
+    """Panels of the time grid: 1 (one collapsed-triangle element) up to sigma_w T = 3, else
+    :func:`._panels.panel_count`."""
+    return 1 if sigma_w * T <= _SINGLE_ELEMENT + 1e-9 else pan.panel_count(T, sigma_w)
+
+
+def _solve(grid, C_of, S0, source, q=None):
+    if isinstance(grid, pan.PanelGrid):
+        return pan.solve(grid, C_of, S0, source, q=q)
+    return tri.solve(grid, C_of, S0, source, q=q)
+
+
+def _backward(grid, Cdot, LamT, source):
+    if isinstance(grid, pan.PanelGrid):
+        return pan.backward(grid, Cdot.reshape(Cdot.shape[0], -1), LamT, source)
+    return tri.backward(grid, Cdot.reshape(Cdot.shape[0], grid.m + 1, grid.n + 1), LamT, source)
+
+
+def _point_variances(grid, q):
+    """``(q1, q2)`` (B, points): the variances $q(t)$, $q(s)$ at every node of ``grid`` from its diagonal ``q``."""
+    if isinstance(grid, pan.PanelGrid):
+        return grid.variances(q)
+    return np.repeat(q, grid.n + 1, axis=1), q @ grid.Q.T
+
+
+def _terminal(grid) -> int:
+    """Flat index of the node (T, T)."""
+    return grid.terminal if isinstance(grid, pan.PanelGrid) else grid.m * (grid.n + 1)
+
+
+def _resample(q, grid0, grid):
+    """The diagonal ``q`` on ``grid0``'s nodes -> on ``grid``'s (interpolation: q(t) is analytic)."""
+    if isinstance(grid0, pan.PanelGrid):
+        return grid0.resample(q, grid)
+    return q @ barycentric_weights(grid0.r, grid.r).T
