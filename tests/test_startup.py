@@ -119,7 +119,7 @@ def test_numpy_and_compiled_solves_agree(activation, x64):
 
 
 def test_backend_choice():
-    from kernelcalc.kernels.ode import _NUMPY_MAX_WORK, _backend
+    from kernelcalc.kernels.ode import _NUMPY_MAX_WORK_CLOSED, _NUMPY_MAX_WORK_HERMITE, _backend
     from kernelcalc.theory.gaussian import dual_kernels
 
     herm = dual_kernels("softplus", q_max=2.0)
@@ -127,9 +127,13 @@ def test_backend_choice():
     assert _backend(herm, 1, 13) == "numpy"                        # the time-grid choice
     assert _backend(herm, 16, 13) == "numpy"                       # kernelcalc limit's 11 pairs
     assert _backend(herm, 64, 13) == "numpy"                       # theta tables of a large Gram
-    assert _backend(herm, 4096, 13) == "jax"                       # the norm interpolation of a wide spread
-    n = int((_NUMPY_MAX_WORK / herm.points) ** 0.5) + 1
-    assert _backend(herm, 1, n) == "jax"
+    assert _backend(herm, 4096, 13) == "numpy"                     # the norm interpolation of a wide spread
+    n = int((_NUMPY_MAX_WORK_HERMITE / herm.points) ** 0.5) + 1     # (numpy sums each pair's own series)
+    assert _backend(herm, 1, n - 2) == "numpy" and _backend(herm, 1, n) == "jax"
+    closed = dual_kernels("erf")
+    assert closed.method == "closed"
+    n = int((_NUMPY_MAX_WORK_CLOSED / 16) ** 0.5) + 1
+    assert _backend(closed, 1, n - 2) == "numpy" and _backend(closed, 1, n) == "jax"
     from kernelcalc.theory.gaussian import DualKernels, PolarSectorRule, TrapezoidRule
 
     for method, rule in (("polar", PolarSectorRule()), ("trapezoid", TrapezoidRule(0.25))):
@@ -148,6 +152,7 @@ def test_small_node_kernel_same_on_both_paths(monkeypatch):
     y = np.array([[0.1, 0.9, 1.1], [-1.0, 0.2, 0.5]])
     a = kc.node_kernel(x, y, activation="softplus", T=0.8)
     monkeypatch.setattr(ode, "_NUMPY_MAX_WORK", 0)                 # every solve compiled
+    monkeypatch.setattr(ode, "_NUMPY_MAX_WORK_HERMITE", 0)
     b = kc.node_kernel(x, y, activation="softplus", T=0.8)
     assert a.info["M"] == b.info["M"]
     np.testing.assert_allclose(a.ntk, b.ntk, rtol=1e-14, atol=1e-14)

@@ -45,6 +45,8 @@ SCRIPT = textwrap.dedent(r'''
     rec["flag after import"] = bool(jax.config.jax_enable_x64)
     import kernelcalc.kernels.ode
     kernelcalc.kernels.ode._NUMPY_MAX_WORK = 0      # the compiled solves (tiny solves would run in numpy)
+    import kernelcalc.kernels.mlp
+    kernelcalc.kernels.mlp._compiled = kernelcalc.kernels.mlp._jitted   # the compiled MLP (closed forms run in numpy)
 
     rng = np.random.default_rng(0)
     X = kc.data.sphere_normalise(rng.normal(size=(3, 2)))
