@@ -6,7 +6,7 @@
   q = 10, 1e2, 1e4 and 1e6, for softplus, tanh and gelu (gelu through its closed form).
 - **Generic correlations** (r = 0.5, 0.999, -0.7, unequal variances): the outer integral over a ~ N(0, q1) of
   f(a) E[f(b) | a] by composite 24-point Gauss-Legendre on panels refined around 0 and scaled by the Gaussian's
-  width (numpy only; the same construction as tests/test_largeq.py, written again here).
+  width (numpy only; tests/_gauss_legendre_reference.py, shared with tests/test_largeq.py).
 - **The table** G(mu, s) = E[R(mu + s Z)] against mpmath at a few points, and its reported held-out error bounds it.
 - **The error bound**: choose_tabulated's estimate covers the measured error (slow: it builds and compares four
   levels).
@@ -18,39 +18,15 @@ import mpmath as mp
 import numpy as np
 import pytest
 
+from _gauss_legendre_reference import expect_gl
 from kernelcalc.theory.activations import resolve_activation
 from kernelcalc.theory.gaussian import dual_kernels
 from kernelcalc.theory.largeq import ASYMPTOTES
 from kernelcalc.theory.largeq_table import TabulatedRule, choose_tabulated, remainder_table
 
-_X, _W = np.polynomial.legendre.leggauss(24)
-_STEPS = (-13, -10, -8, -6, -5, -4, -3, -2.5, -2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 13)
-_NEAR = (0, 0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64)
-
-
-def _panels(center, width):
-    pts = {center + width * k for k in _STEPS}
-    lo, hi = center - 13 * width, center + 13 * width
-    pts |= {s * d for d in _NEAR for s in (1, -1) if lo < s * d < hi}
-    return np.array(sorted(pts))
-
-
-def _nodes(pts):
-    a, b = pts[:-1, None], pts[1:, None]
-    return (0.5 * (b - a) * _X + 0.5 * (a + b)).ravel(), (0.5 * (b - a) * _W).ravel()
-
-
 def _expect_gl(f, q1, q2, c):
     """E[f(a) f(b)] by the outer/inner Gauss-Legendre construction (module doc)."""
-    a, wa = _nodes(_panels(0.0, np.sqrt(q1)))
-    pa = np.exp(-a * a / (2 * q1)) / np.sqrt(2 * np.pi * q1)
-    s2 = q2 - c * c / q1
-    inner = np.empty_like(a)
-    for i, ai in enumerate(a):
-        mu = c / q1 * ai
-        b, wb = _nodes(_panels(mu, np.sqrt(s2)))
-        inner[i] = np.sum(wb * f(b) * np.exp(-(b - mu) ** 2 / (2 * s2))) / np.sqrt(2 * np.pi * s2)
-    return float(np.sum(wa * pa * f(a) * inner))
+    return expect_gl(f, f, q1, q2, c)
 
 
 def _Phi(x):

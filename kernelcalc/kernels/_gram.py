@@ -411,7 +411,7 @@ def flat_pairs(sxx, syy, sxy):
     """``(shape, (sxx, syy, sxy) broadcast and flattened in float64, the distinct norms, each norm's index
     into them)``: what a pair solver's ``__call__`` works on."""
     sxx, syy, sxy = (np.asarray(a, dtype=np.float64) for a in (sxx, syy, sxy))
-    shape = sxy.shape
+    shape = np.broadcast_shapes(sxx.shape, syy.shape, sxy.shape)
     sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
     v_unique, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
     return shape, (sxx, syy, sxy), v_unique, inverse

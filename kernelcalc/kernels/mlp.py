@@ -33,7 +33,7 @@ from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, as_in
 from ..theory.activations import resolve_activation
 from ..theory.duals import closed_form_dual
 from ..theory.gaussian import DualKernels, Gathered, dual_kernels
-from ._gram import bucket, by_correlation, error_estimate, gram, max_norm, pad_to, require_finite
+from ._gram import bucket, by_correlation, error_estimate, flat_pairs, gram, max_norm, pad_to, require_finite
 from .._results import Kernel
 
 __all__ = ["mlp_kernel"]
@@ -149,11 +149,8 @@ def _jax_pair_fn(dual, marginals, compiled):
     """``pair_fn(sxx, syy, sxy)`` of the jit-compiled evaluation (the quadrature rules)."""
 
     def pair_fn(sxx, syy, sxy):
-        sxx, syy, sxy = (np.asarray(a, np.float64) for a in (sxx, syy, sxy))
-        shape = np.broadcast_shapes(sxx.shape, syy.shape, sxy.shape)
-        sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
+        shape, (sxx, syy, sxy), v, inverse = flat_pairs(sxx, syy, sxy)
         n = sxy.size
-        v, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
         # fixed shapes (at least _NORMS norms, batches of a fixed size once a call exceeds one): the
         # calls of a Gram plan (probes, grid, checks) share one compilation
         ms = marginals(jnp.asarray(pad_to(v, max(bucket(v.size), _NORMS))))
@@ -195,11 +192,8 @@ def _numpy_pair_fn(dual, numpy_marginals, numpy_pair):
         return out
 
     def pair_fn(sxx, syy, sxy):
-        sxx, syy, sxy = (np.asarray(a, np.float64) for a in (sxx, syy, sxy))
-        shape = np.broadcast_shapes(sxx.shape, syy.shape, sxy.shape)
-        sxx, syy, sxy = (np.broadcast_to(a, shape).ravel() for a in (sxx, syy, sxy))
+        shape, (sxx, syy, sxy), v, inverse = flat_pairs(sxx, syy, sxy)
         n = sxy.size
-        v, inverse = np.unique(np.concatenate([sxx, syy]), return_inverse=True)
         ms = marginals(v)
         batch = _NUMPY_BATCH if dual.method == "hermite" else _CLOSED_BATCH
         order = by_correlation(sxx, syy, sxy) if n > batch else np.arange(n)

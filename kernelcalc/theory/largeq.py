@@ -248,6 +248,16 @@ def cheapest_asymptotic_rule(activation: Activation) -> AsymptoticRule | None:
     return None if asy is None else AsymptoticRule(asy, *_LEVELS[0])
 
 
+def level_values(rule, q1, q2, c, blocked):
+    r"""``((C, Cdot), (norm_C, norm_Cdot))`` of one level of a large-q rule at the covariances ``(q1, q2, c)``,
+    with the norms $\sqrt{E f(a)^2\,E f(b)^2}$ (likewise for $f'$) that the level differences are relative to."""
+    C, Cd = rule.expect(q1, q2, c, blocked=blocked)
+    Caa, Cdaa = rule.expect(q1, q1, q1, blocked=blocked)
+    Cbb, Cdbb = rule.expect(q2, q2, q2, blocked=blocked)
+    return (np.asarray(C), np.asarray(Cd)), (np.sqrt(np.abs(np.asarray(Caa * Cbb))),
+                                             np.sqrt(np.abs(np.asarray(Cdaa * Cdbb))))
+
+
 @float64
 def choose_asymptotic(activation: Activation, q_max: float, tol: float, strict: bool = False,
                       q_min: float = 0.25, blocked=None):
@@ -267,12 +277,7 @@ def choose_asymptotic(activation: Activation, q_max: float, tol: float, strict: 
     c = rr * np.sqrt(q1 * q2)
 
     def values(level):
-        rule = AsymptoticRule(asy, *level)
-        C, Cd = rule.expect(q1, q2, c, blocked=blocked)
-        Caa, Cdaa = rule.expect(q1, q1, q1, blocked=blocked)
-        Cbb, Cdbb = rule.expect(q2, q2, q2, blocked=blocked)
-        return (np.asarray(C), np.asarray(Cd)), (np.sqrt(np.abs(np.asarray(Caa * Cbb))),
-                                                 np.sqrt(np.abs(np.asarray(Cdaa * Cdbb))))
+        return level_values(AsymptoticRule(asy, *level), q1, q2, c, blocked)
 
     prev, norms = values(_LEVELS[0])
     err = math.inf

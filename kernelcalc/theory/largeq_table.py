@@ -44,7 +44,7 @@ from .._x64 import float64
 from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .._validation import accuracy_shortfall
 from .activations import Activation
-from .largeq import Asymptote, asymptote_of
+from .largeq import Asymptote, asymptote_of, level_values
 
 __all__ = ["RemainderTable", "remainder_table", "TabulatedRule", "choose_tabulated", "cheapest_tabulated_rule"]
 
@@ -353,12 +353,7 @@ def choose_tabulated(activation: Activation, q_max: float, tol: float, strict: b
     c = rr * np.sqrt(q1 * q2)
 
     def values(h):
-        rule = TabulatedRule(asy, h)
-        C, Cd = rule.expect(q1, q2, c, blocked=blocked)
-        Caa, Cdaa = rule.expect(q1, q1, q1, blocked=blocked)
-        Cbb, Cdbb = rule.expect(q2, q2, q2, blocked=blocked)
-        return (np.asarray(C), np.asarray(Cd)), (np.sqrt(np.abs(np.asarray(Caa * Cbb))),
-                                                 np.sqrt(np.abs(np.asarray(Cdaa * Cdbb))))
+        return level_values(TabulatedRule(asy, h), q1, q2, c, blocked)
 
     table_err = TabulatedRule(asy).table_error
     prev, _ = values(_H_LEVELS[0])
