@@ -161,11 +161,10 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
         x, wt = gauss(lo, hi)
         return (wt * x) @ barycentric_weights(r, np.ravel(x))
 
-    def segs(c, lo, hi):
+    def segs_chunk(c, lo, hi):
         r"""$\int_{lo}^{hi}L_k(r)\,r\,P_l(w(c/r))\,dr$ ($c\le lo$) for arrays ``c, lo, hi`` (shape (J,)), in the
         variable $w'$ with $r=c/(1-g(w'))$, on ``_PIECES`` pieces of equal ratio in $r$ (the pole of $r(w')$ at
         $g=1$ stays a piece away).  Returns (J, m+1, n+1); zero where ``hi <= lo`` or ``c <= 0``."""
-        c, lo, hi = (np.asarray(z, float) for z in (c, lo, hi))
         void = (hi <= lo) | (c <= 0)
         c, lo, hi = np.where(void, 1.0, c), np.where(void, 1.0, lo), np.where(void, 1.0, hi)
         frac = np.linspace(0.0, 1.0, _PIECES + 1)
@@ -182,19 +181,29 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
         Lr = barycentric_weights(r, rr.ravel()).reshape(c.size, -1, m + 1) * scale[:, :, None]
         return np.matmul(Lr.transpose(0, 2, 1), P(x.ravel()).reshape(c.size, -1, n + 1))
 
+    per_seg = 2 * _PIECES * gx.size * max(anti.shape[0], m + 1)                 # floats of the big temporaries
+    chunk = max(1, (1 << 22) // per_seg)
+
+    def segs(c, lo, hi):
+        """:func:`segs_chunk` on chunks of at most ``chunk`` integrals (bounded temporaries)."""
+        c, lo, hi = (np.asarray(z, float) for z in (c, lo, hi))
+        out = np.empty((c.size, m + 1, n + 1))
+        for j in range(0, c.size, chunk):
+            out[j:j + chunk] = segs_chunk(c[j:j + chunk], lo[j:j + chunk], hi[j:j + chunk])
+        return out
+
     Pn = (m + 1) * (n + 1)
-    W = np.zeros((Pn, Pn))
-    V = np.zeros((Pn, Pn))
-    for i in range(m + 1):
-        t = r[i]
-        s = t * v
-        tail = int_rL(t, T)
-        tail_seg = segs([t], [t], [T])[0]
-        head = int_rL_many(s)                  # (n+1, m+1)
-        fwd = 2.0 * head[:, :, None] * P0[None, None, :] + segs(s, s, np.full_like(s, t))
-        bwd = 2.0 * np.outer(tail, P0)[None] - tail_seg[None] - segs(s, np.full_like(s, t), np.full_like(s, T))
-        W[i * (n + 1):(i + 1) * (n + 1)] = fwd.reshape(n + 1, -1)
-        V[i * (n + 1):(i + 1) * (n + 1)] = bwd.reshape(n + 1, -1)
+    tail = np.stack([int_rL(t, T) for t in r])                                  # (m+1 rows i, m+1)
+    tail_seg = segs(r, r, np.full_like(r, T))                                   # (i, m+1, n+1)
+    s_all = (r[:, None] * v[None, :]).ravel()                                    # s = t v, rows i then l
+    t_all = np.repeat(r, n + 1)
+    head = int_rL_many(s_all)                                                   # (i l, m+1)
+    fwd = 2.0 * head[:, :, None] * P0[None, None, :] + segs(s_all, s_all, t_all)
+    bwd = np.broadcast_to((2.0 * tail[:, None, :, None] * P0[None, None, None, :] - tail_seg[:, None]),
+                          (m + 1, n + 1, m + 1, n + 1)).reshape(fwd.shape)
+    bwd -= segs(s_all, t_all, np.full_like(s_all, T))
+    W = fwd.reshape(Pn, Pn)
+    V = bwd.reshape(Pn, Pn)
     omega = (2.0 * np.outer(int_rL(0.0, T), P0)).ravel()
     Q = barycentric_weights(r, (r[:, None] * v[None, :]).ravel())
     return TriangleGrid(m, n, float(delta), float(T), r, v, W, V, omega, Q)
