@@ -161,10 +161,12 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
         x, wt = gauss(lo, hi)
         return (wt * x) @ barycentric_weights(r, np.ravel(x))
 
-    def segs_chunk(c, lo, hi):
+    def segs_chunk(c, lo, hi, shared=None):
         r"""$\int_{lo}^{hi}L_k(r)\,r\,P_l(w(c/r))\,dr$ ($c\le lo$) for arrays ``c, lo, hi`` (shape (J,)), in the
         variable $w'$ with $r=c/(1-g(w'))$, on ``_PIECES`` pieces of equal ratio in $r$ (the pole of $r(w')$ at
-        $g=1$ stays a piece away).  Returns (J, m+1, n+1); zero where ``hi <= lo`` or ``c <= 0``."""
+        $g=1$ stays a piece away).  Returns (J, m+1, n+1); zero where ``hi <= lo`` or ``c <= 0``.
+        ``shared``: $P_l$ at the nodes $w'$, (L, points, n+1), the same for every L-th integral (J a multiple of L).
+        With ``shared=="nodes"`` returns those values instead."""
         void = (hi <= lo) | (c <= 0)
         c, lo, hi = np.where(void, 1.0, c), np.where(void, 1.0, lo), np.where(void, 1.0, hi)
         frac = np.linspace(0.0, 1.0, _PIECES + 1)
@@ -175,21 +177,29 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
         x = w_edges[:, :-1, None] + 0.5 * h[:, :, None] * (gx[None, None, :] + 1.0)
         wt = 0.5 * h[:, :, None] * gw[None, None, :] * np.where(void, 0.0, 1.0)[:, None, None]
         x, wt = x.reshape(c.size, -1), wt.reshape(c.size, -1)
+        if isinstance(shared, str):
+            return P(x.ravel()).reshape(c.size, -1, n + 1)
         one_minus = 1.0 - g(x)
         rr = c[:, None] / one_minus
         scale = wt * rr * c[:, None] * dg(x) / one_minus**2
         Lr = barycentric_weights(r, rr.ravel()).reshape(c.size, -1, m + 1) * scale[:, :, None]
-        return np.matmul(Lr.transpose(0, 2, 1), P(x.ravel()).reshape(c.size, -1, n + 1))
+        if shared is None:
+            return np.matmul(Lr.transpose(0, 2, 1), P(x.ravel()).reshape(c.size, -1, n + 1))
+        L_ = shared.shape[0]
+        Lr = Lr.reshape(c.size // L_, L_, -1, m + 1).transpose(0, 1, 3, 2)
+        return np.matmul(Lr, shared[None]).reshape(c.size, m + 1, n + 1)
 
     per_seg = 2 * _PIECES * gx.size * max(anti.shape[0], m + 1)                 # floats of the big temporaries
     chunk = max(1, (1 << 22) // per_seg)
 
-    def segs(c, lo, hi):
-        """:func:`segs_chunk` on chunks of at most ``chunk`` integrals (bounded temporaries)."""
+    def segs(c, lo, hi, shared=None):
+        """:func:`segs_chunk` on chunks of at most ``chunk`` integrals (bounded temporaries; with ``shared``,
+        whole multiples of its period)."""
         c, lo, hi = (np.asarray(z, float) for z in (c, lo, hi))
         out = np.empty((c.size, m + 1, n + 1))
-        for j in range(0, c.size, chunk):
-            out[j:j + chunk] = segs_chunk(c[j:j + chunk], lo[j:j + chunk], hi[j:j + chunk])
+        step = chunk if shared is None else max(1, chunk // shared.shape[0]) * shared.shape[0]
+        for j in range(0, c.size, step):
+            out[j:j + step] = segs_chunk(c[j:j + step], lo[j:j + step], hi[j:j + step], shared)
         return out
 
     Pn = (m + 1) * (n + 1)
@@ -198,7 +208,10 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
     s_all = (r[:, None] * v[None, :]).ravel()                                    # s = t v, rows i then l
     t_all = np.repeat(r, n + 1)
     head = int_rL_many(s_all)                                                   # (i l, m+1)
-    fwd = 2.0 * head[:, :, None] * P0[None, None, :] + segs(s_all, s_all, t_all)
+    # the forward integrals of row t, in w', have the nodes of row t = 1 (w'(r) = ginv(1 - s/r) with s = t v,
+    # r in [s, t] on pieces of equal ratio: scale free), up to rounding: P at those nodes is computed once
+    P_fwd = segs_chunk(v, v, np.ones_like(v), "nodes")                          # (n+1, points, n+1)
+    fwd = 2.0 * head[:, :, None] * P0[None, None, :] + segs(s_all, s_all, t_all, P_fwd)
     bwd = np.broadcast_to((2.0 * tail[:, None, :, None] * P0[None, None, None, :] - tail_seg[:, None]),
                           (m + 1, n + 1, m + 1, n + 1)).reshape(fwd.shape)
     bwd -= segs(s_all, t_all, np.full_like(s_all, T))
