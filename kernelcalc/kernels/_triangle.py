@@ -73,6 +73,26 @@ def delta_band(theta0: np.ndarray, sigma_w_T: float) -> np.ndarray:
     return 4.0 ** -np.minimum(k, _DELTA_MIN_POWER)
 
 
+def _scaled_lagrange(nodes: np.ndarray, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    r"""``scale[i]`` $\ell_k(x_i)$: :func:`._interp.barycentric_weights` times a factor per point, in one pass
+    over the (points, nodes) array (the factor folded into the normalisation)."""
+    m = nodes.size - 1
+    w = (-1.0) ** np.arange(m + 1)
+    w[0] *= 0.5
+    w[-1] *= 0.5
+    out = np.subtract(x[:, None], nodes[None, :])
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        np.divide(w[None, :], out, out=out)
+        total = np.sum(out, axis=1)
+        out *= (scale / total)[:, None]
+    rows = np.flatnonzero(~np.isfinite(total))                  # a point on a node
+    if rows.size:
+        exact = x[rows, None] == nodes[None, :]
+        hit = exact.any(axis=1)
+        out[rows[hit]] = exact[hit] * scale[rows[hit], None]
+    return out
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class TriangleGrid:
     r"""Node values on the lower triangle in collapsed coordinates (module doc) and the linear maps.
@@ -182,7 +202,7 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
         one_minus = 1.0 - g(x)
         rr = c[:, None] / one_minus
         scale = wt * rr * c[:, None] * dg(x) / one_minus**2
-        Lr = barycentric_weights(r, rr.ravel()).reshape(c.size, -1, m + 1) * scale[:, :, None]
+        Lr = _scaled_lagrange(r, rr.ravel(), scale.ravel()).reshape(c.size, -1, m + 1)
         if shared is None:
             return np.matmul(Lr.transpose(0, 2, 1), P(x.ravel()).reshape(c.size, -1, n + 1))
         L_ = shared.shape[0]
