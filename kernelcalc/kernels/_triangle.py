@@ -73,6 +73,17 @@ def delta_band(theta0: np.ndarray, sigma_w_T: float) -> np.ndarray:
     return 4.0 ** -np.minimum(k, _DELTA_MIN_POWER)
 
 
+def _cheb_fit_gauss(values: np.ndarray) -> np.ndarray:
+    r"""Chebyshev coefficients of the interpolant through ``values`` (M, ...) at the Chebyshev points
+    $x_j=\cos(\pi(j+\tfrac12)/M)$: $c_i=\tfrac{2-\delta_{i0}}{M}\sum_jT_i(x_j)f_j$ (discrete orthogonality)."""
+    M = values.shape[0]
+    j = np.arange(M)
+    T = np.cos(np.pi * np.outer(j, j + 0.5) / M)
+    c = (2.0 / M) * (T @ values)
+    c[0] *= 0.5
+    return c
+
+
 def _scaled_lagrange(nodes: np.ndarray, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
     r"""``scale[i]`` $\ell_k(x_i)$: :func:`._interp.barycentric_weights` times a factor per point, in one pass
     over the (points, nodes) array (the factor folded into the normalisation)."""
@@ -160,20 +171,25 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
     P0 = P(np.zeros(1))[0]                                                      # int_0^1 l_l g' = int over v in [0,1]
     gx, gw = np.polynomial.legendre.leggauss(max(_GAUSS, m))
 
+    def int_rL_many(his):                                                       # int_0^hi L_k(r) r dr, (J, m+1)
+        """Composite Gauss-Legendre (4 pieces; exact for the degree m+1 integrand) in chunks."""
+        his = np.asarray(his, float).ravel()
+        out = np.empty((his.size, m + 1))
+        step = max(1, (1 << 21) // (4 * gx.size * (m + 1)))
+        for j in range(0, his.size, step):
+            h = his[j:j + step]
+            x = (h[:, None, None] * 0.25 * (np.arange(4)[None, :, None] + 0.5 * (gx[None, None, :] + 1.0)))
+            wt = h[:, None, None] * 0.125 * gw[None, None, :] * np.ones((1, 4, 1))
+            x, wt = x.reshape(h.size, -1), wt.reshape(h.size, -1)
+            out[j:j + step] = _scaled_lagrange(r, x.ravel(), (wt * x).ravel()).reshape(h.size, -1, m + 1).sum(axis=1)
+        return out
+
     def gauss(lo, hi):
         """Composite Gauss-Legendre nodes/weights on [lo, hi] (4 pieces)."""
         edges = np.linspace(lo, hi, 5)
         h = np.diff(edges)
         x = (edges[:-1, None] + 0.5 * h[:, None] * (gx[None, :] + 1.0)).ravel()
         return x, (0.5 * h[:, None] * gw[None, :]).ravel()
-
-    def int_rL_many(his):                                                       # int_0^hi L_k(r) r dr, (J, m+1)
-        his = np.asarray(his, float)
-        x = (his[:, None, None] * 0.25 * (np.arange(4)[None, :, None] + 0.5 * (gx[None, None, :] + 1.0)))
-        wt = his[:, None, None] * 0.125 * gw[None, None, :] * np.ones((1, 4, 1))
-        x, wt = x.reshape(his.size, -1), wt.reshape(his.size, -1)
-        L = barycentric_weights(r, x.ravel()).reshape(his.size, -1, m + 1)
-        return np.einsum("jp,jpk->jk", wt * x, L)
 
     def int_rL(lo, hi):                                                         # int_lo^hi L_k(r) r dr
         if hi <= lo:
