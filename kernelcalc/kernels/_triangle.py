@@ -84,6 +84,19 @@ def _cheb_fit_gauss(values: np.ndarray) -> np.ndarray:
     return c
 
 
+def _cheb_rows(x: np.ndarray, D: int) -> np.ndarray:
+    """``T[j, i]`` $=T_j(x_i)$, $j<D$ (the transposed Chebyshev Vandermonde matrix, rows contiguous)."""
+    T = np.empty((D, x.size))
+    T[0] = 1.0
+    if D > 1:
+        T[1] = x
+    x2 = 2.0 * x
+    for j in range(2, D):
+        np.multiply(x2, T[j - 1], out=T[j])
+        T[j] -= T[j - 2]
+    return T
+
+
 def _scaled_lagrange(nodes: np.ndarray, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
     r"""``scale[i]`` $\ell_k(x_i)$: :func:`._interp.barycentric_weights` times a factor per point, in one pass
     over the (points, nodes) array (the factor folded into the normalisation)."""
@@ -219,8 +232,11 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
         rr = c[:, None] / one_minus
         scale = wt * rr * c[:, None] * dg(x) / one_minus**2
         Lr = _scaled_lagrange(r, rr.ravel(), scale.ravel()).reshape(c.size, -1, m + 1)
-        if shared is None:
-            return np.matmul(Lr.transpose(0, 2, 1), P(x.ravel()).reshape(c.size, -1, n + 1))
+        if shared is None:           # sum_p Lr[p,k] P_l(x_p) = (sum_p Lr[p,k]) total_l - ((Lr^T T(x)) anti)[k,l]
+            Tv = _cheb_rows(2.0 * x.ravel() - 1.0, anti.shape[0]).reshape(anti.shape[0], c.size, -1)
+            LT = np.matmul(Lr.transpose(0, 2, 1), Tv.transpose(1, 2, 0))                 # (J, m+1, deg+1)
+            out = (LT.reshape(-1, anti.shape[0]) @ anti).reshape(c.size, m + 1, n + 1)
+            return np.subtract(Lr.sum(axis=1)[:, :, None] * total[None, None, :], out, out=out)
         L_ = shared.shape[0]
         Lr = Lr.reshape(c.size // L_, L_, -1, m + 1).transpose(0, 1, 3, 2)
         return np.matmul(Lr, shared[None]).reshape(c.size, m + 1, n + 1)
