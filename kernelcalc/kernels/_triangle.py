@@ -242,7 +242,7 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
         return np.matmul(Lr, shared[None]).reshape(c.size, m + 1, n + 1)
 
     per_seg = 2 * _PIECES * gx.size * max(anti.shape[0], m + 1)                 # floats of the big temporaries
-    chunk = max(1, (1 << 22) // per_seg)
+    chunk = max(1, (1 << 20) // per_seg)
 
     def segs(c, lo, hi, shared=None):
         """:func:`segs_chunk` on chunks of at most ``chunk`` integrals (bounded temporaries; with ``shared``,
