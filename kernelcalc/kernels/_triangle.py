@@ -210,6 +210,13 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
         x, wt = gauss(lo, hi)
         return (wt * x) @ barycentric_weights(r, np.ravel(x))
 
+    # Chebyshev coefficients of the Lagrange basis of the Lobatto nodes r_k = (1 - cos(pi k/m))/2:
+    # Cr[j, k] = (2/m) g_j g_k T_j(2 r_k - 1), g = 1/2 at the ends (discrete orthogonality); CrT = Cr^T
+    jj = np.arange(m + 1)
+    ends = np.where((jj == 0) | (jj == m), 0.5, 1.0)
+    CrT = np.ascontiguousarray(((2.0 / m) * ends[:, None] * ends[None, :]
+                                * np.cos(np.pi * np.outer(jj, m - jj) / m)).T)
+
     def segs_chunk(c, lo, hi, shared=None):
         r"""$\int_{lo}^{hi}L_k(r)\,r\,P_l(w(c/r))\,dr$ ($c\le lo$) for arrays ``c, lo, hi`` (shape (J,)), in the
         variable $w'$ with $r=c/(1-g(w'))$, on ``_PIECES`` pieces of equal ratio in $r$ (the pole of $r(w')$ at
@@ -231,15 +238,20 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
         one_minus = 1.0 - g(x)
         rr = c[:, None] / one_minus
         scale = wt * rr * c[:, None] * dg(x) / one_minus**2
-        Lr = _scaled_lagrange(r, rr.ravel(), scale.ravel()).reshape(c.size, -1, m + 1)
-        if shared is None:           # sum_p Lr[p,k] P_l(x_p) = (sum_p Lr[p,k]) total_l - ((Lr^T T(x)) anti)[k,l]
+        # L_k(r) = sum_j Cr[j, k] T_j(2r - 1): the Chebyshev rows at the points (no divisions), Cr applied last
+        Tr = _cheb_rows(2.0 * rr.ravel() - 1.0, m + 1)                                  # (m+1, J*points)
+        Tr *= scale.ravel()[None, :]
+        Tr = Tr.reshape(m + 1, c.size, -1)
+        if shared is None:           # sum_p Lr[p,j] P_l(x_p) = (sum_p Lr[p,j]) total_l - ((Lr^T T(x)) anti)[j,l]
             Tv = _cheb_rows(2.0 * x.ravel() - 1.0, anti.shape[0]).reshape(anti.shape[0], c.size, -1)
-            LT = np.matmul(Lr.transpose(0, 2, 1), Tv.transpose(1, 2, 0))                 # (J, m+1, deg+1)
+            LT = np.matmul(Tr.transpose(1, 0, 2), Tv.transpose(1, 2, 0))                 # (J, m+1, deg+1)
             out = (LT.reshape(-1, anti.shape[0]) @ anti).reshape(c.size, m + 1, n + 1)
-            return np.subtract(Lr.sum(axis=1)[:, :, None] * total[None, None, :], out, out=out)
-        L_ = shared.shape[0]
-        Lr = Lr.reshape(c.size // L_, L_, -1, m + 1).transpose(0, 1, 3, 2)
-        return np.matmul(Lr, shared[None]).reshape(c.size, m + 1, n + 1)
+            out = np.subtract(Tr.sum(axis=2).T[:, :, None] * total[None, None, :], out, out=out)
+        else:
+            L_ = shared.shape[0]
+            Tr = Tr.reshape(m + 1, c.size // L_, L_, -1).transpose(1, 2, 0, 3)
+            out = np.matmul(Tr, shared[None]).reshape(c.size, m + 1, n + 1)
+        return np.matmul(CrT, out)
 
     per_seg = 2 * _PIECES * gx.size * max(anti.shape[0], m + 1)                 # floats of the big temporaries
     chunk = max(1, (1 << 20) // per_seg)
