@@ -217,12 +217,12 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
     CrT = np.ascontiguousarray(((2.0 / m) * ends[:, None] * ends[None, :]
                                 * np.cos(np.pi * np.outer(jj, m - jj) / m)).T)
 
-    def segs_chunk(c, lo, hi, shared=None):
+    def segs_chunk(c, lo, hi, shared=None, dest=None):
         r"""$\int_{lo}^{hi}L_k(r)\,r\,P_l(w(c/r))\,dr$ ($c\le lo$) for arrays ``c, lo, hi`` (shape (J,)), in the
         variable $w'$ with $r=c/(1-g(w'))$, on ``_PIECES`` pieces of equal ratio in $r$ (the pole of $r(w')$ at
         $g=1$ stays a piece away).  Returns (J, m+1, n+1); zero where ``hi <= lo`` or ``c <= 0``.
         ``shared``: $P_l$ at the nodes $w'$, (L, points, n+1), the same for every L-th integral (J a multiple of L).
-        With ``shared=="nodes"`` returns those values instead."""
+        With ``shared=="nodes"`` returns those values instead.  ``dest``: where to write the result."""
         void = (hi <= lo) | (c <= 0)
         c, lo, hi = np.where(void, 1.0, c), np.where(void, 1.0, lo), np.where(void, 1.0, hi)
         frac = np.linspace(0.0, 1.0, _PIECES + 1)
@@ -251,7 +251,7 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
             L_ = shared.shape[0]
             Tr = Tr.reshape(m + 1, c.size // L_, L_, -1).transpose(1, 2, 0, 3)
             out = np.matmul(Tr, shared[None]).reshape(c.size, m + 1, n + 1)
-        return np.matmul(CrT, out)
+        return np.matmul(CrT, out, out=dest)
 
     per_seg = 2 * _PIECES * gx.size * max(anti.shape[0], m + 1)                 # floats of the big temporaries
     chunk = max(1, (1 << 20) // per_seg)
@@ -263,7 +263,7 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
         out = np.empty((c.size, m + 1, n + 1))
         step = chunk if shared is None else max(1, chunk // shared.shape[0]) * shared.shape[0]
         for j in range(0, c.size, step):
-            out[j:j + step] = segs_chunk(c[j:j + step], lo[j:j + step], hi[j:j + step], shared)
+            segs_chunk(c[j:j + step], lo[j:j + step], hi[j:j + step], shared, out[j:j + step])
         return out
 
     Pn = (m + 1) * (n + 1)
@@ -275,10 +275,11 @@ def _unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
     # the forward integrals of row t, in w', have the nodes of row t = 1 (w'(r) = ginv(1 - s/r) with s = t v,
     # r in [s, t] on pieces of equal ratio: scale free), up to rounding: P at those nodes is computed once
     P_fwd = segs_chunk(v, v, np.ones_like(v), "nodes")                          # (n+1, points, n+1)
-    fwd = 2.0 * head[:, :, None] * P0[None, None, :] + segs(s_all, s_all, t_all, P_fwd)
-    bwd = np.broadcast_to((2.0 * tail[:, None, :, None] * P0[None, None, None, :] - tail_seg[:, None]),
-                          (m + 1, n + 1, m + 1, n + 1)).reshape(fwd.shape)
-    bwd -= segs(s_all, t_all, np.full_like(s_all, T))
+    fwd = segs(s_all, s_all, t_all, P_fwd)
+    fwd += 2.0 * head[:, :, None] * P0[None, None, :]
+    bwd = segs(s_all, t_all, np.full_like(s_all, T))
+    np.subtract((2.0 * tail[:, None, :, None] * P0[None, None, None, :] - tail_seg[:, None]),
+                bwd.reshape(m + 1, n + 1, m + 1, n + 1), out=bwd.reshape(m + 1, n + 1, m + 1, n + 1))
     W = fwd.reshape(Pn, Pn)
     V = bwd.reshape(Pn, Pn)
     omega = (2.0 * np.outer(int_rL(0.0, T), P0)).ravel()
