@@ -73,17 +73,6 @@ def delta_band(theta0: np.ndarray, sigma_w_T: float) -> np.ndarray:
     return 4.0 ** -np.minimum(k, _DELTA_MIN_POWER)
 
 
-def _cheb_fit_gauss(values: np.ndarray) -> np.ndarray:
-    r"""Chebyshev coefficients of the interpolant through ``values`` (M, ...) at the Chebyshev points
-    $x_j=\cos(\pi(j+\tfrac12)/M)$: $c_i=\tfrac{2-\delta_{i0}}{M}\sum_jT_i(x_j)f_j$ (discrete orthogonality)."""
-    M = values.shape[0]
-    j = np.arange(M)
-    T = np.cos(np.pi * np.outer(j, j + 0.5) / M)
-    c = (2.0 / M) * (T @ values)
-    c[0] *= 0.5
-    return c
-
-
 def _cheb_rows(x: np.ndarray, D: int) -> np.ndarray:
     """``T[j, i]`` $=T_j(x_i)$, $j<D$ (the transposed Chebyshev Vandermonde matrix, rows contiguous)."""
     T = np.empty((D, x.size))
