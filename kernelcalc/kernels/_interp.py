@@ -107,13 +107,17 @@ def barycentric_weights(nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
     w = (-1.0) ** np.arange(m + 1)
     w[0] *= 0.5
     w[-1] *= 0.5
-    diff = np.asarray(x, float)[:, None] - nodes[None, :]
-    exact = diff == 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = w[None, :] / diff
-        W = terms / np.sum(terms, axis=1, keepdims=True)
-    hit = exact.any(axis=1)
-    W[hit] = exact[hit].astype(float)
+    x = np.asarray(x, float).ravel()
+    W = np.subtract(x[:, None], nodes[None, :])                 # the differences, then overwritten in place
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        np.divide(w[None, :], W, out=W)
+        total = np.sum(W, axis=1, keepdims=True)
+        np.divide(W, total, out=W)
+    rows = np.flatnonzero(~np.isfinite(total[:, 0]))           # an exact hit makes the row's sum infinite
+    if rows.size:
+        exact = x[rows, None] == nodes[None, :]
+        hit = exact.any(axis=1)
+        W[rows[hit]] = exact[hit].astype(float)
     return W
 
 
