@@ -5,6 +5,8 @@ grids are rejected.  Each fallback is forced here.  References are independent o
 
 
 import mpmath as mp
+import warnings
+
 import numpy as np
 import pytest
 
@@ -164,12 +166,25 @@ def test_polar_rule_shortfall_warns(monkeypatch):
 
 @pytest.mark.parametrize("kw, scale", [
     (dict(sigma_w=40.0), 1.0),       # before: > 600 s (sigma_w*T = 10 now computes: the tabulated large-q rule)
-    pytest.param(dict(sigma_u=10.0, sigma_v=10.0), 1.0, marks=pytest.mark.slow),  # before: a 65 GB allocation
-    pytest.param(dict(), 1e3, marks=pytest.mark.slow),                            # |x|^2 = 1e6 d
 ])
 def test_hopeless_tanh_cases_are_refused_quickly_naming_the_limit(kw, scale):
     with pytest.raises(kc.KernelcalcInputError, match=r"pre-activation variance reaches q = .*the limit is|the limit is .*reduce"):
         kc.node_kernel(six_points() * scale, activation="tanh", **kw)
+
+
+@pytest.mark.slow   # ~10 s each
+@pytest.mark.parametrize("kw, scale", [
+    (dict(sigma_u=10.0, sigma_v=10.0), 1.0),        # once a 65 GB allocation, then a refusal
+    (dict(), 1e3),                                  # |x|^2 = 1e6 d, once refused
+])
+def test_formerly_hopeless_tanh_cases_compute_within_tolerance(kw, scale):
+    """The tabulated large-q rule makes these affordable: a finite, symmetric Gram whose error estimate
+    meets 10 tol, without an accuracy warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", kc.KernelcalcAccuracyWarning)
+        k = kc.node_kernel(six_points() * scale, activation="tanh", **kw)
+    assert np.all(np.isfinite(k.ntk)) and np.allclose(k.ntk, k.ntk.T, rtol=1e-12)
+    assert k.info["error_estimate"] <= 10 * 1e-10 * np.max(np.abs(k.ntk))
 
 
 def test_overflow_is_not_called_superlinear_growth():

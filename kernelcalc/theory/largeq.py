@@ -258,6 +258,21 @@ def level_values(rule, q1, q2, c, blocked):
                                              np.sqrt(np.abs(np.asarray(Cdaa * Cdbb))))
 
 
+def first_settled(levels, values, tol: float):
+    r"""``(level, difference)``: the coarsest of ``levels`` whose :func:`level_values` (``values(level)``)
+    agree with the next finer level's to ``tol``, relative to the norms; ``(None, the last difference)`` when
+    none does."""
+    prev, _ = values(levels[0])
+    err = math.inf
+    for coarse, fine in zip(levels, levels[1:]):
+        cur, norms = values(fine)
+        err = max(float(np.max(np.abs(a - b) / np.maximum(s, 1e-300))) for a, b, s in zip(cur, prev, norms))
+        if err <= tol:
+            return coarse, err
+        prev = cur
+    return None, err
+
+
 @float64
 def choose_asymptotic(activation: Activation, q_max: float, tol: float, strict: bool = False,
                       q_min: float = 0.25, blocked=None):
@@ -279,14 +294,9 @@ def choose_asymptotic(activation: Activation, q_max: float, tol: float, strict: 
     def values(level):
         return level_values(AsymptoticRule(asy, *level), q1, q2, c, blocked)
 
-    prev, norms = values(_LEVELS[0])
-    err = math.inf
-    for coarse, fine in zip(_LEVELS, _LEVELS[1:]):
-        cur, norms = values(fine)
-        err = max(float(np.max(np.abs(a - b) / np.maximum(s, 1e-300))) for a, b, s in zip(cur, prev, norms))
-        if err <= tol:
-            return AsymptoticRule(asy, *coarse), max(err, 1e-16)
-        prev = cur
+    settled, err = first_settled(_LEVELS, values, tol)
+    if settled is not None:
+        return AsymptoticRule(asy, *settled), max(err, 1e-16)
     if err <= 10.0 * tol:       # the finest level, within rounding of tol: no warning, the estimate is reported
         return AsymptoticRule(asy, *_LEVELS[-1]), err
     accuracy_shortfall(f"asymptotic rule for {activation.name}: the finest level {_LEVELS[-1]} still changes by "

@@ -44,7 +44,7 @@ from .._x64 import float64
 from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .._validation import accuracy_shortfall
 from .activations import Activation
-from .largeq import Asymptote, asymptote_of, level_values
+from .largeq import Asymptote, asymptote_of, first_settled, level_values
 
 __all__ = ["RemainderTable", "remainder_table", "TabulatedRule", "choose_tabulated", "cheapest_tabulated_rule"]
 
@@ -356,14 +356,9 @@ def choose_tabulated(activation: Activation, q_max: float, tol: float, strict: b
         return level_values(TabulatedRule(asy, h), q1, q2, c, blocked)
 
     table_err = TabulatedRule(asy).table_error
-    prev, _ = values(_H_LEVELS[0])
-    err = math.inf
-    for coarse, fine in zip(_H_LEVELS, _H_LEVELS[1:]):
-        cur, norms = values(fine)
-        err = max(float(np.max(np.abs(a - b) / np.maximum(s, 1e-300))) for a, b, s in zip(cur, prev, norms))
-        if err <= tol:
-            return TabulatedRule(asy, coarse), max(err, table_err, 1e-16)
-        prev = cur
+    settled, err = first_settled(_H_LEVELS, values, tol)
+    if settled is not None:
+        return TabulatedRule(asy, settled), max(err, table_err, 1e-16)
     est = max(err, table_err)
     if est > 10.0 * tol:
         accuracy_shortfall(f"tabulated large-q rule for {activation.name}: the finest step {_H_LEVELS[-1]} still "
