@@ -88,6 +88,7 @@ _NUMPY_MAX_WORK_CLOSED = 1e6   # the same for closed forms (on fine time grids: 
 _JIT_BATCH = 256          # pairs per compiled cross-kernel batch (one shape: one compilation per kernel)
 _JIT_NORMS = 64           # distinct norms per compiled cross-kernel call at least (padded: one shape)
 _MIN_BATCH = 8            # pairs per cross-kernel batch at least (batches are grouped by correlation)
+_GRADED_THETA = 6.0       # sigma_w * T past which smooth activations sample the theta table graded (graded_theta_table)
 _MAX_TIME_GRIDS = 32      # memoised (rule, time grid) choices (GoursatSolver._dual_and_M)
 #: (parameters, largest norm) -> (rule, M, info, warnings, {x.x/d: q(t)}): the memo of
 #: :meth:`GoursatSolver._dual_and_M` and of the self-kernel diagonals on that grid
@@ -802,6 +803,20 @@ def cost_refusal(what: str, factors, why: str, drivers) -> str:
             f"{why}; reduce {advice}")
 
 
+def graded_theta_table(sigma_w_T: float) -> bool:
+    r"""Whether the sphere's $\theta$ table of a smooth activation is sampled in the graded variable of
+    :mod:`._interp` (nodes clustered at $\theta=0$ and $\pi$): past $\sigma_wT$ = ``_GRADED_THETA`` (6).
+
+    At long horizons nearby inputs decorrelate exponentially (the deficit $S_\parallel-S$ grows like
+    $e^{\lambda t}$), so $K(\theta)$ varies on a scale $\sim e^{-\lambda T/2}$ near $\theta=0$ (and $\pi$):
+    uniform nodes in $\theta$ resolve it only with many of them.  Measured (NTK Chebyshev coefficients
+    below 1e-10 of max|K|, N-independent; sin / cos / erf): at $\sigma_wT=10$ the uniform series needs
+    more than 256 terms (sin, cos: the table took 513 nodes), the graded one 144-176 / 160-192 / 112-128
+    (257 nodes with the doublings); at $\sigma_wT=7$ the two are even (112-128 terms), and at 3-5 the
+    uniform series is shorter (64-96 against 80-112)."""
+    return sigma_w_T > _GRADED_THETA
+
+
 def check_tol(tol) -> float:
     """``tol`` as a float in (0, 1) (a relative accuracy target)."""
     tol = positive("tol", tol)
@@ -886,7 +901,7 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     # table; an odd phi (tanh) gives K(x, -y) = -K(x, y), half the solves
     nngp, ntk, ginfo = gram(a, None if same else b, solver, homogeneous=act.is_positively_homogeneous,
                             odd=act.is_odd, tol=max(tol, 1e-12), progress=progress, strict=strict,
-                            outputs=outputs, out=out, client=client, graded_theta=kinked,
+                            outputs=outputs, out=out, client=client, graded_theta=kinked or graded_theta_table(sigma_w * T),
                             config=dict(model="node", activation=act.name, params=dict(
                                 T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, tol=tol, time_nodes=time_nodes)))
     info = dict(solver.info, **ginfo, seconds=time.perf_counter() - t0)
