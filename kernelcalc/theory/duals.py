@@ -69,8 +69,20 @@ def _arc(xp):
     there $J=n\beta^3\sum_{k=1}^{9}(-1)^{k+1}\frac{2k}{(2k+1)!}\beta^{2k-2}$ (truncation
     $<5\cdot10^{-16}$ relative at $\beta=1$); for $\beta>1$ the direct sum loses at most a factor 3."""
 
-    def arc(c, d):
-        beta = xp.arctan2(d, -c)
+    def arc(c, d, beta=None):
+        beta = xp.arctan2(d, -c) if beta is None else beta     # (a caller that has beta passes it)
+        if xp is np:    # numpy: the series only where it is used (beta <= 1: near-antiparallel, rare)
+            out = d + c * beta
+            small = beta <= 1.0
+            if np.any(small):
+                out = np.array(np.broadcast_to(out, np.broadcast_shapes(np.shape(c), np.shape(d), np.shape(beta))))
+                cs, ds, bs = (np.broadcast_to(a, out.shape)[small] for a in (c, d, beta))
+                zs = bs * bs
+                ser = _ARC_SERIES[-1]
+                for a in _ARC_SERIES[-2::-1]:
+                    ser = ser * zs + a
+                out[small] = np.sqrt(cs * cs + ds * ds) * bs * zs * ser
+            return out
         z = beta * beta
         series = _ARC_SERIES[-1]
         for a in _ARC_SERIES[-2::-1]:
@@ -127,7 +139,7 @@ PHI2 = sp.Function("Phi_2")
 SYMPY_OPS = SimpleNamespace(sqrt=sp.sqrt, arccos=sp.acos, arcsin=sp.asin, exp=sp.exp, sinh=sp.sinh,
                             cosh=sp.cosh, sin=sp.sin, cos=sp.cos, pi=sp.pi, clip_unit=lambda r: r,
                             angle=lambda q1, q2, c: sp.acos(c / sp.sqrt(q1 * q2)), arctan2=sp.atan2,
-                            nonneg=lambda v: v, arc=lambda c, d: d + c * sp.atan2(d, -c),
+                            nonneg=lambda v: v, arc=lambda c, d, beta=None: d + c * sp.atan2(d, -c),
                             corr=lambda q1, q2, c: c / sp.sqrt(q1 * q2),
                             mills=lambda x: sp.exp(x**2 / 2) * sp.erfc(x / sp.sqrt(2)) / 2,
                             mills2=lambda h, k, r: sp.exp(sp.cancel((h**2 - 2 * r * h * k + k**2) / (2 * (1 - r**2))))
@@ -197,7 +209,7 @@ def _gelu_C(o, q1, q2, c):
     they are $O(q^{1/2})$), which here is the cancellation inside $J$, done by its series.
     $q_1=0$ (a zero input, $c=0$): $C=0$."""
     P, m, _, d, beta = _gelu_parts(o, q1, q2, c)
-    return (q1 * q2 * o.arc(c, d) + m * c * beta + c**2 / d) / (2 * o.pi * P)
+    return (q1 * q2 * o.arc(c, d, beta) + m * c * beta + c**2 / d) / (2 * o.pi * P)
 
 
 def _gelu_Cdot(o, q1, q2, c):
