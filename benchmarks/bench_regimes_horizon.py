@@ -69,7 +69,7 @@ BUILTINS = ("relu", "leaky_relu", "softplus", "tanh", "sigmoid", "erf", "gelu", 
 _CHILD = r"""
 import json, sys, time, warnings
 import numpy as np
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 import kernelcalc as kc
 from kernelcalc.data import sphere_normalise
 act, T, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
@@ -79,7 +79,7 @@ try:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         k = kc.node_kernel(X, activation=act, T=T)
-    out.update(seconds=time.perf_counter() - t0, error=float(k.info["error_estimate"]) / float(np.max(np.abs(k.ntk))),
+    out.update(seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0, error=float(k.info["error_estimate"]) / float(np.max(np.abs(k.ntk))),
                rule=k.info.get("expectation"), q_max=k.info.get("q_max"), time_nodes=k.info.get("time_nodes"),
                warnings=[str(w.message)[:160] for w in caught if "Assumption" not in str(w.message)])
 except Exception as e:  # a refusal (KernelcalcInputError) or a failure: recorded, not raised
@@ -109,6 +109,7 @@ def run(n: int = 200, timeout: float = 600.0, activations=BUILTINS) -> list[dict
         a, b = _one(act, 1.0, n, timeout), _one(act, 10.0, n, timeout)
         row = dict(activation=act, seconds_T1=a.get("seconds"), seconds_T10=b.get("seconds"),
                    ratio=(b["seconds"] / a["seconds"]) if "failure" not in b and a.get("seconds") else None,
+                   cpu_T1=a.get("cpu_seconds"), cpu_T10=b.get("cpu_seconds"),
                    error_T10=b.get("error"), error_T1=a.get("error"), rule_T10=b.get("rule"), q_T10=b.get("q_max"),
                    failure_T10=b.get("failure"), failure_T1=a.get("failure"), warnings_T10=b.get("warnings"),
                    meets_target=("failure" not in b and b.get("error", 1) <= 1e-9
@@ -119,6 +120,8 @@ def run(n: int = 200, timeout: float = 600.0, activations=BUILTINS) -> list[dict
         t1 = f"{row['seconds_T1']:.1f}" if row["seconds_T1"] is not None else "-"
         t10 = f"{row['seconds_T10']:.1f}" if row["seconds_T10"] is not None else "-"
         what = row["failure_T10"] or f"{row['rule_T10']}, q(T) = {row['q_T10']:.3g}"
+        if row["cpu_T1"] and row["cpu_T10"]:     # CPU seconds of the process (all threads): less load-dependent
+            what += f"; CPU {row['cpu_T1']:.1f} s / {row['cpu_T10']:.1f} s = {row['cpu_T10'] / row['cpu_T1']:.1f}x"
         print(f"{act:<11} {t1:>7} {t10:>8} {ratio:>6} {err:>9}  {what[:150]}", flush=True)
     return rows
 

@@ -327,28 +327,36 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
             left = np.stack([S0[:, None] * ones if j == 0 else cell(k, j - 1)[:, :, -1] for k, j in zip(ks, js)],
                             axis=1)                                                     # S(t, t_j)
             base_t = tops[:, :, None, :] + left[:, :, :, None] - tops[:, :, None, :1]
-            q1 = np.broadcast_to(qp[:, ks][:, :, :, None], base_t.shape)
-            q2 = np.broadcast_to(qp[:, js][:, :, None, :], base_t.shape)
-            extra_t = () if aux is None else (tuple(np.stack(
-                [a[:, grid.tensor_slice(k, j)].reshape(B, m1, m1) for k, j in zip(ks, js)], axis=1) for a in aux),)
+            q1, q2 = qp[:, ks][:, :, :, None], qp[:, js][:, :, None, :]
+            if aux is None and hasattr(C_of, "at_variances"):      # variance parts once per wavefront
+                C_t = C_of.at_variances(q1, q2)
+            else:
+                extra_t = () if aux is None else (tuple(np.stack(
+                    [a[:, grid.tensor_slice(k, j)].reshape(B, m1, m1) for k, j in zip(ks, js)], axis=1) for a in aux),)
+                q1, q2 = np.broadcast_to(q1, base_t.shape), np.broadcast_to(q2, base_t.shape)
+                C_t = (lambda q1, q2, e: lambda X: C_of(q1, q2, X, *e))(q1, q2, extra_t)
             X = base_t.copy()
         if kd is not None:
             f = S0[:, None] * ones if kd == 0 else cell(kd, kd - 1)[:, :, -1]           # S(t_k + tau, t_k)
             base_d = (f @ Q.T).reshape(B, m1, m1) + f[:, :, None] - f[:, :1, None]
             qd = qp[:, kd]
             qd1, qd2 = np.broadcast_to(qd[:, :, None], (B, m1, m1)), (qd @ Q.T).reshape(B, m1, m1)
-            extra_d = () if aux is None else (tuple(a[:, grid.diag_slice(kd)].reshape(B, m1, m1) for a in aux),)
+            if aux is None and hasattr(C_of, "at_variances"):
+                C_d = C_of.at_variances(qd1, qd2)
+            else:
+                extra_d = () if aux is None else (tuple(a[:, grid.diag_slice(kd)].reshape(B, m1, m1) for a in aux),)
+                C_d = (lambda e: lambda D: C_of(qd1, qd2, D, *e))(extra_d)
             diag = base_d.copy()
         delta, prev, sweeps = math.inf, math.inf, 0
         while sweeps < max_sweeps:
             changes = []
             if X is not None:
-                C = C_of(q1, q2, X, *extra_t)
+                C = C_t(X)
                 new = base_t + _sandwich(J, source(C).reshape(-1, m1, m1)).reshape(X.shape)
                 changes.append(np.max(_change(new.reshape(-1, m1, m1), X.reshape(-1, m1, m1))))
                 X = new
             if diag is not None:
-                C = C_of(qd1, qd2, diag, *extra_d)
+                C = C_d(diag)
                 new = base_d + (source(C).reshape(B, -1) @ WT).reshape(B, m1, m1)
                 changes.append(np.max(_change(new, diag)))
                 diag = new

@@ -135,6 +135,27 @@ def _dual_np(dual, q1, q2, c, derivative: bool):
     return tuple(np.asarray(o) for o in out) if derivative else np.asarray(out)
 
 
+class _DualC:
+    r"""$C(q_1,q_2,c)$ of ``dual`` in numpy, the ``C_of`` of the panel and triangle solvers;
+    :meth:`at_variances` gives $c\mapsto C$ at fixed variances (the cross-kernels' wavefronts,
+    :func:`._panels._solve_wavefront`): a closed form with ``C_at_variances`` (gelu) computes its variance parts
+    once per cell instead of once per Picard sweep (the same values)."""
+
+    def __init__(self, dual):
+        self.dual = dual
+
+    def __call__(self, q1, q2, c):
+        return _dual_np(self.dual, q1, q2, c, False)
+
+    def at_variances(self, q1, q2):
+        prepared = getattr(self.dual.rule, "C_at_variances", None) if (
+            self.dual.method == "closed" and self.dual.numpy_ok) else None
+        if prepared is None:
+            return lambda c: self(q1, q2, c)
+        f = prepared(NUMPY_OPS, np.asarray(q1, np.float64), np.asarray(q2, np.float64))
+        return lambda c: np.broadcast_to(f(c), np.shape(c))
+
+
 _HOMOGENEOUS = ("relu", "leaky_relu", "piecewise linear")   # closed forms that depend on c and the angle only
 
 
@@ -272,7 +293,7 @@ class KinkedSolverMixin:
         return rec.ode_backward_source(Cdot, Lam, self.sigma_w)
 
     def _C(self, dual):
-        return lambda q1, q2, c: _dual_np(dual, q1, q2, c, False)
+        return _DualC(dual)
 
     # -- solves ----------------------------------------------------------------------------------
     def _self_diagonals(self, dual, M, v):

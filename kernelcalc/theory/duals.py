@@ -208,8 +208,27 @@ def _gelu_C(o, q1, q2, c):
     $q_1q_2\Delta/P$ of that form cancel at large $q$ and $c\to-\sqrt{q_1q_2}$ (there $C=O(q^{-1/2})$ while
     they are $O(q^{1/2})$), which here is the cancellation inside $J$, done by its series.
     $q_1=0$ (a zero input, $c=0$): $C=0$."""
-    P, m, _, d, beta = _gelu_parts(o, q1, q2, c)
-    return (q1 * q2 * o.arc(c, d, beta) + m * c * beta + c**2 / d) / (2 * o.pi * P)
+    return _gelu_C_given(o, _gelu_variance_parts(o, q1, q2), c)
+
+
+def _gelu_variance_parts(o, q1, q2):
+    r"""The parts of :func:`_gelu_C` that depend on the variances alone: $q_1q_2$, $m=1+q_1+q_2$, $2\pi P$."""
+    return q1 * q2, 1 + q1 + q2, 2 * o.pi * ((1 + q1) * (1 + q2))
+
+
+def _gelu_C_given(o, parts, c):
+    r""":func:`_gelu_C` from its :func:`_gelu_variance_parts` (a Picard sweep at fixed variances computes those
+    once: :attr:`ClosedFormDual.C_at_variances`); $\Delta$, $\beta$ as in :func:`_gelu_parts`."""
+    qq, m, two_pi_P = parts
+    c2 = c**2
+    d = o.sqrt(m + o.nonneg(qq - c2))
+    beta = o.arctan2(d, -c)
+    return (qq * o.arc(c, d, beta) + m * c * beta + c2 / d) / two_pi_P
+
+
+def _gelu_at_variances(o, q1, q2):
+    """gelu's ``C_at_variances``: $c\mapsto C$ at the fixed variances ``q1``, ``q2``."""
+    return functools.partial(_gelu_C_given, o, _gelu_variance_parts(o, q1, q2))
 
 
 def _gelu_Cdot(o, q1, q2, c):
@@ -332,6 +351,8 @@ class ClosedFormDual:
     Cdot_formula: Callable
     #: optional ``(ops, q1, q2, c) -> (C, Cdot)`` sharing the work of the two (same values as the pair)
     joint_formula: Callable | None = None
+    #: optional ``(ops, q1, q2) -> (c -> C)``: $C$ at fixed variances, their parts computed once (same values)
+    C_at_variances: Callable | None = None
 
     @float64
     def __call__(self, q1, q2, c, ops=None):
@@ -370,7 +391,7 @@ _NAMED = {
     "relu": lambda act: ClosedFormDual("relu", _relu_C, _step_C),
     "leaky_relu": lambda act: _leaky(act.param("alpha")),
     "erf": lambda act: ClosedFormDual("erf", _erf_C, _erf_Cdot),
-    "gelu": lambda act: ClosedFormDual("gelu", _gelu_C, _gelu_Cdot),
+    "gelu": lambda act: ClosedFormDual("gelu", _gelu_C, _gelu_Cdot, C_at_variances=_gelu_at_variances),
     "sin": lambda act: ClosedFormDual("sin", _sin_C, _cos_C),
     "cos": lambda act: ClosedFormDual("cos", _cos_C, _sin_C),
     "elu": lambda act: _elu(act.param("alpha")),
