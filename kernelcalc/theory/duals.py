@@ -69,8 +69,8 @@ def _arc(xp):
     there $J=n\beta^3\sum_{k=1}^{9}(-1)^{k+1}\frac{2k}{(2k+1)!}\beta^{2k-2}$ (truncation
     $<5\cdot10^{-16}$ relative at $\beta=1$); for $\beta>1$ the direct sum loses at most a factor 3."""
 
-    def arc(c, d, beta=None):
-        beta = xp.arctan2(d, -c) if beta is None else beta     # (a caller that has beta passes it)
+    def arc(c, d):
+        beta = xp.arctan2(d, -c)
         if xp is np:    # numpy: the series only where it is used (beta <= 1: near-antiparallel, rare)
             out = d + c * beta
             small = beta <= 1.0
@@ -139,7 +139,7 @@ PHI2 = sp.Function("Phi_2")
 SYMPY_OPS = SimpleNamespace(sqrt=sp.sqrt, arccos=sp.acos, arcsin=sp.asin, exp=sp.exp, sinh=sp.sinh,
                             cosh=sp.cosh, sin=sp.sin, cos=sp.cos, pi=sp.pi, clip_unit=lambda r: r,
                             angle=lambda q1, q2, c: sp.acos(c / sp.sqrt(q1 * q2)), arctan2=sp.atan2,
-                            nonneg=lambda v: v, arc=lambda c, d, beta=None: d + c * sp.atan2(d, -c),
+                            nonneg=lambda v: v, arc=lambda c, d: d + c * sp.atan2(d, -c),
                             corr=lambda q1, q2, c: c / sp.sqrt(q1 * q2),
                             mills=lambda x: sp.exp(x**2 / 2) * sp.erfc(x / sp.sqrt(2)) / 2,
                             mills2=lambda h, k, r: sp.exp(sp.cancel((h**2 - 2 * r * h * k + k**2) / (2 * (1 - r**2))))
@@ -223,7 +223,7 @@ def _gelu_C_given(o, parts, c):
     c2 = c**2
     d = o.sqrt(m + o.nonneg(qq - c2))
     beta = o.arctan2(d, -c)
-    return (qq * o.arc(c, d, beta) + m * c * beta + c2 / d) / two_pi_P
+    return (qq * o.arc(c, d) + m * c * beta + c2 / d) / two_pi_P
 
 
 def _gelu_at_variances(o, q1, q2):
