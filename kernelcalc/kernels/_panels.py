@@ -27,6 +27,12 @@ row, which is why a whole row is iterated together (Gauss–Seidel: each sweep u
 order).  Edges shared by a diagonal and a tensor cell are interpolated: in the collapsed variable $w$ (the
 diagonal cell's top row, analytic in $w$) or in $t$ (the tensor cell's column, a Chebyshev interpolant).
 
+Cross-kernels (their diagonal $q$ fixed: no coupling inside a row) and the backward problem are marched by
+**wavefronts** instead: the cells of one anti-diagonal $k+j=d$ depend only on those of $d\mp1$, so each is
+iterated to its own fixed point from fixed edges (:func:`_solve_wavefront`, :func:`_backward_wavefront`).  A row
+iterated as a whole carries a left (right) edge only one cell further per sweep: at $\sigma_wT=10$ its last rows
+took 20-22 sweeps where a wavefront takes ~9, about twice the closed-form evaluations (measured, gelu).
+
 **Accuracy.** The error decays geometrically in the per-cell degree $m$ (analytic data on every cell);
 the caller measures it from the degree sequence ($|K_m-K_{m'}|$ estimates the coarser grid's error).
 Measured in ``tests/test_long_horizon_panels.py`` against an independent trapezoid-plus-Richardson solve.
