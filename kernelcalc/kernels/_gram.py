@@ -80,8 +80,13 @@ def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str, graded:
     prev = math.inf
     while True:
         resolved = _resolved_tail(F, R)
-        if resolved is not None and resolved <= tol:     # converged on the R+1 nodes already: no doubling
-            return F, R, resolved
+        if resolved is not None and resolved <= tol:     # converged on the R+1 nodes already: no doubling, after
+            u_chk = lobatto(2 * R)[1::2][np.linspace(0, R - 1, _TAIL_CHECKS).astype(int)]   # a few held-out solves
+            pred = np.tensordot(chebyshev_matrix(u_chk, R), chebyshev_coefficients(F), axes=(1, 0))
+            scale = np.maximum(np.max(np.abs(F), axis=(0, 1)), 1e-300)
+            measured = float(np.max(np.abs(pred - sample(u_chk)) / scale))
+            if measured <= tol:
+                return F, R, max(resolved, 2.0 * measured)
         u_new = lobatto(2 * R)[1::2]
         F_new = sample(u_new)
         predicted = np.tensordot(chebyshev_matrix(u_new, R), chebyshev_coefficients(F), axes=(1, 0))
@@ -104,6 +109,7 @@ def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str, graded:
 
 _TAIL_FROM = 64         # theta nodes - 1 from which a resolved coefficient tail ends the doubling
 _TAIL_FACTOR = 10.0     # error estimate of a resolved series: this times its tail coefficients
+_TAIL_CHECKS = 8        # held-out solves that confirm a resolved series (their error, doubled, bounds the estimate)
 
 
 def _resolved_tail(F, R: int):
@@ -116,7 +122,10 @@ def _resolved_tail(F, R: int):
     coefficient of the last eighth, relative to the largest value of each output, is below $10^{-6}$ of the
     largest of the first eighth (the decay is visible over the whole range).  For a geometrically decaying
     series the interpolation error is bounded by a few times its trailing coefficients (truncation plus
-    aliasing: $2\sum_{j>R}|c_j|$); the estimate is ``_TAIL_FACTOR`` times the tail."""
+    aliasing: $2\sum_{j>R}|c_j|$); the estimate is ``_TAIL_FACTOR`` times the tail.  :func:`_theta_samples` then
+    solves ``_TAIL_CHECKS`` held-out angles (midpoints between the nodes) and keeps the series only when they are
+    within ``tol`` too, with twice their error as a floor of the estimate (at the solves' noise floor the tail
+    alone underestimates: measured sin at $\sigma_wT=10$, tail estimate 6e-13, error between the nodes 1.6e-12)."""
     if R < _TAIL_FROM:
         return None
     coef = np.abs(chebyshev_coefficients(F))
