@@ -231,6 +231,17 @@ def _gelu_at_variances(o, q1, q2):
     return functools.partial(_gelu_C_given, o, _gelu_variance_parts(o, q1, q2))
 
 
+def _gelu_joint(o, q1, q2, c):
+    r"""(:func:`_gelu_C`, :func:`_gelu_Cdot`) sharing $\Delta$ and $\beta$ (the same formulas)."""
+    qq, m, two_pi_P = _gelu_variance_parts(o, q1, q2)
+    c2 = c**2
+    d2 = m + o.nonneg(qq - c2)
+    d = o.sqrt(d2)
+    beta = o.arctan2(d, -c)
+    C = (qq * o.arc(c, d) + m * c * beta + c2 / d) / two_pi_P
+    return C, (beta + c / d * (1 / (1 + q1) + 1 / (1 + q2) + 1 / d2)) / (2 * o.pi)
+
+
 def _gelu_Cdot(o, q1, q2, c):
     r"""GELU: $2\pi\dot C=\beta+\frac c\Delta\big(\frac1{1+q_1}+\frac1{1+q_2}+\frac1{\Delta^2}\big)$ (the three
     integrals of :func:`_gelu_C`; neural-tangents writes $\frac1{1+q_1}+\frac1{1+q_2}=1+\frac{1-q_1q_2}P$ and
@@ -391,7 +402,7 @@ _NAMED = {
     "relu": lambda act: ClosedFormDual("relu", _relu_C, _step_C),
     "leaky_relu": lambda act: _leaky(act.param("alpha")),
     "erf": lambda act: ClosedFormDual("erf", _erf_C, _erf_Cdot),
-    "gelu": lambda act: ClosedFormDual("gelu", _gelu_C, _gelu_Cdot, C_at_variances=_gelu_at_variances),
+    "gelu": lambda act: ClosedFormDual("gelu", _gelu_C, _gelu_Cdot, _gelu_joint, C_at_variances=_gelu_at_variances),
     "sin": lambda act: ClosedFormDual("sin", _sin_C, _cos_C),
     "cos": lambda act: ClosedFormDual("cos", _cos_C, _sin_C),
     "elu": lambda act: _elu(act.param("alpha")),

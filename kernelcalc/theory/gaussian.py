@@ -572,7 +572,7 @@ class DualKernels:
             out = tuple(HermiteRule.series(m1[i], m2[i], r, xp, tol=self.rule.tol,
                                            tails=None if tails is None else (tails[0][i - 1], tails[1][i - 1]))
                         for i in ((1, 2) if derivative else (1,)))
-        elif self.method == "closed" and xp is np and not derivative and self.rule.joint_formula is None:
+        elif self.method == "closed" and xp is np and not derivative:
             out = (self.rule.C_formula(NUMPY_OPS, q1, q2, c),)     # C alone (the Picard sweeps: no Cdot)
         elif self.method == "closed":
             out = self.rule(q1, q2, c, ops=NUMPY_OPS if xp is np else None)[: 2 if derivative else 1]
