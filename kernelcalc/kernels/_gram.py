@@ -85,7 +85,7 @@ def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str, graded:
             pred = np.tensordot(chebyshev_matrix(u_chk, R), chebyshev_coefficients(F), axes=(1, 0))
             scale = np.maximum(np.max(np.abs(F), axis=(0, 1)), 1e-300)
             measured = float(np.max(np.abs(pred - sample(u_chk)) / scale))
-            if measured <= tol:
+            if max(resolved, 2.0 * measured) <= tol:
                 return F, R, max(resolved, 2.0 * measured)
         u_new = lobatto(2 * R)[1::2]
         F_new = sample(u_new)
@@ -123,8 +123,8 @@ def _resolved_tail(F, R: int):
     largest of the first eighth (the decay is visible over the whole range).  For a geometrically decaying
     series the interpolation error is bounded by a few times its trailing coefficients (truncation plus
     aliasing: $2\sum_{j>R}|c_j|$); the estimate is ``_TAIL_FACTOR`` times the tail.  :func:`_theta_samples` then
-    solves ``_TAIL_CHECKS`` held-out angles (midpoints between the nodes) and keeps the series only when they are
-    within ``tol`` too, with twice their error as a floor of the estimate (at the solves' noise floor the tail
+    solves ``_TAIL_CHECKS`` held-out angles (midpoints between the nodes) and keeps the series only when twice
+    their error is within ``tol`` too, with it as a floor of the estimate (at the solves' noise floor the tail
     alone underestimates: measured sin at $\sigma_wT=10$, tail estimate 6e-13, error between the nodes 1.6e-12)."""
     if R < _TAIL_FROM:
         return None

@@ -57,6 +57,7 @@ _TABLE_MAX = 256
 _TABLE_MIN_PROBLEMS = 16   # fewer problems (the degree probes): the rule directly (a table costs ~100 sweeps' worth)
 _EQUAL_RTOL = 1e-12       # norms this close (relative) are solved as equal
 _BATCH = 64                # problems per numpy solve
+_OWN_CACHE = 64            # self-kernel solves kept for identical-input pairs (_own_solve)
 
 
 class _AngleTable:
@@ -237,6 +238,7 @@ class KinkedSolverMixin:
         self._unmet: dict = {}   # band -> degree that missed tol (kept by this solver only)
         self._tables: dict = {}  # (grid, diagonal) -> _AngleTable (quadrature duals)
         self._table_error = 0.0
+        self._own: dict = {}     # (dual, grid, S0) -> the self-kernel solve of _self_diagonals (_own_solve)
 
     def _nodes(self, M) -> int:
         """Time nodes along one axis: $m+1$ (one element) or $Pm+1$ (panels)."""
@@ -302,10 +304,23 @@ class KinkedSolverMixin:
         out = []
         for lo in range(0, len(v), _BATCH):
             S0 = rec.ode_initial(np.asarray(v[lo:lo + _BATCH], dtype=np.float64), self.sigma_u)
-            _, q, delta, sweeps = _solve(grid, self._C(dual), S0, self._fwd)
+            S, q, delta, sweeps = _solve(grid, self._C(dual), S0, self._fwd)
             self._sweeps("self", delta, sweeps, "the pre-activation variance q(t) = E[h_t^2]")
             out.append(q)
+            if len(self._own) + S0.size > _OWN_CACHE:
+                self._own.clear()
+            for i, s0 in enumerate(S0.tolist()):
+                self._own[(dual, grid.name, s0)] = (S[i], q[i], delta, sweeps)
         return np.concatenate(out)
+
+    def _own_solve(self, dual, grid, S0):
+        r"""The forward solve of identical inputs (their own diagonal, $q=S(t,t)$): the self-kernel solve of
+        :meth:`_self_diagonals` when it was made on this grid (the same problem), else solved here."""
+        hits = [self._own.get((dual, grid.name, s0)) for s0 in S0.tolist()]
+        if all(h is not None for h in hits):
+            return (np.stack([h[0] for h in hits]), np.stack([h[1] for h in hits]), max(h[2] for h in hits),
+                    max(h[3] for h in hits))
+        return _solve(grid, self._C(dual), S0, self._fwd)
 
     def _pairs(self, dual, M, q, S0, theta0, degrees=None, gap=None):
         """(nngp, ntk) of B pairs of equal norm: ``q`` (B, M+1) their diagonal on the degree-``M`` grid,
@@ -336,7 +351,8 @@ class KinkedSolverMixin:
                     table = None if own else self._table(dual, grid, qb[sel])
                     C_of = self._C(dual) if table is None else (
                         lambda q1, q2, c: table(c.reshape(c.shape[0], -1), 0).reshape(c.shape))
-                    S, qk, dS, nS = _solve(grid, C_of, S0[sel], self._fwd, q=None if own else qb[sel])
+                    S, qk, dS, nS = (self._own_solve(dual, grid, S0[sel]) if own else
+                                     _solve(grid, C_of, S0[sel], self._fwd, q=qb[sel]))
                     B = S.shape[0]
                     if table is None:
                         q1, q2 = _point_variances(grid, qk)
