@@ -51,6 +51,28 @@ With the deficit form on the panels too (near-parallel pairs of a homogeneous ki
 The sin/cos ratios above 10 come from the T = 1 side (now ~1 s cold); their T = 10 times are unchanged
 against main measured side by side (sin: 13.4 s vs 14.0 s, 10.0 s vs 12.1 s).
 
+deficit branch, 13:35-13:43 (load average 9-12 on the 2 cores: wall times are inflated about 3x and noisy, so the
+CPU seconds of each process, all threads, are printed too).  What drove the costs, measured: gelu's theta table
+already converged on 257 graded nodes (its coefficient tail is flat at 3e-13: the near-parallel pairs solved
+directly are not noisy for a smooth phi, whose C depends on c, not on the angle), so its cost was the panels' row
+marching (the last rows of 10 panels took 20-22 Picard sweeps: a sweep carries a left edge one cell further) and
+the closed form evaluated with Cdot in every sweep; sin/cos/erf at T = 10 have genuine theta structure near
+theta = 0 (nearby inputs decorrelate like e^{lambda t}: the NTK's uniform-theta series needs > 256 terms, the
+graded one 144-192), and the table's doubling kept 513 nodes where 257 suffice.  Built: wavefronts of cells for
+the panels' cross-kernels and backward problem; C alone in the sweeps (gelu: its variance parts once per cell);
+graded theta tables for smooth activations past sigma_w T = 6; a resolved Chebyshev tail (confirmed by 8 held-out
+solves) ends the table's doubling.  Main (b97381d) and this branch, run back to back::
+
+    activation   main: T=1  T=10  ratio  CPU ratio  |  deficit: T=1  T=10  ratio  CPU s T=1/T=10  CPU ratio  err T=10
+    gelu               2.6  46.1   18.1     16.2    |           2.8  15.0    5.4    0.9 / 5.8       6.3      2.5e-10
+    sin                2.5  18.5    7.4      8.3    |           1.8  10.4    5.7    0.7 / 3.8       5.4      6.1e-11
+    cos                3.0  23.4    7.7      9.6    |           2.3  16.0    7.0    0.8 / 4.7       6.2      1.2e-10
+    erf                2.9  13.1    4.5      5.1    |           2.4   7.6    3.2    0.7 / 2.6       3.4      7.9e-11
+    sigmoid (graded table too)                      |           3.4  15.4    4.5    1.1 / 4.6       4.0      8.8e-11
+    relu, leaky_relu (wavefronts)                   |     14.5/15.2  17.5/18.6  1.2  4.1/4.4 s / 5.6/5.5 s  1.3  5.8e-11
+    (theta nodes at T = 10: gelu 257 graded, sin/cos 257 graded (were 513 uniform), erf 129 graded; relu's T = 1
+    time is the loaded machine's triangle-grid build, not the horizon)
+
 Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin]``; the lead's
 ``benchmarks/bench_regimes.py`` calls :func:`run`.
 """

@@ -103,7 +103,7 @@ def _sphere(n, seed=0):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("activation", ["sin", "gelu"])
+@pytest.mark.parametrize("activation", ["sin", "cos", "erf", "gelu"])
 def test_sigma_w_T_10_sphere_table_against_direct_solves(activation):
     """N = 200 on the sphere at T = 10 (sin: graded theta table on the tensor grid; gelu: the panels): 12 entries,
     including the 3 closest pairs, against direct pair solves at their angles; the error estimate covers the
