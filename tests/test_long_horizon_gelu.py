@@ -6,7 +6,9 @@ product trapezoid rule (each row iterated to its fixed point), gelu's dual kerne
 written here (:func:`_gelu`, checked against a tensor Gauss-Hermite rule below), and three Richardson steps in
 h = T/n (the cells are split at t = s, so the trapezoid error expands in h^2, h^4, h^6).  Measured at
 sigma_w T = 4 (sigma_w = 2, T = 2): the Richardson results over n = 24..192 and 32..256 agree to ~1.4e-13
-(relative; over 16..128 and 32..256 to 4e-12), and the panels agree with the latter to 3e-14.  Nothing is shared with kernelcalc's panels, sphere tables or dual kernels.
+(relative; over 16..128 and 32..256 to 4e-12), and the panels agree with the latter to 3e-14; the test uses
+n = 24..192 (cheaper; its error, ~1.4e-13, is within the 1e-12 slack of the estimate check).  Nothing is shared
+with kernelcalc's panels, sphere tables or dual kernels.
 """
 
 import math
@@ -131,7 +133,7 @@ def test_gelu_panels_near_parallel_sigma_w_T_4_against_trapezoid_richardson():
     x = np.stack([np.cos(th), np.sin(th)], axis=1) * math.sqrt(2.0)      # x.x/d = 1
     k = kc.node_kernel(x, activation="gelu", T=2.0, sigma_w=2.0)
     assert "panels" in k.info["time_scheme"]
-    refs = _reference(2.0, 2.0, th[1:], (32, 64, 128, 256))
+    refs = _reference(2.0, 2.0, th[1:], (24, 48, 96, 192))
     for j, ref in zip((1, 2), refs):
         got = np.array([k.nngp[0, j], k.ntk[0, j]])
         err = np.abs(got - ref) / np.abs(ref)
