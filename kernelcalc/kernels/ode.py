@@ -809,11 +809,11 @@ def graded_theta_table(sigma_w_T: float) -> bool:
 
     At long horizons nearby inputs decorrelate exponentially (the deficit $S_\parallel-S$ grows like
     $e^{\lambda t}$), so $K(\theta)$ varies on a scale $\sim e^{-\lambda T/2}$ near $\theta=0$ (and $\pi$):
-    uniform nodes in $\theta$ resolve it only with many of them.  Measured (NTK Chebyshev coefficients
-    below 1e-10 of max|K|, N-independent; sin / cos / erf): at $\sigma_wT=10$ the uniform series needs
-    more than 256 terms (sin, cos: the table took 513 nodes), the graded one 144-176 / 160-192 / 112-128
-    (257 nodes with the doublings); at $\sigma_wT=7$ the two are even (112-128 terms), and at 3-5 the
-    uniform series is shorter (64-96 against 80-112)."""
+    uniform nodes in $\theta$ resolve it only with many of them.  Measured (index from which the NTK's
+    Chebyshev coefficients stay below 1e-10 of max|K|; sin / cos / erf): at $\sigma_wT=10$ uniform ~240 / ~224 /
+    ~128 (sin, cos: the table took 513 nodes), graded ~160 / ~150 / ~100 (257 / 257 / 129 nodes); at
+    $\sigma_wT=7$ the two are even (sin ~112 / ~105, erf ~90 / ~90), and at $\sigma_wT=3$-$5$ the uniform series
+    is shorter (sin 80-96 against 96-128)."""
     return sigma_w_T > _GRADED_THETA
 
 
