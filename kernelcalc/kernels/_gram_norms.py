@@ -1,20 +1,36 @@
 r"""The norm-interpolation Gram plan: many distinct input norms (data off the sphere).
 
 Writing $v=x\cdot x/d$, $t=\log v$ and $\theta=\arccos\big(x\cdot y/(d\sqrt{v_xv_y})\big)$, the kernel is
-$F(v_x,v_y,\theta)$.  $F$ is interpolated in $t=\log v$ at
-Chebyshev–Lobatto points on the range of the nonzero norms and by a Chebyshev series in
-$\theta$, $F\approx\sum_{kl}\ell_k(t_x)\ell_l(t_y)\sum_r c_{klr}T_r(2\theta/\pi-1)$.  Every
-node is a pair solve, so the degrees are chosen from measured Chebyshev coefficients (not by
-doubling): $R$ from the corners of the norm range, $m$ from a probe along three lines of the
-$(t_x,t_y)$ square; the nodes then come from a two-level combination grid (the full degree in
-$t$ at every other angle, the full degree in $\theta$ on every other norm node) when its mixed
-term, measured at held-out points (the other angles on four norm pairs off the coarse norm grid),
-is below ``tol`` (three times the measured value enters the estimate), else the tensor grid.
-Before the probes the plan hands the pair function its norm range (``prepare_range``: the Neural
-ODE / ResNet solver interpolates its per-norm self-kernel diagonals on it) and, before the grid, the
-number of solves to come (``plan_pairs``: the solver picks numpy or one compilation by their total).  An entry costs $R+1$ small
-matrix-product terms (no gathers).  Checked against direct evaluations at actual input pairs
-of extreme norms.  Zero rows: a 1-D interpolant of $F(0, v, 0)$.
+$F(v_x,v_y,\theta)$.  Every node of an interpolant is a pair solve (a Neural ODE solve costs ~0.3 ms), so
+the plan is built to need few of them:
+
+- **the angle window.**  $\theta$ is interpolated by a Chebyshev series only on the window
+  $[\tfrac\pi2-h,\tfrac\pi2+h]$ that holds the angles of the pairs actually present (the diagonal of a
+  symmetric Gram excluded; measured from the data, :meth:`NormInterpPlan._window`).  The hard part of a
+  kernel in $\theta$ is near $\theta=0$, where the NTK of tanh-like activations peaks with a width ~$1/q$;
+  in $d=10$ the closest distinct rows are ~0.2 rad apart, and the degree needed falls from 47 to 31 (node
+  tanh at $v=8$).  The window is symmetric, so the nodes of $\theta$ and $\pi-\theta$ still pair up (odd
+  kernels).  The diagonal $F(v,v,0)$ of a symmetric Gram is a function of one variable: its own Chebyshev
+  interpolant in $t$ (:meth:`NormInterpPlan._line`, degree doubled until the new points are predicted).
+- **a low-rank basis in the norm.**  As a function of $t_x$, $F(t_x,t_y,\theta)$ lies, for all $(t_y,\theta)$,
+  close to a space of small dimension $r$ (measured: $r\approx8$ at 1e-10 for the softplus Neural ODE on norms
+  0.13..8, where a Chebyshev interpolant in $t$ needs degree 17-19).  The plan samples columns
+  $t_x\mapsto F(t_x,t_y,\theta)$ on Lobatto points in $t$ (the probe's lines, then random $(t_y,\theta)$ in batches,
+  until a new batch lies in the span of the others to ``tol``/16), takes the orthonormal basis $U$ of their
+  singular values above ``tol``/32, and $r$ (+ the two end) *skeleton* norms $P$ by pivoted QR of $U^T$
+  (empirical interpolation).  Then $F(t_x,t_y,\theta)\approx\sum_{p,q\in P}B_p(t_x)F(t_p,t_q,\theta)B_q(t_y)$ with
+  $B(t)=\ell(t)\,U\,U_P^{+}$ ($\ell$: the Lagrange basis of the Lobatto points): the table costs
+  $\tfrac12|P|(|P|+1)(R+1)$ solves instead of $\tfrac12L(L+1)(R+1)$.  Its error is measured at held-out norm
+  pairs (random $(t_x,t_y)$, seven angles; three times the measured value enters the estimate).  When the
+  basis does not pay ($|P|>\tfrac34(m+1)$) the plan takes the tensor grid of degree $m$ (the same code,
+  $U=I$).
+
+The degree $R$ in $\theta$ comes from the corners of the norm range, the degree $m$ in $t$ from a probe
+along three lines of the $(t_x,t_y)$ square.  Before the probes the plan hands the pair function its norm
+range (``prepare_range``: the Neural ODE / ResNet solver interpolates its per-norm self-kernel diagonals on
+it) and, before the table, the number of solves to come (``plan_pairs``: the solver picks numpy or one
+compilation by their total).  An entry costs $R+1$ small matrix-product terms of size $|P|$.  Checked against
+direct evaluations at actual input pairs of extreme norms.  Zero rows: a 1-D interpolant of $F(0, v, 0)$.
 """
 
 from __future__ import annotations
@@ -26,7 +42,7 @@ import numpy as np
 
 from .._validation import accuracy_shortfall
 from ._gram_base import R_MAX, R_START, _TablePlan
-from ._interp import barycentric_weights, chebyshev_coefficients, chebyshev_matrix, cos_theta, lobatto
+from ._interp import barycentric_weights, chebyshev_coefficients, chebyshev_matrix, lobatto
 
 __all__ = ["NormInterpPlan"]
 
@@ -34,6 +50,9 @@ _OFF_SPHERE_TOL = 1e-10    # accuracy floor of the norm interpolation (the kerne
 _T_PROBES = (12, 24, 48)     # probe degrees in t = log v (doubled while the probe's own tail is unresolved)
 _R_MIN = 8                   # fewest theta intervals of the norm-interpolation grid
 _NORM_CHUNK_ENTRIES = 24000     # norm interpolation: entries per chunk (its temporaries stay in cache)
+_MIN_HALF_WIDTH = 0.25 * math.pi     # the theta window is at least [pi/4, 3 pi/4]
+_BASIS_BATCH = 4             # random columns per batch of the norm basis
+_LINE_M0, _LINE_MAX = 16, 256    # degrees of the 1-D interpolants (diagonal, zero rows)
 
 
 def _envelope(coef: np.ndarray, scale: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -69,33 +88,20 @@ def _degree_for(env: np.ndarray, target: float, minimum: int = 1) -> tuple[int, 
 
 
 class NormInterpPlan(_TablePlan):
-    r"""Many distinct norms: Chebyshev interpolation in $t=\log v$ times the theta table (module doc).
+    r"""Many distinct norms: a low-rank basis in $t=\log v$ times a Chebyshev series in $\theta$ on the
+    window of the angles present (module doc).
 
-    The resolutions are chosen from measured Chebyshev coefficients, so that few (expensive) pair
-    solves are made: the degree $R$ in $\theta$ from the samples at the corners of the norm range
-    (the smallest $R$ whose coefficient tail $2\sum_{k>R}|c_k|$ is below ``tol``/4), the degree $m$
-    in $t$ from a probe along three lines of the $(t_x,t_y)$ square ($t_y=t_{\min}$, $t_y=t_{\max}$,
-    $t_y=t_x$) at $m_p+1$ Lobatto points and four angles; then one batch of
-    $\tfrac12(m+1)(m+2)\,(R+1)$ solves (symmetric pairs once) gives the tensor interpolant.
-
-    The table's theta tail is the smaller of the extrapolation from its top coefficients (:func:`_tail`,
-    pessimistic when they are at rounding level) and four times the deviation measured at held-out
-    angles (:meth:`_held_out_theta`, ~12 x 6 solves), never below twice the top coefficient; both are in
-    ``info["norm_tails"]`` (``theta_extrapolated``, ``theta_held_out``).
-
-    **Cost (measured, N = 2000 standardised rows, norms 0.13..8, busy 2-core machine).**  The grid is
-    $\tfrac12L(L+1)(R+1)$ pair solves: 4930 for the softplus Neural ODE ($L=17$, $R=28$), 11 876 for tanh
-    ($L=21$, $R=50$, half of them by oddness), against ~65 on the sphere.  A Neural ODE solve costs ~0.3 ms
-    (softplus, 1216 Hermite terms) to ~0.4 ms (tanh, 4192) in numpy: about ten Picard sweeps of a Horner
-    sum over each pair's own truncation on $13\times13$ time cells.  Tried and measured, not taken: a
-    per-norm-pair degree in $\theta$ (the degrees needed range from 13 at the smallest norms to 28 at the
-    largest: at most 30 % fewer solves, and none with nested Lobatto levels); a Cayley variable
-    $(v-\sqrt{v_{lo}v_{hi}})/(v+\sqrt{v_{lo}v_{hi}})$ in place of $\log v$ (degree 27-31 against 17-19).
+    **Cost (measured, N = 2000 standardised rows, norms 0.13..8).**  The tensor grid of the previous plan
+    took $\tfrac12L(L+1)(R+1)$ pair solves: 4930 for the softplus Neural ODE ($L=17$, $R=28$), 11 876 for
+    tanh ($L=21$, $R=50$).  Tried and measured, not taken: a per-norm-pair degree in $\theta$ (at most 30 %
+    fewer solves); a Cayley variable in place of $\log v$ (degree 27-31 against 17-19); a two-level
+    combination grid in $(t,\theta)$ (its mixed term missed tol for tanh).
     """
 
     def __init__(self, a, b, same, pair_fn, tol, strict):
         super().__init__(a, b, same, {})
         self.tol = tol = max(tol, _OFF_SPHERE_TOL)
+        self.rng = np.random.default_rng(0)
         norms = np.concatenate([self.na, self.nb])
         nz = norms[norms > 0]
         self.t_lo, self.t_hi = float(np.log(nz.min())), float(np.log(nz.max()))
@@ -106,42 +112,56 @@ class NormInterpPlan(_TablePlan):
         prepare_range = getattr(pair_fn, "prepare_range", None)
         if prepare_range is not None:   # the per-norm work interpolated on the norm range (check rows: direct)
             prepare_range(nz, exact=checked_norms)
-            prepare = None
         elif prepare is not None:
             prepare(np.concatenate([[v_lo, v_hi], np.exp(self._t_nodes(_T_PROBES[0])), checked_norms]))
+        self.half = self._window()
         # theta resolution from the corners of the norm range
-        R, err_theta = self._theta_degree(pair_fn, np.array([v_hi, v_lo]), np.array([v_hi, v_hi]), tol / 2, strict)
-        m, err_t, m_probe = self._probe_degree(pair_fn, v_hi, tol / 2)
+        R, err_theta, corner_scale = self._theta_degree(pair_fn, np.array([v_hi, v_lo]), np.array([v_hi, v_hi]),
+                                                        tol / 2, strict)
+        m, err_t, mp, probe = self._probe_degree(pair_fn, v_hi, tol / 2)
         if err_t > tol / 2:
             accuracy_shortfall(f"the norm interpolation: degree {m} in log|x|^2 leaves a relative error estimate "
                                f"{err_t:.1e} > tol/2 = {tol / 2:.1e}", strict)
-        if m >= 4 and R >= _R_MIN:       # the combination grid needs m and R even
-            m, R = m + m % 2, R + R % 2
-        if prepare is not None:
-            prepare(np.exp(self._t_nodes(m)))
-        self.m, self.t_nodes = m, self._t_nodes(m)
-        L = m + 1
-        # the combination grid may use what the two tails leave of 3/4 of tol (at least tol/4)
-        coef, Z, scale, grid = self._sample(pair_fn, m, R, max(0.75 * tol - err_theta - err_t, tol / 4))
-        grid_theta, grid_t = grid["theta"], grid["t"]
+        scale = np.maximum(corner_scale, np.max(np.abs(probe), axis=(0, 1, 2)))
+        # the norm basis on the probe's Lobatto points, or the tensor grid of degree m when it does not pay
+        basis = self._basis(pair_fn, mp, probe, scale)
+        if basis is None or basis[2].size > 0.75 * (m + 1):
+            nodes_t, U, P = self._t_nodes(m), np.eye(m + 1), np.arange(m + 1)
+            kind = f"tensor ({m + 1} norm nodes)"
+        else:
+            nodes_t, U, P = basis
+            kind = f"low-rank basis (rank {U.shape[1]} of {nodes_t.size} norm nodes, {P.size} skeleton norms)"
+        self.nodes_t, self.skeleton = nodes_t, np.exp(nodes_t[P])
+        self.lift = U @ np.linalg.pinv(U[P])                 # (L, |P|): skeleton values -> Lobatto values
+        coef, scale = self._sample(pair_fn, R, scale)
         self.scale = scale
-        self.Z = Z                                            # (L+1, 2): F(0, v_l, 0) and F(0, 0, 0)
-        self.L, self.R = L, R
+        K = P.size
+        self.L, self.R = K, R
         # c[r, k, l, o] -> rowcoef[k, (r, o, l)]: a row's weights times it gives D before the column weights
-        self.rowcoef = np.ascontiguousarray(coef.transpose(1, 0, 3, 2)).reshape(L, -1)
+        self.rowcoef = np.ascontiguousarray(coef.transpose(1, 0, 3, 2)).reshape(K, -1)
         self.Wa = self._weights(self.na)
         self.Wb = self.Wa if self.same else self._weights(self.nb)
-        self.info = dict(path="norm interpolation", theta_nodes=R + 1, norm_nodes=L, norm_probe_nodes=m_probe + 1,
-                         table=f"Chebyshev degree {R} in theta x {L} x {L} norm nodes",
-                         norm_range=(v_lo, v_hi))
-        self.info["norm_grid"] = grid["kind"]
-        if "rejected_combination_mixed" in grid:
-            self.info["rejected_combination_mixed"] = grid["rejected_combination_mixed"]
-        self.info["norm_tails"] = dict(theta=err_theta, t=err_t, grid_theta=grid_theta, grid_t=grid_t, mixed=grid["mixed"],
-                                      theta_extrapolated=grid["theta_extrapolated"],
-                                      theta_held_out=grid["theta_held_out"])
-        # each tail: the probe's estimate or the grid's own (extrapolated from its highest coefficients)
-        estimate = max(err_theta, grid_theta) + max(err_t, grid_t) + grid["mixed"]
+        held_t = 0.0 if K == nodes_t.size else self._held_out_norms(pair_fn, coef)
+        grid_theta = _tail(_envelope(coef, scale))
+        held = self._held_out_theta(pair_fn, coef, scale)
+        # the extrapolated tail meets noise-level top coefficients with a capped decay rate (up to 18x
+        # the highest coefficient); the held-out angles measure the theta error where the top coefficients
+        # are largest: the estimate is the smaller of the two, never below twice the highest coefficient
+        top = 2.0 * float(np.max(_envelope(coef, scale)[-2:]))
+        theta_est = min(grid_theta, max(4.0 * held, top))
+        self.diag, err_diag = self._diagonal(pair_fn, scale) if self.same else (None, 0.0)
+        self.za = self.zb = None
+        err_zero = 0.0
+        if np.any(self.na == 0) or np.any(self.nb == 0):
+            self.za, self.zb, self.z00, err_zero = self._zero_rows(pair_fn, scale)
+        self.info = dict(path="norm interpolation", theta_nodes=R + 1, norm_nodes=K, norm_probe_nodes=mp + 1,
+                         table=f"Chebyshev degree {R} in theta on [{0.5 * math.pi - self.half:.3f}, "
+                               f"{0.5 * math.pi + self.half:.3f}] x {K} x {K} norms",
+                         norm_range=(v_lo, v_hi), norm_grid=kind, theta_window=self.half)
+        self.info["norm_tails"] = dict(theta=err_theta, t=err_t, grid_theta=theta_est, held_out_norms=held_t,
+                                      theta_extrapolated=grid_theta, theta_held_out=held,
+                                      diagonal=err_diag, zero_rows=err_zero)
+        estimate = max(err_theta, theta_est) + max(err_t, 3.0 * held_t) + max(err_diag, err_zero)
         checked = self._check(pair_fn)
         self.info["interpolation_check"] = checked
         self.info["pair_solves"] = self.solves
@@ -164,37 +184,64 @@ class NormInterpPlan(_TablePlan):
         return threadpool_limits(limits=1, user_api="blas")
 
     def _call(self, pair_fn, vx, vy, c):
+        c = np.asarray(c)
         self.solves += int(np.size(c))
         return np.stack(pair_fn(np.broadcast_to(vx, c.shape), np.broadcast_to(vy, c.shape), c), -1)
 
     def _t_nodes(self, m):
         return self.t_lo + 0.5 * (self.t_hi - self.t_lo) * (lobatto(m) + 1.0)
 
+    def _cos(self, u):
+        r"""$\cos\theta$ at the window coordinate $u$, $\theta=\tfrac\pi2+hu$: $-\sin(hu)$, exactly odd in $u$."""
+        return -np.sin(self.half * np.asarray(u))
+
+    def _window(self) -> float:
+        r"""Half-width $h$ of the theta window $[\tfrac\pi2-h,\tfrac\pi2+h]$: the largest $|\cos\theta|$ over
+        the pairs present (the diagonal of a symmetric Gram and zero rows excluded), by row blocks; at least
+        $\pi/4$."""
+        ra, rb = np.sqrt(self.na), np.sqrt(self.nb)
+        n1, n2 = self.shape
+        step = max(1, (1 << 20) // max(n2, 1))
+        largest = 0.0
+        for r0 in range(0, n1, step):
+            r1 = min(r0 + step, n1)
+            c = self.a[r0:r1] @ self.b.T
+            c /= self.d
+            den = ra[r0:r1, None] * rb[None, :]
+            np.divide(c, den, out=c, where=den > 0)
+            c[den == 0] = 0.0
+            np.abs(c, out=c)
+            if self.same:
+                c[np.arange(r1 - r0), np.arange(r0, r1)] = 0.0
+            largest = max(largest, float(np.max(c)))
+        theta_lo = math.acos(min(largest, 1.0))
+        return max(_MIN_HALF_WIDTH, min(0.5 * math.pi, (0.5 * math.pi - theta_lo) * (1.0 + 1e-9)))
+
     def _theta_degree(self, pair_fn, vx, vy, target, strict):
         """Degree R in theta from the Chebyshev coefficients at the norm pairs (vx, vy): Lobatto points
         doubled from _R_START until the tail beyond some degree R <= (points - 5) is below ``target``.
-        Returns (R, tail estimate)."""
+        Returns (R, tail estimate, largest |value| of each output)."""
         root = np.sqrt(vx * vy)[None, :]
         P = R_START
-        F = self._call(pair_fn, vx, vy, root * cos_theta(lobatto(P))[:, None])
+        F = self._call(pair_fn, vx, vy, root * self._cos(lobatto(P))[:, None])
         while True:
             R, err = _degree_for(_envelope(chebyshev_coefficients(F), np.max(np.abs(F), axis=(0, 1))), target, _R_MIN)
             if (R <= P - 4 and err <= target) or P >= R_MAX:
                 break
-            new = self._call(pair_fn, vx, vy, root * cos_theta(lobatto(2 * P)[1::2])[:, None])
+            new = self._call(pair_fn, vx, vy, root * self._cos(lobatto(2 * P)[1::2])[:, None])
             merged = np.empty((2 * P + 1,) + F.shape[1:])
             merged[0::2], merged[1::2] = F, new
             F, P = merged, 2 * P
         if err > target:
             accuracy_shortfall(f"the norm interpolation: the theta series at {P + 1} points leaves a relative "
                                f"error estimate {err:.1e} > {target:.1e}", strict)
-        return R, err
+        return R, err, np.max(np.abs(F), axis=(0, 1))
 
     def _probe_degree(self, pair_fn, v_hi, target):
         """Degree m in t from the Chebyshev coefficients of F along three lines of the (t_x, t_y) square
-        at a few angles (the probe degree doubles while its own tail is not resolved).  Returns
-        (m, tail estimate of degree m, probe degree)."""
-        cos = np.cos(np.pi * np.array([0.0, 0.4, 0.8]))[:, None, None]
+        at three angles of the window (the probe degree doubles while its own tail is not resolved).
+        Returns (m, tail estimate of degree m, probe degree mp, the samples (3 angles, 3 lines, mp+1, 2))."""
+        cos = self._cos(np.array([-1.0, -0.2, 0.6]))[:, None, None]
         for mp in _T_PROBES:
             v = np.exp(self._t_nodes(mp))
             vx = np.stack([v, v, v])                                  # (3 lines, mp+1)
@@ -204,137 +251,160 @@ class NormInterpPlan(_TablePlan):
             env = _envelope(chebyshev_coefficients(np.moveaxis(F, 2, 0)), np.max(np.abs(F), axis=(0, 1, 2)))
             m, err = _degree_for(env, target, minimum=2)
             if m < mp - 1 or mp == _T_PROBES[-1]:
-                return m, err, mp
+                return m, err, mp, F
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _sample(self, pair_fn, m, R, target):
-        r"""Chebyshev coefficients ``coef`` (R+1, L, L, 2) in theta of F at the Lobatto points in t
-        (symmetric pairs solved once), Z the zero-row values (or None), the scale per output and the
-        grid's diagnostics.
+    def _basis(self, pair_fn, mp, probe, scale):
+        r"""``(Lobatto points in t, U (L, r) orthonormal, skeleton indices P)``: the span of the columns
+        $t\mapsto F(t,t_y,\theta)$ (both outputs, each relative to ``scale``) on the probe's $L=m_p+1$ points in
+        $t$: the probe's lines $t_y=t_{\min}, t_{\max}$, then batches of random $(t_y,\theta)$ until a batch lies
+        in the span of the columns before it to ``tol``/16 (module doc); ``None`` when the rank reaches
+        $\tfrac34L$."""
+        tol = self.tol
+        nodes = self._t_nodes(mp)
+        L = nodes.size
+        v = np.exp(nodes)
 
-        When m and R are even, a two-level *combination grid* first:
-        $F\approx I_{m,R/2}F + I_{m/2,R}F - I_{m/2,R/2}F$ (the full degree in t only at every other
-        angle, the full degree in theta only on every other norm node; the three grids are nested, so
-        the last costs no solve).  Its error beyond the two tensor tails is the mixed term
-        $(I_m-I_{m/2})\otimes(I-I_{R/2})F$, estimated from the highest theta coefficients of the
-        t-detail $(I_m-I_{m/2})I_{R/2}F$ (:func:`_tail`); above ``target`` the remaining points are
-        solved (the full tensor grid)."""
-        L = m + 1
-        v = np.exp(self._t_nodes(m))
-        cos = cos_theta(lobatto(R))
-        kx, ky = np.triu_indices(L)
-        F = np.full((R + 1, L, L, 2), np.nan)
+        def columns(F):          # (..., L, 2) -> (L, n) relative to the scale of each output
+            F = np.moveaxis(F / np.maximum(scale, 1e-300), -2, 0)
+            return F.reshape(L, -1)
 
-        def solve(th, px, py):          # F at theta indices th for node pairs (px, py), mirrored
-            vals = self._call(pair_fn, v[px], v[py], np.sqrt(v[px] * v[py])[None, :] * cos[th][:, None])
-            F[th[:, None], px[None, :], py[None, :]] = vals
-            F[th[:, None], py[None, :], px[None, :]] = vals
+        Y = columns(probe[:, :2])
+        while True:
+            U, s, _ = np.linalg.svd(Y, full_matrices=False)
+            r = int(np.count_nonzero(s > tol / 32))
+            import os
+            if os.environ.get("KC_DEBUG"): print("basis", Y.shape, r, L, s[:24] / s[0])
+            if r >= 0.75 * L:
+                return None
+            ty = self.rng.uniform(self.t_lo, self.t_hi, _BASIS_BATCH)
+            cu = self._cos(self.rng.uniform(-1.0, 1.0, _BASIS_BATCH))
+            vy = np.exp(ty)[None, :]
+            new = columns(np.moveaxis(self._call(pair_fn, v[:, None], vy, np.sqrt(v[:, None] * vy) * cu[None, :]), 0, 1))
+            Ur = U[:, :r]
+            resid = float(np.max(np.abs(new - Ur @ (Ur.T @ new))))
+            Y = np.concatenate([Y, new], axis=1)
+            if resid <= tol / 16:
+                break
+        U, s, _ = np.linalg.svd(Y, full_matrices=False)
+        U = U[:, : int(np.count_nonzero(s > tol / 32))]
+        from scipy.linalg import qr
 
+        piv = qr(U.T, pivoting=True, mode="r")[1]
+        P = np.union1d(piv[: U.shape[1]], [0, L - 1])
+        import os
+        if os.environ.get("KC_DEBUG"): print("P", P, U.shape)
+        return nodes, U, P
+
+    def _sample(self, pair_fn, R, scale):
+        r"""Chebyshev coefficients (R+1, K, K, 2) in theta of F at the skeleton norms (symmetric pairs
+        solved once) and the scale per output."""
+        v = self.skeleton
+        K = v.size
+        cos = self._cos(lobatto(R))
+        kx, ky = np.triu_indices(K)
         planned = getattr(pair_fn, "plan_pairs", None)
         if planned is not None:         # the solves to come, at most (a solver may choose its backend by them)
             planned(kx.size * (R + 1))
-        combo = m >= 4 and m % 2 == 0 and R >= _R_MIN and R % 2 == 0
-        coarse = np.arange(0, R + 1, 2) if combo else np.arange(R + 1)
-        solve(coarse, kx, ky)
-        grid = dict(kind="tensor", mixed=0.0)
-        if combo:
-            rest = np.setdiff1d(np.arange(R + 1), coarse)
-            even = (kx % 2 == 0) & (ky % 2 == 0)
-            solve(rest, kx[even], ky[even])
-            sub = np.arange(0, L, 2)
-            lift_w = barycentric_weights(lobatto(m // 2), lobatto(m))            # (L, m/2 + 1)
+        vals = self._call(pair_fn, v[kx], v[ky], np.sqrt(v[kx] * v[ky])[None, :] * cos[:, None])
+        F = np.empty((R + 1, K, K, 2))
+        F[:, kx, ky], F[:, ky, kx] = vals, vals
+        scale = np.maximum(scale, np.max(np.abs(F), axis=(0, 1, 2)))
+        return chebyshev_coefficients(F), scale
 
-            def lift(c):
-                return np.einsum("ka,rabo,lb->rklo", lift_w, c, lift_w)
+    def _interp_pairs(self, coef, tx, ty, u):
+        """The table at norm pairs (exp tx, exp ty) (each (n,)) and window coordinates u: (len(u), n, 2)."""
+        Bx, By = self._basis_weights(tx), self._basis_weights(ty)
+        D = np.einsum("nk,rklo,nl->rno", Bx, coef, By)
+        return np.einsum("ar,rno->ano", chebyshev_matrix(u, self.R), D)
 
-            scale = np.nanmax(np.abs(F), axis=(0, 1, 2))
-            cA = chebyshev_coefficients(F[coarse])
-            cC = lift(chebyshev_coefficients(F[coarse][:, sub][:, :, sub]))
-            cB = chebyshev_coefficients(F[:, sub][:, :, sub])
-            combined = lift(cB)
-            combined[: coarse.size] += cA - cC
-            # the mixed term measured at held-out points: the other angles on four norm pairs off the
-            # coarse norm grid (odd node indices), where the combination is not exact (kept for the tensor)
-            odd = sorted({1, L - 2, 2 * (L // 4) + 1})
-            hx, hy = np.array(odd + [odd[0]]), np.array(odd + [odd[-1]])        # the diagonal and a corner
-            solve(rest, hx, hy)
-            T_rest = chebyshev_matrix(lobatto(R)[rest], R)
-            predicted = np.einsum("ar,rko->ako", T_rest, combined[:, hx, hy])
-            measured = float(np.max(np.abs(predicted - F[rest][:, hx, hy]) / np.maximum(scale, 1e-300)))
-            mixed = 3.0 * measured
-            if 3.0 * measured <= max(target, self.tol):
-                coef = combined
-                grid = dict(kind=f"combination ({L} x {R // 2 + 1} + {m // 2 + 1} x {R + 1})", mixed=mixed,
-                            mixed_measured=measured,
-                            theta=_tail(_envelope(cB, scale)),
-                            t=_tail(_envelope(chebyshev_coefficients(np.moveaxis(F[coarse], 1, 0)), scale)))
-            else:
-                grid["rejected_combination_mixed"] = measured
-                todo = ~even & ~np.isin(kx * L + ky, hx * L + hy)
-                solve(rest, kx[todo], ky[todo])
-        if grid["kind"] == "tensor":
-            coef = chebyshev_coefficients(F)
-            scale = np.max(np.abs(F), axis=(0, 1, 2))
-            grid.update(theta=_tail(_envelope(coef, scale)),
-                        t=_tail(_envelope(chebyshev_coefficients(np.moveaxis(F, 1, 0)), scale)))
-        held = self._held_out_theta(pair_fn, coef, v, scale)
-        grid["theta_extrapolated"] = grid["theta"]
-        grid["theta_held_out"] = held
-        # the extrapolated tail meets noise-level top coefficients with a capped decay rate (up to 18x
-        # the highest coefficient); the held-out angles measure the theta error where the top coefficients
-        # are largest: the estimate is the smaller of the two, never below twice the highest coefficient
-        top = 2.0 * float(np.max(_envelope(coef, scale)[-2:]))
-        grid["theta"] = min(grid["theta"], max(4.0 * held, top))
-        Z = None
-        if np.any(self.na == 0) or np.any(self.nb == 0):
-            vz = np.concatenate([v, [0.0]])
-            Z = self._call(pair_fn, np.zeros(L + 1), vz, np.zeros(L + 1))
-        return coef, Z, scale, grid
+    def _held_out_norms(self, pair_fn, coef) -> float:
+        """Largest relative deviation of the table from direct solves at six random norm pairs (the ends
+        of the range among them) and seven angles of the window (the basis's own error)."""
+        tx = np.concatenate([[self.t_lo, self.t_hi], self.rng.uniform(self.t_lo, self.t_hi, 4)])
+        ty = np.concatenate([self.rng.uniform(self.t_lo, self.t_hi, 4), [self.t_hi, self.t_lo]])
+        u = np.cos(np.pi * (np.arange(7) + 0.5) / 7)
+        vx, vy = np.exp(tx)[None, :], np.exp(ty)[None, :]
+        vals = self._call(pair_fn, vx, vy, np.sqrt(vx * vy) * self._cos(u)[:, None])
+        return float(np.max(np.abs(self._interp_pairs(coef, tx, ty, u) - vals) / np.maximum(self.scale, 1e-300)))
 
-    def _held_out_theta(self, pair_fn, coef, v, scale) -> float:
-        r"""Largest relative deviation of the theta series ``coef`` (R+1, L, L, 2) from direct solves at
-        held-out angles (up to 12 midpoints between the Lobatto nodes in $u=2\theta/\pi-1$) on the norm
-        node pairs where its two highest coefficients are largest (four pairs, and the two end corners)."""
+    def _held_out_theta(self, pair_fn, coef, scale) -> float:
+        r"""Largest relative deviation of the theta series ``coef`` (R+1, K, K, 2) from direct solves at
+        held-out angles (up to 12 midpoints between the Lobatto nodes of the window) on the skeleton pairs
+        where its two highest coefficients are largest (four pairs, and the two end corners)."""
         R = coef.shape[0] - 1
-        L = coef.shape[1]
-        top = np.max(np.abs(coef[-2:]) / np.maximum(scale, 1e-300), axis=(0, 3))       # (L, L)
-        top = np.triu(top) + np.tril(np.full((L, L), -1.0), -1)
+        K = coef.shape[1]
+        v = self.skeleton
+        top = np.max(np.abs(coef[-2:]) / np.maximum(scale, 1e-300), axis=(0, 3))       # (K, K)
+        top = np.triu(top) + np.tril(np.full((K, K), -1.0), -1)
         flat = np.argsort(top.ravel())[::-1][:4]
-        px, py = np.unravel_index(flat, (L, L))
-        px, py = np.concatenate([px, [0, L - 1]]), np.concatenate([py, [0, L - 1]])
-        keep = np.unique(px * L + py)
-        px, py = keep // L, keep % L
+        px, py = np.unravel_index(flat, (K, K))
+        px, py = np.concatenate([px, [0, K - 1]]), np.concatenate([py, [0, K - 1]])
+        keep = np.unique(px * K + py)
+        px, py = keep // K, keep % K
         nodes = lobatto(R)
         mids = 0.5 * (nodes[1:] + nodes[:-1])
         u = mids[np.unique(np.linspace(0, mids.size - 1, min(12, mids.size)).round().astype(int))]
         vals = self._call(pair_fn, v[px][None, :], v[py][None, :],
-                          np.sqrt(v[px] * v[py])[None, :] * cos_theta(u)[:, None])      # (U, pairs, 2)
-        T = chebyshev_matrix(u, R)                                                          # (U, R+1)
-        pred = np.einsum("ar,rpo->apo", T, coef[:, px, py])
+                          np.sqrt(v[px] * v[py])[None, :] * self._cos(u)[:, None])      # (U, pairs, 2)
+        pred = np.einsum("ar,rpo->apo", chebyshev_matrix(u, R), coef[:, px, py])
         return float(np.max(np.abs(pred - vals) / np.maximum(scale, 1e-300)))
 
+    def _line(self, f, norms, scale):
+        r"""$g(v)$ (``f(v) -> (n, 2)``) at ``norms`` (all in the range, > 0) by its Chebyshev interpolant in
+        $t=\log v$, the degree doubled from 16 until the interpolant predicts the new points to ``tol``/4
+        (relative to ``scale``); ``(values (n, 2), the last held-out deviation)``."""
+        m = _LINE_M0
+        G = f(np.exp(self._t_nodes(m)))
+        while True:
+            new = f(np.exp(self._t_nodes(2 * m)[1::2]))
+            err = float(np.max(np.abs(barycentric_weights(lobatto(m), lobatto(2 * m)[1::2]) @ G - new)
+                               / np.maximum(scale, 1e-300)))
+            merged = np.empty((2 * m + 1, 2))
+            merged[0::2], merged[1::2] = G, new
+            G, m = merged, 2 * m
+            if err <= self.tol / 4 or m >= _LINE_MAX:
+                break
+        t = np.clip(np.log(np.where(norms > 0, norms, 1.0)), self.t_lo, self.t_hi)
+        u = (2.0 * t - self.t_lo - self.t_hi) / max(self.t_hi - self.t_lo, 1e-300)
+        return barycentric_weights(lobatto(m), u) @ G, err
+
+    def _diagonal(self, pair_fn, scale):
+        """F(v, v, 0) of every row of a symmetric Gram (the diagonal, outside the theta window): (N, 2)."""
+        return self._line(lambda v: self._call(pair_fn, v, v, v), self.na, scale)
+
+    def _zero_rows(self, pair_fn, scale):
+        """F(0, v, 0) of every row of a and of b (a zero row: no theta), F(0, 0, 0) and the error."""
+        za, err = self._line(lambda v: self._call(pair_fn, np.zeros_like(v), v, np.zeros_like(v)),
+                             np.concatenate([self.na, self.nb]), scale)
+        z00 = self._call(pair_fn, np.zeros(1), np.zeros(1), np.zeros(1))[0]
+        return za[: self.na.size], za[self.na.size:], z00, err
+
+    def _basis_weights(self, t):
+        """(n, K): the weights of the skeleton values at log-norms ``t``."""
+        if self.nodes_t.size == 1 or self.t_hi == self.t_lo:
+            return np.ones((np.size(t), self.L)) / self.L
+        u = (2.0 * np.clip(t, self.t_lo, self.t_hi) - self.t_lo - self.t_hi) / (self.t_hi - self.t_lo)
+        return barycentric_weights(lobatto(self.nodes_t.size - 1), u) @ self.lift
+
     def _weights(self, norms):
-        t = np.log(np.where(norms > 0, norms, 1.0))
-        if self.t_hi == self.t_lo:
-            W = np.ones((norms.size, self.L)) / self.L
-        else:
-            W = barycentric_weights(self._t_nodes(self.m), np.clip(t, self.t_lo, self.t_hi))
-        return W
+        return self._basis_weights(np.log(np.where(norms > 0, norms, 1.0)))
 
     def _chunk(self, i, j, xy):
-        r"""$F_{ij}=\sum_r T_r(u_{ij})\,D_{ijr}$, $u=2\theta/\pi-1$, with
-        $D_{ijr}=\sum_{kl}\ell_k(t_i)\ell_l(t_j)c_{klr}$ from two matrix products (no gathers), summed by
-        Clenshaw's recurrence."""
+        r"""$F_{ij}=\sum_r T_r(u_{ij})\,D_{ijr}$, $u=(\theta-\pi/2)/h$, with
+        $D_{ijr}=\sum_{kl}B_k(t_i)B_l(t_j)c_{klr}$ from two matrix products (no gathers), summed by
+        Clenshaw's recurrence; the diagonal of a symmetric Gram from its own interpolant."""
         na, nb = self.na[i], self.nb[j]
-        theta, _ = self._theta(xy, i, j, np.sqrt(na), np.sqrt(nb))
+        theta, mask = self._theta(xy, i, j, np.sqrt(na), np.sqrt(nb))
         Wa, Wb = self.Wa[i], self.Wb[j]
         L, R1 = self.L, self.R + 1
-        # rows (i, o) of C_r = sum_k l_k(t_i) c[r, k, :, o]; D_r = C_r @ Wb^T, accumulated at once
+        # rows (i, o) of C_r = sum_k B_k(t_i) c[r, k, :, o]; D_r = C_r @ Wb^T, accumulated at once
         C = (Wa @ self.rowcoef).reshape(i.size, R1, 2, L).transpose(1, 0, 2, 3).reshape(R1, 2 * i.size, L)
         WbT = np.ascontiguousarray(Wb.T)
         u = np.repeat(theta, 2, axis=0)              # (2 rows, cols): one row per (row, output)
-        u *= 2.0 / np.pi
-        u -= 1.0
+        u -= 0.5 * np.pi
+        u *= 1.0 / self.half
+        np.clip(u, -1.0, 1.0, out=u)                 # (the diagonal, zero rows: overwritten below)
         # Clenshaw: b_r = D_r + 2u b_{r+1} - b_{r+2} (r = R..1), F = D_0 + u b_1 - b_2 (three passes per degree)
         D, tmp = np.empty_like(u), np.empty_like(u)
         b1, b2 = np.zeros_like(u), np.zeros_like(u)
@@ -350,12 +420,15 @@ class NormInterpPlan(_TablePlan):
         out -= b2
         out += D
         out = out.reshape(i.size, 2, j.size).transpose(1, 0, 2)
+        if mask is not None:
+            ii, jj = np.nonzero(mask)
+            out[:, ii, jj] = self.diag[i[ii]].T
         zx, zy = na == 0, nb == 0
-        if self.Z is not None and (zx.any() or zy.any()):   # a zero row: F(0, v, 0), no theta
+        if self.za is not None and (zx.any() or zy.any()):   # a zero row: F(0, v, 0), no theta
             for o in range(2):
-                out[o][np.ix_(zx, ~zy)] = (Wb @ self.Z[:L, o])[~zy][None, :]
-                out[o][np.ix_(~zx, zy)] = (Wa @ self.Z[:L, o])[~zx][:, None]
-                out[o][np.ix_(zx, zy)] = self.Z[L, o]
+                out[o][np.ix_(zx, ~zy)] = self.zb[j[~zy], o][None, :]
+                out[o][np.ix_(~zx, zy)] = self.za[i[~zx], o][:, None]
+                out[o][np.ix_(zx, zy)] = self.z00[o]
         return out
 
     def _check_rows(self):
