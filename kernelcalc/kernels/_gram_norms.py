@@ -47,7 +47,8 @@ from ._interp import barycentric_weights, chebyshev_coefficients, chebyshev_matr
 __all__ = ["NormInterpPlan"]
 
 _OFF_SPHERE_TOL = 1e-10    # accuracy floor of the norm interpolation (the kernels' accuracy claim)
-_T_PROBES = (12, 24, 48)     # probe degrees in t = log v (doubled while the probe's own tail is unresolved)
+_T_DEGREES = (12, 24, 48)     # degrees of the Lobatto points in t = log v (doubled while the columns' tail is unresolved)
+_T_WIDE = 1.5                 # a norm range wider than this in log v starts at degree 24
 _R_MIN = 8                   # fewest theta intervals of the norm-interpolation grid
 _NORM_CHUNK_ENTRIES = 24000     # norm interpolation: entries per chunk (its temporaries stay in cache)
 _MIN_HALF_WIDTH = 0.25 * math.pi     # the theta window is at least [pi/4, 3 pi/4]
@@ -113,18 +114,16 @@ class NormInterpPlan(_TablePlan):
         if prepare_range is not None:   # the per-norm work interpolated on the norm range (check rows: direct)
             prepare_range(nz, exact=checked_norms)
         elif prepare is not None:
-            prepare(np.concatenate([[v_lo, v_hi], np.exp(self._t_nodes(_T_PROBES[0])), checked_norms]))
+            prepare(np.concatenate([[v_lo, v_hi], np.exp(self._t_nodes(_T_DEGREES[0])), checked_norms]))
         self.half = self._window()
         # theta resolution from the corners of the norm range
         R, err_theta, corner_scale = self._theta_degree(pair_fn, np.array([v_hi, v_lo]), np.array([v_hi, v_hi]),
                                                         tol / 2, strict)
-        m, err_t, mp, probe = self._probe_degree(pair_fn, v_hi, tol / 2)
+        # the norm basis on Lobatto points in t, or the tensor grid of degree m when it does not pay
+        basis, m, err_t, mp, scale = self._basis(pair_fn, corner_scale, tol / 2)
         if err_t > tol / 2:
             accuracy_shortfall(f"the norm interpolation: degree {m} in log|x|^2 leaves a relative error estimate "
                                f"{err_t:.1e} > tol/2 = {tol / 2:.1e}", strict)
-        scale = np.maximum(corner_scale, np.max(np.abs(probe), axis=(0, 1, 2)))
-        # the norm basis on the probe's Lobatto points, or the tensor grid of degree m when it does not pay
-        basis = self._basis(pair_fn, mp, probe, scale)
         if basis is None or basis[2].size > 0.75 * (m + 1):
             nodes_t, U, P = self._t_nodes(m), np.eye(m + 1), np.arange(m + 1)
             kind = f"tensor ({m + 1} norm nodes)"
@@ -141,7 +140,7 @@ class NormInterpPlan(_TablePlan):
         self.rowcoef = np.ascontiguousarray(coef.transpose(1, 0, 3, 2)).reshape(K, -1)
         self.Wa = self._weights(self.na)
         self.Wb = self.Wa if self.same else self._weights(self.nb)
-        held_t = 0.0 if K == nodes_t.size else self._held_out_norms(pair_fn, coef)
+        held_t = 0.0 if K == nodes_t.size else self._held_out_norms(pair_fn, coef, P)
         grid_theta = _tail(_envelope(coef, scale))
         held = self._held_out_theta(pair_fn, coef, scale)
         # the extrapolated tail meets noise-level top coefficients with a capped decay rate (up to 18x
@@ -154,14 +153,14 @@ class NormInterpPlan(_TablePlan):
         err_zero = 0.0
         if np.any(self.na == 0) or np.any(self.nb == 0):
             self.za, self.zb, self.z00, err_zero = self._zero_rows(pair_fn, scale)
-        self.info = dict(path="norm interpolation", theta_nodes=R + 1, norm_nodes=K, norm_probe_nodes=mp + 1,
+        self.info = dict(path="norm interpolation", theta_nodes=R + 1, norm_nodes=K, norm_grid_nodes=mp + 1,
                          table=f"Chebyshev degree {R} in theta on [{0.5 * math.pi - self.half:.3f}, "
                                f"{0.5 * math.pi + self.half:.3f}] x {K} x {K} norms",
                          norm_range=(v_lo, v_hi), norm_grid=kind, theta_window=self.half)
         self.info["norm_tails"] = dict(theta=err_theta, t=err_t, grid_theta=theta_est, held_out_norms=held_t,
                                       theta_extrapolated=grid_theta, theta_held_out=held,
                                       diagonal=err_diag, zero_rows=err_zero)
-        estimate = max(err_theta, theta_est) + max(err_t, 3.0 * held_t) + max(err_diag, err_zero)
+        estimate = max(err_theta, theta_est) + err_t + 3.0 * held_t + max(err_diag, err_zero)
         checked = self._check(pair_fn)
         self.info["interpolation_check"] = checked
         self.info["pair_solves"] = self.solves
@@ -237,64 +236,61 @@ class NormInterpPlan(_TablePlan):
                                f"error estimate {err:.1e} > {target:.1e}", strict)
         return R, err, np.max(np.abs(F), axis=(0, 1))
 
-    def _probe_degree(self, pair_fn, v_hi, target):
-        """Degree m in t from the Chebyshev coefficients of F along three lines of the (t_x, t_y) square
-        at three angles of the window (the probe degree doubles while its own tail is not resolved).
-        Returns (m, tail estimate of degree m, probe degree mp, the samples (3 angles, 3 lines, mp+1, 2))."""
-        cos = self._cos(np.array([-1.0, -0.2, 0.6]))[:, None, None]
-        for mp in _T_PROBES:
-            v = np.exp(self._t_nodes(mp))
-            vx = np.stack([v, v, v])                                  # (3 lines, mp+1)
-            vy = np.stack([np.full_like(v, v[0]), np.full_like(v, v_hi), v])
-            c = np.sqrt(vx * vy)[None] * cos
-            F = self._call(pair_fn, vx[None], vy[None], c)           # (3 angles, 3 lines, mp+1, 2)
-            env = _envelope(chebyshev_coefficients(np.moveaxis(F, 2, 0)), np.max(np.abs(F), axis=(0, 1, 2)))
-            m, err = _degree_for(env, target, minimum=2)
-            if m < mp - 1 or mp == _T_PROBES[-1]:
-                return m, err, mp, F
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _basis(self, pair_fn, mp, probe, scale):
-        r"""``(Lobatto points in t, U (L, r) orthonormal, skeleton indices P)``: the span of the columns
-        $t\mapsto F(t,t_y,\theta)$ (both outputs, each relative to ``scale``) on the probe's $L=m_p+1$ points in
-        $t$: the probe's lines $t_y=t_{\min}, t_{\max}$, then batches of random $(t_y,\theta)$ until a batch lies
-        in the span of the columns before it to ``tol``/16 (module doc); ``None`` when the rank reaches
-        $\tfrac34L$."""
+    def _basis(self, pair_fn, scale, target):
+        r"""The columns $t\mapsto F(t,t_y,\theta)$ on Lobatto points in $t$ (both outputs, each relative to the
+        scale): first $t_y=t_{\min},t_{\max}$ at three angles of the window, their degree doubled from 12 (24
+        for a range wider than 1.5 in $\log v$) while the tail of their Chebyshev coefficients beyond some
+        degree $m<m_p-1$ is above ``target``; then batches of random $(t_y,\theta)$ ($t_y$ on the Lobatto points,
+        whose per-norm work is done) until a batch lies in the span of the columns before it to ``tol``/4.
+        Returns ``((points, U (L, r) orthonormal, skeleton indices P) or None when the rank reaches
+        $\tfrac34L$, m, its tail estimate, m_p, the scale)`` (module doc)."""
         tol = self.tol
+        ty = np.exp(np.array([self.t_lo, self.t_hi] * 3))
+        cu = self._cos(np.repeat([-1.0, -0.2, 0.6], 2))
+        levels = [d for d in _T_DEGREES if d >= (24 if self.t_hi - self.t_lo > _T_WIDE else 12)]
+
+        def sample(v, vy, c):     # (len(v), len(vy), 2)
+            return self._call(pair_fn, v[:, None], vy[None, :], np.sqrt(v[:, None] * vy[None, :]) * c[None, :])
+
+        mp = levels[0]
+        F = sample(np.exp(self._t_nodes(mp)), ty, cu)
+        while True:
+            scale = np.maximum(scale, np.max(np.abs(F), axis=(0, 1)))
+            m, err_t = _degree_for(_envelope(chebyshev_coefficients(F), scale), target, minimum=2)
+            if m < mp - 1 or mp == levels[-1]:
+                break
+            merged = np.empty((2 * mp + 1,) + F.shape[1:])
+            merged[0::2], merged[1::2] = F, sample(np.exp(self._t_nodes(2 * mp)[1::2]), ty, cu)
+            F, mp = merged, 2 * mp
         nodes = self._t_nodes(mp)
         L = nodes.size
         v = np.exp(nodes)
 
-        def columns(F):          # (..., L, 2) -> (L, n) relative to the scale of each output
-            F = np.moveaxis(F / np.maximum(scale, 1e-300), -2, 0)
-            return F.reshape(L, -1)
+        def columns(F):          # (L, n, 2) -> (L, 2n) relative to the scale of each output
+            return (F / np.maximum(scale, 1e-300)).reshape(L, -1)
 
-        Y = columns(probe[:, :2])
+        Y = columns(F)
         while True:
             U, s, _ = np.linalg.svd(Y, full_matrices=False)
-            r = int(np.count_nonzero(s > tol / 32))
-            import os
-            if os.environ.get("KC_DEBUG"): print("basis", Y.shape, r, L, s[:24] / s[0])
+            r = int(np.count_nonzero(s > tol / 8))
             if r >= 0.75 * L:
-                return None
-            ty = self.rng.uniform(self.t_lo, self.t_hi, _BASIS_BATCH)
-            cu = self._cos(self.rng.uniform(-1.0, 1.0, _BASIS_BATCH))
-            vy = np.exp(ty)[None, :]
-            new = columns(np.moveaxis(self._call(pair_fn, v[:, None], vy, np.sqrt(v[:, None] * vy) * cu[None, :]), 0, 1))
+                return None, m, err_t, mp, scale
+            vy = v[self.rng.integers(0, L, _BASIS_BATCH)]      # norms of the grid: their per-norm work is done
+            new = sample(v, vy, self._cos(self.rng.uniform(-1.0, 1.0, _BASIS_BATCH)))
+            scale = np.maximum(scale, np.max(np.abs(new), axis=(0, 1)))
+            new = columns(new)
             Ur = U[:, :r]
             resid = float(np.max(np.abs(new - Ur @ (Ur.T @ new))))
             Y = np.concatenate([Y, new], axis=1)
-            if resid <= tol / 16:
+            if resid <= tol / 4:
                 break
         U, s, _ = np.linalg.svd(Y, full_matrices=False)
-        U = U[:, : int(np.count_nonzero(s > tol / 32))]
+        U = U[:, : int(np.count_nonzero(s > tol / 8))]
         from scipy.linalg import qr
 
         piv = qr(U.T, pivoting=True, mode="r")[1]
         P = np.union1d(piv[: U.shape[1]], [0, L - 1])
-        import os
-        if os.environ.get("KC_DEBUG"): print("P", P, U.shape)
-        return nodes, U, P
+        return (nodes, U, P), m, err_t, mp, scale
 
     def _sample(self, pair_fn, R, scale):
         r"""Chebyshev coefficients (R+1, K, K, 2) in theta of F at the skeleton norms (symmetric pairs
@@ -318,11 +314,13 @@ class NormInterpPlan(_TablePlan):
         D = np.einsum("nk,rklo,nl->rno", Bx, coef, By)
         return np.einsum("ar,rno->ano", chebyshev_matrix(u, self.R), D)
 
-    def _held_out_norms(self, pair_fn, coef) -> float:
-        """Largest relative deviation of the table from direct solves at six random norm pairs (the ends
-        of the range among them) and seven angles of the window (the basis's own error)."""
-        tx = np.concatenate([[self.t_lo, self.t_hi], self.rng.uniform(self.t_lo, self.t_hi, 4)])
-        ty = np.concatenate([self.rng.uniform(self.t_lo, self.t_hi, 4), [self.t_hi, self.t_lo]])
+    def _held_out_norms(self, pair_fn, coef, P) -> float:
+        """Largest relative deviation of the table from direct solves at six pairs of Lobatto points in t, the
+        first of each off the skeleton ``P``, and seven angles of the window: the error of the basis (the
+        interpolation between the Lobatto points is the probe's estimate)."""
+        off = np.setdiff1d(np.arange(self.nodes_t.size), P)
+        tx = self.nodes_t[self.rng.choice(off, 6)]
+        ty = self.nodes_t[np.concatenate([[0, self.nodes_t.size - 1], self.rng.integers(0, self.nodes_t.size, 4)])]
         u = np.cos(np.pi * (np.arange(7) + 0.5) / 7)
         vx, vy = np.exp(tx)[None, :], np.exp(ty)[None, :]
         vals = self._call(pair_fn, vx, vy, np.sqrt(vx * vy) * self._cos(u)[:, None])
@@ -352,19 +350,19 @@ class NormInterpPlan(_TablePlan):
 
     def _line(self, f, norms, scale):
         r"""$g(v)$ (``f(v) -> (n, 2)``) at ``norms`` (all in the range, > 0) by its Chebyshev interpolant in
-        $t=\log v$, the degree doubled from 16 until the interpolant predicts the new points to ``tol``/4
-        (relative to ``scale``); ``(values (n, 2), the last held-out deviation)``."""
-        m = _LINE_M0
+        $t=\log v$ on the Lobatto points of the norm grid (their per-norm work is done), the degree doubled
+        while the tail of its Chebyshev coefficients (:func:`_degree_for`, relative to ``scale``) is above
+        ``tol``/4 or not resolved; ``(values (n, 2), the tail estimate)``."""
+        m = max(self.nodes_t.size - 1, _LINE_M0)
         G = f(np.exp(self._t_nodes(m)))
         while True:
+            n, err = _degree_for(_envelope(chebyshev_coefficients(G), scale), self.tol / 4, minimum=2)
+            if (n < m - 1 and err <= self.tol / 4) or m >= _LINE_MAX:
+                break
             new = f(np.exp(self._t_nodes(2 * m)[1::2]))
-            err = float(np.max(np.abs(barycentric_weights(lobatto(m), lobatto(2 * m)[1::2]) @ G - new)
-                               / np.maximum(scale, 1e-300)))
             merged = np.empty((2 * m + 1, 2))
             merged[0::2], merged[1::2] = G, new
             G, m = merged, 2 * m
-            if err <= self.tol / 4 or m >= _LINE_MAX:
-                break
         t = np.clip(np.log(np.where(norms > 0, norms, 1.0)), self.t_lo, self.t_hi)
         u = (2.0 * t - self.t_lo - self.t_hi) / max(self.t_hi - self.t_lo, 1e-300)
         return barycentric_weights(lobatto(m), u) @ G, err
@@ -432,14 +430,16 @@ class NormInterpPlan(_TablePlan):
         return out
 
     def _check_rows(self):
-        """Rows of ``a`` and ``b`` for :meth:`_check`: the extreme norms and three random ones each."""
+        """Rows of ``a`` and ``b`` for :meth:`_check`: the extreme norms and three random ones (of a symmetric Gram:
+        the same rows, whose norms the Neural ODE solver then solves directly)."""
         rng = np.random.default_rng(0)
 
         def pick(v):
             extremes = [np.argmin(np.where(v > 0, v, np.inf)), np.argmax(v)]
             return np.unique(np.concatenate([extremes, rng.integers(0, v.size, 3)]))
 
-        return pick(self.na), pick(self.nb)
+        rows = pick(self.na)
+        return (rows, rows) if self.same else (rows, pick(self.nb))   # (a symmetric Gram: its diagonal too)
 
     def _check(self, pair_fn) -> float:
         """Largest relative deviation from direct evaluations at input pairs of extreme norms."""
