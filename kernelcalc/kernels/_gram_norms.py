@@ -103,6 +103,7 @@ class NormInterpPlan(_TablePlan):
         super().__init__(a, b, same, {})
         self.tol = tol = max(tol, _OFF_SPHERE_TOL)
         self.rng = np.random.default_rng(0)
+        self.stages = {}
         norms = np.concatenate([self.na, self.nb])
         nz = norms[norms > 0]
         self.t_lo, self.t_hi = float(np.log(nz.min())), float(np.log(nz.max()))
@@ -134,10 +135,11 @@ class NormInterpPlan(_TablePlan):
         self.lift = U @ np.linalg.pinv(U[P])                 # (L, |P|): skeleton values -> Lobatto values
         coef, scale = self._sample(pair_fn, R, scale)
         self.scale = scale
+        self.odd = bool(getattr(pair_fn, "odd", False))      # F odd in cos(theta): odd in u, odd orders only
         K = P.size
         self.L, self.R = K, R
         # c[r, k, l, o] -> rowcoef[k, (r, o, l)]: a row's weights times it gives D before the column weights
-        self.rowcoef = np.ascontiguousarray(coef.transpose(1, 0, 3, 2)).reshape(K, -1)
+        self.rowcoef = np.ascontiguousarray((coef[1::2] if self.odd else coef).transpose(1, 0, 3, 2)).reshape(K, -1)
         self.Wa = self._weights(self.na)
         self.Wb = self.Wa if self.same else self._weights(self.nb)
         held_t = 0.0 if K == nodes_t.size else self._held_out_norms(pair_fn, coef, P)
@@ -164,6 +166,7 @@ class NormInterpPlan(_TablePlan):
         checked = self._check(pair_fn)
         self.info["interpolation_check"] = checked
         self.info["pair_solves"] = self.solves
+        self.info["pair_solves_by_stage"] = self.stages
         self.info["interpolation_error_estimate"] = float(max(estimate, checked))
         if max(estimate, checked) > 10 * tol:
             accuracy_shortfall(f"the norm interpolation misses tol = {tol:.1e}: relative error estimate "
@@ -185,6 +188,8 @@ class NormInterpPlan(_TablePlan):
     def _call(self, pair_fn, vx, vy, c):
         c = np.asarray(c)
         self.solves += int(np.size(c))
+        stage = __import__("inspect").stack()[1].function
+        self.stages[stage] = self.stages.get(stage, 0) + int(np.size(c))
         return np.stack(pair_fn(np.broadcast_to(vx, c.shape), np.broadcast_to(vy, c.shape), c), -1)
 
     def _t_nodes(self, m):
@@ -198,21 +203,21 @@ class NormInterpPlan(_TablePlan):
         r"""Half-width $h$ of the theta window $[\tfrac\pi2-h,\tfrac\pi2+h]$: the largest $|\cos\theta|$ over
         the pairs present (the diagonal of a symmetric Gram and zero rows excluded), by row blocks; at least
         $\pi/4$."""
-        ra, rb = np.sqrt(self.na), np.sqrt(self.nb)
+        def unit(x, v):       # rows of norm 1 (zero rows stay 0)
+            r = np.sqrt(v * self.d)
+            return x / np.where(r > 0, r, 1.0)[:, None]
+
+        ua = unit(self.a, self.na)
+        ub = ua if self.same else unit(self.b, self.nb)
         n1, n2 = self.shape
         step = max(1, (1 << 20) // max(n2, 1))
         largest = 0.0
         for r0 in range(0, n1, step):
             r1 = min(r0 + step, n1)
-            c = self.a[r0:r1] @ self.b.T
-            c /= self.d
-            den = ra[r0:r1, None] * rb[None, :]
-            np.divide(c, den, out=c, where=den > 0)
-            c[den == 0] = 0.0
-            np.abs(c, out=c)
+            c = ua[r0:r1] @ ub.T
             if self.same:
                 c[np.arange(r1 - r0), np.arange(r0, r1)] = 0.0
-            largest = max(largest, float(np.max(c)))
+            largest = max(largest, float(np.max(c)), -float(np.min(c)))
         theta_lo = math.acos(min(largest, 1.0))
         return max(_MIN_HALF_WIDTH, min(0.5 * math.pi, (0.5 * math.pi - theta_lo) * (1.0 + 1e-9)))
 
@@ -395,7 +400,7 @@ class NormInterpPlan(_TablePlan):
         na, nb = self.na[i], self.nb[j]
         theta, mask = self._theta(xy, i, j, np.sqrt(na), np.sqrt(nb))
         Wa, Wb = self.Wa[i], self.Wb[j]
-        L, R1 = self.L, self.R + 1
+        L, R1 = self.L, (self.R + 1) // 2 if self.odd else self.R + 1
         # rows (i, o) of C_r = sum_k B_k(t_i) c[r, k, :, o]; D_r = C_r @ Wb^T, accumulated at once
         C = (Wa @ self.rowcoef).reshape(i.size, R1, 2, L).transpose(1, 0, 2, 3).reshape(R1, 2 * i.size, L)
         WbT = np.ascontiguousarray(Wb.T)
@@ -403,10 +408,13 @@ class NormInterpPlan(_TablePlan):
         u -= 0.5 * np.pi
         u *= 1.0 / self.half
         np.clip(u, -1.0, 1.0, out=u)                 # (the diagonal, zero rows: overwritten below)
-        # Clenshaw: b_r = D_r + 2u b_{r+1} - b_{r+2} (r = R..1), F = D_0 + u b_1 - b_2 (three passes per degree)
+        # Clenshaw: b_r = D_r + 2u b_{r+1} - b_{r+2} (r = R..1), F = D_0 + u b_1 - b_2 (three passes per degree).
+        # Odd kernels: T_{2k+1}(u) = u V_k(2u^2 - 1) (V: third kind, V_0 = 1, V_1 = 2s - 1), the same recurrence in
+        # s = 2u^2 - 1 over half the degrees, F = u (D_0 + (2s - 1) b_1 - b_2)
+        x = 2.0 * u * u - 1.0 if self.odd else u
         D, tmp = np.empty_like(u), np.empty_like(u)
         b1, b2 = np.zeros_like(u), np.zeros_like(u)
-        u2 = 2.0 * u
+        u2 = 2.0 * x
         for r in range(R1 - 1, 0, -1):
             np.matmul(C[r], WbT, out=D)
             np.multiply(u2, b1, out=tmp)
@@ -414,9 +422,17 @@ class NormInterpPlan(_TablePlan):
             tmp += D
             b1, b2, tmp = tmp, b1, b2
         np.matmul(C[0], WbT, out=D)
-        out = np.multiply(u, b1, out=tmp)
-        out -= b2
-        out += D
+        if self.odd:
+            x -= 0.5
+            x *= 2.0                                 # V_1(s) = 2s - 1
+            out = np.multiply(x, b1, out=tmp)
+            out -= b2
+            out += D
+            out *= u
+        else:
+            out = np.multiply(u, b1, out=tmp)
+            out -= b2
+            out += D
         out = out.reshape(i.size, 2, j.size).transpose(1, 0, 2)
         if mask is not None:
             ii, jj = np.nonzero(mask)
