@@ -110,12 +110,12 @@ class NormInterpPlan(_TablePlan):
         v_lo, v_hi = float(nz.min()), float(nz.max())
         self.check_rows = self._check_rows()
         checked_norms = np.concatenate([self.na[self.check_rows[0]], self.nb[self.check_rows[1]]])
-        prepare = getattr(pair_fn, "prepare", None)     # solve the per-norm work of the probes in one batch
-        prepare_range = getattr(pair_fn, "prepare_range", None)
-        if prepare_range is not None:   # the per-norm work interpolated on the norm range (check rows: direct)
-            prepare_range(nz, exact=checked_norms)
-        elif prepare is not None:
-            prepare(np.concatenate([[v_lo, v_hi], np.exp(self._t_nodes(_T_DEGREES[0])), checked_norms]))
+        # the per-norm work (a Neural ODE's self-kernels) of the Lobatto points in t and the check rows in one
+        # batch: every solve of the plan is at these norms (unless the degree in t doubles)
+        self.levels = [d for d in _T_DEGREES if d >= (24 if self.t_hi - self.t_lo > _T_WIDE else 12)]
+        prepare = getattr(pair_fn, "prepare", None)
+        if prepare is not None:
+            prepare(np.concatenate([np.exp(self._t_nodes(self.levels[0])), checked_norms]))
         self.half = self._window()
         # theta resolution from the corners of the norm range
         R, err_theta, corner_scale = self._theta_degree(pair_fn, np.array([v_hi, v_lo]), np.array([v_hi, v_hi]),
@@ -252,7 +252,7 @@ class NormInterpPlan(_TablePlan):
         tol = self.tol
         ty = np.exp(np.array([self.t_lo, self.t_hi] * 3))
         cu = self._cos(np.repeat([-1.0, -0.2, 0.6], 2))
-        levels = [d for d in _T_DEGREES if d >= (24 if self.t_hi - self.t_lo > _T_WIDE else 12)]
+        levels = self.levels
 
         def sample(v, vy, c):     # (len(v), len(vy), 2)
             return self._call(pair_fn, v[:, None], vy[None, :], np.sqrt(v[:, None] * vy[None, :]) * c[None, :])
