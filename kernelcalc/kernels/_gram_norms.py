@@ -1,36 +1,39 @@
 r"""The norm-interpolation Gram plan: many distinct input norms (data off the sphere).
 
 Writing $v=x\cdot x/d$, $t=\log v$ and $\theta=\arccos\big(x\cdot y/(d\sqrt{v_xv_y})\big)$, the kernel is
-$F(v_x,v_y,\theta)$.  Every node of an interpolant is a pair solve (a Neural ODE solve costs ~0.3 ms), so
-the plan is built to need few of them:
+$F(v_x,v_y,\theta)$.  Every node of an interpolant is a pair solve (a Neural ODE solve costs ~0.3-0.5 ms, and
+every distinct norm its own self-kernel solve, ~30 ms), so the plan is built to need few of them:
 
 - **the angle window.**  $\theta$ is interpolated by a Chebyshev series only on the window
   $[\tfrac\pi2-h,\tfrac\pi2+h]$ that holds the angles of the pairs actually present (the diagonal of a
   symmetric Gram excluded; measured from the data, :meth:`NormInterpPlan._window`).  The hard part of a
-  kernel in $\theta$ is near $\theta=0$, where the NTK of tanh-like activations peaks with a width ~$1/q$;
-  in $d=10$ the closest distinct rows are ~0.2 rad apart, and the degree needed falls from 47 to 31 (node
-  tanh at $v=8$).  The window is symmetric, so the nodes of $\theta$ and $\pi-\theta$ still pair up (odd
-  kernels).  The diagonal $F(v,v,0)$ of a symmetric Gram is a function of one variable: its own Chebyshev
-  interpolant in $t$ (:meth:`NormInterpPlan._line`, degree doubled until the new points are predicted).
+  kernel in $\theta$ is near $\theta=0$, where the NTK of tanh-like activations peaks, the sharper the larger
+  the variance $q$; in $d=10$ the closest distinct rows are ~0.2 rad apart, and the degree needed falls from
+  47 to 31 (node tanh at $v=8$; softplus 27 to 22).  The window is symmetric, so the nodes of $\theta$ and
+  $\pi-\theta$ still pair up (odd kernels, which then sum their odd Chebyshev orders only).  The diagonal
+  $F(v,v,0)$ of a symmetric Gram is a function of one variable: its own Chebyshev interpolant in $t$
+  (:meth:`NormInterpPlan._line`).  Duplicate rows give an angle 0 off the diagonal: the window is then
+  $[0,\pi]$.
 - **a low-rank basis in the norm.**  As a function of $t_x$, $F(t_x,t_y,\theta)$ lies, for all $(t_y,\theta)$,
-  close to a space of small dimension $r$ (measured: $r\approx8$ at 1e-10 for the softplus Neural ODE on norms
-  0.13..8, where a Chebyshev interpolant in $t$ needs degree 17-19).  The plan samples columns
-  $t_x\mapsto F(t_x,t_y,\theta)$ on Lobatto points in $t$ (the probe's lines, then random $(t_y,\theta)$ in batches,
-  until a new batch lies in the span of the others to ``tol``/16), takes the orthonormal basis $U$ of their
-  singular values above ``tol``/32, and $r$ (+ the two end) *skeleton* norms $P$ by pivoted QR of $U^T$
-  (empirical interpolation).  Then $F(t_x,t_y,\theta)\approx\sum_{p,q\in P}B_p(t_x)F(t_p,t_q,\theta)B_q(t_y)$ with
-  $B(t)=\ell(t)\,U\,U_P^{+}$ ($\ell$: the Lagrange basis of the Lobatto points): the table costs
-  $\tfrac12|P|(|P|+1)(R+1)$ solves instead of $\tfrac12L(L+1)(R+1)$.  Its error is measured at held-out norm
-  pairs (random $(t_x,t_y)$, seven angles; three times the measured value enters the estimate).  When the
-  basis does not pay ($|P|>\tfrac34(m+1)$) the plan takes the tensor grid of degree $m$ (the same code,
-  $U=I$).
+  close to a space of small dimension $r$ (measured at 1e-11 on norms 0.13..8: $r=10$ for the softplus
+  Neural ODE, 14 for tanh, where a Chebyshev interpolant in $t$ needs degree 16 and 19).  The plan samples
+  columns $t_x\mapsto F(t_x,t_y,\theta)$ on Lobatto points in $t$ (:meth:`NormInterpPlan._columns`: first
+  $t_y=t_{\min},t_{\max}$ at three angles, whose Chebyshev tail gives the degree $m$ in $t$ and its error; then
+  random $(t_y,\theta)$ in batches until a batch lies in the span of the others to ``tol``/4), takes the
+  orthonormal basis $U$ of their singular values above ``tol``/8, and $r$ (+ the two ends) *skeleton* norms
+  $P$ by pivoted QR of $U^T$ (empirical interpolation).  Then
+  $F(t_x,t_y,\theta)\approx\sum_{p,q\in P}B_p(t_x)F(t_p,t_q,\theta)B_q(t_y)$ with $B(t)=\ell(t)\,U\,U_P^{+}$
+  ($\ell$: the Lagrange basis of the Lobatto points): the table costs $\tfrac12|P|(|P|+1)(R+1)$ solves instead of
+  $\tfrac12(m+1)(m+2)(R+1)$.  Its error is measured at held-out norm pairs (Lobatto points off the skeleton,
+  seven angles; three times the measured value, plus the tail in $t$, enter the estimate).  When the basis
+  does not pay ($|P|>\tfrac34(m+1)$) the plan takes the tensor grid of degree $m$ (the same code, $U=I$).
 
-The degree $R$ in $\theta$ comes from the corners of the norm range, the degree $m$ in $t$ from a probe
-along three lines of the $(t_x,t_y)$ square.  Before the probes the plan hands the pair function its norm
-range (``prepare_range``: the Neural ODE / ResNet solver interpolates its per-norm self-kernel diagonals on
-it) and, before the table, the number of solves to come (``plan_pairs``: the solver picks numpy or one
-compilation by their total).  An entry costs $R+1$ small matrix-product terms of size $|P|$.  Checked against
-direct evaluations at actual input pairs of extreme norms.  Zero rows: a 1-D interpolant of $F(0, v, 0)$.
+The degree $R$ in $\theta$ comes from the corners of the norm range.  Every solve of the plan is at the
+Lobatto norms in $t$ or at the check rows' norms: the plan hands them to the pair function first
+(``prepare``: the Neural ODE / ResNet solver solves their self-kernels in one batch) and, before the table,
+the number of solves to come (``plan_pairs``: the solver picks numpy or one compilation by their total).  An
+entry costs $R+1$ small matrix-product terms of size $|P|$ (odd kernels $(R+1)/2$).  Checked against direct
+evaluations at actual input pairs of extreme norms.  Zero rows: a 1-D interpolant of $F(0, v, 0)$.
 """
 
 from __future__ import annotations
@@ -120,29 +123,36 @@ class NormInterpPlan(_TablePlan):
         # theta resolution from the corners of the norm range
         R, err_theta, corner_scale = self._theta_degree(pair_fn, np.array([v_hi, v_lo]), np.array([v_hi, v_hi]),
                                                         tol / 2, strict)
-        # the norm basis on Lobatto points in t, or the tensor grid of degree m when it does not pay
-        basis, m, err_t, mp, scale = self._basis(pair_fn, corner_scale, tol / 2)
+        # the norm basis on Lobatto points in t, or the tensor grid of degree m when it does not pay; a basis
+        # whose held-out error exceeds tol/4 takes more columns and a lower threshold (at most twice)
+        nodes_t, Y, m, err_t, mp, scale = self._columns(pair_fn, corner_scale, tol / 2)
         if err_t > tol / 2:
             accuracy_shortfall(f"the norm interpolation: degree {m} in log|x|^2 leaves a relative error estimate "
                                f"{err_t:.1e} > tol/2 = {tol / 2:.1e}", strict)
-        if basis is None or basis[2].size > 0.75 * (m + 1):
-            nodes_t, U, P = self._t_nodes(m), np.eye(m + 1), np.arange(m + 1)
-            kind = f"tensor ({m + 1} norm nodes)"
-        else:
-            nodes_t, U, P = basis
-            kind = f"low-rank basis (rank {U.shape[1]} of {nodes_t.size} norm nodes, {P.size} skeleton norms)"
-        self.nodes_t, self.skeleton = nodes_t, np.exp(nodes_t[P])
-        self.lift = U @ np.linalg.pinv(U[P])                 # (L, |P|): skeleton values -> Lobatto values
-        coef, scale = self._sample(pair_fn, R, scale)
-        self.scale = scale
+        self.R, self.core = R, {}
+        for attempt in range(3):
+            basis = self._skeleton(Y, tol / 8 / 4**attempt)
+            if basis is None or basis[1].size > 0.75 * (m + 1):
+                self.nodes_t, U, P = self._t_nodes(m), np.eye(m + 1), np.arange(m + 1)
+                kind = f"tensor ({m + 1} norm nodes)"
+                self.core = {}                             # (other Lobatto points)
+            else:
+                (U, P), self.nodes_t = basis, nodes_t
+                kind = f"low-rank basis (rank {U.shape[1]} of {nodes_t.size} norm nodes, {P.size} skeleton norms)"
+            self.skeleton = np.exp(self.nodes_t[P])
+            self.lift = U @ np.linalg.pinv(U[P])                 # (L, |P|): skeleton values -> Lobatto values
+            self.L = K = P.size
+            coef, scale = self._sample(pair_fn, R, P, scale)
+            self.scale = scale
+            held_t = 0.0 if K == self.nodes_t.size else self._held_out_norms(pair_fn, coef, P)
+            if 3.0 * held_t <= tol / 4 or attempt == 2:
+                break
+            Y = np.concatenate([Y, self._more_columns(pair_fn, 2 * _BASIS_BATCH)], axis=1)
         self.odd = bool(getattr(pair_fn, "odd", False))      # F odd in cos(theta): odd in u, odd orders only
-        K = P.size
-        self.L, self.R = K, R
         # c[r, k, l, o] -> rowcoef[k, (r, o, l)]: a row's weights times it gives D before the column weights
         self.rowcoef = np.ascontiguousarray((coef[1::2] if self.odd else coef).transpose(1, 0, 3, 2)).reshape(K, -1)
         self.Wa = self._weights(self.na)
         self.Wb = self.Wa if self.same else self._weights(self.nb)
-        held_t = 0.0 if K == nodes_t.size else self._held_out_norms(pair_fn, coef, P)
         grid_theta = _tail(_envelope(coef, scale))
         held = self._held_out_theta(pair_fn, coef, scale)
         # the extrapolated tail meets noise-level top coefficients with a capped decay rate (up to 18x
@@ -241,75 +251,90 @@ class NormInterpPlan(_TablePlan):
                                f"error estimate {err:.1e} > {target:.1e}", strict)
         return R, err, np.max(np.abs(F), axis=(0, 1))
 
-    def _basis(self, pair_fn, scale, target):
+    def _columns(self, pair_fn, scale, target):
         r"""The columns $t\mapsto F(t,t_y,\theta)$ on Lobatto points in $t$ (both outputs, each relative to the
         scale): first $t_y=t_{\min},t_{\max}$ at three angles of the window, their degree doubled from 12 (24
         for a range wider than 1.5 in $\log v$) while the tail of their Chebyshev coefficients beyond some
-        degree $m<m_p-1$ is above ``target``; then batches of random $(t_y,\theta)$ ($t_y$ on the Lobatto points,
-        whose per-norm work is done) until a batch lies in the span of the columns before it to ``tol``/4.
-        Returns ``((points, U (L, r) orthonormal, skeleton indices P) or None when the rank reaches
-        $\tfrac34L$, m, its tail estimate, m_p, the scale)`` (module doc)."""
+        degree $m<m_p-1$ is above ``target``; then batches of random $(t_y,\theta)$ (:meth:`_more_columns`)
+        until a batch lies to ``tol``/4 in the span of the singular vectors of the columns before it above
+        ``tol``/8.  Returns ``(points, columns (L, n), m, its tail estimate, m_p, the scale)`` (module doc)."""
         tol = self.tol
         ty = np.exp(np.array([self.t_lo, self.t_hi] * 3))
         cu = self._cos(np.repeat([-1.0, -0.2, 0.6], 2))
         levels = self.levels
-
-        def sample(v, vy, c):     # (len(v), len(vy), 2)
-            return self._call(pair_fn, v[:, None], vy[None, :], np.sqrt(v[:, None] * vy[None, :]) * c[None, :])
-
         mp = levels[0]
-        F = sample(np.exp(self._t_nodes(mp)), ty, cu)
+        F = self._fibres(pair_fn, np.exp(self._t_nodes(mp)), ty, cu)
         while True:
             scale = np.maximum(scale, np.max(np.abs(F), axis=(0, 1)))
             m, err_t = _degree_for(_envelope(chebyshev_coefficients(F), scale), target, minimum=2)
             if m < mp - 1 or mp == levels[-1]:
                 break
             merged = np.empty((2 * mp + 1,) + F.shape[1:])
-            merged[0::2], merged[1::2] = F, sample(np.exp(self._t_nodes(2 * mp)[1::2]), ty, cu)
+            merged[0::2], merged[1::2] = F, self._fibres(pair_fn, np.exp(self._t_nodes(2 * mp)[1::2]), ty, cu)
             F, mp = merged, 2 * mp
         nodes = self._t_nodes(mp)
         L = nodes.size
-        v = np.exp(nodes)
-
-        def columns(F):          # (L, n, 2) -> (L, 2n) relative to the scale of each output
-            return (F / np.maximum(scale, 1e-300)).reshape(L, -1)
-
-        Y = columns(F)
+        self.col_nodes, self.col_scale = nodes, scale
+        Y = (F / np.maximum(scale, 1e-300)).reshape(L, -1)
         while True:
             U, s, _ = np.linalg.svd(Y, full_matrices=False)
             r = int(np.count_nonzero(s > tol / 8))
             if r >= 0.75 * L:
-                return None, m, err_t, mp, scale
-            vy = v[self.rng.integers(0, L, _BASIS_BATCH)]      # norms of the grid: their per-norm work is done
-            new = sample(v, vy, self._cos(self.rng.uniform(-1.0, 1.0, _BASIS_BATCH)))
-            scale = np.maximum(scale, np.max(np.abs(new), axis=(0, 1)))
-            new = columns(new)
+                break
+            new = self._more_columns(pair_fn, _BASIS_BATCH)
             Ur = U[:, :r]
             resid = float(np.max(np.abs(new - Ur @ (Ur.T @ new))))
             Y = np.concatenate([Y, new], axis=1)
             if resid <= tol / 4:
                 break
-        U, s, _ = np.linalg.svd(Y, full_matrices=False)
-        U = U[:, : int(np.count_nonzero(s > tol / 8))]
+        return nodes, Y, m, err_t, mp, self.col_scale
+
+    def _fibres(self, pair_fn, v, vy, c):
+        """F at norms ``v`` x (``vy``, cos theta ``c``): (len(v), len(vy), 2)."""
+        return self._call(pair_fn, v[:, None], vy[None, :], np.sqrt(v[:, None] * vy[None, :]) * c[None, :])
+
+    def _more_columns(self, pair_fn, n):
+        """``n`` random columns: t_y on the Lobatto points (their per-norm work is done), theta in the window;
+        (L, 2n) relative to the scale (which they may raise)."""
+        v = np.exp(self.col_nodes)
+        vy = v[self.rng.integers(0, v.size, n)]
+        F = self._fibres(pair_fn, v, vy, self._cos(self.rng.uniform(-1.0, 1.0, n)))
+        self.col_scale = np.maximum(self.col_scale, np.max(np.abs(F), axis=(0, 1)))
+        return (F / np.maximum(self.col_scale, 1e-300)).reshape(v.size, -1)
+
+    @staticmethod
+    def _skeleton(Y, threshold):
+        """``(U (L, r) orthonormal, skeleton indices P)``: the singular vectors of the columns ``Y`` above
+        ``threshold``, and their pivoted-QR rows with the two ends; ``None`` when the rank reaches 3/4 L."""
         from scipy.linalg import qr
 
+        L = Y.shape[0]
+        U, s, _ = np.linalg.svd(Y, full_matrices=False)
+        U = U[:, : int(np.count_nonzero(s > threshold))]
+        if U.shape[1] >= 0.75 * L:
+            return None
         piv = qr(U.T, pivoting=True, mode="r")[1]
-        P = np.union1d(piv[: U.shape[1]], [0, L - 1])
-        return (nodes, U, P), m, err_t, mp, scale
+        return U, np.union1d(piv[: U.shape[1]], [0, L - 1])
 
-    def _sample(self, pair_fn, R, scale):
-        r"""Chebyshev coefficients (R+1, K, K, 2) in theta of F at the skeleton norms (symmetric pairs
-        solved once) and the scale per output."""
-        v = self.skeleton
-        K = v.size
+    def _sample(self, pair_fn, R, P, scale):
+        r"""Chebyshev coefficients (R+1, K, K, 2) in theta of F at the skeleton norms (Lobatto indices ``P``;
+        symmetric pairs solved once, pairs solved for an earlier skeleton reused) and the scale per output."""
+        v = np.exp(self.nodes_t)
+        K = P.size
         cos = self._cos(lobatto(R))
         kx, ky = np.triu_indices(K)
+        todo = [i for i in range(kx.size) if (P[kx[i]], P[ky[i]]) not in self.core]
         planned = getattr(pair_fn, "plan_pairs", None)
         if planned is not None:         # the solves to come, at most (a solver may choose its backend by them)
-            planned(kx.size * (R + 1))
-        vals = self._call(pair_fn, v[kx], v[ky], np.sqrt(v[kx] * v[ky])[None, :] * cos[:, None])
+            planned(len(todo) * (R + 1))
+        if todo:
+            px, py = P[kx[todo]], P[ky[todo]]
+            vals = self._call(pair_fn, v[px], v[py], np.sqrt(v[px] * v[py])[None, :] * cos[:, None])
+            for i, (a, b) in enumerate(zip(px.tolist(), py.tolist())):
+                self.core[(a, b)] = vals[:, i]
         F = np.empty((R + 1, K, K, 2))
-        F[:, kx, ky], F[:, ky, kx] = vals, vals
+        for i, j in zip(kx.tolist(), ky.tolist()):
+            F[:, i, j] = F[:, j, i] = self.core[(int(P[i]), int(P[j]))]
         scale = np.maximum(scale, np.max(np.abs(F), axis=(0, 1, 2)))
         return chebyshev_coefficients(F), scale
 
@@ -322,7 +347,7 @@ class NormInterpPlan(_TablePlan):
     def _held_out_norms(self, pair_fn, coef, P) -> float:
         """Largest relative deviation of the table from direct solves at six pairs of Lobatto points in t, the
         first of each off the skeleton ``P``, and seven angles of the window: the error of the basis (the
-        interpolation between the Lobatto points is the probe's estimate)."""
+        interpolation between the Lobatto points is the tail in t of the columns)."""
         off = np.setdiff1d(np.arange(self.nodes_t.size), P)
         tx = self.nodes_t[self.rng.choice(off, 6)]
         ty = self.nodes_t[np.concatenate([[0, self.nodes_t.size - 1], self.rng.integers(0, self.nodes_t.size, 4)])]
