@@ -106,7 +106,6 @@ class NormInterpPlan(_TablePlan):
         super().__init__(a, b, same, {})
         self.tol = tol = max(tol, _OFF_SPHERE_TOL)
         self.rng = np.random.default_rng(0)
-        self.stages = {}
         norms = np.concatenate([self.na, self.nb])
         nz = norms[norms > 0]
         self.t_lo, self.t_hi = float(np.log(nz.min())), float(np.log(nz.max()))
@@ -124,15 +123,16 @@ class NormInterpPlan(_TablePlan):
         R, err_theta, corner_scale = self._theta_degree(pair_fn, np.array([v_hi, v_lo]), np.array([v_hi, v_hi]),
                                                         tol / 2, strict)
         # the norm basis on Lobatto points in t, or the tensor grid of degree m when it does not pay; a basis
-        # whose held-out error exceeds tol/4 takes more columns and a lower threshold (at most twice)
+        # whose held-out error would take the estimate past 5 tol takes more columns and a lower threshold (at
+        # most twice; then the tensor grid only where the basis is no smaller)
         nodes_t, Y, m, err_t, mp, scale = self._columns(pair_fn, corner_scale, tol / 2)
         if err_t > tol / 2:
             accuracy_shortfall(f"the norm interpolation: degree {m} in log|x|^2 leaves a relative error estimate "
                                f"{err_t:.1e} > tol/2 = {tol / 2:.1e}", strict)
-        self.R, self.core = R, {}
+        self.R, self.core, attempts = R, {}, 1
         for attempt in range(3):
             basis = self._skeleton(Y, tol / 8 / 4**attempt)
-            if basis is None or basis[1].size > 0.75 * (m + 1):
+            if basis is None or basis[1].size > (0.75 if attempt == 0 else 1.0) * (m + 1):
                 self.nodes_t, U, P = self._t_nodes(m), np.eye(m + 1), np.arange(m + 1)
                 kind = f"tensor ({m + 1} norm nodes)"
                 self.core = {}                             # (other Lobatto points)
@@ -145,8 +145,9 @@ class NormInterpPlan(_TablePlan):
             coef, scale = self._sample(pair_fn, R, P, scale)
             self.scale = scale
             held_t = 0.0 if K == self.nodes_t.size else self._held_out_norms(pair_fn, coef, P)
-            if 3.0 * held_t <= tol / 4 or attempt == 2:
+            if 3.0 * held_t <= 5.0 * tol or attempt == 2:
                 break
+            attempts = attempt + 2
             Y = np.concatenate([Y, self._more_columns(pair_fn, 2 * _BASIS_BATCH)], axis=1)
         self.odd = bool(getattr(pair_fn, "odd", False))      # F odd in cos(theta): odd in u, odd orders only
         # c[r, k, l, o] -> rowcoef[k, (r, o, l)]: a row's weights times it gives D before the column weights
@@ -168,7 +169,8 @@ class NormInterpPlan(_TablePlan):
         self.info = dict(path="norm interpolation", theta_nodes=R + 1, norm_nodes=K, norm_grid_nodes=mp + 1,
                          table=f"Chebyshev degree {R} in theta on [{0.5 * math.pi - self.half:.3f}, "
                                f"{0.5 * math.pi + self.half:.3f}] x {K} x {K} norms",
-                         norm_range=(v_lo, v_hi), norm_grid=kind, theta_window=self.half)
+                         norm_range=(v_lo, v_hi), norm_grid=kind, norm_basis_attempts=attempts,
+                         theta_window=self.half)
         self.info["norm_tails"] = dict(theta=err_theta, t=err_t, grid_theta=theta_est, held_out_norms=held_t,
                                       theta_extrapolated=grid_theta, theta_held_out=held,
                                       diagonal=err_diag, zero_rows=err_zero)
@@ -176,7 +178,6 @@ class NormInterpPlan(_TablePlan):
         checked = self._check(pair_fn)
         self.info["interpolation_check"] = checked
         self.info["pair_solves"] = self.solves
-        self.info["pair_solves_by_stage"] = self.stages
         self.info["interpolation_error_estimate"] = float(max(estimate, checked))
         if max(estimate, checked) > 10 * tol:
             accuracy_shortfall(f"the norm interpolation misses tol = {tol:.1e}: relative error estimate "
@@ -198,8 +199,6 @@ class NormInterpPlan(_TablePlan):
     def _call(self, pair_fn, vx, vy, c):
         c = np.asarray(c)
         self.solves += int(np.size(c))
-        stage = __import__("inspect").stack()[1].function
-        self.stages[stage] = self.stages.get(stage, 0) + int(np.size(c))
         return np.stack(pair_fn(np.broadcast_to(vx, c.shape), np.broadcast_to(vy, c.shape), c), -1)
 
     def _t_nodes(self, m):
