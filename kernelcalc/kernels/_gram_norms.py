@@ -95,11 +95,15 @@ class NormInterpPlan(_TablePlan):
     r"""Many distinct norms: a low-rank basis in $t=\log v$ times a Chebyshev series in $\theta$ on the
     window of the angles present (module doc).
 
-    **Cost (measured, N = 2000 standardised rows, norms 0.13..8).**  The tensor grid of the previous plan
-    took $\tfrac12L(L+1)(R+1)$ pair solves: 4930 for the softplus Neural ODE ($L=17$, $R=28$), 11 876 for
-    tanh ($L=21$, $R=50$).  Tried and measured, not taken: a per-norm-pair degree in $\theta$ (at most 30 %
-    fewer solves); a Cayley variable in place of $\log v$ (degree 27-31 against 17-19); a two-level
-    combination grid in $(t,\theta)$ (its mixed term missed tol for tanh).
+    **Cost (measured, N = 2000 standardised rows, d = 10, norms 0.13..8, busy 2-core machine).**  The tensor
+    grid of the previous plan took $\tfrac12L(L+1)(R+1)$ pair solves: 4930 for the softplus Neural ODE
+    ($L=17$, $R=28$), 11 876 for tanh ($L=21$, $R=50$).  This plan: softplus 1888 (rank 10, $R=22$), tanh 3992
+    (rank 14, $R=31$), counted before the odd symmetry halves them; the tanh MLP 2972 (was 7748).  What remains
+    of the first call of the Neural ODE is mostly per-norm work: the self-kernels of the 25 Lobatto norms and
+    their Hermite coefficients, all at the series length of the largest variance.  Tried and measured, not
+    taken: a per-norm-pair degree in $\theta$ (at most 30 % fewer solves); a Cayley variable in place of
+    $\log v$ (degree 27-31 against 17-19); a two-level combination grid in $(t,\theta)$ (its mixed term
+    missed tol for tanh); random columns in batches of two (accepted a basis too early: held-out error 4e-9).
     """
 
     def __init__(self, a, b, same, pair_fn, tol, strict):
