@@ -122,7 +122,8 @@ class NormInterpPlan(_TablePlan):
         prepare = getattr(pair_fn, "prepare", None)
         if prepare is not None:
             prepare(np.concatenate([np.exp(self._t_nodes(self.levels[0])), checked_norms]))
-        self.half = self._window()
+        with self._threads():        # (a product with an inner dimension d: BLAS threads only add overhead)
+            self.half = self._window()
         # theta resolution from the corners of the norm range
         R, err_theta, corner_scale = self._theta_degree(pair_fn, np.array([v_hi, v_lo]), np.array([v_hi, v_hi]),
                                                         tol / 2, strict)
