@@ -16,6 +16,31 @@ measured side by side.
 
 Run: ``python benchmarks/bench_regimes_offsphere.py [--n 2000] [--cases node-softplus,mlp-tanh] [--raw]``.
 ``run()`` returns the rows as a list of dicts (used by ``bench_regimes.py``).
+
+**Measured** (branch ``offsphere``, 2026-12-06, N = 2000, d = 10, the 2-core machine at load 10-14: wall
+ratios are noisy, the CPU ratio less so).  "run A": this script, 13:43 UTC, load 12-14, one cold run each;
+"run B": the same cases twice each, 13:47 UTC, load 10-14, the minimum of each; "before": the previous
+stop's table (load 3.9).  Pair solves are counted before the odd symmetry halves them.
+
+| case | rows | ratio A (cpu) | ratio B (cpu) | before | rel. error estimate | pair solves (before) |
+|---|---|---|---|---|---|---|
+| node softplus | Gaussian +-30 % | 1.90 (2.09) | 1.80 (1.76) | 1.92 | 1.9e-10 | 1108 (1244) |
+| node softplus | standardised | 2.94 (2.61) | 3.56 (2.83) | 4.20 | 2.5e-10 | 1888 (4930) |
+| node tanh | Gaussian | 2.55 (2.76) | 2.48 (2.83) | 2.68 | 1.4e-10 | 1890 (2774) |
+| node tanh | standardised | **4.47 (4.22)** | **5.79 (4.57)** | 10.2 | 5.3e-10 | 3992 (11 876) |
+| resnet softplus 8 | Gaussian | 1.55 (1.53) | 1.31 (1.36) | 1.39 | 6.6e-11 | 1153 (1244) |
+| resnet softplus 8 | standardised | 1.75 (1.93) | 2.00 (1.91) | 2.57 | 2.2e-10 | 1833 (4930) |
+| tanh MLP 3 | Gaussian | 1.56 (1.49) | 1.49 (1.74) | 1.70 | 2.4e-10 | 1670 (2510) |
+| tanh MLP 3 | standardised | 5.07 (5.12) | 2.86 (2.62) | 4.88 | 1.8e-10 | 2972 (7748) |
+
+No warnings.  Against the direct per-pair path on 8 rows of each standardised Gram (the extreme norms, the
+closest pair of rows, random rows; N = 2000): largest absolute difference 2.1e-10 (node softplus, entries up
+to 13.5), 3.0e-11 (node tanh), 6.3e-11 (resnet), 1.1e-11 (tanh MLP), each below its error estimate.  The
+tanh MLP's run A is an outlier of the load (its CPU time in three further runs: 0.92-0.98 s off, 0.35 s on).
+Node tanh on standardised rows misses the target: of its ~4 s of CPU off the sphere, ~1.2 s are the
+self-kernels of the 28 norms it solves (Hermite coefficients recomputed at every Picard sweep, all at the
+series length of the largest variance, 4192 terms), ~0.3 s the larger time-grid choice, ~0.7 s the basis
+columns (with the Hermite coefficients of 25 norms) and ~0.85 s the table (1680 solves).
 """
 
 from __future__ import annotations

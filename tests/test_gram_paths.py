@@ -196,13 +196,15 @@ def test_off_sphere_goursat_fast_path_equals_direct(name):
     assert K.info["path"] == "norm interpolation"
 
 
-@pytest.mark.parametrize("case", ["spread", "cross"])
+@pytest.mark.parametrize("case", ["spread", "cross", "zero rows"])
 def test_norm_interpolation_error_estimate_bounds_the_error(case, monkeypatch):
     """The off-sphere estimate (relative, times the largest entry) is at least the actual error against
-    direct evaluation."""
+    direct evaluation (zero rows: their own interpolant of F(0, v, 0), in both inputs of a cross Gram)."""
     monkeypatch.setattr(_gram, "_DIRECT_MAX_NORM_PAIRS", 0)
     a = _rows(60, 7, 11, 0.3)
     b = None if case == "spread" else _rows(45, 7, 12, 0.25) * 0.9
+    if case == "zero rows":
+        a[[5, 17]], b[3] = 0.0, 0.0
     nngp, ntk, info = _gram.gram(a, b, _toy_pair, tol=1e-12)
     assert info["path"] == "norm interpolation"
     ref_n, ref_t = _direct(a, b, _toy_pair)

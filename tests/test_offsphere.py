@@ -271,3 +271,49 @@ def test_tanh_node_on_standardised_rows_equals_direct_pair_solves():
     assert K.info["error_estimate"] >= err
     scale = max(np.max(np.abs(K.nngp)), np.max(np.abs(K.ntk)))
     assert K.info["error_estimate"] <= 10 * 1e-10 * scale
+
+
+def test_low_rank_norm_basis_and_theta_window_against_the_arcsin_recursion():
+    """The norm interpolation's low-rank basis in log|x|^2 (skeleton norms) and its theta window (the angles of
+    the pairs present) on standardised rows, against the arcsin recursion written above: every entry within
+    1e-8 and within the error estimate; with a duplicated row (an off-diagonal angle 0) the window is the whole
+    [0, pi] and the duplicate pair is still right; a cross Gram whose second set holds a row of the first too."""
+    x = _standardised(100, 7, 0)
+    K = kc.mlp_kernel(x, activation="erf", depth=2, sigma_w=1.2)
+    assert K.info["norm_grid"].startswith("low-rank basis")
+    assert K.info["theta_window"] < 0.5 * math.pi - 0.1          # the window excludes theta near 0 and pi
+    ref_n, ref_t = _erf_mlp(x, 2, 1.2, 0.0, 1.0, 0.0)
+    err = max(np.max(np.abs(K.nngp - ref_n)), np.max(np.abs(K.ntk - ref_t)))
+    assert err <= 1e-8 and err <= K.info["error_estimate"]
+    xd = np.concatenate([x, x[:1]])                              # row 100 duplicates row 0
+    K = kc.mlp_kernel(xd, activation="erf", depth=2, sigma_w=1.2)
+    assert K.info["theta_window"] == 0.5 * math.pi
+    ref_n, ref_t = _erf_mlp(xd, 2, 1.2, 0.0, 1.0, 0.0)
+    err = max(np.max(np.abs(K.nngp - ref_n)), np.max(np.abs(K.ntk - ref_t)))
+    assert err <= 1e-8 and err <= K.info["error_estimate"]
+    assert abs(K.ntk[0, 100] - ref_t[0, 0]) <= 1e-8
+    y = np.concatenate([x[60:], x[:1]])
+    K = kc.mlp_kernel(x[:60], y, activation="erf", depth=2, sigma_w=1.2)
+    full_n, full_t = _erf_mlp(np.concatenate([x[:60], y]), 2, 1.2, 0.0, 1.0, 0.0)
+    err = max(np.max(np.abs(K.nngp - full_n[:60, 60:])), np.max(np.abs(K.ntk - full_t[:60, 60:])))
+    assert K.info["path"] == "norm interpolation"
+    assert err <= 1e-8 and err <= K.info["error_estimate"]
+
+
+def test_low_rank_basis_that_misses_takes_more_columns(monkeypatch):
+    """With one random column per batch the span of the norm basis is accepted too early (its held-out error
+    ~1e-8): the plan adds columns and lowers the threshold until the estimate is back within 5 tol; the result
+    against the arcsin recursion is within 1e-8 and within the estimate, with no warning."""
+    import warnings
+
+    from kernelcalc.kernels import _gram_norms
+
+    monkeypatch.setattr(_gram_norms, "_BASIS_BATCH", 1)
+    x = _standardised(150, 7, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", kc.KernelcalcAccuracyWarning)
+        K = kc.mlp_kernel(x, activation="erf", depth=2, sigma_w=1.2)
+    assert K.info["norm_basis_attempts"] > 1 and K.info["norm_grid"].startswith("low-rank")
+    ref_n, ref_t = _erf_mlp(x, 2, 1.2, 0.0, 1.0, 0.0)
+    err = max(np.max(np.abs(K.nngp - ref_n)), np.max(np.abs(K.ntk - ref_t)))
+    assert err <= 1e-8 and err <= K.info["error_estimate"]

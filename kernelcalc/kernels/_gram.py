@@ -251,6 +251,8 @@ class _OddPairs:
     evaluated once and the signs applied, so the nodes $\theta$ and $\pi-\theta$ of the tables
     (exactly paired: :func:`~kernelcalc.kernels._interp.lobatto`) cost one solve; $c=0$ gives 0."""
 
+    odd = True      # (the norm interpolation then sums the odd Chebyshev orders in theta only)
+
     def __init__(self, pair_fn):
         self.pair_fn = pair_fn
         self.prepare = getattr(pair_fn, "prepare", None)

@@ -1,20 +1,39 @@
 r"""The norm-interpolation Gram plan: many distinct input norms (data off the sphere).
 
 Writing $v=x\cdot x/d$, $t=\log v$ and $\theta=\arccos\big(x\cdot y/(d\sqrt{v_xv_y})\big)$, the kernel is
-$F(v_x,v_y,\theta)$.  $F$ is interpolated in $t=\log v$ at
-Chebyshev–Lobatto points on the range of the nonzero norms and by a Chebyshev series in
-$\theta$, $F\approx\sum_{kl}\ell_k(t_x)\ell_l(t_y)\sum_r c_{klr}T_r(2\theta/\pi-1)$.  Every
-node is a pair solve, so the degrees are chosen from measured Chebyshev coefficients (not by
-doubling): $R$ from the corners of the norm range, $m$ from a probe along three lines of the
-$(t_x,t_y)$ square; the nodes then come from a two-level combination grid (the full degree in
-$t$ at every other angle, the full degree in $\theta$ on every other norm node) when its mixed
-term, measured at held-out points (the other angles on four norm pairs off the coarse norm grid),
-is below ``tol`` (three times the measured value enters the estimate), else the tensor grid.
-Before the probes the plan hands the pair function its norm range (``prepare_range``: the Neural
-ODE / ResNet solver interpolates its per-norm self-kernel diagonals on it) and, before the grid, the
-number of solves to come (``plan_pairs``: the solver picks numpy or one compilation by their total).  An entry costs $R+1$ small
-matrix-product terms (no gathers).  Checked against direct evaluations at actual input pairs
-of extreme norms.  Zero rows: a 1-D interpolant of $F(0, v, 0)$.
+$F(v_x,v_y,\theta)$.  Every node of an interpolant is a pair solve (a Neural ODE solve costs ~0.3-0.5 ms, and
+every distinct norm its own self-kernel solve, ~30 ms), so the plan is built to need few of them:
+
+- **the angle window.**  $\theta$ is interpolated by a Chebyshev series only on the window
+  $[\tfrac\pi2-h,\tfrac\pi2+h]$ that holds the angles of the pairs actually present (the diagonal of a
+  symmetric Gram excluded; measured from the data, :meth:`NormInterpPlan._window`).  The hard part of a
+  kernel in $\theta$ is near $\theta=0$, where the NTK of tanh-like activations peaks, the sharper the larger
+  the variance $q$; in $d=10$ the closest distinct rows are ~0.2 rad apart, and the degree needed falls from
+  47 to 31 (node tanh at $v=8$; softplus 27 to 22).  The window is symmetric, so the nodes of $\theta$ and
+  $\pi-\theta$ still pair up (odd kernels, which then sum their odd Chebyshev orders only).  The diagonal
+  $F(v,v,0)$ of a symmetric Gram is a function of one variable: its own Chebyshev interpolant in $t$
+  (:meth:`NormInterpPlan._line`).  Duplicate rows give an angle 0 off the diagonal: the window is then
+  $[0,\pi]$.
+- **a low-rank basis in the norm.**  As a function of $t_x$, $F(t_x,t_y,\theta)$ lies, for all $(t_y,\theta)$,
+  close to a space of small dimension $r$ (measured at 1e-11 on norms 0.13..8: $r=10$ for the softplus
+  Neural ODE, 14 for tanh, where a Chebyshev interpolant in $t$ needs degree 16 and 19).  The plan samples
+  columns $t_x\mapsto F(t_x,t_y,\theta)$ on Lobatto points in $t$ (:meth:`NormInterpPlan._columns`: first
+  $t_y=t_{\min},t_{\max}$ at three angles, whose Chebyshev tail gives the degree $m$ in $t$ and its error; then
+  random $(t_y,\theta)$ in batches until a batch lies in the span of the others to ``tol``/4), takes the
+  orthonormal basis $U$ of their singular values above ``tol``/8, and $r$ (+ the two ends) *skeleton* norms
+  $P$ by pivoted QR of $U^T$ (empirical interpolation).  Then
+  $F(t_x,t_y,\theta)\approx\sum_{p,q\in P}B_p(t_x)F(t_p,t_q,\theta)B_q(t_y)$ with $B(t)=\ell(t)\,U\,U_P^{+}$
+  ($\ell$: the Lagrange basis of the Lobatto points): the table costs $\tfrac12|P|(|P|+1)(R+1)$ solves instead of
+  $\tfrac12(m+1)(m+2)(R+1)$.  Its error is measured at held-out norm pairs (Lobatto points off the skeleton,
+  seven angles; three times the measured value, plus the tail in $t$, enter the estimate).  When the basis
+  does not pay ($|P|>\tfrac34(m+1)$) the plan takes the tensor grid of degree $m$ (the same code, $U=I$).
+
+The degree $R$ in $\theta$ comes from the corners of the norm range.  Every solve of the plan is at the
+Lobatto norms in $t$ or at the check rows' norms: the plan hands them to the pair function first
+(``prepare``: the Neural ODE / ResNet solver solves their self-kernels in one batch) and, before the table,
+the number of solves to come (``plan_pairs``: the solver picks numpy or one compilation by their total).  An
+entry costs $R+1$ small matrix-product terms of size $|P|$ (odd kernels $(R+1)/2$).  Checked against direct
+evaluations at actual input pairs of extreme norms.  Zero rows: a 1-D interpolant of $F(0, v, 0)$.
 """
 
 from __future__ import annotations
@@ -26,14 +45,18 @@ import numpy as np
 
 from .._validation import accuracy_shortfall
 from ._gram_base import R_MAX, R_START, _TablePlan
-from ._interp import barycentric_weights, chebyshev_coefficients, chebyshev_matrix, cos_theta, lobatto
+from ._interp import barycentric_weights, chebyshev_coefficients, chebyshev_matrix, lobatto
 
 __all__ = ["NormInterpPlan"]
 
 _OFF_SPHERE_TOL = 1e-10    # accuracy floor of the norm interpolation (the kernels' accuracy claim)
-_T_PROBES = (12, 24, 48)     # probe degrees in t = log v (doubled while the probe's own tail is unresolved)
+_T_DEGREES = (12, 24, 48)     # degrees of the Lobatto points in t = log v (doubled while the columns' tail is unresolved)
+_T_WIDE = 1.5                 # a norm range wider than this in log v starts at degree 24
 _R_MIN = 8                   # fewest theta intervals of the norm-interpolation grid
 _NORM_CHUNK_ENTRIES = 24000     # norm interpolation: entries per chunk (its temporaries stay in cache)
+_MIN_HALF_WIDTH = 0.25 * math.pi     # the theta window is at least [pi/4, 3 pi/4]
+_BASIS_BATCH = 4             # random columns per batch of the norm basis
+_LINE_M0, _LINE_MAX = 16, 256    # degrees of the 1-D interpolants (diagonal, zero rows)
 
 
 def _envelope(coef: np.ndarray, scale: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -69,79 +92,94 @@ def _degree_for(env: np.ndarray, target: float, minimum: int = 1) -> tuple[int, 
 
 
 class NormInterpPlan(_TablePlan):
-    r"""Many distinct norms: Chebyshev interpolation in $t=\log v$ times the theta table (module doc).
+    r"""Many distinct norms: a low-rank basis in $t=\log v$ times a Chebyshev series in $\theta$ on the
+    window of the angles present (module doc).
 
-    The resolutions are chosen from measured Chebyshev coefficients, so that few (expensive) pair
-    solves are made: the degree $R$ in $\theta$ from the samples at the corners of the norm range
-    (the smallest $R$ whose coefficient tail $2\sum_{k>R}|c_k|$ is below ``tol``/4), the degree $m$
-    in $t$ from a probe along three lines of the $(t_x,t_y)$ square ($t_y=t_{\min}$, $t_y=t_{\max}$,
-    $t_y=t_x$) at $m_p+1$ Lobatto points and four angles; then one batch of
-    $\tfrac12(m+1)(m+2)\,(R+1)$ solves (symmetric pairs once) gives the tensor interpolant.
-
-    The table's theta tail is the smaller of the extrapolation from its top coefficients (:func:`_tail`,
-    pessimistic when they are at rounding level) and four times the deviation measured at held-out
-    angles (:meth:`_held_out_theta`, ~12 x 6 solves), never below twice the top coefficient; both are in
-    ``info["norm_tails"]`` (``theta_extrapolated``, ``theta_held_out``).
-
-    **Cost (measured, N = 2000 standardised rows, norms 0.13..8, busy 2-core machine).**  The grid is
-    $\tfrac12L(L+1)(R+1)$ pair solves: 4930 for the softplus Neural ODE ($L=17$, $R=28$), 11 876 for tanh
-    ($L=21$, $R=50$, half of them by oddness), against ~65 on the sphere.  A Neural ODE solve costs ~0.3 ms
-    (softplus, 1216 Hermite terms) to ~0.4 ms (tanh, 4192) in numpy: about ten Picard sweeps of a Horner
-    sum over each pair's own truncation on $13\times13$ time cells.  Tried and measured, not taken: a
-    per-norm-pair degree in $\theta$ (the degrees needed range from 13 at the smallest norms to 28 at the
-    largest: at most 30 % fewer solves, and none with nested Lobatto levels); a Cayley variable
-    $(v-\sqrt{v_{lo}v_{hi}})/(v+\sqrt{v_{lo}v_{hi}})$ in place of $\log v$ (degree 27-31 against 17-19).
+    **Cost (measured, N = 2000 standardised rows, d = 10, norms 0.13..8, busy 2-core machine).**  The tensor
+    grid of the previous plan took $\tfrac12L(L+1)(R+1)$ pair solves: 4930 for the softplus Neural ODE
+    ($L=17$, $R=28$), 11 876 for tanh ($L=21$, $R=50$).  This plan: softplus 1888 (rank 10, $R=22$), tanh 3992
+    (rank 14, $R=31$), counted before the odd symmetry halves them; the tanh MLP 2972 (was 7748).  What remains
+    of the first call of the Neural ODE is mostly per-norm work: the self-kernels of the 25 Lobatto norms and
+    their Hermite coefficients, all at the series length of the largest variance.  Tried and measured, not
+    taken: a per-norm-pair degree in $\theta$ (at most 30 % fewer solves); a Cayley variable in place of
+    $\log v$ (degree 27-31 against 17-19); a two-level combination grid in $(t,\theta)$ (its mixed term
+    missed tol for tanh); random columns in batches of two (accepted a basis too early: held-out error 4e-9).
     """
 
     def __init__(self, a, b, same, pair_fn, tol, strict):
         super().__init__(a, b, same, {})
         self.tol = tol = max(tol, _OFF_SPHERE_TOL)
+        self.rng = np.random.default_rng(0)
         norms = np.concatenate([self.na, self.nb])
         nz = norms[norms > 0]
         self.t_lo, self.t_hi = float(np.log(nz.min())), float(np.log(nz.max()))
         v_lo, v_hi = float(nz.min()), float(nz.max())
         self.check_rows = self._check_rows()
         checked_norms = np.concatenate([self.na[self.check_rows[0]], self.nb[self.check_rows[1]]])
-        prepare = getattr(pair_fn, "prepare", None)     # solve the per-norm work of the probes in one batch
-        prepare_range = getattr(pair_fn, "prepare_range", None)
-        if prepare_range is not None:   # the per-norm work interpolated on the norm range (check rows: direct)
-            prepare_range(nz, exact=checked_norms)
-            prepare = None
-        elif prepare is not None:
-            prepare(np.concatenate([[v_lo, v_hi], np.exp(self._t_nodes(_T_PROBES[0])), checked_norms]))
+        # the per-norm work (a Neural ODE's self-kernels) of the Lobatto points in t and the check rows in one
+        # batch: every solve of the plan is at these norms (unless the degree in t doubles)
+        self.levels = [d for d in _T_DEGREES if d >= (24 if self.t_hi - self.t_lo > _T_WIDE else 12)]
+        prepare = getattr(pair_fn, "prepare", None)
+        if prepare is not None:
+            prepare(np.concatenate([np.exp(self._t_nodes(self.levels[0])), checked_norms]))
+        with self._threads():        # (a product with an inner dimension d: BLAS threads only add overhead)
+            self.half = self._window()
         # theta resolution from the corners of the norm range
-        R, err_theta = self._theta_degree(pair_fn, np.array([v_hi, v_lo]), np.array([v_hi, v_hi]), tol / 2, strict)
-        m, err_t, m_probe = self._probe_degree(pair_fn, v_hi, tol / 2)
+        R, err_theta, corner_scale = self._theta_degree(pair_fn, np.array([v_hi, v_lo]), np.array([v_hi, v_hi]),
+                                                        tol / 2, strict)
+        # the norm basis on Lobatto points in t, or the tensor grid of degree m when it does not pay; a basis
+        # whose held-out error would take the estimate past 5 tol takes more columns and a lower threshold (at
+        # most twice; then the tensor grid only where the basis is no smaller)
+        nodes_t, Y, m, err_t, mp, scale = self._columns(pair_fn, corner_scale, tol / 2)
         if err_t > tol / 2:
             accuracy_shortfall(f"the norm interpolation: degree {m} in log|x|^2 leaves a relative error estimate "
                                f"{err_t:.1e} > tol/2 = {tol / 2:.1e}", strict)
-        if m >= 4 and R >= _R_MIN:       # the combination grid needs m and R even
-            m, R = m + m % 2, R + R % 2
-        if prepare is not None:
-            prepare(np.exp(self._t_nodes(m)))
-        self.m, self.t_nodes = m, self._t_nodes(m)
-        L = m + 1
-        # the combination grid may use what the two tails leave of 3/4 of tol (at least tol/4)
-        coef, Z, scale, grid = self._sample(pair_fn, m, R, max(0.75 * tol - err_theta - err_t, tol / 4))
-        grid_theta, grid_t = grid["theta"], grid["t"]
-        self.scale = scale
-        self.Z = Z                                            # (L+1, 2): F(0, v_l, 0) and F(0, 0, 0)
-        self.L, self.R = L, R
+        self.R, self.core, attempts = R, {}, 1
+        for attempt in range(3):
+            basis = self._skeleton(Y, tol / 8 / 4**attempt)
+            if basis is None or basis[1].size > (0.75 if attempt == 0 else 1.0) * (m + 1):
+                self.nodes_t, U, P = self._t_nodes(m), np.eye(m + 1), np.arange(m + 1)
+                kind = f"tensor ({m + 1} norm nodes)"
+                self.core = {}                             # (other Lobatto points)
+            else:
+                (U, P), self.nodes_t = basis, nodes_t
+                kind = f"low-rank basis (rank {U.shape[1]} of {nodes_t.size} norm nodes, {P.size} skeleton norms)"
+            self.skeleton = np.exp(self.nodes_t[P])
+            self.lift = U @ np.linalg.pinv(U[P])                 # (L, |P|): skeleton values -> Lobatto values
+            self.L = K = P.size
+            coef, scale = self._sample(pair_fn, R, P, scale)
+            self.scale = scale
+            held_t = 0.0 if K == self.nodes_t.size else self._held_out_norms(pair_fn, coef, P)
+            if 3.0 * held_t <= 5.0 * tol or attempt == 2:
+                break
+            attempts = attempt + 2
+            Y = np.concatenate([Y, self._more_columns(pair_fn, 2 * _BASIS_BATCH)], axis=1)
+        self.odd = bool(getattr(pair_fn, "odd", False))      # F odd in cos(theta): odd in u, odd orders only
         # c[r, k, l, o] -> rowcoef[k, (r, o, l)]: a row's weights times it gives D before the column weights
-        self.rowcoef = np.ascontiguousarray(coef.transpose(1, 0, 3, 2)).reshape(L, -1)
+        self.rowcoef = np.ascontiguousarray((coef[1::2] if self.odd else coef).transpose(1, 0, 3, 2)).reshape(K, -1)
         self.Wa = self._weights(self.na)
         self.Wb = self.Wa if self.same else self._weights(self.nb)
-        self.info = dict(path="norm interpolation", theta_nodes=R + 1, norm_nodes=L, norm_probe_nodes=m_probe + 1,
-                         table=f"Chebyshev degree {R} in theta x {L} x {L} norm nodes",
-                         norm_range=(v_lo, v_hi))
-        self.info["norm_grid"] = grid["kind"]
-        if "rejected_combination_mixed" in grid:
-            self.info["rejected_combination_mixed"] = grid["rejected_combination_mixed"]
-        self.info["norm_tails"] = dict(theta=err_theta, t=err_t, grid_theta=grid_theta, grid_t=grid_t, mixed=grid["mixed"],
-                                      theta_extrapolated=grid["theta_extrapolated"],
-                                      theta_held_out=grid["theta_held_out"])
-        # each tail: the probe's estimate or the grid's own (extrapolated from its highest coefficients)
-        estimate = max(err_theta, grid_theta) + max(err_t, grid_t) + grid["mixed"]
+        grid_theta = _tail(_envelope(coef, scale))
+        held = self._held_out_theta(pair_fn, coef, scale)
+        # the extrapolated tail meets noise-level top coefficients with a capped decay rate (up to 18x
+        # the highest coefficient); the held-out angles measure the theta error where the top coefficients
+        # are largest: the estimate is the smaller of the two, never below twice the highest coefficient
+        top = 2.0 * float(np.max(_envelope(coef, scale)[-2:]))
+        theta_est = min(grid_theta, max(4.0 * held, top))
+        self.diag, err_diag = self._diagonal(pair_fn, scale) if self.same else (None, 0.0)
+        self.za = self.zb = None
+        err_zero = 0.0
+        if np.any(self.na == 0) or np.any(self.nb == 0):
+            self.za, self.zb, self.z00, err_zero = self._zero_rows(pair_fn, scale)
+        self.info = dict(path="norm interpolation", theta_nodes=R + 1, norm_nodes=K, norm_grid_nodes=mp + 1,
+                         table=f"Chebyshev degree {R} in theta on [{0.5 * math.pi - self.half:.3f}, "
+                               f"{0.5 * math.pi + self.half:.3f}] x {K} x {K} norms",
+                         norm_range=(v_lo, v_hi), norm_grid=kind, norm_basis_attempts=attempts,
+                         theta_window=self.half)
+        self.info["norm_tails"] = dict(theta=err_theta, t=err_t, grid_theta=theta_est, held_out_norms=held_t,
+                                      theta_extrapolated=grid_theta, theta_held_out=held,
+                                      diagonal=err_diag, zero_rows=err_zero)
+        estimate = max(err_theta, theta_est) + err_t + 3.0 * held_t + max(err_diag, err_zero)
         checked = self._check(pair_fn)
         self.info["interpolation_check"] = checked
         self.info["pair_solves"] = self.solves
@@ -164,181 +202,248 @@ class NormInterpPlan(_TablePlan):
         return threadpool_limits(limits=1, user_api="blas")
 
     def _call(self, pair_fn, vx, vy, c):
+        c = np.asarray(c)
         self.solves += int(np.size(c))
         return np.stack(pair_fn(np.broadcast_to(vx, c.shape), np.broadcast_to(vy, c.shape), c), -1)
 
     def _t_nodes(self, m):
         return self.t_lo + 0.5 * (self.t_hi - self.t_lo) * (lobatto(m) + 1.0)
 
+    def _cos(self, u):
+        r"""$\cos\theta$ at the window coordinate $u$, $\theta=\tfrac\pi2+hu$: $-\sin(hu)$, exactly odd in $u$."""
+        return -np.sin(self.half * np.asarray(u))
+
+    def _window(self) -> float:
+        r"""Half-width $h$ of the theta window $[\tfrac\pi2-h,\tfrac\pi2+h]$: the largest $|\cos\theta|$ over
+        the pairs present (the diagonal of a symmetric Gram and zero rows excluded), by row blocks; at least
+        $\pi/4$."""
+        def unit(x, v):       # rows of norm 1 (zero rows stay 0)
+            r = np.sqrt(v * self.d)
+            return x / np.where(r > 0, r, 1.0)[:, None]
+
+        ua = unit(self.a, self.na)
+        ub = ua if self.same else unit(self.b, self.nb)
+        n1, n2 = self.shape
+        step = max(1, (1 << 20) // max(n2, 1))
+        largest = 0.0
+        for r0 in range(0, n1, step):
+            r1 = min(r0 + step, n1)
+            c = ua[r0:r1] @ ub.T
+            if self.same:
+                c[np.arange(r1 - r0), np.arange(r0, r1)] = 0.0
+            largest = max(largest, float(np.max(c)), -float(np.min(c)))
+        theta_lo = math.acos(min(largest, 1.0))
+        return max(_MIN_HALF_WIDTH, min(0.5 * math.pi, (0.5 * math.pi - theta_lo) * (1.0 + 1e-9)))
+
     def _theta_degree(self, pair_fn, vx, vy, target, strict):
         """Degree R in theta from the Chebyshev coefficients at the norm pairs (vx, vy): Lobatto points
         doubled from _R_START until the tail beyond some degree R <= (points - 5) is below ``target``.
-        Returns (R, tail estimate)."""
+        Returns (R, tail estimate, largest |value| of each output)."""
         root = np.sqrt(vx * vy)[None, :]
         P = R_START
-        F = self._call(pair_fn, vx, vy, root * cos_theta(lobatto(P))[:, None])
+        F = self._call(pair_fn, vx, vy, root * self._cos(lobatto(P))[:, None])
         while True:
             R, err = _degree_for(_envelope(chebyshev_coefficients(F), np.max(np.abs(F), axis=(0, 1))), target, _R_MIN)
             if (R <= P - 4 and err <= target) or P >= R_MAX:
                 break
-            new = self._call(pair_fn, vx, vy, root * cos_theta(lobatto(2 * P)[1::2])[:, None])
+            new = self._call(pair_fn, vx, vy, root * self._cos(lobatto(2 * P)[1::2])[:, None])
             merged = np.empty((2 * P + 1,) + F.shape[1:])
             merged[0::2], merged[1::2] = F, new
             F, P = merged, 2 * P
         if err > target:
             accuracy_shortfall(f"the norm interpolation: the theta series at {P + 1} points leaves a relative "
                                f"error estimate {err:.1e} > {target:.1e}", strict)
-        return R, err
+        return R, err, np.max(np.abs(F), axis=(0, 1))
 
-    def _probe_degree(self, pair_fn, v_hi, target):
-        """Degree m in t from the Chebyshev coefficients of F along three lines of the (t_x, t_y) square
-        at a few angles (the probe degree doubles while its own tail is not resolved).  Returns
-        (m, tail estimate of degree m, probe degree)."""
-        cos = np.cos(np.pi * np.array([0.0, 0.4, 0.8]))[:, None, None]
-        for mp in _T_PROBES:
-            v = np.exp(self._t_nodes(mp))
-            vx = np.stack([v, v, v])                                  # (3 lines, mp+1)
-            vy = np.stack([np.full_like(v, v[0]), np.full_like(v, v_hi), v])
-            c = np.sqrt(vx * vy)[None] * cos
-            F = self._call(pair_fn, vx[None], vy[None], c)           # (3 angles, 3 lines, mp+1, 2)
-            env = _envelope(chebyshev_coefficients(np.moveaxis(F, 2, 0)), np.max(np.abs(F), axis=(0, 1, 2)))
-            m, err = _degree_for(env, target, minimum=2)
-            if m < mp - 1 or mp == _T_PROBES[-1]:
-                return m, err, mp
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _columns(self, pair_fn, scale, target):
+        r"""The columns $t\mapsto F(t,t_y,\theta)$ on Lobatto points in $t$ (both outputs, each relative to the
+        scale): first $t_y=t_{\min},t_{\max}$ at three angles of the window, their degree doubled from 12 (24
+        for a range wider than 1.5 in $\log v$) while the tail of their Chebyshev coefficients beyond some
+        degree $m<m_p-1$ is above ``target``; then batches of random $(t_y,\theta)$ (:meth:`_more_columns`)
+        until a batch lies to ``tol``/4 in the span of the singular vectors of the columns before it above
+        ``tol``/8.  Returns ``(points, columns (L, n), m, its tail estimate, m_p, the scale)`` (module doc)."""
+        tol = self.tol
+        ty = np.exp(np.array([self.t_lo, self.t_hi] * 3))
+        cu = self._cos(np.repeat([-1.0, -0.2, 0.6], 2))
+        levels = self.levels
+        mp = levels[0]
+        F = self._fibres(pair_fn, np.exp(self._t_nodes(mp)), ty, cu)
+        while True:
+            scale = np.maximum(scale, np.max(np.abs(F), axis=(0, 1)))
+            m, err_t = _degree_for(_envelope(chebyshev_coefficients(F), scale), target, minimum=2)
+            if m < mp - 1 or mp == levels[-1]:
+                break
+            merged = np.empty((2 * mp + 1,) + F.shape[1:])
+            merged[0::2], merged[1::2] = F, self._fibres(pair_fn, np.exp(self._t_nodes(2 * mp)[1::2]), ty, cu)
+            F, mp = merged, 2 * mp
+        nodes = self._t_nodes(mp)
+        L = nodes.size
+        self.col_nodes, self.col_scale = nodes, scale
+        Y = (F / np.maximum(scale, 1e-300)).reshape(L, -1)
+        while True:
+            U, s, _ = np.linalg.svd(Y, full_matrices=False)
+            r = int(np.count_nonzero(s > tol / 8))
+            if r >= 0.75 * L:
+                break
+            new = self._more_columns(pair_fn, _BASIS_BATCH)
+            Ur = U[:, :r]
+            resid = float(np.max(np.abs(new - Ur @ (Ur.T @ new))))
+            Y = np.concatenate([Y, new], axis=1)
+            if resid <= tol / 4:
+                break
+        return nodes, Y, m, err_t, mp, self.col_scale
 
-    def _sample(self, pair_fn, m, R, target):
-        r"""Chebyshev coefficients ``coef`` (R+1, L, L, 2) in theta of F at the Lobatto points in t
-        (symmetric pairs solved once), Z the zero-row values (or None), the scale per output and the
-        grid's diagnostics.
+    def _fibres(self, pair_fn, v, vy, c):
+        """F at norms ``v`` x (``vy``, cos theta ``c``): (len(v), len(vy), 2)."""
+        return self._call(pair_fn, v[:, None], vy[None, :], np.sqrt(v[:, None] * vy[None, :]) * c[None, :])
 
-        When m and R are even, a two-level *combination grid* first:
-        $F\approx I_{m,R/2}F + I_{m/2,R}F - I_{m/2,R/2}F$ (the full degree in t only at every other
-        angle, the full degree in theta only on every other norm node; the three grids are nested, so
-        the last costs no solve).  Its error beyond the two tensor tails is the mixed term
-        $(I_m-I_{m/2})\otimes(I-I_{R/2})F$, estimated from the highest theta coefficients of the
-        t-detail $(I_m-I_{m/2})I_{R/2}F$ (:func:`_tail`); above ``target`` the remaining points are
-        solved (the full tensor grid)."""
-        L = m + 1
-        v = np.exp(self._t_nodes(m))
-        cos = cos_theta(lobatto(R))
-        kx, ky = np.triu_indices(L)
-        F = np.full((R + 1, L, L, 2), np.nan)
+    def _more_columns(self, pair_fn, n):
+        """``n`` random columns: t_y on the Lobatto points (their per-norm work is done), theta in the window;
+        (L, 2n) relative to the scale (which they may raise)."""
+        v = np.exp(self.col_nodes)
+        vy = v[self.rng.integers(0, v.size, n)]
+        F = self._fibres(pair_fn, v, vy, self._cos(self.rng.uniform(-1.0, 1.0, n)))
+        self.col_scale = np.maximum(self.col_scale, np.max(np.abs(F), axis=(0, 1)))
+        return (F / np.maximum(self.col_scale, 1e-300)).reshape(v.size, -1)
 
-        def solve(th, px, py):          # F at theta indices th for node pairs (px, py), mirrored
-            vals = self._call(pair_fn, v[px], v[py], np.sqrt(v[px] * v[py])[None, :] * cos[th][:, None])
-            F[th[:, None], px[None, :], py[None, :]] = vals
-            F[th[:, None], py[None, :], px[None, :]] = vals
+    @staticmethod
+    def _skeleton(Y, threshold):
+        """``(U (L, r) orthonormal, skeleton indices P)``: the singular vectors of the columns ``Y`` above
+        ``threshold``, and their pivoted-QR rows with the two ends; ``None`` when the rank reaches 3/4 L."""
+        from scipy.linalg import qr
 
+        L = Y.shape[0]
+        U, s, _ = np.linalg.svd(Y, full_matrices=False)
+        U = U[:, : int(np.count_nonzero(s > threshold))]
+        if U.shape[1] >= 0.75 * L:
+            return None
+        piv = qr(U.T, pivoting=True, mode="r")[1]
+        return U, np.union1d(piv[: U.shape[1]], [0, L - 1])
+
+    def _sample(self, pair_fn, R, P, scale):
+        r"""Chebyshev coefficients (R+1, K, K, 2) in theta of F at the skeleton norms (Lobatto indices ``P``;
+        symmetric pairs solved once, pairs solved for an earlier skeleton reused) and the scale per output."""
+        v = np.exp(self.nodes_t)
+        K = P.size
+        cos = self._cos(lobatto(R))
+        kx, ky = np.triu_indices(K)
+        todo = [i for i in range(kx.size) if (P[kx[i]], P[ky[i]]) not in self.core]
         planned = getattr(pair_fn, "plan_pairs", None)
         if planned is not None:         # the solves to come, at most (a solver may choose its backend by them)
-            planned(kx.size * (R + 1))
-        combo = m >= 4 and m % 2 == 0 and R >= _R_MIN and R % 2 == 0
-        coarse = np.arange(0, R + 1, 2) if combo else np.arange(R + 1)
-        solve(coarse, kx, ky)
-        grid = dict(kind="tensor", mixed=0.0)
-        if combo:
-            rest = np.setdiff1d(np.arange(R + 1), coarse)
-            even = (kx % 2 == 0) & (ky % 2 == 0)
-            solve(rest, kx[even], ky[even])
-            sub = np.arange(0, L, 2)
-            lift_w = barycentric_weights(lobatto(m // 2), lobatto(m))            # (L, m/2 + 1)
+            planned(len(todo) * (R + 1))
+        if todo:
+            px, py = P[kx[todo]], P[ky[todo]]
+            vals = self._call(pair_fn, v[px], v[py], np.sqrt(v[px] * v[py])[None, :] * cos[:, None])
+            for i, (a, b) in enumerate(zip(px.tolist(), py.tolist())):
+                self.core[(a, b)] = vals[:, i]
+        F = np.empty((R + 1, K, K, 2))
+        for i, j in zip(kx.tolist(), ky.tolist()):
+            F[:, i, j] = F[:, j, i] = self.core[(int(P[i]), int(P[j]))]
+        scale = np.maximum(scale, np.max(np.abs(F), axis=(0, 1, 2)))
+        return chebyshev_coefficients(F), scale
 
-            def lift(c):
-                return np.einsum("ka,rabo,lb->rklo", lift_w, c, lift_w)
+    def _interp_pairs(self, coef, tx, ty, u):
+        """The table at norm pairs (exp tx, exp ty) (each (n,)) and window coordinates u: (len(u), n, 2)."""
+        Bx, By = self._basis_weights(tx), self._basis_weights(ty)
+        D = np.einsum("nk,rklo,nl->rno", Bx, coef, By)
+        return np.einsum("ar,rno->ano", chebyshev_matrix(u, self.R), D)
 
-            scale = np.nanmax(np.abs(F), axis=(0, 1, 2))
-            cA = chebyshev_coefficients(F[coarse])
-            cC = lift(chebyshev_coefficients(F[coarse][:, sub][:, :, sub]))
-            cB = chebyshev_coefficients(F[:, sub][:, :, sub])
-            combined = lift(cB)
-            combined[: coarse.size] += cA - cC
-            # the mixed term measured at held-out points: the other angles on four norm pairs off the
-            # coarse norm grid (odd node indices), where the combination is not exact (kept for the tensor)
-            odd = sorted({1, L - 2, 2 * (L // 4) + 1})
-            hx, hy = np.array(odd + [odd[0]]), np.array(odd + [odd[-1]])        # the diagonal and a corner
-            solve(rest, hx, hy)
-            T_rest = chebyshev_matrix(lobatto(R)[rest], R)
-            predicted = np.einsum("ar,rko->ako", T_rest, combined[:, hx, hy])
-            measured = float(np.max(np.abs(predicted - F[rest][:, hx, hy]) / np.maximum(scale, 1e-300)))
-            mixed = 3.0 * measured
-            if 3.0 * measured <= max(target, self.tol):
-                coef = combined
-                grid = dict(kind=f"combination ({L} x {R // 2 + 1} + {m // 2 + 1} x {R + 1})", mixed=mixed,
-                            mixed_measured=measured,
-                            theta=_tail(_envelope(cB, scale)),
-                            t=_tail(_envelope(chebyshev_coefficients(np.moveaxis(F[coarse], 1, 0)), scale)))
-            else:
-                grid["rejected_combination_mixed"] = measured
-                todo = ~even & ~np.isin(kx * L + ky, hx * L + hy)
-                solve(rest, kx[todo], ky[todo])
-        if grid["kind"] == "tensor":
-            coef = chebyshev_coefficients(F)
-            scale = np.max(np.abs(F), axis=(0, 1, 2))
-            grid.update(theta=_tail(_envelope(coef, scale)),
-                        t=_tail(_envelope(chebyshev_coefficients(np.moveaxis(F, 1, 0)), scale)))
-        held = self._held_out_theta(pair_fn, coef, v, scale)
-        grid["theta_extrapolated"] = grid["theta"]
-        grid["theta_held_out"] = held
-        # the extrapolated tail meets noise-level top coefficients with a capped decay rate (up to 18x
-        # the highest coefficient); the held-out angles measure the theta error where the top coefficients
-        # are largest: the estimate is the smaller of the two, never below twice the highest coefficient
-        top = 2.0 * float(np.max(_envelope(coef, scale)[-2:]))
-        grid["theta"] = min(grid["theta"], max(4.0 * held, top))
-        Z = None
-        if np.any(self.na == 0) or np.any(self.nb == 0):
-            vz = np.concatenate([v, [0.0]])
-            Z = self._call(pair_fn, np.zeros(L + 1), vz, np.zeros(L + 1))
-        return coef, Z, scale, grid
+    def _held_out_norms(self, pair_fn, coef, P) -> float:
+        """Largest relative deviation of the table from direct solves at six pairs of Lobatto points in t, the
+        first of each off the skeleton ``P``, and seven angles of the window: the error of the basis (the
+        interpolation between the Lobatto points is the tail in t of the columns)."""
+        off = np.setdiff1d(np.arange(self.nodes_t.size), P)
+        tx = self.nodes_t[self.rng.choice(off, 6)]
+        ty = self.nodes_t[np.concatenate([[0, self.nodes_t.size - 1], self.rng.integers(0, self.nodes_t.size, 4)])]
+        u = np.cos(np.pi * (np.arange(7) + 0.5) / 7)
+        vx, vy = np.exp(tx)[None, :], np.exp(ty)[None, :]
+        vals = self._call(pair_fn, vx, vy, np.sqrt(vx * vy) * self._cos(u)[:, None])
+        return float(np.max(np.abs(self._interp_pairs(coef, tx, ty, u) - vals) / np.maximum(self.scale, 1e-300)))
 
-    def _held_out_theta(self, pair_fn, coef, v, scale) -> float:
-        r"""Largest relative deviation of the theta series ``coef`` (R+1, L, L, 2) from direct solves at
-        held-out angles (up to 12 midpoints between the Lobatto nodes in $u=2\theta/\pi-1$) on the norm
-        node pairs where its two highest coefficients are largest (four pairs, and the two end corners)."""
+    def _held_out_theta(self, pair_fn, coef, scale) -> float:
+        r"""Largest relative deviation of the theta series ``coef`` (R+1, K, K, 2) from direct solves at
+        held-out angles (up to 12 midpoints between the Lobatto nodes of the window) on the skeleton pairs
+        where its two highest coefficients are largest (four pairs, and the two end corners)."""
         R = coef.shape[0] - 1
-        L = coef.shape[1]
-        top = np.max(np.abs(coef[-2:]) / np.maximum(scale, 1e-300), axis=(0, 3))       # (L, L)
-        top = np.triu(top) + np.tril(np.full((L, L), -1.0), -1)
+        K = coef.shape[1]
+        v = self.skeleton
+        top = np.max(np.abs(coef[-2:]) / np.maximum(scale, 1e-300), axis=(0, 3))       # (K, K)
+        top = np.triu(top) + np.tril(np.full((K, K), -1.0), -1)
         flat = np.argsort(top.ravel())[::-1][:4]
-        px, py = np.unravel_index(flat, (L, L))
-        px, py = np.concatenate([px, [0, L - 1]]), np.concatenate([py, [0, L - 1]])
-        keep = np.unique(px * L + py)
-        px, py = keep // L, keep % L
+        px, py = np.unravel_index(flat, (K, K))
+        px, py = np.concatenate([px, [0, K - 1]]), np.concatenate([py, [0, K - 1]])
+        keep = np.unique(px * K + py)
+        px, py = keep // K, keep % K
         nodes = lobatto(R)
         mids = 0.5 * (nodes[1:] + nodes[:-1])
         u = mids[np.unique(np.linspace(0, mids.size - 1, min(12, mids.size)).round().astype(int))]
         vals = self._call(pair_fn, v[px][None, :], v[py][None, :],
-                          np.sqrt(v[px] * v[py])[None, :] * cos_theta(u)[:, None])      # (U, pairs, 2)
-        T = chebyshev_matrix(u, R)                                                          # (U, R+1)
-        pred = np.einsum("ar,rpo->apo", T, coef[:, px, py])
+                          np.sqrt(v[px] * v[py])[None, :] * self._cos(u)[:, None])      # (U, pairs, 2)
+        pred = np.einsum("ar,rpo->apo", chebyshev_matrix(u, R), coef[:, px, py])
         return float(np.max(np.abs(pred - vals) / np.maximum(scale, 1e-300)))
 
+    def _line(self, f, norms, scale):
+        r"""$g(v)$ (``f(v) -> (n, 2)``) at ``norms`` (all in the range, > 0) by its Chebyshev interpolant in
+        $t=\log v$ on the Lobatto points of the norm grid (their per-norm work is done), the degree doubled
+        while the tail of its Chebyshev coefficients (:func:`_degree_for`, relative to ``scale``) is above
+        ``tol``/4 or not resolved; ``(values (n, 2), the tail estimate)``."""
+        m = max(self.nodes_t.size - 1, _LINE_M0)
+        G = f(np.exp(self._t_nodes(m)))
+        while True:
+            n, err = _degree_for(_envelope(chebyshev_coefficients(G), scale), self.tol / 4, minimum=2)
+            if (n < m - 1 and err <= self.tol / 4) or m >= _LINE_MAX:
+                break
+            new = f(np.exp(self._t_nodes(2 * m)[1::2]))
+            merged = np.empty((2 * m + 1, 2))
+            merged[0::2], merged[1::2] = G, new
+            G, m = merged, 2 * m
+        t = np.clip(np.log(np.where(norms > 0, norms, 1.0)), self.t_lo, self.t_hi)
+        u = (2.0 * t - self.t_lo - self.t_hi) / max(self.t_hi - self.t_lo, 1e-300)
+        return barycentric_weights(lobatto(m), u) @ G, err
+
+    def _diagonal(self, pair_fn, scale):
+        """F(v, v, 0) of every row of a symmetric Gram (the diagonal, outside the theta window): (N, 2)."""
+        return self._line(lambda v: self._call(pair_fn, v, v, v), self.na, scale)
+
+    def _zero_rows(self, pair_fn, scale):
+        """F(0, v, 0) of every row of a and of b (a zero row: no theta), F(0, 0, 0) and the error."""
+        za, err = self._line(lambda v: self._call(pair_fn, np.zeros_like(v), v, np.zeros_like(v)),
+                             np.concatenate([self.na, self.nb]), scale)
+        z00 = self._call(pair_fn, np.zeros(1), np.zeros(1), np.zeros(1))[0]
+        return za[: self.na.size], za[self.na.size:], z00, err
+
+    def _basis_weights(self, t):
+        """(n, K): the weights of the skeleton values at log-norms ``t``."""
+        if self.nodes_t.size == 1 or self.t_hi == self.t_lo:
+            return np.ones((np.size(t), self.L)) / self.L
+        u = (2.0 * np.clip(t, self.t_lo, self.t_hi) - self.t_lo - self.t_hi) / (self.t_hi - self.t_lo)
+        return barycentric_weights(lobatto(self.nodes_t.size - 1), u) @ self.lift
+
     def _weights(self, norms):
-        t = np.log(np.where(norms > 0, norms, 1.0))
-        if self.t_hi == self.t_lo:
-            W = np.ones((norms.size, self.L)) / self.L
-        else:
-            W = barycentric_weights(self._t_nodes(self.m), np.clip(t, self.t_lo, self.t_hi))
-        return W
+        return self._basis_weights(np.log(np.where(norms > 0, norms, 1.0)))
 
     def _chunk(self, i, j, xy):
-        r"""$F_{ij}=\sum_r T_r(u_{ij})\,D_{ijr}$, $u=2\theta/\pi-1$, with
-        $D_{ijr}=\sum_{kl}\ell_k(t_i)\ell_l(t_j)c_{klr}$ from two matrix products (no gathers), summed by
-        Clenshaw's recurrence."""
+        r"""$F_{ij}=\sum_r T_r(u_{ij})\,D_{ijr}$, $u=(\theta-\pi/2)/h$, with
+        $D_{ijr}=\sum_{kl}B_k(t_i)B_l(t_j)c_{klr}$ from two matrix products (no gathers), summed by
+        Clenshaw's recurrence; the diagonal of a symmetric Gram from its own interpolant."""
         na, nb = self.na[i], self.nb[j]
-        theta, _ = self._theta(xy, i, j, np.sqrt(na), np.sqrt(nb))
+        theta, mask = self._theta(xy, i, j, np.sqrt(na), np.sqrt(nb))
         Wa, Wb = self.Wa[i], self.Wb[j]
-        L, R1 = self.L, self.R + 1
-        # rows (i, o) of C_r = sum_k l_k(t_i) c[r, k, :, o]; D_r = C_r @ Wb^T, accumulated at once
+        L, R1 = self.L, (self.R + 1) // 2 if self.odd else self.R + 1
+        # rows (i, o) of C_r = sum_k B_k(t_i) c[r, k, :, o]; D_r = C_r @ Wb^T, accumulated at once
         C = (Wa @ self.rowcoef).reshape(i.size, R1, 2, L).transpose(1, 0, 2, 3).reshape(R1, 2 * i.size, L)
         WbT = np.ascontiguousarray(Wb.T)
         u = np.repeat(theta, 2, axis=0)              # (2 rows, cols): one row per (row, output)
-        u *= 2.0 / np.pi
-        u -= 1.0
-        # Clenshaw: b_r = D_r + 2u b_{r+1} - b_{r+2} (r = R..1), F = D_0 + u b_1 - b_2 (three passes per degree)
+        u -= 0.5 * np.pi
+        u *= 1.0 / self.half
+        np.clip(u, -1.0, 1.0, out=u)                 # (the diagonal, zero rows: overwritten below)
+        # Clenshaw: b_r = D_r + 2u b_{r+1} - b_{r+2} (r = R..1), F = D_0 + u b_1 - b_2 (three passes per degree).
+        # Odd kernels: T_{2k+1}(u) = u V_k(2u^2 - 1) (V: third kind, V_0 = 1, V_1 = 2s - 1), the same recurrence in
+        # s = 2u^2 - 1 over half the degrees, F = u (D_0 + (2s - 1) b_1 - b_2)
+        x = 2.0 * u * u - 1.0 if self.odd else u
         D, tmp = np.empty_like(u), np.empty_like(u)
         b1, b2 = np.zeros_like(u), np.zeros_like(u)
-        u2 = 2.0 * u
+        u2 = 2.0 * x
         for r in range(R1 - 1, 0, -1):
             np.matmul(C[r], WbT, out=D)
             np.multiply(u2, b1, out=tmp)
@@ -346,27 +451,40 @@ class NormInterpPlan(_TablePlan):
             tmp += D
             b1, b2, tmp = tmp, b1, b2
         np.matmul(C[0], WbT, out=D)
-        out = np.multiply(u, b1, out=tmp)
-        out -= b2
-        out += D
+        if self.odd:
+            x -= 0.5
+            x *= 2.0                                 # V_1(s) = 2s - 1
+            out = np.multiply(x, b1, out=tmp)
+            out -= b2
+            out += D
+            out *= u
+        else:
+            out = np.multiply(u, b1, out=tmp)
+            out -= b2
+            out += D
         out = out.reshape(i.size, 2, j.size).transpose(1, 0, 2)
+        if mask is not None:
+            ii, jj = np.nonzero(mask)
+            out[:, ii, jj] = self.diag[i[ii]].T
         zx, zy = na == 0, nb == 0
-        if self.Z is not None and (zx.any() or zy.any()):   # a zero row: F(0, v, 0), no theta
+        if self.za is not None and (zx.any() or zy.any()):   # a zero row: F(0, v, 0), no theta
             for o in range(2):
-                out[o][np.ix_(zx, ~zy)] = (Wb @ self.Z[:L, o])[~zy][None, :]
-                out[o][np.ix_(~zx, zy)] = (Wa @ self.Z[:L, o])[~zx][:, None]
-                out[o][np.ix_(zx, zy)] = self.Z[L, o]
+                out[o][np.ix_(zx, ~zy)] = self.zb[j[~zy], o][None, :]
+                out[o][np.ix_(~zx, zy)] = self.za[i[~zx], o][:, None]
+                out[o][np.ix_(zx, zy)] = self.z00[o]
         return out
 
     def _check_rows(self):
-        """Rows of ``a`` and ``b`` for :meth:`_check`: the extreme norms and three random ones each."""
+        """Rows of ``a`` and ``b`` for :meth:`_check`: the extreme norms and three random ones (of a symmetric Gram:
+        the same rows, whose norms the Neural ODE solver then solves directly)."""
         rng = np.random.default_rng(0)
 
         def pick(v):
             extremes = [np.argmin(np.where(v > 0, v, np.inf)), np.argmax(v)]
             return np.unique(np.concatenate([extremes, rng.integers(0, v.size, 3)]))
 
-        return pick(self.na), pick(self.nb)
+        rows = pick(self.na)
+        return (rows, rows) if self.same else (rows, pick(self.nb))   # (a symmetric Gram: its diagonal too)
 
     def _check(self, pair_fn) -> float:
         """Largest relative deviation from direct evaluations at input pairs of extreme norms."""
