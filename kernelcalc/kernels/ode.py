@@ -232,6 +232,9 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
     in numpy (``"numpy"``, for problems too small for the compilation to pay; see :func:`_backend`).
     ``symmetric``: every cross-kernel pair has inputs of one norm (the sphere): with a quadrature rule $C$ is
     evaluated on half the grid (:func:`_symmetric_from_marginals`; the self-kernel always is)."""
+    if dual.method == "fourier":   # Chebyshev tables per pair of time nodes (numpy only)
+        from ._fourier_solve import fourier_solves
+        return fourier_solves(dual, disc, sigma_w, sigma_v, _picard)
     if _marches(disc):          # the Euler ResNet: exact row-by-row recursions, O(L^2), no sweeps
         from ._march import euler_march
         L = disc.A.shape[0] - 1
@@ -329,6 +332,21 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
     return self_solve, cross_solve, marginals
 
 
+_FOURIER_MIN_TERMS = 2048   # Mehler terms beyond which a saturating phi takes the "fourier" dual (GoursatSolver._fourier_dual)
+_FOURIER_Q_MAX = 400.0      # ... up to this variance (tanh: about 1100 Chebyshev modes)
+
+
+def _saturating(act) -> bool:
+    r"""Whether $\phi$ is bounded on the real line (numerically: finite and flat far out on both sides)."""
+    with np.errstate(all="ignore"):
+        far = np.asarray(act.numpy_fn(np.array([-1e4, -1e3, 1e3, 1e4])), dtype=float)
+        near = np.asarray(act.numpy_fn(np.linspace(-10.0, 10.0, 201)), dtype=float)
+    if not (np.all(np.isfinite(far)) and np.all(np.isfinite(near))):
+        return False
+    scale = max(float(np.max(np.abs(near))), 1e-300)
+    return bool(abs(far[0] - far[1]) <= 1e-6 * scale and abs(far[2] - far[3]) <= 1e-6 * scale)
+
+
 def _marches(disc: Discretisation) -> bool:
     """Whether ``disc`` is the Euler ResNet's, solved by :func:`kernelcalc.kernels._march.euler_march`."""
     return disc.name.startswith("euler(")
@@ -359,6 +377,8 @@ def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
     given call always takes the same path (the two agree to rounding, ~1e-15 relative)."""
     if not dual.numpy_ok:
         return "jax"
+    if dual.method == "fourier":   # numpy only (kernels/_fourier_solve.py)
+        return "numpy"
     limit = _NUMPY_MAX_WORK_HERMITE if dual.method == "hermite" else min(_NUMPY_MAX_WORK, _NUMPY_MAX_WORK_CLOSED)
     return "numpy" if problems * nodes * nodes * max(dual.points, 16) <= limit else "jax"
 
@@ -448,7 +468,7 @@ class GoursatSolver:
         """Refuse (clear error naming the limit) when a solve would take many minutes.  ``symmetric``: the
         problems are symmetric in $(t,s)$ (self-kernels, same-norm pairs), so a quadrature rule evaluates
         $n(n+1)/2$ cells per sweep (:func:`_symmetric_from_marginals`), not $n^2$."""
-        unit = 0.05 if dual.method in ("hermite", "closed") else 1.0   # series terms are cheap multiply-adds
+        unit = 0.05 if dual.method in ("hermite", "closed", "fourier") else 1.0   # series terms are cheap multiply-adds
         if _marches(self.grid(self.M_fixed or _M_SEQUENCE[0])):          # Euler ResNet: one pass, C and Cdot per cell
             sweeps = (1, "pass (row march)")
             per_cell = 2 * unit * dual.points
@@ -565,8 +585,10 @@ class GoursatSolver:
         if not math.isfinite(q_est):
             raise self._blow_up("the pre-activation variance q(t) = E[h_t^2]")
         self.info["q_max"] = q_est
-        self._refuse_early(q_est)
-        dual = dual_kernels(self.activation, q_max=1.05 * q_est, strict=self.strict)
+        dual = self._fourier_dual(q_est)
+        if dual is None:
+            self._refuse_early(q_est)
+            dual = dual_kernels(self.activation, q_max=1.05 * q_est, strict=self.strict)
         self.info["expectation"] = dual.describe()
         self.info["expectation_error_estimate"] = dual.error_estimate
         self.info.pop("sweep_change", None)
@@ -577,6 +599,26 @@ class GoursatSolver:
             M, err = self._choose_M(dual, v_max)
         self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self._nodes(M))
         return dual, M
+
+    def _fourier_dual(self, q_est: float):
+        r"""The ``"fourier"`` dual (:func:`~kernelcalc.theory.gaussian.fourier_dual_kernels`: Chebyshev series in
+        the correlation, tabulated per pair of time nodes by :mod:`kernelcalc.kernels._fourier_solve`) when it
+        applies, else ``None``: inputs of one norm (the sphere: every solve shares one diagonal), a Neural-ODE
+        grid (not the ResNet march), a smooth saturating $\phi$ without closed form (tanh, sigmoid, bounded user
+        expressions), at variances where the Mehler series would need more than ``_FOURIER_MIN_TERMS`` terms and
+        the Chebyshev series fewer than about a thousand (:data:`_FOURIER_Q_MAX`)."""
+        act = self.activation
+        if (not self.same_norms or _marches(self.grid(self.M_fixed or _M_SEQUENCE[0])) or act.is_piecewise_smooth
+                or act.is_polynomial or act.jumps or q_est > _FOURIER_Q_MAX or not _saturating(act)):
+            return None
+        from ..theory.duals import closed_form_dual
+        if closed_form_dual(act) is not None:
+            return None
+        K = hermite_order((act.numpy_fn, act.numpy_derivative), 1.05 * q_est)
+        if K is not None and K <= _FOURIER_MIN_TERMS:
+            return None
+        from ..theory.gaussian import fourier_dual_kernels
+        return fourier_dual_kernels(act, q_max=1.05 * q_est)
 
     def _refuse_early(self, q_est: float) -> None:
         """Past the Hermite series' reach, check the cost with the cheapest large-q rule before choosing the
@@ -734,6 +776,9 @@ class GoursatSolver:
             for j, i in enumerate(missing):
                 cache[float(v[i])] = tuple(a[..., j, :] for a in m)
         parts = [cache[x] for x in v.tolist()]
+        if len(parts) == 1 and dual.method == "fourier":   # one norm (the sphere): views, no copy (no padding:
+            # the fourier solves index the norms, they have no fixed shapes)
+            return tuple(a[..., None, :] for a in parts[0])
         idx = pad_to(np.arange(v.size), size)
         return tuple(np.stack([p[c] for p in parts], axis=-2)[..., idx, :] for c in range(len(parts[0])))
 
