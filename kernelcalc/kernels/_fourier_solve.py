@@ -29,6 +29,8 @@ from ..theory.polar_fourier import chebyshev_sum
 __all__ = ["fourier_solves"]
 
 _MAX_TABLES = 8      # (diagonal pair) -> tables kept per solve function
+_CELL_CUT = 1e-17    # a cell's Chebyshev series is cut where its coefficients fall below this (x the table's largest)
+_GROUPS = 8          # cells are summed in at most this many groups of similar length
 
 
 def _upper(n: int):
@@ -44,6 +46,34 @@ def _tables(Ax: np.ndarray, Ay: np.ndarray) -> np.ndarray:
     r"""$c_m$ at every cell: ``(modes, n, n)`` from node coefficients ``(modes, K, n)`` of the two diagonals (one
     radial contraction per mode; on one BLAS thread, see :func:`_one_thread`)."""
     return np.einsum("mki,mkj->mij", Ax, Ay, optimize=True)
+
+
+def _grouped(tab: np.ndarray):
+    r"""The table ``(modes, cells)`` as groups ``[(cells, coefficients (modes_g, cells_g))]`` of cells whose series
+    are cut at about the same length: cell $k$ needs the modes up to the last $|c_m|$ above ``_CELL_CUT`` times the
+    table's largest coefficient (the rest add less than a few $10^{-17}$ of it).  Measured for tanh at
+    $\sigma_wT=10$ ($q$ from 1 to 57): 131 modes per cell on average where the table has 416."""
+    scale = float(np.max(np.abs(tab))) if tab.size else 0.0
+    if scale == 0.0:
+        return [(np.arange(tab.shape[1]), tab[:1])]
+    big = np.abs(tab) > _CELL_CUT * scale
+    need = tab.shape[0] - np.argmax(big[::-1], axis=0)            # last significant mode + 1 per cell
+    need = np.where(np.any(big, axis=0), need, 1)
+    order = np.argsort(need, kind="stable")
+    groups = []
+    for part in np.array_split(order, min(_GROUPS, order.size)):
+        if part.size:
+            k = int(need[part].max())
+            groups.append((part, np.ascontiguousarray(tab[:k, part])))
+    return groups
+
+
+def _sum_grouped(groups, rho: np.ndarray) -> np.ndarray:
+    """$\sum_m c_mT_m(\rho)$ per cell from :func:`_grouped` tables; ``rho`` ``(B, cells)``."""
+    out = np.empty(rho.shape)
+    for idx, coef in groups:
+        out[:, idx] = chebyshev_sum(coef[:, None, :], rho[:, idx])
+    return out
 
 
 def _one_thread():
@@ -84,30 +114,38 @@ def fourier_solves(dual, disc, sigma_w: float, sigma_v: float, picard):
 
     @_single_threaded
     def self_solve(S0):
-        """S0: (U,) initial variances -> S (U, n, n), last change, sweeps (memoised: the time-grid choice and the
-        Gram's first call solve the same self-kernel)."""
+        """S0: (U,) initial variances -> S (U, n, n), last change, sweeps.  The time-grid choice and the Gram's first
+        call solve the self-kernel of (nearly) the same norm: a solution kept from an earlier call whose initial
+        values lie within 1e-8 (relative) starts the sweeps (shifted by the difference), which then take one or two
+        sweeps to the same tolerance."""
         S0 = np.asarray(S0, np.float64)
-        key = S0.tobytes()
-        if key not in solved:
-            solved[key] = _self_solve(S0)
-            if len(solved) > _MAX_TABLES:
-                solved.popitem(last=False)
-        S, delta, sweeps = solved[key]
+        start = None
+        for S0_old, S_old in solved.items():
+            old = np.frombuffer(S0_old)
+            if old.shape == S0.shape and np.all(np.abs(old - S0) <= 1e-8 * np.abs(S0)):
+                start = S_old + (S0 - old)[:, None, None]
+                break
+        S, delta, sweeps = _self_solve(S0, start)
+        solved[S0.tobytes()] = S
+        if len(solved) > _MAX_TABLES:
+            solved.popitem(last=False)
         return S.copy(), delta, sweeps
 
-    def _self_solve(S0):
+    def _self_solve(S0, start=None):
 
         def step(S):
             q = np.diagonal(S, axis1=1, axis2=2)                               # (U, n)
             Aq = rule.node_coefficients(q)                                     # (M, K, U, n)
             out = np.empty_like(S)
             for u in range(S.shape[0]):
-                tab = _tables(Aq[:, :, u], Aq[:, :, u])[:, iu, ju]             # (M, cells)
+                tab = _grouped(_tables(Aq[:, :, u], Aq[:, :, u])[:, iu, ju])   # (M, cells) in groups
                 rho = correlation(S[u, iu, ju], q[u, iu], q[u, ju])
-                out[u] = chebyshev_sum(tab, rho)[back]
+                out[u] = _sum_grouped(tab, rho[None, :])[0][back]
             return forward(S0, out)
 
-        return picard(step, np.broadcast_to(S0[:, None, None], (S0.shape[0], n, n)).copy(), xp=np)
+        if start is None:
+            start = np.broadcast_to(S0[:, None, None], (S0.shape[0], n, n)).copy()
+        return picard(step, start, xp=np)
 
     def marginals(diag):
         return dual.marginal(np.asarray(diag, np.float64), xp=np)
@@ -124,7 +162,7 @@ def fourier_solves(dual, disc, sigma_w: float, sigma_v: float, picard):
             tabs = []
             for k in (1, 2):
                 t = _tables(m[k][:, :, a], m[k][:, :, b])
-                tabs.append(np.ascontiguousarray(t[:, iu, ju]) if sym else t.reshape(t.shape[0], -1))
+                tabs.append(_grouped(t[:, iu, ju] if sym else t.reshape(t.shape[0], -1)))
             hit = cache[key] = (sym, tabs[0], tabs[1])
             if len(cache) > _MAX_TABLES:
                 cache.popitem(last=False)
@@ -160,7 +198,7 @@ def fourier_solves(dual, disc, sigma_w: float, sigma_v: float, picard):
                     return X.reshape(X.shape[0], n, n)
 
             def dual_of(S, table):
-                return full(chebyshev_sum(table[:, None, :], correlation(cells(S), qi, qj)))
+                return full(_sum_grouped(table, correlation(cells(S), qi, qj)))
 
             S, dS, nS = picard(lambda S: forward(s0, dual_of(S, tC)), np.broadcast_to(s0[:, None, None], (sel.size, n, n)).copy(),
                                xp=np)
