@@ -69,7 +69,7 @@ def _grouped(tab: np.ndarray):
 
 
 def _sum_grouped(groups, rho: np.ndarray) -> np.ndarray:
-    """$\sum_m c_mT_m(\rho)$ per cell from :func:`_grouped` tables; ``rho`` ``(B, cells)``."""
+    r"""$\sum_m c_mT_m(\rho)$ per cell from :func:`_grouped` tables; ``rho`` ``(B, cells)``."""
     out = np.empty(rho.shape)
     for idx, coef in groups:
         out[:, idx] = chebyshev_sum(coef[:, None, :], rho[:, idx])
