@@ -540,7 +540,7 @@ class GoursatSolver:
         self.v_max = v_max
         key = (self.activation, self.T, self.sigma_w, self.sigma_u, self.sigma_v, self.tol, self.M_fixed,
                self.max_nodes, self.scheme, self.strict, self.pairs_hint, v_max,
-               self.grid(self.M_fixed or _M_SEQUENCE[0]).name)
+               self.grid(self.M_fixed or _M_SEQUENCE[0]).name, self.same_norms)   # (same_norms: the fourier dual)
         hit = _TIME_GRIDS.get(key)
         if hit is None:
             with warnings.catch_warnings(record=True) as caught:
@@ -926,7 +926,9 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     solver.info["time_elements"] = P
     solver.pairs_hint = min(a.shape[0] * (a.shape[0] + 1) // 2 if same else a.shape[0] * b.shape[0], 65)
     norms = np.concatenate([np.sum(a * a, axis=1), np.sum(b * b, axis=1)])
-    solver.same_norms = bool(np.ptp(norms) <= 1e-9 * np.max(norms))   # (the sphere, to rounding: the guard's estimate)
+    # the sphere, to rounding (1e-12: the Gram's norm groups, so that it is one group: the fourier dual's tables
+    # are per pair of norms); the cost guard's estimate
+    solver.same_norms = bool(np.ptp(norms) <= 1e-12 * np.max(norms))
     # no biases: a positively homogeneous phi (relu) gives K(lx, my) = lm K(x, y), any inputs take the sphere
     # table; an odd phi (tanh) gives K(x, -y) = -K(x, y), half the solves
     nngp, ntk, ginfo = gram(a, None if same else b, solver, homogeneous=act.is_positively_homogeneous,
