@@ -40,6 +40,12 @@ coupling through $q_x(t)=S_{xx}(t,t)$ updated each sweep; the cross-kernels then
 diagonals.  Off the sphere a Gram plan announces its norm range (:meth:`GoursatSolver.prepare_range`):
 $q_v(t)$ is then interpolated in $\log v$ (:mod:`kernelcalc.kernels._diagonals`, a few tens of
 self-kernel solves, verified at held-out norms) instead of one solve per distinct norm.
+
+**Saturating activations at large $q$** (tanh, sigmoid; :meth:`GoursatSolver._fourier_dual`).  On the sphere
+every solve shares one diagonal $q(t)$, and for a bounded $\phi$ the duals at a cell are Chebyshev series in the
+correlation, $C=\sum_mc_m(q(t_i),q(s_j))T_m(\rho)$, with $O(\sqrt q)$ modes
+(:mod:`kernelcalc.theory.polar_fourier`; the Mehler series needs $O(q)$ terms): the tables $c_m$ are built once
+per pair of time nodes and every sweep of every pair sums them (:mod:`kernelcalc.kernels._fourier_solve`).
 """
 
 from __future__ import annotations
@@ -892,8 +898,10 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     that cluster.  ``progress``: a progress bar over the tiles (``None``, auto: when $N_1N_2\ge 5000^2$
     and stderr is a terminal; ``True``; ``False``).
 
-    Large $\sigma_wT$, $\sigma_u$ or input norms make the pre-activation variance $q$ large.  Past the
-    Hermite series' reach, softplus, silu, tanh and sigmoid take the large-$q$ rule of
+    Large $\sigma_wT$, $\sigma_u$ or input norms make the pre-activation variance $q$ large.  On the sphere,
+    tanh, sigmoid and other bounded smooth $\phi$ then take Chebyshev series in the correlation tabulated per
+    pair of time nodes (:mod:`kernelcalc.theory.polar_fourier`; $\sigma_wT=10$ at N = 200 in a few times the
+    $T=1$ time).  Past the Hermite series' reach, softplus, silu, tanh and sigmoid otherwise take the large-$q$ rule of
     :mod:`kernelcalc.theory.largeq` (closed-form asymptote + localised remainder: its cost does not grow with
     $q$, its accuracy is measured and reported); when the Gaussian expectations would still cost many minutes
     the call is refused with a :class:`~kernelcalc.KernelcalcInputError` that names the variance and the limit.
