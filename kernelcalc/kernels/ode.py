@@ -623,8 +623,10 @@ class GoursatSolver:
         K = hermite_order((act.numpy_fn, act.numpy_derivative), 1.05 * q_est)
         if K is not None and K <= _FOURIER_MIN_TERMS:
             return None
-        from ..theory.gaussian import fourier_dual_kernels
-        return fourier_dual_kernels(act, q_max=1.05 * q_est)
+        from ..theory.gaussian import DEFAULT_TOL, fourier_dual_kernels
+        dual = fourier_dual_kernels(act, q_max=1.05 * q_est)
+        # a rule that does not settle (an activation whose complex singularities crowd the real axis) is not used
+        return dual if dual.error_estimate <= 10.0 * DEFAULT_TOL else None
 
     def _refuse_early(self, q_est: float) -> None:
         """Past the Hermite series' reach, check the cost with the cheapest large-q rule before choosing the

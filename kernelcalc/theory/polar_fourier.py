@@ -239,26 +239,62 @@ def polar_fourier_modes(fns, q: float, h: float = 0.1) -> int:
     return _sizing(fns, q, h)[1]
 
 
+def _alias_cut(scale, node_max):
+    r"""The size below which a node's cosine coefficients may be dropped (aliased): an error $e$ in
+    $\sqrt{w_k}A_m(R_k)$ moves $c_m$ by about $e$ times the node's largest $\sqrt{w_k}|A_m|$ (``node_max``), so
+    ``_CUT_ALIAS`` times ``scale``$^2$ over that; but not below the rounding of the node's own transform
+    ($10^{-15}$ of ``node_max``), which no refinement removes."""
+    return np.maximum(_CUT_ALIAS * scale * scale / np.maximum(node_max, _CUT_ALIAS * scale), 1e-15 * np.asarray(node_max))
+
+
 def _sizing(fns, q_max: float, h: float):
-    r"""``(n_alpha per radial node, modes)`` for variances up to ``q_max``: at each radial node the cosine
-    coefficients of $f(\sqrt{q_{\max}}R_k\cos\alpha)$ ($f=\phi,\phi'$) are computed on a generous grid; the modes
-    kept are those where some $\sqrt{w_k}|A_m|$ exceeds ``_CUT_MODE`` (relative to the largest), and $N_k$ the
-    smallest power of two whose aliases of the kept modes ($A_{2N_k-m}$) are below ``_CUT_ALIAS``."""
+    r"""``(n_alpha per radial node, modes, resolved)`` for variances up to ``q_max``: at each radial node the cosine
+    coefficients of $f(\sqrt{q_{\max}}R_k\cos\alpha)$ ($f=\phi,\phi'$) are computed on a reference grid, doubled
+    until its upper half carries no significant coefficient (so that the reference itself is not aliased); the
+    modes kept are those where some $\sqrt{w_k}|A_m|$ exceeds ``_CUT_MODE`` (relative to the largest), and $N_k$
+    the smallest power of two beyond which all coefficients are below ``_CUT_ALIAS`` (weighted as they enter
+    $c_m$).  ``resolved`` is False when a node would need more than ``_N_MAX`` angles."""
     x = _X_LO + h * np.arange(int(math.floor((_X_HI - _X_LO) / h)) + 1)
     R = np.exp(x)
     sw = np.sqrt(h * np.exp(2.0 * x - 0.5 * np.exp(2.0 * x)))
     u = math.sqrt(q_max) * R
-    # a generous alpha grid per node: f(u cos alpha) bends on the scale 1/u near alpha = pi/2
+    # a first reference grid per node (f(u cos alpha) bends on the scale 1/u near alpha = pi/2), then doubled
     n_ref = np.clip(2 ** np.ceil(np.log2(64 + 48.0 * u)), 64, _N_MAX).astype(int)
-    A = []
-    for f in fns:
-        Af = np.zeros((x.size, int(n_ref.max()) + 1))
-        for N in np.unique(n_ref):
-            idx = np.nonzero(n_ref == N)[0]
-            ca = np.cos(np.pi * np.arange(N + 1) / N)
-            with np.errstate(over="ignore"):
-                Af[idx, : N + 1] = _dct1(f(u[idx, None] * ca[None, :]) * np.ones((idx.size, 1)))
-        A.append(np.abs(Af) * sw[:, None])
+
+    def reference(idx_all):
+        out = []
+        for f in fns:
+            Af = np.zeros((idx_all.size, int(n_ref[idx_all].max()) + 1))
+            for N in np.unique(n_ref[idx_all]):
+                sel = np.nonzero(n_ref[idx_all] == N)[0]
+                ca = np.cos(np.pi * np.arange(N + 1) / N)
+                with np.errstate(over="ignore"):
+                    Af[sel, : N + 1] = _dct1(f(u[idx_all[sel], None] * ca[None, :]) * np.ones((sel.size, 1)))
+            out.append(np.abs(Af) * sw[idx_all, None])
+        return out
+
+    A = reference(np.arange(x.size))
+    resolved = True
+    for _ in range(8):
+        scale = max(float(np.max(a)) for a in A)
+        # a node's reference is unresolved while its upper half holds coefficients above the alias cut
+        node_max = np.maximum(np.max(np.stack([np.max(a, axis=1) for a in A]), axis=0), 1e-300)
+        upper = np.array([max(float(np.max(a[k, n_ref[k] // 2: n_ref[k] + 1])) for a in A) for k in range(x.size)])
+        bad = np.nonzero(upper > _alias_cut(scale, node_max))[0]
+        if bad.size == 0:
+            break
+        if np.any(n_ref[bad] >= _N_MAX):
+            resolved = False
+            break
+        n_ref[bad] *= 2
+        redo = reference(bad)
+        width = max(A[0].shape[1], redo[0].shape[1])
+        A = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in A]
+        for a, r in zip(A, redo):
+            a[bad] = 0.0
+            a[bad, : r.shape[1]] = r
+    else:
+        resolved = False
     scale = max(float(np.max(a)) for a in A)
     big = np.max(np.stack([np.max(a, axis=0) for a in A]), axis=0) > _CUT_MODE * scale
     modes = int(np.max(np.nonzero(big)[0], initial=0)) + 2
@@ -267,11 +303,11 @@ def _sizing(fns, q_max: float, h: float):
         # an error e in sqrt(w_k) A_m(R_k) moves c_m by about e times this node's largest sqrt(w_k) |A_m|: the aliases
         # (the coefficients beyond N_k) must be below _CUT_ALIAS relative to the largest c_m, over that
         node = np.max(np.stack([a[k] for a in A]), axis=0)
-        tail = node > _CUT_ALIAS * scale * scale / max(float(np.max(node)), _CUT_ALIAS * scale)
+        tail = node > _alias_cut(scale, float(np.max(node)))
         m_tail = int(np.max(np.nonzero(tail)[0], initial=0)) + 1
         # the DCT on N + 1 points aliases A_m with A_{2N-m}: exact for the modes m <= N once all beyond N vanish
         n_alpha.append(int(min(_N_MAX, 2 ** math.ceil(math.log2(max(_N_MIN, m_tail + 1))))))
-    return tuple(n_alpha), modes
+    return tuple(n_alpha), modes, resolved
 
 
 def choose_polar_fourier(fns, q_max: float, tol: float, name: str = ""):
@@ -279,7 +315,8 @@ def choose_polar_fourier(fns, q_max: float, tol: float, name: str = ""):
     in $q$), and the coarsest radial step of ``_STEPS`` whose $C$ and $\dot C$ agree with the next finer step's to
     ``tol`` (relative to $\sqrt{Ef(a)^2Ef(b)^2}$) at variances $q\in\{q_{\max}/16,q_{\max}/4,q_{\max}\}$ (equal,
      ratio 1/2) and correlations $\rho\in\{-1,-0.5,0,0.5,0.9,0.99,0.999,1\}$.  Returns ``(rule, error
-    estimate)``: the difference found (or, when no step settles, the last one)."""
+    estimate)``: the difference found (or, when no step settles, the last one; ``inf`` when the angles cannot
+    resolve $\phi(\sqrt{q_{\max}}R\cos\alpha)$ within ``_N_MAX`` nodes)."""
     q_size = 1.1 * float(q_max)
     qs = np.array([q_max / 16.0, q_max / 4.0, q_max])
     q1 = np.concatenate([qs, qs])
@@ -287,8 +324,12 @@ def choose_polar_fourier(fns, q_max: float, tol: float, name: str = ""):
     parity = _parity(fns[0])
     rho = np.array([-1.0, -0.5, 0.0, 0.5, 0.9, 0.99, 0.999, 1.0])
 
+    unresolved = []
+
     def values(h):
-        n_alpha, modes = _sizing(fns, q_size, h)
+        n_alpha, modes, resolved = _sizing(fns, q_size, h)
+        if not resolved:
+            unresolved.append(h)
         rule = PolarFourierRule(tuple(fns), h, n_alpha, modes, q_size, name, parity)
         m1, m2 = rule.marginal(q1), rule.marginal(q2)
         vals = rule.from_marginals(m1, m2, rho[:, None] * np.sqrt(q1 * q2)[None, :])
@@ -302,7 +343,7 @@ def choose_polar_fourier(fns, q_max: float, tol: float, name: str = ""):
     for h in _STEPS[1:]:
         rule, cur, norms = values(h)
         err = max(float(np.max(np.abs(a - b) / np.maximum(s, 1e-300))) for a, b, s in zip(cur, prev, norms))
-        if err <= tol:
+        if err <= tol and not unresolved:
             return prev_rule, max(err, 1e-16)
         prev_rule, prev = rule, cur
-    return prev_rule, err
+    return prev_rule, (math.inf if unresolved else err)
