@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -111,6 +112,7 @@ def fourier_solves(dual, disc, sigma_w: float, sigma_v: float, picard):
         return np.where(root > 0, np.clip(S / np.where(root > 0, root, 1.0), -1.0, 1.0), 0.0)
 
     solved: OrderedDict = OrderedDict()
+    lock = threading.Lock()      # the Gram's tiles may call from several threads
 
     @_single_threaded
     def self_solve(S0):
@@ -120,15 +122,18 @@ def fourier_solves(dual, disc, sigma_w: float, sigma_v: float, picard):
         sweeps to the same tolerance."""
         S0 = np.asarray(S0, np.float64)
         start = None
-        for S0_old, S_old in solved.items():
+        with lock:
+            kept = list(solved.items())
+        for S0_old, S_old in kept:
             old = np.frombuffer(S0_old)
             if old.shape == S0.shape and np.all(np.abs(old - S0) <= 1e-8 * np.abs(S0)):
                 start = S_old + (S0 - old)[:, None, None]
                 break
         S, delta, sweeps = _self_solve(S0, start)
-        solved[S0.tobytes()] = S
-        if len(solved) > _MAX_TABLES:
-            solved.popitem(last=False)
+        with lock:
+            solved[S0.tobytes()] = S
+            if len(solved) > _MAX_TABLES:
+                solved.popitem(last=False)
         return S.copy(), delta, sweeps
 
     def _self_solve(S0, start=None):
@@ -156,16 +161,19 @@ def fourier_solves(dual, disc, sigma_w: float, sigma_v: float, picard):
         """C and Cdot tables ``(modes, cells)`` (upper triangle when the two diagonals are equal) of norms a, b."""
         qa, qb = m[0][a], m[0][b]
         key = (qa.tobytes(), qb.tobytes())
-        hit = cache.get(key)
+        with lock:
+            hit = cache.get(key)
         if hit is None:
             sym = bool(np.array_equal(qa, qb))
             tabs = []
             for k in (1, 2):
                 t = _tables(m[k][:, :, a], m[k][:, :, b])
                 tabs.append(_grouped(t[:, iu, ju] if sym else t.reshape(t.shape[0], -1)))
-            hit = cache[key] = (sym, tabs[0], tabs[1])
-            if len(cache) > _MAX_TABLES:
-                cache.popitem(last=False)
+            hit = (sym, tabs[0], tabs[1])
+            with lock:
+                cache[key] = hit
+                if len(cache) > _MAX_TABLES:
+                    cache.popitem(last=False)
         return hit
 
     @_single_threaded
