@@ -29,7 +29,7 @@ from ..theory.polar_fourier import chebyshev_sum
 
 __all__ = ["fourier_solves"]
 
-_MAX_TABLES = 8      # (diagonal pair) -> tables kept per solve function
+_MAX_TABLES = 2      # (diagonal pair) -> tables kept per solve function (the sphere has one; ~15 MB each)
 _CELL_CUT = 1e-17    # a cell's Chebyshev series is cut where its coefficients fall below this (x the table's largest)
 _GROUPS = 8          # cells are summed in at most this many groups of similar length
 
