@@ -101,7 +101,7 @@ def _goursat(rho, T, M):
     return np.array([C[-1, -1], C[-1, -1] + w @ (C * Lam) @ w + rho * Lam[0, 0]])
 
 
-def _richardson(rho, T, Ms=(48, 96, 192, 384)):
+def _richardson(rho, T, Ms=(32, 64, 128, 256)):
     """Three Richardson steps (h^2, h^4, h^6) over the grids Ms; the last step's size is the error estimate."""
     v = [_goursat(rho, T, M) for M in Ms]
     for p in (4, 16, 64):
