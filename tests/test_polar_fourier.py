@@ -35,7 +35,8 @@ def test_rule_matches_an_independent_quadrature(name, q1, q2):
     dual = fourier_dual_kernels(name, q_max=max(q1, q2))
     rho = np.array([-0.999, -0.4, 0.0, 0.3, 0.9, 0.99, 0.9999, 1.0])
     c = rho * math.sqrt(q1 * q2)
-    C, Cd = dual(np.full(rho.shape, q1), np.full(rho.shape, q2), c)
+    rule = dual.rule                          # (numpy only: no jax scope needed)
+    C, Cd = rule.from_marginals(rule.marginal(np.full(rho.shape, q1)), rule.marginal(np.full(rho.shape, q2)), c)
     ref = rn.GaussRule(rn.PHIS[name], q_max=max(q1, q2))
     rC, rCd = ref.expect(q1, q2, c)
     sC, sCd = ref.expect(q1, q1, q1), ref.expect(q2, q2, q2)
@@ -116,9 +117,11 @@ def test_fourier_solves_match_an_independent_goursat_solve():
     (measured: 1e-13)."""
     T = 4.0
     disc = chebyshev_discretisation(16, T, time_elements(T, 1.0))
-    S = None
     dual = fourier_dual_kernels("erf", q_max=10.0)
     self_solve, cross_solve, marginals = fourier_solves(dual, disc, 1.0, 1.0, _picard)
+    q1, q2, c = np.array([2.0, 9.0]), np.array([1.5, 9.0]), np.array([0.3, 9.0])    # the DualKernels front door
+    np.testing.assert_array_equal(np.stack(dual(q1, q2, c)),
+                                  np.stack(dual.rule.from_marginals(dual.rule.marginal(q1), dual.rule.marginal(q2), c)))
     S, delta, _ = self_solve(np.array([1.0]))
     assert delta <= 1e-11
     q = np.diagonal(S, axis1=1, axis2=2)
