@@ -208,8 +208,8 @@ def fourier_solves(dual, disc, sigma_w: float, sigma_v: float, picard):
             def dual_of(S, table):
                 return full(_sum_grouped(table, correlation(cells(S), qi, qj)))
 
-            S, dS, nS = picard(lambda S: forward(s0, dual_of(S, tC)), np.broadcast_to(s0[:, None, None], (sel.size, n, n)).copy(),
-                               xp=np)
+            start = np.broadcast_to(s0[:, None, None], (sel.size, n, n)).copy()
+            S, dS, nS = picard(lambda S: forward(s0, dual_of(S, tC)), start, xp=np)
             C, Cdot = dual_of(S, tC), dual_of(S, tD)
             LamT = rec.ode_backward_terminal(Cdot[:, -1, -1], sigma_v)
 

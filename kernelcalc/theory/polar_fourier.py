@@ -222,7 +222,8 @@ def _clenshaw(coef, y, shape):
 
 
 def _parity(f) -> str:
-    r"""``"odd"`` when $\phi$ is odd, ``"odd+const"`` when $\phi-\phi(0)$ is (to rounding, at sample points), else ``""``."""
+    r"""``"odd"`` when $\phi$ is odd, ``"odd+const"`` when $\phi-\phi(0)$ is (to rounding, at sample points), else
+    ``""``."""
     z = np.array([0.1, 0.37, 0.9, 1.7, 2.6, 4.1, 7.3, 15.0])
     with np.errstate(all="ignore"):
         p, m, zero = (np.asarray(f(v), dtype=float) * np.ones_like(z) for v in (z, -z, 0.0 * z))
@@ -244,7 +245,8 @@ def _alias_cut(scale, node_max):
     $\sqrt{w_k}A_m(R_k)$ moves $c_m$ by about $e$ times the node's largest $\sqrt{w_k}|A_m|$ (``node_max``), so
     ``_CUT_ALIAS`` times ``scale``$^2$ over that; but not below the rounding of the node's own transform
     ($10^{-15}$ of ``node_max``), which no refinement removes."""
-    return np.maximum(_CUT_ALIAS * scale * scale / np.maximum(node_max, _CUT_ALIAS * scale), 1e-15 * np.asarray(node_max))
+    weighted = _CUT_ALIAS * scale * scale / np.maximum(node_max, _CUT_ALIAS * scale)
+    return np.maximum(weighted, 1e-15 * np.asarray(node_max))
 
 
 def _sizing(fns, q_max: float, h: float):
