@@ -73,6 +73,19 @@ solves) ends the table's doubling.  Main (b97381d) and this branch, run back to 
     (theta nodes at T = 10: gelu 257 graded, sin/cos 257 graded (were 513 uniform), erf 129 graded; relu's T = 1
     time is the loaded machine's triangle-grid build, not the horizon)
 
+tanh and sigmoid on the polar Fourier dual (sigmoidtanh branch: ``theory/polar_fourier.py``, C and Cdot as
+Chebyshev series in the correlation, O(sqrt q) modes instead of O(q) Mehler terms, tabulated once per pair of time
+nodes by ``kernels/_fourier_solve.py``), 14:00, load average 11-13, two runs (each T=1 / T=10 pair side by side)::
+
+    activation  T=1 s  T=10 s  ratio  err T=10  rule / outcome
+    tanh          2.8    11.2    4.0   9.3e-11  polar Fourier, 416 modes (130 per cell on average), q(T) = 57,
+                  2.6    11.5    4.4               65 time nodes, 257 theta nodes (was: refused, 1.45e10 operations)
+    sigmoid       3.7     5.2    1.4   7.3e-11  polar Fourier, 170 modes, q(T) = 36.6
+                  3.0     4.1    1.4
+
+    main, the same minutes: sigmoid 3.3 / 9.1 s (2.8x, Mehler series of 4400 terms); tanh T = 10 timed out at 120 s.
+    The T = 1 column (Mehler series, unchanged) includes the imports and the sympy Assumption-1 analysis (~1-2 s).
+
 Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin]``; the lead's
 ``benchmarks/bench_regimes.py`` calls :func:`run`.
 """

@@ -40,6 +40,12 @@ coupling through $q_x(t)=S_{xx}(t,t)$ updated each sweep; the cross-kernels then
 diagonals.  Off the sphere a Gram plan announces its norm range (:meth:`GoursatSolver.prepare_range`):
 $q_v(t)$ is then interpolated in $\log v$ (:mod:`kernelcalc.kernels._diagonals`, a few tens of
 self-kernel solves, verified at held-out norms) instead of one solve per distinct norm.
+
+**Saturating activations at large $q$** (tanh, sigmoid; :meth:`GoursatSolver._fourier_dual`).  On the sphere
+every solve shares one diagonal $q(t)$, and for a bounded $\phi$ the duals at a cell are Chebyshev series in the
+correlation, $C=\sum_mc_m(q(t_i),q(s_j))T_m(\rho)$, with $O(\sqrt q)$ modes
+(:mod:`kernelcalc.theory.polar_fourier`; the Mehler series needs $O(q)$ terms): the tables $c_m$ are built once
+per pair of time nodes and every sweep of every pair sums them (:mod:`kernelcalc.kernels._fourier_solve`).
 """
 
 from __future__ import annotations
@@ -233,6 +239,9 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
     in numpy (``"numpy"``, for problems too small for the compilation to pay; see :func:`_backend`).
     ``symmetric``: every cross-kernel pair has inputs of one norm (the sphere): with a quadrature rule $C$ is
     evaluated on half the grid (:func:`_symmetric_from_marginals`; the self-kernel always is)."""
+    if dual.method == "fourier":   # Chebyshev tables per pair of time nodes (numpy only)
+        from ._fourier_solve import fourier_solves
+        return fourier_solves(dual, disc, sigma_w, sigma_v, _picard)
     if _marches(disc):          # the Euler ResNet: exact row-by-row recursions, O(L^2), no sweeps
         from ._march import euler_march
         L = disc.A.shape[0] - 1
@@ -330,6 +339,21 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
     return self_solve, cross_solve, marginals
 
 
+_FOURIER_MIN_TERMS = 2048   # Mehler terms beyond which a saturating phi takes the "fourier" dual (GoursatSolver._fourier_dual)
+_FOURIER_Q_MAX = 400.0      # ... up to this variance (tanh: about 1100 Chebyshev modes)
+
+
+def _saturating(act) -> bool:
+    r"""Whether $\phi$ is bounded on the real line (numerically: finite and flat far out on both sides)."""
+    with np.errstate(all="ignore"):
+        far = np.asarray(act.numpy_fn(np.array([-1e4, -1e3, 1e3, 1e4])), dtype=float)
+        near = np.asarray(act.numpy_fn(np.linspace(-10.0, 10.0, 201)), dtype=float)
+    if not (np.all(np.isfinite(far)) and np.all(np.isfinite(near))):
+        return False
+    scale = max(float(np.max(np.abs(near))), 1e-300)
+    return bool(abs(far[0] - far[1]) <= 1e-6 * scale and abs(far[2] - far[3]) <= 1e-6 * scale)
+
+
 def _marches(disc: Discretisation) -> bool:
     """Whether ``disc`` is the Euler ResNet's, solved by :func:`kernelcalc.kernels._march.euler_march`."""
     return disc.name.startswith("euler(")
@@ -360,6 +384,8 @@ def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
     given call always takes the same path (the two agree to rounding, ~1e-15 relative)."""
     if not dual.numpy_ok:
         return "jax"
+    if dual.method == "fourier":   # numpy only (kernels/_fourier_solve.py)
+        return "numpy"
     limit = _NUMPY_MAX_WORK_HERMITE if dual.method == "hermite" else min(_NUMPY_MAX_WORK, _NUMPY_MAX_WORK_CLOSED)
     return "numpy" if problems * nodes * nodes * max(dual.points, 16) <= limit else "jax"
 
@@ -449,7 +475,7 @@ class GoursatSolver:
         """Refuse (clear error naming the limit) when a solve would take many minutes.  ``symmetric``: the
         problems are symmetric in $(t,s)$ (self-kernels, same-norm pairs), so a quadrature rule evaluates
         $n(n+1)/2$ cells per sweep (:func:`_symmetric_from_marginals`), not $n^2$."""
-        unit = 0.05 if dual.method in ("hermite", "closed") else 1.0   # series terms are cheap multiply-adds
+        unit = 0.05 if dual.method in ("hermite", "closed", "fourier") else 1.0   # series terms are cheap multiply-adds
         if _marches(self.grid(self.M_fixed or _M_SEQUENCE[0])):          # Euler ResNet: one pass, C and Cdot per cell
             sweeps = (1, "pass (row march)")
             per_cell = 2 * unit * dual.points
@@ -521,7 +547,7 @@ class GoursatSolver:
         self.v_max = v_max
         key = (self.activation, self.T, self.sigma_w, self.sigma_u, self.sigma_v, self.tol, self.M_fixed,
                self.max_nodes, self.scheme, self.strict, self.pairs_hint, v_max,
-               self.grid(self.M_fixed or _M_SEQUENCE[0]).name)
+               self.grid(self.M_fixed or _M_SEQUENCE[0]).name, self.same_norms)   # (same_norms: the fourier dual)
         hit = _TIME_GRIDS.get(key)
         if hit is None:
             with warnings.catch_warnings(record=True) as caught:
@@ -566,8 +592,10 @@ class GoursatSolver:
         if not math.isfinite(q_est):
             raise self._blow_up("the pre-activation variance q(t) = E[h_t^2]")
         self.info["q_max"] = q_est
-        self._refuse_early(q_est)
-        dual = dual_kernels(self.activation, q_max=1.05 * q_est, strict=self.strict)
+        dual = self._fourier_dual(q_est)
+        if dual is None:
+            self._refuse_early(q_est)
+            dual = dual_kernels(self.activation, q_max=1.05 * q_est, strict=self.strict)
         self.info["expectation"] = dual.describe()
         self.info["expectation_error_estimate"] = dual.error_estimate
         self.info.pop("sweep_change", None)
@@ -578,6 +606,28 @@ class GoursatSolver:
             M, err = self._choose_M(dual, v_max)
         self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self._nodes(M))
         return dual, M
+
+    def _fourier_dual(self, q_est: float):
+        r"""The ``"fourier"`` dual (:func:`~kernelcalc.theory.gaussian.fourier_dual_kernels`: Chebyshev series in
+        the correlation, tabulated per pair of time nodes by :mod:`kernelcalc.kernels._fourier_solve`) when it
+        applies, else ``None``: inputs of one norm (the sphere: every solve shares one diagonal), a Neural-ODE
+        grid (not the ResNet march), a smooth saturating $\phi$ without closed form (tanh, sigmoid, bounded user
+        expressions), at variances where the Mehler series would need more than ``_FOURIER_MIN_TERMS`` terms and
+        the Chebyshev series fewer than about a thousand (:data:`_FOURIER_Q_MAX`)."""
+        act = self.activation
+        if (not self.same_norms or _marches(self.grid(self.M_fixed or _M_SEQUENCE[0])) or act.is_piecewise_smooth
+                or act.is_polynomial or act.jumps or q_est > _FOURIER_Q_MAX or not _saturating(act)):
+            return None
+        from ..theory.duals import closed_form_dual
+        if closed_form_dual(act) is not None:
+            return None
+        K = hermite_order((act.numpy_fn, act.numpy_derivative), 1.05 * q_est)
+        if K is not None and K <= _FOURIER_MIN_TERMS:
+            return None
+        from ..theory.gaussian import DEFAULT_TOL, fourier_dual_kernels
+        dual = fourier_dual_kernels(act, q_max=1.05 * q_est)
+        # a rule that does not settle (an activation whose complex singularities crowd the real axis) is not used
+        return dual if dual.error_estimate <= 10.0 * DEFAULT_TOL else None
 
     def _refuse_early(self, q_est: float) -> None:
         """Past the Hermite series' reach, check the cost with the cheapest large-q rule before choosing the
@@ -735,6 +785,9 @@ class GoursatSolver:
             for j, i in enumerate(missing):
                 cache[float(v[i])] = tuple(a[..., j, :] for a in m)
         parts = [cache[x] for x in v.tolist()]
+        if len(parts) == 1 and dual.method == "fourier":   # one norm (the sphere): views, no copy (no padding:
+            # the fourier solves index the norms, they have no fixed shapes)
+            return tuple(a[..., None, :] for a in parts[0])
         idx = pad_to(np.arange(v.size), size)
         return tuple(np.stack([p[c] for p in parts], axis=-2)[..., idx, :] for c in range(len(parts[0])))
 
@@ -862,8 +915,10 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     that cluster.  ``progress``: a progress bar over the tiles (``None``, auto: when $N_1N_2\ge 5000^2$
     and stderr is a terminal; ``True``; ``False``).
 
-    Large $\sigma_wT$, $\sigma_u$ or input norms make the pre-activation variance $q$ large.  Past the
-    Hermite series' reach, softplus, silu, tanh and sigmoid take the large-$q$ rule of
+    Large $\sigma_wT$, $\sigma_u$ or input norms make the pre-activation variance $q$ large.  On the sphere,
+    tanh, sigmoid and other bounded smooth $\phi$ then take Chebyshev series in the correlation tabulated per
+    pair of time nodes (:mod:`kernelcalc.theory.polar_fourier`; $\sigma_wT=10$ at N = 200 in a few times the
+    $T=1$ time).  Past the Hermite series' reach, softplus, silu, tanh and sigmoid otherwise take the large-$q$ rule of
     :mod:`kernelcalc.theory.largeq` (closed-form asymptote + localised remainder: its cost does not grow with
     $q$, its accuracy is measured and reported); when the Gaussian expectations would still cost many minutes
     the call is refused with a :class:`~kernelcalc.KernelcalcInputError` that names the variance and the limit.
@@ -896,7 +951,9 @@ def node_kernel(x1, x2=None, *, activation, T=1.0, sigma_w=1.0, sigma_u=1.0, sig
     solver.info["time_elements"] = P
     solver.pairs_hint = min(a.shape[0] * (a.shape[0] + 1) // 2 if same else a.shape[0] * b.shape[0], 65)
     norms = np.concatenate([np.sum(a * a, axis=1), np.sum(b * b, axis=1)])
-    solver.same_norms = bool(np.ptp(norms) <= 1e-9 * np.max(norms))   # (the sphere, to rounding: the guard's estimate)
+    # the sphere, to rounding (1e-12: the Gram's norm groups, so that it is one group: the fourier dual's tables
+    # are per pair of norms); the cost guard's estimate
+    solver.same_norms = bool(np.ptp(norms) <= 1e-12 * np.max(norms))
     # no biases: a positively homogeneous phi (relu) gives K(lx, my) = lm K(x, y), any inputs take the sphere
     # table; an odd phi (tanh) gives K(x, -y) = -K(x, y), half the solves
     nngp, ntk, ginfo = gram(a, None if same else b, solver, homogeneous=act.is_positively_homogeneous,

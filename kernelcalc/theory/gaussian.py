@@ -47,7 +47,7 @@ from .largeq_table import choose_tabulated
 __all__ = [
     "TrapezoidRule", "PolarSectorRule", "HermiteRule", "hermite_order", "choose_step", "dual_kernels", "DualKernels",
     "gaussian_expectation", "expect_mpmath", "DEFAULT_TOL", "MEMORY_BUDGET", "hermite_q_limit", "choose_polar",
-    "Gathered",
+    "Gathered", "fourier_dual_kernels",
 ]
 
 #: Target relative accuracy of every Gaussian expectation.
@@ -514,7 +514,9 @@ class DualKernels:
 
     ``method`` is ``"closed"``, ``"hermite"``, ``"trapezoid"``, ``"polar"`` or ``"asymptotic"``
     (large variances: :class:`~kernelcalc.theory.largeq_table.TabulatedRule`, or the window rule
-    :class:`~kernelcalc.theory.largeq.AsymptoticRule` when built by hand).  Call it on arrays,
+    :class:`~kernelcalc.theory.largeq.AsymptoticRule` when built by hand), or ``"fourier"``
+    (:class:`~kernelcalc.theory.polar_fourier.PolarFourierRule`, numpy only: a Chebyshev series in the correlation,
+    chosen by the Neural-ODE solver for saturating activations at moderately large $q$).  Call it on arrays,
     or split the work: :meth:`marginal` precomputes what depends on one variance only
     (Hermite coefficients), :meth:`from_marginals` finishes for given covariances $c$.
     """
@@ -532,19 +534,21 @@ class DualKernels:
         r"""Cost of one $(C,\dot C)$ evaluation for fixed marginals, in integrand evaluations (or series terms)."""
         if self.method == "hermite":
             return self.rule.K
-        return getattr(self.rule, "points", 1)
+        return getattr(self.rule, "points", 1)   # (fourier: the Chebyshev modes of one Clenshaw sum)
 
     @property
     def numpy_ok(self) -> bool:
         """Whether :meth:`marginal` and :meth:`from_marginals` also run with ``xp=numpy`` (closed forms and
         the Hermite series: a few array operations per evaluation; the quadrature rules are jax only)."""
-        return self.method in ("closed", "hermite")
+        return self.method in ("closed", "hermite", "fourier")
 
     @float64
     def marginal(self, q, derivative: bool = True, xp=jnp):
         """Everything that depends on the variance ``q`` alone (a tuple of arrays); ``xp``: jax.numpy or
         numpy (see :attr:`numpy_ok`)."""
         q = xp.asarray(q, xp.float64)
+        if self.method == "fourier":    # numpy only (polar_fourier)
+            return self.rule.marginal(np.asarray(q), derivative)
         if self.method != "hermite":
             return (q,)
         fs = array_functions(self.activation, "numpy" if xp is np else "jax")[: 2 if derivative else 1]
@@ -567,6 +571,10 @@ class DualKernels:
         q1, q2 = m1[0], m2[0]
         c = xp.asarray(c, xp.float64)
         shape = xp.broadcast_shapes(q1.shape, q2.shape, c.shape)
+        if self.method == "fourier":    # numpy only (polar_fourier)
+            out = self.rule.from_marginals(m1, m2, np.asarray(c), derivative)
+            out = tuple(np.broadcast_to(o, shape) for o in (out if derivative else (out,)))
+            return out if derivative else out[0]
         if self.method == "hermite":
             r, _ = _correlation(q1, q2, c, xp)
             out = tuple(HermiteRule.series(m1[i], m2[i], r, xp, tol=self.rule.tol,
@@ -601,6 +609,8 @@ class DualKernels:
             text = f"closed form ({self.rule.name})"
         elif self.method == "hermite":
             text = f"Mehler/Hermite series, {self.rule.K} terms"
+        elif self.method == "fourier":
+            text = self.rule.describe()
         elif self.method == "trapezoid":
             text = f"trapezoid, step {self.rule.step:g}, |z| <= {self.rule.zmax:g}"
         elif self.method == "asymptotic" and hasattr(self.rule, "describe"):
@@ -682,6 +692,17 @@ def dual_kernels(activation, *, q_max: float = 10.0, tol: float = DEFAULT_TOL,
                            f"q_max = {q_max:.4g}" + (f" ({note})" if note else ""), strict)
     return DualKernels(act, "trapezoid", TrapezoidRule(h), error_estimate=max(tol, change if not met else tol),
                        note=note)
+
+
+def fourier_dual_kernels(activation, *, q_max: float, tol: float = DEFAULT_TOL) -> DualKernels:
+    r"""The ``"fourier"`` :class:`DualKernels` of a smooth ``activation`` for variances up to ``q_max``: $C$ and
+    $\dot C$ as Chebyshev series in the correlation (:mod:`kernelcalc.theory.polar_fourier`; numpy only), with the
+    measured difference of two radial steps as ``error_estimate``."""
+    from .polar_fourier import choose_polar_fourier
+
+    act = resolve_activation(activation)
+    rule, err = choose_polar_fourier(array_functions(act, "numpy"), float(q_max), tol, act.name)
+    return DualKernels(act, "fourier", rule, error_estimate=max(err, tol))
 
 
 @float64
