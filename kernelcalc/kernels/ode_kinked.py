@@ -46,7 +46,7 @@ from ._interp import chebyshev_coefficients, chebyshev_matrix
 __all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
 
 #: sinh-map parameter of each band of input angles (band_of) and the degrees tried for it
-_BAND_DELTAS = (1.0, 0.25, 0.0625)
+_BAND_DELTAS = (1.0, 0.25, 0.015625)
 _BAND_LADDERS = ((16, 20, 24, 32, 40), (20, 24, 32, 40), (24, 32, 40, 48))
 #: the same per cell of the composite panels (sigma_w T > 3, :mod:`._panels`; each cell has sigma_w h <= 2)
 _PANEL_LADDERS = ((12, 16, 20, 24, 32), (16, 20, 24, 32), (20, 24, 32, 40))
