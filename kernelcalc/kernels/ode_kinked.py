@@ -46,7 +46,14 @@ from ._interp import chebyshev_coefficients, chebyshev_matrix
 __all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
 
 #: sinh-map parameter of each band of input angles (band_of) and the degrees tried for it
-_BAND_DELTAS = (1.0, 0.25, 0.015625)
+_BAND_DELTAS = (1.0, 0.25, 0.0625)
+#: the same on one collapsed-triangle element (sigma_w T <= 3): band 2 with delta = 1/64.  Measured (abs, T = 1,
+#: NTK error relative to its largest value against degree 56, input angles 1e-7 .. 3e-2): delta = 1/16 needs
+#: degree 40 (1.2e-10 at degree 40 for theta_0 = 3e-4, 5.6e-10 at 32), delta = 1/64 errs by <= 5.6e-11 at
+#: degree 32 and <= 3.3e-10 at 24; the band-2 solves and grids at degree 32 cost a third of those at 40, and
+#: the graded theta table of abs then passes at 129 nodes (257 before: its error at 129 nodes, 1.35e-10 at
+#: theta_0 = 4.2e-4, was the band-2 grid error).
+_ELEMENT_BAND_DELTAS = (1.0, 0.25, 0.015625)
 _BAND_LADDERS = ((16, 20, 24, 32, 40), (20, 24, 32, 40), (24, 32, 40, 48))
 #: the same per cell of the composite panels (sigma_w T > 3, :mod:`._panels`; each cell has sigma_w h <= 2)
 _PANEL_LADDERS = ((12, 16, 20, 24, 32), (16, 20, 24, 32), (20, 24, 32, 40))
@@ -257,6 +264,10 @@ class KinkedSolverMixin:
     def _panel_count(self) -> int:
         return _panels_of(self.T, self.sigma_w)
 
+    def _band_deltas(self) -> tuple:
+        """The sinh-map parameter of each band: ``_ELEMENT_BAND_DELTAS`` on one element, ``_BAND_DELTAS`` on panels."""
+        return _ELEMENT_BAND_DELTAS if self._panel_count() == 1 else _BAND_DELTAS
+
     def _grid(self, M, delta):
         r"""The time grid of degree ``M`` and sinh map ``delta``: one collapsed-triangle element
         (:func:`._triangle.triangle_grid`) for $\sigma_wT\le3$, else the composite panels of :mod:`._panels`."""
@@ -304,7 +315,7 @@ class KinkedSolverMixin:
             b, own = int(key) // 2, bool(key % 2)
             idx = np.nonzero(groups == key)[0]
             Mb = degrees.get(int(b), M)
-            grid = self._grid(Mb, _BAND_DELTAS[b])
+            grid = self._grid(Mb, self._band_deltas()[b])
             qb = q if Mb == M else _resample(q, grid0, grid)        # q(t) is analytic: interpolate
             for lo in range(0, idx.size, _BATCH):
                 sel = idx[lo:lo + _BATCH]
@@ -373,7 +384,7 @@ class KinkedSolverMixin:
         other bands), raised along its ladder until the NTK at the probe angles changes by less than
         ``tol`` (relative to the largest); the other bands are chosen when first needed (:meth:`_band_degree`)."""
         self.info["band_degrees"], self.info["band_changes"] = {}, {}   # shared with the memo of the time grid
-        self.info["band_deltas"] = dict(enumerate(_BAND_DELTAS))
+        self.info["band_deltas"] = dict(enumerate(self._band_deltas()))
         M, change = self._ladder(dual, 0, v, None, None)
         return M, change
 
@@ -405,7 +416,7 @@ class KinkedSolverMixin:
         accuracy_shortfall(
             f"time grid: the NTK at input angles {', '.join(f'{t:.3g}' for t in theta)} still changes by "
             f"{change:.1e} (relative) at degree {M} of the collapsed-triangle grid (sinh map "
-            f"delta = {_BAND_DELTAS[b]:g}), above tol = {self.tol:.1e}", self.strict)
+            f"delta = {self._band_deltas()[b]:g}), above tol = {self.tol:.1e}", self.strict)
         self._unmet[b] = (M, change)   # not memoised with the grid: a later call chooses (and warns) again
         return M, change
 
