@@ -53,6 +53,9 @@ _BAND_DELTAS = (1.0, 0.25, 0.0625)
 #: degree 32 and <= 3.3e-10 at 24; the band-2 solves and grids at degree 32 cost a third of those at 40, and
 #: the graded theta table of abs then passes at 129 nodes (257 before: its error at 129 nodes, 1.35e-10 at
 #: theta_0 = 4.2e-4, was the band-2 grid error).
+#: Bands 1 and 2 are one band there (input angles 2 theta_0 / (1 + sigma_w T) < 0.1, probed at 0.01, 0.003, 0.001
+#: times (1 + sigma_w T) / 2): delta = 1/64 errs by <= 2.3e-11 at degree 24 for theta_0 in [0.01, 0.1] (abs, against
+#: degree 48), so band 1's own grids (three builds for abs) are not needed.
 _ELEMENT_BAND_DELTAS = (1.0, 0.25, 0.015625)
 _BAND_LADDERS = ((16, 20, 24, 32, 40), (20, 24, 32, 40), (24, 32, 40, 48))
 #: the same per cell of the composite panels (sigma_w T > 3, :mod:`._panels`; each cell has sigma_w h <= 2)
@@ -303,6 +306,8 @@ class KinkedSolverMixin:
         ``gap`` (B,): $S_0$ of the parallel pair minus ``S0``, exactly (small angles of a homogeneous kink are
         solved for the deficit from the parallel pair, :meth:`_deficit`)."""
         bands = band_of(theta0, self.sigma_w * self.T)
+        if self._panel_count() == 1:      # one element: bands 1 and 2 share band 2's grid (_ELEMENT_BAND_DELTAS)
+            bands = np.where(bands == 1, 2, bands)
         if degrees is None:
             degrees = {int(b): self._band_degree(dual, int(b), M) for b in np.unique(bands)}
         grid0 = self._grid(M, 1.0)
@@ -392,6 +397,8 @@ class KinkedSolverMixin:
         """Degree of band ``b`` (and its last change): its ladder until the probes' NTK changes by < tol."""
         scale = (1.0 + self.sigma_w * self.T) / 2.0
         probes = ((0.0, min(0.1 * scale, 3.0), 1.0, math.pi), (0.01 * scale,), (0.001 * scale,))
+        if self._panel_count() == 1:      # band 2 holds band 1's angles too; 0.003: its largest error (abs, relu)
+            probes = probes[:2] + ((0.01 * scale, 0.003 * scale, 0.001 * scale),)
         theta = np.array(probes[b])
         S0 = rec.ode_initial(v * np.cos(theta), self.sigma_u)
         gap = rec.ode_initial(2.0 * v * np.sin(theta / 2) ** 2, self.sigma_u)
