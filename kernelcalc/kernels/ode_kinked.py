@@ -21,7 +21,8 @@ when a call first needs them.  A band's degree climbs its ladder (``_BAND_LADDER
 its probe angles changes by less than ``tol`` relative to the self-kernel NTK; the coarser of the two
 degrees is used, with that change as its error estimate (the convergence is geometric, so the change
 is the coarser grid's error).  The largest change of the bands used is ``info["band_changes"]`` and
-enters ``info["error_estimate"]``.
+enters ``info["error_estimate"]``.  On one element (``_ELEMENT_BAND_DELTAS``) bands 1 and 2 are one band, with
+$\delta=1/64$.  The grid builds and solves run with one BLAS thread (:func:`._triangle._one_thread`).
 """
 
 from __future__ import annotations
