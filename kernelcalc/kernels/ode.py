@@ -206,8 +206,13 @@ def chebyshev_discretisation(M: int, T: float, elements: int = 1) -> Discretisat
     sweeps converge at every $\sigma_wT$ (one element of length $T$ diverges once $\sigma_wT\gtrsim3$).
     """
     P = int(elements)
-    _, J, w = chebyshev_lobatto(M, T / P)
     n = P * M + 1
+    if n > 4 * _MAX_NODES:   # before allocating (4 n^2 floats): the solver's own limit is _MAX_NODES
+        raise KernelcalcInputError(
+            f"the horizon T = {T:g} needs {P} time elements (sigma_w*T <= {_ELEMENT_LENGTH:g} each; {n} nodes, more than "
+            f"the limit {_MAX_NODES}): supported up to "
+            f"sigma_w*T ~ {_ELEMENT_LENGTH * (_MAX_NODES - 1) / _M_SEQUENCE[0]:g}; reduce T or sigma_w")
+    _, J, w = chebyshev_lobatto(M, T / P)
     A = np.zeros((n, n))
     W = np.zeros(n)
     for e in range(P):

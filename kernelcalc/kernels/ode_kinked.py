@@ -278,6 +278,11 @@ class KinkedSolverMixin:
         P = self._panel_count()
         if P == 1:
             return tri.triangle_grid(int(M), int(M), float(delta), self.T)
+        if P * int(M) + 1 > 4 * self.max_nodes:    # before allocating the panels (the solver's limit: max_nodes)
+            from .._validation import KernelcalcInputError
+            raise KernelcalcInputError(
+                f"sigma_w*T = {self.sigma_w * self.T:g} needs {P} time panels ({P * int(M) + 1} nodes, more than the "
+                f"limit {self.max_nodes}); reduce T or sigma_w")
         return pan.panel_grid(int(M), P, float(delta), self.T)
 
     def _fwd(self, C):
