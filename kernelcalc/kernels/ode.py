@@ -616,6 +616,9 @@ class GoursatSolver:
             if (prev is not None or blown is not None) and (
                     self.grid(M).A.shape[0] > self.max_nodes or ((dual.method == "polar" or jumps) and M > _KINK_M_MAX)):
                 break
+            # the call's own cost at this degree (the final degree is at least this one): refuse before the solves
+            # of the ladder, not after them (tanh at T = 40 was refused after 455 s)
+            self._check_cost(dual, self.pairs_hint, self._nodes(M), self.same_norms)
             M_done = M
             try:
                 q = self._self_diagonals(dual, M, np.array([v]))
