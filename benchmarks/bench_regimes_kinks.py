@@ -49,23 +49,27 @@ print(json.dumps(dict(activation=act, N=N, seconds=seconds, error_estimate=float
 """
 
 
-def _cold(activation: str, N: int, timeout: float = 1800.0) -> dict:
-    """One cold first call in a fresh Python process."""
+def _cold(activation: str, N: int, timeout: float = 600.0) -> dict:
+    """One cold first call in a fresh Python process (a row saying so after ``timeout`` seconds)."""
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    out = subprocess.run([sys.executable, "-c", _CHILD, activation, str(N)], capture_output=True, text=True,
-                         env=env, timeout=timeout)
+    try:
+        out = subprocess.run([sys.executable, "-c", _CHILD, activation, str(N)], capture_output=True, text=True,
+                             env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return dict(activation=activation, N=N, seconds=float("nan"), error_estimate=float("nan"),
+                    relative_error_estimate=float("nan"), error=[f"timeout after {timeout:g} s"])
     if out.returncode != 0:
         return dict(activation=activation, N=N, seconds=float("nan"), error_estimate=float("nan"),
                     relative_error_estimate=float("nan"), error=out.stderr.strip().splitlines()[-1:])
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(N: int = 2000, activations=ACTIVATIONS) -> list[dict]:
-    """Time and error estimate of each activation's Neural-ODE Gram (cold, fresh process), with the
-    ratio against softplus; prints a table and returns the rows."""
-    rows = [_cold(a, N) for a in activations]
+def run(N: int = 2000, activations=ACTIVATIONS, timeout: float = 600.0) -> list[dict]:
+    """Time and error estimate of each activation's Neural-ODE Gram (cold, fresh process, at most ``timeout``
+    seconds each), with the ratio against softplus; prints a table and returns the rows."""
+    rows = [_cold(a, N, timeout) for a in activations]
     base = next((r["seconds"] for r in rows if r["activation"] == "softplus"), float("nan"))
     print(f"Neural ODE, N = {N} on the sphere (d = 10), T = 1, tol = 1e-10; cold first call, fresh process each")
     print(f"{'activation':<12}{'seconds':>9}{'x softplus':>12}{'error est.':>12}{'relative':>11}  grid")
