@@ -112,28 +112,42 @@ def _one(case: str, kind: str, sphere: bool, n: int, seed: int) -> dict:
                 pair_solves=info.get("pair_solves"), v_range=[float(v.min()), float(v.max())])
 
 
-def _cold(case: str, kind: str, sphere: bool, n: int, seed: int) -> dict:
-    """:func:`_one` in a fresh Python process (nothing memoised, nothing compiled)."""
+def _failed(why: str) -> dict:
+    """The row of a case that did not finish (printed as such; the run goes on)."""
+    nan = float("nan")
+    return dict(seconds=nan, cpu_seconds=nan, path=f"FAILED: {why}"[:60], error_estimate=nan, relative_error_estimate=nan,
+                interpolation_error_estimate=None, norm_nodes=None, theta_nodes=None, pair_solves=None,
+                v_range=[nan, nan], warnings=[])
+
+
+def _cold(case: str, kind: str, sphere: bool, n: int, seed: int, timeout: float = 600.0) -> dict:
+    """:func:`_one` in a fresh Python process (nothing memoised, nothing compiled); at most ``timeout`` seconds."""
     here = os.path.dirname(os.path.abspath(__file__))
     code = (f"import sys, json; sys.path.insert(0, {here!r}); import bench_regimes_offsphere as b; "
             f"print('RESULT' + json.dumps(b._one({case!r}, {kind!r}, {sphere!r}, {n}, {seed})))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return _failed(f"timeout after {timeout:g} s")
+    if out.returncode != 0:
+        return _failed((out.stderr.strip().splitlines() or ["exit %d" % out.returncode])[-1])
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")][-1]
     res = json.loads(line[len("RESULT"):])
     res["warnings"] = [ln.strip() for ln in out.stderr.splitlines() if "Warning" in ln]
     return res
 
 
-def run(n: int = 2000, cases=tuple(CASES), data=DATA, seed: int = 1) -> list[dict]:
-    """First-call off/on-sphere ratios (module doc); prints a table and returns its rows."""
+def run(n: int = 2000, cases=tuple(CASES), data=DATA, seed: int = 1, timeout: float = 600.0) -> list[dict]:
+    """First-call off/on-sphere ratios (module doc; each call at most ``timeout`` seconds); prints a table and
+    returns its rows."""
     out = []
     print(f"{'case':18s} {'data':13s} {'off s':>7s} {'on s':>6s} {'ratio':>6s} {'cpu ratio':>9s}  {'path':20s} {'v range':>13s} "
           f"{'interp est':>10s} {'err est':>9s} {'rel est':>8s} {'solves':>6s}", flush=True)
     for i, case in enumerate(cases):
         for j, kind in enumerate(data):
             s = seed + 100 * i + j
-            off = _cold(case, kind, False, n, s)
-            on = _cold(case, kind, True, n, s)
+            off = _cold(case, kind, False, n, s, timeout)
+            on = _cold(case, kind, True, n, s, timeout)
             row = dict(case=case, data=kind, n=n, off_seconds=off["seconds"], on_seconds=on["seconds"],
                        ratio=off["seconds"] / on["seconds"], off_cpu=off["cpu_seconds"], on_cpu=on["cpu_seconds"],
                        cpu_ratio=off["cpu_seconds"] / on["cpu_seconds"], path=off["path"], v_range=off["v_range"],

@@ -106,3 +106,20 @@ def test_user_typed_kinked_activations_take_the_builtin_closed_form(typed, built
     np.testing.assert_allclose(np.array(du(q, q, c, ops=NUMPY_OPS)), np.array(dr(q, q, c, ops=NUMPY_OPS)),
                                rtol=1e-15, atol=1e-15)
     assert closed_form_dual(resolve_activation("Piecewise((x, x > 0), (exp(x) - 2, True))")) is None
+
+
+def test_user_expressions_are_recognised_after_the_numeric_probe():
+    """The numeric probe of closed_form_dual only skips references that differ: expressions equal to a reference
+    but typed differently are still recognised (sympy proves them), and unequal ones are not mistaken for one."""
+    from kernelcalc.theory.duals import _differs_numerically, _values_at_probes
+    import sympy as sp
+    from kernelcalc.theory.activations import X
+    assert closed_form_dual(resolve_activation("Max(x, 0)")).name == "relu"
+    assert closed_form_dual(resolve_activation("x*erfc(-x/sqrt(2))/2")).name == "gelu"
+    assert closed_form_dual(resolve_activation("cos(-x)")).name == "cos"
+    assert closed_form_dual(resolve_activation("abs(x)")).name == "piecewise linear(1, -1)"
+    assert closed_form_dual(resolve_activation("Piecewise((x, x > 0), (2*exp(x) - 2, True))")).name.startswith("elu")
+    values = _values_at_probes(sp.Abs(X))
+    assert _differs_numerically(values, sp.Max(0, X)) and not _differs_numerically(values, sp.sqrt(X**2))
+    # a value that does not evaluate never counts as a difference (the simplify decides)
+    assert not _differs_numerically(None, sp.Max(0, X))

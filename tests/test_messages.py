@@ -205,3 +205,56 @@ def test_check_report_keeps_the_accuracy_warnings_of_its_computation(sphere_data
     issued = [str(w.message) for w in rec if issubclass(w.category, kc.KernelcalcAccuracyWarning)]
     assert issued and all(m in rep.warnings for m in issued)
     assert all(m in json.loads(json.dumps(rep.to_dict()))["warnings"] for m in issued)
+
+
+@pytest.mark.slow   # the coarse self-kernel march before the guard: ~3-9 s
+def test_deep_resnet_refusal_names_depth_and_multiplies_out():
+    """resnet sin at depth 2^14 (closed-form dual): refused before the march (which ran for more than 5 min, with
+    10 GB of dense matrices, before), the factors multiply to the quoted number, and depth is named."""
+    x = np.eye(3) * math.sqrt(3.0)
+    with pytest.raises(kc.KernelcalcInputError) as err:
+        kc.resnet_kernel(x, activation="sin", depth=2**14)
+    msg = str(err.value)
+    factors, quoted, total = _factors_and_product(msg)
+    assert math.isclose(math.prod(factors), total, rel_tol=0.05) and math.isclose(total, quoted, rel_tol=0.05)
+    assert "depth (depth + 1 = 16385 time nodes)" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("activation", ["softplus", "relu"])
+def test_huge_horizon_is_one_line_error_before_allocating(activation):
+    """sigma_w*T = 1e6: a one-line input error (before: a MemoryError traceback allocating the time grid)."""
+    with pytest.raises(kc.KernelcalcInputError) as err:
+        kc.node_kernel(np.eye(2) * math.sqrt(2.0), activation=activation, T=1e6)
+    assert "reduce T or sigma_w" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_time_grid_ladder_checks_the_cost_before_each_rung(monkeypatch):
+    """Each rung of the time-grid ladder checks the call's cost at its degree before solving there (tanh at T = 40
+    was refused only after the ladder's solves, 455 s): a guard that refuses past the first rung's nodes stops the
+    ladder before any solve at the next degree."""
+    from kernelcalc.kernels import ode
+
+    first = ode.chebyshev_discretisation(ode._M_SEQUENCE[0], 1.0, 1).A.shape[0]
+    solved = []
+    real_check, real_self = ode.GoursatSolver._check_cost, ode.GoursatSolver._self_diagonals
+
+    def check(self, dual, pairs, n, symmetric=False):
+        real_check(self, dual, pairs, n, symmetric)
+        if n > first and getattr(self, "_final", None) is dual:     # the final rule past the first rung
+            raise kc.KernelcalcInputError(f"refused at {n} nodes")
+
+    def self_diagonals(self, dual, M, v):
+        solved.append((id(dual), M))
+        return real_self(self, dual, M, v)
+
+    def choose_M(self, dual, v, _real=ode.GoursatSolver._choose_M):
+        self._final = dual
+        return _real(self, dual, v)
+
+    monkeypatch.setattr(ode.GoursatSolver, "_check_cost", check)
+    monkeypatch.setattr(ode.GoursatSolver, "_self_diagonals", self_diagonals)
+    monkeypatch.setattr(ode.GoursatSolver, "_choose_M", choose_M)
+    with pytest.raises(kc.KernelcalcInputError, match="refused at"):
+        kc.node_kernel(np.eye(2) * math.sqrt(2.0), activation="tanh", T=1.0)
+    final = [M for d, M in solved if d == solved[-1][0]]
+    assert final == [ode._M_SEQUENCE[0]], solved

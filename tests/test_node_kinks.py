@@ -302,3 +302,23 @@ def test_drop_of_a_homogeneous_kink_is_relatively_accurate():
         C = lambda r: 2 / mp.pi * (mp.sqrt(1 - r * r) + r * mp.asin(r))  # noqa: E731
         want = [float(C(1 - mp.mpf(o)) - C(1 - mp.mpf(o) - mp.mpf(d))) for o, d in zip(omr, dlt)]
     np.testing.assert_allclose(got, want, rtol=1e-13)
+
+
+def test_relu_off_the_sphere_few_pairs_at_1e10(relu_reference):
+    r"""Few pairs (the direct path) of rows off the sphere: relu is positively homogeneous, so
+    $K(x,y)=\sqrt{v_xv_y}K(\hat x,\hat y)$; each pair is solved at unit norms on the collapsed-triangle grid
+    (before: the tensor grid of unequal norms, 5e-7 with a warning), against the reference times the norms."""
+    import warnings
+    _, r2 = relu_reference
+    ref, ref_err = r2[1], np.abs(r2[1] - r2[0])
+    scales = np.array([0.7, 1.6, 1.0])
+    X = _unit_inputs(THETAS[1:]) * scales[:, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", kc.KernelcalcAccuracyWarning)
+        K = kc.node_kernel(X, activation="relu")
+    got = np.array([K.ntk[0, 0], K.ntk[0, 1], K.ntk[0, 2], K.ntk[1, 1]])
+    want = np.array([scales[0] ** 2 * ref[0], scales[0] * scales[1] * ref[1], scales[0] * scales[2] * ref[2],
+                     scales[1] ** 2 * ref[0]])
+    err = np.abs(got - want)
+    assert np.all(err <= 1e-10 * np.abs(want) + 3 * np.max(ref_err)), err
+    assert np.max(err) <= K.info["error_estimate"] + 3 * np.max(ref_err)

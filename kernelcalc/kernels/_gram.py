@@ -270,6 +270,29 @@ class _OddPairs:
         return tuple((sign * np.asarray(v).ravel()[inverse.ravel()]).reshape(shape) for v in vals)
 
 
+class _HomogeneousPairs:
+    r"""``pair_fn`` of a positively homogeneous kernel (bias-free networks of relu, leaky relu, abs):
+    $F(v_x,v_y,c)=\sqrt{v_xv_y}\,F(1,1,c/\sqrt{v_xv_y})$, evaluated at unit norms (the pairs of equal norm,
+    which the kinked Neural-ODE solver takes on the collapsed-triangle grid to full accuracy); 0 for a zero row."""
+
+    def __init__(self, pair_fn):
+        self.pair_fn = pair_fn
+
+    def __call__(self, sxx, syy, sxy):
+        sxx, syy, sxy = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (sxx, syy, sxy)))
+        r = np.sqrt(sxx * syy)
+        pos = r > 0
+        c = np.clip(sxy[pos] / r[pos], -1.0, 1.0)
+        c[(sxy[pos] == sxx[pos]) & (sxx[pos] == syy[pos])] = 1.0       # identical inputs: exactly parallel
+        one = np.ones(c.shape)
+        out = []
+        for v in self.pair_fn(one, one, c):
+            full = np.zeros(sxy.shape)
+            full[pos] = r[pos] * np.asarray(v).reshape(c.shape)
+            out.append(full)
+        return tuple(out)
+
+
 class _DirectPlan(GramPlan):
     """Every pair evaluated by ``pair_fn`` (a tile of a symmetric Gram on the diagonal: its upper
     triangle only, mirrored)."""
@@ -337,6 +360,8 @@ def gram_plan(x1, x2, pair_fn, *, tol: float = 1e-12, progress: bool = False, ch
         distinct = a.shape[0] * (a.shape[0] + 1) // 2 if same else n_pairs
         if not cheap_pairs and distinct > _DIRECT_MAX_NORM_PAIRS:
             return NormInterpPlan(a, b, same, pair_fn, tol, strict)
+    if homogeneous:   # few pairs: each at unit norms, scaled (exact; off the sphere the solver's unequal-norm path
+        pair_fn = _HomogeneousPairs(pair_fn)   # would be the tensor grid, algebraic for kinks: 5e-7 for relu)
     return _DirectPlan(a, b, same, pair_fn, _BLOCK * 1024 if cheap_pairs else _BLOCK, progress)
 
 

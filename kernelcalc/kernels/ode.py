@@ -83,6 +83,10 @@ _ELEMENT_LENGTH = 3.0     # sigma_w * (length of one Chebyshev element) at most
 _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t = s), the grid converges
                           # only algebraically; stop here and report the achieved change
 _MAX_NODES = 513          # time nodes of the composite grid at most
+#: the cost guard's price of one cell of the Euler ResNet's row march beyond its expectations (numpy work per cell:
+#: measured about 80 ns per cell and solve, sin at depth 1024-2048: 8.4 s and 21 s for 4 inputs on the sphere; without
+#: it a closed-form march was priced at 0.1 per cell, and depth 2^14 ran for more than 5 min instead of refusing)
+_MARCH_CELL_OPS = 5.0
 _MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
 _MAX_CACHED_MARGINALS = 256    # per-norm marginals kept per solver (~0.1 MB each for a 560-term series)
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
@@ -213,8 +217,13 @@ def chebyshev_discretisation(M: int, T: float, elements: int = 1) -> Discretisat
     sweeps converge at every $\sigma_wT$ (one element of length $T$ diverges once $\sigma_wT\gtrsim3$).
     """
     P = int(elements)
-    _, J, w = chebyshev_lobatto(M, T / P)
     n = P * M + 1
+    if n > 4 * _MAX_NODES:   # before allocating (4 n^2 floats): the solver's own limit is _MAX_NODES
+        raise KernelcalcInputError(
+            f"the horizon T = {T:g} needs {P} time elements (sigma_w*T <= {_ELEMENT_LENGTH:g} each; {n} nodes, more than "
+            f"the limit {_MAX_NODES}): supported up to "
+            f"sigma_w*T ~ {_ELEMENT_LENGTH * (_MAX_NODES - 1) / _M_SEQUENCE[0]:g}; reduce T or sigma_w")
+    _, J, w = chebyshev_lobatto(M, T / P)
     A = np.zeros((n, n))
     W = np.zeros(n)
     for e in range(P):
@@ -478,8 +487,9 @@ class GoursatSolver:
         unit = 0.05 if dual.method in ("hermite", "closed", "fourier") else 1.0   # series terms are cheap multiply-adds
         if _marches(self.grid(self.M_fixed or _M_SEQUENCE[0])):          # Euler ResNet: one pass, C and Cdot per cell
             sweeps = (1, "pass (row march)")
-            per_cell = 2 * unit * dual.points
-            per_cell_label = f"operations per cell (C and Cdot: 2 x {dual.points} quadrature points at weight {unit:g})"
+            per_cell = 2 * unit * dual.points + _MARCH_CELL_OPS
+            per_cell_label = (f"operations per cell (C and Cdot: 2 x {dual.points} quadrature points at weight {unit:g}, "
+                              f"plus {_MARCH_CELL_OPS:g} for the row march)")
         else:
             sweeps = (_COST_SWEEPS, "Picard sweeps")
             per_cell = unit * dual.points + 0.04 * n       # the expectations, and 2 matrix products per sweep
@@ -657,6 +667,9 @@ class GoursatSolver:
             if (prev is not None or blown is not None) and (
                     self.grid(M).A.shape[0] > self.max_nodes or ((dual.method == "polar" or jumps) and M > _KINK_M_MAX)):
                 break
+            # the call's own cost at this degree (the final degree is at least this one): refuse before the solves
+            # of the ladder, not after them (tanh at T = 40 was refused after 455 s)
+            self._check_cost(dual, self.pairs_hint, self._nodes(M), self.same_norms)
             M_done = M
             try:
                 q = self._self_diagonals(dual, M, np.array([v]))

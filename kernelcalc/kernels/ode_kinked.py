@@ -21,7 +21,8 @@ when a call first needs them.  A band's degree climbs its ladder (``_BAND_LADDER
 its probe angles changes by less than ``tol`` relative to the self-kernel NTK; the coarser of the two
 degrees is used, with that change as its error estimate (the convergence is geometric, so the change
 is the coarser grid's error).  The largest change of the bands used is ``info["band_changes"]`` and
-enters ``info["error_estimate"]``.
+enters ``info["error_estimate"]``.  On one element (``_ELEMENT_BAND_DELTAS``) bands 1 and 2 are one band, with
+$\delta=1/64$.  The grid builds and solves run with one BLAS thread (:func:`._triangle._one_thread`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ __all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
 
 #: sinh-map parameter of each band of input angles (band_of) and the degrees tried for it
 _BAND_DELTAS = (1.0, 0.25, 0.0625)
+#: the same on one collapsed-triangle element (sigma_w T <= 3): band 2 with delta = 1/64.  Measured (abs, T = 1,
+#: NTK error relative to its largest value against degree 56, input angles 1e-7 .. 3e-2): delta = 1/16 needs
+#: degree 40 (1.2e-10 at degree 40 for theta_0 = 3e-4, 5.6e-10 at 32), delta = 1/64 errs by <= 5.6e-11 at
+#: degree 32 and <= 3.3e-10 at 24; the band-2 solves and grids at degree 32 cost a third of those at 40, and
+#: the graded theta table of abs then passes at 129 nodes (257 before: its error at 129 nodes, 1.35e-10 at
+#: theta_0 = 4.2e-4, was the band-2 grid error).
+#: Bands 1 and 2 are one band there (input angles 2 theta_0 / (1 + sigma_w T) < 0.1, probed at 0.01, 0.003, 0.001
+#: times (1 + sigma_w T) / 2): delta = 1/64 errs by <= 2.3e-11 at degree 24 for theta_0 in [0.01, 0.1] (abs, against
+#: degree 48), so band 1's own grids (three builds for abs) are not needed.
+_ELEMENT_BAND_DELTAS = (1.0, 0.25, 0.015625)
 _BAND_LADDERS = ((16, 20, 24, 32, 40), (20, 24, 32, 40), (24, 32, 40, 48))
 #: the same per cell of the composite panels (sigma_w T > 3, :mod:`._panels`; each cell has sigma_w h <= 2)
 _PANEL_LADDERS = ((12, 16, 20, 24, 32), (16, 20, 24, 32), (20, 24, 32, 40))
@@ -280,12 +291,21 @@ class KinkedSolverMixin:
     def _panel_count(self) -> int:
         return _panels_of(self.T, self.sigma_w)
 
+    def _band_deltas(self) -> tuple:
+        """The sinh-map parameter of each band: ``_ELEMENT_BAND_DELTAS`` on one element, ``_BAND_DELTAS`` on panels."""
+        return _ELEMENT_BAND_DELTAS if self._panel_count() == 1 else _BAND_DELTAS
+
     def _grid(self, M, delta):
         r"""The time grid of degree ``M`` and sinh map ``delta``: one collapsed-triangle element
         (:func:`._triangle.triangle_grid`) for $\sigma_wT\le3$, else the composite panels of :mod:`._panels`."""
         P = self._panel_count()
         if P == 1:
             return tri.triangle_grid(int(M), int(M), float(delta), self.T)
+        if P * int(M) + 1 > 4 * self.max_nodes:    # before allocating the panels (the solver's limit: max_nodes)
+            from .._validation import KernelcalcInputError
+            raise KernelcalcInputError(
+                f"sigma_w*T = {self.sigma_w * self.T:g} needs {P} time panels ({P * int(M) + 1} nodes, more than the "
+                f"limit {self.max_nodes}); reduce T or sigma_w")
         return pan.panel_grid(int(M), P, float(delta), self.T)
 
     def _fwd(self, C):
@@ -328,6 +348,8 @@ class KinkedSolverMixin:
         ``gap`` (B,): $S_0$ of the parallel pair minus ``S0``, exactly (small angles of a homogeneous kink are
         solved for the deficit from the parallel pair, :meth:`_deficit`)."""
         bands = band_of(theta0, self.sigma_w * self.T)
+        if self._panel_count() == 1:      # one element: bands 1 and 2 share band 2's grid (_ELEMENT_BAND_DELTAS)
+            bands = np.where(bands == 1, 2, bands)
         if degrees is None:
             degrees = {int(b): self._band_degree(dual, int(b), M) for b in np.unique(bands)}
         grid0 = self._grid(M, 1.0)
@@ -340,7 +362,7 @@ class KinkedSolverMixin:
             b, own = int(key) // 2, bool(key % 2)
             idx = np.nonzero(groups == key)[0]
             Mb = degrees.get(int(b), M)
-            grid = self._grid(Mb, _BAND_DELTAS[b])
+            grid = self._grid(Mb, self._band_deltas()[b])
             qb = q if Mb == M else _resample(q, grid0, grid)        # q(t) is analytic: interpolate
             for lo in range(0, idx.size, _BATCH):
                 sel = idx[lo:lo + _BATCH]
@@ -410,7 +432,7 @@ class KinkedSolverMixin:
         other bands), raised along its ladder until the NTK at the probe angles changes by less than
         ``tol`` (relative to the largest); the other bands are chosen when first needed (:meth:`_band_degree`)."""
         self.info["band_degrees"], self.info["band_changes"] = {}, {}   # shared with the memo of the time grid
-        self.info["band_deltas"] = dict(enumerate(_BAND_DELTAS))
+        self.info["band_deltas"] = dict(enumerate(self._band_deltas()))
         M, change = self._ladder(dual, 0, v, None, None)
         return M, change
 
@@ -418,6 +440,8 @@ class KinkedSolverMixin:
         """Degree of band ``b`` (and its last change): its ladder until the probes' NTK changes by < tol."""
         scale = (1.0 + self.sigma_w * self.T) / 2.0
         probes = ((0.0, min(0.1 * scale, 3.0), 1.0, math.pi), (0.01 * scale,), (0.001 * scale,))
+        if self._panel_count() == 1:      # band 2 holds band 1's angles too; 0.003: its largest error (abs, relu)
+            probes = probes[:2] + ((0.01 * scale, 0.003 * scale, 0.001 * scale),)
         theta = np.array(probes[b])
         S0 = rec.ode_initial(v * np.cos(theta), self.sigma_u)
         gap = rec.ode_initial(2.0 * v * np.sin(theta / 2) ** 2, self.sigma_u)
@@ -442,7 +466,7 @@ class KinkedSolverMixin:
         accuracy_shortfall(
             f"time grid: the NTK at input angles {', '.join(f'{t:.3g}' for t in theta)} still changes by "
             f"{change:.1e} (relative) at degree {M} of the collapsed-triangle grid (sinh map "
-            f"delta = {_BAND_DELTAS[b]:g}), above tol = {self.tol:.1e}", self.strict)
+            f"delta = {self._band_deltas()[b]:g}), above tol = {self.tol:.1e}", self.strict)
         self._unmet[b] = (M, change)   # not memoised with the grid: a later call chooses (and warns) again
         return M, change
 

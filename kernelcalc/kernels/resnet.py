@@ -47,6 +47,18 @@ def euler_discretisation(L: int, T: float) -> Discretisation:
     return Discretisation(f"euler(L={L}, T={T!r})", A.astype(float), B.astype(float), P, w.astype(float))
 
 
+@functools.lru_cache(maxsize=16)
+def _march_discretisation(L: int, T: float) -> Discretisation:
+    r""":func:`euler_discretisation` as the solver uses it: the Euler ResNet is solved by its row march
+    (:func:`kernelcalc.kernels._march.euler_march`), which reads only $L$ and $\delta=T/L$, so $A$, $B$, $P$ are
+    zero-stride stand-ins of the right shape (no memory: the dense matrices take $3\cdot8(L+1)^2$ bytes, 6.4 GB at
+    depth $2^{14}$, before the cost guard could speak)."""
+    delta = T / L
+    idx = np.arange(L + 1)
+    shape = np.broadcast_to(np.zeros(()), (L + 1, L + 1))
+    return Discretisation(f"euler(L={L}, T={T!r})", shape, shape, shape, (delta * (idx < L)).astype(float))
+
+
 def cost_drivers(depth: int) -> tuple[str, ...]:
     """What drives the cost of a ResNet kernel solve, for the advice of a cost refusal: ``depth`` first (its
     ``depth + 1`` layers are the time nodes), then the scales and the number of points."""
@@ -79,7 +91,7 @@ def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u
     t0 = time.perf_counter()
     a, b, same = as_input_pair(x1, x2)
     solver = GoursatSolver(act, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, M=depth,
-                           grid=lambda L: euler_discretisation(L, T), scheme="Euler (exact discrete sums)",
+                           grid=lambda L: _march_discretisation(L, T), scheme="Euler (exact discrete sums)",
                            v_max=max_norm(a, b), strict=strict, max_nodes=float("inf"))
     solver.cost_drivers = cost_drivers(depth)
     # no biases: a positively homogeneous phi (relu) gives K(lx, my) = lm K(x, y), any inputs take the sphere

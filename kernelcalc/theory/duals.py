@@ -416,10 +416,38 @@ _REFERENCE_EXPR = {"relu": sp.Max(0, X), "erf": sp.erf(X), "gelu": X * (1 + sp.e
 _REFERENCE_NEEDS = {"gelu": (sp.erf, sp.erfc)}
 
 
+_PROBE_POINTS = np.array([-2.3, -1.1, -0.4, 0.3, 0.9, 1.7])
+
+
+def _values_at_probes(expr: sp.Expr) -> np.ndarray | None:
+    """``expr`` at :data:`_PROBE_POINTS` (floats), or ``None`` where it does not evaluate to real numbers."""
+    try:
+        return np.array([complex(expr.subs(X, float(z)).evalf()) for z in _PROBE_POINTS])
+    except (TypeError, ValueError, AttributeError, ZeroDivisionError):
+        return None
+
+
+def _differs_numerically(values: np.ndarray | None, ref: sp.Expr) -> bool:
+    r"""Whether the values of an expression at the probe points (``values``) differ from ``ref``'s by more than
+    rounding: then the two are not equal and a ``simplify`` of their difference (0.1-0.5 s) is skipped.  Sound:
+    equal expressions agree at every point; ``None`` (not evaluated) never counts as a difference."""
+    other = _values_at_probes(ref)
+    if values is None or other is None or not (np.all(np.isfinite(values)) and np.all(np.isfinite(other))):
+        return False
+    return bool(np.any(np.abs(values - other) > 1e-9 * (1.0 + np.abs(other))))
+
+
 def _elu_alpha(expr: sp.Expr) -> float | None:
     r"""$\alpha$ when ``expr`` is ELU ($x$ for $x>0$, $\alpha(e^x-1)$ for $x<0$), else ``None``: proved
     symbolically on each half-line; on $x<0$, $g=\phi$ is $\alpha(e^x-1)$ exactly when $g'-g$ is a constant
     $\alpha$ and $g(0^-)=0$ (the unique solution of that linear ODE)."""
+    values = _values_at_probes(expr)
+    if values is not None and np.all(np.isfinite(values)):   # a necessary condition first (cheap): x on x > 0 and
+        z = _PROBE_POINTS                                     # phi / (e^x - 1) one constant on x < 0
+        ratio = values[z < 0] / np.expm1(z[z < 0])
+        if np.any(np.abs(values[z > 0] - z[z > 0]) > 1e-9 * (1 + z[z > 0])) or np.ptp(ratio.real) > 1e-9 * (
+                1 + np.max(np.abs(ratio))) or np.any(np.abs(ratio.imag) > 0):
+            return None
     pos, neg = sp.Symbol("x_pos", positive=True), sp.Symbol("x_neg", negative=True)
     try:
         if sp.simplify(expr.subs(X, pos) - pos) != 0:
@@ -454,8 +482,11 @@ def closed_form_dual(activation: Activation) -> ClosedFormDual | None:
         return None
     if activation.expr in _JUMPS:
         return _JUMPS[activation.expr]()
+    values = _values_at_probes(activation.expr)
     for key, ref in _REFERENCE_EXPR.items():
         if key in _REFERENCE_NEEDS and not activation.expr.has(*_REFERENCE_NEEDS[key]):
+            continue
+        if _differs_numerically(values, ref):
             continue
         if sp.simplify((activation.expr - ref).rewrite(sp.erf)) == 0:
             return _NAMED[key](activation)
