@@ -28,11 +28,12 @@ needs.  Measured against mpmath: $\le2\cdot10^{-14}$ relative for $|h|,|k|\le200
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
-__all__ = ["normal_cdf", "mills_ratio", "bivariate_normal_cdf", "bivariate_mills"]
+__all__ = ["normal_cdf", "mills_ratio", "bivariate_normal_cdf", "bivariate_mills", "bivariate_mills_whitened"]
 
 _XP, _WP = np.polynomial.legendre.leggauss(16)     # per panel of the graded rule
 _PANELS = 12                                        # panels on each side of the peak
@@ -267,3 +268,129 @@ def bivariate_mills(h, k, rho, xp=np):
     genz = xp.exp(xp.where(genz_ok, Q, 0.0)) * _bvnu(-h, -k, rho_in, xp)
     graded = _graded(xp.where(genz_ok, -1.0, h), xp.where(genz_ok, -1.0, k), rho_in, xp)
     return xp.where(rho >= 1.0, at_one, xp.where(genz_ok, genz, xp.where(interior, graded, 0.0)))
+
+
+# -- the whitened form: a few-node Gauss rule per element (the fast path of the ELU dual) -------------------
+#: n-point Gauss-Laguerre from A = edge on (measured against mpmath for alpha in [0, 100], beta in [0, 1]:
+#: <= 4e-14 relative at each edge, falling fast above it)
+_LAGUERRE_FROM = ((50.0, 4), (28.0, 5), (16.0, 6), (10.0, 8))
+_TABLE_NODES = 12          # Gauss rule of the weight e^{-A_j x - x^2/2} below A = _TABLE_TOP
+_TABLE_GROWTH = 0.3        # A - A_j <= _TABLE_GROWTH (A_j + 1): the factor e^{-(A - A_j) x} stays polynomial-like
+_TABLE_TOP = 10.0
+
+
+def _weight_rule(a: float, n: int):
+    r"""The ``n``-point Gauss rule of the weight $e^{-ax-x^2/2}$ on $[0,\infty)$: Stieltjes' procedure on a
+    discretisation of the weight (20 Gauss-Legendre panels of 20 points on $[0,L]$, $aL+L^2/2=45$), then
+    Golub-Welsch.  Measured: its mass and moments to ~1e-15 relative."""
+    L = -a + math.sqrt(a * a + 90.0)
+    g, gw = np.polynomial.legendre.leggauss(20)
+    edges = np.linspace(0.0, L, 21)
+    half = (edges[1:] - edges[:-1])[:, None] / 2
+    x = ((edges[1:] + edges[:-1])[:, None] / 2 + half * g).ravel()
+    w = (half * gw).ravel() * np.exp(-a * x - x * x / 2)
+    p_prev, p = np.zeros_like(x), np.ones_like(x)
+    diag, off = np.zeros(n), np.zeros(n)
+    norm = mass = float(np.sum(w))
+    for j in range(n):
+        diag[j] = np.sum(w * x * p * p) / norm
+        p_prev, p = p, (x - diag[j]) * p - (off[j] if j else 0.0) * p_prev
+        new = float(np.sum(w * p * p))
+        if j + 1 < n:
+            off[j + 1] = new / norm
+        norm = new
+    root = np.sqrt(off[1:])
+    nodes, vecs = np.linalg.eigh(np.diag(diag) + np.diag(root, 1) + np.diag(root, -1))
+    return nodes, mass * vecs[0] ** 2
+
+
+@functools.lru_cache(maxsize=1)
+def _weight_table():
+    r"""Grid $A_j$ ($A_0=0$, $A_{j+1}=A_j+0.3(A_j+1)$, up to ``_TABLE_TOP``) and the ``_TABLE_NODES``-point
+    Gauss rules of $e^{-A_jx-x^2/2}$ (built once, ~10 ms)."""
+    grid = [0.0]
+    while grid[-1] + _TABLE_GROWTH * (grid[-1] + 1.0) < _TABLE_TOP:
+        grid.append(grid[-1] + _TABLE_GROWTH * (grid[-1] + 1.0))
+    rules = [_weight_rule(a, _TABLE_NODES) for a in grid]
+    return np.array(grid), np.array([r[0] for r in rules]), np.array([r[1] for r in rules])
+
+
+def _laguerre_part(A, al, be, n, xp):
+    u, w = (xp.asarray(v) for v in np.polynomial.laguerre.laggauss(n))
+    x = u / A[..., None]
+    return xp.sum(w * xp.exp(-x * x / 2) * mills_ratio(al[..., None] + be[..., None] * x, xp), axis=-1) / A
+
+
+def _table_part(A, al, be, xp):
+    grid, X, W = (xp.asarray(v) for v in _weight_table())
+    j = xp.clip(xp.searchsorted(grid, A, side="right") - 1, 0, grid.shape[0] - 1)
+    Xj, Wj = X[j], W[j]
+    d = (A - grid[j])[..., None]
+    return xp.sum(Wj * xp.exp(-d * Xj) * mills_ratio(al[..., None] + be[..., None] * Xj, xp), axis=-1)
+
+
+def _half_line(A, al, be, xp):
+    r"""$I(A;\alpha,\beta)=\int_0^\infty e^{-Ax-x^2/2}M(\alpha+\beta x)\,dx$ ($A\ge0$, $\alpha\ge0$,
+    $0\le\beta\le1$): $n$-point Gauss-Laguerre in $Ax$ for $A\ge10$ ($n$ = 8 down to 4 as $A$ grows,
+    ``_LAGUERRE_FROM``), below a 12-point Gauss rule of $e^{-A_jx-x^2/2}$ at the tabulated $A_j\le A$ next to
+    $A$ times $e^{-(A-A_j)x}$.  numpy evaluates each element's rule only; jax.numpy both (8 Laguerre nodes
+    from $A=10$) under ``where``."""
+    if xp is not np:
+        big = A >= _TABLE_TOP
+        lag = _laguerre_part(xp.where(big, A, _TABLE_TOP), al, be, 8, xp)
+        tab = _table_part(xp.where(big, 0.0, A), al, be, xp)
+        return xp.where(big, lag, tab)
+    out = np.empty(A.shape)
+    upper = np.inf
+    for edge, n in _LAGUERRE_FROM:
+        m = (A >= edge) & (A < upper)
+        upper = edge
+        if np.any(m):
+            out[m] = _laguerre_part(A[m], al[m], be[m], n, np)
+    m = A < _TABLE_TOP
+    if np.any(m):
+        out[m] = _table_part(A[m], al[m], be[m], np)
+    return out
+
+
+def bivariate_mills_whitened(a, b, rho, xp=np):
+    r"""$R_2=e^{Q}\Phi_2(h,k;\rho)$ (:func:`bivariate_mills`) from the whitened distances
+    $a=(\rho k-h)/r\ge0$, $b=(\rho h-k)/r\ge0$, $r=\sqrt{1-\rho^2}$ (so $h=-(a+\rho b)/r$, $k=-(b+\rho a)/r$,
+    $Q=(a^2+2\rho ab+b^2)/2$), $-1\le\rho<1$.  Passing $a, b$ keeps their relative accuracy where forming them
+    from $h, k$ would cancel ($\rho\to\pm1$).  Conditioning on $X$ and writing $\Phi$ as a Mills ratio gives
+
+    $$R_2=\frac{r}{2\pi}\iint_{\mathbb R_+^2}e^{-ay-bv-(y^2-2\rho yv+v^2)/2}\,dy\,dv .$$
+
+    For $\rho\le0$ the inner integral is a Mills ratio $M(x)=e^{x^2/2}\Phi(-x)$ of a non-negative argument:
+    $R_2=\frac r{\sqrt{2\pi}}I(a;b,-\rho)$ (the larger of $a, b$ as the weight's rate); for $\rho>0$, in
+    $p=\frac{y+v}2$, $m=\frac{y-v}2$ ($p\ge|m|$) the inner integral over $p$ is a Mills ratio whose argument
+    stays large as $\rho\to1$: $R_2=\frac{\sqrt{1+\rho}}{2\sqrt\pi}\big(I(a;\alpha,\beta)+I(b;\alpha,\beta)\big)$,
+    $\alpha=\frac{a+b}{\sqrt{2(1-\rho)}}$, $\beta=\sqrt{\frac{1-\rho}2}$, with
+    $I(A;\alpha,\beta)=\int_0^\infty e^{-Ax-x^2/2}M(\alpha+\beta x)dx$ (:func:`_half_line`: 4 to 12 nodes).
+    Every term is positive.  Measured against mpmath: $\le4\cdot10^{-14}$ relative.
+
+    **Arguments:** ``a``, ``b`` $\ge0$; ``rho`` in $[-1,1)$; ``xp``: numpy or jax.numpy.
+
+    **Returns:** $R_2$ (at $\rho=-1$: 0).
+    """
+    a, b, rho = xp.broadcast_arrays(*(xp.asarray(v, dtype=xp.float64) for v in (a, b, rho)))
+    hi, lo = xp.maximum(a, b), xp.minimum(a, b)
+    pos = rho > 0
+    if xp is np:
+        out = np.empty(a.shape)
+        m = ~pos
+        if np.any(m):
+            r = np.sqrt((1.0 - rho[m]) * (1.0 + rho[m]))
+            out[m] = r / math.sqrt(2 * math.pi) * _half_line(hi[m], lo[m], -rho[m], np)
+        if np.any(pos):
+            g = 1.0 - rho[pos]
+            al, be = (a[pos] + b[pos]) / np.sqrt(2 * g), np.sqrt(g / 2)
+            both = _half_line(np.concatenate([a[pos], b[pos]]), np.concatenate([al, al]), np.concatenate([be, be]), np)
+            out[pos] = np.sqrt(1.0 + rho[pos]) / (2 * math.sqrt(math.pi)) * (both[: al.size] + both[al.size:])
+        return out
+    rn = xp.where(pos, 0.0, rho)
+    direct = xp.sqrt((1.0 - rn) * (1.0 + rn)) / math.sqrt(2 * math.pi) * _half_line(hi, lo, -rn, xp)
+    g = xp.where(pos, 1.0 - rho, 1.0)
+    al, be = (a + b) / xp.sqrt(2 * g), xp.sqrt(g / 2)
+    rotated = xp.sqrt(2.0 - g) / (2 * math.sqrt(math.pi)) * (_half_line(a, al, be, xp) + _half_line(b, al, be, xp))
+    return xp.where(pos, rotated, direct)
