@@ -307,26 +307,38 @@ def _weight_rule(a: float, n: int):
 @functools.lru_cache(maxsize=1)
 def _weight_table():
     r"""Grid $A_j$ ($A_0=0$, $A_{j+1}=A_j+0.3(A_j+1)$, up to ``_TABLE_TOP``) and the ``_TABLE_NODES``-point
-    Gauss rules of $e^{-A_jx-x^2/2}$ (built once, ~10 ms)."""
+    Gauss rules of $e^{-A_jx-x^2/2}$ (built once, ~10 ms); the weights halved (the 1/2 of $M$)."""
     grid = [0.0]
     while grid[-1] + _TABLE_GROWTH * (grid[-1] + 1.0) < _TABLE_TOP:
         grid.append(grid[-1] + _TABLE_GROWTH * (grid[-1] + 1.0))
     rules = [_weight_rule(a, _TABLE_NODES) for a in grid]
-    return np.array(grid), np.array([r[0] for r in rules]), np.array([r[1] for r in rules])
+    return np.array(grid), np.array([r[0] for r in rules]), np.array([r[1] for r in rules]) / 2   # 1/2 of M
+
+
+@functools.lru_cache(maxsize=None)
+def _laguerre_rule(n: int):
+    r"""Gauss-Laguerre nodes $u$, $-u^2/2$ and weights/2 (the 1/2 of $M=\frac12\operatorname{erfcx}(\cdot/\sqrt2)$)."""
+    u, w = np.polynomial.laguerre.laggauss(n)
+    return u, -u * u / 2, w / 2
 
 
 def _laguerre_part(A, al, be, n, xp):
-    u, w = (xp.asarray(v) for v in np.polynomial.laguerre.laggauss(n))
-    x = u / A[..., None]
-    return xp.sum(w * xp.exp(-x * x / 2) * mills_ratio(al[..., None] + be[..., None] * x, xp), axis=-1) / A
+    r"""$\frac1A\sum_iw_ie^{-x_i^2/2}M(\alpha+\beta x_i)$, $x_i=u_i/A$ (``al``, ``be`` already divided by $\sqrt2$)."""
+    u, mhalf, w = (xp.asarray(v) for v in _laguerre_rule(n))
+    inv = 1.0 / A
+    x = u * inv[..., None]
+    terms = xp.exp(mhalf * (inv * inv)[..., None]) * _special(xp).erfcx(al[..., None] + be[..., None] * x)
+    return xp.sum(w * terms, axis=-1) * inv
 
 
 def _table_part(A, al, be, xp):
+    r"""$\sum_iW_{ji}e^{-(A-A_j)X_{ji}}M(\alpha+\beta X_{ji})$ at the tabulated $A_j\le A$ next to $A$ (``al``, ``be``
+    already divided by $\sqrt2$)."""
     grid, X, W = (xp.asarray(v) for v in _weight_table())
     j = xp.clip(xp.searchsorted(grid, A, side="right") - 1, 0, grid.shape[0] - 1)
-    Xj, Wj = X[j], W[j]
-    d = (A - grid[j])[..., None]
-    return xp.sum(Wj * xp.exp(-d * Xj) * mills_ratio(al[..., None] + be[..., None] * Xj, xp), axis=-1)
+    Xj = X[j]
+    terms = xp.exp((grid[j] - A)[..., None] * Xj) * _special(xp).erfcx(al[..., None] + be[..., None] * Xj)
+    return xp.sum(W[j] * terms, axis=-1)
 
 
 def _half_line(A, al, be, xp):
@@ -335,6 +347,7 @@ def _half_line(A, al, be, xp):
     ``_LAGUERRE_FROM``), below a 12-point Gauss rule of $e^{-A_jx-x^2/2}$ at the tabulated $A_j\le A$ next to
     $A$ times $e^{-(A-A_j)x}$.  numpy evaluates each element's rule only; jax.numpy both (8 Laguerre nodes
     from $A=10$) under ``where``."""
+    al, be = al / _SQRT2, be / _SQRT2          # M(z) = erfcx(z / sqrt 2) / 2
     if xp is not np:
         big = A >= _TABLE_TOP
         lag = _laguerre_part(xp.where(big, A, _TABLE_TOP), al, be, 8, xp)
@@ -343,12 +356,12 @@ def _half_line(A, al, be, xp):
     out = np.empty(A.shape)
     upper = np.inf
     for edge, n in _LAGUERRE_FROM:
-        m = (A >= edge) & (A < upper)
+        m = np.nonzero((A >= edge) & (A < upper))[0]
         upper = edge
-        if np.any(m):
+        if m.size:
             out[m] = _laguerre_part(A[m], al[m], be[m], n, np)
-    m = A < _TABLE_TOP
-    if np.any(m):
+    m = np.nonzero(A < _TABLE_TOP)[0]
+    if m.size:
         out[m] = _table_part(A[m], al[m], be[m], np)
     return out
 
@@ -376,18 +389,18 @@ def bivariate_mills_whitened(a, b, rho, xp=np):
     a, b, rho = xp.broadcast_arrays(*(xp.asarray(v, dtype=xp.float64) for v in (a, b, rho)))
     hi, lo = xp.maximum(a, b), xp.minimum(a, b)
     pos = rho > 0
-    if xp is np:
+    if xp is np:     # one call of the rules for the direct (rho <= 0) and both rotated (rho > 0) integrals
+        shape = a.shape
+        a, b, rho, hi, lo, pos = (v.ravel() for v in (a, b, rho, hi, lo, pos))
+        d, p = np.nonzero(~pos)[0], np.nonzero(pos)[0]
+        g = 1.0 - rho[p]
+        al, be = (a[p] + b[p]) / np.sqrt(2 * g), np.sqrt(g / 2)
+        vals = _half_line(np.concatenate([hi[d], a[p], b[p]]), np.concatenate([lo[d], al, al]),
+                          np.concatenate([-rho[d], be, be]), np)
         out = np.empty(a.shape)
-        m = ~pos
-        if np.any(m):
-            r = np.sqrt((1.0 - rho[m]) * (1.0 + rho[m]))
-            out[m] = r / math.sqrt(2 * math.pi) * _half_line(hi[m], lo[m], -rho[m], np)
-        if np.any(pos):
-            g = 1.0 - rho[pos]
-            al, be = (a[pos] + b[pos]) / np.sqrt(2 * g), np.sqrt(g / 2)
-            both = _half_line(np.concatenate([a[pos], b[pos]]), np.concatenate([al, al]), np.concatenate([be, be]), np)
-            out[pos] = np.sqrt(1.0 + rho[pos]) / (2 * math.sqrt(math.pi)) * (both[: al.size] + both[al.size:])
-        return out
+        out[d] = np.sqrt((1.0 - rho[d]) * (1.0 + rho[d])) / math.sqrt(2 * math.pi) * vals[: d.size]
+        out[p] = np.sqrt(1.0 + rho[p]) / (2 * math.sqrt(math.pi)) * (vals[d.size: d.size + p.size] + vals[d.size + p.size:])
+        return out.reshape(shape)
     rn = xp.where(pos, 0.0, rho)
     direct = xp.sqrt((1.0 - rn) * (1.0 + rn)) / math.sqrt(2 * math.pi) * _half_line(hi, lo, -rn, xp)
     g = xp.where(pos, 1.0 - rho, 1.0)
