@@ -238,8 +238,8 @@ class KinkedSolverMixin:
             factors = [(int(pairs), "pairs"), (_PANEL_SWEEPS, "Picard sweeps per row of cells"),
                        (cells, f"time cells ({P} panels: {P} diagonal, {cells - P} off-diagonal)"),
                        (per_cell, f"nodes per cell (degree {m})"),
-                       (0.05 * dual.points + 0.04 * (m + 1), f"operations per node (closed form at weight 0.05, plus "
-                                                             f"{0.04 * (m + 1):g} for the cell maps)")]
+                       (0.05 * dual.points + 0.04 * (m + 1), f"operations per node (closed form of price {dual.points} "
+                                                             f"at weight 0.05, plus {0.04 * (m + 1):g} for the cell maps)")]
         else:
             factors = [(3, "angle tables (bands of input angles)"), (_TABLE_COST_ANGLES, "angles per table"),
                        (cells, f"time cells ({P} panels: {P} diagonal, {cells - P} off-diagonal)"),
