@@ -39,6 +39,7 @@ from ..theory import recursion as rec
 from ..theory.duals import NUMPY_OPS
 from . import _triangle as tri
 from . import _panels as pan
+from ._anchored import RESIDUAL_TOL, AnchoredDual
 from ._gram import bucket, flat_pairs, pad_to
 from ._interp import barycentric_weights
 from ._interp import chebyshev_coefficients, chebyshev_matrix
@@ -315,7 +316,11 @@ class KinkedSolverMixin:
                     table = None if own else self._table(dual, grid, qb[sel])
                     C_of = self._C(dual) if table is None else (
                         lambda q1, q2, c: table(c.reshape(c.shape[0], -1), 0).reshape(c.shape))
+                    if table is None and not own and getattr(dual, "points", 1) > 1:   # a dear closed form (elu)
+                        C_of = AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True))
                     S, qk, dS, nS = _solve(grid, C_of, S0[sel], self._fwd, q=None if own else qb[sel])
+                    if isinstance(C_of, AnchoredDual) and C_of.residual() > RESIDUAL_TOL:   # (module _anchored)
+                        S, qk, dS, nS = _solve(grid, self._C(dual), S0[sel], self._fwd, q=qb[sel])
                     B = S.shape[0]
                     if table is None:
                         q1, q2 = _point_variances(grid, qk)
