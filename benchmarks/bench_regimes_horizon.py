@@ -48,6 +48,16 @@ With the deficit form on the panels too (near-parallel pairs of a homogeneous ki
     gelu          0.9    16.5   18.7   2.5e-10  not homogeneous: no deficit form, the theta table still needs
                                                 ~1025 nodes (near-parallel noise), over the 10x target
 
+elu after its Mills ratios became few-node Gauss rules from the whitened distances (``bivariate_mills_whitened``;
+was: a graded 384-point quadrature and a 64-step bisection per ratio, > 400 s), eluhorizon branch, 13:25-13:50,
+load average 8-10 (both columns of a row in the same run)::
+
+    elu          11.8   592.7   50.1   1.0e-10  closed form, q(T) = 2.32e5 (whitened Mills ratios; 2.2 us/evaluation)
+    elu          12.3   512.3   41.5   1.0e-10  + anchored Picard sweeps (exact (C, Cdot) at a few anchors, Price's
+                                                linear model between: kernels/_anchored.py)
+    (N = 3, T = 10: 104 s -> 6 s at T = 5 and 159 s -> 41 s at T = 10 from the Mills ratios; the anchors save
+    2.8 of every 3.8 evaluations of the dual in the cross solves.  Target (10x) missed: see the eluhorizon report.)
+
 The sin/cos ratios above 10 come from the T = 1 side (now ~1 s cold); their T = 10 times are unchanged
 against main measured side by side (sin: 13.4 s vs 14.0 s, 10.0 s vs 12.1 s).
 
