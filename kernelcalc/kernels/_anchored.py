@@ -5,8 +5,11 @@ cross-kernels), the dual $C(q_1,q_2,c)$ at each node changes only through $c$, a
 $\partial C/\partial c=\dot C$.  :class:`AnchoredDual` evaluates the closed form exactly ($C$ and $\dot C$ together,
 at the price of one evaluation) at an anchor $c_a$ and answers the following sweeps with
 $C(c_a)+\dot C(c_a)(c-c_a)$ (a few array operations) until the iterate settles (its relative step falls below
-``settle``) farther than ``near`` from the anchor, or strays from it (``stray``); then it re-anchors at the
-current iterate.  This is the chord
+``settle`` times the square of its relative distance from the anchor: the linear model's own error, so further
+linear sweeps would not improve it), unless it is within ``near`` of the anchor (the model is then exact to
+rounding), or strays from it (``stray``, off by default); then it re-anchors at the current iterate.  Measured
+(elu, sigma_w T = 10, a row of cells): 4-6 exact evaluations per site against 12-22 calls, where plain Picard
+needs 42 sweeps.  This is the chord
 form of Newton's method on the dual: each anchor roughly squares the linearisation error, so a solve costs a
 handful of exact evaluations instead of one per sweep (20-40 at $\sigma_wT=10$).
 
@@ -17,6 +20,8 @@ with the exact dual when it exceeds its tolerance (:data:`RESIDUAL_TOL`).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -31,7 +36,7 @@ class AnchoredDual:
     corners; a site whose variances differ from its anchor's (the self-kernel's own diagonal) is evaluated
     exactly.  ``exact_points`` / ``linear_points``: the node evaluations of each kind (diagnostics)."""
 
-    def __init__(self, exact, settle: float = 1e-4, stray: float = 0.5, near: float = 1e-9):
+    def __init__(self, exact, settle: float = 1.0, stray: float = math.inf, near: float = 1e-9):
         self.exact, self.settle, self.stray, self.near = exact, settle, stray, near
         self.sites: dict = {}
         self.exact_points = self.linear_points = 0
@@ -48,9 +53,9 @@ class AnchoredDual:
             step = float(np.max(np.abs(c - site["last"]))) / scale
             far = float(np.max(np.abs(c - site["c"]))) / scale
             site["last"] = np.array(c, copy=True)
-            # linear while the iterate moves, or has settled close to the anchor (its model then exact to
-            # ~ C'' (far c)^2); re-anchor when it settles away from the anchor or strays from it
-            if far <= self.stray and (step > self.settle or far <= self.near or site["fresh"]):
+            # linear while the iterate moves by more than the model's own error (~ far^2), or has settled close to
+            # the anchor (the model then exact to ~ C'' (far c)^2); re-anchor when it settles or strays
+            if far <= self.stray and (step > max(self.settle * far * far, 1e-13) or far <= self.near or site["fresh"]):
                 site["fresh"] = False
                 self.linear_points += c.size
                 out = site["C"] + site["Cd"] * (c - site["c"])

@@ -320,7 +320,7 @@ class KinkedSolverMixin:
                         C_of = AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True))
                     S, qk, dS, nS = _solve(grid, C_of, S0[sel], self._fwd, q=None if own else qb[sel])
                     if isinstance(C_of, AnchoredDual) and C_of.residual() > RESIDUAL_TOL:   # (module _anchored)
-                        S, qk, dS, nS = _solve(grid, self._C(dual), S0[sel], self._fwd, q=qb[sel])
+                        S, qk, dS, nS = _solve(grid, self._C(dual), S0[sel], self._fwd, q=None if own else qb[sel])
                     B = S.shape[0]
                     if table is None:
                         q1, q2 = _point_variances(grid, qk)
