@@ -54,9 +54,15 @@ load average 8-10 (both columns of a row in the same run)::
 
     elu          11.8   592.7   50.1   1.0e-10  closed form, q(T) = 2.32e5 (whitened Mills ratios; 2.2 us/evaluation)
     elu          12.3   512.3   41.5   1.0e-10  + anchored Picard sweeps (exact (C, Cdot) at a few anchors, Price's
-                                                linear model between: kernels/_anchored.py)
-    (N = 3, T = 10: 104 s -> 6 s at T = 5 and 159 s -> 41 s at T = 10 from the Mills ratios; the anchors save
-    2.8 of every 3.8 evaluations of the dual in the cross solves.  Target (10x) missed: see the eluhorizon report.)
+                                                linear model between: kernels/_anchored.py; re-anchored at step 1e-4)
+    elu           9.9   154.1   15.6   1.0e-10  + re-anchored when the step falls below the model's own error
+                                                (Newton-chord: 4-6 exact evaluations per row site, plain Picard 42)
+    elu          12.3   161.2   13.1   1.0e-10  + 8/10-node tabulated rules where alpha is large (14:07-14:11, load
+                                                10 -> 7); 257 theta nodes, band degrees 20/16/20
+    (N = 3: 104 s -> 6 s at T = 5.  N = 200, T = 10 profiled at load ~8 before the Newton-chord anchors: 251 s, 219 s
+    of it in the dual, 58e6 exact evaluations (16e6 of them in the self-kernel and theta = 0 solves, whose diagonal
+    q iterates with S, so that a model in c alone does not apply) against 119e6 linear ones.  Target (10x) missed:
+    13-16x; the dual still costs ~1-2 us per exact evaluation (three Mills ratios of 4-12 erfcx nodes).)
 
 The sin/cos ratios above 10 come from the T = 1 side (now ~1 s cold); their T = 10 times are unchanged
 against main measured side by side (sin: 13.4 s vs 14.0 s, 10.0 s vs 12.1 s).
