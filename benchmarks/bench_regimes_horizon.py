@@ -59,6 +59,8 @@ load average 8-10 (both columns of a row in the same run)::
                                                 (Newton-chord: 4-6 exact evaluations per row site, plain Picard 42)
     elu          12.3   161.2   13.1   1.0e-10  + 8/10-node tabulated rules where alpha is large (14:07-14:11, load
                                                 10 -> 7); 257 theta nodes, band degrees 20/16/20
+    elu           4.7    67.0   14.2   1.0e-10  + theta0 = 0 pairs reuse the self-kernel solve (14:18-14:20, load 3-5)
+    elu           8.1    97.2   12.0   1.0e-10  the same, rerun at 14:20-14:22, load 4-6
     (N = 3: 104 s -> 6 s at T = 5.  N = 200, T = 10 profiled at load ~8 before the Newton-chord anchors: 251 s, 219 s
     of it in the dual, 58e6 exact evaluations (16e6 of them in the self-kernel and theta = 0 solves, whose diagonal
     q iterates with S, so that a model in c alone does not apply) against 119e6 linear ones.  Target (10x) missed:
