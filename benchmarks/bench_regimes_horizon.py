@@ -64,7 +64,7 @@ load average 8-10 (both columns of a row in the same run)::
     (N = 3: 104 s -> 6 s at T = 5.  N = 200, T = 10 profiled at load ~8 before the Newton-chord anchors: 251 s, 219 s
     of it in the dual, 58e6 exact evaluations (16e6 of them in the self-kernel and theta = 0 solves, whose diagonal
     q iterates with S, so that a model in c alone does not apply) against 119e6 linear ones.  Target (10x) missed:
-    13-16x; the dual still costs ~1-2 us per exact evaluation (three Mills ratios of 4-12 erfcx nodes).)
+    12-16x; the dual still costs ~1-2 us per exact evaluation (three Mills ratios of 4-12 erfcx nodes).)
 
 The sin/cos ratios above 10 come from the T = 1 side (now ~1 s cold); their T = 10 times are unchanged
 against main measured side by side (sin: 13.4 s vs 14.0 s, 10.0 s vs 12.1 s).
