@@ -48,6 +48,24 @@ With the deficit form on the panels too (near-parallel pairs of a homogeneous ki
     gelu          0.9    16.5   18.7   2.5e-10  not homogeneous: no deficit form, the theta table still needs
                                                 ~1025 nodes (near-parallel noise), over the 10x target
 
+elu after its Mills ratios became few-node Gauss rules from the whitened distances (``bivariate_mills_whitened``;
+was: a graded 384-point quadrature and a 64-step bisection per ratio, > 400 s), eluhorizon branch, 13:25-13:50,
+load average 8-10 (both columns of a row in the same run)::
+
+    elu          11.8   592.7   50.1   1.0e-10  closed form, q(T) = 2.32e5 (whitened Mills ratios; 2.2 us/evaluation)
+    elu          12.3   512.3   41.5   1.0e-10  + anchored Picard sweeps (exact (C, Cdot) at a few anchors, Price's
+                                                linear model between: kernels/_anchored.py; re-anchored at step 1e-4)
+    elu           9.9   154.1   15.6   1.0e-10  + re-anchored when the step falls below the model's own error
+                                                (Newton-chord: 4-6 exact evaluations per row site, plain Picard 42)
+    elu          12.3   161.2   13.1   1.0e-10  + 8/10-node tabulated rules where alpha is large (14:07-14:11, load
+                                                10 -> 7); 257 theta nodes, band degrees 20/16/20
+    elu           4.7    67.0   14.2   1.0e-10  + theta0 = 0 pairs reuse the self-kernel solve (14:18-14:20, load 3-5)
+    elu           8.1    97.2   12.0   1.0e-10  the same, rerun at 14:20-14:22, load 4-6
+    (N = 3: 104 s -> 6 s at T = 5.  N = 200, T = 10 profiled at load ~8 before the Newton-chord anchors: 251 s, 219 s
+    of it in the dual, 58e6 exact evaluations (16e6 of them in the self-kernel and theta = 0 solves, whose diagonal
+    q iterates with S, so that a model in c alone does not apply) against 119e6 linear ones.  Target (10x) missed:
+    12-16x; the dual still costs ~1-2 us per exact evaluation (three Mills ratios of 4-12 erfcx nodes).)
+
 The sin/cos ratios above 10 come from the T = 1 side (now ~1 s cold); their T = 10 times are unchanged
 against main measured side by side (sin: 13.4 s vs 14.0 s, 10.0 s vs 12.1 s).
 

@@ -3,6 +3,8 @@ mpmath: a 1-D quadrature of the conditional form $\Phi_2(h,k;\rho)=\int_{-\infty
 \Phi(\frac{k-\rho x}{\sqrt{1-\rho^2}})dx$ at 20 digits (30 for the scaled form, whose exponent cancels up to $10^6$), split where the integrand changes on its own scales
 (no code shared with the Genz / Plackett formulas tested)."""
 
+import math
+
 import mpmath as mp
 import numpy as np
 import pytest
@@ -61,3 +63,55 @@ def test_bivariate_mills_ratio_is_relatively_accurate_in_the_far_tail():
     # rho = 1 with h = k is the univariate Mills ratio e^{h^2/2} Phi(h)
     assert bn.bivariate_mills(-30.0, -30.0, 1.0) == pytest.approx(
         float(mp.exp(mp.mpf(450)) * mp.ncdf(-30)), rel=1e-14)
+
+
+def _whitened_reference(a, b, r):
+    """mpmath: R_2 at the whitened distances (a, b): h = -(a + r b)/s, k = -(b + r a)/s formed at 40 digits (in
+    floats they would cancel as r -> +-1), then the conditional quadrature above."""
+    with mp.workdps(40):
+        a, b, r = mp.mpf(a), mp.mpf(b), mp.mpf(r)
+        s = mp.sqrt((1 - r) * (1 + r))
+        h, k = -(a + r * b) / s, -(b + r * a) / s
+    return _conditional(h, k, r, scaled=True)
+
+
+def _elu_arguments(q1, q2, rho):
+    """The whitened arguments of the ELU dual's three ratios (kernelcalc.theory.duals._elu_parts, re-derived):
+    E[e^{a+b} 1{a<0,b<0}] at (s1 r, s2 r; rho) and E[e^a 1{a<0, sign(rho) b>0}] at (s1 r, 0; -|rho|)."""
+    s1, s2, r = math.sqrt(q1), math.sqrt(q2), math.sqrt((1 - rho) * (1 + rho))
+    return [(s1 * r, s2 * r, rho), (s1 * r, 0.0, -abs(rho)), (s2 * r, 0.0, -abs(rho))]
+
+
+WHITENED_CASES = [_elu_arguments(1e2, 1e2, 0.999999)[0], _elu_arguments(1e4, 1e4, -0.999999)[1],
+                  _elu_arguments(1e6, 1e6, 0.5)[0], _elu_arguments(1e6, 1e6, 0.5)[1], _elu_arguments(1e4, 37.0, 0.9)[0],
+                  _elu_arguments(1e2, 1e4, -0.3)[0], _elu_arguments(1e2, 1e2, 0.9999)[2]]
+
+
+def test_whitened_mills_ratio_matches_mpmath_at_elu_arguments():
+    r"""The few-node form (Gauss-Laguerre / tabulated weight rules) at the ELU dual's arguments for q = 1e2, 1e4,
+    1e6, rho = +-0.999999, equal and unequal variances: <= 1e-13 relative against mpmath (a different formula:
+    the conditional form in h, k; the rules tested are derived from the whitened double integral)."""
+    a, b, r = (np.array(v, float) for v in zip(*WHITENED_CASES))
+    ref = np.array([_whitened_reference(*c) for c in WHITENED_CASES])
+    got = bn.bivariate_mills_whitened(a, b, r)
+    assert np.max(np.abs(got / ref - 1)) <= 1e-13, np.abs(got / ref - 1)
+    # each rule's range: Laguerre of 4..8 nodes (a >= 10) and the tabulated rules (a < 10) are both exercised
+    assert np.any(np.maximum(a, b) < 10) and np.any(np.maximum(a, b) >= 50)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rho", [-0.999999, -0.9, -0.3, 0.0, 0.3, 0.9, 0.999, 0.999999])
+def test_whitened_mills_ratio_matches_mpmath_everywhere(rho):
+    cases = [c for q1, q2 in [(1e2, 1e2), (1e4, 1e4), (1e6, 1e6), (1e4, 1e3), (3.0, 1e2)] for c in _elu_arguments(q1, q2, rho)]
+    cases = [c for c in cases if -(c[0] + c[2] * c[1]) / math.sqrt(1 - c[2] ** 2) > -3000]   # the reference's reach
+    a, b, r = (np.array(v, float) for v in zip(*cases))
+    ref = np.array([_whitened_reference(*c) for c in cases])
+    got = bn.bivariate_mills_whitened(a, b, r)
+    assert np.max(np.abs(got / ref - 1)) <= 1e-13
+    # the jax evaluation (both branches under where, 8 Laguerre nodes from a = 10) agrees
+    import jax
+
+    from kernelcalc._x64 import float64
+
+    jx = np.asarray(float64(jax.jit(lambda a, b, r: bn.bivariate_mills_whitened(a, b, r, jax.numpy)))(a, b, r))
+    np.testing.assert_allclose(jx, got, rtol=1e-13)

@@ -64,6 +64,15 @@ def test_elu_dual_matches_mpmath_everywhere(q, rho, alpha):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("q1, q2, rho, alpha", [(1e6, 1e6, -0.999999, 1.0), (1e6, 1e6, 0.999999, 1.0),
+                                                (1e6, 1e6, 0.3, 0.5), (1e4, 3e3, -0.5, 1.0), (2e5, 1e2, 0.9, 0.7)])
+def test_elu_dual_at_large_variances(q1, q2, rho, alpha):
+    """The long-horizon range (q up to 1e6, also unequal): 1e-13 (was 1.1e-11 at q = 1e6, rho = -0.999999,
+    before the Mills ratios were taken from their whitened distances)."""
+    _check(q1, q2, rho, alpha, 1e-13)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("q2, rho", [(0.5, -0.7), (0.5, 0.95), (30.0, 0.2), (30.0, -0.999)])
 def test_elu_dual_unequal_variances(q2, rho):
     _check(2.0, q2, rho, 0.7, 1e-12)

@@ -168,3 +168,20 @@ def test_panel_cost_refusal_multiplies_out_and_names_its_drivers():
         assert driver in msg
     # the same solver prices a closed form far below the limit (relu at sigma_w T = 10 computes)
     solver._check_cost(types.SimpleNamespace(method="closed", points=1), 65, solver._nodes(12))
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_elu_sigma_w_T_10_n200_computes_within_its_error_estimate():
+    """elu at sigma_w T = 10, N = 200 on the sphere (the issue's long-horizon case; ~10 min on the loaded 2-core
+    machine): computes without refusal, error estimate <= 1e-9 of max|NTK|, and three of its entries agree with
+    per-pair solves on a finer fixed time grid (per-cell degree 32) within that estimate."""
+    from kernelcalc.data import sphere_normalise
+
+    X = sphere_normalise(np.random.default_rng(0).normal(size=(200, 10)))
+    k = kc.node_kernel(X, activation="elu", T=10.0)
+    scale = np.max(np.abs(k.ntk))
+    assert k.info["error_estimate"] <= 1e-9 * scale
+    fine = kc.node_kernel(X[[0, 1, 7]], activation="elu", T=10.0, time_nodes=32)
+    got = k.ntk[np.ix_([0, 1, 7], [0, 1, 7])]
+    assert np.max(np.abs(got - fine.ntk)) <= k.info["error_estimate"] + 1e-12 * scale

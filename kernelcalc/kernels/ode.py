@@ -396,7 +396,8 @@ def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
     if dual.method == "fourier":   # numpy only (kernels/_fourier_solve.py)
         return "numpy"
     limit = _NUMPY_MAX_WORK_HERMITE if dual.method == "hermite" else min(_NUMPY_MAX_WORK, _NUMPY_MAX_WORK_CLOSED)
-    return "numpy" if problems * nodes * nodes * max(dual.points, 16) <= limit else "jax"
+    per = 16 if dual.method == "closed" else max(dual.points, 16)   # a closed form's price: numpy still the cheaper
+    return "numpy" if problems * nodes * nodes * per <= limit else "jax"
 
 
 class _BlowUp(KernelcalcInputError):

@@ -40,6 +40,7 @@ from ..theory import recursion as rec
 from ..theory.duals import NUMPY_OPS
 from . import _triangle as tri
 from . import _panels as pan
+from ._anchored import RESIDUAL_TOL, AnchoredDual
 from ._gram import bucket, flat_pairs, pad_to
 from ._interp import barycentric_weights
 from ._interp import chebyshev_coefficients, chebyshev_matrix
@@ -272,8 +273,8 @@ class KinkedSolverMixin:
             factors = [(int(pairs), "pairs"), (_PANEL_SWEEPS, "Picard sweeps per row of cells"),
                        (cells, f"time cells ({P} panels: {P} diagonal, {cells - P} off-diagonal)"),
                        (per_cell, f"nodes per cell (degree {m})"),
-                       (0.05 * dual.points + 0.04 * (m + 1), f"operations per node (closed form at weight 0.05, plus "
-                                                             f"{0.04 * (m + 1):g} for the cell maps)")]
+                       (0.05 * dual.points + 0.04 * (m + 1), f"operations per node (closed form of price {dual.points} "
+                                                             f"at weight 0.05, plus {0.04 * (m + 1):g} for the cell maps)")]
         else:
             factors = [(3, "angle tables (bands of input angles)"), (_TABLE_COST_ANGLES, "angles per table"),
                        (cells, f"time cells ({P} panels: {P} diagonal, {cells - P} off-diagonal)"),
@@ -373,8 +374,12 @@ class KinkedSolverMixin:
                     table = None if own else self._table(dual, grid, qb[sel])
                     C_of = self._C(dual) if table is None else (
                         lambda q1, q2, c: table(c.reshape(c.shape[0], -1), 0).reshape(c.shape))
+                    if table is None and not own and getattr(dual, "points", 1) > 1:   # a dear closed form (elu)
+                        C_of = AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True))
                     S, qk, dS, nS = (self._own_solve(dual, grid, S0[sel]) if own else
                                      _solve(grid, C_of, S0[sel], self._fwd, q=qb[sel]))
+                    if isinstance(C_of, AnchoredDual) and C_of.residual() > RESIDUAL_TOL:   # (module _anchored)
+                        S, qk, dS, nS = _solve(grid, self._C(dual), S0[sel], self._fwd, q=qb[sel])
                     B = S.shape[0]
                     if table is None:
                         q1, q2 = _point_variances(grid, qk)
