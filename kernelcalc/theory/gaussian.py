@@ -200,7 +200,18 @@ def _hermite_step(K: int) -> float:
 _GEMM_ONE_THREAD = 1 << 18   # OpenBLAS runs a matrix product of at most m*n*k = 2^18 multiply-adds on one thread
 
 
-def _single_thread_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _one_blas_thread():
+    """A context in which BLAS runs on one thread (``threadpoolctl``; a null context without it).  Entering it
+    scans the loaded libraries (~2 ms): one context around many products, not one per product."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        import contextlib
+        return contextlib.nullcontext(False)
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _single_thread_product(a: np.ndarray, b: np.ndarray, limited: bool = False) -> np.ndarray:
     r"""``a @ b.T`` (numpy, 2-D) as blocks of at most $2^{18}$ multiply-adds, each of which OpenBLAS runs on
     the calling thread.  The numpy Hermite coefficients of a small solve are a product of a few million
     multiply-adds; on several BLAS threads it is no faster, and on a busy machine waking them costs up to
@@ -211,7 +222,7 @@ def _single_thread_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     shapes degenerate into matrix-vector products, for 832 variances x 560 terms)."""
     m, k = a.shape
     n = b.shape[0]
-    if m * n * k <= _GEMM_ONE_THREAD:
+    if m * n * k <= _GEMM_ONE_THREAD or limited:     # (limited: the caller holds BLAS to one thread)
         return a @ b.T
     try:       # one product on one BLAS thread: ~7x faster than the blocks (which degenerate into GEMVs)
         from threadpoolctl import threadpool_limits
@@ -319,6 +330,83 @@ class HermiteRule:
         q1, q2, c = (jnp.asarray(v, jnp.float64) for v in (q1, q2, c))
         r, _ = _correlation(q1, q2, c)
         return tuple(self.series(self.coefficients(f, q1), self.coefficients(g, q2), r, tol=self.tol) for f, g in pairs)
+
+
+
+# Per-variance series lengths (numpy Hermite rule).  Variances are binned in log2 q by half octaves; a bin's
+# length is the one its upper edge needs.
+_LENGTH_BINS_PER_OCTAVE = 2
+_LENGTH_Q_FLOOR = 2.0 ** -20
+
+
+@functools.lru_cache(maxsize=256)
+def _bin_length(f: Callable, K: int, tol: float, j: int) -> int:
+    r"""The series length of the variance bin $j$ (upper edge $q_j = 2^{j/2}$): the smallest multiple of 16
+    with $\tau(L) = \sum_{k\ge L}\hat f_k(q_j)^2/\sum_{k<K}\hat f_k(q_j)^2\le$ ``tol``$^2$, the criterion by
+    which :func:`hermite_order` chose $K$ at $q_{\max}$ (coefficients of the rule itself, $K$ terms at its
+    step); $K$ when none below $K$ meets it."""
+    q = 2.0 ** (j / _LENGTH_BINS_PER_OCTAVE)
+    b = HermiteRule(K, tol).coefficients(f, np.array([q]), np)[:, 0]
+    sq = b * b
+    total = float(np.sum(sq))
+    if total == 0.0:
+        return 16
+    tail = np.cumsum(sq[::-1])[::-1] / total
+    ok = np.nonzero(tail <= tol**2)[0]
+    if ok.size == 0:
+        return K
+    L = max(16, math.ceil(int(ok[0]) / 16.0) * 16)
+    # The tail is summed up to K only: a length is trusted where the coefficients were seen to stay below the
+    # bound over at least a quarter of the series beyond it (else, near or past q_max, the full K)
+    return int(L) if L <= 0.75 * K else K
+
+
+def series_lengths(f: Callable, q, K: int, tol: float) -> np.ndarray:
+    r"""Per-variance Hermite series lengths $L(q)\le K$ (integers, the shape of ``q``): $\hat f_k(q)$ for
+    $k\ge L(q)$ may be dropped with the same tail bound $\sum_{k\ge L}\hat f_k^2\le\mathrm{tol}^2\,E f^2$ that
+    $K$ met at $q_{\max}$ (:func:`hermite_order`).  The variances are binned by half octaves in $\log_2 q$
+    and a bin takes the length of its upper edge $2^{j/2}$ (:func:`_bin_length`: the coefficients of one
+    variance, cached per activation, $K$ and bin), under the assumption :class:`HermiteRule` already makes
+    for all $q\le q_{\max}$: the relative tail grows with $q$.  The length depends on $q$ alone (not on the
+    batch), so results stay independent of batching."""
+    q = np.asarray(q, np.float64)
+    finite = np.isfinite(q)
+    with np.errstate(invalid="ignore"):
+        j = np.ceil(np.log2(np.maximum(np.where(finite, q, 1.0), _LENGTH_Q_FLOOR)) * _LENGTH_BINS_PER_OCTAVE)
+    bins, inverse = np.unique(j.astype(np.int64), return_inverse=True)
+    lengths = np.array([_bin_length(f, K, tol, int(b)) for b in bins], dtype=np.int64)
+    return np.where(finite, lengths[inverse].reshape(q.shape), K)      # (a non-finite variance: all K terms)
+
+
+def short_coefficients(rule: "HermiteRule", f: Callable, q) -> np.ndarray:
+    r""":meth:`HermiteRule.coefficients` in numpy, shape ``(K, *q.shape)``, with the terms $k\ge L(q)$ of each
+    variance (:func:`series_lengths`) set to zero and never computed: the variances of one length share one
+    product with the first $L$ rows of the rule's Hermite functions, so the coefficients of a small variance
+    cost $L(q)/K$ of the full series (the kept terms are the full series' own, bit for bit)."""
+    q = np.asarray(q, np.float64)
+    flat = q.reshape(-1)
+    L = series_lengths(f, flat, rule.K, rule.tol)
+    z, w, psi = _hermite_functions(rule.K, _hermite_step(rule.K))
+    out = np.zeros((rule.K, flat.size))
+    with _one_blas_thread() as held:
+        for length in np.unique(L):
+            sel = np.nonzero(L == length)[0]
+            F = f(np.sqrt(flat[sel])[:, None] * z) * w
+            out[:length, sel] = _single_thread_product(F, psi[:length], limited=bool(held)).T
+    return out.reshape((rule.K,) + q.shape)
+
+
+def short_relative_tail(b: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    r""":meth:`HermiteRule.relative_tail` (numpy) of coefficients ``b`` ``(K, P, ...)`` whose terms at and beyond
+    ``lengths`` ``(P, ...)`` vanish (:func:`short_coefficients`): the cumulative sums run over each problem's
+    longest length only (zero beyond it, as the full sums are)."""
+    K, P = b.shape[0], b.shape[1]
+    per_problem = np.asarray(lengths).reshape(P, -1).max(axis=1)
+    out = np.zeros((K, P))
+    for length in np.unique(per_problem):
+        sel = np.nonzero(per_problem == length)[0]
+        out[:length, sel] = HermiteRule.relative_tail(b[:length, sel], np)
+    return out
 
 
 class Gathered:
@@ -548,6 +636,8 @@ class DualKernels:
         if self.method != "hermite":
             return (q,)
         fs = array_functions(self.activation, "numpy" if xp is np else "jax")[: 2 if derivative else 1]
+        if xp is np:       # per-variance lengths: a small variance carries a short series (short_coefficients)
+            return (q,) + tuple(short_coefficients(self.rule, f, q) for f in fs)
         return (q,) + tuple(self.rule.coefficients(f, q, xp) for f in fs)
 
     def tails(self, m, xp=jnp):
@@ -557,6 +647,10 @@ class DualKernels:
         passed to ``from_marginals(..., tails=(tails_1, tails_2))``."""
         if self.method != "hermite":
             return None
+        if xp is np:       # numpy marginals are short per variance (marginal): sum each over its length
+            fs = array_functions(self.activation, "numpy")
+            return tuple(short_relative_tail(b, series_lengths(f, m[0], self.rule.K, self.rule.tol))
+                         for f, b in zip(fs, m[1:]))
         return tuple(HermiteRule.relative_tail(b, xp) for b in m[1:])
 
     @float64
