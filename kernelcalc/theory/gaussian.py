@@ -378,14 +378,15 @@ def series_lengths(f: Callable, q, K: int, tol: float) -> np.ndarray:
     return np.where(finite, lengths[inverse].reshape(q.shape), K)      # (a non-finite variance: all K terms)
 
 
-def short_coefficients(rule: "HermiteRule", f: Callable, q) -> np.ndarray:
+def short_coefficients(rule: "HermiteRule", f: Callable, q, tol: float | None = None) -> np.ndarray:
     r""":meth:`HermiteRule.coefficients` in numpy, shape ``(K, *q.shape)``, with the terms $k\ge L(q)$ of each
     variance (:func:`series_lengths`) set to zero and never computed: the variances of one length share one
     product with the first $L$ rows of the rule's Hermite functions, so the coefficients of a small variance
-    cost $L(q)/K$ of the full series (the kept terms are the full series' own, bit for bit)."""
+    cost $L(q)/K$ of the full series (the kept terms are the full series' own, bit for bit).  ``tol``: the
+    lengths' tolerance (never below the rule's, its default)."""
     q = np.asarray(q, np.float64)
     flat = q.reshape(-1)
-    L = series_lengths(f, flat, rule.K, rule.tol)
+    L = series_lengths(f, flat, rule.K, rule.tol if tol is None else max(tol, rule.tol))
     z, w, psi = _hermite_functions(rule.K, _hermite_step(rule.K))
     out = np.zeros((rule.K, flat.size))
     with _one_blas_thread() as held:
@@ -629,41 +630,52 @@ class DualKernels:
         return self.method in ("closed", "hermite")
 
     @float64
-    def marginal(self, q, derivative: bool = True, xp=jnp):
+    def marginal(self, q, derivative: bool = True, xp=jnp, tol=None):
         """Everything that depends on the variance ``q`` alone (a tuple of arrays); ``xp``: jax.numpy or
-        numpy (see :attr:`numpy_ok`)."""
+        numpy (see :attr:`numpy_ok`).  ``tol`` (numpy Hermite rule only): the tolerance of the per-variance
+        series lengths (:func:`series_lengths`; default the rule's: a looser one for a Picard sweep far
+        from convergence, whose coefficients need not be exact; then pass the same ``tol`` to :meth:`tails`)."""
+        self._check_sweep_tol(tol, xp)
         q = xp.asarray(q, xp.float64)
         if self.method != "hermite":
             return (q,)
         fs = array_functions(self.activation, "numpy" if xp is np else "jax")[: 2 if derivative else 1]
         if xp is np:       # per-variance lengths: a small variance carries a short series (short_coefficients)
-            return (q,) + tuple(short_coefficients(self.rule, f, q) for f in fs)
+            return (q,) + tuple(short_coefficients(self.rule, f, q, tol) for f in fs)
         return (q,) + tuple(self.rule.coefficients(f, q, xp) for f in fs)
 
-    def tails(self, m, xp=jnp):
+    def _check_sweep_tol(self, tol, xp):
+        if tol is not None and (self.method != "hermite" or xp is not np):
+            raise ValueError("a series tolerance applies to the numpy Hermite rule only")
+
+    def tails(self, m, xp=jnp, tol=None):
         """The Hermite rule's :meth:`HermiteRule.relative_tail` of every coefficient array of the marginals
         ``m`` (``(K, U, ...)`` coefficients of U variances -> one ``(K, U)`` array each; ``None`` for the
         other rules).  Computed once for marginals that many evaluations share, gathered per problem and
-        passed to ``from_marginals(..., tails=(tails_1, tails_2))``."""
+        passed to ``from_marginals(..., tails=(tails_1, tails_2))``.  ``tol``: as given to :meth:`marginal`."""
+        self._check_sweep_tol(tol, xp)
         if self.method != "hermite":
             return None
         if xp is np:       # numpy marginals are short per variance (marginal): sum each over its length
             fs = array_functions(self.activation, "numpy")
-            return tuple(short_relative_tail(b, series_lengths(f, m[0], self.rule.K, self.rule.tol))
+            t = self.rule.tol if tol is None else max(tol, self.rule.tol)
+            return tuple(short_relative_tail(b, series_lengths(f, m[0], self.rule.K, t))
                          for f, b in zip(fs, m[1:]))
         return tuple(HermiteRule.relative_tail(b, xp) for b in m[1:])
 
     @float64
-    def from_marginals(self, m1, m2, c, derivative: bool = True, xp=jnp, tails=None):
+    def from_marginals(self, m1, m2, c, derivative: bool = True, xp=jnp, tails=None, tol=None):
         r"""$C$ (and $\dot C$ if ``derivative``) for marginals from :meth:`marginal` and covariance ``c``
         (``xp`` as there).  ``tails``: ``(tails(m1), tails(m2))`` when known (the Mehler series is
-        truncated by correlation; :class:`HermiteRule`)."""
+        truncated by correlation; :class:`HermiteRule`).  ``tol`` (numpy Hermite rule only): the truncation
+        tolerance instead of the rule's (never below it; for a Picard sweep far from convergence)."""
+        self._check_sweep_tol(tol, xp)
         q1, q2 = m1[0], m2[0]
         c = xp.asarray(c, xp.float64)
         shape = xp.broadcast_shapes(q1.shape, q2.shape, c.shape)
         if self.method == "hermite":
             r, _ = _correlation(q1, q2, c, xp)
-            out = tuple(HermiteRule.series(m1[i], m2[i], r, xp, tol=self.rule.tol,
+            out = tuple(HermiteRule.series(m1[i], m2[i], r, xp, tol=self.rule.tol if tol is None else max(tol, self.rule.tol),
                                            tails=None if tails is None else (tails[0][i - 1], tails[1][i - 1]))
                         for i in ((1, 2) if derivative else (1,)))
         elif self.method == "closed":
