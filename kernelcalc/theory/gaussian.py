@@ -340,28 +340,63 @@ _LENGTH_Q_FLOOR = 2.0 ** -20
 
 
 @functools.lru_cache(maxsize=256)
-def _bin_length(f: Callable, K: int, tol: float, j: int) -> int:
-    r"""The series length of the variance bin $j$ (upper edge $q_j = 2^{j/2}$): the smallest multiple of 16
-    with $\tau(L) = \sum_{k\ge L}\hat f_k(q_j)^2/\sum_{k<K}\hat f_k(q_j)^2\le$ ``tol``$^2$, the criterion by
-    which :func:`hermite_order` chose $K$ at $q_{\max}$ (coefficients of the rule itself, $K$ terms at its
-    step); $K$ when none below $K$ meets it."""
-    q = 2.0 ** (j / _LENGTH_BINS_PER_OCTAVE)
-    b = HermiteRule(K, tol).coefficients(f, np.array([q]), np)[:, 0]
-    sq = b * b
-    total = float(np.sum(sq))
-    if total == 0.0:
-        return 16
-    tail = np.cumsum(sq[::-1])[::-1] / total
+def _bin_tail(f: Callable, K: int, tol: float, j: int) -> tuple[np.ndarray, int]:
+    r"""The relative tail $	au(L) = \sum_{S>k\ge L}\hat f_k(q_j)^2/\sum_{k<S}\hat f_k(q_j)^2$ of the variance
+    bin $j$ (upper edge $q_j = 2^{j/2}$; coefficients of the rule itself, at its step) and the series length
+    for ``tol``: the smallest multiple of 16 with $	au(L)\le$ ``tol``$^2$, the criterion by which
+    :func:`hermite_order` chose $K$ at $q_{\max}$.  The span $S$ of coefficients computed doubles from 128
+    up to $K$ until $L\le 3S/4$: a length is trusted where the coefficients were seen to stay below the
+    bound over a quarter of the span beyond it (else, at $S = K$, near or past $q_{\max}$, the full $K$)."""
+    q = np.array([2.0 ** (j / _LENGTH_BINS_PER_OCTAVE)])
+    z, w, psi = _hermite_functions(K, _hermite_step(K))
+    F = f(np.sqrt(q)[:, None] * z) * w
+    span = min(K, 128)
+    while True:
+        b = _single_thread_product(F, psi[:span])[0]
+        sq = b * b
+        total = float(np.sum(sq))
+        if total == 0.0:
+            return np.zeros(span), 16
+        tail = np.cumsum(sq[::-1])[::-1] / total
+        L = _length_from_tail(tail, tol, span)
+        if L is not None:
+            return tail, L
+        if span >= K:
+            return tail, K
+        span = min(K, 2 * span)
+
+
+def _length_from_tail(tail: np.ndarray, tol: float, span: int) -> int | None:
+    """The trusted length of :func:`_bin_tail` from a tail over ``span`` terms (``None``: not trusted)."""
     ok = np.nonzero(tail <= tol**2)[0]
-    if ok.size == 0:
+    if ok.size:
+        L = max(16, math.ceil(int(ok[0]) / 16.0) * 16)
+        if L <= 0.75 * span:
+            return int(L)
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _bin_length(f: Callable, K: int, tol: float, j: int, rule_tol: float) -> int:
+    """The series length of bin ``j`` for ``tol`` >= ``rule_tol`` (:func:`_bin_tail`, computed once at the
+    rule's tolerance: a looser one reads a shorter length off the same tail)."""
+    tail, L = _bin_tail(f, K, rule_tol, j)
+    if tol <= rule_tol:
+        return L
+    if L >= K and tail.size < K:      # pragma: no cover (the span reached K)
         return K
-    L = max(16, math.ceil(int(ok[0]) / 16.0) * 16)
-    # The tail is summed up to K only: a length is trusted where the coefficients were seen to stay below the
-    # bound over at least a quarter of the series beyond it (else, near or past q_max, the full K)
-    return int(L) if L <= 0.75 * K else K
+    short = _length_from_tail(tail, tol, tail.size)
+    return min(L, short) if short is not None else L
 
 
-def series_lengths(f: Callable, q, K: int, tol: float) -> np.ndarray:
+@functools.lru_cache(maxsize=64)
+def _numpy_functions(activation: Activation) -> tuple[Callable, Callable]:
+    """``array_functions(activation, "numpy")``, one pair of function objects per activation (the keys of the
+    per-bin caches above: :func:`array_functions` builds some afresh at every call)."""
+    return array_functions(activation, "numpy")
+
+
+def series_lengths(f: Callable, q, K: int, tol: float, rule_tol: float | None = None) -> np.ndarray:
     r"""Per-variance Hermite series lengths $L(q)\le K$ (integers, the shape of ``q``): $\hat f_k(q)$ for
     $k\ge L(q)$ may be dropped with the same tail bound $\sum_{k\ge L}\hat f_k^2\le\mathrm{tol}^2\,E f^2$ that
     $K$ met at $q_{\max}$ (:func:`hermite_order`).  The variances are binned by half octaves in $\log_2 q$
@@ -374,7 +409,8 @@ def series_lengths(f: Callable, q, K: int, tol: float) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         j = np.ceil(np.log2(np.maximum(np.where(finite, q, 1.0), _LENGTH_Q_FLOOR)) * _LENGTH_BINS_PER_OCTAVE)
     bins, inverse = np.unique(j.astype(np.int64), return_inverse=True)
-    lengths = np.array([_bin_length(f, K, tol, int(b)) for b in bins], dtype=np.int64)
+    rule_tol = tol if rule_tol is None else min(tol, rule_tol)
+    lengths = np.array([_bin_length(f, K, tol, int(b), rule_tol) for b in bins], dtype=np.int64)
     return np.where(finite, lengths[inverse].reshape(q.shape), K)      # (a non-finite variance: all K terms)
 
 
@@ -386,7 +422,7 @@ def short_coefficients(rule: "HermiteRule", f: Callable, q, tol: float | None = 
     lengths' tolerance (never below the rule's, its default)."""
     q = np.asarray(q, np.float64)
     flat = q.reshape(-1)
-    L = series_lengths(f, flat, rule.K, rule.tol if tol is None else max(tol, rule.tol))
+    L = series_lengths(f, flat, rule.K, rule.tol if tol is None else max(tol, rule.tol), rule.tol)
     z, w, psi = _hermite_functions(rule.K, _hermite_step(rule.K))
     out = np.zeros((rule.K, flat.size))
     with _one_blas_thread() as held:
@@ -639,7 +675,7 @@ class DualKernels:
         q = xp.asarray(q, xp.float64)
         if self.method != "hermite":
             return (q,)
-        fs = array_functions(self.activation, "numpy" if xp is np else "jax")[: 2 if derivative else 1]
+        fs = (_numpy_functions(self.activation) if xp is np else array_functions(self.activation, "jax"))[: 2 if derivative else 1]
         if xp is np:       # per-variance lengths: a small variance carries a short series (short_coefficients)
             return (q,) + tuple(short_coefficients(self.rule, f, q, tol) for f in fs)
         return (q,) + tuple(self.rule.coefficients(f, q, xp) for f in fs)
@@ -657,9 +693,9 @@ class DualKernels:
         if self.method != "hermite":
             return None
         if xp is np:       # numpy marginals are short per variance (marginal): sum each over its length
-            fs = array_functions(self.activation, "numpy")
+            fs = _numpy_functions(self.activation)
             t = self.rule.tol if tol is None else max(tol, self.rule.tol)
-            return tuple(short_relative_tail(b, series_lengths(f, m[0], self.rule.K, t))
+            return tuple(short_relative_tail(b, series_lengths(f, m[0], self.rule.K, t, self.rule.tol))
                          for f, b in zip(fs, m[1:]))
         return tuple(HermiteRule.relative_tail(b, xp) for b in m[1:])
 
