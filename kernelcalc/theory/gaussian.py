@@ -418,7 +418,7 @@ def short_coefficients(rule: "HermiteRule", f: Callable, q, tol: float | None = 
     r""":meth:`HermiteRule.coefficients` in numpy, shape ``(K, *q.shape)``, with the terms $k\ge L(q)$ of each
     variance (:func:`series_lengths`) set to zero and never computed: the variances of one length share one
     product with the first $L$ rows of the rule's Hermite functions, so the coefficients of a small variance
-    cost $L(q)/K$ of the full series (the kept terms are the full series' own, bit for bit).  ``tol``: the
+    cost $L(q)/K$ of the full series (the kept terms are the full series' own, to rounding).  ``tol``: the
     lengths' tolerance (never below the rule's, its default)."""
     q = np.asarray(q, np.float64)
     flat = q.reshape(-1)
