@@ -38,10 +38,12 @@ the L(q) <= K terms that meet the tail bound K met at q_max (sum_{k>=L} f_k^2 <=
 edge of q's half-octave bin), e.g. for tanh with K = 4128: L = 64, 160, 560, 1488, 2080, 4128 at q = 0.07, 0.3,
 1.1, 2.9, 5.3, 8.8; (2) a Picard sweep of the Neural ODE solves (numpy Hermite rule) far from convergence (change
 above 1e-6) evaluates the Mehler series, and the self-kernel coefficients, at 1e-3 times the last change instead
-of tol (the exact map once the change is small: same fixed point and stopping test).  The CPU time of the
-first call off the sphere, side by side against ``offsphere`` (same rows, load 10-12): node tanh standardised
-4.55 -> 3.0-3.6 s, node softplus standardised 2.1 -> 1.7-1.9 s, tanh MLP standardised 1.4-1.7 -> 1.0-1.5 s;
-on the sphere unchanged (0.65, 0.75, 0.38 s).  The tanh MLP's standardised ratio varies with the rows (seed):
+of tol (the exact map once the change is small: same fixed point and stopping test).  Side by side against
+``offsphere`` (the script's rows of node tanh standardised, three cold runs of each, interleaved, 14:23 UTC, load
+5-7; minima): CPU off the sphere 3.62 -> 2.98 s, on it 0.68 -> 0.66 s: CPU ratio 5.3 -> 4.5, wall ratio 5.9 -> 4.5
+(off 5.68 -> 4.64 s, on 0.96 -> 1.02 s); node softplus standardised 2.1 -> 1.7-1.9 s CPU off the sphere (0.75 s on
+it), tanh MLP standardised 1.4-1.7 -> 1.0-1.5 s (0.38 s on it).  Ratios of single runs swing by +-30 % on this
+machine (the on-sphere call is short): compare the CPU seconds.  The tanh MLP's standardised ratio varies with the rows (seed):
 ~4 with this script's seeds before and after (``--cases mlp-tanh-3`` alone, load ~4: 4.10 (4.26) on ``offsphere``,
 4.26 (4.38) here), so it misses the target too.
 
