@@ -263,20 +263,55 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
     odd = dual.activation.is_odd
     halve = dual.method in _QUADRATURE_RULES       # symmetric grids: C on the upper triangle only
 
-    def dual_of(m1, m2, S, derivative=True, tails=None, sym=False):
+    def dual_of(m1, m2, S, derivative=True, tails=None, sym=False, tol=None):
         if sym and halve:
             return _symmetric_from_marginals(dual, m1, m2, S, derivative, xp)
-        return dual.from_marginals(m1, m2, S, derivative=derivative, xp=xp, tails=tails)
+        return dual.from_marginals(m1, m2, S, derivative=derivative, xp=xp, tails=tails, tol=tol)
+
+    loose = xp is np and dual.method == "hermite"
+
+    def sweep_tol():
+        """Per Picard sweep (numpy Hermite rule): a series tolerance 1e-3 times the last change (a power of
+        ten, at most 1e-6; the rule's own once the change is below 1e-6).  A sweep far from convergence need
+        not evaluate C exactly: the fixed point, the stopping test (``S_new = step(S)`` with the exact map
+        once the change is below ~1e-10) and so the result are those of the full series, and its early
+        sweeps sum fewer terms (the Mehler series truncated by correlation at a looser tol, and shorter
+        self-kernel coefficients).  Returns ``(tol or None, record)``: ``record(S)`` notes the iterate."""
+        if not loose:
+            return (lambda: None), (lambda S: None)
+        seen = []
+
+        def current():
+            if len(seen) < 2:
+                return 1e-6
+            a, b = seen[-1], seen[-2]
+            delta = float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-300))
+            t = min(1e-6, 1e-3 * delta)
+            # close to convergence (a change below 1e-6): the exact map, so that a perturbation never reaches
+            # _picard's stagnation test (changes below _STAGNATION)
+            if not math.isfinite(t) or t < 1e-9 or t <= dual.rule.tol:
+                return None
+            return 10.0 ** math.floor(math.log10(t))
+
+        def record(S):
+            seen.append(S)
+            del seen[:-2]
+        return current, record
 
     @jit
     def self_solve(S0):
         """S0: (U,) initial variances -> S (U, n, n), sweeps, last change."""
+        current, record = sweep_tol()
+
         def step(S):
-            m = dual.marginal(xp.diagonal(S, axis1=1, axis2=2), derivative=False, xp=xp)   # (U, n)
+            record(S)
+            t = current()
+            extra = {} if t is None else {"tol": t}
+            m = dual.marginal(xp.diagonal(S, axis1=1, axis2=2), derivative=False, xp=xp, **extra)   # (U, n)
             mi = tuple(a[..., :, None] for a in m)
             mj = tuple(a[..., None, :] for a in m)
-            tl = dual.tails(m, xp)
-            C = dual_of(mi, mj, S, derivative=False, tails=None if tl is None else (tl, tl), sym=True)
+            tl = dual.tails(m, xp, **extra)
+            C = dual_of(mi, mj, S, derivative=False, tails=None if tl is None else (tl, tl), sym=True, tol=t)
             return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
@@ -327,8 +362,11 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
                 C = dual.from_marginals((ax,), (ay,), S, derivative=False, xp=xp)
                 return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
         else:
+            current, record = sweep_tol()
+
             def step(S):
-                C = dual_of(mx, my, S, derivative=False, tails=tails, sym=symmetric)
+                record(S)
+                C = dual_of(mx, my, S, derivative=False, tails=tails, sym=symmetric, tol=current())
                 return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))

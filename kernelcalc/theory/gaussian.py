@@ -200,7 +200,18 @@ def _hermite_step(K: int) -> float:
 _GEMM_ONE_THREAD = 1 << 18   # OpenBLAS runs a matrix product of at most m*n*k = 2^18 multiply-adds on one thread
 
 
-def _single_thread_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _one_blas_thread():
+    """A context in which BLAS runs on one thread (``threadpoolctl``; a null context without it).  Entering it
+    scans the loaded libraries (~2 ms): one context around many products, not one per product."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        import contextlib
+        return contextlib.nullcontext(False)
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _single_thread_product(a: np.ndarray, b: np.ndarray, limited: bool = False) -> np.ndarray:
     r"""``a @ b.T`` (numpy, 2-D) as blocks of at most $2^{18}$ multiply-adds, each of which OpenBLAS runs on
     the calling thread.  The numpy Hermite coefficients of a small solve are a product of a few million
     multiply-adds; on several BLAS threads it is no faster, and on a busy machine waking them costs up to
@@ -211,7 +222,7 @@ def _single_thread_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     shapes degenerate into matrix-vector products, for 832 variances x 560 terms)."""
     m, k = a.shape
     n = b.shape[0]
-    if m * n * k <= _GEMM_ONE_THREAD:
+    if m * n * k <= _GEMM_ONE_THREAD or limited:     # (limited: the caller holds BLAS to one thread)
         return a @ b.T
     try:       # one product on one BLAS thread: ~7x faster than the blocks (which degenerate into GEMVs)
         from threadpoolctl import threadpool_limits
@@ -319,6 +330,120 @@ class HermiteRule:
         q1, q2, c = (jnp.asarray(v, jnp.float64) for v in (q1, q2, c))
         r, _ = _correlation(q1, q2, c)
         return tuple(self.series(self.coefficients(f, q1), self.coefficients(g, q2), r, tol=self.tol) for f, g in pairs)
+
+
+
+# Per-variance series lengths (numpy Hermite rule).  Variances are binned in log2 q by half octaves; a bin's
+# length is the one its upper edge needs.
+_LENGTH_BINS_PER_OCTAVE = 2
+_LENGTH_Q_FLOOR = 2.0 ** -20
+
+
+@functools.lru_cache(maxsize=256)
+def _bin_tail(f: Callable, K: int, tol: float, j: int) -> tuple[np.ndarray, int]:
+    r"""The relative tail $	au(L) = \sum_{S>k\ge L}\hat f_k(q_j)^2/\sum_{k<S}\hat f_k(q_j)^2$ of the variance
+    bin $j$ (upper edge $q_j = 2^{j/2}$; coefficients of the rule itself, at its step) and the series length
+    for ``tol``: the smallest multiple of 16 with $	au(L)\le$ ``tol``$^2$, the criterion by which
+    :func:`hermite_order` chose $K$ at $q_{\max}$.  The span $S$ of coefficients computed doubles from 128
+    up to $K$ until $L\le 3S/4$: a length is trusted where the coefficients were seen to stay below the
+    bound over a quarter of the span beyond it (else, at $S = K$, near or past $q_{\max}$, the full $K$)."""
+    q = np.array([2.0 ** (j / _LENGTH_BINS_PER_OCTAVE)])
+    z, w, psi = _hermite_functions(K, _hermite_step(K))
+    F = f(np.sqrt(q)[:, None] * z) * w
+    span = min(K, 128)
+    while True:
+        b = _single_thread_product(F, psi[:span])[0]
+        sq = b * b
+        total = float(np.sum(sq))
+        if total == 0.0:
+            return np.zeros(span), 16
+        tail = np.cumsum(sq[::-1])[::-1] / total
+        L = _length_from_tail(tail, tol, span)
+        if L is not None:
+            return tail, L
+        if span >= K:
+            return tail, K
+        span = min(K, 2 * span)
+
+
+def _length_from_tail(tail: np.ndarray, tol: float, span: int) -> int | None:
+    """The trusted length of :func:`_bin_tail` from a tail over ``span`` terms (``None``: not trusted)."""
+    ok = np.nonzero(tail <= tol**2)[0]
+    if ok.size:
+        L = max(16, math.ceil(int(ok[0]) / 16.0) * 16)
+        if L <= 0.75 * span:
+            return int(L)
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _bin_length(f: Callable, K: int, tol: float, j: int, rule_tol: float) -> int:
+    """The series length of bin ``j`` for ``tol`` >= ``rule_tol`` (:func:`_bin_tail`, computed once at the
+    rule's tolerance: a looser one reads a shorter length off the same tail)."""
+    tail, L = _bin_tail(f, K, rule_tol, j)
+    if tol <= rule_tol:
+        return L
+    if L >= K and tail.size < K:      # pragma: no cover (the span reached K)
+        return K
+    short = _length_from_tail(tail, tol, tail.size)
+    return min(L, short) if short is not None else L
+
+
+@functools.lru_cache(maxsize=64)
+def _numpy_functions(activation: Activation) -> tuple[Callable, Callable]:
+    """``array_functions(activation, "numpy")``, one pair of function objects per activation (the keys of the
+    per-bin caches above: :func:`array_functions` builds some afresh at every call)."""
+    return array_functions(activation, "numpy")
+
+
+def series_lengths(f: Callable, q, K: int, tol: float, rule_tol: float | None = None) -> np.ndarray:
+    r"""Per-variance Hermite series lengths $L(q)\le K$ (integers, the shape of ``q``): $\hat f_k(q)$ for
+    $k\ge L(q)$ may be dropped with the same tail bound $\sum_{k\ge L}\hat f_k^2\le\mathrm{tol}^2\,E f^2$ that
+    $K$ met at $q_{\max}$ (:func:`hermite_order`).  The variances are binned by half octaves in $\log_2 q$
+    and a bin takes the length of its upper edge $2^{j/2}$ (:func:`_bin_length`: the coefficients of one
+    variance, cached per activation, $K$ and bin), under the assumption :class:`HermiteRule` already makes
+    for all $q\le q_{\max}$: the relative tail grows with $q$.  The length depends on $q$ alone (not on the
+    batch), so results stay independent of batching."""
+    q = np.asarray(q, np.float64)
+    finite = np.isfinite(q)
+    with np.errstate(invalid="ignore"):
+        j = np.ceil(np.log2(np.maximum(np.where(finite, q, 1.0), _LENGTH_Q_FLOOR)) * _LENGTH_BINS_PER_OCTAVE)
+    bins, inverse = np.unique(j.astype(np.int64), return_inverse=True)
+    rule_tol = tol if rule_tol is None else min(tol, rule_tol)
+    lengths = np.array([_bin_length(f, K, tol, int(b), rule_tol) for b in bins], dtype=np.int64)
+    return np.where(finite, lengths[inverse].reshape(q.shape), K)      # (a non-finite variance: all K terms)
+
+
+def short_coefficients(rule: "HermiteRule", f: Callable, q, tol: float | None = None) -> np.ndarray:
+    r""":meth:`HermiteRule.coefficients` in numpy, shape ``(K, *q.shape)``, with the terms $k\ge L(q)$ of each
+    variance (:func:`series_lengths`) set to zero and never computed: the variances of one length share one
+    product with the first $L$ rows of the rule's Hermite functions, so the coefficients of a small variance
+    cost $L(q)/K$ of the full series (the kept terms are the full series' own, to rounding).  ``tol``: the
+    lengths' tolerance (never below the rule's, its default)."""
+    q = np.asarray(q, np.float64)
+    flat = q.reshape(-1)
+    L = series_lengths(f, flat, rule.K, rule.tol if tol is None else max(tol, rule.tol), rule.tol)
+    z, w, psi = _hermite_functions(rule.K, _hermite_step(rule.K))
+    out = np.zeros((rule.K, flat.size))
+    with _one_blas_thread() as held:
+        for length in np.unique(L):
+            sel = np.nonzero(L == length)[0]
+            F = f(np.sqrt(flat[sel])[:, None] * z) * w
+            out[:length, sel] = _single_thread_product(F, psi[:length], limited=bool(held)).T
+    return out.reshape((rule.K,) + q.shape)
+
+
+def short_relative_tail(b: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    r""":meth:`HermiteRule.relative_tail` (numpy) of coefficients ``b`` ``(K, P, ...)`` whose terms at and beyond
+    ``lengths`` ``(P, ...)`` vanish (:func:`short_coefficients`): the cumulative sums run over each problem's
+    longest length only (zero beyond it, as the full sums are)."""
+    K, P = b.shape[0], b.shape[1]
+    per_problem = np.asarray(lengths).reshape(P, -1).max(axis=1)
+    out = np.zeros((K, P))
+    for length in np.unique(per_problem):
+        sel = np.nonzero(per_problem == length)[0]
+        out[:length, sel] = HermiteRule.relative_tail(b[:length, sel], np)
+    return out
 
 
 class Gathered:
@@ -543,31 +668,48 @@ class DualKernels:
         return self.method in ("closed", "hermite", "fourier")
 
     @float64
-    def marginal(self, q, derivative: bool = True, xp=jnp):
+    def marginal(self, q, derivative: bool = True, xp=jnp, tol=None):
         """Everything that depends on the variance ``q`` alone (a tuple of arrays); ``xp``: jax.numpy or
-        numpy (see :attr:`numpy_ok`)."""
+        numpy (see :attr:`numpy_ok`).  ``tol`` (numpy Hermite rule only): the tolerance of the per-variance
+        series lengths (:func:`series_lengths`; default the rule's: a looser one for a Picard sweep far
+        from convergence, whose coefficients need not be exact; then pass the same ``tol`` to :meth:`tails`)."""
+        self._check_sweep_tol(tol, xp)
         q = xp.asarray(q, xp.float64)
         if self.method == "fourier":    # numpy only (polar_fourier)
             return self.rule.marginal(np.asarray(q), derivative)
         if self.method != "hermite":
             return (q,)
-        fs = array_functions(self.activation, "numpy" if xp is np else "jax")[: 2 if derivative else 1]
+        fs = (_numpy_functions(self.activation) if xp is np else array_functions(self.activation, "jax"))[: 2 if derivative else 1]
+        if xp is np:       # per-variance lengths: a small variance carries a short series (short_coefficients)
+            return (q,) + tuple(short_coefficients(self.rule, f, q, tol) for f in fs)
         return (q,) + tuple(self.rule.coefficients(f, q, xp) for f in fs)
 
-    def tails(self, m, xp=jnp):
+    def _check_sweep_tol(self, tol, xp):
+        if tol is not None and (self.method != "hermite" or xp is not np):
+            raise ValueError("a series tolerance applies to the numpy Hermite rule only")
+
+    def tails(self, m, xp=jnp, tol=None):
         """The Hermite rule's :meth:`HermiteRule.relative_tail` of every coefficient array of the marginals
         ``m`` (``(K, U, ...)`` coefficients of U variances -> one ``(K, U)`` array each; ``None`` for the
         other rules).  Computed once for marginals that many evaluations share, gathered per problem and
-        passed to ``from_marginals(..., tails=(tails_1, tails_2))``."""
+        passed to ``from_marginals(..., tails=(tails_1, tails_2))``.  ``tol``: as given to :meth:`marginal`."""
+        self._check_sweep_tol(tol, xp)
         if self.method != "hermite":
             return None
+        if xp is np:       # numpy marginals are short per variance (marginal): sum each over its length
+            fs = _numpy_functions(self.activation)
+            t = self.rule.tol if tol is None else max(tol, self.rule.tol)
+            return tuple(short_relative_tail(b, series_lengths(f, m[0], self.rule.K, t, self.rule.tol))
+                         for f, b in zip(fs, m[1:]))
         return tuple(HermiteRule.relative_tail(b, xp) for b in m[1:])
 
     @float64
-    def from_marginals(self, m1, m2, c, derivative: bool = True, xp=jnp, tails=None):
+    def from_marginals(self, m1, m2, c, derivative: bool = True, xp=jnp, tails=None, tol=None):
         r"""$C$ (and $\dot C$ if ``derivative``) for marginals from :meth:`marginal` and covariance ``c``
         (``xp`` as there).  ``tails``: ``(tails(m1), tails(m2))`` when known (the Mehler series is
-        truncated by correlation; :class:`HermiteRule`)."""
+        truncated by correlation; :class:`HermiteRule`).  ``tol`` (numpy Hermite rule only): the truncation
+        tolerance instead of the rule's (never below it; for a Picard sweep far from convergence)."""
+        self._check_sweep_tol(tol, xp)
         q1, q2 = m1[0], m2[0]
         c = xp.asarray(c, xp.float64)
         shape = xp.broadcast_shapes(q1.shape, q2.shape, c.shape)
@@ -577,7 +719,7 @@ class DualKernels:
             return out if derivative else out[0]
         if self.method == "hermite":
             r, _ = _correlation(q1, q2, c, xp)
-            out = tuple(HermiteRule.series(m1[i], m2[i], r, xp, tol=self.rule.tol,
+            out = tuple(HermiteRule.series(m1[i], m2[i], r, xp, tol=self.rule.tol if tol is None else max(tol, self.rule.tol),
                                            tails=None if tails is None else (tails[0][i - 1], tails[1][i - 1]))
                         for i in ((1, 2) if derivative else (1,)))
         elif self.method == "closed" and xp is np and not derivative:
