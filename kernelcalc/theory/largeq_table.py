@@ -45,6 +45,7 @@ from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .._validation import accuracy_shortfall
 from .activations import Activation
 from .largeq import Asymptote, asymptote_of, first_settled, level_values
+from .largeq_far import far_expect, far_mask, moment_table
 
 __all__ = ["RemainderTable", "remainder_table", "TabulatedRule", "choose_tabulated", "cheapest_tabulated_rule"]
 
@@ -231,6 +232,7 @@ class TabulatedRule:
 
     asymptote: Asymptote
     h: float = 0.3
+    far: bool = True
 
     @property
     def n_out(self) -> int:
@@ -315,11 +317,44 @@ class TabulatedRule:
 @functools.lru_cache(maxsize=64)
 def _block(rule: TabulatedRule, derivative: bool):
     """``(q1, q2, c) -> (C,)`` or ``(C, Cdot)`` on flat arrays, compiled once per rule (the unrolled series would
-    otherwise compile op by op in eager mode; inside a caller's jit it is inlined)."""
+    otherwise compile op by op in eager mode; inside a caller's jit it is inlined).  With ``rule.far``: the moment
+    series for every covariance, then the quadrature only for those outside :func:`far_mask` (:func:`_patched`)."""
+    ds = (False, True) if derivative else (False,)
+
+    def quad(q1, q2, c):
+        return tuple(rule._one(q1, q2, c, d) for d in ds)
+
+    if not rule.far:
+        return jax.jit(quad)
+
     def block(q1, q2, c):
-        out = (rule._one(q1, q2, c, False),)
-        return out + ((rule._one(q1, q2, c, True),) if derivative else ())
+        near = ~far_mask(q1, q2, c)
+        out = far_expect(rule.asymptote, q1, q2, c, ds)
+        return _patched(out, near, quad, q1, q2, c)
     return jax.jit(block)
+
+
+_CHUNK = 256     # covariances per quadrature chunk of the near-parallel band
+
+
+def _patched(out, near, quad, q1, q2, c):
+    r"""``out`` with the entries where ``near`` holds replaced by ``quad`` at those covariances: the near entries are
+    moved to the front (a stable sort) and computed ``_CHUNK`` at a time in a loop whose trip count is their number
+    (fixed shapes under jit; the quadrature's cost is paid only for the near entries)."""
+    B = q1.shape[0]
+    K = min(_CHUNK, B)
+    perm = jnp.argsort(~near, stable=True)
+    order = jnp.concatenate([perm, jnp.full((K,), B, dtype=perm.dtype)])
+    n_chunks = (jnp.sum(near.astype(perm.dtype)) + K - 1) // K
+
+    def body(i, outs):
+        idx = jax.lax.dynamic_slice(order, (i * K,), (K,))
+        take = jnp.logical_and(idx < B, near.at[idx].get(mode="fill", fill_value=False))
+        vals = quad(q1.at[idx].get(mode="fill", fill_value=1.0), q2.at[idx].get(mode="fill", fill_value=1.0),
+                    c.at[idx].get(mode="fill", fill_value=0.0))
+        dest = jnp.where(take, idx, B)
+        return tuple(o.at[dest].set(v, mode="drop") for o, v in zip(outs, vals))
+    return jax.lax.fori_loop(0, n_chunks, body, tuple(out))
 
 
 _H_LEVELS = (0.4, 0.3, 0.22, 0.16)
