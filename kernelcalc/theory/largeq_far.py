@@ -129,11 +129,7 @@ class MomentTable:
         """``(B, N)``: $M_k(w)$ for ``w`` of shape ``(B,)`` in ``[0, w_max]``."""
         xp = jnp if xp is None else xp
         y = xp.clip(2.0 * w / self.w_max - 1.0, -1.0, 1.0)
-        d = self.coef.shape[0]
-        T = [xp.ones_like(y), y]
-        for _ in range(2, d):
-            T.append(2.0 * y * T[-1] - T[-2])
-        return xp.stack(T[:d], axis=-1) @ xp.asarray(self.coef)
+        return _chebT(y, self.coef.shape[0], xp) @ xp.asarray(self.coef)
 
 
 def _moments(R, x, h, w, n):
@@ -208,18 +204,14 @@ def _taylor(asy: Asymptote, derivative: bool, zeta, s2, tau, xp):
 
 
 def _powers(x, n, xp):
-    """``(B, n)``: $x^0..x^{n-1}$ by repeated products (exact signs, no pow)."""
-    p = [xp.ones_like(x), x]
-    for _ in range(2, n):
-        p.append(p[-1] * x)
-    return xp.stack(p[:n], axis=-1)
+    """``(B, n)``: $x^0..x^{n-1}$ as a cumulative product (exact signs, no pow; one operation to compile)."""
+    ones = xp.ones(x.shape + (1,), x.dtype)
+    return xp.concatenate([ones, xp.cumprod(xp.broadcast_to(x[..., None], x.shape + (n - 1,)), axis=-1)], axis=-1)
 
 
 def _chebT(y, d, xp):
-    T = [xp.ones_like(y), y]
-    for _ in range(2, d):
-        T.append(2.0 * y * T[-1] - T[-2])
-    return xp.stack(T[:d], axis=-1)
+    """``(..., d)``: $T_k(y)=\cos(k\arccos y)$, $|y|\le1$ (one operation to compile; accurate to ~$k$ ulp)."""
+    return xp.cos(xp.arccos(y)[..., None] * np.arange(d))
 
 
 def far_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):

@@ -45,9 +45,10 @@ from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .._validation import accuracy_shortfall
 from .activations import Activation
 from .largeq import Asymptote, asymptote_of, first_settled, level_values
-from .largeq_far import far_expect, far_mask, moment_table
+from .largeq_far import N_TERMS, V0, far_expect, far_mask, moment_table
 
-__all__ = ["RemainderTable", "remainder_table", "TabulatedRule", "choose_tabulated", "cheapest_tabulated_rule"]
+__all__ = ["RemainderTable", "remainder_table", "TabulatedRule", "choose_tabulated", "cheapest_tabulated_rule",
+           "far_difference"]
 
 _S0 = 0.125        # first s-panel [0, S0] (variable s^2)
 _S_PANELS = 10     # s-panels: [0, S0], [S0 2^(k-1), S0 2^k] for k = 1..8 (up to S = 32), and [S, inf) in S/s
@@ -228,7 +229,10 @@ def remainder_table(asymptote: Asymptote, derivative: bool) -> RemainderTable:
 @dataclasses.dataclass(frozen=True)
 class TabulatedRule:
     r"""$E[f(a)f(b)]$, $f\in\{\phi,\phi'\}$, by asymptote + localised remainder with the inner average
-    tabulated (module doc).  ``h``: the trapezoid step of the outer sums over $|x|\le L$."""
+    tabulated (module doc).  ``h``: the trapezoid step of the outer sums over $|x|\le L$.  ``far``: where
+    $\min(q_1,q_2)(1-r^2)\ge V_0$ (:func:`~kernelcalc.theory.largeq_far.far_mask`) use the moment series of
+    :mod:`kernelcalc.theory.largeq_far` instead (no quadrature; 30-150x cheaper per covariance), and run the
+    quadrature only on the near-parallel rest, in chunks (:func:`_patched`)."""
 
     asymptote: Asymptote
     h: float = 0.3
@@ -257,14 +261,28 @@ class TabulatedRule:
 
     @property
     def table_error(self) -> float:
-        """The larger measured (held-out) error of the two tables, relative to max |R|."""
-        return max(remainder_table(self.asymptote, d).error for d in (False, True))
+        """The largest measured (held-out) error of the tables: the two remainder tables (relative to max |R|) and,
+        with ``far``, the two moment tables of :mod:`kernelcalc.theory.largeq_far` (relative to their largest
+        term)."""
+        err = max(remainder_table(self.asymptote, d).error for d in (False, True))
+        if self.far:
+            err = max(err, *(moment_table(self.asymptote, d).error for d in (False, True)))
+        return err
+
+    @property
+    def far_points(self) -> int:
+        r"""Cost of one $(C,\dot C)$ in the far regime (:func:`~kernelcalc.theory.largeq_far.far_mask`), in the unit
+        of :attr:`points`: measured side by side (``benchmarks/bench_largeq_table.py``, 2048 covariances) at
+        2-6 us against 150-250 us for the quadrature, i.e. about 1/40 of :attr:`points`.  :attr:`points` stays the
+        worst case (every covariance near-parallel)."""
+        return int(math.ceil(self.points / 40.0))
 
     def describe(self) -> str:
         tab = remainder_table(self.asymptote, False)
         return (f"large-q asymptote ({self.asymptote.family}) + localised remainder with a tabulated inner average "
                 f"({tab.coef.shape[0]}x{tab.coef.shape[1]} s by {tab.coef.shape[2]}x{tab.coef.shape[3]} mu "
-                f"Chebyshev coefficients), step {self.h:g} on |x| <= {self.asymptote.L:g}")
+                f"Chebyshev coefficients), step {self.h:g} on |x| <= {self.asymptote.L:g}"
+                + (f"; moment series of {N_TERMS} terms where min(q1, q2)(1 - r^2) >= {V0:g}" if self.far else ""))
 
     def _one(self, q1, q2, c, derivative):
         asy = self.asymptote
@@ -334,7 +352,7 @@ def _block(rule: TabulatedRule, derivative: bool):
     return jax.jit(block)
 
 
-_CHUNK = 256     # covariances per quadrature chunk of the near-parallel band
+_CHUNK = 64     # covariances per quadrature chunk of the near-parallel band
 
 
 def _patched(out, near, quad, q1, q2, c):
@@ -360,6 +378,29 @@ def _patched(out, near, quad, q1, q2, c):
 _H_LEVELS = (0.4, 0.3, 0.22, 0.16)
 
 
+def _far_edge(q1, q2, c):
+    r"""The covariances ``(q1, q2, c)`` plus the edge of the far regime, $\min(q_1,q_2)(1-r^2)=V_0$, where the moment
+    series converge slowest: equal variances and ratio 10, $\pm r$, for each distinct $q_1\ge V_0$ given."""
+    q1, q2, c = (np.asarray(v, np.float64).ravel() for v in (q1, q2, c))
+    qe = np.unique(q1[q1 >= V0])
+    re = np.sqrt(np.maximum(1.0 - V0 / qe, 0.0))
+    e1, e2 = np.tile(qe, 4), np.concatenate([qe, qe, 10.0 * qe, 10.0 * qe])
+    er = np.concatenate([re, -re, re, -re])
+    return np.concatenate([q1, e1]), np.concatenate([q2, e2]), np.concatenate([c, er * np.sqrt(e1 * e2)])
+
+
+def far_difference(rule: TabulatedRule, q1, q2, c, blocked=None, quadrature=None) -> float:
+    r"""The largest difference, relative to $\sqrt{E f(a)^2E f(b)^2}$, between ``rule`` (moment series where far) and
+    its quadrature alone (the same rule with ``far=False``) for $C$ and $\dot C$ at the covariances ``(q1, q2, c)``
+    (include the edge of the far regime: :func:`_far_edge`); 0 when ``rule.far`` is off.  ``quadrature``: the
+    :func:`~kernelcalc.theory.largeq.level_values` of the ``far=False`` rule at these covariances, when known."""
+    if not rule.far:
+        return 0.0
+    fast, _ = level_values(rule, q1, q2, c, blocked)
+    slow, norms = quadrature or level_values(dataclasses.replace(rule, far=False), q1, q2, c, blocked)
+    return max(float(np.max(np.abs(a - b) / np.maximum(n, 1e-300))) for a, b, n in zip(fast, slow, norms))
+
+
 def cheapest_tabulated_rule(activation: Activation) -> TabulatedRule | None:
     """The coarsest level :func:`choose_tabulated` can return, or ``None`` without an asymptote."""
     asy = asymptote_of(activation)
@@ -377,7 +418,8 @@ def choose_tabulated(activation: Activation, q_max: float, tol: float, strict: b
     step $h$ down to about $h$: very unequal variances at $|r|\to1$ with $q_a\sim1$ are not covered.  In the
     Neural-ODE recursions variances far apart in time are far from parallel.)  Returns ``(rule, error estimate)``: the estimate is the larger of that
     difference and the tables' measured error (:attr:`TabulatedRule.table_error`, relative to $\max|R|$,
-    itself bounded by the kernel's scale); warns (raises when ``strict``) when it exceeds ``10 * tol``."""
+    itself bounded by the kernel's scale) and the moment series' measured difference from the quadrature
+    (:func:`far_difference`); warns (raises when ``strict``) when it exceeds ``10 * tol``."""
     asy = asymptote_of(activation)
     qs = np.geomspace(max(q_min, 1e-3), max(q_max, q_min), 5)
     r = np.array([-0.9, 0.0, 0.9, 0.9999, 1.0])
@@ -385,18 +427,22 @@ def choose_tabulated(activation: Activation, q_max: float, tol: float, strict: b
     q1 = np.concatenate([np.repeat(qs, r.size)] * 2 + [np.repeat(qs, r_far.size)])
     q2 = np.concatenate([np.repeat(qs, r.size), np.repeat(2.0 * qs, r.size), np.repeat(100.0 * qs, r_far.size)])
     rr = np.concatenate([np.tile(r, 2 * qs.size), np.tile(r_far, qs.size)])
-    c = rr * np.sqrt(q1 * q2)
+    q1, q2, c = _far_edge(q1, q2, rr * np.sqrt(q1 * q2))
+    memo = {}
 
-    def values(h):
-        return level_values(TabulatedRule(asy, h), q1, q2, c, blocked)
+    def values(h):      # the quadrature alone: the levels differ only there
+        memo[h] = level_values(TabulatedRule(asy, h, far=False), q1, q2, c, blocked)
+        return memo[h]
 
     table_err = TabulatedRule(asy).table_error
     settled, err = first_settled(_H_LEVELS, values, tol)
+    rule = TabulatedRule(asy, settled if settled is not None else _H_LEVELS[-1])
+    far_err = far_difference(rule, q1, q2, c, blocked, memo.get(rule.h))
     if settled is not None:
-        return TabulatedRule(asy, settled), max(err, table_err, 1e-16)
-    est = max(err, table_err)
+        return rule, max(err, table_err, far_err, 1e-16)
+    est = max(err, table_err, far_err)
     if est > 10.0 * tol:
         accuracy_shortfall(f"tabulated large-q rule for {activation.name}: the finest step {_H_LEVELS[-1]} still "
                            f"changes by {err:.1e} (table error {table_err:.1e}) > tol = {tol:.1e} for variances up "
                            f"to q = {q_max:.4g}", strict)
-    return TabulatedRule(asy, _H_LEVELS[-1]), est
+    return rule, est
