@@ -142,7 +142,8 @@ def _moments(R, x, h, w, n):
 def moment_table(asymptote: Asymptote, derivative: bool) -> MomentTable:
     """The :class:`MomentTable` of the remainder of ``asymptote`` (``derivative``: of $R'$), built once per
     process (a few hundred milliseconds)."""
-    x = np.arange(-_X, _X + 1e-9, _H)
+    m = int(round(_X / _H))
+    x = _H * np.arange(-m, m + 1, dtype=np.float64)        # integers times h: an exactly symmetric grid
     R = stable_remainder(asymptote.name, asymptote.scale, derivative, x)
     w_max = 1.0 / V0
     y = np.cos(np.pi * (np.arange(_D_W) + 0.5) / _D_W)
