@@ -69,12 +69,7 @@ def rules():
     return {name: TabulatedRule(ASYMPTOTES[name], 0.3) for name in PHI}
 
 
-@pytest.mark.parametrize("name", ["softplus", "tanh", "sigmoid"])
-def test_far_series_match_gauss_legendre(rules, name):
-    """C and Cdot in the far regime at q = 1e2 .. 1e6 within 1e-12 of their scale (the reference's own accuracy is
-    ~1e-13 at q = 1e6)."""
-    rule = rules[name]
-    cases = _cases() if name != "sigmoid" else _cases()[::2]
+def _check_gauss_legendre(rule, name, cases):
     q1, q2, r = (np.array(v) for v in zip(*cases))
     c = r * np.sqrt(q1 * q2)
     assert np.all(np.asarray(far_mask(q1, q2, c, xp=np)))
@@ -84,6 +79,20 @@ def test_far_series_match_gauss_legendre(rules, name):
         for value, f in zip((got[0][i], got[1][i]), PHI[name]):
             worst = max(worst, abs(value - expect_gl(f, f, a, b, cc)) / _scale(f, a, b))
     assert worst < 1e-12, worst
+
+
+@pytest.mark.parametrize("name", ["softplus", "tanh"])
+def test_far_series_match_gauss_legendre(rules, name):
+    """C and Cdot in the far regime within 1e-12 of their scale (the reference's own accuracy is ~1e-13 at
+    q = 1e6): q = 1e2 at r = 0, q = 1e4 with ratio 3 near r = +1, q = 1e6 near r = -1 (both at the far edge)."""
+    _check_gauss_legendre(rules[name], name, [_cases()[i] for i in (1, 3, 4)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["softplus", "tanh", "sigmoid"])
+def test_far_series_match_gauss_legendre_all_cases(rules, name):
+    """As above at every case of CASES (generic r, ratios 3 and 1/50) and for sigmoid too."""
+    _check_gauss_legendre(rules[name], name, _cases())
 
 
 def _R_mpmath(name, derivative):
@@ -106,12 +115,12 @@ def test_moment_tables_match_mpmath(name):
     for derivative in (False, True):
         table = moment_table(asy, derivative)
         R = _R_mpmath(name, derivative)
-        ws = np.array([0.0, 0.37 * table.w_max, table.w_max])
+        ws = np.array([0.37 * table.w_max, table.w_max])
         got = np.asarray(table(ws, xp=np))
         worst = 0.0
         size = max(float(np.max(np.abs(got[:, k]))) / math.factorial(k) for k in range(got.shape[1]))
         with mp.workdps(20):
-            for k in (0, 1, 2, 5, 12):
+            for k in (1, 2, 7):
                 for j, w in enumerate(ws):
                     g = lambda x: x ** k * R(x) * mp.exp(-w * x * x / 2)   # noqa: E731
                     ref = mp.quad(g, [-120, -40, -10, -3, 0, 3, 10, 40, 120])
@@ -120,12 +129,12 @@ def test_moment_tables_match_mpmath(name):
 
 
 def test_hybrid_patches_near_entries_in_place():
-    """A batch of 200 covariances, about 150 of them near-parallel (more than one chunk of 64), in shuffled order:
+    """A batch of 120 covariances, about 90 of them near-parallel (more than one chunk of 64), in shuffled order:
     near entries equal the quadrature's bit for bit; far entries agree with it (at its finest step) to 1e-14 of their
     scale."""
     asy = ASYMPTOTES["tanh"]
     rng = np.random.default_rng(3)
-    n = 200
+    n = 120
     q1 = 10 ** rng.uniform(1, 6, n)
     q2 = q1 * 10 ** rng.uniform(-0.5, 0.5, n)
     r = np.where(rng.uniform(size=n) < 0.75, 1 - 10 ** rng.uniform(-8, -2, n) * V0 / np.minimum(q1, q2),

@@ -211,7 +211,7 @@ def _powers(x, n, xp):
 
 
 def _chebT(y, d, xp):
-    """``(..., d)``: $T_k(y)=\cos(k\arccos y)$, $|y|\le1$ (one operation to compile; accurate to ~$k$ ulp)."""
+    r"""``(..., d)``: $T_k(y)=\cos(k\arccos y)$, $|y|\le1$ (one operation to compile; accurate to ~$k$ ulp)."""
     return xp.cos(xp.arccos(y)[..., None] * np.arange(d))
 
 
