@@ -30,6 +30,15 @@ Per covariance the rule costs one contraction of the $s$-panel ($d_s\times P_\mu
 $G(\cdot,s)$'s $\mu$-coefficients), one Clenshaw sum of $d_\mu$ terms per outer node, and two closed forms
 per node for the cross terms: a few $10^4$ flops, against $\sim(2L/h)\cdot n_{\rm inner}$ remainder
 evaluations of the window rule (:class:`~kernelcalc.theory.largeq.AsymptoticRule`).
+
+**Far from parallel** ($\min(q_1,q_2)(1-r^2)\ge V_0$, :func:`~kernelcalc.theory.largeq_far.far_mask`) the rule
+(``far=True``, the default) uses the moment series of :mod:`kernelcalc.theory.largeq_far` instead: no quadrature,
+about 2-6 us per $(C,\dot C)$ against 150-250 us (``benchmarks/bench_largeq_table.py``, 2048 covariances).  The
+near-parallel rest is moved to the front by a stable sort and integrated as above in chunks of ``_CHUNK``
+covariances, in a loop whose trip count is their number (:func:`_patched`; fixed shapes under jit, and chunks small
+enough to stay in cache, which alone makes the quadrature 2-6x cheaper per covariance than one large block).
+:func:`choose_tabulated` adds the series' measured difference from the quadrature (:func:`far_difference`) to the
+error estimate.
 """
 
 from __future__ import annotations
