@@ -1,14 +1,25 @@
 """Per-evaluation cost and accuracy of the large-q rules, side by side in one run (issue 17, part 3).
 
-For tanh and softplus at q = 10, 1e2, 1e4, 1e6: the Mehler/Hermite series (where it converges within 8192 terms),
-the window rule (kernelcalc.theory.largeq.AsymptoticRule at its coarsest level) and the tabulated rule
-(kernelcalc.theory.largeq_table.TabulatedRule at the step choose_tabulated picks for tol 1e-13).  Time: microseconds
-per (C, Cdot) over 1024 covariances at that q (correlations uniform in [-1, 1], half of them at q2 = 2 q), jit,
-the best of 3 calls after the compiling one (the tables are built once per process: their build time is printed).
-Accuracy: against an mpmath 1-D integral at r = 1 exactly (b = sqrt(q2/q1) a), relative to sqrt(E f(a)^2 E f(b)^2).
-Usage: python benchmarks/bench_largeq_table.py [tanh softplus ...]
+For each activation (default tanh and softplus) and q = 10, 1e2, 1e4, 1e6, on batches of 2048 covariances:
+
+- ``quadrature``: kernelcalc.theory.largeq_table.TabulatedRule(far=False), the rule as it was before the moment
+  series (one block: outer trapezoid sums with the tabulated inner average), at the step choose_tabulated picks for
+  tol 1e-13;
+- ``hybrid``: the same rule with ``far=True`` (the default): the moment series of kernelcalc.theory.largeq_far
+  where min(q1, q2)(1 - r^2) >= V0, the quadrature in chunks of 64 elsewhere.
+
+Two correlation mixes per q: ``generic`` (r uniform in [-1, 1], half the pairs at q2 = 2 q: the far regime for
+most pairs at q >= 1e3) and ``parallel`` (1 - r log-uniform in [1e-8, 1e-2] * V0 / q: every pair in the
+near-parallel band, the worst case of the hybrid).  Time: microseconds per (C, Cdot), the best of 3 calls after
+the compiling one (``first``: the compiling call itself, per evaluation; the tables are built once per process
+before, their build time is printed).  Accuracy: ``parallel-line err``: r = 1 exactly, against an mpmath 1-D
+integral, relative to sqrt(E f(a)^2 E f(b)^2); ``series vs quadrature``: the largest difference between the two
+rules on the generic batch, relative to the same norms.  Also the Mehler/Hermite series where it converges within
+8192 terms.  The machine's load (uptime) is printed: compare only numbers of one run.
+Usage: python benchmarks/bench_largeq_table.py [tanh softplus sigmoid silu]
 """
 import math
+import os
 import sys
 import time
 
@@ -19,7 +30,8 @@ import numpy as np
 from kernelcalc._x64 import scope
 from kernelcalc.theory.activations import resolve_activation
 from kernelcalc.theory.gaussian import HermiteRule, hermite_order
-from kernelcalc.theory.largeq import ASYMPTOTES, AsymptoticRule
+from kernelcalc.theory.largeq import ASYMPTOTES
+from kernelcalc.theory.largeq_far import V0, far_mask, moment_table
 from kernelcalc.theory.largeq_table import TabulatedRule, remainder_table
 
 MP = {"softplus": (lambda x: mp.log1p(mp.exp(x)) if x < 0 else x + mp.log1p(mp.exp(-x)), lambda x: 1 / (1 + mp.exp(-x))),
@@ -27,6 +39,7 @@ MP = {"softplus": (lambda x: mp.log1p(mp.exp(x)) if x < 0 else x + mp.log1p(mp.e
       "silu": (lambda x: x / (1 + mp.exp(-x)), lambda x: 1 / (1 + mp.exp(-x)) * (1 + x / (1 + mp.exp(x)))),
       "sigmoid": (lambda x: 1 / (1 + mp.exp(-x)), lambda x: mp.exp(-x) / (1 + mp.exp(-x)) ** 2)}
 STEP = {"tanh": 0.22, "softplus": 0.4, "silu": 0.4, "sigmoid": 0.4}     # what choose_tabulated picks for tol 1e-13
+N = 2048
 
 
 def parallel(f, q1, q2):
@@ -40,46 +53,67 @@ def parallel(f, q1, q2):
 
 
 def timed(fn, *args):
+    t = time.perf_counter()
     fn(*args)[0].block_until_ready()
+    first = time.perf_counter() - t
     best = math.inf
     for _ in range(3):
         t = time.perf_counter()
         fn(*args)[0].block_until_ready()
         best = min(best, time.perf_counter() - t)
-    return best
+    return first / N * 1e6, best / N * 1e6
+
+
+def batches(q, rng):
+    q1 = np.full(N, q)
+    q2 = np.where(np.arange(N) % 2 == 0, q, 2 * q)
+    generic = rng.uniform(-1, 1, N)
+    parallel_r = 1.0 - 10 ** rng.uniform(-8, -2, N) * V0 / q
+    return {"generic": (q1, q2, generic * np.sqrt(q1 * q2)),
+            "parallel": (q1, q2, np.clip(parallel_r, -1, 1) * np.sign(generic) * np.sqrt(q1 * q2))}
 
 
 def main(names):
     rng = np.random.default_rng(0)
-    n = 1024
+    print(f"load: {os.getloadavg()[0]:.1f} (1 min), 2048 covariances per batch, V0 = {V0:g}")
     for name in names:
         act = resolve_activation(name)
         asy = ASYMPTOTES[name]
         with scope():
             t = time.perf_counter()
             remainder_table(asy, False), remainder_table(asy, True)
-            print(f"{name}: tables built in {time.perf_counter() - t:.2f} s")
-            old, new = AsymptoticRule(asy, 0.25, 0.35), TabulatedRule(asy, STEP[name])
+            t1 = time.perf_counter()
+            moment_table(asy, False), moment_table(asy, True)
+            print(f"{name}: remainder tables built in {t1 - t:.2f} s, moment tables in {time.perf_counter() - t1:.2f} s")
+            old, new = TabulatedRule(asy, STEP[name], far=False), TabulatedRule(asy, STEP[name])
+            f_old = jax.jit(lambda a, b, cc: old.expect(a, b, cc))
+            f_new = jax.jit(lambda a, b, cc: new.expect(a, b, cc))
             for q in (10.0, 1e2, 1e4, 1e6):
-                q1 = np.full(n, q)
-                q2 = np.where(np.arange(n) % 2 == 0, q, 2 * q)
-                c = rng.uniform(-1, 1, n) * np.sqrt(q1 * q2)
-                row = [f"  q = {q:8.0e}"]
                 K = hermite_order((act.numpy_fn, act.numpy_derivative), 2 * q)
+                herm = "hermite: > 8192 terms"
                 if K is not None:
                     rule = HermiteRule(K)
                     f = jax.jit(lambda a, b, cc: rule.expect_pairs(((act.jax_fn, act.jax_fn), (act.jax_derivative, act.jax_derivative)), a, b, cc))
-                    row.append(f"hermite K={K} {timed(f, q1, q2, c) / n * 1e6:8.1f} us")
-                else:
-                    row.append("hermite: > 8192 terms      ")
+                    q1, q2, c = batches(q, rng)["generic"]
+                    herm = f"hermite K={K}: {timed(f, q1, q2, c)[1]:.1f} us"
                 ref = [parallel(g, q, 2 * q) for g in MP[name]]
-                for label, rule in (("window", old), ("tabulated", new)):
-                    f = jax.jit(lambda a, b, cc, rule=rule: rule.expect(a, b, cc))
-                    us = timed(f, q1, q2, c) / n * 1e6
-                    got = [float(np.asarray(v)[0]) for v in rule.expect(np.array([q]), np.array([2 * q]), np.array([math.sqrt(2) * q]))]
-                    err = max(abs(g - r[0]) / math.sqrt(r[1] * r[2]) for g, r in zip(got, ref))
-                    row.append(f"{label} ({rule.points} pts) {us:8.1f} us err {err:.1e}")
-                print(" | ".join(row), flush=True)
+                got = [float(np.asarray(v)[0]) for v in new.expect(np.array([q]), np.array([2 * q]), np.array([math.sqrt(2) * q]))]
+                err = max(abs(g - r[0]) / math.sqrt(r[1] * r[2]) for g, r in zip(got, ref))
+                print(f"  q = {q:7.0e}  {herm};  parallel-line err {err:.1e}")
+                for mix, (q1, q2, c) in batches(q, rng).items():
+                    far = float(np.mean(np.asarray(far_mask(q1, q2, c, xp=np))))
+                    a_first, a = timed(f_old, q1, q2, c)
+                    b_first, b = timed(f_new, q1, q2, c)
+                    line = (f"    {mix:8s} (far {far:4.0%}): quadrature {a:7.1f} us (first {a_first:7.1f}) | hybrid {b:6.1f} us "
+                            f"(first {b_first:7.1f}) | ratio {a / b:6.1f}")
+                    if mix == "generic":
+                        o, w = f_old(q1, q2, c), f_new(q1, q2, c)
+                        n1, n2 = old.expect(q1, q1, q1), old.expect(q2, q2, q2)
+                        diff = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)) / np.sqrt(np.abs(np.asarray(s1) * np.asarray(s2)))))
+                                   for x, y, s1, s2 in zip(o, w, n1, n2))
+                        line += f" | series vs quadrature {diff:.1e}"
+                    print(line, flush=True)
+    print(f"load: {os.getloadavg()[0]:.1f} (1 min)")
 
 
 if __name__ == "__main__":

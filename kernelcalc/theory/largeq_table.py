@@ -30,6 +30,15 @@ Per covariance the rule costs one contraction of the $s$-panel ($d_s\times P_\mu
 $G(\cdot,s)$'s $\mu$-coefficients), one Clenshaw sum of $d_\mu$ terms per outer node, and two closed forms
 per node for the cross terms: a few $10^4$ flops, against $\sim(2L/h)\cdot n_{\rm inner}$ remainder
 evaluations of the window rule (:class:`~kernelcalc.theory.largeq.AsymptoticRule`).
+
+**Far from parallel** ($\min(q_1,q_2)(1-r^2)\ge V_0$, :func:`~kernelcalc.theory.largeq_far.far_mask`) the rule
+(``far=True``, the default) uses the moment series of :mod:`kernelcalc.theory.largeq_far` instead: no quadrature,
+about 2-6 us per $(C,\dot C)$ against 150-250 us (``benchmarks/bench_largeq_table.py``, 2048 covariances).  The
+near-parallel rest is moved to the front by a stable sort and integrated as above in chunks of ``_CHUNK``
+covariances, in a loop whose trip count is their number (:func:`_patched`; fixed shapes under jit, and chunks small
+enough to stay in cache, which alone makes the quadrature 2-6x cheaper per covariance than one large block).
+:func:`choose_tabulated` adds the series' measured difference from the quadrature (:func:`far_difference`) to the
+error estimate.
 """
 
 from __future__ import annotations
@@ -45,8 +54,10 @@ from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .._validation import accuracy_shortfall
 from .activations import Activation
 from .largeq import Asymptote, asymptote_of, first_settled, level_values
+from .largeq_far import N_TERMS, V0, far_expect, far_mask, moment_table
 
-__all__ = ["RemainderTable", "remainder_table", "TabulatedRule", "choose_tabulated", "cheapest_tabulated_rule"]
+__all__ = ["RemainderTable", "remainder_table", "TabulatedRule", "choose_tabulated", "cheapest_tabulated_rule",
+           "far_difference"]
 
 _S0 = 0.125        # first s-panel [0, S0] (variable s^2)
 _S_PANELS = 10     # s-panels: [0, S0], [S0 2^(k-1), S0 2^k] for k = 1..8 (up to S = 32), and [S, inf) in S/s
@@ -227,10 +238,14 @@ def remainder_table(asymptote: Asymptote, derivative: bool) -> RemainderTable:
 @dataclasses.dataclass(frozen=True)
 class TabulatedRule:
     r"""$E[f(a)f(b)]$, $f\in\{\phi,\phi'\}$, by asymptote + localised remainder with the inner average
-    tabulated (module doc).  ``h``: the trapezoid step of the outer sums over $|x|\le L$."""
+    tabulated (module doc).  ``h``: the trapezoid step of the outer sums over $|x|\le L$.  ``far``: where
+    $\min(q_1,q_2)(1-r^2)\ge V_0$ (:func:`~kernelcalc.theory.largeq_far.far_mask`) use the moment series of
+    :mod:`kernelcalc.theory.largeq_far` instead (no quadrature; 30-150x cheaper per covariance), and run the
+    quadrature only on the near-parallel rest, in chunks (:func:`_patched`)."""
 
     asymptote: Asymptote
     h: float = 0.3
+    far: bool = True
 
     @property
     def n_out(self) -> int:
@@ -255,14 +270,28 @@ class TabulatedRule:
 
     @property
     def table_error(self) -> float:
-        """The larger measured (held-out) error of the two tables, relative to max |R|."""
-        return max(remainder_table(self.asymptote, d).error for d in (False, True))
+        """The largest measured (held-out) error of the tables: the two remainder tables (relative to max |R|) and,
+        with ``far``, the two moment tables of :mod:`kernelcalc.theory.largeq_far` (relative to their largest
+        term)."""
+        err = max(remainder_table(self.asymptote, d).error for d in (False, True))
+        if self.far:
+            err = max(err, *(moment_table(self.asymptote, d).error for d in (False, True)))
+        return err
+
+    @property
+    def far_points(self) -> int:
+        r"""Cost of one $(C,\dot C)$ in the far regime (:func:`~kernelcalc.theory.largeq_far.far_mask`), in the unit
+        of :attr:`points`: measured side by side (``benchmarks/bench_largeq_table.py``, 2048 covariances) at
+        2-6 us against 150-250 us for the quadrature, i.e. about 1/40 of :attr:`points`.  :attr:`points` stays the
+        worst case (every covariance near-parallel)."""
+        return int(math.ceil(self.points / 40.0))
 
     def describe(self) -> str:
         tab = remainder_table(self.asymptote, False)
         return (f"large-q asymptote ({self.asymptote.family}) + localised remainder with a tabulated inner average "
                 f"({tab.coef.shape[0]}x{tab.coef.shape[1]} s by {tab.coef.shape[2]}x{tab.coef.shape[3]} mu "
-                f"Chebyshev coefficients), step {self.h:g} on |x| <= {self.asymptote.L:g}")
+                f"Chebyshev coefficients), step {self.h:g} on |x| <= {self.asymptote.L:g}"
+                + (f"; moment series of {N_TERMS} terms where min(q1, q2)(1 - r^2) >= {V0:g}" if self.far else ""))
 
     def _one(self, q1, q2, c, derivative):
         asy = self.asymptote
@@ -315,14 +344,70 @@ class TabulatedRule:
 @functools.lru_cache(maxsize=64)
 def _block(rule: TabulatedRule, derivative: bool):
     """``(q1, q2, c) -> (C,)`` or ``(C, Cdot)`` on flat arrays, compiled once per rule (the unrolled series would
-    otherwise compile op by op in eager mode; inside a caller's jit it is inlined)."""
+    otherwise compile op by op in eager mode; inside a caller's jit it is inlined).  With ``rule.far``: the moment
+    series for every covariance, then the quadrature only for those outside :func:`far_mask` (:func:`_patched`)."""
+    ds = (False, True) if derivative else (False,)
+
+    def quad(q1, q2, c):
+        return tuple(rule._one(q1, q2, c, d) for d in ds)
+
+    if not rule.far:
+        return jax.jit(quad)
+
     def block(q1, q2, c):
-        out = (rule._one(q1, q2, c, False),)
-        return out + ((rule._one(q1, q2, c, True),) if derivative else ())
+        near = ~far_mask(q1, q2, c)
+        out = far_expect(rule.asymptote, q1, q2, c, ds)
+        return _patched(out, near, quad, q1, q2, c)
     return jax.jit(block)
 
 
+_CHUNK = 64     # covariances per quadrature chunk of the near-parallel band
+
+
+def _patched(out, near, quad, q1, q2, c):
+    r"""``out`` with the entries where ``near`` holds replaced by ``quad`` at those covariances: the near entries are
+    moved to the front (a stable sort) and computed ``_CHUNK`` at a time in a loop whose trip count is their number
+    (fixed shapes under jit; the quadrature's cost is paid only for the near entries)."""
+    B = q1.shape[0]
+    K = min(_CHUNK, B)
+    perm = jnp.argsort(~near, stable=True)
+    order = jnp.concatenate([perm, jnp.full((K,), B, dtype=perm.dtype)])
+    n_chunks = (jnp.sum(near.astype(perm.dtype)) + K - 1) // K
+
+    def body(i, outs):
+        idx = jax.lax.dynamic_slice(order, (i * K,), (K,))
+        take = jnp.logical_and(idx < B, near.at[idx].get(mode="fill", fill_value=False))
+        vals = quad(q1.at[idx].get(mode="fill", fill_value=1.0), q2.at[idx].get(mode="fill", fill_value=1.0),
+                    c.at[idx].get(mode="fill", fill_value=0.0))
+        dest = jnp.where(take, idx, B)
+        return tuple(o.at[dest].set(v, mode="drop") for o, v in zip(outs, vals))
+    return jax.lax.fori_loop(0, n_chunks, body, tuple(out))
+
+
 _H_LEVELS = (0.4, 0.3, 0.22, 0.16)
+
+
+def _far_edge(q1, q2, c):
+    r"""The covariances ``(q1, q2, c)`` plus the edge of the far regime, $\min(q_1,q_2)(1-r^2)=V_0$, where the moment
+    series converge slowest: equal variances and ratio 10, $\pm r$, for each distinct $q_1\ge V_0$ given."""
+    q1, q2, c = (np.asarray(v, np.float64).ravel() for v in (q1, q2, c))
+    qe = np.unique(q1[q1 >= V0])
+    re = np.sqrt(np.maximum(1.0 - V0 / qe, 0.0))
+    e1, e2 = np.tile(qe, 4), np.concatenate([qe, qe, 10.0 * qe, 10.0 * qe])
+    er = np.concatenate([re, -re, re, -re])
+    return np.concatenate([q1, e1]), np.concatenate([q2, e2]), np.concatenate([c, er * np.sqrt(e1 * e2)])
+
+
+def far_difference(rule: TabulatedRule, q1, q2, c, blocked=None, quadrature=None) -> float:
+    r"""The largest difference, relative to $\sqrt{E f(a)^2E f(b)^2}$, between ``rule`` (moment series where far) and
+    its quadrature alone (the same rule with ``far=False``) for $C$ and $\dot C$ at the covariances ``(q1, q2, c)``
+    (include the edge of the far regime: :func:`_far_edge`); 0 when ``rule.far`` is off.  ``quadrature``: the
+    :func:`~kernelcalc.theory.largeq.level_values` of the ``far=False`` rule at these covariances, when known."""
+    if not rule.far:
+        return 0.0
+    fast, _ = level_values(rule, q1, q2, c, blocked)
+    slow, norms = quadrature or level_values(dataclasses.replace(rule, far=False), q1, q2, c, blocked)
+    return max(float(np.max(np.abs(a - b) / np.maximum(n, 1e-300))) for a, b, n in zip(fast, slow, norms))
 
 
 def cheapest_tabulated_rule(activation: Activation) -> TabulatedRule | None:
@@ -342,7 +427,8 @@ def choose_tabulated(activation: Activation, q_max: float, tol: float, strict: b
     step $h$ down to about $h$: very unequal variances at $|r|\to1$ with $q_a\sim1$ are not covered.  In the
     Neural-ODE recursions variances far apart in time are far from parallel.)  Returns ``(rule, error estimate)``: the estimate is the larger of that
     difference and the tables' measured error (:attr:`TabulatedRule.table_error`, relative to $\max|R|$,
-    itself bounded by the kernel's scale); warns (raises when ``strict``) when it exceeds ``10 * tol``."""
+    itself bounded by the kernel's scale) and the moment series' measured difference from the quadrature
+    (:func:`far_difference`); warns (raises when ``strict``) when it exceeds ``10 * tol``."""
     asy = asymptote_of(activation)
     qs = np.geomspace(max(q_min, 1e-3), max(q_max, q_min), 5)
     r = np.array([-0.9, 0.0, 0.9, 0.9999, 1.0])
@@ -350,18 +436,22 @@ def choose_tabulated(activation: Activation, q_max: float, tol: float, strict: b
     q1 = np.concatenate([np.repeat(qs, r.size)] * 2 + [np.repeat(qs, r_far.size)])
     q2 = np.concatenate([np.repeat(qs, r.size), np.repeat(2.0 * qs, r.size), np.repeat(100.0 * qs, r_far.size)])
     rr = np.concatenate([np.tile(r, 2 * qs.size), np.tile(r_far, qs.size)])
-    c = rr * np.sqrt(q1 * q2)
+    q1, q2, c = _far_edge(q1, q2, rr * np.sqrt(q1 * q2))
+    memo = {}
 
-    def values(h):
-        return level_values(TabulatedRule(asy, h), q1, q2, c, blocked)
+    def values(h):      # the quadrature alone: the levels differ only there
+        memo[h] = level_values(TabulatedRule(asy, h, far=False), q1, q2, c, blocked)
+        return memo[h]
 
     table_err = TabulatedRule(asy).table_error
     settled, err = first_settled(_H_LEVELS, values, tol)
+    rule = TabulatedRule(asy, settled if settled is not None else _H_LEVELS[-1])
+    far_err = far_difference(rule, q1, q2, c, blocked, memo.get(rule.h))
     if settled is not None:
-        return TabulatedRule(asy, settled), max(err, table_err, 1e-16)
-    est = max(err, table_err)
+        return rule, max(err, table_err, far_err, 1e-16)
+    est = max(err, table_err, far_err)
     if est > 10.0 * tol:
         accuracy_shortfall(f"tabulated large-q rule for {activation.name}: the finest step {_H_LEVELS[-1]} still "
                            f"changes by {err:.1e} (table error {table_err:.1e}) > tol = {tol:.1e} for variances up "
                            f"to q = {q_max:.4g}", strict)
-    return TabulatedRule(asy, _H_LEVELS[-1]), est
+    return rule, est
