@@ -230,7 +230,8 @@ NOT_JAX = {
     "kernelcalc.studies.sphere_spectrum": {"fit_decay", "max_degree"},
     "kernelcalc.studies.polynomial": {"sphere_degree", "harmonic_dimension", "sphere_polynomial_dimension", "feature_degree",
                                       "feature_rank_bound"},
-    "kernelcalc.theory.gaussian": {"hermite_order", "choose_step", "expect_mpmath", "hermite_q_limit"},
+    "kernelcalc.theory.gaussian": {"hermite_order", "choose_step", "expect_mpmath", "hermite_q_limit",
+                                   "fourier_dual_kernels"},
 }
 # Methods of public classes that run jax.
 JAX_METHODS = {

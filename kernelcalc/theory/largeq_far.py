@@ -54,7 +54,6 @@ import functools
 import math
 
 import numpy as np
-from scipy import special as sps
 
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
@@ -71,9 +70,16 @@ _H = 0.05          # trapezoid step of the defining sums
 _X = 200.0         # their half-range: x^(N-1) e^{-|x|} is below 1e-40 of its peak beyond
 
 
+
+def _erfc(x):
+    """scipy's erfc, imported on first use (importing kernelcalc loads no scipy)."""
+    from scipy.special import erfc
+
+    return erfc(x)
+
 def _Phi_neg(v):
     """$\\Phi(-v)$, accurate for large $v$."""
-    return 0.5 * sps.erfc(v / math.sqrt(2.0))
+    return 0.5 * _erfc(v / math.sqrt(2.0))
 
 
 def _sigm_neg(x):
@@ -104,12 +110,12 @@ def stable_remainder(name: str, lam: float, derivative: bool, x):
         if derivative:
             val, odd = 1.0 / np.cosh(np.minimum(t, 350.0)) ** 2 - 2.0 * lam / math.sqrt(math.pi) * np.exp(-lam * lam * t * t), False
         else:
-            val, odd = sps.erfc(lam * t) - 2.0 * np.exp(-2.0 * t) / (1.0 + np.exp(-2.0 * t)), True
+            val, odd = _erfc(lam * t) - 2.0 * np.exp(-2.0 * t) / (1.0 + np.exp(-2.0 * t)), True
     elif name == "sigmoid":      # R odd, R' even
         if derivative:
             val, odd = _sigm_neg(t) * (1.0 - _sigm_neg(t)) - lam / math.sqrt(math.pi) * np.exp(-lam * lam * t * t), False
         else:
-            val, odd = 0.5 * sps.erfc(lam * t) - _sigm_neg(t), True
+            val, odd = 0.5 * _erfc(lam * t) - _sigm_neg(t), True
     else:  # pragma: no cover
         raise ValueError(f"no remainder for {name!r}")
     return np.where(x < 0, -val, val) if odd else val
