@@ -47,9 +47,9 @@ _R0, _R_MAX = 12, 192       # angle degree: doubled from R0
 _EPS = 3.0                  # graded angle scale eps = _EPS / sqrt(q) (q: the box's smallest)
 _PAD = 0.25                 # a box's angle range: the queried range widened by this fraction (and _PAD_MIN)
 _PAD_MIN = 0.02
-_FIRST_PAD = (0.5, 0.1, 1.0, 0.4)   # first build: [lo - 0.5 w - 0.1, hi + w + 0.4] (w = hi - lo)
-_DIRECT_SHARE = 0.25        # direct evaluations of out-of-range queries allowed per box, as a share of its build
-_DEBUG = bool(__import__("os").environ.get("KC_QTABLE_DEBUG"))
+_DIRECT_SHARE = 0.5         # direct evaluations of out-of-range queries allowed per box, as a share of its build
+_FIRST_COST = 7000          # the build cost assumed for a box not built yet (degree 14, 33 angles)
+_RECENT = 3                 # a box is built on the angle range of the latest requests
 
 
 def _angle(q1, q2, c):
@@ -96,6 +96,8 @@ class QTable:
         self.builds = 0           # box builds, rebuilds on a wider angle range included
         self.error = 0.0          # largest measured error of the boxes (relative)
         self.direct = 0           # expectations evaluated directly (queries outside a box's range)
+        self._seen: dict = {}     # box -> angle ranges requested outside it
+        self._direct: dict = {}   # box -> direct evaluations since its last build
 
     # -- building -------------------------------------------------------------------------------
     def _values(self, box, x1, x2, u):
@@ -171,33 +173,34 @@ class QTable:
         return out.reshape((2,) + shape)
 
     def box(self, i: int, j: int, lo: float, hi: float, outside: int = 0):
-        r"""The box ``(i, j)`` for queried angles ``[lo, hi]``, or ``None``: the box is built on first use (its range
-        the queried one widened generously, ``_FIRST_PAD``: later solves of other input angles ask for more); when it
-        exists but does not cover the query, the ``outside`` values are to be evaluated by the rule directly
-        (``None``: transients of the Picard sweeps and a few stragglers), until such direct evaluations exceed
-        ``_DIRECT_SHARE`` of the box's build, which rebuilds it on the union of the ranges."""
+        r"""The box ``(i, j)`` for queried angles ``[lo, hi]`` (``outside`` values outside the box), or ``None``: those
+        values are to be evaluated by the rule directly (the first sweeps of a solve, at its first guess, and a few
+        stragglers) until such direct evaluations exceed ``_DIRECT_SHARE`` of the box's build cost; then the box is
+        built (or rebuilt) on the angles of the latest ``_RECENT`` requests (with its old range), widened by
+        ``_PAD``."""
         old = self.boxes.get((i, j))
         if old is not None and old.covers(lo, hi):
             return old
+        seen = self._seen.setdefault((i, j), [])
+        seen.append((lo, hi))
+        cost = old.cost if old is not None else _FIRST_COST
+        direct = self._direct.get((i, j), 0)
+        if direct + outside <= _DIRECT_SHARE * cost:   # a few values (Picard transients, stragglers): directly
+            self._direct[(i, j)] = direct + outside
+            self.direct += outside
+            return None
+        # build on the angles of the latest requests (the first sweeps of a solve ask at its first guess)
+        lo, hi = min(a for a, _ in seen[-_RECENT:]), max(b for _, b in seen[-_RECENT:])
+        self._direct[(i, j)] = 0
         if old is not None:
-            if old.direct + outside <= _DIRECT_SHARE * old.cost:
-                old.direct += outside
-                self.direct += outside
-                return None
             lo, hi = min(lo, old.lo), max(hi, old.hi)
-            w = hi - lo
-            lo, hi = max(0.0, lo - _PAD * w - _PAD_MIN), min(math.pi, hi + _PAD * w + _PAD_MIN)
-        else:
-            w = hi - lo
-            lo, hi = max(0.0, lo - _FIRST_PAD[0] * w - _FIRST_PAD[1]), min(math.pi, hi + _FIRST_PAD[2] * w + _FIRST_PAD[3])
+        w = hi - lo
+        lo, hi = max(0.0, lo - _PAD * w - _PAD_MIN), min(math.pi, hi + _PAD * w + _PAD_MIN)
         box = _Box(i, j, lo, hi, self.anchor)
         before = self.evaluations
         self._build(box)
         box.cost = self.evaluations - before
         self.boxes[(i, j)] = box
-        if _DEBUG:
-            print(f"qtable box {(i, j)} range [{box.lo:.4f}, {box.hi:.4f}] d {box.d} R {box.R} error {box.error:.1e} "
-                  f"evaluations {self.evaluations} direct {self.direct}", flush=True)
         return box
 
     def direct_values(self, q1, q2, c):
@@ -235,7 +238,7 @@ class QTable:
                     out[:, out_sel] = self.direct_values(q1[out_sel], q2[out_sel], c[out_sel])
                     out[0, out_sel] /= np.sqrt(q1[out_sel] * q2[out_sel])
                     sel = sel[inside]
-                    box = self.boxes[(ik, jk)]
+                    box = self.boxes.get((ik, jk))
             if sel.size:
                 out[:, sel] = self._series(box, x1[sel], x2[sel], box.u_of(th[sel]))
         out[0] *= np.sqrt(q1 * q2)

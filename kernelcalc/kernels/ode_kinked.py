@@ -62,7 +62,8 @@ _QT_TOL = 1e-12            # the (log q, theta) table of a quadrature dual on th
 _QT_CHUNK = 2048           # expectations per call of its rule (one compiled shape)
 _QT_WIDTH = 2.0            # its box width in log q (_qtable._W), for the cost guard
 _QT_COST_DEGREE = 14       # its typical variance degree per box, for the cost guard
-_QT_COST_ANGLES = 33       # its typical angle nodes per box, for the cost guard
+_QT_COST_ANGLES = 65       # its typical angle nodes per box (49-97 measured at sigma_w T = 5), for the cost guard
+_QT_COST_BUILDS = 2.5      # its builds per box (measured 12 builds of 6 boxes at sigma_w T = 5, plus direct values)
 
 
 class _AngleTable:
@@ -264,12 +265,13 @@ class KinkedSolverMixin:
                                                   f"log q, for q from {q0:.3g} to {q:.3g})"),
                        ((_QT_COST_DEGREE + 1) ** 2, f"variance nodes per box (degree {_QT_COST_DEGREE})"),
                        (_QT_COST_ANGLES, "angle nodes per box"),
+                       (_QT_COST_BUILDS, "builds per box (its angle range widens as solves of other angles ask)"),
                        (float(dual.points), "quadrature points per expectation (C and Cdot)")]
             self._refuse_if(factors, P)
             factors = [(int(pairs), "pairs"), (_PANEL_SWEEPS, "Picard sweeps per row of cells"),
                        (cells, f"time cells ({P} panels: {P} diagonal, {cells - P} off-diagonal)"),
                        (per_cell, f"nodes per cell (degree {m})"),
-                       (0.05 * _QT_COST_ANGLES + 0.04 * (m + 1), f"operations per node (a Clenshaw sum of "
+                       (0.05 * _QT_COST_ANGLES + 0.04 * (m + 1), f"operations per node (a Clenshaw sum of up to "
                                                                  f"{_QT_COST_ANGLES} terms at weight 0.05, plus "
                                                                  f"{0.04 * (m + 1):g} for the cell maps)")]
         self._refuse_if(factors, P)
