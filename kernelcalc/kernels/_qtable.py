@@ -262,7 +262,7 @@ class NodeTable:
         self.keys = {int(k): np.nonzero(self.key == k)[0] for k in np.unique(self.key)}
         R = max(b.R for b in table.boxes.values()) if table.boxes else _R0
         self.coef = np.zeros((2, R + 1, self.q1.size))       # (C or Cdot, angle degree, node)
-        self.eps, self.a, self.b = (np.ones(self.q1.size) for _ in range(3))
+        self.eps, self.a, self.b = np.ones(self.q1.size), np.zeros(self.q1.size), np.ones(self.q1.size)
         self.lo, self.hi = np.zeros(self.q1.size), np.full(self.q1.size, -1.0)   # empty ranges: filled on use
         self.built: dict = {}
 
