@@ -498,7 +498,8 @@ class KinkedSolverMixin:
     def _table(self, dual, grid, q):
         """The :class:`_AngleTable` of ``grid`` for problems sharing one diagonal ``q`` (rows), or ``None``
         (a closed form, or different diagonals)."""
-        if dual.method == "closed" or q.shape[0] < _TABLE_MIN_PROBLEMS or not np.all(q == q[:1]):
+        if (dual.method == "closed" or q.shape[0] < _TABLE_MIN_PROBLEMS or not np.all(q == q[:1])
+                or isinstance(grid, pan.PanelGrid)):   # (the panels call C on parts of the grid: no node layout here)
             return None
         key = (grid.name, q[0].tobytes())
         table = self._tables.get(key)
@@ -609,15 +610,22 @@ def band_of(theta0, sigma_w_T: float) -> np.ndarray:
 
 #: smooth activations that bend like relu along t = s once q is large (their smooth scale 1/sqrt(q) is tiny) and
 #: have a closed-form dual: past sigma_w T = 3 they take the panels too (the tensor grid does not converge there)
-_RELU_LIKE_AT_LARGE_Q = ("gelu", "softplus", "silu")
+_RELU_LIKE_AT_LARGE_Q = ("gelu",)
+
+
+#: smooth activations without a closed-form dual that take the panels past sigma_w T = 4.5, where their expectations
+#: need the large-q rule (softplus: q(T) ~ 400 at sigma_w T = 5, past the Hermite series' reach), read through the
+#: (log q, theta) table of :mod:`._qtable`
+_LARGE_Q_PANELS = {"softplus": 4.5, "silu": 4.5}
 
 
 def use_triangles(activation, T: float, sigma_w: float) -> bool:
     r"""Whether :func:`~kernelcalc.node_kernel` takes the collapsed-triangle grid: a kinked activation, at every
-    $\sigma_wT$ (one element up to 3, composite panels beyond: :mod:`._panels`), and the relu-like smooth ones
-    (``_RELU_LIKE_AT_LARGE_Q``) beyond $\sigma_wT=3$."""
+    $\sigma_wT$ (one element up to 3, composite panels beyond: :mod:`._panels`), the relu-like smooth ones
+    (``_RELU_LIKE_AT_LARGE_Q``) beyond $\sigma_wT=3$, and softplus and silu beyond 4.5 (``_LARGE_Q_PANELS``)."""
     return bool(activation.is_piecewise_smooth) or (
-        activation.name in _RELU_LIKE_AT_LARGE_Q and sigma_w * T > _SINGLE_ELEMENT + 1e-9)
+        activation.name in _RELU_LIKE_AT_LARGE_Q and sigma_w * T > _SINGLE_ELEMENT + 1e-9) or (
+        sigma_w * T > _LARGE_Q_PANELS.get(activation.name, math.inf) + 1e-9)
 
 
 # -- long horizons: the composite panels of kernels/_panels.py (one dispatch per grid operation) ----------
