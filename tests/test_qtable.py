@@ -128,3 +128,31 @@ def test_softplus_silu_sigma_w_T_10_N200_computes(activation):
     assert k.info["error_estimate"] / np.max(np.abs(k.ntk)) <= 1e-9
     assert np.allclose(k.ntk, k.ntk.T)
     assert np.min(np.linalg.eigvalsh(k.ntk)) > -1e-8 * np.max(np.abs(k.ntk))
+
+
+def test_table_cost_refusal_multiplies_out_and_names_its_drivers():
+    """The cost guard of the table path (a large-q rule on the panels): past the limit, one line whose factors multiply
+    to the quoted number and that names the boxes, the rule's points and every driver; the issue's case (softplus,
+    sigma_w T = 10, q(T) ~ 4e5, 200 points) is priced below the limit."""
+    import math
+    import re
+    import types
+
+    import kernelcalc as kc
+    from kernelcalc.kernels.ode import KinkedGoursatSolver
+
+    solver = KinkedGoursatSolver("softplus", T=10.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, v_max=1.0)
+    dual = types.SimpleNamespace(method="asymptotic", points=4223)
+    solver.info["q_max"] = 4.2e5
+    solver._check_cost(dual, 200, solver._nodes(12))
+    solver.info["q_max"] = 1e40
+    with pytest.raises(kc.KernelcalcInputError) as err:
+        solver._check_cost(dual, 200, solver._nodes(12))
+    msg = str(err.value)
+    assert "\n" not in msg and "boxes of (log q1, log q2)" in msg and "quadrature points per expectation" in msg
+    quoted = float(re.search(r"would cost about ([0-9.e+]+) operations", msg).group(1))
+    factors = re.search(r"\((.*) = [0-9.e+]+; the limit", msg).group(1)
+    prod = math.prod(float(f.split()[0]) for f in re.split(r" x (?=[0-9])", factors))
+    assert prod == pytest.approx(quoted, rel=1e-2)
+    for driver in ("sigma_w or T", "sigma_u or the input norm", "the number of points"):
+        assert driver in msg
