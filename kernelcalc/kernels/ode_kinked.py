@@ -418,7 +418,14 @@ class KinkedSolverMixin:
             idx = np.broadcast_to(np.arange(grid.points), (S0.shape[0], grid.points))
             S, _, dS, nS = pan.solve(grid, lambda a, b, c, x: nt(c, x[0], 0), S0, self._fwd, q=q, aux=(idx,))
             C, Cdot = nt(S, idx, 0), nt(S, idx, 1)
-        self.info["qtable"] = dict(boxes=len(qt.boxes), builds=qt.builds, evaluations=qt.evaluations, error=qt.error)
+        self.info["qtable"] = dict(boxes=len(qt.boxes), builds=qt.builds, evaluations=qt.evaluations, error=qt.error,
+                                   direct=qt.direct)
+        amplified = qt.error * (1.0 + self.sigma_w * self.T)
+        if amplified > 10.0 * self.tol and not getattr(qt, "warned", False):
+            qt.warned = True
+            accuracy_shortfall(f"the (log q, theta) table of the {self.activation.name} expectations reaches a relative "
+                               f"error of only {qt.error:.1e} (x {1 + self.sigma_w * self.T:g} through the time "
+                               f"integrals: {amplified:.1e} > 10 tol = {10 * self.tol:.1e})", self.strict)
         return C, Cdot, dS, nS
 
     def _deficit(self, dual, grid, q, S0_self, gap):
@@ -613,19 +620,24 @@ def band_of(theta0, sigma_w_T: float) -> np.ndarray:
 _RELU_LIKE_AT_LARGE_Q = ("gelu",)
 
 
-#: smooth activations without a closed-form dual that take the panels past sigma_w T = 4.5, where their expectations
-#: need the large-q rule (softplus: q(T) ~ 400 at sigma_w T = 5, past the Hermite series' reach), read through the
-#: (log q, theta) table of :mod:`._qtable`
-_LARGE_Q_PANELS = {"softplus": 4.5, "silu": 4.5}
+#: smooth activations without a closed-form dual that take the panels for sigma_w T in (lo, hi], where their
+#: expectations need the large-q rule (softplus: q(T) ~ 400 at sigma_w T = 5, past the Hermite series' reach), read
+#: through the (log q, theta) table of :mod:`._qtable`.  Measured (2-core box, load ~10): softplus sigma_w T = 5,
+#: error estimate 6e-11, ~5 min cold; sigma_w T = 10, N = 200: 1474 s and an error estimate of 1.1e-4 (boxes next to
+#: the diagonal q1 ~ q2 do not converge in log q at theta ~ 1/sqrt(q)), so beyond hi the tensor grid's cost guard
+#: refuses as before.
+_LARGE_Q_PANELS = {"softplus": (4.5, 6.0), "silu": (4.5, 6.0)}
 
 
 def use_triangles(activation, T: float, sigma_w: float) -> bool:
     r"""Whether :func:`~kernelcalc.node_kernel` takes the collapsed-triangle grid: a kinked activation, at every
     $\sigma_wT$ (one element up to 3, composite panels beyond: :mod:`._panels`), the relu-like smooth ones
-    (``_RELU_LIKE_AT_LARGE_Q``) beyond $\sigma_wT=3$, and softplus and silu beyond 4.5 (``_LARGE_Q_PANELS``)."""
+    (``_RELU_LIKE_AT_LARGE_Q``) beyond $\sigma_wT=3$, and softplus and silu for $4.5<\sigma_wT\le6$
+    (``_LARGE_Q_PANELS``)."""
     return bool(activation.is_piecewise_smooth) or (
         activation.name in _RELU_LIKE_AT_LARGE_Q and sigma_w * T > _SINGLE_ELEMENT + 1e-9) or (
-        sigma_w * T > _LARGE_Q_PANELS.get(activation.name, math.inf) + 1e-9)
+        _LARGE_Q_PANELS.get(activation.name, (math.inf, 0.0))[0] + 1e-9 < sigma_w * T
+        <= _LARGE_Q_PANELS.get(activation.name, (math.inf, 0.0))[1] + 1e-9)
 
 
 # -- long horizons: the composite panels of kernels/_panels.py (one dispatch per grid operation) ----------
