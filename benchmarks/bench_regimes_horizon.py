@@ -51,6 +51,19 @@ With the deficit form on the panels too (near-parallel pairs of a homogeneous ki
 The sin/cos ratios above 10 come from the T = 1 side (now ~1 s cold); their T = 10 times are unchanged
 against main measured side by side (sin: 13.4 s vs 14.0 s, 10.0 s vs 12.1 s).
 
+softplus and silu on the composite panels through one (log q1, log q2, theta) table of the large-q rule
+(``kernels/_qtable.py``, smoothpanels branch), 13:51-14:17, load average 7-11 (both columns in the same run)::
+
+    softplus      2.3  1473.9  645.9   1.1e-04  large-q asymptote (gelu) + tabulated remainder, q(T) = 4.2e5;
+                                                the table: 8 boxes per log-q axis (36 box pairs), ~1e6 rule
+                                                evaluations at ~0.1-0.2 ms; boxes next to q1 ~ q2 do not converge
+                                                in log q at theta ~ 1/sqrt(q) (held-out error up to ~1e-5)
+    silu          not measured (same path)
+
+So the table path is kept to 4.5 < sigma_w*T <= 6 (``ode_kinked._LARGE_Q_PANELS``), where it was measured at
+sigma_w*T = 5 (N = 20: error estimate 6.1e-11 relative, 6 boxes, 2.2e5 table + 0.7e5 direct rule evaluations, ~5 min
+at load 10); softplus and silu at T = 10 are refused by the tensor grid's cost guard as before (target missed).
+
 Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin]``; the lead's
 ``benchmarks/bench_regimes.py`` calls :func:`run`.
 """
