@@ -60,9 +60,11 @@ softplus and silu on the composite panels through one (log q1, log q2, theta) ta
                                                 in log q at theta ~ 1/sqrt(q) (held-out error up to ~1e-5)
     silu          not measured (same path)
 
-So the table path is kept to 4.5 < sigma_w*T <= 6 (``ode_kinked._LARGE_Q_PANELS``), where it was measured at
-sigma_w*T = 5 (N = 20: error estimate 6.1e-11 relative, 6 boxes, 2.2e5 table + 0.7e5 direct rule evaluations, ~5 min
-at load 10); softplus and silu at T = 10 are refused by the tensor grid's cost guard as before (target missed).
+Cold, N = 200, same path, 14:18-14:24, load average 3-8 (T = 1: 1.4 s): sigma_w*T = 5: 118 s (85x; refused before),
+error estimate 6.1e-11, 6 boxes, 2.2e5 table + 0.7e5 direct rule evaluations; sigma_w*T = 6: 247 s, 6.8e-5 (the table
+warns: 9.6e-6 in a box next to q1 ~ q2).  So the table path is kept to 4.5 < sigma_w*T <= 5
+(``ode_kinked._LARGE_Q_PANELS``); softplus and silu at T = 10 are refused by the tensor grid's cost guard as before
+(target missed).
 
 Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin]``; the lead's
 ``benchmarks/bench_regimes.py`` calls :func:`run`.

@@ -116,7 +116,7 @@ def test_softplus_sigma_w_T_5_table_against_the_direct_rule():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 17 part 3 not met for softplus/silu: past sigma_w T = 6 the tensor grid's cost guard "
+@pytest.mark.xfail(reason="issue 17 part 3 not met for softplus/silu: past sigma_w T = 5 the tensor grid's cost guard "
                           "refuses (the table path took 1474 s with an error estimate of 1.1e-4 at T = 10)", strict=False)
 @pytest.mark.parametrize("activation", ["softplus", "silu"])
 def test_softplus_silu_sigma_w_T_10_N200_computes(activation):

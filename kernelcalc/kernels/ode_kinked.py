@@ -622,17 +622,17 @@ _RELU_LIKE_AT_LARGE_Q = ("gelu",)
 
 #: smooth activations without a closed-form dual that take the panels for sigma_w T in (lo, hi], where their
 #: expectations need the large-q rule (softplus: q(T) ~ 400 at sigma_w T = 5, past the Hermite series' reach), read
-#: through the (log q, theta) table of :mod:`._qtable`.  Measured (2-core box, load ~10): softplus sigma_w T = 5,
-#: error estimate 6e-11, ~5 min cold; sigma_w T = 10, N = 200: 1474 s and an error estimate of 1.1e-4 (boxes next to
-#: the diagonal q1 ~ q2 do not converge in log q at theta ~ 1/sqrt(q)), so beyond hi the tensor grid's cost guard
-#: refuses as before.
-_LARGE_Q_PANELS = {"softplus": (4.5, 6.0), "silu": (4.5, 6.0)}
+#: through the (log q, theta) table of :mod:`._qtable`.  Measured (N = 200 on the sphere, cold, load 3-8): softplus
+#: sigma_w T = 5: 118 s, error estimate 6.1e-11 (refused before); sigma_w T = 6: 247 s, 6.8e-5 (warns); sigma_w T = 10:
+#: 1474 s, 1.1e-4 (boxes next to the diagonal q1 ~ q2 do not converge in log q at theta ~ 1/sqrt(q)), so beyond hi
+#: the tensor grid's cost guard refuses as before.
+_LARGE_Q_PANELS = {"softplus": (4.5, 5.0), "silu": (4.5, 5.0)}
 
 
 def use_triangles(activation, T: float, sigma_w: float) -> bool:
     r"""Whether :func:`~kernelcalc.node_kernel` takes the collapsed-triangle grid: a kinked activation, at every
     $\sigma_wT$ (one element up to 3, composite panels beyond: :mod:`._panels`), the relu-like smooth ones
-    (``_RELU_LIKE_AT_LARGE_Q``) beyond $\sigma_wT=3$, and softplus and silu for $4.5<\sigma_wT\le6$
+    (``_RELU_LIKE_AT_LARGE_Q``) beyond $\sigma_wT=3$, and softplus and silu for $4.5<\sigma_wT\le5$
     (``_LARGE_Q_PANELS``)."""
     return bool(activation.is_piecewise_smooth) or (
         activation.name in _RELU_LIKE_AT_LARGE_Q and sigma_w * T > _SINGLE_ELEMENT + 1e-9) or (
