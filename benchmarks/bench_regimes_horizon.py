@@ -104,6 +104,21 @@ nodes by ``kernels/_fourier_solve.py``), 14:00, load average 11-13, two runs (ea
     main, the same minutes: sigmoid 3.3 / 9.1 s (2.8x, Mehler series of 4400 terms); tanh T = 10 timed out at 120 s.
     The T = 1 column (Mehler series, unchanged) includes the imports and the sympy Assumption-1 analysis (~1-2 s).
 
+softplus and silu on the composite panels through one (log q1, log q2, theta) table of the large-q rule
+(``kernels/_qtable.py``, smoothpanels branch), 13:51-14:17, load average 7-11 (both columns in the same run)::
+
+    softplus      2.3  1473.9  645.9   1.1e-04  large-q asymptote (gelu) + tabulated remainder, q(T) = 4.2e5;
+                                                the table: 8 boxes per log-q axis (36 box pairs), ~1e6 rule
+                                                evaluations at ~0.1-0.2 ms; boxes next to q1 ~ q2 do not converge
+                                                in log q at theta ~ 1/sqrt(q) (held-out error up to ~1e-5)
+    silu          not measured (same path)
+
+Cold, N = 200, same path, 14:18-14:24, load average 3-8 (T = 1: 1.4 s): sigma_w*T = 5: 118 s (85x; refused before),
+error estimate 6.1e-11, 6 boxes, 2.2e5 table + 0.7e5 direct rule evaluations; sigma_w*T = 6: 247 s, 6.8e-5 (the table
+warns: 9.6e-6 in a box next to q1 ~ q2).  So the table path is kept to 4.5 < sigma_w*T <= 5
+(``ode_kinked._LARGE_Q_PANELS``); softplus and silu at T = 10 are refused by the tensor grid's cost guard as before
+(target missed).
+
 Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin]``; the lead's
 ``benchmarks/bench_regimes.py`` calls :func:`run`.
 """

@@ -257,8 +257,25 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
             top_diag = out[:, grid.diag_slice(k - 1)].reshape(B, m1, m1)[:, -1, :] @ E_top.T  # cell (k-1, k-1), in w
             tops = np.concatenate([below, top_diag[:, None, :]], axis=1)                     # (B, k, m1)
             qj = (qp[:, :k] if qp is not None else qs[:, :k])
-        qk = qp[:, k] if qp is not None else ((S0[:, None] * ones) if k == 0 else qs[:, k - 1, -1:] * ones)
-        X = np.broadcast_to(tops[:, :, None, :], (B, k, m1, m1)).copy() if k else None
+        if qp is not None:
+            qk = qp[:, k]
+        elif k == 0:
+            qk = S0[:, None] * ones
+        else:   # the row's diagonal, first guess: q(t_k + tau) = q(t_k)^2 / q(t_k - tau) (log-linear from the last panel)
+            prev = qs[:, k - 1]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                guess = prev[:, -1:] ** 2 / prev[:, ::-1]
+            qk = np.where(np.isfinite(guess) & (guess > 0) & (prev[:, -1:] > 0), guess, prev[:, -1:] * ones)
+        # first guess of the tensor cells: S(t_k, s) at the correlation of the lower edge (S(t, s) ~ sqrt(q(t)), so that
+        # the first sweeps ask the dual for covariances near those of the solution: a table of C (_qtable) keeps its
+        # angle range narrow)
+        if k:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scale = np.sqrt(qk / qk[:, :1])
+            scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+            X = tops[:, :, None, :] * scale[:, None, :, None]
+        else:
+            X = None
         diag = None
         delta, prev, sweeps = math.inf, math.inf, 0
         while sweeps < max_sweeps:

@@ -41,6 +41,7 @@ from ..theory.duals import NUMPY_OPS
 from . import _triangle as tri
 from . import _panels as pan
 from ._anchored import RESIDUAL_TOL, AnchoredDual
+from ._qtable import NodeTable, QTable
 from ._gram import bucket, flat_pairs, pad_to
 from ._interp import barycentric_weights
 from ._interp import chebyshev_coefficients, chebyshev_matrix
@@ -63,13 +64,19 @@ _BAND_LADDERS = ((16, 20, 24, 32, 40), (20, 24, 32, 40), (24, 32, 40, 48))
 #: the same per cell of the composite panels (sigma_w T > 3, :mod:`._panels`; each cell has sigma_w h <= 2)
 _PANEL_LADDERS = ((12, 16, 20, 24, 32), (16, 20, 24, 32), (20, 24, 32, 40))
 _PANEL_SWEEPS = 25         # Picard sweeps of a row of cells (measured 15-22 at sigma_w h = 1), for the cost guard
-_TABLE_COST_ANGLES = 64    # angles of an angle table (typical; 16-256), for the cost guard
 _TABLE_TOL = 1e-13         # angle tables (_AngleTable) of quadrature duals: target relative accuracy
 _TABLE_MAX = 256
 _TABLE_MIN_PROBLEMS = 16   # fewer problems (the degree probes): the rule directly (a table costs ~100 sweeps' worth)
 _EQUAL_RTOL = 1e-12       # norms this close (relative) are solved as equal
+_TABLE_COST_ANGLES = 64    # angles of an angle table (typical; 16-256), for the cost guard
 _BATCH = 64                # problems per numpy solve
 _OWN_CACHE = 64            # self-kernel solves kept for identical-input pairs (_own_solve)
+_QT_TOL = 1e-12            # the (log q, theta) table of a quadrature dual on the panels (_qtable): relative accuracy
+_QT_CHUNK = 2048           # expectations per call of its rule (one compiled shape)
+_QT_WIDTH = 2.0            # its box width in log q (_qtable._W), for the cost guard
+_QT_COST_DEGREE = 14       # its typical variance degree per box, for the cost guard
+_QT_COST_ANGLES = 65       # its typical angle nodes per box (49-97 measured at sigma_w T = 5), for the cost guard
+_QT_COST_BUILDS = 2.5      # its builds per box (measured 12 builds of 6 boxes at sigma_w T = 5, plus direct values)
 
 
 class _AngleTable:
@@ -251,6 +258,8 @@ class KinkedSolverMixin:
         self._tables: dict = {}  # (grid, diagonal) -> _AngleTable (quadrature duals)
         self._table_error = 0.0
         self._own: dict = {}     # (dual, grid, S0) -> the self-kernel solve of _self_diagonals (_own_solve)
+        self._qt = None          # the (log q1, log q2, theta) table of a quadrature dual on the panels (_qtable)
+        self._node_tables: dict = {}   # (grid, diagonal) -> NodeTable of self._qt
 
     def _nodes(self, M) -> int:
         """Time nodes along one axis: $m+1$ (one element) or $Pm+1$ (panels)."""
@@ -261,11 +270,12 @@ class KinkedSolverMixin:
         pairs $\times$ row sweeps $\times$ cells $\times$ nodes per cell $\times$ the operations per node (the
         expectations, at weight 0.05 for a closed form, and the cell maps' products).  A quadrature rule is
         evaluated through the angle tables (:class:`_AngleTable`): up to three bands of input angles, each a table
-        of about ``_TABLE_COST_ANGLES`` angles at every node."""
+        of about ``_TABLE_COST_ANGLES`` angles at every node; a large-$q$ rule (``asymptotic``) once into the
+        $(\log q_1,\log q_2,\theta)$ table of :mod:`._qtable` (priced at its boxes
+        $\times$ nodes per box $\times$ the rule's points), which the solves then read by Clenshaw sums."""
         P = self._panel_count()
         if P == 1:
             return super()._check_cost(dual, pairs, n, symmetric)
-        from .._validation import KernelcalcInputError
         m = max((int(n) - 1) // P, 1)
         cells = P + P * (P - 1) // 2
         per_cell = (m + 1) ** 2
@@ -275,11 +285,35 @@ class KinkedSolverMixin:
                        (per_cell, f"nodes per cell (degree {m})"),
                        (0.05 * dual.points + 0.04 * (m + 1), f"operations per node (closed form of price {dual.points} "
                                                              f"at weight 0.05, plus {0.04 * (m + 1):g} for the cell maps)")]
-        else:
+        elif dual.method != "asymptotic":
             factors = [(3, "angle tables (bands of input angles)"), (_TABLE_COST_ANGLES, "angles per table"),
                        (cells, f"time cells ({P} panels: {P} diagonal, {cells - P} off-diagonal)"),
                        (per_cell, f"nodes per cell (degree {m})"),
                        (float(dual.points), "quadrature points per expectation (C and Cdot)")]
+        else:
+            # the (log q1, log q2, theta) table (_qtable) holds every expectation the solves need; the solves read
+            # it by Clenshaw sums (priced as the closed forms' sweeps, at the weight of the angle degree)
+            q = max(self.info.get("q_max", 1.0), 1.0)
+            q0 = min(self.sigma_u ** 2 * self.v_max, 1.0) if self.v_max > 0 else 1.0
+            boxes = int(math.ceil(math.log(q / q0) / _QT_WIDTH)) + 1
+            factors = [(boxes * (boxes + 1) // 2, f"boxes of (log q1, log q2) ({boxes} of width {_QT_WIDTH:g} in "
+                                                  f"log q, for q from {q0:.3g} to {q:.3g})"),
+                       ((_QT_COST_DEGREE + 1) ** 2, f"variance nodes per box (degree {_QT_COST_DEGREE})"),
+                       (_QT_COST_ANGLES, "angle nodes per box"),
+                       (_QT_COST_BUILDS, "builds per box (its angle range widens as solves of other angles ask)"),
+                       (float(dual.points), "quadrature points per expectation (C and Cdot)")]
+            self._refuse_if(factors, P)
+            factors = [(int(pairs), "pairs"), (_PANEL_SWEEPS, "Picard sweeps per row of cells"),
+                       (cells, f"time cells ({P} panels: {P} diagonal, {cells - P} off-diagonal)"),
+                       (per_cell, f"nodes per cell (degree {m})"),
+                       (0.05 * _QT_COST_ANGLES + 0.04 * (m + 1), f"operations per node (a Clenshaw sum of up to "
+                                                                 f"{_QT_COST_ANGLES} terms at weight 0.05, plus "
+                                                                 f"{0.04 * (m + 1):g} for the cell maps)")]
+        self._refuse_if(factors, P)
+
+    def _refuse_if(self, factors, P):
+        """Raise the cost refusal when the product of ``factors`` exceeds the work limit."""
+        from .._validation import KernelcalcInputError
         work = math.prod(float(v) for v, _ in factors)
         if work <= self.work_limit:
             return
@@ -316,7 +350,39 @@ class KinkedSolverMixin:
         return rec.ode_backward_source(Cdot, Lam, self.sigma_w)
 
     def _C(self, dual):
+        qt = self._qtable(dual)
+        if qt is not None:
+            return lambda q1, q2, c: qt(q1, q2, c, 0)
         return _DualC(dual)
+
+    def _qtable(self, dual):
+        r"""The :class:`._qtable.QTable` of a large-$q$ dual (``asymptotic``) on the panels (one per solver: every
+        degree, band and input angle reads it), else ``None`` (closed forms, Hermite series, and the one-element
+        grid, evaluate the dual directly)."""
+        if dual.method != "asymptotic" or self._panel_count() == 1:
+            return None
+        if self._qt is None or self._qt.dual is not dual:
+            def evaluate(q1, q2, c):      # fixed-size chunks: one compiled shape of a jax rule, little padding
+                C, Cd = np.empty(c.size), np.empty(c.size)
+                for lo in range(0, c.size, _QT_CHUNK):
+                    sl = slice(lo, lo + _QT_CHUNK)
+                    C[sl], Cd[sl] = _dual_np(dual, q1[sl], q2[sl], c[sl], True)
+                return C, Cd
+            # boxes from the smallest variance q(0) = sigma_u^2 x.x/d of the sphere (one box lower off it)
+            q0 = self.sigma_u ** 2 * self.v_max * (1.0 if self.same_norms else math.exp(-2.0))
+            self._qt = QTable(evaluate, _QT_TOL, q0=max(q0, 1e-3) * (1.0 - 1e-12))
+            self._qt.dual = dual
+            self._node_tables = {}
+        return self._qt
+
+    def _node_table(self, dual, grid, q):
+        """The :class:`._qtable.NodeTable` of ``grid`` for problems sharing one diagonal ``q`` (rows)."""
+        key = (grid.name, q[0].tobytes())
+        nt = self._node_tables.get(key)
+        if nt is None:
+            q1, q2 = (a[0] for a in _point_variances(grid, q[:1]))
+            nt = self._node_tables[key] = NodeTable(self._qtable(dual), q1, q2)
+        return nt
 
     # -- solves ----------------------------------------------------------------------------------
     def _self_diagonals(self, dual, M, v):
@@ -370,6 +436,9 @@ class KinkedSolverMixin:
                 if not own and b > 0 and gap is not None and _homogeneous_closed(dual):   # near-parallel
                     C, Cdot, dS, nS = self._deficit(dual, grid, qb[sel], S0[sel] + gap[sel], gap[sel])
                     B = C.shape[0]
+                elif self._qtable(dual) is not None and isinstance(grid, pan.PanelGrid):
+                    C, Cdot, dS, nS = self._table_pairs(dual, grid, qb[sel], S0[sel], own)
+                    B = C.shape[0]
                 else:
                     table = None if own else self._table(dual, grid, qb[sel])
                     C_of = self._C(dual) if table is None else (
@@ -398,6 +467,30 @@ class KinkedSolverMixin:
                 self._sweeps("cross", max(dS, dL), max(nS, nL),
                              "the cross-covariance S(t, s) or the backward kernel Lambda(t, s)")
         return nngp, ntk
+
+    def _table_pairs(self, dual, grid, q, S0, own):
+        r"""$(C,\dot C)$ on the panels of B problems through the :class:`._qtable.QTable`: identical inputs (``own``:
+        the diagonal is iterated with the row) evaluate it at every node, the others through the :class:`NodeTable`
+        of their shared diagonal ``q``.  Returns ``(C, Cdot, change, sweeps)`` (node arrays ``(B, points)``)."""
+        qt = self._qtable(dual)
+        if own:
+            S, qk, dS, nS = pan.solve(grid, self._C(dual), S0, self._fwd)
+            q1, q2 = grid.variances(qk)
+            C, Cdot = qt(q1, q2, S)
+        else:
+            nt = self._node_table(dual, grid, q)
+            idx = np.broadcast_to(np.arange(grid.points), (S0.shape[0], grid.points))
+            S, _, dS, nS = pan.solve(grid, lambda a, b, c, x: nt(c, x[0], 0), S0, self._fwd, q=q, aux=(idx,))
+            C, Cdot = nt(S, idx, 0), nt(S, idx, 1)
+        self.info["qtable"] = dict(boxes=len(qt.boxes), builds=qt.builds, evaluations=qt.evaluations, error=qt.error,
+                                   direct=qt.direct)
+        amplified = qt.error * (1.0 + self.sigma_w * self.T)
+        if amplified > 10.0 * self.tol and not getattr(qt, "warned", False):
+            qt.warned = True
+            accuracy_shortfall(f"the (log q, theta) table of the {self.activation.name} expectations reaches a relative "
+                               f"error of only {qt.error:.1e} (x {1 + self.sigma_w * self.T:g} through the time "
+                               f"integrals: {amplified:.1e} > 10 tol = {10 * self.tol:.1e})", self.strict)
+        return C, Cdot, dS, nS
 
     def _deficit(self, dual, grid, q, S0_self, gap):
         r"""$(C,\dot C)$ on ``grid`` of B near-parallel pairs of a homogeneous kink, from the deficit
@@ -478,7 +571,8 @@ class KinkedSolverMixin:
     def _table(self, dual, grid, q):
         """The :class:`_AngleTable` of ``grid`` for problems sharing one diagonal ``q`` (rows), or ``None``
         (a closed form, or different diagonals)."""
-        if dual.method == "closed" or q.shape[0] < _TABLE_MIN_PROBLEMS or not np.all(q == q[:1]):
+        if (dual.method == "closed" or q.shape[0] < _TABLE_MIN_PROBLEMS or not np.all(q == q[:1])
+                or isinstance(grid, pan.PanelGrid)):   # (the panels call C on parts of the grid: no node layout here)
             return None
         key = (grid.name, q[0].tobytes())
         table = self._tables.get(key)
@@ -499,7 +593,8 @@ class KinkedSolverMixin:
         base = dict(self.info)
         try:
             self.info = dict(base, time_error_estimate=max(changes))
-            return super().relative_error_estimate() + self._table_error * (1.0 + self.sigma_w * self.T)
+            table = max(self._table_error, self._qt.error if self._qt is not None else 0.0)
+            return super().relative_error_estimate() + table * (1.0 + self.sigma_w * self.T)
         finally:
             self.info = base
 
@@ -591,12 +686,24 @@ def band_of(theta0, sigma_w_T: float) -> np.ndarray:
 _RELU_LIKE_AT_LARGE_Q = ("gelu",)
 
 
+#: smooth activations without a closed-form dual that take the panels for sigma_w T in (lo, hi], where their
+#: expectations need the large-q rule (softplus: q(T) ~ 400 at sigma_w T = 5, past the Hermite series' reach), read
+#: through the (log q, theta) table of :mod:`._qtable`.  Measured (N = 200 on the sphere, cold, load 3-8): softplus
+#: sigma_w T = 5: 118 s, error estimate 6.1e-11 (refused before); sigma_w T = 6: 247 s, 6.8e-5 (warns); sigma_w T = 10:
+#: 1474 s, 1.1e-4 (boxes next to the diagonal q1 ~ q2 do not converge in log q at theta ~ 1/sqrt(q)), so beyond hi
+#: the tensor grid's cost guard refuses as before.
+_LARGE_Q_PANELS = {"softplus": (4.5, 5.0), "silu": (4.5, 5.0)}
+
+
 def use_triangles(activation, T: float, sigma_w: float) -> bool:
     r"""Whether :func:`~kernelcalc.node_kernel` takes the collapsed-triangle grid: a kinked activation, at every
-    $\sigma_wT$ (one element up to 3, composite panels beyond: :mod:`._panels`), and the relu-like smooth ones
-    (``_RELU_LIKE_AT_LARGE_Q``) beyond $\sigma_wT=3$."""
+    $\sigma_wT$ (one element up to 3, composite panels beyond: :mod:`._panels`), the relu-like smooth ones
+    (``_RELU_LIKE_AT_LARGE_Q``) beyond $\sigma_wT=3$, and softplus and silu for $4.5<\sigma_wT\le5$
+    (``_LARGE_Q_PANELS``)."""
     return bool(activation.is_piecewise_smooth) or (
-        activation.name in _RELU_LIKE_AT_LARGE_Q and sigma_w * T > _SINGLE_ELEMENT + 1e-9)
+        activation.name in _RELU_LIKE_AT_LARGE_Q and sigma_w * T > _SINGLE_ELEMENT + 1e-9) or (
+        _LARGE_Q_PANELS.get(activation.name, (math.inf, 0.0))[0] + 1e-9 < sigma_w * T
+        <= _LARGE_Q_PANELS.get(activation.name, (math.inf, 0.0))[1] + 1e-9)
 
 
 # -- long horizons: the composite panels of kernels/_panels.py (one dispatch per grid operation) ----------
