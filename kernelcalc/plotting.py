@@ -209,6 +209,7 @@ def plot_horizon(result, path=None, ax=None):
         axes[1].set_xlabel("horizon T")
         axes[1].set_ylabel(f"predicted GD steps to {result.params['target']:g} L0")
         axes[1].set_title(f"lr = {result.params['lr']:.3g}", fontsize=9)
+        axes[1].set_xlim(axes[0].get_xlim())     # the same horizons in both panels (no crowded minor-tick labels)
         axes[1].legend(fontsize=8)
     return _finish(fig, path)
 
