@@ -9,6 +9,7 @@ kernelcalc's Chebyshev elements, expectation rules or sphere tables.
 """
 
 import numpy as np
+from trapezoid_goursat import cum2, fixed_point
 import pytest
 
 import kernelcalc as kc
@@ -22,34 +23,16 @@ def _Cd(q1, q2, c):
     return np.exp(-(q1 + q2) / 2) * np.cosh(c)
 
 
-def _cum2(F, h):
-    """int_0^{t_i} int_0^{t_j} F by the cumulative trapezoid rule along both axes."""
-    G = np.zeros_like(F)
-    G[1:] = np.cumsum(0.5 * h * (F[1:] + F[:-1]), axis=0)
-    H = np.zeros_like(G)
-    H[:, 1:] = np.cumsum(0.5 * h * (G[:, 1:] + G[:, :-1]), axis=1)
-    return H
-
-
-def _picard(step, X):
-    for _ in range(400):
-        Y = step(X)
-        if np.max(np.abs(Y - X)) <= 1e-15 * np.max(np.abs(Y)):
-            return Y
-        X = Y
-    raise AssertionError("reference Picard iteration did not converge")
-
-
 def _goursat(rho, T, sw, M):
     """(NNGP, NTK) of the sin Neural ODE for two unit-norm inputs with x.y/d = rho (sigma_u = sigma_v = 1)."""
     h = T / M
-    S_self = _picard(lambda S: 1.0 + sw**2 * _cum2(_C(np.diag(S)[:, None], np.diag(S)[None, :], S), h),
+    S_self = fixed_point(lambda S: 1.0 + sw**2 * cum2(_C(np.diag(S)[:, None], np.diag(S)[None, :], S), h),
                      np.ones((M + 1, M + 1)))
     q = np.diag(S_self)
-    S = _picard(lambda S: rho + sw**2 * _cum2(_C(q[:, None], q[None, :], S), h), np.full((M + 1, M + 1), rho))
+    S = fixed_point(lambda S: rho + sw**2 * cum2(_C(q[:, None], q[None, :], S), h), np.full((M + 1, M + 1), rho))
     C, Cd = _C(q[:, None], q[None, :], S), _Cd(q[:, None], q[None, :], S)
-    rev = lambda F: _cum2(F[::-1, ::-1], h)[::-1, ::-1]       # int_t^T int_s^T  # noqa: E731
-    Lam = _picard(lambda L: Cd[-1, -1] + sw**2 * rev(Cd * L), np.full_like(S, Cd[-1, -1]))
+    rev = lambda F: cum2(F[::-1, ::-1], h)[::-1, ::-1]       # int_t^T int_s^T  # noqa: E731
+    Lam = fixed_point(lambda L: Cd[-1, -1] + sw**2 * rev(Cd * L), np.full_like(S, Cd[-1, -1]))
     w = np.full(M + 1, h)
     w[[0, -1]] = h / 2
     return C[-1, -1], C[-1, -1] + sw**2 * w @ (C * Lam) @ w + rho * Lam[0, 0]
@@ -81,14 +64,14 @@ def _euler_reference(rho, L, T):
     summed directly with matrices (O(L^3)): S = S0 + d^2 A C A^T by fixed-point iteration."""
     d = T / L
     A = d * np.tril(np.ones((L + 1, L + 1)), -1)
-    S_self = _picard(lambda S: 1.0 + A @ _C(np.diag(S)[:, None], np.diag(S)[None, :], S) @ A.T, np.ones((L + 1, L + 1)))
+    S_self = fixed_point(lambda S: 1.0 + A @ _C(np.diag(S)[:, None], np.diag(S)[None, :], S) @ A.T, np.ones((L + 1, L + 1)))
     q = np.diag(S_self)
-    S = _picard(lambda S: rho + A @ _C(q[:, None], q[None, :], S) @ A.T, np.full((L + 1, L + 1), rho))
+    S = fixed_point(lambda S: rho + A @ _C(q[:, None], q[None, :], S) @ A.T, np.full((L + 1, L + 1), rho))
     C, Cd = _C(q[:, None], q[None, :], S), _Cd(q[:, None], q[None, :], S)
     B = d * np.triu(np.ones((L + 1, L + 1)))
     B[:, L] = 0.0
     Lsh = lambda Lam: np.pad(Lam[1:, 1:], ((0, 1), (0, 1)))          # Lam_{i+1, j+1}  # noqa: E731
-    Lam = _picard(lambda Lam: Cd[L, L] + B @ (Cd * Lsh(Lam)) @ B.T, np.full_like(S, Cd[L, L]))
+    Lam = fixed_point(lambda Lam: Cd[L, L] + B @ (Cd * Lsh(Lam)) @ B.T, np.full_like(S, Cd[L, L]))
     w = d * (np.arange(L + 1) < L)
     return C[L, L], C[L, L] + w @ (C * Lsh(Lam)) @ w + rho * Lam[0, 0]
 

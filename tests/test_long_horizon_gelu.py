@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import kernelcalc as kc
+from trapezoid_goursat import backward, march
 
 
 def _gelu(q1, q2, c):
@@ -50,68 +51,18 @@ def test_reference_gelu_dual_against_gauss_hermite():
         assert abs(got[0] - ref[0]) <= 1e-13 * abs(ref[0]) and abs(got[1] - ref[1]) <= 1e-13 * abs(ref[1]), (got, ref)
 
 
-def _march(n, T, sw, s0, q=None):
-    """S(t, s) = s0 + sw^2 int int C on the uniform grid (symmetric; ``q`` None: the self-kernel, q_i = S_ii)."""
-    g = sw * sw * (T / n) ** 2 / 4.0
-    S = np.zeros((n + 1, n + 1))
-    S[0, :] = S[:, 0] = s0
-    qq = np.empty(n + 1) if q is None else q
-    qq[0] = s0 if q is None else q[0]
-    for i in range(n):
-        row = S[i, : i + 1]
-        Ci = _gelu(qq[i], qq[: i + 1], row)[0]
-        new = np.concatenate([row, row[-1:]])
-        qn = new[-1] if q is None else q[i + 1]
-        for _ in range(200):
-            Cn = _gelu(qn, np.concatenate([qq[: i + 1], [qn]]), new)[0]          # C_{i+1, j}
-            Ce = np.concatenate([Ci, [Cn[i]]])                                      # C_{i, i+1} = C_{i+1, i}
-            re = np.concatenate([row, [new[i]]])
-            upd = np.concatenate([[s0], s0 + np.cumsum(re[1:] - re[:-1] + g * (Ce[:-1] + Ce[1:] + Cn[:-1] + Cn[1:]))])
-            done = np.max(np.abs(upd - new)) <= 1e-15 * np.max(np.abs(upd))
-            new = upd
-            qn = new[-1] if q is None else qn
-            if done:
-                break
-        S[i + 1, : i + 2] = S[: i + 2, i + 1] = new
-        if q is None:
-            qq[i + 1] = new[-1]
-    return S, qq
-
-
-def _backward(n, T, sw, LT, Cd):
-    """Lambda = LT + sw^2 int_t^T int_s^T Cd Lambda on the uniform grid (symmetric), rows from the last."""
-    g = sw * sw * (T / n) ** 2 / 4.0
-    L = np.zeros((n + 1, n + 1))
-    L[n, :] = L[:, n] = LT
-    for i in range(n - 1, -1, -1):
-        up = L[i + 1, i:].copy()
-        new = up.copy()
-        new[-1] = LT
-        for _ in range(200):
-            up[0] = new[1]                                                          # Lambda_{i+1, i} = Lambda_{i, i+1}
-            Eu, En = Cd[i + 1, i:] * up, Cd[i, i:] * new
-            inc = up[:-1] - up[1:] + g * (En[:-1] + En[1:] + Eu[:-1] + Eu[1:])
-            upd = np.concatenate([LT + np.cumsum(inc[::-1])[::-1], [LT]])
-            done = np.max(np.abs(upd - new)) <= 1e-15 * np.max(np.abs(upd))
-            new = upd
-            if done:
-                break
-        L[i, i:] = L[i:, i] = new
-    return L
-
-
 def _trapezoid_kernels(n, T, sw, thetas):
     """(nngp, ntk) ``(len(thetas), 2)`` of unit-variance input pairs at the angles ``thetas`` (sigma_u = sigma_v = 1)
     on the n-step grid (one self-kernel march shared by the pairs)."""
-    _, q = _march(n, T, sw, 1.0)
+    _, q = march(_gelu, n, T, sw, 1.0)
     w = np.full(n + 1, T / n)
     w[0] = w[-1] = T / (2 * n)
     out = []
     for theta0 in thetas:
         c0 = math.cos(theta0)
-        S = _march(n, T, sw, c0, q=q.copy())[0]
+        S = march(_gelu, n, T, sw, c0, q=q.copy())[0]
         C, Cd = _gelu(q[:, None], q[None, :], S)
-        L = _backward(n, T, sw, Cd[n, n], Cd)
+        L = backward(n, T, sw, Cd[n, n], Cd)
         out.append((C[n, n], C[n, n] + sw * sw * (w @ (C * L) @ w) + c0 * L[0, 0]))
     return np.array(out)
 

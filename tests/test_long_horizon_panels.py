@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import kernelcalc as kc
+from trapezoid_goursat import backward, march
 
 
 def _relu(q1, q2, c):
@@ -30,66 +31,16 @@ def _relu(q1, q2, c):
     return n * (np.sin(th) + (math.pi - th) * rho) / (2 * math.pi), (math.pi - th) / (2 * math.pi)
 
 
-def _march(n, T, sw, s0, q=None):
-    """S(t, s) = s0 + sw^2 int int C on the uniform grid (symmetric; ``q`` None: the self-kernel, q_i = S_ii)."""
-    g = sw * sw * (T / n) ** 2 / 4.0
-    S = np.zeros((n + 1, n + 1))
-    S[0, :] = S[:, 0] = s0
-    qq = np.empty(n + 1) if q is None else q
-    qq[0] = s0 if q is None else q[0]
-    for i in range(n):
-        row = S[i, : i + 1]
-        Ci = _relu(qq[i], qq[: i + 1], row)[0]
-        new = np.concatenate([row, row[-1:]])
-        qn = new[-1] if q is None else q[i + 1]
-        for _ in range(200):
-            Cn = _relu(qn, np.concatenate([qq[: i + 1], [qn]]), new)[0]          # C_{i+1, j}
-            Ce = np.concatenate([Ci, [Cn[i]]])                                      # C_{i, i+1} = C_{i+1, i}
-            re = np.concatenate([row, [new[i]]])
-            upd = np.concatenate([[s0], s0 + np.cumsum(re[1:] - re[:-1] + g * (Ce[:-1] + Ce[1:] + Cn[:-1] + Cn[1:]))])
-            done = np.max(np.abs(upd - new)) <= 1e-15 * np.max(np.abs(upd))
-            new = upd
-            qn = new[-1] if q is None else qn
-            if done:
-                break
-        S[i + 1, : i + 2] = S[: i + 2, i + 1] = new
-        if q is None:
-            qq[i + 1] = new[-1]
-    return S, qq
-
-
-def _backward(n, T, sw, LT, Cd):
-    """Lambda = LT + sw^2 int_t^T int_s^T Cd Lambda on the uniform grid (symmetric), rows from the last."""
-    g = sw * sw * (T / n) ** 2 / 4.0
-    L = np.zeros((n + 1, n + 1))
-    L[n, :] = L[:, n] = LT
-    for i in range(n - 1, -1, -1):
-        up = L[i + 1, i:].copy()
-        new = up.copy()
-        new[-1] = LT
-        for _ in range(200):
-            up[0] = new[1]                                                          # Lambda_{i+1, i} = Lambda_{i, i+1}
-            Eu, En = Cd[i + 1, i:] * up, Cd[i, i:] * new
-            inc = up[:-1] - up[1:] + g * (En[:-1] + En[1:] + Eu[:-1] + Eu[1:])
-            upd = np.concatenate([LT + np.cumsum(inc[::-1])[::-1], [LT]])
-            done = np.max(np.abs(upd - new)) <= 1e-15 * np.max(np.abs(upd))
-            new = upd
-            if done:
-                break
-        L[i, i:] = L[i:, i] = new
-    return L
-
-
 def _trapezoid_kernel(n, T, sw, theta0):
     """(nngp, ntk) of two unit-variance inputs at angle ``theta0`` (sigma_u = sigma_v = 1) on the n-step grid."""
-    Sx, q = _march(n, T, sw, 1.0)
+    Sx, q = march(_relu, n, T, sw, 1.0)
     c0 = math.cos(theta0)
-    S = Sx if theta0 == 0 else _march(n, T, sw, c0, q=q.copy())[0]
+    S = Sx if theta0 == 0 else march(_relu, n, T, sw, c0, q=q.copy())[0]
     C, Cd = _relu(q[:, None], q[None, :], S)
     if theta0 == 0:          # identical inputs: correlation exactly 1 on the diagonal
         np.fill_diagonal(C, q / 2)
         np.fill_diagonal(Cd, 0.5)
-    L = _backward(n, T, sw, Cd[n, n], Cd)
+    L = backward(n, T, sw, Cd[n, n], Cd)
     w = np.full(n + 1, T / n)
     w[0] = w[-1] = T / (2 * n)
     return C[n, n], C[n, n] + sw * sw * (w @ (C * L) @ w) + c0 * L[0, 0]

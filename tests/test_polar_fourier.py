@@ -17,6 +17,7 @@ import math
 import warnings
 
 import numpy as np
+from trapezoid_goursat import cum2, fixed_point
 import pytest
 
 import kernelcalc as kc
@@ -69,34 +70,16 @@ def _Cd(q1, q2, c):
     return 4 / np.pi / np.sqrt((1 + 2 * q1) * (1 + 2 * q2) - 4 * c * c)
 
 
-def _cum2(F, h):
-    """int_0^{t_i} int_0^{t_j} F by the cumulative trapezoid rule along both axes."""
-    G = np.zeros_like(F)
-    G[1:] = np.cumsum(0.5 * h * (F[1:] + F[:-1]), axis=0)
-    H = np.zeros_like(G)
-    H[:, 1:] = np.cumsum(0.5 * h * (G[:, 1:] + G[:, :-1]), axis=1)
-    return H
-
-
-def _fixed_point(step, X):
-    for _ in range(400):
-        Y = step(X)
-        if np.max(np.abs(Y - X)) <= 1e-15 * np.max(np.abs(Y)):
-            return Y
-        X = Y
-    raise AssertionError("reference Picard iteration did not converge")
-
-
 def _goursat(rho, T, M):
     """(NNGP, NTK) of the erf Neural ODE (all sigmas 1) for unit-norm inputs with x.y/d = rho, uniform grid."""
     h = T / M
-    S_self = _fixed_point(lambda S: 1.0 + _cum2(_C(np.diag(S)[:, None], np.diag(S)[None, :], S), h),
+    S_self = fixed_point(lambda S: 1.0 + cum2(_C(np.diag(S)[:, None], np.diag(S)[None, :], S), h),
                           np.ones((M + 1, M + 1)))
     q = np.diag(S_self)
-    S = _fixed_point(lambda S: rho + _cum2(_C(q[:, None], q[None, :], S), h), np.full((M + 1, M + 1), rho))
+    S = fixed_point(lambda S: rho + cum2(_C(q[:, None], q[None, :], S), h), np.full((M + 1, M + 1), rho))
     C, Cd = _C(q[:, None], q[None, :], S), _Cd(q[:, None], q[None, :], np.minimum(S, np.sqrt(np.outer(q, q))))
-    rev = lambda F: _cum2(F[::-1, ::-1], h)[::-1, ::-1]       # noqa: E731  int_t^T int_s^T
-    Lam = _fixed_point(lambda L: Cd[-1, -1] + rev(Cd * L), np.full_like(S, Cd[-1, -1]))
+    rev = lambda F: cum2(F[::-1, ::-1], h)[::-1, ::-1]       # noqa: E731  int_t^T int_s^T
+    Lam = fixed_point(lambda L: Cd[-1, -1] + rev(Cd * L), np.full_like(S, Cd[-1, -1]))
     w = np.full(M + 1, h)
     w[[0, -1]] = h / 2
     return np.array([C[-1, -1], C[-1, -1] + w @ (C * Lam) @ w + rho * Lam[0, 0]])
