@@ -13,7 +13,7 @@ import pytest
 import kernelcalc as kc
 from kernelcalc.theory import gaussian as g
 from kernelcalc.theory.activations import resolve_activation
-from kernelcalc.kernels import ode
+from kernelcalc.kernels import ode, ode_grid, ode_solver
 
 TWO = np.array([[1.0, 1.0], [1.4, -0.2]])
 
@@ -36,7 +36,7 @@ def test_bad_tol_and_time_nodes_are_rejected(kw, match):
 # -- time grid ----------------------------------------------------------------------------------
 
 def test_time_grid_shortfall_warns_or_raises(monkeypatch):
-    monkeypatch.setattr(ode, "_M_SEQUENCE", (3, 4))           # far too coarse for 1e-10 at T = 2
+    monkeypatch.setattr(ode_solver, "_M_SEQUENCE", (3, 4))    # far too coarse for 1e-10 at T = 2
     with pytest.warns(kc.KernelcalcAccuracyWarning, match="time grid"):
         K = kc.node_kernel(TWO, activation="erf", T=2.0)
     assert K.info["time_error_estimate"] > 1e-10
@@ -83,7 +83,7 @@ def test_large_sigma_w_uses_elements_and_agrees_under_refinement():
 # -- Picard sweeps ------------------------------------------------------------------------------
 
 def test_sweep_limit_warns_or_raises(monkeypatch):
-    monkeypatch.setattr(ode, "_MAX_SWEEPS", 3)
+    monkeypatch.setattr(ode_grid, "_MAX_SWEEPS", 3)
     ode._compiled.cache_clear()
     try:
         with pytest.warns(kc.KernelcalcAccuracyWarning, match="Picard sweeps"):
