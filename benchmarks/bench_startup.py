@@ -34,7 +34,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ARGS = ["limit", "--activation", "softplus", "--T", "1"]
 CLI = "import sys; from kernelcalc.cli import main; sys.argv[0] = 'kernelcalc'; main()"
-CLI_COMPILED = ("import sys; import kernelcalc.kernels.ode as o; o._NUMPY_MAX_WORK = 0; "
+CLI_COMPILED = ("import sys; import kernelcalc.kernels.ode_grid as o; o._NUMPY_MAX_WORK = 0; "
                 "from kernelcalc.cli import main; sys.argv[0] = 'kernelcalc'; main()")
 
 

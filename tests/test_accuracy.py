@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import kernelcalc as kc
-from kernelcalc.theory import gaussian as g
+from kernelcalc.theory import gaussian as g, gaussian_rules
 from kernelcalc.theory.activations import resolve_activation
-from kernelcalc.kernels import ode
+from kernelcalc.kernels import ode, ode_grid, ode_solver
 
 TWO = np.array([[1.0, 1.0], [1.4, -0.2]])
 
@@ -36,7 +36,7 @@ def test_bad_tol_and_time_nodes_are_rejected(kw, match):
 # -- time grid ----------------------------------------------------------------------------------
 
 def test_time_grid_shortfall_warns_or_raises(monkeypatch):
-    monkeypatch.setattr(ode, "_M_SEQUENCE", (3, 4))           # far too coarse for 1e-10 at T = 2
+    monkeypatch.setattr(ode_solver, "_M_SEQUENCE", (3, 4))    # far too coarse for 1e-10 at T = 2
     with pytest.warns(kc.KernelcalcAccuracyWarning, match="time grid"):
         K = kc.node_kernel(TWO, activation="erf", T=2.0)
     assert K.info["time_error_estimate"] > 1e-10
@@ -83,7 +83,7 @@ def test_large_sigma_w_uses_elements_and_agrees_under_refinement():
 # -- Picard sweeps ------------------------------------------------------------------------------
 
 def test_sweep_limit_warns_or_raises(monkeypatch):
-    monkeypatch.setattr(ode, "_MAX_SWEEPS", 3)
+    monkeypatch.setattr(ode_grid, "_MAX_SWEEPS", 3)
     ode._compiled.cache_clear()
     try:
         with pytest.warns(kc.KernelcalcAccuracyWarning, match="Picard sweeps"):
@@ -130,7 +130,7 @@ def test_mlp_strict_and_honest_estimate_at_a_hermite_fallback():
 def test_quadrature_blocks_respect_the_memory_budget(monkeypatch):
     rule = g.TrapezoidRule(0.01)
     assert g._block_size(rule.points) * rule.points * 8 * 4 <= g.MEMORY_BUDGET
-    monkeypatch.setattr(g, "MEMORY_BUDGET", 2**20)             # force many tiny blocks
+    monkeypatch.setattr(gaussian_rules, "MEMORY_BUDGET", 2**20)  # force many tiny blocks
     q = np.linspace(0.5, 2.0, 37)
     c = 0.3 * q
     erf = g.dual_kernels("erf")                                 # closed form (arcsine), independent of the rule
@@ -157,7 +157,7 @@ def test_adaptive_polar_rule_is_smaller_and_matches_mpmath():
 
 
 def test_polar_rule_shortfall_warns(monkeypatch):
-    monkeypatch.setattr(g, "_POLAR_LEVELS", ((2, 2), (3, 3)))
+    monkeypatch.setattr(gaussian_rules, "_POLAR_LEVELS", ((2, 2), (3, 3)))
     with pytest.warns(kc.KernelcalcAccuracyWarning, match="polar"):
         g.dual_kernels("elu", q_max=2.0, method="polar")
 

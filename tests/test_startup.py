@@ -146,13 +146,13 @@ def test_backend_choice():
 @pytest.mark.slow   # compiles every solve (~5-20 s); the fast check is test_numpy_and_compiled_solves_agree
 def test_small_node_kernel_same_on_both_paths(monkeypatch):
     import kernelcalc as kc
-    import kernelcalc.kernels.ode as ode
+    import kernelcalc.kernels.ode_grid as ode_grid
 
     x = np.array([[1.2, 0.3, -0.4]])
     y = np.array([[0.1, 0.9, 1.1], [-1.0, 0.2, 0.5]])
     a = kc.node_kernel(x, y, activation="softplus", T=0.8)
-    monkeypatch.setattr(ode, "_NUMPY_MAX_WORK", 0)                 # every solve compiled
-    monkeypatch.setattr(ode, "_NUMPY_MAX_WORK_HERMITE", 0)
+    monkeypatch.setattr(ode_grid, "_NUMPY_MAX_WORK", 0)            # every solve compiled
+    monkeypatch.setattr(ode_grid, "_NUMPY_MAX_WORK_HERMITE", 0)
     b = kc.node_kernel(x, y, activation="softplus", T=0.8)
     assert a.info["M"] == b.info["M"]
     np.testing.assert_allclose(a.ntk, b.ntk, rtol=1e-14, atol=1e-14)

@@ -43,8 +43,8 @@ SCRIPT = textwrap.dedent(r'''
     from kernelcalc._results import Kernel
     rec["after import"] = dtype()
     rec["flag after import"] = bool(jax.config.jax_enable_x64)
-    import kernelcalc.kernels.ode
-    kernelcalc.kernels.ode._NUMPY_MAX_WORK = 0      # the compiled solves (tiny solves would run in numpy)
+    import kernelcalc.kernels.ode_grid
+    kernelcalc.kernels.ode_grid._NUMPY_MAX_WORK = 0  # the compiled solves (tiny solves would run in numpy)
     import kernelcalc.kernels.mlp
     kernelcalc.kernels.mlp._compiled = kernelcalc.kernels.mlp._jitted   # the compiled MLP (closed forms run in numpy)
 

@@ -12,7 +12,7 @@ with every sweep, so the node coefficients and the table are rebuilt each sweep 
 $\phi$ per radial node and angle per time node: $O(n)$ work, against $O(n^2)$ for the table).
 
 The functions returned by :func:`fourier_solves` have the signatures of those of
-:func:`kernelcalc.kernels.ode._compiled` (numpy only).
+:func:`kernelcalc.kernels.ode_grid._compiled` (numpy only).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _single_threaded(fn):
 
 def fourier_solves(dual, disc, sigma_w: float, sigma_v: float, picard):
     r"""``(self_solve, cross_solve, marginals)`` on the grid ``disc`` for the ``"fourier"`` dual (module doc);
-    ``picard``: the Picard driver of :mod:`kernelcalc.kernels.ode` (``picard(step, S_init, xp=np)``)."""
+    ``picard``: the Picard driver of :mod:`kernelcalc.kernels.ode_grid` (``picard(step, S_init, xp=np)``)."""
     rule = dual.rule
     A, B, P, w = disc.A, disc.B, disc.P, disc.w
     n = A.shape[0]

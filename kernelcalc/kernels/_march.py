@@ -18,7 +18,7 @@ $C_{ij}=C_{ji}$, $S_{\ell+1,\ell+1}=S_{\ell+1,\ell}+\gamma\sum_{j\le\ell}C_{\ell
 $\delta^2\sum_{i,j<L}C_{ij}\Lambda_{i+1,j+1}$ is accumulated during the backward march.
 
 :func:`euler_march` returns the ``(self_solve, cross_solve, marginals)`` triple of
-:func:`kernelcalc.kernels.ode._compiled` for one depth, in numpy (closed forms and the Hermite series) or
+:func:`kernelcalc.kernels.ode_grid._compiled` for one depth, in numpy (closed forms and the Hermite series) or
 with jax evaluations of the expectations row by row (the quadrature rules).
 """
 

@@ -23,7 +23,7 @@ $(q_1,q_2,\theta)$, $\theta=\arccos(c/\sqrt{q_1q_2})$, on a small set:
   a query falls outside: it never extrapolates.
 
 **Accuracy.** The angle degree is doubled from 16 until the series predicts the new nodes to ``tol`` relative to
-the box's largest value (as :class:`~kernelcalc.kernels.ode_kinked._AngleTable`); the variance degree climbs
+the box's largest value (as :class:`~kernelcalc.kernels.ode_kinked_panels._AngleTable`); the variance degree climbs
 ``_DEGREES`` until the table predicts held-out points (Chebyshev midpoints in $\log q_1$, $\log q_2$) to ``tol``.
 The largest measured error of the boxes is :attr:`QTable.error`, which the solver adds to its error estimate.
 

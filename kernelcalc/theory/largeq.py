@@ -225,7 +225,7 @@ class AsymptoticRule:
     @float64
     def expect(self, q1, q2, c, derivative: bool = True, blocked=None):
         r"""$(C, \dot C)$ (or $C$ alone) for arrays of covariances (broadcast).  ``blocked``: the memory-bounded
-        block map of :mod:`kernelcalc.theory.gaussian` (``_blocked``), or ``None`` for one block (small inputs)."""
+        block map of :mod:`kernelcalc.theory.gaussian_rules` (``_blocked``), or ``None`` for one block (small inputs)."""
 
         def block(q1, q2, c):
             out = (self._one(q1, q2, c, False),)

@@ -1,0 +1,343 @@
+r"""The plumbing of the kinked Neural-ODE solver (:mod:`kernelcalc.kernels.ode_kinked`): its time grid (one
+collapsed-triangle element, or the composite panels of :mod:`._panels` past $\sigma_wT=3$) with the forward and
+backward solves on it, the panels' cost guard, and the evaluation of the dual kernels on the grid nodes (numpy or
+jitted, the angle tables :class:`_AngleTable` of quadrature duals, the $(\log q,\theta)$ tables of :mod:`._qtable`)."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from .._x64 import float64
+from .._lazy import jnp
+from .._validation import accuracy_shortfall
+from ..theory import recursion as rec
+from ..theory.duals import NUMPY_OPS
+from . import _triangle as tri
+from . import _panels as pan
+from ._qtable import NodeTable, QTable
+from ._gram import bucket, pad_to
+from ._interp import barycentric_weights
+from ._interp import chebyshev_coefficients, chebyshev_matrix
+
+_PANEL_SWEEPS = 25         # Picard sweeps of a row of cells (measured 15-22 at sigma_w h = 1), for the cost guard
+_TABLE_TOL = 1e-13         # angle tables (_AngleTable) of quadrature duals: target relative accuracy
+_TABLE_MAX = 256
+_TABLE_MIN_PROBLEMS = 16   # fewer problems (the degree probes): the rule directly (a table costs ~100 sweeps' worth)
+_TABLE_COST_ANGLES = 64    # angles of an angle table (typical; 16-256), for the cost guard
+_QT_TOL = 1e-12            # the (log q, theta) table of a quadrature dual on the panels (_qtable): relative accuracy
+_QT_CHUNK = 2048           # expectations per call of its rule (one compiled shape)
+_QT_WIDTH = 2.0            # its box width in log q (_qtable._W), for the cost guard
+_QT_COST_DEGREE = 14       # its typical variance degree per box, for the cost guard
+_QT_COST_ANGLES = 65       # its typical angle nodes per box (49-97 measured at sigma_w T = 5), for the cost guard
+_QT_COST_BUILDS = 2.5      # its builds per box (measured 12 builds of 6 boxes at sigma_w T = 5, plus direct values)
+_SINGLE_ELEMENT = 3.0     # sigma_w * T up to which one collapsed-triangle element is used
+
+
+class _AngleTable:
+    r"""$C$ and $\dot C$ at fixed marginal variances $(q_1, q_2)$ (one pair per grid point) as Chebyshev
+    series in the angle $\theta=\arccos(c/\sqrt{q_1q_2})\in[0,\pi]$: for a kink at 0 both are analytic in
+    $\theta$ (the polar-sector integrals depend analytically on it), so a few dozen terms reach rounding
+    level, and a cross-kernel sweep costs a Clenshaw recurrence per point instead of a quadrature.
+    The degree is doubled from 16 until the series predicts the new nodes to ``_TABLE_TOL`` (relative to
+    the largest value); the achieved value is ``error``."""
+
+    def __init__(self, dual, q1, q2):
+        self.n = np.sqrt(q1 * q2)
+        R, vals = 16, self._sample(dual, q1, q2, 16)
+        while True:
+            new = self._sample(dual, q1, q2, 2 * R, odd=True)
+            coef = chebyshev_coefficients(vals)
+            u_new = np.sin(0.5 * np.pi * (2 * np.arange(1, 2 * R, 2) - 2 * R) / (2 * R))
+            pred = np.einsum("jr,rcp->jcp", chebyshev_matrix(u_new, R), coef)
+            scale = np.maximum(np.max(np.abs(vals), axis=(0, 2), keepdims=True), 1e-300)
+            err = float(np.max(np.abs(pred - new) / scale))
+            merged = np.empty((2 * R + 1,) + vals.shape[1:])
+            merged[0::2], merged[1::2] = vals, new
+            vals, R = merged, 2 * R
+            if err <= _TABLE_TOL or R >= _TABLE_MAX:
+                break
+        self.coef = chebyshev_coefficients(vals)          # (R+1, 2, P): C and Cdot
+        self.error = max(err, 1e-16)
+
+    def _sample(self, dual, q1, q2, R, odd=False):
+        k = np.arange(1, R, 2) if odd else np.arange(R + 1)
+        u = np.sin(0.5 * np.pi * (2 * k - R) / R)                           # Lobatto points in u
+        c = self.n[None, :] * (-np.sin(0.5 * np.pi * u))[:, None]           # cos(theta), theta = pi (u + 1) / 2
+        C, Cd = _dual_np(dual, np.broadcast_to(q1, c.shape), np.broadcast_to(q2, c.shape), c, True)
+        return np.stack([C, Cd], axis=1)                                   # (nodes, 2, P)
+
+    def __call__(self, c, which):
+        """C (``which`` 0) or Cdot (1) at covariances ``c`` (..., P)."""
+        n = self.n
+        rho = np.clip(np.where(n > 0, c / np.where(n > 0, n, 1.0), 0.0), -1.0, 1.0)
+        u = 4.0 / np.pi * np.arctan2(np.sqrt(1.0 - rho), np.sqrt(1.0 + rho)) - 1.0   # 2 theta / pi - 1
+        a = self.coef[:, which]
+        b1 = np.zeros_like(u)
+        b2 = np.zeros_like(u)
+        for r in range(a.shape[0] - 1, 0, -1):                             # Clenshaw
+            b1, b2 = 2.0 * u * b1 - b2 + a[r], b1
+        return u * b1 - b2 + a[0]
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_dual(dual, derivative: bool):
+    """The jax rule of ``dual`` as one compiled function of flat (q1, q2, c)."""
+    from .._lazy import jax
+
+    @jax.jit
+    def f(q1, q2, c):
+        return dual.from_marginals(dual.marginal(q1, derivative, jnp), dual.marginal(q2, derivative, jnp), c,
+                                   derivative=derivative, xp=jnp)
+
+    return float64(f)
+
+
+def _dual_np(dual, q1, q2, c, derivative: bool):
+    """$C$ (and $\\dot C$) as numpy arrays: numpy closed forms, else the jax rule on flat arrays padded to
+    a power of two (so that the rule compiles for a few shapes only)."""
+    if not dual.numpy_ok:
+        q1, q2, c = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (q1, q2, c)))
+        shape, n = c.shape, c.size
+        size = bucket(max(n, 1024))
+        flat = [pad_to(a.reshape(-1), size) for a in (q1, q2, c)]
+        out = _jitted_dual(dual, derivative)(*flat)
+        out = tuple(np.asarray(o)[:n].reshape(shape) for o in (out if derivative else (out,)))
+        return out if derivative else out[0]
+    xp = np
+    m1, m2 = dual.marginal(xp.asarray(q1), derivative, xp), dual.marginal(xp.asarray(q2), derivative, xp)
+    out = dual.from_marginals(m1, m2, xp.asarray(c), derivative=derivative, xp=xp)
+    return tuple(np.asarray(o) for o in out) if derivative else np.asarray(out)
+
+
+class _DualC:
+    r"""$C(q_1,q_2,c)$ of ``dual`` in numpy, the ``C_of`` of the panel and triangle solvers;
+    :meth:`at_variances` gives $c\mapsto C$ at fixed variances (the cross-kernels' wavefronts,
+    :func:`._panels._solve_wavefront`): a closed form with ``C_at_variances`` (gelu) computes its variance parts
+    once per cell instead of once per Picard sweep (the same values)."""
+
+    def __init__(self, dual):
+        self.dual = dual
+
+    def __call__(self, q1, q2, c):
+        return _dual_np(self.dual, q1, q2, c, False)
+
+    def at_variances(self, q1, q2):
+        prepared = getattr(self.dual.rule, "C_at_variances", None) if (
+            self.dual.method == "closed" and self.dual.numpy_ok) else None
+        if prepared is None:
+            return lambda c: self(q1, q2, c)
+        f = prepared(NUMPY_OPS, np.asarray(q1, np.float64), np.asarray(q2, np.float64))
+        return lambda c: np.broadcast_to(f(c), np.shape(c))
+
+
+class KinkedPanelsMixin:
+    r"""The grid, cost guard, dual tables and solves of :class:`~kernelcalc.kernels.ode_kinked.KinkedSolverMixin`
+    (its base: the state these methods use is made by its ``__init__``)."""
+
+    def _nodes(self, M) -> int:
+        """Time nodes along one axis: $m+1$ (one element) or $Pm+1$ (panels)."""
+        return self._panel_count() * int(M) + 1
+
+    def _check_cost(self, dual, pairs: int, n: int, symmetric: bool = False):
+        r"""As :meth:`GoursatSolver._check_cost` on one element; on the panels the work is that of their marching:
+        pairs $\times$ row sweeps $\times$ cells $\times$ nodes per cell $\times$ the operations per node (the
+        expectations, at weight 0.05 for a closed form, and the cell maps' products).  A quadrature rule is
+        evaluated through the angle tables (:class:`_AngleTable`): up to three bands of input angles, each a table
+        of about ``_TABLE_COST_ANGLES`` angles at every node; a large-$q$ rule (``asymptotic``) once into the
+        $(\log q_1,\log q_2,\theta)$ table of :mod:`._qtable` (priced at its boxes
+        $\times$ nodes per box $\times$ the rule's points), which the solves then read by Clenshaw sums."""
+        P = self._panel_count()
+        if P == 1:
+            return super()._check_cost(dual, pairs, n, symmetric)
+        m = max((int(n) - 1) // P, 1)
+        cells = P + P * (P - 1) // 2
+        per_cell = (m + 1) ** 2
+        if dual.method == "closed":
+            factors = [(int(pairs), "pairs"), (_PANEL_SWEEPS, "Picard sweeps per row of cells"),
+                       (cells, f"time cells ({P} panels: {P} diagonal, {cells - P} off-diagonal)"),
+                       (per_cell, f"nodes per cell (degree {m})"),
+                       (0.05 * dual.points + 0.04 * (m + 1), f"operations per node (closed form of price {dual.points} "
+                                                             f"at weight 0.05, plus {0.04 * (m + 1):g} for the cell maps)")]
+        elif dual.method != "asymptotic":
+            factors = [(3, "angle tables (bands of input angles)"), (_TABLE_COST_ANGLES, "angles per table"),
+                       (cells, f"time cells ({P} panels: {P} diagonal, {cells - P} off-diagonal)"),
+                       (per_cell, f"nodes per cell (degree {m})"),
+                       (float(dual.points), "quadrature points per expectation (C and Cdot)")]
+        else:
+            # the (log q1, log q2, theta) table (_qtable) holds every expectation the solves need; the solves read
+            # it by Clenshaw sums (priced as the closed forms' sweeps, at the weight of the angle degree)
+            q = max(self.info.get("q_max", 1.0), 1.0)
+            q0 = min(self.sigma_u ** 2 * self.v_max, 1.0) if self.v_max > 0 else 1.0
+            boxes = int(math.ceil(math.log(q / q0) / _QT_WIDTH)) + 1
+            factors = [(boxes * (boxes + 1) // 2, f"boxes of (log q1, log q2) ({boxes} of width {_QT_WIDTH:g} in "
+                                                  f"log q, for q from {q0:.3g} to {q:.3g})"),
+                       ((_QT_COST_DEGREE + 1) ** 2, f"variance nodes per box (degree {_QT_COST_DEGREE})"),
+                       (_QT_COST_ANGLES, "angle nodes per box"),
+                       (_QT_COST_BUILDS, "builds per box (its angle range widens as solves of other angles ask)"),
+                       (float(dual.points), "quadrature points per expectation (C and Cdot)")]
+            self._refuse_if(factors, P)
+            factors = [(int(pairs), "pairs"), (_PANEL_SWEEPS, "Picard sweeps per row of cells"),
+                       (cells, f"time cells ({P} panels: {P} diagonal, {cells - P} off-diagonal)"),
+                       (per_cell, f"nodes per cell (degree {m})"),
+                       (0.05 * _QT_COST_ANGLES + 0.04 * (m + 1), f"operations per node (a Clenshaw sum of up to "
+                                                                 f"{_QT_COST_ANGLES} terms at weight 0.05, plus "
+                                                                 f"{0.04 * (m + 1):g} for the cell maps)")]
+        self._refuse_if(factors, P)
+
+    def _refuse_if(self, factors, P):
+        """Raise the cost refusal when the product of ``factors`` exceeds the work limit."""
+        from .._validation import KernelcalcInputError
+        work = math.prod(float(v) for v, _ in factors)
+        if work <= self.work_limit:
+            return
+        q = self.info.get("q_max", float("nan"))
+        raise KernelcalcInputError(self.cost_message(
+            f"the {self.activation.name} kernel at {self.describe_parameters()}", factors,
+            f"the pre-activation variance reaches q = {q:.4g}, on {P} time panels", self.cost_drivers))
+
+    # -- long horizons: composite panels (kernels/_panels.py) ----------------------------------
+    def _panel_count(self) -> int:
+        return _panels_of(self.T, self.sigma_w)
+
+    def _grid(self, M, delta):
+        r"""The time grid of degree ``M`` and sinh map ``delta``: one collapsed-triangle element
+        (:func:`._triangle.triangle_grid`) for $\sigma_wT\le3$, else the composite panels of :mod:`._panels`."""
+        P = self._panel_count()
+        if P == 1:
+            return tri.triangle_grid(int(M), int(M), float(delta), self.T)
+        if P * int(M) + 1 > 4 * self.max_nodes:    # before allocating the panels (the solver's limit: max_nodes)
+            from .._validation import KernelcalcInputError
+            raise KernelcalcInputError(
+                f"sigma_w*T = {self.sigma_w * self.T:g} needs {P} time panels ({P * int(M) + 1} nodes, more than the "
+                f"limit {self.max_nodes}); reduce T or sigma_w")
+        return pan.panel_grid(int(M), P, float(delta), self.T)
+
+    def _fwd(self, C):
+        return rec.ode_forward_source(C, self.sigma_w)
+
+    def _bwd(self, Cdot, Lam):
+        return rec.ode_backward_source(Cdot, Lam, self.sigma_w)
+
+    def _C(self, dual):
+        qt = self._qtable(dual)
+        if qt is not None:
+            return lambda q1, q2, c: qt(q1, q2, c, 0)
+        return _DualC(dual)
+
+    def _qtable(self, dual):
+        r"""The :class:`._qtable.QTable` of a large-$q$ dual (``asymptotic``) on the panels (one per solver: every
+        degree, band and input angle reads it), else ``None`` (closed forms, Hermite series, and the one-element
+        grid, evaluate the dual directly)."""
+        if dual.method != "asymptotic" or self._panel_count() == 1:
+            return None
+        if self._qt is None or self._qt.dual is not dual:
+            def evaluate(q1, q2, c):      # fixed-size chunks: one compiled shape of a jax rule, little padding
+                C, Cd = np.empty(c.size), np.empty(c.size)
+                for lo in range(0, c.size, _QT_CHUNK):
+                    sl = slice(lo, lo + _QT_CHUNK)
+                    C[sl], Cd[sl] = _dual_np(dual, q1[sl], q2[sl], c[sl], True)
+                return C, Cd
+            # boxes from the smallest variance q(0) = sigma_u^2 x.x/d of the sphere (one box lower off it)
+            q0 = self.sigma_u ** 2 * self.v_max * (1.0 if self.same_norms else math.exp(-2.0))
+            self._qt = QTable(evaluate, _QT_TOL, q0=max(q0, 1e-3) * (1.0 - 1e-12))
+            self._qt.dual = dual
+            self._node_tables = {}
+        return self._qt
+
+    def _node_table(self, dual, grid, q):
+        """The :class:`._qtable.NodeTable` of ``grid`` for problems sharing one diagonal ``q`` (rows)."""
+        key = (grid.name, q[0].tobytes())
+        nt = self._node_tables.get(key)
+        if nt is None:
+            q1, q2 = (a[0] for a in _point_variances(grid, q[:1]))
+            nt = self._node_tables[key] = NodeTable(self._qtable(dual), q1, q2)
+        return nt
+
+    def _own_solve(self, dual, grid, S0):
+        r"""The forward solve of identical inputs (their own diagonal, $q=S(t,t)$): the self-kernel solve of
+        :meth:`_self_diagonals` when it was made on this grid (the same problem), else solved here."""
+        hits = [self._own.get((dual, grid.name, s0)) for s0 in S0.tolist()]
+        if all(h is not None for h in hits):
+            return (np.stack([h[0] for h in hits]), np.stack([h[1] for h in hits]), max(h[2] for h in hits),
+                    max(h[3] for h in hits))
+        return _solve(grid, self._C(dual), S0, self._fwd)
+
+    def _table_pairs(self, dual, grid, q, S0, own):
+        r"""$(C,\dot C)$ on the panels of B problems through the :class:`._qtable.QTable`: identical inputs (``own``:
+        the diagonal is iterated with the row) evaluate it at every node, the others through the :class:`NodeTable`
+        of their shared diagonal ``q``.  Returns ``(C, Cdot, change, sweeps)`` (node arrays ``(B, points)``)."""
+        qt = self._qtable(dual)
+        if own:
+            S, qk, dS, nS = pan.solve(grid, self._C(dual), S0, self._fwd)
+            q1, q2 = grid.variances(qk)
+            C, Cdot = qt(q1, q2, S)
+        else:
+            nt = self._node_table(dual, grid, q)
+            idx = np.broadcast_to(np.arange(grid.points), (S0.shape[0], grid.points))
+            S, _, dS, nS = pan.solve(grid, lambda a, b, c, x: nt(c, x[0], 0), S0, self._fwd, q=q, aux=(idx,))
+            C, Cdot = nt(S, idx, 0), nt(S, idx, 1)
+        self.info["qtable"] = dict(boxes=len(qt.boxes), builds=qt.builds, evaluations=qt.evaluations, error=qt.error,
+                                   direct=qt.direct)
+        amplified = qt.error * (1.0 + self.sigma_w * self.T)
+        if amplified > 10.0 * self.tol and not getattr(qt, "warned", False):
+            qt.warned = True
+            accuracy_shortfall(f"the (log q, theta) table of the {self.activation.name} expectations reaches a relative "
+                               f"error of only {qt.error:.1e} (x {1 + self.sigma_w * self.T:g} through the time "
+                               f"integrals: {amplified:.1e} > 10 tol = {10 * self.tol:.1e})", self.strict)
+        return C, Cdot, dS, nS
+
+    def _table(self, dual, grid, q):
+        """The :class:`_AngleTable` of ``grid`` for problems sharing one diagonal ``q`` (rows), or ``None``
+        (a closed form, or different diagonals)."""
+        if (dual.method == "closed" or q.shape[0] < _TABLE_MIN_PROBLEMS or not np.all(q == q[:1])
+                or isinstance(grid, pan.PanelGrid)):   # (the panels call C on parts of the grid: no node layout here)
+            return None
+        key = (grid.name, q[0].tobytes())
+        table = self._tables.get(key)
+        if table is None:
+            q1, q2 = (a[0] for a in _point_variances(grid, q[:1]))
+            table = self._tables[key] = _AngleTable(dual, q1, q2)
+            self.info["angle_table_error"] = max(self.info.get("angle_table_error", 0.0), table.error)
+            self._table_error = max(self._table_error, table.error)
+        return table
+
+
+# -- long horizons: the composite panels of kernels/_panels.py (one dispatch per grid operation) ----------
+def _panels_of(T: float, sigma_w: float) -> int:
+    """Panels of the time grid: 1 (one collapsed-triangle element) up to sigma_w T = 3, else
+    :func:`._panels.panel_count`."""
+    return 1 if sigma_w * T <= _SINGLE_ELEMENT + 1e-9 else pan.panel_count(T, sigma_w)
+
+
+def _solve(grid, C_of, S0, source, q=None):
+    if isinstance(grid, pan.PanelGrid):
+        return pan.solve(grid, C_of, S0, source, q=q)
+    return tri.solve(grid, C_of, S0, source, q=q)
+
+
+def _backward(grid, Cdot, LamT, source):
+    if isinstance(grid, pan.PanelGrid):
+        return pan.backward(grid, Cdot.reshape(Cdot.shape[0], -1), LamT, source)
+    return tri.backward(grid, Cdot.reshape(Cdot.shape[0], grid.m + 1, grid.n + 1), LamT, source)
+
+
+def _point_variances(grid, q):
+    """``(q1, q2)`` (B, points): the variances $q(t)$, $q(s)$ at every node of ``grid`` from its diagonal ``q``."""
+    if isinstance(grid, pan.PanelGrid):
+        return grid.variances(q)
+    return np.repeat(q, grid.n + 1, axis=1), q @ grid.Q.T
+
+
+def _terminal(grid) -> int:
+    """Flat index of the node (T, T)."""
+    return grid.terminal if isinstance(grid, pan.PanelGrid) else grid.m * (grid.n + 1)
+
+
+def _resample(q, grid0, grid):
+    """The diagonal ``q`` on ``grid0``'s nodes -> on ``grid``'s (interpolation: q(t) is analytic)."""
+    if isinstance(grid0, pan.PanelGrid):
+        return grid0.resample(q, grid)
+    return q @ barycentric_weights(grid0.r, grid.r).T

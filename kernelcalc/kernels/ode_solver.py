@@ -1,0 +1,528 @@
+r"""The Goursat solvers of the Neural-ODE kernel (conventions in :mod:`kernelcalc.kernels.ode`):
+:class:`GoursatSolver` (the adaptive choice of the dual rule and the time grid, the cost guard, the self- and
+cross-kernel solves of a Gram on the tensor Chebyshev grid of :mod:`kernelcalc.kernels.ode_grid`) and
+:class:`KinkedGoursatSolver` (kinked activations: the collapsed-triangle grid of :mod:`kernelcalc.kernels.ode_kinked`),
+with the one message of every cost refusal (:func:`cost_refusal`)."""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+
+import numpy as np
+
+from .._x64 import float64
+from ..theory import recursion as rec
+from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, warn
+from ..theory.activations import resolve_activation
+from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_order, hermite_q_limit
+from ..theory.largeq_table import cheapest_tabulated_rule
+from ._diagonals import DiagonalInterpolant
+from ._gram import bucket, by_correlation, flat_pairs, pad_to
+from .ode_grid import (_ELEMENT_LENGTH, _JIT_BATCH, _JIT_NORMS, _M_SEQUENCE, _MAX_NODES, _QUADRATURE_RULES, _STAGNATION,
+                       _SWEEP_TOL, _backend, _compiled, _marches, chebyshev_discretisation, time_elements)
+from .ode_kinked import KinkedSolverMixin
+
+_KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t = s), the grid converges
+                          # only algebraically; stop here and report the achieved change
+#: the cost guard's price of one cell of the Euler ResNet's row march beyond its expectations (numpy work per cell:
+#: measured about 80 ns per cell and solve, sin at depth 1024-2048: 8.4 s and 21 s for 4 inputs on the sphere; without
+#: it a closed-form march was priced at 0.1 per cell, and depth 2^14 ran for more than 5 min instead of refusing)
+_MARCH_CELL_OPS = 5.0
+_MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
+_MAX_CACHED_MARGINALS = 256    # per-norm marginals kept per solver (~0.1 MB each for a 560-term series)
+_WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
+_COST_SWEEPS = 40        # Picard sweeps a solve is costed at
+_MIN_BATCH = 8            # pairs per cross-kernel batch at least (batches are grouped by correlation)
+_MAX_TIME_GRIDS = 32      # memoised (rule, time grid) choices (GoursatSolver._dual_and_M)
+#: (parameters, largest norm) -> (rule, M, info, warnings, {x.x/d: q(t)}): the memo of
+#: :meth:`GoursatSolver._dual_and_M` and of the self-kernel diagonals on that grid
+_TIME_GRIDS: dict = {}
+
+
+_FOURIER_MIN_TERMS = 2048   # Mehler terms beyond which a saturating phi takes the "fourier" dual (GoursatSolver._fourier_dual)
+_FOURIER_Q_MAX = 400.0      # ... up to this variance (tanh: about 1100 Chebyshev modes)
+
+
+def _saturating(act) -> bool:
+    r"""Whether $\phi$ is bounded on the real line (numerically: finite and flat far out on both sides)."""
+    with np.errstate(all="ignore"):
+        far = np.asarray(act.numpy_fn(np.array([-1e4, -1e3, 1e3, 1e4])), dtype=float)
+        near = np.asarray(act.numpy_fn(np.linspace(-10.0, 10.0, 201)), dtype=float)
+    if not (np.all(np.isfinite(far)) and np.all(np.isfinite(near))):
+        return False
+    scale = max(float(np.max(np.abs(near))), 1e-300)
+    return bool(abs(far[0] - far[1]) <= 1e-6 * scale and abs(far[2] - far[3]) <= 1e-6 * scale)
+
+
+
+class _BlowUp(KernelcalcInputError):
+    """The solution is not finite (a blow-up or an overflow): a finer time grid may still resolve it."""
+
+
+class GoursatSolver:
+    r"""Kernel evaluator for the Neural ODE or the weight-tied ResNet at fixed $(\phi, T, \sigma)$.
+
+    ``solver(sxx, syy, sxy)`` maps input second moments $x\cdot x/d$, $y\cdot y/d$, $x\cdot y/d$
+    (arrays of one shape) to ``(nngp, ntk)``.  ``grid(M)`` gives the :class:`Discretisation`;
+    with ``M=None`` it is refined through ``_M_SEQUENCE`` until the self-kernel NTK of the largest
+    norm changes by less than ``tol`` (spectral ODE grid); a fixed ``M`` is used as is (ResNet depth).
+    Every shortfall (grid, Picard sweeps, quadrature) warns
+    (:class:`~kernelcalc.KernelcalcAccuracyWarning`) or, with ``strict``, raises; the achieved
+    values are in ``info`` and in :meth:`relative_error_estimate`.
+    """
+
+    def __init__(self, activation, *, T, sigma_w, sigma_u, sigma_v, grid, v_max, tol=1e-10, M=None,
+                 scheme="Chebyshev-Lobatto spectral collocation", strict=False, max_nodes=_MAX_NODES):
+        self.activation = resolve_activation(activation)
+        self.T, self.sigma_w, self.sigma_u, self.sigma_v = T, sigma_w, sigma_u, sigma_v
+        self.grid, self.scheme = grid, scheme
+        self.tol = tol
+        self.M_fixed = M
+        self.strict = strict
+        self.max_nodes = max_nodes
+        self.v_max = float(v_max)   # largest input x.x/d of the whole Gram: fixes the quadrature range
+        self.pairs_hint = 1         # pairs the Gram will evaluate (to refuse hopeless work early)
+        self.same_norms = False     # whether all its inputs share one norm (the sphere: symmetric problems)
+        self.info: dict = {}
+        self._diagonals: dict = {}  # x.x/d -> q(t) on the final grid (the Gram's plans call us several times)
+        self._shared_diagonals: dict = {}   # the same, shared by the calls that reuse this time grid (memo)
+        self._shortfalls = 0        # accuracy warnings issued by this solver's sweeps
+        #: what drives the cost of a solve, for the advice of a cost refusal (:func:`cost_refusal`)
+        self.cost_drivers = ("sigma_w or T (time nodes)", "sigma_u or the input norm (the variance q)",
+                             "the number of points")
+        self._interp = None         # DiagonalInterpolant of the Gram's norm range (prepare_range)
+        self._planned_pairs = 0     # pair solves a Gram plan announced (plan_pairs): the backend's work
+        self._marginals: dict = {}  # x.x/d -> its Gaussian marginals on the final grid (numpy rules)
+
+    # -- diagnostics -------------------------------------------------------------------------
+    def _blow_up(self, what: str) -> "_BlowUp":
+        """The right error for a non-finite solution: super-linear phi, float64 overflow, or the solver."""
+        f = self.activation.numpy_fn
+        with np.errstate(all="ignore"):
+            big = np.array([-500.0, -50.0, 50.0, 500.0])
+            vals = np.abs(np.asarray(f(big), dtype=float))
+            x = np.linspace(-50, 50, 2001)
+            slope = np.abs(np.asarray(self.activation.numpy_derivative(x), dtype=float))
+        lip = float(np.max(slope[np.isfinite(slope)], initial=1.0))
+        superlinear = (not np.all(np.isfinite(vals))
+                       or max(vals[0] / 500, vals[3] / 500) > 2.0 * max(vals[1] / 50, vals[2] / 50) + 1e-12)
+        where = f"on [0, T = {self.T:g}] (sigma_w = {self.sigma_w:g}, sigma_u = {self.sigma_u:g})"
+        if superlinear:
+            return _BlowUp(
+                f"{what} of the {self.activation.name} network blows up {where}: phi grows faster than "
+                "linearly, so the infinite-width dynamics exist only on a shorter horizon; reduce T or sigma_w")
+        # |phi(h)| <= |phi(0)| + lip |h|: q(t) grows at most like exp(2 sigma_w lip t)
+        log_bound = math.log(max(self.sigma_u**2 * self.v_max, 1e-300) + 1.0) + 2.0 * self.sigma_w * lip * self.T
+        if log_bound > 700:
+            return _BlowUp(
+                f"{what} of the {self.activation.name} network overflows float64 {where}: phi grows "
+                f"linearly (|phi'| <= {lip:.3g}), so q(T) can reach exp({log_bound:.0f}) > 1.8e308; "
+                "reduce T, sigma_w or the input norm")
+        return _BlowUp(
+            f"{what} of the {self.activation.name} network is not finite {where}, although phi grows at "
+            f"most linearly (q(T) <= exp({log_bound:.0f})): the time solver failed ({self.info.get('M')} "
+            f"intervals per element, {self.info.get('time_elements', 1)} elements); please report this")
+
+    def _sweeps(self, key: str, delta, sweeps, what: str):
+        """Record the Picard diagnostics of one solve and check them."""
+        delta, sweeps = float(delta), int(sweeps)
+        self.info[f"{key}_sweeps"] = max(sweeps, self.info.get(f"{key}_sweeps", 0))
+        if not math.isfinite(delta):
+            raise self._blow_up(what)
+        self.info["sweep_change"] = max(delta, self.info.get("sweep_change", 0.0))
+        if delta > _STAGNATION:
+            self._shortfalls += 1
+            accuracy_shortfall(
+                f"{what}: the Picard sweeps stopped after {sweeps} sweeps at a relative change of {delta:.1e} "
+                f"(> {_STAGNATION:g}); sigma_w*T = {self.sigma_w * self.T:g} may be too large", self.strict)
+
+    def _check_cost(self, dual, pairs: int, n: int, symmetric: bool = False):
+        """Refuse (clear error naming the limit) when a solve would take many minutes.  ``symmetric``: the
+        problems are symmetric in $(t,s)$ (self-kernels, same-norm pairs), so a quadrature rule evaluates
+        $n(n+1)/2$ cells per sweep (:func:`_symmetric_from_marginals`), not $n^2$."""
+        unit = 0.05 if dual.method in ("hermite", "closed", "fourier") else 1.0   # series terms are cheap multiply-adds
+        if _marches(self.grid(self.M_fixed or _M_SEQUENCE[0])):          # Euler ResNet: one pass, C and Cdot per cell
+            sweeps = (1, "pass (row march)")
+            per_cell = 2 * unit * dual.points + _MARCH_CELL_OPS
+            per_cell_label = (f"operations per cell (C and Cdot: 2 x {dual.points} quadrature points at weight {unit:g}, "
+                              f"plus {_MARCH_CELL_OPS:g} for the row march)")
+        else:
+            sweeps = (_COST_SWEEPS, "Picard sweeps")
+            per_cell = unit * dual.points + 0.04 * n       # the expectations, and 2 matrix products per sweep
+            per_cell_label = (f"operations per cell ({dual.points} quadrature points at weight {unit:g}, plus {0.04 * n:g} "
+                              "for the matrix products)")
+        half = symmetric and dual.method in _QUADRATURE_RULES and not _marches(self.grid(self.M_fixed or _M_SEQUENCE[0]))
+        cells = (n * (n + 1) // 2, f"time cells ({n}({n}+1)/2: symmetric in t, s)") if half else (n * n, f"time cells ({n}^2)")
+        work = pairs * sweeps[0] * cells[0] * per_cell
+        if work <= _WORK_LIMIT:
+            return
+        q = self.info.get("q_max", float("nan"))
+        detail = f", the Hermite series needs more than 8192 terms beyond q ~ {hermite_q_limit((self.activation.numpy_fn, self.activation.numpy_derivative)):.3g}, and the trapezoid rule needs step {dual.rule.step:g}" if dual.method == "trapezoid" else ""
+        raise KernelcalcInputError(cost_refusal(
+            f"the {self.activation.name} kernel at {self.describe_parameters()}",
+            [(pairs, "pairs"), sweeps, cells, (per_cell, per_cell_label)],
+            f"the pre-activation variance reaches q = {q:.4g}, on {n} time nodes{detail}", self.cost_drivers))
+
+    def describe_parameters(self) -> str:
+        return (f"T = {self.T:g}, sigma_w = {self.sigma_w:g}, sigma_u = {self.sigma_u:g}, largest x.x/d = "
+                f"{self.v_max:.3g}")
+
+    def _nodes(self, M) -> int:
+        """Time nodes of the grid ``M`` (per axis)."""
+        return self.grid(M).A.shape[0]
+
+    # -- solves ----------------------------------------------------------------------------------
+    def _self_diagonals(self, dual, M, v):
+        disc = self.grid(M)
+        nodes = disc.A.shape[0]
+        self._check_cost(dual, len(v), nodes, symmetric=True)
+        batch = self._batch(dual, nodes)
+        self_solve = _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, len(v), nodes))[0]
+        out = []
+        for lo in range(0, len(v), batch):
+            S, delta, sweeps = self_solve(rec.ode_initial(np.asarray(v[lo:lo + batch], dtype=np.float64), self.sigma_u))
+            self._sweeps("self", delta, sweeps, "the pre-activation variance q(t) = E[h_t^2]")
+            S = np.asarray(S)
+            out.append(S if S.ndim == 2 else np.diagonal(S, axis1=1, axis2=2))   # the march returns diagonals
+        return np.concatenate(out)
+
+    def _padded(self, dual, M, v):
+        """The norms ``v`` of a self-kernel solve, padded to a power of two when it is compiled (few shapes);
+        numpy solves take them as they are (padding would only add work)."""
+        if _backend(dual, len(v), self._nodes(M)) == "numpy":
+            return v
+        return pad_to(v, bucket(v.size))
+
+    @staticmethod
+    def _batch(dual, nodes: int) -> int:
+        """Problems per solve: a power of two whose work arrays (n^2 cells and, for the Hermite rule,
+        n x K coefficients per problem, a few of each) stay within the memory budget."""
+        per = 8 * 8 * nodes * max(nodes, dual.points if dual.method == "hermite" else 1)
+        return 1 << int(math.floor(math.log2(max(MEMORY_BUDGET // per, 1))))
+
+    def _dual_and_M(self, v_unique):
+        r"""The expectation rule and the time grid $M$ of this kernel (fixed at the first call).
+
+        They depend on the parameters and the largest input norm only, so they are memoised across
+        calls (a bounded cache, :data:`_TIME_GRIDS`): a second Gram of the same kernel skips the grid
+        refinement.  The warnings of the first computation are recorded with it and issued again at
+        every call that reuses it (a shortfall is never silent); a strict failure is not cached."""
+        if "M" in self.info:
+            return self._dual, self.info["M"]
+        v_max = max(self.v_max, float(np.max(v_unique)))
+        self.v_max = v_max
+        key = (self.activation, self.T, self.sigma_w, self.sigma_u, self.sigma_v, self.tol, self.M_fixed,
+               self.max_nodes, self.scheme, self.strict, self.pairs_hint, v_max,
+               self.grid(self.M_fixed or _M_SEQUENCE[0]).name, self.same_norms)   # (same_norms: the fourier dual)
+        hit = _TIME_GRIDS.get(key)
+        if hit is None:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                dual, M = self._choose_dual_and_M(v_max)
+            hit = (dual, M, dict(self.info), [(str(w.message), w.category) for w in caught], {})
+            if len(_TIME_GRIDS) >= _MAX_TIME_GRIDS:
+                _TIME_GRIDS.pop(next(iter(_TIME_GRIDS)))
+            _TIME_GRIDS[key] = hit
+        dual, M, info, caught, self._shared_diagonals = hit
+        self.info.update(info)
+        self._dual = dual
+        for message, category in caught:          # at the user's line, through the user's filters
+            warn(message, category)
+        return dual, M
+
+    def _choose_dual_and_M(self, v_max):
+        """:meth:`_dual_and_M` without the cache."""
+        nodes = self._nodes(self.M_fixed or _M_SEQUENCE[0])
+        if nodes > self.max_nodes:
+            raise KernelcalcInputError(
+                f"sigma_w*T = {self.sigma_w * self.T:g} needs {self.info.get('time_elements', 1)} time elements "
+                f"({nodes} nodes, more than the limit {self.max_nodes}): supported up to sigma_w*T ~ "
+                f"{_ELEMENT_LENGTH * (self.max_nodes - 1) / _M_SEQUENCE[0]:g}"
+                + ("" if self.M_fixed is None else " at this time_nodes") + "; reduce T or sigma_w")
+        # A coarse rule first to learn the largest pre-activation variance q(T), then the final rule.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", KernelcalcAccuracyWarning)   # only q(T) is needed, to ~1e-6
+            self.info["q_max"] = max(4.0 * self.sigma_u**2 * v_max, 1.0)     # a first guess, for messages
+            coarse = dual_kernels(self.activation, q_max=self.info["q_max"], tol=1e-6)
+            strict, self.strict = self.strict, False
+            try:
+                for M in ((self.M_fixed,) if self.M_fixed else (16, 32, 64)):
+                    try:
+                        q_est = float(np.max(self._self_diagonals(coarse, M, np.array([v_max]))))
+                        break
+                    except _BlowUp:     # a coarse grid can overflow near a blow-up where finer ones do not
+                        if M == 64:
+                            raise
+            finally:
+                self.strict = strict
+        if not math.isfinite(q_est):
+            raise self._blow_up("the pre-activation variance q(t) = E[h_t^2]")
+        self.info["q_max"] = q_est
+        dual = self._fourier_dual(q_est)
+        if dual is None:
+            self._refuse_early(q_est)
+            dual = dual_kernels(self.activation, q_max=1.05 * q_est, strict=self.strict)
+        self.info["expectation"] = dual.describe()
+        self.info["expectation_error_estimate"] = dual.error_estimate
+        self.info.pop("sweep_change", None)
+        self._check_cost(dual, self.pairs_hint, self._nodes(self.M_fixed or _M_SEQUENCE[0]), self.same_norms)
+        if self.M_fixed is not None:
+            M, err = int(self.M_fixed), None
+        else:
+            M, err = self._choose_M(dual, v_max)
+        self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self._nodes(M))
+        return dual, M
+
+    def _fourier_dual(self, q_est: float):
+        r"""The ``"fourier"`` dual (:func:`~kernelcalc.theory.gaussian.fourier_dual_kernels`: Chebyshev series in
+        the correlation, tabulated per pair of time nodes by :mod:`kernelcalc.kernels._fourier_solve`) when it
+        applies, else ``None``: inputs of one norm (the sphere: every solve shares one diagonal), a Neural-ODE
+        grid (not the ResNet march), a smooth saturating $\phi$ without closed form (tanh, sigmoid, bounded user
+        expressions), at variances where the Mehler series would need more than ``_FOURIER_MIN_TERMS`` terms and
+        the Chebyshev series fewer than about a thousand (:data:`_FOURIER_Q_MAX`)."""
+        act = self.activation
+        if (not self.same_norms or _marches(self.grid(self.M_fixed or _M_SEQUENCE[0])) or act.is_piecewise_smooth
+                or act.is_polynomial or act.jumps or q_est > _FOURIER_Q_MAX or not _saturating(act)):
+            return None
+        from ..theory.duals import closed_form_dual
+        if closed_form_dual(act) is not None:
+            return None
+        K = hermite_order((act.numpy_fn, act.numpy_derivative), 1.05 * q_est)
+        if K is not None and K <= _FOURIER_MIN_TERMS:
+            return None
+        from ..theory.gaussian import DEFAULT_TOL, fourier_dual_kernels
+        dual = fourier_dual_kernels(act, q_max=1.05 * q_est)
+        # a rule that does not settle (an activation whose complex singularities crowd the real axis) is not used
+        return dual if dual.error_estimate <= 10.0 * DEFAULT_TOL else None
+
+    def _refuse_early(self, q_est: float) -> None:
+        """Past the Hermite series' reach, check the cost with the cheapest large-q rule before choosing the
+        rule's level (which itself evaluates ~10^7 integrands): a hopeless call is refused in seconds."""
+        cheapest = cheapest_tabulated_rule(self.activation)
+        if cheapest is None or self.activation.is_polynomial:
+            return
+        fns = (self.activation.numpy_fn, self.activation.numpy_derivative)
+        if hermite_order(fns, 1.05 * q_est) is None:
+            self._check_cost(DualKernels(self.activation, "asymptotic", cheapest), self.pairs_hint,
+                             self._nodes(self.M_fixed or _M_SEQUENCE[0]), self.same_norms)
+
+    def relative_error_estimate(self) -> float:
+        r"""Relative error estimate of one kernel value: the achieved expectation accuracy (amplified by
+        $1+\sigma_wT$ through the time integrals), the time-grid refinement change, the last Picard change
+        and (off the sphere) ten times the measured interpolation error of the self-kernel diagonals."""
+        quad = self.info.get("expectation_error_estimate", DEFAULT_TOL) * (1.0 + self.sigma_w * self.T)
+        sweeps = 10.0 * max(self.info.get("sweep_change", 0.0), _SWEEP_TOL)
+        diagonals = 10.0 * self.info.get("diagonal_interpolation_error", 0.0)   # q enters C, C' with O(1) weight
+        return quad + (self.info.get("time_error_estimate") or 0.0) + sweeps + diagonals
+
+    def _choose_M(self, dual, v):
+        prev, change, M_done = None, float("nan"), _M_SEQUENCE[0]
+        jumps = self.activation.jumps
+        blown = None
+        for M in _M_SEQUENCE:
+            if (prev is not None or blown is not None) and (
+                    self.grid(M).A.shape[0] > self.max_nodes or ((dual.method == "polar" or jumps) and M > _KINK_M_MAX)):
+                break
+            # the call's own cost at this degree (the final degree is at least this one): refuse before the solves
+            # of the ladder, not after them (tanh at T = 40 was refused after 455 s)
+            self._check_cost(dual, self.pairs_hint, self._nodes(M), self.same_norms)
+            M_done = M
+            try:
+                q = self._self_diagonals(dual, M, np.array([v]))
+                cross, marginals, _ = self._cross(dual, M, 1, symmetric=True)
+                zero = np.zeros(1, np.int32)
+                # phi that jumps: the self-kernel is exact on any grid (it is iterated with its own diagonal), so
+                # the grid is judged on a pair at correlation 1/2 (C is not smooth near the diagonal t = s)
+                s0 = rec.ode_initial(0.5 * v if jumps else v, self.sigma_u)
+                _, ntk, delta, _ = cross(marginals(q), zero, zero, np.asarray([s0], dtype=np.float64))
+                ntk = float(ntk[0])
+                if not (math.isfinite(float(delta)) and math.isfinite(ntk)):
+                    raise self._blow_up("the kernel")
+            except _BlowUp as err:
+                # near a finite-time blow-up a coarse grid can overflow where the solution is finite: refine
+                blown, prev = err, None
+                continue
+            blown = None
+            if prev is not None:
+                scale = max(abs(ntk), abs(prev))  # both 0 for a zero activation: converged, not 0/0
+                change = abs(ntk - prev) / scale if scale > 0 else 0.0
+                if change <= self.tol:
+                    return M, change
+            prev = ntk
+        if blown is not None:
+            raise blown
+        M = M_done
+        accuracy_shortfall(
+            f"time grid: the {'NTK at correlation 1/2' if jumps else 'self-kernel NTK'} still changes by {change:.1e} (relative) at {M} Chebyshev intervals "
+            f"per element ({self.grid(M).A.shape[0]} nodes), above tol = {self.tol:.1e}"
+            + (" (a kinked activation: the kernel is not smooth on the diagonal t = s, so the grid converges only "
+               "algebraically)" if dual.method == "polar" or jumps else ""), self.strict)
+        return M, change
+
+    def prepare(self, norms) -> None:
+        """Solve the self-kernels of the input norms ``norms`` (x.x/d) in one batch, ahead of the pair
+        calls that will need them (a Gram plan's probes)."""
+        v = np.unique(np.asarray(norms, dtype=np.float64))
+        dual, M = self._dual_and_M(v)
+        self._cached_diagonals(dual, M, v)
+
+    def prepare_range(self, norms, exact=()) -> None:
+        r"""The Gram plan will call with many norms in the range of ``norms`` (x.x/d): interpolate the
+        self-kernel diagonals $q_v(t)$ in $\log v$ on that range
+        (:class:`~kernelcalc.kernels._diagonals.DiagonalInterpolant`, relative accuracy ``tol``/10,
+        at least 1e-14) instead of one self-kernel solve per distinct norm.  ``exact``: norms solved
+        directly (the plan's check rows: their pair values then share no interpolated diagonal).  The
+        measured interpolation error is ``info["diagonal_interpolation_error"]`` and enters
+        :meth:`relative_error_estimate`; a miss warns."""
+        v = np.asarray(norms, dtype=np.float64)
+        v = v[v > 0]
+        if v.size == 0 or v.max() <= v.min() * (1.0 + 1e-9):
+            return
+        lo, hi = float(v.min()), float(v.max())
+        dual, M = self._dual_and_M(np.array([hi]))
+        target = max(0.1 * self.tol, 1e-14)
+
+        def solve(u):
+            return self._self_diagonals(dual, M, self._padded(dual, M, u))[: u.size]
+
+        interp = DiagonalInterpolant(solve, lo, hi, target, exact)
+        self._interp = interp
+        self._diagonals.update(interp.exact)
+        self.info.update(diagonal_interpolation_error=interp.error, diagonal_interpolation_nodes=interp.degree + 1)
+        if not interp.met:
+            accuracy_shortfall(f"the self-kernel diagonals q(t): interpolation in log|x|^2 at {interp.degree + 1} "
+                               f"norms leaves a relative error {interp.error:.1e} > {target:.1e}", self.strict)
+
+    def _cached_diagonals(self, dual, M, v):
+        """Self-kernel diagonals q(t) of the norms ``v`` on the final grid, each solved once per solver, and
+        memoised with the time grid for later calls when their sweeps met the tolerance (a solve that
+        warned is kept by this solver only, so that a later call solves it again and warns again).  Norms
+        in the range of :meth:`prepare_range` are interpolated instead."""
+        known = self._diagonals
+        for x in v.tolist():
+            if x not in known and x in self._shared_diagonals:
+                known[x] = self._shared_diagonals[x]
+        missing = np.array([x for x in v.tolist() if x not in known])
+        values = {}
+        if missing.size and self._interp is not None:
+            inside = self._interp.covers(missing)
+            values = dict(zip(missing[inside].tolist(), self._interp(missing[inside])))
+            missing = missing[~inside]
+        if missing.size:
+            if len(known) + missing.size > _MAX_CACHED_DIAGONALS:
+                known.clear()
+            before = self._shortfalls
+            new = self._self_diagonals(dual, M, self._padded(dual, M, missing))
+            known.update(zip(missing.tolist(), new))
+            if self._shortfalls == before:
+                if len(self._shared_diagonals) + missing.size > _MAX_CACHED_DIAGONALS:
+                    self._shared_diagonals.clear()
+                self._shared_diagonals.update(zip(missing.tolist(), new))
+        return np.stack([values[x] if x in values else known[x] for x in v.tolist()])
+
+    def plan_pairs(self, pairs: int) -> None:
+        """A Gram plan announces about ``pairs`` pair solves in its next calls (the norm-interpolation
+        grid, in a few calls): the backend (:func:`_backend`) is chosen by their total work, so that the
+        calls share one compilation, or all run in numpy."""
+        self._planned_pairs = int(pairs)
+
+    def _cross(self, dual, M, pairs, symmetric=False):
+        """``(cross, marginals, backend)``: the cross-kernel solve for a call of ``pairs`` pairs, the
+        marginals it takes (from the diagonals; numpy where the rule allows, so that only the solve is
+        ever compiled) and the backend (:func:`_backend`)."""
+        disc = self.grid(M)
+        nodes = disc.A.shape[0]
+        self._check_cost(dual, pairs, nodes, symmetric)
+        backend = _backend(dual, max(pairs, self._planned_pairs) if pairs > _MIN_BATCH else pairs, nodes)
+        _, cross, marginals = _compiled(dual, disc, self.sigma_w, self.sigma_v, backend,
+                                        symmetric and dual.method in _QUADRATURE_RULES)
+        if dual.numpy_ok:
+            marginals = functools.partial(dual.marginal, xp=np)
+        return cross, marginals, backend
+
+    def _marginals_of(self, dual, v, diag, marginals, size):
+        """The marginals of the norms ``v`` (diagonals ``diag``, ``(U, n)``), padded to ``size`` norms; with a
+        numpy rule each norm's are computed once per solver (the Gram plan's calls share most norms)."""
+        if not dual.numpy_ok:
+            return marginals(pad_to(diag, size))
+        cache = self._marginals
+        missing = [i for i, x in enumerate(v.tolist()) if x not in cache]
+        if missing:
+            if len(cache) + len(missing) > _MAX_CACHED_MARGINALS:
+                cache.clear()
+            m = marginals(diag[missing])                       # q (U, n), coefficients (K, U, n)
+            for j, i in enumerate(missing):
+                cache[float(v[i])] = tuple(a[..., j, :] for a in m)
+        parts = [cache[x] for x in v.tolist()]
+        if len(parts) == 1 and dual.method == "fourier":   # one norm (the sphere): views, no copy (no padding:
+            # the fourier solves index the norms, they have no fixed shapes)
+            return tuple(a[..., None, :] for a in parts[0])
+        idx = pad_to(np.arange(v.size), size)
+        return tuple(np.stack([p[c] for p in parts], axis=-2)[..., idx, :] for c in range(len(parts[0])))
+
+    @float64
+    def __call__(self, sxx, syy, sxy):
+        shape, (sxx, syy, sxy), v_unique, inverse = flat_pairs(sxx, syy, sxy)
+        dual, M = self._dual_and_M(v_unique)
+        n = sxy.size
+        cross, marginals, backend = self._cross(dual, M, n, symmetric=bool(np.all(sxx == syy)))
+        nodes = self.grid(M).A.shape[0]
+        fixed = backend == "jax" and dual.method == "hermite"
+        if fixed:   # one shape for every large call: one compilation (closed forms and the quadrature rules,
+            # on grids of up to 513 nodes where padding costs more than compiling, keep fitted shapes)
+            batch = min(self._batch(dual, nodes), _JIT_BATCH)
+            norms = max(bucket(v_unique.size), _JIT_NORMS)
+        else:
+            batch = min(self._batch(dual, nodes), max(_MIN_BATCH, bucket(n) // 4))
+            norms = bucket(v_unique.size)
+        marg = self._marginals_of(dual, v_unique, self._cached_diagonals(dual, M, v_unique), marginals, norms)
+        # Batches of similar input correlation |rho|: the Mehler series is truncated per batch by its
+        # largest |r| (HermiteRule.series), so sorted batches sum far fewer terms.
+        order = by_correlation(sxx, syy, sxy)
+        ix_all, iy_all = inverse[: sxx.size][order], inverse[sxx.size:][order]
+        s0_all = rec.ode_initial(sxy, self.sigma_u)[order]
+        nngp, ntk = np.empty(n), np.empty(n)
+        for lo in range(0, n, batch):      # memory-bounded batches of fixed sizes: few jit compilations
+            sl = slice(lo, min(lo + batch, n))
+            m = sl.stop - sl.start
+            size = batch if fixed else (m if backend == "numpy" else min(bucket(m), batch))   # numpy: no padding
+            bx, by, b0 = (pad_to(a[sl], size) for a in (ix_all, iy_all, s0_all))
+            k, t, delta, sweeps = cross(marg, bx, by, b0)
+            nngp[order[sl]], ntk[order[sl]] = np.asarray(k)[:m], np.asarray(t)[:m]
+            self._sweeps("cross", delta, sweeps, "the cross-covariance S(t, s) or the backward kernel Lambda(t, s)")
+        if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
+            raise self._blow_up("the kernel")
+        return nngp.reshape(shape), ntk.reshape(shape)
+
+
+class KinkedGoursatSolver(KinkedSolverMixin, GoursatSolver):
+    r"""The Neural-ODE solver of kinked activations on the collapsed-triangle grid
+    (:mod:`kernelcalc.kernels.ode_kinked`); pairs of unequal norm go to the tensor Chebyshev grid."""
+
+    work_limit = _WORK_LIMIT      # the cost guard of the panels (ode_kinked does not import ode_solver)
+
+    @staticmethod
+    def cost_message(what, factors, why, drivers) -> str:
+        return cost_refusal(what, factors, why, drivers)
+
+    def _tensor_factory(self) -> GoursatSolver:
+        T = self.T
+        return GoursatSolver(self.activation, T=T, sigma_w=self.sigma_w, sigma_u=self.sigma_u, sigma_v=self.sigma_v,
+                             tol=self.tol, strict=self.strict, v_max=self.v_max,
+                             grid=lambda M: chebyshev_discretisation(M, T, time_elements(T, self.sigma_w)))
+
+
+def cost_refusal(what: str, factors, why: str, drivers) -> str:
+    r"""The one message of every cost refusal: ``what`` would cost $W=\prod_k f_k$ (each factor printed, so the
+    quoted product is the product of the printed factors) above the limit, ``why``, and the advice naming
+    every parameter in ``drivers`` that drives the cost.
+
+    **Arguments:** ``factors``: ``[(value, label), ...]``; ``drivers``: the parameters (text) to reduce."""
+    work = math.prod(float(v) for v, _ in factors)
+    shown = " x ".join(f"{v:d} {label}" if isinstance(v, int) else f"{v:.6g} {label}" for v, label in factors)
+    advice = ", ".join(drivers[:-1]) + (" or " if len(drivers) > 1 else "") + drivers[-1]
+    return (f"{what} would cost about {work:.3g} operations ({shown} = {work:.3g}; the limit is {_WORK_LIMIT:.0e}): "
+            f"{why}; reduce {advice}")
+
