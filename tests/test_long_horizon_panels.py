@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import kernelcalc as kc
+from _refusal_check import assert_refusal_multiplies_out
 from trapezoid_goursat import backward, march
 
 
@@ -100,7 +101,6 @@ def test_panel_degree_converges_geometrically():
 def test_panel_cost_refusal_multiplies_out_and_names_its_drivers():
     """The cost guard of the panels (a quadrature rule with an absurd number of points per expectation): one
     clear error whose printed factors multiply to the quoted number, naming the panels and every driver."""
-    import re
     import types
 
     from kernelcalc.kernels.ode import KinkedGoursatSolver
@@ -109,14 +109,7 @@ def test_panel_cost_refusal_multiplies_out_and_names_its_drivers():
     dual = types.SimpleNamespace(method="polar", points=10**6)
     with pytest.raises(kc.KernelcalcInputError) as err:
         solver._check_cost(dual, 200, solver._nodes(12))
-    msg = str(err.value)
-    assert "\n" not in msg and "10 panels" in msg
-    quoted = float(re.search(r"would cost about ([0-9.e+]+) operations", msg).group(1))
-    factors = re.search(r"\((.*) = [0-9.e+]+; the limit", msg).group(1)
-    prod = math.prod(float(f.split()[0]) for f in re.split(r" x (?=[0-9])", factors))
-    assert prod == pytest.approx(quoted, rel=1e-2)
-    for driver in ("sigma_w or T", "sigma_u or the input norm", "the number of points"):
-        assert driver in msg
+    assert_refusal_multiplies_out(str(err.value), "10 panels")
     # the same solver prices a closed form far below the limit (relu at sigma_w T = 10 computes)
     solver._check_cost(types.SimpleNamespace(method="closed", points=1), 65, solver._nodes(12))
 
