@@ -314,6 +314,19 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
     return out, qc, worst, most
 
 
+
+def _store_wavefront(grid: PanelGrid, out, X, cells, diag, kd) -> None:
+    """Write a solved wavefront into the flat node array ``out`` (B, points): its tensor cells ``X`` (B, cells,
+    m+1, m+1) at ``cells[i] = (k, j)`` and its diagonal cell ``diag`` (B, m+1, m+1) at ``(kd, kd)`` (either may
+    be ``None``)."""
+    B = out.shape[0]
+    if X is not None:
+        for i, (k, j) in enumerate(cells):
+            out[:, grid.tensor_slice(k, j)] = X[:, i].reshape(B, -1)
+    if diag is not None:
+        out[:, grid.diag_slice(kd)] = diag.reshape(B, -1)
+
+
 def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11,
                      aux=None):
     r""":func:`solve` of cross-kernels (the diagonal ``q`` fixed) by wavefronts of cells.
@@ -388,11 +401,7 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
             if delta <= sweeps_tol or (delta < stagnation and delta >= prev) or not math.isfinite(delta):
                 break
         worst, most = max(worst, delta), max(most, sweeps)
-        if X is not None:
-            for i, (k, j) in enumerate(zip(ks, js)):
-                out[:, grid.tensor_slice(k, j)] = X[:, i].reshape(B, -1)
-        if diag is not None:
-            out[:, grid.diag_slice(kd)] = diag.reshape(B, -1)
+        _store_wavefront(grid, out, X, [(k, d - k) for k in ks], diag, kd)
     qc = np.asarray(q, dtype=np.float64)
     return out, qc, worst, most
 
@@ -494,9 +503,5 @@ def _backward_wavefront(grid: PanelGrid, Cdot, LamT, source, sweeps_tol=2e-15, m
             if delta <= sweeps_tol or (delta < stagnation and delta >= prev) or not math.isfinite(delta):
                 break
         worst, most = max(worst, delta), max(most, sweeps)
-        if X is not None:
-            for i, (k, j) in enumerate(zip(ks, js)):
-                out[:, grid.tensor_slice(k, j)] = X[:, i].reshape(B, -1)
-        if diag is not None:
-            out[:, grid.diag_slice(kd)] = diag.reshape(B, -1)
+        _store_wavefront(grid, out, X, [(k, d - k) for k in ks], diag, kd)
     return out, worst, most
