@@ -421,7 +421,7 @@ def use_triangles(activation, T: float, sigma_w: float) -> bool:
     $\sigma_wT$ (one element up to 3, composite panels beyond: :mod:`._panels`), the relu-like smooth ones
     (``_RELU_LIKE_AT_LARGE_Q``) beyond $\sigma_wT=3$, and softplus and silu for $4.5<\sigma_wT\le5$
     (``_LARGE_Q_PANELS``)."""
+    lo, hi = _LARGE_Q_PANELS.get(activation.name, (math.inf, 0.0))
     return bool(activation.is_piecewise_smooth) or (
         activation.name in _RELU_LIKE_AT_LARGE_Q and sigma_w * T > _SINGLE_ELEMENT + 1e-9) or (
-        _LARGE_Q_PANELS.get(activation.name, (math.inf, 0.0))[0] + 1e-9 < sigma_w * T
-        <= _LARGE_Q_PANELS.get(activation.name, (math.inf, 0.0))[1] + 1e-9)
+        lo + 1e-9 < sigma_w * T <= hi + 1e-9)

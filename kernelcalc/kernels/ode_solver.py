@@ -45,18 +45,6 @@ _FOURIER_MIN_TERMS = 2048   # Mehler terms beyond which a saturating phi takes t
 _FOURIER_Q_MAX = 400.0      # ... up to this variance (tanh: about 1100 Chebyshev modes)
 
 
-def _saturating(act) -> bool:
-    r"""Whether $\phi$ is bounded on the real line (numerically: finite and flat far out on both sides)."""
-    with np.errstate(all="ignore"):
-        far = np.asarray(act.numpy_fn(np.array([-1e4, -1e3, 1e3, 1e4])), dtype=float)
-        near = np.asarray(act.numpy_fn(np.linspace(-10.0, 10.0, 201)), dtype=float)
-    if not (np.all(np.isfinite(far)) and np.all(np.isfinite(near))):
-        return False
-    scale = max(float(np.max(np.abs(near))), 1e-300)
-    return bool(abs(far[0] - far[1]) <= 1e-6 * scale and abs(far[2] - far[3]) <= 1e-6 * scale)
-
-
-
 class _BlowUp(KernelcalcInputError):
     """The solution is not finite (a blow-up or an overflow): a finer time grid may still resolve it."""
 
@@ -284,7 +272,7 @@ class GoursatSolver:
         the Chebyshev series fewer than about a thousand (:data:`_FOURIER_Q_MAX`)."""
         act = self.activation
         if (not self.same_norms or _marches(self.grid(self.M_fixed or _M_SEQUENCE[0])) or act.is_piecewise_smooth
-                or act.is_polynomial or act.jumps or q_est > _FOURIER_Q_MAX or not _saturating(act)):
+                or act.is_polynomial or act.jumps or q_est > _FOURIER_Q_MAX or not act.is_bounded):
             return None
         from ..theory.duals import closed_form_dual
         if closed_form_dual(act) is not None:
@@ -292,10 +280,10 @@ class GoursatSolver:
         K = hermite_order((act.numpy_fn, act.numpy_derivative), 1.05 * q_est)
         if K is not None and K <= _FOURIER_MIN_TERMS:
             return None
-        from ..theory.gaussian import DEFAULT_TOL, fourier_dual_kernels
-        dual = fourier_dual_kernels(act, q_max=1.05 * q_est)
+        from ..theory.gaussian import fourier_dual_kernels
+        dual = fourier_dual_kernels(act, q_max=1.05 * q_est, tol=self.tol)
         # a rule that does not settle (an activation whose complex singularities crowd the real axis) is not used
-        return dual if dual.error_estimate <= 10.0 * DEFAULT_TOL else None
+        return dual if dual.error_estimate <= 10.0 * self.tol else None
 
     def _refuse_early(self, q_est: float) -> None:
         """Past the Hermite series' reach, check the cost with the cheapest large-q rule before choosing the

@@ -281,6 +281,20 @@ class Activation:
         return any(self.expr.has(t) or self.derivative.has(t) for t in nonsmooth)
 
     @functools.cached_property
+    def is_bounded(self) -> bool:
+        r"""True when $\phi$ is bounded on $\mathbb R$ and levels off on both sides (tanh, sigmoid, erf), tested
+        numerically: finite on $[-10, 10]$ and at $\pm10^3, \pm10^4$, with $|\phi(\pm10^4)-\phi(\pm10^3)|\le10^{-6}$
+        of $\max_{[-10,10]}|\phi|$ (saturation; :mod:`kernelcalc.kernels.ode_solver` chooses the polar Fourier dual
+        by it)."""
+        with np.errstate(all="ignore"):
+            far = np.asarray(self.numpy_fn(np.array([-1e4, -1e3, 1e3, 1e4])), dtype=float)
+            near = np.asarray(self.numpy_fn(np.linspace(-10.0, 10.0, 201)), dtype=float)
+        if not (np.all(np.isfinite(far)) and np.all(np.isfinite(near))):
+            return False
+        scale = max(float(np.max(np.abs(near))), 1e-300)
+        return bool(abs(far[0] - far[1]) <= 1e-6 * scale and abs(far[2] - far[3]) <= 1e-6 * scale)
+
+    @functools.cached_property
     def is_positively_homogeneous(self) -> bool:
         r"""True when $\phi(\lambda z)=\lambda\phi(z)$ for every $\lambda>0$ (relu, leaky relu, abs, linear),
         i.e. $\phi(z)=z\,\phi(1)$ for $z>0$ and $\phi(z)=|z|\,\phi(-1)$ for $z<0$: proved symbolically on
