@@ -141,29 +141,6 @@ def test_softplus_resnet_on_standardised_rows_equals_the_goursat_sums():
     assert K.info["error_estimate"] >= err
 
 
-def test_diagonal_interpolant_against_direct_self_kernel_solves():
-    """q_v(t) interpolated in log v meets its reported error at held-out norms solved directly, with far
-    fewer solves than norms."""
-    from kernelcalc import _x64
-    from kernelcalc.kernels._diagonals import DiagonalInterpolant
-    from kernelcalc.kernels.ode import GoursatSolver, chebyshev_discretisation
-
-    solver = GoursatSolver("softplus", T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, tol=1e-10,
-                           grid=lambda M: chebyshev_discretisation(M, 1.0, 1), v_max=4.0)
-    with _x64.scope():
-        dual, M = solver._dual_and_M(np.array([4.0]))
-
-        def solve(v):
-            return solver._self_diagonals(dual, M, v)
-
-        interp = DiagonalInterpolant(solve, 0.2, 4.0, 1e-11, exact=[0.5, 3.1])
-        held = np.array([0.21, 0.37, 0.9, 1.7, 2.6, 3.95])
-        true = np.max(np.abs(interp(held) - solve(held))) / interp.scale
-    assert interp.met and interp.solves <= 25
-    assert true <= interp.error <= 1e-11
-    assert np.array_equal(interp(np.array([0.2, 4.0])), interp.values[[0, -1]])   # exact at the ends
-
-
 @pytest.mark.slow   # ~15-30 s: a Neural ODE norm-interpolation plan
 def test_softplus_node_on_standardised_rows_equals_direct_pair_solves():
     """node_kernel on standardised rows (norm interpolation, interpolated self-kernel diagonals) against

@@ -37,9 +37,8 @@ $S(t,s)=S(s,t)$: with a quadrature rule (large $q$, where one expectation costs 
 evaluations) $C$ and $\dot C$ are evaluated on the $n(n+1)/2$ cells $t_i\le s_j$ only and mirrored.
 The self-kernels $S_{xx}$ (one per distinct input norm) are solved first, with the diagonal
 coupling through $q_x(t)=S_{xx}(t,t)$ updated each sweep; the cross-kernels then use the fixed
-diagonals.  Off the sphere a Gram plan announces its norm range (:meth:`GoursatSolver.prepare_range`):
-$q_v(t)$ is then interpolated in $\log v$ (:mod:`kernelcalc.kernels._diagonals`, a few tens of
-self-kernel solves, verified at held-out norms) instead of one solve per distinct norm.
+diagonals.  Off the sphere the norm-interpolation plan (:mod:`kernelcalc.kernels._gram_norms`) asks only
+for the self-kernels of its few grid norms and check rows, not one per distinct input norm.
 
 **Saturating activations at large $q$** (tanh, sigmoid; :meth:`GoursatSolver._fourier_dual`).  On the sphere
 every solve shares one diagonal $q(t)$, and for a bounded $\phi$ the duals at a cell are Chebyshev series in the

@@ -18,7 +18,6 @@ from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accur
 from ..theory.activations import resolve_activation
 from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_order, hermite_q_limit
 from ..theory.largeq_table import cheapest_tabulated_rule
-from ._diagonals import DiagonalInterpolant
 from ._gram import bucket, by_correlation, flat_pairs, pad_to
 from .ode_grid import (_ELEMENT_LENGTH, _JIT_BATCH, _JIT_NORMS, _M_SEQUENCE, _MAX_NODES, _QUADRATURE_RULES, _STAGNATION,
                        _SWEEP_TOL, _backend, _compiled, _marches, chebyshev_discretisation, time_elements)
@@ -80,7 +79,6 @@ class GoursatSolver:
         #: what drives the cost of a solve, for the advice of a cost refusal (:func:`cost_refusal`)
         self.cost_drivers = ("sigma_w or T (time nodes)", "sigma_u or the input norm (the variance q)",
                              "the number of points")
-        self._interp = None         # DiagonalInterpolant of the Gram's norm range (prepare_range)
         self._planned_pairs = 0     # pair solves a Gram plan announced (plan_pairs): the backend's work
         self._marginals: dict = {}  # x.x/d -> its Gaussian marginals on the final grid (numpy rules)
 
@@ -298,12 +296,10 @@ class GoursatSolver:
 
     def relative_error_estimate(self) -> float:
         r"""Relative error estimate of one kernel value: the achieved expectation accuracy (amplified by
-        $1+\sigma_wT$ through the time integrals), the time-grid refinement change, the last Picard change
-        and (off the sphere) ten times the measured interpolation error of the self-kernel diagonals."""
+        $1+\sigma_wT$ through the time integrals), the time-grid refinement change and the last Picard change."""
         quad = self.info.get("expectation_error_estimate", DEFAULT_TOL) * (1.0 + self.sigma_w * self.T)
         sweeps = 10.0 * max(self.info.get("sweep_change", 0.0), _SWEEP_TOL)
-        diagonals = 10.0 * self.info.get("diagonal_interpolation_error", 0.0)   # q enters C, C' with O(1) weight
-        return quad + (self.info.get("time_error_estimate") or 0.0) + sweeps + diagonals
+        return quad + (self.info.get("time_error_estimate") or 0.0) + sweeps
 
     def _choose_M(self, dual, v):
         prev, change, M_done = None, float("nan"), _M_SEQUENCE[0]
@@ -356,48 +352,15 @@ class GoursatSolver:
         dual, M = self._dual_and_M(v)
         self._cached_diagonals(dual, M, v)
 
-    def prepare_range(self, norms, exact=()) -> None:
-        r"""The Gram plan will call with many norms in the range of ``norms`` (x.x/d): interpolate the
-        self-kernel diagonals $q_v(t)$ in $\log v$ on that range
-        (:class:`~kernelcalc.kernels._diagonals.DiagonalInterpolant`, relative accuracy ``tol``/10,
-        at least 1e-14) instead of one self-kernel solve per distinct norm.  ``exact``: norms solved
-        directly (the plan's check rows: their pair values then share no interpolated diagonal).  The
-        measured interpolation error is ``info["diagonal_interpolation_error"]`` and enters
-        :meth:`relative_error_estimate`; a miss warns."""
-        v = np.asarray(norms, dtype=np.float64)
-        v = v[v > 0]
-        if v.size == 0 or v.max() <= v.min() * (1.0 + 1e-9):
-            return
-        lo, hi = float(v.min()), float(v.max())
-        dual, M = self._dual_and_M(np.array([hi]))
-        target = max(0.1 * self.tol, 1e-14)
-
-        def solve(u):
-            return self._self_diagonals(dual, M, self._padded(dual, M, u))[: u.size]
-
-        interp = DiagonalInterpolant(solve, lo, hi, target, exact)
-        self._interp = interp
-        self._diagonals.update(interp.exact)
-        self.info.update(diagonal_interpolation_error=interp.error, diagonal_interpolation_nodes=interp.degree + 1)
-        if not interp.met:
-            accuracy_shortfall(f"the self-kernel diagonals q(t): interpolation in log|x|^2 at {interp.degree + 1} "
-                               f"norms leaves a relative error {interp.error:.1e} > {target:.1e}", self.strict)
-
     def _cached_diagonals(self, dual, M, v):
         """Self-kernel diagonals q(t) of the norms ``v`` on the final grid, each solved once per solver, and
         memoised with the time grid for later calls when their sweeps met the tolerance (a solve that
-        warned is kept by this solver only, so that a later call solves it again and warns again).  Norms
-        in the range of :meth:`prepare_range` are interpolated instead."""
+        warned is kept by this solver only, so that a later call solves it again and warns again)."""
         known = self._diagonals
         for x in v.tolist():
             if x not in known and x in self._shared_diagonals:
                 known[x] = self._shared_diagonals[x]
         missing = np.array([x for x in v.tolist() if x not in known])
-        values = {}
-        if missing.size and self._interp is not None:
-            inside = self._interp.covers(missing)
-            values = dict(zip(missing[inside].tolist(), self._interp(missing[inside])))
-            missing = missing[~inside]
         if missing.size:
             if len(known) + missing.size > _MAX_CACHED_DIAGONALS:
                 known.clear()
@@ -408,7 +371,7 @@ class GoursatSolver:
                 if len(self._shared_diagonals) + missing.size > _MAX_CACHED_DIAGONALS:
                     self._shared_diagonals.clear()
                 self._shared_diagonals.update(zip(missing.tolist(), new))
-        return np.stack([values[x] if x in values else known[x] for x in v.tolist()])
+        return np.stack([known[x] for x in v.tolist()])
 
     def plan_pairs(self, pairs: int) -> None:
         """A Gram plan announces about ``pairs`` pair solves in its next calls (the norm-interpolation
