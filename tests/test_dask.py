@@ -108,6 +108,7 @@ def test_off_sphere_node_on_cluster_records_the_time_grid(client, monkeypatch):
     local = kc.node_kernel(X, activation="tanh", time_nodes=8)
     remote = kc.node_kernel(X, activation="tanh", time_nodes=8, client=client)
     assert remote.info["path"] == "direct" and remote.info["tiles"] == 3
-    np.testing.assert_array_equal(remote.ntk, local.ntk)
+    # the same solves, batched per tile on the workers (and per Gram here): BLAS may sum in another order
+    np.testing.assert_allclose(remote.ntk, local.ntk, rtol=1e-14, atol=1e-15)
     assert remote.info["M"] == local.info["M"] == 8
     assert remote.info["error_estimate"] == local.info["error_estimate"]

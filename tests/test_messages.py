@@ -232,8 +232,9 @@ def test_time_grid_ladder_checks_the_cost_before_each_rung(monkeypatch):
     """Each rung of the time-grid ladder checks the call's cost at its degree before solving there (tanh at T = 40
     was refused only after the ladder's solves, 455 s): a guard that refuses past the first rung's nodes stops the
     ladder before any solve at the next degree."""
-    from kernelcalc.kernels import ode
+    from kernelcalc.kernels import ode, ode_solver
 
+    monkeypatch.setattr(ode_solver, "_TIME_GRIDS", {})   # a grid memoised by an earlier test skips the ladder
     first = ode.chebyshev_discretisation(ode._M_SEQUENCE[0], 1.0, 1).A.shape[0]
     solved = []
     real_check, real_self = ode.GoursatSolver._check_cost, ode.GoursatSolver._self_diagonals

@@ -228,7 +228,7 @@ def _gelu_C_given(o, parts, c):
 
 
 def _gelu_at_variances(o, q1, q2):
-    """gelu's ``C_at_variances``: $c\mapsto C$ at the fixed variances ``q1``, ``q2``."""
+    r"""gelu's ``C_at_variances``: $c\mapsto C$ at the fixed variances ``q1``, ``q2``."""
     return functools.partial(_gelu_C_given, o, _gelu_variance_parts(o, q1, q2))
 
 
