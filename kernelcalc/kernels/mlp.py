@@ -110,7 +110,9 @@ def _numpy_pair(dual: DualKernels, depth: int, sigma_w: float, sigma_b: float, s
             mx, my = ((m[0][i],) + tuple(Gathered(a, i) for a in m[1:]) for i in (ix, iy))
         else:
             mx, my = (tuple(a[..., i] for a in m) for i in (ix, iy))
-        tails = None if tl is None else (tuple(t[:, ix] for t in tl), tuple(t[:, iy] for t in tl))
+        # the tails as gathered views: the truncation's bisection reads a few entries per pair (a (K, P) copy of
+        # each cost more than the series of the plan's pairs)
+        tails = None if tl is None else (tuple(Gathered(t, ix) for t in tl), tuple(Gathered(t, iy) for t in tl))
         C, Cdot = dual.from_marginals(mx, my, k, tails=tails, xp=np)
         k_next = rec.mlp_nngp_step(C, ws, sigma_vb if layer == depth - 1 else sigma_b)
         ntk = rec.mlp_ntk_step(k_next, Cdot, ntk, ws)

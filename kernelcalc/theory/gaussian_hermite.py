@@ -298,7 +298,8 @@ class Gathered:
     r"""Hermite coefficients ``a`` $(K, U, \dots)$ of $U$ distinct marginals, read by problem: acts in
     :meth:`HermiteRule.series` (numpy, truncated by correlation) as ``a[:, index]`` with a unit axis inserted
     at ``axis`` (``None``: none; e.g. ``-1`` gives ``a[:, index][..., None]``) without forming it: only the
-    terms below the largest truncation $k_0$ are gathered."""
+    terms below the largest truncation $k_0$ are gathered.  Relative tails $(K, U)$ read this way give
+    :func:`_terms_numpy` the few entries its bisection looks at (``g[k, p]``) instead of a $(K, P)$ copy."""
 
     def __init__(self, a: np.ndarray, index: np.ndarray, axis: int | None = None):
         self.a, self.index, self.axis = a, np.asarray(index), axis
@@ -316,6 +317,8 @@ class Gathered:
         return out if self.axis is None else np.expand_dims(out, self.axis)
 
     def __getitem__(self, k):
+        if isinstance(k, tuple) and len(k) == 2 and self.axis is None and self.a.ndim == 2:
+            return self.a[k[0], self.index[k[1]]]    # entries (rows k[0], problems k[1]): nothing else gathered
         return self.terms(self.shape[0])[k]
 
 
