@@ -12,7 +12,7 @@ import pytest
 
 import kernelcalc as kc
 from kernelcalc.kernels import _gram
-from kernelcalc.kernels._interp import ThetaTable, chebyshev_coefficients, lobatto, theta_of
+from kernelcalc.kernels._interp import ThetaTable, chebyshev_coefficients, lobatto, pivot_columns, theta_of
 
 
 def _toy_pair(sxx, syy, sxy):
@@ -57,6 +57,20 @@ def test_theta_table_reproduces_a_known_function():
     got = [table.horner(flat, o * stride + k, s) for o in range(2)]
     np.testing.assert_allclose(got[0], np.cos(3 * q), atol=3e-12)
     np.testing.assert_allclose(got[1], np.sqrt(q + 1), atol=3e-12 * 2)
+
+
+def test_pivot_columns_are_the_pivots_of_lapack_qr():
+    """The norm basis's skeleton (numpy column-pivoted Gram-Schmidt) picks the columns LAPACK's pivoted QR
+    (scipy.linalg.qr, geqp3) picks, on orthonormal bases of graded spectra like the norm basis's."""
+    from scipy.linalg import qr
+
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        L = int(rng.integers(6, 50))
+        r = int(rng.integers(1, L))
+        A = rng.standard_normal((L, L)) * np.exp(-np.arange(L) * rng.uniform(0.1, 1.0))
+        U = np.linalg.svd(A)[0][:, :r]
+        assert set(pivot_columns(U.T, r).tolist()) == set(qr(U.T, pivoting=True, mode="r")[1][:r].tolist())
 
 
 @pytest.mark.parametrize("case", ["sphere", "one norm scaled", "two norms", "zeros and sphere", "all zero",

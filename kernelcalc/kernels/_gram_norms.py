@@ -45,7 +45,7 @@ import numpy as np
 
 from .._validation import accuracy_shortfall
 from ._gram_base import R_MAX, R_START, _TablePlan
-from ._interp import barycentric_weights, chebyshev_coefficients, chebyshev_matrix, lobatto
+from ._interp import barycentric_weights, chebyshev_coefficients, chebyshev_matrix, lobatto, pivot_columns
 
 __all__ = ["NormInterpPlan"]
 
@@ -310,15 +310,12 @@ class NormInterpPlan(_TablePlan):
     def _skeleton(Y, threshold):
         """``(U (L, r) orthonormal, skeleton indices P)``: the singular vectors of the columns ``Y`` above
         ``threshold``, and their pivoted-QR rows with the two ends; ``None`` when the rank reaches 3/4 L."""
-        from scipy.linalg import qr
-
         L = Y.shape[0]
         U, s, _ = np.linalg.svd(Y, full_matrices=False)
         U = U[:, : int(np.count_nonzero(s > threshold))]
         if U.shape[1] >= 0.75 * L:
             return None
-        piv = qr(U.T, pivoting=True, mode="r")[1]
-        return U, np.union1d(piv[: U.shape[1]], [0, L - 1])
+        return U, np.union1d(pivot_columns(U.T, U.shape[1]), [0, L - 1])
 
     def _sample(self, pair_fn, R, P, scale):
         r"""Chebyshev coefficients (R+1, K, K, 2) in theta of F at the skeleton norms (Lobatto indices ``P``;
