@@ -15,7 +15,7 @@ import kernelcalc
 
 ROOT = pathlib.Path(kernelcalc.__file__).parent
 LAYERS = {"_validation": 0, "_results": 0, "_x64": 0, "_lazy": 0, "data": 0, "plotting": 0, "theory": 1, "kernels": 2, "inference": 2.5, "empirical": 3,
-          "training": 4, "studies": 5, "cli": 6}
+          "training": 4, "studies": 5, "cli": 6, "_blas": 0}
 
 
 def _modules() -> dict[str, tuple[pathlib.Path, bool]]:

@@ -38,11 +38,11 @@ evaluations at actual input pairs of extreme norms.  Zero rows: a 1-D interpolan
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
 
+from .._blas import one_blas_thread
 from .._validation import accuracy_shortfall
 from ._gram_base import R_MAX, R_START, _TablePlan
 from ._interp import barycentric_weights, chebyshev_coefficients, chebyshev_matrix, lobatto, pivot_columns
@@ -195,11 +195,7 @@ class NormInterpPlan(_TablePlan):
 
     def _threads(self):
         # matrix products with an inner dimension of L ~ 10 are memory bound: threads only add overhead
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover
-            return contextlib.nullcontext()
-        return threadpool_limits(limits=1, user_api="blas")
+        return one_blas_thread()
 
     def _call(self, pair_fn, vx, vy, c):
         c = np.asarray(c)

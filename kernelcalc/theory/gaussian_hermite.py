@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from .._blas import one_blas_thread
 from .._x64 import float64
 from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .activations import Activation, array_functions
@@ -49,14 +50,9 @@ _GEMM_ONE_THREAD = 1 << 18   # OpenBLAS runs a matrix product of at most m*n*k =
 
 
 def _one_blas_thread():
-    """A context in which BLAS runs on one thread (``threadpoolctl``; a null context without it).  Entering it
-    scans the loaded libraries (~2 ms): one context around many products, not one per product."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        import contextlib
-        return contextlib.nullcontext(False)
-    return threadpool_limits(limits=1, user_api="blas")
+    """A context in which BLAS runs on one thread (:func:`kernelcalc._blas.one_blas_thread`: a cached
+    ``threadpoolctl`` controller, ~10 us per entry; a null context without threadpoolctl)."""
+    return one_blas_thread()
 
 
 def _single_thread_product(a: np.ndarray, b: np.ndarray, limited: bool = False) -> np.ndarray:
@@ -72,12 +68,8 @@ def _single_thread_product(a: np.ndarray, b: np.ndarray, limited: bool = False) 
     n = b.shape[0]
     if m * n * k <= _GEMM_ONE_THREAD or limited:     # (limited: the caller holds BLAS to one thread)
         return a @ b.T
-    try:       # one product on one BLAS thread: ~7x faster than the blocks (which degenerate into GEMVs)
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread() as held:     # one product on one BLAS thread: ~7x faster than the blocks (GEMVs)
+        if held:
             return a @ b.T
     rows = max(1, min(m, _GEMM_ONE_THREAD // k))
     cols = max(1, _GEMM_ONE_THREAD // (rows * k))
