@@ -222,6 +222,13 @@ def _numpy_pair_fn(dual, numpy_marginals, numpy_pair):
             k_out[sel], ntk_out[sel] = k, ntk
         return k_out.reshape(shape), ntk_out.reshape(shape)
 
+    def prepare(norms):
+        """The per-norm work of ``norms`` (x.x/d) in one batch: the norm interpolation hands over every norm it
+        will solve at before its first solve (one product per layer and series length, not one per call)."""
+        norms = np.unique(np.asarray(norms, np.float64))
+        marginals(norms[np.isfinite(norms) & (norms >= 0)])
+
+    pair_fn.prepare = prepare
     return pair_fn
 
 
