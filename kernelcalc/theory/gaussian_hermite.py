@@ -179,31 +179,51 @@ _LENGTH_BINS_PER_OCTAVE = 2
 _LENGTH_Q_FLOOR = 2.0 ** -20
 
 
-@functools.lru_cache(maxsize=256)
-def _bin_tail(f: Callable, K: int, tol: float, j: int) -> tuple[np.ndarray, int]:
-    r"""The relative tail $	au(L) = \sum_{S>k\ge L}\hat f_k(q_j)^2/\sum_{k<S}\hat f_k(q_j)^2$ of the variance
-    bin $j$ (upper edge $q_j = 2^{j/2}$; coefficients of the rule itself, at its step) and the series length
-    for ``tol``: the smallest multiple of 16 with $	au(L)\le$ ``tol``$^2$, the criterion by which
+_BIN_TAILS: dict = {}      # (f, K, tol, bin) -> (tail, length): the per-bin memo of :func:`_bin_tails`
+_BIN_TAILS_MAX = 1024
+
+
+def _bin_tails(f: Callable, K: int, tol: float, bins) -> list[tuple[np.ndarray, int]]:
+    r"""The relative tail $\tau(L) = \sum_{S>k\ge L}\hat f_k(q_j)^2/\sum_{k<S}\hat f_k(q_j)^2$ of each variance
+    bin $j$ of ``bins`` (upper edge $q_j = 2^{j/2}$; coefficients of the rule itself, at its step) and the series
+    length for ``tol``: the smallest multiple of 16 with $\tau(L)\le$ ``tol``$^2$, the criterion by which
     :func:`hermite_order` chose $K$ at $q_{\max}$.  The span $S$ of coefficients computed doubles from 128
     up to $K$ until $L\le 3S/4$: a length is trusted where the coefficients were seen to stay below the
-    bound over a quarter of the span beyond it (else, at $S = K$, near or past $q_{\max}$, the full $K$)."""
-    q = np.array([2.0 ** (j / _LENGTH_BINS_PER_OCTAVE)])
-    z, w, psi = _hermite_functions(K, _hermite_step(K))
-    F = f(np.sqrt(q)[:, None] * z) * w
-    span = min(K, 128)
-    while True:
-        b = _single_thread_product(F, psi[:span])[0]
-        sq = b * b
-        total = float(np.sum(sq))
-        if total == 0.0:
-            return np.zeros(span), 16
-        tail = np.cumsum(sq[::-1])[::-1] / total
-        L = _length_from_tail(tail, tol, span)
-        if L is not None:
-            return tail, L
-        if span >= K:
-            return tail, K
-        span = min(K, 2 * span)
+    bound over a quarter of the span beyond it (else, at $S = K$, near or past $q_{\max}$, the full $K$).
+    Memoised per bin; the bins not yet known are computed together, one product per span for all bins
+    still open at it (the Hermite functions are read once per span, not once per bin: a cold first call
+    off the sphere opens ~14 bins per function, and the rows read per bin were ~10x the products' work)."""
+    missing = sorted({int(j) for j in bins if (f, K, tol, int(j)) not in _BIN_TAILS})
+    if missing:
+        if len(_BIN_TAILS) + len(missing) > _BIN_TAILS_MAX:
+            _BIN_TAILS.clear()
+        q = 2.0 ** (np.array(missing, np.float64) / _LENGTH_BINS_PER_OCTAVE)
+        z, w, psi = _hermite_functions(K, _hermite_step(K))
+        F = f(np.sqrt(q)[:, None] * z) * w
+        open_, span = list(range(len(missing))), min(K, 128)
+        while open_:
+            B = _single_thread_product(F[open_], psi[:span])
+            still = []
+            for b, i in zip(B, open_):
+                sq = b * b
+                total = float(np.sum(sq))
+                if total == 0.0:
+                    found = (np.zeros(span), 16)
+                else:
+                    tail = np.cumsum(sq[::-1])[::-1] / total
+                    L = _length_from_tail(tail, tol, span)
+                    found = (tail, L) if L is not None else (tail, K) if span >= K else None
+                if found is None:
+                    still.append(i)
+                else:
+                    _BIN_TAILS[(f, K, tol, missing[i])] = found
+            open_, span = still, min(K, 2 * span)
+    return [_BIN_TAILS[(f, K, tol, int(j))] for j in bins]
+
+
+def _bin_tail(f: Callable, K: int, tol: float, j: int) -> tuple[np.ndarray, int]:
+    """:func:`_bin_tails` of one bin."""
+    return _bin_tails(f, K, tol, (j,))[0]
 
 
 def _length_from_tail(tail: np.ndarray, tol: float, span: int) -> int | None:
@@ -250,26 +270,53 @@ def series_lengths(f: Callable, q, K: int, tol: float, rule_tol: float | None = 
         j = np.ceil(np.log2(np.maximum(np.where(finite, q, 1.0), _LENGTH_Q_FLOOR)) * _LENGTH_BINS_PER_OCTAVE)
     bins, inverse = np.unique(j.astype(np.int64), return_inverse=True)
     rule_tol = tol if rule_tol is None else min(tol, rule_tol)
+    _bin_tails(f, K, rule_tol, bins.tolist())      # the bins not yet known, together
     lengths = np.array([_bin_length(f, K, tol, int(b), rule_tol) for b in bins], dtype=np.int64)
     return np.where(finite, lengths[inverse].reshape(q.shape), K)      # (a non-finite variance: all K terms)
 
 
+_ROW_READ = 8     # reading a row of the Hermite functions costs about as much as its product with 8 variances
+
+
+def _length_groups(lengths: np.ndarray, counts: np.ndarray) -> list[tuple[int, int]]:
+    r"""Consecutive ranges ``(i, j)`` of the sorted distinct ``lengths`` (with their ``counts`` of variances), each
+    computed as one product at length ``lengths[j]``: the grouping of least cost $\sum L_j\,(c+n_{ij})$ (dynamic
+    programming), $c$ = ``_ROW_READ``.  One group per length reads the first rows of the Hermite functions once
+    per length (memory bound: ~10 lengths of a few variances each read ~10x the rows one longer product does);
+    one group for all computes every variance to the longest length (flop bound for many variances)."""
+    m = lengths.size
+    best, cut = [0.0] * (m + 1), [0] * (m + 1)
+    for j in range(1, m + 1):
+        best[j], cut[j] = min((best[i] + float(lengths[j - 1]) * (_ROW_READ + float(np.sum(counts[i:j]))), i)
+                              for i in range(j))
+    out, j = [], m
+    while j > 0:
+        out.append((cut[j], j - 1))
+        j = cut[j]
+    return out[::-1]
+
+
 def short_coefficients(rule: "HermiteRule", f: Callable, q, tol: float | None = None) -> np.ndarray:
     r""":meth:`HermiteRule.coefficients` in numpy, shape ``(K, *q.shape)``, with the terms $k\ge L(q)$ of each
-    variance (:func:`series_lengths`) set to zero and never computed: the variances of one length share one
-    product with the first $L$ rows of the rule's Hermite functions, so the coefficients of a small variance
-    cost $L(q)/K$ of the full series (the kept terms are the full series' own, to rounding).  ``tol``: the
-    lengths' tolerance (never below the rule's, its default)."""
+    variance (:func:`series_lengths`) set to zero: variances of nearby lengths share one product with the first
+    rows of the rule's Hermite functions, up to the longest length of the group (:func:`_length_groups`), so
+    the coefficients of a small variance cost about $L(q)/K$ of the full series (the kept terms are the full
+    series' own, to rounding).  ``tol``: the lengths' tolerance (never below the rule's, its default)."""
     q = np.asarray(q, np.float64)
     flat = q.reshape(-1)
     L = series_lengths(f, flat, rule.K, rule.tol if tol is None else max(tol, rule.tol), rule.tol)
     z, w, psi = _hermite_functions(rule.K, _hermite_step(rule.K))
     out = np.zeros((rule.K, flat.size))
+    lengths, counts = np.unique(L, return_counts=True)
     with _one_blas_thread() as held:
-        for length in np.unique(L):
-            sel = np.nonzero(L == length)[0]
+        for i, j in _length_groups(lengths, counts):
+            length = int(lengths[j])
+            sel = np.nonzero((L >= lengths[i]) & (L <= length))[0]
             F = f(np.sqrt(flat[sel])[:, None] * z) * w
-            out[:length, sel] = _single_thread_product(F, psi[:length], limited=bool(held)).T
+            block = _single_thread_product(F, psi[:length], limited=bool(held)).T
+            if i < j:      # each variance keeps its own length
+                block[np.arange(length)[:, None] >= L[sel][None, :]] = 0.0
+            out[:length, sel] = block
     return out.reshape((rule.K,) + q.shape)
 
 
