@@ -211,12 +211,17 @@ def _tanh_mlp_pair(vx, vy, c, depth):
 
 
 def test_tanh_mlp_on_standardised_rows_against_trapezoid_layers():
-    """The tanh MLP (Mehler series in numpy, each pair truncated by its own correlation; norm interpolation on
-    standardised rows with norms from ~0.1 to ~8) against the layer recursion with the test's own trapezoid
-    expectations, at pairs of extreme and random norms (identical rows included): within 1e-8, and the error
-    estimate covers the error."""
+    """The depth-3 tanh MLP (Mehler series in numpy, each pair truncated by its own correlation; norm interpolation
+    on standardised rows with norms from ~0.1 to ~8, the per-norm work prepared in one batch) against
+
+    - the layer recursion with the test's own trapezoid expectations, at pairs of extreme and random norms
+      (identical rows included);
+    - the direct per-pair path (``mlp_kernel`` of a few rows against all: few pairs, no interpolation), every
+      column of the rows of the extreme norms and of the closest pair of distinct rows;
+
+    within 1e-8, and the error estimate covers both errors."""
     x = _standardised(90, 5, 4)
-    K = kc.mlp_kernel(x, activation="tanh", depth=2)
+    K = kc.mlp_kernel(x, activation="tanh", depth=3)
     assert K.info["path"] == "norm interpolation"
     assert K.info["expectation"].startswith("Mehler")
     v = np.sum(x * x, 1) / x.shape[1]
@@ -225,9 +230,18 @@ def test_tanh_mlp_on_standardised_rows_against_trapezoid_layers():
     for i in idx:
         for j in idx[idx >= i]:
             c = v[i] if i == j else x[i] @ x[j] / x.shape[1]
-            ref = _tanh_mlp_pair(v[i], v[j], c, 2)
+            ref = _tanh_mlp_pair(v[i], v[j], c, 3)
             err = max(err, abs(K.nngp[i, j] - ref[0]), abs(K.ntk[i, j] - ref[1]))
     assert err <= 1e-8
+    assert K.info["error_estimate"] >= err
+    cos = (x @ x.T / x.shape[1]) / np.sqrt(np.outer(v, v))
+    np.fill_diagonal(cos, -2.0)
+    close = np.unravel_index(np.argmax(cos), cos.shape)
+    rows = np.unique([np.argmin(v), np.argmax(v), *close])
+    direct = kc.mlp_kernel(x[rows], x, activation="tanh", depth=3)
+    assert direct.info["path"] == "direct"
+    err = max(np.max(np.abs(K.nngp[rows] - direct.nngp)), np.max(np.abs(K.ntk[rows] - direct.ntk)))
+    assert 0 < err <= 1e-8
     assert K.info["error_estimate"] >= err
 
 
