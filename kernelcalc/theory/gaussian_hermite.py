@@ -193,10 +193,9 @@ def _bin_tails(f: Callable, K: int, tol: float, bins) -> list[tuple[np.ndarray, 
     Memoised per bin; the bins not yet known are computed together, one product per span for all bins
     still open at it (the Hermite functions are read once per span, not once per bin: a cold first call
     off the sphere opens ~14 bins per function, and the rows read per bin were ~10x the products' work)."""
-    missing = sorted({int(j) for j in bins if (f, K, tol, int(j)) not in _BIN_TAILS})
+    known = {int(j): _BIN_TAILS.get((f, K, tol, int(j))) for j in bins}
+    missing = sorted(j for j, v in known.items() if v is None)
     if missing:
-        if len(_BIN_TAILS) + len(missing) > _BIN_TAILS_MAX:
-            _BIN_TAILS.clear()
         q = 2.0 ** (np.array(missing, np.float64) / _LENGTH_BINS_PER_OCTAVE)
         z, w, psi = _hermite_functions(K, _hermite_step(K))
         F = f(np.sqrt(q)[:, None] * z) * w
@@ -216,9 +215,12 @@ def _bin_tails(f: Callable, K: int, tol: float, bins) -> list[tuple[np.ndarray, 
                 if found is None:
                     still.append(i)
                 else:
-                    _BIN_TAILS[(f, K, tol, missing[i])] = found
+                    known[missing[i]] = found
             open_, span = still, min(K, 2 * span)
-    return [_BIN_TAILS[(f, K, tol, int(j))] for j in bins]
+        if len(_BIN_TAILS) + len(missing) > _BIN_TAILS_MAX:
+            _BIN_TAILS.clear()
+        _BIN_TAILS.update({(f, K, tol, j): known[j] for j in missing})
+    return [known[int(j)] for j in bins]
 
 
 def _bin_tail(f: Callable, K: int, tol: float, j: int) -> tuple[np.ndarray, int]:
