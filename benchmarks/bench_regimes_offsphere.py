@@ -55,6 +55,23 @@ the direct path itself moved by at most 1.8e-15.  Node tanh on standardised rows
 cross-kernel Picard sweeps (Mehler series by Horner, ~10 sweeps per solve, and the per-sweep truncation),
 ~0.5 s the self-kernels of the 26 norms, ~0.4 s the time-grid choice at the largest norm (K-term series there),
 ~0.45 s the Assumption-1 check and the final Gram (also paid on the sphere).
+
+**Branch ``mlpoff``** (2026-12-06, 16:08-16:13 UTC, load 9.5-11.5: two other helpers' runs; main and ``mlpoff``
+interleaved, each tree in its own working directory, seed 302, minimum process CPU of 2 cold runs, ratio off/on):
+tanh MLP 3 standardised 3.76 -> 2.29 (off 1.42 -> 0.80 s CPU; an earlier run of 3, 16:07 UTC: 2.69 -> 1.72 and,
+seed 2, 3.62 -> 1.78; wall medians 5.3 -> 1.3 and 3.8 -> 1.5), Gaussian 1.84 -> 1.22; resnet softplus 8
+standardised 2.01 -> 1.84, Gaussian 1.62 -> 1.37; node softplus standardised 2.18 -> 2.08; node tanh standardised
+4.23 -> 4.20 (unchanged within the noise).  What the off-sphere MLP call no longer pays (cProfile of a cold call):
+(1) a (K, pairs) copy of each relative-tail array per layer and series (K = 3792; the truncation's bisection reads
+a few entries per pair: ``Gathered`` views), ~0.2 s; (2) ``import scipy.linalg`` for the norm basis's pivoted QR
+(~0.25 s; ``kernels._interp.pivot_columns`` in numpy picks the same pivots); (3) ``threadpoolctl.threadpool_limits``
+rescanning the loaded libraries at each of ~94 entries (``kernelcalc._blas``: one cached controller; 0.8 s in a
+profile at load 7); (4) a 3600-term Hermite table for the layer variances at 4 v_max (1-D moments by the
+trapezoid rule); (5) ~1 GB read from the Hermite-function table: the per-variance lengths' bins one product per span
+for all bins (621 -> 140 MB) and nearby series lengths in one product (``_length_groups``; 361 -> 102 MB, with the
+MLP pair function's ``prepare`` batching the plan's norms).  Against the direct per-pair path on 8 rows x 2000
+columns (extreme norms, closest pair, random; seeds 302 and 2): largest difference 1.4e-11 and 9.2e-12, error
+estimates 2.1e-10 and 1.6e-10.
 """
 
 from __future__ import annotations
