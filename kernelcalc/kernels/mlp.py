@@ -190,35 +190,37 @@ def _jax_pair_fn(dual, marginals, compiled):
 def _numpy_pair_fn(dual, numpy_marginals, numpy_pair):
     r"""``pair_fn(sxx, syy, sxy)`` in numpy (closed forms, the Mehler series): no jax import, no compilation
     (the first call on new data is what counts).  The per-norm work (layer variances, Hermite coefficients
-    and their tails) is done once per distinct norm for all the calls of one kernel."""
-    cache: dict = {}
+    and their tails) is done once per distinct norm for all the calls of one kernel: its results are columns
+    of one table per layer and array, which the pairs index (a call gathers no per-norm copies)."""
+    column: dict = {}        # norm -> its column in the tables
+    tables: list = []        # per layer: (marginal arrays (..., U), tails (K, U) or None), U = len(column)
 
     def marginals(v):
-        missing = np.array([x for x in v.tolist() if x not in cache])
+        """``(tables, columns of v)``, the per-norm work of the norms not seen before done in one batch."""
+        missing = np.array([x for x in dict.fromkeys(v.tolist()) if x not in column])
         if missing.size:
             new = numpy_marginals(missing)
-            for j, x in enumerate(missing.tolist()):
-                cache[x] = [(tuple(a[..., j] for a in m), None if tl is None else tuple(t[:, j] for t in tl))
-                            for m, tl in new]
-        per = [cache[x] for x in v.tolist()]
-        out = []
-        for layer in range(len(per[0])):
-            m = tuple(np.stack([p[layer][0][c] for p in per], axis=-1) for c in range(len(per[0][layer][0])))
-            tl = per[0][layer][1]
-            tl = None if tl is None else tuple(np.stack([p[layer][1][c] for p in per], axis=-1) for c in range(len(tl)))
-            out.append((m, tl))
-        return out
+            if tables:
+                tables[:] = [(tuple(np.concatenate([a, b], axis=-1) for a, b in zip(m0, m1)),
+                              None if t0 is None else tuple(np.concatenate([a, b], axis=-1) for a, b in zip(t0, t1)))
+                             for (m0, t0), (m1, t1) in zip(tables, new)]
+            else:
+                tables[:] = [(tuple(m), None if tl is None else tuple(tl)) for m, tl in new]
+            for x in missing.tolist():
+                column[x] = len(column)
+        return tables, np.array([column[x] for x in v.tolist()], dtype=np.intp)
 
     def pair_fn(sxx, syy, sxy):
         shape, (sxx, syy, sxy), v, inverse = flat_pairs(sxx, syy, sxy)
         n = sxy.size
-        ms = marginals(v)
+        ms, cols = marginals(v)
+        ix, iy = cols[inverse[:n]], cols[inverse[n:]]
         batch = _NUMPY_BATCH if dual.method == "hermite" else _CLOSED_BATCH
         order = by_correlation(sxx, syy, sxy) if n > batch else np.arange(n)
         k_out, ntk_out = np.empty(n), np.empty(n)
         for lo in range(0, n, batch):
             sel = order[lo:lo + batch]
-            k, ntk = numpy_pair(ms, inverse[:n][sel], inverse[n:][sel], sxy[sel])
+            k, ntk = numpy_pair(ms, ix[sel], iy[sel], sxy[sel])
             k_out[sel], ntk_out[sel] = k, ntk
         return k_out.reshape(shape), ntk_out.reshape(shape)
 
