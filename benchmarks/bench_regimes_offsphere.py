@@ -56,12 +56,13 @@ cross-kernel Picard sweeps (Mehler series by Horner, ~10 sweeps per solve, and t
 ~0.5 s the self-kernels of the 26 norms, ~0.4 s the time-grid choice at the largest norm (K-term series there),
 ~0.45 s the Assumption-1 check and the final Gram (also paid on the sphere).
 
-**Branch ``mlpoff``** (2026-12-06, 16:08-16:13 UTC, load 9.5-11.5: two other helpers' runs; main and ``mlpoff``
-interleaved, each tree in its own working directory, seed 302, minimum process CPU of 2 cold runs, ratio off/on):
-tanh MLP 3 standardised 3.76 -> 2.29 (off 1.42 -> 0.80 s CPU; an earlier run of 3, 16:07 UTC: 2.69 -> 1.72 and,
-seed 2, 3.62 -> 1.78; wall medians 5.3 -> 1.3 and 3.8 -> 1.5), Gaussian 1.84 -> 1.22; resnet softplus 8
-standardised 2.01 -> 1.84, Gaussian 1.62 -> 1.37; node softplus standardised 2.18 -> 2.08; node tanh standardised
-4.23 -> 4.20 (unchanged within the noise).  What the off-sphere MLP call no longer pays (cProfile of a cold call):
+**Branch ``mlpoff``** (2026-12-06, load 9.5-11.5 from other helpers' runs; main and ``mlpoff`` interleaved, each
+tree run from its own working directory -- ``python -c`` puts the working directory first on ``sys.path``, so a
+``PYTHONPATH`` alone does not select the tree --, minimum process CPU of 3 cold runs, ratio off/on).  16:17-16:20 UTC:
+tanh MLP 3 standardised, seed 302: 2.79 -> 1.61 (off 1.04 -> 0.55 s CPU; wall medians 3.54 -> 1.79); seed 2:
+3.93 -> 1.71 (1.37 -> 0.55 s; wall 4.00 -> 1.75); Gaussian rows 1.73 -> 1.28 and 1.64 -> 1.32.  16:08-16:13 UTC
+(2 runs each, seed 302): resnet softplus 8 standardised 2.01 -> 1.84, Gaussian 1.62 -> 1.37; node softplus
+standardised 2.18 -> 2.08; node tanh standardised 4.23 -> 4.20 (unchanged within the noise).  What the off-sphere MLP call no longer pays (cProfile of a cold call):
 (1) a (K, pairs) copy of each relative-tail array per layer and series (K = 3792; the truncation's bisection reads
 a few entries per pair: ``Gathered`` views), ~0.2 s; (2) ``import scipy.linalg`` for the norm basis's pivoted QR
 (~0.25 s; ``kernels._interp.pivot_columns`` in numpy picks the same pivots); (3) ``threadpoolctl.threadpool_limits``
