@@ -62,15 +62,16 @@ tree run from its own working directory -- ``python -c`` puts the working direct
 tanh MLP 3 standardised, seed 302: 2.79 -> 1.61 (off 1.04 -> 0.55 s CPU; wall medians 3.54 -> 1.79); seed 2:
 3.93 -> 1.71 (1.37 -> 0.55 s; wall 4.00 -> 1.75); Gaussian rows 1.73 -> 1.28 and 1.64 -> 1.32.  16:08-16:13 UTC
 (2 runs each, seed 302): resnet softplus 8 standardised 2.01 -> 1.84, Gaussian 1.62 -> 1.37; node softplus
-standardised 2.18 -> 2.08; node tanh standardised 4.23 -> 4.20 (unchanged within the noise).  What the off-sphere MLP call no longer pays (cProfile of a cold call):
-(1) a (K, pairs) copy of each relative-tail array per layer and series (K = 3792; the truncation's bisection reads
+standardised 2.18 -> 2.08; node tanh standardised 4.23 -> 4.20 (unchanged within the noise).  What the
+off-sphere MLP call no longer pays (cProfile of a cold call): (1) a (K, pairs) copy of each relative-tail array per layer and series (K = 3792; the truncation's bisection reads
 a few entries per pair: ``Gathered`` views), ~0.2 s; (2) ``import scipy.linalg`` for the norm basis's pivoted QR
 (~0.25 s; ``kernels._interp.pivot_columns`` in numpy picks the same pivots); (3) ``threadpoolctl.threadpool_limits``
 rescanning the loaded libraries at each of ~94 entries (``kernelcalc._blas``: one cached controller; 0.8 s in a
 profile at load 7); (4) a 3600-term Hermite table for the layer variances at 4 v_max (1-D moments by the
 trapezoid rule); (5) ~1 GB read from the Hermite-function table: the per-variance lengths' bins one product per span
 for all bins (621 -> 140 MB) and nearby series lengths in one product (``_length_groups``; 361 -> 102 MB, with the
-MLP pair function's ``prepare`` batching the plan's norms).  Against the direct per-pair path on 8 rows x 2000
+MLP pair function's ``prepare`` batching the plan's norms); (6) a per-call stack of per-norm columns (one table
+per layer and array, indexed by the pairs; ~0.07 s).  Against the direct per-pair path on 8 rows x 2000
 columns (extreme norms, closest pair, random; seeds 302 and 2): largest difference 1.4e-11 and 9.2e-12, error
 estimates 2.1e-10 and 1.6e-10.
 """
