@@ -17,6 +17,7 @@ from ..theory import recursion as rec
 from .._validation import KernelcalcInputError
 from ..theory.gaussian import DualKernels, Gathered
 from ._interp import chebyshev_lobatto
+from ._newton import ChordNewton
 
 _MAX_SWEEPS = 400
 _SWEEP_TOL = 2e-15
@@ -32,11 +33,14 @@ _JIT_BATCH = 256          # pairs per compiled cross-kernel batch (one shape: on
 _JIT_NORMS = 64           # distinct norms per compiled cross-kernel call at least (padded: one shape)
 
 
-def _picard(step, S_init, tol=None, max_sweeps=None, xp=jnp):
+def _picard(step, S_init, tol=None, max_sweeps=None, xp=jnp, accelerate=None):
     """Iterate ``S <- step(S)`` until the largest relative change (per problem: leading axis) is
     below ``tol``, or has stagnated at rounding level (below ``_STAGNATION`` and not decreasing), or is
     not finite.  Returns ``(S, last change, sweeps)``; the caller checks the change.  ``xp``: jax.numpy
-    (a ``lax.while_loop``, to be traced) or numpy (a Python loop, run at once)."""
+    (a ``lax.while_loop``, to be traced) or numpy (a Python loop, run at once).  ``accelerate`` (numpy only):
+    ``(S, step(S), change, previous change) -> next iterate`` in place of ``step(S)`` while the sweeps go on
+    (:class:`~kernelcalc.kernels._newton.ChordNewton`); the change, the stopping test and the returned plain
+    image ``step(S)`` stay those of the sweeps."""
     tol = _SWEEP_TOL if tol is None else tol
     max_sweeps = _MAX_SWEEPS if max_sweeps is None else max_sweeps
 
@@ -59,7 +63,10 @@ def _picard(step, S_init, tol=None, max_sweeps=None, xp=jnp):
     if xp is np:
         state = (S_init, big, big, 0)
         while cond(state):
+            S_old = state[0]
             state = body(state)
+            if accelerate is not None and cond(state):     # going on: the next iterate
+                state = (accelerate(S_old, state[0], state[1], state[2]),) + state[1:]
         S, delta, _, k = state
     else:
         S, delta, _, k = jax.lax.while_loop(cond, body, (S_init, big, big, 0))
@@ -290,14 +297,21 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
                 return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
         else:
             current, record = sweep_tol()
+            # numpy Mehler series: chord-Newton steps once the sweeps are exact (kernels/_newton.py)
+            newton = ChordNewton(A, sigma_w) if lazy else None
 
             def step(S):
                 record(S)
-                C = dual_of(mx, my, S, derivative=False, tails=tails, sym=symmetric, tol=current())
+                t = current()
+                if newton is not None and newton.wants_derivative(t is None):   # the first exact sweep: Cdot too
+                    C, Cdot = dual_of(mx, my, S, tails=tails, sym=symmetric)
+                    newton.keep(Cdot)
+                else:
+                    C = dual_of(mx, my, S, derivative=False, tails=tails, sym=symmetric, tol=t)
                 return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
-        S, dS, nS = _picard(step, S_init, xp=xp)
+        S, dS, nS = _picard(step, S_init, xp=xp, accelerate=None if jumps else newton)
         C, Cdot = dual_of(mx, my, S, tails=tails, sym=symmetric and not jumps)
         LamT = rec.ode_backward_terminal(Cdot[:, -1, -1], sigma_v)
 
