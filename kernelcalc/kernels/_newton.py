@@ -43,16 +43,23 @@ class ChordNewton:
     **Arguments:** ``A``: the grid's integration matrix $(n, n)$; ``sigma_w``.
 
     ``wants_derivative(exact)``: whether the sweep about to run should also evaluate $\dot C$ (the first exact
-    sweep); ``keep(Cdot)`` stores it; calling the object with ``(S, G, change, previous change)`` returns the
-    next iterate: $S+\delta$, or the plain image ``G`` (before $\dot C$ is known, or once the steps are off)."""
+    sweep after ``skip`` exact ones: a warm start, which may meet the stopping test at once, skips one);
+    ``keep(Cdot)`` stores it; calling the object with ``(S, G, change, previous change)`` returns the next
+    iterate: $S+\delta$, or the plain image ``G`` (before $\dot C$ is known, or once the steps are off)."""
 
-    def __init__(self, A, sigma_w: float):
+    def __init__(self, A, sigma_w: float, skip: int = 0):
         self.A, self.sigma_w = A, sigma_w
         self.J = None
         self.off = False
+        self.skip = skip
 
     def wants_derivative(self, exact: bool) -> bool:
-        return exact and self.J is None and not self.off
+        if not exact or self.J is not None or self.off:
+            return False
+        if self.skip > 0:
+            self.skip -= 1
+            return False
+        return True
 
     def keep(self, Cdot) -> None:
         self.J = np.asarray(Cdot)

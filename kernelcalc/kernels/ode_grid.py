@@ -204,14 +204,15 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
 
     loose = xp is np and dual.method == "hermite"
 
-    def sweep_tol():
+    def sweep_tol(exact=False):
         """Per Picard sweep (numpy Hermite rule): a series tolerance 1e-3 times the last change (a power of
         ten, at most 1e-6; the rule's own once the change is below 1e-6).  A sweep far from convergence need
         not evaluate C exactly: the fixed point, the stopping test (``S_new = step(S)`` with the exact map
         once the change is below ~1e-10) and so the result are those of the full series, and its early
         sweeps sum fewer terms (the Mehler series truncated by correlation at a looser tol, and shorter
-        self-kernel coefficients).  Returns ``(tol or None, record)``: ``record(S)`` notes the iterate."""
-        if not loose:
+        self-kernel coefficients).  Returns ``(tol or None, record)``: ``record(S)`` notes the iterate.
+        ``exact``: the exact map from the first sweep (a warm start, already near the fixed point)."""
+        if not loose or exact:
             return (lambda: None), (lambda S: None)
         seen = []
 
@@ -269,9 +270,14 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         return hit[1]
 
     @jit
-    def cross_solve(m, ix, iy, S0):
+    def cross_solve(m, ix, iy, S0, S_start=None):
         """m: :func:`marginals` of the U distinct norms, ix, iy: (B,) indices into them; S0: (B,)
-        -> nngp, ntk (B,) and diagnostics."""
+        -> nngp, ntk (B,) and diagnostics.  ``S_start`` (numpy, Mehler series only): ``(B, n, n)`` first
+        iterates near the fixed point (identical inputs: their self-kernels), swept with the exact series from
+        the first sweep; the fixed point and the stopping test are those of a cold start."""
+        warm = S_start is not None
+        if warm and not (lazy and not jumps):
+            raise ValueError("a warm start applies to the numpy Mehler-series cross solves only")
         if lazy:    # numpy Hermite: the truncated series gathers only the coefficients it sums
             mx = (m[0][ix, :, None],) + tuple(Gathered(a, ix, -1) for a in m[1:])
             my = (m[0][iy, None, :],) + tuple(Gathered(a, iy, -2) for a in m[1:])
@@ -296,9 +302,9 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
                 C = dual.from_marginals((ax,), (ay,), S, derivative=False, xp=xp)
                 return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
         else:
-            current, record = sweep_tol()
+            current, record = sweep_tol(exact=warm)
             # numpy Mehler series: chord-Newton steps once the sweeps are exact (kernels/_newton.py)
-            newton = ChordNewton(A, sigma_w) if lazy else None
+            newton = ChordNewton(A, sigma_w, skip=1 if warm else 0) if lazy else None
 
             def step(S):
                 record(S)
@@ -310,7 +316,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
                     C = dual_of(mx, my, S, derivative=False, tails=tails, sym=symmetric, tol=t)
                 return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
 
-        S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
+        S_init = S_start if warm else xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
         S, dS, nS = _picard(step, S_init, xp=xp, accelerate=None if jumps else newton)
         C, Cdot = dual_of(mx, my, S, tails=tails, sym=symmetric and not jumps)
         LamT = rec.ode_backward_terminal(Cdot[:, -1, -1], sigma_v)
