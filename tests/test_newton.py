@@ -1,4 +1,4 @@
-"""Chord-Newton steps of the numpy cross-kernel Picard sweeps (kernels/_newton.py): the same fixed point as the
+"""Newton steps of the numpy cross-kernel Picard sweeps (kernels/_newton.py): the same fixed point as the
 plain sweeps, in fewer sweeps.  (That fixed point against a reference sharing no code with the solver:
 tests/test_node_reference.py, the softplus off-sphere pair in the default run; tests/test_offsphere.py,
 tanh on standardised rows against the direct per-pair path.)"""
@@ -37,7 +37,7 @@ def _solve(monkeypatch, newton: bool):
     return nngp, ntk, solver.info, sweeps
 
 
-def test_chord_newton_reaches_the_plain_sweeps_fixed_point_in_fewer_sweeps(monkeypatch):
+def test_newton_steps_reach_the_plain_sweeps_fixed_point_in_fewer_sweeps(monkeypatch):
     """Tanh pairs of unequal norms (q up to ~4, Mehler series in numpy): the values with the Newton steps equal
     those of the plain sweeps to 1e-13 (relative), and the solve takes fewer sweeps."""
     n1, t1, info1, sweeps1 = _solve(monkeypatch, True)

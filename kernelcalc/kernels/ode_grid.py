@@ -303,22 +303,26 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
                 return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
         else:
             current, record = sweep_tol(exact=warm)
-            # numpy Mehler series: chord-Newton steps once the sweeps are exact (kernels/_newton.py)
-            newton = ChordNewton(A, sigma_w, skip=1 if warm else 0) if lazy else None
+            # numpy Mehler series: Newton steps once the sweeps are exact (kernels/_newton.py)
+            newton = ChordNewton(A, sigma_w) if lazy else None
 
             def step(S):
                 record(S)
                 t = current()
-                if newton is not None and newton.wants_derivative(t is None):   # the first exact sweep: Cdot too
+                if newton is not None and newton.wants_derivative(t is None):   # an exact sweep: Cdot too
                     C, Cdot = dual_of(mx, my, S, tails=tails, sym=symmetric)
-                    newton.keep(Cdot)
-                else:
-                    C = dual_of(mx, my, S, derivative=False, tails=tails, sym=symmetric, tol=t)
+                    G = S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
+                    newton.keep(G, C, Cdot)
+                    return G
+                C = dual_of(mx, my, S, derivative=False, tails=tails, sym=symmetric, tol=t)
                 return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
 
         S_init = S_start if warm else xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
         S, dS, nS = _picard(step, S_init, xp=xp, accelerate=None if jumps else newton)
-        C, Cdot = dual_of(mx, my, S, tails=tails, sym=symmetric and not jumps)
+        # (C, Cdot) of the last sweep when it computed them (Newton: at S_k, whose image S differs from it by
+        # less than the stopping test), else at S
+        final = None if jumps or newton is None else newton.final(S)
+        C, Cdot = final if final is not None else dual_of(mx, my, S, tails=tails, sym=symmetric and not jumps)
         LamT = rec.ode_backward_terminal(Cdot[:, -1, -1], sigma_v)
 
         def back(Lam):
