@@ -21,6 +21,7 @@ from ..theory.largeq_table import cheapest_tabulated_rule
 from ._gram import bucket, by_correlation, flat_pairs, pad_to
 from .ode_grid import (_ELEMENT_LENGTH, _JIT_BATCH, _JIT_NORMS, _M_SEQUENCE, _MAX_NODES, _QUADRATURE_RULES, _STAGNATION,
                        _SWEEP_TOL, _backend, _compiled, _marches, chebyshev_discretisation, time_elements)
+from ._ode_starts import SelfKernelStarts, first_variance_guess
 from .ode_kinked import KinkedSolverMixin
 
 _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t = s), the grid converges
@@ -81,8 +82,7 @@ class GoursatSolver:
                              "the number of points")
         self._planned_pairs = 0     # pair solves a Gram plan announced (plan_pairs): the backend's work
         self._marginals: dict = {}  # x.x/d -> its Gaussian marginals on the final grid (numpy rules)
-        self._self_kernels: dict = {}   # (M, x.x/d) -> the self-kernel S_xx (n, n) of a solve: the warm start of
-                                        # the cross solves of identical inputs (_warm_starts)
+        self._starts = SelfKernelStarts()   # the self-kernels solved: warm starts of identical inputs
 
     # -- diagnostics -------------------------------------------------------------------------
     def _blow_up(self, what: str) -> "_BlowUp":
@@ -173,26 +173,9 @@ class GoursatSolver:
             S, delta, sweeps = self_solve(rec.ode_initial(np.asarray(v[lo:lo + batch], dtype=np.float64), self.sigma_u))
             self._sweeps("self", delta, sweeps, "the pre-activation variance q(t) = E[h_t^2]")
             S = np.asarray(S)
-            if S.ndim == 3 and dual.method == "hermite":       # (the march returns diagonals)
-                if len(self._self_kernels) + S.shape[0] > _MAX_CACHED_DIAGONALS:
-                    self._self_kernels.clear()
-                self._self_kernels.update(((M, x), S_x) for x, S_x in zip(np.asarray(v[lo:lo + batch]).tolist(), S))
-            out.append(S if S.ndim == 2 else np.diagonal(S, axis1=1, axis2=2))
+            self._starts.store(dual, M, v[lo:lo + batch], S)
+            out.append(S if S.ndim == 2 else np.diagonal(S, axis1=1, axis2=2))   # the march returns diagonals
         return np.concatenate(out)
-
-    def _warm_starts(self, dual, M, backend, sxx, syy, sxy):
-        r"""Which pairs are identical inputs ($x\cdot x=y\cdot y=x\cdot y$) whose self-kernel this solver has
-        solved on the grid ``M``, and those self-kernels: the cross solve of such a pair has the self-kernel as its
-        fixed point, so started there it meets the stopping test in one exact sweep instead of ~11 (the diagonal
-        of a symmetric Gram, the time-grid choice).  Numpy Mehler series only (``(mask, (k, n, n) or None)``)."""
-        mask = np.zeros(sxy.shape, bool)
-        if backend != "numpy" or dual.method != "hermite" or self.activation.jumps:
-            return mask, None
-        mask = (sxx == syy) & (sxy == sxx)
-        mask[mask] = [(M, x) in self._self_kernels for x in sxx[mask].tolist()]
-        if not mask.any():
-            return mask, None
-        return mask, np.stack([self._self_kernels[(M, x)] for x in sxx[mask].tolist()])
 
     def _padded(self, dual, M, v):
         """The norms ``v`` of a self-kernel solve, padded to a power of two when it is compiled (few shapes);
@@ -250,7 +233,7 @@ class GoursatSolver:
         # A coarse rule first to learn the largest pre-activation variance q(T), then the final rule.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", KernelcalcAccuracyWarning)   # only q(T) is needed, to ~1e-6
-            self.info["q_max"] = self._first_guess(v_max)     # a first guess, for messages
+            self.info["q_max"] = first_variance_guess(self.activation, self.sigma_u, self.sigma_w, self.T, v_max)
             coarse = dual_kernels(self.activation, q_max=self.info["q_max"], tol=1e-6)
             strict, self.strict = self.strict, False
             try:
@@ -280,20 +263,6 @@ class GoursatSolver:
             M, err = self._choose_M(dual, v_max)
         self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self._nodes(M))
         return dual, M
-
-    def _first_guess(self, v_max: float) -> float:
-        r"""The variance the coarse rule that learns $q_{\max}=\max_t q(t)$ is built for: $4\sigma_u^2v_{\max}$, or for
-        a bounded $\phi$, $|\phi|\le B$, the bound of the Goursat equation $q(T)\le\sigma_u^2v_{\max}+\sigma_w^2T^2B^2$
-        ($C\le B^2$; 10 % added for $B$ measured on a grid) when smaller (tanh on standardised rows, $v_{\max}=7.9$:
-        9.7 against 31, a coarse series of 1.4e3 terms instead of 3.6e3)."""
-        guess = max(4.0 * self.sigma_u**2 * v_max, 1.0)
-        if self.activation.is_bounded:
-            with np.errstate(all="ignore"):
-                B = float(np.max(np.abs(self.activation.numpy_fn(np.concatenate([np.linspace(-60.0, 60.0, 24001),
-                                                                                [-1e4, 1e4]])))))
-            if math.isfinite(B):
-                guess = min(guess, max(1.1 * (self.sigma_u**2 * v_max + (self.sigma_w * self.T * B) ** 2), 1.0))
-        return guess
 
     def _fourier_dual(self, q_est: float):
         r"""The ``"fourier"`` dual (:func:`~kernelcalc.theory.gaussian.fourier_dual_kernels`: Chebyshev series in
@@ -355,7 +324,7 @@ class GoursatSolver:
                 # the grid is judged on a pair at correlation 1/2 (C is not smooth near the diagonal t = s)
                 s0 = rec.ode_initial(0.5 * v if jumps else v, self.sigma_u)
                 one = np.array([0.5 * v if jumps else v])
-                _, start = self._warm_starts(dual, M, backend, np.array([v]), np.array([v]), one)
+                _, start = self._starts.warm(dual, M, backend, jumps, np.array([v]), np.array([v]), one)
                 extra = {} if start is None else {"S_start": start}
                 _, ntk, delta, _ = cross(marginals(q), zero, zero, np.asarray([s0], dtype=np.float64), **extra)
                 ntk = float(ntk[0])
@@ -469,7 +438,7 @@ class GoursatSolver:
         # Batches of similar input correlation |rho|: the Mehler series is truncated per batch by its
         # largest |r| (HermiteRule.series), so sorted batches sum far fewer terms.
         # identical inputs with a solved self-kernel first, started there (their own batches); then the others
-        warm, start = self._warm_starts(dual, M, backend, sxx, syy, sxy)
+        warm, start = self._starts.warm(dual, M, backend, self.activation.jumps, sxx, syy, sxy)
         rest = np.nonzero(~warm)[0]
         order = np.concatenate([np.nonzero(warm)[0], rest[by_correlation(sxx[rest], syy[rest], sxy[rest])]])
         n_warm = int(np.count_nonzero(warm))
