@@ -21,6 +21,7 @@ from ..theory.largeq_table import cheapest_tabulated_rule
 from ._gram import bucket, by_correlation, flat_pairs, pad_to
 from .ode_grid import (_ELEMENT_LENGTH, _JIT_BATCH, _JIT_NORMS, _M_SEQUENCE, _MAX_NODES, _QUADRATURE_RULES, _STAGNATION,
                        _SWEEP_TOL, _backend, _compiled, _marches, chebyshev_discretisation, time_elements)
+from ._marginal_table import tabulated_dual
 from ._ode_starts import SelfKernelStarts, first_variance_guess
 from .ode_kinked import KinkedSolverMixin
 
@@ -32,6 +33,7 @@ _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t
 _MARCH_CELL_OPS = 5.0
 _MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
 _MAX_CACHED_MARGINALS = 256    # per-norm marginals kept per solver (~0.1 MB each for a 560-term series)
+_TABLE_MIN_NORMS = 8      # prepared norms from which the numpy marginals are tabulated in log q
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
 _COST_SWEEPS = 40        # Picard sweeps a solve is costed at
 _MIN_BATCH = 8            # pairs per cross-kernel batch at least (batches are grouped by correlation)
@@ -83,6 +85,7 @@ class GoursatSolver:
         self._planned_pairs = 0     # pair solves a Gram plan announced (plan_pairs): the backend's work
         self._marginals: dict = {}  # x.x/d -> its Gaussian marginals on the final grid (numpy rules)
         self._starts = SelfKernelStarts()   # the self-kernels solved: warm starts of identical inputs
+        self._tabulated = None      # the dual whose numpy marginals are tabulated in log q (prepare)
 
     # -- diagnostics -------------------------------------------------------------------------
     def _blow_up(self, what: str) -> "_BlowUp":
@@ -167,7 +170,8 @@ class GoursatSolver:
         nodes = disc.A.shape[0]
         self._check_cost(dual, len(v), nodes, symmetric=True)
         batch = self._batch(dual, nodes)
-        self_solve = _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, len(v), nodes))[0]
+        backend = _backend(dual, len(v), nodes)
+        self_solve = _compiled(self._numpy_dual(dual, backend), disc, self.sigma_w, self.sigma_v, backend)[0]
         out = []
         for lo in range(0, len(v), batch):
             S, delta, sweeps = self_solve(rec.ode_initial(np.asarray(v[lo:lo + batch], dtype=np.float64), self.sigma_u))
@@ -356,7 +360,18 @@ class GoursatSolver:
         calls that will need them (a Gram plan's probes)."""
         v = np.unique(np.asarray(norms, dtype=np.float64))
         dual, M = self._dual_and_M(v)
+        if (dual.method == "hermite" and self._tabulated is None and v.size >= _TABLE_MIN_NORMS
+                and _backend(dual, v.size, self._nodes(M)) == "numpy" and v.min() > 0):
+            # many norms: their marginals from tables in log q (kernels/_marginal_table.py); q(t) >= sigma_u^2 v
+            tab, err = tabulated_dual(dual, self.sigma_u**2 * float(v.min()), 1.05 * self.info["q_max"])
+            self._tabulated = tab
+            self.info["marginal_table_error"] = err if tab is not None else None
         self._cached_diagonals(dual, M, v)
+
+    def _numpy_dual(self, dual, backend):
+        """The dual a numpy solve takes: the tabulated one of :meth:`prepare` when there is one for ``dual``."""
+        tab = self._tabulated
+        return tab if backend == "numpy" and tab is not None and tab.rule is dual.rule else dual
 
     def _cached_diagonals(self, dual, M, v):
         """Self-kernel diagonals q(t) of the norms ``v`` on the final grid, each solved once per solver, and
@@ -393,10 +408,10 @@ class GoursatSolver:
         nodes = disc.A.shape[0]
         self._check_cost(dual, pairs, nodes, symmetric)
         backend = _backend(dual, max(pairs, self._planned_pairs) if pairs > _MIN_BATCH else pairs, nodes)
-        _, cross, marginals = _compiled(dual, disc, self.sigma_w, self.sigma_v, backend,
+        _, cross, marginals = _compiled(self._numpy_dual(dual, backend), disc, self.sigma_w, self.sigma_v, backend,
                                         symmetric and dual.method in _QUADRATURE_RULES)
         if dual.numpy_ok:
-            marginals = functools.partial(dual.marginal, xp=np)
+            marginals = functools.partial(self._numpy_dual(dual, "numpy").marginal, xp=np)
         return cross, marginals, backend
 
     def _marginals_of(self, dual, v, diag, marginals, size):
