@@ -33,7 +33,7 @@ from ..theory.gaussian import DualKernels, series_lengths, short_coefficients
 from ..theory.gaussian_hermite import _numpy_functions, _one_blas_thread
 from ._interp import barycentric_weights, lobatto
 
-__all__ = ["CoefficientTable", "TabulatedDual", "tabulated_dual"]
+__all__ = ["CoefficientTable", "TabulatedDual", "tabulated_dual", "TabulatedMarginals"]
 
 _M0, _M_MAX = 32, 128      # Lobatto degrees in log q: the first and the last tried
 _HELD_OUT = 9              # variances at which a table is checked against the direct projection
@@ -126,3 +126,25 @@ def tabulated_dual(dual: DualKernels, q_lo: float, q_hi: float):
     if not all(t.ok for t in tables):
         return None, error
     return TabulatedDual(dual.activation, dual.method, dual.rule, dual.error_estimate, dual.note, tables), error
+
+
+class TabulatedMarginals:
+    r"""The tables of a Goursat solver (:class:`~kernelcalc.kernels.ode_solver.GoursatSolver`, which sets
+    ``_tabulated = None`` and ``_table_from``: the smallest of the many norms its ``prepare`` announced, else
+    ``None``): :meth:`_tabulate` builds them, :meth:`_numpy_dual` hands them to the numpy solves."""
+
+    def _tabulate(self, dual) -> None:
+        r"""Before the self-kernels of the many announced norms (and, when the time grid is chosen after the
+        announcement, before the choice's solves at the largest norm): the numpy marginals of the Mehler series
+        from tables on $[\sigma_u^2v_{\min}, 1.05\,q_{\max}]$ ($q(t)\ge q(0)=\sigma_u^2v$), their measured error in
+        ``info["marginal_table_error"]`` (``None``: a table missed its tolerance, the direct projection stays)."""
+        if self._tabulated is not None or self._table_from is None or dual.method != "hermite":
+            return
+        tab, err = tabulated_dual(dual, self.sigma_u**2 * self._table_from, 1.05 * self.info["q_max"])
+        self._tabulated = tab
+        self.info["marginal_table_error"] = err if tab is not None else None
+
+    def _numpy_dual(self, dual, backend):
+        """The dual a ``backend`` solve of ``dual`` takes: the tabulated one for numpy, when there is one."""
+        tab = self._tabulated
+        return tab if backend == "numpy" and tab is not None and tab.rule is dual.rule else dual

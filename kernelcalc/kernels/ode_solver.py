@@ -21,7 +21,7 @@ from ..theory.largeq_table import cheapest_tabulated_rule
 from ._gram import bucket, by_correlation, flat_pairs, pad_to
 from .ode_grid import (_ELEMENT_LENGTH, _JIT_BATCH, _JIT_NORMS, _M_SEQUENCE, _MAX_NODES, _QUADRATURE_RULES, _STAGNATION,
                        _SWEEP_TOL, _backend, _compiled, _marches, chebyshev_discretisation, time_elements)
-from ._marginal_table import tabulated_dual
+from ._marginal_table import TabulatedMarginals
 from ._ode_starts import SelfKernelStarts, first_variance_guess
 from .ode_kinked import KinkedSolverMixin
 
@@ -51,7 +51,7 @@ class _BlowUp(KernelcalcInputError):
     """The solution is not finite (a blow-up or an overflow): a finer time grid may still resolve it."""
 
 
-class GoursatSolver:
+class GoursatSolver(TabulatedMarginals):
     r"""Kernel evaluator for the Neural ODE or the weight-tied ResNet at fixed $(\phi, T, \sigma)$.
 
     ``solver(sxx, syy, sxy)`` maps input second moments $x\cdot x/d$, $y\cdot y/d$, $x\cdot y/d$
@@ -85,7 +85,8 @@ class GoursatSolver:
         self._planned_pairs = 0     # pair solves a Gram plan announced (plan_pairs): the backend's work
         self._marginals: dict = {}  # x.x/d -> its Gaussian marginals on the final grid (numpy rules)
         self._starts = SelfKernelStarts()   # the self-kernels solved: warm starts of identical inputs
-        self._tabulated = None      # the dual whose numpy marginals are tabulated in log q (prepare)
+        self._tabulated = None      # the dual whose numpy marginals are tabulated in log q (_tabulate)
+        self._table_from = None     # the smallest of the many norms prepare announced
 
     # -- diagnostics -------------------------------------------------------------------------
     def _blow_up(self, what: str) -> "_BlowUp":
@@ -257,6 +258,7 @@ class GoursatSolver:
         if dual is None:
             self._refuse_early(q_est)
             dual = dual_kernels(self.activation, q_max=1.05 * q_est, strict=self.strict)
+            self._tabulate(dual)
         self.info["expectation"] = dual.describe()
         self.info["expectation_error_estimate"] = dual.error_estimate
         self.info.pop("sweep_change", None)
@@ -356,22 +358,13 @@ class GoursatSolver:
         return M, change
 
     def prepare(self, norms) -> None:
-        """Solve the self-kernels of the input norms ``norms`` (x.x/d) in one batch, ahead of the pair
-        calls that will need them (a Gram plan's probes)."""
+        """Solve the self-kernels of the input norms ``norms`` (x.x/d) in one batch, ahead of the pair calls that
+        will need them (a Gram plan's probes); many norms: their marginals from tables (:meth:`_tabulate`)."""
         v = np.unique(np.asarray(norms, dtype=np.float64))
+        self._table_from = float(v.min()) if v.size >= _TABLE_MIN_NORMS and v.min() > 0 else self._table_from
         dual, M = self._dual_and_M(v)
-        if (dual.method == "hermite" and self._tabulated is None and v.size >= _TABLE_MIN_NORMS
-                and _backend(dual, v.size, self._nodes(M)) == "numpy" and v.min() > 0):
-            # many norms: their marginals from tables in log q (kernels/_marginal_table.py); q(t) >= sigma_u^2 v
-            tab, err = tabulated_dual(dual, self.sigma_u**2 * float(v.min()), 1.05 * self.info["q_max"])
-            self._tabulated = tab
-            self.info["marginal_table_error"] = err if tab is not None else None
+        self._tabulate(dual)
         self._cached_diagonals(dual, M, v)
-
-    def _numpy_dual(self, dual, backend):
-        """The dual a numpy solve takes: the tabulated one of :meth:`prepare` when there is one for ``dual``."""
-        tab = self._tabulated
-        return tab if backend == "numpy" and tab is not None and tab.rule is dual.rule else dual
 
     def _cached_diagonals(self, dual, M, v):
         """Self-kernel diagonals q(t) of the norms ``v`` on the final grid, each solved once per solver, and
