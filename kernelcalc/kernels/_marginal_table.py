@@ -31,12 +31,14 @@ import numpy as np
 from .._lazy import jnp
 from ..theory.gaussian import DualKernels, series_lengths, short_coefficients
 from ..theory.gaussian_hermite import _numpy_functions, _one_blas_thread
+from ._gram import pad_to
 from ._interp import barycentric_weights, lobatto
 
 __all__ = ["CoefficientTable", "TabulatedDual", "tabulated_dual", "TabulatedMarginals"]
 
 _M0, _M_MAX = 32, 128      # Lobatto degrees in log q: the first and the last tried
 _HELD_OUT = 9              # variances at which a table is checked against the direct projection
+_MAX_CACHED = 256          # per-norm marginals kept per solver (~0.1 MB each for a 560-term series)
 
 
 class CoefficientTable:
@@ -129,9 +131,10 @@ def tabulated_dual(dual: DualKernels, q_lo: float, q_hi: float):
 
 
 class TabulatedMarginals:
-    r"""The tables of a Goursat solver (:class:`~kernelcalc.kernels.ode_solver.GoursatSolver`, which sets
-    ``_tabulated = None`` and ``_table_from``: the smallest of the many norms its ``prepare`` announced, else
-    ``None``): :meth:`_tabulate` builds them, :meth:`_numpy_dual` hands them to the numpy solves."""
+    r"""The marginals of a Goursat solver's solves (:class:`~kernelcalc.kernels.ode_solver.GoursatSolver`, which
+    sets ``_tabulated = None``, ``_table_from``: the smallest of the many norms its ``prepare`` announced, else
+    ``None``, ``_marginals = {}`` and ``_store = None``): :meth:`_tabulate` builds the tables, :meth:`_numpy_dual`
+    hands them to the numpy solves, :meth:`_marginals_of` caches the marginals per norm."""
 
     def _tabulate(self, dual) -> None:
         r"""Before the self-kernels of the many announced norms (and, when the time grid is chosen after the
@@ -148,3 +151,31 @@ class TabulatedMarginals:
         """The dual a ``backend`` solve of ``dual`` takes: the tabulated one for numpy, when there is one."""
         tab = self._tabulated
         return tab if backend == "numpy" and tab is not None and tab.rule is dual.rule else dual
+
+    def _marginals_of(self, dual, v, diag, marginals, size, backend):
+        """``(marginals, positions)``: the marginals of the norms ``v`` (diagonals ``diag``, ``(U, n)``) padded to ``size``
+        (positions ``None``); numpy rules compute each norm's once per solver, and the numpy Mehler series takes
+        all of them stacked once, with the positions of ``v`` (its series gathers what it sums: no copy per call)."""
+        if not dual.numpy_ok:
+            return marginals(pad_to(diag, size)), None
+        cache = self._marginals
+        missing = [i for i, x in enumerate(v.tolist()) if x not in cache]
+        if missing:
+            if len(cache) + len(missing) > _MAX_CACHED:
+                cache.clear()
+                self._store = None
+            m = marginals(diag[missing])                       # q (U, n), coefficients (K, U, n)
+            for j, i in enumerate(missing):
+                cache[float(v[i])] = tuple(a[..., j, :] for a in m)
+        if dual.method == "hermite" and backend == "numpy":    # the store of all cached norms, no copy per call
+            if self._store is None or any(x not in self._store[0] for x in v.tolist()):
+                keys = list(cache)
+                self._store = ({x: i for i, x in enumerate(keys)},
+                               tuple(np.stack([cache[x][c] for x in keys], axis=-2) for c in range(len(cache[keys[0]]))))
+            return self._store[1], np.array([self._store[0][x] for x in v.tolist()], dtype=np.int64)
+        parts = [cache[x] for x in v.tolist()]
+        if len(parts) == 1 and dual.method == "fourier":   # one norm (the sphere): views, no copy (no padding:
+            # the fourier solves index the norms, they have no fixed shapes)
+            return tuple(a[..., None, :] for a in parts[0]), None
+        idx = pad_to(np.arange(v.size), size)
+        return tuple(np.stack([p[c] for p in parts], axis=-2)[..., idx, :] for c in range(len(parts[0]))), None

@@ -32,7 +32,6 @@ _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t
 #: it a closed-form march was priced at 0.1 per cell, and depth 2^14 ran for more than 5 min instead of refusing)
 _MARCH_CELL_OPS = 5.0
 _MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
-_MAX_CACHED_MARGINALS = 256    # per-norm marginals kept per solver (~0.1 MB each for a 560-term series)
 _TABLE_MIN_NORMS = 8      # prepared norms from which the numpy marginals are tabulated in log q
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
 _COST_SWEEPS = 40        # Picard sweeps a solve is costed at
@@ -84,6 +83,7 @@ class GoursatSolver(TabulatedMarginals):
                              "the number of points")
         self._planned_pairs = 0     # pair solves a Gram plan announced (plan_pairs): the backend's work
         self._marginals: dict = {}  # x.x/d -> its Gaussian marginals on the final grid (numpy rules)
+        self._store = None          # (x.x/d -> position, the marginals of all of them stacked): numpy Mehler series
         self._starts = SelfKernelStarts()   # the self-kernels solved: warm starts of identical inputs
         self._tabulated = None      # the dual whose numpy marginals are tabulated in log q (_tabulate)
         self._table_from = None     # the smallest of the many norms prepare announced
@@ -407,26 +407,6 @@ class GoursatSolver(TabulatedMarginals):
             marginals = functools.partial(self._numpy_dual(dual, "numpy").marginal, xp=np)
         return cross, marginals, backend
 
-    def _marginals_of(self, dual, v, diag, marginals, size):
-        """The marginals of the norms ``v`` (diagonals ``diag``, ``(U, n)``), padded to ``size`` norms; with a
-        numpy rule each norm's are computed once per solver (the Gram plan's calls share most norms)."""
-        if not dual.numpy_ok:
-            return marginals(pad_to(diag, size))
-        cache = self._marginals
-        missing = [i for i, x in enumerate(v.tolist()) if x not in cache]
-        if missing:
-            if len(cache) + len(missing) > _MAX_CACHED_MARGINALS:
-                cache.clear()
-            m = marginals(diag[missing])                       # q (U, n), coefficients (K, U, n)
-            for j, i in enumerate(missing):
-                cache[float(v[i])] = tuple(a[..., j, :] for a in m)
-        parts = [cache[x] for x in v.tolist()]
-        if len(parts) == 1 and dual.method == "fourier":   # one norm (the sphere): views, no copy (no padding:
-            # the fourier solves index the norms, they have no fixed shapes)
-            return tuple(a[..., None, :] for a in parts[0])
-        idx = pad_to(np.arange(v.size), size)
-        return tuple(np.stack([p[c] for p in parts], axis=-2)[..., idx, :] for c in range(len(parts[0])))
-
     @float64
     def __call__(self, sxx, syy, sxy):
         shape, (sxx, syy, sxy), v_unique, inverse = flat_pairs(sxx, syy, sxy)
@@ -442,7 +422,8 @@ class GoursatSolver(TabulatedMarginals):
         else:
             batch = min(self._batch(dual, nodes), max(_MIN_BATCH, bucket(n) // 4))
             norms = bucket(v_unique.size)
-        marg = self._marginals_of(dual, v_unique, self._cached_diagonals(dual, M, v_unique), marginals, norms)
+        marg, at = self._marginals_of(dual, v_unique, self._cached_diagonals(dual, M, v_unique), marginals, norms, backend)
+        inverse = inverse if at is None else at[inverse]
         # Batches of similar input correlation |rho|: the Mehler series is truncated per batch by its
         # largest |r| (HermiteRule.series), so sorted batches sum far fewer terms.
         # identical inputs with a solved self-kernel first, started there (their own batches); then the others
