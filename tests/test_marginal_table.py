@@ -51,3 +51,24 @@ def test_table_in_log_q_against_a_finer_trapezoid_projection():
         assert np.all(L < K)
         for j in range(q.size):
             assert np.all(m[1][L[j]:, j] == 0.0)
+
+
+def test_a_norm_new_to_the_marginal_store_gets_its_own_series_tails():
+    """A solver's numpy Mehler calls share one store of marginals (written in place when a call brings a new norm,
+    their series tails cached by the store's identity): a call with a new norm equals the same call on a fresh
+    solver, to rounding."""
+    from kernelcalc.kernels.ode import GoursatSolver, chebyshev_discretisation
+
+    def solver():
+        return GoursatSolver("tanh", T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, tol=1e-10, v_max=2.0,
+                             grid=lambda M: chebyshev_discretisation(M, 1.0, 1))
+
+    vx, vy = np.array([0.5, 0.8, 1.1, 0.5]), np.array([0.8, 1.1, 0.5, 1.1])
+    new_x, new_y = np.array([1.7, 0.5, 1.7]), np.array([0.8, 1.7, 1.7])
+    with _x64.scope():
+        s = solver()
+        s(vx, vy, 0.3 * np.sqrt(vx * vy))
+        got = s(new_x, new_y, 0.6 * np.sqrt(new_x * new_y))
+        ref = solver()(new_x, new_y, 0.6 * np.sqrt(new_x * new_y))
+    for g, r in zip(got, ref):
+        assert np.max(np.abs(g - r)) <= 1e-14 * np.max(np.abs(r))

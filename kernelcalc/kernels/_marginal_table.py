@@ -164,18 +164,48 @@ class TabulatedMarginals:
             if len(cache) + len(missing) > _MAX_CACHED:
                 cache.clear()
                 self._store = None
-            m = marginals(diag[missing])                       # q (U, n), coefficients (K, U, n)
-            for j, i in enumerate(missing):
-                cache[float(v[i])] = tuple(a[..., j, :] for a in m)
+            v_new, diag_new = v[missing], diag[missing]
+            if dual.method == "hermite" and backend == "numpy":   # with the other solved norms (the plan's check
+                # rows): one build of the store
+                more = [x for x in self._diagonals if x not in cache and x not in set(v_new.tolist())]
+                more = more[: max(_MAX_CACHED - len(cache) - v_new.size, 0)]
+                if more:
+                    v_new = np.concatenate([v_new, more])
+                    diag_new = np.concatenate([diag_new, np.stack([self._diagonals[x] for x in more])])
+            m = marginals(diag_new)                       # q (U, n), coefficients (K, U, n)
+            for j, x in enumerate(v_new.tolist()):
+                cache[float(x)] = tuple(a[..., j, :] for a in m)
         if dual.method == "hermite" and backend == "numpy":    # the store of all cached norms, no copy per call
-            if self._store is None or any(x not in self._store[0] for x in v.tolist()):
-                keys = list(cache)
-                self._store = ({x: i for i, x in enumerate(keys)},
-                               tuple(np.stack([cache[x][c] for x in keys], axis=-2) for c in range(len(cache[keys[0]]))))
-            return self._store[1], np.array([self._store[0][x] for x in v.tolist()], dtype=np.int64)
+            return self._stored(v)
         parts = [cache[x] for x in v.tolist()]
         if len(parts) == 1 and dual.method == "fourier":   # one norm (the sphere): views, no copy (no padding:
             # the fourier solves index the norms, they have no fixed shapes)
             return tuple(a[..., None, :] for a in parts[0]), None
         idx = pad_to(np.arange(v.size), size)
         return tuple(np.stack([p[c] for p in parts], axis=-2)[..., idx, :] for c in range(len(parts[0]))), None
+
+    def _stored(self, v):
+        """The store (the marginals of every cached norm along a norm axis with room to spare; norms new to it
+        are written into free places, a full store is copied into one twice as large) and the positions of
+        ``v`` in it.  A changed store is a new tuple (the cross solves cache their series tails by identity)."""
+        cache, store = self._marginals, self._store
+        new = [x for x in dict.fromkeys(cache) if store is None or x not in store[0]]
+        if new:
+            where, arrays = ({}, None) if store is None else (store[0], store[1])
+            used = len(where)
+            if arrays is None or used + len(new) > arrays[0].shape[-2]:
+                cap = 2 * (used + len(new))
+                shapes = [cache[new[0]][c].shape for c in range(len(cache[new[0]]))]
+                grown = tuple(np.empty(sh[:-1] + (cap,) + sh[-1:]) for sh in shapes)
+                if arrays is not None:
+                    for g, a in zip(grown, arrays):
+                        g[..., :used, :] = a[..., :used, :]
+                arrays = grown
+            where = dict(where)
+            for x in new:
+                for a, part in zip(arrays, cache[x]):
+                    a[..., used, :] = part
+                where[x] = used
+                used += 1
+            self._store = store = (where, tuple(list(arrays)))     # (a new tuple: tuple() of a tuple is itself)
+        return store[1], np.array([store[0][x] for x in v.tolist()], dtype=np.int64)
