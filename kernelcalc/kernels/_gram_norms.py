@@ -46,6 +46,7 @@ import numpy as np
 from .._validation import accuracy_shortfall
 from ._gram_base import R_MAX, R_START, _TablePlan
 from ._interp import barycentric_weights, chebyshev_coefficients, chebyshev_matrix, lobatto
+from ._pivots import pivot_order
 
 __all__ = ["NormInterpPlan"]
 
@@ -310,14 +311,12 @@ class NormInterpPlan(_TablePlan):
     def _skeleton(Y, threshold):
         """``(U (L, r) orthonormal, skeleton indices P)``: the singular vectors of the columns ``Y`` above
         ``threshold``, and their pivoted-QR rows with the two ends; ``None`` when the rank reaches 3/4 L."""
-        from scipy.linalg import qr
-
         L = Y.shape[0]
         U, s, _ = np.linalg.svd(Y, full_matrices=False)
         U = U[:, : int(np.count_nonzero(s > threshold))]
         if U.shape[1] >= 0.75 * L:
             return None
-        piv = qr(U.T, pivoting=True, mode="r")[1]
+        piv = pivot_order(U.T, U.shape[1])     # (numpy: scipy.linalg's first import costs 0.2-0.8 s)
         return U, np.union1d(piv[: U.shape[1]], [0, L - 1])
 
     def _sample(self, pair_fn, R, P, scale):
