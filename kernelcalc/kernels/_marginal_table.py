@@ -23,14 +23,16 @@ marginals come from the tables (everything else is the rule's own).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
 
 import numpy as np
 
 from .._lazy import jnp
 from ..theory.gaussian import DualKernels, series_lengths, short_coefficients
-from ..theory.gaussian_hermite import _numpy_functions, _one_blas_thread
+from ..theory.gaussian_hermite import _numpy_functions
 from ._gram import pad_to
 from ._interp import barycentric_weights, lobatto
 
@@ -39,6 +41,22 @@ __all__ = ["CoefficientTable", "TabulatedDual", "tabulated_dual", "TabulatedMarg
 _M0, _M_MAX = 32, 128      # Lobatto degrees in log q: the first and the last tried
 _HELD_OUT = 9              # variances at which a table is checked against the direct projection
 _MAX_CACHED = 256          # per-norm marginals kept per solver (~0.1 MB each for a 560-term series)
+
+
+@functools.lru_cache(maxsize=1)
+def _controller():
+    """One ``threadpoolctl`` controller (creating one scans the loaded libraries, ~1 ms: once, not per product)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover
+        return None
+    return ThreadpoolController()
+
+
+def _one_blas_thread():
+    """BLAS limited to one thread (a null context without ``threadpoolctl``)."""
+    controller = _controller()
+    return contextlib.nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
 
 
 class CoefficientTable:
