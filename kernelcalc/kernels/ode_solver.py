@@ -304,9 +304,11 @@ class GoursatSolver(TabulatedMarginals):
                              self._nodes(self.M_fixed or _M_SEQUENCE[0]), self.same_norms)
 
     def relative_error_estimate(self) -> float:
-        r"""Relative error estimate of one kernel value: the achieved expectation accuracy (amplified by
-        $1+\sigma_wT$ through the time integrals), the time-grid refinement change and the last Picard change."""
-        quad = self.info.get("expectation_error_estimate", DEFAULT_TOL) * (1.0 + self.sigma_w * self.T)
+        r"""Relative error estimate of one kernel value: the achieved expectation accuracy (plus twice the measured
+        error of tabulated marginals; amplified by $1+\sigma_wT$ through the time integrals), the time-grid
+        refinement change and the last Picard change."""
+        quad = (self.info.get("expectation_error_estimate", DEFAULT_TOL) + 2.0 * (self.info.get("marginal_table_error")
+                                                                                  or 0.0)) * (1.0 + self.sigma_w * self.T)
         sweeps = 10.0 * max(self.info.get("sweep_change", 0.0), _SWEEP_TOL)
         return quad + (self.info.get("time_error_estimate") or 0.0) + sweeps
 
