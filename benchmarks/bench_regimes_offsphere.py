@@ -34,14 +34,14 @@ The on-sphere calls are unchanged (0.63-0.88 s CPU on both).  Node tanh standard
 CPU, at the edge of it in wall time on this machine; the 2.5 aimed at is not reached.  Every error estimate and
 solve count is unchanged; the Grams move by at most 1.2e-14 (node tanh standardised, against ``main``).
 What changed (``kernels/``): (1) **Newton steps** in the numpy cross-kernel Picard sweeps (``_newton.py``: the
-Jacobian of $S\mapsto S_0+\sigma_w^2ACA^\top$ is $\sigma_w^2A(\dot C\circ\cdot)A^\top$; the exact series per solve
-fell from six sweeps of $C$ plus the final $(C,\dot C)$ to two $(C,\dot C)$; table of 1680 pairs 0.65 -> 0.48 s);
+Jacobian of S -> S0 + sw^2 A C(S) A^T is sw^2 A (Cdot * .) A^T; the exact series per solve fell from six sweeps of
+C plus the final (C, Cdot) to two (C, Cdot); table of 1680 pairs 0.65 -> 0.48 s);
 (2) **marginals tabulated in log q** (``_marginal_table.py``: Hermite coefficients of phi and phi' at 33 Lobatto
 variances, 2e-15 of ||b|| at held-out ones; the self-kernels of the 30 grid norms 0.33 -> 0.19 s, the time-grid
 choice 0.25 -> 0.12 s); (3) **warm starts** of identical inputs from their self-kernel (``_ode_starts.py``; the
 diagonal line 0.09 -> 0.02 s) and a coarse rule built for the Goursat bound of a bounded phi (1120 terms instead of
 3600); (4) the marginals of all solved norms stacked once per solver; (5) no ``scipy.linalg`` import
-(``_pivots.py``).  Measured and not taken: interpolating the self-kernel diagonals $q_v(t)$ in log v (the issue's
+(``_pivots.py``).  Measured and not taken: interpolating the self-kernel diagonals q_v(t) in log v (the issue's
 suggestion): on v in [0.136, 7.86] their Chebyshev coefficients fall to 1e-14 only at degree ~20 (degree 12 leaves
 2.3e-10 of max q, 4e-9 relative), so an interpolant good to the 1e-13 the solves need takes ~21 solved norms against
 the 25 the plan solves now; Anderson mixing of the sweeps (5.9 -> 5.0 exact sweeps, no CPU change); per-cell series
