@@ -246,13 +246,15 @@ def test_tanh_mlp_on_standardised_rows_against_trapezoid_layers():
 
 
 def test_tanh_node_on_standardised_rows_equals_direct_pair_solves():
-    """node_kernel (tanh, T = 0.5, sigma_u = 0.3: the odd-kernel table, Mehler series in numpy, interpolated
-    self-kernel diagonals; ~1 s) on standardised rows against the direct per-pair path on a handful of rows of extreme and
+    """node_kernel (tanh, T = 0.5, sigma_u = 0.3: the odd-kernel table, Mehler series in numpy, Newton steps,
+    marginals tabulated in log q; ~1 s) on standardised rows against the direct per-pair path on a handful of rows of extreme and
     random norms (no interpolation in the norm or the angle): within 1e-8, the error estimate covers the error,
     and with default arguments the relative error estimate stays below 10 tol."""
     x = _standardised(66, 4, 5)
     K = kc.node_kernel(x, activation="tanh", T=0.5, sigma_u=0.3)
     assert K.info["path"] == "norm interpolation"
+    # the self-kernels of the norm grid took their marginals from the tables in log q (the direct path below does not)
+    assert K.info["marginal_table_error"] is not None and K.info["marginal_table_error"] <= 1e-14
     v = np.sum(x * x, 1) / x.shape[1]
     idx = np.unique([np.argmin(v), np.argmax(v), 0, 1, 33])
     ref = kc.node_kernel(x[idx], activation="tanh", T=0.5, sigma_u=0.3)
@@ -308,3 +310,22 @@ def test_low_rank_basis_that_misses_takes_more_columns(monkeypatch):
     ref_n, ref_t = _erf_mlp(x, 2, 1.2, 0.0, 1.0, 0.0)
     err = max(np.max(np.abs(K.nngp - ref_n)), np.max(np.abs(K.ntk - ref_t)))
     assert err <= 1e-8 and err <= K.info["error_estimate"]
+
+
+@pytest.mark.slow   # ~4-8 s: the benchmark's parameters (q up to ~9, a 4128-term Mehler series)
+def test_tanh_node_t1_on_standardised_rows_equals_direct_pair_solves():
+    """node_kernel (tanh, T = 1, sigma_u = 1: benchmarks/bench_regimes_offsphere.py's node tanh case) on standardised
+    rows with two outliers at 3x the median norm, against the direct per-pair path on the extreme norms, the
+    outliers and random rows: within 1e-8 and within the error estimate, below 10 tol with default arguments."""
+    x = _standardised(200, 10, 7)
+    K = kc.node_kernel(x, activation="tanh", T=1.0)
+    assert K.info["path"] == "norm interpolation" and K.info["marginal_table_error"] is not None
+    v = np.sum(x * x, 1) / x.shape[1]
+    idx = np.unique([np.argmin(v), np.argmax(v), 0, 1, 57, 123])
+    ref = kc.node_kernel(x[idx], activation="tanh", T=1.0)
+    assert ref.info["path"] == "direct"
+    err = max(np.max(np.abs(K.nngp[np.ix_(idx, idx)] - ref.nngp)), np.max(np.abs(K.ntk[np.ix_(idx, idx)] - ref.ntk)))
+    assert err <= 1e-8
+    assert K.info["error_estimate"] >= err
+    scale = max(np.max(np.abs(K.nngp)), np.max(np.abs(K.ntk)))
+    assert K.info["error_estimate"] <= 10 * 1e-10 * scale

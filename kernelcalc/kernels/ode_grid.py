@@ -17,6 +17,7 @@ from ..theory import recursion as rec
 from .._validation import KernelcalcInputError
 from ..theory.gaussian import DualKernels, Gathered
 from ._interp import chebyshev_lobatto
+from ._newton import ChordNewton
 
 _MAX_SWEEPS = 400
 _SWEEP_TOL = 2e-15
@@ -32,11 +33,14 @@ _JIT_BATCH = 256          # pairs per compiled cross-kernel batch (one shape: on
 _JIT_NORMS = 64           # distinct norms per compiled cross-kernel call at least (padded: one shape)
 
 
-def _picard(step, S_init, tol=None, max_sweeps=None, xp=jnp):
+def _picard(step, S_init, tol=None, max_sweeps=None, xp=jnp, accelerate=None):
     """Iterate ``S <- step(S)`` until the largest relative change (per problem: leading axis) is
     below ``tol``, or has stagnated at rounding level (below ``_STAGNATION`` and not decreasing), or is
     not finite.  Returns ``(S, last change, sweeps)``; the caller checks the change.  ``xp``: jax.numpy
-    (a ``lax.while_loop``, to be traced) or numpy (a Python loop, run at once)."""
+    (a ``lax.while_loop``, to be traced) or numpy (a Python loop, run at once).  ``accelerate`` (numpy only):
+    ``(S, step(S), change, previous change) -> next iterate`` in place of ``step(S)`` while the sweeps go on
+    (:class:`~kernelcalc.kernels._newton.ChordNewton`); the change, the stopping test and the returned plain
+    image ``step(S)`` stay those of the sweeps."""
     tol = _SWEEP_TOL if tol is None else tol
     max_sweeps = _MAX_SWEEPS if max_sweeps is None else max_sweeps
 
@@ -59,7 +63,10 @@ def _picard(step, S_init, tol=None, max_sweeps=None, xp=jnp):
     if xp is np:
         state = (S_init, big, big, 0)
         while cond(state):
+            S_old = state[0]
             state = body(state)
+            if accelerate is not None and cond(state):     # going on: the next iterate
+                state = (accelerate(S_old, state[0], state[1], state[2]),) + state[1:]
         S, delta, _, k = state
     else:
         S, delta, _, k = jax.lax.while_loop(cond, body, (S_init, big, big, 0))
@@ -197,14 +204,15 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
 
     loose = xp is np and dual.method == "hermite"
 
-    def sweep_tol():
+    def sweep_tol(exact=False):
         """Per Picard sweep (numpy Hermite rule): a series tolerance 1e-3 times the last change (a power of
         ten, at most 1e-6; the rule's own once the change is below 1e-6).  A sweep far from convergence need
         not evaluate C exactly: the fixed point, the stopping test (``S_new = step(S)`` with the exact map
         once the change is below ~1e-10) and so the result are those of the full series, and its early
         sweeps sum fewer terms (the Mehler series truncated by correlation at a looser tol, and shorter
-        self-kernel coefficients).  Returns ``(tol or None, record)``: ``record(S)`` notes the iterate."""
-        if not loose:
+        self-kernel coefficients).  Returns ``(tol or None, record)``: ``record(S)`` notes the iterate.
+        ``exact``: the exact map from the first sweep (a warm start, already near the fixed point)."""
+        if not loose or exact:
             return (lambda: None), (lambda S: None)
         seen = []
 
@@ -262,9 +270,14 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         return hit[1]
 
     @jit
-    def cross_solve(m, ix, iy, S0):
+    def cross_solve(m, ix, iy, S0, S_start=None):
         """m: :func:`marginals` of the U distinct norms, ix, iy: (B,) indices into them; S0: (B,)
-        -> nngp, ntk (B,) and diagnostics."""
+        -> nngp, ntk (B,) and diagnostics.  ``S_start`` (numpy, Mehler series only): ``(B, n, n)`` first
+        iterates near the fixed point (identical inputs: their self-kernels), swept with the exact series from
+        the first sweep; the fixed point and the stopping test are those of a cold start."""
+        warm = S_start is not None
+        if warm and not (lazy and not jumps):
+            raise ValueError("a warm start applies to the numpy Mehler-series cross solves only")
         if lazy:    # numpy Hermite: the truncated series gathers only the coefficients it sums
             mx = (m[0][ix, :, None],) + tuple(Gathered(a, ix, -1) for a in m[1:])
             my = (m[0][iy, None, :],) + tuple(Gathered(a, iy, -2) for a in m[1:])
@@ -289,16 +302,27 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
                 C = dual.from_marginals((ax,), (ay,), S, derivative=False, xp=xp)
                 return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
         else:
-            current, record = sweep_tol()
+            current, record = sweep_tol(exact=warm)
+            # numpy Mehler series: Newton steps once the sweeps are exact (kernels/_newton.py)
+            newton = ChordNewton(A, sigma_w) if lazy else None
 
             def step(S):
                 record(S)
-                C = dual_of(mx, my, S, derivative=False, tails=tails, sym=symmetric, tol=current())
+                t = current()
+                if newton is not None and newton.wants_derivative(t is None):   # an exact sweep: Cdot too
+                    C, Cdot = dual_of(mx, my, S, tails=tails, sym=symmetric)
+                    G = S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
+                    newton.keep(G, C, Cdot)
+                    return G
+                C = dual_of(mx, my, S, derivative=False, tails=tails, sym=symmetric, tol=t)
                 return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
 
-        S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
-        S, dS, nS = _picard(step, S_init, xp=xp)
-        C, Cdot = dual_of(mx, my, S, tails=tails, sym=symmetric and not jumps)
+        S_init = S_start if warm else xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
+        S, dS, nS = _picard(step, S_init, xp=xp, accelerate=None if jumps else newton)
+        # (C, Cdot) of the last sweep when it computed them (Newton: at S_k, whose image S differs from it by
+        # less than the stopping test), else at S
+        final = None if jumps or newton is None else newton.final(S)
+        C, Cdot = final if final is not None else dual_of(mx, my, S, tails=tails, sym=symmetric and not jumps)
         LamT = rec.ode_backward_terminal(Cdot[:, -1, -1], sigma_v)
 
         def back(Lam):

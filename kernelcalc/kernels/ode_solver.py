@@ -21,6 +21,8 @@ from ..theory.largeq_table import cheapest_tabulated_rule
 from ._gram import bucket, by_correlation, flat_pairs, pad_to
 from .ode_grid import (_ELEMENT_LENGTH, _JIT_BATCH, _JIT_NORMS, _M_SEQUENCE, _MAX_NODES, _QUADRATURE_RULES, _STAGNATION,
                        _SWEEP_TOL, _backend, _compiled, _marches, chebyshev_discretisation, time_elements)
+from ._marginal_table import TabulatedMarginals
+from ._ode_starts import SelfKernelStarts, first_variance_guess
 from .ode_kinked import KinkedSolverMixin
 
 _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t = s), the grid converges
@@ -30,7 +32,7 @@ _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t
 #: it a closed-form march was priced at 0.1 per cell, and depth 2^14 ran for more than 5 min instead of refusing)
 _MARCH_CELL_OPS = 5.0
 _MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
-_MAX_CACHED_MARGINALS = 256    # per-norm marginals kept per solver (~0.1 MB each for a 560-term series)
+_TABLE_MIN_NORMS = 8      # prepared norms from which the numpy marginals are tabulated in log q
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
 _COST_SWEEPS = 40        # Picard sweeps a solve is costed at
 _MIN_BATCH = 8            # pairs per cross-kernel batch at least (batches are grouped by correlation)
@@ -48,7 +50,7 @@ class _BlowUp(KernelcalcInputError):
     """The solution is not finite (a blow-up or an overflow): a finer time grid may still resolve it."""
 
 
-class GoursatSolver:
+class GoursatSolver(TabulatedMarginals):
     r"""Kernel evaluator for the Neural ODE or the weight-tied ResNet at fixed $(\phi, T, \sigma)$.
 
     ``solver(sxx, syy, sxy)`` maps input second moments $x\cdot x/d$, $y\cdot y/d$, $x\cdot y/d$
@@ -81,6 +83,10 @@ class GoursatSolver:
                              "the number of points")
         self._planned_pairs = 0     # pair solves a Gram plan announced (plan_pairs): the backend's work
         self._marginals: dict = {}  # x.x/d -> its Gaussian marginals on the final grid (numpy rules)
+        self._store = None          # (x.x/d -> position, the marginals of all of them stacked): numpy Mehler series
+        self._starts = SelfKernelStarts()   # the self-kernels solved: warm starts of identical inputs
+        self._tabulated = None      # the dual whose numpy marginals are tabulated in log q (_tabulate)
+        self._table_from = None     # the smallest of the many norms prepare announced
 
     # -- diagnostics -------------------------------------------------------------------------
     def _blow_up(self, what: str) -> "_BlowUp":
@@ -165,12 +171,14 @@ class GoursatSolver:
         nodes = disc.A.shape[0]
         self._check_cost(dual, len(v), nodes, symmetric=True)
         batch = self._batch(dual, nodes)
-        self_solve = _compiled(dual, disc, self.sigma_w, self.sigma_v, _backend(dual, len(v), nodes))[0]
+        backend = _backend(dual, len(v), nodes)
+        self_solve = _compiled(self._numpy_dual(dual, backend), disc, self.sigma_w, self.sigma_v, backend)[0]
         out = []
         for lo in range(0, len(v), batch):
             S, delta, sweeps = self_solve(rec.ode_initial(np.asarray(v[lo:lo + batch], dtype=np.float64), self.sigma_u))
             self._sweeps("self", delta, sweeps, "the pre-activation variance q(t) = E[h_t^2]")
             S = np.asarray(S)
+            self._starts.store(dual, M, v[lo:lo + batch], S)
             out.append(S if S.ndim == 2 else np.diagonal(S, axis1=1, axis2=2))   # the march returns diagonals
         return np.concatenate(out)
 
@@ -230,7 +238,7 @@ class GoursatSolver:
         # A coarse rule first to learn the largest pre-activation variance q(T), then the final rule.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", KernelcalcAccuracyWarning)   # only q(T) is needed, to ~1e-6
-            self.info["q_max"] = max(4.0 * self.sigma_u**2 * v_max, 1.0)     # a first guess, for messages
+            self.info["q_max"] = first_variance_guess(self.activation, self.sigma_u, self.sigma_w, self.T, v_max)
             coarse = dual_kernels(self.activation, q_max=self.info["q_max"], tol=1e-6)
             strict, self.strict = self.strict, False
             try:
@@ -250,6 +258,7 @@ class GoursatSolver:
         if dual is None:
             self._refuse_early(q_est)
             dual = dual_kernels(self.activation, q_max=1.05 * q_est, strict=self.strict)
+            self._tabulate(dual)
         self.info["expectation"] = dual.describe()
         self.info["expectation_error_estimate"] = dual.error_estimate
         self.info.pop("sweep_change", None)
@@ -295,9 +304,11 @@ class GoursatSolver:
                              self._nodes(self.M_fixed or _M_SEQUENCE[0]), self.same_norms)
 
     def relative_error_estimate(self) -> float:
-        r"""Relative error estimate of one kernel value: the achieved expectation accuracy (amplified by
-        $1+\sigma_wT$ through the time integrals), the time-grid refinement change and the last Picard change."""
-        quad = self.info.get("expectation_error_estimate", DEFAULT_TOL) * (1.0 + self.sigma_w * self.T)
+        r"""Relative error estimate of one kernel value: the achieved expectation accuracy (plus twice the measured
+        error of tabulated marginals; amplified by $1+\sigma_wT$ through the time integrals), the time-grid
+        refinement change and the last Picard change."""
+        quad = (self.info.get("expectation_error_estimate", DEFAULT_TOL) + 2.0 * (self.info.get("marginal_table_error")
+                                                                                  or 0.0)) * (1.0 + self.sigma_w * self.T)
         sweeps = 10.0 * max(self.info.get("sweep_change", 0.0), _SWEEP_TOL)
         return quad + (self.info.get("time_error_estimate") or 0.0) + sweeps
 
@@ -315,12 +326,15 @@ class GoursatSolver:
             M_done = M
             try:
                 q = self._self_diagonals(dual, M, np.array([v]))
-                cross, marginals, _ = self._cross(dual, M, 1, symmetric=True)
+                cross, marginals, backend = self._cross(dual, M, 1, symmetric=True)
                 zero = np.zeros(1, np.int32)
                 # phi that jumps: the self-kernel is exact on any grid (it is iterated with its own diagonal), so
                 # the grid is judged on a pair at correlation 1/2 (C is not smooth near the diagonal t = s)
                 s0 = rec.ode_initial(0.5 * v if jumps else v, self.sigma_u)
-                _, ntk, delta, _ = cross(marginals(q), zero, zero, np.asarray([s0], dtype=np.float64))
+                one = np.array([0.5 * v if jumps else v])
+                _, start = self._starts.warm(dual, M, backend, jumps, np.array([v]), np.array([v]), one)
+                extra = {} if start is None else {"S_start": start}
+                _, ntk, delta, _ = cross(marginals(q), zero, zero, np.asarray([s0], dtype=np.float64), **extra)
                 ntk = float(ntk[0])
                 if not (math.isfinite(float(delta)) and math.isfinite(ntk)):
                     raise self._blow_up("the kernel")
@@ -346,10 +360,12 @@ class GoursatSolver:
         return M, change
 
     def prepare(self, norms) -> None:
-        """Solve the self-kernels of the input norms ``norms`` (x.x/d) in one batch, ahead of the pair
-        calls that will need them (a Gram plan's probes)."""
+        """Solve the self-kernels of the input norms ``norms`` (x.x/d) in one batch, ahead of the pair calls that
+        will need them (a Gram plan's probes); many norms: their marginals from tables (:meth:`_tabulate`)."""
         v = np.unique(np.asarray(norms, dtype=np.float64))
+        self._table_from = float(v.min()) if v.size >= _TABLE_MIN_NORMS and v.min() > 0 else self._table_from
         dual, M = self._dual_and_M(v)
+        self._tabulate(dual)
         self._cached_diagonals(dual, M, v)
 
     def _cached_diagonals(self, dual, M, v):
@@ -387,31 +403,11 @@ class GoursatSolver:
         nodes = disc.A.shape[0]
         self._check_cost(dual, pairs, nodes, symmetric)
         backend = _backend(dual, max(pairs, self._planned_pairs) if pairs > _MIN_BATCH else pairs, nodes)
-        _, cross, marginals = _compiled(dual, disc, self.sigma_w, self.sigma_v, backend,
+        _, cross, marginals = _compiled(self._numpy_dual(dual, backend), disc, self.sigma_w, self.sigma_v, backend,
                                         symmetric and dual.method in _QUADRATURE_RULES)
         if dual.numpy_ok:
-            marginals = functools.partial(dual.marginal, xp=np)
+            marginals = functools.partial(self._numpy_dual(dual, "numpy").marginal, xp=np)
         return cross, marginals, backend
-
-    def _marginals_of(self, dual, v, diag, marginals, size):
-        """The marginals of the norms ``v`` (diagonals ``diag``, ``(U, n)``), padded to ``size`` norms; with a
-        numpy rule each norm's are computed once per solver (the Gram plan's calls share most norms)."""
-        if not dual.numpy_ok:
-            return marginals(pad_to(diag, size))
-        cache = self._marginals
-        missing = [i for i, x in enumerate(v.tolist()) if x not in cache]
-        if missing:
-            if len(cache) + len(missing) > _MAX_CACHED_MARGINALS:
-                cache.clear()
-            m = marginals(diag[missing])                       # q (U, n), coefficients (K, U, n)
-            for j, i in enumerate(missing):
-                cache[float(v[i])] = tuple(a[..., j, :] for a in m)
-        parts = [cache[x] for x in v.tolist()]
-        if len(parts) == 1 and dual.method == "fourier":   # one norm (the sphere): views, no copy (no padding:
-            # the fourier solves index the norms, they have no fixed shapes)
-            return tuple(a[..., None, :] for a in parts[0])
-        idx = pad_to(np.arange(v.size), size)
-        return tuple(np.stack([p[c] for p in parts], axis=-2)[..., idx, :] for c in range(len(parts[0])))
 
     @float64
     def __call__(self, sxx, syy, sxy):
@@ -428,19 +424,27 @@ class GoursatSolver:
         else:
             batch = min(self._batch(dual, nodes), max(_MIN_BATCH, bucket(n) // 4))
             norms = bucket(v_unique.size)
-        marg = self._marginals_of(dual, v_unique, self._cached_diagonals(dual, M, v_unique), marginals, norms)
+        marg, at = self._marginals_of(dual, v_unique, self._cached_diagonals(dual, M, v_unique), marginals, norms, backend)
+        inverse = inverse if at is None else at[inverse]
         # Batches of similar input correlation |rho|: the Mehler series is truncated per batch by its
         # largest |r| (HermiteRule.series), so sorted batches sum far fewer terms.
-        order = by_correlation(sxx, syy, sxy)
+        # identical inputs with a solved self-kernel first, started there (their own batches); then the others
+        warm, start = self._starts.warm(dual, M, backend, self.activation.jumps, sxx, syy, sxy)
+        rest = np.nonzero(~warm)[0]
+        order = np.concatenate([np.nonzero(warm)[0], rest[by_correlation(sxx[rest], syy[rest], sxy[rest])]])
+        n_warm = int(np.count_nonzero(warm))
         ix_all, iy_all = inverse[: sxx.size][order], inverse[sxx.size:][order]
         s0_all = rec.ode_initial(sxy, self.sigma_u)[order]
         nngp, ntk = np.empty(n), np.empty(n)
-        for lo in range(0, n, batch):      # memory-bounded batches of fixed sizes: few jit compilations
-            sl = slice(lo, min(lo + batch, n))
+        bounds = [(lo, min(lo + batch, n_warm)) for lo in range(0, n_warm, batch)]
+        bounds += [(lo, min(lo + batch, n)) for lo in range(n_warm, n, batch)]
+        for lo, hi in bounds:      # memory-bounded batches of fixed sizes: few jit compilations
+            sl = slice(lo, hi)
             m = sl.stop - sl.start
             size = batch if fixed else (m if backend == "numpy" else min(bucket(m), batch))   # numpy: no padding
             bx, by, b0 = (pad_to(a[sl], size) for a in (ix_all, iy_all, s0_all))
-            k, t, delta, sweeps = cross(marg, bx, by, b0)
+            extra = {} if lo >= n_warm else {"S_start": start[sl]}       # (numpy: no padding)
+            k, t, delta, sweeps = cross(marg, bx, by, b0, **extra)
             nngp[order[sl]], ntk[order[sl]] = np.asarray(k)[:m], np.asarray(t)[:m]
             self._sweeps("cross", delta, sweeps, "the cross-covariance S(t, s) or the backward kernel Lambda(t, s)")
         if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):

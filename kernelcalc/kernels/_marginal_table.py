@@ -1,0 +1,229 @@
+r"""Hermite coefficients of $\phi$ and $\phi'$ tabulated in $\log q$: the marginals of many variances at once.
+
+A Picard sweep of the numpy Mehler-series solves needs, for every variance $q$ on the time grid of every norm, the
+normalised Hermite coefficients $b_k(q)=E[f(\sqrt q\,z)He_k(z)]/\sqrt{k!}$, $k<L(q)$
+(:func:`~kernelcalc.theory.gaussian_hermite.short_coefficients`: a trapezoid projection, $L(q)\times n_z$
+multiply-adds per variance, $n_z\approx1150$, $L$ up to $K=4144$ for tanh at $q=9$).  Off the sphere the self-kernel
+solves of the norm grid make that projection for ~380 variances per sweep, and it was most of their time.
+
+Each $b_k$ is an analytic function of $q>0$, and all of them are smooth in $t=\log q$: their Chebyshev
+interpolants on Lobatto points in $t$ over the range of the variances converge fast (measured for tanh and
+sech$^2$ on $q\in[0.13,9]$, $K=4144$: degree 16 leaves 8.5e-10 and 4.4e-9 of $\|b(q)\|$, degree 32 2.3e-15 and
+2.6e-15, rounding).  :class:`CoefficientTable` computes the coefficients at the $m+1$ nodes once (full $K$
+terms) and a variance's coefficients are then a barycentric combination of the node columns: $L(q)(m+1)$
+multiply-adds instead of $L(q)\,n_z$, and no evaluation of $\phi$.  The degree starts at 32 and doubles (to 128)
+until the interpolant meets ``tol`` (relative to $\|b(q)\|$) at held-out variances, where its deviation from the
+direct projection is measured; a table that does not is not used.  Variances outside the range take the direct
+projection.  The terms beyond $L(q)$ are zero, as :func:`~kernelcalc.theory.gaussian_hermite.short_coefficients`
+leaves them (the same lengths, so the same truncations downstream).
+
+:class:`TabulatedDual` is the :class:`~kernelcalc.theory.gaussian.DualKernels` of the Mehler series whose numpy
+marginals come from the tables (everything else is the rule's own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import math
+
+import numpy as np
+
+from .._lazy import jnp
+from ..theory.gaussian import DualKernels, series_lengths, short_coefficients
+from ..theory.gaussian_hermite import _numpy_functions
+from ._gram import pad_to
+from ._interp import barycentric_weights, lobatto
+
+__all__ = ["CoefficientTable", "TabulatedDual", "tabulated_dual", "TabulatedMarginals"]
+
+_M0, _M_MAX = 32, 128      # Lobatto degrees in log q: the first and the last tried
+_HELD_OUT = 9              # variances at which a table is checked against the direct projection
+_MAX_CACHED = 256          # per-norm marginals kept per solver (~0.1 MB each for a 560-term series)
+
+
+@functools.lru_cache(maxsize=1)
+def _controller():
+    """One ``threadpoolctl`` controller (creating one scans the loaded libraries, ~1 ms: once, not per product)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover
+        return None
+    return ThreadpoolController()
+
+
+def _one_blas_thread():
+    """BLAS limited to one thread (a null context without ``threadpoolctl``)."""
+    controller = _controller()
+    return contextlib.nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
+
+
+class CoefficientTable:
+    r"""$b_k(q)$, $k<K$, of ``f`` for $q\in$ [``q_lo``, ``q_hi``] (module doc).
+
+    **Arguments:** ``rule``: the :class:`~kernelcalc.theory.gaussian.HermiteRule`; ``f``: the numpy function;
+    ``tol``: the relative accuracy the table must meet at held-out variances.
+
+    **Attributes:** ``degree``, ``error`` (the largest measured deviation relative to $\|b(q)\|$), ``ok``
+    (``error <= tol``: only then is the table used)."""
+
+    def __init__(self, rule, f, q_lo: float, q_hi: float, tol: float):
+        self.rule, self.f = rule, f
+        self.q_lo, self.q_hi = float(q_lo), float(q_hi)
+        self.t_lo, self.t_hi = math.log(self.q_lo), math.log(self.q_hi)
+        rng = np.random.default_rng(0)
+        held = np.exp(rng.uniform(self.t_lo, self.t_hi, _HELD_OUT))
+        ref = rule.coefficients(f, held, xp=np)                                     # (K, held)
+        scale = np.maximum(np.sqrt(np.sum(ref * ref, axis=0)), 1e-300)
+        m = _M0
+        while True:
+            self.degree = m
+            self.values = np.ascontiguousarray(rule.coefficients(f, self._q(lobatto(m)), xp=np))   # (K, m+1)
+            self.error = float(np.max(np.abs(self._interpolate(held) - ref) / scale))
+            if self.error <= tol or 2 * m > _M_MAX:
+                break
+            m *= 2
+        self.ok = self.error <= tol
+
+    def _q(self, u):
+        return np.exp(self.t_lo + 0.5 * (self.t_hi - self.t_lo) * (np.asarray(u) + 1.0))
+
+    def _weights(self, q):
+        u = (2.0 * np.log(q) - self.t_lo - self.t_hi) / (self.t_hi - self.t_lo)
+        return barycentric_weights(lobatto(self.degree), np.clip(u, -1.0, 1.0))
+
+    def _interpolate(self, q):
+        """All K coefficients at the variances ``q`` (1-D): ``(K, len(q))``."""
+        return self.values @ self._weights(q).T
+
+    def __call__(self, q, lengths) -> np.ndarray:
+        r"""$b_k(q)$ for $k<L(q)$ (``lengths``, the shape of ``q``), zero beyond: ``(K, *q.shape)``; variances
+        outside the range by the direct projection."""
+        q = np.asarray(q, np.float64)
+        flat, L = q.reshape(-1), np.asarray(lengths).reshape(-1)
+        out = np.zeros((self.rule.K, flat.size))
+        inside = (flat >= self.q_lo) & (flat <= self.q_hi)
+        if inside.any():
+            idx = np.nonzero(inside)[0]
+            W = self._weights(flat[idx])
+            with _one_blas_thread():    # small products: BLAS threads only add overhead (10x on a busy machine)
+                for length in np.unique(L[idx]):
+                    sel = L[idx] == length
+                    out[:length, idx[sel]] = self.values[:length] @ W[sel].T
+        if not inside.all():
+            rest = np.nonzero(~inside)[0]
+            out[:, rest] = short_coefficients(self.rule, self.f, flat[rest])
+            for i in rest:        # (the lengths at the caller's tolerance)
+                out[L[i]:, i] = 0.0
+        return out.reshape((self.rule.K,) + q.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class TabulatedDual(DualKernels):
+    """The Mehler-series :class:`~kernelcalc.theory.gaussian.DualKernels` whose numpy marginals come from
+    :class:`CoefficientTable` s of $\\phi$ and $\\phi'$ (module doc); ``tables``: ``(table of phi, table of phi')``."""
+
+    tables: tuple = ()
+
+    def marginal(self, q, derivative: bool = True, xp=jnp, tol=None):
+        if xp is not np:
+            return super().marginal(q, derivative, xp=xp, tol=tol)
+        self._check_sweep_tol(tol, xp)
+        q = np.asarray(q, np.float64)
+        t = self.rule.tol if tol is None else max(tol, self.rule.tol)
+        fs = _numpy_functions(self.activation)[: 2 if derivative else 1]
+        return (q,) + tuple(table(q, series_lengths(f, q, self.rule.K, t, self.rule.tol))
+                            for f, table in zip(fs, self.tables))
+
+
+def tabulated_dual(dual: DualKernels, q_lo: float, q_hi: float):
+    """``(TabulatedDual, error)`` of the Mehler-series ``dual`` on [``q_lo``, ``q_hi``], or ``(None, error)`` when a
+    table misses a tenth of the rule's tolerance (then the direct projection stays)."""
+    fs = _numpy_functions(dual.activation)
+    tables = tuple(CoefficientTable(dual.rule, f, q_lo, q_hi, 0.1 * dual.rule.tol) for f in fs)
+    error = max(t.error for t in tables)
+    if not all(t.ok for t in tables):
+        return None, error
+    return TabulatedDual(dual.activation, dual.method, dual.rule, dual.error_estimate, dual.note, tables), error
+
+
+class TabulatedMarginals:
+    r"""The marginals of a Goursat solver's solves (:class:`~kernelcalc.kernels.ode_solver.GoursatSolver`, which
+    sets ``_tabulated = None``, ``_table_from``: the smallest of the many norms its ``prepare`` announced, else
+    ``None``, ``_marginals = {}`` and ``_store = None``): :meth:`_tabulate` builds the tables, :meth:`_numpy_dual`
+    hands them to the numpy solves, :meth:`_marginals_of` caches the marginals per norm."""
+
+    def _tabulate(self, dual) -> None:
+        r"""Before the self-kernels of the many announced norms (and, when the time grid is chosen after the
+        announcement, before the choice's solves at the largest norm): the numpy marginals of the Mehler series
+        from tables on $[\sigma_u^2v_{\min}, 1.05\,q_{\max}]$ ($q(t)\ge q(0)=\sigma_u^2v$), their measured error in
+        ``info["marginal_table_error"]`` (``None``: a table missed its tolerance, the direct projection stays)."""
+        if self._tabulated is not None or self._table_from is None or dual.method != "hermite":
+            return
+        tab, err = tabulated_dual(dual, self.sigma_u**2 * self._table_from, 1.05 * self.info["q_max"])
+        self._tabulated = tab
+        self.info["marginal_table_error"] = err if tab is not None else None
+
+    def _numpy_dual(self, dual, backend):
+        """The dual a ``backend`` solve of ``dual`` takes: the tabulated one for numpy, when there is one."""
+        tab = self._tabulated
+        return tab if backend == "numpy" and tab is not None and tab.rule is dual.rule else dual
+
+    def _marginals_of(self, dual, v, diag, marginals, size, backend):
+        """``(marginals, positions)``: the marginals of the norms ``v`` (diagonals ``diag``, ``(U, n)``) padded to ``size``
+        (positions ``None``); numpy rules compute each norm's once per solver, and the numpy Mehler series takes
+        all of them stacked once, with the positions of ``v`` (its series gathers what it sums: no copy per call)."""
+        if not dual.numpy_ok:
+            return marginals(pad_to(diag, size)), None
+        cache = self._marginals
+        missing = [i for i, x in enumerate(v.tolist()) if x not in cache]
+        if missing:
+            if len(cache) + len(missing) > _MAX_CACHED:
+                cache.clear()
+                self._store = None
+            v_new, diag_new = v[missing], diag[missing]
+            if dual.method == "hermite" and backend == "numpy":   # with the other solved norms (the plan's check
+                # rows): one build of the store
+                more = [x for x in self._diagonals if x not in cache and x not in set(v_new.tolist())]
+                more = more[: max(_MAX_CACHED - len(cache) - v_new.size, 0)]
+                if more:
+                    v_new = np.concatenate([v_new, more])
+                    diag_new = np.concatenate([diag_new, np.stack([self._diagonals[x] for x in more])])
+            m = marginals(diag_new)                       # q (U, n), coefficients (K, U, n)
+            for j, x in enumerate(v_new.tolist()):
+                cache[float(x)] = tuple(a[..., j, :] for a in m)
+        if dual.method == "hermite" and backend == "numpy":    # the store of all cached norms, no copy per call
+            return self._stored(v)
+        parts = [cache[x] for x in v.tolist()]
+        if len(parts) == 1 and dual.method == "fourier":   # one norm (the sphere): views, no copy (no padding:
+            # the fourier solves index the norms, they have no fixed shapes)
+            return tuple(a[..., None, :] for a in parts[0]), None
+        idx = pad_to(np.arange(v.size), size)
+        return tuple(np.stack([p[c] for p in parts], axis=-2)[..., idx, :] for c in range(len(parts[0]))), None
+
+    def _stored(self, v):
+        """The store (the marginals of every cached norm along a norm axis with room to spare; norms new to it
+        are written into free places, a full store is copied into one twice as large) and the positions of
+        ``v`` in it.  A changed store is a new tuple (the cross solves cache their series tails by identity)."""
+        cache, store = self._marginals, self._store
+        new = [x for x in dict.fromkeys(cache) if store is None or x not in store[0]]
+        if new:
+            where, arrays = ({}, None) if store is None else (store[0], store[1])
+            used = len(where)
+            if arrays is None or used + len(new) > arrays[0].shape[-2]:
+                cap = 2 * (used + len(new))
+                shapes = [cache[new[0]][c].shape for c in range(len(cache[new[0]]))]
+                grown = tuple(np.empty(sh[:-1] + (cap,) + sh[-1:]) for sh in shapes)
+                if arrays is not None:
+                    for g, a in zip(grown, arrays):
+                        g[..., :used, :] = a[..., :used, :]
+                arrays = grown
+            where = dict(where)
+            for x in new:
+                for a, part in zip(arrays, cache[x]):
+                    a[..., used, :] = part
+                where[x] = used
+                used += 1
+            self._store = store = (where, tuple(list(arrays)))     # (a new tuple: tuple() of a tuple is itself)
+        return store[1], np.array([store[0][x] for x in v.tolist()], dtype=np.int64)
