@@ -23,13 +23,12 @@ marginals come from the tables (everything else is the rule's own).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import math
 
 import numpy as np
 
+from .._blas import one_blas_thread
 from .._lazy import jnp
 from ..theory.gaussian import DualKernels, series_lengths, short_coefficients
 from ..theory.gaussian_hermite import _numpy_functions
@@ -41,22 +40,6 @@ __all__ = ["CoefficientTable", "TabulatedDual", "tabulated_dual", "TabulatedMarg
 _M0, _M_MAX = 32, 128      # Lobatto degrees in log q: the first and the last tried
 _HELD_OUT = 9              # variances at which a table is checked against the direct projection
 _MAX_CACHED = 256          # per-norm marginals kept per solver (~0.1 MB each for a 560-term series)
-
-
-@functools.lru_cache(maxsize=1)
-def _controller():
-    """One ``threadpoolctl`` controller (creating one scans the loaded libraries, ~1 ms: once, not per product)."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover
-        return None
-    return ThreadpoolController()
-
-
-def _one_blas_thread():
-    """BLAS limited to one thread (a null context without ``threadpoolctl``)."""
-    controller = _controller()
-    return contextlib.nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
 
 
 class CoefficientTable:
@@ -107,7 +90,7 @@ class CoefficientTable:
         if inside.any():
             idx = np.nonzero(inside)[0]
             W = self._weights(flat[idx])
-            with _one_blas_thread():    # small products: BLAS threads only add overhead (10x on a busy machine)
+            with one_blas_thread():    # small products: BLAS threads only add overhead (10x on a busy machine)
                 for length in np.unique(L[idx]):
                     sel = L[idx] == length
                     out[:length, idx[sel]] = self.values[:length] @ W[sel].T
@@ -225,5 +208,7 @@ class TabulatedMarginals:
                     a[..., used, :] = part
                 where[x] = used
                 used += 1
+            for a in arrays:        # the free places repeat the last norm: the cross solves' series tails run
+                a[..., used:, :] = a[..., used - 1 : used, :]    # over the whole store (no uninitialised values)
             self._store = store = (where, tuple(list(arrays)))     # (a new tuple: tuple() of a tuple is itself)
         return store[1], np.array([store[0][x] for x in v.tolist()], dtype=np.int64)

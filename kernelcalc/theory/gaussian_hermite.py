@@ -49,12 +49,6 @@ def _hermite_step(K: int) -> float:
 _GEMM_ONE_THREAD = 1 << 18   # OpenBLAS runs a matrix product of at most m*n*k = 2^18 multiply-adds on one thread
 
 
-def _one_blas_thread():
-    """A context in which BLAS runs on one thread (:func:`kernelcalc._blas.one_blas_thread`: a cached
-    ``threadpoolctl`` controller, ~10 us per entry; a null context without threadpoolctl)."""
-    return one_blas_thread()
-
-
 def _single_thread_product(a: np.ndarray, b: np.ndarray, limited: bool = False) -> np.ndarray:
     r"""``a @ b.T`` (numpy, 2-D) as blocks of at most $2^{18}$ multiply-adds, each of which OpenBLAS runs on
     the calling thread.  The numpy Hermite coefficients of a small solve are a product of a few million
@@ -310,7 +304,7 @@ def short_coefficients(rule: "HermiteRule", f: Callable, q, tol: float | None = 
     z, w, psi = _hermite_functions(rule.K, _hermite_step(rule.K))
     out = np.zeros((rule.K, flat.size))
     lengths, counts = np.unique(L, return_counts=True)
-    with _one_blas_thread() as held:
+    with one_blas_thread() as held:
         for i, j in _length_groups(lengths, counts):
             length = int(lengths[j])
             sel = np.nonzero((L >= lengths[i]) & (L <= length))[0]
