@@ -452,7 +452,11 @@ class KinkedGoursatSolver(KinkedSolverMixin, GoursatSolver):
     r"""The Neural-ODE solver of kinked activations on the collapsed-triangle grid
     (:mod:`kernelcalc.kernels.ode_kinked`); pairs of unequal norm go to the tensor Chebyshev grid."""
 
-    work_limit = _WORK_LIMIT      # the cost guard of the panels (ode_kinked does not import ode_solver)
+    @property
+    def work_limit(self) -> float:
+        """The cost guard's limit for the panels (ode_kinked does not import ode_solver): :data:`_WORK_LIMIT`, read
+        at each check (a test lowers it to make a cheap call trip the guard)."""
+        return _WORK_LIMIT
 
     @staticmethod
     def cost_message(what, factors, why, drivers) -> str:
