@@ -50,6 +50,10 @@ def test_node_cost_refusal_multiplies_out():
     factors, quoted, _ = _factors_and_product(msg)
     assert math.prod(factors) == pytest.approx(quoted, rel=2e-3)
     assert "sigma_w or T" in msg and "depth" not in msg
+    # every factor named: T and sigma_w, the pairs, the sweeps, the time nodes (cells 241^2), the quadrature points
+    assert factors[:3] == [6, 40, 241 ** 2], factors
+    for part in ("T = 1,", "sigma_w = 1,", "6 pairs", "40 Picard sweeps", "241^2", "quadrature points at weight 1"):
+        assert part in msg, (part, msg)
 
 
 @pytest.mark.slow
