@@ -26,6 +26,11 @@ _PANEL_SWEEPS = 25         # Picard sweeps of a row of cells (measured 15-22 at 
 #: The cost model of the panels (KinkedPanelsMixin._panel_prices), in operations of about _NS_PER_OP ns of one core
 #: (the work limit 1e10: about a minute).  Measured with benchmarks/probe_panel_cost.py (N = 3 on the sphere, relu,
 #: abs, gelu, elu at sigma_w T = 5-40; CPU time per solve against its counted node-sweeps and dual evaluations):
+#: The whole call's prediction (``info["predicted_operations"]``, the largest the guard checked: the ladder's last
+#: rung with the pairs at its degree) against its CPU time, N = 3 on the sphere, load 5-10 (CPU s / predicted s):
+#: relu sigma_w T = 5, 10, 20, 40: 0.22/0.12, 0.46/0.44, 1.66/2.34, 8.5/8.8; leaky_relu 20: 1.77/2.34; abs 10, 20,
+#: 40: 0.49/0.44, 1.81/2.34, 12.0/15.9; gelu 5, 10, 20: 0.69/0.12 (fixed costs of a sub-second call), 1.56/1.16,
+#: 7.2/8.3; elu 5, 10: 1.10/0.73, 7.9/8.3; elu 20 with the guard lifted: 59.3/62.3 (degree 32: refused, 1.04e10).
 _NS_PER_OP = 6.0
 _EVAL_OPS = 4.0            # one numpy closed-form evaluation at a node: ~25 ns of array overheads ...
 _CLOSED_OPS_PER_PRICE = 3.3   # ... plus ~20 ns per unit of its price (relu, gelu 1: 30-50 ns; elu 50: 0.8-1.1 us)
