@@ -39,7 +39,8 @@ _ITER_OPS = 6e3            # fixed cost of one sweep of a wavefront or a row (~4
 _PAIR_SWEEPS = 10          # Picard sweeps per node of a wavefront (measured 9-11), forward and backward alike
 _PAIR_EVALS = 1.5          # the (C, Cdot) of a solved pair, in evaluations of C
 _ANCHORED_EXACT = 0.4      # exact evaluations per forward sweep of a dear closed form (elu: 0.4 measured at T = 10)
-_DEFICIT_OPS = 100.0       # the deficit's drop per node (ode_kinked._gap_drop: ~600 ns, 8-point Gauss-Legendre)
+_DEFICIT_OPS = 40.0        # the deficit's drop per node (ode_kinked._gap_drop, 8-point Gauss-Legendre: ~200 ns in batches of
+                           # 3-12, ~500 ns alone; measured relu sigma_w T = 10, N = 200)
 _PROBE_PAIRS = 3.5         # pairs per rung of the degree ladder (3 probe angles, and the identical pair's backward)
 _BATCH_PAIRS = 64          # problems per solve (ode_kinked._BATCH)
 _PANEL_FIRST_DEGREE = 12   # the first rung of band 0 (ode_kinked._PANEL_LADDERS)
@@ -177,7 +178,7 @@ class KinkedPanelsMixin:
         P = self._panel_count()
         if P == 1:
             return super()._check_cost(dual, pairs, n, symmetric)
-        m = max((int(n) - 1) // P, _PANEL_FIRST_DEGREE)
+        m = max((int(n) - 1) // P, 1 if self.M_fixed is not None else _PANEL_FIRST_DEGREE)
         self._check_panels(dual, m, pairs=int(pairs), selfs=1, rungs=2 if self.M_fixed is None else 0)
 
     def _panel_prices(self, dual, m: int) -> dict:
