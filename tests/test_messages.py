@@ -233,20 +233,25 @@ def test_huge_horizon_is_one_line_error_before_allocating(activation):
 
 
 def test_time_grid_ladder_checks_the_cost_before_each_rung(monkeypatch):
-    """Each rung of the time-grid ladder checks the call's cost at its degree before solving there (tanh at T = 40
-    was refused only after the ladder's solves, 455 s): a guard that refuses past the first rung's nodes stops the
-    ladder before any solve at the next degree."""
+    """Each rung of the time-grid ladder checks the call's cost before solving there (tanh at T = 40 was refused
+    only after the ladder's solves, 455 s), and the first rung at the second rung's degree (the ladder compares two:
+    the call's degree is at least the second; softplus at sigma_w T = 20 spent 38 s of CPU on the first rung before
+    the second one's check refused): a guard that refuses past the first rung's nodes stops the ladder before any
+    solve of the final rule, and the first check prices the first rung's own solves in."""
     from kernelcalc.kernels import ode, ode_solver
 
     monkeypatch.setattr(ode_solver, "_TIME_GRIDS", {})   # a grid memoised by an earlier test skips the ladder
     first = ode.chebyshev_discretisation(ode._M_SEQUENCE[0], 1.0, 1).A.shape[0]
-    solved = []
+    second = ode.chebyshev_discretisation(ode._M_SEQUENCE[1], 1.0, 1).A.shape[0]
+    solved, checks = [], []
     real_check, real_self = ode.GoursatSolver._check_cost, ode.GoursatSolver._self_diagonals
 
-    def check(self, dual, pairs, n, symmetric=False):
-        real_check(self, dual, pairs, n, symmetric)
-        if n > first and getattr(self, "_final", None) is dual:     # the final rule past the first rung
-            raise kc.KernelcalcInputError(f"refused at {n} nodes")
+    def check(self, dual, pairs, n, symmetric=False, climbed=()):
+        real_check(self, dual, pairs, n, symmetric, climbed)
+        if getattr(self, "_final", None) is dual:
+            checks.append((n, list(climbed)))
+            if n > first:                                           # the final rule past the first rung
+                raise kc.KernelcalcInputError(f"refused at {n} nodes")
 
     def self_diagonals(self, dual, M, v):
         solved.append((id(dual), M))
@@ -261,5 +266,31 @@ def test_time_grid_ladder_checks_the_cost_before_each_rung(monkeypatch):
     monkeypatch.setattr(ode.GoursatSolver, "_choose_M", choose_M)
     with pytest.raises(kc.KernelcalcInputError, match="refused at"):
         kc.node_kernel(np.eye(2) * math.sqrt(2.0), activation="tanh", T=1.0)
-    final = [M for d, M in solved if d == solved[-1][0]]
-    assert final == [ode._M_SEQUENCE[0]], solved
+    assert checks == [(second, [first])], checks
+    final_ids = {i for i, _ in solved}
+    assert len(final_ids) == 1, solved            # only the coarse rule's self-kernels (learning q(T)) were solved
+
+
+def test_time_grid_ladder_prices_the_rungs_it_climbed():
+    """The tensor grid's refusal counts the rungs of its ladder: their work enters the pairs factor as pair-equivalents
+    (a rung at k nodes: a self-kernel and a pair, each k^2 cells), the printed factors still multiply out, and the
+    parts of the first factor add up to it."""
+    msg = _refusal(n=241, pairs=6, activation="softplus(x)", method="trapezoid")
+    base, _, _ = _factors_and_product(msg)
+    from kernelcalc.kernels.ode import GoursatSolver, chebyshev_discretisation
+    from kernelcalc.theory.gaussian import dual_kernels
+
+    solver = GoursatSolver("softplus(x)", T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, v_max=1.0,
+                           grid=lambda M: chebyshev_discretisation(M, 1.0, 1))
+    with pytest.raises(kc.KernelcalcInputError) as err:
+        solver._check_cost(dual_kernels("softplus(x)", q_max=2.0, method="trapezoid"), 6, 241, climbed=[121, 161])
+    msg = str(err.value)
+    factors, quoted, _ = _factors_and_product(msg)
+    assert math.prod(factors) == pytest.approx(quoted, rel=2e-3)
+    parts = re.search(r"pairs \(6 of the call \+ ([0-9.e+]+) for the 2 rungs of the time-grid ladder at 121, 161 time", msg)
+    assert parts is not None, msg
+    assert factors[0] == pytest.approx(6 + float(parts.group(1)), rel=1e-3)
+    # each rung: 2 problems of k^2 cells at (points + 0.04 k) per cell, against 241^2 cells at (points + 0.04 * 241)
+    points = base[3] - 0.04 * 241
+    expect = sum(2 * k * k * (points + 0.04 * k) for k in (121, 161)) / (241 ** 2 * base[3])
+    assert float(parts.group(1)) == pytest.approx(expect, rel=1e-2)
