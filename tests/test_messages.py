@@ -275,15 +275,18 @@ def test_time_grid_ladder_prices_the_rungs_it_climbed():
     """The tensor grid's refusal counts the rungs of its ladder: their work enters the pairs factor as pair-equivalents
     (a rung at k nodes: a self-kernel and a pair, each k^2 cells), the printed factors still multiply out, and the
     parts of the first factor add up to it."""
-    msg = _refusal(n=241, pairs=6, activation="softplus(x)", method="trapezoid")
-    base, _, _ = _factors_and_product(msg)
-    from kernelcalc.kernels.ode import GoursatSolver, chebyshev_discretisation
-    from kernelcalc.theory.gaussian import dual_kernels
+    import types
 
-    solver = GoursatSolver("softplus(x)", T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, v_max=1.0,
+    from kernelcalc.kernels.ode import GoursatSolver, chebyshev_discretisation
+
+    solver = GoursatSolver("softplus", T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, v_max=1.0,
                            grid=lambda M: chebyshev_discretisation(M, 1.0, 1))
+    dual = types.SimpleNamespace(method="polar", points=2000)    # a quadrature rule: its points at weight 1
     with pytest.raises(kc.KernelcalcInputError) as err:
-        solver._check_cost(dual_kernels("softplus(x)", q_max=2.0, method="trapezoid"), 6, 241, climbed=[121, 161])
+        solver._check_cost(dual, 6, 241)
+    base, _, _ = _factors_and_product(str(err.value))
+    with pytest.raises(kc.KernelcalcInputError) as err:
+        solver._check_cost(dual, 6, 241, climbed=[121, 161])
     msg = str(err.value)
     factors, quoted, _ = _factors_and_product(msg)
     assert math.prod(factors) == pytest.approx(quoted, rel=2e-3)
