@@ -337,7 +337,7 @@ class KinkedSolverMixin(KinkedPanelsMixin):
         r"""As :meth:`GoursatSolver._choose_dual_and_M`; on the panels, with a closed-form dual (its price does not
         depend on the variance), the call's least cost (the first self-kernel, two rungs of the ladder, the
         self-kernel and ``pairs_hint`` pairs at the first degree) is checked before any solve: the first
-        self-kernel alone takes a minute of elu at $\sigma_wTpprox80$."""
+        self-kernel alone takes a minute of elu at $\sigma_wT\approx80$."""
         if self._panel_count() > 1 and self.M_fixed is None:
             from ..theory.gaussian import dual_kernels
             dual = dual_kernels(self.activation, q_max=max(4.0 * self.sigma_u ** 2 * v_max, 1.0), tol=1e-6)
