@@ -297,3 +297,14 @@ def test_time_grid_ladder_prices_the_rungs_it_climbed():
     points = base[3] - 0.04 * 241
     expect = sum(2 * k * k * (points + 0.04 * k) for k in (121, 161)) / (241 ** 2 * base[3])
     assert float(parts.group(1)) == pytest.approx(expect, rel=1e-2)
+
+
+@pytest.mark.slow   # ~3 s of CPU: the coarse time grids before the error
+def test_bounded_activation_past_the_supported_horizon_is_a_clear_out_of_reach_error():
+    """cos at sigma_w T = 40 (audit): the tensor grid's sweeps diverge; one line that says the horizon is out of reach
+    and what to reduce (it said "the time solver failed ... please report this")."""
+    with pytest.raises(kc.KernelcalcInputError) as err:
+        kc.node_kernel(np.eye(2) * math.sqrt(2.0), activation="cos", T=40.0)
+    msg = str(err.value)
+    assert "\n" not in msg and "reduce T or sigma_w" in msg and "sigma_w*T = 40" in msg, msg
+    assert "please report" not in msg, msg

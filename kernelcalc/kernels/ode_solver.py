@@ -31,6 +31,8 @@ _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t
 _MARCH_CELL_OPS = 5.0
 _MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
 _MAX_CACHED_MARGINALS = 256    # per-norm marginals kept per solver (~0.1 MB each for a 560-term series)
+#: sigma_w * T up to which every built-in activation computes (issue 17); beyond, a solver that diverges is out of reach
+_SUPPORTED_SIGMA_W_T = 10.0
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
 _COST_SWEEPS = 40        # Picard sweeps a solve is costed at
 _MIN_BATCH = 8            # pairs per cross-kernel batch at least (batches are grouped by correlation)
@@ -106,6 +108,12 @@ class GoursatSolver:
                 f"{what} of the {self.activation.name} network overflows float64 {where}: phi grows "
                 f"linearly (|phi'| <= {lip:.3g}), so q(T) can reach exp({log_bound:.0f}) > 1.8e308; "
                 "reduce T, sigma_w or the input norm")
+        if self.sigma_w * self.T > _SUPPORTED_SIGMA_W_T:     # past the supported horizon: out of reach, not a bug
+            return _BlowUp(
+                f"{what} of the {self.activation.name} network is not finite {where}, although phi grows at most "
+                f"linearly (q(T) <= exp({log_bound:.0f})): the time solver's sweeps diverge at sigma_w*T = "
+                f"{self.sigma_w * self.T:g} ({self.info.get('time_elements', 1)} time elements; supported up to "
+                f"sigma_w*T = {_SUPPORTED_SIGMA_W_T:g}); reduce T or sigma_w")
         return _BlowUp(
             f"{what} of the {self.activation.name} network is not finite {where}, although phi grows at "
             f"most linearly (q(T) <= exp({log_bound:.0f})): the time solver failed ({self.info.get('M')} "
