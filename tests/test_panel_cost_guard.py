@@ -164,3 +164,22 @@ def test_elu_sigma_w_T_30_is_refused_within_the_limit_not_minutes(monkeypatch):
         kc.node_kernel(_sphere(), activation="elu", T=30.0)
     assert time.process_time() - t0 < 90
     assert_refusal_multiplies_out(str(err.value), "30 panels", "price 50")
+
+
+def test_node_kernel_never_silently_returns_an_estimate_above_ten_tol(monkeypatch):
+    """The audit found tanh at sigma_w T = 10 (N = 3) returning an estimate of 1.1e-9 of max |NTK| (> 10 tol) without
+    a warning (each stage met its tolerance; the sum did not): node_kernel warns when the total passes 10 tol (a
+    solver's estimate set to 12 tol), and not when it stays below (9 tol)."""
+    import warnings
+
+    from kernelcalc.kernels import ode_solver
+
+    x = np.eye(3) * math.sqrt(3.0)
+    for rel, warns in ((12e-10, True), (9e-10, False)):
+        monkeypatch.setattr(ode_solver.GoursatSolver, "relative_error_estimate", lambda self, r=rel: r)
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            K = kc.node_kernel(x, activation="softplus", T=1.0)
+        issued = [w for w in rec if issubclass(w.category, kc.KernelcalcAccuracyWarning)]
+        assert bool(issued) == warns, [str(w.message) for w in issued]
+        assert K.info["error_estimate"] == pytest.approx(rel * max(np.max(np.abs(K.ntk)), np.max(np.abs(K.nngp))))
