@@ -1,9 +1,11 @@
 """Instrument the kinked panel path (issue 17, part 3: the cost guard against measured work).
 
-``python benchmarks/probe_panel_cost.py ACTIVATION T [SIGMA_W] [N]`` runs ``node_kernel`` on N points on the sphere
-(d = 10, default 3) in this process and prints, as one JSON line: the wall and CPU seconds, the counted work of the
-panels (dual evaluations per kind, forward and backward node-sweeps, Picard solves and the degree of each, ladder
-rungs), and the cost guard's prediction for the whole call (``KinkedPanelsMixin.predicted_cost``) or the refusal.
+``python benchmarks/probe_panel_cost.py ACTIVATION T [SIGMA_W] [N] [WORK_LIMIT]`` runs ``node_kernel`` on N points on
+the sphere (d = 10, default 3) in this process and prints, as one JSON line: the wall and CPU seconds, the counted work
+of the panels (dual evaluations, forward and backward node-sweeps, the Picard solves per degree, one record per solve
+with its CPU seconds), and the cost guard's prediction for the whole call (``info["predicted_operations"]``, the
+largest work a check priced, and ``predicted_s`` at 6 ns per operation) or the refusal.  Each solve is also printed to
+stderr as it finishes.  ``WORK_LIMIT`` (default 1e10) lifts the guard to measure a call it would refuse.
 """
 
 from __future__ import annotations
