@@ -93,6 +93,6 @@ def test_elu_dual_is_priced_and_the_panel_guard_multiplies_its_price_in():
     solver = KinkedGoursatSolver("elu", T=10.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, v_max=1.0)
     solver._check_cost(elu, 65, solver._nodes(12))                # the sigma_w T = 10 case computes
     with pytest.raises(kc.KernelcalcInputError) as err:
-        solver._check_cost(elu, 5 * 10**4, solver._nodes(12))
+        solver._check_cost(elu, 5000, solver._nodes(12))
     assert_refusal_multiplies_out(str(err.value), "10 panels", "price 50")
-    solver._check_cost(relu, 5 * 10**4, solver._nodes(12))       # relu's price keeps the same work below the limit
+    solver._check_cost(relu, 5000, solver._nodes(12))       # relu's price keeps the same work below the limit

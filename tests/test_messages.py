@@ -50,6 +50,10 @@ def test_node_cost_refusal_multiplies_out():
     factors, quoted, _ = _factors_and_product(msg)
     assert math.prod(factors) == pytest.approx(quoted, rel=2e-3)
     assert "sigma_w or T" in msg and "depth" not in msg
+    # every factor named: T and sigma_w, the pairs, the sweeps, the time nodes (cells 241^2), the quadrature points
+    assert factors[:3] == [6, 40, 241 ** 2], factors
+    for part in ("T = 1,", "sigma_w = 1,", "6 pairs", "40 Picard sweeps", "241^2", "quadrature points at weight 1"):
+        assert part in msg, (part, msg)
 
 
 @pytest.mark.slow
@@ -229,20 +233,25 @@ def test_huge_horizon_is_one_line_error_before_allocating(activation):
 
 
 def test_time_grid_ladder_checks_the_cost_before_each_rung(monkeypatch):
-    """Each rung of the time-grid ladder checks the call's cost at its degree before solving there (tanh at T = 40
-    was refused only after the ladder's solves, 455 s): a guard that refuses past the first rung's nodes stops the
-    ladder before any solve at the next degree."""
+    """Each rung of the time-grid ladder checks the call's cost before solving there (tanh at T = 40 was refused
+    only after the ladder's solves, 455 s), and the first rung at the second rung's degree (the ladder compares two:
+    the call's degree is at least the second; softplus at sigma_w T = 20 spent 38 s of CPU on the first rung before
+    the second one's check refused): a guard that refuses past the first rung's nodes stops the ladder before any
+    solve of the final rule, and the first check prices the first rung's own solves in."""
     from kernelcalc.kernels import ode, ode_solver
 
     monkeypatch.setattr(ode_solver, "_TIME_GRIDS", {})   # a grid memoised by an earlier test skips the ladder
     first = ode.chebyshev_discretisation(ode._M_SEQUENCE[0], 1.0, 1).A.shape[0]
-    solved = []
+    second = ode.chebyshev_discretisation(ode._M_SEQUENCE[1], 1.0, 1).A.shape[0]
+    solved, checks = [], []
     real_check, real_self = ode.GoursatSolver._check_cost, ode.GoursatSolver._self_diagonals
 
-    def check(self, dual, pairs, n, symmetric=False):
-        real_check(self, dual, pairs, n, symmetric)
-        if n > first and getattr(self, "_final", None) is dual:     # the final rule past the first rung
-            raise kc.KernelcalcInputError(f"refused at {n} nodes")
+    def check(self, dual, pairs, n, symmetric=False, climbed=()):
+        real_check(self, dual, pairs, n, symmetric, climbed)
+        if getattr(self, "_final", None) is dual:
+            checks.append((n, list(climbed)))
+            if n > first:                                           # the final rule past the first rung
+                raise kc.KernelcalcInputError(f"refused at {n} nodes")
 
     def self_diagonals(self, dual, M, v):
         solved.append((id(dual), M))
@@ -257,5 +266,45 @@ def test_time_grid_ladder_checks_the_cost_before_each_rung(monkeypatch):
     monkeypatch.setattr(ode.GoursatSolver, "_choose_M", choose_M)
     with pytest.raises(kc.KernelcalcInputError, match="refused at"):
         kc.node_kernel(np.eye(2) * math.sqrt(2.0), activation="tanh", T=1.0)
-    final = [M for d, M in solved if d == solved[-1][0]]
-    assert final == [ode._M_SEQUENCE[0]], solved
+    assert checks == [(second, [first])], checks
+    final_ids = {i for i, _ in solved}
+    assert len(final_ids) == 1, solved            # only the coarse rule's self-kernels (learning q(T)) were solved
+
+
+def test_time_grid_ladder_prices_the_rungs_it_climbed():
+    """The tensor grid's refusal counts the rungs of its ladder: their work enters the pairs factor as pair-equivalents
+    (a rung at k nodes: a self-kernel and a pair, each k^2 cells), the printed factors still multiply out, and the
+    parts of the first factor add up to it."""
+    import types
+
+    from kernelcalc.kernels.ode import GoursatSolver, chebyshev_discretisation
+
+    solver = GoursatSolver("softplus", T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, v_max=1.0,
+                           grid=lambda M: chebyshev_discretisation(M, 1.0, 1))
+    dual = types.SimpleNamespace(method="polar", points=2000)    # a quadrature rule: its points at weight 1
+    with pytest.raises(kc.KernelcalcInputError) as err:
+        solver._check_cost(dual, 6, 241)
+    base, _, _ = _factors_and_product(str(err.value))
+    with pytest.raises(kc.KernelcalcInputError) as err:
+        solver._check_cost(dual, 6, 241, climbed=[121, 161])
+    msg = str(err.value)
+    factors, quoted, _ = _factors_and_product(msg)
+    assert math.prod(factors) == pytest.approx(quoted, rel=2e-3)
+    parts = re.search(r"pairs \(6 of the call \+ ([0-9.e+]+) for the 2 rungs of the time-grid ladder at 121, 161 time", msg)
+    assert parts is not None, msg
+    assert factors[0] == pytest.approx(6 + float(parts.group(1)), rel=1e-3)
+    # each rung: 2 problems of k^2 cells at (points + 0.04 k) per cell, against 241^2 cells at (points + 0.04 * 241)
+    points = base[3] - 0.04 * 241
+    expect = sum(2 * k * k * (points + 0.04 * k) for k in (121, 161)) / (241 ** 2 * base[3])
+    assert float(parts.group(1)) == pytest.approx(expect, rel=1e-2)
+
+
+@pytest.mark.slow   # ~3 s of CPU: the coarse time grids before the error
+def test_bounded_activation_past_the_supported_horizon_is_a_clear_out_of_reach_error():
+    """cos at sigma_w T = 40 (audit): the tensor grid's sweeps diverge; one line that says the horizon is out of reach
+    and what to reduce (it said "the time solver failed ... please report this")."""
+    with pytest.raises(kc.KernelcalcInputError) as err:
+        kc.node_kernel(np.eye(2) * math.sqrt(2.0), activation="cos", T=40.0)
+    msg = str(err.value)
+    assert "\n" not in msg and "reduce T or sigma_w" in msg and "sigma_w*T = 40" in msg, msg
+    assert "please report" not in msg, msg

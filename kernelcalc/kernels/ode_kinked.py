@@ -59,6 +59,7 @@ _ELEMENT_BAND_DELTAS = (1.0, 0.25, 0.015625)
 _BAND_LADDERS = ((16, 20, 24, 32, 40), (20, 24, 32, 40), (24, 32, 40, 48))
 #: the same per cell of the composite panels (sigma_w T > 3, :mod:`._panels`; each cell has sigma_w h <= 2)
 _PANEL_LADDERS = ((12, 16, 20, 24, 32), (16, 20, 24, 32), (20, 24, 32, 40))
+_COARSE_DEGREE = 16        # the self-kernel that learns q(T) (GoursatSolver._choose_dual_and_M), for the cost guard
 _EQUAL_RTOL = 1e-12       # norms this close (relative) are solved as equal
 _BATCH = 64                # problems per numpy solve
 _OWN_CACHE = 64            # self-kernel solves kept for identical-input pairs (_own_solve)
@@ -156,7 +157,10 @@ class KinkedSolverMixin(KinkedPanelsMixin):
     # -- solves ----------------------------------------------------------------------------------
     def _self_diagonals(self, dual, M, v):
         grid = self._grid(M, 1.0)
-        self._check_cost(dual, len(v), self._nodes(M), symmetric=True)
+        if self._panel_count() == 1:
+            self._check_cost(dual, len(v), self._nodes(M), symmetric=True)
+        else:
+            self._check_panels(dual, int(M), selfs=len(v))
         out = []
         for lo in range(0, len(v), _BATCH):
             S0 = rec.ode_initial(np.asarray(v[lo:lo + _BATCH], dtype=np.float64), self.sigma_u)
@@ -173,12 +177,14 @@ class KinkedSolverMixin(KinkedPanelsMixin):
         """(nngp, ntk) of B pairs of equal norm: ``q`` (B, M+1) their diagonal on the degree-``M`` grid,
         ``S0`` (B,), angles ``theta0``; each band of angles on its own grid (``degrees``: band -> degree).
         ``gap`` (B,): $S_0$ of the parallel pair minus ``S0``, exactly (small angles of a homogeneous kink are
-        solved for the deficit from the parallel pair, :meth:`_deficit`)."""
+        solved for the deficit from the parallel pair, :meth:`_deficit`).  On the panels the call's cost is
+        checked first (:meth:`_check_pairs`) unless ``degrees`` are given (the degree ladder checks its rungs)."""
         bands = band_of(theta0, self.sigma_w * self.T)
         if self._panel_count() == 1:      # one element: bands 1 and 2 share band 2's grid (_ELEMENT_BAND_DELTAS)
             bands = np.where(bands == 1, 2, bands)
         if degrees is None:
             degrees = {int(b): self._band_degree(dual, int(b), M) for b in np.unique(bands)}
+            self._check_pairs(dual, bands, degrees, gap is not None)
         grid0 = self._grid(M, 1.0)
         nngp, ntk = np.empty(S0.size), np.empty(S0.size)
         # identical inputs (theta0 = 0) solve their own diagonal (q = S(t, t)), so that the correlation on the
@@ -227,6 +233,25 @@ class KinkedSolverMixin(KinkedPanelsMixin):
                 self._sweeps("cross", max(dS, dL), max(nS, nL),
                              "the cross-covariance S(t, s) or the backward kernel Lambda(t, s)")
         return nngp, ntk
+
+    def _deficit_form(self, dual) -> bool:
+        """Whether near-parallel pairs of ``dual`` are solved in deficit form (:meth:`_deficit`)."""
+        return getattr(dual, "rule", None) is not None and _homogeneous_closed(dual)
+
+    def _check_pairs(self, dual, bands, degrees, gap: bool):
+        """The panels' cost guard (:meth:`_check_panels`) for one call of :meth:`_pairs`: its pairs per band of input
+        angles at the band's degree (near-parallel ones in deficit form when ``gap``), priced at the dearest band."""
+        if self._panel_count() == 1:
+            return
+        counts = {int(b): int(np.sum(bands == b)) for b in np.unique(bands)}
+        deficit = gap and self._deficit_form(dual)
+        work = {b: self.predicted_work(dual, degrees[b], pairs=n, near=n if (deficit and b > 0) else 0)
+                for b, n in counts.items()}
+        top = max(work, key=work.get)
+        others = [(w, f"{counts[b]} pairs at degree {degrees[b]} (band {b} of input angles)")
+                  for b, w in work.items() if b != top]
+        self._check_panels(dual, degrees[top], pairs=counts[top], near=counts[top] if (deficit and top > 0) else 0,
+                           others=others)
 
     def _deficit(self, dual, grid, q, S0_self, gap):
         r"""$(C,\dot C)$ on ``grid`` of B near-parallel pairs of a homogeneous kink, from the deficit
@@ -280,7 +305,11 @@ class KinkedSolverMixin(KinkedPanelsMixin):
         S0 = rec.ode_initial(v * np.cos(theta), self.sigma_u)
         gap = rec.ode_initial(2.0 * v * np.sin(theta / 2) ** 2, self.sigma_u)
         prev, change, ref, M_prev = None, float("nan"), None, None
+        climbed = []
         for M in (_BAND_LADDERS if self._panel_count() == 1 else _PANEL_LADDERS)[b]:
+            if self._panel_count() > 1:     # the call's cost at this degree (its final degree is at least this one)
+                self._check_ladder(dual, b, M, climbed, prev is None)
+                climbed.append(M)
             q, Mq = (self._self_diagonals(dual, M, np.array([v])), M) if b == 0 else (q0, M0)
             ntk = self._pairs(dual, Mq, np.repeat(q, theta.size, axis=0), S0, theta, {b: M}, gap=gap)[1]
             if b > 0 and ref is None:   # relative to the self-kernel NTK, as band 0
@@ -303,6 +332,37 @@ class KinkedSolverMixin(KinkedPanelsMixin):
             f"delta = {self._band_deltas()[b]:g}), above tol = {self.tol:.1e}", self.strict)
         self._unmet[b] = (M, change)   # not memoised with the grid: a later call chooses (and warns) again
         return M, change
+
+    def _choose_dual_and_M(self, v_max):
+        r"""As :meth:`GoursatSolver._choose_dual_and_M`; on the panels, with a closed-form dual (its price does not
+        depend on the variance), the call's least cost (the first self-kernel, two rungs of the ladder, the
+        self-kernel and ``pairs_hint`` pairs at the first degree) is checked before any solve: the first
+        self-kernel alone takes a minute of elu at $\sigma_wT\approx80$."""
+        if self._panel_count() > 1 and self.M_fixed is None:
+            from ..theory.gaussian import dual_kernels
+            dual = dual_kernels(self.activation, q_max=max(4.0 * self.sigma_u ** 2 * v_max, 1.0), tol=1e-6)
+            if dual.method == "closed":
+                first = _PANEL_LADDERS[0][0]
+                self._check_panels(dual, first, pairs=self.pairs_hint, selfs=1, rungs=2, others=[
+                    (self.predicted_work(dual, _COARSE_DEGREE, selfs=1),
+                     f"the first self-kernel (degree {_COARSE_DEGREE}: the variance's range)")])
+        return super()._choose_dual_and_M(v_max)
+
+    def _check_ladder(self, dual, b: int, M: int, climbed, first: bool):
+        r"""Before the rung ``M`` of band ``b``'s degree ladder on the panels: refuse when the call would cost more than
+        the work limit at this degree (as :meth:`GoursatSolver._choose_M` before each of its rungs), not after the
+        solves.  Band 0: the rungs ``climbed`` so far, this rung (and the next when it is the first: the ladder
+        compares two degrees), the self-kernel and ``pairs_hint`` pairs at degree ``M``; bands 1 and 2: their probe
+        pair and the self-kernel reference (the call's pairs are checked when :meth:`_pairs` knows their bands)."""
+        if b > 0:
+            self._check_panels(dual, M, pairs=2, near=2 if self._deficit_form(dual) else 0)
+            return
+        spent = sum(self._rung_work(dual, r) for r in climbed)
+        others = [(self.predicted_work(dual, _COARSE_DEGREE, selfs=1),
+                   f"the first self-kernel (degree {_COARSE_DEGREE}: the variance's range)")]
+        if climbed:
+            others.append((spent, f"the {len(climbed)} rungs climbed (degrees {', '.join(map(str, climbed))})"))
+        self._check_panels(dual, M, pairs=self.pairs_hint, selfs=1, rungs=2 if first else 1, others=others)
 
     def relative_error_estimate(self) -> float:
         """As :meth:`GoursatSolver.relative_error_estimate`, with the time-grid change of every band of

@@ -33,6 +33,8 @@ _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t
 _MARCH_CELL_OPS = 5.0
 _MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
 _TABLE_MIN_NORMS = 8      # prepared norms from which the numpy marginals are tabulated in log q
+#: sigma_w * T up to which every built-in activation computes (issue 17); beyond, a solver that diverges is out of reach
+_SUPPORTED_SIGMA_W_T = 10.0
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
 _COST_SWEEPS = 40        # Picard sweeps a solve is costed at
 _MIN_BATCH = 8            # pairs per cross-kernel batch at least (batches are grouped by correlation)
@@ -112,6 +114,12 @@ class GoursatSolver(TabulatedMarginals):
                 f"{what} of the {self.activation.name} network overflows float64 {where}: phi grows "
                 f"linearly (|phi'| <= {lip:.3g}), so q(T) can reach exp({log_bound:.0f}) > 1.8e308; "
                 "reduce T, sigma_w or the input norm")
+        if self.sigma_w * self.T > _SUPPORTED_SIGMA_W_T:     # past the supported horizon: out of reach, not a bug
+            return _BlowUp(
+                f"{what} of the {self.activation.name} network is not finite {where}, although phi grows at most "
+                f"linearly (q(T) <= exp({log_bound:.0f})): the time solver's sweeps diverge at sigma_w*T = "
+                f"{self.sigma_w * self.T:g} ({self.info.get('time_elements', 1)} time elements; supported up to "
+                f"sigma_w*T = {_SUPPORTED_SIGMA_W_T:g}); reduce T or sigma_w")
         return _BlowUp(
             f"{what} of the {self.activation.name} network is not finite {where}, although phi grows at "
             f"most linearly (q(T) <= exp({log_bound:.0f})): the time solver failed ({self.info.get('M')} "
@@ -130,10 +138,12 @@ class GoursatSolver(TabulatedMarginals):
                 f"{what}: the Picard sweeps stopped after {sweeps} sweeps at a relative change of {delta:.1e} "
                 f"(> {_STAGNATION:g}); sigma_w*T = {self.sigma_w * self.T:g} may be too large", self.strict)
 
-    def _check_cost(self, dual, pairs: int, n: int, symmetric: bool = False):
+    def _check_cost(self, dual, pairs: int, n: int, symmetric: bool = False, climbed=()):
         """Refuse (clear error naming the limit) when a solve would take many minutes.  ``symmetric``: the
         problems are symmetric in $(t,s)$ (self-kernels, same-norm pairs), so a quadrature rule evaluates
-        $n(n+1)/2$ cells per sweep (:func:`_symmetric_from_marginals`), not $n^2$."""
+        $n(n+1)/2$ cells per sweep (:func:`_symmetric_from_marginals`), not $n^2$.  ``climbed``: the time nodes of
+        the rungs of the time-grid ladder solved (or to be solved) before these ``pairs`` (each a self-kernel and
+        a pair, :meth:`_choose_M`): their work counts too, as pair-equivalents at ``n`` nodes."""
         unit = 0.05 if dual.method in ("hermite", "closed", "fourier") else 1.0   # series terms are cheap multiply-adds
         if _marches(self.grid(self.M_fixed or _M_SEQUENCE[0])):          # Euler ResNet: one pass, C and Cdot per cell
             sweeps = (1, "pass (row march)")
@@ -147,14 +157,21 @@ class GoursatSolver(TabulatedMarginals):
                               "for the matrix products)")
         half = symmetric and dual.method in _QUADRATURE_RULES and not _marches(self.grid(self.M_fixed or _M_SEQUENCE[0]))
         cells = (n * (n + 1) // 2, f"time cells ({n}({n}+1)/2: symmetric in t, s)") if half else (n * n, f"time cells ({n}^2)")
-        work = pairs * sweeps[0] * cells[0] * per_cell
+        if climbed:   # a rung at k nodes: a self-kernel and a pair, priced as the pairs here (cells, operations per cell)
+            rungs = sum(2.0 * (k * (k + 1) // 2 if half else k * k) * (unit * dual.points + 0.04 * k) for k in climbed)
+            extra = rungs / (cells[0] * per_cell)
+            pairs = (pairs + extra, f"pairs ({pairs} of the call + {extra:.3g} for the {len(climbed)} rungs of the "
+                                    f"time-grid ladder at {', '.join(map(str, climbed))} time nodes)")
+        else:
+            pairs = (pairs, "pairs")
+        work = pairs[0] * sweeps[0] * cells[0] * per_cell
         if work <= _WORK_LIMIT:
             return
         q = self.info.get("q_max", float("nan"))
         detail = f", the Hermite series needs more than 8192 terms beyond q ~ {hermite_q_limit((self.activation.numpy_fn, self.activation.numpy_derivative)):.3g}, and the trapezoid rule needs step {dual.rule.step:g}" if dual.method == "trapezoid" else ""
         raise KernelcalcInputError(cost_refusal(
             f"the {self.activation.name} kernel at {self.describe_parameters()}",
-            [(pairs, "pairs"), sweeps, cells, (per_cell, per_cell_label)],
+            [pairs, sweeps, cells, (per_cell, per_cell_label)],
             f"the pre-activation variance reaches q = {q:.4g}, on {n} time nodes{detail}", self.cost_drivers))
 
     def describe_parameters(self) -> str:
@@ -316,13 +333,25 @@ class GoursatSolver(TabulatedMarginals):
         prev, change, M_done = None, float("nan"), _M_SEQUENCE[0]
         jumps = self.activation.jumps
         blown = None
-        for M in _M_SEQUENCE:
-            if (prev is not None or blown is not None) and (
-                    self.grid(M).A.shape[0] > self.max_nodes or ((dual.method == "polar" or jumps) and M > _KINK_M_MAX)):
+        climbed = []      # time nodes of the rungs solved
+
+        def beyond(M):    # a degree the ladder does not climb to
+            return self.grid(M).A.shape[0] > self.max_nodes or ((dual.method == "polar" or jumps) and M > _KINK_M_MAX)
+
+        for i, M in enumerate(_M_SEQUENCE):
+            if (prev is not None or blown is not None) and beyond(M):
                 break
-            # the call's own cost at this degree (the final degree is at least this one): refuse before the solves
-            # of the ladder, not after them (tanh at T = 40 was refused after 455 s)
-            self._check_cost(dual, self.pairs_hint, self._nodes(M), self.same_norms)
+            # the call's own cost at this degree (the final degree is at least this one), with the rungs climbed:
+            # refuse before the solves of the ladder, not after them (tanh at T = 40 was refused after 455 s).  The
+            # first rung is compared with the next, so the call's degree is at least the next (softplus at
+            # sigma_w T = 20 spent 38 s of CPU on the first rung before the second one's check refused)
+            nxt = _M_SEQUENCE[i + 1] if i + 1 < len(_M_SEQUENCE) and not beyond(_M_SEQUENCE[i + 1]) else None
+            if prev is None and blown is None and nxt is not None:
+                self._check_cost(dual, self.pairs_hint, self._nodes(nxt), self.same_norms,
+                                 climbed=climbed + [self._nodes(M)])
+            else:
+                self._check_cost(dual, self.pairs_hint, self._nodes(M), self.same_norms, climbed=climbed)
+            climbed.append(self._nodes(M))
             M_done = M
             try:
                 q = self._self_diagonals(dual, M, np.array([v]))
@@ -456,7 +485,11 @@ class KinkedGoursatSolver(KinkedSolverMixin, GoursatSolver):
     r"""The Neural-ODE solver of kinked activations on the collapsed-triangle grid
     (:mod:`kernelcalc.kernels.ode_kinked`); pairs of unequal norm go to the tensor Chebyshev grid."""
 
-    work_limit = _WORK_LIMIT      # the cost guard of the panels (ode_kinked does not import ode_solver)
+    @property
+    def work_limit(self) -> float:
+        """The cost guard's limit for the panels (ode_kinked does not import ode_solver): :data:`_WORK_LIMIT`, read
+        at each check (a test lowers it to make a cheap call trip the guard)."""
+        return _WORK_LIMIT
 
     @staticmethod
     def cost_message(what, factors, why, drivers) -> str:
