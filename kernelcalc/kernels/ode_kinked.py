@@ -148,6 +148,7 @@ class KinkedSolverMixin(KinkedPanelsMixin):
         self._own: dict = {}     # (dual, grid, S0) -> the self-kernel solve of _self_diagonals (_own_solve)
         self._qt = None          # the (log q1, log q2, theta) table of a quadrature dual on the panels (_qtable)
         self._node_tables: dict = {}   # (grid, diagonal) -> NodeTable of self._qt
+        self._nt_state: dict = {}      # (grid, band, diagonal) -> problems asked, NodeAngleTable (_angle_table)
 
     def _band_deltas(self) -> tuple:
         """The sinh-map parameter of each band: ``_ELEMENT_BAND_DELTAS`` on one element, ``_BAND_DELTAS`` on panels."""
@@ -198,6 +199,9 @@ class KinkedSolverMixin(KinkedPanelsMixin):
                     B = C.shape[0]
                 elif self._qtable(dual) is not None and isinstance(grid, pan.PanelGrid):
                     C, Cdot, dS, nS = self._table_pairs(dual, grid, qb[sel], S0[sel], own)
+                    B = C.shape[0]
+                elif not own and (nt := self._angle_table(dual, grid, qb[sel], b, sel.size)) is not None:
+                    C, Cdot, dS, nS = self._angle_table_pairs(nt, dual, grid, qb[sel], S0[sel])
                     B = C.shape[0]
                 else:
                     table = None if own else self._table(dual, grid, qb[sel])

@@ -18,6 +18,8 @@ from ..theory.duals import NUMPY_OPS
 from . import _triangle as tri
 from . import _panels as pan
 from ._qtable import NodeTable, QTable
+from ._anchored import AnchoredDual
+from ._node_tables import NodeAngleTable
 from ._gram import bucket, pad_to
 from ._interp import barycentric_weights
 from ._interp import chebyshev_coefficients, chebyshev_matrix
@@ -34,6 +36,12 @@ _QT_COST_DEGREE = 14       # its typical variance degree per box, for the cost g
 _QT_COST_ANGLES = 65       # its typical angle nodes per box (49-97 measured at sigma_w T = 5), for the cost guard
 _QT_COST_BUILDS = 2.5      # its builds per box (measured 12 builds of 6 boxes at sigma_w T = 5, plus direct values)
 _SINGLE_ELEMENT = 3.0     # sigma_w * T up to which one collapsed-triangle element is used
+_NT_TOL = 1e-12            # node angle tables (_node_tables) of a dear closed form: relative accuracy
+#: exact (C, Cdot) per node that one cross solve of a dear closed form costs without a node angle table (anchored
+#: sweeps, measured 3.9-4.0 for elu at sigma_w T = 10, plus the residual check and the final C, Cdot)
+_NT_DIRECT_COST = 6.0
+#: ... and that the table costs per node: 25 Lobatto nodes (a few per cent refined) and two bracketing solves
+_NT_BUILD_COST = 26.0 + 2 * _NT_DIRECT_COST
 
 
 class _AngleTable:
@@ -289,6 +297,54 @@ class KinkedPanelsMixin:
                                f"integrals: {amplified:.1e} > 10 tol = {10 * self.tol:.1e})", self.strict)
         return C, Cdot, dS, nS
 
+    def _angle_table(self, dual, grid, q, band: int, problems: int):
+        r"""The :class:`._node_tables.NodeAngleTable` of a dear closed form (``dual.points`` > 1: elu) on the panels
+        ``grid`` for ``problems`` cross-kernel problems of band ``band`` sharing the diagonal ``q`` (rows), or
+        ``None``: direct (anchored) solves, while they are cheaper.  The table is built once the problems asked of
+        this grid and diagonal, this batch included, would have cost more direct evaluations than the table
+        (``_NT_BUILD_COST`` against ``_NT_DIRECT_COST`` per node and problem: at most twice the cheaper choice,
+        whatever the number of input angles still to come).  Its angle range per node comes from two solves at the
+        band's extreme input angles (:func:`band_edges`)."""
+        if not (isinstance(grid, pan.PanelGrid) and dual.method == "closed" and getattr(dual, "points", 1) > 1
+                and np.all(q == q[:1])):
+            return None
+        key = (grid.name, band, q[0].tobytes())
+        state = self._nt_state.setdefault(key, dict(problems=0, table=None))
+        state["problems"] += problems
+        if state["table"] is None and state["problems"] * _NT_DIRECT_COST >= _NT_BUILD_COST:
+            exact = functools.partial(_exact_pairs, dual)
+            lo, hi = band_edges(band, self.sigma_w * self.T)
+            S0 = q[0, 0] * np.cos(np.array([lo, hi]))         # S(0, 0) = q(0) cos(theta_0)
+            S, _, _, _ = pan.solve(grid, AnchoredDual(exact), S0, self._fwd, q=np.repeat(q[:1], 2, axis=0))
+            q1, q2 = (a[0] for a in _point_variances(grid, q[:1]))
+            n = np.sqrt(q1 * q2)
+            th = 2.0 * np.arctan2(np.sqrt(np.clip(1.0 - S / n, 0, 2)), np.sqrt(np.clip(1.0 + S / n, 0, 2)))
+            nt = state["table"] = NodeAngleTable(exact, q1, q2, th[0], th[1], _NT_TOL)
+            self._table_error = max(self._table_error, nt.error)
+            rec_ = self.info.setdefault("node_tables", dict(tables=0, evaluations=0, degree=0, error=0.0))
+            rec_.update(tables=rec_["tables"] + 1, evaluations=rec_["evaluations"] + nt.evaluations + 2 * nt.n.size,
+                        degree=max(rec_["degree"], nt.R), error=max(rec_["error"], nt.error))
+        return state["table"]
+
+    def _angle_table_pairs(self, nt, dual, grid, q, S0):
+        r"""$(C,\dot C)$ on the panels of B cross-kernel problems through the node angle table ``nt``; a problem
+        whose converged values leave the table's ranges is solved again directly.  Returns ``(C, Cdot, change,
+        sweeps)`` (node arrays ``(B, points)``)."""
+        B = S0.shape[0]
+        idx = np.broadcast_to(np.arange(grid.points), (B, grid.points))
+        S, _, dS, nS = pan.solve(grid, lambda a, b, c, x: nt(c, x[0], 0), S0, self._fwd, q=q, aux=(idx,))
+        bad = ~nt.inside(S, idx)
+        if np.any(bad):      # (not the table's fixed point: a non-monotone phi, or a bracket missed)
+            exact = functools.partial(_exact_pairs, dual)
+            S[bad], _, d2, n2 = pan.solve(grid, AnchoredDual(exact), S0[bad], self._fwd, q=q[bad])
+            dS, nS = max(dS, d2), max(nS, n2)
+        C, Cdot = nt(S, idx, 0, final=True), nt(S, idx, 1, final=True)
+        rec_ = self.info["node_tables"]
+        rec_.update(problems=rec_.get("problems", 0) + B, resolved=rec_.get("resolved", 0) + int(np.sum(bad)),
+                    extrapolated=rec_.get("extrapolated", 0) + nt.extrapolated, direct=rec_.get("direct", 0) + nt.direct)
+        nt.extrapolated = nt.direct = 0
+        return C, Cdot, dS, nS
+
     def _table(self, dual, grid, q):
         """The :class:`_AngleTable` of ``grid`` for problems sharing one diagonal ``q`` (rows), or ``None``
         (a closed form, or different diagonals)."""
@@ -303,6 +359,19 @@ class KinkedPanelsMixin:
             self.info["angle_table_error"] = max(self.info.get("angle_table_error", 0.0), table.error)
             self._table_error = max(self._table_error, table.error)
         return table
+
+
+def _exact_pairs(dual, q1, q2, c):
+    """$(C,\\dot C)$ of ``dual`` (numpy) on flat arrays."""
+    return _dual_np(dual, q1, q2, c, True)
+
+
+def band_edges(band: int, sigma_w_T: float) -> tuple:
+    r"""The extreme input angles of a band of :func:`~kernelcalc.kernels.ode_kinked.band_of` (its edges
+    $2\theta_0/(1+\sigma_wT)$ = 0.1 and 0.01; band 0 up to $\pi$, band 2 down to 0), capped at $\pi$."""
+    s = (1.0 + sigma_w_T) / 2.0
+    edges = ((0.1 * s, math.pi), (0.01 * s, 0.1 * s), (0.0, 0.01 * s))[band]
+    return tuple(min(e, math.pi) for e in edges)
 
 
 # -- long horizons: the composite panels of kernels/_panels.py (one dispatch per grid operation) ----------
