@@ -39,11 +39,12 @@ from ._interp import chebyshev_coefficients, lobatto
 
 __all__ = ["NodeAngleTable", "angle_of"]
 
-_R0 = 24               # first angle degree (nested Lobatto: 25 exact evaluations per node)
+_R0 = 12               # first angle degree (nested Lobatto: 13 exact evaluations per node), doubled where needed
 _R_MAX = 48            # nodes whose tail is not resolved at _R0 get a second batch, up to this degree
 _EPS = 3.0             # graded angle scale eps = _EPS / sqrt(max(q1, q2))
 _PAD = 0.05            # a node's range widened by this fraction of its width on each side
 _PAD_MIN = 1e-3        # ... and at least this much (radians), relative to the range's upper end
+_TRUNCATE = 0.25       # each node's series is cut to the lowest degree whose dropped terms sum to this times tol
 _TAIL_FACTOR = 2.0    # error estimate of a resolved series: this times its largest of the last three coefficients
 _CHECKS = 1024         # held-out exact evaluations that check the tail estimate
 _CHUNK = 1 << 16       # exact evaluations per call of ``exact``
@@ -130,13 +131,21 @@ class NodeAngleTable:
             self.coef, R = grown, 2 * R
             err[todo] = self._tail(fine_coef, self.scale)
         self.R = R
-        sign = (-1.0) ** np.arange(R + 1)
-        self.end_Cdot = np.stack([np.tensordot(sign, self.coef[:, :, 1], axes=(0, 0)), np.sum(self.coef[:, :, 1], axis=0)])
         # nodes that missed tol at the largest degree: exact values always (an empty range)
-        self.failed = int(np.count_nonzero(err > self.tol))
-        self.lo[err > self.tol], self.hi[err > self.tol] = 1.0, -1.0
-        ok = err <= self.tol
-        tail = float(np.max(err[ok], initial=0.0))
+        missed = err > self.tol
+        self.failed = int(np.count_nonzero(missed))
+        self.lo[missed], self.hi[missed] = 1.0, -1.0
+        # per node, the lowest degree whose dropped coefficients sum to at most _TRUNCATE tol (|T_k| <= 1: a bound)
+        drop = np.cumsum((np.max(np.abs(self.coef) / self.scale, axis=2))[::-1], axis=0)[::-1]   # sum_{k >= r}
+        keep = drop > _TRUNCATE * self.tol                                   # (R+1, points): r is needed
+        self.degree = np.where(np.any(keep, axis=0), R - np.argmax(keep[::-1], axis=0), 0)
+        truncated = np.take_along_axis(drop, np.minimum(self.degree + 1, R)[None, :], axis=0)[0]
+        truncated = np.where(self.degree >= R, 0.0, truncated)
+        self.coef[np.arange(R + 1)[:, None] > self.degree[None, :]] = 0.0
+        sign = (-1.0) ** np.arange(R + 1)       # Cdot at the range's ends (u = -1, 1): for the linear model outside
+        self.end_Cdot = np.stack([np.tensordot(sign, self.coef[:, :, 1], axes=(0, 0)), np.sum(self.coef[:, :, 1], axis=0)])
+        ok = ~missed
+        tail = float(np.max(err[ok] + truncated[ok], initial=0.0))
         # held-out check: random nodes at random angles of their ranges
         rng = np.random.default_rng(12345)
         good = nodes[ok]
@@ -145,20 +154,10 @@ class NodeAngleTable:
             pick = good[rng.integers(0, good.size, _CHECKS)]
             u = rng.uniform(-1.0, 1.0, _CHECKS)
             ref = self._values(u, pick, paired=True)                                            # (checks, 2)
-            got = np.stack([self._series(u, pick, w) for w in (0, 1)], axis=-1)
+            got = np.stack([self._clenshaw(u, pick, w, False) for w in (0, 1)], axis=-1)
             measured = float(np.max(np.abs(got - ref) / self.scale))
         self.tail_error, self.measured_error = tail, measured
         self.error = max(tail, 2.0 * measured, 1e-16)
-
-    def _series(self, u, nodes, which: int):
-        """The series of ``which`` at variables ``u`` of ``nodes`` (same shape), coefficients gathered per value."""
-        a = self.coef[:, nodes, which]
-        b1 = np.zeros_like(u)
-        b2 = np.zeros_like(u)
-        u2 = 2.0 * u
-        for r in range(a.shape[0] - 1, 0, -1):
-            b1, b2 = u2 * b1 - b2 + a[r], b1
-        return u * b1 - b2 + a[0]
 
     # -- evaluation -----------------------------------------------------------------------------
     def __call__(self, c, idx, which: int, final: bool = False):
@@ -179,13 +178,7 @@ class NodeAngleTable:
         eps, a, b = self.eps[nodes], self.a[nodes], self.b[nodes]
         x = np.where(graded, np.arcsinh(th / eps), th)
         u = np.clip(2.0 * (x - a) / (b - a) - 1.0, -1.0, 1.0)
-        coef = self.coef[:, nodes, which]                                   # (R+1, *nodes.shape)
-        b1 = np.zeros_like(u)
-        b2 = np.zeros_like(u)
-        u2 = 2.0 * u
-        for r in range(coef.shape[0] - 1, 0, -1):                          # Clenshaw
-            b1, b2 = u2 * b1 - b2 + coef[r], b1
-        val = u * b1 - b2 + coef[0]
+        val = self._clenshaw(u, nodes, which, shared)
         if which == 0:
             val = val * n
         outside = below | above
@@ -202,6 +195,39 @@ class NodeAngleTable:
                     th_end = np.where(end == 0, self.lo[full], self.hi[full])
                     val[outside] += self.end_Cdot[end, full] * (c[outside] - self.n[full] * np.cos(th_end))
         return val
+
+    def _clenshaw(self, u, nodes, which: int, shared: bool):
+        r"""The series of ``which`` at ``u``, each node's to its own degree: the nodes sorted by degree (descending),
+        so that the step of degree $r$ runs on the prefix of the nodes that need it (the work is the sum of the
+        degrees, not the largest degree times the nodes).  ``shared``: ``nodes`` (leading axis 1) serve every row
+        of ``u``."""
+        if not shared:
+            coef = self.coef[:, nodes, which]
+            b1, b2, u2 = np.zeros_like(u), np.zeros_like(u), 2.0 * u
+            for r in range(coef.shape[0] - 1, 0, -1):
+                b1, b2 = u2 * b1 - b2 + coef[r], b1
+            return u * b1 - b2 + coef[0]
+        flat = nodes.ravel()
+        deg = self.degree[flat]
+        order = np.argsort(-deg, kind="stable")
+        top = int(deg[order[0]]) if flat.size else 0
+        active = np.searchsorted(-deg[order], -np.arange(top + 1), side="right")   # nodes of degree >= r
+        coef = self.coef[: top + 1, flat[order], which]                       # (top+1, N) sorted
+        us = u.reshape(u.shape[0], -1)[:, order]
+        u2 = 2.0 * us
+        b1, b2 = np.zeros_like(us), np.zeros_like(us)
+        tmp = np.empty_like(us)
+        for r in range(top, 0, -1):                                           # Clenshaw on the prefix
+            k = int(active[r])
+            t, x, y = tmp[:, :k], b1[:, :k], b2[:, :k]
+            np.multiply(u2[:, :k], x, out=t)
+            t -= y
+            t += coef[r, :k]
+            y[...] = x
+            x[...] = t
+        val = np.empty_like(us)
+        val[:, order] = us * b1 - b2 + coef[0]
+        return val.reshape(u.shape)
 
     def inside(self, c, idx) -> np.ndarray:
         """Per row of ``c``: whether every value lies in its node's range (the table's fixed point)."""
