@@ -39,7 +39,7 @@ from . import _triangle as tri
 from . import _panels as pan
 from ._anchored import RESIDUAL_TOL, AnchoredDual
 from ._gram import flat_pairs
-from .ode_kinked_panels import (_SINGLE_ELEMENT, KinkedPanelsMixin, _backward, _dual_np, _panels_of, _point_variances,
+from .ode_kinked_panels import (_KINK, _SINGLE_ELEMENT, KinkedPanelsMixin, _backward, _dual_np, _panels_of, _point_variances,
                                 _resample, _solve, _terminal)
 from .ode_kinked_panels import _QT_TOL, _AngleTable  # noqa: F401  (importable here as before)
 
@@ -63,11 +63,6 @@ _EQUAL_RTOL = 1e-12       # norms this close (relative) are solved as equal
 _BATCH = 64                # problems per numpy solve
 _OWN_CACHE = 64            # self-kernel solves kept for identical-input pairs (_own_solve)
 _SELF_Q_TOL = 1e-13        # self-kernel solves from a known diagonal (_self_solve): relative change of q at the end
-#: anchored solves of a dear closed form (elu) evaluate exactly where the correlation is within this of 1: its dual
-#: is not smooth at rho = 1 ((1 - rho)^{3/2} terms), where the linear model's error is not quadratic (measured:
-#: residuals 8e-12 > RESIDUAL_TOL at the diagonal t = s of the self-kernel, and an exact re-solve of each; with 1e-2,
-#: below 1e-19)
-_KINK = 1e-2
 _SELF_Q_STEPS = 8          # ... at most this many fixed-diagonal solves, else the row marching
 
 

@@ -40,8 +40,15 @@ _NT_TOL = 1e-12            # node angle tables (_node_tables) of a dear closed f
 #: exact (C, Cdot) per node that one cross solve of a dear closed form costs without a node angle table (anchored
 #: sweeps, measured 3.9-4.0 for elu at sigma_w T = 10, plus the residual check and the final C, Cdot)
 _NT_DIRECT_COST = 6.0
-#: ... and that the table costs per node: 25 Lobatto nodes (a few per cent refined) and two bracketing solves
-_NT_BUILD_COST = 26.0 + 2 * _NT_DIRECT_COST
+#: ... and that the table costs per node: 13 Lobatto nodes, doubled where needed (measured 14-21 evaluations per node
+#: with the held-out checks, elu at sigma_w T = 10), and two bracketing solves (about 3 exact evaluations each)
+_NT_BUILD_COST = 20.0 + 2 * 3.0
+_NT_BRACKET_TOL = 1e-9     # Picard tolerance of the bracketing solves (their angles are padded by _node_tables._PAD)
+#: anchored solves of a dear closed form (elu) evaluate exactly where the correlation is within this of 1: its dual
+#: is not smooth at rho = 1 ((1 - rho)^{3/2} terms), where the linear model's error is not quadratic (measured:
+#: residuals 8e-12 > RESIDUAL_TOL at the diagonal t = s of the self-kernel, and an exact re-solve of each; with 1e-2,
+#: below 1e-19)
+_KINK = 1e-2
 
 
 class _AngleTable:
@@ -195,6 +202,11 @@ class KinkedPanelsMixin:
                                                                  f"{0.04 * (m + 1):g} for the cell maps)")]
         self._refuse_if(factors, P)
 
+    def _coarse_degrees(self) -> tuple:
+        """As :meth:`GoursatSolver._coarse_degrees`; on the panels the first degree of band 0's ladder (``_PANEL_LADDERS``),
+        whose self-kernel solve the ladder then reuses (and the next degrees start from its diagonal)."""
+        return super()._coarse_degrees() if self._panel_count() == 1 else (12, 16, 24)
+
     def _refuse_if(self, factors, P):
         """Raise the cost refusal when the product of ``factors`` exceeds the work limit."""
         from .._validation import KernelcalcInputError
@@ -315,14 +327,16 @@ class KinkedPanelsMixin:
             exact = functools.partial(_exact_pairs, dual)
             lo, hi = band_edges(band, self.sigma_w * self.T)
             S0 = q[0, 0] * np.cos(np.array([lo, hi]))         # S(0, 0) = q(0) cos(theta_0)
-            S, _, _, _ = pan.solve(grid, AnchoredDual(exact), S0, self._fwd, q=np.repeat(q[:1], 2, axis=0))
+            bracket = AnchoredDual(exact, kink=_KINK)
+            S, _, _, _ = pan.solve(grid, bracket, S0, self._fwd, q=np.repeat(q[:1], 2, axis=0),
+                                   sweeps_tol=_NT_BRACKET_TOL, stagnation=_NT_BRACKET_TOL)
             q1, q2 = (a[0] for a in _point_variances(grid, q[:1]))
             n = np.sqrt(q1 * q2)
             th = 2.0 * np.arctan2(np.sqrt(np.clip(1.0 - S / n, 0, 2)), np.sqrt(np.clip(1.0 + S / n, 0, 2)))
             nt = state["table"] = NodeAngleTable(exact, q1, q2, th[0], th[1], _NT_TOL)
             self._table_error = max(self._table_error, nt.error)
             rec_ = self.info.setdefault("node_tables", dict(tables=0, evaluations=0, degree=0, error=0.0))
-            rec_.update(tables=rec_["tables"] + 1, evaluations=rec_["evaluations"] + nt.evaluations + 2 * nt.n.size,
+            rec_.update(tables=rec_["tables"] + 1, evaluations=rec_["evaluations"] + nt.evaluations + bracket.exact_points,
                         degree=max(rec_["degree"], nt.R), error=max(rec_["error"], nt.error))
         return state["table"]
 
@@ -336,7 +350,7 @@ class KinkedPanelsMixin:
         bad = ~nt.inside(S, idx)
         if np.any(bad):      # (not the table's fixed point: a non-monotone phi, or a bracket missed)
             exact = functools.partial(_exact_pairs, dual)
-            S[bad], _, d2, n2 = pan.solve(grid, AnchoredDual(exact), S0[bad], self._fwd, q=q[bad])
+            S[bad], _, d2, n2 = pan.solve(grid, self._C(dual), S0[bad], self._fwd, q=q[bad])
             dS, nS = max(dS, d2), max(nS, n2)
         C, Cdot = nt(S, idx, 0, final=True), nt(S, idx, 1, final=True)
         rec_ = self.info["node_tables"]

@@ -234,7 +234,7 @@ class GoursatSolver:
             coarse = dual_kernels(self.activation, q_max=self.info["q_max"], tol=1e-6)
             strict, self.strict = self.strict, False
             try:
-                for M in ((self.M_fixed,) if self.M_fixed else (16, 32, 64)):
+                for M in ((self.M_fixed,) if self.M_fixed else self._coarse_degrees()):
                     try:
                         q_est = float(np.max(self._self_diagonals(coarse, M, np.array([v_max]))))
                         break
@@ -260,6 +260,10 @@ class GoursatSolver:
             M, err = self._choose_M(dual, v_max)
         self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self._nodes(M))
         return dual, M
+
+    def _coarse_degrees(self) -> tuple:
+        """The grids tried, in order, for the first estimate of $q(T)$ (to ~1e-6)."""
+        return (16, 32, 64)
 
     def _fourier_dual(self, q_est: float):
         r"""The ``"fourier"`` dual (:func:`~kernelcalc.theory.gaussian.fourier_dual_kernels`: Chebyshev series in
