@@ -152,6 +152,7 @@ class KinkedSolverMixin(KinkedPanelsMixin):
         self._node_tables: dict = {}   # (grid, diagonal) -> NodeTable of self._qt
         self._nt_state: dict = {}      # (grid, band, diagonal) -> problems asked, NodeAngleTable (_angle_table)
         self._self_guess: dict = {}    # S0 -> (grid, q) of its latest self-kernel solve (_self_solve's first guess)
+        self._own_keys: dict = {}      # (dual, grid) -> the S0 of self._own (_own_get: the nearest within 1e-12)
 
     def _band_deltas(self) -> tuple:
         """The sinh-map parameter of each band: ``_ELEMENT_BAND_DELTAS`` on one element, ``_BAND_DELTAS`` on panels."""
@@ -164,7 +165,7 @@ class KinkedSolverMixin(KinkedPanelsMixin):
         out = []
         for lo in range(0, len(v), _BATCH):
             S0 = rec.ode_initial(np.asarray(v[lo:lo + _BATCH], dtype=np.float64), self.sigma_u)
-            hits = [self._own.get((dual, grid.name, s0)) for s0 in S0.tolist()]
+            hits = [self._own_get(dual, grid, s0) for s0 in S0.tolist()]
             if all(h is not None for h in hits):            # solved on this grid already (the ladder's degree)
                 out.append(np.stack([h[1] for h in hits]))
                 continue
@@ -174,10 +175,16 @@ class KinkedSolverMixin(KinkedPanelsMixin):
             self._sweeps("self", delta, sweeps, "the pre-activation variance q(t) = E[h_t^2]")
             if len(self._own) + S0.size > _OWN_CACHE:
                 self._own.clear()
+                self._own_keys.clear()
             for i, s0 in enumerate(S0.tolist()):
                 self._own[(dual, grid.name, s0)] = (S[i], q[i], delta, sweeps)
+                self._own_keys.setdefault((dual, grid.name), set()).add(s0)
                 self._self_guess[s0] = (grid, q[i])
         return np.concatenate(out)
+
+    def _own_get(self, dual, grid, s0):
+        """The self-kernel solve of initial value ``s0`` on ``grid`` (the nearest within ``_EQUAL_RTOL``), or ``None``."""
+        return self._own.get((dual, grid.name, _nearest(self._own_keys.get((dual, grid.name), ()), s0)))
 
     def _self_solve(self, dual, grid, S0):
         r"""The self-kernel solve on ``grid`` (the diagonal $q(t)=S(t,t)$ iterated with its row of cells).  On the
@@ -188,10 +195,7 @@ class KinkedSolverMixin(KinkedPanelsMixin):
         own diagonal is the next $q$.  Measured (elu, $\sigma_wT=10$, degree 16 -> 20): one such step lands within
         2e-14 of the row-marched solution.  Iterated until $q$ changes by less than ``_SELF_Q_TOL`` (relative), else
         (no convergence in ``_SELF_Q_STEPS`` steps) the row marching.  Returns ``(S, q, change, sweeps)``."""
-        # the nearest known diagonal of (nearly: 1e-12, the Gram's norm groups) the same initial value
-        near = lambda s0: min((k for k in self._self_guess if abs(k - s0) <= _EQUAL_RTOL * max(abs(k), abs(s0))),
-                              key=lambda k: abs(k - s0), default=None)
-        known = [self._self_guess.get(near(s0)) for s0 in S0.tolist()]
+        known = [self._self_guess.get(_nearest(self._self_guess, s0)) for s0 in S0.tolist()]
         if not isinstance(grid, pan.PanelGrid) or any(k is None or k[0].P != grid.P for k in known):
             return _solve(grid, self._C(dual), S0, self._fwd)
         q = np.stack([_resample(k[1][None, :], k[0], grid)[0] for k in known])
@@ -224,7 +228,10 @@ class KinkedSolverMixin(KinkedPanelsMixin):
         """(nngp, ntk) of B pairs of equal norm: ``q`` (B, M+1) their diagonal on the degree-``M`` grid,
         ``S0`` (B,), angles ``theta0``; each band of angles on its own grid (``degrees``: band -> degree).
         ``gap`` (B,): $S_0$ of the parallel pair minus ``S0``, exactly (small angles of a homogeneous kink are
-        solved for the deficit from the parallel pair, :meth:`_deficit`)."""
+        solved for the deficit from the parallel pair, :meth:`_deficit`).  The Gram's solves (``degrees`` not given)
+        may go through node angle tables (:meth:`_angle_table`); the ladder's probes (at degrees still to be
+        confirmed) never do."""
+        tabulate = degrees is None
         bands = band_of(theta0, self.sigma_w * self.T)
         if self._panel_count() == 1:      # one element: bands 1 and 2 share band 2's grid (_ELEMENT_BAND_DELTAS)
             bands = np.where(bands == 1, 2, bands)
@@ -250,7 +257,7 @@ class KinkedSolverMixin(KinkedPanelsMixin):
                 elif self._qtable(dual) is not None and isinstance(grid, pan.PanelGrid):
                     C, Cdot, dS, nS = self._table_pairs(dual, grid, qb[sel], S0[sel], own)
                     B = C.shape[0]
-                elif not own and (nt := self._angle_table(dual, grid, qb[sel], b, sel.size)) is not None:
+                elif tabulate and not own and (nt := self._angle_table(dual, grid, qb[sel], b, sel.size)) is not None:
                     C, Cdot, dS, nS = self._angle_table_pairs(nt, dual, grid, qb[sel], S0[sel])
                     B = C.shape[0]
                 else:
@@ -442,6 +449,13 @@ class KinkedSolverMixin(KinkedPanelsMixin):
         if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
             raise self._blow_up("the kernel")
         return nngp.reshape(shape), ntk.reshape(shape)
+
+
+def _nearest(keys, s0: float):
+    """The key of ``keys`` nearest to ``s0`` within ``_EQUAL_RTOL`` (relative: the Gram's norm groups, whose norms
+    differ by rounding), or ``None``."""
+    return min((k for k in keys if abs(k - s0) <= _EQUAL_RTOL * max(abs(k), abs(s0))), key=lambda k: abs(k - s0),
+               default=None)
 
 
 def band_of(theta0, sigma_w_T: float) -> np.ndarray:

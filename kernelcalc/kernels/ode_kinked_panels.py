@@ -279,7 +279,7 @@ class KinkedPanelsMixin:
     def _own_solve(self, dual, grid, S0):
         r"""The forward solve of identical inputs (their own diagonal, $q=S(t,t)$): the self-kernel solve of
         :meth:`_self_diagonals` when it was made on this grid (the same problem), else solved here."""
-        hits = [self._own.get((dual, grid.name, s0)) for s0 in S0.tolist()]
+        hits = [self._own_get(dual, grid, s0) for s0 in S0.tolist()]
         if all(h is not None for h in hits):
             return (np.stack([h[0] for h in hits]), np.stack([h[1] for h in hits]), max(h[2] for h in hits),
                     max(h[3] for h in hits))
@@ -313,17 +313,17 @@ class KinkedPanelsMixin:
         r"""The :class:`._node_tables.NodeAngleTable` of a dear closed form (``dual.points`` > 1: elu) on the panels
         ``grid`` for ``problems`` cross-kernel problems of band ``band`` sharing the diagonal ``q`` (rows), or
         ``None``: direct (anchored) solves, while they are cheaper.  The table is built once the problems asked of
-        this grid and diagonal, this batch included, would have cost more direct evaluations than the table
-        (``_NT_BUILD_COST`` against ``_NT_DIRECT_COST`` per node and problem: at most twice the cheaper choice,
-        whatever the number of input angles still to come).  Its angle range per node comes from two solves at the
-        band's extreme input angles (:func:`band_edges`)."""
+        this grid and diagonal, this batch included, and as many again (the Gram's sphere table doubles its angles
+        until it converges: a grid asked $k$ problems is asked at least $k$ more) would cost more direct evaluations
+        than the table (``_NT_BUILD_COST`` against ``_NT_DIRECT_COST`` per node and problem).  Its angle range per
+        node comes from two solves at the band's extreme input angles (:func:`band_edges`)."""
         if not (isinstance(grid, pan.PanelGrid) and dual.method == "closed" and getattr(dual, "points", 1) > 1
                 and np.all(q == q[:1])):
             return None
         key = (grid.name, band, q[0].tobytes())
         state = self._nt_state.setdefault(key, dict(problems=0, table=None))
         state["problems"] += problems
-        if state["table"] is None and state["problems"] * _NT_DIRECT_COST >= _NT_BUILD_COST:
+        if state["table"] is None and 2 * state["problems"] * _NT_DIRECT_COST >= _NT_BUILD_COST:
             exact = functools.partial(_exact_pairs, dual)
             lo, hi = band_edges(band, self.sigma_w * self.T)
             S0 = q[0, 0] * np.cos(np.array([lo, hi]))         # S(0, 0) = q(0) cos(theta_0)
