@@ -69,12 +69,12 @@ __all__ = ["NearTable", "near_table", "near_expect", "near_mask", "Q_NEAR"]
 Q_NEAR = 100.0
 _K_BUILD = 44                 # Taylor terms of the density before the Chebyshev re-expansion in t
 _S_MAX = math.sqrt(V0)
-_KAPPA_EDGES = (0.0, 0.25, 0.5, 0.75, 1.0)
-_S_EDGES = (0.0, 0.3, 0.6, 1.2, 2.0, 3.0, 4.2, 5.6, 7.6, _S_MAX)        # the first panel in s^2
+_KAPPA_EDGES = tuple(np.linspace(0.0, 1.0, 9))
+_S_EDGES = (0.0, 0.3, 0.6, 1.0, 1.5, 2.0, 2.6, 3.3, 4.1, 5.0, 6.0, 7.2, 8.5, _S_MAX)   # the first panel in s^2
 _Z = 2.0                      # |zeta| <= Z on panels, beyond in Z / |zeta|
-_ZETA_EDGES = (0.0, 0.5, 1.0, _Z)
-_N_FIT = 26                   # Chebyshev nodes per panel and variable (fit); the degree kept is measured
-_TARGET = 2e-16              # coefficients whose contribution is below TARGET of the kernel's norm are dropped
+_ZETA_EDGES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, _Z)
+_N_FIT = 18                   # Chebyshev nodes per panel and variable (fit); the degree kept is measured
+_TARGET = 2e-15              # coefficients whose contribution is below TARGET of the kernel's norm are dropped
 _A = 170.0                    # half-range of the x integrals: x^(2K) R(x) is negligible beyond
 _DA = 0.05                    # their trapezoid step (cross terms)
 _DA_RR = 0.2                  # the step of the Fourier transforms (|omega| <= 12: e^(-pi (2 pi / DA_RR - 12)) aliasing)
@@ -398,7 +398,15 @@ def near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
 
 # -- evaluation ----------------------------------------------------------------------------------------------
 def _chebT(y, d, xp):
-    return xp.cos(xp.arccos(xp.clip(y, -1.0, 1.0))[..., None] * np.arange(d))
+    """``(..., d)``: $T_0..T_{d-1}$ at ``y`` (materialised under jit: XLA would otherwise recompute them inside the
+    fused contractions, once per table coefficient)."""
+    T = xp.cos(xp.arccos(xp.clip(y, -1.0, 1.0))[..., None] * np.arange(d))
+    return T if xp is np else _barrier(T)
+
+
+def _barrier(x):
+    from .._lazy import jax
+    return jax.lax.optimization_barrier(x)
 
 
 def _panel(edges, v, xp, square_first=False):
@@ -419,7 +427,10 @@ def _rr_eval(rr, t, kappa, s, xp):
     _, d_t, d_k, d_s = rr.shape
     pk, yk = _panel(_KAPPA_EDGES, kappa, xp)
     ps, ys = _panel(_S_EDGES, s, xp, square_first=True)
-    block = xp.asarray(rr)[pk * (len(_S_EDGES) - 1) + ps]                      # (B, d_t, d_k, d_s)
+    idx = pk * (len(_S_EDGES) - 1) + ps
+    if xp is not np:
+        idx = _barrier(idx)
+    block = xp.asarray(rr)[idx]                                                 # (B, d_t, d_k, d_s)
     v = (block @ _chebT(ys, d_s, xp)[:, None, :, None])[..., 0]                 # (B, d_t, d_k)
     v = xp.sum(v * _chebT(yk, d_k, xp)[:, None, :], axis=-1)                    # (B, d_t)
     return xp.sum(v * _chebT(2.0 * t - 1.0, d_t, xp), axis=-1)
