@@ -67,7 +67,7 @@ __all__ = ["NearTable", "near_table", "near_expect", "near_mask", "Q_NEAR"]
 
 #: the near tables apply where min(q1, q2) >= Q_NEAR (and min(q1, q2)(1 - r^2) < V0)
 Q_NEAR = 100.0
-_K_BUILD = 44                 # Taylor terms of the density before the Chebyshev re-expansion in t
+_K_BUILD = 30                 # Taylor terms of the density before the Chebyshev re-expansion in t
 _S_MAX = math.sqrt(V0)
 _KAPPA_EDGES = tuple(np.linspace(0.0, 1.0, 9))
 _S_EDGES = (0.0, 0.3, 0.6, 1.0, 1.5, 2.0, 2.6, 3.3, 4.1, 5.0, 6.0, 7.2, 8.5, _S_MAX)   # the first panel in s^2
@@ -269,7 +269,7 @@ def _rr_values(R, parity, kappa, s, K):
 
 
 def _half_line():
-    """Composite 16-point Gauss-Legendre nodes and weights on $[0, A]$ (panels of width 1): the half-line moments
+    r"""Composite 16-point Gauss-Legendre nodes and weights on $[0, A]$ (panels of width 1): the half-line moments
     $\int_0^\infty x^jR(x)w(x)dx$ of the non-decaying parts, whose integrands have a kink at 0 (the trapezoid rule
     would be only second order there)."""
     gy, gw = np.polynomial.legendre.leggauss(16)
