@@ -55,6 +55,7 @@ from .._validation import accuracy_shortfall
 from .activations import Activation
 from .largeq import Asymptote, asymptote_of, first_settled, level_values
 from .largeq_far import N_TERMS, V0, far_expect, far_mask, moment_table
+from .largeq_near import Q_NEAR, near_expect, near_mask, near_table
 
 __all__ = ["RemainderTable", "remainder_table", "TabulatedRule", "choose_tabulated", "cheapest_tabulated_rule",
            "far_difference"]
@@ -241,11 +242,19 @@ class TabulatedRule:
     tabulated (module doc).  ``h``: the trapezoid step of the outer sums over $|x|\le L$.  ``far``: where
     $\min(q_1,q_2)(1-r^2)\ge V_0$ (:func:`~kernelcalc.theory.largeq_far.far_mask`) use the moment series of
     :mod:`kernelcalc.theory.largeq_far` instead (no quadrature; 30-150x cheaper per covariance), and run the
-    quadrature only on the near-parallel rest, in chunks (:func:`_patched`)."""
+    quadrature only on the near-parallel rest, in chunks (:func:`_patched`).  ``near``: where moreover
+    $\min(q_1,q_2)\ge Q_{\rm near}$ (:func:`~kernelcalc.theory.largeq_near.near_mask`), use the near-band tables of
+    :mod:`kernelcalc.theory.largeq_near` (``gelu`` family only; no quadrature, ~8x cheaper per covariance)."""
 
     asymptote: Asymptote
     h: float = 0.3
     far: bool = True
+    near: bool = True
+
+    @property
+    def near_on(self) -> bool:
+        """Whether the near-band tables are used (``near`` and an asymptote of the ``gelu`` family)."""
+        return self.near and self.asymptote.family == "gelu"
 
     @property
     def n_out(self) -> int:
@@ -276,6 +285,8 @@ class TabulatedRule:
         err = max(remainder_table(self.asymptote, d).error for d in (False, True))
         if self.far:
             err = max(err, *(moment_table(self.asymptote, d).error for d in (False, True)))
+        if self.near_on:     # relative to the kernel's norm, held-out and density tail (largeq_near)
+            err = max(err, *(near_table(self.asymptote, d).error for d in (False, True)))
         return err
 
     @property
@@ -291,7 +302,8 @@ class TabulatedRule:
         return (f"large-q asymptote ({self.asymptote.family}) + localised remainder with a tabulated inner average "
                 f"({tab.coef.shape[0]}x{tab.coef.shape[1]} s by {tab.coef.shape[2]}x{tab.coef.shape[3]} mu "
                 f"Chebyshev coefficients), step {self.h:g} on |x| <= {self.asymptote.L:g}"
-                + (f"; moment series of {N_TERMS} terms where min(q1, q2)(1 - r^2) >= {V0:g}" if self.far else ""))
+                + (f"; moment series of {N_TERMS} terms where min(q1, q2)(1 - r^2) >= {V0:g}" if self.far else "")
+                + (f"; near-band tables where min(q1, q2) >= {Q_NEAR:g} and below" if self.near_on else ""))
 
     def _one(self, q1, q2, c, derivative):
         asy = self.asymptote
@@ -351,13 +363,17 @@ def _block(rule: TabulatedRule, derivative: bool):
     def quad(q1, q2, c):
         return tuple(rule._one(q1, q2, c, d) for d in ds)
 
-    if not rule.far:
+    if not (rule.far or rule.near_on):
         return jax.jit(quad)
 
     def block(q1, q2, c):
-        near = ~far_mask(q1, q2, c)
-        out = far_expect(rule.asymptote, q1, q2, c, ds)
-        return _patched(out, near, quad, q1, q2, c)
+        rest = ~far_mask(q1, q2, c) if rule.far else jnp.ones(q1.shape, bool)
+        out = far_expect(rule.asymptote, q1, q2, c, ds) if rule.far else tuple(jnp.zeros_like(q1) for _ in ds)
+        if rule.near_on:       # the near tables where they apply (inside the near-parallel band)
+            tab = near_mask(q1, q2, c)
+            out = tuple(jnp.where(tab, v, o) for v, o in zip(near_expect(rule.asymptote, q1, q2, c, ds), out))
+            rest = rest & ~tab
+        return _patched(out, rest, quad, q1, q2, c)
     return jax.jit(block)
 
 
@@ -399,14 +415,14 @@ def _far_edge(q1, q2, c):
 
 
 def far_difference(rule: TabulatedRule, q1, q2, c, blocked=None, quadrature=None) -> float:
-    r"""The largest difference, relative to $\sqrt{E f(a)^2E f(b)^2}$, between ``rule`` (moment series where far) and
-    its quadrature alone (the same rule with ``far=False``) for $C$ and $\dot C$ at the covariances ``(q1, q2, c)``
-    (include the edge of the far regime: :func:`_far_edge`); 0 when ``rule.far`` is off.  ``quadrature``: the
-    :func:`~kernelcalc.theory.largeq.level_values` of the ``far=False`` rule at these covariances, when known."""
-    if not rule.far:
+    r"""The largest difference, relative to $\sqrt{E f(a)^2E f(b)^2}$, between ``rule`` (moment series where far, near
+    tables where they apply) and its quadrature alone (the same rule with ``far=False, near=False``) for $C$ and $\dot C$
+    at the covariances ``(q1, q2, c)`` (include the edge of the far regime: :func:`_far_edge`); 0 when both are off.
+    ``quadrature``: the :func:`~kernelcalc.theory.largeq.level_values` of that quadrature-only rule, when known."""
+    if not (rule.far or rule.near_on):
         return 0.0
     fast, _ = level_values(rule, q1, q2, c, blocked)
-    slow, norms = quadrature or level_values(dataclasses.replace(rule, far=False), q1, q2, c, blocked)
+    slow, norms = quadrature or level_values(dataclasses.replace(rule, far=False, near=False), q1, q2, c, blocked)
     return max(float(np.max(np.abs(a - b) / np.maximum(n, 1e-300))) for a, b, n in zip(fast, slow, norms))
 
 
@@ -440,7 +456,7 @@ def choose_tabulated(activation: Activation, q_max: float, tol: float, strict: b
     memo = {}
 
     def values(h):      # the quadrature alone: the levels differ only there
-        memo[h] = level_values(TabulatedRule(asy, h, far=False), q1, q2, c, blocked)
+        memo[h] = level_values(TabulatedRule(asy, h, far=False, near=False), q1, q2, c, blocked)
         return memo[h]
 
     table_err = TabulatedRule(asy).table_error
