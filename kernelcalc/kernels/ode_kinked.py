@@ -39,7 +39,7 @@ from . import _triangle as tri
 from . import _panels as pan
 from ._anchored import RESIDUAL_TOL, AnchoredDual
 from ._gram import flat_pairs
-from .ode_kinked_panels import (_KINK, _SINGLE_ELEMENT, KinkedPanelsMixin, _backward, _dual_np, _panels_of, _point_variances,
+from .ode_kinked_panels import (_KINK, _SINGLE_ELEMENT, _dear, KinkedPanelsMixin, _backward, _dual_np, _panels_of, _point_variances,
                                 _resample, _solve, _terminal)
 from .ode_kinked_panels import _QT_TOL, _AngleTable  # noqa: F401  (importable here as before)
 
@@ -199,7 +199,7 @@ class KinkedSolverMixin(KinkedPanelsMixin):
         if not isinstance(grid, pan.PanelGrid) or any(k is None or k[0].P != grid.P for k in known):
             return _solve(grid, self._C(dual), S0, self._fwd)
         q = np.stack([_resample(k[1][None, :], k[0], grid)[0] for k in known])
-        if getattr(dual, "points", 1) > 1:
+        if _dear(dual):
             C_of = lambda: AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True), kink=_KINK)
         else:
             C_of = lambda: self._C(dual)
@@ -264,7 +264,7 @@ class KinkedSolverMixin(KinkedPanelsMixin):
                     table = None if own else self._table(dual, grid, qb[sel])
                     C_of = self._C(dual) if table is None else (
                         lambda q1, q2, c: table(c.reshape(c.shape[0], -1), 0).reshape(c.shape))
-                    if table is None and not own and getattr(dual, "points", 1) > 1:   # a dear closed form (elu)
+                    if table is None and not own and _dear(dual):   # a dear closed form (elu)
                         C_of = AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True), kink=_KINK)
                     S, qk, dS, nS = (self._own_solve(dual, grid, S0[sel]) if own else
                                      _solve(grid, C_of, S0[sel], self._fwd, q=qb[sel]))

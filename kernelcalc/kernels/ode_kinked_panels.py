@@ -317,8 +317,7 @@ class KinkedPanelsMixin:
         until it converges: a grid asked $k$ problems is asked at least $k$ more) would cost more direct evaluations
         than the table (``_NT_BUILD_COST`` against ``_NT_DIRECT_COST`` per node and problem).  Its angle range per
         node comes from two solves at the band's extreme input angles (:func:`band_edges`)."""
-        if not (isinstance(grid, pan.PanelGrid) and dual.method == "closed" and getattr(dual, "points", 1) > 1
-                and np.all(q == q[:1])):
+        if not (isinstance(grid, pan.PanelGrid) and _dear(dual) and np.all(q == q[:1])):
             return None
         key = (grid.name, band, q[0].tobytes())
         state = self._nt_state.setdefault(key, dict(problems=0, table=None))
@@ -373,6 +372,13 @@ class KinkedPanelsMixin:
             self.info["angle_table_error"] = max(self.info.get("angle_table_error", 0.0), table.error)
             self._table_error = max(self._table_error, table.error)
         return table
+
+
+def _dear(dual) -> bool:
+    """Whether ``dual`` is a dear closed form (price > 1: elu), whose cross-kernel solves on the panels take the
+    anchored sweeps and the node angle tables.  (The large-$q$ rule of softplus and silu would pay too, but at
+    ~5-40 us per evaluation their sigma_w T = 6 solve still took minutes: measured, not enabled.)"""
+    return dual.method == "closed" and getattr(dual, "points", 1) > 1
 
 
 def _exact_pairs(dual, q1, q2, c):
