@@ -92,9 +92,10 @@ def test_tables_serve_the_gram_and_match_the_untabulated_solves(monkeypatch):
     k = kc.node_kernel(X, activation="elu", T=4.0, time_nodes=12)
     info = k.info["node_tables"]
     assert info["tables"] == 1 and info["problems"] == 15 and info["resolved"] == 0 and info["error"] <= 1e-11
+    assert info["direct_problems"] == 0 and "exact evaluations per node" in info["choice"]
     monkeypatch.setattr(okp, "_NT_BUILD_COST", math.inf)
     direct = kc.node_kernel(X, activation="elu", T=4.0, time_nodes=12)
-    assert "node_tables" not in direct.info
+    assert direct.info["node_tables"]["tables"] == 0 and direct.info["node_tables"]["direct_problems"] == 15
     for name in ("ntk", "nngp"):
         a, b = getattr(k, name), getattr(direct, name)
         assert np.max(np.abs(a - b)) <= 1e-12 * np.max(np.abs(b)), name

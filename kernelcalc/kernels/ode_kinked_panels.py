@@ -334,10 +334,21 @@ class KinkedPanelsMixin:
             th = 2.0 * np.arctan2(np.sqrt(np.clip(1.0 - S / n, 0, 2)), np.sqrt(np.clip(1.0 + S / n, 0, 2)))
             nt = state["table"] = NodeAngleTable(exact, q1, q2, th[0], th[1], _NT_TOL)
             self._table_error = max(self._table_error, nt.error)
-            rec_ = self.info.setdefault("node_tables", dict(tables=0, evaluations=0, degree=0, error=0.0))
+            rec_ = self._node_table_info()
             rec_.update(tables=rec_["tables"] + 1, evaluations=rec_["evaluations"] + nt.evaluations + bracket.exact_points,
                         degree=max(rec_["degree"], nt.R), error=max(rec_["error"], nt.error))
+        if state["table"] is None:
+            rec_ = self._node_table_info()
+            rec_["direct_problems"] += problems
         return state["table"]
+
+    def _node_table_info(self) -> dict:
+        """``info["node_tables"]``: what the node angle tables cost and served, and the rule that chose them."""
+        return self.info.setdefault("node_tables", dict(
+            tables=0, evaluations=0, degree=0, error=0.0, problems=0, direct_problems=0, resolved=0, extrapolated=0,
+            direct=0, choice=f"a table per time grid and band once (problems asked + as many again) x "
+                             f"{_NT_DIRECT_COST:g} exact evaluations per node >= {_NT_BUILD_COST:g} (its build); "
+                             f"before, direct anchored solves (direct_problems)"))
 
     def _angle_table_pairs(self, nt, dual, grid, q, S0):
         r"""$(C,\dot C)$ on the panels of B cross-kernel problems through the node angle table ``nt``; a problem
@@ -352,9 +363,9 @@ class KinkedPanelsMixin:
             S[bad], _, d2, n2 = pan.solve(grid, self._C(dual), S0[bad], self._fwd, q=q[bad])
             dS, nS = max(dS, d2), max(nS, n2)
         C, Cdot = nt(S, idx, 0, final=True), nt(S, idx, 1, final=True)
-        rec_ = self.info["node_tables"]
-        rec_.update(problems=rec_.get("problems", 0) + B, resolved=rec_.get("resolved", 0) + int(np.sum(bad)),
-                    extrapolated=rec_.get("extrapolated", 0) + nt.extrapolated, direct=rec_.get("direct", 0) + nt.direct)
+        rec_ = self._node_table_info()
+        rec_.update(problems=rec_["problems"] + B, resolved=rec_["resolved"] + int(np.sum(bad)),
+                    extrapolated=rec_["extrapolated"] + nt.extrapolated, direct=rec_["direct"] + nt.direct)
         nt.extrapolated = nt.direct = 0
         return C, Cdot, dS, nS
 
