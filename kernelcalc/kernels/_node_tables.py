@@ -20,13 +20,25 @@ $\theta=\varepsilon\sinh(a+(b-a)(u+1)/2)$ with $\varepsilon=3/\sqrt{\max(q_1,q_2
 :mod:`._qtable`); else $\theta$ is linear in $u$.  Measured (elu, $\sigma_wT=10$, 400 random nodes of each band's
 grid): degree 24 errs by $\le1.3\times10^{-14}$ relative in all three bands, degree 16 by up to $2\times10^{-10}$.
 
-**Accuracy.** Per node the error of the degree-$R$ interpolant is estimated from its last three Chebyshev
-coefficients (times ``_TAIL_FACTOR``: the decay is geometric); nodes above ``tol`` get $R$ more (nested Lobatto)
-nodes, up to ``_R_MAX``; nodes that still miss are evaluated exactly (never an inaccurate table value).  The
-estimate is then checked at ``_CHECKS`` held-out points (random nodes, random angles in their ranges) by exact
-evaluation: :attr:`NodeAngleTable.error` is the larger of the tail estimate and twice the held-out error, relative
-to the largest $|\tilde C|$ and $|\dot C|$ of the table.  Queries outside a node's range (Picard transients, a
-non-monotone $\phi$) are evaluated exactly (:attr:`NodeAngleTable.direct`): the table never extrapolates.
+**Accuracy.** Per node the error of the degree-$R$ interpolant ($R$ from 12) is estimated from its last three
+Chebyshev coefficients (times ``_TAIL_FACTOR``: the decay is geometric); nodes above ``tol`` get $R$ more (nested
+Lobatto) nodes, up to ``_R_MAX``; nodes that still miss are evaluated exactly (never an inaccurate table value).
+Each node's series is then cut to the lowest degree whose dropped coefficients sum to ``_TRUNCATE`` tol (a bound:
+$|T_k|\le1$), and Clenshaw runs over the nodes sorted by degree, each step on the prefix that needs it (measured
+mean degrees 12, 8 and 4 in the three bands of elu at $\sigma_wT=10$).  The estimate is checked at ``_CHECKS``
+held-out points (random nodes, random angles in their ranges) by exact evaluation: :attr:`NodeAngleTable.error` is
+the larger of the tail estimate (plus the truncation) and twice the held-out error, relative to the largest
+$|\tilde C|$ and $|\dot C|$ of the table (measured 1.2e-12 at tol 1e-12, held out 2.4e-13).
+
+**Outside the ranges.** A Picard transient outside its node's range gets the linear model at the range's end,
+$C(c_e)+\dot C(c_e)(c-c_e)$ (Price's theorem), counted in :attr:`NodeAngleTable.extrapolated`; the final $C$,
+$\dot C$ of a solve are evaluated exactly there (``final``, counted in :attr:`NodeAngleTable.direct`), and a solve
+whose converged values left a range is not the table's fixed point: :meth:`NodeAngleTable.inside` tells the caller,
+which solves it again with the exact dual.
+
+**Cost** (elu, $\sigma_wT=10$, N = 200, degree 20/16/20 grids of 24 255/15 895/24 255 nodes): the three tables take
+1.5e6 exact evaluations with their bracketing solves, where the anchored solves of the Gram's 134 cross-kernel
+problems took about 6 per node and problem (2e7); the whole kernel fell from 29 s to 10 s of CPU.
 """
 
 from __future__ import annotations
