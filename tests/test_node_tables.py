@@ -134,3 +134,31 @@ def test_tabulated_gram_entries_against_trapezoid_richardson(monkeypatch):
         got = np.array([k.nngp[i, j], k.ntk[i, j]])
         assert np.all(np.abs(got - ref) <= 2e-11 * np.abs(ref)), (i, j, got, ref)
         assert np.max(np.abs(got - ref)) <= k.info["error_estimate"] + 3e-12 * np.max(np.abs(ref))
+
+
+def test_near_parallel_pairs_take_tables_only_where_cdot_is_smooth_at_rho_1(monkeypatch):
+    """Near-parallel pairs (bands 1, 2) resolve 1 - rho down to rounding, so a table's ~1e-13 error in C moves a
+    sqrt(1 - rho) term of Cdot by ~sqrt(1e-13): such duals (elu with alpha != 1, whose phi' jumps) take tables in band 0
+    only (measured before this rule: elu(0.5), sigma_w T = 8, 2e-8 in the NTK at theta_0 < 1e-7).  elu(1) (phi'
+    continuous) keeps them: its near-parallel NTK at theta_0 = 1e-9 .. 0.03 is within 1e-11 of the untabulated solves
+    (sigma_w T = 4, degree 12; measured 3e-12 at sigma_w T = 8)."""
+    from kernelcalc._x64 import float64
+    from kernelcalc.kernels.ode import KinkedGoursatSolver
+
+    assert okp.smooth_at_parallel(dual_kernels("elu"))
+    assert not okp.smooth_at_parallel(dual_kernels("elu(alpha=0.5)"))
+    assert not okp.smooth_at_parallel(dual_kernels("relu"))
+
+    @float64
+    def ntk(act):
+        solver = KinkedGoursatSolver(act, T=4.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, v_max=1.0, M=12)
+        th = np.logspace(-9, -1.5, 12)
+        return solver.at_angles(np.ones_like(th), np.ones_like(th), th)[1], solver.info.get("node_tables", {})
+
+    tab, info = ntk("elu")
+    assert info["tables"] >= 1 and info["problems"] >= 6
+    _, info05 = ntk("elu(alpha=0.5)")
+    assert info05.get("tables", 0) == 0
+    monkeypatch.setattr(okp, "_NT_BUILD_COST", math.inf)
+    direct, _ = ntk("elu")
+    assert np.max(np.abs(tab - direct) / np.abs(direct)) <= 1e-11

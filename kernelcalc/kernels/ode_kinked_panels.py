@@ -312,12 +312,14 @@ class KinkedPanelsMixin:
     def _angle_table(self, dual, grid, q, band: int, problems: int):
         r"""The :class:`._node_tables.NodeAngleTable` of a dear closed form (``dual.points`` > 1: elu) on the panels
         ``grid`` for ``problems`` cross-kernel problems of band ``band`` sharing the diagonal ``q`` (rows), or
-        ``None``: direct (anchored) solves, while they are cheaper.  The table is built once the problems asked of
+        ``None``: direct (anchored) solves, while they are cheaper (and always in bands 1 and 2 of a dual whose
+        $\dot C$ is not Lipschitz at $\rho=1$, :func:`smooth_at_parallel`).  The table is built once the problems asked of
         this grid and diagonal, this batch included, and as many again (the Gram's sphere table doubles its angles
         until it converges: a grid asked $k$ problems is asked at least $k$ more) would cost more direct evaluations
         than the table (``_NT_BUILD_COST`` against ``_NT_DIRECT_COST`` per node and problem).  Its angle range per
         node comes from two solves at the band's extreme input angles (:func:`band_edges`)."""
-        if not (isinstance(grid, pan.PanelGrid) and _dear(dual) and np.all(q == q[:1])):
+        if not (isinstance(grid, pan.PanelGrid) and _dear(dual) and np.all(q == q[:1])) or (
+                band > 0 and not smooth_at_parallel(dual)):
             return None
         key = (grid.name, band, q[0].tobytes())
         state = self._nt_state.setdefault(key, dict(problems=0, table=None))
@@ -390,6 +392,19 @@ def _dear(dual) -> bool:
     anchored sweeps and the node angle tables.  (The large-$q$ rule of softplus and silu would pay too, but at
     ~5-40 us per evaluation their sigma_w T = 6 solve still took minutes: measured, not enabled.)"""
     return dual.method == "closed" and getattr(dual, "points", 1) > 1
+
+
+@functools.lru_cache(maxsize=32)
+def smooth_at_parallel(dual) -> bool:
+    r"""Whether $\dot C$ of ``dual`` is Lipschitz at $\rho=1$ (measured at $q_1=q_2=1$: its drop over $1-\rho=10^{-4}$
+    against $10^{-6}$, about 100 for a smooth $\dot C$, 10 for a $\sqrt{1-\rho}$ term).  A $\phi'$ that jumps (elu with
+    $\alpha\ne1$) gives $\dot C\approx\dot C(1)-\kappa\sqrt{1-\rho}$: the backward kernel of a near-parallel pair
+    then resolves $1-\rho$ down to rounding, where a table's absolute error of 1e-13 in $C$ (about $10^{-13}$ in
+    $\rho$) moves $\dot C$ by $\sim\kappa\sqrt{10^{-13}}$ (measured: elu(0.5), $\sigma_wT=8$, 2e-8 in the NTK at
+    $\theta_0<10^{-7}$).  Such duals take node tables in band 0 only."""
+    one = np.ones(3)
+    _, Cd = _dual_np(dual, one, one, np.array([1.0, 1.0 - 1e-4, 1.0 - 1e-6]), True)
+    return bool(abs(Cd[0] - Cd[1]) > 30.0 * abs(Cd[0] - Cd[2]))
 
 
 def _exact_pairs(dual, q1, q2, c):
