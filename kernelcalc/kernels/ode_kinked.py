@@ -23,6 +23,8 @@ degrees is used, with that change as its error estimate (the convergence is geom
 is the coarser grid's error).  The largest change of the bands used is ``info["band_changes"]`` and
 enters ``info["error_estimate"]``.  On one element (``_ELEMENT_BAND_DELTAS``) bands 1 and 2 are one band, with
 $\delta=1/64$.  The grid builds and solves run with one BLAS thread (:func:`._triangle._one_thread`).
+On the panels, a self-kernel known on another degree seeds the next one (:meth:`KinkedSolverMixin._self_solve`), and
+a dear closed form (elu) reads the Gram's cross solves from node angle tables (:mod:`._node_tables`).
 """
 
 from __future__ import annotations
