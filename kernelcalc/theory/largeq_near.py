@@ -73,9 +73,10 @@ _KAPPA_EDGES = tuple(np.linspace(0.0, 1.0, 9))
 _S_EDGES = (0.0, 0.3, 0.6, 1.0, 1.5, 2.0, 2.6, 3.3, 4.1, 5.0, 6.0, 7.2, 8.5, _S_MAX)   # the first panel in s^2
 _Z = 2.0                      # |zeta| <= Z on panels, beyond in Z / |zeta|
 _ZETA_EDGES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, _Z)
-_N_FIT = 18                   # Chebyshev nodes per panel and variable (fit); the degree kept is measured
+_N_FIT = 15                   # Chebyshev nodes per panel and variable (fit); the degree kept is measured
+_N_FIT_Z = 26                 # the same for the cross tables (one variable: cheap)
 _TARGET = 2e-15              # coefficients whose contribution is below TARGET of the kernel's norm are dropped
-_A = 170.0                    # half-range of the x integrals: x^(2K) R(x) is negligible beyond
+_A = 130.0                    # half-range of the x integrals: x^(2K) R(x) is negligible beyond
 _DA = 0.05                    # their trapezoid step (cross terms)
 _DA_RR = 0.2                  # the step of the Fourier transforms (|omega| <= 12: e^(-pi (2 pi / DA_RR - 12)) aliasing)
 _W_MAX = 12.0                 # frequencies of the Fourier form (|R^| < 1e-16 of its peak beyond)
@@ -358,9 +359,9 @@ def near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
     rr = np.ascontiguousarray(coef[:, :, :d_t, :d_k, :d_s].reshape(Pk * Ps, d_t, d_k, d_s))
 
     basis = _basis(asymptote, derivative)
-    yz = _cheb_nodes(_N_FIT)
+    yz = _cheb_nodes(_N_FIT_Z)
     z = _on_panels(_ZETA_EDGES, yz)                                             # (Pz, n)
-    cv = _cross_values(R, par, basis, z.ravel(), K).reshape(K, len(basis), z.shape[0], n)
+    cv = _cross_values(R, par, basis, z.ravel(), K).reshape(K, len(basis), z.shape[0], _N_FIT_Z)
     tf = 0.5 * (yz + 1.0)
     cf = _cross_far_values(R, par, basis, tf, K)                                # (K, n_g, n)
     cv = np.concatenate([cv, cf[:, :, None, :]], axis=2) * tw[:, None, None, None]   # (K, n_g, Pz + 1, n)
@@ -380,11 +381,12 @@ def near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
     T_, KK, SS = np.meshgrid(tm, km, sm, indexing="ij")
     got = _rr_eval(rr, T_.ravel(), KK.ravel(), SS.ravel(), np).reshape(ref.shape)
     err = float(np.max(np.abs(got - ref))) / nu
-    zm = _on_panels(_ZETA_EDGES, ym).ravel()
+    ymz = _mid_nodes(_N_FIT_Z)[1::3]
+    zm = _on_panels(_ZETA_EDGES, ymz).ravel()
     refc = np.concatenate([_cross_values(R, par, basis, zm, K),
-                           _cross_far_values(R, par, basis, 0.5 * (ym + 1.0), K)], axis=2) * tw[:, None, None]
+                           _cross_far_values(R, par, basis, 0.5 * (ymz + 1.0), K)], axis=2) * tw[:, None, None]
     refc = np.tensordot(tm[:, None] ** np.arange(K)[None, :], refc, axes=(1, 0))            # (t, n_g, z)
-    zall = np.concatenate([zm, _Z / (0.5 * (ym + 1.0))])
+    zall = np.concatenate([zm, _Z / (0.5 * (ymz + 1.0))])
     TT, ZZ = np.meshgrid(tm, zall, indexing="ij")
     gotc = _cross_eval(cross, table.growth, TT.ravel(), ZZ.ravel(), np)               # (n_g, B)
     gotc = gotc.reshape(len(basis), len(tm), len(zall)).transpose(1, 0, 2)
