@@ -256,13 +256,8 @@ def _rr_values(R, parity, kappa, s, K):
     Rhat = 2.0 * h * (trig(np.outer(w, x)) @ Rx) + h * R0                       # cosine / sine transform
     pw = 2.0 * h * (x[:, None] ** (2 * np.arange(K))[None, :]) * Rx[:, None]     # (X, K)
     S = np.empty((len(kappa), w.size, K))
-    J = 20                                     # e^{i kappa w_j x} = e^{i kappa (j mod J) dw x} e^{i kappa J (j div J) dw x}
-    M = -(-w.size // J)
     for i, kap in enumerate(kappa):
-        e1 = np.exp(1j * kap * _DW * np.outer(np.arange(J), x))
-        e2 = np.exp(1j * kap * _DW * J * np.outer(np.arange(M), x))
-        e = (e2[:, None, :] * e1[None, :, :]).reshape(M * J, -1)[: w.size]
-        S[i] = (e.real if parity > 0 else e.imag) @ pw
+        S[i] = trig(np.outer(kap * w, x)) @ pw                                  # contiguous: one BLAS product
         if parity > 0:
             S[i, :, 0] += h * R0
     E = np.exp(-0.5 * np.outer(w * w, s * s)) * (Rhat * ww / np.pi)[:, None]     # (W, S)

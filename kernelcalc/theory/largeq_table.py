@@ -297,6 +297,13 @@ class TabulatedRule:
         worst case (every covariance near-parallel)."""
         return int(math.ceil(self.points / 40.0))
 
+    @property
+    def near_points(self) -> int:
+        r"""Cost of one $(C,\dot C)$ by the near tables (:func:`~kernelcalc.theory.largeq_near.near_mask`), in the unit
+        of :attr:`points`: measured side by side (``benchmarks/bench_largeq_table.py``, 2048 near-parallel covariances,
+        CPU time) at about 1/8 of the quadrature's."""
+        return int(math.ceil(self.points / 8.0))
+
     def describe(self) -> str:
         tab = remainder_table(self.asymptote, False)
         return (f"large-q asymptote ({self.asymptote.family}) + localised remainder with a tabulated inner average "
@@ -356,8 +363,9 @@ class TabulatedRule:
 @functools.lru_cache(maxsize=64)
 def _block(rule: TabulatedRule, derivative: bool):
     """``(q1, q2, c) -> (C,)`` or ``(C, Cdot)`` on flat arrays, compiled once per rule (the unrolled series would
-    otherwise compile op by op in eager mode; inside a caller's jit it is inlined).  With ``rule.far``: the moment
-    series for every covariance, then the quadrature only for those outside :func:`far_mask` (:func:`_patched`)."""
+    otherwise compile op by op in eager mode; inside a caller's jit it is inlined).  With ``rule.far`` / ``rule.near``:
+    the moment series where :func:`far_mask` holds, the near tables where :func:`near_mask` holds, the quadrature for
+    the rest, each only on its own covariances (:func:`_patched`)."""
     ds = (False, True) if derivative else (False,)
 
     def quad(q1, q2, c):
@@ -366,26 +374,28 @@ def _block(rule: TabulatedRule, derivative: bool):
     if not (rule.far or rule.near_on):
         return jax.jit(quad)
 
-    def block(q1, q2, c):
-        rest = ~far_mask(q1, q2, c) if rule.far else jnp.ones(q1.shape, bool)
-        out = far_expect(rule.asymptote, q1, q2, c, ds) if rule.far else tuple(jnp.zeros_like(q1) for _ in ds)
-        if rule.near_on:       # the near tables where they apply (inside the near-parallel band)
-            tab = near_mask(q1, q2, c)
-            out = tuple(jnp.where(tab, v, o) for v, o in zip(near_expect(rule.asymptote, q1, q2, c, ds), out))
-            rest = rest & ~tab
+    def block(q1, q2, c):     # each covariance pays for its own regime only (chunks of its entries, _patched)
+        rest = jnp.ones(q1.shape, bool)
+        out = tuple(jnp.zeros_like(q1) for _ in ds)
+        for on, mask, fn in ((rule.far, far_mask, far_expect), (rule.near_on, near_mask, near_expect)):
+            if on:
+                here = mask(q1, q2, c) & rest
+                out = _patched(out, here, lambda a, b, cc, fn=fn: fn(rule.asymptote, a, b, cc, ds), q1, q2, c, _TABLE_CHUNK)
+                rest = rest & ~here
         return _patched(out, rest, quad, q1, q2, c)
     return jax.jit(block)
 
 
 _CHUNK = 64     # covariances per quadrature chunk of the near-parallel band
+_TABLE_CHUNK = 256   # covariances per chunk of the series and tables (a few us each)
 
 
-def _patched(out, near, quad, q1, q2, c):
+def _patched(out, near, quad, q1, q2, c, chunk=_CHUNK):
     r"""``out`` with the entries where ``near`` holds replaced by ``quad`` at those covariances: the near entries are
     moved to the front (a stable sort) and computed ``_CHUNK`` at a time in a loop whose trip count is their number
     (fixed shapes under jit; the quadrature's cost is paid only for the near entries)."""
     B = q1.shape[0]
-    K = min(_CHUNK, B)
+    K = min(chunk, B)
     perm = jnp.argsort(~near, stable=True)
     order = jnp.concatenate([perm, jnp.full((K,), B, dtype=perm.dtype)])
     n_chunks = (jnp.sum(near.astype(perm.dtype)) + K - 1) // K
