@@ -36,8 +36,9 @@ MPMATH = {
     "softplus": (lambda x: mp.log1p(mp.exp(x)) if x < 0 else x + mp.log1p(mp.exp(-x)), lambda x: 1 / (1 + mp.exp(-x))),
     "silu": (lambda x: x / (1 + mp.exp(-x)), lambda x: (1 + mp.exp(-x) + x * mp.exp(-x)) / (1 + mp.exp(-x)) ** 2),
 }
-CASES = [(1e4, 1e4, 0.5), (1e6, 1e6, 10.0), (3e5, 1e4, 90.0), (Q_NEAR * 1.2, Q_NEAR * 36.0, 1e-3)]
-SLOW_CASES = [(1e4, 1e4, 90.0), (1e4, 3e4, 0.5), (3e5, 1e4, 10.0), (1e6, 1e6, 90.0)]   # q (1 - r^2) = 0: parallel line
+CASES = [(1e4, 1e4, 0.5), (3e5, 1e4, 90.0), (Q_NEAR * 1.2, Q_NEAR * 36.0, 1e-3)]
+SLOW_CASES = [(1e6, 1e6, 10.0), (1e4, 1e4, 90.0), (1e4, 3e4, 0.5), (3e5, 1e4, 10.0), (1e6, 1e6, 90.0)]
+# q (1 - r^2) = 0: the parallel-line test
 DEFAULT = pytest.mark.parametrize("name", ["softplus", pytest.param("silu", marks=pytest.mark.slow)])
 
 
@@ -92,10 +93,10 @@ def _check_gauss_legendre(name, CASES, via_rule=True):
 
 @DEFAULT
 def test_parallel_line_matches_mpmath(name):
-    """r = 1 exactly (b = sqrt(q2 / q1) a): a 1-D mpmath integral of phi(a) phi(k a), at q = 1e4 and 1e6 with equal
-    variances and ratio 30."""
+    """r = 1 exactly (b = sqrt(q2 / q1) a): a 1-D mpmath integral of phi(a) phi(k a), at q = 1e6 with equal
+    variances and ratio 30 (q2 < q1)."""
     asy = ASYMPTOTES[name]
-    for q1, q2 in ((1e4, 1e4), (1e6, 1e6), (3e5, 1e4)):
+    for q1, q2 in ((1e6, 1e6), (3e5, 1e4)):
         with scope():
             got = [float(np.asarray(v)[0]) for v in near_expect(asy, np.array([q1]), np.array([q2]),
                                                                    np.array([math.sqrt(q1 * q2)]))]
