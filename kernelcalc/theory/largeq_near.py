@@ -46,7 +46,8 @@ Per covariance: a handful of closed forms, one gathered $(d_t\times d_\kappa\tim
 rows of Chebyshev polynomials, and two $(d_t\times n_g\times d_\zeta)$ blocks; no quadrature and no
 $q$-dependent work.  Every table's error is **measured** at held-out points (midpoints of the fitting nodes in each
 variable, against the same defining integrals) and reported with the density-series tail bound
-(:attr:`NearTable.error`, relative to the table's largest value).  Below $Q_{\rm near}$ the density's series would
+(:attr:`NearTable.error`, relative to the kernel's norm: :func:`norm_floor`); coefficients are kept down to
+``_TARGET`` of that norm.  Below $Q_{\rm near}$ the density's series would
 need many terms (at $q=10$ its terms grow before they fall), so the quadrature of
 :mod:`kernelcalc.theory.largeq_table` keeps that part of the band.
 """
@@ -220,8 +221,9 @@ class NearTable:
     ``rr``: ``(P_kappa * P_s, d_t, d_kappa, d_s)`` Chebyshev coefficients of $\sum_k t^k\frac{(-w_{\max}/2)^k}{k!}
     H_k(\kappa,s)$ in $(t,\kappa,s)$; ``cross``: ``(P_zeta + 1, d_t, n_g, d_zeta)`` of the cross functions (the last
     panel in $Z/|\zeta|$); ``parity``: of $R$; ``growth``, ``gparity``: per cross function; ``error``: the largest
-    held-out error of either table relative to its largest value, plus the density tail bound; ``scale``: the
-    largest value of the remainder-remainder table."""
+    held-out error of either table divided by :func:`norm_floor` (so: relative to the kernel's norm
+    $\sqrt{Ef(a)^2Ef(b)^2}$, the unit of the rule's error estimate), plus the density series' tail bound;
+    ``scale``: the largest value of the remainder-remainder table."""
 
     rr: np.ndarray
     cross: np.ndarray
@@ -385,7 +387,7 @@ def near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
     TT, ZZ = np.meshgrid(tm, zall, indexing="ij")
     gotc = _cross_eval(cross, table.growth, TT.ravel(), ZZ.ravel(), np)               # (n_g, B)
     gotc = gotc.reshape(len(basis), len(tm), len(zall)).transpose(1, 0, 2)
-    far = zall > _Z                           # the far panel is compared in its scaled form |zeta|^-e (...)
+    far = zall > _Z                           # the far panel is compared in its scaled form |zeta|^-e F
     for j, e in enumerate(table.growth):
         gotc[:, j, far] *= zall[far] ** (-e)
     errc = float(np.max(np.abs(gotc - refc))) / nu
