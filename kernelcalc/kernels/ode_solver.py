@@ -155,18 +155,19 @@ class GoursatSolver:
     def _price(self, dual):
         r"""``(points, text)``: the price of one expectation in the guard's unit.  The large-q rule with near tables
         (:attr:`~kernelcalc.theory.largeq_table.TabulatedRule.near_on`) costs :attr:`near_points` on the cells whose
-        two variances are both $\ge Q_{\rm near}$ (its far series are cheaper still) and :attr:`points` (the
-        quadrature, the worst case) on the others; the fraction of such cells, $p=(\#\{i: q(t_i)\ge Q_{\rm
-        near}\}/n)^2$, is read off the coarse self-kernel $q(t_i)$ of the largest input norm
+        two variances are both (or one) $\ge Q_{\rm near}$ (its far series are cheaper still) and :attr:`points` (the
+        quadrature, the worst case) on the others; with $f=\#\{i: q(t_i)\ge Q_{\rm near}\}/n$ the fractions of such
+        cells are $f^2$ and $2f(1-f)$, $f$ read off the coarse self-kernel $q(t_i)$ of the largest input norm
         (``info["near_table_node_fraction"]``, memoised with the grid)."""
         rule, frac = dual.rule, self.info.get("near_table_node_fraction")
         if dual.method != "asymptotic" or not getattr(rule, "near_on", False) or frac is None:
             return dual.points, "quadrature points"
         from ..theory.largeq_near import Q_NEAR
-        p = frac ** 2
-        points = float(math.ceil((1.0 - p) * rule.points + p * rule.near_points))
-        return points, (f"points (mean: {1 - p:.0%} of cells by the quadrature at {rule.points}, {p:.0%} with both "
-                        f"variances >= {Q_NEAR:g} by the near tables at {rule.near_points})")
+        both, one = rule.near_points
+        p2, p1 = frac ** 2, 2.0 * frac * (1.0 - frac)
+        points = float(math.ceil((1.0 - p1 - p2) * rule.points + p1 * one + p2 * both))
+        return points, (f"points (mean: {1 - p1 - p2:.0%} of cells by the quadrature at {rule.points}, {p1:.0%} with "
+                        f"one variance >= {Q_NEAR:g} at {one}, {p2:.0%} with both by the near tables at {both})")
 
     def describe_parameters(self) -> str:
         return (f"T = {self.T:g}, sigma_w = {self.sigma_w:g}, sigma_u = {self.sigma_u:g}, largest x.x/d = "

@@ -451,19 +451,22 @@ def _cross_eval(cross, growth, t, zeta, xp):
     return xp.stack([xp.where(far, v[:, j] * zf ** e, v[:, j]) for j, e in enumerate(growth)])
 
 
-def near_mask(q1, q2, c, xp=None):
-    r"""Where the near tables apply: $\min(q_1,q_2)\ge Q_{\rm near}$ and $\min(q_1,q_2)(1-r^2)<V_0$."""
+def near_mask(q1, q2, c, xp=None, mixed=False):
+    r"""Where the near tables apply: $\min(q_1,q_2)\ge Q_{\rm near}$ and $\min(q_1,q_2)(1-r^2)<V_0$ (``mixed``:
+    $\min(q_1,q_2)<Q_{\rm near}\le\max(q_1,q_2)$ instead: all but the cross term over the smaller variance)."""
     xp = jnp if xp is None else xp
     n = xp.sqrt(q1 * q2)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 1.0)
     qm = xp.minimum(q1, q2)
-    return (qm >= Q_NEAR) & (qm * (1.0 - r) * (1.0 + r) < V0)
+    band = qm * (1.0 - r) * (1.0 + r) < V0
+    return band & ((qm < Q_NEAR) & (xp.maximum(q1, q2) >= Q_NEAR) if mixed else (qm >= Q_NEAR))
 
 
-def near_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
+def near_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None, small=True):
     r"""``tuple``: $E[f(a)f(b)]$ for $f=\phi$ (``False`` in ``derivatives``) and $f=\phi'$ (``True``) by the near
     tables (module doc), for flat arrays of covariances; only meaningful where :func:`near_mask` holds (elsewhere
-    the values are finite but wrong)."""
+    the values are finite but wrong).  ``small=False``: without the cross term over the variable of smaller variance
+    (the caller integrates it where that variance is below $Q_{\rm near}$: :func:`near_mask` with ``mixed``)."""
     xp = jnp if xp is None else xp
     n = xp.sqrt(q1 * q2)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
@@ -479,7 +482,7 @@ def near_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
         rr = _rr_eval(tab.rr, Q_NEAR / q_floor, xp.abs(kap), s, xp)
         rr = rr * (xp.where(kap < 0, float(tab.parity), 1.0) if tab.parity < 0 else 1.0)
         total = asy.AA(q1, q2, c, d) + rr / xp.sqrt(2.0 * math.pi * q_floor)
-        for qx, qy in ((q1, q2), (q2, q1)):
+        for qx, qy in ((qa, qb), (qb, qa))[:2 if small else 1]:
             qx = xp.maximum(qx, Q_NEAR)
             s2 = qy * one_m_r2
             tau = _tau(asy, s2, xp)

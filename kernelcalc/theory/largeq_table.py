@@ -248,7 +248,8 @@ class TabulatedRule:
     :mod:`kernelcalc.theory.largeq_far` instead (no quadrature; 30-150x cheaper per covariance), and run the
     quadrature only on the near-parallel rest, in chunks (:func:`_patched`).  ``near``: where moreover
     $\min(q_1,q_2)\ge Q_{\rm near}$ (:func:`~kernelcalc.theory.largeq_near.near_mask`), use the near-band tables of
-    :mod:`kernelcalc.theory.largeq_near` (``gelu`` family only; no quadrature, ~8x cheaper per covariance)."""
+    :mod:`kernelcalc.theory.largeq_near` (``gelu`` family only; no quadrature, ~9x cheaper per covariance), and where
+    only the larger variance is $\ge Q_{\rm near}$ the tables plus a trapezoid sum for the one cross term left."""
 
     asymptote: Asymptote
     h: float = 0.3
@@ -302,11 +303,12 @@ class TabulatedRule:
         return int(math.ceil(self.points / 40.0))
 
     @property
-    def near_points(self) -> int:
-        r"""Cost of one $(C,\dot C)$ by the near tables (:func:`~kernelcalc.theory.largeq_near.near_mask`), in the unit
-        of :attr:`points`: measured side by side (``benchmarks/bench_largeq_table.py``, 2048 near-parallel covariances,
-        CPU time) at about 1/8 of the quadrature's."""
-        return int(math.ceil(self.points / 8.0))
+    def near_points(self) -> tuple:
+        r"""``(both, one)``: cost of one $(C,\dot C)$ in the unit of :attr:`points` by the near tables where both
+        variances are $\ge Q_{\rm near}$, and where one is (tables plus one trapezoid cross term), measured side by side
+        (2048 near-parallel covariances, CPU time; ``benchmarks/bench_largeq_table.py``): about 1/8 and 1/3.5 of the
+        quadrature's."""
+        return int(math.ceil(self.points / 8.0)), int(math.ceil(self.points / 3.5))
 
     def describe(self) -> str:
         tab = remainder_table(self.asymptote, False)
@@ -316,7 +318,7 @@ class TabulatedRule:
                 + (f"; moment series of {N_TERMS} terms where min(q1, q2)(1 - r^2) >= {V0:g}" if self.far else "")
                 + (f"; near-band tables where min(q1, q2) >= {Q_NEAR:g} and below" if self.near_on else ""))
 
-    def _one(self, q1, q2, c, derivative):
+    def _one(self, q1, q2, c, derivative, cross_only=False):
         asy = self.asymptote
         tab = remainder_table(asy, derivative)
         L = asy.L
@@ -340,6 +342,8 @@ class TabulatedRule:
             return jnp.sum(wR * mA, axis=-1)
 
         a1, w1 = nodes(q1)
+        if cross_only:          # E[R(a) A(b)] alone, a ~ N(0, q1) localised
+            return cross(q1, q2, a1, w1)
         a2, w2 = nodes(q2)
         big1 = q1 >= q2                                   # integrate over the larger variance: |kappa| <= 1
         qa, qb = jnp.where(big1, q1, q2), jnp.where(big1, q2, q1)
@@ -347,6 +351,14 @@ class TabulatedRule:
         G = tab((c / qa)[:, None] * a, jnp.sqrt(qb * one_m_r2))
         rr = jnp.sum(wR * G, axis=-1)
         return asy.AA(q1, q2, c, derivative) + cross(q1, q2, a1, w1) + cross(q2, q1, a2, w2) + rr
+
+    def _mixed(self, asy, q1, q2, c, ds):
+        """The near tables where one variance is below Q_NEAR, plus this rule's trapezoid sum for the cross term over
+        that variable (the localised one of smaller variance: E[R(b) A(a)], b | a closed)."""
+        out = near_expect(asy, q1, q2, c, ds, small=False)
+        big1 = q1 >= q2
+        qa, qb = jnp.where(big1, q1, q2), jnp.where(big1, q2, q1)
+        return tuple(o + self._one(qb, qa, c, d, cross_only=True) for o, d in zip(out, ds))
 
     @float64
     def expect(self, q1, q2, c, derivative: bool = True, blocked=None):
@@ -381,7 +393,8 @@ def _block(rule: TabulatedRule, derivative: bool):
     def block(q1, q2, c):     # each covariance pays for its own regime only (chunks of its entries, _patched)
         rest = jnp.ones(q1.shape, bool)
         out = tuple(jnp.zeros_like(q1) for _ in ds)
-        for on, mask, fn in ((rule.far, far_mask, far_expect), (rule.near_on, near_mask, near_expect)):
+        for on, mask, fn in ((rule.far, far_mask, far_expect), (rule.near_on, near_mask, near_expect),
+                             (rule.near_on, functools.partial(near_mask, mixed=True), rule._mixed)):
             if on:
                 here = mask(q1, q2, c) & rest
                 out = _patched(out, here, lambda a, b, cc, fn=fn: fn(rule.asymptote, a, b, cc, ds), q1, q2, c, _TABLE_CHUNK)
