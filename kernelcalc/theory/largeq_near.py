@@ -46,7 +46,8 @@ Per covariance: a handful of closed forms, one gathered $(d_t\times d_\kappa\tim
 rows of Chebyshev polynomials, and two $(d_t\times n_g\times d_\zeta)$ blocks; no quadrature and no
 $q$-dependent work.  Every table's error is **measured** at held-out points (midpoints of the fitting nodes in each
 variable, against the same defining integrals) and reported with the density-series tail bound
-(:attr:`NearTable.error`, relative to the table's largest value).  Below $Q_{\rm near}$ the density's series would
+(:attr:`NearTable.error`, relative to the kernel's norm: :func:`norm_floor`); coefficients are kept down to
+``_TARGET`` of that norm.  Below $Q_{\rm near}$ the density's series would
 need many terms (at $q=10$ its terms grow before they fall), so the quadrature of
 :mod:`kernelcalc.theory.largeq_table` keeps that part of the band.
 """
@@ -73,9 +74,10 @@ _KAPPA_EDGES = tuple(np.linspace(0.0, 1.0, 9))
 _S_EDGES = (0.0, 0.3, 0.6, 1.0, 1.5, 2.0, 2.6, 3.3, 4.1, 5.0, 6.0, 7.2, 8.5, _S_MAX)   # the first panel in s^2
 _Z = 2.0                      # |zeta| <= Z on panels, beyond in Z / |zeta|
 _ZETA_EDGES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, _Z)
-_N_FIT = 18                   # Chebyshev nodes per panel and variable (fit); the degree kept is measured
+_N_FIT = 15                   # Chebyshev nodes per panel and variable (fit); the degree kept is measured
+_N_FIT_Z = 26                 # the same for the cross tables (one variable: cheap)
 _TARGET = 2e-15              # coefficients whose contribution is below TARGET of the kernel's norm are dropped
-_A = 170.0                    # half-range of the x integrals: x^(2K) R(x) is negligible beyond
+_A = 130.0                    # half-range of the x integrals: x^(2K) R(x) is negligible beyond
 _DA = 0.05                    # their trapezoid step (cross terms)
 _DA_RR = 0.2                  # the step of the Fourier transforms (|omega| <= 12: e^(-pi (2 pi / DA_RR - 12)) aliasing)
 _W_MAX = 12.0                 # frequencies of the Fourier form (|R^| < 1e-16 of its peak beyond)
@@ -219,8 +221,9 @@ class NearTable:
     ``rr``: ``(P_kappa * P_s, d_t, d_kappa, d_s)`` Chebyshev coefficients of $\sum_k t^k\frac{(-w_{\max}/2)^k}{k!}
     H_k(\kappa,s)$ in $(t,\kappa,s)$; ``cross``: ``(P_zeta + 1, d_t, n_g, d_zeta)`` of the cross functions (the last
     panel in $Z/|\zeta|$); ``parity``: of $R$; ``growth``, ``gparity``: per cross function; ``error``: the largest
-    held-out error of either table relative to its largest value, plus the density tail bound; ``scale``: the
-    largest value of the remainder-remainder table."""
+    held-out error of either table divided by :func:`norm_floor` (so: relative to the kernel's norm
+    $\sqrt{Ef(a)^2Ef(b)^2}$, the unit of the rule's error estimate), plus the density series' tail bound;
+    ``scale``: the largest value of the remainder-remainder table."""
 
     rr: np.ndarray
     cross: np.ndarray
@@ -255,13 +258,8 @@ def _rr_values(R, parity, kappa, s, K):
     Rhat = 2.0 * h * (trig(np.outer(w, x)) @ Rx) + h * R0                       # cosine / sine transform
     pw = 2.0 * h * (x[:, None] ** (2 * np.arange(K))[None, :]) * Rx[:, None]     # (X, K)
     S = np.empty((len(kappa), w.size, K))
-    J = 20                                     # e^{i kappa w_j x} = e^{i kappa (j mod J) dw x} e^{i kappa J (j div J) dw x}
-    M = -(-w.size // J)
     for i, kap in enumerate(kappa):
-        e1 = np.exp(1j * kap * _DW * np.outer(np.arange(J), x))
-        e2 = np.exp(1j * kap * _DW * J * np.outer(np.arange(M), x))
-        e = (e2[:, None, :] * e1[None, :, :]).reshape(M * J, -1)[: w.size]
-        S[i] = (e.real if parity > 0 else e.imag) @ pw
+        S[i] = trig(np.outer(kap * w, x)) @ pw                                  # contiguous: one BLAS product
         if parity > 0:
             S[i, :, 0] += h * R0
     E = np.exp(-0.5 * np.outer(w * w, s * s)) * (Rhat * ww / np.pi)[:, None]     # (W, S)
@@ -358,9 +356,9 @@ def near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
     rr = np.ascontiguousarray(coef[:, :, :d_t, :d_k, :d_s].reshape(Pk * Ps, d_t, d_k, d_s))
 
     basis = _basis(asymptote, derivative)
-    yz = _cheb_nodes(_N_FIT)
+    yz = _cheb_nodes(_N_FIT_Z)
     z = _on_panels(_ZETA_EDGES, yz)                                             # (Pz, n)
-    cv = _cross_values(R, par, basis, z.ravel(), K).reshape(K, len(basis), z.shape[0], n)
+    cv = _cross_values(R, par, basis, z.ravel(), K).reshape(K, len(basis), z.shape[0], _N_FIT_Z)
     tf = 0.5 * (yz + 1.0)
     cf = _cross_far_values(R, par, basis, tf, K)                                # (K, n_g, n)
     cv = np.concatenate([cv, cf[:, :, None, :]], axis=2) * tw[:, None, None, None]   # (K, n_g, Pz + 1, n)
@@ -380,15 +378,16 @@ def near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
     T_, KK, SS = np.meshgrid(tm, km, sm, indexing="ij")
     got = _rr_eval(rr, T_.ravel(), KK.ravel(), SS.ravel(), np).reshape(ref.shape)
     err = float(np.max(np.abs(got - ref))) / nu
-    zm = _on_panels(_ZETA_EDGES, ym).ravel()
+    ymz = _mid_nodes(_N_FIT_Z)[1::3]
+    zm = _on_panels(_ZETA_EDGES, ymz).ravel()
     refc = np.concatenate([_cross_values(R, par, basis, zm, K),
-                           _cross_far_values(R, par, basis, 0.5 * (ym + 1.0), K)], axis=2) * tw[:, None, None]
+                           _cross_far_values(R, par, basis, 0.5 * (ymz + 1.0), K)], axis=2) * tw[:, None, None]
     refc = np.tensordot(tm[:, None] ** np.arange(K)[None, :], refc, axes=(1, 0))            # (t, n_g, z)
-    zall = np.concatenate([zm, _Z / (0.5 * (ym + 1.0))])
+    zall = np.concatenate([zm, _Z / (0.5 * (ymz + 1.0))])
     TT, ZZ = np.meshgrid(tm, zall, indexing="ij")
     gotc = _cross_eval(cross, table.growth, TT.ravel(), ZZ.ravel(), np)               # (n_g, B)
     gotc = gotc.reshape(len(basis), len(tm), len(zall)).transpose(1, 0, 2)
-    far = zall > _Z                           # the far panel is compared in its scaled form |zeta|^-e (...)
+    far = zall > _Z                           # the far panel is compared in its scaled form |zeta|^-e F
     for j, e in enumerate(table.growth):
         gotc[:, j, far] *= zall[far] ** (-e)
     errc = float(np.max(np.abs(gotc - refc))) / nu
@@ -452,19 +451,22 @@ def _cross_eval(cross, growth, t, zeta, xp):
     return xp.stack([xp.where(far, v[:, j] * zf ** e, v[:, j]) for j, e in enumerate(growth)])
 
 
-def near_mask(q1, q2, c, xp=None):
-    r"""Where the near tables apply: $\min(q_1,q_2)\ge Q_{\rm near}$ and $\min(q_1,q_2)(1-r^2)<V_0$."""
+def near_mask(q1, q2, c, xp=None, mixed=False):
+    r"""Where the near tables apply: $\min(q_1,q_2)\ge Q_{\rm near}$ and $\min(q_1,q_2)(1-r^2)<V_0$ (``mixed``:
+    $\min(q_1,q_2)<Q_{\rm near}\le\max(q_1,q_2)$ instead: all but the cross term over the smaller variance)."""
     xp = jnp if xp is None else xp
     n = xp.sqrt(q1 * q2)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 1.0)
     qm = xp.minimum(q1, q2)
-    return (qm >= Q_NEAR) & (qm * (1.0 - r) * (1.0 + r) < V0)
+    band = qm * (1.0 - r) * (1.0 + r) < V0
+    return band & ((qm < Q_NEAR) & (xp.maximum(q1, q2) >= Q_NEAR) if mixed else (qm >= Q_NEAR))
 
 
-def near_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
+def near_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None, small=True):
     r"""``tuple``: $E[f(a)f(b)]$ for $f=\phi$ (``False`` in ``derivatives``) and $f=\phi'$ (``True``) by the near
     tables (module doc), for flat arrays of covariances; only meaningful where :func:`near_mask` holds (elsewhere
-    the values are finite but wrong)."""
+    the values are finite but wrong).  ``small=False``: without the cross term over the variable of smaller variance
+    (the caller integrates it where that variance is below $Q_{\rm near}$: :func:`near_mask` with ``mixed``)."""
     xp = jnp if xp is None else xp
     n = xp.sqrt(q1 * q2)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
@@ -480,7 +482,7 @@ def near_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
         rr = _rr_eval(tab.rr, Q_NEAR / q_floor, xp.abs(kap), s, xp)
         rr = rr * (xp.where(kap < 0, float(tab.parity), 1.0) if tab.parity < 0 else 1.0)
         total = asy.AA(q1, q2, c, d) + rr / xp.sqrt(2.0 * math.pi * q_floor)
-        for qx, qy in ((q1, q2), (q2, q1)):
+        for qx, qy in ((qa, qb), (qb, qa))[:2 if small else 1]:
             qx = xp.maximum(qx, Q_NEAR)
             s2 = qy * one_m_r2
             tau = _tau(asy, s2, xp)

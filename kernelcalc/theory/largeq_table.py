@@ -39,6 +39,10 @@ covariances, in a loop whose trip count is their number (:func:`_patched`; fixed
 enough to stay in cache, which alone makes the quadrature 2-6x cheaper per covariance than one large block).
 :func:`choose_tabulated` adds the series' measured difference from the quadrature (:func:`far_difference`) to the
 error estimate.
+
+**In the near-parallel band at large variances** ($\min(q_1,q_2)\ge Q_{\rm near}=100$, ``near=True``, ``gelu`` family)
+the tables of :mod:`kernelcalc.theory.largeq_near` replace the quadrature (about 9x cheaper per $(C,\dot C)$, same
+benchmark); their held-out errors enter :attr:`TabulatedRule.table_error` and :func:`far_difference`.
 """
 
 from __future__ import annotations
@@ -244,7 +248,8 @@ class TabulatedRule:
     :mod:`kernelcalc.theory.largeq_far` instead (no quadrature; 30-150x cheaper per covariance), and run the
     quadrature only on the near-parallel rest, in chunks (:func:`_patched`).  ``near``: where moreover
     $\min(q_1,q_2)\ge Q_{\rm near}$ (:func:`~kernelcalc.theory.largeq_near.near_mask`), use the near-band tables of
-    :mod:`kernelcalc.theory.largeq_near` (``gelu`` family only; no quadrature, ~8x cheaper per covariance)."""
+    :mod:`kernelcalc.theory.largeq_near` (``gelu`` family only; no quadrature, ~9x cheaper per covariance), and where
+    only the larger variance is $\ge Q_{\rm near}$ the tables plus a trapezoid sum for the one cross term left."""
 
     asymptote: Asymptote
     h: float = 0.3
@@ -297,6 +302,14 @@ class TabulatedRule:
         worst case (every covariance near-parallel)."""
         return int(math.ceil(self.points / 40.0))
 
+    @property
+    def near_points(self) -> tuple:
+        r"""``(both, one)``: cost of one $(C,\dot C)$ in the unit of :attr:`points` by the near tables where both
+        variances are $\ge Q_{\rm near}$, and where one is (tables plus one trapezoid cross term), measured side by side
+        (2048 near-parallel covariances, CPU time; ``benchmarks/bench_largeq_table.py``): about 1/8 and 1/3.5 of the
+        quadrature's."""
+        return int(math.ceil(self.points / 8.0)), int(math.ceil(self.points / 3.5))
+
     def describe(self) -> str:
         tab = remainder_table(self.asymptote, False)
         return (f"large-q asymptote ({self.asymptote.family}) + localised remainder with a tabulated inner average "
@@ -305,7 +318,7 @@ class TabulatedRule:
                 + (f"; moment series of {N_TERMS} terms where min(q1, q2)(1 - r^2) >= {V0:g}" if self.far else "")
                 + (f"; near-band tables where min(q1, q2) >= {Q_NEAR:g} and below" if self.near_on else ""))
 
-    def _one(self, q1, q2, c, derivative):
+    def _one(self, q1, q2, c, derivative, cross_only=False):
         asy = self.asymptote
         tab = remainder_table(asy, derivative)
         L = asy.L
@@ -329,6 +342,8 @@ class TabulatedRule:
             return jnp.sum(wR * mA, axis=-1)
 
         a1, w1 = nodes(q1)
+        if cross_only:          # E[R(a) A(b)] alone, a ~ N(0, q1) localised
+            return cross(q1, q2, a1, w1)
         a2, w2 = nodes(q2)
         big1 = q1 >= q2                                   # integrate over the larger variance: |kappa| <= 1
         qa, qb = jnp.where(big1, q1, q2), jnp.where(big1, q2, q1)
@@ -336,6 +351,14 @@ class TabulatedRule:
         G = tab((c / qa)[:, None] * a, jnp.sqrt(qb * one_m_r2))
         rr = jnp.sum(wR * G, axis=-1)
         return asy.AA(q1, q2, c, derivative) + cross(q1, q2, a1, w1) + cross(q2, q1, a2, w2) + rr
+
+    def _mixed(self, asy, q1, q2, c, ds):
+        """The near tables where one variance is below Q_NEAR, plus this rule's trapezoid sum for the cross term over
+        that variable (the localised one of smaller variance: E[R(b) A(a)], b | a closed)."""
+        out = near_expect(asy, q1, q2, c, ds, small=False)
+        big1 = q1 >= q2
+        qa, qb = jnp.where(big1, q1, q2), jnp.where(big1, q2, q1)
+        return tuple(o + self._one(qb, qa, c, d, cross_only=True) for o, d in zip(out, ds))
 
     @float64
     def expect(self, q1, q2, c, derivative: bool = True, blocked=None):
@@ -356,8 +379,9 @@ class TabulatedRule:
 @functools.lru_cache(maxsize=64)
 def _block(rule: TabulatedRule, derivative: bool):
     """``(q1, q2, c) -> (C,)`` or ``(C, Cdot)`` on flat arrays, compiled once per rule (the unrolled series would
-    otherwise compile op by op in eager mode; inside a caller's jit it is inlined).  With ``rule.far``: the moment
-    series for every covariance, then the quadrature only for those outside :func:`far_mask` (:func:`_patched`)."""
+    otherwise compile op by op in eager mode; inside a caller's jit it is inlined).  With ``rule.far`` / ``rule.near``:
+    the moment series where :func:`far_mask` holds, the near tables where :func:`near_mask` holds, the quadrature for
+    the rest, each only on its own covariances (:func:`_patched`)."""
     ds = (False, True) if derivative else (False,)
 
     def quad(q1, q2, c):
@@ -366,26 +390,29 @@ def _block(rule: TabulatedRule, derivative: bool):
     if not (rule.far or rule.near_on):
         return jax.jit(quad)
 
-    def block(q1, q2, c):
-        rest = ~far_mask(q1, q2, c) if rule.far else jnp.ones(q1.shape, bool)
-        out = far_expect(rule.asymptote, q1, q2, c, ds) if rule.far else tuple(jnp.zeros_like(q1) for _ in ds)
-        if rule.near_on:       # the near tables where they apply (inside the near-parallel band)
-            tab = near_mask(q1, q2, c)
-            out = tuple(jnp.where(tab, v, o) for v, o in zip(near_expect(rule.asymptote, q1, q2, c, ds), out))
-            rest = rest & ~tab
+    def block(q1, q2, c):     # each covariance pays for its own regime only (chunks of its entries, _patched)
+        rest = jnp.ones(q1.shape, bool)
+        out = tuple(jnp.zeros_like(q1) for _ in ds)
+        for on, mask, fn in ((rule.far, far_mask, far_expect), (rule.near_on, near_mask, near_expect),
+                             (rule.near_on, functools.partial(near_mask, mixed=True), rule._mixed)):
+            if on:
+                here = mask(q1, q2, c) & rest
+                out = _patched(out, here, lambda a, b, cc, fn=fn: fn(rule.asymptote, a, b, cc, ds), q1, q2, c, _TABLE_CHUNK)
+                rest = rest & ~here
         return _patched(out, rest, quad, q1, q2, c)
     return jax.jit(block)
 
 
 _CHUNK = 64     # covariances per quadrature chunk of the near-parallel band
+_TABLE_CHUNK = 256   # covariances per chunk of the series and tables (a few us each)
 
 
-def _patched(out, near, quad, q1, q2, c):
+def _patched(out, near, quad, q1, q2, c, chunk=_CHUNK):
     r"""``out`` with the entries where ``near`` holds replaced by ``quad`` at those covariances: the near entries are
     moved to the front (a stable sort) and computed ``_CHUNK`` at a time in a loop whose trip count is their number
     (fixed shapes under jit; the quadrature's cost is paid only for the near entries)."""
     B = q1.shape[0]
-    K = min(_CHUNK, B)
+    K = min(chunk, B)
     perm = jnp.argsort(~near, stable=True)
     order = jnp.concatenate([perm, jnp.full((K,), B, dtype=perm.dtype)])
     n_chunks = (jnp.sum(near.astype(perm.dtype)) + K - 1) // K
