@@ -119,6 +119,27 @@ warns: 9.6e-6 in a box next to q1 ~ q2).  So the table path is kept to 4.5 < sig
 (``ode_kinked._LARGE_Q_PANELS``); softplus and silu at T = 10 are refused by the tensor grid's cost guard as before
 (target missed).
 
+elu through node angle tables (nodetables branch: ``kernels/_node_tables.py``, per time node a Chebyshev series of
+(C / sqrt(q1 q2), Cdot) in the node's own angle variable, graded toward theta = 0, built from one batch of exact
+evaluations per grid and band and served to every input angle and sweep; self-kernels of the ladder's later degrees
+by fixed-diagonal solves iterated in q; anchored sweeps exact next to rho = 1), 2026-12-06 16:08-16:11, load
+average 9-10 (both columns of a row in the same run; CPU seconds of each process next to the wall times)::
+
+    activation  T=1 s  T=10 s  ratio  err T=10  rule / outcome
+    elu           3.4    28.8    8.5   1.5e-10  closed form; CPU 1.3 s / 10.5 s = 8.1x (main: 1.1 s / 29.3 s = 26x
+                                                at load 0.4); 3 node tables (1.5e6 exact evaluations, error 1.2e-12),
+                                                134 of the Gram's 137 cross solves through them; Gram equal to main's
+                                                to 4e-13 (relative)
+    elu           2.8    20.0    7.3   1.5e-10  16:23, load 10-11: CPU 1.3 s / 10.7 s = 8.5x
+    elu           2.5    21.0    8.4   1.5e-10  16:23, load 10: CPU 1.2 s / 10.4 s = 8.5x
+    elu           1.9    20.9   11.1   1.5e-10  16:36, load 8 -> 14 during the run: CPU 1.2 s / 10.0 s = 8.5x
+    (elu(alpha=0.5), sigma_w T = 8, N = 100: main 82.6 s CPU, this branch 32.9 s, errors 2.1e-10 / 2.3e-10; its
+    near-parallel pairs skip the tables: smooth_at_parallel)
+    softplus      3.3  refused in 57 s          (1.35e10 operations; unchanged.  Node tables of the large-q rule
+    silu          2.7  refused in 54 s           past sigma_w T = 5 were tried: softplus sigma_w T = 6, N = 200 took
+                                                 192 s CPU, error 7.9e-11, where the (log q, theta) table errs by
+                                                 6.8e-5: accurate but far over the target, so not enabled)
+
 Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin]``; the lead's
 ``benchmarks/bench_regimes.py`` calls :func:`run`.
 """

@@ -18,6 +18,8 @@ from ..theory.duals import NUMPY_OPS
 from . import _triangle as tri
 from . import _panels as pan
 from ._qtable import NodeTable, QTable
+from ._anchored import AnchoredDual
+from ._node_tables import NodeAngleTable
 from ._gram import bucket, pad_to
 from ._interp import barycentric_weights
 from ._interp import chebyshev_coefficients, chebyshev_matrix
@@ -64,6 +66,19 @@ _QT_COST_DEGREE = 14       # its typical variance degree per box, for the cost g
 _QT_COST_ANGLES = 65       # its typical angle nodes per box (49-97 measured at sigma_w T = 5), for the cost guard
 _QT_COST_BUILDS = 2.5      # its builds per box (measured 12 builds of 6 boxes at sigma_w T = 5, plus direct values)
 _SINGLE_ELEMENT = 3.0     # sigma_w * T up to which one collapsed-triangle element is used
+_NT_TOL = 1e-12            # node angle tables (_node_tables) of a dear closed form: relative accuracy
+#: exact (C, Cdot) per node that one cross solve of a dear closed form costs without a node angle table (anchored
+#: sweeps, measured 3.9-4.0 for elu at sigma_w T = 10, plus the residual check and the final C, Cdot)
+_NT_DIRECT_COST = 6.0
+#: ... and that the table costs per node: 13 Lobatto nodes, doubled where needed (measured 14-21 evaluations per node
+#: with the held-out checks, elu at sigma_w T = 10), and two bracketing solves (about 3 exact evaluations each)
+_NT_BUILD_COST = 20.0 + 2 * 3.0
+_NT_BRACKET_TOL = 1e-9     # Picard tolerance of the bracketing solves (their angles are padded by _node_tables._PAD)
+#: anchored solves of a dear closed form (elu) evaluate exactly where the correlation is within this of 1: its dual
+#: is not smooth at rho = 1 ((1 - rho)^{3/2} terms), where the linear model's error is not quadratic (measured:
+#: residuals 8e-12 > RESIDUAL_TOL at the diagonal t = s of the self-kernel, and an exact re-solve of each; with 1e-2,
+#: below 1e-19)
+_KINK = 1e-2
 
 
 class _AngleTable:
@@ -305,6 +320,11 @@ class KinkedPanelsMixin:
         a compiled shape would solve copies: 8 self-kernels for one norm, measured 7 of 12 s of elu at T = 10)."""
         return v
 
+    def _coarse_degrees(self) -> tuple:
+        """As :meth:`GoursatSolver._coarse_degrees`; on the panels the first degree of band 0's ladder (``_PANEL_LADDERS``),
+        whose self-kernel solve the ladder then reuses (and the next degrees start from its diagonal)."""
+        return super()._coarse_degrees() if self._panel_count() == 1 else (12, 16, 24)
+
     def _refuse_if(self, factors, P):
         """Raise the cost refusal when the product of ``factors`` exceeds the work limit."""
         from .._validation import KernelcalcInputError
@@ -377,7 +397,7 @@ class KinkedPanelsMixin:
     def _own_solve(self, dual, grid, S0):
         r"""The forward solve of identical inputs (their own diagonal, $q=S(t,t)$): the self-kernel solve of
         :meth:`_self_diagonals` when it was made on this grid (the same problem), else solved here."""
-        hits = [self._own.get((dual, grid.name, s0)) for s0 in S0.tolist()]
+        hits = [self._own_get(dual, grid, s0) for s0 in S0.tolist()]
         if all(h is not None for h in hits):
             return (np.stack([h[0] for h in hits]), np.stack([h[1] for h in hits]), max(h[2] for h in hits),
                     max(h[3] for h in hits))
@@ -407,6 +427,68 @@ class KinkedPanelsMixin:
                                f"integrals: {amplified:.1e} > 10 tol = {10 * self.tol:.1e})", self.strict)
         return C, Cdot, dS, nS
 
+    def _angle_table(self, dual, grid, q, band: int, problems: int):
+        r"""The :class:`._node_tables.NodeAngleTable` of a dear closed form (``dual.points`` > 1: elu) on the panels
+        ``grid`` for ``problems`` cross-kernel problems of band ``band`` sharing the diagonal ``q`` (rows), or
+        ``None``: direct (anchored) solves, while they are cheaper (and always in bands 1 and 2 of a dual whose
+        $\dot C$ is not Lipschitz at $\rho=1$, :func:`smooth_at_parallel`).  The table is built once the problems asked of
+        this grid and diagonal, this batch included, and as many again (the Gram's sphere table doubles its angles
+        until it converges: a grid asked $k$ problems is asked at least $k$ more) would cost more direct evaluations
+        than the table (``_NT_BUILD_COST`` against ``_NT_DIRECT_COST`` per node and problem).  Its angle range per
+        node comes from two solves at the band's extreme input angles (:func:`band_edges`)."""
+        if not (isinstance(grid, pan.PanelGrid) and _dear(dual) and np.all(q == q[:1])) or (
+                band > 0 and not smooth_at_parallel(dual)):
+            return None
+        key = (grid.name, band, q[0].tobytes())
+        state = self._nt_state.setdefault(key, dict(problems=0, table=None))
+        state["problems"] += problems
+        if state["table"] is None and 2 * state["problems"] * _NT_DIRECT_COST >= _NT_BUILD_COST:
+            exact = functools.partial(_exact_pairs, dual)
+            lo, hi = band_edges(band, self.sigma_w * self.T)
+            S0 = q[0, 0] * np.cos(np.array([lo, hi]))         # S(0, 0) = q(0) cos(theta_0)
+            bracket = AnchoredDual(exact, kink=_KINK)
+            S, _, _, _ = pan.solve(grid, bracket, S0, self._fwd, q=np.repeat(q[:1], 2, axis=0),
+                                   sweeps_tol=_NT_BRACKET_TOL, stagnation=_NT_BRACKET_TOL)
+            q1, q2 = (a[0] for a in _point_variances(grid, q[:1]))
+            n = np.sqrt(q1 * q2)
+            th = 2.0 * np.arctan2(np.sqrt(np.clip(1.0 - S / n, 0, 2)), np.sqrt(np.clip(1.0 + S / n, 0, 2)))
+            nt = state["table"] = NodeAngleTable(exact, q1, q2, th[0], th[1], _NT_TOL)
+            self._table_error = max(self._table_error, nt.error)
+            rec_ = self._node_table_info()
+            rec_.update(tables=rec_["tables"] + 1, evaluations=rec_["evaluations"] + nt.evaluations + bracket.exact_points,
+                        degree=max(rec_["degree"], nt.R), error=max(rec_["error"], nt.error))
+        if state["table"] is None:
+            rec_ = self._node_table_info()
+            rec_["direct_problems"] += problems
+        return state["table"]
+
+    def _node_table_info(self) -> dict:
+        """``info["node_tables"]``: what the node angle tables cost and served, and the rule that chose them."""
+        return self.info.setdefault("node_tables", dict(
+            tables=0, evaluations=0, degree=0, error=0.0, problems=0, direct_problems=0, resolved=0, extrapolated=0,
+            direct=0, choice=f"a table per time grid and band once (problems asked + as many again) x "
+                             f"{_NT_DIRECT_COST:g} exact evaluations per node >= {_NT_BUILD_COST:g} (its build); "
+                             f"before, direct anchored solves (direct_problems)"))
+
+    def _angle_table_pairs(self, nt, dual, grid, q, S0):
+        r"""$(C,\dot C)$ on the panels of B cross-kernel problems through the node angle table ``nt``; a problem
+        whose converged values leave the table's ranges is solved again directly.  Returns ``(C, Cdot, change,
+        sweeps)`` (node arrays ``(B, points)``)."""
+        B = S0.shape[0]
+        idx = np.broadcast_to(np.arange(grid.points), (B, grid.points))
+        S, _, dS, nS = pan.solve(grid, lambda a, b, c, x: nt(c, x[0], 0), S0, self._fwd, q=q, aux=(idx,))
+        bad = ~nt.inside(S, idx)
+        if np.any(bad):      # (not the table's fixed point: a non-monotone phi, or a bracket missed)
+            exact = functools.partial(_exact_pairs, dual)
+            S[bad], _, d2, n2 = pan.solve(grid, self._C(dual), S0[bad], self._fwd, q=q[bad])
+            dS, nS = max(dS, d2), max(nS, n2)
+        C, Cdot = nt(S, idx, 0, final=True), nt(S, idx, 1, final=True)
+        rec_ = self._node_table_info()
+        rec_.update(problems=rec_["problems"] + B, resolved=rec_["resolved"] + int(np.sum(bad)),
+                    extrapolated=rec_["extrapolated"] + nt.extrapolated, direct=rec_["direct"] + nt.direct)
+        nt.extrapolated = nt.direct = 0
+        return C, Cdot, dS, nS
+
     def _table(self, dual, grid, q):
         """The :class:`_AngleTable` of ``grid`` for problems sharing one diagonal ``q`` (rows), or ``None``
         (a closed form, or different diagonals)."""
@@ -421,6 +503,39 @@ class KinkedPanelsMixin:
             self.info["angle_table_error"] = max(self.info.get("angle_table_error", 0.0), table.error)
             self._table_error = max(self._table_error, table.error)
         return table
+
+
+def _dear(dual) -> bool:
+    """Whether ``dual`` is a dear closed form (price > 1: elu), whose cross-kernel solves on the panels take the
+    anchored sweeps and the node angle tables.  (The large-$q$ rule of softplus and silu would pay too, but at
+    ~5-40 us per evaluation their sigma_w T = 6 solve still took minutes: measured, not enabled.)"""
+    return dual.method == "closed" and getattr(dual, "points", 1) > 1
+
+
+@functools.lru_cache(maxsize=32)
+def smooth_at_parallel(dual) -> bool:
+    r"""Whether $\dot C$ of ``dual`` is Lipschitz at $\rho=1$ (measured at $q_1=q_2=1$: its drop over $1-\rho=10^{-4}$
+    against $10^{-6}$, about 100 for a smooth $\dot C$, 10 for a $\sqrt{1-\rho}$ term).  A $\phi'$ that jumps (elu with
+    $\alpha\ne1$) gives $\dot C\approx\dot C(1)-\kappa\sqrt{1-\rho}$: the backward kernel of a near-parallel pair
+    then resolves $1-\rho$ down to rounding, where a table's absolute error of 1e-13 in $C$ (about $10^{-13}$ in
+    $\rho$) moves $\dot C$ by $\sim\kappa\sqrt{10^{-13}}$ (measured: elu(0.5), $\sigma_wT=8$, 2e-8 in the NTK at
+    $\theta_0<10^{-7}$).  Such duals take node tables in band 0 only."""
+    one = np.ones(3)
+    _, Cd = _dual_np(dual, one, one, np.array([1.0, 1.0 - 1e-4, 1.0 - 1e-6]), True)
+    return bool(abs(Cd[0] - Cd[1]) > 30.0 * abs(Cd[0] - Cd[2]))
+
+
+def _exact_pairs(dual, q1, q2, c):
+    """$(C,\\dot C)$ of ``dual`` (numpy) on flat arrays."""
+    return _dual_np(dual, q1, q2, c, True)
+
+
+def band_edges(band: int, sigma_w_T: float) -> tuple:
+    r"""The extreme input angles of a band of :func:`~kernelcalc.kernels.ode_kinked.band_of` (its edges
+    $2\theta_0/(1+\sigma_wT)$ = 0.1 and 0.01; band 0 up to $\pi$, band 2 down to 0), capped at $\pi$."""
+    s = (1.0 + sigma_w_T) / 2.0
+    edges = ((0.1 * s, math.pi), (0.01 * s, 0.1 * s), (0.0, 0.01 * s))[band]
+    return tuple(min(e, math.pi) for e in edges)
 
 
 # -- long horizons: the composite panels of kernels/_panels.py (one dispatch per grid operation) ----------

@@ -145,15 +145,16 @@ class GoursatSolver(TabulatedMarginals):
         the rungs of the time-grid ladder solved (or to be solved) before these ``pairs`` (each a self-kernel and
         a pair, :meth:`_choose_M`): their work counts too, as pair-equivalents at ``n`` nodes."""
         unit = 0.05 if dual.method in ("hermite", "closed", "fourier") else 1.0   # series terms are cheap multiply-adds
+        points, how = self._price(dual)
         if _marches(self.grid(self.M_fixed or _M_SEQUENCE[0])):          # Euler ResNet: one pass, C and Cdot per cell
             sweeps = (1, "pass (row march)")
-            per_cell = 2 * unit * dual.points + _MARCH_CELL_OPS
-            per_cell_label = (f"operations per cell (C and Cdot: 2 x {dual.points} quadrature points at weight {unit:g}, "
+            per_cell = 2 * unit * points + _MARCH_CELL_OPS
+            per_cell_label = (f"operations per cell (C and Cdot: 2 x {points:g} {how} at weight {unit:g}, "
                               f"plus {_MARCH_CELL_OPS:g} for the row march)")
         else:
             sweeps = (_COST_SWEEPS, "Picard sweeps")
-            per_cell = unit * dual.points + 0.04 * n       # the expectations, and 2 matrix products per sweep
-            per_cell_label = (f"operations per cell ({dual.points} quadrature points at weight {unit:g}, plus {0.04 * n:g} "
+            per_cell = unit * points + 0.04 * n       # the expectations, and 2 matrix products per sweep
+            per_cell_label = (f"operations per cell ({points:g} {how} at weight {unit:g}, plus {0.04 * n:g} "
                               "for the matrix products)")
         half = symmetric and dual.method in _QUADRATURE_RULES and not _marches(self.grid(self.M_fixed or _M_SEQUENCE[0]))
         cells = (n * (n + 1) // 2, f"time cells ({n}({n}+1)/2: symmetric in t, s)") if half else (n * n, f"time cells ({n}^2)")
@@ -173,6 +174,23 @@ class GoursatSolver(TabulatedMarginals):
             f"the {self.activation.name} kernel at {self.describe_parameters()}",
             [pairs, sweeps, cells, (per_cell, per_cell_label)],
             f"the pre-activation variance reaches q = {q:.4g}, on {n} time nodes{detail}", self.cost_drivers))
+
+    def _price(self, dual):
+        r"""``(points, text)``: the price of one expectation in the guard's unit.  The large-q rule with near tables
+        (:attr:`~kernelcalc.theory.largeq_table.TabulatedRule.near_on`) costs :attr:`near_points` on the cells whose
+        two variances are both (or one) $\ge Q_{\rm near}$ (its far series are cheaper still) and :attr:`points` (the
+        quadrature, the worst case) on the others; with $f=\#\{i: q(t_i)\ge Q_{\rm near}\}/n$ the fractions of such
+        cells are $f^2$ and $2f(1-f)$, $f$ read off the coarse self-kernel $q(t_i)$ of the largest input norm
+        (``info["near_table_node_fraction"]``, memoised with the grid)."""
+        rule, frac = dual.rule, self.info.get("near_table_node_fraction")
+        if dual.method != "asymptotic" or not getattr(rule, "near_on", False) or frac is None:
+            return dual.points, "quadrature points"
+        from ..theory.largeq_near import Q_NEAR
+        both, one = rule.near_points
+        p2, p1 = frac ** 2, 2.0 * frac * (1.0 - frac)
+        points = float(math.ceil((1.0 - p1 - p2) * rule.points + p1 * one + p2 * both))
+        return points, (f"points (mean: {1 - p1 - p2:.0%} of cells by the quadrature at {rule.points}, {p1:.0%} with "
+                        f"one variance >= {Q_NEAR:g} at {one}, {p2:.0%} with both by the near tables at {both})")
 
     def describe_parameters(self) -> str:
         return (f"T = {self.T:g}, sigma_w = {self.sigma_w:g}, sigma_u = {self.sigma_u:g}, largest x.x/d = "
@@ -259,9 +277,12 @@ class GoursatSolver(TabulatedMarginals):
             coarse = dual_kernels(self.activation, q_max=self.info["q_max"], tol=1e-6)
             strict, self.strict = self.strict, False
             try:
-                for M in ((self.M_fixed,) if self.M_fixed else (16, 32, 64)):
+                for M in ((self.M_fixed,) if self.M_fixed else self._coarse_degrees()):
                     try:
-                        q_est = float(np.max(self._self_diagonals(coarse, M, np.array([v_max]))))
+                        profile = np.asarray(self._self_diagonals(coarse, M, np.array([v_max]))).ravel()
+                        q_est = float(np.max(profile))
+                        from ..theory.largeq_near import Q_NEAR     # prices the large-q rule's regimes (_price)
+                        self.info["near_table_node_fraction"] = float(np.mean(profile >= Q_NEAR))
                         break
                     except _BlowUp:     # a coarse grid can overflow near a blow-up where finer ones do not
                         if M == 64:
@@ -286,6 +307,10 @@ class GoursatSolver(TabulatedMarginals):
             M, err = self._choose_M(dual, v_max)
         self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self._nodes(M))
         return dual, M
+
+    def _coarse_degrees(self) -> tuple:
+        """The grids tried, in order, for the first estimate of $q(T)$ (to ~1e-6)."""
+        return (16, 32, 64)
 
     def _fourier_dual(self, q_est: float):
         r"""The ``"fourier"`` dual (:func:`~kernelcalc.theory.gaussian.fourier_dual_kernels`: Chebyshev series in

@@ -39,6 +39,10 @@ covariances, in a loop whose trip count is their number (:func:`_patched`; fixed
 enough to stay in cache, which alone makes the quadrature 2-6x cheaper per covariance than one large block).
 :func:`choose_tabulated` adds the series' measured difference from the quadrature (:func:`far_difference`) to the
 error estimate.
+
+**In the near-parallel band at large variances** ($\min(q_1,q_2)\ge Q_{\rm near}=100$, ``near=True``, ``gelu`` family)
+the tables of :mod:`kernelcalc.theory.largeq_near` replace the quadrature (about 9x cheaper per $(C,\dot C)$, same
+benchmark); their held-out errors enter :attr:`TabulatedRule.table_error` and :func:`far_difference`.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from .._validation import accuracy_shortfall
 from .activations import Activation
 from .largeq import Asymptote, asymptote_of, first_settled, level_values
 from .largeq_far import N_TERMS, V0, far_expect, far_mask, moment_table
+from .largeq_near import Q_NEAR, near_expect, near_mask, near_table
 
 __all__ = ["RemainderTable", "remainder_table", "TabulatedRule", "choose_tabulated", "cheapest_tabulated_rule",
            "far_difference"]
@@ -241,11 +246,20 @@ class TabulatedRule:
     tabulated (module doc).  ``h``: the trapezoid step of the outer sums over $|x|\le L$.  ``far``: where
     $\min(q_1,q_2)(1-r^2)\ge V_0$ (:func:`~kernelcalc.theory.largeq_far.far_mask`) use the moment series of
     :mod:`kernelcalc.theory.largeq_far` instead (no quadrature; 30-150x cheaper per covariance), and run the
-    quadrature only on the near-parallel rest, in chunks (:func:`_patched`)."""
+    quadrature only on the near-parallel rest, in chunks (:func:`_patched`).  ``near``: where moreover
+    $\min(q_1,q_2)\ge Q_{\rm near}$ (:func:`~kernelcalc.theory.largeq_near.near_mask`), use the near-band tables of
+    :mod:`kernelcalc.theory.largeq_near` (``gelu`` family only; no quadrature, ~9x cheaper per covariance), and where
+    only the larger variance is $\ge Q_{\rm near}$ the tables plus a trapezoid sum for the one cross term left."""
 
     asymptote: Asymptote
     h: float = 0.3
     far: bool = True
+    near: bool = True
+
+    @property
+    def near_on(self) -> bool:
+        """Whether the near-band tables are used (``near`` and an asymptote of the ``gelu`` family)."""
+        return self.near and self.asymptote.family == "gelu"
 
     @property
     def n_out(self) -> int:
@@ -276,6 +290,8 @@ class TabulatedRule:
         err = max(remainder_table(self.asymptote, d).error for d in (False, True))
         if self.far:
             err = max(err, *(moment_table(self.asymptote, d).error for d in (False, True)))
+        if self.near_on:     # relative to the kernel's norm, held-out and density tail (largeq_near)
+            err = max(err, *(near_table(self.asymptote, d).error for d in (False, True)))
         return err
 
     @property
@@ -286,14 +302,23 @@ class TabulatedRule:
         worst case (every covariance near-parallel)."""
         return int(math.ceil(self.points / 40.0))
 
+    @property
+    def near_points(self) -> tuple:
+        r"""``(both, one)``: cost of one $(C,\dot C)$ in the unit of :attr:`points` by the near tables where both
+        variances are $\ge Q_{\rm near}$, and where one is (tables plus one trapezoid cross term), measured side by side
+        (2048 near-parallel covariances, CPU time; ``benchmarks/bench_largeq_table.py``): about 1/8 and 1/3.5 of the
+        quadrature's."""
+        return int(math.ceil(self.points / 8.0)), int(math.ceil(self.points / 3.5))
+
     def describe(self) -> str:
         tab = remainder_table(self.asymptote, False)
         return (f"large-q asymptote ({self.asymptote.family}) + localised remainder with a tabulated inner average "
                 f"({tab.coef.shape[0]}x{tab.coef.shape[1]} s by {tab.coef.shape[2]}x{tab.coef.shape[3]} mu "
                 f"Chebyshev coefficients), step {self.h:g} on |x| <= {self.asymptote.L:g}"
-                + (f"; moment series of {N_TERMS} terms where min(q1, q2)(1 - r^2) >= {V0:g}" if self.far else ""))
+                + (f"; moment series of {N_TERMS} terms where min(q1, q2)(1 - r^2) >= {V0:g}" if self.far else "")
+                + (f"; near-band tables where min(q1, q2) >= {Q_NEAR:g} and below" if self.near_on else ""))
 
-    def _one(self, q1, q2, c, derivative):
+    def _one(self, q1, q2, c, derivative, cross_only=False):
         asy = self.asymptote
         tab = remainder_table(asy, derivative)
         L = asy.L
@@ -317,6 +342,8 @@ class TabulatedRule:
             return jnp.sum(wR * mA, axis=-1)
 
         a1, w1 = nodes(q1)
+        if cross_only:          # E[R(a) A(b)] alone, a ~ N(0, q1) localised
+            return cross(q1, q2, a1, w1)
         a2, w2 = nodes(q2)
         big1 = q1 >= q2                                   # integrate over the larger variance: |kappa| <= 1
         qa, qb = jnp.where(big1, q1, q2), jnp.where(big1, q2, q1)
@@ -324,6 +351,14 @@ class TabulatedRule:
         G = tab((c / qa)[:, None] * a, jnp.sqrt(qb * one_m_r2))
         rr = jnp.sum(wR * G, axis=-1)
         return asy.AA(q1, q2, c, derivative) + cross(q1, q2, a1, w1) + cross(q2, q1, a2, w2) + rr
+
+    def _mixed(self, asy, q1, q2, c, ds):
+        """The near tables where one variance is below Q_NEAR, plus this rule's trapezoid sum for the cross term over
+        that variable (the localised one of smaller variance: E[R(b) A(a)], b | a closed)."""
+        out = near_expect(asy, q1, q2, c, ds, small=False)
+        big1 = q1 >= q2
+        qa, qb = jnp.where(big1, q1, q2), jnp.where(big1, q2, q1)
+        return tuple(o + self._one(qb, qa, c, d, cross_only=True) for o, d in zip(out, ds))
 
     @float64
     def expect(self, q1, q2, c, derivative: bool = True, blocked=None):
@@ -344,32 +379,40 @@ class TabulatedRule:
 @functools.lru_cache(maxsize=64)
 def _block(rule: TabulatedRule, derivative: bool):
     """``(q1, q2, c) -> (C,)`` or ``(C, Cdot)`` on flat arrays, compiled once per rule (the unrolled series would
-    otherwise compile op by op in eager mode; inside a caller's jit it is inlined).  With ``rule.far``: the moment
-    series for every covariance, then the quadrature only for those outside :func:`far_mask` (:func:`_patched`)."""
+    otherwise compile op by op in eager mode; inside a caller's jit it is inlined).  With ``rule.far`` / ``rule.near``:
+    the moment series where :func:`far_mask` holds, the near tables where :func:`near_mask` holds, the quadrature for
+    the rest, each only on its own covariances (:func:`_patched`)."""
     ds = (False, True) if derivative else (False,)
 
     def quad(q1, q2, c):
         return tuple(rule._one(q1, q2, c, d) for d in ds)
 
-    if not rule.far:
+    if not (rule.far or rule.near_on):
         return jax.jit(quad)
 
-    def block(q1, q2, c):
-        near = ~far_mask(q1, q2, c)
-        out = far_expect(rule.asymptote, q1, q2, c, ds)
-        return _patched(out, near, quad, q1, q2, c)
+    def block(q1, q2, c):     # each covariance pays for its own regime only (chunks of its entries, _patched)
+        rest = jnp.ones(q1.shape, bool)
+        out = tuple(jnp.zeros_like(q1) for _ in ds)
+        for on, mask, fn in ((rule.far, far_mask, far_expect), (rule.near_on, near_mask, near_expect),
+                             (rule.near_on, functools.partial(near_mask, mixed=True), rule._mixed)):
+            if on:
+                here = mask(q1, q2, c) & rest
+                out = _patched(out, here, lambda a, b, cc, fn=fn: fn(rule.asymptote, a, b, cc, ds), q1, q2, c, _TABLE_CHUNK)
+                rest = rest & ~here
+        return _patched(out, rest, quad, q1, q2, c)
     return jax.jit(block)
 
 
 _CHUNK = 64     # covariances per quadrature chunk of the near-parallel band
+_TABLE_CHUNK = 256   # covariances per chunk of the series and tables (a few us each)
 
 
-def _patched(out, near, quad, q1, q2, c):
+def _patched(out, near, quad, q1, q2, c, chunk=_CHUNK):
     r"""``out`` with the entries where ``near`` holds replaced by ``quad`` at those covariances: the near entries are
     moved to the front (a stable sort) and computed ``_CHUNK`` at a time in a loop whose trip count is their number
     (fixed shapes under jit; the quadrature's cost is paid only for the near entries)."""
     B = q1.shape[0]
-    K = min(_CHUNK, B)
+    K = min(chunk, B)
     perm = jnp.argsort(~near, stable=True)
     order = jnp.concatenate([perm, jnp.full((K,), B, dtype=perm.dtype)])
     n_chunks = (jnp.sum(near.astype(perm.dtype)) + K - 1) // K
@@ -399,14 +442,14 @@ def _far_edge(q1, q2, c):
 
 
 def far_difference(rule: TabulatedRule, q1, q2, c, blocked=None, quadrature=None) -> float:
-    r"""The largest difference, relative to $\sqrt{E f(a)^2E f(b)^2}$, between ``rule`` (moment series where far) and
-    its quadrature alone (the same rule with ``far=False``) for $C$ and $\dot C$ at the covariances ``(q1, q2, c)``
-    (include the edge of the far regime: :func:`_far_edge`); 0 when ``rule.far`` is off.  ``quadrature``: the
-    :func:`~kernelcalc.theory.largeq.level_values` of the ``far=False`` rule at these covariances, when known."""
-    if not rule.far:
+    r"""The largest difference, relative to $\sqrt{E f(a)^2E f(b)^2}$, between ``rule`` (moment series where far, near
+    tables where they apply) and its quadrature alone (the same rule with ``far=False, near=False``) for $C$ and $\dot C$
+    at the covariances ``(q1, q2, c)`` (include the edge of the far regime: :func:`_far_edge`); 0 when both are off.
+    ``quadrature``: the :func:`~kernelcalc.theory.largeq.level_values` of that quadrature-only rule, when known."""
+    if not (rule.far or rule.near_on):
         return 0.0
     fast, _ = level_values(rule, q1, q2, c, blocked)
-    slow, norms = quadrature or level_values(dataclasses.replace(rule, far=False), q1, q2, c, blocked)
+    slow, norms = quadrature or level_values(dataclasses.replace(rule, far=False, near=False), q1, q2, c, blocked)
     return max(float(np.max(np.abs(a - b) / np.maximum(n, 1e-300))) for a, b, n in zip(fast, slow, norms))
 
 
@@ -440,7 +483,7 @@ def choose_tabulated(activation: Activation, q_max: float, tol: float, strict: b
     memo = {}
 
     def values(h):      # the quadrature alone: the levels differ only there
-        memo[h] = level_values(TabulatedRule(asy, h, far=False), q1, q2, c, blocked)
+        memo[h] = level_values(TabulatedRule(asy, h, far=False, near=False), q1, q2, c, blocked)
         return memo[h]
 
     table_err = TabulatedRule(asy).table_error
