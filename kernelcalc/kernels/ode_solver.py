@@ -182,7 +182,7 @@ class GoursatSolver(TabulatedMarginals):
         quadrature, the worst case) on the others; with $f=\#\{i: q(t_i)\ge Q_{\rm near}\}/n$ the fractions of such
         cells are $f^2$ and $2f(1-f)$, $f$ read off the coarse self-kernel $q(t_i)$ of the largest input norm
         (``info["near_table_node_fraction"]``, memoised with the grid)."""
-        rule, frac = dual.rule, self.info.get("near_table_node_fraction")
+        rule, frac = getattr(dual, "rule", None), self.info.get("near_table_node_fraction")
         if dual.method != "asymptotic" or not getattr(rule, "near_on", False) or frac is None:
             return dual.points, "quadrature points"
         from ..theory.largeq_near import Q_NEAR
