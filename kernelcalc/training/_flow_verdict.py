@@ -94,7 +94,7 @@ def _decide(fit: dict, grad_end: float, norm_end: float, th: dict) -> tuple[str,
 
 
 def _loss_asymptote(fit: dict, verdict: str, l_end: float, th: dict) -> tuple[float | None, float | None, str]:
-    """``(alpha, L_inf, note)`` as reported: for a convergent run the critical value $L(t_{end})$ (no
+    r"""``(alpha, L_inf, note)`` as reported: for a convergent run the critical value $L(t_{end})$ (no
     $\alpha$); else the fitted $\alpha$ and $L_\infty$: 0 within ``asymptote_zero_rtol`` of $L(t_{end})$,
     ``None`` when no power law fits (module docstring of :mod:`kernelcalc.training.divergence`)."""
     if verdict == "convergent":
