@@ -291,7 +291,7 @@ def test_drop_of_a_homogeneous_kink_is_relatively_accurate():
     solve of near-parallel inputs relies on it; the difference of two float64 values would keep no digit)."""
     import mpmath as mp
 
-    from kernelcalc.kernels.ode_kinked import _gap_drop
+    from kernelcalc.kernels.ode_kinked_deficit import _gap_drop
     from kernelcalc.theory.duals import closed_form_dual
 
     dual = type("D", (), {"rule": closed_form_dual(kc.theory.activations.resolve_activation("abs(x)")), "method": "closed"})

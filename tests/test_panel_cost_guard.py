@@ -56,7 +56,7 @@ def test_panel_model_counts_the_sweeps_the_solver_makes(monkeypatch):
     """The model's sweeps per node (the self-kernel's row march: ``_self_sweeps``; a pair's forward and backward
     wavefronts: ``_PAIR_SWEEPS`` each) against the node-sweeps counted in a real call (relu, sigma_w T = 7, 7
     panels, N = 3 on the sphere): within 1.5x."""
-    from kernelcalc.kernels import ode_kinked_panels as okp
+    from kernelcalc.kernels import ode_kinked_cost as okc
     from kernelcalc.kernels import ode_solver
 
     monkeypatch.setattr(ode_solver, "_TIME_GRIDS", {})
@@ -66,8 +66,8 @@ def test_panel_model_counts_the_sweeps_the_solver_makes(monkeypatch):
     rows = [s / (B * pts) for kind, m, B, s, pts in solves if kind == "_solve"]
     fronts = [s / (B * pts) for kind, m, B, s, pts in solves if kind != "_solve"]
     assert rows and fronts
-    assert all(1 / 1.5 <= r / okp._self_sweeps(7) <= 1.5 for r in rows), rows
-    assert all(1 / 1.5 <= f / okp._PAIR_SWEEPS <= 1.5 for f in fronts), fronts
+    assert all(1 / 1.5 <= r / okc._self_sweeps(7) <= 1.5 for r in rows), rows
+    assert all(1 / 1.5 <= f / okc._PAIR_SWEEPS <= 1.5 for f in fronts), fronts
 
 
 def test_panel_guard_refuses_before_the_rung_that_passes_the_limit(monkeypatch):
