@@ -72,7 +72,7 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
     r"""Neural-ODE kernel evaluator on the collapsed-triangle grid (module doc); ``M`` is the degree $m=n$.
     Mixed into a :class:`~kernelcalc.kernels.ode.GoursatSolver`, which supplies :meth:`_tensor_factory`
     (the tensor-grid solver of unequal-norm pairs) and, for the panels' cost guard, ``work_limit`` and
-    ``cost_message`` (:func:`kernelcalc.kernels.ode.cost_refusal`)."""
+    ``cost_message`` (:func:`kernelcalc.kernels.ode_refusals.cost_refusal`)."""
 
     def __init__(self, activation, *, T, sigma_w, sigma_u, sigma_v, v_max, tol=1e-10, M=None, strict=False):
         super().__init__(activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, v_max=v_max, tol=tol,

@@ -1,8 +1,8 @@
 r"""The Goursat solvers of the Neural-ODE kernel (conventions in :mod:`kernelcalc.kernels.ode`):
-:class:`GoursatSolver` (the adaptive choice of the dual rule and the time grid, the cost guard, the self- and
-cross-kernel solves of a Gram on the tensor Chebyshev grid of :mod:`kernelcalc.kernels.ode_grid`) and
-:class:`KinkedGoursatSolver` (kinked activations: the collapsed-triangle grid of :mod:`kernelcalc.kernels.ode_kinked`),
-with the one message of every cost refusal (:func:`cost_refusal`)."""
+:class:`GoursatSolver` (the adaptive choice of the dual rule and the time grid, the self- and cross-kernel solves of
+a Gram on the tensor Chebyshev grid of :mod:`kernelcalc.kernels.ode_grid`; its refusals, blow-up and cost guard, are
+in :mod:`kernelcalc.kernels.ode_refusals`) and :class:`KinkedGoursatSolver` (kinked activations: the
+collapsed-triangle grid of :mod:`kernelcalc.kernels.ode_kinked`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .._x64 import float64
 from ..theory import recursion as rec
 from .._validation import KernelcalcAccuracyWarning, KernelcalcInputError, accuracy_shortfall, warn
 from ..theory.activations import resolve_activation
-from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_order, hermite_q_limit
+from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kernels, hermite_order
 from ..theory.largeq_table import cheapest_tabulated_rule
 from ._gram import bucket, by_correlation, flat_pairs, pad_to
 from .ode_grid import (_ELEMENT_LENGTH, _JIT_BATCH, _JIT_NORMS, _M_SEQUENCE, _MAX_NODES, _QUADRATURE_RULES, _STAGNATION,
@@ -24,19 +24,13 @@ from .ode_grid import (_ELEMENT_LENGTH, _JIT_BATCH, _JIT_NORMS, _M_SEQUENCE, _MA
 from ._marginal_table import TabulatedMarginals
 from ._ode_starts import SelfKernelStarts, first_variance_guess
 from .ode_kinked import KinkedSolverMixin
+from .ode_refusals import GoursatRefusals, _BlowUp, cost_refusal  # noqa: F401  (cost_refusal: re-exported)
 
 _KINK_M_MAX = 32          # kinked phi: C is not smooth at r = 1 (the diagonal t = s), the grid converges
                           # only algebraically; stop here and report the achieved change
-#: the cost guard's price of one cell of the Euler ResNet's row march beyond its expectations (numpy work per cell:
-#: measured about 80 ns per cell and solve, sin at depth 1024-2048: 8.4 s and 21 s for 4 inputs on the sphere; without
-#: it a closed-form march was priced at 0.1 per cell, and depth 2^14 ran for more than 5 min instead of refusing)
-_MARCH_CELL_OPS = 5.0
 _MAX_CACHED_DIAGONALS = 8192   # self-kernel diagonals kept per solver
 _TABLE_MIN_NORMS = 8      # prepared norms from which the numpy marginals are tabulated in log q
-#: sigma_w * T up to which every built-in activation computes (issue 17); beyond, a solver that diverges is out of reach
-_SUPPORTED_SIGMA_W_T = 10.0
 _WORK_LIMIT = 1e10        # weighted integrand evaluations one Gram may cost (about a minute of CPU) before we refuse
-_COST_SWEEPS = 40        # Picard sweeps a solve is costed at
 _MIN_BATCH = 8            # pairs per cross-kernel batch at least (batches are grouped by correlation)
 _MAX_TIME_GRIDS = 32      # memoised (rule, time grid) choices (GoursatSolver._dual_and_M)
 #: (parameters, largest norm) -> (rule, M, info, warnings, {x.x/d: q(t)}): the memo of
@@ -48,11 +42,7 @@ _FOURIER_MIN_TERMS = 2048   # Mehler terms beyond which a saturating phi takes t
 _FOURIER_Q_MAX = 400.0      # ... up to this variance (tanh: about 1100 Chebyshev modes)
 
 
-class _BlowUp(KernelcalcInputError):
-    """The solution is not finite (a blow-up or an overflow): a finer time grid may still resolve it."""
-
-
-class GoursatSolver(TabulatedMarginals):
+class GoursatSolver(GoursatRefusals, TabulatedMarginals):
     r"""Kernel evaluator for the Neural ODE or the weight-tied ResNet at fixed $(\phi, T, \sigma)$.
 
     ``solver(sxx, syy, sxy)`` maps input second moments $x\cdot x/d$, $y\cdot y/d$, $x\cdot y/d$
@@ -91,40 +81,6 @@ class GoursatSolver(TabulatedMarginals):
         self._table_from = None     # the smallest of the many norms prepare announced
 
     # -- diagnostics -------------------------------------------------------------------------
-    def _blow_up(self, what: str) -> "_BlowUp":
-        """The right error for a non-finite solution: super-linear phi, float64 overflow, or the solver."""
-        f = self.activation.numpy_fn
-        with np.errstate(all="ignore"):
-            big = np.array([-500.0, -50.0, 50.0, 500.0])
-            vals = np.abs(np.asarray(f(big), dtype=float))
-            x = np.linspace(-50, 50, 2001)
-            slope = np.abs(np.asarray(self.activation.numpy_derivative(x), dtype=float))
-        lip = float(np.max(slope[np.isfinite(slope)], initial=1.0))
-        superlinear = (not np.all(np.isfinite(vals))
-                       or max(vals[0] / 500, vals[3] / 500) > 2.0 * max(vals[1] / 50, vals[2] / 50) + 1e-12)
-        where = f"on [0, T = {self.T:g}] (sigma_w = {self.sigma_w:g}, sigma_u = {self.sigma_u:g})"
-        if superlinear:
-            return _BlowUp(
-                f"{what} of the {self.activation.name} network blows up {where}: phi grows faster than "
-                "linearly, so the infinite-width dynamics exist only on a shorter horizon; reduce T or sigma_w")
-        # |phi(h)| <= |phi(0)| + lip |h|: q(t) grows at most like exp(2 sigma_w lip t)
-        log_bound = math.log(max(self.sigma_u**2 * self.v_max, 1e-300) + 1.0) + 2.0 * self.sigma_w * lip * self.T
-        if log_bound > 700:
-            return _BlowUp(
-                f"{what} of the {self.activation.name} network overflows float64 {where}: phi grows "
-                f"linearly (|phi'| <= {lip:.3g}), so q(T) can reach exp({log_bound:.0f}) > 1.8e308; "
-                "reduce T, sigma_w or the input norm")
-        if self.sigma_w * self.T > _SUPPORTED_SIGMA_W_T:     # past the supported horizon: out of reach, not a bug
-            return _BlowUp(
-                f"{what} of the {self.activation.name} network is not finite {where}, although phi grows at most "
-                f"linearly (q(T) <= exp({log_bound:.0f})): the time solver's sweeps diverge at sigma_w*T = "
-                f"{self.sigma_w * self.T:g} ({self.info.get('time_elements', 1)} time elements; supported up to "
-                f"sigma_w*T = {_SUPPORTED_SIGMA_W_T:g}); reduce T or sigma_w")
-        return _BlowUp(
-            f"{what} of the {self.activation.name} network is not finite {where}, although phi grows at "
-            f"most linearly (q(T) <= exp({log_bound:.0f})): the time solver failed ({self.info.get('M')} "
-            f"intervals per element, {self.info.get('time_elements', 1)} elements); please report this")
-
     def _sweeps(self, key: str, delta, sweeps, what: str):
         """Record the Picard diagnostics of one solve and check them."""
         delta, sweeps = float(delta), int(sweeps)
@@ -138,59 +94,11 @@ class GoursatSolver(TabulatedMarginals):
                 f"{what}: the Picard sweeps stopped after {sweeps} sweeps at a relative change of {delta:.1e} "
                 f"(> {_STAGNATION:g}); sigma_w*T = {self.sigma_w * self.T:g} may be too large", self.strict)
 
-    def _check_cost(self, dual, pairs: int, n: int, symmetric: bool = False, climbed=()):
-        """Refuse (clear error naming the limit) when a solve would take many minutes.  ``symmetric``: the
-        problems are symmetric in $(t,s)$ (self-kernels, same-norm pairs), so a quadrature rule evaluates
-        $n(n+1)/2$ cells per sweep (:func:`_symmetric_from_marginals`), not $n^2$.  ``climbed``: the time nodes of
-        the rungs of the time-grid ladder solved (or to be solved) before these ``pairs`` (each a self-kernel and
-        a pair, :meth:`_choose_M`): their work counts too, as pair-equivalents at ``n`` nodes."""
-        unit = 0.05 if dual.method in ("hermite", "closed", "fourier") else 1.0   # series terms are cheap multiply-adds
-        points, how = self._price(dual)
-        if _marches(self.grid(self.M_fixed or _M_SEQUENCE[0])):          # Euler ResNet: one pass, C and Cdot per cell
-            sweeps = (1, "pass (row march)")
-            per_cell = 2 * unit * points + _MARCH_CELL_OPS
-            per_cell_label = (f"operations per cell (C and Cdot: 2 x {points:g} {how} at weight {unit:g}, "
-                              f"plus {_MARCH_CELL_OPS:g} for the row march)")
-        else:
-            sweeps = (_COST_SWEEPS, "Picard sweeps")
-            per_cell = unit * points + 0.04 * n       # the expectations, and 2 matrix products per sweep
-            per_cell_label = (f"operations per cell ({points:g} {how} at weight {unit:g}, plus {0.04 * n:g} "
-                              "for the matrix products)")
-        half = symmetric and dual.method in _QUADRATURE_RULES and not _marches(self.grid(self.M_fixed or _M_SEQUENCE[0]))
-        cells = (n * (n + 1) // 2, f"time cells ({n}({n}+1)/2: symmetric in t, s)") if half else (n * n, f"time cells ({n}^2)")
-        if climbed:   # a rung at k nodes: a self-kernel and a pair, priced as the pairs here (cells, operations per cell)
-            rungs = sum(2.0 * (k * (k + 1) // 2 if half else k * k) * (unit * dual.points + 0.04 * k) for k in climbed)
-            extra = rungs / (cells[0] * per_cell)
-            pairs = (pairs + extra, f"pairs ({pairs} of the call + {extra:.3g} for the {len(climbed)} rungs of the "
-                                    f"time-grid ladder at {', '.join(map(str, climbed))} time nodes)")
-        else:
-            pairs = (pairs, "pairs")
-        work = pairs[0] * sweeps[0] * cells[0] * per_cell
-        if work <= _WORK_LIMIT:
-            return
-        q = self.info.get("q_max", float("nan"))
-        detail = f", the Hermite series needs more than 8192 terms beyond q ~ {hermite_q_limit((self.activation.numpy_fn, self.activation.numpy_derivative)):.3g}, and the trapezoid rule needs step {dual.rule.step:g}" if dual.method == "trapezoid" else ""
-        raise KernelcalcInputError(cost_refusal(
-            f"the {self.activation.name} kernel at {self.describe_parameters()}",
-            [pairs, sweeps, cells, (per_cell, per_cell_label)],
-            f"the pre-activation variance reaches q = {q:.4g}, on {n} time nodes{detail}", self.cost_drivers))
-
-    def _price(self, dual):
-        r"""``(points, text)``: the price of one expectation in the guard's unit.  The large-q rule with near tables
-        (:attr:`~kernelcalc.theory.largeq_table.TabulatedRule.near_on`) costs :attr:`near_points` on the cells whose
-        two variances are both (or one) $\ge Q_{\rm near}$ (its far series are cheaper still) and :attr:`points` (the
-        quadrature, the worst case) on the others; with $f=\#\{i: q(t_i)\ge Q_{\rm near}\}/n$ the fractions of such
-        cells are $f^2$ and $2f(1-f)$, $f$ read off the coarse self-kernel $q(t_i)$ of the largest input norm
-        (``info["near_table_node_fraction"]``, memoised with the grid)."""
-        rule, frac = getattr(dual, "rule", None), self.info.get("near_table_node_fraction")
-        if dual.method != "asymptotic" or not getattr(rule, "near_on", False) or frac is None:
-            return dual.points, "quadrature points"
-        from ..theory.largeq_near import Q_NEAR
-        both, one = rule.near_points
-        p2, p1 = frac ** 2, 2.0 * frac * (1.0 - frac)
-        points = float(math.ceil((1.0 - p1 - p2) * rule.points + p1 * one + p2 * both))
-        return points, (f"points (mean: {1 - p1 - p2:.0%} of cells by the quadrature at {rule.points}, {p1:.0%} with "
-                        f"one variance >= {Q_NEAR:g} at {one}, {p2:.0%} with both by the near tables at {both})")
+    @property
+    def work_limit(self) -> float:
+        """The cost guard's limit: :data:`_WORK_LIMIT`, read at each check (a test lowers it to make a cheap call
+        trip the guard)."""
+        return _WORK_LIMIT
 
     def describe_parameters(self) -> str:
         return (f"T = {self.T:g}, sigma_w = {self.sigma_w:g}, sigma_u = {self.sigma_u:g}, largest x.x/d = "
@@ -510,32 +418,8 @@ class KinkedGoursatSolver(KinkedSolverMixin, GoursatSolver):
     r"""The Neural-ODE solver of kinked activations on the collapsed-triangle grid
     (:mod:`kernelcalc.kernels.ode_kinked`); pairs of unequal norm go to the tensor Chebyshev grid."""
 
-    @property
-    def work_limit(self) -> float:
-        """The cost guard's limit for the panels (ode_kinked does not import ode_solver): :data:`_WORK_LIMIT`, read
-        at each check (a test lowers it to make a cheap call trip the guard)."""
-        return _WORK_LIMIT
-
-    @staticmethod
-    def cost_message(what, factors, why, drivers) -> str:
-        return cost_refusal(what, factors, why, drivers)
-
     def _tensor_factory(self) -> GoursatSolver:
         T = self.T
         return GoursatSolver(self.activation, T=T, sigma_w=self.sigma_w, sigma_u=self.sigma_u, sigma_v=self.sigma_v,
                              tol=self.tol, strict=self.strict, v_max=self.v_max,
                              grid=lambda M: chebyshev_discretisation(M, T, time_elements(T, self.sigma_w)))
-
-
-def cost_refusal(what: str, factors, why: str, drivers) -> str:
-    r"""The one message of every cost refusal: ``what`` would cost $W=\prod_k f_k$ (each factor printed, so the
-    quoted product is the product of the printed factors) above the limit, ``why``, and the advice naming
-    every parameter in ``drivers`` that drives the cost.
-
-    **Arguments:** ``factors``: ``[(value, label), ...]``; ``drivers``: the parameters (text) to reduce."""
-    work = math.prod(float(v) for v, _ in factors)
-    shown = " x ".join(f"{v:d} {label}" if isinstance(v, int) else f"{v:.6g} {label}" for v, label in factors)
-    advice = ", ".join(drivers[:-1]) + (" or " if len(drivers) > 1 else "") + drivers[-1]
-    return (f"{what} would cost about {work:.3g} operations ({shown} = {work:.3g}; the limit is {_WORK_LIMIT:.0e}): "
-            f"{why}; reduce {advice}")
-
