@@ -12,7 +12,8 @@ For each activation (default tanh and softplus) and q = 10, 1e2, 1e4, 1e6, on ba
   prints the CPU time (process_time, best of 7: less sensitive to the other processes on a busy machine) of both
   hybrid and +near, and ``near vs hybrid``: their largest difference on the batch, relative to the norms.
 
-Two correlation mixes per q: ``generic`` (r uniform in [-1, 1], half the pairs at q2 = 2 q: the far regime for
+A third mix at q >= 1e3, ``mixed``: q2 in [1, 100) (one variance below Q_NEAR: the tables plus one trapezoid cross
+term).  Two correlation mixes per q: ``generic`` (r uniform in [-1, 1], half the pairs at q2 = 2 q: the far regime for
 most pairs at q >= 1e3) and ``parallel`` (1 - r log-uniform in [1e-8, 1e-2] * V0 / q: every pair in the
 near-parallel band, the worst case of the hybrid).  Time: microseconds per (C, Cdot), the best of 3 calls after
 the compiling one (``first``: the compiling call itself, per evaluation; the tables are built once per process
@@ -90,8 +91,13 @@ def batches(q, rng):
     q2 = np.where(np.arange(N) % 2 == 0, q, 2 * q)
     generic = rng.uniform(-1, 1, N)
     parallel_r = 1.0 - 10 ** rng.uniform(-8, -2, N) * V0 / q
-    return {"generic": (q1, q2, generic * np.sqrt(q1 * q2)),
-            "parallel": (q1, q2, np.clip(parallel_r, -1, 1) * np.sign(generic) * np.sqrt(q1 * q2))}
+    out = {"generic": (q1, q2, generic * np.sqrt(q1 * q2)),
+           "parallel": (q1, q2, np.clip(parallel_r, -1, 1) * np.sign(generic) * np.sqrt(q1 * q2))}
+    if q >= 1e3:        # "mixed": q2 log-uniform in [1, 100), q2 (1 - r^2) log-uniform in [1e-3, 1] q2
+        qs = 10 ** rng.uniform(0, 2, N)
+        r = np.sqrt(1.0 - 10 ** rng.uniform(-3, 0, N)) * np.sign(generic)
+        out["mixed"] = (q1, qs, r * np.sqrt(q1 * qs))
+    return out
 
 
 def main(names):
@@ -134,7 +140,8 @@ def main(names):
                     line = (f"    {mix:8s} (far {far:4.0%}): quadrature {a:7.1f} us (first {a_first:7.1f}) | hybrid {b:6.1f} us "
                             f"(first {b_first:7.1f}) | ratio {a / b:6.1f}")
                     if nr.near_on:
-                        tab = float(np.mean(np.asarray(near_mask(q1, q2, c, xp=np))))
+                        tab = float(np.mean(np.asarray(near_mask(q1, q2, c, xp=np))
+                                            | np.asarray(near_mask(q1, q2, c, xp=np, mixed=True))))
                         b2 = timed(f_new, q1, q2, c, cpu=True)[2]
                         c_first, c_wall, c_cpu = timed(f_near, q1, q2, c, cpu=True)
                         nd = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)) / np.sqrt(np.abs(np.asarray(s1) * np.asarray(s2)))))
