@@ -12,7 +12,8 @@ For each activation (default tanh and softplus) and q = 10, 1e2, 1e4, 1e6, on ba
   prints the CPU time (process_time, best of 7: less sensitive to the other processes on a busy machine) of both
   hybrid and +near, and ``near vs hybrid``: their largest difference on the batch, relative to the norms.
 
-Two correlation mixes per q: ``generic`` (r uniform in [-1, 1], half the pairs at q2 = 2 q: the far regime for
+A third mix at q >= 1e3, ``mixed``: q2 in [1, 100) (one variance below Q_NEAR: the tables plus one trapezoid cross
+term).  Two correlation mixes per q: ``generic`` (r uniform in [-1, 1], half the pairs at q2 = 2 q: the far regime for
 most pairs at q >= 1e3) and ``parallel`` (1 - r log-uniform in [1e-8, 1e-2] * V0 / q: every pair in the
 near-parallel band, the worst case of the hybrid).  Time: microseconds per (C, Cdot), the best of 3 calls after
 the compiling one (``first``: the compiling call itself, per evaluation; the tables are built once per process
@@ -22,21 +23,22 @@ rules on the generic batch, relative to the same norms.  Also the Mehler/Hermite
 8192 terms.  The machine's load (uptime) is printed: compare only numbers of one run.
 Usage: python benchmarks/bench_largeq_table.py [tanh softplus sigmoid silu]
 
-Measured 2026-12-06 16:20-16:34 (nearband branch, busy 2-core machine, load 7-8; wall times noisy, CPU times
-best of 7), the near-parallel ("parallel") batches, us per (C, Cdot)::
+Measured 2026-12-06 16:44-16:48 (nearband branch, load 5-6.6; CPU times best of 7, wall within 10 % of them),
+softplus, us per (C, Cdot)::
 
-    activation  q     hybrid wall  +near wall  hybrid cpu  +near cpu  cpu ratio  near vs hybrid
-    softplus    1e2      68.3         5.8        35.5        3.6       10.0       2.6e-15
-    softplus    1e4      62.7         4.6        37.3        3.8        9.9       3.6e-16
-    softplus    1e6      53.0         3.9        35.4        3.7        9.5       3.3e-16
-    silu        1e2      59.0         5.5        33.7        4.2        8.1       1.6e-15
-    silu        1e4      64.4         4.7        33.3        4.7        7.1       6.6e-16
-    silu        1e6      87.3         8.2        33.6        4.4        7.7       6.7e-16
+    q     mix       quadrature  hybrid  +near  hybrid/+near  near vs hybrid
+    1e2   parallel     83.3      36.2    4.2      8.6          2.6e-15
+    1e4   parallel     84.7      37.7    4.4      8.4          3.6e-16
+    1e6   parallel     83.9      33.9    4.2      8.4          3.3e-16
+    1e4   mixed        85.4      37.1   10.3      3.6          4.1e-16
+    1e6   mixed        81.1      35.8   10.0      3.6          2.9e-16
+    10    parallel     82.4      38.7   38.2      1.0          (tables do not apply: max(q1, q2) < Q_NEAR)
+    1e4   generic      83.2       4.1    3.2      1.3          (99 % far series)
 
-At q = 10 the tables do not apply (min(q1, q2) < Q_NEAR = 100): +near = hybrid (35.0 / 35.1 us cpu); on the
-generic batches (far series for 99-100 %) 4.1 -> 3.3 us.  Near tables built in 9.2 s (softplus, both) at load 8.
-(The parallel-line error of 4.3e-13 printed at q = 1e6 for softplus is the mpmath reference's own: the hybrid and
-the tables agree to 3e-16 there, and a 30-digit mpmath with breakpoints at 3 and 30 agrees with both.)
+Near tables built in 3.3 s (softplus, both derivatives) at load 6.6.  silu (16:20-16:34, load 7-8, CPU): near band
+33.3-33.7 -> 4.2-4.7 us (7-8x).  (The parallel-line error of 4.3e-13 printed at q = 1e6 is the mpmath reference's
+own: the hybrid and the tables agree to 3e-16 there, and a 30-digit mpmath with breakpoints at 3 and 30 agrees with
+both.)
 """
 import math
 import os
@@ -90,8 +92,13 @@ def batches(q, rng):
     q2 = np.where(np.arange(N) % 2 == 0, q, 2 * q)
     generic = rng.uniform(-1, 1, N)
     parallel_r = 1.0 - 10 ** rng.uniform(-8, -2, N) * V0 / q
-    return {"generic": (q1, q2, generic * np.sqrt(q1 * q2)),
-            "parallel": (q1, q2, np.clip(parallel_r, -1, 1) * np.sign(generic) * np.sqrt(q1 * q2))}
+    out = {"generic": (q1, q2, generic * np.sqrt(q1 * q2)),
+           "parallel": (q1, q2, np.clip(parallel_r, -1, 1) * np.sign(generic) * np.sqrt(q1 * q2))}
+    if q >= 1e3:        # "mixed": q2 log-uniform in [1, 100), q2 (1 - r^2) log-uniform in [1e-3, 1] q2
+        qs = 10 ** rng.uniform(0, 2, N)
+        r = np.sqrt(1.0 - 10 ** rng.uniform(-3, 0, N)) * np.sign(generic)
+        out["mixed"] = (q1, qs, r * np.sqrt(q1 * qs))
+    return out
 
 
 def main(names):
@@ -134,7 +141,8 @@ def main(names):
                     line = (f"    {mix:8s} (far {far:4.0%}): quadrature {a:7.1f} us (first {a_first:7.1f}) | hybrid {b:6.1f} us "
                             f"(first {b_first:7.1f}) | ratio {a / b:6.1f}")
                     if nr.near_on:
-                        tab = float(np.mean(np.asarray(near_mask(q1, q2, c, xp=np))))
+                        tab = float(np.mean(np.asarray(near_mask(q1, q2, c, xp=np))
+                                            | np.asarray(near_mask(q1, q2, c, xp=np, mixed=True))))
                         b2 = timed(f_new, q1, q2, c, cpu=True)[2]
                         c_first, c_wall, c_cpu = timed(f_near, q1, q2, c, cpu=True)
                         nd = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)) / np.sqrt(np.abs(np.asarray(s1) * np.asarray(s2)))))

@@ -64,7 +64,7 @@ from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_far import V0, stable_remainder
 
-__all__ = ["NearTable", "near_table", "near_expect", "near_mask", "Q_NEAR"]
+__all__ = ["NearTable", "near_table", "near_expect", "near_mask", "norm_floor", "Q_NEAR"]
 
 #: the near tables apply where min(q1, q2) >= Q_NEAR (and min(q1, q2)(1 - r^2) < V0)
 Q_NEAR = 100.0
