@@ -145,16 +145,22 @@ def test_softplus_resnet_on_standardised_rows_equals_the_goursat_sums():
 def test_softplus_node_on_standardised_rows_equals_direct_pair_solves():
     """node_kernel on standardised rows (norm interpolation, interpolated self-kernel diagonals) against
     the direct per-pair path on a handful of rows (no interpolation: <= 48 pairs are solved directly)."""
-    x = _standardised(80, 6, 2)
-    K = kc.node_kernel(x, activation="softplus", T=1.0)
+    _node_against_direct_pairs(_standardised(80, 6, 2), "softplus", (0, 1, 33, 60))
+
+
+def _node_against_direct_pairs(x, activation, rows):
+    """node_kernel (T = 1) of ``x`` by norm interpolation against the direct per-pair path on the extreme norms and
+    ``rows``: within 1e-8 and within its error estimate; returns the kernel."""
+    K = kc.node_kernel(x, activation=activation, T=1.0)
     assert K.info["path"] == "norm interpolation"
     v = np.sum(x * x, 1) / x.shape[1]
-    idx = np.unique([np.argmin(v), np.argmax(v), 0, 1, 33, 60])
-    ref = kc.node_kernel(x[idx], activation="softplus", T=1.0)
+    idx = np.unique([np.argmin(v), np.argmax(v), *rows])
+    ref = kc.node_kernel(x[idx], activation=activation, T=1.0)
     assert ref.info["path"] == "direct"
     err = max(np.max(np.abs(K.nngp[np.ix_(idx, idx)] - ref.nngp)), np.max(np.abs(K.ntk[np.ix_(idx, idx)] - ref.ntk)))
     assert err <= 1e-8
     assert K.info["error_estimate"] >= err
+    return K
 
 
 def test_held_out_theta_check_covers_the_error_of_the_table():
@@ -317,15 +323,7 @@ def test_tanh_node_t1_on_standardised_rows_equals_direct_pair_solves():
     """node_kernel (tanh, T = 1, sigma_u = 1: benchmarks/bench_regimes_offsphere.py's node tanh case) on standardised
     rows with two outliers at 3x the median norm, against the direct per-pair path on the extreme norms, the
     outliers and random rows: within 1e-8 and within the error estimate, below 10 tol with default arguments."""
-    x = _standardised(200, 10, 7)
-    K = kc.node_kernel(x, activation="tanh", T=1.0)
-    assert K.info["path"] == "norm interpolation" and K.info["marginal_table_error"] is not None
-    v = np.sum(x * x, 1) / x.shape[1]
-    idx = np.unique([np.argmin(v), np.argmax(v), 0, 1, 57, 123])
-    ref = kc.node_kernel(x[idx], activation="tanh", T=1.0)
-    assert ref.info["path"] == "direct"
-    err = max(np.max(np.abs(K.nngp[np.ix_(idx, idx)] - ref.nngp)), np.max(np.abs(K.ntk[np.ix_(idx, idx)] - ref.ntk)))
-    assert err <= 1e-8
-    assert K.info["error_estimate"] >= err
+    K = _node_against_direct_pairs(_standardised(200, 10, 7), "tanh", (0, 1, 57, 123))
+    assert K.info["marginal_table_error"] is not None
     scale = max(np.max(np.abs(K.nngp)), np.max(np.abs(K.ntk)))
     assert K.info["error_estimate"] <= 10 * 1e-10 * scale
