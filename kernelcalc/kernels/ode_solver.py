@@ -238,9 +238,12 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
         if K is not None and K <= _FOURIER_MIN_TERMS:
             return None
         from ..theory.gaussian import fourier_dual_kernels
-        dual = fourier_dual_kernels(act, q_max=1.05 * q_est, tol=self.tol)
+        # the time integrals amplify the expectations' error by 1 + sigma_w T (relative_error_estimate): the rule
+        # meets tol / (1 + sigma_w T), so that the kernel's estimate stays within tol (its modes grow like log 1/tol)
+        dual_tol = self.tol / (1.0 + self.sigma_w * self.T)
+        dual = fourier_dual_kernels(act, q_max=1.05 * q_est, tol=dual_tol)
         # a rule that does not settle (an activation whose complex singularities crowd the real axis) is not used
-        return dual if dual.error_estimate <= 10.0 * self.tol else None
+        return dual if dual.error_estimate <= 10.0 * dual_tol else None
 
     def _refuse_early(self, q_est: float) -> None:
         """Past the Hermite series' reach, check the cost with the cheapest large-q rule before choosing the
