@@ -406,14 +406,18 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
     return out, qc, worst, most
 
 
+def _backward_arrays(grid: PanelGrid, LamT):
+    """What both backward solvers start from: ``(LamT, B, m + 1, P, Jt, Q, V^T, out, ones)`` (``out`` the
+    ``(B, points)`` solution to fill, ``ones`` ``(B, m + 1)``)."""
+    LamT = np.asarray(LamT, dtype=np.float64)
+    B, m1 = LamT.shape[0], grid.m + 1
+    return (LamT, B, m1, grid.P, grid.Jt, grid.tri.Q, grid.tri.V.T, np.empty((B, grid.points)),
+            np.ones((B, m1)))
+
+
 def _backward(grid: PanelGrid, Cdot, LamT, source, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11):
     """The body of :func:`backward`."""
-    LamT = np.asarray(LamT, dtype=np.float64)
-    B, m, P = LamT.shape[0], grid.m, grid.P
-    m1 = m + 1
-    Jt, Q, VT = grid.Jt, grid.tri.Q, grid.tri.V.T
-    out = np.empty((B, grid.points))
-    ones = np.ones((B, m1))
+    LamT, B, m1, P, Jt, Q, VT, out, ones = _backward_arrays(grid, LamT)
     worst, most = 0.0, 0
 
     def iterate(step, X):
@@ -458,12 +462,7 @@ def _backward_wavefront(grid: PanelGrid, Cdot, LamT, source, sweeps_tol=2e-15, m
     edge (the cell $(k,j+1)$, or the diagonal cell $(k,k)$ for $j=k-1$), so the cells of one anti-diagonal
     $k+j=d$ are iterated together, each from fixed edges (:func:`_backward` iterates a row's tensor cells
     together, and a sweep carries a right edge only one cell further).  Same fixed point, same returns."""
-    LamT = np.asarray(LamT, dtype=np.float64)
-    B, m, P = LamT.shape[0], grid.m, grid.P
-    m1 = m + 1
-    Jt, Q, VT = grid.Jt, grid.tri.Q, grid.tri.V.T
-    out = np.empty((B, grid.points))
-    ones = np.ones((B, m1))
+    LamT, B, m1, P, Jt, Q, VT, out, ones = _backward_arrays(grid, LamT)
     worst, most = 0.0, 0
 
     def cell(k, j):
