@@ -233,6 +233,11 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
             del seen[:-2]
         return current, record
 
+    def forward(S0, C):
+        r"""The forward Picard map at the expectations ``C`` (B, n, n): $S_0+\sigma_w^2\,A\,C\,A^T$ (C clipped by
+        :func:`_bounded` inside a sweep)."""
+        return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
+
     @jit
     def self_solve(S0):
         """S0: (U,) initial variances -> S (U, n, n), sweeps, last change."""
@@ -247,7 +252,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
             mj = tuple(a[..., None, :] for a in m)
             tl = dual.tails(m, xp, **extra)
             C = dual_of(mi, mj, S, derivative=False, tails=None if tl is None else (tl, tl), sym=True, tol=t)
-            return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
+            return forward(S0, C)
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
         return _picard(step, S_init, xp=xp)
@@ -300,7 +305,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
                 ax = xp.where(self_like[:, None, None], d[:, :, None], mx[0])
                 ay = xp.where(self_like[:, None, None], d[:, None, :], my[0])
                 C = dual.from_marginals((ax,), (ay,), S, derivative=False, xp=xp)
-                return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
+                return forward(S0, C)
         else:
             current, record = sweep_tol(exact=warm)
             # numpy Mehler series: Newton steps once the sweeps are exact (kernels/_newton.py)
@@ -311,11 +316,11 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
                 t = current()
                 if newton is not None and newton.wants_derivative(t is None):   # an exact sweep: Cdot too
                     C, Cdot = dual_of(mx, my, S, tails=tails, sym=symmetric)
-                    G = S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
+                    G = forward(S0, C)
                     newton.keep(G, C, Cdot)
                     return G
                 C = dual_of(mx, my, S, derivative=False, tails=tails, sym=symmetric, tol=t)
-                return S0[:, None, None] + A @ rec.ode_forward_source(_bounded(C, xp, S0), sigma_w) @ A.T
+                return forward(S0, C)
 
         S_init = S_start if warm else xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
         S, dS, nS = _picard(step, S_init, xp=xp, accelerate=None if jumps else newton)
