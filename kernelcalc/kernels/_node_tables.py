@@ -47,6 +47,7 @@ import math
 
 import numpy as np
 
+from ..theory.duals import correlation_angle
 from ._interp import chebyshev_coefficients, lobatto
 
 __all__ = ["NodeAngleTable", "angle_of"]
@@ -65,8 +66,7 @@ _CHUNK = 1 << 16       # exact evaluations per call of ``exact``
 def angle_of(n, c):
     r"""$\theta=2\operatorname{atan2}(\sqrt{1-\rho},\sqrt{1+\rho})$, $\rho=c/n$ clipped to $[-1,1]$ (relative accuracy
     near $\rho=\pm1$)."""
-    rho = np.clip(c / n, -1.0, 1.0)
-    return 2.0 * np.arctan2(np.sqrt(1.0 - rho), np.sqrt(1.0 + rho))
+    return correlation_angle(np.clip(c / n, -1.0, 1.0))
 
 
 class NodeAngleTable:

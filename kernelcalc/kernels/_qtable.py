@@ -37,6 +37,7 @@ import math
 
 import numpy as np
 
+from ..theory.duals import correlation_angle
 from ._interp import chebyshev_coefficients, chebyshev_matrix, lobatto
 
 __all__ = ["QTable", "NodeTable"]
@@ -55,8 +56,7 @@ _RECENT = 3                 # a box is built on the angle range of the latest re
 def _angle(q1, q2, c):
     r"""$\theta=2\operatorname{atan2}(\sqrt{1-\rho},\sqrt{1+\rho})$ (relative accuracy near $\rho=\pm1$)."""
     n = np.sqrt(q1 * q2)
-    rho = np.clip(np.where(n > 0, c / np.where(n > 0, n, 1.0), 0.0), -1.0, 1.0)
-    return 2.0 * np.arctan2(np.sqrt(1.0 - rho), np.sqrt(1.0 + rho))
+    return correlation_angle(np.clip(np.where(n > 0, c / np.where(n > 0, n, 1.0), 0.0), -1.0, 1.0))
 
 
 class _Box:

@@ -16,12 +16,12 @@ from .._x64 import float64
 from .._lazy import jnp
 from .._validation import accuracy_shortfall
 from ..theory import recursion as rec
-from ..theory.duals import NUMPY_OPS
+from ..theory.duals import NUMPY_OPS, correlation_angle
 from . import _triangle as tri
 from . import _panels as pan
 from ._qtable import NodeTable, QTable
 from ._anchored import AnchoredDual
-from ._node_tables import NodeAngleTable
+from ._node_tables import NodeAngleTable, angle_of
 from ._gram import bucket, pad_to
 from ._interp import barycentric_weights
 from ._interp import chebyshev_coefficients, chebyshev_matrix
@@ -86,7 +86,7 @@ class _AngleTable:
         """C (``which`` 0) or Cdot (1) at covariances ``c`` (..., P)."""
         n = self.n
         rho = np.clip(np.where(n > 0, c / np.where(n > 0, n, 1.0), 0.0), -1.0, 1.0)
-        u = 4.0 / np.pi * np.arctan2(np.sqrt(1.0 - rho), np.sqrt(1.0 + rho)) - 1.0   # 2 theta / pi - 1
+        u = 2.0 / np.pi * correlation_angle(rho) - 1.0
         a = self.coef[:, which]
         b1 = np.zeros_like(u)
         b2 = np.zeros_like(u)
@@ -271,15 +271,15 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
         state = self._nt_state.setdefault(key, dict(problems=0, table=None))
         state["problems"] += problems
         if state["table"] is None and 2 * state["problems"] * _NT_DIRECT_COST >= _NT_BUILD_COST:
-            exact = functools.partial(_exact_pairs, dual)
             lo, hi = band_edges(band, self.sigma_w * self.T)
             S0 = q[0, 0] * np.cos(np.array([lo, hi]))         # S(0, 0) = q(0) cos(theta_0)
+            exact = functools.partial(_exact_pairs, dual)
             bracket = AnchoredDual(exact, kink=_KINK)
             S, _, _, _ = pan.solve(grid, bracket, S0, self._fwd, q=np.repeat(q[:1], 2, axis=0),
                                    sweeps_tol=_NT_BRACKET_TOL, stagnation=_NT_BRACKET_TOL)
             q1, q2 = (a[0] for a in _point_variances(grid, q[:1]))
             n = np.sqrt(q1 * q2)
-            th = 2.0 * np.arctan2(np.sqrt(np.clip(1.0 - S / n, 0, 2)), np.sqrt(np.clip(1.0 + S / n, 0, 2)))
+            th = angle_of(n, S)
             nt = state["table"] = NodeAngleTable(exact, q1, q2, th[0], th[1], _NT_TOL)
             self._table_error = max(self._table_error, nt.error)
             rec_ = self._node_table_info()
@@ -307,7 +307,6 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
         S, _, dS, nS = pan.solve(grid, lambda a, b, c, x: nt(c, x[0], 0), S0, self._fwd, q=q, aux=(idx,))
         bad = ~nt.inside(S, idx)
         if np.any(bad):      # (not the table's fixed point: a non-monotone phi, or a bracket missed)
-            exact = functools.partial(_exact_pairs, dual)
             S[bad], _, d2, n2 = pan.solve(grid, self._C(dual), S0[bad], self._fwd, q=q[bad])
             dS, nS = max(dS, d2), max(nS, n2)
         C, Cdot = nt(S, idx, 0, final=True), nt(S, idx, 1, final=True)

@@ -42,6 +42,13 @@ from .activations import Activation, X
 __all__ = ["ClosedFormDual", "closed_form_dual", "JAX_OPS", "NUMPY_OPS", "SYMPY_OPS", "gaussian_moment"]
 
 
+def correlation_angle(rho, xp=np):
+    r"""$\theta=\arccos\rho$ as $2\operatorname{atan2}(\sqrt{1-\rho},\sqrt{1+\rho})$ for $\rho\in[-1,1]$: accurate to
+    relative rounding near $\rho=\pm1$ (arccos of a rounded $1-\epsilon$ gives $\sqrt{2\epsilon}$), and exactly 0 at
+    $\rho=1$.  ``xp``: numpy or jax.numpy."""
+    return 2.0 * xp.arctan2(xp.sqrt(1.0 - rho), xp.sqrt(1.0 + rho))
+
+
 def _angle(xp):
     r"""$\theta=\arccos\rho$, $\rho=c/\sqrt{q_1q_2}$, as $2\operatorname{atan2}(\sqrt{1-\rho},\sqrt{1+\rho})$
     (``xp``: numpy or jax.numpy): accurate at both ends and exact ($\theta=0$) for identical inputs
@@ -52,7 +59,7 @@ def _angle(xp):
     def angle(q1, q2, c):
         n = xp.sqrt(q1 * q2)
         rho = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
-        return 2.0 * xp.arctan2(xp.sqrt(1.0 - rho), xp.sqrt(1.0 + rho))
+        return correlation_angle(rho, xp)
 
     return angle
 
