@@ -113,7 +113,7 @@ class NormInterpPlan(_TablePlan):
         norms = np.concatenate([self.na, self.nb])
         nz = norms[norms > 0]
         self.t_lo, self.t_hi = float(np.log(nz.min())), float(np.log(nz.max()))
-        v_lo, v_hi = float(nz.min()), float(nz.max())
+        self.v_lo, self.v_hi = v_lo, v_hi = float(nz.min()), float(nz.max())
         self.check_rows = self._check_rows()
         checked_norms = np.concatenate([self.na[self.check_rows[0]], self.nb[self.check_rows[1]]])
         # the per-norm work (a Neural ODE's self-kernels) of the Lobatto points in t and the check rows in one
@@ -121,7 +121,7 @@ class NormInterpPlan(_TablePlan):
         self.levels = [d for d in _T_DEGREES if d >= (24 if self.t_hi - self.t_lo > _T_WIDE else 12)]
         prepare = getattr(pair_fn, "prepare", None)
         if prepare is not None:
-            prepare(np.concatenate([np.exp(self._t_nodes(self.levels[0])), checked_norms]))
+            prepare(np.concatenate([self._v(self._t_nodes(self.levels[0])), checked_norms]))
         with self._threads():        # (a product with an inner dimension d: BLAS threads only add overhead)
             self.half = self._window()
         # theta resolution from the corners of the norm range
@@ -144,7 +144,7 @@ class NormInterpPlan(_TablePlan):
             else:
                 (U, P), self.nodes_t = basis, nodes_t
                 kind = f"low-rank basis (rank {U.shape[1]} of {nodes_t.size} norm nodes, {P.size} skeleton norms)"
-            self.skeleton = np.exp(self.nodes_t[P])
+            self.skeleton = self._v(self.nodes_t[P])
             self.lift = U @ np.linalg.pinv(U[P])                 # (L, |P|): skeleton values -> Lobatto values
             self.L = K = P.size
             coef, scale = self._sample(pair_fn, R, P, scale)
@@ -203,7 +203,17 @@ class NormInterpPlan(_TablePlan):
         return np.stack(pair_fn(np.broadcast_to(vx, c.shape), np.broadcast_to(vy, c.shape), c), -1)
 
     def _t_nodes(self, m):
-        return self.t_lo + 0.5 * (self.t_hi - self.t_lo) * (lobatto(m) + 1.0)
+        t = self.t_lo + 0.5 * (self.t_hi - self.t_lo) * (lobatto(m) + 1.0)
+        t[0], t[-1] = self.t_lo, self.t_hi
+        return t
+
+    def _v(self, t):
+        r"""The norms $v=e^t$ at log-norms ``t``, the two ends exactly the extreme norms of the inputs (one norm, one
+        self-kernel solve: ``exp(log v)`` may differ from ``v`` in the last bit)."""
+        v = np.exp(t)
+        v[t == self.t_lo] = self.v_lo
+        v[t == self.t_hi] = self.v_hi
+        return v
 
     def _cos(self, u):
         r"""$\cos\theta$ at the window coordinate $u$, $\theta=\tfrac\pi2+hu$: $-\sin(hu)$, exactly odd in $u$."""
@@ -259,18 +269,18 @@ class NormInterpPlan(_TablePlan):
         until a batch lies to ``tol``/4 in the span of the singular vectors of the columns before it above
         ``tol``/8.  Returns ``(points, columns (L, n), m, its tail estimate, m_p, the scale)`` (module doc)."""
         tol = self.tol
-        ty = np.exp(np.array([self.t_lo, self.t_hi] * 3))
+        ty = np.array([self.v_lo, self.v_hi] * 3)
         cu = self._cos(np.repeat([-1.0, -0.2, 0.6], 2))
         levels = self.levels
         mp = levels[0]
-        F = self._fibres(pair_fn, np.exp(self._t_nodes(mp)), ty, cu)
+        F = self._fibres(pair_fn, self._v(self._t_nodes(mp)), ty, cu)
         while True:
             scale = np.maximum(scale, np.max(np.abs(F), axis=(0, 1)))
             m, err_t = _degree_for(_envelope(chebyshev_coefficients(F), scale), target, minimum=2)
             if m < mp - 1 or mp == levels[-1]:
                 break
             merged = np.empty((2 * mp + 1,) + F.shape[1:])
-            merged[0::2], merged[1::2] = F, self._fibres(pair_fn, np.exp(self._t_nodes(2 * mp)[1::2]), ty, cu)
+            merged[0::2], merged[1::2] = F, self._fibres(pair_fn, self._v(self._t_nodes(2 * mp)[1::2]), ty, cu)
             F, mp = merged, 2 * mp
         nodes = self._t_nodes(mp)
         L = nodes.size
@@ -296,7 +306,7 @@ class NormInterpPlan(_TablePlan):
     def _more_columns(self, pair_fn, n):
         """``n`` random columns: t_y on the Lobatto points (their per-norm work is done), theta in the window;
         (L, 2n) relative to the scale (which they may raise)."""
-        v = np.exp(self.col_nodes)
+        v = self._v(self.col_nodes)
         vy = v[self.rng.integers(0, v.size, n)]
         F = self._fibres(pair_fn, v, vy, self._cos(self.rng.uniform(-1.0, 1.0, n)))
         self.col_scale = np.maximum(self.col_scale, np.max(np.abs(F), axis=(0, 1)))
@@ -316,7 +326,7 @@ class NormInterpPlan(_TablePlan):
     def _sample(self, pair_fn, R, P, scale):
         r"""Chebyshev coefficients (R+1, K, K, 2) in theta of F at the skeleton norms (Lobatto indices ``P``;
         symmetric pairs solved once, pairs solved for an earlier skeleton reused) and the scale per output."""
-        v = np.exp(self.nodes_t)
+        v = self._v(self.nodes_t)
         K = P.size
         cos = self._cos(lobatto(R))
         kx, ky = np.triu_indices(K)
@@ -349,7 +359,7 @@ class NormInterpPlan(_TablePlan):
         tx = self.nodes_t[self.rng.choice(off, 6)]
         ty = self.nodes_t[np.concatenate([[0, self.nodes_t.size - 1], self.rng.integers(0, self.nodes_t.size, 4)])]
         u = np.cos(np.pi * (np.arange(7) + 0.5) / 7)
-        vx, vy = np.exp(tx)[None, :], np.exp(ty)[None, :]
+        vx, vy = self._v(tx)[None, :], self._v(ty)[None, :]
         vals = self._call(pair_fn, vx, vy, np.sqrt(vx * vy) * self._cos(u)[:, None])
         return float(np.max(np.abs(self._interp_pairs(coef, tx, ty, u) - vals) / np.maximum(self.scale, 1e-300)))
 
@@ -381,12 +391,12 @@ class NormInterpPlan(_TablePlan):
         while the tail of its Chebyshev coefficients (:func:`_degree_for`, relative to ``scale``) is above
         ``tol``/4 or not resolved; ``(values (n, 2), the tail estimate)``."""
         m = max(self.nodes_t.size - 1, _LINE_M0)
-        G = f(np.exp(self._t_nodes(m)))
+        G = f(self._v(self._t_nodes(m)))
         while True:
             n, err = _degree_for(_envelope(chebyshev_coefficients(G), scale), self.tol / 4, minimum=2)
             if (n < m - 1 and err <= self.tol / 4) or m >= _LINE_MAX:
                 break
-            new = f(np.exp(self._t_nodes(2 * m)[1::2]))
+            new = f(self._v(self._t_nodes(2 * m)[1::2]))
             merged = np.empty((2 * m + 1, 2))
             merged[0::2], merged[1::2] = G, new
             G, m = merged, 2 * m

@@ -89,6 +89,8 @@ def euler_march(dual, L: int, T: float, sigma_w: float, sigma_v: float):
     last = {}
 
     def tails_of(m):       # the tails of the marginals that a call's batches share, computed once
+        if getattr(m, "tails", None) is not None:     # a solver's store: computed per norm as it entered
+            return m.tails
         hit = last.get("hit")          # one tuple: atomic under threads
         if hit is None or hit[0] is not m:
             hit = last["hit"] = (m, dual.tails(m, xp))

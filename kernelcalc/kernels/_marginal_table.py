@@ -134,7 +134,7 @@ def tabulated_dual(dual: DualKernels, q_lo: float, q_hi: float):
 class TabulatedMarginals:
     r"""The marginals of a Goursat solver's solves (:class:`~kernelcalc.kernels.ode_solver.GoursatSolver`, which
     sets ``_tabulated = None``, ``_table_from``: the smallest of the many norms its ``prepare`` announced, else
-    ``None``, ``_marginals = {}`` and ``_store = None``): :meth:`_tabulate` builds the tables, :meth:`_numpy_dual`
+    ``None``, ``_marginals = {}``, ``_marginal_tails = {}`` and ``_store = None``): :meth:`_tabulate` builds the tables, :meth:`_numpy_dual`
     hands them to the numpy solves, :meth:`_marginals_of` caches the marginals per norm."""
 
     def _tabulate(self, dual) -> None:
@@ -156,27 +156,35 @@ class TabulatedMarginals:
     def _marginals_of(self, dual, v, diag, marginals, size, backend):
         """``(marginals, positions)``: the marginals of the norms ``v`` (diagonals ``diag``, ``(U, n)``) padded to ``size``
         (positions ``None``); numpy rules compute each norm's once per solver, and the numpy Mehler series takes
-        all of them stacked once, with the positions of ``v`` (its series gathers what it sums: no copy per call)."""
+        all of them stacked once, with the positions of ``v`` (its series gathers what it sums: no copy per call),
+        and their series tails (:class:`MarginalStore`)."""
         if not dual.numpy_ok:
             return marginals(pad_to(diag, size)), None
         cache = self._marginals
+        stored = dual.method == "hermite" and backend == "numpy"
         missing = [i for i, x in enumerate(v.tolist()) if x not in cache]
         if missing:
             if len(cache) + len(missing) > _MAX_CACHED:
                 cache.clear()
+                self._marginal_tails.clear()
                 self._store = None
             v_new, diag_new = v[missing], diag[missing]
-            if dual.method == "hermite" and backend == "numpy":   # with the other solved norms (the plan's check
-                # rows): one build of the store
+            if stored:     # with the other solved norms (the plan's check rows): one build of the store
                 more = [x for x in self._diagonals if x not in cache and x not in set(v_new.tolist())]
                 more = more[: max(_MAX_CACHED - len(cache) - v_new.size, 0)]
                 if more:
                     v_new = np.concatenate([v_new, more])
                     diag_new = np.concatenate([diag_new, np.stack([self._diagonals[x] for x in more])])
             m = marginals(diag_new)                       # q (U, n), coefficients (K, U, n)
+            # the series tails of each norm, once (each norm's own columns: the same numbers as over any stack)
+            tails = dual.tails(m, np) if stored else None
+            if stored and not cache:      # the first norms: these arrays are the store (no copy, no room to spare)
+                self._store = ({float(x): j for j, x in enumerate(v_new.tolist())}, MarginalStore(m, tails))
             for j, x in enumerate(v_new.tolist()):
                 cache[float(x)] = tuple(a[..., j, :] for a in m)
-        if dual.method == "hermite" and backend == "numpy":    # the store of all cached norms, no copy per call
+                if tails is not None:
+                    self._marginal_tails[float(x)] = tuple(t[:, j] for t in tails)
+        if stored:    # the store of all cached norms, no copy per call
             return self._stored(v)
         parts = [cache[x] for x in v.tolist()]
         if len(parts) == 1 and dual.method == "fourier":   # one norm (the sphere): views, no copy (no padding:
@@ -186,29 +194,47 @@ class TabulatedMarginals:
         return tuple(np.stack([p[c] for p in parts], axis=-2)[..., idx, :] for c in range(len(parts[0]))), None
 
     def _stored(self, v):
-        """The store (the marginals of every cached norm along a norm axis with room to spare; norms new to it
-        are written into free places, a full store is copied into one twice as large) and the positions of
-        ``v`` in it.  A changed store is a new tuple (the cross solves cache their series tails by identity)."""
-        cache, store = self._marginals, self._store
+        """The store (a :class:`MarginalStore`: the marginals of every cached norm along a norm axis with room to
+        spare, and their series tails; norms new to it are written into free places, a full store is copied into
+        one twice as large; free places hold zeros, and no solve reads them) and the positions of ``v`` in it.  A
+        changed store is a new tuple (the cross solves' batches share its tails)."""
+        cache, tails, store = self._marginals, self._marginal_tails, self._store
         new = [x for x in dict.fromkeys(cache) if store is None or x not in store[0]]
         if new:
-            where, arrays = ({}, None) if store is None else (store[0], store[1])
+            where = {} if store is None else store[0]
             used = len(where)
+            arrays = None if store is None else list(store[1])
+            columns = None if store is None else list(store[1].tails)
             if arrays is None or used + len(new) > arrays[0].shape[-2]:
                 cap = 2 * (used + len(new))
-                shapes = [cache[new[0]][c].shape for c in range(len(cache[new[0]]))]
-                grown = tuple(np.empty(sh[:-1] + (cap,) + sh[-1:]) for sh in shapes)
+                # (zeros: pages the store never writes are never touched)
+                grown = [np.zeros(p.shape[:-1] + (cap,) + p.shape[-1:]) for p in cache[new[0]]]      # (..., cap, n)
+                grown_t = [np.zeros(t.shape + (cap,)) for t in tails[new[0]]]                       # (K, cap)
                 if arrays is not None:
                     for g, a in zip(grown, arrays):
                         g[..., :used, :] = a[..., :used, :]
-                arrays = grown
+                    for g, a in zip(grown_t, columns):
+                        g[:, :used] = a[:, :used]
+                arrays, columns = grown, grown_t
             where = dict(where)
             for x in new:
                 for a, part in zip(arrays, cache[x]):
                     a[..., used, :] = part
+                for a, part in zip(columns, tails[x]):
+                    a[:, used] = part
                 where[x] = used
                 used += 1
-            for a in arrays:        # the free places repeat the last norm: the cross solves' series tails run
-                a[..., used:, :] = a[..., used - 1 : used, :]    # over the whole store (no uninitialised values)
-            self._store = store = (where, tuple(list(arrays)))     # (a new tuple: tuple() of a tuple is itself)
+            self._store = store = (where, MarginalStore(arrays, columns))
         return store[1], np.array([store[0][x] for x in v.tolist()], dtype=np.int64)
+
+
+class MarginalStore(tuple):
+    """The stacked marginals of a solver's norms (a tuple of arrays, as :meth:`~kernelcalc.theory.gaussian.DualKernels.marginal`
+    returns them, with a norm axis) and ``tails``: their series tails
+    (:meth:`~kernelcalc.theory.gaussian.DualKernels.tails`, ``(K, norms)`` each), computed once per norm when it
+    entered the store (the cross solves read them instead of summing the squares of the whole store again)."""
+
+    def __new__(cls, arrays, tails):
+        self = super().__new__(cls, arrays)
+        self.tails = tuple(tails)
+        return self

@@ -269,6 +269,8 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
     def tails_of(m):       # numpy: the tails of the marginals that a call's batches share, computed once
         if xp is not np:
             return dual.tails(m, xp)
+        if getattr(m, "tails", None) is not None:     # a solver's store: computed per norm as it entered
+            return m.tails
         hit = last.get("hit")          # one tuple: atomic under threads
         if hit is None or hit[0] is not m:
             hit = last["hit"] = (m, dual.tails(m, xp))

@@ -76,6 +76,7 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
         self._planned_pairs = 0     # pair solves a Gram plan announced (plan_pairs): the backend's work
         self._marginals: dict = {}  # x.x/d -> its Gaussian marginals on the final grid (numpy rules)
         self._store = None          # (x.x/d -> position, the marginals of all of them stacked): numpy Mehler series
+        self._marginal_tails: dict = {}   # x.x/d -> the series tails of its marginals (numpy Mehler series)
         self._starts = SelfKernelStarts()   # the self-kernels solved: warm starts of identical inputs
         self._tabulated = None      # the dual whose numpy marginals are tabulated in log q (_tabulate)
         self._table_from = None     # the smallest of the many norms prepare announced
