@@ -292,7 +292,12 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
             mx = tuple(a[..., ix, :, None] for a in m)    # fixed marginals
             my = tuple(a[..., iy, None, :] for a in m)
         tl = tails_of(m)                              # once: the series truncation of every sweep, per pair
-        tails = None if tl is None else (tuple(t[:, ix] for t in tl), tuple(t[:, iy] for t in tl))
+        if tl is None:
+            tails = None
+        elif lazy:        # (K, U) tails read by problem: the truncation's bisection gathers the few entries it reads
+            tails = (tuple(Gathered(t, ix) for t in tl), tuple(Gathered(t, iy) for t in tl))
+        else:
+            tails = (tuple(t[:, ix] for t in tl), tuple(t[:, iy] for t in tl))
 
         if jumps:
             # phi jumps: C(rho) has an infinite slope at rho = 1, so for identical inputs (and opposite ones of an
