@@ -108,6 +108,7 @@ class NormInterpPlan(_TablePlan):
 
     def __init__(self, a, b, same, pair_fn, tol, strict):
         super().__init__(a, b, same, {})
+        self._memo = {}            # (smaller norm, larger norm, x.y/d) -> F: the plan's solves (_call)
         self.tol = tol = max(tol, _OFF_SPHERE_TOL)
         self.rng = np.random.default_rng(0)
         norms = np.concatenate([self.na, self.nb])
@@ -125,8 +126,13 @@ class NormInterpPlan(_TablePlan):
         with self._threads():        # (a product with an inner dimension d: BLAS threads only add overhead)
             self.half = self._window()
         # theta resolution from the corners of the norm range
-        R, err_theta, corner_scale = self._theta_degree(pair_fn, np.array([v_hi, v_lo]), np.array([v_hi, v_hi]),
-                                                        tol / 2, strict)
+        R, err_theta, corner_scale, points = self._theta_degree(pair_fn, np.array([v_hi, v_lo]),
+                                                                np.array([v_hi, v_hi]), tol / 2, strict)
+        # a table of degree R + 1 when its Lobatto nodes are among the corners' (R + 1 a power of two dividing the
+        # points): the corner pairs, two of the table's skeleton pairs (the ends), are then solved already
+        if R + 1 < points and points % (R + 1) == 0 and (R + 1) & R == 0:
+            R += 1
+        self.theta_nodes = lobatto(R)         # the angles of the table, where the columns take theirs
         # the norm basis on Lobatto points in t, or the tensor grid of degree m when it does not pay; a basis
         # whose held-out error would take the estimate past 5 tol takes more columns and a lower threshold (at
         # most twice; then the tensor grid only where the basis is no smaller)
@@ -189,6 +195,8 @@ class NormInterpPlan(_TablePlan):
                                f"{estimate:.1e}, measured at input pairs {checked:.1e}", strict)
 
     solves = 0
+    _memo: dict
+
 
     def _chunk_entries(self) -> int:
         return _NORM_CHUNK_ENTRIES
@@ -198,9 +206,21 @@ class NormInterpPlan(_TablePlan):
         return one_blas_thread()
 
     def _call(self, pair_fn, vx, vy, c):
-        c = np.asarray(c)
-        self.solves += int(np.size(c))
-        return np.stack(pair_fn(np.broadcast_to(vx, c.shape), np.broadcast_to(vy, c.shape), c), -1)
+        r"""``F`` at the norms ``vx``, ``vy`` and inner products ``c`` (broadcast): ``(*shape, 2)``.  Each distinct
+        $(\{v_x,v_y\},c)$ is solved once per plan ($F$ is symmetric in the two inputs): the stages share the
+        solves they have in common (the corners of the theta degree, the columns at the table's angles and its
+        skeleton norms, the table); ``solves`` counts those made."""
+        c = np.asarray(c, np.float64)
+        vx, vy = (np.broadcast_to(np.asarray(a, np.float64), c.shape) for a in (vx, vy))
+        keys = list(zip(np.minimum(vx, vy).ravel().tolist(), np.maximum(vx, vy).ravel().tolist(), c.ravel().tolist()))
+        memo = self._memo
+        todo = list(dict.fromkeys(k for k in keys if k not in memo))
+        if todo:
+            a = np.array(todo)
+            self.solves += a.shape[0]
+            vals = np.stack(pair_fn(a[:, 0], a[:, 1], a[:, 2]), -1)
+            memo.update(zip(todo, vals))
+        return np.stack([memo[k] for k in keys]).reshape(c.shape + (2,))
 
     def _t_nodes(self, m):
         t = self.t_lo + 0.5 * (self.t_hi - self.t_lo) * (lobatto(m) + 1.0)
@@ -244,7 +264,7 @@ class NormInterpPlan(_TablePlan):
     def _theta_degree(self, pair_fn, vx, vy, target, strict):
         """Degree R in theta from the Chebyshev coefficients at the norm pairs (vx, vy): Lobatto points
         doubled from _R_START until the tail beyond some degree R <= (points - 5) is below ``target``.
-        Returns (R, tail estimate, largest |value| of each output)."""
+        Returns (R, tail estimate, largest |value| of each output, the points' degree)."""
         root = np.sqrt(vx * vy)[None, :]
         P = R_START
         F = self._call(pair_fn, vx, vy, root * self._cos(lobatto(P))[:, None])
@@ -259,7 +279,7 @@ class NormInterpPlan(_TablePlan):
         if err > target:
             accuracy_shortfall(f"the norm interpolation: the theta series at {P + 1} points leaves a relative "
                                f"error estimate {err:.1e} > {target:.1e}", strict)
-        return R, err, np.max(np.abs(F), axis=(0, 1))
+        return R, err, np.max(np.abs(F), axis=(0, 1)), P
 
     def _columns(self, pair_fn, scale, target):
         r"""The columns $t\mapsto F(t,t_y,\theta)$ on Lobatto points in $t$ (both outputs, each relative to the
@@ -270,7 +290,9 @@ class NormInterpPlan(_TablePlan):
         ``tol``/8.  Returns ``(points, columns (L, n), m, its tail estimate, m_p, the scale)`` (module doc)."""
         tol = self.tol
         ty = np.array([self.v_lo, self.v_hi] * 3)
-        cu = self._cos(np.repeat([-1.0, -0.2, 0.6], 2))
+        # three angles of the window, at the table's Lobatto nodes (its solves at the skeleton norms are these)
+        nodes = self.theta_nodes
+        cu = self._cos(np.repeat(nodes[[np.argmin(np.abs(nodes - u)) for u in (-1.0, -0.2, 0.6)]], 2))
         levels = self.levels
         mp = levels[0]
         F = self._fibres(pair_fn, self._v(self._t_nodes(mp)), ty, cu)
