@@ -138,7 +138,7 @@ class DualKernels:
             out = tuple(np.broadcast_to(o, shape) for o in (out if derivative else (out,)))
             return out if derivative else out[0]
         if self.method == "hermite":
-            r, _ = _correlation(q1, q2, c, xp)
+            r, _ = _correlation(q1, q2, c, xp, complement=False)
             out = tuple(HermiteRule.series(m1[i], m2[i], r, xp, tol=self.rule.tol if tol is None else max(tol, self.rule.tol),
                                            tails=None if tails is None else (tails[0][i - 1], tails[1][i - 1]))
                         for i in ((1, 2) if derivative else (1,)))

@@ -25,14 +25,14 @@ _CHUNK = 2048  # covariances per vectorised block at most
 MEMORY_BUDGET = 256 * 2**20
 
 
-def _correlation(q1, q2, c, xp=jnp):
-    r"""$r = c/\sqrt{q_1q_2}$ clipped to $[-1, 1]$ and $\sqrt{1-r^2}$; $r = 0$ when a variance is 0
-    (a zero input row or a zero weight scale: that variable is the constant 0, independent of the other).
-    ``xp``: the array module (jax.numpy, or numpy)."""
+def _correlation(q1, q2, c, xp=jnp, complement: bool = True):
+    r"""$r = c/\sqrt{q_1q_2}$ clipped to $[-1, 1]$ and $\sqrt{1-r^2}$ (``None`` without ``complement``); $r = 0$ when
+    a variance is 0 (a zero input row or a zero weight scale: that variable is the constant 0, independent of the
+    other).  ``xp``: the array module (jax.numpy, or numpy)."""
     n = xp.sqrt(q1 * q2)
     positive = n > 0
     r = xp.where(positive, xp.clip(c / xp.where(positive, n, 1.0), -1.0, 1.0), 0.0)
-    return r, xp.sqrt(xp.maximum(1.0 - r * r, 0.0))
+    return r, (xp.sqrt(xp.maximum(1.0 - r * r, 0.0)) if complement else None)
 
 
 def _block_size(points: int) -> int:
