@@ -55,17 +55,19 @@ class ChordNewton:
         self.J = None
         self.off = False
         self.last = None
+        self.exact = True
 
     def wants_derivative(self, exact: bool) -> bool:
         return exact and not self.off
 
-    def keep(self, G, C, Cdot) -> None:
+    def keep(self, G, C, Cdot, exact: bool = True) -> None:
         self.J = np.asarray(Cdot)
         self.last = (G, C, Cdot)
+        self.exact = exact           # (a Cdot for the Jacobian only, at a looser tolerance: never the final one)
 
     def final(self, S):
         last = self.last
-        return None if last is None or last[0] is not S else last[1:]
+        return None if last is None or last[0] is not S or not self.exact else last[1:]
 
     def __call__(self, S, G, delta, prev):
         if self.J is None or self.off or self.last is None or self.last[0] is not G:

@@ -322,9 +322,17 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
                 record(S)
                 t = current()
                 if newton is not None and newton.wants_derivative(t is None):   # an exact sweep: Cdot too
-                    C, Cdot = dual_of(mx, my, S, tails=tails, sym=symmetric)
+                    C = dual_of(mx, my, S, derivative=False, tails=tails, sym=symmetric)
                     G = forward(S0, C)
-                    newton.keep(G, C, Cdot)
+                    # Cdot enters the Newton step's Jacobian: to a relative accuracy eps it adds ~eps times the
+                    # change to the next iterate, so a sweep far from the fixed point takes it at 1e-16 / change
+                    # (the sweep that stops, a change below 1e-10, and so the final Cdot: the rule's tolerance)
+                    change = float(np.max(np.abs(G - S))) / max(float(np.max(np.abs(G))), 1e-300)
+                    t_dot = None if not change > 1e-10 else min(1e-9, 1e-16 / change)
+                    t_dot = None if t_dot is None or t_dot <= dual.rule.tol else t_dot
+                    Cdot = dual_of((mx[0], mx[2]), (my[0], my[2]), S, derivative=False, sym=symmetric, tol=t_dot,
+                                   tails=None if tails is None else ((tails[0][1],), (tails[1][1],)))
+                    newton.keep(G, C, Cdot, exact=t_dot is None)
                     return G
                 C = dual_of(mx, my, S, derivative=False, tails=tails, sym=symmetric, tol=t)
                 return forward(S0, C)
