@@ -249,7 +249,7 @@ class _OddPairs:
     r"""``pair_fn`` of an odd kernel, $F(v_x,v_y,-c)=-F(v_x,v_y,c)$ (bias-free networks of an odd $\phi$:
     tanh, erf, sin; the network function is odd in its input): each distinct $(v_x,v_y,|c|)$ is
     evaluated once and the signs applied, so the nodes $\theta$ and $\pi-\theta$ of the tables
-    (exactly paired: :func:`~kernelcalc.kernels._interp.lobatto`) cost one solve; $c=0$ gives 0."""
+    (exactly paired: :func:`~kernelcalc.kernels._interp.lobatto`) cost one solve; $c=0$ gives 0 (not solved)."""
 
     odd = True      # (the norm interpolation then sums the odd Chebyshev orders in theta only)
 
@@ -264,9 +264,14 @@ class _OddPairs:
         shape = sxy.shape
         keys = np.stack([sxx.ravel(), syy.ravel(), np.abs(sxy.ravel())], axis=1)
         unique, inverse = np.unique(keys, axis=0, return_inverse=True)
-        vals = self.pair_fn(unique[:, 0], unique[:, 1], unique[:, 2])
+        solve = unique[:, 2] != 0          # c = 0: F = -F, 0 (no solve)
+        vals = [np.zeros(unique.shape[0]), np.zeros(unique.shape[0])]
+        if solve.any():
+            got = self.pair_fn(unique[solve, 0], unique[solve, 1], unique[solve, 2])
+            for v, g in zip(vals, got):
+                v[solve] = np.asarray(g).ravel()
         sign = np.sign(sxy.ravel())
-        return tuple((sign * np.asarray(v).ravel()[inverse.ravel()]).reshape(shape) for v in vals)
+        return tuple((sign * v[inverse.ravel()]).reshape(shape) for v in vals)
 
 
 class _HomogeneousPairs:
