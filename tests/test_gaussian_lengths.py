@@ -63,3 +63,30 @@ def test_sweep_tolerance_applies_to_the_numpy_hermite_rule_only(tanh_dual):
     m = tanh_dual.marginal(np.array([4.0]), derivative=False, xp=np, tol=1e-6)
     assert np.count_nonzero(m[1][:, 0]) < np.count_nonzero(tanh_dual.marginal(np.array([4.0]), False, np)[1][:, 0])
     assert math.isfinite(float(m[1][0, 0]))
+
+
+def test_series_truncation_is_the_smallest_length_that_meets_the_bound():
+    """The per-problem truncation of the numpy Mehler series (a bisection started below the bound r^k <= tol) is the
+    smallest k with rbar^k sqrt(tau_f(k) tau_g(k)) <= tol, found here by a linear scan over all k, for correlations
+    0, small, near 1 and exactly 1, and tolerances from 1e-13 to 0.5; the tails read by problem (Gathered, as the
+    cross solves read the store's) give the same."""
+    from kernelcalc.theory.gaussian_hermite import Gathered, _terms_numpy
+
+    rng = np.random.default_rng(4)
+    K, U, P = 600, 7, 40
+    sq = rng.random((K, U)) * np.exp(-np.arange(K)[:, None] * rng.uniform(0.005, 0.2, U))
+    sq[300:, 2] = 0.0                                          # a norm whose coefficients end early
+    tails = np.cumsum(sq[::-1], axis=0)[::-1] / np.sum(sq, axis=0)
+    ix, iy = rng.integers(0, U, P), rng.integers(0, U, P)
+    r = rng.uniform(-1.0, 1.0, (P, 3, 3)) * rng.choice([0.0, 0.3, 0.9, 0.999], P)[:, None, None]
+    r[0, 1, 1] = 1.0
+    rbar = np.max(np.abs(r).reshape(P, -1), axis=1)
+    k = np.arange(K)
+    for tol in (1e-13, 1e-6, 0.5):
+        got = _terms_numpy(Gathered(tails, ix), Gathered(tails, iy), r, tol)
+        assert np.array_equal(got, _terms_numpy(tails[:, ix], tails[:, iy], r, tol))
+        for p in range(P):
+            with np.errstate(under="ignore"):
+                power = rbar[p] ** k if rbar[p] > 0 else (k == 0).astype(float)
+            ok = np.nonzero(power * np.sqrt(tails[:, ix[p]] * tails[:, iy[p]]) <= tol)[0]
+            assert got[p] == (ok[0] if ok.size else K)
