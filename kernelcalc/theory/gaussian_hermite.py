@@ -433,14 +433,20 @@ def _truncated_horner(bf, bg, r, k0) -> np.ndarray:
     f, g = take(bf), take(bg)
     rr = np.broadcast_to(r, shape)[order] if P > 1 else np.broadcast_to(r, shape)
     acc, term = np.zeros(shape), np.empty(shape)
-    active = np.searchsorted(-ks, -np.arange(k_max), side="left")     # problems with k0 > k
+    active = np.searchsorted(-ks, -np.arange(k_max), side="left").tolist()     # problems with k0 > k
+    f_per = f.ndim - 1 == len(shape) and f.shape[1] == P        # per problem (else a factor shared by all)
+    g_per = g.ndim - 1 == len(shape) and g.shape[1] == P
+    m_views = -1
     for k in range(k_max - 1, -1, -1):
-        m = int(active[k])
-        fk = f[k, :m] if f.ndim - 1 == len(shape) and f.shape[1] == P else f[k]
-        gk = g[k, :m] if g.ndim - 1 == len(shape) and g.shape[1] == P else g[k]
-        a = acc[:m]
-        a *= rr[:m]
-        a += np.multiply(fk, gk, out=term[:m])
+        m = active[k]
+        if m != m_views:         # the views of the active prefix, made again only when it shrinks
+            a, rm, tm = acc[:m], rr[:m], term[:m]
+            fm = f[:, :m] if f_per else f
+            gm = g[:, :m] if g_per else g
+            m_views = m
+        a *= rm
+        np.multiply(fm[k], gm[k], out=tm)
+        a += tm
     if P > 1:
         out = np.empty(shape)
         out[order] = acc
