@@ -400,15 +400,15 @@ def _terms_numpy(tail_f, tail_g, r, tol) -> np.ndarray:
             power = np.where(rbar > 0, rbar ** end, (end == 0).astype(np.float64))
             met = power * np.sqrt(tail_f[end, cols] * tail_g[end, cols]) <= tol
         hi = np.where(met, end, hi)          # (the smallest k that meets tol is at most a k that does)
-    while np.any(lo < hi):
-        mid = np.minimum((lo + hi) // 2, K - 1)
-        with np.errstate(under="ignore"):
-            power = np.where(rbar > 0, rbar ** mid, (mid == 0).astype(np.float64))
-        good = power * np.sqrt(tail_f[mid, cols] * tail_g[mid, cols]) <= tol
-        open_ = lo < hi
-        hi = np.where(open_ & good, mid, hi)
-        lo = np.where(open_ & ~good, mid + 1, lo)
-    return hi
+    with np.errstate(under="ignore"):
+        while True:
+            open_ = lo < hi
+            if not open_.any():
+                return hi
+            mid = np.minimum((lo + hi) // 2, K - 1)
+            good = rbar ** mid * np.sqrt(tail_f[mid, cols] * tail_g[mid, cols]) <= tol    # (0 ** 0 = 1, 0 ** k = 0)
+            hi = np.where(open_ & good, mid, hi)
+            lo = np.where(open_ & ~good, mid + 1, lo)
 
 
 def _truncated_horner(bf, bg, r, k0) -> np.ndarray:
