@@ -31,7 +31,8 @@ import numpy as np
 from .._blas import one_blas_thread
 from .._lazy import jnp
 from ..theory.gaussian import DualKernels, series_lengths, short_coefficients
-from ..theory.gaussian_hermite import _hermite_functions, _hermite_step, _numpy_functions, _single_thread_product
+from ..theory.gaussian_hermite import (_hermite_functions, _hermite_step, _numpy_functions, _single_thread_product,
+                                       bin_tails_of, bins_of)
 from ._gram import pad_to
 from ._interp import barycentric_weights, lobatto
 
@@ -167,9 +168,13 @@ class TabulatedMarginals:
         ``info["marginal_table_error"]`` (``None``: a table missed its tolerance, the direct projection stays)."""
         if self._tabulated is not None or self._table_from is None or dual.method != "hermite":
             return
-        tab, err = tabulated_dual(dual, self.sigma_u**2 * self._table_from, 1.05 * self.info["q_max"])
+        q_lo, q_hi = self.sigma_u**2 * self._table_from, 1.05 * self.info["q_max"]
+        tab, err = tabulated_dual(dual, q_lo, q_hi)
         self._tabulated = tab
         self.info["marginal_table_error"] = err if tab is not None else None
+        # the series lengths of the whole variance range, of phi and phi', in one product per span (the solves would
+        # ask for them bin by bin as their variances appear: ~40 products, each reading the Hermite functions)
+        bin_tails_of(_numpy_functions(dual.activation), dual.rule.K, dual.rule.tol, bins_of(q_lo, q_hi))
 
     def _numpy_dual(self, dual, backend):
         """The dual a ``backend`` solve of ``dual`` takes: the tabulated one for numpy, when there is one."""

@@ -212,12 +212,20 @@ def _bin_tails(f: Callable, K: int, tol: float, bins) -> list[tuple[np.ndarray, 
     Memoised per bin; the bins not yet known are computed together, one product per span for all bins
     still open at it (the Hermite functions are read once per span, not once per bin: a cold first call
     off the sphere opens ~14 bins per function, and the rows read per bin were ~10x the products' work)."""
-    known = {int(j): _BIN_TAILS.get((f, K, tol, int(j))) for j in bins}
-    missing = sorted(j for j, v in known.items() if v is None)
+    return bin_tails_of((f,), K, tol, bins)[0]
+
+
+def bin_tails_of(fs, K: int, tol: float, bins) -> list[list[tuple[np.ndarray, int]]]:
+    """:func:`_bin_tails` of each function of ``fs`` (per function, a list over ``bins``), the bins not yet known of
+    all of them in one product per span (a cold off-sphere call takes those of its whole variance range, of
+    phi and phi', at once: :meth:`~kernelcalc.kernels._marginal_table.TabulatedMarginals._tabulate`)."""
+    bins = [int(j) for j in bins]
+    known = {(f, j): _BIN_TAILS.get((f, K, tol, j)) for f in fs for j in bins}
+    missing = sorted((k for k, v in known.items() if v is None), key=lambda k: (fs.index(k[0]), k[1]))
     if missing:
-        q = 2.0 ** (np.array(missing, np.float64) / _LENGTH_BINS_PER_OCTAVE)
         z, w, psi = _hermite_functions(K, _hermite_step(K))
-        F = f(np.sqrt(q)[:, None] * z) * w
+        F = np.concatenate([f(np.sqrt(2.0 ** (np.array([j], np.float64) / _LENGTH_BINS_PER_OCTAVE))[:, None] * z) * w
+                            for f, j in missing])
         open_, span = list(range(len(missing))), min(K, 128)
         while open_:
             B = _single_thread_product(F[open_], psi[:span])
@@ -238,8 +246,14 @@ def _bin_tails(f: Callable, K: int, tol: float, bins) -> list[tuple[np.ndarray, 
             open_, span = still, min(K, 2 * span)
         if len(_BIN_TAILS) + len(missing) > _BIN_TAILS_MAX:
             _BIN_TAILS.clear()
-        _BIN_TAILS.update({(f, K, tol, j): known[j] for j in missing})
-    return [known[int(j)] for j in bins]
+        _BIN_TAILS.update({(f, K, tol, j): known[(f, j)] for f, j in missing})
+    return [[known[(f, j)] for j in bins] for f in fs]
+
+
+def bins_of(q_lo: float, q_hi: float) -> range:
+    """The variance bins of :func:`series_lengths` that hold the variances in [``q_lo``, ``q_hi``] (> 0)."""
+    j = [int(math.ceil(math.log2(max(q, _LENGTH_Q_FLOOR)) * _LENGTH_BINS_PER_OCTAVE)) for q in (q_lo, q_hi)]
+    return range(j[0], j[1] + 1)
 
 
 def _bin_tail(f: Callable, K: int, tol: float, j: int) -> tuple[np.ndarray, int]:
