@@ -90,6 +90,8 @@ def _bounded(C, xp, S0):
     that comes within $10^{-10}$ of the bound (the clipped $C$ integrated) has no finite value, and
     :func:`_picard` reports it as an overflow (the blow-up error).  The bound, $10^{150}$, lies far beyond any variance whose $C$ is representable."""
     b = _bound(S0, xp)
+    if xp is np:       # the same in two passes: fmin/fmax take b for NaN, and clip +-inf
+        return np.fmax(np.fmin(C, b), -b)
     return xp.clip(xp.nan_to_num(C, nan=b, posinf=b, neginf=-b), -b, b)
 
 
