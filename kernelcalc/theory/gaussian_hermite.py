@@ -198,27 +198,21 @@ _LENGTH_BINS_PER_OCTAVE = 2
 _LENGTH_Q_FLOOR = 2.0 ** -20
 
 
-_BIN_TAILS: dict = {}      # (f, K, tol, bin) -> (tail, length): the per-bin memo of :func:`_bin_tails`
+_BIN_TAILS: dict = {}      # (f, K, tol, bin) -> (tail, length): the per-bin memo of :func:`bin_tails_of`
 _BIN_TAILS_MAX = 1024
 
 
-def _bin_tails(f: Callable, K: int, tol: float, bins) -> list[tuple[np.ndarray, int]]:
+def bin_tails_of(fs, K: int, tol: float, bins) -> list[list[tuple[np.ndarray, int]]]:
     r"""The relative tail $\tau(L) = \sum_{S>k\ge L}\hat f_k(q_j)^2/\sum_{k<S}\hat f_k(q_j)^2$ of each variance
     bin $j$ of ``bins`` (upper edge $q_j = 2^{j/2}$; coefficients of the rule itself, at its step) and the series
-    length for ``tol``: the smallest multiple of 16 with $\tau(L)\le$ ``tol``$^2$, the criterion by which
-    :func:`hermite_order` chose $K$ at $q_{\max}$.  The span $S$ of coefficients computed doubles from 128
-    up to $K$ until $L\le 3S/4$: a length is trusted where the coefficients were seen to stay below the
-    bound over a quarter of the span beyond it (else, at $S = K$, near or past $q_{\max}$, the full $K$).
-    Memoised per bin; the bins not yet known are computed together, one product per span for all bins
-    still open at it (the Hermite functions are read once per span, not once per bin: a cold first call
-    off the sphere opens ~14 bins per function, and the rows read per bin were ~10x the products' work)."""
-    return bin_tails_of((f,), K, tol, bins)[0]
-
-
-def bin_tails_of(fs, K: int, tol: float, bins) -> list[list[tuple[np.ndarray, int]]]:
-    """:func:`_bin_tails` of each function of ``fs`` (per function, a list over ``bins``), the bins not yet known of
-    all of them in one product per span (a cold off-sphere call takes those of its whole variance range, of
-    phi and phi', at once: :meth:`~kernelcalc.kernels._marginal_table.TabulatedMarginals._tabulate`)."""
+    length for ``tol``, of each function of ``fs`` (per function, a list over ``bins``): the smallest multiple of 16
+    with $\tau(L)\le$ ``tol``$^2$, the criterion by which :func:`hermite_order` chose $K$ at $q_{\max}$.  The span
+    $S$ of coefficients computed doubles from 128 up to $K$ until $L\le 3S/4$: a length is trusted where the
+    coefficients were seen to stay below the bound over a quarter of the span beyond it (else, at $S = K$, near or
+    past $q_{\max}$, the full $K$).  Memoised per bin; the bins not yet known, of all the functions, are computed
+    together, one product per span for all bins still open at it (the Hermite functions are read once per span:
+    a cold off-sphere call takes its whole variance range of $\phi$ and $\phi'$ at once,
+    :meth:`~kernelcalc.kernels._marginal_table.TabulatedMarginals._tabulate`)."""
     bins = [int(j) for j in bins]
     known = {(f, j): _BIN_TAILS.get((f, K, tol, j)) for f in fs for j in bins}
     missing = sorted((k for k, v in known.items() if v is None), key=lambda k: (fs.index(k[0]), k[1]))
@@ -257,8 +251,8 @@ def bins_of(q_lo: float, q_hi: float) -> range:
 
 
 def _bin_tail(f: Callable, K: int, tol: float, j: int) -> tuple[np.ndarray, int]:
-    """:func:`_bin_tails` of one bin."""
-    return _bin_tails(f, K, tol, (j,))[0]
+    """:func:`bin_tails_of` of one function and one bin."""
+    return bin_tails_of((f,), K, tol, (j,))[0][0]
 
 
 def _length_from_tail(tail: np.ndarray, tol: float, span: int) -> int | None:
@@ -305,7 +299,7 @@ def series_lengths(f: Callable, q, K: int, tol: float, rule_tol: float | None = 
         j = np.ceil(np.log2(np.maximum(np.where(finite, q, 1.0), _LENGTH_Q_FLOOR)) * _LENGTH_BINS_PER_OCTAVE)
     bins, inverse = np.unique(j.astype(np.int64), return_inverse=True)
     rule_tol = tol if rule_tol is None else min(tol, rule_tol)
-    _bin_tails(f, K, rule_tol, bins.tolist())      # the bins not yet known, together
+    bin_tails_of((f,), K, rule_tol, bins.tolist())      # the bins not yet known, together
     lengths = np.array([_bin_length(f, K, tol, int(b), rule_tol) for b in bins], dtype=np.int64)
     return np.where(finite, lengths[inverse].reshape(q.shape), K)      # (a non-finite variance: all K terms)
 

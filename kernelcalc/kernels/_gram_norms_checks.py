@@ -1,0 +1,81 @@
+r"""The accuracy checks of the norm-interpolation plan (:class:`~kernelcalc.kernels._gram_norms.NormInterpPlan`):
+the table against direct solves at held-out norm pairs (the error of the basis in $\log v$) and at held-out angles
+(the error of the series in $\theta$), and against direct evaluations at input pairs of extreme norms."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._interp import chebyshev_matrix, lobatto
+
+__all__ = ["NormPlanChecks"]
+
+
+class NormPlanChecks:
+    """The held-out and input-pair checks of :class:`~kernelcalc.kernels._gram_norms.NormInterpPlan` (a mixin: the
+    plan's norms, skeleton, basis weights and pair calls)."""
+
+    def _interp_pairs(self, coef, tx, ty, u):
+        """The table at norm pairs (exp tx, exp ty) (each (n,)) and window coordinates u: (len(u), n, 2)."""
+        Bx, By = self._basis_weights(tx), self._basis_weights(ty)
+        D = np.einsum("nk,rklo,nl->rno", Bx, coef, By)
+        return np.einsum("ar,rno->ano", chebyshev_matrix(u, self.R), D)
+
+    def _held_out_norms(self, pair_fn, coef, P) -> float:
+        """Largest relative deviation of the table from direct solves at six pairs of Lobatto points in t, the
+        first of each off the skeleton ``P``, and seven angles of the window: the error of the basis (the
+        interpolation between the Lobatto points is the tail in t of the columns)."""
+        off = np.setdiff1d(np.arange(self.nodes_t.size), P)
+        tx = self.nodes_t[self.rng.choice(off, 6)]
+        ty = self.nodes_t[np.concatenate([[0, self.nodes_t.size - 1], self.rng.integers(0, self.nodes_t.size, 4)])]
+        u = np.cos(np.pi * (np.arange(7) + 0.5) / 7)
+        vx, vy = self._v(tx)[None, :], self._v(ty)[None, :]
+        vals = self._call(pair_fn, vx, vy, np.sqrt(vx * vy) * self._cos(u)[:, None])
+        return float(np.max(np.abs(self._interp_pairs(coef, tx, ty, u) - vals) / np.maximum(self.scale, 1e-300)))
+
+    def _held_out_theta(self, pair_fn, coef, scale) -> float:
+        r"""Largest relative deviation of the theta series ``coef`` (R+1, K, K, 2) from direct solves at
+        held-out angles (up to 12 midpoints between the Lobatto nodes of the window) on the skeleton pairs
+        where its two highest coefficients are largest (four pairs, and the two end corners)."""
+        R = coef.shape[0] - 1
+        K = coef.shape[1]
+        v = self.skeleton
+        top = np.max(np.abs(coef[-2:]) / np.maximum(scale, 1e-300), axis=(0, 3))       # (K, K)
+        top = np.triu(top) + np.tril(np.full((K, K), -1.0), -1)
+        flat = np.argsort(top.ravel())[::-1][:4]
+        px, py = np.unravel_index(flat, (K, K))
+        px, py = np.concatenate([px, [0, K - 1]]), np.concatenate([py, [0, K - 1]])
+        keep = np.unique(px * K + py)
+        px, py = keep // K, keep % K
+        nodes = lobatto(R)
+        mids = 0.5 * (nodes[1:] + nodes[:-1])
+        u = mids[np.unique(np.linspace(0, mids.size - 1, min(12, mids.size)).round().astype(int))]
+        vals = self._call(pair_fn, v[px][None, :], v[py][None, :],
+                          np.sqrt(v[px] * v[py])[None, :] * self._cos(u)[:, None])      # (U, pairs, 2)
+        pred = np.einsum("ar,rpo->apo", chebyshev_matrix(u, R), coef[:, px, py])
+        return float(np.max(np.abs(pred - vals) / np.maximum(scale, 1e-300)))
+
+    def _check_rows(self):
+        """Rows of ``a`` and ``b`` for :meth:`_check`: the extreme norms and three random ones (of a symmetric Gram:
+        the same rows, whose norms the Neural ODE solver then solves directly)."""
+        rng = np.random.default_rng(0)
+
+        def pick(v):
+            extremes = [np.argmin(np.where(v > 0, v, np.inf)), np.argmax(v)]
+            return np.unique(np.concatenate([extremes, rng.integers(0, v.size, 3)]))
+
+        rows = pick(self.na)
+        return (rows, rows) if self.same else (rows, pick(self.nb))   # (a symmetric Gram: its diagonal too)
+
+    def _check(self, pair_fn) -> float:
+        """Largest relative deviation from direct evaluations at input pairs of extreme norms."""
+        ia, ib = self.check_rows
+        self.solves += ia.size * ib.size
+        got = [np.concatenate([g[:, ib] for g in gs]) for gs in
+               zip(*(self.block(slice(i, i + 1), slice(None)) for i in ia))]
+        xy = self.a[ia] @ self.b[ib].T / self.d
+        if self.same:   # x.x/d exactly as in the norms (as the direct path does)
+            hit = ia[:, None] == ib[None, :]
+            xy[hit] = np.broadcast_to(self.na[ia][:, None], xy.shape)[hit]
+        ref = pair_fn(np.broadcast_to(self.na[ia][:, None], xy.shape), np.broadcast_to(self.nb[ib][None, :], xy.shape), xy)
+        return float(max(np.max(np.abs(g - r)) / max(sc, 1e-300) for g, r, sc in zip(got, ref, self.scale)))
