@@ -38,10 +38,8 @@ def _hermite_table(K: int, h: float, zmax: float):
 
 
 def _hermite_functions(K: int, h: float = _HERMITE_H, zmax: float = _HERMITE_ZMAX):
-    r""":func:`_hermite_table` (cached).  At the finest step ``_HERMITE_H`` every ``K`` up to ``_HERMITE_KMAX`` reads the
-    first rows of the one table of ``_HERMITE_KMAX`` rows (the recurrence gives each row independently of ``K``), which
-    :func:`hermite_order` builds for every Mehler rule: a long series (:func:`_hermite_step`) needs no table of its
-    own (measured: the 4144 x 1143 table of tanh at q = 9, 38 MB, cost 0.05-0.2 s of a cold off-sphere call)."""
+    r""":func:`_hermite_table`; at the step ``_HERMITE_H``, the first ``K`` rows of the one table :func:`hermite_order`
+    builds for every Mehler rule (a long series needs no table of its own: :func:`_hermite_step`)."""
     if h == _HERMITE_H and zmax == _HERMITE_ZMAX and K <= _HERMITE_KMAX:
         z, w, psi = _hermite_table(_HERMITE_KMAX, h, zmax)
         return z, w, psi[:K]
@@ -56,10 +54,8 @@ def _hermite_step(K: int) -> float:
     e^{-z^2/2}$ oscillates at frequency up to about $\sqrt K$ (plus the bandwidth of $f$), so
     $h=\pi/(1.6(\sqrt K+16))$, between 0.02 (``_HERMITE_H``, the step at $K=8192$) and 0.04.  Measured against
     $h=0.02$ for tanh, softplus, sin, gelu, silu and sigmoid, $K=256..6000$, $q=0.5..30$: at most
-    $8.5\cdot10^{-16}$ of $\sqrt{\sum_k\hat f_k^2}$; the coefficients cost $1/h$ (up to half the work).  From
-    $K=$ ``_SHARED_STEP_K`` on (where that step is below 0.033) the step is 0.02 itself: the first $K$ rows of the
-    table :func:`hermite_order` has built (:func:`_hermite_functions`), at up to 1.6x the products' work instead of a
-    second table of up to 8192 rows."""
+    $8.5\cdot10^{-16}$ of $\sqrt{\sum_k\hat f_k^2}$; the coefficients cost $1/h$.  From $K=$ ``_SHARED_STEP_K`` on
+    (a step below 0.033) 0.02 itself: the rows of :func:`hermite_order`'s table, no second table (38 MB at K = 4144)."""
     if K >= _SHARED_STEP_K:
         return _HERMITE_H
     return max(_HERMITE_H, min(0.04, math.pi / (1.6 * (math.sqrt(K) + 16.0))))
@@ -134,12 +130,8 @@ class HermiteRule:
         r"""$\tau(k)=\sum_{j\ge k}b_j^2/\sum_j b_j^2$ of coefficients ``b`` of shape ``(K, P, ...)``: the
         largest over the axes after the second, shape ``(K, P)`` (0 where the coefficients all vanish)."""
         sq = (b * b).reshape(b.shape[0], b.shape[1], -1)
-        if xp is np:        # in place (the same numbers: a vanishing total has a vanishing tail, 0 / 1 = 0)
-            back = sq[::-1]
-            np.cumsum(back, axis=0, out=back)
-            total = sq[:1].copy()
-            np.divide(sq, np.where(total > 0, total, 1.0), out=sq)
-            return np.max(sq, axis=2)
+        if xp is np:
+            return _tail_of_squares(sq)
         tail = xp.flip(xp.cumsum(xp.flip(sq, 0), axis=0), 0)
         total = tail[:1]
         rel = xp.where(total > 0, tail / xp.where(total > 0, total, 1.0), 0.0)
@@ -245,9 +237,9 @@ def bin_tails_of(fs, K: int, tol: float, bins) -> list[list[tuple[np.ndarray, in
 
 
 def bins_of(q_lo: float, q_hi: float) -> range:
-    """The variance bins of :func:`series_lengths` that hold the variances in [``q_lo``, ``q_hi``] (> 0)."""
-    j = [int(math.ceil(math.log2(max(q, _LENGTH_Q_FLOOR)) * _LENGTH_BINS_PER_OCTAVE)) for q in (q_lo, q_hi)]
-    return range(j[0], j[1] + 1)
+    """The bins of :func:`series_lengths` of the variances in [``q_lo``, ``q_hi``] (> 0)."""
+    return range(*(int(math.ceil(math.log2(max(q, _LENGTH_Q_FLOOR)) * _LENGTH_BINS_PER_OCTAVE)) + e
+                   for q, e in ((q_lo, 0), (q_hi, 1))))
 
 
 def _bin_tail(f: Callable, K: int, tol: float, j: int) -> tuple[np.ndarray, int]:
@@ -349,6 +341,15 @@ def short_coefficients(rule: "HermiteRule", f: Callable, q, tol: float | None = 
     return out.reshape((rule.K,) + q.shape)
 
 
+def _tail_of_squares(sq: np.ndarray) -> np.ndarray:
+    """:meth:`HermiteRule.relative_tail` (numpy) from the squares ``sq`` ``(K, P, m)``, overwritten (the same numbers)."""
+    back = sq[::-1]
+    np.cumsum(back, axis=0, out=back)
+    total = sq[:1].copy()
+    np.divide(sq, np.where(total > 0, total, 1.0), out=sq)
+    return np.max(sq, axis=2)
+
+
 def short_relative_tail(b: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     r""":meth:`HermiteRule.relative_tail` (numpy) of coefficients ``b`` ``(K, P, ...)`` whose terms at and beyond
     ``lengths`` ``(P, ...)`` vanish (:func:`short_coefficients`): the cumulative sums run over each problem's
@@ -358,7 +359,9 @@ def short_relative_tail(b: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     out = np.zeros((K, P))
     for length in np.unique(per_problem):
         sel = np.nonzero(per_problem == length)[0]
-        out[:length, sel] = HermiteRule.relative_tail(b[:length, sel], np)
+        blk = b[:length, sel]                      # (a copy: squared in place)
+        np.multiply(blk, blk, out=blk)
+        out[:length, sel] = _tail_of_squares(blk.reshape(blk.shape[0], blk.shape[1], -1))
     return out
 
 
