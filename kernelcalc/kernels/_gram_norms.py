@@ -98,13 +98,13 @@ class NormInterpPlan(NormPlanChecks, _TablePlan):
 
     **Cost (measured, N = 2000 standardised rows, d = 10, norms 0.13..8, busy 2-core machine).**  The tensor
     grid of the previous plan took $\tfrac12L(L+1)(R+1)$ pair solves: 4930 for the softplus Neural ODE
-    ($L=17$, $R=28$), 11 876 for tanh ($L=21$, $R=50$).  This plan: softplus 1888 (rank 10, $R=22$), tanh 3992
-    (rank 14, $R=31$), counted before the odd symmetry halves them; the tanh MLP 2972 (was 7748).  What remains
-    of the first call of the Neural ODE is mostly per-norm work: the self-kernels of the 25 Lobatto norms and
-    their Hermite coefficients, all at the series length of the largest variance.  Tried and measured, not
-    taken: a per-norm-pair degree in $\theta$ (at most 30 % fewer solves); a Cayley variable in place of
-    $\log v$ (degree 27-31 against 17-19); a two-level combination grid in $(t,\theta)$ (its mixed term
-    missed tol for tanh); random columns in batches of two (accepted a basis too early: held-out error 4e-9).
+    ($L=17$, $R=28$), 11 876 for tanh ($L=21$, $R=50$).  This plan: softplus 1824 (rank 10), tanh 3947 (rank 14,
+    $R=32$), counted before the odd symmetry halves them and after the solves the stages share (:meth:`_call`);
+    the tanh MLP 2996 (was 7748).  Tried and measured, not taken: a per-norm-pair degree in $\theta$ (17-31 for
+    tanh: at most 30 % fewer solves, not nested); a Cayley variable in place of $\log v$ (degree 27-31 against
+    17-19); a two-level combination grid in $(t,\theta)$ (its mixed term missed tol for tanh); random columns in
+    batches of two (accepted a basis too early: held-out error 4e-9); random columns at the table's angles (rank
+    15 and twice the random batches).
     """
 
     def __init__(self, a, b, same, pair_fn, tol, strict):
