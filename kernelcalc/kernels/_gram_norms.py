@@ -196,8 +196,6 @@ class NormInterpPlan(NormPlanChecks, _TablePlan):
                                f"{estimate:.1e}, measured at input pairs {checked:.1e}", strict)
 
     solves = 0
-    _memo: dict
-
 
     def _chunk_entries(self) -> int:
         return _NORM_CHUNK_ENTRIES
