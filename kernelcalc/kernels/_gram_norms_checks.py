@@ -35,7 +35,7 @@ class NormPlanChecks:
 
     def _held_out_theta(self, pair_fn, coef, scale) -> float:
         r"""Largest relative deviation of the theta series ``coef`` (R+1, K, K, 2) from direct solves at
-        held-out angles (up to 12 midpoints between the Lobatto nodes of the window) on the skeleton pairs
+        held-out angles (up to 12 midpoints in angle between the Lobatto nodes of the window) on the skeleton pairs
         where its two highest coefficients are largest (four pairs, and the two end corners)."""
         R = coef.shape[0] - 1
         K = coef.shape[1]
@@ -47,8 +47,8 @@ class NormPlanChecks:
         px, py = np.concatenate([px, [0, K - 1]]), np.concatenate([py, [0, K - 1]])
         keep = np.unique(px * K + py)
         px, py = keep // K, keep % K
-        nodes = lobatto(R)
-        mids = 0.5 * (nodes[1:] + nodes[:-1])
+        mids = lobatto(2 * R)[1::2]      # midway in angle between the Lobatto nodes (the theta degree's own points
+        # when R divides them: their corner pairs solved already)
         u = mids[np.unique(np.linspace(0, mids.size - 1, min(12, mids.size)).round().astype(int))]
         vals = self._call(pair_fn, v[px][None, :], v[py][None, :],
                           np.sqrt(v[px] * v[py])[None, :] * self._cos(u)[:, None])      # (U, pairs, 2)
