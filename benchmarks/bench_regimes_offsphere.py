@@ -17,6 +17,46 @@ measured side by side.
 Run: ``python benchmarks/bench_regimes_offsphere.py [--n 2000] [--cases node-softplus,mlp-tanh] [--raw]``.
 ``run()`` returns the rows as a list of dicts (used by ``bench_regimes.py``).
 
+**Measured, branch ``tanhoff``, stop 25: node tanh on standardised rows** (the case that missed at stop 24: 3.85,
+CPU 3.22 at load 1).  2026-12-06, 18:33-18:34 UTC, N = 2000, d = 10, seed 102 (this script's row of the case when
+all cases run), the shared 2-core machine at load 2.2-2.8 (other helpers running); ``main`` (744a749) and
+``tanhoff`` alternately, three cold runs each, each tree from its own directory.  Seconds wall (CPU):
+
+| tree | off | on | ratio wall (CPU), per run | median |
+|---|---|---|---|---|
+| main | 2.17, 2.10, 2.03 (2.17, 2.10, 2.01) | 0.63, 0.62, 0.63 | 3.45, 3.39, 3.20 (3.49, 3.39, 3.14) | **3.39 (3.39)** |
+| tanhoff | 1.45, 1.42, 1.41 (1.45, 1.41, 1.39) | 0.61, 0.64, 0.61 | 2.38, 2.24, 2.31 (2.38, 2.23, 2.30) | **2.31 (2.30)** |
+
+The on-sphere call is unchanged (0.6 s here; 0.46-0.48 s at 18:00-18:07 UTC, load 2, with off 1.44-1.54 s: 3.07 then,
+before the last five changes below).  The off-sphere first call fell by a third (2.1 -> 1.4 s; about the same solves, 3935
+against 3992).  Error estimates unchanged (relative 5.3e-10, interpolation 5.0e-10); against the direct per-pair path
+on 11 rows (the extreme norms, the three largest, the closest pair of distinct rows, random rows): largest
+difference 4.4e-11 (estimate 1.3e-9); the Gram moved from ``main``'s by at most 4.7e-11.  No warnings.  What the
+first call no longer pays (``kernels/``, ``theory/gaussian_hermite.py``; results the same to rounding unless said):
+(1) the marginal store's series tails once per norm as it enters (``MarginalStore.tails``; they were recomputed over
+the whole store, twice its norms, whenever a norm was added: 0.24 s), the first norms' arrays adopted as the store
+(no copy; 0.15 s of first-touch pages on this VM); (2) the grid's end norms pinned to the inputs' extreme norms (an
+``exp(log v)`` one bit off was a 30th norm: a self-kernel solve and a store copy); (3) Hermite coefficients of
+series of 2048+ terms at the step 0.02 of the 8192-row table ``hermite_order`` builds anyway (rows of it: no second
+4144 x 1143 table, 38 MB; the coefficient table's held-out error 2.0e-15 -> 1.1e-15); (4) the series lengths of the
+whole variance range of phi and phi' in one product per span (23 products reading 24k rows of the Hermite
+functions, against 48 and 60k bin by bin), the two coefficient tables in one product; (5) the truncated Horner
+loop's Python (the active prefix's views made only when it shrinks: ~5 -> ~2 us per degree, the outer product
+f_k(t) g_k(s) of 13 x 13 cells is then most of it), the truncation's bisection bracketed by r^k <= tol, the tails
+read by problem (no (K, pairs) copies); (6) Newton: the Jacobian's Cdot of a sweep far from the fixed point at
+1e-16/change (<= 1e-9; the final Cdot exact): 28 % less exact-series work in the table; loose sweeps capped at
+1e-4 (was 1e-6); (7) the plan's solves shared between stages (one solve per distinct ({v_x, v_y}, x.y) per plan:
+the theta degree's corners, the columns at the table's angles, the held-out angles midway between its nodes; the
+table takes degree R + 1 = 32 when nested in the corners' 64); odd kernels no longer solve c = 0.  Measured and not
+taken: threads over the numpy batches (slower: the GIL, small ops); a correlation-preserving first iterate (no
+sweep fewer); random columns at the table's angles (rank 15, twice the random batches); per-cell truncation (12 %
+fewer terms, needs per-cell gathers); deriving Cdot from phi's coefficients (one outer product for both series,
+-35 % of the exact sweeps' work, but sqrt(k) amplifies the coefficients' error: not measured to the rule's 1e-13).
+Where the off call still goes (load ~2): sample table 0.34 s, self-kernels of the 29 grid norms 0.14 s, time grid
+and rule at the largest norm 0.2 s, Gram evaluation 0.23 s, columns 0.1 s, Assumption-1 check 0.13 s (paid on the
+sphere too).  Shared costs (the 8192-row Hermite table and its three ``hermite_order`` products, 0.1-0.3 s on both
+sides) were left alone: making them cheaper lowers both calls and raises the ratio.
+
 **Measured, branch ``tanhoff``** (2026-12-06, 16:23-16:27 UTC, N = 2000, d = 10, the shared 2-core machine at load
 7-11: wall ratios swing by +-30 %, compare the CPU).  ``main`` (a9228fc) and ``tanhoff`` run alternately, twice each,
 from a neutral working directory (a run started in a worktree imports that worktree's ``kernelcalc`` in its
