@@ -158,8 +158,9 @@ def _projections(rule, fs, q) -> list:
 class TabulatedMarginals:
     r"""The marginals of a Goursat solver's solves (:class:`~kernelcalc.kernels.ode_solver.GoursatSolver`, which
     sets ``_tabulated = None``, ``_table_from``: the smallest of the many norms its ``prepare`` announced, else
-    ``None``, ``_marginals = {}``, ``_marginal_tails = {}`` and ``_store = None``): :meth:`_tabulate` builds the tables, :meth:`_numpy_dual`
-    hands them to the numpy solves, :meth:`_marginals_of` caches the marginals per norm."""
+    ``None``, ``_marginals = {}``, ``_marginal_tails = {}`` and ``_store = None``): :meth:`_tabulate` builds the
+    tables, :meth:`_numpy_dual` hands them to the numpy solves, :meth:`_marginals_of` caches the marginals per
+    norm."""
 
     def _tabulate(self, dual) -> None:
         r"""Before the self-kernels of the many announced norms (and, when the time grid is chosen after the
@@ -257,8 +258,9 @@ class TabulatedMarginals:
 
 
 class MarginalStore(tuple):
-    """The stacked marginals of a solver's norms (a tuple of arrays, as :meth:`~kernelcalc.theory.gaussian.DualKernels.marginal`
-    returns them, with a norm axis) and ``tails``: their series tails
+    """The stacked marginals of a solver's norms (a tuple of arrays, as
+    :meth:`~kernelcalc.theory.gaussian.DualKernels.marginal` returns them, with a norm axis) and ``tails``: their
+    series tails
     (:meth:`~kernelcalc.theory.gaussian.DualKernels.tails`, ``(K, norms)`` each), computed once per norm when it
     entered the store (the cross solves read them instead of summing the squares of the whole store again)."""
 
