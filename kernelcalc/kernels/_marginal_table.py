@@ -260,9 +260,9 @@ class TabulatedMarginals:
 class MarginalStore(tuple):
     """The stacked marginals of a solver's norms (a tuple of arrays, as
     :meth:`~kernelcalc.theory.gaussian.DualKernels.marginal` returns them, with a norm axis) and ``tails``: their
-    series tails
-    (:meth:`~kernelcalc.theory.gaussian.DualKernels.tails`, ``(K, norms)`` each), computed once per norm when it
-    entered the store (the cross solves read them instead of summing the squares of the whole store again)."""
+    series tails (:meth:`~kernelcalc.theory.gaussian.DualKernels.tails`, ``(K, norms)`` each), computed once per
+    norm when it entered the store (the cross solves read them instead of summing the squares of the whole store
+    again)."""
 
     def __new__(cls, arrays, tails):
         self = super().__new__(cls, arrays)
