@@ -39,7 +39,7 @@ from . import _panels as pan
 from ._anchored import RESIDUAL_TOL, AnchoredDual
 from ._gram import flat_pairs
 from .ode_kinked_deficit import KinkedDeficitMixin, _homogeneous_closed
-from .ode_kinked_panels import (_KINK, _SINGLE_ELEMENT, _dear, KinkedPanelsMixin, _backward, _dual_np, _panels_of, _point_variances,
+from .ode_kinked_panels import (_kink, _SINGLE_ELEMENT, _dear, KinkedPanelsMixin, _backward, _dual_np, _panels_of, _point_variances,
                                 _resample, _solve, _terminal)
 from .ode_kinked_panels import _QT_TOL, _AngleTable  # noqa: F401  (importable here as before)
 
@@ -106,7 +106,8 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
         for lo in range(0, len(v), _BATCH):
             S0 = rec.ode_initial(np.asarray(v[lo:lo + _BATCH], dtype=np.float64), self.sigma_u)
             hits = [self._own_get(dual, grid, s0) for s0 in S0.tolist()]
-            if all(h is not None for h in hits):            # solved on this grid already (the ladder's degree)
+            if all(h is not None for h in hits):            # solved on this grid already (the ladder's degree; the
+                # coarse self-kernel of a large-q rule whose coarse and final rules are the same, _values_key)
                 out.append(np.stack([h[1] for h in hits]))
                 continue
             S0, inverse = np.unique(S0, return_inverse=True)   # (a padded batch repeats its norms)
@@ -117,14 +118,15 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
                 self._own.clear()
                 self._own_keys.clear()
             for i, s0 in enumerate(S0.tolist()):
-                self._own[(dual, grid.name, s0)] = (S[i], q[i], delta, sweeps)
-                self._own_keys.setdefault((dual, grid.name), set()).add(s0)
-                self._self_guess[s0] = (grid, q[i])
+                self._own[(_values_key(dual), grid.name, s0)] = (S[i], q[i], delta, sweeps)
+                self._own_keys.setdefault((_values_key(dual), grid.name), set()).add(s0)
+                self._self_guess[s0] = (grid, q[i], _values_key(dual))
         return np.concatenate(out)
 
     def _own_get(self, dual, grid, s0):
         """The self-kernel solve of initial value ``s0`` on ``grid`` (the nearest within ``_EQUAL_RTOL``), or ``None``."""
-        return self._own.get((dual, grid.name, _nearest(self._own_keys.get((dual, grid.name), ()), s0)))
+        key = _values_key(dual)
+        return self._own.get((key, grid.name, _nearest(self._own_keys.get((key, grid.name), ()), s0)))
 
     def _self_solve(self, dual, grid, S0):
         r"""The self-kernel solve on ``grid`` (the diagonal $q(t)=S(t,t)$ iterated with its row of cells).  On the
@@ -136,11 +138,16 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
         2e-14 of the row-marched solution.  Iterated until $q$ changes by less than ``_SELF_Q_TOL`` (relative), else
         (no convergence in ``_SELF_Q_STEPS`` steps) the row marching.  Returns ``(S, q, change, sweeps)``."""
         known = [self._self_guess.get(_nearest(self._self_guess, s0)) for s0 in S0.tolist()]
-        if not isinstance(grid, pan.PanelGrid) or any(k is None or k[0].P != grid.P for k in known):
+        # a diagonal of another dual (the coarse one that learned q(T)) seeds only a closed form's solve: the large-q
+        # rule's fixed-diagonal steps from a Hermite diagonal (1e-6) took 6-8 steps or fell back to the row marching
+        # (softplus sigma_w T = 10: 5e5 evaluations spent before the row march)
+        if not isinstance(grid, pan.PanelGrid) or any(
+                k is None or k[0].P != grid.P or (dual.method == "asymptotic" and k[2] != _values_key(dual))
+                for k in known):
             return _solve(grid, self._C(dual), S0, self._fwd)
         q = np.stack([_resample(k[1][None, :], k[0], grid)[0] for k in known])
         if _dear(dual):
-            C_of = lambda: AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True), kink=_KINK)
+            C_of = lambda: AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True), kink=_kink(dual))
         else:
             C_of = lambda: self._C(dual)
         m, cell = grid.m, grid.cell
@@ -207,7 +214,7 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
                     C_of = self._C(dual) if table is None else (
                         lambda q1, q2, c: table(c.reshape(c.shape[0], -1), 0).reshape(c.shape))
                     if table is None and not own and _dear(dual):   # a dear closed form (elu)
-                        C_of = AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True), kink=_KINK)
+                        C_of = AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True), kink=_kink(dual))
                     S, qk, dS, nS = (self._own_solve(dual, grid, S0[sel]) if own else
                                      _solve(grid, C_of, S0[sel], self._fwd, q=qb[sel]))
                     if isinstance(C_of, AnchoredDual) and C_of.residual() > RESIDUAL_TOL:   # (module _anchored)
@@ -410,6 +417,14 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
         return nngp.reshape(shape), ntk.reshape(shape)
 
 
+def _values_key(dual):
+    r"""What decides the values of ``dual``: the large-$q$ rule itself for ``asymptotic`` duals (the coarse dual that
+    learns $q(T)$, at tol 1e-6, and the final one are the same rule when the coarsest step already meets tol: the
+    final dual's first self-kernel is then the coarse one, measured 3.2e5 evaluations of softplus at $\sigma_wT=10$,
+    and 3e5 more in fixed-diagonal steps from a diagonal of another rule that did not contract), else ``dual``."""
+    return ("asymptotic", dual.rule) if dual.method == "asymptotic" else dual
+
+
 def _nearest(keys, s0: float):
     """The key of ``keys`` nearest to ``s0`` within ``_EQUAL_RTOL`` (relative: the Gram's norm groups, whose norms
     differ by rounding), or ``None``."""
@@ -440,7 +455,7 @@ _RELU_LIKE_AT_LARGE_Q = ("gelu",)
 #: sigma_w T = 5: 118 s, error estimate 6.1e-11 (refused before); sigma_w T = 6: 247 s, 6.8e-5 (warns); sigma_w T = 10:
 #: 1474 s, 1.1e-4 (boxes next to the diagonal q1 ~ q2 do not converge in log q at theta ~ 1/sqrt(q)), so beyond hi
 #: the tensor grid's cost guard refuses as before.
-_LARGE_Q_PANELS = {"softplus": (4.5, 5.0), "silu": (4.5, 5.0)}
+_LARGE_Q_PANELS = {"softplus": (4.5, 10.0), "silu": (4.5, 10.0)}
 
 
 def use_triangles(activation, T: float, sigma_w: float) -> bool:

@@ -22,7 +22,7 @@ from . import _panels as pan
 from ._qtable import NodeTable, QTable
 from ._anchored import AnchoredDual
 from ._node_tables import NodeAngleTable, angle_of
-from ._gram import bucket, pad_to
+from ._gram import pad_to
 from ._interp import barycentric_weights
 from ._interp import chebyshev_coefficients, chebyshev_matrix
 from .ode_kinked_cost import KinkedPanelsCostMixin
@@ -32,7 +32,14 @@ _TABLE_MAX = 256
 _TABLE_MIN_PROBLEMS = 16   # fewer problems (the degree probes): the rule directly (a table costs ~100 sweeps' worth)
 _TABLE_COST_ANGLES = 64    # angles of an angle table (typical; 16-256), for the cost guard
 _QT_TOL = 1e-12            # the (log q, theta) table of a quadrature dual on the panels (_qtable): relative accuracy
+#: whether the panels read a large-q rule through the (log q, theta) table: no (since the softnode branch), the node angle
+#: tables of _angle_table serve softplus and silu at 4.5 < sigma_w T <= 10 (the table erred by 1e-5 past sigma_w T = 6)
+_QT_ON_PANELS = False
 _QT_CHUNK = 2048           # expectations per call of its rule (one compiled shape)
+#: the padded shapes of a jax rule's evaluation (_dual_np): a call of n values runs chunks of 4096 while more remain, then
+#: chunks of 512 (each shape compiles once per rule, ~1.7 s for the large-q rule; a power-of-two
+#: bucket per call compiled 15 shapes, 26 of 130 s of softplus at sigma_w T = 6, N = 20)
+_JIT_CHUNKS = (512, 4096)
 _SINGLE_ELEMENT = 3.0     # sigma_w * T up to which one collapsed-triangle element is used
 _NT_TOL = 1e-12            # node angle tables (_node_tables) of a dear closed form: relative accuracy
 #: exact (C, Cdot) per node that one cross solve of a dear closed form costs without a node angle table (anchored
@@ -41,12 +48,20 @@ _NT_DIRECT_COST = 6.0
 #: ... and that the table costs per node: 13 Lobatto nodes, doubled where needed (measured 14-21 evaluations per node
 #: with the held-out checks, elu at sigma_w T = 10), and two bracketing solves (about 3 exact evaluations each)
 _NT_BUILD_COST = 20.0 + 2 * 3.0
+#: first angle degree of the large-q rule's node tables (doubled where a node needs it: 6, 12, 24, 48; measured softplus
+#: sigma_w T = 10: 7.7e5 exact evaluations for the three tables against 8.9e5 from 12, the same held-out error)
+_NT_R0_RULE = 6
 _NT_BRACKET_TOL = 1e-9     # Picard tolerance of the bracketing solves (their angles are padded by _node_tables._PAD)
 #: anchored solves of a dear closed form (elu) evaluate exactly where the correlation is within this of 1: its dual
 #: is not smooth at rho = 1 ((1 - rho)^{3/2} terms), where the linear model's error is not quadratic (measured:
 #: residuals 8e-12 > RESIDUAL_TOL at the diagonal t = s of the self-kernel, and an exact re-solve of each; with 1e-2,
 #: below 1e-19)
 _KINK = 1e-2
+#: ... and those of the large-q rule of softplus and silu within this (smooth at rho = 1, but bending like relu there
+#: at large q: with 0, the residual of the linear model failed RESIDUAL_TOL and whole solves were redone exactly; with
+#: 1e-2, most of the self-kernel's nodes were exact at every sweep; measured softplus sigma_w T = 10, N = 20: 147 s
+#: CPU with 0, 206 s with 1e-2, 132 s with 1e-3)
+_KINK_RULE = 1e-3
 
 
 class _AngleTable:
@@ -114,10 +129,18 @@ def _dual_np(dual, q1, q2, c, derivative: bool):
     if not dual.numpy_ok:
         q1, q2, c = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (q1, q2, c)))
         shape, n = c.shape, c.size
-        size = bucket(max(n, 1024))
-        flat = [pad_to(a.reshape(-1), size) for a in (q1, q2, c)]
-        out = _jitted_dual(dual, derivative)(*flat)
-        out = tuple(np.asarray(o)[:n].reshape(shape) for o in (out if derivative else (out,)))
+        flat = [a.reshape(-1) for a in (q1, q2, c)]
+        f = _jitted_dual(dual, derivative)
+        outs = [np.empty(n) for _ in range(2 if derivative else 1)]
+        lo = 0
+        while lo < n:       # fixed chunks (_JIT_CHUNKS): two compiled shapes per rule, not one per power of two
+            size = _JIT_CHUNKS[-1] if n - lo > _JIT_CHUNKS[-1] else _JIT_CHUNKS[0]
+            hi = min(lo + size, n)
+            got = f(*(pad_to(a[lo:hi], size) for a in flat))
+            for o, g in zip(outs, got if derivative else (got,)):
+                o[lo:hi] = np.asarray(g)[: hi - lo]
+            lo = hi
+        out = tuple(o.reshape(shape) for o in outs)
         return out if derivative else out[0]
     xp = np
     m1, m2 = dual.marginal(xp.asarray(q1), derivative, xp), dual.marginal(xp.asarray(q2), derivative, xp)
@@ -197,7 +220,7 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
         r"""The :class:`._qtable.QTable` of a large-$q$ dual (``asymptotic``) on the panels (one per solver: every
         degree, band and input angle reads it), else ``None`` (closed forms, Hermite series, and the one-element
         grid, evaluate the dual directly)."""
-        if dual.method != "asymptotic" or self._panel_count() == 1:
+        if not _QT_ON_PANELS or dual.method != "asymptotic" or self._panel_count() == 1:
             return None
         if self._qt is None or self._qt.dual is not dual:
             def evaluate(q1, q2, c):      # fixed-size chunks: one compiled shape of a jax rule, little padding
@@ -262,7 +285,10 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
         $\dot C$ is not Lipschitz at $\rho=1$, :func:`smooth_at_parallel`).  The table is built once the problems asked of
         this grid and diagonal, this batch included, and as many again (the Gram's sphere table doubles its angles
         until it converges: a grid asked $k$ problems is asked at least $k$ more) would cost more direct evaluations
-        than the table (``_NT_BUILD_COST`` against ``_NT_DIRECT_COST`` per node and problem).  Its angle range per
+        than the table (``_NT_BUILD_COST`` against ``_NT_DIRECT_COST`` per node and problem).  The large-$q$ rule
+        (softplus, silu) builds it at the first problem: its direct solves cost about 9 exact evaluations per node and
+        problem with their residual re-solves (measured at $\sigma_wT=10$), and the Gram asks every band of a grid
+        tens of problems (the sphere table's angles).  Its angle range per
         node comes from two solves at the band's extreme input angles (:func:`band_edges`)."""
         if not (isinstance(grid, pan.PanelGrid) and _dear(dual) and np.all(q == q[:1])) or (
                 band > 0 and not smooth_at_parallel(dual)):
@@ -270,17 +296,19 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
         key = (grid.name, band, q[0].tobytes())
         state = self._nt_state.setdefault(key, dict(problems=0, table=None))
         state["problems"] += problems
-        if state["table"] is None and 2 * state["problems"] * _NT_DIRECT_COST >= _NT_BUILD_COST:
+        if state["table"] is None and (dual.method == "asymptotic" or
+                                       2 * state["problems"] * _NT_DIRECT_COST >= _NT_BUILD_COST):
             lo, hi = band_edges(band, self.sigma_w * self.T)
             S0 = q[0, 0] * np.cos(np.array([lo, hi]))         # S(0, 0) = q(0) cos(theta_0)
             exact = functools.partial(_exact_pairs, dual)
-            bracket = AnchoredDual(exact, kink=_KINK)
+            bracket = AnchoredDual(exact, kink=_kink(dual))
             S, _, _, _ = pan.solve(grid, bracket, S0, self._fwd, q=np.repeat(q[:1], 2, axis=0),
                                    sweeps_tol=_NT_BRACKET_TOL, stagnation=_NT_BRACKET_TOL)
             q1, q2 = (a[0] for a in _point_variances(grid, q[:1]))
             n = np.sqrt(q1 * q2)
             th = angle_of(n, S)
-            nt = state["table"] = NodeAngleTable(exact, q1, q2, th[0], th[1], _NT_TOL)
+            nt = state["table"] = NodeAngleTable(exact, q1, q2, th[0], th[1], _NT_TOL,
+                                                 r0=_NT_R0_RULE if dual.method == "asymptotic" else 12)
             self._table_error = max(self._table_error, nt.error)
             rec_ = self._node_table_info()
             rec_.update(tables=rec_["tables"] + 1, evaluations=rec_["evaluations"] + nt.evaluations + bracket.exact_points,
@@ -332,11 +360,19 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
         return table
 
 
+def _kink(dual) -> float:
+    r"""``kink`` of the :class:`._anchored.AnchoredDual` of ``dual``: ``_KINK`` for a closed form (elu's $(1-\rho)^{3/2}$
+    terms), 0 for the large-$q$ rule of a smooth $\phi$ (analytic at $\rho=1$: the linear model's error is quadratic
+    there too; with ``_KINK`` the self-kernel's near-parallel band, most of its nodes at large $q$, was evaluated
+    exactly at every sweep, in small scattered calls)."""
+    return _KINK if dual.method == "closed" else _KINK_RULE
+
+
 def _dear(dual) -> bool:
     """Whether ``dual`` is a dear closed form (price > 1: elu), whose cross-kernel solves on the panels take the
     anchored sweeps and the node angle tables.  (The large-$q$ rule of softplus and silu would pay too, but at
     ~5-40 us per evaluation their sigma_w T = 6 solve still took minutes: measured, not enabled.)"""
-    return dual.method == "closed" and getattr(dual, "points", 1) > 1
+    return (dual.method == "closed" and getattr(dual, "points", 1) > 1) or dual.method == "asymptotic"
 
 
 @functools.lru_cache(maxsize=32)
