@@ -60,6 +60,7 @@ from .activations import Activation
 from .largeq import Asymptote, asymptote_of, first_settled, level_values
 from .largeq_far import N_TERMS, V0, far_expect, far_mask, moment_table
 from .largeq_near import Q_NEAR, near_expect, near_mask, near_table
+from .largeq_low import Q_LOW, low_expect, low_mask, low_mixed, low_table
 
 __all__ = ["RemainderTable", "remainder_table", "TabulatedRule", "choose_tabulated", "cheapest_tabulated_rule",
            "far_difference"]
@@ -255,11 +256,18 @@ class TabulatedRule:
     h: float = 0.3
     far: bool = True
     near: bool = True
+    low: bool = True
 
     @property
     def near_on(self) -> bool:
         """Whether the near-band tables are used (``near`` and an asymptote of the ``gelu`` family)."""
         return self.near and self.asymptote.family == "gelu"
+
+    @property
+    def low_on(self) -> bool:
+        r"""Whether the low-variance tables of :mod:`~kernelcalc.theory.largeq_low` are used (``low`` and
+        :attr:`near_on`): for $Q_{\rm low}\le\min(q_1,q_2)<Q_{\rm near}$ in the near-parallel band."""
+        return self.low and self.near_on
 
     @property
     def n_out(self) -> int:
@@ -292,6 +300,8 @@ class TabulatedRule:
             err = max(err, *(moment_table(self.asymptote, d).error for d in (False, True)))
         if self.near_on:     # relative to the kernel's norm, held-out and density tail (largeq_near)
             err = max(err, *(near_table(self.asymptote, d).error for d in (False, True)))
+        if self.low_on:      # relative to the kernel's norm, held-out (largeq_low)
+            err = max(err, *(low_table(self.asymptote, d).error for d in (False, True)))
         return err
 
     @property
@@ -394,7 +404,9 @@ def _block(rule: TabulatedRule, derivative: bool):
         rest = jnp.ones(q1.shape, bool)
         out = tuple(jnp.zeros_like(q1) for _ in ds)
         for on, mask, fn in ((rule.far, far_mask, far_expect), (rule.near_on, near_mask, near_expect),
-                             (rule.near_on, functools.partial(near_mask, mixed=True), rule._mixed)):
+                             (rule.low_on, functools.partial(low_mask, mixed=True), low_mixed),
+                             (rule.near_on, functools.partial(near_mask, mixed=True), rule._mixed),
+                             (rule.low_on, low_mask, low_expect)):
             if on:
                 here = mask(q1, q2, c) & rest
                 out = _patched(out, here, lambda a, b, cc, fn=fn: fn(rule.asymptote, a, b, cc, ds), q1, q2, c, _TABLE_CHUNK)
