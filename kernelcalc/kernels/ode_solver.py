@@ -190,7 +190,9 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
                         profile = np.asarray(self._self_diagonals(coarse, M, np.array([v_max]))).ravel()
                         q_est = float(np.max(profile))
                         from ..theory.largeq_near import Q_NEAR     # prices the large-q rule's regimes (_price)
+                        from ..theory.largeq_low import Q_LOW
                         self.info["near_table_node_fraction"] = float(np.mean(profile >= Q_NEAR))
+                        self.info["low_table_node_fraction"] = float(np.mean((profile >= Q_LOW) & (profile < Q_NEAR)))
                         break
                     except _BlowUp:     # a coarse grid can overflow near a blow-up where finer ones do not
                         if M == 64:
