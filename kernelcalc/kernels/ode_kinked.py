@@ -41,7 +41,7 @@ from ._gram import flat_pairs
 from .ode_kinked_deficit import KinkedDeficitMixin, _homogeneous_closed
 from .ode_kinked_panels import (_kink, _SINGLE_ELEMENT, _dear, KinkedPanelsMixin, _backward, _dual_np, _panels_of, _point_variances,
                                 _resample, _solve, _terminal)
-from .ode_kinked_panels import _QT_TOL, _AngleTable  # noqa: F401  (importable here as before)
+from .ode_kinked_panels import _QT_TOL, _AngleTable, values_key  # noqa: F401  (_QT_TOL, _AngleTable: importable here as before)
 
 __all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
 
@@ -107,7 +107,7 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
             S0 = rec.ode_initial(np.asarray(v[lo:lo + _BATCH], dtype=np.float64), self.sigma_u)
             hits = [self._own_get(dual, grid, s0) for s0 in S0.tolist()]
             if all(h is not None for h in hits):            # solved on this grid already (the ladder's degree; the
-                # coarse self-kernel of a large-q rule whose coarse and final rules are the same, _values_key)
+                # coarse self-kernel of a large-q rule whose coarse and final rules are the same, values_key)
                 out.append(np.stack([h[1] for h in hits]))
                 continue
             S0, inverse = np.unique(S0, return_inverse=True)   # (a padded batch repeats its norms)
@@ -118,14 +118,14 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
                 self._own.clear()
                 self._own_keys.clear()
             for i, s0 in enumerate(S0.tolist()):
-                self._own[(_values_key(dual), grid.name, s0)] = (S[i], q[i], delta, sweeps)
-                self._own_keys.setdefault((_values_key(dual), grid.name), set()).add(s0)
-                self._self_guess[s0] = (grid, q[i], _values_key(dual))
+                self._own[(values_key(dual), grid.name, s0)] = (S[i], q[i], delta, sweeps)
+                self._own_keys.setdefault((values_key(dual), grid.name), set()).add(s0)
+                self._self_guess[s0] = (grid, q[i], values_key(dual))
         return np.concatenate(out)
 
     def _own_get(self, dual, grid, s0):
         """The self-kernel solve of initial value ``s0`` on ``grid`` (the nearest within ``_EQUAL_RTOL``), or ``None``."""
-        key = _values_key(dual)
+        key = values_key(dual)
         return self._own.get((key, grid.name, _nearest(self._own_keys.get((key, grid.name), ()), s0)))
 
     def _self_solve(self, dual, grid, S0):
@@ -142,7 +142,7 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
         # rule's fixed-diagonal steps from a Hermite diagonal (1e-6) took 6-8 steps or fell back to the row marching
         # (softplus sigma_w T = 10: 5e5 evaluations spent before the row march)
         if not isinstance(grid, pan.PanelGrid) or any(
-                k is None or k[0].P != grid.P or (dual.method == "asymptotic" and k[2] != _values_key(dual))
+                k is None or k[0].P != grid.P or (dual.method == "asymptotic" and k[2] != values_key(dual))
                 for k in known):
             return _solve(grid, self._C(dual), S0, self._fwd)
         q = np.stack([_resample(k[1][None, :], k[0], grid)[0] for k in known])
@@ -315,6 +315,20 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
                      f"the first self-kernel (degree {_COARSE_DEGREE}: the variance's range)")])
         return super()._choose_dual_and_M(v_max)
 
+    def _coarse_dual(self, q_max: float):
+        r"""As :meth:`GoursatSolver._coarse_dual`; on the panels, softplus and silu (``_LARGE_Q_PANELS``) take the
+        large-$q$ rule at its coarsest step there (no step selection: it errs far below 1e-6).  The final dual is that
+        rule when its coarsest step meets tol, and the first rung of the degree ladder then reuses this self-kernel
+        (:func:`.ode_kinked_panels.values_key`).  (The Hermite series at tol 1e-6 cost 30 us per evaluation, 10 of
+        72 s CPU of softplus at $\sigma_wT=10$, N = 20, and its diagonal cannot seed the rule's: the ladder's first
+        self-kernel was row-marched again.)"""
+        if self._panel_count() > 1 and self.activation.name in _LARGE_Q_PANELS:
+            from ..theory.gaussian import DualKernels
+            from ..theory.largeq_table import cheapest_tabulated_rule
+            return DualKernels(self.activation, "asymptotic", cheapest_tabulated_rule(self.activation),
+                               error_estimate=1e-6, note="the coarsest step, for q(T)")
+        return super()._coarse_dual(q_max)
+
     def _check_ladder(self, dual, b: int, M: int, climbed, first: bool):
         r"""Before the rung ``M`` of band ``b``'s degree ladder on the panels: refuse when the call would cost more than
         the work limit at this degree (as :meth:`GoursatSolver._choose_M` before each of its rungs), not after the
@@ -415,14 +429,6 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
         if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
             raise self._blow_up("the kernel")
         return nngp.reshape(shape), ntk.reshape(shape)
-
-
-def _values_key(dual):
-    r"""What decides the values of ``dual``: the large-$q$ rule itself for ``asymptotic`` duals (the coarse dual that
-    learns $q(T)$, at tol 1e-6, and the final one are the same rule when the coarsest step already meets tol: the
-    final dual's first self-kernel is then the coarse one, measured 3.2e5 evaluations of softplus at $\sigma_wT=10$,
-    and 3e5 more in fixed-diagonal steps from a diagonal of another rule that did not contract), else ``dual``."""
-    return ("asymptotic", dual.rule) if dual.method == "asymptotic" else dual
 
 
 def _nearest(keys, s0: float):

@@ -36,10 +36,10 @@ _QT_TOL = 1e-12            # the (log q, theta) table of a quadrature dual on th
 #: tables of _angle_table serve softplus and silu at 4.5 < sigma_w T <= 10 (the table erred by 1e-5 past sigma_w T = 6)
 _QT_ON_PANELS = False
 _QT_CHUNK = 2048           # expectations per call of its rule (one compiled shape)
-#: the padded shapes of a jax rule's evaluation (_dual_np): a call of n values runs chunks of 4096 while more remain, then
-#: chunks of 512 (each shape compiles once per rule, ~1.7 s for the large-q rule; a power-of-two
-#: bucket per call compiled 15 shapes, 26 of 130 s of softplus at sigma_w T = 6, N = 20)
-_JIT_CHUNKS = (512, 4096)
+#: the padded shape of a jax rule's evaluation (_dual_np): a call of n values runs ceil(n / 512) chunks (the shape
+#: compiles once per rule, 3.5-5 s for the large-q rule with its five regimes; a power-of-two bucket per call compiled
+#: 15 shapes, 26 of 130 s of softplus at sigma_w T = 6, N = 20; a chunk's dispatch, ~50 us, against ~3 ms of work)
+_JIT_CHUNK = 512
 _SINGLE_ELEMENT = 3.0     # sigma_w * T up to which one collapsed-triangle element is used
 _NT_TOL = 1e-12            # node angle tables (_node_tables) of a dear closed form: relative accuracy
 #: exact (C, Cdot) per node that one cross solve of a dear closed form costs without a node angle table (anchored
@@ -110,36 +110,53 @@ class _AngleTable:
         return u * b1 - b2 + a[0]
 
 
-@functools.lru_cache(maxsize=16)
+def values_key(dual):
+    r"""What decides the values of ``dual``: the large-$q$ rule itself for ``asymptotic`` duals (the coarse dual that
+    learns $q(T)$ and the final one are the same rule when the coarsest step meets tol), else ``dual``: the key of the
+    compiled rules (:func:`_jitted_dual`) and of the self-kernel solves kept by the kinked solver."""
+    return ("asymptotic", dual.rule) if dual.method == "asymptotic" else dual
+
+
+_JITTED: dict = {}     # (values_key, derivative) -> the compiled rule (_jitted_dual; at most _JITTED_MAX)
+_JITTED_MAX = 16
+
+
 def _jitted_dual(dual, derivative: bool):
-    """The jax rule of ``dual`` as one compiled function of flat (q1, q2, c)."""
-    from .._lazy import jax
+    """The jax rule of ``dual`` as one compiled function of flat (q1, q2, c), shared by the duals of the same values
+    (:func:`values_key`: the coarse and the final large-$q$ rule were compiled twice, 5 s each)."""
+    key = (values_key(dual), derivative)
+    f = _JITTED.get(key)
+    if f is None:
+        from .._lazy import jax
 
-    @jax.jit
-    def f(q1, q2, c):
-        return dual.from_marginals(dual.marginal(q1, derivative, jnp), dual.marginal(q2, derivative, jnp), c,
-                                   derivative=derivative, xp=jnp)
+        @jax.jit
+        def f(q1, q2, c):
+            return dual.from_marginals(dual.marginal(q1, derivative, jnp), dual.marginal(q2, derivative, jnp), c,
+                                       derivative=derivative, xp=jnp)
 
-    return float64(f)
+        f = float64(f)
+        if len(_JITTED) >= _JITTED_MAX:
+            _JITTED.pop(next(iter(_JITTED)))
+        _JITTED[key] = f
+    return f
 
 
 def _dual_np(dual, q1, q2, c, derivative: bool):
-    """$C$ (and $\\dot C$) as numpy arrays: numpy closed forms, else the jax rule on flat arrays padded to
-    a power of two (so that the rule compiles for a few shapes only)."""
+    """$C$ (and $\\dot C$) as numpy arrays: numpy closed forms, else the jax rule on flat arrays in chunks of
+    ``_JIT_CHUNK`` (one compiled shape per rule; the large-$q$ rule is always compiled with $\\dot C$: one function
+    for every call)."""
     if not dual.numpy_ok:
         q1, q2, c = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (q1, q2, c)))
         shape, n = c.shape, c.size
         flat = [a.reshape(-1) for a in (q1, q2, c)]
-        f = _jitted_dual(dual, derivative)
-        outs = [np.empty(n) for _ in range(2 if derivative else 1)]
-        lo = 0
-        while lo < n:       # fixed chunks (_JIT_CHUNKS): two compiled shapes per rule, not one per power of two
-            size = _JIT_CHUNKS[-1] if n - lo > _JIT_CHUNKS[-1] else _JIT_CHUNKS[0]
-            hi = min(lo + size, n)
-            got = f(*(pad_to(a[lo:hi], size) for a in flat))
-            for o, g in zip(outs, got if derivative else (got,)):
+        both = derivative or dual.method == "asymptotic"
+        f = _jitted_dual(dual, both)
+        outs = [np.empty(n) for _ in range(2 if both else 1)]
+        for lo in range(0, n, _JIT_CHUNK):
+            hi = min(lo + _JIT_CHUNK, n)
+            got = f(*(pad_to(a[lo:hi], _JIT_CHUNK) for a in flat))
+            for o, g in zip(outs, got if both else (got,)):
                 o[lo:hi] = np.asarray(g)[: hi - lo]
-            lo = hi
         out = tuple(o.reshape(shape) for o in outs)
         return out if derivative else out[0]
     xp = np

@@ -182,7 +182,7 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", KernelcalcAccuracyWarning)   # only q(T) is needed, to ~1e-6
             self.info["q_max"] = first_variance_guess(self.activation, self.sigma_u, self.sigma_w, self.T, v_max)
-            coarse = dual_kernels(self.activation, q_max=self.info["q_max"], tol=1e-6)
+            coarse = self._coarse_dual(self.info["q_max"])
             strict, self.strict = self.strict, False
             try:
                 for M in ((self.M_fixed,) if self.M_fixed else self._coarse_degrees()):
@@ -217,6 +217,10 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
             M, err = self._choose_M(dual, v_max)
         self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self._nodes(M))
         return dual, M
+
+    def _coarse_dual(self, q_max: float):
+        """The dual of the first estimate of $q(T)$ (to ~1e-6)."""
+        return dual_kernels(self.activation, q_max=q_max, tol=1e-6)
 
     def _coarse_degrees(self) -> tuple:
         """The grids tried, in order, for the first estimate of $q(T)$ (to ~1e-6)."""
