@@ -16,8 +16,7 @@ monotone in $c$, so $S(t,s)$ is monotone in the input correlation).  The caller 
 $[\theta^{lo}_n,\theta^{hi}_n]$ (from two bracketing solves); the series lives on it, padded by ``_PAD``.  At large
 variance the duals have features of width $\sim1/\sqrt q$ next to $\rho=1$ ($\theta=0$; elu: $(1-\rho)^{3/2}$
 terms, which are analytic in $\theta$): where the range comes within ``10 eps`` of 0 the angle is graded,
-$\theta=\varepsilon\sinh(a+(b-a)(u+1)/2)$ with $\varepsilon=3/\sqrt{\max(q_1,q_2)}$ (the grading of
-:mod:`._qtable`); else $\theta$ is linear in $u$.  Measured (elu, $\sigma_wT=10$, 400 random nodes of each band's
+$\theta=\varepsilon\sinh(a+(b-a)(u+1)/2)$ with $\varepsilon=3/\sqrt{\max(q_1,q_2)}$; else $\theta$ is linear in $u$.  Measured (elu, $\sigma_wT=10$, 400 random nodes of each band's
 grid): degree 24 errs by $\le1.3\times10^{-14}$ relative in all three bands, degree 16 by up to $2\times10^{-10}$.
 
 **Accuracy.** Per node the error of the degree-$R$ interpolant ($R$ from 12) is estimated from its last three

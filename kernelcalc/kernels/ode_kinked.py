@@ -41,7 +41,7 @@ from ._gram import flat_pairs
 from .ode_kinked_deficit import KinkedDeficitMixin, _homogeneous_closed
 from .ode_kinked_panels import (_kink, _SINGLE_ELEMENT, _dear, KinkedPanelsMixin, _backward, _dual_np, _panels_of, _point_variances,
                                 _resample, _solve, _terminal)
-from .ode_kinked_panels import _QT_TOL, _AngleTable, values_key  # noqa: F401  (_QT_TOL, _AngleTable: importable here as before)
+from .ode_kinked_panels import _AngleTable, values_key  # noqa: F401  (_AngleTable: importable here as before)
 
 __all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
 
@@ -85,8 +85,6 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
         self._tables: dict = {}  # (grid, diagonal) -> _AngleTable (quadrature duals)
         self._table_error = 0.0
         self._own: dict = {}     # (dual, grid, S0) -> the self-kernel solve of _self_diagonals (_own_solve)
-        self._qt = None          # the (log q1, log q2, theta) table of a quadrature dual on the panels (_qtable)
-        self._node_tables: dict = {}   # (grid, diagonal) -> NodeTable of self._qt
         self._nt_state: dict = {}      # (grid, band, diagonal) -> problems asked, NodeAngleTable (_angle_table)
         self._self_guess: dict = {}    # S0 -> (grid, q) of its latest self-kernel solve (_self_solve's first guess)
         self._own_keys: dict = {}      # (dual, grid) -> the S0 of self._own (_own_get: the nearest within 1e-12)
@@ -202,9 +200,6 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
                 sel = idx[lo:lo + _BATCH]
                 if not own and b > 0 and gap is not None and _homogeneous_closed(dual):   # near-parallel
                     C, Cdot, dS, nS = self._deficit(dual, grid, qb[sel], S0[sel] + gap[sel], gap[sel])
-                    B = C.shape[0]
-                elif self._qtable(dual) is not None and isinstance(grid, pan.PanelGrid):
-                    C, Cdot, dS, nS = self._table_pairs(dual, grid, qb[sel], S0[sel], own)
                     B = C.shape[0]
                 elif tabulate and not own and (nt := self._angle_table(dual, grid, qb[sel], b, sel.size)) is not None:
                     C, Cdot, dS, nS = self._angle_table_pairs(nt, dual, grid, qb[sel], S0[sel])
@@ -355,8 +350,7 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
         base = dict(self.info)
         try:
             self.info = dict(base, time_error_estimate=max(changes))
-            table = max(self._table_error, self._qt.error if self._qt is not None else 0.0)
-            return super().relative_error_estimate() + table * (1.0 + self.sigma_w * self.T)
+            return super().relative_error_estimate() + self._table_error * (1.0 + self.sigma_w * self.T)
         finally:
             self.info = base
 
@@ -457,17 +451,17 @@ _RELU_LIKE_AT_LARGE_Q = ("gelu",)
 
 #: smooth activations without a closed-form dual that take the panels for sigma_w T in (lo, hi], where their
 #: expectations need the large-q rule (softplus: q(T) ~ 400 at sigma_w T = 5, past the Hermite series' reach), read
-#: through the (log q, theta) table of :mod:`._qtable`.  Measured (N = 200 on the sphere, cold, load 3-8): softplus
-#: sigma_w T = 5: 118 s, error estimate 6.1e-11 (refused before); sigma_w T = 6: 247 s, 6.8e-5 (warns); sigma_w T = 10:
-#: 1474 s, 1.1e-4 (boxes next to the diagonal q1 ~ q2 do not converge in log q at theta ~ 1/sqrt(q)), so beyond hi
-#: the tensor grid's cost guard refuses as before.
+#: through node angle tables (:meth:`KinkedPanelsMixin._angle_table`) built from its exact values, with anchored sweeps
+#: elsewhere.  Measured (N = 200 on the sphere, cold): softplus sigma_w T = 10 in 54 s CPU, error estimate 8.7e-11
+#: (refused before; through the (log q, theta) table of the smoothpanels branch, removed here, it took 1474 s and erred
+#: by 1.1e-4).  Beyond hi the tensor grid's cost guard refuses as before.
 _LARGE_Q_PANELS = {"softplus": (4.5, 10.0), "silu": (4.5, 10.0)}
 
 
 def use_triangles(activation, T: float, sigma_w: float) -> bool:
     r"""Whether :func:`~kernelcalc.node_kernel` takes the collapsed-triangle grid: a kinked activation, at every
     $\sigma_wT$ (one element up to 3, composite panels beyond: :mod:`._panels`), the relu-like smooth ones
-    (``_RELU_LIKE_AT_LARGE_Q``) beyond $\sigma_wT=3$, and softplus and silu for $4.5<\sigma_wT\le5$
+    (``_RELU_LIKE_AT_LARGE_Q``) beyond $\sigma_wT=3$, and softplus and silu for $4.5<\sigma_wT\le10$
     (``_LARGE_Q_PANELS``)."""
     lo, hi = _LARGE_Q_PANELS.get(activation.name, (math.inf, 0.0))
     return bool(activation.is_piecewise_smooth) or (

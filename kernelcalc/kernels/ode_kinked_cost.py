@@ -2,14 +2,12 @@ r"""The cost model and guard of the composite panels of the kinked Neural-ODE so
 (:mod:`kernelcalc.kernels.ode_kinked_panels`): the predicted work of a call (its pairs, self-kernels, near-parallel
 pairs in deficit form and the rungs of the degree ladder) in operations of about ``_NS_PER_OP`` ns, priced per node
 and Picard sweep (:meth:`KinkedPanelsCostMixin._panel_prices`), and the refusal when it exceeds the solver's work
-limit (:meth:`KinkedPanelsCostMixin._check_panels`; the large-$q$ table's own price:
-:meth:`KinkedPanelsCostMixin._check_table_cost`)."""
+limit (:meth:`KinkedPanelsCostMixin._check_panels`)."""
 
 from __future__ import annotations
 
 import math
 
-_PANEL_SWEEPS = 25         # Picard sweeps of a row of cells (measured 15-22 at sigma_w h = 1), for the table's guard
 #: The cost model of the panels (KinkedPanelsMixin._panel_prices), in operations of about _NS_PER_OP ns of one core
 #: (the work limit 1e10: about a minute).  Measured with benchmarks/probe_panel_cost.py (N = 3 on the sphere, relu,
 #: abs, gelu, elu at sigma_w T = 5-40; CPU time per solve against its counted node-sweeps and dual evaluations):
@@ -52,10 +50,6 @@ def _self_sweeps(P: int) -> float:
     sweep carries the left edge one cell further): measured 32-34 at P = 10, 43 at 20, 46 at 30, 47 at 40 (relu)."""
     return 50.0 * (1.0 - math.exp(-P / 8.0))
 
-_QT_WIDTH = 2.0            # its box width in log q (_qtable._W), for the cost guard
-_QT_COST_DEGREE = 14       # its typical variance degree per box, for the cost guard
-_QT_COST_ANGLES = 65       # its typical angle nodes per box (49-97 measured at sigma_w T = 5), for the cost guard
-_QT_COST_BUILDS = 2.5      # its builds per box (measured 12 builds of 6 boxes at sigma_w T = 5, plus direct values)
 
 class KinkedPanelsCostMixin:
     r"""The panels' cost guard of :class:`~kernelcalc.kernels.ode_kinked_panels.KinkedPanelsMixin` (its subclass
@@ -178,31 +172,6 @@ class KinkedPanelsCostMixin:
         work = math.prod(float(v) for v, _ in factors)
         self.info["predicted_operations"] = max(self.info.get("predicted_operations", 0.0), work)
         self._refuse_if(factors, p["P"])
-
-    def _check_table_cost(self, dual, pairs: int, m: int):
-        r"""The cost guard of a large-$q$ rule (``asymptotic``) on the panels: the rule is evaluated once into the
-        $(\log q_1,\log q_2,\theta)$ table of :mod:`._qtable` (priced at its boxes $\times$ nodes per box $\times$ the
-        rule's points), which the solves then read by Clenshaw sums."""
-        P = self._panel_count()
-        cells = P + P * (P - 1) // 2
-        per_cell = (m + 1) ** 2
-        q = max(self.info.get("q_max", 1.0), 1.0)
-        q0 = min(self.sigma_u ** 2 * self.v_max, 1.0) if self.v_max > 0 else 1.0
-        boxes = int(math.ceil(math.log(q / q0) / _QT_WIDTH)) + 1
-        factors = [(boxes * (boxes + 1) // 2, f"boxes of (log q1, log q2) ({boxes} of width {_QT_WIDTH:g} in "
-                                              f"log q, for q from {q0:.3g} to {q:.3g})"),
-                   ((_QT_COST_DEGREE + 1) ** 2, f"variance nodes per box (degree {_QT_COST_DEGREE})"),
-                   (_QT_COST_ANGLES, "angle nodes per box"),
-                   (_QT_COST_BUILDS, "builds per box (its angle range widens as solves of other angles ask)"),
-                   (float(dual.points), "quadrature points per expectation (C and Cdot)")]
-        self._refuse_if(factors, P)
-        factors = [(int(pairs), "pairs"), (_PANEL_SWEEPS, "Picard sweeps per row of cells"),
-                   (cells, f"time cells ({P} panels: {P} diagonal, {cells - P} off-diagonal)"),
-                   (per_cell, f"nodes per cell (degree {m})"),
-                   (0.05 * _QT_COST_ANGLES + 0.04 * (m + 1), f"operations per node (a Clenshaw sum of up to "
-                                                             f"{_QT_COST_ANGLES} terms at weight 0.05, plus "
-                                                             f"{0.04 * (m + 1):g} for the cell maps)")]
-        self._refuse_if(factors, P)
 
     def _refuse_if(self, factors, P):
         """Raise the cost refusal when the product of ``factors`` exceeds the work limit."""

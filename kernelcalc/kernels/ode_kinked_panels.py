@@ -1,7 +1,7 @@
 r"""The plumbing of the kinked Neural-ODE solver (:mod:`kernelcalc.kernels.ode_kinked`): its time grid (one
 collapsed-triangle element, or the composite panels of :mod:`._panels` past $\sigma_wT=3$) with the forward and
 backward solves on it, and the evaluation of the dual kernels on the grid nodes (numpy or
-jitted, the angle tables :class:`_AngleTable` of quadrature duals, the $(\log q,\theta)$ tables of :mod:`._qtable`).
+jitted, the angle tables :class:`_AngleTable` of quadrature duals, the node angle tables of :mod:`._node_tables`).
 The panels' cost model and guard are :class:`.ode_kinked_cost.KinkedPanelsCostMixin`, the base of
 :class:`KinkedPanelsMixin`."""
 
@@ -19,7 +19,6 @@ from ..theory import recursion as rec
 from ..theory.duals import NUMPY_OPS, correlation_angle
 from . import _triangle as tri
 from . import _panels as pan
-from ._qtable import NodeTable, QTable
 from ._anchored import AnchoredDual
 from ._node_tables import NodeAngleTable, angle_of
 from ._gram import pad_to
@@ -31,11 +30,6 @@ _TABLE_TOL = 1e-13         # angle tables (_AngleTable) of quadrature duals: tar
 _TABLE_MAX = 256
 _TABLE_MIN_PROBLEMS = 16   # fewer problems (the degree probes): the rule directly (a table costs ~100 sweeps' worth)
 _TABLE_COST_ANGLES = 64    # angles of an angle table (typical; 16-256), for the cost guard
-_QT_TOL = 1e-12            # the (log q, theta) table of a quadrature dual on the panels (_qtable): relative accuracy
-#: whether the panels read a large-q rule through the (log q, theta) table: no (since the softnode branch), the node angle
-#: tables of _angle_table serve softplus and silu at 4.5 < sigma_w T <= 10 (the table erred by 1e-5 past sigma_w T = 6)
-_QT_ON_PANELS = False
-_QT_CHUNK = 2048           # expectations per call of its rule (one compiled shape)
 #: the padded shape of a jax rule's evaluation (_dual_np): a call of n values runs ceil(n / 512) chunks (the shape
 #: compiles once per rule, 3.5-5 s for the large-q rule with its five regimes; a power-of-two bucket per call compiled
 #: 15 shapes, 26 of 130 s of softplus at sigma_w T = 6, N = 20; a chunk's dispatch, ~50 us, against ~3 ms of work)
@@ -228,39 +222,7 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
         return rec.ode_backward_source(Cdot, Lam, self.sigma_w)
 
     def _C(self, dual):
-        qt = self._qtable(dual)
-        if qt is not None:
-            return lambda q1, q2, c: qt(q1, q2, c, 0)
         return _DualC(dual)
-
-    def _qtable(self, dual):
-        r"""The :class:`._qtable.QTable` of a large-$q$ dual (``asymptotic``) on the panels (one per solver: every
-        degree, band and input angle reads it), else ``None`` (closed forms, Hermite series, and the one-element
-        grid, evaluate the dual directly)."""
-        if not _QT_ON_PANELS or dual.method != "asymptotic" or self._panel_count() == 1:
-            return None
-        if self._qt is None or self._qt.dual is not dual:
-            def evaluate(q1, q2, c):      # fixed-size chunks: one compiled shape of a jax rule, little padding
-                C, Cd = np.empty(c.size), np.empty(c.size)
-                for lo in range(0, c.size, _QT_CHUNK):
-                    sl = slice(lo, lo + _QT_CHUNK)
-                    C[sl], Cd[sl] = _dual_np(dual, q1[sl], q2[sl], c[sl], True)
-                return C, Cd
-            # boxes from the smallest variance q(0) = sigma_u^2 x.x/d of the sphere (one box lower off it)
-            q0 = self.sigma_u ** 2 * self.v_max * (1.0 if self.same_norms else math.exp(-2.0))
-            self._qt = QTable(evaluate, _QT_TOL, q0=max(q0, 1e-3) * (1.0 - 1e-12))
-            self._qt.dual = dual
-            self._node_tables = {}
-        return self._qt
-
-    def _node_table(self, dual, grid, q):
-        """The :class:`._qtable.NodeTable` of ``grid`` for problems sharing one diagonal ``q`` (rows)."""
-        key = (grid.name, q[0].tobytes())
-        nt = self._node_tables.get(key)
-        if nt is None:
-            q1, q2 = (a[0] for a in _point_variances(grid, q[:1]))
-            nt = self._node_tables[key] = NodeTable(self._qtable(dual), q1, q2)
-        return nt
 
     def _own_solve(self, dual, grid, S0):
         r"""The forward solve of identical inputs (their own diagonal, $q=S(t,t)$): the self-kernel solve of
@@ -270,30 +232,6 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
             return (np.stack([h[0] for h in hits]), np.stack([h[1] for h in hits]), max(h[2] for h in hits),
                     max(h[3] for h in hits))
         return _solve(grid, self._C(dual), S0, self._fwd)
-
-    def _table_pairs(self, dual, grid, q, S0, own):
-        r"""$(C,\dot C)$ on the panels of B problems through the :class:`._qtable.QTable`: identical inputs (``own``:
-        the diagonal is iterated with the row) evaluate it at every node, the others through the :class:`NodeTable`
-        of their shared diagonal ``q``.  Returns ``(C, Cdot, change, sweeps)`` (node arrays ``(B, points)``)."""
-        qt = self._qtable(dual)
-        if own:
-            S, qk, dS, nS = pan.solve(grid, self._C(dual), S0, self._fwd)
-            q1, q2 = grid.variances(qk)
-            C, Cdot = qt(q1, q2, S)
-        else:
-            nt = self._node_table(dual, grid, q)
-            idx = np.broadcast_to(np.arange(grid.points), (S0.shape[0], grid.points))
-            S, _, dS, nS = pan.solve(grid, lambda a, b, c, x: nt(c, x[0], 0), S0, self._fwd, q=q, aux=(idx,))
-            C, Cdot = nt(S, idx, 0), nt(S, idx, 1)
-        self.info["qtable"] = dict(boxes=len(qt.boxes), builds=qt.builds, evaluations=qt.evaluations, error=qt.error,
-                                   direct=qt.direct)
-        amplified = qt.error * (1.0 + self.sigma_w * self.T)
-        if amplified > 10.0 * self.tol and not getattr(qt, "warned", False):
-            qt.warned = True
-            accuracy_shortfall(f"the (log q, theta) table of the {self.activation.name} expectations reaches a relative "
-                               f"error of only {qt.error:.1e} (x {1 + self.sigma_w * self.T:g} through the time "
-                               f"integrals: {amplified:.1e} > 10 tol = {10 * self.tol:.1e})", self.strict)
-        return C, Cdot, dS, nS
 
     def _angle_table(self, dual, grid, q, band: int, problems: int):
         r"""The :class:`._node_tables.NodeAngleTable` of a dear closed form (``dual.points`` > 1: elu) on the panels
