@@ -87,6 +87,9 @@ def _rule():
     return dual_kernels("softplus", q_max=3e3, method="asymptotic")
 
 
+_CHUNK = 256
+
+
 def _trapezoid_kernels(dual, n, T, thetas):
     """(nngp, ntk) of unit-variance pairs at ``thetas`` on the n-step trapezoid grid (sigma_w = sigma_u = sigma_v = 1),
     and the covariances the march asked of the dual."""
@@ -95,8 +98,14 @@ def _trapezoid_kernels(dual, n, T, thetas):
     def f(q1, q2, c):
         q1, q2, c = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (q1, q2, c)))
         asked.append(np.stack([q1.ravel(), q2.ravel(), c.ravel()]))
-        C, Cd = dual(q1, q2, c)
-        return np.asarray(C), np.asarray(Cd)
+        C, Cd = np.empty(c.size), np.empty(c.size)
+        flat = [a.ravel() for a in (q1, q2, c)]
+        for lo in range(0, c.size, _CHUNK):      # one padded shape (the rule compiles once per shape)
+            n = min(_CHUNK, c.size - lo)
+            args = [np.concatenate([a[lo:lo + n], np.repeat(a[lo:lo + 1], _CHUNK - n)]) for a in flat]
+            got = dual(*args)
+            C[lo:lo + n], Cd[lo:lo + n] = (np.asarray(g)[:n] for g in got)
+        return C.reshape(c.shape), Cd.reshape(c.shape)
 
     _, q = march(f, n, T, 1.0, 1.0)
     w = np.full(n + 1, T / n)
@@ -117,7 +126,9 @@ def test_softplus_sigma_w_T_6_against_trapezoid_richardson():
     """softplus at T = 6 (sigma_w = 1: 6 panels, q(T) ~ 1.7e3) through the node tables, theta_0 = 1 and 2.5, against
     the trapezoid-plus-Richardson march (n = 24..192) with the rule evaluated directly: NNGP and NTK within 1e-9
     (relative) and within the error estimate plus the reference's own (its last Richardson change); the rule itself
-    against nested Gauss-Legendre at the march's extreme covariances."""
+    against nested Gauss-Legendre at the march's extreme covariances.  Measured (55 s): the kernel agrees with the
+    reference to 1.1e-11-1.3e-11 (relative), the reference's last Richardson change is 5e-10 (relative) and the
+    kernel's error estimate 1e-11 of its largest entry."""
     th = np.array([0.0, 1.0, 2.5])
     x = np.stack([np.cos(th), np.sin(th)], axis=1) * math.sqrt(2.0)      # x.x/d = 1
     k = kc.node_kernel(x, activation="softplus", T=6.0)
@@ -126,8 +137,8 @@ def test_softplus_sigma_w_T_6_against_trapezoid_richardson():
     levels = [_trapezoid_kernels(dual, n, 6.0, th[1:]) for n in (24, 48, 96, 192)]
     R = np.array([v for v, _ in levels])
     for j in range(1, 4):
-        R = (4**j * R[1:] - R[:-1]) / (4**j - 1)
-    ref, ref_err = R[-1], np.max(np.abs(R[-1] - R[-2]))
+        prev, R = R, (4**j * R[1:] - R[:-1]) / (4**j - 1)
+    ref, ref_err = R[-1], np.max(np.abs(R[-1] - prev[-1]))     # (the last step's change: the reference's error)
     for j, r in zip((1, 2), ref):
         got = np.array([k.nngp[0, j], k.ntk[0, j]])
         assert np.all(np.abs(got - r) <= 1e-9 * np.abs(r)), (th[j], got, r)
@@ -135,6 +146,8 @@ def test_softplus_sigma_w_T_6_against_trapezoid_richardson():
     # the rule along the march against nested Gauss-Legendre, at its extremes
     q1, q2, c = levels[-1][1]
     rho = c / np.sqrt(q1 * q2)
+    ok = np.abs(rho) < 1.0 - 1e-12                # (the Picard iterates overshoot |rho| = 1 on their way)
+    q1, q2, c, rho = q1[ok], q2[ok], c[ok], rho[ok]
     picks = {int(np.argmax(q1 * q2)), int(np.argmax(np.abs(np.log(q1 / q2)))), int(np.argmax(np.where(q1 != q2, rho, -2)))}
     for i in picks:
         C, Cd = (float(v) for v in dual(q1[i], q2[i], c[i]))
