@@ -324,9 +324,9 @@ def _kink(dual) -> float:
 
 
 def _dear(dual) -> bool:
-    """Whether ``dual`` is a dear closed form (price > 1: elu), whose cross-kernel solves on the panels take the
-    anchored sweeps and the node angle tables.  (The large-$q$ rule of softplus and silu would pay too, but at
-    ~5-40 us per evaluation their sigma_w T = 6 solve still took minutes: measured, not enabled.)"""
+    """Whether ``dual`` is dear (a closed form of price > 1, elu; the large-$q$ rule of softplus and silu, 5-15 us per
+    evaluation), whose cross-kernel solves on the panels take the anchored sweeps and the node angle tables, and
+    whose later self-kernels the fixed-diagonal steps (:meth:`KinkedSolverMixin._self_solve`)."""
     return (dual.method == "closed" and getattr(dual, "points", 1) > 1) or dual.method == "asymptotic"
 
 
