@@ -153,6 +153,10 @@ run)::
     tables and their bracketing solves 1.5e6, the degree ladder's probes and self-kernels 1.8e6), ~7 s building the
     rule's remainder, near and low tables; before this branch's changes, N = 20: 294 s CPU, 4.1e6 evaluations at
     20-140 us, 15 compiles.)  ``kernelcalc sweep-T -a softplus --T 1,5,6,10`` (N = 16, d = 8): 85.6 s wall, 88.6 s CPU.
+    softplus N = 200 at sigma_w T = 5 and 6 (18:54, load 1.8-3.4): 25.4 s / 30.7 s wall, 29.9 s / 30.1 s CPU, errors
+    5.0e-11 / 7.9e-11 (sigma_w T = 5 took 118 s through the (log q, theta) table; 6 was refused).  The guard predicted
+    0.86e9 / 1.25e9 / 6.0e9 operations (5 / 7.5 / 36 s) at sigma_w T = 5 / 6 / 10: the variable work only; the fixed
+    costs (compiling the rule, ~9-16 s, and building its tables, ~7 s) are not in the model.
 
 Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin]``; the lead's
 ``benchmarks/bench_regimes.py`` calls :func:`run`.
