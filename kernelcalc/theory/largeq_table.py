@@ -125,17 +125,18 @@ class TabulatedRule:
     def near_points(self) -> tuple:
         r"""``(both, one)``: cost of one $(C,\dot C)$ in the unit of :attr:`points` by the near tables where both
         variances are $\ge Q_{\rm near}$, and where one is (tables plus one trapezoid cross term), measured side by side
-        (2048 near-parallel covariances, CPU time; ``benchmarks/bench_largeq_table.py``): about 1/8 and 1/3.5 of the
-        quadrature's."""
-        return int(math.ceil(self.points / 8.0)), int(math.ceil(self.points / 3.5))
+        (2048 near-parallel covariances, CPU time; ``benchmarks/bench_largeq_table.py``): about 1/7 and 1/3.5 of the
+        quadrature's (softplus, 5.1-5.5 and 10.9-11.1 us against 37-39 us at load 3-4; 1/8.5 at load 5-7 before)."""
+        return int(math.ceil(self.points / 7.0)), int(math.ceil(self.points / 3.5))
 
     @property
     def low_points(self) -> tuple:
         r"""``(both, mixed)``: cost of one $(C,\dot C)$ in the unit of :attr:`points` by the low tables
         (:attr:`low_on`) where both variances lie in $[Q_{\rm low},Q_{\rm near})$, and on a mixed cell (near tables plus
-        the low cross table), measured side by side with the quadrature (near-parallel covariances, CPU time;
-        ``benchmarks/bench_largeq_table.py``): about 1/6 and 1/7 of the quadrature's."""
-        return int(math.ceil(self.points / 6.0)), int(math.ceil(self.points / 7.0))
+        the low cross table), measured side by side with the quadrature and the near tables (the same benchmark and
+        run): about 1/6.5 of the quadrature's for both (softplus, 4.8-5.9 us at q = 1-50 and 5.8-5.9 us on mixed cells,
+        against 35-39 us)."""
+        return int(math.ceil(self.points / 6.5)), int(math.ceil(self.points / 6.5))
 
     def describe(self) -> str:
         tab = remainder_table(self.asymptote, False)
