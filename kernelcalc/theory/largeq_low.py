@@ -50,7 +50,7 @@ import numpy as np
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_far import V0, stable_remainder
-from .largeq_near import (_KAPPA_EDGES, near_expect, _S_EDGES, _S_MAX, _Z, _ZETA_EDGES, Q_NEAR, _asymptote_np, _barrier, _basis,
+from .largeq_near import (_KAPPA_EDGES, near_expect, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _barrier, _basis,
                           _cheb_coef, _cheb_nodes, _coefficients, _half_line, _mid_nodes, _on_panels,
                           _panel, _parity, _tau, _truncate)
 
@@ -61,8 +61,11 @@ Q_LOW = 0.25
 _LOGQ_EDGES = tuple(np.linspace(math.log2(Q_LOW), math.log2(Q_NEAR), 13))   # panels in log2 q (width 0.72)
 _N_FIT_Q = 14                 # Chebyshev nodes per log q panel (fit); the degree kept is measured
 _N_FIT = 15                   # per kappa and s panel (those of the near tables)
-_N_FIT_Z = 26                 # per zeta panel
-_T_EDGES = (0.0, 0.3, 1.0)    # beyond Z: panels in t = Z / zeta
+_LOGQ_EDGES_X = tuple(np.linspace(math.log2(Q_LOW), math.log2(Q_NEAR), 25))   # the cross tables' log2 q panels
+_N_FIT_QX = 12                # Chebyshev nodes per cross-table log q panel
+_ZETA_EDGES_X = tuple(np.linspace(0.0, _Z, 17))   # the cross tables' zeta panels up to Z
+_N_FIT_Z = 16                 # per zeta panel
+_T_EDGES = (0.0, 0.15, 0.3, 0.6, 1.0)    # beyond Z: panels in t = Z / zeta
 _TARGET = 5e-15              # coefficients below TARGET of the kernel's norm are dropped
 _XA = 44.0                    # half-range of the x integrals (R is below 1e-17 of its peak beyond)
 _DX = 0.2                     # their step for the Fourier transforms (q >= Q_LOW: p_q is resolved)
@@ -71,9 +74,9 @@ _W_MAX = 12.0                 # frequencies of the Fourier form
 _DW = 0.03                    # and their step
 
 
-def _logq_nodes(y):
-    """``(P, len(y))``: the variances at local coordinates ``y`` on every log q panel."""
-    return 2.0 ** _on_panels(_LOGQ_EDGES, y)
+def _logq_nodes(y, edges=None):
+    """``(P, len(y))``: the variances at local coordinates ``y`` on every log q panel (``edges``: of the cross tables)."""
+    return 2.0 ** _on_panels(_LOGQ_EDGES if edges is None else edges, y)
 
 
 def _norm2(asy: Asymptote, derivative: bool, q):
@@ -170,12 +173,12 @@ def _cross_far(R, basis, q, t):
     r"""``(len(q), n_g, len(t))``: $|\zeta|^{-e}X_j(q,\zeta)$ at $\zeta=Z/t$, as the near tables' far form
     (:func:`~kernelcalc.theory.largeq_near._cross_far_values`) with $R\,p_q$ in place of $R$: the non-decaying part of
     $g_j$ as a half-line moment (composite Gauss-Legendre, panels of width 1: its integrand has a kink at 0), the
-    localised rest in $y=\zeta x$ by Gauss-Legendre on $[0,24]$."""
+    localised rest in $y=\zeta x$ by Gauss-Legendre on $[0,12]$ ($g_{\rm loc}$ is below $e^{-70}$ beyond)."""
     x, wx = _half_line()
     Rpx = R(x)[:, None] * _gauss(x, q)                                         # (X, Q)
-    gy, gw = np.polynomial.legendre.leggauss(24)
-    y = (np.arange(48)[:, None] + 0.5 * (gy[None, :] + 1.0)).ravel() * 0.5       # 48 panels of width 1/2 on [0, 24]
-    wy = np.tile(0.25 * gw, 48)
+    gy, gw = np.polynomial.legendre.leggauss(16)
+    y = (np.arange(24)[:, None] + 0.5 * (gy[None, :] + 1.0)).ravel() * 0.5       # 24 panels of width 1/2 on [0, 12]
+    wy = np.tile(0.25 * gw, 24)
     z = _Z / np.asarray(t)
     u = (y[None, :] / z[:, None]).ravel()                                        # (T Y,)
     Rpu = (R(u)[:, None] * _gauss(u, q)).reshape(len(z), len(y), len(q))
@@ -207,15 +210,17 @@ def low_table(asymptote: Asymptote, derivative: bool) -> LowTable:
 
     basis = _basis(asymptote, derivative)
     yz = _cheb_nodes(_N_FIT_Z)
-    z = _on_panels(_ZETA_EDGES, yz)                                         # (Pz, nz)
-    cv = _cross_values(R, basis, qn.ravel(), z.ravel()).reshape(Pq, nq, len(basis), z.shape[0], _N_FIT_Z)
+    qx = _logq_nodes(_cheb_nodes(_N_FIT_QX), _LOGQ_EDGES_X)                # (Pqx, nqx)
+    Pqx = qx.shape[0]
+    z = _on_panels(_ZETA_EDGES_X, yz)                                       # (Pz, nz)
+    cv = _cross_values(R, basis, qx.ravel(), z.ravel()).reshape(Pqx, _N_FIT_QX, len(basis), z.shape[0], _N_FIT_Z)
     tf = _on_panels(_T_EDGES, yz)                                           # (Pt, nz)
-    cf = _cross_far(R, basis, qn.ravel(), tf.ravel()).reshape(Pq, nq, len(basis), tf.shape[0], _N_FIT_Z)
-    cv = np.concatenate([cv, cf], axis=3).transpose(0, 3, 1, 2, 4)         # (Pq, Pz + Pt, nq, n_g, nz)
+    cf = _cross_far(R, basis, qx.ravel(), tf.ravel()).reshape(Pqx, _N_FIT_QX, len(basis), tf.shape[0], _N_FIT_Z)
+    cv = np.concatenate([cv, cf], axis=3).transpose(0, 3, 1, 2, 4)         # (Pqx, Pz + Pt, nqx, n_g, nz)
     ratio = _coefficient_ratio(asymptote, derivative)
     cc = _cheb_coef(_cheb_coef(cv, 2), 4)
     e_q, e_z = _truncate(cc, (2, 4), _TARGET * math.sqrt(nu) / ratio)
-    cross = np.ascontiguousarray(cc[:, :, :e_q, :, :e_z].reshape(Pq * (z.shape[0] + tf.shape[0]), e_q, len(basis), e_z))
+    cross = np.ascontiguousarray(cc[:, :, :e_q, :, :e_z].reshape(Pqx * (z.shape[0] + tf.shape[0]), e_q, len(basis), e_z))
     table = LowTable(rr, cross, par, tuple(b[3] for b in basis), tuple(b[4] for b in basis), 0.0)
 
     # held-out check: midpoints of the fitting nodes in each variable
@@ -229,8 +234,9 @@ def low_table(asymptote: Asymptote, derivative: bool) -> LowTable:
     got = np.einsum("abcijk,ui,vj,wk->abcuvw", rr.reshape(Pq, Pk, Ps, d_q, d_k, d_s), Tq, Tk, Ts, optimize=True)
     err = float(np.max(np.abs(got - ref))) / nu
     ymz = _mid_nodes(_N_FIT_Z)[1::3]
-    zm = _on_panels(_ZETA_EDGES, ymz).ravel()
+    zm = _on_panels(_ZETA_EDGES_X, ymz).ravel()
     tm = _on_panels(_T_EDGES, ymz).ravel()
+    qm = _logq_nodes(_mid_nodes(_N_FIT_QX)[1::3], _LOGQ_EDGES_X).ravel()
     refc = np.concatenate([_cross_values(R, basis, qm, zm), _cross_far(R, basis, qm, tm)], axis=2)
     zall = np.concatenate([zm, _Z / tm])
     QQ, ZZ = np.meshgrid(qm, zall, indexing="ij")
@@ -281,12 +287,12 @@ def _rr_eval(rr, lq, kappa, s, xp):
 def _cross_locate(lq, zeta, degrees, xp):
     r"""Row index into a ``cross`` table, the Chebyshev rows in $(\log_2q,\zeta)$ up to ``degrees``, the far mask and
     $\max(\zeta,Z)$."""
-    Pz = len(_ZETA_EDGES) - 1
+    Pz = len(_ZETA_EDGES_X) - 1
     far = zeta > _Z
     zf = xp.maximum(zeta, _Z)
-    pz, yz = _panel(_ZETA_EDGES, xp.minimum(zeta, _Z), xp)
+    pz, yz = _panel(_ZETA_EDGES_X, xp.minimum(zeta, _Z), xp)
     pt, yt = _panel(_T_EDGES, _Z / zf, xp)
-    pq, yq = _panel(_LOGQ_EDGES, lq, xp)
+    pq, yq = _panel(_LOGQ_EDGES_X, lq, xp)
     idx = pq * (Pz + len(_T_EDGES) - 1) + xp.where(far, Pz + pt, pz)
     yz = xp.where(far, yt, yz)
     return (idx if xp is np else _barrier(idx)), (_rows(yq, degrees[0], xp), _rows(yz, degrees[1], xp)), far, zf
