@@ -270,13 +270,14 @@ def _rr_locate(lq, kappa, s, degrees, xp):
 
 
 def _rr_apply(rr, where, xp):
-    r"""$F(q,\kappa,s)$ at the located points ``where`` (:func:`_rr_locate`) from the table ``rr``."""
+    r"""$F(q,\kappa,s)$ at the located points ``where`` (:func:`_rr_locate`) from the table ``rr`` (a trailing axis of
+    stacked tables, :func:`_stacked`, is kept: ``(B, m)``)."""
     idx, (Tq, Tk, Ts) = where
-    _, d_q, d_k, d_s = rr.shape
-    block = xp.asarray(rr)[idx]                                                 # (B, d_q, d_k, d_s)
-    v = (block @ Ts[:, None, :d_s, None])[..., 0]                               # (B, d_q, d_k)
-    v = xp.sum(v * Tk[:, None, :d_k], axis=-1)                                  # (B, d_q)
-    return xp.sum(v * Tq[:, :d_q], axis=-1)
+    d_q, d_k, d_s = rr.shape[1:4]
+    block = xp.asarray(rr)[idx]                                                 # (B, d_q, d_k, d_s[, m])
+    v = xp.einsum("bijk...,bk->bij...", block, Ts[:, :d_s])
+    v = xp.einsum("bij...,bj->bi...", v, Tk[:, :d_k])
+    return xp.einsum("bi...,bi->b...", v, Tq[:, :d_q])
 
 
 def _rr_eval(rr, lq, kappa, s, xp):
@@ -331,25 +332,42 @@ def _degrees(tables, attr, axes):
     return tuple(max(getattr(t, attr).shape[a] for t in tables) for a in axes)
 
 
+@functools.lru_cache(maxsize=16)
+def _stacked(asy: Asymptote, derivatives: tuple):
+    r"""The low tables of ``derivatives`` stacked (zero-padded to common degrees): ``rr`` ``(P, d_q, d_k, d_s, m)`` and
+    ``cross`` ``(P, d_q, m\,n_g, d_\zeta)`` with the growth orders and parities of its functions, so that $\phi$ and
+    $\phi'$ cost one gather and one contraction per covariance (and half the code to compile)."""
+    tabs = [low_table(asy, d) for d in derivatives]
+    dq, dk, ds = _degrees(tabs, "rr", (1, 2, 3))
+    rr = np.zeros((tabs[0].rr.shape[0], dq, dk, ds, len(tabs)))
+    eq, ez = _degrees(tabs, "cross", (1, 3))
+    n_g = tabs[0].cross.shape[2]
+    cross = np.zeros((tabs[0].cross.shape[0], eq, n_g * len(tabs), ez))
+    for m, t in enumerate(tabs):
+        rr[:, :t.rr.shape[1], :t.rr.shape[2], :t.rr.shape[3], m] = t.rr
+        cross[:, :t.cross.shape[1], m * n_g:(m + 1) * n_g, :t.cross.shape[3]] = t.cross
+    return rr, cross, sum((t.growth for t in tabs), ()), tuple(t.parity for t in tabs)
+
+
 def low_cross(asy: Asymptote, qx, qy, c, derivatives=(False, True), xp=None):
     r"""``tuple``: $E[R(x)A(y)]$ (with $R'$, $A'$ for ``True`` in ``derivatives``) for $x\sim N(0,q_x)$,
     $q_x\in[Q_{\rm low},Q_{\rm near})$, and $y$ of any variance $q_y$, covariance $c$ (flat arrays), by the cross
     tables (module doc)."""
     xp = jnp if xp is None else xp
-    tabs = [low_table(asy, d) for d in derivatives]
+    _, cross, growth, _ = _stacked(asy, tuple(derivatives))
     n = xp.sqrt(qx * qy)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
     s2 = qy * xp.maximum((1.0 - r) * (1.0 + r), 0.0)
     tau = _tau(asy, s2, xp)
     qx = xp.clip(qx, Q_LOW, Q_NEAR)
     zeta = c / qx / tau
-    where = _cross_locate(xp.log2(qx), xp.abs(zeta), _degrees(tabs, "cross", (1, 3)), xp)
+    g = _cross_eval(cross, growth, xp.log2(qx), xp.abs(zeta), xp)               # (m n_g, B)
     out = []
-    for d, tab in zip(derivatives, tabs):
-        g = _cross_apply(tab.cross, tab.growth, where, xp)
+    for m, d in enumerate(derivatives):
+        coefficients = _coefficients(asy, d, s2, tau, xp)
         total = 0.0
-        for j, (coefficient, p) in enumerate(zip(_coefficients(asy, d, s2, tau, xp), tab.gparity)):
-            total = total + coefficient * (xp.where(zeta < 0, -1.0, 1.0) if p < 0 else 1.0) * g[j]
+        for j, (coefficient, p) in enumerate(zip(coefficients, low_table(asy, d).gparity)):
+            total = total + coefficient * (xp.where(zeta < 0, -1.0, 1.0) if p < 0 else 1.0) * g[m * len(coefficients) + j]
         out.append(total)
     return tuple(out)
 
@@ -359,7 +377,7 @@ def low_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
     (module doc), for flat arrays of covariances; only meaningful where :func:`low_mask` holds (elsewhere finite but
     wrong)."""
     xp = jnp if xp is None else xp
-    tabs = [low_table(asy, d) for d in derivatives]
+    rr_table, _, _, parity = _stacked(asy, tuple(derivatives))
     n = xp.sqrt(q1 * q2)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
     one_m_r2 = xp.maximum((1.0 - r) * (1.0 + r), 0.0)
@@ -368,13 +386,12 @@ def low_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
     qa_c = xp.clip(qa, Q_LOW, Q_NEAR)
     kap = c / qa_c
     s = xp.minimum(xp.sqrt(qb * one_m_r2), _S_MAX)
-    where = _rr_locate(xp.log2(qa_c), xp.minimum(xp.abs(kap), 1.0), s, _degrees(tabs, "rr", (1, 2, 3)), xp)
+    rr = _rr_apply(rr_table, _rr_locate(xp.log2(qa_c), xp.minimum(xp.abs(kap), 1.0), s, rr_table.shape[1:4], xp), xp)
     x1, x2 = low_cross(asy, q1, q2, c, derivatives, xp), low_cross(asy, q2, q1, c, derivatives, xp)
     out = []
-    for i, (d, tab) in enumerate(zip(derivatives, tabs)):
-        rr = _rr_apply(tab.rr, where, xp)
-        rr = rr * (xp.where(kap < 0, float(tab.parity), 1.0) if tab.parity < 0 else 1.0)
-        out.append(asy.AA(q1, q2, c, d) + rr + x1[i] + x2[i])
+    for m, d in enumerate(derivatives):
+        sign = xp.where(kap < 0, float(parity[m]), 1.0) if parity[m] < 0 else 1.0
+        out.append(asy.AA(q1, q2, c, d) + rr[:, m] * sign + x1[m] + x2[m])
     return tuple(out)
 
 
