@@ -387,11 +387,12 @@ def low_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
     kap = c / qa_c
     s = xp.minimum(xp.sqrt(qb * one_m_r2), _S_MAX)
     rr = _rr_apply(rr_table, _rr_locate(xp.log2(qa_c), xp.minimum(xp.abs(kap), 1.0), s, rr_table.shape[1:4], xp), xp)
-    x1, x2 = low_cross(asy, q1, q2, c, derivatives, xp), low_cross(asy, q2, q1, c, derivatives, xp)
+    B = q1.shape[0]          # both cross terms in one call (one gather of 2B rows)
+    x = low_cross(asy, xp.concatenate([q1, q2]), xp.concatenate([q2, q1]), xp.concatenate([c, c]), derivatives, xp)
     out = []
     for m, d in enumerate(derivatives):
         sign = xp.where(kap < 0, float(parity[m]), 1.0) if parity[m] < 0 else 1.0
-        out.append(asy.AA(q1, q2, c, d) + rr[:, m] * sign + x1[m] + x2[m])
+        out.append(asy.AA(q1, q2, c, d) + rr[:, m] * sign + x[m][:B] + x[m][B:])
     return tuple(out)
 
 
