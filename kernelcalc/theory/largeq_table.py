@@ -23,8 +23,15 @@ enough to stay in cache, which alone makes the quadrature 2-6x cheaper per covar
 error estimate.
 
 **In the near-parallel band at large variances** ($\min(q_1,q_2)\ge Q_{\rm near}=100$, ``near=True``, ``gelu`` family)
-the tables of :mod:`kernelcalc.theory.largeq_near` replace the quadrature (about 9x cheaper per $(C,\dot C)$, same
+the tables of :mod:`kernelcalc.theory.largeq_near` replace the quadrature (about 7-9x cheaper per $(C,\dot C)$, same
 benchmark); their held-out errors enter :attr:`TabulatedRule.table_error` and :func:`far_difference`.
+
+**In the near-parallel band below** $Q_{\rm near}$ ($Q_{\rm low}=0.25\le\min(q_1,q_2)$, ``low=True``, ``gelu`` family)
+the tables in $\log q$ of :mod:`kernelcalc.theory.largeq_low` take every term with a variance below $Q_{\rm near}$:
+both variances there (6-7x cheaper than the quadrature), or the cross term over the smaller one of a mixed cell
+(whose trapezoid sum also missed very unequal variances near parallel); their held-out errors enter
+:attr:`TabulatedRule.table_error`.  Only cells with a variance below $Q_{\rm low}$ (and far from parallel: the series)
+are left to the quadrature.
 """
 
 from __future__ import annotations
@@ -117,9 +124,10 @@ class TabulatedRule:
     def far_points(self) -> int:
         r"""Cost of one $(C,\dot C)$ in the far regime (:func:`~kernelcalc.theory.largeq_far.far_mask`), in the unit
         of :attr:`points`: measured side by side (``benchmarks/bench_largeq_table.py``, 2048 covariances) at
-        2-6 us against 150-250 us for the quadrature, i.e. about 1/40 of :attr:`points`.  :attr:`points` stays the
-        worst case (every covariance near-parallel)."""
-        return int(math.ceil(self.points / 40.0))
+        2.7-4 us against 37-39 us for the quadrature in chunks, i.e. about 1/12 of :attr:`points` (1/40 against the
+        quadrature in one block, before the chunks).  :attr:`points` stays the worst case (every covariance
+        near-parallel)."""
+        return int(math.ceil(self.points / 12.0))
 
     @property
     def near_points(self) -> tuple:
