@@ -139,6 +139,21 @@ class LowTable:
         return int(np.prod(self.rr.shape[1:]) + 2 * np.prod(self.cross.shape[1:]))
 
 
+def _trig_rows(parity, n_w, kappa, x, J=20):
+    r"""``(n_w * len(kappa), len(x))``: $\cos(j\,\Delta\omega\,\kappa x)$ (``parity`` > 0) or $\sin$, rows
+    $\omega$-major ($j<n_w$, $\Delta\omega$ = ``_DW``), by the addition theorem from the exact values at $j=Ja$ and
+    $j=b<J$ (a fifth of the transcendental evaluations; each entry to a few ulp)."""
+    th = _DW * np.outer(kappa, x)                                            # (K, X)
+    b = np.arange(J)[:, None, None] * th
+    a = (J * np.arange(-(-n_w // J)))[:, None, None] * th
+    cb, sb, ca, sa = np.cos(b), np.sin(b), np.cos(a), np.sin(a)
+    if parity > 0:
+        out = ca[:, None] * cb[None] - sa[:, None] * sb[None]                  # (A, J, K, X)
+    else:
+        out = sa[:, None] * cb[None] + ca[:, None] * sb[None]
+    return out.reshape(-1, th.shape[0], th.shape[1])[:n_w].reshape(-1, th.shape[1])
+
+
 def _rr_values(R, parity, q, kappa, s):
     r"""``(len(q), len(kappa), len(s))``: $F(q,\kappa,s)$ by the Fourier form (module doc): trapezoid sums in $x$ (step
     ``_DX`` on $(0,X_A]$, the half line by parity) and in $\omega$ (step ``_DW`` on $[0,\Omega]$)."""
@@ -152,12 +167,12 @@ def _rr_values(R, parity, q, kappa, s):
     Rhat = 2.0 * _DX * (trig(np.outer(w, x)) @ Rx) + _DX * R0
     p0 = 1.0 / np.sqrt(2.0 * math.pi * q)
     pw = 2.0 * _DX * Rx[:, None] * np.exp(-0.5 * x[:, None] ** 2 / q[None, :]) * p0[None, :]   # (X, Q)
-    kw = np.outer(kappa, w).ravel()
-    S = (trig(np.outer(kw, x)) @ pw).reshape(len(kappa), w.size, len(q))                        # one BLAS product
+    S = (_trig_rows(parity, w.size, kappa, x) @ pw).reshape(w.size, len(kappa) * len(q))       # one BLAS product
     if parity > 0:
-        S += _DX * R0 * p0[None, None, :]
+        S += np.tile(_DX * R0 * p0, len(kappa))[None, :]
     E = np.exp(-0.5 * np.outer(w * w, s * s)) * (Rhat * ww / math.pi)[:, None]                  # (W, S)
-    return np.tensordot(S, E, axes=(1, 0)).transpose(1, 0, 2)                                  # (Q, K, S)
+    F = (E.T @ S).reshape(len(s), len(kappa), len(q))                                          # another
+    return np.ascontiguousarray(F.transpose(2, 1, 0))                                          # (Q, K, S)
 
 
 def _cross_values(R, basis, q, zeta):
