@@ -56,7 +56,7 @@ from .largeq import Asymptote
 from .largeq_far import V0, stable_remainder
 from .largeq_near import (_KAPPA_EDGES, near_expect, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _barrier, _basis,
                           _cheb_coef, _cheb_nodes, _coefficients, _half_line, _mid_nodes, _on_panels,
-                          _panel, _parity, _tau, _truncate)
+                          _panel, _parity, _tau, _truncate, _trig_rows)
 
 __all__ = ["LowTable", "low_table", "low_expect", "low_mixed", "low_cross", "low_mask", "low_norm_floor", "Q_LOW"]
 
@@ -139,21 +139,6 @@ class LowTable:
         return int(np.prod(self.rr.shape[1:]) + 2 * np.prod(self.cross.shape[1:]))
 
 
-def _trig_rows(parity, n_w, kappa, x, J=20):
-    r"""``(n_w * len(kappa), len(x))``: $\cos(j\,\Delta\omega\,\kappa x)$ (``parity`` > 0) or $\sin$, rows
-    $\omega$-major ($j<n_w$, $\Delta\omega$ = ``_DW``), by the addition theorem from the exact values at $j=Ja$ and
-    $j=b<J$ (a fifth of the transcendental evaluations; each entry to a few ulp)."""
-    th = _DW * np.outer(kappa, x)                                            # (K, X)
-    b = np.arange(J)[:, None, None] * th
-    a = (J * np.arange(-(-n_w // J)))[:, None, None] * th
-    cb, sb, ca, sa = np.cos(b), np.sin(b), np.cos(a), np.sin(a)
-    if parity > 0:
-        out = ca[:, None] * cb[None] - sa[:, None] * sb[None]                  # (A, J, K, X)
-    else:
-        out = sa[:, None] * cb[None] + ca[:, None] * sb[None]
-    return out.reshape(-1, th.shape[0], th.shape[1])[:n_w].reshape(-1, th.shape[1])
-
-
 def _rr_values(R, parity, q, kappa, s):
     r"""``(len(q), len(kappa), len(s))``: $F(q,\kappa,s)$ by the Fourier form (module doc): trapezoid sums in $x$ (step
     ``_DX`` on $(0,X_A]$, the half line by parity) and in $\omega$ (step ``_DW`` on $[0,\Omega]$)."""
@@ -167,7 +152,7 @@ def _rr_values(R, parity, q, kappa, s):
     Rhat = 2.0 * _DX * (trig(np.outer(w, x)) @ Rx) + _DX * R0
     p0 = 1.0 / np.sqrt(2.0 * math.pi * q)
     pw = 2.0 * _DX * Rx[:, None] * np.exp(-0.5 * x[:, None] ** 2 / q[None, :]) * p0[None, :]   # (X, Q)
-    S = (_trig_rows(parity, w.size, kappa, x) @ pw).reshape(w.size, len(kappa) * len(q))       # one BLAS product
+    S = (_trig_rows(parity, w.size, _DW, kappa, x) @ pw).reshape(w.size, len(kappa) * len(q))       # one BLAS product
     if parity > 0:
         S += np.tile(_DX * R0 * p0, len(kappa))[None, :]
     E = np.exp(-0.5 * np.outer(w * w, s * s)) * (Rhat * ww / math.pi)[:, None]                  # (W, S)
