@@ -141,18 +141,19 @@ average 9-10 (both columns of a row in the same run; CPU seconds of each process
                                                  6.8e-5: accurate but far over the target, so not enabled)
 
 softplus and silu with the low-variance tables of the large-q rule (lowq branch: ``theory/largeq_low.py``; both
-variances in [0.25, 100) and the mixed cells by tables in log q, ~5.5 us per (C, Cdot) where the quadrature took
-35-39 us; the guard prices five cell classes from the node fractions q(t) >= 100 and 0.25 <= q(t) < 100), 18:24-18:28,
-load average 4.4, cold::
+variances in [0.25, 100) and the mixed cells by tables in log q, ~5 us per (C, Cdot) where the quadrature took
+35-39 us; the guard prices five cell classes from the node fractions q(t) >= 100 and 0.25 <= q(t) < 100), 18:50-18:52,
+load average 2.4-3.6, cold::
 
     activation  T=1 s  T=10 s  ratio  err T=10  rule / outcome
-    softplus      1.6   106.4      -         -  refused at the 129-node rung: 1.44e10 operations (limit 1e10); the
+    softplus      0.8    58.1      -         -  refused at the 129-node rung: 1.44e10 operations (limit 1e10); the
                                                 97-node rung now passes the guard (8e9) and is solved, but its time
                                                 grid still changes by more than tol against 65 nodes
-    silu          2.6    97.6      -         -  refused at the 129-node rung: 1.25e10 operations
+    silu          1.0    51.4      -         -  refused at the 129-node rung: 1.25e10 operations
     (was: refused at the 97-node rung, 1.86e10 / 1.9e10, after 30-37 s; the refusal now comes later because the
-    97-node rung is solved first.  Target missed on the tensor grid: the per-evaluation cost would have to fall
-    another 1.25-1.44x; the panels with node angle tables (softnode branch) are the route past sigma_w T = 5.)
+    97-node rung is solved first (18:24 at load 4.4: 106 s / 98 s).  Target missed on the tensor grid: the
+    per-evaluation cost would have to fall another 1.25-1.44x; the panels with node angle tables (softnode branch)
+    are the route past sigma_w T = 5.)
 
 Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin]``; the lead's
 ``benchmarks/bench_regimes.py`` calls :func:`run`.
