@@ -56,7 +56,8 @@ from .largeq import Asymptote
 from .largeq_far import V0, stable_remainder
 from .largeq_near import (_KAPPA_EDGES, near_expect, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _barrier, _basis,
                           _cheb_coef, _cheb_nodes, _coefficients, _half_line, _mid_nodes, _on_panels,
-                          _panel, _parity, _tau, _truncate, _trig_rows)
+                          _panel, _parity, _tau, _truncate)
+from .largeq_remainder import _trig_rows
 
 __all__ = ["LowTable", "low_table", "low_expect", "low_mixed", "low_cross", "low_mask", "low_norm_floor", "Q_LOW"]
 

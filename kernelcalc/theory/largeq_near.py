@@ -63,6 +63,7 @@ import numpy as np
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_far import V0, stable_remainder
+from .largeq_remainder import _trig_rows
 
 __all__ = ["NearTable", "near_table", "near_expect", "near_mask", "norm_floor", "Q_NEAR"]
 
@@ -242,21 +243,6 @@ class NearTable:
 def _x_grid():
     m = int(round(_A / _DA))
     return _DA * np.arange(-m, m + 1, dtype=np.float64)
-
-
-def _trig_rows(parity, n_w, dw, kappa, x, J=20):
-    r"""``(n_w * len(kappa), len(x))``: $\cos(j\,\delta\omega\,\kappa x)$ (``parity`` > 0) or $\sin$, rows $\omega$-major
-    ($j<n_w$, $\delta\omega$ = ``dw``), by the addition theorem from the exact values at $j=Ja$ and $j=b<J$ (a fifth of
-    the transcendental evaluations; each entry to a few ulp)."""
-    th = dw * np.outer(kappa, x)                                             # (K, X)
-    b = np.arange(J)[:, None, None] * th
-    a = (J * np.arange(-(-n_w // J)))[:, None, None] * th
-    cb, sb, ca, sa = np.cos(b), np.sin(b), np.cos(a), np.sin(a)
-    if parity > 0:
-        out = ca[:, None] * cb[None] - sa[:, None] * sb[None]                  # (A, J, K, X)
-    else:
-        out = sa[:, None] * cb[None] + ca[:, None] * sb[None]
-    return out.reshape(-1, th.shape[0], th.shape[1])[:n_w].reshape(-1, th.shape[1])
 
 
 def _rr_values(R, parity, kappa, s, K):
