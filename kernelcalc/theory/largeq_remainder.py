@@ -30,6 +30,9 @@ Per covariance the rule costs one contraction of the $s$-panel ($d_s\times P_\mu
 $G(\cdot,s)$'s $\mu$-coefficients), one Clenshaw sum of $d_\mu$ terms per outer node, and two closed forms
 per node for the cross terms: a few $10^4$ flops, against $\sim(2L/h)\cdot n_{\rm inner}$ remainder
 evaluations of the window rule (:class:`~kernelcalc.theory.largeq.AsymptoticRule`).
+
+The Fourier sums of the near and low tables (:mod:`kernelcalc.theory.largeq_near`, :mod:`kernelcalc.theory.largeq_low`)
+take their rows of $\cos$ / $\sin$ from :func:`_trig_rows` here (the addition theorem: a fifth of the evaluations).
 """
 
 from __future__ import annotations
