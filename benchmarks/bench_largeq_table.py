@@ -35,6 +35,19 @@ softplus, us per (C, Cdot)::
     10    parallel     82.4      38.7   38.2      1.0          (tables do not apply: max(q1, q2) < Q_NEAR)
     1e4   generic      83.2       4.1    3.2      1.3          (99 % far series)
 
+The low tables (``+low``: ``kernelcalc.theory.largeq_low``, the default since; ``+near`` is then the rule with
+``low=False``), lowq branch, 2026-12-06 18:22-18:27, load 2.8-3.9, softplus, CPU us per (C, Cdot), best of 7::
+
+    q     mix       hybrid  +near  +low   hybrid/+low   low vs hybrid
+    1     parallel   35.1    36.4   5.9      6.4          2.6e-15   (both variances < Q_NEAR: the low tables)
+    10    parallel   35.3    36.1   5.7      6.3          1.1e-15
+    50    parallel   35.1    22.5   4.8      7.4          1.4e-15   (q2 = 2q: half the pairs mixed)
+    1e2   parallel   36.9     5.1   5.2      7.1          2.6e-15   (near tables: unchanged)
+    1e4   mixed      39.1    11.1   5.9      6.6          1.3e-04   (the hybrid's trapezoid cross term is wrong here:
+    1e6   mixed      38.4    10.9   5.8      6.6          1.2e-04    q2 ~ 1-100 against q1 = 1e4-1e6 near parallel;
+                                                                    the low tables match nested mpmath to 1e-15)
+
+Low tables built in 3.3 s (both derivatives), near tables in 3.2 s, remainder tables in 1.4 s.
 Near tables built in 3.3 s (softplus, both derivatives) at load 6.6.  silu (16:20-16:34, load 7-8, CPU): near band
 33.3-33.7 -> 4.2-4.7 us (7-8x).  (The parallel-line error of 4.3e-13 printed at q = 1e6 is the mpmath reference's
 own: the hybrid and the tables agree to 3e-16 there, and a 30-digit mpmath with breakpoints at 3 and 30 agrees with

@@ -140,6 +140,21 @@ average 9-10 (both columns of a row in the same run; CPU seconds of each process
                                                  192 s CPU, error 7.9e-11, where the (log q, theta) table errs by
                                                  6.8e-5: accurate but far over the target, so not enabled)
 
+softplus and silu with the low-variance tables of the large-q rule (lowq branch: ``theory/largeq_low.py``; both
+variances in [0.25, 100) and the mixed cells by tables in log q, ~5 us per (C, Cdot) where the quadrature took
+35-39 us; the guard prices five cell classes from the node fractions q(t) >= 100 and 0.25 <= q(t) < 100), 18:50-18:52,
+load average 2.4-3.6, cold::
+
+    activation  T=1 s  T=10 s  ratio  err T=10  rule / outcome
+    softplus      0.8    58.1      -         -  refused at the 129-node rung: 1.44e10 operations (limit 1e10); the
+                                                97-node rung now passes the guard (8e9) and is solved, but its time
+                                                grid still changes by more than tol against 65 nodes
+    silu          1.0    51.4      -         -  refused at the 129-node rung: 1.25e10 operations
+    (was: refused at the 97-node rung, 1.86e10 / 1.9e10, after 30-37 s; the refusal now comes later because the
+    97-node rung is solved first (18:24 at load 4.4: 106 s / 98 s).  Target missed on the tensor grid: the
+    per-evaluation cost would have to fall another 1.25-1.44x; the panels with node angle tables (softnode branch)
+    are the route past sigma_w T = 5.)
+
 softplus and silu through node angle tables of the large-q rule on the panels (softnode branch, with the lowq
 branch's low-variance tables of the rule merged), 18:47-18:49, load average 2.1-2.7 (both columns of a row in the same
 run)::

@@ -119,8 +119,7 @@ def test_mixed_cell_with_very_unequal_variances_near_parallel():
 @pytest.mark.parametrize("name", ["softplus", "silu"])
 def test_rule_dispatches_to_the_low_tables(name):
     """TabulatedRule's compiled regimes give the low tables' values on their cells, and the quadrature alone agrees
-    there to 1e-12 of the norm (except on the parallel line at very unequal variances, which its step does not
-    resolve: 8e-11 at q = 2000 against 31.25, where the tables match the nested reference to 1e-15)."""
+    there to 1e-12 of the norm (except near parallel at very unequal variances, which its step does not resolve)."""
     asy = ASYMPTOTES[name]
     cases = BOTH + BOTH_UNEQUAL + PARALLEL + MIXED
     q1, q2, r = (np.array([c[i] for c in cases], dtype=float) for i in range(3))
@@ -134,7 +133,9 @@ def test_rule_dispatches_to_the_low_tables(name):
         for i, d in enumerate((False, True)):
             ref = np.where(mixed, np.asarray(low_mixed(asy, q1, q2, c, (d,))[0]), np.asarray(low_expect(asy, q1, q2, c, (d,))[0]))
             np.testing.assert_allclose(rule[i], ref, rtol=1e-14, atol=1e-300)
-            ok = ~(mixed & (r == 1.0))    # (not the parallel line at variances 64x apart: the quadrature errs by 1e-11)
+            # not near parallel at variances >= 60x apart, which the quadrature's step does not resolve (7.7e-11 at
+            # q = 10 against 1e4, r = 0.999; 2e-12 at 2000 against 31.25, r = 1: the tables match the nested reference)
+            ok = ~(mixed & (np.abs(r) >= 0.999) & (np.maximum(q1, q2) >= 60.0 * np.minimum(q1, q2)))
             assert np.max(np.abs(rule[i] - quad[i])[ok] / norms[i][ok]) < 1e-12
 
 

@@ -36,7 +36,11 @@ kernel's norm directly: :attr:`LowTable.error` is relative to $\sqrt{Ef(a)^2Ef(b
 for the cross terms the largest ratio of their closed coefficients to $\sqrt{Ef(y)^2}$).  Below $Q_{\rm low}$ (and
 far from parallel, where the moment series of :mod:`kernelcalc.theory.largeq_far` apply) the rule's other regimes
 remain.  Per covariance: one gathered $(d_q\times d_\kappa\times d_s)$ block and two $(d_q\times n_g\times d_\zeta)$
-blocks, contracted with rows of Chebyshev polynomials; no quadrature.
+blocks ($\phi$ and $\phi'$ stacked: :func:`_stacked`), contracted with rows of Chebyshev polynomials; no
+quadrature.  Measured (``benchmarks/bench_largeq_table.py``, softplus, CPU, side by side): 4.8-5.9 us per
+$(C,\dot C)$ with both variances in $[1,50]$ against 35 us for the quadrature, and 5.8 us on mixed cells against 11 us
+(near tables plus the trapezoid cross term); the tables take about 1-1.5 s per derivative to build (once per
+process; ``rr``: 1248 panel rows of about 1100-1300 coefficients, 11-13 MB per derivative).
 """
 
 from __future__ import annotations
@@ -50,9 +54,10 @@ import numpy as np
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_far import V0, stable_remainder
-from .largeq_near import (_KAPPA_EDGES, near_expect, _S_EDGES, _S_MAX, _Z, _ZETA_EDGES, Q_NEAR, _asymptote_np, _barrier, _basis,
+from .largeq_near import (_KAPPA_EDGES, near_expect, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _barrier, _basis,
                           _cheb_coef, _cheb_nodes, _coefficients, _half_line, _mid_nodes, _on_panels,
                           _panel, _parity, _tau, _truncate)
+from .largeq_remainder import _trig_rows
 
 __all__ = ["LowTable", "low_table", "low_expect", "low_mixed", "low_cross", "low_mask", "low_norm_floor", "Q_LOW"]
 
@@ -61,8 +66,11 @@ Q_LOW = 0.25
 _LOGQ_EDGES = tuple(np.linspace(math.log2(Q_LOW), math.log2(Q_NEAR), 13))   # panels in log2 q (width 0.72)
 _N_FIT_Q = 14                 # Chebyshev nodes per log q panel (fit); the degree kept is measured
 _N_FIT = 15                   # per kappa and s panel (those of the near tables)
-_N_FIT_Z = 26                 # per zeta panel
-_T_EDGES = (0.0, 0.3, 1.0)    # beyond Z: panels in t = Z / zeta
+_LOGQ_EDGES_X = tuple(np.linspace(math.log2(Q_LOW), math.log2(Q_NEAR), 25))   # the cross tables' log2 q panels
+_N_FIT_QX = 12                # Chebyshev nodes per cross-table log q panel
+_ZETA_EDGES_X = tuple(np.linspace(0.0, _Z, 17))   # the cross tables' zeta panels up to Z
+_N_FIT_Z = 16                 # per zeta panel
+_T_EDGES = (0.0, 0.15, 0.3, 0.6, 1.0)    # beyond Z: panels in t = Z / zeta
 _TARGET = 5e-15              # coefficients below TARGET of the kernel's norm are dropped
 _XA = 44.0                    # half-range of the x integrals (R is below 1e-17 of its peak beyond)
 _DX = 0.2                     # their step for the Fourier transforms (q >= Q_LOW: p_q is resolved)
@@ -71,9 +79,9 @@ _W_MAX = 12.0                 # frequencies of the Fourier form
 _DW = 0.03                    # and their step
 
 
-def _logq_nodes(y):
-    """``(P, len(y))``: the variances at local coordinates ``y`` on every log q panel."""
-    return 2.0 ** _on_panels(_LOGQ_EDGES, y)
+def _logq_nodes(y, edges=None):
+    """``(P, len(y))``: the variances at local coordinates ``y`` on every log q panel (``edges``: of the cross tables)."""
+    return 2.0 ** _on_panels(_LOGQ_EDGES if edges is None else edges, y)
 
 
 def _norm2(asy: Asymptote, derivative: bool, q):
@@ -145,12 +153,12 @@ def _rr_values(R, parity, q, kappa, s):
     Rhat = 2.0 * _DX * (trig(np.outer(w, x)) @ Rx) + _DX * R0
     p0 = 1.0 / np.sqrt(2.0 * math.pi * q)
     pw = 2.0 * _DX * Rx[:, None] * np.exp(-0.5 * x[:, None] ** 2 / q[None, :]) * p0[None, :]   # (X, Q)
-    kw = np.outer(kappa, w).ravel()
-    S = (trig(np.outer(kw, x)) @ pw).reshape(len(kappa), w.size, len(q))                        # one BLAS product
+    S = (_trig_rows(parity, w.size, _DW, kappa, x) @ pw).reshape(w.size, len(kappa) * len(q))       # one BLAS product
     if parity > 0:
-        S += _DX * R0 * p0[None, None, :]
+        S += np.tile(_DX * R0 * p0, len(kappa))[None, :]
     E = np.exp(-0.5 * np.outer(w * w, s * s)) * (Rhat * ww / math.pi)[:, None]                  # (W, S)
-    return np.tensordot(S, E, axes=(1, 0)).transpose(1, 0, 2)                                  # (Q, K, S)
+    F = (E.T @ S).reshape(len(s), len(kappa), len(q))                                          # another
+    return np.ascontiguousarray(F.transpose(2, 1, 0))                                          # (Q, K, S)
 
 
 def _cross_values(R, basis, q, zeta):
@@ -170,12 +178,12 @@ def _cross_far(R, basis, q, t):
     r"""``(len(q), n_g, len(t))``: $|\zeta|^{-e}X_j(q,\zeta)$ at $\zeta=Z/t$, as the near tables' far form
     (:func:`~kernelcalc.theory.largeq_near._cross_far_values`) with $R\,p_q$ in place of $R$: the non-decaying part of
     $g_j$ as a half-line moment (composite Gauss-Legendre, panels of width 1: its integrand has a kink at 0), the
-    localised rest in $y=\zeta x$ by Gauss-Legendre on $[0,24]$."""
+    localised rest in $y=\zeta x$ by Gauss-Legendre on $[0,12]$ ($g_{\rm loc}$ is below $e^{-70}$ beyond)."""
     x, wx = _half_line()
     Rpx = R(x)[:, None] * _gauss(x, q)                                         # (X, Q)
-    gy, gw = np.polynomial.legendre.leggauss(24)
-    y = (np.arange(48)[:, None] + 0.5 * (gy[None, :] + 1.0)).ravel() * 0.5       # 48 panels of width 1/2 on [0, 24]
-    wy = np.tile(0.25 * gw, 48)
+    gy, gw = np.polynomial.legendre.leggauss(16)
+    y = (np.arange(24)[:, None] + 0.5 * (gy[None, :] + 1.0)).ravel() * 0.5       # 24 panels of width 1/2 on [0, 12]
+    wy = np.tile(0.25 * gw, 24)
     z = _Z / np.asarray(t)
     u = (y[None, :] / z[:, None]).ravel()                                        # (T Y,)
     Rpu = (R(u)[:, None] * _gauss(u, q)).reshape(len(z), len(y), len(q))
@@ -207,15 +215,17 @@ def low_table(asymptote: Asymptote, derivative: bool) -> LowTable:
 
     basis = _basis(asymptote, derivative)
     yz = _cheb_nodes(_N_FIT_Z)
-    z = _on_panels(_ZETA_EDGES, yz)                                         # (Pz, nz)
-    cv = _cross_values(R, basis, qn.ravel(), z.ravel()).reshape(Pq, nq, len(basis), z.shape[0], _N_FIT_Z)
+    qx = _logq_nodes(_cheb_nodes(_N_FIT_QX), _LOGQ_EDGES_X)                # (Pqx, nqx)
+    Pqx = qx.shape[0]
+    z = _on_panels(_ZETA_EDGES_X, yz)                                       # (Pz, nz)
+    cv = _cross_values(R, basis, qx.ravel(), z.ravel()).reshape(Pqx, _N_FIT_QX, len(basis), z.shape[0], _N_FIT_Z)
     tf = _on_panels(_T_EDGES, yz)                                           # (Pt, nz)
-    cf = _cross_far(R, basis, qn.ravel(), tf.ravel()).reshape(Pq, nq, len(basis), tf.shape[0], _N_FIT_Z)
-    cv = np.concatenate([cv, cf], axis=3).transpose(0, 3, 1, 2, 4)         # (Pq, Pz + Pt, nq, n_g, nz)
+    cf = _cross_far(R, basis, qx.ravel(), tf.ravel()).reshape(Pqx, _N_FIT_QX, len(basis), tf.shape[0], _N_FIT_Z)
+    cv = np.concatenate([cv, cf], axis=3).transpose(0, 3, 1, 2, 4)         # (Pqx, Pz + Pt, nqx, n_g, nz)
     ratio = _coefficient_ratio(asymptote, derivative)
     cc = _cheb_coef(_cheb_coef(cv, 2), 4)
     e_q, e_z = _truncate(cc, (2, 4), _TARGET * math.sqrt(nu) / ratio)
-    cross = np.ascontiguousarray(cc[:, :, :e_q, :, :e_z].reshape(Pq * (z.shape[0] + tf.shape[0]), e_q, len(basis), e_z))
+    cross = np.ascontiguousarray(cc[:, :, :e_q, :, :e_z].reshape(Pqx * (z.shape[0] + tf.shape[0]), e_q, len(basis), e_z))
     table = LowTable(rr, cross, par, tuple(b[3] for b in basis), tuple(b[4] for b in basis), 0.0)
 
     # held-out check: midpoints of the fitting nodes in each variable
@@ -229,8 +239,9 @@ def low_table(asymptote: Asymptote, derivative: bool) -> LowTable:
     got = np.einsum("abcijk,ui,vj,wk->abcuvw", rr.reshape(Pq, Pk, Ps, d_q, d_k, d_s), Tq, Tk, Ts, optimize=True)
     err = float(np.max(np.abs(got - ref))) / nu
     ymz = _mid_nodes(_N_FIT_Z)[1::3]
-    zm = _on_panels(_ZETA_EDGES, ymz).ravel()
+    zm = _on_panels(_ZETA_EDGES_X, ymz).ravel()
     tm = _on_panels(_T_EDGES, ymz).ravel()
+    qm = _logq_nodes(_mid_nodes(_N_FIT_QX)[1::3], _LOGQ_EDGES_X).ravel()
     refc = np.concatenate([_cross_values(R, basis, qm, zm), _cross_far(R, basis, qm, tm)], axis=2)
     zall = np.concatenate([zm, _Z / tm])
     QQ, ZZ = np.meshgrid(qm, zall, indexing="ij")
@@ -264,13 +275,14 @@ def _rr_locate(lq, kappa, s, degrees, xp):
 
 
 def _rr_apply(rr, where, xp):
-    r"""$F(q,\kappa,s)$ at the located points ``where`` (:func:`_rr_locate`) from the table ``rr``."""
+    r"""$F(q,\kappa,s)$ at the located points ``where`` (:func:`_rr_locate`) from the table ``rr`` (a trailing axis of
+    stacked tables, :func:`_stacked`, is kept: ``(B, m)``)."""
     idx, (Tq, Tk, Ts) = where
-    _, d_q, d_k, d_s = rr.shape
-    block = xp.asarray(rr)[idx]                                                 # (B, d_q, d_k, d_s)
-    v = (block @ Ts[:, None, :d_s, None])[..., 0]                               # (B, d_q, d_k)
-    v = xp.sum(v * Tk[:, None, :d_k], axis=-1)                                  # (B, d_q)
-    return xp.sum(v * Tq[:, :d_q], axis=-1)
+    d_q, d_k, d_s = rr.shape[1:4]
+    block = xp.asarray(rr)[idx]                                                 # (B, d_q, d_k, d_s[, m])
+    v = xp.einsum("bijk...,bk->bij...", block, Ts[:, :d_s])
+    v = xp.einsum("bij...,bj->bi...", v, Tk[:, :d_k])
+    return xp.einsum("bi...,bi->b...", v, Tq[:, :d_q])
 
 
 def _rr_eval(rr, lq, kappa, s, xp):
@@ -281,12 +293,12 @@ def _rr_eval(rr, lq, kappa, s, xp):
 def _cross_locate(lq, zeta, degrees, xp):
     r"""Row index into a ``cross`` table, the Chebyshev rows in $(\log_2q,\zeta)$ up to ``degrees``, the far mask and
     $\max(\zeta,Z)$."""
-    Pz = len(_ZETA_EDGES) - 1
+    Pz = len(_ZETA_EDGES_X) - 1
     far = zeta > _Z
     zf = xp.maximum(zeta, _Z)
-    pz, yz = _panel(_ZETA_EDGES, xp.minimum(zeta, _Z), xp)
+    pz, yz = _panel(_ZETA_EDGES_X, xp.minimum(zeta, _Z), xp)
     pt, yt = _panel(_T_EDGES, _Z / zf, xp)
-    pq, yq = _panel(_LOGQ_EDGES, lq, xp)
+    pq, yq = _panel(_LOGQ_EDGES_X, lq, xp)
     idx = pq * (Pz + len(_T_EDGES) - 1) + xp.where(far, Pz + pt, pz)
     yz = xp.where(far, yt, yz)
     return (idx if xp is np else _barrier(idx)), (_rows(yq, degrees[0], xp), _rows(yz, degrees[1], xp)), far, zf
@@ -325,25 +337,42 @@ def _degrees(tables, attr, axes):
     return tuple(max(getattr(t, attr).shape[a] for t in tables) for a in axes)
 
 
+@functools.lru_cache(maxsize=16)
+def _stacked(asy: Asymptote, derivatives: tuple):
+    r"""The low tables of ``derivatives`` stacked (zero-padded to common degrees): ``rr`` ``(P, d_q, d_k, d_s, m)`` and
+    ``cross`` ``(P, d_q, m\,n_g, d_\zeta)`` with the growth orders and parities of its functions, so that $\phi$ and
+    $\phi'$ cost one gather and one contraction per covariance (and half the code to compile)."""
+    tabs = [low_table(asy, d) for d in derivatives]
+    dq, dk, ds = _degrees(tabs, "rr", (1, 2, 3))
+    rr = np.zeros((tabs[0].rr.shape[0], dq, dk, ds, len(tabs)))
+    eq, ez = _degrees(tabs, "cross", (1, 3))
+    n_g = tabs[0].cross.shape[2]
+    cross = np.zeros((tabs[0].cross.shape[0], eq, n_g * len(tabs), ez))
+    for m, t in enumerate(tabs):
+        rr[:, :t.rr.shape[1], :t.rr.shape[2], :t.rr.shape[3], m] = t.rr
+        cross[:, :t.cross.shape[1], m * n_g:(m + 1) * n_g, :t.cross.shape[3]] = t.cross
+    return rr, cross, sum((t.growth for t in tabs), ()), tuple(t.parity for t in tabs)
+
+
 def low_cross(asy: Asymptote, qx, qy, c, derivatives=(False, True), xp=None):
     r"""``tuple``: $E[R(x)A(y)]$ (with $R'$, $A'$ for ``True`` in ``derivatives``) for $x\sim N(0,q_x)$,
     $q_x\in[Q_{\rm low},Q_{\rm near})$, and $y$ of any variance $q_y$, covariance $c$ (flat arrays), by the cross
     tables (module doc)."""
     xp = jnp if xp is None else xp
-    tabs = [low_table(asy, d) for d in derivatives]
+    _, cross, growth, _ = _stacked(asy, tuple(derivatives))
     n = xp.sqrt(qx * qy)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
     s2 = qy * xp.maximum((1.0 - r) * (1.0 + r), 0.0)
     tau = _tau(asy, s2, xp)
     qx = xp.clip(qx, Q_LOW, Q_NEAR)
     zeta = c / qx / tau
-    where = _cross_locate(xp.log2(qx), xp.abs(zeta), _degrees(tabs, "cross", (1, 3)), xp)
+    g = _cross_eval(cross, growth, xp.log2(qx), xp.abs(zeta), xp)               # (m n_g, B)
     out = []
-    for d, tab in zip(derivatives, tabs):
-        g = _cross_apply(tab.cross, tab.growth, where, xp)
+    for m, d in enumerate(derivatives):
+        coefficients = _coefficients(asy, d, s2, tau, xp)
         total = 0.0
-        for j, (coefficient, p) in enumerate(zip(_coefficients(asy, d, s2, tau, xp), tab.gparity)):
-            total = total + coefficient * (xp.where(zeta < 0, -1.0, 1.0) if p < 0 else 1.0) * g[j]
+        for j, (coefficient, p) in enumerate(zip(coefficients, low_table(asy, d).gparity)):
+            total = total + coefficient * (xp.where(zeta < 0, -1.0, 1.0) if p < 0 else 1.0) * g[m * len(coefficients) + j]
         out.append(total)
     return tuple(out)
 
@@ -353,7 +382,7 @@ def low_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
     (module doc), for flat arrays of covariances; only meaningful where :func:`low_mask` holds (elsewhere finite but
     wrong)."""
     xp = jnp if xp is None else xp
-    tabs = [low_table(asy, d) for d in derivatives]
+    rr_table, _, _, parity = _stacked(asy, tuple(derivatives))
     n = xp.sqrt(q1 * q2)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
     one_m_r2 = xp.maximum((1.0 - r) * (1.0 + r), 0.0)
@@ -362,13 +391,13 @@ def low_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
     qa_c = xp.clip(qa, Q_LOW, Q_NEAR)
     kap = c / qa_c
     s = xp.minimum(xp.sqrt(qb * one_m_r2), _S_MAX)
-    where = _rr_locate(xp.log2(qa_c), xp.minimum(xp.abs(kap), 1.0), s, _degrees(tabs, "rr", (1, 2, 3)), xp)
-    x1, x2 = low_cross(asy, q1, q2, c, derivatives, xp), low_cross(asy, q2, q1, c, derivatives, xp)
+    rr = _rr_apply(rr_table, _rr_locate(xp.log2(qa_c), xp.minimum(xp.abs(kap), 1.0), s, rr_table.shape[1:4], xp), xp)
+    B = q1.shape[0]          # both cross terms in one call (one gather of 2B rows)
+    x = low_cross(asy, xp.concatenate([q1, q2]), xp.concatenate([q2, q1]), xp.concatenate([c, c]), derivatives, xp)
     out = []
-    for i, (d, tab) in enumerate(zip(derivatives, tabs)):
-        rr = _rr_apply(tab.rr, where, xp)
-        rr = rr * (xp.where(kap < 0, float(tab.parity), 1.0) if tab.parity < 0 else 1.0)
-        out.append(asy.AA(q1, q2, c, d) + rr + x1[i] + x2[i])
+    for m, d in enumerate(derivatives):
+        sign = xp.where(kap < 0, float(parity[m]), 1.0) if parity[m] < 0 else 1.0
+        out.append(asy.AA(q1, q2, c, d) + rr[:, m] * sign + x[m][:B] + x[m][B:])
     return tuple(out)
 
 

@@ -23,8 +23,15 @@ enough to stay in cache, which alone makes the quadrature 2-6x cheaper per covar
 error estimate.
 
 **In the near-parallel band at large variances** ($\min(q_1,q_2)\ge Q_{\rm near}=100$, ``near=True``, ``gelu`` family)
-the tables of :mod:`kernelcalc.theory.largeq_near` replace the quadrature (about 9x cheaper per $(C,\dot C)$, same
+the tables of :mod:`kernelcalc.theory.largeq_near` replace the quadrature (about 7-9x cheaper per $(C,\dot C)$, same
 benchmark); their held-out errors enter :attr:`TabulatedRule.table_error` and :func:`far_difference`.
+
+**In the near-parallel band below** $Q_{\rm near}$ ($Q_{\rm low}=0.25\le\min(q_1,q_2)$, ``low=True``, ``gelu`` family)
+the tables in $\log q$ of :mod:`kernelcalc.theory.largeq_low` take every term with a variance below $Q_{\rm near}$:
+both variances there (6-7x cheaper than the quadrature), or the cross term over the smaller one of a mixed cell
+(whose trapezoid sum also missed very unequal variances near parallel); their held-out errors enter
+:attr:`TabulatedRule.table_error`.  Only cells with a variance below $Q_{\rm low}$ (and far from parallel: the series)
+are left to the quadrature.
 """
 
 from __future__ import annotations
@@ -117,25 +124,27 @@ class TabulatedRule:
     def far_points(self) -> int:
         r"""Cost of one $(C,\dot C)$ in the far regime (:func:`~kernelcalc.theory.largeq_far.far_mask`), in the unit
         of :attr:`points`: measured side by side (``benchmarks/bench_largeq_table.py``, 2048 covariances) at
-        2-6 us against 150-250 us for the quadrature, i.e. about 1/40 of :attr:`points`.  :attr:`points` stays the
-        worst case (every covariance near-parallel)."""
-        return int(math.ceil(self.points / 40.0))
+        2.7-4 us against 37-39 us for the quadrature in chunks, i.e. about 1/12 of :attr:`points` (1/40 against the
+        quadrature in one block, before the chunks).  :attr:`points` stays the worst case (every covariance
+        near-parallel)."""
+        return int(math.ceil(self.points / 12.0))
 
     @property
     def near_points(self) -> tuple:
         r"""``(both, one)``: cost of one $(C,\dot C)$ in the unit of :attr:`points` by the near tables where both
         variances are $\ge Q_{\rm near}$, and where one is (tables plus one trapezoid cross term), measured side by side
-        (2048 near-parallel covariances, CPU time; ``benchmarks/bench_largeq_table.py``): about 1/8 and 1/3.5 of the
-        quadrature's."""
-        return int(math.ceil(self.points / 8.0)), int(math.ceil(self.points / 3.5))
+        (2048 near-parallel covariances, CPU time; ``benchmarks/bench_largeq_table.py``): about 1/7 and 1/3.5 of the
+        quadrature's (softplus, 5.1-5.5 and 10.9-11.1 us against 37-39 us at load 3-4; 1/8.5 at load 5-7 before)."""
+        return int(math.ceil(self.points / 7.0)), int(math.ceil(self.points / 3.5))
 
     @property
     def low_points(self) -> tuple:
         r"""``(both, mixed)``: cost of one $(C,\dot C)$ in the unit of :attr:`points` by the low tables
         (:attr:`low_on`) where both variances lie in $[Q_{\rm low},Q_{\rm near})$, and on a mixed cell (near tables plus
-        the low cross table), measured side by side with the quadrature (near-parallel covariances, CPU time;
-        ``benchmarks/bench_largeq_table.py``): about 1/6 and 1/7 of the quadrature's."""
-        return int(math.ceil(self.points / 6.0)), int(math.ceil(self.points / 7.0))
+        the low cross table), measured side by side with the quadrature and the near tables (the same benchmark and
+        run): about 1/6.5 of the quadrature's for both (softplus, 4.8-5.9 us at q = 1-50 and 5.8-5.9 us on mixed cells,
+        against 35-39 us)."""
+        return int(math.ceil(self.points / 6.5)), int(math.ceil(self.points / 6.5))
 
     def describe(self) -> str:
         tab = remainder_table(self.asymptote, False)
