@@ -49,7 +49,7 @@ def _priced_solver(T, q_max, near, low):
     solver.info.update(q_max=q_max, near_table_node_fraction=near, low_table_node_fraction=low)
     # the rule's prices per regime (TabulatedRule.points, near_points, low_points of softplus at step 0.4; stated
     # here so that the test does not build its tables)
-    rule = types.SimpleNamespace(near_on=True, low_on=True, points=4223, near_points=(528, 1207), low_points=(704, 604))
+    rule = types.SimpleNamespace(near_on=True, low_on=True, points=4223, near_points=(604, 1207), low_points=(650, 650))
     return solver, types.SimpleNamespace(method="asymptotic", rule=rule, points=rule.points)
 
 
