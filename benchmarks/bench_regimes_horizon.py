@@ -172,6 +172,10 @@ run)::
     5.0e-11 / 7.9e-11 (sigma_w T = 5 took 118 s through the (log q, theta) table; 6 was refused).  The guard predicted
     0.86e9 / 1.25e9 / 6.0e9 operations (5 / 7.5 / 36 s) at sigma_w T = 5 / 6 / 10: the variable work only; the fixed
     costs (compiling the rule, ~9-16 s, and building its tables, ~7 s) are not in the model.
+    After merging lowq's final commits (faster table builds), 18:55-18:58, load average 4.3 -> 1.5::
+
+    softplus      1.1    47.7   45.1   8.7e-11  CPU 1.0 s / 47.0 s = 48.8x
+    silu          1.2    55.8   48.1   7.0e-11  CPU 1.1 s / 67.5 s = 59.0x
 
 Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin]``; the lead's
 ``benchmarks/bench_regimes.py`` calls :func:`run`.
