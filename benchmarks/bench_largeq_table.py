@@ -35,6 +35,19 @@ softplus, us per (C, Cdot)::
     10    parallel     82.4      38.7   38.2      1.0          (tables do not apply: max(q1, q2) < Q_NEAR)
     1e4   generic      83.2       4.1    3.2      1.3          (99 % far series)
 
+The low tables (``+low``: ``kernelcalc.theory.largeq_low``, the default since; ``+near`` is then the rule with
+``low=False``), lowq branch, 2026-12-06 18:22-18:27, load 2.8-3.9, softplus, CPU us per (C, Cdot), best of 7::
+
+    q     mix       hybrid  +near  +low   hybrid/+low   low vs hybrid
+    1     parallel   35.1    36.4   5.9      6.4          2.6e-15   (both variances < Q_NEAR: the low tables)
+    10    parallel   35.3    36.1   5.7      6.3          1.1e-15
+    50    parallel   35.1    22.5   4.8      7.4          1.4e-15   (q2 = 2q: half the pairs mixed)
+    1e2   parallel   36.9     5.1   5.2      7.1          2.6e-15   (near tables: unchanged)
+    1e4   mixed      39.1    11.1   5.9      6.6          1.3e-04   (the hybrid's trapezoid cross term is wrong here:
+    1e6   mixed      38.4    10.9   5.8      6.6          1.2e-04    q2 ~ 1-100 against q1 = 1e4-1e6 near parallel;
+                                                                    the low tables match nested mpmath to 1e-15)
+
+Low tables built in 3.3 s (both derivatives), near tables in 3.2 s, remainder tables in 1.4 s.
 Near tables built in 3.3 s (softplus, both derivatives) at load 6.6.  silu (16:20-16:34, load 7-8, CPU): near band
 33.3-33.7 -> 4.2-4.7 us (7-8x).  (The parallel-line error of 4.3e-13 printed at q = 1e6 is the mpmath reference's
 own: the hybrid and the tables agree to 3e-16 there, and a 30-digit mpmath with breakpoints at 3 and 30 agrees with
@@ -54,6 +67,7 @@ from kernelcalc.theory.activations import resolve_activation
 from kernelcalc.theory.gaussian import HermiteRule, hermite_order
 from kernelcalc.theory.largeq import ASYMPTOTES
 from kernelcalc.theory.largeq_far import V0, far_mask, moment_table
+from kernelcalc.theory.largeq_low import low_mask, low_table
 from kernelcalc.theory.largeq_near import near_mask, near_table
 from kernelcalc.theory.largeq_table import TabulatedRule, remainder_table
 
@@ -113,16 +127,22 @@ def main(names):
             t1 = time.perf_counter()
             moment_table(asy, False), moment_table(asy, True)
             t2 = time.perf_counter()
-            nr = TabulatedRule(asy, STEP[name])
+            nr = TabulatedRule(asy, STEP[name], low=False)
+            lw = TabulatedRule(asy, STEP[name])
             if nr.near_on:
                 near_table(asy, False), near_table(asy, True)
+            t3 = time.perf_counter()
+            if lw.low_on:
+                low_table(asy, False), low_table(asy, True)
             print(f"{name}: remainder tables built in {t1 - t:.2f} s, moment tables in {t2 - t1:.2f} s"
-                  + (f", near tables in {time.perf_counter() - t2:.2f} s" if nr.near_on else ""))
+                  + (f", near tables in {t3 - t2:.2f} s" if nr.near_on else "")
+                  + (f", low tables in {time.perf_counter() - t3:.2f} s" if lw.low_on else ""))
             old, new = TabulatedRule(asy, STEP[name], far=False, near=False), TabulatedRule(asy, STEP[name], near=False)
             f_old = jax.jit(lambda a, b, cc: old.expect(a, b, cc))
             f_new = jax.jit(lambda a, b, cc: new.expect(a, b, cc))
             f_near = jax.jit(lambda a, b, cc: nr.expect(a, b, cc))
-            for q in (10.0, 1e2, 1e4, 1e6):
+            f_low = jax.jit(lambda a, b, cc: lw.expect(a, b, cc))
+            for q in (1.0, 10.0, 50.0, 1e2, 1e4, 1e6):
                 K = hermite_order((act.numpy_fn, act.numpy_derivative), 2 * q)
                 herm = "hermite: > 8192 terms"
                 if K is not None:
@@ -149,6 +169,13 @@ def main(names):
                                  for x, y, s1, s2 in zip(f_new(q1, q2, c), f_near(q1, q2, c), old.expect(q1, q1, q1), old.expect(q2, q2, q2)))
                         line += (f" | +near (tables {tab:4.0%}) {c_wall:6.1f} us (first {c_first:7.1f}); cpu hybrid {b2:6.1f} "
                                  f"+near {c_cpu:6.1f} us, ratio {b2 / c_cpu:5.1f}; near vs hybrid {nd:.1e}")
+                    if lw.low_on:
+                        lo = float(np.mean(np.asarray(low_mask(q1, q2, c, xp=np)) | np.asarray(low_mask(q1, q2, c, xp=np, mixed=True))))
+                        b2 = timed(f_new, q1, q2, c, cpu=True)[2]
+                        d_cpu = timed(f_low, q1, q2, c, cpu=True)[2]
+                        ld = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)) / np.sqrt(np.abs(np.asarray(s1) * np.asarray(s2)))))
+                                 for x, y, s1, s2 in zip(f_new(q1, q2, c), f_low(q1, q2, c), old.expect(q1, q1, q1), old.expect(q2, q2, q2)))
+                        line += (f" | +low (tables {lo:4.0%}) cpu {d_cpu:6.1f} us, hybrid/+low {b2 / d_cpu:5.1f}; low vs hybrid {ld:.1e}")
                     if mix == "generic":
                         o, w = f_old(q1, q2, c), f_new(q1, q2, c)
                         n1, n2 = old.expect(q1, q1, q1), old.expect(q2, q2, q2)

@@ -140,6 +140,43 @@ average 9-10 (both columns of a row in the same run; CPU seconds of each process
                                                  192 s CPU, error 7.9e-11, where the (log q, theta) table errs by
                                                  6.8e-5: accurate but far over the target, so not enabled)
 
+softplus and silu with the low-variance tables of the large-q rule (lowq branch: ``theory/largeq_low.py``; both
+variances in [0.25, 100) and the mixed cells by tables in log q, ~5 us per (C, Cdot) where the quadrature took
+35-39 us; the guard prices five cell classes from the node fractions q(t) >= 100 and 0.25 <= q(t) < 100), 18:50-18:52,
+load average 2.4-3.6, cold::
+
+    activation  T=1 s  T=10 s  ratio  err T=10  rule / outcome
+    softplus      0.8    58.1      -         -  refused at the 129-node rung: 1.44e10 operations (limit 1e10); the
+                                                97-node rung now passes the guard (8e9) and is solved, but its time
+                                                grid still changes by more than tol against 65 nodes
+    silu          1.0    51.4      -         -  refused at the 129-node rung: 1.25e10 operations
+    (was: refused at the 97-node rung, 1.86e10 / 1.9e10, after 30-37 s; the refusal now comes later because the
+    97-node rung is solved first (18:24 at load 4.4: 106 s / 98 s).  Target missed on the tensor grid: the
+    per-evaluation cost would have to fall another 1.25-1.44x; the panels with node angle tables (softnode branch)
+    are the route past sigma_w T = 5.)
+
+softplus and silu through node angle tables of the large-q rule on the panels (softnode branch, with the lowq
+branch's low-variance tables of the rule merged), 18:47-18:49, load average 2.1-2.7 (both columns of a row in the same
+run)::
+
+    activation  T=1 s  T=10 s  ratio  err T=10  rule / outcome
+    softplus      0.9    46.5   53.1   8.7e-11  CPU 0.9 s / 49.6 s = 56.9x; 3 node tables (1.1e6 exact evaluations,
+                                                error 1.1e-12), band degrees 16/16/20, 161 time nodes (was: refused)
+    silu          1.1    56.6   52.6   7.0e-11  CPU 1.3 s / 64.3 s = 47.8x (was: refused)
+    (10x target missed by about 5x.  Profile of softplus (N = 200, CPU 54 s at load 5): 16.5 s compiling the rule (the
+    final dual's step selection and the rule at one 512-chunk shape), 28 s evaluating it (~3.5e6 (C, Cdot): node
+    tables and their bracketing solves 1.5e6, the degree ladder's probes and self-kernels 1.8e6), ~7 s building the
+    rule's remainder, near and low tables; before this branch's changes, N = 20: 294 s CPU, 4.1e6 evaluations at
+    20-140 us, 15 compiles.)  ``kernelcalc sweep-T -a softplus --T 1,5,6,10`` (N = 16, d = 8): 85.6 s wall, 88.6 s CPU.
+    softplus N = 200 at sigma_w T = 5 and 6 (18:54, load 1.8-3.4): 25.4 s / 30.7 s wall, 29.9 s / 30.1 s CPU, errors
+    5.0e-11 / 7.9e-11 (sigma_w T = 5 took 118 s through the (log q, theta) table; 6 was refused).  The guard predicted
+    0.86e9 / 1.25e9 / 6.0e9 operations (5 / 7.5 / 36 s) at sigma_w T = 5 / 6 / 10: the variable work only; the fixed
+    costs (compiling the rule, ~9-16 s, and building its tables, ~7 s) are not in the model.
+    After merging lowq's final commits (faster table builds), 18:55-18:58, load average 4.3 -> 1.5::
+
+    softplus      1.1    47.7   45.1   8.7e-11  CPU 1.0 s / 47.0 s = 48.8x
+    silu          1.2    55.8   48.1   7.0e-11  CPU 1.1 s / 67.5 s = 59.0x
+
 Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin]``; the lead's
 ``benchmarks/bench_regimes.py`` calls :func:`run`.
 """
@@ -209,8 +246,9 @@ def run(n: int = 200, timeout: float = 600.0, activations=BUILTINS) -> list[dict
         t1 = f"{row['seconds_T1']:.1f}" if row["seconds_T1"] is not None else "-"
         t10 = f"{row['seconds_T10']:.1f}" if row["seconds_T10"] is not None else "-"
         what = row["failure_T10"] or f"{row['rule_T10']}, q(T) = {row['q_T10']:.3g}"
-        if row["cpu_T1"] and row["cpu_T10"]:     # CPU seconds of the process (all threads): less load-dependent
-            what += f"; CPU {row['cpu_T1']:.1f} s / {row['cpu_T10']:.1f} s = {row['cpu_T10'] / row['cpu_T1']:.1f}x"
+        if row["cpu_T1"] and row["cpu_T10"]:     # CPU seconds of the process (all threads): less load-dependent (first:
+            # the rule's description is long and the line is cut at 150 characters)
+            what = f"CPU {row['cpu_T1']:.1f} s / {row['cpu_T10']:.1f} s = {row['cpu_T10'] / row['cpu_T1']:.1f}x; " + what
         print(f"{act:<11} {t1:>7} {t10:>8} {ratio:>6} {err:>9}  {what[:150]}", flush=True)
     return rows
 

@@ -16,8 +16,7 @@ monotone in $c$, so $S(t,s)$ is monotone in the input correlation).  The caller 
 $[\theta^{lo}_n,\theta^{hi}_n]$ (from two bracketing solves); the series lives on it, padded by ``_PAD``.  At large
 variance the duals have features of width $\sim1/\sqrt q$ next to $\rho=1$ ($\theta=0$; elu: $(1-\rho)^{3/2}$
 terms, which are analytic in $\theta$): where the range comes within ``10 eps`` of 0 the angle is graded,
-$\theta=\varepsilon\sinh(a+(b-a)(u+1)/2)$ with $\varepsilon=3/\sqrt{\max(q_1,q_2)}$ (the grading of
-:mod:`._qtable`); else $\theta$ is linear in $u$.  Measured (elu, $\sigma_wT=10$, 400 random nodes of each band's
+$\theta=\varepsilon\sinh(a+(b-a)(u+1)/2)$ with $\varepsilon=3/\sqrt{\max(q_1,q_2)}$; else $\theta$ is linear in $u$.  Measured (elu, $\sigma_wT=10$, 400 random nodes of each band's
 grid): degree 24 errs by $\le1.3\times10^{-14}$ relative in all three bands, degree 16 by up to $2\times10^{-10}$.
 
 **Accuracy.** Per node the error of the degree-$R$ interpolant ($R$ from 12) is estimated from its last three
@@ -79,7 +78,7 @@ class NodeAngleTable:
     ``evaluations``: exact evaluations of the build and its check; ``direct``: exact evaluations of queries
     outside a node's range (and of nodes whose series did not reach ``tol``)."""
 
-    def __init__(self, exact, q1, q2, lo, hi, tol: float):
+    def __init__(self, exact, q1, q2, lo, hi, tol: float, r0: int = 12):
         self.exact = exact
         self.q1, self.q2 = (np.asarray(a, np.float64).ravel() for a in (q1, q2))
         self.n = np.sqrt(self.q1 * self.q2)
@@ -95,6 +94,7 @@ class NodeAngleTable:
         self.b = np.where(self.b > self.a, self.b, self.a + 1e-300)
         self.evaluations = self.direct = self.extrapolated = self.outside_final = 0
         self.tol = float(tol)
+        self.r0 = int(r0)
         self._build()
 
     # -- building -------------------------------------------------------------------------------
@@ -124,11 +124,11 @@ class NodeAngleTable:
 
     def _build(self):
         nodes = np.arange(self.n.size)
-        vals = self._values(lobatto(_R0), nodes)                            # (R0+1, points, 2)
+        vals = self._values(lobatto(self.r0), nodes)                            # (R0+1, points, 2)
         self.scale = np.maximum(np.max(np.abs(vals), axis=(0, 1)), 1e-300)
         coef = chebyshev_coefficients(vals)
         err = self._tail(coef, self.scale)
-        R, self.coef = _R0, coef
+        R, self.coef = self.r0, coef
         while True:
             todo = np.nonzero(err > self.tol)[0]
             if todo.size == 0 or 2 * R > _R_MAX:

@@ -267,7 +267,7 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
                 guess = prev[:, -1:] ** 2 / prev[:, ::-1]
             qk = np.where(np.isfinite(guess) & (guess > 0) & (prev[:, -1:] > 0), guess, prev[:, -1:] * ones)
         # first guess of the tensor cells: S(t_k, s) at the correlation of the lower edge (S(t, s) ~ sqrt(q(t)), so that
-        # the first sweeps ask the dual for covariances near those of the solution: a table of C (_qtable) keeps its
+        # the first sweeps ask the dual for covariances near those of the solution: a table of C keeps its
         # angle range narrow)
         if k:
             with np.errstate(divide="ignore", invalid="ignore"):

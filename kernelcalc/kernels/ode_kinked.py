@@ -39,9 +39,9 @@ from . import _panels as pan
 from ._anchored import RESIDUAL_TOL, AnchoredDual
 from ._gram import flat_pairs
 from .ode_kinked_deficit import KinkedDeficitMixin, _homogeneous_closed
-from .ode_kinked_panels import (_KINK, _SINGLE_ELEMENT, _dear, KinkedPanelsMixin, _backward, _dual_np, _panels_of, _point_variances,
+from .ode_kinked_panels import (_kink, _SINGLE_ELEMENT, _dear, KinkedPanelsMixin, _backward, _dual_np, _panels_of, _point_variances,
                                 _resample, _solve, _terminal)
-from .ode_kinked_panels import _QT_TOL, _AngleTable  # noqa: F401  (importable here as before)
+from .ode_kinked_panels import _AngleTable, values_key  # noqa: F401  (_AngleTable: importable here as before)
 
 __all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
 
@@ -85,8 +85,6 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
         self._tables: dict = {}  # (grid, diagonal) -> _AngleTable (quadrature duals)
         self._table_error = 0.0
         self._own: dict = {}     # (dual, grid, S0) -> the self-kernel solve of _self_diagonals (_own_solve)
-        self._qt = None          # the (log q1, log q2, theta) table of a quadrature dual on the panels (_qtable)
-        self._node_tables: dict = {}   # (grid, diagonal) -> NodeTable of self._qt
         self._nt_state: dict = {}      # (grid, band, diagonal) -> problems asked, NodeAngleTable (_angle_table)
         self._self_guess: dict = {}    # S0 -> (grid, q) of its latest self-kernel solve (_self_solve's first guess)
         self._own_keys: dict = {}      # (dual, grid) -> the S0 of self._own (_own_get: the nearest within 1e-12)
@@ -106,7 +104,8 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
         for lo in range(0, len(v), _BATCH):
             S0 = rec.ode_initial(np.asarray(v[lo:lo + _BATCH], dtype=np.float64), self.sigma_u)
             hits = [self._own_get(dual, grid, s0) for s0 in S0.tolist()]
-            if all(h is not None for h in hits):            # solved on this grid already (the ladder's degree)
+            if all(h is not None for h in hits):            # solved on this grid already (the ladder's degree; the
+                # coarse self-kernel of a large-q rule whose coarse and final rules are the same, values_key)
                 out.append(np.stack([h[1] for h in hits]))
                 continue
             S0, inverse = np.unique(S0, return_inverse=True)   # (a padded batch repeats its norms)
@@ -117,14 +116,15 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
                 self._own.clear()
                 self._own_keys.clear()
             for i, s0 in enumerate(S0.tolist()):
-                self._own[(dual, grid.name, s0)] = (S[i], q[i], delta, sweeps)
-                self._own_keys.setdefault((dual, grid.name), set()).add(s0)
-                self._self_guess[s0] = (grid, q[i])
+                self._own[(values_key(dual), grid.name, s0)] = (S[i], q[i], delta, sweeps)
+                self._own_keys.setdefault((values_key(dual), grid.name), set()).add(s0)
+                self._self_guess[s0] = (grid, q[i], values_key(dual))
         return np.concatenate(out)
 
     def _own_get(self, dual, grid, s0):
         """The self-kernel solve of initial value ``s0`` on ``grid`` (the nearest within ``_EQUAL_RTOL``), or ``None``."""
-        return self._own.get((dual, grid.name, _nearest(self._own_keys.get((dual, grid.name), ()), s0)))
+        key = values_key(dual)
+        return self._own.get((key, grid.name, _nearest(self._own_keys.get((key, grid.name), ()), s0)))
 
     def _self_solve(self, dual, grid, S0):
         r"""The self-kernel solve on ``grid`` (the diagonal $q(t)=S(t,t)$ iterated with its row of cells).  On the
@@ -136,11 +136,16 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
         2e-14 of the row-marched solution.  Iterated until $q$ changes by less than ``_SELF_Q_TOL`` (relative), else
         (no convergence in ``_SELF_Q_STEPS`` steps) the row marching.  Returns ``(S, q, change, sweeps)``."""
         known = [self._self_guess.get(_nearest(self._self_guess, s0)) for s0 in S0.tolist()]
-        if not isinstance(grid, pan.PanelGrid) or any(k is None or k[0].P != grid.P for k in known):
+        # a diagonal of another dual (the coarse one that learned q(T)) seeds only a closed form's solve: the large-q
+        # rule's fixed-diagonal steps from a Hermite diagonal (1e-6) took 6-8 steps or fell back to the row marching
+        # (softplus sigma_w T = 10: 5e5 evaluations spent before the row march)
+        if not isinstance(grid, pan.PanelGrid) or any(
+                k is None or k[0].P != grid.P or (dual.method == "asymptotic" and k[2] != values_key(dual))
+                for k in known):
             return _solve(grid, self._C(dual), S0, self._fwd)
         q = np.stack([_resample(k[1][None, :], k[0], grid)[0] for k in known])
         if _dear(dual):
-            C_of = lambda: AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True), kink=_KINK)
+            C_of = lambda: AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True), kink=_kink(dual))
         else:
             C_of = lambda: self._C(dual)
         m, cell = grid.m, grid.cell
@@ -196,9 +201,6 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
                 if not own and b > 0 and gap is not None and _homogeneous_closed(dual):   # near-parallel
                     C, Cdot, dS, nS = self._deficit(dual, grid, qb[sel], S0[sel] + gap[sel], gap[sel])
                     B = C.shape[0]
-                elif self._qtable(dual) is not None and isinstance(grid, pan.PanelGrid):
-                    C, Cdot, dS, nS = self._table_pairs(dual, grid, qb[sel], S0[sel], own)
-                    B = C.shape[0]
                 elif tabulate and not own and (nt := self._angle_table(dual, grid, qb[sel], b, sel.size)) is not None:
                     C, Cdot, dS, nS = self._angle_table_pairs(nt, dual, grid, qb[sel], S0[sel])
                     B = C.shape[0]
@@ -207,7 +209,7 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
                     C_of = self._C(dual) if table is None else (
                         lambda q1, q2, c: table(c.reshape(c.shape[0], -1), 0).reshape(c.shape))
                     if table is None and not own and _dear(dual):   # a dear closed form (elu)
-                        C_of = AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True), kink=_KINK)
+                        C_of = AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True), kink=_kink(dual))
                     S, qk, dS, nS = (self._own_solve(dual, grid, S0[sel]) if own else
                                      _solve(grid, C_of, S0[sel], self._fwd, q=qb[sel]))
                     if isinstance(C_of, AnchoredDual) and C_of.residual() > RESIDUAL_TOL:   # (module _anchored)
@@ -308,6 +310,20 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
                      f"the first self-kernel (degree {_COARSE_DEGREE}: the variance's range)")])
         return super()._choose_dual_and_M(v_max)
 
+    def _coarse_dual(self, q_max: float):
+        r"""As :meth:`GoursatSolver._coarse_dual`; on the panels, softplus and silu (``_LARGE_Q_PANELS``) take the
+        large-$q$ rule at its coarsest step there (no step selection: it errs far below 1e-6).  The final dual is that
+        rule when its coarsest step meets tol, and the first rung of the degree ladder then reuses this self-kernel
+        (:func:`.ode_kinked_panels.values_key`).  (The Hermite series at tol 1e-6 cost 30 us per evaluation, 10 of
+        72 s CPU of softplus at $\sigma_wT=10$, N = 20, and its diagonal cannot seed the rule's: the ladder's first
+        self-kernel was row-marched again.)"""
+        if self._panel_count() > 1 and self.activation.name in _LARGE_Q_PANELS:
+            from ..theory.gaussian import DualKernels
+            from ..theory.largeq_table import cheapest_tabulated_rule
+            return DualKernels(self.activation, "asymptotic", cheapest_tabulated_rule(self.activation),
+                               error_estimate=1e-6, note="the coarsest step, for q(T)")
+        return super()._coarse_dual(q_max)
+
     def _check_ladder(self, dual, b: int, M: int, climbed, first: bool):
         r"""Before the rung ``M`` of band ``b``'s degree ladder on the panels: refuse when the call would cost more than
         the work limit at this degree (as :meth:`GoursatSolver._choose_M` before each of its rungs), not after the
@@ -334,8 +350,7 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
         base = dict(self.info)
         try:
             self.info = dict(base, time_error_estimate=max(changes))
-            table = max(self._table_error, self._qt.error if self._qt is not None else 0.0)
-            return super().relative_error_estimate() + table * (1.0 + self.sigma_w * self.T)
+            return super().relative_error_estimate() + self._table_error * (1.0 + self.sigma_w * self.T)
         finally:
             self.info = base
 
@@ -436,17 +451,17 @@ _RELU_LIKE_AT_LARGE_Q = ("gelu",)
 
 #: smooth activations without a closed-form dual that take the panels for sigma_w T in (lo, hi], where their
 #: expectations need the large-q rule (softplus: q(T) ~ 400 at sigma_w T = 5, past the Hermite series' reach), read
-#: through the (log q, theta) table of :mod:`._qtable`.  Measured (N = 200 on the sphere, cold, load 3-8): softplus
-#: sigma_w T = 5: 118 s, error estimate 6.1e-11 (refused before); sigma_w T = 6: 247 s, 6.8e-5 (warns); sigma_w T = 10:
-#: 1474 s, 1.1e-4 (boxes next to the diagonal q1 ~ q2 do not converge in log q at theta ~ 1/sqrt(q)), so beyond hi
-#: the tensor grid's cost guard refuses as before.
-_LARGE_Q_PANELS = {"softplus": (4.5, 5.0), "silu": (4.5, 5.0)}
+#: through node angle tables (:meth:`KinkedPanelsMixin._angle_table`) built from its exact values, with anchored sweeps
+#: elsewhere.  Measured (N = 200 on the sphere, cold, load 2-3): softplus sigma_w T = 10 in 50 s CPU, error estimate
+#: 8.7e-11; silu 64 s, 7.0e-11 (refused before; through the (log q, theta) table of the smoothpanels branch, removed
+#: here, softplus took 1474 s and erred by 1.1e-4).  Beyond hi the tensor grid's cost guard refuses as before.
+_LARGE_Q_PANELS = {"softplus": (4.5, 10.0), "silu": (4.5, 10.0)}
 
 
 def use_triangles(activation, T: float, sigma_w: float) -> bool:
     r"""Whether :func:`~kernelcalc.node_kernel` takes the collapsed-triangle grid: a kinked activation, at every
     $\sigma_wT$ (one element up to 3, composite panels beyond: :mod:`._panels`), the relu-like smooth ones
-    (``_RELU_LIKE_AT_LARGE_Q``) beyond $\sigma_wT=3$, and softplus and silu for $4.5<\sigma_wT\le5$
+    (``_RELU_LIKE_AT_LARGE_Q``) beyond $\sigma_wT=3$, and softplus and silu for $4.5<\sigma_wT\le10$
     (``_LARGE_Q_PANELS``)."""
     lo, hi = _LARGE_Q_PANELS.get(activation.name, (math.inf, 0.0))
     return bool(activation.is_piecewise_smooth) or (

@@ -2,14 +2,12 @@ r"""The cost model and guard of the composite panels of the kinked Neural-ODE so
 (:mod:`kernelcalc.kernels.ode_kinked_panels`): the predicted work of a call (its pairs, self-kernels, near-parallel
 pairs in deficit form and the rungs of the degree ladder) in operations of about ``_NS_PER_OP`` ns, priced per node
 and Picard sweep (:meth:`KinkedPanelsCostMixin._panel_prices`), and the refusal when it exceeds the solver's work
-limit (:meth:`KinkedPanelsCostMixin._check_panels`; the large-$q$ table's own price:
-:meth:`KinkedPanelsCostMixin._check_table_cost`)."""
+limit (:meth:`KinkedPanelsCostMixin._check_panels`)."""
 
 from __future__ import annotations
 
 import math
 
-_PANEL_SWEEPS = 25         # Picard sweeps of a row of cells (measured 15-22 at sigma_w h = 1), for the table's guard
 #: The cost model of the panels (KinkedPanelsMixin._panel_prices), in operations of about _NS_PER_OP ns of one core
 #: (the work limit 1e10: about a minute).  Measured with benchmarks/probe_panel_cost.py (N = 3 on the sphere, relu,
 #: abs, gelu, elu at sigma_w T = 5-40; CPU time per solve against its counted node-sweeps and dual evaluations):
@@ -34,15 +32,24 @@ _PANEL_FIRST_DEGREE = 12   # the first rung of band 0 (ode_kinked._PANEL_LADDERS
 _PANEL_LADDERS_0 = (12, 16, 20, 24, 32)
 
 
+#: the large-q rule of softplus and silu (``asymptotic``) on the panels: operations per quadrature point of its mean
+#: price (:meth:`GoursatRefusals._price`, over the regimes of q(t)), measured (softplus, sigma_w T = 6 and 10, N = 20)
+_RULE_OPS_PER_POINT = 2.0
+_CLENSHAW_OPS = 3.0        # a node angle table's Clenshaw sum per node (mean degrees 4-12; _node_tables)
+_TABLE_BUILD_EVALS = 26.0  # exact evaluations per node of a node angle table's build (ode_kinked_panels._NT_BUILD_COST)
+_TABLE_PAIRS = 3           # pairs of a band from which the table is built (its ski-rental rule, _angle_table)
+
+
+def _anchored_dual(dual) -> bool:
+    """Whether the cross-kernels of ``dual`` take anchored sweeps (a dear closed form, elu; the large-$q$ rule)."""
+    return (dual.method == "closed" and getattr(dual, "points", 1) > 1) or dual.method == "asymptotic"
+
+
 def _self_sweeps(P: int) -> float:
     """Picard sweeps per node of the self-kernel's row march on ``P`` panels (its diagonal couples each row, and a
     sweep carries the left edge one cell further): measured 32-34 at P = 10, 43 at 20, 46 at 30, 47 at 40 (relu)."""
     return 50.0 * (1.0 - math.exp(-P / 8.0))
 
-_QT_WIDTH = 2.0            # its box width in log q (_qtable._W), for the cost guard
-_QT_COST_DEGREE = 14       # its typical variance degree per box, for the cost guard
-_QT_COST_ANGLES = 65       # its typical angle nodes per box (49-97 measured at sigma_w T = 5), for the cost guard
-_QT_COST_BUILDS = 2.5      # its builds per box (measured 12 builds of 6 boxes at sigma_w T = 5, plus direct values)
 
 class KinkedPanelsCostMixin:
     r"""The panels' cost guard of :class:`~kernelcalc.kernels.ode_kinked_panels.KinkedPanelsMixin` (its subclass
@@ -70,20 +77,27 @@ class KinkedPanelsCostMixin:
         P = self._panel_count()
         cells = P + P * (P - 1) // 2
         nodes = cells * (m + 1) ** 2
+        points = float(dual.points)
         if dual.method == "closed":
             weight = _CLOSED_OPS_PER_PRICE
         elif dual.method in ("hermite", "fourier"):
             weight = 0.05
+        elif dual.method == "asymptotic":       # the large-q rule: its mean price over the regimes of q(t) (_price)
+            weight, points = _RULE_OPS_PER_POINT, float(self._price(dual)[0])
         else:
             weight = 1.0
-        ev = _EVAL_OPS + weight * float(dual.points)
+        ev = _EVAL_OPS + weight * points
         mp = _MAP_OPS * (m + 1)
-        exact = _ANCHORED_EXACT if (dual.method == "closed" and getattr(dual, "points", 1) > 1) else 1.0
+        exact = _ANCHORED_EXACT if _anchored_dual(dual) else 1.0
         per_node_pair = _PAIR_SWEEPS * (exact * ev + mp) + _PAIR_EVALS * ev + _PAIR_SWEEPS * mp
         sweeps = _self_sweeps(P)
+        # through a node angle table (the Gram's pairs of a large-q rule, ode_kinked_panels._angle_table): Clenshaw sums
+        # in the sweeps, and the table's build once per grid and band of input angles
+        per_node_table = 2 * _PAIR_SWEEPS * (_CLENSHAW_OPS + mp) + _PAIR_EVALS * _CLENSHAW_OPS
         return dict(P=P, cells=cells, per_cell=(m + 1) ** 2, nodes=nodes, eval=ev, map=mp, exact=exact,
                     pair=nodes * per_node_pair, pair_ops=per_node_pair / (2 * _PAIR_SWEEPS),
                     pair_fixed=2 * (2 * P - 1) * _PAIR_SWEEPS * _ITER_OPS,
+                    table_pair=nodes * per_node_table, table_build=nodes * _TABLE_BUILD_EVALS * ev,
                     self=nodes * sweeps * (ev + mp) + P * sweeps * _ITER_OPS, self_sweeps=sweeps)
 
     def _deficit_work(self, dual, m: int) -> float:
@@ -109,7 +123,11 @@ class KinkedPanelsCostMixin:
         form) and ``selfs`` self-kernels at degree ``m``, and band 0's ladder rungs at the degrees ``rungs``."""
         p = self._panel_prices(dual, m)
         batches = -(-int(pairs) // _BATCH_PAIRS) if pairs else 0
-        return (pairs * p["pair"] + batches * p["pair_fixed"] + selfs * p["self"] + near * self._deficit_work(dual, m)
+        if dual.method == "asymptotic" and pairs >= _TABLE_PAIRS:     # through a node angle table (_check_panels)
+            pairs_work = pairs * p["table_pair"] + p["table_build"]
+        else:
+            pairs_work = pairs * p["pair"]
+        return (pairs_work + batches * p["pair_fixed"] + selfs * p["self"] + near * self._deficit_work(dual, m)
                 + sum(self._rung_work(dual, r) for r in rungs))
 
     def _check_panels(self, dual, m: int, pairs: int = 0, selfs: int = 0, rungs: int = 0, near: int = 0, others=()):
@@ -119,15 +137,18 @@ class KinkedPanelsCostMixin:
         work limit.  The message's factors: the problems in pair-equivalents (each part named), the sweeps per node
         of a pair, the time cells, the nodes per cell and the operations per node and sweep (:meth:`_panel_prices`),
         whose product is the quoted work."""
-        if dual.method == "asymptotic":        # the (log q, theta) table of a large-q rule: its own price
-            return self._check_table_cost(dual, pairs, m)
         p = self._panel_prices(dual, m)
         ladder = [d for d in _PANEL_LADDERS_0 if d >= m][:rungs]
         ladder += [ladder[-1]] * (rungs - len(ladder)) if ladder else []
         unit = p["pair"]                          # one pair's work at degree m (its marches, without fixed costs)
         batches = -(-int(pairs) // _BATCH_PAIRS) if pairs else 0
-        parts = [(pairs, f"{pairs} pairs"),
-                 (near * self._deficit_work(dual, m) / unit if near else 0.0,
+        if dual.method == "asymptotic" and pairs >= _TABLE_PAIRS:     # the Gram's pairs through a node angle table
+            parts = [(pairs * p["table_pair"] / unit, f"{pairs} pairs through a node angle table"),
+                     (p["table_build"] / unit, f"the table's build ({_TABLE_BUILD_EVALS:g} evaluations of the rule per "
+                                               "node)")]
+        else:
+            parts = [(pairs, f"{pairs} pairs")]
+        parts += [(near * self._deficit_work(dual, m) / unit if near else 0.0,
                   f"the deficit form of {near} near-parallel pairs"),
                  (batches * p["pair_fixed"] / unit, f"{batches} batches' sweep overheads"),
                  (selfs * p["self"] / unit, f"{selfs} self-kernels of {p['self_sweeps']:.0f} row sweeps"),
@@ -151,31 +172,6 @@ class KinkedPanelsCostMixin:
         work = math.prod(float(v) for v, _ in factors)
         self.info["predicted_operations"] = max(self.info.get("predicted_operations", 0.0), work)
         self._refuse_if(factors, p["P"])
-
-    def _check_table_cost(self, dual, pairs: int, m: int):
-        r"""The cost guard of a large-$q$ rule (``asymptotic``) on the panels: the rule is evaluated once into the
-        $(\log q_1,\log q_2,\theta)$ table of :mod:`._qtable` (priced at its boxes $\times$ nodes per box $\times$ the
-        rule's points), which the solves then read by Clenshaw sums."""
-        P = self._panel_count()
-        cells = P + P * (P - 1) // 2
-        per_cell = (m + 1) ** 2
-        q = max(self.info.get("q_max", 1.0), 1.0)
-        q0 = min(self.sigma_u ** 2 * self.v_max, 1.0) if self.v_max > 0 else 1.0
-        boxes = int(math.ceil(math.log(q / q0) / _QT_WIDTH)) + 1
-        factors = [(boxes * (boxes + 1) // 2, f"boxes of (log q1, log q2) ({boxes} of width {_QT_WIDTH:g} in "
-                                              f"log q, for q from {q0:.3g} to {q:.3g})"),
-                   ((_QT_COST_DEGREE + 1) ** 2, f"variance nodes per box (degree {_QT_COST_DEGREE})"),
-                   (_QT_COST_ANGLES, "angle nodes per box"),
-                   (_QT_COST_BUILDS, "builds per box (its angle range widens as solves of other angles ask)"),
-                   (float(dual.points), "quadrature points per expectation (C and Cdot)")]
-        self._refuse_if(factors, P)
-        factors = [(int(pairs), "pairs"), (_PANEL_SWEEPS, "Picard sweeps per row of cells"),
-                   (cells, f"time cells ({P} panels: {P} diagonal, {cells - P} off-diagonal)"),
-                   (per_cell, f"nodes per cell (degree {m})"),
-                   (0.05 * _QT_COST_ANGLES + 0.04 * (m + 1), f"operations per node (a Clenshaw sum of up to "
-                                                             f"{_QT_COST_ANGLES} terms at weight 0.05, plus "
-                                                             f"{0.04 * (m + 1):g} for the cell maps)")]
-        self._refuse_if(factors, P)
 
     def _refuse_if(self, factors, P):
         """Raise the cost refusal when the product of ``factors`` exceeds the work limit."""

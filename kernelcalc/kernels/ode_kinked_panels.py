@@ -1,7 +1,7 @@
 r"""The plumbing of the kinked Neural-ODE solver (:mod:`kernelcalc.kernels.ode_kinked`): its time grid (one
 collapsed-triangle element, or the composite panels of :mod:`._panels` past $\sigma_wT=3$) with the forward and
 backward solves on it, and the evaluation of the dual kernels on the grid nodes (numpy or
-jitted, the angle tables :class:`_AngleTable` of quadrature duals, the $(\log q,\theta)$ tables of :mod:`._qtable`).
+jitted, the angle tables :class:`_AngleTable` of quadrature duals, the node angle tables of :mod:`._node_tables`).
 The panels' cost model and guard are :class:`.ode_kinked_cost.KinkedPanelsCostMixin`, the base of
 :class:`KinkedPanelsMixin`."""
 
@@ -19,10 +19,9 @@ from ..theory import recursion as rec
 from ..theory.duals import NUMPY_OPS, correlation_angle
 from . import _triangle as tri
 from . import _panels as pan
-from ._qtable import NodeTable, QTable
 from ._anchored import AnchoredDual
 from ._node_tables import NodeAngleTable, angle_of
-from ._gram import bucket, pad_to
+from ._gram import pad_to
 from ._interp import barycentric_weights
 from ._interp import chebyshev_coefficients, chebyshev_matrix
 from .ode_kinked_cost import KinkedPanelsCostMixin
@@ -31,8 +30,10 @@ _TABLE_TOL = 1e-13         # angle tables (_AngleTable) of quadrature duals: tar
 _TABLE_MAX = 256
 _TABLE_MIN_PROBLEMS = 16   # fewer problems (the degree probes): the rule directly (a table costs ~100 sweeps' worth)
 _TABLE_COST_ANGLES = 64    # angles of an angle table (typical; 16-256), for the cost guard
-_QT_TOL = 1e-12            # the (log q, theta) table of a quadrature dual on the panels (_qtable): relative accuracy
-_QT_CHUNK = 2048           # expectations per call of its rule (one compiled shape)
+#: the padded shape of a jax rule's evaluation (_dual_np): a call of n values runs ceil(n / 512) chunks (the shape
+#: compiles once per rule, 3.5-5 s for the large-q rule with its five regimes; a power-of-two bucket per call compiled
+#: 15 shapes, 26 of 130 s of softplus at sigma_w T = 6, N = 20; a chunk's dispatch, ~50 us, against ~3 ms of work)
+_JIT_CHUNK = 512
 _SINGLE_ELEMENT = 3.0     # sigma_w * T up to which one collapsed-triangle element is used
 _NT_TOL = 1e-12            # node angle tables (_node_tables) of a dear closed form: relative accuracy
 #: exact (C, Cdot) per node that one cross solve of a dear closed form costs without a node angle table (anchored
@@ -41,12 +42,20 @@ _NT_DIRECT_COST = 6.0
 #: ... and that the table costs per node: 13 Lobatto nodes, doubled where needed (measured 14-21 evaluations per node
 #: with the held-out checks, elu at sigma_w T = 10), and two bracketing solves (about 3 exact evaluations each)
 _NT_BUILD_COST = 20.0 + 2 * 3.0
+#: first angle degree of the large-q rule's node tables (doubled where a node needs it: 6, 12, 24, 48; measured softplus
+#: sigma_w T = 10: 7.7e5 exact evaluations for the three tables against 8.9e5 from 12, the same held-out error)
+_NT_R0_RULE = 6
 _NT_BRACKET_TOL = 1e-9     # Picard tolerance of the bracketing solves (their angles are padded by _node_tables._PAD)
 #: anchored solves of a dear closed form (elu) evaluate exactly where the correlation is within this of 1: its dual
 #: is not smooth at rho = 1 ((1 - rho)^{3/2} terms), where the linear model's error is not quadratic (measured:
 #: residuals 8e-12 > RESIDUAL_TOL at the diagonal t = s of the self-kernel, and an exact re-solve of each; with 1e-2,
 #: below 1e-19)
 _KINK = 1e-2
+#: ... and those of the large-q rule of softplus and silu within this (smooth at rho = 1, but bending like relu there
+#: at large q: with 0, the residual of the linear model failed RESIDUAL_TOL and whole solves were redone exactly; with
+#: 1e-2, most of the self-kernel's nodes were exact at every sweep; measured softplus sigma_w T = 10, N = 20: 147 s
+#: CPU with 0, 206 s with 1e-2, 132 s with 1e-3)
+_KINK_RULE = 1e-3
 
 
 class _AngleTable:
@@ -95,29 +104,54 @@ class _AngleTable:
         return u * b1 - b2 + a[0]
 
 
-@functools.lru_cache(maxsize=16)
+def values_key(dual):
+    r"""What decides the values of ``dual``: the large-$q$ rule itself for ``asymptotic`` duals (the coarse dual that
+    learns $q(T)$ and the final one are the same rule when the coarsest step meets tol), else ``dual``: the key of the
+    compiled rules (:func:`_jitted_dual`) and of the self-kernel solves kept by the kinked solver."""
+    return ("asymptotic", dual.rule) if dual.method == "asymptotic" else dual
+
+
+_JITTED: dict = {}     # (values_key, derivative) -> the compiled rule (_jitted_dual; at most _JITTED_MAX)
+_JITTED_MAX = 16
+
+
 def _jitted_dual(dual, derivative: bool):
-    """The jax rule of ``dual`` as one compiled function of flat (q1, q2, c)."""
-    from .._lazy import jax
+    """The jax rule of ``dual`` as one compiled function of flat (q1, q2, c), shared by the duals of the same values
+    (:func:`values_key`: the coarse and the final large-$q$ rule were compiled twice, 5 s each)."""
+    key = (values_key(dual), derivative)
+    f = _JITTED.get(key)
+    if f is None:
+        from .._lazy import jax
 
-    @jax.jit
-    def f(q1, q2, c):
-        return dual.from_marginals(dual.marginal(q1, derivative, jnp), dual.marginal(q2, derivative, jnp), c,
-                                   derivative=derivative, xp=jnp)
+        @jax.jit
+        def f(q1, q2, c):
+            return dual.from_marginals(dual.marginal(q1, derivative, jnp), dual.marginal(q2, derivative, jnp), c,
+                                       derivative=derivative, xp=jnp)
 
-    return float64(f)
+        f = float64(f)
+        if len(_JITTED) >= _JITTED_MAX:
+            _JITTED.pop(next(iter(_JITTED)))
+        _JITTED[key] = f
+    return f
 
 
 def _dual_np(dual, q1, q2, c, derivative: bool):
-    """$C$ (and $\\dot C$) as numpy arrays: numpy closed forms, else the jax rule on flat arrays padded to
-    a power of two (so that the rule compiles for a few shapes only)."""
+    """$C$ (and $\\dot C$) as numpy arrays: numpy closed forms, else the jax rule on flat arrays in chunks of
+    ``_JIT_CHUNK`` (one compiled shape per rule; the large-$q$ rule is always compiled with $\\dot C$: one function
+    for every call)."""
     if not dual.numpy_ok:
         q1, q2, c = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (q1, q2, c)))
         shape, n = c.shape, c.size
-        size = bucket(max(n, 1024))
-        flat = [pad_to(a.reshape(-1), size) for a in (q1, q2, c)]
-        out = _jitted_dual(dual, derivative)(*flat)
-        out = tuple(np.asarray(o)[:n].reshape(shape) for o in (out if derivative else (out,)))
+        flat = [a.reshape(-1) for a in (q1, q2, c)]
+        both = derivative or dual.method == "asymptotic"
+        f = _jitted_dual(dual, both)
+        outs = [np.empty(n) for _ in range(2 if both else 1)]
+        for lo in range(0, n, _JIT_CHUNK):
+            hi = min(lo + _JIT_CHUNK, n)
+            got = f(*(pad_to(a[lo:hi], _JIT_CHUNK) for a in flat))
+            for o, g in zip(outs, got if both else (got,)):
+                o[lo:hi] = np.asarray(g)[: hi - lo]
+        out = tuple(o.reshape(shape) for o in outs)
         return out if derivative else out[0]
     xp = np
     m1, m2 = dual.marginal(xp.asarray(q1), derivative, xp), dual.marginal(xp.asarray(q2), derivative, xp)
@@ -188,39 +222,7 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
         return rec.ode_backward_source(Cdot, Lam, self.sigma_w)
 
     def _C(self, dual):
-        qt = self._qtable(dual)
-        if qt is not None:
-            return lambda q1, q2, c: qt(q1, q2, c, 0)
         return _DualC(dual)
-
-    def _qtable(self, dual):
-        r"""The :class:`._qtable.QTable` of a large-$q$ dual (``asymptotic``) on the panels (one per solver: every
-        degree, band and input angle reads it), else ``None`` (closed forms, Hermite series, and the one-element
-        grid, evaluate the dual directly)."""
-        if dual.method != "asymptotic" or self._panel_count() == 1:
-            return None
-        if self._qt is None or self._qt.dual is not dual:
-            def evaluate(q1, q2, c):      # fixed-size chunks: one compiled shape of a jax rule, little padding
-                C, Cd = np.empty(c.size), np.empty(c.size)
-                for lo in range(0, c.size, _QT_CHUNK):
-                    sl = slice(lo, lo + _QT_CHUNK)
-                    C[sl], Cd[sl] = _dual_np(dual, q1[sl], q2[sl], c[sl], True)
-                return C, Cd
-            # boxes from the smallest variance q(0) = sigma_u^2 x.x/d of the sphere (one box lower off it)
-            q0 = self.sigma_u ** 2 * self.v_max * (1.0 if self.same_norms else math.exp(-2.0))
-            self._qt = QTable(evaluate, _QT_TOL, q0=max(q0, 1e-3) * (1.0 - 1e-12))
-            self._qt.dual = dual
-            self._node_tables = {}
-        return self._qt
-
-    def _node_table(self, dual, grid, q):
-        """The :class:`._qtable.NodeTable` of ``grid`` for problems sharing one diagonal ``q`` (rows)."""
-        key = (grid.name, q[0].tobytes())
-        nt = self._node_tables.get(key)
-        if nt is None:
-            q1, q2 = (a[0] for a in _point_variances(grid, q[:1]))
-            nt = self._node_tables[key] = NodeTable(self._qtable(dual), q1, q2)
-        return nt
 
     def _own_solve(self, dual, grid, S0):
         r"""The forward solve of identical inputs (their own diagonal, $q=S(t,t)$): the self-kernel solve of
@@ -231,30 +233,6 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
                     max(h[3] for h in hits))
         return _solve(grid, self._C(dual), S0, self._fwd)
 
-    def _table_pairs(self, dual, grid, q, S0, own):
-        r"""$(C,\dot C)$ on the panels of B problems through the :class:`._qtable.QTable`: identical inputs (``own``:
-        the diagonal is iterated with the row) evaluate it at every node, the others through the :class:`NodeTable`
-        of their shared diagonal ``q``.  Returns ``(C, Cdot, change, sweeps)`` (node arrays ``(B, points)``)."""
-        qt = self._qtable(dual)
-        if own:
-            S, qk, dS, nS = pan.solve(grid, self._C(dual), S0, self._fwd)
-            q1, q2 = grid.variances(qk)
-            C, Cdot = qt(q1, q2, S)
-        else:
-            nt = self._node_table(dual, grid, q)
-            idx = np.broadcast_to(np.arange(grid.points), (S0.shape[0], grid.points))
-            S, _, dS, nS = pan.solve(grid, lambda a, b, c, x: nt(c, x[0], 0), S0, self._fwd, q=q, aux=(idx,))
-            C, Cdot = nt(S, idx, 0), nt(S, idx, 1)
-        self.info["qtable"] = dict(boxes=len(qt.boxes), builds=qt.builds, evaluations=qt.evaluations, error=qt.error,
-                                   direct=qt.direct)
-        amplified = qt.error * (1.0 + self.sigma_w * self.T)
-        if amplified > 10.0 * self.tol and not getattr(qt, "warned", False):
-            qt.warned = True
-            accuracy_shortfall(f"the (log q, theta) table of the {self.activation.name} expectations reaches a relative "
-                               f"error of only {qt.error:.1e} (x {1 + self.sigma_w * self.T:g} through the time "
-                               f"integrals: {amplified:.1e} > 10 tol = {10 * self.tol:.1e})", self.strict)
-        return C, Cdot, dS, nS
-
     def _angle_table(self, dual, grid, q, band: int, problems: int):
         r"""The :class:`._node_tables.NodeAngleTable` of a dear closed form (``dual.points`` > 1: elu) on the panels
         ``grid`` for ``problems`` cross-kernel problems of band ``band`` sharing the diagonal ``q`` (rows), or
@@ -262,7 +240,10 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
         $\dot C$ is not Lipschitz at $\rho=1$, :func:`smooth_at_parallel`).  The table is built once the problems asked of
         this grid and diagonal, this batch included, and as many again (the Gram's sphere table doubles its angles
         until it converges: a grid asked $k$ problems is asked at least $k$ more) would cost more direct evaluations
-        than the table (``_NT_BUILD_COST`` against ``_NT_DIRECT_COST`` per node and problem).  Its angle range per
+        than the table (``_NT_BUILD_COST`` against ``_NT_DIRECT_COST`` per node and problem).  The large-$q$ rule
+        (softplus, silu) builds it at the first problem: its direct solves cost about 9 exact evaluations per node and
+        problem with their residual re-solves (measured at $\sigma_wT=10$), and the Gram asks every band of a grid
+        tens of problems (the sphere table's angles).  Its angle range per
         node comes from two solves at the band's extreme input angles (:func:`band_edges`)."""
         if not (isinstance(grid, pan.PanelGrid) and _dear(dual) and np.all(q == q[:1])) or (
                 band > 0 and not smooth_at_parallel(dual)):
@@ -270,17 +251,19 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
         key = (grid.name, band, q[0].tobytes())
         state = self._nt_state.setdefault(key, dict(problems=0, table=None))
         state["problems"] += problems
-        if state["table"] is None and 2 * state["problems"] * _NT_DIRECT_COST >= _NT_BUILD_COST:
+        if state["table"] is None and (dual.method == "asymptotic" or
+                                       2 * state["problems"] * _NT_DIRECT_COST >= _NT_BUILD_COST):
             lo, hi = band_edges(band, self.sigma_w * self.T)
             S0 = q[0, 0] * np.cos(np.array([lo, hi]))         # S(0, 0) = q(0) cos(theta_0)
             exact = functools.partial(_exact_pairs, dual)
-            bracket = AnchoredDual(exact, kink=_KINK)
+            bracket = AnchoredDual(exact, kink=_kink(dual))
             S, _, _, _ = pan.solve(grid, bracket, S0, self._fwd, q=np.repeat(q[:1], 2, axis=0),
                                    sweeps_tol=_NT_BRACKET_TOL, stagnation=_NT_BRACKET_TOL)
             q1, q2 = (a[0] for a in _point_variances(grid, q[:1]))
             n = np.sqrt(q1 * q2)
             th = angle_of(n, S)
-            nt = state["table"] = NodeAngleTable(exact, q1, q2, th[0], th[1], _NT_TOL)
+            nt = state["table"] = NodeAngleTable(exact, q1, q2, th[0], th[1], _NT_TOL,
+                                                 r0=_NT_R0_RULE if dual.method == "asymptotic" else 12)
             self._table_error = max(self._table_error, nt.error)
             rec_ = self._node_table_info()
             rec_.update(tables=rec_["tables"] + 1, evaluations=rec_["evaluations"] + nt.evaluations + bracket.exact_points,
@@ -332,11 +315,19 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
         return table
 
 
+def _kink(dual) -> float:
+    r"""``kink`` of the :class:`._anchored.AnchoredDual` of ``dual``: ``_KINK`` for a closed form (elu's $(1-\rho)^{3/2}$
+    terms), 0 for the large-$q$ rule of a smooth $\phi$ (analytic at $\rho=1$: the linear model's error is quadratic
+    there too; with ``_KINK`` the self-kernel's near-parallel band, most of its nodes at large $q$, was evaluated
+    exactly at every sweep, in small scattered calls)."""
+    return _KINK if dual.method == "closed" else _KINK_RULE
+
+
 def _dear(dual) -> bool:
-    """Whether ``dual`` is a dear closed form (price > 1: elu), whose cross-kernel solves on the panels take the
-    anchored sweeps and the node angle tables.  (The large-$q$ rule of softplus and silu would pay too, but at
-    ~5-40 us per evaluation their sigma_w T = 6 solve still took minutes: measured, not enabled.)"""
-    return dual.method == "closed" and getattr(dual, "points", 1) > 1
+    """Whether ``dual`` is dear (a closed form of price > 1, elu; the large-$q$ rule of softplus and silu, 5-15 us per
+    evaluation), whose cross-kernel solves on the panels take the anchored sweeps and the node angle tables, and
+    whose later self-kernels the fixed-diagonal steps (:meth:`KinkedSolverMixin._self_solve`)."""
+    return (dual.method == "closed" and getattr(dual, "points", 1) > 1) or dual.method == "asymptotic"
 
 
 @functools.lru_cache(maxsize=32)

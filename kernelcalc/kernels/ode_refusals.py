@@ -94,7 +94,7 @@ class GoursatRefusals:
         half = symmetric and dual.method in _QUADRATURE_RULES and not _marches(self.grid(self.M_fixed or _M_SEQUENCE[0]))
         cells = (n * (n + 1) // 2, f"time cells ({n}({n}+1)/2: symmetric in t, s)") if half else (n * n, f"time cells ({n}^2)")
         if climbed:   # a rung at k nodes: a self-kernel and a pair, priced as the pairs here (cells, operations per cell)
-            rungs = sum(2.0 * (k * (k + 1) // 2 if half else k * k) * (unit * dual.points + 0.04 * k) for k in climbed)
+            rungs = sum(2.0 * (k * (k + 1) // 2 if half else k * k) * (unit * points + 0.04 * k) for k in climbed)
             extra = rungs / (cells[0] * per_cell)
             pairs = (pairs + extra, f"pairs ({pairs} of the call + {extra:.3g} for the {len(climbed)} rungs of the "
                                     f"time-grid ladder at {', '.join(map(str, climbed))} time nodes)")
@@ -114,18 +114,34 @@ class GoursatRefusals:
         r"""``(points, text)``: the price of one expectation in the guard's unit.  The large-q rule with near tables
         (:attr:`~kernelcalc.theory.largeq_table.TabulatedRule.near_on`) costs :attr:`near_points` on the cells whose
         two variances are both (or one) $\ge Q_{\rm near}$ (its far series are cheaper still) and :attr:`points` (the
-        quadrature, the worst case) on the others; with $f=\#\{i: q(t_i)\ge Q_{\rm near}\}/n$ the fractions of such
-        cells are $f^2$ and $2f(1-f)$, $f$ read off the coarse self-kernel $q(t_i)$ of the largest input norm
-        (``info["near_table_node_fraction"]``, memoised with the grid)."""
+        quadrature, the worst case) on the others; with the low tables
+        (:attr:`~kernelcalc.theory.largeq_table.TabulatedRule.low_on`) the cells whose variances are both in
+        $[Q_{\rm low},Q_{\rm near})$, or one there and one $\ge Q_{\rm near}$, cost :attr:`low_points`.  With $f$ and $g$
+        the fractions of time nodes with $q(t_i)\ge Q_{\rm near}$ and with $Q_{\rm low}\le q(t_i)<Q_{\rm near}$, the
+        fractions of such cells are $f^2$, $2fg$, $g^2$ (without the low tables $g=0$ and $2f(1-f)$ of the cells have one
+        variance $\ge Q_{\rm near}$: the near tables plus a trapezoid cross term); $f$, $g$ are read off the coarse
+        self-kernel $q(t_i)$ of the largest input norm (``info["near_table_node_fraction"]``,
+        ``info["low_table_node_fraction"]``, memoised with the grid)."""
         rule, frac = getattr(dual, "rule", None), self.info.get("near_table_node_fraction")
         if dual.method != "asymptotic" or not getattr(rule, "near_on", False) or frac is None:
             return dual.points, "quadrature points"
         from ..theory.largeq_near import Q_NEAR
         both, one = rule.near_points
-        p2, p1 = frac ** 2, 2.0 * frac * (1.0 - frac)
-        points = float(math.ceil((1.0 - p1 - p2) * rule.points + p1 * one + p2 * both))
-        return points, (f"points (mean: {1 - p1 - p2:.0%} of cells by the quadrature at {rule.points}, {p1:.0%} with "
-                        f"one variance >= {Q_NEAR:g} at {one}, {p2:.0%} with both by the near tables at {both})")
+        low = self.info.get("low_table_node_fraction", 0.0) if rule.low_on else 0.0
+        low_both, low_mixed = rule.low_points
+        p2, pm, pl = frac ** 2, 2.0 * frac * low, low ** 2
+        p1 = 0.0 if rule.low_on else 2.0 * frac * (1.0 - frac)     # (with the low tables: the quadrature's)
+        quad = max(1.0 - p2 - pm - pl - p1, 0.0)
+        points = float(math.ceil(quad * rule.points + p1 * one + p2 * both + pm * low_mixed + pl * low_both))
+        text = f"points (mean: {quad:.0%} of cells by the quadrature at {rule.points}, "
+        if not rule.low_on:
+            text += f"{p1:.0%} with one variance >= {Q_NEAR:g} at {one}, "
+        text += f"{p2:.0%} with both by the near tables at {both}"
+        if rule.low_on:
+            from ..theory.largeq_low import Q_LOW
+            text += (f", {pm:.0%} with one in [{Q_LOW:g}, {Q_NEAR:g}) and one >= {Q_NEAR:g} at {low_mixed}, {pl:.0%} with "
+                     f"both in [{Q_LOW:g}, {Q_NEAR:g}) by the low tables at {low_both}")
+        return points, text + ")"
 
 
 def cost_refusal(what: str, factors, why: str, drivers, limit: float) -> str:

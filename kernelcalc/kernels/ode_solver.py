@@ -183,7 +183,7 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", KernelcalcAccuracyWarning)   # only q(T) is needed, to ~1e-6
             self.info["q_max"] = first_variance_guess(self.activation, self.sigma_u, self.sigma_w, self.T, v_max)
-            coarse = dual_kernels(self.activation, q_max=self.info["q_max"], tol=1e-6)
+            coarse = self._coarse_dual(self.info["q_max"])
             strict, self.strict = self.strict, False
             try:
                 for M in ((self.M_fixed,) if self.M_fixed else self._coarse_degrees()):
@@ -191,7 +191,9 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
                         profile = np.asarray(self._self_diagonals(coarse, M, np.array([v_max]))).ravel()
                         q_est = float(np.max(profile))
                         from ..theory.largeq_near import Q_NEAR     # prices the large-q rule's regimes (_price)
+                        from ..theory.largeq_low import Q_LOW
                         self.info["near_table_node_fraction"] = float(np.mean(profile >= Q_NEAR))
+                        self.info["low_table_node_fraction"] = float(np.mean((profile >= Q_LOW) & (profile < Q_NEAR)))
                         break
                     except _BlowUp:     # a coarse grid can overflow near a blow-up where finer ones do not
                         if M == 64:
@@ -216,6 +218,10 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
             M, err = self._choose_M(dual, v_max)
         self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self._nodes(M))
         return dual, M
+
+    def _coarse_dual(self, q_max: float):
+        """The dual of the first estimate of $q(T)$ (to ~1e-6)."""
+        return dual_kernels(self.activation, q_max=q_max, tol=1e-6)
 
     def _coarse_degrees(self) -> tuple:
         """The grids tried, in order, for the first estimate of $q(T)$ (to ~1e-6)."""

@@ -63,6 +63,7 @@ import numpy as np
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_far import V0, stable_remainder
+from .largeq_remainder import _trig_rows
 
 __all__ = ["NearTable", "near_table", "near_expect", "near_mask", "norm_floor", "Q_NEAR"]
 
@@ -258,10 +259,11 @@ def _rr_values(R, parity, kappa, s, K):
     Rhat = 2.0 * h * (trig(np.outer(w, x)) @ Rx) + h * R0                       # cosine / sine transform
     pw = 2.0 * h * (x[:, None] ** (2 * np.arange(K))[None, :]) * Rx[:, None]     # (X, K)
     S = np.empty((len(kappa), w.size, K))
-    for i, kap in enumerate(kappa):
-        S[i] = trig(np.outer(kap * w, x)) @ pw                                  # contiguous: one BLAS product
-        if parity > 0:
-            S[i, :, 0] += h * R0
+    for lo in range(0, len(kappa), 16):                                         # one BLAS product per 16 kappa
+        kc = kappa[lo:lo + 16]
+        S[lo:lo + 16] = (_trig_rows(parity, w.size, _DW, kc, x) @ pw).reshape(w.size, len(kc), K).transpose(1, 0, 2)
+    if parity > 0:
+        S[:, :, 0] += h * R0
     E = np.exp(-0.5 * np.outer(w * w, s * s)) * (Rhat * ww / np.pi)[:, None]     # (W, S)
     return np.tensordot(S, E, axes=(1, 0)).transpose(1, 0, 2)                   # BLAS, not einsum
 
