@@ -208,8 +208,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
 
     def sweep_tol(exact=False):
         """Per Picard sweep (numpy Hermite rule): a series tolerance 1e-3 times the last change (a power of
-        ten, at most 1e-4 (node tanh off the sphere: 9 % fewer loose terms than a cap of 1e-6, the same sweeps);
-        the rule's own once the change is below 1e-6).  A sweep far from convergence need
+        ten, at most 1e-6; the rule's own once the change is below 1e-6).  A sweep far from convergence need
         not evaluate C exactly: the fixed point, the stopping test (``S_new = step(S)`` with the exact map
         once the change is below ~1e-10) and so the result are those of the full series, and its early
         sweeps sum fewer terms (the Mehler series truncated by correlation at a looser tol, and shorter
@@ -221,10 +220,10 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
 
         def current():
             if len(seen) < 2:
-                return 1e-4
+                return 1e-6
             a, b = seen[-1], seen[-2]
             delta = float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-300))
-            t = min(1e-4, 1e-3 * delta)
+            t = min(1e-6, 1e-3 * delta)
             # close to convergence (a change below 1e-6): the exact map, so that a perturbation never reaches
             # _picard's stagnation test (changes below _STAGNATION)
             if not math.isfinite(t) or t < 1e-9 or t <= dual.rule.tol:
