@@ -119,20 +119,6 @@ class TabulatedRule:
         return 2 * int(self.asymptote.L / self.h) + 1
 
     @property
-    def quadrature_only(self) -> bool:
-        """Neither the series nor the tables (``far=False`` and not :attr:`near_on`): the levels of
-        :func:`choose_tabulated`, evaluated with the step as an argument on the nodes of the finest level
-        (:func:`_quad_levels`: one compiled function for every level)."""
-        return not (self.far or self.near_on)
-
-    @property
-    def k_pad(self) -> int:
-        r"""Half the number of outer nodes the evaluation carries: $L/h$, and for :attr:`quadrature_only` at least
-        the finest level's (the nodes past $L/h$ carry zero weight)."""
-        k = int(self.asymptote.L / self.h)
-        return max(k, int(self.asymptote.L / _H_LEVELS[-1])) if self.quadrature_only else k
-
-    @property
     def points(self) -> int:
         r"""Cost of one $(C, \dot C)$ in the unit of the window rule's
         :attr:`~kernelcalc.theory.largeq.AsymptoticRule.points` (one remainder evaluation with its Gaussian
@@ -147,7 +133,7 @@ class TabulatedRule:
     def memory_points(self) -> int:
         """Float64 work values per covariance (for the memory-bounded blocks)."""
         tab = remainder_table(self.asymptote, False)
-        return tab.coef.shape[0] * tab.coef.shape[1] + tab.coef.shape[2] * tab.coef.shape[3] + (2 * self.k_pad + 1) * (tab.coef.shape[3] + 8)
+        return tab.coef.shape[0] * tab.coef.shape[1] + tab.coef.shape[2] * tab.coef.shape[3] + self.n_out * (tab.coef.shape[3] + 8)
 
     @property
     def table_error(self) -> float:
@@ -199,8 +185,8 @@ class TabulatedRule:
                 + (f"; tables in log q where {Q_LOW:g} <= min(q1, q2) < {Q_NEAR:g}" if self.low_on else ""))
 
     def _one(self, q1, q2, c, derivative, cross_only=False, k=None):
-        """``k``: $L/h$ as a traced scalar (:func:`_quad_levels`), on the nodes $|i|\le$ :attr:`k_pad`, those past
-        ``k`` clipped to the end point and weighted zero; ``None``: $L/h$ of this rule, static."""
+        """``k``: $L/h$ as a traced scalar (:class:`_QuadLevel`), on the $2L/h+1$ nodes of this rule, those past ``k``
+        clipped to the end point and weighted zero; ``None``: $L/h$ of this rule, static."""
         asy = self.asymptote
         tab = remainder_table(asy, derivative)
         L = asy.L
@@ -209,7 +195,8 @@ class TabulatedRule:
             x0 = jnp.arange(-k, k + 1, dtype=jnp.float64) / k                    # (n,) on [-1, 1]
             on = None
         else:
-            i = jnp.arange(-self.k_pad, self.k_pad + 1, dtype=jnp.float64)
+            kp = int(L / self.h)
+            i = jnp.arange(-kp, kp + 1, dtype=jnp.float64)
             x0, on = jnp.clip(i / k, -1.0, 1.0), (jnp.abs(i) <= k).astype(jnp.float64)
         n = jnp.sqrt(q1 * q2)
         r = jnp.where(n > 0, jnp.clip(c / jnp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
@@ -284,9 +271,8 @@ def _block(rule: TabulatedRule, derivative: bool):
     def quad(q1, q2, c):
         return tuple(rule._one(q1, q2, c, d) for d in ds)
 
-    if rule.quadrature_only:      # the step as an argument: one compile for every level (_quad_levels)
-        f, k = _quad_levels(rule.asymptote, rule.k_pad, derivative), float(int(rule.asymptote.L / rule.h))
-        return lambda q1, q2, c: f(q1, q2, c, k)
+    if not (rule.far or rule.near_on):
+        return jax.jit(quad)
 
     def block(q1, q2, c):     # each covariance pays for its own regime only (chunks of its entries, _patched)
         rest = jnp.ones(q1.shape, bool)
@@ -303,16 +289,37 @@ def _block(rule: TabulatedRule, derivative: bool):
     return jax.jit(block)
 
 
+@dataclasses.dataclass(frozen=True)
+class _QuadLevel:
+    r"""The quadrature alone (:class:`TabulatedRule` with ``far=False, near=False``) at the step ``h``, evaluated on
+    the outer nodes of the finest step ``h_pad`` with $k=L/h$ an argument (the nodes past $k$ clipped to the end point
+    and weighted zero): the levels of :func:`choose_tabulated` share one compiled function (1.2-1.6 s each before).
+    The same sums as the rule's up to rounding (the zero-weight nodes add exact zeros)."""
+
+    asymptote: Asymptote
+    h: float
+    h_pad: float
+
+    @float64
+    def expect(self, q1, q2, c, derivative: bool = True, blocked=None):
+        k = float(int(self.asymptote.L / self.h))
+        if k > int(self.asymptote.L / self.h_pad):
+            raise ValueError(f"step {self.h} finer than the padded nodes' {self.h_pad}")
+        pad = TabulatedRule(self.asymptote, self.h_pad, far=False, near=False)
+        f = _quad_levels(pad, derivative)
+        fn = lambda a, b, cc: f(a, b, cc, k)
+        if blocked is not None:
+            return blocked(fn, q1, q2, c, points=pad.memory_points)
+        return fn(*(jnp.asarray(v, jnp.float64) for v in (q1, q2, c)))
+
+
 @functools.lru_cache(maxsize=16)
-def _quad_levels(asymptote: Asymptote, k_pad: int, derivative: bool):
-    r"""``(q1, q2, c, k) -> (C,)`` or ``(C, Cdot)`` by the quadrature alone at the step $h=L/k$ ($k$ traced) on
-    $2k_{\rm pad}+1$ outer nodes (those past $k$ weighted zero): the levels of :func:`choose_tabulated` share one
-    compiled function (1.2-1.6 s each before)."""
+def _quad_levels(pad: TabulatedRule, derivative: bool):
+    """``(q1, q2, c, k) -> (C,)`` or ``(C, Cdot)``: the quadrature on the nodes of ``pad`` with $L/h=k$ traced."""
     ds = (False, True) if derivative else (False,)
-    rule = TabulatedRule(asymptote, asymptote.L / k_pad, far=False, near=False)
 
     def quad(q1, q2, c, k):
-        return tuple(rule._one(q1, q2, c, d, k=k) for d in ds)
+        return tuple(pad._one(q1, q2, c, d, k=k) for d in ds)
     return jax.jit(quad)
 
 
@@ -396,7 +403,7 @@ def choose_tabulated(activation: Activation, q_max: float, tol: float, strict: b
     memo = {}
 
     def values(h):      # the quadrature alone: the levels differ only there
-        memo[h] = level_values(TabulatedRule(asy, h, far=False, near=False), q1, q2, c, blocked)
+        memo[h] = level_values(_QuadLevel(asy, h, min(_H_LEVELS)), q1, q2, c, blocked)
         return memo[h]
 
     table_err = TabulatedRule(asy).table_error
