@@ -137,8 +137,9 @@ def _jitted_dual(dual, derivative: bool):
 
 def _dual_np(dual, q1, q2, c, derivative: bool):
     """$C$ (and $\\dot C$) as numpy arrays: numpy closed forms, else the jax rule on flat arrays in chunks of
-    ``_JIT_CHUNK`` (one compiled shape per rule; the large-$q$ rule is always compiled with $\\dot C$: one function
-    for every call)."""
+    ``_JIT_CHUNK`` (one compiled shape per rule); the large-$q$ rule by its own
+    :meth:`~kernelcalc.theory.largeq_table.TabulatedRule.values_np` (always with $\\dot C$, padded to the shape that
+    its step selection compiled: one compile per process for both)."""
     if not dual.numpy_ok:
         q1, q2, c = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (q1, q2, c)))
         shape, n = c.shape, c.size
