@@ -164,6 +164,11 @@ def _G_fourier(R, mu, s, L, s_max):
     w = 2.0 * np.pi * np.fft.fftfreq(n, dx)
     keep = np.abs(Rhat) > 1e-19 * np.max(np.abs(Rhat))
     keep = np.abs(w) <= np.max(np.abs(w[keep])) + 1e-12
+    # R real: the terms at +-w (0 < |w| below the Nyquist frequency, which fftfreq lists once, negative) are complex
+    # conjugates, their sum twice the real part of the +w term: half the transcendental evaluations and products
+    nyq = np.arange(n) == n // 2
+    keep &= (w >= 0) | nyq
+    Rhat = np.where(w > 0, 2.0, 1.0) * Rhat
     w, Rhat = w[keep], Rhat[keep]
     damp = np.exp(-0.5 * np.outer(w * w, s * s))                         # (K, S)
     ph = np.outer(mu, w)                                                 # (M, K)
