@@ -237,8 +237,15 @@ def _trig_rows(parity, n_w, dw, kappa, x, J=20):
     b = np.arange(J)[:, None, None] * th
     a = (J * np.arange(-(-n_w // J)))[:, None, None] * th
     cb, sb, ca, sa = np.cos(b), np.sin(b), np.cos(a), np.sin(a)
-    if parity > 0:
-        out = ca[:, None] * cb[None] - sa[:, None] * sb[None]                  # (A, J, K, X)
-    else:
-        out = sa[:, None] * cb[None] + ca[:, None] * sb[None]
-    return out.reshape(-1, th.shape[0], th.shape[1])[:n_w].reshape(-1, th.shape[1])
+    out = np.empty((n_w,) + th.shape)                                        # rows j = J a + b, written a at a time
+    tmp = np.empty_like(cb)                                                  # (J, K, X): stays in cache
+    for i in range(a.shape[0]):
+        rows = out[J * i:J * (i + 1)]
+        m = rows.shape[0]
+        if parity > 0:         # cos(A + B) = cos A cos B - sin A sin B
+            np.multiply(ca[i], cb[:m], out=rows)
+            np.subtract(rows, np.multiply(sa[i], sb[:m], out=tmp[:m]), out=rows)
+        else:                  # sin(A + B) = sin A cos B + cos A sin B
+            np.multiply(sa[i], cb[:m], out=rows)
+            np.add(rows, np.multiply(ca[i], sb[:m], out=tmp[:m]), out=rows)
+    return out.reshape(-1, th.shape[1])
