@@ -32,6 +32,11 @@ both variances there (6-7x cheaper than the quadrature), or the cross term over 
 (whose trapezoid sum also missed very unequal variances near parallel); their held-out errors enter
 :attr:`TabulatedRule.table_error`.  Only cells with a variance below $Q_{\rm low}$ (and far from parallel: the series)
 are left to the quadrature.
+
+**Compiled once per process.**  Outside a caller's jit the rule is evaluated in chunks of one padded shape
+(:func:`padded_blocked`, :meth:`TabulatedRule.values_np`): :func:`choose_tabulated`'s checks of the rule it returns
+and the kinked solvers' evaluations share that compile (3-6 s); the step levels of the selection share one compiled
+quadrature with the step traced (:class:`_QuadLevel`).
 """
 
 from __future__ import annotations
