@@ -177,6 +177,17 @@ run)::
     softplus      1.1    47.7   45.1   8.7e-11  CPU 1.0 s / 47.0 s = 48.8x
     silu          1.2    55.8   48.1   7.0e-11  CPU 1.1 s / 67.5 s = 59.0x
 
+    Branch rulecompile (fixed costs of the first call), side by side with the commit before it, 19:19-19:21, load
+    average 1.9 -> 1.5 (softplus only; identical NTK and NNGP, bit for bit)::
+
+    this branch   0.8    38.0   45.4   8.7e-11  CPU 1.0 s / 49.7 s = 49.9x
+    before        0.8    42.4   51.7   8.7e-11  CPU 1.0 s / 55.7 s = 57.1x
+
+    (The rule compiles twice instead of four times: the step selection and the kinked solvers share one padded shape,
+    ``TabulatedRule.values_np``, and the quadrature levels one function with the step traced, ``_QuadLevel``; the
+    tables build in ~2.4 s instead of ~3.4 s.  Left: one compile of the five-regime block, 3.3-6 s by load, one of the
+    quadrature levels, ~1.3 s, ~2.4 s of table builds, and ~26 s evaluating the rule: the 10x target is still missed.)
+
 Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin]``; the lead's
 ``benchmarks/bench_regimes.py`` calls :func:`run`.
 """

@@ -137,13 +137,17 @@ def _jitted_dual(dual, derivative: bool):
 
 def _dual_np(dual, q1, q2, c, derivative: bool):
     """$C$ (and $\\dot C$) as numpy arrays: numpy closed forms, else the jax rule on flat arrays in chunks of
-    ``_JIT_CHUNK`` (one compiled shape per rule; the large-$q$ rule is always compiled with $\\dot C$: one function
-    for every call)."""
+    ``_JIT_CHUNK`` (one compiled shape per rule); the large-$q$ rule by its own
+    :meth:`~kernelcalc.theory.largeq_table.TabulatedRule.values_np` (always with $\\dot C$, padded to the shape that
+    its step selection compiled: one compile per process for both)."""
     if not dual.numpy_ok:
         q1, q2, c = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (q1, q2, c)))
         shape, n = c.shape, c.size
         flat = [a.reshape(-1) for a in (q1, q2, c)]
-        both = derivative or dual.method == "asymptotic"
+        if hasattr(dual.rule, "values_np"):   # the large-q rule's own padded evaluation: the shape choose_tabulated compiled
+            out = dual.rule.values_np(q1, q2, c)
+            return out if derivative else out[0]
+        both = derivative
         f = _jitted_dual(dual, both)
         outs = [np.empty(n) for _ in range(2 if both else 1)]
         for lo in range(0, n, _JIT_CHUNK):

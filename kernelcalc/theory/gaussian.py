@@ -39,7 +39,7 @@ from .._validation import accuracy_shortfall
 from .activations import Activation, ActivationError, X, array_functions, resolve_activation
 from .duals import NUMPY_OPS, closed_form_dual
 from .largeq import asymptote_of
-from .largeq_table import choose_tabulated
+from .largeq_table import choose_tabulated, padded_blocked
 # the quadrature rules and the Hermite series live in their own modules; their names stay importable here
 from .gaussian_rules import (DEFAULT_TOL, MEMORY_BUDGET, PolarSectorRule, TrapezoidRule, _block_size, _blocked,
                              _correlation, _gauss_legendre, _step_and_error, choose_polar, choose_step)  # noqa: F401
@@ -245,7 +245,7 @@ def dual_kernels(activation, *, q_max: float = 10.0, tol: float = DEFAULT_TOL,
     if method == "asymptotic" or (method == "auto" and asy is not None):
         if asy is None:
             raise ValueError(f"no large-q asymptote is known for {act.name!r}")
-        rule, err = choose_tabulated(act, q_max, tol, strict, blocked=_blocked)
+        rule, err = choose_tabulated(act, q_max, tol, strict, blocked=padded_blocked)   # the solvers' shape (values_np)
         return DualKernels(act, "asymptotic", rule, error_estimate=max(err, tol), note=note)
     h, change, met = _step_and_error(fns, q_max, tol, 0.5, 0.01)
     if not met:

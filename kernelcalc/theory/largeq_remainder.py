@@ -164,6 +164,11 @@ def _G_fourier(R, mu, s, L, s_max):
     w = 2.0 * np.pi * np.fft.fftfreq(n, dx)
     keep = np.abs(Rhat) > 1e-19 * np.max(np.abs(Rhat))
     keep = np.abs(w) <= np.max(np.abs(w[keep])) + 1e-12
+    # R real: the terms at +-w (0 < |w| below the Nyquist frequency, which fftfreq lists once, negative) are complex
+    # conjugates, their sum twice the real part of the +w term: half the transcendental evaluations and products
+    nyq = np.arange(n) == n // 2
+    keep &= (w >= 0) | nyq
+    Rhat = np.where(w > 0, 2.0, 1.0) * Rhat
     w, Rhat = w[keep], Rhat[keep]
     damp = np.exp(-0.5 * np.outer(w * w, s * s))                         # (K, S)
     ph = np.outer(mu, w)                                                 # (M, K)
@@ -232,8 +237,15 @@ def _trig_rows(parity, n_w, dw, kappa, x, J=20):
     b = np.arange(J)[:, None, None] * th
     a = (J * np.arange(-(-n_w // J)))[:, None, None] * th
     cb, sb, ca, sa = np.cos(b), np.sin(b), np.cos(a), np.sin(a)
-    if parity > 0:
-        out = ca[:, None] * cb[None] - sa[:, None] * sb[None]                  # (A, J, K, X)
-    else:
-        out = sa[:, None] * cb[None] + ca[:, None] * sb[None]
-    return out.reshape(-1, th.shape[0], th.shape[1])[:n_w].reshape(-1, th.shape[1])
+    out = np.empty((n_w,) + th.shape)                                        # rows j = J a + b, written a at a time
+    tmp = np.empty_like(cb)                                                  # (J, K, X): stays in cache
+    for i in range(a.shape[0]):
+        rows = out[J * i:J * (i + 1)]
+        m = rows.shape[0]
+        if parity > 0:         # cos(A + B) = cos A cos B - sin A sin B
+            np.multiply(ca[i], cb[:m], out=rows)
+            np.subtract(rows, np.multiply(sa[i], sb[:m], out=tmp[:m]), out=rows)
+        else:                  # sin(A + B) = sin A cos B + cos A sin B
+            np.multiply(sa[i], cb[:m], out=rows)
+            np.add(rows, np.multiply(ca[i], sb[:m], out=tmp[:m]), out=rows)
+    return out.reshape(-1, th.shape[1])
