@@ -14,7 +14,6 @@ import numpy as np
 
 from .._x64 import float64
 from .._lazy import jnp
-from .._validation import accuracy_shortfall
 from ..theory import recursion as rec
 from ..theory.duals import NUMPY_OPS, correlation_angle
 from . import _triangle as tri
