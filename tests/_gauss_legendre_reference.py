@@ -34,3 +34,14 @@ def expect_gl(f, g, q1, q2, c):
         b, wb = _nodes(_panels(mu, np.sqrt(s2)))
         inner[i] = np.sum(wb * g(b) * np.exp(-(b - mu) ** 2 / (2 * s2))) / np.sqrt(2 * np.pi * s2)
     return float(np.sum(wa * pa * f(a) * inner))
+
+
+_DIAG = {}
+
+
+def norm_gl(f, q1, q2):
+    """sqrt(E f(a)^2 E f(b)^2), a ~ N(0, q1), b ~ N(0, q2) (memoised per function and variance): the kernel's scale."""
+    for q in (q1, q2):
+        if (f, q) not in _DIAG:
+            _DIAG[f, q] = expect_gl(f, f, q, q, q)
+    return float(np.sqrt(_DIAG[f, q1] * _DIAG[f, q2]))

@@ -13,6 +13,12 @@ import pytest
 
 os.environ.setdefault("KERNELCALC_JAX_CACHE", "0")
 
+# Imported here, in every process that loads this file, the xdist controller included: the controller imports the
+# module of each warning class a worker reports (kernelcalc.theory.assumptions.Assumption1Warning, ...) to rebuild the
+# warning, and an import of kernelcalc begun there, in the middle of its event loop, once failed as a "partially
+# initialized module" and took a worker down.  kernelcalc's import has no side effects (tests/test_x64.py).
+import kernelcalc  # noqa: E402,F401
+
 
 @pytest.fixture
 def x64():

@@ -18,7 +18,7 @@ import mpmath as mp
 import numpy as np
 import pytest
 
-from _gauss_legendre_reference import expect_gl
+from _gauss_legendre_reference import expect_gl, norm_gl
 from kernelcalc._x64 import scope
 from kernelcalc.theory.largeq import ASYMPTOTES
 from kernelcalc.theory.largeq_low import Q_LOW, low_expect, low_mask, low_mixed, low_table
@@ -35,14 +35,6 @@ NUMPY = {
     "silu": (lambda x: x * _sigmoid(x), lambda x: _sigmoid(x) * (1.0 + x * _sigmoid(-x))),
 }
 DEFAULT = pytest.mark.parametrize("name", ["softplus", pytest.param("silu", marks=pytest.mark.slow)])
-_DIAG = {}
-
-
-def _norm(f, q1, q2):
-    for q in (q1, q2):
-        if (f, q) not in _DIAG:
-            _DIAG[f, q] = expect_gl(f, f, q, q, q)
-    return math.sqrt(_DIAG[f, q1] * _DIAG[f, q2])
 
 
 def _values(name, cases, fn):
@@ -65,7 +57,7 @@ def _check(name, cases, fn, mask):
     for i, f in enumerate(NUMPY[name]):
         bound = low_table(asy, bool(i)).error + 1e-15
         for j, (a, b, r) in enumerate(cases):
-            err = abs(got[i][j] - expect_gl(f, f, a, b, c[j])) / _norm(f, a, b)
+            err = abs(got[i][j] - expect_gl(f, f, a, b, c[j])) / norm_gl(f, a, b)
             assert err <= bound, (name, i, a, b, r, err, bound)
             worst = max(worst, err)
     assert worst < 1e-12
@@ -112,7 +104,7 @@ def test_mixed_cell_with_very_unequal_variances_near_parallel():
         got = float(np.asarray(low_mixed(asy, np.array([q1]), np.array([q2]), np.array([c]), xp=np)[0])[0])
     f = NUMPY["softplus"][0]
     ref = expect_gl(f, f, q1, q2, c)
-    assert abs(got - ref) / _norm(f, q1, q2) < 1e-12
+    assert abs(got - ref) / norm_gl(f, q1, q2) < 1e-12
 
 
 @pytest.mark.slow   # compiles the whole rule (~6-10 s)

@@ -19,7 +19,7 @@ import mpmath as mp
 import numpy as np
 import pytest
 
-from _gauss_legendre_reference import expect_gl
+from _gauss_legendre_reference import expect_gl, norm_gl
 from kernelcalc._x64 import scope
 from kernelcalc.theory.largeq import ASYMPTOTES
 from kernelcalc.theory.largeq_near import Q_NEAR, near_expect, near_mask, near_table
@@ -49,15 +49,6 @@ def _covariance(q1, q2, V):
     return r * math.sqrt(q1 * q2)
 
 
-_DIAG = {}
-
-
-def _norm(f, q1, q2):
-    """sqrt(E f(a)^2 E f(b)^2) (memoised per function and variance)."""
-    for q in (q1, q2):
-        if (f, q) not in _DIAG:
-            _DIAG[f, q] = expect_gl(f, f, q, q, q)
-    return math.sqrt(_DIAG[f, q1] * _DIAG[f, q2])
 
 
 @DEFAULT
@@ -86,7 +77,7 @@ def _check_gauss_legendre(name, CASES, via_rule=True):
     for i, f in enumerate(NUMPY[name]):
         bound = near_table(asy, bool(i)).error + 1e-15
         for j, (a, b, V) in enumerate(CASES):
-            err = abs(got[i][j] - expect_gl(f, f, a, b, c[j])) / _norm(f, a, b)
+            err = abs(got[i][j] - expect_gl(f, f, a, b, c[j])) / norm_gl(f, a, b)
             assert err <= bound, (name, i, a, b, V, err, bound)
             worst = max(worst, err)
         np.testing.assert_allclose(got[i], rule[i], rtol=1e-14)     # the same tables (other jit fusion)
@@ -143,7 +134,7 @@ def test_near_tables_match_nested_mpmath(name):
                 sq = mp.sqrt(q1)
                 pts = [-12 * sq, -4 * sq, -sq, -10, -1, 0, 1, 10, sq, 4 * sq, 12 * sq]
                 ref = float(mp.quad(lambda a: f(a) * inner(a) * mp.npdf(a / sq) / sq, pts))
-            err = abs(got[i] - ref) / _norm(NUMPY[name][i], q1, q2)
+            err = abs(got[i] - ref) / norm_gl(NUMPY[name][i], q1, q2)
             assert err <= near_table(asy, bool(i)).error + 2e-15, (name, q1, q2, V, i, err)
 
 
@@ -162,5 +153,5 @@ def test_mixed_cells_match_gauss_legendre():
         got = [np.asarray(v) for v in rule._mixed(asy, q1, q2, c, (False, True))]
     for i, f in enumerate(NUMPY["softplus"]):
         for j, (a, b, V) in enumerate(cases):
-            err = abs(got[i][j] - expect_gl(f, f, a, b, c[j])) / _norm(f, a, b)
+            err = abs(got[i][j] - expect_gl(f, f, a, b, c[j])) / norm_gl(f, a, b)
             assert err <= near_table(asy, bool(i)).error + 1e-14, (i, a, b, V, err)

@@ -57,7 +57,7 @@ from .largeq_far import V0, stable_remainder
 from .largeq_near import (_KAPPA_EDGES, near_expect, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _barrier, _basis,
                           _cheb_coef, _cheb_nodes, _coefficients, _half_line, _mid_nodes, _on_panels,
                           _panel, _parity, _tau, _truncate)
-from .largeq_remainder import _trig_rows
+from .largeq_remainder import BandTables, _trig_rows
 
 __all__ = ["LowTable", "low_table", "low_expect", "low_mixed", "low_cross", "low_mask", "low_norm_floor", "Q_LOW"]
 
@@ -119,25 +119,13 @@ def _coefficient_ratio(asy: Asymptote, derivative: bool) -> float:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class LowTable:
+class LowTable(BandTables):
     r"""The low-variance tables of one remainder (module doc).
 
     ``rr``: ``(P_q * P_kappa * P_s, d_q, d_kappa, d_s)`` Chebyshev coefficients of $F(q_a,\kappa,s)$ in $(\log_2q_a,
     \kappa,s)$; ``cross``: ``(P_q * (P_zeta + P_t), d_q, n_g, d_zeta)`` of $X_j(q_x,\zeta)$ (the last $P_t$ panels of each
     $q$-panel in $t=Z/|\zeta|$, for $|\zeta|^{-e}X_j$); ``parity``: of $R$; ``growth``, ``gparity``: per cross
     function; ``error``: the largest held-out error of either table relative to the kernel's norm (module doc)."""
-
-    rr: np.ndarray
-    cross: np.ndarray
-    parity: int
-    growth: tuple
-    gparity: tuple
-    error: float
-
-    @property
-    def flops(self) -> int:
-        """Multiply-adds of one covariance's contractions with both variances low (the table and both cross terms)."""
-        return int(np.prod(self.rr.shape[1:]) + 2 * np.prod(self.cross.shape[1:]))
 
 
 def _rr_values(R, parity, q, kappa, s):

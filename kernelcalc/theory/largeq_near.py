@@ -63,7 +63,7 @@ import numpy as np
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_far import V0, stable_remainder
-from .largeq_remainder import _trig_rows
+from .largeq_remainder import BandTables, _trig_rows
 
 __all__ = ["NearTable", "near_table", "near_expect", "near_mask", "norm_floor", "Q_NEAR"]
 
@@ -216,7 +216,7 @@ def _taylor_weights(k):
 
 # -- the tables ----------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True, eq=False)
-class NearTable:
+class NearTable(BandTables):
     r"""The near-band tables of one remainder (module doc).
 
     ``rr``: ``(P_kappa * P_s, d_t, d_kappa, d_s)`` Chebyshev coefficients of $\sum_k t^k\frac{(-w_{\max}/2)^k}{k!}
@@ -226,18 +226,7 @@ class NearTable:
     $\sqrt{Ef(a)^2Ef(b)^2}$, the unit of the rule's error estimate), plus the density series' tail bound;
     ``scale``: the largest value of the remainder-remainder table."""
 
-    rr: np.ndarray
-    cross: np.ndarray
-    parity: int
-    growth: tuple
-    gparity: tuple
-    error: float
     scale: float
-
-    @property
-    def flops(self) -> int:
-        """Multiply-adds of one covariance's table contractions (both cross terms)."""
-        return int(np.prod(self.rr.shape[1:]) + 2 * np.prod(self.cross.shape[1:]))
 
 
 def _x_grid():

@@ -249,3 +249,23 @@ def _trig_rows(parity, n_w, dw, kappa, x, J=20):
             np.multiply(sa[i], cb[:m], out=rows)
             np.add(rows, np.multiply(ca[i], sb[:m], out=tmp[:m]), out=rows)
     return out.reshape(-1, th.shape[1])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BandTables:
+    """The near-parallel band's tables of one remainder, as the near tables
+    (:class:`kernelcalc.theory.largeq_near.NearTable`) and the low tables
+    (:class:`kernelcalc.theory.largeq_low.LowTable`) hold them: the remainder-remainder table ``rr``, the cross tables
+    ``cross``, the parity of $R$, per cross function its growth order and parity, and the held-out ``error``."""
+
+    rr: np.ndarray
+    cross: np.ndarray
+    parity: int
+    growth: tuple
+    gparity: tuple
+    error: float
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds of one covariance's table contractions (the remainder-remainder block and both cross terms)."""
+        return int(np.prod(self.rr.shape[1:]) + 2 * np.prod(self.cross.shape[1:]))
