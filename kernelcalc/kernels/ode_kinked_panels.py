@@ -16,11 +16,11 @@ from .._x64 import float64
 from .._lazy import jnp
 from ..theory import recursion as rec
 from ..theory.duals import NUMPY_OPS, correlation_angle
+from ..theory.gaussian_rules import padded_blocked
 from . import _triangle as tri
 from . import _panels as pan
 from ._anchored import AnchoredDual
 from ._node_tables import NodeAngleTable, angle_of
-from ._gram import pad_to
 from ._interp import barycentric_weights
 from ._interp import chebyshev_coefficients, chebyshev_matrix
 from .ode_kinked_cost import KinkedPanelsCostMixin
@@ -140,21 +140,11 @@ def _dual_np(dual, q1, q2, c, derivative: bool):
     :meth:`~kernelcalc.theory.largeq_table.TabulatedRule.values_np` (always with $\\dot C$, padded to the shape that
     its step selection compiled: one compile per process for both)."""
     if not dual.numpy_ok:
-        q1, q2, c = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (q1, q2, c)))
-        shape, n = c.shape, c.size
-        flat = [a.reshape(-1) for a in (q1, q2, c)]
         if hasattr(dual.rule, "values_np"):   # the large-q rule's own padded evaluation: the shape choose_tabulated compiled
             out = dual.rule.values_np(q1, q2, c)
-            return out if derivative else out[0]
-        both = derivative
-        f = _jitted_dual(dual, both)
-        outs = [np.empty(n) for _ in range(2 if both else 1)]
-        for lo in range(0, n, _JIT_CHUNK):
-            hi = min(lo + _JIT_CHUNK, n)
-            got = f(*(pad_to(a[lo:hi], _JIT_CHUNK) for a in flat))
-            for o, g in zip(outs, got if both else (got,)):
-                o[lo:hi] = np.asarray(g)[: hi - lo]
-        out = tuple(o.reshape(shape) for o in outs)
+        else:
+            f = _jitted_dual(dual, derivative)
+            out = padded_blocked(lambda *a: f(*a) if derivative else (f(*a),), q1, q2, c, chunk=_JIT_CHUNK)
         return out if derivative else out[0]
     xp = np
     m1, m2 = dual.marginal(xp.asarray(q1), derivative, xp), dual.marginal(xp.asarray(q2), derivative, xp)

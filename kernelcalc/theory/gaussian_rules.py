@@ -59,6 +59,35 @@ def _blocked(fn: Callable, q1, q2, c, points: int = 1):
     return tuple(o.reshape(shape) for o in out)
 
 
+#: covariances per compiled call of a rule's block outside a caller's jit (:func:`padded_blocked`): every eager
+#: evaluation of one large-q rule (the step selection of ``choose_tabulated``, ``far_difference``, and the kinked
+#: solvers' ``TabulatedRule.values_np``, :mod:`kernelcalc.theory.largeq_table`) pads to this one shape, so the rule compiles once per process (the block
+#: with its five regimes costs ~5 s to compile; the step selection and the solver compiled it twice, at two shapes)
+EVAL_CHUNK = 512
+
+
+def padded_blocked(fn, q1, q2, c, points: int = 1, chunk: int = EVAL_CHUNK):
+    r"""``fn(q1, q2, c) -> tuple`` (a compiled block of a rule) on flattened covariances, in chunks of one fixed
+    shape: $\min$(``chunk``, the memory-bounded block of ``points`` work values per covariance), the last chunk padded
+    with $(q_1,q_2,c)=(1,1,0)$ (dropped).  The eager twin of :func:`_blocked` (which maps a traced ``fn``): numpy in,
+    numpy out, the same compiled shape for every call with the same ``fn``, ``points`` and ``chunk``.  ``fn`` computes
+    each covariance on its own, so the padding changes no value."""
+    q1, q2, c = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (q1, q2, c)))
+    shape, n = c.shape, c.size
+    flat = [a.reshape(-1) for a in (q1, q2, c)]
+    K = min(chunk, _block_size(points))
+    outs = None
+    for lo in range(0, max(n, 1), K):
+        hi = min(lo + K, n)
+        part = [np.concatenate([a[lo:hi], np.full(K - (hi - lo), fill)]) for a, fill in zip(flat, (1.0, 1.0, 0.0))]
+        got = fn(*part)
+        if outs is None:
+            outs = [np.empty(n) for _ in got]
+        for o, g in zip(outs, got):
+            o[lo:hi] = np.asarray(g)[: hi - lo]
+    return tuple(o.reshape(shape) for o in outs)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrapezoidRule:
     r"""Product trapezoid rule in Cholesky coordinates for smooth $f, g$ (see module doc)."""

@@ -34,7 +34,8 @@ both variances there (6-7x cheaper than the quadrature), or the cross term over 
 are left to the quadrature.
 
 **Compiled once per process.**  Outside a caller's jit the rule is evaluated in chunks of one padded shape
-(:func:`padded_blocked`, :meth:`TabulatedRule.values_np`): :func:`choose_tabulated`'s checks of the rule it returns
+(:func:`~kernelcalc.theory.gaussian_rules.padded_blocked`, :meth:`TabulatedRule.values_np`):
+:func:`choose_tabulated`'s checks of the rule it returns
 and the kinked solvers' evaluations share that compile (3-6 s); the step levels of the selection share one compiled
 quadrature with the step traced (:class:`_QuadLevel`).
 """
@@ -56,38 +57,10 @@ from .largeq_far import N_TERMS, V0, far_expect, far_mask, moment_table
 from .largeq_near import Q_NEAR, near_expect, near_mask, near_table
 from .largeq_low import Q_LOW, low_expect, low_mask, low_mixed, low_table
 from .largeq_remainder import RemainderTable, remainder_table
-from .gaussian_rules import _block_size
+from .gaussian_rules import padded_blocked
 
 __all__ = ["RemainderTable", "remainder_table", "TabulatedRule", "choose_tabulated", "cheapest_tabulated_rule",
-           "far_difference", "padded_blocked"]
-
-#: covariances per compiled call of a rule's block outside a caller's jit (:func:`padded_blocked`): every eager
-#: evaluation of one rule (the step selection of :func:`choose_tabulated`, :func:`far_difference`, and the kinked
-#: solvers' :meth:`TabulatedRule.values_np`) pads to this one shape, so the rule compiles once per process (the block
-#: with its five regimes costs ~5 s to compile; the step selection and the solver compiled it twice, at two shapes)
-EVAL_CHUNK = 512
-
-
-def padded_blocked(fn, q1, q2, c, points: int = 1):
-    r"""``fn(q1, q2, c) -> tuple`` (a compiled block of a rule) on flattened covariances, in chunks of one fixed
-    shape: $\min$(:data:`EVAL_CHUNK`, the memory-bounded block of ``points`` work values per covariance), the last
-    chunk padded with $(q_1,q_2,c)=(1,1,0)$ (dropped).  Eager (numpy in, numpy out): the same compiled shape for
-    every call with the same ``fn`` and ``points``.  The block computes each covariance on its own (the regimes'
-    chunks are gathers), so the padding changes no value beyond rounding."""
-    q1, q2, c = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (q1, q2, c)))
-    shape, n = c.shape, c.size
-    flat = [a.reshape(-1) for a in (q1, q2, c)]
-    K = min(EVAL_CHUNK, _block_size(points))
-    outs = None
-    for lo in range(0, max(n, 1), K):
-        hi = min(lo + K, n)
-        part = [np.concatenate([a[lo:hi], np.full(K - (hi - lo), fill)]) for a, fill in zip(flat, (1.0, 1.0, 0.0))]
-        got = fn(*part)
-        if outs is None:
-            outs = [np.empty(n) for _ in got]
-        for o, g in zip(outs, got):
-            o[lo:hi] = np.asarray(g)[: hi - lo]
-    return tuple(o.reshape(shape) for o in outs)
+           "far_difference"]
 
 @dataclasses.dataclass(frozen=True)
 class TabulatedRule:
@@ -243,7 +216,8 @@ class TabulatedRule:
 
     @float64
     def values_np(self, q1, q2, c):
-        r"""$(C, \dot C)$ as numpy arrays for numpy covariances (broadcast), by :func:`padded_blocked`: one compiled
+        r"""$(C, \dot C)$ as numpy arrays for numpy covariances (broadcast), by
+        :func:`~kernelcalc.theory.gaussian_rules.padded_blocked`: one compiled
         shape per rule, shared with :func:`choose_tabulated`'s checks of the rule it returns."""
         return self.expect(q1, q2, c, derivative=True, blocked=padded_blocked)
 
