@@ -36,7 +36,10 @@ _PANEL_LADDERS_0 = (12, 16, 20, 24, 32)
 #: price (:meth:`GoursatRefusals._price`, over the regimes of q(t)), measured (softplus, sigma_w T = 6 and 10, N = 20)
 _RULE_OPS_PER_POINT = 2.0
 _CLENSHAW_OPS = 3.0        # a node angle table's Clenshaw sum per node (mean degrees 4-12; _node_tables)
-_TABLE_BUILD_EVALS = 26.0  # exact evaluations per node of a node angle table's build (ode_kinked_panels._NT_BUILD_COST)
+#: exact (C, Cdot) per node that a node angle table's build costs (:mod:`._node_tables`; the ski-rental rule of
+#: ``ode_kinked_panels._angle_table`` weighs it): 13 Lobatto nodes, doubled where needed (measured 14-21 evaluations
+#: per node with the held-out checks, elu at sigma_w T = 10), and two bracketing solves (about 3 exact evaluations each)
+_NT_BUILD_COST = 20.0 + 2 * 3.0
 _TABLE_PAIRS = 3           # pairs of a band from which the table is built (its ski-rental rule, _angle_table)
 
 
@@ -97,7 +100,7 @@ class KinkedPanelsCostMixin:
         return dict(P=P, cells=cells, per_cell=(m + 1) ** 2, nodes=nodes, eval=ev, map=mp, exact=exact,
                     pair=nodes * per_node_pair, pair_ops=per_node_pair / (2 * _PAIR_SWEEPS),
                     pair_fixed=2 * (2 * P - 1) * _PAIR_SWEEPS * _ITER_OPS,
-                    table_pair=nodes * per_node_table, table_build=nodes * _TABLE_BUILD_EVALS * ev,
+                    table_pair=nodes * per_node_table, table_build=nodes * _NT_BUILD_COST * ev,
                     self=nodes * sweeps * (ev + mp) + P * sweeps * _ITER_OPS, self_sweeps=sweeps)
 
     def _deficit_work(self, dual, m: int) -> float:
@@ -144,7 +147,7 @@ class KinkedPanelsCostMixin:
         batches = -(-int(pairs) // _BATCH_PAIRS) if pairs else 0
         if dual.method == "asymptotic" and pairs >= _TABLE_PAIRS:     # the Gram's pairs through a node angle table
             parts = [(pairs * p["table_pair"] / unit, f"{pairs} pairs through a node angle table"),
-                     (p["table_build"] / unit, f"the table's build ({_TABLE_BUILD_EVALS:g} evaluations of the rule per "
+                     (p["table_build"] / unit, f"the table's build ({_NT_BUILD_COST:g} evaluations of the rule per "
                                                "node)")]
         else:
             parts = [(pairs, f"{pairs} pairs")]

@@ -23,7 +23,7 @@ from ._anchored import AnchoredDual
 from ._node_tables import NodeAngleTable, angle_of
 from ._interp import barycentric_weights
 from ._interp import chebyshev_coefficients, chebyshev_matrix
-from .ode_kinked_cost import KinkedPanelsCostMixin
+from .ode_kinked_cost import _NT_BUILD_COST, KinkedPanelsCostMixin
 
 _TABLE_TOL = 1e-13         # angle tables (_AngleTable) of quadrature duals: target relative accuracy
 _TABLE_MAX = 256
@@ -38,9 +38,6 @@ _NT_TOL = 1e-12            # node angle tables (_node_tables) of a dear closed f
 #: exact (C, Cdot) per node that one cross solve of a dear closed form costs without a node angle table (anchored
 #: sweeps, measured 3.9-4.0 for elu at sigma_w T = 10, plus the residual check and the final C, Cdot)
 _NT_DIRECT_COST = 6.0
-#: ... and that the table costs per node: 13 Lobatto nodes, doubled where needed (measured 14-21 evaluations per node
-#: with the held-out checks, elu at sigma_w T = 10), and two bracketing solves (about 3 exact evaluations each)
-_NT_BUILD_COST = 20.0 + 2 * 3.0
 #: first angle degree of the large-q rule's node tables (doubled where a node needs it: 6, 12, 24, 48; measured softplus
 #: sigma_w T = 10: 7.7e5 exact evaluations for the three tables against 8.9e5 from 12, the same held-out error)
 _NT_R0_RULE = 6
