@@ -9,8 +9,8 @@ per user; ``KERNELCALC_JAX_CACHE=0`` turns this cache off too).
 **Safety.**  The key is the SHA-256 of everything the results depend on: the activation (name,
 ``sympy.srepr`` of its expression, parameters, built-in family), the model, the versions of kernelcalc
 and sympy, and the source text of the modules that compute them (``theory/activations.py``,
-``assumptions.py``, ``symbolic.py``, ``duals.py``, ``recursion.py``): editing any of them, or upgrading
-sympy, is a miss.  An entry that cannot be read or does not match its key is recomputed and rewritten;
+``assumptions.py``, ``symbolic.py``, ``duals.py``, ``duals_ops.py``, ``recursion.py``): editing any of them, or
+upgrading sympy, is a miss.  An entry that cannot be read or does not match its key is recomputed and rewritten;
 files are written atomically (temporary file, then rename), and a cache that cannot be written is
 skipped silently (the command works without it).  The library itself never reads or writes this cache.
 """
@@ -26,7 +26,7 @@ import tempfile
 
 __all__ = ["CachedDerivation", "symbolic_results", "cache_key"]
 
-_SOURCES = ("activations.py", "assumptions.py", "symbolic.py", "duals.py", "recursion.py")
+_SOURCES = ("activations.py", "assumptions.py", "symbolic.py", "duals.py", "recursion.py", "duals_ops.py")
 _FORMAT = 1
 
 
