@@ -290,9 +290,9 @@ def test_large_n_covariance_path_equals_the_reference_and_its_bound_covers_the_e
     """The data-set-scale NTK-GP variances (original basis, two products per time, the cheaper error bound
     max phi_t ||K P - k_x||) against neural-tangents' dense eigen-formulas written here (numpy.linalg.eigh; expm
     and solve at t = 1) at N = 200, 8 times, and the reported bounds cover the measured errors."""
-    import kernelcalc.inference.engine as engine
+    import kernelcalc.inference.spectral as spectral
 
-    monkeypatch.setattr(engine, "EXACT_COV_BOUND_MAX", 0)
+    monkeypatch.setattr(spectral, "EXACT_COV_BOUND_MAX", 0)
     rng = np.random.default_rng(3)
     n, m = 200, 20
     X = rng.normal(size=(n + m, 5))
@@ -302,7 +302,7 @@ def test_large_n_covariance_path_equals_the_reference_and_its_bound_covers_the_e
     P = kc.predict_from_kernels(Th[:n, :n], y, Th[n:, :n], nngp=(K[:n, :n], K[n:, :n], np.diag(K)[n:]), t=times,
                                 compute_cov="diag", batch_size=16, method="eigh")
     # the same in the eigenbasis (G = V^T K V), which the cost model picks for many test points and times
-    monkeypatch.setattr(engine._Dense, "want_Kt", lambda self, m: setattr(self, "Kt", self.es.V.T @ (
+    monkeypatch.setattr(spectral._Dense, "want_Kt", lambda self, m: setattr(self, "Kt", self.es.V.T @ (
         self.nngp_train @ self.es.V)))
     G = kc.predict_from_kernels(Th[:n, :n], y, Th[n:, :n], nngp=(K[:n, :n], K[n:, :n], np.diag(K)[n:]), t=times,
                                 compute_cov="diag", batch_size=16, method="eigh")

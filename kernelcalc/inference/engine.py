@@ -32,16 +32,9 @@ $t=\infty$, exact zero eigenvalues at finite $t$), never NaN.  Test points go in
 mean is computed matrix-free by Lanczos (:mod:`kernelcalc.inference.krylov`; ``client=`` runs its products on a
 dask cluster, from an in-memory or a Zarr Gram).
 
-**At data-set scale (the NTK-GP variances).**  With $U=2N^2M$ flops (one $N\times N$ by $N\times M$ product,
-$M$ test points, $T$ times) the eigenbasis costs the decomposition plus $(1+2T)\,U$:
-$B=V^\top\Theta_{Xx}$ once, then per time $X_t=V(\varphi_t\odot B)$ and $KX_t$, the variance being
-$k_{xx}+\mathrm{colsum}(X_t\odot KX_t)-2\,\mathrm{colsum}(X_t\odot K_{Xx})$ in the original basis (the
-eigenbasis form $V^\top K V$ pays only when $2N+M<(T-1)M$).  No method found here does the finite-$t$ variances
-to $10^{-10}$ without the decomposition: shared real poles (one Cholesky factorisation each) or one repeated
-pole (shift-and-invert Krylov) reach only $10^{-4}$ with 32 poles, resp. $8\times10^{-2}$ at degree 32, for
-$\varphi_t$ over a condition number of $2\times10^6$ and $t=10^{-3}\ldots10^{3}$
-(``benchmarks/bench_predict.py --real-poles``), while $N=20\,000$, $M=2000$, $T=8$ is $17U=2.7\times10^{13}$
-flops besides the decomposition.
+The eigenbasis engine (the means, the NTK-GP covariances and their first-order error bounds per test batch) and
+its cost at data-set scale are in :mod:`kernelcalc.inference.spectral`; this module holds the checks of the
+arguments and the driver that picks the solver (eigenbasis, Lanczos, Cholesky).
 """
 
 from __future__ import annotations
@@ -58,7 +51,7 @@ from .._results import on_disk
 from .result import Prediction
 from .direct import CholeskyEngine, CholeskySystem
 from .krylov import krylov_run
-from .spectral import EPS, Eigensystem
+from .spectral import EPS, Eigensystem, _Dense
 
 __all__ = ["predict_from_kernels", "check_times", "check_targets", "KRYLOV_CROSSOVER"]
 
@@ -73,11 +66,6 @@ __all__ = ["predict_from_kernels", "check_times", "check_targets", "KRYLOV_CROSS
 #: phi_t(A) theta_x through the Cholesky factor (N = 2000: 4.9e-6 against eigh's 4.8e-6, measured difference
 #: 2.3e-11; before, 3.7e-2).
 KRYLOV_CROSSOVER = 1500
-
-#: Up to this many training points the NTK-GP variance's error estimate uses $\lVert\varphi_t(A)(KP-k_x)\rVert$
-#: exactly (one more $N\times N\times M$ product per time); above it the bound $\max\varphi_t\,\lVert KP-k_x\rVert$
-#: (an upper bound of the same first-order term: looser, never smaller), which saves a third of the per-time work.
-EXACT_COV_BOUND_MAX = 4000
 
 #: From this many training points on, the stages (decomposition, test points x times) show progress bars
 #: (``progress=None``: when stderr is a terminal; ``True``: always; ``False``: never).
@@ -183,104 +171,6 @@ def _block(A, i, j, name):
     if not np.isfinite(blk).all():
         raise KernelcalcInputError(f"{name} contains NaN or inf (rows {i}..{j - 1})")
     return blk
-
-
-# ---------------------------------------------------------------------------------- the dense engine
-class _Dense:
-    """The eigenbasis computation shared by every batch (see the module docstring)."""
-
-    def __init__(self, es: Eigensystem, y, times, lr, kernel, nngp_train, kernel_error):
-        self.es, self.times, self.lr, self.kernel = es, times, lr, kernel
-        self.phis = es.phis(times, lr)                                 # (T, N)
-        lam = np.maximum(es.lam, 0.0)
-        self.psis = 2.0 * self.phis - lam * self.phis**2               # nngp: K^{-1}(I - r_t^2)
-        self.c = es.V.T @ y                                            # (N, k)
-        self.Z = np.stack([es.V @ (p[:, None] * self.c) for p in self.phis])   # phi_t(A) y, (T, N, k)
-        self.nngp_train = nngp_train
-        self.Kt = None                                                  # V^T K V, on demand
-        self.kernel_error = kernel_error
-        self.delta = es.perturbation(kernel_error)
-        self.ynorm = float(np.linalg.norm(y, axis=0).max())
-        self.znorm = np.linalg.norm(self.Z, axis=1).max(axis=1)
-        self.z1 = np.abs(self.Z).sum(axis=1).max(axis=1)
-        self.err_mean = np.zeros(len(times))
-        self.err_cov = np.zeros(len(times))
-
-    def want_Kt(self, n_test: int) -> None:
-        r"""Rotate the NNGP into the eigenbasis once ($G=V^\top KV$, $4N^3$ flops) when that is cheaper than the
-        per-time products: with $G$ each time costs one $N\times N\times M$ product, without it two
-        ($\varphi_t(A)\theta_x=V(\varphi_t\odot V^\top\theta_x)$, then $K$ times it), so $G$ pays when
-        $2N+M<(T-1)M$ ($T$ times, $M$ test points)."""
-        n, m, nt = self.es.n, n_test, len(self.times)
-        if self.nngp_train is not None and self.Kt is None and 2 * n + m < (nt - 1) * m:
-            self.Kt = self.es.V.T @ (self.nngp_train @ self.es.V)
-
-    def batch(self, Ktb, cov, nngp_tb=None, tt=None, tick=None):
-        """Mean (T, b, k) and covariance (T, b) / (T, b, b) of one test batch (``tick()`` after each time)."""
-        es = self.es
-        tick = tick or (lambda: None)
-        mean = np.einsum("bn,tnk->tbk", Ktb, self.Z, optimize=True)
-        B = es.V.T @ Ktb.T                                            # (N, b): the test rows in the eigenbasis
-        # first order in the error E of A (||E|| <= delta): d mean = theta_x^T D phi_t(A)[E] y, which at t = inf is
-        # -(A^{-1} theta_x)^T E (A^{-1} y): |.| <= delta ||phi_t(A) theta_x|| ||phi_t(A) y|| (used at every t)
-        pn = np.array([np.linalg.norm(p[:, None] * B, axis=0).max() for p in self.phis])
-        self.err_mean = np.maximum(self.err_mean, self.delta * pn * self.znorm + self.kernel_error * self.z1
-                                   + 8 * EPS * np.abs(mean).max(axis=(1, 2)))
-        if cov is None:
-            return mean, None
-        full = cov == "full"
-        out = []
-        if self.kernel == "nngp":
-            for psi in self.psis:
-                if full:
-                    out.append(tt - B.T @ (psi[:, None] * B))
-                else:
-                    out.append(tt - np.einsum("nb,n,nb->b", B, psi, B, optimize=True))
-                tick()
-            pn = np.array([np.linalg.norm(p[:, None] * B, axis=0).max() for p in self.phis])
-            # ||psi_t(A) k_x||_1 <= sqrt(N) ||psi_t(A) k_x||_2 (no extra product with V)
-            p1 = np.sqrt(es.n) * np.array([np.linalg.norm(p[:, None] * B, axis=0).max() for p in self.psis])
-            self.err_cov = np.maximum(self.err_cov, 2 * self.delta * pn**2 + self.kernel_error * (1 + 2 * p1))
-        else:
-            # P = phi_t(A) theta_x and C = k_x in the eigenbasis (with G = V^T K V: one product per time), or in the
-            # original basis (P = V (phi_t . V^T theta_x), then K P: two products per time)
-            eig = self.Kt is not None
-            C = es.V.T @ nngp_tb.T if eig else nngp_tb.T                  # (N, b)
-            errs = []
-            for p in self.phis:
-                P = p[:, None] * B
-                if eig:
-                    KP = self.Kt @ P
-                else:
-                    P = es.V @ P
-                    KP = self.nngp_train @ P
-                if full:
-                    cross = P.T @ C
-                    c = tt + P.T @ KP - cross - cross.T
-                else:
-                    c = tt + np.einsum("nb,nb->b", P, KP) - 2.0 * np.einsum("nb,nb->b", P, C)
-                out.append(c)
-                tick()
-                # first order in E: d var = 2 (phi_t(A)(K P - k_x))^T E P, exact at t = inf (P = A^{-1} theta_x)
-                if eig:
-                    W = p[:, None] * (KP - C)
-                elif es.n <= EXACT_COV_BOUND_MAX:           # ||phi_t(A)(K P - k_x)|| exactly: one more product
-                    W = p[:, None] * (es.V.T @ (KP - C))
-                else:                                       # <= max phi_t ||K P - k_x||: no third product
-                    W = float(np.max(p)) * (KP - C)
-                errs.append(self._cov_error(W, P))
-            self.err_cov = np.maximum(self.err_cov, np.array(errs))
-        cov_b = np.stack(out)
-        if full:
-            cov_b = 0.5 * (cov_b + np.swapaxes(cov_b, 1, 2))
-        return mean, cov_b
-
-    def _cov_error(self, W, P) -> float:
-        """First-order error of the NTK-GP variances from ``W`` $\approx\varphi_t(A)(KP-k_x)$ (or a column-wise
-        upper bound of its norms) and ``P`` $=\varphi_t(A)\theta_x$, plus the Grams' entrywise error."""
-        pw = float((np.linalg.norm(W, axis=0) * np.linalg.norm(P, axis=0)).max())
-        p1 = math.sqrt(self.es.n) * float(np.linalg.norm(P, axis=0).max())      # >= ||phi_t(A) theta_x||_1
-        return 2 * self.delta * pw + self.kernel_error * (1 + p1) ** 2
 
 
 def _default_batch(n: int) -> int:
