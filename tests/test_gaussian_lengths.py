@@ -70,7 +70,7 @@ def test_series_truncation_is_the_smallest_length_that_meets_the_bound():
     smallest k with rbar^k sqrt(tau_f(k) tau_g(k)) <= tol, found here by a linear scan over all k, for correlations
     0, small, near 1 and exactly 1, and tolerances from 1e-13 to 0.5; the tails read by problem (Gathered, as the
     cross solves read the store's) give the same."""
-    from kernelcalc.theory.gaussian_hermite import Gathered, _terms_numpy
+    from kernelcalc.theory.gaussian_hermite_truncation import Gathered, _terms_numpy
 
     rng = np.random.default_rng(4)
     K, U, P = 600, 7, 40
