@@ -58,6 +58,7 @@ from .largeq_near import Q_NEAR, near_expect, near_mask, near_table
 from .largeq_low import Q_LOW, low_expect, low_mask, low_mixed, low_table
 from .largeq_remainder import RemainderTable, remainder_table
 from .gaussian_rules import padded_blocked
+from .largeq_dispatch import eager_values
 
 __all__ = ["RemainderTable", "remainder_table", "TabulatedRule", "choose_tabulated", "cheapest_tabulated_rule",
            "far_difference"]
@@ -229,6 +230,8 @@ class TabulatedRule:
         if derivative:
             remainder_table(self.asymptote, True)
 
+        if blocked is padded_blocked:     # eager: numpy masks, each regime by its own compiled function
+            return eager_values(self, q1, q2, c, derivative)
         block = _block(self, derivative)
         if blocked is not None:
             return blocked(block, q1, q2, c, points=self.memory_points)
