@@ -28,12 +28,8 @@ from .largeq_near import near_expect, near_mask
 
 __all__ = ["regimes", "eager_values"]
 
-#: covariances per compiled call of each regime (one shape each: one compile per regime and rule); the rare regimes
-#: are padded less
-_CHUNKS = {"far": 512, "near": 512, "low_mixed": 256, "mixed": 128, "low": 512, "quad": 64}
-#: a regime with fewer covariances than this in one call is evaluated on the small shape instead (a second compile,
-#: only when met): the small calls of the bracketing solves would otherwise pay for a padded full chunk
-_SMALL = 32
+#: covariances per compiled call of each regime (one shape each: one compile per regime and rule)
+_CHUNKS = {"far": 256, "near": 128, "low_mixed": 256, "mixed": 128, "low": 128, "quad": 64}
 
 
 def regimes(rule) -> tuple:
@@ -96,8 +92,7 @@ def eager_values(rule, q1, q2, c, derivative: bool = True) -> tuple:
         idx = np.flatnonzero(here)
         if idx.size:
             rest &= ~here
-            K = _CHUNKS[name] if idx.size >= _SMALL or name == "quad" else _SMALL
-            _chunked(_compiled(rule, derivative, name), *(a[idx] for a in flat), K, outs, idx)
+            _chunked(_compiled(rule, derivative, name), *(a[idx] for a in flat), _CHUNKS[name], outs, idx)
         if not rest.any():
             break
     return tuple(o.reshape(shape) for o in outs)
