@@ -1,0 +1,98 @@
+r"""Eager evaluation of the large-$q$ rule (:class:`~kernelcalc.theory.largeq_table.TabulatedRule`) by regime: numpy
+covariances in, numpy $(C,\dot C)$ out, each regime by its own compiled function.
+
+The rule has five regimes (module doc of :mod:`kernelcalc.theory.largeq_table`): the moment series where
+$\min(q_1,q_2)(1-r^2)\ge V_0$ (``far``), the near tables where moreover $\min(q_1,q_2)\ge Q_{\rm near}$ (``near``),
+the near tables plus one cross term where only the larger variance is $\ge Q_{\rm near}$ (``low_mixed`` by the low
+cross tables, or ``mixed`` by the trapezoid sum without them), the low tables where $Q_{\rm low}\le\min(q_1,q_2)$ and
+$\max(q_1,q_2)<Q_{\rm near}$ (``low``), and the quadrature for the rest (``quad``).  Inside a caller's jit the rule
+compiles them all into one block that sorts every covariance to its regime (the rule's ``_block``: a stable argsort,
+gathers and a loop per regime, 7-9 us per $(C,\dot C)$ on realistic mixes, about 5 s to compile).  Outside, the
+regime of each covariance is known before anything is compiled: :func:`eager_values` computes the same masks in
+numpy (:func:`regimes`, the same first-match order), partitions the covariances, and evaluates each regime that
+occurs by its own jitted function on chunks of one fixed shape (``_CHUNKS``): only the regimes met are compiled (the
+quadrature, rare with the tables on, usually never), each covariance costs its regime's own price, and a chunk is
+padded with a covariance of its own regime (the regime functions are only finite inside their masks).  The values
+are the block's up to rounding (the same functions on the same covariances)."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .._lazy import jax   # deferred: jax is imported on first use
+from .largeq_far import far_expect, far_mask
+from .largeq_low import low_expect, low_mask, low_mixed
+from .largeq_near import near_expect, near_mask
+
+__all__ = ["regimes", "eager_values"]
+
+#: covariances per compiled call of each regime (one shape each: one compile per regime and rule)
+_CHUNKS = {"far": 256, "near": 128, "low_mixed": 256, "mixed": 128, "low": 128, "quad": 64}
+
+
+def regimes(rule) -> tuple:
+    r"""``((name, mask), ...)``: the regimes of ``rule`` in the order of the rule's block (the first whose numpy mask
+    ``mask(q1, q2, c)`` holds takes a covariance; ``quad``, the rest, last with mask ``None``)."""
+    out = []
+    if rule.far:
+        out.append(("far", far_mask))
+    if rule.near_on:
+        out.append(("near", near_mask))
+    if rule.low_on:
+        out.append(("low_mixed", functools.partial(low_mask, mixed=True)))
+    if rule.near_on and not rule.low_on:
+        out.append(("mixed", functools.partial(near_mask, mixed=True)))
+    if rule.low_on:
+        out.append(("low", low_mask))
+    out.append(("quad", None))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=128)
+def _compiled(rule, derivative: bool, name: str):
+    """The jitted ``(q1, q2, c) -> (C,)`` or ``(C, Cdot)`` of one regime of ``rule`` (compiled per shape on first use)."""
+    ds = (False, True) if derivative else (False,)
+    asy = rule.asymptote
+    fns = {"far": far_expect, "near": near_expect, "low_mixed": low_mixed, "low": low_expect}
+    if name in fns:
+        fn = fns[name]
+        return jax.jit(lambda q1, q2, c: fn(asy, q1, q2, c, ds))
+    if name == "mixed":
+        return jax.jit(lambda q1, q2, c: rule._mixed(asy, q1, q2, c, ds))
+    return jax.jit(lambda q1, q2, c: tuple(rule._one(q1, q2, c, d) for d in ds))
+
+
+def _chunked(fn, q1, q2, c, K: int, outs, where):
+    """``outs[k][where] = fn(...)[k]`` over the covariances ``(q1, q2, c)`` (flat, all of one regime) in chunks of ``K``,
+    the last one padded with its own first covariance (dropped)."""
+    n = q1.size
+    for lo in range(0, n, K):
+        hi = min(lo + K, n)
+        part = [a[lo:hi] for a in (q1, q2, c)]
+        if hi - lo < K:
+            part = [np.concatenate([a, np.full(K - a.size, a[0])]) for a in part]
+        got = fn(*part)
+        for o, g in zip(outs, got):
+            o[where[lo:hi]] = np.asarray(g)[: hi - lo]
+
+
+def eager_values(rule, q1, q2, c, derivative: bool = True) -> tuple:
+    r"""$(C,\dot C)$ (or $(C,)$ without ``derivative``) of ``rule`` as numpy arrays for numpy covariances (broadcast),
+    each regime by its own compiled function (module doc)."""
+    q1, q2, c = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (q1, q2, c)))
+    shape = c.shape
+    flat = [a.reshape(-1) for a in (q1, q2, c)]
+    n = flat[0].size
+    outs = [np.empty(n) for _ in range(2 if derivative else 1)]
+    rest = np.ones(n, bool)
+    for name, mask in regimes(rule):
+        here = rest if mask is None else mask(*flat, xp=np) & rest
+        idx = np.flatnonzero(here)
+        if idx.size:
+            rest &= ~here
+            _chunked(_compiled(rule, derivative, name), *(a[idx] for a in flat), _CHUNKS[name], outs, idx)
+        if not rest.any():
+            break
+    return tuple(o.reshape(shape) for o in outs)
