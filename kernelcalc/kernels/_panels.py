@@ -155,6 +155,31 @@ class PanelGrid:
         out = self.split(qc) @ L.T                                  # (B, P, m'+1)
         return np.concatenate([out[:, :, :-1].reshape(qc.shape[0], -1), out[:, -1, -1:]], axis=1)
 
+    def resample_nodes(self, values: np.ndarray, other: "PanelGrid") -> np.ndarray:
+        r"""Node values ``(B, points)`` of a function on this grid -> on ``other``'s nodes (same panels and $T$; any
+        degree and sinh map): per tensor cell the tensor interpolant in $(t,s)$, per diagonal cell that in the
+        collapsed coordinates $(r,w)$ (``other``'s $v$ nodes mapped to this grid's $w$).  The solutions are analytic
+        there, so the values of a converged solve on one grid are a first guess on another (:func:`solve` ``guess``:
+        the degree ladder's next rung, :meth:`~kernelcalc.kernels.ode_kinked.KinkedSolverMixin._pairs`)."""
+        if other.P != self.P or other.T != self.T:
+            raise ValueError("resample_nodes: the grids must share their panels")
+        if other.m == self.m and other.delta == self.delta:
+            return values
+        B, m1, n1 = values.shape[0], self.m + 1, other.m + 1
+        Lt = barycentric_weights(_lobatto01(self.m), _lobatto01(other.m))             # (n1, m1)
+        Lr = barycentric_weights(self.tri.r, other.tri.r)
+        a = math.asinh(1.0 / self.delta)
+        w = np.arcsinh(np.clip(1.0 - other.tri.v, 0.0, 1.0) / self.delta) / a        # other's v nodes in this w
+        Lw = barycentric_weights(_lobatto01(self.m), w)
+        out = np.empty((B, other.points))
+        P = self.P
+        d = values[:, : P * self.cell].reshape(B * P, m1, m1)
+        out[:, : P * other.cell] = _sandwich2(Lr, d, Lw).reshape(B, -1)
+        t = values[:, P * self.cell:].reshape(-1, m1, m1)
+        if t.size:
+            out[:, P * other.cell:] = _sandwich2(Lt, t, Lt).reshape(B, -1)
+        return out
+
 
 @functools.lru_cache(maxsize=32)
 def panel_grid(m: int, P: int, delta: float, T: float) -> PanelGrid:
@@ -188,6 +213,13 @@ def _sandwich(A, X):
     return (Y.transpose(0, 2, 1).reshape(B * n, n) @ A.T).reshape(B, n, n).transpose(0, 2, 1)
 
 
+def _sandwich2(A, X, C):
+    """``A @ X @ C.T`` for a stack ``X`` (B, n, n) -> (B, a, c)."""
+    B, n, k = X.shape
+    Y = (X.reshape(B * n, k) @ C.T).reshape(B, n, C.shape[0])
+    return np.einsum("an,bnc->bac", A, Y)
+
+
 def _change(new, old) -> np.ndarray:
     B = new.shape[0]
     num = np.max(np.abs(new - old).reshape(B, -1), axis=1)
@@ -212,7 +244,8 @@ def _one_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11, aux=None):
+def solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11, aux=None,
+          guess=None):
     r"""The forward problem $S=S_0+\sigma_w^2\iint C(S)$ on ``grid`` for B problems of equal norm (``S0``:
     ``(B,)``), row of cells by row (module doc; the tensor cells of a row are updated together, the diagonal
     cell after them).  ``C_of(q1, q2, c)``: the dual kernel (numpy, broadcasting); ``source(C)``
@@ -220,10 +253,15 @@ def solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_sweep
     $q(t)=S(t,t)$ iterated with its row).  Returns ``(S (B, points), q (B, P m + 1), change, sweeps)``: the
     largest relative change of the last sweep over the rows and the most sweeps of a row.  ``aux``: a tuple of
     ``(B, points)`` node arrays handed to ``C_of`` as a fourth argument, cut like ``c`` (the deficit form of
-    near-parallel pairs)."""
+    near-parallel pairs).  ``guess``: ``(B, points)`` the first iterate of every cell of a cross-kernel solve (``q``
+    given; e.g. the solution of the same problem on a coarser grid, :meth:`PanelGrid.resample_nodes`) in place of the
+    cell's edges extended inward: the same fixed point, reached from closer (the anchored sweeps of a dear dual,
+    :mod:`._anchored`, then need one exact evaluation per node where they took about four)."""
+    if guess is not None and (q is None or grid.P == 1):
+        raise ValueError("solve: a guess serves the wavefronts of a cross-kernel solve (q given, P > 1) only")
     with _one_thread():
         if q is not None and grid.P > 1:     # a fixed diagonal: the cells decouple into wavefronts
-            return _solve_wavefront(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation, aux)
+            return _solve_wavefront(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation, aux, guess)
         return _solve(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation, aux)
 
 
@@ -328,7 +366,7 @@ def _store_wavefront(grid: PanelGrid, out, X, cells, diag, kd) -> None:
 
 
 def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11,
-                     aux=None):
+                     aux=None, guess=None):
     r""":func:`solve` of cross-kernels (the diagonal ``q`` fixed) by wavefronts of cells.
 
     With $q$ fixed, a cell's Goursat problem depends only on its lower and left edges: the tensor cell $(k,j)$
@@ -371,7 +409,8 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
                     [a[:, grid.tensor_slice(k, j)].reshape(B, m1, m1) for k, j in zip(ks, js)], axis=1) for a in aux),)
                 q1, q2 = np.broadcast_to(q1, base_t.shape), np.broadcast_to(q2, base_t.shape)
                 C_t = (lambda q1, q2, e: lambda X: C_of(q1, q2, X, *e))(q1, q2, extra_t)
-            X = base_t.copy()
+            X = base_t.copy() if guess is None else np.stack(
+                [guess[:, grid.tensor_slice(k, j)].reshape(B, m1, m1) for k, j in zip(ks, js)], axis=1)
         if kd is not None:
             f = S0[:, None] * ones if kd == 0 else cell(kd, kd - 1)[:, :, -1]           # S(t_k + tau, t_k)
             base_d = (f @ Q.T).reshape(B, m1, m1) + f[:, :, None] - f[:, :1, None]
@@ -382,7 +421,7 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
             else:
                 extra_d = () if aux is None else (tuple(a[:, grid.diag_slice(kd)].reshape(B, m1, m1) for a in aux),)
                 C_d = (lambda e: lambda D: C_of(qd1, qd2, D, *e))(extra_d)
-            diag = base_d.copy()
+            diag = base_d.copy() if guess is None else guess[:, grid.diag_slice(kd)].reshape(B, m1, m1).copy()
         delta, prev, sweeps = math.inf, math.inf, 0
         while sweeps < max_sweeps:
             changes = []
