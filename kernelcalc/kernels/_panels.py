@@ -318,12 +318,21 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
         delta, prev, sweeps = math.inf, math.inf, 0
         while sweeps < max_sweeps:
             changes = []
+            C_diag = None
             if k:
                 left = np.concatenate([axis0, X[:, :-1, :, -1]], axis=1)                    # S(t, t_j)
                 base = tops[:, :, None, :] + left[:, :, :, None] - tops[:, :, None, :1]
                 extra = () if aux is None else (tuple(a[:, _row_slice(grid, k)].reshape(X.shape) for a in aux),)
-                C = C_of(np.broadcast_to(qk[:, None, :, None], X.shape), np.broadcast_to(qj[:, :, None, :], X.shape), X,
-                         *extra)
+                at_tensor = (np.broadcast_to(qk[:, None, :, None], X.shape), np.broadcast_to(qj[:, :, None, :], X.shape),
+                             X)
+                if diag is not None and aux is None:
+                    # the diagonal cell's C depends on the last sweep only (its diagonal and values): one call of C_of
+                    # for the whole row (a dear dual's price is per call as much as per value; the same values)
+                    qd = diag[:, :, 0] if qp is None else qk
+                    at_diag = (np.broadcast_to(qd[:, :, None], (B, m1, m1)), (qd @ Q.T).reshape(B, m1, m1), diag)
+                    C, C_diag = _joint(C_of, at_tensor, at_diag)
+                else:
+                    C = C_of(*at_tensor, *extra)
                 new = base + _sandwich(J, source(C).reshape(B * k, m1, m1)).reshape(X.shape)
                 changes.append(np.max(_change(new.reshape(B * k, m1, m1), X.reshape(B * k, m1, m1))))
                 X = new
@@ -331,10 +340,11 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
             base = (f @ Q.T).reshape(B, m1, m1) + f[:, :, None] - f[:, :1, None]
             if diag is None:
                 diag = base.copy()
-            qd = diag[:, :, 0] if qp is None else qk
-            extra = () if aux is None else (tuple(a[:, grid.diag_slice(k)].reshape(B, m1, m1) for a in aux),)
-            C = C_of(np.broadcast_to(qd[:, :, None], (B, m1, m1)), (qd @ Q.T).reshape(B, m1, m1), diag, *extra)
-            new = base + (source(C).reshape(B, -1) @ WT).reshape(B, m1, m1)
+            if C_diag is None:
+                qd = diag[:, :, 0] if qp is None else qk
+                extra = () if aux is None else (tuple(a[:, grid.diag_slice(k)].reshape(B, m1, m1) for a in aux),)
+                C_diag = C_of(np.broadcast_to(qd[:, :, None], (B, m1, m1)), (qd @ Q.T).reshape(B, m1, m1), diag, *extra)
+            new = base + (source(C_diag).reshape(B, -1) @ WT).reshape(B, m1, m1)
             changes.append(np.max(_change(new, diag)))
             diag = new
             if qp is None:
@@ -351,6 +361,14 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
     qc = np.concatenate([qs[:, :, :-1].reshape(B, -1), qs[:, -1, -1:]], axis=1)
     return out, qc, worst, most
 
+
+
+def _joint(C_of, *parts):
+    """``C_of`` at several sets of ``(q1, q2, c)`` arrays in one call (flattened and joined), split back."""
+    flat = [np.concatenate([np.ravel(p[i]) for p in parts]) for i in range(3)]
+    out = np.asarray(C_of(*flat))
+    cuts = np.cumsum([np.size(p[2]) for p in parts])[:-1]
+    return tuple(o.reshape(np.shape(p[2])) for o, p in zip(np.split(out, cuts), parts))
 
 
 def _store_wavefront(grid: PanelGrid, out, X, cells, diag, kd) -> None:
