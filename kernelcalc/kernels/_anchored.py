@@ -45,6 +45,10 @@ class AnchoredDual:
     smooth at $\rho=1$, elu's $(1-\rho)^{3/2}$ terms: there the linear model's error is not quadratic in the step,
     and its residual stayed at 8e-12)."""
 
+    #: a wavefront of the panels asks its tensor cells and its diagonal cell in one call (``_panels._solve_wavefront``):
+    #: the exact evaluations of a sweep (anchors, nodes next to rho = 1) come in one batch, not two
+    joint_calls = True
+
     def __init__(self, exact, settle: float = 1.0, stray: float = math.inf, near: float = 1e-9, kink: float = 0.0):
         self.exact, self.settle, self.stray, self.near, self.kink = exact, settle, stray, near, kink
         self.sites: dict = {}

@@ -320,8 +320,6 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
             changes = []
             C_diag = None
             if k:
-                left = np.concatenate([axis0, X[:, :-1, :, -1]], axis=1)                    # S(t, t_j)
-                base = tops[:, :, None, :] + left[:, :, :, None] - tops[:, :, None, :1]
                 extra = () if aux is None else (tuple(a[:, _row_slice(grid, k)].reshape(X.shape) for a in aux),)
                 at_tensor = (np.broadcast_to(qk[:, None, :, None], X.shape), np.broadcast_to(qj[:, :, None, :], X.shape),
                              X)
@@ -333,7 +331,15 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
                     C, C_diag = _joint(C_of, at_tensor, at_diag)
                 else:
                     C = C_of(*at_tensor, *extra)
-                new = base + _sandwich(J, source(C).reshape(B * k, m1, m1)).reshape(X.shape)
+                inc = _sandwich(J, source(C).reshape(B * k, m1, m1)).reshape(X.shape)
+                # the left edges of this sweep's cells, cell after cell (Gauss-Seidel in the edges; C of the last sweep):
+                # a sweep carries an edge across the whole row, not one cell further (the last rows took 3k + 10
+                # sweeps, as many calls of C; now about as many as one cell)
+                new = np.empty_like(X)
+                edge = axis0[:, 0]
+                for j in range(k):
+                    new[:, j] = tops[:, j, None, :] + edge[:, :, None] - tops[:, j, None, :1] + inc[:, j]
+                    edge = new[:, j, :, -1]
                 changes.append(np.max(_change(new.reshape(B * k, m1, m1), X.reshape(B * k, m1, m1))))
                 X = new
             f = S0[:, None] * ones if k == 0 else X[:, -1, :, -1]        # S(t_k + tau, t_k) at the nodes
@@ -420,6 +426,7 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
                             axis=1)                                                     # S(t, t_j)
             base_t = tops[:, :, None, :] + left[:, :, :, None] - tops[:, :, None, :1]
             q1, q2 = qp[:, ks][:, :, :, None], qp[:, js][:, :, None, :]
+            extra_t = ()
             if aux is None and hasattr(C_of, "at_variances"):      # variance parts once per wavefront
                 C_t = C_of.at_variances(q1, q2)
             else:
@@ -440,16 +447,28 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
                 extra_d = () if aux is None else (tuple(a[:, grid.diag_slice(kd)].reshape(B, m1, m1) for a in aux),)
                 C_d = (lambda e: lambda D: C_of(qd1, qd2, D, *e))(extra_d)
             diag = base_d.copy() if guess is None else guess[:, grid.diag_slice(kd)].reshape(B, m1, m1).copy()
+        joint = None
+        if X is not None and diag is not None and getattr(C_of, "joint_calls", False):
+            # a dual priced per call (anchored sweeps: each call an exact evaluation of its nodes next to rho = 1, and
+            # of all of them at an anchor): the wavefront's tensor cells and diagonal cell in one call per sweep
+            def joint(X, D, q1=q1, q2=q2, e_t=extra_t, e_d=extra_d):
+                cat = lambda a, b: np.concatenate([np.reshape(a, (B, -1)), np.reshape(b, (B, -1))], axis=1)  # noqa: E731
+                extra = tuple(tuple(cat(a, b) for a, b in zip(ta, tb)) for ta, tb in zip(e_t, e_d))
+                out = C_of(cat(np.broadcast_to(q1, X.shape), qd1), cat(np.broadcast_to(q2, X.shape), qd2), cat(X, D),
+                           *extra)
+                n = X[0].size
+                return out[:, :n].reshape(X.shape), out[:, n:].reshape(D.shape)
         delta, prev, sweeps = math.inf, math.inf, 0
         while sweeps < max_sweeps:
             changes = []
+            Ct, Cd = joint(X, diag) if joint is not None else (None, None)
             if X is not None:
-                C = C_t(X)
+                C = C_t(X) if Ct is None else Ct
                 new = base_t + _sandwich(J, source(C).reshape(-1, m1, m1)).reshape(X.shape)
                 changes.append(np.max(_change(new.reshape(-1, m1, m1), X.reshape(-1, m1, m1))))
                 X = new
             if diag is not None:
-                C = C_d(diag)
+                C = C_d(diag) if Cd is None else Cd
                 new = base_d + (source(C).reshape(B, -1) @ WT).reshape(B, m1, m1)
                 changes.append(np.max(_change(new, diag)))
                 diag = new
