@@ -23,15 +23,19 @@ in order) and backward for $\Lambda$ (rows $P-1..0$; the diagonal cell first), e
 *local* map ($J\,C\,J^\top$ on a tensor cell, the triangle map $W$ on a diagonal one) whose contraction
 $\sim\sigma_w^2h^2$ is strong: tens of sweeps over one row instead of tens of sweeps over all $O((Pm)^2)$
 nodes with $O((Pm)^4)$ maps.  The self-kernel's diagonal $q(t)=S(t,t)$ lives in the diagonal cell of its
-row, which is why a whole row is iterated together (Gauss–Seidel: each sweep updates the row's cells in
-order).  Edges shared by a diagonal and a tensor cell are interpolated: in the collapsed variable $w$ (the
+row, which is why a whole row is iterated together: each sweep evaluates $C$ on the whole row at the last
+iterate (one call of the dual: a dear dual's price is per call as much as per value) and updates the row's cells
+in order, each from the left edge its left neighbour got in the same sweep (Gauss–Seidel in the edges), so that a
+sweep carries an edge across the whole row: about 14 sweeps per node at any $P$ (measured relu and elu, $P$ = 7 to
+40; when each cell read its neighbour's edge of the last sweep, an edge moved one cell per sweep and the rows took
+$pprox10+3k$ sweeps, 32-47 per node).  Edges shared by a diagonal and a tensor cell are interpolated: in the collapsed variable $w$ (the
 diagonal cell's top row, analytic in $w$) or in $t$ (the tensor cell's column, a Chebyshev interpolant).
 
 Cross-kernels (their diagonal $q$ fixed: no coupling inside a row) and the backward problem are marched by
 **wavefronts** instead: the cells of one anti-diagonal $k+j=d$ depend only on those of $d\mp1$, so each is
-iterated to its own fixed point from fixed edges (:func:`_solve_wavefront`, :func:`_backward_wavefront`).  A row
-iterated as a whole carries a left (right) edge only one cell further per sweep: at $\sigma_wT=10$ its last rows
-took 20-22 sweeps where a wavefront takes ~9, about twice the closed-form evaluations (measured, gelu).
+iterated to its own fixed point from fixed edges (:func:`_solve_wavefront`, :func:`_backward_wavefront`; ~9 sweeps
+per cell).  A cross-kernel solve can start from a guess (the same problem on another grid,
+:meth:`PanelGrid.resample_nodes`).
 
 **Accuracy.** The error decays geometrically in the per-cell degree $m$ (analytic data on every cell);
 the caller measures it from the degree sequence ($|K_m-K_{m'}|$ estimates the coarser grid's error).
@@ -398,10 +402,9 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
     $(k,k)$ on $(k,k-1)$ alone.  So the cells of one anti-diagonal $k+j=d$ are independent once those of
     $d-1$ are solved, and each is iterated to its own fixed point from fixed edges (a Volterra map on one
     cell: factorial convergence, ~9 sweeps at $\sigma_wh=1$).  Marching whole rows (:func:`_solve`, needed for
-    the self-kernel, whose diagonal couples its row) iterates the row's $k$ tensor cells together, and a
-    sweep only carries a left edge one cell further: the last rows took 20-22 sweeps for 10 panels
-    (gelu, $\sigma_wT=10$), about twice the closed-form evaluations of the wavefronts.  Same fixed point
-    (to rounding), same returns."""
+    the self-kernel, whose diagonal couples its row) iterates the row's cells together, about 14 sweeps.  Same
+    fixed point (to rounding), same returns.  A dual with ``joint_calls`` (:class:`._anchored.AnchoredDual`) is
+    asked once per sweep for the wavefront's tensor cells and its diagonal cell together."""
     S0 = np.asarray(S0, dtype=np.float64)
     B, m, P = S0.shape[0], grid.m, grid.P
     m1 = m + 1

@@ -24,7 +24,15 @@ is the coarser grid's error).  The largest change of the bands used is ``info["b
 enters ``info["error_estimate"]``.  On one element (``_ELEMENT_BAND_DELTAS``) bands 1 and 2 are one band, with
 $\delta=1/64$.  The grid builds and solves run with one BLAS thread (:func:`._triangle._one_thread`).
 On the panels, a self-kernel known on another degree seeds the next one (:meth:`KinkedSolverMixin._self_solve`), and
-a dear closed form (elu) reads the Gram's cross solves from node angle tables (:mod:`._node_tables`).
+a dear closed form (elu) reads the Gram's cross solves from node angle tables (:mod:`._node_tables`).  A probe of a
+later rung (and a later self-kernel) starts its Picard sweeps from the same problem's solution on the rung below,
+resampled (:meth:`~.ode_kinked_panels.KinkedPanelsMixin._guess`): each rung is still solved to its own fixed point
+(the sweeps' tolerance, and for a dear dual the anchored model checked at the solution), so the change between rungs
+measures the coarser grid's error as before; the start only saves sweeps (a dear dual: one exact evaluation per
+node and the final one, where a cold start took about four and the check).  The node angle tables' bracketing solves
+reuse those probes where the band's edge angles were probed on the table's grid (band 0: both; band 1: its lower
+edge), and start the others from a solve on another grid.  The large-$q$ rule's bands 1 and 2 climb from degrees
+12 and 16 (``_PANEL_LADDERS_RULE``).
 """
 
 from __future__ import annotations
