@@ -102,3 +102,31 @@ def test_residual_at_is_the_linear_models_error_at_the_solution():
     with pytest.raises(ValueError):
         bare.residual_at(S, S * S)
     assert math.isfinite(anchored.residual())
+
+
+def test_anchored_cross_solve_restarts_then_falls_back_to_the_exact_dual(monkeypatch):
+    """The kinked solver's anchored cross solves (elu, 5 panels, degree 8): with RESIDUAL_TOL at 0 no linear model
+    passes, so the solve restarts once from its own solution and then solves with the exact dual, whose result is the
+    row marching's (exact C, no guess) to rounding; with the real tolerance it passes at once, within 1e-13 of it."""
+    from kernelcalc.kernels import ode_kinked_panels as okp
+    from kernelcalc.kernels.ode import KinkedGoursatSolver
+    from kernelcalc.theory.gaussian import dual_kernels
+
+    act = resolve_activation("elu")
+    solver = KinkedGoursatSolver(act, T=5.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, v_max=1.0)
+    dual = dual_kernels(act)
+    grid = solver._grid(8, 1.0)
+    C = lambda q1, q2, c: _elu_exact(q1, q2, c)[0]              # noqa: E731
+    _, q, _, _ = pan.solve(grid, C, np.ones(1), solver._fwd)
+    q = np.repeat(q, 2, axis=0)
+    S0 = np.cos(np.array([0.7, 2.5]))
+    rows, _, _, _ = pan._solve(grid, C, S0, solver._fwd, q=q)
+    S, (Cn, _), _, _ = solver._anchored_cross(dual, grid, S0, q)
+    assert "anchored_restarts" not in solver.info
+    assert np.max(np.abs(S - rows)) <= 1e-13 * np.max(np.abs(rows))
+    monkeypatch.setattr(okp, "RESIDUAL_TOL", 0.0)
+    S, (Cn, _), _, _ = solver._anchored_cross(dual, grid, S0, q)
+    assert solver.info["anchored_restarts"] == 2
+    assert np.max(np.abs(S - rows)) <= 1e-13 * np.max(np.abs(rows))
+    q1, q2 = (np.broadcast_to(a, S.shape) for a in grid.variances(q))
+    assert np.array_equal(Cn, _elu_exact(q1, q2, S)[0])

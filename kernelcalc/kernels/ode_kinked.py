@@ -238,8 +238,13 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
                         lambda q1, q2, c: table(c.reshape(c.shape[0], -1), 0).reshape(c.shape))
                     if table is None and not own and _dear(dual):   # a dear closed form (elu) on one element
                         C_of = AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True), kink=_kink(dual))
-                    S, qk, dS, nS, final = (self._own_solve(dual, grid, S0[sel]) if own else
-                                            _solve(grid, C_of, S0[sel], self._fwd, q=qb[sel]) + (None,))
+                    probe = not own and not tabulate and isinstance(grid, pan.PanelGrid)   # (a ladder's probe: a guess)
+                    S, qk, dS, nS, final = (
+                        self._own_solve(dual, grid, S0[sel]) if own else
+                        pan.solve(grid, C_of, S0[sel], self._fwd, q=qb[sel], guess=self._guess(grid, S0[sel], qb[sel]))
+                        + (None,) if probe else _solve(grid, C_of, S0[sel], self._fwd, q=qb[sel]) + (None,))
+                    if probe:
+                        self._keep(grid, S0[sel], qb[sel], S)
                     if isinstance(C_of, AnchoredDual) and C_of.residual() > RESIDUAL_TOL:   # (module _anchored)
                         S, qk, dS, nS = _solve(grid, self._C(dual), S0[sel], self._fwd, q=qb[sel])
                     B = S.shape[0]
