@@ -373,12 +373,18 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
 
 
 
-def _joint(C_of, *parts):
-    """``C_of`` at several sets of ``(q1, q2, c)`` arrays in one call (flattened and joined), split back."""
-    flat = [np.concatenate([np.ravel(p[i]) for p in parts]) for i in range(3)]
-    out = np.asarray(C_of(*flat))
-    cuts = np.cumsum([np.size(p[2]) for p in parts])[:-1]
-    return tuple(o.reshape(np.shape(p[2])) for o, p in zip(np.split(out, cuts), parts))
+def _joint(C_of, *parts, extras=None):
+    """``C_of`` at several sets of ``(q1, q2, c)`` node arrays (leading axis: the B problems) in one call, joined per
+    problem (``(B, n)``: a node-indexed dual's layout), split back to each set's shape.  ``extras``: per set, the tuple
+    of node arrays handed to ``C_of`` after ``c`` (``aux`` of :func:`solve`), joined alike."""
+    B = np.shape(parts[0][2])[0]
+    cat = lambda arrays: np.concatenate([np.reshape(a, (B, -1)) for a in arrays], axis=1)   # noqa: E731
+    args = [cat([np.broadcast_to(p[i], np.shape(p[2])) for p in parts]) for i in range(3)]
+    if extras:
+        args += [tuple(cat(group) for group in zip(*(e[0] for e in extras)))]
+    out = np.asarray(C_of(*args))
+    cuts = np.cumsum([np.size(p[2]) // B for p in parts])[:-1]
+    return tuple(o.reshape(np.shape(p[2])) for o, p in zip(np.split(out, cuts, axis=1), parts))
 
 
 def _store_wavefront(grid: PanelGrid, out, X, cells, diag, kd) -> None:
@@ -455,12 +461,7 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
             # a dual priced per call (anchored sweeps: each call an exact evaluation of its nodes next to rho = 1, and
             # of all of them at an anchor): the wavefront's tensor cells and diagonal cell in one call per sweep
             def joint(X, D, q1=q1, q2=q2, e_t=extra_t, e_d=extra_d):
-                cat = lambda a, b: np.concatenate([np.reshape(a, (B, -1)), np.reshape(b, (B, -1))], axis=1)  # noqa: E731
-                extra = tuple(tuple(cat(a, b) for a, b in zip(ta, tb)) for ta, tb in zip(e_t, e_d))
-                out = C_of(cat(np.broadcast_to(q1, X.shape), qd1), cat(np.broadcast_to(q2, X.shape), qd2), cat(X, D),
-                           *extra)
-                n = X[0].size
-                return out[:, :n].reshape(X.shape), out[:, n:].reshape(D.shape)
+                return _joint(C_of, (q1, q2, X), (qd1, qd2, D), extras=(e_t, e_d) if e_t else None)
         delta, prev, sweeps = math.inf, math.inf, 0
         while sweeps < max_sweeps:
             changes = []
