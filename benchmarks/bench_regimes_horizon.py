@@ -188,6 +188,21 @@ run)::
     tables build in ~2.4 s instead of ~3.4 s.  Left: one compile of the five-regime block, 3.3-6 s by load, one of the
     quadrature levels, ~1.3 s, ~2.4 s of table builds, and ~26 s evaluating the rule: the 10x target is still missed.)
 
+    Branch ladder (fewer exact evaluations of the rule: the ladder's probes and later self-kernels start from the same
+    problem on the rung below, one exact evaluation per node; the node tables' brackets reuse the probes; the row march
+    carries edges across a row per sweep, 14 sweeps per node instead of ~35; bands 1 and 2 of the rule climb from
+    degrees 12 and 16), against main (e37e3e5) in alternation, 21:02-21:18, load average 6-9 (wall times noisy: CPU
+    seconds of the T = 10 process compared).  Exact evaluations of the rule (N = 200): softplus 3.05e6 -> 1.47e6, silu
+    4.34e6 -> 2.02e6; NTK within 2e-12 (softplus), 3e-13 (silu), 2e-14 (elu) of main's, relative to its largest::
+
+    T = 10 CPU s   main round 1 / 2   ladder round 1 / 2
+    softplus          50.0 / 54.4        36.8 / 33.9      (err 8.7e-11 -> 8.2e-11)
+    silu              69.3 / 75.5        41.8 / 42.0      (err 7.0e-11 -> 7.3e-11)
+    elu               12.6 / 12.4         9.0 /  9.3      (err 1.5e-10, unchanged)
+
+    (softplus's T = 10 CPU left: ~15-20 s of it is the rule's first call, its table builds and compile; the 10x target
+    is still missed.)
+
 Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin]``; the lead's
 ``benchmarks/bench_regimes.py`` calls :func:`run`.
 """

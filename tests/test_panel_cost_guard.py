@@ -45,7 +45,9 @@ def _count_solves(monkeypatch):
         def wrapped(grid, C_or_Cdot, S0, *a, _real=real, _name=name, **k):
             before = swept[0]
             out = _real(grid, C_or_Cdot, S0, *a, **k)
-            solves.append((_name, grid.m, np.shape(S0)[0], swept[0] - before, grid.points))
+            guessed = _name == "_solve_wavefront" and (a[6] if len(a) > 6 else k.get("guess")) is not None
+            solves.append((_name + (" from a guess" if guessed else ""), grid.m, np.shape(S0)[0], swept[0] - before,
+                           grid.points))
             return out
 
         monkeypatch.setattr(pan, name, wrapped)
@@ -64,10 +66,14 @@ def test_panel_model_counts_the_sweeps_the_solver_makes(monkeypatch):
     with pytest.warns(kc.Assumption1Warning):
         kc.node_kernel(_sphere(), activation="relu", T=7.0)
     rows = [s / (B * pts) for kind, m, B, s, pts in solves if kind == "_solve"]
-    fronts = [s / (B * pts) for kind, m, B, s, pts in solves if kind != "_solve"]
-    assert rows and fronts
+    fronts = [s / (B * pts) for kind, m, B, s, pts in solves if kind in ("_solve_wavefront", "_backward_wavefront")]
+    guessed = [s / (B * pts) for kind, m, B, s, pts in solves if kind.endswith("from a guess")]
+    assert rows and fronts and guessed
     assert all(1 / 1.5 <= r / okc._self_sweeps(7) <= 1.5 for r in rows), rows
     assert all(1 / 1.5 <= f / okc._PAIR_SWEEPS <= 1.5 for f in fronts), fronts
+    # the later self-kernels start from the last one resampled (kernels/_panels.solve guess): fewer sweeps, the model
+    # an upper bound for them
+    assert all(f <= okc._PAIR_SWEEPS for f in guessed), guessed
 
 
 def test_panel_guard_refuses_before_the_rung_that_passes_the_limit(monkeypatch):

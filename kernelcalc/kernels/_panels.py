@@ -23,15 +23,19 @@ in order) and backward for $\Lambda$ (rows $P-1..0$; the diagonal cell first), e
 *local* map ($J\,C\,J^\top$ on a tensor cell, the triangle map $W$ on a diagonal one) whose contraction
 $\sim\sigma_w^2h^2$ is strong: tens of sweeps over one row instead of tens of sweeps over all $O((Pm)^2)$
 nodes with $O((Pm)^4)$ maps.  The self-kernel's diagonal $q(t)=S(t,t)$ lives in the diagonal cell of its
-row, which is why a whole row is iterated together (Gauss–Seidel: each sweep updates the row's cells in
-order).  Edges shared by a diagonal and a tensor cell are interpolated: in the collapsed variable $w$ (the
+row, which is why a whole row is iterated together: each sweep evaluates $C$ on the whole row at the last
+iterate (one call of the dual: a dear dual's price is per call as much as per value) and updates the row's cells
+in order, each from the left edge its left neighbour got in the same sweep (Gauss–Seidel in the edges), so that a
+sweep carries an edge across the whole row: about 14 sweeps per node at any $P$ (measured relu and elu, $P$ = 7 to
+40; when each cell read its neighbour's edge of the last sweep, an edge moved one cell per sweep and the rows took
+$pprox10+3k$ sweeps, 32-47 per node).  Edges shared by a diagonal and a tensor cell are interpolated: in the collapsed variable $w$ (the
 diagonal cell's top row, analytic in $w$) or in $t$ (the tensor cell's column, a Chebyshev interpolant).
 
 Cross-kernels (their diagonal $q$ fixed: no coupling inside a row) and the backward problem are marched by
 **wavefronts** instead: the cells of one anti-diagonal $k+j=d$ depend only on those of $d\mp1$, so each is
-iterated to its own fixed point from fixed edges (:func:`_solve_wavefront`, :func:`_backward_wavefront`).  A row
-iterated as a whole carries a left (right) edge only one cell further per sweep: at $\sigma_wT=10$ its last rows
-took 20-22 sweeps where a wavefront takes ~9, about twice the closed-form evaluations (measured, gelu).
+iterated to its own fixed point from fixed edges (:func:`_solve_wavefront`, :func:`_backward_wavefront`; ~9 sweeps
+per cell).  A cross-kernel solve can start from a guess (the same problem on another grid,
+:meth:`PanelGrid.resample_nodes`).
 
 **Accuracy.** The error decays geometrically in the per-cell degree $m$ (analytic data on every cell);
 the caller measures it from the degree sequence ($|K_m-K_{m'}|$ estimates the coarser grid's error).
@@ -155,6 +159,31 @@ class PanelGrid:
         out = self.split(qc) @ L.T                                  # (B, P, m'+1)
         return np.concatenate([out[:, :, :-1].reshape(qc.shape[0], -1), out[:, -1, -1:]], axis=1)
 
+    def resample_nodes(self, values: np.ndarray, other: "PanelGrid") -> np.ndarray:
+        r"""Node values ``(B, points)`` of a function on this grid -> on ``other``'s nodes (same panels and $T$; any
+        degree and sinh map): per tensor cell the tensor interpolant in $(t,s)$, per diagonal cell that in the
+        collapsed coordinates $(r,w)$ (``other``'s $v$ nodes mapped to this grid's $w$).  The solutions are analytic
+        there, so the values of a converged solve on one grid are a first guess on another (:func:`solve` ``guess``:
+        the degree ladder's next rung, :meth:`~kernelcalc.kernels.ode_kinked.KinkedSolverMixin._pairs`)."""
+        if other.P != self.P or other.T != self.T:
+            raise ValueError("resample_nodes: the grids must share their panels")
+        if other.m == self.m and other.delta == self.delta:
+            return values
+        B, m1, n1 = values.shape[0], self.m + 1, other.m + 1
+        Lt = barycentric_weights(_lobatto01(self.m), _lobatto01(other.m))             # (n1, m1)
+        Lr = barycentric_weights(self.tri.r, other.tri.r)
+        a = math.asinh(1.0 / self.delta)
+        w = np.arcsinh(np.clip(1.0 - other.tri.v, 0.0, 1.0) / self.delta) / a        # other's v nodes in this w
+        Lw = barycentric_weights(_lobatto01(self.m), w)
+        out = np.empty((B, other.points))
+        P = self.P
+        d = values[:, : P * self.cell].reshape(B * P, m1, m1)
+        out[:, : P * other.cell] = _sandwich2(Lr, d, Lw).reshape(B, -1)
+        t = values[:, P * self.cell:].reshape(-1, m1, m1)
+        if t.size:
+            out[:, P * other.cell:] = _sandwich2(Lt, t, Lt).reshape(B, -1)
+        return out
+
 
 @functools.lru_cache(maxsize=32)
 def panel_grid(m: int, P: int, delta: float, T: float) -> PanelGrid:
@@ -188,6 +217,13 @@ def _sandwich(A, X):
     return (Y.transpose(0, 2, 1).reshape(B * n, n) @ A.T).reshape(B, n, n).transpose(0, 2, 1)
 
 
+def _sandwich2(A, X, C):
+    """``A @ X @ C.T`` for a stack ``X`` (B, n, n) -> (B, a, c)."""
+    B, n, k = X.shape
+    Y = (X.reshape(B * n, k) @ C.T).reshape(B, n, C.shape[0])
+    return np.einsum("an,bnc->bac", A, Y)
+
+
 def _change(new, old) -> np.ndarray:
     B = new.shape[0]
     num = np.max(np.abs(new - old).reshape(B, -1), axis=1)
@@ -212,7 +248,8 @@ def _one_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11, aux=None):
+def solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11, aux=None,
+          guess=None):
     r"""The forward problem $S=S_0+\sigma_w^2\iint C(S)$ on ``grid`` for B problems of equal norm (``S0``:
     ``(B,)``), row of cells by row (module doc; the tensor cells of a row are updated together, the diagonal
     cell after them).  ``C_of(q1, q2, c)``: the dual kernel (numpy, broadcasting); ``source(C)``
@@ -220,10 +257,15 @@ def solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_sweep
     $q(t)=S(t,t)$ iterated with its row).  Returns ``(S (B, points), q (B, P m + 1), change, sweeps)``: the
     largest relative change of the last sweep over the rows and the most sweeps of a row.  ``aux``: a tuple of
     ``(B, points)`` node arrays handed to ``C_of`` as a fourth argument, cut like ``c`` (the deficit form of
-    near-parallel pairs)."""
+    near-parallel pairs).  ``guess``: ``(B, points)`` the first iterate of every cell of a cross-kernel solve (``q``
+    given; e.g. the solution of the same problem on a coarser grid, :meth:`PanelGrid.resample_nodes`) in place of the
+    cell's edges extended inward: the same fixed point, reached from closer (the anchored sweeps of a dear dual,
+    :mod:`._anchored`, then need one exact evaluation per node where they took about four)."""
+    if guess is not None and (q is None or grid.P == 1):
+        raise ValueError("solve: a guess serves the wavefronts of a cross-kernel solve (q given, P > 1) only")
     with _one_thread():
         if q is not None and grid.P > 1:     # a fixed diagonal: the cells decouple into wavefronts
-            return _solve_wavefront(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation, aux)
+            return _solve_wavefront(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation, aux, guess)
         return _solve(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation, aux)
 
 
@@ -280,23 +322,39 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
         delta, prev, sweeps = math.inf, math.inf, 0
         while sweeps < max_sweeps:
             changes = []
+            C_diag = None
             if k:
-                left = np.concatenate([axis0, X[:, :-1, :, -1]], axis=1)                    # S(t, t_j)
-                base = tops[:, :, None, :] + left[:, :, :, None] - tops[:, :, None, :1]
                 extra = () if aux is None else (tuple(a[:, _row_slice(grid, k)].reshape(X.shape) for a in aux),)
-                C = C_of(np.broadcast_to(qk[:, None, :, None], X.shape), np.broadcast_to(qj[:, :, None, :], X.shape), X,
-                         *extra)
-                new = base + _sandwich(J, source(C).reshape(B * k, m1, m1)).reshape(X.shape)
+                at_tensor = (np.broadcast_to(qk[:, None, :, None], X.shape), np.broadcast_to(qj[:, :, None, :], X.shape),
+                             X)
+                if diag is not None and aux is None:
+                    # the diagonal cell's C depends on the last sweep only (its diagonal and values): one call of C_of
+                    # for the whole row (a dear dual's price is per call as much as per value; the same values)
+                    qd = diag[:, :, 0] if qp is None else qk
+                    at_diag = (np.broadcast_to(qd[:, :, None], (B, m1, m1)), (qd @ Q.T).reshape(B, m1, m1), diag)
+                    C, C_diag = _joint(C_of, at_tensor, at_diag)
+                else:
+                    C = C_of(*at_tensor, *extra)
+                inc = _sandwich(J, source(C).reshape(B * k, m1, m1)).reshape(X.shape)
+                # the left edges of this sweep's cells, cell after cell (Gauss-Seidel in the edges; C of the last sweep):
+                # a sweep carries an edge across the whole row, not one cell further (the last rows took 3k + 10
+                # sweeps, as many calls of C; now about as many as one cell)
+                new = np.empty_like(X)
+                edge = axis0[:, 0]
+                for j in range(k):
+                    new[:, j] = tops[:, j, None, :] + edge[:, :, None] - tops[:, j, None, :1] + inc[:, j]
+                    edge = new[:, j, :, -1]
                 changes.append(np.max(_change(new.reshape(B * k, m1, m1), X.reshape(B * k, m1, m1))))
                 X = new
             f = S0[:, None] * ones if k == 0 else X[:, -1, :, -1]        # S(t_k + tau, t_k) at the nodes
             base = (f @ Q.T).reshape(B, m1, m1) + f[:, :, None] - f[:, :1, None]
             if diag is None:
                 diag = base.copy()
-            qd = diag[:, :, 0] if qp is None else qk
-            extra = () if aux is None else (tuple(a[:, grid.diag_slice(k)].reshape(B, m1, m1) for a in aux),)
-            C = C_of(np.broadcast_to(qd[:, :, None], (B, m1, m1)), (qd @ Q.T).reshape(B, m1, m1), diag, *extra)
-            new = base + (source(C).reshape(B, -1) @ WT).reshape(B, m1, m1)
+            if C_diag is None:
+                qd = diag[:, :, 0] if qp is None else qk
+                extra = () if aux is None else (tuple(a[:, grid.diag_slice(k)].reshape(B, m1, m1) for a in aux),)
+                C_diag = C_of(np.broadcast_to(qd[:, :, None], (B, m1, m1)), (qd @ Q.T).reshape(B, m1, m1), diag, *extra)
+            new = base + (source(C_diag).reshape(B, -1) @ WT).reshape(B, m1, m1)
             changes.append(np.max(_change(new, diag)))
             diag = new
             if qp is None:
@@ -315,6 +373,20 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
 
 
 
+def _joint(C_of, *parts, extras=None):
+    """``C_of`` at several sets of ``(q1, q2, c)`` node arrays (leading axis: the B problems) in one call, joined per
+    problem (``(B, n)``: a node-indexed dual's layout), split back to each set's shape.  ``extras``: per set, the tuple
+    of node arrays handed to ``C_of`` after ``c`` (``aux`` of :func:`solve`), joined alike."""
+    B = np.shape(parts[0][2])[0]
+    cat = lambda arrays: np.concatenate([np.reshape(a, (B, -1)) for a in arrays], axis=1)   # noqa: E731
+    args = [cat([np.broadcast_to(p[i], np.shape(p[2])) for p in parts]) for i in range(3)]
+    if extras:
+        args += [tuple(cat(group) for group in zip(*(e[0] for e in extras)))]
+    out = np.asarray(C_of(*args))
+    cuts = np.cumsum([np.size(p[2]) // B for p in parts])[:-1]
+    return tuple(o.reshape(np.shape(p[2])) for o, p in zip(np.split(out, cuts, axis=1), parts))
+
+
 def _store_wavefront(grid: PanelGrid, out, X, cells, diag, kd) -> None:
     """Write a solved wavefront into the flat node array ``out`` (B, points): its tensor cells ``X`` (B, cells,
     m+1, m+1) at ``cells[i] = (k, j)`` and its diagonal cell ``diag`` (B, m+1, m+1) at ``(kd, kd)`` (either may
@@ -328,7 +400,7 @@ def _store_wavefront(grid: PanelGrid, out, X, cells, diag, kd) -> None:
 
 
 def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11,
-                     aux=None):
+                     aux=None, guess=None):
     r""":func:`solve` of cross-kernels (the diagonal ``q`` fixed) by wavefronts of cells.
 
     With $q$ fixed, a cell's Goursat problem depends only on its lower and left edges: the tensor cell $(k,j)$
@@ -336,10 +408,9 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
     $(k,k)$ on $(k,k-1)$ alone.  So the cells of one anti-diagonal $k+j=d$ are independent once those of
     $d-1$ are solved, and each is iterated to its own fixed point from fixed edges (a Volterra map on one
     cell: factorial convergence, ~9 sweeps at $\sigma_wh=1$).  Marching whole rows (:func:`_solve`, needed for
-    the self-kernel, whose diagonal couples its row) iterates the row's $k$ tensor cells together, and a
-    sweep only carries a left edge one cell further: the last rows took 20-22 sweeps for 10 panels
-    (gelu, $\sigma_wT=10$), about twice the closed-form evaluations of the wavefronts.  Same fixed point
-    (to rounding), same returns."""
+    the self-kernel, whose diagonal couples its row) iterates the row's cells together, about 14 sweeps.  Same
+    fixed point (to rounding), same returns.  A dual with ``joint_calls`` (:class:`._anchored.AnchoredDual`) is
+    asked once per sweep for the wavefront's tensor cells and its diagonal cell together."""
     S0 = np.asarray(S0, dtype=np.float64)
     B, m, P = S0.shape[0], grid.m, grid.P
     m1 = m + 1
@@ -364,6 +435,7 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
                             axis=1)                                                     # S(t, t_j)
             base_t = tops[:, :, None, :] + left[:, :, :, None] - tops[:, :, None, :1]
             q1, q2 = qp[:, ks][:, :, :, None], qp[:, js][:, :, None, :]
+            extra_t = ()
             if aux is None and hasattr(C_of, "at_variances"):      # variance parts once per wavefront
                 C_t = C_of.at_variances(q1, q2)
             else:
@@ -371,7 +443,8 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
                     [a[:, grid.tensor_slice(k, j)].reshape(B, m1, m1) for k, j in zip(ks, js)], axis=1) for a in aux),)
                 q1, q2 = np.broadcast_to(q1, base_t.shape), np.broadcast_to(q2, base_t.shape)
                 C_t = (lambda q1, q2, e: lambda X: C_of(q1, q2, X, *e))(q1, q2, extra_t)
-            X = base_t.copy()
+            X = base_t.copy() if guess is None else np.stack(
+                [guess[:, grid.tensor_slice(k, j)].reshape(B, m1, m1) for k, j in zip(ks, js)], axis=1)
         if kd is not None:
             f = S0[:, None] * ones if kd == 0 else cell(kd, kd - 1)[:, :, -1]           # S(t_k + tau, t_k)
             base_d = (f @ Q.T).reshape(B, m1, m1) + f[:, :, None] - f[:, :1, None]
@@ -382,17 +455,24 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
             else:
                 extra_d = () if aux is None else (tuple(a[:, grid.diag_slice(kd)].reshape(B, m1, m1) for a in aux),)
                 C_d = (lambda e: lambda D: C_of(qd1, qd2, D, *e))(extra_d)
-            diag = base_d.copy()
+            diag = base_d.copy() if guess is None else guess[:, grid.diag_slice(kd)].reshape(B, m1, m1).copy()
+        joint = None
+        if X is not None and diag is not None and getattr(C_of, "joint_calls", False):
+            # a dual priced per call (anchored sweeps: each call an exact evaluation of its nodes next to rho = 1, and
+            # of all of them at an anchor): the wavefront's tensor cells and diagonal cell in one call per sweep
+            def joint(X, D, q1=q1, q2=q2, e_t=extra_t, e_d=extra_d):
+                return _joint(C_of, (q1, q2, X), (qd1, qd2, D), extras=(e_t, e_d) if e_t else None)
         delta, prev, sweeps = math.inf, math.inf, 0
         while sweeps < max_sweeps:
             changes = []
+            Ct, Cd = joint(X, diag) if joint is not None else (None, None)
             if X is not None:
-                C = C_t(X)
+                C = C_t(X) if Ct is None else Ct
                 new = base_t + _sandwich(J, source(C).reshape(-1, m1, m1)).reshape(X.shape)
                 changes.append(np.max(_change(new.reshape(-1, m1, m1), X.reshape(-1, m1, m1))))
                 X = new
             if diag is not None:
-                C = C_d(diag)
+                C = C_d(diag) if Cd is None else Cd
                 new = base_d + (source(C).reshape(B, -1) @ WT).reshape(B, m1, m1)
                 changes.append(np.max(_change(new, diag)))
                 diag = new

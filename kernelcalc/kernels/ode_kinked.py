@@ -24,7 +24,15 @@ is the coarser grid's error).  The largest change of the bands used is ``info["b
 enters ``info["error_estimate"]``.  On one element (``_ELEMENT_BAND_DELTAS``) bands 1 and 2 are one band, with
 $\delta=1/64$.  The grid builds and solves run with one BLAS thread (:func:`._triangle._one_thread`).
 On the panels, a self-kernel known on another degree seeds the next one (:meth:`KinkedSolverMixin._self_solve`), and
-a dear closed form (elu) reads the Gram's cross solves from node angle tables (:mod:`._node_tables`).
+a dear closed form (elu) reads the Gram's cross solves from node angle tables (:mod:`._node_tables`).  A probe of a
+later rung (and a later self-kernel) starts its Picard sweeps from the same problem's solution on the rung below,
+resampled (:meth:`~.ode_kinked_panels.KinkedPanelsMixin._guess`): each rung is still solved to its own fixed point
+(the sweeps' tolerance, and for a dear dual the anchored model checked at the solution), so the change between rungs
+measures the coarser grid's error as before; the start only saves sweeps (a dear dual: one exact evaluation per
+node and the final one, where a cold start took about four and the check).  The node angle tables' bracketing solves
+reuse those probes where the band's edge angles were probed on the table's grid (band 0: both; band 1: its lower
+edge), and start the others from a solve on another grid.  The large-$q$ rule's bands 1 and 2 climb from degrees
+12 and 16 (``_PANEL_LADDERS_RULE``).
 """
 
 from __future__ import annotations
@@ -59,6 +67,12 @@ _ELEMENT_BAND_DELTAS = (1.0, 0.25, 0.015625)
 _BAND_LADDERS = ((16, 20, 24, 32, 40), (20, 24, 32, 40), (24, 32, 40, 48))
 #: the same per cell of the composite panels (sigma_w T > 3, :mod:`._panels`; each cell has sigma_w h <= 2)
 _PANEL_LADDERS = ((12, 16, 20, 24, 32), (16, 20, 24, 32), (20, 24, 32, 40))
+#: the same for the large-q rule of softplus and silu (``_LARGE_Q_PANELS``): smooth at the scale 1/sqrt(q), its near
+#: kinks are milder than relu's, and bands 1 and 2 start a degree lower (smaller grids for their probes, node angle
+#: tables and Gram solves).  Measured (softplus sigma_w T = 10, N = 200): with _PANEL_LADDERS bands 1 and 2 stopped at
+#: degrees 16 and 20 with changes 3.9e-14 and 1.8e-13 (against 20 and 24); from 12 and 16 they stop there with changes
+#: 1.2e-11 and 2.7e-12 (tol 1e-10), the Gram within 2e-12 of the former, 3.05e6 exact evaluations of the rule -> 2.58e6
+_PANEL_LADDERS_RULE = ((12, 16, 20, 24, 32), (12, 16, 20, 24, 32), (16, 20, 24, 32, 40))
 _COARSE_DEGREE = 16        # the self-kernel that learns q(T) (GoursatSolver._choose_dual_and_M), for the cost guard
 _EQUAL_RTOL = 1e-12       # norms this close (relative) are solved as equal
 _BATCH = 64                # problems per numpy solve
@@ -88,6 +102,7 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
         self._nt_state: dict = {}      # (grid, band, diagonal) -> problems asked, NodeAngleTable (_angle_table)
         self._self_guess: dict = {}    # S0 -> (grid, q) of its latest self-kernel solve (_self_solve's first guess)
         self._own_keys: dict = {}      # (dual, grid) -> the S0 of self._own (_own_get: the nearest within 1e-12)
+        self._solutions: dict = {}     # (grid, S0) -> a converged solve (first guesses and brackets, _keep)
 
     def _band_deltas(self) -> tuple:
         """The sinh-map parameter of each band: ``_ELEMENT_BAND_DELTAS`` on one element, ``_BAND_DELTAS`` on panels."""
@@ -109,14 +124,16 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
                 out.append(np.stack([h[1] for h in hits]))
                 continue
             S0, inverse = np.unique(S0, return_inverse=True)   # (a padded batch repeats its norms)
-            S, q, delta, sweeps = self._self_solve(dual, grid, S0)
+            S, q, delta, sweeps, final = self._self_solve(dual, grid, S0)
             out.append(q[inverse.ravel()])
             self._sweeps("self", delta, sweeps, "the pre-activation variance q(t) = E[h_t^2]")
             if len(self._own) + S0.size > _OWN_CACHE:
                 self._own.clear()
                 self._own_keys.clear()
+            self._keep(grid, S0, q, S)
             for i, s0 in enumerate(S0.tolist()):
-                self._own[(values_key(dual), grid.name, s0)] = (S[i], q[i], delta, sweeps)
+                self._own[(values_key(dual), grid.name, s0)] = (S[i], q[i], delta, sweeps,
+                                                                 None if final is None else (final[0][i], final[1][i]))
                 self._own_keys.setdefault((values_key(dual), grid.name), set()).add(s0)
                 self._self_guess[s0] = (grid, q[i], values_key(dual))
         return np.concatenate(out)
@@ -134,7 +151,12 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
         exact evaluations per node, where the row marching evaluates every node at each of its ~40 sweeps), whose
         own diagonal is the next $q$.  Measured (elu, $\sigma_wT=10$, degree 16 -> 20): one such step lands within
         2e-14 of the row-marched solution.  Iterated until $q$ changes by less than ``_SELF_Q_TOL`` (relative), else
-        (no convergence in ``_SELF_Q_STEPS`` steps) the row marching.  Returns ``(S, q, change, sweeps)``."""
+        (no convergence in ``_SELF_Q_STEPS`` steps) the row marching.  The first step starts from the known solve
+        resampled (:meth:`_guess`), each next one from the last (a dear dual's anchored sweeps then cost about one
+        exact evaluation per node and its final one, :meth:`_anchored_cross`, where they took about four and the check
+        of the linear model).  Returns ``(S, q, change, sweeps, final)``: ``final`` the exact $(C,\dot C)$ at ``S``
+        with the variances of the last step's diagonal (a dear dual: the identical-input pairs of :meth:`_pairs` read
+        them), else ``None``."""
         known = [self._self_guess.get(_nearest(self._self_guess, s0)) for s0 in S0.tolist()]
         # a diagonal of another dual (the coarse one that learned q(T)) seeds only a closed form's solve: the large-q
         # rule's fixed-diagonal steps from a Hermite diagonal (1e-6) took 6-8 steps or fell back to the row marching
@@ -142,32 +164,31 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
         if not isinstance(grid, pan.PanelGrid) or any(
                 k is None or k[0].P != grid.P or (dual.method == "asymptotic" and k[2] != values_key(dual))
                 for k in known):
-            return _solve(grid, self._C(dual), S0, self._fwd)
+            return _solve(grid, self._C(dual), S0, self._fwd) + (None,)
         q = np.stack([_resample(k[1][None, :], k[0], grid)[0] for k in known])
-        if _dear(dual):
-            C_of = lambda: AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True), kink=_kink(dual))
-        else:
-            C_of = lambda: self._C(dual)
+        guess = self._guess(grid, S0, q)
         m, cell = grid.m, grid.cell
         on_diag = np.array([k * cell + i * (m + 1) for k in range(grid.P) for i in range(m)] + [grid.terminal])
         prev, worst, most = math.inf, 0.0, 0
         for step in range(_SELF_Q_STEPS):
-            f = C_of()
-            S, _, dS, nS = pan.solve(grid, f, S0, self._fwd, q=q)
-            if isinstance(f, AnchoredDual) and f.residual() > RESIDUAL_TOL:
-                S, _, dS, nS = pan.solve(grid, self._C(dual), S0, self._fwd, q=q)
+            if _dear(dual):
+                S, final, dS, nS = self._anchored_cross(dual, grid, S0, q, guess)
+            else:
+                S, _, dS, nS = pan.solve(grid, self._C(dual), S0, self._fwd, q=q, guess=guess)
+                final = None
+            guess = S
             worst, most = max(worst, dS), max(most, nS)
             new = S[:, on_diag]
             change = float(np.max(np.abs(new - q)) / max(float(np.max(np.abs(new))), 1e-300))
             q = new
             if change <= _SELF_Q_TOL:
                 self.info.setdefault("self_q_steps", []).append(step + 1)
-                return S, q, max(worst, change), most
+                return S, q, max(worst, change), most, final
             if change >= prev:
                 break
             prev = change
         self.info["self_q_fallbacks"] = self.info.get("self_q_fallbacks", 0) + 1
-        return _solve(grid, self._C(dual), S0, self._fwd)
+        return _solve(grid, self._C(dual), S0, self._fwd) + (None,)
 
     def _pairs(self, dual, M, q, S0, theta0, degrees=None, gap=None):
         """(nngp, ntk) of B pairs of equal norm: ``q`` (B, M+1) their diagonal on the degree-``M`` grid,
@@ -204,18 +225,32 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
                 elif tabulate and not own and (nt := self._angle_table(dual, grid, qb[sel], b, sel.size)) is not None:
                     C, Cdot, dS, nS = self._angle_table_pairs(nt, dual, grid, qb[sel], S0[sel])
                     B = C.shape[0]
+                elif not own and _dear(dual) and isinstance(grid, pan.PanelGrid):   # a dear dual: anchored sweeps
+                    # from the same probe solved on the ladder's previous rung, if any (_guess), kept for the next
+                    S, (C, Cdot), dS, nS = self._anchored_cross(dual, grid, S0[sel], qb[sel],
+                                                                self._guess(grid, S0[sel], qb[sel]))
+                    if not tabulate:
+                        self._keep(grid, S0[sel], qb[sel], S)
+                    B = S.shape[0]
                 else:
                     table = None if own else self._table(dual, grid, qb[sel])
                     C_of = self._C(dual) if table is None else (
                         lambda q1, q2, c: table(c.reshape(c.shape[0], -1), 0).reshape(c.shape))
-                    if table is None and not own and _dear(dual):   # a dear closed form (elu)
+                    if table is None and not own and _dear(dual):   # a dear closed form (elu) on one element
                         C_of = AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True), kink=_kink(dual))
-                    S, qk, dS, nS = (self._own_solve(dual, grid, S0[sel]) if own else
-                                     _solve(grid, C_of, S0[sel], self._fwd, q=qb[sel]))
+                    probe = not own and not tabulate and isinstance(grid, pan.PanelGrid)   # (a ladder's probe: a guess)
+                    S, qk, dS, nS, final = (
+                        self._own_solve(dual, grid, S0[sel]) if own else
+                        pan.solve(grid, C_of, S0[sel], self._fwd, q=qb[sel], guess=self._guess(grid, S0[sel], qb[sel]))
+                        + (None,) if probe else _solve(grid, C_of, S0[sel], self._fwd, q=qb[sel]) + (None,))
+                    if probe:
+                        self._keep(grid, S0[sel], qb[sel], S)
                     if isinstance(C_of, AnchoredDual) and C_of.residual() > RESIDUAL_TOL:   # (module _anchored)
                         S, qk, dS, nS = _solve(grid, self._C(dual), S0[sel], self._fwd, q=qb[sel])
                     B = S.shape[0]
-                    if table is None:
+                    if final is not None:     # the exact values of the self-kernel's last fixed-diagonal step
+                        C, Cdot = final
+                    elif table is None:
                         q1, q2 = _point_variances(grid, qk)
                         C, Cdot = _dual_np(dual, q1.reshape(S.shape), q2.reshape(S.shape), S, True)
                     else:
@@ -268,7 +303,9 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
         gap = rec.ode_initial(2.0 * v * np.sin(theta / 2) ** 2, self.sigma_u)
         prev, change, ref, M_prev = None, float("nan"), None, None
         climbed = []
-        for M in (_BAND_LADDERS if self._panel_count() == 1 else _PANEL_LADDERS)[b]:
+        ladders = _BAND_LADDERS if self._panel_count() == 1 else (
+            _PANEL_LADDERS_RULE if dual.method == "asymptotic" else _PANEL_LADDERS)
+        for M in ladders[b]:
             if self._panel_count() > 1:     # the call's cost at this degree (its final degree is at least this one)
                 self._check_ladder(dual, b, M, climbed, prev is None)
                 climbed.append(M)

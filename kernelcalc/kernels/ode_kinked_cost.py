@@ -49,9 +49,10 @@ def _anchored_dual(dual) -> bool:
 
 
 def _self_sweeps(P: int) -> float:
-    """Picard sweeps per node of the self-kernel's row march on ``P`` panels (its diagonal couples each row, and a
-    sweep carries the left edge one cell further): measured 32-34 at P = 10, 43 at 20, 46 at 30, 47 at 40 (relu)."""
-    return 50.0 * (1.0 - math.exp(-P / 8.0))
+    """Picard sweeps per node of the self-kernel's row march on ``P`` panels (its diagonal couples each row; a sweep
+    carries the left edges across the whole row, ``_panels._solve``): measured 13.6-14.3 at P = 7, 10, 20, 30, 40
+    (relu and elu, degree 12; when a sweep carried an edge one cell further: 32-34 at P = 10, 43 at 20, 47 at 40)."""
+    return 14.5
 
 
 class KinkedPanelsCostMixin:

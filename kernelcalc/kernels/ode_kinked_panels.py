@@ -19,7 +19,7 @@ from ..theory.duals import NUMPY_OPS, correlation_angle
 from ..theory.gaussian_rules import padded_blocked
 from . import _triangle as tri
 from . import _panels as pan
-from ._anchored import AnchoredDual
+from ._anchored import RESIDUAL_TOL, AnchoredDual
 from ._node_tables import NodeAngleTable, angle_of
 from ._interp import barycentric_weights
 from ._interp import chebyshev_coefficients, chebyshev_matrix
@@ -52,6 +52,9 @@ _KINK = 1e-2
 #: 1e-2, most of the self-kernel's nodes were exact at every sweep; measured softplus sigma_w T = 10, N = 20: 147 s
 #: CPU with 0, 206 s with 1e-2, 132 s with 1e-3)
 _KINK_RULE = 1e-3
+#: converged cross- and self-kernel solves kept per solver for first guesses on other grids and for reuse as the node
+#: angle tables' bracketing solves (:meth:`KinkedPanelsMixin._keep`; a few of up to 4e4 nodes each)
+_KEEP = 24
 
 
 class _AngleTable:
@@ -216,12 +219,79 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
 
     def _own_solve(self, dual, grid, S0):
         r"""The forward solve of identical inputs (their own diagonal, $q=S(t,t)$): the self-kernel solve of
-        :meth:`_self_diagonals` when it was made on this grid (the same problem), else solved here."""
+        :meth:`_self_diagonals` when it was made on this grid (the same problem), else solved here.  Returns
+        ``(S, q, change, sweeps, final)``: ``final`` the exact $(C,\dot C)$ at ``S`` kept with the self-kernel solve
+        (:meth:`~kernelcalc.kernels.ode_kinked.KinkedSolverMixin._self_solve`), else ``None``."""
         hits = [self._own_get(dual, grid, s0) for s0 in S0.tolist()]
         if all(h is not None for h in hits):
+            finals = None if any(h[4] is None for h in hits) else tuple(
+                np.stack([h[4][w] for h in hits]) for w in (0, 1))
             return (np.stack([h[0] for h in hits]), np.stack([h[1] for h in hits]), max(h[2] for h in hits),
-                    max(h[3] for h in hits))
-        return _solve(grid, self._C(dual), S0, self._fwd)
+                    max(h[3] for h in hits), finals)
+        return _solve(grid, self._C(dual), S0, self._fwd) + (None,)
+
+    def _keep(self, grid, S0, q, S) -> None:
+        """Keep the converged solves ``S`` ``(B, points)`` of initial values ``S0`` with diagonal ``q`` on ``grid`` (the
+        panels; at most ``_KEEP``, the oldest dropped) for :meth:`_solution`."""
+        if not isinstance(grid, pan.PanelGrid):
+            return
+        for s0, qr, row in zip(np.asarray(S0).tolist(), q, S):
+            self._solutions.pop((grid.name, s0), None)
+            self._solutions[(grid.name, s0)] = (grid, s0, np.array(qr, copy=True), np.array(row, copy=True))
+            while len(self._solutions) > _KEEP:
+                self._solutions.pop(next(iter(self._solutions)))
+
+    def _solution(self, grid, s0: float, q_end: float, exact: bool = False):
+        r"""A kept solve (:meth:`_keep`) of initial value ``s0`` (within ``1e-12`` relative) whose diagonal ends at
+        ``q_end`` (within ``1e-8``: the same input norm), as ``(its grid, its node values)``: with ``exact``, only one on
+        ``grid`` itself; else the finest of those with ``grid``'s sinh map, else the finest of any (a first guess)."""
+        best, rank = None, None
+        for g, s, qr, row in self._solutions.values():
+            if (g.P != grid.P or g.T != grid.T or abs(s - s0) > 1e-12 * max(abs(s), abs(s0))
+                    or abs(qr[-1] - q_end) > 1e-8 * abs(q_end)):
+                continue
+            if exact and g is not grid:
+                continue
+            r = (g is grid, g.delta == grid.delta, g.m)
+            if rank is None or r > rank:
+                best, rank = (g, row), r
+        return best
+
+    def _guess(self, grid, S0, q):
+        """``(B, points)``: a first guess of the solves of ``S0`` with diagonals ``q`` on ``grid``, each a kept solve
+        of the same problem on another grid resampled (:meth:`._panels.PanelGrid.resample_nodes`), or ``None`` when one
+        of them has none."""
+        if not isinstance(grid, pan.PanelGrid):
+            return None
+        rows = []
+        for s0, qr in zip(np.asarray(S0).tolist(), q):
+            hit = self._solution(grid, s0, float(qr[-1]))
+            if hit is None:
+                return None
+            rows.append(hit[0].resample_nodes(hit[1][None, :], grid)[0])
+        return np.stack(rows)
+
+    def _anchored_cross(self, dual, grid, S0, q, guess=None):
+        r"""The cross-kernel solves of a dear dual on the panels ``grid`` by anchored sweeps (:mod:`._anchored`) from
+        ``guess`` (or the cells' edges), with their final exact $C,\dot C$ (which also check the linear model:
+        :meth:`._anchored.AnchoredDual.residual_at`); a residual above ``RESIDUAL_TOL`` is solved again from the
+        solution found (fresh anchors there), and if it still misses, with the exact dual.  Returns ``(S, (C, Cdot), change, sweeps)`` (node arrays ``(B, points)``)."""
+        B = S0.shape[0]
+        idx = np.broadcast_to(np.arange(grid.points), (B, grid.points))
+        q1, q2 = _point_variances(grid, q)
+        for attempt in range(2):
+            # a residual above tol: once more from the solution found (anchored there, the model is exact to
+            # rounding: one exact evaluation per node, where the exact re-solve took ~10), then the exact dual
+            f = AnchoredDual(functools.partial(_exact_pairs, dual), kink=_kink(dual))
+            S, _, dS, nS = pan.solve(grid, f, S0, self._fwd, q=q, aux=(idx,), guess=guess)
+            C, Cdot = _dual_np(dual, q1, q2, S, True)
+            if f.residual_at(S, C) <= RESIDUAL_TOL:
+                return S, (C, Cdot), dS, nS
+            guess = S
+            self.info["anchored_restarts"] = self.info.get("anchored_restarts", 0) + 1
+        S, _, dS, nS = pan.solve(grid, self._C(dual), S0, self._fwd, q=q)
+        C, Cdot = _dual_np(dual, q1, q2, S, True)
+        return S, (C, Cdot), dS, nS
 
     def _angle_table(self, dual, grid, q, band: int, problems: int):
         r"""The :class:`._node_tables.NodeAngleTable` of a dear closed form (``dual.points`` > 1: elu) on the panels
@@ -247,8 +317,19 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
             S0 = q[0, 0] * np.cos(np.array([lo, hi]))         # S(0, 0) = q(0) cos(theta_0)
             exact = functools.partial(_exact_pairs, dual)
             bracket = AnchoredDual(exact, kink=_kink(dual))
-            S, _, _, _ = pan.solve(grid, bracket, S0, self._fwd, q=np.repeat(q[:1], 2, axis=0),
-                                   sweeps_tol=_NT_BRACKET_TOL, stagnation=_NT_BRACKET_TOL)
+            # the band's edges solved on this grid already (the degree ladder's probes, at full accuracy) are reused;
+            # the others start from such a solve on another grid (the range only needs to hold the Gram's solves: a
+            # solve that leaves it is solved again exactly, _angle_table_pairs)
+            kept = [self._solution(grid, s0, float(q[0, -1]), exact=True) for s0 in S0.tolist()]
+            todo = [i for i, k in enumerate(kept) if k is None]
+            S = np.empty((2, grid.points))
+            for i, k in enumerate(kept):
+                if k is not None:
+                    S[i] = k[1]
+            if todo:
+                guess = self._guess(grid, S0[todo], np.repeat(q[:1], len(todo), axis=0))
+                S[todo], _, _, _ = pan.solve(grid, bracket, S0[todo], self._fwd, q=np.repeat(q[:1], len(todo), axis=0),
+                                             sweeps_tol=_NT_BRACKET_TOL, stagnation=_NT_BRACKET_TOL, guess=guess)
             q1, q2 = (a[0] for a in _point_variances(grid, q[:1]))
             n = np.sqrt(q1 * q2)
             th = angle_of(n, S)
