@@ -121,6 +121,15 @@ def stable_remainder(name: str, lam: float, derivative: bool, x):
     return np.where(x < 0, -val, val) if odd else val
 
 
+def remainder_parity(name: str, derivative: bool) -> int:
+    """+1 when the remainder of the built-in ``name`` (``derivative``: of phi') is even, -1 when odd (as
+    :func:`stable_remainder` writes it)."""
+    if name not in ("softplus", "silu", "tanh", "sigmoid"):  # pragma: no cover
+        raise ValueError(f"no remainder for {name!r}")
+    even_R = name in ("softplus", "silu")
+    return 1 if even_R != derivative else -1
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class MomentTable:
     r"""$M_k(w)=\int x^kR(x)e^{-wx^2/2}dx$, $k<N$, $w\in[0,w_{\max}]$: Chebyshev coefficients ``coef`` of shape

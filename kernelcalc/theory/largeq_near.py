@@ -62,7 +62,7 @@ import numpy as np
 
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
-from .largeq_far import V0, stable_remainder
+from .largeq_far import V0, stable_remainder, remainder_parity as _parity
 from .largeq_remainder import BandTables, _trig_rows
 
 __all__ = ["NearTable", "near_table", "near_expect", "near_mask", "norm_floor", "Q_NEAR"]
@@ -85,12 +85,6 @@ _W_MAX = 12.0                 # frequencies of the Fourier form (|R^| < 1e-16 of
 _DW = 0.03                    # and their step (periodic images beyond 2 pi / DW = 209)
 
 _PHI0 = 1.0 / math.sqrt(2.0 * math.pi)
-
-
-def _parity(name: str, derivative: bool) -> int:
-    """+1 when the remainder of ``name`` (``derivative``: of phi') is even, -1 when odd."""
-    even_R = name in ("softplus", "silu")
-    return 1 if even_R != derivative else -1
 
 
 # -- the cross terms' fixed functions g(y), their large-|y| parts and growth orders -------------------------

@@ -45,6 +45,7 @@ import numpy as np
 
 from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
+from .largeq_far import remainder_parity, stable_remainder
 
 __all__ = ["RemainderTable", "remainder_table"]
 
@@ -152,11 +153,30 @@ def _G_exact(R, mu, s, L):
     return K @ R(x)
 
 
-def _G_fourier(R, mu, s, L, s_max):
+def _G_wide(R, mu, s, L):
+    r"""``(len(s), len(mu))``: :func:`_G_exact` at every ``s`` $\ge1$ (the trapezoid rule in $x$; the differences
+    $x-\mu$ and $R(x)$ once, the Gaussian weights of each $s$ in place)."""
+    x = np.arange(-L - 2.0, L + 2.0 + 1e-12, 0.2)
+    Rx = R(x)
+    d = x[None, :] - mu[:, None]
+    K = np.empty_like(d)
+    out = np.empty((len(s), len(mu)))
+    for j, sj in enumerate(s):
+        np.divide(d, sj, out=K)
+        np.multiply(K, K, out=K)
+        np.multiply(K, -0.5, out=K)
+        np.exp(K, out=K)
+        np.multiply(K, 0.2 / (sj * math.sqrt(2.0 * math.pi)), out=K)
+        out[j] = K @ Rx
+    return out
+
+
+def _G_fourier(R, mu, s, L, s_max, parity=0):
     r"""$G(\mu_i,s_j)$ for all ``mu`` (1-D) and ``s`` (1-D) at once: $\hat G=\hat R\,e^{-s^2\omega^2/2}$ with $\hat R$ the
     FFT of $R$ sampled with step 0.1 on a period $P=2L+12s_{\max}+8$ (the periodic images of $R$, smoothed by
     $s\le s_{\max}$, are below $\varphi(12)$ on $|\mu|\le L$; aliasing in $\omega$ is below $e^{-\pi\cdot 31}$), and
-    the frequencies where $|\hat R|$ exceeds $10^{-19}\max|\hat R|$: two real matrix products."""
+    the frequencies where $|\hat R|$ exceeds $10^{-19}\max|\hat R|$: two real matrix products, or one when $R$ has a
+    ``parity`` ($+1$ even: $\hat R$ real, the sine part only rounding; $-1$ odd: $\hat R$ imaginary)."""
     dx = 0.1
     n = 2 * int(math.ceil((L + 6.0 * s_max + 4.0) / dx))
     x = (np.arange(n) - n // 2) * dx
@@ -172,7 +192,12 @@ def _G_fourier(R, mu, s, L, s_max):
     w, Rhat = w[keep], Rhat[keep]
     damp = np.exp(-0.5 * np.outer(w * w, s * s))                         # (K, S)
     ph = np.outer(mu, w)                                                 # (M, K)
-    out = np.cos(ph) @ (Rhat.real[:, None] * damp) - np.sin(ph) @ (Rhat.imag[:, None] * damp)
+    if parity > 0:
+        out = np.cos(ph) @ (Rhat.real[:, None] * damp)
+    elif parity < 0:
+        out = -(np.sin(ph) @ (Rhat.imag[:, None] * damp))
+    else:
+        out = np.cos(ph) @ (Rhat.real[:, None] * damp) - np.sin(ph) @ (Rhat.imag[:, None] * damp)
     return (out / (n * dx)).T                                            # (S, M)
 
 
@@ -186,47 +211,39 @@ def _s_of(panel, y):
 @functools.lru_cache(maxsize=16)
 def remainder_table(asymptote: Asymptote, derivative: bool) -> RemainderTable:
     """The :class:`RemainderTable` of the remainder $R$ (``derivative``: of $R'$) of ``asymptote``, built once
-    per process (about a second; also when first needed inside a trace)."""
-    with jax.enable_x64(True), jax.ensure_compile_time_eval():
-        fn = jax.jit(lambda x: asymptote.remainder(x, derivative))
-        chunk = 1 << 15
-
-        def R(x):      # one compiled shape: the points in fixed-size chunks
-            x = np.asarray(x, np.float64)
-            flat = x.ravel()
-            pad = np.concatenate([flat, np.zeros((-flat.size) % chunk)])
-            out = np.concatenate([np.asarray(fn(jnp.asarray(pad[i:i + chunk]))) for i in range(0, pad.size, chunk)])
-            return out[: flat.size].reshape(x.shape)
-
-        L = float(asymptote.L)
-        P_mu = int(math.ceil(2 * L / _W))
-        Lh = 0.5 * P_mu * _W
-        xs_mu, xs_s = _cheb_nodes(_N_MU), _cheb_nodes(_N_S)
-        mu = (-Lh + _W * (np.arange(P_mu)[:, None] + 0.5 * (xs_mu[None, :] + 1.0))).ravel()   # (P_mu * N_MU,)
-        s_max = float(_s_of(_S_PANELS - 2, 1.0))
-        s_fit = np.array([[_s_of(p, y) for y in xs_s] for p in range(_S_PANELS - 1)]).ravel()
-        vals = np.empty((_S_PANELS, _N_S, P_mu, _N_MU))
-        vals[:-1] = _G_fourier(R, mu, s_fit, L, s_max).reshape(_S_PANELS - 1, _N_S, P_mu, _N_MU)
-        for j, y in enumerate(xs_s):                   # the last panel: s G(mu, s) at s = S / w, w = (y + 1) / 2
-            sj = s_max * 2.0 / (y + 1.0)
-            vals[-1, j] = sj * _G_exact(R, mu, sj, L).reshape(P_mu, _N_MU)
-        coef = _cheb_coef(_cheb_coef(vals, 1), 3)
-        scale = float(np.max(np.abs(R(np.linspace(-L, L, 4001)))))
-        a = np.abs(coef)
-        d_s = int(np.max(np.nonzero(np.max(a, axis=(0, 2, 3)) > _CUT * scale)[0], initial=0)) + 1
-        d_mu = int(np.max(np.nonzero(np.max(a, axis=(0, 1, 2)) > _CUT * scale)[0], initial=0)) + 1
-        coef = np.ascontiguousarray(coef[:, :d_s, :, :d_mu])
-        table = RemainderTable(coef, Lh, _W, s_max, 0.0)
-        # held-out check: midpoints between the fitting nodes, in both variables, and s beyond s_max
-        y_mid = np.cos(np.pi * np.arange(1, _N_S) / _N_S)[::8]
-        s_chk = np.concatenate([[0.0, 1e-3], *[_s_of(p, y_mid) for p in range(_S_PANELS - 1)], s_max * np.array([1.01, 1.5, 3, 10, 100, 1e4])])
-        m_mid = np.cos(np.pi * np.arange(1, _N_MU) / _N_MU)[::2]
-        mu_chk = (-Lh + _W * (np.arange(P_mu)[:, None] + 0.5 * (m_mid[None, :] + 1.0))).ravel()
-        mu_chk = mu_chk[np.abs(mu_chk) <= L]
-        ref = np.stack([_G_exact(R, mu_chk, float(s), L) for s in s_chk])
-        got = table(np.broadcast_to(mu_chk, ref.shape), s_chk, xp=np)
-        err = float(np.max(np.abs(got - ref))) / scale
-        return dataclasses.replace(table, error=err)
+    per process (0.1-0.2 s, numpy only: also when first needed inside a trace).  $R$ is evaluated by
+    :func:`~kernelcalc.theory.largeq_far.stable_remainder`, and its parity halves the Fourier sums."""
+    name, lam = asymptote.name, asymptote.scale
+    R = lambda x: stable_remainder(name, lam, derivative, x)              # noqa: E731
+    parity = remainder_parity(asymptote.name, derivative)
+    L = float(asymptote.L)
+    P_mu = int(math.ceil(2 * L / _W))
+    Lh = 0.5 * P_mu * _W
+    xs_mu, xs_s = _cheb_nodes(_N_MU), _cheb_nodes(_N_S)
+    mu = (-Lh + _W * (np.arange(P_mu)[:, None] + 0.5 * (xs_mu[None, :] + 1.0))).ravel()   # (P_mu * N_MU,)
+    s_max = float(_s_of(_S_PANELS - 2, 1.0))
+    s_fit = np.array([[_s_of(p, y) for y in xs_s] for p in range(_S_PANELS - 1)]).ravel()
+    vals = np.empty((_S_PANELS, _N_S, P_mu, _N_MU))
+    vals[:-1] = _G_fourier(R, mu, s_fit, L, s_max, parity).reshape(_S_PANELS - 1, _N_S, P_mu, _N_MU)
+    s_last = s_max * 2.0 / (xs_s + 1.0)           # the last panel: s G(mu, s) at s = S / w, w = (y + 1) / 2
+    vals[-1] = (s_last[:, None] * _G_wide(R, mu, s_last, L)).reshape(_N_S, P_mu, _N_MU)
+    coef = _cheb_coef(_cheb_coef(vals, 1), 3)
+    scale = float(np.max(np.abs(R(np.linspace(-L, L, 4001)))))
+    a = np.abs(coef)
+    d_s = int(np.max(np.nonzero(np.max(a, axis=(0, 2, 3)) > _CUT * scale)[0], initial=0)) + 1
+    d_mu = int(np.max(np.nonzero(np.max(a, axis=(0, 1, 2)) > _CUT * scale)[0], initial=0)) + 1
+    coef = np.ascontiguousarray(coef[:, :d_s, :, :d_mu])
+    table = RemainderTable(coef, Lh, _W, s_max, 0.0)
+    # held-out check: midpoints between the fitting nodes, in both variables, and s beyond s_max
+    y_mid = np.cos(np.pi * np.arange(1, _N_S) / _N_S)[::8]
+    s_chk = np.concatenate([[0.0, 1e-3], *[_s_of(p, y_mid) for p in range(_S_PANELS - 1)], s_max * np.array([1.01, 1.5, 3, 10, 100, 1e4])])
+    m_mid = np.cos(np.pi * np.arange(1, _N_MU) / _N_MU)[::2]
+    mu_chk = (-Lh + _W * (np.arange(P_mu)[:, None] + 0.5 * (m_mid[None, :] + 1.0))).ravel()
+    mu_chk = mu_chk[np.abs(mu_chk) <= L]
+    ref = np.stack([_G_exact(R, mu_chk, float(s), L) for s in s_chk])
+    got = table(np.broadcast_to(mu_chk, ref.shape), s_chk, xp=np)
+    err = float(np.max(np.abs(got - ref))) / scale
+    return dataclasses.replace(table, error=err)
 
 
 def _trig_rows(parity, n_w, dw, kappa, x, J=20):
