@@ -51,6 +51,7 @@ import math
 
 import numpy as np
 
+from .._blas import one_blas_thread
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_far import V0, stable_remainder
@@ -128,9 +129,27 @@ class LowTable(BandTables):
     function; ``error``: the largest held-out error of either table relative to the kernel's norm (module doc)."""
 
 
+_KAPPA_CHUNK = 8              # kappa values per block of trigonometric rows
+_NEGLIGIBLE = 1e-20           # terms below this of their column's largest are left out of the sums (exact zeros in effect)
+
+
+def _leading(a, cut=_NEGLIGIBLE):
+    """Per column of ``a``: the number of leading rows that hold every entry above ``cut`` of the column's largest."""
+    big = np.abs(a) > cut * np.max(np.abs(a), axis=0)
+    return a.shape[0] - np.argmax(big[::-1], axis=0)
+
+
+def _column_groups(n, size=16):
+    """Columns in groups of about ``size`` by increasing ``n`` (their leading rows), each with the largest ``n``."""
+    order = np.argsort(n, kind="stable")
+    return [(order[i:i + size], int(np.max(n[order[i:i + size]]))) for i in range(0, n.size, size)]
+
+
 def _rr_values(R, parity, q, kappa, s):
     r"""``(len(q), len(kappa), len(s))``: $F(q,\kappa,s)$ by the Fourier form (module doc): trapezoid sums in $x$ (step
-    ``_DX`` on $(0,X_A]$, the half line by parity) and in $\omega$ (step ``_DW`` on $[0,\Omega]$)."""
+    ``_DX`` on $(0,X_A]$, the half line by parity) and in $\omega$ (step ``_DW`` on $[0,\Omega]$).  Both sums skip the
+    terms whose weights are negligible (``_NEGLIGIBLE``): $p_q(x)$ beyond $|x|\approx9\sqrt q$ for small $q$, and
+    $e^{-s^2\omega^2/2}$ beyond $\omega\approx9/s$; the products run on column groups with their own lengths."""
     x = _DX * np.arange(1, int(round(_XA / _DX)) + 1)
     Rx = R(x)
     R0 = float(R(np.zeros(1))[0]) if parity > 0 else 0.0
@@ -141,12 +160,21 @@ def _rr_values(R, parity, q, kappa, s):
     Rhat = 2.0 * _DX * (trig(np.outer(w, x)) @ Rx) + _DX * R0
     p0 = 1.0 / np.sqrt(2.0 * math.pi * q)
     pw = 2.0 * _DX * Rx[:, None] * np.exp(-0.5 * x[:, None] ** 2 / q[None, :]) * p0[None, :]   # (X, Q)
-    S = (_trig_rows(parity, w.size, _DW, kappa, x) @ pw).reshape(w.size, len(kappa) * len(q))       # one BLAS product
+    S = np.empty((w.size, len(kappa), len(q)))
+    groups = _column_groups(_leading(pw))
+    for lo in range(0, len(kappa), _KAPPA_CHUNK):        # rows of cos / sin that stay in cache, used by every group
+        kc = kappa[lo:lo + _KAPPA_CHUNK]
+        rows = _trig_rows(parity, w.size, _DW, kc, x)                                         # (W kc, X)
+        for cols, n in groups:                           # one BLAS product per group of variances
+            S[:, lo:lo + len(kc), cols] = (rows[:, :n] @ pw[:n, cols]).reshape(w.size, len(kc), len(cols))
     if parity > 0:
-        S += np.tile(_DX * R0 * p0, len(kappa))[None, :]
+        S += (_DX * R0 * p0)[None, None, :]
+    S = S.reshape(w.size, -1)
     E = np.exp(-0.5 * np.outer(w * w, s * s)) * (Rhat * ww / math.pi)[:, None]                  # (W, S)
-    F = (E.T @ S).reshape(len(s), len(kappa), len(q))                                          # another
-    return np.ascontiguousarray(F.transpose(2, 1, 0))                                          # (Q, K, S)
+    F = np.empty((len(s), S.shape[1]))
+    for cols, n in _column_groups(_leading(E)):           # and per group of s
+        F[cols] = E[:n, cols].T @ S[:n]
+    return np.ascontiguousarray(F.reshape(len(s), len(kappa), len(q)).transpose(2, 1, 0))     # (Q, K, S)
 
 
 def _cross_values(R, basis, q, zeta):
@@ -173,19 +201,31 @@ def _cross_far(R, basis, q, t):
     y = (np.arange(24)[:, None] + 0.5 * (gy[None, :] + 1.0)).ravel() * 0.5       # 24 panels of width 1/2 on [0, 12]
     wy = np.tile(0.25 * gw, 24)
     z = _Z / np.asarray(t)
-    u = (y[None, :] / z[:, None]).ravel()                                        # (T Y,)
-    Rpu = (R(u)[:, None] * _gauss(u, q)).reshape(len(z), len(y), len(q))
+    u = y[None, :] / z[:, None]                                                  # (T, Y)
+    # R(u) g_loc(y) w_y of every cross function against the Gaussian weights, a few t at a time (in cache)
+    A = R(u.ravel()).reshape(u.shape)[:, None, :] * np.stack([gloc(y) * wy for _, gloc, *_ in basis])[None]   # (T, n_g, Y)
+    loc = np.empty((len(z), len(basis), len(q)))
+    m2 = -0.5 * u * u
+    for t0 in range(0, len(z), 4):
+        G = np.divide.outer(m2[t0:t0 + 4], q)                                    # (4, Y, Q)
+        np.exp(G, out=G)
+        loc[t0:t0 + 4] = A[t0:t0 + 4] @ G
+    loc /= np.sqrt(2.0 * math.pi * q)
     out = np.empty((len(q), len(basis), len(z)))
     for j, (g, gloc, winf, e, p) in enumerate(basis):
         inf = 2.0 * ((winf(x) * wx) @ Rpx) if winf is not None else np.zeros(len(q))        # (Q,)
-        loc = 2.0 / z[:, None] * np.tensordot(Rpu, gloc(y) * wy, axes=(1, 0))           # (T, Q)
-        out[:, j, :] = inf[:, None] + (loc * (z ** (-e))[:, None]).T
+        out[:, j, :] = inf[:, None] + (2.0 / z[:, None] * loc[:, j] * (z ** (-e))[:, None]).T
     return out
 
 
 @functools.lru_cache(maxsize=16)
 def low_table(asymptote: Asymptote, derivative: bool) -> LowTable:
     """The :class:`LowTable` of the remainder of ``asymptote`` (``derivative``: of $R'$), built once per process."""
+    with one_blas_thread():      # products in blocks: BLAS threads only add overhead (and much more on a busy machine)
+        return _build_low_table(asymptote, derivative)
+
+
+def _build_low_table(asymptote: Asymptote, derivative: bool) -> LowTable:
     name, lam = asymptote.name, asymptote.scale
     R = lambda x: stable_remainder(name, lam, derivative, x)              # noqa: E731
     par = _parity(name, derivative)

@@ -60,6 +60,7 @@ import math
 
 import numpy as np
 
+from .._blas import one_blas_thread
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_far import V0, stable_remainder, remainder_parity as _parity
@@ -321,6 +322,11 @@ def _tail_bound(R, K):
 @functools.lru_cache(maxsize=16)
 def near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
     """The :class:`NearTable` of the remainder of ``asymptote`` (``derivative``: of $R'$), built once per process."""
+    with one_blas_thread():      # products in blocks: BLAS threads only add overhead (and much more on a busy machine)
+        return _build_near_table(asymptote, derivative)
+
+
+def _build_near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
     name, lam = asymptote.name, asymptote.scale
     R = lambda x: stable_remainder(name, lam, derivative, x)              # noqa: E731
     par = _parity(name, derivative)
@@ -360,8 +366,10 @@ def near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
     km, sm = _on_panels(_KAPPA_EDGES, ym).ravel(), _on_panels(_S_EDGES, ym, square_first=True).ravel()
     ref = np.tensordot(tm[:, None] ** np.arange(K)[None, :],
                        _rr_values(R, par, km, sm, K) * tw[:, None, None], axes=(1, 0))          # (t, k, s)
-    T_, KK, SS = np.meshgrid(tm, km, sm, indexing="ij")
-    got = _rr_eval(rr, T_.ravel(), KK.ravel(), SS.ravel(), np).reshape(ref.shape)
+    # the held-out points sit at the same local coordinates on every panel (the first s-panel's variable is s^2): the
+    # table's values there are one contraction (as _rr_eval's, without gathering a block per point)
+    Tt, Tk, Ts = (np.cos(np.arccos(y)[:, None] * np.arange(d)) for y, d in ((2.0 * tm - 1.0, d_t), (ym, d_k), (ym, d_s)))
+    got = np.einsum("abijk,ui,vj,wk->uavbw", rr.reshape(Pk, Ps, d_t, d_k, d_s), Tt, Tk, Ts, optimize=True).reshape(ref.shape)
     err = float(np.max(np.abs(got - ref))) / nu
     ymz = _mid_nodes(_N_FIT_Z)[1::3]
     zm = _on_panels(_ZETA_EDGES, ymz).ravel()

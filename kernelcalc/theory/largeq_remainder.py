@@ -43,6 +43,7 @@ import math
 
 import numpy as np
 
+from .._blas import one_blas_thread
 from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_far import remainder_parity, stable_remainder
@@ -213,6 +214,11 @@ def remainder_table(asymptote: Asymptote, derivative: bool) -> RemainderTable:
     """The :class:`RemainderTable` of the remainder $R$ (``derivative``: of $R'$) of ``asymptote``, built once
     per process (0.1-0.2 s, numpy only: also when first needed inside a trace).  $R$ is evaluated by
     :func:`~kernelcalc.theory.largeq_far.stable_remainder`, and its parity halves the Fourier sums."""
+    with one_blas_thread():      # products in blocks: BLAS threads only add overhead (and much more on a busy machine)
+        return _build_remainder_table(asymptote, derivative)
+
+
+def _build_remainder_table(asymptote: Asymptote, derivative: bool) -> RemainderTable:
     name, lam = asymptote.name, asymptote.scale
     R = lambda x: stable_remainder(name, lam, derivative, x)              # noqa: E731
     parity = remainder_parity(asymptote.name, derivative)
