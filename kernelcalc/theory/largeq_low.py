@@ -58,7 +58,7 @@ from .largeq_far import V0, stable_remainder
 from .largeq_near import (_KAPPA_EDGES, near_expect, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _barrier, _basis,
                           _cheb_coef, _cheb_nodes, _coefficients, _half_line, _mid_nodes, _on_panels,
                           _panel, _parity, _tau, _truncate)
-from .largeq_remainder import BandTables, _trig_rows
+from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows
 
 __all__ = ["LowTable", "low_table", "low_expect", "low_mixed", "low_cross", "low_mask", "low_norm_floor", "Q_LOW"]
 
@@ -127,22 +127,6 @@ class LowTable(BandTables):
     \kappa,s)$; ``cross``: ``(P_q * (P_zeta + P_t), d_q, n_g, d_zeta)`` of $X_j(q_x,\zeta)$ (the last $P_t$ panels of each
     $q$-panel in $t=Z/|\zeta|$, for $|\zeta|^{-e}X_j$); ``parity``: of $R$; ``growth``, ``gparity``: per cross
     function; ``error``: the largest held-out error of either table relative to the kernel's norm (module doc)."""
-
-
-_KAPPA_CHUNK = 8              # kappa values per block of trigonometric rows
-_NEGLIGIBLE = 1e-20           # terms below this of their column's largest are left out of the sums (exact zeros in effect)
-
-
-def _leading(a, cut=_NEGLIGIBLE):
-    """Per column of ``a``: the number of leading rows that hold every entry above ``cut`` of the column's largest."""
-    big = np.abs(a) > cut * np.max(np.abs(a), axis=0)
-    return a.shape[0] - np.argmax(big[::-1], axis=0)
-
-
-def _column_groups(n, size=16):
-    """Columns in groups of about ``size`` by increasing ``n`` (their leading rows), each with the largest ``n``."""
-    order = np.argsort(n, kind="stable")
-    return [(order[i:i + size], int(np.max(n[order[i:i + size]]))) for i in range(0, n.size, size)]
 
 
 def _rr_values(R, parity, q, kappa, s):

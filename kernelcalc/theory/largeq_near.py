@@ -64,7 +64,7 @@ from .._blas import one_blas_thread
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_far import V0, stable_remainder, remainder_parity as _parity
-from .largeq_remainder import BandTables, _trig_rows
+from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows
 
 __all__ = ["NearTable", "near_table", "near_expect", "near_mask", "norm_floor", "Q_NEAR"]
 
@@ -242,14 +242,25 @@ def _rr_values(R, parity, kappa, s, K):
     h = _DA_RR
     Rhat = 2.0 * h * (trig(np.outer(w, x)) @ Rx) + h * R0                       # cosine / sine transform
     pw = 2.0 * h * (x[:, None] ** (2 * np.arange(K))[None, :]) * Rx[:, None]     # (X, K)
-    S = np.empty((len(kappa), w.size, K))
-    for lo in range(0, len(kappa), 16):                                         # one BLAS product per 16 kappa
-        kc = kappa[lo:lo + 16]
-        S[lo:lo + 16] = (_trig_rows(parity, w.size, _DW, kc, x) @ pw).reshape(w.size, len(kc), K).transpose(1, 0, 2)
+    # each moment's sum stops where its terms, with the density series' weights, fall below _NEGLIGIBLE of the
+    # largest (x^2k R(x) for large k only matters far out, and only for a few k)
+    groups = _column_groups(_leading(pw * _taylor_weights(K)[None, :], scale="all"), size=8)
+    n_x = max(n for _, n in groups)
+    S = np.zeros((w.size, len(kappa), K))
+    for lo in range(0, len(kappa), _KAPPA_CHUNK):       # rows of cos / sin that stay in cache, used by every group
+        kc = kappa[lo:lo + _KAPPA_CHUNK]
+        rows = _trig_rows(parity, w.size, _DW, kc, x[:n_x])                    # (W kc, n_x)
+        for cols, n in groups:
+            if n:
+                S[:, lo:lo + len(kc), cols] = (rows[:, :n] @ pw[:n, cols]).reshape(w.size, len(kc), len(cols))
     if parity > 0:
         S[:, :, 0] += h * R0
+    S = S.reshape(w.size, -1)
     E = np.exp(-0.5 * np.outer(w * w, s * s)) * (Rhat * ww / np.pi)[:, None]     # (W, S)
-    return np.tensordot(S, E, axes=(1, 0)).transpose(1, 0, 2)                   # BLAS, not einsum
+    out = np.empty((len(s), S.shape[1]))
+    for cols, n in _column_groups(_leading(E)):          # e^{-s^2 w^2 / 2}: the sum over w stops at ~9 / s
+        out[cols] = E[:n, cols].T @ S[:n]
+    return out.reshape(len(s), len(kappa), K).transpose(2, 1, 0)                # (K, kappa, s)
 
 
 def _half_line():

@@ -274,6 +274,24 @@ def _trig_rows(parity, n_w, dw, kappa, x, J=20):
     return out.reshape(-1, th.shape[1])
 
 
+_KAPPA_CHUNK = 8              # kappa values per block of trig rows (:func:`_trig_rows`): a few MB, in cache
+_NEGLIGIBLE = 1e-20           # terms below this of the largest are left out of the band tables' sums (zeros in effect)
+
+
+def _leading(a, cut=_NEGLIGIBLE, scale="column"):
+    """Per column of ``a``: the number of leading rows that hold every entry above ``cut`` of the column's largest
+    (``scale="all"``: of the largest entry of ``a``; a column with none gets 0)."""
+    big = np.abs(a) > cut * (np.max(np.abs(a), axis=0) if scale == "column" else np.max(np.abs(a)))
+    return np.where(big.any(axis=0), a.shape[0] - np.argmax(big[::-1], axis=0), 0)
+
+
+def _column_groups(n, size=16):
+    """The columns in groups of about ``size`` by increasing ``n`` (their leading rows, :func:`_leading`), each with
+    the largest ``n`` of its group: the band tables' sums as one product per group, each as long as it needs."""
+    order = np.argsort(n, kind="stable")
+    return [(order[i:i + size], int(np.max(n[order[i:i + size]]))) for i in range(0, n.size, size)]
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class BandTables:
     """The near-parallel band's tables of one remainder, as the near tables
