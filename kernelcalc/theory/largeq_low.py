@@ -130,7 +130,7 @@ class LowTable(BandTables):
 
 
 def _rr_values(R, parity, q, kappa, s):
-    r"""``(len(q), len(kappa), len(s))``: $F(q,\kappa,s)$ by the Fourier form (module doc): trapezoid sums in $x$ (step
+    r"""``(len(s), len(kappa), len(q))``: $F(q,\kappa,s)$ by the Fourier form (module doc): trapezoid sums in $x$ (step
     ``_DX`` on $(0,X_A]$, the half line by parity) and in $\omega$ (step ``_DW`` on $[0,\Omega]$).  Both sums skip the
     terms whose weights are negligible (``_NEGLIGIBLE``): $p_q(x)$ beyond $|x|\approx9\sqrt q$ for small $q$, and
     $e^{-s^2\omega^2/2}$ beyond $\omega\approx9/s$; the products run on column groups with their own lengths."""
@@ -158,7 +158,14 @@ def _rr_values(R, parity, q, kappa, s):
     F = np.empty((len(s), S.shape[1]))
     for cols, n in _column_groups(_leading(E)):           # and per group of s
         F[cols] = E[:n, cols].T @ S[:n]
-    return np.ascontiguousarray(F.reshape(len(s), len(kappa), len(q)).transpose(2, 1, 0))     # (Q, K, S)
+    return F.reshape(len(s), len(kappa), len(q))                                              # (S, K, Q)
+
+
+def _cheb_matrix(n):
+    """``(n, n)``: the Chebyshev coefficients of the values at the first-kind nodes (:func:`_cheb_coef` as a matrix)."""
+    C = np.cos(np.pi * np.outer(np.arange(n), np.arange(n) + 0.5) / n) * (2.0 / n)
+    C[0] *= 0.5
+    return C
 
 
 def _cross_values(R, basis, q, zeta):
@@ -219,11 +226,13 @@ def _build_low_table(asymptote: Asymptote, derivative: bool) -> LowTable:
     kap = _on_panels(_KAPPA_EDGES, yk)                                      # (Pk, n)
     s = _on_panels(_S_EDGES, yk, square_first=True)                         # (Ps, n)
     Pq, Pk, Ps, nq, n = qn.shape[0], kap.shape[0], s.shape[0], _N_FIT_Q, _N_FIT
-    vals = _rr_values(R, par, qn.ravel(), kap.ravel(), s.ravel())            # (Pq nq, Pk n, Ps n)
-    vals = vals.reshape(Pq, nq, Pk, n, Ps, n).transpose(0, 2, 4, 1, 3, 5)    # (Pq, Pk, Ps, nq, n, n)
-    coef = _cheb_coef(_cheb_coef(_cheb_coef(vals, 3), 4), 5)
-    d_q, d_k, d_s = _truncate(coef, (3, 4, 5), _TARGET * nu)
-    rr = np.ascontiguousarray(coef[..., :d_q, :d_k, :d_s].reshape(Pq * Pk * Ps, d_q, d_k, d_s))
+    vals = _rr_values(R, par, qn.ravel(), kap.ravel(), s.ravel())            # (Ps n, Pk n, Pq nq)
+    # Chebyshev coefficients along each node axis in place (batched products, no transposed copies of the values)
+    coef = (vals.reshape(-1, nq) @ _cheb_matrix(nq).T).reshape(Ps * n * Pk, n, Pq * nq)
+    coef = (_cheb_matrix(n) @ coef).reshape(Ps, n, Pk * n * Pq * nq)
+    coef = (_cheb_matrix(n) @ coef).reshape(Ps, n, Pk, n, Pq, nq)
+    d_q, d_k, d_s = _truncate(coef, (5, 3, 1), _TARGET * nu)
+    rr = np.ascontiguousarray(coef[:, :d_s, :, :d_k, :, :d_q].transpose(4, 2, 0, 5, 3, 1)).reshape(Pq * Pk * Ps, d_q, d_k, d_s)
 
     basis = _basis(asymptote, derivative)
     yz = _cheb_nodes(_N_FIT_Z)
@@ -244,7 +253,7 @@ def _build_low_table(asymptote: Asymptote, derivative: bool) -> LowTable:
     qm = _logq_nodes(_mid_nodes(_N_FIT_Q)[1::3]).ravel()
     ym = _mid_nodes(_N_FIT)[1::4]
     km, sm = _on_panels(_KAPPA_EDGES, ym).ravel(), _on_panels(_S_EDGES, ym, square_first=True).ravel()
-    ref = _rr_values(R, par, qm, km, sm).reshape(Pq, -1, Pk, len(ym), Ps, len(ym)).transpose(0, 2, 4, 1, 3, 5)
+    ref = _rr_values(R, par, qm, km, sm).reshape(Ps, len(ym), Pk, len(ym), Pq, -1).transpose(4, 2, 0, 5, 3, 1)
     # the held-out points sit at the same local coordinates on every panel (the first s-panel's variable is s^2)
     Tq, Tk, Ts = (np.cos(np.arccos(y)[:, None] * np.arange(d))
                   for y, d in ((_mid_nodes(_N_FIT_Q)[1::3], d_q), (ym, d_k), (ym, d_s)))
