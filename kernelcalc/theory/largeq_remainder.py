@@ -192,13 +192,19 @@ def _G_fourier(R, mu, s, L, s_max, parity=0):
     Rhat = np.where(w > 0, 2.0, 1.0) * Rhat
     w, Rhat = w[keep], Rhat[keep]
     damp = np.exp(-0.5 * np.outer(w * w, s * s))                         # (K, S)
+    if parity:
+        # R even (odd): Rhat real (imaginary), one cosine (sine) sum over |w| = j dw, j = 0, 1, ... (the Nyquist
+        # frequency, listed last and negative, by the parity of cos / sin): rows by the addition theorem, and each s
+        # summed only over the frequencies where e^{-s^2 w^2 / 2} is not negligible
+        sign = np.where(w < 0, float(parity), 1.0)
+        coef = (sign * (Rhat.real if parity > 0 else -Rhat.imag))[:, None] * damp
+        rows = _trig_rows(parity, w.size, 2.0 * np.pi / (n * dx), np.ones(1), mu)       # (K, M): j dw, j < K
+        out = np.empty((len(s), len(mu)))
+        for cols, m in _column_groups(_leading(coef)):
+            out[cols] = coef[:m, cols].T @ rows[:m]
+        return out / (n * dx)                                            # (S, M)
     ph = np.outer(mu, w)                                                 # (M, K)
-    if parity > 0:
-        out = np.cos(ph) @ (Rhat.real[:, None] * damp)
-    elif parity < 0:
-        out = -(np.sin(ph) @ (Rhat.imag[:, None] * damp))
-    else:
-        out = np.cos(ph) @ (Rhat.real[:, None] * damp) - np.sin(ph) @ (Rhat.imag[:, None] * damp)
+    out = np.cos(ph) @ (Rhat.real[:, None] * damp) - np.sin(ph) @ (Rhat.imag[:, None] * damp)
     return (out / (n * dx)).T                                            # (S, M)
 
 
