@@ -90,7 +90,7 @@ def _sigm_neg(x):
 def stable_remainder(name: str, lam: float, derivative: bool, x):
     r"""$R(x)$ (or $R'(x)$) of the built-in ``name`` in numpy, written for $x\ge0$ from the small tails (no
     cancellation of terms close to 1: the far tails, which the high moments weigh, keep their digits), extended by
-    parity.  Used only to build the moment tables."""
+    parity.  Used only to build the tables (moment, remainder, near and low tables)."""
     x = np.asarray(x, np.float64)
     t = np.abs(x)
     v = t / lam

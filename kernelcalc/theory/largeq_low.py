@@ -39,8 +39,9 @@ remain.  Per covariance: one gathered $(d_q\times d_\kappa\times d_s)$ block and
 blocks ($\phi$ and $\phi'$ stacked: :func:`_stacked`), contracted with rows of Chebyshev polynomials; no
 quadrature.  Measured (``benchmarks/bench_largeq_table.py``, softplus, CPU, side by side): 4.8-5.9 us per
 $(C,\dot C)$ with both variances in $[1,50]$ against 35 us for the quadrature, and 5.8 us on mixed cells against 11 us
-(near tables plus the trapezoid cross term); the tables take about 1-1.5 s per derivative to build (once per
-process; ``rr``: 1248 panel rows of about 1100-1300 coefficients, 11-13 MB per derivative).
+(near tables plus the trapezoid cross term); the tables take about 0.5 s per derivative to build (once per
+process, on one BLAS thread; 1.5 s before the sums skipped their negligible terms; ``rr``: 1248 panel rows of about
+1100-1300 coefficients, 11-13 MB per derivative).
 """
 
 from __future__ import annotations
@@ -193,19 +194,20 @@ def _cross_far(R, basis, q, t):
     wy = np.tile(0.25 * gw, 24)
     z = _Z / np.asarray(t)
     u = y[None, :] / z[:, None]                                                  # (T, Y)
-    # R(u) g_loc(y) w_y of every cross function against the Gaussian weights, a few t at a time (in cache)
-    A = R(u.ravel()).reshape(u.shape)[:, None, :] * np.stack([gloc(y) * wy for _, gloc, *_ in basis])[None]   # (T, n_g, Y)
-    loc = np.empty((len(z), len(basis), len(q)))
-    m2 = -0.5 * u * u
-    for t0 in range(0, len(z), 4):
-        G = np.divide.outer(m2[t0:t0 + 4], q)                                    # (4, Y, Q)
-        np.exp(G, out=G)
-        loc[t0:t0 + 4] = A[t0:t0 + 4] @ G
-    loc /= np.sqrt(2.0 * math.pi * q)
+    Ru = R(u.ravel()).reshape(u.shape)
+    gw = np.stack([gloc(y) * wy for _, gloc, *_ in basis], axis=1)               # (Y, n_g)
+    p0 = np.sqrt(2.0 * math.pi * q)
+    loc = np.empty((len(z), len(q), len(basis)))
+    for t0 in range(0, len(z), 4):        # R(u) p_q(u) a few t at a time (in cache), against every cross function
+        Rpu = np.divide.outer(-0.5 * u[t0:t0 + 4] ** 2, q)                        # (4, Y, Q)
+        np.exp(Rpu, out=Rpu)
+        np.divide(Rpu, p0, out=Rpu)
+        np.multiply(Ru[t0:t0 + 4, :, None], Rpu, out=Rpu)
+        loc[t0:t0 + 4] = np.tensordot(Rpu, gw, axes=(1, 0))
     out = np.empty((len(q), len(basis), len(z)))
     for j, (g, gloc, winf, e, p) in enumerate(basis):
         inf = 2.0 * ((winf(x) * wx) @ Rpx) if winf is not None else np.zeros(len(q))        # (Q,)
-        out[:, j, :] = inf[:, None] + (2.0 / z[:, None] * loc[:, j] * (z ** (-e))[:, None]).T
+        out[:, j, :] = inf[:, None] + (2.0 / z[:, None] * loc[:, :, j] * (z ** (-e))[:, None]).T
     return out
 
 
