@@ -193,12 +193,12 @@ def _G_fourier(R, mu, s, L, s_max, parity=0):
     w, Rhat = w[keep], Rhat[keep]
     damp = np.exp(-0.5 * np.outer(w * w, s * s))                         # (K, S)
     if parity:
-        # R even (odd): Rhat real (imaginary), one cosine (sine) sum over |w| = j dw, j = 0, 1, ... (the Nyquist
-        # frequency, listed last and negative, by the parity of cos / sin): rows by the addition theorem, and each s
-        # summed only over the frequencies where e^{-s^2 w^2 / 2} is not negligible
+        # R even (odd): Rhat real (imaginary), one cosine (sine) sum over |w| (increasing; the Nyquist frequency,
+        # listed last and negative, by the parity of cos / sin), each s summed only over the frequencies where
+        # e^{-s^2 w^2 / 2} is not negligible (the kept band reaches the Nyquist frequency: the FFT's noise floor)
         sign = np.where(w < 0, float(parity), 1.0)
         coef = (sign * (Rhat.real if parity > 0 else -Rhat.imag))[:, None] * damp
-        rows = _trig_rows(parity, w.size, 2.0 * np.pi / (n * dx), np.ones(1), mu)       # (K, M): j dw, j < K
+        rows = (np.cos if parity > 0 else np.sin)(np.outer(np.abs(w), mu))            # (K, M)
         out = np.empty((len(s), len(mu)))
         for cols, m in _column_groups(_leading(coef)):
             out[cols] = coef[:m, cols].T @ rows[:m]
