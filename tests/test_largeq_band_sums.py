@@ -78,3 +78,21 @@ def test_near_sums(name, derivative):
     tw = np.array([(-0.5 / largeq_near.Q_NEAR) ** k / math.factorial(k) for k in range(K)])[:, None, None]
     assert got.shape == ref.shape
     assert np.max(np.abs(tw * (got - ref))) <= 2e-15 * np.max(np.abs(tw * ref))
+
+
+@pytest.mark.parametrize("name,derivative", [("softplus", False), ("silu", True)])
+def test_near_cross_sums(name, derivative):
+    """The near tables' cross sums, int x^2k R(x) g(zeta x) dx (trapezoid, step 0.05 on |x| <= 130), which the build
+    takes over x >= 0 only (the integrand is even) and only as far as the weighted moments reach."""
+    asy = ASYMPTOTES[name]
+    R = lambda x: stable_remainder(name, asy.scale, derivative, x)     # noqa: E731
+    K = 30
+    zeta = np.array([0.0, 0.3, 1.2, 2.0])
+    x = 0.05 * np.arange(-2600, 2601)
+    moments = x[:, None] ** (2 * np.arange(K))[None, :] * (0.05 * R(x))[:, None]           # (x, k)
+    basis = largeq_near._basis(asy, derivative)
+    ref = np.stack([(g(np.outer(zeta, x)) @ moments).T for g, *_ in basis], axis=1)       # (k, n_g, zeta)
+    got = largeq_near._cross_values(R, -1 if derivative else 1, basis, zeta, K)
+    tw = np.array([(-0.5 / largeq_near.Q_NEAR) ** k / math.factorial(k) for k in range(K)])[:, None, None]
+    assert got.shape == ref.shape
+    assert np.max(np.abs(tw * (got - ref))) <= 2e-15 * np.max(np.abs(tw * ref))
