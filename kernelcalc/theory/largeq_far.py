@@ -90,7 +90,7 @@ def _sigm_neg(x):
 def stable_remainder(name: str, lam: float, derivative: bool, x):
     r"""$R(x)$ (or $R'(x)$) of the built-in ``name`` in numpy, written for $x\ge0$ from the small tails (no
     cancellation of terms close to 1: the far tails, which the high moments weigh, keep their digits), extended by
-    parity.  Used only to build the moment tables."""
+    parity.  Used only to build the tables (moment, remainder, near and low tables)."""
     x = np.asarray(x, np.float64)
     t = np.abs(x)
     v = t / lam
@@ -119,6 +119,15 @@ def stable_remainder(name: str, lam: float, derivative: bool, x):
     else:  # pragma: no cover
         raise ValueError(f"no remainder for {name!r}")
     return np.where(x < 0, -val, val) if odd else val
+
+
+def remainder_parity(name: str, derivative: bool) -> int:
+    """+1 when the remainder of the built-in ``name`` (``derivative``: of phi') is even, -1 when odd (as
+    :func:`stable_remainder` writes it)."""
+    if name not in ("softplus", "silu", "tanh", "sigmoid"):  # pragma: no cover
+        raise ValueError(f"no remainder for {name!r}")
+    even_R = name in ("softplus", "silu")
+    return 1 if even_R != derivative else -1
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

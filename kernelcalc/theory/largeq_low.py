@@ -39,8 +39,9 @@ remain.  Per covariance: one gathered $(d_q\times d_\kappa\times d_s)$ block and
 blocks ($\phi$ and $\phi'$ stacked: :func:`_stacked`), contracted with rows of Chebyshev polynomials; no
 quadrature.  Measured (``benchmarks/bench_largeq_table.py``, softplus, CPU, side by side): 4.8-5.9 us per
 $(C,\dot C)$ with both variances in $[1,50]$ against 35 us for the quadrature, and 5.8 us on mixed cells against 11 us
-(near tables plus the trapezoid cross term); the tables take about 1-1.5 s per derivative to build (once per
-process; ``rr``: 1248 panel rows of about 1100-1300 coefficients, 11-13 MB per derivative).
+(near tables plus the trapezoid cross term); the tables take about 0.5 s per derivative to build (once per
+process, on one BLAS thread; 1.5 s before the sums skipped their negligible terms; ``rr``: 1248 panel rows of about
+1100-1300 coefficients, 11-13 MB per derivative).
 """
 
 from __future__ import annotations
@@ -51,13 +52,14 @@ import math
 
 import numpy as np
 
+from .._blas import one_blas_thread
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_far import V0, stable_remainder
 from .largeq_near import (_KAPPA_EDGES, near_expect, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _barrier, _basis,
                           _cheb_coef, _cheb_nodes, _coefficients, _half_line, _mid_nodes, _on_panels,
                           _panel, _parity, _tau, _truncate)
-from .largeq_remainder import BandTables, _trig_rows
+from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows
 
 __all__ = ["LowTable", "low_table", "low_expect", "low_mixed", "low_cross", "low_mask", "low_norm_floor", "Q_LOW"]
 
@@ -129,8 +131,10 @@ class LowTable(BandTables):
 
 
 def _rr_values(R, parity, q, kappa, s):
-    r"""``(len(q), len(kappa), len(s))``: $F(q,\kappa,s)$ by the Fourier form (module doc): trapezoid sums in $x$ (step
-    ``_DX`` on $(0,X_A]$, the half line by parity) and in $\omega$ (step ``_DW`` on $[0,\Omega]$)."""
+    r"""``(len(s), len(kappa), len(q))``: $F(q,\kappa,s)$ by the Fourier form (module doc): trapezoid sums in $x$ (step
+    ``_DX`` on $(0,X_A]$, the half line by parity) and in $\omega$ (step ``_DW`` on $[0,\Omega]$).  Both sums skip the
+    terms whose weights are negligible (``_NEGLIGIBLE``): $p_q(x)$ beyond $|x|\approx9\sqrt q$ for small $q$, and
+    $e^{-s^2\omega^2/2}$ beyond $\omega\approx9/s$; the products run on column groups with their own lengths."""
     x = _DX * np.arange(1, int(round(_XA / _DX)) + 1)
     Rx = R(x)
     R0 = float(R(np.zeros(1))[0]) if parity > 0 else 0.0
@@ -141,12 +145,28 @@ def _rr_values(R, parity, q, kappa, s):
     Rhat = 2.0 * _DX * (trig(np.outer(w, x)) @ Rx) + _DX * R0
     p0 = 1.0 / np.sqrt(2.0 * math.pi * q)
     pw = 2.0 * _DX * Rx[:, None] * np.exp(-0.5 * x[:, None] ** 2 / q[None, :]) * p0[None, :]   # (X, Q)
-    S = (_trig_rows(parity, w.size, _DW, kappa, x) @ pw).reshape(w.size, len(kappa) * len(q))       # one BLAS product
+    S = np.empty((w.size, len(kappa), len(q)))
+    groups = _column_groups(_leading(pw))
+    for lo in range(0, len(kappa), _KAPPA_CHUNK):        # rows of cos / sin that stay in cache, used by every group
+        kc = kappa[lo:lo + _KAPPA_CHUNK]
+        rows = _trig_rows(parity, w.size, _DW, kc, x)                                         # (W kc, X)
+        for cols, n in groups:                           # one BLAS product per group of variances
+            S[:, lo:lo + len(kc), cols] = (rows[:, :n] @ pw[:n, cols]).reshape(w.size, len(kc), len(cols))
     if parity > 0:
-        S += np.tile(_DX * R0 * p0, len(kappa))[None, :]
+        S += (_DX * R0 * p0)[None, None, :]
+    S = S.reshape(w.size, -1)
     E = np.exp(-0.5 * np.outer(w * w, s * s)) * (Rhat * ww / math.pi)[:, None]                  # (W, S)
-    F = (E.T @ S).reshape(len(s), len(kappa), len(q))                                          # another
-    return np.ascontiguousarray(F.transpose(2, 1, 0))                                          # (Q, K, S)
+    F = np.empty((len(s), S.shape[1]))
+    for cols, n in _column_groups(_leading(E)):           # and per group of s
+        F[cols] = E[:n, cols].T @ S[:n]
+    return F.reshape(len(s), len(kappa), len(q))                                              # (S, K, Q)
+
+
+def _cheb_matrix(n):
+    """``(n, n)``: the Chebyshev coefficients of the values at the first-kind nodes (:func:`_cheb_coef` as a matrix)."""
+    C = np.cos(np.pi * np.outer(np.arange(n), np.arange(n) + 0.5) / n) * (2.0 / n)
+    C[0] *= 0.5
+    return C
 
 
 def _cross_values(R, basis, q, zeta):
@@ -173,19 +193,32 @@ def _cross_far(R, basis, q, t):
     y = (np.arange(24)[:, None] + 0.5 * (gy[None, :] + 1.0)).ravel() * 0.5       # 24 panels of width 1/2 on [0, 12]
     wy = np.tile(0.25 * gw, 24)
     z = _Z / np.asarray(t)
-    u = (y[None, :] / z[:, None]).ravel()                                        # (T Y,)
-    Rpu = (R(u)[:, None] * _gauss(u, q)).reshape(len(z), len(y), len(q))
+    u = y[None, :] / z[:, None]                                                  # (T, Y)
+    Ru = R(u.ravel()).reshape(u.shape)
+    gw = np.stack([gloc(y) * wy for _, gloc, *_ in basis], axis=1)               # (Y, n_g)
+    p0 = np.sqrt(2.0 * math.pi * q)
+    loc = np.empty((len(z), len(q), len(basis)))
+    for t0 in range(0, len(z), 4):        # R(u) p_q(u) a few t at a time (in cache), against every cross function
+        Rpu = np.divide.outer(-0.5 * u[t0:t0 + 4] ** 2, q)                        # (4, Y, Q)
+        np.exp(Rpu, out=Rpu)
+        np.divide(Rpu, p0, out=Rpu)
+        np.multiply(Ru[t0:t0 + 4, :, None], Rpu, out=Rpu)
+        loc[t0:t0 + 4] = np.tensordot(Rpu, gw, axes=(1, 0))
     out = np.empty((len(q), len(basis), len(z)))
     for j, (g, gloc, winf, e, p) in enumerate(basis):
         inf = 2.0 * ((winf(x) * wx) @ Rpx) if winf is not None else np.zeros(len(q))        # (Q,)
-        loc = 2.0 / z[:, None] * np.tensordot(Rpu, gloc(y) * wy, axes=(1, 0))           # (T, Q)
-        out[:, j, :] = inf[:, None] + (loc * (z ** (-e))[:, None]).T
+        out[:, j, :] = inf[:, None] + (2.0 / z[:, None] * loc[:, :, j] * (z ** (-e))[:, None]).T
     return out
 
 
 @functools.lru_cache(maxsize=16)
 def low_table(asymptote: Asymptote, derivative: bool) -> LowTable:
     """The :class:`LowTable` of the remainder of ``asymptote`` (``derivative``: of $R'$), built once per process."""
+    with one_blas_thread():      # products in blocks: BLAS threads only add overhead (and much more on a busy machine)
+        return _build_low_table(asymptote, derivative)
+
+
+def _build_low_table(asymptote: Asymptote, derivative: bool) -> LowTable:
     name, lam = asymptote.name, asymptote.scale
     R = lambda x: stable_remainder(name, lam, derivative, x)              # noqa: E731
     par = _parity(name, derivative)
@@ -195,11 +228,13 @@ def low_table(asymptote: Asymptote, derivative: bool) -> LowTable:
     kap = _on_panels(_KAPPA_EDGES, yk)                                      # (Pk, n)
     s = _on_panels(_S_EDGES, yk, square_first=True)                         # (Ps, n)
     Pq, Pk, Ps, nq, n = qn.shape[0], kap.shape[0], s.shape[0], _N_FIT_Q, _N_FIT
-    vals = _rr_values(R, par, qn.ravel(), kap.ravel(), s.ravel())            # (Pq nq, Pk n, Ps n)
-    vals = vals.reshape(Pq, nq, Pk, n, Ps, n).transpose(0, 2, 4, 1, 3, 5)    # (Pq, Pk, Ps, nq, n, n)
-    coef = _cheb_coef(_cheb_coef(_cheb_coef(vals, 3), 4), 5)
-    d_q, d_k, d_s = _truncate(coef, (3, 4, 5), _TARGET * nu)
-    rr = np.ascontiguousarray(coef[..., :d_q, :d_k, :d_s].reshape(Pq * Pk * Ps, d_q, d_k, d_s))
+    vals = _rr_values(R, par, qn.ravel(), kap.ravel(), s.ravel())            # (Ps n, Pk n, Pq nq)
+    # Chebyshev coefficients along each node axis in place (batched products, no transposed copies of the values)
+    coef = (vals.reshape(-1, nq) @ _cheb_matrix(nq).T).reshape(Ps * n * Pk, n, Pq * nq)
+    coef = (_cheb_matrix(n) @ coef).reshape(Ps, n, Pk * n * Pq * nq)
+    coef = (_cheb_matrix(n) @ coef).reshape(Ps, n, Pk, n, Pq, nq)
+    d_q, d_k, d_s = _truncate(coef, (5, 3, 1), _TARGET * nu)
+    rr = np.ascontiguousarray(coef[:, :d_s, :, :d_k, :, :d_q].transpose(4, 2, 0, 5, 3, 1)).reshape(Pq * Pk * Ps, d_q, d_k, d_s)
 
     basis = _basis(asymptote, derivative)
     yz = _cheb_nodes(_N_FIT_Z)
@@ -220,7 +255,7 @@ def low_table(asymptote: Asymptote, derivative: bool) -> LowTable:
     qm = _logq_nodes(_mid_nodes(_N_FIT_Q)[1::3]).ravel()
     ym = _mid_nodes(_N_FIT)[1::4]
     km, sm = _on_panels(_KAPPA_EDGES, ym).ravel(), _on_panels(_S_EDGES, ym, square_first=True).ravel()
-    ref = _rr_values(R, par, qm, km, sm).reshape(Pq, -1, Pk, len(ym), Ps, len(ym)).transpose(0, 2, 4, 1, 3, 5)
+    ref = _rr_values(R, par, qm, km, sm).reshape(Ps, len(ym), Pk, len(ym), Pq, -1).transpose(4, 2, 0, 5, 3, 1)
     # the held-out points sit at the same local coordinates on every panel (the first s-panel's variable is s^2)
     Tq, Tk, Ts = (np.cos(np.arccos(y)[:, None] * np.arange(d))
                   for y, d in ((_mid_nodes(_N_FIT_Q)[1::3], d_q), (ym, d_k), (ym, d_s)))

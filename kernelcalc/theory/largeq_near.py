@@ -60,10 +60,11 @@ import math
 
 import numpy as np
 
+from .._blas import one_blas_thread
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
-from .largeq_far import V0, stable_remainder
-from .largeq_remainder import BandTables, _trig_rows
+from .largeq_far import V0, stable_remainder, remainder_parity as _parity
+from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows
 
 __all__ = ["NearTable", "near_table", "near_expect", "near_mask", "norm_floor", "Q_NEAR"]
 
@@ -85,12 +86,6 @@ _W_MAX = 12.0                 # frequencies of the Fourier form (|R^| < 1e-16 of
 _DW = 0.03                    # and their step (periodic images beyond 2 pi / DW = 209)
 
 _PHI0 = 1.0 / math.sqrt(2.0 * math.pi)
-
-
-def _parity(name: str, derivative: bool) -> int:
-    """+1 when the remainder of ``name`` (``derivative``: of phi') is even, -1 when odd."""
-    even_R = name in ("softplus", "silu")
-    return 1 if even_R != derivative else -1
 
 
 # -- the cross terms' fixed functions g(y), their large-|y| parts and growth orders -------------------------
@@ -247,14 +242,25 @@ def _rr_values(R, parity, kappa, s, K):
     h = _DA_RR
     Rhat = 2.0 * h * (trig(np.outer(w, x)) @ Rx) + h * R0                       # cosine / sine transform
     pw = 2.0 * h * (x[:, None] ** (2 * np.arange(K))[None, :]) * Rx[:, None]     # (X, K)
-    S = np.empty((len(kappa), w.size, K))
-    for lo in range(0, len(kappa), 16):                                         # one BLAS product per 16 kappa
-        kc = kappa[lo:lo + 16]
-        S[lo:lo + 16] = (_trig_rows(parity, w.size, _DW, kc, x) @ pw).reshape(w.size, len(kc), K).transpose(1, 0, 2)
+    # each moment's sum stops where its terms, with the density series' weights, fall below _NEGLIGIBLE of the
+    # largest (x^2k R(x) for large k only matters far out, and only for a few k)
+    groups = _column_groups(_leading(pw * _taylor_weights(K)[None, :], scale="all"), size=8)
+    n_x = max(n for _, n in groups)
+    S = np.zeros((w.size, len(kappa), K))
+    for lo in range(0, len(kappa), _KAPPA_CHUNK):       # rows of cos / sin that stay in cache, used by every group
+        kc = kappa[lo:lo + _KAPPA_CHUNK]
+        rows = _trig_rows(parity, w.size, _DW, kc, x[:n_x])                    # (W kc, n_x)
+        for cols, n in groups:
+            if n:
+                S[:, lo:lo + len(kc), cols] = (rows[:, :n] @ pw[:n, cols]).reshape(w.size, len(kc), len(cols))
     if parity > 0:
         S[:, :, 0] += h * R0
+    S = S.reshape(w.size, -1)
     E = np.exp(-0.5 * np.outer(w * w, s * s)) * (Rhat * ww / np.pi)[:, None]     # (W, S)
-    return np.tensordot(S, E, axes=(1, 0)).transpose(1, 0, 2)                   # BLAS, not einsum
+    out = np.empty((len(s), S.shape[1]))
+    for cols, n in _column_groups(_leading(E)):          # e^{-s^2 w^2 / 2}: the sum over w stops at ~9 / s
+        out[cols] = E[:n, cols].T @ S[:n]
+    return out.reshape(len(s), len(kappa), K).transpose(2, 1, 0)                # (K, kappa, s)
 
 
 def _half_line():
@@ -271,9 +277,17 @@ def _cross_values(R, parity, basis, zeta, K):
     x = _x_grid()
     Rx = R(x)
     pw = (x[:, None] ** (2 * np.arange(K))[None, :]) * (_DA * Rx)[:, None]        # (X, K)
+    # x >= 0 alone where the integrand is even (x = 0 once, the rest twice), up to where every moment's terms, with
+    # the density series' weights, are negligible: a third of the evaluations of g
+    half = slice(x.size // 2, None)
+    fold = np.where(x[half] == 0.0, 1.0, 2.0)[:, None] * pw[half]
+    n = int(np.max(_leading(fold * _taylor_weights(K)[None, :], scale="all")))
     out = np.empty((K, len(basis), len(zeta)))
-    for j, (g, *_rest) in enumerate(basis):
-        out[:, j, :] = (g(np.outer(zeta, x)) @ pw).T
+    for j, (g, _, _, _, p) in enumerate(basis):
+        if parity * p > 0:
+            out[:, j, :] = (g(np.outer(zeta, x[half][:n])) @ fold[:n]).T
+        else:                                                                     # pragma: no cover (odd: none built)
+            out[:, j, :] = (g(np.outer(zeta, x)) @ pw).T
     return out
 
 
@@ -327,6 +341,11 @@ def _tail_bound(R, K):
 @functools.lru_cache(maxsize=16)
 def near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
     """The :class:`NearTable` of the remainder of ``asymptote`` (``derivative``: of $R'$), built once per process."""
+    with one_blas_thread():      # products in blocks: BLAS threads only add overhead (and much more on a busy machine)
+        return _build_near_table(asymptote, derivative)
+
+
+def _build_near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
     name, lam = asymptote.name, asymptote.scale
     R = lambda x: stable_remainder(name, lam, derivative, x)              # noqa: E731
     par = _parity(name, derivative)
@@ -366,8 +385,10 @@ def near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
     km, sm = _on_panels(_KAPPA_EDGES, ym).ravel(), _on_panels(_S_EDGES, ym, square_first=True).ravel()
     ref = np.tensordot(tm[:, None] ** np.arange(K)[None, :],
                        _rr_values(R, par, km, sm, K) * tw[:, None, None], axes=(1, 0))          # (t, k, s)
-    T_, KK, SS = np.meshgrid(tm, km, sm, indexing="ij")
-    got = _rr_eval(rr, T_.ravel(), KK.ravel(), SS.ravel(), np).reshape(ref.shape)
+    # the held-out points sit at the same local coordinates on every panel (the first s-panel's variable is s^2): the
+    # table's values there are one contraction (as _rr_eval's, without gathering a block per point)
+    Tt, Tk, Ts = (np.cos(np.arccos(y)[:, None] * np.arange(d)) for y, d in ((2.0 * tm - 1.0, d_t), (ym, d_k), (ym, d_s)))
+    got = np.einsum("abijk,ui,vj,wk->uavbw", rr.reshape(Pk, Ps, d_t, d_k, d_s), Tt, Tk, Ts, optimize=True).reshape(ref.shape)
     err = float(np.max(np.abs(got - ref))) / nu
     ymz = _mid_nodes(_N_FIT_Z)[1::3]
     zm = _on_panels(_ZETA_EDGES, ymz).ravel()

@@ -43,8 +43,10 @@ import math
 
 import numpy as np
 
+from .._blas import one_blas_thread
 from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
+from .largeq_far import remainder_parity, stable_remainder
 
 __all__ = ["RemainderTable", "remainder_table"]
 
@@ -152,11 +154,30 @@ def _G_exact(R, mu, s, L):
     return K @ R(x)
 
 
-def _G_fourier(R, mu, s, L, s_max):
+def _G_wide(R, mu, s, L):
+    r"""``(len(s), len(mu))``: :func:`_G_exact` at every ``s`` $\ge1$ (the trapezoid rule in $x$; the differences
+    $x-\mu$ and $R(x)$ once, the Gaussian weights of each $s$ in place)."""
+    x = np.arange(-L - 2.0, L + 2.0 + 1e-12, 0.2)
+    Rx = R(x)
+    d = x[None, :] - mu[:, None]
+    K = np.empty_like(d)
+    out = np.empty((len(s), len(mu)))
+    for j, sj in enumerate(s):
+        np.divide(d, sj, out=K)
+        np.multiply(K, K, out=K)
+        np.multiply(K, -0.5, out=K)
+        np.exp(K, out=K)
+        np.multiply(K, 0.2 / (sj * math.sqrt(2.0 * math.pi)), out=K)
+        out[j] = K @ Rx
+    return out
+
+
+def _G_fourier(R, mu, s, L, s_max, parity=0):
     r"""$G(\mu_i,s_j)$ for all ``mu`` (1-D) and ``s`` (1-D) at once: $\hat G=\hat R\,e^{-s^2\omega^2/2}$ with $\hat R$ the
     FFT of $R$ sampled with step 0.1 on a period $P=2L+12s_{\max}+8$ (the periodic images of $R$, smoothed by
     $s\le s_{\max}$, are below $\varphi(12)$ on $|\mu|\le L$; aliasing in $\omega$ is below $e^{-\pi\cdot 31}$), and
-    the frequencies where $|\hat R|$ exceeds $10^{-19}\max|\hat R|$: two real matrix products."""
+    the frequencies where $|\hat R|$ exceeds $10^{-19}\max|\hat R|$: two real matrix products, or one when $R$ has a
+    ``parity`` ($+1$ even: $\hat R$ real, the sine part only rounding; $-1$ odd: $\hat R$ imaginary)."""
     dx = 0.1
     n = 2 * int(math.ceil((L + 6.0 * s_max + 4.0) / dx))
     x = (np.arange(n) - n // 2) * dx
@@ -171,6 +192,17 @@ def _G_fourier(R, mu, s, L, s_max):
     Rhat = np.where(w > 0, 2.0, 1.0) * Rhat
     w, Rhat = w[keep], Rhat[keep]
     damp = np.exp(-0.5 * np.outer(w * w, s * s))                         # (K, S)
+    if parity:
+        # R even (odd): Rhat real (imaginary), one cosine (sine) sum over |w| (increasing; the Nyquist frequency,
+        # listed last and negative, by the parity of cos / sin), each s summed only over the frequencies where
+        # e^{-s^2 w^2 / 2} is not negligible (the kept band reaches the Nyquist frequency: the FFT's noise floor)
+        sign = np.where(w < 0, float(parity), 1.0)
+        coef = (sign * (Rhat.real if parity > 0 else -Rhat.imag))[:, None] * damp
+        rows = (np.cos if parity > 0 else np.sin)(np.outer(np.abs(w), mu))            # (K, M)
+        out = np.empty((len(s), len(mu)))
+        for cols, m in _column_groups(_leading(coef)):
+            out[cols] = coef[:m, cols].T @ rows[:m]
+        return out / (n * dx)                                            # (S, M)
     ph = np.outer(mu, w)                                                 # (M, K)
     out = np.cos(ph) @ (Rhat.real[:, None] * damp) - np.sin(ph) @ (Rhat.imag[:, None] * damp)
     return (out / (n * dx)).T                                            # (S, M)
@@ -186,47 +218,44 @@ def _s_of(panel, y):
 @functools.lru_cache(maxsize=16)
 def remainder_table(asymptote: Asymptote, derivative: bool) -> RemainderTable:
     """The :class:`RemainderTable` of the remainder $R$ (``derivative``: of $R'$) of ``asymptote``, built once
-    per process (about a second; also when first needed inside a trace)."""
-    with jax.enable_x64(True), jax.ensure_compile_time_eval():
-        fn = jax.jit(lambda x: asymptote.remainder(x, derivative))
-        chunk = 1 << 15
+    per process (0.1-0.2 s, numpy only: also when first needed inside a trace).  $R$ is evaluated by
+    :func:`~kernelcalc.theory.largeq_far.stable_remainder`, and its parity halves the Fourier sums."""
+    with one_blas_thread():      # products in blocks: BLAS threads only add overhead (and much more on a busy machine)
+        return _build_remainder_table(asymptote, derivative)
 
-        def R(x):      # one compiled shape: the points in fixed-size chunks
-            x = np.asarray(x, np.float64)
-            flat = x.ravel()
-            pad = np.concatenate([flat, np.zeros((-flat.size) % chunk)])
-            out = np.concatenate([np.asarray(fn(jnp.asarray(pad[i:i + chunk]))) for i in range(0, pad.size, chunk)])
-            return out[: flat.size].reshape(x.shape)
 
-        L = float(asymptote.L)
-        P_mu = int(math.ceil(2 * L / _W))
-        Lh = 0.5 * P_mu * _W
-        xs_mu, xs_s = _cheb_nodes(_N_MU), _cheb_nodes(_N_S)
-        mu = (-Lh + _W * (np.arange(P_mu)[:, None] + 0.5 * (xs_mu[None, :] + 1.0))).ravel()   # (P_mu * N_MU,)
-        s_max = float(_s_of(_S_PANELS - 2, 1.0))
-        s_fit = np.array([[_s_of(p, y) for y in xs_s] for p in range(_S_PANELS - 1)]).ravel()
-        vals = np.empty((_S_PANELS, _N_S, P_mu, _N_MU))
-        vals[:-1] = _G_fourier(R, mu, s_fit, L, s_max).reshape(_S_PANELS - 1, _N_S, P_mu, _N_MU)
-        for j, y in enumerate(xs_s):                   # the last panel: s G(mu, s) at s = S / w, w = (y + 1) / 2
-            sj = s_max * 2.0 / (y + 1.0)
-            vals[-1, j] = sj * _G_exact(R, mu, sj, L).reshape(P_mu, _N_MU)
-        coef = _cheb_coef(_cheb_coef(vals, 1), 3)
-        scale = float(np.max(np.abs(R(np.linspace(-L, L, 4001)))))
-        a = np.abs(coef)
-        d_s = int(np.max(np.nonzero(np.max(a, axis=(0, 2, 3)) > _CUT * scale)[0], initial=0)) + 1
-        d_mu = int(np.max(np.nonzero(np.max(a, axis=(0, 1, 2)) > _CUT * scale)[0], initial=0)) + 1
-        coef = np.ascontiguousarray(coef[:, :d_s, :, :d_mu])
-        table = RemainderTable(coef, Lh, _W, s_max, 0.0)
-        # held-out check: midpoints between the fitting nodes, in both variables, and s beyond s_max
-        y_mid = np.cos(np.pi * np.arange(1, _N_S) / _N_S)[::8]
-        s_chk = np.concatenate([[0.0, 1e-3], *[_s_of(p, y_mid) for p in range(_S_PANELS - 1)], s_max * np.array([1.01, 1.5, 3, 10, 100, 1e4])])
-        m_mid = np.cos(np.pi * np.arange(1, _N_MU) / _N_MU)[::2]
-        mu_chk = (-Lh + _W * (np.arange(P_mu)[:, None] + 0.5 * (m_mid[None, :] + 1.0))).ravel()
-        mu_chk = mu_chk[np.abs(mu_chk) <= L]
-        ref = np.stack([_G_exact(R, mu_chk, float(s), L) for s in s_chk])
-        got = table(np.broadcast_to(mu_chk, ref.shape), s_chk, xp=np)
-        err = float(np.max(np.abs(got - ref))) / scale
-        return dataclasses.replace(table, error=err)
+def _build_remainder_table(asymptote: Asymptote, derivative: bool) -> RemainderTable:
+    name, lam = asymptote.name, asymptote.scale
+    R = lambda x: stable_remainder(name, lam, derivative, x)              # noqa: E731
+    parity = remainder_parity(asymptote.name, derivative)
+    L = float(asymptote.L)
+    P_mu = int(math.ceil(2 * L / _W))
+    Lh = 0.5 * P_mu * _W
+    xs_mu, xs_s = _cheb_nodes(_N_MU), _cheb_nodes(_N_S)
+    mu = (-Lh + _W * (np.arange(P_mu)[:, None] + 0.5 * (xs_mu[None, :] + 1.0))).ravel()   # (P_mu * N_MU,)
+    s_max = float(_s_of(_S_PANELS - 2, 1.0))
+    s_fit = np.array([[_s_of(p, y) for y in xs_s] for p in range(_S_PANELS - 1)]).ravel()
+    vals = np.empty((_S_PANELS, _N_S, P_mu, _N_MU))
+    vals[:-1] = _G_fourier(R, mu, s_fit, L, s_max, parity).reshape(_S_PANELS - 1, _N_S, P_mu, _N_MU)
+    s_last = s_max * 2.0 / (xs_s + 1.0)           # the last panel: s G(mu, s) at s = S / w, w = (y + 1) / 2
+    vals[-1] = (s_last[:, None] * _G_wide(R, mu, s_last, L)).reshape(_N_S, P_mu, _N_MU)
+    coef = _cheb_coef(_cheb_coef(vals, 1), 3)
+    scale = float(np.max(np.abs(R(np.linspace(-L, L, 4001)))))
+    a = np.abs(coef)
+    d_s = int(np.max(np.nonzero(np.max(a, axis=(0, 2, 3)) > _CUT * scale)[0], initial=0)) + 1
+    d_mu = int(np.max(np.nonzero(np.max(a, axis=(0, 1, 2)) > _CUT * scale)[0], initial=0)) + 1
+    coef = np.ascontiguousarray(coef[:, :d_s, :, :d_mu])
+    table = RemainderTable(coef, Lh, _W, s_max, 0.0)
+    # held-out check: midpoints between the fitting nodes, in both variables, and s beyond s_max
+    y_mid = np.cos(np.pi * np.arange(1, _N_S) / _N_S)[::8]
+    s_chk = np.concatenate([[0.0, 1e-3], *[_s_of(p, y_mid) for p in range(_S_PANELS - 1)], s_max * np.array([1.01, 1.5, 3, 10, 100, 1e4])])
+    m_mid = np.cos(np.pi * np.arange(1, _N_MU) / _N_MU)[::2]
+    mu_chk = (-Lh + _W * (np.arange(P_mu)[:, None] + 0.5 * (m_mid[None, :] + 1.0))).ravel()
+    mu_chk = mu_chk[np.abs(mu_chk) <= L]
+    ref = np.stack([_G_exact(R, mu_chk, float(s), L) for s in s_chk])
+    got = table(np.broadcast_to(mu_chk, ref.shape), s_chk, xp=np)
+    err = float(np.max(np.abs(got - ref))) / scale
+    return dataclasses.replace(table, error=err)
 
 
 def _trig_rows(parity, n_w, dw, kappa, x, J=20):
@@ -249,6 +278,24 @@ def _trig_rows(parity, n_w, dw, kappa, x, J=20):
             np.multiply(sa[i], cb[:m], out=rows)
             np.add(rows, np.multiply(ca[i], sb[:m], out=tmp[:m]), out=rows)
     return out.reshape(-1, th.shape[1])
+
+
+_KAPPA_CHUNK = 8              # kappa values per block of trig rows (:func:`_trig_rows`): a few MB, in cache
+_NEGLIGIBLE = 1e-20           # terms below this of the largest are left out of the band tables' sums (zeros in effect)
+
+
+def _leading(a, cut=_NEGLIGIBLE, scale="column"):
+    """Per column of ``a``: the number of leading rows that hold every entry above ``cut`` of the column's largest
+    (``scale="all"``: of the largest entry of ``a``; a column with none gets 0)."""
+    big = np.abs(a) > cut * (np.max(np.abs(a), axis=0) if scale == "column" else np.max(np.abs(a)))
+    return np.where(big.any(axis=0), a.shape[0] - np.argmax(big[::-1], axis=0), 0)
+
+
+def _column_groups(n, size=16):
+    """The columns in groups of about ``size`` by increasing ``n`` (their leading rows, :func:`_leading`), each with
+    the largest ``n`` of its group: the band tables' sums as one product per group, each as long as it needs."""
+    order = np.argsort(n, kind="stable")
+    return [(order[i:i + size], int(np.max(n[order[i:i + size]]))) for i in range(0, n.size, size)]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
