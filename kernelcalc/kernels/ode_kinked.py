@@ -44,6 +44,7 @@ import numpy as np
 from .._validation import accuracy_shortfall
 from ..theory import recursion as rec
 from . import _panels as pan
+from ._panel_grid import PanelGrid
 from ._anchored import RESIDUAL_TOL, AnchoredDual
 from ._gram import flat_pairs
 from .ode_kinked_deficit import KinkedDeficitMixin, _homogeneous_closed
@@ -161,7 +162,7 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
         # a diagonal of another dual (the coarse one that learned q(T)) seeds only a closed form's solve: the large-q
         # rule's fixed-diagonal steps from a Hermite diagonal (1e-6) took 6-8 steps or fell back to the row marching
         # (softplus sigma_w T = 10: 5e5 evaluations spent before the row march)
-        if not isinstance(grid, pan.PanelGrid) or any(
+        if not isinstance(grid, PanelGrid) or any(
                 k is None or k[0].P != grid.P or (dual.method == "asymptotic" and k[2] != values_key(dual))
                 for k in known):
             return _solve(grid, self._C(dual), S0, self._fwd) + (None,)
@@ -225,7 +226,7 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
                 elif tabulate and not own and (nt := self._angle_table(dual, grid, qb[sel], b, sel.size)) is not None:
                     C, Cdot, dS, nS = self._angle_table_pairs(nt, dual, grid, qb[sel], S0[sel])
                     B = C.shape[0]
-                elif not own and _dear(dual) and isinstance(grid, pan.PanelGrid):   # a dear dual: anchored sweeps
+                elif not own and _dear(dual) and isinstance(grid, PanelGrid):   # a dear dual: anchored sweeps
                     # from the same probe solved on the ladder's previous rung, if any (_guess), kept for the next
                     S, (C, Cdot), dS, nS = self._anchored_cross(dual, grid, S0[sel], qb[sel],
                                                                 self._guess(grid, S0[sel], qb[sel]))
@@ -238,7 +239,7 @@ class KinkedSolverMixin(KinkedDeficitMixin, KinkedPanelsMixin):
                         lambda q1, q2, c: table(c.reshape(c.shape[0], -1), 0).reshape(c.shape))
                     if table is None and not own and _dear(dual):   # a dear closed form (elu) on one element
                         C_of = AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True), kink=_kink(dual))
-                    probe = not own and not tabulate and isinstance(grid, pan.PanelGrid)   # (a ladder's probe: a guess)
+                    probe = not own and not tabulate and isinstance(grid, PanelGrid)   # (a ladder's probe: a guess)
                     S, qk, dS, nS, final = (
                         self._own_solve(dual, grid, S0[sel]) if own else
                         pan.solve(grid, C_of, S0[sel], self._fwd, q=qb[sel], guess=self._guess(grid, S0[sel], qb[sel]))
