@@ -421,7 +421,7 @@ def _exact_pairs(dual, q1, q2, c):
 
 
 def band_edges(band: int, sigma_w_T: float) -> tuple:
-    r"""The extreme input angles of a band of :func:`~kernelcalc.kernels.ode_kinked.band_of` (its edges
+    r"""The extreme input angles of a band of :func:`~kernelcalc.kernels.ode_kinked_ladder.band_of` (its edges
     $2\theta_0/(1+\sigma_wT)$ = 0.1 and 0.01; band 0 up to $\pi$, band 2 down to 0), capped at $\pi$."""
     s = (1.0 + sigma_w_T) / 2.0
     edges = ((0.1 * s, math.pi), (0.01 * s, 0.1 * s), (0.0, 0.01 * s))[band]
