@@ -116,7 +116,7 @@ softplus and silu on the composite panels through one (log q1, log q2, theta) ta
 Cold, N = 200, same path, 14:18-14:24, load average 3-8 (T = 1: 1.4 s): sigma_w*T = 5: 118 s (85x; refused before),
 error estimate 6.1e-11, 6 boxes, 2.2e5 table + 0.7e5 direct rule evaluations; sigma_w*T = 6: 247 s, 6.8e-5 (the table
 warns: 9.6e-6 in a box next to q1 ~ q2).  So the table path is kept to 4.5 < sigma_w*T <= 5
-(``ode_kinked._LARGE_Q_PANELS``); softplus and silu at T = 10 are refused by the tensor grid's cost guard as before
+(``ode_kinked_ladder._LARGE_Q_PANELS``); softplus and silu at T = 10 are refused by the tensor grid's cost guard as before
 (target missed).
 
 elu through node angle tables (nodetables branch: ``kernels/_node_tables.py``, per time node a Chebyshev series of

@@ -270,9 +270,9 @@ def test_memoised_time_grid_reissues_its_warnings_and_gives_the_same_gram(monkey
     import warnings
 
     from kernelcalc.kernels import ode as ode_mod
-    from kernelcalc.kernels import ode_kinked
+    from kernelcalc.kernels import ode_kinked_ladder
 
-    monkeypatch.setattr(ode_kinked, "_BAND_LADDERS", ((3, 4), (3, 4), (3, 4)))
+    monkeypatch.setattr(ode_kinked_ladder, "_BAND_LADDERS", ((3, 4), (3, 4), (3, 4)))
 
     x = kc.data.sphere_normalise(np.random.default_rng(3).normal(size=(5, 3))) * 1.1
     runs = []

@@ -1,5 +1,5 @@
 """softplus (and silu) past sigma_w T = 5 (issue 17, parts 3 and 4): the composite panels with node angle tables of the
-large-q rule (``kernels/ode_kinked_panels._angle_table``; ``ode_kinked._LARGE_Q_PANELS``).
+large-q rule (``kernels/ode_kinked_panels._angle_table``; ``ode_kinked_ladder._LARGE_Q_PANELS``).
 
 References that share no code with what is tested:
 
@@ -179,13 +179,13 @@ def test_panels_with_node_tables_equal_the_tensor_grid_just_past_sigma_w_T_4_5(m
     this case takes when the panels are switched off: NNGP and NTK agree within both error estimates and 1e-9
     (relative).  Measured: 13 s (panels) and 50 s (tensor grid); equal to 8 digits printed, estimates 2.7e-9 and
     1.5e-9 of the largest entry's scale."""
-    from kernelcalc.kernels import ode_kinked
+    from kernelcalc.kernels import ode_kinked_ladder
 
     th = np.array([0.0, 1.0, 2.5])
     x = np.stack([np.cos(th), np.sin(th)], axis=1) * math.sqrt(2.0)
     k = kc.node_kernel(x, activation="softplus", T=4.6)
     assert "panels" in k.info["time_scheme"]
-    monkeypatch.delitem(ode_kinked._LARGE_Q_PANELS, "softplus")
+    monkeypatch.delitem(ode_kinked_ladder._LARGE_Q_PANELS, "softplus")
     g = kc.node_kernel(x, activation="softplus", T=4.6)
     assert "panels" not in g.info["time_scheme"]
     for a, b in ((k.ntk, g.ntk), (k.nngp, g.nngp)):

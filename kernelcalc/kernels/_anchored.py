@@ -21,7 +21,7 @@ converged solution anyway (the cross-kernels of :meth:`~kernelcalc.kernels.ode_k
 whose $C,\dot C$ feed the backward solve) hands the solver the node indices (``aux``) and asks
 :meth:`AnchoredDual.residual_at` instead: the same test at the solution $S$ (not at the last sweep's input, which
 differs from $S$ by the last sweep's change), with no evaluation of its own.  Started from a guess within ``near``
-of the solution (the same problem solved on a coarser grid, :meth:`._panels.PanelGrid.resample_nodes`), a solve then
+of the solution (the same problem solved on a coarser grid, :meth:`._panel_grid.PanelGrid.resample_nodes`), a solve then
 costs one exact evaluation per node for the anchor and the final one, where it took about four and the final one.
 """
 

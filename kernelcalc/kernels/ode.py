@@ -59,7 +59,7 @@ from ..theory.activations import resolve_activation
 from ..theory.assumptions import warn_if_assumption1_fails
 from ._gram import error_estimate, gram, max_norm
 from .._results import Kernel
-from .ode_kinked import use_triangles
+from .ode_kinked_ladder import use_triangles
 from .untied import check_weights, untied_node_kernel
 # the time grid, the compiled solves and the solvers live in their own modules; their names stay importable here
 from ._interp import chebyshev_lobatto

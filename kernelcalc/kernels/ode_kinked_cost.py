@@ -28,7 +28,7 @@ _DEFICIT_OPS = 40.0        # the deficit's drop per node (ode_kinked._gap_drop, 
                            # 3-12, ~500 ns alone; measured relu sigma_w T = 10, N = 200)
 _PROBE_PAIRS = 3.5         # pairs per rung of the degree ladder (3 probe angles, and the identical pair's backward)
 _BATCH_PAIRS = 64          # problems per solve (ode_kinked._BATCH)
-_PANEL_FIRST_DEGREE = 12   # the first rung of band 0 (ode_kinked._PANEL_LADDERS)
+_PANEL_FIRST_DEGREE = 12   # the first rung of band 0 (ode_kinked_ladder._PANEL_LADDERS)
 _PANEL_LADDERS_0 = (12, 16, 20, 24, 32)
 
 

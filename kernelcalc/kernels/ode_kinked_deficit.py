@@ -13,6 +13,7 @@ import numpy as np
 from ..theory.duals import NUMPY_OPS
 from . import _triangle as tri
 from . import _panels as pan
+from ._panel_grid import PanelGrid
 
 _HOMOGENEOUS = ("relu", "leaky_relu", "piecewise linear")   # closed forms that depend on c and the angle only
 
@@ -97,7 +98,7 @@ class KinkedDeficitMixin:
         $\sim\epsilon/\theta_0$ in the angle: measured 1e-8 relative in the abs NTK at $\theta_0=10^{-7}$).
         Returns ``(C, Cdot, change, sweeps)``."""
         B = q.shape[0]
-        if isinstance(grid, pan.PanelGrid):      # the same on the panels (node arrays flat)
+        if isinstance(grid, PanelGrid):      # the same on the panels (node arrays flat)
             q1, q2 = grid.variances(q)
             n = np.sqrt(q1 * q2)
             root = np.where(n > 0, n, 1.0)

@@ -19,6 +19,7 @@ from ..theory.duals import NUMPY_OPS, correlation_angle
 from ..theory.gaussian_rules import padded_blocked
 from . import _triangle as tri
 from . import _panels as pan
+from ._panel_grid import PanelGrid, panel_count, panel_grid
 from ._anchored import RESIDUAL_TOL, AnchoredDual
 from ._node_tables import NodeAngleTable, angle_of
 from ._interp import barycentric_weights
@@ -206,7 +207,7 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
             raise KernelcalcInputError(
                 f"sigma_w*T = {self.sigma_w * self.T:g} needs {P} time panels ({P * int(M) + 1} nodes, more than the "
                 f"limit {self.max_nodes}); reduce T or sigma_w")
-        return pan.panel_grid(int(M), P, float(delta), self.T)
+        return panel_grid(int(M), P, float(delta), self.T)
 
     def _fwd(self, C):
         return rec.ode_forward_source(C, self.sigma_w)
@@ -233,7 +234,7 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
     def _keep(self, grid, S0, q, S) -> None:
         """Keep the converged solves ``S`` ``(B, points)`` of initial values ``S0`` with diagonal ``q`` on ``grid`` (the
         panels; at most ``_KEEP``, the oldest dropped) for :meth:`_solution`."""
-        if not isinstance(grid, pan.PanelGrid):
+        if not isinstance(grid, PanelGrid):
             return
         for s0, qr, row in zip(np.asarray(S0).tolist(), q, S):
             self._solutions.pop((grid.name, s0), None)
@@ -259,9 +260,9 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
 
     def _guess(self, grid, S0, q):
         """``(B, points)``: a first guess of the solves of ``S0`` with diagonals ``q`` on ``grid``, each a kept solve
-        of the same problem on another grid resampled (:meth:`._panels.PanelGrid.resample_nodes`), or ``None`` when one
+        of the same problem on another grid resampled (:meth:`._panel_grid.PanelGrid.resample_nodes`), or ``None`` when one
         of them has none."""
-        if not isinstance(grid, pan.PanelGrid):
+        if not isinstance(grid, PanelGrid):
             return None
         rows = []
         for s0, qr in zip(np.asarray(S0).tolist(), q):
@@ -305,7 +306,7 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
         problem with their residual re-solves (measured at $\sigma_wT=10$), and the Gram asks every band of a grid
         tens of problems (the sphere table's angles).  Its angle range per
         node comes from two solves at the band's extreme input angles (:func:`band_edges`)."""
-        if not (isinstance(grid, pan.PanelGrid) and _dear(dual) and np.all(q == q[:1])) or (
+        if not (isinstance(grid, PanelGrid) and _dear(dual) and np.all(q == q[:1])) or (
                 band > 0 and not smooth_at_parallel(dual)):
             return None
         key = (grid.name, band, q[0].tobytes())
@@ -374,7 +375,7 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
         """The :class:`_AngleTable` of ``grid`` for problems sharing one diagonal ``q`` (rows), or ``None``
         (a closed form, or different diagonals)."""
         if (dual.method == "closed" or q.shape[0] < _TABLE_MIN_PROBLEMS or not np.all(q == q[:1])
-                or isinstance(grid, pan.PanelGrid)):   # (the panels call C on parts of the grid: no node layout here)
+                or isinstance(grid, PanelGrid)):   # (the panels call C on parts of the grid: no node layout here)
             return None
         key = (grid.name, q[0].tobytes())
         table = self._tables.get(key)
@@ -420,7 +421,7 @@ def _exact_pairs(dual, q1, q2, c):
 
 
 def band_edges(band: int, sigma_w_T: float) -> tuple:
-    r"""The extreme input angles of a band of :func:`~kernelcalc.kernels.ode_kinked.band_of` (its edges
+    r"""The extreme input angles of a band of :func:`~kernelcalc.kernels.ode_kinked_ladder.band_of` (its edges
     $2\theta_0/(1+\sigma_wT)$ = 0.1 and 0.01; band 0 up to $\pi$, band 2 down to 0), capped at $\pi$."""
     s = (1.0 + sigma_w_T) / 2.0
     edges = ((0.1 * s, math.pi), (0.01 * s, 0.1 * s), (0.0, 0.01 * s))[band]
@@ -430,36 +431,36 @@ def band_edges(band: int, sigma_w_T: float) -> tuple:
 # -- long horizons: the composite panels of kernels/_panels.py (one dispatch per grid operation) ----------
 def _panels_of(T: float, sigma_w: float) -> int:
     """Panels of the time grid: 1 (one collapsed-triangle element) up to sigma_w T = 3, else
-    :func:`._panels.panel_count`."""
-    return 1 if sigma_w * T <= _SINGLE_ELEMENT + 1e-9 else pan.panel_count(T, sigma_w)
+    :func:`._panel_grid.panel_count`."""
+    return 1 if sigma_w * T <= _SINGLE_ELEMENT + 1e-9 else panel_count(T, sigma_w)
 
 
 def _solve(grid, C_of, S0, source, q=None):
-    if isinstance(grid, pan.PanelGrid):
+    if isinstance(grid, PanelGrid):
         return pan.solve(grid, C_of, S0, source, q=q)
     return tri.solve(grid, C_of, S0, source, q=q)
 
 
 def _backward(grid, Cdot, LamT, source):
-    if isinstance(grid, pan.PanelGrid):
+    if isinstance(grid, PanelGrid):
         return pan.backward(grid, Cdot.reshape(Cdot.shape[0], -1), LamT, source)
     return tri.backward(grid, Cdot.reshape(Cdot.shape[0], grid.m + 1, grid.n + 1), LamT, source)
 
 
 def _point_variances(grid, q):
     """``(q1, q2)`` (B, points): the variances $q(t)$, $q(s)$ at every node of ``grid`` from its diagonal ``q``."""
-    if isinstance(grid, pan.PanelGrid):
+    if isinstance(grid, PanelGrid):
         return grid.variances(q)
     return np.repeat(q, grid.n + 1, axis=1), q @ grid.Q.T
 
 
 def _terminal(grid) -> int:
     """Flat index of the node (T, T)."""
-    return grid.terminal if isinstance(grid, pan.PanelGrid) else grid.m * (grid.n + 1)
+    return grid.terminal if isinstance(grid, PanelGrid) else grid.m * (grid.n + 1)
 
 
 def _resample(q, grid0, grid):
     """The diagonal ``q`` on ``grid0``'s nodes -> on ``grid``'s (interpolation: q(t) is analytic)."""
-    if isinstance(grid0, pan.PanelGrid):
+    if isinstance(grid0, PanelGrid):
         return grid0.resample(q, grid)
     return q @ barycentric_weights(grid0.r, grid.r).T

@@ -1,0 +1,211 @@
+r"""The degree of the kinked Neural-ODE solver's grid (:class:`~kernelcalc.kernels.ode_kinked.KinkedSolverMixin`):
+which activations take the collapsed-triangle grid, the bands of input angles, and each band's degree ladder.
+
+**Which grid.** :func:`use_triangles`: a kinked activation at every $\sigma_wT$ (one collapsed-triangle element up
+to 3, the composite panels of :mod:`._panels` beyond), the relu-like smooth ones (gelu, ``_RELU_LIKE_AT_LARGE_Q``)
+beyond $\sigma_wT=3$, where their large variance $q$ makes them bend like relu along $t=s$, and softplus and silu for
+$4.5<\sigma_wT\le10$ (``_LARGE_Q_PANELS``: the large-$q$ rule, whose coarsest step also learns $q(T)$,
+:meth:`KinkedLadderMixin._coarse_dual`).
+
+**Degree.** Input angles fall into three bands (:func:`band_of`), each with its own sinh map and
+degree $m=n$: band 0 (the self-kernel, $\theta_0\gtrsim0.1$, and $\pi$) is chosen first, the others
+when a call first needs them.  A band's degree climbs its ladder (``_BAND_LADDERS``) until the NTK at
+its probe angles changes by less than ``tol`` relative to the self-kernel NTK; the coarser of the two
+degrees is used, with that change as its error estimate (the convergence is geometric, so the change
+is the coarser grid's error: $|K_m-K_{m'}|$ with $m<m'$).  The largest change of the bands used is
+``info["band_changes"]`` and enters ``info["error_estimate"]``.  On one element (``_ELEMENT_BAND_DELTAS``) bands 1
+and 2 are one band, with $\delta=1/64$.  On the panels each cell climbs ``_PANEL_LADDERS``, and the large-$q$ rule's
+bands 1 and 2 climb from degrees 12 and 16 (``_PANEL_LADDERS_RULE``).  Before each rung on the panels the call's
+price at that degree is checked against the work limit (:meth:`KinkedLadderMixin._check_ladder`), not after the
+solves.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .._validation import accuracy_shortfall
+from ..theory import recursion as rec
+from .ode_kinked_panels import _SINGLE_ELEMENT
+
+__all__ = ["KinkedLadderMixin", "band_of", "use_triangles"]
+
+_BAND_DELTAS = (1.0, 0.25, 0.0625)
+#: the same on one collapsed-triangle element (sigma_w T <= 3): band 2 with delta = 1/64.  Measured (abs, T = 1,
+#: NTK error relative to its largest value against degree 56, input angles 1e-7 .. 3e-2): delta = 1/16 needs
+#: degree 40 (1.2e-10 at degree 40 for theta_0 = 3e-4, 5.6e-10 at 32), delta = 1/64 errs by <= 5.6e-11 at
+#: degree 32 and <= 3.3e-10 at 24; the band-2 solves and grids at degree 32 cost a third of those at 40, and
+#: the graded theta table of abs then passes at 129 nodes (257 before: its error at 129 nodes, 1.35e-10 at
+#: theta_0 = 4.2e-4, was the band-2 grid error).
+#: Bands 1 and 2 are one band there (input angles 2 theta_0 / (1 + sigma_w T) < 0.1, probed at 0.01, 0.003, 0.001
+#: times (1 + sigma_w T) / 2): delta = 1/64 errs by <= 2.3e-11 at degree 24 for theta_0 in [0.01, 0.1] (abs, against
+#: degree 48), so band 1's own grids (three builds for abs) are not needed.
+_ELEMENT_BAND_DELTAS = (1.0, 0.25, 0.015625)
+_BAND_LADDERS = ((16, 20, 24, 32, 40), (20, 24, 32, 40), (24, 32, 40, 48))
+#: the same per cell of the composite panels (sigma_w T > 3, :mod:`._panels`; each cell has sigma_w h <= 2)
+_PANEL_LADDERS = ((12, 16, 20, 24, 32), (16, 20, 24, 32), (20, 24, 32, 40))
+#: the same for the large-q rule of softplus and silu (``_LARGE_Q_PANELS``): smooth at the scale 1/sqrt(q), its near
+#: kinks are milder than relu's, and bands 1 and 2 start a degree lower (smaller grids for their probes, node angle
+#: tables and Gram solves).  Measured (softplus sigma_w T = 10, N = 200): with _PANEL_LADDERS bands 1 and 2 stopped at
+#: degrees 16 and 20 with changes 3.9e-14 and 1.8e-13 (against 20 and 24); from 12 and 16 they stop there with changes
+#: 1.2e-11 and 2.7e-12 (tol 1e-10), the Gram within 2e-12 of the former, 3.05e6 exact evaluations of the rule -> 2.58e6
+_PANEL_LADDERS_RULE = ((12, 16, 20, 24, 32), (12, 16, 20, 24, 32), (16, 20, 24, 32, 40))
+_COARSE_DEGREE = 16        # the self-kernel that learns q(T) (GoursatSolver._choose_dual_and_M), for the cost guard
+
+
+class KinkedLadderMixin:
+    r"""The degree ladder of :class:`~kernelcalc.kernels.ode_kinked.KinkedSolverMixin` (module doc), which supplies
+    the solves it climbs with (``_self_diagonals``, ``_pairs``, ``_cached_diagonals``), the grid and the panels' cost
+    guard (:class:`~kernelcalc.kernels.ode_kinked_panels.KinkedPanelsMixin`: ``_panel_count``, ``_check_panels``,
+    ``predicted_work``, ``_rung_work``) and the deficit form's ``_deficit_form``; its state ``info``, ``_unmet``,
+    ``M_fixed``, ``pairs_hint`` is the solver's."""
+
+    def _band_deltas(self) -> tuple:
+        """The sinh-map parameter of each band: ``_ELEMENT_BAND_DELTAS`` on one element, ``_BAND_DELTAS`` on panels."""
+        return _ELEMENT_BAND_DELTAS if self._panel_count() == 1 else _BAND_DELTAS
+
+    def _choose_M(self, dual, v):
+        r"""The degree of band 0 (the self-kernel, $\theta_0\ge0.1$ and $\pi$; its diagonal $q(t)$ serves the
+        other bands), raised along its ladder until the NTK at the probe angles changes by less than
+        ``tol`` (relative to the largest); the other bands are chosen when first needed (:meth:`_band_degree`)."""
+        self.info["band_degrees"], self.info["band_changes"] = {}, {}   # shared with the memo of the time grid
+        self.info["band_deltas"] = dict(enumerate(self._band_deltas()))
+        M, change = self._ladder(dual, 0, v, None, None)
+        return M, change
+
+    def _ladder(self, dual, b, v, M0, q0):
+        """Degree of band ``b`` (and its last change): its ladder until the probes' NTK changes by < tol."""
+        scale = (1.0 + self.sigma_w * self.T) / 2.0
+        probes = ((0.0, min(0.1 * scale, 3.0), 1.0, math.pi), (0.01 * scale,), (0.001 * scale,))
+        if self._panel_count() == 1:      # band 2 holds band 1's angles too; 0.003: its largest error (abs, relu)
+            probes = probes[:2] + ((0.01 * scale, 0.003 * scale, 0.001 * scale),)
+        theta = np.array(probes[b])
+        S0 = rec.ode_initial(v * np.cos(theta), self.sigma_u)
+        gap = rec.ode_initial(2.0 * v * np.sin(theta / 2) ** 2, self.sigma_u)
+        prev, change, ref, M_prev = None, float("nan"), None, None
+        climbed = []
+        ladders = _BAND_LADDERS if self._panel_count() == 1 else (
+            _PANEL_LADDERS_RULE if dual.method == "asymptotic" else _PANEL_LADDERS)
+        for M in ladders[b]:
+            if self._panel_count() > 1:     # the call's cost at this degree (its final degree is at least this one)
+                self._check_ladder(dual, b, M, climbed, prev is None)
+                climbed.append(M)
+            q, Mq = (self._self_diagonals(dual, M, np.array([v])), M) if b == 0 else (q0, M0)
+            ntk = self._pairs(dual, Mq, np.repeat(q, theta.size, axis=0), S0, theta, {b: M}, gap=gap)[1]
+            if b > 0 and ref is None:   # relative to the self-kernel NTK, as band 0
+                ref = abs(float(self._pairs(dual, M0, q0, np.array([rec.ode_initial(v, self.sigma_u)]),
+                                            np.zeros(1), {0: M0})[1][0]))
+            elif b == 0:
+                ref = float(np.max(np.abs(ntk)))
+            if prev is not None:
+                change = float(np.max(np.abs(ntk - prev)) / ref) if ref > 0 else 0.0
+                if change <= self.tol:
+                    # the coarser degree, whose error the change estimates (geometric convergence: the
+                    # finer one's error is far smaller, so |K_coarse - K_fine| ~ the coarse error)
+                    self.info["band_degrees"][b] = M_prev
+                    self.info.setdefault("band_changes", {})[b] = change
+                    return M_prev, change
+            prev, M_prev = ntk, M
+        accuracy_shortfall(
+            f"time grid: the NTK at input angles {', '.join(f'{t:.3g}' for t in theta)} still changes by "
+            f"{change:.1e} (relative) at degree {M} of the collapsed-triangle grid (sinh map "
+            f"delta = {self._band_deltas()[b]:g}), above tol = {self.tol:.1e}", self.strict)
+        self._unmet[b] = (M, change)   # not memoised with the grid: a later call chooses (and warns) again
+        return M, change
+
+    def _choose_dual_and_M(self, v_max):
+        r"""As :meth:`GoursatSolver._choose_dual_and_M`; on the panels, with a closed-form dual (its price does not
+        depend on the variance), the call's least cost (the first self-kernel, two rungs of the ladder, the
+        self-kernel and ``pairs_hint`` pairs at the first degree) is checked before any solve: the first
+        self-kernel alone takes a minute of elu at $\sigma_wT\approx80$."""
+        if self._panel_count() > 1 and self.M_fixed is None:
+            from ..theory.gaussian import dual_kernels
+            dual = dual_kernels(self.activation, q_max=max(4.0 * self.sigma_u ** 2 * v_max, 1.0), tol=1e-6)
+            if dual.method == "closed":
+                first = _PANEL_LADDERS[0][0]
+                self._check_panels(dual, first, pairs=self.pairs_hint, selfs=1, rungs=2, others=[
+                    (self.predicted_work(dual, _COARSE_DEGREE, selfs=1),
+                     f"the first self-kernel (degree {_COARSE_DEGREE}: the variance's range)")])
+        return super()._choose_dual_and_M(v_max)
+
+    def _coarse_dual(self, q_max: float):
+        r"""As :meth:`GoursatSolver._coarse_dual`; on the panels, softplus and silu (``_LARGE_Q_PANELS``) take the
+        large-$q$ rule at its coarsest step there (no step selection: it errs far below 1e-6).  The final dual is that
+        rule when its coarsest step meets tol, and the first rung of the degree ladder then reuses this self-kernel
+        (:func:`.ode_kinked_panels.values_key`).  (The Hermite series at tol 1e-6 cost 30 us per evaluation, 10 of
+        72 s CPU of softplus at $\sigma_wT=10$, N = 20, and its diagonal cannot seed the rule's: the ladder's first
+        self-kernel was row-marched again.)"""
+        if self._panel_count() > 1 and self.activation.name in _LARGE_Q_PANELS:
+            from ..theory.gaussian import DualKernels
+            from ..theory.largeq_table import cheapest_tabulated_rule
+            return DualKernels(self.activation, "asymptotic", cheapest_tabulated_rule(self.activation),
+                               error_estimate=1e-6, note="the coarsest step, for q(T)")
+        return super()._coarse_dual(q_max)
+
+    def _check_ladder(self, dual, b: int, M: int, climbed, first: bool):
+        r"""Before the rung ``M`` of band ``b``'s degree ladder on the panels: refuse when the call would cost more than
+        the work limit at this degree (as :meth:`GoursatSolver._choose_M` before each of its rungs), not after the
+        solves.  Band 0: the rungs ``climbed`` so far, this rung (and the next when it is the first: the ladder
+        compares two degrees), the self-kernel and ``pairs_hint`` pairs at degree ``M``; bands 1 and 2: their probe
+        pair and the self-kernel reference (the call's pairs are checked when :meth:`_pairs` knows their bands)."""
+        if b > 0:
+            self._check_panels(dual, M, pairs=2, near=2 if self._deficit_form(dual) else 0)
+            return
+        spent = sum(self._rung_work(dual, r) for r in climbed)
+        others = [(self.predicted_work(dual, _COARSE_DEGREE, selfs=1),
+                   f"the first self-kernel (degree {_COARSE_DEGREE}: the variance's range)")]
+        if climbed:
+            others.append((spent, f"the {len(climbed)} rungs climbed (degrees {', '.join(map(str, climbed))})"))
+        self._check_panels(dual, M, pairs=self.pairs_hint, selfs=1, rungs=2 if first else 1, others=others)
+
+    def _band_degree(self, dual, b: int, M0: int) -> int:
+        """The degree of band ``b`` (chosen on first use; band 0: ``M0``)."""
+        if b == 0 or self.M_fixed is not None:
+            return M0
+        known = self.info.setdefault("band_degrees", {})
+        self.info.setdefault("band_changes", {})
+        if b in known:
+            return known[b]
+        if b in self._unmet:
+            return self._unmet[b][0]
+        q0 = self._cached_diagonals(dual, M0, np.array([self.v_max]))
+        return self._ladder(dual, b, self.v_max, M0, q0)[0]
+
+
+def band_of(theta0, sigma_w_T: float) -> np.ndarray:
+    r"""Band of every input angle $\theta_0$: 0 for $\theta_0=0$ (the exact kink) and
+    $2\theta_0/(1+\sigma_wT)\ge0.1$, 1 down to $0.01$, 2 below (near kinks closer to the diagonal: a
+    stronger sinh map, ``_BAND_DELTAS``).  Measured (relu, T = 1; NTK error against degree 40): for
+    $\theta_0\ge0.1$ the plain map ($\delta=1$) at degree 16 errs by at most 6e-12, where
+    $\delta=1/16$ errs by 4e-12 and $\delta=1/64$ by 3e-11; for $\theta_0=0.01$-$0.03$, $\delta=1/4$ at
+    degree 20 by 2e-11; for $\theta_0=0.003$, $\delta=1/16$ at degree 24 by 1e-10."""
+    th = np.asarray(theta0, float)
+    est = 2.0 * th / (1.0 + sigma_w_T)
+    return np.where((th == 0) | (est >= 0.1), 0, np.where(est >= 0.01, 1, 2))
+
+
+#: smooth activations that bend like relu along t = s once q is large (their smooth scale 1/sqrt(q) is tiny) and
+#: have a closed-form dual: past sigma_w T = 3 they take the panels too (the tensor grid does not converge there)
+_RELU_LIKE_AT_LARGE_Q = ("gelu",)
+
+
+#: smooth activations without a closed-form dual that take the panels for sigma_w T in (lo, hi], where their
+#: expectations need the large-q rule (softplus: q(T) ~ 400 at sigma_w T = 5, past the Hermite series' reach), read
+#: through node angle tables (:meth:`KinkedPanelsMixin._angle_table`) built from its exact values, with anchored sweeps
+#: elsewhere.  Measured (N = 200 on the sphere, cold, load 2-3): softplus sigma_w T = 10 in 50 s CPU, error estimate
+#: 8.7e-11; silu 64 s, 7.0e-11 (refused before; through the (log q, theta) table of the smoothpanels branch, removed
+#: here, softplus took 1474 s and erred by 1.1e-4).  Beyond hi the tensor grid's cost guard refuses as before.
+_LARGE_Q_PANELS = {"softplus": (4.5, 10.0), "silu": (4.5, 10.0)}
+
+
+def use_triangles(activation, T: float, sigma_w: float) -> bool:
+    r"""Whether :func:`~kernelcalc.node_kernel` takes the collapsed-triangle grid: a kinked activation, at every
+    $\sigma_wT$ (one element up to 3, composite panels beyond: :mod:`._panels`), the relu-like smooth ones
+    (``_RELU_LIKE_AT_LARGE_Q``) beyond $\sigma_wT=3$, and softplus and silu for $4.5<\sigma_wT\le10$
+    (``_LARGE_Q_PANELS``)."""
+    lo, hi = _LARGE_Q_PANELS.get(activation.name, (math.inf, 0.0))
+    return bool(activation.is_piecewise_smooth) or (
+        activation.name in _RELU_LIKE_AT_LARGE_Q and sigma_w * T > _SINGLE_ELEMENT + 1e-9) or (
+        lo + 1e-9 < sigma_w * T <= hi + 1e-9)
