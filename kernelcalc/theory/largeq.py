@@ -121,13 +121,15 @@ class Asymptote:
                 return be * be * _gelu_Cdot(sp_.ops, q1 / l2, q2 / l2, c / l2)
             return be * be * l2 * _gelu_C(sp_.ops, q1 / l2, q2 / l2, c / l2)
         k2 = s * s
+        n = xp.sqrt(q1 * q2)   # q1 q2 - c^2 = q1 q2 (1 - r)(1 + r): exactly 0 at r = 1, never negative
+        r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
+        # d = (1 + 2k^2 q1)(1 + 2k^2 q2) - 4k^4 c^2 >= 1, written without that cancellation
+        d = 1.0 + 2.0 * k2 * (q1 + q2) + 4.0 * k2 * k2 * q1 * q2 * (1.0 - r) * (1.0 + r)
         if derivative:
-            n = xp.sqrt(q1 * q2)   # q1 q2 - c^2 = q1 q2 (1 - r)(1 + r): exactly 0 at r = 1, never negative
-            r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
-            d = 1.0 + 2.0 * k2 * (q1 + q2) + 4.0 * k2 * k2 * q1 * q2 * (1.0 - r) * (1.0 + r)
             return be * be * 4.0 * k2 / math.pi / xp.sqrt(d)
-        arg = 2.0 * k2 * c / xp.sqrt((1.0 + 2.0 * k2 * q1) * (1.0 + 2.0 * k2 * q2))
-        return al * al + be * be * 2.0 / math.pi * xp.arcsin(xp.clip(arg, -1.0, 1.0))
+        # arcsin(2k^2 c / sqrt((1 + 2k^2 q1)(1 + 2k^2 q2))) as an angle: well conditioned where the argument -> +-1
+        # (large q near parallel), where arcsin's slope amplified its rounding ~1e3-fold
+        return al * al + be * be * 2.0 / math.pi * xp.arctan2(2.0 * k2 * c, xp.sqrt(d))
 
     def conditional(self, mu, s2, derivative, xp=None):
         r"""$m_A(\mu,s)=E[A(\mu+sZ)]$ (or of $A'$), ``s2`` $=s^2$; ``xp`` as in :meth:`AA`."""
