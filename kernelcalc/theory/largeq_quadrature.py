@@ -28,8 +28,11 @@ compiled shape.
 $\text{chunk}\times(2k+1)\times d_\mu$ values): no trace, no compile.  The step selection of
 :func:`~kernelcalc.theory.largeq_table.choose_tabulated` and the reference of
 :func:`~kernelcalc.theory.largeq_table.far_difference` evaluate the quadrature at about $10^2$ covariances only, where
-compiling it cost seconds (1-3 s per process, by load) and the sums milliseconds.  The values are the compiled
-quadrature's to rounding (the same operations; scipy's special functions for jax's: ``tests/test_largeq_quadrature.py``).
+compiling it cost seconds (1-3 s per process, by load) and the sums milliseconds (about 0.1-0.3 ms per
+$(C,\dot C)$: 0.1-0.3 s for a whole selection).  The values are the compiled quadrature's to rounding (the same
+operations, scipy's special functions for jax's; ``tests/test_largeq_quadrature.py``): a few $10^{-16}$ of
+$\sqrt{Ef(a)^2Ef(b)^2}$, up to a few $10^{-14}$ where the ``gelu`` asymptote's closed form takes $q_1q_2-c^2$ at
+$r\to\pm1$ and $q\sim10^7$ (XLA fuses it into a multiply-add; the input's own rounding moves it as much).
 """
 
 from __future__ import annotations
