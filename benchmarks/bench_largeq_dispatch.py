@@ -16,6 +16,14 @@ N = 200 kernel: 2666 calls, 3.05e6 covariances: far 18 %, near 25 %, mixed 40 %,
     dispatch  first call 5.0-5.1 s CPU (four regimes), warm 8.3-8.5 us per (C, Cdot) CPU
     largest difference 2.6e-16 of the value
 
+This script at its defaults (N = 60: the same 2666 calls and 3.05e6 covariances as N = 200, the evaluations do not
+grow with N), 21:11-21:18, load average 9 (cold first call; pass 1 includes the dispatch's later compiles)::
+
+              first call s (CPU)    pass 1 us (CPU)    pass 2 us (CPU)
+    block         20.43 (  7.75)     23.86 ( 10.62)     19.44 ( 10.78)
+    dispatch      14.11 (  5.81)     13.14 (  7.34)     10.32 (  6.94)
+    ratio block / dispatch: first call 1.33x CPU, warm 1.55x CPU; largest difference 2.5e-16 of the value
+
 Run: ``python benchmarks/bench_largeq_dispatch.py [--n 60] [--T 10] [--activation softplus]``.
 """
 
