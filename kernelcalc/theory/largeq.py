@@ -41,6 +41,7 @@ against each other over a range of $q$ and correlations; the difference is the e
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -49,7 +50,7 @@ from .._x64 import float64
 from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .._validation import accuracy_shortfall
 from .activations import Activation
-from .duals import JAX_OPS, _gelu_C, _gelu_Cdot
+from .duals import JAX_OPS, NUMPY_OPS, _gelu_C, _gelu_Cdot
 
 __all__ = ["Asymptote", "AsymptoticRule", "asymptote_of", "choose_asymptotic", "cheapest_asymptotic_rule", "ASYMPTOTES"]
 
@@ -58,16 +59,38 @@ _SQRT_PI = math.sqrt(math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-def _Phi(x):
-    return 0.5 * jax.scipy.special.erfc(-x / _SQRT2)
+class _Special:
+    """The array module and the special functions of the asymptotes and remainders for one backend: ``xp`` (numpy or
+    jax.numpy), ``erf``, ``erfc``, ``sigmoid`` and the closed forms' ops (:data:`~kernelcalc.theory.duals.NUMPY_OPS` /
+    :data:`~kernelcalc.theory.duals.JAX_OPS`)."""
+
+    def __init__(self, numpy: bool):
+        if numpy:
+            import scipy.special as sc
+            self.xp, self.erf, self.erfc, self.sigmoid, self.ops = np, sc.erf, sc.erfc, sc.expit, NUMPY_OPS
+        else:
+            self.xp, self.erf, self.erfc, self.sigmoid = jnp, jax.scipy.special.erf, jax.scipy.special.erfc, jax.nn.sigmoid
+            self.ops = JAX_OPS
+
+    def Phi(self, x):
+        return 0.5 * self.erfc(-x / _SQRT2)
+
+    def pdf(self, x):
+        return _INV_SQRT_2PI * self.xp.exp(-0.5 * x * x)
 
 
-def _pdf(x):
-    return _INV_SQRT_2PI * jnp.exp(-0.5 * x * x)
+@functools.lru_cache(maxsize=2)
+def _special_of(numpy: bool) -> _Special:
+    return _Special(numpy)
 
 
-def _sigmoid(x):
-    return jax.nn.sigmoid(x)
+def _special(xp) -> _Special:
+    """:class:`_Special` of ``xp``: ``None`` (jax.numpy, traceable) or numpy."""
+    if xp is None:
+        return _special_of(False)
+    if xp is np:
+        return _special_of(True)
+    raise ValueError(f"xp must be None (jax.numpy) or numpy, not {xp!r}")  # pragma: no cover
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,62 +110,70 @@ class Asymptote:
     L: float = 36.0
 
     # -- the asymptote's closed forms ---------------------------------------------------------
-    def AA(self, q1, q2, c, derivative):
-        """$E[A(a)A(b)]$ (or $E[A'(a)A'(b)]$)."""
+    def AA(self, q1, q2, c, derivative, xp=None):
+        """$E[A(a)A(b)]$ (or $E[A'(a)A'(b)]$).  ``xp``: ``None`` (jax.numpy, the default) or numpy."""
+        sp_ = _special(xp)
+        xp = sp_.xp
         s, al, be = self.scale, self.alpha, self.beta
         if self.family == "gelu":
             l2 = s * s
             if derivative:
-                return be * be * _gelu_Cdot(JAX_OPS, q1 / l2, q2 / l2, c / l2)
-            return be * be * l2 * _gelu_C(JAX_OPS, q1 / l2, q2 / l2, c / l2)
+                return be * be * _gelu_Cdot(sp_.ops, q1 / l2, q2 / l2, c / l2)
+            return be * be * l2 * _gelu_C(sp_.ops, q1 / l2, q2 / l2, c / l2)
         k2 = s * s
+        n = xp.sqrt(q1 * q2)   # q1 q2 - c^2 = q1 q2 (1 - r)(1 + r): exactly 0 at r = 1, never negative
+        r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
+        # d = (1 + 2k^2 q1)(1 + 2k^2 q2) - 4k^4 c^2 >= 1, written without that cancellation
+        d = 1.0 + 2.0 * k2 * (q1 + q2) + 4.0 * k2 * k2 * q1 * q2 * (1.0 - r) * (1.0 + r)
         if derivative:
-            n = jnp.sqrt(q1 * q2)   # q1 q2 - c^2 = q1 q2 (1 - r)(1 + r): exactly 0 at r = 1, never negative
-            r = jnp.where(n > 0, jnp.clip(c / jnp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
-            d = 1.0 + 2.0 * k2 * (q1 + q2) + 4.0 * k2 * k2 * q1 * q2 * (1.0 - r) * (1.0 + r)
-            return be * be * 4.0 * k2 / math.pi / jnp.sqrt(d)
-        arg = 2.0 * k2 * c / jnp.sqrt((1.0 + 2.0 * k2 * q1) * (1.0 + 2.0 * k2 * q2))
-        return al * al + be * be * 2.0 / math.pi * jnp.arcsin(jnp.clip(arg, -1.0, 1.0))
+            return be * be * 4.0 * k2 / math.pi / xp.sqrt(d)
+        # arcsin(2k^2 c / sqrt((1 + 2k^2 q1)(1 + 2k^2 q2))) as an angle: well conditioned where the argument -> +-1
+        # (large q near parallel), where arcsin's slope amplified its rounding ~1e3-fold
+        return al * al + be * be * 2.0 / math.pi * xp.arctan2(2.0 * k2 * c, xp.sqrt(d))
 
-    def conditional(self, mu, s2, derivative):
-        r"""$m_A(\mu,s)=E[A(\mu+sZ)]$ (or of $A'$), ``s2`` $=s^2$."""
+    def conditional(self, mu, s2, derivative, xp=None):
+        r"""$m_A(\mu,s)=E[A(\mu+sZ)]$ (or of $A'$), ``s2`` $=s^2$; ``xp`` as in :meth:`AA`."""
+        sp_ = _special(xp)
+        xp = sp_.xp
         lam, al, be = self.scale, self.alpha, self.beta
         if self.family == "gelu":
             tau2 = lam * lam + s2
-            tau = jnp.sqrt(tau2)
+            tau = xp.sqrt(tau2)
             v = mu / tau
             if derivative:
-                return be * (_Phi(v) + v * _pdf(v) * (lam * lam / tau2))
-            return be * (mu * _Phi(v) + s2 / tau * _pdf(v))
+                return be * (sp_.Phi(v) + v * sp_.pdf(v) * (lam * lam / tau2))
+            return be * (mu * sp_.Phi(v) + s2 / tau * sp_.pdf(v))
         k2 = lam * lam
         w = 1.0 + 2.0 * k2 * s2
         if derivative:
-            return be * 2.0 * lam / _SQRT_PI * jnp.exp(-k2 * mu * mu / w) / jnp.sqrt(w)
-        return al + be * jax.scipy.special.erf(lam * mu / jnp.sqrt(w))
+            return be * 2.0 * lam / _SQRT_PI * xp.exp(-k2 * mu * mu / w) / xp.sqrt(w)
+        return al + be * sp_.erf(lam * mu / xp.sqrt(w))
 
     # -- the remainders --------------------------------------------------------------------------
-    def remainder(self, x, derivative):
-        r"""$R=\phi-A$ (or $R'=\phi'-A'$), written without cancellation of large terms."""
+    def remainder(self, x, derivative, xp=None):
+        r"""$R=\phi-A$ (or $R'=\phi'-A'$), written without cancellation of large terms; ``xp`` as in :meth:`AA`."""
+        sp_ = _special(xp)
+        xp, Phi, pdf, sigmoid = sp_.xp, sp_.Phi, sp_.pdf, sp_.sigmoid
         lam = self.scale
         n = self.name
         if n == "softplus":
             if derivative:
-                return _sigmoid(x) - _Phi(x / lam) - x / lam * _pdf(x / lam)
-            ax = jnp.abs(x)            # softplus - x Phi(x/lam) = log1p(e^-|x|) + |x| Phi(-|x|/lam)
-            return jnp.log1p(jnp.exp(-ax)) + ax * _Phi(-ax / lam)
+                return sigmoid(x) - Phi(x / lam) - x / lam * pdf(x / lam)
+            ax = xp.abs(x)            # softplus - x Phi(x/lam) = log1p(e^-|x|) + |x| Phi(-|x|/lam)
+            return xp.log1p(xp.exp(-ax)) + ax * Phi(-ax / lam)
         if n == "silu":
             if derivative:
-                sg = _sigmoid(x)
-                return sg * (1.0 + x * _sigmoid(-x)) - _Phi(x / lam) - x / lam * _pdf(x / lam)
-            return x * (_sigmoid(x) - _Phi(x / lam))
+                sg = sigmoid(x)
+                return sg * (1.0 + x * sigmoid(-x)) - Phi(x / lam) - x / lam * pdf(x / lam)
+            return x * (sigmoid(x) - Phi(x / lam))
         if n == "tanh":
             if derivative:
-                return 1.0 / jnp.cosh(x) ** 2 - 2.0 * lam / _SQRT_PI * jnp.exp(-lam * lam * x * x)
-            return jnp.tanh(x) - jax.scipy.special.erf(lam * x)
+                return 1.0 / xp.cosh(x) ** 2 - 2.0 * lam / _SQRT_PI * xp.exp(-lam * lam * x * x)
+            return xp.tanh(x) - sp_.erf(lam * x)
         if n == "sigmoid":
             if derivative:
-                return _sigmoid(x) * _sigmoid(-x) - lam / _SQRT_PI * jnp.exp(-lam * lam * x * x)
-            return _sigmoid(x) - 0.5 - 0.5 * jax.scipy.special.erf(lam * x)
+                return sigmoid(x) * sigmoid(-x) - lam / _SQRT_PI * xp.exp(-lam * lam * x * x)
+            return sigmoid(x) - 0.5 - 0.5 * sp_.erf(lam * x)
         raise ValueError(f"no remainder for {n!r}")  # pragma: no cover
 
 

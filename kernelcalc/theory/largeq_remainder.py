@@ -108,14 +108,19 @@ class RemainderTable:
                       jnp.where(inf, 2.0 * S / jnp.maximum(s, S) - 1.0, 2.0 * (lg - (k - 1)) - 1.0))
         ps = jnp.where(first, 0, jnp.where(inf, P_s - 1, k))
         Ts = _chebT(jnp.clip(y, -1.0, 1.0), d_s, jnp)                               # (B, d_s)
-        # the active s-panel's weights in a row of P_s * d_s (zeros elsewhere): one matrix product, no gathered copy
-        onehot = (ps[:, None] == jnp.arange(P_s)[None, :]).astype(Ts.dtype)       # (B, P_s)
-        wts = (onehot[:, :, None] * Ts[:, None, :]).reshape(-1, P_s * d_s)
-        cmu = (wts @ coef.reshape(P_s * d_s, P_mu * d_mu)).reshape(-1, P_mu, d_mu)  # (B, P_mu, d_mu)
         u = (mu + self.L) / self.W
         pm = jnp.clip(jnp.floor(u).astype(jnp.int32), 0, P_mu - 1)
         ym = jnp.clip(2.0 * (u - pm) - 1.0, -1.0, 1.0)
-        c = jnp.take_along_axis(cmu[:, :, None, :], pm[:, None, :, None], axis=1)[:, 0]   # (B, n, d_mu)
+        if jnp is np:   # eagerly: the active s-panels gathered, a single-threaded contraction (a BLAS call's threads
+            # cost more than these small products on a loaded machine), and the mu-panels by fancy indexing
+            cmu = np.einsum("bs,bsm->bm", Ts, coef.reshape(P_s, d_s, P_mu * d_mu)[ps]).reshape(-1, P_mu, d_mu)
+            c = cmu[np.arange(cmu.shape[0])[:, None], pm]                                # (B, n, d_mu)
+        else:
+            # the active s-panel's weights in a row of P_s * d_s (zeros elsewhere): one matrix product, no gathered copy
+            onehot = (ps[:, None] == jnp.arange(P_s)[None, :]).astype(Ts.dtype)       # (B, P_s)
+            wts = (onehot[:, :, None] * Ts[:, None, :]).reshape(-1, P_s * d_s)
+            cmu = (wts @ coef.reshape(P_s * d_s, P_mu * d_mu)).reshape(-1, P_mu, d_mu)  # (B, P_mu, d_mu)
+            c = jnp.take_along_axis(cmu[:, :, None, :], pm[:, None, :, None], axis=1)[:, 0]   # (B, n, d_mu)
         table = _clenshaw(c, ym, jnp)
         return jnp.where(inf[:, None], table / jnp.maximum(s, S)[:, None], table)
 

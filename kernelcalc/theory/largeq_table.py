@@ -40,8 +40,9 @@ covariances by the same masks in numpy and evaluates each regime met by its own 
 (only the regimes met are compiled, the quadrature usually never; the same values as the block to rounding; measured
 on the covariances of a softplus $\sigma_wT=10$ kernel: 8.5 against 12.4 us per $(C,\dot C)$, and 5.0 against 7.3 s
 to compile the four regimes it meets against the block).  :func:`choose_tabulated`'s checks of the rule it returns and
-the kinked solvers' evaluations share those compiles; the step levels of the selection share one compiled quadrature
-with the step traced (:class:`_QuadLevel`).  Inside a caller's jit the rule is one block (:func:`_block`).
+the kinked solvers' evaluations share those compiles; the step levels of the selection and the reference of
+:func:`far_difference` evaluate the quadrature in numpy (:mod:`~kernelcalc.theory.largeq_quadrature`: about $10^2$
+covariances, nothing compiled).  Inside a caller's jit the rule is one block (:func:`_block`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from .largeq_low import Q_LOW, low_expect, low_mask, low_mixed, low_table
 from .largeq_remainder import RemainderTable, remainder_table
 from .gaussian_rules import padded_blocked
 from .largeq_dispatch import eager_values
+from .largeq_quadrature import NumpyQuadrature, quadrature as _quadrature
 
 __all__ = ["RemainderTable", "remainder_table", "TabulatedRule", "choose_tabulated", "cheapest_tabulated_rule",
            "far_difference"]
@@ -168,48 +170,9 @@ class TabulatedRule:
                 + (f"; tables in log q where {Q_LOW:g} <= min(q1, q2) < {Q_NEAR:g}" if self.low_on else ""))
 
     def _one(self, q1, q2, c, derivative, cross_only=False, k=None):
-        """``k``: $L/h$ as a traced scalar (:class:`_QuadLevel`), on the $2L/h+1$ nodes of this rule, those past ``k``
-        clipped to the end point and weighted zero; ``None``: $L/h$ of this rule, static."""
-        asy = self.asymptote
-        tab = remainder_table(asy, derivative)
-        L = asy.L
-        if k is None:
-            k = int(L / self.h)
-            x0 = jnp.arange(-k, k + 1, dtype=jnp.float64) / k                    # (n,) on [-1, 1]
-            on = None
-        else:
-            kp = int(L / self.h)
-            i = jnp.arange(-kp, kp + 1, dtype=jnp.float64)
-            x0, on = jnp.clip(i / k, -1.0, 1.0), (jnp.abs(i) <= k).astype(jnp.float64)
-        n = jnp.sqrt(q1 * q2)
-        r = jnp.where(n > 0, jnp.clip(c / jnp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
-        one_m_r2 = jnp.maximum((1.0 - r) * (1.0 + r), 0.0)
-
-        def nodes(qa):
-            """Trapezoid nodes and step over the localised variable a ~ N(0, qa): |a| <= L, or |a| <= 9 sqrt(qa)
-            when that is narrower (a small variance: the Gaussian, not R, localises a)."""
-            half = jnp.minimum(L, 9.0 * jnp.sqrt(qa))[:, None]
-            a = half * x0[None, :]
-            w = (half / k) * jnp.exp(-0.5 * a * a / qa[:, None]) / jnp.sqrt(2 * math.pi * qa[:, None])
-            if on is not None:
-                w = w * on[None, :]
-            return a, w * asy.remainder(a, derivative)
-
-        def cross(qa, qb, a, wR):
-            """E[R(a) A(b)], a ~ N(0, qa) localised (nodes a, weights wR), b | a ~ N(kappa a, qb (1 - r^2))."""
-            mA = asy.conditional((c / qa)[:, None] * a, (qb * one_m_r2)[:, None], derivative)
-            return jnp.sum(wR * mA, axis=-1)
-
-        a1, w1 = nodes(q1)
-        if cross_only:          # E[R(a) A(b)] alone, a ~ N(0, q1) localised
-            return cross(q1, q2, a1, w1)
-        a2, w2 = nodes(q2)
-        big1 = q1 >= q2                                   # integrate over the larger variance: |kappa| <= 1
-        qa, qb = jnp.where(big1, q1, q2), jnp.where(big1, q2, q1)
-        a, wR = jnp.where(big1[:, None], a1, a2), jnp.where(big1[:, None], w1, w2)
-        G = tab((c / qa)[:, None] * a, jnp.sqrt(qb * one_m_r2))
-        rr = jnp.sum(wR * G, axis=-1)
-        return asy.AA(q1, q2, c, derivative) + cross(q1, q2, a1, w1) + cross(q2, q1, a2, w2) + rr
+        """The quadrature at this rule's step, traced (:func:`~kernelcalc.theory.largeq_quadrature.quadrature`;
+        ``k``: padded nodes, as there)."""
+        return _quadrature(self.asymptote, self.h, q1, q2, c, derivative, cross_only, k)
 
     def _mixed(self, asy, q1, q2, c, ds):
         """The near tables where one variance is below Q_NEAR, plus this rule's trapezoid sum for the cross term over
@@ -275,40 +238,6 @@ def _block(rule: TabulatedRule, derivative: bool):
     return jax.jit(block)
 
 
-@dataclasses.dataclass(frozen=True)
-class _QuadLevel:
-    r"""The quadrature alone (:class:`TabulatedRule` with ``far=False, near=False``) at the step ``h``, evaluated on
-    the outer nodes of the finest step ``h_pad`` with $k=L/h$ an argument (the nodes past $k$ clipped to the end point
-    and weighted zero): the levels of :func:`choose_tabulated` share one compiled function (1.2-1.6 s each before).
-    The same sums as the rule's up to rounding (the zero-weight nodes add exact zeros)."""
-
-    asymptote: Asymptote
-    h: float
-    h_pad: float
-
-    @float64
-    def expect(self, q1, q2, c, derivative: bool = True, blocked=None):
-        k = float(int(self.asymptote.L / self.h))
-        if k > int(self.asymptote.L / self.h_pad):
-            raise ValueError(f"step {self.h} finer than the padded nodes' {self.h_pad}")
-        pad = TabulatedRule(self.asymptote, self.h_pad, far=False, near=False)
-        f = _quad_levels(pad, derivative)
-        fn = lambda a, b, cc: f(a, b, cc, k)
-        if blocked is not None:
-            return blocked(fn, q1, q2, c, points=pad.memory_points)
-        return fn(*(jnp.asarray(v, jnp.float64) for v in (q1, q2, c)))
-
-
-@functools.lru_cache(maxsize=16)
-def _quad_levels(pad: TabulatedRule, derivative: bool):
-    """``(q1, q2, c, k) -> (C,)`` or ``(C, Cdot)``: the quadrature on the nodes of ``pad`` with $L/h=k$ traced."""
-    ds = (False, True) if derivative else (False,)
-
-    def quad(q1, q2, c, k):
-        return tuple(pad._one(q1, q2, c, d, k=k) for d in ds)
-    return jax.jit(quad)
-
-
 _CHUNK = 64     # covariances per quadrature chunk of the near-parallel band
 _TABLE_CHUNK = 256   # covariances per chunk of the series and tables (a few us each)
 
@@ -351,11 +280,12 @@ def far_difference(rule: TabulatedRule, q1, q2, c, blocked=None, quadrature=None
     r"""The largest difference, relative to $\sqrt{E f(a)^2E f(b)^2}$, between ``rule`` (moment series where far, near
     tables where they apply) and its quadrature alone (the same rule with ``far=False, near=False``) for $C$ and $\dot C$
     at the covariances ``(q1, q2, c)`` (include the edge of the far regime: :func:`_far_edge`); 0 when both are off.
-    ``quadrature``: the :func:`~kernelcalc.theory.largeq.level_values` of that quadrature-only rule, when known."""
+    ``quadrature``: the :func:`~kernelcalc.theory.largeq.level_values` of that quadrature-only rule, when known (else
+    evaluated in numpy: :class:`~kernelcalc.theory.largeq_quadrature.NumpyQuadrature`, nothing to compile)."""
     if not (rule.far or rule.near_on):
         return 0.0
     fast, _ = level_values(rule, q1, q2, c, blocked)
-    slow, norms = quadrature or level_values(dataclasses.replace(rule, far=False, near=False), q1, q2, c, blocked)
+    slow, norms = quadrature or level_values(NumpyQuadrature(rule.asymptote, rule.h), q1, q2, c, None)
     return max(float(np.max(np.abs(a - b) / np.maximum(n, 1e-300))) for a, b, n in zip(fast, slow, norms))
 
 
@@ -388,8 +318,8 @@ def choose_tabulated(activation: Activation, q_max: float, tol: float, strict: b
     q1, q2, c = _far_edge(q1, q2, rr * np.sqrt(q1 * q2))
     memo = {}
 
-    def values(h):      # the quadrature alone: the levels differ only there
-        memo[h] = level_values(_QuadLevel(asy, h, min(_H_LEVELS)), q1, q2, c, blocked)
+    def values(h):      # the quadrature alone (the levels differ only there), in numpy: ~10^2 covariances, no compile
+        memo[h] = level_values(NumpyQuadrature(asy, h), q1, q2, c, None)
         return memo[h]
 
     table_err = TabulatedRule(asy).table_error
