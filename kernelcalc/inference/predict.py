@@ -4,7 +4,6 @@ r"""``predict``: the infinite-width predictions of a model on test inputs (its k
 from __future__ import annotations
 
 import inspect
-import math
 import time
 
 import numpy as np

@@ -46,7 +46,7 @@ import math
 
 import numpy as np
 
-from ..theory.duals import correlation_angle
+from ..theory.duals_ops import correlation_angle
 from ._interp import chebyshev_coefficients, lobatto
 
 __all__ = ["NodeAngleTable", "angle_of"]

@@ -150,7 +150,7 @@ class PanelGrid:
             raise ValueError("resample_nodes: the grids must share their panels")
         if other.m == self.m and other.delta == self.delta:
             return values
-        B, m1, n1 = values.shape[0], self.m + 1, other.m + 1
+        B, m1 = values.shape[0], self.m + 1
         Lt = barycentric_weights(_lobatto01(self.m), _lobatto01(other.m))             # (n1, m1)
         Lr = barycentric_weights(self.tri.r, other.tri.r)
         a = math.asinh(1.0 / self.delta)

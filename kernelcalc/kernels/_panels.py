@@ -291,8 +291,9 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
         if X is not None and diag is not None and getattr(C_of, "joint_calls", False):
             # a dual priced per call (anchored sweeps: each call an exact evaluation of its nodes next to rho = 1, and
             # of all of them at an anchor): the wavefront's tensor cells and diagonal cell in one call per sweep
-            def joint(X, D, q1=q1, q2=q2, e_t=extra_t, e_d=extra_d):
+            def _both(X, D, q1=q1, q2=q2, e_t=extra_t, e_d=extra_d):
                 return _joint(C_of, (q1, q2, X), (qd1, qd2, D), extras=(e_t, e_d) if e_t else None)
+            joint = _both
         delta, prev, sweeps = math.inf, math.inf, 0
         while sweeps < max_sweeps:
             changes = []

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ..theory.duals import NUMPY_OPS
+from ..theory.duals_ops import NUMPY_OPS
 from . import _triangle as tri
 from . import _panels as pan
 from ._panel_grid import PanelGrid
@@ -48,7 +48,7 @@ def _relu_drop(omr_p, dlt):
     the integral by 8-point Gauss-Legendre on $[\theta_p,\theta_c]$ where $\theta_c\le2\theta_p$ (its width
     $\theta_c-\theta_p$ from $\sin$ of the half-angles, without cancellation), else as the difference of
     $\sin\theta-\theta\cos\theta$ (then no cancellation either)."""
-    from ..theory.duals import _ARC_SERIES
+    from ..theory.duals_ops import _ARC_SERIES
 
     omr_c = omr_p + dlt
     tp, tc = _theta_of(omr_p), _theta_of(omr_c)

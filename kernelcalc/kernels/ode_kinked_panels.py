@@ -15,7 +15,7 @@ import numpy as np
 from .._x64 import float64
 from .._lazy import jnp
 from ..theory import recursion as rec
-from ..theory.duals import NUMPY_OPS, correlation_angle
+from ..theory.duals_ops import NUMPY_OPS, correlation_angle
 from ..theory.gaussian_rules import padded_blocked
 from . import _triangle as tri
 from . import _panels as pan

@@ -39,7 +39,7 @@ import sympy as sp
 from .._x64 import float64
 from .activations import Activation, X
 # the operations namespaces and their primitives live in duals_ops; their names stay importable here
-from .duals_ops import _ARC_SERIES, JAX_OPS, NUMPY_OPS, SYMPY_OPS, correlation_angle  # noqa: F401
+from .duals_ops import JAX_OPS, NUMPY_OPS, SYMPY_OPS  # noqa: F401
 
 __all__ = ["ClosedFormDual", "closed_form_dual", "JAX_OPS", "NUMPY_OPS", "SYMPY_OPS", "gaussian_moment"]
 

@@ -37,15 +37,17 @@ from .._x64 import float64
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .._validation import accuracy_shortfall
 from .activations import Activation, ActivationError, X, array_functions, resolve_activation
-from .duals import NUMPY_OPS, closed_form_dual
+from .duals import closed_form_dual
+from .duals_ops import NUMPY_OPS
 from .largeq import asymptote_of
 from .largeq_table import choose_tabulated
 # the quadrature rules and the Hermite series live in their own modules; their names stay importable here
 from .gaussian_rules import (DEFAULT_TOL, MEMORY_BUDGET, PolarSectorRule, TrapezoidRule, _block_size, _blocked,
                              padded_blocked,
                              _correlation, _gauss_legendre, _step_and_error, choose_polar, choose_step)  # noqa: F401
-from .gaussian_hermite import (_HERMITE_KMAX, Gathered, HermiteRule, _numpy_functions, _terms_numpy, hermite_order,
-                               hermite_q_limit, series_lengths, short_coefficients, short_relative_tail)  # noqa: F401
+from .gaussian_hermite_truncation import Gathered, _terms_numpy  # noqa: F401
+from .gaussian_hermite import (_HERMITE_KMAX, HermiteRule, _numpy_functions, hermite_order, hermite_q_limit,
+                               series_lengths, short_coefficients, short_relative_tail)  # noqa: F401
 
 __all__ = [
     "TrapezoidRule", "PolarSectorRule", "HermiteRule", "hermite_order", "choose_step", "dual_kernels", "DualKernels",

@@ -19,8 +19,8 @@ from .._x64 import float64
 from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .activations import Activation, array_functions
 from .gaussian_rules import DEFAULT_TOL, _correlation
-# the numpy series truncated by correlation lives in gaussian_hermite_truncation; Gathered stays importable here
-from .gaussian_hermite_truncation import Gathered, _tail_of_squares, _terms_numpy, _truncated_horner  # noqa: F401
+# the numpy series truncated by correlation lives in gaussian_hermite_truncation
+from .gaussian_hermite_truncation import _tail_of_squares, _terms_numpy, _truncated_horner
 
 
 _HERMITE_H, _HERMITE_ZMAX, _HERMITE_KMAX = 0.02, 14.0, 8192

@@ -50,7 +50,8 @@ from .._x64 import float64
 from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .._validation import accuracy_shortfall
 from .activations import Activation
-from .duals import JAX_OPS, NUMPY_OPS, _gelu_C, _gelu_Cdot
+from .duals import _gelu_C, _gelu_Cdot
+from .duals_ops import JAX_OPS, NUMPY_OPS
 
 __all__ = ["Asymptote", "AsymptoticRule", "asymptote_of", "choose_asymptotic", "cheapest_asymptotic_rule", "ASYMPTOTES"]
 

@@ -44,7 +44,7 @@ import math
 import numpy as np
 
 from .._blas import one_blas_thread
-from .._lazy import jax, jnp   # deferred: jax is imported on first use
+from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_far import remainder_parity, stable_remainder
 
