@@ -203,6 +203,22 @@ run)::
     (softplus's T = 10 CPU left: ~15-20 s of it is the rule's first call, its table builds and compile; the 10x target
     is still missed.)
 
+All of this stop merged (dispatch: the rule evaluated eagerly by regime, each regime its own compiled function;
+    tables: the rule's table builds 2.5x faster; quadnp: the step selection's quadrature in numpy, no compile; ladder),
+    main (e37e3e5, the stop's start) and the merge run back to back, 21:50-21:53, load average 2.8 -> 1.9::
+
+    activation  T=1 s  T=10 s  ratio  err T=10
+    softplus      1.0    20.7   20.3   8.2e-11  CPU 1.2 s / 26.2 s = 22.1x   (main: 1.0 / 43.0 s = 42.5x, CPU 47.7x)
+    silu          1.4    26.1   18.9   7.3e-11  CPU 1.7 s / 34.4 s = 20.8x   (main: 1.1 / 54.8 s = 50.0x, CPU 53.2x)
+    elu           1.4     8.9    6.2   1.5e-10  CPU 1.6 s / 10.9 s =  6.9x
+    relu          1.1     5.4    4.8   5.8e-11  CPU 1.2 s /  6.0 s =  5.2x
+    gelu          1.0     5.5    5.7   2.5e-10  CPU 1.1 s /  6.8 s =  6.1x
+
+    (softplus left, per caller: the coarse self-kernel that learns q(T), ~8.6 s wall of which ~7 s is the rule's first
+    call (four regime compiles ~5 s CPU, table builds ~2 s); node angle table builds 0.6e6 evaluations, ~3.9 s; the
+    ladder's probes, self-kernels and direct pairs ~0.7e6, ~5 s; 1.47e6 exact evaluations in all at 6-13 us.  The 10x
+    target is still missed by about 2x.)
+
 Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin]``; the lead's
 ``benchmarks/bench_regimes.py`` calls :func:`run`.
 """
