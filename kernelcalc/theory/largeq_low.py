@@ -52,14 +52,13 @@ import math
 
 import numpy as np
 
-from .._blas import one_blas_thread
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_far import V0, stable_remainder
 from .largeq_near import (_KAPPA_EDGES, near_expect, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _barrier, _basis,
                           _cheb_coef, _cheb_nodes, _coefficients, _half_line, _mid_nodes, _on_panels,
                           _panel, _parity, _tau, _truncate)
-from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows
+from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows, table_build
 
 __all__ = ["LowTable", "low_table", "low_expect", "low_mixed", "low_cross", "low_mask", "low_norm_floor", "Q_LOW"]
 
@@ -211,14 +210,9 @@ def _cross_far(R, basis, q, t):
     return out
 
 
-@functools.lru_cache(maxsize=16)
+@table_build
 def low_table(asymptote: Asymptote, derivative: bool) -> LowTable:
     """The :class:`LowTable` of the remainder of ``asymptote`` (``derivative``: of $R'$), built once per process."""
-    with one_blas_thread():      # products in blocks: BLAS threads only add overhead (and much more on a busy machine)
-        return _build_low_table(asymptote, derivative)
-
-
-def _build_low_table(asymptote: Asymptote, derivative: bool) -> LowTable:
     name, lam = asymptote.name, asymptote.scale
     R = lambda x: stable_remainder(name, lam, derivative, x)              # noqa: E731
     par = _parity(name, derivative)

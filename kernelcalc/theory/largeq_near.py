@@ -55,16 +55,14 @@ need many terms (at $q=10$ its terms grow before they fall), so the quadrature o
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import numpy as np
 
-from .._blas import one_blas_thread
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_far import V0, stable_remainder, remainder_parity as _parity
-from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows
+from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows, table_build
 
 __all__ = ["NearTable", "near_table", "near_expect", "near_mask", "norm_floor", "Q_NEAR"]
 
@@ -338,14 +336,9 @@ def _tail_bound(R, K):
     return float(num / (np.sum(Rx) * _DA))
 
 
-@functools.lru_cache(maxsize=16)
+@table_build
 def near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
     """The :class:`NearTable` of the remainder of ``asymptote`` (``derivative``: of $R'$), built once per process."""
-    with one_blas_thread():      # products in blocks: BLAS threads only add overhead (and much more on a busy machine)
-        return _build_near_table(asymptote, derivative)
-
-
-def _build_near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
     name, lam = asymptote.name, asymptote.scale
     R = lambda x: stable_remainder(name, lam, derivative, x)              # noqa: E731
     par = _parity(name, derivative)

@@ -220,16 +220,22 @@ def _s_of(panel, y):
     return _S0 * 2.0 ** ((panel - 1) + (y + 1.0) / 2.0)
 
 
-@functools.lru_cache(maxsize=16)
+def table_build(build):
+    """``build(asymptote, derivative)``, a table of an asymptote's remainder, made once per process (``lru_cache``)
+    and on one BLAS thread (its products run in blocks: BLAS threads only add overhead, much more on a busy machine)."""
+    @functools.lru_cache(maxsize=16)
+    @functools.wraps(build)
+    def table(asymptote: Asymptote, derivative: bool):
+        with one_blas_thread():
+            return build(asymptote, derivative)
+    return table
+
+
+@table_build
 def remainder_table(asymptote: Asymptote, derivative: bool) -> RemainderTable:
     """The :class:`RemainderTable` of the remainder $R$ (``derivative``: of $R'$) of ``asymptote``, built once
     per process (0.1-0.2 s, numpy only: also when first needed inside a trace).  $R$ is evaluated by
     :func:`~kernelcalc.theory.largeq_far.stable_remainder`, and its parity halves the Fourier sums."""
-    with one_blas_thread():      # products in blocks: BLAS threads only add overhead (and much more on a busy machine)
-        return _build_remainder_table(asymptote, derivative)
-
-
-def _build_remainder_table(asymptote: Asymptote, derivative: bool) -> RemainderTable:
     name, lam = asymptote.name, asymptote.scale
     R = lambda x: stable_remainder(name, lam, derivative, x)              # noqa: E731
     parity = remainder_parity(asymptote.name, derivative)
