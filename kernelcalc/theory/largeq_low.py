@@ -54,7 +54,7 @@ import numpy as np
 
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
-from .largeq_far import V0, stable_remainder
+from .largeq_far import V0, cheb_rows, stable_remainder
 from .largeq_near import (_KAPPA_EDGES, near_expect, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _barrier, _basis,
                           _cheb_coef, _cheb_nodes, _coefficients, _half_line, _mid_nodes, _on_panels,
                           _panel, _parity, _tau, _truncate)
@@ -273,12 +273,9 @@ def low_table(asymptote: Asymptote, derivative: bool) -> LowTable:
 
 # -- evaluation ----------------------------------------------------------------------------------------------
 def _rows(y, d, xp):
-    """``(..., d)``: $T_0..T_{d-1}$ at ``y`` by the three-term recurrence (materialised under jit)."""
-    T = [xp.ones_like(y), y]
-    for _ in range(2, d):
-        T.append(2.0 * y * T[-1] - T[-2])
-    T = xp.stack(T[:d], axis=-1)
-    return T if xp is np else _barrier(T)
+    """``(..., d)``: $T_0..T_{d-1}$ at ``y`` (:func:`~kernelcalc.theory.largeq_far.cheb_rows`: the three-term
+    recurrence, one loop under jit)."""
+    return cheb_rows(y, d, xp)
 
 
 def _rr_locate(lq, kappa, s, degrees, xp):

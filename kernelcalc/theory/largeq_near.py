@@ -61,7 +61,7 @@ import numpy as np
 
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
-from .largeq_far import V0, stable_remainder, remainder_parity as _parity
+from .largeq_far import V0, cheb_rows, stable_remainder, remainder_parity as _parity
 from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows, table_build
 
 __all__ = ["NearTable", "near_table", "near_expect", "near_mask", "norm_floor", "Q_NEAR"]
@@ -401,13 +401,6 @@ def near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------
-def _chebT(y, d, xp):
-    """``(..., d)``: $T_0..T_{d-1}$ at ``y`` (materialised under jit: XLA would otherwise recompute them inside the
-    fused contractions, once per table coefficient)."""
-    T = xp.cos(xp.arccos(xp.clip(y, -1.0, 1.0))[..., None] * np.arange(d))
-    return T if xp is np else _barrier(T)
-
-
 def _barrier(x):
     from .._lazy import jax
     return jax.lax.optimization_barrier(x)
@@ -426,34 +419,68 @@ def _panel(edges, v, xp, square_first=False):
     return p, y
 
 
-def _rr_eval(rr, t, kappa, s, xp):
-    r"""$\sum_k t^k\frac{(-w_{\max}/2)^k}{k!}H_k(\kappa,s)$ for flat ``t``, ``kappa`` $\ge0$, ``s`` (table ``rr``)."""
-    _, d_t, d_k, d_s = rr.shape
+def _cheb_rows(ys, degrees, xp):
+    r"""``[(B, d), ...]``: $T_0..T_{d-1}$ at each of ``ys`` (flat, of one length) for ``degrees``, all by one recurrence
+    (:func:`~kernelcalc.theory.largeq_far.cheb_rows`: one loop to compile and run for every table lookup)."""
+    T = cheb_rows(xp.stack(ys), max(degrees), xp)
+    return [T[i, :, :d] for i, d in enumerate(degrees)]
+
+
+def _rr_locate(t, kappa, s, xp):
+    r"""Row index into an ``rr`` table and the local coordinates in $(t,\kappa,s)$ (for :func:`_cheb_rows`)."""
     pk, yk = _panel(_KAPPA_EDGES, kappa, xp)
     ps, ys = _panel(_S_EDGES, s, xp, square_first=True)
     idx = pk * (len(_S_EDGES) - 1) + ps
     if xp is not np:
         idx = _barrier(idx)
+    return idx, [2.0 * t - 1.0, yk, ys]
+
+
+def _rr_apply(rr, idx, rows, xp):
+    r"""The ``rr`` table's values at the rows ``idx`` with the Chebyshev rows ``(Tt, Tk, Ts)`` (:func:`_rr_locate`)."""
+    Tt, Tk, Ts = rows
+    _, d_t, d_k, d_s = rr.shape
     block = xp.asarray(rr)[idx]                                                 # (B, d_t, d_k, d_s)
-    v = (block @ _chebT(ys, d_s, xp)[:, None, :, None])[..., 0]                 # (B, d_t, d_k)
-    v = xp.sum(v * _chebT(yk, d_k, xp)[:, None, :], axis=-1)                    # (B, d_t)
-    return xp.sum(v * _chebT(2.0 * t - 1.0, d_t, xp), axis=-1)
+    v = (block @ Ts[:, None, :d_s, None])[..., 0]                               # (B, d_t, d_k)
+    v = xp.sum(v * Tk[:, None, :d_k], axis=-1)                                  # (B, d_t)
+    return xp.sum(v * Tt[:, :d_t], axis=-1)
+
+
+def _rr_eval(rr, t, kappa, s, xp):
+    r"""$\sum_k t^k\frac{(-w_{\max}/2)^k}{k!}H_k(\kappa,s)$ for flat ``t``, ``kappa`` $\ge0$, ``s`` (table ``rr``)."""
+    idx, ys = _rr_locate(t, kappa, s, xp)
+    return _rr_apply(rr, idx, _cheb_rows(ys, rr.shape[1:], xp), xp)
+
+
+def _cross_locate(t, zeta, xp, P=len(_ZETA_EDGES)):
+    r"""Panel index, far mask and $\max(\zeta,Z)$, and the local coordinates in $(t,\zeta)$ of a cross-table lookup
+    (``P``: the tables' panel count, the last one in $Z/|\zeta|$)."""
+    far = zeta > _Z
+    pz, yz = _panel(_ZETA_EDGES, xp.minimum(zeta, _Z), xp)
+    zf = xp.maximum(zeta, _Z)
+    yf = 2.0 * _Z / zf - 1.0
+    pz = xp.where(far, P - 1, pz)
+    yz = xp.where(far, yf, yz)
+    return (pz, far, zf), [2.0 * t - 1.0, yz]
+
+
+def _cross_apply(cross, growth, where, rows, xp):
+    r"""``(n_g, B)``: the cross table's values at the located points ``where`` (:func:`_cross_locate`) with their
+    Chebyshev rows ``(Tt, Tz)`` (the growth factor $|\zeta|^e$ applied beyond $Z$)."""
+    pz, far, zf = where
+    Tt, Tz = rows
+    _, d_t, n_g, d_z = cross.shape
+    block = xp.asarray(cross)[pz]                                                 # (B, d_t, n_g, d_z)
+    v = xp.sum(block * Tz[:, None, None, :d_z], axis=-1)                         # (B, d_t, n_g)
+    v = xp.sum(v * Tt[:, :d_t, None], axis=1)                                    # (B, n_g)
+    return xp.stack([xp.where(far, v[:, j] * zf ** e, v[:, j]) for j, e in enumerate(growth)])
 
 
 def _cross_eval(cross, growth, t, zeta, xp):
     r"""``(n_g, B)``: $\sum_k t^k\frac{(-w_{\max}/2)^k}{k!}\int x^{2k}R(x)g(\zeta x)dx$ for flat ``t`` and ``zeta``
     $\ge0$ (the growth factor $|\zeta|^e$ applied beyond $Z$)."""
-    P, d_t, n_g, d_z = cross.shape
-    far = zeta > _Z
-    pz, yz = _panel(_ZETA_EDGES, xp.minimum(zeta, _Z), xp)
-    yf = 2.0 * _Z / xp.maximum(zeta, _Z) - 1.0
-    pz = xp.where(far, P - 1, pz)
-    yz = xp.where(far, yf, yz)
-    block = xp.asarray(cross)[pz]                                                 # (B, d_t, n_g, d_z)
-    v = xp.sum(block * _chebT(yz, d_z, xp)[:, None, None, :], axis=-1)           # (B, d_t, n_g)
-    v = xp.sum(v * _chebT(2.0 * t - 1.0, d_t, xp)[:, :, None], axis=1)           # (B, n_g)
-    zf = xp.maximum(zeta, _Z)
-    return xp.stack([xp.where(far, v[:, j] * zf ** e, v[:, j]) for j, e in enumerate(growth)])
+    where, ys = _cross_locate(t, zeta, xp, cross.shape[0])
+    return _cross_apply(cross, growth, where, _cheb_rows(ys, (cross.shape[1], cross.shape[3]), xp), xp)
 
 
 def near_mask(q1, q2, c, xp=None, mixed=False):
@@ -481,18 +508,27 @@ def near_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None, s
     q_floor = xp.maximum(qa, Q_NEAR)
     kap = c / q_floor
     s = xp.minimum(xp.sqrt(qb * one_m_r2), _S_MAX)
+    tabs = [near_table(asy, d) for d in derivatives]
+    # every table lookup located once for both tables, and all their Chebyshev rows by one recurrence
+    idx, ys = _rr_locate(Q_NEAR / q_floor, xp.abs(kap), s, xp)
+    degrees = [max(t.rr.shape[i] for t in tabs) for i in (1, 2, 3)]
+    crosses = []
+    for qx, qy in ((qa, qb), (qb, qa))[:2 if small else 1]:
+        qx = xp.maximum(qx, Q_NEAR)
+        s2 = qy * one_m_r2
+        tau = _tau(asy, s2, xp)
+        zeta = c / qx / tau
+        where, yc = _cross_locate(Q_NEAR / qx, xp.abs(zeta), xp)
+        crosses.append((qx, s2, tau, zeta, where))
+        ys, degrees = ys + yc, degrees + [max(t.cross.shape[i] for t in tabs) for i in (1, 3)]
+    rows = _cheb_rows(ys, degrees, xp)
     out = []
-    for d in derivatives:
-        tab = near_table(asy, d)
-        rr = _rr_eval(tab.rr, Q_NEAR / q_floor, xp.abs(kap), s, xp)
+    for d, tab in zip(derivatives, tabs):
+        rr = _rr_apply(tab.rr, idx, rows[:3], xp)
         rr = rr * (xp.where(kap < 0, float(tab.parity), 1.0) if tab.parity < 0 else 1.0)
         total = asy.AA(q1, q2, c, d) + rr / xp.sqrt(2.0 * math.pi * q_floor)
-        for qx, qy in ((qa, qb), (qb, qa))[:2 if small else 1]:
-            qx = xp.maximum(qx, Q_NEAR)
-            s2 = qy * one_m_r2
-            tau = _tau(asy, s2, xp)
-            zeta = c / qx / tau
-            g = _cross_eval(tab.cross, tab.growth, Q_NEAR / qx, xp.abs(zeta), xp)
+        for i, (qx, s2, tau, zeta, where) in enumerate(crosses):
+            g = _cross_apply(tab.cross, tab.growth, where, rows[3 + 2 * i:5 + 2 * i], xp)
             for j, (coefficient, p) in enumerate(zip(_coefficients(asy, d, s2, tau, xp), tab.gparity)):
                 sign = xp.where(zeta < 0, -1.0, 1.0) if p < 0 else 1.0
                 total = total + coefficient * sign * g[j] / xp.sqrt(2.0 * math.pi * qx)
