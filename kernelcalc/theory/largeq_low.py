@@ -57,7 +57,7 @@ from .largeq import Asymptote
 from .largeq_far import V0, cheb_rows, stable_remainder
 from .largeq_near import (_KAPPA_EDGES, near_expect, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _barrier, _basis,
                           _cheb_coef, _cheb_nodes, _coefficients, _half_line, _mid_nodes, _on_panels,
-                          _panel, _parity, _tau, _truncate)
+                          _pack, _packed_apply, _panel, _parity, _sparsify, _tau, _truncate)
 from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows, table_build
 
 __all__ = ["LowTable", "low_table", "low_expect", "low_mixed", "low_cross", "low_mask", "low_norm_floor", "Q_LOW"]
@@ -229,6 +229,7 @@ def low_table(asymptote: Asymptote, derivative: bool) -> LowTable:
     coef = (_cheb_matrix(n) @ coef).reshape(Ps, n, Pk, n, Pq, nq)
     d_q, d_k, d_s = _truncate(coef, (5, 3, 1), _TARGET * nu)
     rr = np.ascontiguousarray(coef[:, :d_s, :, :d_k, :, :d_q].transpose(4, 2, 0, 5, 3, 1)).reshape(Pq * Pk * Ps, d_q, d_k, d_s)
+    rr = _sparsify(rr, _TARGET * nu)
 
     basis = _basis(asymptote, derivative)
     yz = _cheb_nodes(_N_FIT_Z)
@@ -289,19 +290,15 @@ def _rr_locate(lq, kappa, s, degrees, xp):
 
 
 def _rr_apply(rr, where, xp):
-    r"""$F(q,\kappa,s)$ at the located points ``where`` (:func:`_rr_locate`) from the table ``rr`` (a trailing axis of
-    stacked tables, :func:`_stacked`, is kept: ``(B, m)``)."""
-    idx, (Tq, Tk, Ts) = where
-    d_q, d_k, d_s = rr.shape[1:4]
-    block = xp.asarray(rr)[idx]                                                 # (B, d_q, d_k, d_s[, m])
-    v = xp.einsum("bijk...,bk->bij...", block, Ts[:, :d_s])
-    v = xp.einsum("bij...,bj->bi...", v, Tk[:, :d_k])
-    return xp.einsum("bi...,bi->b...", v, Tq[:, :d_q])
+    r"""$F(q,\kappa,s)$ at the located points ``where`` (:func:`_rr_locate`) from the packed table ``rr``
+    (:func:`~kernelcalc.theory.largeq_near._pack` of the stacked tables, :func:`_stacked`): ``(B, m)``."""
+    idx, rows = where
+    return _packed_apply(rr, idx, rows, xp)
 
 
 def _rr_eval(rr, lq, kappa, s, xp):
-    r"""$F(q,\kappa,s)$ for flat ``lq`` $=\log_2q$, ``kappa`` $\ge0$, ``s`` (table ``rr``)."""
-    return _rr_apply(rr, _rr_locate(lq, kappa, s, rr.shape[1:], xp), xp)
+    r"""$F(q,\kappa,s)$ for flat ``lq`` $=\log_2q$, ``kappa`` $\ge0$, ``s`` (packed table ``rr``)."""
+    return _rr_apply(rr, _rr_locate(lq, kappa, s, rr.degrees, xp), xp)
 
 
 def _cross_locate(lq, zeta, degrees, xp):
@@ -353,7 +350,8 @@ def _degrees(tables, attr, axes):
 
 @functools.lru_cache(maxsize=16)
 def _stacked(asy: Asymptote, derivatives: tuple):
-    r"""The low tables of ``derivatives`` stacked (zero-padded to common degrees): ``rr`` ``(P, d_q, d_k, d_s, m)`` and
+    r"""The low tables of ``derivatives`` stacked (zero-padded to common degrees): ``rr`` ``(P, d_q, d_k, d_s, m)``
+    packed to the coefficients kept by either table (:func:`~kernelcalc.theory.largeq_near._pack`), and
     ``cross`` ``(P, d_q, m\,n_g, d_\zeta)`` with the growth orders and parities of its functions, so that $\phi$ and
     $\phi'$ cost one gather and one contraction per covariance (and half the code to compile)."""
     tabs = [low_table(asy, d) for d in derivatives]
@@ -365,7 +363,7 @@ def _stacked(asy: Asymptote, derivatives: tuple):
     for m, t in enumerate(tabs):
         rr[:, :t.rr.shape[1], :t.rr.shape[2], :t.rr.shape[3], m] = t.rr
         cross[:, :t.cross.shape[1], m * n_g:(m + 1) * n_g, :t.cross.shape[3]] = t.cross
-    return rr, cross, sum((t.growth for t in tabs), ()), tuple(t.parity for t in tabs)
+    return _pack(rr), cross, sum((t.growth for t in tabs), ()), tuple(t.parity for t in tabs)
 
 
 def low_cross(asy: Asymptote, qx, qy, c, derivatives=(False, True), xp=None):
@@ -405,7 +403,7 @@ def low_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
     qa_c = xp.clip(qa, Q_LOW, Q_NEAR)
     kap = c / qa_c
     s = xp.minimum(xp.sqrt(qb * one_m_r2), _S_MAX)
-    rr = _rr_apply(rr_table, _rr_locate(xp.log2(qa_c), xp.minimum(xp.abs(kap), 1.0), s, rr_table.shape[1:4], xp), xp)
+    rr = _rr_apply(rr_table, _rr_locate(xp.log2(qa_c), xp.minimum(xp.abs(kap), 1.0), s, rr_table.degrees, xp), xp)
     B = q1.shape[0]          # both cross terms in one call (one gather of 2B rows)
     x = low_cross(asy, xp.concatenate([q1, q2]), xp.concatenate([q2, q1]), xp.concatenate([c, c]), derivatives, xp)
     out = []

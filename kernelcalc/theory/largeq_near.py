@@ -55,6 +55,7 @@ need many terms (at $q=10$ its terms grow before they fall), so the quadrature o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -325,6 +326,49 @@ def _truncate(coef, axes, cut):
     return keep
 
 
+#: a coefficient position (the same in every panel) is dropped where its largest coefficient over all panels is below
+#: _SPARSE times the truncation's cut (:func:`_sparsify`)
+_SPARSE = 0.1
+
+
+def _sparsify(coef, cut):
+    r"""``coef`` ``(P, d_1, ..., d_n)`` with zeros at the positions whose coefficients are below ``_SPARSE * cut`` in
+    every panel: the tensor Chebyshev series of these tables decay roughly with the *total* degree, so after the
+    truncation per axis (:func:`_truncate`) about three quarters of the box's positions are negligible everywhere.
+    The tables' held-out errors are measured with those zeros; :func:`_pack` stores only the other positions."""
+    coef = np.array(coef)
+    coef[:, np.max(np.abs(coef), axis=0) <= _SPARSE * cut] = 0.0
+    return coef
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Packed:
+    r"""A table of tensor Chebyshev series ``(P, d_1, d_2, d_3[, m])`` stored at its nonzero positions only: ``coef``
+    ``(P, n, m)`` and the degree of each of the ``n`` positions in each variable (``index``: three ``(n,)`` arrays);
+    ``degrees``: the box ``(d_1, d_2, d_3)``."""
+
+    coef: np.ndarray
+    index: tuple
+    degrees: tuple
+
+
+def _pack(table):
+    """:class:`_Packed` of a dense ``(P, d_1, d_2, d_3[, m])`` table: the positions nonzero in some panel (and some
+    trailing table), in C order."""
+    dense = table if table.ndim == 5 else table[..., None]
+    keep = np.any(dense != 0.0, axis=(0, 4))
+    return _Packed(np.ascontiguousarray(dense[:, keep, :]), tuple(np.nonzero(keep)), dense.shape[1:4])
+
+
+def _packed_apply(packed, idx, rows, xp):
+    r"""``(B, m)``: $\sum_n c_{p,n}T_{i_n}(y_1)T_{j_n}(y_2)T_{k_n}(y_3)$ at the panels ``idx`` with the Chebyshev rows
+    ``rows`` ``(T_1, T_2, T_3)`` (each at least as long as its degree): one gathered ``(n, m)`` block per point."""
+    (T1, T2, T3), (i, j, k) = rows, packed.index
+    w = T1[:, i] * T2[:, j] * T3[:, k]                                          # (B, n)
+    block = xp.asarray(packed.coef)[idx]                                        # (B, n, m)
+    return xp.einsum("bn,bnm->bm", w, block)
+
+
 def _tail_bound(R, K):
     r"""The density series' tail after ``K`` terms at $w=w_{\max}$, relative: $\frac{(w_{\max}/2)^K}{K!}\int
     x^{2K}|R(x)|(1+|x|)\,dx$ over $\int|R|$ (it multiplies the table values, which are at most of that size)."""
@@ -356,7 +400,7 @@ def near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
     scale = float(np.max(np.abs(vals[:, :, 0])))
     nu = norm_floor(asymptote, derivative)
     d_t, d_k, d_s = _truncate(coef, (2, 3, 4), _TARGET * nu)
-    rr = np.ascontiguousarray(coef[:, :, :d_t, :d_k, :d_s].reshape(Pk * Ps, d_t, d_k, d_s))
+    rr = _sparsify(coef[:, :, :d_t, :d_k, :d_s].reshape(Pk * Ps, d_t, d_k, d_s), _TARGET * nu)
 
     basis = _basis(asymptote, derivative)
     yz = _cheb_nodes(_N_FIT_Z)
@@ -483,6 +527,18 @@ def _cross_eval(cross, growth, t, zeta, xp):
     return _cross_apply(cross, growth, where, _cheb_rows(ys, (cross.shape[1], cross.shape[3]), xp), xp)
 
 
+@functools.lru_cache(maxsize=16)
+def _stacked_rr(asy: Asymptote, derivatives: tuple) -> "_Packed":
+    """The ``rr`` tables of ``derivatives`` zero-padded to common degrees, stacked on a trailing axis and packed
+    (:func:`_pack`): one gathered block per covariance for $\phi$ and $\phi'$."""
+    tabs = [near_table(asy, d) for d in derivatives]
+    dims = [max(t.rr.shape[i] for t in tabs) for i in (1, 2, 3)]
+    rr = np.zeros((tabs[0].rr.shape[0], *dims, len(tabs)))
+    for m, t in enumerate(tabs):
+        rr[:, :t.rr.shape[1], :t.rr.shape[2], :t.rr.shape[3], m] = t.rr
+    return _pack(rr)
+
+
 def near_mask(q1, q2, c, xp=None, mixed=False):
     r"""Where the near tables apply: $\min(q_1,q_2)\ge Q_{\rm near}$ and $\min(q_1,q_2)(1-r^2)<V_0$ (``mixed``:
     $\min(q_1,q_2)<Q_{\rm near}\le\max(q_1,q_2)$ instead: all but the cross term over the smaller variance)."""
@@ -510,8 +566,9 @@ def near_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None, s
     s = xp.minimum(xp.sqrt(qb * one_m_r2), _S_MAX)
     tabs = [near_table(asy, d) for d in derivatives]
     # every table lookup located once for both tables, and all their Chebyshev rows by one recurrence
+    packed = _stacked_rr(asy, tuple(derivatives))
     idx, ys = _rr_locate(Q_NEAR / q_floor, xp.abs(kap), s, xp)
-    degrees = [max(t.rr.shape[i] for t in tabs) for i in (1, 2, 3)]
+    degrees = list(packed.degrees)
     crosses = []
     for qx, qy in ((qa, qb), (qb, qa))[:2 if small else 1]:
         qx = xp.maximum(qx, Q_NEAR)
@@ -522,9 +579,10 @@ def near_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None, s
         crosses.append((qx, s2, tau, zeta, where))
         ys, degrees = ys + yc, degrees + [max(t.cross.shape[i] for t in tabs) for i in (1, 3)]
     rows = _cheb_rows(ys, degrees, xp)
+    rr_all = _packed_apply(packed, idx, rows[:3], xp)                               # (B, len(derivatives))
     out = []
-    for d, tab in zip(derivatives, tabs):
-        rr = _rr_apply(tab.rr, idx, rows[:3], xp)
+    for m, (d, tab) in enumerate(zip(derivatives, tabs)):
+        rr = rr_all[:, m]
         rr = rr * (xp.where(kap < 0, float(tab.parity), 1.0) if tab.parity < 0 else 1.0)
         total = asy.AA(q1, q2, c, d) + rr / xp.sqrt(2.0 * math.pi * q_floor)
         for i, (qx, s2, tau, zeta, where) in enumerate(crosses):
