@@ -57,6 +57,7 @@ import numpy as np
 
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
+from .largeq_chebtab import cheb_rows
 
 __all__ = ["MomentTable", "moment_table", "far_expect", "far_mask", "V0", "N_TERMS"]
 
@@ -223,28 +224,6 @@ def _powers(x, n, xp):
     """``(B, n)``: $x^0..x^{n-1}$ as a cumulative product (exact signs, no pow; one operation to compile)."""
     ones = xp.ones(x.shape + (1,), x.dtype)
     return xp.concatenate([ones, xp.cumprod(xp.broadcast_to(x[..., None], x.shape + (n - 1,)), axis=-1)], axis=-1)
-
-
-def cheb_rows(y, d, xp):
-    r"""``(..., d)``: $T_0(y)..T_{d-1}(y)$ for ``y`` clipped to $[-1,1]$, by the three-term recurrence
-    $T_{k+1}=2yT_k-T_{k-1}$ (stable on $[-1,1]$; its rounding differs from $\cos(k\arccos y)$ by a few ulp times $k$).
-    Under jit the recurrence is one loop (``fori_loop``) over a ``(d, ...)`` buffer: a multiply-add per value where
-    $\cos$ costs about 15 ns (it was most of the moment series' run time), and one small loop body to compile where an
-    unrolled recurrence is $d$ operations."""
-    y = xp.clip(y, -1.0, 1.0)
-    if xp is np:
-        T = np.empty((d,) + np.shape(y))
-        T[0] = 1.0
-        for k in range(1, d):
-            T[k] = y if k == 1 else 2.0 * y * T[k - 1] - T[k - 2]
-        return np.moveaxis(T, 0, -1)
-    from .._lazy import jax
-    T = jnp.zeros((d,) + y.shape, y.dtype).at[0].set(1.0)
-    if d > 1:
-        T = T.at[1].set(y)
-    if d > 2:
-        T = jax.lax.fori_loop(2, d, lambda k, T: T.at[k].set(2.0 * y * T[k - 1] - T[k - 2]), T)
-    return jnp.moveaxis(T, 0, -1)
 
 
 def far_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):

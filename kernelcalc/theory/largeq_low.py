@@ -54,10 +54,11 @@ import numpy as np
 
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
-from .largeq_far import V0, cheb_rows, stable_remainder
-from .largeq_near import (_KAPPA_EDGES, near_expect, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _barrier, _basis,
-                          _cheb_coef, _cheb_nodes, _coefficients, _half_line, _mid_nodes, _on_panels,
-                          _pack, _packed_apply, _panel, _parity, _sparsify, _tau, _truncate)
+from .largeq_chebtab import (_barrier, _cheb_coef, _cheb_nodes, _mid_nodes, _on_panels, _pack, _packed_apply, _panel,
+                             _sparsify, _truncate, cheb_rows)
+from .largeq_far import V0, stable_remainder
+from .largeq_near import (_KAPPA_EDGES, near_expect, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _basis,
+                          _coefficients, _half_line, _parity, _tau)
 from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows, table_build
 
 __all__ = ["LowTable", "low_table", "low_expect", "low_mixed", "low_cross", "low_mask", "low_norm_floor", "Q_LOW"]

@@ -62,7 +62,9 @@ import numpy as np
 
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
-from .largeq_far import V0, cheb_rows, stable_remainder, remainder_parity as _parity
+from .largeq_far import V0, stable_remainder, remainder_parity as _parity
+from .largeq_chebtab import (_barrier, _cheb_coef, _cheb_nodes, _cheb_rows, _mid_nodes,
+                             _on_panels, _pack, _packed_apply, _panel, _sparsify, _truncate)
 from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows, table_build
 
 __all__ = ["NearTable", "near_table", "near_expect", "near_mask", "norm_floor", "Q_NEAR"]
@@ -158,40 +160,6 @@ def norm_floor(asy: Asymptote, derivative: bool) -> float:
 
 
 # -- fitting helpers -------------------------------------------------------------------------------------------
-def _cheb_nodes(n):
-    return np.cos(np.pi * (np.arange(n) + 0.5) / n)
-
-
-def _mid_nodes(n):
-    """Interior points halfway (in angle) between the first-kind nodes: held out from the fit."""
-    return np.cos(np.pi * np.arange(1, n) / n)
-
-
-def _cheb_coef(values, axis):
-    v = np.moveaxis(values, axis, 0)
-    n = v.shape[0]
-    T = np.cos(np.pi * np.outer(np.arange(n), np.arange(n) + 0.5) / n)
-    c = np.tensordot(T, v, axes=(1, 0)) * (2.0 / n)
-    c[0] *= 0.5
-    return np.moveaxis(c, 0, axis)
-
-
-def _cheb_vals(coef, y, axis):
-    """Evaluate the Chebyshev series along ``axis`` of ``coef`` at the points ``y`` (new axis in its place)."""
-    d = coef.shape[axis]
-    T = np.cos(np.arccos(np.clip(y, -1, 1))[:, None] * np.arange(d))           # (m, d)
-    return np.moveaxis(np.tensordot(T, np.moveaxis(coef, axis, 0), axes=(1, 0)), 0, axis)
-
-
-def _on_panels(edges, y, square_first=False):
-    """The points of local coordinates ``y`` on every panel of ``edges``: ``(P, len(y))``."""
-    out = []
-    for p, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-        u = 0.5 * (np.asarray(y) + 1.0)
-        out.append(np.sqrt(lo * lo + (hi * hi - lo * lo) * u) if (square_first and p == 0) else lo + (hi - lo) * u)
-    return np.array(out)
-
-
 def _t_to_cheb(k):
     """``(k, k)``: column j = Chebyshev coefficients (in y = 2t - 1) of t^j."""
     M = np.zeros((k, k))
@@ -315,60 +283,6 @@ def _cross_far_values(R, parity, basis, t, K):
     return out
 
 
-def _truncate(coef, axes, cut):
-    """The leading degrees along ``axes`` beyond which every coefficient is below ``cut``."""
-    a = np.abs(coef)
-    keep = []
-    for ax in axes:
-        other = tuple(i for i in range(a.ndim) if i != ax)
-        m = np.max(a, axis=other)
-        keep.append(int(np.max(np.nonzero(m > cut)[0], initial=0)) + 1)
-    return keep
-
-
-#: a coefficient position (the same in every panel) is dropped where its largest coefficient over all panels is below
-#: _SPARSE times the truncation's cut (:func:`_sparsify`)
-_SPARSE = 0.1
-
-
-def _sparsify(coef, cut):
-    r"""``coef`` ``(P, d_1, ..., d_n)`` with zeros at the positions whose coefficients are below ``_SPARSE * cut`` in
-    every panel: the tensor Chebyshev series of these tables decay roughly with the *total* degree, so after the
-    truncation per axis (:func:`_truncate`) about three quarters of the box's positions are negligible everywhere.
-    The tables' held-out errors are measured with those zeros; :func:`_pack` stores only the other positions."""
-    coef = np.array(coef)
-    coef[:, np.max(np.abs(coef), axis=0) <= _SPARSE * cut] = 0.0
-    return coef
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Packed:
-    r"""A table of tensor Chebyshev series ``(P, d_1, d_2, d_3[, m])`` stored at its nonzero positions only: ``coef``
-    ``(P, n, m)`` and the degree of each of the ``n`` positions in each variable (``index``: three ``(n,)`` arrays);
-    ``degrees``: the box ``(d_1, d_2, d_3)``."""
-
-    coef: np.ndarray
-    index: tuple
-    degrees: tuple
-
-
-def _pack(table):
-    """:class:`_Packed` of a dense ``(P, d_1, d_2, d_3[, m])`` table: the positions nonzero in some panel (and some
-    trailing table), in C order."""
-    dense = table if table.ndim == 5 else table[..., None]
-    keep = np.any(dense != 0.0, axis=(0, 4))
-    return _Packed(np.ascontiguousarray(dense[:, keep, :]), tuple(np.nonzero(keep)), dense.shape[1:4])
-
-
-def _packed_apply(packed, idx, rows, xp):
-    r"""``(B, m)``: $\sum_n c_{p,n}T_{i_n}(y_1)T_{j_n}(y_2)T_{k_n}(y_3)$ at the panels ``idx`` with the Chebyshev rows
-    ``rows`` ``(T_1, T_2, T_3)`` (each at least as long as its degree): one gathered ``(n, m)`` block per point."""
-    (T1, T2, T3), (i, j, k) = rows, packed.index
-    w = T1[:, i] * T2[:, j] * T3[:, k]                                          # (B, n)
-    block = xp.asarray(packed.coef)[idx]                                        # (B, n, m)
-    return xp.einsum("bn,bnm->bm", w, block)
-
-
 def _tail_bound(R, K):
     r"""The density series' tail after ``K`` terms at $w=w_{\max}$, relative: $\frac{(w_{\max}/2)^K}{K!}\int
     x^{2K}|R(x)|(1+|x|)\,dx$ over $\int|R|$ (it multiplies the table values, which are at most of that size)."""
@@ -445,31 +359,6 @@ def near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------
-def _barrier(x):
-    from .._lazy import jax
-    return jax.lax.optimization_barrier(x)
-
-
-def _panel(edges, v, xp, square_first=False):
-    """Panel index and local coordinate of ``v`` (clipped to the edges)."""
-    e = np.asarray(edges)
-    v = xp.clip(v, e[0], e[-1])
-    p = xp.clip(xp.searchsorted(xp.asarray(e[1:-1]), v, side="right"), 0, len(e) - 2)
-    lo, hi = xp.asarray(e[:-1])[p], xp.asarray(e[1:])[p]
-    if square_first:
-        y = xp.where(p == 0, 2.0 * (v * v - lo * lo) / (hi * hi - lo * lo) - 1.0, 2.0 * (v - lo) / (hi - lo) - 1.0)
-    else:
-        y = 2.0 * (v - lo) / (hi - lo) - 1.0
-    return p, y
-
-
-def _cheb_rows(ys, degrees, xp):
-    r"""``[(B, d), ...]``: $T_0..T_{d-1}$ at each of ``ys`` (flat, of one length) for ``degrees``, all by one recurrence
-    (:func:`~kernelcalc.theory.largeq_far.cheb_rows`: one loop to compile and run for every table lookup)."""
-    T = cheb_rows(xp.stack(ys), max(degrees), xp)
-    return [T[i, :, :d] for i, d in enumerate(degrees)]
-
-
 def _rr_locate(t, kappa, s, xp):
     r"""Row index into an ``rr`` table and the local coordinates in $(t,\kappa,s)$ (for :func:`_cheb_rows`)."""
     pk, yk = _panel(_KAPPA_EDGES, kappa, xp)
@@ -478,22 +367,6 @@ def _rr_locate(t, kappa, s, xp):
     if xp is not np:
         idx = _barrier(idx)
     return idx, [2.0 * t - 1.0, yk, ys]
-
-
-def _rr_apply(rr, idx, rows, xp):
-    r"""The ``rr`` table's values at the rows ``idx`` with the Chebyshev rows ``(Tt, Tk, Ts)`` (:func:`_rr_locate`)."""
-    Tt, Tk, Ts = rows
-    _, d_t, d_k, d_s = rr.shape
-    block = xp.asarray(rr)[idx]                                                 # (B, d_t, d_k, d_s)
-    v = (block @ Ts[:, None, :d_s, None])[..., 0]                               # (B, d_t, d_k)
-    v = xp.sum(v * Tk[:, None, :d_k], axis=-1)                                  # (B, d_t)
-    return xp.sum(v * Tt[:, :d_t], axis=-1)
-
-
-def _rr_eval(rr, t, kappa, s, xp):
-    r"""$\sum_k t^k\frac{(-w_{\max}/2)^k}{k!}H_k(\kappa,s)$ for flat ``t``, ``kappa`` $\ge0$, ``s`` (table ``rr``)."""
-    idx, ys = _rr_locate(t, kappa, s, xp)
-    return _rr_apply(rr, idx, _cheb_rows(ys, rr.shape[1:], xp), xp)
 
 
 def _cross_locate(t, zeta, xp, P=len(_ZETA_EDGES)):
@@ -528,8 +401,8 @@ def _cross_eval(cross, growth, t, zeta, xp):
 
 
 @functools.lru_cache(maxsize=16)
-def _stacked_rr(asy: Asymptote, derivatives: tuple) -> "_Packed":
-    """The ``rr`` tables of ``derivatives`` zero-padded to common degrees, stacked on a trailing axis and packed
+def _stacked_rr(asy: Asymptote, derivatives: tuple):
+    r"""The ``rr`` tables of ``derivatives`` zero-padded to common degrees, stacked on a trailing axis and packed
     (:func:`_pack`): one gathered block per covariance for $\phi$ and $\phi'$."""
     tabs = [near_table(asy, d) for d in derivatives]
     dims = [max(t.rr.shape[i] for t in tabs) for i in (1, 2, 3)]
