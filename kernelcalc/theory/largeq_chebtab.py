@@ -137,7 +137,8 @@ def _panel(edges, v, xp, square_first=False):
     """Panel index and local coordinate of ``v`` (clipped to the edges)."""
     e = np.asarray(edges)
     v = xp.clip(v, e[0], e[-1])
-    p = xp.clip(xp.searchsorted(xp.asarray(e[1:-1]), v, side="right"), 0, len(e) - 2)
+    p = xp.clip(np.searchsorted(e[1:-1], v, side="right") if xp is np else
+                xp.searchsorted(xp.asarray(e[1:-1]), v, side="right", method="compare_all"), 0, len(e) - 2)
     lo, hi = xp.asarray(e[:-1])[p], xp.asarray(e[1:])[p]
     if square_first:
         y = xp.where(p == 0, 2.0 * (v * v - lo * lo) / (hi * hi - lo * lo) - 1.0, 2.0 * (v - lo) / (hi - lo) - 1.0)
