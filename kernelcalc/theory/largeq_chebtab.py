@@ -17,7 +17,7 @@ import numpy as np
 
 from .._lazy import jax, jnp   # deferred: jax is imported on first use
 
-__all__ = ["cheb_rows"]
+__all__ = ["cheb_rows", "RowBatch"]
 
 
 def cheb_rows(y, d, xp):
@@ -154,3 +154,25 @@ def _cheb_rows(ys, degrees, xp):
     return [T[i, :, :d] for i, d in enumerate(degrees)]
 
 
+
+
+class RowBatch:
+    r"""The Chebyshev rows of several table lookups of one evaluation, computed together: :meth:`ask` registers the
+    local coordinates ``y`` (flat, all of one length) and a degree and returns a handle; after :meth:`compute` (one
+    recurrence, :func:`_cheb_rows`: one loop to compile and run instead of one per lookup) ``batch[handle]`` is the
+    ``(B, d)`` rows."""
+
+    def __init__(self):
+        self.ys, self.degrees, self.rows = [], [], None
+
+    def ask(self, y, d: int) -> int:
+        self.ys.append(y)
+        self.degrees.append(int(d))
+        return len(self.ys) - 1
+
+    def compute(self, xp):
+        self.rows = _cheb_rows(self.ys, self.degrees, xp)
+        return self
+
+    def __getitem__(self, handle):
+        return self.rows[handle]

@@ -54,10 +54,10 @@ import numpy as np
 
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
-from .largeq_chebtab import (_barrier, _cheb_coef, _cheb_nodes, _mid_nodes, _on_panels, _pack, _packed_apply, _panel,
-                             _sparsify, _truncate, cheb_rows)
+from .largeq_chebtab import (RowBatch, _barrier, _cheb_coef, _cheb_nodes, _cheb_rows, _mid_nodes, _on_panels, _pack,
+                             _packed_apply, _panel, _sparsify, _truncate)
 from .largeq_far import V0, stable_remainder
-from .largeq_near import (_KAPPA_EDGES, near_expect, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _basis,
+from .largeq_near import (_KAPPA_EDGES, near_parts, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _basis,
                           _coefficients, _half_line, _parity, _tau)
 from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows, table_build
 
@@ -274,37 +274,19 @@ def low_table(asymptote: Asymptote, derivative: bool) -> LowTable:
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------
-def _rows(y, d, xp):
-    """``(..., d)``: $T_0..T_{d-1}$ at ``y`` (:func:`~kernelcalc.theory.largeq_far.cheb_rows`: the three-term
-    recurrence, one loop under jit)."""
-    return cheb_rows(y, d, xp)
-
-
-def _rr_locate(lq, kappa, s, degrees, xp):
-    r"""Row index into an ``rr`` table and the Chebyshev rows in $(\log_2q,\kappa,s)$ up to ``degrees`` (shared by
-    the tables of $\phi$ and $\phi'$)."""
+def _rr_locate(lq, kappa, s, xp):
+    r"""Row index into an ``rr`` table and the local coordinates in $(\log_2q,\kappa,s)$ (shared by the tables of
+    $\phi$ and $\phi'$)."""
     pq, yq = _panel(_LOGQ_EDGES, lq, xp)
     pk, yk = _panel(_KAPPA_EDGES, kappa, xp)
     ps, ys = _panel(_S_EDGES, s, xp, square_first=True)
     idx = (pq * (len(_KAPPA_EDGES) - 1) + pk) * (len(_S_EDGES) - 1) + ps
-    return (idx if xp is np else _barrier(idx)), tuple(_rows(y, d, xp) for y, d in zip((yq, yk, ys), degrees))
+    return (idx if xp is np else _barrier(idx)), [yq, yk, ys]
 
 
-def _rr_apply(rr, where, xp):
-    r"""$F(q,\kappa,s)$ at the located points ``where`` (:func:`_rr_locate`) from the packed table ``rr``
-    (:func:`~kernelcalc.theory.largeq_near._pack` of the stacked tables, :func:`_stacked`): ``(B, m)``."""
-    idx, rows = where
-    return _packed_apply(rr, idx, rows, xp)
-
-
-def _rr_eval(rr, lq, kappa, s, xp):
-    r"""$F(q,\kappa,s)$ for flat ``lq`` $=\log_2q$, ``kappa`` $\ge0$, ``s`` (packed table ``rr``)."""
-    return _rr_apply(rr, _rr_locate(lq, kappa, s, rr.degrees, xp), xp)
-
-
-def _cross_locate(lq, zeta, degrees, xp):
-    r"""Row index into a ``cross`` table, the Chebyshev rows in $(\log_2q,\zeta)$ up to ``degrees``, the far mask and
-    $\max(\zeta,Z)$."""
+def _cross_locate(lq, zeta, xp):
+    r"""Row index into a ``cross`` table, the far mask and $\max(\zeta,Z)$, and the local coordinates in
+    $(\log_2q,\zeta)$."""
     Pz = len(_ZETA_EDGES_X) - 1
     far = zeta > _Z
     zf = xp.maximum(zeta, _Z)
@@ -313,13 +295,13 @@ def _cross_locate(lq, zeta, degrees, xp):
     pq, yq = _panel(_LOGQ_EDGES_X, lq, xp)
     idx = pq * (Pz + len(_T_EDGES) - 1) + xp.where(far, Pz + pt, pz)
     yz = xp.where(far, yt, yz)
-    return (idx if xp is np else _barrier(idx)), (_rows(yq, degrees[0], xp), _rows(yz, degrees[1], xp)), far, zf
+    return ((idx if xp is np else _barrier(idx)), far, zf), [yq, yz]
 
 
-def _cross_apply(cross, growth, where, xp):
-    r"""``(n_g, B)``: $X_j(q,\zeta)$ at the located points ``where`` (:func:`_cross_locate`; the growth factor
-    $|\zeta|^e$ applied beyond $Z$)."""
-    idx, (Tq, Tz), far, zf = where
+def _cross_apply(cross, growth, where, rows, xp):
+    r"""``(n_g, B)``: $X_j(q,\zeta)$ at the located points ``where`` (:func:`_cross_locate`) with their Chebyshev rows
+    ``(Tq, Tz)`` (the growth factor $|\zeta|^e$ applied beyond $Z$)."""
+    (idx, far, zf), (Tq, Tz) = where, rows
     _, d_q, n_g, d_z = cross.shape
     block = xp.asarray(cross)[idx]                                                # (B, d_q, n_g, d_z)
     v = xp.sum(block * Tz[:, None, None, :d_z], axis=-1)                         # (B, d_q, n_g)
@@ -329,7 +311,8 @@ def _cross_apply(cross, growth, where, xp):
 
 def _cross_eval(cross, growth, lq, zeta, xp):
     r"""``(n_g, B)``: $X_j(q,\zeta)$ for flat ``lq`` $=\log_2q$ and ``zeta`` $\ge0$."""
-    return _cross_apply(cross, growth, _cross_locate(lq, zeta, (cross.shape[1], cross.shape[3]), xp), xp)
+    where, ys = _cross_locate(lq, zeta, xp)
+    return _cross_apply(cross, growth, where, _cheb_rows(ys, (cross.shape[1], cross.shape[3]), xp), xp)
 
 
 def low_mask(q1, q2, c, xp=None, mixed=False):
@@ -372,6 +355,14 @@ def low_cross(asy: Asymptote, qx, qy, c, derivatives=(False, True), xp=None):
     $q_x\in[Q_{\rm low},Q_{\rm near})$, and $y$ of any variance $q_y$, covariance $c$ (flat arrays), by the cross
     tables (module doc)."""
     xp = jnp if xp is None else xp
+    batch = RowBatch()
+    finish = _cross_parts(asy, qx, qy, c, derivatives, xp, batch)
+    return finish(batch.compute(xp))
+
+
+def _cross_parts(asy: Asymptote, qx, qy, c, derivatives, xp, batch):
+    """:func:`low_cross` in two phases (as :func:`~kernelcalc.theory.largeq_near.near_parts`): locate and ask ``batch``
+    for the Chebyshev rows, then ``finish(batch)``."""
     _, cross, growth, _ = _stacked(asy, tuple(derivatives))
     n = xp.sqrt(qx * qy)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
@@ -379,21 +370,27 @@ def low_cross(asy: Asymptote, qx, qy, c, derivatives=(False, True), xp=None):
     tau = _tau(asy, s2, xp)
     qx = xp.clip(qx, Q_LOW, Q_NEAR)
     zeta = c / qx / tau
-    g = _cross_eval(cross, growth, xp.log2(qx), xp.abs(zeta), xp)               # (m n_g, B)
-    out = []
-    for m, d in enumerate(derivatives):
-        coefficients = _coefficients(asy, d, s2, tau, xp)
-        total = 0.0
-        for j, (coefficient, p) in enumerate(zip(coefficients, low_table(asy, d).gparity)):
-            total = total + coefficient * (xp.where(zeta < 0, -1.0, 1.0) if p < 0 else 1.0) * g[m * len(coefficients) + j]
-        out.append(total)
-    return tuple(out)
+    where, ys = _cross_locate(xp.log2(qx), xp.abs(zeta), xp)
+    handles = [batch.ask(y, cross.shape[i]) for y, i in zip(ys, (1, 3))]
+
+    def finish(rows):
+        g = _cross_apply(cross, growth, where, [rows[h] for h in handles], xp)      # (m n_g, B)
+        out = []
+        for m, d in enumerate(derivatives):
+            coefficients = _coefficients(asy, d, s2, tau, xp)
+            total = 0.0
+            for j, (coefficient, p) in enumerate(zip(coefficients, low_table(asy, d).gparity)):
+                total = total + coefficient * (xp.where(zeta < 0, -1.0, 1.0) if p < 0 else 1.0) * g[m * len(coefficients) + j]
+            out.append(total)
+        return tuple(out)
+    return finish
 
 
 def low_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
     r"""``tuple``: $E[f(a)f(b)]$ for $f=\phi$ (``False`` in ``derivatives``) and $f=\phi'$ (``True``) by the low tables
     (module doc), for flat arrays of covariances; only meaningful where :func:`low_mask` holds (elsewhere finite but
-    wrong)."""
+    wrong).  Every lookup's Chebyshev rows come from one recurrence (:class:`~kernelcalc.theory.largeq_chebtab.
+    RowBatch`)."""
     xp = jnp if xp is None else xp
     rr_table, _, _, parity = _stacked(asy, tuple(derivatives))
     n = xp.sqrt(q1 * q2)
@@ -404,22 +401,29 @@ def low_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
     qa_c = xp.clip(qa, Q_LOW, Q_NEAR)
     kap = c / qa_c
     s = xp.minimum(xp.sqrt(qb * one_m_r2), _S_MAX)
-    rr = _rr_apply(rr_table, _rr_locate(xp.log2(qa_c), xp.minimum(xp.abs(kap), 1.0), s, rr_table.degrees, xp), xp)
-    B = q1.shape[0]          # both cross terms in one call (one gather of 2B rows)
-    x = low_cross(asy, xp.concatenate([q1, q2]), xp.concatenate([q2, q1]), xp.concatenate([c, c]), derivatives, xp)
+    batch = RowBatch()
+    idx, ys = _rr_locate(xp.log2(qa_c), xp.minimum(xp.abs(kap), 1.0), s, xp)
+    h_rr = [batch.ask(y, d) for y, d in zip(ys, rr_table.degrees)]
+    cross = [_cross_parts(asy, qx, qy, c, derivatives, xp, batch) for qx, qy in ((q1, q2), (q2, q1))]
+    batch.compute(xp)
+    rr = _packed_apply(rr_table, idx, [batch[h] for h in h_rr], xp)
+    x1, x2 = (finish(batch) for finish in cross)
     out = []
     for m, d in enumerate(derivatives):
         sign = xp.where(kap < 0, float(parity[m]), 1.0) if parity[m] < 0 else 1.0
-        out.append(asy.AA(q1, q2, c, d) + rr[:, m] * sign + x[m][:B] + x[m][B:])
+        out.append(asy.AA(q1, q2, c, d) + rr[:, m] * sign + x1[m] + x2[m])
     return tuple(out)
 
 
 def low_mixed(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
     r"""``tuple``: $E[f(a)f(b)]$ on the mixed cells (:func:`low_mask` with ``mixed``): the near tables
     (:func:`~kernelcalc.theory.largeq_near.near_expect` without the cross term over the smaller variance) plus that
-    cross term by the low cross tables (:func:`low_cross`)."""
+    cross term by the low cross tables (:func:`low_cross`), all Chebyshev rows from one recurrence."""
     xp = jnp if xp is None else xp
-    out = near_expect(asy, q1, q2, c, derivatives, xp=xp, small=False)
+    batch = RowBatch()
+    near = near_parts(asy, q1, q2, c, derivatives, xp, False, batch)
     big1 = q1 >= q2
     qa, qb = xp.where(big1, q1, q2), xp.where(big1, q2, q1)
-    return tuple(o + x for o, x in zip(out, low_cross(asy, qb, qa, c, derivatives, xp)))
+    cross = _cross_parts(asy, qb, qa, c, derivatives, xp, batch)
+    batch.compute(xp)
+    return tuple(o + x for o, x in zip(near(batch), cross(batch)))

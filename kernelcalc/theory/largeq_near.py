@@ -63,7 +63,7 @@ import numpy as np
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_far import V0, stable_remainder, remainder_parity as _parity
-from .largeq_chebtab import (_barrier, _cheb_coef, _cheb_nodes, _cheb_rows, _mid_nodes,
+from .largeq_chebtab import (RowBatch, _barrier, _cheb_coef, _cheb_nodes, _cheb_rows, _mid_nodes,
                              _on_panels, _pack, _packed_apply, _panel, _sparsify, _truncate)
 from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows, table_build
 
@@ -429,6 +429,15 @@ def near_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None, s
     the values are finite but wrong).  ``small=False``: without the cross term over the variable of smaller variance
     (the caller integrates it where that variance is below $Q_{\rm near}$: :func:`near_mask` with ``mixed``)."""
     xp = jnp if xp is None else xp
+    batch = RowBatch()
+    finish = near_parts(asy, q1, q2, c, derivatives, xp, small, batch)
+    return finish(batch.compute(xp))
+
+
+def near_parts(asy: Asymptote, q1, q2, c, derivatives, xp, small, batch):
+    r""":func:`near_expect` in two phases: locates every table lookup and asks ``batch``
+    (:class:`~kernelcalc.theory.largeq_chebtab.RowBatch`) for its Chebyshev rows, and returns ``finish(batch)``, the
+    values once the batch is computed (a caller with lookups of its own computes all rows in one recurrence)."""
     n = xp.sqrt(q1 * q2)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
     one_m_r2 = xp.maximum((1.0 - r) * (1.0 + r), 0.0)
@@ -438,10 +447,10 @@ def near_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None, s
     kap = c / q_floor
     s = xp.minimum(xp.sqrt(qb * one_m_r2), _S_MAX)
     tabs = [near_table(asy, d) for d in derivatives]
-    # every table lookup located once for both tables, and all their Chebyshev rows by one recurrence
     packed = _stacked_rr(asy, tuple(derivatives))
+    # every table lookup located once for both tables, its Chebyshev rows asked of the batch
     idx, ys = _rr_locate(Q_NEAR / q_floor, xp.abs(kap), s, xp)
-    degrees = list(packed.degrees)
+    h_rr = [batch.ask(y, d) for y, d in zip(ys, packed.degrees)]
     crosses = []
     for qx, qy in ((qa, qb), (qb, qa))[:2 if small else 1]:
         qx = xp.maximum(qx, Q_NEAR)
@@ -449,19 +458,22 @@ def near_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None, s
         tau = _tau(asy, s2, xp)
         zeta = c / qx / tau
         where, yc = _cross_locate(Q_NEAR / qx, xp.abs(zeta), xp)
-        crosses.append((qx, s2, tau, zeta, where))
-        ys, degrees = ys + yc, degrees + [max(t.cross.shape[i] for t in tabs) for i in (1, 3)]
-    rows = _cheb_rows(ys, degrees, xp)
-    rr_all = _packed_apply(packed, idx, rows[:3], xp)                               # (B, len(derivatives))
-    out = []
-    for m, (d, tab) in enumerate(zip(derivatives, tabs)):
-        rr = rr_all[:, m]
-        rr = rr * (xp.where(kap < 0, float(tab.parity), 1.0) if tab.parity < 0 else 1.0)
-        total = asy.AA(q1, q2, c, d) + rr / xp.sqrt(2.0 * math.pi * q_floor)
-        for i, (qx, s2, tau, zeta, where) in enumerate(crosses):
-            g = _cross_apply(tab.cross, tab.growth, where, rows[3 + 2 * i:5 + 2 * i], xp)
-            for j, (coefficient, p) in enumerate(zip(_coefficients(asy, d, s2, tau, xp), tab.gparity)):
-                sign = xp.where(zeta < 0, -1.0, 1.0) if p < 0 else 1.0
-                total = total + coefficient * sign * g[j] / xp.sqrt(2.0 * math.pi * qx)
-        out.append(total)
-    return tuple(out)
+        h = [batch.ask(y, max(t.cross.shape[i] for t in tabs)) for y, i in zip(yc, (1, 3))]
+        crosses.append((qx, s2, tau, zeta, where, h))
+
+    def finish(rows):
+        rr_all = _packed_apply(packed, idx, [rows[h] for h in h_rr], xp)           # (B, len(derivatives))
+        out = []
+        for m, (d, tab) in enumerate(zip(derivatives, tabs)):
+            rr = rr_all[:, m]
+            rr = rr * (xp.where(kap < 0, float(tab.parity), 1.0) if tab.parity < 0 else 1.0)
+            total = asy.AA(q1, q2, c, d) + rr / xp.sqrt(2.0 * math.pi * q_floor)
+            for qx, s2, tau, zeta, where, h in crosses:
+                g = _cross_apply(tab.cross, tab.growth, where, [rows[i] for i in h], xp)
+                for j, (coefficient, p) in enumerate(zip(_coefficients(asy, d, s2, tau, xp), tab.gparity)):
+                    sign = xp.where(zeta < 0, -1.0, 1.0) if p < 0 else 1.0
+                    total = total + coefficient * sign * g[j] / xp.sqrt(2.0 * math.pi * qx)
+            out.append(total)
+        return tuple(out)
+    return finish
+
