@@ -35,13 +35,17 @@ Every value is a normalised Gaussian expectation (the density $p_q$ inside), so 
 kernel's norm directly: :attr:`LowTable.error` is relative to $\sqrt{Ef(a)^2Ef(b)^2}$ (:func:`low_norm_floor`, and
 for the cross terms the largest ratio of their closed coefficients to $\sqrt{Ef(y)^2}$).  Below $Q_{\rm low}$ (and
 far from parallel, where the moment series of :mod:`kernelcalc.theory.largeq_far` apply) the rule's other regimes
-remain.  Per covariance: one gathered $(d_q\times d_\kappa\times d_s)$ block and two $(d_q\times n_g\times d_\zeta)$
-blocks ($\phi$ and $\phi'$ stacked: :func:`_stacked`), contracted with rows of Chebyshev polynomials; no
-quadrature.  Measured (``benchmarks/bench_largeq_table.py``, softplus, CPU, side by side): 4.8-5.9 us per
-$(C,\dot C)$ with both variances in $[1,50]$ against 35 us for the quadrature, and 5.8 us on mixed cells against 11 us
-(near tables plus the trapezoid cross term); the tables take about 0.5 s per derivative to build (once per
-process, on one BLAS thread; 1.5 s before the sums skipped their negligible terms; ``rr``: 1248 panel rows of about
-1100-1300 coefficients, 11-13 MB per derivative).
+remain.  Per covariance: one gathered block of the ``rr`` coefficients that the sparse storage keeps (the positions
+not negligible in some panel, :func:`~kernelcalc.theory.largeq_chebtab._sparsify`: about 350-420 of the box's
+1100-1330, $\phi$ and $\phi'$ stacked: :func:`_stacked`) and two $(d_q\times n_g\times d_\zeta)$ blocks, contracted
+with products of Chebyshev rows that one recurrence computes for every lookup
+(:class:`~kernelcalc.theory.largeq_chebtab.RowBatch`); no quadrature.  Measured (realistic covariances of a softplus
+$\sigma_wT=10$ kernel, chunks of ``largeq_dispatch._CHUNKS``, side by side with the dense blocks and
+$\cos(k\arccos y)$ rows before): about 4.5 against 5.7 us per $(C,\dot C)$ with both variances low, 3.4-3.8 against
+4.4 us on mixed cells, and 0.7 against 1.0-1.5 s of CPU to compile each.  The tables take about 0.35 s per
+derivative to build (once per process, on one BLAS thread; fitted on $12\times13\times13$ nodes per panel, 0.5 s on
+$14\times15\times15$ with the same held-out errors; ``rr``: 1248 panel rows of about 1100-1300 coefficients before
+the sparse storage, 3-4 MB per derivative after).
 """
 
 from __future__ import annotations

@@ -42,9 +42,12 @@ polynomials of $t$ and truncated where its coefficients are negligible (:attr:`N
   $g$ that does not decay integrated in closed form): :attr:`NearTable.cross`.  This holds for both cross terms,
   whichever variable has the larger variance (the other one's $\zeta$ is unbounded).
 
-Per covariance: a handful of closed forms, one gathered $(d_t\times d_\kappa\times d_s)$ block contracted with three
-rows of Chebyshev polynomials, and two $(d_t\times n_g\times d_\zeta)$ blocks; no quadrature and no
-$q$-dependent work.  Every table's error is **measured** at held-out points (midpoints of the fitting nodes in each
+Per covariance: a handful of closed forms, one gathered block of the ``rr`` coefficients of $\phi$ and $\phi'$ together
+(stored sparse: the positions not negligible in some panel, :mod:`~kernelcalc.theory.largeq_chebtab`) contracted with
+products of three rows of Chebyshev polynomials, and two $(d_t\times n_g\times d_\zeta)$ blocks, every lookup located
+once for both tables and all rows from one recurrence (:func:`near_parts`); no quadrature and no $q$-dependent work
+(about 3.7-4.1 us per $(C,\dot C)$ on the covariances of a softplus $\sigma_wT=10$ kernel, 5.2-6.2 us with dense
+blocks and $\cos(k\arccos y)$ rows per table).  Every table's error is **measured** at held-out points (midpoints of the fitting nodes in each
 variable, against the same defining integrals) and reported with the density-series tail bound
 (:attr:`NearTable.error`, relative to the kernel's norm: :func:`norm_floor`); coefficients are kept down to
 ``_TARGET`` of that norm.  Below $Q_{\rm near}$ the density's series would
