@@ -84,30 +84,40 @@ class KinkedLadderMixin:
         theta = np.array(probes[b])
         S0 = rec.ode_initial(v * np.cos(theta), self.sigma_u)
         gap = rec.ode_initial(2.0 * v * np.sin(theta / 2) ** 2, self.sigma_u)
-        prev, change, ref, M_prev = None, float("nan"), None, None
+        prev, change, ref, M_prev = np.full(theta.size, np.nan), float("nan"), None, None
+        active = np.ones(theta.size, bool)     # the probes still climbing (module doc: each leaves once converged)
+        left = 0.0                             # the largest change of the probes that left
         climbed = []
         ladders = _BAND_LADDERS if self._panel_count() == 1 else (
             _PANEL_LADDERS_RULE if dual.method == "asymptotic" else _PANEL_LADDERS)
         for M in ladders[b]:
             if self._panel_count() > 1:     # the call's cost at this degree (its final degree is at least this one)
-                self._check_ladder(dual, b, M, climbed, prev is None)
+                self._check_ladder(dual, b, M, climbed, M_prev is None)
                 climbed.append(M)
             q, Mq = (self._self_diagonals(dual, M, np.array([v])), M) if b == 0 else (q0, M0)
-            ntk = self._pairs(dual, Mq, np.repeat(q, theta.size, axis=0), S0, theta, {b: M}, gap=gap)[1]
+            sel = np.nonzero(active)[0]
+            ntk = self._pairs(dual, Mq, np.repeat(q, sel.size, axis=0), S0[sel], theta[sel], {b: M}, gap=gap[sel])[1]
             if b > 0 and ref is None:   # relative to the self-kernel NTK, as band 0
                 ref = abs(float(self._pairs(dual, M0, q0, np.array([rec.ode_initial(v, self.sigma_u)]),
                                             np.zeros(1), {0: M0})[1][0]))
-            elif b == 0:
-                ref = float(np.max(np.abs(ntk)))
-            if prev is not None:
-                change = float(np.max(np.abs(ntk - prev)) / ref) if ref > 0 else 0.0
-                if change <= self.tol:
+            elif b == 0:                # (the largest probe NTK: the first rung solves them all)
+                ref = max(ref or 0.0, float(np.max(np.abs(ntk))))
+            if M_prev is not None:
+                changes = np.abs(ntk - prev[sel]) / ref if ref > 0 else np.zeros(sel.size)
+                change = max(float(np.max(changes)), left)
+                if float(np.max(changes)) <= self.tol:
                     # the coarser degree, whose error the change estimates (geometric convergence: the
                     # finer one's error is far smaller, so |K_coarse - K_fine| ~ the coarse error)
                     self.info["band_degrees"][b] = M_prev
                     self.info.setdefault("band_changes", {})[b] = change
                     return M_prev, change
-            prev, M_prev = ntk, M
+                # a probe whose change already meets tol leaves the ladder: its error at the band's final degree
+                # (finer) is below this change, which stays in the band's estimate (``left``)
+                done = changes <= self.tol
+                active[sel[done]] = False
+                left = max([left] + changes[done].tolist())
+            prev[sel] = ntk
+            M_prev = M
         accuracy_shortfall(
             f"time grid: the NTK at input angles {', '.join(f'{t:.3g}' for t in theta)} still changes by "
             f"{change:.1e} (relative) at degree {M} of the collapsed-triangle grid (sinh map "
