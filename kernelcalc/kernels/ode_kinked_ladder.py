@@ -51,7 +51,12 @@ _PANEL_LADDERS = ((12, 16, 20, 24, 32), (16, 20, 24, 32), (20, 24, 32, 40))
 #: tables and Gram solves).  Measured (softplus sigma_w T = 10, N = 200): with _PANEL_LADDERS bands 1 and 2 stopped at
 #: degrees 16 and 20 with changes 3.9e-14 and 1.8e-13 (against 20 and 24); from 12 and 16 they stop there with changes
 #: 1.2e-11 and 2.7e-12 (tol 1e-10), the Gram within 2e-12 of the former, 3.05e6 exact evaluations of the rule -> 2.58e6
-_PANEL_LADDERS_RULE = ((12, 16, 20, 24, 32), (12, 16, 20, 24, 32), (16, 20, 24, 32, 40))
+_PANEL_LADDERS_RULE = ((8, 12, 16, 20, 24, 32), (12, 16, 20, 24, 32), (16, 20, 24, 32, 40))
+#: ... where band 0's identical pair joins at degree 12 (the first self-kernel's, :meth:`_coarse_degrees` of the panels),
+#: whose diagonal the other probes take at degree 8 too (resampled): they converge there (measured softplus and silu at
+#: sigma_w T = 10: changes 8 -> 12 below 1.5e-11, 12 -> 16 below 1e-13), and their cold first solve (about 5 exact
+#: evaluations per node, against 2 from the rung below) is made on the smaller grid
+_OWN_FROM_RULE = 12
 _COARSE_DEGREE = 16        # the self-kernel that learns q(T) (GoursatSolver._choose_dual_and_M), for the cost guard
 
 
@@ -90,22 +95,29 @@ class KinkedLadderMixin:
         climbed = []
         ladders = _BAND_LADDERS if self._panel_count() == 1 else (
             _PANEL_LADDERS_RULE if dual.method == "asymptotic" else _PANEL_LADDERS)
+        own_from = _OWN_FROM_RULE if b == 0 and ladders is _PANEL_LADDERS_RULE else 0
         for M in ladders[b]:
             if self._panel_count() > 1:     # the call's cost at this degree (its final degree is at least this one)
                 self._check_ladder(dual, b, M, climbed, M_prev is None)
                 climbed.append(M)
-            q, Mq = (self._self_diagonals(dual, M, np.array([v])), M) if b == 0 else (q0, M0)
-            sel = np.nonzero(active)[0]
+            # (band 0 of the large-q rule below the first self-kernel's degree: the other probes alone, on its diagonal)
+            sel = np.nonzero(active & ((theta != 0) | (M >= own_from)))[0]
+            if b == 0:
+                Mq = max(M, own_from)
+                q = self._self_diagonals(dual, Mq, np.array([v]))
+            else:
+                q, Mq = q0, M0
             ntk = self._pairs(dual, Mq, np.repeat(q, sel.size, axis=0), S0[sel], theta[sel], {b: M}, gap=gap[sel])[1]
             if b > 0 and ref is None:   # relative to the self-kernel NTK, as band 0
                 ref = abs(float(self._pairs(dual, M0, q0, np.array([rec.ode_initial(v, self.sigma_u)]),
                                             np.zeros(1), {0: M0})[1][0]))
-            elif b == 0:                # (the largest probe NTK: the first rung solves them all)
+            elif b == 0:                # (the largest probe NTK so far)
                 ref = max(ref or 0.0, float(np.max(np.abs(ntk))))
-            if M_prev is not None:
-                changes = np.abs(ntk - prev[sel]) / ref if ref > 0 else np.zeros(sel.size)
+            seen = np.isfinite(prev[sel])          # the probes solved on the rung before too
+            if np.any(seen):
+                changes = np.abs(ntk[seen] - prev[sel[seen]]) / ref if ref > 0 else np.zeros(int(np.sum(seen)))
                 change = max(float(np.max(changes)), left)
-                if float(np.max(changes)) <= self.tol:
+                if np.all(seen) and float(np.max(changes)) <= self.tol:
                     # the coarser degree, whose error the change estimates (geometric convergence: the
                     # finer one's error is far smaller, so |K_coarse - K_fine| ~ the coarse error)
                     self.info["band_degrees"][b] = M_prev
@@ -114,7 +126,7 @@ class KinkedLadderMixin:
                 # a probe whose change already meets tol leaves the ladder: its error at the band's final degree
                 # (finer) is below this change, which stays in the band's estimate (``left``)
                 done = changes <= self.tol
-                active[sel[done]] = False
+                active[sel[seen][done]] = False
                 left = max([left] + changes[done].tolist())
             prev[sel] = ntk
             M_prev = M
