@@ -130,6 +130,8 @@ class KinkedLadderMixin:
                     # finer one's error is far smaller, so |K_coarse - K_fine| ~ the coarse error)
                     self.info["band_degrees"][b] = M_prev
                     self.info.setdefault("band_changes", {})[b] = change
+                    if b == 0:
+                        self._carry_left(dual, M_prev, v, S0[theta != 0])
                     return M_prev, change
                 # a probe whose change already meets tol leaves the ladder: its error at the band's final degree
                 # (finer) is below this change, which stays in the band's estimate (``left``)
@@ -144,6 +146,24 @@ class KinkedLadderMixin:
             f"delta = {self._band_deltas()[b]:g}), above tol = {self.tol:.1e}", self.strict)
         self._unmet[b] = (M, change)   # not memoised with the grid: a later call chooses (and warns) again
         return M, change
+
+    def _carry_left(self, dual, M: int, v: float, S0) -> None:
+        r"""Band 0's probes that left the ladder below its degree ``M`` (initial values ``S0``): their finest solve
+        resampled onto band 0's grid of degree ``M`` is kept as a solve there (:meth:`_keep`), the bracket of the node
+        angle tables (:meth:`_angle_table`, which solved them again on that grid to ``_NT_BRACKET_TOL``, one exact
+        evaluation per node: 3.2e4 of softplus at $\sigma_wT=10$): the resampled solve differs from that grid's own by
+        the probe's error at its degree, below its change there (<= tol of the NTK) and far below the bracket's
+        tolerance (1e-9), and a Gram solve that leaves the table's ranges is solved again exactly."""
+        from .ode_kinked_panels import _dear
+        if self._panel_count() == 1 or not _dear(dual):
+            return
+        grid = self._grid(M, self._band_deltas()[0])
+        q = self._self_diagonals(dual, M, np.array([v]))        # (solved: the ladder's last degree but one)
+        for s0 in np.asarray(S0).tolist():
+            if self._solution(grid, s0, float(q[0, -1]), exact=True) is None:
+                hit = self._solution(grid, s0, float(q[0, -1]))
+                if hit is not None:
+                    self._keep(grid, np.array([s0]), q, hit[0].resample_nodes(hit[1][None, :], grid))
 
     def _choose_dual_and_M(self, v_max):
         r"""As :meth:`GoursatSolver._choose_dual_and_M`; on the panels, with a closed-form dual (its price does not
