@@ -53,6 +53,7 @@ class AnchoredDual:
         self.exact, self.settle, self.stray, self.near, self.kink = exact, settle, stray, near, kink
         self.sites: dict = {}
         self.exact_points = self.linear_points = 0
+        self.anchors = 0        # anchorings so far (a solver's sweep that anchored is not a stagnation)
 
     def _key(self, q1, q2, c):
         f1, f2 = q1.reshape(-1), q2.reshape(-1)
@@ -82,6 +83,7 @@ class AnchoredDual:
                 return out
         C, Cd = self.exact(q1, q2, c)
         self.exact_points += c.size
+        self.anchors += 1
         with np.errstate(divide="ignore", invalid="ignore"):
             near = np.nonzero(c >= (1.0 - self.kink) * np.sqrt(q1 * q2)) if self.kink > 0 else (np.zeros(0, int),)
         self.sites[key] = dict(c=np.array(c, copy=True), C=C, Cd=Cd, near=near if near[0].size else None,

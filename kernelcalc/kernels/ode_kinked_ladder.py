@@ -12,10 +12,18 @@ degree $m=n$: band 0 (the self-kernel, $\theta_0\gtrsim0.1$, and $\pi$) is chose
 when a call first needs them.  A band's degree climbs its ladder (``_BAND_LADDERS``) until the NTK at
 its probe angles changes by less than ``tol`` relative to the self-kernel NTK; the coarser of the two
 degrees is used, with that change as its error estimate (the convergence is geometric, so the change
-is the coarser grid's error: $|K_m-K_{m'}|$ with $m<m'$).  The largest change of the bands used is
-``info["band_changes"]`` and enters ``info["error_estimate"]``.  On one element (``_ELEMENT_BAND_DELTAS``) bands 1
+is the coarser grid's error: $|K_m-K_{m'}|$ with $m<m'$).  Each probe climbs only until its own change meets ``tol``:
+it then leaves the ladder (its error at the band's final degree, finer, is below that change, which stays in the
+band's estimate) and the finer rungs solve the probes still climbing.  Measured ($\sigma_wT=10$): the identical pair
+($\theta_0=0$, the kink on $t=s$) sets band 0's degree, its change 1.4e-9 / 2.3e-11 at degrees 12 / 16 (softplus), where
+the other probes change by less than 1e-13 from degree 12: their solves at degrees 20 and 24 (silu: band 0 stops at
+20) were a third and more of the ladder's exact evaluations of the large-$q$ rule.  The largest change of the bands
+used is ``info["band_changes"]`` and enters ``info["error_estimate"]``.  On one element (``_ELEMENT_BAND_DELTAS``) bands 1
 and 2 are one band, with $\delta=1/64$.  On the panels each cell climbs ``_PANEL_LADDERS``, and the large-$q$ rule's
-bands 1 and 2 climb from degrees 12 and 16 (``_PANEL_LADDERS_RULE``).  Before each rung on the panels the call's
+bands 1 and 2 climb from degrees 12 and 16 (``_PANEL_LADDERS_RULE``), and its band 0 from 8: the other probes on the
+first self-kernel's diagonal (degree 12, resampled), the identical pair from 12 (``_OWN_FROM_RULE``).  The
+near-parallel probes of bands 1 and 2 start from the kept solves of nearby $S_0$
+(:meth:`~kernelcalc.kernels.ode_kinked_panels.KinkedPanelsMixin._nearby`).  Before each rung on the panels the call's
 price at that degree is checked against the work limit (:meth:`KinkedLadderMixin._check_ladder`), not after the
 solves.
 """
@@ -51,7 +59,12 @@ _PANEL_LADDERS = ((12, 16, 20, 24, 32), (16, 20, 24, 32), (20, 24, 32, 40))
 #: tables and Gram solves).  Measured (softplus sigma_w T = 10, N = 200): with _PANEL_LADDERS bands 1 and 2 stopped at
 #: degrees 16 and 20 with changes 3.9e-14 and 1.8e-13 (against 20 and 24); from 12 and 16 they stop there with changes
 #: 1.2e-11 and 2.7e-12 (tol 1e-10), the Gram within 2e-12 of the former, 3.05e6 exact evaluations of the rule -> 2.58e6
-_PANEL_LADDERS_RULE = ((12, 16, 20, 24, 32), (12, 16, 20, 24, 32), (16, 20, 24, 32, 40))
+_PANEL_LADDERS_RULE = ((8, 12, 16, 20, 24, 32), (12, 16, 20, 24, 32), (16, 20, 24, 32, 40))
+#: ... where band 0's identical pair joins at degree 12 (the first self-kernel's, :meth:`_coarse_degrees` of the panels),
+#: whose diagonal the other probes take at degree 8 too (resampled): they converge there (measured softplus and silu at
+#: sigma_w T = 10: changes 8 -> 12 below 1.5e-11, 12 -> 16 below 1e-13), and their cold first solve (about 5 exact
+#: evaluations per node, against 2 from the rung below) is made on the smaller grid
+_OWN_FROM_RULE = 12
 _COARSE_DEGREE = 16        # the self-kernel that learns q(T) (GoursatSolver._choose_dual_and_M), for the cost guard
 
 
@@ -84,36 +97,73 @@ class KinkedLadderMixin:
         theta = np.array(probes[b])
         S0 = rec.ode_initial(v * np.cos(theta), self.sigma_u)
         gap = rec.ode_initial(2.0 * v * np.sin(theta / 2) ** 2, self.sigma_u)
-        prev, change, ref, M_prev = None, float("nan"), None, None
+        prev, change, ref, M_prev = np.full(theta.size, np.nan), float("nan"), None, None
+        active = np.ones(theta.size, bool)     # the probes still climbing (module doc: each leaves once converged)
+        left = 0.0                             # the largest change of the probes that left
         climbed = []
         ladders = _BAND_LADDERS if self._panel_count() == 1 else (
             _PANEL_LADDERS_RULE if dual.method == "asymptotic" else _PANEL_LADDERS)
+        own_from = _OWN_FROM_RULE if b == 0 and ladders is _PANEL_LADDERS_RULE else 0
         for M in ladders[b]:
             if self._panel_count() > 1:     # the call's cost at this degree (its final degree is at least this one)
-                self._check_ladder(dual, b, M, climbed, prev is None)
+                self._check_ladder(dual, b, M, climbed, M_prev is None)
                 climbed.append(M)
-            q, Mq = (self._self_diagonals(dual, M, np.array([v])), M) if b == 0 else (q0, M0)
-            ntk = self._pairs(dual, Mq, np.repeat(q, theta.size, axis=0), S0, theta, {b: M}, gap=gap)[1]
+            # (band 0 of the large-q rule below the first self-kernel's degree: the other probes alone, on its diagonal)
+            sel = np.nonzero(active & ((theta != 0) | (M >= own_from)))[0]
+            if b == 0:
+                Mq = max(M, own_from)
+                q = self._self_diagonals(dual, Mq, np.array([v]))
+            else:
+                q, Mq = q0, M0
+            ntk = self._pairs(dual, Mq, np.repeat(q, sel.size, axis=0), S0[sel], theta[sel], {b: M}, gap=gap[sel])[1]
             if b > 0 and ref is None:   # relative to the self-kernel NTK, as band 0
                 ref = abs(float(self._pairs(dual, M0, q0, np.array([rec.ode_initial(v, self.sigma_u)]),
                                             np.zeros(1), {0: M0})[1][0]))
-            elif b == 0:
-                ref = float(np.max(np.abs(ntk)))
-            if prev is not None:
-                change = float(np.max(np.abs(ntk - prev)) / ref) if ref > 0 else 0.0
-                if change <= self.tol:
+            elif b == 0:                # (the largest probe NTK so far)
+                ref = max(ref or 0.0, float(np.max(np.abs(ntk))))
+            seen = np.isfinite(prev[sel])          # the probes solved on the rung before too
+            if np.any(seen):
+                changes = np.abs(ntk[seen] - prev[sel[seen]]) / ref if ref > 0 else np.zeros(int(np.sum(seen)))
+                change = max(float(np.max(changes)), left)
+                if np.all(seen) and float(np.max(changes)) <= self.tol:
                     # the coarser degree, whose error the change estimates (geometric convergence: the
                     # finer one's error is far smaller, so |K_coarse - K_fine| ~ the coarse error)
                     self.info["band_degrees"][b] = M_prev
                     self.info.setdefault("band_changes", {})[b] = change
+                    if b == 0:
+                        self._carry_left(dual, M_prev, v, S0[theta != 0])
                     return M_prev, change
-            prev, M_prev = ntk, M
+                # a probe whose change already meets tol leaves the ladder: its error at the band's final degree
+                # (finer) is below this change, which stays in the band's estimate (``left``)
+                done = changes <= self.tol
+                active[sel[seen][done]] = False
+                left = max([left] + changes[done].tolist())
+            prev[sel] = ntk
+            M_prev = M
         accuracy_shortfall(
             f"time grid: the NTK at input angles {', '.join(f'{t:.3g}' for t in theta)} still changes by "
             f"{change:.1e} (relative) at degree {M} of the collapsed-triangle grid (sinh map "
             f"delta = {self._band_deltas()[b]:g}), above tol = {self.tol:.1e}", self.strict)
         self._unmet[b] = (M, change)   # not memoised with the grid: a later call chooses (and warns) again
         return M, change
+
+    def _carry_left(self, dual, M: int, v: float, S0) -> None:
+        r"""Band 0's probes that left the ladder below its degree ``M`` (initial values ``S0``): their finest solve
+        resampled onto band 0's grid of degree ``M`` is kept as a solve there (:meth:`_keep`), the bracket of the node
+        angle tables (:meth:`_angle_table`, which solved them again on that grid to ``_NT_BRACKET_TOL``, one exact
+        evaluation per node: 3.2e4 of softplus at $\sigma_wT=10$): the resampled solve differs from that grid's own by
+        the probe's error at its degree, below its change there (<= tol of the NTK) and far below the bracket's
+        tolerance (1e-9), and a Gram solve that leaves the table's ranges is solved again exactly."""
+        from .ode_kinked_panels import _dear
+        if self._panel_count() == 1 or not _dear(dual):
+            return
+        grid = self._grid(M, self._band_deltas()[0])
+        q = self._self_diagonals(dual, M, np.array([v]))        # (solved: the ladder's last degree but one)
+        for s0 in np.asarray(S0).tolist():
+            if self._solution(grid, s0, float(q[0, -1]), exact=True) is None:
+                hit = self._solution(grid, s0, float(q[0, -1]))
+                if hit is not None:
+                    self._keep(grid, np.array([s0]), q, hit[0].resample_nodes(hit[1][None, :], grid))
 
     def _choose_dual_and_M(self, v_max):
         r"""As :meth:`GoursatSolver._choose_dual_and_M`; on the panels, with a closed-form dual (its price does not

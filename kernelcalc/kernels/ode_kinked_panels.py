@@ -56,6 +56,9 @@ _KINK_RULE = 1e-3
 #: converged cross- and self-kernel solves kept per solver for first guesses on other grids and for reuse as the node
 #: angle tables' bracketing solves (:meth:`KinkedPanelsMixin._keep`; a few of up to 4e4 nodes each)
 _KEEP = 24
+#: kept solves of another initial value S0 seed a solve (:meth:`KinkedPanelsMixin._nearby`) within this of it (relative):
+#: the near-parallel probes of bands 1 and 2 from the self-kernel (1 - cos theta_0 <= 5.5e-3 up to sigma_w T = 20)
+_NEARBY = 1e-2
 
 
 class _AngleTable:
@@ -260,17 +263,46 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
 
     def _guess(self, grid, S0, q):
         """``(B, points)``: a first guess of the solves of ``S0`` with diagonals ``q`` on ``grid``, each a kept solve
-        of the same problem on another grid resampled (:meth:`._panel_grid.PanelGrid.resample_nodes`), or ``None`` when one
-        of them has none."""
+        of the same problem on another grid resampled (:meth:`._panel_grid.PanelGrid.resample_nodes`), else kept solves
+        of nearby initial values interpolated (:meth:`_nearby`), or ``None`` when one of them has neither."""
         if not isinstance(grid, PanelGrid):
             return None
         rows = []
         for s0, qr in zip(np.asarray(S0).tolist(), q):
             hit = self._solution(grid, s0, float(qr[-1]))
-            if hit is None:
+            row = self._nearby(grid, s0, float(qr[-1])) if hit is None else hit[0].resample_nodes(hit[1][None, :],
+                                                                                                     grid)[0]
+            if row is None:
                 return None
-            rows.append(hit[0].resample_nodes(hit[1][None, :], grid)[0])
+            rows.append(row)
         return np.stack(rows)
+
+    def _nearby(self, grid, s0: float, q_end: float):
+        r"""A first guess on ``grid`` of the solve of initial value ``s0`` (diagonal ending at ``q_end``) from kept solves
+        of other initial values (:meth:`_keep`; the finest of each, resampled): the nearest, within ``_NEARBY``
+        (relative), linearly interpolated in $S_0$ toward the nearest on the other side of ``s0`` if any; else ``None``.
+        A near-parallel pair ($S_0=q(0)\cos\theta_0$) differs from the identical one by a deficit about linear in
+        $1-\cos\theta_0$: measured (softplus $\sigma_wT=10$), the band-2 probe ($\theta_0=0.0055$) is within 2.6e-9 of
+        the self-kernel and the band-1 probe ($\theta_0=0.055$) so interpolated (1.6e-6 from the self-kernel alone),
+        the band-1 probe within 1.4e-5 of the self-kernel and the band-0 probe at 0.55: an anchored solve's first
+        anchors (:mod:`._anchored`: each roughly squares the distance) are spent from there instead of from the cells'
+        edges."""
+        best = {}
+        for g, s, qr, row in self._solutions.values():
+            if g.P != grid.P or g.T != grid.T or abs(qr[-1] - q_end) > 1e-8 * abs(q_end):
+                continue
+            rank = (g.delta == grid.delta, g.m)
+            if s not in best or rank > best[s][0]:
+                best[s] = (rank, g, row)
+        near = sorted(best, key=lambda s: abs(s - s0))
+        if not near or abs(near[0] - s0) > _NEARBY * abs(near[0]):
+            return None
+        at = lambda s: best[s][1].resample_nodes(best[s][2][None, :], grid)[0]   # noqa: E731
+        out = at(near[0])
+        other = [s for s in near[1:] if (s - s0) * (near[0] - s0) < 0]
+        if other:
+            out = out + (s0 - near[0]) / (other[0] - near[0]) * (at(other[0]) - out)
+        return out
 
     def _anchored_cross(self, dual, grid, S0, q, guess=None):
         r"""The cross-kernel solves of a dear dual on the panels ``grid`` by anchored sweeps (:mod:`._anchored`) from
