@@ -80,6 +80,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedPanelsMixin
         self._table_error = 0.0
         self._own: dict = {}     # (dual, grid, S0) -> the self-kernel solve of _self_diagonals (_own_solve)
         self._nt_state: dict = {}      # (grid, band, diagonal) -> problems asked, NodeAngleTable (_angle_table)
+        self._nt_solved: dict = {}     # id(NodeAngleTable) -> (it, angles, solves): first iterates (_angle_table_pairs)
         self._self_guess: dict = {}    # S0 -> (grid, q) of its latest self-kernel solve (_self_solve's first guess)
         self._own_keys: dict = {}      # (dual, grid) -> the S0 of self._own (_own_get: the nearest within 1e-12)
         self._solutions: dict = {}     # (grid, S0) -> a converged solve (first guesses and brackets, _keep)
