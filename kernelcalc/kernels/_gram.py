@@ -41,6 +41,7 @@ import numpy as np
 from .._validation import KernelcalcInputError, accuracy_shortfall, as_input_pair, positive_int, progress_disable
 from ._gram_base import R_MAX, R_START, GramPlan, _TablePlan
 from ._gram_norms import NormInterpPlan
+from ._theta_pieces import ThetaPieces
 from ._interp import SinhAngle, ThetaTable, chebyshev_coefficients, chebyshev_matrix, cos_theta, graded_cos_theta, lobatto
 
 __all__ = ["gram", "gram_plan", "GramPlan", "chebyshev_coefficients", "require_finite",
@@ -51,9 +52,11 @@ _DIRECT_MAX_NORM_PAIRS = 2000   # off the sphere, below this many pairs evaluate
 _NORM_RTOL = 1e-12         # norms closer than this (relative) are one group (the sphere: one group)
 _MAX_GROUPS = 6            # more distinct norms than this: interpolate in the norm
 _BLOCK = 256
+_PIECE_START = 8          # first degree of a piece of the sphere table (_theta_pieces: smooth, often narrow)
+_RANGE_PAIRS = 1 << 22     # a sinh-variable sphere table covers its pairs' angles up to this many pairs (else 0..pi)
 
 
-def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str, graded: bool = False):
+def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str, graded: bool = False, r_start: int = R_START):
     """Values ``(R+1, G, 2)`` of (nngp, ntk) at the Lobatto points in theta (``graded``: in the graded
     variable of :mod:`~kernelcalc.kernels._interp`, or in the :class:`~kernelcalc.kernels._interp.SinhAngle`
     given) for the G norm pairs (vx[g], vy[g]) (all nonzero); R
@@ -78,7 +81,7 @@ def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str, graded:
             vals = pair_fn(np.broadcast_to(vx, c.shape), np.broadcast_to(vy, c.shape), c)
         return np.stack(vals, axis=-1)                                     # (len(u), G, 2)
 
-    R = R_START
+    R = r_start
     F = sample(lobatto(R))
     prev = math.inf
     while True:
@@ -169,7 +172,7 @@ class _GroupPlan(_TablePlan):
     def __init__(self, a, b, same, pair_fn, reps, tol, strict, graded=False):
         super().__init__(a, b, same, {})
         L = reps.size
-        self.reps, self.L = reps, L
+        self.reps, self.L, self.pieces = reps, L, None
         self.ga, self.gb = _group_index(self.na, reps), _group_index(self.nb, reps)
         gx, gy = np.triu_indices(L)
         nz = (reps[gx] > 0) & (reps[gy] > 0)
@@ -179,8 +182,12 @@ class _GroupPlan(_TablePlan):
             what = "the sphere" if L == 1 else "the norm groups"
             scale_of = getattr(pair_fn, "theta_scale", None) if graded else None
             eps = None if scale_of is None else scale_of(np.unique(reps[nz]))
-            if eps is not None:   # features down to a width eps at theta = 0: the sinh variable
-                graded = SinhAngle(eps)
+            if eps is not None:   # features down to a width eps at theta = 0: the sinh variable, over the pairs' angles
+                lo, hi = self._pair_angles(reps[0]) if L == 1 else (0.0, math.pi)
+                seams = getattr(pair_fn, "theta_seams", lambda: ())() if L == 1 else ()
+                if any(lo < x < hi for x in seams) and self._pieces(pair_fn, reps[0], eps, lo, hi, seams, tol, strict):
+                    return
+                graded = SinhAngle(eps, lo, hi)
             Fnz, R, err = _theta_samples(pair_fn, reps[gx[nz]], reps[gy[nz]], tol, strict, what, graded)
             if err is None and isinstance(graded, SinhAngle):    # (as below) the graded variable then
                 graded = True
@@ -194,7 +201,13 @@ class _GroupPlan(_TablePlan):
             F[:, ~nz] = np.stack(pair_fn(reps[gx[~nz]], reps[gy[~nz]], np.zeros(np.count_nonzero(~nz))), -1)
         full = np.empty((F.shape[0], L, L, 2))
         full[:, gx, gy], full[:, gy, gx] = F, F
-        self.F0 = full[0]                                                     # theta = 0: exact nodes
+        self.F0 = full[0].copy()                                              # theta = 0: exact nodes
+        if isinstance(graded, SinhAngle) and graded.lo > 0:      # (a table from lo > 0: theta = 0 solved apart)
+            at_angles = getattr(pair_fn, "at_angles", None)
+            vx, vy = reps[gx[nz]], reps[gy[nz]]
+            zero = np.stack(at_angles(vx, vy, np.zeros(vx.size)) if at_angles is not None else
+                            pair_fn(vx, vy, np.sqrt(vx * vy)), -1)
+            self.F0[gx[nz], gy[nz]], self.F0[gy[nz], gx[nz]] = zero, zero
         scale = np.max(np.abs(full), axis=(0, 1, 2))
         coef = chebyshev_coefficients(full) if R > 0 else full
         # the table's budget: what the sampled series leaves of tol (at least a quarter), so that their sum, the
@@ -209,15 +222,56 @@ class _GroupPlan(_TablePlan):
         on_sphere = L == 1 and reps[0] > 0
         self.info = dict(path="sphere" if on_sphere else "norm groups", theta_nodes=R + 1,
                          table=f"degree {self.table.n} x {self.table.P} panels" + (
-                             f" (sinh, eps = {graded.eps:.3g})" if isinstance(graded, SinhAngle) else
+                             f" ({graded.describe()})" if isinstance(graded, SinhAngle) else
                              " (graded)" if graded else ""),
                          interpolation_error_estimate=float(err + self.table.error))
         if not on_sphere:
             self.info["norm_groups"] = L
 
+    def _pieces(self, pair_fn, rep, eps, lo, hi, seams, tol, strict) -> bool:
+        """The sphere's table in pieces split at the pair function's ``seams`` (:class:`._theta_pieces.ThetaPieces`),
+        its info and the diagonal's values; ``False`` (nothing set) when a piece's sampling did not converge."""
+        v = np.array([rep])
+        pieces = ThetaPieces(lambda var: _theta_samples(pair_fn, v, v, tol, strict, "the sphere", var, _PIECE_START),
+                             eps, lo, hi, seams, tol)
+        if not pieces.ok:
+            return False
+        self.pieces = pieces
+        if pieces.error > tol:
+            accuracy_shortfall(f"the theta table ({pieces.describe()}) has relative error {pieces.error:.1e} > tol = "
+                               f"{tol:.1e}", strict)
+        at_angles = getattr(pair_fn, "at_angles", None)
+        zero = at_angles(v, v, np.zeros(1)) if at_angles is not None else pair_fn(v, v, v)
+        self.F0 = np.stack(zero, -1).reshape(1, 1, 2)
+        self.sqrt_reps = np.sqrt(self.reps)
+        self.info = dict(path="sphere", theta_nodes=pieces.nodes, table=f"{len(pieces.tables)} pieces: {pieces.describe()}",
+                         interpolation_error_estimate=float(pieces.error))
+        return True
+
+    def _pair_angles(self, rep: float) -> tuple:
+        r"""$[\theta_{lo},\theta_{hi}]$: the angles of the Gram's pairs on the sphere of norm ``rep`` (as
+        :meth:`_chunk` computes them; the diagonal of a symmetric Gram, copied from $\theta=0$, left out), padded by
+        ``1e-12``; $[0,\pi]$ past ``_RANGE_PAIRS`` pairs (the pass over them would cost as much as the Gram's own)
+        or when the pairs' angles span less than ``1e-9``."""
+        if self.shape[0] * self.shape[1] > _RANGE_PAIRS:
+            return 0.0, math.pi
+        xy = self.a @ self.b.T
+        xy /= self.d
+        r = math.sqrt(rep)
+        theta, mask = self._theta(xy, slice(None), slice(None), np.full(self.shape[0], r), np.full(self.shape[1], r))
+        theta = theta[~mask] if mask is not None else theta.ravel()
+        if theta.size == 0 or float(np.ptp(theta)) < 1e-9:
+            return 0.0, math.pi
+        return max(float(np.min(theta)) - 1e-12, 0.0), min(float(np.max(theta)) + 1e-12, math.pi)
+
     def _chunk(self, i, j, xy):
         ga, gb = self.ga[i], self.gb[j]
         theta, mask = self._theta(xy, i, j, self.sqrt_reps[ga], self.sqrt_reps[gb])
+        if self.pieces is not None:
+            out = self.pieces.values(theta)
+            if mask is not None:
+                out[:, mask] = self.F0[0, 0][:, None]
+            return out
         stride = (self.table.n + 1) * self.table.P
         k, s = self.table.index(theta)
         ch = (ga[:, None] * self.L + gb[None, :]) * 2

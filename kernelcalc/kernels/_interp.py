@@ -97,26 +97,38 @@ def graded_u_of(theta):
 
 
 class SinhAngle:
-    r"""The sinh angle variable of the module doc: $\theta=\varepsilon\sinh\bigl(A\tfrac{1+u}2\bigr)$,
-    $A=\operatorname{arcsinh}(\pi/\varepsilon)$, $u\in[-1,1]$ ($\theta=0$ and $\pi$ exactly at the ends)."""
+    r"""The sinh angle variable of the module doc on $[\theta_{lo},\theta_{hi}]$ (default $[0,\pi]$):
+    $\theta=\varepsilon\sinh\bigl(a+(b-a)\tfrac{1+u}2\bigr)$, $a,b=\operatorname{arcsinh}(\theta_{lo,hi}/\varepsilon)$,
+    $u\in[-1,1]$; where the interval starts at $10\varepsilon$ or later (no feature of width $\varepsilon$ inside),
+    $\theta$ is linear in $u$.  The ends are exact."""
 
-    def __init__(self, eps: float):
-        self.eps = float(eps)
-        self.A = float(np.arcsinh(np.pi / self.eps))
+    def __init__(self, eps: float, lo: float = 0.0, hi: float = np.pi):
+        self.eps, self.lo, self.hi = float(eps), float(lo), float(hi)
+        self.graded = self.lo < 10.0 * self.eps
+        self.a = float(np.arcsinh(self.lo / self.eps)) if self.graded else self.lo
+        self.b = float(np.arcsinh(self.hi / self.eps)) if self.graded else self.hi
 
     def theta(self, u) -> np.ndarray:
         """The angle at ``u``."""
         u = np.asarray(u, np.float64)
-        return np.where(u >= 1.0, np.pi, self.eps * np.sinh(0.5 * self.A * (1.0 + u)))
+        x = self.a + (self.b - self.a) * 0.5 * (1.0 + u)
+        th = self.eps * np.sinh(x) if self.graded else x
+        return np.where(u >= 1.0, self.hi, np.where(u <= -1.0, self.lo, th))
 
     def u_of(self, theta) -> np.ndarray:
         """$u$ of the angle ``theta`` (overwritten)."""
-        theta *= 1.0 / self.eps
-        np.arcsinh(theta, out=theta)
-        theta *= 2.0 / self.A
+        if self.graded:
+            theta *= 1.0 / self.eps
+            np.arcsinh(theta, out=theta)
+        theta -= self.a
+        theta *= 2.0 / (self.b - self.a)
         theta -= 1.0
         np.clip(theta, -1.0, 1.0, out=theta)
         return theta
+
+    def describe(self) -> str:
+        span = "" if (self.lo, self.hi) == (0.0, np.pi) else f" on [{self.lo:.3g}, {self.hi:.3g}]"
+        return (f"sinh, eps = {self.eps:.3g}" if self.graded else "linear") + span
 
 
 def chebyshev_matrix(u: np.ndarray, R: int) -> np.ndarray:

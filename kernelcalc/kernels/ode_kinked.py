@@ -326,6 +326,15 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedPanelsMixin
         q_max = float(np.max(self._cached_diagonals(dual, M, v)))
         return _THETA_EPS / math.sqrt(q_max) if q_max > 0 and math.isfinite(q_max) else None
 
+    def theta_seams(self) -> tuple:
+        r"""The input angles where the kernel's discretisation changes (the bands' edges of :func:`band_of`, each band on
+        its own grid: $K(\theta)$ jumps there by the difference of their errors), for the sphere table's pieces
+        (:mod:`._theta_pieces`); none on one element."""
+        if self._panel_count() == 1:
+            return ()
+        s = (1.0 + self.sigma_w * self.T) / 2.0
+        return tuple(e for e in (0.01 * s, 0.1 * s) if e < math.pi)
+
     def at_angles(self, sxx, syy, theta):
         r"""(nngp, ntk) at norms ``sxx``, ``syy`` and input angles ``theta`` given as angles (the graded theta
         tables of :mod:`._gram` sample at $\theta\approx10^{-8}$, where $x\cdot y/d=\sqrt{v_xv_y}\cos\theta$

@@ -1,0 +1,78 @@
+r"""The sphere's $\theta$ table in pieces, split at the seams of a pair function's discretisation.
+
+A Neural-ODE kernel on the composite panels (:mod:`kernelcalc.kernels.ode_kinked`) solves each band of input angles
+on its own time grid, so its $K(\theta)$ jumps at the bands' edges by the difference of two discretisation errors
+(about 1e-11 of max|K| at $\sigma_wT=10$).  One Chebyshev series across such a jump converges only to the jump's size
+(measured softplus, $\sigma_wT=10$, the pairs' angles 0.46-2.73 in one linear series: 65 nodes, estimate 7.6e-11,
+and the Gram 6.9e-11 away from the sampled one's).  Split there, every piece is smooth: each is sampled by its own
+doubling (:func:`._gram._theta_samples`, with its own estimate) in its own :class:`._interp.SinhAngle` on
+$[\theta_a,\theta_b]$, and read off its own :class:`._interp.ThetaTable`; an entry takes the piece its angle falls in.
+
+The pieces cover the angles of the Gram's pairs only (:meth:`._gram._GroupPlan._pair_angles`): a band none of them
+falls in is never solved (softplus at $\sigma_wT=10$, N = 200 random inputs in d = 10, angles 0.46-2.73: band 2,
+$\theta_0<0.055$, its node angle table and its degree ladder are skipped).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._interp import SinhAngle, ThetaTable, chebyshev_coefficients
+
+__all__ = ["ThetaPieces"]
+
+_GAP = 1e-12        # relative: the pieces end this short of a seam (an angle between reads the nearer end)
+
+
+class ThetaPieces:
+    r"""$(K_{nngp},K_{ntk})(\theta)$ of one pair of norms on $[\theta_{lo},\theta_{hi}]$ in pieces split at ``seams``.
+
+    ``sample(variable)`` -> ``(F, R, err)`` as :func:`._gram._theta_samples` (``F`` ``(R+1, 1, 2)``; ``err`` ``None``:
+    the sampling did not converge, then :attr:`ok` is false and the caller samples one series); ``eps``: the width of
+    the sinh variable's features; ``tol``: the target of each piece's series plus its table.
+
+    :attr:`nodes`: the samples of all pieces; :attr:`error`: the largest estimate of a piece (series plus table);
+    :meth:`values` reads entries."""
+
+    def __init__(self, sample, eps: float, lo: float, hi: float, seams, tol: float):
+        self.edges = np.array([lo] + sorted(float(s) for s in seams if lo < s < hi) + [hi])
+        samples = []
+        self.ok = True
+        for i, (a, b) in enumerate(zip(self.edges[:-1], self.edges[1:])):
+            # a seam itself belongs to neither piece (its band is a matter of rounding): each piece stops 1e-12 short
+            a = a * (1.0 + _GAP) if i > 0 else a
+            b = b * (1.0 - _GAP) if i < self.edges.size - 2 else b
+            var = SinhAngle(eps, a, b)
+            F, R, err = sample(var)
+            if err is None:
+                self.ok = False
+                return
+            samples.append((var, F, R, err))
+        scale = np.maximum(np.max([np.max(np.abs(F), axis=(0, 1)) for _, F, _, _ in samples], axis=0), 1e-300)
+        self.tables, self.error, self.nodes, self.sampled = [], 0.0, 0, 0.0
+        for var, F, R, err in samples:
+            coef = chebyshev_coefficients(F).reshape(R + 1, -1)
+            table = ThetaTable(coef, max(tol - err, 0.25 * tol), scale, graded=var)
+            self.tables.append(table)
+            self.error = max(self.error, err + table.error)
+            self.sampled = max(self.sampled, err)
+            self.nodes += R + 1
+
+    def values(self, theta) -> np.ndarray:
+        """``(2, *theta.shape)``: (nngp, ntk) at the angles ``theta`` (each from its piece's table)."""
+        theta = np.asarray(theta, np.float64)
+        piece = np.searchsorted(self.edges[1:-1], theta, side="right")
+        out = np.empty((2,) + theta.shape)
+        for p, table in enumerate(self.tables):
+            sel = piece == p
+            if not sel.any():
+                continue
+            k, s = table.index(theta[sel])
+            stride = (table.n + 1) * table.P
+            flat = table.table.ravel()
+            for o in range(2):
+                out[o][sel] = table.horner(flat, o * stride + k, s)
+        return out
+
+    def describe(self) -> str:
+        return "; ".join(f"degree {t.n} x {t.P} panels ({t.variable.describe()})" for t in self.tables)
