@@ -30,7 +30,8 @@ $A=\operatorname{arcsinh}(\pi/\varepsilon)$: nodes spaced geometrically from $\v
 few), uniformly below.  Measured (softplus, silu at $\sigma_wT=10$, $q(T)$ = 4.2e5, 1.2e5; error of the degree-$R$
 interpolant between the nodes): graded $R=64$: 1.3e-9 / 5.7e-8, $R=96$: 3.9e-12 / --; sinh with
 $\varepsilon=4/\sqrt{q(T)}$ (about 0.006 / 0.012): $R=32$: 1e-11 / 2.3e-10, $R=48$: 5e-12 / 1.5e-11 (the sphere tables
-then stop at 65 / 73 solves where the graded ones took 137).
+then stopped at 65 nodes where the graded ones took 129).  On an interval $[\theta_{lo},\theta_{hi}]$ (the pieces of
+:mod:`._theta_pieces`) that starts past $10\varepsilon$ the variable is linear.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ on its own time grid, so its $K(\theta)$ jumps at the bands' edges by the differ
 (about 1e-11 of max|K| at $\sigma_wT=10$).  One Chebyshev series across such a jump converges only to the jump's size
 (measured softplus, $\sigma_wT=10$, the pairs' angles 0.46-2.73 in one linear series: 65 nodes, estimate 7.6e-11,
 and the Gram 6.9e-11 away from the sampled one's).  Split there, every piece is smooth: each is sampled by its own
-doubling (:func:`._gram._theta_samples`, with its own estimate) in its own :class:`._interp.SinhAngle` on
+doubling (:func:`._theta_sampling._theta_samples`, with its own estimate) in its own :class:`._interp.SinhAngle` on
 $[\theta_a,\theta_b]$, and read off its own :class:`._interp.ThetaTable`; an entry takes the piece its angle falls in.
 
 The pieces cover the angles of the Gram's pairs only (:meth:`._gram._GroupPlan._pair_angles`): a band none of them
@@ -15,11 +15,14 @@ $\theta_0<0.055$, its node angle table and its degree ladder are skipped).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from .._validation import accuracy_shortfall
 from ._interp import SinhAngle, ThetaTable, chebyshev_coefficients
 
-__all__ = ["ThetaPieces"]
+__all__ = ["ThetaPieces", "pair_angles", "sphere_pieces"]
 
 _GAP = 1e-12        # relative: the pieces end this short of a seam (an angle between reads the nearer end)
 
@@ -27,7 +30,7 @@ _GAP = 1e-12        # relative: the pieces end this short of a seam (an angle be
 class ThetaPieces:
     r"""$(K_{nngp},K_{ntk})(\theta)$ of one pair of norms on $[\theta_{lo},\theta_{hi}]$ in pieces split at ``seams``.
 
-    ``sample(variable)`` -> ``(F, R, err)`` as :func:`._gram._theta_samples` (``F`` ``(R+1, 1, 2)``; ``err`` ``None``:
+    ``sample(variable)`` -> ``(F, R, err)`` as :func:`._theta_sampling._theta_samples` (``F`` ``(R+1, 1, 2)``; ``err`` ``None``:
     the sampling did not converge, then :attr:`ok` is false and the caller samples one series); ``eps``: the width of
     the sinh variable's features; ``tol``: the target of each piece's series plus its table.
 
@@ -76,3 +79,41 @@ class ThetaPieces:
 
     def describe(self) -> str:
         return "; ".join(f"degree {t.n} x {t.P} panels ({t.variable.describe()})" for t in self.tables)
+
+
+def pair_angles(plan, rep: float, limit: int) -> tuple:
+    r"""$[\theta_{lo},\theta_{hi}]$: the angles of the pairs of the sphere Gram ``plan`` (norm ``rep``), as its
+    :meth:`~._gram._GroupPlan._chunk` computes them (:meth:`~._gram_base.GramPlan._theta`; the diagonal of a
+    symmetric Gram, copied from $\theta=0$, left out), padded by ``1e-12``; $[0,\pi]$ past ``limit`` pairs (the pass
+    would cost about as much as the Gram's own) or when the pairs' angles span less than ``1e-9``."""
+    if plan.shape[0] * plan.shape[1] > limit:
+        return 0.0, math.pi
+    xy = plan.a @ plan.b.T
+    xy /= plan.d
+    r = math.sqrt(rep)
+    theta, mask = plan._theta(xy, slice(None), slice(None), np.full(plan.shape[0], r), np.full(plan.shape[1], r))
+    theta = theta[~mask] if mask is not None else theta.ravel()
+    if theta.size == 0 or float(np.ptp(theta)) < 1e-9:
+        return 0.0, math.pi
+    return max(float(np.min(theta)) - 1e-12, 0.0), min(float(np.max(theta)) + 1e-12, math.pi)
+
+
+def sphere_pieces(pair_fn, rep: float, eps: float, lo: float, hi: float, tol: float, strict: bool, sample):
+    """``(pieces, F0, info)`` of the sphere table of norm ``rep`` on ``[lo, hi]`` in pieces split at ``pair_fn``'s
+    ``theta_seams`` (``sample(variable)``: :func:`._theta_sampling._theta_samples` of one piece; ``F0`` ``(1, 1, 2)``: the
+    values at $\theta=0$, solved apart), or ``None``: no seam inside, or a piece's sampling did not converge."""
+    seams = getattr(pair_fn, "theta_seams", lambda: ())()
+    if not any(lo < x < hi for x in seams):
+        return None
+    pieces = ThetaPieces(sample, eps, lo, hi, seams, tol)
+    if not pieces.ok:
+        return None
+    if pieces.error > tol:
+        accuracy_shortfall(f"the theta table ({pieces.describe()}) has relative error {pieces.error:.1e} > tol = "
+                           f"{tol:.1e}", strict)
+    v = np.array([rep])
+    at_angles = getattr(pair_fn, "at_angles", None)
+    zero = at_angles(v, v, np.zeros(1)) if at_angles is not None else pair_fn(v, v, v)
+    info = dict(path="sphere", theta_nodes=pieces.nodes, table=f"{len(pieces.tables)} pieces: {pieces.describe()}",
+                interpolation_error_estimate=float(pieces.error))
+    return pieces, np.stack(zero, -1).reshape(1, 1, 2), info
