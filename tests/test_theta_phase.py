@@ -170,7 +170,7 @@ class _Seamed(_Multiscale):
         return n + 12.0 * step, t + 12.0 * step
 
     def theta_seams(self):
-        return (self.seam, 3.5)                      # (3.5: past pi, ignored)
+        return (0.1, self.seam, 3.5)                 # (0.1: below the pairs' angles; 3.5: past pi)
 
 
 def test_sphere_table_in_pieces_over_the_pairs_angles_against_the_closed_form():
