@@ -192,3 +192,31 @@ def test_panels_with_node_tables_equal_the_tensor_grid_just_past_sigma_w_T_4_5(m
         diff = np.max(np.abs(a - b))
         assert diff <= 1e-9 * np.max(np.abs(b)), diff
         assert diff <= k.info["error_estimate"] + g.info["error_estimate"], diff
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_softplus_sigma_w_T_10_sphere_table_against_direct_solves():
+    """N = 200 on the sphere at sigma_w T = 10: the sphere table of the large-q rule (over the pairs' angles, in pieces
+    split at the bands' edges, kernels/_theta_pieces.py) at 4 entries, the 2 closest pairs (band 1) and 2 random ones,
+    against direct pair solves at their angles (one pair per call: no theta table); the difference within the sum of
+    the error estimates, which is below 1e-9 of max|NTK|."""
+    from kernelcalc.data import sphere_normalise
+
+    x = sphere_normalise(np.random.default_rng(0).normal(size=(200, 10)))
+    k = kc.node_kernel(x, activation="softplus", T=10.0)
+    assert "pieces" in k.info["table"] and k.info["theta_nodes"] <= 65
+    G = x @ x.T / x.shape[1]
+    iu = np.triu_indices(200, 1)
+    order = np.argsort(-G[iu])
+    pick = np.concatenate([order[:2], np.random.default_rng(2).choice(order.size, 2, replace=False)])
+    i, j = iu[0][pick], iu[1][pick]
+    got = np.stack([k.nngp[i, j], k.ntk[i, j]])
+    ref, ref_err = np.empty_like(got), 0.0
+    for p, (a, b) in enumerate(zip(i, j)):
+        d = kc.node_kernel(x[a][None], x[b][None], activation="softplus", T=10.0)
+        ref[:, p] = d.nngp[0, 0], d.ntk[0, 0]
+        ref_err = max(ref_err, d.info["error_estimate"])
+    diff = np.max(np.abs(got - ref))
+    assert diff <= k.info["error_estimate"] + ref_err, (diff, k.info["error_estimate"], ref_err)
+    assert k.info["error_estimate"] <= 1e-9 * np.max(np.abs(k.ntk))

@@ -11,7 +11,10 @@ $\theta=\arccos\big(x\cdot y/(d\sqrt{v_xv_y})\big)\in[0,\pi]$, the kernel is $F(
   Chebyshev–Lobatto points in $\theta$ (doubled until the interpolant predicts the new points to
   ``tol``) and read off a piecewise-polynomial table (:class:`~kernelcalc.kernels._interp.ThetaTable`,
   a few flops per entry).  A zero row ($v=0$) is a group whose kernel does not depend on $\theta$.
-  The diagonal $\theta=0$ is a node and is copied exactly.
+  The diagonal $\theta=0$ is a node and is copied exactly.  A pair function with a ``theta_scale`` (the Neural
+  ODE's large-$q$ rule on the panels) is sampled in the sinh variable of that width
+  (:class:`~kernelcalc.kernels._interp.SinhAngle`), on the sphere over its pairs' angles only, and in pieces
+  split at its ``theta_seams`` (:mod:`kernelcalc.kernels._theta_pieces`; $\theta=0$ solved apart).
 - the **norm-interpolation path** (many distinct norms): $F$ interpolated in $t=\log v$ and $\theta$
   (:mod:`kernelcalc.kernels._gram_norms`), its resolutions chosen from measured Chebyshev coefficients and
   its error measured at held-out points and at actual input pairs.
@@ -39,9 +42,11 @@ import math
 import numpy as np
 
 from .._validation import KernelcalcInputError, accuracy_shortfall, as_input_pair, positive_int, progress_disable
-from ._gram_base import R_MAX, R_START, GramPlan, _TablePlan
+from ._gram_base import GramPlan, _TablePlan
 from ._gram_norms import NormInterpPlan
-from ._interp import ThetaTable, chebyshev_coefficients, chebyshev_matrix, cos_theta, graded_cos_theta, lobatto
+from ._theta_pieces import pair_angles, sphere_pieces
+from ._theta_sampling import _resolved_tail, _theta_samples  # noqa: F401  (_resolved_tail: importable here)
+from ._interp import SinhAngle, ThetaTable, chebyshev_coefficients, chebyshev_matrix, lobatto  # noqa: F401  (importable here)
 
 __all__ = ["gram", "gram_plan", "GramPlan", "chebyshev_coefficients", "require_finite",
            "error_estimate", "max_norm", "bucket", "pad_to", "by_correlation"]
@@ -51,91 +56,8 @@ _DIRECT_MAX_NORM_PAIRS = 2000   # off the sphere, below this many pairs evaluate
 _NORM_RTOL = 1e-12         # norms closer than this (relative) are one group (the sphere: one group)
 _MAX_GROUPS = 6            # more distinct norms than this: interpolate in the norm
 _BLOCK = 256
-
-
-def _theta_samples(pair_fn, vx, vy, tol: float, strict: bool, what: str, graded: bool = False):
-    """Values ``(R+1, G, 2)`` of (nngp, ntk) at the Lobatto points in theta (``graded``: in the graded
-    variable of :mod:`~kernelcalc.kernels._interp`) for the G norm pairs (vx[g], vy[g]) (all nonzero); R
-    doubled until the interpolant predicts the new points (direct solves at held-out angles) to ``tol``
-    (relative to the largest value of each output), or says it did not.  Returns (F, R, err); ``err`` is
-    ``None`` when graded sampling stopped converging (a doubling from at least 65 nodes made the measured
-    error larger: the solves very close to theta = 0, which only the graded nodes reach, disagree with
-    the rest), so that the caller samples in theta instead."""
-    root = np.sqrt(vx * vy)[None, :]
-    cos_of = graded_cos_theta if graded else cos_theta
-
-    at_angles = getattr(pair_fn, "at_angles", None) if graded else None
-
-    def sample(u):
-        c = root * cos_of(u)[:, None]
-        if at_angles is not None:   # the exact angle pi sin^2(pi (1 + u) / 4) of the graded variable (theta ~ 1e-8)
-            th = np.broadcast_to((np.pi * np.sin(0.25 * np.pi * (1.0 + np.asarray(u))) ** 2)[:, None], c.shape)
-            vals = at_angles(np.broadcast_to(vx, c.shape), np.broadcast_to(vy, c.shape), th)
-        else:
-            vals = pair_fn(np.broadcast_to(vx, c.shape), np.broadcast_to(vy, c.shape), c)
-        return np.stack(vals, axis=-1)                                     # (len(u), G, 2)
-
-    R = R_START
-    F = sample(lobatto(R))
-    prev = math.inf
-    while True:
-        resolved = _resolved_tail(F, R)
-        if resolved is not None and resolved <= tol:     # converged on the R+1 nodes already: no doubling, after
-            u_chk = lobatto(2 * R)[1::2][np.linspace(0, R - 1, _TAIL_CHECKS).astype(int)]   # a few held-out solves
-            pred = np.tensordot(chebyshev_matrix(u_chk, R), chebyshev_coefficients(F), axes=(1, 0))
-            scale = np.maximum(np.max(np.abs(F), axis=(0, 1)), 1e-300)
-            measured = float(np.max(np.abs(pred - sample(u_chk)) / scale))
-            if max(resolved, 2.0 * measured) <= tol:
-                return F, R, max(resolved, 2.0 * measured)
-        u_new = lobatto(2 * R)[1::2]
-        F_new = sample(u_new)
-        predicted = np.tensordot(chebyshev_matrix(u_new, R), chebyshev_coefficients(F), axes=(1, 0))
-        scale = np.max(np.abs(np.concatenate([F, F_new])), axis=(0, 1))
-        err = float(np.max(np.abs(predicted - F_new) / np.maximum(scale, 1e-300)))
-        merged = np.empty((2 * R + 1,) + F.shape[1:])
-        merged[0::2], merged[1::2] = F, F_new
-        F, R = merged, 2 * R
-        if err <= tol:
-            break
-        if graded and R >= 128 and err > prev:   # no progress: samples near theta = 0 disagree (see _GroupPlan)
-            return F, R, None
-        prev = err
-        if R >= R_MAX:
-            accuracy_shortfall(f"{what}: interpolation in theta stopped at {R + 1} nodes with relative error "
-                               f"estimate {err:.1e} > tol = {tol:.1e}", strict)
-            break
-    return F, R, err
-
-
-_TAIL_FROM = 64         # theta nodes - 1 from which a resolved coefficient tail ends the doubling
-_TAIL_FACTOR = 10.0     # error estimate of a resolved series: this times its tail coefficients
-_TAIL_CHECKS = 8        # held-out solves that confirm a resolved series (their error, doubled, bounds the estimate)
-
-
-def _resolved_tail(F, R: int):
-    r"""The error estimate of the degree-``R`` interpolant of the samples ``F`` ``(R+1, G, 2)`` from its own
-    Chebyshev coefficients, or ``None`` when they do not show a resolved series.
-
-    The doubling of :func:`_theta_samples` validates the degree-$R$ interpolant by $R$ new samples and then
-    keeps all $2R+1$: a series that is already resolved at $R$ costs twice the solves it needs (sin, cos at
-    $\sigma_wT=10$: 513 nodes where 257 suffice).  Resolved means: $R\ge$ ``_TAIL_FROM`` and the largest
-    coefficient of the last eighth, relative to the largest value of each output, is below $10^{-6}$ of the
-    largest of the first eighth (the decay is visible over the whole range).  For a geometrically decaying
-    series the interpolation error is bounded by a few times its trailing coefficients (truncation plus
-    aliasing: $2\sum_{j>R}|c_j|$); the estimate is ``_TAIL_FACTOR`` times the tail.  :func:`_theta_samples` then
-    solves ``_TAIL_CHECKS`` held-out angles (midpoints between the nodes) and keeps the series only when twice
-    their error is within ``tol`` too, with it as a floor of the estimate (at the solves' noise floor the tail
-    alone underestimates: measured sin at $\sigma_wT=10$, tail estimate 6e-13, error between the nodes 1.6e-12)."""
-    if R < _TAIL_FROM:
-        return None
-    coef = np.abs(chebyshev_coefficients(F))
-    scale = np.maximum(np.max(np.abs(F), axis=(0, 1)), 1e-300)
-    k = R // 8
-    head = float(np.max(coef[:k] / scale))
-    tail = float(np.max(coef[R + 1 - k:] / scale))
-    if not (math.isfinite(tail) and tail <= 1e-6 * head):
-        return None
-    return _TAIL_FACTOR * tail
+_PIECE_START = 8          # first degree of a piece of the sphere table (_theta_pieces: smooth, often narrow)
+_RANGE_PAIRS = 1 << 22     # a sinh-variable sphere table covers its pairs' angles up to this many pairs (else 0..pi)
 
 
 def _group_index(norms: np.ndarray, reps: np.ndarray) -> np.ndarray:
@@ -166,7 +88,7 @@ class _GroupPlan(_TablePlan):
     def __init__(self, a, b, same, pair_fn, reps, tol, strict, graded=False):
         super().__init__(a, b, same, {})
         L = reps.size
-        self.reps, self.L = reps, L
+        self.reps, self.L, self.pieces = reps, L, None
         self.ga, self.gb = _group_index(self.na, reps), _group_index(self.nb, reps)
         gx, gy = np.triu_indices(L)
         nz = (reps[gx] > 0) & (reps[gy] > 0)
@@ -174,7 +96,22 @@ class _GroupPlan(_TablePlan):
         R, err = 0, 0.0
         if nz.any():
             what = "the sphere" if L == 1 else "the norm groups"
+            scale_of = getattr(pair_fn, "theta_scale", None) if graded else None
+            eps = None if scale_of is None else scale_of(np.unique(reps[nz]))
+            if eps is not None:   # features down to a width eps at theta = 0: the sinh variable, over the pairs' angles
+                lo, hi = pair_angles(self, reps[0], _RANGE_PAIRS) if L == 1 else (0.0, math.pi)
+                got = L == 1 and sphere_pieces(
+                    pair_fn, reps[0], eps, lo, hi, tol, strict,
+                    lambda var: _theta_samples(pair_fn, reps, reps, tol, strict, what, var, _PIECE_START))
+                if got:
+                    self.pieces, self.F0, self.info = got
+                    self.sqrt_reps = np.sqrt(reps)
+                    return
+                graded = SinhAngle(eps, lo, hi)
             Fnz, R, err = _theta_samples(pair_fn, reps[gx[nz]], reps[gy[nz]], tol, strict, what, graded)
+            if err is None and isinstance(graded, SinhAngle):    # (as below) the graded variable then
+                graded = True
+                Fnz, R, err = _theta_samples(pair_fn, reps[gx[nz]], reps[gy[nz]], tol, strict, what, graded)
             if err is None:       # graded nodes stopped converging: sample uniformly in theta
                 graded = False
                 Fnz, R, err = _theta_samples(pair_fn, reps[gx[nz]], reps[gy[nz]], tol, strict, what)
@@ -184,10 +121,19 @@ class _GroupPlan(_TablePlan):
             F[:, ~nz] = np.stack(pair_fn(reps[gx[~nz]], reps[gy[~nz]], np.zeros(np.count_nonzero(~nz))), -1)
         full = np.empty((F.shape[0], L, L, 2))
         full[:, gx, gy], full[:, gy, gx] = F, F
-        self.F0 = full[0]                                                     # theta = 0: exact nodes
+        self.F0 = full[0].copy()                                              # theta = 0: exact nodes
+        if isinstance(graded, SinhAngle) and graded.lo > 0:      # (a table from lo > 0: theta = 0 solved apart)
+            at_angles = getattr(pair_fn, "at_angles", None)
+            vx, vy = reps[gx[nz]], reps[gy[nz]]
+            zero = np.stack(at_angles(vx, vy, np.zeros(vx.size)) if at_angles is not None else
+                            pair_fn(vx, vy, np.sqrt(vx * vy)), -1)
+            self.F0[gx[nz], gy[nz]], self.F0[gy[nz], gx[nz]] = zero, zero
         scale = np.max(np.abs(full), axis=(0, 1, 2))
         coef = chebyshev_coefficients(full) if R > 0 else full
-        self.table = ThetaTable(coef.reshape(coef.shape[0], -1), tol, np.tile(scale, L * L), graded=graded)
+        # the table's budget: what the sampled series leaves of tol (at least a quarter), so that their sum, the
+        # estimate, stays within tol (it took all of tol: silu at sigma_w T = 10, 2.7e-11 + 7.6e-11)
+        self.table = ThetaTable(coef.reshape(coef.shape[0], -1), max(tol - err, 0.25 * tol), np.tile(scale, L * L),
+                                graded=graded)
         if self.table.error > tol:
             accuracy_shortfall(f"the theta table stopped at degree {self.table.n} x {self.table.P} panels with "
                                f"relative error {self.table.error:.1e} > tol = {tol:.1e}", strict)
@@ -195,7 +141,9 @@ class _GroupPlan(_TablePlan):
         self.sqrt_reps = np.sqrt(reps)
         on_sphere = L == 1 and reps[0] > 0
         self.info = dict(path="sphere" if on_sphere else "norm groups", theta_nodes=R + 1,
-                         table=f"degree {self.table.n} x {self.table.P} panels" + (" (graded)" if graded else ""),
+                         table=f"degree {self.table.n} x {self.table.P} panels" + (
+                             f" ({graded.describe()})" if isinstance(graded, SinhAngle) else
+                             " (graded)" if graded else ""),
                          interpolation_error_estimate=float(err + self.table.error))
         if not on_sphere:
             self.info["norm_groups"] = L
@@ -203,6 +151,11 @@ class _GroupPlan(_TablePlan):
     def _chunk(self, i, j, xy):
         ga, gb = self.ga[i], self.gb[j]
         theta, mask = self._theta(xy, i, j, self.sqrt_reps[ga], self.sqrt_reps[gb])
+        if self.pieces is not None:
+            out = self.pieces.values(theta)
+            if mask is not None:
+                out[:, mask] = self.F0[0, 0][:, None]
+            return out
         stride = (self.table.n + 1) * self.table.P
         k, s = self.table.index(theta)
         ch = (ga[:, None] * self.L + gb[None, :]) * 2

@@ -19,9 +19,10 @@ terms, which are analytic in $\theta$): where the range comes within ``10 eps`` 
 $\theta=\varepsilon\sinh(a+(b-a)(u+1)/2)$ with $\varepsilon=3/\sqrt{\max(q_1,q_2)}$; else $\theta$ is linear in $u$.  Measured (elu, $\sigma_wT=10$, 400 random nodes of each band's
 grid): degree 24 errs by $\le1.3\times10^{-14}$ relative in all three bands, degree 16 by up to $2\times10^{-10}$.
 
-**Accuracy.** Per node the error of the degree-$R$ interpolant ($R$ from 12) is estimated from its last three
-Chebyshev coefficients (times ``_TAIL_FACTOR``: the decay is geometric); nodes above ``tol`` get $R$ more (nested
-Lobatto) nodes, up to ``_R_MAX``; nodes that still miss are evaluated exactly (never an inaccurate table value).
+**Accuracy.** Per node the error of the degree-$R$ interpolant ($R$ from 12, or from its neighbours' degree:
+:meth:`NodeAngleTable._resolve`; nodes of equal variances, the panels' shared edges, are one node) is estimated from
+its last three Chebyshev coefficients (times ``_TAIL_FACTOR``: the decay is geometric); nodes above ``tol`` get $R$
+more (nested Lobatto) nodes, up to ``_R_MAX``; nodes that still miss are evaluated exactly (never an inaccurate table value).
 Each node's series is then cut to the lowest degree whose dropped coefficients sum to ``_TRUNCATE`` tol (a bound:
 $|T_k|\le1$), and Clenshaw runs over the nodes sorted by degree, each step on the prefix that needs it (measured
 mean degrees 12, 8 and 4 in the three bands of elu at $\sigma_wT=10$).  The estimate is checked at ``_CHECKS``
@@ -60,6 +61,9 @@ _TRUNCATE = 0.25       # each node's series is cut to the lowest degree whose dr
 _TAIL_FACTOR = 2.0    # error estimate of a resolved series: this times its largest of the last three coefficients
 _CHECKS = 1024         # held-out exact evaluations that check the tail estimate
 _CHUNK = 1 << 16       # exact evaluations per call of ``exact``
+_PILOT = 4             # every this many distinct nodes one climbs the ladder from r0; the others start near its degree
+_MARGIN = 3            # ... at the larger degree of the two pilots around them plus this
+_R_LOW = 4             # ... and at least this
 
 
 def angle_of(n, c):
@@ -86,6 +90,17 @@ class NodeAngleTable:
         lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
         pad = np.maximum(_PAD * (hi - lo), _PAD_MIN * np.maximum(hi, 1e-3))
         self.lo, self.hi = np.maximum(lo - pad, 0.0), np.minimum(hi + pad, math.pi)
+        # nodes of equal variances (the panels' shared edges) are one node, its range the union of theirs
+        _, first, inverse = np.unique(np.stack([self.q1, self.q2], axis=1), axis=0, return_index=True,
+                                      return_inverse=True)
+        order = np.argsort(first)                    # the distinct nodes in the grid's layout (neighbours near)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        self._of, self._rep = rank[inverse.ravel()], first[order]      # point -> distinct node -> a point of it
+        lo, hi = np.full(order.size, np.inf), np.full(order.size, -np.inf)
+        np.minimum.at(lo, self._of, self.lo)
+        np.maximum.at(hi, self._of, self.hi)
+        self.lo, self.hi = lo[self._of], hi[self._of]
         eps = _EPS / np.sqrt(np.maximum(np.maximum(self.q1, self.q2), 1e-300))
         self.graded = self.lo < 10.0 * eps
         self.eps = np.where(self.graded, eps, 1.0)
@@ -123,29 +138,16 @@ class NodeAngleTable:
         return _TAIL_FACTOR * np.max(np.abs(coef[-3:]) / scale, axis=(0, 2))
 
     def _build(self):
-        nodes = np.arange(self.n.size)
-        vals = self._values(lobatto(self.r0), nodes)                            # (R0+1, points, 2)
-        self.scale = np.maximum(np.max(np.abs(vals), axis=(0, 1)), 1e-300)
-        coef = chebyshev_coefficients(vals)
-        err = self._tail(coef, self.scale)
-        R, self.coef = self.r0, coef
-        while True:
-            todo = np.nonzero(err > self.tol)[0]
-            if todo.size == 0 or 2 * R > _R_MAX:
-                break
-            fine = np.empty((2 * R + 1, todo.size, 2))                       # nested: R new nodes per node
-            fine[0::2] = np.tensordot(_lobatto_values(R), self.coef[:, todo], axes=(1, 0))
-            fine[1::2] = self._values(lobatto(2 * R)[1::2], todo)
-            fine_coef = chebyshev_coefficients(fine)
-            grown = np.zeros((2 * R + 1,) + self.coef.shape[1:])
-            grown[: R + 1] = self.coef
-            grown[:, todo] = fine_coef
-            self.coef, R = grown, 2 * R
-            err[todo] = self._tail(fine_coef, self.scale)
+        of, rep = self._of, self._rep
+        coef, err, R = self._resolve(rep)
+        self.distinct = int(rep.size)
         self.R = R
+        self.coef = coef[:, of]
+        err = err[of]
+        nodes = np.arange(self.n.size)
         # nodes that missed tol at the largest degree: exact values always (an empty range)
         missed = err > self.tol
-        self.failed = int(np.count_nonzero(missed))
+        self.failed = int(np.count_nonzero(missed[rep]))
         self.lo[missed], self.hi[missed] = 1.0, -1.0
         # per node, the lowest degree whose dropped coefficients sum to at most _TRUNCATE tol (|T_k| <= 1: a bound)
         drop = np.cumsum((np.max(np.abs(self.coef) / self.scale, axis=2))[::-1], axis=0)[::-1]   # sum_{k >= r}
@@ -170,6 +172,63 @@ class NodeAngleTable:
             measured = float(np.max(np.abs(got - ref) / self.scale))
         self.tail_error, self.measured_error = tail, measured
         self.error = max(tail, 2.0 * measured, 1e-16)
+
+    def _resolve(self, nodes):
+        r"""Chebyshev coefficients ``(R+1, len(nodes), 2)`` (each node's own degree, zero above it), the tail
+        estimates ``(len(nodes),)`` and ``R``, the largest degree, of the distinct ``nodes`` (in the grid's layout).
+
+        Every ``_PILOT``-th node (and the last) climbs the nested ladder from ``r0``; each of the others starts at the
+        larger truncated degree of the two pilots around it plus ``_MARGIN`` (the trailing coefficients that the
+        tail estimate reads; its neighbours' degrees differ by 0-2: the degree is a smooth function of the node's
+        times) and climbs from there (nested doubling) where its own tail estimate misses tol.  Measured softplus
+        $\sigma_wT=10$ (the three bands' tables, pilots included): 16.0 / 12.5 / 8.3 exact evaluations per distinct
+        node where every node climbing from 6 took 20.0 / 14.5 / 8.8 (per node), the same tail estimate per node; with
+        the shared nodes built once, 495 383 evaluations in all where 636 900."""
+        n = nodes.size
+        pilots = np.unique(np.append(np.arange(0, n, _PILOT), n - 1))
+        vals = self._values(lobatto(self.r0), nodes[pilots])
+        self.scale = np.maximum(np.max(np.abs(vals), axis=(0, 1)), 1e-300)
+        pc, pe, pR = self._climb(nodes[pilots], self.r0, vals)
+        # the pilots' truncated degrees -> the others' starting degrees
+        drop = np.cumsum((np.max(np.abs(pc) / self.scale, axis=2))[::-1], axis=0)[::-1]
+        keep = drop > _TRUNCATE * self.tol
+        pdeg = np.where(np.any(keep, axis=0), pR - np.argmax(keep[::-1], axis=0), 0)
+        pdeg = np.where(pe > self.tol, _R_MAX, pdeg)
+        at = np.searchsorted(pilots, np.arange(n))                       # the pilot at or after each node
+        start = np.maximum(pdeg[np.maximum(at - 1, 0)], pdeg[np.minimum(at, pilots.size - 1)]) + _MARGIN
+        start = np.clip(start, _R_LOW, _R_MAX // 2)
+        start[pilots] = 0
+        parts = [(pilots, pc, pe, pR)]
+        for R in np.unique(start[start > 0]).tolist():
+            sel = np.nonzero(start == R)[0]
+            parts.append((sel,) + self._climb(nodes[sel], R, self._values(lobatto(R), nodes[sel])))
+        R = max(p[3] for p in parts)
+        coef, err = np.zeros((R + 1, n, 2)), np.empty(n)
+        for sel, c, e, r in parts:
+            coef[: r + 1, sel] = c
+            err[sel] = e
+        return coef, err, R
+
+    def _climb(self, nodes, R: int, vals):
+        """The nested ladder from degree ``R`` (values ``vals`` ``(R+1, len(nodes), 2)`` at its Lobatto points): the
+        nodes whose tail estimate misses tol get $R$ more points, up to ``_R_MAX``.  Returns ``(coef, err, R)`` as
+        :meth:`_resolve` for ``nodes``."""
+        coef = chebyshev_coefficients(vals)
+        err = self._tail(coef, self.scale)
+        while True:
+            todo = np.nonzero(err > self.tol)[0]
+            if todo.size == 0 or 2 * R > _R_MAX:
+                break
+            fine = np.empty((2 * R + 1, todo.size, 2))                       # nested: R new nodes per node
+            fine[0::2] = np.tensordot(_lobatto_values(R), coef[:, todo], axes=(1, 0))
+            fine[1::2] = self._values(lobatto(2 * R)[1::2], nodes[todo])
+            fine_coef = chebyshev_coefficients(fine)
+            grown = np.zeros((2 * R + 1,) + coef.shape[1:])
+            grown[: R + 1] = coef
+            grown[:, todo] = fine_coef
+            coef, R = grown, 2 * R
+            err[todo] = self._tail(fine_coef, self.scale)
+        return coef, err, R
 
     # -- evaluation -----------------------------------------------------------------------------
     def __call__(self, c, idx, which: int, final: bool = False):

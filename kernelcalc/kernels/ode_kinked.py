@@ -56,6 +56,10 @@ _BATCH = 64                # problems per numpy solve
 _OWN_CACHE = 64            # self-kernel solves kept for identical-input pairs (_own_solve)
 _SELF_Q_TOL = 1e-13        # self-kernel solves from a known diagonal (_self_solve): relative change of q at the end
 _SELF_Q_STEPS = 8          # ... at most this many fixed-diagonal solves, else the row marching
+#: the sphere table of the large-q rule samples theta in the sinh variable of width eps = this / sqrt(q(T))
+#: (:meth:`KinkedSolverMixin.theta_scale`; measured softplus / silu at sigma_w T = 10: eps from 0.003 to 0.03 / 0.01 all
+#: reach 1e-11 at degree 48, 0.01 at 32 / 48; graded: 128)
+_THETA_EPS = 4.0
 
 
 class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedPanelsMixin):
@@ -76,6 +80,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedPanelsMixin
         self._table_error = 0.0
         self._own: dict = {}     # (dual, grid, S0) -> the self-kernel solve of _self_diagonals (_own_solve)
         self._nt_state: dict = {}      # (grid, band, diagonal) -> problems asked, NodeAngleTable (_angle_table)
+        self._nt_solved: dict = {}     # id(NodeAngleTable) -> (it, angles, solves): first iterates (_angle_table_pairs)
         self._self_guess: dict = {}    # S0 -> (grid, q) of its latest self-kernel solve (_self_solve's first guess)
         self._own_keys: dict = {}      # (dual, grid) -> the S0 of self._own (_own_get: the nearest within 1e-12)
         self._solutions: dict = {}     # (grid, S0) -> a converged solve (first guesses and brackets, _keep)
@@ -305,6 +310,30 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedPanelsMixin
         if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
             raise self._blow_up("the kernel")
         return nngp.reshape(shape), ntk.reshape(shape)
+
+    def theta_scale(self, v):
+        r"""The width $\varepsilon$ of the sphere table's sinh angle variable (:class:`._interp.SinhAngle`) for the
+        norms ``v``, or ``None`` (the graded variable).  The large-$q$ rule on the panels (softplus, silu at long
+        horizons): its duals bend at $1-\rho\sim1/q$ at every time, and the kernel has features in $\theta$ on all
+        scales down to about $1/\sqrt{q(T)}$; $\varepsilon$ = ``_THETA_EPS`` $/\sqrt{q(T)}$ ($q(T)$: the largest
+        diagonal of the norms, solved here once, as the first sample would)."""
+        v = np.unique(np.asarray(v, np.float64))
+        if self._panel_count() == 1 or v.size == 0 or np.any(v <= 0):
+            return None
+        dual, M = self._dual_and_M(v)
+        if dual.method != "asymptotic":
+            return None
+        q_max = float(np.max(self._cached_diagonals(dual, M, v)))
+        return _THETA_EPS / math.sqrt(q_max) if q_max > 0 and math.isfinite(q_max) else None
+
+    def theta_seams(self) -> tuple:
+        r"""The input angles where the kernel's discretisation changes (the bands' edges of :func:`band_of`, each band on
+        its own grid: $K(\theta)$ jumps there by the difference of their errors), for the sphere table's pieces
+        (:mod:`._theta_pieces`); none on one element."""
+        if self._panel_count() == 1:
+            return ()
+        s = (1.0 + self.sigma_w * self.T) / 2.0
+        return tuple(e for e in (0.01 * s, 0.1 * s) if e < math.pi)
 
     def at_angles(self, sxx, syy, theta):
         r"""(nngp, ntk) at norms ``sxx``, ``syy`` and input angles ``theta`` given as angles (the graded theta
