@@ -22,34 +22,12 @@ import pytest
 
 import kernelcalc as kc
 from _refusal_check import assert_refusal_multiplies_out
-from trapezoid_goursat import backward, march
-
-
-def _relu(q1, q2, c):
-    n = np.sqrt(q1 * q2)
-    rho = np.clip(c / n, -1.0, 1.0)
-    th = np.arccos(rho)
-    return n * (np.sin(th) + (math.pi - th) * rho) / (2 * math.pi), (math.pi - th) / (2 * math.pi)
-
-
-def _trapezoid_kernel(n, T, sw, theta0):
-    """(nngp, ntk) of two unit-variance inputs at angle ``theta0`` (sigma_u = sigma_v = 1) on the n-step grid."""
-    Sx, q = march(_relu, n, T, sw, 1.0)
-    c0 = math.cos(theta0)
-    S = Sx if theta0 == 0 else march(_relu, n, T, sw, c0, q=q.copy())[0]
-    C, Cd = _relu(q[:, None], q[None, :], S)
-    if theta0 == 0:          # identical inputs: correlation exactly 1 on the diagonal
-        np.fill_diagonal(C, q / 2)
-        np.fill_diagonal(Cd, 0.5)
-    L = backward(n, T, sw, Cd[n, n], Cd)
-    w = np.full(n + 1, T / n)
-    w[0] = w[-1] = T / (2 * n)
-    return C[n, n], C[n, n] + sw * sw * (w @ (C * L) @ w) + c0 * L[0, 0]
+from trapezoid_goursat import relu_kernel
 
 
 def _reference(T, sw, theta0, levels):
     """Three Richardson steps (h^2, h^4, h^6) over the four ``levels`` n = n0, 2 n0, 4 n0, 8 n0."""
-    R = np.array([_trapezoid_kernel(n, T, sw, theta0) for n in levels])
+    R = np.array([relu_kernel(n, T, sw, theta0) for n in levels])
     for k in range(1, 4):
         R = (4**k * R[1:] - R[:-1]) / (4**k - 1)
     return R[-1]

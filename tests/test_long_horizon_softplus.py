@@ -25,6 +25,7 @@ import pytest
 
 import kernelcalc as kc
 from _gauss_legendre_reference import expect_gl
+from _sphere_direct import assert_table_meets_direct_solves
 from trapezoid_goursat import backward, march
 
 
@@ -206,17 +207,4 @@ def test_softplus_sigma_w_T_10_sphere_table_against_direct_solves():
     x = sphere_normalise(np.random.default_rng(0).normal(size=(200, 10)))
     k = kc.node_kernel(x, activation="softplus", T=10.0)
     assert "pieces" in k.info["table"] and k.info["theta_nodes"] <= 65
-    G = x @ x.T / x.shape[1]
-    iu = np.triu_indices(200, 1)
-    order = np.argsort(-G[iu])
-    pick = np.concatenate([order[:2], np.random.default_rng(2).choice(order.size, 2, replace=False)])
-    i, j = iu[0][pick], iu[1][pick]
-    got = np.stack([k.nngp[i, j], k.ntk[i, j]])
-    ref, ref_err = np.empty_like(got), 0.0
-    for p, (a, b) in enumerate(zip(i, j)):
-        d = kc.node_kernel(x[a][None], x[b][None], activation="softplus", T=10.0)
-        ref[:, p] = d.nngp[0, 0], d.ntk[0, 0]
-        ref_err = max(ref_err, d.info["error_estimate"])
-    diff = np.max(np.abs(got - ref))
-    assert diff <= k.info["error_estimate"] + ref_err, (diff, k.info["error_estimate"], ref_err)
-    assert k.info["error_estimate"] <= 1e-9 * np.max(np.abs(k.ntk))
+    assert_table_meets_direct_solves(x, k, "softplus", 10.0, closest=2, random=2)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import kernelcalc as kc
+from _sphere_direct import assert_table_meets_direct_solves
 from kernelcalc.kernels import _gram
 from kernelcalc.kernels import _panels as pan
 
@@ -112,17 +113,4 @@ def test_sigma_w_T_10_sphere_table_against_direct_solves(activation):
     k = kc.node_kernel(x, activation=activation, T=10.0)
     assert "graded" in k.info["table"]
     assert k.info["theta_nodes"] <= 257
-    G = x @ x.T / x.shape[1]
-    iu = np.triu_indices(200, 1)
-    order = np.argsort(-G[iu])
-    pick = np.concatenate([order[:3], np.random.default_rng(2).choice(order.size, 9, replace=False)])
-    i, j = iu[0][pick], iu[1][pick]
-    got = np.stack([k.nngp[i, j], k.ntk[i, j]])
-    ref, ref_err = np.empty_like(got), 0.0
-    for p, (a, b) in enumerate(zip(i, j)):       # one pair per call: the direct path (no table)
-        d = kc.node_kernel(x[a][None], x[b][None], activation=activation, T=10.0)
-        ref[:, p] = d.nngp[0, 0], d.ntk[0, 0]
-        ref_err = max(ref_err, d.info["error_estimate"])
-    diff = np.max(np.abs(got - ref))
-    assert diff <= k.info["error_estimate"] + ref_err, (diff, k.info["error_estimate"], ref_err)
-    assert k.info["error_estimate"] <= 1e-9 * np.max(np.abs(k.ntk))
+    assert_table_meets_direct_solves(x, k, activation, 10.0, closest=3, random=9)

@@ -22,27 +22,7 @@ from kernelcalc.kernels import ode_kinked as ok
 from kernelcalc.kernels._anchored import AnchoredDual
 from kernelcalc.theory.activations import resolve_activation
 from kernelcalc.theory.duals import NUMPY_OPS, closed_form_dual
-from trapezoid_goursat import backward, march
-
-
-def _relu(q1, q2, c):
-    n = np.sqrt(q1 * q2)
-    rho = np.clip(c / n, -1.0, 1.0)
-    th = np.arccos(rho)
-    return n * (np.sin(th) + (math.pi - th) * rho) / (2 * math.pi), (math.pi - th) / (2 * math.pi)
-
-
-def _trapezoid_ntk(n, T, sw, theta0):
-    """The relu NTK of two unit-variance inputs at angle ``theta0`` on the n-step trapezoid grid (sigma_u = sigma_v
-    = 1)."""
-    Sx, q = march(_relu, n, T, sw, 1.0)
-    c0 = math.cos(theta0)
-    S = march(_relu, n, T, sw, c0, q=q.copy())[0]
-    C, Cd = _relu(q[:, None], q[None, :], S)
-    L = backward(n, T, sw, Cd[n, n], Cd)
-    w = np.full(n + 1, T / n)
-    w[0] = w[-1] = T / (2 * n)
-    return C[n, n] + sw * sw * (w @ (C * L) @ w) + c0 * L[0, 0]
+from trapezoid_goursat import relu_kernel
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -78,7 +58,7 @@ def test_probes_leave_the_ladder_once_converged_and_the_kernel_meets_the_referen
     assert len(changes) == rungs[0][1].size
     assert k.info["band_changes"][0] == pytest.approx(max(changes), rel=1e-6)
     assert k.info["band_degrees"][0] == rungs[-2][0]
-    R = np.array([_trapezoid_ntk(n, 2.0, 2.0, 1.0) for n in (16, 32, 64, 128)])
+    R = np.array([relu_kernel(n, 2.0, 2.0, 1.0)[1] for n in (16, 32, 64, 128)])
     for j in range(1, 4):
         R = (4**j * R[1:] - R[:-1]) / (4**j - 1)
     err = abs(k.ntk[0, 1] - R[-1])

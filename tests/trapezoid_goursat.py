@@ -6,6 +6,8 @@ kernelcalc's solvers; the grid's cells are split exactly at t = s, so the error 
 even across a kink (Richardson extrapolation in the tests).  ``cum2`` and ``fixed_point``: the whole-grid
 trapezoid variant of tests/test_long_horizon.py (sin) and tests/test_polar_fourier.py (erf)."""
 
+import math
+
 import numpy as np
 
 
@@ -77,3 +79,27 @@ def fixed_point(step, X):
             return Y
         X = Y
     raise AssertionError("reference Picard iteration did not converge")
+
+
+def relu_dual(q1, q2, c):
+    """relu's (C, Cdot) by the arc-cosine closed forms (Cho and Saul), written here."""
+    n = np.sqrt(q1 * q2)
+    rho = np.clip(c / n, -1.0, 1.0)
+    th = np.arccos(rho)
+    return n * (np.sin(th) + (math.pi - th) * rho) / (2 * math.pi), (math.pi - th) / (2 * math.pi)
+
+
+def relu_kernel(n, T, sw, theta0):
+    """(nngp, ntk) of the relu Neural ODE for two unit-variance inputs at angle ``theta0`` (sigma_u = sigma_v = 1) on
+    the n-step grid."""
+    Sx, q = march(relu_dual, n, T, sw, 1.0)
+    c0 = math.cos(theta0)
+    S = Sx if theta0 == 0 else march(relu_dual, n, T, sw, c0, q=q.copy())[0]
+    C, Cd = relu_dual(q[:, None], q[None, :], S)
+    if theta0 == 0:          # identical inputs: correlation exactly 1 on the diagonal
+        np.fill_diagonal(C, q / 2)
+        np.fill_diagonal(Cd, 0.5)
+    L = backward(n, T, sw, Cd[n, n], Cd)
+    w = np.full(n + 1, T / n)
+    w[0] = w[-1] = T / (2 * n)
+    return C[n, n], C[n, n] + sw * sw * (w @ (C * L) @ w) + c0 * L[0, 0]
