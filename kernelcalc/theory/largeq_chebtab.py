@@ -137,8 +137,11 @@ def _panel(edges, v, xp, square_first=False):
     """Panel index and local coordinate of ``v`` (clipped to the edges)."""
     e = np.asarray(edges)
     v = xp.clip(v, e[0], e[-1])
-    p = xp.clip(np.searchsorted(e[1:-1], v, side="right") if xp is np else
-                xp.searchsorted(xp.asarray(e[1:-1]), v, side="right", method="compare_all"), 0, len(e) - 2)
+    if xp is np:
+        p = np.clip(np.searchsorted(e[1:-1], v, side="right"), 0, len(e) - 2)
+    else:   # the number of inner edges <= v (searchsorted's side="right"), as elementwise compares: no reduction and
+        # no searchsorted helper to trace (its eval_shape costs ~10 ms per lookup), fused into the lookup's consumers
+        p = sum(((v >= float(x)).astype(jnp.int32) for x in e[1:-1]), jnp.zeros(v.shape, jnp.int32))
     lo, hi = xp.asarray(e[:-1])[p], xp.asarray(e[1:])[p]
     if square_first:
         y = xp.where(p == 0, 2.0 * (v * v - lo * lo) / (hi * hi - lo * lo) - 1.0, 2.0 * (v - lo) / (hi - lo) - 1.0)
