@@ -10,13 +10,20 @@ $$C\approx C(q_1^a,q_2^a,c^a)+\dot C\,(c-c^a)+\partial_{q_1}C\,(q_1-q_1^a)+\part
 
 $\partial C/\partial c=\dot C$ by Price's theorem (exact, evaluated with $C$), the variance derivatives by forward
 differences (relative step ``_EPS``; the tensor cells' $q_2=q(s)$ is the rows' below, fixed, so only the diagonal
-cell's nodes need $\partial_{q_2}$): a row's first guess, then one exact sweep, then anchors each roughly squaring
-the error (the chord form of Newton's method, as :mod:`._anchored` for the cross-kernels, with the row's own
-diagonal moving).  The linear sweeps stop when their step falls below the square of the distance from the anchor
-(the model's own error); then the row re-anchors at its iterate, and the exact sweep from that anchor is a plain
-sweep of the row march: the row stops on its change exactly as the row march does (``sweeps_tol``, or stagnation
-below ``stagnation``), so the fixed point is the same to rounding.  An anchor whose exact change is already below
-``_PLAIN`` takes no differences: plain exact sweeps finish the row (one or two).
+cell's nodes need $\partial_{q_2}$), taken again at each anchor until the row's exact change falls below ``_KEEP_G``
+(then the last ones serve: their error, of the size of that anchor's distance, only enters multiplied by the step).
+Each anchor roughly squares the error (the chord form of Newton's method, as :mod:`._anchored` for the
+cross-kernels, with the row's own diagonal moving).  The linear sweeps stop when their step falls below the square of
+the distance from the anchor (the model's own error) or stops falling; then the row re-anchors at its iterate, and
+the exact sweep from that anchor is a plain sweep of the row march: the row stops on its change exactly as the row
+march does (``sweeps_tol``, or stagnation below ``stagnation``), so the fixed point is the same to rounding.  An
+anchor whose exact change is already below ``_PLAIN`` takes no model: plain exact sweeps finish the row.
+
+The row starts from the row march's first guess (the diagonal $q$ extrapolated log-linearly from the last row, the
+tensor cells their lower edges scaled by $\sqrt{q}$) with the diagonal cell the last row's scaled by the extrapolated
+$q$, and anchors there at once (no plain first sweep).  Measured (softplus $\sigma_wT=10$, $P=10$, $m=12$): four to
+five anchors per row, 6.2e4 exact evaluations (with the differences) where the row march took 1.31e5; the solution
+within 5e-16 of the row march's (relative to its largest value).
 """
 
 from __future__ import annotations
@@ -32,7 +39,6 @@ __all__ = ["solve_self"]
 
 _EPS = 1e-7          # relative step of the variance differences
 _PLAIN = 1e-13       # an exact sweep's change below this: plain exact sweeps finish the row (no differences)
-_TRACE = []
 _KEEP_G = 1e-8      # an exact sweep's change below this: the variance derivatives of the last anchor are kept
 _SETTLE = 1.0        # linear sweeps while their step exceeds this times the squared distance from the anchor
 
@@ -41,8 +47,7 @@ def solve_self(grid: PanelGrid, exact, S0, source, sweeps_tol=2e-15, max_sweeps=
     r"""The self-kernel on the panels ``grid`` (the row march of :func:`._panels.solve` with ``q=None``) by
     Newton-chord sweeps (module doc).  ``exact(q1, q2, c)`` returns $(C,\dot C)$ (numpy, flat arrays of equal
     shape); ``source(C)`` $=\sigma_w^2C$.  Returns ``(S (B, points), q (B, P m + 1), change, sweeps)`` as
-    :func:`._panels.solve` (``sweeps``: the most sweeps of a row, exact and linear); ``stats`` (exact evaluations
-    per node) are not kept."""
+    :func:`._panels.solve` (``sweeps``: the most sweeps of a row, exact and linear)."""
     with _one_thread():
         return _solve_self(grid, exact, S0, source, sweeps_tol, max_sweeps, stagnation)
 
@@ -57,9 +62,6 @@ def _solve_self(grid, exact, S0, source, sweeps_tol, max_sweeps, stagnation):
     worst, most = 0.0, 0
     ones = np.ones((B, m1))
     axis0 = S0[:, None, None] * np.ones((B, 1, m1))
-
-    def C_only(q1, q2, c):
-        return exact(q1, q2, c)[0]
 
     for k in range(P):
         if k:
@@ -107,24 +109,16 @@ def _solve_self(grid, exact, S0, source, sweeps_tol, max_sweeps, stagnation):
             changes.append(np.max(_change(new, diag)))
             return X, new, float(max(changes))
 
-        # the first sweep as the row march's: the tensor cells at the first guess of the row's diagonal, then the
-        # diagonal cell from their edge
-        if X is not None:
-            C_t = C_only(np.broadcast_to(qk[:, None, :, None], X.shape), np.broadcast_to(qj[:, :, None, :], X.shape),
-                         X)
-            inc = _sandwich(J, source(C_t).reshape(B * k, m1, m1)).reshape(X.shape)
-            new = np.empty_like(X)
-            edge = axis0[:, 0]
-            for j in range(k):
-                new[:, j] = tops[:, j, None, :] + edge[:, :, None] - tops[:, j, None, :1] + inc[:, j]
-                edge = new[:, j, :, -1]
-            X = new
         f = S0[:, None] * ones if k == 0 else X[:, -1, :, -1]
         diag = (f @ Q.T).reshape(B, m1, m1) + f[:, :, None] - f[:, :1, None]
-        qd = diag[:, :, 0]
-        C_d = C_only(np.broadcast_to(qd[:, :, None], (B, m1, m1)), (qd @ Q.T).reshape(B, m1, m1), diag)
-        diag = diag + (source(C_d).reshape(B, -1) @ WT).reshape(B, m1, m1)
-        sweeps, delta, prev_exact = 1, math.inf, math.inf
+        if k:
+            # the diagonal cell, first guess: the last row's scaled by the first guess of the row's diagonal
+            last = out[:, grid.diag_slice(k - 1)].reshape(B, m1, m1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = qk / qs[:, k - 1]
+            if np.all(np.isfinite(ratio)) and np.all(ratio > 0):
+                diag = last * ratio[:, :, None]
+        sweeps, delta, prev_exact = 0, math.inf, math.inf
         model = G = None
         while sweeps < max_sweeps:
             q1, q2, c = variances(X, diag)
@@ -135,7 +129,6 @@ def _solve_self(grid, exact, S0, source, sweeps_tol, max_sweeps, stagnation):
                 done = (delta <= sweeps_tol or (delta < stagnation and delta >= prev_exact)
                         or not math.isfinite(delta))
                 prev_exact = delta
-                _TRACE.append((k, "A", delta, sweeps))
                 X, diag = X_new, diag_new
                 if done:
                     break
@@ -154,6 +147,7 @@ def _solve_self(grid, exact, S0, source, sweeps_tol, max_sweeps, stagnation):
                     model = (q1, q2, c, C, Cd, G1, G2)
                     G = (G1, G2)
                     anchor_scale = max(float(np.max(np.abs(c))), 1e-300)
+                last_step = math.inf
                 continue
             a1, a2, ac, aC, aCd, G1, G2 = model
             C = aC + aCd * (c - ac) + G1 * (q1 - a1) + G2 * (q2 - a2)
@@ -164,9 +158,10 @@ def _solve_self(grid, exact, S0, source, sweeps_tol, max_sweeps, stagnation):
             if not math.isfinite(step):
                 delta = step
                 break
-            _TRACE.append((k, "l", step, far))
-            if step <= max(_SETTLE * far * far, 1e-16):    # settled at the model's fixed point: re-anchor
+            # settled at the model's fixed point (or no longer moving toward it): re-anchor
+            if step <= max(_SETTLE * far * far, 1e-16) or step >= last_step:
                 model = None
+            last_step = step
         worst, most = max(worst, delta), max(most, sweeps)
         out[:, grid.diag_slice(k)] = diag.reshape(B, -1)
         if k:
