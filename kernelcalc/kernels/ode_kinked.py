@@ -47,8 +47,8 @@ from ._anchored import RESIDUAL_TOL, AnchoredDual
 from ._gram import flat_pairs
 from .ode_kinked_deficit import KinkedDeficitMixin, _homogeneous_closed
 from .ode_kinked_ladder import KinkedLadderMixin, band_of, use_triangles  # noqa: F401  (use_triangles: importable here)
-from .ode_kinked_panels import (_exact_pairs, _kink, _dear, KinkedPanelsMixin, _backward, _dual_np, _panels_of, _point_variances,
-                                _resample, _solve, _terminal)
+from .ode_kinked_panels import (_kink, _dear, KinkedPanelsMixin, _backward, _dual_np, _exact_pairs, _panels_of,
+                                _point_variances, _resample, _solve, _terminal)
 from .ode_kinked_panels import _AngleTable, values_key  # noqa: F401  (_AngleTable: importable here as before)
 
 __all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
@@ -170,9 +170,9 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedPanelsMixin
         return self._march_self(dual, grid, S0) + (None,)
 
     def _march_self(self, dual, grid, S0):
-        r"""The self-kernel's row march on ``grid`` (no diagonal known): the large-$q$ rule on the panels by Newton-chord
-        sweeps between exact anchors (:mod:`._row_newton`: the same stopping test and fixed point, about half the
-        exact evaluations), else the plain row march.  Returns ``(S, q, change, sweeps)``."""
+        r"""The self-kernel's row march on ``grid`` (no diagonal known): the large-$q$ rule on the panels by
+        Newton-chord sweeps between exact anchors (:mod:`._row_newton`: the same stopping test and fixed point, about
+        half the exact evaluations), else the plain row march.  Returns ``(S, q, change, sweeps)``."""
         if isinstance(grid, PanelGrid) and dual.method == "asymptotic":
             return _row_newton.solve_self(grid, functools.partial(_exact_pairs, dual), S0, self._fwd)
         return _solve(grid, self._C(dual), S0, self._fwd)
