@@ -123,7 +123,19 @@ def _solve_self(grid, exact, S0, source, sweeps_tol, max_sweeps, stagnation):
         while sweeps < max_sweeps:
             q1, q2, c = variances(X, diag)
             if model is None:                    # an anchor: exact values, a plain sweep
-                C, Cd = exact(q1, q2, c)
+                n = q1.shape[1]
+                h1, h2 = _EPS * q1, _EPS * q2[:, nt:]
+                # the row's first anchor (far from the fixed point: its differences will be needed) takes them in the
+                # same call as its values: one call, one padding of the dual's chunks (fusing them at later anchors
+                # too, measured: 1.8 % more padded evaluations)
+                fuse = sweeps == 0
+                if fuse:
+                    C, Cd = exact(np.concatenate([q1, q1 + h1, q1[:, nt:]], axis=1),
+                                  np.concatenate([q2, q2, q2[:, nt:] + h2], axis=1),
+                                  np.concatenate([c, c, c[:, nt:]], axis=1))
+                    Cp, C, Cd = C[:, n:], C[:, :n], Cd[:, :n]
+                else:
+                    C, Cd = exact(q1, q2, c)
                 X_new, diag_new, delta = sweep(X, diag, C)
                 sweeps += 1
                 done = (delta <= sweeps_tol or (delta < stagnation and delta >= prev_exact)
@@ -132,21 +144,20 @@ def _solve_self(grid, exact, S0, source, sweeps_tol, max_sweeps, stagnation):
                 X, diag = X_new, diag_new
                 if done:
                     break
-                if delta > _PLAIN and G is not None and delta <= _KEEP_G:
+                if delta > _PLAIN and not fuse and G is not None and delta <= _KEEP_G:
                     model = (q1, q2, c, C, Cd, G[0], G[1])      # the last differences: chord in the variances
-                    anchor_scale = max(float(np.max(np.abs(c))), 1e-300)
                 elif delta > _PLAIN:
                     # the variance derivatives by forward differences: q1 at every node, q2 at the diagonal cell's
-                    h1, h2 = _EPS * q1, _EPS * q2[:, nt:]
-                    Cp = exact(np.concatenate([q1 + h1, q1[:, nt:]], axis=1),
-                               np.concatenate([q2, q2[:, nt:] + h2], axis=1),
-                               np.concatenate([c, c[:, nt:]], axis=1))[0]
-                    G1 = (Cp[:, :q1.shape[1]] - C) / h1
+                    if not fuse:
+                        Cp = exact(np.concatenate([q1 + h1, q1[:, nt:]], axis=1),
+                                   np.concatenate([q2, q2[:, nt:] + h2], axis=1),
+                                   np.concatenate([c, c[:, nt:]], axis=1))[0]
+                    G1 = (Cp[:, :n] - C) / h1
                     G2 = np.zeros_like(C)
-                    G2[:, nt:] = (Cp[:, q1.shape[1]:] - C[:, nt:]) / h2
-                    model = (q1, q2, c, C, Cd, G1, G2)
+                    G2[:, nt:] = (Cp[:, n:] - C[:, nt:]) / h2
                     G = (G1, G2)
-                    anchor_scale = max(float(np.max(np.abs(c))), 1e-300)
+                    model = (q1, q2, c, C, Cd, G1, G2)
+                anchor_scale = max(float(np.max(np.abs(c))), 1e-300)
                 last_step = math.inf
                 continue
             a1, a2, ac, aC, aCd, G1, G2 = model
