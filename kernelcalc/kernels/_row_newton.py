@@ -125,7 +125,7 @@ def _solve_self(grid, exact, S0, source, sweeps_tol, max_sweeps, stagnation):
             q1, q2, c = variances(X, diag)
             if model is None:                    # an anchor: exact values, a plain sweep
                 n = q1.shape[1]
-                h1, h2 = _EPS * q1, _EPS * q2[:, nt:]
+                h1, h2 = _step(q1), _step(q2[:, nt:])
                 # the row's first anchor (far from the fixed point: its differences will be needed) takes them in the
                 # same call as its values: one call, one padding of the dual's chunks (fusing them at later anchors
                 # too, measured: 1.8 % more padded evaluations)
@@ -181,3 +181,11 @@ def _solve_self(grid, exact, S0, source, sweeps_tol, max_sweeps, stagnation):
         qs[:, k] = diag[:, :, 0]
     qc = np.concatenate([qs[:, :, :-1].reshape(B, -1), qs[:, -1, -1:]], axis=1)
     return out, qc, worst, most
+
+
+def _step(q):
+    """The forward differences' steps ``(B, n)`` for the variances ``q``: ``_EPS`` relative, at least ``_EPS * 1e-3`` of
+    the row's largest (a variance at or near zero: a zero input without bias), and ``_EPS`` where the row is all zero."""
+    top = np.max(np.abs(q), axis=1, keepdims=True)
+    ref = np.maximum(np.abs(q), 1e-3 * top)
+    return _EPS * np.where(ref > 0, ref, 1.0)
