@@ -34,19 +34,21 @@ grid (band 0: both; band 1: its lower edge), and start the others from a solve o
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
 from ..theory import recursion as rec
 from . import _panels as pan
+from . import _row_newton
 from ._panel_grid import PanelGrid
 from ._anchored import RESIDUAL_TOL, AnchoredDual
 from ._gram import flat_pairs
 from .ode_kinked_deficit import KinkedDeficitMixin, _homogeneous_closed
 from .ode_kinked_ladder import KinkedLadderMixin, band_of, use_triangles  # noqa: F401  (use_triangles: importable here)
-from .ode_kinked_panels import (_kink, _dear, KinkedPanelsMixin, _backward, _dual_np, _panels_of, _point_variances,
-                                _resample, _solve, _terminal)
+from .ode_kinked_panels import (_kink, _dear, KinkedPanelsMixin, _backward, _dual_np, _exact_pairs, _panels_of,
+                                _point_variances, _resample, _solve, _terminal)
 from .ode_kinked_panels import _AngleTable, values_key  # noqa: F401  (_AngleTable: importable here as before)
 
 __all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
@@ -141,7 +143,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedPanelsMixin
         if not isinstance(grid, PanelGrid) or any(
                 k is None or k[0].P != grid.P or (dual.method == "asymptotic" and k[2] != values_key(dual))
                 for k in known):
-            return _solve(grid, self._C(dual), S0, self._fwd) + (None,)
+            return self._march_self(dual, grid, S0) + (None,)
         q = np.stack([_resample(k[1][None, :], k[0], grid)[0] for k in known])
         guess = self._guess(grid, S0, q)
         m, cell = grid.m, grid.cell
@@ -165,7 +167,15 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedPanelsMixin
                 break
             prev = change
         self.info["self_q_fallbacks"] = self.info.get("self_q_fallbacks", 0) + 1
-        return _solve(grid, self._C(dual), S0, self._fwd) + (None,)
+        return self._march_self(dual, grid, S0) + (None,)
+
+    def _march_self(self, dual, grid, S0):
+        r"""The self-kernel's row march on ``grid`` (no diagonal known): the large-$q$ rule on the panels by
+        Newton-chord sweeps between exact anchors (:mod:`._row_newton`: the same stopping test and fixed point, about
+        half the exact evaluations), else the plain row march.  Returns ``(S, q, change, sweeps)``."""
+        if isinstance(grid, PanelGrid) and dual.method == "asymptotic":
+            return _row_newton.solve_self(grid, functools.partial(_exact_pairs, dual), S0, self._fwd)
+        return _solve(grid, self._C(dual), S0, self._fwd)
 
     def _pairs(self, dual, M, q, S0, theta0, degrees=None, gap=None):
         """(nngp, ntk) of B pairs of equal norm: ``q`` (B, M+1) their diagonal on the degree-``M`` grid,
