@@ -53,7 +53,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--only", default=",".join(PARTS), help="comma-separated parts: " + ", ".join(PARTS))
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per off-sphere or kink call at most")
     ap.add_argument("--horizon-timeout", type=float, default=180.0, help="seconds per horizon call at most")
+    ap.add_argument("--horizon-repeat", type=int, default=1,
+                    help="cold runs of each horizon case (T = 1 and T = 10 alternating): the median is kept")
     args = ap.parse_args(argv)
+    if args.horizon_repeat < 1:
+        ap.error("--horizon-repeat must be at least 1")
     parts = args.only.split(",")
     for part in parts:
         if part not in PARTS:
@@ -67,7 +71,8 @@ def main(argv=None) -> dict:
         tee, stdout = _Tee(sys.stdout), sys.stdout
         sys.stdout = tee
         try:
-            out[part] = module.run(timeout=limits[part])
+            out[part] = (module.run(timeout=limits[part], repeat=args.horizon_repeat) if part == "horizon"
+                         else module.run(timeout=limits[part]))
         except Exception:                      # a part that breaks does not take the others with it
             print(f"{part}: FAILED\n{traceback.format_exc(limit=3)}")
             out[part] = None

@@ -219,7 +219,7 @@ All of this stop merged (dispatch: the rule evaluated eagerly by regime, each re
     ladder's probes, self-kernels and direct pairs ~0.7e6, ~5 s; 1.47e6 exact evaluations in all at 6-13 us.  The 10x
     target is still missed by about 2x.)
 
-Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin]``; the lead's
+Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin] [--repeat 3]``; the lead's
 ``benchmarks/bench_regimes.py`` calls :func:`run`.
 """
 
@@ -267,15 +267,29 @@ def _one(act: str, T: float, n: int, timeout: float) -> dict:
         return dict(activation=act, T=T, seconds=timeout, failure=f"timeout after {timeout:g} s")
 
 
-def run(n: int = 200, timeout: float = 600.0, activations=BUILTINS) -> list[dict]:
-    """The sigma_w*T = 10 table (module doc): one dict per activation, printed as it is measured."""
-    print(f"sigma_w*T = 10 against T = 1: node_kernel, N = {n} on the sphere (d = 10), cold (fresh process each)")
+def _median_run(runs: list) -> dict:
+    """The run of median wall time among ``runs`` (dicts of :func:`_one`), with every run's wall time in ``all``; a
+    failure, when any run failed."""
+    failed = [r for r in runs if "failure" in r]
+    if failed:
+        return failed[0]
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    return dict(ordered[(len(ordered) - 1) // 2], all=[round(r["seconds"], 2) for r in runs])
+
+
+def run(n: int = 200, timeout: float = 600.0, activations=BUILTINS, repeat: int = 1) -> list[dict]:
+    """The sigma_w*T = 10 table (module doc): one dict per activation, printed as it is measured.  ``repeat`` > 1:
+    each of T = 1 and T = 10 that many times, alternating (fresh process each), and the run of median wall time kept
+    (a cold run of about a second varies by +-20 % on a 2-core machine; every wall time is in ``all_T1``/``all_T10``)."""
+    print(f"sigma_w*T = 10 against T = 1: node_kernel, N = {n} on the sphere (d = 10), cold (fresh process each)"
+          + (f", median of {repeat} alternating runs" if repeat > 1 else ""))
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'activation':<11} {'T=1 s':>7} {'T=10 s':>8} {'ratio':>6} {'err T=10':>9}  rule / outcome")
     rows = []
     for act in activations:
-        a, b = _one(act, 1.0, n, timeout), _one(act, 10.0, n, timeout)
-        row = dict(activation=act, seconds_T1=a.get("seconds"), seconds_T10=b.get("seconds"),
+        runs = [(_one(act, 1.0, n, timeout), _one(act, 10.0, n, timeout)) for _ in range(repeat)]
+        a, b = _median_run([r[0] for r in runs]), _median_run([r[1] for r in runs])
+        row = dict(all_T1=a.get("all"), all_T10=b.get("all"),activation=act, seconds_T1=a.get("seconds"), seconds_T10=b.get("seconds"),
                    ratio=(b["seconds"] / a["seconds"]) if "failure" not in b and a.get("seconds") else None,
                    cpu_T1=a.get("cpu_seconds"), cpu_T10=b.get("cpu_seconds"),
                    error_T10=b.get("error"), error_T1=a.get("error"), rule_T10=b.get("rule"), q_T10=b.get("q_max"),
@@ -292,6 +306,8 @@ def run(n: int = 200, timeout: float = 600.0, activations=BUILTINS) -> list[dict
             # the rule's description is long and the line is cut at 150 characters)
             what = f"CPU {row['cpu_T1']:.1f} s / {row['cpu_T10']:.1f} s = {row['cpu_T10'] / row['cpu_T1']:.1f}x; " + what
         print(f"{act:<11} {t1:>7} {t10:>8} {ratio:>6} {err:>9}  {what[:150]}", flush=True)
+        if repeat > 1 and row["all_T1"] and row["all_T10"]:
+            print(f"{'':<11} all runs: T = 1 {row['all_T1']} s, T = 10 {row['all_T10']} s", flush=True)
     return rows
 
 
@@ -300,8 +316,11 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per (activation, T) at most")
     ap.add_argument("--only", default=None, help="comma-separated subset of the built-ins")
+    ap.add_argument("--repeat", type=int, default=1, help="cold runs of each T, alternating; the median is kept")
     a = ap.parse_args(argv)
-    run(a.n, a.timeout, tuple(a.only.split(",")) if a.only else BUILTINS)
+    if a.repeat < 1:
+        ap.error("--repeat must be at least 1")
+    run(a.n, a.timeout, tuple(a.only.split(",")) if a.only else BUILTINS, a.repeat)
 
 
 if __name__ == "__main__":
