@@ -1,6 +1,6 @@
 """Long horizons, sigma_w T up to 10: the pieces that make gelu, sin, cos and erf cheap there.
 
-- The sphere's theta table stops doubling once its Chebyshev series is resolved (``_gram._resolved_tail``): checked
+- The sphere's theta table stops doubling once its Chebyshev series is resolved (``_theta_sampling._resolved_tail``): checked
   on analytic test kernels whose interpolation error is measured here at 2000 points.
 - Cross-kernels on the panels are marched by wavefronts of cells (``_panels._solve_wavefront``,
   ``_backward_wavefront``): the same fixed point as the row marching (``_panels._solve``, ``_backward``).
@@ -16,7 +16,7 @@ import pytest
 
 import kernelcalc as kc
 from _sphere_direct import assert_table_meets_direct_solves
-from kernelcalc.kernels import _gram
+from kernelcalc.kernels import _interp, _theta_sampling
 from kernelcalc.kernels import _panels as pan
 
 
@@ -37,26 +37,26 @@ def test_theta_table_tail_stop_is_honest(a):
     interpolation error measured at 2000 random angles (the table itself is a separate stage)."""
     fn = _fake_pair_fn(a)
     one = np.ones(1)
-    F, R, err = _gram._theta_samples(fn, one, one, 1e-10, False, "test")
+    F, R, err = _theta_sampling._theta_samples(fn, one, one, 1e-10, False, "test")
     assert err is not None and err <= 1e-10
-    coef = _gram.chebyshev_coefficients(F)
+    coef = _interp.chebyshev_coefficients(F)
     u = np.random.default_rng(1).uniform(-1, 1, 2000)
     th = 0.5 * np.pi * (u + 1)
-    got = _gram.chebyshev_matrix(u, R) @ coef[:, 0, :]
+    got = _interp.chebyshev_matrix(u, R) @ coef[:, 0, :]
     exact = np.stack(fn(np.ones(u.size), np.ones(u.size), np.cos(th)), -1)
     true = np.max(np.abs(got - exact) / np.max(np.abs(exact), axis=0))
     assert true <= err, (R, true, err)
     # the doubling alone would have kept 2R + 1 nodes: R is the smallest power of two whose series is resolved
-    assert _gram._resolved_tail(F[::2], R // 2) is None or _gram._resolved_tail(F[::2], R // 2) > 1e-10
+    assert _theta_sampling._resolved_tail(F[::2], R // 2) is None or _theta_sampling._resolved_tail(F[::2], R // 2) > 1e-10
 
 
 def test_resolved_tail_refuses_an_unresolved_series():
     """A series still decaying at the end of its coefficients (a pole close to the interval) is not resolved."""
     fn = _fake_pair_fn(1.02)
-    u = _gram.lobatto(64)
+    u = _interp.lobatto(64)
     th = 0.5 * np.pi * (u + 1)
     F = np.stack(fn(np.ones(u.size), np.ones(u.size), np.cos(th)), -1)[:, None, :]
-    assert _gram._resolved_tail(F, 64) is None
+    assert _theta_sampling._resolved_tail(F, 64) is None
 
 
 def _gelu_C(q1, q2, c):

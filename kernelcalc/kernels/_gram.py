@@ -45,8 +45,8 @@ from .._validation import KernelcalcInputError, accuracy_shortfall, as_input_pai
 from ._gram_base import GramPlan, _TablePlan
 from ._gram_norms import NormInterpPlan
 from ._theta_pieces import pair_angles, sphere_pieces
-from ._theta_sampling import _resolved_tail, _theta_samples  # noqa: F401  (_resolved_tail: importable here)
-from ._interp import SinhAngle, ThetaTable, chebyshev_coefficients, chebyshev_matrix, lobatto  # noqa: F401  (importable here)
+from ._theta_sampling import _theta_samples
+from ._interp import SinhAngle, ThetaTable, chebyshev_coefficients
 
 __all__ = ["gram", "gram_plan", "GramPlan", "chebyshev_coefficients", "require_finite",
            "error_estimate", "max_norm", "bucket", "pad_to", "by_correlation"]

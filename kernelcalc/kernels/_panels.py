@@ -55,6 +55,39 @@ def _sandwich(A, X):
     return (Y.transpose(0, 2, 1).reshape(B * n, n) @ A.T).reshape(B, n, n).transpose(0, 2, 1)
 
 
+def _extrapolated_diagonal(prev, ones):
+    r"""First guess of a row's diagonal from the last panel's ``prev`` ``(B, m1)``: $q(t_k+\tau)=q(t_k)^2/q(t_k-\tau)$
+    (log-linear), or $q(t_k)$ where that is not finite and positive."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        guess = prev[:, -1:] ** 2 / prev[:, ::-1]
+    return np.where(np.isfinite(guess) & (guess > 0) & (prev[:, -1:] > 0), guess, prev[:, -1:] * ones)
+
+
+def _first_cells(tops, qk):
+    """First guess of a row's tensor cells ``(B, k, m1, m1)``: each cell's top edge ``tops`` scaled by
+    sqrt(q(t) / q(t_k)) of the row's diagonal guess ``qk`` (S(t, s) ~ sqrt(q(t)))."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.sqrt(qk / qk[:, :1])
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    return tops[:, :, None, :] * scale[:, None, :, None]
+
+
+def _row_sweep(J, source_C, X, tops, axis0):
+    """One sweep of a row's tensor cells ``X`` ``(B, k, m1, m1)``: the increments ``J (.) J^T`` of the sources
+    ``source_C`` on the old values, and the left edges of the sweep's cells carried cell after cell (Gauss-Seidel in
+    the edges; C of the last sweep): a sweep carries an edge across the whole row, not one cell further (the last rows
+    took 3k + 10 sweeps, as many calls of C; now about as many as one cell).  Returns ``(new X, its largest change)``
+    (``tops``: the cells' top edges, ``axis0``: the row's first edge)."""
+    B, k, m1 = X.shape[0], X.shape[1], X.shape[2]
+    inc = _sandwich(J, source_C.reshape(B * k, m1, m1)).reshape(X.shape)
+    new = np.empty_like(X)
+    edge = axis0[:, 0]
+    for j in range(k):
+        new[:, j] = tops[:, j, None, :] + edge[:, :, None] - tops[:, j, None, :1] + inc[:, j]
+        edge = new[:, j, :, -1]
+    return new, float(np.max(_change(new.reshape(B * k, m1, m1), X.reshape(B * k, m1, m1))))
+
+
 def _change(new, old) -> np.ndarray:
     B = new.shape[0]
     num = np.max(np.abs(new - old).reshape(B, -1), axis=1)
@@ -135,20 +168,11 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
         elif k == 0:
             qk = S0[:, None] * ones
         else:   # the row's diagonal, first guess: q(t_k + tau) = q(t_k)^2 / q(t_k - tau) (log-linear from the last panel)
-            prev = qs[:, k - 1]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                guess = prev[:, -1:] ** 2 / prev[:, ::-1]
-            qk = np.where(np.isfinite(guess) & (guess > 0) & (prev[:, -1:] > 0), guess, prev[:, -1:] * ones)
+            qk = _extrapolated_diagonal(qs[:, k - 1], ones)
         # first guess of the tensor cells: S(t_k, s) at the correlation of the lower edge (S(t, s) ~ sqrt(q(t)), so that
         # the first sweeps ask the dual for covariances near those of the solution: a table of C keeps its
         # angle range narrow)
-        if k:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                scale = np.sqrt(qk / qk[:, :1])
-            scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
-            X = tops[:, :, None, :] * scale[:, None, :, None]
-        else:
-            X = None
+        X = _first_cells(tops, qk) if k else None
         diag = None
         delta, prev, sweeps = math.inf, math.inf, 0
         while sweeps < max_sweeps:
@@ -166,17 +190,8 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
                     C, C_diag = _joint(C_of, at_tensor, at_diag)
                 else:
                     C = C_of(*at_tensor, *extra)
-                inc = _sandwich(J, source(C).reshape(B * k, m1, m1)).reshape(X.shape)
-                # the left edges of this sweep's cells, cell after cell (Gauss-Seidel in the edges; C of the last sweep):
-                # a sweep carries an edge across the whole row, not one cell further (the last rows took 3k + 10
-                # sweeps, as many calls of C; now about as many as one cell)
-                new = np.empty_like(X)
-                edge = axis0[:, 0]
-                for j in range(k):
-                    new[:, j] = tops[:, j, None, :] + edge[:, :, None] - tops[:, j, None, :1] + inc[:, j]
-                    edge = new[:, j, :, -1]
-                changes.append(np.max(_change(new.reshape(B * k, m1, m1), X.reshape(B * k, m1, m1))))
-                X = new
+                X, change = _row_sweep(J, source(C), X, tops, axis0)
+                changes.append(change)
             f = S0[:, None] * ones if k == 0 else X[:, -1, :, -1]        # S(t_k + tau, t_k) at the nodes
             base = (f @ Q.T).reshape(B, m1, m1) + f[:, :, None] - f[:, :1, None]
             if diag is None:

@@ -34,7 +34,7 @@ import math
 import numpy as np
 
 from ._panel_grid import PanelGrid
-from ._panels import _change, _one_thread, _row_slice, _sandwich
+from ._panels import _change, _extrapolated_diagonal, _first_cells, _one_thread, _row_slice, _row_sweep
 
 __all__ = ["solve_self"]
 
@@ -70,14 +70,8 @@ def _solve_self(grid, exact, S0, source, sweeps_tol, max_sweeps, stagnation):
             top_diag = out[:, grid.diag_slice(k - 1)].reshape(B, m1, m1)[:, -1, :] @ E_top.T
             tops = np.concatenate([below, top_diag[:, None, :]], axis=1)                     # (B, k, m1)
             qj = qs[:, :k]
-            prev = qs[:, k - 1]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                guess = prev[:, -1:] ** 2 / prev[:, ::-1]
-            qk = np.where(np.isfinite(guess) & (guess > 0) & (prev[:, -1:] > 0), guess, prev[:, -1:] * ones)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                scale = np.sqrt(qk / qk[:, :1])
-            scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
-            X = tops[:, :, None, :] * scale[:, None, :, None]
+            qk = _extrapolated_diagonal(qs[:, k - 1], ones)
+            X = _first_cells(tops, qk)
         else:
             X = None
 
@@ -96,14 +90,8 @@ def _solve_self(grid, exact, S0, source, sweeps_tol, max_sweeps, stagnation):
             sweep: tensor cells with Gauss-Seidel edges, then the diagonal cell from the new edge)."""
             changes = []
             if X is not None:
-                inc = _sandwich(J, source(C[:, :nt]).reshape(B * k, m1, m1)).reshape(X.shape)
-                new = np.empty_like(X)
-                edge = axis0[:, 0]
-                for j in range(k):
-                    new[:, j] = tops[:, j, None, :] + edge[:, :, None] - tops[:, j, None, :1] + inc[:, j]
-                    edge = new[:, j, :, -1]
-                changes.append(np.max(_change(new.reshape(B * k, m1, m1), X.reshape(B * k, m1, m1))))
-                X = new
+                X, change = _row_sweep(J, source(C[:, :nt]), X, tops, axis0)
+                changes.append(change)
             f = S0[:, None] * ones if k == 0 else X[:, -1, :, -1]
             base = (f @ Q.T).reshape(B, m1, m1) + f[:, :, None] - f[:, :1, None]
             new = base + (source(C[:, nt:].reshape(B, m1, m1)).reshape(B, -1) @ WT).reshape(B, m1, m1)
