@@ -219,6 +219,23 @@ All of this stop merged (dispatch: the rule evaluated eagerly by regime, each re
     ladder's probes, self-kernels and direct pairs ~0.7e6, ~5 s; 1.47e6 exact evaluations in all at 6-13 us.  The 10x
     target is still missed by about 2x.)
 
+Stop 27 (seven helper branches in two rounds: rule, ladder, theta; fixed, coarse; nodes measured and not merged),
+    main at the stop's start (18eab7d) against the merge, idle machine (load 1-2 after the helpers stopped)::
+
+    23:44-23:46 (load 3 -> 2): stop start 18eab7d softplus 18.1 s (23.1x), silu 23.5 s (22.8x); round 1 (rule, ladder,
+    theta) 10.3-10.5 s (11.8-12.9x), 13.9-14.1 s (13.2-13.5x).  00:29 (load 1-1.4): round 1 10.6 s (11.5x), 14.5 s
+    (13.4x); round 1 + 2 (fixed, coarse) 8.6-8.8 s (8.1-10.3x), 11.0-11.3 s (9.6-10.2x).
+    --repeat 3, 00:37, the final merge (f3f4fcb), median of 3 alternating cold runs each:
+    softplus      0.8     8.2   10.4   1.1e-10  all runs: T = 1 [0.82, 0.78, 0.78] s, T = 10 [8.52, 8.14, 8.19] s
+    silu          1.1    11.0   10.4   4.5e-11  all runs: T = 1 [1.09, 1.03, 1.06] s, T = 10 [11.12, 11.02, 10.59] s
+    all built-ins, 00:44 (load 3.3 -> 1.8): relu 5.3x, leaky_relu 5.5, softplus 10.5, tanh 4.2, sigmoid 1.7, erf 2.9,
+    gelu 5.2, silu 10.6, sin 4.2, cos 4.8, elu 5.4, identity 3.4; quadratic blows up (the right refusal)
+
+    (softplus T = 10 left, 8.7 s in-process: jax import ~1 s (T = 1 does not import jax), the rule's first use ~3 s
+    (four regime compiles ~0.4 s each, single-threaded, threads measured not to help; table builds ~1 s on two
+    threads), 0.81e6 chunk slots for 0.71e6 exact evaluations at ~3 us, Python ~1.9 s.  The 10x target is missed by
+    about 4 %: softplus and silu at 10.4x, every other built-in within 6.4x.)
+
 Run: ``python benchmarks/bench_regimes_horizon.py [--n 200] [--timeout 600] [--only tanh,sin] [--repeat 3]``; the lead's
 ``benchmarks/bench_regimes.py`` calls :func:`run`.
 """
