@@ -22,12 +22,13 @@ import pytest
 
 import kernelcalc as kc
 from _refusal_check import assert_refusal_multiplies_out
-from trapezoid_goursat import relu_kernel
+from trapezoid_goursat import goursat_kernel, relu_dual
 
 
-def _reference(T, sw, theta0, levels):
-    """Three Richardson steps (h^2, h^4, h^6) over the four ``levels`` n = n0, 2 n0, 4 n0, 8 n0."""
-    R = np.array([relu_kernel(n, T, sw, theta0) for n in levels])
+def _reference(T, sw, theta0, levels, dual=relu_dual):
+    """Three Richardson steps (h^2, h^4, h^6) over the four ``levels`` n = n0, 2 n0, 4 n0, 8 n0 of the trapezoid
+    march with the closed form ``dual`` (relu's; tests/test_long_horizon_elu.py and test_node_tables.py pass elu's)."""
+    R = np.array([goursat_kernel(dual, n, T, sw, theta0) for n in levels])
     for k in range(1, 4):
         R = (4**k * R[1:] - R[:-1]) / (4**k - 1)
     return R[-1]

@@ -1,5 +1,5 @@
 """softplus (and silu) past sigma_w T = 5 (issue 17, parts 3 and 4): the composite panels with node angle tables of the
-large-q rule (``kernels/ode_kinked_panels._angle_table``; ``ode_kinked_ladder._LARGE_Q_PANELS``).
+large-q rule (``kernels/ode_kinked_node_tables._angle_table``; ``ode_kinked_ladder._LARGE_Q_PANELS``).
 
 References that share no code with what is tested:
 

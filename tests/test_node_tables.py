@@ -21,6 +21,7 @@ import pytest
 import kernelcalc as kc
 import test_long_horizon_elu as elu_test
 import test_long_horizon_panels as ref_solver
+from kernelcalc.kernels import ode_kinked_node_tables as oknt
 from kernelcalc.kernels import ode_kinked_panels as okp
 from kernelcalc.kernels._node_tables import NodeAngleTable
 from kernelcalc.theory.gaussian import dual_kernels
@@ -93,7 +94,7 @@ def test_tables_serve_the_gram_and_match_the_untabulated_solves(monkeypatch):
     info = k.info["node_tables"]
     assert info["tables"] == 1 and info["problems"] == 15 and info["resolved"] == 0 and info["error"] <= 1e-11
     assert info["direct_problems"] == 0 and "exact evaluations per node" in info["choice"]
-    monkeypatch.setattr(okp, "_NT_BUILD_COST", math.inf)
+    monkeypatch.setattr(oknt, "_NT_BUILD_COST", math.inf)
     direct = kc.node_kernel(X, activation="elu", T=4.0, time_nodes=12)
     assert direct.info["node_tables"]["tables"] == 0 and direct.info["node_tables"]["direct_problems"] == 15
     for name in ("ntk", "nngp"):
@@ -119,7 +120,7 @@ def test_self_kernel_from_a_known_diagonal_is_the_row_marched_one():
 
 
 @pytest.mark.slow
-def test_tabulated_gram_entries_against_trapezoid_richardson(monkeypatch):
+def test_tabulated_gram_entries_against_trapezoid_richardson():
     """Two entries of the tabulated Gram (sigma_w T = 4, 7 +-1 inputs, default arguments: the ladder's self-kernels
     from known diagonals, the Gram's pairs through a node table) against the trapezoid-plus-Richardson reference
     (n = 16..128) with the test's own elu dual: within 2e-11 relative, and within the error estimate up to the
@@ -127,10 +128,9 @@ def test_tabulated_gram_entries_against_trapezoid_richardson(monkeypatch):
     X = _sign_inputs(7)
     k = kc.node_kernel(X, activation="elu", T=4.0)
     assert k.info["node_tables"]["problems"] >= 15 and k.info["self_q_steps"]
-    monkeypatch.setattr(ref_solver, "_relu", elu_test._elu_ref)
     for i, j in ((0, 1), (2, 5)):
         theta0 = math.acos(float(X[i] @ X[j]) / X.shape[1])
-        ref = ref_solver._reference(4.0, 1.0, theta0, (16, 32, 64, 128))
+        ref = ref_solver._reference(4.0, 1.0, theta0, (16, 32, 64, 128), dual=elu_test._elu_ref)
         got = np.array([k.nngp[i, j], k.ntk[i, j]])
         assert np.all(np.abs(got - ref) <= 2e-11 * np.abs(ref)), (i, j, got, ref)
         assert np.max(np.abs(got - ref)) <= k.info["error_estimate"] + 3e-12 * np.max(np.abs(ref))
@@ -159,6 +159,6 @@ def test_near_parallel_pairs_take_tables_only_where_cdot_is_smooth_at_rho_1(monk
     assert info["tables"] >= 1 and info["problems"] >= 6
     _, info05 = ntk("elu(alpha=0.5)")
     assert info05.get("tables", 0) == 0
-    monkeypatch.setattr(okp, "_NT_BUILD_COST", math.inf)
+    monkeypatch.setattr(oknt, "_NT_BUILD_COST", math.inf)
     direct, _ = ntk("elu")
     assert np.max(np.abs(tab - direct) / np.abs(direct)) <= 1e-11

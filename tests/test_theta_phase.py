@@ -1,7 +1,7 @@
 r"""The angle phase of the long-horizon sphere Gram (softplus, silu past $\sigma_wT=5$): the sinh angle variable of the
 sphere's $\theta$ table (``kernels/_interp.SinhAngle``, chosen by a pair function's ``theta_scale``), the node angle
 tables' pilots and shared nodes (``kernels/_node_tables.py``), and the first iterates of the theta solves from the
-solves already made on a table (``kernels/ode_kinked_panels._neighbour_guess``).
+solves already made on a table (``kernels/ode_kinked_node_tables._neighbour_guess``).
 
 References that share no code with what is tested:
 
@@ -25,6 +25,7 @@ import pytest
 import test_long_horizon_elu as elu_test
 from kernelcalc.kernels import _node_tables as ntm
 from kernelcalc.kernels import ode_kinked_panels as okp
+from kernelcalc.kernels import ode_kinked_node_tables as oknt
 from kernelcalc.kernels._gram import gram
 from kernelcalc.kernels._interp import SinhAngle
 from kernelcalc.theory.gaussian import dual_kernels
@@ -148,8 +149,8 @@ def test_first_iterate_interpolates_the_solves_of_nearby_angles():
     sol = lambda t: np.polynomial.polynomial.polyval(t, coef)   # noqa: E731
     known = list(np.sort(rng.uniform(0.1, 3.0, 11)))
     new = np.array([0.5, 1.7, 2.9])
-    assert okp._neighbour_guess(known[:5], [sol(t) for t in known[:5]], new) is None
-    guess = okp._neighbour_guess(known, [sol(t) for t in known], new)
+    assert oknt._neighbour_guess(known[:5], [sol(t) for t in known[:5]], new) is None
+    guess = oknt._neighbour_guess(known, [sol(t) for t in known], new)
     assert guess.shape == (3, 7)
     assert np.max(np.abs(guess - np.stack([sol(t) for t in new]))) <= 1e-9 * np.max(np.abs(coef))
 

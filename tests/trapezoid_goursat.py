@@ -89,17 +89,23 @@ def relu_dual(q1, q2, c):
     return n * (np.sin(th) + (math.pi - th) * rho) / (2 * math.pi), (math.pi - th) / (2 * math.pi)
 
 
-def relu_kernel(n, T, sw, theta0):
-    """(nngp, ntk) of the relu Neural ODE for two unit-variance inputs at angle ``theta0`` (sigma_u = sigma_v = 1) on
-    the n-step grid."""
-    Sx, q = march(relu_dual, n, T, sw, 1.0)
+def goursat_kernel(dual, n, T, sw, theta0):
+    """(nngp, ntk) of the Neural ODE with the closed-form ``dual`` (``(q1, q2, c) -> (C, Cdot)``) for two unit-variance
+    inputs at angle ``theta0`` (sigma_u = sigma_v = 1) on the n-step grid."""
+    Sx, q = march(dual, n, T, sw, 1.0)
     c0 = math.cos(theta0)
-    S = Sx if theta0 == 0 else march(relu_dual, n, T, sw, c0, q=q.copy())[0]
-    C, Cd = relu_dual(q[:, None], q[None, :], S)
+    S = Sx if theta0 == 0 else march(dual, n, T, sw, c0, q=q.copy())[0]
+    C, Cd = dual(q[:, None], q[None, :], S)
     if theta0 == 0:          # identical inputs: correlation exactly 1 on the diagonal
-        np.fill_diagonal(C, q / 2)
-        np.fill_diagonal(Cd, 0.5)
+        Cq, Cdq = dual(q, q, q)
+        np.fill_diagonal(C, Cq)
+        np.fill_diagonal(Cd, Cdq)
     L = backward(n, T, sw, Cd[n, n], Cd)
     w = np.full(n + 1, T / n)
     w[0] = w[-1] = T / (2 * n)
     return C[n, n], C[n, n] + sw * sw * (w @ (C * L) @ w) + c0 * L[0, 0]
+
+
+def relu_kernel(n, T, sw, theta0):
+    """:func:`goursat_kernel` of relu (:func:`relu_dual`)."""
+    return goursat_kernel(relu_dual, n, T, sw, theta0)

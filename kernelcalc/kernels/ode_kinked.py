@@ -46,6 +46,7 @@ from ._panel_grid import PanelGrid
 from ._anchored import RESIDUAL_TOL, AnchoredDual
 from ._gram import flat_pairs
 from .ode_kinked_deficit import KinkedDeficitMixin, _homogeneous_closed
+from .ode_kinked_node_tables import KinkedNodeTablesMixin
 from .ode_kinked_ladder import KinkedLadderMixin, band_of, use_triangles  # noqa: F401  (use_triangles: importable here)
 from .ode_kinked_panels import (_kink, _dear, KinkedPanelsMixin, _backward, _dual_np, _exact_pairs, _panels_of,
                                 _point_variances, _resample, _solve, _terminal)
@@ -64,7 +65,7 @@ _SELF_Q_STEPS = 8          # ... at most this many fixed-diagonal solves, else t
 _THETA_EPS = 4.0
 
 
-class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedPanelsMixin):
+class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesMixin, KinkedPanelsMixin):
     r"""Neural-ODE kernel evaluator on the collapsed-triangle grid (module doc); ``M`` is the degree $m=n$.
     Mixed into a :class:`~kernelcalc.kernels.ode.GoursatSolver`, which supplies :meth:`_tensor_factory`
     (the tensor-grid solver of unequal-norm pairs) and, for the panels' cost guard, ``work_limit`` and

@@ -37,7 +37,7 @@ _PANEL_LADDERS_0 = (12, 16, 20, 24, 32)
 _RULE_OPS_PER_POINT = 2.0
 _CLENSHAW_OPS = 3.0        # a node angle table's Clenshaw sum per node (mean degrees 4-12; _node_tables)
 #: exact (C, Cdot) per node that a node angle table's build costs (:mod:`._node_tables`; the ski-rental rule of
-#: ``ode_kinked_panels._angle_table`` weighs it): 13 Lobatto nodes, doubled where needed (measured 14-21 evaluations
+#: ``ode_kinked_node_tables._angle_table`` weighs it): 13 Lobatto nodes, doubled where needed (measured 14-21 evaluations
 #: per node with the held-out checks, elu at sigma_w T = 10), and two bracketing solves (about 3 exact evaluations each)
 _NT_BUILD_COST = 20.0 + 2 * 3.0
 _TABLE_PAIRS = 3           # pairs of a band from which the table is built (its ski-rental rule, _angle_table)
@@ -95,7 +95,7 @@ class KinkedPanelsCostMixin:
         exact = _ANCHORED_EXACT if _anchored_dual(dual) else 1.0
         per_node_pair = _PAIR_SWEEPS * (exact * ev + mp) + _PAIR_EVALS * ev + _PAIR_SWEEPS * mp
         sweeps = _self_sweeps(P)
-        # through a node angle table (the Gram's pairs of a large-q rule, ode_kinked_panels._angle_table): Clenshaw sums
+        # through a node angle table (the Gram's pairs of a large-q rule, ode_kinked_node_tables._angle_table): Clenshaw sums
         # in the sweeps, and the table's build once per grid and band of input angles
         per_node_table = 2 * _PAIR_SWEEPS * (_CLENSHAW_OPS + mp) + _PAIR_EVALS * _CLENSHAW_OPS
         return dict(P=P, cells=cells, per_cell=(m + 1) ** 2, nodes=nodes, eval=ev, map=mp, exact=exact,

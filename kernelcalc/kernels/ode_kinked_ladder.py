@@ -243,7 +243,7 @@ _RELU_LIKE_AT_LARGE_Q = ("gelu",)
 
 #: smooth activations without a closed-form dual that take the panels for sigma_w T in (lo, hi], where their
 #: expectations need the large-q rule (softplus: q(T) ~ 400 at sigma_w T = 5, past the Hermite series' reach), read
-#: through node angle tables (:meth:`KinkedPanelsMixin._angle_table`) built from its exact values, with anchored sweeps
+#: through node angle tables (:meth:`KinkedNodeTablesMixin._angle_table`) built from its exact values, with anchored sweeps
 #: elsewhere.  Measured (N = 200 on the sphere, cold, load 2-3): softplus sigma_w T = 10 in 50 s CPU, error estimate
 #: 8.7e-11; silu 64 s, 7.0e-11 (refused before; through the (log q, theta) table of the smoothpanels branch, removed
 #: here, softplus took 1474 s and erred by 1.1e-4).  Beyond hi the tensor grid's cost guard refuses as before.

@@ -1,7 +1,8 @@
 r"""The plumbing of the kinked Neural-ODE solver (:mod:`kernelcalc.kernels.ode_kinked`): its time grid (one
 collapsed-triangle element, or the composite panels of :mod:`._panels` past $\sigma_wT=3$) with the forward and
 backward solves on it, and the evaluation of the dual kernels on the grid nodes (numpy or
-jitted, the angle tables :class:`_AngleTable` of quadrature duals, the node angle tables of :mod:`._node_tables`).
+jitted, the angle tables :class:`_AngleTable` of quadrature duals; the node angle tables of a dear dual are
+:mod:`.ode_kinked_node_tables`'s).
 The panels' cost model and guard are :class:`.ode_kinked_cost.KinkedPanelsCostMixin`, the base of
 :class:`KinkedPanelsMixin`."""
 
@@ -21,10 +22,9 @@ from . import _triangle as tri
 from . import _panels as pan
 from ._panel_grid import PanelGrid, panel_count, panel_grid
 from ._anchored import RESIDUAL_TOL, AnchoredDual
-from ._node_tables import NodeAngleTable, angle_of
 from ._interp import barycentric_weights
 from ._interp import chebyshev_coefficients, chebyshev_matrix
-from .ode_kinked_cost import _NT_BUILD_COST, KinkedPanelsCostMixin
+from .ode_kinked_cost import KinkedPanelsCostMixin
 
 _TABLE_TOL = 1e-13         # angle tables (_AngleTable) of quadrature duals: target relative accuracy
 _TABLE_MAX = 256
@@ -35,14 +35,6 @@ _TABLE_COST_ANGLES = 64    # angles of an angle table (typical; 16-256), for the
 #: 15 shapes, 26 of 130 s of softplus at sigma_w T = 6, N = 20; a chunk's dispatch, ~50 us, against ~3 ms of work)
 _JIT_CHUNK = 512
 _SINGLE_ELEMENT = 3.0     # sigma_w * T up to which one collapsed-triangle element is used
-_NT_TOL = 1e-12            # node angle tables (_node_tables) of a dear closed form: relative accuracy
-#: exact (C, Cdot) per node that one cross solve of a dear closed form costs without a node angle table (anchored
-#: sweeps, measured 3.9-4.0 for elu at sigma_w T = 10, plus the residual check and the final C, Cdot)
-_NT_DIRECT_COST = 6.0
-#: first angle degree of the large-q rule's node tables (doubled where a node needs it: 6, 12, 24, 48; measured softplus
-#: sigma_w T = 10: 7.7e5 exact evaluations for the three tables against 8.9e5 from 12, the same held-out error)
-_NT_R0_RULE = 6
-_NT_BRACKET_TOL = 1e-9     # Picard tolerance of the bracketing solves (their angles are padded by _node_tables._PAD)
 #: anchored solves of a dear closed form (elu) evaluate exactly where the correlation is within this of 1: its dual
 #: is not smooth at rho = 1 ((1 - rho)^{3/2} terms), where the linear model's error is not quadratic (measured:
 #: residuals 8e-12 > RESIDUAL_TOL at the diagonal t = s of the self-kernel, and an exact re-solve of each; with 1e-2,
@@ -59,8 +51,6 @@ _KEEP = 24
 #: kept solves of another initial value S0 seed a solve (:meth:`KinkedPanelsMixin._nearby`) within this of it (relative):
 #: the near-parallel probes of bands 1 and 2 from the self-kernel (1 - cos theta_0 <= 5.5e-3 up to sigma_w T = 20)
 _NEARBY = 1e-2
-#: solves of other input angles on a node angle table interpolated for the first iterate of a new one (_neighbour_guess)
-_GUESS_POINTS = 6
 
 
 class _AngleTable:
@@ -328,88 +318,6 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
         C, Cdot = _dual_np(dual, q1, q2, S, True)
         return S, (C, Cdot), dS, nS
 
-    def _angle_table(self, dual, grid, q, band: int, problems: int):
-        r"""The :class:`._node_tables.NodeAngleTable` of a dear closed form (``dual.points`` > 1: elu) on the panels
-        ``grid`` for ``problems`` cross-kernel problems of band ``band`` sharing the diagonal ``q`` (rows), or
-        ``None``: direct (anchored) solves, while they are cheaper (and always in bands 1 and 2 of a dual whose
-        $\dot C$ is not Lipschitz at $\rho=1$, :func:`smooth_at_parallel`).  The table is built once the problems asked of
-        this grid and diagonal, this batch included, and as many again (the Gram's sphere table doubles its angles
-        until it converges: a grid asked $k$ problems is asked at least $k$ more) would cost more direct evaluations
-        than the table (``_NT_BUILD_COST`` against ``_NT_DIRECT_COST`` per node and problem).  The large-$q$ rule
-        (softplus, silu) builds it at the first problem: its direct solves cost about 9 exact evaluations per node and
-        problem with their residual re-solves (measured at $\sigma_wT=10$), and the Gram asks every band of a grid
-        tens of problems (the sphere table's angles).  Its angle range per
-        node comes from two solves at the band's extreme input angles (:func:`band_edges`)."""
-        if not (isinstance(grid, PanelGrid) and _dear(dual) and np.all(q == q[:1])) or (
-                band > 0 and not smooth_at_parallel(dual)):
-            return None
-        key = (grid.name, band, q[0].tobytes())
-        state = self._nt_state.setdefault(key, dict(problems=0, table=None))
-        state["problems"] += problems
-        if state["table"] is None and (dual.method == "asymptotic" or
-                                       2 * state["problems"] * _NT_DIRECT_COST >= _NT_BUILD_COST):
-            lo, hi = band_edges(band, self.sigma_w * self.T)
-            S0 = q[0, 0] * np.cos(np.array([lo, hi]))         # S(0, 0) = q(0) cos(theta_0)
-            exact = functools.partial(_exact_pairs, dual)
-            bracket = AnchoredDual(exact, kink=_kink(dual))
-            # the band's edges solved on this grid already (the degree ladder's probes, at full accuracy) are reused;
-            # the others start from such a solve on another grid (the range only needs to hold the Gram's solves: a
-            # solve that leaves it is solved again exactly, _angle_table_pairs)
-            kept = [self._solution(grid, s0, float(q[0, -1]), exact=True) for s0 in S0.tolist()]
-            todo = [i for i, k in enumerate(kept) if k is None]
-            S = np.empty((2, grid.points))
-            for i, k in enumerate(kept):
-                if k is not None:
-                    S[i] = k[1]
-            if todo:
-                guess = self._guess(grid, S0[todo], np.repeat(q[:1], len(todo), axis=0))
-                S[todo], _, _, _ = pan.solve(grid, bracket, S0[todo], self._fwd, q=np.repeat(q[:1], len(todo), axis=0),
-                                             sweeps_tol=_NT_BRACKET_TOL, stagnation=_NT_BRACKET_TOL, guess=guess)
-            q1, q2 = (a[0] for a in _point_variances(grid, q[:1]))
-            n = np.sqrt(q1 * q2)
-            th = angle_of(n, S)
-            nt = state["table"] = NodeAngleTable(exact, q1, q2, th[0], th[1], _NT_TOL,
-                                                 r0=_NT_R0_RULE if dual.method == "asymptotic" else 12)
-            self._table_error = max(self._table_error, nt.error)
-            rec_ = self._node_table_info()
-            rec_.update(tables=rec_["tables"] + 1, evaluations=rec_["evaluations"] + nt.evaluations + bracket.exact_points,
-                        degree=max(rec_["degree"], nt.R), error=max(rec_["error"], nt.error))
-        if state["table"] is None:
-            rec_ = self._node_table_info()
-            rec_["direct_problems"] += problems
-        return state["table"]
-
-    def _node_table_info(self) -> dict:
-        """``info["node_tables"]``: what the node angle tables cost and served, and the rule that chose them."""
-        return self.info.setdefault("node_tables", dict(
-            tables=0, evaluations=0, degree=0, error=0.0, problems=0, direct_problems=0, resolved=0, extrapolated=0,
-            direct=0, choice=f"a table per time grid and band once (problems asked + as many again) x "
-                             f"{_NT_DIRECT_COST:g} exact evaluations per node >= {_NT_BUILD_COST:g} (its build); "
-                             f"before, direct anchored solves (direct_problems)"))
-
-    def _angle_table_pairs(self, nt, dual, grid, q, S0):
-        r"""$(C,\dot C)$ on the panels of B cross-kernel problems through the node angle table ``nt``; a problem
-        whose converged values leave the table's ranges is solved again directly.  Returns ``(C, Cdot, change,
-        sweeps)`` (node arrays ``(B, points)``)."""
-        B = S0.shape[0]
-        idx = np.broadcast_to(np.arange(grid.points), (B, grid.points))
-        solved = self._nt_solved.setdefault(id(nt), (nt, [], []))      # (the table, angles, solves) on it so far
-        theta0 = angle_of(q[:, 0], S0)
-        guess = _neighbour_guess(solved[1], solved[2], theta0)
-        S, _, dS, nS = pan.solve(grid, lambda a, b, c, x: nt(c, x[0], 0), S0, self._fwd, q=q, aux=(idx,), guess=guess)
-        bad = ~nt.inside(S, idx)
-        if np.any(bad):      # (not the table's fixed point: a non-monotone phi, or a bracket missed)
-            S[bad], _, d2, n2 = pan.solve(grid, self._C(dual), S0[bad], self._fwd, q=q[bad])
-            dS, nS = max(dS, d2), max(nS, n2)
-        C, Cdot = nt(S, idx, 0, final=True), nt(S, idx, 1, final=True)
-        solved[1].extend(theta0[~bad].tolist())
-        solved[2].extend(S[~bad])
-        rec_ = self._node_table_info()
-        rec_.update(problems=rec_["problems"] + B, resolved=rec_["resolved"] + int(np.sum(bad)),
-                    extrapolated=rec_["extrapolated"] + nt.extrapolated, direct=rec_["direct"] + nt.direct)
-        nt.extrapolated = nt.direct = 0
-        return C, Cdot, dS, nS
-
     def _table(self, dual, grid, q):
         """The :class:`_AngleTable` of ``grid`` for problems sharing one diagonal ``q`` (rows), or ``None``
         (a closed form, or different diagonals)."""
@@ -424,27 +332,6 @@ class KinkedPanelsMixin(KinkedPanelsCostMixin):
             self.info["angle_table_error"] = max(self.info.get("angle_table_error", 0.0), table.error)
             self._table_error = max(self._table_error, table.error)
         return table
-
-
-def _neighbour_guess(angles, solves, theta0):
-    r"""``(B, points)``: first iterates of the cross-kernel solves of input angles ``theta0`` on a node angle table
-    from the solves of other angles on it (``angles``, ``solves``: lists), each the Lagrange interpolant in $\theta_0$
-    through the ``_GUESS_POINTS`` nearest (the sphere table's later samples lie between its earlier ones: measured
-    softplus $\sigma_wT=10$, 2-8 sweeps per wavefront where 10, 19 % fewer table calls), or ``None`` while fewer are
-    known.  Only
-    the start of the Picard sweeps: each solve still meets their tolerance from it."""
-    if len(angles) < _GUESS_POINTS:
-        return None
-    known = np.asarray(angles)
-    rows = []
-    for th in np.asarray(theta0).tolist():
-        near = np.argsort(np.abs(known - th), kind="stable")[:_GUESS_POINTS]
-        x = known[near]
-        if np.unique(x).size < x.size:
-            return None
-        w = np.array([np.prod([(th - x[j]) / (x[i] - x[j]) for j in range(x.size) if j != i]) for i in range(x.size)])
-        rows.append(sum(wi * solves[i] for wi, i in zip(w, near)))
-    return np.stack(rows)
 
 
 def _kink(dual) -> float:
