@@ -55,6 +55,13 @@ def _sandwich(A, X):
     return (Y.transpose(0, 2, 1).reshape(B * n, n) @ A.T).reshape(B, n, n).transpose(0, 2, 1)
 
 
+def _diag_base(f, Q):
+    """The diagonal cell's values ``(B, m1, m1)`` without its source term, from its left edge ``f`` ``(B, m1)``
+    ($S(t_k+\\tau, t_k)$ at the nodes) and the cell's quadrature ``Q``."""
+    B, m1 = f.shape
+    return (f @ Q.T).reshape(B, m1, m1) + f[:, :, None] - f[:, :1, None]
+
+
 def _extrapolated_diagonal(prev, ones):
     r"""First guess of a row's diagonal from the last panel's ``prev`` ``(B, m1)``: $q(t_k+\tau)=q(t_k)^2/q(t_k-\tau)$
     (log-linear), or $q(t_k)$ where that is not finite and positive."""
@@ -193,7 +200,7 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
                 X, change = _row_sweep(J, source(C), X, tops, axis0)
                 changes.append(change)
             f = S0[:, None] * ones if k == 0 else X[:, -1, :, -1]        # S(t_k + tau, t_k) at the nodes
-            base = (f @ Q.T).reshape(B, m1, m1) + f[:, :, None] - f[:, :1, None]
+            base = _diag_base(f, Q)
             if diag is None:
                 diag = base.copy()
             if C_diag is None:
@@ -293,7 +300,7 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
                 [guess[:, grid.tensor_slice(k, j)].reshape(B, m1, m1) for k, j in zip(ks, js)], axis=1)
         if kd is not None:
             f = S0[:, None] * ones if kd == 0 else cell(kd, kd - 1)[:, :, -1]           # S(t_k + tau, t_k)
-            base_d = (f @ Q.T).reshape(B, m1, m1) + f[:, :, None] - f[:, :1, None]
+            base_d = _diag_base(f, Q)
             qd = qp[:, kd]
             qd1, qd2 = np.broadcast_to(qd[:, :, None], (B, m1, m1)), (qd @ Q.T).reshape(B, m1, m1)
             if aux is None and hasattr(C_of, "at_variances"):

@@ -34,7 +34,8 @@ import math
 import numpy as np
 
 from ._panel_grid import PanelGrid
-from ._panels import _change, _extrapolated_diagonal, _first_cells, _one_thread, _row_slice, _row_sweep
+from ._panels import (_change, _diag_base, _extrapolated_diagonal, _first_cells, _one_thread, _row_slice,
+                      _row_sweep)
 
 __all__ = ["solve_self"]
 
@@ -93,13 +94,12 @@ def _solve_self(grid, exact, S0, source, sweeps_tol, max_sweeps, stagnation):
                 X, change = _row_sweep(J, source(C[:, :nt]), X, tops, axis0)
                 changes.append(change)
             f = S0[:, None] * ones if k == 0 else X[:, -1, :, -1]
-            base = (f @ Q.T).reshape(B, m1, m1) + f[:, :, None] - f[:, :1, None]
-            new = base + (source(C[:, nt:].reshape(B, m1, m1)).reshape(B, -1) @ WT).reshape(B, m1, m1)
+            new = _diag_base(f, Q) + (source(C[:, nt:].reshape(B, m1, m1)).reshape(B, -1) @ WT).reshape(B, m1, m1)
             changes.append(np.max(_change(new, diag)))
             return X, new, float(max(changes))
 
         f = S0[:, None] * ones if k == 0 else X[:, -1, :, -1]
-        diag = (f @ Q.T).reshape(B, m1, m1) + f[:, :, None] - f[:, :1, None]
+        diag = _diag_base(f, Q)
         if k:
             # the diagonal cell, first guess: the last row's scaled by the first guess of the row's diagonal
             last = out[:, grid.diag_slice(k - 1)].reshape(B, m1, m1)
