@@ -75,18 +75,26 @@ def _compiled(rule, derivative: bool, name: str):
     return jit(lambda q1, q2, c: tuple(rule._one(q1, q2, c, d) for d in ds))
 
 
-def _chunked(fn, q1, q2, c, K: int, outs, where):
-    """``outs[k][where] = fn(...)[k]`` over the covariances ``(q1, q2, c)`` (flat, all of one regime) in chunks of ``K``,
-    the last one padded with its own first covariance (dropped)."""
+def _dispatch(fn, q1, q2, c, K: int, where) -> list:
+    """The calls ``fn(...)`` over the covariances ``(q1, q2, c)`` (flat, all of one regime) in chunks of ``K``, the last
+    one padded with its own first covariance, as ``[(outputs, where[lo:hi]), ...]``: dispatched, not waited for (jax
+    runs them while Python dispatches the next, :func:`_collect` waits)."""
     n = q1.size
+    pending = []
     for lo in range(0, n, K):
         hi = min(lo + K, n)
         part = [a[lo:hi] for a in (q1, q2, c)]
         if hi - lo < K:
             part = [np.concatenate([a, np.full(K - a.size, a[0])]) for a in part]
-        got = fn(*part)
+        pending.append((fn(*part), where[lo:hi]))
+    return pending
+
+
+def _collect(pending, outs) -> None:
+    """``outs[k][where] = outputs[k]`` for the ``(outputs, where)`` of :func:`_dispatch` (the padding dropped)."""
+    for got, where in pending:
         for o, g in zip(outs, got):
-            o[where[lo:hi]] = np.asarray(g)[: hi - lo]
+            o[where] = np.asarray(g)[: where.size]
 
 
 def eager_values(rule, q1, q2, c, derivative: bool = True) -> tuple:
@@ -98,12 +106,14 @@ def eager_values(rule, q1, q2, c, derivative: bool = True) -> tuple:
     n = flat[0].size
     outs = [np.empty(n) for _ in range(2 if derivative else 1)]
     rest = np.ones(n, bool)
+    pending = []
     for name, mask in regimes(rule):
         here = rest if mask is None else mask(*flat, xp=np) & rest
         idx = np.flatnonzero(here)
         if idx.size:
             rest &= ~here
-            _chunked(_compiled(rule, derivative, name), *(a[idx] for a in flat), _CHUNKS[name], outs, idx)
+            pending += _dispatch(_compiled(rule, derivative, name), *(a[idx] for a in flat), _CHUNKS[name], idx)
         if not rest.any():
             break
+    _collect(pending, outs)
     return tuple(o.reshape(shape) for o in outs)
