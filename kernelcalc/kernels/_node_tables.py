@@ -64,6 +64,7 @@ _CHUNK = 1 << 16       # exact evaluations per call of ``exact``
 _PILOT = 4             # every this many distinct nodes one climbs the ladder from r0; the others start near its degree
 _MARGIN = 3            # ... at the larger degree of the two pilots around them plus this
 _R_LOW = 4             # ... and at least this
+_LAYOUTS = 64          # degree-sorted node layouts of _clenshaw kept (a wavefront's cells, each asked every sweep)
 
 
 def angle_of(n, c):
@@ -108,6 +109,7 @@ class NodeAngleTable:
         self.b = np.where(self.graded, np.arcsinh(self.hi / self.eps), self.hi)
         self.b = np.where(self.b > self.a, self.b, self.a + 1e-300)
         self.evaluations = self.direct = self.extrapolated = self.outside_final = 0
+        self._layouts = {}            # (which, size, hash) -> a node layout of _clenshaw sorted by degree (reused)
         self.tol = float(tol)
         self.r0 = int(r0)
         self._build()
@@ -237,6 +239,14 @@ class NodeAngleTable:
         Picard transients of a solve), counted in :attr:`extrapolated`; with ``final`` it is evaluated exactly
         (counted in :attr:`direct`) and :attr:`outside_final` counts it (a solve whose converged values left the
         range is not the table's fixed point: the caller re-solves it exactly)."""
+        return self._serve(c, idx, (which,), final)[0]
+
+    def pair(self, c, idx, final: bool = True):
+        r"""``(C, Cdot)`` at covariances ``c`` of the nodes ``idx``: :meth:`__call__` for both at once (one angle
+        variable, one Clenshaw pass over both series, one exact evaluation of a query outside its range)."""
+        return self._serve(c, idx, (0, 1), final)
+
+    def _serve(self, c, idx, which: tuple, final: bool):
         c = np.asarray(c, np.float64)
         idx = np.asarray(idx)
         shared = c.ndim >= 2 and idx.shape[0] > 1 and np.array_equal(idx[0], idx[-1])   # a batch's rows: one layout
@@ -249,56 +259,73 @@ class NodeAngleTable:
         eps, a, b = self.eps[nodes], self.a[nodes], self.b[nodes]
         x = np.where(graded, np.arcsinh(th / eps), th)
         u = np.clip(2.0 * (x - a) / (b - a) - 1.0, -1.0, 1.0)
-        val = self._clenshaw(u, nodes, which, shared)
-        if which == 0:
-            val = val * n
+        vals = self._clenshaw(u, nodes, which, shared)
+        if 0 in which:
+            vals[which.index(0)] *= n
         outside = below | above
         if np.any(outside):
             full = np.broadcast_to(idx, c.shape)[outside]
             if final:
                 self.direct += int(full.size)
                 self.outside_final += int(full.size)
-                val[outside] = self.exact(self.q1[full], self.q2[full], c[outside])[which]
+                got = self.exact(self.q1[full], self.q2[full], c[outside])
+                for val, w in zip(vals, which):
+                    val[outside] = got[w]
             else:
                 self.extrapolated += int(full.size)
-                if which == 0:      # + Cdot at the end (its value at u = -1 or 1: the alternating or plain sum)
+                if 0 in which:      # + Cdot at the end (its value at u = -1 or 1: the alternating or plain sum)
                     end = np.where(np.broadcast_to(below, c.shape)[outside], 0, 1)
                     th_end = np.where(end == 0, self.lo[full], self.hi[full])
-                    val[outside] += self.end_Cdot[end, full] * (c[outside] - self.n[full] * np.cos(th_end))
-        return val
+                    vals[which.index(0)][outside] += self.end_Cdot[end, full] * (c[outside] - self.n[full] * np.cos(th_end))
+        return vals
 
-    def _clenshaw(self, u, nodes, which: int, shared: bool):
-        r"""The series of ``which`` at ``u``, each node's to its own degree: the nodes sorted by degree (descending),
-        so that the step of degree $r$ runs on the prefix of the nodes that need it (the work is the sum of the
-        degrees, not the largest degree times the nodes).  ``shared``: ``nodes`` (leading axis 1) serve every row
-        of ``u``."""
+    def _clenshaw(self, u, nodes, which, shared: bool):
+        r"""The series of each of ``which`` (a tuple of 0, 1; or one int) at ``u``, each node's to its own degree:
+        a list of arrays shaped as ``u`` (one array for an int).  The nodes are sorted by degree (descending), so
+        that the step of degree $r$ runs on the prefix of the nodes that need it (the work is the sum of the degrees,
+        not the largest degree times the nodes); the sorted layout of a node set is kept for the next call (the
+        Picard sweeps of a wavefront ask the same nodes again).  Three buffers in rotation ($b_{r+2}$ is overwritten
+        by $b_r$: no copies); a node's columns stay zero until its degree is reached.  Both series run in one
+        pass (a trailing axis).  ``shared``: ``nodes`` (leading axis 1) serve every row of ``u``."""
+        one = not isinstance(which, tuple)
+        w = [which] if one else list(which)
         if not shared:
-            coef = self.coef[:, nodes, which]
-            b1, b2, u2 = np.zeros_like(u), np.zeros_like(u), 2.0 * u
+            coef = self.coef[:, nodes][..., w]
+            ue = u[..., None]
+            b1, b2, u2 = np.zeros(coef.shape[1:]), np.zeros(coef.shape[1:]), 2.0 * ue
             for r in range(coef.shape[0] - 1, 0, -1):
                 b1, b2 = u2 * b1 - b2 + coef[r], b1
-            return u * b1 - b2 + coef[0]
+            val = ue * b1 - b2 + coef[0]
+            out = [val[..., i] for i in range(len(w))]
+            return out[0] if one else out
         flat = nodes.ravel()
-        deg = self.degree[flat]
-        order = np.argsort(-deg, kind="stable")
-        top = int(deg[order[0]]) if flat.size else 0
-        active = np.searchsorted(-deg[order], -np.arange(top + 1), side="right")   # nodes of degree >= r
-        coef = self.coef[: top + 1, flat[order], which]                       # (top+1, N) sorted
-        us = u.reshape(u.shape[0], -1)[:, order]
+        key = (tuple(w), flat.size, hash(flat.tobytes()))
+        hit = self._layouts.get(key)
+        if hit is None or not np.array_equal(hit[0], flat):
+            if len(self._layouts) >= _LAYOUTS:
+                self._layouts.clear()
+            deg = self.degree[flat]
+            order = np.argsort(-deg, kind="stable")
+            top = int(deg[order[0]]) if flat.size else 0
+            active = np.searchsorted(-deg[order], -np.arange(top + 1), side="right").tolist()   # degree >= r
+            coef = np.ascontiguousarray(np.moveaxis(self.coef[: top + 1, flat[order]][..., w], 2, 1))  # (top+1, w, N)
+            hit = self._layouts[key] = (flat.copy(), order, top, active, coef)
+        _, order, top, active, coef = hit
+        rows = u.shape[0]
+        us = u.reshape(rows, -1)[:, order][:, None, :]                        # (rows, 1, N) sorted
         u2 = 2.0 * us
-        b1, b2 = np.zeros_like(us), np.zeros_like(us)
-        tmp = np.empty_like(us)
-        for r in range(top, 0, -1):                                           # Clenshaw on the prefix
-            k = int(active[r])
-            t, x, y = tmp[:, :k], b1[:, :k], b2[:, :k]
-            np.multiply(u2[:, :k], x, out=t)
-            t -= y
-            t += coef[r, :k]
-            y[...] = x
-            x[...] = t
-        val = np.empty_like(us)
-        val[:, order] = us * b1 - b2 + coef[0]
-        return val.reshape(u.shape)
+        b1, b2, b0 = (np.zeros((rows, len(w), flat.size)) for _ in range(3))        # b_{r+1}, b_{r+2}, scratch
+        for r in range(top, 0, -1):
+            k = active[r]
+            t = np.multiply(u2[..., :k], b1[..., :k], out=b0[..., :k])
+            t -= b2[..., :k]
+            t += coef[r, :, :k]
+            b1, b2, b0 = b0, b1, b2
+        val = us * b1 - b2 + coef[0]
+        res = np.empty((len(w), rows, flat.size))
+        res[:, :, order] = np.moveaxis(val, 1, 0)
+        out = [res[i].reshape(u.shape) for i in range(len(w))]
+        return out[0] if one else out
 
     def inside(self, c, idx) -> np.ndarray:
         """Per row of ``c``: whether every value lies in its node's range (the table's fixed point)."""
