@@ -108,6 +108,11 @@ class NodeAngleTable:
         self.a = np.where(self.graded, np.arcsinh(self.lo / self.eps), self.lo)
         self.b = np.where(self.graded, np.arcsinh(self.hi / self.eps), self.hi)
         self.b = np.where(self.b > self.a, self.b, self.a + 1e-300)
+        # the queries' variable u = x * slope + shift, x = arcsinh(theta / eps) where graded, else theta
+        self._inv_n = 1.0 / np.where(self.n > 0, self.n, 1.0)
+        self._inv_eps = 1.0 / self.eps
+        self._slope = 2.0 / (self.b - self.a)
+        self._shift = -1.0 - self.a * self._slope
         self.evaluations = self.direct = self.extrapolated = self.outside_final = 0
         self._layouts = {}            # (which, size, hash) -> a node layout of _clenshaw sorted by degree (reused)
         self.tol = float(tol)
@@ -251,17 +256,18 @@ class NodeAngleTable:
         idx = np.asarray(idx)
         shared = c.ndim >= 2 and idx.shape[0] > 1 and np.array_equal(idx[0], idx[-1])   # a batch's rows: one layout
         nodes = idx[:1] if shared else idx
-        n = self.n[nodes]
-        th = angle_of(n, c)
-        lo, hi = self.lo[nodes], self.hi[nodes]
-        below, above = th < lo, th > hi
+        th = self._angle(c, nodes)
+        below, above = th < self.lo[nodes], th > self.hi[nodes]
         graded = self.graded[nodes]
-        eps, a, b = self.eps[nodes], self.a[nodes], self.b[nodes]
-        x = np.where(graded, np.arcsinh(th / eps), th)
-        u = np.clip(2.0 * (x - a) / (b - a) - 1.0, -1.0, 1.0)
+        u = np.multiply(th, self._inv_eps[nodes])       # (1 where not graded: x = theta exactly)
+        if np.any(graded):                               # the sinh variable only where graded
+            np.arcsinh(u, out=u, where=np.broadcast_to(graded, u.shape))
+        u *= self._slope[nodes]
+        u += self._shift[nodes]
+        np.clip(u, -1.0, 1.0, out=u)
         vals = self._clenshaw(u, nodes, which, shared)
         if 0 in which:
-            vals[which.index(0)] *= n
+            vals[which.index(0)] *= self.n[nodes]
         outside = below | above
         if np.any(outside):
             full = np.broadcast_to(idx, c.shape)[outside]
@@ -278,6 +284,18 @@ class NodeAngleTable:
                     th_end = np.where(end == 0, self.lo[full], self.hi[full])
                     vals[which.index(0)][outside] += self.end_Cdot[end, full] * (c[outside] - self.n[full] * np.cos(th_end))
         return vals
+
+    def _angle(self, c, nodes):
+        r"""The angles of covariances ``c`` at ``nodes``: :func:`angle_of` in place (no temporaries)."""
+        rho = np.multiply(c, self._inv_n[nodes])
+        np.clip(rho, -1.0, 1.0, out=rho)
+        th = np.subtract(1.0, rho)
+        np.sqrt(th, out=th)
+        np.add(1.0, rho, out=rho)
+        np.sqrt(rho, out=rho)
+        np.arctan2(th, rho, out=th)
+        th *= 2.0
+        return th
 
     def _clenshaw(self, u, nodes, which, shared: bool):
         r"""The series of each of ``which`` (a tuple of 0, 1; or one int) at ``u``, each node's to its own degree:
