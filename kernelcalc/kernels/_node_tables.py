@@ -58,11 +58,17 @@ _EPS = 3.0             # graded angle scale eps = _EPS / sqrt(max(q1, q2))
 _PAD = 0.05            # a node's range widened by this fraction of its width on each side
 _PAD_MIN = 1e-3        # ... and at least this much (radians), relative to the range's upper end
 _TRUNCATE = 0.25       # each node's series is cut to the lowest degree whose dropped terms sum to this times tol
-_TAIL_FACTOR = 2.0    # error estimate of a resolved series: this times its largest of the last three coefficients
+_TAIL_FACTOR = 2.0    # error estimate of a resolved series: this times its largest of the last _TAIL_TERMS coefficients
+#: coefficients the tail estimate reads (two: one of each parity).  Measured (silu sigma_w T = 10, 300 random nodes of
+#: each band's table, the error of the degree-R interpolant on 301 points against exact values, R scanned up from 5):
+#: the first R whose estimate passes tol errs by at most 0.44 tol (0.13 with three terms), at 1.0 fewer degrees per node
+_TAIL_TERMS = 2
 _CHECKS = 1024         # held-out exact evaluations that check the tail estimate
 _CHUNK = 1 << 16       # exact evaluations per call of ``exact``
-_PILOT = 4             # every this many distinct nodes one climbs the ladder from r0; the others start near its degree
-_MARGIN = 3            # ... at the larger degree of the two pilots around them plus this
+_PILOT = 4             # every this many distinct nodes one is a pilot; the others start near the pilots' degrees
+_COARSE = 4            # ... and every this many pilots one climbs the ladder from r0 (the rest start near its degree)
+_MARGIN = 2            # ... at the larger degree of the two resolved nodes around them plus this
+_MARGIN_PILOT = 3      # ... (for a pilot, between the coarse ones: farther apart)
 _R_LOW = 4             # ... and at least this
 _LAYOUTS = 64          # degree-sorted node layouts of _clenshaw kept (a wavefront's cells, each asked every sweep)
 
@@ -142,7 +148,7 @@ class NodeAngleTable:
 
     def _tail(self, coef, scale):
         """Per node: the tail estimate of a series ``coef`` ``(R+1, nodes, 2)``, relative to ``scale`` ``(2,)``."""
-        return _TAIL_FACTOR * np.max(np.abs(coef[-3:]) / scale, axis=(0, 2))
+        return _TAIL_FACTOR * np.max(np.abs(coef[-_TAIL_TERMS:]) / scale, axis=(0, 2))
 
     def _build(self):
         of, rep = self._of, self._rep
@@ -184,37 +190,55 @@ class NodeAngleTable:
         r"""Chebyshev coefficients ``(R+1, len(nodes), 2)`` (each node's own degree, zero above it), the tail
         estimates ``(len(nodes),)`` and ``R``, the largest degree, of the distinct ``nodes`` (in the grid's layout).
 
-        Every ``_PILOT``-th node (and the last) climbs the nested ladder from ``r0``; each of the others starts at the
-        larger truncated degree of the two pilots around it plus ``_MARGIN`` (the trailing coefficients that the
-        tail estimate reads; its neighbours' degrees differ by 0-2: the degree is a smooth function of the node's
-        times) and climbs from there (nested doubling) where its own tail estimate misses tol.  Measured softplus
-        $\sigma_wT=10$ (the three bands' tables, pilots included): 16.0 / 12.5 / 8.3 exact evaluations per distinct
-        node where every node climbing from 6 took 20.0 / 14.5 / 8.8 (per node), the same tail estimate per node; with
-        the shared nodes built once, 495 383 evaluations in all where 636 900."""
+        In three levels: every ``_PILOT * _COARSE``-th node (and the last) climbs the nested ladder from ``r0``; every
+        ``_PILOT``-th of the others starts at the larger truncated degree of the two resolved nodes around it plus
+        ``_MARGIN_PILOT``, the rest at that of theirs plus ``_MARGIN`` (the trailing coefficients that the tail
+        estimate reads; neighbours' degrees differ by 0-2: the degree is a smooth function of the node's times), and
+        each climbs from there (nested doubling) where its own tail estimate misses tol.  ``_PILOT`` = 1: every node
+        climbs from ``r0``.  Measured softplus $\sigma_wT=10$ (one level of pilots every 4th node): 16.0 / 12.5 / 8.3
+        exact evaluations per distinct node where every node climbing from 6 took 20.0 / 14.5 / 8.8 (per node), the
+        same tail estimate per node; with the shared nodes built once, 495 383 evaluations in all where 636 900."""
         n = nodes.size
-        pilots = np.unique(np.append(np.arange(0, n, _PILOT), n - 1))
-        vals = self._values(lobatto(self.r0), nodes[pilots])
-        self.scale = np.maximum(np.max(np.abs(vals), axis=(0, 1)), 1e-300)
-        pc, pe, pR = self._climb(nodes[pilots], self.r0, vals)
-        # the pilots' truncated degrees -> the others' starting degrees
-        drop = np.cumsum((np.max(np.abs(pc) / self.scale, axis=2))[::-1], axis=0)[::-1]
-        keep = drop > _TRUNCATE * self.tol
-        pdeg = np.where(np.any(keep, axis=0), pR - np.argmax(keep[::-1], axis=0), 0)
-        pdeg = np.where(pe > self.tol, _R_MAX, pdeg)
-        at = np.searchsorted(pilots, np.arange(n))                       # the pilot at or after each node
-        start = np.maximum(pdeg[np.maximum(at - 1, 0)], pdeg[np.minimum(at, pilots.size - 1)]) + _MARGIN
-        start = np.clip(start, _R_LOW, _R_MAX // 2)
-        start[pilots] = 0
-        parts = [(pilots, pc, pe, pR)]
-        for R in np.unique(start[start > 0]).tolist():
-            sel = np.nonzero(start == R)[0]
-            parts.append((sel,) + self._climb(nodes[sel], R, self._values(lobatto(R), nodes[sel])))
+        steps = [_PILOT * _COARSE, _PILOT, 1] if _PILOT > 1 else [1]
+        done = np.zeros(n, bool)
+        deg = np.zeros(n, np.int64)                    # truncated degrees of the resolved nodes
+        parts = []
+        for level, step in enumerate(steps):
+            sel = np.arange(0, n, step)
+            if level == 0:
+                sel = np.unique(np.append(sel, n - 1))
+                vals = self._values(lobatto(self.r0), nodes[sel])
+                self.scale = np.maximum(np.max(np.abs(vals), axis=(0, 1)), 1e-300)
+                got = [(sel,) + self._climb(nodes[sel], self.r0, vals)]
+            else:
+                sel = sel[~done[sel]]
+                if sel.size == 0:
+                    continue
+                known = np.nonzero(done)[0]
+                at = np.searchsorted(known, sel)                 # the resolved node after each (and before it)
+                near = np.maximum(deg[known[np.maximum(at - 1, 0)]], deg[known[np.minimum(at, known.size - 1)]])
+                start = np.clip(near + (_MARGIN if step == 1 else _MARGIN_PILOT), _R_LOW, _R_MAX // 2)
+                got = []
+                for R in np.unique(start).tolist():
+                    part = sel[start == R]
+                    got.append((part,) + self._climb(nodes[part], R, self._values(lobatto(R), nodes[part])))
+            for part, c, e, r in got:
+                done[part] = True
+                deg[part] = np.where(e > self.tol, _R_MAX, self._truncated(c, r))
+            parts.extend(got)
         R = max(p[3] for p in parts)
         coef, err = np.zeros((R + 1, n, 2)), np.empty(n)
         for sel, c, e, r in parts:
             coef[: r + 1, sel] = c
             err[sel] = e
         return coef, err, R
+
+    def _truncated(self, coef, R: int):
+        """Per node: the lowest degree whose dropped coefficients (of ``coef`` ``(R+1, nodes, 2)``) sum to at most
+        ``_TRUNCATE`` tol."""
+        drop = np.cumsum((np.max(np.abs(coef) / self.scale, axis=2))[::-1], axis=0)[::-1]
+        keep = drop > _TRUNCATE * self.tol
+        return np.where(np.any(keep, axis=0), R - np.argmax(keep[::-1], axis=0), 0)
 
     def _climb(self, nodes, R: int, vals):
         """The nested ladder from degree ``R`` (values ``vals`` ``(R+1, len(nodes), 2)`` at its Lobatto points): the
