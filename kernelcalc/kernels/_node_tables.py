@@ -163,12 +163,14 @@ class NodeAngleTable:
         self.failed = int(np.count_nonzero(missed[rep]))
         self.lo[missed], self.hi[missed] = 1.0, -1.0
         # per node, the lowest degree whose dropped coefficients sum to at most _TRUNCATE tol (|T_k| <= 1: a bound)
-        drop = np.cumsum((np.max(np.abs(self.coef) / self.scale, axis=2))[::-1], axis=0)[::-1]   # sum_{k >= r}
-        keep = drop > _TRUNCATE * self.tol                                   # (R+1, points): r is needed
-        self.degree = np.where(np.any(keep, axis=0), R - np.argmax(keep[::-1], axis=0), 0)
-        truncated = np.take_along_axis(drop, np.minimum(self.degree + 1, R)[None, :], axis=0)[0]
-        truncated = np.where(self.degree >= R, 0.0, truncated)
-        self.coef[np.arange(R + 1)[:, None] > self.degree[None, :]] = 0.0
+        # (each series to its own degree: C at the Picard sweeps, both at a solve's end)
+        drop = np.cumsum((np.abs(self.coef) / self.scale)[::-1], axis=0)[::-1]          # sum_{k >= r}
+        keep = drop > _TRUNCATE * self.tol                                   # (R+1, points, 2): r is needed
+        self.degrees = np.where(np.any(keep, axis=0), R - np.argmax(keep[::-1], axis=0), 0)     # (points, 2)
+        self.degree = np.max(self.degrees, axis=1)
+        truncated = np.take_along_axis(drop, np.minimum(self.degrees + 1, R)[None], axis=0)[0]
+        truncated = np.max(np.where(self.degrees >= R, 0.0, truncated), axis=1)
+        self.coef[np.arange(R + 1)[:, None, None] > self.degrees[None]] = 0.0
         sign = (-1.0) ** np.arange(R + 1)       # Cdot at the range's ends (u = -1, 1): for the linear model outside
         self.end_Cdot = np.stack([np.tensordot(sign, self.coef[:, :, 1], axes=(0, 0)), np.sum(self.coef[:, :, 1], axis=0)])
         ok = ~missed
@@ -347,7 +349,7 @@ class NodeAngleTable:
         if hit is None or not np.array_equal(hit[0], flat):
             if len(self._layouts) >= _LAYOUTS:
                 self._layouts.clear()
-            deg = np.tile(self.degree[flat], len(w))            # the columns: (series, node), series-major
+            deg = self.degrees[flat][:, w].T.ravel()              # the columns: (series, node), series-major
             order = np.argsort(-deg, kind="stable")
             top = int(deg[order[0]]) if deg.size else 0
             active = np.searchsorted(-deg[order], -np.arange(top + 1), side="right").tolist()   # degree >= r
