@@ -64,7 +64,7 @@ _TAIL_FACTOR = 2.0    # error estimate of a resolved series: this times its larg
 #: the first R whose estimate passes tol errs by at most 0.44 tol (0.13 with three terms), at 1.0 fewer degrees per node
 _TAIL_TERMS = 2
 _CHECKS = 1024         # held-out exact evaluations that check the tail estimate
-_CHUNK = 1 << 16       # exact evaluations per call of ``exact``
+_CHUNK = 1 << 18       # exact evaluations per call of ``exact``
 _PILOT = 4             # every this many distinct nodes one is a pilot; the others start near the pilots' degrees
 _COARSE = 4            # ... and every this many pilots one climbs the ladder from r0 (the rest start near its degree)
 _MARGIN = 2            # ... at the larger degree of the two resolved nodes around them plus this
@@ -132,12 +132,27 @@ class NodeAngleTable:
         return np.where(self.graded[nodes], self.eps[nodes] * np.sinh(x), x)
 
     def _values(self, u, nodes, paired=False):
-        """``(len(u), len(nodes), 2)``: exact $(\\tilde C, \\dot C)$ at the angle variables ``u`` of ``nodes``
+        """``(len(u), len(nodes), 2)``: exact $(\tilde C, \dot C)$ at the angle variables ``u`` of ``nodes``
         (``paired``: ``(len(u), 2)`` at ``u[i]`` of ``nodes[i]``)."""
-        th = self.theta(u, nodes) if paired else self.theta(u[:, None], nodes[None, :])
-        n = np.broadcast_to(self.n[nodes], th.shape).ravel()
-        q1 = np.broadcast_to(self.q1[nodes], th.shape).ravel()
-        q2 = np.broadcast_to(self.q2[nodes], th.shape).ravel()
+        if not paired:
+            return self._values_many([(u, nodes)])[0]
+        return self._exact_at(self.theta(u, nodes), nodes)
+
+    def _values_many(self, asks):
+        """:meth:`_values` of several ``(u, nodes)`` from one batch of exact evaluations (each call of ``exact`` pads
+        the last chunk of every regime of the large-$q$ rule: measured 7.7 % of the table's evaluations in silu
+        $\sigma_wT=10$ with one call per start degree and doubling)."""
+        ths = [self.theta(u[:, None], nodes[None, :]) for u, nodes in asks]
+        flat = np.concatenate([th.ravel() for th in ths])
+        idx = np.concatenate([np.broadcast_to(nodes[None, :], th.shape).ravel() for th, (_, nodes) in zip(ths, asks)])
+        vals = self._exact_at(flat, idx)
+        cuts = np.cumsum([th.size for th in ths])[:-1]
+        return [v.reshape(th.shape + (2,)) for v, th in zip(np.split(vals, cuts), ths)]
+
+    def _exact_at(self, th, nodes):
+        """``th.shape + (2,)``: exact $(\tilde C, \dot C)$ at the angles ``th`` of ``nodes`` (same shape)."""
+        n = self.n[nodes].ravel()
+        q1, q2 = self.q1[nodes].ravel(), self.q2[nodes].ravel()
         c = n * np.cos(th.ravel())
         C, Cd = np.empty(c.size), np.empty(c.size)
         for s in range(0, c.size, _CHUNK):
@@ -211,7 +226,7 @@ class NodeAngleTable:
                 sel = np.unique(np.append(sel, n - 1))
                 vals = self._values(lobatto(self.r0), nodes[sel])
                 self.scale = np.maximum(np.max(np.abs(vals), axis=(0, 1)), 1e-300)
-                got = [(sel,) + self._climb(nodes[sel], self.r0, vals)]
+                got = [(sel,) + self._climb([(nodes[sel], self.r0, vals)])[0]]
             else:
                 sel = sel[~done[sel]]
                 if sel.size == 0:
@@ -220,10 +235,10 @@ class NodeAngleTable:
                 at = np.searchsorted(known, sel)                 # the resolved node after each (and before it)
                 near = np.maximum(deg[known[np.maximum(at - 1, 0)]], deg[known[np.minimum(at, known.size - 1)]])
                 start = np.clip(near + (_MARGIN if step == 1 else _MARGIN_PILOT), _R_LOW, _R_MAX // 2)
-                got = []
-                for R in np.unique(start).tolist():
-                    part = sel[start == R]
-                    got.append((part,) + self._climb(nodes[part], R, self._values(lobatto(R), nodes[part])))
+                groups = [(R, sel[start == R]) for R in np.unique(start).tolist()]      # one batch per level
+                vals = self._values_many([(lobatto(R), nodes[part]) for R, part in groups])
+                climbed = self._climb([(nodes[part], R, v) for (R, part), v in zip(groups, vals)])
+                got = [(part,) + c for (_, part), c in zip(groups, climbed)]
             for part, c, e, r in got:
                 done[part] = True
                 deg[part] = np.where(e > self.tol, _R_MAX, self._truncated(c, r))
@@ -242,26 +257,34 @@ class NodeAngleTable:
         keep = drop > _TRUNCATE * self.tol
         return np.where(np.any(keep, axis=0), R - np.argmax(keep[::-1], axis=0), 0)
 
-    def _climb(self, nodes, R: int, vals):
-        """The nested ladder from degree ``R`` (values ``vals`` ``(R+1, len(nodes), 2)`` at its Lobatto points): the
-        nodes whose tail estimate misses tol get $R$ more points, up to ``_R_MAX``.  Returns ``(coef, err, R)`` as
-        :meth:`_resolve` for ``nodes``."""
-        coef = chebyshev_coefficients(vals)
-        err = self._tail(coef, self.scale)
+    def _climb(self, parts):
+        """The nested ladders of ``parts``, ``(nodes, R, vals)`` each (values ``vals`` ``(R+1, len(nodes), 2)`` at the
+        degree-``R`` Lobatto points): the nodes whose tail estimate misses tol get $R$ more points, up to ``_R_MAX``,
+        all parts' in one batch per round.  Returns ``(coef, err, R)`` per part as :meth:`_resolve` for its nodes."""
+        state = []
+        for nodes, R, vals in parts:
+            coef = chebyshev_coefficients(vals)
+            state.append([nodes, R, coef, self._tail(coef, self.scale)])
         while True:
-            todo = np.nonzero(err > self.tol)[0]
-            if todo.size == 0 or 2 * R > _R_MAX:
-                break
-            fine = np.empty((2 * R + 1, todo.size, 2))                       # nested: R new nodes per node
-            fine[0::2] = np.tensordot(_lobatto_values(R), coef[:, todo], axes=(1, 0))
-            fine[1::2] = self._values(lobatto(2 * R)[1::2], nodes[todo])
-            fine_coef = chebyshev_coefficients(fine)
-            grown = np.zeros((2 * R + 1,) + coef.shape[1:])
-            grown[: R + 1] = coef
-            grown[:, todo] = fine_coef
-            coef, R = grown, 2 * R
-            err[todo] = self._tail(fine_coef, self.scale)
-        return coef, err, R
+            asks, who = [], []
+            for i, (nodes, R, coef, err) in enumerate(state):
+                todo = np.nonzero(err > self.tol)[0]
+                if todo.size and 2 * R <= _R_MAX:
+                    asks.append((lobatto(2 * R)[1::2], nodes[todo]))
+                    who.append((i, todo))
+            if not asks:
+                return [(coef, err, R) for _, R, coef, err in state]
+            for (i, todo), new in zip(who, self._values_many(asks)):
+                nodes, R, coef, err = state[i]
+                fine = np.empty((2 * R + 1, todo.size, 2))                   # nested: R new nodes per node
+                fine[0::2] = np.tensordot(_lobatto_values(R), coef[:, todo], axes=(1, 0))
+                fine[1::2] = new
+                fine_coef = chebyshev_coefficients(fine)
+                grown = np.zeros((2 * R + 1,) + coef.shape[1:])
+                grown[: R + 1] = coef
+                grown[:, todo] = fine_coef
+                err[todo] = self._tail(fine_coef, self.scale)
+                state[i] = [nodes, 2 * R, grown, err]
 
     # -- evaluation -----------------------------------------------------------------------------
     def __call__(self, c, idx, which: int, final: bool = False):
