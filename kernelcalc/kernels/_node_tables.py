@@ -170,24 +170,26 @@ class NodeAngleTable:
         coef, err, R = self._resolve(rep)
         self.distinct = int(rep.size)
         self.R = R
-        self.coef = coef[:, of]
-        err = err[of]
+        # per distinct node, the lowest degree whose dropped coefficients sum to at most _TRUNCATE tol (|T_k| <= 1: a
+        # bound), each series to its own degree (C at the Picard sweeps, both at a solve's end); then per point
+        drop = np.cumsum((np.abs(coef) / self.scale)[::-1], axis=0)[::-1]               # sum_{k >= r}
+        keep = drop > _TRUNCATE * self.tol                                   # (R+1, distinct, 2): r is needed
+        degrees = np.where(np.any(keep, axis=0), R - np.argmax(keep[::-1], axis=0), 0)            # (distinct, 2)
+        truncated = np.take_along_axis(drop, np.minimum(degrees + 1, R)[None], axis=0)[0]
+        truncated = np.max(np.where(degrees >= R, 0.0, truncated), axis=1)
+        top = int(np.max(degrees, initial=0))
+        coef = coef[: top + 1]
+        coef[np.arange(top + 1)[:, None, None] > degrees[None]] = 0.0
+        sign = (-1.0) ** np.arange(top + 1)     # Cdot at the range's ends (u = -1, 1): for the linear model outside
+        end_Cdot = np.stack([sign @ coef[:, :, 1], np.sum(coef[:, :, 1], axis=0)])
+        self.coef, self.degrees, self.end_Cdot = coef[:, of], degrees[of], end_Cdot[:, of]
+        self.degree = np.max(self.degrees, axis=1)
+        err, truncated = err[of], truncated[of]
         nodes = np.arange(self.n.size)
         # nodes that missed tol at the largest degree: exact values always (an empty range)
         missed = err > self.tol
         self.failed = int(np.count_nonzero(missed[rep]))
         self.lo[missed], self.hi[missed] = 1.0, -1.0
-        # per node, the lowest degree whose dropped coefficients sum to at most _TRUNCATE tol (|T_k| <= 1: a bound)
-        # (each series to its own degree: C at the Picard sweeps, both at a solve's end)
-        drop = np.cumsum((np.abs(self.coef) / self.scale)[::-1], axis=0)[::-1]          # sum_{k >= r}
-        keep = drop > _TRUNCATE * self.tol                                   # (R+1, points, 2): r is needed
-        self.degrees = np.where(np.any(keep, axis=0), R - np.argmax(keep[::-1], axis=0), 0)     # (points, 2)
-        self.degree = np.max(self.degrees, axis=1)
-        truncated = np.take_along_axis(drop, np.minimum(self.degrees + 1, R)[None], axis=0)[0]
-        truncated = np.max(np.where(self.degrees >= R, 0.0, truncated), axis=1)
-        self.coef[np.arange(R + 1)[:, None, None] > self.degrees[None]] = 0.0
-        sign = (-1.0) ** np.arange(R + 1)       # Cdot at the range's ends (u = -1, 1): for the linear model outside
-        self.end_Cdot = np.stack([np.tensordot(sign, self.coef[:, :, 1], axes=(0, 0)), np.sum(self.coef[:, :, 1], axis=0)])
         ok = ~missed
         tail = float(np.max(err[ok] + truncated[ok], initial=0.0))
         # held-out check: random nodes at random angles of their ranges
