@@ -27,9 +27,9 @@ inaccurate table value).  The exact evaluations of a level of the ladder go out 
 each call's last chunk per regime).  Each series ($\tilde C$, $\dot C$) of a node is then cut to the lowest degree
 whose dropped coefficients sum to ``_TRUNCATE`` tol (a bound: $|T_k|\le1$), and Clenshaw runs over the nodes sorted
 by degree, each step on the prefix that needs it (measured mean degrees 12, 8 and 4 in the three bands of elu at
-$\sigma_wT=10$; silu: $\tilde C$ 10.4 and 7.7, $\dot C$ 11.3 and 8.1 in bands 0 and 1).  The estimate is checked at ``_CHECKS``
-held-out points (random nodes, random angles in their ranges) by exact evaluation: :attr:`NodeAngleTable.error` is
-the larger of the tail estimate (plus the truncation) and twice the held-out error, relative to the largest
+$\sigma_wT=10$; silu: $\tilde C$ 10.4 and 7.7, $\dot C$ 11.3 and 8.1 in bands 0 and 1).  The estimate is checked at
+``_CHECKS`` held-out points (random nodes, random angles in their ranges) by exact evaluation:
+:attr:`NodeAngleTable.error` is the larger of the tail estimate (plus the truncation) and twice the held-out error, relative to the largest
 $|\tilde C|$ and $|\dot C|$ of the table (measured 1.2e-12 at tol 1e-12, held out 2.4e-13).
 
 **Outside the ranges.** A Picard transient outside its node's range gets the linear model at the range's end,
@@ -134,14 +134,14 @@ class NodeAngleTable:
         return np.where(self.graded[nodes], self.eps[nodes] * np.sinh(x), x)
 
     def _values(self, u, nodes, paired=False):
-        """``(len(u), len(nodes), 2)``: exact $(\tilde C, \dot C)$ at the angle variables ``u`` of ``nodes``
+        r"""``(len(u), len(nodes), 2)``: exact $(\tilde C, \dot C)$ at the angle variables ``u`` of ``nodes``
         (``paired``: ``(len(u), 2)`` at ``u[i]`` of ``nodes[i]``)."""
         if not paired:
             return self._values_many([(u, nodes)])[0]
         return self._exact_at(self.theta(u, nodes), nodes)
 
     def _values_many(self, asks):
-        """:meth:`_values` of several ``(u, nodes)`` from one batch of exact evaluations (each call of ``exact`` pads
+        r""":meth:`_values` of several ``(u, nodes)`` from one batch of exact evaluations (each call of ``exact`` pads
         the last chunk of every regime of the large-$q$ rule: measured 7.7 % of the table's evaluations in silu
         $\sigma_wT=10$ with one call per start degree and doubling)."""
         ths = [self.theta(u[:, None], nodes[None, :]) for u, nodes in asks]
@@ -152,7 +152,7 @@ class NodeAngleTable:
         return [v.reshape(th.shape + (2,)) for v, th in zip(np.split(vals, cuts), ths)]
 
     def _exact_at(self, th, nodes):
-        """``th.shape + (2,)``: exact $(\tilde C, \dot C)$ at the angles ``th`` of ``nodes`` (same shape)."""
+        r"""``th.shape + (2,)``: exact $(\tilde C, \dot C)$ at the angles ``th`` of ``nodes`` (same shape)."""
         n = self.n[nodes].ravel()
         q1, q2 = self.q1[nodes].ravel(), self.q2[nodes].ravel()
         c = n * np.cos(th.ravel())
@@ -219,8 +219,8 @@ class NodeAngleTable:
         climbs from ``r0``.  Measured softplus $\sigma_wT=10$ (one level of pilots every 4th node): 16.0 / 12.5 / 8.3
         exact evaluations per distinct node where every node climbing from 6 took 20.0 / 14.5 / 8.8 (per node), the
         same tail estimate per node; with the shared nodes built once, 495 383 evaluations in all where 636 900.  Silu
-        $\sigma_wT=10$ (bands 0, 1): 15.5 / 12.8 per distinct node with two levels and the two-term tail estimate, 17.4 /
-        14.2 with one level and three terms (softplus and silu: 10-11 % fewer exact evaluations in all)."""
+        $\sigma_wT=10$ (bands 0, 1): 15.5 / 12.8 per distinct node with two levels and the two-term tail estimate,
+        17.4 / 14.2 with one level and three terms (softplus and silu: 10-11 % fewer exact evaluations in all)."""
         n = nodes.size
         steps = [_PILOT * _COARSE, _PILOT, 1] if _PILOT > 1 else [1]
         done = np.zeros(n, bool)
@@ -337,7 +337,8 @@ class NodeAngleTable:
                 if 0 in which:      # + Cdot at the end (its value at u = -1 or 1: the alternating or plain sum)
                     end = np.where(np.broadcast_to(below, c.shape)[outside], 0, 1)
                     th_end = np.where(end == 0, self.lo[full], self.hi[full])
-                    vals[which.index(0)][outside] += self.end_Cdot[end, full] * (c[outside] - self.n[full] * np.cos(th_end))
+                    step = c[outside] - self.n[full] * np.cos(th_end)
+                    vals[which.index(0)][outside] += self.end_Cdot[end, full] * step
         return vals
 
     def _angle(self, c, nodes):
@@ -359,7 +360,8 @@ class NodeAngleTable:
         not the largest degree times the nodes); the sorted layout of a node set is kept for the next call (the
         Picard sweeps of a wavefront ask the same nodes again).  Three buffers in rotation ($b_{r+2}$ is overwritten
         by $b_r$: no copies); a node's columns stay zero until its degree is reached.  Both series run in one
-        pass (their columns side by side, all 2-d: numpy slices of ``(rows, 1, k)`` ran 2.6x slower per element).  ``shared``: ``nodes`` (leading axis 1) serve every row of ``u``."""
+        pass (their columns side by side, all 2-d: numpy slices of ``(rows, 1, k)`` ran 2.6x slower per element).
+        ``shared``: ``nodes`` (leading axis 1) serve every row of ``u``."""
         one = not isinstance(which, tuple)
         w = [which] if one else list(which)
         if not shared:
