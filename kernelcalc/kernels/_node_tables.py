@@ -29,8 +29,8 @@ whose dropped coefficients sum to ``_TRUNCATE`` tol (a bound: $|T_k|\le1$), and 
 by degree, each step on the prefix that needs it (measured mean degrees 12, 8 and 4 in the three bands of elu at
 $\sigma_wT=10$; silu: $\tilde C$ 10.4 and 7.7, $\dot C$ 11.3 and 8.1 in bands 0 and 1).  The estimate is checked at
 ``_CHECKS`` held-out points (random nodes, random angles in their ranges) by exact evaluation:
-:attr:`NodeAngleTable.error` is the larger of the tail estimate (plus the truncation) and twice the held-out error, relative to the largest
-$|\tilde C|$ and $|\dot C|$ of the table (measured 1.2e-12 at tol 1e-12, held out 2.4e-13).
+:attr:`NodeAngleTable.error` is the larger of the tail estimate (plus the truncation) and twice the held-out error,
+relative to the largest $|\tilde C|$ and $|\dot C|$ of the table (measured 1.2e-12 at tol 1e-12, held out 2.4e-13).
 
 **Outside the ranges.** A Picard transient outside its node's range gets the linear model at the range's end,
 $C(c_e)+\dot C(c_e)(c-c_e)$ (Price's theorem), counted in :attr:`NodeAngleTable.extrapolated`; the final $C$,
