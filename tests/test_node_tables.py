@@ -68,6 +68,44 @@ def test_table_against_an_independent_elu_dual_within_its_estimate():
     assert max(err_C, err_Cd) <= table.error + 3e-14, (err_C, err_Cd, table.error)
 
 
+def test_batched_queries_and_pairs_against_an_independent_elu_dual():
+    """The solves' path: a batch of problems sharing their nodes (rows of one node layout, the degree-sorted
+    Clenshaw over both series at once, its layout kept between calls) and ``pair`` (C and Cdot in one call): inside
+    the ranges within the table's error estimate (plus the reference's 3e-14) of the conditional-form elu dual,
+    ``pair``'s C the one-series call's, each row the un-batched (1-d, unsorted) evaluation's; outside, ``pair`` with
+    ``final`` gives the exact dual once per query (counted once); a second node set of the same size served right
+    (a kept layout is only reused for the same nodes)."""
+    dual = dual_kernels("elu")
+    exact = lambda q1, q2, c: okp._dual_np(dual, q1, q2, c, True)
+    rng = np.random.default_rng(11)
+    n = 160
+    q1 = np.exp(rng.uniform(0.0, math.log(1e5), n))
+    q2 = q1 * np.exp(rng.uniform(-2.0, 0.0, n))
+    lo = np.where(rng.random(n) < 0.3, 0.0, rng.uniform(0.0, 1.0, n))
+    hi = np.minimum(lo + np.exp(rng.uniform(math.log(0.01), math.log(1.5), n)), math.pi)
+    table = NodeAngleTable(exact, q1, q2, lo, hi, 1e-12)
+    good = np.nonzero(table.hi >= table.lo)[0]
+    assert table.error <= 1e-11 and good.size >= 0.95 * n
+    for perm in (rng.permutation(good), rng.permutation(good)):       # two node sets of the same size
+        idx = np.broadcast_to(perm, (4, perm.size))
+        th = table.lo[idx] + rng.random(idx.shape) * (table.hi[idx] - table.lo[idx])
+        c = table.n[idx] * np.cos(th)
+        C0 = table(c, idx, 0)
+        C, Cd = table.pair(c, idx, final=True)
+        assert table.direct == 0 and np.array_equal(C, C0)
+        rows = np.stack([table(c[i], idx[i], 0) for i in range(4)])          # (1-d nodes: no sorting, no layout)
+        assert np.max(np.abs(rows - C) / table.n[idx]) <= 1e-15
+        ref_C, ref_Cd = elu_test._elu_ref(q1[idx].ravel(), q2[idx].ravel(), c.ravel())
+        err_C = np.max(np.abs(C.ravel() - ref_C) / table.n[idx].ravel()) / table.scale[0]
+        err_Cd = np.max(np.abs(Cd.ravel() - ref_Cd)) / table.scale[1]
+        assert max(err_C, err_Cd) <= table.error + 3e-14, (err_C, err_Cd, table.error)
+    out = np.array([good[0], good[1]])
+    c_out = table.n[out] * np.cos(np.minimum(table.hi[out] + 0.3, math.pi - 1e-3))
+    C, Cd = table.pair(np.stack([c_out, c_out]), np.stack([out, out]), final=True)
+    ref = exact(q1[out], q2[out], c_out)
+    assert table.direct == 4 and np.array_equal(C[0], ref[0]) and np.array_equal(Cd[1], ref[1])
+
+
 def test_table_never_extrapolates_its_final_values():
     """Outside a node's range the sweeps get the linear model at the range's end (counted), the final values the
     exact dual (counted), and ``inside`` says which rows left the range."""

@@ -108,7 +108,7 @@ class KinkedNodeTablesMixin:
         if np.any(bad):      # (not the table's fixed point: a non-monotone phi, or a bracket missed)
             S[bad], _, d2, n2 = pan.solve(grid, self._C(dual), S0[bad], self._fwd, q=q[bad])
             dS, nS = max(dS, d2), max(nS, n2)
-        C, Cdot = nt(S, idx, 0, final=True), nt(S, idx, 1, final=True)
+        C, Cdot = nt.pair(S, idx, final=True)
         solved[1].extend(theta0[~bad].tolist())
         solved[2].extend(S[~bad])
         rec_ = self._node_table_info()
