@@ -221,9 +221,17 @@ def _taylor(asy: Asymptote, derivative: bool, zeta, s2, tau, xp):
 
 
 def _powers(x, n, xp):
-    """``(B, n)``: $x^0..x^{n-1}$ as a cumulative product (exact signs, no pow; one operation to compile)."""
-    ones = xp.ones(x.shape + (1,), x.dtype)
-    return xp.concatenate([ones, xp.cumprod(xp.broadcast_to(x[..., None], x.shape + (n - 1,)), axis=-1)], axis=-1)
+    r"""``(B, n)``: $x^0..x^{n-1}$ by doubling (exact signs, no pow): $[x^0..x^{m-1}]$ and its product with $x^m$,
+    $m=1,2,4,\dots$, so $x^k$ is the product of the powers $x^{2^i}$ of the bits of $k$ (at most $\lceil\log_2n\rceil$
+    roundings).  Under jit these are a few elementwise operations that fuse into one loop, where ``cumprod`` lowers
+    to padded reduce-windows and slices: a dozen kernels more to compile for each series."""
+    P = xp.ones(x.shape + (1,), x.dtype)
+    p = x
+    while P.shape[-1] < n:
+        P = xp.concatenate([P, P * p[..., None]], axis=-1)
+        if P.shape[-1] < n:
+            p = p * p
+    return P[..., :n]
 
 
 def far_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
