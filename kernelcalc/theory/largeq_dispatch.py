@@ -24,9 +24,9 @@ import functools
 import numpy as np
 
 from .._lazy import jax   # deferred: jax is imported on first use
-from .largeq_far import far_expect, far_mask
-from .largeq_low import low_expect, low_mask, low_mixed
-from .largeq_near import near_expect, near_mask
+from .largeq_far import far_finish, far_locate, far_mask
+from .largeq_low import low_finish, low_locate, low_mask, low_mixed_finish, low_mixed_locate
+from .largeq_near import near_finish, near_locate, near_mask
 
 __all__ = ["regimes", "eager_values"]
 
@@ -60,30 +60,68 @@ def regimes(rule) -> tuple:
     return tuple(out)
 
 
+#: the regimes evaluated in two parts: ``locate`` (every elementwise quantity per covariance, in numpy here) and
+#: ``finish`` (the table lookups, compiled); :func:`_split`
+_PARTS = {"far": (far_locate, far_finish), "near": (near_locate, near_finish),
+          "low_mixed": (low_mixed_locate, low_mixed_finish), "low": (low_locate, low_finish)}
+
+
 @functools.lru_cache(maxsize=128)
-def _compiled(rule, derivative: bool, name: str):
-    """The jitted ``(q1, q2, c) -> (C,)`` or ``(C, Cdot)`` of one regime of ``rule`` (compiled per shape on first use)."""
+def _compiled(rule, derivative: bool, name: str, layout=None):
+    """The jitted function of one regime of ``rule`` (compiled per shape on first use): ``(q1, q2, c) -> (C,)`` or
+    ``(C, Cdot)``, or with a ``layout`` (:func:`_split`) the ``finish`` of the regime on the located covariances
+    packed as ``layout`` says (one ``(B, k)`` array per dtype)."""
     ds = (False, True) if derivative else (False,)
     asy = rule.asymptote
-    fns = {"far": far_expect, "near": near_expect, "low_mixed": low_mixed, "low": low_expect}
     jit = functools.partial(jax.jit, compiler_options=_COMPILER_OPTIONS)
-    if name in fns:
-        fn = fns[name]
-        return jit(lambda q1, q2, c: fn(asy, q1, q2, c, ds))
+    if layout is not None:
+        finish = _PARTS[name][1]
+        return jit(lambda *packed: finish(asy, ds, _unpack(layout, packed), jax.numpy))
     if name == "mixed":
         return jit(lambda q1, q2, c: rule._mixed(asy, q1, q2, c, ds))
     return jit(lambda q1, q2, c: tuple(rule._one(q1, q2, c, d) for d in ds))
 
 
-def _chunked(fn, q1, q2, c, K: int, outs, where):
-    """``outs[k][where] = fn(...)[k]`` over the covariances ``(q1, q2, c)`` (flat, all of one regime) in chunks of ``K``,
-    the last one padded with its own first covariance (dropped)."""
-    n = q1.size
+def _split(loc, n: int):
+    r"""``(layout, packed)``: the located covariances ``loc`` (a pytree of numpy arrays whose leading axis is the
+    ``n`` covariances) as one contiguous ``(n, k)`` array per dtype, and the (hashable) ``layout`` that
+    :func:`_unpack` reads them back with: three arguments per compiled call instead of some forty."""
+    leaves, treedef = jax.tree_util.tree_flatten(loc)
+    leaves = [np.broadcast_to(np.asarray(a), (n,) + np.shape(a)[1:]) for a in leaves]
+    groups = {}
+    for i, a in enumerate(leaves):
+        groups.setdefault(a.dtype.str, []).append(i)
+    packed, where = [], [None] * len(leaves)
+    for g, (dt, idx) in enumerate(groups.items()):
+        cols, lo = [], 0
+        for i in idx:
+            k = int(np.prod(leaves[i].shape[1:], dtype=int))
+            cols.append(leaves[i].reshape(n, k))
+            where[i] = (g, lo, lo + k, leaves[i].shape[1:])
+            lo += k
+        packed.append(np.ascontiguousarray(np.concatenate(cols, axis=1)))
+    return (treedef, tuple(where)), packed
+
+
+def _unpack(layout, packed):
+    """The pytree of :func:`_split` from its packed arrays (under jit: slices of the arguments)."""
+    treedef, where = layout
+    leaves = []
+    for g, lo, hi, shape in where:
+        a = packed[g][:, lo:hi]
+        leaves.append(a.reshape(a.shape[:1] + shape))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _chunked(fn, args, K: int, outs, where):
+    """``outs[k][where] = fn(*args)[k]`` over the rows of ``args`` (arrays of one leading length, all of one regime) in
+    chunks of ``K``, the last one padded with its own first row (dropped)."""
+    n = args[0].shape[0]
     for lo in range(0, n, K):
         hi = min(lo + K, n)
-        part = [a[lo:hi] for a in (q1, q2, c)]
+        part = [a[lo:hi] for a in args]
         if hi - lo < K:
-            part = [np.concatenate([a, np.full(K - a.size, a[0])]) for a in part]
+            part = [np.concatenate([a, np.repeat(a[:1], K - a.shape[0], axis=0)]) for a in part]
         got = fn(*part)
         for o, g in zip(outs, got):
             o[where[lo:hi]] = np.asarray(g)[: hi - lo]
@@ -98,12 +136,21 @@ def eager_values(rule, q1, q2, c, derivative: bool = True) -> tuple:
     n = flat[0].size
     outs = [np.empty(n) for _ in range(2 if derivative else 1)]
     rest = np.ones(n, bool)
+    ds = (False, True) if derivative else (False,)
     for name, mask in regimes(rule):
         here = rest if mask is None else mask(*flat, xp=np) & rest
         idx = np.flatnonzero(here)
         if idx.size:
             rest &= ~here
-            _chunked(_compiled(rule, derivative, name), *(a[idx] for a in flat), _CHUNKS[name], outs, idx)
+            args = [a[idx] for a in flat]
+            if name in _PARTS:
+                with np.errstate(all="ignore"):   # as under jit: the padding rows of a chunk are never read back
+                    loc = _PARTS[name][0](rule.asymptote, *args, ds, np)
+                layout, args = _split(loc, idx.size)
+                fn = _compiled(rule, derivative, name, layout)
+            else:
+                fn = _compiled(rule, derivative, name)
+            _chunked(fn, args, _CHUNKS[name], outs, idx)
         if not rest.any():
             break
     return tuple(o.reshape(shape) for o in outs)

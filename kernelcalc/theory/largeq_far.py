@@ -241,33 +241,47 @@ def far_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
     the recurrence of :func:`~kernelcalc.theory.largeq_chebtab.cheb_rows`: about 2.0 us per $(C,\dot C)$ against 3.3 us
     with $\cos(k\arccos y)$, most of it the 160 cosines)."""
     xp = jnp if xp is None else xp
-    tabs = [moment_table(asy, d) for d in derivatives]
-    d_w = max(t.coef.shape[0] for t in tabs)
-    coef = np.concatenate([np.pad(t.coef, ((0, d_w - t.coef.shape[0]), (0, 0))) for t in tabs], axis=1)
+    return far_finish(asy, derivatives, far_locate(asy, q1, q2, c, derivatives, xp), xp)
+
+
+def far_locate(asy: Asymptote, q1, q2, c, derivatives, xp) -> dict:
+    r"""The elementwise part of :func:`far_expect` (as :func:`~kernelcalc.theory.largeq_near.near_locate`): per
+    covariance $E[A(a)A(b)]$, the four local coordinates $y=2w/w_{\max}-1$ of the moment tables, and the numbers the
+    series' coefficients are powers of ($c/D$; $\zeta$, $s^2$, $\tau$ of each cross term) with their prefactors (the
+    ``(B, N)`` coefficients themselves are formed in :func:`far_finish`: in numpy they cost more than they save)."""
     n = xp.sqrt(q1 * q2)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
     one_m_r2 = xp.maximum((1.0 - r) * (1.0 + r), 1.0 / V0 / xp.maximum(xp.minimum(q1, q2), 1.0))
     D = q1 * q2 * one_m_r2
-    wmax = tabs[0].w_max
-    w = xp.minimum(xp.stack([1.0 / q1, 1.0 / q2, q2 / D, q1 / D]), wmax)        # (4, B)
-    M = cheb_rows(2.0 * w / wmax - 1.0, d_w, xp) @ xp.asarray(coef)   # (4, B, N * len)
-    inv_fact = np.array([1.0 / math.factorial(i) for i in range(N_TERMS)])
-    ck = _powers(c / D, N_TERMS, xp) * inv_fact[None, :]
-    norm_rr = 1.0 / (2.0 * math.pi * xp.sqrt(D))
-    cross = []
+    wmax = moment_table(asy, derivatives[0]).w_max
+    loc = {"aa": [asy.AA(q1, q2, c, d, xp=np if xp is np else None) for d in derivatives],
+           "y": [2.0 * xp.minimum(w, wmax) / wmax - 1.0 for w in (1.0 / q1, 1.0 / q2, q2 / D, q1 / D)],
+           "c_D": c / D, "norm_rr": 1.0 / (2.0 * math.pi * xp.sqrt(D)), "cross": []}
     for qa, qb in ((q1, q2), (q2, q1)):
         s2 = qb * one_m_r2
         if asy.family == "gelu":
             tau = xp.sqrt(asy.scale ** 2 + s2)
         else:
             tau = xp.sqrt(1.0 + 2.0 * asy.scale ** 2 * s2) / asy.scale
-        cross.append((c / qa / tau, s2, tau, 1.0 / xp.sqrt(2.0 * math.pi * qa)))
+        loc["cross"].append({"zeta": c / qa / tau, "s2": s2, "tau": tau, "norm": 1.0 / xp.sqrt(2.0 * math.pi * qa)})
+    return loc
+
+
+def far_finish(asy: Asymptote, derivatives, loc, xp):
+    r""":func:`far_expect` from the located covariances ``loc`` (:func:`far_locate`): the moment tables' Chebyshev sums
+    and the three series."""
+    tabs = [moment_table(asy, d) for d in derivatives]
+    d_w = max(t.coef.shape[0] for t in tabs)
+    coef = np.concatenate([np.pad(t.coef, ((0, d_w - t.coef.shape[0]), (0, 0))) for t in tabs], axis=1)
+    M = cheb_rows(xp.stack(loc["y"]), d_w, xp) @ xp.asarray(coef)   # (4, B, N * len)
+    inv_fact = np.array([1.0 / math.factorial(i) for i in range(N_TERMS)])
+    ck = _powers(loc["c_D"], N_TERMS, xp) * inv_fact[None, :]
     out = []
     for i, d in enumerate(derivatives):
         sl = slice(i * N_TERMS, (i + 1) * N_TERMS)
         M1, M2, Ma, Mb = M[0, :, sl], M[1, :, sl], M[2, :, sl], M[3, :, sl]
-        rr = xp.sum(ck * Ma * Mb, axis=-1) * norm_rr
-        x1 = xp.sum(_taylor(asy, d, *cross[0][:3], xp) * M1, axis=-1) * cross[0][3]
-        x2 = xp.sum(_taylor(asy, d, *cross[1][:3], xp) * M2, axis=-1) * cross[1][3]
-        out.append(asy.AA(q1, q2, c, d) + x1 + x2 + rr)
+        rr = xp.sum(ck * Ma * Mb, axis=-1) * loc["norm_rr"]
+        x1, x2 = (xp.sum(_taylor(asy, d, cr["zeta"], cr["s2"], cr["tau"], xp) * Mx, axis=-1) * cr["norm"]
+                  for cr, Mx in zip(loc["cross"], (M1, M2)))
+        out.append(loc["aa"][i] + x1 + x2 + rr)
     return tuple(out)
