@@ -131,6 +131,7 @@ def test_eager_dispatch_partitions_pads_and_scatters(monkeypatch):
             return 10.0 * k + q1 + 1e-3 * q2, -c - k
         return fn
     monkeypatch.setattr(largeq_dispatch, "_compiled", stand_in)
+    monkeypatch.setattr(largeq_dispatch, "_PARTS", {})     # every regime compiled whole: (q1, q2, c) per chunk
     q1, q2, c = _covariances(300, seed=7)
     want = _regime_written_here(q1, q2, c)
     assert np.all(np.bincount(want, minlength=5) >= 300)

@@ -77,6 +77,9 @@ def _compiled(rule, derivative: bool, name: str, layout=None):
     if layout is not None:
         finish = _PARTS[name][1]
         return jit(lambda *packed: finish(asy, ds, _unpack(layout, packed), jax.numpy))
+    if name in _PARTS:
+        locate, finish = _PARTS[name]
+        return jit(lambda q1, q2, c: finish(asy, ds, locate(asy, q1, q2, c, ds, jax.numpy), jax.numpy))
     if name == "mixed":
         return jit(lambda q1, q2, c: rule._mixed(asy, q1, q2, c, ds))
     return jit(lambda q1, q2, c: tuple(rule._one(q1, q2, c, d) for d in ds))

@@ -246,7 +246,7 @@ def far_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
 
 def far_locate(asy: Asymptote, q1, q2, c, derivatives, xp) -> dict:
     r"""The elementwise part of :func:`far_expect` (as :func:`~kernelcalc.theory.largeq_near.near_locate`): per
-    covariance $E[A(a)A(b)]$, the four local coordinates $y=2w/w_{\max}-1$ of the moment tables, and the numbers the
+    covariance the covariance itself (for $E[A(a)A(b)]$, formed in :func:`far_finish`), the four local coordinates $y=2w/w_{\max}-1$ of the moment tables, and the numbers the
     series' coefficients are powers of ($c/D$; $\zeta$, $s^2$, $\tau$ of each cross term) with their prefactors (the
     ``(B, N)`` coefficients themselves are formed in :func:`far_finish`: in numpy they cost more than they save)."""
     n = xp.sqrt(q1 * q2)
@@ -254,7 +254,7 @@ def far_locate(asy: Asymptote, q1, q2, c, derivatives, xp) -> dict:
     one_m_r2 = xp.maximum((1.0 - r) * (1.0 + r), 1.0 / V0 / xp.maximum(xp.minimum(q1, q2), 1.0))
     D = q1 * q2 * one_m_r2
     wmax = moment_table(asy, derivatives[0]).w_max
-    loc = {"aa": [asy.AA(q1, q2, c, d, xp=np if xp is np else None) for d in derivatives],
+    loc = {"q": [q1, q2, c],
            "y": [2.0 * xp.minimum(w, wmax) / wmax - 1.0 for w in (1.0 / q1, 1.0 / q2, q2 / D, q1 / D)],
            "c_D": c / D, "norm_rr": 1.0 / (2.0 * math.pi * xp.sqrt(D)), "cross": []}
     for qa, qb in ((q1, q2), (q2, q1)):
@@ -283,5 +283,5 @@ def far_finish(asy: Asymptote, derivatives, loc, xp):
         rr = xp.sum(ck * Ma * Mb, axis=-1) * loc["norm_rr"]
         x1, x2 = (xp.sum(_taylor(asy, d, cr["zeta"], cr["s2"], cr["tau"], xp) * Mx, axis=-1) * cr["norm"]
                   for cr, Mx in zip(loc["cross"], (M1, M2)))
-        out.append(loc["aa"][i] + x1 + x2 + rr)
+        out.append(asy.AA(*loc["q"], d, xp=np if xp is np else None) + x1 + x2 + rr)
     return tuple(out)

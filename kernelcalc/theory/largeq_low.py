@@ -419,7 +419,7 @@ def low_locate(asy: Asymptote, q1, q2, c, derivatives, xp) -> dict:
     s = xp.minimum(xp.sqrt(qb * one_m_r2), _S_MAX)
     idx, ys = _rr_locate(xp.log2(qa_c), xp.minimum(xp.abs(kap), 1.0), s, xp)
     parity = _stacked(asy, tuple(derivatives))[3]
-    return {"aa": [asy.AA(q1, q2, c, d, xp=np if xp is np else None) for d in derivatives], "idx": idx, "ys": ys,
+    return {"q": [q1, q2, c], "idx": idx, "ys": ys,
             "sign": [xp.where(kap < 0, float(p), 1.0) if p < 0 else xp.ones_like(kap) for p in parity],
             "cross": [_cross_loc(asy, qx, qy, c, derivatives, xp) for qx, qy in ((q1, q2), (q2, q1))]}
 
@@ -433,7 +433,8 @@ def low_finish(asy: Asymptote, derivatives, loc, xp):
     batch.compute(xp)
     rr = _packed_apply(rr_table, loc["idx"], [batch[h] for h in h_rr], xp)
     x1, x2 = (finish(batch) for finish in cross)
-    return tuple(loc["aa"][m] + rr[:, m] * loc["sign"][m] + x1[m] + x2[m] for m in range(len(derivatives)))
+    return tuple(asy.AA(*loc["q"], d, xp=np if xp is np else None) + rr[:, m] * loc["sign"][m] + x1[m] + x2[m]
+                 for m, d in enumerate(derivatives))
 
 
 def low_mixed(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):

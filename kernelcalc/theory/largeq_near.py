@@ -445,12 +445,16 @@ def near_finish(asy: Asymptote, derivatives, loc, xp):
 
 
 def near_locate(asy: Asymptote, q1, q2, c, derivatives, xp, small=True) -> dict:
-    r"""Every elementwise quantity of :func:`near_expect` per covariance (a dict of flat arrays and lists of them):
-    $E[A(a)A(b)]$, the panel indices and local coordinates of every table lookup, the signs and weights the table
-    values are combined with.  The rest (:func:`near_parts`: Chebyshev rows, gathers, contractions) reads only these,
-    so the eager path (:mod:`~kernelcalc.theory.largeq_dispatch`) computes them in numpy for all covariances of the
-    regime at once and compiles only the lookups (under XLA's CPU backend each of these quantities was a kernel of
-    its own to compile: an expensive elementwise value with several consumers is not fused into them)."""
+    r"""Every elementwise quantity of :func:`near_expect` per covariance (a dict of flat arrays and lists of them): the
+    panel indices and local coordinates of every table lookup, the signs and weights the table values are combined
+    with, and the covariance itself (``q``, for $E[A(a)A(b)]$).  The rest (:func:`near_parts`: Chebyshev rows,
+    gathers, contractions) reads only these, so the eager path (:mod:`~kernelcalc.theory.largeq_dispatch`) computes
+    them in numpy for all covariances of the regime at once and compiles only the lookups (under XLA's CPU backend
+    each of these quantities was a kernel of its own to compile, ~10-20 ms each: an expensive elementwise value with
+    several consumers is not fused into them).  $E[A(a)A(b)]$ stays with the finish: near $r=\pm1$ at large
+    variances its closed form turns an ulp of $r$ into ~1e-11 of its value, and XLA writes $c/\sqrt{q_1q_2}$ as
+    $c\cdot{\rm rsqrt}(q_1q_2)$, so numpy's $r$ would move it by up to ~1e-14 of the kernel's norm from the compiled
+    block's (both within that rounding)."""
     n = xp.sqrt(q1 * q2)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
     one_m_r2 = xp.maximum((1.0 - r) * (1.0 + r), 0.0)
@@ -461,7 +465,7 @@ def near_locate(asy: Asymptote, q1, q2, c, derivatives, xp, small=True) -> dict:
     s = xp.minimum(xp.sqrt(qb * one_m_r2), _S_MAX)
     tabs = [near_table(asy, d) for d in derivatives]
     idx, ys = _rr_locate(Q_NEAR / q_floor, xp.abs(kap), s, xp)
-    loc = {"aa": [asy.AA(q1, q2, c, d, xp=np if xp is np else None) for d in derivatives], "idx": idx, "ys": ys,
+    loc = {"q": [q1, q2, c], "idx": idx, "ys": ys,
            "sign": [xp.where(kap < 0, float(t.parity), 1.0) if t.parity < 0 else xp.ones_like(kap) for t in tabs],
            "sq": xp.sqrt(2.0 * math.pi * q_floor), "cross": []}
     for qx, qy in ((qa, qb), (qb, qa))[:2 if small else 1]:
@@ -489,8 +493,8 @@ def near_parts(asy: Asymptote, derivatives, loc, xp, batch):
     def finish(rows):
         rr_all = _packed_apply(packed, loc["idx"], [rows[h] for h in h_rr], xp)           # (B, len(derivatives))
         out = []
-        for m, tab in enumerate(tabs):
-            total = loc["aa"][m] + rr_all[:, m] * loc["sign"][m] / loc["sq"]
+        for m, (d, tab) in enumerate(zip(derivatives, tabs)):
+            total = asy.AA(*loc["q"], d, xp=np if xp is np else None) + rr_all[:, m] * loc["sign"][m] / loc["sq"]
             for cr, h in zip(loc["cross"], h_cross):
                 g = _cross_apply(tab.cross, tab.growth, (cr["pz"], cr["far"], cr["zf"]), [rows[i] for i in h], xp)
                 for j, w in enumerate(cr["coef"][m]):
