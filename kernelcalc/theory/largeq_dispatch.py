@@ -86,45 +86,38 @@ def _compiled(rule, derivative: bool, name: str, layout=None):
 
 
 def _split(loc, n: int):
-    r"""``(layout, packed)``: the located covariances ``loc`` (a pytree of numpy arrays whose leading axis is the
-    ``n`` covariances) as one contiguous ``(n, k)`` array per dtype, and the (hashable) ``layout`` that
-    :func:`_unpack` reads them back with: three arguments per compiled call instead of some forty."""
+    r"""``(layout, packed)``: the located covariances ``loc`` (a pytree of flat numpy arrays over the ``n``
+    covariances) as one ``(k, n)`` array per dtype (a row per leaf), and the (hashable) ``layout`` that
+    :func:`_unpack` reads them back with: three arguments per compiled call instead of some thirty."""
     leaves, treedef = jax.tree_util.tree_flatten(loc)
-    leaves = [np.broadcast_to(np.asarray(a), (n,) + np.shape(a)[1:]) for a in leaves]
     groups = {}
     for i, a in enumerate(leaves):
-        groups.setdefault(a.dtype.str, []).append(i)
-    packed, where = [], [None] * len(leaves)
-    for g, (dt, idx) in enumerate(groups.items()):
-        cols, lo = [], 0
-        for i in idx:
-            k = int(np.prod(leaves[i].shape[1:], dtype=int))
-            cols.append(leaves[i].reshape(n, k))
-            where[i] = (g, lo, lo + k, leaves[i].shape[1:])
-            lo += k
-        packed.append(np.ascontiguousarray(np.concatenate(cols, axis=1)))
+        groups.setdefault(np.result_type(a).char, []).append(i)
+    where, packed = [None] * len(leaves), []
+    for g, (char, idx) in enumerate(groups.items()):
+        out = np.empty((len(idx), n), np.int32 if char in np.typecodes["AllInteger"] else char)   # panel indices: int32
+        for j, i in enumerate(idx):
+            out[j] = leaves[i]
+            where[i] = (g, j)
+        packed.append(out)
     return (treedef, tuple(where)), packed
 
 
 def _unpack(layout, packed):
-    """The pytree of :func:`_split` from its packed arrays (under jit: slices of the arguments)."""
+    """The pytree of :func:`_split` from its packed arrays (under jit: rows of the arguments)."""
     treedef, where = layout
-    leaves = []
-    for g, lo, hi, shape in where:
-        a = packed[g][:, lo:hi]
-        leaves.append(a.reshape(a.shape[:1] + shape))
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+    return jax.tree_util.tree_unflatten(treedef, [packed[g][j] for g, j in where])
 
 
 def _chunked(fn, args, K: int, outs, where):
-    """``outs[k][where] = fn(*args)[k]`` over the rows of ``args`` (arrays of one leading length, all of one regime) in
-    chunks of ``K``, the last one padded with its own first row (dropped)."""
-    n = args[0].shape[0]
+    """``outs[k][where] = fn(*args)[k]`` over the columns of ``args`` (arrays of one trailing length, all of one
+    regime) in chunks of ``K``, the last one padded with its own first column (dropped)."""
+    n = args[0].shape[-1]
     for lo in range(0, n, K):
         hi = min(lo + K, n)
-        part = [a[lo:hi] for a in args]
+        part = [a[..., lo:hi] for a in args]
         if hi - lo < K:
-            part = [np.concatenate([a, np.repeat(a[:1], K - a.shape[0], axis=0)]) for a in part]
+            part = [np.concatenate([a, np.repeat(a[..., :1], K - a.shape[-1], axis=-1)], axis=-1) for a in part]
         got = fn(*part)
         for o, g in zip(outs, got):
             o[where[lo:hi]] = np.asarray(g)[: hi - lo]
