@@ -55,7 +55,7 @@ import math
 
 import numpy as np
 
-from .._lazy import jnp   # deferred: jax is imported on first use
+from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_chebtab import cheb_rows
 
@@ -189,8 +189,9 @@ def far_mask(q1, q2, c, xp=None):
     return xp.minimum(q1, q2) * (1.0 - r) * (1.0 + r) >= V0
 
 
-def _taylor(asy: Asymptote, derivative: bool, zeta, s2, tau, xp):
-    r"""``(B, N)``: $t_n\kappa^n$ of the module doc, as multiples of $\zeta^n$ (``zeta`` $=\kappa/\tau$)."""
+def _taylor(asy: Asymptote, derivative: bool, zeta, s2, tau, xp, zp=None):
+    r"""``(B, N)``: $t_n\kappa^n$ of the module doc, as multiples of $\zeta^n$ (``zeta`` $=\kappa/\tau$; ``zp``: its
+    powers $\zeta^0..\zeta^{N-1}$ when computed already)."""
     n = np.arange(N_TERMS)
     j = n // 2
     fj = np.array([math.factorial(int(i)) for i in j], dtype=np.float64)
@@ -198,7 +199,7 @@ def _taylor(asy: Asymptote, derivative: bool, zeta, s2, tau, xp):
     even, odd = (n % 2 == 0), (n % 2 == 1)
     lam, al, be = asy.scale, asy.alpha, asy.beta
     phi0 = 1.0 / math.sqrt(2.0 * math.pi)
-    zp = _powers(zeta, N_TERMS, xp)
+    zp = _powers(zeta, N_TERMS, xp) if zp is None else zp
     sgn = (-1.0) ** j
     if asy.family == "gelu":
         if derivative:
@@ -221,14 +222,19 @@ def _taylor(asy: Asymptote, derivative: bool, zeta, s2, tau, xp):
 
 
 def _powers(x, n, xp):
-    r"""``(B, n)``: $x^0..x^{n-1}$ by doubling (exact signs, no pow): $[x^0..x^{m-1}]$ and its product with $x^m$,
-    $m=1,2,4,\dots$, so $x^k$ is the product of the powers $x^{2^i}$ of the bits of $k$ (at most $\lceil\log_2n\rceil$
-    roundings).  Under jit these are a few elementwise operations that fuse into one loop, where ``cumprod`` lowers
-    to padded reduce-windows and slices: a dozen kernels more to compile for each series."""
-    P = xp.ones(x.shape + (1,), x.dtype)
+    r"""``x.shape + (n,)``: $x^0..x^{n-1}$ by multiplications only (exact signs, no pow).  Under jit one loop
+    (``fori_loop``, $x^k=x\,x^{k-1}$, as :func:`~kernelcalc.theory.largeq_chebtab.cheb_rows`): one small body to
+    compile, where ``cumprod`` lowers to padded reduce-windows and slices and a chain of doublings to a fusion per
+    step (a dozen kernels more for each series).  numpy: by doubling, $[x^0..x^{m-1}]$ and its product with $x^m$,
+    $m=1,2,4,\dots$ (at most $\lceil\log_2n\rceil$ roundings)."""
+    if xp is not np:
+        P = jnp.zeros((n,) + x.shape, x.dtype).at[0].set(1.0)
+        P = jax.lax.fori_loop(1, n, lambda k, P: P.at[k].set(P[k - 1] * x), P)
+        return jnp.moveaxis(P, 0, -1)
+    P = np.ones(np.shape(x) + (1,))
     p = x
     while P.shape[-1] < n:
-        P = xp.concatenate([P, P * p[..., None]], axis=-1)
+        P = np.concatenate([P, P * p[..., None]], axis=-1)
         if P.shape[-1] < n:
             p = p * p
     return P[..., :n]
@@ -275,13 +281,14 @@ def far_finish(asy: Asymptote, derivatives, loc, xp):
     coef = np.concatenate([np.pad(t.coef, ((0, d_w - t.coef.shape[0]), (0, 0))) for t in tabs], axis=1)
     M = cheb_rows(xp.stack(loc["y"]), d_w, xp) @ xp.asarray(coef)   # (4, B, N * len)
     inv_fact = np.array([1.0 / math.factorial(i) for i in range(N_TERMS)])
-    ck = _powers(loc["c_D"], N_TERMS, xp) * inv_fact[None, :]
+    P = _powers(xp.stack([loc["c_D"]] + [cr["zeta"] for cr in loc["cross"]]), N_TERMS, xp)   # (3, B, N): one loop
+    ck = P[0] * inv_fact[None, :]
     out = []
     for i, d in enumerate(derivatives):
         sl = slice(i * N_TERMS, (i + 1) * N_TERMS)
         M1, M2, Ma, Mb = M[0, :, sl], M[1, :, sl], M[2, :, sl], M[3, :, sl]
         rr = xp.sum(ck * Ma * Mb, axis=-1) * loc["norm_rr"]
-        x1, x2 = (xp.sum(_taylor(asy, d, cr["zeta"], cr["s2"], cr["tau"], xp) * Mx, axis=-1) * cr["norm"]
-                  for cr, Mx in zip(loc["cross"], (M1, M2)))
+        x1, x2 = (xp.sum(_taylor(asy, d, cr["zeta"], cr["s2"], cr["tau"], xp, zp) * Mx, axis=-1) * cr["norm"]
+                  for cr, Mx, zp in zip(loc["cross"], (M1, M2), P[1:]))
         out.append(asy.AA(*loc["q"], d, xp=np if xp is np else None) + x1 + x2 + rr)
     return tuple(out)
