@@ -445,16 +445,11 @@ def near_finish(asy: Asymptote, derivatives, loc, xp):
 
 
 def near_locate(asy: Asymptote, q1, q2, c, derivatives, xp, small=True) -> dict:
-    r"""Every elementwise quantity of :func:`near_expect` per covariance (a dict of flat arrays and lists of them): the
-    panel indices and local coordinates of every table lookup, the signs and weights the table values are combined
-    with, and the covariance itself (``q``, for $E[A(a)A(b)]$).  The rest (:func:`near_parts`: Chebyshev rows,
-    gathers, contractions) reads only these, so the eager path (:mod:`~kernelcalc.theory.largeq_dispatch`) computes
-    them in numpy for all covariances of the regime at once and compiles only the lookups (under XLA's CPU backend
-    each of these quantities was a kernel of its own to compile, ~10-20 ms each: an expensive elementwise value with
-    several consumers is not fused into them).  $E[A(a)A(b)]$ stays with the finish: near $r=\pm1$ at large
-    variances its closed form turns an ulp of $r$ into ~1e-11 of its value, and XLA writes $c/\sqrt{q_1q_2}$ as
-    $c\cdot{\rm rsqrt}(q_1q_2)$, so numpy's $r$ would move it by up to ~1e-14 of the kernel's norm from the compiled
-    block's (both within that rounding)."""
+    r"""Every elementwise quantity of :func:`near_expect` per covariance (a dict of flat arrays and lists of them): panel
+    indices, local coordinates, signs and weights of every table lookup, and the covariance (``q``) for
+    $E[A(a)A(b)]$, which stays with the compiled finish (near $r=\pm1$ its closed form turns an ulp of $r$ into
+    ~1e-11 of its value, and XLA's $r$ rounds differently from numpy's).  The eager path computes these in numpy and
+    compiles only :func:`near_parts` (module doc of :mod:`~kernelcalc.theory.largeq_dispatch`)."""
     n = xp.sqrt(q1 * q2)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
     one_m_r2 = xp.maximum((1.0 - r) * (1.0 + r), 0.0)
