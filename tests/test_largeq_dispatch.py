@@ -131,6 +131,7 @@ def test_eager_dispatch_partitions_pads_and_scatters(monkeypatch):
             return 10.0 * k + q1 + 1e-3 * q2, -c - k
         return fn
     monkeypatch.setattr(largeq_dispatch, "_compiled", stand_in)
+    monkeypatch.setattr(largeq_dispatch, "_PARTS", {})     # every regime compiled whole: (q1, q2, c) per chunk
     q1, q2, c = _covariances(300, seed=7)
     want = _regime_written_here(q1, q2, c)
     assert np.all(np.bincount(want, minlength=5) >= 300)
@@ -143,3 +144,27 @@ def test_eager_dispatch_partitions_pads_and_scatters(monkeypatch):
     C2, _ = eager_values(rule, *(v[keep][:14].reshape(7, 2) for v in (q1, q2, c)))
     assert C2.shape == (7, 2) and "quad" not in {n for n, _ in shapes}
     np.testing.assert_array_equal(C2, (10.0 * want + q1 + 1e-3 * q2)[keep][:14].reshape(7, 2))
+
+
+def test_located_covariances_pack_and_unpack():
+    """The located covariances of a regime (a pytree of flat arrays of floats, panel indices and masks) travel to the
+    compiled finish as one (k, n) array per dtype and come back as the same tree with the same values (indices as
+    int32); the chunks are columns, the last one padded with its own first column."""
+    rng = np.random.default_rng(3)
+    n = 11
+    loc = {"q": [rng.normal(size=n), rng.normal(size=n), rng.normal(size=n)], "idx": rng.integers(0, 90, n),
+           "cross": [{"far": rng.uniform(size=n) < 0.5, "zf": rng.normal(size=n), "coef": [[rng.normal(size=n)]]}]}
+    layout, packed = largeq_dispatch._split(loc, n)
+    assert sorted(p.shape for p in packed) == [(1, n), (1, n), (5, n)]
+    assert {p.dtype for p in packed} == {np.dtype(np.float64), np.dtype(np.int32), np.dtype(bool)}
+    back = largeq_dispatch._unpack(layout, packed)
+    assert back.keys() == loc.keys() and len(back["q"]) == 3
+    for a, b in zip((*loc["q"], loc["idx"], loc["cross"][0]["far"], loc["cross"][0]["zf"], loc["cross"][0]["coef"][0][0]),
+                    (*back["q"], back["idx"], back["cross"][0]["far"], back["cross"][0]["zf"], back["cross"][0]["coef"][0][0])):
+        np.testing.assert_array_equal(a, b)
+    seen = []
+    outs = [np.full(n, np.nan)]
+    pending = largeq_dispatch._dispatch(lambda f, *_: (seen.append(f.shape) or f[0],), packed, 4, np.arange(n)[::-1])
+    largeq_dispatch._collect(pending, outs)
+    assert seen == [(5, 4)] * 3
+    np.testing.assert_array_equal(outs[0][::-1], packed[[p.dtype for p in packed].index(np.float64)][0])

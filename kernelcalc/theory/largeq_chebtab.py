@@ -136,10 +136,12 @@ def _barrier(x):
 def _panel(edges, v, xp, square_first=False):
     """Panel index and local coordinate of ``v`` (clipped to the edges)."""
     e = np.asarray(edges)
-    v = xp.clip(v, e[0], e[-1])
-    if xp is np:
-        p = np.clip(np.searchsorted(e[1:-1], v, side="right"), 0, len(e) - 2)
-    else:   # the number of inner edges <= v (searchsorted's side="right"), as elementwise compares: no reduction and
+    if xp is np:   # minimum/maximum: np.clip's Python wrapper costs more than the rest on the eager path's small calls
+        v = np.minimum(np.maximum(v, e[0]), e[-1])
+        p = np.searchsorted(e[1:-1], v, side="right")          # in [0, len(e) - 2]
+    else:
+        v = xp.clip(v, e[0], e[-1])
+        # the number of inner edges <= v (searchsorted's side="right"), as elementwise compares: no reduction and
         # no searchsorted helper to trace (its eval_shape costs ~10 ms per lookup), fused into the lookup's consumers
         p = sum(((v >= float(x)).astype(jnp.int32) for x in e[1:-1]), jnp.zeros(v.shape, jnp.int32))
     lo, hi = xp.asarray(e[:-1])[p], xp.asarray(e[1:])[p]

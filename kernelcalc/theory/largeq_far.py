@@ -55,7 +55,7 @@ import math
 
 import numpy as np
 
-from .._lazy import jnp   # deferred: jax is imported on first use
+from .._lazy import jax, jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_chebtab import cheb_rows
 
@@ -189,8 +189,9 @@ def far_mask(q1, q2, c, xp=None):
     return xp.minimum(q1, q2) * (1.0 - r) * (1.0 + r) >= V0
 
 
-def _taylor(asy: Asymptote, derivative: bool, zeta, s2, tau, xp):
-    r"""``(B, N)``: $t_n\kappa^n$ of the module doc, as multiples of $\zeta^n$ (``zeta`` $=\kappa/\tau$)."""
+def _taylor(asy: Asymptote, derivative: bool, zeta, s2, tau, xp, zp=None):
+    r"""``(B, N)``: $t_n\kappa^n$ of the module doc, as multiples of $\zeta^n$ (``zeta`` $=\kappa/\tau$; ``zp``: its
+    powers $\zeta^0..\zeta^{N-1}$ when computed already)."""
     n = np.arange(N_TERMS)
     j = n // 2
     fj = np.array([math.factorial(int(i)) for i in j], dtype=np.float64)
@@ -198,7 +199,7 @@ def _taylor(asy: Asymptote, derivative: bool, zeta, s2, tau, xp):
     even, odd = (n % 2 == 0), (n % 2 == 1)
     lam, al, be = asy.scale, asy.alpha, asy.beta
     phi0 = 1.0 / math.sqrt(2.0 * math.pi)
-    zp = _powers(zeta, N_TERMS, xp)
+    zp = _powers(zeta, N_TERMS, xp) if zp is None else zp
     sgn = (-1.0) ** j
     if asy.family == "gelu":
         if derivative:
@@ -221,9 +222,22 @@ def _taylor(asy: Asymptote, derivative: bool, zeta, s2, tau, xp):
 
 
 def _powers(x, n, xp):
-    """``(B, n)``: $x^0..x^{n-1}$ as a cumulative product (exact signs, no pow; one operation to compile)."""
-    ones = xp.ones(x.shape + (1,), x.dtype)
-    return xp.concatenate([ones, xp.cumprod(xp.broadcast_to(x[..., None], x.shape + (n - 1,)), axis=-1)], axis=-1)
+    r"""``x.shape + (n,)``: $x^0..x^{n-1}$ by multiplications only (exact signs, no pow).  Under jit one loop
+    (``fori_loop``, $x^k=x\,x^{k-1}$, as :func:`~kernelcalc.theory.largeq_chebtab.cheb_rows`): one small body to
+    compile, where ``cumprod`` lowers to padded reduce-windows and slices and a chain of doublings to a fusion per
+    step (a dozen kernels more for each series).  numpy: by doubling, $[x^0..x^{m-1}]$ and its product with $x^m$,
+    $m=1,2,4,\dots$ (at most $\lceil\log_2n\rceil$ roundings)."""
+    if xp is not np:
+        P = jnp.zeros((n,) + x.shape, x.dtype).at[0].set(1.0)
+        P = jax.lax.fori_loop(1, n, lambda k, P: P.at[k].set(P[k - 1] * x), P)
+        return jnp.moveaxis(P, 0, -1)
+    P = np.ones(np.shape(x) + (1,))
+    p = x
+    while P.shape[-1] < n:
+        P = np.concatenate([P, P * p[..., None]], axis=-1)
+        if P.shape[-1] < n:
+            p = p * p
+    return P[..., :n]
 
 
 def far_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
@@ -233,33 +247,48 @@ def far_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
     the recurrence of :func:`~kernelcalc.theory.largeq_chebtab.cheb_rows`: about 2.0 us per $(C,\dot C)$ against 3.3 us
     with $\cos(k\arccos y)$, most of it the 160 cosines)."""
     xp = jnp if xp is None else xp
-    tabs = [moment_table(asy, d) for d in derivatives]
-    d_w = max(t.coef.shape[0] for t in tabs)
-    coef = np.concatenate([np.pad(t.coef, ((0, d_w - t.coef.shape[0]), (0, 0))) for t in tabs], axis=1)
+    return far_finish(asy, derivatives, far_locate(asy, q1, q2, c, derivatives, xp), xp)
+
+
+def far_locate(asy: Asymptote, q1, q2, c, derivatives, xp) -> dict:
+    r"""The elementwise part of :func:`far_expect` (as :func:`~kernelcalc.theory.largeq_near.near_locate`): per
+    covariance the covariance itself (for $E[A(a)A(b)]$, formed in :func:`far_finish`), the four local coordinates $y=2w/w_{\max}-1$ of the moment tables, and the numbers the
+    series' coefficients are powers of ($c/D$; $\zeta$, $s^2$, $\tau$ of each cross term) with their prefactors (the
+    ``(B, N)`` coefficients themselves are formed in :func:`far_finish`: in numpy they cost more than they save)."""
     n = xp.sqrt(q1 * q2)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
     one_m_r2 = xp.maximum((1.0 - r) * (1.0 + r), 1.0 / V0 / xp.maximum(xp.minimum(q1, q2), 1.0))
     D = q1 * q2 * one_m_r2
-    wmax = tabs[0].w_max
-    w = xp.minimum(xp.stack([1.0 / q1, 1.0 / q2, q2 / D, q1 / D]), wmax)        # (4, B)
-    M = cheb_rows(2.0 * w / wmax - 1.0, d_w, xp) @ xp.asarray(coef)   # (4, B, N * len)
-    inv_fact = np.array([1.0 / math.factorial(i) for i in range(N_TERMS)])
-    ck = _powers(c / D, N_TERMS, xp) * inv_fact[None, :]
-    norm_rr = 1.0 / (2.0 * math.pi * xp.sqrt(D))
-    cross = []
+    wmax = moment_table(asy, derivatives[0]).w_max
+    loc = {"q": [q1, q2, c],
+           "y": [2.0 * xp.minimum(w, wmax) / wmax - 1.0 for w in (1.0 / q1, 1.0 / q2, q2 / D, q1 / D)],
+           "c_D": c / D, "norm_rr": 1.0 / (2.0 * math.pi * xp.sqrt(D)), "cross": []}
     for qa, qb in ((q1, q2), (q2, q1)):
         s2 = qb * one_m_r2
         if asy.family == "gelu":
             tau = xp.sqrt(asy.scale ** 2 + s2)
         else:
             tau = xp.sqrt(1.0 + 2.0 * asy.scale ** 2 * s2) / asy.scale
-        cross.append((c / qa / tau, s2, tau, 1.0 / xp.sqrt(2.0 * math.pi * qa)))
+        loc["cross"].append({"zeta": c / qa / tau, "s2": s2, "tau": tau, "norm": 1.0 / xp.sqrt(2.0 * math.pi * qa)})
+    return loc
+
+
+def far_finish(asy: Asymptote, derivatives, loc, xp):
+    r""":func:`far_expect` from the located covariances ``loc`` (:func:`far_locate`): the moment tables' Chebyshev sums
+    and the three series."""
+    tabs = [moment_table(asy, d) for d in derivatives]
+    d_w = max(t.coef.shape[0] for t in tabs)
+    coef = np.concatenate([np.pad(t.coef, ((0, d_w - t.coef.shape[0]), (0, 0))) for t in tabs], axis=1)
+    M = cheb_rows(xp.stack(loc["y"]), d_w, xp) @ xp.asarray(coef)   # (4, B, N * len)
+    inv_fact = np.array([1.0 / math.factorial(i) for i in range(N_TERMS)])
+    P = _powers(xp.stack([loc["c_D"]] + [cr["zeta"] for cr in loc["cross"]]), N_TERMS, xp)   # (3, B, N): one loop
+    ck = P[0] * inv_fact[None, :]
     out = []
     for i, d in enumerate(derivatives):
         sl = slice(i * N_TERMS, (i + 1) * N_TERMS)
         M1, M2, Ma, Mb = M[0, :, sl], M[1, :, sl], M[2, :, sl], M[3, :, sl]
-        rr = xp.sum(ck * Ma * Mb, axis=-1) * norm_rr
-        x1 = xp.sum(_taylor(asy, d, *cross[0][:3], xp) * M1, axis=-1) * cross[0][3]
-        x2 = xp.sum(_taylor(asy, d, *cross[1][:3], xp) * M2, axis=-1) * cross[1][3]
-        out.append(asy.AA(q1, q2, c, d) + x1 + x2 + rr)
+        rr = xp.sum(ck * Ma * Mb, axis=-1) * loc["norm_rr"]
+        x1, x2 = (xp.sum(_taylor(asy, d, cr["zeta"], cr["s2"], cr["tau"], xp, zp) * Mx, axis=-1) * cr["norm"]
+                  for cr, Mx, zp in zip(loc["cross"], (M1, M2), P[1:]))
+        out.append(asy.AA(*loc["q"], d, xp=np if xp is np else None) + x1 + x2 + rr)
     return tuple(out)

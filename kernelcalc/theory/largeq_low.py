@@ -61,7 +61,7 @@ from .largeq import Asymptote
 from .largeq_chebtab import (RowBatch, _barrier, _cheb_coef, _cheb_nodes, _cheb_rows, _mid_nodes, _on_panels, _pack,
                              _packed_apply, _panel, _sparsify, _truncate)
 from .largeq_far import V0, stable_remainder
-from .largeq_near import (_KAPPA_EDGES, near_parts, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _basis,
+from .largeq_near import (_KAPPA_EDGES, near_locate, near_parts, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _basis,
                           _coefficients, _half_line, _parity, _tau)
 from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows, table_build
 
@@ -361,31 +361,38 @@ def low_cross(asy: Asymptote, qx, qy, c, derivatives=(False, True), xp=None):
     tables (module doc)."""
     xp = jnp if xp is None else xp
     batch = RowBatch()
-    finish = _cross_parts(asy, qx, qy, c, derivatives, xp, batch)
+    finish = _cross_parts(asy, derivatives, _cross_loc(asy, qx, qy, c, derivatives, xp), xp, batch)
     return finish(batch.compute(xp))
 
 
-def _cross_parts(asy: Asymptote, qx, qy, c, derivatives, xp, batch):
-    """:func:`low_cross` in two phases (as :func:`~kernelcalc.theory.largeq_near.near_parts`): locate and ask ``batch``
-    for the Chebyshev rows, then ``finish(batch)``."""
-    _, cross, growth, _ = _stacked(asy, tuple(derivatives))
+def _cross_loc(asy: Asymptote, qx, qy, c, derivatives, xp) -> dict:
+    """The elementwise part of :func:`low_cross` (as :func:`~kernelcalc.theory.largeq_near.near_locate`): the lookup's
+    panel index, far mask, $\max(\zeta,Z)$ and local coordinates, and the signed coefficient of every cross function."""
     n = xp.sqrt(qx * qy)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
     s2 = qy * xp.maximum((1.0 - r) * (1.0 + r), 0.0)
     tau = _tau(asy, s2, xp)
     qx = xp.clip(qx, Q_LOW, Q_NEAR)
     zeta = c / qx / tau
-    where, ys = _cross_locate(xp.log2(qx), xp.abs(zeta), xp)
-    handles = [batch.ask(y, cross.shape[i]) for y, i in zip(ys, (1, 3))]
+    (idx, far, zf), ys = _cross_locate(xp.log2(qx), xp.abs(zeta), xp)
+    coef = [[coefficient * (xp.where(zeta < 0, -1.0, 1.0) if p < 0 else 1.0)
+             for coefficient, p in zip(_coefficients(asy, d, s2, tau, xp), low_table(asy, d).gparity)] for d in derivatives]
+    return {"idx": idx, "far": far, "zf": zf, "ys": ys, "coef": coef}
+
+
+def _cross_parts(asy: Asymptote, derivatives, loc, xp, batch):
+    """:func:`low_cross` in two phases (as :func:`~kernelcalc.theory.largeq_near.near_parts`): ask ``batch`` for the
+    Chebyshev rows of the lookup located in ``loc`` (:func:`_cross_loc`), then ``finish(batch)``."""
+    _, cross, growth, _ = _stacked(asy, tuple(derivatives))
+    handles = [batch.ask(y, cross.shape[i]) for y, i in zip(loc["ys"], (1, 3))]
 
     def finish(rows):
-        g = _cross_apply(cross, growth, where, [rows[h] for h in handles], xp)      # (m n_g, B)
+        g = _cross_apply(cross, growth, (loc["idx"], loc["far"], loc["zf"]), [rows[h] for h in handles], xp)   # (m n_g, B)
         out = []
-        for m, d in enumerate(derivatives):
-            coefficients = _coefficients(asy, d, s2, tau, xp)
+        for coef in loc["coef"]:
             total = 0.0
-            for j, (coefficient, p) in enumerate(zip(coefficients, low_table(asy, d).gparity)):
-                total = total + coefficient * (xp.where(zeta < 0, -1.0, 1.0) if p < 0 else 1.0) * g[m * len(coefficients) + j]
+            for j, w in enumerate(coef):
+                total = total + w * g[len(out) * len(coef) + j]
             out.append(total)
         return tuple(out)
     return finish
@@ -397,7 +404,11 @@ def low_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
     wrong).  Every lookup's Chebyshev rows come from one recurrence (:class:`~kernelcalc.theory.largeq_chebtab.
     RowBatch`)."""
     xp = jnp if xp is None else xp
-    rr_table, _, _, parity = _stacked(asy, tuple(derivatives))
+    return low_finish(asy, derivatives, low_locate(asy, q1, q2, c, derivatives, xp), xp)
+
+
+def low_locate(asy: Asymptote, q1, q2, c, derivatives, xp) -> dict:
+    """The elementwise part of :func:`low_expect` (as :func:`~kernelcalc.theory.largeq_near.near_locate`)."""
     n = xp.sqrt(q1 * q2)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
     one_m_r2 = xp.maximum((1.0 - r) * (1.0 + r), 0.0)
@@ -406,18 +417,24 @@ def low_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
     qa_c = xp.clip(qa, Q_LOW, Q_NEAR)
     kap = c / qa_c
     s = xp.minimum(xp.sqrt(qb * one_m_r2), _S_MAX)
-    batch = RowBatch()
     idx, ys = _rr_locate(xp.log2(qa_c), xp.minimum(xp.abs(kap), 1.0), s, xp)
-    h_rr = [batch.ask(y, d) for y, d in zip(ys, rr_table.degrees)]
-    cross = [_cross_parts(asy, qx, qy, c, derivatives, xp, batch) for qx, qy in ((q1, q2), (q2, q1))]
+    parity = _stacked(asy, tuple(derivatives))[3]
+    return {"q": [q1, q2, c], "idx": idx, "ys": ys,
+            "sign": [xp.where(kap < 0, float(p), 1.0) if p < 0 else xp.ones_like(kap) for p in parity],
+            "cross": [_cross_loc(asy, qx, qy, c, derivatives, xp) for qx, qy in ((q1, q2), (q2, q1))]}
+
+
+def low_finish(asy: Asymptote, derivatives, loc, xp):
+    r""":func:`low_expect` from the located covariances ``loc`` (:func:`low_locate`)."""
+    rr_table = _stacked(asy, tuple(derivatives))[0]
+    batch = RowBatch()
+    h_rr = [batch.ask(y, d) for y, d in zip(loc["ys"], rr_table.degrees)]
+    cross = [_cross_parts(asy, derivatives, cl, xp, batch) for cl in loc["cross"]]
     batch.compute(xp)
-    rr = _packed_apply(rr_table, idx, [batch[h] for h in h_rr], xp)
+    rr = _packed_apply(rr_table, loc["idx"], [batch[h] for h in h_rr], xp)
     x1, x2 = (finish(batch) for finish in cross)
-    out = []
-    for m, d in enumerate(derivatives):
-        sign = xp.where(kap < 0, float(parity[m]), 1.0) if parity[m] < 0 else 1.0
-        out.append(asy.AA(q1, q2, c, d) + rr[:, m] * sign + x1[m] + x2[m])
-    return tuple(out)
+    return tuple(asy.AA(*loc["q"], d, xp=np if xp is np else None) + rr[:, m] * loc["sign"][m] + x1[m] + x2[m]
+                 for m, d in enumerate(derivatives))
 
 
 def low_mixed(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
@@ -425,10 +442,21 @@ def low_mixed(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
     (:func:`~kernelcalc.theory.largeq_near.near_expect` without the cross term over the smaller variance) plus that
     cross term by the low cross tables (:func:`low_cross`), all Chebyshev rows from one recurrence."""
     xp = jnp if xp is None else xp
-    batch = RowBatch()
-    near = near_parts(asy, q1, q2, c, derivatives, xp, False, batch)
+    return low_mixed_finish(asy, derivatives, low_mixed_locate(asy, q1, q2, c, derivatives, xp), xp)
+
+
+def low_mixed_locate(asy: Asymptote, q1, q2, c, derivatives, xp) -> dict:
+    """The elementwise part of :func:`low_mixed` (as :func:`~kernelcalc.theory.largeq_near.near_locate`)."""
     big1 = q1 >= q2
     qa, qb = xp.where(big1, q1, q2), xp.where(big1, q2, q1)
-    cross = _cross_parts(asy, qb, qa, c, derivatives, xp, batch)
+    return {"near": near_locate(asy, q1, q2, c, derivatives, xp, False),
+            "cross": _cross_loc(asy, qb, qa, c, derivatives, xp)}
+
+
+def low_mixed_finish(asy: Asymptote, derivatives, loc, xp):
+    r""":func:`low_mixed` from the located covariances ``loc`` (:func:`low_mixed_locate`)."""
+    batch = RowBatch()
+    near = near_parts(asy, derivatives, loc["near"], xp, batch)
+    cross = _cross_parts(asy, derivatives, loc["cross"], xp, batch)
     batch.compute(xp)
     return tuple(o + x for o, x in zip(near(batch), cross(batch)))

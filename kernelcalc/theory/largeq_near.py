@@ -434,15 +434,22 @@ def near_expect(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None, s
     the values are finite but wrong).  ``small=False``: without the cross term over the variable of smaller variance
     (the caller integrates it where that variance is below $Q_{\rm near}$: :func:`near_mask` with ``mixed``)."""
     xp = jnp if xp is None else xp
+    return near_finish(asy, derivatives, near_locate(asy, q1, q2, c, derivatives, xp, small), xp)
+
+
+def near_finish(asy: Asymptote, derivatives, loc, xp):
+    r""":func:`near_expect` from the located covariances ``loc`` (:func:`near_locate`)."""
     batch = RowBatch()
-    finish = near_parts(asy, q1, q2, c, derivatives, xp, small, batch)
+    finish = near_parts(asy, derivatives, loc, xp, batch)
     return finish(batch.compute(xp))
 
 
-def near_parts(asy: Asymptote, q1, q2, c, derivatives, xp, small, batch):
-    r""":func:`near_expect` in two phases: locates every table lookup and asks ``batch``
-    (:class:`~kernelcalc.theory.largeq_chebtab.RowBatch`) for its Chebyshev rows, and returns ``finish(batch)``, the
-    values once the batch is computed (a caller with lookups of its own computes all rows in one recurrence)."""
+def near_locate(asy: Asymptote, q1, q2, c, derivatives, xp, small=True) -> dict:
+    r"""Every elementwise quantity of :func:`near_expect` per covariance (a dict of flat arrays and lists of them): panel
+    indices, local coordinates, signs and weights of every table lookup, and the covariance (``q``) for
+    $E[A(a)A(b)]$, which stays with the compiled finish (near $r=\pm1$ its closed form turns an ulp of $r$ into
+    ~1e-11 of its value, and XLA's $r$ rounds differently from numpy's).  The eager path computes these in numpy and
+    compiles only :func:`near_parts` (module doc of :mod:`~kernelcalc.theory.largeq_dispatch`)."""
     n = xp.sqrt(q1 * q2)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
     one_m_r2 = xp.maximum((1.0 - r) * (1.0 + r), 0.0)
@@ -452,33 +459,41 @@ def near_parts(asy: Asymptote, q1, q2, c, derivatives, xp, small, batch):
     kap = c / q_floor
     s = xp.minimum(xp.sqrt(qb * one_m_r2), _S_MAX)
     tabs = [near_table(asy, d) for d in derivatives]
-    packed = _stacked_rr(asy, tuple(derivatives))
-    # every table lookup located once for both tables, its Chebyshev rows asked of the batch
     idx, ys = _rr_locate(Q_NEAR / q_floor, xp.abs(kap), s, xp)
-    h_rr = [batch.ask(y, d) for y, d in zip(ys, packed.degrees)]
-    crosses = []
+    loc = {"q": [q1, q2, c], "idx": idx, "ys": ys,
+           "sign": [xp.where(kap < 0, float(t.parity), 1.0) if t.parity < 0 else xp.ones_like(kap) for t in tabs],
+           "sq": xp.sqrt(2.0 * math.pi * q_floor), "cross": []}
     for qx, qy in ((qa, qb), (qb, qa))[:2 if small else 1]:
         qx = xp.maximum(qx, Q_NEAR)
         s2 = qy * one_m_r2
         tau = _tau(asy, s2, xp)
         zeta = c / qx / tau
-        where, yc = _cross_locate(Q_NEAR / qx, xp.abs(zeta), xp)
-        h = [batch.ask(y, max(t.cross.shape[i] for t in tabs)) for y, i in zip(yc, (1, 3))]
-        crosses.append((qx, s2, tau, zeta, where, h))
+        (pz, far, zf), yc = _cross_locate(Q_NEAR / qx, xp.abs(zeta), xp)
+        coef = [[coefficient * (xp.where(zeta < 0, -1.0, 1.0) if p < 0 else 1.0)
+                 for coefficient, p in zip(_coefficients(asy, d, s2, tau, xp), t.gparity)] for d, t in zip(derivatives, tabs)]
+        loc["cross"].append({"pz": pz, "far": far, "zf": zf, "ys": yc, "coef": coef, "sq": xp.sqrt(2.0 * math.pi * qx)})
+    return loc
+
+
+def near_parts(asy: Asymptote, derivatives, loc, xp, batch):
+    r""":func:`near_finish` in two phases: asks ``batch`` (:class:`~kernelcalc.theory.largeq_chebtab.RowBatch`) for the
+    Chebyshev rows of every lookup located in ``loc`` (:func:`near_locate`), and returns ``finish(batch)``, the values
+    once the batch is computed (a caller with lookups of its own computes all rows in one recurrence)."""
+    tabs = [near_table(asy, d) for d in derivatives]
+    packed = _stacked_rr(asy, tuple(derivatives))
+    h_rr = [batch.ask(y, d) for y, d in zip(loc["ys"], packed.degrees)]
+    h_cross = [[batch.ask(y, max(t.cross.shape[i] for t in tabs)) for y, i in zip(cr["ys"], (1, 3))]
+               for cr in loc["cross"]]
 
     def finish(rows):
-        rr_all = _packed_apply(packed, idx, [rows[h] for h in h_rr], xp)           # (B, len(derivatives))
+        rr_all = _packed_apply(packed, loc["idx"], [rows[h] for h in h_rr], xp)           # (B, len(derivatives))
         out = []
         for m, (d, tab) in enumerate(zip(derivatives, tabs)):
-            rr = rr_all[:, m]
-            rr = rr * (xp.where(kap < 0, float(tab.parity), 1.0) if tab.parity < 0 else 1.0)
-            total = asy.AA(q1, q2, c, d) + rr / xp.sqrt(2.0 * math.pi * q_floor)
-            for qx, s2, tau, zeta, where, h in crosses:
-                g = _cross_apply(tab.cross, tab.growth, where, [rows[i] for i in h], xp)
-                for j, (coefficient, p) in enumerate(zip(_coefficients(asy, d, s2, tau, xp), tab.gparity)):
-                    sign = xp.where(zeta < 0, -1.0, 1.0) if p < 0 else 1.0
-                    total = total + coefficient * sign * g[j] / xp.sqrt(2.0 * math.pi * qx)
+            total = asy.AA(*loc["q"], d, xp=np if xp is np else None) + rr_all[:, m] * loc["sign"][m] / loc["sq"]
+            for cr, h in zip(loc["cross"], h_cross):
+                g = _cross_apply(tab.cross, tab.growth, (cr["pz"], cr["far"], cr["zf"]), [rows[i] for i in h], xp)
+                for j, w in enumerate(cr["coef"][m]):
+                    total = total + w * g[j] / cr["sq"]
             out.append(total)
         return tuple(out)
     return finish
-
