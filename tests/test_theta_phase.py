@@ -54,7 +54,8 @@ class _Multiscale:
         n, t = _closed(np.asarray(theta))
         return n * np.sqrt(sxx * syy), t * np.sqrt(sxx * syy)
 
-    def theta_scale(self, v):
+    def theta_scale(self, v, angles=None):
+        self.angles = angles
         return self.scale
 
 

@@ -97,9 +97,16 @@ class _GroupPlan(_TablePlan):
         if nz.any():
             what = "the sphere" if L == 1 else "the norm groups"
             scale_of = getattr(pair_fn, "theta_scale", None) if graded else None
-            eps = None if scale_of is None else scale_of(np.unique(reps[nz]))
+            angles = []      # the pairs' angles on the sphere (computed once, when asked)
+
+            def pairs_range():
+                if not angles:
+                    angles.append(pair_angles(self, reps[0], _RANGE_PAIRS) if L == 1 else (0.0, math.pi))
+                return angles[0]
+
+            eps = None if scale_of is None else scale_of(np.unique(reps[nz]), angles=pairs_range)
             if eps is not None:   # features down to a width eps at theta = 0: the sinh variable, over the pairs' angles
-                lo, hi = pair_angles(self, reps[0], _RANGE_PAIRS) if L == 1 else (0.0, math.pi)
+                lo, hi = pairs_range()
                 got = L == 1 and sphere_pieces(
                     pair_fn, reps[0], eps, lo, hi, tol, strict,
                     lambda var: _theta_samples(pair_fn, reps, reps, tol, strict, what, var, _PIECE_START))

@@ -47,7 +47,8 @@ from ._anchored import RESIDUAL_TOL, AnchoredDual
 from ._gram import flat_pairs
 from .ode_kinked_deficit import KinkedDeficitMixin, _homogeneous_closed
 from .ode_kinked_node_tables import KinkedNodeTablesMixin
-from .ode_kinked_ladder import KinkedLadderMixin, band_of, use_triangles  # noqa: F401  (use_triangles: importable here)
+from .ode_kinked_ladder import _LARGE_Q_PANELS, KinkedLadderMixin, band_floor, band_of
+from .ode_kinked_ladder import use_triangles  # noqa: F401  (importable here)
 from .ode_kinked_panels import (_kink, _dear, KinkedPanelsMixin, _backward, _dual_np, _exact_pairs, _panels_of,
                                 _point_variances, _resample, _solve, _terminal)
 from .ode_kinked_panels import _AngleTable, values_key  # noqa: F401  (_AngleTable: importable here as before)
@@ -87,6 +88,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         self._self_guess: dict = {}    # S0 -> (grid, q) of its latest self-kernel solve (_self_solve's first guess)
         self._own_keys: dict = {}      # (dual, grid) -> the S0 of self._own (_own_get: the nearest within 1e-12)
         self._solutions: dict = {}     # (grid, S0) -> a converged solve (first guesses and brackets, _keep)
+        self.band_floor = None         # band 0's edge lowered to the Gram's smallest pair angle (theta_scale)
 
     # -- solves ----------------------------------------------------------------------------------
     def _self_diagonals(self, dual, M, v):
@@ -187,7 +189,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         The Gram's solves (``degrees`` not given) may go through node angle tables (:meth:`_angle_table`); the
         ladder's probes (at degrees still to be confirmed) never do."""
         tabulate = degrees is None
-        bands = band_of(theta0, self.sigma_w * self.T)
+        bands = band_of(theta0, self.sigma_w * self.T, self.band_floor)
         if self._panel_count() == 1:      # one element: bands 1 and 2 share band 2's grid (_ELEMENT_BAND_DELTAS)
             bands = np.where(bands == 1, 2, bands)
         if degrees is None:
@@ -322,15 +324,23 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
             raise self._blow_up("the kernel")
         return nngp.reshape(shape), ntk.reshape(shape)
 
-    def theta_scale(self, v):
+    def theta_scale(self, v, angles=None):
         r"""The width $\varepsilon$ of the sphere table's sinh angle variable (:class:`._interp.SinhAngle`) for the
         norms ``v``, or ``None`` (the graded variable).  The large-$q$ rule on the panels (softplus, silu at long
         horizons): its duals bend at $1-\rho\sim1/q$ at every time, and the kernel has features in $\theta$ on all
         scales down to about $1/\sqrt{q(T)}$; $\varepsilon$ = ``_THETA_EPS`` $/\sqrt{q(T)}$ ($q(T)$: the largest
-        diagonal of the norms, solved here once, as the first sample would)."""
+        diagonal of the norms, solved here once, as the first sample would).
+
+        ``angles`` (a function, called at most once, before the degree ladder): ``(lo, hi)``, the angles of the
+        sphere Gram's pairs, which its table samples in the sinh variable (:mod:`._theta_pieces`); when ``lo`` lies
+        just under band 0's edge, band 0 serves it (:func:`~.ode_kinked_ladder.band_floor`: its ladder then probes
+        ``lo`` in place of its edge, and band 1's ladder, node angle table and table piece are not made)."""
         v = np.unique(np.asarray(v, np.float64))
         if self._panel_count() == 1 or v.size == 0 or np.any(v <= 0):
             return None
+        if (angles is not None and "M" not in self.info and self.M_fixed is None
+                and self.activation.name in _LARGE_Q_PANELS):
+            self.band_floor = band_floor(angles()[0], self.sigma_w * self.T)
         dual, M = self._dual_and_M(v)
         if dual.method != "asymptotic":
             return None
@@ -344,7 +354,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         if self._panel_count() == 1:
             return ()
         s = (1.0 + self.sigma_w * self.T) / 2.0
-        return tuple(e for e in (0.01 * s, 0.1 * s) if e < math.pi)
+        return tuple(e for e in (0.01 * s, 0.1 * s if self.band_floor is None else self.band_floor) if e < math.pi)
 
     def at_angles(self, sxx, syy, theta):
         r"""(nngp, ntk) at norms ``sxx``, ``syy`` and input angles ``theta`` given as angles (the graded theta

@@ -38,7 +38,7 @@ from .._validation import accuracy_shortfall
 from ..theory import recursion as rec
 from .ode_kinked_panels import _SINGLE_ELEMENT
 
-__all__ = ["KinkedLadderMixin", "band_of", "use_triangles"]
+__all__ = ["KinkedLadderMixin", "band_floor", "band_of", "use_triangles"]
 
 _BAND_DELTAS = (1.0, 0.25, 0.0625)
 #: the same on one collapsed-triangle element (sigma_w T <= 3): band 2 with delta = 1/64.  Measured (abs, T = 1,
@@ -91,7 +91,8 @@ class KinkedLadderMixin:
     def _ladder(self, dual, b, v, M0, q0):
         """Degree of band ``b`` (and its last change): its ladder until the probes' NTK changes by < tol."""
         scale = (1.0 + self.sigma_w * self.T) / 2.0
-        probes = ((0.0, min(0.1 * scale, 3.0), 1.0, math.pi), (0.01 * scale,), (0.001 * scale,))
+        edge = min(0.1 * scale, 3.0) if self.band_floor is None else self.band_floor   # band 0's lower edge
+        probes = ((0.0, edge, 1.0, math.pi), (0.01 * scale,), (0.001 * scale,))
         if self._panel_count() == 1:      # band 2 holds band 1's angles too; 0.003: its largest error (abs, relu)
             probes = probes[:2] + ((0.01 * scale, 0.003 * scale, 0.001 * scale),)
         theta = np.array(probes[b])
@@ -224,16 +225,37 @@ class KinkedLadderMixin:
         return self._ladder(dual, b, self.v_max, M0, q0)[0]
 
 
-def band_of(theta0, sigma_w_T: float) -> np.ndarray:
+def band_of(theta0, sigma_w_T: float, floor: float | None = None) -> np.ndarray:
     r"""Band of every input angle $\theta_0$: 0 for $\theta_0=0$ (the exact kink) and
-    $2\theta_0/(1+\sigma_wT)\ge0.1$, 1 down to $0.01$, 2 below (near kinks closer to the diagonal: a
+    $2\theta_0/(1+\sigma_wT)\ge0.1$ (or $\theta_0\ge$ ``floor``, band 0's edge lowered to the Gram's smallest pair angle:
+    :func:`band_floor`), 1 down to $0.01$, 2 below (near kinks closer to the diagonal: a
     stronger sinh map, ``_BAND_DELTAS``).  Measured (relu, T = 1; NTK error against degree 40): for
     $\theta_0\ge0.1$ the plain map ($\delta=1$) at degree 16 errs by at most 6e-12, where
     $\delta=1/16$ errs by 4e-12 and $\delta=1/64$ by 3e-11; for $\theta_0=0.01$-$0.03$, $\delta=1/4$ at
     degree 20 by 2e-11; for $\theta_0=0.003$, $\delta=1/16$ at degree 24 by 1e-10."""
     th = np.asarray(theta0, float)
     est = 2.0 * th / (1.0 + sigma_w_T)
-    return np.where((th == 0) | (est >= 0.1), 0, np.where(est >= 0.01, 1, 2))
+    zero = (th == 0) | (est >= 0.1) | (False if floor is None else th >= floor)
+    return np.where(zero, 0, np.where(est >= 0.01, 1, 2))
+
+
+#: band 0 lowers its edge (2 theta_0 / (1 + sigma_w T) = 0.1) to the sphere Gram's smallest pair angle when that is at
+#: least this fraction of it (:func:`band_floor`)
+_FLOOR_MARGIN = 0.8
+
+
+def band_floor(lowest: float, sigma_w_T: float) -> float | None:
+    r"""Band 0's lowered edge for a sphere Gram whose pairs' smallest angle is ``lowest`` (the large-$q$ rule, whose
+    sphere table samples only its pairs' angles, :mod:`._theta_pieces`), or ``None``: its edge stays.  When ``lowest``
+    lies just under the edge (by at most the factor ``_FLOOR_MARGIN``), band 0's plain map ($\delta=1$) serves those
+    angles too: its ladder probes ``lowest`` in place of its edge (:meth:`KinkedLadderMixin._ladder`), so that its change,
+    the error estimate, covers every angle it serves, and band 1's own ladder, node angle table and theta-table piece
+    are not made (softplus, silu at $\sigma_wT=10$, N = 200 random rows in d = 10: smallest angle 0.458 against the
+    edge 0.55).  The edge returned is ``lowest`` less 1e-9 (relative): the table's end at ``lowest`` falls inside."""
+    edge = 0.05 * (1.0 + sigma_w_T)
+    if not (math.isfinite(lowest) and _FLOOR_MARGIN * edge <= lowest < edge <= 3.0):
+        return None
+    return lowest * (1.0 - 1e-9)
 
 
 #: smooth activations that bend like relu along t = s once q is large (their smooth scale 1/sqrt(q) is tiny) and

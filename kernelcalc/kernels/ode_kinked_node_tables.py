@@ -55,7 +55,7 @@ class KinkedNodeTablesMixin:
         state["problems"] += problems
         if state["table"] is None and (dual.method == "asymptotic" or
                                        2 * state["problems"] * _NT_DIRECT_COST >= _NT_BUILD_COST):
-            lo, hi = band_edges(band, self.sigma_w * self.T)
+            lo, hi = band_edges(band, self.sigma_w * self.T, self.band_floor)
             S0 = q[0, 0] * np.cos(np.array([lo, hi]))         # S(0, 0) = q(0) cos(theta_0)
             exact = functools.partial(_exact_pairs, dual)
             bracket = AnchoredDual(exact, kink=_kink(dual))
