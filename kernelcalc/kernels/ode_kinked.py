@@ -354,7 +354,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         if self._panel_count() == 1:
             return ()
         s = (1.0 + self.sigma_w * self.T) / 2.0
-        return tuple(e for e in (0.01 * s, 0.1 * s if self.band_floor is None else self.band_floor) if e < math.pi)
+        return tuple(e for e in (0.01 * s, 0.1 * s) if e < math.pi)
 
     def at_angles(self, sxx, syy, theta):
         r"""(nngp, ntk) at norms ``sxx``, ``syy`` and input angles ``theta`` given as angles (the graded theta
