@@ -191,6 +191,7 @@ def test_sphere_table_in_pieces_over_the_pairs_angles_against_the_closed_form():
     asked = np.concatenate(f.asked)
     off = np.triu(np.ones_like(theta, bool), 1)
     lo, hi = theta[off].min(), theta[off].max()
+    assert np.allclose(f.angles(), (lo, hi), rtol=0, atol=1e-11)     # (told to the pair function before its scale)
     assert np.all((asked == 0.0) | ((asked >= lo - 1e-9) & (asked <= hi + 1e-9))) and np.any(asked == 0.0)
     ref_n, ref_t = _closed(theta)
     step = 12.0 * 1e-7 * (theta >= 1.0)
