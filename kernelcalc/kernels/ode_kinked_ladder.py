@@ -9,7 +9,9 @@ $4.5<\sigma_wT\le10$ (``_LARGE_Q_PANELS``: the large-$q$ rule, whose coarsest st
 
 **Degree.** Input angles fall into three bands (:func:`band_of`), each with its own sinh map and
 degree $m=n$: band 0 (the self-kernel, $\theta_0\gtrsim0.1$, and $\pi$) is chosen first, the others
-when a call first needs them.  A band's degree climbs its ladder (``_BAND_LADDERS``) until the NTK at
+when a call first needs them.  A sphere Gram of the large-$q$ rule whose pairs' smallest angle lies just under band 0's
+edge lowers that edge to it (:func:`band_floor`: band 0's ladder then probes that angle in place of its edge), so that
+band 1 is not made for a few pairs.  A band's degree climbs its ladder (``_BAND_LADDERS``) until the NTK at
 its probe angles changes by less than ``tol`` relative to the self-kernel NTK; the coarser of the two
 degrees is used, with that change as its error estimate (the convergence is geometric, so the change
 is the coarser grid's error: $|K_m-K_{m'}|$ with $m<m'$).  Each probe climbs only until its own change meets ``tol``:
