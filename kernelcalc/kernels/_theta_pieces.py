@@ -100,7 +100,7 @@ def pair_angles(plan, rep: float, limit: int) -> tuple:
 
 
 def sphere_pieces(pair_fn, rep: float, eps: float, lo: float, hi: float, tol: float, strict: bool, sample):
-    """``(pieces, F0, info)`` of the sphere table of norm ``rep`` on ``[lo, hi]`` in pieces split at ``pair_fn``'s
+    r"""``(pieces, F0, info)`` of the sphere table of norm ``rep`` on ``[lo, hi]`` in pieces split at ``pair_fn``'s
     ``theta_seams`` (``sample(variable)``: :func:`._theta_sampling._theta_samples` of one piece; ``F0`` ``(1, 1, 2)``: the
     values at $\theta=0$, solved apart), or ``None``: no seam inside, the pairs' angles reach below the first seam (the
     band next to $\theta=0$: there one sinh series over all of them is cheaper, measured softplus $\sigma_wT=10$ over
