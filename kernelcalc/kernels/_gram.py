@@ -14,7 +14,9 @@ $\theta=\arccos\big(x\cdot y/(d\sqrt{v_xv_y})\big)\in[0,\pi]$, the kernel is $F(
   The diagonal $\theta=0$ is a node and is copied exactly.  A pair function with a ``theta_scale`` (the Neural
   ODE's large-$q$ rule on the panels) is sampled in the sinh variable of that width
   (:class:`~kernelcalc.kernels._interp.SinhAngle`), on the sphere over its pairs' angles only, and in pieces
-  split at its ``theta_seams`` (:mod:`kernelcalc.kernels._theta_pieces`; $\theta=0$ solved apart).
+  split at its ``theta_seams`` (:mod:`kernelcalc.kernels._theta_pieces`; $\theta=0$ solved apart); ``theta_scale`` is
+  given those angles (``angles``: a function returning their range, before any solve: the Neural ODE lets its band 0
+  serve a smallest angle just under its edge, :func:`kernelcalc.kernels.ode_kinked_ladder.band_floor`).
 - the **norm-interpolation path** (many distinct norms): $F$ interpolated in $t=\log v$ and $\theta$
   (:mod:`kernelcalc.kernels._gram_norms`), its resolutions chosen from measured Chebyshev coefficients and
   its error measured at held-out points and at actual input pairs.
