@@ -71,3 +71,37 @@ def test_band_0_serves_an_angle_under_its_edge_probed_by_its_ladder(monkeypatch)
     for got, r, e in zip((nngp[0], ntk[0]), ref, ref_err):
         assert abs(got - r) <= 1e-10 * abs(r), (got, r)
         assert abs(got - r) <= est + 2 * e, (got - r, est, e)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_band_0_angles_take_the_rung_where_their_probes_left(monkeypatch):
+    """The large-q rule's ladder (``_PANEL_LADDERS_RULE``: the angles from degree 8, the identical pair from 12), here
+    climbed by gelu (sigma_w T = 10, whose identical pair sets band 0's degree 20): the probes at theta_0 != 0 leave at
+    degree 12, and the Gram's solve of a pair at theta_0 = 1 takes that rung (``info["band0_angle_degree"]``); it
+    agrees with the same pair solved on band 0's grid (degree 20) within the band's change (its error estimate) and
+    1e-11.  (The independent references of this path: the slow softplus tests of tests/test_long_horizon_softplus.py,
+    trapezoid-plus-Richardson at sigma_w T = 6 and direct solves at 10.)"""
+    from kernelcalc.kernels import ode_kinked_ladder, ode_solver
+    from kernelcalc.kernels.ode import KinkedGoursatSolver
+
+    monkeypatch.setattr(ode_solver, "_TIME_GRIDS", {})
+    monkeypatch.setattr(ode_kinked_ladder, "_PANEL_LADDERS", ode_kinked_ladder._PANEL_LADDERS_RULE)
+    grids = []
+    inner = ok.KinkedSolverMixin._angle_degree
+
+    def spy(self, M0):
+        grids.append(inner(self, M0))
+        return grids[-1]
+
+    monkeypatch.setattr(ok.KinkedSolverMixin, "_angle_degree", spy)
+    out = []
+    for full in (False, True):
+        solver = KinkedGoursatSolver("gelu", T=10.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, v_max=1.0)
+        out.append(np.array(solver.at_angles(np.ones(1), np.ones(1), np.array([1.0])))[:, 0])
+        M0, Ma = solver.info["band_degrees"][0], solver.info["band0_angle_degree"]
+        assert Ma == 12 < M0 == 20 and grids[-1] == Ma, (Ma, M0, grids)
+        monkeypatch.setattr(ok.KinkedSolverMixin, "_angle_degree", lambda self, M0: M0)
+        monkeypatch.setattr(ode_solver, "_TIME_GRIDS", {})
+    scale = np.max(np.abs(out[1]))
+    diff = np.max(np.abs(out[0] - out[1]))
+    assert diff <= min(solver.info["band_changes"][0] * scale, 1e-11 * scale), (diff / scale, solver.info["band_changes"])

@@ -205,6 +205,8 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
             b, own = int(key) // 2, bool(key % 2)
             idx = np.nonzero(groups == key)[0]
             Mb = degrees.get(int(b), M)
+            if b == 0 and not own and tabulate:     # (the Gram's solves at theta_0 != 0: their own degree)
+                Mb = self._angle_degree(Mb)
             grid = self._grid(Mb, self._band_deltas()[b])
             qb = q if Mb == M else _resample(q, grid0, grid)        # q(t) is analytic: interpolate
             for lo in range(0, idx.size, _BATCH):
