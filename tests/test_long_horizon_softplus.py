@@ -199,12 +199,14 @@ def test_panels_with_node_tables_equal_the_tensor_grid_just_past_sigma_w_T_4_5(m
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_softplus_sigma_w_T_10_sphere_table_against_direct_solves():
     """N = 200 on the sphere at sigma_w T = 10: the sphere table of the large-q rule (over the pairs' angles, in pieces
-    split at the bands' edges, kernels/_theta_pieces.py) at 4 entries, the 2 closest pairs (band 1) and 2 random ones,
-    against direct pair solves at their angles (one pair per call: no theta table); the difference within the sum of
-    the error estimates, which is below 1e-9 of max|NTK|."""
+    split at the bands' edges, kernels/_theta_pieces.py) at 4 entries, the 2 closest pairs (angles 0.458-0.47, under
+    band 0's edge 0.55: served by band 0, its edge lowered, ``band_floor``) and 2 random ones, against direct pair solves
+    at their angles (one pair per call: no theta table, the closest pairs on band 1's grid); the difference within the
+    sum of the error estimates, which is below 1e-9 of max|NTK|."""
     from kernelcalc.data import sphere_normalise
 
     x = sphere_normalise(np.random.default_rng(0).normal(size=(200, 10)))
     k = kc.node_kernel(x, activation="softplus", T=10.0)
     assert "pieces" in k.info["table"] and k.info["theta_nodes"] <= 65
+    assert list(k.info["band_degrees"]) == [0]
     assert_table_meets_direct_solves(x, k, "softplus", 10.0, closest=2, random=2)

@@ -54,7 +54,8 @@ class _Multiscale:
         n, t = _closed(np.asarray(theta))
         return n * np.sqrt(sxx * syy), t * np.sqrt(sxx * syy)
 
-    def theta_scale(self, v):
+    def theta_scale(self, v, angles=None):
+        self.angles = angles
         return self.scale
 
 
@@ -153,6 +154,14 @@ def test_first_iterate_interpolates_the_solves_of_nearby_angles():
     guess = oknt._neighbour_guess(known, [sol(t) for t in known], new)
     assert guess.shape == (3, 7)
     assert np.max(np.abs(guess - np.stack([sol(t) for t in new]))) <= 1e-9 * np.max(np.abs(coef))
+    # two pieces of the sphere table meeting 1e-12 apart, their solves converged to 1e-9: one of the pair is used (the
+    # Lagrange weights ~1e12 turn the 1e-9 into ~1e3 else)
+    twin = known + [known[3] * (1 + 1e-12)]
+    near = np.array([known[3] + 0.01])
+    guess = oknt._neighbour_guess(twin, [sol(t) for t in known] + [sol(twin[-1]) + 1e-9], near)
+    assert np.max(np.abs(guess - sol(near[0]))) <= 1e-7 * np.max(np.abs(coef))
+    # far outside the known angles' span (a new piece): no first iterate
+    assert oknt._neighbour_guess(known[:6], [sol(t) for t in known[:6]], np.array([known[5] + 2 * np.ptp(known[:6])])) is None
 
 
 class _Seamed(_Multiscale):
@@ -190,6 +199,7 @@ def test_sphere_table_in_pieces_over_the_pairs_angles_against_the_closed_form():
     asked = np.concatenate(f.asked)
     off = np.triu(np.ones_like(theta, bool), 1)
     lo, hi = theta[off].min(), theta[off].max()
+    assert np.allclose(f.angles(), (lo, hi), rtol=0, atol=1e-11)     # (told to the pair function before its scale)
     assert np.all((asked == 0.0) | ((asked >= lo - 1e-9) & (asked <= hi + 1e-9))) and np.any(asked == 0.0)
     ref_n, ref_t = _closed(theta)
     step = 12.0 * 1e-7 * (theta >= 1.0)

@@ -14,7 +14,9 @@ $\theta=\arccos\big(x\cdot y/(d\sqrt{v_xv_y})\big)\in[0,\pi]$, the kernel is $F(
   The diagonal $\theta=0$ is a node and is copied exactly.  A pair function with a ``theta_scale`` (the Neural
   ODE's large-$q$ rule on the panels) is sampled in the sinh variable of that width
   (:class:`~kernelcalc.kernels._interp.SinhAngle`), on the sphere over its pairs' angles only, and in pieces
-  split at its ``theta_seams`` (:mod:`kernelcalc.kernels._theta_pieces`; $\theta=0$ solved apart).
+  split at its ``theta_seams`` (:mod:`kernelcalc.kernels._theta_pieces`; $\theta=0$ solved apart); ``theta_scale`` is
+  given those angles (``angles``: a function returning their range, before any solve: the Neural ODE lets its band 0
+  serve a smallest angle just under its edge, :func:`kernelcalc.kernels.ode_kinked_ladder.band_floor`).
 - the **norm-interpolation path** (many distinct norms): $F$ interpolated in $t=\log v$ and $\theta$
   (:mod:`kernelcalc.kernels._gram_norms`), its resolutions chosen from measured Chebyshev coefficients and
   its error measured at held-out points and at actual input pairs.
@@ -97,9 +99,16 @@ class _GroupPlan(_TablePlan):
         if nz.any():
             what = "the sphere" if L == 1 else "the norm groups"
             scale_of = getattr(pair_fn, "theta_scale", None) if graded else None
-            eps = None if scale_of is None else scale_of(np.unique(reps[nz]))
+            angles = []      # the pairs' angles on the sphere (computed once, when asked)
+
+            def pairs_range():
+                if not angles:
+                    angles.append(pair_angles(self, reps[0], _RANGE_PAIRS) if L == 1 else (0.0, math.pi))
+                return angles[0]
+
+            eps = None if scale_of is None else scale_of(np.unique(reps[nz]), angles=pairs_range)
             if eps is not None:   # features down to a width eps at theta = 0: the sinh variable, over the pairs' angles
-                lo, hi = pair_angles(self, reps[0], _RANGE_PAIRS) if L == 1 else (0.0, math.pi)
+                lo, hi = pairs_range()
                 got = L == 1 and sphere_pieces(
                     pair_fn, reps[0], eps, lo, hi, tol, strict,
                     lambda var: _theta_samples(pair_fn, reps, reps, tol, strict, what, var, _PIECE_START))

@@ -10,7 +10,8 @@ $[\theta_a,\theta_b]$, and read off its own :class:`._interp.ThetaTable`; an ent
 
 The pieces cover the angles of the Gram's pairs only (:meth:`._gram._GroupPlan._pair_angles`): a band none of them
 falls in is never solved (softplus at $\sigma_wT=10$, N = 200 random inputs in d = 10, angles 0.46-2.73: band 2,
-$\theta_0<0.055$, its node angle table and its degree ladder are skipped).
+$\theta_0<0.055$, its node angle table and its degree ladder are skipped; band 1, $0.055\le\theta_0<0.55$, holds
+a few pairs down to 0.458, which band 0 serves: :func:`~.ode_kinked_ladder.band_floor`).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def pair_angles(plan, rep: float, limit: int) -> tuple:
 
 
 def sphere_pieces(pair_fn, rep: float, eps: float, lo: float, hi: float, tol: float, strict: bool, sample):
-    """``(pieces, F0, info)`` of the sphere table of norm ``rep`` on ``[lo, hi]`` in pieces split at ``pair_fn``'s
+    r"""``(pieces, F0, info)`` of the sphere table of norm ``rep`` on ``[lo, hi]`` in pieces split at ``pair_fn``'s
     ``theta_seams`` (``sample(variable)``: :func:`._theta_sampling._theta_samples` of one piece; ``F0`` ``(1, 1, 2)``: the
     values at $\theta=0$, solved apart), or ``None``: no seam inside, the pairs' angles reach below the first seam (the
     band next to $\theta=0$: there one sinh series over all of them is cheaper, measured softplus $\sigma_wT=10$ over

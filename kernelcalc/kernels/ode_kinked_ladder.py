@@ -9,7 +9,9 @@ $4.5<\sigma_wT\le10$ (``_LARGE_Q_PANELS``: the large-$q$ rule, whose coarsest st
 
 **Degree.** Input angles fall into three bands (:func:`band_of`), each with its own sinh map and
 degree $m=n$: band 0 (the self-kernel, $\theta_0\gtrsim0.1$, and $\pi$) is chosen first, the others
-when a call first needs them.  A band's degree climbs its ladder (``_BAND_LADDERS``) until the NTK at
+when a call first needs them.  A sphere Gram of the large-$q$ rule whose pairs' smallest angle lies just under band 0's
+edge lowers that edge to it (:func:`band_floor`: band 0's ladder then probes that angle in place of its edge), so that
+band 1 is not made for a few pairs.  A band's degree climbs its ladder (``_BAND_LADDERS``) until the NTK at
 its probe angles changes by less than ``tol`` relative to the self-kernel NTK; the coarser of the two
 degrees is used, with that change as its error estimate (the convergence is geometric, so the change
 is the coarser grid's error: $|K_m-K_{m'}|$ with $m<m'$).  Each probe climbs only until its own change meets ``tol``:
@@ -21,7 +23,9 @@ the other probes change by less than 1e-13 from degree 12: their solves at degre
 used is ``info["band_changes"]`` and enters ``info["error_estimate"]``.  On one element (``_ELEMENT_BAND_DELTAS``) bands 1
 and 2 are one band, with $\delta=1/64$.  On the panels each cell climbs ``_PANEL_LADDERS``, and the large-$q$ rule's
 bands 1 and 2 climb from degrees 12 and 16 (``_PANEL_LADDERS_RULE``), and its band 0 from 8: the other probes on the
-first self-kernel's diagonal (degree 12, resampled), the identical pair from 12 (``_OWN_FROM_RULE``).  The
+first self-kernel's diagonal (degree 12, resampled), the identical pair from 12 (``_OWN_FROM_RULE``); the Gram's
+solves of band 0 at $\theta_0\ne0$ then take the degree where those probes left the ladder
+(:meth:`KinkedLadderMixin._angle_degree`: 12 where the identical pair takes 16 or 20).  The
 near-parallel probes of bands 1 and 2 start from the kept solves of nearby $S_0$
 (:meth:`~kernelcalc.kernels.ode_kinked_panels.KinkedPanelsMixin._nearby`).  Before each rung on the panels the call's
 price at that degree is checked against the work limit (:meth:`KinkedLadderMixin._check_ladder`), not after the
@@ -38,7 +42,7 @@ from .._validation import accuracy_shortfall
 from ..theory import recursion as rec
 from .ode_kinked_panels import _SINGLE_ELEMENT
 
-__all__ = ["KinkedLadderMixin", "band_of", "use_triangles"]
+__all__ = ["KinkedLadderMixin", "band_floor", "band_of", "use_triangles"]
 
 _BAND_DELTAS = (1.0, 0.25, 0.0625)
 #: the same on one collapsed-triangle element (sigma_w T <= 3): band 2 with delta = 1/64.  Measured (abs, T = 1,
@@ -84,6 +88,7 @@ class KinkedLadderMixin:
         other bands), raised along its ladder until the NTK at the probe angles changes by less than
         ``tol`` (relative to the largest); the other bands are chosen when first needed (:meth:`_band_degree`)."""
         self.info["band_degrees"], self.info["band_changes"] = {}, {}   # shared with the memo of the time grid
+        self.info.pop("band0_angle_degree", None)
         self.info["band_deltas"] = dict(enumerate(self._band_deltas()))
         M, change = self._ladder(dual, 0, v, None, None)
         return M, change
@@ -91,7 +96,8 @@ class KinkedLadderMixin:
     def _ladder(self, dual, b, v, M0, q0):
         """Degree of band ``b`` (and its last change): its ladder until the probes' NTK changes by < tol."""
         scale = (1.0 + self.sigma_w * self.T) / 2.0
-        probes = ((0.0, min(0.1 * scale, 3.0), 1.0, math.pi), (0.01 * scale,), (0.001 * scale,))
+        edge = min(0.1 * scale, 3.0) if self.band_floor is None else self.band_floor   # band 0's lower edge
+        probes = ((0.0, edge, 1.0, math.pi), (0.01 * scale,), (0.001 * scale,))
         if self._panel_count() == 1:      # band 2 holds band 1's angles too; 0.003: its largest error (abs, relu)
             probes = probes[:2] + ((0.01 * scale, 0.003 * scale, 0.001 * scale),)
         theta = np.array(probes[b])
@@ -100,6 +106,7 @@ class KinkedLadderMixin:
         prev, change, ref, M_prev = np.full(theta.size, np.nan), float("nan"), None, None
         active = np.ones(theta.size, bool)     # the probes still climbing (module doc: each leaves once converged)
         left = 0.0                             # the largest change of the probes that left
+        left_at = 0                            # the finest rung where a probe other than theta_0 = 0 left
         climbed = []
         ladders = _BAND_LADDERS if self._panel_count() == 1 else (
             _PANEL_LADDERS_RULE if dual.method == "asymptotic" else _PANEL_LADDERS)
@@ -131,13 +138,18 @@ class KinkedLadderMixin:
                     self.info["band_degrees"][b] = M_prev
                     self.info.setdefault("band_changes", {})[b] = change
                     if b == 0:
-                        self._carry_left(dual, M_prev, v, S0[theta != 0])
+                        if own_from and not np.any(active[sel[seen]] & (theta[sel[seen]] != 0)):
+                            self.info["band0_angle_degree"] = left_at      # (the large-q rule: _angle_degree)
+                        if self._angle_degree(M_prev) == M_prev:          # (else its angles are solved on their rung)
+                            self._carry_left(dual, M_prev, v, S0[theta != 0])
                     return M_prev, change
                 # a probe whose change already meets tol leaves the ladder: its error at the band's final degree
                 # (finer) is below this change, which stays in the band's estimate (``left``)
                 done = changes <= self.tol
                 active[sel[seen][done]] = False
                 left = max([left] + changes[done].tolist())
+                if np.any(theta[sel[seen][done]] != 0):
+                    left_at = M
             prev[sel] = ntk
             M_prev = M
         accuracy_shortfall(
@@ -210,6 +222,20 @@ class KinkedLadderMixin:
             others.append((spent, f"the {len(climbed)} rungs climbed (degrees {', '.join(map(str, climbed))})"))
         self._check_panels(dual, M, pairs=self.pairs_hint, selfs=1, rungs=2 if first else 1, others=others)
 
+    def _angle_degree(self, M0: int) -> int:
+        r"""The degree of the Gram's solves of band 0 at $\theta_0\ne0$ (band 0's own degree ``M0``: the self-kernel and
+        the identical pair).  The large-$q$ rule: the finest rung where its probes at $\theta_0\ne0$ left the ladder
+        (``info["band0_angle_degree"]``, when all of them left before the identical pair converged): each left with a
+        change between that rung and the one below of at most ``tol``, which stays in the band's estimate
+        (``band_changes``) and bounds their error at that rung (finer than the one below; the convergence is
+        geometric).  Measured ($\sigma_wT=10$, N = 200, band 0's edge at 0.458): softplus and silu's angles leave at
+        degree 12, where the identical pair takes 16 and 20; their node angle table (on a grid of about $(12/20)^2$ the
+        nodes) then took 1.3e5 / 1.5e5 exact evaluations where 2.4e5 / 4.0e5, the Gram within 2.3e-12 / 3.3e-13 of
+        band 0's degree."""
+        if self.M_fixed is not None:
+            return M0
+        return min(self.info.get("band0_angle_degree") or M0, M0)
+
     def _band_degree(self, dual, b: int, M0: int) -> int:
         """The degree of band ``b`` (chosen on first use; band 0: ``M0``)."""
         if b == 0 or self.M_fixed is not None:
@@ -224,16 +250,40 @@ class KinkedLadderMixin:
         return self._ladder(dual, b, self.v_max, M0, q0)[0]
 
 
-def band_of(theta0, sigma_w_T: float) -> np.ndarray:
+def band_of(theta0, sigma_w_T: float, floor: float | None = None) -> np.ndarray:
     r"""Band of every input angle $\theta_0$: 0 for $\theta_0=0$ (the exact kink) and
-    $2\theta_0/(1+\sigma_wT)\ge0.1$, 1 down to $0.01$, 2 below (near kinks closer to the diagonal: a
+    $2\theta_0/(1+\sigma_wT)\ge0.1$ (or $\theta_0\ge$ ``floor``, band 0's edge lowered to the Gram's smallest pair angle:
+    :func:`band_floor`), 1 down to $0.01$, 2 below (near kinks closer to the diagonal: a
     stronger sinh map, ``_BAND_DELTAS``).  Measured (relu, T = 1; NTK error against degree 40): for
     $\theta_0\ge0.1$ the plain map ($\delta=1$) at degree 16 errs by at most 6e-12, where
     $\delta=1/16$ errs by 4e-12 and $\delta=1/64$ by 3e-11; for $\theta_0=0.01$-$0.03$, $\delta=1/4$ at
     degree 20 by 2e-11; for $\theta_0=0.003$, $\delta=1/16$ at degree 24 by 1e-10."""
     th = np.asarray(theta0, float)
     est = 2.0 * th / (1.0 + sigma_w_T)
-    return np.where((th == 0) | (est >= 0.1), 0, np.where(est >= 0.01, 1, 2))
+    zero = (th == 0) | (est >= 0.1) | (False if floor is None else th >= floor)
+    return np.where(zero, 0, np.where(est >= 0.01, 1, 2))
+
+
+#: band 0 lowers its edge (2 theta_0 / (1 + sigma_w T) = 0.1) to the sphere Gram's smallest pair angle when that is at
+#: least this fraction of it (:func:`band_floor`).  Measured (sigma_w T = 10, edge 0.55): band 0's ladder with its edge
+#: probe at 0.44 / 0.35 / 0.25 stops at the same degree as at 0.55 (softplus 16, silu 20), its change (the estimate)
+#: 4.1e-11 -> 5.0e-11 / 6.1e-11 / 7.9e-11 (softplus), 1.6e-11 -> 2.2e-11 / 2.9e-11 / 3.9e-11 (silu); at 0.15 softplus
+#: climbs to degree 20 (band 0 serves every pair: dearer than band 1's ladder and table)
+_FLOOR_MARGIN = 0.5
+
+
+def band_floor(lowest: float, sigma_w_T: float) -> float | None:
+    r"""Band 0's lowered edge for a sphere Gram whose pairs' smallest angle is ``lowest`` (the large-$q$ rule, whose
+    sphere table samples only its pairs' angles, :mod:`._theta_pieces`), or ``None``: its edge stays.  When ``lowest``
+    lies just under the edge (by at most the factor ``_FLOOR_MARGIN``), band 0's plain map ($\delta=1$) serves those
+    angles too: its ladder probes ``lowest`` in place of its edge (:meth:`KinkedLadderMixin._ladder`), so that its change,
+    the error estimate, covers every angle it serves, and band 1's own ladder, node angle table and theta-table piece
+    are not made (softplus, silu at $\sigma_wT=10$, N = 200 random rows in d = 10: smallest angle 0.458 against the
+    edge 0.55).  The edge returned is ``lowest`` less 1e-9 (relative): the table's end at ``lowest`` falls inside."""
+    edge = 0.05 * (1.0 + sigma_w_T)
+    if not (math.isfinite(lowest) and _FLOOR_MARGIN * edge <= lowest < edge <= 3.0):
+        return None
+    return lowest * (1.0 - 1e-9)
 
 
 #: smooth activations that bend like relu along t = s once q is large (their smooth scale 1/sqrt(q) is tiny) and

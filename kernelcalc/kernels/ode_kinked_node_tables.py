@@ -28,6 +28,10 @@ _NT_R0_RULE = 6
 _NT_BRACKET_TOL = 1e-9     # Picard tolerance of the bracketing solves (their angles are padded by _node_tables._PAD)
 #: solves of other input angles on a node angle table interpolated for the first iterate of a new one (_neighbour_guess)
 _GUESS_POINTS = 6
+#: ... each at least this far from the others in theta_0 (the pieces of the sphere table meet 1e-12 apart at a seam,
+#: :mod:`._theta_pieces`, and band 0's table serves both when its edge is lowered: two such nodes made the Lagrange
+#: weights ~1e12, measured silu sigma_w T = 10, 10 sweeps per wavefront where 7-9)
+_GUESS_SEPARATION = 1e-6
 
 
 class KinkedNodeTablesMixin:
@@ -55,7 +59,7 @@ class KinkedNodeTablesMixin:
         state["problems"] += problems
         if state["table"] is None and (dual.method == "asymptotic" or
                                        2 * state["problems"] * _NT_DIRECT_COST >= _NT_BUILD_COST):
-            lo, hi = band_edges(band, self.sigma_w * self.T)
+            lo, hi = band_edges(band, self.sigma_w * self.T, self.band_floor)
             S0 = q[0, 0] * np.cos(np.array([lo, hi]))         # S(0, 0) = q(0) cos(theta_0)
             exact = functools.partial(_exact_pairs, dual)
             bracket = AnchoredDual(exact, kink=_kink(dual))
@@ -130,10 +134,17 @@ def _neighbour_guess(angles, solves, theta0):
     known = np.asarray(angles)
     rows = []
     for th in np.asarray(theta0).tolist():
-        near = np.argsort(np.abs(known - th), kind="stable")[:_GUESS_POINTS]
-        x = known[near]
-        if np.unique(x).size < x.size:
+        near = []
+        for i in np.argsort(np.abs(known - th), kind="stable").tolist():
+            if all(abs(known[i] - known[j]) > _GUESS_SEPARATION for j in near):
+                near.append(i)
+                if len(near) == _GUESS_POINTS:
+                    break
+        if len(near) < _GUESS_POINTS:
             return None
+        x = known[near]
+        if max(x.min() - th, th - x.max()) > 0.5 * np.ptp(x):
+            return None        # far outside their span (a new piece of the sphere table): no wild extrapolation
         w = np.array([np.prod([(th - x[j]) / (x[i] - x[j]) for j in range(x.size) if j != i]) for i in range(x.size)])
         rows.append(sum(wi * solves[i] for wi, i in zip(w, near)))
     return np.stack(rows)

@@ -367,11 +367,13 @@ def _exact_pairs(dual, q1, q2, c):
     return _dual_np(dual, q1, q2, c, True)
 
 
-def band_edges(band: int, sigma_w_T: float) -> tuple:
+def band_edges(band: int, sigma_w_T: float, floor: float | None = None) -> tuple:
     r"""The extreme input angles of a band of :func:`~kernelcalc.kernels.ode_kinked_ladder.band_of` (its edges
-    $2\theta_0/(1+\sigma_wT)$ = 0.1 and 0.01; band 0 up to $\pi$, band 2 down to 0), capped at $\pi$."""
+    $2\theta_0/(1+\sigma_wT)$ = 0.1 and 0.01, or ``floor`` for 0.1 where band 0's edge is lowered; band 0 up to $\pi$,
+    band 2 down to 0), capped at $\pi$."""
     s = (1.0 + sigma_w_T) / 2.0
-    edges = ((0.1 * s, math.pi), (0.01 * s, 0.1 * s), (0.0, 0.01 * s))[band]
+    edge = 0.1 * s if floor is None else floor
+    edges = ((edge, math.pi), (0.01 * s, edge), (0.0, 0.01 * s))[band]
     return tuple(min(e, math.pi) for e in edges)
 
 

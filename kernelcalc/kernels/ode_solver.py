@@ -153,7 +153,8 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
         self.v_max = v_max
         key = (self.activation, self.T, self.sigma_w, self.sigma_u, self.sigma_v, self.tol, self.M_fixed,
                self.max_nodes, self.scheme, self.strict, self.pairs_hint, v_max,
-               self.grid(self.M_fixed or _M_SEQUENCE[0]).name, self.same_norms)   # (same_norms: the fourier dual)
+               self.grid(self.M_fixed or _M_SEQUENCE[0]).name, self.same_norms,   # (same_norms: the fourier dual)
+               getattr(self, "band_floor", None))   # (the kinked solver's band 0 edge)
         hit = _TIME_GRIDS.get(key)
         if hit is None:
             with warnings.catch_warnings(record=True) as caught:
