@@ -27,7 +27,12 @@ several consumers (a divide, a square root) gets a fusion of its own: the locate
 per regime.  Measured on silu's rule (one process each, all four regimes, tables built): trace 0.46 -> 0.26 s,
 lowering 0.27 -> 0.18 s, XLA compile 2.55 -> 1.63 s; the numpy part costs ~0.1-0.2 ms per call and regime and
 ~0.2 us per covariance, the compiled part is as fast as or faster than the whole was (far 2.1 -> 1.8 us per
-$(C,\dot C)$, the others within the noise, near up to ~5 % slower)."""
+$(C,\dot C)$, the others within the noise, near up to ~5 % slower).
+
+Every chunk of every regime of a call is dispatched before any result is waited for (:func:`_dispatch`, then
+:func:`_collect`): jax runs a chunk on its own thread while Python slices, pads and dispatches the next, so the
+Python work overlaps the evaluation on the second core (measured, chunks of one regime at idle: far 2.40 -> 1.89 us
+per $(C,\dot C)$ of wall, near 2.98 -> 2.00, low_mixed 2.69 -> 2.33, low 3.91 -> 3.12; the CPU time unchanged)."""
 
 from __future__ import annotations
 
