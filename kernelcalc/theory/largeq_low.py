@@ -366,7 +366,7 @@ def low_cross(asy: Asymptote, qx, qy, c, derivatives=(False, True), xp=None):
 
 
 def _cross_loc(asy: Asymptote, qx, qy, c, derivatives, xp) -> dict:
-    """The elementwise part of :func:`low_cross` (as :func:`~kernelcalc.theory.largeq_near.near_locate`): the lookup's
+    r"""The elementwise part of :func:`low_cross` (as :func:`~kernelcalc.theory.largeq_near.near_locate`): the lookup's
     panel index, far mask, $\max(\zeta,Z)$ and local coordinates, and the signed coefficient of every cross function."""
     n = xp.sqrt(qx * qy)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
