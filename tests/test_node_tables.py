@@ -37,6 +37,18 @@ def _sign_inputs(n, d=10, seed=0):
             return X
 
 
+def _elu_table(rng, n, q_max, width_max):
+    """``(table, exact, q1, q2, lo, hi)``: a table of the elu dual over ``n`` random nodes, variances 1 .. ``q_max``
+    (unequal pairs), angle ranges of widths 0.01 .. ``width_max`` from 0 (30 %, graded) or from up to 1."""
+    dual = dual_kernels("elu")
+    exact = lambda q1, q2, c: okp._dual_np(dual, q1, q2, c, True)
+    q1 = np.exp(rng.uniform(0.0, math.log(q_max), n))
+    q2 = q1 * np.exp(rng.uniform(-2.0, 0.0, n))
+    lo = np.where(rng.random(n) < 0.3, 0.0, rng.uniform(0.0, 1.0, n))
+    hi = np.minimum(lo + np.exp(rng.uniform(math.log(0.01), math.log(width_max), n)), math.pi)
+    return NodeAngleTable(exact, q1, q2, lo, hi, 1e-12), exact, q1, q2, lo, hi
+
+
 def test_table_against_an_independent_elu_dual_within_its_estimate():
     """A table over 300 nodes with variances 1 .. 2e5 (unequal pairs) and angle ranges from [0, 0.01] (graded
     toward theta = 0, the (1 - rho)^{3/2} features of width 1/sqrt(q)) to [0.5, 3]: at 1500 random (node, angle)
@@ -44,15 +56,9 @@ def test_table_against_an_independent_elu_dual_within_its_estimate():
     conditional-form dual written in the test, and the estimate is below 1e-11.  Nodes whose series misses tol at
     the largest degree (wide ranges at large q reach the features next to theta = pi too) are served by the exact
     dual, every query of theirs counted."""
-    dual = dual_kernels("elu")
-    exact = lambda q1, q2, c: okp._dual_np(dual, q1, q2, c, True)
     rng = np.random.default_rng(7)
     n = 300
-    q1 = np.exp(rng.uniform(0.0, math.log(2e5), n))
-    q2 = q1 * np.exp(rng.uniform(-2.0, 0.0, n))
-    lo = np.where(rng.random(n) < 0.3, 0.0, rng.uniform(0.0, 1.0, n))
-    hi = np.minimum(lo + np.exp(rng.uniform(math.log(0.01), math.log(2.5), n)), math.pi)
-    table = NodeAngleTable(exact, q1, q2, lo, hi, 1e-12)
+    table, exact, q1, q2, lo, hi = _elu_table(rng, n, 2e5, 2.5)
     assert table.error <= 1e-11 and table.failed <= 0.03 * n
     idx = rng.integers(0, n, 1500)
     failed = table.hi < table.lo                         # (an empty range: exact values always)
@@ -75,15 +81,9 @@ def test_batched_queries_and_pairs_against_an_independent_elu_dual():
     ``pair``'s C the one-series call's, each row the un-batched (1-d, unsorted) evaluation's; outside, ``pair`` with
     ``final`` gives the exact dual once per query (counted once); a second node set of the same size served right
     (a kept layout is only reused for the same nodes)."""
-    dual = dual_kernels("elu")
-    exact = lambda q1, q2, c: okp._dual_np(dual, q1, q2, c, True)
     rng = np.random.default_rng(11)
     n = 160
-    q1 = np.exp(rng.uniform(0.0, math.log(1e5), n))
-    q2 = q1 * np.exp(rng.uniform(-2.0, 0.0, n))
-    lo = np.where(rng.random(n) < 0.3, 0.0, rng.uniform(0.0, 1.0, n))
-    hi = np.minimum(lo + np.exp(rng.uniform(math.log(0.01), math.log(1.5), n)), math.pi)
-    table = NodeAngleTable(exact, q1, q2, lo, hi, 1e-12)
+    table, exact, q1, q2, lo, hi = _elu_table(rng, n, 1e5, 1.5)
     good = np.nonzero(table.hi >= table.lo)[0]
     assert table.error <= 1e-11 and good.size >= 0.95 * n
     for perm in (rng.permutation(good), rng.permutation(good)):       # two node sets of the same size
