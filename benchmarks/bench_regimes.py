@@ -55,9 +55,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--horizon-timeout", type=float, default=180.0, help="seconds per horizon call at most")
     ap.add_argument("--horizon-repeat", type=int, default=1,
                     help="cold runs of each horizon case (T = 1 and T = 10 alternating): the median is kept")
+    ap.add_argument("--offsphere-repeat", type=int, default=3,
+                    help="cold runs of each off-sphere call (off and on alternating): the medians are kept")
     args = ap.parse_args(argv)
-    if args.horizon_repeat < 1:
-        ap.error("--horizon-repeat must be at least 1")
+    if args.horizon_repeat < 1 or args.offsphere_repeat < 1:
+        ap.error("--horizon-repeat and --offsphere-repeat must be at least 1")
     parts = args.only.split(",")
     for part in parts:
         if part not in PARTS:
@@ -71,8 +73,9 @@ def main(argv=None) -> dict:
         tee, stdout = _Tee(sys.stdout), sys.stdout
         sys.stdout = tee
         try:
-            out[part] = (module.run(timeout=limits[part], repeat=args.horizon_repeat) if part == "horizon"
-                         else module.run(timeout=limits[part]))
+            repeat = dict(horizon=args.horizon_repeat, offsphere=args.offsphere_repeat).get(part)
+            out[part] = (module.run(timeout=limits[part]) if repeat is None
+                         else module.run(timeout=limits[part], repeat=repeat))
         except Exception:                      # a part that breaks does not take the others with it
             print(f"{part}: FAILED\n{traceback.format_exc(limit=3)}")
             out[part] = None

@@ -14,7 +14,8 @@ the largest entry: at most 10 tol = 1e-9 with default arguments) and the pair so
 memoised, jax compiles what it needs); ``off`` and ``on`` of one case run back to back, so the ratio is
 measured side by side.
 
-Run: ``python benchmarks/bench_regimes_offsphere.py [--n 2000] [--cases node-softplus,mlp-tanh] [--raw]``.
+Run: ``python benchmarks/bench_regimes_offsphere.py [--n 2000] [--cases node-softplus,mlp-tanh] [--raw] [--repeat 3]``
+(``--repeat``: medians of alternating cold runs, every run's ratio printed).
 ``run()`` returns the rows as a list of dicts (used by ``bench_regimes.py``).
 
 **Measured, branch ``tanhoff``, stop 25: node tanh on standardised rows** (the case that missed at stop 24: 3.85,
@@ -243,25 +244,32 @@ def _cold(case: str, kind: str, sphere: bool, n: int, seed: int, timeout: float 
     return res
 
 
-def run(n: int = 2000, cases=tuple(CASES), data=DATA, seed: int = 1, timeout: float = 600.0) -> list[dict]:
+def run(n: int = 2000, cases=tuple(CASES), data=DATA, seed: int = 1, timeout: float = 600.0,
+        repeat: int = 1) -> list[dict]:
     """First-call off/on-sphere ratios (module doc; each call at most ``timeout`` seconds); prints a table and
-    returns its rows."""
+    returns its rows.  ``repeat``: cold runs of each call, off and on alternating; the table keeps the median time
+    and the median of the per-run ratios (one cold run of the ~0.5 s on-sphere call varies by about +-20 %), and
+    prints every run's ratio."""
     out = []
     print(f"{'case':18s} {'data':13s} {'off s':>7s} {'on s':>6s} {'ratio':>6s} {'cpu ratio':>9s}  {'path':20s} {'v range':>13s} "
           f"{'interp est':>10s} {'err est':>9s} {'rel est':>8s} {'solves':>6s}", flush=True)
     for i, case in enumerate(cases):
         for j, kind in enumerate(data):
             s = seed + 100 * i + j
-            off = _cold(case, kind, False, n, s, timeout)
-            on = _cold(case, kind, True, n, s, timeout)
-            row = dict(case=case, data=kind, n=n, off_seconds=off["seconds"], on_seconds=on["seconds"],
-                       ratio=off["seconds"] / on["seconds"], off_cpu=off["cpu_seconds"], on_cpu=on["cpu_seconds"],
-                       cpu_ratio=off["cpu_seconds"] / on["cpu_seconds"], path=off["path"], v_range=off["v_range"],
+            runs = [(_cold(case, kind, False, n, s, timeout), _cold(case, kind, True, n, s, timeout))
+                    for _ in range(repeat)]
+            off, on = runs[0]
+            med = lambda f: float(np.median([f(a, b) for a, b in runs]))
+            row = dict(case=case, data=kind, n=n, off_seconds=med(lambda a, b: a["seconds"]),
+                       on_seconds=med(lambda a, b: b["seconds"]), ratio=med(lambda a, b: a["seconds"] / b["seconds"]),
+                       off_cpu=med(lambda a, b: a["cpu_seconds"]), on_cpu=med(lambda a, b: b["cpu_seconds"]),
+                       cpu_ratio=med(lambda a, b: a["cpu_seconds"] / b["cpu_seconds"]),
+                       ratios=[a["seconds"] / b["seconds"] for a, b in runs], path=off["path"], v_range=off["v_range"],
                        interpolation_error_estimate=off["interpolation_error_estimate"],
                        error_estimate=off["error_estimate"], on_error_estimate=on["error_estimate"],
                        relative_error_estimate=off["relative_error_estimate"],
                        norm_nodes=off["norm_nodes"], theta_nodes=off["theta_nodes"],
-                       pair_solves=off["pair_solves"], warnings=off["warnings"] + on["warnings"])
+                       pair_solves=off["pair_solves"], warnings=[w for a, b in runs for w in a["warnings"] + b["warnings"]])
             out.append(row)
             ie = row["interpolation_error_estimate"]
             print(f"{case:18s} {kind:13s} {row['off_seconds']:7.2f} {row['on_seconds']:6.2f} {row['ratio']:6.2f} "
@@ -269,7 +277,8 @@ def run(n: int = 2000, cases=tuple(CASES), data=DATA, seed: int = 1, timeout: fl
                   f"{str(row['path']):20s} {row['v_range'][0]:5.2f}-{row['v_range'][1]:5.2f}  "
                   f"{(ie if ie is not None else float('nan')):10.1e} {row['error_estimate']:9.1e} "
                   f"{row['relative_error_estimate']:8.1e} {row['pair_solves'] or 0:6d}"
-                  + ("  WARNED" if row["warnings"] else ""), flush=True)
+                  + ("  WARNED" if row["warnings"] else "")
+                  + ("" if repeat == 1 else "  runs: " + ", ".join(f"{r:.2f}" for r in row["ratios"])), flush=True)
     return out
 
 
@@ -278,9 +287,12 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--raw", action="store_true", help="also plain N(0, 1) rows (a wider norm range)")
+    p.add_argument("--repeat", type=int, default=1, help="cold runs of each call (off and on alternating): medians")
     args = p.parse_args(argv)
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     data = DATA + (("raw-gaussian",) if args.raw else ())
-    return run(args.n, tuple(args.cases.split(",")), data)
+    return run(args.n, tuple(args.cases.split(",")), data, repeat=args.repeat)
 
 
 if __name__ == "__main__":
