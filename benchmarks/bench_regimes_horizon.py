@@ -244,8 +244,9 @@ Stop 28 (helper branches band1, compile, nodetab and the lead's dispatch order),
     02:45 start   softplus 0.9 / 9.9 s = 11.0x (CPU 12.3x), silu 1.1 / 12.3 s = 11.4x (CPU 12.0x)
     02:46 merge   softplus 0.8 / 6.6 s =  7.9x (CPU  9.0x), silu 1.1 /  8.0 s =  7.1x (CPU  7.7x)
     errors at T = 10: softplus 1.1e-10 -> 1.2e-10, silu 4.5e-11 -> 4.8e-11 (Gram within 2.3e-12 / 3.3e-13 of max|NTK|)
-    all built-ins, 02:24 (load 1.3, bench_regimes.py): relu 5.6x, leaky_relu 5.9, softplus 8.1, tanh 4.3, sigmoid 2.0,
-    erf 3.3, gelu 5.3, silu 6.4, sin 5.0, cos 5.3, elu 5.2, identity 4.5; quadratic blows up (the right refusal)
+    all built-ins, 02:48-02:53 (load 1.2, bench_regimes.py --horizon-repeat 3, medians): relu 5.7x, leaky_relu 5.8,
+    softplus 7.9, tanh 4.6, sigmoid 1.6, erf 3.4, gelu 5.7, silu 7.0, sin 4.5, cos 5.5, elu 5.4, identity 4.5;
+    quadratic blows up (the right refusal)
 
     (softplus T = 10 left, ~7 s: the jax import ~0.9 s (0.5 s of it ml_dtypes 0.7's ufunc registration, 0.2 s jax's
     package-metadata reads), four regime compiles ~1.0 s, table builds ~0.8 s, 0.41e6 exact evaluations (was 0.71e6)
