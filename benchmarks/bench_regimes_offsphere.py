@@ -148,6 +148,12 @@ MLP pair function's ``prepare`` batching the plan's norms); (6) a per-call stack
 per layer and array, indexed by the pairs; ~0.07 s).  Against the direct per-pair path on 8 rows x 2000
 columns (extreme norms, closest pair, random; seeds 302 and 2): largest difference 1.4e-11 and 9.2e-12, error
 estimates 2.1e-10 and 1.6e-10.
+
+**Measured, stop 28, ``--repeat 3``** (2026-12-07 02:48 UTC, load 1.2, main 41153db; medians of alternating cold
+off/on runs, every run's ratio): node softplus 1.74 (1.78, 1.74, 1.14) / standardised 1.94 (1.91, 2.04, 1.94); node
+tanh 1.85 (1.85, 1.96, 1.26) / standardised 2.76 (1.99, 2.79, 2.76; CPU 2.37, off 1.38 s, on 0.49 s); resnet softplus
+1.50 / 1.95; tanh MLP 1.44 / 1.71.  The on-sphere first call of node tanh ranged 0.48-0.79 s over the day's runs: a
+single run's ratio moves by +-20 % with it.
 """
 
 from __future__ import annotations
