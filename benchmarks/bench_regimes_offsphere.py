@@ -18,6 +18,21 @@ Run: ``python benchmarks/bench_regimes_offsphere.py [--n 2000] [--cases node-sof
 (``--repeat``: medians of alternating cold runs, every run's ratio printed).
 ``run()`` returns the rows as a list of dicts (used by ``bench_regimes.py``).
 
+**Measured, branch ``tanhoff2`` (2026-12-07, 03:00 UTC, idle, load 0.5-0.8): nothing taken.**  ``--cases node-tanh
+--repeat 3`` (standardised rows, seed 2: v 0.13-8.11, 4711 solves): off 1.48 s, on 0.48 s, ratio 3.08 (runs 3.22,
+3.05, 3.08; CPU 2.61); Gaussian rows 2.21.  Where the off call goes beyond the on call: the numpy Mehler series
+(``_truncated_horner``) 0.45-0.57 s (525-637 calls, ~75k degrees at ~13 active problems of 13 x 13 cells; the
+exact-tolerance calls half of it), the sample table, columns and self-kernels around it.  The Horner loop is at
+~2.5 ns per term and cell: per degree the broadcast outer product f_k(t) g_k(s) (inner loops 13 long) costs ~5x a
+contiguous op (2.8 against 0.6 us at 13 problems), Python ~1.5 us.  Tried, not taken: all degrees of a chunk by
+powers r^j (0.64 s against 0.42); the problem axis last (long inner loops at 64 problems, strided prefixes: 0.8 s);
+outer products of 8 degrees at once (-5 %, bit for bit: not worth the code); ``np.einsum``/``np.matmul`` outer
+products (slower); pairs of one norm (symmetric in (t, s)) are 16 % of the terms (at most -7 % by halving them).
+No import inside the call is off-sphere only (sympy lambdify's numpy namespace, ~70 ms of ``numpy.f2py`` /
+``numpy.testing``, and ``simplify``'s ``sympy.physics.units``, ~70 ms, are paid on both sides).  The 8192-row Hermite
+table (92 MB, both sides) takes 0.05-0.26 s by the state of memory: first touch of 92 MB took 0.016-0.23 s in fresh
+processes on this VM (transparent huge pages, defrag ``madvise``); the off call's system time varies 0.1-0.36 s.
+
 **Measured, branch ``tanhoff``, stop 25: node tanh on standardised rows** (the case that missed at stop 24: 3.85,
 CPU 3.22 at load 1).  2026-12-06, 18:33-18:34 UTC, N = 2000, d = 10, seed 102 (this script's row of the case when
 all cases run), the shared 2-core machine at load 2.2-2.8 (other helpers running); ``main`` (744a749) and
