@@ -95,6 +95,27 @@ def _row_sweep(J, source_C, X, tops, axis0):
     return new, float(np.max(_change(new.reshape(B * k, m1, m1), X.reshape(B * k, m1, m1))))
 
 
+def _diag_at(qd, Q, diag):
+    """The diagonal cell's ``(q1, q2, c)`` node arrays ``(B, m1, m1)`` from its diagonal ``qd`` ``(B, m1)`` (q at the
+    cell's nodes t, and at its nodes s by the cell's quadrature ``Q``) and its values ``diag``."""
+    B, m1 = qd.shape
+    return np.broadcast_to(qd[:, :, None], (B, m1, m1)), (qd @ Q.T).reshape(B, m1, m1), diag
+
+
+def _row_tops(out, grid: PanelGrid, k: int):
+    """The lower edges ``(B, k, m1)`` of row ``k``'s tensor cells, from row ``k - 1`` of ``out`` (its tensor cells'
+    top edges, and its diagonal cell's in the variable w)."""
+    B, m1 = out.shape[0], grid.m + 1
+    below = out[:, _row_slice(grid, k - 1)].reshape(B, k - 1, m1, m1)[:, :, -1, :]   # cells (k-1, j < k-1)
+    top_diag = out[:, grid.diag_slice(k - 1)].reshape(B, m1, m1)[:, -1, :] @ grid.E_top.T  # cell (k-1, k-1), in w
+    return np.concatenate([below, top_diag[:, None, :]], axis=1)
+
+
+def _continuous_diagonal(qs):
+    """The diagonal ``(B, P m + 1)`` from its panels ``qs`` ``(B, P, m1)`` (shared end nodes once)."""
+    return np.concatenate([qs[:, :, :-1].reshape(qs.shape[0], -1), qs[:, -1, -1:]], axis=1)
+
+
 def _change(new, old) -> np.ndarray:
     B = new.shape[0]
     num = np.max(np.abs(new - old).reshape(B, -1), axis=1)
@@ -156,7 +177,7 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
     S0 = np.asarray(S0, dtype=np.float64)
     B, m, P = S0.shape[0], grid.m, grid.P
     m1 = m + 1
-    J, E_top, Q, WT = grid.J, grid.E_top, grid.tri.Q, grid.tri.W.T
+    J, Q, WT = grid.J, grid.tri.Q, grid.tri.W.T
     out = np.empty((B, grid.points))
     qp = None if q is None else grid.split(np.asarray(q, dtype=np.float64))
     qs = np.empty((B, P, m1))          # the diagonal per panel (self-kernel: as solved)
@@ -166,9 +187,7 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
     for k in range(P):
         # the lower edges of the row's cells, from the row below (fixed while the row is iterated)
         if k:
-            below = out[:, _row_slice(grid, k - 1)].reshape(B, k - 1, m1, m1)[:, :, -1, :]   # cells (k-1, j < k-1)
-            top_diag = out[:, grid.diag_slice(k - 1)].reshape(B, m1, m1)[:, -1, :] @ E_top.T  # cell (k-1, k-1), in w
-            tops = np.concatenate([below, top_diag[:, None, :]], axis=1)                     # (B, k, m1)
+            tops = _row_tops(out, grid, k)
             qj = (qp[:, :k] if qp is not None else qs[:, :k])
         if qp is not None:
             qk = qp[:, k]
@@ -193,8 +212,7 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
                     # the diagonal cell's C depends on the last sweep only (its diagonal and values): one call of C_of
                     # for the whole row (a dear dual's price is per call as much as per value; the same values)
                     qd = diag[:, :, 0] if qp is None else qk
-                    at_diag = (np.broadcast_to(qd[:, :, None], (B, m1, m1)), (qd @ Q.T).reshape(B, m1, m1), diag)
-                    C, C_diag = _joint(C_of, at_tensor, at_diag)
+                    C, C_diag = _joint(C_of, at_tensor, _diag_at(qd, Q, diag))
                 else:
                     C = C_of(*at_tensor, *extra)
                 X, change = _row_sweep(J, source(C), X, tops, axis0)
@@ -206,7 +224,7 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
             if C_diag is None:
                 qd = diag[:, :, 0] if qp is None else qk
                 extra = () if aux is None else (tuple(a[:, grid.diag_slice(k)].reshape(B, m1, m1) for a in aux),)
-                C_diag = C_of(np.broadcast_to(qd[:, :, None], (B, m1, m1)), (qd @ Q.T).reshape(B, m1, m1), diag, *extra)
+                C_diag = C_of(*_diag_at(qd, Q, diag), *extra)
             new = base + (source(C_diag).reshape(B, -1) @ WT).reshape(B, m1, m1)
             changes.append(np.max(_change(new, diag)))
             diag = new
@@ -221,8 +239,7 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
         if k:
             out[:, _row_slice(grid, k)] = X.reshape(B, -1)
         qs[:, k] = diag[:, :, 0] if qp is None else qp[:, k]
-    qc = np.concatenate([qs[:, :, :-1].reshape(B, -1), qs[:, -1, -1:]], axis=1)
-    return out, qc, worst, most
+    return out, _continuous_diagonal(qs), worst, most
 
 
 
@@ -302,7 +319,7 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
             f = S0[:, None] * ones if kd == 0 else cell(kd, kd - 1)[:, :, -1]           # S(t_k + tau, t_k)
             base_d = _diag_base(f, Q)
             qd = qp[:, kd]
-            qd1, qd2 = np.broadcast_to(qd[:, :, None], (B, m1, m1)), (qd @ Q.T).reshape(B, m1, m1)
+            qd1, qd2, _ = _diag_at(qd, Q, None)
             if aux is None and hasattr(C_of, "at_variances"):
                 C_d = C_of.at_variances(qd1, qd2)
             else:

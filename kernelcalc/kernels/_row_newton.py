@@ -34,8 +34,8 @@ import math
 import numpy as np
 
 from ._panel_grid import PanelGrid
-from ._panels import (_change, _diag_base, _extrapolated_diagonal, _first_cells, _one_thread, _row_slice,
-                      _row_sweep)
+from ._panels import (_change, _continuous_diagonal, _diag_at, _diag_base, _extrapolated_diagonal, _first_cells,
+                      _one_thread, _row_slice, _row_sweep, _row_tops)
 
 __all__ = ["solve_self"]
 
@@ -58,7 +58,7 @@ def _solve_self(grid, exact, S0, source, sweeps_tol, max_sweeps, stagnation):
     S0 = np.asarray(S0, dtype=np.float64)
     B, m, P = S0.shape[0], grid.m, grid.P
     m1 = m + 1
-    J, E_top, Q, WT = grid.J, grid.E_top, grid.tri.Q, grid.tri.W.T
+    J, Q, WT = grid.J, grid.tri.Q, grid.tri.W.T
     out = np.empty((B, grid.points))
     qs = np.empty((B, P, m1))
     worst, most = 0.0, 0
@@ -67,9 +67,7 @@ def _solve_self(grid, exact, S0, source, sweeps_tol, max_sweeps, stagnation):
 
     for k in range(P):
         if k:
-            below = out[:, _row_slice(grid, k - 1)].reshape(B, k - 1, m1, m1)[:, :, -1, :]
-            top_diag = out[:, grid.diag_slice(k - 1)].reshape(B, m1, m1)[:, -1, :] @ E_top.T
-            tops = np.concatenate([below, top_diag[:, None, :]], axis=1)                     # (B, k, m1)
+            tops = _row_tops(out, grid, k)
             qj = qs[:, :k]
             qk = _extrapolated_diagonal(qs[:, k - 1], ones)
             X = _first_cells(tops, qk)
@@ -81,7 +79,7 @@ def _solve_self(grid, exact, S0, source, sweeps_tol, max_sweeps, stagnation):
             qd = diag[:, :, 0]
             parts = [(np.broadcast_to(qd[:, None, :, None], X.shape), np.broadcast_to(qj[:, :, None, :], X.shape),
                       X)] if X is not None else []
-            parts.append((np.broadcast_to(qd[:, :, None], (B, m1, m1)), (qd @ Q.T).reshape(B, m1, m1), diag))
+            parts.append(_diag_at(qd, Q, diag))
             return tuple(np.concatenate([np.reshape(p[i], (B, -1)) for p in parts], axis=1) for i in range(3))
 
         nt = 0 if X is None else X[0].size                 # tensor nodes per problem
@@ -167,8 +165,7 @@ def _solve_self(grid, exact, S0, source, sweeps_tol, max_sweeps, stagnation):
         if k:
             out[:, _row_slice(grid, k)] = X.reshape(B, -1)
         qs[:, k] = diag[:, :, 0]
-    qc = np.concatenate([qs[:, :, :-1].reshape(B, -1), qs[:, -1, -1:]], axis=1)
-    return out, qc, worst, most
+    return out, _continuous_diagonal(qs), worst, most
 
 
 def _step(q):
