@@ -50,7 +50,7 @@ from .ode_kinked_node_tables import KinkedNodeTablesMixin
 from .ode_kinked_ladder import _LARGE_Q_PANELS, KinkedLadderMixin, band_floor, band_of
 from .ode_kinked_ladder import use_triangles  # noqa: F401  (importable here)
 from .ode_kinked_panels import (_kink, _dear, KinkedPanelsMixin, _backward, _dual_np, _exact_pairs, _panels_of,
-                                _point_variances, _resample, _solve, _terminal)
+                                _point_variances, _resample, _solve, _terminal, band_edges)
 from .ode_kinked_panels import _AngleTable, values_key  # noqa: F401  (_AngleTable: importable here as before)
 
 __all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
@@ -358,8 +358,8 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         two pieces 17 + 33 nodes and 6.0e-11)."""
         if self._panel_count() == 1:
             return ()
-        s = (1.0 + self.sigma_w * self.T) / 2.0
-        return tuple(e for e in (0.01 * s, 0.1 * s) if e < math.pi)
+        sigma_w_T = self.sigma_w * self.T
+        return tuple(e for e in (band_edges(2, sigma_w_T)[1], band_edges(1, sigma_w_T)[1]) if e < math.pi)
 
     def at_angles(self, sxx, syy, theta):
         r"""(nngp, ntk) at norms ``sxx``, ``syy`` and input angles ``theta`` given as angles (the graded theta

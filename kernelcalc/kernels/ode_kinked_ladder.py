@@ -40,7 +40,7 @@ import numpy as np
 
 from .._validation import accuracy_shortfall
 from ..theory import recursion as rec
-from .ode_kinked_panels import _SINGLE_ELEMENT
+from .ode_kinked_panels import _SINGLE_ELEMENT, band_edges
 
 __all__ = ["KinkedLadderMixin", "band_floor", "band_of", "use_triangles"]
 
@@ -280,7 +280,7 @@ def band_floor(lowest: float, sigma_w_T: float) -> float | None:
     the error estimate, covers every angle it serves, and band 1's own ladder, node angle table and theta-table piece
     are not made (softplus, silu at $\sigma_wT=10$, N = 200 random rows in d = 10: smallest angle 0.458 against the
     edge 0.55).  The edge returned is ``lowest`` less 1e-9 (relative): the table's end at ``lowest`` falls inside."""
-    edge = 0.05 * (1.0 + sigma_w_T)
+    edge = band_edges(0, sigma_w_T)[0]
     if not (math.isfinite(lowest) and _FLOOR_MARGIN * edge <= lowest < edge <= 3.0):
         return None
     return lowest * (1.0 - 1e-9)
