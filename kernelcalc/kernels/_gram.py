@@ -39,6 +39,7 @@ its own rows, so the result does not depend on the thread count).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -99,13 +100,8 @@ class _GroupPlan(_TablePlan):
         if nz.any():
             what = "the sphere" if L == 1 else "the norm groups"
             scale_of = getattr(pair_fn, "theta_scale", None) if graded else None
-            angles = []      # the pairs' angles on the sphere (computed once, when asked)
-
-            def pairs_range():
-                if not angles:
-                    angles.append(pair_angles(self, reps[0], _RANGE_PAIRS) if L == 1 else (0.0, math.pi))
-                return angles[0]
-
+            # the pairs' angles on the sphere (computed once, when asked)
+            pairs_range = functools.cache(lambda: pair_angles(self, reps[0], _RANGE_PAIRS) if L == 1 else (0.0, math.pi))
             eps = None if scale_of is None else scale_of(np.unique(reps[nz]), angles=pairs_range)
             if eps is not None:   # features down to a width eps at theta = 0: the sinh variable, over the pairs' angles
                 lo, hi = pairs_range()
