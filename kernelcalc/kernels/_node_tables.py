@@ -50,7 +50,7 @@ import math
 import numpy as np
 
 from ..theory.duals_ops import correlation_angle
-from ._interp import chebyshev_coefficients, lobatto
+from ._interp import chebyshev_coefficients, chebyshev_matrix, lobatto
 
 __all__ = ["NodeAngleTable", "angle_of"]
 
@@ -91,7 +91,7 @@ class NodeAngleTable:
     ``evaluations``: exact evaluations of the build and its check; ``direct``: exact evaluations of queries
     outside a node's range (and of nodes whose series did not reach ``tol``)."""
 
-    def __init__(self, exact, q1, q2, lo, hi, tol: float, r0: int = 12):
+    def __init__(self, exact, q1, q2, lo, hi, tol: float, r0: int = _R0):
         self.exact = exact
         self.q1, self.q2 = (np.asarray(a, np.float64).ravel() for a in (q1, q2))
         self.n = np.sqrt(self.q1 * self.q2)
@@ -133,15 +133,9 @@ class NodeAngleTable:
         x = self.a[nodes] + (self.b[nodes] - self.a[nodes]) * 0.5 * (u + 1.0)
         return np.where(self.graded[nodes], self.eps[nodes] * np.sinh(x), x)
 
-    def _values(self, u, nodes, paired=False):
-        r"""``(len(u), len(nodes), 2)``: exact $(\tilde C, \dot C)$ at the angle variables ``u`` of ``nodes``
-        (``paired``: ``(len(u), 2)`` at ``u[i]`` of ``nodes[i]``)."""
-        if not paired:
-            return self._values_many([(u, nodes)])[0]
-        return self._exact_at(self.theta(u, nodes), nodes)
-
     def _values_many(self, asks):
-        r""":meth:`_values` of several ``(u, nodes)`` from one batch of exact evaluations (each call of ``exact`` pads
+        r"""``[(len(u), len(nodes), 2), ...]``: exact $(\tilde C, \dot C)$ at the angle variables ``u`` of ``nodes``
+        for each of ``asks``, ``(u, nodes)`` pairs, from one batch of exact evaluations (each call of ``exact`` pads
         the last chunk of every regime of the large-$q$ rule: measured 7.7 % of the table's evaluations in silu
         $\sigma_wT=10$ with one call per start degree and doubling)."""
         ths = [self.theta(u[:, None], nodes[None, :]) for u, nodes in asks]
@@ -174,9 +168,7 @@ class NodeAngleTable:
         self.R = R
         # per distinct node, the lowest degree whose dropped coefficients sum to at most _TRUNCATE tol (|T_k| <= 1: a
         # bound), each series to its own degree (C at the Picard sweeps, both at a solve's end); then per point
-        drop = np.cumsum((np.abs(coef) / self.scale)[::-1], axis=0)[::-1]               # sum_{k >= r}
-        keep = drop > _TRUNCATE * self.tol                                   # (R+1, distinct, 2): r is needed
-        degrees = np.where(np.any(keep, axis=0), R - np.argmax(keep[::-1], axis=0), 0)            # (distinct, 2)
+        drop, degrees = _cut(np.abs(coef) / self.scale, R, self.tol)                     # (R+1, distinct, 2)
         truncated = np.take_along_axis(drop, np.minimum(degrees + 1, R)[None], axis=0)[0]
         truncated = np.max(np.where(degrees >= R, 0.0, truncated), axis=1)
         top = int(np.max(degrees, initial=0))
@@ -185,7 +177,6 @@ class NodeAngleTable:
         sign = (-1.0) ** np.arange(top + 1)     # Cdot at the range's ends (u = -1, 1): for the linear model outside
         end_Cdot = np.stack([sign @ coef[:, :, 1], np.sum(coef[:, :, 1], axis=0)])
         self.coef, self.degrees, self.end_Cdot = coef[:, of], degrees[of], end_Cdot[:, of]
-        self.degree = np.max(self.degrees, axis=1)
         err, truncated = err[of], truncated[of]
         nodes = np.arange(self.n.size)
         # nodes that missed tol at the largest degree: exact values always (an empty range)
@@ -201,8 +192,8 @@ class NodeAngleTable:
         if good.size:
             pick = good[rng.integers(0, good.size, _CHECKS)]
             u = rng.uniform(-1.0, 1.0, _CHECKS)
-            ref = self._values(u, pick, paired=True)                                            # (checks, 2)
-            got = np.stack([self._clenshaw(u, pick, w, False) for w in (0, 1)], axis=-1)
+            ref = self._exact_at(self.theta(u, pick), pick)                                     # (checks, 2)
+            got = np.stack(self._clenshaw(u, pick, (0, 1), False), axis=-1)
             measured = float(np.max(np.abs(got - ref) / self.scale))
         self.tail_error, self.measured_error = tail, measured
         self.error = max(tail, 2.0 * measured, 1e-16)
@@ -230,7 +221,7 @@ class NodeAngleTable:
             sel = np.arange(0, n, step)
             if level == 0:
                 sel = np.unique(np.append(sel, n - 1))
-                vals = self._values(lobatto(self.r0), nodes[sel])
+                vals = self._values_many([(lobatto(self.r0), nodes[sel])])[0]
                 self.scale = np.maximum(np.max(np.abs(vals), axis=(0, 1)), 1e-300)
                 got = [(sel,) + self._climb([(nodes[sel], self.r0, vals)])[0]]
             else:
@@ -257,11 +248,9 @@ class NodeAngleTable:
         return coef, err, R
 
     def _truncated(self, coef, R: int):
-        """Per node: the lowest degree whose dropped coefficients (of ``coef`` ``(R+1, nodes, 2)``) sum to at most
-        ``_TRUNCATE`` tol."""
-        drop = np.cumsum((np.max(np.abs(coef) / self.scale, axis=2))[::-1], axis=0)[::-1]
-        keep = drop > _TRUNCATE * self.tol
-        return np.where(np.any(keep, axis=0), R - np.argmax(keep[::-1], axis=0), 0)
+        """Per node: the lowest degree whose dropped coefficients of both series (the larger of ``coef``
+        ``(R+1, nodes, 2)``) sum to at most ``_TRUNCATE`` tol."""
+        return _cut(np.max(np.abs(coef) / self.scale, axis=2), R, self.tol)[1]
 
     def _climb(self, parts):
         """The nested ladders of ``parts``, ``(nodes, R, vals)`` each (values ``vals`` ``(R+1, len(nodes), 2)`` at the
@@ -354,16 +343,15 @@ class NodeAngleTable:
         return th
 
     def _clenshaw(self, u, nodes, which, shared: bool):
-        r"""The series of each of ``which`` (a tuple of 0, 1; or one int) at ``u``, each node's to its own degree:
-        a list of arrays shaped as ``u`` (one array for an int).  The nodes are sorted by degree (descending), so
+        r"""The series of each of ``which`` (a tuple of 0, 1) at ``u``, each node's to its own degree: a list of
+        arrays shaped as ``u``.  The nodes are sorted by degree (descending), so
         that the step of degree $r$ runs on the prefix of the nodes that need it (the work is the sum of the degrees,
         not the largest degree times the nodes); the sorted layout of a node set is kept for the next call (the
         Picard sweeps of a wavefront ask the same nodes again).  Three buffers in rotation ($b_{r+2}$ is overwritten
         by $b_r$: no copies); a node's columns stay zero until its degree is reached.  Both series run in one
         pass (their columns side by side, all 2-d: numpy slices of ``(rows, 1, k)`` ran 2.6x slower per element).
         ``shared``: ``nodes`` (leading axis 1) serve every row of ``u``."""
-        one = not isinstance(which, tuple)
-        w = [which] if one else list(which)
+        w = list(which)
         if not shared:
             coef = self.coef[:, nodes][..., w]
             ue = u[..., None]
@@ -371,8 +359,7 @@ class NodeAngleTable:
             for r in range(coef.shape[0] - 1, 0, -1):
                 b1, b2 = u2 * b1 - b2 + coef[r], b1
             val = ue * b1 - b2 + coef[0]
-            out = [val[..., i] for i in range(len(w))]
-            return out[0] if one else out
+            return [val[..., i] for i in range(len(w))]
         flat = nodes.ravel()
         N = flat.size
         key = (tuple(w), N, hash(flat.tobytes()))
@@ -399,8 +386,7 @@ class NodeAngleTable:
             b1, b2, b0 = b0, b1, b2
         res = np.empty_like(us)
         res[:, order] = us * b1 - b2 + coef[0]
-        out = [res[:, i * N:(i + 1) * N].reshape(u.shape) for i in range(len(w))]
-        return out[0] if one else out
+        return [res[:, i * N:(i + 1) * N].reshape(u.shape) for i in range(len(w))]
 
     def inside(self, c, idx) -> np.ndarray:
         """Per row of ``c``: whether every value lies in its node's range (the table's fixed point)."""
@@ -409,7 +395,15 @@ class NodeAngleTable:
         return np.all(ok.reshape(ok.shape[0], -1), axis=1)
 
 
+def _cut(rel, R: int, tol: float):
+    """``(drop, degrees)``: the sums ``drop`` of the relative coefficients ``rel`` ``(R+1, ...)`` from each degree on,
+    and per series the lowest degree whose dropped coefficients sum to at most ``_TRUNCATE`` tol (a bound:
+    $|T_k|\le1$)."""
+    drop = np.cumsum(rel[::-1], axis=0)[::-1]                                  # sum_{k >= r}
+    keep = drop > _TRUNCATE * tol                                              # r is needed
+    return drop, np.where(np.any(keep, axis=0), R - np.argmax(keep[::-1], axis=0), 0)
+
+
 def _lobatto_values(R: int) -> np.ndarray:
     """``(R+1, R+1)``: the Chebyshev polynomials $T_0..T_R$ at the degree-``R`` Lobatto points (a series' values there)."""
-    from ._interp import chebyshev_matrix
     return chebyshev_matrix(lobatto(R), R)

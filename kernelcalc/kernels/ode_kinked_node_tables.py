@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _panels as pan
 from ._anchored import AnchoredDual
-from ._node_tables import NodeAngleTable, angle_of
+from ._node_tables import _R0, NodeAngleTable, angle_of
 from ._panel_grid import PanelGrid
 from .ode_kinked_cost import _NT_BUILD_COST
 from .ode_kinked_panels import _dear, _exact_pairs, _kink, _point_variances, band_edges, smooth_at_parallel
@@ -80,7 +80,7 @@ class KinkedNodeTablesMixin:
             n = np.sqrt(q1 * q2)
             th = angle_of(n, S)
             nt = state["table"] = NodeAngleTable(exact, q1, q2, th[0], th[1], _NT_TOL,
-                                                 r0=_NT_R0_RULE if dual.method == "asymptotic" else 12)
+                                                 r0=_NT_R0_RULE if dual.method == "asymptotic" else _R0)
             self._table_error = max(self._table_error, nt.error)
             rec_ = self._node_table_info()
             rec_.update(tables=rec_["tables"] + 1, evaluations=rec_["evaluations"] + nt.evaluations + bracket.exact_points,
