@@ -51,6 +51,7 @@ def _mid_nodes(n):
 
 
 def _cheb_coef(values, axis):
+    """Chebyshev coefficients of values at the first-kind nodes (:func:`_cheb_nodes`) along ``axis``."""
     v = np.moveaxis(values, axis, 0)
     n = v.shape[0]
     T = np.cos(np.pi * np.outer(np.arange(n), np.arange(n) + 0.5) / n)
@@ -59,11 +60,16 @@ def _cheb_coef(values, axis):
     return np.moveaxis(c, 0, axis)
 
 
-def _cheb_vals(coef, y, axis):
-    """Evaluate the Chebyshev series along ``axis`` of ``coef`` at the points ``y`` (new axis in its place)."""
-    d = coef.shape[axis]
-    T = np.cos(np.arccos(np.clip(y, -1, 1))[:, None] * np.arange(d))           # (m, d)
-    return np.moveaxis(np.tensordot(T, np.moveaxis(coef, axis, 0), axes=(1, 0)), 0, axis)
+def _cross_apply(cross, growth, where, rows, xp):
+    r"""``(n_g, B)``: a cross table ``cross`` ``(panels, d_1, n_g, d_z)`` (of the near or the low tables) at the
+    located points ``where`` ``(panel index, far, zf)`` with their Chebyshev rows ``(T_1, T_z)`` (the growth factor
+    $|\zeta|^e$ of each function applied beyond $Z$, where ``far``)."""
+    (idx, far, zf), (T1, Tz) = where, rows
+    _, d_1, n_g, d_z = cross.shape
+    block = xp.asarray(cross)[idx]                                                # (B, d_1, n_g, d_z)
+    v = xp.sum(block * Tz[:, None, None, :d_z], axis=-1)                         # (B, d_1, n_g)
+    v = xp.sum(v * T1[:, :d_1, None], axis=1)                                    # (B, n_g)
+    return xp.stack([xp.where(far, v[:, j] * zf ** e, v[:, j]) for j, e in enumerate(growth)])
 
 
 def _on_panels(edges, y, square_first=False):
@@ -154,7 +160,7 @@ def _panel(edges, v, xp, square_first=False):
 
 def _cheb_rows(ys, degrees, xp):
     r"""``[(B, d), ...]``: $T_0..T_{d-1}$ at each of ``ys`` (flat, of one length) for ``degrees``, all by one recurrence
-    (:func:`~kernelcalc.theory.largeq_far.cheb_rows`: one loop to compile and run for every table lookup)."""
+    (:func:`cheb_rows`: one loop to compile and run for every table lookup)."""
     T = cheb_rows(xp.stack(ys), max(degrees), xp)
     return [T[i, :, :d] for i, d in enumerate(degrees)]
 

@@ -94,9 +94,6 @@ def _compiled(rule, derivative: bool, name: str, layout=None):
     if layout is not None:
         finish = _PARTS[name][1]
         return jit(lambda *packed: finish(asy, ds, _unpack(layout, packed), jax.numpy))
-    if name in _PARTS:
-        locate, finish = _PARTS[name]
-        return jit(lambda q1, q2, c: finish(asy, ds, locate(asy, q1, q2, c, ds, jax.numpy), jax.numpy))
     if name == "mixed":
         return jit(lambda q1, q2, c: rule._mixed(asy, q1, q2, c, ds))
     return jit(lambda q1, q2, c: tuple(rule._one(q1, q2, c, d) for d in ds))
@@ -166,7 +163,7 @@ def eager_values(rule, q1, q2, c, derivative: bool = True) -> tuple:
             rest &= ~here
             args = [a[idx] for a in flat]
             if name in _PARTS:
-                with np.errstate(all="ignore"):   # as under jit: the padding rows of a chunk are never read back
+                with np.errstate(all="ignore"):   # as under jit: the branches of a where() not taken may overflow; never read
                     loc = _PARTS[name][0](rule.asymptote, *args, ds, np)
                 layout, args = _split(loc, idx.size)
                 fn = _compiled(rule, derivative, name, layout)

@@ -189,9 +189,9 @@ def far_mask(q1, q2, c, xp=None):
     return xp.minimum(q1, q2) * (1.0 - r) * (1.0 + r) >= V0
 
 
-def _taylor(asy: Asymptote, derivative: bool, zeta, s2, tau, xp, zp=None):
-    r"""``(B, N)``: $t_n\kappa^n$ of the module doc, as multiples of $\zeta^n$ (``zeta`` $=\kappa/\tau$; ``zp``: its
-    powers $\zeta^0..\zeta^{N-1}$ when computed already)."""
+def _taylor(asy: Asymptote, derivative: bool, zp, s2, tau):
+    r"""``(B, N)``: $t_n\kappa^n$ of the module doc, as multiples of $\zeta^n$ (``zp``: the powers $\zeta^0..\zeta^{N-1}$
+    of ``zeta`` $=\kappa/\tau$, :func:`_powers`)."""
     n = np.arange(N_TERMS)
     j = n // 2
     fj = np.array([math.factorial(int(i)) for i in j], dtype=np.float64)
@@ -199,7 +199,6 @@ def _taylor(asy: Asymptote, derivative: bool, zeta, s2, tau, xp, zp=None):
     even, odd = (n % 2 == 0), (n % 2 == 1)
     lam, al, be = asy.scale, asy.alpha, asy.beta
     phi0 = 1.0 / math.sqrt(2.0 * math.pi)
-    zp = _powers(zeta, N_TERMS, xp) if zp is None else zp
     sgn = (-1.0) ** j
     if asy.family == "gelu":
         if derivative:
@@ -288,7 +287,7 @@ def far_finish(asy: Asymptote, derivatives, loc, xp):
         sl = slice(i * N_TERMS, (i + 1) * N_TERMS)
         M1, M2, Ma, Mb = M[0, :, sl], M[1, :, sl], M[2, :, sl], M[3, :, sl]
         rr = xp.sum(ck * Ma * Mb, axis=-1) * loc["norm_rr"]
-        x1, x2 = (xp.sum(_taylor(asy, d, cr["zeta"], cr["s2"], cr["tau"], xp, zp) * Mx, axis=-1) * cr["norm"]
+        x1, x2 = (xp.sum(_taylor(asy, d, zp, cr["s2"], cr["tau"]) * Mx, axis=-1) * cr["norm"]
                   for cr, Mx, zp in zip(loc["cross"], (M1, M2), P[1:]))
         out.append(asy.AA(*loc["q"], d, xp=np if xp is np else None) + x1 + x2 + rr)
     return tuple(out)

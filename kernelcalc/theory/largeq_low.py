@@ -58,14 +58,14 @@ import numpy as np
 
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
-from .largeq_chebtab import (RowBatch, _barrier, _cheb_coef, _cheb_nodes, _cheb_rows, _mid_nodes, _on_panels, _pack,
-                             _packed_apply, _panel, _sparsify, _truncate)
+from .largeq_chebtab import (RowBatch, _barrier, _cheb_coef, _cheb_nodes, _cheb_rows, _cross_apply, _mid_nodes,
+                             _on_panels, _pack, _packed_apply, _panel, _sparsify, _truncate)
 from .largeq_far import V0, stable_remainder
 from .largeq_near import (_KAPPA_EDGES, near_locate, near_parts, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _basis,
                           _coefficients, _half_line, _parity, _tau)
 from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows, table_build
 
-__all__ = ["LowTable", "low_table", "low_expect", "low_mixed", "low_cross", "low_mask", "low_norm_floor", "Q_LOW"]
+__all__ = ["LowTable", "low_table", "low_expect", "low_mixed", "low_mask", "low_norm_floor", "Q_LOW"]
 
 #: the low tables apply where Q_LOW <= min(q1, q2) (and max(q1, q2) < Q_NEAR, or only the cross term of a mixed cell)
 Q_LOW = 0.25
@@ -303,17 +303,6 @@ def _cross_locate(lq, zeta, xp):
     return ((idx if xp is np else _barrier(idx)), far, zf), [yq, yz]
 
 
-def _cross_apply(cross, growth, where, rows, xp):
-    r"""``(n_g, B)``: $X_j(q,\zeta)$ at the located points ``where`` (:func:`_cross_locate`) with their Chebyshev rows
-    ``(Tq, Tz)`` (the growth factor $|\zeta|^e$ applied beyond $Z$)."""
-    (idx, far, zf), (Tq, Tz) = where, rows
-    _, d_q, n_g, d_z = cross.shape
-    block = xp.asarray(cross)[idx]                                                # (B, d_q, n_g, d_z)
-    v = xp.sum(block * Tz[:, None, None, :d_z], axis=-1)                         # (B, d_q, n_g)
-    v = xp.sum(v * Tq[:, :d_q, None], axis=1)                                    # (B, n_g)
-    return xp.stack([xp.where(far, v[:, j] * zf ** e, v[:, j]) for j, e in enumerate(growth)])
-
-
 def _cross_eval(cross, growth, lq, zeta, xp):
     r"""``(n_g, B)``: $X_j(q,\zeta)$ for flat ``lq`` $=\log_2q$ and ``zeta`` $\ge0$."""
     where, ys = _cross_locate(lq, zeta, xp)
@@ -323,7 +312,7 @@ def _cross_eval(cross, growth, lq, zeta, xp):
 def low_mask(q1, q2, c, xp=None, mixed=False):
     r"""Where the low tables apply: $Q_{\rm low}\le\min(q_1,q_2)$ and $\max(q_1,q_2)<Q_{\rm near}$ (``mixed``:
     $Q_{\rm low}\le\min(q_1,q_2)<Q_{\rm near}\le\max(q_1,q_2)$ in the near-parallel band $\min(q_1,q_2)(1-r^2)<V_0$,
-    where the near tables take all but the cross term over the smaller variance: :func:`low_cross`)."""
+    where the near tables take all but the cross term over the smaller variance: :func:`_cross_parts`)."""
     xp = jnp if xp is None else xp
     qm, qM = xp.minimum(q1, q2), xp.maximum(q1, q2)
     if not mixed:
@@ -340,7 +329,7 @@ def _degrees(tables, attr, axes):
 @functools.lru_cache(maxsize=16)
 def _stacked(asy: Asymptote, derivatives: tuple):
     r"""The low tables of ``derivatives`` stacked (zero-padded to common degrees): ``rr`` ``(P, d_q, d_k, d_s, m)``
-    packed to the coefficients kept by either table (:func:`~kernelcalc.theory.largeq_near._pack`), and
+    packed to the coefficients kept by either table (:func:`~kernelcalc.theory.largeq_chebtab._pack`), and
     ``cross`` ``(P, d_q, m\,n_g, d_\zeta)`` with the growth orders and parities of its functions, so that $\phi$ and
     $\phi'$ cost one gather and one contraction per covariance (and half the code to compile)."""
     tabs = [low_table(asy, d) for d in derivatives]
@@ -355,18 +344,8 @@ def _stacked(asy: Asymptote, derivatives: tuple):
     return _pack(rr), cross, sum((t.growth for t in tabs), ()), tuple(t.parity for t in tabs)
 
 
-def low_cross(asy: Asymptote, qx, qy, c, derivatives=(False, True), xp=None):
-    r"""``tuple``: $E[R(x)A(y)]$ (with $R'$, $A'$ for ``True`` in ``derivatives``) for $x\sim N(0,q_x)$,
-    $q_x\in[Q_{\rm low},Q_{\rm near})$, and $y$ of any variance $q_y$, covariance $c$ (flat arrays), by the cross
-    tables (module doc)."""
-    xp = jnp if xp is None else xp
-    batch = RowBatch()
-    finish = _cross_parts(asy, derivatives, _cross_loc(asy, qx, qy, c, derivatives, xp), xp, batch)
-    return finish(batch.compute(xp))
-
-
 def _cross_loc(asy: Asymptote, qx, qy, c, derivatives, xp) -> dict:
-    r"""The elementwise part of :func:`low_cross` (as :func:`~kernelcalc.theory.largeq_near.near_locate`): the lookup's
+    r"""The elementwise part of :func:`_cross_parts` (as :func:`~kernelcalc.theory.largeq_near.near_locate`): the lookup's
     panel index, far mask, $\max(\zeta,Z)$ and local coordinates, and the signed coefficient of every cross function."""
     n = xp.sqrt(qx * qy)
     r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
@@ -381,8 +360,10 @@ def _cross_loc(asy: Asymptote, qx, qy, c, derivatives, xp) -> dict:
 
 
 def _cross_parts(asy: Asymptote, derivatives, loc, xp, batch):
-    """:func:`low_cross` in two phases (as :func:`~kernelcalc.theory.largeq_near.near_parts`): ask ``batch`` for the
-    Chebyshev rows of the lookup located in ``loc`` (:func:`_cross_loc`), then ``finish(batch)``."""
+    r"""The cross term by the low cross tables, $E[R(x)A(y)]$ (with $R'$, $A'$ for ``True`` in ``derivatives``) for
+    $x\sim N(0,q_x)$, $q_x\in[Q_{\rm low},Q_{\rm near})$, and $y$ of any variance $q_y$ (module doc), in two phases (as
+    :func:`~kernelcalc.theory.largeq_near.near_parts`): ask ``batch`` for the Chebyshev rows of the lookup located in
+    ``loc`` (:func:`_cross_loc`), then ``finish(batch)``."""
     _, cross, growth, _ = _stacked(asy, tuple(derivatives))
     handles = [batch.ask(y, cross.shape[i]) for y, i in zip(loc["ys"], (1, 3))]
 
@@ -440,7 +421,7 @@ def low_finish(asy: Asymptote, derivatives, loc, xp):
 def low_mixed(asy: Asymptote, q1, q2, c, derivatives=(False, True), xp=None):
     r"""``tuple``: $E[f(a)f(b)]$ on the mixed cells (:func:`low_mask` with ``mixed``): the near tables
     (:func:`~kernelcalc.theory.largeq_near.near_expect` without the cross term over the smaller variance) plus that
-    cross term by the low cross tables (:func:`low_cross`), all Chebyshev rows from one recurrence."""
+    cross term by the low cross tables (:func:`_cross_parts`), all Chebyshev rows from one recurrence."""
     xp = jnp if xp is None else xp
     return low_mixed_finish(asy, derivatives, low_mixed_locate(asy, q1, q2, c, derivatives, xp), xp)
 

@@ -66,7 +66,7 @@ import numpy as np
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_far import V0, stable_remainder, remainder_parity as _parity
-from .largeq_chebtab import (RowBatch, _barrier, _cheb_coef, _cheb_nodes, _cheb_rows, _mid_nodes,
+from .largeq_chebtab import (RowBatch, _barrier, _cheb_coef, _cheb_nodes, _cheb_rows, _cross_apply, _mid_nodes,
                              _on_panels, _pack, _packed_apply, _panel, _sparsify, _truncate)
 from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows, table_build
 
@@ -342,7 +342,7 @@ def near_table(asymptote: Asymptote, derivative: bool) -> NearTable:
     ref = np.tensordot(tm[:, None] ** np.arange(K)[None, :],
                        _rr_values(R, par, km, sm, K) * tw[:, None, None], axes=(1, 0))          # (t, k, s)
     # the held-out points sit at the same local coordinates on every panel (the first s-panel's variable is s^2): the
-    # table's values there are one contraction (as _rr_eval's, without gathering a block per point)
+    # table's values there are one contraction (as :func:`~kernelcalc.theory.largeq_chebtab._packed_apply`'s, without gathering a block per point)
     Tt, Tk, Ts = (np.cos(np.arccos(y)[:, None] * np.arange(d)) for y, d in ((2.0 * tm - 1.0, d_t), (ym, d_k), (ym, d_s)))
     got = np.einsum("abijk,ui,vj,wk->uavbw", rr.reshape(Pk, Ps, d_t, d_k, d_s), Tt, Tk, Ts, optimize=True).reshape(ref.shape)
     err = float(np.max(np.abs(got - ref))) / nu
@@ -384,18 +384,6 @@ def _cross_locate(t, zeta, xp, P=len(_ZETA_EDGES)):
     pz = xp.where(far, P - 1, pz)
     yz = xp.where(far, yf, yz)
     return (pz, far, zf), [2.0 * t - 1.0, yz]
-
-
-def _cross_apply(cross, growth, where, rows, xp):
-    r"""``(n_g, B)``: the cross table's values at the located points ``where`` (:func:`_cross_locate`) with their
-    Chebyshev rows ``(Tt, Tz)`` (the growth factor $|\zeta|^e$ applied beyond $Z$)."""
-    pz, far, zf = where
-    Tt, Tz = rows
-    _, d_t, n_g, d_z = cross.shape
-    block = xp.asarray(cross)[pz]                                                 # (B, d_t, n_g, d_z)
-    v = xp.sum(block * Tz[:, None, None, :d_z], axis=-1)                         # (B, d_t, n_g)
-    v = xp.sum(v * Tt[:, :d_t, None], axis=1)                                    # (B, n_g)
-    return xp.stack([xp.where(far, v[:, j] * zf ** e, v[:, j]) for j, e in enumerate(growth)])
 
 
 def _cross_eval(cross, growth, t, zeta, xp):

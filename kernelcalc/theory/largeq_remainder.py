@@ -47,6 +47,7 @@ import numpy as np
 from .._blas import one_blas_thread
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
+from .largeq_chebtab import _cheb_coef, _cheb_nodes
 from .largeq_far import remainder_parity, stable_remainder
 
 __all__ = ["RemainderTable", "remainder_table"]
@@ -58,20 +59,6 @@ _N_MU = 44         # Chebyshev nodes per mu-panel (fit)
 _W = 4.0           # mu-panel width
 _CUT = 5e-15       # coefficients below CUT * max|R| are dropped
 
-
-def _cheb_nodes(n):
-    return np.cos(np.pi * (np.arange(n) + 0.5) / n)
-
-
-def _cheb_coef(values, axis):
-    """Chebyshev coefficients of values at the first-kind nodes (:func:`_cheb_nodes`) along ``axis``."""
-    v = np.moveaxis(values, axis, 0)
-    n = v.shape[0]
-    k = np.arange(n)
-    T = np.cos(np.pi * np.outer(k, np.arange(n) + 0.5) / n)        # T_k(x_j)
-    c = np.tensordot(T, v, axes=(1, 0)) * (2.0 / n)
-    c[0] *= 0.5
-    return np.moveaxis(c, 0, axis)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
