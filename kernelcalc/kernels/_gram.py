@@ -47,7 +47,7 @@ import numpy as np
 from .._validation import KernelcalcInputError, accuracy_shortfall, as_input_pair, positive_int, progress_disable
 from ._gram_base import GramPlan, _TablePlan
 from ._gram_norms import NormInterpPlan
-from ._theta_pieces import pair_angles, sphere_pieces
+from ._theta_pieces import pair_angles, sphere_pieces, values_at_zero
 from ._theta_sampling import _theta_samples
 from ._interp import SinhAngle, ThetaTable, chebyshev_coefficients
 
@@ -92,6 +92,7 @@ class _GroupPlan(_TablePlan):
         super().__init__(a, b, same, {})
         L = reps.size
         self.reps, self.L, self.pieces = reps, L, None
+        self.sqrt_reps = np.sqrt(reps)
         self.ga, self.gb = _group_index(self.na, reps), _group_index(self.nb, reps)
         gx, gy = np.triu_indices(L)
         nz = (reps[gx] > 0) & (reps[gy] > 0)
@@ -110,16 +111,14 @@ class _GroupPlan(_TablePlan):
                     lambda var: _theta_samples(pair_fn, reps, reps, tol, strict, what, var, _PIECE_START))
                 if got:
                     self.pieces, self.F0, self.info = got
-                    self.sqrt_reps = np.sqrt(reps)
                     return
                 graded = SinhAngle(eps, lo, hi)
-            Fnz, R, err = _theta_samples(pair_fn, reps[gx[nz]], reps[gy[nz]], tol, strict, what, graded)
-            if err is None and isinstance(graded, SinhAngle):    # (as below) the graded variable then
-                graded = True
+            # where graded nodes stop converging (err None): the graded variable after the sinh one, then uniform in
+            # theta (which always returns its err)
+            for graded in [graded] + [True] * isinstance(graded, SinhAngle) + [False] * bool(graded):
                 Fnz, R, err = _theta_samples(pair_fn, reps[gx[nz]], reps[gy[nz]], tol, strict, what, graded)
-            if err is None:       # graded nodes stopped converging: sample uniformly in theta
-                graded = False
-                Fnz, R, err = _theta_samples(pair_fn, reps[gx[nz]], reps[gy[nz]], tol, strict, what)
+                if err is not None:
+                    break
             F = np.zeros((R + 1, gx.size, 2))
             F[:, nz] = Fnz
         if (~nz).any():   # pairs with a zero row: x.y = 0, constant in theta
@@ -128,10 +127,7 @@ class _GroupPlan(_TablePlan):
         full[:, gx, gy], full[:, gy, gx] = F, F
         self.F0 = full[0].copy()                                              # theta = 0: exact nodes
         if isinstance(graded, SinhAngle) and graded.lo > 0:      # (a table from lo > 0: theta = 0 solved apart)
-            at_angles = getattr(pair_fn, "at_angles", None)
-            vx, vy = reps[gx[nz]], reps[gy[nz]]
-            zero = np.stack(at_angles(vx, vy, np.zeros(vx.size)) if at_angles is not None else
-                            pair_fn(vx, vy, np.sqrt(vx * vy)), -1)
+            zero = values_at_zero(pair_fn, reps[gx[nz]], reps[gy[nz]])
             self.F0[gx[nz], gy[nz]], self.F0[gy[nz], gx[nz]] = zero, zero
         scale = np.max(np.abs(full), axis=(0, 1, 2))
         coef = chebyshev_coefficients(full) if R > 0 else full
@@ -143,7 +139,6 @@ class _GroupPlan(_TablePlan):
             accuracy_shortfall(f"the theta table stopped at degree {self.table.n} x {self.table.P} panels with "
                                f"relative error {self.table.error:.1e} > tol = {tol:.1e}", strict)
         self.flat = self.table.table.ravel()
-        self.sqrt_reps = np.sqrt(reps)
         on_sphere = L == 1 and reps[0] > 0
         self.info = dict(path="sphere" if on_sphere else "norm groups", theta_nodes=R + 1,
                          table=f"degree {self.table.n} x {self.table.P} panels" + (
@@ -158,13 +153,11 @@ class _GroupPlan(_TablePlan):
         theta, mask = self._theta(xy, i, j, self.sqrt_reps[ga], self.sqrt_reps[gb])
         if self.pieces is not None:
             out = self.pieces.values(theta)
-            if mask is not None:
-                out[:, mask] = self.F0[0, 0][:, None]
-            return out
-        stride = (self.table.n + 1) * self.table.P
-        k, s = self.table.index(theta)
-        ch = (ga[:, None] * self.L + gb[None, :]) * 2
-        out = np.stack([self.table.horner(self.flat, (ch + o) * stride + k, s) for o in range(2)])
+        else:
+            stride = (self.table.n + 1) * self.table.P
+            k, s = self.table.index(theta)
+            ch = (ga[:, None] * self.L + gb[None, :]) * 2
+            out = np.stack([self.table.horner(self.flat, (ch + o) * stride + k, s) for o in range(2)])
         if mask is not None:
             ii, jj = np.nonzero(mask)
             out[:, ii, jj] = self.F0[ga[ii], gb[jj]].T

@@ -211,12 +211,8 @@ class ThetaTable:
 
     def index(self, theta: np.ndarray):
         """Panel index and local coordinate $s\\in[-1,1]$ of every $\\theta$ (``theta`` may be overwritten)."""
-        if self.variable is not None:
-            t = self.variable.u_of(theta)
-            t += 1.0
-            t *= 0.5 * self.P
-        elif self.graded:
-            t = graded_u_of(theta)
+        if self.graded:          # (a SinhAngle is graded too: its own variable)
+            t = (graded_u_of if self.variable is None else self.variable.u_of)(theta)
             t += 1.0
             t *= 0.5 * self.P
         else:

@@ -8,7 +8,7 @@ and the Gram 6.9e-11 away from the sampled one's).  Split there, every piece is 
 doubling (:func:`._theta_sampling._theta_samples`, with its own estimate) in its own :class:`._interp.SinhAngle` on
 $[\theta_a,\theta_b]$, and read off its own :class:`._interp.ThetaTable`; an entry takes the piece its angle falls in.
 
-The pieces cover the angles of the Gram's pairs only (:meth:`._gram._GroupPlan._pair_angles`): a band none of them
+The pieces cover the angles of the Gram's pairs only (:func:`pair_angles`): a band none of them
 falls in is never solved (softplus at $\sigma_wT=10$, N = 200 random inputs in d = 10, angles 0.46-2.73: band 2,
 $\theta_0<0.055$, its node angle table and its degree ladder are skipped; band 1, $0.055\le\theta_0<0.55$, holds
 a few pairs down to 0.458, which band 0 serves: :func:`~.ode_kinked_ladder.band_floor`).
@@ -53,13 +53,12 @@ class ThetaPieces:
                 return
             samples.append((var, F, R, err))
         scale = np.maximum(np.max([np.max(np.abs(F), axis=(0, 1)) for _, F, _, _ in samples], axis=0), 1e-300)
-        self.tables, self.error, self.nodes, self.sampled = [], 0.0, 0, 0.0
+        self.tables, self.error, self.nodes = [], 0.0, 0
         for var, F, R, err in samples:
             coef = chebyshev_coefficients(F).reshape(R + 1, -1)
             table = ThetaTable(coef, max(tol - err, 0.25 * tol), scale, graded=var)
             self.tables.append(table)
             self.error = max(self.error, err + table.error)
-            self.sampled = max(self.sampled, err)
             self.nodes += R + 1
 
     def values(self, theta) -> np.ndarray:
@@ -116,8 +115,14 @@ def sphere_pieces(pair_fn, rep: float, eps: float, lo: float, hi: float, tol: fl
         accuracy_shortfall(f"the theta table ({pieces.describe()}) has relative error {pieces.error:.1e} > tol = "
                            f"{tol:.1e}", strict)
     v = np.array([rep])
-    at_angles = getattr(pair_fn, "at_angles", None)
-    zero = at_angles(v, v, np.zeros(1)) if at_angles is not None else pair_fn(v, v, v)
     info = dict(path="sphere", theta_nodes=pieces.nodes, table=f"{len(pieces.tables)} pieces: {pieces.describe()}",
                 interpolation_error_estimate=float(pieces.error))
-    return pieces, np.stack(zero, -1).reshape(1, 1, 2), info
+    return pieces, values_at_zero(pair_fn, v, v).reshape(1, 1, 2), info
+
+
+def values_at_zero(pair_fn, vx, vy) -> np.ndarray:
+    r"""``(G, 2)``: (nngp, ntk) at $\theta=0$ for the norm pairs ``(vx[g], vy[g])``, by the pair function's
+    ``at_angles`` where it has one, else at the covariance $\sqrt{v_xv_y}$."""
+    at_angles = getattr(pair_fn, "at_angles", None)
+    return np.stack(at_angles(vx, vy, np.zeros(vx.size)) if at_angles is not None else
+                    pair_fn(vx, vy, np.sqrt(vx * vy)), -1)
