@@ -72,6 +72,16 @@ def _cross_apply(cross, growth, where, rows, xp):
     return xp.stack([xp.where(far, v[:, j] * zf ** e, v[:, j]) for j, e in enumerate(growth)])
 
 
+def _stack(tables) -> np.ndarray:
+    """The arrays ``tables`` (one leading size) zero-padded on their other axes to the largest sizes, stacked on a new
+    trailing axis."""
+    dims = [max(t.shape[i] for t in tables) for i in range(1, tables[0].ndim)]
+    out = np.zeros((tables[0].shape[0], *dims, len(tables)))
+    for m, t in enumerate(tables):
+        out[(slice(None),) + tuple(slice(0, n) for n in t.shape[1:]) + (m,)] = t
+    return out
+
+
 def _on_panels(edges, y, square_first=False):
     """The points of local coordinates ``y`` on every panel of ``edges``: ``(P, len(y))``."""
     out = []

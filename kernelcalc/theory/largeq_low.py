@@ -59,10 +59,10 @@ import numpy as np
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_chebtab import (RowBatch, _barrier, _cheb_coef, _cheb_nodes, _cheb_rows, _cross_apply, _mid_nodes,
-                             _on_panels, _pack, _packed_apply, _panel, _sparsify, _truncate)
+                             _on_panels, _pack, _packed_apply, _stack, _panel, _sparsify, _truncate)
 from .largeq_far import V0, stable_remainder
 from .largeq_near import (_KAPPA_EDGES, near_locate, near_parts, _S_EDGES, _S_MAX, _Z, Q_NEAR, _asymptote_np, _basis,
-                          _coefficients, _half_line, _parity, _tau)
+                          _coefficients, _half_line, _parity, _signed, _tau)
 from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows, table_build
 
 __all__ = ["LowTable", "low_table", "low_expect", "low_mixed", "low_mask", "low_norm_floor", "Q_LOW"]
@@ -322,10 +322,6 @@ def low_mask(q1, q2, c, xp=None, mixed=False):
     return (qm >= Q_LOW) & (qm < Q_NEAR) & (qM >= Q_NEAR) & (qm * (1.0 - r) * (1.0 + r) < V0)
 
 
-def _degrees(tables, attr, axes):
-    return tuple(max(getattr(t, attr).shape[a] for t in tables) for a in axes)
-
-
 @functools.lru_cache(maxsize=16)
 def _stacked(asy: Asymptote, derivatives: tuple):
     r"""The low tables of ``derivatives`` stacked (zero-padded to common degrees): ``rr`` ``(P, d_q, d_k, d_s, m)``
@@ -333,13 +329,11 @@ def _stacked(asy: Asymptote, derivatives: tuple):
     ``cross`` ``(P, d_q, m\,n_g, d_\zeta)`` with the growth orders and parities of its functions, so that $\phi$ and
     $\phi'$ cost one gather and one contraction per covariance (and half the code to compile)."""
     tabs = [low_table(asy, d) for d in derivatives]
-    dq, dk, ds = _degrees(tabs, "rr", (1, 2, 3))
-    rr = np.zeros((tabs[0].rr.shape[0], dq, dk, ds, len(tabs)))
-    eq, ez = _degrees(tabs, "cross", (1, 3))
+    rr = _stack([t.rr for t in tabs])
+    eq, ez = (max(t.cross.shape[a] for t in tabs) for a in (1, 3))
     n_g = tabs[0].cross.shape[2]
     cross = np.zeros((tabs[0].cross.shape[0], eq, n_g * len(tabs), ez))
     for m, t in enumerate(tabs):
-        rr[:, :t.rr.shape[1], :t.rr.shape[2], :t.rr.shape[3], m] = t.rr
         cross[:, :t.cross.shape[1], m * n_g:(m + 1) * n_g, :t.cross.shape[3]] = t.cross
     return _pack(rr), cross, sum((t.growth for t in tabs), ()), tuple(t.parity for t in tabs)
 
@@ -354,8 +348,7 @@ def _cross_loc(asy: Asymptote, qx, qy, c, derivatives, xp) -> dict:
     qx = xp.clip(qx, Q_LOW, Q_NEAR)
     zeta = c / qx / tau
     (idx, far, zf), ys = _cross_locate(xp.log2(qx), xp.abs(zeta), xp)
-    coef = [[coefficient * (xp.where(zeta < 0, -1.0, 1.0) if p < 0 else 1.0)
-             for coefficient, p in zip(_coefficients(asy, d, s2, tau, xp), low_table(asy, d).gparity)] for d in derivatives]
+    coef = [_signed(_coefficients(asy, d, s2, tau, xp), low_table(asy, d).gparity, zeta, xp) for d in derivatives]
     return {"idx": idx, "far": far, "zf": zf, "ys": ys, "coef": coef}
 
 

@@ -66,7 +66,7 @@ import numpy as np
 from .._lazy import jnp   # deferred: jax is imported on first use
 from .largeq import Asymptote
 from .largeq_far import V0, stable_remainder, remainder_parity as _parity
-from .largeq_chebtab import (RowBatch, _barrier, _cheb_coef, _cheb_nodes, _cheb_rows, _cross_apply, _mid_nodes,
+from .largeq_chebtab import (RowBatch, _barrier, _cheb_coef, _cheb_nodes, _cheb_rows, _cross_apply, _mid_nodes, _stack,
                              _on_panels, _pack, _packed_apply, _panel, _sparsify, _truncate)
 from .largeq_remainder import _KAPPA_CHUNK, BandTables, _column_groups, _leading, _trig_rows, table_build
 
@@ -397,12 +397,13 @@ def _cross_eval(cross, growth, t, zeta, xp):
 def _stacked_rr(asy: Asymptote, derivatives: tuple):
     r"""The ``rr`` tables of ``derivatives`` zero-padded to common degrees, stacked on a trailing axis and packed
     (:func:`_pack`): one gathered block per covariance for $\phi$ and $\phi'$."""
-    tabs = [near_table(asy, d) for d in derivatives]
-    dims = [max(t.rr.shape[i] for t in tabs) for i in (1, 2, 3)]
-    rr = np.zeros((tabs[0].rr.shape[0], *dims, len(tabs)))
-    for m, t in enumerate(tabs):
-        rr[:, :t.rr.shape[1], :t.rr.shape[2], :t.rr.shape[3], m] = t.rr
-    return _pack(rr)
+    return _pack(_stack([near_table(asy, d).rr for d in derivatives]))
+
+
+def _signed(coefficients, gparity, zeta, xp) -> list:
+    r"""The coefficients of the cross functions, those of odd parity (``gparity`` $<0$) times the sign of $\zeta$."""
+    sign = xp.where(zeta < 0, -1.0, 1.0)
+    return [coefficient * sign if p < 0 else coefficient for coefficient, p in zip(coefficients, gparity)]
 
 
 def near_mask(q1, q2, c, xp=None, mixed=False):
@@ -457,8 +458,7 @@ def near_locate(asy: Asymptote, q1, q2, c, derivatives, xp, small=True) -> dict:
         tau = _tau(asy, s2, xp)
         zeta = c / qx / tau
         (pz, far, zf), yc = _cross_locate(Q_NEAR / qx, xp.abs(zeta), xp)
-        coef = [[coefficient * (xp.where(zeta < 0, -1.0, 1.0) if p < 0 else 1.0)
-                 for coefficient, p in zip(_coefficients(asy, d, s2, tau, xp), t.gparity)] for d, t in zip(derivatives, tabs)]
+        coef = [_signed(_coefficients(asy, d, s2, tau, xp), t.gparity, zeta, xp) for d, t in zip(derivatives, tabs)]
         loc["cross"].append({"pz": pz, "far": far, "zf": zf, "ys": yc, "coef": coef, "sq": xp.sqrt(2.0 * math.pi * qx)})
     return loc
 
