@@ -396,7 +396,7 @@ class NodeAngleTable:
 
 
 def _cut(rel, R: int, tol: float):
-    """``(drop, degrees)``: the sums ``drop`` of the relative coefficients ``rel`` ``(R+1, ...)`` from each degree on,
+    r"""``(drop, degrees)``: the sums ``drop`` of the relative coefficients ``rel`` ``(R+1, ...)`` from each degree on,
     and per series the lowest degree whose dropped coefficients sum to at most ``_TRUNCATE`` tol (a bound:
     $|T_k|\le1$)."""
     drop = np.cumsum(rel[::-1], axis=0)[::-1]                                  # sum_{k >= r}
