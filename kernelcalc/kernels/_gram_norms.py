@@ -46,6 +46,7 @@ from .._blas import one_blas_thread
 from .._validation import accuracy_shortfall
 from ._gram_base import R_MAX, R_START, _TablePlan
 from ._gram_norms_checks import NormPlanChecks
+from ._gram_norms_table import NormTable
 from ._interp import barycentric_weights, chebyshev_coefficients, lobatto, pivot_columns
 
 __all__ = ["NormInterpPlan"]
@@ -92,7 +93,7 @@ def _degree_for(env: np.ndarray, target: float, minimum: int = 1) -> tuple[int, 
     return R, float(2.0 * env[-1])
 
 
-class NormInterpPlan(NormPlanChecks, _TablePlan):
+class NormInterpPlan(NormTable, NormPlanChecks, _TablePlan):
     r"""Many distinct norms: a low-rank basis in $t=\log v$ times a Chebyshev series in $\theta$ on the
     window of the angles present (module doc).
 
@@ -186,7 +187,9 @@ class NormInterpPlan(NormPlanChecks, _TablePlan):
         self.info["norm_tails"] = dict(theta=err_theta, t=err_t, grid_theta=theta_est, held_out_norms=held_t,
                                       theta_extrapolated=grid_theta, theta_held_out=held,
                                       diagonal=err_diag, zero_rows=err_zero)
-        estimate = max(err_theta, theta_est) + err_t + 3.0 * held_t + max(err_diag, err_zero)
+        held_basis = (self.theta_info or {}).get("held_out", 0.0) if (self.theta_info or {}).get("kind") == "basis" else 0.0
+        self.info["theta_basis"] = self.theta_info
+        estimate = max(err_theta, theta_est) + err_t + 3.0 * held_t + 3.0 * held_basis + max(err_diag, err_zero)
         checked = self._check(pair_fn)
         self.info["interpolation_check"] = checked
         self.info["pair_solves"] = self.solves
@@ -343,28 +346,6 @@ class NormInterpPlan(NormPlanChecks, _TablePlan):
         if U.shape[1] >= 0.75 * L:
             return None
         return U, np.union1d(pivot_columns(U.T, U.shape[1]), [0, L - 1])
-
-    def _sample(self, pair_fn, R, P, scale):
-        r"""Chebyshev coefficients (R+1, K, K, 2) in theta of F at the skeleton norms (Lobatto indices ``P``;
-        symmetric pairs solved once, pairs solved for an earlier skeleton reused) and the scale per output."""
-        v = self._v(self.nodes_t)
-        K = P.size
-        cos = self._cos(lobatto(R))
-        kx, ky = np.triu_indices(K)
-        todo = [i for i in range(kx.size) if (P[kx[i]], P[ky[i]]) not in self.core]
-        planned = getattr(pair_fn, "plan_pairs", None)
-        if planned is not None:         # the solves to come, at most (a solver may choose its backend by them)
-            planned(len(todo) * (R + 1))
-        if todo:
-            px, py = P[kx[todo]], P[ky[todo]]
-            vals = self._call(pair_fn, v[px], v[py], np.sqrt(v[px] * v[py])[None, :] * cos[:, None])
-            for i, (a, b) in enumerate(zip(px.tolist(), py.tolist())):
-                self.core[(a, b)] = vals[:, i]
-        F = np.empty((R + 1, K, K, 2))
-        for i, j in zip(kx.tolist(), ky.tolist()):
-            F[:, i, j] = F[:, j, i] = self.core[(int(P[i]), int(P[j]))]
-        scale = np.maximum(scale, np.max(np.abs(F), axis=(0, 1, 2)))
-        return chebyshev_coefficients(F), scale
 
     def _line(self, f, norms, scale):
         r"""$g(v)$ (``f(v) -> (n, 2)``) at ``norms`` (all in the range, > 0) by its Chebyshev interpolant in
