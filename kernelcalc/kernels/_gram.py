@@ -207,6 +207,7 @@ class _OddPairs:
     def __init__(self, pair_fn):
         self.pair_fn = pair_fn
         self.prepare = getattr(pair_fn, "prepare", None)
+        self.adopt_diagonals = getattr(pair_fn, "adopt_diagonals", None)
         planned = getattr(pair_fn, "plan_pairs", None)
         self.plan_pairs = None if planned is None else (lambda n: planned((n + 1) // 2))   # half the solves
 

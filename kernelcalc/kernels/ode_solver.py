@@ -21,6 +21,7 @@ from ..theory.largeq_table import cheapest_tabulated_rule
 from ._gram import bucket, by_correlation, flat_pairs, pad_to
 from .ode_grid import (_ELEMENT_LENGTH, _JIT_BATCH, _JIT_NORMS, _M_SEQUENCE, _MAX_NODES, _QUADRATURE_RULES, _STAGNATION,
                        _SWEEP_TOL, _backend, _compiled, _marches, chebyshev_discretisation, time_elements)
+from ._interp import barycentric_weights, lobatto
 from ._marginal_table import TabulatedMarginals
 from ._ode_starts import SelfKernelStarts, first_variance_guess
 from .ode_kinked import KinkedSolverMixin
@@ -361,6 +362,33 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
                     self._shared_diagonals.clear()
                 self._shared_diagonals.update(zip(missing.tolist(), new))
         return np.stack([known[x] for x in v.tolist()])
+
+    def adopt_diagonals(self, norms, grid, held) -> float:
+        r"""Self-kernel diagonals $q(t)$ of the norms ``norms`` by barycentric interpolation in $\log v$ from those of
+        ``grid`` (norms at the Chebyshev–Lobatto points of $\log v$ on its range, both ends included; solved
+        already, by :meth:`prepare`), for this solver's pair solves that follow: a Gram plan's few direct pairs of
+        new norms then pay no self-kernel solve.  ``held``: norms solved directly (not in ``grid``), where the
+        interpolant is measured first.  Returns the largest deviation there relative to $\max_t q$; above
+        ``tol``/100 (or with no norm to measure) nothing is adopted (the caller solves them).  Adopted diagonals are
+        kept by this solver only, never in the memo shared with later calls."""
+        grid = np.asarray(grid, dtype=np.float64)
+        held = np.array([x for x in np.unique(np.asarray(held, dtype=np.float64)).tolist() if x not in set(grid.tolist())])
+        new = np.array([x for x in np.unique(np.asarray(norms, dtype=np.float64)).tolist() if x not in self._diagonals])
+        if held.size == 0 or grid.size < 2 or np.any(np.diff(grid) <= 0):
+            return math.inf
+        dual, M = self._dual_and_M(grid)
+        G, H = self._cached_diagonals(dual, M, grid), self._cached_diagonals(dual, M, held)
+        t_lo, t_hi = math.log(grid[0]), math.log(grid[-1])
+
+        def interpolate(v):
+            u = np.clip((2.0 * np.log(v) - t_lo - t_hi) / (t_hi - t_lo), -1.0, 1.0)
+            return barycentric_weights(lobatto(grid.size - 1), u) @ G
+
+        err = float(np.max(np.abs(interpolate(held) - H) / np.max(np.abs(H), axis=1, keepdims=True)))
+        inside = new[(new >= grid[0]) & (new <= grid[-1])]
+        if err <= self.tol / 100 and inside.size == new.size and new.size:
+            self._diagonals.update(zip(new.tolist(), interpolate(new)))
+        return err
 
     def plan_pairs(self, pairs: int) -> None:
         """A Gram plan announces about ``pairs`` pair solves in its next calls (the norm-interpolation
