@@ -46,7 +46,6 @@ from .._blas import one_blas_thread
 from .._validation import accuracy_shortfall
 from ._gram_base import R_MAX, R_START, _TablePlan
 from ._gram_norms_checks import NormPlanChecks
-from ._gram_norms_table import NormTable
 from ._interp import barycentric_weights, chebyshev_coefficients, lobatto, pivot_columns
 
 __all__ = ["NormInterpPlan"]
@@ -94,7 +93,7 @@ def _degree_for(env: np.ndarray, target: float, minimum: int = 1) -> tuple[int, 
     return R, float(2.0 * env[-1])
 
 
-class NormInterpPlan(NormTable, NormPlanChecks, _TablePlan):
+class NormInterpPlan(NormPlanChecks, _TablePlan):
     r"""Many distinct norms: a low-rank basis in $t=\log v$ times a Chebyshev series in $\theta$ on the
     window of the angles present (module doc).
 
@@ -133,10 +132,10 @@ class NormInterpPlan(NormTable, NormPlanChecks, _TablePlan):
             # the direct pairs' norms: their self-kernels interpolated from the grid's where that is measured to
             # meet tol/100 at the check rows' norms (solved directly), else solved
             adopt = getattr(pair_fn, "adopt_diagonals", None)
-            self.info_diagonals = None if adopt is None or direct_norms.size == 0 else adopt(direct_norms, grid,
-                                                                                              checked_norms)
+            if adopt is not None and direct_norms.size:
+                self.direct_self_kernels = adopt(direct_norms, grid, checked_norms)
             if direct_norms.size:
-                prepare(direct_norms)
+                prepare(direct_norms)      # (the norms not adopted)
         # theta resolution from the corners of the norm range
         R, err_theta, corner_scale, points = self._theta_degree(pair_fn, np.array([v_hi, v_lo]),
                                                                 np.array([v_hi, v_hi]), tol / 2, strict)
@@ -193,13 +192,12 @@ class NormInterpPlan(NormTable, NormPlanChecks, _TablePlan):
                          table=f"Chebyshev degree {R} in theta on [{0.5 * math.pi - self.half:.3f}, "
                                f"{0.5 * math.pi + self.half:.3f}] x {K} x {K} norms",
                          norm_range=(v_lo, v_hi), norm_grid=kind, norm_basis_attempts=attempts,
-                         theta_window=self.half, direct_pairs=int(self.direct[0].size))
+                         theta_window=self.half, direct_pairs=int(self.direct[0].size),
+                         direct_self_kernel_interpolation=self.direct_self_kernels)
         self.info["norm_tails"] = dict(theta=err_theta, t=err_t, grid_theta=theta_est, held_out_norms=held_t,
                                       theta_extrapolated=grid_theta, theta_held_out=held,
                                       diagonal=err_diag, zero_rows=err_zero)
-        held_basis = (self.theta_info or {}).get("held_out", 0.0) if (self.theta_info or {}).get("kind") == "basis" else 0.0
-        self.info["theta_basis"] = self.theta_info
-        estimate = max(err_theta, theta_est) + err_t + 3.0 * held_t + 3.0 * held_basis + max(err_diag, err_zero)
+        estimate = max(err_theta, theta_est) + err_t + 3.0 * held_t + max(err_diag, err_zero)
         self.direct_values = self._direct_values(pair_fn)
         checked = self._check(pair_fn)
         self.info["interpolation_check"] = checked
@@ -210,6 +208,7 @@ class NormInterpPlan(NormTable, NormPlanChecks, _TablePlan):
                                f"{estimate:.1e}, measured at input pairs {checked:.1e}", strict)
 
     solves = 0
+    direct_self_kernels = None     # deviation of the direct pairs' interpolated self-kernels (adopt_diagonals)
 
     def _chunk_entries(self) -> int:
         return _NORM_CHUNK_ENTRIES
@@ -260,7 +259,8 @@ class NormInterpPlan(NormTable, NormPlanChecks, _TablePlan):
         data set set the window's edge: in $d = 10$, N = 2000 standardised rows, the closest is at $|\cos\theta|$ =
         0.98, the 17th at 0.95.  The kernel's features near $\theta = 0$ make the table's degree grow toward the
         edge, and its solves there are the costliest: node tanh, degree 33 at 0.98, 27 at 0.95, the table's time
-        0.48 -> 0.27 s.)  Found by row blocks, keeping the largest ``_DIRECT_PAIRS + 1``."""
+        0.48 -> 0.27 s.)  Found by row blocks in two passes: the rows' largest $|\cos\theta|$, then the pairs above a
+        bound of the ``_DIRECT_PAIRS + 1``-th largest."""
         def unit(x, v):       # rows of norm 1 (zero rows stay 0)
             r = np.sqrt(v * self.d)
             return x / np.where(r > 0, r, 1.0)[:, None]
@@ -268,30 +268,46 @@ class NormInterpPlan(NormTable, NormPlanChecks, _TablePlan):
         ua = unit(self.a, self.na)
         ub = ua if self.same else unit(self.b, self.nb)
         n1, n2 = self.shape
-        keep = _DIRECT_PAIRS + 1
         step = max(1, (1 << 20) // max(n2, 1))
-        top, rows, cols = np.empty(0), np.empty(0, np.intp), np.empty(0, np.intp)
-        for r0 in range(0, n1, step):
-            r1 = min(r0 + step, n1)
+        blocks = [(r0, min(r0 + step, n1)) for r0 in range(0, n1, step)]
+
+        def cosines(r0, r1):         # |cos theta| of rows r0..r1 with every row of b (0 on the diagonal)
             c = np.abs(ua[r0:r1] @ ub.T)
-            if self.same:         # each pair once: the upper triangle (the diagonal excluded)
-                c[np.arange(r0, r1)[:, None] >= np.arange(n2)[None, :]] = 0.0
-            flat = c.ravel()
-            idx = np.flatnonzero(flat > (top[-1] if top.size == keep else -1.0))
-            if idx.size > keep:
-                idx = idx[np.argpartition(flat[idx], -keep)[-keep:]]
-            top = np.concatenate([top, flat[idx]])
-            rows = np.concatenate([rows, r0 + idx // n2])
-            cols = np.concatenate([cols, idx % n2])
+            if self.same:
+                c[np.arange(r1 - r0), np.arange(r0, r1)] = 0.0
+            return c
+
+        keep = _DIRECT_PAIRS + 1
+        # every pair is the largest of at most two rows (one, of a rectangular Gram): the pairs at or above the
+        # (2 keep)-th largest row maximum hold the keep largest pairs
+        row_max = np.concatenate([np.max(cosines(r0, r1), axis=1) for r0, r1 in blocks])
+        largest = float(np.max(row_max)) if row_max.size else 0.0
+        direct = (np.empty(0, np.intp), np.empty(0, np.intp))
+        m = (2 if self.same else 1) * keep
+        if row_max.size > m:
+            floor = np.partition(row_max, -m)[-m]
+            top, rows, cols = [], [], []
+            for r0, r1 in blocks:
+                c = cosines(r0, r1)
+                i, j = np.nonzero(c >= floor)
+                if self.same:            # each pair once
+                    i, j = i[j > i + r0], j[j > i + r0]
+                val = c[i, j]
+                if val.size > keep:      # (many ties: the block's keep largest hold its share)
+                    sel = np.argpartition(val, -keep)[-keep:]
+                    i, j, val = i[sel], j[sel], val[sel]
+                top.append(val), rows.append(i + r0), cols.append(j)
+            top, rows, cols = (np.concatenate(x) for x in (top, rows, cols))
             order = np.argsort(-top, kind="stable")[:keep]
             top, rows, cols = top[order], rows[order], cols[order]
-        largest = float(top[0]) if top.size else 0.0
-        direct = (np.empty(0, np.intp), np.empty(0, np.intp))
-        if top.size == keep:
-            edge = float(top[-1])
-            if math.acos(min(edge, 1.0)) >= 1.1 * math.acos(min(largest, 1.0)):
-                largest, ours = edge, top > edge
-                direct = (rows[ours], cols[ours])
+            edge = float(top[-1]) if top.size == keep else largest
+
+            def theta_lo(c):            # the window's smallest angle for a largest |cos theta| c
+                return min(math.acos(min(c, 1.0)), 0.5 * math.pi - _MIN_HALF_WIDTH)
+
+            if theta_lo(edge) >= 1.1 * theta_lo(largest):
+                ours = top > edge
+                largest, direct = edge, (rows[ours], cols[ours])
         theta_lo = math.acos(min(largest, 1.0))
         return max(_MIN_HALF_WIDTH, min(0.5 * math.pi, (0.5 * math.pi - theta_lo) * (1.0 + 1e-9))), direct
 
@@ -378,6 +394,28 @@ class NormInterpPlan(NormTable, NormPlanChecks, _TablePlan):
         if U.shape[1] >= 0.75 * L:
             return None
         return U, np.union1d(pivot_columns(U.T, U.shape[1]), [0, L - 1])
+
+    def _sample(self, pair_fn, R, P, scale):
+        r"""Chebyshev coefficients (R+1, K, K, 2) in theta of F at the skeleton norms (Lobatto indices ``P``;
+        symmetric pairs solved once, pairs solved for an earlier skeleton reused) and the scale per output."""
+        v = self._v(self.nodes_t)
+        K = P.size
+        cos = self._cos(lobatto(R))
+        kx, ky = np.triu_indices(K)
+        todo = [i for i in range(kx.size) if (P[kx[i]], P[ky[i]]) not in self.core]
+        planned = getattr(pair_fn, "plan_pairs", None)
+        if planned is not None:         # the solves to come, at most (a solver may choose its backend by them)
+            planned(len(todo) * (R + 1))
+        if todo:
+            px, py = P[kx[todo]], P[ky[todo]]
+            vals = self._call(pair_fn, v[px], v[py], np.sqrt(v[px] * v[py])[None, :] * cos[:, None])
+            for i, (a, b) in enumerate(zip(px.tolist(), py.tolist())):
+                self.core[(a, b)] = vals[:, i]
+        F = np.empty((R + 1, K, K, 2))
+        for i, j in zip(kx.tolist(), ky.tolist()):
+            F[:, i, j] = F[:, j, i] = self.core[(int(P[i]), int(P[j]))]
+        scale = np.maximum(scale, np.max(np.abs(F), axis=(0, 1, 2)))
+        return chebyshev_coefficients(F), scale
 
     def _line(self, f, norms, scale):
         r"""$g(v)$ (``f(v) -> (n, 2)``) at ``norms`` (all in the range, > 0) by its Chebyshev interpolant in
