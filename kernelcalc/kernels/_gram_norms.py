@@ -46,6 +46,7 @@ from .._blas import one_blas_thread
 from .._validation import accuracy_shortfall
 from ._gram_base import R_MAX, R_START, _TablePlan
 from ._gram_norms_checks import NormPlanChecks
+from ._gram_norms_window import NormWindow
 from ._interp import barycentric_weights, chebyshev_coefficients, lobatto, pivot_columns
 
 __all__ = ["NormInterpPlan"]
@@ -55,9 +56,7 @@ _T_DEGREES = (12, 24, 48)     # degrees of the Lobatto points in t = log v (doub
 _T_WIDE = 1.5                 # a norm range wider than this in log v starts at degree 24
 _R_MIN = 8                   # fewest theta intervals of the norm-interpolation grid
 _NORM_CHUNK_ENTRIES = 24000     # norm interpolation: entries per chunk (its temporaries stay in cache)
-_MIN_HALF_WIDTH = 0.25 * math.pi     # the theta window is at least [pi/4, 3 pi/4]
 _BASIS_BATCH = 4             # random columns per batch of the norm basis
-_DIRECT_PAIRS = 16           # pairs of largest |cos theta| solved directly, outside the window (_window)
 _LINE_M0, _LINE_MAX = 16, 256    # degrees of the 1-D interpolants (diagonal, zero rows)
 
 
@@ -93,7 +92,7 @@ def _degree_for(env: np.ndarray, target: float, minimum: int = 1) -> tuple[int, 
     return R, float(2.0 * env[-1])
 
 
-class NormInterpPlan(NormPlanChecks, _TablePlan):
+class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
     r"""Many distinct norms: a low-rank basis in $t=\log v$ times a Chebyshev series in $\theta$ on the
     window of the angles present (module doc).
 
@@ -172,17 +171,20 @@ class NormInterpPlan(NormPlanChecks, _TablePlan):
             attempts = attempt + 2
             Y = np.concatenate([Y, self._more_columns(pair_fn, 2 * _BASIS_BATCH)], axis=1)
         self.odd = bool(getattr(pair_fn, "odd", False))      # F odd in cos(theta): odd in u, odd orders only
+        grid_theta, held, theta_est = self._theta_estimate(pair_fn, coef, scale)
+        # a table whose series in theta is not resolved (its estimate past 2 tol: pairs inside the norm range need
+        # more than the corners did) takes twice the degree (nested nodes: the solves made are reused)
+        raised = 0
+        while theta_est > 2.0 * tol and 2 * R <= R_MAX:
+            R, self.core, raised = 2 * R, {}, raised + 1
+            self.R = R
+            coef, scale = self._sample(pair_fn, R, P, scale)
+            self.scale = scale
+            grid_theta, held, theta_est = self._theta_estimate(pair_fn, coef, scale)
         # c[r, k, l, o] -> rowcoef[k, (r, o, l)]: a row's weights times it gives D before the column weights
         self.rowcoef = np.ascontiguousarray((coef[1::2] if self.odd else coef).transpose(1, 0, 3, 2)).reshape(K, -1)
         self.Wa = self._weights(self.na)
         self.Wb = self.Wa if self.same else self._weights(self.nb)
-        grid_theta = _tail(_envelope(coef, scale))
-        held = self._held_out_theta(pair_fn, coef, scale)
-        # the extrapolated tail meets noise-level top coefficients with a capped decay rate (up to 18x
-        # the highest coefficient); the held-out angles measure the theta error where the top coefficients
-        # are largest: the estimate is the smaller of the two, never below twice the highest coefficient
-        top = 2.0 * float(np.max(_envelope(coef, scale)[-2:]))
-        theta_est = min(grid_theta, max(4.0 * held, top))
         self.diag, err_diag = self._diagonal(pair_fn, scale) if self.same else (None, 0.0)
         self.za = self.zb = None
         err_zero = 0.0
@@ -192,7 +194,7 @@ class NormInterpPlan(NormPlanChecks, _TablePlan):
                          table=f"Chebyshev degree {R} in theta on [{0.5 * math.pi - self.half:.3f}, "
                                f"{0.5 * math.pi + self.half:.3f}] x {K} x {K} norms",
                          norm_range=(v_lo, v_hi), norm_grid=kind, norm_basis_attempts=attempts,
-                         theta_window=self.half, direct_pairs=int(self.direct[0].size),
+                         theta_window=self.half, theta_degree_doubled=raised, direct_pairs=int(self.direct[0].size),
                          direct_self_kernel_interpolation=self.direct_self_kernels)
         self.info["norm_tails"] = dict(theta=err_theta, t=err_t, grid_theta=theta_est, held_out_norms=held_t,
                                       theta_extrapolated=grid_theta, theta_held_out=held,
@@ -250,66 +252,6 @@ class NormInterpPlan(NormPlanChecks, _TablePlan):
     def _cos(self, u):
         r"""$\cos\theta$ at the window coordinate $u$, $\theta=\tfrac\pi2+hu$: $-\sin(hu)$, exactly odd in $u$."""
         return -np.sin(self.half * np.asarray(u))
-
-    def _window(self):
-        r"""Half-width $h$ of the theta window $[\tfrac\pi2-h,\tfrac\pi2+h]$ and the pairs solved directly
-        ``(rows of a, rows of b)``: the window holds every pair present (the diagonal of a symmetric Gram and zero
-        rows excluded; at least $[\pi/4, 3\pi/4]$) but the :data:`_DIRECT_PAIRS` of largest $|\cos\theta|$, when
-        leaving them out widens the smallest angle of the window by a tenth at least.  (The few closest pairs of a
-        data set set the window's edge: in $d = 10$, N = 2000 standardised rows, the closest is at $|\cos\theta|$ =
-        0.98, the 17th at 0.95.  The kernel's features near $\theta = 0$ make the table's degree grow toward the
-        edge, and its solves there are the costliest: node tanh, degree 33 at 0.98, 27 at 0.95, the table's time
-        0.48 -> 0.27 s.)  Found by row blocks in two passes: the rows' largest $|\cos\theta|$, then the pairs above a
-        bound of the ``_DIRECT_PAIRS + 1``-th largest."""
-        def unit(x, v):       # rows of norm 1 (zero rows stay 0)
-            r = np.sqrt(v * self.d)
-            return x / np.where(r > 0, r, 1.0)[:, None]
-
-        ua = unit(self.a, self.na)
-        ub = ua if self.same else unit(self.b, self.nb)
-        n1, n2 = self.shape
-        step = max(1, (1 << 20) // max(n2, 1))
-        blocks = [(r0, min(r0 + step, n1)) for r0 in range(0, n1, step)]
-
-        def cosines(r0, r1):         # |cos theta| of rows r0..r1 with every row of b (0 on the diagonal)
-            c = np.abs(ua[r0:r1] @ ub.T)
-            if self.same:
-                c[np.arange(r1 - r0), np.arange(r0, r1)] = 0.0
-            return c
-
-        keep = _DIRECT_PAIRS + 1
-        # every pair is the largest of at most two rows (one, of a rectangular Gram): the pairs at or above the
-        # (2 keep)-th largest row maximum hold the keep largest pairs
-        row_max = np.concatenate([np.max(cosines(r0, r1), axis=1) for r0, r1 in blocks])
-        largest = float(np.max(row_max)) if row_max.size else 0.0
-        direct = (np.empty(0, np.intp), np.empty(0, np.intp))
-        m = (2 if self.same else 1) * keep
-        if row_max.size > m:
-            floor = np.partition(row_max, -m)[-m]
-            top, rows, cols = [], [], []
-            for r0, r1 in blocks:
-                c = cosines(r0, r1)
-                i, j = np.nonzero(c >= floor)
-                if self.same:            # each pair once
-                    i, j = i[j > i + r0], j[j > i + r0]
-                val = c[i, j]
-                if val.size > keep:      # (many ties: the block's keep largest hold its share)
-                    sel = np.argpartition(val, -keep)[-keep:]
-                    i, j, val = i[sel], j[sel], val[sel]
-                top.append(val), rows.append(i + r0), cols.append(j)
-            top, rows, cols = (np.concatenate(x) for x in (top, rows, cols))
-            order = np.argsort(-top, kind="stable")[:keep]
-            top, rows, cols = top[order], rows[order], cols[order]
-            edge = float(top[-1]) if top.size == keep else largest
-
-            def theta_lo(c):            # the window's smallest angle for a largest |cos theta| c
-                return min(math.acos(min(c, 1.0)), 0.5 * math.pi - _MIN_HALF_WIDTH)
-
-            if theta_lo(edge) >= 1.1 * theta_lo(largest):
-                ours = top > edge
-                largest, direct = edge, (rows[ours], cols[ours])
-        theta_lo = math.acos(min(largest, 1.0))
-        return max(_MIN_HALF_WIDTH, min(0.5 * math.pi, (0.5 * math.pi - theta_lo) * (1.0 + 1e-9))), direct
 
     def _theta_degree(self, pair_fn, vx, vy, target, strict):
         """Degree R in theta from the Chebyshev coefficients at the norm pairs (vx, vy): Lobatto points
@@ -417,6 +359,16 @@ class NormInterpPlan(NormPlanChecks, _TablePlan):
         scale = np.maximum(scale, np.max(np.abs(F), axis=(0, 1, 2)))
         return chebyshev_coefficients(F), scale
 
+    def _theta_estimate(self, pair_fn, coef, scale):
+        """``(extrapolated tail, held-out deviation, estimate)`` of the table's series in theta ``coef``."""
+        grid_theta = _tail(_envelope(coef, scale))
+        held = self._held_out_theta(pair_fn, coef, scale)
+        # the extrapolated tail meets noise-level top coefficients with a capped decay rate (up to 18x
+        # the highest coefficient); the held-out angles measure the theta error where the top coefficients
+        # are largest: the estimate is the smaller of the two, never below twice the highest coefficient
+        top = 2.0 * float(np.max(_envelope(coef, scale)[-2:]))
+        return grid_theta, held, min(grid_theta, max(4.0 * held, top))
+
     def _line(self, f, norms, scale):
         r"""$g(v)$ (``f(v) -> (n, 2)``) at ``norms`` (all in the range, > 0) by its Chebyshev interpolant in
         $t=\log v$ on the Lobatto points of the norm grid (their per-norm work is done), the degree doubled
@@ -446,15 +398,6 @@ class NormInterpPlan(NormPlanChecks, _TablePlan):
                              np.concatenate([self.na, self.nb]), scale)
         z00 = self._call(pair_fn, np.zeros(1), np.zeros(1), np.zeros(1))[0]
         return za[: self.na.size], za[self.na.size:], z00, err
-
-    def _direct_values(self, pair_fn):
-        """F of the pairs outside the window (:meth:`_window`), solved directly: ``(n, 2)``."""
-        ia, ib = self.direct
-        if ia.size == 0:
-            return np.empty((0, 2))
-        self.solves += ia.size
-        xy = np.einsum("ij,ij->i", self.a[ia], self.b[ib]) / self.d
-        return np.stack(pair_fn(self.na[ia], self.nb[ib], xy), axis=-1)
 
     def _basis_weights(self, t):
         """(n, K): the weights of the skeleton values at log-norms ``t``."""
@@ -519,15 +462,3 @@ class NormInterpPlan(NormPlanChecks, _TablePlan):
                 out[o][np.ix_(~zx, zy)] = self.za[i[~zx], o][:, None]
                 out[o][np.ix_(zx, zy)] = self.z00[o]
         return out
-
-    def _put_direct(self, out, i, j):
-        """Write the directly solved pairs that fall in the chunk of rows ``i`` x columns ``j`` (both increasing)
-        into ``out`` (2, len(i), len(j)); a symmetric Gram's pairs both ways."""
-        ra, cb = self.direct
-        vals = self.direct_values
-        if self.same:
-            ra, cb, vals = np.concatenate([ra, cb]), np.concatenate([cb, ra]), np.concatenate([vals, vals])
-        pi = np.minimum(np.searchsorted(i, ra), i.size - 1)
-        pj = np.minimum(np.searchsorted(j, cb), j.size - 1)
-        hit = (i[pi] == ra) & (j[pj] == cb)
-        out[:, pi[hit], pj[hit]] = vals[hit].T
