@@ -297,3 +297,59 @@ def test_odd_kernel_path_equals_the_plain_path(model, monkeypatch):
         assert f.info["path"] == p.info["path"]
         for a, b in ((f.nngp, p.nngp), (f.ntk, p.ntk)):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-10 * np.max(np.abs(b)))
+
+
+def test_window_leaves_out_the_closest_pairs_against_a_sort():
+    """The norm plan's window (``_gram_norms_window``): the pairs left out are the 16 of largest |cos theta| (a
+    symmetric Gram: each pair once, the diagonal excluded) by a full sort, the window's edge at the 17th; only
+    when that widens its smallest angle by a tenth; rectangular Grams too."""
+    from kernelcalc.kernels._gram_base import GramPlan
+    from kernelcalc.kernels._gram_norms import NormInterpPlan
+
+    rng = np.random.default_rng(5)
+    for trial in range(30):
+        n, d = int(rng.integers(20, 300)), int(rng.integers(2, 12))
+        a = rng.standard_normal((n, d)) * rng.uniform(0.5, 2, (n, 1))
+        if trial % 3 == 0:
+            a[3] = 1.3 * a[7]                       # a parallel pair: |cos| = 1
+        same = trial % 2 == 0
+        b = a if same else rng.standard_normal((int(rng.integers(20, 300)), d))
+        plan = NormInterpPlan.__new__(NormInterpPlan)
+        GramPlan.__init__(plan, a, b, same, {})
+        half, (ri, ci) = plan._window()
+        ua, ub = (z / np.linalg.norm(z, axis=1, keepdims=True) for z in (a, b))
+        c = np.abs(ua @ ub.T)
+        if same:
+            c[np.tril_indices(n)] = -1.0
+        ranked = np.sort(c, axis=None)[::-1]
+        theta = lambda v: min(np.arccos(min(v, 1.0)), 0.25 * np.pi)      # noqa: E731
+        if theta(ranked[16]) >= 1.1 * theta(ranked[0]):
+            assert ri.size == np.count_nonzero(c > ranked[16]) and np.all(c[ri, ci] > ranked[16])
+            edge = ranked[16]
+        else:
+            assert ri.size == 0
+            edge = ranked[0]
+        assert np.isclose(half, max(0.25 * np.pi, (0.5 * np.pi - np.arccos(min(edge, 1.0))) * (1 + 1e-9)), rtol=1e-12)
+
+
+def test_norm_plan_doubles_an_unresolved_theta_degree(monkeypatch):
+    """A theta degree too low for the pairs inside the norm range (the corners' degree forced to 6) is doubled
+    until the table's estimate is within 2 tol: the Gram of the closed-form toy kernel within 1e-9 of its direct
+    evaluation, with no accuracy warning."""
+    from kernelcalc.kernels import _gram_norms
+
+    found = _gram_norms.NormInterpPlan._theta_degree
+
+    def low(self, *args):
+        R, err, scale, points = found(self, *args)
+        return 6, err, scale, points
+
+    monkeypatch.setattr(_gram_norms.NormInterpPlan, "_theta_degree", low)
+    monkeypatch.setattr(_gram, "_DIRECT_MAX_NORM_PAIRS", 0)
+    a = _rows(40, 5, 2, 0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", kc.KernelcalcAccuracyWarning)
+        nngp, ntk, info = _gram.gram(a, None, _toy_pair, tol=1e-12)
+    assert info["theta_degree_doubled"] >= 1 and info["theta_nodes"] >= 13
+    for got, ref in zip((nngp, ntk), _direct(a, None, _toy_pair)):
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9 * np.max(np.abs(ref)))

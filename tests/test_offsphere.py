@@ -275,8 +275,9 @@ def test_tanh_node_on_standardised_rows_equals_direct_pair_solves():
 def test_low_rank_norm_basis_and_theta_window_against_the_arcsin_recursion():
     """The norm interpolation's low-rank basis in log|x|^2 (skeleton norms) and its theta window (the angles of
     the pairs present) on standardised rows, against the arcsin recursion written above: every entry within
-    1e-8 and within the error estimate; with a duplicated row (an off-diagonal angle 0) the window is the whole
-    [0, pi] and the duplicate pair is still right; a cross Gram whose second set holds a row of the first too."""
+    1e-8 and within the error estimate; the 16 closest pairs left out of the window and solved directly (the window
+    then starts at the 17th closest pair's angle); with a duplicated row (an off-diagonal angle 0) the duplicate
+    pair is one of them, and right; a cross Gram whose second set holds a row of the first too."""
     x = _standardised(100, 7, 0)
     K = kc.mlp_kernel(x, activation="erf", depth=2, sigma_w=1.2)
     assert K.info["norm_grid"].startswith("low-rank basis")
@@ -284,9 +285,14 @@ def test_low_rank_norm_basis_and_theta_window_against_the_arcsin_recursion():
     ref_n, ref_t = _erf_mlp(x, 2, 1.2, 0.0, 1.0, 0.0)
     err = max(np.max(np.abs(K.nngp - ref_n)), np.max(np.abs(K.ntk - ref_t)))
     assert err <= 1e-8 and err <= K.info["error_estimate"]
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    c = np.abs(u @ u.T)[np.triu_indices(100, 1)]
+    assert K.info["direct_pairs"] == 16
+    assert math.isclose(K.info["theta_window"], (math.asin(np.sort(c)[-17])) * (1 + 1e-9), rel_tol=1e-12)
     xd = np.concatenate([x, x[:1]])                              # row 100 duplicates row 0
     K = kc.mlp_kernel(xd, activation="erf", depth=2, sigma_w=1.2)
-    assert K.info["theta_window"] == 0.5 * math.pi
+    assert K.info["direct_pairs"] == 16       # the duplicate pair at angle 0 and the 15 closest others
+    assert math.isclose(K.info["theta_window"], (math.asin(np.sort(c)[-16])) * (1 + 1e-9), rel_tol=1e-12)
     ref_n, ref_t = _erf_mlp(xd, 2, 1.2, 0.0, 1.0, 0.0)
     err = max(np.max(np.abs(K.nngp - ref_n)), np.max(np.abs(K.ntk - ref_t)))
     assert err <= 1e-8 and err <= K.info["error_estimate"]
@@ -327,3 +333,28 @@ def test_tanh_node_t1_on_standardised_rows_equals_direct_pair_solves():
     assert K.info["marginal_table_error"] is not None
     scale = max(np.max(np.abs(K.nngp)), np.max(np.abs(K.ntk)))
     assert K.info["error_estimate"] <= 10 * 1e-10 * scale
+
+
+def test_direct_pairs_with_interpolated_self_kernels_against_the_direct_path():
+    """Node tanh on standardised rows: the 16 closest pairs, left out of the theta window, are solved directly with
+    self-kernels interpolated in log|x|^2 from the norm grid's (``GoursatSolver.adopt_diagonals``; measured at the
+    check rows' norms, solved directly).  Three of them against the direct path (a Gram of the pair's two rows and
+    the row of largest norm, which fixes the same expectation rule and time grid; every self-kernel solved) within
+    1e-12 of max|NTK|; the whole Gram's estimate stays within 10 tol."""
+    x = _standardised(200, 10, 1)
+    K = kc.node_kernel(x, activation="tanh", T=1.0)
+    assert K.info["path"] == "norm interpolation" and K.info["direct_pairs"] == 16
+    assert K.info["direct_self_kernel_interpolation"] <= 1e-12
+    assert K.info["error_estimate"] <= 1e-9 * max(np.max(np.abs(K.ntk)), np.max(np.abs(K.nngp)))
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    c = np.abs(u @ u.T)
+    np.fill_diagonal(c, 0.0)
+    top = np.argsort(-c, axis=None)[:6:2]               # the three closest pairs (each pair appears twice)
+    big = int(np.argmax(np.sum(x * x, axis=1)))
+    scale = np.max(np.abs(K.ntk))
+    for i, j in zip(*np.unravel_index(top, c.shape)):
+        rows = [int(i), int(j)] + ([big] if big not in (i, j) else [])
+        D = kc.node_kernel(x[rows], activation="tanh", T=1.0)
+        assert D.info["path"] == "direct"
+        assert abs(K.ntk[i, j] - D.ntk[0, 1]) <= 1e-12 * scale
+        assert abs(K.nngp[i, j] - D.nngp[0, 1]) <= 1e-12 * scale

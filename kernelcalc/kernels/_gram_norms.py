@@ -181,6 +181,7 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
             coef, scale = self._sample(pair_fn, R, P, scale)
             self.scale = scale
             grid_theta, held, theta_est = self._theta_estimate(pair_fn, coef, scale)
+            held_t = 0.0 if K == self.nodes_t.size else self._held_out_norms(pair_fn, coef, P)
         # c[r, k, l, o] -> rowcoef[k, (r, o, l)]: a row's weights times it gives D before the column weights
         self.rowcoef = np.ascontiguousarray((coef[1::2] if self.odd else coef).transpose(1, 0, 3, 2)).reshape(K, -1)
         self.Wa = self._weights(self.na)

@@ -59,8 +59,8 @@ class NormWindow:
         largest = float(np.max(row_max)) if row_max.size else 0.0
         direct = (np.empty(0, np.intp), np.empty(0, np.intp))
         m = (2 if self.same else 1) * keep
-        if row_max.size > m:
-            floor = np.partition(row_max, -m)[-m]
+        if row_max.size:
+            floor = np.partition(row_max, -m)[-m] if row_max.size > m else -1.0
             top, rows, cols = [], [], []
             for r0, r1 in blocks:
                 c = cosines(r0, r1)
