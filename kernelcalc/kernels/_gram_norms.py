@@ -172,10 +172,10 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
             Y = np.concatenate([Y, self._more_columns(pair_fn, 2 * _BASIS_BATCH)], axis=1)
         self.odd = bool(getattr(pair_fn, "odd", False))      # F odd in cos(theta): odd in u, odd orders only
         grid_theta, held, theta_est = self._theta_estimate(pair_fn, coef, scale)
-        # a table whose series in theta is not resolved (its estimate past 2 tol: pairs inside the norm range need
+        # a table whose series in theta is not resolved (its estimate past 5 tol: pairs inside the norm range need
         # more than the corners did) takes twice the degree (nested nodes: the solves made are reused)
         raised = 0
-        while theta_est > 2.0 * tol and 2 * R <= R_MAX:
+        while theta_est > 5.0 * tol and 2 * R <= R_MAX:
             R, self.core, raised = 2 * R, {}, raised + 1
             self.R = R
             coef, scale = self._sample(pair_fn, R, P, scale)
