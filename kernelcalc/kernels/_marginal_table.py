@@ -197,6 +197,7 @@ class TabulatedMarginals:
                 cache.clear()
                 self._marginal_tails.clear()
                 self._store = None
+                missing = list(range(v.size))     # (the call's norms cached before are gone too)
             v_new, diag_new = v[missing], diag[missing]
             if stored:     # with the other solved norms (the plan's check rows): one build of the store
                 more = [x for x in self._diagonals if x not in cache and x not in set(v_new.tolist())]
