@@ -88,7 +88,7 @@ def test_a_full_marginal_store_is_rebuilt_with_every_norm_of_the_call(monkeypatc
                              grid=lambda M: chebyshev_discretisation(M, 1.0, 1))
 
     vx, vy = np.array([0.5, 0.8, 1.1]), np.array([0.8, 1.1, 0.5])
-    new_x, new_y = np.array([0.5, 1.7, 0.9]), np.array([1.7, 0.9, 0.5])     # 0.5 cached, 1.7 and 0.9 new: 5 > 4
+    new_x, new_y = np.array([1.1, 1.7, 0.9]), np.array([1.7, 0.9, 1.1])     # 1.1 cached, 1.7 and 0.9 new: 5 > 4
     with _x64.scope():
         s = solver()
         s(vx, vy, 0.3 * np.sqrt(vx * vy))
