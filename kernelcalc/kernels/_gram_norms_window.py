@@ -46,32 +46,32 @@ class NormWindow:
         step = max(1, (1 << 20) // max(n2, 1))
         blocks = [(r0, min(r0 + step, n1)) for r0 in range(0, n1, step)]
 
-        def cosines(r0, r1):         # |cos theta| of rows r0..r1 with every row of b (0 on the diagonal)
-            c = np.abs(ua[r0:r1] @ ub.T)
+        def cosines(r0, r1):
+            """``(c0, |cos theta|)`` of rows r0..r1 with the rows c0.. of b (a symmetric Gram: c0 = r0 and the
+            entries on and below the diagonal 0, so that each pair is counted once)."""
+            c0 = r0 if self.same else 0
+            c = np.abs(ua[r0:r1] @ ub[c0:].T)
             if self.same:
-                c[np.arange(r1 - r0), np.arange(r0, r1)] = 0.0
-            return c
+                c[:, : r1 - r0] = np.triu(c[:, : r1 - r0], 1)
+            return c0, c
 
         keep = _DIRECT_PAIRS + 1
-        # every pair is the largest of at most two rows (one, of a rectangular Gram): the pairs at or above the
-        # (2 keep)-th largest row maximum hold the keep largest pairs
-        row_max = np.concatenate([np.max(cosines(r0, r1), axis=1) for r0, r1 in blocks])
+        # every pair is counted in one row: the pairs at or above the keep-th largest row maximum hold the keep
+        # largest pairs
+        row_max = np.concatenate([np.max(cosines(r0, r1)[1], axis=1) for r0, r1 in blocks])
         largest = float(np.max(row_max)) if row_max.size else 0.0
         direct = (np.empty(0, np.intp), np.empty(0, np.intp))
-        m = (2 if self.same else 1) * keep
         if row_max.size:
-            floor = np.partition(row_max, -m)[-m] if row_max.size > m else -1.0
+            floor = np.partition(row_max, -keep)[-keep] if row_max.size > keep else -1.0
             top, rows, cols = [], [], []
             for r0, r1 in blocks:
-                c = cosines(r0, r1)
+                c0, c = cosines(r0, r1)
                 i, j = np.nonzero(c >= floor)
-                if self.same:            # each pair once
-                    i, j = i[j > i + r0], j[j > i + r0]
                 val = c[i, j]
                 if val.size > keep:      # (many ties: the block's keep largest hold its share)
                     sel = np.argpartition(val, -keep)[-keep:]
                     i, j, val = i[sel], j[sel], val[sel]
-                top.append(val), rows.append(i + r0), cols.append(j)
+                top.append(val), rows.append(i + r0), cols.append(j + c0)
             top, rows, cols = (np.concatenate(x) for x in (top, rows, cols))
             order = np.argsort(-top, kind="stable")[:keep]
             top, rows, cols = top[order], rows[order], cols[order]
