@@ -18,6 +18,32 @@ Run: ``python benchmarks/bench_regimes_offsphere.py [--n 2000] [--cases node-sof
 (``--repeat``: medians of alternating cold runs, every run's ratio printed).
 ``run()`` returns the rows as a list of dicts (used by ``bench_regimes.py``).
 
+**Measured, branch ``thetab`` (2026-12-07, 03:45-04:02 UTC, idle, load 0.4-1.4): node tanh on standardised rows
+within 3 at every seed.**  The window leaves out the 16 closest pairs (solved directly, their self-kernels
+interpolated in log v: ``kernels/_gram_norms_window.py``, ``GoursatSolver.adopt_diagonals``): seed 2's edge moves
+from |cos theta| 0.984 to 0.950, the table's degree from 33 to 27 (solves 4711 -> 3448), the plan from 1.04 to 0.81 s.
+Medians of three alternating cold runs, each tree its own bytecode cache, seconds wall:
+
+| seed | main off / on | ratio (runs), CPU | ``thetab`` off / on | ratio (runs), CPU |
+|---|---|---|---|---|
+| 2 | 1.53 / 0.51 | 3.08 (3.61, 3.01, 3.08), 2.56 | 1.29 / 0.49 | 2.61 (3.03, 2.54, 2.61), 2.32 |
+| 2 (again, 04:01) | 1.45 / 0.45 | 3.29 (3.64, 3.29, 3.02), 2.70 | 1.16 / 0.46 | 2.47 (2.65, 2.47, 2.42), 2.15 |
+| 102 | 1.28 / 0.51 | 2.53 (2.10, 2.53, 2.53), 2.20 | 1.21 / 0.48 | 2.53 (2.72, 2.51, 2.53), 2.17 |
+| 7 | 1.33 / 0.58 | 2.31 (2.31, 3.08, 1.92), 2.07 | 1.18 / 0.45 | 2.62 (2.62, 2.51, 2.76), 2.19 |
+| 11 | 1.21 / 0.45 | 2.66 (2.66, 2.63, 2.78), 2.33 | 1.16 / 0.45 | 2.60 (2.66, 2.53, 2.60), 2.28 |
+
+Against the direct path (a Gram of 60 rows: the 20 closest pairs, the extreme norms, random rows; every self-kernel
+solved) the largest difference is 1.9e-11 (seed 2) and 7.0e-12 (seed 102) of max|K|, estimate 1.4e-10 and 1.2e-10;
+the direct pairs' interpolated self-kernels deviate 6e-16 to 1e-15 from direct solves at the check rows' norms.
+Measured and not taken: a low-rank basis in theta (empirical interpolation at 11-13 skeleton angles of 14-17): the
+fibres of the skeleton pairs have rank ~12, but the solves it saves are the cheap ones near theta = pi/2 (a solve
+costs 0.13 ms at |cos theta| 0 and 0.53 ms at 0.98, node tanh at v = 8): with the trimmed window it was no faster
+(1.23-1.25 s without, 1.28-1.29 s with); batches of 128-512 pair solves in place of 64 (as fast or slower: more
+sweeps per batch); 32-300 direct pairs (the table's saving is eaten by the solves: 300 pairs at |cos| > 0.9 cost
+~0.12 s).  Side effects: softplus's tables take a lower degree in the narrower window and its extrapolated theta tail
+is the larger share of the estimate (relative estimate 1.2e-10 -> 3.4e-10, true error 3-6e-12 against the direct
+path); a table whose theta estimate passes 5 tol now doubles its degree instead of warning.
+
 **Measured, branch ``tanhoff2`` (2026-12-07, 03:00 UTC, idle, load 0.5-0.8): nothing taken.**  ``--cases node-tanh
 --repeat 3`` (standardised rows, seed 2: v 0.13-8.11, 4711 solves): off 1.48 s, on 0.48 s, ratio 3.08 (runs 3.22,
 3.05, 3.08; CPU 2.61); Gaussian rows 2.21.  Where the off call goes beyond the on call: the numpy Mehler series
