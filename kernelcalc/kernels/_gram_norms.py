@@ -135,7 +135,8 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
             # meet tol/100 at the check rows' norms (solved directly), else solved
             adopt = getattr(pair_fn, "adopt_diagonals", None)
             if adopt is not None and direct_norms.size:
-                self.direct_self_kernels = adopt(direct_norms, grid, checked_norms)
+                adopted, deviation = adopt(direct_norms, grid, checked_norms)
+                self.direct_self_kernels = dict(interpolated=adopted, deviation=deviation)
             if direct_norms.size:
                 prepare(direct_norms)      # (the norms not adopted)
         # theta resolution from the corners of the norm range
@@ -199,7 +200,7 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
                                f"{0.5 * math.pi + self.half:.3f}] x {K} x {K} norms",
                          norm_range=(v_lo, v_hi), norm_grid=kind, norm_basis_attempts=attempts,
                          theta_window=self.half, theta_degree_doubled=raised, direct_pairs=int(self.direct[0].size),
-                         direct_self_kernel_interpolation=self.direct_self_kernels)
+                         direct_self_kernels=self.direct_self_kernels)
         self.info["norm_tails"] = dict(theta=err_theta, t=err_t, grid_theta=theta_est, held_out_norms=held_t,
                                       theta_extrapolated=grid_theta, theta_held_out=held,
                                       diagonal=err_diag, zero_rows=err_zero)
@@ -214,7 +215,7 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
                                f"{estimate:.1e}, measured at input pairs {checked:.1e}", strict)
 
     solves = 0
-    direct_self_kernels = None     # deviation of the direct pairs' interpolated self-kernels (adopt_diagonals)
+    direct_self_kernels = None     # the direct pairs' self-kernels interpolated? (adopt_diagonals)
 
     def _chunk_entries(self) -> int:
         return _NORM_CHUNK_ENTRIES

@@ -363,19 +363,21 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
                 self._shared_diagonals.update(zip(missing.tolist(), new))
         return np.stack([known[x] for x in v.tolist()])
 
-    def adopt_diagonals(self, norms, grid, held) -> float:
+    def adopt_diagonals(self, norms, grid, held) -> tuple[bool, float]:
         r"""Self-kernel diagonals $q(t)$ of the norms ``norms`` by barycentric interpolation in $\log v$ from those of
         ``grid`` (norms at the Chebyshev–Lobatto points of $\log v$ on its range, both ends included; solved
         already, by :meth:`prepare`), for this solver's pair solves that follow: a Gram plan's few direct pairs of
         new norms then pay no self-kernel solve.  ``held``: norms solved directly (not in ``grid``), where the
-        interpolant is measured first.  Returns the largest deviation there relative to $\max_t q$; above
-        ``tol``/100 (or with no norm to measure) nothing is adopted (the caller solves them).  Adopted diagonals are
-        kept by this solver only, never in the memo shared with later calls."""
+        interpolant is measured first.  Returns ``(adopted, deviation)``: the largest deviation at ``held`` relative
+        to $\max_t q$; above ``tol``/100, with no norm to measure or a norm outside the grid's range nothing is
+        adopted (the caller solves them).  Adopted diagonals are kept by this solver only, never in the memo
+        shared with later calls."""
         grid = np.asarray(grid, dtype=np.float64)
-        held = np.array([x for x in np.unique(np.asarray(held, dtype=np.float64)).tolist() if x not in set(grid.tolist())])
+        nodes = set(grid.tolist())
+        held = np.array([x for x in np.unique(np.asarray(held, dtype=np.float64)).tolist() if x not in nodes])
         new = np.array([x for x in np.unique(np.asarray(norms, dtype=np.float64)).tolist() if x not in self._diagonals])
         if held.size == 0 or grid.size < 2 or np.any(np.diff(grid) <= 0):
-            return math.inf
+            return False, math.inf
         dual, M = self._dual_and_M(grid)
         G, H = self._cached_diagonals(dual, M, grid), self._cached_diagonals(dual, M, held)
         t_lo, t_hi = math.log(grid[0]), math.log(grid[-1])
@@ -385,10 +387,10 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
             return barycentric_weights(lobatto(grid.size - 1), u) @ G
 
         err = float(np.max(np.abs(interpolate(held) - H) / np.max(np.abs(H), axis=1, keepdims=True)))
-        inside = new[(new >= grid[0]) & (new <= grid[-1])]
-        if err <= self.tol / 100 and inside.size == new.size and new.size:
+        adopted = err <= self.tol / 100 and bool(np.all((new >= grid[0]) & (new <= grid[-1])))
+        if adopted and new.size:
             self._diagonals.update(zip(new.tolist(), interpolate(new)))
-        return err
+        return adopted, err
 
     def plan_pairs(self, pairs: int) -> None:
         """A Gram plan announces about ``pairs`` pair solves in its next calls (the norm-interpolation
