@@ -53,18 +53,16 @@ def test_table_in_log_q_against_a_finer_trapezoid_projection():
             assert np.all(m[1][L[j]:, j] == 0.0)
 
 
-def test_a_norm_new_to_the_marginal_store_gets_its_own_series_tails():
-    """A solver's numpy Mehler calls share one store of marginals (written in place when a call brings a new norm,
-    their series tails cached by the store's identity): a call with a new norm equals the same call on a fresh
-    solver, to rounding."""
+def _second_call_against_a_fresh_solver(first, second):
+    """A tanh Goursat solver called at the norm pairs ``first`` then ``second`` (``(vx, vy)`` each): the second call
+    against the same call on a fresh solver, to rounding."""
     from kernelcalc.kernels.ode import GoursatSolver, chebyshev_discretisation
 
     def solver():
         return GoursatSolver("tanh", T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, tol=1e-10, v_max=2.0,
                              grid=lambda M: chebyshev_discretisation(M, 1.0, 1))
 
-    vx, vy = np.array([0.5, 0.8, 1.1, 0.5]), np.array([0.8, 1.1, 0.5, 1.1])
-    new_x, new_y = np.array([1.7, 0.5, 1.7]), np.array([0.8, 1.7, 1.7])
+    (vx, vy), (new_x, new_y) = first, second
     with _x64.scope():
         s = solver()
         s(vx, vy, 0.3 * np.sqrt(vx * vy))
@@ -72,6 +70,14 @@ def test_a_norm_new_to_the_marginal_store_gets_its_own_series_tails():
         ref = solver()(new_x, new_y, 0.6 * np.sqrt(new_x * new_y))
     for g, r in zip(got, ref):
         assert np.max(np.abs(g - r)) <= 1e-14 * np.max(np.abs(r))
+
+
+def test_a_norm_new_to_the_marginal_store_gets_its_own_series_tails():
+    """A solver's numpy Mehler calls share one store of marginals (written in place when a call brings a new norm,
+    their series tails cached by the store's identity): a call with a new norm equals the same call on a fresh
+    solver, to rounding."""
+    _second_call_against_a_fresh_solver((np.array([0.5, 0.8, 1.1, 0.5]), np.array([0.8, 1.1, 0.5, 1.1])),
+                                        (np.array([1.7, 0.5, 1.7]), np.array([0.8, 1.7, 1.7])))
 
 
 def test_a_full_marginal_store_is_rebuilt_with_every_norm_of_the_call(monkeypatch):
@@ -79,20 +85,8 @@ def test_a_full_marginal_store_is_rebuilt_with_every_norm_of_the_call(monkeypatc
     norm of that call, those it held before included (they were missing from the store: a KeyError): the call
     equals the same call on a fresh solver, to rounding."""
     from kernelcalc.kernels import _marginal_table
-    from kernelcalc.kernels.ode import GoursatSolver, chebyshev_discretisation
 
     monkeypatch.setattr(_marginal_table, "_MAX_CACHED", 4)
-
-    def solver():
-        return GoursatSolver("tanh", T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, tol=1e-10, v_max=2.0,
-                             grid=lambda M: chebyshev_discretisation(M, 1.0, 1))
-
-    vx, vy = np.array([0.5, 0.8, 1.1]), np.array([0.8, 1.1, 0.5])
-    new_x, new_y = np.array([1.1, 1.7, 0.9]), np.array([1.7, 0.9, 1.1])     # 1.1 cached, 1.7 and 0.9 new: 5 > 4
-    with _x64.scope():
-        s = solver()
-        s(vx, vy, 0.3 * np.sqrt(vx * vy))
-        got = s(new_x, new_y, 0.6 * np.sqrt(new_x * new_y))
-        ref = solver()(new_x, new_y, 0.6 * np.sqrt(new_x * new_y))
-    for g, r in zip(got, ref):
-        assert np.max(np.abs(g - r)) <= 1e-14 * np.max(np.abs(r))
+    # 1.1 cached by the first call; 1.7 and 0.9 new: 5 norms > 4
+    _second_call_against_a_fresh_solver((np.array([0.5, 0.8, 1.1]), np.array([0.8, 1.1, 0.5])),
+                                        (np.array([1.1, 1.7, 0.9]), np.array([1.7, 0.9, 1.1])))
