@@ -56,6 +56,10 @@ from .ode_kinked_panels import _AngleTable, values_key  # noqa: F401  (_AngleTab
 __all__ = ["KinkedSolverMixin", "band_of", "use_triangles"]
 
 _EQUAL_RTOL = 1e-12       # norms this close (relative) are solved as equal
+#: pairs of unequal norm up to this |cos| of their input angle take the tensor grid judged at it (the kink on t = s
+#: is the limit of identical inputs: far from it the grid converges fast); closer ones the grid judged at identical
+#: inputs (module doc)
+_TENSOR_CORRELATION = 0.99
 _BATCH = 64                # problems per numpy solve
 _OWN_CACHE = 64            # self-kernel solves kept for identical-input pairs (_own_solve)
 _SELF_Q_TOL = 1e-13        # self-kernel solves from a known diagonal (_self_solve): relative change of q at the end
@@ -78,7 +82,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
                          scheme="collapsed-triangle spectral collocation (kinked activation)"
                          if _panels_of(T, sigma_w) == 1 else
                          f"collapsed-triangle panels ({_panels_of(T, sigma_w)} panels, kinked or large-q activation)")
-        self._tensor = None   # the tensor-grid solver for pairs of unequal norm (made on first use)
+        self._tensors: dict = {}   # the tensor-grid solvers of pairs of unequal norm, by probe (made on first use)
         self._unmet: dict = {}   # band -> degree that missed tol (kept by this solver only)
         self._tables: dict = {}  # (grid, diagonal) -> _AngleTable (quadrature duals)
         self._table_error = 0.0
@@ -280,8 +284,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         input angles used so far (and of the tensor grid of unequal-norm pairs)."""
         changes = list((self.info.get("band_changes") or {}).values()) + [c for _, c in self._unmet.values()]
         changes.append(self.info.get("time_error_estimate") or 0.0)
-        if self._tensor is not None:
-            changes.append(self._tensor.info.get("time_error_estimate") or 0.0)
+        changes += [t.info.get("time_error_estimate") or 0.0 for t in self._tensors.values()]
         base = dict(self.info)
         try:
             self.info = dict(base, time_error_estimate=max(changes))
@@ -289,12 +292,15 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         finally:
             self.info = base
 
-    def _tensor_solver(self):
-        """The tensor-grid solver for pairs of unequal norm (made on first use)."""
-        if self._tensor is None:
-            self._tensor = self._tensor_factory()
-            self._tensor.pairs_hint = self.pairs_hint
-        return self._tensor
+    def _tensor_solver(self, probe):
+        """The tensor-grid solver for pairs of unequal norm whose time grid is judged at correlation ``probe``
+        (None: identical inputs), made on first use."""
+        if probe not in self._tensors:
+            t = self._tensor_factory()
+            t.pairs_hint = self.pairs_hint
+            t.probe_correlation = probe
+            self._tensors[probe] = t
+        return self._tensors[probe]
 
     def __call__(self, sxx, syy, sxy):
         shape, (sxx, syy, sxy), v_unique, inverse = flat_pairs(sxx, syy, sxy)
@@ -303,12 +309,18 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         # equal norms up to rounding (1e-12 relative): solved as equal (the norm of x for both; the
         # resulting error is of the size of the difference)
         equal = np.abs(sxx - syy) <= _EQUAL_RTOL * np.maximum(sxx, syy)
-        if np.any(~equal):
-            t = self._tensor_solver()
-            nngp[~equal], ntk[~equal] = t(sxx[~equal], syy[~equal], sxy[~equal])
+        # unequal norms: the tensor grid, judged at the cap of their input correlations (closer pairs: at identical
+        # inputs, the kink's limit)
+        near = np.abs(sxy) > _TENSOR_CORRELATION * np.sqrt(sxx * syy)
+        for probe, sel in ((_TENSOR_CORRELATION, ~equal & ~near), (None, ~equal & near)):
+            if not np.any(sel):
+                continue
+            t = self._tensor_solver(probe)
+            nngp[sel], ntk[sel] = t(sxx[sel], syy[sel], sxy[sel])
+            prefix = "unequal_norms_" if probe is not None else "unequal_norms_close_"
             for key in ("M", "time_error_estimate", "sweep_change"):
                 if key in t.info:
-                    self.info[f"unequal_norms_{key}"] = t.info[key]
+                    self.info[f"{prefix}{key}"] = t.info[key]
             self.info["time_error_estimate"] = max(self.info.get("time_error_estimate") or 0.0,
                                                    t.info.get("time_error_estimate") or 0.0)
         if np.any(equal):

@@ -82,6 +82,10 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
         self._tabulated = None      # the dual whose numpy marginals are tabulated in log q (_tabulate)
         self._table_from = None     # the smallest of the many norms prepare announced
 
+    #: the time grid's ladder judges the NTK of identical inputs at the largest norm (None), or of a pair at this
+    #: correlation (the kinked solver's tensor grid of distinct inputs: :mod:`.ode_kinked`)
+    probe_correlation = None
+
     # -- diagnostics -------------------------------------------------------------------------
     def _sweeps(self, key: str, delta, sweeps, what: str):
         """Record the Picard diagnostics of one solve and check them."""
@@ -155,7 +159,8 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
         key = (self.activation, self.T, self.sigma_w, self.sigma_u, self.sigma_v, self.tol, self.M_fixed,
                self.max_nodes, self.scheme, self.strict, self.pairs_hint, v_max,
                self.grid(self.M_fixed or _M_SEQUENCE[0]).name, self.same_norms,   # (same_norms: the fourier dual)
-               getattr(self, "band_floor", None))   # (the kinked solver's band 0 edge)
+               getattr(self, "band_floor", None),   # (the kinked solver's band 0 edge)
+               self.probe_correlation)
         hit = _TIME_GRIDS.get(key)
         if hit is None:
             with warnings.catch_warnings(record=True) as caught:
@@ -277,6 +282,7 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
     def _choose_M(self, dual, v):
         prev, change, M_done = None, float("nan"), _M_SEQUENCE[0]
         jumps = self.activation.jumps
+        probe = 0.5 if jumps else self.probe_correlation
         blown = None
         climbed = []      # time nodes of the rungs solved
 
@@ -303,9 +309,11 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
                 cross, marginals, backend = self._cross(dual, M, 1, symmetric=True)
                 zero = np.zeros(1, np.int32)
                 # phi that jumps: the self-kernel is exact on any grid (it is iterated with its own diagonal), so
-                # the grid is judged on a pair at correlation 1/2 (C is not smooth near the diagonal t = s)
-                s0 = rec.ode_initial(0.5 * v if jumps else v, self.sigma_u)
-                one = np.array([0.5 * v if jumps else v])
+                # the grid is judged on a pair at correlation 1/2 (C is not smooth near the diagonal t = s); a solver
+                # with a probe correlation (the kinked solver's tensor grid of distinct inputs) on a pair at it
+                c = probe if probe is not None else 1.0
+                s0 = rec.ode_initial(c * v, self.sigma_u)
+                one = np.array([c * v])
                 _, start = self._starts.warm(dual, M, backend, jumps, np.array([v]), np.array([v]), one)
                 extra = {} if start is None else {"S_start": start}
                 _, ntk, delta, _ = cross(marginals(q), zero, zero, np.asarray([s0], dtype=np.float64), **extra)
@@ -327,7 +335,7 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
             raise blown
         M = M_done
         accuracy_shortfall(
-            f"time grid: the {'NTK at correlation 1/2' if jumps else 'self-kernel NTK'} still changes by {change:.1e} (relative) at {M} Chebyshev intervals "
+            f"time grid: the {'self-kernel NTK' if probe is None else f'NTK at correlation {probe:g}'} still changes by {change:.1e} (relative) at {M} Chebyshev intervals "
             f"per element ({self.grid(M).A.shape[0]} nodes), above tol = {self.tol:.1e}"
             + (" (a kinked activation: the kernel is not smooth on the diagonal t = s, so the grid converges only "
                "algebraically)" if dual.method == "polar" or jumps else ""), self.strict)
