@@ -12,7 +12,8 @@ every distinct norm its own self-kernel solve, ~30 ms), so the plan is built to 
   47 to 31 (node tanh at $v=8$; softplus 27 to 22).  The window is symmetric, so the nodes of $\theta$ and
   $\pi-\theta$ still pair up (odd kernels, which then sum their odd Chebyshev orders only).  The diagonal
   $F(v,v,0)$ of a symmetric Gram is a function of one variable: its own Chebyshev interpolant in $t$
-  (:meth:`NormInterpPlan._line`).  The few closest pairs (16; duplicate rows among them) are left out of the
+  (:meth:`NormInterpPlan._line`).  The few closest pairs (16, duplicate rows among them; none when the 17th is
+  about as close as the closest, e.g. 17 duplicate pairs, when the window is $[0,\pi]$) are left out of the
   window and solved directly (:mod:`._gram_norms_window`): the window's edge moves from the closest pair to the
   17th (|cos theta| 0.98 -> 0.95 on 2000 standardised rows in $d=10$; node tanh: degree 33 -> 27).  A table whose
   series in $\theta$ is still not resolved (its estimate past 5 tol: the corners' degree too low for pairs inside
@@ -178,9 +179,10 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
         grid_theta, held, theta_est = self._theta_estimate(pair_fn, coef, scale)
         # a table whose series in theta is not resolved (its estimate past 5 tol: pairs inside the norm range need
         # more than the corners did) takes twice the degree (nested nodes: the solves made are reused)
-        raised = 0
-        while theta_est > 5.0 * tol and 2 * R <= R_MAX:
-            R, self.core, raised = 2 * R, {}, raised + 1
+        # (while it at least halves the estimate: a series at its noise floor stays as it is, with its estimate)
+        raised, before = 0, math.inf
+        while theta_est > 5.0 * tol and 2 * R <= R_MAX and theta_est <= 0.5 * before:
+            R, self.core, raised, before = 2 * R, {}, raised + 1, theta_est
             self.R = R
             coef, scale = self._sample(pair_fn, R, P, scale)
             self.scale = scale

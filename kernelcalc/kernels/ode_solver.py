@@ -381,10 +381,14 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
         adopted (the caller solves them).  Adopted diagonals are kept by this solver only, never in the memo
         shared with later calls."""
         grid = np.asarray(grid, dtype=np.float64)
+        if grid.size < 2 or np.any(np.diff(grid) <= 0) or grid[0] <= 0:
+            return False, math.inf
         nodes = set(grid.tolist())
-        held = np.array([x for x in np.unique(np.asarray(held, dtype=np.float64)).tolist() if x not in nodes])
-        new = np.array([x for x in np.unique(np.asarray(norms, dtype=np.float64)).tolist() if x not in self._diagonals])
-        if held.size == 0 or grid.size < 2 or np.any(np.diff(grid) <= 0):
+        held = np.array([x for x in np.unique(np.asarray(held, dtype=np.float64)).tolist()
+                         if x not in nodes and grid[0] < x < grid[-1]])
+        new = np.array([x for x in np.unique(np.asarray(norms, dtype=np.float64)).tolist()
+                        if x not in self._diagonals and x not in self._shared_diagonals])
+        if held.size == 0:
             return False, math.inf
         dual, M = self._dual_and_M(grid)
         G, H = self._cached_diagonals(dual, M, grid), self._cached_diagonals(dual, M, held)
