@@ -369,3 +369,30 @@ def test_unequal_norm_pairs_closer_than_the_cap_take_the_fine_grid():
     assert solver.info["unequal_norms_close_M"] >= 64 and solver.info["unequal_norms_M"] <= 24
     scale = np.max(np.abs(ref_t))
     assert max(np.max(np.abs(ntk - ref_t)), np.max(np.abs(nngp - ref_n))) <= 1e-10 * scale
+
+
+@pytest.mark.slow
+def test_elu_off_the_sphere_direct_pairs_against_the_direct_path():
+    """Node elu on 80 standardised rows (the norm interpolation): the direct pairs' self-kernels are interpolated in
+    the tensor solver that takes them (measured at the check rows' norms); the three closest pairs against the direct
+    path (a Gram of the pair's rows and the row of largest norm, which fixes the same time grids and rules; every
+    self-kernel solved) within 1e-10 of max|NTK|.  ~10 s."""
+    import warnings
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((80, 10)) * rng.uniform(0.4, 1.6, (80, 1))
+    x = (x - x.mean(0)) / x.std(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kc.Assumption1Warning)
+        K = kc.node_kernel(x, activation="elu", T=1.0)
+        assert K.info["path"] == "norm interpolation" and K.info["direct_pairs"] == 16
+        assert K.info["direct_self_kernels"]["interpolated"] and K.info["direct_self_kernels"]["deviation"] <= 1e-12
+        u = x / np.linalg.norm(x, axis=1, keepdims=True)
+        c = np.abs(u @ u.T)
+        np.fill_diagonal(c, 0.0)
+        big = int(np.argmax(np.sum(x * x, axis=1)))
+        scale = np.max(np.abs(K.ntk))
+        for i, j in zip(*np.unravel_index(np.argsort(-c, axis=None)[:6:2], c.shape)):
+            D = kc.node_kernel(x[[int(i), int(j)] + ([big] if big not in (i, j) else [])], activation="elu", T=1.0)
+            assert D.info["path"] == "direct"
+            assert abs(K.ntk[i, j] - D.ntk[0, 1]) <= 1e-10 * scale and abs(K.nngp[i, j] - D.nngp[0, 1]) <= 1e-10 * scale

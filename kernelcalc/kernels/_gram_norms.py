@@ -135,11 +135,12 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
             # the direct pairs' norms: their self-kernels interpolated from the grid's where that is measured to
             # meet tol/100 at the check rows' norms (solved directly), else solved
             adopt = getattr(pair_fn, "adopt_diagonals", None)
+            adopted = False
             if adopt is not None and direct_norms.size:
                 adopted, deviation = adopt(direct_norms, grid, checked_norms)
                 self.direct_self_kernels = dict(interpolated=adopted, deviation=deviation)
-            if direct_norms.size:
-                prepare(direct_norms)      # (the norms not adopted)
+            if direct_norms.size and not adopted:
+                prepare(direct_norms)
         # theta resolution from the corners of the norm range
         R, err_theta, corner_scale, points = self._theta_degree(pair_fn, np.array([v_hi, v_lo]),
                                                                 np.array([v_hi, v_hi]), tol / 2, strict)

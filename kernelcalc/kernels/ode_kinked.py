@@ -292,9 +292,12 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         finally:
             self.info = base
 
-    #: no interpolated self-kernels for a Gram plan's direct pairs (:meth:`GoursatSolver.adopt_diagonals`): those of
-    #: unequal norm take the tensor solvers, which solve their own
-    adopt_diagonals = None
+    def adopt_diagonals(self, norms, grid, held):
+        """:meth:`GoursatSolver.adopt_diagonals` for a Gram plan's direct pairs: in the tensor solver of unequal norms
+        up to the probe correlation, which takes them (those of equal norm solve their own on this grid)."""
+        if self.activation.jumps:       # (one tensor solver, judged at identical inputs)
+            return False, math.inf
+        return self._tensor_solver(_TENSOR_CORRELATION).adopt_diagonals(norms, grid, held)
 
     def _tensor_solver(self, probe):
         """The tensor-grid solver for pairs of unequal norm whose time grid is judged at correlation ``probe``
