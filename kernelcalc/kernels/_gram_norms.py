@@ -51,7 +51,7 @@ from .._validation import accuracy_shortfall
 from ._gram_base import R_MAX, R_START, _TablePlan
 from ._gram_norms_checks import NormPlanChecks
 from ._gram_norms_window import NormWindow
-from ._interp import barycentric_weights, chebyshev_coefficients, lobatto, pivot_columns
+from ._interp import chebyshev_coefficients, interval_weights, lobatto, pivot_columns
 
 __all__ = ["NormInterpPlan"]
 
@@ -208,7 +208,7 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
                                       theta_extrapolated=grid_theta, theta_held_out=held,
                                       diagonal=err_diag, zero_rows=err_zero)
         estimate = max(err_theta, theta_est) + err_t + 3.0 * held_t + max(err_diag, err_zero)
-        self.direct_values = self._direct_values(pair_fn)
+        self._solve_direct(pair_fn)
         checked = self._check(pair_fn)
         self.info["interpolation_check"] = checked
         self.info["pair_solves"] = self.solves
@@ -392,9 +392,7 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
             merged = np.empty((2 * m + 1, 2))
             merged[0::2], merged[1::2] = G, new
             G, m = merged, 2 * m
-        t = np.clip(np.log(np.where(norms > 0, norms, 1.0)), self.t_lo, self.t_hi)
-        u = (2.0 * t - self.t_lo - self.t_hi) / max(self.t_hi - self.t_lo, 1e-300)
-        return barycentric_weights(lobatto(m), u) @ G, err
+        return interval_weights(np.log(np.where(norms > 0, norms, 1.0)), self.t_lo, self.t_hi, m) @ G, err
 
     def _diagonal(self, pair_fn, scale):
         """F(v, v, 0) of every row of a symmetric Gram (the diagonal, outside the theta window): (N, 2)."""
@@ -411,8 +409,7 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
         """(n, K): the weights of the skeleton values at log-norms ``t``."""
         if self.nodes_t.size == 1 or self.t_hi == self.t_lo:
             return np.ones((np.size(t), self.L)) / self.L
-        u = (2.0 * np.clip(t, self.t_lo, self.t_hi) - self.t_lo - self.t_hi) / (self.t_hi - self.t_lo)
-        return barycentric_weights(lobatto(self.nodes_t.size - 1), u) @ self.lift
+        return interval_weights(t, self.t_lo, self.t_hi, self.nodes_t.size - 1) @ self.lift
 
     def _weights(self, norms):
         return self._basis_weights(np.log(np.where(norms > 0, norms, 1.0)))

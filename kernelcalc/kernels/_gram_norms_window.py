@@ -77,32 +77,33 @@ class NormWindow:
             top, rows, cols = top[order], rows[order], cols[order]
             edge = float(top[-1]) if top.size == keep else largest
 
-            def theta_lo(c):            # the window's smallest angle for a largest |cos theta| c
+            def smallest_angle(c):      # the window's smallest angle for a largest |cos theta| c
                 return min(math.acos(min(c, 1.0)), 0.5 * math.pi - _MIN_HALF_WIDTH)
 
-            if theta_lo(edge) >= 1.1 * theta_lo(largest):
+            if smallest_angle(edge) >= 1.1 * smallest_angle(largest):
                 ours = top > edge
                 largest, direct = edge, (rows[ours], cols[ours])
         theta_lo = math.acos(min(largest, 1.0))
         return max(_MIN_HALF_WIDTH, min(0.5 * math.pi, (0.5 * math.pi - theta_lo) * (1.0 + 1e-9))), direct
 
-    def _direct_values(self, pair_fn):
-        """F of the pairs outside the window (:meth:`_window`), solved directly: ``(n, 2)``."""
+    def _solve_direct(self, pair_fn) -> None:
+        """Solve the pairs outside the window (:meth:`_window`) directly; ``direct_entries``: ``(rows, columns,
+        values (n, 2))`` of their Gram entries (a symmetric Gram's both ways), written by :meth:`_put_direct`."""
         ia, ib = self.direct
-        if ia.size == 0:
-            return np.empty((0, 2))
-        self.solves += ia.size
-        # (summed as the norms are: a duplicate row's x.y/d is exactly its x.x/d, the parallel inputs' exact kernel)
-        xy = np.sum(self.a[ia] * self.b[ib], axis=1) / self.d
-        return np.stack(pair_fn(self.na[ia], self.nb[ib], xy), axis=-1)
+        vals = np.empty((0, 2))
+        if ia.size:
+            self.solves += ia.size
+            # (summed as the norms are: a duplicate row's x.y/d is exactly its x.x/d, the parallel inputs' exact kernel)
+            xy = np.sum(self.a[ia] * self.b[ib], axis=1) / self.d
+            vals = np.stack(pair_fn(self.na[ia], self.nb[ib], xy), axis=-1)
+        if self.same:
+            ia, ib, vals = np.concatenate([ia, ib]), np.concatenate([ib, ia]), np.concatenate([vals, vals])
+        self.direct_entries = (ia, ib, vals)
 
     def _put_direct(self, out, i, j):
         """Write the directly solved pairs that fall in the chunk of rows ``i`` x columns ``j`` (both increasing)
-        into ``out`` (2, len(i), len(j)); a symmetric Gram's pairs both ways."""
-        ra, cb = self.direct
-        vals = self.direct_values
-        if self.same:
-            ra, cb, vals = np.concatenate([ra, cb]), np.concatenate([cb, ra]), np.concatenate([vals, vals])
+        into ``out`` (2, len(i), len(j))."""
+        ra, cb, vals = self.direct_entries
         pi = np.minimum(np.searchsorted(i, ra), i.size - 1)
         pj = np.minimum(np.searchsorted(j, cb), j.size - 1)
         hit = (i[pi] == ra) & (j[pj] == cb)

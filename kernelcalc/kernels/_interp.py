@@ -166,6 +166,15 @@ def barycentric_weights(nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
     return W
 
 
+def interval_weights(x, lo: float, hi: float, m: int) -> np.ndarray:
+    r"""``W[i, k]``: the Lagrange basis of the degree-``m`` Chebyshev–Lobatto points of [``lo``, ``hi``] at ``x``
+    (clipped into it; a zero-length interval maps every ``x`` to its middle node coordinate 0), as
+    :func:`barycentric_weights` in $u=(2x-\mathrm{lo}-\mathrm{hi})/(\mathrm{hi}-\mathrm{lo})$: the interpolants
+    in $\log v$ and $\log q$ of the norm plan, the solver's diagonals and the marginal tables."""
+    u = (2.0 * np.asarray(x, np.float64) - lo - hi) / max(hi - lo, 1e-300)
+    return barycentric_weights(lobatto(m), np.clip(u, -1.0, 1.0))
+
+
 class ThetaTable:
     r"""Piecewise-polynomial table in $\theta\in[0,\pi]$ of ``C`` channels, built from their global
     Chebyshev coefficients ``coef`` (shape ``(R+1, C)``, in $u=2\theta/\pi-1$).

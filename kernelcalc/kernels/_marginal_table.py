@@ -34,7 +34,7 @@ from ..theory.gaussian import DualKernels, series_lengths, short_coefficients
 from ..theory.gaussian_hermite import (_hermite_functions, _hermite_step, _numpy_functions, _single_thread_product,
                                        bin_tails_of, bins_of)
 from ._gram import pad_to
-from ._interp import barycentric_weights, lobatto
+from ._interp import interval_weights, lobatto
 
 __all__ = ["CoefficientTable", "TabulatedDual", "tabulated_dual", "TabulatedMarginals"]
 
@@ -81,8 +81,7 @@ class CoefficientTable:
         return np.exp(self.t_lo + 0.5 * (self.t_hi - self.t_lo) * (np.asarray(u) + 1.0))
 
     def _weights(self, q):
-        u = (2.0 * np.log(q) - self.t_lo - self.t_hi) / (self.t_hi - self.t_lo)
-        return barycentric_weights(lobatto(self.degree), np.clip(u, -1.0, 1.0))
+        return interval_weights(np.log(q), self.t_lo, self.t_hi, self.degree)
 
     def _interpolate(self, q):
         """All K coefficients at the variances ``q`` (1-D): ``(K, len(q))``."""

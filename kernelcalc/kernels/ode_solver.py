@@ -21,7 +21,7 @@ from ..theory.largeq_table import cheapest_tabulated_rule
 from ._gram import bucket, by_correlation, flat_pairs, pad_to
 from .ode_grid import (_ELEMENT_LENGTH, _JIT_BATCH, _JIT_NORMS, _M_SEQUENCE, _MAX_NODES, _QUADRATURE_RULES, _STAGNATION,
                        _SWEEP_TOL, _backend, _compiled, _marches, chebyshev_discretisation, time_elements)
-from ._interp import barycentric_weights, lobatto
+from ._interp import interval_weights
 from ._marginal_table import TabulatedMarginals
 from ._ode_starts import SelfKernelStarts, first_variance_guess
 from .ode_kinked import KinkedSolverMixin
@@ -392,11 +392,8 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
             return False, math.inf
         dual, M = self._dual_and_M(grid)
         G, H = self._cached_diagonals(dual, M, grid), self._cached_diagonals(dual, M, held)
-        t_lo, t_hi = math.log(grid[0]), math.log(grid[-1])
-
         def interpolate(v):
-            u = np.clip((2.0 * np.log(v) - t_lo - t_hi) / (t_hi - t_lo), -1.0, 1.0)
-            return barycentric_weights(lobatto(grid.size - 1), u) @ G
+            return interval_weights(np.log(v), math.log(grid[0]), math.log(grid[-1]), grid.size - 1) @ G
 
         err = float(np.max(np.abs(interpolate(held) - H) / np.max(np.abs(H), axis=1, keepdims=True)))
         adopted = err <= self.tol / 100 and bool(np.all((new >= grid[0]) & (new <= grid[-1])))
