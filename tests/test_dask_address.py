@@ -296,6 +296,21 @@ def test_deq_by_address_merges_the_workers_diagnostics(cluster, monkeypatch):
         assert got.info[key] == ref.info[key], key
 
 
+def test_off_sphere_norm_plan_by_address_equals_local(cluster, small_tiles):
+    """Standardised rows (many norms: the norm interpolation, its 16 closest pairs solved directly in this process
+    and shipped with the plan): the tiles evaluated by the workers of a scheduler in other processes equal the local
+    Gram of the same tiles, bit for bit."""
+    rng = np.random.default_rng(21)
+    X = rng.normal(size=(150, 6)) * rng.uniform(0.4, 1.6, (150, 1))
+    X = (X - X.mean(0)) / X.std(0)
+    ref = kc.mlp_kernel(X, activation="tanh", depth=2)
+    assert ref.info["path"] == "norm interpolation" and ref.info["direct_pairs"] == 16
+    got = _within(CALL_TIMEOUT, kc.mlp_kernel, X, activation="tanh", depth=2, client=cluster.address)
+    assert got.info["engine"] == "dask" and got.info["direct_pairs"] == 16
+    _same(got.ntk, ref.ntk)
+    _same(got.nngp, ref.nngp)
+
+
 # ---------------------------------------------------------------------------- the CLI
 def _cli(*args):
     from click.testing import CliRunner
