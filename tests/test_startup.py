@@ -96,7 +96,7 @@ def test_both_backends_match_the_linear_closed_form(backend, x64):   # internals
     assert float(change) < 1e-11
 
 
-@pytest.mark.parametrize("activation", ["softplus", "erf"])      # a Hermite series, a closed form
+@pytest.mark.parametrize("activation", ["softplus", "erf", "elu"])   # a Hermite series, closed forms (elu: numpy Newton)
 def test_numpy_and_compiled_solves_agree(activation, x64):
     from kernelcalc.kernels.ode import _compiled, chebyshev_discretisation
     from kernelcalc.theory.gaussian import dual_kernels
@@ -132,8 +132,12 @@ def test_backend_choice():
     assert _backend(herm, 1, n - 2) == "numpy" and _backend(herm, 1, n) == "jax"
     closed = dual_kernels("erf")
     assert closed.method == "closed"
-    n = int((_NUMPY_MAX_WORK_CLOSED / 16) ** 0.5) + 1
+    n = int(_NUMPY_MAX_WORK_CLOSED ** 0.5) + 1                     # (one per cell)
     assert _backend(closed, 1, n - 2) == "numpy" and _backend(closed, 1, n) == "jax"
+    assert _backend(closed, 2000, 65) == "numpy"                   # an off-sphere plan at sigma_w T = 10
+    dear = dual_kernels("elu")
+    assert dear.method == "closed" and dear.points > 1
+    assert _backend(dear, 10**6, 513) == "numpy"                    # a dear closed form: numpy always
     from kernelcalc.theory.gaussian import DualKernels, PolarSectorRule, TrapezoidRule
 
     for method, rule in (("polar", PolarSectorRule()), ("trapezoid", TrapezoidRule(0.25))):

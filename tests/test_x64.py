@@ -45,6 +45,7 @@ SCRIPT = textwrap.dedent(r'''
     rec["flag after import"] = bool(jax.config.jax_enable_x64)
     import kernelcalc.kernels.ode_grid
     kernelcalc.kernels.ode_grid._NUMPY_MAX_WORK = 0  # the compiled solves (tiny solves would run in numpy)
+    kernelcalc.kernels.ode_grid._NUMPY_MAX_WORK_CLOSED = 0   # (erf: a closed form)
     import kernelcalc.kernels.mlp
     kernelcalc.kernels.mlp._compiled = kernelcalc.kernels.mlp._jitted   # the compiled MLP (closed forms run in numpy)
 

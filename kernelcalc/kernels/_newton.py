@@ -1,4 +1,4 @@
-r"""Newton steps for the Picard sweeps of a cross-kernel Goursat solve (numpy Mehler series).
+r"""Newton steps for the Picard sweeps of a cross-kernel Goursat solve (numpy Mehler series; a dear numpy closed form).
 
 A cross-kernel solve iterates $S\leftarrow G(S)=S_0+\sigma_w^2A\,C(S)\,A^\top$ with fixed marginals (the
 self-kernel diagonals $q_x(t)$, $q_y(s)$), so $C$ depends on $S$ cell by cell, through the covariance
@@ -25,6 +25,12 @@ norm-interpolation table of node tanh (1680 pairs, 13 time nodes): the exact ser
 of $C$ plus the final $(C,\dot C)$ to two sweeps of $(C,\dot C)$, and the Gram moved by at most 1e-14.  A step that
 does not reduce the change (a map far from affine, the clipping of :func:`~kernelcalc.kernels.ode_grid._bounded`
 near a blow-up) turns the steps off for the rest of the solve: plain sweeps.
+
+A dear closed form (elu: three bivariate Mills ratios per cell, ``points`` > 1) takes the steps from the first sweep,
+its $(C,\dot C)$ in one evaluation (the two share the Mills ratios: measured 1.6 µs per cell either way).  Measured on
+the tensor-grid solves of elu's norm-interpolation plan (622 pairs, 17 nodes): 2.0 -> 0.9 s.  A cheap closed form
+does not take them: its linear iterations cost more than the sweeps they save (sin, cos, erf measured 1.3-1.8x
+slower with them).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ _MAX_NODES = 513          # time nodes of the composite grid at most
 _BOUND = 1e150            # |C| and |S| inside the Picard sweeps (see _bounded)
 _NUMPY_MAX_WORK = 1.2e8   # a call this small runs in numpy, not jit-compiled (see _backend)
 _NUMPY_MAX_WORK_HERMITE = 1e13   # the same for the Mehler series (numpy sums each pair's own terms only)
-_NUMPY_MAX_WORK_CLOSED = 1e6   # the same for closed forms (on fine time grids: the n^3 products dominate)
+_NUMPY_MAX_WORK_CLOSED = 1.2e8   # the same for closed forms, the work counted in cells (a dear one: numpy always)
 _JIT_BATCH = 256          # pairs per compiled cross-kernel batch (one shape: one compilation per kernel)
 _JIT_NORMS = 64           # distinct norms per compiled cross-kernel call at least (padded: one shape)
 
@@ -317,12 +317,20 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
                 return forward(S0, C)
         else:
             current, record = sweep_tol(exact=warm)
-            # numpy Mehler series: Newton steps once the sweeps are exact (kernels/_newton.py)
-            newton = ChordNewton(A, sigma_w) if lazy else None
+            # numpy Mehler series: Newton steps once the sweeps are exact; a dear numpy closed form (elu): from the
+            # first sweep, C and Cdot in one evaluation (kernels/_newton.py; measured elu, N = 200 standardised rows:
+            # the tensor grid's 622-pair call 2.0 -> 0.9 s.  A cheap closed form loses: sin, cos, erf 1.3-1.8x slower,
+            # the linear iterations of the steps cost more than the sweeps they save)
+            newton = ChordNewton(A, sigma_w) if lazy or (xp is np and dual.method == "closed" and dual.points > 1) else None
 
             def step(S):
                 record(S)
                 t = current()
+                if newton is not None and not lazy and newton.wants_derivative(True):   # a closed form: (C, Cdot)
+                    C, Cdot = dual_of(mx, my, S, tails=tails, sym=symmetric)
+                    G = forward(S0, C)
+                    newton.keep(G, C, Cdot)
+                    return G
                 if newton is not None and newton.wants_derivative(t is None):   # an exact sweep: Cdot too
                     C = dual_of(mx, my, S, derivative=False, tails=tails, sym=symmetric)
                     G = forward(S0, C)
@@ -370,7 +378,7 @@ def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
     nodes are small enough that running them in numpy beats compiling them, else ``"jax"``.
 
     The work is $\text{problems}\cdot\text{nodes}^2\cdot\max(\text{terms}, 16)$ (terms: the Hermite series
-    length; 1 for a closed form).  Measured side by side (softplus, 592 terms, 13 nodes, busy 2-core
+    length; a closed form: the cells, below).  Measured side by side (softplus, 592 terms, 13 nodes, busy 2-core
     machine): 1024 cross-kernel problems (work 1e8) take 2.2 s in numpy and 0.43 s compiled, but compiling
     the cross-kernel solve takes 1.5-2.5 s (the self-kernel solve ~1.8 s, the marginals ~0.7 s), and the
     first compilation also imports jax (~1-2 s).  Up to :data:`_NUMPY_MAX_WORK` (1.2e8: about 2.5 s of
@@ -379,8 +387,14 @@ def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
     used: the first call on new data, which the Gram plans make, is what counts.  Larger calls are
     compiled once per kernel, in batches of a fixed size (:data:`_JIT_BATCH`) over a fixed number of
     norms (:data:`_JIT_NORMS`), so the calls of one Gram plan share one compilation.
-    Closed forms (a few flops per cell, on time grids of up to 513 nodes for kinked ones, where the
-    $n^3$ matrix products dominate) keep the limit 1e6 (:data:`_NUMPY_MAX_WORK_CLOSED`).
+    Closed forms count one per cell, up to :data:`_NUMPY_MAX_WORK_CLOSED` (1.2e8 cells): measured side by side,
+    first calls on fresh processes (numpy / compiled): node sin $\sigma_wT=10$ on 2000 standardised rows, 39 032
+    pair solves on 65 nodes (1.6e8 cells), 37.3 / 38.6 s; gelu on them at $T=1$ 1.0 / 4.8 s, erf at $T=3$ 2.4 / 5.6 s;
+    on the sphere (N = 200, $\sigma_wT=10$) sin 0.7 / 3.4 s, erf 0.6 / 1.8 s, identity 0.2 / 1.3 s.  A dear closed
+    form (``points`` > 1: elu, three bivariate Mills ratios per cell) always runs in numpy, with Newton steps
+    (:class:`~kernelcalc.kernels._newton.ChordNewton`): its compiled graph takes ~4 s to compile and evaluates a
+    cell in ~1.1 µs, numpy in 1.6 µs at 2.4x fewer evaluations (elu on 200 / 2000 standardised rows: 2.3 / 2.5 s
+    against 9.5 / 9.7 s).
     The Mehler series has the limit :data:`_NUMPY_MAX_WORK_HERMITE` (1e13, with the work counted at the
     full series length): numpy sums each pair's own truncated series and gathers only those coefficients
     (:func:`~kernelcalc.theory.gaussian.HermiteRule.series`), where the compiled loop runs every batch to
@@ -392,6 +406,8 @@ def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
         return "jax"
     if dual.method == "fourier":   # numpy only (kernels/_fourier_solve.py)
         return "numpy"
-    limit = _NUMPY_MAX_WORK_HERMITE if dual.method == "hermite" else min(_NUMPY_MAX_WORK, _NUMPY_MAX_WORK_CLOSED)
-    per = 16 if dual.method == "closed" else max(dual.points, 16)   # a closed form's price: numpy still the cheaper
+    if dual.method == "closed":
+        return "numpy" if dual.points > 1 or problems * nodes * nodes <= _NUMPY_MAX_WORK_CLOSED else "jax"
+    limit = _NUMPY_MAX_WORK_HERMITE if dual.method == "hermite" else _NUMPY_MAX_WORK
+    per = max(dual.points, 16)
     return "numpy" if problems * nodes * nodes * per <= limit else "jax"
