@@ -133,6 +133,7 @@ class Discretisation:
     B: np.ndarray
     P: np.ndarray
     w: np.ndarray
+    t: np.ndarray | None = None   # the time nodes (the spectral grid's; None: the Euler ResNet's layers)
 
     def __hash__(self):
         return hash((self.name, self.A.shape))
@@ -159,16 +160,19 @@ def chebyshev_discretisation(M: int, T: float, elements: int = 1) -> Discretisat
             f"the horizon T = {T:g} needs {P} time elements (sigma_w*T <= {_ELEMENT_LENGTH:g} each; {n} nodes, more than "
             f"the limit {_MAX_NODES}): supported up to "
             f"sigma_w*T ~ {_ELEMENT_LENGTH * (_MAX_NODES - 1) / _M_SEQUENCE[0]:g}; reduce T or sigma_w")
-    _, J, w = chebyshev_lobatto(M, T / P)
+    tl, J, w = chebyshev_lobatto(M, T / P)
     A = np.zeros((n, n))
     W = np.zeros(n)
+    t = np.empty(n)
     for e in range(P):
         sl = slice(e * M, e * M + M + 1)
         A[sl] = W[None, :]                      # integral over the earlier elements
         A[sl, sl] += J                          # plus the local one
         W[sl] += w
+        t[sl] = e * (T / P) + tl
+    t[-1] = T
     name = f"chebyshev-lobatto(M={M}, T={T!r})" if P == 1 else f"chebyshev-lobatto(M={M}, elements={P}, T={T!r})"
-    return Discretisation(name, A, W[None, :] - A, np.eye(n), W)
+    return Discretisation(name, A, W[None, :] - A, np.eye(n), W, t)
 
 
 def time_elements(T: float, sigma_w: float) -> int:

@@ -85,6 +85,11 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
     #: the time grid's ladder judges the NTK of identical inputs at the largest norm (None), or of a pair at this
     #: correlation (the kinked solver's tensor grid of distinct inputs: :mod:`.ode_kinked`)
     probe_correlation = None
+    #: ``(v, t) -> q`` ``(len(v), len(t))``: the self-kernel diagonals $q(t)$ of the norms ``v`` at the times ``t``
+    #: from another solver, in place of this grid's own self-kernel solves; or None.  The kinked solver's tensor grid
+    #: of distinct inputs takes them from the collapsed-triangle self-kernels (:mod:`.ode_kinked`): its own converge only
+    #: algebraically (the kink of $\dot C$ on $t=s$), and their error is the tensor grid's
+    diagonal_source = None
 
     # -- diagnostics -------------------------------------------------------------------------
     def _sweeps(self, key: str, delta, sweeps, what: str):
@@ -117,6 +122,8 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
     # -- solves ----------------------------------------------------------------------------------
     def _self_diagonals(self, dual, M, v):
         disc = self.grid(M)
+        if self.diagonal_source is not None:
+            return np.asarray(self.diagonal_source(np.asarray(v, dtype=np.float64), disc.t), dtype=np.float64)
         nodes = disc.A.shape[0]
         self._check_cost(dual, len(v), nodes, symmetric=True)
         batch = self._batch(dual, nodes)
@@ -160,7 +167,7 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
                self.max_nodes, self.scheme, self.strict, self.pairs_hint, v_max,
                self.grid(self.M_fixed or _M_SEQUENCE[0]).name, self.same_norms,   # (same_norms: the fourier dual)
                getattr(self, "band_floor", None),   # (the kinked solver's band 0 edge)
-               self.probe_correlation)
+               self.probe_correlation, self.diagonal_source is not None)
         hit = _TIME_GRIDS.get(key)
         if hit is None:
             with warnings.catch_warnings(record=True) as caught:
