@@ -12,8 +12,10 @@ two triangles $r\ge q$ and $r\le q$ (symmetric), in collapsed coordinates with a
 diagonal whose parameter $\delta$ follows the input angle $\theta_0$ (:func:`._triangle.delta_band`):
 the convergence in the degree is geometric for the kink ($\theta_0=0$), the near kink
 ($0<\theta_0\ll1$) and the conical corner ($\theta_0=\pi$) alike.  Pairs of unequal norm (off the
-sphere, non-homogeneous $\phi$) go to the tensor Chebyshev grid, which converges only algebraically
-there and says so.
+sphere, non-homogeneous $\phi$) go to the tensor Chebyshev grid, with the self-kernel diagonals $q(t)$ of the
+collapsed triangles (:meth:`KinkedSolverMixin._tensor_diagonals`): where the inputs' correlation stays below 1 the
+cross-kernel is analytic, and the grid, judged at the cap of the pairs' correlation (0.95 or 0.99), converges
+geometrically; closer pairs take the grid judged at identical inputs, which converges only algebraically and says so.
 
 **Degree.** Input angles fall into three bands (:func:`band_of`), each with its own sinh map and degree $m=n$,
 climbed along the band's ladder until the NTK at its probe angles changes by less than ``tol``: the degree ladder
@@ -298,8 +300,9 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
             self.info = base
 
     def adopt_diagonals(self, norms, grid, held):
-        """:meth:`GoursatSolver.adopt_diagonals` for a Gram plan's direct pairs: in the tensor solver of unequal norms
-        up to the probe correlation, which takes them (those of equal norm solve their own on this grid)."""
+        """:meth:`GoursatSolver.adopt_diagonals` for a Gram plan's direct pairs, among this solver's self-kernels (the
+        tensor grids of unequal norms read theirs, :meth:`_tensor_diagonals`); not for an activation that jumps (its
+        tensor grid solves its own)."""
         if self.activation.jumps:       # (one tensor solver, judged at identical inputs, with its own diagonals)
             return False, math.inf
         return super().adopt_diagonals(norms, grid, held)
