@@ -1,6 +1,7 @@
 """Kinked activations in the Neural ODE: time and error estimate against softplus (issue 17, part 2).
 
-For N = 2000 inputs on the sphere (|x|^2 = d, d = 10) prints, for softplus (the comfortable case) and
+For N = 2000 inputs on the sphere (|x|^2 = d, d = 10), then for N = 200 and 2000 standardised rows (off the sphere:
+the rows of ``bench_regimes_offsphere``, seed 2) prints, for softplus (the comfortable case) and
 relu, leaky_relu, elu, abs, the time of ``node_kernel`` (T = 1, sigma = 1, default tol = 1e-10) and its
 ``info["error_estimate"]`` (and the relative one), and the time ratio against softplus.  Every timing is
 the FIRST call in a fresh subprocess (cold: imports excluded, jax compilation and every memo included),
@@ -53,8 +54,13 @@ import json, sys, time, warnings
 import numpy as np
 import kernelcalc as kc
 from kernelcalc.data import sphere_normalise
-act, N, d = sys.argv[1], int(sys.argv[2]), 10
-x = sphere_normalise(np.random.default_rng(7).standard_normal((N, d)))
+act, N, d, data = sys.argv[1], int(sys.argv[2]), 10, sys.argv[3]
+if data == "sphere":
+    x = sphere_normalise(np.random.default_rng(7).standard_normal((N, d)))
+else:          # the off-sphere benchmark's standardised rows (bench_regimes_offsphere.rows), row seed 2
+    sys.path.insert(0, sys.argv[4])
+    from bench_regimes_offsphere import rows
+    x = rows("standardised", N, d, seed=2)
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     t0 = time.perf_counter()
@@ -69,14 +75,16 @@ print(json.dumps(dict(activation=act, N=N, seconds=seconds, error_estimate=float
 """
 
 
-def _cold(activation: str, N: int, timeout: float = 600.0) -> dict:
-    """One cold first call in a fresh Python process (a row saying so after ``timeout`` seconds)."""
+def _cold(activation: str, N: int, timeout: float = 600.0, data: str = "sphere") -> dict:
+    """One cold first call in a fresh Python process (a row saying so after ``timeout`` seconds); ``data``: rows on
+    the sphere, or ``"standardised"`` (off it)."""
     env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(here)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
-        out = subprocess.run([sys.executable, "-c", _CHILD, activation, str(N)], capture_output=True, text=True,
-                             env=env, timeout=timeout)
+        out = subprocess.run([sys.executable, "-c", _CHILD, activation, str(N), data, here], capture_output=True,
+                             text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return dict(activation=activation, N=N, seconds=float("nan"), error_estimate=float("nan"),
                     relative_error_estimate=float("nan"), error=[f"timeout after {timeout:g} s"])
@@ -86,12 +94,21 @@ def _cold(activation: str, N: int, timeout: float = 600.0) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(N: int = 2000, activations=ACTIVATIONS, timeout: float = 600.0) -> list[dict]:
+def run(N: int = 2000, activations=ACTIVATIONS, timeout: float = 600.0, off_sphere=(200, 2000)) -> list[dict]:
     """Time and error estimate of each activation's Neural-ODE Gram (cold, fresh process, at most ``timeout``
-    seconds each), with the ratio against softplus; prints a table and returns the rows."""
-    rows = [_cold(a, N, timeout) for a in activations]
+    seconds each), with the ratio against softplus: N rows on the sphere, then standardised rows (off the sphere) of
+    each size in ``off_sphere``; prints a table for each and returns the rows (``data``: "sphere" or "standardised")."""
+    out = []
+    for data, n in [("sphere", N)] + [("standardised", m) for m in off_sphere]:
+        rows = [dict(_cold(a, n, timeout, data), data=data) for a in activations]
+        out += _table(rows, n, data)
+    return out
+
+
+def _table(rows: list[dict], N: int, data: str) -> list[dict]:
     base = next((r["seconds"] for r in rows if r["activation"] == "softplus"), float("nan"))
-    print(f"Neural ODE, N = {N} on the sphere (d = 10), T = 1, tol = 1e-10; cold first call, fresh process each")
+    where = "on the sphere" if data == "sphere" else "standardised rows (off the sphere)"
+    print(f"Neural ODE, N = {N} {where} (d = 10), T = 1, tol = 1e-10; cold first call, fresh process each")
     print(f"{'activation':<12}{'seconds':>9}{'x softplus':>12}{'error est.':>12}{'relative':>11}  grid")
     for r in rows:
         r["ratio_to_softplus"] = r["seconds"] / base
