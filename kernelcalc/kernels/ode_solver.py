@@ -372,7 +372,7 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
             before = self._shortfalls
             new = self._self_diagonals(dual, M, self._padded(dual, M, missing))
             known.update(zip(missing.tolist(), new))
-            if self._shortfalls == before:
+            if self._shortfalls == before and self.diagonal_source is None:   # (a source keeps its own memo and warnings)
                 if len(self._shared_diagonals) + missing.size > _MAX_CACHED_DIAGONALS:
                     self._shared_diagonals.clear()
                 self._shared_diagonals.update(zip(missing.tolist(), new))
