@@ -96,6 +96,39 @@ def test_elu_dual_jax_equals_numpy_and_is_used_by_default():
     assert dual_kernels("elu").method == "closed" and dual_kernels("elu(alpha=0.3)").method == "closed"
 
 
+def test_elu_dual_in_jax_at_large_unequal_variances():
+    """The compiled dual at q = 919 / 107, rho = 0.714, against the mpmath reference: there a Gauss node of the
+    bivariate Mills ratio asks erfcx at 26.6, where jax's own returns 0 (wrong on [26.543, 26.642]); Cdot was off by
+    1.9e-4 relative, a DEQ or untied elu kernel silently by ~1e-6.  The asymptotic series above 20
+    (:func:`kernelcalc.theory.bivariate_normal._erfcx`) restores 1e-12."""
+    import jax
+
+    from kernelcalc._x64 import float64
+
+    dual = closed_form_dual(resolve_activation("elu"))
+    q1, q2, rho = 919.0, 107.0, 0.714
+    got = float64(jax.jit(lambda a, b, c: dual(a, b, c)))(q1, q2, rho * math.sqrt(q1 * q2))
+    ref = _reference(q1, q2, rho, 1.0)
+    assert float(got[0]) == pytest.approx(ref[0], rel=1e-12)
+    assert float(got[1]) == pytest.approx(ref[1], rel=1e-12)
+
+
+def test_jax_erfcx_against_mpmath():
+    r"""erfcx in jax.numpy (kernelcalc's, :func:`kernelcalc.theory.bivariate_normal._erfcx`) against mpmath's
+    $e^{z^2}\operatorname{erfc}(z)$ on [0, 60], densely across jax's faulty band [26.543, 26.642] and the switch at 20:
+    3e-15 relative."""
+    import jax.numpy as jnp
+
+    from kernelcalc._x64 import float64
+    from kernelcalc.theory.bivariate_normal import _erfcx
+
+    z = np.concatenate([np.linspace(0.0, 60.0, 241), np.linspace(26.5, 26.7, 81), np.linspace(19.9, 20.1, 21)])
+    got = np.asarray(float64(lambda v: _erfcx(jnp.asarray(v), jnp))(z))
+    with mp.workdps(30):
+        want = np.array([float(mp.exp(mp.mpf(v) ** 2) * mp.erfc(mp.mpf(v))) for v in z])
+    np.testing.assert_allclose(got, want, rtol=3e-15)
+
+
 @pytest.mark.parametrize("typed, builtin", [
     ("Piecewise((x, x > 0), (exp(x) - 1, True))", "elu"),
     ("Piecewise((x, x >= 0), (0.5*exp(x) - 0.5, True))", "elu(alpha=0.5)"),

@@ -50,6 +50,28 @@ def _special(xp):
     return special
 
 
+#: jax's erfcx (jax 0.10) is wrong on z in [26.543, 26.642] (0 at 26.6: erfc underflows before e^{z^2} overflows;
+#: measured against scipy on 1e6 points of [0, 100], nowhere else beyond 1e-13): from _ERFCX_SERIES on, jax takes the
+#: asymptotic series, whose _ERFCX_TERMS terms reach 1e-17 relative there (the k-th is (2k-1)!!/(2z^2)^k)
+_ERFCX_SERIES = 20.0
+_ERFCX_TERMS = 10
+
+
+def _erfcx(z, xp):
+    r"""$\operatorname{erfcx}(z)=e^{z^2}\operatorname{erfc}(z)$: scipy's in numpy; in jax.numpy its own below
+    :data:`_ERFCX_SERIES`, the asymptotic series $rac1{z\sqrt\pi}\sum_k(-1)^krac{(2k-1)!!}{(2z^2)^k}$ above."""
+    if xp is np:
+        return _special(np).erfcx(z)
+    big = z >= _ERFCX_SERIES
+    zb = xp.where(big, z, _ERFCX_SERIES)
+    inv = 1.0 / (2.0 * zb * zb)
+    term, total = xp.ones_like(zb), xp.ones_like(zb)
+    for k in range(1, _ERFCX_TERMS):
+        term = -term * (2 * k - 1) * inv
+        total = total + term
+    return xp.where(big, total / (zb * math.sqrt(math.pi)), _special(xp).erfcx(xp.where(big, 0.0, z)))
+
+
 def normal_cdf(x, xp=np):
     r"""$\Phi(x)=\frac12\operatorname{erfc}(-x/\sqrt2)$ (relative accuracy in the lower tail)."""
     return 0.5 * _special(xp).erfc(-x / _SQRT2)
@@ -58,7 +80,7 @@ def normal_cdf(x, xp=np):
 def mills_ratio(x, xp=np):
     r"""$e^{x^2/2}\Phi(-x)=\frac12\operatorname{erfcx}(x/\sqrt2)$ ($=\Phi(-x)/(\sqrt{2\pi}\varphi(x))$), for
     $x\ge0$ (no overflow at any $x$; $\approx1/(\sqrt{2\pi}x)$ for large $x$)."""
-    return 0.5 * _special(xp).erfcx(x / _SQRT2)
+    return 0.5 * _erfcx(x / _SQRT2, xp)
 
 
 def bivariate_normal_cdf(h, k, rho, xp=np):
@@ -330,7 +352,7 @@ def _laguerre_part(A, al, be, n, xp):
     u, mhalf, w = (xp.asarray(v) for v in _laguerre_rule(n))
     inv = 1.0 / A
     x = u * inv[..., None]
-    terms = xp.exp(mhalf * (inv * inv)[..., None]) * _special(xp).erfcx(al[..., None] + be[..., None] * x)
+    terms = xp.exp(mhalf * (inv * inv)[..., None]) * _erfcx(al[..., None] + be[..., None] * x, xp)
     return xp.sum(w * terms, axis=-1) * inv
 
 
@@ -340,7 +362,7 @@ def _table_part(A, al, be, xp, n: int = _TABLE_NODES):
     grid, X, W = (xp.asarray(v) for v in _weight_table(n))
     j = xp.clip(xp.searchsorted(grid, A, side="right") - 1, 0, grid.shape[0] - 1)
     Xj = X[j]
-    terms = xp.exp((grid[j] - A)[..., None] * Xj) * _special(xp).erfcx(al[..., None] + be[..., None] * Xj)
+    terms = xp.exp((grid[j] - A)[..., None] * Xj) * _erfcx(al[..., None] + be[..., None] * Xj, xp)
     return xp.sum(W[j] * terms, axis=-1)
 
 
