@@ -316,6 +316,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
             t.probe_correlation = probe
             if not self.activation.jumps:
                 t.diagonal_source = self._tensor_diagonals
+                t.diagonal_source_key = ("collapsed triangles", self.M_fixed)
             self._tensors[probe] = t
         return self._tensors[probe]
 
@@ -343,9 +344,10 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         prod = sxx * syy
         rho = np.where(prod > 0, np.abs(sxy) / np.sqrt(np.where(prod > 0, prod, 1.0)), 0.0)
         probes = (() if self.activation.jumps else _TENSOR_CORRELATIONS) + (None,)
-        edges = (-1.0,) + probes[:-1] + (math.inf,)
-        for k, (probe, prefix) in enumerate(zip(probes, _TENSOR_INFO[-len(probes):])):
-            sel = ~equal & (rho > edges[k]) & (rho <= edges[k + 1])
+        done = equal.copy()
+        for probe, prefix in zip(probes, _TENSOR_INFO[-len(probes):]):
+            sel = ~done & (rho <= probe) if probe is not None else ~done      # (the last: every pair left)
+            done |= sel
             if not np.any(sel):
                 continue
             t = self._tensor_solver(probe)

@@ -90,6 +90,7 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
     #: of distinct inputs takes them from the collapsed-triangle self-kernels (:mod:`.ode_kinked`): its own converge only
     #: algebraically (the kink of $\dot C$ on $t=s$), and their error is the tensor grid's
     diagonal_source = None
+    diagonal_source_key = None   #: what the source's diagonals depend on beyond this solver's parameters (memo key)
 
     # -- diagnostics -------------------------------------------------------------------------
     def _sweeps(self, key: str, delta, sweeps, what: str):
@@ -167,7 +168,7 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
                self.max_nodes, self.scheme, self.strict, self.pairs_hint, v_max,
                self.grid(self.M_fixed or _M_SEQUENCE[0]).name, self.same_norms,   # (same_norms: the fourier dual)
                getattr(self, "band_floor", None),   # (the kinked solver's band 0 edge)
-               self.probe_correlation, self.diagonal_source is not None)
+               self.probe_correlation, self.diagonal_source is not None, self.diagonal_source_key)
         hit = _TIME_GRIDS.get(key)
         if hit is None:
             with warnings.catch_warnings(record=True) as caught:
