@@ -129,3 +129,42 @@ def test_reference_matches_plane_quadrature(text, q1, q2, rho):
     """The 1-D reference against mp.quad over the plane (both references, to 1e-14)."""
     a, b = _reference(PIECES[text], q1, q2, rho), _reference_2d(PIECES[text], q1, q2, rho)
     assert a == pytest.approx(b, rel=1e-14, abs=1e-15)
+
+
+def test_pwl_dual_at_zero_variance_and_under_jax():
+    r"""$q_1=0$ (a zero input): $C=\phi(0)E[\phi(b)]$, $\dot C=E[\phi'(b)]$ times the limit $P(a>u)$ (1/2 at $u=0$,
+    relu's convention); jax.numpy gives numpy's values."""
+    ht, r6 = _dual(HARDTANH), _dual(RELU6)
+    C, Cd = ht(0.0, 2.0, 0.0, ops=NUMPY_OPS)
+    assert abs(float(C)) < 1e-15 and float(Cd) == pytest.approx(math.erf(0.5), rel=1e-14)   # P(|b| < 1), b ~ N(0, 2)
+    C, Cd = r6(0.0, 4.0, 0.0, ops=NUMPY_OPS)
+    assert float(C) == 0.0 and float(Cd) == pytest.approx(0.5 * (0.5 - 0.5 * math.erfc(3 / math.sqrt(2))), rel=1e-14)
+    C, Cd = _dual(USER)(0.0, 0.0, 0.0, ops=NUMPY_OPS)
+    assert float(C) == pytest.approx(0.81, rel=1e-14) and float(Cd) == pytest.approx(0.01, rel=1e-14)
+    q1, q2 = np.array([0.3, 1.0, 10.0, 2.0]), np.array([0.3, 2.0, 10.0, 7.0])
+    c = np.array([0.3, -1.2, 9.99, 0.0])
+    for text in (HARDTANH, USER):
+        a, b = _dual(text)(q1, q2, c, ops=NUMPY_OPS), _dual(text)(q1, q2, c, ops=JAX_OPS)
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("text", [HARDTANH, RELU6, USER, SHIFTED, "Piecewise((x, x > 0), (0.1*x, x > -2), (0.3*x + 0.4, True))",
+                                  "Abs(x - 1) + 0.5*x", "Max(x, 0) - Max(x - 6, 0)"])
+def test_recognised(text):
+    assert closed_form_dual(resolve_activation(text)).name.startswith("relu sum(")
+
+
+@pytest.mark.parametrize("text, name", [("relu", "relu"), ("Max(0, x)", "relu"), ("leaky_relu", "leaky_relu"),
+                                        ("Abs(x)", "piecewise linear"), ("Piecewise((x, x > 0), (0.2*x, True))",
+                                                                         "piecewise linear"), ("elu", "elu"),
+                                        ("x", "polynomial")])
+def test_homogeneous_and_named_keep_their_duals(text, name):
+    assert closed_form_dual(resolve_activation(text)).name.split("(")[0] == name
+
+
+@pytest.mark.parametrize("text", ["sign(x)", "Heaviside(x - 1)", "Piecewise((x, x > 0), (x - 1, True))",
+                                  "Piecewise((x, x > 0), (tanh(x), True))", "Max(0, x)**2", "Max(0, x - 1)*x",
+                                  "Piecewise((x, x > 1), (x**2, True))", "tanh(Max(x, -1))"])
+def test_not_recognised(text):
+    dual = closed_form_dual(resolve_activation(text))
+    assert dual is None or not dual.name.startswith("relu sum(")

@@ -327,8 +327,9 @@ def _relu_sum(rep) -> ClosedFormDual:
 
 
 def _relu_sum_price(kinks: int) -> int:
-    """The price of :func:`_relu_sum` in relu evaluations (``kinks**2`` bivariate normal CDFs): measured ..."""
-    return 10 + 10 * kinks * kinks
+    """The price of :func:`_relu_sum` in relu evaluations (``kinks**2`` bivariate normal CDFs): measured (numpy,
+    1e5 random pairs, q in [0.5, 20]) 7.5 for one kink (shifted relu), 37-48 for two (hardtanh, relu6), 86 for three."""
+    return 10 * kinks * kinks
 
 
 _NAMED = {
