@@ -107,7 +107,8 @@ def _check(text, q1, q2, rho, rtol, reference=_reference):
 
 
 @pytest.mark.parametrize("text, q1, q2, rho", [(HARDTANH, 1.0, 1.0, 0.5), (RELU6, 10.0, 3.0, -0.99),
-                                               (USER, 0.3, 1.0, 0.999), (SHIFTED, 1e3, 1e3, 0.9)])
+                                               pytest.param(USER, 0.3, 1.0, 0.999, marks=pytest.mark.slow),
+                                               (SHIFTED, 1e3, 1e3, 0.9)])
 def test_pwl_dual_matches_mpmath(text, q1, q2, rho):
     _check(text, q1, q2, rho, 1e-13)
 
@@ -131,9 +132,9 @@ def test_reference_matches_plane_quadrature(text, q1, q2, rho):
     assert a == pytest.approx(b, rel=1e-14, abs=1e-15)
 
 
-def test_pwl_dual_at_zero_variance_and_under_jax():
+def test_pwl_dual_at_zero_variance():
     r"""$q_1=0$ (a zero input): $C=\phi(0)E[\phi(b)]$, $\dot C=E[\phi'(b)]$ times the limit $P(a>u)$ (1/2 at $u=0$,
-    relu's convention); jax.numpy gives numpy's values."""
+    relu's convention)."""
     ht, r6 = _dual(HARDTANH), _dual(RELU6)
     C, Cd = ht(0.0, 2.0, 0.0, ops=NUMPY_OPS)
     assert abs(float(C)) < 1e-15 and float(Cd) == pytest.approx(math.erf(0.5), rel=1e-14)   # P(|b| < 1), b ~ N(0, 2)
@@ -141,6 +142,11 @@ def test_pwl_dual_at_zero_variance_and_under_jax():
     assert float(C) == 0.0 and float(Cd) == pytest.approx(0.5 * (0.5 - 0.5 * math.erfc(3 / math.sqrt(2))), rel=1e-14)
     C, Cd = _dual(USER)(0.0, 0.0, 0.0, ops=NUMPY_OPS)
     assert float(C) == pytest.approx(0.81, rel=1e-14) and float(Cd) == pytest.approx(0.01, rel=1e-14)
+
+
+@pytest.mark.slow
+def test_pwl_dual_under_jax():
+    """jax.numpy gives numpy's values (the solvers that compile duals)."""
     q1, q2 = np.array([0.3, 1.0, 10.0, 2.0]), np.array([0.3, 2.0, 10.0, 7.0])
     c = np.array([0.3, -1.2, 9.99, 0.0])
     for text in (HARDTANH, USER):
