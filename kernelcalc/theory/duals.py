@@ -319,7 +319,6 @@ def _relu_sum(rep) -> ClosedFormDual:
     (hardtanh, relu6, ...): :mod:`~kernelcalc.theory.duals_pwl`."""
     alpha, beta, us, gs = rep
     kinks = ", ".join(f"{g:g}@{u:g}" for u, g in zip(us, gs))
-    joint = functools.partial(pwl_joint, rep=rep)
     return ClosedFormDual(f"relu sum({alpha:g} + {beta:g} x; {kinks})",
                           lambda o, q1, q2, c: pwl_joint(o, rep, q1, q2, c)[0],
                           lambda o, q1, q2, c: pwl_joint(o, rep, q1, q2, c)[1],
