@@ -14,7 +14,8 @@ For centred Gaussian $(a,b)$ with $\mathrm{Var}\,a=q_1$, $\mathrm{Var}\,b=q_2$, 
   two terms cancel;
 - the Mills ratio $M(x)=e^{x^2/2}\Phi(-x)$ and the bivariate one $R_2(h,k;\rho)=e^{Q(h,k;\rho)}\Phi_2(h,k;\rho)$
   (``mills``, ``mills2``, ``mills2_whitened``: :mod:`kernelcalc.theory.bivariate_normal`; in symbolic output
-  $\Phi_2$ is the undefined function :data:`PHI2`).
+  $\Phi_2$ is the undefined function :data:`PHI2`);
+- the normal CDF $\Phi$ and the bivariate one $\Phi_2(h,k;\rho)$ (``Phi``, ``bvn``).
 
 Importing this module does not import jax: :data:`JAX_OPS` builds its namespace on first use.
 """
@@ -109,7 +110,9 @@ def _array_ops(xp) -> SimpleNamespace:
                            corr=_correlation(xp), mills=lambda x: _bvn.mills_ratio(x, xp), where=xp.where,
                            stack=lambda arrays: xp.stack(xp.broadcast_arrays(*arrays)),
                            mills2=lambda h, k, r: _bvn.bivariate_mills(h, k, r, xp),
-                           mills2_whitened=lambda a, b, r: _bvn.bivariate_mills_whitened(a, b, r, xp))
+                           mills2_whitened=lambda a, b, r: _bvn.bivariate_mills_whitened(a, b, r, xp),
+                           Phi=lambda x: _bvn.normal_cdf(x, xp),
+                           bvn=lambda h, k, r: _bvn.bivariate_normal_cdf(h, k, r, xp))
 
 
 class _JaxOps:
@@ -141,4 +144,5 @@ SYMPY_OPS = SimpleNamespace(sqrt=sp.sqrt, arccos=sp.acos, arcsin=sp.asin, exp=sp
                             corr=lambda q1, q2, c: c / sp.sqrt(q1 * q2),
                             mills=lambda x: sp.exp(x**2 / 2) * sp.erfc(x / sp.sqrt(2)) / 2,
                             mills2=lambda h, k, r: sp.exp(sp.cancel((h**2 - 2 * r * h * k + k**2) / (2 * (1 - r**2))))
-                            * PHI2(h, k, r))
+                            * PHI2(h, k, r),
+                            Phi=lambda x: sp.erfc(-x / sp.sqrt(2)) / 2, bvn=PHI2)
