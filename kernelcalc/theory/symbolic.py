@@ -89,6 +89,10 @@ def _duals(act: Activation):
 
 
 # ----------------------------------------------------------------------------- result
+#: columns of 2-D pretty-printed formulas at most; wider ones (the relu sums' and elu's duals: thousands of columns)
+#: are printed on one line in sympy's linear syntax, which a terminal wraps
+_PRETTY_WIDTH = 200
+
 @dataclasses.dataclass(frozen=True)
 class Derivation:
     r"""Symbolic infinite-width kernels of one model and activation (see :func:`derive`).
@@ -129,7 +133,10 @@ class Derivation:
 
     def text(self) -> str:
         def pp(e):
-            return sp.pretty(e, use_unicode=True, wrap_line=False)
+            art = sp.pretty(e, use_unicode=True, wrap_line=False)
+            if max((len(line) for line in art.splitlines()), default=0) <= _PRETTY_WIDTH:
+                return art
+            return f"{sp.sstr(e.lhs)} = {sp.sstr(e.rhs)}" if isinstance(e, sp.Eq) else sp.sstr(e)   # (one line)
 
         kind = "closed form" if self.closed_form else "Gaussian expectation, no closed form known"
         out = [self._title(), "",
