@@ -372,3 +372,26 @@ def test_zero_activation_kernels_vanish():
     assert np.all(K.nngp == 0.0) and np.all(K.ntk == 0.0)
     report = kc.check(X3, activation="0")
     assert report.ok is False and any("Assumption 1" in p for p in report.problems)
+
+
+@pytest.mark.parametrize("expr, odd", [
+    ("Max(-1,Min(1,x))", True),                              # hardtanh: sympy leaves phi(-x) + phi(x) unsimplified
+    ("Piecewise((x, Abs(x) < 1), (sign(x), True))", True),
+    ("x + Max(x - 1, 0) - Max(-x - 1, 0)", True),
+    ("Max(-1, Min(1, x)) + 0.1*x", True),
+    ("tanh", True),
+    ("Min(Max(x, 0), 6)", False),                            # relu6
+    ("Max(-1, Min(2, x))", False),                           # breakpoints not mirrored
+    ("Max(-1, Min(1, x)) + 0.1*Abs(x)", False),              # mirrored breakpoints, an even part
+    ("Piecewise((x, x > 0), (0.5*tanh(x), True))", False),
+    ("relu", False),
+])
+def test_is_odd_of_piecewise_activations(expr, odd):
+    """``is_odd`` (which halves a Gram's solves and mirrors its theta table) against a dense numeric check of
+    phi(-z) = -phi(z), away from the breakpoints (a proof, not the numbers, decides; they must agree)."""
+    from kernelcalc.theory.activations import resolve_activation
+
+    act = resolve_activation(expr)
+    z = np.linspace(-7.3, 7.3, 1001) + 1e-3
+    numeric = bool(np.allclose(act.numpy_fn(-z), -act.numpy_fn(z), rtol=1e-13, atol=1e-13))
+    assert act.is_odd == odd == numeric

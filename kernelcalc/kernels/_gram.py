@@ -210,6 +210,29 @@ class _OddPairs:
         self.adopt_diagonals = getattr(pair_fn, "adopt_diagonals", None)
         planned = getattr(pair_fn, "plan_pairs", None)
         self.plan_pairs = None if planned is None else (lambda n: planned((n + 1) // 2))   # half the solves
+        if getattr(pair_fn, "at_angles", None) is not None:
+            self.at_angles = self._at_angles
+
+    def _at_angles(self, sxx, syy, theta):
+        r"""``pair_fn.at_angles`` of the odd kernel (the graded theta tables sample at angles ~1e-8 from 0 and $\pi$,
+        where $\cos\theta$ rounds to $\pm1$): $F(\theta)=-F(\pi-\theta)$ for $\theta>\pi/2$, each distinct angle
+        (rounded to 1e-14 rad: the pairs $\theta$, $\pi-\theta$ of the table's nodes) solved once; 0 at $\pi/2$.
+        Without it an odd kinked $\phi$ (hardtanh) was sampled at the rounded covariances, the angle near 0 off by
+        up to a few per cent."""
+        sxx, syy, theta = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (sxx, syy, theta)))
+        shape = theta.shape
+        flip = theta.ravel() > 0.5 * np.pi
+        th = np.round(np.where(flip, np.pi - theta.ravel(), theta.ravel()), 14)
+        keys = np.stack([sxx.ravel(), syy.ravel(), th], axis=1)
+        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+        solve = unique[:, 2] < 0.5 * np.pi
+        vals = [np.zeros(unique.shape[0]), np.zeros(unique.shape[0])]
+        if solve.any():
+            got = self.pair_fn.at_angles(unique[solve, 0], unique[solve, 1], unique[solve, 2])
+            for v, g in zip(vals, got):
+                v[solve] = np.asarray(g).ravel()
+        sign = np.where(flip, -1.0, 1.0)
+        return tuple((sign * v[inverse.ravel()]).reshape(shape) for v in vals)
 
     def __call__(self, sxx, syy, sxy):
         sxx, syy, sxy = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (sxx, syy, sxy)))

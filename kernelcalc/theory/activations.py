@@ -57,11 +57,32 @@ def _homogeneous(expr: sp.Expr) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def _odd(expr: sp.Expr) -> bool:
-    """Symbolic proof of :attr:`Activation.is_odd`."""
+    """Symbolic proof of :attr:`Activation.is_odd`: $\phi(-x)+\phi(x)$ simplifies to 0, or (a piecewise $\phi$, whose
+    sum sympy leaves as unreachable branches: hardtanh ``Max(-1, Min(1, x))``) piece by piece (:func:`_odd_by_pieces`)."""
     try:
-        return sp.simplify(expr.subs(X, -X) + expr) == 0
+        if sp.simplify(expr.subs(X, -X) + expr) == 0:
+            return True
     except (TypeError, ValueError):  # pragma: no cover  (an expression sympy cannot compare)
         return False
+    return _odd_by_pieces(expr)
+
+
+def _odd_by_pieces(expr: sp.Expr) -> bool:
+    r"""Whether the smooth pieces of ``expr`` (:func:`._piecewise._pieces`) mirror each other: the $k$-th from the left
+    on $(a,b)$ and the $k$-th from the right on $(-b,-a)$, with $p_k(x)+p'_k(-x)$ simplifying to 0 (odd almost
+    everywhere: the values at the breakpoints do not enter a Gaussian expectation)."""
+    from ._piecewise import _pieces, _Undetermined
+
+    if not expr.has(sp.Piecewise, sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign):
+        return False
+    try:
+        pieces = _pieces(expr)
+        for p, m in zip(pieces, reversed(pieces)):
+            if not (bool(p.a == -m.b) and bool(p.b == -m.a)) or sp.simplify(p.expr + m.expr.subs(X, -X)) != 0:
+                return False
+    except (_Undetermined, TypeError, ValueError, NotImplementedError):
+        return False
+    return True
 
 
 
