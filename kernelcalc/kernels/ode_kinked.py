@@ -198,7 +198,18 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         solved for the deficit from the parallel pair, :meth:`_deficit`).  On the panels the call's cost is
         checked first (:meth:`_check_pairs`) unless ``degrees`` are given (the degree ladder checks its rungs).
         The Gram's solves (``degrees`` not given) may go through node angle tables (:meth:`_angle_table`); the
-        ladder's probes (at degrees still to be confirmed) never do."""
+        ladder's probes (at degrees still to be confirmed) never do.
+
+        An odd $\phi$ solves an angle $\theta_0>\pi/2$ as $\pi-\theta_0$ with $-S_0$ and negates the kernel: the
+        equations are exactly odd in $S$ ($C$ odd and $\dot C$ even in $c$), and at $\theta_0\to\pi$ the inputs
+        $h_t(-x)=-h_t(x)$ stay antiparallel, so a kinked $\phi$ (hardtanh) has the kink of $\theta_0=0$ there, which
+        only the bands near 0 resolve (measured hardtanh, 200 standardised rows: the ladder's probe at $\pi$ still
+        changed by 2.2e-8 at its last degree, and warned)."""
+        if self.activation.is_odd and np.any(flip := np.asarray(theta0) > 0.5 * math.pi):
+            S0 = np.asarray(S0)
+            nngp, ntk = self._pairs(dual, M, q, np.where(flip, -S0, S0), np.where(flip, math.pi - theta0, theta0),
+                                    degrees, None if gap is None else np.where(flip, gap + 2.0 * S0, gap))
+            return np.where(flip, -nngp, nngp), np.where(flip, -ntk, ntk)
         tabulate = degrees is None
         bands = band_of(theta0, self.sigma_w * self.T, self.band_floor)
         if self._panel_count() == 1:      # one element: bands 1 and 2 share band 2's grid (_ELEMENT_BAND_DELTAS)

@@ -97,7 +97,8 @@ class KinkedLadderMixin:
         """Degree of band ``b`` (and its last change): its ladder until the probes' NTK changes by < tol."""
         scale = (1.0 + self.sigma_w * self.T) / 2.0
         edge = min(0.1 * scale, 3.0) if self.band_floor is None else self.band_floor   # band 0's lower edge
-        probes = ((0.0, edge, 1.0, math.pi), (0.01 * scale,), (0.001 * scale,))
+        # (an odd phi: pi/2 for pi, which the solves mirror onto 0, :meth:`~.ode_kinked.KinkedSolverMixin._pairs`)
+        probes = ((0.0, edge, 1.0, math.pi / 2 if self.activation.is_odd else math.pi), (0.01 * scale,), (0.001 * scale,))
         if self._panel_count() == 1:      # band 2 holds band 1's angles too; 0.003: its largest error (abs, relu)
             probes = probes[:2] + ((0.01 * scale, 0.003 * scale, 0.001 * scale),)
         theta = np.array(probes[b])
