@@ -38,6 +38,22 @@ table passes at 129 nodes (its 129-node error, 1.35e-10 at theta_0 = 4.2e-4, was
 (3) ``closed_form_dual`` skips the sympy ``simplify`` against references that differ numerically at probe points.
 abs's estimate is higher because the merged band is probed at 0.003 too (its largest error: the old 1/16 map at
 degree 40 erred by 1.2e-10 at theta_0 = 3e-4, above its 1.9e-11 estimate); every component is <= tol.
+
+Stop 30 (2026-12-07, 07:15-07:30 UTC, idle, load 0.4; main at e5ebb57, ``bench_regimes.py --only offsphere,kinks``),
+seconds and ratio to softplus on the same rows; relative error estimates 7.4e-12 to 8.6e-11 on the sphere, off it
+the norm interpolation's 2.5e-10 to 4.2e-10 (softplus's alike):
+
+| rows | softplus | relu | leaky_relu | elu | abs |
+|---|---|---|---|---|---|
+| sphere, N = 2000 | 0.43 | 1.10 | 1.11 | 1.56 | 2.18 |
+| standardised, N = 200 | 0.55 | 0.74 | 0.75 | **2.77** (1.52 s) | 1.54 |
+| standardised, N = 2000 | 0.83 | 0.60 | 0.61 | **2.33** (1.92 s) | 1.07 |
+
+Before this stop elu off the sphere took 9.5-12.3 s at N = 200 and 11.4-14.2 s at N = 2000 (about 10x softplus):
+its tensor grid of unequal norms compiled the dual, ran plain Picard sweeps and took its own self-kernel diagonals,
+which converge only algebraically (:mod:`kernelcalc.kernels.ode_kinked`).  Side by side, three alternating cold runs
+each (main 6ff7e75 / branch elu3 72f133e): elu N = 200 12.30 / 1.80 s, softplus 0.84 / 0.91 s; elu N = 2000
+11.42 / 2.00 s, softplus 1.12 / 1.22 s.
 """
 
 from __future__ import annotations
