@@ -192,7 +192,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         return _solve(grid, self._C(dual), S0, self._fwd)
 
     def _pairs(self, dual, M, q, S0, theta0, degrees=None, gap=None):
-        """(nngp, ntk) of B pairs of equal norm: ``q`` (B, M+1) their diagonal on the degree-``M`` grid,
+        r"""(nngp, ntk) of B pairs of equal norm: ``q`` (B, M+1) their diagonal on the degree-``M`` grid,
         ``S0`` (B,), angles ``theta0``; each band of angles on its own grid (``degrees``: band -> degree).
         ``gap`` (B,): $S_0$ of the parallel pair minus ``S0``, exactly (small angles of a homogeneous kink are
         solved for the deficit from the parallel pair, :meth:`_deficit`).  On the panels the call's cost is

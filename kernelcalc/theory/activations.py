@@ -57,7 +57,7 @@ def _homogeneous(expr: sp.Expr) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def _odd(expr: sp.Expr) -> bool:
-    """Symbolic proof of :attr:`Activation.is_odd`: $\phi(-x)+\phi(x)$ simplifies to 0, or (a piecewise $\phi$, whose
+    r"""Symbolic proof of :attr:`Activation.is_odd`: $\phi(-x)+\phi(x)$ simplifies to 0, or (a piecewise $\phi$, whose
     sum sympy leaves as unreachable branches: hardtanh ``Max(-1, Min(1, x))``) piece by piece (:func:`_odd_by_pieces`)."""
     try:
         if sp.simplify(expr.subs(X, -X) + expr) == 0:
