@@ -174,3 +174,34 @@ def test_homogeneous_and_named_keep_their_duals(text, name):
 def test_not_recognised(text):
     dual = closed_form_dual(resolve_activation(text))
     assert dual is None or not dual.name.startswith("relu sum(")
+
+
+#: piecewise-constant activations that jump away from 0, their pieces by hand (value, slope 0)
+STEPS = {
+    "sign(x - 0.3)": [(-mp.inf, mp.mpf("0.3"), -1, 0), (mp.mpf("0.3"), mp.inf, 1, 0)],
+    "Heaviside(x - 1)": [(-mp.inf, 1, 0, 0), (1, mp.inf, 1, 0)],
+    "sign(x + 1) + 0.5*Heaviside(x - 2)": [(-mp.inf, -1, -1, 0), (-1, 2, 1, 0), (2, mp.inf, mp.mpf("1.5"), 0)],
+}
+
+
+@pytest.mark.parametrize("text", list(STEPS))
+@pytest.mark.parametrize("q1, q2, rho", [(1.0, 1.0, 0.5), (0.3, 2.0, -0.9), (10.0, 10.0, 0.999), (1e3, 20.0, -0.3)])
+def test_step_sum_dual_matches_mpmath(text, q1, q2, rho):
+    r"""A jump away from 0 (``sign(x - 0.3)``; before, the polar-sector rule, which assumes the kink at 0: an estimate of
+    1.3e-2 and a warning): $C$ from $\Phi_2$ orthants against the mpmath reference of the pieces, 1e-13 of
+    $\sqrt{C(q_1,q_1,q_1)C(q_2,q_2,q_2)}$; $\dot C=0$ (the derivative almost everywhere, as for ``sign``)."""
+    dual = closed_form_dual(resolve_activation(text))
+    assert dual is not None and dual.name.startswith("step sum(")
+    C, Cd = (float(v) for v in dual(q1, q2, rho * math.sqrt(q1 * q2), ops=NUMPY_OPS))
+    ref = _reference(STEPS[text], q1, q2, rho)[0]
+    scale = math.sqrt(float(dual(q1, q1, q1, ops=NUMPY_OPS)[0] * dual(q2, q2, q2, ops=NUMPY_OPS)[0]))
+    assert abs(C - ref) <= 1e-13 * scale, (C, ref)
+    assert Cd == 0.0
+
+
+@pytest.mark.parametrize("text", ["sign(x)", "Heaviside(x)", "Piecewise((1, x > 1), (-0.5, True))", "Max(-1, Min(1, x))"])
+def test_step_sum_is_only_for_jumps_away_from_zero(text):
+    """sign and Heaviside keep their own duals; a Piecewise of constants (whose jump sympy's derivative does not show)
+    and continuous activations are not step sums."""
+    dual = closed_form_dual(resolve_activation(text))
+    assert dual is None or not dual.name.startswith("step sum(")

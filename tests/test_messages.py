@@ -203,10 +203,13 @@ def test_csv_header_is_all_non_numeric_and_a_typo_is_an_error_naming_its_line(tm
 def test_check_report_keeps_the_accuracy_warnings_of_its_computation(sphere_data):
     import json
 
+    # a jump (its C has an infinite slope at rho = 1) and a nearly parallel pair: the time grid of small input angles
+    # converges slowly and warns.  (sign(x) on three rows no longer warns: odd, its antiparallel pairs are mirrored
+    # onto identical ones, exactly)
     X = sphere_data[:3]
+    X = np.vstack([X, X[0] + 0.01 * np.eye(X.shape[1])[1]])
+    X = X * np.sqrt(X.shape[1]) / np.linalg.norm(X, axis=1, keepdims=True)
     with pytest.warns(kc.KernelcalcAccuracyWarning, match="time grid") as rec:
-        # a jump off 0: the time grid converges slowly (sign(x), odd, no longer warns: its antiparallel pairs are
-        # mirrored onto identical ones, exactly)
         rep = kc.check(X, activation="sign(x - 0.3)", T=0.5, gram="always")
     issued = [str(w.message) for w in rec if issubclass(w.category, kc.KernelcalcAccuracyWarning)]
     assert issued and all(m in rep.warnings for m in issued)

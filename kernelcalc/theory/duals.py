@@ -40,7 +40,7 @@ from .._x64 import float64
 from .activations import Activation, X
 # the operations namespaces and their primitives live in duals_ops; their names stay importable here
 from .duals_ops import JAX_OPS, NUMPY_OPS, SYMPY_OPS  # noqa: F401
-from .duals_pwl import pwl_joint, relu_sum
+from .duals_pwl import pwl_joint, relu_sum, step_joint, step_sum
 
 __all__ = ["ClosedFormDual", "closed_form_dual", "JAX_OPS", "NUMPY_OPS", "SYMPY_OPS", "gaussian_moment"]
 
@@ -325,6 +325,17 @@ def _relu_sum(rep) -> ClosedFormDual:
                           lambda o, q1, q2, c: pwl_joint(o, rep, q1, q2, c), points=_relu_sum_price(len(us)))
 
 
+def _step_sum(rep) -> ClosedFormDual:
+    r"""A piecewise-constant $\phi=\alpha+\sum_kc_k\mathbb 1_{z>u_k}$ with a jump away from 0 (``sign(x - 0.3)``,
+    ``Heaviside(x - 1)``): :func:`~kernelcalc.theory.duals_pwl.step_joint` ($\dot C=0$, the derivative almost
+    everywhere, as for ``sign``)."""
+    alpha, us, cs = rep
+    steps = ", ".join(f"{c:g}@{u:g}" for u, c in zip(us, cs))
+    return ClosedFormDual(f"step sum({alpha:g}; {steps})", lambda o, q1, q2, c: step_joint(o, rep, q1, q2, c)[0],
+                          lambda o, q1, q2, c: step_joint(o, rep, q1, q2, c)[1],
+                          lambda o, q1, q2, c: step_joint(o, rep, q1, q2, c), points=_relu_sum_price(len(us)))
+
+
 def _relu_sum_price(kinks: int) -> int:
     """The price of :func:`_relu_sum` in relu evaluations (``kinks**2`` bivariate normal CDFs): measured (numpy,
     1e5 random pairs, q in [0.5, 20]) 7.5 for one kink (shifted relu), 37-48 for two (hardtanh, relu6), 86 for three."""
@@ -433,4 +444,8 @@ def closed_form_dual(activation: Activation) -> ClosedFormDual | None:
         rep = relu_sum(activation.expr)
         if rep is not None:
             return _relu_sum(rep)
+    if activation.is_piecewise_smooth and activation.jumps:       # sign(x - 0.3), Heaviside(x - 1), steps
+        rep = step_sum(activation.expr)
+        if rep is not None:
+            return _step_sum(rep)
     return None

@@ -1,6 +1,8 @@
 r"""The closed-form dual of a continuous piecewise-linear activation with breakpoints anywhere (hardtanh
 ``Max(-1, Min(1, x))``, relu6 ``Min(Max(x, 0), 6)``, a shifted relu ``Max(x - 0.5, 0)``, a user ``Piecewise`` of
-linear pieces): its recognition (:func:`relu_sum`) and its formula (:func:`pwl_joint`).
+linear pieces): its recognition (:func:`relu_sum`) and its formula (:func:`pwl_joint`); and of a piecewise-constant
+$\phi$ that jumps away from 0 (``sign(x - 0.3)``, ``Heaviside(x - 1)``: :func:`step_sum`, :func:`step_joint`, the
+same orthant probabilities, $\dot C=0$).
 
 **Representation.**  A continuous piecewise-linear $\phi$ with breakpoints $u_1<\dots<u_K$ is
 $\phi(z)=\alpha+\beta z+\sum_k\gamma_k\,(z-u_k)_+$: $\beta$ the slope left of $u_1$, $\gamma_k$ the jump of the
@@ -46,7 +48,7 @@ import sympy as sp
 from ._activation_text import X
 from ._piecewise import _pieces, _Undetermined
 
-__all__ = ["relu_sum", "pwl_joint"]
+__all__ = ["relu_sum", "pwl_joint", "step_sum", "step_joint"]
 
 _ROOT_2PI = math.sqrt(2.0 * math.pi)
 _TINY = 1e-100    # the floor of s_i in h = u / s_i (a zero variance: h = +-1e100, whose phi underflows to 0)
@@ -59,6 +61,30 @@ def relu_sum(expr: sp.Expr) -> tuple[float, float, tuple[float, ...], tuple[floa
     ``Min``, ``Abs``, ``Piecewise`` ...); each must be a real polynomial of degree $\le1$, neighbours must meet
     (no jump), and the representation must reproduce ``expr`` at 200 points (breakpoints, their neighbourhoods, far
     out) to $10^{-12}$ relative before it is accepted."""
+    parsed = _linear_pieces(expr)
+    if parsed is None:
+        return None
+    pieces, slopes, values = parsed
+    breaks = [float(p.b) for p in pieces[:-1]]
+    scale = 1.0 + max(abs(v) for v in values) + max(abs(s) for s in slopes) * (1.0 + max(abs(u) for u in breaks))
+    for k, u in enumerate(breaks):      # continuity at each breakpoint
+        left, right = values[k] + slopes[k] * u, values[k + 1] + slopes[k + 1] * u
+        if abs(left - right) > 1e-12 * scale:
+            return None
+    beta = slopes[0]
+    kept = [(u, slopes[k + 1] - slopes[k]) for k, u in enumerate(breaks) if slopes[k + 1] != slopes[k]]
+    if not kept:
+        return None
+    us, gs = tuple(u for u, _ in kept), tuple(g for _, g in kept)
+    zero = next(i for i, p in enumerate(pieces) if p.b == sp.oo or float(p.b) > 0.0)
+    phi0 = values[zero]
+    alpha = phi0 - sum(g * max(-u, 0.0) for u, g in kept)
+    return (alpha, beta, us, gs) if _reproduces(expr, alpha, beta, us, gs, scale) else None
+
+
+def _linear_pieces(expr: sp.Expr):
+    """``(pieces, slopes, values)`` of ``expr`` when every one of its (at least two) smooth pieces is a real polynomial
+    of degree at most 1 in ``x`` (slope and value at 0 each), else ``None``."""
     try:
         pieces = _pieces(expr)
     except (_Undetermined, TypeError, ValueError, NotImplementedError):
@@ -81,21 +107,73 @@ def relu_sum(expr: sp.Expr) -> tuple[float, float, tuple[float, ...], tuple[floa
             return None
         slopes.append(coeffs[0].real)
         values.append(coeffs[1].real)
-    breaks = [float(p.b) for p in pieces[:-1]]
-    scale = 1.0 + max(abs(v) for v in values) + max(abs(s) for s in slopes) * (1.0 + max(abs(u) for u in breaks))
-    for k, u in enumerate(breaks):      # continuity at each breakpoint
-        left, right = values[k] + slopes[k] * u, values[k + 1] + slopes[k + 1] * u
-        if abs(left - right) > 1e-12 * scale:
-            return None
-    beta = slopes[0]
-    kept = [(u, slopes[k + 1] - slopes[k]) for k, u in enumerate(breaks) if slopes[k + 1] != slopes[k]]
+    return pieces, slopes, values
+
+
+def step_sum(expr: sp.Expr) -> tuple[float, tuple[float, ...], tuple[float, ...]] | None:
+    r"""$(\alpha,(u_k),(c_k))$ of ``expr`` when it is piecewise constant with a jump ($\phi=\alpha+\sum_kc_k
+    \mathbb 1_{z>u_k}$: ``sign(x - 0.3)``, ``Heaviside(x - 1)``, a ``Piecewise`` of constants), else ``None``; the
+    representation must reproduce ``expr`` at 200 points off the breakpoints (where a jump's own value does not enter
+    a Gaussian expectation) to $10^{-12}$ relative.  Its dual (:func:`step_joint`) has $\dot C=0$ (the derivative
+    almost everywhere, as for ``sign`` and ``Heaviside``)."""
+    parsed = _linear_pieces(expr)
+    if parsed is None:
+        return None
+    pieces, slopes, values = parsed
+    if any(sl != 0.0 for sl in slopes):
+        return None
+    kept = [(float(p.b), values[k + 1] - values[k]) for k, p in enumerate(pieces[:-1]) if values[k + 1] != values[k]]
     if not kept:
         return None
-    us, gs = tuple(u for u, _ in kept), tuple(g for _, g in kept)
-    zero = next(i for i, p in enumerate(pieces) if p.b == sp.oo or float(p.b) > 0.0)
-    phi0 = values[zero]
-    alpha = phi0 - sum(g * max(-u, 0.0) for u, g in kept)
-    return (alpha, beta, us, gs) if _reproduces(expr, alpha, beta, us, gs, scale) else None
+    us, cs = tuple(u for u, _ in kept), tuple(c for _, c in kept)
+    u = np.array(us)
+    z = np.concatenate([np.linspace(-50.0, 50.0, 101) + 1e-7, (u[:, None] + np.array([-1e-3, 1e-3, -0.3, 0.3])).ravel(),
+                        [-1e4, 1e4], np.random.default_rng(0).uniform(u[0] - 3.0, u[-1] + 3.0, 40)])
+    rep = values[0] + ((z[:, None] > u) * np.array(cs)).sum(axis=1)
+    scale = 1.0 + max(abs(v) for v in values)
+    return (values[0], us, cs) if _matches(expr, z, rep, 1e-12 * scale) else None
+
+
+def step_joint(o, rep, q1, q2, c):
+    r"""$(C,\dot C)$ of the step sum ``rep`` $=(\alpha,(u_k),(c_k))$ (:func:`step_sum`) with the operations ``o``:
+    $C=\alpha^2+\alpha\sum_kc_k(P_k+Q_k)+\sum_{k,l}c_kc_lL_{kl}$ (module doc's $P_k, Q_l, L_{kl}$), $\dot C=0$."""
+    alpha, us, cs = rep
+    h, k, r = _standardised(o, us, q1, q2, c)
+    n = len(us)
+    pairs = [(i, j) for i in range(n) for j in range(n)]
+    L = _orthants(o, h, k, r, pairs)
+    C = alpha * alpha + 0 * c
+    for i in range(n):
+        C = C + alpha * cs[i] * (o.Phi(-h[i]) + o.Phi(-k[i]))
+    for m, (i, j) in enumerate(pairs):
+        C = C + cs[i] * cs[j] * L[m]
+    return C, 0 * c
+
+
+def _standardised(o, us, q1, q2, c):
+    r"""$h_k=u_k/s_1$, $k_k=u_k/s_2$ (a zero variance: $\pm$:data:`_HUGE`-like limits through ``_TINY``) and $\rho$."""
+    s1, s2 = o.sqrt(q1), o.sqrt(q2)
+    if not isinstance(o.pi, sp.Basic):
+        s1, s2 = o.where(s1 > _TINY, s1, _TINY), o.where(s2 > _TINY, s2, _TINY)
+    return [u / s1 for u in us], [u / s2 for u in us], o.corr(q1, q2, c)
+
+
+def _orthants(o, h, k, r, pairs):
+    r"""$L_{ij}=P(a>u_i,b>u_j)=\Phi_2(-h_i,-k_j;\rho)$ for the index ``pairs`` (numeric: one call over all)."""
+    if isinstance(o.pi, sp.Basic):
+        return [o.bvn(-h[i], -k[j], r) for i, j in pairs]
+    return o.bvn(o.stack([-h[i] for i, _ in pairs]), o.stack([-k[j] for _, j in pairs]), r)
+
+
+def _matches(expr, z, rep, tol) -> bool:
+    """Whether ``expr`` equals the values ``rep`` at the points ``z`` to ``tol`` (times 1 + |z|)."""
+    f = sp.lambdify(X, expr, "numpy")
+    try:
+        with np.errstate(all="ignore"):
+            v = np.asarray(f(z), dtype=complex) * np.ones_like(z)
+    except (TypeError, ValueError, ArithmeticError, NameError):
+        return False
+    return bool(np.all(v.imag == 0) and np.all(np.abs(v.real - rep) <= tol * (1.0 + np.abs(z))))
 
 
 def _reproduces(expr, alpha, beta, us, gs, scale) -> bool:
@@ -104,13 +182,7 @@ def _reproduces(expr, alpha, beta, us, gs, scale) -> bool:
     z = np.concatenate([np.linspace(-50.0, 50.0, 101), (u[:, None] + np.array([-1e-3, 0.0, 1e-3, -0.3, 0.3])).ravel(),
                         [-1e4, -1e3, 1e3, 1e4], np.random.default_rng(0).uniform(u[0] - 3.0, u[-1] + 3.0, 40)])
     rep = alpha + beta * z + (np.maximum(z[:, None] - u, 0.0) * np.array(gs)).sum(axis=1)
-    f = sp.lambdify(X, expr, "numpy")
-    try:
-        with np.errstate(all="ignore"):
-            v = np.asarray(f(z), dtype=complex) * np.ones_like(z)
-    except (TypeError, ValueError, ArithmeticError, NameError):
-        return False
-    return bool(np.all(v.imag == 0) and np.all(np.abs(v.real - rep) <= 1e-12 * scale * (1.0 + np.abs(z))))
+    return _matches(expr, z, rep, 1e-12 * scale)
 
 
 def _pdf(o, x):
@@ -130,15 +202,8 @@ def pwl_joint(o, rep, q1, q2, c):
     alpha, beta, us, gs = rep
     symbolic = isinstance(o.pi, sp.Basic)
     s1, s2 = o.sqrt(q1), o.sqrt(q2)
-    r = o.corr(q1, q2, c)
+    h, k, r = _standardised(o, us, q1, q2, c)
     sig = o.sqrt((1 - r) * (1 + r))
-    if symbolic:
-        h = [u / s1 for u in us]
-        k = [u / s2 for u in us]
-    else:
-        s1f, s2f = o.where(s1 > _TINY, s1, _TINY), o.where(s2 > _TINY, s2, _TINY)
-        h = [u / s1f for u in us]
-        k = [u / s2f for u in us]
     P = [o.Phi(-x) for x in h]
     Q = [o.Phi(-x) for x in k]
     ph, pk = [_pdf(o, x) for x in h], [_pdf(o, x) for x in k]
@@ -149,10 +214,9 @@ def pwl_joint(o, rep, q1, q2, c):
     if symbolic:
         t1 = [x / sig for x in num1]
         t2 = [x / sig for x in num2]
-        L = [o.bvn(-h[i], -k[j], r) for i, j in pairs]
     else:     # one call of each primitive over all pairs (one traced graph under jax)
         t1, t2 = _ratio(o, o.stack(num1), sig), _ratio(o, o.stack(num2), sig)
-        L = o.bvn(o.stack([-h[i] for i, _ in pairs]), o.stack([-k[j] for _, j in pairs]), r)
+    L = _orthants(o, h, k, r, pairs)
     Cdot = beta * beta + 0 * c
     C = alpha * alpha + beta * beta * c
     for i in range(n):
