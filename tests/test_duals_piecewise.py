@@ -181,6 +181,7 @@ STEPS = {
     "sign(x - 0.3)": [(-mp.inf, mp.mpf("0.3"), -1, 0), (mp.mpf("0.3"), mp.inf, 1, 0)],
     "Heaviside(x - 1)": [(-mp.inf, 1, 0, 0), (1, mp.inf, 1, 0)],
     "sign(x + 1) + 0.5*Heaviside(x - 2)": [(-mp.inf, -1, -1, 0), (-1, 2, 1, 0), (2, mp.inf, mp.mpf("1.5"), 0)],
+    "Piecewise((1, x > 1), (-0.5, True))": [(-mp.inf, 1, mp.mpf("-0.5"), 0), (1, mp.inf, 1, 0)],
 }
 
 
@@ -199,9 +200,15 @@ def test_step_sum_dual_matches_mpmath(text, q1, q2, rho):
     assert Cd == 0.0
 
 
-@pytest.mark.parametrize("text", ["sign(x)", "Heaviside(x)", "Piecewise((1, x > 1), (-0.5, True))", "Max(-1, Min(1, x))"])
-def test_step_sum_is_only_for_jumps_away_from_zero(text):
-    """sign and Heaviside keep their own duals; a Piecewise of constants (whose jump sympy's derivative does not show)
-    and continuous activations are not step sums."""
-    dual = closed_form_dual(resolve_activation(text))
+@pytest.mark.parametrize("text, jumps", [("sign(x)", True), ("Heaviside(x)", True), ("Max(-1, Min(1, x))", False),
+                                         ("Piecewise((x, x > 0), (x - 1, True))", True)])
+def test_step_sum_is_only_for_jumps_away_from_zero(text, jumps):
+    """sign and Heaviside keep their own duals; continuous activations and a jump with slopes are not step sums.
+    ``jumps`` sees a Piecewise's jump between its pieces too (sympy's derivative of a Piecewise shows no Dirac part:
+    before, ``Piecewise((1, x > 1), (-0.5, True))`` was not known to jump, took the polar-sector rule and 4 sphere rows
+    took minutes; it is a step sum now, checked against mpmath above)."""
+    act = resolve_activation(text)
+    dual = closed_form_dual(act)
     assert dual is None or not dual.name.startswith("step sum(")
+    assert act.jumps == jumps
+    assert resolve_activation("Piecewise((1, x > 1), (-0.5, True))").jumps

@@ -237,8 +237,19 @@ class Activation:
     def jumps(self) -> bool:
         r"""True when the distributional derivative of $\phi$ has a Dirac part that :attr:`derivative` drops
         (a ``DiracDelta`` or a derivative of ``floor``/``ceiling`` in ``diff(phi)``; a term like
-        ``x*DiracDelta(x)``, which is 0, also counts)."""
-        return _almost_everywhere(sp.diff(self.expr, X)) != sp.diff(self.expr, X)
+        ``x*DiracDelta(x)``, which is 0, also counts), or when a ``Piecewise`` jumps between its pieces (sympy
+        differentiates a ``Piecewise`` piece by piece, with no Dirac part: ``Piecewise((1, x > 1), (-0.5, True))``)."""
+        d = sp.diff(self.expr, X)
+        if _almost_everywhere(d) != d:
+            return True
+        if not self.expr.has(sp.Piecewise):
+            return False
+        from ._piecewise import _jump, _pieces, _Undetermined
+
+        try:
+            return _jump(_pieces(self.expr)) is not None
+        except (_Undetermined, TypeError, ValueError, NotImplementedError):
+            return False
 
     @functools.cached_property
     def real_line_defect(self) -> str | None:
