@@ -220,33 +220,27 @@ class _OddPairs:
         Without it an odd kinked $\phi$ (hardtanh) was sampled at the rounded covariances, the angle near 0 off by
         up to a few per cent."""
         sxx, syy, theta = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (sxx, syy, theta)))
-        shape = theta.shape
-        flip = theta.ravel() > 0.5 * np.pi
-        th = np.round(np.where(flip, np.pi - theta.ravel(), theta.ravel()), 14)
-        keys = np.stack([sxx.ravel(), syy.ravel(), th], axis=1)
-        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
-        solve = unique[:, 2] < 0.5 * np.pi
-        vals = [np.zeros(unique.shape[0]), np.zeros(unique.shape[0])]
-        if solve.any():
-            got = self.pair_fn.at_angles(unique[solve, 0], unique[solve, 1], unique[solve, 2])
-            for v, g in zip(vals, got):
-                v[solve] = np.asarray(g).ravel()
-        sign = np.where(flip, -1.0, 1.0)
-        return tuple((sign * v[inverse.ravel()]).reshape(shape) for v in vals)
+        flip = theta > 0.5 * np.pi
+        th = np.round(np.where(flip, np.pi - theta, theta), 14)
+        return _folded(self.pair_fn.at_angles, sxx, syy, th, th < 0.5 * np.pi, np.where(flip, -1.0, 1.0))
 
     def __call__(self, sxx, syy, sxy):
         sxx, syy, sxy = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (sxx, syy, sxy)))
-        shape = sxy.shape
-        keys = np.stack([sxx.ravel(), syy.ravel(), np.abs(sxy.ravel())], axis=1)
-        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
-        solve = unique[:, 2] != 0          # c = 0: F = -F, 0 (no solve)
-        vals = [np.zeros(unique.shape[0]), np.zeros(unique.shape[0])]
-        if solve.any():
-            got = self.pair_fn(unique[solve, 0], unique[solve, 1], unique[solve, 2])
-            for v, g in zip(vals, got):
-                v[solve] = np.asarray(g).ravel()
-        sign = np.sign(sxy.ravel())
-        return tuple((sign * v[inverse.ravel()]).reshape(shape) for v in vals)
+        return _folded(self.pair_fn, sxx, syy, np.abs(sxy), sxy != 0, np.sign(sxy))   # c = 0: F = -F, 0
+
+
+def _folded(fn, sxx, syy, key, solve, sign):
+    """``sign * fn(sxx, syy, key)`` (both outputs) with each distinct ``(sxx, syy, key)`` evaluated once, and 0 where
+    ``solve`` is False (same shapes): the odd kernel's folded solves (:class:`_OddPairs`)."""
+    keys = np.stack([sxx.ravel(), syy.ravel(), key.ravel()], axis=1)
+    unique, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    wanted = solve.ravel()[first]
+    vals = [np.zeros(unique.shape[0]), np.zeros(unique.shape[0])]
+    if wanted.any():
+        got = fn(unique[wanted, 0], unique[wanted, 1], unique[wanted, 2])
+        for v, g in zip(vals, got):
+            v[wanted] = np.asarray(g).ravel()
+    return tuple((sign.ravel() * v[inverse.ravel()]).reshape(key.shape) for v in vals)
 
 
 class _HomogeneousPairs:

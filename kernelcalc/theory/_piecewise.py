@@ -218,6 +218,15 @@ def _pieces(f: sp.Expr) -> tuple[_Piece, ...]:
     return tuple(_Piece(a, b, sp.sympify(_active_branch(g, _midpoint(a, b)))) for a, b in zip(ends[:-1], ends[1:]))
 
 
+def pieces_or_none(f: sp.Expr) -> tuple[_Piece, ...] | None:
+    """:func:`_pieces` of ``f``, or ``None`` where they cannot be determined (the callers that only ask whether a
+    structure holds: oddness, jumps, piecewise-linear duals)."""
+    try:
+        return _pieces(f)
+    except (_Undetermined, TypeError, ValueError, NotImplementedError):
+        return None
+
+
 def _derivative_pieces(pieces: Sequence[_Piece]) -> tuple[_Piece, ...]:
     return tuple(_Piece(p.a, p.b, sp.diff(p.expr, X)) for p in pieces)
 

@@ -71,18 +71,16 @@ def _odd_by_pieces(expr: sp.Expr) -> bool:
     r"""Whether the smooth pieces of ``expr`` (:func:`._piecewise._pieces`) mirror each other: the $k$-th from the left
     on $(a,b)$ and the $k$-th from the right on $(-b,-a)$, with $p_k(x)+p'_k(-x)$ simplifying to 0 (odd almost
     everywhere: the values at the breakpoints do not enter a Gaussian expectation)."""
-    from ._piecewise import _pieces, _Undetermined
+    from ._piecewise import pieces_or_none
 
-    if not expr.has(sp.Piecewise, sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign):
+    pieces = pieces_or_none(expr) if expr.has(sp.Piecewise, sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign) else None
+    if pieces is None:
         return False
     try:
-        pieces = _pieces(expr)
-        for p, m in zip(pieces, reversed(pieces)):
-            if not (bool(p.a == -m.b) and bool(p.b == -m.a)) or sp.simplify(p.expr + m.expr.subs(X, -X)) != 0:
-                return False
-    except (_Undetermined, TypeError, ValueError, NotImplementedError):
+        return all(bool(p.a == -m.b) and bool(p.b == -m.a) and sp.simplify(p.expr + m.expr.subs(X, -X)) == 0
+                   for p, m in zip(pieces, reversed(pieces)))
+    except (TypeError, ValueError, NotImplementedError):
         return False
-    return True
 
 
 
@@ -242,13 +240,12 @@ class Activation:
         d = sp.diff(self.expr, X)
         if _almost_everywhere(d) != d:
             return True
-        if not self.expr.has(sp.Piecewise):
-            return False
-        from ._piecewise import _jump, _pieces, _Undetermined
+        from ._piecewise import _jump, _Undetermined, pieces_or_none
 
+        pieces = pieces_or_none(self.expr) if self.expr.has(sp.Piecewise) else None
         try:
-            return _jump(_pieces(self.expr)) is not None
-        except (_Undetermined, TypeError, ValueError, NotImplementedError):
+            return pieces is not None and _jump(pieces) is not None
+        except _Undetermined:
             return False
 
     @functools.cached_property

@@ -319,10 +319,7 @@ def _relu_sum(rep) -> ClosedFormDual:
     (hardtanh, relu6, ...): :mod:`~kernelcalc.theory.duals_pwl`."""
     alpha, beta, us, gs = rep
     kinks = ", ".join(f"{g:g}@{u:g}" for u, g in zip(us, gs))
-    return ClosedFormDual(f"relu sum({alpha:g} + {beta:g} x; {kinks})",
-                          lambda o, q1, q2, c: pwl_joint(o, rep, q1, q2, c)[0],
-                          lambda o, q1, q2, c: pwl_joint(o, rep, q1, q2, c)[1],
-                          lambda o, q1, q2, c: pwl_joint(o, rep, q1, q2, c), points=_relu_sum_price(len(us)))
+    return _orthant_dual(f"relu sum({alpha:g} + {beta:g} x; {kinks})", pwl_joint, rep, len(us))
 
 
 def _step_sum(rep) -> ClosedFormDual:
@@ -331,9 +328,14 @@ def _step_sum(rep) -> ClosedFormDual:
     everywhere, as for ``sign``)."""
     alpha, us, cs = rep
     steps = ", ".join(f"{c:g}@{u:g}" for u, c in zip(us, cs))
-    return ClosedFormDual(f"step sum({alpha:g}; {steps})", lambda o, q1, q2, c: step_joint(o, rep, q1, q2, c)[0],
-                          lambda o, q1, q2, c: step_joint(o, rep, q1, q2, c)[1],
-                          lambda o, q1, q2, c: step_joint(o, rep, q1, q2, c), points=_relu_sum_price(len(us)))
+    return _orthant_dual(f"step sum({alpha:g}; {steps})", step_joint, rep, len(us))
+
+
+def _orthant_dual(name: str, joint, rep, breakpoints: int) -> ClosedFormDual:
+    """The :class:`ClosedFormDual` of ``joint(o, rep, q1, q2, c) -> (C, Cdot)`` (:mod:`.duals_pwl`)."""
+    return ClosedFormDual(name, lambda o, q1, q2, c: joint(o, rep, q1, q2, c)[0],
+                          lambda o, q1, q2, c: joint(o, rep, q1, q2, c)[1],
+                          lambda o, q1, q2, c: joint(o, rep, q1, q2, c), points=_relu_sum_price(breakpoints))
 
 
 def _relu_sum_price(kinks: int) -> int:
@@ -440,12 +442,9 @@ def closed_form_dual(activation: Activation) -> ClosedFormDual | None:
             return _elu(alpha)
     if activation.is_piecewise_smooth and activation.is_positively_homogeneous:   # abs, user leaky relu ...
         return _piecewise_linear(float(activation.numpy_fn(np.array(1.0))), float(-activation.numpy_fn(np.array(-1.0))))
-    if activation.is_piecewise_smooth and not activation.jumps:     # hardtanh, relu6, shifted relu, user Piecewise
-        rep = relu_sum(activation.expr)
+    if activation.is_piecewise_smooth:    # hardtanh, relu6, shifted relu, user Piecewise; sign(x - 0.3), steps
+        parse, make = (step_sum, _step_sum) if activation.jumps else (relu_sum, _relu_sum)
+        rep = parse(activation.expr)
         if rep is not None:
-            return _relu_sum(rep)
-    if activation.is_piecewise_smooth and activation.jumps:       # sign(x - 0.3), Heaviside(x - 1), steps
-        rep = step_sum(activation.expr)
-        if rep is not None:
-            return _step_sum(rep)
+            return make(rep)
     return None

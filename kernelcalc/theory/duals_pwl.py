@@ -46,7 +46,7 @@ import numpy as np
 import sympy as sp
 
 from ._activation_text import X
-from ._piecewise import _pieces, _Undetermined
+from ._piecewise import pieces_or_none
 
 __all__ = ["relu_sum", "pwl_joint", "step_sum", "step_joint"]
 
@@ -85,11 +85,8 @@ def relu_sum(expr: sp.Expr) -> tuple[float, float, tuple[float, ...], tuple[floa
 def _linear_pieces(expr: sp.Expr):
     """``(pieces, slopes, values)`` of ``expr`` when every one of its (at least two) smooth pieces is a real polynomial
     of degree at most 1 in ``x`` (slope and value at 0 each), else ``None``."""
-    try:
-        pieces = _pieces(expr)
-    except (_Undetermined, TypeError, ValueError, NotImplementedError):
-        return None
-    if len(pieces) < 2:
+    pieces = pieces_or_none(expr)
+    if pieces is None or len(pieces) < 2:
         return None
     slopes, values = [], []
     for p in pieces:
