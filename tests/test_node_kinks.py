@@ -291,13 +291,12 @@ def test_drop_of_a_homogeneous_kink_is_relatively_accurate():
     solve of near-parallel inputs relies on it; the difference of two float64 values would keep no digit)."""
     import mpmath as mp
 
-    from kernelcalc.kernels.ode_kinked_deficit import _gap_drop
     from kernelcalc.theory.duals import closed_form_dual
 
-    dual = type("D", (), {"rule": closed_form_dual(kc.theory.activations.resolve_activation("abs(x)")), "method": "closed"})
+    form = closed_form_dual(kc.theory.activations.resolve_activation("abs(x)")).gap_form
     omr = np.array([0.0, 0.0, 1e-12, 1e-6, 0.3, 1.2, 1e-6])
     dlt = np.array([1e-20, 1e-8, 1e-14, 1e-16, 1e-10, 0.5, 1e-6])
-    got = _gap_drop(dual, np.ones_like(omr), omr, dlt)
+    got = form.drop(np.ones_like(omr), np.ones_like(omr), omr, dlt)
     with mp.workdps(50):
         C = lambda r: 2 / mp.pi * (mp.sqrt(1 - r * r) + r * mp.asin(r))  # noqa: E731
         want = [float(C(1 - mp.mpf(o)) - C(1 - mp.mpf(o) - mp.mpf(d))) for o, d in zip(omr, dlt)]

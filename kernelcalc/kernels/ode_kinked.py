@@ -48,7 +48,7 @@ from ._panel_grid import PanelGrid
 from ._anchored import RESIDUAL_TOL, AnchoredDual
 from ._gram import flat_pairs
 from ._interp import barycentric_weights
-from .ode_kinked_deficit import KinkedDeficitMixin, _homogeneous_closed
+from .ode_kinked_deficit import KinkedDeficitMixin
 from .ode_kinked_node_tables import KinkedNodeTablesMixin
 from .ode_kinked_ladder import _LARGE_Q_PANELS, KinkedLadderMixin, band_floor, band_of
 from .ode_kinked_ladder import use_triangles  # noqa: F401  (importable here)
@@ -233,7 +233,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
             qb = q if Mb == M else _resample(q, grid0, grid)        # q(t) is analytic: interpolate
             for lo in range(0, idx.size, _BATCH):
                 sel = idx[lo:lo + _BATCH]
-                if not own and b > 0 and gap is not None and _homogeneous_closed(dual):   # near-parallel
+                if not own and b > 0 and gap is not None and self._deficit_form(dual):   # near-parallel
                     C, Cdot, dS, nS = self._deficit(dual, grid, qb[sel], S0[sel] + gap[sel], gap[sel])
                     B = C.shape[0]
                 elif tabulate and not own and (nt := self._angle_table(dual, grid, qb[sel], b, sel.size)) is not None:

@@ -24,7 +24,7 @@ _ITER_OPS = 6e3            # fixed cost of one sweep of a wavefront or a row (~4
 _PAIR_SWEEPS = 10          # Picard sweeps per node of a wavefront (measured 9-11), forward and backward alike
 _PAIR_EVALS = 1.5          # the (C, Cdot) of a solved pair, in evaluations of C
 _ANCHORED_EXACT = 0.4      # exact evaluations per forward sweep of a dear closed form (elu: 0.4 measured at T = 10)
-_DEFICIT_OPS = 40.0        # the deficit's drop per node (ode_kinked._gap_drop, 8-point Gauss-Legendre: ~200 ns in batches of
+_DEFICIT_OPS = 40.0        # the deficit's drop per node (duals_gap.homogeneous_gap, 8-point Gauss-Legendre: ~200 ns in batches of
                            # 3-12, ~500 ns alone; measured relu sigma_w T = 10, N = 200)
 _PROBE_PAIRS = 3.5         # pairs per rung of the degree ladder (3 probe angles, and the identical pair's backward)
 _BATCH_PAIRS = 64          # problems per solve (ode_kinked._BATCH)

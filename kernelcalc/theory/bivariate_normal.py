@@ -83,13 +83,21 @@ def mills_ratio(x, xp=np):
     return 0.5 * _erfcx(x / _SQRT2, xp)
 
 
-def bivariate_normal_cdf(h, k, rho, xp=np):
+def bivariate_normal_cdf(h, k, rho, xp=np, omr=None):
     r"""$\Phi_2(h,k;\rho)=P(X<h,Y<k)$ by Genz's BVND (module doc), elementwise over broadcast arrays.
 
-    **Arguments:** ``h``, ``k``: upper limits; ``rho``: correlation in $[-1,1]$; ``xp``: numpy or jax.numpy.
+    **Arguments:** ``h``, ``k``: upper limits; ``rho``: correlation in $[-1,1]$; ``xp``: numpy or jax.numpy;
+    ``omr`` (numpy only): $1-\rho$, exactly, where $\rho$ rounded keeps only its first digits ($\rho\to1$): the
+    expansion about $|\rho|=1$ then takes $1-\rho^2=(1-\rho)(1+\rho)$ from it, so that $\Phi_2$ keeps its
+    $\sqrt{1-\rho}$ dependence to rounding (a kinked activation's $\dot C$ at input angles $\theta\sim10^{-8}$).
 
     **Returns:** an array of probabilities in $[0,1]$ (absolute accuracy about $10^{-16}$).
     """
+    if omr is not None:
+        if xp is not np:
+            raise TypeError("bivariate_normal_cdf: omr is evaluated with numpy only")
+        h, k, rho, omr = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (h, k, rho, omr)))
+        return _bvnu(-h, -k, rho, xp, omr)
     h, k, rho = xp.broadcast_arrays(*(xp.asarray(v, dtype=xp.float64) for v in (h, k, rho)))
     return _bvnu(-h, -k, rho, xp)
 
@@ -99,9 +107,9 @@ _GENZ_ORDERS = ((0.3, 6), (0.75, 12), (0.925, 20))
 _GL = {n: np.polynomial.legendre.leggauss(n) for _, n in _GENZ_ORDERS}
 
 
-def _bvnu(h, k, r, xp):
-    """Genz's BVNU: $P(X>h, Y>k)$ (arrays of one shape).  numpy evaluates each element's branch only (with
-    Genz's node counts); jax.numpy both branches with 20 nodes, selected by ``where``."""
+def _bvnu(h, k, r, xp, omr=None):
+    """Genz's BVNU: $P(X>h, Y>k)$ (arrays of one shape; ``omr``: $1-r$, numpy only).  numpy evaluates each
+    element's branch only (with Genz's node counts); jax.numpy both branches with 20 nodes, selected by ``where``."""
     low = xp.abs(r) < 0.925
     if xp is not np:
         lo = _bvnu_low(h, k, xp.where(low, r, 0.0), 20, xp)
@@ -117,7 +125,7 @@ def _bvnu(h, k, r, xp):
             out[m] = _bvnu_low(h[m], k[m], r[m], n, np)
     m = ~low
     if np.any(m):
-        out[m] = _bvnu_high(h[m], k[m], r[m], np)
+        out[m] = _bvnu_high(h[m], k[m], r[m], np, None if omr is None else omr[m])
     return np.clip(out, 0.0, 1.0)
 
 
@@ -133,8 +141,9 @@ def _bvnu_low(h, k, r, n, xp):
         + normal_cdf(-h, xp) * normal_cdf(-k, xp)
 
 
-def _bvnu_high(h, k, r, xp):
-    """$|r|>=0.925$: Genz's expansion about $|r|=1$ (its singular part in closed form), 20 nodes."""
+def _bvnu_high(h, k, r, xp, omr=None):
+    """$|r|>=0.925$: Genz's expansion about $|r|=1$ (its singular part in closed form), 20 nodes; $1-r^2$ from
+    ``omr`` $=1-r$ when given (accurate at $r\to\pm1$)."""
     ncdf = lambda v: normal_cdf(v, xp)  # noqa: E731
     x, w = (xp.asarray(v) for v in _GL[20])
     hk = h * k
@@ -142,8 +151,9 @@ def _bvnu_high(h, k, r, xp):
     kk = xp.where(neg, -k, k)
     hkk = xp.where(neg, -hk, hk)
     rh = xp.abs(r)
-    interior = rh < 1.0
-    as_ = xp.where(interior, (1.0 - rh) * (1.0 + rh), 1.0)
+    interior = rh < 1.0 if omr is None else (omr > 0.0) & (omr < 2.0)
+    one_minus = (1.0 - rh) * (1.0 + rh) if omr is None else omr * (2.0 - omr)     # 1 - r^2
+    as_ = xp.where(interior, one_minus, 1.0)
     a = xp.sqrt(as_)
     bs = (h - kk) ** 2
     c = (4.0 - hkk) / 8.0

@@ -40,6 +40,7 @@ from .._x64 import float64
 from .activations import Activation, X
 # the operations namespaces and their primitives live in duals_ops; their names stay importable here
 from .duals_ops import JAX_OPS, NUMPY_OPS, SYMPY_OPS  # noqa: F401
+from .duals_gap import GapForm, homogeneous_gap, relu_sum_gap
 from .duals_pwl import pwl_joint, relu_sum, step_joint, step_sum
 
 __all__ = ["ClosedFormDual", "closed_form_dual", "JAX_OPS", "NUMPY_OPS", "SYMPY_OPS", "gaussian_moment"]
@@ -280,6 +281,9 @@ class ClosedFormDual:
     #: the price of one numeric $(C,\dot C)$ evaluation in units of an elementary closed form (relu, gelu: 1),
     #: measured; the cost guards of the time solvers multiply it in (:attr:`~kernelcalc.theory.gaussian.DualKernels.points`)
     points: int = 1
+    #: optional :class:`~kernelcalc.theory.duals_gap.GapForm`: $(C,\dot C)$ from $1-\rho$ and the drop between two
+    #: correlations, accurate at $\rho\to1$ (a kink's near-parallel pairs: the deficit form of the kinked solver)
+    gap_form: GapForm | None = None
 
     @float64
     def __call__(self, q1, q2, c, ops=None):
@@ -295,23 +299,22 @@ class ClosedFormDual:
 
 
 def _leaky(alpha: float) -> ClosedFormDual:
-    a = float(alpha)
-    return ClosedFormDual(
-        f"leaky_relu({a:g})",
-        lambda o, q1, q2, c: a * c + (1 - a) ** 2 * _relu_C(o, q1, q2, c),
-        lambda o, q1, q2, c: a + (1 - a) ** 2 * _step_C(o, q1, q2, c),
-    )
+    return _homogeneous(f"leaky_relu({float(alpha):g})", 1.0, float(alpha))
 
 
 def _piecewise_linear(a: float, b: float) -> ClosedFormDual:
     r"""$\phi(z)=az$ ($z>0$), $bz$ ($z<0$): every positively homogeneous kink (relu $a,b=1,0$, leaky relu,
     abs $1,-1$, user ``Piecewise``).  $\phi=bz+(a-b)\,\mathrm{relu}(z)$ and $E[a\,\mathrm{relu}(b)]=c/2$ give
     $C=ab\,c+(a-b)^2C_{\rm relu}$, $\dot C=ab+(a-b)^2\dot C_{\rm relu}$."""
-    return ClosedFormDual(
-        f"piecewise linear({a:g}, {b:g})",
-        lambda o, q1, q2, c: a * b * c + (a - b) ** 2 * _relu_C(o, q1, q2, c),
-        lambda o, q1, q2, c: a * b + (a - b) ** 2 * _step_C(o, q1, q2, c),
-    )
+    return _homogeneous(f"piecewise linear({a:g}, {b:g})", a, b)
+
+
+def _homogeneous(name: str, a: float, b: float) -> ClosedFormDual:
+    r"""The dual of $\phi=bz+(a-b)\,\mathrm{relu}(z)$, with its gap form
+    (:func:`~kernelcalc.theory.duals_gap.homogeneous_gap`)."""
+    C = lambda o, q1, q2, c: a * b * c + (a - b) ** 2 * _relu_C(o, q1, q2, c)    # noqa: E731
+    Cdot = lambda o, q1, q2, c: a * b + (a - b) ** 2 * _step_C(o, q1, q2, c)     # noqa: E731
+    return ClosedFormDual(name, C, Cdot, gap_form=homogeneous_gap(a, b, C, Cdot))
 
 
 def _relu_sum(rep) -> ClosedFormDual:
@@ -319,7 +322,8 @@ def _relu_sum(rep) -> ClosedFormDual:
     (hardtanh, relu6, ...): :mod:`~kernelcalc.theory.duals_pwl`."""
     alpha, beta, us, gs = rep
     kinks = ", ".join(f"{g:g}@{u:g}" for u, g in zip(us, gs))
-    return _orthant_dual(f"relu sum({alpha:g} + {beta:g} x; {kinks})", pwl_joint, rep, len(us))
+    return dataclasses.replace(_orthant_dual(f"relu sum({alpha:g} + {beta:g} x; {kinks})", pwl_joint, rep, len(us)),
+                               gap_form=relu_sum_gap(rep))
 
 
 def _step_sum(rep) -> ClosedFormDual:
@@ -345,7 +349,7 @@ def _relu_sum_price(kinks: int) -> int:
 
 
 _NAMED = {
-    "relu": lambda act: ClosedFormDual("relu", _relu_C, _step_C),
+    "relu": lambda act: ClosedFormDual("relu", _relu_C, _step_C, gap_form=homogeneous_gap(1.0, 0.0, _relu_C, _step_C)),
     "leaky_relu": lambda act: _leaky(act.param("alpha")),
     "erf": lambda act: ClosedFormDual("erf", _erf_C, _erf_Cdot),
     "gelu": lambda act: ClosedFormDual("gelu", _gelu_C, _gelu_Cdot, _gelu_joint, C_at_variances=_gelu_at_variances),

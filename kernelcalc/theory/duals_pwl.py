@@ -47,6 +47,7 @@ import sympy as sp
 
 from ._activation_text import X
 from ._piecewise import pieces_or_none
+from .bivariate_normal import bivariate_normal_cdf
 
 __all__ = ["relu_sum", "pwl_joint", "step_sum", "step_joint"]
 
@@ -155,10 +156,14 @@ def _standardised(o, us, q1, q2, c):
     return [u / s1 for u in us], [u / s2 for u in us], o.corr(q1, q2, c)
 
 
-def _orthants(o, h, k, r, pairs):
-    r"""$L_{ij}=P(a>u_i,b>u_j)=\Phi_2(-h_i,-k_j;\rho)$ for the index ``pairs`` (numeric: one call over all)."""
+def _orthants(o, h, k, r, pairs, omr=None):
+    r"""$L_{ij}=P(a>u_i,b>u_j)=\Phi_2(-h_i,-k_j;\rho)$ for the index ``pairs`` (numeric: one call over all; ``omr``:
+    $1-\rho$ exactly, numpy)."""
     if isinstance(o.pi, sp.Basic):
         return [o.bvn(-h[i], -k[j], r) for i, j in pairs]
+    if omr is not None:
+        return bivariate_normal_cdf(o.stack([-h[i] for i, _ in pairs]), o.stack([-k[j] for _, j in pairs]), r,
+                                    omr=omr)
     return o.bvn(o.stack([-h[i] for i, _ in pairs]), o.stack([-k[j] for _, j in pairs]), r)
 
 
@@ -193,27 +198,39 @@ def _ratio(o, num, den):
     return o.where(den > 0, num / safe, at_zero)
 
 
-def pwl_joint(o, rep, q1, q2, c):
+def pwl_joint(o, rep, q1, q2, c, omr=None):
     r"""$(C,\dot C)$ of the relu sum ``rep`` $=(\alpha,\beta,(u_k),(\gamma_k))$ (module doc) with the operations
-    ``o`` (:data:`~kernelcalc.theory.duals_ops.NUMPY_OPS`, ``JAX_OPS`` or ``SYMPY_OPS``)."""
+    ``o`` (:data:`~kernelcalc.theory.duals_ops.NUMPY_OPS`, ``JAX_OPS`` or ``SYMPY_OPS``).  ``omr`` (numpy only):
+    $1-\rho$, exactly, in place of the correlation of ``c`` (then ``c`` is ignored): $\sigma=\sqrt{(1-\rho)(1+\rho)}$,
+    $\rho h-k=(h-k)-(1-\rho)h$ and $\Phi_2$ (:func:`~kernelcalc.theory.bivariate_normal.bivariate_normal_cdf`) take
+    it, so that $C$ and $\dot C$ keep their dependence on the angle at $\rho\to1$ (:func:`pwl_gap`)."""
     alpha, beta, us, gs = rep
     symbolic = isinstance(o.pi, sp.Basic)
     s1, s2 = o.sqrt(q1), o.sqrt(q2)
+    if omr is not None:
+        omr = np.asarray(omr, np.float64)
+        c = s1 * s2 * (1.0 - omr)
     h, k, r = _standardised(o, us, q1, q2, c)
-    sig = o.sqrt((1 - r) * (1 + r))
+    n = len(us)
+    pairs = [(i, j) for i in range(n) for j in range(n)]
+    if omr is None:
+        sig = o.sqrt((1 - r) * (1 + r))
+        num1 = [r * h[i] - k[j] for i, j in pairs]
+        num2 = [r * k[j] - h[i] for i, j in pairs]
+    else:
+        r = 1.0 - omr
+        sig = np.sqrt(omr * (2.0 - omr))
+        num1 = [(h[i] - k[j]) - omr * h[i] for i, j in pairs]
+        num2 = [(k[j] - h[i]) - omr * k[j] for i, j in pairs]
     P = [o.Phi(-x) for x in h]
     Q = [o.Phi(-x) for x in k]
     ph, pk = [_pdf(o, x) for x in h], [_pdf(o, x) for x in k]
-    n = len(us)
-    pairs = [(i, j) for i in range(n) for j in range(n)]
-    num1 = [r * h[i] - k[j] for i, j in pairs]
-    num2 = [r * k[j] - h[i] for i, j in pairs]
     if symbolic:
         t1 = [x / sig for x in num1]
         t2 = [x / sig for x in num2]
     else:     # one call of each primitive over all pairs (one traced graph under jax)
         t1, t2 = _ratio(o, o.stack(num1), sig), _ratio(o, o.stack(num2), sig)
-    L = _orthants(o, h, k, r, pairs)
+    L = _orthants(o, h, k, r, pairs, omr)
     Cdot = beta * beta + 0 * c
     C = alpha * alpha + beta * beta * c
     for i in range(n):
