@@ -20,6 +20,15 @@ def gap_form_of(dual):
     return getattr(getattr(dual, "rule", None), "gap_form", None) if dual.method == "closed" else None
 
 
+def _parallel(solve, q, S0):
+    """``(S, change, sweeps)`` of ``solve(q, S0)`` (the parallel pairs' Goursat solves, B rows) solved once per distinct
+    row of ``q`` and ``S0`` (the sphere's near-parallel pairs share one: B solves of the same problem before)."""
+    key = np.column_stack([q, S0])
+    uniq, inverse = np.unique(key, axis=0, return_inverse=True)
+    S, _, change, sweeps = solve(uniq[:, :-1], uniq[:, -1])
+    return S[inverse.ravel()], change, sweeps
+
+
 class KinkedDeficitMixin:
     r"""The deficit form of :class:`~kernelcalc.kernels.ode_kinked.KinkedSolverMixin` (which supplies ``_C`` and
     ``_fwd``: :class:`~kernelcalc.kernels.ode_kinked_panels.KinkedPanelsMixin`)."""
@@ -43,7 +52,7 @@ class KinkedDeficitMixin:
             q1, q2 = grid.variances(q)
             n = np.sqrt(q1 * q2)
             root = np.where(n > 0, n, 1.0)
-            S_par, _, d1, k1 = pan.solve(grid, self._C(dual), S0_self, self._fwd, q=q)
+            S_par, d1, k1 = _parallel(lambda qu, Su: pan.solve(grid, self._C(dual), Su, self._fwd, q=qu), q, S0_self)
             omr_par = 1.0 - S_par / root
             omr_par[:, grid.on_diagonal] = 0.0
             D, _, d2, k2 = pan.solve(grid, lambda a, b, D, x: form.drop(a, b, x[0], D / x[1]), gap, self._fwd,
@@ -54,7 +63,7 @@ class KinkedDeficitMixin:
         q1 = np.broadcast_to(q[:, :, None], (B, m1, n1))
         q2 = (q @ grid.Q.T).reshape(B, m1, n1)
         n = np.sqrt(q1 * q2)
-        S_par, _, d1, k1 = tri.solve(grid, self._C(dual), S0_self, self._fwd, q=q)
+        S_par, d1, k1 = _parallel(lambda qu, Su: tri.solve(grid, self._C(dual), Su, self._fwd, q=qu), q, S0_self)
         omr_par = 1.0 - S_par / np.where(n > 0, n, 1.0)
         omr_par[:, :, 0] = 0.0                                 # v = 1: the diagonal, rho = 1 exactly
         root = np.where(n > 0, n, 1.0)

@@ -42,7 +42,7 @@ from typing import Callable
 import numpy as np
 
 from .duals_ops import _ARC_SERIES, NUMPY_OPS
-from .duals_pwl import pwl_joint
+from .duals_pwl import pwl_cdot, pwl_joint
 
 __all__ = ["GapForm", "homogeneous_gap", "relu_sum_gap"]
 
@@ -119,6 +119,7 @@ def homogeneous_gap(a: float, b: float, C_formula, Cdot_formula) -> GapForm:
 _GAP_GL = 8
 _GAP_GRADED = (0.0, 1.0 / 16.0, 0.25, 1.0)
 _GAP_UNIFORM = (0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0)
+_UNDERFLOW = 750.0     # exp(-750) = 0 in float64
 
 
 def _graded_nodes(tp, width):
@@ -126,7 +127,7 @@ def _graded_nodes(tp, width):
     $[\theta_p,\theta_p+\text{width}]$: three panels of :data:`_GAP_GL` Gauss-Legendre nodes, graded toward
     $\theta_p$ when $\theta_c>2\theta_p>0$."""
     gx, gw = np.polynomial.legendre.leggauss(_GAP_GL)
-    graded = (tp > 0) & (width > tp)
+    graded = width > tp
     edges = np.where(graded[..., None], np.array(_GAP_GRADED), np.array(_GAP_UNIFORM))     # (..., 4)
     lo, span = edges[..., :-1], np.diff(edges, axis=-1)                                     # (..., 3)
     frac = (lo[..., None] + span[..., None] * (gx + 1) / 2).reshape(tp.shape + (-1,))
@@ -138,8 +139,7 @@ def _graded_nodes(tp, width):
 def relu_sum_gap(rep) -> GapForm:
     r"""The gap form of the relu sum ``rep`` $=(\alpha,\beta,(u_k),(\gamma_k))$ (module doc)."""
     _, _, us, gs = rep
-    us, gs = np.asarray(us, np.float64), np.asarray(gs, np.float64)
-    gg = (gs[:, None] * gs[None, :]).ravel()
+    pairs = [(i, j) for i in range(len(us)) for j in range(len(us))]
 
     def duals(q1, q2, omr):
         return pwl_joint(NUMPY_OPS, rep, q1, q2, None, omr=omr)
@@ -147,20 +147,22 @@ def relu_sum_gap(rep) -> GapForm:
     def drop(q1, q2, omr_p, dlt):
         q1, q2, omr_p, dlt = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (q1, q2, omr_p, dlt)))
         n = np.sqrt(q1 * q2)
-        _, Cdot_c = pwl_joint(NUMPY_OPS, rep, q1, q2, None, omr=omr_p + dlt)
         tp, width = _angles(omr_p, dlt)
         theta, offset, weight = _graded_nodes(tp, width)
-        s1 = np.sqrt(np.maximum(q1, 1e-200))[..., None]
-        s2 = np.sqrt(np.maximum(q2, 1e-200))[..., None]
-        h = (us / s1[..., None]).repeat(us.size, axis=-1)                  # (..., 1, K*K): h_i of pair (i, j)
-        k = np.tile(us / s2[..., None], (1, us.size))
-        half = np.sin(theta / 2)[..., None]                                 # (..., nodes, 1)
-        sin2 = np.sin(theta)[..., None] ** 2
-        expo = np.where(sin2 > 0, ((h - k) ** 2 + 4.0 * h * k * half * half) / (2.0 * np.where(sin2 > 0, sin2, 1.0)),
-                        0.0)     # (sin theta = 0: only a zero-width interval, whose weights are 0)
-        G = np.exp(-expo) @ gg                                              # (..., nodes)
+        half2 = np.sin(theta / 2) ** 2
+        sin2 = np.sin(theta) ** 2
+        inv = np.where(sin2 > 0, 0.5 / np.where(sin2 > 0, sin2, 1.0), 0.0)   # (sin theta = 0: a zero-width interval)
+        s1, s2 = np.sqrt(np.maximum(q1, 1e-200)), np.sqrt(np.maximum(q2, 1e-200))
+        lowest = float(np.min(inv)) if inv.size else 0.0
+        G = 0.0
+        for i, j in pairs:
+            h, k = (us[i] / s1)[..., None], (us[j] / s2)[..., None]
+            gap2 = (h - k) ** 2
+            if float(np.min(gap2)) * lowest > _UNDERFLOW:       # g_ij underflows at every node: no term
+                continue
+            G = G + gs[i] * gs[j] * np.exp(-(gap2 + 4.0 * h * k * half2) * inv)
         arm = 2.0 * np.sin((2.0 * tp[..., None] + offset) / 2) * np.sin(offset / 2)   # cos tp - cos theta
         integral = np.sum(weight * G * arm, axis=-1)
-        return n * (Cdot_c * dlt + integral / (2 * np.pi))
+        return n * (pwl_cdot(rep, q1, q2, omr_p + dlt) * dlt + integral / (2 * np.pi))
 
     return GapForm(duals, drop)

@@ -47,9 +47,10 @@ import sympy as sp
 
 from ._activation_text import X
 from ._piecewise import pieces_or_none
-from .bivariate_normal import bivariate_normal_cdf
+from .bivariate_normal import bivariate_normal_cdf, normal_cdf
+from .duals_ops import NUMPY_OPS
 
-__all__ = ["relu_sum", "pwl_joint", "step_sum", "step_joint"]
+__all__ = ["relu_sum", "pwl_joint", "pwl_cdot", "step_sum", "step_joint"]
 
 _ROOT_2PI = math.sqrt(2.0 * math.pi)
 _TINY = 1e-100    # the floor of s_i in h = u / s_i (a zero variance: h = +-1e100, whose phi underflows to 0)
@@ -245,3 +246,20 @@ def pwl_joint(o, rep, q1, q2, c, omr=None):
         Cdot = Cdot + g * L[m]
         C = C + g * G
     return C, Cdot
+
+
+def pwl_cdot(rep, q1, q2, omr):
+    r"""$\dot C$ alone of the relu sum ``rep`` (numpy) at $1-\rho$ = ``omr`` (as :func:`pwl_joint` with ``omr``):
+    $\beta^2+\beta\sum_k\gamma_k(P_k+Q_k)+\sum_{k,l}\gamma_k\gamma_lL_{kl}$ (module doc)."""
+    _, beta, us, gs = rep
+    omr = np.asarray(omr, np.float64)
+    h, k, r = _standardised(NUMPY_OPS, us, q1, q2, np.sqrt(q1 * q2) * (1.0 - omr))
+    n = len(us)
+    pairs = [(i, j) for i in range(n) for j in range(n)]
+    L = _orthants(NUMPY_OPS, h, k, 1.0 - omr, pairs, omr)
+    Cdot = beta * beta + 0 * omr
+    for i in range(n):
+        Cdot = Cdot + beta * gs[i] * (normal_cdf(-h[i]) + normal_cdf(-k[i]))
+    for m, (i, j) in enumerate(pairs):
+        Cdot = Cdot + gs[i] * gs[j] * L[m]
+    return Cdot
