@@ -66,6 +66,12 @@ _EQUAL_RTOL = 1e-12       # norms this close (relative) are solved as equal
 #: 1.7e-12 at 0.99 (relative), so the pairs of a Gram's norm-interpolation table (|cos| <= 0.95: its theta window)
 #: take 12 intervals where a grid judged at 0.99 takes 24 (its ladder passes on the change from 16 to 24)
 _TENSOR_CORRELATIONS = (0.95, 0.99)
+#: input angles below which near-parallel pairs of a dual with a gap form are solved in deficit form
+#: (:meth:`KinkedDeficitMixin._deficit`).  The direct solve's 1 - rho keeps an absolute rounding error ~1e-14, an
+#: error ~7e-15 / theta_0 relative in the NTK: measured (hardtanh, T = 1, against the deficit form) 6.9e-11 / 6.9e-12 /
+#: 7.0e-13 / 2.4e-13 at theta_0 = 1e-4 / 1e-3 / 0.01 / 0.03; above 0.01 the direct solve is one solve where the
+#: deficit form takes two, and its drop (a relu sum's: a quadrature) costs more than C
+_DEFICIT_BELOW = 0.01
 _TENSOR_INFO = ("unequal_norms_", "unequal_norms_high_", "unequal_norms_close_")   # their info keys' prefixes
 _BATCH = 64                # problems per numpy solve
 _OWN_CACHE = 64            # self-kernel solves kept for identical-input pairs (_own_solve)
@@ -214,17 +220,19 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         bands = band_of(theta0, self.sigma_w * self.T, self.band_floor)
         if self._panel_count() == 1:      # one element: bands 1 and 2 share band 2's grid (_ELEMENT_BAND_DELTAS)
             bands = np.where(bands == 1, 2, bands)
+        # near-parallel pairs (theta_0 < _DEFICIT_BELOW) of a dual with a gap form: the deficit form (_deficit)
+        near = (bands > 0) & (np.asarray(theta0) < _DEFICIT_BELOW) & (gap is not None and self._deficit_form(dual))
         if degrees is None:
             degrees = {int(b): self._band_degree(dual, int(b), M) for b in np.unique(bands)}
-            self._check_pairs(dual, bands, degrees, gap is not None)
+            self._check_pairs(dual, bands, degrees, near)
         grid0 = self._grid(M, 1.0)
         nngp, ntk = np.empty(S0.size), np.empty(S0.size)
         # identical inputs (theta0 = 0) solve their own diagonal (q = S(t, t)), so that the correlation on the
         # diagonal is exactly 1 (a fixed q would differ from S(t, t) by rounding, and arccos turns a relative
         # 1e-16 into an angle of 1e-8: measured 3e-9 in the NTK)
-        groups = bands * 2 + (np.asarray(theta0) == 0)
+        groups = (bands * 2 + (np.asarray(theta0) == 0)) * 2 + near
         for key in np.unique(groups):
-            b, own = int(key) // 2, bool(key % 2)
+            b, own, deficit = int(key) // 4, bool(key // 2 % 2), bool(key % 2)
             idx = np.nonzero(groups == key)[0]
             Mb = degrees.get(int(b), M)
             if b == 0 and not own and tabulate:     # (the Gram's solves at theta_0 != 0: their own degree)
@@ -233,7 +241,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
             qb = q if Mb == M else _resample(q, grid0, grid)        # q(t) is analytic: interpolate
             for lo in range(0, idx.size, _BATCH):
                 sel = idx[lo:lo + _BATCH]
-                if not own and b > 0 and gap is not None and self._deficit_form(dual):   # near-parallel
+                if deficit and not own and b > 0:   # near-parallel
                     C, Cdot, dS, nS = self._deficit(dual, grid, qb[sel], S0[sel] + gap[sel], gap[sel])
                     B = C.shape[0]
                 elif tabulate and not own and (nt := self._angle_table(dual, grid, qb[sel], b, sel.size)) is not None:
@@ -282,20 +290,18 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
                              "the cross-covariance S(t, s) or the backward kernel Lambda(t, s)")
         return nngp, ntk
 
-    def _check_pairs(self, dual, bands, degrees, gap: bool):
+    def _check_pairs(self, dual, bands, degrees, near):
         """The panels' cost guard (:meth:`_check_panels`) for one call of :meth:`_pairs`: its pairs per band of input
-        angles at the band's degree (near-parallel ones in deficit form when ``gap``), priced at the dearest band."""
+        angles at the band's degree (``near``: those in deficit form), priced at the dearest band."""
         if self._panel_count() == 1:
             return
         counts = {int(b): int(np.sum(bands == b)) for b in np.unique(bands)}
-        deficit = gap and self._deficit_form(dual)
-        work = {b: self.predicted_work(dual, degrees[b], pairs=n, near=n if (deficit and b > 0) else 0)
-                for b, n in counts.items()}
+        nears = {int(b): int(np.sum(near & (bands == b))) for b in np.unique(bands)}
+        work = {b: self.predicted_work(dual, degrees[b], pairs=n, near=nears[b]) for b, n in counts.items()}
         top = max(work, key=work.get)
         others = [(w, f"{counts[b]} pairs at degree {degrees[b]} (band {b} of input angles)")
                   for b, w in work.items() if b != top]
-        self._check_panels(dual, degrees[top], pairs=counts[top], near=counts[top] if (deficit and top > 0) else 0,
-                           others=others)
+        self._check_panels(dual, degrees[top], pairs=counts[top], near=nears[top], others=others)
 
     def relative_error_estimate(self) -> float:
         """As :meth:`GoursatSolver.relative_error_estimate`, with the time-grid change of every band of

@@ -145,7 +145,6 @@ def _bvnu_high(h, k, r, xp, omr=None):
     """$|r|>=0.925$: Genz's expansion about $|r|=1$ (its singular part in closed form), 20 nodes; $1-r^2$ from
     ``omr`` $=1-r$ when given (accurate at $r\to\pm1$)."""
     ncdf = lambda v: normal_cdf(v, xp)  # noqa: E731
-    x, w = (xp.asarray(v) for v in _GL[20])
     hk = h * k
     neg = r < 0
     kk = xp.where(neg, -k, k)
@@ -154,8 +153,29 @@ def _bvnu_high(h, k, r, xp, omr=None):
     interior = rh < 1.0 if omr is None else (omr > 0.0) & (omr < 2.0)
     one_minus = (1.0 - rh) * (1.0 + rh) if omr is None else omr * (2.0 - omr)     # 1 - r^2
     as_ = xp.where(interior, one_minus, 1.0)
-    a = xp.sqrt(as_)
     bs = (h - kk) ** 2
+    if xp is np:    # the correction only where it is not below rounding (e^-700: nearly parallel, far-apart limits)
+        live = interior & ((bs / as_ <= _DEAD) | (bs / as_ + hkk <= _DEAD))
+        bvn = np.zeros(np.shape(h))
+        if np.any(live):
+            bvn[live] = _high_correction(as_[live], bs[live], hkk[live], np)
+    else:
+        bvn = xp.where(interior, _high_correction(as_, bs, hkk, xp), 0.0)
+    pos = ncdf(-xp.maximum(h, kk)) + bvn
+    negv = xp.where(h >= kk, -bvn, xp.where(h < 0, ncdf(kk) - ncdf(h), ncdf(-h) - ncdf(-kk)) - bvn)
+    return xp.where(neg, negv, pos)
+
+
+#: bs / (1 - r^2) (and plus hk) beyond which every term of Genz's correction is below e^-700 (numpy skips it)
+_DEAD = 1400.0
+
+
+def _high_correction(as_, bs, hkk, xp):
+    """Genz's correction of the $|r|\ge0.925$ branch (``as_`` $=1-r^2$, ``bs`` $=(h-k)^2$, ``hkk`` $=hk$, signs
+    folded for $r<0$): the singular part in closed form and 20 Gauss-Legendre nodes."""
+    ncdf = lambda v: normal_cdf(v, xp)  # noqa: E731
+    x, w = (xp.asarray(v) for v in _GL[20])
+    a = xp.sqrt(as_)
     c = (4.0 - hkk) / 8.0
     d = (12.0 - hkk) / 80.0
     asr0 = -(bs / as_ + hkk) / 2.0
@@ -172,11 +192,7 @@ def _bvnu_high(h, k, r, xp, omr=None):
     rs = xp.sqrt(1.0 - xs)
     ep = xp.exp(-(hkk[..., None] / 2.0) * xs / (1.0 + rs) ** 2) / rs
     terms = xp.where(asr1 > -100.0, xp.exp(xp.maximum(asr1, -100.0)) * (sp1 - ep), 0.0)
-    bvn = (ah * xp.sum(w * terms, axis=-1) - bvn) / (2 * math.pi)
-    bvn = xp.where(interior, bvn, 0.0)
-    pos = ncdf(-xp.maximum(h, kk)) + bvn
-    negv = xp.where(h >= kk, -bvn, xp.where(h < 0, ncdf(kk) - ncdf(h), ncdf(-h) - ncdf(-kk)) - bvn)
-    return xp.where(neg, negv, pos)
+    return (ah * xp.sum(w * terms, axis=-1) - bvn) / (2 * math.pi)
 
 
 def _loop(n, body, state, xp):
