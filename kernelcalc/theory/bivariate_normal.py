@@ -142,7 +142,7 @@ def _bvnu_low(h, k, r, n, xp):
 
 
 def _bvnu_high(h, k, r, xp, omr=None):
-    """$|r|>=0.925$: Genz's expansion about $|r|=1$ (its singular part in closed form), 20 nodes; $1-r^2$ from
+    r"""$|r|>=0.925$: Genz's expansion about $|r|=1$ (its singular part in closed form), 20 nodes; $1-r^2$ from
     ``omr`` $=1-r$ when given (accurate at $r\to\pm1$)."""
     ncdf = lambda v: normal_cdf(v, xp)  # noqa: E731
     hk = h * k
@@ -171,7 +171,7 @@ _DEAD = 1400.0
 
 
 def _high_correction(as_, bs, hkk, xp):
-    """Genz's correction of the $|r|\ge0.925$ branch (``as_`` $=1-r^2$, ``bs`` $=(h-k)^2$, ``hkk`` $=hk$, signs
+    r"""Genz's correction of the $|r|\ge0.925$ branch (``as_`` $=1-r^2$, ``bs`` $=(h-k)^2$, ``hkk`` $=hk$, signs
     folded for $r<0$): the singular part in closed form and 20 Gauss-Legendre nodes."""
     ncdf = lambda v: normal_cdf(v, xp)  # noqa: E731
     x, w = (xp.asarray(v) for v in _GL[20])

@@ -1,0 +1,119 @@
+r"""The gap form of the relu sums (:mod:`kernelcalc.theory.duals_gap`): $(C,\dot C)$ from $1-\rho$ and the drop
+$C(\rho_p)-C(\rho_c)$, against mpmath; Genz's $\Phi_2$ from $1-\rho$; and the deficit form of the kinked Neural-ODE
+solver that uses them (hardtanh at input angles down to $10^{-9}$)."""
+
+from __future__ import annotations
+
+import warnings
+
+import mpmath as mp
+import numpy as np
+import pytest
+import sympy as sp
+
+from kernelcalc.theory._activation_text import X
+from kernelcalc.theory.bivariate_normal import bivariate_normal_cdf
+from kernelcalc.theory.duals_gap import relu_sum_gap
+from kernelcalc.theory.duals_pwl import relu_sum
+
+
+def _clip_C(lo, hi, q1, q2, omr):
+    r"""$E[\mathrm{clip}(a)\,\mathrm{clip}(b)]$ (clip to $[lo, hi]$) at variances q1, q2 and $1-\rho$ = omr, in mpmath:
+    the inner expectation over $b\,|\,a\sim N(\rho s_2a/s_1,\,q_2(1-\rho^2))$ in closed form (normal CDF and
+    density), the outer by mpmath quad split at the kinks and around the conditional kinks (their width
+    $\tau=s_2\sqrt{1-\rho^2}$ is tiny near $\rho=1$)."""
+    s1, s2 = mp.sqrt(q1), mp.sqrt(q2)
+    r = 1 - omr
+    tau = s2 * mp.sqrt(omr * (2 - omr))
+
+    def clip(y):
+        return min(max(y, lo), hi)
+
+    def inner(a):
+        mu = r * s2 / s1 * a
+        if tau == 0:
+            return clip(mu)
+        al, be = (lo - mu) / tau, (hi - mu) / tau
+        return lo * mp.ncdf(al) + hi * (1 - mp.ncdf(be)) + mu * (mp.ncdf(be) - mp.ncdf(al)) \
+            + tau * (mp.npdf(al) - mp.npdf(be))
+
+    points = {mp.mpf(lo), mp.mpf(hi)}
+    for u in (lo, hi):
+        a0 = u * s1 / (r * s2)
+        points.add(a0)
+        if tau > 0:
+            w = tau * s1 / (r * s2)
+            points.update(a0 + m * w for m in (-30, -3, 3, 30))
+    return mp.quad(lambda a: mp.npdf(a / s1) / s1 * clip(a) * inner(a), [-mp.inf] + sorted(points) + [mp.inf])
+
+
+@pytest.mark.parametrize("lo, hi, expr", [(-1, 1, sp.Max(-1, sp.Min(1, X))), (0, 6, sp.Min(sp.Max(X, 0), 6))],
+                         ids=["hardtanh", "relu6"])
+def test_relu_sum_drop_and_duals_against_mpmath(lo, hi, expr):
+    r"""The drop of hardtanh and relu6 relative to itself (the deficit solve needs it where a difference of two
+    float64 values of $C$ keeps no digit: $\Delta=10^{-12}$), and $C$ at $1-\rho$, against mpmath at 30 digits;
+    cases: on the diagonal ($\rho_p=1$), near it with unequal variances, and an angle $\theta_c\approx0.045$ from
+    $\theta_p\approx10^{-5}$ (the graded quadrature's hardest case)."""
+    form = relu_sum_gap(relu_sum(expr))
+    cases = [(1.0, 1.0, 0.0, 1e-12), (1.0, 1.0, 0.0, 1.2e-3), (0.9, 1.1, 2e-6, 1e-5), (1.3, 1.0, 1e-3, 5e-4),
+             (0.5, 0.52, 1e-8, 1e-9), (2.0, 2.1, 1e-10, 1e-3)]
+    q1, q2, omr, dlt = (np.array(c) for c in zip(*cases))
+    drop = form.drop(q1, q2, omr, dlt)
+    C, _ = form.duals(q1, q2, omr + dlt)
+    with mp.workdps(30):
+        for i, (a, b, o, d) in enumerate(cases):
+            a, b, o, d = (mp.mpf(v) for v in (a, b, o, d))
+            c_p, c_c = _clip_C(lo, hi, a, b, o), _clip_C(lo, hi, a, b, o + d)
+            assert abs(drop[i] - float(c_p - c_c)) <= 1e-10 * abs(float(c_p - c_c)), (cases[i], drop[i], c_p - c_c)
+            assert abs(C[i] - float(c_c)) <= 1e-14, (cases[i], C[i], c_c)
+
+
+def test_bivariate_normal_from_one_minus_rho_against_mpmath():
+    r"""$\Phi_2(h,k;\rho)$ with $1-\rho$ given exactly keeps its $\sqrt{1-\rho}$ dependence at $1-\rho=10^{-14}$ to
+    $10^{-9}$ (the rounded $\rho$ would leave none), against mpmath's $\int_{-\infty}^h\varphi(x)
+    \Phi\big((k-\rho x)/\sqrt{1-\rho^2}\big)dx$ at 40 digits; also for $\rho\to-1$ ($1-\rho$ near 2)."""
+    h = np.array([0.3, -1.0, 0.5, 2.0, 0.7, -0.2])
+    k = np.array([0.3, -1.0, 0.5001, 2.0, -0.7, 0.2])
+    omr = np.array([1e-14, 1e-12, 1e-9, 3e-11, 2.0 - 1e-12, 2.0 - 1e-9])
+    got = bivariate_normal_cdf(h, k, 1.0 - omr, omr=omr)
+    with mp.workdps(40):
+        for i in range(h.size):
+            o = mp.mpf(omr[i])
+            r, s = 1 - o, mp.sqrt(o * (2 - o))
+            hh, kk = mp.mpf(h[i]), mp.mpf(k[i])
+            x0 = kk / r     # where the conditional CDF switches (width s / r)
+            pts = sorted({-mp.inf, min(hh, x0), hh} | ({x0 - 50 * s / abs(r), x0} if x0 < hh else set()))
+            want = mp.quad(lambda x: mp.npdf(x) * mp.ncdf((kk - r * x) / s), [p for p in pts if p <= hh])
+            assert abs(got[i] - float(want)) <= 2e-16, (i, got[i], want)
+
+
+def test_hardtanh_kernel_at_tiny_input_angles():
+    r"""hardtanh's NTK at input angles $\theta_0=10^{-9}$ to $10^{-7}$ (the deficit form) is $K(0)-a\theta_0-b\theta_0^2$
+    to $10^{-12}$ relative, with $a$, $b$ from $\theta_0=10^{-6}$ and $10^{-5}$, and agrees with the direct solve at
+    $\theta_0=0.003$ (where its rounding error is $\sim7\cdot10^{-15}/\theta_0$) to $10^{-11}$.  Before the gap form
+    of the relu sums the correlation's rounding put an angle floor of $2\cdot10^{-7}$ under every solve:
+    $(K(0)-K(\theta_0))/\theta_0$ was 126 at $10^{-9}$ (0.558 at $10^{-5}$), and the sphere's theta table stalled
+    at 1025 nodes, warning."""
+    from kernelcalc.kernels.ode import KinkedGoursatSolver
+    from kernelcalc.theory.activations import resolve_activation
+
+    def solver(deficit=True):
+        s = KinkedGoursatSolver(resolve_activation("Max(-1, Min(1, x))"), T=1.0, sigma_w=1.0, sigma_u=1.0,
+                                sigma_v=1.0, tol=1e-10, M=None, v_max=1.0)
+        s.same_norms = True
+        if not deficit:
+            s._deficit_form = lambda dual: False
+        return s
+
+    th = np.array([0.0, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 3e-3])
+    ones = np.ones_like(th)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # no accuracy shortfall
+        ntk = solver().at_angles(ones, ones, th)[1]
+    a, b = np.linalg.solve(np.stack([th[4:6], th[4:6] ** 2], 1), ntk[0] - ntk[4:6])   # K(0) - a t - b t^2
+    assert 0.5 < a < 0.6
+    curve = ntk[0] - a * th[1:4] - b * th[1:4] ** 2
+    assert np.all(np.abs(ntk[1:4] - curve) <= 1e-12 * ntk[0]), (ntk[1:4] - curve) / ntk[0]
+    direct = solver(deficit=False).at_angles(ones[-1:], ones[-1:], th[-1:])[1]
+    assert abs(direct[0] - ntk[-1]) <= 1e-11 * ntk[0]
+
