@@ -149,11 +149,11 @@ def test_panel_guard_lets_the_sigma_w_T_10_cases_compute():
         dual = dual_kernels(act) if act != "gelu" else dual_kernels("gelu", q_max=1e5)
         solver._check_ladder(dual, 0, m, [d for d in (12, 16, 20) if d < m], False)
         assert solver.info["predicted_operations"] < 0.5 * _WORK_LIMIT, (act, solver.info["predicted_operations"])
-        solver._check_pairs(dual, np.zeros(257, int), {0: m}, gap=True)
+        solver._check_pairs(dual, np.zeros(257, int), {0: m}, near=np.zeros(257, bool))
     solver = KinkedGoursatSolver("elu", T=30.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, v_max=1.0)
     solver.pairs_hint = 65
     with pytest.raises(kc.KernelcalcInputError):
-        solver._check_pairs(dual_kernels("elu"), np.zeros(257, int), {0: 24}, gap=True)
+        solver._check_pairs(dual_kernels("elu"), np.zeros(257, int), {0: 24}, near=np.zeros(257, bool))
 
 
 @pytest.mark.slow   # ~10-60 s: the first rungs of the ladder before the refusal
