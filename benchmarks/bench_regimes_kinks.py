@@ -63,14 +63,15 @@ import os
 import subprocess
 import sys
 
-ACTIVATIONS = ("softplus", "relu", "leaky_relu", "elu", "abs(x)")
+#: the built-in kinks, and user-typed piecewise-linear ones with breakpoints away from 0 (hardtanh, relu6)
+ACTIVATIONS = ("softplus", "relu", "leaky_relu", "elu", "abs(x)", "Max(-1, Min(1, x))", "Min(Max(x, 0), 6)")
 
 _CHILD = r"""
 import json, sys, time, warnings
 import numpy as np
 import kernelcalc as kc
 from kernelcalc.data import sphere_normalise
-act, N, d, data = sys.argv[1], int(sys.argv[2]), 10, sys.argv[3]
+act, N, d, data, model = sys.argv[1], int(sys.argv[2]), 10, sys.argv[3], sys.argv[5]
 if data == "sphere":
     x = sphere_normalise(np.random.default_rng(7).standard_normal((N, d)))
 else:          # the off-sphere benchmark's standardised rows (bench_regimes_offsphere.rows), row seed 2
@@ -80,7 +81,7 @@ else:          # the off-sphere benchmark's standardised rows (bench_regimes_off
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     t0 = time.perf_counter()
-    K = kc.node_kernel(x, activation=act)
+    K = kc.node_kernel(x, activation=act) if model == "node" else kc.resnet_kernel(x, activation=act, depth=8)
     seconds = time.perf_counter() - t0
 scale = float(np.max(np.abs(K.ntk)))
 print(json.dumps(dict(activation=act, N=N, seconds=seconds, error_estimate=float(K.info["error_estimate"]),
@@ -91,15 +92,15 @@ print(json.dumps(dict(activation=act, N=N, seconds=seconds, error_estimate=float
 """
 
 
-def _cold(activation: str, N: int, timeout: float = 600.0, data: str = "sphere") -> dict:
+def _cold(activation: str, N: int, timeout: float = 600.0, data: str = "sphere", model: str = "node") -> dict:
     """One cold first call in a fresh Python process (a row saying so after ``timeout`` seconds); ``data``: rows on
-    the sphere, or ``"standardised"`` (off it)."""
+    the sphere, or ``"standardised"`` (off it); ``model``: ``"node"`` or ``"resnet"`` (depth 8)."""
     env = dict(os.environ)
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(here)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
-        out = subprocess.run([sys.executable, "-c", _CHILD, activation, str(N), data, here], capture_output=True,
+        out = subprocess.run([sys.executable, "-c", _CHILD, activation, str(N), data, here, model], capture_output=True,
                              text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return dict(activation=activation, N=N, seconds=float("nan"), error_estimate=float("nan"),
@@ -110,21 +111,25 @@ def _cold(activation: str, N: int, timeout: float = 600.0, data: str = "sphere")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(N: int = 2000, activations=ACTIVATIONS, timeout: float = 600.0, off_sphere=(200, 2000)) -> list[dict]:
+def run(N: int = 2000, activations=ACTIVATIONS, timeout: float = 600.0, off_sphere=(200, 2000),
+        resnet: bool = True) -> list[dict]:
     """Time and error estimate of each activation's Neural-ODE Gram (cold, fresh process, at most ``timeout``
     seconds each), with the ratio against softplus: N rows on the sphere, then standardised rows (off the sphere) of
-    each size in ``off_sphere``; prints a table for each and returns the rows (``data``: "sphere" or "standardised")."""
+    each size in ``off_sphere``, then (``resnet``) the Euler ResNet of depth 8 on the N rows on the sphere; prints a
+    table for each and returns the rows (``data``: "sphere" or "standardised"; ``model``: "node" or "resnet")."""
     out = []
-    for data, n in [("sphere", N)] + [("standardised", m) for m in off_sphere]:
-        rows = [dict(_cold(a, n, timeout, data), data=data) for a in activations]
-        out += _table(rows, n, data)
+    cases = [("node", "sphere", N)] + [("node", "standardised", m) for m in off_sphere] + [("resnet", "sphere", N)] * resnet
+    for model, data, n in cases:
+        rows = [dict(_cold(a, n, timeout, data, model), data=data, model=model) for a in activations]
+        out += _table(rows, n, data, model)
     return out
 
 
-def _table(rows: list[dict], N: int, data: str) -> list[dict]:
+def _table(rows: list[dict], N: int, data: str, model: str = "node") -> list[dict]:
     base = next((r["seconds"] for r in rows if r["activation"] == "softplus"), float("nan"))
     where = "on the sphere" if data == "sphere" else "standardised rows (off the sphere)"
-    print(f"Neural ODE, N = {N} {where} (d = 10), T = 1, tol = 1e-10; cold first call, fresh process each")
+    what = "Neural ODE, T = 1, tol = 1e-10" if model == "node" else "Euler ResNet, depth 8, T = 1"
+    print(f"{what}, N = {N} {where} (d = 10); cold first call, fresh process each")
     print(f"{'activation':<12}{'seconds':>9}{'x softplus':>12}{'error est.':>12}{'relative':>11}  grid")
     for r in rows:
         r["ratio_to_softplus"] = r["seconds"] / base
