@@ -53,7 +53,7 @@ def test_relu_sum_drop_and_duals_against_mpmath(lo, hi, expr):
     r"""The drop of hardtanh and relu6 relative to itself (the deficit solve needs it where a difference of two
     float64 values of $C$ keeps no digit: $\Delta=10^{-12}$), and $C$ at $1-\rho$, against mpmath at 30 digits;
     cases: on the diagonal ($\rho_p=1$), near it with unequal variances, and an angle $\theta_c\approx0.045$ from
-    $\theta_p\approx10^{-5}$ (the graded quadrature's hardest case)."""
+    $\theta_p\approx10^{-5}$ with $|h-k|\approx0.04\,\theta_c$ (the graded quadrature's panels)."""
     form = relu_sum_gap(relu_sum(expr))
     cases = [(1.0, 1.0, 0.0, 1e-12), (1.0, 1.0, 0.0, 1.2e-3), (0.9, 1.1, 2e-6, 1e-5), (1.3, 1.0, 1e-3, 5e-4),
              (0.5, 0.52, 1e-8, 1e-9), (2.0, 2.1, 1e-10, 1e-3)]
@@ -116,6 +116,10 @@ def test_hardtanh_kernel_at_tiny_input_angles():
     assert np.all(np.abs(ntk[1:4] - curve) <= 1e-12 * ntk[0]), (ntk[1:4] - curve) / ntk[0]
     direct = solver(deficit=False).at_angles(ones[-1:], ones[-1:], th[-1:])[1]
     assert abs(direct[0] - ntk[-1]) <= 1e-11 * ntk[0]
+    # hardtanh is odd: K(pi - theta) = -K(theta), the mirrored pair's gap 2 cos^2(theta / 2) given exactly (gap + 2 S0
+    # would cancel: at pi - 1e-8 it was 0, the pair solved as antiparallel, off by 2.9e-9)
+    anti = solver().at_angles(ones[1:5], ones[1:5], np.pi - th[1:5])[1]
+    np.testing.assert_allclose(anti, -ntk[1:5], rtol=0, atol=1e-13 * ntk[0])
 
 
 

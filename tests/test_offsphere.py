@@ -358,3 +358,28 @@ def test_direct_pairs_with_interpolated_self_kernels_against_the_direct_path():
         assert D.info["path"] == "direct"
         assert abs(K.ntk[i, j] - D.ntk[0, 1]) <= 1e-12 * scale
         assert abs(K.nngp[i, j] - D.nngp[0, 1]) <= 1e-12 * scale
+
+
+def test_nearly_orthogonal_pair_of_an_odd_kink_converges_without_a_spurious_warning():
+    r"""hardtanh (odd: $S\equiv0$ for orthogonal inputs) on a pair of unequal norms ($|x|^2/d=0.128$, $|y|^2/d=2.87$)
+    with $x\cdot y/d=4.7\cdot10^{-17}$ (rounding of an orthogonal pair: met in 2000 standardised rows, whose largest
+    $|x|^2/d$ is 8.11): its cross covariance is $\sim10^{-16}$ of $\sqrt{q_xq_y}$, and the tensor grid's Picard sweeps,
+    measured relative to it, stalled at a change of 1e-2 (rounding) and warned.  Changes are now measured against
+    $10^{-6}\sqrt{q_xq_y}$ at least: no warning, a change at rounding level, and the NTK is the odd kernel's
+    $O(x\cdot y)$ (within 1e-14 of the pair's diagonal entries)."""
+    import warnings
+
+    from kernelcalc.kernels.ode import KinkedGoursatSolver
+
+    def solver():
+        return KinkedGoursatSolver("Max(-1, Min(1, x))", T=1.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, tol=1e-10,
+                                   M=None, v_max=8.110302091987743)
+
+    sxx, syy = np.array([0.1283217738896818]), np.array([2.8732300905726427])
+    s = solver()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, ntk = s(sxx, syy, np.array([4.677360008191106e-17]))
+    assert s.info["unequal_norms_sweep_change"] <= 1e-11
+    _, diag = solver()(np.concatenate([sxx, syy]), np.concatenate([sxx, syy]), np.concatenate([sxx, syy]))
+    assert abs(ntk[0]) <= 1e-14 * np.max(np.abs(diag))

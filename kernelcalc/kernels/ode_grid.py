@@ -29,25 +29,31 @@ _BOUND = 1e150            # |C| and |S| inside the Picard sweeps (see _bounded)
 _NUMPY_MAX_WORK = 1.2e8   # a call this small runs in numpy, not jit-compiled (see _backend)
 _NUMPY_MAX_WORK_HERMITE = 1e13   # the same for the Mehler series (numpy sums each pair's own terms only)
 _NUMPY_MAX_WORK_CLOSED = 1.2e8   # the same for closed forms, the work counted in cells (a dear one: numpy always)
+#: the cross-kernel sweeps measure their change against at least this fraction of a pair's natural scale
+#: sqrt(max q_x max q_y) (:func:`_picard`'s ``floor``; the kernels' error estimates are relative to the largest entry)
+_CHANGE_FLOOR = 1e-6
 _JIT_BATCH = 256          # pairs per compiled cross-kernel batch (one shape: one compilation per kernel)
 _JIT_NORMS = 64           # distinct norms per compiled cross-kernel call at least (padded: one shape)
 
 
-def _picard(step, S_init, tol=None, max_sweeps=None, xp=jnp, accelerate=None):
-    """Iterate ``S <- step(S)`` until the largest relative change (per problem: leading axis) is
+def _picard(step, S_init, tol=None, max_sweeps=None, xp=jnp, accelerate=None, floor=None):
+    r"""Iterate ``S <- step(S)`` until the largest relative change (per problem: leading axis) is
     below ``tol``, or has stagnated at rounding level (below ``_STAGNATION`` and not decreasing), or is
     not finite.  Returns ``(S, last change, sweeps)``; the caller checks the change.  ``xp``: jax.numpy
     (a ``lax.while_loop``, to be traced) or numpy (a Python loop, run at once).  ``accelerate`` (numpy only):
     ``(S, step(S), change, previous change) -> next iterate`` in place of ``step(S)`` while the sweeps go on
     (:class:`~kernelcalc.kernels._newton.ChordNewton`); the change, the stopping test and the returned plain
-    image ``step(S)`` stay those of the sweeps."""
+    image ``step(S)`` stay those of the sweeps.  ``floor`` (per problem, optional): the least scale a change is
+    measured against (a cross-covariance of a near-orthogonal pair of an odd $\phi$ is $\sim10^{-16}$ of its natural
+    scale $\sqrt{q_xq_y}$, and its rounding alone made relative changes of 1e-2: a spurious stall, warned)."""
     tol = _SWEEP_TOL if tol is None else tol
     max_sweeps = _MAX_SWEEPS if max_sweeps is None else max_sweeps
 
     def change(S_new, S):
         axes = tuple(range(1, S.ndim))
         num = xp.max(xp.abs(S_new - S), axis=axes)
-        return xp.max(num / xp.maximum(xp.max(xp.abs(S_new), axis=axes), 1e-300))
+        den = xp.maximum(xp.max(xp.abs(S_new), axis=axes), 1e-300)
+        return xp.max(num / (den if floor is None else xp.maximum(den, floor)))
 
     def cond(state):
         _, delta, prev, k = state
@@ -352,7 +358,9 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
                 return forward(S0, C)
 
         S_init = S_start if warm else xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
-        S, dS, nS = _picard(step, S_init, xp=xp, accelerate=None if jumps else newton)
+        # a change is measured against 1e-6 of the pair's natural scale at least (_CHANGE_FLOOR, _picard's floor)
+        scale = xp.sqrt(xp.max(xp.abs(mx[0]), axis=(1, 2)) * xp.max(xp.abs(my[0]), axis=(1, 2)))
+        S, dS, nS = _picard(step, S_init, xp=xp, accelerate=None if jumps else newton, floor=_CHANGE_FLOOR * scale)
         # (C, Cdot) of the last sweep when it computed them (Newton: at S_k, whose image S differs from it by
         # less than the stopping test), else at S
         final = None if jumps or newton is None else newton.final(S)

@@ -197,11 +197,13 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
             return _row_newton.solve_self(grid, functools.partial(_exact_pairs, dual), S0, self._fwd)
         return _solve(grid, self._C(dual), S0, self._fwd)
 
-    def _pairs(self, dual, M, q, S0, theta0, degrees=None, gap=None):
+    def _pairs(self, dual, M, q, S0, theta0, degrees=None, gap=None, anti=None):
         r"""(nngp, ntk) of B pairs of equal norm: ``q`` (B, M+1) their diagonal on the degree-``M`` grid,
         ``S0`` (B,), angles ``theta0``; each band of angles on its own grid (``degrees``: band -> degree).
-        ``gap`` (B,): $S_0$ of the parallel pair minus ``S0``, exactly (small angles of a homogeneous kink are
-        solved for the deficit from the parallel pair, :meth:`_deficit`).  On the panels the call's cost is
+        ``gap`` (B,): $S_0$ of the parallel pair minus ``S0``, exactly (angles $\theta_0<$ ``_DEFICIT_BELOW`` of a kink
+        with a gap form are solved for the deficit from the parallel pair, :meth:`_deficit`); ``anti`` (B,): $S_0$ of
+        the parallel pair plus ``S0``, exactly (the gap of the mirrored pair of an odd $\phi$ at $\theta_0\to\pi$;
+        ``gap + 2 S0`` would cancel).  On the panels the call's cost is
         checked first (:meth:`_check_pairs`) unless ``degrees`` are given (the degree ladder checks its rungs).
         The Gram's solves (``degrees`` not given) may go through node angle tables (:meth:`_angle_table`); the
         ladder's probes (at degrees still to be confirmed) never do.
@@ -213,8 +215,10 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         changed by 2.2e-8 at its last degree, and warned)."""
         if self.activation.is_odd and np.any(flip := np.asarray(theta0) > 0.5 * math.pi):
             S0 = np.asarray(S0)
+            if gap is not None:
+                gap = np.where(flip, gap + 2.0 * S0 if anti is None else anti, gap)
             nngp, ntk = self._pairs(dual, M, q, np.where(flip, -S0, S0), np.where(flip, math.pi - theta0, theta0),
-                                    degrees, None if gap is None else np.where(flip, gap + 2.0 * S0, gap))
+                                    degrees, gap)
             return np.where(flip, -nngp, nngp), np.where(flip, -ntk, ntk)
         tabulate = degrees is None
         bands = band_of(theta0, self.sigma_w * self.T, self.band_floor)
@@ -384,7 +388,8 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
             theta0 = np.where((sxy[equal] == v) | (sxy[equal] == syy[equal]), 0.0, theta0)
             S0 = rec.ode_initial(sxy[equal], self.sigma_u)
             gap = rec.ode_initial(v - sxy[equal], self.sigma_u)    # exact for near-parallel inputs (Sterbenz)
-            nngp[equal], ntk[equal] = self._pairs(dual, M, diag[ix], S0, theta0, gap=gap)
+            anti = rec.ode_initial(v + sxy[equal], self.sigma_u)   # ... and for near-antiparallel ones
+            nngp[equal], ntk[equal] = self._pairs(dual, M, diag[ix], S0, theta0, gap=gap, anti=anti)
         if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
             raise self._blow_up("the kernel")
         return nngp.reshape(shape), ntk.reshape(shape)
@@ -439,7 +444,8 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         diag = self._cached_diagonals(dual, M, v_unique)
         S0 = rec.ode_initial(v * np.cos(th), self.sigma_u)
         gap = rec.ode_initial(2.0 * v * np.sin(th / 2) ** 2, self.sigma_u)
-        nngp, ntk = self._pairs(dual, M, diag[inverse.ravel()], S0, th, gap=gap)
+        anti = rec.ode_initial(2.0 * v * np.cos(th / 2) ** 2, self.sigma_u)
+        nngp, ntk = self._pairs(dual, M, diag[inverse.ravel()], S0, th, gap=gap, anti=anti)
         if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
             raise self._blow_up("the kernel")
         return nngp.reshape(shape), ntk.reshape(shape)

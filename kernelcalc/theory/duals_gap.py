@@ -114,7 +114,7 @@ def homogeneous_gap(a: float, b: float, C_formula, Cdot_formula) -> GapForm:
 
 
 #: the drop's quadrature of a relu sum (:func:`_graded_nodes`): Gauss-Legendre nodes per panel, and the panels'
-#: edges as fractions of $[\theta_p,\theta_c]$ where $\theta_c>2\theta_p>0$ (graded toward $\theta_p$, where
+#: edges as fractions of $[\theta_p,\theta_c]$ where $\theta_c>2\theta_p$ (graded toward $\theta_p$, where
 #: $g_{ij}$ turns on at the scale $|h_i-k_j|\sim\theta_p$ of near-diagonal grid points) or else (uniform)
 _GAP_GL = 8
 _GAP_GRADED = (0.0, 1.0 / 16.0, 0.25, 1.0)
@@ -125,7 +125,10 @@ _UNDERFLOW = 750.0     # exp(-750) = 0 in float64
 def _graded_nodes(tp, width):
     r"""Nodes $\theta$ (``tp.shape + (nodes,)``), their offsets $\theta-\theta_p$ and weights on
     $[\theta_p,\theta_p+\text{width}]$: three panels of :data:`_GAP_GL` Gauss-Legendre nodes, graded toward
-    $\theta_p$ when $\theta_c>2\theta_p>0$."""
+    $\theta_p$ when $\theta_c>2\theta_p$ (also from $\theta_p=0$: $g_{ij}$ turns on at $\theta\sim|h_i-k_j|$).
+    Measured against 24 panels of 16 nodes on 20000 random cases ($q$ 0.3-3, $1-\rho_p$ 0 or 1e-14-1e-2, $\Delta$
+    1e-16-3e-3): relative error of the drop at most 4.6e-10 (1.3e-10 to 3e-10 where $\theta_p\ll\theta_c\approx0.05$-0.1
+    and $|h-k|\sim0.05$-$1\,\theta_c$; $\le10^{-11}$ for $\theta_p\ge0.05\,\theta_c$)."""
     gx, gw = np.polynomial.legendre.leggauss(_GAP_GL)
     graded = width > tp
     edges = np.where(graded[..., None], np.array(_GAP_GRADED), np.array(_GAP_UNIFORM))     # (..., 4)
@@ -146,6 +149,8 @@ def relu_sum_gap(rep) -> GapForm:
 
     def drop(q1, q2, omr_p, dlt):
         q1, q2, omr_p, dlt = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (q1, q2, omr_p, dlt)))
+        if q1.size == 0:
+            return np.zeros(q1.shape)
         n = np.sqrt(q1 * q2)
         tp, width = _angles(omr_p, dlt)
         theta, offset, weight = _graded_nodes(tp, width)

@@ -204,12 +204,13 @@ def pwl_joint(o, rep, q1, q2, c, omr=None):
     ``o`` (:data:`~kernelcalc.theory.duals_ops.NUMPY_OPS`, ``JAX_OPS`` or ``SYMPY_OPS``).  ``omr`` (numpy only):
     $1-\rho$, exactly, in place of the correlation of ``c`` (then ``c`` is ignored): $\sigma=\sqrt{(1-\rho)(1+\rho)}$,
     $\rho h-k=(h-k)-(1-\rho)h$ and $\Phi_2$ (:func:`~kernelcalc.theory.bivariate_normal.bivariate_normal_cdf`) take
-    it, so that $C$ and $\dot C$ keep their dependence on the angle at $\rho\to1$ (:func:`pwl_gap`)."""
+    it, so that $C$ and $\dot C$ keep their dependence on the angle at $\rho\to1$
+    (:func:`~kernelcalc.theory.duals_gap.relu_sum_gap`)."""
     alpha, beta, us, gs = rep
     symbolic = isinstance(o.pi, sp.Basic)
     s1, s2 = o.sqrt(q1), o.sqrt(q2)
     if omr is not None:
-        omr = np.asarray(omr, np.float64)
+        omr = np.clip(np.asarray(omr, np.float64), 0.0, 2.0)
         c = s1 * s2 * (1.0 - omr)
     h, k, r = _standardised(o, us, q1, q2, c)
     n = len(us)
@@ -252,7 +253,7 @@ def pwl_cdot(rep, q1, q2, omr):
     r"""$\dot C$ alone of the relu sum ``rep`` (numpy) at $1-\rho$ = ``omr`` (as :func:`pwl_joint` with ``omr``):
     $\beta^2+\beta\sum_k\gamma_k(P_k+Q_k)+\sum_{k,l}\gamma_k\gamma_lL_{kl}$ (module doc)."""
     _, beta, us, gs = rep
-    omr = np.asarray(omr, np.float64)
+    omr = np.clip(np.asarray(omr, np.float64), 0.0, 2.0)
     h, k, r = _standardised(NUMPY_OPS, us, q1, q2, np.sqrt(q1 * q2) * (1.0 - omr))
     n = len(us)
     pairs = [(i, j) for i in range(n) for j in range(n)]
