@@ -48,10 +48,10 @@ def test_band_0_serves_an_angle_under_its_edge_probed_by_its_ladder(monkeypatch)
     probed = []
     inner = ok.KinkedSolverMixin._pairs
 
-    def spy(self, dual, M, q, S0, theta0, degrees=None, gap=None):
+    def spy(self, dual, M, q, S0, theta0, degrees=None, gap=None, anti=None):
         if degrees is not None:
             probed.append((dict(degrees), np.array(theta0)))
-        return inner(self, dual, M, q, S0, theta0, degrees, gap)
+        return inner(self, dual, M, q, S0, theta0, degrees, gap, anti)
 
     monkeypatch.setattr(ok.KinkedSolverMixin, "_pairs", spy)
     th = 0.2

@@ -111,4 +111,5 @@ def test_off_sphere_node_on_cluster_records_the_time_grid(client, monkeypatch):
     # the same solves, batched per tile on the workers (and per Gram here): BLAS may sum in another order
     np.testing.assert_allclose(remote.ntk, local.ntk, rtol=1e-14, atol=1e-15)
     assert remote.info["M"] == local.info["M"] == 8
-    assert remote.info["error_estimate"] == local.info["error_estimate"]
+    # the estimate carries 10x the last Picard change, a rounding-level number that the summation order moves
+    assert remote.info["error_estimate"] == pytest.approx(local.info["error_estimate"], rel=0.05)

@@ -38,8 +38,8 @@ def test_probes_leave_the_ladder_once_converged_and_the_kernel_meets_the_referen
     seen = []
     inner = ok.KinkedSolverMixin._pairs
 
-    def spy(self, dual, M, q, S0, theta0, degrees=None, gap=None):
-        out = inner(self, dual, M, q, S0, theta0, degrees, gap)
+    def spy(self, dual, M, q, S0, theta0, degrees=None, gap=None, anti=None):
+        out = inner(self, dual, M, q, S0, theta0, degrees, gap, anti)
         if degrees is not None and 0 in degrees:
             seen.append((degrees[0], np.array(theta0), out[1].copy()))
         return out
