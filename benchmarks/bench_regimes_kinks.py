@@ -49,7 +49,20 @@ the norm interpolation's 2.5e-10 to 4.2e-10 (softplus's alike):
 | standardised, N = 200 | 0.55 | 0.74 | 0.75 | **2.77** (1.52 s) | 1.54 |
 | standardised, N = 2000 | 0.83 | 0.60 | 0.61 | **2.33** (1.92 s) | 1.07 |
 
-Before this stop elu off the sphere took 9.5-12.3 s at N = 200 and 11.4-14.2 s at N = 2000 (about 10x softplus):
+Stop 31 (2026-12-07, 09:21-09:25 UTC, idle; main 2626679, hardtanh and relu6 and the ResNet rows new), ratio to
+softplus on the same rows (softplus's own time moves 0.58-0.92 s between runs on the sphere, the ratios with it):
+
+| rows | softplus s | relu | leaky_relu | elu | abs | hardtanh | relu6 |
+|---|---|---|---|---|---|---|---|
+| node, sphere, N = 2000 | 0.58 | 1.06 | 1.12 | 1.69 | 1.89 | 3.18 (1.85 s) | 2.53 (1.47 s) |
+| node, standardised, N = 200 | 0.67 | 0.71 | 0.73 | 4.15 | 1.50 | 5.79 | 8.96 |
+| node, standardised, N = 2000 | 1.03 | 0.57 | 0.59 | 3.45 | 1.05 | 7.77 | 19.6 |
+| resnet depth 8, sphere, N = 2000 | 0.50 | 0.40 | 0.51 | 0.68 | 0.50 | 1.12 | 1.39 |
+
+hardtanh and relu6 on the sphere took 11.4 s and 5.1 s before the relu sums' gap form (hardtanh warned: 1025 theta
+nodes, 1.2e-9), the ResNet hardtanh 4.8-5.9 s (warned); old main measured alternately in the same session.
+
+Before stop 30 elu off the sphere took 9.5-12.3 s at N = 200 and 11.4-14.2 s at N = 2000 (about 10x softplus):
 its tensor grid of unequal norms compiled the dual, ran plain Picard sweeps and took its own self-kernel diagonals,
 which converge only algebraically (:mod:`kernelcalc.kernels.ode_kinked`).  Side by side, three alternating cold runs
 each (main 6ff7e75 / branch elu3 72f133e): elu N = 200 12.30 / 1.80 s, softplus 0.84 / 0.91 s; elu N = 2000
