@@ -33,7 +33,8 @@ import math
 
 import numpy as np
 
-__all__ = ["normal_cdf", "mills_ratio", "bivariate_normal_cdf", "bivariate_mills", "bivariate_mills_whitened"]
+__all__ = ["normal_cdf", "mills_ratio", "bivariate_normal_cdf", "orthant_probabilities", "bivariate_mills",
+           "bivariate_mills_whitened"]
 
 _XP, _WP = np.polynomial.legendre.leggauss(16)     # per panel of the graded rule
 _PANELS = 12                                        # panels on each side of the peak
@@ -127,6 +128,44 @@ def _bvnu(h, k, r, xp, omr=None):
     if np.any(m):
         out[m] = _bvnu_high(h[m], k[m], r[m], np, None if omr is None else omr[m])
     return np.clip(out, 0.0, 1.0)
+
+
+def orthant_probabilities(h, k, r, omr=None, tails=None):
+    r"""$P(X>h_p,\,Y>k_p)$ for $P$ pairs of limits sharing one correlation per element (numpy; the orthants of a
+    relu sum, :mod:`~kernelcalc.theory.duals_pwl`): ``h``, ``k`` ``(P, ...)``, ``r`` (and ``omr`` $=1-r$, exactly,
+    when given) broadcasting to ``h.shape[1:]``; ``tails``: $(\Phi(-h),\Phi(-k))$ when known.  The values of
+    :func:`bivariate_normal_cdf` ``(-h, -k, r)``: the same branches and nodes, with the Gauss-Legendre angles of the
+    $|r|<0.925$ branch, $\sin$ and $1/\cos^2$, computed once per element for the $P$ pairs (measured ~40 % of Genz's
+    time there), and the tails taken as given."""
+    h, k = np.asarray(h, np.float64), np.asarray(k, np.float64)
+    P = h.shape[0]
+    shape = np.broadcast_shapes(h.shape[1:], k.shape[1:], np.shape(r), () if omr is None else np.shape(omr))
+    r = np.broadcast_to(np.asarray(r, np.float64), shape).reshape(-1)
+    h, k = (np.broadcast_to(v, (P,) + shape).reshape(P, -1) for v in (h, k))
+    if omr is not None:
+        omr = np.broadcast_to(np.asarray(omr, np.float64), shape).reshape(-1)
+    Ph, Pk = ((normal_cdf(-h), normal_cdf(-k)) if tails is None else
+              (np.broadcast_to(t, (P,) + shape).reshape(P, -1) for t in tails))
+    out = np.empty(h.shape)
+    a = np.abs(r)
+    below = 0.0
+    for edge, n in _GENZ_ORDERS:
+        m = (a >= below) & (a < edge)
+        below = edge
+        if np.any(m):
+            x, w = _GL[n]
+            asr = np.arcsin(r[m])
+            sn = np.sin(asr[:, None] * (1.0 + x) / 2.0)                 # (M, n), shared by the P pairs
+            inv = 1.0 / (1.0 - sn * sn)
+            hm, km = h[:, m], k[:, m]
+            hk, hs = (hm * km)[..., None], ((hm * hm + km * km) / 2.0)[..., None]
+            out[:, m] = np.sum(w * np.exp((hk * sn - hs) * inv), axis=-1) * asr / (4 * math.pi) + Ph[:, m] * Pk[:, m]
+    m = a >= 0.925
+    if np.any(m):
+        rr = np.broadcast_to(r[m], (P, int(np.sum(m))))
+        oo = None if omr is None else np.broadcast_to(omr[m], rr.shape)
+        out[:, m] = _bvnu_high(h[:, m], k[:, m], rr, np, oo)
+    return np.clip(out, 0.0, 1.0).reshape((P,) + shape)
 
 
 def _bvnu_low(h, k, r, n, xp):

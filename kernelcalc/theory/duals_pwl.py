@@ -47,7 +47,7 @@ import sympy as sp
 
 from ._activation_text import X
 from ._piecewise import pieces_or_none
-from .bivariate_normal import bivariate_normal_cdf, normal_cdf
+from .bivariate_normal import normal_cdf, orthant_probabilities
 from .duals_ops import NUMPY_OPS
 
 __all__ = ["relu_sum", "pwl_joint", "pwl_cdot", "step_sum", "step_joint"]
@@ -157,15 +157,17 @@ def _standardised(o, us, q1, q2, c):
     return [u / s1 for u in us], [u / s2 for u in us], o.corr(q1, q2, c)
 
 
-def _orthants(o, h, k, r, pairs, omr=None):
+def _orthants(o, h, k, r, pairs, omr=None, tails=None):
     r"""$L_{ij}=P(a>u_i,b>u_j)=\Phi_2(-h_i,-k_j;\rho)$ for the index ``pairs`` (numeric: one call over all; ``omr``:
-    $1-\rho$ exactly, numpy)."""
+    $1-\rho$ exactly; ``tails``: the lists $(\Phi(-h_i))$, $(\Phi(-k_j))$ when known).  numpy: the pairs share the
+    Gauss-Legendre angles of each correlation (:func:`~kernelcalc.theory.bivariate_normal.orthant_probabilities`)."""
     if isinstance(o.pi, sp.Basic):
         return [o.bvn(-h[i], -k[j], r) for i, j in pairs]
-    if omr is not None:
-        return bivariate_normal_cdf(o.stack([-h[i] for i, _ in pairs]), o.stack([-k[j] for _, j in pairs]), r,
-                                    omr=omr)
-    return o.bvn(o.stack([-h[i] for i, _ in pairs]), o.stack([-k[j] for _, j in pairs]), r)
+    H, K = o.stack([h[i] for i, _ in pairs]), o.stack([k[j] for _, j in pairs])
+    if o is NUMPY_OPS:
+        T = None if tails is None else (o.stack([tails[0][i] for i, _ in pairs]), o.stack([tails[1][j] for _, j in pairs]))
+        return orthant_probabilities(H, K, r, omr=omr, tails=T)
+    return o.bvn(-H, -K, r)
 
 
 def _matches(expr, z, rep, tol) -> bool:
@@ -232,7 +234,7 @@ def pwl_joint(o, rep, q1, q2, c, omr=None):
         t2 = [x / sig for x in num2]
     else:     # one call of each primitive over all pairs (one traced graph under jax)
         t1, t2 = _ratio(o, o.stack(num1), sig), _ratio(o, o.stack(num2), sig)
-    L = _orthants(o, h, k, r, pairs, omr)
+    L = _orthants(o, h, k, r, pairs, omr, (P, Q))
     Cdot = beta * beta + 0 * c
     C = alpha * alpha + beta * beta * c
     for i in range(n):
@@ -257,10 +259,11 @@ def pwl_cdot(rep, q1, q2, omr):
     h, k, r = _standardised(NUMPY_OPS, us, q1, q2, np.sqrt(q1 * q2) * (1.0 - omr))
     n = len(us)
     pairs = [(i, j) for i in range(n) for j in range(n)]
-    L = _orthants(NUMPY_OPS, h, k, 1.0 - omr, pairs, omr)
+    P, Q = [normal_cdf(-x) for x in h], [normal_cdf(-x) for x in k]
+    L = _orthants(NUMPY_OPS, h, k, 1.0 - omr, pairs, omr, (P, Q))
     Cdot = beta * beta + 0 * omr
     for i in range(n):
-        Cdot = Cdot + beta * gs[i] * (normal_cdf(-h[i]) + normal_cdf(-k[i]))
+        Cdot = Cdot + beta * gs[i] * (P[i] + Q[i])
     for m, (i, j) in enumerate(pairs):
         Cdot = Cdot + gs[i] * gs[j] * L[m]
     return Cdot
