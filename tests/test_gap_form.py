@@ -51,16 +51,15 @@ def _clip_C(lo, hi, q1, q2, omr):
                          ids=["hardtanh", "relu6"])
 def test_relu_sum_drop_and_duals_against_mpmath(lo, hi, expr):
     r"""The drop of hardtanh and relu6 relative to itself (the deficit solve needs it where a difference of two
-    float64 values of $C$ keeps no digit: $\Delta=10^{-12}$), and $C$ at $1-\rho$, against mpmath at 30 digits;
+    float64 values of $C$ keeps no digit: $\Delta=10^{-12}$), and $C$ at $1-\rho$, against mpmath at 25 digits;
     cases: on the diagonal ($\rho_p=1$), near it with unequal variances, and an angle $\theta_c\approx0.045$ from
     $\theta_p\approx10^{-5}$ with $|h-k|\approx0.04\,\theta_c$ (the graded quadrature's panels)."""
     form = relu_sum_gap(relu_sum(expr))
-    cases = [(1.0, 1.0, 0.0, 1e-12), (1.0, 1.0, 0.0, 1.2e-3), (0.9, 1.1, 2e-6, 1e-5), (1.3, 1.0, 1e-3, 5e-4),
-             (0.5, 0.52, 1e-8, 1e-9), (2.0, 2.1, 1e-10, 1e-3)]
+    cases = [(1.0, 1.0, 0.0, 1e-12), (0.9, 1.1, 2e-6, 1e-5), (1.3, 1.0, 1e-3, 5e-4), (2.0, 2.1, 1e-10, 1e-3)]
     q1, q2, omr, dlt = (np.array(c) for c in zip(*cases))
     drop = form.drop(q1, q2, omr, dlt)
     C, _ = form.duals(q1, q2, omr + dlt)
-    with mp.workdps(30):
+    with mp.workdps(25):
         for i, (a, b, o, d) in enumerate(cases):
             a, b, o, d = (mp.mpf(v) for v in (a, b, o, d))
             c_p, c_c = _clip_C(lo, hi, a, b, o), _clip_C(lo, hi, a, b, o + d)
