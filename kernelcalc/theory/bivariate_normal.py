@@ -108,6 +108,16 @@ _GENZ_ORDERS = ((0.3, 6), (0.75, 12), (0.925, 20))
 _GL = {n: np.polynomial.legendre.leggauss(n) for _, n in _GENZ_ORDERS}
 
 
+def _low_branches(r):
+    """``(mask, nodes)`` of each non-empty |r| < 0.925 branch of Genz's rule (:data:`_GENZ_ORDERS`), numpy."""
+    a, below = np.abs(r), 0.0
+    for edge, n in _GENZ_ORDERS:
+        m = (a >= below) & (a < edge)
+        below = edge
+        if np.any(m):
+            yield m, n
+
+
 def _bvnu(h, k, r, xp, omr=None):
     """Genz's BVNU: $P(X>h, Y>k)$ (arrays of one shape; ``omr``: $1-r$, numpy only).  numpy evaluates each
     element's branch only (with Genz's node counts); jax.numpy both branches with 20 nodes, selected by ``where``."""
@@ -117,13 +127,8 @@ def _bvnu(h, k, r, xp, omr=None):
         hi = _bvnu_high(h, k, xp.where(low, 0.95, r), xp)
         return xp.clip(xp.where(low, lo, hi), 0.0, 1.0)
     out = np.empty(np.shape(r))
-    a = np.abs(r)
-    below = 0.0
-    for edge, n in _GENZ_ORDERS:
-        m = (a >= below) & (a < edge)
-        below = edge
-        if np.any(m):
-            out[m] = _bvnu_low(h[m], k[m], r[m], n, np)
+    for m, n in _low_branches(r):
+        out[m] = _bvnu_low(h[m], k[m], r[m], n, np)
     m = ~low
     if np.any(m):
         out[m] = _bvnu_high(h[m], k[m], r[m], np, None if omr is None else omr[m])
@@ -131,12 +136,10 @@ def _bvnu(h, k, r, xp, omr=None):
 
 
 def orthant_probabilities(h, k, r, omr=None, tails=None):
-    r"""$P(X>h_p,\,Y>k_p)$ for $P$ pairs of limits sharing one correlation per element (numpy; the orthants of a
-    relu sum, :mod:`~kernelcalc.theory.duals_pwl`): ``h``, ``k`` ``(P, ...)``, ``r`` (and ``omr`` $=1-r$, exactly,
-    when given) broadcasting to ``h.shape[1:]``; ``tails``: $(\Phi(-h),\Phi(-k))$ when known.  The values of
-    :func:`bivariate_normal_cdf` ``(-h, -k, r)``: the same branches and nodes, with the Gauss-Legendre angles of the
-    $|r|<0.925$ branch, $\sin$ and $1/\cos^2$, computed once per element for the $P$ pairs (measured ~40 % of Genz's
-    time there), and the tails taken as given."""
+    r"""$P(X>h_p,\,Y>k_p)$ for $P$ pairs of limits sharing each correlation (numpy; a relu sum's orthants):
+    ``h``, ``k`` ``(P, ...)``; ``r`` (``omr`` $=1-r$ exactly, if given) and ``tails`` $(\Phi(-h),\Phi(-k))$ (if known)
+    broadcasting.  :func:`bivariate_normal_cdf` ``(-h, -k, r)`` with the $|r|<0.925$ branch's angles computed once
+    for the $P$ pairs (~40 % of Genz's time there)."""
     h, k = np.asarray(h, np.float64), np.asarray(k, np.float64)
     P = h.shape[0]
     shape = np.broadcast_shapes(h.shape[1:], k.shape[1:], np.shape(r), () if omr is None else np.shape(omr))
@@ -147,20 +150,15 @@ def orthant_probabilities(h, k, r, omr=None, tails=None):
     Ph, Pk = ((normal_cdf(-h), normal_cdf(-k)) if tails is None else
               (np.broadcast_to(t, (P,) + shape).reshape(P, -1) for t in tails))
     out = np.empty(h.shape)
-    a = np.abs(r)
-    below = 0.0
-    for edge, n in _GENZ_ORDERS:
-        m = (a >= below) & (a < edge)
-        below = edge
-        if np.any(m):
-            x, w = _GL[n]
-            asr = np.arcsin(r[m])
-            sn = np.sin(asr[:, None] * (1.0 + x) / 2.0)                 # (M, n), shared by the P pairs
-            inv = 1.0 / (1.0 - sn * sn)
-            hm, km = h[:, m], k[:, m]
-            hk, hs = (hm * km)[..., None], ((hm * hm + km * km) / 2.0)[..., None]
-            out[:, m] = np.sum(w * np.exp((hk * sn - hs) * inv), axis=-1) * asr / (4 * math.pi) + Ph[:, m] * Pk[:, m]
-    m = a >= 0.925
+    for m, n in _low_branches(r):
+        x, w = _GL[n]
+        asr = np.arcsin(r[m])
+        sn = np.sin(asr[:, None] * (1.0 + x) / 2.0)                 # (M, n), shared by the P pairs
+        inv = 1.0 / (1.0 - sn * sn)
+        hm, km = h[:, m], k[:, m]
+        hk, hs = (hm * km)[..., None], ((hm * hm + km * km) / 2.0)[..., None]
+        out[:, m] = np.sum(w * np.exp((hk * sn - hs) * inv), axis=-1) * asr / (4 * math.pi) + Ph[:, m] * Pk[:, m]
+    m = np.abs(r) >= 0.925
     if np.any(m):
         rr = np.broadcast_to(r[m], (P, int(np.sum(m))))
         oo = None if omr is None else np.broadcast_to(omr[m], rr.shape)
