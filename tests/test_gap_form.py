@@ -163,3 +163,24 @@ def test_resnet_hardtanh_at_small_input_angles_and_on_the_sphere():
     assert K.info["error_estimate"] <= 1e-10 * scale
     direct = solver()(np.ones(10), np.ones(10), (x[:5] @ x[:5].T / 10)[np.triu_indices(5, 1)])[1]
     np.testing.assert_allclose(K.ntk[:5, :5][np.triu_indices(5, 1)], direct, rtol=0, atol=1e-10 * scale)
+
+
+def test_odd_kink_at_long_horizon_converges_at_orthogonal_inputs():
+    r"""hardtanh at $\sigma_wT=10$ (collapsed-triangle panels): the kinked ladder probes $\theta_0=\pi/2$ for an odd
+    $\phi$, whose cross covariance is $\sim10^{-16}$ of $q$ ($x\cdot y$ = cos(pi/2) = 6e-17); measured relative to
+    itself its Picard sweeps stalled at 0.16 after 400 sweeps, and every Gram's estimate became 0.41 of max|NTK|,
+    warned (the values were right: 7.6e-14 from the fixed code's).  With changes measured against $10^{-6}\max q$
+    (``_triangle.CHANGE_FLOOR``): no warning, a change at rounding level, $K(\pi/2)=0$ to $10^{-13}$ of $K(0)$ (odd),
+    and $K(\pi-\theta)=-K(\theta)$."""
+    from kernelcalc.kernels.ode import KinkedGoursatSolver
+
+    s = KinkedGoursatSolver("Max(-1, Min(1, x))", T=10.0, sigma_w=1.0, sigma_u=1.0, sigma_v=1.0, tol=1e-10, M=None,
+                            v_max=1.0)
+    s.same_norms = True
+    th = np.array([0.0, 1.0, 0.5 * np.pi, np.pi - 1.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ntk = s.at_angles(np.ones(4), np.ones(4), th)[1]
+    assert s.info["sweep_change"] <= 1e-11
+    assert abs(ntk[2]) <= 1e-13 * ntk[0]
+    assert abs(ntk[3] + ntk[1]) <= 1e-13 * ntk[0]

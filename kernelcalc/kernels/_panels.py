@@ -43,6 +43,7 @@ import math
 import numpy as np
 
 from ._panel_grid import PanelGrid, panel_count, panel_grid  # noqa: F401  (panel_count, panel_grid: importable here)
+from ._triangle import change_floor
 
 __all__ = ["PanelGrid", "panel_grid", "solve", "backward", "panel_count"]
 
@@ -79,12 +80,12 @@ def _first_cells(tops, qk):
     return tops[:, :, None, :] * scale[:, None, :, None]
 
 
-def _row_sweep(J, source_C, X, tops, axis0):
+def _row_sweep(J, source_C, X, tops, axis0, floor: float = 0.0):
     """One sweep of a row's tensor cells ``X`` ``(B, k, m1, m1)``: the increments ``J (.) J^T`` of the sources
     ``source_C`` on the old values, and the left edges of the sweep's cells carried cell after cell (Gauss-Seidel in
     the edges; C of the last sweep): a sweep carries an edge across the whole row, not one cell further (the last rows
     took 3k + 10 sweeps, as many calls of C; now about as many as one cell).  Returns ``(new X, its largest change)``
-    (``tops``: the cells' top edges, ``axis0``: the row's first edge)."""
+    (``tops``: the cells' top edges, ``axis0``: the row's first edge; ``floor``: :func:`_change`'s)."""
     B, k, m1 = X.shape[0], X.shape[1], X.shape[2]
     inc = _sandwich(J, source_C.reshape(B * k, m1, m1)).reshape(X.shape)
     new = np.empty_like(X)
@@ -92,7 +93,7 @@ def _row_sweep(J, source_C, X, tops, axis0):
     for j in range(k):
         new[:, j] = tops[:, j, None, :] + edge[:, :, None] - tops[:, j, None, :1] + inc[:, j]
         edge = new[:, j, :, -1]
-    return new, float(np.max(_change(new.reshape(B * k, m1, m1), X.reshape(B * k, m1, m1))))
+    return new, float(np.max(_change(new.reshape(B * k, m1, m1), X.reshape(B * k, m1, m1), floor)))
 
 
 def _diag_at(qd, Q, diag):
@@ -116,10 +117,12 @@ def _continuous_diagonal(qs):
     return np.concatenate([qs[:, :, :-1].reshape(qs.shape[0], -1), qs[:, -1, -1:]], axis=1)
 
 
-def _change(new, old) -> np.ndarray:
+def _change(new, old, floor: float = 0.0) -> np.ndarray:
+    """Relative changes per leading index, measured against ``floor`` at least (a cross-kernel's:
+    :func:`~kernelcalc.kernels._triangle.change_floor`)."""
     B = new.shape[0]
     num = np.max(np.abs(new - old).reshape(B, -1), axis=1)
-    den = np.maximum(np.max(np.abs(new).reshape(B, -1), axis=1), 1e-300)
+    den = np.maximum(np.max(np.abs(new).reshape(B, -1), axis=1), max(floor, 1e-300))
     return num / den
 
 
@@ -180,6 +183,7 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
     J, Q, WT = grid.J, grid.tri.Q, grid.tri.W.T
     out = np.empty((B, grid.points))
     qp = None if q is None else grid.split(np.asarray(q, dtype=np.float64))
+    floor = change_floor(None if q is None else np.asarray(q, dtype=np.float64))
     qs = np.empty((B, P, m1))          # the diagonal per panel (self-kernel: as solved)
     worst, most = 0.0, 0
     ones = np.ones((B, m1))
@@ -215,7 +219,7 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
                     C, C_diag = _joint(C_of, at_tensor, _diag_at(qd, Q, diag))
                 else:
                     C = C_of(*at_tensor, *extra)
-                X, change = _row_sweep(J, source(C), X, tops, axis0)
+                X, change = _row_sweep(J, source(C), X, tops, axis0, floor)
                 changes.append(change)
             f = S0[:, None] * ones if k == 0 else X[:, -1, :, -1]        # S(t_k + tau, t_k) at the nodes
             base = _diag_base(f, Q)
@@ -226,7 +230,7 @@ def _solve(grid: PanelGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_swee
                 extra = () if aux is None else (tuple(a[:, grid.diag_slice(k)].reshape(B, m1, m1) for a in aux),)
                 C_diag = C_of(*_diag_at(qd, Q, diag), *extra)
             new = base + (source(C_diag).reshape(B, -1) @ WT).reshape(B, m1, m1)
-            changes.append(np.max(_change(new, diag)))
+            changes.append(np.max(_change(new, diag, floor)))
             diag = new
             if qp is None:
                 qk = diag[:, :, 0]
@@ -287,6 +291,7 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
     J, E_top, Q, WT = grid.J, grid.E_top, grid.tri.Q, grid.tri.W.T
     out = np.empty((B, grid.points))
     qp = grid.split(np.asarray(q, dtype=np.float64))
+    floor = change_floor(np.asarray(q, dtype=np.float64))
     ones = np.ones((B, m1))
     worst, most = 0.0, 0
 
@@ -341,12 +346,12 @@ def _solve_wavefront(grid: PanelGrid, C_of, S0, source, q, sweeps_tol=2e-15, max
             if X is not None:
                 C = C_t(X) if Ct is None else Ct
                 new = base_t + _sandwich(J, source(C).reshape(-1, m1, m1)).reshape(X.shape)
-                changes.append(np.max(_change(new.reshape(-1, m1, m1), X.reshape(-1, m1, m1))))
+                changes.append(np.max(_change(new.reshape(-1, m1, m1), X.reshape(-1, m1, m1), floor)))
                 X = new
             if diag is not None:
                 C = C_d(diag) if Cd is None else Cd
                 new = base_d + (source(C).reshape(B, -1) @ WT).reshape(B, m1, m1)
-                changes.append(np.max(_change(new, diag)))
+                changes.append(np.max(_change(new, diag, floor)))
                 diag = new
             sweeps += 1
             prev, delta = delta, float(max(changes))

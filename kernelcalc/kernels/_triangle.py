@@ -302,6 +302,20 @@ def _build_unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
     return TriangleGrid(m, n, float(delta), float(T), r, v, W, V, omega, Q)
 
 
+#: a cross-kernel's Picard change is measured against at least this fraction of its natural scale max q(t) (the sweeps
+#: of kernels/_triangle.py, _panels.py and ode_grid.py).  A cross-covariance that is ~1e-16 of it (an odd phi at
+#: orthogonal inputs, x.y/d = 6e-17 from rounding; the kinked ladder's probe at pi/2) changes by O(1) of itself from
+#: sweep to sweep on rounding alone: hardtanh at sigma_w T = 10 stalled after 400 sweeps at 0.16 and its Gram's
+#: estimate became 0.41 of max |NTK|, warned; the kernels' estimates are relative to the largest entry
+CHANGE_FLOOR = 1e-6
+
+
+def change_floor(q) -> float:
+    """The least scale of a cross-kernel solve's Picard changes: :data:`CHANGE_FLOOR` times the smallest of its B
+    problems' largest ``|q|`` (``q``: ``(B, nodes)``; ``None``, a self-kernel: 0)."""
+    return 0.0 if q is None or np.size(q) == 0 else CHANGE_FLOOR * float(np.min(np.max(np.abs(q), axis=1)))
+
+
 def solve(grid: TriangleGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11):
     r"""Picard iteration of $S = S_0+W\,\mathrm{source}(C(S))$ on ``grid`` for B problems (``S0``: (B,));
     ``source(C)`` $=\sigma_w^2C$ (:func:`kernelcalc.theory.recursion.ode_forward_source`).
@@ -318,13 +332,14 @@ def _solve(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation):
     m1, n1 = grid.m + 1, grid.n + 1
     S = np.broadcast_to(S0[:, None, None], (B, m1, n1)).copy()
     WT = grid.W.T
+    floor = change_floor(q)
     delta, prev, k = math.inf, math.inf, 0
     while k < max_sweeps:
         qk = S[:, :, 0] if q is None else q
         q2 = (qk @ grid.Q.T).reshape(B, m1, n1)
         C = C_of(np.broadcast_to(qk[:, :, None], (B, m1, n1)), q2, S)
         S_new = S0[:, None, None] + (source(C).reshape(B, -1) @ WT).reshape(B, m1, n1)
-        prev, delta = delta, _change(S_new, S)
+        prev, delta = delta, _change(S_new, S, floor)
         S = S_new
         k += 1
         if delta <= sweeps_tol or (delta < stagnation and delta >= prev) or not math.isfinite(delta):
@@ -333,11 +348,12 @@ def _solve(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation):
     return S, qk, delta, k
 
 
-def _change(new, old) -> float:
-    """The largest relative change of a Picard sweep over the B problems (max-norm per problem)."""
+def _change(new, old, floor: float = 0.0) -> float:
+    """The largest relative change of a Picard sweep over the B problems (max-norm per problem; measured against
+    ``floor`` at least, :func:`change_floor`)."""
     B = new.shape[0]
     num = np.max(np.abs(new - old).reshape(B, -1), axis=1)
-    den = np.maximum(np.max(np.abs(new).reshape(B, -1), axis=1), 1e-300)
+    den = np.maximum(np.max(np.abs(new).reshape(B, -1), axis=1), max(floor, 1e-300))
     return float(np.max(num / den))
 
 

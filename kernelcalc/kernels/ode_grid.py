@@ -18,6 +18,7 @@ from .._validation import KernelcalcInputError
 from ..theory.gaussian import DualKernels, Gathered
 from ._interp import chebyshev_lobatto
 from ._newton import ChordNewton
+from ._triangle import CHANGE_FLOOR
 
 _MAX_SWEEPS = 400
 _SWEEP_TOL = 2e-15
@@ -29,9 +30,6 @@ _BOUND = 1e150            # |C| and |S| inside the Picard sweeps (see _bounded)
 _NUMPY_MAX_WORK = 1.2e8   # a call this small runs in numpy, not jit-compiled (see _backend)
 _NUMPY_MAX_WORK_HERMITE = 1e13   # the same for the Mehler series (numpy sums each pair's own terms only)
 _NUMPY_MAX_WORK_CLOSED = 1.2e8   # the same for closed forms, the work counted in cells (a dear one: numpy always)
-#: the cross-kernel sweeps measure their change against at least this fraction of a pair's natural scale
-#: sqrt(max q_x max q_y) (:func:`_picard`'s ``floor``; the kernels' error estimates are relative to the largest entry)
-_CHANGE_FLOOR = 1e-6
 _JIT_BATCH = 256          # pairs per compiled cross-kernel batch (one shape: one compilation per kernel)
 _JIT_NORMS = 64           # distinct norms per compiled cross-kernel call at least (padded: one shape)
 
@@ -358,9 +356,9 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
                 return forward(S0, C)
 
         S_init = S_start if warm else xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
-        # a change is measured against 1e-6 of the pair's natural scale at least (_CHANGE_FLOOR, _picard's floor)
+        # a change is measured against 1e-6 of the pair's natural scale at least (CHANGE_FLOOR, _picard's floor)
         scale = xp.sqrt(xp.max(xp.abs(mx[0]), axis=(1, 2)) * xp.max(xp.abs(my[0]), axis=(1, 2)))
-        S, dS, nS = _picard(step, S_init, xp=xp, accelerate=None if jumps else newton, floor=_CHANGE_FLOOR * scale)
+        S, dS, nS = _picard(step, S_init, xp=xp, accelerate=None if jumps else newton, floor=CHANGE_FLOOR * scale)
         # (C, Cdot) of the last sweep when it computed them (Newton: at S_k, whose image S differs from it by
         # less than the stopping test), else at S
         final = None if jumps or newton is None else newton.final(S)
