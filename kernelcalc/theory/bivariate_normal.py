@@ -60,7 +60,7 @@ _ERFCX_TERMS = 10
 
 def _erfcx(z, xp):
     r"""$\operatorname{erfcx}(z)=e^{z^2}\operatorname{erfc}(z)$: scipy's in numpy; in jax.numpy its own below
-    :data:`_ERFCX_SERIES`, the asymptotic series $rac1{z\sqrt\pi}\sum_k(-1)^krac{(2k-1)!!}{(2z^2)^k}$ above."""
+    :data:`_ERFCX_SERIES`, the asymptotic series $\frac1{z\sqrt\pi}\sum_k(-1)^k\frac{(2k-1)!!}{(2z^2)^k}$ above."""
     if xp is np:
         return _special(np).erfcx(z)
     big = z >= _ERFCX_SERIES
