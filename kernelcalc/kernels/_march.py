@@ -100,6 +100,14 @@ def euler_march(dual, L: int, T: float, sigma_w: float, sigma_v: float):
         ix, iy = np.asarray(ix), np.asarray(iy)
         S0 = np.asarray(S0, dtype=np.float64)
         B = S0.shape[0]
+        # near-parallel pairs of a closed form with a gap form (relu sums, relu ...): the deficit march, apart
+        near = _deficit_pairs(dual, xp, ix, iy, S0, np.asarray(m[0])[ix, 0])
+        if near.any() and not near.all():
+            out = (np.empty(B), np.empty(B))
+            for sel in (near, ~near):
+                got = cross_solve(m, ix[sel], iy[sel], S0[sel])
+                out[0][sel], out[1][sel] = got[0], got[1]
+            return out[0], out[1], 0.0, 1
         if lazy:    # numpy Hermite: the truncated series gathers only the coefficients it sums
             mx = (m[0][ix, :],) + tuple(_Columns(a, ix) for a in m[1:])
             my = (m[0][iy, :],) + tuple(Gathered(a, iy) for a in m[1:])
@@ -116,21 +124,18 @@ def euler_march(dual, L: int, T: float, sigma_w: float, sigma_v: float):
         # (1 - rho)^{1/2} turns a rounding of 1e-16 in rho into an error of 1e-8)
         qx = np.asarray(mx[0])
         same = (ix == iy) & (S0 == qx[:, 0])
-        # near-parallel pairs of a closed form with a gap form (relu sums, relu ...): the deficit march
-        near = _deficit_pairs(dual, xp, ix, iy, S0, qx[:, 0] if B else S0)
-        march = ~near
-        if near.any():
-            Cs[near], Cd[near] = _deficit_march(dual.rule.gap_form, lambda m1, m2, S: C_of(m1, m2, S, False),
-                                                 tuple(a[near] for a in mx), tuple(a[near] for a in my),
-                                                 qx[near, 0] - S0[near], gamma, L)
-        for l in range(n) if march.any() else ():
-            if same.any():
-                row[same, l] = qx[same, l]
-            C_l, Cd_l = C_of(col(mx, l), my, row, True, tails)
-            Cs[march, l], Cd[march, l] = C_l[march], Cd_l[march]
-            if l < L:
-                cs = np.concatenate([np.zeros((B, 1)), np.cumsum(C_l[:, :L], axis=1)], axis=1)   # (B, n)
-                row = row + gamma * cs
+        if near.any():      # (all of them)
+            Cs, Cd = _deficit_march(dual.rule.gap_form, lambda m1, m2, S: C_of(m1, m2, S, False), mx, my,
+                                    qx[:, 0] - S0, gamma, L)
+        else:
+            for l in range(n):
+                if same.any():
+                    row[same, l] = qx[same, l]
+                C_l, Cd_l = C_of(col(mx, l), my, row, True, tails)
+                Cs[:, l], Cd[:, l] = C_l, Cd_l
+                if l < L:
+                    cs = np.concatenate([np.zeros((B, 1)), np.cumsum(C_l[:, :L], axis=1)], axis=1)   # (B, n)
+                    row = row + gamma * cs
         LamT = rec.ode_backward_terminal(Cd[:, L, L], sigma_v)
         lam = np.broadcast_to(LamT[:, None], (B, n)).copy()      # Lambda_{L, :}
         integral = np.zeros(B)

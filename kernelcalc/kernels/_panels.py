@@ -44,6 +44,7 @@ import numpy as np
 
 from ._panel_grid import PanelGrid, panel_count, panel_grid  # noqa: F401  (panel_count, panel_grid: importable here)
 from ._triangle import change_floor
+from ._triangle import changes as _change   # (per cell; _row_newton imports it from here)
 
 __all__ = ["PanelGrid", "panel_grid", "solve", "backward", "panel_count"]
 
@@ -115,15 +116,6 @@ def _row_tops(out, grid: PanelGrid, k: int):
 def _continuous_diagonal(qs):
     """The diagonal ``(B, P m + 1)`` from its panels ``qs`` ``(B, P, m1)`` (shared end nodes once)."""
     return np.concatenate([qs[:, :, :-1].reshape(qs.shape[0], -1), qs[:, -1, -1:]], axis=1)
-
-
-def _change(new, old, floor: float = 0.0) -> np.ndarray:
-    """Relative changes per leading index, measured against ``floor`` at least (a cross-kernel's:
-    :func:`~kernelcalc.kernels._triangle.change_floor`)."""
-    B = new.shape[0]
-    num = np.max(np.abs(new - old).reshape(B, -1), axis=1)
-    den = np.maximum(np.max(np.abs(new).reshape(B, -1), axis=1), max(floor, 1e-300))
-    return num / den
 
 
 def _row_slice(grid: PanelGrid, k: int) -> slice:

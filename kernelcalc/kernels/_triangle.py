@@ -348,13 +348,18 @@ def _solve(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation):
     return S, qk, delta, k
 
 
-def _change(new, old, floor: float = 0.0) -> float:
-    """The largest relative change of a Picard sweep over the B problems (max-norm per problem; measured against
-    ``floor`` at least, :func:`change_floor`)."""
+def changes(new, old, floor: float = 0.0) -> np.ndarray:
+    """The relative change of a Picard sweep per leading index (max-norm), measured against ``floor`` at least
+    (:func:`change_floor`); also the panels' (:mod:`._panels`)."""
     B = new.shape[0]
     num = np.max(np.abs(new - old).reshape(B, -1), axis=1)
     den = np.maximum(np.max(np.abs(new).reshape(B, -1), axis=1), max(floor, 1e-300))
-    return float(np.max(num / den))
+    return num / den
+
+
+def _change(new, old, floor: float = 0.0) -> float:
+    """The largest relative change of a Picard sweep over the B problems (:func:`changes`)."""
+    return float(np.max(changes(new, old, floor)))
 
 
 def backward(grid: TriangleGrid, Cdot, LamT, source, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11):

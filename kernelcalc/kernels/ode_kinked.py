@@ -48,7 +48,7 @@ from ._panel_grid import PanelGrid
 from ._anchored import RESIDUAL_TOL, AnchoredDual
 from ._gram import flat_pairs
 from ._interp import barycentric_weights
-from .ode_kinked_deficit import KinkedDeficitMixin
+from .ode_kinked_deficit import KinkedDeficitMixin, angle_gaps
 from .ode_kinked_node_tables import KinkedNodeTablesMixin
 from .ode_kinked_ladder import _LARGE_Q_PANELS, KinkedLadderMixin, band_floor, band_of
 from .ode_kinked_ladder import use_triangles  # noqa: F401  (importable here)
@@ -201,9 +201,9 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         r"""(nngp, ntk) of B pairs of equal norm: ``q`` (B, M+1) their diagonal on the degree-``M`` grid,
         ``S0`` (B,), angles ``theta0``; each band of angles on its own grid (``degrees``: band -> degree).
         ``gap`` (B,): $S_0$ of the parallel pair minus ``S0``, exactly (angles $\theta_0<$ ``_DEFICIT_BELOW`` of a kink
-        with a gap form are solved for the deficit from the parallel pair, :meth:`_deficit`); ``anti`` (B,): $S_0$ of
-        the parallel pair plus ``S0``, exactly (the gap of the mirrored pair of an odd $\phi$ at $\theta_0\to\pi$;
-        ``gap + 2 S0`` would cancel).  On the panels the call's cost is
+        with a gap form are solved for the deficit from the parallel pair, :meth:`_deficit`); ``anti`` (B,), given
+        with ``gap``: $S_0$ of the parallel pair plus ``S0``, exactly (the gap of the mirrored pair of an odd $\phi$ at
+        $\theta_0\to\pi$; ``gap + 2 S0`` would cancel; :func:`~.ode_kinked_deficit.angle_gaps`).  On the panels the call's cost is
         checked first (:meth:`_check_pairs`) unless ``degrees`` are given (the degree ladder checks its rungs).
         The Gram's solves (``degrees`` not given) may go through node angle tables (:meth:`_angle_table`); the
         ladder's probes (at degrees still to be confirmed) never do.
@@ -216,7 +216,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         if self.activation.is_odd and np.any(flip := np.asarray(theta0) > 0.5 * math.pi):
             S0 = np.asarray(S0)
             if gap is not None:
-                gap = np.where(flip, gap + 2.0 * S0 if anti is None else anti, gap)
+                gap = np.where(flip, anti, gap)
             nngp, ntk = self._pairs(dual, M, q, np.where(flip, -S0, S0), np.where(flip, math.pi - theta0, theta0),
                                     degrees, gap)
             return np.where(flip, -nngp, nngp), np.where(flip, -ntk, ntk)
@@ -443,8 +443,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         dual, M = self._dual_and_M(v_unique)
         diag = self._cached_diagonals(dual, M, v_unique)
         S0 = rec.ode_initial(v * np.cos(th), self.sigma_u)
-        gap = rec.ode_initial(2.0 * v * np.sin(th / 2) ** 2, self.sigma_u)
-        anti = rec.ode_initial(2.0 * v * np.cos(th / 2) ** 2, self.sigma_u)
+        gap, anti = angle_gaps(v, th, self.sigma_u)
         nngp, ntk = self._pairs(dual, M, diag[inverse.ravel()], S0, th, gap=gap, anti=anti)
         if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
             raise self._blow_up("the kernel")

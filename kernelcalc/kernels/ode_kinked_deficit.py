@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..theory import recursion as rec
 from . import _triangle as tri
 from . import _panels as pan
 from ._panel_grid import PanelGrid
@@ -18,6 +19,14 @@ from ._panel_grid import PanelGrid
 def gap_form_of(dual):
     """The :class:`~kernelcalc.theory.duals_gap.GapForm` of ``dual`` (a closed form that has one), else ``None``."""
     return getattr(getattr(dual, "rule", None), "gap_form", None) if dual.method == "closed" else None
+
+
+def angle_gaps(v, theta, sigma_u):
+    r"""``(gap, anti)`` of pairs of norm ``v`` at input angles ``theta``: $S_0$ of the parallel pair minus, and plus,
+    the pair's $S_0$, $\sigma_u^2\,2v\sin^2(	heta/2)$ and $\sigma_u^2\,2v\cos^2(	heta/2)$, exact at $	heta	o0$ and
+    $	heta	o\pi$ (:meth:`~.ode_kinked.KinkedSolverMixin._pairs`: the deficit form, and an odd $\phi$'s mirror)."""
+    return (rec.ode_initial(2.0 * v * np.sin(theta / 2) ** 2, sigma_u),
+            rec.ode_initial(2.0 * v * np.cos(theta / 2) ** 2, sigma_u))
 
 
 def _parallel(solve, q, S0):

@@ -40,6 +40,7 @@ import numpy as np
 
 from .._validation import accuracy_shortfall
 from ..theory import recursion as rec
+from .ode_kinked_deficit import angle_gaps
 from .ode_kinked_panels import _SINGLE_ELEMENT, band_edges
 
 __all__ = ["KinkedLadderMixin", "band_floor", "band_of", "use_triangles"]
@@ -103,7 +104,7 @@ class KinkedLadderMixin:
             probes = probes[:2] + ((0.01 * scale, 0.003 * scale, 0.001 * scale),)
         theta = np.array(probes[b])
         S0 = rec.ode_initial(v * np.cos(theta), self.sigma_u)
-        gap = rec.ode_initial(2.0 * v * np.sin(theta / 2) ** 2, self.sigma_u)
+        gap, anti = angle_gaps(v, theta, self.sigma_u)
         prev, change, ref, M_prev = np.full(theta.size, np.nan), float("nan"), None, None
         active = np.ones(theta.size, bool)     # the probes still climbing (module doc: each leaves once converged)
         left = 0.0                             # the largest change of the probes that left
@@ -123,7 +124,8 @@ class KinkedLadderMixin:
                 q = self._self_diagonals(dual, Mq, np.array([v]))
             else:
                 q, Mq = q0, M0
-            ntk = self._pairs(dual, Mq, np.repeat(q, sel.size, axis=0), S0[sel], theta[sel], {b: M}, gap=gap[sel])[1]
+            ntk = self._pairs(dual, Mq, np.repeat(q, sel.size, axis=0), S0[sel], theta[sel], {b: M}, gap=gap[sel],
+                              anti=anti[sel])[1]
             if b > 0 and ref is None:   # relative to the self-kernel NTK, as band 0
                 ref = abs(float(self._pairs(dual, M0, q0, np.array([rec.ode_initial(v, self.sigma_u)]),
                                             np.zeros(1), {0: M0})[1][0]))

@@ -235,20 +235,27 @@ def pwl_joint(o, rep, q1, q2, c, omr=None):
     else:     # one call of each primitive over all pairs (one traced graph under jax)
         t1, t2 = _ratio(o, o.stack(num1), sig), _ratio(o, o.stack(num2), sig)
     L = _orthants(o, h, k, r, pairs, omr, (P, Q))
-    Cdot = beta * beta + 0 * c
     C = alpha * alpha + beta * beta * c
     for i in range(n):
         g = gs[i]
-        Cdot = Cdot + beta * g * (P[i] + Q[i])
         C = C + alpha * g * (s1 * ph[i] - us[i] * P[i] + s2 * pk[i] - us[i] * Q[i]) + beta * g * c * (P[i] + Q[i])
     for m, (i, j) in enumerate(pairs):
-        g = gs[i] * gs[j]
         u, v = us[i], us[j]
         G = (c + u * v) * L[m] + s1 * s2 * sig * ph[i] * _pdf(o, t1[m]) - v * s1 * ph[i] * o.Phi(t1[m]) \
             - u * s2 * pk[j] * o.Phi(t2[m])
-        Cdot = Cdot + g * L[m]
-        C = C + g * G
-    return C, Cdot
+        C = C + gs[i] * gs[j] * G
+    return C, _cdot_sum(beta, gs, P, Q, L, pairs) + 0 * c
+
+
+def _cdot_sum(beta, gs, P, Q, L, pairs):
+    r"""$\dot C=\beta^2+\beta\sum_k\gamma_k(P_k+Q_k)+\sum_{k,l}\gamma_k\gamma_lL_{kl}$ (module doc) from the tails
+    ``P``, ``Q`` and the orthants ``L`` of the index ``pairs``."""
+    Cdot = beta * beta
+    for i, g in enumerate(gs):
+        Cdot = Cdot + beta * g * (P[i] + Q[i])
+    for m, (i, j) in enumerate(pairs):
+        Cdot = Cdot + gs[i] * gs[j] * L[m]
+    return Cdot
 
 
 def pwl_cdot(rep, q1, q2, omr):
@@ -261,9 +268,4 @@ def pwl_cdot(rep, q1, q2, omr):
     pairs = [(i, j) for i in range(n) for j in range(n)]
     P, Q = [normal_cdf(-x) for x in h], [normal_cdf(-x) for x in k]
     L = _orthants(NUMPY_OPS, h, k, 1.0 - omr, pairs, omr, (P, Q))
-    Cdot = beta * beta + 0 * omr
-    for i in range(n):
-        Cdot = Cdot + beta * gs[i] * (P[i] + Q[i])
-    for m, (i, j) in enumerate(pairs):
-        Cdot = Cdot + gs[i] * gs[j] * L[m]
-    return Cdot
+    return _cdot_sum(beta, gs, P, Q, L, pairs) + 0 * omr
