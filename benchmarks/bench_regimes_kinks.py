@@ -76,8 +76,10 @@ import os
 import subprocess
 import sys
 
-#: the built-in kinks, and user-typed piecewise-linear ones with breakpoints away from 0 (hardtanh, relu6)
-ACTIVATIONS = ("softplus", "relu", "leaky_relu", "elu", "abs(x)", "Max(-1, Min(1, x))", "Min(Max(x, 0), 6)")
+#: the built-in kinks, user-typed piecewise-linear ones with breakpoints away from 0 (hardtanh, relu6), and piecewise
+#: polynomials (hard-swish, squared relu: kernelcalc/theory/duals_pwp.py)
+ACTIVATIONS = ("softplus", "relu", "leaky_relu", "elu", "abs(x)", "Max(-1, Min(1, x))", "Min(Max(x, 0), 6)",
+               "x*Min(Max(x + 3, 0), 6)/6", "Max(0, x)**2")
 
 _CHILD = r"""
 import json, sys, time, warnings

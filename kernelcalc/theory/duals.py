@@ -42,7 +42,7 @@ from .activations import Activation, X
 from .duals_ops import JAX_OPS, NUMPY_OPS, SYMPY_OPS  # noqa: F401
 from .duals_gap import GapForm, homogeneous_gap, piecewise_polynomial_gap, relu_sum_gap
 from .duals_pwl import pwl_joint, relu_sum, step_joint, step_sum
-from .duals_pwp import piecewise_polynomial, pwp_joint
+from .duals_pwp import jumps as pwp_jumps, kink as pwp_kink, piecewise_polynomial, pwp_joint
 
 __all__ = ["ClosedFormDual", "closed_form_dual", "JAX_OPS", "NUMPY_OPS", "SYMPY_OPS", "gaussian_moment"]
 
@@ -328,15 +328,17 @@ def _relu_sum(rep) -> ClosedFormDual:
 
 
 def _piecewise_polynomial(rep) -> ClosedFormDual:
-    r"""A continuous piecewise polynomial $\phi=P_0(z)+\sum_kD_k(z)\mathbb 1_{z>u_k}$ with a piece of degree $\ge2$
-    (hard-swish, squared relu, ...): :mod:`~kernelcalc.theory.duals_pwp`, with the gap form of
-    :func:`~kernelcalc.theory.duals_gap.piecewise_polynomial_gap`."""
+    r"""A piecewise polynomial $\phi=P_0(z)+\sum_kD_k(z)\mathbb 1_{z>u_k}$ with a piece of degree $\ge2$ (hard-swish,
+    squared relu, ...): :mod:`~kernelcalc.theory.duals_pwp`; a continuous one with the gap form of
+    :func:`~kernelcalc.theory.duals_gap.piecewise_polynomial_gap` (one that jumps has none, as the step sums)."""
     p0, us, es = rep
     kinks = ", ".join(f"{u:g}" for u in us)
-    return dataclasses.replace(_orthant_dual(f"piecewise polynomial(degree {max(len(p0) - 1, *map(len, es))}; "
-                                             f"breakpoints {kinks})", pwp_joint, rep, len(us)),
-                               gap_form=piecewise_polynomial_gap(lambda q1, q2, omr: pwp_joint(NUMPY_OPS, rep, q1, q2, None, omr, True),
-                                                                 us, [e[0] for e in es]))
+    dual = _orthant_dual(f"piecewise polynomial(degree {max(len(p0), *map(len, es)) - 1}; breakpoints {kinks})",
+                         pwp_joint, rep, len(us))
+    if pwp_jumps(rep):
+        return dual
+    return dataclasses.replace(dual, gap_form=piecewise_polynomial_gap(
+        lambda q1, q2, omr: pwp_joint(NUMPY_OPS, rep, q1, q2, None, omr, True), us, [pwp_kink(e) for e in es]))
 
 
 def _step_sum(rep) -> ClosedFormDual:
@@ -464,8 +466,7 @@ def closed_form_dual(activation: Activation) -> ClosedFormDual | None:
         rep = parse(activation.expr)
         if rep is not None:
             return make(rep)
-        if not activation.jumps:      # hard-swish, squared relu: polynomial pieces
-            rep = piecewise_polynomial(activation.expr)
-            if rep is not None:
-                return _piecewise_polynomial(rep)
+        rep = piecewise_polynomial(activation.expr)       # hard-swish, squared relu: polynomial pieces
+        if rep is not None:
+            return _piecewise_polynomial(rep)
     return None

@@ -2,12 +2,14 @@ r"""The closed-form dual of a continuous piecewise-polynomial activation (hard-s
 squared relu ``Max(0, x)**2``, a user ``Piecewise`` of polynomial pieces): its recognition
 (:func:`piecewise_polynomial`) and its formula (:func:`pwp_joint`), by truncated bivariate normal moments.
 
-**Representation.**  A continuous $\phi$ with breakpoints $u_1<\dots<u_K$ and polynomial pieces $P_0,\dots,P_K$ (of
+**Representation.**  A $\phi$ with breakpoints $u_1<\dots<u_K$ and polynomial pieces $P_0,\dots,P_K$ (of
 degree $\le$ :data:`MAX_DEGREE`) is
 
-$$\phi(z)=P_0(z)+\sum_{k=1}^K D_k(z)\,\mathbb 1_{z>u_k},\qquad D_k=P_k-P_{k-1}=\sum_{i\ge1}e_{ki}\,(z-u_k)^i$$
+$$\phi(z)=P_0(z)+\sum_{k=1}^K D_k(z)\,\mathbb 1_{z>u_k},\qquad D_k=P_k-P_{k-1}=\sum_{i\ge0}e_{ki}\,(z-u_k)^i$$
 
-($e_{k0}=0$: continuity); $\phi'$ has the same form, with $P_0'$ and $D_k'$ (a jump of $\phi'$ is allowed).
+($e_{k0}$ the jump of $\phi$ at $u_k$, $e_{k1}$ that of $\phi'$); $\phi'$ has the same form, with $P_0'$ and $D_k'$.  Where
+$\phi$ jumps, $\dot C$ is that of its derivative almost everywhere (as for ``sign`` and the step sums,
+:func:`~kernelcalc.theory.duals_pwl.step_joint`).
 
 **Expectations.**  $(a,b)$ centred Gaussian, $\mathrm{Var}\,a=q_1$, $\mathrm{Var}\,b=q_2$, $\mathrm{Cov}=c$; standard
 units $X=a/s_1$, $Y=b/s_2$ ($s_i=\sqrt{q_i}$, correlation $\rho$, $\sigma=\sqrt{1-\rho^2}$), $h_k=u_k/s_1$,
@@ -59,11 +61,12 @@ _TINY = 1e-25     # the floor of s_i in h = u / s_i (a zero variance)
 
 
 def piecewise_polynomial(expr: sp.Expr):
-    r"""``(p0, us, es)`` of ``expr`` when it is a continuous piecewise polynomial with a piece of degree 2 to
+    r"""``(p0, us, es)`` of ``expr`` when it is a piecewise polynomial with a piece of degree 2 to
     :data:`MAX_DEGREE` (module doc), else ``None``: ``p0`` the coefficients of $P_0$ in powers of $z$, ``us`` the
-    breakpoints where the piece changes, ``es[k]`` the coefficients $e_{k1},e_{k2},\dots$ of $D_k$ in powers of
+    breakpoints where the piece changes, ``es[k]`` the coefficients $e_{k0},e_{k1},\dots$ of $D_k$ in powers of
     $z-u_k$.  The pieces are sympy's (:func:`~kernelcalc.theory._piecewise._pieces`); the representation must
-    reproduce ``expr`` at 200 points to $10^{-12}$ relative before it is accepted.  Piecewise-linear activations are
+    reproduce ``expr`` at 200 points off the breakpoints (where a jump's own value does not enter a Gaussian
+    expectation) to $10^{-12}$ relative before it is accepted.  Piecewise-linear activations are
     the relu sums' (:func:`~kernelcalc.theory.duals_pwl.relu_sum`), not this."""
     pieces = pieces_or_none(expr)
     if pieces is None or len(pieces) < 2:
@@ -93,15 +96,15 @@ def piecewise_polynomial(expr: sp.Expr):
         d[: polys[k + 1].size] += polys[k + 1]
         d[: polys[k].size] -= polys[k]
         e = _taylor_shift(d, u)
-        if abs(e[0]) > 1e-12 * scale * (1.0 + abs(u)) ** MAX_DEGREE:      # phi jumps at u
-            return None
-        if np.any(e[1:] != 0.0):
+        if abs(e[0]) <= 1e-12 * scale * (1.0 + abs(u)) ** MAX_DEGREE:     # continuous at u (rounding of the shift)
+            e[0] = 0.0
+        if np.any(e != 0.0):
             us.append(u)
-            es.append(tuple(float(v) for v in np.trim_zeros(e[1:], "b")))
+            es.append(tuple(float(v) for v in np.trim_zeros(e, "b")))
     if not us:
         return None
     rep = (tuple(float(v) for v in polys[0]), tuple(us), tuple(es))
-    z = np.concatenate([np.linspace(-20.0, 20.0, 101), (np.array(us)[:, None] + np.array([-1e-3, 0, 1e-3, -0.3, 0.3])).ravel(),
+    z = np.concatenate([np.linspace(-20.0, 20.0, 101), (np.array(us)[:, None] + np.array([-1e-3, 1e-3, -0.3, 0.3])).ravel(),
                         [-1e3, -1e2, 1e2, 1e3], np.random.default_rng(0).uniform(us[0] - 3.0, us[-1] + 3.0, 40)])
     tol = 1e-12 * scale * (1.0 + np.abs(z)) ** (MAX_DEGREE - 1)
     return rep if _matches(expr, z, _evaluate(rep, z), tol) else None
@@ -118,27 +121,37 @@ def _evaluate(rep, z):
     p0, us, es = rep
     out = np.polynomial.polynomial.polyval(z, np.array(p0))
     for u, e in zip(us, es):
-        out = out + (z > u) * np.polynomial.polynomial.polyval(z - u, np.array((0.0,) + e))
+        out = out + (z > u) * np.polynomial.polynomial.polyval(z - u, np.array(e))
     return out
 
 
 def derivative(rep):
-    """The representation of $\\phi'$ (module doc): $P_0'$ and $D_k'$ (a piece of $D_k'$ may be constant: a jump of
-    $\\phi'$ at $u_k$)."""
+    r"""The representation of $\phi'$ (module doc): $P_0'$ and $D_k'$ (a piece of $D_k'$ may be constant: a jump of
+    $\phi'$ at $u_k$)."""
     p0, us, es = rep
     dp0 = tuple(i * p0[i] for i in range(1, len(p0))) or (0.0,)
-    des = tuple(tuple(i * e[i - 1] for i in range(1, len(e) + 1)) for e in es)   # e has powers 1..; D' has 0..
+    des = tuple(tuple(i * e[i] for i in range(1, len(e))) or (0.0,) for e in es)
     return dp0, us, des
 
 
+def kink(e) -> float:
+    r"""The jump $e_{k1}$ of $\phi'$ at a breakpoint whose increment has the coefficients ``e`` (powers of $z-u_k$)."""
+    return e[1] if len(e) > 1 else 0.0
+
+
+def jumps(rep) -> bool:
+    r"""Whether $\phi$ itself jumps (some $e_{k0}\ne0$): its $\dot C$ is then the a.e. derivative's, as for ``sign``."""
+    return any(e[0] != 0.0 for e in rep[2])
+
+
 def _terms(rep):
-    """``[(coefficients by power, truncated?)]``: $P_0$ untruncated, then each $D_k$ (powers from 0) truncated."""
+    r"""``[(coefficients by power, truncated?)]``: $P_0$ untruncated, then each $D_k$ (powers from 0) truncated."""
     p0, us, es = rep
-    return [(tuple(p0), False)] + [((0.0,) + tuple(e), True) for e in es]
+    return [(tuple(p0), False)] + [(tuple(e), True) for e in es]
 
 
 def _dterms(rep):
-    """:func:`_terms` of $\\phi'$ (``derivative(rep)``'s increments have powers from 0)."""
+    r""":func:`_terms` of $\phi'$ (``derivative(rep)``'s increments have powers from 0)."""
     dp0, us, des = derivative(rep)
     return [(tuple(dp0), False)] + [(tuple(e), True) for e in des]
 
@@ -202,7 +215,7 @@ def pwp_joint(o, rep, q1, q2, c, omr=None, jump_part=False):
             Cdot = Cdot + _contract(da, db, T, s1p, s2p)
     if not jump_part:
         return C + 0 * c, Cdot + 0 * c
-    jumps = [e[0] for e in rep[2]]
+    jumps = [kink(e) for e in rep[2]]
     cdot_j = sum(jumps[i] * jumps[j] * L[m] for m, (i, j) in enumerate(pairs))
     return C + 0 * c, Cdot + 0 * c, cdot_j + 0 * c
 

@@ -209,6 +209,28 @@ def require_integrable(act: Activation) -> None:
                               "algebraically")
 
 
+def _require_breaks_at_zero(act: Activation) -> None:
+    r"""Refuse (one-line :class:`~kernelcalc.theory.activations.ActivationError`) a piecewise activation with a kink or
+    jump away from 0 that has no closed form (a piece that is not a polynomial): the polar-sector rule is exact for
+    breakpoints at 0 only, and across the others converges algebraically (measured: ``Piecewise((x, x > 1),
+    (tanh(x - 1) + 1, True))`` still changed by 8e-6 at its finest level, and its Neural-ODE kernel ran for minutes)."""
+    from ._piecewise import pieces_or_none
+
+    pieces = pieces_or_none(act.expr)
+    if pieces is None:
+        return
+    away = [p for p in pieces[:-1] if p.b != 0]
+    if away:
+        b = away[0].b
+        other = next((q.expr for q in pieces if not q.expr.is_polynomial(X)), None)
+        raise ActivationError(
+            f"no kernel for the activation {act.name}: it has a kink or jump at x = {b} (away from 0)"
+            + (f" and a piece that is not a polynomial ({other})" if other is not None else "")
+            + "; kernelcalc computes breakpoints away from 0 in closed form for piecewise-polynomial activations "
+            "(hardtanh, relu6, hard-swish, steps) and by quadrature only at x = 0, where it is exact (elsewhere it "
+            "would converge only algebraically)")
+
+
 @float64
 def dual_kernels(activation, *, q_max: float = 10.0, tol: float = DEFAULT_TOL,
                  method: str = "auto", strict: bool = False) -> DualKernels:
@@ -232,6 +254,7 @@ def dual_kernels(activation, *, q_max: float = 10.0, tol: float = DEFAULT_TOL,
         if method == "closed":
             raise ValueError(f"no closed-form dual kernel is known for {act.name!r}")
     if method == "polar" or (method == "auto" and act.is_piecewise_smooth):
+        _require_breaks_at_zero(act)
         rule, err = choose_polar(act, q_max, tol, strict)
         return DualKernels(act, "polar", rule, error_estimate=max(err, tol))
     fns = (act.numpy_fn, act.numpy_derivative)
@@ -295,19 +318,24 @@ def gaussian_expectation(f, g, q1, q2, c, *, method: str = "auto", tol: float = 
 
 
 def _kinks(expr: sp.Expr) -> list[float]:
-    """Real points where ``expr`` (or its derivative) is not smooth: arguments of Heaviside/Max/...=0."""
-    pts: set[float] = set()
-    if expr.has(sp.Piecewise, sp.Heaviside, sp.Abs, sp.sign, sp.Max, sp.Min, sp.DiracDelta):
-        pts.add(0.0)
-    return sorted(pts)
+    """Real points where ``expr`` (or its derivative) is not smooth: its breakpoints (:mod:`._piecewise`; 0 where
+    they cannot be determined for an expression with Heaviside/Max/...)."""
+    if not expr.has(sp.Piecewise, sp.Heaviside, sp.Abs, sp.sign, sp.Max, sp.Min, sp.DiracDelta):
+        return []
+    from ._piecewise import pieces_or_none
+
+    pieces = pieces_or_none(expr)
+    if pieces is None:
+        return [0.0]
+    return sorted({float(p.b) for p in pieces[:-1]})
 
 
 def expect_mpmath(f: sp.Expr, g: sp.Expr, q1: float, q2: float, c: float, dps: int = 20, zmax: int = 12) -> float:
     r"""High-precision reference $E[f(a)g(b)]$ by nested adaptive (tanh-sinh) quadrature in mpmath.
 
     Gauss–Legendre (mpmath's degree-doubling ``quad``) on unit pieces of $|z|\le 12$
-    (the Gaussian tail beyond is below $10^{-31}$), split at the kinks of $f$ and $g$
-    (assumed at argument 0). Slow (seconds); for tests and spot checks.
+    (the Gaussian tail beyond is below $10^{-31}$), split at the breakpoints of $f$ and $g$ (:func:`_kinks`).
+    Slow (seconds); for tests and spot checks.
     """
     with mp.workdps(dps):
         fm = sp.lambdify(X, f, "mpmath")
@@ -317,7 +345,8 @@ def expect_mpmath(f: sp.Expr, g: sp.Expr, q1: float, q2: float, c: float, dps: i
         r = max(min(r, mp.mpf(1)), mp.mpf(-1))
         s = mp.sqrt(1 - r * r)
         pdf = lambda z: mp.exp(-z * z / 2) / mp.sqrt(2 * mp.pi)  # noqa: E731
-        kink_g = bool(_kinks(g))
+        kinks_f = [mp.mpf(b) / mp.sqrt(q1m) for b in _kinks(f)] if q1m > 0 else []
+        kinks_g = [mp.mpf(b) / mp.sqrt(q2m) for b in _kinks(g)] if q2m > 0 else []
 
         def pieces(extra):
             pts = sorted(set([mp.mpf(k) for k in range(-zmax, zmax + 1)] + [p for p in extra if abs(p) < zmax]))
@@ -326,8 +355,9 @@ def expect_mpmath(f: sp.Expr, g: sp.Expr, q1: float, q2: float, c: float, dps: i
         def inner(z1):
             if s == 0:
                 return gm(mp.sqrt(q2m) * r * z1)
-            pts = pieces([-r * z1 / s] if kink_g else [])
+            pts = pieces([(b - r * z1) / s for b in kinks_g])
             return mp.quad(lambda z2: gm(mp.sqrt(q2m) * (r * z1 + s * z2)) * pdf(z2), pts, method="gauss-legendre")
 
-        val = mp.quad(lambda z1: fm(mp.sqrt(q1m) * z1) * inner(z1) * pdf(z1), pieces([0]), method="gauss-legendre")
+        outer = kinks_f + ([b / r for b in kinks_g] if r != 0 else [])     # s = 0: g's kinks in z1
+        val = mp.quad(lambda z1: fm(mp.sqrt(q1m) * z1) * inner(z1) * pdf(z1), pieces([0] + outer), method="gauss-legendre")
         return float(val)
