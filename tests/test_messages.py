@@ -200,6 +200,28 @@ def test_csv_header_is_all_non_numeric_and_a_typo_is_an_error_naming_its_line(tm
         load_array(str(tmp_path / "later.csv"))
 
 
+def test_breakpoint_away_from_zero_with_a_non_polynomial_piece_is_refused_in_one_line():
+    """A kink at x = 1 next to a tanh piece has no closed form, and the polar-sector rule is exact at x = 0 only: a
+    one-line error at once (before: the finest polar level, still 8e-6 off, and a Neural-ODE kernel that ran for
+    minutes at N = 5), for the kernels and the CLI alike."""
+    import time
+
+    from click.testing import CliRunner
+
+    from kernelcalc.cli import main
+
+    act = "Piecewise((x, x > 1), (tanh(x - 1) + 1, True))"
+    start = time.perf_counter()
+    for call in (lambda: kc.node_kernel(np.eye(3) * math.sqrt(3.0), activation=act),
+                 lambda: kc.mlp_kernel(np.eye(3) * math.sqrt(3.0), activation=act, depth=2)):
+        with pytest.raises(kc.KernelcalcInputError) as err:
+            call()
+        assert "\n" not in str(err.value) and "x = 1 (away from 0)" in str(err.value) and "tanh(x - 1)" in str(err.value)
+    assert time.perf_counter() - start < 30.0
+    result = CliRunner().invoke(main, ["limit", "--activation", act, "--T", "1"])
+    assert result.exit_code != 0 and "Traceback" not in result.output and "away from 0" in result.output
+
+
 def test_check_report_keeps_the_accuracy_warnings_of_its_computation(sphere_data):
     import json
 
