@@ -1,19 +1,21 @@
-r"""The closed-form dual of continuous piecewise-polynomial activations (hard-swish, squared relu, user ``Piecewise``:
-:mod:`kernelcalc.theory.duals_pwp`, its gap form :func:`kernelcalc.theory.duals_gap.piecewise_polynomial_gap`)
-against mpmath references written here from the pieces listed by hand (:data:`PIECES`; no code shared with the
-Stein recursion of the implementation):
+r"""The closed-form dual of piecewise-polynomial activations (hard-swish, squared relu, user ``Piecewise`` of degree 3
+and 4, one that jumps: :mod:`kernelcalc.theory.duals_pwp`; the gap form of the continuous ones,
+:func:`kernelcalc.theory.duals_gap.piecewise_polynomial_gap`) against mpmath references written here from the pieces
+listed by hand (:data:`PIECES`; no code shared with the Stein recursion of the implementation):
 
 - :func:`_reference`: $E[f(a)g(b)]=\int f(s_1z_1)\,E[g(b)\mid z_1]\,\varphi(z_1)\,dz_1$, the outer integral by
   mpmath Gauss-Legendre on $[-12,12]$ (the Gaussian tail beyond is $<10^{-31}$) split at a fixed grid, at the
   breakpoints $u/s_1$ and on graded points around the conditional breakpoints $u/(\rho s_2)$ (the layers of width
   $\sigma/|\rho|$ near $|\rho|=1$); the inner expectation of each polynomial piece over $b\mid z_1\sim
   N(\rho s_2z_1,q_2\sigma^2)$ in closed form: the piece expanded in the standard unit $t$ and
-  $\int_\alpha^\beta t^j\varphi(t)\,dt$ by parts, $I_j=(j-1)I_{j-2}+\alpha^{j-1}\varphi(\alpha)-\beta^{j-1}\varphi(\beta)$;
+  $\int_\alpha^\beta t^j\varphi(t)\,dt$ by parts,
+  $I_j=(j-1)I_{j-2}+\alpha^{j-1}\varphi(\alpha)-\beta^{j-1}\varphi(\beta)$;
 - :func:`_nested`: the same with the inner integral by quadrature too (mp Gauss-Legendre over $z_2$, split at the
   inner breakpoints $(u/s_2-\rho z_1)/\sigma$): it checks :func:`_reference` (adaptive nested ``mp.quad`` took 40 to
   100 s a point, so the references use fixed Gauss-Legendre rules; their convergence was measured against 16 and
   24 nodes and against nested tanh-sinh ``mp.quad``: $<10^{-16}$ relative);
-- 1-D expectations $E[f(s z)g(\pm s'z)]$ for the limits $\rho=\pm1$, $q=0$, $c=0$.
+- 1-D expectations $E[f(s z)g(\pm s'z)]$ for the limits $\rho=\pm1$, $q=0$, $c=0$;
+- :func:`_drop_reference`: the drop as Price's integral of :func:`_reference`'s $\dot C$ over the angle.
 """
 
 from __future__ import annotations
@@ -36,13 +38,17 @@ HSWISH = "x*Min(Max(x + 3, 0), 6)/6"
 RELU2 = "Max(0, x)**2"
 USER3 = "Piecewise((x**2 - 1, x > 1), (0, x > -1), (-(x + 1)**3/3, True))"
 USER4 = "Piecewise((x - x**4/4 + 0.5, x > 1), (0.75*x + 0.5, x > -0.5), (0.125 + 0.2*(x + 0.5)**2, True))"
+JUMP = "Piecewise((x**2, x > 1), (0, True))"     # phi jumps by 1 at 1: Cdot is that of the a.e. derivative
 #: activation text -> (breakpoints, the polynomial of each piece in ascending powers of z), listed by hand
 PIECES = {
     HSWISH: ((-3, 3), ((0,), (0, "0.5", F(1) / 6), (0, 1))),
     RELU2: ((0,), ((0,), (0, 0, 1))),
     USER3: ((-1, 1), ((-F(1) / 3, -1, -1, -F(1) / 3), (0,), (-1, 0, 1))),
     USER4: (("-0.5", 1), (("0.175", "0.2", "0.2"), ("0.5", "0.75"), ("0.5", 1, 0, 0, "-0.25"))),
+    JUMP: ((1,), ((0,), (0, 0, 1))),
 }
+CONTINUOUS = [HSWISH, RELU2, USER3, USER4]
+IDS = ["hswish", "relu2", "user3", "user4"]
 
 
 # --------------------------------------------------------------------------------------------- the mpmath reference
@@ -223,7 +229,7 @@ def _rep(text):
 
 # ------------------------------------------------------------------------------------------------------------ tests
 
-@pytest.mark.parametrize("text", list(PIECES))
+@pytest.mark.parametrize("text", list(PIECES), ids=IDS + ["jump"])
 def test_pieces_transcribe_the_activations(text):
     """The hand-listed pieces are the activation (sympy's own evaluation of the text, off the breakpoints), and so are
     their derivatives: the references integrate the right function."""
@@ -246,15 +252,16 @@ def _check(got, ref, scale, rtol, atol):
 POINTS = [(1.0, 1.0, 0.5), (2.0, 0.5, -0.7), (3.0, 3.0, 1 - 1e-6), (0.3, 5.0, -(1 - 1e-6))]
 
 
-@pytest.mark.parametrize("q1, q2, rho", POINTS + [(20.0, 8.0, 0.9)], ids=str)
-@pytest.mark.parametrize("text", list(PIECES), ids=["hswish", "relu2", "user3", "user4"])
+@pytest.mark.parametrize("text, q1, q2, rho", [(t, *p) for t in CONTINUOUS for p in POINTS]
+                         + [(HSWISH, 20.0, 8.0, 0.9)] + [(JUMP, *p) for p in POINTS[:3]],
+                         ids=[f"{i}-{q1}-{q2}-{r:.7g}" for i in IDS for q1, q2, r in POINTS] + ["hswish-20.0-8.0-0.9"]
+                         + [f"jump-{q1}-{q2}-{r:.7g}" for q1, q2, r in POINTS[:3]])
 def test_pwp_dual_matches_mpmath(text, q1, q2, rho):
     r"""$C$, $\dot C$ against :func:`_reference` at the correlation of the float64 $c$ itself, to 3e-13 relative
     (measured: at most 3.3e-14, user3 at $q=3$, $\rho=1-10^{-6}$, where its $O(q^3)$ terms cancel; hard-swish and
-    relu$^2$ 2.6e-15), or 1e-17 of $\sqrt{E[\phi(a)^2]E[\phi(b)^2]}$ where the value is tiny (relu$^2$ at
-    $\rho=-1+10^{-6}$: $C=3.6\cdot10^{-16}$, $\dot C=7.4\cdot10^{-10}$ of a scale 4.5, off by 1e-19 of it)."""
-    if q1 == 20.0 and text != HSWISH:
-        pytest.skip("large variances: hard-swish only (its pieces beyond both breakpoints)")
+    relu$^2$ 2.6e-15; the jump 1.9e-14 on $C=7\cdot10^{-4}$), or 1e-17 of $\sqrt{E[\phi(a)^2]E[\phi(b)^2]}$ where
+    the value is tiny (relu$^2$ at $\rho=-1+10^{-6}$: $C=3.6\cdot10^{-16}$, $\dot C=7.4\cdot10^{-10}$ of a scale 4.5,
+    off by 1e-19 of it)."""
     c = rho * math.sqrt(q1 * q2)
     with mp.workdps(20):
         rho_c = F(c) / mp.sqrt(F(q1) * F(q2))
@@ -264,7 +271,7 @@ def test_pwp_dual_matches_mpmath(text, q1, q2, rho):
         _check(g, r, s, 3e-13, 1e-17)
 
 
-@pytest.mark.parametrize("text", list(PIECES), ids=["hswish", "relu2", "user3", "user4"])
+@pytest.mark.parametrize("text", list(PIECES), ids=IDS + ["jump"])
 def test_conditional_expectation_against_quadrature(text):
     r"""The closed-form inner expectation of :func:`_reference` (:func:`_conditional`) against adaptive ``mp.quad``
     of the pieces (and of their derivatives) over $N(m,\tau^2)$, split at the breakpoints: 1e-18 relative at 25
@@ -281,7 +288,7 @@ def test_conditional_expectation_against_quadrature(text):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("text", list(PIECES), ids=["hswish", "relu2", "user3", "user4"])
+@pytest.mark.parametrize("text", CONTINUOUS, ids=IDS)
 @pytest.mark.parametrize("q1, q2, rho", [(1.0, 1.0, 0.5), (2.0, 0.5, -0.7)])
 def test_reference_matches_nested_quadrature(text, q1, q2, rho):
     r""":func:`_reference` (inner expectation in closed form) against :func:`_nested` (inner by quadrature too): 1e-14
@@ -291,7 +298,7 @@ def test_reference_matches_nested_quadrature(text, q1, q2, rho):
         assert abs(x - y) <= 1e-14 * abs(y), (x, y)
 
 
-@pytest.mark.parametrize("text", list(PIECES), ids=["hswish", "relu2", "user3", "user4"])
+@pytest.mark.parametrize("text", CONTINUOUS, ids=IDS)
 def test_pwp_dual_exact_limits(text):
     r"""$\rho=\pm1$ ($b=\pm\frac{s_2}{s_1}a$: $C=E[\phi(s_1z)\phi(\pm s_2z)]$, equal and unequal variances), a zero
     variance ($C=\phi(0)E[\phi(b)]$, $\dot C=\phi'(0)E[\phi'(b)]$; both zero: $\phi(0)^2$, $\phi'(0)^2$) and $c=0$
@@ -312,3 +319,145 @@ def test_pwp_dual_exact_limits(text):
         got = dual(q1, q2, c, ops=NUMPY_OPS)
         for g, r in zip(got, ref):
             assert abs(float(g) - float(r)) <= 3e-14 * max(abs(float(r)), 1.0), ((q1, q2, c), float(g), float(r))
+
+
+@pytest.mark.parametrize("text", [HSWISH] + [pytest.param(t, marks=pytest.mark.slow) for t in (RELU2, USER3, USER4)],
+                         ids=["hswish", "relu2", "user3", "user4"])
+def test_pwp_dual_under_jax(text, x64):
+    r"""jax.numpy (``JAX_OPS``, under ``jax.jit`` as the solvers compile the duals, float64 by the ``x64`` fixture)
+    gives numpy's values at random points (with $\rho=\pm1$, $1-\rho=10^{-9}$, $1+\rho=10^{-7}$, a zero variance,
+    $c=0$): 1e-14 of the diagonal scale $\sqrt{C(q_1,q_1,q_1)C(q_2,q_2,q_2)}+1$ (the 1 for the zero variance, whose
+    scale is 0 and where a 0 comes as up to 7e-15 in either).  Measured: 9e-16 of that (relative to the values up to
+    1.6e-13, where $C$ or $\dot C$ cancels to $\sim10^{-3}$ of its scale).  Each activation costs one compilation,
+    2 to 4 s (the other three: slow; eager jax operations took ~5.5 s)."""
+    import jax
+
+    rng = np.random.default_rng(1)
+    q1, q2, r = rng.uniform(0.1, 20.0, 40), rng.uniform(0.1, 20.0, 40), rng.uniform(-1.0, 1.0, 40)
+    r[:4] = [1.0, -1.0, 1 - 1e-9, -1 + 1e-7]
+    q1[4], r[5] = 0.0, 0.0
+    c = r * np.sqrt(q1 * q2)
+    dual = _dual(text)
+    want = [np.asarray(v) for v in dual(q1, q2, c, ops=NUMPY_OPS)]
+    got = [np.asarray(v) for v in jax.jit(lambda a, b, cc: dual(a, b, cc, ops=JAX_OPS))(q1, q2, c)]
+    d1, d2 = dual(q1, q1, q1, ops=NUMPY_OPS), dual(q2, q2, q2, ops=NUMPY_OPS)
+    for g, w, s1, s2 in zip(got, want, d1, d2):
+        assert g.dtype == np.float64
+        scale = np.sqrt(np.asarray(s1) * np.asarray(s2)) + 1.0
+        assert np.all(np.abs(g - w) <= 1e-14 * scale), np.max(np.abs(g - w) / scale)
+
+
+@pytest.mark.parametrize("text", CONTINUOUS, ids=IDS)
+def test_one_minus_rho_path_matches_the_correlation_path(text):
+    r"""``pwp_joint(..., omr=1 - rho)`` equals the path of $c$ at moderate $\rho$ (0.7, -0.2, -0.9, 0.95):
+    1e-14 of the diagonal scale (measured 1e-15)."""
+    rep = _rep(text)
+    q1, q2 = np.array([1.0, 2.0, 0.5, 3.0]), np.array([1.0, 0.7, 4.0, 3.0])
+    omr = np.array([0.3, 1.2, 1.9, 0.05])
+    a = pwp_joint(NUMPY_OPS, rep, q1, q2, None, omr=omr)
+    b = pwp_joint(NUMPY_OPS, rep, q1, q2, (1 - omr) * np.sqrt(q1 * q2))
+    d1, d2 = pwp_joint(NUMPY_OPS, rep, q1, q1, q1), pwp_joint(NUMPY_OPS, rep, q2, q2, q2)
+    for x, y, s1, s2 in zip(a, b, d1, d2):
+        assert np.all(np.abs(x - y) <= 1e-14 * np.sqrt(s1 * s2)), np.max(np.abs(x - y) / np.sqrt(s1 * s2))
+
+
+@pytest.mark.parametrize("text, q1, q2, omrs", [(HSWISH, 1.0, 1.0, (1e-12, 1e-10, 1e-8)),
+                                                (USER3, 2.0, 2.0, (1e-12, 1e-8)), (USER4, 1.0, 1.0, (1e-12,)),
+                                                (HSWISH, 1.0, 1.2, (1e-12,))],
+                         ids=["hswish", "user3", "user4", "hswish-unequal"])
+def test_one_minus_rho_path_near_one_against_mpmath(text, q1, q2, omrs):
+    r"""At $1-\rho=10^{-12}\dots10^{-8}$ given exactly, $C$ and $\dot C$ against :func:`_reference` at the mpf
+    $\rho=1-$``omr``: 3e-14 relative (measured 2.8e-15; the path of the rounded $c=(1-\text{omr})q$ is off by 6e-12
+    at $10^{-12}$, user3).  At equal variances the $\sqrt{1-\rho}$ term of the jumps of $\phi'$ moves $\dot C$ from its
+    value at $\rho=1$ by 3.5e-9 (hard-swish) to 1.4e-7 (user3) relative at $10^{-12}$: far above the tolerance."""
+    rep = _rep(text)
+    cdot1 = float(pwp_joint(NUMPY_OPS, rep, q1, q2, None, omr=0.0)[1])
+    for omr in omrs:
+        C, Cdot = (float(v) for v in pwp_joint(NUMPY_OPS, rep, q1, q2, None, omr=omr))
+        ref = _reference(text, q1, q2, omr=omr)
+        _check(C, ref[0], 0.0, 3e-14, 0.0)
+        _check(Cdot, ref[1], 0.0, 3e-14, 0.0)
+        if q1 == q2:
+            assert abs(Cdot - cdot1) > 1e-9 * abs(Cdot)
+
+
+def _drop_reference(text, q1, q2, omr_p, dlt, nodes, n=12):
+    r"""$C(\rho_p)-C(\rho_c)=\sqrt{q_1q_2}\int_{\theta_p}^{\theta_c}\dot C(\cos\theta)\sin\theta\,d\theta$ (Price),
+    $\dot C$ from :func:`_reference` at $1-\rho=2\sin^2(\theta/2)$ exactly, ``nodes``-point Gauss-Legendre in
+    $\theta$ on panels split where $\theta$ is 1/4 to 4 times a gap $|u_i/s_1-u_j/s_2|$ (the layers of unequal
+    variances)."""
+    with mp.workdps(20):
+        omr_p, dlt = F(omr_p), F(dlt)
+        tp, tc = 2 * mp.asin(mp.sqrt(omr_p / 2)), 2 * mp.asin(mp.sqrt((omr_p + dlt) / 2))
+        us = [F(u) for u in PIECES[text][0]]
+        gaps = {abs(u / mp.sqrt(F(q1)) - v / mp.sqrt(F(q2))) for u in us for v in us}
+        edges = sorted({tp, tc} | {g * f for g in gaps for f in (0.25, 0.5, 1, 2, 4) if tp < g * f < tc})
+        x, w = _gauss_legendre(nodes)
+        total = F(0)
+        for a, b in zip(edges[:-1], edges[1:]):
+            h, m = (b - a) / 2, (a + b) / 2
+            for xi, wi in zip(x, w):
+                th = m + h * xi
+                cdot = _reference(text, q1, q2, omr=2 * mp.sin(th / 2) ** 2, n=n, cdot_only=True)
+                total += h * wi * cdot * mp.sin(th)
+        return mp.sqrt(F(q1) * F(q2)) * total
+
+
+DROPS = [(1.0, 1.0, 0.0, 1e-12, 3), (1.0, 1.0, 0.0, 1e-6, 3), (1.0, 1.0, 0.0, 1e-3, 4), (1.0, 1.0, 1e-10, 1e-12, 3),
+         (1.0, 1.0, 1e-10, 1e-9, 3), (1.0, 1.0, 1e-10, 1e-3, 4)]
+
+
+def test_drop_of_hard_swish_against_mpmath():
+    r"""The gap form's drop $C(\rho_p)-C(\rho_c)$ of hard-swish ($q_1=q_2=1$, $1-\rho_p=0$ and $10^{-10}$,
+    $\rho_p-\rho_c=10^{-12}$ to $10^{-3}$) relative to itself, against :func:`_drop_reference`: 1e-13 (measured 3.5e-16;
+    a difference of two float64 values of $C$ would keep ~4 digits at $10^{-12}$); and its ``duals`` at $1-\rho_c$
+    against :func:`_reference`."""
+    form = _dual(HSWISH).gap_form
+    q1, q2, omr_p, dlt, _ = (np.array(v) for v in zip(*DROPS))
+    drop = form.drop(q1, q2, omr_p, dlt)
+    C, Cdot = form.duals(q1, q2, omr_p + dlt)
+    for i, (a, b, o, d, nodes) in enumerate(DROPS):
+        _check(drop[i], _drop_reference(HSWISH, a, b, o, d, nodes), 0.0, 1e-13, 0.0)
+    for i in (2, 5):
+        ref = _reference(HSWISH, q1[i], q2[i], omr=F(omr_p[i]) + F(dlt[i]))
+        _check(C[i], ref[0], 0.0, 3e-14, 0.0)
+        _check(Cdot[i], ref[1], 0.0, 3e-14, 0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", [HSWISH, USER3], ids=["hswish", "user3"])
+@pytest.mark.parametrize("q1, q2, omr_p, dlt", [(2.0, 2.5, 0.0, 1e-3), (2.0, 2.5, 1e-10, 1e-8), (1.0, 1.02, 0.0, 1e-3),
+                                                (1.0, 1.02, 1e-4, 1e-3), (1.0, 1.0004, 0.0, 1e-6),
+                                                (1.0, 1.0004, 1e-7, 1e-6)])
+def test_drop_at_unequal_variances_against_mpmath(text, q1, q2, omr_p, dlt):
+    r"""Unequal variances, where the angles cross the layers $\theta\sim|h_i-k_j|$ (0.03 at $q_2=1.02$, 6e-4 at
+    1.0004, 0.075 for user3 at 2/2.5): 3e-10 relative.  Measured (reference converged: 8, 12 and 16 nodes a panel
+    agree): at most 6e-14 for hard-swish, but user3 -5.7e-11 at (2, 2.5, 0, 1e-3) and 1.0e-11 at (1, 1.02, 0, 1e-3);
+    beyond this range, with $\rho_p=1$, -8.9e-10 at $\Delta=10^{-2}$, 1.9e-9 at $3\cdot10^{-2}$ (user3, 2/2.5) and
+    -2.4e-9 at $0.1$ (hard-swish): the 6-node rule of the smooth rest across a layer."""
+    got = _dual(text).gap_form.drop(q1, q2, omr_p, dlt)
+    _check(got, _drop_reference(text, q1, q2, omr_p, dlt, 8), 0.0, 3e-10, 0.0)
+
+
+@pytest.mark.parametrize("text, degree", [(HSWISH, 2), (RELU2, 2), (USER3, 3), (USER4, 4), ("Max(0, x)**3", 3),
+                                          ("Max(0, x)*x**3", 4), (JUMP, 2)])
+def test_recognised(text, degree):
+    """Continuous piecewise polynomials (and one that jumps) with a piece of degree 2 to 4 take this dual; the
+    continuous ones with a gap form, the one that jumps without (its drop is not Price's integral of Cdot)."""
+    assert piecewise_polynomial(sp.sympify(text, locals={"x": X})) is not None
+    dual = _dual(text)
+    assert f"degree {degree};" in dual.name, dual.name
+    assert (dual.gap_form is None) == (text == JUMP)
+
+
+@pytest.mark.parametrize("text", ["Max(-1, Min(1, x))", "Piecewise((x, x > 1), (0.5*x + 0.5, True))",
+                                  "Piecewise((x**5, x > 0), (0, True))", "Max(0, x)**5",
+                                  "Piecewise((x, x > 0), (tanh(x), True))",
+                                  "Piecewise((x**2, x > 0), (exp(x) - 1, True))",
+                                  "x**2", "x**2 + Max(0, x)*tanh(x)"])
+def test_not_recognised(text):
+    """Piecewise linear (the relu sums' dual), a piece of degree 5, a non-polynomial piece, a single polynomial: no
+    piecewise-polynomial representation, and another dual (or none)."""
+    assert piecewise_polynomial(sp.sympify(text, locals={"x": X})) is None
+    dual = closed_form_dual(resolve_activation(text))
+    assert dual is None or not dual.name.startswith("piecewise polynomial"), dual.name

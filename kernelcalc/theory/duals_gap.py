@@ -193,7 +193,10 @@ def piecewise_polynomial_gap(joint, us, jumps) -> GapForm:
     $\dot C_R$ the rest, of kinks of $\phi'$ only ($O(\theta^3)$ at $\theta\to0$): :data:`_REST_GL` Gauss-Legendre
     nodes of $\dot C_R(\theta)-\dot C_R(\theta_c)$ at $1-\rho=2\sin^2(\theta/2)$.  A difference of two values of $\dot C$
     carries an absolute error $\sim\epsilon\dot C$, which the width $\rho_p-\rho_c$ multiplies: the drop keeps its
-    relative accuracy however small the width."""
+    relative accuracy however small the width.  Measured against mpmath (tests/test_duals_pwp.py): $\le4\cdot10^{-16}$
+    at equal variances; at unequal ones ($q_1=2$, $q_2=2.5$) $6\cdot10^{-11}$ for widths $\rho_p-\rho_c\le10^{-3}$
+    (those of the deficit form, $\theta_0<0.01$), $2\cdot10^{-9}$ at $3\cdot10^{-2}$ (the rest's fixed rule spans the layer
+    at $\theta\sim|h_k-k_l|$)."""
     us, jumps = tuple(us), tuple(jumps)
     gx, gw = np.polynomial.legendre.leggauss(_REST_GL)
 

@@ -157,17 +157,33 @@ def _standardised(o, us, q1, q2, c):
     return [u / s1 for u in us], [u / s2 for u in us], o.corr(q1, q2, c)
 
 
-def _orthants(o, h, k, r, pairs, omr=None, tails=None):
+def _orthants(o, h, k, r, pairs, omr=None, tails=None, us=None):
     r"""$L_{ij}=P(a>u_i,b>u_j)=\Phi_2(-h_i,-k_j;\rho)$ for the index ``pairs`` (numeric: one call over all; ``omr``:
     $1-\rho$ exactly; ``tails``: the lists $(\Phi(-h_i))$, $(\Phi(-k_j))$ when known).  numpy: the pairs share the
-    Gauss-Legendre angles of each correlation (:func:`~kernelcalc.theory.bivariate_normal.orthant_probabilities`)."""
+    Gauss-Legendre angles of each correlation (:func:`~kernelcalc.theory.bivariate_normal.orthant_probabilities`), and
+    with the breakpoints ``us`` and ``tails`` given, a pair whose mirror $(-u_i,-u_j)$ is also wanted (hardtanh,
+    hard-swish: breakpoints $\pm u$) is not evaluated: $L_{i'j'}=P(X<h_i,Y<k_j)=1-P_i-Q_j+L_{ij}$ (exact; absolute
+    error $\sim\epsilon$, Genz's own)."""
     if isinstance(o.pi, sp.Basic):
         return [o.bvn(-h[i], -k[j], r) for i, j in pairs]
-    H, K = o.stack([h[i] for i, _ in pairs]), o.stack([k[j] for _, j in pairs])
-    if o is NUMPY_OPS:
-        T = None if tails is None else (o.stack([tails[0][i] for i, _ in pairs]), o.stack([tails[1][j] for _, j in pairs]))
-        return orthant_probabilities(H, K, r, omr=omr, tails=T)
-    return o.bvn(-H, -K, r)
+    if o is not NUMPY_OPS:
+        H, K = o.stack([h[i] for i, _ in pairs]), o.stack([k[j] for _, j in pairs])
+        return o.bvn(-H, -K, r)
+    index = {p: m for m, p in enumerate(pairs)}
+    mirror = {}
+    if us is not None and tails is not None:
+        where = {u: i for i, u in enumerate(us)}
+        for i, j in pairs:
+            m = (where.get(-us[i]), where.get(-us[j]))
+            if None not in m and m in index and m not in mirror and (i, j) not in mirror and m != (i, j):
+                mirror[m] = (i, j)
+    todo = [p for p in pairs if p not in mirror]
+    H, K = o.stack([h[i] for i, _ in todo]), o.stack([k[j] for _, j in todo])
+    T = None if tails is None else (o.stack([tails[0][i] for i, _ in todo]), o.stack([tails[1][j] for _, j in todo]))
+    done = dict(zip(todo, orthant_probabilities(H, K, r, omr=omr, tails=T)))
+    for (a, b), (i, j) in mirror.items():
+        done[(a, b)] = np.clip(1.0 - tails[0][i] - tails[1][j] + done[(i, j)], 0.0, 1.0)
+    return [done[p] for p in pairs]
 
 
 def _matches(expr, z, rep, tol) -> bool:
@@ -234,7 +250,7 @@ def pwl_joint(o, rep, q1, q2, c, omr=None):
         t2 = [x / sig for x in num2]
     else:     # one call of each primitive over all pairs (one traced graph under jax)
         t1, t2 = _ratio(o, o.stack(num1), sig), _ratio(o, o.stack(num2), sig)
-    L = _orthants(o, h, k, r, pairs, omr, (P, Q))
+    L = _orthants(o, h, k, r, pairs, omr, (P, Q), us)
     C = alpha * alpha + beta * beta * c
     for i in range(n):
         g = gs[i]
@@ -267,5 +283,5 @@ def pwl_cdot(rep, q1, q2, omr):
     n = len(us)
     pairs = [(i, j) for i in range(n) for j in range(n)]
     P, Q = [normal_cdf(-x) for x in h], [normal_cdf(-x) for x in k]
-    L = _orthants(NUMPY_OPS, h, k, 1.0 - omr, pairs, omr, (P, Q))
+    L = _orthants(NUMPY_OPS, h, k, 1.0 - omr, pairs, omr, (P, Q), us)
     return _cdot_sum(beta, gs, P, Q, L, pairs) + 0 * omr

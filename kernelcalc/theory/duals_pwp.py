@@ -49,9 +49,8 @@ import sympy as sp
 
 from ._activation_text import X
 from ._piecewise import pieces_or_none
-from .bivariate_normal import orthant_probabilities
 from .duals_ops import NUMPY_OPS
-from .duals_pwl import _matches, _pdf, _ratio
+from .duals_pwl import _matches, _orthants, _pdf, _ratio
 
 __all__ = ["piecewise_polynomial", "pwp_joint", "MAX_DEGREE"]
 
@@ -177,17 +176,11 @@ def pwp_joint(o, rep, q1, q2, c, omr=None, jump_part=False):
     terms, dterms = _terms(rep), _dterms(rep)
     K = len(us)
     deg = max(len(t[0]) for t in terms) - 1
-    # the orthants of the truncated pairs, in one call (numpy: shared Gauss-Legendre angles)
+    # the orthants of the truncated pairs, in one call (numpy: shared Gauss-Legendre angles, mirrored pairs derived)
     P = [o.Phi(-x) for x in h]
     Q = [o.Phi(-x) for x in k]
     pairs = [(i, j) for i in range(K) for j in range(K)]
-    if symbolic:
-        L = [o.bvn(-h[i], -k[j], r) for i, j in pairs]
-    elif o is NUMPY_OPS:
-        L = orthant_probabilities(o.stack([h[i] for i, _ in pairs]), o.stack([k[j] for _, j in pairs]), r, omr=omr,
-                                  tails=(o.stack([P[i] for i, _ in pairs]), o.stack([Q[j] for _, j in pairs])))
-    else:
-        L = o.bvn(-o.stack([h[i] for i, _ in pairs]), -o.stack([k[j] for _, j in pairs]), r)
+    L = _orthants(o, h, k, r, pairs, omr, (P, Q), us)
     ph, pk = [_pdf(o, x) for x in h], [_pdf(o, x) for x in k]
     C = Cdot = 0
     s1p = [1, s1] + [None] * (deg - 1)
