@@ -46,7 +46,7 @@ from scipy.special import erfc
 import kernelcalc as kc
 from kernelcalc.theory._activation_text import X
 from reference_node import euler_resnet_kernel, two_inputs
-from trapezoid_goursat import backward, march
+from trapezoid_goursat import backward, backward_row, march
 
 HSWISH = "x*Min(Max(x + 3, 0), 6)/6"
 HSWISH_EXPR = X * sp.Min(sp.Max(X + 3, 0), 6) / 6
@@ -224,17 +224,7 @@ def _cross_backward(n, T, sw, LT, Cd):
     g = sw * sw * (T / n) ** 2 / 4.0
     L = np.full((n + 1, n + 1), float(LT))
     for i in range(n - 1, -1, -1):
-        up, new = L[i + 1], L[i + 1].copy()
-        Eu = Cd[i + 1] * up
-        for _ in range(200):
-            En = Cd[i] * new
-            inc = up[:-1] - up[1:] + g * (En[:-1] + En[1:] + Eu[:-1] + Eu[1:])
-            upd = np.concatenate([LT + np.cumsum(inc[::-1])[::-1], [LT]])
-            done = np.max(np.abs(upd - new)) <= 1e-15 * np.max(np.abs(upd))
-            new = upd
-            if done:
-                break
-        L[i] = new
+        L[i] = backward_row(L[i + 1], L[i + 1].copy(), Cd[i + 1], Cd[i], g, LT)
     return L
 
 

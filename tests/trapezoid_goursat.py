@@ -49,17 +49,25 @@ def backward(n, T, sw, LT, Cd):
         up = L[i + 1, i:].copy()
         new = up.copy()
         new[-1] = LT
-        for _ in range(200):
-            up[0] = new[1]                                                          # Lambda_{i+1, i} = Lambda_{i, i+1}
-            Eu, En = Cd[i + 1, i:] * up, Cd[i, i:] * new
-            inc = up[:-1] - up[1:] + g * (En[:-1] + En[1:] + Eu[:-1] + Eu[1:])
-            upd = np.concatenate([LT + np.cumsum(inc[::-1])[::-1], [LT]])
-            done = np.max(np.abs(upd - new)) <= 1e-15 * np.max(np.abs(upd))
-            new = upd
-            if done:
-                break
-        L[i, i:] = L[i:, i] = new
+        L[i, i:] = L[i:, i] = backward_row(up, new, Cd[i + 1, i:], Cd[i, i:], g, LT, mirror=True)
     return L
+
+
+def backward_row(up, new, cd_up, cd_new, g, LT, mirror=False):
+    """Row i of the backward march from row i + 1 (``up``), iterated to its fixed point from ``new``; ``mirror``: the
+    symmetric grid's Lambda_{i+1, i} = Lambda_{i, i+1} (``up[0]`` follows the row).  Also tests/test_node_pwp.py's
+    march without the symmetry."""
+    for _ in range(200):
+        if mirror:
+            up[0] = new[1]
+        Eu, En = cd_up * up, cd_new * new
+        inc = up[:-1] - up[1:] + g * (En[:-1] + En[1:] + Eu[:-1] + Eu[1:])
+        upd = np.concatenate([LT + np.cumsum(inc[::-1])[::-1], [LT]])
+        done = np.max(np.abs(upd - new)) <= 1e-15 * np.max(np.abs(upd))
+        new = upd
+        if done:
+            break
+    return new
 
 
 def cum2(F, h):

@@ -84,13 +84,14 @@ def relu_sum(expr: sp.Expr) -> tuple[float, float, tuple[float, ...], tuple[floa
     return (alpha, beta, us, gs) if _reproduces(expr, alpha, beta, us, gs, scale) else None
 
 
-def _linear_pieces(expr: sp.Expr):
-    """``(pieces, slopes, values)`` of ``expr`` when every one of its (at least two) smooth pieces is a real polynomial
-    of degree at most 1 in ``x`` (slope and value at 0 each), else ``None``."""
+def polynomial_pieces(expr: sp.Expr, max_degree: int):
+    """``(pieces, coefficients)`` of ``expr`` when every one of its (at least two) smooth pieces is a real polynomial
+    of degree at most ``max_degree`` in ``x`` (each piece's coefficients in ascending powers, a float array), else
+    ``None`` (also :mod:`.duals_pwp`'s)."""
     pieces = pieces_or_none(expr)
     if pieces is None or len(pieces) < 2:
         return None
-    slopes, values = [], []
+    polys = []
     for p in pieces:
         e = sp.expand(p.expr)
         if e.free_symbols - {X}:
@@ -99,14 +100,23 @@ def _linear_pieces(expr: sp.Expr):
             poly = sp.Poly(e, X)
         except sp.PolynomialError:
             return None
-        if poly.degree() > 1:
+        if poly.degree() > max_degree:
             return None
-        coeffs = [complex(v) for v in (poly.coeff_monomial(X), poly.coeff_monomial(1))]
+        coeffs = [complex(v) for v in reversed(poly.all_coeffs())]
         if any(v.imag != 0 or not math.isfinite(v.real) for v in coeffs):
             return None
-        slopes.append(coeffs[0].real)
-        values.append(coeffs[1].real)
-    return pieces, slopes, values
+        polys.append(np.array([v.real for v in coeffs]))
+    return pieces, polys
+
+
+def _linear_pieces(expr: sp.Expr):
+    """``(pieces, slopes, values)`` of ``expr`` when every one of its (at least two) smooth pieces is a real polynomial
+    of degree at most 1 in ``x`` (slope and value at 0 each), else ``None``."""
+    parsed = polynomial_pieces(expr, 1)
+    if parsed is None:
+        return None
+    pieces, polys = parsed
+    return pieces, [float(c[1]) if c.size > 1 else 0.0 for c in polys], [float(c[0]) for c in polys]
 
 
 def step_sum(expr: sp.Expr) -> tuple[float, tuple[float, ...], tuple[float, ...]] | None:

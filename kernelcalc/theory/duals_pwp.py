@@ -47,10 +47,7 @@ import math
 import numpy as np
 import sympy as sp
 
-from ._activation_text import X
-from ._piecewise import pieces_or_none
-from .duals_ops import NUMPY_OPS
-from .duals_pwl import _matches, _orthants, _pdf, _ratio
+from .duals_pwl import _matches, _orthants, _pdf, _ratio, polynomial_pieces
 
 __all__ = ["piecewise_polynomial", "pwp_joint", "MAX_DEGREE"]
 
@@ -67,24 +64,10 @@ def piecewise_polynomial(expr: sp.Expr):
     reproduce ``expr`` at 200 points off the breakpoints (where a jump's own value does not enter a Gaussian
     expectation) to $10^{-12}$ relative before it is accepted.  Piecewise-linear activations are
     the relu sums' (:func:`~kernelcalc.theory.duals_pwl.relu_sum`), not this."""
-    pieces = pieces_or_none(expr)
-    if pieces is None or len(pieces) < 2:
+    parsed = polynomial_pieces(expr, MAX_DEGREE)
+    if parsed is None:
         return None
-    polys = []
-    for p in pieces:
-        e = sp.expand(p.expr)
-        if e.free_symbols - {X}:
-            return None
-        try:
-            poly = sp.Poly(e, X)
-        except sp.PolynomialError:
-            return None
-        if poly.degree() > MAX_DEGREE:
-            return None
-        coeffs = [complex(v) for v in reversed(poly.all_coeffs())]       # ascending powers of z
-        if any(v.imag != 0 or not math.isfinite(v.real) for v in coeffs):
-            return None
-        polys.append(np.array([v.real for v in coeffs]))
+    pieces, polys = parsed
     if max(len(c) for c in polys) < 3:        # every piece linear: a relu sum
         return None
     us, es = [], []
