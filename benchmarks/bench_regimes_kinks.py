@@ -62,6 +62,20 @@ softplus on the same rows (softplus's own time moves 0.58-0.92 s between runs on
 hardtanh and relu6 on the sphere took 11.4 s and 5.1 s before the relu sums' gap form (hardtanh warned: 1025 theta
 nodes, 1.2e-9), the ResNet hardtanh 4.8-5.9 s (warned); old main measured alternately in the same session.
 
+Stop 32 (2026-12-07, 11:43-11:50 UTC, load ~2.3: two helper processes running tests; main f36da2e), the piecewise
+polynomials (``kernelcalc/theory/duals_pwp.py``) against softplus and hardtanh on the same rows, seconds (ratio):
+
+| rows | softplus | hardtanh | hard-swish | squared relu |
+|---|---|---|---|---|
+| node, sphere, N = 2000 | 0.82 | 2.75 (3.33) | 3.41 (4.13), rel. est. 1.6e-11 | 2.61 (3.17), 8.0e-11 |
+| node, standardised, N = 200 | 1.52 | 4.31 (2.84) | 9.40 (6.19), 2.4e-10 | blows up (one-line error) |
+| node, standardised, N = 2000 | 1.72 | 9.48 (5.52) | 41.1 (23.9), 3.9e-10 | blows up |
+| resnet depth 8, sphere, N = 2000 | 0.77 | 0.83 (1.08) | 1.01 (1.31) | 1.03 (1.34) |
+
+Before, hard-swish hung (node_kernel on 20 sphere rows killed after 300 s: the polar-sector rule at its finest level
+across the kinks at +-3) and squared relu took 7.2 s at N = 20 (polar sectors, estimate 2.5e-8).  Squared relu's
+variance blows up before T = 1 from |x|^2/d ~ 3 on (phi grows like x^2): the standardised rows are refused.
+
 Before stop 30 elu off the sphere took 9.5-12.3 s at N = 200 and 11.4-14.2 s at N = 2000 (about 10x softplus):
 its tensor grid of unequal norms compiled the dual, ran plain Picard sweeps and took its own self-kernel diagonals,
 which converge only algebraically (:mod:`kernelcalc.kernels.ode_kinked`).  Side by side, three alternating cold runs
