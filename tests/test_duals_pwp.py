@@ -461,3 +461,58 @@ def test_not_recognised(text):
     assert piecewise_polynomial(sp.sympify(text, locals={"x": X})) is None
     dual = closed_form_dual(resolve_activation(text))
     assert dual is None or not dual.name.startswith("piecewise polynomial"), dual.name
+
+
+# ------------------------------------------------------------------------------------------- review fixes (stop 32)
+
+@pytest.mark.parametrize("q", [1e-13, 1e-8, 1e-4])
+def test_small_variances_keep_relative_accuracy(q):
+    """Near 0 the activations below are the polynomials of their middle piece, whose Gaussian moments are exact
+    (Isserlis): E[a^2 b^2] = q1 q2 + 2c^2; hard-swish x/2 + x^2/6 gives c/4 + (q1 q2 + 2c^2)/36.  The breakpoints
+    (-1.2; +-3) are ~1e3 standard deviations away or more, so the other pieces add nothing in float64.  Before, the
+    terms of a breakpoint below 0 were expanded about it and cancelled: C = -8.9e-16 at q = 1e-13 (exact 3e-26)."""
+    q1, q2 = q, 2.0 * q
+    c = 0.3 * math.sqrt(q1 * q2)
+    sq = closed_form_dual(resolve_activation("Piecewise((x**2, x > -1.2), (1.44 - 2.4*(x + 1.2), True))"))
+    C, Cd = sq(np.array(q1), np.array(q2), np.array(c), ops=NUMPY_OPS)
+    assert abs(C / (q1 * q2 + 2 * c * c) - 1) < 1e-13 and abs(Cd / (4 * c) - 1) < 1e-13
+    hs = closed_form_dual(resolve_activation("x*Min(Max(x + 3, 0), 6)/6"))
+    C, Cd = hs(np.array(q1), np.array(q2), np.array(c), ops=NUMPY_OPS)
+    assert abs(C / (c / 4 + (q1 * q2 + 2 * c * c) / 36) - 1) < 1e-13
+    assert abs(Cd / (0.25 + c / 9) - 1) < 1e-13            # phi' = 1/2 + x/3: E = 1/4 + c/9
+
+
+def test_mixed_shapes_broadcast_like_elementwise_calls():
+    """A scalar variance with an array of covariances (and the gap form's 1 - rho): the orthants' limits are
+    broadcast with the correlation (before, the pair axis lined up with the covariances: off by 0.46)."""
+    hs = closed_form_dual(resolve_activation("x*Min(Max(x + 3, 0), 6)/6"))
+    c = np.array([0.1, -0.3])
+    C, Cd = hs(1.0, 2.0, c, ops=NUMPY_OPS)
+    for i, ci in enumerate(c):
+        Ci, Cdi = hs(1.0, 2.0, ci, ops=NUMPY_OPS)
+        assert abs(C[i] - Ci) < 1e-15 and abs(Cd[i] - Cdi) < 1e-15
+    omr = np.array([1e-6, 0.5])
+    C, _ = hs.gap_form.duals(1.0, 2.0, omr)
+    for i, oi in enumerate(omr):
+        assert abs(C[i] - hs.gap_form.duals(1.0, 2.0, oi)[0]) < 1e-15
+    ht = closed_form_dual(resolve_activation("Max(-1, Min(1, x))"))
+    c4 = np.array([0.1, 0.5, 0.7, 0.9])
+    assert np.allclose(ht(1.0, 1.0, c4, ops=NUMPY_OPS)[0], [ht(1.0, 1.0, x, ops=NUMPY_OPS)[0] for x in c4],
+                       rtol=0, atol=1e-15)
+
+
+def test_linear_pieces_with_a_jump_away_from_zero():
+    """x Heaviside(x - 1) (linear pieces, a jump at 1: neither a relu sum nor a step sum) is a piecewise polynomial;
+    C = E[a b 1{a > 1, b > 1}] against a 2-D mpmath quadrature split at the breakpoint (rho = 0.3, q = 1)."""
+    d = closed_form_dual(resolve_activation("x*Heaviside(x - 1)"))
+    assert d is not None and d.name.startswith("piecewise polynomial") and d.gap_form is None
+    rho = mp.mpf("0.3")
+    s = mp.sqrt(1 - rho * rho)
+    pdf = lambda z: mp.exp(-z * z / 2) / mp.sqrt(2 * mp.pi)                                  # noqa: E731
+    with mp.workdps(20):
+        def inner(z1):       # E[b 1{b > 1} | a = z1], b = rho z1 + s z2: closed in z2 (a normal tail moment)
+            t = (1 - rho * z1) / s
+            return rho * z1 * mp.ncdf(-t) + s * pdf(t)
+        ref = mp.quad(lambda z: z * inner(z) * pdf(z), [1, 4, 12])
+    C, _ = d(1.0, 1.0, 0.3, ops=NUMPY_OPS)
+    assert abs(float(C) - float(ref)) < 1e-14 * float(ref)

@@ -331,7 +331,7 @@ def _piecewise_polynomial(rep) -> ClosedFormDual:
     r"""A piecewise polynomial $\phi=P_0(z)+\sum_kD_k(z)\mathbb 1_{z>u_k}$ with a piece of degree $\ge2$ (hard-swish,
     squared relu, ...): :mod:`~kernelcalc.theory.duals_pwp`; a continuous one with the gap form of
     :func:`~kernelcalc.theory.duals_gap.piecewise_polynomial_gap` (one that jumps has none, as the step sums)."""
-    p0, us, es = rep
+    p0, us, es = rep[:3]
     kinks = ", ".join(f"{u:g}" for u in us)
     dual = _orthant_dual(f"piecewise polynomial(degree {max(len(p0), *map(len, es)) - 1}; breakpoints {kinks})",
                          pwp_joint, rep, len(us))

@@ -176,12 +176,16 @@ def _orthants(o, h, k, r, pairs, omr=None, tails=None, us=None):
     error $\sim\epsilon$, Genz's own)."""
     if isinstance(o.pi, sp.Basic):
         return [o.bvn(-h[i], -k[j], r) for i, j in pairs]
+    z = 0 * (r + h[pairs[0][0]] + k[pairs[0][1]])    # every limit broadcast with the correlation (mixed shapes)
+    h, k = [v + z for v in h], [v + z for v in k]
+    if tails is not None:
+        tails = ([v + z for v in tails[0]], [v + z for v in tails[1]])
     if o is not NUMPY_OPS:
         H, K = o.stack([h[i] for i, _ in pairs]), o.stack([k[j] for _, j in pairs])
         return o.bvn(-H, -K, r)
     index = {p: m for m, p in enumerate(pairs)}
     mirror = {}
-    if us is not None and tails is not None:
+    if us is not None and tails is not None and len(set(us)) == len(us):    # (distinct breakpoints: an involution)
         where = {u: i for i, u in enumerate(us)}
         for i, j in pairs:
             m = (where.get(-us[i]), where.get(-us[j]))

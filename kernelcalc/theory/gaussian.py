@@ -219,13 +219,13 @@ def _require_breaks_at_zero(act: Activation) -> None:
     pieces = pieces_or_none(act.expr)
     if pieces is None:
         return
-    away = [p for p in pieces[:-1] if p.b != 0]
-    if away:
+    away = [p for p, nxt in zip(pieces[:-1], pieces[1:]) if p.b != 0 and p.expr != nxt.expr]
+    other = next((q.expr for q in pieces if not q.expr.is_polynomial(X)), None)
+    if away and other is not None:      # (polynomial pieces of degree > 4: the polar rule, smooth enough there)
         b = away[0].b
-        other = next((q.expr for q in pieces if not q.expr.is_polynomial(X)), None)
         raise ActivationError(
             f"no kernel for the activation {act.name}: it has a kink or jump at x = {b} (away from 0)"
-            + (f" and a piece that is not a polynomial ({other})" if other is not None else "")
+            + f" and a piece that is not a polynomial ({other})"
             + "; kernelcalc computes breakpoints away from 0 in closed form for piecewise-polynomial activations "
             "(hardtanh, relu6, hard-swish, steps) and by quadrature only at x = 0, where it is exact (elsewhere it "
             "would converge only algebraically)")
@@ -254,7 +254,8 @@ def dual_kernels(activation, *, q_max: float = 10.0, tol: float = DEFAULT_TOL,
         if method == "closed":
             raise ValueError(f"no closed-form dual kernel is known for {act.name!r}")
     if method == "polar" or (method == "auto" and act.is_piecewise_smooth):
-        _require_breaks_at_zero(act)
+        if method == "auto":
+            _require_breaks_at_zero(act)
         rule, err = choose_polar(act, q_max, tol, strict)
         return DualKernels(act, "polar", rule, error_estimate=max(err, tol))
     fns = (act.numpy_fn, act.numpy_derivative)
