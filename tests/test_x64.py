@@ -153,7 +153,7 @@ def runs(tmp_path_factory):
     return out
 
 
-def test_user_float32_code_stays_float32(runs):
+def _check_user_float32_code_stays_float32(runs):
     rec = runs["float32"]
     assert rec["flag after import"] is False and rec["flag at end"] is False
     for key in ("before", "after import", "after node_kernel", "after mlp_kernel", "after empirical_ntk",
@@ -163,7 +163,7 @@ def test_user_float32_code_stays_float32(runs):
     assert runs["global"]["after check"] == "float64" and runs["global"]["user_jit_after"] == "float64"
 
 
-def test_caches_filled_outside_the_context_are_not_reused(runs):
+def _check_caches_filled_outside_the_context_are_not_reused(runs):
     poison = runs["float32"]["poison"]
     # the traces made outside really were float32 ...
     assert poison["mlp pair"] == poison["ode self solve"] == poison["network_ntk"] == "float32", poison
@@ -172,7 +172,7 @@ def test_caches_filled_outside_the_context_are_not_reused(runs):
         assert n == 1 and poison["traces after"][name] >= 2, (name, poison)
 
 
-def test_results_are_float64_numpy_and_equal_the_global_x64_ones(runs):
+def _check_results_are_float64_numpy_and_equal_the_global_x64_ones(runs):
     f32, g = runs["float32"], runs["global"]
     assert f32["jax leaves"] == [] and g["jax leaves"] == [], (f32["jax leaves"], g["jax leaves"])
     assert f32["keys"] == g["keys"]
@@ -208,7 +208,7 @@ def _relu_mlp_reference(X, depth):
     return K, ntk
 
 
-def test_float32_user_gets_float64_accuracy(runs):
+def _check_float32_user_gets_float64_accuracy(runs):
     """Against an independent closed form: float32 arithmetic anywhere would miss by ~1e-7."""
     X = np.random.default_rng(0).normal(size=(3, 2))
     X = X / np.linalg.norm(X, axis=1, keepdims=True) * np.sqrt(2.0)
@@ -243,6 +243,15 @@ JAX_METHODS = {
     "kernelcalc.kernels.ode.GoursatSolver": ("__call__",),
     "kernelcalc.theory.duals.ClosedFormDual": ("__call__",),
 }
+
+
+def test_the_two_subprocess_runs(runs):
+    """The checks of the two subprocess runs (a float32 user, a global-x64 user), in one test: pytest-xdist spread
+    the four tests that shared the module fixture over both workers, and each built it (26 s of subprocesses)."""
+    _check_user_float32_code_stays_float32(runs)
+    _check_caches_filled_outside_the_context_are_not_reused(runs)
+    _check_results_are_float64_numpy_and_equal_the_global_x64_ones(runs)
+    _check_float32_user_gets_float64_accuracy(runs)
 
 
 def test_every_public_jax_function_computes_in_float64():
