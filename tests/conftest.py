@@ -40,17 +40,3 @@ def pytest_collection_modifyitems(config, items):
             continue
         if any(fd.scope == "module" for defs in info.name2fixturedefs.values() for fd in defs):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-            if hasattr(config, "workerinput") and config.getoption("dist", None) == "loadgroup":
-                _group_suffix(item, item.module.__name__)
-
-
-def _group_suffix(item, group):
-    """The ``@group`` suffix of the node id that loadgroup schedules by.  pytest-xdist 3.8 writes it to
-    ``item._nodeid``, which pytest 9 no longer reads (the id lives in ``item._id``): the groups were ignored and the
-    module fixtures built on both workers.  Written here, xdist's own (later) suffixing then leaves it as is."""
-    try:
-        from _pytest.nodeid import coerce_node_id
-    except ImportError:      # an older pytest: xdist's own suffix works there
-        return
-    if "@" not in item.nodeid and hasattr(item, "_id"):
-        item._id = coerce_node_id(f"{item.nodeid}@{group}")

@@ -67,6 +67,7 @@ def test_depth_gap_softplus_slopes_close_to_minus_one():
     assert "slope" in r.table()
 
 
+@pytest.mark.slow   # 10-13 s; the default run keeps the adjoint-against-Jacobian check of tests/test_empirical_ntk.py
 def test_gradient_modes_agree_for_smooth_activation():
     r = gradient_mode_gap(X, activation="tanh", width=16, tolerances=[1e-10], progress=False)
     assert r.gradient_gap[0] < 1e-7 and r.kernel_gap[0] < 1e-7
