@@ -59,6 +59,7 @@ def test_compare_width_slope_and_table_mlp():
     assert max(res.max_abs_z["ntk"].values()) < 4.5
 
 
+@pytest.mark.slow   # 10-13 s; the default run keeps test_empirical_ntk's ResNet -> ODE limit and test_kernels' 1/L rates
 def test_depth_gap_softplus_slopes_close_to_minus_one():
     r = depth_gap(X, activation="softplus", width=32, depths=[8, 16, 32, 64], progress=False)
     for key in ("output", "gradient", "kernel"):

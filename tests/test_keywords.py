@@ -207,6 +207,7 @@ def test_solver_steps_is_the_solvers_steps_and_steps_is_deprecated():
         kc.empirical_ntk(X[:2], steps=8, solver_steps=8, **kw)
 
 
+@pytest.mark.slow   # 8 s (two flow runs); the keyword checks of the kernels stay in the default run
 def test_flow_tolerances_are_flow_rtol_and_old_names_warn():
     with pytest.deprecated_call(match=r"train\(rtol=...\) is deprecated .* use flow_rtol="):
         r = kc.train(X, Y, width=8, steps=2, method="flow", lambda0=1.0, rtol=1e-5, **MLP)
