@@ -145,3 +145,24 @@ def test_orthant_probabilities_of_pairs_sharing_a_correlation():
     tails = (normal_cdf(-h), normal_cdf(-k))
     np.testing.assert_array_equal(orthant_probabilities(h, k, r, tails=tails), got)
     np.testing.assert_allclose(orthant_probabilities(h, k, r, omr=1.0 - r), got, rtol=0, atol=2e-16)
+
+
+def test_high_correlation_branch_in_every_node_band():
+    r"""$|\rho|\ge0.925$: the correction's Gauss-Legendre sum takes 4 to 20 nodes by $a=\sqrt{1-\rho^2}$ and by
+    $(h-k)^2/a^2$ (``bivariate_normal._HIGH_NODES``).  Against mpmath's conditional form (30 digits, no shared code)
+    at two cases of every band: equal limits (the sphere's self-kernels: $(h-k)^2=0$), near-equal ones (ratio below
+    1e-3) and far ones, $\rho$ of both signs: absolute error <= 3e-16; the node count each case took is checked, so
+    that every band is exercised."""
+    cases = []
+    for a, n_near, n_far in ((0.005, 4, 4), (0.03, 4, 8), (0.1, 6, 16), (0.3, 8, 20)):
+        r = math.sqrt(1.0 - a * a)
+        for h, gap, sign, want_n in ((0.7, 0.0, 1, n_near), (-1.3, 0.01 * a, -1, n_near), (1.1, 0.5 * a, 1, n_far),
+                                     (-0.4, 2.0 * a, -1, n_far)):
+            k = sign * (h + gap)          # (rho < 0: the correction sees -k)
+            cases.append((h, k, sign * r, want_n))
+    h, k, r, want_n = (np.array(v, float) for v in zip(*cases))
+    kk = np.where(r < 0, -k, k)
+    np.testing.assert_array_equal(bn._high_nodes(1.0 - r * r, (h - kk) ** 2), want_n)
+    ref = np.array([_conditional(hh, k_, rr, scaled=False) for hh, k_, rr, _ in cases])
+    got = bn.bivariate_normal_cdf(h, k, r)
+    assert np.max(np.abs(got - ref)) <= 3e-16, np.abs(got - ref)

@@ -198,6 +198,18 @@ def _bvnu_high(h, k, r, xp, omr=None):
             bvn[live] = _high_correction(as_[live], bs[live], hkk[live], np)
     else:
         bvn = xp.where(interior, _high_correction(as_, bs, hkk, xp), 0.0)
+    if xp is np:     # each element's branch only
+        out = np.empty(np.shape(h))
+        p = ~neg
+        out[p] = ncdf(-np.maximum(h[p], kk[p])) + bvn[p]
+        m = neg & (h < kk)
+        if np.any(m):
+            hm, km = h[m], kk[m]
+            out[m] = np.where(hm < 0, ncdf(km) - ncdf(hm), ncdf(-hm) - ncdf(-km))
+        m = neg & (h >= kk)
+        out[m] = 0.0
+        out[neg] -= bvn[neg]
+        return out
     pos = ncdf(-xp.maximum(h, kk)) + bvn
     negv = xp.where(h >= kk, -bvn, xp.where(h < 0, ncdf(kk) - ncdf(h), ncdf(-h) - ncdf(-kk)) - bvn)
     return xp.where(neg, negv, pos)
@@ -207,11 +219,28 @@ def _bvnu_high(h, k, r, xp, omr=None):
 _DEAD = 1400.0
 
 
+#: Gauss-Legendre nodes of the |r| >= 0.925 correction (numpy): (a = sqrt(1 - r^2) below, nodes where
+#: (h - k)^2 / (1 - r^2) < 1e-3, nodes elsewhere); past the last edge Genz's 20.  The integrand is analytic on [0, a] but
+#: for e^{-(h - k)^2 / 2x^2}, whose layer at x ~ |h - k| holds a negligible part of it when that ratio is small.
+#: Measured against 40 nodes on 2e5 random (r, h, k), |h| <= 8, 1 - r from 1e-14: absolute error <= 2e-17 in every band
+_HIGH_NODES = ((0.01, 4, 4), (0.05, 4, 8), (0.15, 6, 16), (0.4, 8, 20))
+
+
+def _high_nodes(as_, bs):
+    """Gauss-Legendre node counts of :func:`_high_correction` per element (:data:`_HIGH_NODES`)."""
+    a = np.sqrt(as_)
+    near = bs < 1e-3 * as_
+    n = np.full(a.shape, 20)
+    for edge, n_near, n_far in _HIGH_NODES[::-1]:
+        n = np.where(a < edge, np.where(near, n_near, n_far), n)
+    return n
+
+
 def _high_correction(as_, bs, hkk, xp):
     r"""Genz's correction of the $|r|\ge0.925$ branch (``as_`` $=1-r^2$, ``bs`` $=(h-k)^2$, ``hkk`` $=hk$, signs
-    folded for $r<0$): the singular part in closed form and 20 Gauss-Legendre nodes."""
+    folded for $r<0$): the singular part in closed form and a Gauss-Legendre sum (jax.numpy: Genz's 20 nodes;
+    numpy: 4 to 20 by :data:`_HIGH_NODES`)."""
     ncdf = lambda v: normal_cdf(v, xp)  # noqa: E731
-    x, w = (xp.asarray(v) for v in _GL[20])
     a = xp.sqrt(as_)
     c = (4.0 - hkk) / 8.0
     d = (12.0 - hkk) / 80.0
@@ -219,17 +248,40 @@ def _high_correction(as_, bs, hkk, xp):
     bvn = xp.where(asr0 > -100.0, a * xp.exp(xp.maximum(asr0, -100.0))
                    * (1.0 - c * (bs - as_) * (1.0 - d * bs) / 3.0 + c * d * as_ * as_), 0.0)
     b = xp.sqrt(bs)
-    sp_ = math.sqrt(2 * math.pi) * ncdf(-b / a)
+    if xp is np:     # (b = 0: equal limits, the term vanishes)
+        sp_ = np.zeros(np.shape(b))
+        m = b > 0
+        sp_[m] = math.sqrt(2 * math.pi) * ncdf(-b[m] / a[m])
+    else:
+        sp_ = math.sqrt(2 * math.pi) * ncdf(-b / a)
     bvn = bvn - xp.where(hkk > -100.0, xp.exp(-xp.minimum(hkk, 100.0) / 2.0) * sp_ * b
                          * (1.0 - c * bs * (1.0 - d * bs) / 3.0), 0.0)
-    ah = a / 2.0
-    xs = (ah[..., None] * (1.0 + x)) ** 2
-    asr1 = -(bs[..., None] / xs + hkk[..., None]) / 2.0
-    sp1 = 1.0 + c[..., None] * xs * (1.0 + 5.0 * d[..., None] * xs)
-    rs = xp.sqrt(1.0 - xs)
-    ep = xp.exp(-(hkk[..., None] / 2.0) * xs / (1.0 + rs) ** 2) / rs
-    terms = xp.where(asr1 > -100.0, xp.exp(xp.maximum(asr1, -100.0)) * (sp1 - ep), 0.0)
-    return (ah * xp.sum(w * terms, axis=-1) - bvn) / (2 * math.pi)
+
+    def rule(n, a, bs, hkk, c, d):
+        x, w = (xp.asarray(v) for v in _GL_ANY(n))
+        ah = a / 2.0
+        xs = (ah[..., None] * (1.0 + x)) ** 2
+        asr1 = -(bs[..., None] / xs + hkk[..., None]) / 2.0
+        sp1 = 1.0 + c[..., None] * xs * (1.0 + 5.0 * d[..., None] * xs)
+        rs = xp.sqrt(1.0 - xs)
+        ep = xp.exp(-(hkk[..., None] / 2.0) * xs / (1.0 + rs) ** 2) / rs
+        terms = xp.where(asr1 > -100.0, xp.exp(xp.maximum(asr1, -100.0)) * (sp1 - ep), 0.0)
+        return ah * xp.sum(w * terms, axis=-1)
+
+    if xp is not np:
+        return (rule(20, a, bs, hkk, c, d) - bvn) / (2 * math.pi)
+    n = _high_nodes(as_, bs)
+    total = np.empty(np.shape(a))
+    for k in np.unique(n):
+        m = n == k
+        total[m] = rule(int(k), a[m], bs[m], hkk[m], c[m], d[m])
+    return (total - bvn) / (2 * math.pi)
+
+
+@functools.lru_cache(maxsize=None)
+def _GL_ANY(n: int):
+    """The ``n``-point Gauss-Legendre rule on [-1, 1]."""
+    return np.polynomial.legendre.leggauss(n)
 
 
 def _loop(n, body, state, xp):
