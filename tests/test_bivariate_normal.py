@@ -166,3 +166,19 @@ def test_high_correlation_branch_in_every_node_band():
     ref = np.array([_conditional(hh, k_, rr, scaled=False) for hh, k_, rr, _ in cases])
     got = bn.bivariate_normal_cdf(h, k, r)
     assert np.max(np.abs(got - ref)) <= 3e-16, np.abs(got - ref)
+
+
+def test_whitened_mills_ratio_at_a_loose_tolerance():
+    r"""``tol=1e-7`` (a Newton sweep far from its fixed point: at most seven Gauss nodes below $A=10$) at the ELU dual's
+    arguments of the T = 1 regime (q = 0.1 to 20, correlations of both signs up to 0.999999): within 1e-7 relative of
+    mpmath, and a different value from the full rule (the loose rule is in use), which meets 1e-13."""
+    cases = [c for q1, q2 in [(0.1, 0.1), (1.0, 3.0), (8.0, 20.0)] for rho in (-0.999999, -0.9, -0.3, 0.4, 0.95)
+             for c in _elu_arguments(q1, q2, rho)]
+    a, b, r = (np.array(v, float) for v in zip(*cases))
+    assert np.max(np.maximum(a, b)) < 10       # every case on the tabulated rules
+    ref = np.array([_whitened_reference(*c) for c in cases])
+    loose = bn.bivariate_mills_whitened(a, b, r, tol=1e-7)
+    full = bn.bivariate_mills_whitened(a, b, r)
+    assert np.max(np.abs(loose / ref - 1)) <= 1e-7
+    assert np.max(np.abs(full / ref - 1)) <= 1e-13
+    assert np.max(np.abs(loose / full - 1)) > 1e-14

@@ -32,6 +32,10 @@ _NUMPY_MAX_WORK_HERMITE = 1e13   # the same for the Mehler series (numpy sums ea
 _NUMPY_MAX_WORK_CLOSED = 1.2e8   # the same for closed forms, the work counted in cells (a dear one: numpy always)
 _JIT_BATCH = 256          # pairs per compiled cross-kernel batch (one shape: one compilation per kernel)
 _JIT_NORMS = 64           # distinct norms per compiled cross-kernel call at least (padded: one shape)
+#: a dear numpy closed form's Newton sweeps (kernels/_newton.py) evaluate (C, Cdot) to ~_LOOSE_DUAL_TOL while the
+#: last change is above _LOOSE_CHANGE (measured elu: changes 0.35, 1.7e-3, 1.3e-8, 1e-16: the first two sweeps)
+_LOOSE_CHANGE = 1e-2
+_LOOSE_DUAL_TOL = 1e-7
 
 
 def _picard(step, S_init, tol=None, max_sweeps=None, xp=jnp, accelerate=None, floor=None):
@@ -287,14 +291,15 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         return hit[1]
 
     @jit
-    def cross_solve(m, ix, iy, S0, S_start=None):
+    def cross_solve(m, ix, iy, S0, S_start=None, states=None):
         """m: :func:`marginals` of the U distinct norms, ix, iy: (B,) indices into them; S0: (B,)
-        -> nngp, ntk (B,) and diagnostics.  ``S_start`` (numpy, Mehler series only): ``(B, n, n)`` first
-        iterates near the fixed point (identical inputs: their self-kernels), swept with the exact series from
-        the first sweep; the fixed point and the stopping test are those of a cold start."""
+        -> nngp, ntk (B,) and diagnostics.  ``S_start`` (numpy, Mehler series or a dear closed form):
+        ``(B, n, n)`` first iterates near the fixed point (identical inputs: their self-kernels; interpolated
+        between solved problems), swept with the exact map from the first sweep; the fixed point and the stopping
+        test are those of a cold start.  ``states`` (numpy): a list that receives the solutions S ``(B, n, n)``."""
         warm = S_start is not None
-        if warm and not (lazy and not jumps):
-            raise ValueError("a warm start applies to the numpy Mehler-series cross solves only")
+        if warm and not (xp is np and not jumps and (lazy or dual.method == "closed")):
+            raise ValueError("a warm start applies to the numpy Mehler-series and closed-form cross solves only")
         if lazy:    # numpy Hermite: the truncated series gathers only the coefficients it sums
             mx = (m[0][ix, :, None],) + tuple(Gathered(a, ix, -1) for a in m[1:])
             my = (m[0][iy, None, :],) + tuple(Gathered(a, iy, -2) for a in m[1:])
@@ -330,14 +335,20 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
             # the tensor grid's 622-pair call 2.0 -> 0.9 s.  A cheap closed form loses: sin, cos, erf 1.3-1.8x slower,
             # the linear iterations of the steps cost more than the sweeps they save)
             newton = ChordNewton(A, sigma_w) if lazy or (xp is np and dual.method == "closed" and dual.points > 1) else None
+            last_change = [math.inf]      # (the first sweep loose: from a warm start too, whose change is ~1e-4)
 
             def step(S):
                 record(S)
                 t = current()
                 if newton is not None and not lazy and newton.wants_derivative(True):   # a closed form: (C, Cdot)
-                    C, Cdot = dual_of(mx, my, S, tails=tails, sym=symmetric)
+                    # far from the fixed point (the last change above _LOOSE_CHANGE: the next one, squared by the
+                    # Newton step, is above ~1e-5) a relative accuracy of ~1e-7 will do (fewer Gauss nodes of
+                    # elu's Mills ratios); the sweeps that stop, and the final (C, Cdot), are exact
+                    loose = last_change[0] > _LOOSE_CHANGE
+                    C, Cdot = dual_of(mx, my, S, tails=tails, sym=symmetric, tol=_LOOSE_DUAL_TOL if loose else None)
                     G = forward(S0, C)
-                    newton.keep(G, C, Cdot)
+                    last_change[0] = float(np.max(np.abs(G - S))) / max(float(np.max(np.abs(G))), 1e-300)
+                    newton.keep(G, C, Cdot, exact=not loose)
                     return G
                 if newton is not None and newton.wants_derivative(t is None):   # an exact sweep: Cdot too
                     C = dual_of(mx, my, S, derivative=False, tails=tails, sym=symmetric)
@@ -359,6 +370,8 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         # a change is measured against 1e-6 of the pair's natural scale at least (CHANGE_FLOOR, _picard's floor)
         scale = xp.sqrt(xp.max(xp.abs(mx[0]), axis=(1, 2)) * xp.max(xp.abs(my[0]), axis=(1, 2)))
         S, dS, nS = _picard(step, S_init, xp=xp, accelerate=None if jumps else newton, floor=CHANGE_FLOOR * scale)
+        if states is not None:
+            states.append(S)
         # (C, Cdot) of the last sweep when it computed them (Newton: at S_k, whose image S differs from it by
         # less than the stopping test), else at S
         final = None if jumps or newton is None else newton.final(S)

@@ -378,6 +378,9 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
                     self.info[f"{prefix}{key}"] = t.info[key]
             self.info["time_error_estimate"] = max(self.info.get("time_error_estimate") or 0.0,
                                                    t.info.get("time_error_estimate") or 0.0)
+            started = sum(u.info.get("interpolated_starts", 0) for u in self._tensors.values())
+            if started:
+                self.info["interpolated_starts"] = started
         if np.any(equal):
             ix = inverse[: sxx.size][equal]
             diag = self._cached_diagonals(dual, M, v_unique)

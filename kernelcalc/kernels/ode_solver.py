@@ -23,7 +23,7 @@ from .ode_grid import (_ELEMENT_LENGTH, _JIT_BATCH, _JIT_NORMS, _M_SEQUENCE, _MA
                        _SWEEP_TOL, _backend, _compiled, _marches, chebyshev_discretisation, time_elements)
 from ._interp import interval_weights
 from ._marginal_table import TabulatedMarginals
-from ._ode_starts import SelfKernelStarts, first_variance_guess
+from ._ode_starts import SelfKernelStarts, coarse_problems, first_variance_guess, interpolated_starts
 from .ode_kinked import KinkedSolverMixin
 from .ode_refusals import GoursatRefusals, _BlowUp, cost_refusal  # noqa: F401  (cost_refusal: re-exported)
 
@@ -450,20 +450,38 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
         # largest |r| (HermiteRule.series), so sorted batches sum far fewer terms.
         # identical inputs with a solved self-kernel first, started there (their own batches); then the others
         warm, start = self._starts.warm(dual, M, backend, self.activation.jumps, sxx, syy, sxy)
-        rest = np.nonzero(~warm)[0]
-        order = np.concatenate([np.nonzero(warm)[0], rest[by_correlation(sxx[rest], syy[rest], sxy[rest])]])
-        n_warm = int(np.count_nonzero(warm))
-        ix_all, iy_all = inverse[: sxx.size][order], inverse[sxx.size:][order]
-        s0_all = rec.ode_initial(sxy, self.sigma_u)[order]
+        ix_in, iy_in = inverse[: sxx.size], inverse[sxx.size:]
+        s0_in = rec.ode_initial(sxy, self.sigma_u)
+        # a dear numpy closed form: the coarse problems of each pair of norms first, the others started from their
+        # solutions interpolated in the input covariance (_ode_starts.interpolated_starts)
+        waves = (backend == "numpy" and dual.method == "closed" and dual.points > 1 and not self.activation.jumps
+                 and not _marches(self.grid(M)))
+        first = coarse_problems(ix_in, iy_in, s0_in) | warm if waves else np.ones(n, bool)
+        rest, later = np.nonzero(~warm & first)[0], np.nonzero(~first)[0]
+        order = np.concatenate([np.nonzero(warm)[0], rest[by_correlation(sxx[rest], syy[rest], sxy[rest])],
+                                later[by_correlation(sxx[later], syy[later], sxy[later])]])
+        n_warm, n_first = int(np.count_nonzero(warm)), int(np.count_nonzero(first))
+        ix_all, iy_all, s0_all = ix_in[order], iy_in[order], s0_in[order]
         nngp, ntk = np.empty(n), np.empty(n)
         bounds = [(lo, min(lo + batch, n_warm)) for lo in range(0, n_warm, batch)]
-        bounds += [(lo, min(lo + batch, n)) for lo in range(n_warm, n, batch)]
+        bounds += [(lo, min(lo + batch, n_first)) for lo in range(n_warm, n_first, batch)]
+        bounds += [(lo, min(lo + batch, n)) for lo in range(n_first, n, batch)]
+        states: list = []
         for lo, hi in bounds:      # memory-bounded batches of fixed sizes: few jit compilations
             sl = slice(lo, hi)
             m = sl.stop - sl.start
             size = batch if fixed else (m if backend == "numpy" else min(bucket(m), batch))   # numpy: no padding
             bx, by, b0 = (pad_to(a[sl], size) for a in (ix_all, iy_all, s0_all))
-            extra = {} if lo >= n_warm else {"S_start": start[sl]}       # (numpy: no padding)
+            extra = {"S_start": start[sl]} if lo < n_warm else {}      # (numpy: no padding)
+            if waves and lo < n_first:
+                extra["states"] = states
+            elif lo >= n_first:
+                if lo == n_first:
+                    self.info["interpolated_starts"] = self.info.get("interpolated_starts", 0) + n - n_first
+                    solved = np.concatenate(states)
+                    starts = interpolated_starts(ix_all[n_first:], iy_all[n_first:], s0_all[n_first:],
+                                                 ix_all[:n_first], iy_all[:n_first], s0_all[:n_first], solved)
+                extra = {"S_start": starts[lo - n_first: hi - n_first]}
             k, t, delta, sweeps = cross(marg, bx, by, b0, **extra)
             nngp[order[sl]], ntk[order[sl]] = np.asarray(k)[:m], np.asarray(t)[:m]
             self._sweeps("cross", delta, sweeps, "the cross-covariance S(t, s) or the backward kernel Lambda(t, s)")

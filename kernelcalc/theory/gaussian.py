@@ -38,7 +38,7 @@ from .._lazy import jnp   # deferred: jax is imported on first use
 from .._validation import accuracy_shortfall
 from .activations import Activation, ActivationError, X, array_functions, resolve_activation
 from .duals import closed_form_dual
-from .duals_ops import NUMPY_OPS
+from .duals_ops import NUMPY_OPS, NUMPY_OPS_LOOSE
 from .largeq import asymptote_of
 from .largeq_table import choose_tabulated
 # the quadrature rules and the Hermite series live in their own modules; their names stay importable here
@@ -108,8 +108,8 @@ class DualKernels:
         return (q,) + tuple(self.rule.coefficients(f, q, xp) for f in fs)
 
     def _check_sweep_tol(self, tol, xp):
-        if tol is not None and (self.method != "hermite" or xp is not np):
-            raise ValueError("a series tolerance applies to the numpy Hermite rule only")
+        if tol is not None and (self.method not in ("hermite", "closed") or xp is not np):
+            raise ValueError("a sweep tolerance applies to the numpy Hermite rule and numpy closed forms only")
 
     def tails(self, m, xp=jnp, tol=None):
         """The Hermite rule's :meth:`HermiteRule.relative_tail` of every coefficient array of the marginals
@@ -130,8 +130,9 @@ class DualKernels:
     def from_marginals(self, m1, m2, c, derivative: bool = True, xp=jnp, tails=None, tol=None):
         r"""$C$ (and $\dot C$ if ``derivative``) for marginals from :meth:`marginal` and covariance ``c``
         (``xp`` as there).  ``tails``: ``(tails(m1), tails(m2))`` when known (the Mehler series is
-        truncated by correlation; :class:`HermiteRule`).  ``tol`` (numpy Hermite rule only): the truncation
-        tolerance instead of the rule's (never below it; for a Picard sweep far from convergence)."""
+        truncated by correlation; :class:`HermiteRule`).  ``tol`` (numpy Hermite rule: the truncation
+        tolerance instead of the rule's, never below it; numpy closed form with $(C,\dot C)$: about 1e-7, the whitened
+        bivariate Mills ratios on fewer nodes; for a Picard sweep far from convergence)."""
         self._check_sweep_tol(tol, xp)
         q1, q2 = m1[0], m2[0]
         c = xp.asarray(c, xp.float64)
@@ -146,9 +147,10 @@ class DualKernels:
                                            tails=None if tails is None else (tails[0][i - 1], tails[1][i - 1]))
                         for i in ((1, 2) if derivative else (1,)))
         elif self.method == "closed" and xp is np and not derivative:
-            out = (self.rule.C_formula(NUMPY_OPS, q1, q2, c),)     # C alone (the Picard sweeps: no Cdot)
-        elif self.method == "closed":
-            out = self.rule(q1, q2, c, ops=NUMPY_OPS if xp is np else None)[: 2 if derivative else 1]
+            out = (self.rule.C_formula(NUMPY_OPS if tol is None else NUMPY_OPS_LOOSE, q1, q2, c),)   # C alone (sweeps)
+        elif self.method == "closed":    # (tol: a closed form's Newton sweep far from its fixed point, ~1e-7 will do)
+            ops = (NUMPY_OPS if tol is None else NUMPY_OPS_LOOSE) if xp is np else None
+            out = self.rule(q1, q2, c, ops=ops)[: 2 if derivative else 1]
         elif xp is np:
             raise ValueError(f"the {self.method} rule has no numpy evaluation (see DualKernels.numpy_ok)")
         elif self.method == "asymptotic":
