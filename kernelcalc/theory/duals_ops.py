@@ -103,7 +103,7 @@ def _correlation(xp):
 
 def _array_ops(xp) -> SimpleNamespace:
     """The operations of the closed forms for the array module ``xp`` (numpy or jax.numpy)."""
-    return SimpleNamespace(sqrt=xp.sqrt, arccos=xp.arccos, arcsin=xp.arcsin, exp=xp.exp,
+    return SimpleNamespace(numpy=xp is np, sqrt=xp.sqrt, arccos=xp.arccos, arcsin=xp.arcsin, exp=xp.exp,
                            sinh=xp.sinh, cosh=xp.cosh, sin=xp.sin, cos=xp.cos, pi=math.pi,
                            clip_unit=lambda r: xp.clip(r, -1.0, 1.0), angle=_angle(xp),
                            arctan2=xp.arctan2, nonneg=lambda v: xp.maximum(v, 0.0), arc=_arc(xp),

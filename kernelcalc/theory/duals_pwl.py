@@ -180,7 +180,7 @@ def _orthants(o, h, k, r, pairs, omr=None, tails=None, us=None):
     h, k = [v + z for v in h], [v + z for v in k]
     if tails is not None:
         tails = ([v + z for v in tails[0]], [v + z for v in tails[1]])
-    if o is not NUMPY_OPS:
+    if not getattr(o, "numpy", False):      # (NUMPY_OPS and its variants: the shared-angle orthants below)
         H, K = o.stack([h[i] for i, _ in pairs]), o.stack([k[j] for _, j in pairs])
         return o.bvn(-H, -K, r)
     index = {p: m for m, p in enumerate(pairs)}
