@@ -185,6 +185,8 @@ class DualKernels:
         elif self.method == "asymptotic":
             text = (f"large-q asymptote ({self.rule.asymptote.family}) + localised remainder, step {self.rule.h:g} "
                     f"on |x| <= {self.rule.asymptote.L:g}, {self.rule.n_inner} inner nodes")
+        elif hasattr(self.rule, "describe"):        # (the polar rule tabulated: theory/polar_table.py)
+            text = self.rule.describe()
         else:
             text = f"polar sectors, {self.rule.n_angle}x4 angles x {self.rule.n_radius} radii"
         return f"{text} ({self.note})" if self.note else text

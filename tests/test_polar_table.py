@@ -1,0 +1,125 @@
+r"""The polar-sector rule tabulated in (log q1, log q2, theta) (:mod:`kernelcalc.theory.polar_table`): against mpmath's
+nested quadrature (no shared code), its error estimate against the rule at random points (the angles near 0 and pi
+included, where a kink's $\sqrt{1-\rho}$ lives), and the Neural-ODE kernel with and without it."""
+
+import math
+
+import numpy as np
+import pytest
+
+import kernelcalc as kc
+from kernelcalc.theory.activations import X, resolve_activation
+from kernelcalc.theory.gaussian import dual_kernels, expect_mpmath
+from kernelcalc.theory.polar_table import tabulate_polar
+
+ACT = "Piecewise((tanh(x), x > 0), (x, True))"
+
+
+@pytest.fixture(scope="module")
+def table():
+    dual = dual_kernels(ACT, q_max=2.5)
+    assert dual.method == "polar"
+    tab = tabulate_polar(dual, 0.8, 2.5, 1e-13)
+    assert tab is not None
+    return dual, tab
+
+
+def _conditional_reference(f, g, q1, q2, rho):
+    r"""$E[f(a)g(b)]$ written here (no shared code): $a=\sqrt{q_1}x$, $b=\sqrt{q_2}(\rho x+sz)$, $x,z$ standard normal,
+    $s=\sqrt{1-\rho^2}$; the inner expectation over $z$ split at the kink of $g$ ($z_0=-\rho x/s$), the outer over $x$
+    split at 0 (the kink of $f$) on panels graded toward 0 down to the width $s/|\rho|$ of the inner expectation's
+    layer there; 60 Gauss-Legendre nodes per panel on $|x|,|z|\le 12$."""
+    gx, gw = np.polynomial.legendre.leggauss(60)
+    s = math.sqrt((1 - rho) * (1 + rho))
+    pdf = lambda t: np.exp(-t * t / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+
+    def panels(lo, hi):          # Gauss-Legendre nodes and weights on [lo, hi]
+        return (lo + hi) / 2 + (hi - lo) / 2 * gx, (hi - lo) / 2 * gw
+
+    def inner(x):                # E[g(sqrt(q2) (rho x + s z))] for each x
+        z0 = np.clip(-rho * x / s, -12.0, 12.0)
+        out = 0.0
+        for lo, hi in ((-12.0 + 0 * z0, z0), (z0, 12.0 + 0 * z0)):
+            z = (lo + hi)[:, None] / 2 + (hi - lo)[:, None] / 2 * gx
+            w = (hi - lo)[:, None] / 2 * gw
+            out = out + np.sum(w * pdf(z) * g(math.sqrt(q2) * (rho * x[:, None] + s * z)), axis=1)
+        return out
+
+    layer = max(s / max(abs(rho), 1e-3), 1e-14)
+    edges = sorted({0.0, 12.0} | {layer * 10.0**k for k in range(0, 20) if layer * 10.0**k < 12.0})
+    total = 0.0
+    for sign in (1.0, -1.0):
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            x, w = panels(sign * lo, sign * hi)
+            total += sign * np.sum(w * pdf(x) * f(math.sqrt(q1) * x) * inner(x))
+    return float(total)
+
+
+def test_table_against_an_independent_quadrature(table):
+    """C and Cdot at unequal variances and correlations from -0.999999 to 1 - 1e-8 against the conditional
+    Gauss-Legendre quadrature written above (itself checked against mpmath's ``expect_mpmath`` to 1e-13 when written;
+    that check, two minutes, is the slow test below): <= 1e-12 relative."""
+    _, tab = table
+    act = resolve_activation(ACT)
+    f, df = act.numpy_fn, act.numpy_derivative
+    for q1, q2, rho in ((0.9, 2.3, -0.999999), (1.7, 1.1, 0.35), (2.4, 2.4, 1 - 1e-8), (1.2, 0.85, 0.97)):
+        c = rho * math.sqrt(q1 * q2)
+        C, Cdot = (float(v) for v in tab.values_np(q1, q2, c))
+        rC, rD = _conditional_reference(f, f, q1, q2, rho), _conditional_reference(df, df, q1, q2, rho)
+        assert abs(C - rC) <= 1e-12 * abs(rC) and abs(Cdot - rD) <= 1e-12 * abs(rD), (q1, q2, rho, C - rC, Cdot - rD)
+
+
+@pytest.mark.slow    # ~2 minutes: mpmath
+def test_table_and_reference_against_mpmath(table):
+    """The table and the conditional quadrature above against ``expect_mpmath`` (adaptive nested quadrature split at
+    the kink, 20 digits) at three points: <= 1e-12 relative."""
+    _, tab = table
+    act = resolve_activation(ACT)
+    d = act.expr.diff(X)
+    for q1, q2, rho in ((0.9, 2.3, -0.999999), (1.7, 1.1, 0.35), (2.4, 2.4, 1 - 1e-8)):
+        c = rho * math.sqrt(q1 * q2)
+        C, Cdot = (float(v) for v in tab.values_np(q1, q2, c))
+        rC, rD = expect_mpmath(act.expr, act.expr, q1, q2, c), expect_mpmath(d, d, q1, q2, c)
+        assert abs(C - rC) <= 1e-12 * abs(rC) and abs(Cdot - rD) <= 1e-12 * abs(rD), (q1, q2, rho, C - rC, Cdot - rD)
+        assert abs(_conditional_reference(act.numpy_fn, act.numpy_fn, q1, q2, rho) - rC) <= 1e-13 * abs(rC)
+
+
+def test_table_error_estimate_is_honest(table):
+    """At 3000 random points of the table's range (a third with the angle within 1e-8..1 of 0, a third of pi) the
+    table differs from the rule it tabulates by at most its error estimate (relative to the largest |C|, |Cdot|), which
+    is below 1e-13; variances outside the range are the rule's own values."""
+    dual, tab = table
+    act = resolve_activation(ACT)
+    rng = np.random.default_rng(1)
+    n = 3000
+    q1, q2 = np.exp(rng.uniform(math.log(0.8), math.log(2.5), (2, n)))
+    th = np.concatenate([rng.uniform(0, math.pi, n // 3), 10 ** rng.uniform(-8, 0, n // 3),
+                         math.pi - 10 ** rng.uniform(-8, 0, n - 2 * (n // 3))])
+    c = np.sqrt(q1 * q2) * np.cos(th)
+    got = np.stack(tab.values_np(q1, q2, c))
+    pairs = ((act.numpy_fn, act.numpy_fn), (act.numpy_derivative, act.numpy_derivative))
+    ref = np.concatenate([np.stack(dual.rule.expect_pairs_np(pairs, q1[i:i + 500], q2[i:i + 500], c[i:i + 500]))
+                          for i in range(0, n, 500)], axis=1)
+    scale = np.max(np.abs(ref), axis=1)
+    err = float(np.max(np.max(np.abs(got - ref), axis=1) / scale))
+    assert tab.error <= 1e-13 and err <= tab.error, (err, tab.error)
+    out = np.stack(tab.values_np([0.3, 5.0], [1.0, 1.0], [0.1, 0.5]))      # outside [0.8, 2.5]: the rule
+    want = np.stack(dual.rule.expect_pairs_np(pairs, [0.3, 5.0], [1.0, 1.0], [0.1, 0.5]))
+    np.testing.assert_allclose(out, want, rtol=1e-13, atol=0)
+
+
+@pytest.mark.slow    # ~15 s: the untabulated rule's Neural-ODE solves
+def test_node_kernel_with_the_table_equals_the_rule(monkeypatch):
+    """The Neural-ODE kernel of a kink-at-0 piecewise activation on five sphere rows (the direct path) with the
+    tabulated dual (the solver's default) and with the rule itself: within 1e-12 of max|NTK|."""
+    from kernelcalc.kernels import ode_solver
+
+    x = kc.data.sphere_normalise(np.random.default_rng(3).normal(size=(5, 10)))
+    K = kc.node_kernel(x, activation=ACT)
+    assert "tabulated" in K.info["expectation"]
+    ode_solver._TIME_GRIDS.clear()
+    monkeypatch.setattr(ode_solver.GoursatSolver, "_polar_table", lambda self, dual, v, q: dual)
+    R = kc.node_kernel(x, activation=ACT)
+    assert "tabulated" not in R.info["expectation"]
+    scale = np.max(np.abs(R.ntk))
+    assert np.max(np.abs(K.ntk - R.ntk)) <= 1e-12 * scale and np.max(np.abs(K.nngp - R.nngp)) <= 1e-12 * scale
