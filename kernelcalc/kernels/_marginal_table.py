@@ -30,7 +30,7 @@ import numpy as np
 
 from .._blas import one_blas_thread
 from .._lazy import jnp
-from ..theory.gaussian import DualKernels, series_lengths, short_coefficients
+from ..theory.gaussian import DEFAULT_TOL, DualKernels, series_lengths, short_coefficients
 from ..theory.gaussian_hermite import (_hermite_functions, _hermite_step, _numpy_functions, _single_thread_product,
                                        bin_tails_of, bins_of)
 from ._gram import pad_to
@@ -159,7 +159,7 @@ class TabulatedMarginals:
     sets ``_tabulated = None``, ``_table_from``: the smallest of the many norms its ``prepare`` announced, else
     ``None``, ``_marginals = {}``, ``_marginal_tails = {}`` and ``_store = None``): :meth:`_tabulate` builds the
     tables, :meth:`_numpy_dual` hands them to the numpy solves, :meth:`_marginals_of` caches the marginals per
-    norm."""
+    norm; :meth:`_polar_table` tabulates a polar-sector dual over the same variance range."""
 
     def _tabulate(self, dual) -> None:
         r"""Before the self-kernels of the many announced norms (and, when the time grid is chosen after the
@@ -175,6 +175,22 @@ class TabulatedMarginals:
         # the series lengths of the whole variance range, of phi and phi', in one product per span (the solves would
         # ask for them bin by bin as their variances appear: ~40 products, each reading the Hermite functions)
         bin_tails_of(_numpy_functions(dual.activation), dual.rule.K, dual.rule.tol, bins_of(q_lo, q_hi))
+
+    def _polar_table(self, dual, v_max: float, q_est: float):
+        r"""A polar-sector dual tabulated in $(\log q_1,\log q_2,\theta)$ over $[\sigma_u^2v_{\min}, 1.05\,q(T)]$
+        (:mod:`kernelcalc.theory.polar_table`; $v_{\min}$ the smallest announced norm, else $v_{\max}$: $q(t)\ge q(0)$),
+        its error in the dual's estimate; any other dual, or a table that misses the dual's accuracy, unchanged."""
+        if dual.method != "polar":
+            return dual
+        from ..theory.polar_table import tabulate_polar
+
+        v_lo = getattr(self, "_table_from", None) or v_max
+        tol = max(dual.error_estimate, DEFAULT_TOL)
+        table = tabulate_polar(dual, self.sigma_u**2 * min(v_lo, v_max), 1.05 * q_est, tol)
+        self.info["polar_table_error"] = None if table is None else table.error
+        if table is None:
+            return dual
+        return dataclasses.replace(dual, rule=table, error_estimate=max(dual.error_estimate, table.error))
 
     def _numpy_dual(self, dual, backend):
         """The dual a ``backend`` solve of ``dual`` takes: the tabulated one for numpy, when there is one."""

@@ -6,7 +6,6 @@ collapsed-triangle grid of :mod:`kernelcalc.kernels.ode_kinked`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import warnings
@@ -235,22 +234,6 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
             M, err = self._choose_M(dual, v_max)
         self.info.update(M=M, time_error_estimate=err, time_scheme=self.scheme, time_nodes=self._nodes(M))
         return dual, M
-
-    def _polar_table(self, dual, v_max: float, q_est: float):
-        r"""A polar-sector dual tabulated in $(\log q_1,\log q_2,\theta)$ over $[\sigma_u^2v_{\min}, 1.05\,q(T)]$
-        (:mod:`kernelcalc.theory.polar_table`; $v_{\min}$ the smallest announced norm, else $v_{\max}$: $q(t)\ge q(0)$),
-        its error in the dual's estimate; any other dual, or a table that misses the dual's accuracy, unchanged."""
-        if dual.method != "polar":
-            return dual
-        from ..theory.polar_table import tabulate_polar
-
-        v_lo = getattr(self, "_table_from", None) or v_max
-        tol = max(dual.error_estimate, DEFAULT_TOL)
-        table = tabulate_polar(dual, self.sigma_u**2 * min(v_lo, v_max), 1.05 * q_est, tol)
-        self.info["polar_table_error"] = None if table is None else table.error
-        if table is None:
-            return dual
-        return dataclasses.replace(dual, rule=table, error_estimate=max(dual.error_estimate, table.error))
 
     def _coarse_dual(self, q_max: float):
         """The dual of the first estimate of $q(T)$ (to ~1e-6)."""

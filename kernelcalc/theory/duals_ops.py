@@ -29,6 +29,7 @@ import numpy as np
 import sympy as sp
 
 from . import bivariate_normal as _bvn
+from .bivariate_whitened import _LOOSE_TOL as LOOSE_TOL
 
 __all__ = ["JAX_OPS", "NUMPY_OPS", "NUMPY_OPS_LOOSE", "SYMPY_OPS", "correlation_angle"]
 
@@ -138,7 +139,7 @@ NUMPY_OPS = _array_ops(np)
 #: :data:`NUMPY_OPS` at a relative accuracy of ~1e-7 (``DualKernels.from_marginals(..., tol)``, a closed form's
 #: Newton sweep far from its fixed point): the whitened bivariate Mills ratios take fewer nodes; the rest is exact
 NUMPY_OPS_LOOSE = SimpleNamespace(**{**vars(NUMPY_OPS), "mills2_whitened": lambda a, b, r: _bvn.bivariate_mills_whitened(
-    a, b, r, np, tol=_bvn._LOOSE_TOL)})
+    a, b, r, np, tol=LOOSE_TOL)})
 #: $\Phi_2(h,k;\rho)$ in symbolic output (an undefined function: the bivariate normal CDF)
 PHI2 = sp.Function("Phi_2")
 SYMPY_OPS = SimpleNamespace(sqrt=sp.sqrt, arccos=sp.acos, arcsin=sp.asin, exp=sp.exp, sinh=sp.sinh,
