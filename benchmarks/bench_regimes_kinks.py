@@ -90,10 +90,11 @@ import os
 import subprocess
 import sys
 
-#: the built-in kinks, user-typed piecewise-linear ones with breakpoints away from 0 (hardtanh, relu6), and piecewise
-#: polynomials (hard-swish, squared relu: kernelcalc/theory/duals_pwp.py)
+#: the built-in kinks, user-typed piecewise-linear ones with breakpoints away from 0 (hardtanh, relu6), piecewise
+#: polynomials (hard-swish, squared relu: kernelcalc/theory/duals_pwp.py), and a kink at 0 with a piece that is not a
+#: polynomial (no closed form: the polar-sector rule, tabulated, kernelcalc/theory/polar_table.py)
 ACTIVATIONS = ("softplus", "relu", "leaky_relu", "elu", "abs(x)", "Max(-1, Min(1, x))", "Min(Max(x, 0), 6)",
-               "x*Min(Max(x + 3, 0), 6)/6", "Max(0, x)**2")
+               "x*Min(Max(x + 3, 0), 6)/6", "Max(0, x)**2", "Piecewise((tanh(x), x > 0), (x, True))")
 
 _CHILD = r"""
 import json, sys, time, warnings

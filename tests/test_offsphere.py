@@ -396,3 +396,28 @@ def test_elu_node_table_with_interpolated_starts_equals_direct_pair_solves():
         warnings.simplefilter("ignore", kc.Assumption1Warning)
         K = _node_against_direct_pairs(_standardised(80, 6, 2), "elu", (0, 1, 33, 60))
     assert K.info["interpolated_starts"] > 0
+
+
+def test_elu_repeated_rows_and_few_norm_groups():
+    """Regressions: (1) a Gram whose pairs of one pair of norms share input covariances (a row repeated nine times):
+    the interpolated starts are taken over distinct covariances (equal ones divided by zero: a false blow-up error);
+    (2) off the sphere with a few distinct norms (the norm groups' graded theta tables of a kink: an index error).
+    Each within its error estimate of the direct per-pair path on a few of its rows."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kc.Assumption1Warning)
+        x = rng.normal(size=(12, 10))
+        x = np.vstack([x, np.repeat(x[:1] * 1.3, 9, axis=0)])
+        K = kc.node_kernel(x, activation="elu", T=1.0)
+        assert np.all(np.isfinite(K.ntk)) and np.all(np.isfinite(K.nngp))
+        D = kc.node_kernel(x[[0, 5, 12]], activation="elu", T=1.0)
+        err = np.max(np.abs(K.ntk[np.ix_([0, 5, 12], [0, 5, 12])] - D.ntk))
+        assert err <= max(K.info["error_estimate"], 1e-9 * np.max(np.abs(D.ntk)))
+        u = kc.data.sphere_normalise(rng.normal(size=(12, 10))) * np.repeat([1.0, 1.5], 6)[:, None]
+        G = kc.node_kernel(u, activation="elu", T=0.5)
+        assert G.info["path"] == "norm groups"
+        D = kc.node_kernel(u[[0, 6]], activation="elu", T=0.5)
+        err = np.max(np.abs(G.ntk[np.ix_([0, 6], [0, 6])] - D.ntk))
+        assert err <= G.info["error_estimate"] + 1e-12 * np.max(np.abs(D.ntk)) and err <= 1e-9 * np.max(np.abs(D.ntk))

@@ -103,7 +103,7 @@ class _GroupPlan(_TablePlan):
             scale_of = getattr(pair_fn, "theta_scale", None) if graded else None
             # the pairs' angles on the sphere (computed once, when asked)
             pairs_range = functools.cache(lambda: pair_angles(self, reps[0], _RANGE_PAIRS) if L == 1 else (0.0, math.pi))
-            eps = None if scale_of is None else scale_of(np.unique(reps[nz]), angles=pairs_range)
+            eps = None if scale_of is None else scale_of(np.unique(np.r_[reps[gx[nz]], reps[gy[nz]]]), angles=pairs_range)
             if eps is not None:   # features down to a width eps at theta = 0: the sinh variable, over the pairs' angles
                 lo, hi = pairs_range()
                 got = L == 1 and sphere_pieces(

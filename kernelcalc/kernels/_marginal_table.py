@@ -176,21 +176,32 @@ class TabulatedMarginals:
         # ask for them bin by bin as their variances appear: ~40 products, each reading the Hermite functions)
         bin_tails_of(_numpy_functions(dual.activation), dual.rule.K, dual.rule.tol, bins_of(q_lo, q_hi))
 
-    def _polar_table(self, dual, v_max: float, q_est: float):
-        r"""A polar-sector dual tabulated in $(\log q_1,\log q_2,\theta)$ over $[\sigma_u^2v_{\min}, 1.05\,q(T)]$
-        (:mod:`kernelcalc.theory.polar_table`; $v_{\min}$ the smallest announced norm, else $v_{\max}$: $q(t)\ge q(0)$),
-        its error in the dual's estimate; any other dual, or a table that misses the dual's accuracy, unchanged."""
-        if dual.method != "polar":
-            return dual
-        from ..theory.polar_table import tabulate_polar
+    #: whether this solver evaluates its dual in numpy (the kinked solvers: ``_dual_np``), where a polar-sector dual
+    #: is worth tabulating; the tensor-grid solvers evaluate it compiled (jax), which the table does not serve
+    tabulates_polar = False
 
-        v_lo = getattr(self, "_table_from", None) or v_max
+    def _polar_table(self, dual, v_max: float, q_max: float):
+        r"""A polar-sector dual tabulated in $(\log q_1,\log q_2,\theta)$ over $[\sigma_u^2v_{\min}, 1.05\,q_{\max}]$
+        (:mod:`kernelcalc.theory.polar_table`; $v_{\min}$ the smallest announced norm, else $v_{\max}$: $q(t)\ge q(0)$),
+        its error added to the dual's estimate; the dual itself in a solver that does not evaluate it in numpy
+        (:attr:`tabulates_polar`), for any other rule, or when the table misses the dual's accuracy.  An already
+        tabulated dual whose range covers the smallest norm is kept (the memoised dual of an earlier call)."""
+        if dual.method != "polar" or not self.tabulates_polar:
+            return dual
+        from ..theory.polar_table import TabulatedPolarRule, tabulate_polar
+
+        q_lo = self.sigma_u**2 * min(self._table_from or v_max, v_max)
+        if isinstance(dual.rule, TabulatedPolarRule):
+            if math.log(q_lo) >= dual.rule.t_lo - 1e-12:
+                return dual
+            dual = dataclasses.replace(dual, rule=dual.rule.rule, error_estimate=dual.rule.rule_error)
         tol = max(dual.error_estimate, DEFAULT_TOL)
-        table = tabulate_polar(dual, self.sigma_u**2 * min(v_lo, v_max), 1.05 * q_est, tol)
+        table = tabulate_polar(dual, q_lo, 1.05 * q_max, tol)
         self.info["polar_table_error"] = None if table is None else table.error
         if table is None:
             return dual
-        return dataclasses.replace(dual, rule=table, error_estimate=max(dual.error_estimate, table.error))
+        table = dataclasses.replace(table, rule_error=dual.error_estimate)
+        return dataclasses.replace(dual, rule=table, error_estimate=dual.error_estimate + table.error)
 
     def _numpy_dual(self, dual, backend):
         """The dual a ``backend`` solve of ``dual`` takes: the tabulated one for numpy, when there is one."""

@@ -83,16 +83,18 @@ _COARSE = 5
 
 def coarse_problems(ix: np.ndarray, iy: np.ndarray, s0: np.ndarray) -> np.ndarray:
     """Mask of the problems solved first: of every pair of norm indices ``(ix, iy)`` with more than ``_COARSE + 2``
-    problems, the :data:`_COARSE` at evenly spaced ranks of the input covariance ``s0`` (its ends included); every
-    problem of a smaller group."""
+    distinct input covariances ``s0``, one problem at each of :data:`_COARSE` evenly spaced ranks of those distinct
+    values (the ends included); every problem of a smaller group (a repeated covariance among the later problems
+    starts from its solved twin: :func:`interpolated_starts`)."""
     first = np.ones(ix.shape, bool)
     key = ix.astype(np.int64) * (int(max(iy.max(initial=0), 0)) + 1) + iy
     order = np.lexsort((s0, key))
     bounds = np.flatnonzero(np.diff(key[order])) + 1
     for group in np.split(order, bounds):
-        if group.size > _COARSE + 2:
+        values, at = np.unique(s0[group], return_index=True)
+        if values.size > _COARSE + 2:
             first[group] = False
-            first[group[np.round(np.linspace(0, group.size - 1, _COARSE)).astype(int)]] = True
+            first[group[at[np.round(np.linspace(0, values.size - 1, _COARSE)).astype(int)]]] = True
     return first
 
 
@@ -105,8 +107,13 @@ def interpolated_starts(ix, iy, s0, solved_ix, solved_iy, solved_s0, solved_S) -
     for j, k in enumerate(skey):
         where.setdefault(k, []).append(j)
     for i, k in enumerate(zip(ix.tolist(), iy.tolist())):
-        js = where[k]
-        x = solved_s0[js]
+        js = np.array(where[k])
+        x, first = np.unique(solved_s0[js], return_index=True)       # (distinct nodes: coarse_problems picks them)
+        js = js[first]
+        hit = np.flatnonzero(x == s0[i])
+        if hit.size:                  # a covariance solved already: its solution
+            out[i] = solved_S[js[hit[0]]]
+            continue
         w = np.array([np.prod([(s0[i] - x[b]) / (x[a] - x[b]) for b in range(x.size) if b != a]) for a in range(x.size)])
         out[i] = np.tensordot(w, solved_S[js], axes=1)
     return out

@@ -180,6 +180,11 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
             _TIME_GRIDS[key] = hit
         dual, M, info, caught, self._shared_diagonals = hit
         self.info.update(info)
+        wider = self._polar_table(dual, v_max, info["q_max"])      # (a memoised table that misses smaller norms)
+        if wider is not dual:
+            dual = wider
+            self.info.update(expectation=dual.describe(), expectation_error_estimate=dual.error_estimate)
+            _TIME_GRIDS[key] = (dual, M, dict(self.info), caught, self._shared_diagonals)
         self._dual = dual
         for message, category in caught:          # at the user's line, through the user's filters
             warn(message, category)

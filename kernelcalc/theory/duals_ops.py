@@ -31,7 +31,7 @@ import sympy as sp
 from . import bivariate_normal as _bvn
 from .bivariate_whitened import _LOOSE_TOL as LOOSE_TOL
 
-__all__ = ["JAX_OPS", "NUMPY_OPS", "NUMPY_OPS_LOOSE", "SYMPY_OPS", "correlation_angle"]
+__all__ = ["JAX_OPS", "LOOSE_TOL", "NUMPY_OPS", "NUMPY_OPS_LOOSE", "SYMPY_OPS", "correlation_angle"]
 
 
 def correlation_angle(rho, xp=np):

@@ -38,7 +38,7 @@ from .._lazy import jnp   # deferred: jax is imported on first use
 from .._validation import accuracy_shortfall
 from .activations import Activation, ActivationError, X, array_functions, resolve_activation
 from .duals import closed_form_dual
-from .duals_ops import NUMPY_OPS, NUMPY_OPS_LOOSE
+from .duals_ops import LOOSE_TOL, NUMPY_OPS, NUMPY_OPS_LOOSE
 from .largeq import asymptote_of
 from .largeq_table import choose_tabulated
 # the quadrature rules and the Hermite series live in their own modules; their names stay importable here
@@ -131,8 +131,8 @@ class DualKernels:
         r"""$C$ (and $\dot C$ if ``derivative``) for marginals from :meth:`marginal` and covariance ``c``
         (``xp`` as there).  ``tails``: ``(tails(m1), tails(m2))`` when known (the Mehler series is
         truncated by correlation; :class:`HermiteRule`).  ``tol`` (numpy Hermite rule: the truncation
-        tolerance instead of the rule's, never below it; numpy closed form with $(C,\dot C)$: about 1e-7, the whitened
-        bivariate Mills ratios on fewer nodes; for a Picard sweep far from convergence)."""
+        tolerance instead of the rule's, never below it; numpy closed form: from 1e-7 on, the whitened bivariate Mills
+        ratios of elu on fewer nodes, exact below; for a Picard sweep far from convergence)."""
         self._check_sweep_tol(tol, xp)
         q1, q2 = m1[0], m2[0]
         c = xp.asarray(c, xp.float64)
@@ -147,10 +147,9 @@ class DualKernels:
                                            tails=None if tails is None else (tails[0][i - 1], tails[1][i - 1]))
                         for i in ((1, 2) if derivative else (1,)))
         elif self.method == "closed" and xp is np and not derivative:
-            out = (self.rule.C_formula(NUMPY_OPS if tol is None else NUMPY_OPS_LOOSE, q1, q2, c),)   # C alone (sweeps)
-        elif self.method == "closed":    # (tol: a closed form's Newton sweep far from its fixed point, ~1e-7 will do)
-            ops = (NUMPY_OPS if tol is None else NUMPY_OPS_LOOSE) if xp is np else None
-            out = self.rule(q1, q2, c, ops=ops)[: 2 if derivative else 1]
+            out = (self.rule.C_formula(_closed_ops(tol), q1, q2, c),)   # C alone (the Picard sweeps: no Cdot)
+        elif self.method == "closed":
+            out = self.rule(q1, q2, c, ops=_closed_ops(tol) if xp is np else None)[: 2 if derivative else 1]
         elif xp is np:
             raise ValueError(f"the {self.method} rule has no numpy evaluation (see DualKernels.numpy_ok)")
         elif self.method == "asymptotic":
@@ -190,6 +189,12 @@ class DualKernels:
         else:
             text = f"polar sectors, {self.rule.n_angle}x4 angles x {self.rule.n_radius} radii"
         return f"{text} ({self.note})" if self.note else text
+
+
+def _closed_ops(tol):
+    """The numpy operations of a closed form at the accuracy ``tol`` (``None``: full): the loose ones from
+    :data:`~kernelcalc.theory.duals_ops.LOOSE_TOL` on."""
+    return NUMPY_OPS_LOOSE if tol is not None and tol >= LOOSE_TOL else NUMPY_OPS
 
 
 _METHODS = ("auto", "closed", "hermite", "trapezoid", "polar", "asymptotic")

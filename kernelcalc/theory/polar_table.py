@@ -9,9 +9,9 @@ make them analytic in the angle $\theta=\arccos\rho$ on $[0,\pi]$ (the kinks are
 $\sqrt{1-\rho}$ is linear in $\theta$), and in the variances on $q>0$.  So they are tabulated once per kernel as a
 tensor Chebyshev series in $t_i=\log q_i$ over the variances the solves meet (from the smallest announced input norm's
 $\sigma_u^2|x|^2/d$ to $1.05\,q(T)$ of the largest, known when the time grid is chosen) and in $\theta$ on $[0,\pi]$:
-symmetric in $(q_1,q_2)$, the degrees doubled (nested Lobatto points) until the series' tails are below tol/4.
-Measured degrees for 1e-13: 20-24 in $\log q$ over $[0.1, 8]$; in $\theta$ 22-28 at $q=0.1$, 31-44 at $q=1$,
-40-62 at $q=4$.  Its error is the tails plus a held-out check against the rule at random points; a table that
+symmetric in $(q_1,q_2)$, the degrees doubled (8, 16, 32 in $\log q$; 32, 64, 128 in $\theta$, nested Lobatto points)
+until the series' tails are below tol/2.  Measured (coefficient tails of the rule at 1e-13): 20-24 in $\log q$ over
+$[0.1, 8]$ (the table: 32), about 13 over $[1, 3]$ (16); in $\theta$ 22-28 at $q=0.1$, 31-44 at $q=1$, 40-62 at $q=4$.  Its error is the tails plus a held-out check against the rule at random points; a table that
 cannot meet tol is not used (the rule is, as before).  Variances outside the table (a zero input, a later call with
 smaller norms) are evaluated by the rule itself.
 """
@@ -28,7 +28,7 @@ from .gaussian_rules import PolarSectorRule, padded_blocked
 
 __all__ = ["TabulatedPolarRule", "tabulate_polar"]
 
-_M_LEVELS = (8, 16, 32)         # Lobatto degrees in log q (doubled while the tail is above tol / 4)
+_M_LEVELS = (8, 16, 32)         # Lobatto degrees in log q (doubled while the tail is above tol / 2)
 _R_LEVELS = (32, 64, 128)       # ... in theta on [0, pi]
 _HELD_OUT = 48                  # random (q1, q2, theta) checked against the rule
 _CHUNK = 8192                   # points per contraction (their (points, (m + 1)^2) temporaries stay small)
@@ -76,6 +76,7 @@ class TabulatedPolarRule:
     t_hi: float
     coef: np.ndarray           # (2, m + 1, m + 1, R + 1): C and Cdot
     error: float               # relative to the largest |C|, |Cdot| of the table
+    rule_error: float = 0.0    # the rule's own error estimate (the dual's, before the table's was added)
 
     @property
     def n_angle(self) -> int:
