@@ -81,6 +81,21 @@ its tensor grid of unequal norms compiled the dual, ran plain Picard sweeps and 
 which converge only algebraically (:mod:`kernelcalc.kernels.ode_kinked`).  Side by side, three alternating cold runs
 each (main 6ff7e75 / branch elu3 72f133e): elu N = 200 12.30 / 1.80 s, softplus 0.84 / 0.91 s; elu N = 2000
 11.42 / 2.00 s, softplus 1.12 / 1.22 s.
+
+Stop 33 (2026-12-07, 14:57-15:04 UTC, idle at the start, ``bench_regimes_kinks.py 2000`` on main 2adda10), seconds
+(ratio to softplus on the same rows; relative error estimates as at stop 32; the kink at 0 with a tanh piece new):
+
+| rows | softplus | relu | leaky | elu | abs | hardtanh | relu6 | hard-swish | sq. relu | tanh-kink |
+|---|---|---|---|---|---|---|---|---|---|---|
+| node, sphere, N = 2000 | 1.09 | 0.86 | 0.89 | 1.49 | 1.40 | 2.57 | 1.99 | 3.62 | 2.25 | 6.40 (6.98 s) |
+| node, std., N = 200 | 1.26 | 0.43 | 0.48 | 2.83 | 1.18 | 2.46 | 4.45 | 7.09 | blows up | refused |
+| node, std., N = 2000 | 1.38 | 0.65 | 0.77 | 2.93 | 1.15 | 3.62 | 12.9 | 26.9 | blows up | refused |
+| resnet depth 8, sphere | 0.75 | 0.58 | 0.50 | 0.68 | 0.50 | 1.29 | 1.03 | 1.58 | 0.89 | 51.2 (38.5 s) |
+
+tanh-kink is ``Piecewise((tanh(x), x > 0), (x, True))`` (no closed form: the polar-sector rule, tabulated for the
+Neural ODE, kernelcalc/theory/polar_table.py: 46 -> 5.8 s at N = 200 on the sphere; the ResNet's march still
+evaluates the rule itself; off the sphere the tensor grid's cost guard refuses it, as before).  Timings on this VM
+moved 15-30 % between runs of the day (hard-swish on the sphere 2.4-2.7x in two earlier runs, softplus 0.8-1.25 s).
 """
 
 from __future__ import annotations
