@@ -58,6 +58,7 @@ def test_derive_new_models():
         kc.derive("tanh", model="deq", depth=3)
 
 
+@pytest.mark.slow    # ~10 s of empirical untied nets; the default run keeps the closed-form comparisons
 def test_depth_gap_untied_strong_order_half():
     r = kc.depth_gap(X, activation="softplus", width=32, depths=(2, 4, 8, 16), weights="untied", progress=False)
     print(r.table())

@@ -357,6 +357,7 @@ def test_unequal_norm_pairs_take_a_grid_judged_at_their_correlation():
     assert err <= 2e-12 and err <= solver.relative_error_estimate()
 
 
+@pytest.mark.slow    # ~9 s; the default run keeps the unequal-norm pairs on one element (both grids' tests above)
 def test_unequal_norm_pairs_on_the_panels():
     r"""As above at $\sigma_wT=4$, where the collapsed triangles are four panels (their diagonals interpolated per
     panel at the two tensor elements' nodes): against the tensor equations on 64 intervals per element (96 moves it by

@@ -96,7 +96,9 @@ def test_both_backends_match_the_linear_closed_form(backend, x64):   # internals
     assert float(change) < 1e-11
 
 
-@pytest.mark.parametrize("activation", ["softplus", "erf", "elu"])   # a Hermite series, closed forms (elu: numpy Newton)
+@pytest.mark.parametrize("activation", ["softplus", "erf", pytest.param("elu", marks=pytest.mark.slow)])   # a Hermite
+# series, closed forms (elu: numpy Newton, ~9 s: slow; its Newton solves are checked against the direct path in
+# tests/test_offsphere.py)
 def test_numpy_and_compiled_solves_agree(activation, x64):
     from kernelcalc.kernels.ode import _compiled, chebyshev_discretisation
     from kernelcalc.theory.gaussian import dual_kernels

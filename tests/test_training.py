@@ -62,6 +62,7 @@ def test_flow_reported_at_gd_times_and_close_to_gd_for_small_lr():
 
 
 
+@pytest.mark.slow    # ~15 s (gradient-descent runs at four step sizes); the default run keeps the bound and lazy checks
 @pytest.mark.usefixtures("x64")
 def test_flow_gap_is_first_order_in_the_step_size():
     lrs = [0.04, 0.02, 0.01]

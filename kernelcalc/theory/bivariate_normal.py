@@ -33,8 +33,7 @@ import math
 
 import numpy as np
 
-__all__ = ["normal_cdf", "mills_ratio", "bivariate_normal_cdf", "orthant_probabilities", "bivariate_mills",
-           "bivariate_mills_whitened"]
+__all__ = ["normal_cdf", "mills_ratio", "bivariate_normal_cdf", "orthant_probabilities", "bivariate_mills"]
 
 _XP, _WP = np.polynomial.legendre.leggauss(16)     # per panel of the graded rule
 _PANELS = 12                                        # panels on each side of the peak
@@ -405,7 +404,3 @@ def bivariate_mills(h, k, rho, xp=np):
     genz = xp.exp(xp.where(genz_ok, Q, 0.0)) * _bvnu(-h, -k, rho_in, xp)
     graded = _graded(xp.where(genz_ok, -1.0, h), xp.where(genz_ok, -1.0, k), rho_in, xp)
     return xp.where(rho >= 1.0, at_one, xp.where(genz_ok, genz, xp.where(interior, graded, 0.0)))
-
-
-# the whitened form of R_2 (the ELU dual's fast path): its own module, re-exported here
-from .bivariate_whitened import bivariate_mills_whitened  # noqa: E402

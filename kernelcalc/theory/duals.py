@@ -171,7 +171,7 @@ def _elu_parts(o, q1, q2, c):
     $B_1+D_1=E[e^a\mathbb 1_{a<0}]=M(s_1)$ (the Mills ratio $M(x)=e^{x^2/2}\Phi(-x)$), so only the smaller,
     $R_2(-s_1,|\rho|s_1;-|\rho|)$ ($D_1$ for $\rho\ge0$, $B_1$ for $\rho<0$), is integrated; the larger is
     $M(s_1)$ minus it (at least half of $M$: no cancellation).  Numerically each $R_2$ is evaluated from its
-    whitened distances (:func:`~kernelcalc.theory.bivariate_normal.bivariate_mills_whitened`, a 4- to 12-node
+    whitened distances (:func:`~kernelcalc.theory.bivariate_whitened.bivariate_mills_whitened`, a 4- to 12-node
     Gauss rule per element): $(a,b)=(s_1r,s_2r)$ for $T$ and $(s_1r,0)$ at $-|\rho|$ for the smaller of $B_1, D_1$
     ($r=\sqrt{1-\rho^2}$), exact where $h, k$ formed first would cancel as $\rho\to\pm1$; at $\rho=1$,
     $T=M(s_1+s_2)$."""

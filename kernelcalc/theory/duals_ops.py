@@ -29,6 +29,7 @@ import numpy as np
 import sympy as sp
 
 from . import bivariate_normal as _bvn
+from . import bivariate_whitened as _bvw
 from .bivariate_whitened import _LOOSE_TOL as LOOSE_TOL
 
 __all__ = ["JAX_OPS", "LOOSE_TOL", "NUMPY_OPS", "NUMPY_OPS_LOOSE", "SYMPY_OPS", "correlation_angle"]
@@ -111,7 +112,7 @@ def _array_ops(xp) -> SimpleNamespace:
                            corr=_correlation(xp), mills=lambda x: _bvn.mills_ratio(x, xp), where=xp.where,
                            stack=lambda arrays: xp.stack(xp.broadcast_arrays(*arrays)),
                            mills2=lambda h, k, r: _bvn.bivariate_mills(h, k, r, xp),
-                           mills2_whitened=lambda a, b, r: _bvn.bivariate_mills_whitened(a, b, r, xp),
+                           mills2_whitened=lambda a, b, r: _bvw.bivariate_mills_whitened(a, b, r, xp),
                            Phi=lambda x: _bvn.normal_cdf(x, xp),
                            bvn=lambda h, k, r: _bvn.bivariate_normal_cdf(h, k, r, xp))
 
@@ -138,7 +139,7 @@ JAX_OPS = _JaxOps()
 NUMPY_OPS = _array_ops(np)
 #: :data:`NUMPY_OPS` at a relative accuracy of ~1e-7 (``DualKernels.from_marginals(..., tol)``, a closed form's
 #: Newton sweep far from its fixed point): the whitened bivariate Mills ratios take fewer nodes; the rest is exact
-NUMPY_OPS_LOOSE = SimpleNamespace(**{**vars(NUMPY_OPS), "mills2_whitened": lambda a, b, r: _bvn.bivariate_mills_whitened(
+NUMPY_OPS_LOOSE = SimpleNamespace(**{**vars(NUMPY_OPS), "mills2_whitened": lambda a, b, r: _bvw.bivariate_mills_whitened(
     a, b, r, np, tol=LOOSE_TOL)})
 #: $\Phi_2(h,k;\rho)$ in symbolic output (an undefined function: the bivariate normal CDF)
 PHI2 = sp.Function("Phi_2")
