@@ -67,6 +67,7 @@ def test_depth_gap_untied_strong_order_half():
         kc.depth_gap(X, activation="softplus", weights="both")
 
 
+@pytest.mark.slow    # ~9 s; the default run keeps the models' closed-form comparisons and test_every_model's keywords
 def test_compare_and_monte_carlo_accept_new_models():
     c = kc.compare(X, model="deq", activation="tanh", widths=(8,), n_samples=2, sigma_w=0.5, progress=False)
     ref = kc.deq_kernel(X, activation="tanh", sigma_w=0.5, sigma_u=1.0, sigma_v=1.0)

@@ -73,7 +73,7 @@ def tiles8(monkeypatch):
     monkeypatch.setattr(_tiles, "DEFAULT_TILE", TILE)
 
 
-@pytest.mark.parametrize("name", ["deq", pytest.param("node-untied", marks=SLOW), "resnet-untied"])
+@pytest.mark.parametrize("name", [pytest.param("deq", marks=SLOW), pytest.param("node-untied", marks=SLOW), "resnet-untied"])
 def test_zarr_dask_and_outputs_equal_the_in_memory_gram(name, refs, threads_client, tmp_path, tiles8):
     call = CALLS[name]
     ref = refs[name] if name in refs else call(X)

@@ -17,9 +17,9 @@ ACT = "Piecewise((tanh(x), x > 0), (x, True))"
 
 @pytest.fixture(scope="module")
 def table():
-    dual = dual_kernels(ACT, q_max=2.5)
+    dual = dual_kernels(ACT, q_max=2.0)
     assert dual.method == "polar"
-    tab = tabulate_polar(dual, 0.8, 2.5, 1e-13)
+    tab = tabulate_polar(dual, 0.9, 2.0, 1e-12)
     assert tab is not None
     return dual, tab
 
@@ -62,7 +62,7 @@ def test_table_against_an_independent_quadrature(table):
     _, tab = table
     act = resolve_activation(ACT)
     f, df = act.numpy_fn, act.numpy_derivative
-    for q1, q2, rho in ((0.9, 2.3, -0.999999), (1.7, 1.1, 0.35), (2.4, 2.4, 1 - 1e-8), (1.2, 0.85, 0.97)):
+    for q1, q2, rho in ((0.95, 1.9, -0.999999), (1.7, 1.1, 0.35), (1.95, 1.95, 1 - 1e-8), (1.2, 0.92, 0.97)):
         c = rho * math.sqrt(q1 * q2)
         C, Cdot = (float(v) for v in tab.values_np(q1, q2, c))
         rC, rD = _conditional_reference(f, f, q1, q2, rho), _conditional_reference(df, df, q1, q2, rho)
@@ -76,7 +76,7 @@ def test_table_and_reference_against_mpmath(table):
     _, tab = table
     act = resolve_activation(ACT)
     d = act.expr.diff(X)
-    for q1, q2, rho in ((0.9, 2.3, -0.999999), (1.7, 1.1, 0.35), (2.4, 2.4, 1 - 1e-8)):
+    for q1, q2, rho in ((0.95, 1.9, -0.999999), (1.7, 1.1, 0.35), (1.95, 1.95, 1 - 1e-8)):
         c = rho * math.sqrt(q1 * q2)
         C, Cdot = (float(v) for v in tab.values_np(q1, q2, c))
         rC, rD = expect_mpmath(act.expr, act.expr, q1, q2, c), expect_mpmath(d, d, q1, q2, c)
@@ -87,12 +87,12 @@ def test_table_and_reference_against_mpmath(table):
 def test_table_error_estimate_is_honest(table):
     """At 1500 random points of the table's range (a third with the angle within 1e-8..1 of 0, a third of pi) the
     table differs from the rule it tabulates by at most its error estimate (relative to the largest |C|, |Cdot|), which
-    is below 1e-13; variances outside the range are the rule's own values."""
+    is below 1e-12 (the table built to that tol); variances outside the range are the rule's own values."""
     dual, tab = table
     act = resolve_activation(ACT)
     rng = np.random.default_rng(1)
     n = 1500
-    q1, q2 = np.exp(rng.uniform(math.log(0.8), math.log(2.5), (2, n)))
+    q1, q2 = np.exp(rng.uniform(math.log(0.9), math.log(2.0), (2, n)))
     th = np.concatenate([rng.uniform(0, math.pi, n // 3), 10 ** rng.uniform(-8, 0, n // 3),
                          math.pi - 10 ** rng.uniform(-8, 0, n - 2 * (n // 3))])
     c = np.sqrt(q1 * q2) * np.cos(th)
@@ -102,8 +102,8 @@ def test_table_error_estimate_is_honest(table):
                           for i in range(0, n, 500)], axis=1)
     scale = np.max(np.abs(ref), axis=1)
     err = float(np.max(np.max(np.abs(got - ref), axis=1) / scale))
-    assert tab.error <= 1e-13 and err <= tab.error, (err, tab.error)
-    out = np.stack(tab.values_np([0.3, 5.0], [1.0, 1.0], [0.1, 0.5]))      # outside [0.8, 2.5]: the rule
+    assert tab.error <= 1e-12 and err <= tab.error, (err, tab.error)
+    out = np.stack(tab.values_np([0.3, 5.0], [1.0, 1.0], [0.1, 0.5]))      # outside [0.9, 2.0]: the rule
     want = np.stack(dual.rule.expect_pairs_np(pairs, [0.3, 5.0], [1.0, 1.0], [0.1, 0.5]))
     np.testing.assert_allclose(out, want, rtol=1e-13, atol=0)
 

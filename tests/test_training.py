@@ -122,6 +122,7 @@ def test_width_sweep_drift_shrinks_with_width():
     json.loads(s.to_json())
 
 
+@pytest.mark.slow    # ~12 s (a training run and its figure through the CLI); the default run keeps the API's training checks
 def test_cli_train_json_plot(tmp_path):
     np.save(tmp_path / "X.npy", X)
     np.save(tmp_path / "y.npy", Y)
