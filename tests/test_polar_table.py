@@ -125,3 +125,22 @@ def test_node_kernel_with_the_table_equals_the_rule(monkeypatch):
     assert "tabulated" not in R.info["expectation"]
     scale = np.max(np.abs(R.ntk))
     assert np.max(np.abs(K.ntk - R.ntk)) <= 1e-12 * scale and np.max(np.abs(K.nngp - R.nngp)) <= 1e-12 * scale
+
+
+@pytest.mark.slow    # ~30 s: the untabulated rule's Euler march
+def test_resnet_kernel_with_the_table_equals_the_rule(monkeypatch):
+    """The Euler ResNet (depth 4) evaluates its dual in numpy too: with the table and with the rule itself, within
+    1e-12 of max|NTK| on five sphere rows."""
+    from kernelcalc.kernels import ode_solver
+
+    x = kc.data.sphere_normalise(np.random.default_rng(4).normal(size=(5, 10)))
+    ode_solver._TIME_GRIDS.clear()
+    K = kc.resnet_kernel(x, activation=ACT, depth=4)
+    assert "tabulated" in K.info["expectation"]
+    ode_solver._TIME_GRIDS.clear()
+    monkeypatch.setattr(ode_solver.GoursatSolver, "_polar_table", lambda self, dual, v, q: dual)
+    R = kc.resnet_kernel(x, activation=ACT, depth=4)
+    ode_solver._TIME_GRIDS.clear()
+    assert "tabulated" not in R.info["expectation"]
+    scale = np.max(np.abs(R.ntk))
+    assert np.max(np.abs(K.ntk - R.ntk)) <= 1e-12 * scale and np.max(np.abs(K.nngp - R.nngp)) <= 1e-12 * scale

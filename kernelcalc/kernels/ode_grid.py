@@ -427,7 +427,7 @@ def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
     given call always takes the same path (the two agree to rounding, ~1e-15 relative)."""
     if not dual.numpy_ok:
         return "jax"
-    if dual.method == "fourier":   # numpy only (kernels/_fourier_solve.py)
+    if dual.method in ("fourier", "polar"):   # numpy only (kernels/_fourier_solve.py; the polar rule tabulated)
         return "numpy"
     if dual.method == "closed":
         return "numpy" if dual.points > 1 or problems * nodes * nodes <= _NUMPY_MAX_WORK_CLOSED else "jax"

@@ -87,8 +87,9 @@ class DualKernels:
     @property
     def numpy_ok(self) -> bool:
         """Whether :meth:`marginal` and :meth:`from_marginals` also run with ``xp=numpy`` (closed forms and
-        the Hermite series: a few array operations per evaluation; the quadrature rules are jax only)."""
-        return self.method in ("closed", "hermite", "fourier")
+        the Hermite series: a few array operations per evaluation; the polar rule when tabulated,
+        :mod:`~kernelcalc.theory.polar_table`, numpy only; the quadrature rules are jax only)."""
+        return self.method in ("closed", "hermite", "fourier") or (self.method == "polar" and hasattr(self.rule, "values_np"))
 
     @float64
     def marginal(self, q, derivative: bool = True, xp=jnp, tol=None):
@@ -150,6 +151,8 @@ class DualKernels:
             out = (self.rule.C_formula(_closed_ops(tol), q1, q2, c),)   # C alone (the Picard sweeps: no Cdot)
         elif self.method == "closed":
             out = self.rule(q1, q2, c, ops=_closed_ops(tol) if xp is np else None)[: 2 if derivative else 1]
+        elif self.method == "polar" and xp is np and self.numpy_ok:      # tabulated (theory/polar_table.py)
+            out = self.rule.values_np(q1, q2, c)[: 2 if derivative else 1]
         elif xp is np:
             raise ValueError(f"the {self.method} rule has no numpy evaluation (see DualKernels.numpy_ok)")
         elif self.method == "asymptotic":
