@@ -93,8 +93,9 @@ Stop 33 (2026-12-07, 14:57-15:04 UTC, idle at the start, ``bench_regimes_kinks.p
 | resnet depth 8, sphere | 0.75 | 0.58 | 0.50 | 0.68 | 0.50 | 1.29 | 1.03 | 1.58 | 0.89 | 51.2 (38.5 s) |
 
 tanh-kink is ``Piecewise((tanh(x), x > 0), (x, True))`` (no closed form: the polar-sector rule, tabulated for the
-Neural ODE, kernelcalc/theory/polar_table.py: 46 -> 5.8 s at N = 200 on the sphere; the ResNet's march still
-evaluates the rule itself; off the sphere the tensor grid's cost guard refuses it, as before).  Timings on this VM
+Neural ODE, kernelcalc/theory/polar_table.py: 46 -> 5.8 s at N = 200 on the sphere; the ResNet row above predates
+the table in its march: depth 8, N = 200, 45.6 -> 16.9 s after it; off the sphere the tensor grid's cost guard refuses
+it, as before).  Timings on this VM
 moved 15-30 % between runs of the day (hard-swish on the sphere 2.4-2.7x in two earlier runs, softplus 0.8-1.25 s).
 """
 
