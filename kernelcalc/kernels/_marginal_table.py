@@ -176,9 +176,14 @@ class TabulatedMarginals:
         # ask for them bin by bin as their variances appear: ~40 products, each reading the Hermite functions)
         bin_tails_of(_numpy_functions(dual.activation), dual.rule.K, dual.rule.tol, bins_of(q_lo, q_hi))
 
-    #: whether this solver evaluates its dual in numpy (the kinked solvers: ``_dual_np``), where a polar-sector dual
-    #: is worth tabulating; the tensor-grid solvers evaluate it compiled (jax), which the table does not serve
-    tabulates_polar = False
+    @property
+    def tabulates_polar(self) -> bool:
+        """Whether this solver evaluates its dual in numpy, where a polar-sector dual is worth tabulating: the Euler
+        ResNet's march (the kinked solvers say so themselves: ``_dual_np``); the tensor grid's compiled solves are not
+        served by the table."""
+        from .ode_grid import _M_SEQUENCE, _marches
+
+        return _marches(self.grid(self.M_fixed or _M_SEQUENCE[0]))
 
     def _polar_table(self, dual, v_max: float, q_max: float):
         r"""A polar-sector dual tabulated in $(\log q_1,\log q_2,\theta)$ over $[\sigma_u^2v_{\min}, 1.05\,q_{\max}]$

@@ -153,13 +153,6 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
         per = 8 * 8 * nodes * max(nodes, dual.points if dual.method == "hermite" else 1)
         return 1 << int(math.floor(math.log2(max(MEMORY_BUDGET // per, 1))))
 
-    @property
-    def tabulates_polar(self) -> bool:
-        """The Euler ResNet's march evaluates its dual in numpy: a polar-sector dual is tabulated for it
-        (:meth:`~kernelcalc.kernels._marginal_table.TabulatedMarginals._polar_table`); the tensor grid's compiled solves
-        are not served by the table."""
-        return _marches(self.grid(self.M_fixed or _M_SEQUENCE[0]))
-
     def _dual_and_M(self, v_unique):
         r"""The expectation rule and the time grid $M$ of this kernel (fixed at the first call).
 
