@@ -40,36 +40,14 @@ import functools
 
 import numpy as np
 
+from ..theory._chebyshev import chebyshev_coefficients, chebyshev_matrix, lobatto
+
 __all__ = ["chebyshev_lobatto", "chebyshev_coefficients", "lobatto", "theta_of", "cos_theta", "graded_cos_theta", "graded_u_of", "SinhAngle", "chebyshev_matrix", "barycentric_weights",
            "ThetaTable", "pivot_columns"]
 
 _TABLE_DEGREES = (3, 5, 7, 9)
 _TABLE_PANELS = tuple(2**k for k in range(5, 14))     # 32 .. 8192
 _TEST_POINTS = np.array([-0.97, -0.81, -0.55, -0.23, 0.11, 0.42, 0.69, 0.9])
-
-
-def chebyshev_coefficients(values: np.ndarray) -> np.ndarray:
-    r"""Chebyshev coefficients $c_j$ of the interpolant through values at $u_k=-\cos(k\pi/R)$, $k=0..R$.
-
-    ``values``: shape ``(R+1, ...)``. Returns the same shape; $p(u)=\sum_j c_jT_j(u)$.
-    """
-    f = np.asarray(values)[::-1]                       # now at x_m = cos(m pi / R)
-    R = f.shape[0] - 1
-    m = np.arange(R + 1)
-    cos = np.cos(np.pi * np.outer(m, m) / R)           # cos(j m pi / R)
-    wts = np.ones(R + 1)
-    wts[0] = wts[-1] = 0.5
-    c = (2.0 / R) * np.tensordot(cos * wts[None, :], f, axes=(1, 0))
-    c[0] *= 0.5
-    c[-1] *= 0.5
-    return c
-
-
-def lobatto(R: int) -> np.ndarray:
-    r"""Chebyshev–Lobatto points $-\cos(k\pi/R)$, $k=0..R$ (increasing, both ends), exactly antisymmetric
-    ($u_{R-k}=-u_k$ in floating point: the nodes of $\theta$ and $\pi-\theta$ pair up exactly)."""
-    k = np.arange(R + 1)
-    return np.sin(0.5 * np.pi * (2 * k - R) / R) if R > 0 else np.zeros(1)      # = -cos(k pi / R)
 
 
 def theta_of(u):
@@ -130,19 +108,6 @@ class SinhAngle:
     def describe(self) -> str:
         span = "" if (self.lo, self.hi) == (0.0, np.pi) else f" on [{self.lo:.3g}, {self.hi:.3g}]"
         return (f"sinh, eps = {self.eps:.3g}" if self.graded else "linear") + span
-
-
-def chebyshev_matrix(u: np.ndarray, R: int) -> np.ndarray:
-    """``T[i, j] = T_j(u_i)``, j = 0..R (evaluation of Chebyshev series as one matrix product)."""
-    u = np.asarray(u, float).ravel()
-    T = np.empty((R + 1, u.size))          # the recurrence on contiguous rows (columns: 10-30x slower at R ~ 1000)
-    T[0] = 1.0
-    if R >= 1:
-        T[1] = u
-    for j in range(2, R + 1):
-        np.multiply(2.0 * u, T[j - 1], out=T[j])
-        T[j] -= T[j - 2]
-    return T.T
 
 
 def barycentric_weights(nodes: np.ndarray, x: np.ndarray) -> np.ndarray:

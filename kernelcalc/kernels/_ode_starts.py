@@ -100,20 +100,22 @@ def coarse_problems(ix: np.ndarray, iy: np.ndarray, s0: np.ndarray) -> np.ndarra
 
 def interpolated_starts(ix, iy, s0, solved_ix, solved_iy, solved_s0, solved_S) -> np.ndarray:
     r"""Starts ``(B, n, n)`` of the problems ``(ix, iy, s0)`` (each group's coarse problems among the solved ones): the
-    Lagrange polynomial in $c_0$ through the solutions ``solved_S`` of the same pair of norms (module doc)."""
+    Lagrange polynomial in $c_0$ through the solutions ``solved_S`` of the same pair of norms (module doc); a covariance
+    solved already starts from its solution."""
     out = np.empty((ix.size,) + solved_S.shape[1:])
-    skey = list(zip(solved_ix.tolist(), solved_iy.tolist()))
-    where: dict = {}
-    for j, k in enumerate(skey):
-        where.setdefault(k, []).append(j)
-    for i, k in enumerate(zip(ix.tolist(), iy.tolist())):
-        js = np.array(where[k])
+    width = int(max(iy.max(initial=0), solved_iy.max(initial=0))) + 1
+    key, skey = ix.astype(np.int64) * width + iy, solved_ix.astype(np.int64) * width + solved_iy
+    for k in np.unique(key):
+        rows, js = np.flatnonzero(key == k), np.flatnonzero(skey == k)
         x, first = np.unique(solved_s0[js], return_index=True)       # (distinct nodes: coarse_problems picks them)
         js = js[first]
-        hit = np.flatnonzero(x == s0[i])
-        if hit.size:                  # a covariance solved already: its solution
-            out[i] = solved_S[js[hit[0]]]
-            continue
-        w = np.array([np.prod([(s0[i] - x[b]) / (x[a] - x[b]) for b in range(x.size) if b != a]) for a in range(x.size)])
-        out[i] = np.tensordot(w, solved_S[js], axes=1)
+        d = s0[rows, None] - x[None, :]                                # (rows, nodes)
+        gaps = x[:, None] - x[None, :]
+        np.fill_diagonal(gaps, 1.0)
+        hit = d == 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            W = np.prod(d, axis=1, keepdims=True) / d / np.prod(gaps, axis=1)[None, :]
+        exact = hit.any(axis=1)
+        W[exact] = hit[exact]
+        out[rows] = np.tensordot(W, solved_S[js], axes=1)
     return out

@@ -38,6 +38,11 @@ _LOOSE_CHANGE = 1e-2
 _LOOSE_DUAL_TOL = 1e-7
 
 
+def _relative_change(G, S) -> float:
+    """max|G - S| / max|G| (numpy): how far a sweep moved its iterate, relative to the image."""
+    return float(np.max(np.abs(G - S))) / max(float(np.max(np.abs(G))), 1e-300)
+
+
 def _picard(step, S_init, tol=None, max_sweeps=None, xp=jnp, accelerate=None, floor=None):
     r"""Iterate ``S <- step(S)`` until the largest relative change (per problem: leading axis) is
     below ``tol``, or has stagnated at rounding level (below ``_STAGNATION`` and not decreasing), or is
@@ -347,7 +352,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
                     loose = last_change[0] > _LOOSE_CHANGE
                     C, Cdot = dual_of(mx, my, S, tails=tails, sym=symmetric, tol=_LOOSE_DUAL_TOL if loose else None)
                     G = forward(S0, C)
-                    last_change[0] = float(np.max(np.abs(G - S))) / max(float(np.max(np.abs(G))), 1e-300)
+                    last_change[0] = _relative_change(G, S)
                     newton.keep(G, C, Cdot, exact=not loose)
                     return G
                 if newton is not None and newton.wants_derivative(t is None):   # an exact sweep: Cdot too
@@ -356,7 +361,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
                     # Cdot enters the Newton step's Jacobian: to a relative accuracy eps it adds ~eps times the
                     # change to the next iterate, so a sweep far from the fixed point takes it at 1e-16 / change
                     # (the sweep that stops, a change below 1e-10, and so the final Cdot: the rule's tolerance)
-                    change = float(np.max(np.abs(G - S))) / max(float(np.max(np.abs(G))), 1e-300)
+                    change = _relative_change(G, S)
                     t_dot = None if not change > 1e-10 else min(1e-9, 1e-16 / change)
                     t_dot = None if t_dot is None or t_dot <= dual.rule.tol else t_dot
                     Cdot = dual_of((mx[0], mx[2]), (my[0], my[2]), S, derivative=False, sym=symmetric, tol=t_dot,

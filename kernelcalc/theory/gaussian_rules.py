@@ -144,8 +144,7 @@ class PolarSectorRule:
         ua, wa = (xp.asarray(v) for v in _gauss_legendre(self.n_angle, 0.0, 1.0))
         R, wR = (xp.asarray(v) for v in _gauss_legendre(self.n_radius, 0.0, self.rmax))
         wR = wR * R * xp.exp(-0.5 * R * R) / (2 * math.pi)
-        n = xp.sqrt(q1 * q2)
-        r = xp.where(n > 0, xp.clip(c / xp.where(n > 0, n, 1.0), -1.0, 1.0), 0.0)
+        r, _ = _correlation(q1, q2, c, xp, complement=False)
         beta = xp.arccos(r)
         cuts = xp.sort(xp.stack([xp.full_like(beta, 0.5 * math.pi), xp.full_like(beta, 1.5 * math.pi),
                                  xp.mod(beta + 0.5 * math.pi, 2 * math.pi),

@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from .._x64 import float64
+from ._chebyshev import chebyshev_coefficients, chebyshev_matrix, lobatto
 from .gaussian_rules import PolarSectorRule, padded_blocked
 
 __all__ = ["TabulatedPolarRule", "tabulate_polar"]
@@ -34,34 +35,9 @@ _HELD_OUT = 48                  # random (q1, q2, theta) checked against the rul
 _CHUNK = 8192                   # points per contraction (their (points, (m + 1)^2) temporaries stay small)
 
 
-def _cheb(x: np.ndarray, n: int) -> np.ndarray:
-    """Chebyshev polynomials T_0..T_n at ``x`` in [-1, 1]: (len(x), n + 1)."""
-    T = np.empty((x.size, n + 1))
-    T[:, 0] = 1.0
-    if n:
-        T[:, 1] = x
-    for k in range(2, n + 1):
-        T[:, k] = 2.0 * x * T[:, k - 1] - T[:, k - 2]
-    return T
-
-
-def _lobatto(n: int) -> np.ndarray:
-    """The n + 1 Chebyshev-Lobatto points on [-1, 1], increasing."""
-    return -np.cos(np.pi * np.arange(n + 1) / n)
-
-
 def _coefficients(F: np.ndarray, axis: int) -> np.ndarray:
     """Chebyshev coefficients along ``axis`` of values at the Lobatto points (increasing)."""
-    F = np.moveaxis(F, axis, 0)
-    n = F.shape[0] - 1
-    j = np.arange(n + 1)
-    M = np.cos(np.pi * np.outer(np.arange(n + 1), n - j) / n)      # T_k at the increasing points
-    w = np.ones(n + 1)
-    w[0] = w[-1] = 0.5
-    coef = (2.0 / n) * np.tensordot(M * w, F, axes=(1, 0))
-    coef[0] *= 0.5
-    coef[-1] *= 0.5
-    return np.moveaxis(coef, 0, axis)
+    return np.moveaxis(chebyshev_coefficients(np.moveaxis(F, axis, 0)), 0, axis)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -122,9 +98,9 @@ class TabulatedPolarRule:
             k = idx[s:s + _CHUNK]
             n = np.sqrt(q1[k] * q2[k])
             rho = np.clip(c[k] / n, -1.0, 1.0)
-            T1 = _cheb(np.clip(2.0 * (np.log(q1[k]) - self.t_lo) / span - 1.0, -1.0, 1.0) if span > 0 else 0 * n, m)
-            T2 = _cheb(np.clip(2.0 * (np.log(q2[k]) - self.t_lo) / span - 1.0, -1.0, 1.0) if span > 0 else 0 * n, m)
-            Tt = _cheb(2.0 * np.arccos(rho) / math.pi - 1.0, R)
+            T1 = chebyshev_matrix(np.clip(2.0 * (np.log(q1[k]) - self.t_lo) / span - 1.0, -1.0, 1.0) if span > 0 else 0 * n, m)
+            T2 = chebyshev_matrix(np.clip(2.0 * (np.log(q2[k]) - self.t_lo) / span - 1.0, -1.0, 1.0) if span > 0 else 0 * n, m)
+            Tt = chebyshev_matrix(2.0 * np.arccos(rho) / math.pi - 1.0, R)
             for o in range(2):
                 A = (Tt @ flat[o].T).reshape(k.size, m + 1, m + 1)
                 out[o, k] = np.einsum("ni,nij,nj->n", T1, A, T2)
@@ -184,8 +160,8 @@ def tabulate_polar(dual, q_lo: float, q_hi: float, tol: float):
     m, R = _M_LEVELS[mi], _R_LEVELS[ri]
 
     def nodes(m, R):
-        return (t_lo + (t_hi - t_lo) * (_lobatto(m) + 1.0) / 2.0 if t_hi > t_lo else np.full(m + 1, t_lo),
-                math.pi * (_lobatto(R) + 1.0) / 2.0)
+        return (t_lo + (t_hi - t_lo) * (lobatto(m) + 1.0) / 2.0 if t_hi > t_lo else np.full(m + 1, t_lo),
+                math.pi * (lobatto(R) + 1.0) / 2.0)
 
     F = _values(fn, rule, *nodes(m, R))
     while True:
