@@ -108,6 +108,30 @@ def test_table_error_estimate_is_honest(table):
     np.testing.assert_allclose(out, want, rtol=1e-13, atol=0)
 
 
+def test_table_with_shared_variances_and_the_tensor_rule(table):
+    """The solvers ask many correlations at a few (q1, q2) (time cells); the table contracts the variances once per
+    distinct pair: 3 cells x 300 angles (and the cells in both orders) against the rule point by point, within the
+    table's estimate.  The rule on a tensor grid (the table's build: one matrix product per angle) equals the rule
+    covariance by covariance to rounding."""
+    dual, tab = table
+    act = resolve_activation(ACT)
+    pairs = ((act.numpy_fn, act.numpy_fn), (act.numpy_derivative, act.numpy_derivative))
+    rng = np.random.default_rng(5)
+    cells = np.array([[0.95, 1.7], [1.7, 0.95], [1.3, 1.3]])
+    q1, q2 = np.repeat(cells[:, 0], 300), np.repeat(cells[:, 1], 300)
+    th = np.tile(np.concatenate([rng.uniform(0, math.pi, 200), 10 ** rng.uniform(-8, 0, 100)]), 3)
+    c = np.sqrt(q1 * q2) * np.cos(th)
+    got = np.stack(tab.values_np(q1, q2, c))
+    ref = np.stack(dual.rule.expect_pairs_np(pairs, q1, q2, c))
+    scale = np.max(np.abs(ref), axis=1)
+    assert np.max(np.max(np.abs(got - ref), axis=1) / scale) <= tab.error
+    q, ang = np.array([0.9, 1.4, 2.0]), np.array([0.0, 0.3, 2.0, math.pi])
+    T = np.stack(dual.rule.tensor_np(pairs, q, ang))                                 # (2, 3, 3, 4)
+    i, j, k = (a.ravel() for a in np.meshgrid(range(3), range(3), range(4), indexing="ij"))
+    each = np.stack(dual.rule.expect_pairs_np(pairs, q[i], q[j], np.sqrt(q[i] * q[j]) * np.cos(ang[k])))
+    np.testing.assert_allclose(T.reshape(2, -1), each, rtol=1e-13, atol=1e-15)
+
+
 @pytest.mark.slow    # ~15 s: the untabulated rule's Neural-ODE solves
 def test_node_kernel_with_the_table_equals_the_rule(monkeypatch):
     """The Neural-ODE kernel of a kink-at-0 piecewise activation on five sphere rows (the direct path) with the

@@ -145,8 +145,14 @@ def test_backend_choice():
     for method, rule in (("polar", PolarSectorRule()), ("trapezoid", TrapezoidRule(0.25))):
         quad = DualKernels(herm.activation, method, rule)
         assert not quad.numpy_ok and _backend(quad, 1, 9) == "jax"
-        with pytest.raises(ValueError, match="no numpy evaluation"):
-            quad.from_marginals((np.ones(2),), (np.ones(2),), np.ones(2), xp=np)
+    with pytest.raises(ValueError, match="no numpy evaluation"):
+        quad.from_marginals((np.ones(2),), (np.ones(2),), np.ones(2), xp=np)
+    # the untabulated polar rule also evaluates in numpy (a few covariances, nothing compiled): as compiled
+    polar = DualKernels(herm.activation, "polar", PolarSectorRule(24, 40))
+    q1, q2, c = np.array([1.0, 0.5, 2.0]), np.array([1.0, 1.5, 0.3]), np.array([0.3, -0.6, 0.77])
+    got = polar.from_marginals((q1,), (q2,), c, xp=np)
+    ref = polar.from_marginals((q1,), (q2,), c)
+    assert np.max(np.abs(np.array(got) - np.array(ref))) < 1e-14
 
 
 @pytest.mark.slow   # compiles every solve (~5-20 s); the fast check is test_numpy_and_compiled_solves_agree

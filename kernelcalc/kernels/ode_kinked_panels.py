@@ -106,6 +106,11 @@ def values_key(dual):
     return ("asymptotic", dual.rule) if dual.method == "asymptotic" else dual
 
 
+#: covariances up to which the polar rule (not yet tabulated: the coarse solves that learn q(T)) is evaluated in numpy,
+#: nothing compiled (~0.1 ms each; importing jax and compiling the rule took ~1.8 s of a first call, whose untabulated
+#: solves ask ~3000 covariances in all)
+_POLAR_NUMPY_MAX = 4096
+
 _JITTED: dict = {}     # (values_key, derivative) -> the compiled rule (_jitted_dual; at most _JITTED_MAX)
 _JITTED_MAX = 16
 
@@ -135,7 +140,7 @@ def _dual_np(dual, q1, q2, c, derivative: bool):
     ``_JIT_CHUNK`` (one compiled shape per rule); the large-$q$ rule by its own
     :meth:`~kernelcalc.theory.largeq_table.TabulatedRule.values_np` (always with $\\dot C$, padded to the shape that
     its step selection compiled: one compile per process for both)."""
-    if not dual.numpy_ok:
+    if not dual.numpy_ok and not (dual.method == "polar" and np.broadcast(q1, q2, c).size <= _POLAR_NUMPY_MAX):
         if hasattr(dual.rule, "values_np"):   # the large-q rule's own padded evaluation: the shape choose_tabulated compiled
             out = dual.rule.values_np(q1, q2, c)
         else:

@@ -88,7 +88,9 @@ class DualKernels:
     def numpy_ok(self) -> bool:
         """Whether :meth:`marginal` and :meth:`from_marginals` also run with ``xp=numpy`` (closed forms and
         the Hermite series: a few array operations per evaluation; the polar rule when tabulated,
-        :mod:`~kernelcalc.theory.polar_table`, numpy only; the quadrature rules are jax only)."""
+        :mod:`~kernelcalc.theory.polar_table`, numpy only; the quadrature rules are compiled in jax.  The
+        untabulated polar rule also evaluates with ``xp=numpy``, thousands of integrand values per covariance and
+        nothing compiled: for the few covariances of a short march, not for a Gram)."""
         return self.method in ("closed", "hermite", "fourier") or (self.method == "polar" and hasattr(self.rule, "values_np"))
 
     @float64
@@ -153,6 +155,9 @@ class DualKernels:
             out = self.rule(q1, q2, c, ops=_closed_ops(tol) if xp is np else None)[: 2 if derivative else 1]
         elif self.method == "polar" and xp is np and self.numpy_ok:      # tabulated (theory/polar_table.py)
             out = self.rule.values_np(q1, q2, c)[: 2 if derivative else 1]
+        elif self.method == "polar" and xp is np:   # the rule itself in numpy: a few covariances, nothing compiled
+            f, df = self.activation.numpy_fn, self.activation.numpy_derivative
+            out = self.rule.expect_pairs_np(((f, f), (df, df))[: 2 if derivative else 1], q1, q2, c)
         elif xp is np:
             raise ValueError(f"the {self.method} rule has no numpy evaluation (see DualKernels.numpy_ok)")
         elif self.method == "asymptotic":

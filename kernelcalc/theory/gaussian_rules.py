@@ -139,35 +139,62 @@ class PolarSectorRule:
     n_radius: int = 64
     rmax: float = 10.0
 
-    def _sum(self, xp, pairs, q1, q2, c):
-        """The rule on flat arrays of covariances, ``xp`` numpy or jax.numpy: one array per pair."""
+    def _sectors(self, xp, beta):
+        r"""Angles ``(B, 4, na)``, their weights, and the radii and radial weights (with $Re^{-R^2/2}/2\pi$) of the
+        rule at the angles ``beta`` (``(B,)``) between the two variables."""
         ua, wa = (xp.asarray(v) for v in _gauss_legendre(self.n_angle, 0.0, 1.0))
         R, wR = (xp.asarray(v) for v in _gauss_legendre(self.n_radius, 0.0, self.rmax))
         wR = wR * R * xp.exp(-0.5 * R * R) / (2 * math.pi)
-        r, _ = _correlation(q1, q2, c, xp, complement=False)
-        beta = xp.arccos(r)
         cuts = xp.sort(xp.stack([xp.full_like(beta, 0.5 * math.pi), xp.full_like(beta, 1.5 * math.pi),
                                  xp.mod(beta + 0.5 * math.pi, 2 * math.pi),
                                  xp.mod(beta + 1.5 * math.pi, 2 * math.pi)], axis=1), axis=1)
         lo = cuts
         hi = xp.concatenate([cuts[:, 1:], cuts[:, :1] + 2 * math.pi], axis=1)          # (B, 4)
         alpha = lo[:, :, None] + (hi - lo)[:, :, None] * ua[None, None, :]            # (B, 4, na)
-        walpha = (hi - lo)[:, :, None] * wa[None, None, :]
+        return alpha, (hi - lo)[:, :, None] * wa[None, None, :], R, wR
+
+    def _sum(self, xp, pairs, q1, q2, c):
+        """The rule on flat arrays of covariances, ``xp`` numpy or jax.numpy: one array per pair."""
+        r, _ = _correlation(q1, q2, c, xp, complement=False)
+        beta = xp.arccos(r)
+        alpha, walpha, R, wR = self._sectors(xp, beta)
         a = xp.sqrt(q1)[:, None, None, None] * xp.cos(alpha)[..., None] * R          # (B, 4, na, nR)
         b = xp.sqrt(q2)[:, None, None, None] * xp.cos(alpha - beta[:, None, None])[..., None] * R
         return tuple(xp.einsum("bsa,bsar,r->b", walpha, f(a) * g(b), wR) for f, g in pairs)
+
+    def tensor_np(self, pairs, q, theta):
+        r"""The rule on the tensor grid of variances ``q`` (both variables) and angles ``theta`` = arccos(correlation),
+        numpy: one ``(len(q), len(q), len(theta))`` array per pair.  For one angle the sectors' nodes do not depend on
+        the variances, so $E[f(a)g(b)]=\sum_p w_p f(\sqrt{q_1}u_p)g(\sqrt{q_2}v_p)$ is a matrix product over the
+        nodes $p$: $2\,|q|$ function values per node and angle instead of $|q|^2$ (a table's build,
+        :mod:`kernelcalc.theory.polar_table`)."""
+        q, theta = np.asarray(q, np.float64), np.asarray(theta, np.float64)
+        s = np.sqrt(q)[:, None]
+        out = [np.empty((q.size, q.size, theta.size)) for _ in pairs]
+        alpha, walpha, R, wR = self._sectors(np, theta)
+        for k in range(theta.size):
+            u = (np.cos(alpha[k])[..., None] * R).ravel()                           # (P,) nodes of a
+            v = (np.cos(alpha[k] - theta[k])[..., None] * R).ravel()               # ... of b
+            w = (walpha[k][..., None] * wR).ravel()
+            with np.errstate(all="ignore"):
+                for o, (f, g) in zip(out, pairs):
+                    o[:, :, k] = (f(s * u) * w) @ g(s * v).T
+        return tuple(out)
 
     @float64
     def expect_pairs(self, pairs, q1, q2, c):
         return _blocked(lambda q1, q2, c: self._sum(jnp, pairs, q1, q2, c), q1, q2, c, points=self.points)
 
     def expect_pairs_np(self, pairs, q1, q2, c):
-        r""":meth:`expect_pairs` in numpy (``pairs`` of numpy functions; a few covariances): no jax dispatch or
-        compilation (the level selection of :func:`choose_polar`: 9 of the 47 s of a kink-at-0 activation's first
+        r""":meth:`expect_pairs` in numpy (``pairs`` of numpy functions; broadcasts, in blocks of covariances): no jax
+        dispatch or compilation (the level selection of :func:`choose_polar`: 9 of the 47 s of a kink-at-0 activation's first
         Neural-ODE Gram went to compiling and dispatching its levels in jax)."""
-        q1, q2, c = (np.asarray(v, np.float64).ravel() for v in np.broadcast_arrays(q1, q2, c))
+        q1, q2, c = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (q1, q2, c)))
+        shape, flat = c.shape, [a.ravel() for a in (q1, q2, c)]
+        K = _block_size(self.points)            # (the work arrays of a block within MEMORY_BUDGET)
         with np.errstate(all="ignore"):
-            return tuple(np.asarray(o) for o in self._sum(np, pairs, q1, q2, c))
+            parts = [self._sum(np, pairs, *(a[lo:lo + K] for a in flat)) for lo in range(0, max(c.size, 1), K)]
+        return tuple(np.concatenate([p[i] for p in parts]).reshape(shape) for i in range(len(pairs)))
 
     @property
     def points(self) -> int:

@@ -12,13 +12,18 @@ $\sigma_u^2|x|^2/d$ to $1.05\,q(T)$ of the largest, known when the time grid is 
 symmetric in $(q_1,q_2)$, the degrees doubled (8, 16, 32 in $\log q$; 32, 64, 128 in $\theta$, nested Lobatto points)
 until the series' tails are below tol/2.  Measured (coefficient tails of the rule at 1e-13): 20-24 in $\log q$ over
 $[0.1, 8]$ (the table: 32), about 13 over $[1, 3]$ (16); in $\theta$ 22-28 at $q=0.1$, 31-44 at $q=1$, 40-62 at $q=4$.  Its error is the tails plus a held-out check against the rule at random points; a table that
-cannot meet tol is not used (the rule is, as before).  Variances outside the table (a zero input, a later call with
+cannot meet tol is not used (the rule is, as before).  The build evaluates the rule on the tensor grid in numpy
+(:meth:`~kernelcalc.theory.gaussian_rules.PolarSectorRule.tensor_np`: for one angle a matrix product over the rule's
+nodes, $2(m+1)$ function values per node instead of $(m+1)(m+2)/2$), nothing compiled: 0.3 s for $[1, 1.9]$ (it took
+2.7 s compiled, point by point).  An evaluation contracts the variances once per distinct $(q_1,q_2)$ in a call (the
+solvers ask many correlations of one time cell), then $R+1$ terms a point.  Variances outside the table (a zero input, a later call with
 smaller norms) are evaluated by the rule itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -47,12 +52,18 @@ class TabulatedPolarRule:
     (jax) is the rule's own."""
 
     rule: PolarSectorRule
-    fn: object                 # the rule's compiled (C, Cdot) (_compiled), for variances outside the table
+    activation: object         # (the rule's integrands; compiled for variances outside the table, :attr:`fn`)
     t_lo: float
     t_hi: float
     coef: np.ndarray           # (2, m + 1, m + 1, R + 1): C and Cdot
     error: float               # relative to the largest |C|, |Cdot| of the table
     rule_error: float = 0.0    # the rule's own error estimate (the dual's, before the table's was added)
+
+    @functools.cached_property
+    def fn(self):
+        """The rule's compiled (C, Cdot) of flat (q1, q2, c), for variances outside the table (compiled on first
+        use)."""
+        return _compiled(self.rule, self.activation)
 
     @property
     def n_angle(self) -> int:
@@ -92,18 +103,19 @@ class TabulatedPolarRule:
         inside = (q1 >= lo) & (q1 <= hi) & (q2 >= lo) & (q2 <= hi)
         idx = np.nonzero(inside)[0]
         m, R = self.degrees
-        flat = self.coef.reshape(2, (m + 1) ** 2, R + 1)
         span = self.t_hi - self.t_lo
         for s in range(0, idx.size, _CHUNK):
             k = idx[s:s + _CHUNK]
-            n = np.sqrt(q1[k] * q2[k])
-            rho = np.clip(c[k] / n, -1.0, 1.0)
-            T1 = chebyshev_matrix(np.clip(2.0 * (np.log(q1[k]) - self.t_lo) / span - 1.0, -1.0, 1.0) if span > 0 else 0 * n, m)
-            T2 = chebyshev_matrix(np.clip(2.0 * (np.log(q2[k]) - self.t_lo) / span - 1.0, -1.0, 1.0) if span > 0 else 0 * n, m)
+            # the solvers ask many correlations of one (q1, q2) (a time cell, many input angles): the variances are
+            # contracted once per distinct pair, to a series in theta; then (R + 1) terms a point
+            cells, inv = np.unique(q1[k] + 1j * q2[k], return_inverse=True)
+            T1, T2 = (chebyshev_matrix(np.clip(2.0 * (np.log(v) - self.t_lo) / span - 1.0, -1.0, 1.0)
+                                       if span > 0 else 0.0 * v, m) for v in (cells.real, cells.imag))
+            rho = np.clip(c[k] / np.sqrt(q1[k] * q2[k]), -1.0, 1.0)
             Tt = chebyshev_matrix(2.0 * np.arccos(rho) / math.pi - 1.0, R)
             for o in range(2):
-                A = (Tt @ flat[o].T).reshape(k.size, m + 1, m + 1)
-                out[o, k] = np.einsum("ni,nij,nj->n", T1, A, T2)
+                G = np.einsum("ui,uir->ur", T2, (T1 @ self.coef[o].reshape(m + 1, -1)).reshape(-1, m + 1, R + 1))
+                out[o, k] = np.einsum("nr,nr->n", Tt, G[inv.ravel()])
         rest = np.nonzero(~inside)[0]
         if rest.size:
             out[:, rest] = padded_blocked(self.fn, q1[rest], q2[rest], c[rest], points=self.rule.points)
@@ -111,33 +123,27 @@ class TabulatedPolarRule:
 
 
 def _compiled(rule, activation):
-    """The rule's (C, Cdot) as one compiled function of flat (q1, q2, c) (jax; the build's and the fallback's)."""
+    """The rule's (C, Cdot) as one compiled function of flat (q1, q2, c) (jax; the fallback's outside the table)."""
     from .._lazy import jax
 
     pairs = ((activation.jax_fn, activation.jax_fn), (activation.jax_derivative, activation.jax_derivative))
     return jax.jit(lambda q1, q2, c: rule.expect_pairs(pairs, q1, q2, c))
 
 
-def _exact(fn, rule, Q1, Q2, TH):
-    """The rule's (C, Cdot) (``fn``: :func:`_compiled`) at arrays of variances and angles."""
-    n = np.sqrt(Q1 * Q2)
-    C, D = padded_blocked(fn, Q1.ravel(), Q2.ravel(), (n * np.cos(TH)).ravel(), points=rule.points)
-    return np.stack([C.reshape(Q1.shape), D.reshape(Q1.shape)])
+def _pairs(activation):
+    return ((activation.numpy_fn, activation.numpy_fn), (activation.numpy_derivative, activation.numpy_derivative))
 
 
-def _values(fn, rule, t, th):
-    """(2, m + 1, m + 1, R + 1) values at the log-variances ``t`` (both axes; symmetric: i <= j evaluated) and angles
-    ``th``."""
-    q = np.exp(t)
-    i, j = np.triu_indices(t.size)
-    Q1 = np.repeat(q[i][:, None], th.size, axis=1)
-    Q2 = np.repeat(q[j][:, None], th.size, axis=1)
-    TH = np.broadcast_to(th, Q1.shape)
-    got = _exact(fn, rule, Q1, Q2, TH)              # (2, pairs, R + 1)
-    F = np.empty((2, t.size, t.size, th.size))
-    F[:, i, j] = got
-    F[:, j, i] = got
-    return F
+def _exact(rule, activation, q1, q2, th):
+    """The rule's (C, Cdot) at arrays of variances and angles (numpy, nothing compiled: the held-out check)."""
+    return np.stack(rule.expect_pairs_np(_pairs(activation), q1, q2, np.sqrt(q1 * q2) * np.cos(th)))
+
+
+def _values(rule, activation, t, th):
+    """(2, m + 1, m + 1, R + 1) values at the log-variances ``t`` (both axes) and angles ``th``: the rule on the
+    tensor grid (:meth:`~kernelcalc.theory.gaussian_rules.PolarSectorRule.tensor_np`, one matrix product per
+    angle)."""
+    return np.stack(rule.tensor_np(_pairs(activation), np.exp(t), th))
 
 
 def _tail(coef: np.ndarray, axis: int, scale: np.ndarray) -> float:
@@ -154,7 +160,7 @@ def tabulate_polar(dual, q_lo: float, q_hi: float, tol: float):
     rule = dual.rule
     if not isinstance(rule, PolarSectorRule) or not (0 < q_lo <= q_hi and math.isfinite(q_hi)):
         return None
-    fn = _compiled(rule, dual.activation)
+    act = dual.activation
     t_lo, t_hi = math.log(q_lo), math.log(q_hi)
     mi, ri = 0, 0
     m, R = _M_LEVELS[mi], _R_LEVELS[ri]
@@ -163,7 +169,7 @@ def tabulate_polar(dual, q_lo: float, q_hi: float, tol: float):
         return (t_lo + (t_hi - t_lo) * (lobatto(m) + 1.0) / 2.0 if t_hi > t_lo else np.full(m + 1, t_lo),
                 math.pi * (lobatto(R) + 1.0) / 2.0)
 
-    F = _values(fn, rule, *nodes(m, R))
+    F = _values(rule, act, *nodes(m, R))
     while True:
         coef = _coefficients(_coefficients(_coefficients(F, 1), 2), 3)
         scale = np.maximum(np.max(np.abs(F).reshape(2, -1), axis=1), 1e-300)
@@ -176,15 +182,15 @@ def tabulate_polar(dual, q_lo: float, q_hi: float, tol: float):
             R2 = _R_LEVELS[ri]
             t, th = nodes(m, R2)
             G = np.empty(F.shape[:3] + (R2 + 1,))
-            G[..., 0::2], G[..., 1::2] = F, _values(fn, rule, t, th[1::2])
+            G[..., 0::2], G[..., 1::2] = F, _values(rule, act, t, th[1::2])
             F, R = G, R2
         elif tail_t > tol / 2 and mi + 1 < len(_M_LEVELS):
             mi += 1
             m = _M_LEVELS[mi]
-            F = _values(fn, rule, *nodes(m, R))
+            F = _values(rule, act, *nodes(m, R))
         else:
             return None
-    table = TabulatedPolarRule(rule, fn, t_lo, t_hi, coef, max(tail_t, tail_th))
+    table = TabulatedPolarRule(rule, act, t_lo, t_hi, coef, max(tail_t, tail_th))
     # held-out: random variances (log-uniform) and angles against the rule
     rng = np.random.default_rng(0)
     q1 = np.exp(rng.uniform(t_lo, t_hi, _HELD_OUT))
@@ -192,7 +198,7 @@ def tabulate_polar(dual, q_lo: float, q_hi: float, tol: float):
     # (a third near theta = 0 and pi, where the kinks' sqrt(1 - rho) and the large-q layers are)
     th = np.concatenate([rng.uniform(0.0, math.pi, _HELD_OUT - 2 * (_HELD_OUT // 3)),
                          10.0 ** rng.uniform(-8, 0, _HELD_OUT // 3), math.pi - 10.0 ** rng.uniform(-8, 0, _HELD_OUT // 3)])
-    ref = _exact(fn, rule, q1, q2, th)
+    ref = _exact(rule, act, q1, q2, th)
     got = np.stack(table.values_np(q1, q2, np.sqrt(q1 * q2) * np.cos(th)))
     held = float(np.max(np.max(np.abs(got - ref), axis=1) / scale))
     error = max(tail_t, tail_th, 3.0 * held)
