@@ -421,3 +421,43 @@ def test_elu_repeated_rows_and_few_norm_groups():
         D = kc.node_kernel(u[[0, 6]], activation="elu", T=0.5)
         err = np.max(np.abs(G.ntk[np.ix_([0, 6], [0, 6])] - D.ntk))
         assert err <= G.info["error_estimate"] + 1e-12 * np.max(np.abs(D.ntk)) and err <= 1e-9 * np.max(np.abs(D.ntk))
+
+
+_TANH_KINK = "Piecewise((tanh(x), x > 0), (x, True))"
+
+
+def test_kink_at_zero_without_closed_form_on_standardised_rows_equals_direct_pair_solves():
+    """A kink at 0 and a non-polynomial piece (no closed form: the polar-sector rule, tabulated in (log q1, log q2,
+    theta) over the variances of every norm, theory/polar_table.py) off the sphere: the norm-interpolation Gram (its
+    tensor-grid solves with Newton steps and interpolated starts, the table contracted once per solve) against the
+    direct per-pair path on a handful of rows, within 1e-8 and its error estimate (this was refused by the cost
+    guard: the rule's 12k integrand values per cell)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kc.Assumption1Warning)
+        K = _node_against_direct_pairs(_standardised(80, 10, 2), _TANH_KINK, (0, 1, 33, 60))
+    assert "tabulated" in K.info["expectation"] and K.info["interpolated_starts"] > 0
+
+
+@pytest.mark.slow    # ~1-2 minutes: the untabulated rule's solves
+def test_kink_at_zero_off_the_sphere_with_the_table_equals_the_rule(monkeypatch):
+    """The direct per-pair path on five standardised rows with the tabulated polar dual (the default) and with the
+    rule itself (compiled, every cell its 12k integrand values): within 1e-12 of max|NTK|."""
+    import warnings
+
+    from kernelcalc.kernels import ode_solver
+
+    x = _standardised(5, 6, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kc.Assumption1Warning)
+        ode_solver._TIME_GRIDS.clear()
+        K = kc.node_kernel(x, activation=_TANH_KINK, T=1.0)
+        assert "tabulated" in K.info["expectation"]
+        ode_solver._TIME_GRIDS.clear()
+        monkeypatch.setattr(ode_solver.GoursatSolver, "_polar_table", lambda self, dual, v, q: dual)
+        R = kc.node_kernel(x, activation=_TANH_KINK, T=1.0)
+        ode_solver._TIME_GRIDS.clear()
+    assert "tabulated" not in R.info["expectation"]
+    scale = np.max(np.abs(R.ntk))
+    assert np.max(np.abs(K.ntk - R.ntk)) <= 1e-12 * scale and np.max(np.abs(K.nngp - R.nngp)) <= 1e-12 * scale

@@ -176,26 +176,18 @@ class TabulatedMarginals:
         # ask for them bin by bin as their variances appear: ~40 products, each reading the Hermite functions)
         bin_tails_of(_numpy_functions(dual.activation), dual.rule.K, dual.rule.tol, bins_of(q_lo, q_hi))
 
-    @property
-    def tabulates_polar(self) -> bool:
-        """Whether this solver evaluates its dual in numpy, where a polar-sector dual is worth tabulating: the Euler
-        ResNet's march (the kinked solvers say so themselves: ``_dual_np``); the tensor grid's compiled solves are not
-        served by the table."""
-        from .ode_grid import _M_SEQUENCE, _marches
-
-        return _marches(self.grid(self.M_fixed or _M_SEQUENCE[0]))
-
-    def _polar_table(self, dual, v_max: float, q_max: float):
+    def _polar_table(self, dual, v_lo: float, q_max: float):
         r"""A polar-sector dual tabulated in $(\log q_1,\log q_2,\theta)$ over $[\sigma_u^2v_{\min}, 1.05\,q_{\max}]$
         (:mod:`kernelcalc.theory.polar_table`; $v_{\min}$ the smallest announced norm, else $v_{\max}$: $q(t)\ge q(0)$),
-        its error added to the dual's estimate; the dual itself in a solver that does not evaluate it in numpy
-        (:attr:`tabulates_polar`), for any other rule, or when the table misses the dual's accuracy.  An already
+        its error added to the dual's estimate (every solver evaluates a tabulated dual in numpy: the Euler march, the
+        kinked solvers, the tensor grid with Newton steps); the dual itself for any other rule, or when the table
+        misses the dual's accuracy.  An already
         tabulated dual whose range covers the smallest norm is kept (the memoised dual of an earlier call)."""
-        if dual.method != "polar" or not self.tabulates_polar:
+        if dual.method != "polar":
             return dual
         from ..theory.polar_table import TabulatedPolarRule, tabulate_polar
 
-        q_lo = self.sigma_u**2 * min(self._table_from or v_max, v_max)
+        q_lo = self.sigma_u**2 * min(self._table_from or v_lo, v_lo)
         if isinstance(dual.rule, TabulatedPolarRule):
             if math.log(q_lo) >= dual.rule.t_lo - 1e-12:
                 return dual

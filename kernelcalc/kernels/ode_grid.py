@@ -38,6 +38,14 @@ _LOOSE_CHANGE = 1e-2
 _LOOSE_DUAL_TOL = 1e-7
 
 
+def dear_numpy(dual, xp) -> bool:
+    r"""Whether ``dual`` evaluated with ``xp`` is a dear numpy rule that gives $(C,\dot C)$ in one evaluation: a closed
+    form with special functions (elu's bivariate Mills ratios, the relu sums' orthants: ``points`` > 1) or the
+    tabulated polar rule (:mod:`kernelcalc.theory.polar_table`).  Its cross solves take Newton steps from the first
+    sweep, and the coarse problems of a pair of norms first, the others started from their solutions."""
+    return xp is np and ((dual.method == "closed" and dual.points > 1) or (dual.method == "polar" and dual.numpy_ok))
+
+
 def _relative_change(G, S) -> float:
     """max|G - S| / max|G| (numpy): how far a sweep moved its iterate, relative to the image."""
     return float(np.max(np.abs(G - S))) / max(float(np.max(np.abs(G))), 1e-300)
@@ -216,7 +224,9 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
     odd = dual.activation.is_odd
     halve = dual.method in _QUADRATURE_RULES       # symmetric grids: C on the upper triangle only
 
-    def dual_of(m1, m2, S, derivative=True, tails=None, sym=False, tol=None):
+    dear = dear_numpy(dual, xp)
+
+    def dual_of_any(m1, m2, S, derivative=True, tails=None, sym=False, tol=None):
         if sym and halve:
             return _symmetric_from_marginals(dual, m1, m2, S, derivative, xp)
         return dual.from_marginals(m1, m2, S, derivative=derivative, xp=xp, tails=tails, tol=tol)
@@ -270,7 +280,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
             mi = tuple(a[..., :, None] for a in m)
             mj = tuple(a[..., None, :] for a in m)
             tl = dual.tails(m, xp, **extra)
-            C = dual_of(mi, mj, S, derivative=False, tails=None if tl is None else (tl, tl), sym=True, tol=t)
+            C = dual_of_any(mi, mj, S, derivative=False, tails=None if tl is None else (tl, tl), sym=True, tol=t)
             return forward(S0, C)
 
         S_init = xp.broadcast_to(S0[:, None, None], (S0.shape[0], n, n))
@@ -303,8 +313,8 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         between solved problems), swept with the exact map from the first sweep; the fixed point and the stopping
         test are those of a cold start.  ``states`` (numpy): a list that receives the solutions S ``(B, n, n)``."""
         warm = S_start is not None
-        if warm and not (xp is np and not jumps and (lazy or dual.method == "closed")):
-            raise ValueError("a warm start applies to the numpy Mehler-series and closed-form cross solves only")
+        if warm and not (xp is np and not jumps and (lazy or dual.method == "closed" or dear)):
+            raise ValueError("a warm start applies to the numpy Mehler-series, closed-form and tabulated cross solves only")
         if lazy:    # numpy Hermite: the truncated series gathers only the coefficients it sums
             mx = (m[0][ix, :, None],) + tuple(Gathered(a, ix, -1) for a in m[1:])
             my = (m[0][iy, None, :],) + tuple(Gathered(a, iy, -2) for a in m[1:])
@@ -318,6 +328,14 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
             tails = (tuple(Gathered(t, ix) for t in tl), tuple(Gathered(t, iy) for t in tl))
         else:
             tails = (tuple(t[:, ix] for t in tl), tuple(t[:, iy] for t in tl))
+        # the tabulated polar rule at this solve's cells (fixed variances): contracted once, R + 1 terms a sweep
+        cells = dual.rule.at_variances(mx[0], my[0]) if dear and dual.method == "polar" else None
+
+        def dual_of(m1, m2, S, derivative=True, tails=None, sym=False, tol=None):
+            if cells is not None and m1 is mx and m2 is my:
+                out = cells(S)
+                return out if derivative else out[0]
+            return dual_of_any(m1, m2, S, derivative, tails, sym, None if cells is not None else tol)
 
         if jumps:
             # phi jumps: C(rho) has an infinite slope at rho = 1, so for identical inputs (and opposite ones of an
@@ -339,7 +357,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
             # first sweep, C and Cdot in one evaluation (kernels/_newton.py; measured elu, N = 200 standardised rows:
             # the tensor grid's 622-pair call 2.0 -> 0.9 s.  A cheap closed form loses: sin, cos, erf 1.3-1.8x slower,
             # the linear iterations of the steps cost more than the sweeps they save)
-            newton = ChordNewton(A, sigma_w) if lazy or (xp is np and dual.method == "closed" and dual.points > 1) else None
+            newton = ChordNewton(A, sigma_w) if lazy or dear else None
             last_change = [math.inf]      # (the first sweep loose: from a warm start too, whose change is ~1e-4)
 
             def step(S):

@@ -89,8 +89,6 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
     (the tensor-grid solver of unequal-norm pairs) and, for the panels' cost guard, ``work_limit`` and
     ``cost_message`` (:func:`kernelcalc.kernels.ode_refusals.cost_refusal`)."""
 
-    tabulates_polar = True      # (its duals are evaluated in numpy: _marginal_table.TabulatedMarginals._polar_table)
-
     def __init__(self, activation, *, T, sigma_w, sigma_u, sigma_v, v_max, tol=1e-10, M=None, strict=False):
         super().__init__(activation, T=T, sigma_w=sigma_w, sigma_u=sigma_u, sigma_v=sigma_v, v_max=v_max, tol=tol,
                          M=M, strict=strict, grid=lambda m: self._grid(m, 1.0),

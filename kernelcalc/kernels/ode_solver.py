@@ -20,7 +20,8 @@ from ..theory.gaussian import DEFAULT_TOL, MEMORY_BUDGET, DualKernels, dual_kern
 from ..theory.largeq_table import cheapest_tabulated_rule
 from ._gram import bucket, by_correlation, flat_pairs, pad_to
 from .ode_grid import (_ELEMENT_LENGTH, _JIT_BATCH, _JIT_NORMS, _M_SEQUENCE, _MAX_NODES, _QUADRATURE_RULES, _STAGNATION,
-                       _SWEEP_TOL, _backend, _compiled, _marches, chebyshev_discretisation, time_elements)
+                       _SWEEP_TOL, _backend, _compiled, _marches, chebyshev_discretisation, dear_numpy,
+                       time_elements)
 from ._interp import interval_weights
 from ._marginal_table import TabulatedMarginals
 from ._ode_starts import SelfKernelStarts, coarse_problems, first_variance_guess, interpolated_starts
@@ -160,7 +161,8 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
         calls (a bounded cache, :data:`_TIME_GRIDS`): a second Gram of the same kernel skips the grid
         refinement.  The warnings of the first computation are recorded with it and issued again at
         every call that reuses it (a shortfall is never silent); a strict failure is not cached."""
-        if "M" in self.info:
+        if "M" in self.info:        # (a polar table widened to norms announced since: prepare, a later call)
+            self._dual = self._widened(self._dual, v_unique, self.info["q_max"])
             return self._dual, self.info["M"]
         v_max = max(self.v_max, float(np.max(v_unique)))
         self.v_max = v_max
@@ -180,15 +182,26 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
             _TIME_GRIDS[key] = hit
         dual, M, info, caught, self._shared_diagonals = hit
         self.info.update(info)
-        wider = self._polar_table(dual, v_max, info["q_max"])      # (a memoised table that misses smaller norms)
+        wider = self._widened(dual, v_unique, info["q_max"])      # (a memoised table that misses smaller norms)
         if wider is not dual:
             dual = wider
-            self.info.update(expectation=dual.describe(), expectation_error_estimate=dual.error_estimate)
             _TIME_GRIDS[key] = (dual, M, dict(self.info), caught, self._shared_diagonals)
         self._dual = dual
         for message, category in caught:          # at the user's line, through the user's filters
             warn(message, category)
         return dual, M
+
+    def _widened(self, dual, v_unique, q_max):
+        """``dual``, or its polar table rebuilt over a range that holds the smallest norm announced or asked
+        (:meth:`_polar_table`), the info updated (a dual that could not be tabulated stays the rule)."""
+        if not (dual.method == "polar" and dual.numpy_ok):
+            return dual
+        v = np.asarray(v_unique, np.float64)
+        v = v[v > 0]
+        wider = self._polar_table(dual, float(v.min()) if v.size else self.v_max, q_max)
+        if wider is not dual:
+            self.info.update(expectation=wider.describe(), expectation_error_estimate=wider.error_estimate)
+        return wider
 
     def _choose_dual_and_M(self, v_max):
         """:meth:`_dual_and_M` without the cache."""
@@ -460,7 +473,7 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
         s0_in = rec.ode_initial(sxy, self.sigma_u)
         # a dear numpy closed form: the coarse problems of each pair of norms first, the others started from their
         # solutions interpolated in the input covariance (_ode_starts.interpolated_starts)
-        waves = (backend == "numpy" and dual.method == "closed" and dual.points > 1 and not self.activation.jumps
+        waves = (backend == "numpy" and dear_numpy(dual, np) and not self.activation.jumps
                  and not _marches(self.grid(M)))
         first = coarse_problems(ix_in, iy_in, s0_in) | warm if waves else np.ones(n, bool)
         rest, later = np.nonzero(~warm & first)[0], np.nonzero(~first)[0]

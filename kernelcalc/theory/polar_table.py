@@ -35,9 +35,10 @@ from .gaussian_rules import PolarSectorRule, padded_blocked
 __all__ = ["TabulatedPolarRule", "tabulate_polar"]
 
 _M_LEVELS = (8, 16, 32)         # Lobatto degrees in log q (doubled while the tail is above tol / 2)
+_M_SPANS = (0.25, 2.0)          # spans of log q up to which the table starts at _M_LEVELS[0], [1] (else [2])
 _R_LEVELS = (32, 64, 128)       # ... in theta on [0, pi]
 _HELD_OUT = 48                  # random (q1, q2, theta) checked against the rule
-_CHUNK = 8192                   # points per contraction (their (points, (m + 1)^2) temporaries stay small)
+_CHUNK = 8192                   # points per evaluation of the theta series (their (points, R + 1) temporaries)
 
 
 def _coefficients(F: np.ndarray, axis: int) -> np.ndarray:
@@ -75,8 +76,9 @@ class TabulatedPolarRule:
 
     @property
     def points(self) -> int:
-        # (the cost guards price the rule: the jax paths, e.g. the tensor grid of unequal norms, evaluate it)
-        return self.rule.points
+        """The cost of an evaluation (the cost guards'): its series in theta, two of R + 1 terms (every solver evaluates
+        the table in numpy, its variances contracted once per solve: :meth:`at_variances`)."""
+        return 2 * (self.degrees[1] + 1)
 
     @property
     def degrees(self) -> tuple[int, int]:
@@ -96,30 +98,60 @@ class TabulatedPolarRule:
     def values_np(self, q1, q2, c):
         r"""$(C,\dot C)$ at broadcast arrays (numpy): the table where both variances lie in it, else the rule."""
         q1, q2, c = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (q1, q2, c)))
-        shape = c.shape
-        q1, q2, c = (v.ravel() for v in (q1, q2, c))
-        out = np.empty((2, c.size))
+        return self.at_variances(q1, q2)(c)
+
+    @float64
+    def at_variances(self, q1, q2):
+        r"""$c\mapsto(C,\dot C)$ at the fixed variances ``q1``, ``q2`` (numpy; ``c`` of their broadcast shape).  The
+        solvers ask many correlations of one $(q_1,q_2)$ (a time cell: many input angles, every Picard or Newton
+        sweep), so the variances are contracted once: the series in $\log q_1$ once per distinct $q_1$ ($(m+1)^2(R+1)$
+        terms), then in $\log q_2$ once per distinct pair ($(m+1)(R+1)$), leaving a series of $R+1$ terms in
+        $\theta$ per point.  Variances outside the table: the rule's own values."""
+        q1, q2 = np.broadcast_arrays(np.asarray(q1, np.float64), np.asarray(q2, np.float64))
+        shape = q1.shape
+        q1, q2 = q1.ravel(), q2.ravel()
         lo, hi = math.exp(self.t_lo) * (1 - 1e-12), math.exp(self.t_hi) * (1 + 1e-12)
         inside = (q1 >= lo) & (q1 <= hi) & (q2 >= lo) & (q2 <= hi)
-        idx = np.nonzero(inside)[0]
+        idx, rest = np.nonzero(inside)[0], np.nonzero(~inside)[0]
+        cells, inv = np.unique(q1[idx] + 1j * q2[idx], return_inverse=True)
+        G = self._theta_series(cells.real, cells.imag)            # (2, cells, R + 1)
+        inv = inv.ravel()
+        R = self.degrees[1]
+
+        def at(c):
+            c = np.broadcast_to(np.asarray(c, np.float64), shape).ravel()
+            out = np.empty((2, c.size))
+            for s in range(0, idx.size, _CHUNK):
+                k = idx[s:s + _CHUNK]
+                rho = np.clip(c[k] / np.sqrt(q1[k] * q2[k]), -1.0, 1.0)
+                Tt = chebyshev_matrix(2.0 * np.arccos(rho) / math.pi - 1.0, R)
+                g = G[:, inv[s:s + _CHUNK]]
+                out[0, k], out[1, k] = np.einsum("nr,nr->n", Tt, g[0]), np.einsum("nr,nr->n", Tt, g[1])
+            if rest.size:
+                out[:, rest] = padded_blocked(self.fn, q1[rest], q2[rest], c[rest], points=self.rule.points)
+            return out[0].reshape(shape), out[1].reshape(shape)
+
+        return at
+
+    def _theta_series(self, a, b):
+        """The series in theta, ``(2, len(a), R + 1)``, at the variance pairs ``(a, b)`` (inside the table; sorted by
+        ``a``)."""
         m, R = self.degrees
         span = self.t_hi - self.t_lo
-        for s in range(0, idx.size, _CHUNK):
-            k = idx[s:s + _CHUNK]
-            # the solvers ask many correlations of one (q1, q2) (a time cell, many input angles): the variances are
-            # contracted once per distinct pair, to a series in theta; then (R + 1) terms a point
-            cells, inv = np.unique(q1[k] + 1j * q2[k], return_inverse=True)
-            T1, T2 = (chebyshev_matrix(np.clip(2.0 * (np.log(v) - self.t_lo) / span - 1.0, -1.0, 1.0)
-                                       if span > 0 else 0.0 * v, m) for v in (cells.real, cells.imag))
-            rho = np.clip(c[k] / np.sqrt(q1[k] * q2[k]), -1.0, 1.0)
-            Tt = chebyshev_matrix(2.0 * np.arccos(rho) / math.pi - 1.0, R)
+
+        def cheb(v):
+            return chebyshev_matrix(np.clip(2.0 * (np.log(v) - self.t_lo) / span - 1.0, -1.0, 1.0)
+                                    if span > 0 else 0.0 * v, m)
+
+        # (a, b) sorted by a (np.unique of a + ib): one matrix product per distinct a, no gathered copies
+        ua, first = np.unique(a, return_index=True)
+        A = np.stack([cheb(ua) @ self.coef[o].reshape(m + 1, -1) for o in range(2)]).reshape(2, -1, m + 1, R + 1)
+        Tb = cheb(b)
+        G = np.empty((2, a.size, R + 1))
+        for g, (lo, hi) in enumerate(zip(first, np.append(first[1:], a.size))):
             for o in range(2):
-                G = np.einsum("ui,uir->ur", T2, (T1 @ self.coef[o].reshape(m + 1, -1)).reshape(-1, m + 1, R + 1))
-                out[o, k] = np.einsum("nr,nr->n", Tt, G[inv.ravel()])
-        rest = np.nonzero(~inside)[0]
-        if rest.size:
-            out[:, rest] = padded_blocked(self.fn, q1[rest], q2[rest], c[rest], points=self.rule.points)
-        return out[0].reshape(shape), out[1].reshape(shape)
+                G[o, lo:hi] = Tb[lo:hi] @ A[o, g]
+        return G
 
 
 def _compiled(rule, activation):
@@ -162,7 +194,8 @@ def tabulate_polar(dual, q_lo: float, q_hi: float, tol: float):
         return None
     act = dual.activation
     t_lo, t_hi = math.log(q_lo), math.log(q_hi)
-    mi, ri = 0, 0
+    # the first degree in log q by the span (measured, the module doc: ~13 over [1, 3], 20-24 over [0.1, 8])
+    mi, ri = int(np.searchsorted(_M_SPANS, t_hi - t_lo)), 0
     m, R = _M_LEVELS[mi], _R_LEVELS[ri]
 
     def nodes(m, R):
