@@ -184,14 +184,38 @@ def _tail(coef: np.ndarray, axis: int, scale: np.ndarray) -> float:
     return float(np.max(np.max(c.reshape(2, -1), axis=1) / scale)) * 2.0
 
 
+#: tables built in this process: (rule, activation, tol) -> tables (a few): a solver's request within the range of one
+#: is served by it (the kinked solver and its tensor grid of unequal norms ask for the same variances; a table widened
+#: to the norms announced later covers the first request)
+_BUILT: dict = {}
+_BUILT_MAX = 8
+
+
 @float64
 def tabulate_polar(dual, q_lo: float, q_hi: float, tol: float):
     r"""A :class:`TabulatedPolarRule` of the polar dual ``dual`` (its rule and activation) for variances in
     $[q_{lo},q_{hi}]$ (module doc), or ``None`` when its degrees cannot meet ``tol`` (relative to the largest $|C|$,
-    $|\dot C|$): then the rule itself."""
+    $|\dot C|$): then the rule itself.  A table of the same rule and ``tol`` built before whose range holds
+    $[q_{lo},q_{hi}]$ is returned as it is (memoised, :data:`_BUILT`)."""
     rule = dual.rule
     if not isinstance(rule, PolarSectorRule) or not (0 < q_lo <= q_hi and math.isfinite(q_hi)):
         return None
+    key = (rule, dual.activation, float(tol))
+    t_lo, t_hi = math.log(q_lo), math.log(q_hi)
+    for table in _BUILT.get(key, ()):
+        if table.t_lo <= t_lo + 1e-12 and table.t_hi >= t_hi - 1e-12:
+            return table
+    table = _build(dual, q_lo, q_hi, tol)
+    if table is not None:
+        if len(_BUILT) >= _BUILT_MAX and key not in _BUILT:
+            _BUILT.pop(next(iter(_BUILT)))
+        _BUILT[key] = (_BUILT.get(key, ()) + (table,))[-4:]
+    return table
+
+
+def _build(dual, q_lo, q_hi, tol):
+    """:func:`tabulate_polar` without the memo."""
+    rule = dual.rule
     act = dual.activation
     t_lo, t_hi = math.log(q_lo), math.log(q_hi)
     # the first degree in log q by the span (measured, the module doc: ~13 over [1, 3], 20-24 over [0.1, 8])
