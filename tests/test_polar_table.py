@@ -106,6 +106,18 @@ def test_table_error_estimate_is_honest(table):
     out = np.stack(tab.values_np([0.3, 5.0], [1.0, 1.0], [0.1, 0.5]))      # outside [0.9, 2.0]: the rule
     want = np.stack(dual.rule.expect_pairs_np(pairs, [0.3, 5.0], [1.0, 1.0], [0.1, 0.5]))
     np.testing.assert_allclose(out, want, rtol=1e-13, atol=0)
+    # a zero variance (a zero input row): that variable is the constant 0, C = phi(0) E[phi(b)] whatever c
+    out = np.stack(tab.values_np([0.0, 0.0, 1.5], [1.2, 0.0, 0.0], [0.0, 0.0, 0.0]))
+    zero = np.array([float(act.numpy_fn(np.array(0.0))), float(act.numpy_derivative(np.array(0.0)))])
+    from scipy.integrate import quad
+
+    def moment(f):       # E[f(sqrt(1.2) z)], split at the kink
+        g = lambda z: float(f(np.array(math.sqrt(1.2) * z))) * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+        return quad(g, -14, 0, epsabs=1e-14, epsrel=1e-13, limit=200)[0] + quad(g, 0, 14, epsabs=1e-14, epsrel=1e-13, limit=200)[0]
+
+    one = np.array([moment(act.numpy_fn), moment(act.numpy_derivative)])
+    np.testing.assert_allclose(out[:, 0], zero * one, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out[:, 1], zero * zero, atol=1e-14)
 
 
 def test_table_with_shared_variances_and_the_tensor_rule(table):

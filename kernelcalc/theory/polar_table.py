@@ -23,14 +23,14 @@ smaller norms) are evaluated by the rule itself.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import numpy as np
 
+from .._blas import one_blas_thread
 from .._x64 import float64
 from ._chebyshev import chebyshev_coefficients, chebyshev_matrix, lobatto
-from .gaussian_rules import PolarSectorRule, padded_blocked
+from .gaussian_rules import PolarSectorRule
 
 __all__ = ["TabulatedPolarRule", "tabulate_polar"]
 
@@ -53,18 +53,12 @@ class TabulatedPolarRule:
     (jax) is the rule's own."""
 
     rule: PolarSectorRule
-    activation: object         # (the rule's integrands; compiled for variances outside the table, :attr:`fn`)
+    activation: object         # (the rule's integrands, for variances outside the table)
     t_lo: float
     t_hi: float
     coef: np.ndarray           # (2, m + 1, m + 1, R + 1): C and Cdot
     error: float               # relative to the largest |C|, |Cdot| of the table
     rule_error: float = 0.0    # the rule's own error estimate (the dual's, before the table's was added)
-
-    @functools.cached_property
-    def fn(self):
-        """The rule's compiled (C, Cdot) of flat (q1, q2, c), for variances outside the table (compiled on first
-        use)."""
-        return _compiled(self.rule, self.activation)
 
     @property
     def n_angle(self) -> int:
@@ -128,10 +122,20 @@ class TabulatedPolarRule:
                 g = G[:, inv[s:s + _CHUNK]]
                 out[0, k], out[1, k] = np.einsum("nr,nr->n", Tt, g[0]), np.einsum("nr,nr->n", Tt, g[1])
             if rest.size:
-                out[:, rest] = padded_blocked(self.fn, q1[rest], q2[rest], c[rest], points=self.rule.points)
+                out[:, rest] = self._outside(q1[rest], q2[rest], c[rest])
             return out[0].reshape(shape), out[1].reshape(shape)
 
         return at
+
+    def _outside(self, q1, q2, c):
+        r"""The rule's own $(C,\dot C)$ (numpy) at variances outside the table, once per distinct point: a zero variance
+        (a zero input row: that variable is the constant 0, the correlation taken as 0 whatever ``c``, so a solve's
+        cells with it are a few distinct points), or a norm below the range announced."""
+        c = np.where(q1 * q2 > 0, c, 0.0)
+        points, inv = np.unique(np.stack([q1, q2, c]), axis=1, return_inverse=True)
+        pairs = ((self.activation.numpy_fn, self.activation.numpy_fn),
+                 (self.activation.numpy_derivative, self.activation.numpy_derivative))
+        return np.stack(self.rule.expect_pairs_np(pairs, *points))[:, inv.ravel()]
 
     def _theta_series(self, a, b):
         """The series in theta, ``(2, len(a), R + 1)``, at the variance pairs ``(a, b)`` (inside the table; sorted by
@@ -152,14 +156,6 @@ class TabulatedPolarRule:
             for o in range(2):
                 G[o, lo:hi] = Tb[lo:hi] @ A[o, g]
         return G
-
-
-def _compiled(rule, activation):
-    """The rule's (C, Cdot) as one compiled function of flat (q1, q2, c) (jax; the fallback's outside the table)."""
-    from .._lazy import jax
-
-    pairs = ((activation.jax_fn, activation.jax_fn), (activation.jax_derivative, activation.jax_derivative))
-    return jax.jit(lambda q1, q2, c: rule.expect_pairs(pairs, q1, q2, c))
 
 
 def _pairs(activation):
@@ -205,7 +201,8 @@ def tabulate_polar(dual, q_lo: float, q_hi: float, tol: float):
     for table in _BUILT.get(key, ()):
         if table.t_lo <= t_lo + 1e-12 and table.t_hi >= t_hi - 1e-12:
             return table
-    table = _build(dual, q_lo, q_hi, tol)
+    with one_blas_thread():      # (the build's products: threads thrash on a busy machine)
+        table = _build(dual, q_lo, q_hi, tol)
     if table is not None:
         if len(_BUILT) >= _BUILT_MAX and key not in _BUILT:
             _BUILT.pop(next(iter(_BUILT)))
