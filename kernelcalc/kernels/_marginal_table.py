@@ -177,28 +177,42 @@ class TabulatedMarginals:
         bin_tails_of(_numpy_functions(dual.activation), dual.rule.K, dual.rule.tol, bins_of(q_lo, q_hi))
 
     def _polar_table(self, dual, v_lo: float, q_max: float):
-        r"""A polar-sector dual tabulated in $(\log q_1,\log q_2,\theta)$ over $[\sigma_u^2v_{\min}, 1.05\,q_{\max}]$
+        r"""A polar-sector dual (or a dear closed form with kinks at 0 off the sphere: :meth:`_tabulates_closed`) tabulated in $(\log q_1,\log q_2,\theta)$ over $[\sigma_u^2v_{\min}, 1.05\,q_{\max}]$
         (:mod:`kernelcalc.theory.polar_table`; $v_{\min}$ the smallest announced norm, else $v_{\max}$: $q(t)\ge q(0)$),
         its error added to the dual's estimate (every solver evaluates a tabulated dual in numpy: the Euler march, the
         kinked solvers, the tensor grid with Newton steps); the dual itself for any other rule, or when the table
-        misses the dual's accuracy.  An already
-        tabulated dual whose range covers the smallest norm is kept (the memoised dual of an earlier call)."""
-        if dual.method != "polar":
-            return dual
+        misses the dual's accuracy.  An already tabulated dual whose range covers the smallest norm is kept (the
+        memoised dual of an earlier call), and so is one whose wider table would miss it (the rule outside)."""
         from ..theory.polar_table import TabulatedPolarRule, tabulate_polar
 
+        if not (dual.method == "polar" or isinstance(dual.rule, TabulatedPolarRule) or self._tabulates_closed(dual)):
+            return dual
         q_lo = self.sigma_u**2 * min(self._table_from or v_lo, v_lo)
+        held = dual
         if isinstance(dual.rule, TabulatedPolarRule):
             if math.log(q_lo) >= dual.rule.t_lo - 1e-12:
                 return dual
             dual = dataclasses.replace(dual, rule=dual.rule.rule, error_estimate=dual.rule.rule_error)
         tol = max(dual.error_estimate, DEFAULT_TOL)
         table = tabulate_polar(dual, q_lo, 1.05 * q_max, tol)
-        self.info["polar_table_error"] = None if table is None else table.error
-        if table is None:
-            return dual
+        if table is None:      # (a wider table that misses tol: the one held, its variances outside by the rule)
+            if held is dual:
+                self.info["polar_table_error"] = None
+            return held
+        self.info["polar_table_error"] = table.error
         table = dataclasses.replace(table, rule_error=dual.error_estimate)
         return dataclasses.replace(dual, rule=table, error_estimate=dual.error_estimate + table.error)
+
+    def _tabulates_closed(self, dual) -> bool:
+        r"""Whether a closed-form dual is tabulated too: a dear one (``points`` > 1: elu's bivariate Mills ratios) of a
+        $\phi$ whose kinks are at 0 (analytic in $\theta$, :mod:`kernelcalc.theory.polar_table`), once many norms are
+        announced (data off the sphere: the norm interpolation's solves; on the sphere it would not pay)."""
+        if not (dual.method == "closed" and dual.points > 1 and self._table_from is not None):
+            return False
+        from ..theory.gaussian import _kinks
+
+        act = dual.activation
+        return not act.jumps and set(_kinks(act.expr)) | set(_kinks(act.derivative)) <= {0.0}
 
     def _numpy_dual(self, dual, backend):
         """The dual a ``backend`` solve of ``dual`` takes: the tabulated one for numpy, when there is one."""

@@ -308,7 +308,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
     @jit
     def cross_solve(m, ix, iy, S0, S_start=None, states=None):
         """m: :func:`marginals` of the U distinct norms, ix, iy: (B,) indices into them; S0: (B,)
-        -> nngp, ntk (B,) and diagnostics.  ``S_start`` (numpy, Mehler series or a dear closed form):
+        -> nngp, ntk (B,) and diagnostics.  ``S_start`` (numpy, Mehler series, a closed form or a tabulated dual):
         ``(B, n, n)`` first iterates near the fixed point (identical inputs: their self-kernels; interpolated
         between solved problems), swept with the exact map from the first sweep; the fixed point and the stopping
         test are those of a cold start.  ``states`` (numpy): a list that receives the solutions S ``(B, n, n)``."""
@@ -329,7 +329,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         else:
             tails = (tuple(t[:, ix] for t in tl), tuple(t[:, iy] for t in tl))
         # the tabulated polar rule at this solve's cells (fixed variances): contracted once, R + 1 terms a sweep
-        cells = dual.rule.at_variances(mx[0], my[0]) if dear and dual.method == "polar" else None
+        cells = dual.rule.at_variances(mx[0], my[0]) if dear and hasattr(dual.rule, "at_variances") else None
 
         def dual_of(m1, m2, S, derivative=True, tails=None, sym=False, tol=None):
             if cells is not None and m1 is mx and m2 is my:
@@ -446,7 +446,8 @@ def _backend(dual: DualKernels, problems: int, nodes: int) -> str:
     (:func:`~kernelcalc.theory.gaussian.HermiteRule.series`), where the compiled loop runs every batch to
     its largest truncation.  Measured side by side (node tanh, N = 2000 standardised rows, 12 338 pair
     solves, K = 4192, busy 2-core machine): 9.3 s of CPU in numpy against 40-50 s compiled.
-    The quadrature rules (trapezoid, polar) are jax only.  The choice depends on the sizes only, so a
+    The quadrature rules (trapezoid, polar) are compiled; a tabulated polar rule (or closed form) runs in numpy.
+    The choice depends on the sizes only, so a
     given call always takes the same path (the two agree to rounding, ~1e-15 relative)."""
     if not dual.numpy_ok:
         return "jax"

@@ -335,6 +335,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
             t = self._tensor_factory()
             t.pairs_hint = self.pairs_hint
             t.probe_correlation = probe
+            t._table_from = self._table_from        # (the norms announced: its duals' tables span them too)
             if not self.activation.jumps:
                 t.diagonal_source = self._tensor_diagonals
                 t.diagonal_source_key = ("collapsed triangles", self.M_fixed)

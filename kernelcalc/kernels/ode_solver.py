@@ -173,6 +173,8 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
                self.probe_correlation, self.diagonal_source is not None, self.diagonal_source_key)
         hit = _TIME_GRIDS.get(key)
         if hit is None:
+            positive = np.asarray(v_unique, np.float64)[np.asarray(v_unique) > 0]
+            self._v_lo = float(positive.min()) if positive.size else v_max     # (the first table's range)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 dual, M = self._choose_dual_and_M(v_max)
@@ -194,7 +196,7 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
     def _widened(self, dual, v_unique, q_max):
         """``dual``, or its polar table rebuilt over a range that holds the smallest norm announced or asked
         (:meth:`_polar_table`), the info updated (a dual that could not be tabulated stays the rule)."""
-        if not (dual.method == "polar" and dual.numpy_ok):
+        if not (hasattr(dual.rule, "at_variances") or self._tabulates_closed(dual)):
             return dual
         v = np.asarray(v_unique, np.float64)
         v = v[v > 0]
@@ -241,7 +243,7 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
             self._refuse_early(q_est)
             dual = dual_kernels(self.activation, q_max=1.05 * q_est, strict=self.strict)
             self._tabulate(dual)
-            dual = self._polar_table(dual, v_max, q_est)
+            dual = self._polar_table(dual, min(getattr(self, "_v_lo", v_max), v_max), q_est)
         self.info["expectation"] = dual.describe()
         self.info["expectation_error_estimate"] = dual.error_estimate
         self.info.pop("sweep_change", None)

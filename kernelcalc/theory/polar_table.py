@@ -30,6 +30,7 @@ import numpy as np
 from .._blas import one_blas_thread
 from .._x64 import float64
 from ._chebyshev import chebyshev_coefficients, chebyshev_matrix, lobatto
+from .duals_ops import NUMPY_OPS
 from .gaussian_rules import PolarSectorRule
 
 __all__ = ["TabulatedPolarRule", "tabulate_polar"]
@@ -39,6 +40,7 @@ _M_SPANS = (0.25, 2.0)          # spans of log q up to which the table starts at
 _R_LEVELS = (32, 64, 128)       # ... in theta on [0, pi]
 _HELD_OUT = 48                  # random (q1, q2, theta) checked against the rule
 _CHUNK = 8192                   # points per evaluation of the theta series (their (points, R + 1) temporaries)
+_CELLS = 1024                   # variance pairs per contraction to the theta series (their (cells, m + 1, R + 1))
 
 
 def _coefficients(F: np.ndarray, axis: int) -> np.ndarray:
@@ -48,17 +50,42 @@ def _coefficients(F: np.ndarray, axis: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TabulatedPolarRule:
-    r"""$C$ and $\dot C$ of a :class:`~kernelcalc.theory.gaussian_rules.PolarSectorRule` as tensor Chebyshev series
-    (module doc).  ``values_np(q1, q2, c) -> (C, Cdot)`` (numpy; the kinked Neural-ODE solvers); ``expect_pairs``
-    (jax) is the rule's own."""
+    r"""$C$ and $\dot C$ of a :class:`~kernelcalc.theory.gaussian_rules.PolarSectorRule`, or of a dear closed form of
+    a $\phi$ whose kinks are at 0 (elu: bivariate Mills ratios), as tensor Chebyshev series (module doc).
+    ``values_np(q1, q2, c) -> (C, Cdot)`` and ``at_variances`` (numpy; every solver: the kinked ones, the tensor
+    grid's Newton solves, the Euler march); ``expect_pairs`` (jax) is the
+    polar rule's own; a tabulated closed form answers as a closed form does (``__call__``, ``C_formula``, ``name``,
+    numpy only), so that its dual keeps ``method="closed"``."""
 
-    rule: PolarSectorRule
+    rule: object               # PolarSectorRule | ClosedFormDual
     activation: object         # (the rule's integrands, for variances outside the table)
     t_lo: float
     t_hi: float
     coef: np.ndarray           # (2, m + 1, m + 1, R + 1): C and Cdot
     error: float               # relative to the largest |C|, |Cdot| of the table
     rule_error: float = 0.0    # the rule's own error estimate (the dual's, before the table's was added)
+
+    gap_form = None            # (the closed-form interface: no gap form, no per-variance parts)
+    C_at_variances = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether the tabulated rule is a closed form (else the polar-sector rule)."""
+        return not isinstance(self.rule, PolarSectorRule)
+
+    @property
+    def name(self) -> str:
+        m, R = self.degrees
+        return (f"{getattr(self.rule, 'name', 'polar sectors')}, tabulated: Chebyshev degree {m} in log q on "
+                f"[{math.exp(self.t_lo):.3g}, {math.exp(self.t_hi):.3g}] and {R} in theta (relative error "
+                f"{self.error:.1e})")
+
+    def __call__(self, q1, q2, c, ops=None):
+        r"""$(C,\dot C)$ as a closed form's (numpy only; ``ops`` does not apply: the table is exact to its error)."""
+        return self.values_np(q1, q2, c)
+
+    def C_formula(self, ops, q1, q2, c):
+        return self.values_np(q1, q2, c)[0]
 
     @property
     def n_angle(self) -> int:
@@ -80,6 +107,8 @@ class TabulatedPolarRule:
         return self.coef.shape[1] - 1, self.coef.shape[3] - 1
 
     def describe(self) -> str:
+        if self.closed:
+            return f"closed form ({self.name})"
         m, R = self.degrees
         return (f"polar sectors, {self.n_angle}x4 angles x {self.n_radius} radii, tabulated: Chebyshev degree {m} in "
                 f"log q on [{math.exp(self.t_lo):.3g}, {math.exp(self.t_hi):.3g}] and {R} in theta "
@@ -133,9 +162,7 @@ class TabulatedPolarRule:
         cells with it are a few distinct points), or a norm below the range announced."""
         c = np.where(q1 * q2 > 0, c, 0.0)
         points, inv = np.unique(np.stack([q1, q2, c]), axis=1, return_inverse=True)
-        pairs = ((self.activation.numpy_fn, self.activation.numpy_fn),
-                 (self.activation.numpy_derivative, self.activation.numpy_derivative))
-        return np.stack(self.rule.expect_pairs_np(pairs, *points))[:, inv.ravel()]
+        return _rule_values(self.rule, self.activation, *points)[:, inv.ravel()]
 
     def _theta_series(self, a, b):
         """The series in theta, ``(2, len(a), R + 1)``, at the variance pairs ``(a, b)`` (inside the table; sorted by
@@ -147,14 +174,22 @@ class TabulatedPolarRule:
             return chebyshev_matrix(np.clip(2.0 * (np.log(v) - self.t_lo) / span - 1.0, -1.0, 1.0)
                                     if span > 0 else 0.0 * v, m)
 
-        # (a, b) sorted by a (np.unique of a + ib): one matrix product per distinct a, no gathered copies
-        ua, first = np.unique(a, return_index=True)
-        A = np.stack([cheb(ua) @ self.coef[o].reshape(m + 1, -1) for o in range(2)]).reshape(2, -1, m + 1, R + 1)
-        Tb = cheb(b)
         G = np.empty((2, a.size, R + 1))
-        for g, (lo, hi) in enumerate(zip(first, np.append(first[1:], a.size))):
-            for o in range(2):
-                G[o, lo:hi] = Tb[lo:hi] @ A[o, g]
+        flat = self.coef.reshape(2, m + 1, -1)
+        for lo in range(0, a.size, _CELLS):      # (bounded temporaries: (cells, m + 1, R + 1) at most)
+            sa, Tb = a[lo:lo + _CELLS], cheb(b[lo:lo + _CELLS])
+            ua, first = np.unique(sa, return_index=True)
+            if 8 * ua.size <= sa.size:
+                # (a, b) sorted by a (np.unique of a + ib): the series in log q1 once per distinct a, then one matrix
+                # product per a (the solvers' cells: a time node's variance paired with many)
+                A = (cheb(ua) @ flat).reshape(2, -1, m + 1, R + 1)
+                for g, (i, j) in enumerate(zip(first, np.append(first[1:], sa.size))):
+                    for o in range(2):
+                        G[o, lo + i:lo + j] = Tb[i:j] @ A[o, g]
+            else:       # mostly distinct: (m + 1)^2 (R + 1) terms a pair
+                Ta = cheb(sa)
+                for o in range(2):
+                    G[o, lo:lo + sa.size] = np.einsum("uj,ujr->ur", Tb, (Ta @ flat[o]).reshape(-1, m + 1, R + 1))
         return G
 
 
@@ -162,16 +197,33 @@ def _pairs(activation):
     return ((activation.numpy_fn, activation.numpy_fn), (activation.numpy_derivative, activation.numpy_derivative))
 
 
+def _rule_values(rule, activation, q1, q2, c):
+    """The tabulated rule's own (C, Cdot), ``(2, ...)`` (numpy, nothing compiled): the polar rule's, or the closed
+    form's."""
+    if isinstance(rule, PolarSectorRule):
+        return np.stack(rule.expect_pairs_np(_pairs(activation), q1, q2, c))
+    return np.stack(np.broadcast_arrays(*rule(q1, q2, c, ops=NUMPY_OPS)))
+
+
 def _exact(rule, activation, q1, q2, th):
-    """The rule's (C, Cdot) at arrays of variances and angles (numpy, nothing compiled: the held-out check)."""
-    return np.stack(rule.expect_pairs_np(_pairs(activation), q1, q2, np.sqrt(q1 * q2) * np.cos(th)))
+    """The rule's (C, Cdot) at arrays of variances and angles (the held-out check)."""
+    return _rule_values(rule, activation, q1, q2, np.sqrt(q1 * q2) * np.cos(th))
 
 
 def _values(rule, activation, t, th):
-    """(2, m + 1, m + 1, R + 1) values at the log-variances ``t`` (both axes) and angles ``th``: the rule on the
+    """(2, m + 1, m + 1, R + 1) values at the log-variances ``t`` (both axes) and angles ``th``: the polar rule on the
     tensor grid (:meth:`~kernelcalc.theory.gaussian_rules.PolarSectorRule.tensor_np`, one matrix product per
-    angle)."""
-    return np.stack(rule.tensor_np(_pairs(activation), np.exp(t), th))
+    angle), a closed form at the pairs ``i <= j`` (symmetric)."""
+    q = np.exp(t)
+    if isinstance(rule, PolarSectorRule):
+        return np.stack(rule.tensor_np(_pairs(activation), q, th))
+    i, j = np.triu_indices(q.size)
+    Q1, Q2 = q[i][:, None], q[j][:, None]
+    got = _rule_values(rule, activation, Q1, Q2, np.sqrt(Q1 * Q2) * np.cos(th)[None, :])    # (2, pairs, R + 1)
+    F = np.empty((2, q.size, q.size, th.size))
+    F[:, i, j] = got
+    F[:, j, i] = got
+    return F
 
 
 def _tail(coef: np.ndarray, axis: int, scale: np.ndarray) -> float:
@@ -190,11 +242,13 @@ _BUILT_MAX = 8
 @float64
 def tabulate_polar(dual, q_lo: float, q_hi: float, tol: float):
     r"""A :class:`TabulatedPolarRule` of the polar dual ``dual`` (its rule and activation) for variances in
-    $[q_{lo},q_{hi}]$ (module doc), or ``None`` when its degrees cannot meet ``tol`` (relative to the largest $|C|$,
+    $[q_{lo},q_{hi}]$ (module doc; a closed form's too, for a $\phi$ whose kinks are at 0: the caller's choice), or
+    ``None`` when its degrees cannot meet ``tol`` (relative to the largest $|C|$,
     $|\dot C|$): then the rule itself.  A table of the same rule and ``tol`` built before whose range holds
     $[q_{lo},q_{hi}]$ is returned as it is (memoised, :data:`_BUILT`)."""
     rule = dual.rule
-    if not isinstance(rule, PolarSectorRule) or not (0 < q_lo <= q_hi and math.isfinite(q_hi)):
+    if not (isinstance(rule, PolarSectorRule) or (dual.method == "closed" and dual.numpy_ok)) or not (
+            0 < q_lo <= q_hi and math.isfinite(q_hi)):
         return None
     key = (rule, dual.activation, float(tol))
     t_lo, t_hi = math.log(q_lo), math.log(q_hi)
