@@ -232,8 +232,8 @@ def _tail(coef: np.ndarray, axis: int, scale: np.ndarray) -> float:
     return float(np.max(np.max(c.reshape(2, -1), axis=1) / scale)) * 2.0
 
 
-#: tables built in this process: (rule, activation, tol) -> tables (a few): a solver's request within the range of one
-#: is served by it (the kinked solver and its tensor grid of unequal norms ask for the same variances; a table widened
+#: tables built in this process: (rule, activation) -> tables (a few): a solver's request within the range of one whose
+#: error meets its tol is served by it (the kinked solver and its tensor grid of unequal norms ask for the same variances; a table widened
 #: to the norms announced later covers the first request)
 _BUILT: dict = {}
 _BUILT_MAX = 8
@@ -244,16 +244,16 @@ def tabulate_polar(dual, q_lo: float, q_hi: float, tol: float):
     r"""A :class:`TabulatedPolarRule` of the polar dual ``dual`` (its rule and activation) for variances in
     $[q_{lo},q_{hi}]$ (module doc; a closed form's too, for a $\phi$ whose kinks are at 0: the caller's choice), or
     ``None`` when its degrees cannot meet ``tol`` (relative to the largest $|C|$,
-    $|\dot C|$): then the rule itself.  A table of the same rule and ``tol`` built before whose range holds
-    $[q_{lo},q_{hi}]$ is returned as it is (memoised, :data:`_BUILT`)."""
+    $|\dot C|$): then the rule itself.  A table of the same rule built before whose range holds $[q_{lo},q_{hi}]$ and
+    whose error meets ``tol`` is returned as it is (memoised, :data:`_BUILT`)."""
     rule = dual.rule
     if not (isinstance(rule, PolarSectorRule) or (dual.method == "closed" and dual.numpy_ok)) or not (
             0 < q_lo <= q_hi and math.isfinite(q_hi)):
         return None
-    key = (rule, dual.activation, float(tol))
+    key = (rule, dual.activation)
     t_lo, t_hi = math.log(q_lo), math.log(q_hi)
     for table in _BUILT.get(key, ()):
-        if table.t_lo <= t_lo + 1e-12 and table.t_hi >= t_hi - 1e-12:
+        if table.t_lo <= t_lo + 1e-12 and table.t_hi >= t_hi - 1e-12 and table.error <= tol:
             return table
     with one_blas_thread():      # (the build's products: threads thrash on a busy machine)
         table = _build(dual, q_lo, q_hi, tol)
