@@ -204,3 +204,19 @@ def test_elu_closed_form_tabulated_off_the_sphere():
     assert np.max(np.max(np.abs(got - ref), axis=1) / scale) <= tab.error
     np.testing.assert_array_equal(tab.C_formula(None, q1, q2, c), got[0])
     assert "elu" in tab.name and "tabulated" in tab.describe()
+
+
+def test_a_build_that_missed_tol_is_not_repeated(monkeypatch, table):
+    """A solver asks for its table at every call: a build that missed tol over a range is remembered, and a request
+    holding that range at a tol as strict gets None without building again (a looser tol, or a narrower range,
+    builds)."""
+    from kernelcalc.theory import polar_table
+
+    dual, _ = table
+    calls = []
+    monkeypatch.setattr(polar_table, "_BUILT", {})
+    monkeypatch.setattr(polar_table, "_build", lambda d, lo, hi, tol: calls.append((lo, hi, tol)))
+    assert tabulate_polar(dual, 1.0, 1.5, 1e-13) is None and len(calls) == 1
+    assert tabulate_polar(dual, 0.9, 1.6, 1e-14) is None and len(calls) == 1      # wider, stricter: not again
+    assert tabulate_polar(dual, 1.0, 1.5, 1e-11) is None and len(calls) == 2      # looser: tried
+    assert tabulate_polar(dual, 1.1, 1.4, 1e-13) is None and len(calls) == 3      # narrower: tried

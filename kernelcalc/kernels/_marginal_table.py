@@ -203,6 +203,18 @@ class TabulatedMarginals:
         table = dataclasses.replace(table, rule_error=dual.error_estimate)
         return dataclasses.replace(dual, rule=table, error_estimate=dual.error_estimate + table.error)
 
+    def _widened(self, dual, v_unique, q_max):
+        """``dual``, or its polar table rebuilt over a range that holds the smallest norm announced or asked
+        (:meth:`_polar_table`), the info updated (a dual that could not be tabulated stays the rule)."""
+        if not (hasattr(dual.rule, "at_variances") or self._tabulates_closed(dual)):
+            return dual
+        v = np.asarray(v_unique, np.float64)
+        v = v[v > 0]
+        wider = self._polar_table(dual, float(v.min()) if v.size else self.v_max, q_max)
+        if wider is not dual:
+            self.info.update(expectation=wider.describe(), expectation_error_estimate=wider.error_estimate)
+        return wider
+
     def _tabulates_closed(self, dual) -> bool:
         r"""Whether a closed-form dual is tabulated too: a dear one (``points`` > 1: elu's bivariate Mills ratios) of a
         $\phi$ whose kinks are at 0 (analytic in $\theta$, :mod:`kernelcalc.theory.polar_table`), once many norms are

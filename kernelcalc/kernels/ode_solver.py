@@ -193,18 +193,6 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
             warn(message, category)
         return dual, M
 
-    def _widened(self, dual, v_unique, q_max):
-        """``dual``, or its polar table rebuilt over a range that holds the smallest norm announced or asked
-        (:meth:`_polar_table`), the info updated (a dual that could not be tabulated stays the rule)."""
-        if not (hasattr(dual.rule, "at_variances") or self._tabulates_closed(dual)):
-            return dual
-        v = np.asarray(v_unique, np.float64)
-        v = v[v > 0]
-        wider = self._polar_table(dual, float(v.min()) if v.size else self.v_max, q_max)
-        if wider is not dual:
-            self.info.update(expectation=wider.describe(), expectation_error_estimate=wider.error_estimate)
-        return wider
-
     def _choose_dual_and_M(self, v_max):
         """:meth:`_dual_and_M` without the cache."""
         nodes = self._nodes(self.M_fixed or _M_SEQUENCE[0])

@@ -232,8 +232,8 @@ def _tail(coef: np.ndarray, axis: int, scale: np.ndarray) -> float:
     return float(np.max(np.max(c.reshape(2, -1), axis=1) / scale)) * 2.0
 
 
-#: tables built in this process: (rule, activation) -> tables (a few): a solver's request within the range of one whose
-#: error meets its tol is served by it (the kinked solver and its tensor grid of unequal norms ask for the same variances; a table widened
+#: tables built in this process: (rule, activation) -> tables (a few) and the (t_lo, t_hi, tol) of builds that missed:
+#: a solver's request within the range of one whose error meets its tol is served by it (the kinked solver and its tensor grid of unequal norms ask for the same variances; a table widened
 #: to the norms announced later covers the first request)
 _BUILT: dict = {}
 _BUILT_MAX = 8
@@ -245,7 +245,8 @@ def tabulate_polar(dual, q_lo: float, q_hi: float, tol: float):
     $[q_{lo},q_{hi}]$ (module doc; a closed form's too, for a $\phi$ whose kinks are at 0: the caller's choice), or
     ``None`` when its degrees cannot meet ``tol`` (relative to the largest $|C|$,
     $|\dot C|$): then the rule itself.  A table of the same rule built before whose range holds $[q_{lo},q_{hi}]$ and
-    whose error meets ``tol`` is returned as it is (memoised, :data:`_BUILT`)."""
+    whose error meets ``tol`` is returned as it is (memoised, :data:`_BUILT`); a request that holds the range of a build
+    that missed a tol at least as loose gets ``None`` at once (a solver asks again at every call)."""
     rule = dual.rule
     if not (isinstance(rule, PolarSectorRule) or (dual.method == "closed" and dual.numpy_ok)) or not (
             0 < q_lo <= q_hi and math.isfinite(q_hi)):
@@ -253,14 +254,16 @@ def tabulate_polar(dual, q_lo: float, q_hi: float, tol: float):
     key = (rule, dual.activation)
     t_lo, t_hi = math.log(q_lo), math.log(q_hi)
     for table in _BUILT.get(key, ()):
-        if table.t_lo <= t_lo + 1e-12 and table.t_hi >= t_hi - 1e-12 and table.error <= tol:
+        if isinstance(table, tuple):      # a build that missed tol over a range within this one, at a tol as strict
+            if table[0] >= t_lo - 1e-12 and table[1] <= t_hi + 1e-12 and table[2] >= tol:
+                return None
+        elif table.t_lo <= t_lo + 1e-12 and table.t_hi >= t_hi - 1e-12 and table.error <= tol:
             return table
     with one_blas_thread():      # (the build's products: threads thrash on a busy machine)
         table = _build(dual, q_lo, q_hi, tol)
-    if table is not None:
-        if len(_BUILT) >= _BUILT_MAX and key not in _BUILT:
-            _BUILT.pop(next(iter(_BUILT)))
-        _BUILT[key] = (_BUILT.get(key, ()) + (table,))[-4:]
+    if len(_BUILT) >= _BUILT_MAX and key not in _BUILT:
+        _BUILT.pop(next(iter(_BUILT)))
+    _BUILT[key] = (_BUILT.get(key, ()) + ((t_lo, t_hi, float(tol)) if table is None else table,))[-4:]
     return table
 
 
