@@ -444,20 +444,7 @@ def test_kink_at_zero_without_closed_form_on_standardised_rows_equals_direct_pai
 def test_kink_at_zero_off_the_sphere_with_the_table_equals_the_rule(monkeypatch):
     """The direct per-pair path on five standardised rows with the tabulated polar dual (the default) and with the
     rule itself (compiled, every cell its 12k integrand values): within 1e-12 of max|NTK|."""
-    import warnings
-
-    from kernelcalc.kernels import ode_solver
+    from _polar_table_check import assert_table_equals_the_rule
 
     x = _standardised(5, 6, 3)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", kc.Assumption1Warning)
-        ode_solver._TIME_GRIDS.clear()
-        K = kc.node_kernel(x, activation=_TANH_KINK, T=1.0)
-        assert "tabulated" in K.info["expectation"]
-        ode_solver._TIME_GRIDS.clear()
-        monkeypatch.setattr(ode_solver.GoursatSolver, "_polar_table", lambda self, dual, v, q: dual)
-        R = kc.node_kernel(x, activation=_TANH_KINK, T=1.0)
-        ode_solver._TIME_GRIDS.clear()
-    assert "tabulated" not in R.info["expectation"]
-    scale = np.max(np.abs(R.ntk))
-    assert np.max(np.abs(K.ntk - R.ntk)) <= 1e-12 * scale and np.max(np.abs(K.nngp - R.nngp)) <= 1e-12 * scale
+    assert_table_equals_the_rule(monkeypatch, lambda: kc.node_kernel(x, activation=_TANH_KINK, T=1.0))

@@ -11,6 +11,7 @@ import kernelcalc as kc
 from kernelcalc.theory.activations import X, resolve_activation
 from kernelcalc.theory.gaussian import dual_kernels, expect_mpmath
 from kernelcalc.theory.polar_table import tabulate_polar
+from _polar_table_check import assert_table_equals_the_rule, random_points
 
 ACT = "Piecewise((tanh(x), x > 0), (x, True))"
 
@@ -90,12 +91,8 @@ def test_table_error_estimate_is_honest(table):
     is below 1e-12 (the table built to that tol); variances outside the range are the rule's own values."""
     dual, tab = table
     act = resolve_activation(ACT)
-    rng = np.random.default_rng(1)
     n = 1500
-    q1, q2 = np.exp(rng.uniform(math.log(0.9), math.log(2.0), (2, n)))
-    th = np.concatenate([rng.uniform(0, math.pi, n // 3), 10 ** rng.uniform(-8, 0, n // 3),
-                         math.pi - 10 ** rng.uniform(-8, 0, n - 2 * (n // 3))])
-    c = np.sqrt(q1 * q2) * np.cos(th)
+    q1, q2, c = random_points(np.random.default_rng(1), 0.9, 2.0, n)
     got = np.stack(tab.values_np(q1, q2, c))
     pairs = ((act.numpy_fn, act.numpy_fn), (act.numpy_derivative, act.numpy_derivative))
     ref = np.concatenate([np.stack(dual.rule.expect_pairs_np(pairs, q1[i:i + 500], q2[i:i + 500], c[i:i + 500]))
@@ -148,38 +145,16 @@ def test_table_with_shared_variances_and_the_tensor_rule(table):
 def test_node_kernel_with_the_table_equals_the_rule(monkeypatch):
     """The Neural-ODE kernel of a kink-at-0 piecewise activation on five sphere rows (the direct path) with the
     tabulated dual (the solver's default) and with the rule itself: within 1e-12 of max|NTK|."""
-    from kernelcalc.kernels import ode_solver
-
     x = kc.data.sphere_normalise(np.random.default_rng(3).normal(size=(5, 10)))
-    ode_solver._TIME_GRIDS.clear()           # (the memo holds the dual: each run chooses its own)
-    K = kc.node_kernel(x, activation=ACT)
-    assert "tabulated" in K.info["expectation"]
-    ode_solver._TIME_GRIDS.clear()
-    monkeypatch.setattr(ode_solver.GoursatSolver, "_polar_table", lambda self, dual, v, q: dual)
-    R = kc.node_kernel(x, activation=ACT)
-    ode_solver._TIME_GRIDS.clear()
-    assert "tabulated" not in R.info["expectation"]
-    scale = np.max(np.abs(R.ntk))
-    assert np.max(np.abs(K.ntk - R.ntk)) <= 1e-12 * scale and np.max(np.abs(K.nngp - R.nngp)) <= 1e-12 * scale
+    assert_table_equals_the_rule(monkeypatch, lambda: kc.node_kernel(x, activation=ACT))
 
 
 @pytest.mark.slow    # ~30 s: the untabulated rule's Euler march
 def test_resnet_kernel_with_the_table_equals_the_rule(monkeypatch):
     """The Euler ResNet (depth 4) evaluates its dual in numpy too: with the table and with the rule itself, within
     1e-12 of max|NTK| on five sphere rows."""
-    from kernelcalc.kernels import ode_solver
-
     x = kc.data.sphere_normalise(np.random.default_rng(4).normal(size=(5, 10)))
-    ode_solver._TIME_GRIDS.clear()
-    K = kc.resnet_kernel(x, activation=ACT, depth=4)
-    assert "tabulated" in K.info["expectation"]
-    ode_solver._TIME_GRIDS.clear()
-    monkeypatch.setattr(ode_solver.GoursatSolver, "_polar_table", lambda self, dual, v, q: dual)
-    R = kc.resnet_kernel(x, activation=ACT, depth=4)
-    ode_solver._TIME_GRIDS.clear()
-    assert "tabulated" not in R.info["expectation"]
-    scale = np.max(np.abs(R.ntk))
-    assert np.max(np.abs(K.ntk - R.ntk)) <= 1e-12 * scale and np.max(np.abs(K.nngp - R.nngp)) <= 1e-12 * scale
+    assert_table_equals_the_rule(monkeypatch, lambda: kc.resnet_kernel(x, activation=ACT, depth=4))
 
 
 def test_elu_closed_form_tabulated_off_the_sphere():
@@ -192,12 +167,7 @@ def test_elu_closed_form_tabulated_off_the_sphere():
     assert dual.method == "closed" and dual.points > 1
     tab = tabulate_polar(dual, 0.1, 10.0, 1e-12)
     assert tab is not None and tab.closed and tab.error <= 1e-12
-    rng = np.random.default_rng(7)
-    n = 600
-    q1, q2 = np.exp(rng.uniform(math.log(0.1), math.log(10.0), (2, n)))
-    th = np.concatenate([rng.uniform(0, math.pi, n // 3), 10 ** rng.uniform(-8, 0, n // 3),
-                         math.pi - 10 ** rng.uniform(-8, 0, n - 2 * (n // 3))])
-    c = np.sqrt(q1 * q2) * np.cos(th)
+    q1, q2, c = random_points(np.random.default_rng(7), 0.1, 10.0, 600)
     ref = np.stack(dual.rule(q1, q2, c, ops=NUMPY_OPS))
     got = np.stack(tab(q1, q2, c))
     scale = np.max(np.abs(ref), axis=1)
