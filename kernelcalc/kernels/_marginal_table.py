@@ -154,6 +154,12 @@ def _projections(rule, fs, q) -> list:
     return [np.ascontiguousarray(B[i * q.size:(i + 1) * q.size].T) for i in range(len(fs))]
 
 
+#: the price (DualKernels.points) from which a closed form of a phi with kinks at 0 is tabulated off the sphere: elu's
+#: bivariate Mills ratios (50); the piecewise polynomials with a kink at 0 (10: squared relu) keep their closed form
+#: and its gap form
+_DEAR_CLOSED = 50
+
+
 class TabulatedMarginals:
     r"""The marginals of a Goursat solver's solves (:class:`~kernelcalc.kernels.ode_solver.GoursatSolver`, which
     sets ``_tabulated = None``, ``_table_from``: the smallest of the many norms its ``prepare`` announced, else
@@ -216,10 +222,12 @@ class TabulatedMarginals:
         return wider
 
     def _tabulates_closed(self, dual) -> bool:
-        r"""Whether a closed-form dual is tabulated too: a dear one (``points`` > 1: elu's bivariate Mills ratios) of a
+        r"""Whether a closed-form dual is tabulated too: a dear one (``points`` >= :data:`_DEAR_CLOSED`: elu's bivariate
+        Mills ratios, without a gap form for near-parallel pairs) of a
         $\phi$ whose kinks are at 0 (analytic in $\theta$, :mod:`kernelcalc.theory.polar_table`), once many norms are
         announced (data off the sphere: the norm interpolation's solves; on the sphere it would not pay)."""
-        if not (dual.method == "closed" and dual.points > 1 and self._table_from is not None):
+        if not (dual.method == "closed" and dual.points >= _DEAR_CLOSED and self._table_from is not None
+                and getattr(dual.rule, "gap_form", None) is None):     # (a gap form serves the near-parallel pairs)
             return False
         from ..theory.gaussian import _kinks
 
