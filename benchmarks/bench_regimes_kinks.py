@@ -97,6 +97,21 @@ Neural ODE, kernelcalc/theory/polar_table.py: 46 -> 5.8 s at N = 200 on the sphe
 the table in its march: depth 8, N = 200, 45.6 -> 16.9 s after it; off the sphere the tensor grid's cost guard refuses
 it, as before).  Timings on this VM
 moved 15-30 % between runs of the day (hard-swish on the sphere 2.4-2.7x in two earlier runs, softplus 0.8-1.25 s).
+
+Stop 34 (2026-12-07, 17:38-17:50 UTC, idle, ``bench_regimes.py --offsphere-repeat 1`` on main 0473887), ratio to
+softplus on the same rows (softplus seconds in the first column); the tanh kink's table built in numpy on the tensor
+grid and served to every solver (off the sphere too), elu's closed form tabulated off the sphere:
+
+| rows | softplus | relu | leaky | elu | abs | hardtanh | relu6 | hard-swish | sq. relu | tanh-kink |
+|---|---|---|---|---|---|---|---|---|---|---|
+| node, sphere, N = 2000 | 0.58 | 1.12 | 1.19 | 1.85 | 2.24 | 2.93 | 2.62 | 4.19 | 3.12 | 2.31 (was 6.40) |
+| node, std., N = 200 | 0.74 | 0.70 | 0.71 | 1.70 (was 2.83) | 1.40 | 2.92 | 4.86 | 8.08 | blows up | 5.24 (was refused) |
+| node, std., N = 2000 | 1.07 | 0.60 | 0.62 | 1.47 (was 2.93) | 1.18 | 3.88 | 11.3 | 24.7 | blows up | 5.37 (was refused) |
+| resnet depth 8, sphere | 0.58 | 0.39 | 0.40 | 0.63 | 0.45 | 1.05 | 1.07 | 1.36 | 0.91 | 1.73 (was 51) |
+| resnet depth 8, std., N = 200 | 0.73 | 0.16 | 0.17 | 0.59 | 0.19 | 0.96 | 1.14 | 2.02 | 1.00 (warns: 3.3e-9) | 3.69 |
+
+softplus ran faster in this run (0.58 s on the sphere; 0.69-0.81 s in the runs around it), which raises every ratio
+of the first row: hard-swish took 2.44 s here and 2.74 s twice against softplus 0.71-0.81 s (3.4-3.9x).
 """
 
 from __future__ import annotations
