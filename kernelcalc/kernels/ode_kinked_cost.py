@@ -82,7 +82,7 @@ class KinkedPanelsCostMixin:
         cells = P + P * (P - 1) // 2
         nodes = cells * (m + 1) ** 2
         points = float(dual.points)
-        if dual.method == "closed" and not hasattr(dual.rule, "at_variances"):   # (a tabulated one: weight 1, below)
+        if dual.method == "closed" and not hasattr(getattr(dual, "rule", None), "at_variances"):   # (tabulated: weight 1)
             weight = _CLOSED_OPS_PER_PRICE
         elif dual.method in ("hermite", "fourier"):
             weight = 0.05
