@@ -448,3 +448,23 @@ def test_kink_at_zero_off_the_sphere_with_the_table_equals_the_rule(monkeypatch)
 
     x = _standardised(5, 6, 3)
     assert_table_equals_the_rule(monkeypatch, lambda: kc.node_kernel(x, activation=_TANH_KINK, T=1.0))
+
+
+def test_elu_with_a_zero_row_is_zero_there():
+    """A zero input row with elu (phi(0) = 0: its pre-activations stay 0, so its NNGP and NTK entries are 0, the NTK's
+    input term x.y/d included): its variance q(t) = 0 reached the closed form with rounding of either sign (-4e-20
+    resampled onto the tensor grid), whose square root was NaN (a blow-up error, "please report this").  The zero
+    row's entries are 0 to rounding, and the others equal the Gram of the rows without it."""
+    import warnings
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(6, 10))
+    x[2] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kc.Assumption1Warning)
+        K = kc.node_kernel(x, activation="elu", T=1.0)
+        rest = [0, 1, 3, 4, 5]
+        R = kc.node_kernel(x[rest], activation="elu", T=1.0)
+    scale = np.max(np.abs(R.ntk))
+    assert np.max(np.abs(K.ntk[2])) <= 1e-12 * scale and np.max(np.abs(K.nngp[2])) <= 1e-12 * scale
+    assert np.max(np.abs(K.ntk[np.ix_(rest, rest)] - R.ntk)) <= 1e-12 * scale

@@ -100,7 +100,7 @@ class DualKernels:
         series lengths (:func:`series_lengths`; default the rule's: a looser one for a Picard sweep far
         from convergence, whose coefficients need not be exact; then pass the same ``tol`` to :meth:`tails`)."""
         self._check_sweep_tol(tol, xp)
-        q = xp.asarray(q, xp.float64)
+        q = xp.maximum(xp.asarray(q, xp.float64), 0.0)      # (variances >= 0: see from_marginals)
         if self.method == "fourier":    # numpy only (polar_fourier)
             return self.rule.marginal(np.asarray(q), derivative)
         if self.method != "hermite":
@@ -137,7 +137,9 @@ class DualKernels:
         tolerance instead of the rule's, never below it; numpy closed form: from 1e-7 on, the whitened bivariate Mills
         ratios of elu on fewer nodes, exact below; for a Picard sweep far from convergence)."""
         self._check_sweep_tol(tol, xp)
-        q1, q2 = m1[0], m2[0]
+        # variances are >= 0: a zero input row's q(t) = 0 reaches here with rounding of either sign (-4e-20 resampled
+        # onto another time grid; elu's closed form at q = 0 is 1e-16, not 0), whose square root was NaN
+        q1, q2 = xp.maximum(m1[0], 0.0), xp.maximum(m2[0], 0.0)
         c = xp.asarray(c, xp.float64)
         shape = xp.broadcast_shapes(q1.shape, q2.shape, c.shape)
         if self.method == "fourier":    # numpy only (polar_fourier)
