@@ -160,6 +160,13 @@ def _projections(rule, fs, q) -> list:
 _DEAR_CLOSED = 50
 
 
+def smallest_norm(v, default: float) -> float:
+    """The smallest positive of the norms ``v`` (``default`` when there is none: zero rows only)."""
+    v = np.asarray(v, np.float64)
+    v = v[v > 0]
+    return float(v.min()) if v.size else float(default)
+
+
 class TabulatedMarginals:
     r"""The marginals of a Goursat solver's solves (:class:`~kernelcalc.kernels.ode_solver.GoursatSolver`, which
     sets ``_tabulated = None``, ``_table_from``: the smallest of the many norms its ``prepare`` announced, else
@@ -189,13 +196,13 @@ class TabulatedMarginals:
         kinked solvers, the tensor grid with Newton steps); the dual itself for any other rule, or when the table
         misses the dual's accuracy.  An already tabulated dual whose range covers the smallest norm is kept (the
         memoised dual of an earlier call), and so is one whose wider table would miss it (the rule outside)."""
-        from ..theory.polar_table import TabulatedPolarRule, tabulate_polar
+        from ..theory.polar_table import tabulate_polar
 
-        if not (dual.method == "polar" or isinstance(dual.rule, TabulatedPolarRule) or self._tabulates_closed(dual)):
+        if not (dual.method == "polar" or dual.tabulated or self._tabulates_closed(dual)):
             return dual
         q_lo = self.sigma_u**2 * min(self._table_from or v_lo, v_lo)
         held = dual
-        if isinstance(dual.rule, TabulatedPolarRule):
+        if dual.tabulated:
             if math.log(q_lo) >= dual.rule.t_lo - 1e-12:
                 return dual
             dual = dataclasses.replace(dual, rule=dual.rule.rule, error_estimate=dual.rule.rule_error)
@@ -212,11 +219,9 @@ class TabulatedMarginals:
     def _widened(self, dual, v_unique, q_max):
         """``dual``, or its polar table rebuilt over a range that holds the smallest norm announced or asked
         (:meth:`_polar_table`), the info updated (a dual that could not be tabulated stays the rule)."""
-        if not (hasattr(dual.rule, "at_variances") or self._tabulates_closed(dual)):
+        if not (dual.tabulated or self._tabulates_closed(dual)):
             return dual
-        v = np.asarray(v_unique, np.float64)
-        v = v[v > 0]
-        wider = self._polar_table(dual, float(v.min()) if v.size else self.v_max, q_max)
+        wider = self._polar_table(dual, smallest_norm(v_unique, self.v_max), q_max)
         if wider is not dual:
             self.info.update(expectation=wider.describe(), expectation_error_estimate=wider.error_estimate)
         return wider

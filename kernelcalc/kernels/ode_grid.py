@@ -43,7 +43,7 @@ def dear_numpy(dual, xp) -> bool:
     form with special functions (elu's bivariate Mills ratios, the relu sums' orthants: ``points`` > 1) or the
     tabulated polar rule (:mod:`kernelcalc.theory.polar_table`).  Its cross solves take Newton steps from the first
     sweep, and the coarse problems of a pair of norms first, the others started from their solutions."""
-    return xp is np and ((dual.method == "closed" and dual.points > 1) or (dual.method == "polar" and dual.numpy_ok))
+    return xp is np and ((dual.method == "closed" and dual.points > 1) or dual.tabulated)
 
 
 def _relative_change(G, S) -> float:
@@ -329,7 +329,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         else:
             tails = (tuple(t[:, ix] for t in tl), tuple(t[:, iy] for t in tl))
         # the tabulated polar rule at this solve's cells (fixed variances): contracted once, R + 1 terms a sweep
-        cells = dual.rule.at_variances(mx[0], my[0]) if dear and hasattr(dual.rule, "at_variances") else None
+        cells = dual.rule.at_variances(mx[0], my[0]) if dear and dual.tabulated else None
 
         def dual_of(m1, m2, S, derivative=True, tails=None, sym=False, tol=None):
             if cells is not None and m1 is mx and m2 is my:

@@ -82,7 +82,7 @@ class KinkedPanelsCostMixin:
         cells = P + P * (P - 1) // 2
         nodes = cells * (m + 1) ** 2
         points = float(dual.points)
-        if dual.method == "closed" and not hasattr(getattr(dual, "rule", None), "at_variances"):   # (tabulated: weight 1)
+        if dual.method == "closed" and not getattr(dual, "tabulated", False):   # (tabulated: weight 1, below)
             weight = _CLOSED_OPS_PER_PRICE
         elif dual.method in ("hermite", "fourier"):
             weight = 0.05

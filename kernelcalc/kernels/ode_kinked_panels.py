@@ -166,10 +166,9 @@ class _DualC:
         return _dual_np(self.dual, q1, q2, c, False)
 
     def at_variances(self, q1, q2):
-        table = getattr(self.dual.rule, "at_variances", None)     # a tabulated dual (theory/polar_table.py)
-        if table is not None and self.dual.numpy_ok:
+        if self.dual.tabulated:      # (theory/polar_table.py: the variances contracted once, C alone)
             q1, q2 = np.broadcast_arrays(np.asarray(q1, np.float64), np.asarray(q2, np.float64))
-            f = table(q1, q2)
+            f = self.dual.rule.at_variances(q1, q2, derivative=False)
             return lambda c: f(c)[0] if np.shape(c) == q1.shape else self(q1, q2, c)
         prepared = getattr(self.dual.rule, "C_at_variances", None) if (
             self.dual.method == "closed" and self.dual.numpy_ok) else None

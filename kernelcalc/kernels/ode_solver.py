@@ -23,7 +23,7 @@ from .ode_grid import (_ELEMENT_LENGTH, _JIT_BATCH, _JIT_NORMS, _M_SEQUENCE, _MA
                        _SWEEP_TOL, _backend, _compiled, _marches, chebyshev_discretisation, dear_numpy,
                        time_elements)
 from ._interp import interval_weights
-from ._marginal_table import TabulatedMarginals
+from ._marginal_table import TabulatedMarginals, smallest_norm
 from ._ode_starts import SelfKernelStarts, coarse_problems, first_variance_guess, interpolated_starts
 from .ode_kinked import KinkedSolverMixin
 from .ode_refusals import GoursatRefusals, _BlowUp, cost_refusal  # noqa: F401  (cost_refusal: re-exported)
@@ -82,6 +82,7 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
         self._starts = SelfKernelStarts()   # the self-kernels solved: warm starts of identical inputs
         self._tabulated = None      # the dual whose numpy marginals are tabulated in log q (_tabulate)
         self._table_from = None     # the smallest of the many norms prepare announced
+        self._v_lo = math.inf       # the smallest norm of the call that chose the dual (its table's range)
 
     #: the time grid's ladder judges the NTK of identical inputs at the largest norm (None), or of a pair at this
     #: correlation (the kinked solver's tensor grid of distinct inputs: :mod:`.ode_kinked`)
@@ -173,8 +174,7 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
                self.probe_correlation, self.diagonal_source is not None, self.diagonal_source_key)
         hit = _TIME_GRIDS.get(key)
         if hit is None:
-            positive = np.asarray(v_unique, np.float64)[np.asarray(v_unique) > 0]
-            self._v_lo = float(positive.min()) if positive.size else v_max     # (the first table's range)
+            self._v_lo = smallest_norm(v_unique, v_max)      # (the first table's range)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 dual, M = self._choose_dual_and_M(v_max)
@@ -231,7 +231,7 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
             self._refuse_early(q_est)
             dual = dual_kernels(self.activation, q_max=1.05 * q_est, strict=self.strict)
             self._tabulate(dual)
-            dual = self._polar_table(dual, min(getattr(self, "_v_lo", v_max), v_max), q_est)
+            dual = self._polar_table(dual, min(self._v_lo, v_max), q_est)
         self.info["expectation"] = dual.describe()
         self.info["expectation_error_estimate"] = dual.error_estimate
         self.info.pop("sweep_change", None)

@@ -43,7 +43,7 @@ from .largeq import asymptote_of
 from .largeq_table import choose_tabulated
 # the quadrature rules and the Hermite series live in their own modules; their names stay importable here
 from .gaussian_rules import (DEFAULT_TOL, MEMORY_BUDGET, PolarSectorRule, TrapezoidRule, _block_size, _blocked,
-                             padded_blocked,
+                             numpy_pairs, padded_blocked,
                              _correlation, _gauss_legendre, _step_and_error, choose_polar, choose_step)  # noqa: F401
 from .gaussian_hermite_truncation import Gathered, _terms_numpy  # noqa: F401
 from .gaussian_hermite import (_HERMITE_KMAX, HermiteRule, _numpy_functions, hermite_order, hermite_q_limit,
@@ -91,7 +91,14 @@ class DualKernels:
         :mod:`~kernelcalc.theory.polar_table`, numpy only; the quadrature rules are compiled in jax.  The
         untabulated polar rule also evaluates with ``xp=numpy``, thousands of integrand values per covariance and
         nothing compiled: for the few covariances of a short march, not for a Gram)."""
-        return self.method in ("closed", "hermite", "fourier") or (self.method == "polar" and hasattr(self.rule, "values_np"))
+        return self.method in ("closed", "hermite", "fourier") or (self.method == "polar" and self.tabulated)
+
+    @property
+    def tabulated(self) -> bool:
+        """Whether the rule is a table in $(\log q_1,\log q_2,\theta)$ (:mod:`~kernelcalc.theory.polar_table`: the polar
+        rule, or elu's closed form off the sphere), evaluated in numpy, its variances contracted once per solve
+        (``rule.at_variances``)."""
+        return hasattr(self.rule, "at_variances")
 
     @float64
     def marginal(self, q, derivative: bool = True, xp=jnp, tol=None):
@@ -156,10 +163,9 @@ class DualKernels:
         elif self.method == "closed":
             out = self.rule(q1, q2, c, ops=_closed_ops(tol) if xp is np else None)[: 2 if derivative else 1]
         elif self.method == "polar" and xp is np and self.numpy_ok:      # tabulated (theory/polar_table.py)
-            out = self.rule.values_np(q1, q2, c)[: 2 if derivative else 1]
+            out = self.rule.values_np(q1, q2, c, derivative)
         elif self.method == "polar" and xp is np:   # the rule itself in numpy: a few covariances, nothing compiled
-            f, df = self.activation.numpy_fn, self.activation.numpy_derivative
-            out = self.rule.expect_pairs_np(((f, f), (df, df))[: 2 if derivative else 1], q1, q2, c)
+            out = self.rule.expect_pairs_np(numpy_pairs(self.activation, derivative), q1, q2, c)
         elif xp is np:
             raise ValueError(f"the {self.method} rule has no numpy evaluation (see DualKernels.numpy_ok)")
         elif self.method == "asymptotic":

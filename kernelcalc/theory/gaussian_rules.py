@@ -235,6 +235,13 @@ def choose_step(functions: tuple[Callable, ...], q_max: float, tol: float = DEFA
     return h
 
 
+def numpy_pairs(activation, derivative: bool = True) -> tuple:
+    r"""The pairs $(\phi,\phi)$ and (``derivative``) $(\phi',\phi')$ of numpy functions whose expectations are $C$ and
+    $\dot C$ (the polar rule's numpy evaluations)."""
+    f, df = activation.numpy_fn, activation.numpy_derivative
+    return ((f, f), (df, df))[: 2 if derivative else 1]
+
+
 _POLAR_LEVELS = ((8, 16), (12, 24), (16, 32), (24, 40), (32, 56), (48, 64), (64, 96))
 
 
@@ -249,8 +256,7 @@ def choose_polar(activation: Activation, q_max: float, tol: float = DEFAULT_TOL,
     q = max(float(q_max), 1e-3)
     r = np.array([-1.0, -0.7, 0.0, 0.5, 0.9, 0.99, 1.0])
     qs, cs = np.full(r.shape, q), q * r
-    f, df = activation.numpy_fn, activation.numpy_derivative
-    pairs = ((f, f), (df, df))
+    pairs = numpy_pairs(activation)
 
     def values(level):        # (numpy: a few covariances, no jax dispatch or compilation per level)
         na, nr = level

@@ -31,7 +31,7 @@ from .._blas import one_blas_thread
 from .._x64 import float64
 from ._chebyshev import chebyshev_coefficients, chebyshev_matrix, lobatto
 from .duals_ops import NUMPY_OPS
-from .gaussian_rules import PolarSectorRule
+from .gaussian_rules import PolarSectorRule, numpy_pairs
 
 __all__ = ["TabulatedPolarRule", "tabulate_polar"]
 
@@ -85,7 +85,7 @@ class TabulatedPolarRule:
         return self.values_np(q1, q2, c)
 
     def C_formula(self, ops, q1, q2, c):
-        return self.values_np(q1, q2, c)[0]
+        return self.values_np(q1, q2, c, derivative=False)[0]
 
     @property
     def n_angle(self) -> int:
@@ -118,14 +118,16 @@ class TabulatedPolarRule:
         return self.rule.expect_pairs(pairs, q1, q2, c)
 
     @float64
-    def values_np(self, q1, q2, c):
-        r"""$(C,\dot C)$ at broadcast arrays (numpy): the table where both variances lie in it, else the rule."""
+    def values_np(self, q1, q2, c, derivative: bool = True):
+        r"""$(C,\dot C)$ (``(C,)`` without ``derivative``) at broadcast arrays (numpy): the table where both variances
+        lie in it, else the rule."""
         q1, q2, c = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (q1, q2, c)))
-        return self.at_variances(q1, q2)(c)
+        return self.at_variances(q1, q2, derivative)(c)
 
     @float64
-    def at_variances(self, q1, q2):
-        r"""$c\mapsto(C,\dot C)$ at the fixed variances ``q1``, ``q2`` (numpy; ``c`` of their broadcast shape).  The
+    def at_variances(self, q1, q2, derivative: bool = True):
+        r"""$c\mapsto(C,\dot C)$ (``(C,)`` without ``derivative``) at the fixed variances ``q1``, ``q2`` (numpy; ``c`` of
+        their broadcast shape).  The
         solvers ask many correlations of one $(q_1,q_2)$ (a time cell: many input angles, every Picard or Newton
         sweep), so the variances are contracted once: the series in $\log q_1$ once per distinct $q_1$ ($(m+1)^2(R+1)$
         terms), then in $\log q_2$ once per distinct pair ($(m+1)(R+1)$), leaving a series of $R+1$ terms in
@@ -137,22 +139,24 @@ class TabulatedPolarRule:
         inside = (q1 >= lo) & (q1 <= hi) & (q2 >= lo) & (q2 <= hi)
         idx, rest = np.nonzero(inside)[0], np.nonzero(~inside)[0]
         cells, inv = np.unique(q1[idx] + 1j * q2[idx], return_inverse=True)
-        G = self._theta_series(cells.real, cells.imag)            # (2, cells, R + 1)
+        n_out = 2 if derivative else 1
+        G = self._theta_series(cells.real, cells.imag, n_out)     # (n_out, cells, R + 1)
         inv = inv.ravel()
         R = self.degrees[1]
 
         def at(c):
             c = np.broadcast_to(np.asarray(c, np.float64), shape).ravel()
-            out = np.empty((2, c.size))
+            out = np.empty((n_out, c.size))
             for s in range(0, idx.size, _CHUNK):
                 k = idx[s:s + _CHUNK]
                 rho = np.clip(c[k] / np.sqrt(q1[k] * q2[k]), -1.0, 1.0)
                 Tt = chebyshev_matrix(2.0 * np.arccos(rho) / math.pi - 1.0, R)
                 g = G[:, inv[s:s + _CHUNK]]
-                out[0, k], out[1, k] = np.einsum("nr,nr->n", Tt, g[0]), np.einsum("nr,nr->n", Tt, g[1])
+                for o in range(n_out):
+                    out[o, k] = np.einsum("nr,nr->n", Tt, g[o])
             if rest.size:
-                out[:, rest] = self._outside(q1[rest], q2[rest], c[rest])
-            return out[0].reshape(shape), out[1].reshape(shape)
+                out[:, rest] = self._outside(q1[rest], q2[rest], c[rest])[:n_out]
+            return tuple(o.reshape(shape) for o in out)
 
         return at
 
@@ -164,9 +168,9 @@ class TabulatedPolarRule:
         points, inv = np.unique(np.stack([q1, q2, c]), axis=1, return_inverse=True)
         return _rule_values(self.rule, self.activation, *points)[:, inv.ravel()]
 
-    def _theta_series(self, a, b):
-        """The series in theta, ``(2, len(a), R + 1)``, at the variance pairs ``(a, b)`` (inside the table; sorted by
-        ``a``)."""
+    def _theta_series(self, a, b, n_out: int = 2):
+        """The series in theta, ``(n_out, len(a), R + 1)`` (C, and Cdot when ``n_out`` is 2), at the variance pairs
+        ``(a, b)`` (inside the table; sorted by ``a``)."""
         m, R = self.degrees
         span = self.t_hi - self.t_lo
 
@@ -174,34 +178,30 @@ class TabulatedPolarRule:
             return chebyshev_matrix(np.clip(2.0 * (np.log(v) - self.t_lo) / span - 1.0, -1.0, 1.0)
                                     if span > 0 else 0.0 * v, m)
 
-        G = np.empty((2, a.size, R + 1))
-        flat = self.coef.reshape(2, m + 1, -1)
+        G = np.empty((n_out, a.size, R + 1))
+        flat = self.coef[:n_out].reshape(n_out, m + 1, -1)
         for lo in range(0, a.size, _CELLS):      # (bounded temporaries: (cells, m + 1, R + 1) at most)
             sa, Tb = a[lo:lo + _CELLS], cheb(b[lo:lo + _CELLS])
             ua, first = np.unique(sa, return_index=True)
             if 8 * ua.size <= sa.size:
                 # (a, b) sorted by a (np.unique of a + ib): the series in log q1 once per distinct a, then one matrix
                 # product per a (the solvers' cells: a time node's variance paired with many)
-                A = (cheb(ua) @ flat).reshape(2, -1, m + 1, R + 1)
+                A = (cheb(ua) @ flat).reshape(n_out, -1, m + 1, R + 1)
                 for g, (i, j) in enumerate(zip(first, np.append(first[1:], sa.size))):
-                    for o in range(2):
+                    for o in range(n_out):
                         G[o, lo + i:lo + j] = Tb[i:j] @ A[o, g]
             else:       # mostly distinct: (m + 1)^2 (R + 1) terms a pair
                 Ta = cheb(sa)
-                for o in range(2):
+                for o in range(n_out):
                     G[o, lo:lo + sa.size] = np.einsum("uj,ujr->ur", Tb, (Ta @ flat[o]).reshape(-1, m + 1, R + 1))
         return G
-
-
-def _pairs(activation):
-    return ((activation.numpy_fn, activation.numpy_fn), (activation.numpy_derivative, activation.numpy_derivative))
 
 
 def _rule_values(rule, activation, q1, q2, c):
     """The tabulated rule's own (C, Cdot), ``(2, ...)`` (numpy, nothing compiled): the polar rule's, or the closed
     form's."""
     if isinstance(rule, PolarSectorRule):
-        return np.stack(rule.expect_pairs_np(_pairs(activation), q1, q2, c))
+        return np.stack(rule.expect_pairs_np(numpy_pairs(activation), q1, q2, c))
     return np.stack(np.broadcast_arrays(*rule(q1, q2, c, ops=NUMPY_OPS)))
 
 
@@ -216,7 +216,7 @@ def _values(rule, activation, t, th):
     angle), a closed form at the pairs ``i <= j`` (symmetric)."""
     q = np.exp(t)
     if isinstance(rule, PolarSectorRule):
-        return np.stack(rule.tensor_np(_pairs(activation), q, th))
+        return np.stack(rule.tensor_np(numpy_pairs(activation), q, th))
     i, j = np.triu_indices(q.size)
     Q1, Q2 = q[i][:, None], q[j][:, None]
     got = _rule_values(rule, activation, Q1, Q2, np.sqrt(Q1 * Q2) * np.cos(th)[None, :])    # (2, pairs, R + 1)
