@@ -95,7 +95,7 @@ class DualKernels:
 
     @property
     def tabulated(self) -> bool:
-        """Whether the rule is a table in $(\log q_1,\log q_2,\theta)$ (:mod:`~kernelcalc.theory.polar_table`: the polar
+        r"""Whether the rule is a table in $(\log q_1,\log q_2,\theta)$ (:mod:`~kernelcalc.theory.polar_table`: the polar
         rule, or elu's closed form off the sphere), evaluated in numpy, its variances contracted once per solve
         (``rule.at_variances``)."""
         return hasattr(self.rule, "at_variances")
