@@ -127,7 +127,8 @@ def _bvnu(h, k, r, xp, omr=None):
         return xp.clip(xp.where(low, lo, hi), 0.0, 1.0)
     out = np.empty(np.shape(r))
     for m, n in _low_branches(r):
-        out[m] = _bvnu_low(h[m], k[m], r[m], n, np)
+        hm, km = h[m][None], k[m][None]
+        out[m] = _low_np(hm, km, r[m], n, normal_cdf(-hm), normal_cdf(-km))[0]
     m = ~low
     if np.any(m):
         out[m] = _bvnu_high(h[m], k[m], r[m], np, None if omr is None else omr[m])
@@ -150,19 +151,44 @@ def orthant_probabilities(h, k, r, omr=None, tails=None):
               (np.broadcast_to(t, (P,) + shape).reshape(P, -1) for t in tails))
     out = np.empty(h.shape)
     for m, n in _low_branches(r):
-        x, w = _GL[n]
-        asr = np.arcsin(r[m])
-        sn = np.sin(asr[:, None] * (1.0 + x) / 2.0)                 # (M, n), shared by the P pairs
-        inv = 1.0 / (1.0 - sn * sn)
-        hm, km = h[:, m], k[:, m]
-        hk, hs = (hm * km)[..., None], ((hm * hm + km * km) / 2.0)[..., None]
-        out[:, m] = np.sum(w * np.exp((hk * sn - hs) * inv), axis=-1) * asr / (4 * math.pi) + Ph[:, m] * Pk[:, m]
+        out[:, m] = _low_np(h[:, m], k[:, m], r[m], n, Ph[:, m], Pk[:, m])
     m = np.abs(r) >= 0.925
     if np.any(m):
         rr = np.broadcast_to(r[m], (P, int(np.sum(m))))
         oo = None if omr is None else np.broadcast_to(omr[m], rr.shape)
         out[:, m] = _bvnu_high(h[:, m], k[:, m], rr, np, oo)
     return np.clip(out, 0.0, 1.0).reshape((P,) + shape)
+
+
+#: elements (limit pairs x correlations) per block of :func:`_low_np`: its (block, nodes) temporaries stay in cache
+#: (measured, 2e5 elements: 280-460 ns an element unblocked with Genz's 6-20 nodes, 48-137 ns blocked and in place)
+_BLOCK = 4096
+
+
+def _low_np(h, k, r, n, Ph, Pk):
+    r"""numpy, $|r|<0.925$: $P(X>h_p,Y>k_p)$ for ``h``, ``k``, ``Ph`` $=\Phi(-h)$, ``Pk`` $=\Phi(-k)$ of shape
+    ``(P, M)`` and ``r`` ``(M,)`` (the $P$ pairs share each correlation's angles), by :func:`_bvnu_low`'s
+    ``n``-point rule, $\frac{\arcsin r}{4\pi}\sum_iw_i\exp\big((hk\sin t_i-\frac{h^2+k^2}2)/\cos^2t_i\big)+
+    \Phi(-h)\Phi(-k)$, in blocks of :data:`_BLOCK` elements, in place."""
+    x, w = _GL[n]
+    wq = w / (4 * math.pi)
+    half = (1.0 + x) / 2.0
+    P, M = h.shape
+    out = np.empty((P, M))
+    step = max(1, _BLOCK // max(P, 1))
+    for s in range(0, M, step):
+        e = min(M, s + step)
+        asr = np.arcsin(r[s:e])
+        sn = np.sin(asr[:, None] * half)           # (b, n), shared by the P pairs
+        inv = 1.0 - sn * sn
+        np.divide(1.0, inv, out=inv)               # 1 / cos^2
+        sn *= inv                                  # sin / cos^2
+        hb, kb = h[:, s:e], k[:, s:e]
+        arg = (hb * kb)[..., None] * sn
+        arg -= ((hb * hb + kb * kb) * 0.5)[..., None] * inv
+        np.exp(arg, out=arg)
+        out[:, s:e] = (arg @ wq) * asr + Ph[:, s:e] * Pk[:, s:e]
+    return out
 
 
 def _bvnu_low(h, k, r, n, xp):
@@ -273,8 +299,49 @@ def _high_correction(as_, bs, hkk, xp):
     total = np.empty(np.shape(a))
     for k in np.unique(n):
         m = n == k
-        total[m] = rule(int(k), a[m], bs[m], hkk[m], c[m], d[m])
+        total[m] = _high_rule_np(int(k), a[m], bs[m], hkk[m], c[m], d[m])
     return (total - bvn) / (2 * math.pi)
+
+
+def _high_rule_np(n, a, bs, hkk, c, d):
+    r"""numpy: the ``n``-point Gauss-Legendre sum of :func:`_high_correction` over $x\in[0,a]$ (1-D arrays),
+    $\frac a2\sum_iw_i\,e^{-(b^2/x_i^2+hk)/2}\big(1+c\,x_i^2(1+5d\,x_i^2)-e^{-hk\,x_i^2/(2(1+r_i)^2)}/r_i\big)$,
+    $r_i=\sqrt{1-x_i^2}$ (terms whose first exponent is below $-100$ dropped), in blocks of :data:`_BLOCK`
+    elements, in place."""
+    x, w = _GL_ANY(n)
+    half = (1.0 + x) / 2.0
+    out = np.empty(a.shape)
+    step = max(1, _BLOCK // n)
+    for s in range(0, a.size, step):
+        e = min(a.size, s + step)
+        ah = a[s:e, None] * 0.5
+        xs = a[s:e, None] * half
+        xs *= xs                                   # (b, n): (a (1 + x) / 2)^2
+        hk = hkk[s:e, None]
+        asr1 = bs[s:e, None] / xs
+        asr1 += hk
+        asr1 *= -0.5
+        live = asr1 > -100.0
+        np.exp(asr1, out=asr1)                     # (where not live: replaced below)
+        sp1 = 5.0 * d[s:e, None] * xs
+        sp1 += 1.0
+        sp1 *= xs
+        sp1 *= c[s:e, None]
+        sp1 += 1.0
+        rs = 1.0 - xs
+        np.sqrt(rs, out=rs)
+        ep = 1.0 + rs
+        ep *= ep
+        np.divide(xs, ep, out=ep)
+        ep *= hk
+        ep *= -0.5
+        np.exp(ep, out=ep)
+        ep /= rs
+        sp1 -= ep
+        sp1 *= asr1
+        terms = np.where(live, sp1, 0.0)
+        out[s:e] = ah[:, 0] * (terms @ w)
+    return out
 
 
 @functools.lru_cache(maxsize=None)
