@@ -212,3 +212,77 @@ def test_step_sum_is_only_for_jumps_away_from_zero(text, jumps):
     assert dual is None or not dual.name.startswith("step sum(")
     assert act.jumps == jumps
     assert resolve_activation("Piecewise((1, x > 1), (-0.5, True))").jumps
+
+
+# ----------------------------------------------------------------------------- the dual at fixed variances
+def _density_derivatives(rep, q1, q2, c):
+    r"""$\sum_{kl}\gamma_k\gamma_l\,\partial_c^mp(u_k,u_l)$, $m=0,1,2$ ($p$ the bivariate normal density of covariance
+    ``[[q1, c], [c, q2]]``), by sympy differentiation of $p$ in $c$ (not the heat-equation identity the module uses)."""
+    a, b, cc = sp.symbols("a b c", real=True)
+    D = q1 * q2 - cc ** 2
+    p = sp.exp(-(q2 * a ** 2 - 2 * cc * a * b + q1 * b ** 2) / (2 * D)) / (2 * sp.pi * sp.sqrt(D))
+    _, _, us, gs = rep
+    return [float(sum(gu * gv * sp.diff(p, cc, m).subs({a: u, b: v, cc: c}).evalf(30)
+                      for u, gu in zip(us, gs) for v, gv in zip(us, gs))) for m in (0, 1, 2)]
+
+
+@pytest.mark.parametrize("text, q1, q2, rho", [(HARDTANH, 1.3, 0.7, 0.6), (RELU6, 8.0, 3.0, -0.9),
+                                               (USER, 0.4, 2.0, 0.95)])
+def test_relu_sum_at_variances_taylor_updates_against_mpmath(text, q1, q2, rho):
+    r"""``ReluSumAtVariances`` (the relu sum's dual at fixed variances of a Newton solve: exact at an anchor, Taylor
+    updates with $\ddot C,C^{(3)},C^{(4)}$ from the density between).  Its derivatives at the anchor equal sympy's of
+    the density to 1e-13 relative; at $c_0+\delta$, $\delta/\sqrt{q_1q_2}=10^{-5}$ and $-3\cdot10^{-7}$ (a Newton
+    solve's later sweeps) the values are *Taylor updates* (counted) and agree with the mpmath reference at the moved
+    covariance to 1e-13 of the scales; a move of 0.2 is evaluated exactly (a new anchor), not extrapolated."""
+    from kernelcalc.theory.duals_pwl import relu_sum
+    from kernelcalc.theory.duals_pwl_taylor import ReluSumAtVariances
+
+    rep = relu_sum(resolve_activation(text).expr)
+    n = math.sqrt(q1 * q2)
+    cells = ReluSumAtVariances(rep, np.array([q1]), np.array([q2]))
+    cells(np.array([rho * n]))
+    assert cells.exact_cells == 1 and cells.taylor_cells == 0
+    got = [float(v[0]) for v in cells.anchor[3:6]]
+    np.testing.assert_allclose(got, _density_derivatives(rep, q1, q2, rho * n), rtol=1e-13, atol=0)
+    d1, d2 = _dual(text)(q1, q1, q1, ops=NUMPY_OPS), _dual(text)(q2, q2, q2, ops=NUMPY_OPS)
+    scale_C, scale_Cd = math.sqrt(float(d1[0] * d2[0])), math.sqrt(float(d1[1] * d2[1]))
+    for k, move in enumerate((1e-5, -3e-7)):
+        C, Cd = (float(v[0]) for v in cells(np.array([(rho + move) * n])))
+        assert cells.taylor_cells == k + 1 and cells.exact_cells == 1
+        ref = _reference(PIECES[text], q1, q2, rho + move)
+        assert abs(C - ref[0]) <= 1e-13 * scale_C, (C, ref[0])
+        assert abs(Cd - ref[1]) <= 1e-13 * scale_Cd, (Cd, ref[1])
+    cells(np.array([(rho - 0.2) * n]))
+    assert cells.exact_cells == 2
+
+
+def test_relu_sum_at_variances_many_cells_equal_the_closed_form():
+    r"""4000 random cells ($q$ 0.2..8, $|\rho|\le0.98$) of hardtanh and relu6 moved by $\delta/\sqrt{q_1q_2}$ up to
+    $10^{-3}$..$10^{-10}$: every value within 1e-14 of the closed form at the moved covariance (relative to
+    $|C|+\sqrt{q_1q_2}|\dot C|$, and to $|\dot C|$); at $10^{-5}$ at least 95 % of the cells are Taylor updates, at
+    $10^{-3}$ most are evaluated (the remainder estimate refuses them).  Zero variances and $|\rho|=1$ are always
+    evaluated."""
+    from kernelcalc.theory.duals_pwl import pwl_joint, relu_sum
+    from kernelcalc.theory.duals_pwl_taylor import ReluSumAtVariances
+
+    rng = np.random.default_rng(0)
+    m = 4000
+    q1, q2, rho = rng.uniform(0.2, 8, m), rng.uniform(0.2, 8, m), rng.uniform(-0.98, 0.98, m)
+    n = np.sqrt(q1 * q2)
+    for text in (HARDTANH, RELU6):
+        rep = relu_sum(resolve_activation(text).expr)
+        for move, least, most in ((1e-3, 0.0, 0.3), (1e-5, 0.95, 1.0), (1e-10, 1.0, 1.0)):
+            cells = ReluSumAtVariances(rep, q1, q2)
+            cells(rho * n)
+            c = (rho + move * rng.uniform(-1, 1, m)) * n
+            C, Cd = cells(c)
+            Ce, Cde = pwl_joint(NUMPY_OPS, rep, q1, q2, c)
+            assert np.max(np.abs(C - Ce) / (np.abs(Ce) + n * np.abs(Cde))) <= 1e-14
+            assert np.max(np.abs(Cd - Cde) / np.abs(Cde)) <= 1e-14
+            assert least <= cells.taylor_cells / m <= most, (text, move, cells.taylor_cells / m)
+        cells = ReluSumAtVariances(rep, np.array([0.0, 1.0]), np.array([1.0, 1.0]))
+        cells(np.array([0.0, 1.0]))
+        C, Cd = cells(np.array([0.0, 1.0 - 1e-12]))
+        assert cells.taylor_cells == 1 and cells.exact_cells == 3       # (c unchanged at the zero variance)
+        np.testing.assert_allclose(np.stack([C, Cd]), np.stack(pwl_joint(NUMPY_OPS, rep, np.array([0.0, 1.0]),
+                                   np.array([1.0, 1.0]), np.array([0.0, 1.0 - 1e-12]))), rtol=0, atol=1e-15)

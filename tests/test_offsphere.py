@@ -468,3 +468,40 @@ def test_elu_with_a_zero_row_is_zero_there():
     scale = np.max(np.abs(R.ntk))
     assert np.max(np.abs(K.ntk[2])) <= 1e-12 * scale and np.max(np.abs(K.nngp[2])) <= 1e-12 * scale
     assert np.max(np.abs(K.ntk[np.ix_(rest, rest)] - R.ntk)) <= 1e-12 * scale
+
+
+def test_relu6_on_standardised_rows_with_taylor_cells_equals_exact_direct_pairs(monkeypatch):
+    """relu6 (a relu sum, breakpoints 0 and 6) on standardised rows: the norm-interpolation Gram, whose tensor-grid
+    Newton solves take the dual at fixed variances from Taylor updates between exact anchors
+    (theory/duals_pwl_taylor.py; counted: most cells), against the direct per-pair path with every cell evaluated by
+    the closed form (the updates refused: ``_EPS`` < 0; a cell whose covariance did not move keeps its exact value),
+    within 1e-8 and the Gram's error estimate."""
+    import warnings
+
+    from kernelcalc.theory import duals_pwl_taylor as taylor
+
+    counts = {"exact": 0, "taylor": 0}
+    call = taylor.ReluSumAtVariances.__call__
+
+    def counted(self, c):
+        e, t = self.exact_cells, self.taylor_cells
+        out = call(self, c)
+        counts["exact"] += self.exact_cells - e
+        counts["taylor"] += self.taylor_cells - t
+        return out
+
+    x = _standardised(80, 10, 2)
+    rows = (0, 1, 33, 60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kc.Assumption1Warning)
+        monkeypatch.setattr(taylor.ReluSumAtVariances, "__call__", counted)
+        K = kc.node_kernel(x, activation="Min(Max(x, 0), 6)", T=1.0)
+        assert K.info["path"] == "norm interpolation"
+        assert counts["taylor"] > counts["exact"] > 0
+        monkeypatch.setattr(taylor, "_EPS", -1.0)
+        v = np.sum(x * x, 1) / x.shape[1]
+        idx = np.unique([np.argmin(v), np.argmax(v), *rows])
+        ref = kc.node_kernel(x[idx], activation="Min(Max(x, 0), 6)", T=1.0)
+        assert ref.info["path"] == "direct"
+    err = max(np.max(np.abs(K.nngp[np.ix_(idx, idx)] - ref.nngp)), np.max(np.abs(K.ntk[np.ix_(idx, idx)] - ref.ntk)))
+    assert err <= 1e-8 and err <= K.info["error_estimate"], (err, K.info["error_estimate"])

@@ -328,8 +328,13 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
             tails = (tuple(Gathered(t, ix) for t in tl), tuple(Gathered(t, iy) for t in tl))
         else:
             tails = (tuple(t[:, ix] for t in tl), tuple(t[:, iy] for t in tl))
-        # the tabulated polar rule at this solve's cells (fixed variances): contracted once, R + 1 terms a sweep
-        cells = dual.rule.at_variances(mx[0], my[0]) if dear and dual.tabulated else None
+        # at this solve's cells (fixed variances): the tabulated polar rule, contracted once (R + 1 terms a sweep); a
+        # relu sum, exact at anchors and Taylor-updated between (theory/duals_pwl_taylor.py)
+        cells = None
+        if dear and dual.tabulated:
+            cells = dual.rule.at_variances(mx[0], my[0])
+        elif dear and not jumps and getattr(dual.rule, "joint_at_variances", None) is not None:
+            cells = dual.rule.joint_at_variances(mx[0], my[0])
 
         def dual_of(m1, m2, S, derivative=True, tails=None, sym=False, tol=None):
             if cells is not None and m1 is mx and m2 is my:

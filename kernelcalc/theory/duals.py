@@ -42,6 +42,7 @@ from .activations import Activation, X
 from .duals_ops import JAX_OPS, NUMPY_OPS, SYMPY_OPS  # noqa: F401
 from .duals_gap import GapForm, homogeneous_gap, piecewise_polynomial_gap, relu_sum_gap
 from .duals_pwl import pwl_joint, relu_sum, step_joint, step_sum
+from .duals_pwl_taylor import ReluSumAtVariances
 from .duals_pwp import jumps as pwp_jumps, kink as pwp_kink, piecewise_polynomial, pwp_joint
 
 __all__ = ["ClosedFormDual", "closed_form_dual", "JAX_OPS", "NUMPY_OPS", "SYMPY_OPS", "gaussian_moment"]
@@ -279,6 +280,10 @@ class ClosedFormDual:
     joint_formula: Callable | None = None
     #: optional ``(ops, q1, q2) -> (c -> C)``: $C$ at fixed variances, their parts computed once (same values)
     C_at_variances: Callable | None = None
+    #: optional ``(q1, q2) -> (c -> (C, Cdot))`` (numpy): the pair at fixed variances for the many covariances of one
+    #: Newton solve, each value the closed form's to rounding (a relu sum: exact at anchors, Taylor updates between,
+    #: :class:`~kernelcalc.theory.duals_pwl_taylor.ReluSumAtVariances`)
+    joint_at_variances: Callable | None = None
     #: the price of one numeric $(C,\dot C)$ evaluation in units of an elementary closed form (relu, gelu: 1),
     #: measured; the cost guards of the time solvers multiply it in (:attr:`~kernelcalc.theory.gaussian.DualKernels.points`)
     points: int = 1
@@ -324,7 +329,8 @@ def _relu_sum(rep) -> ClosedFormDual:
     alpha, beta, us, gs = rep
     kinks = ", ".join(f"{g:g}@{u:g}" for u, g in zip(us, gs))
     return dataclasses.replace(_orthant_dual(f"relu sum({alpha:g} + {beta:g} x; {kinks})", pwl_joint, rep, len(us)),
-                               gap_form=relu_sum_gap(rep))
+                               gap_form=relu_sum_gap(rep),
+                               joint_at_variances=lambda q1, q2: ReluSumAtVariances(rep, q1, q2))
 
 
 def _piecewise_polynomial(rep) -> ClosedFormDual:
