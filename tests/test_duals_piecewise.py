@@ -229,17 +229,17 @@ def _density_derivatives(rep, q1, q2, c):
 @pytest.mark.parametrize("text, q1, q2, rho", [(HARDTANH, 1.3, 0.7, 0.6), (RELU6, 8.0, 3.0, -0.9),
                                                (USER, 0.4, 2.0, 0.95)])
 def test_relu_sum_at_variances_taylor_updates_against_mpmath(text, q1, q2, rho):
-    r"""``ReluSumAtVariances`` (the relu sum's dual at fixed variances of a Newton solve: exact at an anchor, Taylor
+    r"""``relu_sum_at_variances`` (the relu sum's dual at fixed variances of a Newton solve: exact at an anchor, Taylor
     updates with $\ddot C,C^{(3)},C^{(4)}$ from the density between).  Its derivatives at the anchor equal sympy's of
     the density to 1e-13 relative; at $c_0+\delta$, $\delta/\sqrt{q_1q_2}=10^{-5}$ and $-3\cdot10^{-7}$ (a Newton
     solve's later sweeps) the values are *Taylor updates* (counted) and agree with the mpmath reference at the moved
     covariance to 1e-13 of the scales; a move of 0.2 is evaluated exactly (a new anchor), not extrapolated."""
     from kernelcalc.theory.duals_pwl import relu_sum
-    from kernelcalc.theory.duals_pwl_taylor import ReluSumAtVariances
+    from kernelcalc.theory.duals_taylor import relu_sum_at_variances
 
     rep = relu_sum(resolve_activation(text).expr)
     n = math.sqrt(q1 * q2)
-    cells = ReluSumAtVariances(rep, np.array([q1]), np.array([q2]))
+    cells = relu_sum_at_variances(rep)(np.array([q1]), np.array([q2]))
     cells(np.array([rho * n]))
     assert cells.exact_cells == 1 and cells.taylor_cells == 0
     got = [float(v[0]) for v in cells.anchor[3:6]]
@@ -263,7 +263,7 @@ def test_relu_sum_at_variances_many_cells_equal_the_closed_form():
     $10^{-3}$ most are evaluated (the remainder estimate refuses them).  Zero variances and $|\rho|=1$ are always
     evaluated."""
     from kernelcalc.theory.duals_pwl import pwl_joint, relu_sum
-    from kernelcalc.theory.duals_pwl_taylor import ReluSumAtVariances
+    from kernelcalc.theory.duals_taylor import relu_sum_at_variances
 
     rng = np.random.default_rng(0)
     m = 4000
@@ -272,7 +272,7 @@ def test_relu_sum_at_variances_many_cells_equal_the_closed_form():
     for text in (HARDTANH, RELU6):
         rep = relu_sum(resolve_activation(text).expr)
         for move, least, most in ((1e-3, 0.0, 0.3), (1e-5, 0.95, 1.0), (1e-10, 1.0, 1.0)):
-            cells = ReluSumAtVariances(rep, q1, q2)
+            cells = relu_sum_at_variances(rep)(q1, q2)
             cells(rho * n)
             c = (rho + move * rng.uniform(-1, 1, m)) * n
             C, Cd = cells(c)
@@ -280,7 +280,7 @@ def test_relu_sum_at_variances_many_cells_equal_the_closed_form():
             assert np.max(np.abs(C - Ce) / (np.abs(Ce) + n * np.abs(Cde))) <= 1e-14
             assert np.max(np.abs(Cd - Cde) / np.abs(Cde)) <= 1e-14
             assert least <= cells.taylor_cells / m <= most, (text, move, cells.taylor_cells / m)
-        cells = ReluSumAtVariances(rep, np.array([0.0, 1.0]), np.array([1.0, 1.0]))
+        cells = relu_sum_at_variances(rep)(np.array([0.0, 1.0]), np.array([1.0, 1.0]))
         cells(np.array([0.0, 1.0]))
         C, Cd = cells(np.array([0.0, 1.0 - 1e-12]))
         assert cells.taylor_cells == 1 and cells.exact_cells == 3       # (c unchanged at the zero variance)

@@ -516,3 +516,40 @@ def test_linear_pieces_with_a_jump_away_from_zero():
         ref = mp.quad(lambda z: z * inner(z) * pdf(z), [1, 4, 12])
     C, _ = d(1.0, 1.0, 0.3, ops=NUMPY_OPS)
     assert abs(float(C) - float(ref)) < 1e-14 * float(ref)
+
+
+@pytest.mark.parametrize("text, q1, q2, rho", [(HSWISH, 2.0, 0.5, -0.7), (HSWISH, 6.0, 3.0, 0.9), (RELU2, 1.0, 2.5, 0.6)],
+                         ids=["hswish-neg", "hswish-high", "relu2"])
+def test_pwp_at_variances_taylor_updates_against_mpmath(text, q1, q2, rho):
+    r"""The dual at fixed variances of a Newton solve (:mod:`kernelcalc.theory.duals_taylor`: exact at an anchor,
+    Taylor updates with $\ddot C$ = the step part of $\phi''$ from the joint's orthants plus its Dirac masses, and
+    $C^{(3)},C^{(4)}$ from the density's Hermite polynomials, between).  At $c_0+\delta$,
+    $\delta/\sqrt{q_1q_2}=10^{-5}$ and $-3\cdot10^{-7}$, the values are Taylor updates (counted) and agree with
+    :func:`_reference` at the moved covariance to 1e-13 of the scales (a wrong $\ddot C$ or $C^{(3)}$ would move
+    $\dot C$ by $\sim10^{-5}$ or $10^{-10}$); $C^{(4)}$, below the reach of these moves, equals the central
+    difference of $C^{(3)}$ at anchors $\pm h$, $h/\sqrt{q_1q_2}=10^{-4}$ and $5\cdot10^{-5}$, Richardson-extrapolated,
+    to 1e-8."""
+    from kernelcalc.theory.duals_taylor import pwp_at_variances
+
+    rep = piecewise_polynomial(resolve_activation(text).expr)
+    make = pwp_at_variances(rep, lambda a, b, c, w: pwp_joint(NUMPY_OPS, rep, a, b, c, None, w))
+    n = math.sqrt(q1 * q2)
+    cells = make(np.array([q1]), np.array([q2]))
+    cells(np.array([rho * n]))
+    scales = _scales(text, q1, q2)
+    for k, move in enumerate((1e-5, -3e-7)):
+        got = [float(v[0]) for v in cells(np.array([(rho + move) * n]))]
+        assert cells.taylor_cells == k + 1 and cells.exact_cells == 1
+        with mp.workdps(20):
+            rho_c = F((rho + move) * n) / mp.sqrt(F(q1) * F(q2))
+        for g, r, s in zip(got, _reference(text, q1, q2, rho_c), scales):
+            _check(g, r, s, 1e-13, 1e-17)
+
+    def central(h):        # the central difference of C''' over anchors at c0 +- h
+        side = [make(np.array([q1]), np.array([q2])) for _ in range(2)]
+        for cell, sign in zip(side, (1, -1)):
+            cell(np.array([rho * n + sign * h]))
+        return (side[0].anchor[4][0] - side[1].anchor[4][0]) / (2 * h)
+
+    d4 = (4 * central(5e-5 * n) - central(1e-4 * n)) / 3      # Richardson: O(h^4)
+    assert abs(cells.anchor[5][0] - d4) <= 1e-8 * max(abs(d4), abs(cells.anchor[4][0]) / n), (cells.anchor[5][0], d4)

@@ -473,15 +473,15 @@ def test_elu_with_a_zero_row_is_zero_there():
 def test_relu6_on_standardised_rows_with_taylor_cells_equals_exact_direct_pairs(monkeypatch):
     """relu6 (a relu sum, breakpoints 0 and 6) on standardised rows: the norm-interpolation Gram, whose tensor-grid
     Newton solves take the dual at fixed variances from Taylor updates between exact anchors
-    (theory/duals_pwl_taylor.py; counted: most cells), against the direct per-pair path with every cell evaluated by
+    (theory/duals_taylor.py; counted: most cells), against the direct per-pair path with every cell evaluated by
     the closed form (the updates refused: ``_EPS`` < 0; a cell whose covariance did not move keeps its exact value),
     within 1e-8 and the Gram's error estimate."""
     import warnings
 
-    from kernelcalc.theory import duals_pwl_taylor as taylor
+    from kernelcalc.theory import duals_taylor as taylor
 
     counts = {"exact": 0, "taylor": 0}
-    call = taylor.ReluSumAtVariances.__call__
+    call = taylor.TaylorAtVariances.__call__
 
     def counted(self, c):
         e, t = self.exact_cells, self.taylor_cells
@@ -494,7 +494,7 @@ def test_relu6_on_standardised_rows_with_taylor_cells_equals_exact_direct_pairs(
     rows = (0, 1, 33, 60)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", kc.Assumption1Warning)
-        monkeypatch.setattr(taylor.ReluSumAtVariances, "__call__", counted)
+        monkeypatch.setattr(taylor.TaylorAtVariances, "__call__", counted)
         K = kc.node_kernel(x, activation="Min(Max(x, 0), 6)", T=1.0)
         assert K.info["path"] == "norm interpolation"
         assert counts["taylor"] > counts["exact"] > 0

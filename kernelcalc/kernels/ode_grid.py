@@ -329,7 +329,8 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         else:
             tails = (tuple(t[:, ix] for t in tl), tuple(t[:, iy] for t in tl))
         # at this solve's cells (fixed variances): the tabulated polar rule, contracted once (R + 1 terms a sweep); a
-        # relu sum, exact at anchors and Taylor-updated between (theory/duals_pwl_taylor.py)
+        # relu sum or a piecewise polynomial of degree 2, exact at anchors and Taylor-updated between
+        # (theory/duals_taylor.py)
         cells = None
         if dear and dual.tabulated:
             cells = dual.rule.at_variances(mx[0], my[0])

@@ -42,7 +42,7 @@ from .activations import Activation, X
 from .duals_ops import JAX_OPS, NUMPY_OPS, SYMPY_OPS  # noqa: F401
 from .duals_gap import GapForm, homogeneous_gap, piecewise_polynomial_gap, relu_sum_gap
 from .duals_pwl import pwl_joint, relu_sum, step_joint, step_sum
-from .duals_pwl_taylor import ReluSumAtVariances
+from .duals_taylor import pwp_at_variances, relu_sum_at_variances
 from .duals_pwp import jumps as pwp_jumps, kink as pwp_kink, piecewise_polynomial, pwp_joint
 
 __all__ = ["ClosedFormDual", "closed_form_dual", "JAX_OPS", "NUMPY_OPS", "SYMPY_OPS", "gaussian_moment"]
@@ -281,8 +281,8 @@ class ClosedFormDual:
     #: optional ``(ops, q1, q2) -> (c -> C)``: $C$ at fixed variances, their parts computed once (same values)
     C_at_variances: Callable | None = None
     #: optional ``(q1, q2) -> (c -> (C, Cdot))`` (numpy): the pair at fixed variances for the many covariances of one
-    #: Newton solve, each value the closed form's to rounding (a relu sum: exact at anchors, Taylor updates between,
-    #: :class:`~kernelcalc.theory.duals_pwl_taylor.ReluSumAtVariances`)
+    #: Newton solve, each value the closed form's to rounding (a relu sum, a piecewise polynomial of degree 2: exact at
+    #: anchors, Taylor updates between, :class:`~kernelcalc.theory.duals_taylor.TaylorAtVariances`)
     joint_at_variances: Callable | None = None
     #: the price of one numeric $(C,\dot C)$ evaluation in units of an elementary closed form (relu, gelu: 1),
     #: measured; the cost guards of the time solvers multiply it in (:attr:`~kernelcalc.theory.gaussian.DualKernels.points`)
@@ -330,7 +330,7 @@ def _relu_sum(rep) -> ClosedFormDual:
     kinks = ", ".join(f"{g:g}@{u:g}" for u, g in zip(us, gs))
     return dataclasses.replace(_orthant_dual(f"relu sum({alpha:g} + {beta:g} x; {kinks})", pwl_joint, rep, len(us)),
                                gap_form=relu_sum_gap(rep),
-                               joint_at_variances=lambda q1, q2: ReluSumAtVariances(rep, q1, q2))
+                               joint_at_variances=relu_sum_at_variances(rep))
 
 
 def _piecewise_polynomial(rep) -> ClosedFormDual:
@@ -344,7 +344,8 @@ def _piecewise_polynomial(rep) -> ClosedFormDual:
     if pwp_jumps(rep):
         return dual
     return dataclasses.replace(dual, gap_form=piecewise_polynomial_gap(
-        lambda q1, q2, omr: pwp_joint(NUMPY_OPS, rep, q1, q2, None, omr, True), us, [pwp_kink(e) for e in es]))
+        lambda q1, q2, omr: pwp_joint(NUMPY_OPS, rep, q1, q2, None, omr, True), us, [pwp_kink(e) for e in es]),
+        joint_at_variances=pwp_at_variances(rep, lambda q1, q2, c, w: pwp_joint(NUMPY_OPS, rep, q1, q2, c, None, w)))
 
 
 def _step_sum(rep) -> ClosedFormDual:

@@ -154,7 +154,9 @@ def pwp_joint(o, rep, q1, q2, c, omr=None, jump_part=False):
     (:data:`~kernelcalc.theory.duals_ops.NUMPY_OPS`, ``JAX_OPS`` or ``SYMPY_OPS``).  ``omr`` (numpy only): $1-\rho$,
     exactly, in place of the correlation of ``c`` (then ``c`` is ignored): $\sigma=\sqrt{(1-\rho)(1+\rho)}$,
     $\rho h-k=(h-k)-(1-\rho)h$ and $\Phi_2$ take it (the gap form).  ``jump_part``: also $\dot C_J=\sum_{kl}e_{k1}e_{l1}
-    L_{kl}$, the part of $\dot C$ of the jumps of $\phi'$ (:func:`~kernelcalc.theory.duals_gap.piecewise_polynomial_gap`)."""
+    L_{kl}$, the part of $\dot C$ of the jumps of $\phi'$ (:func:`~kernelcalc.theory.duals_gap.piecewise_polynomial_gap`),
+    $L_{kl}=P(a>u_k,b>u_l)$; or, given weights $w_k$ (a sequence), $\sum_{kl}w_kw_lL_{kl}$ from the same orthants (the
+    step part of $\phi''$: :mod:`~kernelcalc.theory.duals_taylor`)."""
     symbolic = isinstance(o.pi, sp.Basic)
     s1, s2 = o.sqrt(q1), o.sqrt(q2)
     if omr is not None:
@@ -197,9 +199,9 @@ def pwp_joint(o, rep, q1, q2, c, omr=None, jump_part=False):
             T = _table(o, symbolic, len(fa) - 1, len(gb) - 1, T00, r, sig, h[a], k[b], sa, sb, ph[a], pk[b], omr)
             C = C + _contract(fa, gb, T, s1p, s2p)
             Cdot = Cdot + _contract(dterms[a][0], dterms[b][0], T, s1p, s2p)
-    if not jump_part:
+    if jump_part is False:
         return C + 0 * c, Cdot + 0 * c
-    jumps = [kink(e) for e in rep[2]]
+    jumps = [kink(e) for e in rep[2]] if jump_part is True else list(jump_part)
     # the jumps' part sum_kl e_k1 e_l1 P(a > u_k, b > u_l): a lower tail's orthant is its reflected one's complement
     cdot_j = 0
     for a in range(1, K + 1):
