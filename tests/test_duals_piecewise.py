@@ -227,7 +227,7 @@ def _density_derivatives(rep, q1, q2, c):
 
 
 @pytest.mark.parametrize("text, q1, q2, rho", [(HARDTANH, 1.3, 0.7, 0.6), (RELU6, 8.0, 3.0, -0.9),
-                                               (USER, 0.4, 2.0, 0.95)])
+                                               pytest.param(USER, 0.4, 2.0, 0.95, marks=pytest.mark.slow)])
 def test_relu_sum_at_variances_taylor_updates_against_mpmath(text, q1, q2, rho):
     r"""``relu_sum_at_variances`` (the relu sum's dual at fixed variances of a Newton solve: exact at an anchor, Taylor
     updates with $\ddot C,C^{(3)},C^{(4)}$ from the density between).  Its derivatives at the anchor equal sympy's of
