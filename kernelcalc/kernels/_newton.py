@@ -48,7 +48,8 @@ _LINEAR_MAX = 100        # its iterations at most (it converges like the plain s
 class ChordNewton:
     r"""The Newton steps of one batched cross-kernel solve (module doc).
 
-    **Arguments:** ``A``: the grid's integration matrix $(n, n)$; ``sigma_w``.
+    **Arguments:** ``A``: the grid's integration matrix $(n, n)$; ``sigma_w``; ``operator`` (optional): the
+    Jacobian's linear map $X\mapsto$ the forward map's image of $X=\dot C\circ\delta$ on another grid.
 
     ``wants_derivative(exact)``: whether the sweep about to run (exact or not) should also evaluate $\dot C$
     (every exact sweep while the steps are on); ``keep(G, C, Cdot)`` stores that sweep's image and duals; calling
@@ -56,8 +57,11 @@ class ChordNewton:
     ``G`` (before $\dot C$ is known, or once the steps are off); ``final(S)``: the stored ``(C, Cdot)`` when ``S``
     is the image of the sweep that computed them, else ``None``."""
 
-    def __init__(self, A, sigma_w: float):
+    def __init__(self, A, sigma_w: float, operator=None):
         self.A, self.sigma_w = A, sigma_w
+        #: the Jacobian's linear map of $\dot C\circ\delta$ (default the tensor grid's $\sigma_w^2A(\cdot)A^\top$; the
+        #: collapsed triangle's deficit solves pass their own, :func:`kernelcalc.kernels._triangle.solve`)
+        self.operator = operator or (lambda X: A @ rec.ode_forward_source(X, sigma_w) @ A.T)
         self.J = None
         self.off = False
         self.last = None
@@ -81,10 +85,10 @@ class ChordNewton:
         if not delta < prev:          # the last step did not help: plain sweeps from here
             self.off = True
             return G
-        A, r = self.A, G - S
+        r = G - S
         d = r
         for _ in range(_LINEAR_MAX):
-            new = r + A @ rec.ode_forward_source(self.J * d, self.sigma_w) @ A.T
+            new = r + self.operator(self.J * d)
             change = float(np.max(np.abs(new - d))) / max(float(np.max(np.abs(new))), 1e-300)
             d = new
             if change <= _LINEAR_TOL:

@@ -45,6 +45,7 @@ import math
 import numpy as np
 
 from ._interp import barycentric_weights
+from ._newton import ChordNewton
 
 __all__ = ["TriangleGrid", "triangle_grid", "delta_band"]
 
@@ -316,34 +317,49 @@ def change_floor(q) -> float:
     return 0.0 if q is None or np.size(q) == 0 else CHANGE_FLOOR * float(np.min(np.max(np.abs(q), axis=1)))
 
 
-def solve(grid: TriangleGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11):
+def solve(grid: TriangleGrid, C_of, S0, source, q=None, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11,
+          newton=False):
     r"""Picard iteration of $S = S_0+W\,\mathrm{source}(C(S))$ on ``grid`` for B problems (``S0``: (B,));
     ``source(C)`` $=\sigma_w^2C$ (:func:`kernelcalc.theory.recursion.ode_forward_source`).
 
     ``C_of(q1, q2, c) -> C`` (numpy arrays, broadcasting): the dual kernel.  ``q``: (B, m+1) the fixed
     variances $q(r_k)$ of the inputs (cross-kernels); ``None``: the self-kernel, whose diagonal
-    $q(r_k)=S(r_k,r_k)$ is updated each sweep.  Returns ``(S (B, m+1, n+1), q (B, m+1), change, sweeps)``."""
+    $q(r_k)=S(r_k,r_k)$ is updated each sweep.  ``newton`` (with ``q``): ``C_of`` returns ``(C, dC/dc)`` and the
+    iterates are chord-Newton steps (:class:`~kernelcalc.kernels._newton.ChordNewton`; the stopping test and the
+    returned plain image are the sweeps').  Returns ``(S (B, m+1, n+1), q (B, m+1), change, sweeps)``."""
     with _one_thread():
-        return _solve(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation)
+        return _solve(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation, newton and q is not None)
 
 
-def _solve(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation):
+def _solve(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation, newton=False):
     B = S0.shape[0]
     m1, n1 = grid.m + 1, grid.n + 1
     S = np.broadcast_to(S0[:, None, None], (B, m1, n1)).copy()
     WT = grid.W.T
+
+    def forward(C):
+        return (source(C).reshape(B, -1) @ WT).reshape(B, m1, n1)
+
+    steps = ChordNewton(None, 0.0, operator=forward) if newton else None
     floor = change_floor(q)
     delta, prev, k = math.inf, math.inf, 0
     while k < max_sweeps:
         qk = S[:, :, 0] if q is None else q
         q2 = (qk @ grid.Q.T).reshape(B, m1, n1)
         C = C_of(np.broadcast_to(qk[:, :, None], (B, m1, n1)), q2, S)
-        S_new = S0[:, None, None] + (source(C).reshape(B, -1) @ WT).reshape(B, m1, n1)
+        if newton:
+            C, slope = C
+        S_new = S0[:, None, None] + forward(C)
         prev, delta = delta, _change(S_new, S, floor)
-        S = S_new
         k += 1
         if delta <= sweeps_tol or (delta < stagnation and delta >= prev) or not math.isfinite(delta):
+            S = S_new
             break
+        if newton:
+            steps.keep(S_new, C, slope)
+            S = steps(S, S_new, delta, prev)
+        else:
+            S = S_new
     qk = S[:, :, 0] if q is None else q
     return S, qk, delta, k
 

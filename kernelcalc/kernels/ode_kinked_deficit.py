@@ -76,6 +76,10 @@ class KinkedDeficitMixin:
         omr_par = 1.0 - S_par / np.where(n > 0, n, 1.0)
         omr_par[:, :, 0] = 0.0                                 # v = 1: the diagonal, rho = 1 exactly
         root = np.where(n > 0, n, 1.0)
-        D, _, d2, k2 = tri.solve(grid, lambda a, b, D: form.drop(a, b, omr_par, D / root), gap, self._fwd, q=q)
+        # a dear dual (relu sums, piecewise polynomials: the drop is most of a near-parallel solve): chord-Newton steps,
+        # the drop's slope Cdot(rho_c) from the drop itself
+        dear = dual.points > 1
+        D, _, d2, k2 = tri.solve(grid, lambda a, b, D: form.drop(a, b, omr_par, D / root, slope=dear), gap, self._fwd,
+                                 q=q, newton=dear)
         C, Cdot = form.duals(q1, q2, omr_par + D / root)
         return C, Cdot, max(d1, d2), max(k1, k2)

@@ -53,7 +53,8 @@ class GapForm:
 
     #: ``(q1, q2, omr) -> (C, Cdot)`` at $1-\rho$ = ``omr``
     duals: Callable
-    #: ``(q1, q2, omr_p, dlt) -> C(rho_p) - C(rho_c)``, accurate relative to itself
+    #: ``(q1, q2, omr_p, dlt, slope=False) -> C(rho_p) - C(rho_c)``, accurate relative to itself; ``slope=True``: also
+    #: its derivative in the covariance, $\dot C(\rho_c)$ (computed on the way: a Newton step's Jacobian)
     drop: Callable
 
 
@@ -107,8 +108,9 @@ def homogeneous_gap(a: float, b: float, C_formula, Cdot_formula) -> GapForm:
         c = np.sqrt(q1 * q2) * np.cos(theta)
         return C_formula(ops, q1, q2, c), Cdot_formula(ops, q1, q2, c)
 
-    def drop(q1, q2, omr_p, dlt):
-        return np.sqrt(q1 * q2) * (ab * dlt + amb2 / (2 * np.pi) * _relu_drop(omr_p, dlt))
+    def drop(q1, q2, omr_p, dlt, slope=False):
+        value = np.sqrt(q1 * q2) * (ab * dlt + amb2 / (2 * np.pi) * _relu_drop(omr_p, dlt))
+        return (value, duals(q1, q2, np.asarray(omr_p) + dlt)[1]) if slope else value
 
     return GapForm(duals, drop)
 
@@ -168,13 +170,15 @@ def relu_sum_gap(rep) -> GapForm:
     def duals(q1, q2, omr):
         return pwl_joint(NUMPY_OPS, rep, q1, q2, None, omr=omr)
 
-    def drop(q1, q2, omr_p, dlt):
+    def drop(q1, q2, omr_p, dlt, slope=False):
         q1, q2, omr_p, dlt = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (q1, q2, omr_p, dlt)))
         if q1.size == 0:
-            return np.zeros(q1.shape)
+            return (np.zeros(q1.shape),) * 2 if slope else np.zeros(q1.shape)
         tp, width = _angles(omr_p, dlt)
         integral = _orthant_integral(us, gs, q1, q2, tp, width)
-        return np.sqrt(q1 * q2) * (pwl_cdot(rep, q1, q2, omr_p + dlt) * dlt + integral)
+        cdot_c = pwl_cdot(rep, q1, q2, omr_p + dlt)
+        value = np.sqrt(q1 * q2) * (cdot_c * dlt + integral)
+        return (value, cdot_c) if slope else value
 
     return GapForm(duals, drop)
 
@@ -203,16 +207,17 @@ def piecewise_polynomial_gap(joint, us, jumps) -> GapForm:
     def duals(q1, q2, omr):
         return joint(q1, q2, omr)[:2]
 
-    def drop(q1, q2, omr_p, dlt):
+    def drop(q1, q2, omr_p, dlt, slope=False):
         q1, q2, omr_p, dlt = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (q1, q2, omr_p, dlt)))
         if q1.size == 0:
-            return np.zeros(q1.shape)
+            return (np.zeros(q1.shape),) * 2 if slope else np.zeros(q1.shape)
         tp, width = _angles(omr_p, dlt)
         _, cdot_c, jump_c = joint(q1, q2, omr_p + dlt)
         theta = tp[..., None] + width[..., None] * (gx + 1) / 2
         _, cdot, jump = joint(q1[..., None], q2[..., None], 2.0 * np.sin(theta / 2) ** 2)
         rest = (cdot - jump) - (cdot_c - jump_c)[..., None]
         smooth = np.sum(gw * rest * np.sin(theta), axis=-1) * width / 2
-        return np.sqrt(q1 * q2) * (cdot_c * dlt + _orthant_integral(us, jumps, q1, q2, tp, width) + smooth)
+        value = np.sqrt(q1 * q2) * (cdot_c * dlt + _orthant_integral(us, jumps, q1, q2, tp, width) + smooth)
+        return (value, cdot_c) if slope else value
 
     return GapForm(duals, drop)
