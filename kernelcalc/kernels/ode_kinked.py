@@ -45,6 +45,7 @@ from ..theory import recursion as rec
 from . import _panels as pan
 from . import _row_newton
 from ._panel_grid import PanelGrid
+from . import _triangle as tri
 from ._anchored import RESIDUAL_TOL, AnchoredDual
 from ._gram import flat_pairs
 from ._interp import barycentric_weights
@@ -52,7 +53,7 @@ from .ode_kinked_deficit import KinkedDeficitMixin, angle_gaps
 from .ode_kinked_node_tables import KinkedNodeTablesMixin
 from .ode_kinked_ladder import _LARGE_Q_PANELS, KinkedLadderMixin, band_floor, band_of
 from .ode_kinked_ladder import use_triangles  # noqa: F401  (importable here)
-from .ode_kinked_panels import (_kink, _dear, KinkedPanelsMixin, _backward, _dual_np, _exact_pairs, _panels_of,
+from .ode_kinked_panels import (_kink, _dear, _TaylorCells, KinkedPanelsMixin, _backward, _dual_np, _exact_pairs, _panels_of,
                                 _point_variances, _resample, _solve, _terminal, band_edges)
 from .ode_kinked_panels import _AngleTable, values_key  # noqa: F401  (_AngleTable: importable here as before)
 
@@ -262,13 +263,17 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
                     table = None if own else self._table(dual, grid, qb[sel])
                     C_of = self._C(dual) if table is None else (
                         lambda q1, q2, c: table(c.reshape(c.shape[0], -1), 0).reshape(c.shape))
-                    if table is None and not own and _dear(dual):   # a dear closed form (elu) on one element
-                        C_of = AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True), kink=_kink(dual))
                     probe = not own and not tabulate and isinstance(grid, PanelGrid)   # (a ladder's probe: a guess)
+                    cells = None
+                    if table is None and not own and _dear(dual):   # a dear closed form (elu) on one element
+                        cells = None if isinstance(grid, PanelGrid) else _TaylorCells.of(dual)
+                        C_of = cells or AnchoredDual(lambda q1, q2, c: _dual_np(dual, q1, q2, c, True), kink=_kink(dual))
                     S, qk, dS, nS, final = (
                         self._own_solve(dual, grid, S0[sel]) if own else
                         pan.solve(grid, C_of, S0[sel], self._fwd, q=qb[sel], guess=self._guess(grid, S0[sel], qb[sel]))
-                        + (None,) if probe else _solve(grid, C_of, S0[sel], self._fwd, q=qb[sel]) + (None,))
+                        + (None,) if probe else
+                        tri.solve(grid, cells, S0[sel], self._fwd, q=qb[sel], newton=True) + (None,)
+                        if cells is not None else _solve(grid, C_of, S0[sel], self._fwd, q=qb[sel]) + (None,))
                     if probe:
                         self._keep(grid, S0[sel], qb[sel], S)
                     if isinstance(C_of, AnchoredDual) and C_of.residual() > RESIDUAL_TOL:   # (module _anchored)
@@ -276,6 +281,8 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
                     B = S.shape[0]
                     if final is not None:     # the exact values of the self-kernel's last fixed-diagonal step
                         C, Cdot = final
+                    elif cells is not None:   # (the closed form's values to rounding, from the solve's anchors)
+                        C, Cdot = cells(None, None, S)
                     elif table is None:
                         q1, q2 = _point_variances(grid, qk)
                         C, Cdot = _dual_np(dual, q1.reshape(S.shape), q2.reshape(S.shape), S, True)

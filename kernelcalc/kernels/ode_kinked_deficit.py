@@ -14,6 +14,7 @@ from ..theory import recursion as rec
 from . import _triangle as tri
 from . import _panels as pan
 from ._panel_grid import PanelGrid
+from .ode_kinked_panels import _TaylorCells
 
 
 def gap_form_of(dual):
@@ -72,7 +73,9 @@ class KinkedDeficitMixin:
         q1 = np.broadcast_to(q[:, :, None], (B, m1, n1))
         q2 = (q @ grid.Q.T).reshape(B, m1, n1)
         n = np.sqrt(q1 * q2)
-        S_par, d1, k1 = _parallel(lambda qu, Su: tri.solve(grid, self._C(dual), Su, self._fwd, q=qu), q, S0_self)
+        cells = _TaylorCells.of(dual)       # (a relu sum, a piecewise polynomial: Taylor cells and Newton steps)
+        S_par, d1, k1 = _parallel(lambda qu, Su: tri.solve(grid, self._C(dual) if cells is None else cells, Su,
+                                                           self._fwd, q=qu, newton=cells is not None), q, S0_self)
         omr_par = 1.0 - S_par / np.where(n > 0, n, 1.0)
         omr_par[:, :, 0] = 0.0                                 # v = 1: the diagonal, rho = 1 exactly
         root = np.where(n > 0, n, 1.0)

@@ -157,7 +157,8 @@ class _DualC:
     r"""$C(q_1,q_2,c)$ of ``dual`` in numpy, the ``C_of`` of the panel and triangle solvers;
     :meth:`at_variances` gives $c\mapsto C$ at fixed variances (the cross-kernels' wavefronts,
     :func:`._panels._solve_wavefront`): a closed form with ``C_at_variances`` (gelu) computes its variance parts
-    once per cell instead of once per Picard sweep (the same values)."""
+    once per cell instead of once per Picard sweep (the same values); a relu sum or a piecewise polynomial of degree 2
+    Taylor-updates its exact values at anchors (``joint_at_variances``, :mod:`kernelcalc.theory.duals_taylor`)."""
 
     def __init__(self, dual):
         self.dual = dual
@@ -170,12 +171,40 @@ class _DualC:
             q1, q2 = np.broadcast_arrays(np.asarray(q1, np.float64), np.asarray(q2, np.float64))
             f = self.dual.rule.at_variances(q1, q2, derivative=False)
             return lambda c: f(c)[0] if np.shape(c) == q1.shape else self(q1, q2, c)
+        cells = getattr(self.dual.rule, "joint_at_variances", None) if self.dual.method == "closed" else None
+        if cells is not None and not self.dual.activation.jumps:   # (theory/duals_taylor.py: Taylor between anchors)
+            q1, q2 = np.broadcast_arrays(np.asarray(q1, np.float64), np.asarray(q2, np.float64))
+            g = cells(q1, q2)
+            return lambda c: g(c)[0] if np.shape(c) == q1.shape else self(q1, q2, c)
         prepared = getattr(self.dual.rule, "C_at_variances", None) if (
             self.dual.method == "closed" and self.dual.numpy_ok) else None
         if prepared is None:
             return lambda c: self(q1, q2, c)
         f = prepared(NUMPY_OPS, np.asarray(q1, np.float64), np.asarray(q2, np.float64))
         return lambda c: np.broadcast_to(f(c), np.shape(c))
+
+
+class _TaylorCells:
+    r"""``C_of`` of one cross-kernel solve on the collapsed triangle with Newton steps (:func:`._triangle.solve`,
+    ``newton=True``): $(C,\dot C)$ at the solve's fixed variances from the dual's ``joint_at_variances`` (a relu sum or
+    a piecewise polynomial of degree 2: exact at anchors, Taylor updates between, the closed form's values to
+    rounding: :mod:`kernelcalc.theory.duals_taylor`).  Where the linear model of :class:`._anchored.AnchoredDual`
+    needed 4-6 exact evaluations per node, this takes about two.  Called with ``q1 = None`` after the solve: the
+    values at its solution."""
+
+    def __init__(self, make):
+        self.make, self.cells = make, None
+
+    @classmethod
+    def of(cls, dual):
+        """The cells of ``dual``, or ``None`` where it has no ``joint_at_variances`` (or phi jumps)."""
+        make = getattr(dual.rule, "joint_at_variances", None) if dual.method == "closed" else None
+        return None if make is None or dual.activation.jumps else cls(make)
+
+    def __call__(self, q1, q2, c):
+        if self.cells is None:
+            self.cells = self.make(np.array(q1), np.array(q2))
+        return self.cells(c)
 
 
 class KinkedPanelsMixin(KinkedPanelsCostMixin):
