@@ -141,6 +141,36 @@ def test_table_with_shared_variances_and_the_tensor_rule(table):
     np.testing.assert_allclose(T.reshape(2, -1), each, rtol=1e-13, atol=1e-15)
 
 
+def test_memoised_first_variances_give_the_same_series(monkeypatch, table):
+    """The series in (log q2, theta) at a first variance is memoised across calls (the solvers' cells pair the same
+    q_x(t) with many, call after call): 6 first variances x 40 second ones (the grouped contraction) give the same
+    (C, Cdot) on a fresh memo, from the memo, and with a memo of 4 variances that must be cleared as it fills, and
+    these equal the pair-by-pair contraction (one point a call) to 1e-14 of the scales."""
+    from kernelcalc.theory import polar_table
+
+    _, tab = table
+    rng = np.random.default_rng(8)
+    q1 = np.repeat(rng.uniform(0.9, 2.0, 6), 40)
+    q2 = rng.uniform(0.9, 2.0, q1.size)
+    c = np.sqrt(q1 * q2) * np.cos(rng.uniform(0.0, math.pi, q1.size))
+    tab._by_first.clear()
+    fresh = np.stack(tab.values_np(q1, q2, c))
+    assert len(tab._by_first) == 6
+    again = np.stack(tab.values_np(q1, q2, c))
+    monkeypatch.setattr(polar_table, "_FIRST_MEMO", 4)
+    tab._by_first.clear()
+    tab.values_np(q1[:120], q2[:120], c[:120])            # 3 first variances memoised, then 3 more: cleared
+    assert len(tab._by_first) == 3
+    bounded = np.stack(tab.values_np(q1, q2, c))
+    assert len(tab._by_first) == 3
+    single = np.stack([np.concatenate(tab.values_np(*(np.array([v]) for v in p))) for p in zip(q1, q2, c)], axis=1)
+    scale = np.max(np.abs(single), axis=1, keepdims=True)
+    np.testing.assert_array_equal(again, fresh)
+    for got in (fresh, bounded):
+        assert np.max(np.abs(got - single) / scale) <= 1e-14
+    tab._by_first.clear()
+
+
 @pytest.mark.slow    # ~15 s: the untabulated rule's Neural-ODE solves
 def test_node_kernel_with_the_table_equals_the_rule(monkeypatch):
     """The Neural-ODE kernel of a kink-at-0 piecewise activation on five sphere rows (the direct path) with the
