@@ -147,17 +147,23 @@ class TabulatedPolarRule:
         G = self._theta_series(cells.real, cells.imag, n_out)     # (n_out, cells, R + 1)
         inv = inv.ravel()
         R = self.degrees[1]
+        # each chunk's series laid out by degree, (n_out, R + 1, chunk), once per solve, and its 1 / sqrt(q1 q2)
+        chunks = [(idx[s:s + _CHUNK], np.ascontiguousarray(G[:, inv[s:s + _CHUNK]].transpose(0, 2, 1)),
+                   1.0 / np.sqrt(q1[idx[s:s + _CHUNK]] * q2[idx[s:s + _CHUNK]])) for s in range(0, idx.size, _CHUNK)]
 
         def at(c):
             c = np.broadcast_to(np.asarray(c, np.float64), shape).ravel()
             out = np.empty((n_out, c.size))
-            for s in range(0, idx.size, _CHUNK):
-                k = idx[s:s + _CHUNK]
-                rho = np.clip(c[k] / np.sqrt(q1[k] * q2[k]), -1.0, 1.0)
-                Tt = chebyshev_matrix(2.0 * np.arccos(rho) / math.pi - 1.0, R)
-                g = G[:, inv[s:s + _CHUNK]]
-                for o in range(n_out):
-                    out[o, k] = np.einsum("nr,nr->n", Tt, g[o])
+            for k, g, inv_n in chunks:       # Clenshaw: sum_r g_r T_r(x), x = 2 theta / pi - 1
+                x = 2.0 * np.arccos(np.clip(c[k] * inv_n, -1.0, 1.0)) / math.pi - 1.0
+                x2 = 2.0 * x
+                b1, b2 = np.zeros((n_out, k.size)), np.zeros((n_out, k.size))
+                for r in range(R, 0, -1):
+                    b0 = x2 * b1
+                    b0 -= b2
+                    b0 += g[:, r]
+                    b1, b2 = b0, b1
+                out[:, k] = g[:, 0] + x * b1 - b2
             if rest.size:
                 out[:, rest] = self._outside(q1[rest], q2[rest], c[rest])[:n_out]
             return tuple(o.reshape(shape) for o in out)
