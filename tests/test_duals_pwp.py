@@ -553,3 +553,45 @@ def test_pwp_at_variances_taylor_updates_against_mpmath(text, q1, q2, rho):
 
     d4 = (4 * central(5e-5 * n) - central(1e-4 * n)) / 3      # Richardson: O(h^4)
     assert abs(cells.anchor[5][0] - d4) <= 1e-8 * max(abs(d4), abs(cells.anchor[4][0]) / n), (cells.anchor[5][0], d4)
+
+
+def test_pwp_at_variances_where_the_last_terms_vanish():
+    r"""Review of stop 35: with C''' and C'''' near 0 at the anchor (``Piecewise((x**2, x > 1), (2*x - 1, x > -1), (-3,
+    True))`` at $q_2=1$, $c\approx0$) an estimate from the last terms alone accepted moves whose $C^{(5)}$ term was
+    3e-8 of $\dot C$.  The remainder is now estimated from the next two terms too: over 3000 random cells (q 0.3-30,
+    moves $10^{-8}$-$10^{-1}$ of $\sqrt{q_1q_2}$, the reviewer's two among them, at q = 27 and 1000) of this function,
+    hard-swish and hardtanh (whose even derivatives vanish at $c=0$), every value is within 1e-14 of the closed form's,
+    relative to $\sqrt{C(q_1,q_1)C(q_2,q_2)}$ and alike for $\dot C$ (measured: at most 7e-15, hardtanh at q ~ 20, where the
+    closed form itself moves by 6e-15 of that scale when c moves by 1e-15 relative: its cancellations, duals_pwl's
+    module doc; 3e-14 at q ~ 1e3)."""
+    from kernelcalc.theory.duals_pwl import pwl_joint, relu_sum
+    from kernelcalc.theory.duals_taylor import pwp_at_variances, relu_sum_at_variances
+
+    rng = np.random.default_rng(11)
+    m = 3000
+    q1, q2 = 10 ** rng.uniform(-0.5, 1.5, m), 10 ** rng.uniform(-0.5, 1.5, m)
+    q1[:2], q2[:2] = (27.390478281619707, 1000.0), 1.0
+    n = np.sqrt(q1 * q2)
+    c0 = np.where(rng.uniform(size=m) < 0.3, 0.0, rng.uniform(-0.95, 0.95, m)) * n
+    c0[:2] = 0.021375236030448014, 0.0005020075291176763
+    c1 = c0 + 10 ** rng.uniform(-8, -1, m) * rng.choice([-1, 1], m) * n
+    c1[:2] = 0.035775236030448014, 1.3205020075291178
+    c1 = np.clip(c1, -0.999 * n, 0.999 * n)
+    USER2 = "Piecewise((x**2, x > 1), (2*x - 1, x > -1), (-3, True))"
+    cases = []
+    for text in (USER2, HSWISH):
+        rep = piecewise_polynomial(resolve_activation(text).expr)
+        joint = lambda a, b, c, rep=rep: pwp_joint(NUMPY_OPS, rep, a, b, c)        # noqa: E731
+        cases.append((pwp_at_variances(rep, lambda a, b, c, w, rep=rep: pwp_joint(NUMPY_OPS, rep, a, b, c, None, w)),
+                      joint))
+    rep = relu_sum(resolve_activation("Max(-1, Min(1, x))").expr)
+    cases.append((relu_sum_at_variances(rep), lambda a, b, c: pwl_joint(NUMPY_OPS, rep, a, b, c)))
+    for make, joint in cases:
+        cells = make(q1, q2)
+        cells(c0)
+        got = cells(c1)
+        ref = joint(q1, q2, c1)
+        for g, r, i in zip(got, ref, (0, 1)):
+            scale = np.sqrt(joint(q1, q1, q1)[i] * joint(q2, q2, q2)[i])
+            assert np.max(np.abs(g - r) / scale) <= 1e-14, (i, np.max(np.abs(g - r) / scale))
+        assert cells.taylor_cells > m / 4

@@ -55,6 +55,10 @@ _EPS = 1e-16
 #: 86 % and 98 % of the moves of 1e-3 (K = 4: 6 %) but their anchors cost 1.3x and 2.2x, and the exact cells fell
 #: only 13 % and 19 % (most are the first anchor of each solve): 7.3 s -> 8.0 s and 9.2 s
 _ORDER = 4
+#: orders past it computed for the remainder estimate (the next terms themselves: an estimate from the last terms
+#: summed alone missed where they vanish at the anchor, C''' and C'''' of a user piecewise polynomial near c = 0, and
+#: accepted moves 3e-8 off; review of stop 35)
+_CHECK = 2
 
 
 def relu_sum_at_variances(rep):
@@ -118,22 +122,24 @@ class TaylorAtVariances:
             self.anchor = self._exact(q1.ravel(), q2.ravel(), c.ravel(), c.shape)
             self.exact_cells += c.size
             return self.anchor[1].copy(), self.anchor[2].copy()
-        c0, C0, Cd0, *d, r = self.anchor          # d: the derivatives of orders 2.._ORDER
+        c0, C0, Cd0, *d, r = self.anchor          # d: the derivatives of orders 2.._ORDER + _CHECK
         dl = c - c0
         x = np.abs(dl)
-        # the last two terms of C (orders K - 1, K) and of Cdot (K - 2, K - 1), and the remainders they give
-        K = len(d) + 1
-        fk, fk1, fk2 = math.factorial(K), math.factorial(K - 1), math.factorial(K - 2)
-        xk1 = x ** (K - 1)
-        t1, t2 = np.abs(d[-2]) * xk1 / fk1, np.abs(d[-1]) * xk1 * x / fk
-        u1, u2 = np.abs(d[-2]) * xk1 / (x * fk2 + (x == 0)), np.abs(d[-1]) * xk1 / fk1
+        K = _ORDER
+        # the remainders: the next two terms computed (orders K + 1, K + 2 of C; K, K + 1 of Cdot), twice, and at
+        # least the geometric extrapolation of the last two terms summed and the distance to |rho| = 1
+        nxt = [np.abs(d[m - 2]) * x ** m / math.factorial(m) for m in range(K - 1, K + 3)]        # C: K-1 .. K+2
+        nd = [np.abs(d[m - 2]) * x ** (m - 1) / math.factorial(m - 1) for m in range(K - 1, K + 3)]   # Cdot
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio2 = np.where(r > 0, (x / np.where(r > 0, r, 1.0)) ** 2, np.inf)
-            rem_C = np.maximum(np.where(t1 > 0, 10.0 * t2 * t2 / t1, np.where(t2 > 0, np.inf, 0.0)), t1 * ratio2)
-            rem_Cd = np.maximum(np.where(u1 > 0, 10.0 * u2 * u2 / u1, np.where(u2 > 0, np.inf, 0.0)), u1 * ratio2)
+            rem_C, rem_Cd = (np.maximum.reduce([2.0 * (t[2] + t[3]), t[0] * ratio2,
+                                                np.where(t[0] > 0, 10.0 * t[1] * t[1] / t[0],
+                                                         np.where(t[1] > 0, np.inf, 0.0))]) for t in (nxt, nd))
         n = np.sqrt(q1 * q2)
         ok = (x <= 0.25 * r) & (rem_C <= _EPS * (np.abs(C0) + n * np.abs(Cd0))) & (rem_Cd <= _EPS * np.abs(Cd0))
         ok |= x == 0.0
+        fk, fk1 = math.factorial(K), math.factorial(K - 1)
+        d = d[:K - 1]                                 # (orders 2..K summed)
         C, Cd = d[-1] / fk, d[-1] / fk1            # Horner: C = C0 + sum_m d_m dl^m / m!, Cdot = sum_m d_m dl^(m-1) / (m-1)!
         for m in range(K - 1, 1, -1):
             C = C * dl + d[m - 2] / math.factorial(m)
@@ -152,8 +158,8 @@ class TaylorAtVariances:
         return C, Cd
 
     def _exact(self, q1, q2, c, shape):
-        """The anchor at 1-D ``q1``, ``q2``, ``c``: ``(c, C, Cdot, d_2, .., d_K, r)`` (the derivatives of C of orders
-        2 to K = :data:`_ORDER` and the distance r to |rho| = 1) reshaped to ``shape``."""
+        """The anchor at 1-D ``q1``, ``q2``, ``c``: ``(c, C, Cdot, d_2, .., d_K+2, r)`` (the derivatives of C of orders
+        2 to K + :data:`_CHECK`, K = :data:`_ORDER`, and the distance r to |rho| = 1) reshaped to ``shape``."""
         C, Cd, *orthants = self.joint(q1, q2, c)
         D = q1 * q2 - c * c
         live = D > 0.0
@@ -161,12 +167,13 @@ class TaylorAtVariances:
         L11, L12, L22 = q2 * iD, -c * iD, q1 * iD
         norm = np.sqrt(iD) / (2.0 * math.pi)
         degree = 1 if self.regular is None else 2
-        d = {m: np.zeros_like(c) for m in range(2, _ORDER + 1)}
+        top = _ORDER + _CHECK
+        d = {m: np.zeros_like(c) for m in range(2, top + 1)}
         for u, ju in zip(self.us, self.jumps):
             for v, jv in zip(self.us, self.jumps):
                 p, A, B = _density(u, v, L11, L12, L22, norm)
-                G = _hermite(A, B, L11, L12, L22, _ORDER - 2)
-                for m in range(degree + 1, _ORDER + 1):
+                G = _hermite(A, B, L11, L12, L22, top - 2)
+                for m in range(degree + 1, top + 1):
                     for i in range(1, degree + 1):          # (J_k0 = 0: phi is continuous)
                         for j in range(1, degree + 1):
                             w = ju[i] * jv[j]
@@ -176,7 +183,7 @@ class TaylorAtVariances:
             d[2] = self._second(q1, q2, c, D, L11, L12, L22, norm, orthants[0])
         r = np.sqrt(np.maximum(q1 * q2, 0.0)) - np.abs(c)
         r = np.where(live & (r > 0), r, 0.0)      # (no expansion: a zero variance, |rho| = 1)
-        d = [np.where(live, d[m], 0.0) for m in range(2, _ORDER + 1)]
+        d = [np.where(live, d[m], 0.0) for m in range(2, top + 1)]
         return tuple(np.array(np.broadcast_to(v, (c.size,))).reshape(shape)
                      for v in (c, C, Cd, *d, r))
 
