@@ -169,16 +169,18 @@ class TaylorAtVariances:
         degree = 1 if self.regular is None else 2
         top = _ORDER + _CHECK
         d = {m: np.zeros_like(c) for m in range(2, top + 1)}
-        for u, ju in zip(self.us, self.jumps):
-            for v, jv in zip(self.us, self.jumps):
-                p, A, B = _density(u, v, L11, L12, L22, norm)
-                G = _hermite(A, B, L11, L12, L22, top - 2)
-                for m in range(degree + 1, top + 1):
-                    for i in range(1, degree + 1):          # (J_k0 = 0: phi is continuous)
-                        for j in range(1, degree + 1):
-                            w = ju[i] * jv[j]
-                            if w != 0.0:
-                                d[m] += w * p * G[(m - 1 - i, m - 1 - j)]
+        # every pair of breakpoints at once (rows): the density and its Hermite polynomials, then each order's sum
+        us = np.array(self.us)
+        U, V = np.repeat(us, us.size)[:, None], np.tile(us, us.size)[:, None]
+        p, A, B = _density(U, V, L11, L12, L22, norm)
+        G = _hermite(A, B, L11, L12, L22, top - 2)
+        J = np.array(self.jumps)                                    # (K, degree + 1)
+        for m in range(degree + 1, top + 1):
+            for i in range(1, degree + 1):          # (J_k0 = 0: phi is continuous)
+                for j in range(1, degree + 1):
+                    w = np.outer(J[:, i], J[:, j]).ravel()
+                    if np.any(w):
+                        d[m] += w @ (p * G[(m - 1 - i, m - 1 - j)])
         if degree == 2:
             d[2] = self._second(q1, q2, c, D, L11, L12, L22, norm, orthants[0])
         r = np.sqrt(np.maximum(q1 * q2, 0.0)) - np.abs(c)
