@@ -355,7 +355,7 @@ def _solve(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation, newton
         if delta <= sweeps_tol or (delta < stagnation and delta >= prev) or not math.isfinite(delta):
             S = S_new
             break
-        if newton:
+        if newton and k < max_sweeps:      # (the last sweep allowed: its plain image, as the stopping test's)
             steps.keep(S_new, C, slope)
             S = steps(S, S_new, delta, prev)
         else:

@@ -147,15 +147,17 @@ class TabulatedPolarRule:
         G = self._theta_series(cells.real, cells.imag, n_out)     # (n_out, cells, R + 1)
         inv = inv.ravel()
         R = self.degrees[1]
-        # each chunk's series laid out by degree, (n_out, R + 1, chunk), once per solve, and its 1 / sqrt(q1 q2)
+        # each chunk's series laid out by degree, (n_out, R + 1, chunk), once per solve, and its sqrt(q1 q2) (a division,
+        # not a product with the inverse: c = q on the diagonal must give rho = 1 exactly, theta = 0 -- one rounding off
+        # made theta 1.5e-8, and Cdot of a phi' that jumps at the kink moved by 8e-9: review of stop 35)
         chunks = [(idx[s:s + _CHUNK], np.ascontiguousarray(G[:, inv[s:s + _CHUNK]].transpose(0, 2, 1)),
-                   1.0 / np.sqrt(q1[idx[s:s + _CHUNK]] * q2[idx[s:s + _CHUNK]])) for s in range(0, idx.size, _CHUNK)]
+                   np.sqrt(q1[idx[s:s + _CHUNK]] * q2[idx[s:s + _CHUNK]])) for s in range(0, idx.size, _CHUNK)]
 
         def at(c):
             c = np.broadcast_to(np.asarray(c, np.float64), shape).ravel()
             out = np.empty((n_out, c.size))
-            for k, g, inv_n in chunks:       # Clenshaw: sum_r g_r T_r(x), x = 2 theta / pi - 1
-                x = 2.0 * np.arccos(np.clip(c[k] * inv_n, -1.0, 1.0)) / math.pi - 1.0
+            for k, g, root in chunks:        # Clenshaw: sum_r g_r T_r(x), x = 2 theta / pi - 1
+                x = 2.0 * np.arccos(np.clip(c[k] / root, -1.0, 1.0)) / math.pi - 1.0
                 x2 = 2.0 * x
                 b1, b2 = np.zeros((n_out, k.size)), np.zeros((n_out, k.size))
                 for r in range(R, 0, -1):
@@ -215,12 +217,13 @@ class TabulatedPolarRule:
         m, R = self.degrees
         memo = self._by_first
         keys = ua.tolist()
-        missing = [x for x in dict.fromkeys(keys) if x not in memo]
-        fresh = {}
+        hits = {x: memo.get(x) for x in keys}          # (one read per key: a memo cleared meanwhile, by another
+        missing = [x for x, v in hits.items() if v is None]      # thread's call, is not read again)
         if missing:
             A = (cheb(np.array(missing)) @ self.coef.reshape(2, m + 1, -1)).reshape(2, -1, m + 1, R + 1)
             fresh = {x: np.ascontiguousarray(A[:, g]) for g, x in enumerate(missing)}
-        out = [(fresh[x] if x in fresh else memo[x])[:n_out] for x in keys]
+            hits.update(fresh)
+        out = [hits[x][:n_out] for x in keys]
         if missing:
             if len(memo) + len(missing) > _FIRST_MEMO:      # (bounded: the solves' working set starts afresh)
                 memo.clear()
