@@ -150,7 +150,8 @@ class TabulatedPolarRule:
         # each chunk's series laid out by degree, (n_out, R + 1, chunk), once per solve, and its sqrt(q1 q2) (a division,
         # not a product with the inverse: c = q on the diagonal must give rho = 1 exactly, theta = 0 -- one rounding off
         # made theta 1.5e-8, and Cdot of a phi' that jumps at the kink moved by 8e-9: review of stop 35)
-        chunks = [(idx[s:s + _CHUNK], np.ascontiguousarray(G[:, inv[s:s + _CHUNK]].transpose(0, 2, 1)),
+        GT = np.ascontiguousarray(G.transpose(0, 2, 1))          # (n_out, R + 1, cells): one gather per chunk below
+        chunks = [(idx[s:s + _CHUNK], GT.take(inv[s:s + _CHUNK], axis=2),
                    np.sqrt(q1[idx[s:s + _CHUNK]] * q2[idx[s:s + _CHUNK]])) for s in range(0, idx.size, _CHUNK)]
 
         def at(c):
@@ -221,7 +222,7 @@ class TabulatedPolarRule:
         missing = [x for x, v in hits.items() if v is None]      # thread's call, is not read again)
         if missing:
             A = (cheb(np.array(missing)) @ self.coef.reshape(2, m + 1, -1)).reshape(2, -1, m + 1, R + 1)
-            fresh = {x: np.ascontiguousarray(A[:, g]) for g, x in enumerate(missing)}
+            fresh = {x: A[:, g] for g, x in enumerate(missing)}      # (views of one block: no copies)
             hits.update(fresh)
         out = [hits[x][:n_out] for x in keys]
         if missing:
