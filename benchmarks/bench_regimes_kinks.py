@@ -112,6 +112,25 @@ grid and served to every solver (off the sphere too), elu's closed form tabulate
 
 softplus ran faster in this run (0.58 s on the sphere; 0.69-0.81 s in the runs around it), which raises every ratio
 of the first row: hard-swish took 2.44 s here and 2.74 s twice against softplus 0.71-0.81 s (3.4-3.9x).
+
+Stop 35 (2026-12-07, 19:48-20:00 UTC, ``bench_regimes.py --offsphere-repeat 1`` on main 278cd88, load 2.9 at the start
+falling to 1.5), ratio to softplus on the same rows (softplus seconds in the first column).  New: Genz's BVND blocked
+in numpy; relu sums and piecewise polynomials of degree 2 Taylor-update their closed form between exact anchors in the
+Newton solves (theory/duals_taylor.py), the kinked solver's deficit and triangle solves take Newton steps; the polar
+table memoises its first-variance series and sums its theta series by Clenshaw:
+
+| rows | softplus | relu | leaky | elu | abs | hardtanh | relu6 | hard-swish | sq. relu | tanh-kink |
+|---|---|---|---|---|---|---|---|---|---|---|
+| node, sphere, N = 2000 | 0.79 | 0.80 | 0.83 | 1.38 | 1.52 | 1.56 (was 2.93) | 1.45 (2.62) | 2.11 (4.19) | 1.96 (3.12) | 1.60 (2.31) |
+| node, std., N = 200 | 0.69 | 0.73 | 0.75 | 1.59 | 1.46 | 2.30 (2.92) | 3.46 (4.86) | 4.96 (8.08) | blows up | 3.86 (5.24) |
+| node, std., N = 2000 | 1.13 | 0.61 | 0.59 | 1.30 | 1.09 | 2.73 (3.88) | 6.78 (11.3) | 11.5 (24.7) | blows up | 3.82 (5.37) |
+| resnet depth 8, sphere | 0.60 | 0.38 | 0.38 | 0.61 | 0.40 | 0.92 | 0.95 | 1.21 | 0.76 | 1.53 |
+| resnet depth 8, std., N = 200 | 0.70 | 0.17 | 0.18 | 0.64 | 0.22 | 1.01 | 1.14 | 1.93 | 1.09, warns (3.3e-9) | 3.56 |
+
+Relative error estimates as before (<= 1.1e-10 on the sphere, <= 5.3e-10 off it).  Side by side with old main 054f2b7
+(fresh processes, alternating, a review helper running): kernels within 2.2e-15 on the sphere and <= 1.6e-13 off it,
+but for one near-parallel pair of hardtanh's 2000 standardised rows, 2.4e-12 of max |NTK| (median 1.7e-16; the
+estimate 4e-10).
 """
 
 from __future__ import annotations
