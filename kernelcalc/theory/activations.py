@@ -338,6 +338,16 @@ class Activation:
         sympy cannot).  Bias-free networks of an odd $\phi$ have odd kernels, $K(x,-y)=-K(x,y)$."""
         return self._holds_at(lambda z: -z, lambda f: -f) and _odd(self.expr)
 
+    @functools.cached_property
+    def vanishes_at_zero(self) -> bool:
+        r"""True when $\phi(0)=0$ exactly (symbolically; relu, tanh, elu, hard-swish): a zero variance (a zero input
+        row, whose pre-activations stay the constant 0) then has $C(0,q,c)=\phi(0)E[\phi(b)]=0$ exactly
+        (:meth:`~kernelcalc.theory.gaussian.DualKernels.from_marginals`)."""
+        try:
+            return bool(sp.simplify(self.expr.subs(X, 0)) == 0)
+        except (TypeError, ValueError):
+            return False
+
     def _holds_at(self, arg, value) -> bool:
         r"""Whether $\phi(\mathrm{arg}(z))=\mathrm{value}(\phi(z))$ at a few points (a cheap disproof of a
         symmetry before sympy is asked to prove it)."""

@@ -183,7 +183,8 @@ class TaylorAtVariances:
                     if np.any(w):
                         d[m] += w @ (p * G[(m - 1 - i, m - 1 - j)])
         if degree == 2:
-            d[2] = self._second(q1, q2, c, D, L11, L12, L22, norm, orthants[0])
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):   # (cells not live: discarded below)
+                d[2] = self._second(q1, q2, c, D, L11, L12, L22, norm, orthants[0])
         r = np.sqrt(np.maximum(q1 * q2, 0.0)) - np.abs(c)
         r = np.where(live & (r > 0), r, 0.0)      # (no expansion: a zero variance, |rho| = 1)
         d = [np.where(live, d[m], 0.0) for m in range(2, top + 1)]
