@@ -334,8 +334,8 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         cells = None
         if dear and dual.tabulated:
             cells = dual.rule.at_variances(mx[0], my[0])
-        elif dear and not jumps and getattr(dual.rule, "joint_at_variances", None) is not None:
-            cells = dual.rule.joint_at_variances(mx[0], my[0])
+        elif dear and dual.joint_at_variances is not None:
+            cells = dual.joint_at_variances(mx[0], my[0])
 
         def dual_of(m1, m2, S, derivative=True, tails=None, sym=False, tol=None):
             if cells is not None and m1 is mx and m2 is my:

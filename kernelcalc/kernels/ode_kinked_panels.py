@@ -16,6 +16,7 @@ import numpy as np
 from .._x64 import float64
 from .._lazy import jnp
 from ..theory import recursion as rec
+from ..theory._chebyshev import clenshaw
 from ..theory.duals_ops import NUMPY_OPS, correlation_angle
 from ..theory.gaussian_rules import padded_blocked
 from . import _triangle as tri
@@ -91,12 +92,7 @@ class _AngleTable:
         n = self.n
         rho = np.clip(np.where(n > 0, c / np.where(n > 0, n, 1.0), 0.0), -1.0, 1.0)
         u = 2.0 / np.pi * correlation_angle(rho) - 1.0
-        a = self.coef[:, which]
-        b1 = np.zeros_like(u)
-        b2 = np.zeros_like(u)
-        for r in range(a.shape[0] - 1, 0, -1):                             # Clenshaw
-            b1, b2 = 2.0 * u * b1 - b2 + a[r], b1
-        return u * b1 - b2 + a[0]
+        return clenshaw(self.coef[:, which], u)
 
 
 def values_key(dual):
@@ -167,15 +163,13 @@ class _DualC:
         return _dual_np(self.dual, q1, q2, c, False)
 
     def at_variances(self, q1, q2):
-        if self.dual.tabulated:      # (theory/polar_table.py: the variances contracted once, C alone)
+        taylor = self.dual.joint_at_variances
+        if self.dual.tabulated or taylor is not None:
+            # the polar table, its variances contracted once (theory/polar_table.py, C alone); a relu sum or piecewise
+            # polynomial, Taylor-updated between exact anchors (theory/duals_taylor.py)
             q1, q2 = np.broadcast_arrays(np.asarray(q1, np.float64), np.asarray(q2, np.float64))
-            f = self.dual.rule.at_variances(q1, q2, derivative=False)
+            f = self.dual.rule.at_variances(q1, q2, derivative=False) if taylor is None else taylor(q1, q2)
             return lambda c: f(c)[0] if np.shape(c) == q1.shape else self(q1, q2, c)
-        cells = getattr(self.dual.rule, "joint_at_variances", None) if self.dual.method == "closed" else None
-        if cells is not None and not self.dual.activation.jumps:   # (theory/duals_taylor.py: Taylor between anchors)
-            q1, q2 = np.broadcast_arrays(np.asarray(q1, np.float64), np.asarray(q2, np.float64))
-            g = cells(q1, q2)
-            return lambda c: g(c)[0] if np.shape(c) == q1.shape else self(q1, q2, c)
         prepared = getattr(self.dual.rule, "C_at_variances", None) if (
             self.dual.method == "closed" and self.dual.numpy_ok) else None
         if prepared is None:
@@ -197,9 +191,9 @@ class _TaylorCells:
 
     @classmethod
     def of(cls, dual):
-        """The cells of ``dual``, or ``None`` where it has no ``joint_at_variances`` (or phi jumps)."""
-        make = getattr(dual.rule, "joint_at_variances", None) if dual.method == "closed" else None
-        return None if make is None or dual.activation.jumps else cls(make)
+        """The cells of ``dual``, or ``None`` where it has none (``DualKernels.joint_at_variances``)."""
+        make = dual.joint_at_variances
+        return None if make is None else cls(make)
 
     def __call__(self, q1, q2, c):
         if self.cells is None:

@@ -1,12 +1,12 @@
 r"""Chebyshev series at the Chebyshev-Lobatto points $-\cos(k\pi/R)$: the points, the coefficients of the
-interpolant through values there, and the polynomials at given points (shared by the theory's tables,
+interpolant through values there, the polynomials at given points and a series' sum there (shared by the theory's tables,
 :mod:`.polar_table`, and the kernels' Gram plans, :mod:`kernelcalc.kernels._interp`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["chebyshev_coefficients", "chebyshev_matrix", "lobatto"]
+__all__ = ["chebyshev_coefficients", "chebyshev_matrix", "clenshaw", "lobatto"]
 
 
 def chebyshev_coefficients(values: np.ndarray) -> np.ndarray:
@@ -44,3 +44,17 @@ def chebyshev_matrix(u: np.ndarray, R: int) -> np.ndarray:
         np.multiply(2.0 * u, T[j - 1], out=T[j])
         T[j] -= T[j - 2]
     return T.T
+
+
+def clenshaw(coef: np.ndarray, y: np.ndarray) -> np.ndarray:
+    r"""$\sum_r c_r T_r(y)$ for coefficients ``coef`` of shape ``(R + 1, *shape)`` (degree first) at ``y``, broadcasting
+    with each ``coef[r]``: Clenshaw's recurrence $b_r=c_r+2y\,b_{r+1}-b_{r+2}$, the sum $c_0+y\,b_1-b_2$."""
+    shape = np.broadcast_shapes(coef.shape[1:], np.shape(y))
+    y2 = 2.0 * np.asarray(y)
+    b1, b2 = np.zeros(shape), np.zeros(shape)
+    for r in range(coef.shape[0] - 1, 0, -1):
+        b0 = y2 * b1
+        b0 -= b2
+        b0 += coef[r]
+        b1, b2 = b0, b1
+    return coef[0] + y * b1 - b2

@@ -159,8 +159,8 @@ class TaylorAtVariances:
         return C, Cd
 
     def _exact(self, q1, q2, c, shape):
-        """The anchor at 1-D ``q1``, ``q2``, ``c``: ``(c, C, Cdot, d_2, .., d_K+2, r)`` (the derivatives of C of orders
-        2 to K + :data:`_CHECK`, K = :data:`_ORDER`, and the distance r to |rho| = 1) reshaped to ``shape``."""
+        """The anchor at 1-D ``q1``, ``q2``, ``c``: ``(c, C, Cdot, d_2, .., d_{K + _CHECK}, r)`` (the derivatives of C of
+        orders 2 to K + :data:`_CHECK`, K = :data:`_ORDER`, and the distance r to |rho| = 1) reshaped to ``shape``."""
         C, Cd, *orthants = self.joint(q1, q2, c)
         D = q1 * q2 - c * c
         live = D > 0.0
@@ -184,17 +184,17 @@ class TaylorAtVariances:
                         d[m] += w @ (p * G[(m - 1 - i, m - 1 - j)])
         if degree == 2:
             with np.errstate(over="ignore", divide="ignore", invalid="ignore"):   # (cells not live: discarded below)
-                d[2] = self._second(q1, q2, c, D, L11, L12, L22, norm, orthants[0])
+                d[2] = self._second(q1, q2, c, D, np.outer(J[:, 1], J[:, 1]).ravel() @ p, orthants[0])
         r = np.sqrt(np.maximum(q1 * q2, 0.0)) - np.abs(c)
         r = np.where(live & (r > 0), r, 0.0)      # (no expansion: a zero variance, |rho| = 1)
         d = [np.where(live, d[m], 0.0) for m in range(2, top + 1)]
         return tuple(np.array(np.broadcast_to(v, (c.size,))).reshape(shape)
                      for v in (c, C, Cd, *d, r))
 
-    def _second(self, q1, q2, c, D, L11, L12, L22, norm, orthants):
+    def _second(self, q1, q2, c, D, masses, orthants):
         r"""$\ddot C=E[\phi''\phi'']$ at degree 2 (module doc): $E[RR]=r_0^2+r_0\sum_kr_k(P_k+Q_k)+$ ``orthants``
-        ($\sum_{kl}r_kr_lP(a>u_k,b>u_l)$), the cross terms $E[R(a)\,\delta(b-v)]$ (and mirrored) and
-        $\sum_{kl}J_{k1}J_{l1}p$."""
+        ($\sum_{kl}r_kr_lP(a>u_k,b>u_l)$), the cross terms $E[R(a)\,\delta(b-v)]$ (and mirrored) and ``masses``
+        ($\sum_{kl}J_{k1}J_{l1}p$, the Dirac masses' part, from the anchor's densities)."""
         r0, rs = self.regular
         kept = [(u, g) for u, g in zip(self.us, rs) if g != 0.0]
         out = r0 * r0 + orthants
@@ -210,8 +210,4 @@ class TaylorAtVariances:
                 if jv[1] != 0.0:
                     cond = r0 + sum(g * normal_cdf((c * v / qs - u) / sig) for u, g in kept)
                     out = out + jv[1] * np.exp(-0.5 * v * v / qs) / np.sqrt(2 * math.pi * qs) * cond
-        for u, ju in zip(self.us, self.jumps):
-            for v, jv in zip(self.us, self.jumps):
-                if ju[1] * jv[1] != 0.0:
-                    out = out + ju[1] * jv[1] * _density(u, v, L11, L12, L22, norm)[0]
-        return out
+        return out + masses

@@ -100,6 +100,16 @@ class DualKernels:
         (``rule.at_variances``)."""
         return hasattr(self.rule, "at_variances")
 
+    @property
+    def joint_at_variances(self):
+        r"""``(q1, q2) -> (c -> (C, Cdot))`` (numpy) of a closed form that Taylor-updates its values between exact anchors
+        at fixed variances (relu sums, continuous piecewise polynomials of degree 2:
+        :mod:`~kernelcalc.theory.duals_taylor`), else ``None`` (another rule, or a $\phi$ that jumps: its cross solves
+        iterate identical inputs with their own diagonal)."""
+        if self.method != "closed" or self.activation.jumps:
+            return None
+        return getattr(self.rule, "joint_at_variances", None)
+
     @float64
     def marginal(self, q, derivative: bool = True, xp=jnp, tol=None):
         """Everything that depends on the variance ``q`` alone (a tuple of arrays); ``xp``: jax.numpy or

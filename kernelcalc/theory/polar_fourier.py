@@ -38,6 +38,8 @@ import math
 
 import numpy as np
 
+from ._chebyshev import clenshaw
+
 __all__ = ["PolarFourierRule", "choose_polar_fourier", "chebyshev_sum", "polar_fourier_modes"]
 
 _X_LO = -19.0            # log R: below, R e^{-R^2/2} dR carries < e^{-38}/2 of the constant mode
@@ -201,10 +203,10 @@ def chebyshev_sum(coef: np.ndarray, rho: np.ndarray) -> np.ndarray:
     odd_used, even_used = bool(np.any(nz[1::2])), bool(np.any(nz[2::2]))
     shape = np.broadcast_shapes(coef.shape[1:], rho.shape)
     if M <= 2 or (odd_used and even_used):
-        return _clenshaw(coef, rho, shape)
+        return clenshaw(coef, rho)
     t2 = 2.0 * rho * rho - 1.0
     if not odd_used:         # sum_j a_j T_{2j}(rho) = sum_j a_j T_j(T_2(rho))
-        return _clenshaw(coef[0::2], t2, shape)
+        return clenshaw(coef[0::2], t2)
     # sum_j a_j T_{2j+1}: y_j = T_{2j+1} obeys y_{j+1} = 2 T_2 y_j - y_{j-1} with y_0 = T_1 = y_{-1} = rho, so the
     # Clenshaw sum ends in (a_0 + 2 T_2 b_1 - b_2) rho - b_1 rho
     a = coef[1::2]
@@ -212,13 +214,6 @@ def chebyshev_sum(coef: np.ndarray, rho: np.ndarray) -> np.ndarray:
     for j in range(a.shape[0] - 1, 0, -1):
         b1, b2 = 2.0 * t2 * b1 - b2 + a[j], b1
     return (a[0] + 2.0 * t2 * b1 - b2 - b1) * rho + coef[0]
-
-
-def _clenshaw(coef, y, shape):
-    b1, b2 = np.zeros(shape), np.zeros(shape)
-    for r in range(coef.shape[0] - 1, 0, -1):
-        b1, b2 = 2.0 * y * b1 - b2 + coef[r], b1
-    return y * b1 - b2 + coef[0]
 
 
 def _parity(f) -> str:

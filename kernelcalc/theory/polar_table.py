@@ -29,7 +29,7 @@ import numpy as np
 
 from .._blas import one_blas_thread
 from .._x64 import float64
-from ._chebyshev import chebyshev_coefficients, chebyshev_matrix, lobatto
+from ._chebyshev import chebyshev_coefficients, chebyshev_matrix, clenshaw, lobatto
 from .duals_ops import NUMPY_OPS
 from .gaussian_rules import PolarSectorRule, numpy_pairs
 
@@ -146,27 +146,18 @@ class TabulatedPolarRule:
         n_out = 2 if derivative else 1
         G = self._theta_series(cells.real, cells.imag, n_out)     # (n_out, cells, R + 1)
         inv = inv.ravel()
-        R = self.degrees[1]
-        # each chunk's series laid out by degree, (n_out, R + 1, chunk), once per solve, and its sqrt(q1 q2) (a division,
+        # each chunk's series laid out by degree, (R + 1, n_out, chunk), once per solve, and its sqrt(q1 q2) (a division,
         # not a product with the inverse: c = q on the diagonal must give rho = 1 exactly, theta = 0 -- one rounding off
         # made theta 1.5e-8, and Cdot of a phi' that jumps at the kink moved by 8e-9: review of stop 35)
-        GT = np.ascontiguousarray(G.transpose(0, 2, 1))          # (n_out, R + 1, cells): one gather per chunk below
+        GT = np.ascontiguousarray(G.transpose(2, 0, 1))          # (R + 1, n_out, cells): one gather per chunk below
         chunks = [(idx[s:s + _CHUNK], GT.take(inv[s:s + _CHUNK], axis=2),
                    np.sqrt(q1[idx[s:s + _CHUNK]] * q2[idx[s:s + _CHUNK]])) for s in range(0, idx.size, _CHUNK)]
 
         def at(c):
             c = np.broadcast_to(np.asarray(c, np.float64), shape).ravel()
             out = np.empty((n_out, c.size))
-            for k, g, root in chunks:        # Clenshaw: sum_r g_r T_r(x), x = 2 theta / pi - 1
-                x = 2.0 * np.arccos(np.clip(c[k] / root, -1.0, 1.0)) / math.pi - 1.0
-                x2 = 2.0 * x
-                b1, b2 = np.zeros((n_out, k.size)), np.zeros((n_out, k.size))
-                for r in range(R, 0, -1):
-                    b0 = x2 * b1
-                    b0 -= b2
-                    b0 += g[:, r]
-                    b1, b2 = b0, b1
-                out[:, k] = g[:, 0] + x * b1 - b2
+            for k, g, root in chunks:        # sum_r g_r T_r(x), x = 2 theta / pi - 1
+                out[:, k] = clenshaw(g, 2.0 * np.arccos(np.clip(c[k] / root, -1.0, 1.0)) / math.pi - 1.0)
             if rest.size:
                 out[:, rest] = self._outside(q1[rest], q2[rest], c[rest])[:n_out]
             return tuple(o.reshape(shape) for o in out)
@@ -213,8 +204,9 @@ class TabulatedPolarRule:
     def _first_series(self, ua, n_out, cheb):
         r"""The series in $\log q_2$ and $\theta$ at the first variances ``ua``: ``[(n_out, m + 1, R + 1)]``, computed
         for C and Cdot ($(m+1)^2(R+1)$ terms each) where not met before, memoised (at most :data:`_FIRST_MEMO` variances:
-        a full memo is cleared, the working set of the solves that follow filling it again).  Measured (tanh kink, 2000 standardised rows: 26k first variances over the solves' 212 calls, 890
-        distinct): the contraction 4.6 -> 1.1 s."""
+        a full memo is cleared, the working set of the solves that follow filling it again).  Measured (tanh kink,
+        2000 standardised rows: 26k first variances over the solves' 212 calls, 890 distinct): the contraction
+        4.6 -> 1.1 s."""
         m, R = self.degrees
         memo = self._by_first
         keys = ua.tolist()
