@@ -126,7 +126,7 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
         # batch: every solve of the plan is at these norms (unless the degree in t doubles)
         self.levels = [d for d in _T_DEGREES if d >= (24 if self.t_hi - self.t_lo > _T_WIDE else 12)]
         with self._threads():        # (a product with an inner dimension d: BLAS threads only add overhead)
-            self.half, self.direct = self._window()
+            self.half, self.direct = self._window(getattr(pair_fn, "window_correlation_cap", None))
         direct_norms = np.concatenate([self.na[self.direct[0]], self.nb[self.direct[1]]])
         prepare = getattr(pair_fn, "prepare", None)
         if prepare is not None:

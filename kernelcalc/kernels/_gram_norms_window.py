@@ -23,19 +23,22 @@ __all__ = ["NormWindow"]
 
 _MIN_HALF_WIDTH = 0.25 * math.pi     # the theta window is at least [pi/4, 3 pi/4]
 _DIRECT_PAIRS = 16           # pairs of largest |cos theta| solved directly, outside the window
+_DIRECT_MAX = 20000          # most pairs above a pair function's window cap (solved directly; else refused)
 
 
 class NormWindow:
     """The window and the direct pairs of :class:`~kernelcalc.kernels._gram_norms.NormInterpPlan` (a mixin: the
     plan's inputs ``a``, ``b``, norms ``na``, ``nb`` and its solve counter)."""
 
-    def _window(self):
+    def _window(self, cap=None):
         r"""Half-width $h$ of the theta window $[\tfrac\pi2-h,\tfrac\pi2+h]$ and the pairs solved directly
         ``(rows of a, rows of b)``: the window holds every pair present (the diagonal of a symmetric Gram and zero
         rows excluded; at least $[\pi/4, 3\pi/4]$) but the :data:`_DIRECT_PAIRS` of largest $|\cos\theta|$, when
         leaving them out widens the smallest angle of the window by a tenth at least (module doc).  Found by row
         blocks in two passes: the rows' largest $|\cos\theta|$, then the pairs above a bound of the
-        ``_DIRECT_PAIRS + 1``-th largest."""
+        ``_DIRECT_PAIRS + 1``-th largest.  ``cap``: the pair function's largest $|\cos\theta|$ for the window (a
+        kinked activation: near $\theta=0$ the kernel is not smooth in the norms where they are equal, so no
+        interpolant in $\log v$ converges); every pair above it is solved directly (at most :data:`_DIRECT_MAX`)."""
         def unit(x, v):       # rows of norm 1 (zero rows stay 0)
             r = np.sqrt(v * self.d)
             return x / np.where(r > 0, r, 1.0)[:, None]
@@ -56,6 +59,8 @@ class NormWindow:
             return c0, c
 
         keep = _DIRECT_PAIRS + 1
+        if cap is not None:
+            keep = max(keep, self._count_above(cosines, blocks, cap) + 1)
         # every pair is counted in one row: the pairs at or above the keep-th largest row maximum hold the keep
         # largest pairs
         row_max = np.concatenate([np.max(cosines(r0, r1)[1], axis=1) for r0, r1 in blocks])
@@ -80,11 +85,25 @@ class NormWindow:
             def smallest_angle(c):      # the window's smallest angle for a largest |cos theta| c
                 return min(math.acos(min(c, 1.0)), 0.5 * math.pi - _MIN_HALF_WIDTH)
 
-            if smallest_angle(edge) >= 1.1 * smallest_angle(largest):
+            if cap is not None and largest > cap:        # (keep: the pairs above the cap, and one more)
+                ours = top > cap
+                largest, direct = cap, (rows[ours], cols[ours])
+            elif smallest_angle(edge) >= 1.1 * smallest_angle(largest):
                 ours = top > edge
                 largest, direct = edge, (rows[ours], cols[ours])
         theta_lo = math.acos(min(largest, 1.0))
         return max(_MIN_HALF_WIDTH, min(0.5 * math.pi, (0.5 * math.pi - theta_lo) * (1.0 + 1e-9))), direct
+
+    def _count_above(self, cosines, blocks, cap) -> int:
+        r"""Pairs with $|\cos\theta|$ above ``cap`` (a refusal past :data:`_DIRECT_MAX`: each is a pair solve)."""
+        count = sum(int(np.count_nonzero(cosines(r0, r1)[1] > cap)) for r0, r1 in blocks)
+        if count > _DIRECT_MAX:
+            from .._validation import KernelcalcInputError
+            raise KernelcalcInputError(
+                f"{count} pairs of inputs are within {math.degrees(math.acos(cap)):.1f} degrees of parallel (or "
+                f"antiparallel); with a kinked activation off the sphere each is its own Neural-ODE solve (the limit is "
+                f"{_DIRECT_MAX}): use fewer points, more input dimensions, or inputs of one norm (data.sphere_normalise)")
+        return count
 
     def _solve_direct(self, pair_fn) -> None:
         """Solve the pairs outside the window (:meth:`_window`) directly; ``direct_entries``: ``(rows, columns,

@@ -114,7 +114,9 @@ class TriangleGrid:
 
     ``r`` (m+1,), ``v`` (n+1,) with ``v[0] = 1`` (the diagonal) and ``v[-1] = 0``; points
     $(r_k, r_kv_l)$ flattened as ``k*(n+1)+l``.  ``W``, ``V``: (P, P) forward and backward maps,
-    ``omega`` (P,): $\iint_{[0,T]^2}$ weights; ``Q`` (P, m+1): $q(r_kv_l)$ from $q(r_{k'})$.
+    ``omega`` (P,): $\iint_{[0,T]^2}$ weights; ``Q`` (P, m+1): $q(r_kv_l)$ from $q(r_{k'})$.  ``head`` (P, m+1),
+    ``P0`` (n+1,), ``tail`` (m+1, m+1), ``tail_seg`` (m+1, m+1, n+1): the parts of $W$ and $V$ that integrate over the
+    mirrored triangle, separable (inputs of unequal norm, :mod:`._triangle_pair`).
     """
 
     m: int
@@ -127,6 +129,10 @@ class TriangleGrid:
     V: np.ndarray
     omega: np.ndarray
     Q: np.ndarray
+    head: np.ndarray = None
+    P0: np.ndarray = None
+    tail: np.ndarray = None
+    tail_seg: np.ndarray = None
 
     @property
     def points(self) -> int:
@@ -143,7 +149,8 @@ def triangle_grid(m: int, n: int, delta: float, T: float) -> TriangleGrid:
     (the maps of [0, 1] scaled: $W, V, \omega\propto T^2$, the collapsed coordinates are scale free)."""
     g = _unit_grid(m, n, float(delta))
     T = float(T)
-    return TriangleGrid(m, n, float(delta), T, T * g.r, g.v, T * T * g.W, T * T * g.V, T * T * g.omega, g.Q)
+    return TriangleGrid(m, n, float(delta), T, T * g.r, g.v, T * T * g.W, T * T * g.V, T * T * g.omega, g.Q,
+                        T * T * g.head, g.P0, T * T * g.tail, T * T * g.tail_seg)
 
 
 def _one_thread():
@@ -300,7 +307,7 @@ def _build_unit_grid(m: int, n: int, delta: float) -> TriangleGrid:
     V = bwd.reshape(Pn, Pn)
     omega = (2.0 * np.outer(int_rL(0.0, T), P0)).ravel()
     Q = barycentric_weights(r, (r[:, None] * v[None, :]).ravel())
-    return TriangleGrid(m, n, float(delta), float(T), r, v, W, V, omega, Q)
+    return TriangleGrid(m, n, float(delta), float(T), r, v, W, V, omega, Q, head, P0, tail, tail_seg)
 
 
 #: a cross-kernel's Picard change is measured against at least this fraction of its natural scale max q(t) (the sweeps

@@ -51,6 +51,7 @@ from ._gram import flat_pairs
 from ._interp import barycentric_weights
 from .ode_kinked_deficit import KinkedDeficitMixin, angle_gaps
 from .ode_kinked_node_tables import KinkedNodeTablesMixin
+from .ode_kinked_pair import KinkedPairMixin
 from .ode_kinked_ladder import _LARGE_Q_PANELS, KinkedLadderMixin, band_floor, band_of
 from .ode_kinked_ladder import use_triangles  # noqa: F401  (importable here)
 from .ode_kinked_panels import (_kink, _dear, _TaylorCells, KinkedPanelsMixin, _backward, _dual_np, _exact_pairs, _panels_of,
@@ -84,7 +85,7 @@ _SELF_Q_STEPS = 8          # ... at most this many fixed-diagonal solves, else t
 _THETA_EPS = 4.0
 
 
-class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesMixin, KinkedPanelsMixin):
+class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesMixin, KinkedPairMixin, KinkedPanelsMixin):
     r"""Neural-ODE kernel evaluator on the collapsed-triangle grid (module doc); ``M`` is the degree $m=n$.
     Mixed into a :class:`~kernelcalc.kernels.ode.GoursatSolver`, which supplies :meth:`_tensor_factory`
     (the tensor-grid solver of unequal-norm pairs) and, for the panels' cost guard, ``work_limit`` and
@@ -374,6 +375,12 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         rho = np.where(prod > 0, np.abs(sxy) / np.sqrt(np.where(prod > 0, prod, 1.0)), 0.0)
         probes = (() if self.activation.jumps else _TENSOR_CORRELATIONS) + (None,)
         done = equal.copy()
+        if not self.activation.jumps and self._panel_count() == 1:
+            # closer than the last probe: both collapsed triangles, each pair on its own ladder (ode_kinked_pair)
+            close = ~done & (rho > _TENSOR_CORRELATIONS[-1])
+            done |= close
+            if np.any(close):
+                nngp[close], ntk[close] = self._close_pairs(dual, M, sxx[close], syy[close], sxy[close])
         for probe, prefix in zip(probes, _TENSOR_INFO[-len(probes):]):
             sel = ~done & (rho <= probe) if probe is not None else ~done      # (the last: every pair left)
             done |= sel
@@ -404,6 +411,13 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
             raise self._blow_up("the kernel")
         return nngp.reshape(shape), ntk.reshape(shape)
+
+    @property
+    def window_correlation_cap(self):
+        r"""The largest $|\cos\theta|$ of a norm-interpolation table's window (:mod:`._gram_norms_window`): the last
+        probe of the tensor grid, on one element (closer pairs are solved directly, :mod:`.ode_kinked_pair`); ``None``
+        (no cap) for an activation that jumps or on panels."""
+        return None if self.activation.jumps or self._panel_count() > 1 else _TENSOR_CORRELATIONS[-1]
 
     def theta_scale(self, v, angles=None):
         r"""The width $\varepsilon$ of the sphere table's sinh angle variable (:class:`._interp.SinhAngle`) for the
