@@ -78,21 +78,33 @@ def test_parallel_rows_of_different_norms_meet_tol(activation):
 
 
 @pytest.mark.parametrize("n", [60, pytest.param(150, marks=pytest.mark.slow)])
-def test_relu6_at_small_norms_is_relu_on_two_dimensional_rows(n):
-    r"""Standardised rows in $d=2$ scaled to $|x|^2/d\sim10^{-2}$: a tenth of the pairs within 8 degrees of parallel,
-    most of unequal norm (at 200 rows the cost guard refused relu6).  Their Gram against relu's (homogeneous path).
-    60 rows: the direct per-pair path; 150: the norm-interpolation table, its window capped at $|\cos\theta|=0.99$
-    and the 972 pairs beyond solved directly."""
+@pytest.mark.parametrize("activation, limit, size", [(RELU6, "relu", 0.1), ("Min(Max(-1, x), 1)", "identity", 0.01)])
+def test_small_norms_on_two_dimensional_rows_are_the_limit(activation, limit, size, n):
+    r"""Standardised rows in $d=2$ scaled by ``size``: a fifth of the pairs within 18 degrees of parallel, most of
+    unequal norm (at 200 rows of unit scale the cost guard refused relu6 and hardtanh).  The variances stay below
+    $q\approx0.12$ (relu6) and $10^{-3}$ (hardtanh), so the breakpoints (6; $\pm1$) lie 17 and 28 standard deviations
+    out, and relu6 is relu, hardtanh the identity, to rounding; the references take other paths (relu: homogeneous;
+    identity: smooth, no kink).  60 rows: the direct per-pair path; 150: the norm-interpolation table (hardtanh: odd,
+    folded), its window capped at $|\cos\theta|=0.95$ and the pairs beyond solved directly."""
     X = np.random.default_rng(1).standard_normal((n, 2))
-    X = 0.1 * (X - X.mean(0)) / X.std(0)
-    K6, msgs = _quiet(kc.node_kernel, X, activation=RELU6)
-    K1, _ = _quiet(kc.node_kernel, X, activation="relu")
+    X = size * (X - X.mean(0)) / X.std(0)
+    K, msgs = _quiet(kc.node_kernel, X, activation=activation)
+    R, _ = _quiet(kc.node_kernel, X, activation=limit)
     assert not msgs
-    assert K6.info["unequal_norms_close_M"] >= 16      # (the pair solver ran)
-    scale = np.max(np.abs(K1.ntk))
-    assert np.max(np.abs(K6.ntk - K1.ntk)) <= 2e-9 * scale
-    assert np.max(np.abs(K6.nngp - K1.nngp)) <= 2e-9 * np.max(np.abs(K1.nngp))
-    assert K6.info["error_estimate"] <= 10 * 1e-10 * scale
+    assert K.info["unequal_norms_close_M"] >= 16      # (the pair solver ran)
+    scale = np.max(np.abs(R.ntk))
+    assert np.max(np.abs(K.ntk - R.ntk)) <= 2e-9 * scale
+    assert np.max(np.abs(K.nngp - R.nngp)) <= 2e-9 * np.max(np.abs(R.nngp))
+    assert K.info["error_estimate"] <= 10 * 1e-10 * scale
+
+
+def test_the_odd_kernels_pairs_keep_the_window_cap():
+    from kernelcalc.kernels._gram import _OddPairs
+    from kernelcalc.kernels.ode import KinkedGoursatSolver
+    solver = KinkedGoursatSolver(kc.resolve_activation("Min(Max(-1, x), 1)"), T=1.0, sigma_w=1.0, sigma_u=1.0,
+                                 sigma_v=1.0, v_max=4.0)
+    assert solver.window_correlation_cap == 0.95
+    assert _OddPairs(solver).window_correlation_cap == 0.95
 
 
 def test_too_many_nearly_parallel_pairs_are_refused_in_one_line():
@@ -102,7 +114,7 @@ def test_too_many_nearly_parallel_pairs_are_refused_in_one_line():
     old = w._DIRECT_MAX
     try:
         w._DIRECT_MAX = 100
-        with pytest.raises(kc.KernelcalcInputError, match="within 8.1 degrees of parallel"):
+        with pytest.raises(kc.KernelcalcInputError, match=r"within 18.2 degrees of parallel \(or antiparallel\)"):
             kc.node_kernel(X, activation="elu")
     finally:
         w._DIRECT_MAX = old

@@ -208,6 +208,7 @@ class _OddPairs:
         self.pair_fn = pair_fn
         self.prepare = getattr(pair_fn, "prepare", None)
         self.adopt_diagonals = getattr(pair_fn, "adopt_diagonals", None)
+        self.window_correlation_cap = getattr(pair_fn, "window_correlation_cap", None)
         planned = getattr(pair_fn, "plan_pairs", None)
         self.plan_pairs = None if planned is None else (lambda n: planned((n + 1) // 2))   # half the solves
         if getattr(pair_fn, "at_angles", None) is not None:

@@ -417,7 +417,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         r"""The largest $|\cos\theta|$ of a norm-interpolation table's window (:mod:`._gram_norms_window`): the last
         probe of the tensor grid, on one element (closer pairs are solved directly, :mod:`.ode_kinked_pair`); ``None``
         (no cap) for an activation that jumps or on panels."""
-        return None if self.activation.jumps or self._panel_count() > 1 else _TENSOR_CORRELATIONS[-1]
+        return None if self.activation.jumps or self._panel_count() > 1 else _TENSOR_CORRELATIONS[0]
 
     def theta_scale(self, v, angles=None):
         r"""The width $\varepsilon$ of the sphere table's sinh angle variable (:class:`._interp.SinhAngle`) for the
