@@ -6,8 +6,9 @@ side by side in one run.
    sphere, N = 2000, d = 10, for node softplus, node tanh, resnet softplus (depth 8), tanh MLP (depth 3).
    Target: ratio ≤ 3.
 2. **Kinked activations** (``bench_regimes_kinks``): relu, leaky_relu, elu, abs and the user-typed hardtanh and relu6
-   Neural ODE (N = 2000 on the sphere; N = 200 and 2000 standardised rows off it), and the depth-8 Euler ResNet on
-   the sphere: time and error estimate against softplus at the same rows.
+   Neural ODE (N = 2000 on the sphere; N = 200 and 2000 standardised rows off it), the depth-8 Euler ResNet on
+   the sphere, and the Neural ODE on 200 standardised rows in d = 2: time and error estimate against softplus at
+   the same rows.
    Target: ≤ 3× softplus, error ≤ 1e-10 (default tol).
 3. **Long horizons** (``bench_regimes_horizon``): every built-in activation at σw·T = 10 against T = 1 (N = 200 on
    the sphere). Target: computes, ≤ 10× its own T = 1 time, error ≤ 1e-9.

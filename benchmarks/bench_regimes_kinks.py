@@ -3,7 +3,9 @@
 For N = 2000 inputs on the sphere (|x|^2 = d, d = 10), then for N = 200 and 2000 standardised rows (off the sphere:
 the rows of ``bench_regimes_offsphere``, seed 2) prints, for softplus (the comfortable case) and
 relu, leaky_relu, elu, abs, the time of ``node_kernel`` (T = 1, sigma = 1, default tol = 1e-10) and its
-``info["error_estimate"]`` (and the relative one), and the time ratio against softplus.  Every timing is
+``info["error_estimate"]`` (and the relative one), and the time ratio against softplus; then the Euler ResNet
+(depth 8), and the Neural ODE on 200 standardised rows in d = 2 (low-dimensional data: a fifth of the pairs within 18
+degrees of parallel, most of unequal norm).  Every timing is
 the FIRST call in a fresh subprocess (cold: imports excluded, jax compilation and every memo included),
 so no case profits from another's caches.  ``run()`` returns the rows as a list of dicts (the lead
 assembles benchmarks/bench_regimes.py from it).
@@ -154,6 +156,9 @@ from kernelcalc.data import sphere_normalise
 act, N, d, data, model = sys.argv[1], int(sys.argv[2]), 10, sys.argv[3], sys.argv[5]
 if data == "sphere":
     x = sphere_normalise(np.random.default_rng(7).standard_normal((N, d)))
+elif data == "standardised-2d":    # low-dimensional data: a fifth of the pairs within 18 degrees of parallel
+    z = np.random.default_rng(2).standard_normal((N, 2))
+    x = (z - z.mean(0)) / z.std(0)
 else:          # the off-sphere benchmark's standardised rows (bench_regimes_offsphere.rows), row seed 2
     sys.path.insert(0, sys.argv[4])
     from bench_regimes_offsphere import rows
@@ -192,15 +197,17 @@ def _cold(activation: str, N: int, timeout: float = 600.0, data: str = "sphere",
 
 
 def run(N: int = 2000, activations=ACTIVATIONS, timeout: float = 600.0, off_sphere=(200, 2000),
-        resnet: bool = True) -> list[dict]:
+        resnet: bool = True, low_d: int = 200) -> list[dict]:
     """Time and error estimate of each activation's Neural-ODE Gram (cold, fresh process, at most ``timeout``
     seconds each), with the ratio against softplus: N rows on the sphere, then standardised rows (off the sphere) of
     each size in ``off_sphere``, then (``resnet``) the Euler ResNet of depth 8 on the N rows on the sphere and on the
-    smallest set of standardised rows; prints a
-    table for each and returns the rows (``data``: "sphere" or "standardised"; ``model``: "node" or "resnet")."""
+    smallest set of standardised rows, and (``low_d`` rows, 0: none) the Neural ODE on standardised rows in d = 2; prints
+    a table for each and returns the rows (``data``: "sphere", "standardised" or "standardised-2d"; ``model``: "node" or
+    "resnet")."""
     out = []
     cases = ([("node", "sphere", N)] + [("node", "standardised", m) for m in off_sphere]
-             + [("resnet", "sphere", N), ("resnet", "standardised", min(off_sphere, default=200))] * resnet)
+             + [("resnet", "sphere", N), ("resnet", "standardised", min(off_sphere, default=200))] * resnet
+             + [("node", "standardised-2d", low_d)] * bool(low_d))
     for model, data, n in cases:
         rows = [dict(_cold(a, n, timeout, data, model), data=data, model=model) for a in activations]
         out += _table(rows, n, data, model)
@@ -209,9 +216,10 @@ def run(N: int = 2000, activations=ACTIVATIONS, timeout: float = 600.0, off_sphe
 
 def _table(rows: list[dict], N: int, data: str, model: str = "node") -> list[dict]:
     base = next((r["seconds"] for r in rows if r["activation"] == "softplus"), float("nan"))
-    where = "on the sphere" if data == "sphere" else "standardised rows (off the sphere)"
+    where = {"sphere": "on the sphere (d = 10)", "standardised": "standardised rows, off the sphere (d = 10)",
+             "standardised-2d": "standardised rows in d = 2"}[data]
     what = "Neural ODE, T = 1, tol = 1e-10" if model == "node" else "Euler ResNet, depth 8, T = 1"
-    print(f"{what}, N = {N} {where} (d = 10); cold first call, fresh process each")
+    print(f"{what}, N = {N} {where}; cold first call, fresh process each")
     print(f"{'activation':<12}{'seconds':>9}{'x softplus':>12}{'error est.':>12}{'relative':>11}  grid")
     for r in rows:
         r["ratio_to_softplus"] = r["seconds"] / base

@@ -49,7 +49,9 @@ class KinkedPairMixin:
         todo = np.arange(n)
         prev = None
         top = None
-        for k, Mp in enumerate(_PAIR_LADDER if self.M_fixed is None else (self.M_fixed,)):
+        # a fixed degree (time_nodes) is judged against the rung three quarters of it (its change the estimate)
+        ladder = _PAIR_LADDER if self.M_fixed is None else (max(4, 3 * int(self.M_fixed) // 4), int(self.M_fixed))
+        for Mp in ladder:
             if todo.size == 0:
                 break
             top = Mp
@@ -59,18 +61,18 @@ class KinkedPairMixin:
             if prev is not None:
                 # (relative to the call's largest |NTK|, as the kernels' accuracy claim: a nearly antiparallel pair's
                 # own NTK can be a few percent of it)
-                scale = max(float(np.max(np.abs(ntk))), float(np.max(np.abs(b))))
-                change[todo] = np.abs(b - prev[todo]) / scale if scale > 0 else 0.0
+                with np.errstate(invalid="ignore"):
+                    scale = max(float(np.nanmax(np.abs(ntk), initial=0.0)), float(np.nanmax(np.abs(b), initial=0.0)))
+                    change[todo] = np.abs(b - prev[todo]) / scale if scale > 0 else np.abs(b - prev[todo])
+                change[np.isnan(change)] = np.inf        # (a non-finite pair: never converged; the caller raises)
             nngp[todo], ntk[todo] = a, b
             if prev is None:
                 prev = ntk.copy()
-                if self.M_fixed is not None:
-                    change[:] = 0.0
                 continue
             prev[todo] = b
             todo = todo[change[todo] > self.tol]
         est = float(np.max(change)) if n else 0.0
-        if todo.size and self.M_fixed is None:
+        if todo.size:
             accuracy_shortfall(
                 f"time grid: {todo.size} nearly parallel pairs of unequal norm still change by {est:.1e} (relative) at "
                 f"degree {top} of both collapsed triangles, above tol = {self.tol:.1e}", self.strict)

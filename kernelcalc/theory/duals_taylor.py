@@ -129,9 +129,11 @@ class TaylorAtVariances:
         K = _ORDER
         # the remainders: the next terms computed (_CHECK orders past the sum) four times over, and at least the
         # geometric extrapolation of the last two terms summed, and their ratio to the distance to |rho| = 1
-        nxt = [np.abs(d[m - 2]) * x ** m / math.factorial(m) for m in range(K - 1, K + 1 + _CHECK)]      # C: K-1 ..
-        nd = [np.abs(d[m - 2]) * x ** (m - 1) / math.factorial(m - 1) for m in range(K - 1, K + 1 + _CHECK)]  # Cdot
-        with np.errstate(divide="ignore", invalid="ignore"):
+        # (an overflow, a huge move or a derivative past the float range, is an infinite remainder: evaluated exactly)
+        with np.errstate(over="ignore", invalid="ignore"):
+            nxt = [np.abs(d[m - 2]) * x ** m / math.factorial(m) for m in range(K - 1, K + 1 + _CHECK)]   # C: K-1 ..
+            nd = [np.abs(d[m - 2]) * x ** (m - 1) / math.factorial(m - 1) for m in range(K - 1, K + 1 + _CHECK)]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ratio2 = np.where(r > 0, (x / np.where(r > 0, r, 1.0)) ** 2, np.inf)
             rem_C, rem_Cd = (np.maximum.reduce([4.0 * sum(t[2:]), t[0] * ratio2,
                                                 np.where(t[0] > 0, 10.0 * t[1] * t[1] / t[0],
