@@ -107,7 +107,10 @@ def _cells(dual, q1, q2):
     polynomial of degree 2 Taylor-updates exact anchors (:class:`~.ode_kinked_panels._TaylorCells`); else the closed
     form or rule at every sweep."""
     if dual.tabulated:
-        f = dual.rule.at_variances(q1, q2)
+        # C and Cdot are symmetric in (q1, q2): the variance a row of nodes shares first (q_x(r_k) below the diagonal,
+        # q_y(r_k) above), so that the table's series in the first variance is contracted once per row, not per node
+        # (measured elu, 200 standardised rows in d = 2: 15 s of the pairs' 18 s went to those contractions)
+        f = dual.rule.at_variances(np.stack([q1[:, 0], q2[:, 1]], axis=1), np.stack([q2[:, 0], q1[:, 1]], axis=1))
         return lambda a, b, c: f(c)
     cells = _TaylorCells.of(dual)
     if cells is not None:
