@@ -119,3 +119,11 @@ def test_too_many_nearly_parallel_pairs_are_refused_in_one_line():
     finally:
         w._DIRECT_MAX = old
     assert math.isfinite(old)
+
+
+@pytest.mark.parametrize("activation, c2", [("Piecewise((tanh(x), x > 0), (x, True))", True), ("softplus", True),
+                                            ("elu", False), (RELU6, False), ("relu", False), ("sign(x)", False)])
+def test_twice_differentiable_names_the_weak_kinks(activation, c2):
+    r"""The tanh kink's $\phi'$ and $\phi''$ are continuous at 0 ($\tanh'(0)=1$, $\tanh''(0)=0$): its window is not
+    capped; elu's $\phi''$ jumps (0 against 1), relu6's $\phi'$, sign's $\phi$."""
+    assert kc.resolve_activation(activation).twice_differentiable is c2
