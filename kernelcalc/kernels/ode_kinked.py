@@ -375,8 +375,10 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         rho = np.where(prod > 0, np.abs(sxy) / np.sqrt(np.where(prod > 0, prod, 1.0)), 0.0)
         probes = (() if self.activation.jumps else _TENSOR_CORRELATIONS) + (None,)
         done = equal.copy()
-        if not self.activation.jumps and self._panel_count() == 1:
-            # closer than the last probe: both collapsed triangles, each pair on its own ladder (ode_kinked_pair)
+        if self.window_correlation_cap is not None:
+            # closer than the last probe: both collapsed triangles, each pair on its own ladder (ode_kinked_pair).  Not
+            # for a twice differentiable phi (the tanh kink): the tensor grid judged at identical inputs converges
+            # there (x and 2x: 1e-11), and at less cost (200 standardised rows in d = 2: 8.7 s against 13.5)
             close = ~done & (rho > _TENSOR_CORRELATIONS[-1])
             done |= close
             if np.any(close):
