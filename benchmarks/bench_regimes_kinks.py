@@ -133,6 +133,23 @@ Relative error estimates as before (<= 1.1e-10 on the sphere, <= 5.3e-10 off it)
 (fresh processes, alternating, a review helper running): kernels within 2.2e-15 on the sphere and <= 1.6e-13 off it,
 but for one near-parallel pair of hardtanh's 2000 standardised rows, 2.4e-12 of max |NTK| (median 1.7e-16; the
 estimate 4e-10).
+
+Stop 36 (2026-12-07, 22:49-22:53 UTC, load 0.5, main 31a62fc), the new row: the Neural ODE on 200 standardised rows
+in d = 2 (seed 2; a fifth of the pairs within 18 degrees of parallel, most of unequal norm), seconds (ratio to
+softplus 0.90 s), relative estimate; old main 2ea302f measured alone on the same rows:
+
+| activation | old main | this stop |
+|---|---|---|
+| relu / leaky / abs | (homogeneous path) | 0.52 / 0.53 / 1.04 s |
+| elu | 108 s, 2.9e-9, warned | 13.4 s (14.9x), 1.9e-10 |
+| hardtanh | refused after 59 s (cost guard) | 26.3 s (29x), 6.9e-10 |
+| relu6 | refused after 53 s (cost guard) | 42.9 s (48x), 5.3e-10 |
+| hard-swish | refused after 46 s (cost guard) | 37.8 s (42x), 5.2e-10 |
+| tanh kink | 8.6 s, 2.5e-10 | 8.5 s, 2.5e-10 (unchanged path: twice differentiable) |
+
+New: pairs of unequal norm with |cos| > 0.99 on both collapsed triangles (kernels/_triangle_pair.py,
+ode_kinked_pair.py), the table's theta window capped at |cos| = 0.95 with the pairs beyond solved directly.  The
+d = 10 rows are unchanged (relu6, 2000 standardised rows: 8.6 -> 7.9 s, the same table; elu 2.1 -> 2.3 s, noise).
 """
 
 from __future__ import annotations
