@@ -127,3 +127,24 @@ def test_twice_differentiable_names_the_weak_kinks(activation, c2):
     r"""The tanh kink's $\phi'$ and $\phi''$ are continuous at 0 ($\tanh'(0)=1$, $\tanh''(0)=0$): its window is not
     capped; elu's $\phi''$ jumps (0 against 1), relu6's $\phi'$, sign's $\phi$."""
     assert kc.resolve_activation(activation).twice_differentiable is c2
+
+
+def test_nearly_antiparallel_equal_norms_estimate_bounds_the_error():
+    r"""relu6 at $v=8.08$, $\cos\theta_0=-0.99995$ (equal norms): $\dot C$'s orthant terms of the breakpoint 6 have a
+    near kink at $\rho\to-1$ along $t=s$, which band 0's unclustered grid (degree 16) left 4.3e-10 of the largest entry
+    off with an estimate of 3.4e-12 (review of stop 36).  Bands are now chosen by $\min(\theta_0,\pi-\theta_0)$: the
+    entry against the degree-64 solve (a fixed grid, its error far below) within the reported estimate."""
+    r = np.random.default_rng(0)
+    x = r.standard_normal(10)
+    x *= math.sqrt(8.08 * 10 / (x @ x))
+    u = r.standard_normal(10)
+    u -= (u @ x) / (x @ x) * x
+    u *= math.sqrt((x @ x) / (u @ u))
+    th = math.acos(-0.99995)
+    X = np.array([x, math.cos(th) * x + math.sin(th) * u])
+    K, msgs = _quiet(kc.node_kernel, X, activation=RELU6)
+    fine, _ = _quiet(kc.node_kernel, X, activation=RELU6, time_nodes=64)
+    scale = np.max(np.abs(K.ntk))
+    assert not msgs
+    assert abs(K.ntk[0, 1] - fine.ntk[0, 1]) <= max(K.info["error_estimate"], 1e-12 * scale)
+    assert K.info["error_estimate"] <= 10 * 1e-10 * scale
