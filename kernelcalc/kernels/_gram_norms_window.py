@@ -58,12 +58,15 @@ class NormWindow:
                 c[:, : r1 - r0] = np.triu(c[:, : r1 - r0], 1)
             return c0, c
 
-        keep = _DIRECT_PAIRS + 1
-        if cap is not None:
-            keep = max(keep, self._count_above(cosines, blocks, cap) + 1)
         # every pair is counted in one row: the pairs at or above the keep-th largest row maximum hold the keep
-        # largest pairs
-        row_max = np.concatenate([np.max(cosines(r0, r1)[1], axis=1) for r0, r1 in blocks])
+        # largest pairs (and those above a cap, counted in the same pass)
+        row_max, above = [], 0
+        for r0, r1 in blocks:
+            c = cosines(r0, r1)[1]
+            row_max.append(np.max(c, axis=1))
+            above += 0 if cap is None else int(np.count_nonzero(c > cap))
+        row_max = np.concatenate(row_max)
+        keep = _DIRECT_PAIRS + 1 if cap is None else max(_DIRECT_PAIRS, self._direct_limit(above, cap)) + 1
         largest = float(np.max(row_max)) if row_max.size else 0.0
         direct = (np.empty(0, np.intp), np.empty(0, np.intp))
         if row_max.size:
@@ -94,9 +97,10 @@ class NormWindow:
         theta_lo = math.acos(min(largest, 1.0))
         return max(_MIN_HALF_WIDTH, min(0.5 * math.pi, (0.5 * math.pi - theta_lo) * (1.0 + 1e-9))), direct
 
-    def _count_above(self, cosines, blocks, cap) -> int:
-        r"""Pairs with $|\cos\theta|$ above ``cap`` (a refusal past :data:`_DIRECT_MAX`: each is a pair solve)."""
-        count = sum(int(np.count_nonzero(cosines(r0, r1)[1] > cap)) for r0, r1 in blocks)
+    @staticmethod
+    def _direct_limit(count: int, cap: float) -> int:
+        r"""``count``, the pairs with $|\cos\theta|$ above ``cap``, or a refusal past :data:`_DIRECT_MAX` (each is a
+        pair solve)."""
         if count > _DIRECT_MAX:
             from .._validation import KernelcalcInputError
             raise KernelcalcInputError(

@@ -347,16 +347,30 @@ def _solve(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation, newton
     def forward(C):
         return (source(C).reshape(B, -1) @ WT).reshape(B, m1, n1)
 
-    steps = ChordNewton(None, 0.0, operator=forward) if newton else None
-    floor = change_floor(q)
-    delta, prev, k = math.inf, math.inf, 0
-    while k < max_sweeps:
+    def C_at(S):
         qk = S[:, :, 0] if q is None else q
         q2 = (qk @ grid.Q.T).reshape(B, m1, n1)
-        C = C_of(np.broadcast_to(qk[:, :, None], (B, m1, n1)), q2, S)
+        return C_of(np.broadcast_to(qk[:, :, None], (B, m1, n1)), q2, S)
+
+    S, delta, k = sweeps(S, S0[:, None, None], C_at, forward, change_floor(q), newton, sweeps_tol, max_sweeps,
+                         stagnation)
+    qk = S[:, :, 0] if q is None else q
+    return S, qk, delta, k
+
+
+def sweeps(S, S0, C_at, forward, floor, newton, sweeps_tol, max_sweeps, stagnation):
+    r"""Picard sweeps $S\leftarrow S_0+$ ``forward(C_at(S))`` from ``S`` (``S0`` broadcasting to it) until the relative
+    change (:func:`changes`, at least ``floor``) meets ``sweeps_tol`` or stagnates below ``stagnation``; with
+    ``newton``, ``C_at`` returns $(C,\dot C)$ and the iterates are chord-Newton steps
+    (:class:`~kernelcalc.kernels._newton.ChordNewton`; the stopping test and the returned plain image are the
+    sweeps').  Also the two triangles of :mod:`._triangle_pair`.  Returns ``(S, change, sweeps)``."""
+    steps = ChordNewton(None, 0.0, operator=forward) if newton else None
+    delta, prev, k = math.inf, math.inf, 0
+    while k < max_sweeps:
+        C = C_at(S)
         if newton:
             C, slope = C
-        S_new = S0[:, None, None] + forward(C)
+        S_new = S0 + forward(C)
         prev, delta = delta, _change(S_new, S, floor)
         k += 1
         if delta <= sweeps_tol or (delta < stagnation and delta >= prev) or not math.isfinite(delta):
@@ -367,8 +381,7 @@ def _solve(grid, C_of, S0, source, q, sweeps_tol, max_sweeps, stagnation, newton
             S = steps(S, S_new, delta, prev)
         else:
             S = S_new
-    qk = S[:, :, 0] if q is None else q
-    return S, qk, delta, k
+    return S, delta, k
 
 
 def changes(new, old, floor: float = 0.0) -> np.ndarray:
@@ -396,11 +409,19 @@ def backward(grid: TriangleGrid, Cdot, LamT, source, sweeps_tol=2e-15, max_sweep
 def _backward(grid, Cdot, LamT, source, sweeps_tol, max_sweeps, stagnation):
     B = LamT.shape[0]
     shape = Cdot.shape
-    Lam = np.broadcast_to(LamT[:, None, None], shape).copy()
     VT = grid.V.T
+    return linear_sweeps(np.broadcast_to(LamT[:, None, None], shape).copy(), LamT[:, None, None],
+                         lambda Lam: (source(Cdot, Lam).reshape(B, -1) @ VT).reshape(shape),
+                         sweeps_tol, max_sweeps, stagnation)
+
+
+def linear_sweeps(Lam, LamT, step, sweeps_tol, max_sweeps, stagnation):
+    r"""Picard sweeps $\Lambda\leftarrow\Lambda_T+$ ``step(Lambda)`` from ``Lam`` (``LamT`` broadcasting to it) until the
+    relative change meets ``sweeps_tol`` or stagnates; also the two triangles of :mod:`._triangle_pair`.  Returns
+    ``(Lambda, change, sweeps)``."""
     delta, prev, k = math.inf, math.inf, 0
     while k < max_sweeps:
-        new = LamT[:, None, None] + (source(Cdot, Lam).reshape(B, -1) @ VT).reshape(shape)
+        new = LamT + step(Lam)
         prev, delta = delta, _change(new, Lam)
         Lam = new
         k += 1

@@ -25,12 +25,9 @@ homogeneous limit $K(x,\lambda x)=\lambda K(x,x)$ to 1e-15 from degree 16.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from ._newton import ChordNewton
-from ._triangle import _one_thread, change_floor, changes
+from ._triangle import _one_thread, change_floor, linear_sweeps, sweeps
 
 __all__ = ["pair_variances", "solve_pair", "backward_pair", "pair_integral"]
 
@@ -64,46 +61,23 @@ def _backward_map(grid, X):
 def solve_pair(grid, C_of, S0, source, q1, q2, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11, newton=False):
     r"""Picard iteration (chord-Newton steps with ``newton``: ``C_of`` returns $(C,\dot C)$) of
     $S=S_0+$ the two-triangle forward map of ``source(C(S))`` for B pairs (``S0`` (B,)) at the node variances
-    ``q1``, ``q2`` (:func:`pair_variances`).  Returns ``(S (B, 2, m+1, n+1), change, sweeps)``."""
+    ``q1``, ``q2`` (:func:`pair_variances`), by :func:`._triangle.sweeps`.  Returns ``(S (B, 2, m+1, n+1), change,
+    sweeps)``."""
     with _one_thread():
         B = S0.shape[0]
         S = np.broadcast_to(S0[:, None, None, None], q1.shape).copy()
-        forward = lambda C: _forward(grid, source(C))               # noqa: E731
-        steps = ChordNewton(None, 0.0, operator=forward) if newton else None
         floor = change_floor(np.max(np.abs(np.concatenate([q1, q2], axis=1)).reshape(B, 1, -1), axis=2))
-        delta, prev, k = math.inf, math.inf, 0
-        while k < max_sweeps:
-            C = C_of(q1, q2, S)
-            if newton:
-                C, slope = C
-            S_new = S0[:, None, None, None] + forward(C)
-            prev, delta = delta, float(np.max(changes(S_new, S, floor)))
-            k += 1
-            if delta <= sweeps_tol or (delta < stagnation and delta >= prev) or not math.isfinite(delta):
-                S = S_new
-                break
-            if newton and k < max_sweeps:
-                steps.keep(S_new, C, slope)
-                S = steps(S, S_new, delta, prev)
-            else:
-                S = S_new
-        return S, delta, k
+        return sweeps(S, S0[:, None, None, None], lambda S: C_of(q1, q2, S), lambda C: _forward(grid, source(C)),
+                      floor, newton, sweeps_tol, max_sweeps, stagnation)
 
 
 def backward_pair(grid, Cdot, LamT, source, sweeps_tol=2e-15, max_sweeps=400, stagnation=1e-11):
     r"""Picard iteration of $\Lambda=\Lambda_T+$ the two-triangle backward map of ``source(Cdot, Lambda)``
-    (``Cdot`` (B, 2, m+1, n+1), ``LamT`` (B,)).  Returns ``(Lambda, change, sweeps)``."""
+    (``Cdot`` (B, 2, m+1, n+1), ``LamT`` (B,)), by :func:`._triangle.linear_sweeps`.  Returns ``(Lambda, change,
+    sweeps)``."""
     with _one_thread():
-        Lam = np.broadcast_to(LamT[:, None, None, None], Cdot.shape).copy()
-        delta, prev, k = math.inf, math.inf, 0
-        while k < max_sweeps:
-            new = LamT[:, None, None, None] + _backward_map(grid, source(Cdot, Lam))
-            prev, delta = delta, float(np.max(changes(new, Lam)))
-            Lam = new
-            k += 1
-            if delta <= sweeps_tol or (delta < stagnation and delta >= prev) or not math.isfinite(delta):
-                break
-        return Lam, delta, k
+        return linear_sweeps(np.broadcast_to(LamT[:, None, None, None], Cdot.shape).copy(), LamT[:, None, None, None],
+                             lambda Lam: _backward_map(grid, source(Cdot, Lam)), sweeps_tol, max_sweeps, stagnation)
 
 
 def pair_integral(grid, C, Lam) -> np.ndarray:
