@@ -237,3 +237,31 @@ def test_a_build_that_missed_tol_is_not_repeated(monkeypatch, table):
     assert tabulate_polar(dual, 0.9, 1.6, 1e-14) is None and len(calls) == 1      # wider, stricter: not again
     assert tabulate_polar(dual, 1.0, 1.5, 1e-11) is None and len(calls) == 2      # looser: tried
     assert tabulate_polar(dual, 1.1, 1.4, 1e-13) is None and len(calls) == 3      # narrower: tried
+
+
+def test_the_kernels_tol_sets_the_rules_accuracy():
+    """A row of norm v = 8.1 (standardised data's largest: q(T) = 13.1): the polar rule's finest level misses 1e-13
+    there (it warned twice, for a kernel asked to 1e-10).  The solver asks its dual for tol / (10 (1 + sigma_w T)) =
+    5e-12: no warning, the expectation's estimate within that (plus the table's), the kernel's within tol; and the rule it chose is
+    within its estimate of the conditional quadrature above at q = 13.1 (no shared code), correlations 0.3 to 0.999."""
+    import warnings
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 10))
+    x *= np.sqrt(np.array([[8.1], [1.0]]) * 10) / np.linalg.norm(x, axis=1, keepdims=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        K = kc.node_kernel(x, activation=ACT)
+    assert not [w for w in caught if issubclass(w.category, kc.KernelcalcAccuracyWarning)]
+    assert K.info["expectation_error_estimate"] <= 1e-10 / 20 + K.info["polar_table_error"] <= 5.1e-12
+    assert K.info["error_estimate"] <= 1e-10 * np.max(np.abs(K.ntk))
+    q = K.info["q_max"]
+    dual = dual_kernels(ACT, q_max=1.05 * q, tol=1e-10 / 20)
+    assert dual.method == "polar" and f"{dual.rule.n_angle}x4 angles x {dual.rule.n_radius} radii" in K.info["expectation"]
+    act = resolve_activation(ACT)
+    for rho in (0.3, 0.9, 0.999):
+        got = np.array([float(v) for v in dual.rule.expect_pairs_np(((act.numpy_fn, act.numpy_fn),
+                                                                      (act.numpy_derivative, act.numpy_derivative)),
+                                                                     q, q, rho * q)])
+        ref = np.array([_conditional_reference(f, f, q, q, rho) for f in (act.numpy_fn, act.numpy_derivative)])
+        assert np.all(np.abs(got - ref) <= dual.error_estimate * np.abs(ref)), (rho, got - ref)

@@ -229,7 +229,7 @@ class GoursatSolver(GoursatRefusals, TabulatedMarginals):
         dual = self._fourier_dual(q_est)
         if dual is None:
             self._refuse_early(q_est)
-            dual = dual_kernels(self.activation, q_max=1.05 * q_est, strict=self.strict)
+            dual = dual_kernels(self.activation, q_max=1.05 * q_est, strict=self.strict, tol=self._dual_tol())
             self._tabulate(dual)
             dual = self._polar_table(dual, min(self._v_lo, v_max), q_est)
         self.info["expectation"] = dual.describe()
