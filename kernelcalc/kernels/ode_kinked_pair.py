@@ -28,9 +28,14 @@ from .ode_kinked_panels import _TaylorCells, _dual_np, _resample
 
 __all__ = ["KinkedPairMixin"]
 
-_PAIR_LADDER = (16, 24, 32, 48)     # degrees m = n of the pairs' two-triangle grids
+#: degrees m = n of the pairs' two-triangle grids.  From 12 (was 16): elu's pairs on 200 standardised rows in d = 2 all
+#: change by at most 6.7e-11 from 12 to 16, so none solves at 24 (1738 pairs, 14.6 -> 9.3 s; the kernel within 3.9e-13);
+#: relu6 45 -> 39 s (559 of them climb to 24), hardtanh unchanged (30.5 / 31.3 s)
+_PAIR_LADDER = (12, 16, 24, 32, 48)
 _PAIR_DELTA = 1.0 / 16.0            # their sinh map (relu6, x and 2x: 8.2e-13 at degree 24 where delta = 1 gave 6.2e-9)
-_PAIR_BATCH = 32                    # pairs per numpy solve
+#: grid cells (both triangles, all pairs) per numpy solve: 473 pairs at degree 12, 128 at 24, 33 at 48 (a tabulated dual's
+#: series take 66 floats a cell: 85 MB); 32 pairs a solve took 8.3 s of elu's 2-D rows above, 512 pairs 7.3 s
+_PAIR_CELLS = 160_000
 
 
 class KinkedPairMixin:
@@ -87,8 +92,9 @@ class KinkedPairMixin:
     def _pair_solves(self, dual, grid, qx, qy, S0):
         """``(nngp, ntk)`` of B pairs with diagonals ``qx``, ``qy`` (B, m+1) on ``grid``, in batches."""
         nngp, ntk = np.empty(S0.size), np.empty(S0.size)
-        for lo in range(0, S0.size, _PAIR_BATCH):
-            sl = slice(lo, lo + _PAIR_BATCH)
+        batch = max(8, _PAIR_CELLS // (2 * grid.r.size * grid.v.size))
+        for lo in range(0, S0.size, batch):
+            sl = slice(lo, lo + batch)
             q1, q2 = tp.pair_variances(grid, qx[sl], qy[sl])
             C_of = _cells(dual, q1, q2)
             S, dS, nS = tp.solve_pair(grid, C_of, S0[sl], self._fwd, q1, q2, newton=True)

@@ -23,6 +23,7 @@ smaller norms) are evaluated by the rule itself.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -41,7 +42,7 @@ _R_LEVELS = (32, 64, 128)       # ... in theta on [0, pi]
 _HELD_OUT = 48                  # random (q1, q2, theta) checked against the rule
 _CHUNK = 8192                   # points per evaluation of the theta series (their (points, R + 1) temporaries)
 _CELLS = 1024                   # variance pairs per contraction to the theta series (their (cells, m + 1, R + 1))
-_FIRST_MEMO = 1024              # first variances memoised per table (each (2, m + 1, R + 1) floats: 34 kB at m = 32, R = 64)
+_FIRST_MEMO = 1024              # first variances memoised per table (each (m + 1, 2 (R + 1)) floats: 34 kB at m = 32, R = 64)
 
 
 def _coefficients(F: np.ndarray, axis: int) -> np.ndarray:
@@ -142,22 +143,27 @@ class TabulatedPolarRule:
         lo, hi = math.exp(self.t_lo) * (1 - 1e-12), math.exp(self.t_hi) * (1 + 1e-12)
         inside = (q1 >= lo) & (q1 <= hi) & (q2 >= lo) & (q2 <= hi)
         idx, rest = np.nonzero(inside)[0], np.nonzero(~inside)[0]
-        cells, inv = np.unique(q1[idx] + 1j * q2[idx], return_inverse=True)
+        cells, inv, counts = np.unique(q1[idx] + 1j * q2[idx], return_inverse=True, return_counts=True)
         n_out = 2 if derivative else 1
-        G = self._theta_series(cells.real, cells.imag, n_out)     # (n_out, cells, R + 1)
-        inv = inv.ravel()
-        # each chunk's series laid out by degree, (R + 1, n_out, chunk), once per solve, and its sqrt(q1 q2) (a division,
-        # not a product with the inverse: c = q on the diagonal must give rho = 1 exactly, theta = 0 -- one rounding off
-        # made theta 1.5e-8, and Cdot of a phi' that jumps at the kink moved by 8e-9: review of stop 35)
-        GT = np.ascontiguousarray(G.transpose(2, 0, 1))          # (R + 1, n_out, cells): one gather per chunk below
-        chunks = [(idx[s:s + _CHUNK], GT.take(inv[s:s + _CHUNK], axis=2),
-                   np.sqrt(q1[idx[s:s + _CHUNK]] * q2[idx[s:s + _CHUNK]])) for s in range(0, idx.size, _CHUNK)]
+        # the points in the order of their cells (a stable sort): each cell's series repeated for its points (contiguous
+        # copies; none when every point is its own cell, the pair solves'), laid out by degree (R + 1, n_out, points)
+        # for Clenshaw's recurrence, and each evaluation a gather of c and a scatter of the values, 1-D (a gather of
+        # the series along their last axis, and a transpose of all of them, took 2.4 s of elu's 7.7 s on 200 2-D rows)
+        order = np.argsort(inv.ravel(), kind="stable")
+        GT = self._theta_series(cells.real, cells.imag, n_out, None if cells.size == idx.size else counts)
+        pts = idx[order]
+        # (sqrt(q1 q2) by a division below, not a product with the inverse: c = q on the diagonal must give rho = 1
+        # exactly, theta = 0 -- one rounding off made theta 1.5e-8, and Cdot of a phi' that jumps at the kink moved
+        # by 8e-9: review of stop 35)
+        root = np.sqrt(q1[pts] * q2[pts])
 
         def at(c):
             c = np.broadcast_to(np.asarray(c, np.float64), shape).ravel()
             out = np.empty((n_out, c.size))
-            for k, g, root in chunks:        # sum_r g_r T_r(x), x = 2 theta / pi - 1
-                out[:, k] = clenshaw(g, 2.0 * np.arccos(np.clip(c[k] / root, -1.0, 1.0)) / math.pi - 1.0)
+            for s in range(0, pts.size, _CHUNK):         # sum_r g_r T_r(x), x = 2 theta / pi - 1
+                k = pts[s:s + _CHUNK]
+                out[:, k] = clenshaw(GT[:, :, s:s + _CHUNK],
+                                     2.0 * np.arccos(np.clip(c[k] / root[s:s + _CHUNK], -1.0, 1.0)) / math.pi - 1.0)
             if rest.size:
                 out[:, rest] = self._outside(q1[rest], q2[rest], c[rest])[:n_out]
             return tuple(o.reshape(shape) for o in out)
@@ -172,9 +178,10 @@ class TabulatedPolarRule:
         points, inv = np.unique(np.stack([q1, q2, c]), axis=1, return_inverse=True)
         return _rule_values(self.rule, self.activation, *points)[:, inv.ravel()]
 
-    def _theta_series(self, a, b, n_out: int = 2):
-        """The series in theta, ``(n_out, len(a), R + 1)`` (C, and Cdot when ``n_out`` is 2), at the variance pairs
-        ``(a, b)`` (inside the table; sorted by ``a``)."""
+    def _theta_series(self, a, b, n_out: int = 2, counts=None):
+        """The series in theta, ``(R + 1, n_out, len(a))`` (C, and Cdot when ``n_out`` is 2; by degree first), at the
+        variance pairs ``(a, b)`` (inside the table; sorted by ``a``), each repeated ``counts`` times when given (then
+        ``(R + 1, n_out, sum(counts))``), each block repeated and transposed while it is in cache."""
         m, R = self.degrees
         span = self.t_hi - self.t_lo
 
@@ -182,41 +189,53 @@ class TabulatedPolarRule:
             return chebyshev_matrix(np.clip(2.0 * (np.log(v) - self.t_lo) / span - 1.0, -1.0, 1.0)
                                     if span > 0 else 0.0 * v, m)
 
-        G = np.empty((n_out, a.size, R + 1))
-        flat = self.coef[:n_out].reshape(n_out, m + 1, -1)
-        for lo in range(0, a.size, _CELLS):      # (bounded temporaries: (cells, m + 1, R + 1) at most)
+        ends = None if counts is None else np.concatenate([[0], np.cumsum(counts)])
+        GT = np.empty((R + 1, n_out, a.size if counts is None else int(ends[-1])))
+        w = n_out * (R + 1)          # (the columns of C's series, then Cdot's)
+        G = np.empty((min(a.size, _CELLS), w))
+        for lo in range(0, a.size, _CELLS):      # (bounded temporaries: (cells, m + 1, 2 (R + 1)) at most)
             sa, Tb = a[lo:lo + _CELLS], cheb(b[lo:lo + _CELLS])
+            n = sa.size
             ua, first = np.unique(sa, return_index=True)
-            if 8 * ua.size <= sa.size:
+            if 8 * ua.size <= n:
                 # (a, b) sorted by a (np.unique of a + ib): the series in log q1 once per distinct a (memoised across
-                # calls), then one matrix product per a (the solvers' cells: a time node's variance paired with many)
-                A = self._first_series(ua, n_out, cheb)
-                for g, (i, j) in enumerate(zip(first, np.append(first[1:], sa.size))):
-                    for o in range(n_out):
-                        G[o, lo + i:lo + j] = Tb[i:j] @ A[g][o]
+                # calls), then one matrix product per a (the solvers' cells: a time node's variance paired with many),
+                # C's and Cdot's in one
+                A = self._first_series(ua, cheb)
+                for g, (i, j) in enumerate(zip(first, np.append(first[1:], n))):
+                    np.matmul(Tb[i:j], A[g][:, :w], out=G[i:j])
             else:       # mostly distinct: (m + 1)^2 (R + 1) terms a pair
-                Ta = cheb(sa)
-                for o in range(n_out):
-                    G[o, lo:lo + sa.size] = np.einsum("uj,ujr->ur", Tb, (Ta @ flat[o]).reshape(-1, m + 1, R + 1))
-        return G
+                G[:n] = np.einsum("uj,ujr->ur", Tb, (cheb(sa) @ self._rows).reshape(n, m + 1, -1)[..., :w])
+            block = G[:n].reshape(n, n_out, R + 1)
+            if counts is None:
+                GT[:, :, lo:lo + n] = block.transpose(2, 1, 0)
+            else:
+                GT[:, :, ends[lo]:ends[lo + n]] = np.repeat(block, counts[lo:lo + n], axis=0).transpose(2, 1, 0)
+        return GT
 
+    @functools.cached_property
+    def _rows(self) -> np.ndarray:
+        r"""The coefficients by the first variance's degree, ``(m + 1, (m + 1) 2 (R + 1))``: for each degree in
+        $\log q_2$, C's series in theta then Cdot's (one matrix product gives both)."""
+        m, R = self.degrees
+        return np.ascontiguousarray(self.coef.transpose(1, 2, 0, 3)).reshape(m + 1, -1)
 
-    def _first_series(self, ua, n_out, cheb):
-        r"""The series in $\log q_2$ and $\theta$ at the first variances ``ua``: ``[(n_out, m + 1, R + 1)]``, computed
-        for C and Cdot ($(m+1)^2(R+1)$ terms each) where not met before, memoised (at most :data:`_FIRST_MEMO` variances:
-        a full memo is cleared, the working set of the solves that follow filling it again).  Measured (tanh kink,
-        2000 standardised rows: 26k first variances over the solves' 212 calls, 890 distinct): the contraction
-        4.6 -> 1.1 s."""
+    def _first_series(self, ua, cheb):
+        r"""The series in $\log q_2$ and $\theta$ at the first variances ``ua``: ``[(m + 1, 2 (R + 1))]`` (C's series in
+        $\theta$, then Cdot's), computed ($(m+1)^2(R+1)$ terms each) where not met before, memoised (at most
+        :data:`_FIRST_MEMO` variances: a full memo is cleared, the working set of the solves that follow filling it
+        again).  Measured (tanh kink, 2000 standardised rows: 26k first variances over the solves' 212 calls, 890
+        distinct): the contraction 4.6 -> 1.1 s."""
         m, R = self.degrees
         memo = self._by_first
         keys = ua.tolist()
         hits = {x: memo.get(x) for x in keys}          # (one read per key: a memo cleared meanwhile, by another
         missing = [x for x, v in hits.items() if v is None]      # thread's call, is not read again)
         if missing:
-            A = (cheb(np.array(missing)) @ self.coef.reshape(2, m + 1, -1)).reshape(2, -1, m + 1, R + 1)
-            fresh = {x: A[:, g] for g, x in enumerate(missing)}      # (views of one block: no copies)
+            A = (cheb(np.array(missing)) @ self._rows).reshape(len(missing), m + 1, 2 * (R + 1))
+            fresh = {x: A[g] for g, x in enumerate(missing)}      # (views of one block: no copies)
             hits.update(fresh)
-        out = [hits[x][:n_out] for x in keys]
+        out = [hits[x] for x in keys]
         if missing:
             if len(memo) + len(missing) > _FIRST_MEMO:      # (bounded: the solves' working set starts afresh)
                 memo.clear()
