@@ -33,8 +33,8 @@ __all__ = ["KinkedPairMixin"]
 #: relu6 45 -> 39 s (559 of them climb to 24), hardtanh unchanged (30.5 / 31.3 s)
 _PAIR_LADDER = (12, 16, 24, 32, 48)
 _PAIR_DELTA = 1.0 / 16.0            # their sinh map (relu6, x and 2x: 8.2e-13 at degree 24 where delta = 1 gave 6.2e-9)
-#: grid cells (both triangles, all pairs) per numpy solve: 473 pairs at degree 12, 128 at 24, 33 at 48 (a tabulated dual's
-#: series take 66 floats a cell: 85 MB); 32 pairs a solve took 8.3 s of elu's 2-D rows above, 512 pairs 7.3 s
+#: grid cells (both triangles, all pairs) per numpy solve: 473 pairs at degree 12, 128 at 24, 33 at 48 (a tabulated
+#: dual's series take 66 floats a cell: 85 MB); 32 pairs a solve took 8.3 s of elu's 2-D rows above, 512 pairs 7.3 s
 _PAIR_CELLS = 160_000
 
 

@@ -42,7 +42,8 @@ _R_LEVELS = (32, 64, 128)       # ... in theta on [0, pi]
 _HELD_OUT = 48                  # random (q1, q2, theta) checked against the rule
 _CHUNK = 8192                   # points per evaluation of the theta series (their (points, R + 1) temporaries)
 _CELLS = 1024                   # variance pairs per contraction to the theta series (their (cells, m + 1, R + 1))
-_FIRST_MEMO = 1024              # first variances memoised per table (each (m + 1, 2 (R + 1)) floats: 34 kB at m = 32, R = 64)
+#: first variances memoised per table (each (m + 1, 2 (R + 1)) floats: 34 kB at m = 32, R = 64)
+_FIRST_MEMO = 1024
 
 
 def _coefficients(F: np.ndarray, axis: int) -> np.ndarray:
