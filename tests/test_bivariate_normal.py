@@ -183,3 +183,24 @@ def test_whitened_mills_ratio_at_a_loose_tolerance():
     assert np.max(np.abs(loose / ref - 1)) <= 1e-7
     assert np.max(np.abs(full / ref - 1)) <= 1e-13
     assert np.max(np.abs(loose / full - 1)) > 1e-14
+
+
+def test_orthants_of_a_kink_at_zero_with_itself():
+    r"""A pair whose limits are all 0 (relu6's first breakpoint with itself) is $P(X>0,Y>0)=\frac14+\arcsin\rho/2\pi$
+    (Sheppard), evaluated in closed form: against mpmath at 30 digits, with $1-\rho$ given exactly down to 1e-14
+    (where $\rho$ rounded is 1), to 2e-16; beside a pair with other limits, that pair unchanged."""
+    import mpmath as mp
+
+    from kernelcalc.theory.bivariate_normal import orthant_probabilities
+
+    omr = np.array([2.0, 1.9, 1.0, 0.3, 1e-3, 1e-8, 1e-14, 0.0])
+    r = 1.0 - omr
+    h = np.stack([np.zeros(r.size), np.linspace(-1.0, 2.0, r.size)])
+    k = np.stack([np.zeros(r.size), np.linspace(0.5, -0.5, r.size)])
+    got = orthant_probabilities(h, k, r, omr=omr)
+    with mp.workdps(30):
+        want = [float(mp.mpf(1) / 2 - mp.asin(mp.sqrt(mp.mpf(o) / 2)) / mp.pi) for o in omr]
+    np.testing.assert_allclose(got[0], want, rtol=0, atol=2e-16)
+    np.testing.assert_array_equal(got[1], orthant_probabilities(h[1:], k[1:], r, omr=omr)[0])
+    np.testing.assert_allclose(orthant_probabilities(h, k, r)[0], [0.25 + math.asin(v) / (2 * math.pi) for v in r],
+                               rtol=0, atol=2e-16)

@@ -139,7 +139,10 @@ def orthant_probabilities(h, k, r, omr=None, tails=None):
     r"""$P(X>h_p,\,Y>k_p)$ for $P$ pairs of limits sharing each correlation (numpy; a relu sum's orthants):
     ``h``, ``k`` ``(P, ...)``; ``r`` (``omr`` $=1-r$ exactly, if given) and ``tails`` $(\Phi(-h),\Phi(-k))$ (if known)
     broadcasting.  :func:`bivariate_normal_cdf` ``(-h, -k, r)`` with the $|r|<0.925$ branch's angles computed once
-    for the $P$ pairs (~40 % of Genz's time there)."""
+    for the $P$ pairs (~40 % of Genz's time there); a pair whose limits are all 0 (a kink at 0 with itself: relu6's
+    first breakpoint) in closed form, $\frac12-\arcsin(\sqrt{(1-r)/2})/\pi$.  (Measured and not taken: the elements
+    with a limit past 8.8, 0 or the other tail to 7e-19, left out of the rule: 37 % of relu6's on 2000 standardised
+    rows, but grouping the rest by the pairs they keep cost as much as it saved.)"""
     h, k = np.asarray(h, np.float64), np.asarray(k, np.float64)
     P = h.shape[0]
     shape = np.broadcast_shapes(h.shape[1:], k.shape[1:], np.shape(r), () if omr is None else np.shape(omr))
@@ -149,15 +152,29 @@ def orthant_probabilities(h, k, r, omr=None, tails=None):
         omr = np.broadcast_to(np.asarray(omr, np.float64), shape).reshape(-1)
     Ph, Pk = ((normal_cdf(-h), normal_cdf(-k)) if tails is None else
               (np.broadcast_to(t, (P,) + shape).reshape(P, -1) for t in tails))
+    origin = np.all(h == 0.0, axis=1) & np.all(k == 0.0, axis=1)
+    if not np.any(origin):
+        out = _orthants_genz(h, k, r, omr, Ph, Pk)
+    else:                       # P(X > 0, Y > 0) = 1/4 + arcsin(r) / 2 pi, with 1 - r exactly where given
+        out = np.empty(h.shape)
+        out[origin] = 0.5 - np.arcsin(np.sqrt(np.clip(1.0 - r if omr is None else omr, 0.0, 2.0) / 2.0)) / math.pi
+        rest = ~origin
+        if np.any(rest):
+            out[rest] = _orthants_genz(h[rest], k[rest], r, omr, Ph[rest], Pk[rest])
+    return np.clip(out, 0.0, 1.0).reshape((P,) + shape)
+
+
+def _orthants_genz(h, k, r, omr, Ph, Pk):
+    """:func:`orthant_probabilities` by Genz's rule: ``(P, M)`` limits and tails, ``(M,)`` correlations."""
     out = np.empty(h.shape)
     for m, n in _low_branches(r):
         out[:, m] = _low_np(h[:, m], k[:, m], r[m], n, Ph[:, m], Pk[:, m])
     m = np.abs(r) >= 0.925
     if np.any(m):
-        rr = np.broadcast_to(r[m], (P, int(np.sum(m))))
+        rr = np.broadcast_to(r[m], (h.shape[0], int(np.sum(m))))
         oo = None if omr is None else np.broadcast_to(omr[m], rr.shape)
         out[:, m] = _bvnu_high(h[:, m], k[:, m], rr, np, oo)
-    return np.clip(out, 0.0, 1.0).reshape((P,) + shape)
+    return out
 
 
 #: elements (limit pairs x correlations) per block of :func:`_low_np`: its (block, nodes) temporaries stay in cache
