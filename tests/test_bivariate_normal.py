@@ -188,7 +188,8 @@ def test_whitened_mills_ratio_at_a_loose_tolerance():
 def test_orthants_of_a_kink_at_zero_with_itself():
     r"""A pair whose limits are all 0 (relu6's first breakpoint with itself) is $P(X>0,Y>0)=\frac14+\arcsin\rho/2\pi$
     (Sheppard), evaluated in closed form: against mpmath at 30 digits, with $1-\rho$ given exactly down to 1e-14
-    (where $\rho$ rounded is 1), to 2e-16; beside a pair with other limits, that pair unchanged."""
+    (where $\rho$ rounded is 1), to 2e-16, and relatively to 1e-14 near $\rho=-1$; beside a pair with other limits,
+    that pair unchanged."""
     import mpmath as mp
 
     from kernelcalc.theory.bivariate_normal import orthant_probabilities
@@ -204,3 +205,9 @@ def test_orthants_of_a_kink_at_zero_with_itself():
     np.testing.assert_array_equal(got[1], orthant_probabilities(h[1:], k[1:], r, omr=omr)[0])
     np.testing.assert_allclose(orthant_probabilities(h, k, r)[0], [0.25 + math.asin(v) / (2 * math.pi) for v in r],
                                rtol=0, atol=2e-16)
+    # near rho = -1 the orthant is small and relatively accurate (a squared relu's C cancels to 1e-16 of its terms)
+    r = np.array([-1.0 + 1e-6, -1.0 + 1e-10, -0.999999])
+    got = orthant_probabilities(np.zeros((1, 3)), np.zeros((1, 3)), r)[0]
+    with mp.workdps(30):
+        want = np.array([float(mp.mpf(1) / 4 + mp.asin(mp.mpf(v)) / (2 * mp.pi)) for v in r])
+    np.testing.assert_allclose(got, want, rtol=1e-14, atol=0)
