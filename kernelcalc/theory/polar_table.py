@@ -9,8 +9,8 @@ make them analytic in the angle $\theta=\arccos\rho$ on $[0,\pi]$ (the kinks are
 $\sqrt{1-\rho}$ is linear in $\theta$), and in the variances on $q>0$.  So they are tabulated once per kernel as a
 tensor Chebyshev series in $t_i=\log q_i$ over the variances the solves meet (from the smallest announced input norm's
 $\sigma_u^2|x|^2/d$ to $1.05\,q(T)$ of the largest, known when the time grid is chosen) and in $\theta$ on $[0,\pi]$:
-symmetric in $(q_1,q_2)$, the degrees doubled (8, 16, 32 in $\log q$; 32, 64, 128 in $\theta$, nested Lobatto points)
-until the series' tails are below tol/2.  Measured (coefficient tails of the rule at 1e-13): 20-24 in $\log q$ over
+symmetric in $(q_1,q_2)$, the degrees doubled (8, 16, 32 in $\log q$, a wide span 20 then 32; 32, 64, 128 in $\theta$,
+nested Lobatto points) until the series' tails are below tol/2.  Measured (coefficient tails of the rule at 1e-13): 20-24 in $\log q$ over
 $[0.1, 8]$ (the table: 32), about 13 over $[1, 3]$ (16); in $\theta$ 22-28 at $q=0.1$, 31-44 at $q=1$, 40-62 at $q=4$.  Its error is the tails plus a held-out check against the rule at random points; a table that
 cannot meet tol is not used (the rule is, as before).  The build evaluates the rule on the tensor grid in numpy
 (:meth:`~kernelcalc.theory.gaussian_rules.PolarSectorRule.tensor_np`: for one angle a matrix product over the rule's
@@ -37,7 +37,10 @@ from .gaussian_rules import PolarSectorRule, numpy_pairs
 __all__ = ["TabulatedPolarRule", "tabulate_polar"]
 
 _M_LEVELS = (8, 16, 32)         # Lobatto degrees in log q (doubled while the tail is above tol / 2)
-_M_SPANS = (0.25, 2.0)          # spans of log q up to which the table starts at _M_LEVELS[0], [1] (else [2])
+_M_SPANS = (0.25, 2.0)          # spans of log q up to which the table starts at _M_LEVELS[0], [1] (else _M_WIDE)
+#: the first degree in log q of a wide span, then 32 (measured, the tanh kink on [0.128, 14.4] at the kinked solver's
+#: 5e-12: degree 20 meets it, 2.4e-12, built in 0.4 s where degree 32 took 2.2 s; at 1e-13 it climbs to 32)
+_M_WIDE = 20
 _R_LEVELS = (32, 64, 128)       # ... in theta on [0, pi]
 _HELD_OUT = 48                  # random (q1, q2, theta) checked against the rule
 _CHUNK = 8192                   # points per evaluation of the theta series (their (points, R + 1) temporaries)
@@ -322,7 +325,9 @@ def _build(dual, q_lo, q_hi, tol):
     t_lo, t_hi = math.log(q_lo), math.log(q_hi)
     # the first degree in log q by the span (measured, the module doc: ~13 over [1, 3], 20-24 over [0.1, 8])
     mi, ri = int(np.searchsorted(_M_SPANS, t_hi - t_lo)), 0
-    m, R = _M_LEVELS[mi], _R_LEVELS[ri]
+    levels = _M_LEVELS[mi:] if mi < 2 else (_M_WIDE,) + _M_LEVELS[2:]
+    mi = 0
+    m, R = levels[mi], _R_LEVELS[ri]
 
     def nodes(m, R):
         return (t_lo + (t_hi - t_lo) * (lobatto(m) + 1.0) / 2.0 if t_hi > t_lo else np.full(m + 1, t_lo),
@@ -343,9 +348,9 @@ def _build(dual, q_lo, q_hi, tol):
             G = np.empty(F.shape[:3] + (R2 + 1,))
             G[..., 0::2], G[..., 1::2] = F, _values(rule, act, t, th[1::2])
             F, R = G, R2
-        elif tail_t > tol / 2 and mi + 1 < len(_M_LEVELS):
+        elif tail_t > tol / 2 and mi + 1 < len(levels):
             mi += 1
-            m = _M_LEVELS[mi]
+            m = levels[mi]
             F = _values(rule, act, *nodes(m, R))
         else:
             return None
