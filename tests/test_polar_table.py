@@ -265,3 +265,23 @@ def test_the_kernels_tol_sets_the_rules_accuracy():
                                                                      q, q, rho * q)])
         ref = np.array([_conditional_reference(f, f, q, q, rho) for f in (act.numpy_fn, act.numpy_derivative)])
         assert np.all(np.abs(got - ref) <= dual.error_estimate * np.abs(ref)), (rho, got - ref)
+
+
+def test_a_table_whose_held_out_points_miss_takes_one_level_more(monkeypatch):
+    """The tanh kink over [0.286, 30] at tol 2.5e-8 (a kernel asked to 1e-6 at T = 2, sigma_w = 1.5): the series' tails
+    pass at degree 32 in theta (1.1e-8 <= tol / 2) but the held-out points miss (2e-8 x 3 > tol).  The build takes one
+    level more instead of giving up (the kernel then fell back to the rule itself, 12288 integrand values a cell, and
+    the cost guard refused the call): a table within tol of the rule at 300 random points, a third of the angles within
+    1e-8..1 of 0 and of pi."""
+    from kernelcalc.theory import polar_table
+
+    monkeypatch.setattr(polar_table, "_BUILT", {})
+    dual = dual_kernels(ACT, q_max=31.5, tol=2.5e-8)
+    tab = tabulate_polar(dual, 0.286, 30.0, 2.5e-8)
+    assert tab is not None and tab.error <= 2.5e-8 and tab.degrees[1] > 32
+    act = resolve_activation(ACT)
+    q1, q2, c = random_points(np.random.default_rng(11), 0.286, 30.0, 300)
+    ref = np.stack(dual.rule.expect_pairs_np(((act.numpy_fn, act.numpy_fn),
+                                              (act.numpy_derivative, act.numpy_derivative)), q1, q2, c))
+    got = np.stack(tab.values_np(q1, q2, c))
+    assert np.max(np.max(np.abs(got - ref), axis=1) / np.max(np.abs(ref), axis=1)) <= 2.5e-8

@@ -378,9 +378,7 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         probes = (() if self.activation.jumps else _TENSOR_CORRELATIONS) + (None,)
         done = equal.copy()
         if self.window_correlation_cap is not None:
-            # closer than the last probe: both collapsed triangles, each pair on its own ladder (ode_kinked_pair).  Not
-            # for a twice differentiable phi (the tanh kink): the tensor grid judged at identical inputs converges
-            # there (x and 2x: 1e-11), and at less cost (200 standardised rows in d = 2: 8.7 s against 13.5)
+            # closer than the last probe: both collapsed triangles, each pair on its own ladder (ode_kinked_pair)
             close = ~done & (rho > _TENSOR_CORRELATIONS[-1])
             done |= close
             if np.any(close):
@@ -422,11 +420,11 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         probe of the tensor grid, on one element (the closer pairs solved directly: the tensor grid judged at 0.99, and
         :mod:`.ode_kinked_pair`).  Near $\theta=0$ the kernel of a kink is not smooth in the norms where they are
         equal, so no interpolant in $\log v$ converges there: hardtanh on 100 standardised rows in $d=2$ (window
-        to $\theta=0.004$) erred by 1e-5.  ``None`` (no cap) for an activation that jumps, on panels, and for a
-        :attr:`~kernelcalc.theory.activations.Activation.twice_differentiable` one, whose kink is too weak to matter
-        (the tanh kink on 200 such rows: 2.5e-10 in 7.3 s uncapped, 4.5e-10 in 22 s capped)."""
+        to $\theta=0.004$) erred by 1e-5.  A jump of $\phi'''$ alone is no exception: the tanh kink's table on 200 such
+        rows (window to $\theta=0.001$) erred by 3e-9 at nearly parallel rows of unequal norm, its estimate 2.6e-10
+        (capped: 1.5e-11, in the same time).  ``None`` (no cap) for an activation that jumps and on panels."""
         act = self.activation
-        return None if act.jumps or act.twice_differentiable or self._panel_count() > 1 else _TENSOR_CORRELATIONS[0]
+        return None if act.jumps or self._panel_count() > 1 else _TENSOR_CORRELATIONS[0]
 
     def theta_scale(self, v, angles=None):
         r"""The width $\varepsilon$ of the sphere table's sinh angle variable (:class:`._interp.SinhAngle`) for the

@@ -6,9 +6,8 @@ correlations (:data:`~kernelcalc.kernels.ode_kinked._TENSOR_CORRELATIONS`, 0.99)
 the diagonal $t=s$, which a tensor grid resolves only algebraically: judged at identical inputs, its ladder climbed
 to 128 intervals and still changed by 5.6e-7 (relu6, $x$ and $2x$), and on 200 standardised rows in $d=2$ (a quarter
 of the norm-interpolation table's angles within 8 degrees of 0 or $\pi$) the cost guard refused elu, hardtanh, relu6
-and hard-swish.  On the two triangles the same pairs converge geometrically (module doc of :mod:`._triangle_pair`).  Taken for
-the kinks that are not :attr:`~kernelcalc.theory.activations.Activation.twice_differentiable` (a weaker kink, the
-tanh kink's, converges on the tensor grid), on one time element.
+and hard-swish.  On the two triangles the same pairs converge geometrically (module doc of :mod:`._triangle_pair`).  Taken
+for every kink that does not jump, on one time element.
 
 **The degree.**  Every pair is solved on the ladder :data:`_PAIR_LADDER` (sinh map $\delta$ = :data:`_PAIR_DELTA`,
 nodes clustered toward the diagonal) until its NTK changes by at most ``tol`` from the rung below; the last change is its error estimate (the convergence is geometric: the change

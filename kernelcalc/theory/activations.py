@@ -249,18 +249,6 @@ class Activation:
             return False
 
     @functools.cached_property
-    def twice_differentiable(self) -> bool:
-        r"""True when $\phi$, $\phi'$ and $\phi''$ are continuous (none of them :attr:`jumps`): a kink no worse than a
-        jump of $\phi^{(3)}$ (``Piecewise((tanh(x), x > 0), (x, True))``); elu (its $\phi''$ jumps), relu6 and
-        hardtanh are not."""
-        act = self
-        for _ in range(3):
-            if act.jumps:
-                return False
-            act = dataclasses.replace(act, expr=act.derivative, name=act.name + "'")
-        return True
-
-    @functools.cached_property
     def real_line_defect(self) -> str | None:
         r"""Why $\phi$ is not a finite real function on all of $\mathbb R$, or ``None`` when it is.
 

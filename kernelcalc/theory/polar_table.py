@@ -334,38 +334,46 @@ def _build(dual, q_lo, q_hi, tol):
                 math.pi * (lobatto(R) + 1.0) / 2.0)
 
     F = _values(rule, act, *nodes(m, R))
-    while True:
-        coef = _coefficients(_coefficients(_coefficients(F, 1), 2), 3)
-        scale = np.maximum(np.max(np.abs(F).reshape(2, -1), axis=1), 1e-300)
-        tail_t = _tail(coef, 2, scale) if t_hi > t_lo else 0.0
-        tail_th = _tail(coef, 3, scale)
-        if tail_t <= tol / 2 and tail_th <= tol / 2:
-            break
-        if tail_th > tol / 2 and ri + 1 < len(_R_LEVELS):
-            ri += 1
-            R2 = _R_LEVELS[ri]
-            t, th = nodes(m, R2)
-            G = np.empty(F.shape[:3] + (R2 + 1,))
-            G[..., 0::2], G[..., 1::2] = F, _values(rule, act, t, th[1::2])
-            F, R = G, R2
-        elif tail_t > tol / 2 and mi + 1 < len(levels):
-            mi += 1
-            m = levels[mi]
-            F = _values(rule, act, *nodes(m, R))
-        else:
-            return None
-    table = TabulatedPolarRule(rule, act, t_lo, t_hi, coef, max(tail_t, tail_th))
-    # held-out: random variances (log-uniform) and angles against the rule
     rng = np.random.default_rng(0)
     q1 = np.exp(rng.uniform(t_lo, t_hi, _HELD_OUT))
     q2 = np.exp(rng.uniform(t_lo, t_hi, _HELD_OUT))
     # (a third near theta = 0 and pi, where the kinks' sqrt(1 - rho) and the large-q layers are)
     th = np.concatenate([rng.uniform(0.0, math.pi, _HELD_OUT - 2 * (_HELD_OUT // 3)),
                          10.0 ** rng.uniform(-8, 0, _HELD_OUT // 3), math.pi - 10.0 ** rng.uniform(-8, 0, _HELD_OUT // 3)])
-    ref = _exact(rule, act, q1, q2, th)
-    got = np.stack(table.values_np(q1, q2, np.sqrt(q1 * q2) * np.cos(th)))
-    held = float(np.max(np.max(np.abs(got - ref), axis=1) / scale))
-    error = max(tail_t, tail_th, 3.0 * held)
-    if not error <= tol:
-        return None
-    return dataclasses.replace(table, error=error)
+    ref = None
+    missed = False         # the tails passed and the held-out points did not: one level more
+    while True:
+        coef = _coefficients(_coefficients(_coefficients(F, 1), 2), 3)
+        scale = np.maximum(np.max(np.abs(F).reshape(2, -1), axis=1), 1e-300)
+        tail_t = _tail(coef, 2, scale) if t_hi > t_lo else 0.0
+        tail_th = _tail(coef, 3, scale)
+        if tail_t <= tol / 2 and tail_th <= tol / 2:
+            # held-out: random variances (log-uniform) and angles against the rule
+            table = TabulatedPolarRule(rule, act, t_lo, t_hi, coef, max(tail_t, tail_th))
+            ref = _exact(rule, act, q1, q2, th) if ref is None else ref
+            got = np.stack(table.values_np(q1, q2, np.sqrt(q1 * q2) * np.cos(th)))
+            held = float(np.max(np.max(np.abs(got - ref), axis=1) / scale))
+            error = max(tail_t, tail_th, 3.0 * held)
+            if error <= tol:
+                return dataclasses.replace(table, error=error)
+            # (measured: the tanh kink at tol 2.5e-8 on [0.1, 31]: its theta tail at 32 was 1.1e-8, its held-out
+            # error 2e-8 -- the table was refused, the rule itself taken, and the call refused by the cost guard)
+            missed = True
+        # the axis whose tail is above tol / 2; after a held-out miss, the one whose tail is the larger
+        more_th = tail_th > tol / 2 or (missed and (tail_th >= tail_t or mi + 1 >= len(levels)))
+        if more_th and ri + 1 < len(_R_LEVELS):
+            ri += 1
+            R2 = _R_LEVELS[ri]
+            t, th_nodes = nodes(m, R2)
+            G = np.empty(F.shape[:3] + (R2 + 1,))
+            G[..., 0::2], G[..., 1::2] = F, _values(rule, act, t, th_nodes[1::2])
+            F, R = G, R2
+        elif (tail_t > tol / 2 or missed) and mi + 1 < len(levels):
+            mi += 1
+            m = levels[mi]
+            F = _values(rule, act, *nodes(m, R))
+        else:
+            return None
+        missed = False
+
+
