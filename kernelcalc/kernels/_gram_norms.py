@@ -178,6 +178,8 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
                 kind = f"tensor ({m + 1} norm nodes)"
                 self.core = {}                             # (other Lobatto points)
             else:
+                if getattr(self, "nodes_t", nodes_t) is not nodes_t:      # (after a tensor grid: solves at other points)
+                    self.core = {}
                 (U, P), self.nodes_t = basis, nodes_t
                 kind = f"low-rank basis (rank {U.shape[1]} of {nodes_t.size} norm nodes, {P.size} skeleton norms)"
             self.skeleton = self._v(self.nodes_t[P])
@@ -185,10 +187,12 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
             self.L = K = P.size
             coef, scale = self._sample(pair_fn, R, P, scale)
             self.scale = scale
-            held_t = 0.0 if K == self.nodes_t.size else self._held_out_norms(pair_fn, coef, P)
+            held_t = self._held_out_norms(pair_fn, coef, P)
             if 3.0 * held_t <= 5.0 * tol or attempt == 3:
                 break
             attempts = attempt + 2
+            if K == self.nodes_t.size and m < mp:       # (the tensor grid missed: its degree in t, up to the columns')
+                m = min(2 * m, mp)
             Y = np.concatenate([Y, self._more_columns(pair_fn, 2 * _BASIS_BATCH)], axis=1)
         self.odd = bool(getattr(pair_fn, "odd", False))      # F odd in cos(theta): odd in u, odd orders only
         grid_theta, held, theta_est = self._theta_estimate(pair_fn, coef, scale)
@@ -202,7 +206,7 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
             coef, scale = self._sample(pair_fn, R, P, scale)
             self.scale = scale
             grid_theta, held, theta_est = self._theta_estimate(pair_fn, coef, scale)
-            held_t = 0.0 if K == self.nodes_t.size else self._held_out_norms(pair_fn, coef, P)
+            held_t = self._held_out_norms(pair_fn, coef, P)
         # c[r, k, l, o] -> rowcoef[k, (r, o, l)]: a row's weights times it gives D before the column weights
         self.rowcoef = np.ascontiguousarray((coef[1::2] if self.odd else coef).transpose(1, 0, 3, 2)).reshape(K, -1)
         self.Wa = self._weights(self.na)

@@ -24,10 +24,20 @@ class NormPlanChecks:
     def _held_out_norms(self, pair_fn, coef, P) -> float:
         """Largest relative deviation of the table from direct solves at six pairs of Lobatto points in t, the
         first of each off the skeleton ``P``, and seven angles of the window: the error of the basis (the
-        interpolation between the Lobatto points is the tail in t of the columns)."""
+        interpolation between the Lobatto points is the tail in t of the columns).  The tensor grid (``P`` all its
+        points): six pairs of the columns' Lobatto points off its own (their self-kernels solved), the ends among
+        the second: the error of its degree in t, which the columns' tail at the extreme norms can understate
+        (hardtanh on 70 standardised rows in d = 2: 3.2e-9 against an estimate of 3.2e-10, review of stop 37)."""
         off = np.setdiff1d(np.arange(self.nodes_t.size), P)
-        tx = self.nodes_t[self.rng.choice(off, 6)]
-        ty = self.nodes_t[np.concatenate([[0, self.nodes_t.size - 1], self.rng.integers(0, self.nodes_t.size, 4)])]
+        if off.size:
+            tx = self.nodes_t[self.rng.choice(off, 6)]
+            ty = self.nodes_t[np.concatenate([[0, self.nodes_t.size - 1], self.rng.integers(0, self.nodes_t.size, 4)])]
+        else:
+            pts = self.col_nodes[~np.isin(self.col_nodes, self.nodes_t)]
+            if pts.size == 0:
+                return 0.0
+            tx = pts[self.rng.choice(pts.size, 6)]
+            ty = np.concatenate([self.nodes_t[[0, -1]], pts[self.rng.choice(pts.size, 4)]])
         u = np.cos(np.pi * (np.arange(7) + 0.5) / 7)
         vx, vy = self._v(tx)[None, :], self._v(ty)[None, :]
         vals = self._call(pair_fn, vx, vy, np.sqrt(vx * vy) * self._cos(u)[:, None])
