@@ -223,9 +223,13 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
                                     degrees, gap)
             return np.where(flip, -nngp, nngp), np.where(flip, -ntk, ntk)
         tabulate = degrees is None
-        # (bands by the angle to the nearer of 0 and pi: a kink's orthant terms have a near kink at rho -> -1 too; relu6
-        # at v = 8, cos theta_0 = -0.99995 erred by 4.3e-10 of the largest entry in band 0, estimated 3.4e-12)
-        bands = band_of(np.minimum(theta0, math.pi - np.asarray(theta0)), self.sigma_w * self.T, self.band_floor)
+        # (a kink's orthant terms have a near kink at rho -> -1 too: relu6 at v = 8, cos theta_0 = -0.99995 erred by
+        # 4.3e-10 of the largest entry in band 0, estimated 3.4e-12.  That side is banded by pi - theta_0 at the
+        # edges of sigma_w T <= 1: its correlation leaves -1 after the first times, where the band edges of the near
+        # kink at rho -> 1 grow with sigma_w T -- taken for it too, elu at sigma_w T = 10 on 200 sphere rows banded
+        # its pairs with cos theta_0 < -0.85 finer, 7.5 -> 21 s)
+        bands = np.maximum(band_of(theta0, self.sigma_w * self.T, self.band_floor),
+                           band_of(math.pi - np.asarray(theta0), min(self.sigma_w * self.T, 1.0)))
         if self._panel_count() == 1:      # one element: bands 1 and 2 share band 2's grid (_ELEMENT_BAND_DELTAS)
             bands = np.where(bands == 1, 2, bands)
         # near-parallel pairs (theta_0 < _DEFICIT_BELOW) of a dual with a gap form: the deficit form (_deficit)
