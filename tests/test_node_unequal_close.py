@@ -130,24 +130,16 @@ def test_the_tanh_kinks_nearly_parallel_pairs_of_unequal_norm_on_two_dimensional
     (the 20th to 184th closest to parallel; the 16 closest are solved directly), above its estimate (2.7e-10).  Capped,
     as every kink: ten of those pairs (every 8th from the 16th closest) against direct per-pair solves (the tensor
     grid judged at identical inputs), within the estimate and 2e-11."""
-    import warnings
+    from _direct_pairs import assert_pairs_match_direct
 
     z = np.random.default_rng(2).standard_normal((100, 2))
-    X = (z - z.mean(0)) / z.std(0)
-    act = "Piecewise((tanh(x), x > 0), (x, True))"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", kc.Assumption1Warning)
-        K = kc.node_kernel(X, activation=act)
-        n = np.linalg.norm(X, axis=1)
-        cos = np.abs(X @ X.T) / np.outer(n, n)
-        i, j = np.triu_indices(100, 1)
+
+    def every_8th_closest(n, cos, i, j):
         unequal = np.abs(n[i] - n[j]) > 1e-3 * np.maximum(n[i], n[j])
-        pick = np.argsort(np.where(unequal, -cos[i, j], np.inf))[16:96:8]
-        scale = np.max(np.abs(K.ntk))
-        for p in pick:
-            D = kc.node_kernel(X[[i[p], j[p]]], activation=act)
-            err = abs(K.ntk[i[p], j[p]] - D.ntk[0, 1]) / scale
-            assert err <= min(K.info["error_estimate"] / scale, 2e-11), (i[p], j[p], cos[i[p], j[p]], err)
+        return np.argsort(np.where(unequal, -cos[i, j], np.inf))[16:96:8]
+
+    assert assert_pairs_match_direct((z - z.mean(0)) / z.std(0), "Piecewise((tanh(x), x > 0), (x, True))",
+                                     every_8th_closest, 2e-11) == 10
 
 
 def test_nearly_antiparallel_equal_norms_estimate_bounds_the_error():
