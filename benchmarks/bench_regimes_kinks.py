@@ -150,6 +150,26 @@ softplus 0.90 s), relative estimate; old main 2ea302f measured alone on the same
 New: pairs of unequal norm with |cos| > 0.99 on both collapsed triangles (kernels/_triangle_pair.py,
 ode_kinked_pair.py), the table's theta window capped at |cos| = 0.95 with the pairs beyond solved directly.  The
 d = 10 rows are unchanged (relu6, 2000 standardised rows: 8.6 -> 7.9 s, the same table; elu 2.1 -> 2.3 s, noise).
+
+Stop 37 (2026-12-08, 00:23-00:40 UTC, ``bench_regimes.py --offsphere-repeat 1`` on main 6f4e7f9, load 0.6 at the start),
+ratio to softplus on the same rows (softplus seconds in the first column; it took 0.56-0.82 s on the sphere in this
+session's runs, which moves that row's ratios by up to 1.5x), old main = the stop-36 run above:
+
+| rows | softplus | relu | leaky | elu | abs | hardtanh | relu6 | hard-swish | tanh-kink |
+|---|---|---|---|---|---|---|---|---|---|
+| node, sphere, N = 2000 | 0.56 | 1.26 | 1.34 | 2.19 | 2.27 | 2.66 | 2.52 | 3.71 | 3.49 |
+| node, std., N = 200 | 1.28 | 0.77 | 0.67 | 1.04 | 1.47 | 2.04 | 2.70 (3.46) | 4.07 (4.96) | 2.00 (3.86) |
+| node, std., N = 2000 | 1.42 | 0.70 | 0.53 | 1.04 | 1.20 | 2.38 (2.73) | 5.27 (6.78) | 10.9 (11.5) | 2.24 (3.82) |
+| resnet depth 8, std., N = 200 | 0.80 | 0.17 | 0.16 | 0.54 | 0.18 | 0.88 | 0.98 | 1.76 | 2.18 (3.56) |
+| node, std. d = 2, N = 200 | 0.97 | 0.58 | 0.66 | **4.87 (14.9)** | 1.24 | 28.4 (29) | 40.5 (48) | 30.2 (42) | 9.9 (9.4: was uncapped, 3e-9 off) |
+
+Side by side the same minute (fresh processes), the sphere row is unchanged: hard-swish 2.29 / 2.23 s, the tanh kink
+1.37-1.81 / 1.50-1.87 s (old / new, softplus 1.03 s both).  New: the kinked solver's quadrature dual and polar table at
+tol / (10 (1 + sigma_w T)); the pair ladder from degree 12 in batches of 160k cells; the polar table's series
+contracted for C and Cdot in one product and laid out by degree in cache-sized blocks; a wide log q span tabulated from
+degree 20; a first norm basis taken when its table has at most 0.8 of the tensor grid's pairs (hardtanh, 2000 rows:
+4.6 -> 3.4 s); Sheppard's closed form for the orthant of a kink at 0 with itself; every non-jumping kink's window
+capped (the tanh kink on 2-D rows erred by 3e-9 uncapped).
 """
 
 from __future__ import annotations
