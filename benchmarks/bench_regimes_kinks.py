@@ -153,7 +153,8 @@ d = 10 rows are unchanged (relu6, 2000 standardised rows: 8.6 -> 7.9 s, the same
 
 Stop 37 (2026-12-08, 00:23-00:40 UTC, ``bench_regimes.py --offsphere-repeat 1`` on main 6f4e7f9, load 0.6 at the start),
 ratio to softplus on the same rows (softplus seconds in the first column; it took 0.56-0.82 s on the sphere in this
-session's runs, which moves that row's ratios by up to 1.5x), old main = the stop-36 run above:
+session's runs, which moves that row's ratios by up to 1.5x); in parentheses the stop-35 run (d = 10) and the stop-36
+run (d = 2) above:
 
 | rows | softplus | relu | leaky | elu | abs | hardtanh | relu6 | hard-swish | tanh-kink |
 |---|---|---|---|---|---|---|---|---|---|
