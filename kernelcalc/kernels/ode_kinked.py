@@ -223,13 +223,9 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
                                     degrees, gap)
             return np.where(flip, -nngp, nngp), np.where(flip, -ntk, ntk)
         tabulate = degrees is None
-        # (a kink's orthant terms have a near kink at rho -> -1 too: relu6 at v = 8, cos theta_0 = -0.99995 erred by
-        # 4.3e-10 of the largest entry in band 0, estimated 3.4e-12.  On one element that side is banded by
-        # pi - theta_0 at the edges of sigma_w T <= 1 (its correlation leaves -1 after the first times, where the
-        # edges of the near kink at rho -> 1 grow with sigma_w T); on the panels not: there band 0 agrees with the
-        # finer bands far within its estimate (relu6 at sigma_w T = 4, 6, 10: 4e-9, 3e-9, 1e-9 of ~10, estimates
-        # 6e-6 to 7e-5; elu at 10: 5e-8 of 2e5), and banding them took elu at sigma_w T = 10 on 200 sphere rows from
-        # 7.5 to 21 s (every sphere-table node with cos theta_0 < -0.85 banded finer: stop 36's rule))
+        # (a kink's orthant terms have a near kink at rho -> -1 too, relu6 at cos theta_0 = -0.99995 erred by 4.3e-10 in
+        # band 0: on one element that side is banded by pi - theta_0 at the edges of sigma_w T <= 1; on the panels
+        # band 0 agrees with those bands far within its estimate, which cost elu at sigma_w T = 10 7.5 -> 21 s)
         bands = band_of(theta0, self.sigma_w * self.T, self.band_floor)
         if self._panel_count() == 1:      # one element: bands 1 and 2 share band 2's grid (_ELEMENT_BAND_DELTAS)
             bands = np.maximum(bands, band_of(math.pi - np.asarray(theta0), min(self.sigma_w * self.T, 1.0)))
