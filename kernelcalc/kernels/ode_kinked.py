@@ -226,9 +226,9 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
         # (a kink's orthant terms have a near kink at rho -> -1 too, relu6 at cos theta_0 = -0.99995 erred by 4.3e-10 in
         # band 0: on one element that side is banded by pi - theta_0 at the edges of sigma_w T <= 1; on the panels
         # band 0 agrees with those bands far within its estimate, which cost elu at sigma_w T = 10 7.5 -> 21 s)
-        bands = band_of(theta0, self.sigma_w * self.T, self.band_floor)
+        bands = np.maximum(band_of(theta0, self.sigma_w * self.T, self.band_floor),
+                           band_of(math.pi - np.asarray(theta0), min(self.sigma_w * self.T, 1.0)))
         if self._panel_count() == 1:      # one element: bands 1 and 2 share band 2's grid (_ELEMENT_BAND_DELTAS)
-            bands = np.maximum(bands, band_of(math.pi - np.asarray(theta0), min(self.sigma_w * self.T, 1.0)))
             bands = np.where(bands == 1, 2, bands)
         # near-parallel pairs (theta_0 < _DEFICIT_BELOW) of a dual with a gap form: the deficit form (_deficit)
         near = (bands > 0) & (np.asarray(theta0) < _DEFICIT_BELOW) & (gap is not None and self._deficit_form(dual))
