@@ -33,7 +33,8 @@ class NormPlanChecks:
             tx = self.nodes_t[self.rng.choice(off, 6)]
             ty = self.nodes_t[np.concatenate([[0, self.nodes_t.size - 1], self.rng.integers(0, self.nodes_t.size, 4)])]
         else:
-            pts = self.col_nodes[~np.isin(self.col_nodes, self.nodes_t)]
+            gap = np.min(np.abs(self.col_nodes[:, None] - self.nodes_t[None, :]), axis=1)
+            pts = self.col_nodes[gap > 1e-9 * max(self.t_hi - self.t_lo, 1.0)]     # (off its nodes, not by equality)
             if pts.size == 0:
                 return 0.0
             tx = pts[self.rng.choice(pts.size, 6)]

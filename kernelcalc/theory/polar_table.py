@@ -43,6 +43,7 @@ _M_SPANS = (0.25, 2.0)          # spans of log q up to which the table starts at
 _M_WIDE = 20
 _R_LEVELS = (32, 64, 128)       # ... in theta on [0, pi]
 _HELD_OUT = 48                  # random (q1, q2, theta) checked against the rule
+_HELD_OUT_TOP = 24              # ... and at the largest variances, angles near 0 and pi (:func:`_build`)
 _CHUNK = 8192                   # points per evaluation of the theta series (their (points, R + 1) temporaries)
 _CELLS = 1024                   # variance pairs per contraction to the theta series (their (cells, m + 1, R + 1))
 #: first variances memoised per table (each (m + 1, 2 (R + 1)) floats: 34 kB at m = 32, R = 64)
@@ -340,6 +341,13 @@ def _build(dual, q_lo, q_hi, tol):
     # (a third near theta = 0 and pi, where the kinks' sqrt(1 - rho) and the large-q layers are)
     th = np.concatenate([rng.uniform(0.0, math.pi, _HELD_OUT - 2 * (_HELD_OUT // 3)),
                          10.0 ** rng.uniform(-8, 0, _HELD_OUT // 3), math.pi - 10.0 ** rng.uniform(-8, 0, _HELD_OUT // 3)])
+    # and _HELD_OUT_TOP more in the top fifth of log q, half within 1e-3..1 of pi, half of 0 (the tanh kink on
+    # [0.01, 100]: its Cdot at q ~ 90, theta = 3.08 erred by 3.8e-10 where the 48 points above saw 1.2e-11; review)
+    top = t_hi - 0.2 * (t_hi - t_lo)
+    q1 = np.concatenate([q1, np.exp(rng.uniform(top, t_hi, _HELD_OUT_TOP))])
+    q2 = np.concatenate([q2, np.exp(rng.uniform(top, t_hi, _HELD_OUT_TOP))])
+    near = 10.0 ** rng.uniform(-3, 0, _HELD_OUT_TOP)
+    th = np.concatenate([th, np.where(np.arange(_HELD_OUT_TOP) % 2 == 0, math.pi - near, near)])
     ref = None
     missed = False         # the tails passed and the held-out points did not: one level more
     while True:
