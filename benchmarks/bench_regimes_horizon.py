@@ -251,9 +251,10 @@ Stop 28 (helper branches band1, compile, nodetab and the lead's dispatch order),
     stop 37 (2026-12-08, 00:43-00:55, load 1.3, ``bench_regimes.py --only horizon``): relu 5.5x, leaky_relu 5.3,
     softplus 6.6, tanh 2.1, sigmoid 1.7, erf 1.4, gelu 4.2, silu 6.0, sin 1.5, cos 2.2, identity 1.1; elu 9.2x there
     (15.9 s), 12.3x (21.7 s) in the run before: stop 36's bands of nearly antiparallel pairs had put every sphere-table
-    node with cos theta_0 < -0.85 on finer grids at sigma_w T = 10 (bisected to 775c5f9).  On the panels those bands
-    are no longer taken (they agree with band 0 far within its estimate there): elu 1.8 / 7.7 s = 4.4x (00:58, idle,
-    ``--only elu,relu``; relu 5.4x)
+    node with cos theta_0 < -0.85 on finer grids at sigma_w T = 10 (bisected to 775c5f9).  That side is now banded at
+    the edges of sigma_w T <= 1 (pi - theta_0 < 0.1): elu 1.9 / 14.0 s = 7.3x (01:25, idle, ``--only elu``).  (Without
+    it on the panels elu took 7.7 s = 4.4x, but relu at sigma_w T = 5 then erred by 1.6e-7 against an estimate of
+    2.9e-8: the review of stop 37.)
 
     (softplus T = 10 left, ~7 s: the jax import ~0.9 s (0.5 s of it ml_dtypes 0.7's ufunc registration, 0.2 s jax's
     package-metadata reads), four regime compiles ~1.0 s, table builds ~0.8 s, 0.41e6 exact evaluations (was 0.71e6)
