@@ -90,15 +90,7 @@ def euler_march(dual, L: int, T: float, sigma_w: float, sigma_v: float):
         return dual.marginal(xp.asarray(diag), xp=xp)
 
     lazy = xp is np and dual.method == "hermite"
-    last = {}
-
-    def tails_of(m):       # the tails of the marginals that a call's batches share, computed once
-        if getattr(m, "tails", None) is not None:     # a solver's store: computed per norm as it entered
-            return m.tails
-        hit = last.get("hit")          # one tuple: atomic under threads
-        if hit is None or hit[0] is not m:
-            hit = last["hit"] = (m, dual.tails(m, xp))
-        return hit[1]
+    tails_of = dual.shared_tails(xp)       # the tails of the marginals that a call's batches share, computed once
 
     def cross_solve(m, ix, iy, S0):
         ix, iy = np.asarray(ix), np.asarray(iy)

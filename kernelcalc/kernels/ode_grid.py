@@ -293,17 +293,7 @@ def _compiled(dual: DualKernels, disc: Discretisation, sigma_w: float, sigma_v: 
         return dual.marginal(diag, xp=xp)
 
     lazy = xp is np and dual.method == "hermite"
-    last = {}
-
-    def tails_of(m):       # numpy: the tails of the marginals that a call's batches share, computed once
-        if xp is not np:
-            return dual.tails(m, xp)
-        if getattr(m, "tails", None) is not None:     # a solver's store: computed per norm as it entered
-            return m.tails
-        hit = last.get("hit")          # one tuple: atomic under threads
-        if hit is None or hit[0] is not m:
-            hit = last["hit"] = (m, dual.tails(m, xp))
-        return hit[1]
+    tails_of = dual.shared_tails(xp, only_numpy=True)    # numpy: the tails a call's batches share, computed once
 
     @jit
     def cross_solve(m, ix, iy, S0, S_start=None, states=None):

@@ -131,6 +131,24 @@ class DualKernels:
         if tol is not None and (self.method not in ("hermite", "closed") or xp is not np):
             raise ValueError("a sweep tolerance applies to the numpy Hermite rule and numpy closed forms only")
 
+    def shared_tails(self, xp, only_numpy: bool = False):
+        """``m -> tails(m)`` for the marginals a call's batches share: a solver's store's own (computed per norm as it
+        entered), else computed once for the last ``m`` met (one tuple: atomic under threads); ``only_numpy``:
+        jax.numpy computes them at every call (traced marginals are not kept)."""
+        last = {}
+
+        def tails_of(m):
+            if only_numpy and xp is not np:
+                return self.tails(m, xp)
+            if getattr(m, "tails", None) is not None:
+                return m.tails
+            hit = last.get("hit")
+            if hit is None or hit[0] is not m:
+                hit = last["hit"] = (m, self.tails(m, xp))
+            return hit[1]
+
+        return tails_of
+
     def tails(self, m, xp=jnp, tol=None):
         """The Hermite rule's :meth:`HermiteRule.relative_tail` of every coefficient array of the marginals
         ``m`` (``(K, U, ...)`` coefficients of U variances -> one ``(K, U)`` array each; ``None`` for the
