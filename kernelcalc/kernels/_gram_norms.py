@@ -171,6 +171,7 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
             accuracy_shortfall(f"the norm interpolation: degree {m} in log|x|^2 leaves a relative error estimate "
                                f"{err_t:.1e} > tol/2 = {tol / 2:.1e}", strict)
         self.R, self.core, attempts = R, {}, 1
+        self.nodes_t = nodes_t
         for attempt in range(4):
             basis = self._skeleton(Y, tol / 8 / 4**attempt)
             if basis is None or basis[1].size > (m + 1) or (attempt == 0 and not _basis_pays(basis[1].size, m)):
@@ -178,7 +179,7 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
                 kind = f"tensor ({m + 1} norm nodes)"
                 self.core = {}                             # (other Lobatto points)
             else:
-                if getattr(self, "nodes_t", nodes_t) is not nodes_t:      # (after a tensor grid: solves at other points)
+                if self.nodes_t is not nodes_t:          # (after a tensor grid: its solves are at other points)
                     self.core = {}
                 (U, P), self.nodes_t = basis, nodes_t
                 kind = f"low-rank basis (rank {U.shape[1]} of {nodes_t.size} norm nodes, {P.size} skeleton norms)"

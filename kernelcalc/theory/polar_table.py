@@ -319,15 +319,32 @@ def tabulate_polar(dual, q_lo: float, q_hi: float, tol: float):
     return table
 
 
+def _held_out_points(t_lo, t_hi):
+    """``(q1, q2, theta)`` where a table is checked against its rule: :data:`_HELD_OUT` log-uniform variances, a third
+    of the angles within 1e-8..1 of 0, a third of pi (the kinks' sqrt(1 - rho), the large-q layers), and
+    :data:`_HELD_OUT_TOP` more in the top fifth of log q, half within 1e-3..1 of pi, half of 0 (the tanh kink on
+    [0.01, 100]: its Cdot at q ~ 90, theta = 3.08 erred by 3.8e-10 where the first 48 saw 1.2e-11; review of stop 37)."""
+    rng = np.random.default_rng(0)
+    q1 = np.exp(rng.uniform(t_lo, t_hi, _HELD_OUT))
+    q2 = np.exp(rng.uniform(t_lo, t_hi, _HELD_OUT))
+    th = np.concatenate([rng.uniform(0.0, math.pi, _HELD_OUT - 2 * (_HELD_OUT // 3)),
+                         10.0 ** rng.uniform(-8, 0, _HELD_OUT // 3), math.pi - 10.0 ** rng.uniform(-8, 0, _HELD_OUT // 3)])
+    top = t_hi - 0.2 * (t_hi - t_lo)
+    q1 = np.concatenate([q1, np.exp(rng.uniform(top, t_hi, _HELD_OUT_TOP))])
+    q2 = np.concatenate([q2, np.exp(rng.uniform(top, t_hi, _HELD_OUT_TOP))])
+    near = 10.0 ** rng.uniform(-3, 0, _HELD_OUT_TOP)
+    return q1, q2, np.concatenate([th, np.where(np.arange(_HELD_OUT_TOP) % 2 == 0, math.pi - near, near)])
+
+
 def _build(dual, q_lo, q_hi, tol):
     """:func:`tabulate_polar` without the memo."""
     rule = dual.rule
     act = dual.activation
     t_lo, t_hi = math.log(q_lo), math.log(q_hi)
     # the first degree in log q by the span (measured, the module doc: ~13 over [1, 3], 20-24 over [0.1, 8])
-    mi, ri = int(np.searchsorted(_M_SPANS, t_hi - t_lo)), 0
-    levels = _M_LEVELS[mi:] if mi < 2 else (_M_WIDE,) + _M_LEVELS[2:]
-    mi = 0
+    span = int(np.searchsorted(_M_SPANS, t_hi - t_lo))
+    levels = _M_LEVELS[span:] if span < 2 else (_M_WIDE,) + _M_LEVELS[2:]
+    mi, ri = 0, 0
     m, R = levels[mi], _R_LEVELS[ri]
 
     def nodes(m, R):
@@ -335,19 +352,7 @@ def _build(dual, q_lo, q_hi, tol):
                 math.pi * (lobatto(R) + 1.0) / 2.0)
 
     F = _values(rule, act, *nodes(m, R))
-    rng = np.random.default_rng(0)
-    q1 = np.exp(rng.uniform(t_lo, t_hi, _HELD_OUT))
-    q2 = np.exp(rng.uniform(t_lo, t_hi, _HELD_OUT))
-    # (a third near theta = 0 and pi, where the kinks' sqrt(1 - rho) and the large-q layers are)
-    th = np.concatenate([rng.uniform(0.0, math.pi, _HELD_OUT - 2 * (_HELD_OUT // 3)),
-                         10.0 ** rng.uniform(-8, 0, _HELD_OUT // 3), math.pi - 10.0 ** rng.uniform(-8, 0, _HELD_OUT // 3)])
-    # and _HELD_OUT_TOP more in the top fifth of log q, half within 1e-3..1 of pi, half of 0 (the tanh kink on
-    # [0.01, 100]: its Cdot at q ~ 90, theta = 3.08 erred by 3.8e-10 where the 48 points above saw 1.2e-11; review)
-    top = t_hi - 0.2 * (t_hi - t_lo)
-    q1 = np.concatenate([q1, np.exp(rng.uniform(top, t_hi, _HELD_OUT_TOP))])
-    q2 = np.concatenate([q2, np.exp(rng.uniform(top, t_hi, _HELD_OUT_TOP))])
-    near = 10.0 ** rng.uniform(-3, 0, _HELD_OUT_TOP)
-    th = np.concatenate([th, np.where(np.arange(_HELD_OUT_TOP) % 2 == 0, math.pi - near, near)])
+    q1, q2, th = _held_out_points(t_lo, t_hi)
     ref = None
     missed = False         # the tails passed and the held-out points did not: one level more
     while True:
