@@ -172,8 +172,9 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
                                f"{err_t:.1e} > tol/2 = {tol / 2:.1e}", strict)
         self.R, self.core, attempts = R, {}, 1
         self.nodes_t = nodes_t
+        P = ()
         for attempt in range(4):
-            basis = self._skeleton(Y, tol / 8 / 4**attempt)
+            basis = self._skeleton(Y, tol / 8 / 4**attempt, P if self.nodes_t is nodes_t else ())
             if basis is None or basis[1].size > (m + 1) or (attempt == 0 and not _basis_pays(basis[1].size, m)):
                 self.nodes_t, U, P = self._t_nodes(m), np.eye(m + 1), np.arange(m + 1)
                 kind = f"tensor ({m + 1} norm nodes)"
@@ -308,17 +309,22 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
         until a batch lies to ``tol``/4 in the span of the singular vectors of the columns before it above
         ``tol``/8.  Returns ``(points, columns (L, n), m, its tail estimate, m_p, the scale)`` (module doc)."""
         tol = self.tol
-        ty = np.array([self.v_lo, self.v_hi] * 3)
-        # three angles of the window, at the table's Lobatto nodes (its solves at the skeleton norms are these)
-        nodes = self.theta_nodes
-        cu = self._cos(np.repeat(nodes[[np.argmin(np.abs(nodes - u)) for u in (-1.0, -0.2, 0.6)]], 2))
         levels = self.levels
         mp = levels[0]
+        # three angles of the window, at the table's Lobatto nodes (its solves at the skeleton norms are these), and
+        # both edges of the window at three interior norms: near theta = 0 a kinked phi's F(t, t_y, theta) turns
+        # sharp as t crosses t_y (relu6, 2000 standardised rows: at the edge u = -1 and t_y = log 3.2 the coefficients
+        # at degree 39, the corners' degree, were 1.3e-9 of the scale; the corners' own 5e-11)
+        inner = self._v(self._t_nodes(mp)[[mp // 4, mp // 2, 3 * mp // 4]])
+        ty = np.concatenate([[self.v_lo, self.v_hi] * 3, inner, inner])
+        nodes = self.theta_nodes
+        cu = self._cos(np.concatenate([np.repeat(nodes[[np.argmin(np.abs(nodes - u)) for u in (-1.0, -0.2, 0.6)]], 2),
+                                       np.repeat(nodes[[0, -1]], 3)]))
         F = self._fibres(pair_fn, self._v(self._t_nodes(mp)), ty, cu)
         while True:
             scale = np.maximum(scale, np.max(np.abs(F), axis=(0, 1)))
             m, err_t = _degree_for(_envelope(chebyshev_coefficients(F), scale), target, minimum=2)
-            if m < mp - 1 or mp == levels[-1]:
+            if m < mp - max(4, mp // 8) or mp == levels[-1]:
                 break
             merged = np.empty((2 * mp + 1,) + F.shape[1:])
             merged[0::2], merged[1::2] = F, self._fibres(pair_fn, self._v(self._t_nodes(2 * mp)[1::2]), ty, cu)
@@ -349,20 +355,21 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
         (L, 2n) relative to the scale (which they may raise)."""
         v = self._v(self.col_nodes)
         vy = v[self.rng.integers(0, v.size, n)]
-        F = self._fibres(pair_fn, v, vy, self._cos(self.rng.uniform(-1.0, 1.0, n)))
+        F = self._fibres(pair_fn, v, vy, self._cos(np.cos(np.pi * self.rng.uniform(0.0, 1.0, n))))
         self.col_scale = np.maximum(self.col_scale, np.max(np.abs(F), axis=(0, 1)))
         return (F / np.maximum(self.col_scale, 1e-300)).reshape(v.size, -1)
 
     @staticmethod
-    def _skeleton(Y, threshold):
+    def _skeleton(Y, threshold, first=()):
         """``(U (L, r) orthonormal, skeleton indices P)``: the singular vectors of the columns ``Y`` above
-        ``threshold``, and their pivoted-QR rows with the two ends; ``None`` when the rank reaches 3/4 L."""
+        ``threshold``, and their pivoted-QR rows with the two ends, the rows ``first`` (an earlier attempt's
+        skeleton: its table's pairs are solved) taken before the pivoting; ``None`` when the rank reaches 3/4 L."""
         L = Y.shape[0]
         U, s, _ = np.linalg.svd(Y, full_matrices=False)
         U = U[:, : int(np.count_nonzero(s > threshold))]
         if U.shape[1] >= 0.75 * L:
             return None
-        return U, np.union1d(pivot_columns(U.T, U.shape[1]), [0, L - 1])
+        return U, np.union1d(pivot_columns(U.T, U.shape[1], first), [0, L - 1])
 
     def _sample(self, pair_fn, R, P, scale):
         r"""Chebyshev coefficients (R+1, K, K, 2) in theta of F at the skeleton norms (Lobatto indices ``P``;

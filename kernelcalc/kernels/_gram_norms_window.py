@@ -66,7 +66,7 @@ class NormWindow:
             row_max.append(np.max(c, axis=1))
             above += 0 if cap is None else int(np.count_nonzero(c > cap))
         row_max = np.concatenate(row_max)
-        keep = _DIRECT_PAIRS + 1 if cap is None else max(_DIRECT_PAIRS, self._direct_limit(above, cap)) + 1
+        keep = _DIRECT_PAIRS + 1 + (0 if cap is None else self._direct_limit(above, cap))
         largest = float(np.max(row_max)) if row_max.size else 0.0
         direct = (np.empty(0, np.intp), np.empty(0, np.intp))
         if row_max.size:
@@ -88,12 +88,14 @@ class NormWindow:
             def smallest_angle(c):      # the window's smallest angle for a largest |cos theta| c
                 return min(math.acos(min(c, 1.0)), 0.5 * math.pi - _MIN_HALF_WIDTH)
 
-            if cap is not None and largest > cap:        # (keep: the pairs above the cap, and one more)
-                ours = top > cap
-                largest, direct = cap, (rows[ours], cols[ours])
-            elif smallest_angle(edge) >= 1.1 * smallest_angle(largest):
-                ours = top > edge
-                largest, direct = edge, (rows[ours], cols[ours])
+            # the pairs above the cap (all of them: keep counts them), then the _DIRECT_PAIRS closest of the rest where
+            # that widens the window's smallest angle by a tenth
+            if cap is not None and largest > cap:
+                largest = cap
+            if smallest_angle(edge) >= 1.1 * smallest_angle(largest):
+                largest = edge
+            ours = top > largest
+            direct = (rows[ours], cols[ours])
         theta_lo = math.acos(min(largest, 1.0))
         return max(_MIN_HALF_WIDTH, min(0.5 * math.pi, (0.5 * math.pi - theta_lo) * (1.0 + 1e-9))), direct
 

@@ -68,6 +68,13 @@ _EQUAL_RTOL = 1e-12       # norms this close (relative) are solved as equal
 #: 1.7e-12 at 0.99 (relative), so the pairs of a Gram's norm-interpolation table (|cos| <= 0.95: its theta window)
 #: take 12 intervals where a grid judged at 0.99 takes 24 (its ladder passes on the change from 16 to 24)
 _TENSOR_CORRELATIONS = (0.95, 0.99)
+#: the largest |cos theta| of a norm-interpolation table's window (window_correlation_cap).  Near the window's edge a
+#: kink's F(t_x, t_y, theta) turns sharp in the norms where they are equal, and the table's degree in log v, its rank
+#: and its degree in theta grow: 2000 standardised rows in d = 10 (303 pairs above 0.9, 17 above 0.95), relu6 16868
+#: pair solves at 0.95 (degree 96 in log v, rank 25) against 7778 at 0.9 (degree 48, rank 19), 11.8 -> 6.2 s; hardtanh
+#: 7.4 -> 3.4 s, hard-swish 18.8 -> 9.7 s; 200 standardised rows in d = 2 (thousands of pairs above 0.9: the tensor
+#: grid solves those below 0.99 at degree 12-24) hardtanh 31 -> 25 s, relu6 36 -> 31 s, elu 5.8 -> 5.2 s
+_WINDOW_CAP = 0.9
 #: input angles below which near-parallel pairs of a dual with a gap form are solved in deficit form
 #: (:meth:`KinkedDeficitMixin._deficit`).  The direct solve's 1 - rho keeps an absolute rounding error ~1e-14, an
 #: error ~7e-15 / theta_0 relative in the NTK: measured (hardtanh, T = 1, against the deficit form) 6.9e-11 / 6.9e-12 /
@@ -418,15 +425,15 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
 
     @property
     def window_correlation_cap(self):
-        r"""The largest $|\cos\theta|$ of a norm-interpolation table's window (:mod:`._gram_norms_window`): the first
-        probe of the tensor grid, on one element (the closer pairs solved directly: the tensor grid judged at 0.99, and
-        :mod:`.ode_kinked_pair`).  Near $\theta=0$ the kernel of a kink is not smooth in the norms where they are
+        r"""The largest $|\cos\theta|$ of a norm-interpolation table's window (:mod:`._gram_norms_window`),
+        :data:`_WINDOW_CAP`, below the first probe of the tensor grid, on one element (the closer pairs solved directly:
+        the tensor grid judged at 0.95 and 0.99, and :mod:`.ode_kinked_pair`).  Near $\theta=0$ the kernel of a kink is not smooth in the norms where they are
         equal, so no interpolant in $\log v$ converges there: hardtanh on 100 standardised rows in $d=2$ (window
         to $\theta=0.004$) erred by 1e-5.  A jump of $\phi'''$ alone is no exception: the tanh kink's table on 200 such
         rows (window to $\theta=0.001$) erred by 3e-9 at nearly parallel rows of unequal norm, its estimate 2.6e-10
         (capped: 1.5e-11, in the same time).  ``None`` (no cap) for an activation that jumps and on panels."""
         act = self.activation
-        return None if act.jumps or self._panel_count() > 1 else _TENSOR_CORRELATIONS[0]
+        return None if act.jumps or self._panel_count() > 1 else _WINDOW_CAP
 
     def theta_scale(self, v, angles=None):
         r"""The width $\varepsilon$ of the sphere table's sinh angle variable (:class:`._interp.SinhAngle`) for the
