@@ -256,14 +256,19 @@ def test_relu_sum_at_variances_taylor_updates_against_mpmath(text, q1, q2, rho):
     assert cells.exact_cells == 2
 
 
-def test_relu_sum_at_variances_many_cells_equal_the_closed_form():
+@pytest.mark.parametrize("block", [None, 600])
+def test_relu_sum_at_variances_many_cells_equal_the_closed_form(block, monkeypatch):
     r"""4000 random cells ($q$ 0.2..8, $|\rho|\le0.98$) of hardtanh and relu6 moved by $\delta/\sqrt{q_1q_2}$ up to
     $10^{-3}$..$10^{-10}$: every value within 1e-14 of the closed form at the moved covariance (relative to
     $|C|+\sqrt{q_1q_2}|\dot C|$, and to $|\dot C|$); at $10^{-5}$ at least 95 % of the cells are Taylor updates, at
     $10^{-3}$ most are evaluated (the remainder estimate refuses them).  Zero variances and $|\rho|=1$ are always
-    evaluated."""
+    evaluated.  ``block``: the anchors evaluated in blocks of 600 cells (the last one partial), as a large batch is."""
+    from kernelcalc.theory import duals_taylor
     from kernelcalc.theory.duals_pwl import pwl_joint, relu_sum
     from kernelcalc.theory.duals_taylor import relu_sum_at_variances
+
+    if block is not None:
+        monkeypatch.setattr(duals_taylor, "_BLOCK", block)
 
     rng = np.random.default_rng(0)
     m = 4000

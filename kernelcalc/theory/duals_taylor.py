@@ -60,6 +60,10 @@ _ORDER = 4
 #: moves 3e-8 off; review of stop 35.  One order: the derivatives that vanish by symmetry (hardtanh at c = 0: the even
 #: ones) alternate; two cost more per anchor: hard-swish on 2000 standardised rows 19.5 s against 18.3, busy box)
 _CHECK = 1
+#: cells per block of an anchor's exact evaluation: its temporaries (four breakpoint pairs a cell, sixteen Hermite
+#: polynomials) stay in cache and are not fresh pages each call.  Measured, the Hermite polynomials alone: 986 ns a cell
+#: at 160 000 cells (the pair ladder's batches), 110 ns at 4000-16 000
+_BLOCK = 8192
 
 
 def relu_sum_at_variances(rep):
@@ -162,7 +166,16 @@ class TaylorAtVariances:
 
     def _exact(self, q1, q2, c, shape):
         """The anchor at 1-D ``q1``, ``q2``, ``c``: ``(c, C, Cdot, d_2, .., d_{K + _CHECK}, r)`` (the derivatives of C of
-        orders 2 to K + :data:`_CHECK`, K = :data:`_ORDER`, and the distance r to |rho| = 1) reshaped to ``shape``."""
+        orders 2 to K + :data:`_CHECK`, K = :data:`_ORDER`, and the distance r to |rho| = 1) reshaped to ``shape``; in
+        blocks of :data:`_BLOCK` cells."""
+        n = c.size
+        if n <= _BLOCK:
+            return tuple(v.reshape(shape) for v in self._exact_block(q1, q2, c))
+        parts = [self._exact_block(q1[s:s + _BLOCK], q2[s:s + _BLOCK], c[s:s + _BLOCK]) for s in range(0, n, _BLOCK)]
+        return tuple(np.concatenate(vs).reshape(shape) for vs in zip(*parts))
+
+    def _exact_block(self, q1, q2, c):
+        """:meth:`_exact` of one block (1-D)."""
         C, Cd, *orthants = self.joint(q1, q2, c)
         D = q1 * q2 - c * c
         live = D > 0.0
@@ -190,8 +203,7 @@ class TaylorAtVariances:
         r = np.sqrt(np.maximum(q1 * q2, 0.0)) - np.abs(c)
         r = np.where(live & (r > 0), r, 0.0)      # (no expansion: a zero variance, |rho| = 1)
         d = [np.where(live, d[m], 0.0) for m in range(2, top + 1)]
-        return tuple(np.array(np.broadcast_to(v, (c.size,))).reshape(shape)
-                     for v in (c, C, Cd, *d, r))
+        return tuple(np.array(np.broadcast_to(v, (c.size,))) for v in (c, C, Cd, *d, r))
 
     def _second(self, q1, q2, c, D, masses, orthants):
         r"""$\ddot C=E[\phi''\phi'']$ at degree 2 (module doc): $E[RR]=r_0^2+r_0\sum_kr_k(P_k+Q_k)+$ ``orthants``
