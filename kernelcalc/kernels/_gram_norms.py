@@ -22,14 +22,20 @@ every distinct norm its own self-kernel solve, ~30 ms), so the plan is built to 
   close to a space of small dimension $r$ (measured at 1e-11 on norms 0.13..8: $r=10$ for the softplus
   Neural ODE, 14 for tanh, where a Chebyshev interpolant in $t$ needs degree 16 and 19).  The plan samples
   columns $t_x\mapsto F(t_x,t_y,\theta)$ on Lobatto points in $t$ (:meth:`NormInterpPlan._columns`: first
-  $t_y=t_{\min},t_{\max}$ at three angles, whose Chebyshev tail gives the degree $m$ in $t$ and its error; then
-  random $(t_y,\theta)$ in batches until a batch lies in the span of the others to ``tol``/4), takes the
+  $t_y=t_{\min},t_{\max}$ at three angles and three interior $t_y$ at both edges of the window, whose Chebyshev tail
+  gives the degree $m$ in $t$ and its error; then random $(t_y,\theta)$, the window coordinate
+  arcsine-distributed, in batches until a batch lies in the span of the others to ``tol``/4), takes the
   orthonormal basis $U$ of their singular values above ``tol``/8, and $r$ (+ the two ends) *skeleton* norms
   $P$ by pivoted QR of $U^T$ (empirical interpolation).  Then
   $F(t_x,t_y,\theta)\approx\sum_{p,q\in P}B_p(t_x)F(t_p,t_q,\theta)B_q(t_y)$ with $B(t)=\ell(t)\,U\,U_P^{+}$
   ($\ell$: the Lagrange basis of the Lobatto points): the table costs $\tfrac12|P|(|P|+1)(R+1)$ solves instead of
   $\tfrac12(m+1)(m+2)(R+1)$.  Its error is measured at held-out norm pairs (Lobatto points off the skeleton,
-  seven angles; three times the measured value, plus the tail in $t$, enter the estimate).  When the basis
+  seven angles with both edges of the window, and every such point with itself at the edges; three times the
+  measured value, plus the tail in $t$, enter the estimate).  A basis that misses takes more columns and a lower
+  threshold, keeping the skeleton norms it had (their table's pairs are solved).  Near $\theta=0$ a kinked
+  $\phi$'s $F$ turns sharp in the norms as $t_x$ crosses $t_y$, the sharper the closer the window's edge: the edge
+  columns set the degree there, the edge and equal-norm held-out pairs measure it (relu6, 2000 standardised rows,
+  before: 8e-9 inside the table at the edge and equal norms, 8.6e-10 at input pairs, estimate 5.5e-10).  When the basis
   does not pay (its table above 0.8 of the grid's, :func:`_basis_pays`) the plan takes the tensor grid of degree
   $m$ (the same code, $U=I$).
 
@@ -229,22 +235,6 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
 
     solves = 0
 
-    def _direct_self_kernels(self, pair_fn, checked_norms):
-        """The direct pairs' norms: their self-kernels interpolated in $\log v$ from those of the columns' Lobatto
-        points (all solved, the finest degree in $t$ the plan reached) where that is measured to meet tol/100 at the
-        check rows' norms (solved directly), else solved.  (From the first degree's points, relu6's on 2000
-        standardised rows missed by 8.7e-10, and the 303 pairs above its window cap solved 600 self-kernels: 2.4 s.)"""
-        direct_norms = np.concatenate([self.na[self.direct[0]], self.nb[self.direct[1]]])
-        adopt, prepare = getattr(pair_fn, "adopt_diagonals", None), getattr(pair_fn, "prepare", None)
-        if prepare is None or not direct_norms.size:
-            return
-        adopted = False
-        if adopt is not None:
-            adopted, deviation = adopt(direct_norms, self._v(self.col_nodes), checked_norms)
-            self.info["direct_self_kernels"] = dict(interpolated=adopted, deviation=deviation)
-        if not adopted:
-            prepare(direct_norms)
-
     def _chunk_entries(self) -> int:
         return _NORM_CHUNK_ENTRIES
 
@@ -308,9 +298,11 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
 
     def _columns(self, pair_fn, scale, target):
         r"""The columns $t\mapsto F(t,t_y,\theta)$ on Lobatto points in $t$ (both outputs, each relative to the
-        scale): first $t_y=t_{\min},t_{\max}$ at three angles of the window, their degree doubled from 12 (24
-        for a range wider than 1.5 in $\log v$) while the tail of their Chebyshev coefficients beyond some
-        degree $m<m_p-1$ is above ``target``; then batches of random $(t_y,\theta)$ (:meth:`_more_columns`)
+        scale): first $t_y=t_{\min},t_{\max}$ at three angles of the window and three interior $t_y$ at both its
+        edges, their degree doubled from 12 (24 for a range wider than 1.5 in $\log v$) while the tail of their
+        Chebyshev coefficients beyond some degree $m<m_p-\max(4,m_p/8)$ is above ``target`` (a tail met only by
+        the last two coefficients is no evidence of decay: relu6's edge columns, unresolved at 48, passed so at
+        46); then batches of random $(t_y,\theta)$ (:meth:`_more_columns`)
         until a batch lies to ``tol``/4 in the span of the singular vectors of the columns before it above
         ``tol``/8.  Returns ``(points, columns (L, n), m, its tail estimate, m_p, the scale)`` (module doc)."""
         tol = self.tol

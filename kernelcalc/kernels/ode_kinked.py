@@ -68,12 +68,9 @@ _EQUAL_RTOL = 1e-12       # norms this close (relative) are solved as equal
 #: 1.7e-12 at 0.99 (relative), so the pairs of a Gram's norm-interpolation table (|cos| <= 0.95: its theta window)
 #: take 12 intervals where a grid judged at 0.99 takes 24 (its ladder passes on the change from 16 to 24)
 _TENSOR_CORRELATIONS = (0.95, 0.99)
-#: the largest |cos theta| of a norm-interpolation table's window (window_correlation_cap).  Near the window's edge a
-#: kink's F(t_x, t_y, theta) turns sharp in the norms where they are equal, and the table's degree in log v, its rank
-#: and its degree in theta grow: 2000 standardised rows in d = 10 (303 pairs above 0.9, 17 above 0.95), relu6 16868
-#: pair solves at 0.95 (degree 96 in log v, rank 25) against 7778 at 0.9 (degree 48, rank 19), 11.8 -> 6.2 s; hardtanh
-#: 7.4 -> 3.4 s, hard-swish 18.8 -> 9.7 s; 200 standardised rows in d = 2 (thousands of pairs above 0.9: the tensor
-#: grid solves those below 0.99 at degree 12-24) hardtanh 31 -> 25 s, relu6 36 -> 31 s, elu 5.8 -> 5.2 s
+#: the largest |cos theta| of a norm-interpolation table's window.  Near its edge a kink's F turns sharp in the norms
+#: where they are equal: 2000 standardised rows in d = 10 (303 pairs above 0.9), relu6 11.8 -> 6.2 s (pair solves 16868
+#: -> 7778), hard-swish 18.8 -> 9.7 s from 0.95; 200 in d = 2 (thousands above 0.9) hardtanh 31 -> 25 s, relu6 36 -> 31 s
 _WINDOW_CAP = 0.9
 #: input angles below which near-parallel pairs of a dual with a gap form are solved in deficit form
 #: (:meth:`KinkedDeficitMixin._deficit`).  The direct solve's 1 - rho keeps an absolute rounding error ~1e-14, an
