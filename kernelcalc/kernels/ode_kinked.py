@@ -48,6 +48,7 @@ from ._panel_grid import PanelGrid
 from . import _triangle as tri
 from ._anchored import RESIDUAL_TOL, AnchoredDual
 from ._gram import flat_pairs
+from ._gram_norms_window import kink_window_cap
 from ._interp import barycentric_weights
 from .ode_kinked_deficit import KinkedDeficitMixin, angle_gaps
 from .ode_kinked_node_tables import KinkedNodeTablesMixin
@@ -68,10 +69,6 @@ _EQUAL_RTOL = 1e-12       # norms this close (relative) are solved as equal
 #: 1.7e-12 at 0.99 (relative), so the pairs of a Gram's norm-interpolation table (|cos| <= 0.95: its theta window)
 #: take 12 intervals where a grid judged at 0.99 takes 24 (its ladder passes on the change from 16 to 24)
 _TENSOR_CORRELATIONS = (0.95, 0.99)
-#: the largest |cos theta| of a norm-interpolation table's window.  Near its edge a kink's F turns sharp in the norms
-#: where they are equal: 2000 standardised rows in d = 10 (303 pairs above 0.9), relu6 11.8 -> 6.2 s (pair solves 16868
-#: -> 7778), hard-swish 18.8 -> 9.7 s from 0.95; 200 in d = 2 (thousands above 0.9) hardtanh 31 -> 25 s, relu6 36 -> 31 s
-_WINDOW_CAP = 0.9
 #: input angles below which near-parallel pairs of a dual with a gap form are solved in deficit form
 #: (:meth:`KinkedDeficitMixin._deficit`).  The direct solve's 1 - rho keeps an absolute rounding error ~1e-14, an
 #: error ~7e-15 / theta_0 relative in the NTK: measured (hardtanh, T = 1, against the deficit form) 6.9e-11 / 6.9e-12 /
@@ -422,15 +419,13 @@ class KinkedSolverMixin(KinkedLadderMixin, KinkedDeficitMixin, KinkedNodeTablesM
 
     @property
     def window_correlation_cap(self):
-        r"""The largest $|\cos\theta|$ of a norm-interpolation table's window (:mod:`._gram_norms_window`),
-        :data:`_WINDOW_CAP`, below the first probe of the tensor grid, on one element (the closer pairs solved directly:
-        the tensor grid judged at 0.95 and 0.99, and :mod:`.ode_kinked_pair`).  Near $\theta=0$ the kernel of a kink is not smooth in the norms where they are
-        equal, so no interpolant in $\log v$ converges there: hardtanh on 100 standardised rows in $d=2$ (window
-        to $\theta=0.004$) erred by 1e-5.  A jump of $\phi'''$ alone is no exception: the tanh kink's table on 200 such
-        rows (window to $\theta=0.001$) erred by 3e-9 at nearly parallel rows of unequal norm, its estimate 2.6e-10
-        (capped: 1.5e-11, in the same time).  ``None`` (no cap) for an activation that jumps and on panels."""
-        act = self.activation
-        return None if act.jumps or self._panel_count() > 1 else _WINDOW_CAP
+        r"""The largest $|\cos\theta|$ of a norm-interpolation table's window, :func:`._gram_norms_window.kink_window_cap`
+        (0.9), on one element (below the first probe of the tensor grid; the closer pairs solved directly: the tensor
+        grid judged at 0.95 and 0.99, and :mod:`.ode_kinked_pair`); ``None`` for an activation that jumps and on
+        panels.  A jump of $\phi'''$ alone is no exception: the tanh kink's table on 200 standardised rows in $d=2$
+        (window to $\theta=0.001$) erred by 3e-9 at nearly parallel rows of unequal norm, its estimate 2.6e-10
+        (capped: 1.5e-11, in the same time)."""
+        return None if self._panel_count() > 1 else kink_window_cap(self.activation)
 
     def theta_scale(self, v, angles=None):
         r"""The width $\varepsilon$ of the sphere table's sinh angle variable (:class:`._interp.SinhAngle`) for the

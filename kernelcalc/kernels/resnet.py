@@ -28,6 +28,7 @@ from .._validation import as_input_pair, positive, positive_int, scale_keywords
 from ..theory.activations import resolve_activation
 from ..theory.assumptions import warn_if_assumption1_fails
 from ._gram import error_estimate, gram, max_norm
+from ._gram_norms_window import kink_window_cap
 from .._results import Kernel
 from .ode import Discretisation, GoursatSolver
 from .untied import check_weights, untied_resnet_kernel
@@ -94,6 +95,7 @@ def resnet_kernel(x1, x2=None, *, activation, depth, T=1.0, sigma_w=1.0, sigma_u
                            grid=lambda L: _march_discretisation(L, T), scheme="Euler (exact discrete sums)",
                            v_max=max_norm(a, b), strict=strict, max_nodes=float("inf"))
     solver.cost_drivers = cost_drivers(depth)
+    solver.window_correlation_cap = kink_window_cap(act)    # (a kink: the closest pairs off the sphere solved directly)
     # no biases: a positively homogeneous phi (relu) gives K(lx, my) = lm K(x, y), any inputs take the sphere
     # table; an odd phi (tanh) gives K(x, -y) = -K(x, y), half the solves
     nngp, ntk, ginfo = gram(a, None if same else b, solver, homogeneous=act.is_positively_homogeneous,
