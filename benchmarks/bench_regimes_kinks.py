@@ -171,6 +171,28 @@ contracted for C and Cdot in one product and laid out by degree in cache-sized b
 degree 20; a first norm basis taken when its table has at most 0.8 of the tensor grid's pairs (hardtanh, 2000 rows:
 4.6 -> 3.4 s); Sheppard's closed form for the orthant of a kink at 0 with itself; every non-jumping kink's window
 capped (the tanh kink on 2-D rows erred by 3e-9 uncapped).
+
+Stop 38 (2026-12-08, 03:07-03:24 UTC, ``bench_regimes.py --offsphere-repeat 1`` on main edb9052, load 0.6 at the start),
+ratio to softplus on the same rows (softplus seconds in the first column); in parentheses stop 37's.  New: the norm
+table near its window's near-parallel edge (columns at both edges, a degree in log v accepted only with coefficients to
+spare, held-out norms at the edges and at equal norms: relu6's table had erred by 8.6e-10 at input pairs against an
+estimate of 5.5e-10), a kink's window capped at |cos| 0.9 (was 0.95) for the Neural ODE and now the ResNet too, the
+direct pairs' self-kernels interpolated from the finest norm grid, the Taylor anchors in blocks of 8192 cells:
+
+| rows | softplus | relu | leaky | elu | abs | hardtanh | relu6 | hard-swish | tanh-kink |
+|---|---|---|---|---|---|---|---|---|---|
+| node, sphere, N = 2000 | 0.57 | 1.18 | 1.29 | 2.13 | 2.15 | 2.21 | 2.56 | 2.72 | 2.23 |
+| node, std., N = 200 | 0.71 | 0.74 | 0.76 | 1.25 | 1.51 | 2.67 (2.04) | 3.27 (2.70) | 5.69 (4.07) | 2.98 (2.00) |
+| node, std., N = 2000 | 1.24 | 0.56 | 0.51 | 0.94 | 0.89 | 2.20 (2.38) | **3.02 (5.27)** | **5.29 (10.9)** | 2.28 (2.24) |
+| resnet depth 8, std., N = 200 | 0.68 | 0.17 | 0.18 | 0.58 | 0.19 | 1.11 | 1.73 | 2.60 | 2.28 |
+| node, std. d = 2, N = 200 | 0.84 | 0.61 | 0.60 | 5.59 (4.87) | 1.20 | 26.9 (28.4) | 28.9 (40.5) | 27.1 (30.2) | 11.2 (9.9) |
+
+In seconds the N = 200 rows moved little (relu6 2.30 s, hard-swish 4.02 s; stop 37: 3.46 s and 5.21 s against softplus
+1.28 s there, 0.71 s here); the d = 2 row: hardtanh 22.5 s, relu6 24.1 s, hard-swish 22.6 s (stop 37: 27.5, 39.3, 29.3 s).
+Relative error estimates <= 6.8e-10 off the sphere (9.5e-10 hardtanh in d = 2), no warning.  Side by side with old main
+08612ff (fresh processes, alternating): relu6 on the 2000 rows 7.3 s (its estimate dishonest) -> 3.6-4.0 s, node tanh
+1.24-1.73 / 1.32-1.45 s (old / new, four runs each); the ResNet (depth 8) on 2000 standardised rows relu6 1.74 -> 1.49 s,
+hard-swish 4.43 -> 2.57 s, on 200 rows in d = 2 relu6 15.7 s (estimate 5e-7, off by 1.7e-5) -> 1.8 s (6.8e-10).
 """
 
 from __future__ import annotations
