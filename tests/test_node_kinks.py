@@ -372,12 +372,14 @@ def test_unequal_norm_pairs_on_the_panels():
 @pytest.mark.slow
 def test_unequal_norm_pairs_closer_than_the_cap_take_the_fine_grid():
     """Pairs of unequal norm beyond |cos| = 0.99 (here 0.999, norm ratio 1.001: nearly identical inputs, at the kink's
-    limit) take the tensor grid judged at identical inputs (as every unequal pair did before), the others the
-    coarse one, in one call: both against the tensor equations on a fixed grid of 128 intervals within 1e-10 of the
-    largest |NTK|.  ~6 s."""
+    limit) take both collapsed triangles, each pair on its own ladder (:mod:`kernelcalc.kernels.ode_kinked_pair`; the
+    tensor grid judged at identical inputs took 64-128 intervals before), the others the coarse tensor grid, in one
+    call: both against the tensor equations on a fixed grid of 128 intervals within 1e-10 of the largest |NTK|."""
+    from kernelcalc.kernels.ode_kinked_pair import _PAIR_LADDER
+
     solver, err = _elu_pairs_against_a_fixed_grid(np.array([1.0, 0.5]), np.array([1.001, 2.0]), np.array([0.999, 0.5]),
                                                   128)
-    assert solver.info["unequal_norms_close_M"] >= 64 and solver.info["unequal_norms_M"] <= 12
+    assert solver.info["unequal_norms_close_M"] in _PAIR_LADDER and solver.info["unequal_norms_M"] <= 12
     assert err <= 1e-10
 
 
@@ -395,7 +397,7 @@ def test_elu_off_the_sphere_direct_pairs_against_the_direct_path():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", kc.Assumption1Warning)
         K = kc.node_kernel(x, activation="elu", T=1.0)
-        assert K.info["path"] == "norm interpolation" and K.info["direct_pairs"] == 16
+        assert K.info["path"] == "norm interpolation" and K.info["direct_pairs"] >= 16     # (and any above the cap)
         assert K.info["direct_self_kernels"]["interpolated"] and K.info["direct_self_kernels"]["deviation"] <= 1e-12
         u = x / np.linalg.norm(x, axis=1, keepdims=True)
         c = np.abs(u @ u.T)
