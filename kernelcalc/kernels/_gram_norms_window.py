@@ -24,6 +24,8 @@ __all__ = ["NormWindow", "kink_window_cap"]
 _MIN_HALF_WIDTH = 0.25 * math.pi     # the theta window is at least [pi/4, 3 pi/4]
 _DIRECT_PAIRS = 16           # pairs of largest |cos theta| solved directly, outside the window
 _DIRECT_MAX = 20000          # most pairs above a pair function's window cap (solved directly; else refused)
+#: direct pairs this close to |cos theta| = 1 (relative) have their self-kernels solved, never interpolated
+_SOLVED_BELOW = 1e-4
 #: the largest |cos theta| of the window for a kinked activation that does not jump (:func:`kink_window_cap`)
 _KINK_CAP = 0.9
 
@@ -131,17 +133,28 @@ class NormWindow:
         r"""The direct pairs' norms: their self-kernels interpolated in $\log v$ from those of the columns' Lobatto
         points (all solved, the finest degree in $t$ the plan reached) where that is measured to meet tol/100 at the
         check rows' norms (solved directly), else solved.  (From the first degree's points, relu6's on 2000
-        standardised rows missed by 8.7e-10, and the 303 pairs above its window cap solved 600 self-kernels: 2.4 s.)"""
-        direct_norms = np.concatenate([self.na[self.direct[0]], self.nb[self.direct[1]]])
+        standardised rows missed by 8.7e-10, and the 303 pairs above its window cap solved 600 self-kernels: 2.4 s.)
+        The norms of pairs within :data:`_SOLVED_BELOW` of $|\cos\theta|=1$ are always solved: there a kink's kernel
+        moves like the square root of its diagonals' error (duplicate rows, the ResNet of relu6: 3.5e-9 of max|NTK|
+        from diagonals interpolated to 6e-16, its estimate 4.2e-10; review of stop 38)."""
+        ia, ib = self.direct
         adopt, prepare = getattr(pair_fn, "adopt_diagonals", None), getattr(pair_fn, "prepare", None)
-        if prepare is None or not direct_norms.size:
+        if prepare is None or not ia.size:
             return
+        na, nb = self.na[ia], self.nb[ib]
+        xy = np.sum(self.a[ia] * self.b[ib], axis=1) / self.d
+        root = np.sqrt(na * nb)
+        close = (root > 0) & (root - np.abs(xy) <= _SOLVED_BELOW * root)
+        if np.any(close):
+            prepare(np.concatenate([na[close], nb[close]]))
+        rest = np.concatenate([na[~close], nb[~close]])
         adopted = False
-        if adopt is not None:
-            adopted, deviation = adopt(direct_norms, self._v(self.col_nodes), checked_norms)
-            self.info["direct_self_kernels"] = dict(interpolated=adopted, deviation=deviation)
-        if not adopted:
-            prepare(direct_norms)
+        if adopt is not None and rest.size:
+            adopted, deviation = adopt(rest, self._v(self.col_nodes), checked_norms)
+            self.info["direct_self_kernels"] = dict(interpolated=adopted, deviation=deviation,
+                                                    solved_close=int(np.count_nonzero(close)))
+        if rest.size and not adopted:
+            prepare(rest)
 
     def _solve_direct(self, pair_fn) -> None:
         """Solve the pairs outside the window (:meth:`_window`) directly; ``direct_entries``: ``(rows, columns,

@@ -65,6 +65,7 @@ from .._validation import KernelcalcInputError, as_input_pair, positive, positiv
 from ..theory.activations import resolve_activation
 from ..theory.gaussian import DEFAULT_TOL, DualKernels, dual_kernels
 from ._gram import bucket, error_estimate, gram, max_norm, pad_to, require_finite
+from ._gram_norms_window import kink_window_cap
 from .._results import Kernel
 
 __all__ = ["untied_node_kernel", "untied_resnet_kernel", "batched_pair_fn", "WEIGHTS", "check_weights"]
@@ -215,6 +216,7 @@ class _UntiedSolver:
                     "is below what float64 allows; reduce T or sigma_w, or raise tol")
             return nngp, ntk
 
+        pair_fn.window_correlation_cap = kink_window_cap(self.act)     # (a kink: the closest pairs solved directly)
         return pair_fn
 
 
