@@ -267,10 +267,11 @@ def limit(activation, T, sigma_w, sigma_u, sigma_v, data, points, latex, as_json
         for name in ("ntk", "nngp"):
             s = grams[name]
             cond = s["condition_number"]
+            cond = ("inf (lambda_min <= 0 or within its error bound of 0: the Gram is singular)" if cond is None
+                    else format(cond, ".6e"))
             out += [f"{name.upper():>4}: entries min {s['min_entry']:.6g}, max {s['max_entry']:.6g}, "
                     f"mean {s['mean_entry']:.6g}; lambda_min {s['lambda_min']:.6e}, "
-                    f"lambda_max {s['lambda_max']:.6e}, condition number "
-                    f"{'inf (lambda_min <= 0: the Gram is singular)' if cond is None else format(cond, '.6e')}"]
+                    f"lambda_max {s['lambda_max']:.6e}, condition number {cond}"]
         out += [f"warning: {w}" for w in grams["warnings"]]
     emit(None, "\n".join(out), as_json=as_json, json_out=json_out, doc=doc)
 
