@@ -90,3 +90,17 @@ def test_a_full_marginal_store_is_rebuilt_with_every_norm_of_the_call(monkeypatc
     # 1.1 cached by the first call; 1.7 and 0.9 new: 5 norms > 4
     _second_call_against_a_fresh_solver((np.array([0.5, 0.8, 1.1]), np.array([0.8, 1.1, 0.5])),
                                         (np.array([1.1, 1.7, 0.9]), np.array([1.7, 0.9, 1.1])))
+
+
+def test_a_marginal_store_pickles_with_its_tails():
+    """A solver sent to Dask workers in other processes pickles its marginal store: the tuple subclass keeps its tails
+    (unpickling had failed with "missing 1 required positional argument: 'tails'"; the off-sphere Neural ODE on a
+    process cluster raised)."""
+    import pickle
+
+    from kernelcalc.kernels._marginal_table import MarginalStore
+
+    m = MarginalStore((np.arange(3.0), np.ones((2, 2))), (np.full(2, 0.5),))
+    r = pickle.loads(pickle.dumps(m))
+    assert type(r) is MarginalStore and len(r) == 2 and np.array_equal(r[1], m[1])
+    assert len(r.tails) == 1 and np.array_equal(r.tails[0], m.tails[0])

@@ -341,3 +341,8 @@ class MarginalStore(tuple):
         self = super().__new__(cls, arrays)
         self.tails = tuple(tails)
         return self
+
+    def __getnewargs__(self):
+        # (pickled with its tails: a solver sent to Dask workers in other processes; the tuple's own arguments lacked
+        # them and unpickling failed, "missing 1 required positional argument: 'tails'")
+        return tuple(self), self.tails
