@@ -291,13 +291,12 @@ class _DirectPlan(GramPlan):
     def block(self, rows, cols):
         na, nb = self.na[rows], self.nb[cols]
         xy = self.a[rows] @ self.b[cols].T / self.d
-        # pairs within 1e-12 of parallel summed as the norms are (duplicate rows: x.y/d exactly x.x/d; a matrix
-        # product's rounding left 1 - rho ~ 1e-16, where a kink's kernel moves like its square root: relu6's ResNet of
-        # two identical rows differed from the same pair inside a larger Gram by 7.8e-10 of max|NTK|; review of stop 38)
+        # pairs within 1e-12 of parallel summed as the norms are (_inner: relu6's ResNet of two identical rows differed
+        # from the same pair inside a larger Gram by 7.8e-10 of max|NTK|; review of stop 38)
         near = np.abs(xy) >= (1.0 - 1e-12) * np.sqrt(np.outer(na, nb))
         if np.any(near):
             r, c = np.nonzero(near)
-            xy[r, c] = np.sum(self.a[rows][r] * self.b[cols][c], axis=1) / self.d
+            xy[r, c] = self._inner(np.arange(self.shape[0])[rows][r], np.arange(self.shape[1])[cols][c])
         mask = self._diagonal_mask(rows, cols)
         if mask is not None:   # x.x/d exactly as in the norms: identical inputs give identical moments
             xy[mask] = np.broadcast_to(na[:, None], xy.shape)[mask]

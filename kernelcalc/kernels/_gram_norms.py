@@ -223,8 +223,7 @@ class NormInterpPlan(NormWindow, NormPlanChecks, _TablePlan):
                                       theta_extrapolated=grid_theta, theta_held_out=held,
                                       diagonal=err_diag, zero_rows=err_zero)
         estimate = max(err_theta, theta_est) + err_t + 3.0 * held_t + max(err_diag, err_zero)
-        self._direct_self_kernels(pair_fn, checked_norms)
-        self._solve_direct(pair_fn)
+        self._solve_direct(pair_fn, checked_norms)
         checked = self._check(pair_fn)
         self.info["interpolation_check"] = checked
         self.info["pair_solves"] = self.solves

@@ -93,9 +93,8 @@ class NormPlanChecks:
         self.solves += ia.size * ib.size
         got = [np.concatenate([g[:, ib] for g in gs]) for gs in
                zip(*(self.block(slice(i, i + 1), slice(None)) for i in ia))]
-        # summed as the norms are (and the direct pairs): identical rows, of a symmetric Gram or not, have x.y/d
-        # exactly x.x/d (a matrix product's rounding left 1 - rho ~ 1e-16, where a kink's kernel is steep: relu6's check
-        # of a Gram of 300 rows with their copy measured 6.7e-9 and warned, the Gram itself exact; review of stop 38)
-        xy = np.sum(self.a[ia][:, None, :] * self.b[ib][None, :, :], axis=2) / self.d
+        # summed as the norms are (_inner), identical rows of a symmetric Gram or not (relu6's check of a Gram of 300
+        # rows with their copy measured 6.7e-9 from a matrix product and warned, the Gram itself exact; review of stop 38)
+        xy = self._inner(np.repeat(ia, ib.size), np.tile(ib, ia.size)).reshape(ia.size, ib.size)
         ref = pair_fn(np.broadcast_to(self.na[ia][:, None], xy.shape), np.broadcast_to(self.nb[ib][None, :], xy.shape), xy)
         return float(max(np.max(np.abs(g - r)) / max(sc, 1e-300) for g, r, sc in zip(got, ref, self.scale)))

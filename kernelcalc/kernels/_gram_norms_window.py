@@ -129,20 +129,34 @@ class NormWindow:
                 f"{_DIRECT_MAX}): use fewer points, more input dimensions, or inputs of one norm (data.sphere_normalise)")
         return count
 
-    def _direct_self_kernels(self, pair_fn, checked_norms):
-        r"""The direct pairs' norms: their self-kernels interpolated in $\log v$ from those of the columns' Lobatto
-        points (all solved, the finest degree in $t$ the plan reached) where that is measured to meet tol/100 at the
-        check rows' norms (solved directly), else solved.  (From the first degree's points, relu6's on 2000
+    def _solve_direct(self, pair_fn, checked_norms) -> None:
+        r"""Solve the pairs outside the window (:meth:`_window`) directly, at their own norms and $x\cdot y/d$
+        (:meth:`_inner`); ``direct_entries``: ``(rows, columns, values (n, 2))`` of their Gram entries (a symmetric
+        Gram's both ways), written by :meth:`_put_direct`.
+
+        Their self-kernels first: interpolated in $\log v$ from those of the columns' Lobatto points (all solved, the
+        finest degree in $t$ the plan reached) where that is measured to meet tol/100 at the check rows' norms
+        (``checked_norms``, solved directly), else solved.  (From the first degree's points, relu6's on 2000
         standardised rows missed by 8.7e-10, and the 303 pairs above its window cap solved 600 self-kernels: 2.4 s.)
         The norms of pairs within :data:`_SOLVED_BELOW` of $|\cos\theta|=1$ are always solved: there a kink's kernel
         moves like the square root of its diagonals' error (duplicate rows, the ResNet of relu6: 3.5e-9 of max|NTK|
         from diagonals interpolated to 6e-16, its estimate 4.2e-10; review of stop 38)."""
         ia, ib = self.direct
+        vals = np.empty((0, 2))
+        if ia.size:
+            na, nb, xy = self.na[ia], self.nb[ib], self._inner(ia, ib)
+            self._direct_self_kernels(pair_fn, checked_norms, na, nb, xy)
+            self.solves += ia.size
+            vals = np.stack(pair_fn(na, nb, xy), axis=-1)
+        if self.same:
+            ia, ib, vals = np.concatenate([ia, ib]), np.concatenate([ib, ia]), np.concatenate([vals, vals])
+        self.direct_entries = (ia, ib, vals)
+
+    def _direct_self_kernels(self, pair_fn, checked_norms, na, nb, xy):
+        """The direct pairs' self-kernels (:meth:`_solve_direct`), for a pair function that prepares them."""
         adopt, prepare = getattr(pair_fn, "adopt_diagonals", None), getattr(pair_fn, "prepare", None)
-        if prepare is None or not ia.size:
+        if prepare is None:
             return
-        na, nb = self.na[ia], self.nb[ib]
-        xy = np.sum(self.a[ia] * self.b[ib], axis=1) / self.d
         root = np.sqrt(na * nb)
         close = (root > 0) & (root - np.abs(xy) <= _SOLVED_BELOW * root)
         if np.any(close):
@@ -155,20 +169,6 @@ class NormWindow:
                                                     solved_close=int(np.count_nonzero(close)))
         if rest.size and not adopted:
             prepare(rest)
-
-    def _solve_direct(self, pair_fn) -> None:
-        """Solve the pairs outside the window (:meth:`_window`) directly; ``direct_entries``: ``(rows, columns,
-        values (n, 2))`` of their Gram entries (a symmetric Gram's both ways), written by :meth:`_put_direct`."""
-        ia, ib = self.direct
-        vals = np.empty((0, 2))
-        if ia.size:
-            self.solves += ia.size
-            # (summed as the norms are: a duplicate row's x.y/d is exactly its x.x/d, the parallel inputs' exact kernel)
-            xy = np.sum(self.a[ia] * self.b[ib], axis=1) / self.d
-            vals = np.stack(pair_fn(self.na[ia], self.nb[ib], xy), axis=-1)
-        if self.same:
-            ia, ib, vals = np.concatenate([ia, ib]), np.concatenate([ib, ia]), np.concatenate([vals, vals])
-        self.direct_entries = (ia, ib, vals)
 
     def _put_direct(self, out, i, j):
         """Write the directly solved pairs that fall in the chunk of rows ``i`` x columns ``j`` (both increasing)
