@@ -50,7 +50,7 @@ class GramPlan:
         return self.a.shape[0], self.b.shape[0]
 
     def _inner(self, ia, ib) -> np.ndarray:
-        """$x\cdot y/d$ of the row pairs ``(a[ia[k]], b[ib[k]])`` summed as the norms are: identical rows give exactly
+        r"""$x\cdot y/d$ of the row pairs ``(a[ia[k]], b[ib[k]])`` summed as the norms are: identical rows give exactly
         their $x\cdot x/d$ (a matrix product's rounding leaves $1-\rho\sim10^{-16}$, where a kink's kernel moves like its
         square root)."""
         return np.sum(self.a[ia] * self.b[ib], axis=1) / self.d
